@@ -1,0 +1,42 @@
+"""gridswarm: DER agents keep a grid at 60 Hz through a market, a message bus and signed contracts.
+
+>>> import gridswarm_env
+>>> env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=100)
+>>> obs, infos = env.reset(seed=0)
+
+``parallel_env`` returns the PettingZoo ``ParallelEnv``; ``env`` the AEC version
+(``parallel_to_aec``); ``raw_env`` is the environment class. Importing the package
+has no side effects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gridswarm_env.env import OBS_DIM, OBS_FIELDS, GridSwarmEnv
+from gridswarm_env.scenarios import SCENARIOS, get_scenario, scenario_names
+
+__version__ = "0.1.0"
+
+raw_env = GridSwarmEnv
+
+
+def parallel_env(scenario: str = "price_spike", n_agents: int = 100, trust: str = "ed25519",
+                 shadow: bool = False, render_mode: str | None = None,
+                 **kwargs: Any) -> GridSwarmEnv:
+    """Create the parallel environment (see :class:`GridSwarmEnv` for the arguments)."""
+    return GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, shadow=shadow,
+                        render_mode=render_mode, **kwargs)
+
+
+def env(scenario: str = "price_spike", n_agents: int = 100, trust: str = "ed25519",
+        shadow: bool = False, render_mode: str | None = None, **kwargs: Any):
+    """Create the AEC environment (the parallel one wrapped by ``parallel_to_aec``)."""
+    from pettingzoo.utils.conversions import parallel_to_aec
+
+    return parallel_to_aec(parallel_env(scenario=scenario, n_agents=n_agents, trust=trust,
+                                        shadow=shadow, render_mode=render_mode, **kwargs))
+
+
+__all__ = ["GridSwarmEnv", "OBS_DIM", "OBS_FIELDS", "SCENARIOS", "__version__", "env",
+           "get_scenario", "parallel_env", "raw_env", "scenario_names"]

@@ -1,0 +1,318 @@
+"""Frozen, validated configuration for every part of gridswarm.
+
+Every setting lives in a frozen dataclass whose ``__post_init__`` checks it and
+raises :class:`ValueError` naming the field, the bad value and what is allowed.
+Physics parameters (:class:`~gridswarm_env.grid.GridParams`), bus settings
+(:class:`~gridswarm_env.bus.BusConfig`) and discharge limits
+(:class:`~gridswarm_env.kernel.Limits`) live beside the code that uses them;
+this module holds the fleet, market, cost, reward and environment settings and
+the small ``check_*`` helpers every config uses.
+
+Sign convention (everywhere): positive power = more injection into the grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+TRUST_MODES = ("ed25519", "hmac")
+DER_KINDS = ("solar", "battery", "ev")
+
+
+# --------------------------------------------------------------------------- checks
+def check_finite(owner: str, name: str, value: Any) -> float:
+    """Return ``value`` as float or raise ``ValueError`` if it is not a finite number."""
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}.{name} = {value!r}: expected a finite number") from None
+    if isinstance(value, bool) or not math.isfinite(as_float):
+        raise ValueError(f"{owner}.{name} = {value!r}: expected a finite number")
+    return as_float
+
+
+def check_positive(owner: str, name: str, value: Any) -> float:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
+    v = check_finite(owner, name, value)
+    if v <= 0.0:
+        raise ValueError(f"{owner}.{name} = {value!r}: must be > 0")
+    return v
+
+
+def check_non_negative(owner: str, name: str, value: Any) -> float:
+    """Raise ``ValueError`` unless ``value`` is a finite number >= 0."""
+    v = check_finite(owner, name, value)
+    if v < 0.0:
+        raise ValueError(f"{owner}.{name} = {value!r}: must be >= 0")
+    return v
+
+
+def check_range(owner: str, name: str, value: Any, lo: float, hi: float, *,
+                lo_open: bool = False, hi_open: bool = False) -> float:
+    """Raise ``ValueError`` unless ``value`` lies in the interval lo..hi (open ends as asked)."""
+    v = check_finite(owner, name, value)
+    bad_lo = v <= lo if lo_open else v < lo
+    bad_hi = v >= hi if hi_open else v > hi
+    if bad_lo or bad_hi:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise ValueError(f"{owner}.{name} = {value!r}: must lie in {left}{lo}, {hi}{right}")
+    return v
+
+
+def check_int_at_least(owner: str, name: str, value: Any, minimum: int) -> int:
+    """Raise ``ValueError`` unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise ValueError(f"{owner}.{name} = {value!r}: expected an integer >= {minimum}")
+    if value < minimum:
+        raise ValueError(f"{owner}.{name} = {value!r}: must be an integer >= {minimum}")
+    return int(value)
+
+
+def check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{owner}.{name} = {value!r}: allowed values are {', '.join(allowed)}")
+    return value
+
+
+def override(config: Any, **changes: Any) -> Any:
+    """Return a copy of a frozen config with ``changes`` applied (validated again).
+
+    Unknown field names raise ``ValueError`` listing the known ones.
+    """
+    known = {f.name for f in fields(config)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(
+            f"{type(config).__name__} has no field(s) {', '.join(unknown)}; "
+            f"known fields: {', '.join(sorted(known))}"
+        )
+    return replace(config, **changes)
+
+
+# --------------------------------------------------------------------------- fleet
+@dataclass(frozen=True)
+class FleetConfig:
+    """The DER fleet: how many agents of each kind and how big each portfolio is.
+
+    The fleet is sized in MW for the whole system and shared among the agents of
+    each kind, so a scenario behaves alike at 10 or 10 000 agents. Each agent's
+    portfolio gets a random share (uniform in ``1 ± size_spread``, renormalized so
+    kind totals are exact).
+
+    Defaults and sources:
+
+    * home battery 5 kW / 13.5 kWh, 90 % round trip (Tesla Powerwall 2 datasheet):
+      ``battery_duration_h = 13.5 / 5 = 2.7`` and one-way efficiencies
+      ``sqrt(0.90) = 0.949``;
+    * EV level-2 charger 7.2 kW (SAE J1772, 240 V x 30 A), 60 kWh pack, 90 %
+      charging efficiency (Apostolaki-Iosifidou et al., Energy 127, 2017);
+      baseline "smart" charging at half the charger rating, no V2G;
+    * PV inverter efficiency 0.96 (CEC weighted efficiency of typical string
+      inverters); day-ahead/intra-hour forecast error ~5 % of output
+      (per-agent bias, normal).
+
+    :param share_solar: fraction of agents that are solar portfolios.
+    :param share_battery: fraction of agents that are battery portfolios.
+    :param share_ev: fraction of agents that are EV fleets.
+    """
+
+    share_solar: float = 0.3
+    share_battery: float = 0.4
+    share_ev: float = 0.3
+    battery_power_mw: float = 100.0       # fleet total rated power of batteries
+    battery_duration_h: float = 2.7       # energy / power (13.5 kWh / 5 kW)
+    battery_eta_charge: float = 0.949     # sqrt(0.90) one-way
+    battery_eta_discharge: float = 0.949
+    battery_soc_init_low: float = 0.25
+    battery_soc_init_high: float = 0.9
+    ev_power_mw: float = 50.0             # fleet total charger rating
+    ev_energy_per_mw_h: float = 60.0 / 7.2  # pack energy / charger power (60 kWh / 7.2 kW)
+    ev_eta_charge: float = 0.90
+    ev_baseline_fraction: float = 0.5     # baseline charging rate / rated
+    ev_soc_init_low: float = 0.3
+    ev_soc_init_high: float = 0.7
+    ev_departure_soc: float = 0.8
+    ev_departure_min_s: float = 60.0      # departures drawn uniformly in this range
+    ev_departure_max_s: float = 3600.0
+    solar_capacity_mw: float = 120.0      # fleet total PV rating (DC)
+    solar_inverter_eta: float = 0.96
+    solar_forecast_error_std: float = 0.05
+    solar_variability_std: float = 0.01   # per-step relative AR(1) noise on availability
+    size_spread: float = 0.5
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        for name in ("share_solar", "share_battery", "share_ev", "size_spread",
+                     "solar_forecast_error_std", "solar_variability_std"):
+            check_range(owner, name, getattr(self, name), 0.0, 1.0)
+        total = self.share_solar + self.share_battery + self.share_ev
+        if not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise ValueError(
+                f"{owner}: share_solar + share_battery + share_ev = {total!r}: must sum to 1"
+            )
+        for name in ("battery_power_mw", "ev_power_mw", "solar_capacity_mw"):
+            check_non_negative(owner, name, getattr(self, name))
+        for name in ("battery_duration_h", "ev_energy_per_mw_h", "ev_departure_min_s"):
+            check_positive(owner, name, getattr(self, name))
+        for name in ("battery_eta_charge", "battery_eta_discharge", "ev_eta_charge",
+                     "solar_inverter_eta"):
+            check_range(owner, name, getattr(self, name), 0.0, 1.0, lo_open=True)
+        for name in ("battery_soc_init_low", "battery_soc_init_high", "ev_soc_init_low",
+                     "ev_soc_init_high", "ev_departure_soc", "ev_baseline_fraction"):
+            check_range(owner, name, getattr(self, name), 0.0, 1.0)
+        for lo, hi in (("battery_soc_init_low", "battery_soc_init_high"),
+                       ("ev_soc_init_low", "ev_soc_init_high"),
+                       ("ev_departure_min_s", "ev_departure_max_s")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{owner}.{lo} = {getattr(self, lo)!r} must be <= "
+                                 f"{owner}.{hi} = {getattr(self, hi)!r}")
+
+
+# --------------------------------------------------------------------------- market
+@dataclass(frozen=True)
+class MarketConfig:
+    """Action discretization and market-clearing rules (DESIGN §3 Market).
+
+    :param n_power_levels: power levels, ``linspace(-1, 1, n) x rated power``.
+    :param n_price_levels: price levels across the scenario's price band.
+    :param consensus_share: a round reaches consensus when accepted power
+        covers at least this share of the request.
+    :param gate_s: gate closure after the step start: bids delivered by the bus
+        later than this miss the round (they are stale next step).
+    :param announce_lead_s: the operator announces the next round this long
+        before the step ends (so the signal can be delivered in time).
+    :param deadband_mw: requests smaller than this hold no round.
+    """
+
+    n_power_levels: int = 21
+    n_price_levels: int = 11
+    consensus_share: float = 0.95
+    gate_s: float = 0.25
+    announce_lead_s: float = 0.2
+    deadband_mw: float = 0.05
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_int_at_least(owner, "n_power_levels", self.n_power_levels, 3)
+        if self.n_power_levels % 2 == 0:
+            raise ValueError(f"{owner}.n_power_levels = {self.n_power_levels!r}: must be odd "
+                             "so that level n//2 is exactly 0 MW")
+        check_int_at_least(owner, "n_price_levels", self.n_price_levels, 2)
+        check_range(owner, "consensus_share", self.consensus_share, 0.0, 1.0, lo_open=True)
+        check_positive(owner, "gate_s", self.gate_s)
+        check_positive(owner, "announce_lead_s", self.announce_lead_s)
+        check_non_negative(owner, "deadband_mw", self.deadband_mw)
+
+
+# --------------------------------------------------------------------------- costs
+@dataclass(frozen=True)
+class CostConfig:
+    """True costs of balancing energy, used by ``system_cost`` and the oracle.
+
+    ``system_cost = Σ_t [ c_bat·E_bat,throughput + c_curt·E_curtailed
+    + c_ev·E_ev,deferred ] + c_ev,unmet·E_ev,unmet + VOLL·E_unserved`` (all $).
+
+    Sources: Li-ion cycle-aging cost of 20–60 $/MWh throughput (Xu et al.,
+    "Factoring the cycle aging cost of batteries participating in electricity
+    markets", IEEE Trans. Power Syst. 33(2), 2018); curtailed PV valued at the
+    US production tax credit, ~27.5 $/MWh; EV deferred charging ~60 $/MWh and
+    unmet departure energy 300 $/MWh (inconvenience, assumptions); value of lost
+    load 9 000 $/MWh (ERCOT's former system-wide offer cap).
+    """
+
+    battery_degradation_per_mwh: float = 40.0
+    solar_curtailment_per_mwh: float = 27.5
+    ev_deferral_per_mwh: float = 60.0
+    ev_unmet_departure_per_mwh: float = 300.0
+    voll_per_mwh: float = 9000.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            check_non_negative(type(self).__name__, f.name, getattr(self, f.name))
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Per-agent reward weights (all in $ before ``scale``).
+
+    ``r_i = scale · ( settlement_i − true_cost_i − penalty_undelivered·E_i,undelivered
+    − ev_unmet_i − grid_weight·|Δf|/band_hz )``
+
+    where ``settlement_i`` is paid at the clearing price, ``true_cost_i`` uses
+    :class:`CostConfig` for the agent's own dispatch, ``E_i,undelivered`` is contracted
+    energy not delivered (MWh) and the last term is shared by all agents.
+    """
+
+    scale: float = 100.0
+    undelivered_penalty_per_mwh: float = 500.0
+    grid_weight: float = 0.002
+    band_hz: float = 0.05
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_positive(owner, "scale", self.scale)
+        check_non_negative(owner, "undelivered_penalty_per_mwh", self.undelivered_penalty_per_mwh)
+        check_non_negative(owner, "grid_weight", self.grid_weight)
+        check_positive(owner, "band_hz", self.band_hz)
+
+
+def _default_grid_params():
+    from gridswarm_env.grid import GridParams
+
+    return GridParams()
+
+
+def _default_bus_config():
+    from gridswarm_env.bus import BusConfig
+
+    return BusConfig()
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything an environment instance needs besides the scenario.
+
+    :param n_agents: number of DER agents (>= 1; fleet MW are shared among them).
+    :param dt_s: agent step (market round) length, default 1 s.
+    :param trust: ``"ed25519"`` (default) or ``"hmac"`` (faster, for training).
+    :param shadow: run bids, clearing, signing, verification and the kernel but
+        dispatch nothing to the physics.
+    :param audit_path: optional JSONL file for the audit hash chain.
+    :param audit_keep_entries: keep audit entries in memory (False keeps only the head).
+    """
+
+    n_agents: int = 100
+    dt_s: float = 1.0
+    trust: str = "ed25519"
+    shadow: bool = False
+    audit_path: str | None = None
+    audit_keep_entries: bool = True
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    market: MarketConfig = field(default_factory=MarketConfig)
+    costs: CostConfig = field(default_factory=CostConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    grid: Any = field(default_factory=_default_grid_params)
+    bus: Any = field(default_factory=_default_bus_config)
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_int_at_least(owner, "n_agents", self.n_agents, 1)
+        check_positive(owner, "dt_s", self.dt_s)
+        check_choice(owner, "trust", self.trust, TRUST_MODES)
+        if not isinstance(self.shadow, bool):
+            raise ValueError(f"{owner}.shadow = {self.shadow!r}: expected True or False")
+        ratio = self.dt_s / self.grid.physics_dt_s
+        if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
+            raise ValueError(
+                f"{owner}.dt_s = {self.dt_s!r}: must be a whole multiple of "
+                f"grid.physics_dt_s = {self.grid.physics_dt_s!r}"
+            )
+        if self.market.gate_s >= self.dt_s or self.market.announce_lead_s >= self.dt_s:
+            raise ValueError(
+                f"{owner}: market.gate_s ({self.market.gate_s}) and market.announce_lead_s "
+                f"({self.market.announce_lead_s}) must be shorter than dt_s ({self.dt_s})"
+            )

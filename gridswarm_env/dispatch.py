@@ -1,0 +1,88 @@
+"""The "mute" executor: turns verified contracts into executed DER power.
+
+Dispatch is an environment rule, not an agent. For the current delivery window it
+receives the balancing power of the energy contracts that *verified* (rejected
+ones contribute 0 MW) and the reserve of the standing reserve contracts with the
+time each one was activated, and produces the balancing power every agent
+executes in every physics sub-step:
+
+    planned_j(s) = c_j + R_j · a_j(s)        a_j(s) = share of sub-step s after activation
+    net_j(s)     = clip(b_j + planned_j(s), net_lo_j, net_hi_j)
+    p_j(s)       = net_j(s) − b_j
+
+where ``b_j`` is the agent's baseline (the schedule it follows at p = 0: actual
+available PV for solar, the kernel's planned schedule otherwise) and
+``[net_lo, net_hi]`` the physical bounds of its *actual* state over the step
+(:meth:`Kernel.execution_bounds`). The clip is the last guard of the kernel: with
+a feasible contract it changes nothing; when it bites, the shortfall is counted
+(``dispatch_clamped``) and penalized as undelivered energy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gridswarm_env.fleet import KIND_SOLAR, FleetState, energy_change_mwh
+from gridswarm_env.kernel import Kernel
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What one step executed, per agent (shape ``(n,)`` unless noted)."""
+
+    p_mean_mw: np.ndarray          # balancing power, mean over the step
+    planned_mean_mw: np.ndarray    # contracted (planned) balancing power, mean over the step
+    p_total_sub_mw: np.ndarray     # (n_substeps,) fleet balancing power per sub-step
+    net_min_mw: np.ndarray         # min / max net injection over the sub-steps
+    net_max_mw: np.ndarray
+    energy_delta_mwh: np.ndarray   # stored-energy change over the step
+    clamped: np.ndarray            # bool: the physical guard changed the planned power
+    reserve_share: np.ndarray      # mean activated share of the standing reserve
+    baseline_mw: np.ndarray        # the baseline actually followed (p = 0 schedule, feasible)
+
+
+def activation_share(activation_s: np.ndarray, t0_s: float, n_substeps: int,
+                     physics_dt_s: float) -> np.ndarray:
+    """``(n, n_substeps)`` share of each sub-step after each agent's activation time."""
+    starts = t0_s + physics_dt_s * np.arange(n_substeps)
+    return np.clip((starts[None, :] + physics_dt_s - activation_s[:, None]) / physics_dt_s,
+                   0.0, 1.0)
+
+
+def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
+            contract_mw: np.ndarray, reserve_mw: np.ndarray, activation_s: np.ndarray,
+            t0_s: float, dt_s: float, n_substeps: int, physics_dt_s: float) -> Execution:
+    """Execute one step (module equations). Does not modify ``fleet``."""
+    h = dt_s / 3600.0
+    base = np.where(fleet.kind == KIND_SOLAR, fleet.solar_available_mw, baseline_mw)
+    lo_net, hi_net = kernel.execution_bounds(fleet, h)
+    base = np.clip(base, lo_net, hi_net)
+    p_lo, p_hi = lo_net - base, hi_net - base
+    in_step = (activation_s < t0_s + dt_s) & (reserve_mw > 0)
+    if in_step.any() and (activation_s[in_step] > t0_s).any():
+        share = activation_share(activation_s, t0_s, n_substeps, physics_dt_s)
+        planned = contract_mw[:, None] + reserve_mw[:, None] * share
+        p = np.clip(planned, p_lo[:, None], p_hi[:, None])
+        net = base[:, None] + p
+        # energy is exact per sub-step (efficiency depends on the sign of net)
+        delta = energy_change_mwh(fleet, net[:, 0], physics_dt_s / 3600.0)
+        for s in range(1, n_substeps):   # loop over sub-steps (20), vectorized over agents
+            delta = delta + energy_change_mwh(fleet, net[:, s], physics_dt_s / 3600.0)
+        return Execution(
+            p_mean_mw=p.mean(axis=1), planned_mean_mw=planned.mean(axis=1),
+            p_total_sub_mw=p.sum(axis=0), net_min_mw=net.min(axis=1),
+            net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
+            clamped=(np.abs(p - planned) > 1e-9).any(axis=1),
+            reserve_share=share.mean(axis=1), baseline_mw=base)
+    share = np.where(activation_s <= t0_s, 1.0, 0.0)
+    planned = contract_mw + reserve_mw * share
+    p = np.clip(planned, p_lo, p_hi)
+    net = base + p
+    return Execution(
+        p_mean_mw=p, planned_mean_mw=planned,
+        p_total_sub_mw=np.full(n_substeps, float(p.sum())),
+        net_min_mw=net, net_max_mw=net,
+        energy_delta_mwh=energy_change_mwh(fleet, net, h),
+        clamped=np.abs(p - planned) > 1e-9, reserve_share=share, baseline_mw=base)

@@ -1,0 +1,861 @@
+"""GridSwarmEnv: ~100 DER agents keep a grid at 60 Hz through a market, a bus and contracts.
+
+Description
+-----------
+A PettingZoo ``ParallelEnv``. Each agent is one DER portfolio (``solar_000``,
+``battery_017``, ``ev_042`` …). Every step is one balancing-market round: the
+operator's request and price signal reach agents over the Agent Message Bus
+(:mod:`gridswarm_env.bus`); agents bid (power, price); the kernel
+(:mod:`gridswarm_env.kernel`) blocks infeasible bids; the market clears
+(:mod:`gridswarm_env.market`); each award becomes a contract signed by agent and
+operator (:mod:`gridswarm_env.trust`); the mute dispatcher executes only contracts
+that verify (:mod:`gridswarm_env.dispatch`); the fleet and the grid frequency
+advance (:mod:`gridswarm_env.fleet`, :mod:`gridswarm_env.grid`).
+
+Timeline of step k (t0 = k·dt, t1 = t0 + dt)::
+
+    t0          bids of round k published (delivery window [t1, t1 + dt))
+    t0 + gate   bids delivered so far are cleared; contracts signed and published;
+                the operator announces round k + 1 (request, price, product)
+    [t0, t1)    physics: contracts of round k − 1 that verified are executed;
+                reserve contracts activate when the emergency broadcast arrives
+    t1          observations from what the bus delivered
+
+Action Space
+------------
+``MultiDiscrete([n_power_levels, n_price_levels])`` (default 21 x 11), the same for
+every agent: power level ``i`` bids ``linspace(-1, 1)[i] x rated power`` of balancing
+power (+ more injection, − less), price level ``j`` bids
+``linspace(floor, cap)[j]`` $/MWh of the scenario's band (for a surplus: the price
+the absorber pays; negative = compensation asked). ``infos[a]["action_mask"]``
+holds the concatenated per-dimension masks (power levels, then price levels).
+
+Observation Space
+-----------------
+``Box(-5, 5, (OBS_DIM,), float32)``, see :data:`OBS_FIELDS` (index: meaning):
+kind one-hot, SoC, size, feasible interval, baseline, scheduled and awarded power,
+reserve, delivered market signal (request, price, product, emergency, frequency,
+RoCoF, age), backpressure flag, time features, EV departure needs, solar
+forecast, last clearing price and own acceptance.
+
+Rewards
+-------
+Per agent, in $ times ``reward.scale`` (see :class:`~gridswarm_env.config.RewardConfig`):
+settlement at the clearing price − own true cost − undelivered penalty − EV unmet
+departure cost − ``grid_weight``·mean|Δf|/0.05 Hz (shared).
+
+Episode End
+-----------
+No termination; truncation after ``scenario.episode_steps`` steps.
+
+Arguments
+---------
+``scenario`` (name or :class:`Scenario`), ``n_agents``, ``trust`` ("ed25519" |
+"hmac"), ``shadow``, ``render_mode`` ("ansi" | "human" | None), ``limits`` (dict,
+TOML path or :class:`Limits`), ``config`` (:class:`EnvConfig`), ``audit_path``,
+``adversary`` (a callable that may tamper with contracts on the bus, for tests and
+demos).
+
+Version History
+---------------
+v0: first release.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from gridswarm_env import market
+from gridswarm_env.bus import AgentMessageBus, Lane
+from gridswarm_env.config import EnvConfig, check_choice
+from gridswarm_env.dispatch import execute
+from gridswarm_env.fleet import (
+    KIND_BATTERY,
+    KIND_EV,
+    KIND_SOLAR,
+    agent_names,
+    apply_energy,
+    baseline_mw,
+    build_fleet,
+    depart_evs,
+    update_solar,
+)
+from gridswarm_env.grid import GridModel
+from gridswarm_env.kernel import Kernel, as_limits, check_executed
+from gridswarm_env.metrics import MetricsAccumulator
+from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE, Scenario, get_scenario
+from gridswarm_env.trust import AuditLog, ContractLedger, IdentityRegistry
+
+OPERATOR = -1
+DISPATCHER = -2
+TOPIC_PRICE, TOPIC_BIDS, TOPIC_FORECAST = "grid/price", "grid/bids", "grid/forecast"
+TOPIC_CONTRACTS, TOPIC_EMERGENCY = "grid/contracts", "grid/emergency"
+
+OBS_FIELDS = (
+    "is_solar", "is_battery", "is_ev", "soc", "size_rel", "feasible_lo_rel", "feasible_hi_rel",
+    "baseline_rel", "scheduled_rel", "awarded_rel", "reserve_rel", "reserve_active",
+    "request_rel", "price_rel", "product_reserve", "emergency", "freq_dev_rel", "rocof_rel",
+    "signal_age", "backpressure", "tod_sin", "tod_cos", "progress", "ev_departure_h",
+    "ev_shortfall_soc", "solar_forecast_rel", "last_clearing_price_rel", "accepted_share",
+)
+OBS_DIM = len(OBS_FIELDS)
+OBS_LIMIT = 5.0
+AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
+
+BID_DTYPE = np.dtype([("round", np.int32), ("power_mw", np.float64),
+                      ("price_per_mwh", np.float64)])
+SIGNAL_DTYPE = np.dtype([("round", np.int32), ("request_mw", np.float64),
+                         ("price_per_mwh", np.float64), ("product", np.int8),
+                         ("freq_hz", np.float64), ("rocof_hz_per_s", np.float64)])
+EMERGENCY_DTYPE = np.dtype([("event_s", np.float64), ("lost_mw", np.float64)])
+
+
+@lru_cache(maxsize=None)
+def _observation_space() -> spaces.Box:
+    return spaces.Box(-OBS_LIMIT, OBS_LIMIT, (OBS_DIM,), np.float32)
+
+
+@lru_cache(maxsize=None)
+def _action_space(n_power: int, n_price: int) -> spaces.MultiDiscrete:
+    return spaces.MultiDiscrete([n_power, n_price])
+
+
+class GridSwarmEnv(ParallelEnv):
+    """The gridswarm PettingZoo parallel environment (see the module docstring)."""
+
+    metadata = {"name": "gridswarm_v0", "render_modes": ["ansi", "human"],
+                "is_parallelizable": True, "render_fps": 4}
+
+    def __init__(self, scenario: str | Scenario = "price_spike", n_agents: int | None = None,
+                 trust: str | None = None, shadow: bool | None = None,
+                 render_mode: str | None = None, limits: Any = None,
+                 config: EnvConfig | None = None, audit_path: str | None = None,
+                 adversary: Callable[..., Any] | None = None, seed: int | None = None) -> None:
+        cfg = config or EnvConfig()
+        changes: dict[str, Any] = {}
+        if n_agents is not None:
+            changes["n_agents"] = n_agents
+        if trust is not None:
+            changes["trust"] = trust
+        if shadow is not None:
+            changes["shadow"] = shadow
+        if audit_path is not None:
+            changes["audit_path"] = str(audit_path)
+        if changes:
+            from gridswarm_env.config import override
+
+            cfg = override(cfg, **changes)
+        if render_mode is not None:
+            check_choice("GridSwarmEnv", "render_mode", render_mode,
+                         tuple(self.metadata["render_modes"]))
+        self.config = cfg
+        self.scenario = get_scenario(scenario)
+        self.render_mode = render_mode
+        self.limits = as_limits(limits)
+        self.adversary = adversary
+        self.possible_agents = agent_names(cfg.n_agents, cfg.fleet)
+        self.agents: list[str] = []
+        self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}
+        self.n_agents = cfg.n_agents
+        self.grid = GridModel(cfg.grid, cfg.dt_s)
+        self.n_substeps = self.grid.n_substeps
+        self.price_levels = self.scenario.price_levels_per_mwh(cfg.market.n_price_levels)
+        self._obs_space = _observation_space()
+        self._act_space = _action_space(cfg.market.n_power_levels, cfg.market.n_price_levels)
+        self._state_space = spaces.Box(-np.inf, np.inf, (8 + 3 * cfg.n_agents,), np.float64)
+        self._seed = seed
+        self._np_random = np.random.default_rng(seed)
+        self.registry = IdentityRegistry(self.possible_agents, mode=cfg.trust, seed=seed)
+        # one audit chain for the env's lifetime when streamed to a file; otherwise a new
+        # in-memory chain per episode (bounded memory)
+        self.audit_log = AuditLog(cfg.audit_path, keep_entries=cfg.audit_keep_entries,
+                                  max_entries_in_memory=AUDIT_ENTRIES_IN_MEMORY)
+        self.ledger = ContractLedger(self.registry, rng=np.random.default_rng(seed),
+                                     audit=self.audit_log)
+        self._episode = -1
+        self._ready = False
+
+    # ------------------------------------------------------------------ spaces
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._obs_space
+
+    def action_space(self, agent: str) -> spaces.MultiDiscrete:
+        return self._act_space
+
+    @property
+    def state_space(self) -> spaces.Box:
+        return self._state_space
+
+    @property
+    def unwrapped(self) -> GridSwarmEnv:
+        return self
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, seed: int | None = None, options: dict | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        cfg, sc = self.config, self.scenario
+        if seed is not None:
+            self._np_random = np.random.default_rng(seed)
+            if seed != self._seed:
+                self._seed = seed
+                self.registry = IdentityRegistry(self.possible_agents, mode=cfg.trust, seed=seed)
+            self.ledger = ContractLedger(self.registry, rng=np.random.default_rng(seed),
+                                         audit=self.audit_log)
+        rng = self._np_random
+        self._episode += 1
+        self.rng = np.random.default_rng(rng.integers(2**63))
+        n, dt = self.n_agents, cfg.dt_s
+        self.t_s = 0.0
+        self.step_index = 0
+        self.duration_s = sc.episode_steps * dt
+        self.fleet = build_fleet(n, cfg.fleet, float(sc.irradiance(0.0, self.duration_s)),
+                                 self.rng)
+        self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
+                             cfg.market.n_power_levels, dt)
+        self.grid.reset()
+        self.bus = AgentMessageBus(cfg.bus, rng=np.random.default_rng(rng.integers(2**63)))
+        self.bus.subscribe_many(TOPIC_PRICE, np.arange(n))
+        self.bus.subscribe_many(TOPIC_EMERGENCY, np.arange(n))
+        self.bus.subscribe(TOPIC_BIDS, OPERATOR)
+        self.bus.subscribe(TOPIC_FORECAST, OPERATOR)
+        self.bus.subscribe(TOPIC_CONTRACTS, DISPATCHER)
+        self.ledger.reset_replay_window()
+        self._ledger_at_reset = self.ledger.counters()
+        self.audit_log.append("episode_start", episode=self._episode, scenario=sc.name,
+                              n_agents=n, trust=cfg.trust, shadow=cfg.shadow)
+        self._precompute_profiles(rng)
+        self.metrics = MetricsAccumulator(
+            costs=cfg.costs, dt_s=dt, physics_dt_s=cfg.grid.physics_dt_s,
+            disturbance_time_s=sc.disturbance_time_s,
+            event_time_s=sc.event_time_s if sc.has_event else None)
+        # dispatcher and market state (arrays over agents, shape (n,))
+        z = np.zeros(n)
+        self.scheduled_p_mw = z.copy()       # contracted balancing power, current window
+        self.awarded_next = z.copy()         # contracted balancing power, next window
+        self.pending: list = []              # (signed energy contract, owner) for next window
+        self.reserve_contracts: list = []    # (signed reserve contract, owner), standing
+        self.reserve_awarded_mw = z.copy()   # reserve awarded per agent
+        self.reserve_mw = z.copy()           # reserve verified and activated per agent
+        self.reserve_price = z.copy()
+        self.activation_s = np.full(n, np.inf)
+        self.emergency_arrival_s = np.full(n, np.inf)
+        self.emergency_seen = np.zeros(n, dtype=bool)
+        self.event_detected = False
+        self.last_p_mw = z.copy()
+        self.blocked_per_agent = np.zeros(n, dtype=np.int64)
+        self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
+        self._next_ref = 0
+        self.stale_bids = 0
+        # what agents know (from delivered messages)
+        self.sig_request = z.copy()
+        self.sig_price = np.full(n, float(self.price_levels.mean()))
+        self.sig_product = np.zeros(n, dtype=np.int8)
+        self.sig_freq = np.full(n, cfg.grid.nominal_freq_hz)
+        self.sig_rocof = z.copy()
+        self.sig_round = np.full(n, -1, dtype=np.int64)
+        self.sig_age = np.full(n, 10.0)
+        self.backpressure = np.zeros(n, dtype=bool)
+        self.accepted_share = z.copy()
+        self.last_clearing_price = float("nan")
+        self.freq_trace_hz = np.full(self.n_substeps, cfg.grid.nominal_freq_hz)
+        self.last_rocof = 0.0
+        self.last_info: dict[str, Any] = {}
+        self.events: list[str] = []
+        self.shadow_dispatch_mwh = 0.0
+        self.dispatch_clamped = 0
+        self._cleared_product = PRODUCT_ENERGY
+        # constant helpers
+        f = self.fleet
+        self._agent_ids = np.arange(n)
+        self._to_operator = np.full(n, OPERATOR)
+        self._solar_idx = np.flatnonzero(f.kind == KIND_SOLAR)
+        self._sub_ends = np.arange(1, self.n_substeps + 1, dtype=float)
+        self._obs_buf = np.zeros((n, OBS_DIM), dtype=np.float32)
+        self._kind_onehot = np.eye(3, dtype=np.float32)[f.kind]
+        kind_mean = np.array([f.rated_power_mw[f.kind == k].mean() if (f.kind == k).any()
+                              else 1.0 for k in range(3)])
+        self._mean_rated = kind_mean[f.kind]
+        self._flex_scale = max(self._flexible_mw(1.0), 1e-6)
+        self._mask_price = np.ones((n, cfg.market.n_price_levels), dtype=bool)
+        self._baseline_next = baseline_mw(f)
+        # round 0 (delivery [dt, 2dt)) is announced at t = 0
+        self.round_index = 0
+        self.round_request_mw, self.round_product = self._operator_request(0)
+        self._announce(self.round_index, self.round_request_mw, self.round_product, 0.0)
+        self.agents = list(self.possible_agents)
+        self._ready = True
+        self._update_feasible()
+        return self._observations(), self._infos()
+
+    def _precompute_profiles(self, rng: np.random.Generator) -> None:
+        """Per-sub-step requirement (noise-free) and true shortage for the whole episode."""
+        sc, pdt = self.scenario, self.config.grid.physics_dt_s
+        n_sub_total = sc.episode_steps * self.n_substeps
+        t_mid = (np.arange(n_sub_total) + 0.5) * pdt
+        forecast = sc.forecast_shortage_mw(t_mid)
+        lost = sc.lost_generation_mw(t_mid)
+        noise = sc.load_noise_mw(n_sub_total, pdt, np.random.default_rng(rng.integers(2**63)))
+        shape = (sc.episode_steps, self.n_substeps)
+        self.requirement_sub_mw = (forecast + lost).reshape(shape)
+        self.shortage_sub_mw = (forecast + lost + noise).reshape(shape)
+
+    # ------------------------------------------------------------------ operator
+    def _operator_request(self, round_index: int) -> tuple[float, int]:
+        """Request (MW) and product of the round delivering in [(r+1)·dt, (r+2)·dt)."""
+        sc, dt = self.scenario, self.config.dt_s
+        w0 = (round_index + 1) * dt
+        reserve_round = (sc.reserve_target_mw > 0 and not self.event_detected
+                         and w0 < sc.event_time_s)
+        if reserve_round:
+            return max(sc.reserve_target_mw - float(self.reserve_awarded_mw.sum()), 0.0), \
+                PRODUCT_RESERVE
+        ts = w0 + (np.arange(self.n_substeps) + 0.5) * self.config.grid.physics_dt_s
+        req = float(sc.forecast_shortage_mw(ts).mean())
+        if self.event_detected:
+            req += sc.contingency_mw - float(self.reserve_standing_mw().sum())
+        return req, PRODUCT_ENERGY
+
+    def _flexible_mw(self, request_mw: float) -> float:
+        a, f = self.kernel.arrays, self.fleet
+        if request_mw >= 0:
+            up = np.where(f.kind == KIND_BATTERY, a.max_discharge_mw,
+                          np.where(f.kind == KIND_EV, f.ev_baseline_rate_mw, 0.0))
+            return float(up.sum())
+        down = np.where(f.kind == KIND_SOLAR, f.solar_forecast_mw,
+                        np.where(f.kind == KIND_EV, f.rated_power_mw - f.ev_baseline_rate_mw,
+                                 a.max_charge_mw))
+        return float(down.sum())
+
+    def _announce(self, round_index: int, request_mw: float, product: int, now_s: float) -> None:
+        sc = self.scenario
+        price = market.price_signal_per_mwh(request_mw, self._flexible_mw(request_mw),
+                                            sc.price_floor_per_mwh, sc.price_cap_per_mwh)
+        freq = float(self.freq_trace_hz[-1])
+        row = np.array([(round_index, request_mw, price, product, freq, self.last_rocof)],
+                       dtype=SIGNAL_DTYPE)
+        n = self.n_agents
+        self.bus.publish_batch(TOPIC_PRICE, np.repeat(row, n), lane=Lane.MARKET,
+                               senders=np.full(n, OPERATOR), recipients=np.arange(n),
+                               now_s=now_s)
+        self.round_price_signal = price
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions: Mapping[str, Any]):
+        """PettingZoo step: ``actions`` maps every live agent to ``[power level, price level]``."""
+        self._check_running()
+        level, price_idx = self._decode(actions)
+        return self._step(level, price_idx, as_dicts=True)
+
+    def step_arrays(self, power_level: np.ndarray, price_level: np.ndarray):
+        """Step with integer action arrays over agents (the fast path of the SB3 adapter).
+
+        :returns: ``(obs (n, OBS_DIM) float32, rewards (n,), truncated: bool, info dict)``;
+            masks are in :meth:`action_masks`.
+        """
+        self._check_running()
+        p = np.asarray(power_level)
+        q = np.asarray(price_level)
+        nvec = self._act_space.nvec
+        if p.shape != (self.n_agents,) or q.shape != (self.n_agents,):
+            raise ValueError(f"power_level and price_level must have shape ({self.n_agents},)")
+        if not (np.issubdtype(p.dtype, np.integer) and np.issubdtype(q.dtype, np.integer)):
+            raise ValueError("power_level and price_level must be integer arrays")
+        if (p < 0).any() or (p >= nvec[0]).any() or (q < 0).any() or (q >= nvec[1]).any():
+            i = int(np.flatnonzero((p < 0) | (p >= nvec[0]) | (q < 0) | (q >= nvec[1]))[0])
+            raise ValueError(f"action of {self.possible_agents[i]} = [{p[i]}, {q[i]}] is outside "
+                             f"the action space [0..{nvec[0] - 1}, 0..{nvec[1] - 1}]")
+        return self._step(p.astype(np.int64), q.astype(np.int64), as_dicts=False)
+
+    def _check_running(self) -> None:
+        if not self._ready or not self.agents:
+            raise RuntimeError("step() called before reset() or after the episode ended; "
+                               "call reset() first")
+
+    def _step(self, power_level: np.ndarray, price_level: np.ndarray, *, as_dicts: bool):
+        """DESIGN §2: kernel → bus → clear → sign → verify → dispatch → fleet → grid → reward."""
+        cfg, sc = self.config, self.scenario
+        dt, pdt, n = cfg.dt_s, cfg.grid.physics_dt_s, self.n_agents
+        k, t0 = self.step_index, self.t_s
+        t1, gate = t0 + dt, t0 + cfg.market.gate_s
+        self.events = []
+        self.bus.begin_step()
+        n_blocked, bid_mw, bid_price = self._kernel_filter(power_level, price_level, k)
+        self._publish_bids(bid_mw, bid_price, t0)
+        self._maybe_broadcast_emergency(t0, t1)
+        d1 = self.bus.deliver(gate)
+        clearing = self._clear(d1.topic(TOPIC_BIDS), t1, gate)
+        self.round_index += 1
+        self.round_request_mw, self.round_product = self._operator_request(self.round_index)
+        self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
+        d2 = self.bus.deliver(t1)
+        contract_mw, contract_price = self._verify_pending(t0)
+        self._activate_reserve((d1, d2), t1)
+        ex = execute(self.fleet, self.kernel, baseline_mw=self._baseline_now,
+                     contract_mw=contract_mw, reserve_mw=self.reserve_mw,
+                     activation_s=self.activation_s, t0_s=t0, dt_s=dt,
+                     n_substeps=self.n_substeps, physics_dt_s=pdt)
+        self.dispatch_clamped += int(ex.clamped.sum())
+        freq, p_exec, viol = self._physics(ex, k, t0)
+        rewards = self._settle(ex, contract_mw, contract_price, p_exec, k, freq)
+        # advance time and exogenous state; prepare the next round
+        self.last_p_mw = p_exec
+        self.scheduled_p_mw = self.awarded_next.copy()
+        self.t_s, self.step_index = t1, k + 1
+        update_solar(self.fleet, float(sc.irradiance(t1, self.duration_s)),
+                     float(sc.irradiance(t1 + dt, self.duration_s)), cfg.fleet, dt, self.rng)
+        self._update_signals((d1, d2))
+        self._update_feasible()
+        truncated = self.step_index >= sc.episode_steps
+        self.last_info = {
+            "step": k, "t_s": t1, "freq_hz": float(freq[-1]),
+            "freq_min_hz": float(freq.min()), "freq_max_hz": float(freq.max()),
+            "requirement_mw": float(self.requirement_sub_mw[k].mean()),
+            "request_mw": float(clearing.request_mw), "delivered_mw": float(p_exec.sum()),
+            "would_dispatch_mw": float(ex.p_mean_mw.sum()),
+            "clearing_price_per_mwh": clearing.clearing_price_per_mwh,
+            "accepted_mw": clearing.accepted_total_mw, "consensus": clearing.consensus,
+            "negotiations": int(clearing.n_accepted), "blocked": n_blocked,
+            "executed_violations": viol, "events": list(self.events),
+            "product": "reserve" if self._cleared_product == PRODUCT_RESERVE else "energy",
+            "shadow": cfg.shadow,
+        }
+        if truncated:
+            self.agents = []
+            self.audit_log.flush()
+        if self.render_mode == "human":
+            self.render()
+        if not as_dicts:
+            return self._obs_array(), rewards, truncated, self.last_info
+        names = self.possible_agents
+        obs = self._observations(names)
+        infos = self._infos(names)
+        return (obs, dict(zip(names, rewards.tolist(), strict=True)),
+                dict.fromkeys(names, False), dict.fromkeys(names, truncated), infos)
+
+    # ------------------------------------------------------------------ step parts
+    def _decode(self, actions: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Actions dict → (power level, price level) arrays; errors name the agent."""
+        if not isinstance(actions, Mapping):
+            raise ValueError(f"actions must be a dict of agent -> action, got "
+                             f"{type(actions).__name__}")
+        nvec = self._act_space.nvec
+        allowed = (f"expected 2 integers [power level 0..{nvec[0] - 1}, "
+                   f"price level 0..{nvec[1] - 1}]")
+        missing = [a for a in self.agents if a not in actions]
+        unknown = [a for a in actions if a not in self.agent_index]
+        if missing or unknown:
+            raise ValueError(f"actions must name every live agent once: missing {missing[:5]}"
+                             f"{' …' if len(missing) > 5 else ''}, unknown {unknown[:5]}")
+        try:
+            arr = np.array([actions[a] for a in self.agents], dtype=float)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape != (self.n_agents, 2):
+            for a in self.agents:
+                try:
+                    ok = np.asarray(actions[a], dtype=float).shape == (2,)
+                except (TypeError, ValueError):
+                    ok = False
+                if not ok:
+                    raise ValueError(f"action of {a} = {actions[a]!r}: {allowed}")
+            raise ValueError(f"actions could not be read: {allowed}")
+        bad = (~np.isfinite(arr).all(axis=1) | (arr < 0).any(axis=1)
+               | (arr >= nvec[None, :]).any(axis=1))
+        bad[~bad] = (arr[~bad] != np.round(arr[~bad])).any(axis=1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            a = self.agents[i]
+            raise ValueError(f"action of {a} = {actions[a]!r} is outside the action space: "
+                             f"{allowed} ({int(bad.sum())} agent(s) affected)")
+        ints = arr.astype(np.int64)
+        return ints[:, 0], ints[:, 1]
+
+    def _kernel_filter(self, power_level: np.ndarray, price_level: np.ndarray, k: int):
+        level, bid_mw, blocked = self.kernel.enforce(power_level, self._mask_power,
+                                                     self._lo, self._hi)
+        n_blocked = int(blocked.sum())
+        self.blocked_per_agent += blocked
+        self.metrics.blocked_attempts += n_blocked
+        if n_blocked:
+            idx = np.flatnonzero(blocked)
+            self.audit_log.append(
+                "action_blocked", step=k, count=n_blocked,
+                agents=[self.possible_agents[i] for i in idx[:100]],
+                requested_mw=self.kernel.level_power_mw[idx[:100], power_level[idx[:100]]],
+                executed_mw=bid_mw[idx[:100]])
+        return n_blocked, bid_mw, self.price_levels[price_level]
+
+    def _publish_bids(self, bid_mw: np.ndarray, bid_price: np.ndarray, t0: float) -> None:
+        n = self.n_agents
+        rows = np.empty(n, dtype=BID_DTYPE)
+        rows["round"] = self.round_index
+        rows["power_mw"] = bid_mw
+        rows["price_per_mwh"] = bid_price
+        self.backpressure = np.asarray(self.bus.publish_batch(
+            TOPIC_BIDS, rows, lane=Lane.MARKET, senders=self._agent_ids,
+            recipients=self._to_operator, now_s=t0), dtype=bool)
+        solar = self._solar_idx
+        if solar.size:
+            self.bus.publish_batch(TOPIC_FORECAST, self.fleet.solar_forecast_mw[solar],
+                                   lane=Lane.TELEMETRY, senders=solar,
+                                   recipients=self._to_operator[:solar.size], now_s=t0)
+
+    def _maybe_broadcast_emergency(self, t0: float, t1: float) -> None:
+        """The operator detects the trip after ``detection_delay_s`` and broadcasts it."""
+        sc, n = self.scenario, self.n_agents
+        if not sc.has_event or self.event_detected:
+            return
+        t_pub = sc.event_time_s + sc.detection_delay_s
+        if not (t0 <= t_pub < t1):
+            return
+        self.event_detected = True
+        row = np.array([(sc.event_time_s, sc.contingency_mw)], dtype=EMERGENCY_DTYPE)
+        self.bus.publish_batch(TOPIC_EMERGENCY, np.repeat(row, n), lane=Lane.EMERGENCY,
+                               senders=np.full(n, OPERATOR), recipients=self._agent_ids,
+                               now_s=t_pub)
+        self.audit_log.append("emergency", event_s=sc.event_time_s, lost_mw=sc.contingency_mw,
+                              broadcast_s=t_pub)
+        self.events.append(f"EMERGENCY: {sc.contingency_mw:.0f} MW lost at "
+                           f"t = {sc.event_time_s:.1f} s")
+
+    def _clear(self, bids, window_start_s: float, now_s: float) -> market.ClearingResult:
+        """Clear this round's bids that arrived by gate closure; sign and publish contracts."""
+        n, cfg, sc = self.n_agents, self.config, self.scenario
+        power, price = np.zeros(n), np.zeros(n)
+        eligible = np.zeros(n, dtype=bool)
+        if len(bids.senders):
+            rows = np.asarray(bids.payloads)
+            current = rows["round"] == self.round_index
+            self.stale_bids += int((~current).sum())
+            s = np.asarray(bids.senders)[current]
+            power[s] = rows["power_mw"][current]
+            price[s] = rows["price_per_mwh"][current]
+            eligible[s] = True
+        request, product = self.round_request_mw, self.round_product
+        self._cleared_product = product
+        result = market.clear_market(
+            request, power, price, eligible, consensus_share=cfg.market.consensus_share,
+            price_cap_per_mwh=sc.price_cap_per_mwh, price_floor_per_mwh=sc.price_floor_per_mwh,
+            deadband_mw=cfg.market.deadband_mw)
+        self.metrics.record_round(abs(request) > cfg.market.deadband_mw, result.consensus,
+                                  result.n_accepted)
+        self.accepted_share = np.divide(np.abs(result.accepted_mw), np.abs(power),
+                                        out=np.zeros(n), where=np.abs(power) > 0)
+        if not math.isnan(result.clearing_price_per_mwh):
+            self.last_clearing_price = result.clearing_price_per_mwh
+        idx = result.accepted_indices
+        if not idx.size:
+            return result
+        is_reserve = product == PRODUCT_RESERVE
+        window_end = self.duration_s + cfg.dt_s if is_reserve else window_start_s + cfg.dt_s
+        signed = self.ledger.issue(self.round_index, idx, result.accepted_mw[idx],
+                                   np.full(idx.size, result.clearing_price_per_mwh),
+                                   window_start_s, window_end,
+                                   product="reserve" if is_reserve else "energy")
+        owners = idx.tolist()
+        if self.adversary is not None:
+            signed, owners = self.adversary(self, signed, owners)
+        refs = np.arange(self._next_ref, self._next_ref + len(signed), dtype=np.int64)
+        self._next_ref += len(signed)
+        self._contract_refs.update(zip(refs.tolist(), zip(signed, owners, strict=True),
+                                       strict=True))
+        self.bus.publish_batch(TOPIC_CONTRACTS, refs, lane=Lane.CONTROL,
+                               senders=np.full(len(signed), OPERATOR),
+                               recipients=np.asarray(owners, dtype=np.int64), now_s=now_s)
+        if is_reserve:
+            self.reserve_awarded_mw[idx] += result.accepted_mw[idx]
+        self.events.append(
+            f"{idx.size} agents reach agreement on {'reserve' if is_reserve else 'energy'}: "
+            f"{abs(result.accepted_total_mw):.2f} MW at "
+            f"${result.clearing_price_per_mwh:.0f}/MWh")
+        return result
+
+    def _verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Verify the energy contracts held for the window starting now; rejected → 0 MW."""
+        n = self.n_agents
+        mw, price = np.zeros(n), np.zeros(n)
+        if self.pending:
+            signed = [c for c, _ in self.pending]
+            owners = np.array([o for _, o in self.pending], dtype=np.int64)
+            expected = [self.possible_agents[o] for o in owners]
+            ok, reasons = self.ledger.verify_batch(signed, now_s, expected)
+            self._note_rejections(signed, reasons)
+            good = np.flatnonzero(ok)
+            if good.size:
+                np.add.at(mw, owners[good], [signed[g].contract.power_mw for g in good])
+                price[owners[good]] = [signed[g].contract.price_per_mwh for g in good]
+        self.pending = []
+        return mw, price
+
+    def _note_rejections(self, signed: list, reasons: list) -> None:
+        for c, r in zip(signed, reasons, strict=True):
+            if r is not None:
+                self.events.append(f"contract {c.contract.contract_id} rejected: "
+                                   f"{getattr(r, 'value', r)}")
+
+    def _activate_reserve(self, deliveries: tuple, t1: float) -> None:
+        """Holders of reserve contracts activate them when the emergency broadcast arrives.
+
+        Each standing reserve contract is verified at its activation time; one that
+        fails dispatches nothing.
+        """
+        for d in deliveries:
+            batch = d.topic(TOPIC_EMERGENCY)
+            if len(batch.recipients):
+                r = np.asarray(batch.recipients, dtype=np.int64)
+                t = np.asarray(batch.delivery_times_s, dtype=float)
+                self.emergency_seen[r] = True
+                np.minimum.at(self.emergency_arrival_s, r, t)
+        if not self.reserve_contracts:
+            return
+        arrivals = self.emergency_arrival_s
+        due = [(c, o) for c, o in self.reserve_contracts if arrivals[o] < t1]
+        if not due:
+            return
+        due.sort(key=lambda co: arrivals[co[1]])
+        for c, o in due:
+            reason = self.ledger.verify(c, float(arrivals[o]),
+                                        expected_agent=self.possible_agents[o])
+            if reason is None:
+                self.reserve_mw[o] += c.contract.power_mw
+                self.reserve_price[o] = c.contract.price_per_mwh
+                self.activation_s[o] = min(self.activation_s[o], arrivals[o])
+            else:
+                self._note_rejections([c], [reason])
+        self.reserve_contracts = [co for co in self.reserve_contracts if arrivals[co[1]] >= t1]
+        active = self.activation_s[np.isfinite(self.activation_s)]
+        if active.size:
+            self.metrics.record_response(float(active.min()))
+
+    def _physics(self, ex, k: int, t0: float):
+        """Fleet energy and grid frequency over the step (nothing dispatched in shadow mode)."""
+        cfg, pdt, f = self.config, self.config.grid.physics_dt_s, self.fleet
+        shadow = cfg.shadow
+        p_total = np.zeros(self.n_substeps) if shadow else ex.p_total_sub_mw
+        u_pu = (p_total - self.shortage_sub_mw[k]) / cfg.grid.system_base_mw
+        freq = self.grid.advance(u_pu)
+        self.metrics.record_frequency(t0 + pdt * self._sub_ends, freq)
+        self.last_rocof = float((freq[-1] - freq[-2]) / pdt) if freq.size > 1 else 0.0
+        self.freq_trace_hz = freq
+        energy_before = f.energy_mwh.copy()
+        if shadow:
+            p_exec = np.zeros(self.n_agents)
+            net_min = net_max = ex.baseline_mw
+            apply_energy(f, _baseline_energy(f, ex.baseline_mw, cfg.dt_s))
+            self.shadow_dispatch_mwh += float(np.abs(ex.p_mean_mw).sum()) * cfg.dt_s / 3600.0
+        else:
+            p_exec, net_min, net_max = ex.p_mean_mw, ex.net_min_mw, ex.net_max_mw
+            apply_energy(f, ex.energy_delta_mwh)
+        report = check_executed(
+            kinds=f.kind, net_min_mw=net_min, net_max_mw=net_max, p_now_mw=p_exec,
+            p_prev_mw=self.last_p_mw, energy_before_mwh=energy_before,
+            energy_after_mwh=f.energy_mwh, capacity_mwh=f.energy_capacity_mwh,
+            solar_available_mw=f.solar_available_mw, plugged=f.plugged,
+            arrays=self.kernel.arrays, dt_s=cfg.dt_s)
+        self.metrics.executed_violations += report.count
+        return freq, p_exec, report.count
+
+    def _settle(self, ex, contract_mw, contract_price, p_exec, k, freq) -> np.ndarray:
+        """Payments, true costs, penalties and rewards of the step (see RewardConfig)."""
+        cfg, f = self.config, self.fleet
+        h = cfg.dt_s / 3600.0
+        unmet = depart_evs(f, self.t_s + cfg.dt_s)
+        if cfg.shadow:   # would-be settlement of what would have been dispatched
+            p_exec = ex.p_mean_mw
+        shortfall = np.abs(ex.planned_mean_mw - p_exec)
+        energy_delivered = np.maximum(np.abs(contract_mw) - shortfall, 0.0)
+        reserve_expected = self.reserve_mw * ex.reserve_share
+        reserve_short = np.minimum(np.maximum(shortfall - np.abs(contract_mw), 0.0),
+                                   reserve_expected)
+        payments = (contract_price * np.sign(contract_mw) * energy_delivered
+                    + self.reserve_price * self.reserve_standing_mw()) * h
+        penalties = cfg.reward.undelivered_penalty_per_mwh * h * (
+            np.abs(contract_mw) - energy_delivered + reserve_short)
+        c = cfg.costs
+        own_cost = h * np.where(
+            f.kind == KIND_BATTERY, c.battery_degradation_per_mwh * np.abs(p_exec),
+            np.where(f.kind == KIND_SOLAR, c.solar_curtailment_per_mwh * np.maximum(-p_exec, 0),
+                     c.ev_deferral_per_mwh * np.maximum(p_exec, 0)))
+        own_cost += c.ev_unmet_departure_per_mwh * unmet
+        if cfg.shadow:
+            p_exec = np.zeros_like(p_exec)
+            payments = np.zeros_like(payments)
+            penalties = np.zeros_like(penalties)
+        self.metrics.record_dispatch(f.kind, p_exec, float(self.requirement_sub_mw[k].mean()),
+                                     float(payments.sum()), float(penalties.sum()),
+                                     float(unmet.sum()))
+        grid_term = cfg.reward.grid_weight * float(np.abs(freq - 60.0).mean()) / cfg.reward.band_hz
+        return cfg.reward.scale * (payments - own_cost - penalties - grid_term)
+
+    def reserve_standing_mw(self) -> np.ndarray:
+        """Reserve capacity each agent holds under contract (awarded, verified or not yet)."""
+        return np.maximum(self.reserve_awarded_mw, self.reserve_mw)
+
+    def _update_signals(self, deliveries: tuple) -> None:
+        """What each agent learned from the messages delivered this step."""
+        self.sig_age += 1.0
+        self.awarded_next = np.zeros(self.n_agents)
+        for d in deliveries:
+            sig = d.topic(TOPIC_PRICE)
+            if len(sig.recipients):
+                r = np.asarray(sig.recipients, dtype=np.int64)
+                rows = np.asarray(sig.payloads)
+                newer = rows["round"] >= self.sig_round[r]
+                r, rows = r[newer], rows[newer]
+                self.sig_round[r] = rows["round"]
+                self.sig_request[r] = rows["request_mw"]
+                self.sig_price[r] = rows["price_per_mwh"]
+                self.sig_product[r] = rows["product"]
+                self.sig_freq[r] = rows["freq_hz"]
+                self.sig_rocof[r] = rows["rocof_hz_per_s"]
+                self.sig_age[r] = 0.0
+            con = d.topic(TOPIC_CONTRACTS)
+            for ref in np.asarray(con.payloads, dtype=np.int64).tolist():
+                signed, owner = self._contract_refs.pop(ref)
+                if signed.contract.product == "reserve":
+                    self.reserve_contracts.append((signed, owner))
+                else:
+                    self.pending.append((signed, owner))
+                    self.awarded_next[owner] += signed.contract.power_mw
+
+    # ------------------------------------------------------------------ kernel and observations
+    def _update_feasible(self) -> None:
+        """Feasible intervals and masks for the round agents bid in next."""
+        self._baseline_now = self._baseline_next
+        lo, hi = self.kernel.bid_interval(
+            self.fleet, now_s=self.t_s, committed_p_mw=self.scheduled_p_mw,
+            reserve_mw=self.reserve_standing_mw(),
+            reserve_round=self.round_product == PRODUCT_RESERVE,
+            reserve_duration_s=max(self.duration_s - self.scenario.event_time_s, self.config.dt_s)
+            if self.scenario.has_event else self.config.dt_s)
+        self._baseline_next = self.kernel.planned_baseline_mw
+        self._lo, self._hi = lo, hi
+        self._mask_power = self.kernel.power_mask(lo, hi)
+
+    def action_masks(self) -> np.ndarray:
+        """``(n_agents, n_power_levels + n_price_levels)`` bool: the concatenated masks."""
+        return np.concatenate([self._mask_power, self._mask_price], axis=1)
+
+    def _obs_array(self) -> np.ndarray:
+        """``(n_agents, OBS_DIM)`` float32 observations (see :data:`OBS_FIELDS`)."""
+        f, sc, cfg = self.fleet, self.scenario, self.config
+        rated = f.rated_power_mw
+        safe_rated = np.where(rated > 0, rated, 1.0)
+        band = sc.price_cap_per_mwh - sc.price_floor_per_mwh
+        o = self._obs_buf
+        o[:, 0:3] = self._kind_onehot
+        o[:, 3] = f.soc
+        o[:, 4] = rated / self._mean_rated
+        o[:, 5] = self._lo / safe_rated
+        o[:, 6] = self._hi / safe_rated
+        o[:, 7] = self._baseline_next / safe_rated
+        o[:, 8] = self.scheduled_p_mw / safe_rated
+        o[:, 9] = self.awarded_next / safe_rated
+        o[:, 10] = self.reserve_standing_mw() / safe_rated
+        o[:, 11] = np.isfinite(self.activation_s)
+        o[:, 12] = self.sig_request / self._flex_scale
+        o[:, 13] = (self.sig_price - sc.price_floor_per_mwh) / band
+        o[:, 14] = self.sig_product
+        o[:, 15] = self.emergency_seen
+        o[:, 16] = (self.sig_freq - cfg.grid.nominal_freq_hz) / 0.5
+        o[:, 17] = self.sig_rocof
+        o[:, 18] = np.minimum(self.sig_age, 10.0) / 10.0
+        o[:, 19] = self.backpressure
+        hour = sc.start_hour + self.t_s / 3600.0
+        o[:, 20] = math.sin(2 * math.pi * hour / 24.0)
+        o[:, 21] = math.cos(2 * math.pi * hour / 24.0)
+        o[:, 22] = self.t_s / self.duration_s
+        o[:, 23] = np.where(f.kind == KIND_EV, np.minimum(
+            np.maximum(f.departure_s - self.t_s, 0.0) / 3600.0, 1.0), 0.0)
+        o[:, 24] = np.where(f.plugged & (f.kind == KIND_EV),
+                            np.maximum(f.departure_soc - f.soc, 0.0), 0.0)
+        o[:, 25] = f.solar_forecast_mw / safe_rated
+        last = self.last_clearing_price
+        o[:, 26] = 0.0 if math.isnan(last) else (last - sc.price_floor_per_mwh) / band
+        o[:, 27] = self.accepted_share
+        np.clip(o, -OBS_LIMIT, OBS_LIMIT, out=o)
+        return o.copy()
+
+    def _observations(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        arr = self._obs_array()
+        return dict(zip(names or self.possible_agents, arr, strict=True))
+
+    def _infos(self, names: list[str] | None = None) -> dict[str, dict]:
+        masks = self.action_masks().astype(np.int8)
+        lo, hi = self._lo, self._hi
+        return {a: {"action_mask": masks[i], "feasible_mw": (float(lo[i]), float(hi[i]))}
+                for i, a in enumerate(names or self.possible_agents)}
+
+    # ------------------------------------------------------------------ views
+    def state(self) -> np.ndarray:
+        """Global view: time, frequency, request, price, product, event flags, then per
+        agent SoC, scheduled power (MW) and standing reserve (MW)."""
+        head = np.array([
+            self.t_s, float(self.freq_trace_hz[-1]), self.round_request_mw,
+            self.round_price_signal, float(self.round_product), float(self.event_detected),
+            float(self.reserve_mw.sum()), float(self.step_index)])
+        return np.concatenate([head, self.fleet.soc, self.scheduled_p_mw,
+                               self.reserve_standing_mw()])
+
+    def episode_metrics(self) -> dict[str, Any]:
+        """The KPIs of DESIGN §8 for the episode so far (see :mod:`gridswarm_env.metrics`)."""
+        now = self.ledger.counters()
+        base = self._ledger_at_reset
+        reasons = {k: v - base["rejected_by_reason"].get(k, 0)
+                   for k, v in now["rejected_by_reason"].items()}
+        contracts = {"signed": now["signed"] - base["signed"],
+                     "verified": now["verified"] - base["verified"],
+                     "rejected": now["rejected"] - base["rejected"],
+                     "rejected_by_reason": {k: v for k, v in reasons.items() if v}}
+        totals = self.bus.stats()["totals"]
+        self.metrics.extra.update({
+            "scenario": self.scenario.name, "n_agents": self.n_agents,
+            "trust": self.config.trust, "shadow": self.config.shadow,
+            "steps": self.step_index, "stale_bids": self.stale_bids,
+            "dispatch_clamped": self.dispatch_clamped,
+            "shadow_dispatch_energy_mwh": self.shadow_dispatch_mwh,
+            "audit_entries": self.audit_log.n_entries,
+        })
+        return self.metrics.result(contracts=contracts, bus_totals=totals)
+
+    def render(self) -> str | None:
+        """A compact text frame (``ansi`` returns it, ``human`` prints it)."""
+        if self.render_mode is None:
+            import gymnasium
+
+            gymnasium.logger.warn("render() called without render_mode; pass render_mode="
+                                  "'ansi' or 'human'")
+            return None
+        frame = self._frame()
+        if self.render_mode == "human":
+            print(frame)
+            return None
+        return frame
+
+    def _frame(self) -> str:
+        i = self.last_info
+        price = i.get("clearing_price_per_mwh", float("nan"))
+        price_s = "   -   " if price is None or math.isnan(price) else f"{price:7.1f}"
+        return (f"t={self.t_s:7.1f}s f={float(self.freq_trace_hz[-1]):8.4f}Hz "
+                f"load={self.scenario.base_load_mw + float(self.scenario.forecast_shortage_mw(self.t_s)):7.1f}MW "
+                f"req={i.get('request_mw', self.round_request_mw):+7.2f}MW "
+                f"deliv={i.get('delivered_mw', 0.0):+7.2f}MW price={price_s}$/MWh "
+                f"contracts={self.ledger.signed - self._ledger_at_reset['signed']:5d} "
+                f"blocked={self.metrics.blocked_attempts:4d}"
+                + (" [SHADOW]" if self.config.shadow else ""))
+
+    def close(self) -> None:
+        self.audit_log.flush()
+
+
+def _baseline_energy(fleet, baseline_mw: np.ndarray, dt_s: float) -> np.ndarray:
+    from gridswarm_env.fleet import energy_change_mwh
+
+    return energy_change_mwh(fleet, baseline_mw, dt_s / 3600.0)

@@ -1,0 +1,198 @@
+"""DER fleet as a struct of arrays: solar plants, home-battery and EV portfolios.
+
+Each agent controls one portfolio of one kind. Power is *balancing* power ``p``,
+a deviation from the portfolio's baseline schedule; net injection is
+``net = baseline + p`` (positive = into the grid):
+
+* solar:   baseline = available AC output; ``p in [-available, 0]`` (curtail only);
+* battery: baseline = 0;                   net = discharge (+) / charge (−);
+* ev:      baseline = −(smart-charging rate) while plugged in; no V2G (net <= 0).
+
+Energy bookkeeping over a duration ``Δt_h`` (hours), exact for piecewise-constant
+power (Powerwall-style one-way efficiencies)::
+
+    E' = E − max(net, 0)·Δt_h / η_discharge + max(−net, 0)·Δt_h · η_charge
+
+``soc = E / E_capacity``; the kernel keeps it inside the limits, this module
+clamps nothing (so a violation would be visible to the independent check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gridswarm_env.config import DER_KINDS, FleetConfig
+
+KIND_SOLAR, KIND_BATTERY, KIND_EV = 0, 1, 2
+N_KINDS = 3
+
+
+def kind_counts(n_agents: int, cfg: FleetConfig) -> tuple[int, int, int]:
+    """Agents per kind by largest remainder; every kind with a share gets >= 1 when n >= 3."""
+    shares = np.array([cfg.share_solar, cfg.share_battery, cfg.share_ev])
+    raw = shares * n_agents
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: n_agents - counts.sum()]:
+        counts[i] += 1
+    # give an agent to any kind with a positive share that got none, taken from the largest
+    for k in range(N_KINDS):
+        if shares[k] > 0 and counts[k] == 0 and counts.max() > 1:
+            counts[np.argmax(counts)] -= 1
+            counts[k] += 1
+    return int(counts[0]), int(counts[1]), int(counts[2])
+
+
+def agent_names(n_agents: int, cfg: FleetConfig) -> list[str]:
+    """Names by kind: ``solar_000 … battery_000 … ev_000 …`` (solar first)."""
+    names: list[str] = []
+    for kind, count in zip(DER_KINDS, kind_counts(n_agents, cfg), strict=True):
+        width = max(3, len(str(count - 1)))
+        names += [f"{kind}_{i:0{width}d}" for i in range(count)]
+    return names
+
+
+@dataclass
+class FleetState:
+    """Struct of arrays; every field has shape ``(n_agents,)``."""
+
+    kind: np.ndarray                 # int8, KIND_*
+    rated_power_mw: np.ndarray       # inverter / charger rating
+    energy_capacity_mwh: np.ndarray  # 0 for solar
+    energy_mwh: np.ndarray           # stored energy (0 for solar)
+    eta_charge: np.ndarray
+    eta_discharge: np.ndarray
+    ev_baseline_rate_mw: np.ndarray  # baseline charging power (>= 0), 0 for non-EV
+    departure_s: np.ndarray          # EV departure time, inf for non-EV
+    departure_soc: np.ndarray        # EV SoC wanted at departure, 0 for non-EV
+    plugged: np.ndarray              # bool; always True for solar and battery
+    solar_rated_mw: np.ndarray       # PV rating (AC after inverter), 0 for non-solar
+    solar_bias: np.ndarray           # per-agent relative forecast bias
+    solar_noise: np.ndarray          # AR(1) relative variability state
+    solar_available_mw: np.ndarray   # actual available output now
+    solar_forecast_mw: np.ndarray    # agent's forecast of next step's available output
+
+    @property
+    def n_agents(self) -> int:
+        return int(self.kind.shape[0])
+
+    @property
+    def soc(self) -> np.ndarray:
+        """State of charge in [0, 1] (0 for solar)."""
+        cap = self.energy_capacity_mwh
+        return np.divide(self.energy_mwh, cap, out=np.zeros_like(cap), where=cap > 0)
+
+    def copy(self) -> FleetState:
+        return FleetState(**{k: v.copy() for k, v in self.__dict__.items()})
+
+
+def build_fleet(n_agents: int, cfg: FleetConfig, irradiance: float,
+                rng: np.random.Generator) -> FleetState:
+    """Draw a fleet: kinds by share, portfolio sizes, initial SoC, EV departures.
+
+    Fleet MW (``battery_power_mw`` …) are shared among the agents of each kind with
+    a random size factor uniform in ``1 ± size_spread``, renormalized so totals are exact.
+    """
+    counts = kind_counts(n_agents, cfg)
+    kind = np.repeat(np.arange(N_KINDS, dtype=np.int8), counts)
+    totals = (cfg.solar_capacity_mw * cfg.solar_inverter_eta, cfg.battery_power_mw,
+              cfg.ev_power_mw)
+    rated = np.zeros(n_agents)
+    start = 0
+    for k, count in enumerate(counts):
+        if count:
+            w = rng.uniform(1 - cfg.size_spread, 1 + cfg.size_spread, count)
+            rated[start:start + count] = totals[k] * w / w.sum()
+        start += count
+    is_sol, is_bat, is_ev = kind == KIND_SOLAR, kind == KIND_BATTERY, kind == KIND_EV
+
+    energy_cap = np.where(is_bat, rated * cfg.battery_duration_h,
+                          np.where(is_ev, rated * cfg.ev_energy_per_mw_h, 0.0))
+    soc0 = np.where(is_bat, rng.uniform(cfg.battery_soc_init_low, cfg.battery_soc_init_high,
+                                        n_agents),
+                    rng.uniform(cfg.ev_soc_init_low, cfg.ev_soc_init_high, n_agents))
+    soc0 = np.where(is_sol, 0.0, soc0)
+    eta_c = np.where(is_bat, cfg.battery_eta_charge, np.where(is_ev, cfg.ev_eta_charge, 1.0))
+    eta_d = np.where(is_bat, cfg.battery_eta_discharge, 1.0)
+    departure = np.where(is_ev, rng.uniform(cfg.ev_departure_min_s, cfg.ev_departure_max_s,
+                                            n_agents), np.inf)
+    bias = np.where(is_sol, rng.normal(0.0, cfg.solar_forecast_error_std, n_agents), 0.0)
+    solar_rated = np.where(is_sol, rated, 0.0)
+    available = solar_rated * irradiance
+    return FleetState(
+        kind=kind,
+        rated_power_mw=rated,
+        energy_capacity_mwh=energy_cap,
+        energy_mwh=soc0 * energy_cap,
+        eta_charge=eta_c,
+        eta_discharge=eta_d,
+        ev_baseline_rate_mw=np.where(is_ev, rated * cfg.ev_baseline_fraction, 0.0),
+        departure_s=departure,
+        departure_soc=np.where(is_ev, cfg.ev_departure_soc, 0.0),
+        plugged=np.ones(n_agents, dtype=bool) & (departure > 0.0),
+        solar_rated_mw=solar_rated,
+        solar_bias=bias,
+        solar_noise=np.zeros(n_agents),
+        solar_available_mw=available,
+        solar_forecast_mw=np.clip(available * (1.0 + bias), 0.0, solar_rated),
+    )
+
+
+def baseline_mw(state: FleetState) -> np.ndarray:
+    """Baseline net injection per agent (MW): solar available output, −EV charging, 0 battery.
+
+    An EV's baseline charging stops when it is unplugged or its pack is full.
+    """
+    ev_charging = np.where(state.plugged & (state.energy_mwh < state.energy_capacity_mwh),
+                           state.ev_baseline_rate_mw, 0.0)
+    return state.solar_available_mw - ev_charging
+
+
+def energy_change_mwh(state: FleetState, net_power_mw: np.ndarray, duration_h: float
+                      ) -> np.ndarray:
+    """Stored-energy change for a constant net injection over ``duration_h`` (module equation).
+
+    Solar has no storage: its change is 0.
+    """
+    discharge = np.maximum(net_power_mw, 0.0)
+    charge = np.maximum(-net_power_mw, 0.0)
+    eta_d = np.where(state.eta_discharge > 0, state.eta_discharge, 1.0)
+    delta = (charge * state.eta_charge - discharge / eta_d) * duration_h
+    return np.where(state.kind == KIND_SOLAR, 0.0, delta)
+
+
+def apply_energy(state: FleetState, delta_energy_mwh: np.ndarray) -> None:
+    """Add ``delta_energy_mwh`` to stored energy (no clamping: the kernel guarantees bounds)."""
+    state.energy_mwh += delta_energy_mwh
+
+
+def depart_evs(state: FleetState, now_s: float) -> np.ndarray:
+    """Unplug EVs whose departure time has come; return unmet energy per agent (MWh).
+
+    Unmet energy = ``max(departure_soc · E_cap − E, 0)`` at the moment of departure.
+    """
+    leaving = state.plugged & (state.departure_s <= now_s)
+    unmet = np.where(leaving, np.maximum(state.departure_soc * state.energy_capacity_mwh
+                                         - state.energy_mwh, 0.0), 0.0)
+    state.plugged &= ~leaving
+    return unmet
+
+
+def update_solar(state: FleetState, irradiance_now: float, irradiance_next: float,
+                 cfg: FleetConfig, dt_s: float, rng: np.random.Generator) -> None:
+    """Advance the solar availability one step and refresh each agent's forecast.
+
+    ``available = rated · irradiance · (1 + x)``, with x an AR(1) relative variability
+    (std ``solar_variability_std``, time constant 60 s); the forecast for the next
+    step is ``rated · irradiance_next · (1 + x) · (1 + bias)`` (persistence of x plus a
+    fixed per-agent bias). Draws random numbers for every agent (fixed RNG use).
+    """
+    a = np.exp(-dt_s / 60.0)
+    shocks = rng.normal(0.0, cfg.solar_variability_std * np.sqrt(1 - a * a), state.n_agents)
+    state.solar_noise = np.where(state.kind == KIND_SOLAR, a * state.solar_noise + shocks, 0.0)
+    rated = state.solar_rated_mw
+    state.solar_available_mw = np.clip(rated * irradiance_now * (1 + state.solar_noise),
+                                       0.0, rated)
+    state.solar_forecast_mw = np.clip(
+        rated * irradiance_next * (1 + state.solar_noise) * (1 + state.solar_bias), 0.0, rated)

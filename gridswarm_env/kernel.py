@@ -1,0 +1,423 @@
+"""Kernel limits layer: declarative discharge limits, feasible sets, masks, blocking.
+
+"Policy" elsewhere means a *bidding* policy; the rules here are called **limits**.
+
+Limits (:class:`DerLimits`) are declared per DER kind, with per-agent overrides,
+from a dict or a TOML file::
+
+    [battery]
+    max_discharge_mw = 2.0      # cap on net injection per agent (default: rated power)
+    max_charge_mw = 2.0         # cap on net absorption per agent (default: rated power)
+    soc_min = 0.10              # SoC reserve floor
+    soc_max = 0.95              # SoC ceiling
+    ramp_mw_per_s = 1.0         # |p_next − p_now| / dt_s (default: unlimited)
+    [ev]
+    departure_soc = 0.8         # overrides each EV's own requirement
+    [agents.battery_003]
+    soc_min = 0.3
+
+Each step the kernel computes, for every agent, the feasible interval of balancing
+power for the delivery window of the round being bid (the next step), from the
+worst case of the current step's outcome (its contract executed or not):
+
+    battery: net ∈ [−min(C, (s_max·E_cap − E_hi)/(η_c·h)),  min(P, (E_lo − s_min·E_cap)·η_d/h)]
+    ev:      net ∈ [−min(C, (s_max·E_cap − E_hi)/(η_c·h)),  min(0, −(E_req − E_lo)/(η_c·h))]
+             E_req = departure_soc·E_cap − C·η_c·(t_dep − t_end)/3600   (must still be reachable)
+    solar:   net ∈ [0, min(P, forecast)]
+    p = net − baseline − reserve_active,    then ∩ [p_now − ramp·dt, p_now + ramp·dt]
+
+with h = dt_s/3600, P/C the discharge/charge caps. Reserve rounds bid upward
+capacity sustainable for the reserve duration. An action outside the interval is
+*blocked*: replaced by the nearest feasible power level, counted and audited.
+
+At dispatch the executor clamps every agent's net power to the physical limits
+of its actual state (:meth:`Kernel.execution_bounds`), and
+:func:`check_executed` — which shares none of this arithmetic — counts executed
+violations after every step (it must stay 0).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridswarm_env.config import DER_KINDS, check_non_negative, check_range
+from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, FleetState
+
+_TOL_MW = 1e-9
+
+
+@dataclass(frozen=True)
+class DerLimits:
+    """Limits of one kind (or one agent). ``None`` caps mean "rated power".
+
+    :param max_discharge_mw: cap on net injection (MW, per agent).
+    :param max_charge_mw: cap on net absorption (MW, per agent).
+    :param soc_min: SoC reserve floor in [0, 1].
+    :param soc_max: SoC ceiling in [0, 1], >= soc_min.
+    :param ramp_mw_per_s: cap on the change of balancing power between steps.
+    :param departure_soc: EV SoC that must be reachable at departure (None: the EV's own).
+    """
+
+    max_discharge_mw: float | None = None
+    max_charge_mw: float | None = None
+    soc_min: float = 0.0
+    soc_max: float = 1.0
+    ramp_mw_per_s: float = math.inf
+    departure_soc: float | None = None
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        for name in ("max_discharge_mw", "max_charge_mw"):
+            if getattr(self, name) is not None:
+                check_non_negative(owner, name, getattr(self, name))
+        check_range(owner, "soc_min", self.soc_min, 0.0, 1.0)
+        check_range(owner, "soc_max", self.soc_max, 0.0, 1.0)
+        if self.soc_min > self.soc_max:
+            raise ValueError(f"{owner}: soc_min ({self.soc_min}) must be <= soc_max "
+                             f"({self.soc_max})")
+        if not (isinstance(self.ramp_mw_per_s, int | float) and self.ramp_mw_per_s > 0):
+            raise ValueError(f"{owner}.ramp_mw_per_s = {self.ramp_mw_per_s!r}: must be > 0 "
+                             "(inf = unlimited)")
+        if self.departure_soc is not None:
+            check_range(owner, "departure_soc", self.departure_soc, 0.0, 1.0)
+
+
+DEFAULT_KIND_LIMITS: dict[str, DerLimits] = {
+    "solar": DerLimits(),
+    "battery": DerLimits(soc_min=0.10, soc_max=0.95),   # typical vendor reserve / top margin
+    "ev": DerLimits(soc_min=0.05, soc_max=1.0),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits per kind plus per-agent overrides (field dicts merged on the kind's limits)."""
+
+    per_kind: Mapping[str, DerLimits] = field(
+        default_factory=lambda: dict(DEFAULT_KIND_LIMITS))
+    per_agent: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for kind, lim in self.per_kind.items():
+            if kind not in DER_KINDS:
+                raise ValueError(f"limits: unknown DER kind {kind!r}; allowed: "
+                                 f"{', '.join(DER_KINDS)}")
+            if not isinstance(lim, DerLimits):
+                raise ValueError(f"limits[{kind!r}] must be DerLimits, got {type(lim).__name__}")
+        known = {f.name for f in fields(DerLimits)}
+        for agent, changes in self.per_agent.items():
+            bad = sorted(set(changes) - known)
+            if bad:
+                raise ValueError(f"limits.agents[{agent!r}]: unknown field(s) {', '.join(bad)}; "
+                                 f"allowed: {', '.join(sorted(known))}")
+
+    def for_kind(self, kind: str) -> DerLimits:
+        return self.per_kind.get(kind, DEFAULT_KIND_LIMITS[kind])
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Limits:
+        """Build from ``{"battery": {...}, "ev": {...}, "agents": {"battery_003": {...}}}``.
+
+        Kinds not given keep their defaults; given fields override the defaults.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"limits must be a mapping, got {type(data).__name__}")
+        per_kind = dict(DEFAULT_KIND_LIMITS)
+        known = {f.name for f in fields(DerLimits)}
+        for key, value in data.items():
+            if key == "agents":
+                continue
+            if key not in DER_KINDS:
+                raise ValueError(f"limits: unknown section {key!r}; allowed: "
+                                 f"{', '.join(DER_KINDS)}, agents")
+            if not isinstance(value, Mapping):
+                raise ValueError(f"limits[{key!r}] must be a table of fields")
+            bad = sorted(set(value) - known)
+            if bad:
+                raise ValueError(f"limits[{key!r}]: unknown field(s) {', '.join(bad)}; "
+                                 f"allowed: {', '.join(sorted(known))}")
+            per_kind[key] = replace(DEFAULT_KIND_LIMITS[key], **value)
+        agents = data.get("agents", {})
+        if not isinstance(agents, Mapping):
+            raise ValueError("limits['agents'] must be a table of agent names")
+        return cls(per_kind=per_kind, per_agent={k: dict(v) for k, v in agents.items()})
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Limits:
+        """Load limits from a TOML file (see the module docstring for the layout)."""
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"limits file {str(p)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"limits file {str(p)!r} is not valid TOML: {exc}") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: asdict(v) for k, v in self.per_kind.items()}
+        out["agents"] = {k: dict(v) for k, v in self.per_agent.items()}
+        return out
+
+
+def as_limits(limits: Limits | Mapping[str, Any] | str | Path | None) -> Limits:
+    """Accept a :class:`Limits`, a dict, a TOML path or None (defaults)."""
+    if limits is None:
+        return Limits()
+    if isinstance(limits, Limits):
+        return limits
+    if isinstance(limits, str | Path):
+        return Limits.from_toml(limits)
+    return Limits.from_dict(limits)
+
+
+@dataclass(frozen=True)
+class LimitArrays:
+    """Limits compiled to arrays over agents (shape ``(n_agents,)`` each)."""
+
+    max_discharge_mw: np.ndarray
+    max_charge_mw: np.ndarray
+    soc_min: np.ndarray
+    soc_max: np.ndarray
+    ramp_mw_per_s: np.ndarray
+    departure_soc: np.ndarray
+
+
+def compile_limits(limits: Limits, names: list[str], fleet: FleetState) -> LimitArrays:
+    """Resolve kind limits and per-agent overrides into arrays (once per episode)."""
+    unknown = sorted(set(limits.per_agent) - set(names))
+    if unknown:
+        raise ValueError(f"limits name unknown agent(s): {', '.join(unknown[:5])}"
+                         f"{' …' if len(unknown) > 5 else ''}")
+    n = fleet.n_agents
+    cols = {f.name: np.empty(n) for f in fields(LimitArrays)}
+    index = {name: i for i, name in enumerate(names)}
+    for k, kind in enumerate(DER_KINDS):
+        lim = limits.for_kind(kind)
+        sel = fleet.kind == k
+        _fill(cols, sel, lim, fleet)
+    for agent, changes in limits.per_agent.items():
+        i = index[agent]
+        kind = DER_KINDS[int(fleet.kind[i])]
+        lim = replace(limits.for_kind(kind), **changes)
+        sel = np.zeros(n, dtype=bool)
+        sel[i] = True
+        _fill(cols, sel, lim, fleet)
+    return LimitArrays(**cols)
+
+
+def _fill(cols: dict[str, np.ndarray], sel: np.ndarray, lim: DerLimits,
+          fleet: FleetState) -> None:
+    rated = fleet.rated_power_mw[sel]
+    cols["max_discharge_mw"][sel] = rated if lim.max_discharge_mw is None else np.minimum(
+        rated, lim.max_discharge_mw)
+    cols["max_charge_mw"][sel] = rated if lim.max_charge_mw is None else np.minimum(
+        rated, lim.max_charge_mw)
+    cols["soc_min"][sel] = lim.soc_min
+    cols["soc_max"][sel] = lim.soc_max
+    cols["ramp_mw_per_s"][sel] = lim.ramp_mw_per_s
+    cols["departure_soc"][sel] = (fleet.departure_soc[sel] if lim.departure_soc is None
+                                  else lim.departure_soc)
+
+
+class Kernel:
+    """Feasible sets, masks and blocking for one fleet (arrays over agents).
+
+    :param limits: the declared limits.
+    :param names: agent names (for per-agent overrides).
+    :param fleet: the fleet at reset (kinds and ratings).
+    :param n_power_levels: power levels ``linspace(-1, 1, n) · rated``.
+    :param dt_s: agent step.
+    """
+
+    def __init__(self, limits: Limits, names: list[str], fleet: FleetState,
+                 n_power_levels: int, dt_s: float) -> None:
+        self.limits = limits
+        self.arrays = compile_limits(limits, names, fleet)
+        self.dt_s = float(dt_s)
+        self.level_fraction = np.linspace(-1.0, 1.0, n_power_levels)
+        self.level_power_mw = fleet.rated_power_mw[:, None] * self.level_fraction[None, :]
+        self.is_solar = fleet.kind == KIND_SOLAR
+        self.is_battery = fleet.kind == KIND_BATTERY
+        self.is_ev = fleet.kind == KIND_EV
+        self._rows = np.arange(fleet.n_agents)
+        self.planned_baseline_mw = np.zeros(fleet.n_agents)
+
+    # ------------------------------------------------------------------ feasible sets
+    def net_bounds(self, fleet: FleetState, energy_lo_mwh: np.ndarray,
+                   energy_hi_mwh: np.ndarray, solar_available_mw: np.ndarray,
+                   duration_h: float, window_end_s: float, plugged: np.ndarray,
+                   departure_rule: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Net-injection interval over a window of ``duration_h`` (module equations)."""
+        a = self.arrays
+        cap = fleet.energy_capacity_mwh
+        eta_c = fleet.eta_charge
+        eta_d = np.where(fleet.eta_discharge > 0, fleet.eta_discharge, 1.0)
+        room_down = np.maximum(energy_lo_mwh - a.soc_min * cap, 0.0)
+        room_up = np.maximum(a.soc_max * cap - energy_hi_mwh, 0.0)
+        hi = np.minimum(a.max_discharge_mw, room_down * eta_d / duration_h)
+        lo = -np.minimum(a.max_charge_mw, room_up / (eta_c * duration_h))
+        # EV: no V2G; departure energy must stay reachable; unplugged moves nothing
+        if departure_rule:
+            after_h = np.maximum(fleet.departure_s - window_end_s, 0.0) / 3600.0
+            e_req = a.departure_soc * cap - a.max_charge_mw * eta_c * after_h
+            need = np.maximum(e_req - energy_lo_mwh, 0.0) / (eta_c * duration_h)
+            ev_hi = np.maximum(-need, lo)
+        else:
+            ev_hi = np.zeros_like(hi)
+        hi = np.where(self.is_ev, np.minimum(ev_hi, 0.0), hi)
+        ev_off = self.is_ev & ~plugged
+        lo = np.where(ev_off, 0.0, lo)
+        hi = np.where(ev_off, 0.0, hi)
+        # solar: between 0 and its available output (export cap applies)
+        lo = np.where(self.is_solar, 0.0, lo)
+        hi = np.where(self.is_solar, np.minimum(solar_available_mw, a.max_discharge_mw), hi)
+        return lo, np.maximum(hi, lo)
+
+    def bid_interval(self, fleet: FleetState, *, now_s: float, committed_p_mw: np.ndarray,
+                     reserve_mw: np.ndarray, reserve_round: bool,
+                     reserve_duration_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Feasible balancing power for the round being bid (delivery next step).
+
+        ``committed_p_mw`` is the balancing power scheduled for the current step and
+        ``reserve_mw`` the agent's standing (or active) reserve, which stays on top of
+        any energy dispatch.
+        """
+        h = self.dt_s / 3600.0
+        base_now = _baseline(fleet, fleet.solar_available_mw)
+        # the next step starts from an energy between "nothing executed" and "all executed"
+        e_a = fleet.energy_mwh + _delta_e(fleet, base_now, h)
+        e_b = fleet.energy_mwh + _delta_e(fleet, base_now + committed_p_mw + reserve_mw, h)
+        e_lo, e_hi = np.minimum(e_a, e_b), np.maximum(e_a, e_b)
+        t1 = now_s + self.dt_s
+        plugged_next = fleet.plugged & (fleet.departure_s > t1)
+        base_next = np.where(self.is_solar, fleet.solar_forecast_mw,
+                             np.where(plugged_next & self.is_ev, -fleet.ev_baseline_rate_mw, 0.0))
+        lo_net, hi_net = self.net_bounds(fleet, e_lo, e_hi, fleet.solar_forecast_mw, h,
+                                         t1 + self.dt_s, plugged_next, True)
+        # the schedule the DER follows at p = 0, made feasible (an EV that must charge
+        # faster to make its departure does so; a full one stops)
+        base_eff = np.clip(base_next, lo_net, hi_net)
+        self.planned_baseline_mw = base_eff
+        if reserve_round:
+            dur_h = max(reserve_duration_s, self.dt_s) / 3600.0
+            _, hi_res = self.net_bounds(fleet, e_lo, e_hi, fleet.solar_forecast_mw, dur_h,
+                                        t1 + reserve_duration_s, plugged_next, True)
+            hi = np.maximum(np.minimum(hi_res, hi_net) - base_eff - reserve_mw, 0.0)
+            hi = np.where(self.is_solar, 0.0, hi)
+            return np.zeros_like(hi), hi
+        lo = np.minimum(lo_net - base_eff - reserve_mw, 0.0)
+        hi = np.maximum(hi_net - base_eff - reserve_mw, 0.0)
+        ramp = self.arrays.ramp_mw_per_s * self.dt_s
+        if np.isfinite(ramp).any():
+            r_lo, r_hi = committed_p_mw - ramp, committed_p_mw + ramp
+            new_lo, new_hi = np.maximum(lo, r_lo), np.minimum(hi, r_hi)
+            empty = new_lo > new_hi
+            pin = np.where(r_lo > hi, hi, lo)      # physics wins over ramp when disjoint
+            lo = np.where(empty, pin, new_lo)
+            hi = np.where(empty, pin, new_hi)
+        return lo, hi
+
+    def execution_bounds(self, fleet: FleetState, duration_h: float
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Physical net-injection bounds for the actual state over the current step."""
+        return self.net_bounds(fleet, fleet.energy_mwh, fleet.energy_mwh,
+                               fleet.solar_available_mw, duration_h, math.inf,
+                               fleet.plugged, False)
+
+    # ------------------------------------------------------------------ masks and blocking
+    def power_mask(self, lo_mw: np.ndarray, hi_mw: np.ndarray) -> np.ndarray:
+        """``(n, n_power_levels)`` bool: levels inside ``[lo, hi]``; never an empty row.
+
+        A row with no level inside its interval allows the level nearest to it (the
+        executed bid is then clipped into the interval).
+        """
+        lv = self.level_power_mw
+        tol = _TOL_MW * (1.0 + np.abs(lv))
+        mask = (lv >= lo_mw[:, None] - tol) & (lv <= hi_mw[:, None] + tol)
+        empty = ~mask.any(axis=1)
+        if empty.any():
+            dist = np.maximum(lo_mw[empty, None] - lv[empty], lv[empty] - hi_mw[empty, None])
+            mask[np.flatnonzero(empty), np.argmin(dist, axis=1)] = True
+        return mask
+
+    def enforce(self, level_index: np.ndarray, mask: np.ndarray, lo_mw: np.ndarray,
+                hi_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Replace masked-out levels by the nearest feasible one.
+
+        :returns: (executed level index, bid power in MW clipped to [lo, hi], blocked flags)
+        """
+        blocked = ~mask[self._rows, level_index]
+        if blocked.any():
+            rows = np.flatnonzero(blocked)
+            dist = np.abs(self.level_fraction[None, :] - self.level_fraction[level_index[rows],
+                                                                             None])
+            dist = np.where(mask[rows], dist, np.inf)
+            level_index = level_index.copy()
+            level_index[rows] = np.argmin(dist, axis=1)
+        power = np.clip(self.level_power_mw[self._rows, level_index], lo_mw, hi_mw)
+        return level_index, power, blocked
+
+
+def _baseline(fleet: FleetState, solar_mw: np.ndarray) -> np.ndarray:
+    ev = np.where(fleet.plugged & (fleet.kind == KIND_EV), fleet.ev_baseline_rate_mw, 0.0)
+    return np.where(fleet.kind == KIND_SOLAR, solar_mw, -ev)
+
+
+def _delta_e(fleet: FleetState, net_mw: np.ndarray, duration_h: float) -> np.ndarray:
+    eta_d = np.where(fleet.eta_discharge > 0, fleet.eta_discharge, 1.0)
+    d = (np.maximum(-net_mw, 0.0) * fleet.eta_charge - np.maximum(net_mw, 0.0) / eta_d)
+    return np.where(fleet.kind == KIND_SOLAR, 0.0, d * duration_h)
+
+
+@dataclass(frozen=True)
+class ViolationReport:
+    """What :func:`check_executed` found, per agent (bool arrays) and in total."""
+
+    power: np.ndarray
+    soc: np.ndarray
+    unplugged: np.ndarray
+    ramp: np.ndarray
+
+    @property
+    def any(self) -> np.ndarray:
+        return self.power | self.soc | self.unplugged | self.ramp
+
+    @property
+    def count(self) -> int:
+        return int(self.any.sum())
+
+
+def check_executed(*, kinds: np.ndarray, net_min_mw: np.ndarray, net_max_mw: np.ndarray,
+                   p_now_mw: np.ndarray, p_prev_mw: np.ndarray, energy_before_mwh: np.ndarray,
+                   energy_after_mwh: np.ndarray, capacity_mwh: np.ndarray,
+                   solar_available_mw: np.ndarray, plugged: np.ndarray,
+                   arrays: LimitArrays, dt_s: float, tol_mw: float = 1e-7,
+                   tol_mwh: float = 1e-9) -> ViolationReport:
+    """Independent post-step check of what was *executed* against the declared limits.
+
+    Uses only executed net power (its min and max over the step's sub-steps), the
+    stored energy before and after, and the limits — none of the kernel's interval
+    arithmetic. A SoC outside its band counts only when the step moved it further out.
+    """
+    power = (net_max_mw > arrays.max_discharge_mw + tol_mw) | (
+        net_min_mw < -arrays.max_charge_mw - tol_mw)
+    power |= (kinds == KIND_SOLAR) & ((net_min_mw < -tol_mw)
+                                      | (net_max_mw > solar_available_mw + tol_mw))
+    power |= (kinds == KIND_EV) & (net_max_mw > tol_mw)   # no V2G
+    floor = arrays.soc_min * capacity_mwh
+    ceil = arrays.soc_max * capacity_mwh
+    soc = ((energy_after_mwh < floor - tol_mwh) & (energy_after_mwh < energy_before_mwh - tol_mwh)) | (
+        (energy_after_mwh > ceil + tol_mwh) & (energy_after_mwh > energy_before_mwh + tol_mwh))
+    soc &= kinds != KIND_SOLAR
+    unplugged = (kinds == KIND_EV) & ~plugged & (
+        (np.abs(net_min_mw) > tol_mw) | (np.abs(net_max_mw) > tol_mw))
+    ramp = np.abs(p_now_mw - p_prev_mw) > arrays.ramp_mw_per_s * dt_s + tol_mw
+    return ViolationReport(power=power, soc=soc, unplugged=unplugged, ramp=ramp)

@@ -1,0 +1,201 @@
+"""KPI definitions — the one place they are defined (DESIGN §8).
+
+The environment feeds a :class:`MetricsAccumulator` once per step (streaming, O(1)
+memory: nothing is recomputed over history); ``evaluate.py``, ``train`` and
+``demo.py`` read the same dict from :meth:`GridSwarmEnv.episode_metrics`.
+
+Definitions (``h = dt_s/3600``, sums over steps ``k``):
+
+* ``system_cost`` ($) = c_bat·Σ|p_bat|·h + c_curt·Σmax(−p_solar, 0)·h
+  + c_ev·Σmax(p_ev, 0)·h + c_ev,unmet·E_ev,unmet + VOLL·``unserved_energy_mwh``
+  (true costs of the balancing energy, :class:`~gridswarm_env.config.CostConfig`).
+* ``unserved_energy_mwh`` = Σ_k max(sign(R̄_k)·(R̄_k − D̄_k), 0)·h, where R̄_k is the
+  step's mean balancing requirement (the noise-free shortage plus lost generation,
+  + shortage / − surplus) and D̄_k the mean balancing power the DERs delivered.
+* ``balancing_payments`` ($): what the operator paid at clearing prices (energy
+  delivered + reserve capacity); ``der_revenue`` = payments − undelivered penalties.
+* frequency KPIs over every physics sub-step; ``seconds_outside_band``: time with
+  |f − 60| > 0.05 Hz (NERC band); ``stabilization_time_s``: from the scenario's
+  disturbance until |f − 60| < 0.02 Hz for good (0.0 if it never left, None if it
+  never settles within the episode).
+* ``emergency_response_latency_ms``: first DER reserve activation − event time
+  (None if no event, or no response).
+* ``consensus_rate`` = rounds reaching consensus / rounds held (None if none held);
+  ``negotiations`` = bids (partly) accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gridswarm_env.config import CostConfig
+from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR
+
+NOMINAL_HZ = 60.0
+BAND_HZ = 0.05          # NERC frequency band 59.95-60.05 Hz
+SETTLE_HZ = 0.02        # stabilization threshold
+UFLS_FIRST_STAGE_HZ = 59.3   # ERCOT under-frequency load shedding, first stage
+SHEDDING_STAGE_HZ = 59.5     # the emergency scenario's calibration threshold
+
+KPI_KEYS = (
+    "system_cost", "unserved_energy_mwh", "balancing_payments", "der_revenue",
+    "frequency_nadir_hz", "frequency_zenith_hz", "max_abs_deviation_hz",
+    "max_rocof_hz_per_s", "seconds_outside_band", "stabilization_time_s",
+    "emergency_response_latency_ms", "consensus_rate", "negotiations",
+    "contracts_signed", "contracts_verified", "contracts_rejected",
+    "blocked_attempts", "executed_violations",
+    "bus_published", "bus_delivered", "bus_deferred", "bus_dropped",
+)
+
+
+@dataclass
+class MetricsAccumulator:
+    """Streaming accumulator of the KPIs over one episode."""
+
+    costs: CostConfig
+    dt_s: float
+    physics_dt_s: float
+    disturbance_time_s: float
+    event_time_s: float | None
+    nadir_hz: float = NOMINAL_HZ
+    zenith_hz: float = NOMINAL_HZ
+    max_rocof_hz_per_s: float = 0.0
+    seconds_outside_band: float = 0.0
+    abs_dev_integral_hz_s: float = 0.0
+    elapsed_s: float = 0.0
+    last_unsettled_s: float | None = None
+    last_freq_hz: float = NOMINAL_HZ
+    battery_throughput_mwh: float = 0.0
+    curtailed_mwh: float = 0.0
+    ev_deferred_mwh: float = 0.0
+    ev_unmet_mwh: float = 0.0
+    unserved_mwh: float = 0.0
+    requirement_mwh: float = 0.0
+    delivered_mwh: float = 0.0
+    payments: float = 0.0
+    penalties: float = 0.0
+    first_response_s: float | None = None
+    rounds: int = 0
+    consensus_rounds: int = 0
+    negotiations: int = 0
+    blocked_attempts: int = 0
+    executed_violations: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- frequency
+    def record_frequency(self, t_end_s: np.ndarray, freq_hz: np.ndarray) -> None:
+        """Add one step's sub-step samples (time at the end of each sub-step, Hz)."""
+        dev = np.abs(freq_hz - NOMINAL_HZ)
+        self.nadir_hz = min(self.nadir_hz, float(freq_hz.min()))
+        self.zenith_hz = max(self.zenith_hz, float(freq_hz.max()))
+        prev = np.concatenate(([self.last_freq_hz], freq_hz[:-1]))
+        rocof = np.abs(freq_hz - prev) / self.physics_dt_s
+        self.max_rocof_hz_per_s = max(self.max_rocof_hz_per_s, float(rocof.max()))
+        self.seconds_outside_band += float(np.count_nonzero(dev > BAND_HZ)) * self.physics_dt_s
+        self.abs_dev_integral_hz_s += float(dev.sum()) * self.physics_dt_s
+        unsettled = np.flatnonzero((dev >= SETTLE_HZ) & (t_end_s > self.disturbance_time_s))
+        if unsettled.size:
+            self.last_unsettled_s = float(t_end_s[unsettled[-1]])
+        self.last_freq_hz = float(freq_hz[-1])
+        self.elapsed_s = float(t_end_s[-1])
+
+    # ----------------------------------------------------------------- energy and money
+    def record_dispatch(self, kinds: np.ndarray, p_mean_mw: np.ndarray,
+                        requirement_mean_mw: float, payments: float, penalties: float,
+                        ev_unmet_mwh: float) -> None:
+        """Add one step's executed balancing power (mean over the step, MW per agent)."""
+        h = self.dt_s / 3600.0
+        bat = kinds == KIND_BATTERY
+        self.battery_throughput_mwh += float(np.abs(p_mean_mw[bat]).sum()) * h
+        self.curtailed_mwh += float(np.maximum(-p_mean_mw[kinds == KIND_SOLAR], 0.0).sum()) * h
+        self.ev_deferred_mwh += float(np.maximum(p_mean_mw[kinds == KIND_EV], 0.0).sum()) * h
+        self.ev_unmet_mwh += ev_unmet_mwh
+        delivered = float(p_mean_mw.sum())
+        sign = 1.0 if requirement_mean_mw >= 0 else -1.0
+        self.unserved_mwh += max(sign * (requirement_mean_mw - delivered), 0.0) * h
+        self.requirement_mwh += abs(requirement_mean_mw) * h
+        self.delivered_mwh += delivered * h
+        self.payments += payments
+        self.penalties += penalties
+
+    def record_response(self, first_activation_s: float) -> None:
+        """Note the earliest DER reserve activation (simulated seconds)."""
+        if self.first_response_s is None or first_activation_s < self.first_response_s:
+            self.first_response_s = first_activation_s
+
+    def record_round(self, held: bool, consensus: bool, n_accepted: int) -> None:
+        if held:
+            self.rounds += 1
+            self.consensus_rounds += int(consensus)
+            self.negotiations += int(n_accepted)
+
+    # ----------------------------------------------------------------- result
+    @property
+    def system_cost(self) -> float:
+        c = self.costs
+        return (c.battery_degradation_per_mwh * self.battery_throughput_mwh
+                + c.solar_curtailment_per_mwh * self.curtailed_mwh
+                + c.ev_deferral_per_mwh * self.ev_deferred_mwh
+                + c.ev_unmet_departure_per_mwh * self.ev_unmet_mwh
+                + c.voll_per_mwh * self.unserved_mwh)
+
+    def stabilization_time_s(self) -> float | None:
+        if self.elapsed_s <= self.disturbance_time_s:
+            return None
+        if self.last_unsettled_s is None:
+            return 0.0
+        if abs(self.last_freq_hz - NOMINAL_HZ) >= SETTLE_HZ:
+            return None
+        return self.last_unsettled_s + self.physics_dt_s - self.disturbance_time_s
+
+    def result(self, *, contracts: dict[str, Any], bus_totals: dict[str, int]) -> dict[str, Any]:
+        """The flat KPI dict (keys :data:`KPI_KEYS` first, then extras)."""
+        latency_ms = None
+        if self.event_time_s is not None and self.first_response_s is not None:
+            latency_ms = (self.first_response_s - self.event_time_s) * 1000.0
+        out: dict[str, Any] = {
+            "system_cost": self.system_cost,
+            "unserved_energy_mwh": self.unserved_mwh,
+            "balancing_payments": self.payments,
+            "der_revenue": self.payments - self.penalties,
+            "frequency_nadir_hz": self.nadir_hz,
+            "frequency_zenith_hz": self.zenith_hz,
+            "max_abs_deviation_hz": max(NOMINAL_HZ - self.nadir_hz, self.zenith_hz - NOMINAL_HZ),
+            "max_rocof_hz_per_s": self.max_rocof_hz_per_s,
+            "seconds_outside_band": self.seconds_outside_band,
+            "stabilization_time_s": self.stabilization_time_s(),
+            "emergency_response_latency_ms": latency_ms,
+            "consensus_rate": (self.consensus_rounds / self.rounds) if self.rounds else None,
+            "negotiations": self.negotiations,
+            "contracts_signed": int(contracts.get("signed", 0)),
+            "contracts_verified": int(contracts.get("verified", 0)),
+            "contracts_rejected": int(contracts.get("rejected", 0)),
+            "blocked_attempts": self.blocked_attempts,
+            "executed_violations": self.executed_violations,
+            "bus_published": int(bus_totals.get("published", 0)),
+            "bus_delivered": int(bus_totals.get("delivered", 0)),
+            "bus_deferred": int(bus_totals.get("deferred", 0)),
+            "bus_dropped": int(bus_totals.get("dropped", 0)),
+            # extras (not part of the contract, but useful)
+            "mean_abs_deviation_hz": (self.abs_dev_integral_hz_s / self.elapsed_s
+                                      if self.elapsed_s > 0 else 0.0),
+            "requirement_energy_mwh": self.requirement_mwh,
+            "delivered_energy_mwh": self.delivered_mwh,
+            "battery_throughput_mwh": self.battery_throughput_mwh,
+            "curtailed_energy_mwh": self.curtailed_mwh,
+            "ev_deferred_energy_mwh": self.ev_deferred_mwh,
+            "ev_unmet_energy_mwh": self.ev_unmet_mwh,
+            "contracts_rejected_by_reason": dict(contracts.get("rejected_by_reason", {})),
+            "simulated_seconds": self.elapsed_s,
+        }
+        out.update(self.extra)
+        return out
+
+
+def is_finite_or_none(x: Any) -> bool:
+    """True for None or a finite float (JSON-safe KPI values)."""
+    return x is None or (isinstance(x, int | float) and math.isfinite(x))
