@@ -432,7 +432,7 @@ class GridSwarmEnv(ParallelEnv):
         if self.render_mode == "human":
             self.render()
         if not as_dicts:
-            return self._obs_array(), rewards, truncated, self.last_info
+            return self.observations_array(), rewards, truncated, self.last_info
         names = self.possible_agents
         obs = self._observations(names)
         infos = self._infos(names)
@@ -743,7 +743,7 @@ class GridSwarmEnv(ParallelEnv):
         """``(n_agents, n_power_levels + n_price_levels)`` bool: the concatenated masks."""
         return np.concatenate([self._mask_power, self._mask_price], axis=1)
 
-    def _obs_array(self) -> np.ndarray:
+    def observations_array(self) -> np.ndarray:
         """``(n_agents, OBS_DIM)`` float32 observations (see :data:`OBS_FIELDS`)."""
         f, sc, cfg = self.fleet, self.scenario, self.config
         rated = f.rated_power_mw
@@ -784,7 +784,7 @@ class GridSwarmEnv(ParallelEnv):
         return o.copy()
 
     def _observations(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
-        arr = self._obs_array()
+        arr = self.observations_array()
         return dict(zip(names or self.possible_agents, arr, strict=True))
 
     def _infos(self, names: list[str] | None = None) -> dict[str, dict]:

@@ -149,11 +149,12 @@ class Scenario:
             return np.zeros(n_samples)
         a = math.exp(-sample_dt_s / self.load_noise_tau_s)
         shocks = rng.normal(0.0, self.load_noise_std_mw * math.sqrt(1 - a * a), n_samples)
-        # exact AR(1) recursion as a linear filter: x_k = a x_{k-1} + w_k, x_0 ~ stationary
-        from scipy.signal import lfilter
-
+        # exact AR(1) recursion x_k = a x_{k-1} + w_k, x_0 ~ stationary (once per reset)
         shocks[0] = rng.normal(0.0, self.load_noise_std_mw)
-        return lfilter([1.0], [1.0, -a], shocks)
+        out = shocks.tolist()
+        for k in range(1, n_samples):
+            out[k] += a * out[k - 1]
+        return np.asarray(out)
 
 
 PRICE_SPIKE = Scenario(

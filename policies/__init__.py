@@ -1,0 +1,68 @@
+"""Bidding policies: a registry by name (``heuristic``, ``random``, ``oracle``, ``learned``)
+or a path to a saved model.
+
+>>> from policies import make_policy
+>>> policy = make_policy("heuristic")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from policies.base import Policy
+
+_REGISTRY: dict[str, Callable[..., Policy]] = {}
+
+
+def register(name: str, factory: Callable[..., Policy]) -> None:
+    """Register a policy factory under ``name``."""
+    _REGISTRY[name] = factory
+
+
+def policy_names() -> tuple[str, ...]:
+    """Known policy names."""
+    _load_builtin()
+    return tuple(_REGISTRY)
+
+
+def make_policy(name_or_path: str, **kwargs: Any) -> Policy:
+    """Build a policy by registered name, or load a learned model from a file path.
+
+    :raises ValueError: unknown name (the message lists the known ones) or a path
+        that does not exist / is not a model.
+    """
+    _load_builtin()
+    if name_or_path in _REGISTRY:
+        return _REGISTRY[name_or_path](**kwargs)
+    looks_like_path = any(ch in name_or_path for ch in "/\\.") or Path(name_or_path).exists()
+    if looks_like_path:
+        if not Path(name_or_path).exists():
+            raise ValueError(f"model file {name_or_path!r} does not exist")
+        return _REGISTRY["learned"](path=name_or_path, **kwargs)
+    raise ValueError(f"unknown policy {name_or_path!r}; known policies: "
+                     f"{', '.join(_REGISTRY)}, or a path to a saved model (.zip)")
+
+
+def _lazy(module: str, cls: str) -> Callable[..., Policy]:
+    """A factory importing its module on first use (torch only loads for ``learned``)."""
+
+    def factory(**kwargs: Any) -> Policy:
+        import importlib
+
+        return getattr(importlib.import_module(module), cls)(**kwargs)
+
+    return factory
+
+
+def _load_builtin() -> None:
+    if _REGISTRY:
+        return
+    register("heuristic", _lazy("policies.heuristic", "HeuristicPolicy"))
+    register("random", _lazy("policies.random", "RandomPolicy"))
+    register("oracle", _lazy("policies.oracle", "OraclePolicy"))
+    register("learned", _lazy("policies.learned", "LearnedPolicy"))
+
+
+__all__ = ["Policy", "make_policy", "policy_names", "register"]
