@@ -1,0 +1,379 @@
+"""Grid frequency dynamics: aggregated swing equation with a governor/reheat turbine.
+
+Description
+-----------
+The interconnection is one aggregated machine (a low-order *system frequency
+response* model; P. M. Anderson and M. Mirheydar, "A low-order system frequency
+response model", IEEE Trans. Power Syst. 5(3):720-729, 1990). Everything is in per
+unit of ``GridParams.system_base_mw`` (powers) and of ``nominal_freq_hz`` (frequency)::
+
+    2H · dΔf/dt = ΔP_mech + ΔP_agc + u − D·Δf
+    ΔP_mech     = −(Km/R) · (1 + FH·TR·s) / (1 + TR·s) · Δf
+    ΔP_agc      = z,            dz/dt = −K_agc · Δf          (optional; K_agc = 0 = off)
+    f           = f0 · (1 + Δf)
+
+``u`` is the net external injection in p.u.: DER balancing injection + scheduled
+generation change − load change − lost generation (sign convention of the whole
+project: **positive = injection into the grid**). The reheat-turbine transfer
+function is realised with one state ``y`` (the non-reheat, lagging part)::
+
+    TR · dy/dt = −(Km/R)·Δf − y
+    ΔP_mech    = FH · (−(Km/R)·Δf) + (1 − FH) · y
+
+so the model is linear time-invariant, ``dx/dt = A x + B u`` with
+``x = [Δf_pu, y_governor_pu, z_agc_pu]``. ``GridModel`` integrates it *exactly* for an
+input held constant over each physics sub-step (zero-order hold, matrix exponential),
+so the result does not depend on an integration tolerance.
+
+Closed forms (used as checks in the tests), for a step ``ΔP`` of net injection from
+rest (a generator loss is ``ΔP < 0``):
+
+* initial RoCoF: ``df/dt(0+) = ΔP · f0 / (2H)`` Hz/s (the governor has not moved yet);
+* primary-response steady state (AGC off): ``Δf_ss = ΔP · R / (D·R + Km)`` p.u.
+
+With the defaults (H = 4 s, D = 1, R = 0.05, Km = 0.95, FH = 0.3, TR = 8 s, the
+typical reheat-steam parameter set used by Anderson & Mirheydar, 1990) a 0.10 p.u. loss gives
+an initial RoCoF of −0.75 Hz/s, a nadir of 59.35 Hz about 2.37 s after the event and a
+steady state of 59.70 Hz (Δf_ss = −0.005 p.u.) — the ``emergency`` scenario's
+calibration. Thresholds to report against: NERC 59.95/60.05 Hz band, ERCOT UFLS first
+stage 59.3 Hz.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import expm
+
+__all__ = [
+    "GridModel",
+    "GridParams",
+    "rocof_hz_per_s",
+    "step_response",
+]
+
+#: Tolerance for "dt_s is an integer multiple of physics_dt_s", in seconds.
+_MULTIPLE_TOL_S = 1e-9
+#: Most durations ``GridModel.advance_variable`` keeps discretised matrices for.
+_VARIABLE_CACHE_SIZE = 256
+
+
+def _check_real(name: str, value: float, *, low: float = -math.inf, low_inclusive: bool = True,
+                high: float = math.inf, allowed: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite real number within ``[low, high]``.
+
+    :param name: field name, quoted in the error.
+    :param value: value to check.
+    :param low: lower bound.
+    :param low_inclusive: whether ``low`` itself is allowed.
+    :param high: upper bound (inclusive).
+    :param allowed: human-readable description of the allowed range, quoted in the error.
+    """
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if ok:
+        v = float(value)
+        ok = math.isfinite(v) and (v > low or (low_inclusive and v == low)) and v <= high
+    if not ok:
+        raise ValueError(f"{name}={value!r} is not allowed: must be {allowed}")
+
+
+@dataclass(frozen=True)
+class GridParams:
+    """Parameters of the aggregated system frequency response model.
+
+    Defaults are the typical reheat-steam parameter set used by Anderson & Mirheydar
+    (1990) for their example system, on a 1000 MW base at 60 Hz.
+
+    :param system_base_mw: system base power, MW (p.u. powers are relative to it).
+    :param nominal_freq_hz: nominal frequency ``f0``, Hz.
+    :param inertia_h_s: aggregated inertia constant ``H``, s (on the system base).
+    :param damping_d_pu: load damping ``D``, p.u. power per p.u. frequency.
+    :param droop_r_pu: governor droop ``R``, p.u. frequency per p.u. power.
+    :param mech_gain_km: mechanical power gain factor ``Km`` (share of the base
+        under governor control, net of spinning-reserve limits).
+    :param reheat_fraction_fh: high-pressure turbine fraction ``FH`` in [0, 1].
+    :param reheat_time_constant_tr_s: reheat time constant ``TR``, s.
+    :param agc_gain_per_s: integral AGC gain ``K_agc``, 1/s (0 = AGC off). AGC acts on
+        ``Δf`` alone (no bias factor), so it restores frequency with a time constant
+        of about ``(D + Km/R) / K_agc`` (≈ 200 s for 0.1/s with the defaults).
+    :param physics_dt_s: physics sub-step, s (inputs are held constant over it).
+    """
+
+    system_base_mw: float = 1000.0
+    nominal_freq_hz: float = 60.0
+    inertia_h_s: float = 4.0
+    damping_d_pu: float = 1.0
+    droop_r_pu: float = 0.05
+    mech_gain_km: float = 0.95
+    reheat_fraction_fh: float = 0.3
+    reheat_time_constant_tr_s: float = 8.0
+    agc_gain_per_s: float = 0.0
+    physics_dt_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        positive = "a finite number > 0"
+        for name in ("system_base_mw", "nominal_freq_hz", "inertia_h_s", "droop_r_pu",
+                     "mech_gain_km", "reheat_time_constant_tr_s", "physics_dt_s"):
+            _check_real(name, getattr(self, name), low=0.0, low_inclusive=False, allowed=positive)
+        non_negative = "a finite number >= 0"
+        _check_real("damping_d_pu", self.damping_d_pu, low=0.0, allowed=non_negative)
+        _check_real("agc_gain_per_s", self.agc_gain_per_s, low=0.0, allowed=non_negative)
+        _check_real("reheat_fraction_fh", self.reheat_fraction_fh, low=0.0, high=1.0,
+                    allowed="a finite number in [0, 1]")
+
+    @property
+    def governor_gain_pu(self) -> float:
+        """Static governor gain ``Km / R`` (p.u. power per p.u. frequency)."""
+        return self.mech_gain_km / self.droop_r_pu
+
+    @property
+    def frequency_response_pu(self) -> float:
+        """Primary frequency response characteristic ``β = D + Km/R`` (p.u./p.u.)."""
+        return self.damping_d_pu + self.governor_gain_pu
+
+    def steady_state_deviation_pu(self, delta_p_pu: float) -> float:
+        """Primary-response steady-state frequency deviation for an injection step.
+
+        ``Δf_ss = ΔP · R / (D·R + Km)`` p.u. (from ``0 = −(Km/R)Δf + ΔP − DΔf``). It is
+        the final value when AGC is off; with AGC on it is only the quasi steady state
+        before AGC restores ``Δf = 0``.
+
+        :param delta_p_pu: step of net injection, p.u. (a generation loss is negative).
+        :return: ``Δf_ss`` in p.u. (multiply by ``nominal_freq_hz`` for Hz).
+        """
+        return delta_p_pu * self.droop_r_pu / (self.damping_d_pu * self.droop_r_pu
+                                               + self.mech_gain_km)
+
+    def initial_rocof_hz_per_s(self, delta_p_pu: float) -> float:
+        """Rate of change of frequency just after an injection step, from rest.
+
+        ``df/dt(0+) = ΔP · f0 / (2H)`` Hz/s (signed: a loss, ``ΔP < 0``, gives a
+        negative RoCoF).
+
+        :param delta_p_pu: step of net injection, p.u.
+        :return: initial RoCoF in Hz/s.
+        """
+        return delta_p_pu * self.nominal_freq_hz / (2.0 * self.inertia_h_s)
+
+    def continuous_matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """State-space matrices of ``dx/dt = A x + B u``, ``x = [Δf, y, z]`` (all p.u.).
+
+        :return: ``(A, B)`` with shapes (3, 3) and (3,).
+        """
+        two_h = 2.0 * self.inertia_h_s
+        k = self.governor_gain_pu
+        fh = self.reheat_fraction_fh
+        tr = self.reheat_time_constant_tr_s
+        a = np.array([
+            [-(self.damping_d_pu + fh * k) / two_h, (1.0 - fh) / two_h, 1.0 / two_h],
+            [-k / tr, -1.0 / tr, 0.0],
+            [-self.agc_gain_per_s, 0.0, 0.0],
+        ])
+        b = np.array([1.0 / two_h, 0.0, 0.0])
+        return a, b
+
+
+def _zoh(a: np.ndarray, b: np.ndarray, duration_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact zero-order-hold discretisation over ``duration_s``.
+
+    ``expm([[A, B], [0, 0]]·T) = [[Φ, Γ], [0, 1]]`` with ``Φ = e^{AT}`` and
+    ``Γ = ∫_0^T e^{Aτ} dτ · B`` (Van Loan's block-matrix identity).
+
+    :return: ``(Φ, Γ)`` with shapes (3, 3) and (3,).
+    """
+    n = a.shape[0]
+    m = np.zeros((n + 1, n + 1))
+    m[:n, :n] = a
+    m[:n, n] = b
+    e = expm(m * duration_s)
+    return e[:n, :n].copy(), e[:n, n].copy()
+
+
+class GridModel:
+    """Exact zero-order-hold discretization of the linear model (matrix exponential,
+    ``scipy.linalg.expm``, computed once per ``physics_dt_s``).
+
+    One agent step of ``dt_s`` is ``n_substeps`` physics sub-steps. At construction
+    the stacked response matrices of a whole agent step are precomputed::
+
+        Δf_k   = C Φ^(k+1) x0 + Σ_{j<=k} C Φ^(k−j) Γ u_j        k = 0 … n−1
+        x_end  = Φ^n x0       + Σ_j     Φ^(n−1−j) Γ u_j
+
+    so ``advance`` is two small matrix-vector products and no SciPy call.
+
+    :param params: grid parameters.
+    :param dt_s: agent step, s; a positive integer multiple of ``params.physics_dt_s``
+        (within 1e-9 s).
+    """
+
+    def __init__(self, params: GridParams, dt_s: float) -> None:
+        if not isinstance(params, GridParams):
+            raise ValueError(f"params={params!r} is not allowed: must be a GridParams")
+        _check_real("dt_s", dt_s, low=0.0, low_inclusive=False, allowed="a finite number > 0")
+        n = round(dt_s / params.physics_dt_s)
+        if n < 1 or abs(n * params.physics_dt_s - dt_s) > _MULTIPLE_TOL_S:
+            raise ValueError(
+                f"dt_s={dt_s!r} is not allowed: must be a positive integer multiple of "
+                f"physics_dt_s={params.physics_dt_s!r} (within {_MULTIPLE_TOL_S} s)")
+        self.params = params
+        self.dt_s = float(dt_s)
+        self.n_substeps: int = int(n)
+        self._f0_hz = params.nominal_freq_hz
+        self._a, self._b = params.continuous_matrices()
+        self._phi, self._gamma = _zoh(self._a, self._b, params.physics_dt_s)
+        self._variable_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {
+            float(params.physics_dt_s): (self._phi, self._gamma)}
+
+        # powers[k] = Φ^k, k = 0 … n
+        powers = np.empty((n + 1, 3, 3))
+        powers[0] = np.eye(3)
+        for k in range(1, n + 1):
+            powers[k] = self._phi @ powers[k - 1]
+        # impulse[k] = Φ^k Γ: state response k sub-steps after a unit input sub-step.
+        impulse = powers[:n] @ self._gamma                              # (n, 3)
+        free = np.empty((n + 3, 3))
+        free[:n] = powers[1:, 0, :]                                     # C Φ^(k+1)
+        free[n:] = powers[n]                                            # Φ^n
+        forced = np.zeros((n + 3, n))
+        lag = np.arange(n)[:, None] - np.arange(n)[None, :]             # k − j
+        lower = lag >= 0
+        forced[:n][lower] = impulse[lag[lower], 0]                      # C Φ^(k−j) Γ
+        forced[n:] = impulse[::-1].T                                    # Φ^(n−1−j) Γ
+        self._free = free
+        self._forced = forced
+        self.state: np.ndarray = np.zeros(3)  # (3,) [Δf_pu, y_governor_pu, z_agc_pu]
+
+    def reset(self, delta_f_pu: float = 0.0) -> None:
+        """Reset to a frequency deviation with the governor and AGC states at rest.
+
+        :param delta_f_pu: initial ``Δf`` in p.u. (finite, > −1 so that f > 0).
+        """
+        _check_real("delta_f_pu", delta_f_pu, low=-1.0, low_inclusive=False,
+                    allowed="a finite number > -1")
+        self.state = np.array([float(delta_f_pu), 0.0, 0.0])
+
+    @property
+    def delta_f_pu(self) -> float:
+        """Current frequency deviation, p.u."""
+        return float(self.state[0])
+
+    @property
+    def freq_hz(self) -> float:
+        """Current frequency ``f0·(1 + Δf)``, Hz."""
+        return self._f0_hz * (1.0 + float(self.state[0]))
+
+    def advance(self, u_pu: np.ndarray) -> np.ndarray:
+        """Integrate one agent step with a piecewise-constant injection.
+
+        :param u_pu: net external injection per sub-step, p.u., shape ``(n_substeps,)``
+            (a scalar is held over the whole step); sub-step ``k`` covers
+            ``[k·physics_dt_s, (k+1)·physics_dt_s)``.
+        :return: frequency in Hz at the end of each sub-step, shape ``(n_substeps,)``.
+        """
+        u = np.asarray(u_pu, dtype=float)
+        if u.ndim == 0:
+            u = np.full(self.n_substeps, float(u))
+        if u.shape != (self.n_substeps,):
+            raise ValueError(f"u_pu has shape {u.shape}: must be ({self.n_substeps},) or a scalar")
+        if not np.isfinite(u).all():
+            raise ValueError("u_pu contains NaN or inf: must be finite")
+        out = self._free @ self.state + self._forced @ u
+        self.state = out[self.n_substeps:]
+        return self._f0_hz * (1.0 + out[:self.n_substeps])
+
+    def advance_substep(self, u_pu: float) -> float:
+        """Integrate one physics sub-step (``physics_dt_s``) with constant injection.
+
+        :param u_pu: net external injection, p.u.
+        :return: frequency in Hz at the end of the sub-step.
+        """
+        return self.advance_variable(u_pu, self.params.physics_dt_s)
+
+    def advance_variable(self, u_pu: float, duration_s: float) -> float:
+        """Integrate exactly (ZOH) over an arbitrary duration with constant injection.
+
+        Meant for the rare path of splitting a sub-step at an event; the discretised
+        matrices are cached by duration (the sub-step's own are precomputed).
+
+        :param u_pu: net external injection, p.u.
+        :param duration_s: duration, s (>= 0; 0 leaves the state unchanged).
+        :return: frequency in Hz at the end of the interval.
+        """
+        _check_real("u_pu", u_pu, allowed="a finite number")
+        _check_real("duration_s", duration_s, low=0.0, allowed="a finite number >= 0")
+        duration_s = float(duration_s)
+        if duration_s == 0.0:
+            return self.freq_hz
+        matrices = self._variable_cache.get(duration_s)
+        if matrices is None:
+            if len(self._variable_cache) >= _VARIABLE_CACHE_SIZE:
+                self._variable_cache = {float(self.params.physics_dt_s): (self._phi, self._gamma)}
+            matrices = _zoh(self._a, self._b, duration_s)
+            self._variable_cache[duration_s] = matrices
+        phi, gamma = matrices
+        self.state = phi @ self.state + gamma * float(u_pu)
+        return self.freq_hz
+
+    def derivative(self, state: np.ndarray, u_pu: float) -> np.ndarray:
+        """Continuous-time right-hand side ``A x + B u`` (for tests and references).
+
+        :param state: ``[Δf_pu, y_governor_pu, z_agc_pu]``, shape (3,).
+        :param u_pu: net external injection, p.u.
+        :return: ``dx/dt`` in p.u./s, shape (3,).
+        """
+        return self._a @ np.asarray(state, dtype=float) + self._b * float(u_pu)
+
+
+def step_response(params: GridParams, delta_p_pu: float, duration_s: float,
+                  delta_f0_pu: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Frequency after a step of net injection applied at ``t = 0`` (event studies).
+
+    :param params: grid parameters (sampled every ``physics_dt_s``).
+    :param delta_p_pu: injection step, p.u. (a generation loss is negative).
+    :param duration_s: horizon, s; rounded down to whole sub-steps (at least one).
+    :param delta_f0_pu: initial frequency deviation, p.u.
+    :return: ``(time_s, freq_hz)``, both of shape ``(n + 1,)``, starting with the
+        pre-event sample at ``t = 0``.
+    """
+    _check_real("duration_s", duration_s, low=0.0, low_inclusive=False,
+                allowed="a finite number > 0")
+    n = max(1, int(math.floor(duration_s / params.physics_dt_s + 1e-9)))
+    model = GridModel(params, params.physics_dt_s)
+    model.reset(delta_f0_pu)
+    freq_hz = np.empty(n + 1)
+    freq_hz[0] = model.freq_hz
+    for k in range(1, n + 1):  # one sub-step at a time: memory stays O(1) in the horizon
+        freq_hz[k] = model.advance_substep(delta_p_pu)
+    return np.arange(n + 1) * params.physics_dt_s, freq_hz
+
+
+def rocof_hz_per_s(freq_trace_hz: np.ndarray, dt_s: float,
+                   window_s: float | None = None) -> np.ndarray:
+    """Rate of change of frequency of a uniformly sampled trace, over a sliding window.
+
+    ``RoCoF_k = (f[k + w] − f[k]) / (w · dt_s)`` with ``w = round(window_s / dt_s)``
+    samples (``w = 1``, consecutive samples, when ``window_s`` is None). Grid codes
+    measure RoCoF over a window (ENTSO-E uses 500 ms) to reject noise; the window
+    also smooths the true initial RoCoF, so use ``w = 1`` on fine traces to compare
+    with the closed form.
+
+    :param freq_trace_hz: frequency samples, Hz, shape ``(n,)``, ``n > w``.
+    :param dt_s: sampling interval, s.
+    :param window_s: measurement window, s (a whole number of samples, at least one).
+    :return: RoCoF in Hz/s, shape ``(n − w,)``; entry k belongs to ``[k·dt, (k+w)·dt]``.
+    """
+    _check_real("dt_s", dt_s, low=0.0, low_inclusive=False, allowed="a finite number > 0")
+    f = np.asarray(freq_trace_hz, dtype=float)
+    if f.ndim != 1:
+        raise ValueError(f"freq_trace_hz has shape {f.shape}: must be one-dimensional")
+    w = 1
+    if window_s is not None:
+        _check_real("window_s", window_s, low=dt_s * (1.0 - 1e-9),
+                    allowed=f"a finite number >= dt_s={dt_s!r}")
+        w = round(window_s / dt_s)
+    if f.size <= w:
+        raise ValueError(f"freq_trace_hz has {f.size} samples: must have more than the "
+                         f"window of {w} samples")
+    return (f[w:] - f[:-w]) / (w * dt_s)

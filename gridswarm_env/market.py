@@ -1,0 +1,276 @@
+"""Balancing-market clearing: merit order, pay-as-clear, consensus and settlement.
+
+Description
+-----------
+The operator requests ``request_mw`` of balancing power (**positive = shortage**, the
+grid needs more injection; **negative = surplus**, it needs less). Every agent submits
+one bid ``(power_mw, price_per_mwh)``. One sign convention everywhere: positive power
+is injection into the grid (discharge, more generation, less charging).
+
+Prices are **energy prices in $/MWh, signed** (as in real balancing energy markets,
+e.g. the Nordic regulating power market and the ENTSO-E MARI platform, where upward
+bids are activated in ascending and downward bids in descending price order):
+
+* **Shortage** (``request_mw > 0``): bids with ``power_mw > 0`` are *offers to sell*
+  injection at ``price`` or more. The operator buys the cheapest first (ascending
+  price).
+* **Surplus** (``request_mw < 0``): bids with ``power_mw < 0`` are *bids to absorb*;
+  ``price`` is what the agent pays per MWh it absorbs, so ``−price`` is the
+  compensation it asks (a negative price = the agent is paid to absorb). The operator
+  accepts **the least compensation first**, i.e. the highest price first.
+
+The marginal bid may be partly accepted. **Pay-as-clear**: every accepted bid settles
+at the uniform clearing price, the price of the marginal (last accepted) bid — the
+highest accepted price in a shortage, the lowest in a surplus — so no accepted agent
+is worse off than its own bid. Settlement (``settlement``) is one signed formula for
+both directions: ``payment_i = price · P_i · dt_s / 3600`` ($, positive = paid to the
+agent); in a surplus at a negative price absorbers are paid, at a positive price
+they pay for the energy they take.
+
+**Price band.** ``[price_floor_per_mwh, price_cap_per_mwh]`` is the market's
+admissible price range (like an offer cap and floor): a bid priced outside it is
+invalid and ignored in either direction. Economically the cap binds in a shortage (the
+operator pays at most the cap per MWh) and the floor binds in a surplus (the operator
+pays at most ``−floor`` compensation per MWh absorbed).
+
+**Ignored bids**: wrong direction, zero power, NaN/inf power or price, masked out by
+``eligible``, or priced outside the band.
+
+**Ties** at equal price are broken by agent index ascending (stable sort), so the
+clearing is deterministic.
+
+**Consensus**: a round reaches consensus when ``|accepted| >= consensus_share ·
+|request|`` (relative tolerance 1e-12 for floating-point sums). When the offer is
+short everything eligible is accepted, and consensus holds only if the offer still
+covers the share. A round with ``|request_mw| <= deadband_mw`` accepts nothing and
+counts as consensus.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ClearingResult",
+    "clear_market",
+    "price_signal_per_mwh",
+    "settlement",
+]
+
+#: Relative tolerance of the consensus test (cumulative sums are not exact).
+_CONSENSUS_RTOL = 1e-12
+_SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True, eq=False)
+class ClearingResult:
+    """Outcome of one balancing-market round (arrays are read-only).
+
+    :param accepted_mw: (n,) accepted power per agent, signed like the request, 0 where
+        not accepted.
+    :param clearing_price_per_mwh: uniform price, the marginal accepted bid's price;
+        NaN if nothing was accepted.
+    :param request_mw: the operator's request (+ shortage, − surplus).
+    :param offered_mw: total eligible power in the request's direction, signed like
+        the request (0 inside the deadband's zero request).
+    :param accepted_total_mw: ``sum(accepted_mw)``, signed.
+    :param consensus: ``|accepted_total| >= consensus_share·|request|`` (True with
+        nothing accepted when ``|request| <= deadband``).
+    :param n_accepted: number of bids (partly) accepted, i.e. negotiations.
+    """
+
+    accepted_mw: np.ndarray
+    clearing_price_per_mwh: float
+    request_mw: float
+    offered_mw: float
+    accepted_total_mw: float
+    consensus: bool
+    n_accepted: int
+
+    @property
+    def accepted_indices(self) -> np.ndarray:
+        """Agent indices with a (partly) accepted bid, ascending (one contract each)."""
+        return np.flatnonzero(self.accepted_mw)
+
+    @property
+    def coverage(self) -> float:
+        """``|accepted_total| / |request|`` in [0, 1]; 1.0 for a zero request."""
+        if self.request_mw == 0.0:
+            return 1.0
+        return abs(self.accepted_total_mw) / abs(self.request_mw)
+
+
+def _as_float_vector(name: str, value: np.ndarray, n: int | None) -> np.ndarray:
+    """Return ``value`` as a 1-D float array of length ``n`` or raise ``ValueError``."""
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
+        want = "(n,)" if n is None else f"({n},)"
+        raise ValueError(f"{name} has shape {arr.shape}: must be {want}")
+    return arr
+
+
+def _check_finite(name: str, value: float, allowed: str, ok: bool = True) -> float:
+    """Return ``float(value)`` if it is finite and ``ok``, else raise ``ValueError``."""
+    v = float(value)
+    if not (math.isfinite(v) and ok):
+        raise ValueError(f"{name}={value!r} is not allowed: must be {allowed}")
+    return v
+
+
+def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh: np.ndarray,
+                 eligible: np.ndarray | None = None, *, consensus_share: float = 0.95,
+                 price_cap_per_mwh: float = np.inf, price_floor_per_mwh: float = -np.inf,
+                 deadband_mw: float = 1e-6) -> ClearingResult:
+    """Clear one balancing round by merit order with a partly accepted marginal bid.
+
+    With the bids of the request's direction sorted by merit (price ascending for a
+    shortage, descending for a surplus; ties by agent index) and ``|P|`` their power
+    magnitudes, bid ``k`` gets ``min(|P_k|, max(0, |request| − Σ_{j<k} |P_j|))``.
+    See the module docstring for the conventions.
+
+    :param request_mw: operator request, MW (+ shortage, − surplus); finite.
+    :param bid_power_mw: (n,) bid power per agent, MW (positive = injection).
+    :param bid_price_per_mwh: (n,) bid price per agent, $/MWh (signed energy price).
+    :param eligible: optional (n,) bool mask; False excludes the agent's bid (e.g. its
+        bid did not arrive on the bus).
+    :param consensus_share: share of the request that must be covered, in (0, 1].
+    :param price_cap_per_mwh: highest admissible bid price, $/MWh.
+    :param price_floor_per_mwh: lowest admissible bid price, $/MWh (<= cap).
+    :param deadband_mw: requests with ``|request_mw| <= deadband_mw`` clear nothing.
+    :return: the ``ClearingResult``.
+    """
+    request = _check_finite("request_mw", request_mw, "a finite number")
+    power = _as_float_vector("bid_power_mw", bid_power_mw, None)
+    n = power.shape[0]
+    price = _as_float_vector("bid_price_per_mwh", bid_price_per_mwh, n)
+    if eligible is None:
+        mask = np.ones(n, dtype=bool)
+    else:
+        mask = np.asarray(eligible)
+        if mask.shape != (n,) or mask.dtype != bool:
+            raise ValueError(f"eligible has shape {mask.shape} and dtype {mask.dtype}: "
+                             f"must be a bool array of shape ({n},)")
+    share = float(consensus_share)
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"consensus_share={consensus_share!r} is not allowed: must be in (0, 1]")
+    cap, floor = float(price_cap_per_mwh), float(price_floor_per_mwh)
+    if math.isnan(cap) or math.isnan(floor) or floor > cap:
+        raise ValueError(f"price_floor_per_mwh={price_floor_per_mwh!r}, price_cap_per_mwh="
+                         f"{price_cap_per_mwh!r} are not allowed: must be non-NaN with "
+                         "floor <= cap")
+    deadband = _check_finite("deadband_mw", deadband_mw, "a finite number >= 0",
+                             ok=float(deadband_mw) >= 0.0)
+
+    direction = float(np.sign(request))
+    # Work in the request's direction: magnitudes > 0 are candidate bids.
+    power_dir = power * direction
+    with np.errstate(invalid="ignore"):
+        valid = (mask & np.isfinite(power_dir) & np.isfinite(price) & (power_dir > 0.0)
+                 & (price >= floor) & (price <= cap))
+    offered_abs = float(power_dir[valid].sum())
+    accepted = np.zeros(n)
+
+    if abs(request) <= deadband:
+        return _result(accepted, math.nan, request, direction * offered_abs, True, 0)
+
+    idx = np.flatnonzero(valid)
+    # Merit order: ascending price for a shortage, descending for a surplus (the least
+    # compensation asked first); stable sort keeps agent index order within ties.
+    order = idx[np.argsort(price[idx] * direction, kind="stable")]
+    sizes = power_dir[order]
+    before = np.cumsum(sizes) - sizes
+    take = np.minimum(sizes, np.maximum(abs(request) - before, 0.0))
+    accepted[order] = take * direction
+    taken = np.flatnonzero(take > 0.0)
+    clearing = float(price[order[taken[-1]]]) if taken.size else math.nan
+    accepted_abs = float(take.sum())
+    consensus = accepted_abs >= share * abs(request) * (1.0 - _CONSENSUS_RTOL)
+    return _result(accepted, clearing, request, direction * offered_abs, consensus, taken.size)
+
+
+def _result(accepted: np.ndarray, clearing: float, request: float, offered: float,
+            consensus: bool, n_accepted: int) -> ClearingResult:
+    """Freeze ``accepted`` and build the ``ClearingResult``."""
+    accepted.setflags(write=False)
+    return ClearingResult(accepted_mw=accepted, clearing_price_per_mwh=clearing,
+                          request_mw=request, offered_mw=offered,
+                          accepted_total_mw=float(accepted.sum()), consensus=bool(consensus),
+                          n_accepted=int(n_accepted))
+
+
+def settlement(accepted_mw: np.ndarray, clearing_price_per_mwh: float,
+               dt_s: float) -> np.ndarray:
+    """Pay-as-clear payments for one delivery interval.
+
+    ``payment_i = π · P_i · dt_s / 3600`` in $ (positive = paid to the agent), with
+    ``π`` the clearing price in $/MWh and ``P_i`` the accepted power in MW (positive =
+    injection). Sellers in a shortage are paid ``π·P·dt``; absorbers in a surplus pay
+    ``π·|P|·dt``, i.e. are paid when ``π < 0``. A NaN price (nothing accepted) pays 0.
+
+    :param accepted_mw: (n,) accepted power per agent, MW.
+    :param clearing_price_per_mwh: uniform clearing price, $/MWh (NaN = no trade).
+    :param dt_s: delivery interval, s (> 0).
+    :return: (n,) payments in $.
+    """
+    p = _as_float_vector("accepted_mw", accepted_mw, None)
+    dt = _check_finite("dt_s", dt_s, "a finite number > 0", ok=float(dt_s) > 0.0)
+    price = float(clearing_price_per_mwh)
+    if math.isnan(price):
+        if np.any(p != 0.0):
+            raise ValueError("clearing_price_per_mwh is NaN but accepted_mw is not all zero")
+        return np.zeros_like(p)
+    _check_finite("clearing_price_per_mwh", price, "a finite number or NaN")
+    return price * p * (dt / _SECONDS_PER_HOUR)
+
+
+def price_signal_per_mwh(request_mw: float, flexible_capacity_mw: float,
+                         price_floor_per_mwh: float, price_cap_per_mwh: float, *,
+                         reference_price_per_mwh: float | None = None) -> float:
+    """The operator's broadcast price signal, scaled by scarcity (a hint; clearing is by bids).
+
+    With the scarcity ratio ``s = clip(request / flexible_capacity, −1, 1)`` and the
+    neutral price ``r`` at zero request (default: 0 $/MWh clipped into the band)::
+
+        shortage (s >= 0):  price = r + (cap − r) · s        → cap when the request uses
+                                                               all flexible capacity
+        surplus  (s <  0):  price = r − (r − floor) · |s|    → floor (low or negative)
+
+    i.e. piecewise-linear in the request, continuous at ``r``, rising towards the cap
+    as a shortage deepens and falling towards the floor as a surplus deepens. With a
+    floor of 0 the default gives the scarcity-proportional ``floor + (cap − floor)·s``
+    for a shortage; with a negative floor a surplus drives the signal negative. A
+    scarcity-proportional adder is the linear form of an operating-reserve demand curve
+    (cf. ERCOT ORDC). With zero flexible capacity any non-zero request is full scarcity.
+
+    :param request_mw: operator request, MW (+ shortage, − surplus).
+    :param flexible_capacity_mw: flexible capacity of the fleet in the request's
+        direction, MW (>= 0).
+    :param price_floor_per_mwh: lowest signal price, $/MWh (finite).
+    :param price_cap_per_mwh: highest signal price, $/MWh (finite, >= floor).
+    :param reference_price_per_mwh: neutral price at zero request, within the band
+        (default ``clip(0, floor, cap)``).
+    :return: the signal price, $/MWh, in ``[floor, cap]``.
+    """
+    request = _check_finite("request_mw", request_mw, "a finite number")
+    flex = _check_finite("flexible_capacity_mw", flexible_capacity_mw, "a finite number >= 0",
+                         ok=float(flexible_capacity_mw) >= 0.0)
+    floor = _check_finite("price_floor_per_mwh", price_floor_per_mwh, "a finite number")
+    cap = _check_finite("price_cap_per_mwh", price_cap_per_mwh,
+                        f"a finite number >= price_floor_per_mwh={floor!r}",
+                        ok=float(price_cap_per_mwh) >= floor)
+    if reference_price_per_mwh is None:
+        ref = min(cap, max(floor, 0.0))
+    else:
+        ref = _check_finite("reference_price_per_mwh", reference_price_per_mwh,
+                            f"a finite number in [{floor!r}, {cap!r}]",
+                            ok=floor <= float(reference_price_per_mwh) <= cap)
+    scarcity = math.copysign(1.0, request) if flex == 0.0 else request / flex
+    if request == 0.0:
+        scarcity = 0.0
+    scarcity = min(1.0, max(-1.0, scarcity))
+    if scarcity >= 0.0:
+        return ref + (cap - ref) * scarcity
+    return ref + (ref - floor) * scarcity

@@ -1,0 +1,214 @@
+"""Tests of gridswarm_env.grid: closed forms, calibration, exactness of the ZOH scheme."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+from gridswarm_env.grid import GridModel, GridParams, rocof_hz_per_s, step_response
+
+LOSS_PU = -0.10  # generator trip of 0.10 p.u. = a net-injection step of −0.10 p.u.
+
+
+@pytest.fixture
+def params() -> GridParams:
+    return GridParams()
+
+
+def test_closed_forms_with_defaults(params: GridParams) -> None:
+    # RoCoF = ΔP·f0/(2H) = −0.1·60/8 = −0.75 Hz/s; Δf_ss = ΔP·R/(DR+Km) = −0.1·0.05/1.0
+    assert params.initial_rocof_hz_per_s(LOSS_PU) == pytest.approx(-0.75)
+    assert params.steady_state_deviation_pu(LOSS_PU) == pytest.approx(-0.005)
+    assert params.frequency_response_pu == pytest.approx(1.0 + 0.95 / 0.05)
+
+
+def test_initial_rocof_from_derivative_and_first_substeps(params: GridParams) -> None:
+    model = GridModel(params, 1.0)
+    rhs = model.derivative(np.zeros(3), LOSS_PU)
+    assert rhs[0] * params.nominal_freq_hz == pytest.approx(-0.75, rel=1e-12)
+    assert rhs[1] == 0.0 and rhs[2] == 0.0
+    trace = np.concatenate(([model.freq_hz], model.advance(np.full(model.n_substeps, LOSS_PU))))
+    r = rocof_hz_per_s(trace, params.physics_dt_s)
+    # r[0], r[1] are mean slopes over the first two sub-steps (midpoints 0.025 s and
+    # 0.075 s); linear extrapolation to t = 0+ recovers the initial RoCoF.
+    initial = 1.5 * r[0] - 0.5 * r[1]
+    assert initial == pytest.approx(params.initial_rocof_hz_per_s(LOSS_PU), rel=0.02)
+    # RoCoF only eases afterwards (governor and damping act against the fall).
+    assert r[0] < 0 and np.all(np.diff(r[:10]) > 0)
+
+
+def test_steady_state_matches_closed_form(params: GridParams) -> None:
+    _, freq_hz = step_response(params, LOSS_PU, 120.0)
+    expected_hz = params.nominal_freq_hz * (1 + params.steady_state_deviation_pu(LOSS_PU))
+    assert expected_hz == pytest.approx(59.70)
+    assert freq_hz[-1] - 60.0 == pytest.approx(expected_hz - 60.0, rel=0.02)
+
+
+def test_nadir_calibration(params: GridParams) -> None:
+    # DESIGN §3: unassisted 0.10 p.u. loss -> nadir near 59.35 Hz about 2.4 s after the
+    # event. A 1 ms reference (same exact scheme) puts it at 59.3501 Hz, t = 2.369 s.
+    time_s, freq_hz = step_response(params, LOSS_PU, 20.0)
+    k = int(np.argmin(freq_hz))
+    assert freq_hz[k] == pytest.approx(59.35, abs=0.01)
+    assert time_s[k] == pytest.approx(2.4, abs=0.1)
+    assert freq_hz[k] < 59.5  # below the 59.5 Hz shedding stage
+    assert freq_hz[k] > 59.3  # but above ERCOT's first UFLS stage
+    fine = dataclasses.replace(params, physics_dt_s=0.001)
+    t_fine, f_fine = step_response(fine, LOSS_PU, 5.0)
+    kf = int(np.argmin(f_fine))
+    assert f_fine[kf] == pytest.approx(59.3501, abs=1e-3)
+    assert t_fine[kf] == pytest.approx(2.369, abs=0.005)
+    assert f_fine[kf] <= freq_hz[k]  # the coarse samples cannot go below the true nadir
+
+
+def test_zero_input_from_rest_stays_nominal(params: GridParams) -> None:
+    model = GridModel(params, 1.0)
+    for _ in range(50):
+        freq_hz = model.advance(np.zeros(model.n_substeps))
+        assert np.all(freq_hz == 60.0)
+    assert np.all(model.state == 0.0)
+    assert model.advance_variable(0.0, 0.0123) == 60.0
+
+
+def test_linearity(params: GridParams) -> None:
+    rng = np.random.default_rng(1)
+    u = rng.normal(0.0, 0.02, size=(10, 20))
+    a, b = GridModel(params, 1.0), GridModel(params, 1.0)
+    for row in u:
+        dev_a = a.advance(row) - 60.0
+        dev_b = b.advance(2.0 * row) - 60.0
+        np.testing.assert_allclose(dev_b, 2.0 * dev_a, rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(b.state, 2.0 * a.state, rtol=1e-9, atol=1e-15)
+
+
+def _reference_solve(model: GridModel, x0: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
+    """Δf at the end of each sub-step from an adaptive RK solve, piece by piece."""
+    x = x0.copy()
+    out = []
+    for uk in u:
+        sol = solve_ivp(lambda _t, s, uk=uk: model.derivative(s, uk), (0.0, dt), x,
+                        method="DOP853", rtol=1e-11, atol=1e-14)
+        x = sol.y[:, -1]
+        out.append(x[0])
+    return np.array(out)
+
+
+def test_zoh_exact_against_solve_ivp() -> None:
+    params = GridParams(agc_gain_per_s=0.05)
+    model = GridModel(params, 1.0)
+    model.reset(0.001)
+    x0 = model.state.copy()
+    u = np.random.default_rng(7).normal(0.0, 0.05, size=40)
+    exact = np.concatenate([model.advance(u[:20]), model.advance(u[20:])])
+    ref = _reference_solve(model, x0, u, params.physics_dt_s)
+    np.testing.assert_allclose(exact, 60.0 * (1 + ref), rtol=0, atol=1e-9)
+
+
+def test_advance_equals_repeated_substeps(params: GridParams) -> None:
+    u = np.random.default_rng(3).normal(0.0, 0.05, size=(5, 20))
+    block, single, variable = (GridModel(params, 1.0) for _ in range(3))
+    for row in u:
+        f_block = block.advance(row)
+        f_single = np.array([single.advance_substep(x) for x in row])
+        f_var = np.array([variable.advance_variable(x, params.physics_dt_s) for x in row])
+        np.testing.assert_allclose(f_block, f_single, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(f_block, f_var, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(block.state, single.state, rtol=0, atol=1e-14)
+
+
+def test_split_substep_is_exact(params: GridParams) -> None:
+    # Splitting a sub-step at an event (same input) changes nothing.
+    whole, split = GridModel(params, 1.0), GridModel(params, 1.0)
+    whole.reset(-0.002)
+    split.reset(-0.002)
+    whole.advance_substep(0.03)
+    split.advance_variable(0.03, 0.013)
+    split.advance_variable(0.03, params.physics_dt_s - 0.013)
+    np.testing.assert_allclose(split.state, whole.state, rtol=0, atol=1e-14)
+
+
+def test_scalar_input_is_held_over_the_step(params: GridParams) -> None:
+    a, b = GridModel(params, 0.5), GridModel(params, 0.5)
+    assert a.n_substeps == 10
+    np.testing.assert_array_equal(a.advance(LOSS_PU), b.advance(np.full(10, LOSS_PU)))
+
+
+def test_agc_restores_nominal_frequency() -> None:
+    params = GridParams(agc_gain_per_s=1.0)
+    _, freq_hz = step_response(params, LOSS_PU, 300.0)
+    assert abs(freq_hz[-1] - 60.0) < 1e-3
+    assert freq_hz.min() < 59.5  # AGC is slow: it does not prevent the primary nadir
+
+
+def test_agc_time_constant_estimate() -> None:
+    # Documented estimate for a small gain: slow-mode time constant ≈ (D + Km/R)/K_agc.
+    params = GridParams(agc_gain_per_s=0.1)
+    slowest = np.max(np.linalg.eigvals(params.continuous_matrices()[0]).real)
+    assert -1.0 / slowest == pytest.approx(params.frequency_response_pu / 0.1, rel=0.05)
+
+
+def test_reset_and_frequency_property(params: GridParams) -> None:
+    model = GridModel(params, 1.0)
+    model.reset(-0.01)
+    assert model.freq_hz == pytest.approx(59.4)
+    assert model.delta_f_pu == -0.01
+    np.testing.assert_array_equal(model.state, [-0.01, 0.0, 0.0])
+    freq_hz = model.advance(np.zeros(20))
+    assert np.all(np.diff(freq_hz) > 0)  # recovers towards 60 Hz
+
+
+def test_rocof_windows() -> None:
+    trace = 60.0 - 0.5 * np.arange(11) * 0.1  # −0.5 Hz/s ramp sampled at 0.1 s
+    np.testing.assert_allclose(rocof_hz_per_s(trace, 0.1), np.full(10, -0.5))
+    windowed = rocof_hz_per_s(trace, 0.1, window_s=0.5)
+    assert windowed.shape == (6,)
+    np.testing.assert_allclose(windowed, -0.5)
+    with pytest.raises(ValueError, match="window"):
+        rocof_hz_per_s(trace[:3], 0.1, window_s=0.5)
+    with pytest.raises(ValueError, match="dt_s"):
+        rocof_hz_per_s(trace, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("system_base_mw", 0.0),
+        ("nominal_freq_hz", -60.0),
+        ("inertia_h_s", float("nan")),
+        ("damping_d_pu", -1.0),
+        ("droop_r_pu", 0.0),
+        ("mech_gain_km", float("inf")),
+        ("reheat_fraction_fh", 1.5),
+        ("reheat_fraction_fh", -0.1),
+        ("reheat_time_constant_tr_s", 0.0),
+        ("agc_gain_per_s", -0.01),
+        ("physics_dt_s", 0.0),
+        ("inertia_h_s", True),
+    ],
+)
+def test_bad_params_rejected(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field) as info:
+        GridParams(**{field: value})
+    assert repr(value) in str(info.value)
+
+
+@pytest.mark.parametrize("dt_s", [0.0, -1.0, 0.07, 1.01, 0.025, float("nan")])
+def test_bad_agent_step_rejected(params: GridParams, dt_s: float) -> None:
+    with pytest.raises(ValueError, match="dt_s"):
+        GridModel(params, dt_s)
+
+
+def test_bad_inputs_rejected(params: GridParams) -> None:
+    model = GridModel(params, 1.0)
+    with pytest.raises(ValueError, match="shape"):
+        model.advance(np.zeros(19))
+    with pytest.raises(ValueError, match="finite"):
+        model.advance(np.full(20, np.nan))
+    with pytest.raises(ValueError, match="duration_s"):
+        model.advance_variable(0.0, -0.01)
+    with pytest.raises(ValueError, match="delta_f_pu"):
+        model.reset(-1.0)
+    assert GridModel(params, 1.0 + 1e-12).n_substeps == 20  # within tolerance

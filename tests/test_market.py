@@ -1,0 +1,284 @@
+"""Tests of gridswarm_env.market on hand-cleared bid books and random books (hypothesis)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gridswarm_env.market import ClearingResult, clear_market, price_signal_per_mwh, settlement
+
+
+def _clear(request_mw: float, power: list[float], price: list[float], **kw) -> ClearingResult:
+    return clear_market(request_mw, np.array(power, dtype=float), np.array(price, dtype=float),
+                        **kw)
+
+
+def test_shortage_partial_marginal_bid() -> None:
+    # Offers (idx: MW @ $/MWh): 0: 10@30, 1: 20@10, 2: 15@20, 3: 5@50; idx 4 absorbs (ignored).
+    # Merit order 1, 2, 0, 3: 20 + 15 = 35, 5 more from idx 0 (partly), idx 3 left out.
+    # Clearing price = marginal idx 0's price = 30; offered = 10+20+15+5 = 50.
+    r = _clear(40.0, [10, 20, 15, 5, -8], [30, 10, 20, 50, 5])
+    np.testing.assert_array_equal(r.accepted_mw, [5, 20, 15, 0, 0])
+    assert r.clearing_price_per_mwh == 30.0
+    assert (r.request_mw, r.offered_mw, r.accepted_total_mw) == (40.0, 50.0, 40.0)
+    assert r.consensus and r.n_accepted == 3
+    np.testing.assert_array_equal(r.accepted_indices, [0, 1, 2])
+    assert r.coverage == 1.0
+    # Pay-as-clear over one hour: 30 $/MWh × [5, 20, 15] MWh.
+    np.testing.assert_allclose(settlement(r.accepted_mw, r.clearing_price_per_mwh, 3600.0),
+                               [150, 600, 450, 0, 0])
+
+
+def test_surplus_with_negative_prices() -> None:
+    # Absorption bids (price = what the agent pays per MWh absorbed; −price = compensation):
+    # 0: −10 MW @ −20 (asks 20), 1: −15 @ +5 (pays 5), 2: −20 @ −40 (asks 40),
+    # 4: −5 @ −5 (asks 5); idx 3 injects (wrong direction, ignored).
+    # Least compensation first = price descending: 1 (15 MW), 4 (5 MW), 0 (10 MW) = 30.
+    # Clearing price = marginal idx 0's price = −20: every absorber is paid 20 $/MWh.
+    r = _clear(-30.0, [-10, -15, -20, 12, -5], [-20, 5, -40, 1, -5])
+    np.testing.assert_array_equal(r.accepted_mw, [-10, -15, 0, 0, -5])
+    assert r.clearing_price_per_mwh == -20.0
+    assert (r.offered_mw, r.accepted_total_mw) == (-50.0, -30.0)
+    assert r.consensus and r.n_accepted == 3
+    pay = settlement(r.accepted_mw, r.clearing_price_per_mwh, 3600.0)
+    np.testing.assert_allclose(pay, [200, 300, 0, 0, 100])
+    # No accepted agent is worse off than its own bid: it pays at most its bid price.
+    accepted = r.accepted_mw != 0
+    assert np.all(r.clearing_price_per_mwh <= np.array([-20, 5, -40, 1, -5])[accepted])
+
+
+def test_surplus_at_positive_price_absorbers_pay() -> None:
+    # Two absorbers willing to pay 40 and 25 $/MWh; 10 MW needed; idx 0 (pays most) wins
+    # fully at its own price 40 (it is the marginal bid); over 900 s it pays 40·10·0.25.
+    r = _clear(-10.0, [-10, -10], [40, 25])
+    np.testing.assert_array_equal(r.accepted_mw, [-10, 0])
+    assert r.clearing_price_per_mwh == 40.0
+    np.testing.assert_allclose(settlement(r.accepted_mw, 40.0, 900.0), [-100.0, 0.0])
+
+
+def test_ties_broken_by_agent_index() -> None:
+    # idx 3 is cheapest (10 MW @ 10); then 0, 1, 2 tie at 20: idx 0 fully (10), idx 1
+    # partly (5), idx 2 nothing.
+    r = _clear(25.0, [10, 10, 10, 10], [20, 20, 20, 10])
+    np.testing.assert_array_equal(r.accepted_mw, [10, 5, 0, 10])
+    assert r.clearing_price_per_mwh == 20.0 and r.n_accepted == 3
+    # Same in a surplus: three absorbers at 0 $/MWh, 15 MW needed -> [−10, −5, 0].
+    s = _clear(-15.0, [-10, -10, -10], [0, 0, 0])
+    np.testing.assert_array_equal(s.accepted_mw, [-10, -5, 0])
+    # A large book with many ties (long enough for a non-stable sort to reorder them):
+    # 300 × 1 MW at 10, 20 or 30 $/MWh; the request takes all 10s and 5.5 MW of the 20s,
+    # which must be the 20-priced agents of lowest index.
+    price = np.random.default_rng(0).choice([10.0, 20.0, 30.0], 300)
+    n10 = int(np.sum(price == 10.0))
+    big = clear_market(n10 + 5.5, np.ones(300), price)
+    expected = (price == 10.0).astype(float)
+    twenties = np.flatnonzero(price == 20.0)
+    expected[twenties[:5]], expected[twenties[5]] = 1.0, 0.5
+    np.testing.assert_array_equal(big.accepted_mw, expected)
+
+
+def test_short_offer_accepts_everything_without_consensus() -> None:
+    # 100 MW needed, only 30 + 20 offered: both accepted, 50 % < 95 % -> no consensus.
+    r = _clear(100.0, [30, 20], [10, 20])
+    np.testing.assert_array_equal(r.accepted_mw, [30, 20])
+    assert r.clearing_price_per_mwh == 20.0
+    assert r.offered_mw == 50.0 and not r.consensus
+    assert r.coverage == 0.5
+
+
+def test_exact_consensus_boundary() -> None:
+    # 60 + 35 = 95 MW of 100: exactly 95 % -> consensus; 94.99 MW -> none.
+    assert _clear(100.0, [60, 35], [1, 2]).consensus
+    assert not _clear(100.0, [60, 34.99], [1, 2]).consensus
+    assert _clear(-100.0, [-60, -35], [1, 2]).consensus
+    assert not _clear(-100.0, [-60, -34.99], [1, 2]).consensus
+    # A custom share: 80 of 100 passes 0.8, fails 0.81.
+    assert _clear(100.0, [80], [1], consensus_share=0.8).consensus
+    assert not _clear(100.0, [80], [1], consensus_share=0.81).consensus
+
+
+def test_wrong_direction_zero_and_nan_bids_ignored() -> None:
+    # Shortage of 10: idx 0 absorbs, idx 1 is zero, idx 2/3 have NaN/inf fields; only
+    # idx 4 (5 MW @ 60) is a valid offer -> short, everything valid accepted.
+    r = _clear(10.0, [-50, 0, math.nan, 8, 5], [1, 1, 1, math.inf, 60])
+    np.testing.assert_array_equal(r.accepted_mw, [0, 0, 0, 0, 5])
+    assert r.offered_mw == 5.0 and r.clearing_price_per_mwh == 60.0 and not r.consensus
+
+
+def test_price_cap_and_floor() -> None:
+    # Cap 100: the 150 $/MWh offer is out; 20 @ 10 then 10 of 20 @ 80 -> clearing 80.
+    r = _clear(30.0, [20, 20, 20], [10, 150, 80], price_cap_per_mwh=100.0)
+    np.testing.assert_array_equal(r.accepted_mw, [20, 0, 10])
+    assert r.clearing_price_per_mwh == 80.0 and r.offered_mw == 40.0
+    # Floor −200 in a surplus: the bid asking 300 $/MWh compensation (price −300) is out;
+    # price descending: idx 1 (−50), idx 2 (−100) -> clearing −100.
+    s = _clear(-20.0, [-10, -10, -10], [-300, -50, -100], price_floor_per_mwh=-200.0)
+    np.testing.assert_array_equal(s.accepted_mw, [0, -10, -10])
+    assert s.clearing_price_per_mwh == -100.0
+    # The band applies in both directions: a shortage offer below the floor is invalid.
+    t = _clear(10.0, [10, 10], [-500, 30], price_floor_per_mwh=-250.0)
+    np.testing.assert_array_equal(t.accepted_mw, [0, 10])
+    # A bid exactly at the cap is admissible.
+    assert _clear(5.0, [10], [100], price_cap_per_mwh=100.0).accepted_total_mw == 5.0
+
+
+def test_eligibility_mask() -> None:
+    # Book of test_shortage_partial_marginal_bid without idx 1 (its bid did not arrive):
+    # 15 @ 20, 10 @ 30, 5 @ 50 = 30 MW of 40 -> all accepted, 75 % -> no consensus.
+    eligible = np.array([True, False, True, True, True])
+    r = _clear(40.0, [10, 20, 15, 5, -8], [30, 10, 20, 50, 5], eligible=eligible)
+    np.testing.assert_array_equal(r.accepted_mw, [10, 0, 15, 5, 0])
+    assert r.clearing_price_per_mwh == 50.0 and not r.consensus and r.n_accepted == 3
+
+
+def test_deadband_and_empty_book() -> None:
+    r = _clear(1e-7, [10], [5])
+    assert r.consensus and r.n_accepted == 0 and math.isnan(r.clearing_price_per_mwh)
+    np.testing.assert_array_equal(r.accepted_mw, [0])
+    z = _clear(0.0, [10, -10], [5, 5])
+    assert z.consensus and z.offered_mw == 0.0 and z.accepted_total_mw == 0.0
+    e = _clear(10.0, [-10], [5])  # nothing in the right direction
+    assert not e.consensus and math.isnan(e.clearing_price_per_mwh) and e.n_accepted == 0
+    n = clear_market(10.0, np.zeros(0), np.zeros(0))
+    assert n.accepted_mw.shape == (0,) and not n.consensus
+    np.testing.assert_array_equal(settlement(e.accepted_mw, e.clearing_price_per_mwh, 1.0), [0])
+
+
+def test_result_is_immutable() -> None:
+    r = _clear(5.0, [10], [1])
+    with pytest.raises(ValueError):
+        r.accepted_mw[0] = 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.consensus = False  # type: ignore[misc]
+
+
+def test_settlement_sums_and_units() -> None:
+    accepted = np.array([4.0, -2.0, 0.0, 1.5])
+    pay = settlement(accepted, 80.0, 1.0)
+    # One second: 80 $/MWh × P MW × 1/3600 h.
+    np.testing.assert_allclose(pay, 80.0 * accepted / 3600.0)
+    assert pay.sum() == pytest.approx(80.0 * accepted.sum() / 3600.0)
+    with pytest.raises(ValueError, match="dt_s"):
+        settlement(accepted, 80.0, 0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        settlement(accepted, math.nan, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"request_mw": math.nan}, "request_mw"),
+        ({"request_mw": math.inf}, "request_mw"),
+        ({"bid_price_per_mwh": np.ones(3)}, "bid_price_per_mwh"),
+        ({"bid_power_mw": np.ones((2, 2))}, "bid_power_mw"),
+        ({"eligible": np.ones(2)}, "eligible"),
+        ({"eligible": np.ones(3, dtype=bool)}, "eligible"),
+        ({"consensus_share": 0.0}, "consensus_share"),
+        ({"consensus_share": 1.5}, "consensus_share"),
+        ({"price_floor_per_mwh": 10.0, "price_cap_per_mwh": 5.0}, "price_floor_per_mwh"),
+        ({"price_cap_per_mwh": math.nan}, "price_cap_per_mwh"),
+        ({"deadband_mw": -1.0}, "deadband_mw"),
+    ],
+)
+def test_bad_inputs_rejected(kwargs: dict, match: str) -> None:
+    args = {"request_mw": 5.0, "bid_power_mw": np.ones(2), "bid_price_per_mwh": np.ones(2)}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        clear_market(**args)
+
+
+def test_price_signal() -> None:
+    band = {"price_floor_per_mwh": -50.0, "price_cap_per_mwh": 250.0}
+    # Neutral price = 0 (in the band); shortage slope 250, surplus slope 50 per unit scarcity.
+    assert price_signal_per_mwh(0.0, 100.0, **band) == 0.0
+    assert price_signal_per_mwh(50.0, 100.0, **band) == 125.0
+    assert price_signal_per_mwh(400.0, 100.0, **band) == 250.0
+    assert price_signal_per_mwh(-50.0, 100.0, **band) == -25.0
+    assert price_signal_per_mwh(-100.0, 100.0, **band) == -50.0
+    # All-positive band [20, 300]: neutral = floor, shortage = floor + (cap − floor)·s.
+    assert price_signal_per_mwh(50.0, 100.0, 20.0, 300.0) == 160.0
+    assert price_signal_per_mwh(-50.0, 100.0, 20.0, 300.0) == 20.0
+    # Reference price 30: surplus of half the flexible capacity -> 30 − 80·0.5 = −10.
+    assert price_signal_per_mwh(0.0, 100.0, **band, reference_price_per_mwh=30.0) == 30.0
+    assert price_signal_per_mwh(-50.0, 100.0, **band, reference_price_per_mwh=30.0) == -10.0
+    # No flexible capacity: any request is full scarcity.
+    assert price_signal_per_mwh(1.0, 0.0, **band) == 250.0
+    assert price_signal_per_mwh(-1.0, 0.0, **band) == -50.0
+    # Monotone in the request.
+    prices = [price_signal_per_mwh(r, 100.0, **band) for r in np.linspace(-150, 150, 61)]
+    assert np.all(np.diff(prices) >= 0)
+    with pytest.raises(ValueError, match="price_cap_per_mwh"):
+        price_signal_per_mwh(1.0, 10.0, 10.0, 5.0)
+    with pytest.raises(ValueError, match="flexible_capacity_mw"):
+        price_signal_per_mwh(1.0, -1.0, 0.0, 5.0)
+    with pytest.raises(ValueError, match="reference_price_per_mwh"):
+        price_signal_per_mwh(1.0, 10.0, 0.0, 5.0, reference_price_per_mwh=6.0)
+
+
+def _reference_clear(request: float, power: np.ndarray, price: np.ndarray,
+                     eligible: np.ndarray) -> np.ndarray:
+    """Greedy merit order written as a plain loop (differential reference)."""
+    d = 1.0 if request > 0 else -1.0
+    cands = [i for i in range(len(power)) if eligible[i] and power[i] * d > 0]
+    cands.sort(key=lambda i: (price[i] * d, i))
+    accepted = np.zeros(len(power))
+    left = abs(request)
+    for i in cands:
+        take = min(abs(power[i]), left)
+        accepted[i] = take * d
+        left -= take
+    return accepted
+
+
+@st.composite
+def _books(draw: st.DrawFn) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    n = draw(st.integers(1, 25))
+    power = draw(st.lists(st.one_of(st.just(0.0), st.floats(-50, 50)), min_size=n, max_size=n))
+    price = draw(st.lists(st.integers(-100, 300), min_size=n, max_size=n))  # integers: ties
+    eligible = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    request = draw(st.floats(-400, 400).filter(lambda r: abs(r) > 1e-3))
+    return request, np.array(power), np.array(price, dtype=float), np.array(eligible)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_books())
+def test_clearing_properties(book: tuple[float, np.ndarray, np.ndarray, np.ndarray]) -> None:
+    request, power, price, eligible = book
+    r = clear_market(request, power, price, eligible)
+    acc = r.accepted_mw
+    d = math.copysign(1.0, request)
+    # Never more than requested, nor more than any bid's power, always in the direction.
+    assert abs(r.accepted_total_mw) <= abs(request) * (1 + 1e-12)
+    assert np.all(np.abs(acc) <= np.abs(power))
+    assert np.all(acc * d >= 0)
+    assert np.all(acc[~eligible] == 0)
+    # Exactly the cheapest (in merit order, ties by index): equal to the plain greedy loop.
+    np.testing.assert_allclose(acc, _reference_clear(request, power, price, eligible),
+                               rtol=0, atol=1e-9)
+    on = acc != 0
+    assert r.n_accepted == int(on.sum())
+    if r.n_accepted:
+        # Uniform price is the marginal one: no accepted bid is priced beyond it.
+        if d > 0:
+            assert np.all(price[on] <= r.clearing_price_per_mwh)
+        else:
+            assert np.all(price[on] >= r.clearing_price_per_mwh)
+        # Any valid bid left (partly) out is no better than the clearing price.
+        left_out = eligible & (power * d > 0) & (np.abs(acc) < np.abs(power))
+        assert np.all(price[left_out] * d >= r.clearing_price_per_mwh * d)
+        # At most one bid is partly accepted.
+        assert np.sum(on & (np.abs(acc) < np.abs(power))) <= 1
+    else:
+        assert math.isnan(r.clearing_price_per_mwh)
+    assert r.consensus == (abs(r.accepted_total_mw) >= 0.95 * abs(request) * (1 - 1e-12))
+    if abs(r.offered_mw) <= abs(request):
+        np.testing.assert_allclose(r.accepted_total_mw, r.offered_mw, rtol=1e-12)
+    pay = settlement(acc, r.clearing_price_per_mwh, 1.0)
+    if r.n_accepted:
+        assert pay.sum() == pytest.approx(r.clearing_price_per_mwh * r.accepted_total_mw / 3600,
+                                          rel=1e-9, abs=1e-12)
