@@ -571,6 +571,7 @@ class GridSwarmEnv(ParallelEnv):
                                recipients=np.asarray(owners, dtype=np.int64), now_s=now_s)
         if is_reserve:
             self.reserve_awarded_mw[idx] += result.accepted_mw[idx]
+            self.reserve_price[idx] = result.clearing_price_per_mwh
         self.events.append(
             f"{idx.size} agents reach agreement on {'reserve' if is_reserve else 'energy'}: "
             f"{abs(result.accepted_total_mw):.2f} MW at "
@@ -625,10 +626,13 @@ class GridSwarmEnv(ParallelEnv):
                                         expected_agent=self.possible_agents[o])
             if reason is None:
                 self.reserve_mw[o] += c.contract.power_mw
-                self.reserve_price[o] = c.contract.price_per_mwh
                 self.activation_s[o] = min(self.activation_s[o], arrivals[o])
-            else:
+            else:   # an invalid reserve contract dispatches nothing and earns nothing
                 self._note_rejections([c], [reason])
+                self.reserve_awarded_mw[o] = max(
+                    self.reserve_awarded_mw[o] - c.contract.power_mw, 0.0)
+                if self.reserve_awarded_mw[o] <= 0.0:
+                    self.reserve_price[o] = 0.0
         self.reserve_contracts = [co for co in self.reserve_contracts if arrivals[co[1]] >= t1]
         active = self.activation_s[np.isfinite(self.activation_s)]
         if active.size:
@@ -844,7 +848,7 @@ class GridSwarmEnv(ParallelEnv):
         price = i.get("clearing_price_per_mwh", float("nan"))
         price_s = "   -   " if price is None or math.isnan(price) else f"{price:7.1f}"
         return (f"t={self.t_s:7.1f}s f={float(self.freq_trace_hz[-1]):8.4f}Hz "
-                f"load={self.scenario.base_load_mw + float(self.scenario.forecast_shortage_mw(self.t_s)):7.1f}MW "
+                f"load={float(self.scenario.net_load_mw(self.t_s)):7.1f}MW "
                 f"req={i.get('request_mw', self.round_request_mw):+7.2f}MW "
                 f"deliv={i.get('delivered_mw', 0.0):+7.2f}MW price={price_s}$/MWh "
                 f"contracts={self.ledger.signed - self._ledger_at_reset['signed']:5d} "

@@ -137,6 +137,12 @@ class Scenario:
             (t - self.load_step_start_s - self.gen_delay_s) / self.gen_ramp_s, 0, 1)
         return load - gen
 
+    def net_load_mw(self, t_s: np.ndarray | float) -> np.ndarray:
+        """System net load without the noise ε (MW)."""
+        t = np.asarray(t_s, dtype=float)
+        return self.base_load_mw + self.load_step_mw * np.clip(
+            (t - self.load_step_start_s) / self.load_ramp_s, 0, 1)
+
     def lost_generation_mw(self, t_s: np.ndarray | float) -> np.ndarray:
         """Generation lost to the contingency at time ``t_s``."""
         t = np.asarray(t_s, dtype=float)
