@@ -177,8 +177,6 @@ class GridSwarmEnv(ParallelEnv):
         # in-memory chain per episode (bounded memory)
         self.audit_log = AuditLog(cfg.audit_path, keep_entries=cfg.audit_keep_entries,
                                   max_entries_in_memory=AUDIT_ENTRIES_IN_MEMORY)
-        self.ledger = ContractLedger(self.registry, rng=np.random.default_rng(seed),
-                                     audit=self.audit_log)
         self._episode = -1
         self._ready = False
 
@@ -206,8 +204,6 @@ class GridSwarmEnv(ParallelEnv):
             if seed != self._seed:
                 self._seed = seed
                 self.registry = IdentityRegistry(self.possible_agents, mode=cfg.trust, seed=seed)
-            self.ledger = ContractLedger(self.registry, rng=np.random.default_rng(seed),
-                                         audit=self.audit_log)
         rng = self._np_random
         self._episode += 1
         self.rng = np.random.default_rng(rng.integers(2**63))
@@ -226,7 +222,11 @@ class GridSwarmEnv(ParallelEnv):
         self.bus.subscribe(TOPIC_BIDS, OPERATOR)
         self.bus.subscribe(TOPIC_FORECAST, OPERATOR)
         self.bus.subscribe(TOPIC_CONTRACTS, DISPATCHER)
-        self.ledger.reset_replay_window()
+        # a ledger per episode, its nonce epoch drawn from the episode's seed stream: the same
+        # seed gives the same contracts; contracts of earlier episodes fail as replayed
+        self.ledger = ContractLedger(
+            self.registry, rng=np.random.default_rng([int(rng.integers(2**63)), self._episode]),
+            audit=self.audit_log)
         self._ledger_at_reset = self.ledger.counters()
         self.audit_log.append("episode_start", episode=self._episode, scenario=sc.name,
                               n_agents=n, trust=cfg.trust, shadow=cfg.shadow)

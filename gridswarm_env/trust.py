@@ -1,0 +1,1928 @@
+"""IATP trust layer: identities, signed contracts, verification and the audit chain.
+
+Implements DESIGN.md section 5. Nothing is dispatched without a contract that is
+signed by the DER agent *and* countersigned by the grid operator, presented inside
+its delivery window, and never seen before.
+
+Pieces
+------
+``IdentityRegistry``
+    One key per identity (every agent and the operator). ``mode="ed25519"`` uses
+    Ed25519 key pairs (RFC 8032, via ``cryptography``); ``mode="hmac"`` uses one
+    32-byte HMAC-SHA256 key per identity (RFC 2104), a faster symmetric mode for
+    training in which the verifier holds every key. Keys are derived from ``seed``
+    with HKDF-SHA256 (RFC 5869) so that a seed gives bit-identical signatures;
+    ``seed=None`` draws keys from ``os.urandom``. Private keys never leave the
+    registry: no attribute holds raw key bytes, ``repr()`` shows none, pickling is
+    refused.
+``Contract`` / ``SignedContract``
+    An award with an unambiguous, versioned binary encoding
+    (:meth:`Contract.canonical_bytes`) over which both parties sign.
+``ContractLedger``
+    The operator's signing and verification pipeline with replay protection and
+    counters; optionally writes batch entries to an :class:`AuditLog`.
+``Adversary``
+    Builds tampered variants of a genuine contract (forged signature, altered power
+    or price, replay, expired, wrong key, unknown identity, another agent,
+    malformed) for tests and demos, without touching any private key.
+``AuditLog``
+    Append-only SHA-256 hash chain of entries, optionally streamed as JSONL, with a
+    verifier that reports the first altered, removed, inserted or reordered entry.
+
+Verification (:meth:`ContractLedger.verify`) reports the first failing check in
+this order::
+
+    malformed -> unknown_identity -> wrong_agent -> bad_agent_signature
+      -> bad_operator_signature -> not_yet_valid / expired -> replayed
+
+Signatures are checked before the window and the replay memory, so a forged
+contract is always reported with a signature reason and an unauthenticated
+contract never touches (or burns an id in) the replay memory. A contract is valid
+for ``window_start_s - tolerance_s <= now_s < window_end_s``; acceptance is
+one-shot: each contract id and each nonce is accepted once.
+
+Replay memory stays bounded: an accepted id/nonce is remembered only while its
+window is open (until the ledger clock reaches ``window_end_s``); after that the
+contract is rejected as expired anyway. The ledger clock is the high-water mark of
+the ``now_s`` values seen and expiry is judged against it (a contract is expired
+once the ledger has seen ``now_s >= window_end_s``), so time cannot be rewound to
+replay a forgotten contract; "not yet valid" is judged against the ``now_s`` given.
+Episodes restart simulated time: call :meth:`ContractLedger.reset_replay_window` at
+every environment reset. It clears the memory and draws a new 4-byte *epoch tag*
+that prefixes every nonce, so contracts issued in an earlier episode are rejected as
+``replayed`` even though their ids were forgotten.
+
+Audit chain
+-----------
+Each JSONL line is ``{"index", "kind", "fields", "prev_hash", "hash"}`` with
+``hash = SHA-256(canonical JSON of the entry without "hash")`` (sorted keys, no
+whitespace, ASCII) and ``prev_hash`` the previous entry's hash (64 zeros for the
+first). The verifier walks the lines in order and reports the first problem, at the
+chain index where it occurs:
+
+* ``malformed``: a line that is not an entry (bad JSON, keys, types, NaN);
+* ``truncated``: an unterminated, unparseable last line (a cut write); with a public
+  key (or registry), a chain that does not end with a valid ``head_signed`` entry;
+  in process, fewer entries than the log wrote;
+* ``altered``: an entry whose content does not match its own hash; an entry
+  rewritten *with* a recomputed hash (its successor's ``prev_hash`` no longer
+  matches, or it differs from the copy kept in memory); a signed head whose
+  signature fails;
+* ``removed``: an index is skipped and the missing entry does not appear later;
+* ``reordered``: an index is skipped, the missing entry appears later, and the
+  out-of-place entry links into the chain (its predecessor is in the file);
+* ``inserted``: an extra entry: a duplicate, a second entry claiming an index that
+  links to the same predecessor (the one the chain does not continue from), an
+  entry reusing an old index or one that links nowhere.
+
+Without keys a forger who rewrites a whole suffix (recomputing every hash) or
+cuts the tail at an entry boundary leaves a self-consistent chain; a signed head
+over the final hash (:meth:`AuditLog.sign_head`, checked with the operator's public
+key) or the writer's in-process :meth:`AuditLog.verify` detects both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import json
+import math
+import os
+import re
+import struct
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from enum import Enum, StrEnum
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+__all__ = [
+    "AUDIT_KINDS",
+    "AUDIT_PROBLEMS",
+    "CONTRACT_FORMAT_VERSION",
+    "GENESIS_HASH",
+    "PRODUCTS",
+    "TRUST_MODES",
+    "Adversary",
+    "Attack",
+    "AuditEntry",
+    "AuditLog",
+    "AuditVerification",
+    "Contract",
+    "ContractLedger",
+    "IdentityRegistry",
+    "RejectReason",
+    "SignedContract",
+    "UnknownIdentityError",
+    "derive_key_bytes",
+    "signature_length",
+    "verify_audit_file",
+]
+
+TRUST_MODES = ("ed25519", "hmac")
+"""Signature schemes: Ed25519 (RFC 8032, default) or HMAC-SHA256 (RFC 2104)."""
+
+PRODUCTS = ("energy", "reserve")
+"""Market products a contract can be for (DESIGN.md section 7)."""
+
+_SIGNATURE_LENGTH = {"ed25519": 64, "hmac": 32}
+_KEY_DERIVATION_SALT = b"gridswarm-iatp-key-derivation-v1"
+_MAX_STRING_BYTES = 0xFFFF
+_FAST_STRING_CHARS = _MAX_STRING_BYTES // 4  # UTF-8 needs at most 4 bytes per character
+_NONCE_BYTES = 16
+_EPOCH_TAG_BYTES = 4
+
+
+def signature_length(mode: str) -> int:
+    """Length in bytes of a signature (Ed25519: 64) or tag (HMAC-SHA256: 32).
+
+    :param mode: one of :data:`TRUST_MODES`.
+    :return: the signature length in bytes.
+    :raises ValueError: for an unknown mode.
+    """
+    _check_mode(mode)
+    return _SIGNATURE_LENGTH[mode]
+
+
+def _check_mode(mode: object) -> str:
+    if mode not in TRUST_MODES:
+        raise ValueError(f"mode={mode!r} is not a trust mode; allowed: {', '.join(TRUST_MODES)}")
+    return str(mode)
+
+
+def _as_generator(rng: np.random.Generator | int | None, name: str = "rng") -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, Integral) and not isinstance(rng, bool) and int(rng) >= 0):
+        return np.random.default_rng(None if rng is None else int(rng))
+    raise ValueError(f"{name}={rng!r} must be a numpy.random.Generator, a non-negative int or None")
+
+
+# --------------------------------------------------------------------------- identities
+
+
+class UnknownIdentityError(KeyError):
+    """Raised when an identity that is not registered is asked to sign."""
+
+
+def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF-SHA256 (RFC 5869): extract then expand ``length`` <= 32 bytes."""
+    prk = hmac.digest(salt, ikm, "sha256")
+    return hmac.digest(prk, info + b"\x01", "sha256")[:length]
+
+
+def derive_key_bytes(seed: int, identity: str, mode: str = "ed25519") -> bytes:
+    """Derive an identity's 32 private key bytes from a simulation seed.
+
+    ``HKDF-SHA256(ikm = decimal(seed), salt = "gridswarm-iatp-key-derivation-v1",
+    info = mode || 0x00 || utf8(identity))`` (RFC 5869). In ``"ed25519"`` mode the
+    bytes are the RFC 8032 private key seed; in ``"hmac"`` mode they are the HMAC key.
+    Seeded keys make runs reproducible; they are as secret as the seed, so use
+    ``seed=None`` (``os.urandom``) in a registry whenever secrecy matters.
+
+    :param seed: non-negative integer seed.
+    :param identity: identity name (agent id or operator id).
+    :param mode: one of :data:`TRUST_MODES`.
+    :return: 32 key bytes.
+    :raises ValueError: for a negative or non-integer seed or an unknown mode.
+    """
+    _check_mode(mode)
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative int or None")
+    info = mode.encode("ascii") + b"\x00" + identity.encode("utf-8")
+    return _hkdf_sha256(str(int(seed)).encode("ascii"), _KEY_DERIVATION_SALT, info)
+
+
+class _HmacSha256Key:
+    """HMAC-SHA256 with the key's inner/outer pad states precomputed (RFC 2104).
+
+    ``tag(m) = H((K ^ opad) || H((K ^ ipad) || m))``; caching the two hash states
+    after the pad block halves the cost of ``hmac.digest`` per message. The object
+    keeps only the two hash states (no raw key bytes) and cannot be pickled.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(64, b"\x00")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def sign(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        """Same calling convention as ``Ed25519PublicKey.verify``."""
+        if not hmac.compare_digest(self.sign(message), signature):
+            raise InvalidSignature
+
+    def __repr__(self) -> str:
+        return "<HMAC-SHA256 key (secret)>"
+
+    def __getstate__(self) -> None:
+        raise TypeError("HMAC keys cannot be pickled")
+
+
+class IdentityRegistry:
+    """Keys of every agent and of the operator.
+
+    :param agent_ids: agent identity names (unique, non-empty strings).
+    :param operator_id: the grid operator's identity name (not among ``agent_ids``).
+    :param mode: ``"ed25519"`` (default) or ``"hmac"``, see :data:`TRUST_MODES`.
+    :param seed: derive keys with :func:`derive_key_bytes` (reproducible signatures);
+        ``None`` draws every key from ``os.urandom``.
+    :raises ValueError: for an unknown mode, duplicate/empty ids or a bad seed.
+
+    Signing and verification objects are cached per identity; private key bytes are
+    not kept (Ed25519 keys live inside ``cryptography`` key objects, HMAC keys as
+    precomputed hash states). ``repr()`` shows no key material and pickling raises
+    ``TypeError``.
+    """
+
+    __slots__ = (
+        "_agent_ids",
+        "_index",
+        "_mode",
+        "_operator_id",
+        "_public_raw",
+        "_seeded",
+        "_signers",
+        "_verifiers",
+    )
+
+    def __init__(
+        self,
+        agent_ids: Sequence[str],
+        *,
+        operator_id: str = "operator",
+        mode: str = "ed25519",
+        seed: int | None = None,
+    ) -> None:
+        self._mode = _check_mode(mode)
+        ids = tuple(agent_ids)
+        for name in ids:
+            if not isinstance(name, str) or not name:
+                raise ValueError(
+                    f"agent_ids contains {name!r}; every agent id must be a non-empty str"
+                )
+        if len(set(ids)) != len(ids):
+            dup = next(a for a in ids if ids.count(a) > 1)
+            raise ValueError(f"agent_ids contains {dup!r} more than once; ids must be unique")
+        if not isinstance(operator_id, str) or not operator_id:
+            raise ValueError(f"operator_id={operator_id!r} must be a non-empty str")
+        if operator_id in ids:
+            raise ValueError(
+                f"operator_id={operator_id!r} is also an agent id; it must differ from every agent id"
+            )
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0
+        ):
+            raise ValueError(f"seed={seed!r} must be a non-negative int or None")
+        self._agent_ids = tuple(str(a) for a in ids)
+        self._operator_id = str(operator_id)
+        self._seeded = seed is not None
+        identities = (*self._agent_ids, self._operator_id)
+        self._index = {name: i for i, name in enumerate(identities)}
+        signers: list[Callable[[bytes], bytes]] = []
+        verifiers: list[Callable[[bytes, bytes], None]] = []
+        public_raw: list[bytes] = []
+        for name in identities:
+            key = os.urandom(32) if seed is None else derive_key_bytes(int(seed), name, self._mode)
+            if self._mode == "ed25519":
+                private = Ed25519PrivateKey.from_private_bytes(key)
+                public = private.public_key()
+                signers.append(private.sign)
+                verifiers.append(public.verify)
+                public_raw.append(public.public_bytes_raw())
+            else:
+                secret = _HmacSha256Key(key)
+                signers.append(secret.sign)
+                verifiers.append(secret.verify)
+            del key
+        self._signers = tuple(signers)
+        self._verifiers = tuple(verifiers)
+        self._public_raw = tuple(public_raw)
+
+    # -- read-only description
+    @property
+    def mode(self) -> str:
+        """The signature scheme, one of :data:`TRUST_MODES`."""
+        return self._mode
+
+    @property
+    def agent_ids(self) -> tuple[str, ...]:
+        """Agent identity names, in registration order."""
+        return self._agent_ids
+
+    @property
+    def operator_id(self) -> str:
+        """The operator's identity name."""
+        return self._operator_id
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """All identities: the agents then the operator."""
+        return (*self._agent_ids, self._operator_id)
+
+    @property
+    def signature_length(self) -> int:
+        """Signature length in bytes for this registry's mode."""
+        return _SIGNATURE_LENGTH[self._mode]
+
+    def __contains__(self, identity: object) -> bool:
+        return identity in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _position(self, identity: str) -> int:
+        try:
+            return self._index[identity]
+        except (KeyError, TypeError):
+            raise UnknownIdentityError(f"identity {identity!r} is not registered") from None
+
+    # -- keys and signatures
+    def public_key_bytes(self, identity: str) -> bytes:
+        """Raw 32-byte Ed25519 public key of ``identity``.
+
+        :param identity: a registered identity.
+        :return: the RFC 8032 encoded public key.
+        :raises UnknownIdentityError: for an unregistered identity.
+        :raises ValueError: in ``"hmac"`` mode, whose keys are symmetric (no public key).
+        """
+        position = self._position(identity)
+        if self._mode != "ed25519":
+            raise ValueError(
+                f"mode={self._mode!r} has symmetric keys and no public key; allowed only in mode 'ed25519'"
+            )
+        return self._public_raw[position]
+
+    def sign(self, identity: str, message: bytes) -> bytes:
+        """Sign ``message`` as ``identity``.
+
+        :param identity: a registered identity.
+        :param message: bytes to sign.
+        :return: a 64-byte Ed25519 signature or a 32-byte HMAC-SHA256 tag.
+        :raises UnknownIdentityError: for an unregistered identity.
+        """
+        return self._signers[self._position(identity)](message)
+
+    def verify_signature(self, identity: str, message: bytes, signature: bytes) -> bool:
+        """True when ``signature`` is ``identity``'s valid signature over ``message``.
+
+        Unknown identities and signatures of the wrong type or length give False.
+
+        :param identity: the claimed signer.
+        :param message: the signed bytes.
+        :param signature: the signature to check.
+        """
+        position = self._index.get(identity) if isinstance(identity, str) else None
+        if (
+            position is None
+            or type(signature) is not bytes
+            or len(signature) != self.signature_length
+        ):
+            return False
+        try:
+            self._verifiers[position](signature, message)
+        except (InvalidSignature, TypeError, ValueError):
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return (
+            f"IdentityRegistry(mode={self._mode!r}, n_agents={len(self._agent_ids)}, "
+            f"operator_id={self._operator_id!r}, seeded={self._seeded})"
+        )
+
+    __str__ = __repr__
+
+    def __getstate__(self) -> None:
+        raise TypeError("IdentityRegistry holds private keys and cannot be pickled or copied")
+
+    def __reduce_ex__(self, protocol: object) -> None:
+        raise TypeError("IdentityRegistry holds private keys and cannot be pickled or copied")
+
+
+# --------------------------------------------------------------------------- contracts
+
+CONTRACT_FORMAT_VERSION = 1
+_CONTRACT_MAGIC = b"IATP"
+# magic, version, round, power_mw, price_per_mwh, window_start_s, window_end_s, nonce,
+# then the UTF-8 byte lengths of contract_id, agent_id, operator_id, product; the four
+# strings follow in that order. Fixed header + explicit lengths = injective encoding.
+_CONTRACT_HEADER = struct.Struct(">4sBQdddd16sHHHH")
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """One award: ``power_mw`` delivered over ``[window_start_s, window_end_s)``.
+
+    :param contract_id: unique id (the ledger uses ``c-<round>-<agent>-<counter>``).
+    :param round_index: market round, non-negative int.
+    :param agent_id: the DER agent that delivers.
+    :param operator_id: the operator that pays.
+    :param power_mw: contracted balancing power, positive = injection into the grid.
+    :param price_per_mwh: clearing price paid, $/MWh (may be negative).
+    :param window_start_s: delivery window start, simulated seconds.
+    :param window_end_s: delivery window end (exclusive), ``> window_start_s``.
+    :param nonce: 16 bytes (the ledger's 4-byte epoch tag + 12 random bytes).
+    :param product: ``"energy"`` or ``"reserve"`` (:data:`PRODUCTS`).
+    :raises ValueError: naming the first invalid field.
+    """
+
+    contract_id: str
+    round_index: int
+    agent_id: str
+    operator_id: str
+    power_mw: float
+    price_per_mwh: float
+    window_start_s: float
+    window_end_s: float
+    nonce: bytes
+    product: str = "energy"
+
+    def __post_init__(self) -> None:
+        # Fast path for the common, clearly valid case (issue() builds ~1e5 contracts/s);
+        # anything else goes through the detailed checks, which name the bad field.
+        cid, aid, oid = self.contract_id, self.agent_id, self.operator_id
+        power, price = self.power_mw, self.price_per_mwh
+        start, end, nonce = self.window_start_s, self.window_end_s, self.nonce
+        if not (
+            type(cid) is str
+            and type(aid) is str
+            and type(oid) is str
+            and 0 < len(cid) <= _FAST_STRING_CHARS
+            and 0 < len(aid) <= _FAST_STRING_CHARS
+            and 0 < len(oid) <= _FAST_STRING_CHARS
+            and type(self.round_index) is int
+            and 0 <= self.round_index < 2**64
+            and type(power) is float
+            and type(price) is float
+            and type(start) is float
+            and type(end) is float
+            and math.isfinite(power)
+            and math.isfinite(price)
+            and math.isfinite(start)
+            and math.isfinite(end)
+            and end > start
+            and type(nonce) is bytes
+            and len(nonce) == _NONCE_BYTES
+            and self.product in PRODUCTS
+        ):
+            self._validate()
+
+    def _validate(self) -> None:
+        """Detailed field checks; raise ``ValueError`` naming the first bad field."""
+        for name in ("contract_id", "agent_id", "operator_id"):
+            value = getattr(self, name)
+            if (
+                type(value) is not str
+                or not value
+                or len(value.encode("utf-8")) > _MAX_STRING_BYTES
+            ):
+                raise ValueError(
+                    f"{name}={value!r} must be a non-empty str of at most {_MAX_STRING_BYTES} UTF-8 bytes"
+                )
+        r = self.round_index
+        if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < 2**64:
+            raise ValueError(f"round_index={r!r} must be an int in [0, 2**64)")
+        for name in ("power_mw", "price_per_mwh", "window_start_s", "window_end_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+                raise ValueError(f"{name}={value!r} must be a finite real number")
+        if not self.window_end_s > self.window_start_s:
+            raise ValueError(
+                f"window_end_s={self.window_end_s!r} must be greater than window_start_s={self.window_start_s!r}"
+            )
+        if type(self.nonce) is not bytes or len(self.nonce) != _NONCE_BYTES:
+            raise ValueError(f"nonce={self.nonce!r} must be exactly {_NONCE_BYTES} bytes")
+        if self.product not in PRODUCTS:
+            raise ValueError(
+                f"product={self.product!r} is not a product; allowed: {', '.join(PRODUCTS)}"
+            )
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the delivery window, s."""
+        return self.window_end_s - self.window_start_s
+
+    @property
+    def energy_mwh(self) -> float:
+        """Contracted energy ``power_mw * duration_s / 3600``, MWh."""
+        return self.power_mw * (self.window_end_s - self.window_start_s) / 3600.0
+
+    def canonical_bytes(self) -> bytes:
+        """Unambiguous, versioned binary encoding that both parties sign.
+
+        Layout (big-endian): ``b"IATP"``, version u8 (:data:`CONTRACT_FORMAT_VERSION`),
+        ``round_index`` u64, ``power_mw``, ``price_per_mwh``, ``window_start_s``,
+        ``window_end_s`` as IEEE-754 doubles, the 16-byte nonce, the u16 UTF-8 byte
+        lengths of ``contract_id``, ``agent_id``, ``operator_id``, ``product``, then
+        those four strings. Every field has a fixed position or an explicit length,
+        so distinct contracts have distinct encodings
+        (:meth:`from_canonical_bytes` inverts it).
+
+        :return: the encoding.
+        """
+        cid = self.contract_id.encode("utf-8")
+        aid = self.agent_id.encode("utf-8")
+        oid = self.operator_id.encode("utf-8")
+        product = self.product.encode("utf-8")
+        return (
+            _CONTRACT_HEADER.pack(
+                _CONTRACT_MAGIC,
+                CONTRACT_FORMAT_VERSION,
+                self.round_index,
+                self.power_mw,
+                self.price_per_mwh,
+                self.window_start_s,
+                self.window_end_s,
+                self.nonce,
+                len(cid),
+                len(aid),
+                len(oid),
+                len(product),
+            )
+            + cid
+            + aid
+            + oid
+            + product
+        )
+
+    @classmethod
+    def from_canonical_bytes(cls, data: bytes) -> Contract:
+        """Decode :meth:`canonical_bytes` output (e.g. a contract read off the wire).
+
+        :param data: the encoding.
+        :return: the contract.
+        :raises ValueError: for a wrong magic/version, a length mismatch or invalid fields.
+        """
+        size = _CONTRACT_HEADER.size
+        if not isinstance(data, bytes | bytearray | memoryview) or len(data) < size:
+            raise ValueError(f"data must be at least {size} bytes of a canonical contract encoding")
+        magic, version, round_index, power, price, start, end, nonce, *lengths = (
+            _CONTRACT_HEADER.unpack_from(data)
+        )
+        if magic != _CONTRACT_MAGIC or version != CONTRACT_FORMAT_VERSION:
+            raise ValueError(
+                f"data starts with {bytes(magic)!r} version {version}; expected {_CONTRACT_MAGIC!r} "
+                f"version {CONTRACT_FORMAT_VERSION}"
+            )
+        if len(data) != size + sum(lengths):
+            raise ValueError(
+                f"data has {len(data)} bytes; its header announces {size + sum(lengths)}"
+            )
+        strings = []
+        offset = size
+        for length in lengths:
+            strings.append(bytes(data[offset : offset + length]).decode("utf-8"))
+            offset += length
+        cid, aid, oid, product = strings
+        return cls(cid, round_index, aid, oid, power, price, start, end, nonce, product)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedContract:
+    """A contract with the agent's signature and the operator's countersignature.
+
+    Both signatures are over ``contract.canonical_bytes()``.
+
+    :param contract: the contract.
+    :param agent_signature: the agent's signature (64 bytes Ed25519, 32 bytes HMAC).
+    :param operator_signature: the operator's signature.
+    """
+
+    contract: Contract
+    agent_signature: bytes
+    operator_signature: bytes
+
+
+class RejectReason(StrEnum):
+    """Why :meth:`ContractLedger.verify` rejected a contract (values are audit strings)."""
+
+    BAD_AGENT_SIGNATURE = "bad_agent_signature"
+    BAD_OPERATOR_SIGNATURE = "bad_operator_signature"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    REPLAYED = "replayed"
+    UNKNOWN_IDENTITY = "unknown_identity"
+    WRONG_AGENT = "wrong_agent"
+    MALFORMED = "malformed"
+
+
+_MALFORMED_ERRORS = (
+    struct.error,
+    TypeError,
+    AttributeError,
+    ValueError,
+    UnicodeError,
+    OverflowError,
+)
+
+
+class ContractLedger:
+    """The operator's contract pipeline: issue (sign + countersign) and verify.
+
+    :param registry: identities and keys; the operator is ``registry.operator_id``.
+    :param rng: generator (or seed) for nonces and epoch tags; deterministic for a seed.
+    :param audit: optional :class:`AuditLog`; ``issue`` writes one
+        ``contract_signed`` entry per batch, ``verify_batch`` one ``contract_verified``
+        and one ``contract_rejected`` entry per batch (when non-empty), ``verify`` one
+        entry per contract.
+    :param tolerance_s: a contract is valid from ``window_start_s - tolerance_s``
+        (default 0.05 s, one physics sub-step of DESIGN.md section 3) to
+        ``window_end_s`` exclusive.
+    :raises ValueError: for a negative or non-finite tolerance or a bad ``rng``.
+
+    Counters: :attr:`signed`, :attr:`verified`, :attr:`rejected`,
+    :attr:`rejected_by_reason` (reason value -> count). Memory: see
+    :attr:`replay_memory_size` and the module docstring.
+    """
+
+    __slots__ = (
+        "_audit",
+        "_clock_s",
+        "_counter",
+        "_epoch",
+        "_epoch_tag",
+        "_expiry_heap",
+        "_registry",
+        "_rejected_by_reason",
+        "_rng",
+        "_signed",
+        "_tolerance_s",
+        "_used_ids",
+        "_used_nonces",
+        "_verified",
+    )
+
+    def __init__(
+        self,
+        registry: IdentityRegistry,
+        *,
+        rng: np.random.Generator | int | None = None,
+        audit: AuditLog | None = None,
+        tolerance_s: float = 0.05,
+    ) -> None:
+        if not isinstance(registry, IdentityRegistry):
+            raise ValueError(f"registry={registry!r} must be an IdentityRegistry")
+        if (
+            isinstance(tolerance_s, bool)
+            or not isinstance(tolerance_s, Real)
+            or not (math.isfinite(tolerance_s) and tolerance_s >= 0)
+        ):
+            raise ValueError(f"tolerance_s={tolerance_s!r} must be a finite number >= 0")
+        if audit is not None and not isinstance(audit, AuditLog):
+            raise ValueError(f"audit={audit!r} must be an AuditLog or None")
+        self._registry = registry
+        self._rng = _as_generator(rng)
+        self._audit = audit
+        self._tolerance_s = float(tolerance_s)
+        self._counter = 0
+        self._signed = 0
+        self._verified = 0
+        self._rejected_by_reason = {reason.value: 0 for reason in RejectReason}
+        self._epoch = -1
+        self._epoch_tag = b""
+        self.reset_replay_window()
+
+    # -- description and counters
+    @property
+    def registry(self) -> IdentityRegistry:
+        """The identity registry."""
+        return self._registry
+
+    @property
+    def audit(self) -> AuditLog | None:
+        """The audit log, if any."""
+        return self._audit
+
+    @property
+    def tolerance_s(self) -> float:
+        """Early-acceptance tolerance before ``window_start_s``, s."""
+        return self._tolerance_s
+
+    @property
+    def epoch(self) -> int:
+        """Number of :meth:`reset_replay_window` calls since construction (0 at first)."""
+        return self._epoch
+
+    @property
+    def signed(self) -> int:
+        """Contracts issued (signed by agent and operator)."""
+        return self._signed
+
+    @property
+    def verified(self) -> int:
+        """Contracts accepted by verification."""
+        return self._verified
+
+    @property
+    def rejected(self) -> int:
+        """Contracts rejected by verification."""
+        return sum(self._rejected_by_reason.values())
+
+    @property
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Rejections per :class:`RejectReason` value (a copy; every reason present)."""
+        return dict(self._rejected_by_reason)
+
+    @property
+    def replay_memory_size(self) -> int:
+        """Ids currently remembered (accepted contracts whose window is still open)."""
+        return len(self._used_ids)
+
+    @property
+    def clock_s(self) -> float:
+        """High-water mark of the ``now_s`` values seen in this epoch."""
+        return self._clock_s
+
+    def counters(self) -> dict[str, Any]:
+        """Snapshot ``{"signed", "verified", "rejected", "rejected_by_reason"}``."""
+        return {
+            "signed": self._signed,
+            "verified": self._verified,
+            "rejected": self.rejected,
+            "rejected_by_reason": self.rejected_by_reason,
+        }
+
+    def reset_replay_window(self) -> None:
+        """Start a new epoch (call at every environment reset).
+
+        Clears the replay memory and the clock, and draws a new 4-byte epoch tag for
+        the nonces of contracts issued from now on; contracts from earlier epochs are
+        then rejected as ``replayed``. Counters are kept (they are run totals).
+        """
+        previous = self._epoch_tag
+        tag = previous
+        while tag == previous:
+            tag = self._rng.bytes(_EPOCH_TAG_BYTES)
+        self._epoch_tag = tag
+        self._epoch += 1
+        self._used_ids: set[str] = set()
+        self._used_nonces: set[bytes] = set()
+        self._expiry_heap: list[tuple[float, str, bytes]] = []
+        self._clock_s = -math.inf
+
+    # -- issuing
+    def issue(
+        self,
+        round_index: int,
+        agent_indices: np.ndarray,
+        power_mw: np.ndarray,
+        price_per_mwh: np.ndarray,
+        window_start_s: float,
+        window_end_s: float,
+        product: str = "energy",
+    ) -> list[SignedContract]:
+        """Build, sign and countersign one contract per award.
+
+        Contract ids are ``c-<round_index>-<agent_id>-<counter>`` with a ledger-wide
+        counter; nonces are the epoch tag + 12 bytes from the ledger's generator, so
+        the output is deterministic for a seed.
+
+        :param round_index: market round (non-negative int).
+        :param agent_indices: int array ``(n,)``, positions in ``registry.agent_ids``.
+        :param power_mw: float array ``(n,)``, awarded power, positive = injection.
+        :param price_per_mwh: float array ``(n,)`` (or a scalar), price per award.
+        :param window_start_s: delivery window start, s.
+        :param window_end_s: delivery window end (exclusive), s.
+        :param product: ``"energy"`` or ``"reserve"``.
+        :return: the signed contracts, in input order.
+        :raises ValueError: naming the invalid argument.
+        """
+        if (
+            isinstance(round_index, bool)
+            or not isinstance(round_index, Integral)
+            or not 0 <= int(round_index) < 2**64
+        ):
+            raise ValueError(f"round_index={round_index!r} must be an int in [0, 2**64)")
+        round_index = int(round_index)
+        agents = np.asarray(agent_indices)
+        if agents.ndim != 1 or (agents.size and agents.dtype.kind not in "iu"):
+            raise ValueError(
+                f"agent_indices must be a 1-D integer array; got shape {agents.shape} dtype {agents.dtype}"
+            )
+        n = agents.shape[0]
+        n_agents = len(self._registry.agent_ids)
+        if n and (int(agents.min()) < 0 or int(agents.max()) >= n_agents):
+            raise ValueError(
+                f"agent_indices must lie in [0, {n_agents}); got min {agents.min()} max {agents.max()}"
+            )
+        power = _per_award("power_mw", power_mw, n)
+        price = _per_award("price_per_mwh", price_per_mwh, n)
+        for name, values in (("power_mw", power), ("price_per_mwh", price)):
+            if not np.all(np.isfinite(values)):
+                raise ValueError(
+                    f"{name} must be finite; got {values[~np.isfinite(values)][:3].tolist()}"
+                )
+        start, end = float(window_start_s), float(window_end_s)
+        if not (math.isfinite(start) and math.isfinite(end) and end > start):
+            raise ValueError(
+                f"window_start_s={window_start_s!r}, window_end_s={window_end_s!r} must be finite with end > start"
+            )
+        if product not in PRODUCTS:
+            raise ValueError(
+                f"product={product!r} is not a product; allowed: {', '.join(PRODUCTS)}"
+            )
+        if n == 0:
+            return []
+
+        registry = self._registry
+        agent_ids = registry.agent_ids
+        signers = registry._signers
+        operator_sign = signers[-1]
+        operator_id = registry.operator_id
+        tag = self._epoch_tag
+        random_part = self._rng.bytes((_NONCE_BYTES - _EPOCH_TAG_BYTES) * n)
+        step = _NONCE_BYTES - _EPOCH_TAG_BYTES
+        first = self._counter
+        out: list[SignedContract] = []
+        append = out.append
+        for i, (a, p, pr) in enumerate(
+            zip(agents.tolist(), power.tolist(), price.tolist(), strict=True)
+        ):
+            aid = agent_ids[a]
+            contract = Contract(
+                f"c-{round_index}-{aid}-{first + i}",
+                round_index,
+                aid,
+                operator_id,
+                p,
+                pr,
+                start,
+                end,
+                tag + random_part[i * step : (i + 1) * step],
+                product,
+            )
+            message = contract.canonical_bytes()
+            append(SignedContract(contract, signers[a](message), operator_sign(message)))
+        self._counter = first + n
+        self._signed += n
+        if self._audit is not None:
+            self._audit.append(
+                "contract_signed",
+                round_index=round_index,
+                product=product,
+                window_start_s=start,
+                window_end_s=end,
+                count=n,
+                contract_ids=[s.contract.contract_id for s in out],
+            )
+        return out
+
+    # -- verification
+    def _prune(self, now_s: float) -> None:
+        """Advance the clock to ``max(clock, now_s)`` and forget closed windows."""
+        if now_s > self._clock_s:
+            self._clock_s = now_s
+            heap = self._expiry_heap
+            while heap and heap[0][0] <= now_s:
+                _, cid, nonce = heapq.heappop(heap)
+                self._used_ids.discard(cid)
+                self._used_nonces.discard(nonce)
+
+    def _check(
+        self, signed: object, now_s: float, expected_agent: str | None
+    ) -> RejectReason | None:
+        """Run every check in the documented order; on success remember id and nonce."""
+        try:
+            contract = signed.contract  # type: ignore[attr-defined]
+            agent_sig = signed.agent_signature  # type: ignore[attr-defined]
+            operator_sig = signed.operator_signature  # type: ignore[attr-defined]
+            cid = contract.contract_id
+            nonce = contract.nonce
+            start = contract.window_start_s
+            end = contract.window_end_s
+            sig_len = _SIGNATURE_LENGTH[self._registry._mode]
+            if (
+                not isinstance(contract, Contract)
+                or type(cid) is not str
+                or type(nonce) is not bytes
+                or len(nonce) != _NONCE_BYTES
+                or type(agent_sig) is not bytes
+                or len(agent_sig) != sig_len
+                or type(operator_sig) is not bytes
+                or len(operator_sig) != sig_len
+                or contract.product not in PRODUCTS
+                or not (math.isfinite(contract.power_mw) and math.isfinite(contract.price_per_mwh))
+                or not (math.isfinite(start) and math.isfinite(end) and end > start)
+            ):
+                return RejectReason.MALFORMED
+            message = contract.canonical_bytes()
+        except _MALFORMED_ERRORS:
+            return RejectReason.MALFORMED
+        registry = self._registry
+        position = registry._index.get(contract.agent_id)
+        if (
+            position is None
+            or position >= len(registry._agent_ids)
+            or contract.operator_id != registry._operator_id
+        ):
+            return RejectReason.UNKNOWN_IDENTITY
+        if expected_agent is not None and contract.agent_id != expected_agent:
+            return RejectReason.WRONG_AGENT
+        verifiers = registry._verifiers
+        try:
+            verifiers[position](agent_sig, message)
+        except InvalidSignature:
+            return RejectReason.BAD_AGENT_SIGNATURE
+        try:
+            verifiers[-1](operator_sig, message)
+        except InvalidSignature:
+            return RejectReason.BAD_OPERATOR_SIGNATURE
+        if now_s < start - self._tolerance_s:
+            return RejectReason.NOT_YET_VALID
+        if self._clock_s >= end:
+            return RejectReason.EXPIRED
+        if (
+            not nonce.startswith(self._epoch_tag)
+            or cid in self._used_ids
+            or nonce in self._used_nonces
+        ):
+            return RejectReason.REPLAYED
+        self._used_ids.add(cid)
+        self._used_nonces.add(nonce)
+        heapq.heappush(self._expiry_heap, (end, cid, nonce))
+        return None
+
+    def _now(self, now_s: float) -> float:
+        if isinstance(now_s, bool) or not isinstance(now_s, Real) or not math.isfinite(now_s):
+            raise ValueError(f"now_s={now_s!r} must be a finite number of simulated seconds")
+        now = float(now_s)
+        self._prune(now)
+        return now
+
+    def verify(
+        self, signed: SignedContract, now_s: float, *, expected_agent: str | None = None
+    ) -> RejectReason | None:
+        """Verify one contract at simulated time ``now_s`` (one-shot acceptance).
+
+        :param signed: the signed contract as presented (possibly tampered).
+        :param now_s: current simulated time, s. Expiry is judged against the ledger
+            clock ``max(now_s seen in this epoch)``, so time cannot be rewound.
+        :param expected_agent: the agent the contract is presented for, if known.
+        :return: ``None`` if valid (its id and nonce are then used up), else the reason.
+        :raises ValueError: for a non-finite ``now_s``.
+        """
+        now = self._now(now_s)
+        reason = self._check(signed, now, expected_agent)
+        self._count_and_audit([signed], [reason], now)
+        return reason
+
+    def verify_batch(
+        self,
+        signed: Sequence[SignedContract],
+        now_s: float,
+        expected_agents: Sequence[str | None] | None = None,
+    ) -> tuple[np.ndarray, list[RejectReason | None]]:
+        """Verify a batch at one time; each item exactly as :meth:`verify`.
+
+        :param signed: the contracts, in order (a contract repeated in the batch is
+            accepted once, then rejected as replayed).
+        :param now_s: current simulated time, s.
+        :param expected_agents: per item, the agent it is presented for (or None).
+        :return: ``(valid, reasons)``: a bool array ``(n,)`` and the reason per item.
+        :raises ValueError: for a length mismatch or a non-finite ``now_s``.
+        """
+        now = self._now(now_s)
+        items = list(signed)
+        if expected_agents is not None and len(expected_agents) != len(items):
+            raise ValueError(
+                f"expected_agents has {len(expected_agents)} items; it must match signed ({len(items)})"
+            )
+        check = self._check
+        if expected_agents is None:
+            reasons = [check(s, now, None) for s in items]
+        else:
+            reasons = [check(s, now, e) for s, e in zip(items, expected_agents, strict=True)]
+        valid = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
+        self._count_and_audit(items, reasons, now)
+        return valid, reasons
+
+    def _count_and_audit(
+        self, items: list[Any], reasons: list[RejectReason | None], now_s: float
+    ) -> None:
+        accepted_ids = []
+        rejections = []
+        for item, reason in zip(items, reasons, strict=True):
+            if reason is None:
+                accepted_ids.append(item.contract.contract_id)
+            else:
+                self._rejected_by_reason[reason.value] += 1
+                if self._audit is not None:
+                    rejections.append({"contract_id": _describe_id(item), "reason": reason.value})
+        self._verified += len(accepted_ids)
+        if self._audit is None:
+            return
+        if accepted_ids:
+            self._audit.append(
+                "contract_verified", now_s=now_s, count=len(accepted_ids), contract_ids=accepted_ids
+            )
+        if rejections:
+            self._audit.append(
+                "contract_rejected", now_s=now_s, count=len(rejections), rejections=rejections
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"ContractLedger(mode={self._registry.mode!r}, epoch={self._epoch}, signed={self._signed}, "
+            f"verified={self._verified}, rejected={self.rejected}, replay_memory={len(self._used_ids)})"
+        )
+
+    def __getstate__(self) -> None:
+        raise TypeError(
+            "ContractLedger holds an IdentityRegistry (private keys) and cannot be pickled"
+        )
+
+
+def _per_award(name: str, values: object, n: int) -> np.ndarray:
+    """``values`` as a float array of shape ``(n,)`` (a scalar is repeated)."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape not in ((), (n,)):
+        raise ValueError(
+            f"{name} has shape {array.shape}; expected a scalar or ({n},), one per award"
+        )
+    return np.broadcast_to(array, (n,))
+
+
+def _describe_id(item: object) -> str:
+    """The contract id of a presented item for the audit log, or a placeholder."""
+    cid = getattr(getattr(item, "contract", None), "contract_id", None)
+    return cid[:200] if isinstance(cid, str) else "<malformed>"
+
+
+# --------------------------------------------------------------------------- adversary
+
+
+@dataclass(frozen=True, slots=True)
+class Attack:
+    """A tampered presentation of a contract and the rejection it must get.
+
+    :param name: short attack name.
+    :param signed: the contract as the adversary presents it.
+    :param now_s: the time at which it is presented.
+    :param expected_agent: the agent it is presented for (None: not checked).
+    :param expected_reason: the reason verification must report.
+    """
+
+    name: str
+    signed: SignedContract
+    now_s: float
+    expected_agent: str | None
+    expected_reason: RejectReason
+
+
+class Adversary:
+    """Builds tampered variants of a genuine :class:`SignedContract`.
+
+    The adversary holds no key of the registry: it flips, re-signs with its own
+    keys, edits signed fields, renames identities, replays and re-times. Every
+    method returns a new object; the genuine contract is never modified.
+
+    :param mode: the registry's mode (signature lengths and the scheme of the
+        adversary's own keys).
+    :param rng: generator or seed for forged bytes and the adversary's own keys.
+    """
+
+    def __init__(
+        self, *, mode: str = "ed25519", rng: np.random.Generator | int | None = None
+    ) -> None:
+        self._mode = _check_mode(mode)
+        self._rng = _as_generator(rng)
+        self._own = IdentityRegistry(
+            ["mallory"],
+            operator_id="mallory-operator",
+            mode=mode,
+            seed=int(self._rng.integers(2**62)),
+        )
+
+    @property
+    def mode(self) -> str:
+        """The signature scheme the adversary mimics."""
+        return self._mode
+
+    def _random_signature(self, genuine: bytes) -> bytes:
+        forged = self._rng.bytes(_SIGNATURE_LENGTH[self._mode])
+        return forged if forged != genuine else bytes(b ^ 0xFF for b in forged)
+
+    def forge_agent_signature(self, signed: SignedContract) -> SignedContract:
+        """Replace the agent signature by random bytes of the right length."""
+        return replace(signed, agent_signature=self._random_signature(signed.agent_signature))
+
+    def forge_operator_signature(self, signed: SignedContract) -> SignedContract:
+        """Replace the operator countersignature by random bytes of the right length."""
+        return replace(signed, operator_signature=self._random_signature(signed.operator_signature))
+
+    def alter_power(self, signed: SignedContract, power_mw: float | None = None) -> SignedContract:
+        """Change ``power_mw`` after signing (default: double it, or 1 MW if zero)."""
+        old = signed.contract.power_mw
+        new = power_mw if power_mw is not None else (2.0 * old if old else 1.0)
+        return replace(signed, contract=replace(signed.contract, power_mw=float(new)))
+
+    def alter_price(
+        self, signed: SignedContract, price_per_mwh: float | None = None
+    ) -> SignedContract:
+        """Change ``price_per_mwh`` after signing (default: +1000 $/MWh)."""
+        new = price_per_mwh if price_per_mwh is not None else signed.contract.price_per_mwh + 1000.0
+        return replace(signed, contract=replace(signed.contract, price_per_mwh=float(new)))
+
+    def rename_agent(self, signed: SignedContract, agent_id: str) -> SignedContract:
+        """Name another agent in the signed contract, keeping the signatures."""
+        return replace(signed, contract=replace(signed.contract, agent_id=agent_id))
+
+    def sign_with_wrong_key(self, signed: SignedContract) -> SignedContract:
+        """Re-sign the genuine bytes as the agent with the adversary's own key."""
+        message = signed.contract.canonical_bytes()
+        return replace(signed, agent_signature=self._own.sign("mallory", message))
+
+    def impersonate(self, signed: SignedContract, identity: str = "mallory") -> SignedContract:
+        """A contract naming an unregistered agent, signed with the adversary's keys."""
+        contract = replace(signed.contract, agent_id=identity)
+        message = contract.canonical_bytes()
+        return SignedContract(
+            contract,
+            self._own.sign("mallory", message),
+            self._own.sign("mallory-operator", message),
+        )
+
+    def malformed(self, signed: SignedContract) -> SignedContract:
+        """A contract whose nonce was truncated in transit (bypasses validation)."""
+        contract = replace(signed.contract)
+        object.__setattr__(contract, "nonce", signed.contract.nonce[:7])
+        return replace(signed, contract=contract)
+
+    @staticmethod
+    def expired_time_s(signed: SignedContract) -> float:
+        """The first instant at which the contract is expired (``window_end_s``)."""
+        return float(signed.contract.window_end_s)
+
+    @staticmethod
+    def early_time_s(signed: SignedContract, tolerance_s: float) -> float:
+        """An instant before the window opens (more than ``tolerance_s`` early)."""
+        start = float(signed.contract.window_start_s)
+        return start - tolerance_s - max(1e-3, 1e-9 * abs(start))
+
+    def attacks(
+        self, signed: SignedContract, *, now_s: float, other_agent: str, tolerance_s: float
+    ) -> list[Attack]:
+        """Every attack on one genuine contract, with the reason it must get.
+
+        Present them *after* the genuine contract has been accepted at ``now_s``
+        (the ``replay`` attack is the genuine contract itself). ``other_agent`` must
+        be a registered agent other than the contract's.
+
+        :param signed: a genuine contract, valid at ``now_s``.
+        :param now_s: a time inside its window.
+        :param other_agent: another registered agent id.
+        :param tolerance_s: the verifier's early tolerance.
+        :return: the attacks.
+        """
+        owner = signed.contract.agent_id
+        if other_agent == owner:
+            raise ValueError(f"other_agent={other_agent!r} must differ from the contract's agent")
+        r = RejectReason
+        return [
+            Attack(
+                "forged_agent_signature",
+                self.forge_agent_signature(signed),
+                now_s,
+                None,
+                r.BAD_AGENT_SIGNATURE,
+            ),
+            Attack(
+                "forged_operator_signature",
+                self.forge_operator_signature(signed),
+                now_s,
+                None,
+                r.BAD_OPERATOR_SIGNATURE,
+            ),
+            Attack("altered_power", self.alter_power(signed), now_s, None, r.BAD_AGENT_SIGNATURE),
+            Attack("altered_price", self.alter_price(signed), now_s, None, r.BAD_AGENT_SIGNATURE),
+            Attack(
+                "wrong_key", self.sign_with_wrong_key(signed), now_s, None, r.BAD_AGENT_SIGNATURE
+            ),
+            Attack("unknown_identity", self.impersonate(signed), now_s, None, r.UNKNOWN_IDENTITY),
+            Attack(
+                "renamed_agent",
+                self.rename_agent(signed, other_agent),
+                now_s,
+                None,
+                r.BAD_AGENT_SIGNATURE,
+            ),
+            Attack(
+                "renamed_agent_presented",
+                self.rename_agent(signed, other_agent),
+                now_s,
+                owner,
+                r.WRONG_AGENT,
+            ),
+            Attack("presented_for_other_agent", signed, now_s, other_agent, r.WRONG_AGENT),
+            Attack("malformed", self.malformed(signed), now_s, None, r.MALFORMED),
+            Attack(
+                "not_yet_valid",
+                signed,
+                self.early_time_s(signed, tolerance_s),
+                None,
+                r.NOT_YET_VALID,
+            ),
+            Attack("replay", signed, now_s, None, r.REPLAYED),
+            Attack("expired", signed, self.expired_time_s(signed), None, r.EXPIRED),
+        ]
+
+    def __repr__(self) -> str:
+        return f"Adversary(mode={self._mode!r})"
+
+
+# --------------------------------------------------------------------------- audit chain
+
+GENESIS_HASH = "0" * 64
+"""``prev_hash`` of the first entry of a chain."""
+
+AUDIT_KINDS = (
+    "contract_signed",
+    "contract_verified",
+    "contract_rejected",
+    "action_blocked",
+    "emergency",
+    "head_signed",
+)
+"""Entry kinds written by gridswarm; other non-empty kinds are accepted too."""
+
+AUDIT_PROBLEMS = ("altered", "removed", "inserted", "reordered", "truncated", "malformed")
+"""Problems :class:`AuditVerification` can report."""
+
+_HEAD_MESSAGE_PREFIX = b"gridswarm-audit-head-v1\x00"
+_ENTRY_KEYS = frozenset({"index", "kind", "fields", "prev_hash", "hash"})
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One chain entry.
+
+    ``hash = SHA-256(canonical JSON of {"fields", "index", "kind", "prev_hash"})``
+    where canonical JSON has sorted keys, no whitespace, ASCII only and no NaN.
+
+    :param index: position in the chain (0 = first).
+    :param kind: entry kind, e.g. one of :data:`AUDIT_KINDS`.
+    :param fields: JSON-compatible payload.
+    :param prev_hash: hex hash of the previous entry (:data:`GENESIS_HASH` for index 0).
+    :param hash: hex hash of this entry.
+    """
+
+    index: int
+    kind: str
+    fields: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as the JSON object of its JSONL line."""
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "fields": self.fields,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+    def to_json_line(self) -> str:
+        """The JSONL line (with trailing newline) this entry is stored as."""
+        body = _canonical_json(self.index, self.kind, self.fields, self.prev_hash)
+        return body[:-1] + ',"hash":"' + self.hash + '"}\n'
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    """Result of verifying an audit chain.
+
+    :param ok: True when no problem was found.
+    :param index: chain index of the first bad entry (for a chain starting at
+        genesis: its 0-based line number), or of the first missing one; None if ok.
+    :param problem: one of :data:`AUDIT_PROBLEMS`, None if ok.
+    :param message: human-readable verdict.
+    :param n_entries: entries read before stopping (all of them when ok).
+    :param head_hash: hash of the last entry read in order (None if none).
+    """
+
+    ok: bool
+    index: int | None
+    problem: str | None
+    message: str
+    n_entries: int = 0
+    head_hash: str | None = None
+
+
+def _normalise(value: Any) -> Any:
+    """Convert a field value to plain JSON types (numpy, bytes, enums, non-finite floats)."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value
+    if t is float:
+        return value if math.isfinite(value) else repr(value)
+    if t is list or t is tuple:
+        return [_normalise(v) for v in value]
+    if t is dict:
+        return {_field_key(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, Enum):
+        return _normalise(value.value)
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        return _normalise(float(value))
+    if isinstance(value, np.ndarray):
+        return _normalise(value.tolist())
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return _normalise(dict(value))
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_normalise(v) for v in value]
+    raise ValueError(f"audit field value {value!r} of type {t.__name__} is not JSON-serialisable")
+
+
+def _field_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise ValueError(f"audit field key {key!r} must be a str")
+    return str(key)
+
+
+def _canonical_json(index: int, kind: str, fields: dict[str, Any], prev_hash: str) -> str:
+    return json.dumps(
+        {"fields": fields, "index": index, "kind": kind, "prev_hash": prev_hash},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    )
+
+
+def _entry_hash(index: int, kind: str, fields: dict[str, Any], prev_hash: str) -> str:
+    return hashlib.sha256(
+        _canonical_json(index, kind, fields, prev_hash).encode("ascii")
+    ).hexdigest()
+
+
+def _head_message(covered_entries: int, head_hash: str) -> bytes:
+    return _HEAD_MESSAGE_PREFIX + struct.pack(">Q", covered_entries) + bytes.fromhex(head_hash)
+
+
+class AuditLog:
+    """Append-only SHA-256 hash chain of audit entries, optionally streamed as JSONL.
+
+    :param path: JSONL file to write (created or truncated); None = memory only.
+    :param keep_entries: keep entries in memory (False: only the head hash and count).
+    :param max_entries_in_memory: keep at most this many recent entries (None = all).
+    :param flush_each_append: flush the file after every append (default: buffered;
+        call :meth:`flush` or :meth:`close`, or use the log as a context manager).
+    :raises ValueError: for a bad ``max_entries_in_memory``.
+
+    Memory is bounded whenever ``keep_entries=False`` or ``max_entries_in_memory``
+    is set: the log then holds the head (index and hash), the retained window and
+    the hash anchoring it. :meth:`verify` checks the file when there is one
+    (against the in-memory head and retained hashes too), else the retained window.
+    """
+
+    __slots__ = (
+        "_anchor_hash",
+        "_entries",
+        "_file",
+        "_flush_each_append",
+        "_head_hash",
+        "_keep_entries",
+        "_n_entries",
+        "_path",
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        keep_entries: bool = True,
+        max_entries_in_memory: int | None = None,
+        flush_each_append: bool = False,
+    ) -> None:
+        if max_entries_in_memory is not None and (
+            isinstance(max_entries_in_memory, bool)
+            or not isinstance(max_entries_in_memory, Integral)
+            or max_entries_in_memory < 1
+        ):
+            raise ValueError(
+                f"max_entries_in_memory={max_entries_in_memory!r} must be a positive int or None"
+            )
+        self._path = None if path is None else Path(path)
+        self._keep_entries = bool(keep_entries)
+        self._flush_each_append = bool(flush_each_append)
+        maxlen = int(max_entries_in_memory) if max_entries_in_memory is not None else None
+        self._entries: deque[AuditEntry] = deque(maxlen=maxlen if self._keep_entries else 0)
+        self._anchor_hash = GENESIS_HASH
+        self._head_hash = GENESIS_HASH
+        self._n_entries = 0
+        self._file = (
+            None if self._path is None else open(self._path, "w", encoding="ascii", newline="\n")
+        )
+
+    # -- state
+    @property
+    def path(self) -> Path | None:
+        """The JSONL file, if any."""
+        return self._path
+
+    @property
+    def head_hash(self) -> str:
+        """Hash of the last entry (:data:`GENESIS_HASH` when empty)."""
+        return self._head_hash
+
+    @property
+    def n_entries(self) -> int:
+        """Entries appended since construction."""
+        return self._n_entries
+
+    def __len__(self) -> int:
+        return self._n_entries
+
+    @property
+    def entries(self) -> tuple[AuditEntry, ...]:
+        """The entries retained in memory (the most recent ones)."""
+        return tuple(self._entries)
+
+    # -- writing
+    def append(self, kind: str, **fields: Any) -> AuditEntry:
+        """Append an entry to the chain (and to the file, if any).
+
+        :param kind: entry kind (non-empty str), e.g. one of :data:`AUDIT_KINDS`.
+        :param fields: JSON-compatible payload; numpy scalars/arrays, bytes (hex) and
+            enums are converted, non-finite floats stored as strings.
+        :return: the new entry.
+        :raises ValueError: for an empty kind or a non-serialisable field.
+        :raises RuntimeError: after :meth:`close`.
+        """
+        if type(kind) is not str or not kind:
+            raise ValueError(
+                f"kind={kind!r} must be a non-empty str, e.g. one of {', '.join(AUDIT_KINDS)}"
+            )
+        if self._path is not None and self._file is None:
+            raise RuntimeError(f"AuditLog({str(self._path)!r}) is closed")
+        clean = {k: _normalise(v) for k, v in fields.items()}
+        index = self._n_entries
+        body = _canonical_json(index, kind, clean, self._head_hash)
+        digest = hashlib.sha256(body.encode("ascii")).hexdigest()
+        entry = AuditEntry(index, kind, clean, self._head_hash, digest)
+        if self._file is not None:
+            self._file.write(body[:-1] + ',"hash":"' + digest + '"}\n')
+            if self._flush_each_append:
+                self._file.flush()
+        entries = self._entries
+        if entries.maxlen and len(entries) == entries.maxlen:
+            self._anchor_hash = entries[0].hash  # the entry about to be evicted
+        entries.append(entry)
+        self._head_hash = digest
+        self._n_entries = index + 1
+        return entry
+
+    def sign_head(self, registry: IdentityRegistry, identity: str = "operator") -> AuditEntry:
+        """Append a ``head_signed`` entry: ``identity``'s signature over the head.
+
+        Signed message: ``b"gridswarm-audit-head-v1\\x00" || u64(covered_entries) ||
+        head_hash bytes``, where ``covered_entries`` is the number of entries before
+        this one. With the public key, a verifier then detects a truncated tail (the
+        chain must end with a valid signed head) and any rewrite of the covered
+        entries.
+
+        :param registry: the registry holding ``identity``'s key.
+        :param identity: the signer (default the operator).
+        :return: the ``head_signed`` entry.
+        """
+        covered = self._n_entries
+        signature = registry.sign(identity, _head_message(covered, self._head_hash))
+        fields: dict[str, Any] = {
+            "identity": identity,
+            "scheme": registry.mode,
+            "covered_entries": covered,
+            "head_hash": self._head_hash,
+            "signature": signature.hex(),
+        }
+        if registry.mode == "ed25519":
+            fields["public_key"] = registry.public_key_bytes(identity).hex()
+        return self.append("head_signed", **fields)
+
+    def flush(self) -> None:
+        """Flush buffered lines to the file (no-op without a file)."""
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        """Flush and close the file; further appends raise ``RuntimeError``."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- verifying
+    def verify(
+        self, public_key: bytes | None = None, *, registry: IdentityRegistry | None = None
+    ) -> AuditVerification:
+        """Verify the chain; report the first problem.
+
+        With a file: the file is verified, and its entry count, head and every
+        retained entry's hash are compared with this log's (so an in-process check
+        catches a truncated or rewritten file even without signatures). Without a
+        file: the retained entries are verified from their anchor. With
+        ``keep_entries=False`` and no file there is nothing to re-check; the result
+        is ok and says so.
+
+        :param public_key: operator's raw Ed25519 public key; Ed25519 signed heads
+            are checked and the chain must end with a valid signed head.
+        :param registry: alternatively, check signed heads of either scheme with
+            this registry (the chain must then end with a valid signed head).
+        :return: the verdict.
+        """
+        known = {e.index: e.hash for e in self._entries}
+        if self._path is not None:
+            self.flush()
+            if not self._path.is_file():
+                return AuditVerification(False, 0, "removed", f"audit file {self._path} is missing")
+            return _verify_records(
+                _file_records(self._path),
+                public_key=public_key,
+                registry=registry,
+                known_hashes=known,
+                expected_count=self._n_entries,
+                expected_head=self._head_hash,
+            )
+        if not self._keep_entries:
+            return AuditVerification(
+                True,
+                None,
+                None,
+                f"{self._n_entries} entries, head {self._head_hash} (entries not retained; nothing to re-check)",
+                self._n_entries,
+                self._head_hash,
+            )
+        first = self._entries[0].index if self._entries else self._n_entries
+        return _verify_records(
+            ((e.index, e.to_dict(), True) for e in self._entries),
+            start_index=first,
+            start_prev_hash=self._anchor_hash,
+            public_key=public_key,
+            registry=registry,
+            expected_count=self._n_entries,
+            expected_head=self._head_hash,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"AuditLog(path={None if self._path is None else str(self._path)!r}, "
+            f"entries={self._n_entries}, retained={len(self._entries)}, head={self._head_hash[:16]})"
+        )
+
+
+class _Bad:
+    """A record that is not a parseable entry."""
+
+    __slots__ = ("message", "problem")
+
+    def __init__(self, problem: str, message: str) -> None:
+        self.problem = problem
+        self.message = message
+
+
+def _file_records(path: Path) -> Iterator[tuple[int, Any, bool]]:
+    """Yield ``(line_number, entry_dict | _Bad, ended_with_newline)`` for a JSONL file."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle):
+            complete = raw.endswith(b"\n")
+            try:
+                record = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                problem = "malformed" if complete else "truncated"
+                yield (
+                    number,
+                    _Bad(
+                        problem,
+                        f"line {number + 1} is not a JSON object ({exc.__class__.__name__})",
+                    ),
+                    complete,
+                )
+                continue
+            yield number, record, complete
+
+
+def _schema_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return "is not a JSON object"
+    if set(record) != _ENTRY_KEYS:
+        return f"has keys {sorted(record)}; expected {sorted(_ENTRY_KEYS)}"
+    index = record["index"]
+    if type(index) is not int or index < 0:
+        return f"has index {index!r}; expected a non-negative int"
+    if type(record["kind"]) is not str or not record["kind"]:
+        return "has an empty or non-string kind"
+    if type(record["fields"]) is not dict:
+        return "has fields that are not a JSON object"
+    for key in ("prev_hash", "hash"):
+        if type(record[key]) is not str or not _HEX64.match(record[key]):
+            return f"has {key} {record[key]!r}; expected 64 lowercase hex digits"
+    return None
+
+
+def _recompute(record: dict[str, Any]) -> str | None:
+    try:
+        return _entry_hash(record["index"], record["kind"], record["fields"], record["prev_hash"])
+    except ValueError:
+        return None
+
+
+class _Peekable:
+    __slots__ = ("_buffer", "_it")
+
+    def __init__(self, it: Iterable[Any]) -> None:
+        self._it = iter(it)
+        self._buffer: list[Any] = []
+
+    def __iter__(self) -> _Peekable:
+        return self
+
+    def __next__(self) -> Any:
+        if self._buffer:
+            return self._buffer.pop()
+        return next(self._it)
+
+    def peek(self) -> Any:
+        if not self._buffer:
+            try:
+                self._buffer.append(next(self._it))
+            except StopIteration:
+                return None
+        return self._buffer[-1]
+
+
+def _valid_record(item: Any) -> dict[str, Any] | None:
+    """The entry dict of a peeked item if it is well formed and self-consistent."""
+    if item is None:
+        return None
+    record = item[1]
+    if isinstance(record, _Bad) or _schema_problem(record) is not None:
+        return None
+    return record if _recompute(record) == record["hash"] else None
+
+
+def _check_head_signature(
+    record: dict[str, Any], public_key: bytes | None, registry: IdentityRegistry | None
+) -> tuple[bool | None, str]:
+    """(True/False = signature checked good/bad, None = not checkable; detail)."""
+    fields = record["fields"]
+    try:
+        covered = fields["covered_entries"]
+        head = fields["head_hash"]
+        signature = bytes.fromhex(fields["signature"])
+        scheme = fields["scheme"]
+        identity = fields["identity"]
+    except (KeyError, TypeError, ValueError):
+        return False, "its fields are incomplete"
+    if covered != record["index"] or head != record["prev_hash"]:
+        return False, "it does not describe the entry before it"
+    message = _head_message(covered, head)
+    if registry is not None:
+        return registry.verify_signature(identity, message, signature), f"signature by {identity!r}"
+    if public_key is not None and scheme == "ed25519":
+        try:
+            Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False, "its Ed25519 signature does not verify with the given public key"
+        return True, "Ed25519 signature"
+    return None, "not checkable without a key"
+
+
+def _classify_gap(
+    record: dict[str, Any],
+    expected: int,
+    rest: Iterable[tuple[int, Any, bool]],
+    fail: Callable[[int | None, str, str], AuditVerification],
+) -> AuditVerification:
+    """Classify an entry whose index is higher than ``expected`` (reads the rest).
+
+    ``reordered`` when the missing entry comes later and this entry links into the
+    chain (its predecessor appears later); ``inserted`` when it does not link in, or
+    a later entry is its twin (same index and link); else ``removed``.
+    """
+    index = record["index"]
+    missing_later = twin_later = links_in = False
+    for _, later, _ in rest:
+        if not isinstance(later, dict):
+            continue
+        later_index = later.get("index")
+        if type(later_index) is not int:
+            continue
+        if later_index == expected:
+            missing_later = True
+        if later_index == index and later.get("prev_hash") == record["prev_hash"]:
+            twin_later = True
+        if later_index == index - 1 and later.get("hash") == record["prev_hash"]:
+            links_in = True
+    if twin_later or (missing_later and not links_in):
+        return fail(
+            expected,
+            "inserted",
+            f"an entry claiming index {index} stands where entry {expected} belongs",
+        )
+    if missing_later:
+        return fail(
+            expected,
+            "reordered",
+            f"entry {index} stands where entry {expected} belongs; {expected} comes later",
+        )
+    return fail(expected, "removed", f"entries {expected}..{index - 1} are missing")
+
+
+def _verify_records(
+    records: Iterable[tuple[int, Any, bool]],
+    *,
+    start_index: int = 0,
+    start_prev_hash: str = GENESIS_HASH,
+    public_key: bytes | None = None,
+    registry: IdentityRegistry | None = None,
+    known_hashes: dict[int, str] | None = None,
+    expected_count: int | None = None,
+    expected_head: str | None = None,
+) -> AuditVerification:
+    """Walk a chain in order and classify the first problem.
+
+    ``expected`` is the index the next entry must have and ``prev`` the hash it must
+    link to. For each record:
+
+    * unparseable -> ``malformed`` (``truncated`` if it is an unterminated last line);
+      wrong keys/types -> ``malformed``;
+    * its own hash does not match its content -> ``altered`` at ``expected``;
+    * right index, right link -> accepted;
+    * right index, wrong link -> if the next entry claims the same index and links to
+      ``prev``, this entry is an ``inserted`` sibling; otherwise the previous entry
+      was rewritten with a recomputed hash -> ``altered`` at ``expected - 1``;
+    * index too high -> the missing index appears later in the file: ``reordered``,
+      else ``removed`` (both at ``expected``);
+    * index too low -> ``inserted``: a duplicate of the previous entry, a second
+      sibling of it (the one the chain does not continue from), or an entry
+      reusing an old index;
+    * a retained in-memory hash differs -> ``altered``; a ``head_signed`` entry that
+      does not describe its predecessor or whose signature fails -> ``altered``.
+
+    At the end: with a key, a chain not ending in a verified signed head is
+    ``truncated`` (at the entry count); with the writer's own count and head, fewer
+    entries is ``truncated``, more is ``inserted``, a different head ``altered``.
+    """
+    if public_key is not None and (type(public_key) is not bytes or len(public_key) != 32):
+        raise ValueError(f"public_key must be 32 raw Ed25519 public key bytes; got {public_key!r}")
+    signing_required = public_key is not None or registry is not None
+    items = _Peekable(records)
+    expected = start_index
+    prev = start_prev_hash
+    previous: dict[str, Any] | None = None
+    last_verified_head = False
+    last_signed_index: int | None = None
+    count = 0
+
+    def fail(index: int | None, problem: str, message: str) -> AuditVerification:
+        where = "" if index is None else f" at entry {index}"
+        head = previous["hash"] if previous is not None else None
+        return AuditVerification(False, index, problem, f"{problem}{where}: {message}", count, head)
+
+    for _, record, _complete in items:
+        if isinstance(record, _Bad):
+            return fail(expected, record.problem, record.message)
+        schema = _schema_problem(record)
+        if schema is not None:
+            return fail(expected, "malformed", f"entry {schema}")
+        index = record["index"]
+        recomputed = _recompute(record)
+        if recomputed is None:
+            return fail(
+                expected, "malformed", "entry fields are not canonical JSON (NaN or infinity)"
+            )
+        if recomputed != record["hash"]:
+            return fail(expected, "altered", "its content does not match its recorded hash")
+        if index == expected and record["prev_hash"] == prev:
+            pass
+        elif index == expected:
+            nxt = _valid_record(items.peek())
+            if nxt is not None and nxt["index"] == index and nxt["prev_hash"] == prev:
+                return fail(
+                    expected,
+                    "inserted",
+                    "an extra entry claims this index; the chain continues from the next one",
+                )
+            if expected == start_index:
+                return fail(expected, "altered", "it does not link to the chain's start")
+            return fail(
+                expected - 1,
+                "altered",
+                f"its hash differs from the one entry {expected} recorded (rewritten)",
+            )
+        elif index > expected:
+            return _classify_gap(record, expected, items, fail)
+        else:
+            if previous is not None and record["hash"] == previous["hash"]:
+                return fail(expected, "inserted", f"it duplicates entry {index}")
+            if (
+                previous is not None
+                and index == previous["index"]
+                and record["prev_hash"] == previous["prev_hash"]
+            ):
+                nxt = _valid_record(items.peek())
+                if nxt is not None and nxt["prev_hash"] == record["hash"]:
+                    return fail(
+                        expected - 1,
+                        "inserted",
+                        "an extra entry claims this index; the chain continues from the next one",
+                    )
+            return fail(expected, "inserted", f"it claims index {index}, already used")
+        if known_hashes is not None and known_hashes.get(index, record["hash"]) != record["hash"]:
+            return fail(
+                expected,
+                "altered",
+                "it differs from the copy kept in memory (rewritten with recomputed hashes)",
+            )
+        last_verified_head = False
+        if record["kind"] == "head_signed":
+            good, detail = _check_head_signature(record, public_key, registry)
+            if good is False:
+                return fail(expected, "altered", f"signed head is invalid: {detail}")
+            if good:
+                last_verified_head = True
+                last_signed_index = index
+        previous = record
+        prev = record["hash"]
+        expected += 1
+        count += 1
+
+    head = previous["hash"] if previous is not None else None
+    if expected_count is not None and expected < expected_count:
+        return fail(
+            expected,
+            "truncated",
+            f"the chain stops at {expected} entries; the log wrote {expected_count}",
+        )
+    if expected_count is not None and expected > expected_count:
+        return fail(
+            expected_count, "inserted", f"{expected} entries found; the log wrote {expected_count}"
+        )
+    if expected_head is not None and expected_count and head != expected_head:
+        return fail(
+            expected - 1, "altered", "the chain head differs from the log's head (suffix rewritten)"
+        )
+    if signing_required and not last_verified_head:
+        since = (
+            "no signed head"
+            if last_signed_index is None
+            else f"the last signed head is entry {last_signed_index}"
+        )
+        return fail(
+            expected,
+            "truncated",
+            f"the chain does not end with a verified signed head ({since}); its tail was cut or is unsigned",
+        )
+    return AuditVerification(
+        True, None, None, f"{count} entries, head {head or GENESIS_HASH}", count, head
+    )
+
+
+def verify_audit_file(
+    path: str | os.PathLike[str], public_key: bytes | None = None
+) -> AuditVerification:
+    """Verify a JSONL audit file written by :class:`AuditLog`.
+
+    :param path: the file.
+    :param public_key: the operator's raw 32-byte Ed25519 public key; when given,
+        every Ed25519 ``head_signed`` entry is checked and the file must end with a
+        valid signed head (else ``truncated``). Heads signed in ``"hmac"`` mode are
+        symmetric and cannot be checked with a public key; check those in process
+        with ``AuditLog.verify(registry=...)``.
+    :return: the verdict (see :class:`AuditVerification`).
+    :raises OSError: when the file cannot be read.
+    :raises ValueError: for a public key that is not 32 bytes.
+    """
+    return _verify_records(_file_records(Path(path)), public_key=public_key)

@@ -1,0 +1,522 @@
+"""Tests for the audit hash chain (AuditLog, verify_audit_file) and its command line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gridswarm_env.audit import format_verdict, main
+from gridswarm_env.trust import (
+    AUDIT_PROBLEMS,
+    GENESIS_HASH,
+    AuditLog,
+    AuditVerification,
+    IdentityRegistry,
+    verify_audit_file,
+)
+
+N = 20
+REPO = Path(__file__).resolve().parents[1]
+
+
+def reference_hash(entry: dict) -> str:
+    """Independent implementation of the documented entry hash."""
+    body = {key: entry[key] for key in ("fields", "index", "kind", "prev_hash")}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def write_chain(
+    path: Path, n: int = N, registry: IdentityRegistry | None = None, sign_every: int = 0
+) -> AuditLog:
+    log = AuditLog(path)
+    kinds = [
+        "contract_signed",
+        "contract_verified",
+        "contract_rejected",
+        "action_blocked",
+        "emergency",
+    ]
+    for i in range(n):
+        log.append(
+            kinds[i % len(kinds)], step=i, contract_ids=[f"c-{i}-der_{i % 3}-{i}"], power_mw=0.5 * i
+        )
+        if registry is not None and sign_every and (i + 1) % sign_every == 0:
+            log.sign_head(registry)
+    log.close()
+    return log
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write(path: Path, entries: list[dict]) -> None:
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+
+def rehash_from(entries: list[dict], start: int) -> None:
+    """What a forger can do without keys: recompute every hash from ``start`` on."""
+    for i in range(start, len(entries)):
+        if i > 0:
+            entries[i]["prev_hash"] = entries[i - 1]["hash"]
+        entries[i]["hash"] = reference_hash(entries[i])
+
+
+@pytest.fixture
+def chain(tmp_path) -> Path:
+    path = tmp_path / "audit.jsonl"
+    write_chain(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def registry() -> IdentityRegistry:
+    return IdentityRegistry(["der_0", "der_1"], seed=11)
+
+
+def verdict(path: Path, **kwargs) -> tuple[bool, int | None, str | None]:
+    result = verify_audit_file(path, **kwargs)
+    assert isinstance(result, AuditVerification)
+    assert result.problem is None or result.problem in AUDIT_PROBLEMS
+    return result.ok, result.index, result.problem
+
+
+# --------------------------------------------------------------------------- chain format
+
+
+def test_entries_form_a_sha256_chain(chain):
+    entries = read(chain)
+    assert len(entries) == N
+    assert entries[0]["prev_hash"] == GENESIS_HASH
+    for i, entry in enumerate(entries):
+        assert entry["index"] == i
+        assert entry["hash"] == reference_hash(entry)
+        if i:
+            assert entry["prev_hash"] == entries[i - 1]["hash"]
+    result = verify_audit_file(chain)
+    assert result.ok and result.n_entries == N and result.head_hash == entries[-1]["hash"]
+    assert result.message == f"{N} entries, head {entries[-1]['hash']}"
+
+
+def test_jsonl_round_trip_matches_memory(tmp_path):
+    class Colour(Enum):
+        RED = "red"
+
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path)
+    written = [
+        log.append("emergency", freq_hz=np.float32(59.5), n=np.int64(3), ok=np.bool_(True)),
+        log.append("action_blocked", mask=np.array([1, 0, 1]), key=b"\x01\xff", colour=Colour.RED),
+        log.append(
+            "note", bad=math.nan, big=math.inf, nested={"a": [1, (2, 3)], "b": None}, text="ünï"
+        ),
+    ]
+    log.close()
+    lines = path.read_text(encoding="ascii").splitlines(keepends=True)
+    assert lines == [e.to_json_line() for e in written]
+    assert [json.loads(line) for line in lines] == [e.to_dict() for e in written]
+    assert written[0].fields == {"freq_hz": 59.5, "n": 3, "ok": True}
+    assert written[1].fields == {"mask": [1, 0, 1], "key": "01ff", "colour": "red"}
+    assert written[2].fields["bad"] == "nan" and written[2].fields["big"] == "inf"
+    assert written[2].fields["nested"] == {"a": [1, [2, 3]], "b": None}
+    assert verify_audit_file(path).ok
+    assert log.head_hash == written[-1].hash and len(log) == 3
+
+
+def test_append_validation(tmp_path):
+    log = AuditLog(tmp_path / "v.jsonl")
+    with pytest.raises(ValueError, match="kind"):
+        log.append("")
+    with pytest.raises(ValueError, match="object"):
+        log.append("x", thing=object())
+    with pytest.raises(ValueError, match="key"):
+        log.append("x", table={1: "a"})
+    log.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        log.append("x")
+    with pytest.raises(ValueError, match="max_entries_in_memory"):
+        AuditLog(max_entries_in_memory=0)
+
+
+def test_flush_each_append_streams(tmp_path):
+    path = tmp_path / "s.jsonl"
+    log = AuditLog(path, flush_each_append=True, keep_entries=False)
+    log.append("emergency", t_s=1.0)
+    assert len(path.read_text().splitlines()) == 1
+    buffered = AuditLog(tmp_path / "b.jsonl")
+    buffered.append("emergency", t_s=1.0)
+    buffered.flush()
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 1
+    log.close()
+    buffered.close()
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+def test_altered_entry(chain):
+    entries = read(chain)
+    entries[7]["fields"]["power_mw"] = 99.0
+    write(chain, entries)
+    assert verdict(chain) == (False, 7, "altered")
+
+
+def test_altered_entry_with_recomputed_hash(chain):
+    entries = read(chain)
+    entries[7]["fields"]["power_mw"] = 99.0
+    entries[7]["hash"] = reference_hash(entries[7])
+    write(chain, entries)
+    assert verdict(chain) == (False, 7, "altered")
+
+
+def test_altered_first_entry_link(chain):
+    entries = read(chain)
+    entries[0]["prev_hash"] = "1" * 64
+    entries[0]["hash"] = reference_hash(entries[0])
+    write(chain, entries)
+    assert verdict(chain) == (False, 0, "altered")
+
+
+@pytest.mark.parametrize(("drop", "at"), [([7], 7), ([7, 8, 9], 7), ([0], 0)])
+def test_removed_entries(chain, drop, at):
+    entries = [e for i, e in enumerate(read(chain)) if i not in drop]
+    write(chain, entries)
+    assert verdict(chain) == (False, at, "removed")
+
+
+def test_removed_last_entry_is_undetectable_without_signature(chain):
+    write(chain, read(chain)[:-1])
+    assert verdict(chain)[0]
+
+
+def test_duplicated_entry(chain):
+    entries = read(chain)
+    write(chain, [*entries[:8], dict(entries[7]), *entries[8:]])
+    assert verdict(chain) == (False, 8, "inserted")
+
+
+@pytest.mark.parametrize(("position", "at"), [(7, 7), (8, 8)])
+def test_inserted_forged_sibling(chain, position, at):
+    """A forged entry with index 7 and a valid link, placed before or after the original."""
+    entries = read(chain)
+    forged = {"index": 7, "kind": "emergency", "fields": {"x": 1}, "prev_hash": entries[6]["hash"]}
+    forged["hash"] = reference_hash(forged)
+    write(chain, [*entries[:position], forged, *entries[position:]])
+    assert verdict(chain) == (False, at, "inserted")
+
+
+@pytest.mark.parametrize("claimed", [999, 12, 3])
+def test_inserted_entry_with_other_index(chain, claimed):
+    entries = read(chain)
+    forged = {"index": claimed, "kind": "emergency", "fields": {}, "prev_hash": "ab" * 32}
+    forged["hash"] = reference_hash(forged)
+    write(chain, [*entries[:7], forged, *entries[7:]])
+    assert verdict(chain) == (False, 7, "inserted")
+
+
+def test_inserted_fresh_entry_with_bad_link(chain):
+    entries = read(chain)
+    forged = {"index": 7, "kind": "emergency", "fields": {}, "prev_hash": "ab" * 32}
+    forged["hash"] = reference_hash(forged)
+    write(chain, [*entries[:7], forged, *entries[7:]])
+    assert verdict(chain) == (False, 7, "inserted")
+
+
+def test_copy_of_old_entry_inserted_later(chain):
+    entries = read(chain)
+    write(chain, [*entries[:11], dict(entries[2]), *entries[11:]])
+    assert verdict(chain) == (False, 11, "inserted")
+
+
+def test_appended_entry_detected_in_process(tmp_path):
+    path = tmp_path / "p.jsonl"
+    log = write_chain(path)
+    entries = read(path)
+    extra = {"index": N, "kind": "emergency", "fields": {}, "prev_hash": entries[-1]["hash"]}
+    extra["hash"] = reference_hash(extra)
+    write(path, [*entries, extra])
+    assert verdict(path)[0]  # a well-formed extension: only the writer (or a signed head) knows
+    result = log.verify()
+    assert (result.ok, result.index, result.problem) == (False, N, "inserted")
+
+
+@pytest.mark.parametrize(
+    ("order", "at"),
+    [
+        ([0, 1, 2, 3, 4, 5, 6, 8, 7, *range(9, N)], 7),
+        ([0, 1, 2, *range(4, N), 3], 3),
+        ([0, 1, 2, 3, 4, 12, *[i for i in range(5, N) if i != 12]], 5),
+    ],
+)
+def test_reordered_entries(chain, order, at):
+    entries = read(chain)
+    write(chain, [entries[i] for i in order])
+    assert verdict(chain) == (False, at, "reordered")
+
+
+def test_cut_last_line_is_truncated(chain):
+    data = chain.read_bytes()
+    chain.write_bytes(data[: len(data) - 40])
+    assert verdict(chain) == (False, N - 1, "truncated")
+
+
+@pytest.mark.parametrize("line", ["garbage", "[1, 2]", '{"index": 5}', ""])
+def test_malformed_line(chain, line):
+    lines = chain.read_text().splitlines()
+    lines[5] = line
+    chain.write_text("\n".join(lines) + "\n")
+    assert verdict(chain) == (False, 5, "malformed")
+
+
+def test_malformed_hash_field(chain):
+    entries = read(chain)
+    entries[4]["hash"] = entries[4]["hash"].upper()
+    write(chain, entries)
+    assert verdict(chain) == (False, 4, "malformed")
+
+
+def test_non_finite_number_is_malformed(chain):
+    lines = chain.read_text().splitlines()
+    lines[3] = lines[3].replace('"power_mw":1.5', '"power_mw":NaN')
+    chain.write_text("\n".join(lines) + "\n")
+    assert verdict(chain) == (False, 3, "malformed")
+
+
+def test_empty_file_is_an_empty_chain(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    AuditLog(path).close()
+    result = verify_audit_file(path)
+    assert result.ok and result.n_entries == 0 and result.head_hash is None
+
+
+# --------------------------------------------------------------------------- signed heads
+
+
+def test_signed_head_entry(tmp_path, registry):
+    log = AuditLog(tmp_path / "h.jsonl")
+    log.append("emergency", t_s=0.0)
+    head = log.sign_head(registry)
+    log.close()
+    assert head.kind == "head_signed"
+    assert head.fields["covered_entries"] == 1 and head.fields["head_hash"] == head.prev_hash
+    assert head.fields["public_key"] == registry.public_key_bytes("operator").hex()
+
+
+def test_truncated_tail_detected_with_public_key(tmp_path, registry):
+    path = tmp_path / "signed.jsonl"
+    write_chain(path, registry=registry, sign_every=5)  # heads after every 5 entries
+    key = registry.public_key_bytes("operator")
+    entries = read(path)
+    assert len(entries) == N + N // 5 and entries[-1]["kind"] == "head_signed"
+    assert verdict(path, public_key=key) == (True, None, None)
+    write(path, entries[:-3])
+    assert verdict(path)[0]  # a clean prefix: fine without the key
+    assert verdict(path, public_key=key) == (False, len(entries) - 3, "truncated")
+
+
+def test_unsigned_chain_fails_when_a_signature_is_required(chain, registry):
+    key = registry.public_key_bytes("operator")
+    assert verdict(chain, public_key=key) == (False, N, "truncated")
+
+
+def test_full_rewrite_detected_only_by_signature(tmp_path, registry):
+    path = tmp_path / "rewrite.jsonl"
+    write_chain(path, n=6, registry=registry, sign_every=6)
+    entries = read(path)
+    entries[2]["fields"]["power_mw"] = 1e6
+    rehash_from(entries, 2)
+    head = entries[-1]
+    head["fields"]["head_hash"] = head["prev_hash"]
+    head["hash"] = reference_hash(head)
+    write(path, entries)
+    assert verdict(path)[0]  # self-consistent forgery
+    key = registry.public_key_bytes("operator")
+    assert verdict(path, public_key=key) == (False, 6, "altered")
+    other = IdentityRegistry(["x"], seed=12).public_key_bytes("operator")
+    write_chain(path, n=6, registry=registry, sign_every=6)
+    assert verdict(path, public_key=other) == (False, 6, "altered")
+
+
+def test_bad_public_key_length(chain):
+    with pytest.raises(ValueError, match="public_key"):
+        verify_audit_file(chain, public_key=b"short")
+
+
+def test_missing_file_raises_oserror(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No such file"):
+        verify_audit_file(tmp_path / "nope.jsonl")
+    with pytest.raises(IsADirectoryError):
+        verify_audit_file(tmp_path)
+
+
+def test_hmac_heads_checked_with_registry(tmp_path):
+    hmac_registry = IdentityRegistry(["der_0"], mode="hmac", seed=3)
+    log = AuditLog(tmp_path / "hmac.jsonl")
+    for i in range(4):
+        log.append("emergency", i=i)
+    entry = log.sign_head(hmac_registry)
+    assert entry.fields["scheme"] == "hmac" and "public_key" not in entry.fields
+    assert log.verify(registry=hmac_registry).ok
+    assert log.verify().ok
+    other = IdentityRegistry(["der_0"], mode="hmac", seed=4)
+    result = log.verify(registry=other)
+    assert (result.ok, result.index, result.problem) == (False, 4, "altered")
+    log.close()
+
+
+# --------------------------------------------------------------------------- in-process checks and memory
+
+
+def test_in_process_verify_catches_truncation_and_rewrites(tmp_path):
+    path = tmp_path / "live.jsonl"
+    log = write_chain(path)
+    assert log.verify().ok
+    entries = read(path)
+    write(path, entries[:-2])
+    result = log.verify()
+    assert (result.ok, result.index, result.problem) == (False, N - 2, "truncated")
+    entries[15]["fields"]["power_mw"] = -1.0
+    rehash_from(entries, 15)
+    write(path, entries)
+    assert verdict(path)[0]
+    result = log.verify()
+    assert (result.ok, result.index, result.problem) == (False, 15, "altered")
+    path.unlink()
+    assert log.verify().problem == "removed"
+
+
+def test_memory_only_log_detects_in_memory_tampering():
+    log = AuditLog()
+    for i in range(10):
+        log.append("emergency", i=i)
+    assert log.verify().ok
+    log.entries[4].fields["i"] = 40
+    result = log.verify()
+    assert (result.ok, result.index, result.problem) == (False, 4, "altered")
+
+
+def test_bounded_memory_modes_keep_the_same_head(tmp_path):
+    full = AuditLog()
+    window = AuditLog(max_entries_in_memory=50)
+    head_only = AuditLog(keep_entries=False)
+    streamed = AuditLog(tmp_path / "stream.jsonl", keep_entries=False)
+    for i in range(3000):
+        for log in (full, window, head_only, streamed):
+            log.append("contract_verified", count=1, contract_ids=[f"c-{i}"])
+    assert full.head_hash == window.head_hash == head_only.head_hash == streamed.head_hash
+    assert len(full.entries) == 3000 and len(window.entries) == 50
+    assert len(head_only.entries) == 0 and len(streamed.entries) == 0
+    assert len(head_only) == len(streamed) == 3000
+    assert [e.index for e in window.entries] == list(range(2950, 3000))
+    assert window.verify().ok and head_only.verify().ok and streamed.verify().ok
+    assert "not retained" in head_only.verify().message
+    window.entries[10].fields["count"] = 2
+    result = window.verify()
+    assert (result.ok, result.index, result.problem) == (False, 2960, "altered")
+    streamed.close()
+    assert verify_audit_file(tmp_path / "stream.jsonl").n_entries == 3000
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gridswarm_env.audit", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+def test_cli_ok_and_broken(chain):
+    head = read(chain)[-1]["hash"]
+    ok = run_cli("verify", str(chain))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == f"OK: {N} entries, head {head}"
+
+    entries = read(chain)
+    entries[17]["fields"]["step"] = -1
+    write(chain, entries)
+    broken = run_cli("verify", str(chain))
+    assert broken.returncode == 1
+    assert broken.stdout.startswith("BROKEN at entry 17: altered (")
+
+
+def test_cli_public_key(registry, tmp_path, capsys):
+    signed = tmp_path / "signed.jsonl"
+    write_chain(signed, registry=registry, sign_every=4)
+    key_hex = registry.public_key_bytes("operator").hex()
+    assert main(["verify", str(signed), "--public-key", key_hex]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: {N + N // 4} entries")
+    write(signed, read(signed)[:-1])
+    assert main(["verify", str(signed), "--public-key", key_hex]) == 1
+    assert capsys.readouterr().out.startswith(f"BROKEN at entry {N + N // 4 - 1}: truncated (")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("verify", "/nonexistent/audit.jsonl"), "cannot read audit file"),
+        ((), "usage"),
+    ],
+)
+def test_cli_errors_exit_2_without_traceback(args, needle):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("check", "x"), "usage"),
+        (("verify", "FILE", "--public-key", "zz"), "64 hex digits"),
+        (("verify", "FILE", "--public-key", "ab" * 31), "64 hex digits"),
+        (("verify",), "usage"),
+    ],
+)
+def test_cli_usage_errors_exit_2(args, needle, chain, capsys):
+    args = [str(chain) if a == "FILE" else a for a in args]
+    assert main(args) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_cli_main_in_process(chain, capsys):
+    assert main(["verify", str(chain)]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: {N} entries")
+    assert main(["verify", str(chain) + ".missing"]) == 2
+    assert main(["--help"]) == 0
+
+
+def test_import_has_no_side_effects():
+    result = subprocess.run(
+        [sys.executable, "-c", "import gridswarm_env, gridswarm_env.audit, gridswarm_env.trust"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_format_verdict():
+    assert (
+        format_verdict(AuditVerification(True, None, None, "3 entries, head ab", 3, "ab"))
+        == "OK: 3 entries, head ab"
+    )
+    broken = AuditVerification(
+        False, 4, "removed", "removed at entry 4: entries 4..5 are missing", 4, "cd"
+    )
+    assert format_verdict(broken) == "BROKEN at entry 4: removed (entries 4..5 are missing)"

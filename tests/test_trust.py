@@ -1,0 +1,643 @@
+"""Tests for the IATP trust layer: identities, contracts, ledger, adversary, key secrecy."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import hmac
+import math
+import pickle
+import struct
+from dataclasses import fields, replace
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gridswarm_env.trust import (
+    PRODUCTS,
+    TRUST_MODES,
+    Adversary,
+    AuditLog,
+    Contract,
+    ContractLedger,
+    IdentityRegistry,
+    RejectReason,
+    SignedContract,
+    UnknownIdentityError,
+    derive_key_bytes,
+    signature_length,
+)
+
+AGENTS = [f"der_{i}" for i in range(8)]
+SEED = 1234
+
+
+def make_ledger(
+    mode: str = "ed25519", *, seed: int = SEED, rng: int = 7, audit: AuditLog | None = None
+):
+    registry = IdentityRegistry(AGENTS, mode=mode, seed=seed)
+    return registry, ContractLedger(registry, rng=rng, audit=audit)
+
+
+def issue_round(
+    ledger: ContractLedger, round_index: int = 0, start_s: float = 10.0, end_s: float = 11.0
+):
+    n = len(AGENTS)
+    return ledger.issue(
+        round_index,
+        np.arange(n),
+        np.linspace(-1.0, 1.0, n),
+        np.full(n, 42.5),
+        start_s,
+        end_s,
+    )
+
+
+def sample_contract(**overrides) -> Contract:
+    values = dict(
+        contract_id="c-0-der_0-0",
+        round_index=3,
+        agent_id="der_0",
+        operator_id="operator",
+        power_mw=0.25,
+        price_per_mwh=55.0,
+        window_start_s=10.0,
+        window_end_s=11.0,
+        nonce=bytes(range(16)),
+        product="energy",
+    )
+    values.update(overrides)
+    return Contract(**values)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+class TestIdentityRegistry:
+    def test_unknown_mode_lists_allowed_modes(self):
+        with pytest.raises(ValueError, match="ed25519, hmac"):
+            IdentityRegistry(AGENTS, mode="rsa")
+
+    @pytest.mark.parametrize(
+        ("agents", "operator", "match"),
+        [
+            (["a", "a"], "operator", "more than once"),
+            (["a", ""], "operator", "non-empty"),
+            (["a", 3], "operator", "non-empty"),
+            (["a", "operator"], "operator", "also an agent id"),
+            (["a"], "", "operator_id"),
+        ],
+    )
+    def test_bad_identities_rejected(self, agents, operator, match):
+        with pytest.raises(ValueError, match=match):
+            IdentityRegistry(agents, operator_id=operator)
+
+    @pytest.mark.parametrize("seed", [-1, 1.5, True, "7"])
+    def test_bad_seed_rejected(self, seed):
+        with pytest.raises(ValueError, match="seed"):
+            IdentityRegistry(AGENTS, seed=seed)
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_sign_verify_round_trip(self, mode):
+        registry = IdentityRegistry(AGENTS, mode=mode, seed=SEED)
+        message = b"balancing award"
+        for identity in registry.identities:
+            signature = registry.sign(identity, message)
+            assert len(signature) == signature_length(mode) == registry.signature_length
+            assert registry.verify_signature(identity, message, signature)
+            assert not registry.verify_signature(identity, message + b"!", signature)
+            flipped = bytes([signature[0] ^ 1]) + signature[1:]
+            assert not registry.verify_signature(identity, message, flipped)
+        other = registry.sign("der_1", message)
+        assert not registry.verify_signature("der_0", message, other)
+        assert not registry.verify_signature("mallory", message, other)
+        assert not registry.verify_signature("der_0", message, other[:-1])
+        assert not registry.verify_signature("der_0", message, "not bytes")  # type: ignore[arg-type]
+
+    def test_unknown_identity_cannot_sign(self):
+        registry = IdentityRegistry(AGENTS, seed=SEED)
+        with pytest.raises(UnknownIdentityError, match="mallory"):
+            registry.sign("mallory", b"x")
+        with pytest.raises(KeyError):
+            registry.public_key_bytes("mallory")
+
+    def test_hmac_mode_has_no_public_key(self):
+        registry = IdentityRegistry(AGENTS, mode="hmac", seed=SEED)
+        with pytest.raises(ValueError, match="no public key"):
+            registry.public_key_bytes("der_0")
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_same_seed_same_signatures(self, mode):
+        a = IdentityRegistry(AGENTS, mode=mode, seed=SEED)
+        b = IdentityRegistry(AGENTS, mode=mode, seed=SEED)
+        c = IdentityRegistry(AGENTS, mode=mode, seed=SEED + 1)
+        d = IdentityRegistry(AGENTS, mode=mode, seed=None)
+        e = IdentityRegistry(AGENTS, mode=mode, seed=None)
+        message = b"same bytes"
+        for identity in a.identities:
+            assert a.sign(identity, message) == b.sign(identity, message)
+            assert a.sign(identity, message) != c.sign(identity, message)
+            assert d.sign(identity, message) != e.sign(identity, message)
+        assert a.sign("der_0", message) != a.sign("der_1", message)
+
+    def test_key_derivation_is_rfc5869_hkdf(self):
+        for identity in ("der_0", "operator", "ünïcode"):
+            for mode in TRUST_MODES:
+                reference = HKDF(
+                    algorithm=hashes.SHA256(),
+                    length=32,
+                    salt=b"gridswarm-iatp-key-derivation-v1",
+                    info=mode.encode() + b"\x00" + identity.encode(),
+                ).derive(str(SEED).encode())
+                assert derive_key_bytes(SEED, identity, mode) == reference
+
+    def test_ed25519_keys_are_the_derived_keys(self):
+        registry = IdentityRegistry(AGENTS, seed=SEED)
+        for identity in registry.identities:
+            private = Ed25519PrivateKey.from_private_bytes(
+                derive_key_bytes(SEED, identity, "ed25519")
+            )
+            assert private.public_key().public_bytes_raw() == registry.public_key_bytes(identity)
+            message = identity.encode()
+            # Ed25519 is deterministic (RFC 8032): same key, same message -> same signature.
+            assert private.sign(message) == registry.sign(identity, message)
+            Ed25519PublicKey.from_public_bytes(registry.public_key_bytes(identity)).verify(
+                registry.sign(identity, message), message
+            )
+
+    def test_hmac_tags_match_stdlib_hmac(self):
+        registry = IdentityRegistry(AGENTS, mode="hmac", seed=SEED)
+        for identity in registry.identities:
+            key = derive_key_bytes(SEED, identity, "hmac")
+            for message in (b"", b"x", b"y" * 200):
+                assert registry.sign(identity, message) == hmac.digest(key, message, "sha256")
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_registry_and_ledger_refuse_pickling_and_copying(self, mode):
+        registry, ledger = make_ledger(mode)
+        for obj in (registry, ledger):
+            with pytest.raises(TypeError):
+                pickle.dumps(obj)
+        with pytest.raises(TypeError):
+            copy.deepcopy(registry)
+        with pytest.raises(TypeError):
+            copy.copy(registry)
+
+
+# --------------------------------------------------------------------------- contracts
+
+
+class TestContract:
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("contract_id", ""),
+            ("contract_id", 5),
+            ("agent_id", "x" * 70000),
+            ("operator_id", None),
+            ("round_index", -1),
+            ("round_index", 1.0),
+            ("round_index", True),
+            ("power_mw", math.nan),
+            ("price_per_mwh", math.inf),
+            ("window_start_s", "0"),
+            ("power_mw", True),
+            ("window_end_s", 10.0),
+            ("nonce", b"short"),
+            ("nonce", "0123456789abcdef"),
+            ("product", "capacity"),
+        ],
+    )
+    def test_invalid_field_named_in_error(self, field, value):
+        with pytest.raises(ValueError, match=field):
+            sample_contract(**{field: value})
+
+    def test_canonical_layout(self):
+        contract = sample_contract()
+        data = contract.canonical_bytes()
+        assert data[:5] == b"IATP\x01"
+        (round_index,) = struct.unpack_from(">Q", data, 5)
+        power, price, start, end = struct.unpack_from(">dddd", data, 13)
+        assert (round_index, power, price, start, end) == (3, 0.25, 55.0, 10.0, 11.0)
+        assert data[45:61] == contract.nonce
+        assert data.endswith(b"c-0-der_0-0der_0operatorenergy")
+        assert Contract.from_canonical_bytes(data) == contract
+
+    def test_every_field_changes_the_encoding(self):
+        base = sample_contract()
+        alternatives = {
+            "contract_id": "c-0-der_0-1",
+            "round_index": 4,
+            "agent_id": "der_1",
+            "operator_id": "operator2",
+            "power_mw": 0.2500000001,
+            "price_per_mwh": -55.0,
+            "window_start_s": 9.5,
+            "window_end_s": 11.5,
+            "nonce": bytes(range(1, 17)),
+            "product": "reserve",
+        }
+        assert set(alternatives) == {f.name for f in fields(Contract)}
+        encodings = {base.canonical_bytes()}
+        for name, value in alternatives.items():
+            encodings.add(replace(base, **{name: value}).canonical_bytes())
+        assert len(encodings) == len(alternatives) + 1
+
+    def test_string_boundaries_are_unambiguous(self):
+        a = sample_contract(contract_id="ab", agent_id="c")
+        b = sample_contract(contract_id="a", agent_id="bc")
+        assert a.canonical_bytes() != b.canonical_bytes()
+        assert (
+            sample_contract(power_mw=0.0).canonical_bytes()
+            != sample_contract(power_mw=-0.0).canonical_bytes()
+        )
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        cid=st.text(min_size=1, max_size=20),
+        aid=st.text(min_size=1, max_size=10),
+        oid=st.text(min_size=1, max_size=10),
+        round_index=st.integers(0, 2**64 - 1),
+        power=st.floats(allow_nan=False, allow_infinity=False),
+        price=st.floats(allow_nan=False, allow_infinity=False),
+        start=st.floats(-1e9, 1e9),
+        duration=st.floats(1e-3, 1e6),
+        nonce=st.binary(min_size=16, max_size=16),
+        product=st.sampled_from(PRODUCTS),
+    )
+    def test_decoding_inverts_encoding(
+        self, cid, aid, oid, round_index, power, price, start, duration, nonce, product
+    ):
+        contract = Contract(
+            cid, round_index, aid, oid, power, price, start, start + duration, nonce, product
+        )
+        decoded = Contract.from_canonical_bytes(contract.canonical_bytes())
+        assert decoded == contract
+        assert math.copysign(1.0, decoded.power_mw) == math.copysign(1.0, power)
+
+    def test_decoding_rejects_bad_input(self):
+        data = sample_contract().canonical_bytes()
+        with pytest.raises(ValueError, match="version"):
+            Contract.from_canonical_bytes(b"XXXX" + data[4:])
+        with pytest.raises(ValueError, match="announces"):
+            Contract.from_canonical_bytes(data + b"x")
+        with pytest.raises(ValueError, match="at least"):
+            Contract.from_canonical_bytes(data[:10])
+
+    def test_energy(self):
+        contract = sample_contract(power_mw=3.6, window_start_s=0.0, window_end_s=10.0)
+        assert contract.duration_s == 10.0
+        assert contract.energy_mwh == pytest.approx(0.01)
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+class TestLedger:
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_issue_and_verify_round_trip(self, mode):
+        registry, ledger = make_ledger(mode)
+        signed = issue_round(ledger, round_index=5)
+        assert len(signed) == len(AGENTS) == ledger.signed
+        for i, item in enumerate(signed):
+            c = item.contract
+            assert c.contract_id == f"c-5-der_{i}-{i}"
+            assert (c.agent_id, c.operator_id, c.round_index, c.product) == (
+                f"der_{i}",
+                "operator",
+                5,
+                "energy",
+            )
+            assert len(c.nonce) == 16
+            message = c.canonical_bytes()
+            assert registry.verify_signature(c.agent_id, message, item.agent_signature)
+            assert registry.verify_signature("operator", message, item.operator_signature)
+        assert len({s.contract.nonce for s in signed}) == len(signed)
+        valid, reasons = ledger.verify_batch(signed, 10.5, expected_agents=AGENTS)
+        assert valid.dtype == bool and valid.all() and reasons == [None] * len(AGENTS)
+        assert ledger.verified == len(AGENTS) and ledger.rejected == 0
+        again = issue_round(ledger, round_index=6)
+        assert again[0].contract.contract_id == f"c-6-der_0-{len(AGENTS)}"
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_issue_deterministic_for_seed(self, mode):
+        _, a = make_ledger(mode, rng=99)
+        _, b = make_ledger(mode, rng=99)
+        _, c = make_ledger(mode, rng=100)
+        assert issue_round(a) == issue_round(b)
+        assert issue_round(a)[0].contract.nonce != issue_round(c)[0].contract.nonce
+
+    def test_issue_validation(self):
+        _, ledger = make_ledger()
+        ok = dict(
+            round_index=0,
+            agent_indices=np.array([0, 1]),
+            power_mw=np.ones(2),
+            price_per_mwh=np.ones(2),
+            window_start_s=0.0,
+            window_end_s=1.0,
+        )
+        bad_cases = [
+            ({"round_index": -1}, "round_index"),
+            ({"agent_indices": np.array([0, 8])}, "agent_indices"),
+            ({"agent_indices": np.array([0.0, 1.0])}, "agent_indices"),
+            ({"agent_indices": np.array([[0, 1]])}, "agent_indices"),
+            ({"power_mw": np.array([1.0, np.nan])}, "power_mw"),
+            ({"price_per_mwh": np.array([1.0, np.inf])}, "price_per_mwh"),
+            ({"power_mw": np.ones(3)}, "power_mw"),
+            ({"window_end_s": 0.0}, "window_end_s"),
+            ({"product": "capacity"}, "product"),
+        ]
+        for override, match in bad_cases:
+            with pytest.raises(ValueError, match=match):
+                ledger.issue(**{**ok, **override})
+        assert (
+            ledger.issue(
+                **{
+                    **ok,
+                    "agent_indices": np.array([], dtype=int),
+                    "power_mw": np.ones(0),
+                    "price_per_mwh": 1.0,
+                }
+            )
+            == []
+        )
+        assert ledger.signed == 0
+        scalar_price = ledger.issue(**{**ok, "price_per_mwh": 30.0, "product": "reserve"})
+        assert [s.contract.price_per_mwh for s in scalar_price] == [30.0, 30.0]
+        assert scalar_price[0].contract.product == "reserve"
+
+    @pytest.mark.parametrize(
+        "bad", [dict(tolerance_s=-0.1), dict(tolerance_s=math.nan), dict(rng=-3), dict(audit="x")]
+    )
+    def test_ledger_config_validation(self, bad):
+        registry = IdentityRegistry(AGENTS, seed=SEED)
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ContractLedger(registry, **bad)
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_every_attack_rejected_with_its_reason(self, mode):
+        _, ledger = make_ledger(mode)
+        genuine = issue_round(ledger)[2]
+        adversary = Adversary(mode=mode, rng=5)
+        attacks = adversary.attacks(
+            genuine, now_s=10.5, other_agent="der_3", tolerance_s=ledger.tolerance_s
+        )
+        assert {a.expected_reason for a in attacks} == set(RejectReason)
+        assert ledger.verify(genuine, 10.5, expected_agent="der_2") is None
+        for attack in attacks:
+            got = ledger.verify(attack.signed, attack.now_s, expected_agent=attack.expected_agent)
+            assert got is attack.expected_reason, attack.name
+        counts = ledger.rejected_by_reason
+        assert sum(counts.values()) == ledger.rejected == len(attacks)
+        assert counts["bad_agent_signature"] == 5 and counts["wrong_agent"] == 2
+        assert ledger.verified == 1
+
+    def test_adversary_without_keys_leaves_genuine_intact(self):
+        _, ledger = make_ledger()
+        genuine = issue_round(ledger)[0]
+        snapshot = (
+            genuine.contract.canonical_bytes(),
+            genuine.agent_signature,
+            genuine.operator_signature,
+        )
+        Adversary(rng=1).attacks(genuine, now_s=10.5, other_agent="der_1", tolerance_s=0.05)
+        assert snapshot == (
+            genuine.contract.canonical_bytes(),
+            genuine.agent_signature,
+            genuine.operator_signature,
+        )
+        assert ledger.verify(genuine, 10.5) is None
+        with pytest.raises(ValueError, match="other_agent"):
+            Adversary().attacks(genuine, now_s=10.5, other_agent="der_0", tolerance_s=0.05)
+
+    @pytest.mark.parametrize(
+        "mutate",
+        [
+            lambda s: SignedContract("not a contract", s.agent_signature, s.operator_signature),  # type: ignore[arg-type]
+            lambda s: replace(s, agent_signature=s.agent_signature[:-1]),
+            lambda s: replace(s, operator_signature="x" * 64),
+            lambda s: "not a signed contract",
+            lambda s: None,
+        ],
+    )
+    def test_malformed_inputs(self, mutate):
+        _, ledger = make_ledger()
+        genuine = issue_round(ledger)[0]
+        assert ledger.verify(mutate(genuine), 10.5) is RejectReason.MALFORMED
+
+    def test_malformed_fields_bypassing_validation(self):
+        _, ledger = make_ledger()
+        genuine = issue_round(ledger)[0]
+        for name, value in [
+            ("power_mw", math.nan),
+            ("round_index", -1),
+            ("agent_id", ["der_0"]),
+            ("product", "x"),
+        ]:
+            contract = replace(genuine.contract)
+            object.__setattr__(contract, name, value)
+            assert (
+                ledger.verify(replace(genuine, contract=contract), 10.5) is RejectReason.MALFORMED
+            ), name
+
+    def test_operator_named_as_agent_or_foreign_operator_is_unknown(self):
+        registry, ledger = make_ledger()
+        genuine = issue_round(ledger)[0]
+        for contract in (
+            replace(genuine.contract, agent_id="operator"),
+            replace(genuine.contract, operator_id="der_1"),
+        ):
+            message = contract.canonical_bytes()
+            forged = SignedContract(
+                contract,
+                registry.sign(contract.agent_id, message),
+                registry.sign(contract.operator_id, message),
+            )
+            assert ledger.verify(forged, 10.5) is RejectReason.UNKNOWN_IDENTITY
+
+    def test_replay_by_id_nonce_and_within_batch(self):
+        registry, ledger = make_ledger()
+        first, second = issue_round(ledger)[:2]
+        valid, reasons = ledger.verify_batch([first, first, second], 10.5)
+        assert valid.tolist() == [True, False, True]
+        assert reasons == [None, RejectReason.REPLAYED, None]
+        assert ledger.verify(first, 10.6) is RejectReason.REPLAYED
+        # Same nonce under a fresh id, properly signed by both parties: still a replay.
+        reuse = replace(first.contract, contract_id="c-fresh")
+        message = reuse.canonical_bytes()
+        resigned = SignedContract(
+            reuse, registry.sign(reuse.agent_id, message), registry.sign("operator", message)
+        )
+        assert ledger.verify(resigned, 10.6) is RejectReason.REPLAYED
+
+    def test_rejected_contract_does_not_burn_its_id(self):
+        _, ledger = make_ledger()
+        genuine = issue_round(ledger)[0]
+        adversary = Adversary(rng=2)
+        assert (
+            ledger.verify(adversary.forge_operator_signature(genuine), 10.5)
+            is RejectReason.BAD_OPERATOR_SIGNATURE
+        )
+        assert ledger.verify(genuine, 9.0) is RejectReason.NOT_YET_VALID
+        assert ledger.replay_memory_size == 0
+        assert ledger.verify(genuine, 10.5) is None
+
+    def test_window_boundaries(self):
+        _, ledger = make_ledger()
+        tol = ledger.tolerance_s
+        signed = issue_round(ledger, start_s=10.0, end_s=11.0)
+        assert ledger.verify(signed[0], 10.0 - tol - 1e-9) is RejectReason.NOT_YET_VALID
+        assert ledger.verify(signed[0], 10.0 - tol) is None
+        assert ledger.verify(signed[1], math.nextafter(11.0, 0.0)) is None
+        assert ledger.verify(signed[2], 11.0) is RejectReason.EXPIRED
+        # Time cannot be rewound within an epoch: the clock stays at 11.0.
+        assert ledger.clock_s == 11.0
+        assert ledger.verify(signed[3], 10.5) is RejectReason.EXPIRED
+        with pytest.raises(ValueError, match="now_s"):
+            ledger.verify(signed[4], math.nan)
+
+    def test_custom_tolerance(self):
+        registry = IdentityRegistry(AGENTS, seed=SEED)
+        ledger = ContractLedger(registry, rng=0, tolerance_s=0.0)
+        signed = issue_round(ledger)
+        assert ledger.verify(signed[0], math.nextafter(10.0, 0.0)) is RejectReason.NOT_YET_VALID
+        assert ledger.verify(signed[0], 10.0) is None
+
+    def test_forgotten_contract_cannot_be_replayed_by_rewinding(self):
+        _, ledger = make_ledger()
+        signed = issue_round(ledger, start_s=10.0, end_s=11.0)
+        assert ledger.verify(signed[0], 10.5) is None
+        ledger.verify_batch([], 12.0)  # time passes: the id is forgotten
+        assert ledger.replay_memory_size == 0
+        assert ledger.verify(signed[0], 10.5) is RejectReason.EXPIRED
+
+    def test_new_epoch_rejects_old_contracts(self):
+        _, ledger = make_ledger()
+        old = issue_round(ledger, start_s=0.0, end_s=100.0)
+        assert ledger.verify(old[0], 1.0) is None
+        ledger.reset_replay_window()  # env.reset(): simulated time starts again
+        assert ledger.epoch == 1 and ledger.replay_memory_size == 0 and ledger.clock_s == -math.inf
+        assert ledger.verify(old[1], 1.0) is RejectReason.REPLAYED
+        new = issue_round(ledger, start_s=0.0, end_s=100.0)
+        assert new[0].contract.nonce[:4] != old[0].contract.nonce[:4]
+        assert ledger.verify(new[0], 1.0) is None
+
+    def test_replay_memory_stays_bounded(self):
+        _, ledger = make_ledger("hmac")
+        sizes = []
+        for step in range(1500):
+            t = float(step)
+            signed = issue_round(ledger, round_index=step, start_s=t, end_s=t + 2.0)
+            valid, _ = ledger.verify_batch(signed, t)
+            assert valid.all()
+            sizes.append(ledger.replay_memory_size)
+        # Windows last two steps: at most two rounds of ids are open at any time.
+        assert max(sizes) == 2 * len(AGENTS)
+        assert ledger.verified == 1500 * len(AGENTS)
+        assert len(ledger._used_nonces) == len(ledger._expiry_heap) == ledger.replay_memory_size
+
+    def test_verify_batch_argument_checks(self):
+        _, ledger = make_ledger()
+        signed = issue_round(ledger)
+        with pytest.raises(ValueError, match="expected_agents"):
+            ledger.verify_batch(signed, 10.5, expected_agents=AGENTS[:2])
+        valid, reasons = ledger.verify_batch([], 10.5)
+        assert valid.shape == (0,) and reasons == []
+
+    def test_ledger_writes_batch_audit_entries(self):
+        audit = AuditLog()
+        _, ledger = make_ledger(audit=audit)
+        signed = issue_round(ledger, round_index=2)
+        forged = Adversary(rng=0).forge_agent_signature(signed[0])
+        ledger.verify_batch([forged, *signed], 10.5)
+        kinds = [e.kind for e in audit.entries]
+        assert kinds == ["contract_signed", "contract_verified", "contract_rejected"]
+        signed_entry, verified_entry, rejected_entry = audit.entries
+        assert (
+            signed_entry.fields["count"] == len(AGENTS) and signed_entry.fields["round_index"] == 2
+        )
+        assert signed_entry.fields["contract_ids"] == [s.contract.contract_id for s in signed]
+        assert verified_entry.fields["contract_ids"] == [s.contract.contract_id for s in signed]
+        assert rejected_entry.fields["rejections"] == [
+            {"contract_id": signed[0].contract.contract_id, "reason": "bad_agent_signature"}
+        ]
+        assert ledger.verify(None, 10.5) is RejectReason.MALFORMED  # type: ignore[arg-type]
+        assert audit.entries[-1].fields["rejections"] == [
+            {"contract_id": "<malformed>", "reason": "malformed"}
+        ]
+        assert audit.verify().ok
+
+    def test_counters_snapshot(self):
+        _, ledger = make_ledger()
+        signed = issue_round(ledger)
+        ledger.verify_batch(signed + signed[:1], 10.5)
+        snapshot = ledger.counters()
+        assert snapshot["signed"] == 8 and snapshot["verified"] == 8 and snapshot["rejected"] == 1
+        assert snapshot["rejected_by_reason"]["replayed"] == 1
+        snapshot["rejected_by_reason"]["replayed"] = 99
+        assert ledger.rejected_by_reason["replayed"] == 1
+
+
+# --------------------------------------------------------------------------- key secrecy
+
+
+def _secret_forms(mode: str, identities) -> list[tuple[str, bytes]]:
+    forms = []
+    for identity in identities:
+        raw = derive_key_bytes(SEED, identity, mode)
+        forms += [
+            (identity, raw),
+            (identity, raw.hex().encode()),
+            (identity, raw.hex().upper().encode()),
+            (identity, base64.b64encode(raw)),
+            (identity, repr(raw).encode()),
+        ]
+    return forms
+
+
+@pytest.mark.parametrize("mode", TRUST_MODES)
+def test_private_keys_never_leak(mode, tmp_path):
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path)
+    registry, ledger = make_ledger(mode, audit=audit)
+    signed = issue_round(ledger)
+    adversary = Adversary(mode=mode, rng=4)
+    attacks = adversary.attacks(signed[0], now_s=10.5, other_agent="der_1", tolerance_s=0.05)
+    ledger.verify_batch(signed, 10.5)
+    for attack in attacks:
+        ledger.verify(attack.signed, attack.now_s, expected_agent=attack.expected_agent)
+    audit.append(
+        "action_blocked", agent="der_3", power_mw=np.float64(1.5), note=RejectReason.MALFORMED
+    )
+    audit.sign_head(registry)
+    audit.close()
+
+    texts = [repr(registry), str(registry), repr(ledger), str(ledger), repr(audit), repr(adversary)]
+    texts += [repr(s) for s in signed] + [str(s) for s in signed] + [repr(a) for a in attacks]
+    texts += [repr(e) for e in audit.entries] + [e.to_json_line() for e in audit.entries]
+    texts += [repr(getattr(registry, slot)) for slot in IdentityRegistry.__slots__]
+    texts += [repr(getattr(ledger, slot)) for slot in ContractLedger.__slots__]
+    haystacks = [t.encode("utf-8", "backslashreplace") for t in texts] + [path.read_bytes()]
+    # The derived bytes really are the keys (so the scan looks for the right thing).
+    assert registry.sign("der_0", b"m") == (
+        Ed25519PrivateKey.from_private_bytes(derive_key_bytes(SEED, "der_0", mode)).sign(b"m")
+        if mode == "ed25519"
+        else hmac.digest(derive_key_bytes(SEED, "der_0", mode), b"m", "sha256")
+    )
+    for identity, secret in _secret_forms(mode, registry.identities):
+        for haystack in haystacks:
+            assert secret not in haystack, f"{identity}'s private key leaked"
+    # No slot of the registry stores raw key bytes either.
+    raws = {derive_key_bytes(SEED, i, mode) for i in registry.identities}
+    for slot in IdentityRegistry.__slots__:
+        value = getattr(registry, slot)
+        items = value if isinstance(value, tuple) else (value,)
+        assert not any(isinstance(v, bytes) and v in raws for v in items)
+    assert hashlib.sha256(path.read_bytes()).hexdigest()  # file was written
