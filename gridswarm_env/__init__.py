@@ -11,33 +11,22 @@ has no side effects.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+# The submodule ``gridswarm_env.env`` is imported here, before the function ``env`` below is
+# defined, so that the package attribute ``env`` stays the AEC factory (PettingZoo's naming).
+from gridswarm_env.env import OBS_DIM, OBS_FIELDS, GridSwarmEnv
 from gridswarm_env.scenarios import SCENARIOS, get_scenario, scenario_names
-
-if TYPE_CHECKING:
-    from gridswarm_env.env import GridSwarmEnv
 
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str) -> Any:
-    # the environment (and pettingzoo, gymnasium, scipy) loads on first use, so light
-    # entry points such as ``python -m gridswarm_env.audit`` start fast
-    if name in ("GridSwarmEnv", "raw_env", "OBS_DIM", "OBS_FIELDS"):
-        from gridswarm_env import env as _env
-
-        return {"GridSwarmEnv": _env.GridSwarmEnv, "raw_env": _env.GridSwarmEnv,
-                "OBS_DIM": _env.OBS_DIM, "OBS_FIELDS": _env.OBS_FIELDS}[name]
-    raise AttributeError(f"module 'gridswarm_env' has no attribute {name!r}")
+raw_env = GridSwarmEnv
 
 
 def parallel_env(scenario: str = "price_spike", n_agents: int = 100, trust: str = "ed25519",
                  shadow: bool = False, render_mode: str | None = None,
                  **kwargs: Any) -> GridSwarmEnv:
     """Create the parallel environment (see :class:`GridSwarmEnv` for the arguments)."""
-    from gridswarm_env.env import GridSwarmEnv
-
     return GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, shadow=shadow,
                         render_mode=render_mode, **kwargs)
 

@@ -1,0 +1,579 @@
+"""Live terminal dashboard of one gridswarm episode, with scripted or learned agents.
+
+Usage::
+
+    python demo.py [--agents N] [--scenario S] [--policy heuristic|random|learned|PATH]
+                   [--seed N] [--shadow] [--steps N] [--no-live] [--json FILE]
+                   [--limits FILE] [--trust ed25519|hmac]
+
+Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``.
+
+The episode runs through :func:`policies.rollout.run_episode` (the loop evaluate.py and
+the tests use, so the KPIs are measured the same way); after every step
+:func:`measure_step` turns ``raw.last_info`` and the environment's state into a
+JSON-ready record, which feeds the live dashboard (:mod:`dashboard`, ``rich``) or,
+with ``--no-live`` or when stdout is not a terminal, one plain line per step plus the
+step's event lines. The per-step record adds to ``last_info``:
+
+* ``grid_load_mw`` = scenario base load + forecast shortage at the step's end
+  (:meth:`Scenario.forecast_shortage_mw`), ``lost_generation_mw`` (contingency);
+* ``price_signal_per_mwh``: the operator's price signal for the next round;
+* ``ders_active`` = agents whose executed balancing power is non-zero this step
+  (``raw.last_p_mw``; always 0 in shadow mode), ``ders_contracted`` = agents with an
+  energy contract for this step's window or an activated reserve contract;
+* ``offers`` = up to ``offers_per_step`` accepted bids of the round, in merit order:
+  agent, offered power (the kernel-enforced bid) and bid price; accepted power is
+  ``raw.awarded_next`` (energy) or the increase of ``raw.reserve_awarded_mw`` (reserve);
+* ``contracts_signed`` / ``contracts_rejected`` this step and in total, ``wall_s``.
+
+``--json FILE`` writes ``{"run": {...}, "steps": [...], "metrics": {...}}`` as strict
+JSON (NaN and ±inf become ``null``). Ctrl-C stops the episode cleanly: the summary
+is printed and the JSON written for the steps that ran (exit status 130). If the
+reader of stdout goes away (``| head``) the run stops quietly, still writes the JSON
+and exits 1. Bad arguments exit with status 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+EXIT_OK, EXIT_STDOUT_CLOSED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+TRUST_MODES = ("ed25519", "hmac")
+#: Shortest wall-clock interval between live refreshes (s): at most ~12 frames/s; a
+#: slow terminal stretches it so that drawing takes at most a quarter of the run.
+REFRESH_INTERVAL_S = 1.0 / 12.0
+#: ``raw.last_info`` keys copied into every step record.
+INFO_KEYS = ("step", "t_s", "freq_hz", "freq_min_hz", "freq_max_hz", "requirement_mw",
+             "request_mw", "delivered_mw", "would_dispatch_mw", "clearing_price_per_mwh",
+             "accepted_mw", "consensus", "negotiations", "blocked", "executed_violations",
+             "product", "shadow", "events")
+_EPS_MW = 1e-9
+
+
+class DemoError(ValueError):
+    """A user-facing error (bad option, missing model, bad limits file)."""
+
+
+def _check_int(owner: str, name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}.{name} = {value!r}: expected an integer >= {minimum}"
+                         + (" or None" if allow_none else ""))
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """One demo run.
+
+    :param n_agents: DER agents (>= 1).
+    :param scenario: a registered scenario name (:func:`gridswarm_env.scenario_names`).
+    :param policy: a registered policy name (``heuristic``, ``random``, ``learned``,
+        ``oracle``) or a path to a saved model.
+    :param seed: episode seed (>= 0): the env and the policy are reset with it.
+    :param shadow: run everything but dispatch nothing to the physics.
+    :param max_steps: stop after this many steps (None: the whole episode).
+    :param live: draw the rich live dashboard (else plain lines).
+    :param json_path: write the per-step records and final KPIs here.
+    :param limits_path: a kernel limits TOML file (see :mod:`gridswarm_env.kernel`).
+    :param trust: ``"ed25519"`` (default) or ``"hmac"``.
+    :param offers_per_step: accepted bids shown per step in the event feed.
+    """
+
+    n_agents: int = 100
+    scenario: str = "price_spike"
+    policy: str = "heuristic"
+    seed: int = 0
+    shadow: bool = False
+    max_steps: int | None = None
+    live: bool = True
+    json_path: str | None = None
+    limits_path: str | None = None
+    trust: str = "ed25519"
+    offers_per_step: int = 3
+
+    def __post_init__(self) -> None:
+        from gridswarm_env import scenario_names
+
+        owner = type(self).__name__
+        _check_int(owner, "n_agents", self.n_agents, 1)
+        _check_int(owner, "seed", self.seed, 0)
+        _check_int(owner, "max_steps", self.max_steps, 1, allow_none=True)
+        _check_int(owner, "offers_per_step", self.offers_per_step, 0)
+        if self.scenario not in scenario_names():
+            raise ValueError(f"{owner}.scenario = {self.scenario!r}: known scenarios are "
+                             f"{', '.join(scenario_names())}")
+        if self.trust not in TRUST_MODES:
+            raise ValueError(f"{owner}.trust = {self.trust!r}: expected one of "
+                             f"{', '.join(TRUST_MODES)}")
+        if not isinstance(self.policy, str) or not self.policy:
+            raise ValueError(f"{owner}.policy = {self.policy!r}: expected a policy name or a "
+                             f"model path")
+        if self.json_path is not None:
+            parent = Path(self.json_path).resolve().parent
+            if not parent.is_dir():
+                raise ValueError(f"{owner}.json_path = {self.json_path!r}: directory "
+                                 f"{str(parent)!r} does not exist")
+
+
+# ---------------------------------------------------------------------- command line
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, "
+                                             f"got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``demo.py`` argument parser."""
+    from gridswarm_env import scenario_names
+
+    p = _Parser(
+        prog="demo.py", description="Live grid dashboard: DER agents balance the grid through "
+        "a market, a message bus and signed contracts.")
+    p.add_argument("--agents", type=_int_at_least(1), default=100, metavar="N",
+                   help="number of DER agents (default 100)")
+    p.add_argument("--scenario", choices=scenario_names(), default="price_spike",
+                   help="scenario (default price_spike)")
+    p.add_argument("--policy", default="heuristic", metavar="NAME|PATH",
+                   help="heuristic, random, learned, oracle or a model path (default heuristic)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="N",
+                   help="episode seed (default 0)")
+    p.add_argument("--shadow", action="store_true",
+                   help="shadow mode: run market, contracts and kernel, dispatch nothing")
+    p.add_argument("--steps", type=_int_at_least(1), default=None, metavar="N",
+                   help="stop after N steps (default: the whole episode)")
+    p.add_argument("--no-live", action="store_true",
+                   help="plain lines instead of the live dashboard (automatic when stdout "
+                        "is not a terminal)")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="write per-step records and final KPIs as JSON")
+    p.add_argument("--limits", default=None, metavar="FILE", help="kernel limits TOML file")
+    p.add_argument("--trust", choices=TRUST_MODES, default="ed25519",
+                   help="contract signatures (default ed25519)")
+    return p
+
+
+def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOptions:
+    """Parsed arguments → :class:`DemoOptions` (live only on a terminal without --no-live)."""
+    return DemoOptions(n_agents=args.agents, scenario=args.scenario, policy=args.policy,
+                       seed=args.seed, shadow=args.shadow, max_steps=args.steps,
+                       live=is_terminal and not args.no_live, json_path=args.json,
+                       limits_path=args.limits, trust=args.trust)
+
+
+# ---------------------------------------------------------------------- session
+def default_model_path() -> Path | None:
+    """The shipped model ``--policy learned`` loads (``policies.learned.DEFAULT_MODEL``),
+    or None when ``policies/learned.py`` is not installed."""
+    try:
+        from policies import learned
+    except ModuleNotFoundError:
+        return None
+    return Path(learned.DEFAULT_MODEL)
+
+
+def build_policy(name_or_path: str):
+    """:func:`policies.make_policy` with user-facing errors.
+
+    :raises DemoError: unknown name, missing or unreadable model, or a policy module
+        that is not installed yet.
+    """
+    from policies import make_policy
+
+    if name_or_path == "learned":
+        model = default_model_path()
+        if model is not None and not model.is_file():
+            raise DemoError(f"no pretrained model at {model}; train one with python -m train "
+                            f"(or pass --policy PATH to a saved model)")
+    try:
+        return make_policy(name_or_path)
+    except ModuleNotFoundError as exc:
+        raise DemoError(f"policy {name_or_path!r} is not available: {exc}") from None
+    except ValueError as exc:
+        raise DemoError(str(exc)) from None
+    except (OSError, RuntimeError, KeyError, EOFError) as exc:   # model loaders' own errors
+        raise DemoError(f"could not load policy {name_or_path!r}: "
+                        f"{type(exc).__name__}: {exc}") from None
+
+
+@dataclass
+class Session:
+    """An environment and a policy, reset and ready (see :func:`open_session`)."""
+
+    options: DemoOptions
+    env: Any
+    policy: Any
+
+    @property
+    def raw(self):
+        return self.env.unwrapped
+
+
+def open_session(options: DemoOptions) -> Session:
+    """Build the policy and the environment and reset both once with ``options.seed``.
+
+    The reset here validates what only a reset can check (per-agent limits name real
+    agents, a learned model matches the spaces) before anything is drawn.
+
+    :raises DemoError: with a readable message for every user error.
+    """
+    import gridswarm_env
+
+    policy = build_policy(options.policy)
+    try:
+        env = gridswarm_env.parallel_env(
+            scenario=options.scenario, n_agents=options.n_agents, trust=options.trust,
+            shadow=options.shadow, limits=options.limits_path)
+        env.reset(seed=options.seed)
+        policy.reset(env.unwrapped, seed=options.seed)
+    except ValueError as exc:
+        raise DemoError(str(exc)) from None
+    return Session(options=options, env=env, policy=policy)
+
+
+class RecordingPolicy:
+    """Wraps a policy and keeps what :func:`measure_step` needs from just before a step.
+
+    It does not change the actions. Besides the policy's inputs and outputs it keeps
+    two environment arrays for display (energy contracts for the window about to run,
+    reserve awarded so far); the wrapped policy still sees only its observations.
+    """
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.name = policy.name
+        self.raw: Any = None
+        self.obs: np.ndarray | None = None
+        self.mask: np.ndarray | None = None
+        self.actions: np.ndarray | None = None
+        self.scheduled_mw: np.ndarray | None = None
+        self.reserve_awarded_mw: np.ndarray | None = None
+
+    def reset(self, env: Any, seed: int | None = None) -> None:
+        self.raw = env
+        self.policy.reset(env, seed=seed)
+
+    def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        actions = np.asarray(self.policy.act(obs, mask))
+        self.obs, self.mask, self.actions = obs, mask, actions
+        self.scheduled_mw = self.raw.scheduled_p_mw.copy()
+        self.reserve_awarded_mw = self.raw.reserve_awarded_mw.copy()
+        return actions
+
+
+# ---------------------------------------------------------------------- measuring a step
+def offered_power_mw(raw: Any, obs: np.ndarray, mask: np.ndarray,
+                     power_level: np.ndarray) -> np.ndarray:
+    """The bid power (MW) each agent published: its power level after the kernel.
+
+    Same rule as the env (:meth:`Kernel.enforce`: nearest feasible level, clipped to
+    the feasible interval), with the interval read from the observation columns
+    ``feasible_lo_rel``/``feasible_hi_rel`` x rated power.
+    """
+    from gridswarm_env.env import OBS_FIELDS
+
+    rated = raw.fleet.rated_power_mw
+    lo = obs[:, OBS_FIELDS.index("feasible_lo_rel")].astype(float) * rated
+    hi = obs[:, OBS_FIELDS.index("feasible_hi_rel")].astype(float) * rated
+    n_power = raw.config.market.n_power_levels
+    _, power_mw, _ = raw.kernel.enforce(np.asarray(power_level, dtype=np.int64),
+                                        mask[:, :n_power].astype(bool), lo, hi)
+    return power_mw
+
+
+def offer_lines(raw: Any, rec: RecordingPolicy, product: str, limit: int) -> list[str]:
+    """Up to ``limit`` accepted bids of the round just cleared, in merit order.
+
+    Accepted power per agent: energy contracts delivered to the agents this step
+    (``raw.awarded_next``) or, in a reserve round, the increase of
+    ``raw.reserve_awarded_mw``. Offered power is :func:`offered_power_mw`, the price is
+    the agent's bid price (contracts settle at the uniform clearing price).
+    """
+    if limit <= 0 or rec.actions is None:
+        return []
+    if product == "reserve":
+        awarded = raw.reserve_awarded_mw - rec.reserve_awarded_mw
+    else:
+        awarded = raw.awarded_next
+    idx = np.flatnonzero(np.abs(awarded) > _EPS_MW)
+    if not idx.size:
+        return []
+    bid_price = raw.price_levels[rec.actions[idx, 1]]
+    # shortage / reserve: cheapest offers first; surplus: highest price (least compensation)
+    order = np.argsort(bid_price if awarded[idx].sum() > 0 else -bid_price, kind="stable")
+    idx, bid_price = idx[order][:limit], bid_price[order][:limit]
+    offered = offered_power_mw(raw, rec.obs, rec.mask, rec.actions[:, 0])
+    lines = []
+    for i, price in zip(idx.tolist(), bid_price.tolist(), strict=True):
+        name, got, bid = raw.possible_agents[i], float(awarded[i]), float(offered[i])
+        partial = f", {abs(got):.2f} MW accepted" if abs(abs(got) - abs(bid)) > 5e-3 else ""
+        if product == "reserve":
+            lines.append(f"{name} offers {bid:.2f} MW of reserve at ${price:.0f}/MWh{partial}")
+        elif got > 0:
+            lines.append(f"{name} offers {bid:.2f} MW at ${price:.0f}/MWh{partial}")
+        else:
+            lines.append(f"{name} bids to absorb {abs(bid):.2f} MW at ${price:.0f}/MWh{partial}")
+    return lines
+
+
+def measure_step(raw: Any, info: Mapping[str, Any], rec: RecordingPolicy,
+                 metrics: Mapping[str, Any], prev_metrics: Mapping[str, Any] | None,
+                 wall_s: float, offers_per_step: int = 3) -> dict[str, Any]:
+    """One step's JSON-ready record (see the module docstring for the fields).
+
+    :param raw: the unwrapped environment, just after ``step_arrays``.
+    :param info: the step's ``raw.last_info``.
+    :param rec: the recording policy that chose the step's actions.
+    :param metrics: ``raw.episode_metrics()`` after the step.
+    :param prev_metrics: the same before the step (None on the first step).
+    :param wall_s: wall-clock seconds since the run started.
+    :param offers_per_step: accepted bids listed in ``offers``.
+    """
+    sc = raw.scenario
+    out: dict[str, Any] = {k: info[k] for k in INFO_KEYS if k in info}
+    t = float(info["t_s"])
+    out["grid_load_mw"] = sc.base_load_mw + float(sc.forecast_shortage_mw(t))
+    out["lost_generation_mw"] = float(sc.lost_generation_mw(t))
+    out["price_signal_per_mwh"] = float(raw.round_price_signal)
+    out["ders_active"] = int(np.count_nonzero(np.abs(raw.last_p_mw) > _EPS_MW))
+    reserve_on = np.isfinite(raw.activation_s) & (raw.reserve_mw > _EPS_MW)
+    scheduled = rec.scheduled_mw if rec.scheduled_mw is not None else np.zeros(raw.n_agents)
+    out["ders_contracted"] = int(np.count_nonzero((np.abs(scheduled) > _EPS_MW) | reserve_on))
+    out["offers"] = offer_lines(raw, rec, str(info.get("product", "energy")), offers_per_step)
+    for key in ("contracts_signed", "contracts_rejected"):
+        before = prev_metrics.get(key, 0) if prev_metrics else 0
+        out[key] = int(metrics[key]) - int(before)
+        out[f"{key}_total"] = int(metrics[key])
+    out["wall_s"] = wall_s
+    return out
+
+
+def plain_line(record: Mapping[str, Any]) -> str:
+    """One plain text line per step: t, f, request, delivered, price, contracts, blocked."""
+    price = record.get("clearing_price_per_mwh")
+    price_s = "      -" if price is None or math.isnan(price) else f"{price:7.1f}"
+    return (f"t={record['t_s']:7.1f}s f={record['freq_hz']:8.4f}Hz "
+            f"req={record['request_mw']:+8.2f}MW deliv={record['delivered_mw']:+8.2f}MW "
+            f"price={price_s}$/MWh contracts={record['contracts_signed']:4d} "
+            f"blocked={record['blocked']:4d}" + (" [SHADOW]" if record.get("shadow") else ""))
+
+
+def event_lines(record: Mapping[str, Any]) -> list[str]:
+    """The step's market events and accepted offers as indented plain lines."""
+    t = record["t_s"]
+    return [f"  [{t:7.1f} s] {e}" for e in [*record.get("events", []), *record.get("offers", [])]]
+
+
+# ---------------------------------------------------------------------- JSON
+def strict_json(value: Any) -> Any:
+    """``value`` made strict-JSON-safe: NaN/±inf → None, numpy scalars and arrays → Python,
+    tuples → lists, mapping keys → str."""
+    if isinstance(value, Mapping):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return strict_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]],
+               metrics: Mapping[str, Any]) -> None:
+    """Write ``{"run", "steps", "metrics"}`` as strict JSON (``allow_nan=False``)."""
+    doc = strict_json({"run": run, "steps": list(steps), "metrics": metrics})
+    Path(path).write_text(json.dumps(doc, allow_nan=False, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------- the run
+@dataclass
+class DemoResult:
+    """What a run produced."""
+
+    steps: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    stop_reason: str | None   # None (episode or --steps done), "interrupted", "stdout closed"
+    wall_s: float
+    run: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def interrupted(self) -> bool:
+        """True when the run stopped early for Ctrl-C or a closed stdout."""
+        return self.stop_reason is not None
+
+
+def run_demo(session: Session, console: Any = None,
+             write: Callable[[str], None] | None = None) -> DemoResult:
+    """Run the episode, showing it live or as plain lines; Ctrl-C stops it cleanly.
+
+    :param session: from :func:`open_session`.
+    :param console: a ``rich.console.Console`` for the live view (built if None).
+    :param write: sink for plain lines (default: stdout, flushed per line).
+    :returns: the per-step records, the final KPIs and whether it was interrupted.
+    """
+    from rich.console import Console
+    from rich.live import Live
+
+    from dashboard import Dashboard
+    from policies.rollout import run_episode
+
+    opts, raw = session.options, session.raw
+    console = console or Console()
+    write = write or _stdout_line
+    rec = RecordingPolicy(session.policy)
+    steps: list[dict[str, Any]] = []
+    dash = Dashboard({"scenario": raw.scenario.name, "n_agents": raw.n_agents,
+                      "policy": session.policy.name, "trust": raw.config.trust,
+                      "seed": opts.seed, "shadow": raw.config.shadow,
+                      "episode_steps": raw.scenario.episode_steps, "dt_s": raw.config.dt_s,
+                      "has_event": raw.scenario.has_event})
+    state: dict[str, Any] = {"prev": None, "refresh_at": 0.0, "live": None}
+    start = time.perf_counter()
+
+    def on_step(env: Any, info: dict[str, Any]) -> None:
+        metrics = env.episode_metrics()
+        wall = time.perf_counter() - start
+        record = measure_step(env, info, rec, metrics, state["prev"], wall, opts.offers_per_step)
+        state["prev"] = metrics
+        steps.append(record)
+        if state["live"] is None:
+            write(plain_line(record))
+            for line in event_lines(record):
+                write(line)
+            return
+        dash.update(record, metrics, env.bus.stats())
+        if wall >= state["refresh_at"]:
+            state["live"].refresh()
+            # at most ~12 frames/s, and drawing at most ~1/4 of the wall clock
+            drawn = time.perf_counter() - start
+            state["refresh_at"] = drawn + max(REFRESH_INTERVAL_S, 3.0 * (drawn - wall))
+
+    stop: str | None = None
+    try:
+        if opts.live:
+            with Live(dash, console=console, auto_refresh=False, transient=False) as live:
+                state["live"] = live
+                try:
+                    run_episode(session.env, rec, seed=opts.seed, max_steps=opts.max_steps,
+                                on_step=on_step)
+                except KeyboardInterrupt:
+                    stop = "interrupted"
+                dash.status = stop or "finished"
+                live.refresh()
+        else:
+            run_episode(session.env, rec, seed=opts.seed, max_steps=opts.max_steps,
+                        on_step=on_step)
+    except KeyboardInterrupt:
+        stop = "interrupted"
+    except BrokenPipeError:   # the reader of stdout went away (e.g. `| head`)
+        stop = "stdout closed"
+    wall = time.perf_counter() - start
+    metrics = raw.episode_metrics()
+    run = {**asdict(opts), "policy_name": session.policy.name, "steps_run": len(steps),
+           "episode_steps": raw.scenario.episode_steps, "interrupted": stop is not None,
+           "stop_reason": stop, "wall_s": wall,
+           "agent_steps_per_s": len(steps) * raw.n_agents / wall if wall > 0 else None}
+    return DemoResult(steps=steps, metrics=metrics, stop_reason=stop, wall_s=wall, run=run)
+
+
+def _stdout_line(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def print_summary(result: DemoResult, console: Any) -> None:
+    """The KPI summary table and the run's wall-clock figures."""
+    from dashboard import summary_table
+
+    r = result.run
+    state = "interrupted after" if result.interrupted else "ran"
+    console.print(f"KPI summary: {r['scenario']}, {r['n_agents']} agents, policy "
+                  f"{r['policy_name']}, seed {r['seed']}, trust {r['trust']}"
+                  + (", SHADOW mode (nothing dispatched)" if r["shadow"] else ""))
+    console.print(summary_table(result.metrics))
+    line = f"{state} {r['steps_run']}/{r['episode_steps']} steps"
+    if result.wall_s > 0:
+        negotiations = result.metrics.get("negotiations", 0) / result.wall_s
+        line += (f" in {result.wall_s:.2f} s wall clock ({r['agent_steps_per_s']:,.0f} "
+                 f"agent-steps/s, {negotiations:,.0f} negotiations/s)")
+    console.print(line)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT inside the block (main thread only; restored afterwards)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0; 1 stdout closed; 2 bad input;
+    130 Ctrl-C)."""
+    from rich.console import Console
+
+    args = build_parser().parse_args(argv)   # argparse prints usage + message, exits 2
+    console = Console()
+    try:
+        options = options_from_args(args, is_terminal=sys.stdout.isatty())
+        session = open_session(options)
+    except ValueError as exc:
+        print(f"demo.py: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("demo.py: interrupted before the episode started", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    result = run_demo(session, console=console)
+    with _sigint_ignored():   # a second Ctrl-C must not lose the summary or the JSON
+        session.env.close()
+        if result.stop_reason == "stdout closed":
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        else:
+            print_summary(result, console)
+        if options.json_path is not None:
+            write_json(options.json_path, result.run, result.steps, result.metrics)
+            console.print(f"wrote {options.json_path}")
+    if result.stop_reason == "stdout closed":
+        return EXIT_STDOUT_CLOSED
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

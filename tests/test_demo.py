@@ -1,0 +1,526 @@
+"""Tests of demo.py (and dashboard.py) — mostly as a user runs it: as a subprocess.
+
+* every scenario, ``--shadow``, ``--trust hmac --limits FILE``, the default policy and
+  ``--policy learned`` run with ``--no-live --json`` (small fleets, ``--steps``); the
+  JSON is strict and its records agree with the KPIs and with each other;
+* bad flags exit non-zero with a one-line message and no traceback;
+* Ctrl-C stops cleanly (summary printed, JSON written, exit 130), in plain mode
+  (SIGINT) and in the live view (``^C`` typed into a pseudo-terminal);
+* the live dashboard itself runs under a pseudo-terminal (``pty.fork``);
+* in-process: the demo's per-step records equal :func:`policies.rollout.run_episode`'s
+  trace for the same seed (differential check), accepted-offer lines agree with the
+  market's pay-as-clear rule, and the helpers (sparkline, strict JSON) behave.
+
+The subprocesses of one group are launched together (2-core machine, ~1 s of imports
+each) and checked by separate tests.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:   # demo.py and dashboard.py are top-level scripts
+    sys.path.insert(0, str(ROOT))
+
+import dashboard  # noqa: E402
+import demo  # noqa: E402
+from gridswarm_env.metrics import KPI_KEYS  # noqa: E402
+
+TIMEOUT_S = 120
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
+HAS_HEURISTIC = (ROOT / "policies" / "heuristic.py").is_file()
+MODEL = demo.default_model_path()
+HAS_MODEL = MODEL is not None and MODEL.is_file()
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "demo.py"), *args]
+
+
+def _strict_load(text: str) -> dict:
+    """json.loads that refuses NaN/Infinity (strict JSON)."""
+
+    def refuse(name: str):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _launch(cases: dict[str, list[str]], tmp: Path, with_json: bool = True) -> dict[str, dict]:
+    """Start every case at once, wait for all; returns rc, stdout, stderr, json per case."""
+    procs = {}
+    for name, args in cases.items():
+        extra = ["--json", str(tmp / f"{name}.json")] if with_json else []
+        cmd = _cmd(*(a.format(tmp=tmp) for a in args), *extra)
+        if name == "model_path":
+            cmd = [sys.executable, "-c", MODEL_THEN_DEMO, str(tmp / "tiny_model.zip"), *cmd[2:]]
+        procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+    out = {}
+    for name, p in procs.items():
+        stdout, stderr = p.communicate(timeout=TIMEOUT_S)
+        path = tmp / f"{name}.json"
+        out[name] = {"rc": p.returncode, "stdout": stdout, "stderr": stderr,
+                     "json": _strict_load(path.read_text()) if path.exists() else None}
+    return out
+
+
+# ---------------------------------------------------------------------- good runs
+SMALL = ("--agents", "20", "--no-live")
+RUNS = {
+    "price_spike": [*SMALL, "--scenario", "price_spike", "--policy", "random", "--steps", "40"],
+    "solar_surplus": [*SMALL, "--scenario", "solar_surplus", "--policy", "random",
+                      "--steps", "40"],
+    "emergency": [*SMALL, "--scenario", "emergency", "--policy", "random", "--steps", "14"],
+    "shadow": [*SMALL, "--scenario", "price_spike", "--policy", "random", "--steps", "40",
+               "--shadow"],
+    # the price_spike run again, with HMAC trust and a limits file (added in the fixture)
+    "hmac_limits": [*SMALL, "--scenario", "price_spike", "--policy", "random", "--steps", "40",
+                    "--trust", "hmac", "--seed", "0"],
+}
+if HAS_HEURISTIC:
+    RUNS["default_policy"] = ["--agents", "20", "--no-live", "--steps", "30"]
+if HAS_MODEL:
+    RUNS["learned"] = [*SMALL, "--policy", "learned", "--steps", "10"]
+else:   # --policy PATH with a freshly built (untrained) MaskablePPO model
+    RUNS["model_path"] = [*SMALL, "--policy", "{tmp}/tiny_model.zip", "--steps", "10"]
+SCENARIO_RUNS = ("price_spike", "solar_surplus", "emergency")
+
+#: Saves an untrained MaskablePPO model with gridswarm's spaces to argv[1], then runs
+#: demo.py as ``__main__`` with argv[2:] (one process, so torch loads once).
+MODEL_THEN_DEMO = """
+import runpy, sys
+import gymnasium as gym, numpy as np
+from gymnasium import spaces
+from sb3_contrib import MaskablePPO
+from gridswarm_env.env import OBS_DIM
+
+class Spaces(gym.Env):
+    observation_space = spaces.Box(-5.0, 5.0, (OBS_DIM,), np.float32)
+    action_space = spaces.MultiDiscrete([21, 11])
+
+MaskablePPO("MlpPolicy", Spaces(), seed=0, device="cpu",
+            policy_kwargs={"net_arch": [16]}).save(sys.argv[1])
+sys.argv = ["demo.py", *sys.argv[2:]]
+runpy.run_path("demo.py", run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, dict]:
+    tmp = tmp_path_factory.mktemp("demo_runs")
+    limits = tmp / "limits.toml"
+    limits.write_text("[battery]\nmax_discharge_mw = 0.0\n")
+    cases = dict(RUNS)
+    cases["hmac_limits"] = [*cases["hmac_limits"], "--limits", str(limits)]
+    return _launch(cases, tmp)
+
+
+def _check_common(res: dict, n_steps: int, scenario: str) -> dict:
+    assert res["rc"] == 0, res["stderr"]
+    assert "Traceback" not in res["stderr"]
+    doc = res["json"]
+    assert set(doc) == {"run", "steps", "metrics"}
+    steps, metrics = doc["steps"], doc["metrics"]
+    assert len(steps) == n_steps == doc["run"]["steps_run"] == metrics["steps"]
+    assert doc["run"]["interrupted"] is False and metrics["scenario"] == scenario
+    assert set(KPI_KEYS) <= set(metrics)
+    assert metrics["executed_violations"] == 0
+    # plain output: one line per step, in order, then the summary table
+    lines = [ln for ln in res["stdout"].splitlines() if ln.startswith("t=")]
+    assert len(lines) == n_steps
+    for line, rec in zip(lines, steps, strict=True):
+        assert line.startswith(f"t={rec['t_s']:7.1f}s f={rec['freq_hz']:8.4f}Hz")
+        assert f"blocked={rec['blocked']:4d}" in line
+    assert "system cost" in res["stdout"] and "executed violations" in res["stdout"]
+    assert "╭" not in res["stdout"]   # no dashboard panel drawn in plain mode
+    # per-step records are consistent with the final KPIs
+    assert [r["step"] for r in steps] == list(range(n_steps))
+    assert sum(r["negotiations"] for r in steps) == metrics["negotiations"]
+    assert sum(r["contracts_signed"] for r in steps) == metrics["contracts_signed"]
+    assert steps[-1]["contracts_signed_total"] == metrics["contracts_signed"]
+    assert sum(r["blocked"] for r in steps) == metrics["blocked_attempts"]
+    nadir = min(60.0, *(r["freq_min_hz"] for r in steps))   # the KPI starts at 60 Hz
+    assert nadir == pytest.approx(metrics["frequency_nadir_hz"])
+    for r in steps:
+        assert 0 <= r["ders_active"] <= 20 and 0 <= r["ders_contracted"] <= 20
+        price = r["clearing_price_per_mwh"]
+        assert (price is None) == (r["negotiations"] == 0)
+        assert len(r["offers"]) <= 3 and (r["offers"] == [] or r["negotiations"] > 0)
+    return doc
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_RUNS)
+def test_every_scenario_runs_plain_with_json(runs, scenario) -> None:
+    n = int(RUNS[scenario][RUNS[scenario].index("--steps") + 1])
+    doc = _check_common(runs[scenario], n, scenario)
+    steps = doc["steps"]
+    assert any(r["negotiations"] > 0 for r in steps), "no market round cleared"
+    assert any(r["offers"] for r in steps)
+    assert any(r["ders_active"] > 0 for r in steps)
+    for r in steps:   # without shadow, executed = would-be dispatch
+        assert r["delivered_mw"] == pytest.approx(r["would_dispatch_mw"])
+    out = runs[scenario]["stdout"]
+    # event lines printed under their step, e.g. "15 agents reach agreement …"
+    assert re.search(r"^\s+\[\s*\d+\.\d s\] \d+ agents reach agreement", out, re.M)
+    assert re.search(r"^\s+\[\s*\d+\.\d s\] \w+_\d{3} (offers|bids to absorb) \d+\.\d\d MW",
+                     out, re.M)
+
+
+def test_emergency_event_and_response_are_reported(runs) -> None:
+    doc = runs["emergency"]["json"]
+    steps, m = doc["steps"], doc["metrics"]
+    events = [e for r in steps for e in r["events"]]
+    assert any(e.startswith("EMERGENCY: 100 MW lost at t = 10.0 s") for e in events)
+    assert any("reserve" in o for r in steps for o in r["offers"])
+    assert m["emergency_response_latency_ms"] is not None
+    assert 0 < m["emergency_response_latency_ms"] <= 100
+    assert steps[-1]["lost_generation_mw"] == 100.0 and steps[0]["lost_generation_mw"] == 0.0
+    assert "EMERGENCY: 100 MW lost" in runs["emergency"]["stdout"]
+
+
+def test_shadow_mode_dispatches_nothing_and_is_marked(runs) -> None:
+    doc = _check_common(runs["shadow"], 40, "price_spike")
+    steps = doc["steps"]
+    assert doc["metrics"]["shadow"] is True and doc["run"]["shadow"] is True
+    assert all(r["delivered_mw"] == 0.0 and r["ders_active"] == 0 for r in steps)
+    assert any(r["would_dispatch_mw"] > 0 for r in steps), "nothing would have been dispatched"
+    assert any(r["ders_contracted"] > 0 for r in steps)
+    lines = [ln for ln in runs["shadow"]["stdout"].splitlines() if ln.startswith("t=")]
+    assert all(ln.endswith("[SHADOW]") for ln in lines)
+    assert "SHADOW mode" in runs["shadow"]["stdout"]
+
+
+def test_hmac_trust_and_limits_file(runs) -> None:
+    doc = _check_common(runs["hmac_limits"], 40, "price_spike")
+    assert doc["metrics"]["trust"] == "hmac" and doc["run"]["seed"] == 0
+    assert doc["run"]["limits_path"].endswith("limits.toml")
+    # Batteries may not discharge (max_discharge_mw = 0): in the first 40 s of the
+    # evening ramp nobody else has upward power to sell, so nothing clears and no DER
+    # moves; the same seed without the file sells battery energy.
+    assert sum(r["negotiations"] for r in doc["steps"]) == 0
+    assert all(r["ders_active"] == 0 and r["offers"] == [] for r in doc["steps"])
+    unlimited = [o for r in runs["price_spike"]["json"]["steps"] for o in r["offers"]]
+    assert any(o.startswith("battery_") for o in unlimited)
+
+
+@pytest.mark.skipif(not HAS_HEURISTIC, reason="policies/heuristic.py not written yet")
+def test_default_policy_is_heuristic(runs) -> None:
+    doc = _check_common(runs["default_policy"], 30, "price_spike")
+    assert doc["run"]["policy_name"] == "heuristic" and doc["run"]["n_agents"] == 20
+    assert doc["run"]["trust"] == "ed25519"
+
+
+@pytest.mark.skipif(not HAS_MODEL, reason=f"no pretrained model at {MODEL} yet "
+                    "(policies/learned.py's DEFAULT_MODEL; train one with python -m train)")
+def test_learned_policy_runs(runs) -> None:
+    doc = _check_common(runs["learned"], 10, "price_spike")
+    assert doc["run"]["policy_name"] == "learned"
+
+
+@pytest.mark.skipif(HAS_MODEL, reason="the shipped model is tested via --policy learned")
+def test_policy_path_loads_a_saved_model(runs) -> None:
+    doc = _check_common(runs["model_path"], 10, "price_spike")
+    assert doc["run"]["policy_name"] == "learned"
+    assert doc["run"]["policy"].endswith("tiny_model.zip")
+
+
+# ---------------------------------------------------------------------- bad flags
+BAD = {
+    "agents_zero": (["--agents", "0"], "--agents"),
+    "agents_text": (["--agents", "many"], "--agents"),
+    "unknown_scenario": (["--scenario", "blackout"], "blackout"),
+    "unknown_policy": (["--policy", "genius"], "unknown policy 'genius'"),
+    "missing_model": (["--policy", "no/such/model.zip"], "does not exist"),
+    "corrupt_model": (["--policy", "{tmp}/corrupt.zip"], "corrupt.zip"),
+    "missing_limits": (["--policy", "random", "--limits", "{tmp}/none.toml"], "none.toml"),
+    "bad_limits_toml": (["--policy", "random", "--limits", "{tmp}/bad.toml"], "not valid TOML"),
+    "limits_unknown_agent": (["--policy", "random", "--limits", "{tmp}/agent.toml"],
+                             "battery_999"),
+    "steps_zero": (["--steps", "0"], "--steps"),
+    "bad_trust": (["--trust", "rsa"], "--trust"),
+    "json_dir_missing": (["--policy", "random", "--json", "{tmp}/no/dir/out.json"], "no/dir"),
+}
+if not HAS_MODEL:
+    BAD["learned_without_model"] = (["--policy", "learned"], "python -m train")
+
+
+def _bad_files(tmp: Path) -> None:
+    (tmp / "corrupt.zip").write_bytes(b"this is not a model")
+    (tmp / "bad.toml").write_text("[battery\n")
+    (tmp / "agent.toml").write_text("[agents.battery_999]\nsoc_min = 0.3\n")
+
+
+def _bad_args(case: str, tmp: Path) -> list[str]:
+    # a small fleet first; a case's own --agents comes later and wins
+    return ["--agents", "5", "--no-live", *(a.format(tmp=tmp) for a in BAD[case][0])]
+
+
+def _check_one_line_error(case: str, rc: int, stdout: str, stderr: str) -> None:
+    assert rc == demo.EXIT_USAGE, (case, stdout, stderr)
+    assert "Traceback" not in stderr + stdout
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("demo.py: error: ")
+    assert BAD[case][1] in lines[0], lines[0]
+    assert stdout == ""
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_flags_exit_with_one_line_message(case, tmp_path, capsys) -> None:
+    """Every bad input through demo.main (in-process: a traceback would escape main)."""
+    _bad_files(tmp_path)
+    try:
+        rc = demo.main(_bad_args(case, tmp_path))
+    except SystemExit as exc:   # argparse's errors
+        rc = exc.code
+    out = capsys.readouterr()
+    _check_one_line_error(case, rc, out.out, out.err)
+
+
+def test_bad_flags_as_subprocesses(tmp_path) -> None:
+    """The same, as a user sees it, for one error of each stage: argument parsing,
+    policy loading, limits checked at reset."""
+    _bad_files(tmp_path)
+    cases = ("agents_zero", "corrupt_model", "limits_unknown_agent")
+    procs = {c: subprocess.Popen(_cmd(*_bad_args(c, tmp_path)), cwd=ROOT, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in cases}
+    for case, p in procs.items():
+        stdout, stderr = p.communicate(timeout=TIMEOUT_S)
+        _check_one_line_error(case, p.returncode, stdout, stderr)
+
+
+# ---------------------------------------------------------------------- Ctrl-C, plain
+def test_sigint_stops_cleanly_and_still_writes_summary_and_json(tmp_path) -> None:
+    out = tmp_path / "int.json"
+    p = subprocess.Popen(_cmd("--agents", "100", "--policy", "random", "--no-live",
+                              "--json", str(out)), cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()        # the episode is running
+    assert first.startswith("t="), first + p.stderr.read()
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=TIMEOUT_S)
+    assert p.returncode == demo.EXIT_INTERRUPTED, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted after" in stdout and "system cost" in stdout
+    doc = _strict_load(out.read_text())
+    assert doc["run"]["interrupted"] is True and doc["run"]["stop_reason"] == "interrupted"
+    assert 1 <= len(doc["steps"]) < 300
+    assert doc["metrics"]["steps"] >= len(doc["steps"])
+
+
+# ---------------------------------------------------------------------- live, under a pty
+def _run_in_pty(args: list[str], interrupt_after: str | None = None,
+                cols: int = 110, rows: int = 42) -> tuple[int, str]:
+    """Run demo.py on a pseudo-terminal; optionally type ^C once ``interrupt_after``
+    appears. Returns (exit status, output without ANSI escapes)."""
+    env = {**os.environ, "COLUMNS": str(cols), "LINES": str(rows), "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    pid, fd = pty.fork()
+    if pid == 0:   # child: the pty is its controlling terminal
+        try:
+            os.chdir(ROOT)
+            os.execve(sys.executable, _cmd(*args), env)
+        finally:
+            os._exit(127)
+    chunks: list[bytes] = []
+    sent = False
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:   # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        if (interrupt_after and not sent
+                and interrupt_after in ANSI.sub("", b"".join(chunks).decode(errors="replace"))):
+            os.write(fd, b"\x03")   # the terminal turns ^C into SIGINT
+            sent = True
+    else:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = ANSI.sub("", b"".join(chunks).decode("utf-8", errors="replace"))
+    return os.waitstatus_to_exitcode(status), text
+
+
+def test_live_dashboard_under_a_pseudo_terminal() -> None:
+    rc, text = _run_in_pty(["--agents", "20", "--scenario", "emergency", "--policy", "random",
+                            "--steps", "25"])
+    assert rc == 0, text[-2000:]
+    assert "Traceback" not in text
+    frame = text[text.rfind("gridswarm  emergency"):]
+    for label in ("20 DERs", "policy random", "trust ed25519", "finished", "frequency",
+                  "band (NERC)", "59.95–60.05 Hz", "grid load", "DERs active",
+                  "clearing price", "negotiations/s", "consensus rate", "emergency resp.",
+                  "contracts signed", "blocked attempts", "executed violations",
+                  "agent message bus", "market events", "EMERGENCY: 100 MW lost"):
+        assert label in frame, label
+    assert re.search(r"last \d+ steps\s+[▁▂▃▄▅▆▇█]{5,}", frame)   # the sparkline
+    assert re.search(r"emergency resp\.\s+\d+\.\d ms", frame)   # measured latency
+    assert "system cost" in text[text.rfind("KPI summary"):]
+    assert not re.search(r"^t=\s*\d", text, re.M)   # no plain lines on a terminal
+
+
+def test_live_dashboard_ctrl_c_and_shadow_banner(tmp_path) -> None:
+    out = tmp_path / "live.json"
+    rc, text = _run_in_pty(["--agents", "100", "--policy", "random", "--shadow",
+                            "--json", str(out)], interrupt_after="SHADOW MODE")
+    assert rc == demo.EXIT_INTERRUPTED, text[-2000:]
+    assert "Traceback" not in text
+    assert "nothing is dispatched to the grid" in text
+    assert "interrupted after" in text and "system cost" in text
+    doc = _strict_load(out.read_text())
+    assert doc["run"]["interrupted"] is True and doc["run"]["live"] is True
+    assert len(doc["steps"]) < 300
+
+
+# ---------------------------------------------------------------------- in-process
+@pytest.fixture(scope="module")
+def session_run():
+    """A 20-agent random run of 60 price_spike steps, through demo's own functions."""
+    opts = demo.DemoOptions(n_agents=20, scenario="price_spike", policy="random", seed=5,
+                            max_steps=60, live=False, trust="hmac", offers_per_step=50)
+    lines: list[str] = []
+    session = demo.open_session(opts)
+    result = demo.run_demo(session, write=lines.append)
+    return session, result, lines
+
+
+def test_records_equal_run_episode_trace_for_the_same_seed(session_run) -> None:
+    import gridswarm_env
+    from policies import make_policy
+    from policies.rollout import run_episode
+
+    _, result, lines = session_run
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=20, trust="hmac")
+    ref = run_episode(env, make_policy("random"), seed=5, max_steps=60)
+    for key in ("t_s", "freq_hz", "freq_min_hz", "request_mw", "delivered_mw",
+                "accepted_mw", "negotiations", "blocked"):
+        assert [r[key] for r in result.steps] == ref.trace[key], key
+    prices = [r["clearing_price_per_mwh"] for r in result.steps]
+    assert all((math.isnan(a) and math.isnan(b)) or a == b
+               for a, b in zip(prices, ref.trace["clearing_price_per_mwh"], strict=True))
+    for key in KPI_KEYS:
+        assert result.metrics[key] == ref.metrics[key], key
+    assert sum(ln.startswith("t=") for ln in lines) == 60
+
+
+def test_offer_lines_follow_pay_as_clear(session_run) -> None:
+    """Listed offers are accepted bids: priced at or below the clearing price in a
+    shortage (at or above in a surplus), listed in merit order, and as many as the
+    round accepted (offers_per_step=50 lists them all)."""
+    pattern = re.compile(r"^(\w+_\d{3}) (offers|bids to absorb) (\d+\.\d\d) MW at "
+                         r"\$(-?\d+)/MWh(?:, (\d+\.\d\d) MW accepted)?$")
+    _, result, _ = session_run
+    checked = 0
+    for r in result.steps:
+        if not r["negotiations"]:
+            continue
+        parsed = [pattern.match(o) for o in r["offers"]]
+        assert all(parsed), r["offers"]
+        assert len(parsed) == r["negotiations"]
+        prices = [int(m[4]) for m in parsed]
+        clearing = r["clearing_price_per_mwh"]
+        accepted = sum(float(m[5] or m[3]) for m in parsed)
+        assert accepted == pytest.approx(abs(r["accepted_mw"]), abs=0.01 * len(parsed) + 1e-6)
+        if r["accepted_mw"] > 0:
+            assert all(m[2] == "offers" for m in parsed)
+            assert prices == sorted(prices) and max(prices) <= clearing + 1e-9
+        else:
+            assert all(m[2] == "bids to absorb" for m in parsed)
+            assert prices == sorted(prices, reverse=True) and min(prices) >= clearing - 1e-9
+        for m in parsed:   # a partly accepted bid offered more than it got
+            if m[5] is not None:
+                assert float(m[5]) < float(m[3])
+        checked += 1
+    assert checked >= 5
+
+
+def test_same_seed_same_records() -> None:
+    def records() -> list[dict]:
+        opts = demo.DemoOptions(n_agents=10, scenario="solar_surplus", policy="random",
+                                seed=11, max_steps=40, live=False, trust="hmac")
+        res = demo.run_demo(demo.open_session(opts), write=lambda _line: None)
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in res.steps]
+
+    a, b = records(), records()
+    assert json.dumps(demo.strict_json(a)) == json.dumps(demo.strict_json(b))
+
+
+def test_dashboard_shows_the_measured_values(session_run) -> None:
+    session, result, _ = session_run
+    raw = session.raw
+    dash = dashboard.Dashboard({"scenario": "price_spike", "n_agents": 20, "policy": "random",
+                                "trust": "hmac", "seed": 5, "shadow": True,
+                                "episode_steps": 300, "dt_s": 1.0, "has_event": False})
+    for r in result.steps:
+        dash.update(r, result.metrics, raw.bus.stats())
+    console = Console(file=io.StringIO(), width=110, height=45, record=True,
+                      color_system=None, force_terminal=False)
+    console.print(dash)
+    text = console.export_text()
+    last, m = result.steps[-1], result.metrics
+    assert f"{last['freq_hz']:.4f} Hz" in text
+    assert f"{m['frequency_nadir_hz']:.4f} / {m['frequency_zenith_hz']:.4f} Hz" in text
+    assert f"{last['grid_load_mw']:,.1f} MW" in text
+    shown = re.search(r"last (\d+) steps\s+([▁▂▃▄▅▆▇█]+)", text)
+    assert shown and int(shown[1]) == len(shown[2]) == min(len(result.steps), dash.spark_width)
+    assert "SHADOW MODE" in text and "no event" in text
+    assert f"{m['contracts_signed']:,d}" in text
+    assert len(text.splitlines()) <= 45   # the feed shrinks to fit the terminal
+
+
+def test_sparkline_and_frequency_colours() -> None:
+    assert dashboard.sparkline([0, 1, 2, 3, 4, 5, 6, 7], 0, 7) == dashboard.SPARK_BLOCKS
+    assert dashboard.sparkline([-5, 50], 0, 10) == "▁█"          # clipped
+    assert dashboard.sparkline([1.0, 2.0], 3.0, 3.0) == "▄▄"      # degenerate scale
+    text = dashboard.frequency_sparkline([60.0, 59.9, 60.06, 60.04])
+    console = Console(file=io.StringIO())
+    styles = [str(text.get_style_at_offset(console, i)) for i in range(4)]
+    assert styles[0] == styles[3] and "green" in styles[0]
+    assert "red" in styles[1] and "red" in styles[2]
+    assert str(text)[1] == "▁" and str(text)[2] == "█"   # scale = [59.9, 60.06]
+
+
+def test_strict_json_and_compact_counts() -> None:
+    doc = demo.strict_json({"a": float("nan"), "b": [np.float64("inf"), np.int64(3)],
+                            "c": (np.bool_(True), -math.inf), 4: np.array([1.5, np.nan])})
+    assert doc == {"a": None, "b": [None, 3], "c": [True, None], "4": [1.5, None]}
+    json.dumps(doc, allow_nan=False)
+    counts = (950, 9999, 60_100, 99_999, 654_321, 999_999, 1_234_567, 12_345_678, None)
+    assert [dashboard.compact_count(n) for n in counts] == \
+        ["950", "9,999", "60.1k", "100k", "654k", "1.00M", "1.23M", "12.3M", "—"]
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match=r"DemoOptions\.n_agents = 0"):
+        demo.DemoOptions(n_agents=0)
+    with pytest.raises(ValueError, match=r"DemoOptions\.scenario = 'x'.*price_spike"):
+        demo.DemoOptions(scenario="x")
+    with pytest.raises(ValueError, match=r"DemoOptions\.trust = 'rsa'"):
+        demo.DemoOptions(trust="rsa")
+    with pytest.raises(ValueError, match=r"DemoOptions\.max_steps = 0"):
+        demo.DemoOptions(max_steps=0)
+    with pytest.raises(demo.DemoError, match="unknown policy"):
+        demo.build_policy("genius")
