@@ -23,16 +23,20 @@ __version__ = "0.1.0"
 raw_env = GridSwarmEnv
 
 
-def parallel_env(scenario: str = "price_spike", n_agents: int = 100, trust: str = "ed25519",
-                 shadow: bool = False, render_mode: str | None = None,
-                 **kwargs: Any) -> GridSwarmEnv:
-    """Create the parallel environment (see :class:`GridSwarmEnv` for the arguments)."""
+def parallel_env(scenario: str = "price_spike", n_agents: int | None = None,
+                 trust: str | None = None, shadow: bool | None = None,
+                 render_mode: str | None = None, **kwargs: Any) -> GridSwarmEnv:
+    """Create the parallel environment (see :class:`GridSwarmEnv` for the arguments).
+
+    ``n_agents``, ``trust`` and ``shadow`` default to ``config`` (an
+    :class:`~gridswarm_env.config.EnvConfig`, default 100 agents, ed25519, live).
+    """
     return GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, shadow=shadow,
                         render_mode=render_mode, **kwargs)
 
 
-def env(scenario: str = "price_spike", n_agents: int = 100, trust: str = "ed25519",
-        shadow: bool = False, render_mode: str | None = None, **kwargs: Any):
+def env(scenario: str = "price_spike", n_agents: int | None = None, trust: str | None = None,
+        shadow: bool | None = None, render_mode: str | None = None, **kwargs: Any):
     """Create the AEC environment (the parallel one wrapped by ``parallel_to_aec``)."""
     from pettingzoo.utils.conversions import parallel_to_aec
 

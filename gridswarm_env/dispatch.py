@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gridswarm_env.fleet import KIND_SOLAR, FleetState, energy_change_mwh
-from gridswarm_env.kernel import Kernel
+from gridswarm_env.kernel import Kernel, ramp_interval
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,23 @@ def activation_share(activation_s: np.ndarray, t0_s: float, n_substeps: int,
 
 def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             contract_mw: np.ndarray, reserve_mw: np.ndarray, activation_s: np.ndarray,
-            t0_s: float, dt_s: float, n_substeps: int, physics_dt_s: float) -> Execution:
-    """Execute one step (module equations). Does not modify ``fleet``."""
+            t0_s: float, dt_s: float, n_substeps: int, physics_dt_s: float,
+            p_prev_mw: np.ndarray | None = None) -> Execution:
+    """Execute one step (module equations). Does not modify ``fleet``.
+
+    With ``p_prev_mw`` (last step's executed balancing power) the guard also holds the
+    ramp limit (:func:`~gridswarm_env.kernel.ramp_interval`).
+    """
     h = dt_s / 3600.0
     base = np.where(fleet.kind == KIND_SOLAR, fleet.solar_available_mw, baseline_mw)
     lo_net, hi_net = kernel.execution_bounds(fleet, h)
     base = np.clip(base, lo_net, hi_net)
     p_lo, p_hi = lo_net - base, hi_net - base
+    if p_prev_mw is not None:
+        ramp = kernel.arrays.ramp_mw_per_s * dt_s
+        if np.isfinite(ramp).any():
+            r_lo, r_hi = ramp_interval(p_prev_mw, ramp)
+            p_lo, p_hi = np.maximum(p_lo, r_lo), np.minimum(p_hi, r_hi)
     in_step = (activation_s < t0_s + dt_s) & (reserve_mw > 0)
     if in_step.any() and (activation_s[in_step] > t0_s).any():
         share = activation_share(activation_s, t0_s, n_substeps, physics_dt_s)

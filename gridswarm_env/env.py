@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -100,7 +99,7 @@ TOPIC_CONTRACTS, TOPIC_EMERGENCY = "grid/contracts", "grid/emergency"
 
 OBS_FIELDS = (
     "is_solar", "is_battery", "is_ev", "soc", "size_rel", "feasible_lo_rel", "feasible_hi_rel",
-    "baseline_rel", "scheduled_rel", "awarded_rel", "reserve_rel", "reserve_active",
+    "baseline_rel", "scheduled_rel", "executed_rel", "reserve_rel", "reserve_active",
     "request_rel", "price_rel", "product_reserve", "emergency", "freq_dev_rel", "rocof_rel",
     "signal_age", "backpressure", "tod_sin", "tod_cos", "progress", "ev_departure_h",
     "ev_shortfall_soc", "solar_forecast_rel", "last_clearing_price_rel", "accepted_share",
@@ -117,14 +116,16 @@ SIGNAL_DTYPE = np.dtype([("round", np.int32), ("request_mw", np.float64),
 EMERGENCY_DTYPE = np.dtype([("event_s", np.float64), ("lost_mw", np.float64)])
 
 
-@lru_cache(maxsize=None)
-def _observation_space() -> spaces.Box:
-    return spaces.Box(-OBS_LIMIT, OBS_LIMIT, (OBS_DIM,), np.float32)
+class MaskedMultiDiscrete(spaces.MultiDiscrete):
+    """``MultiDiscrete`` whose :meth:`sample` also takes the flat concatenated mask
+    (``infos[a]["action_mask"]``, length ``sum(nvec)``), as PettingZoo's harnesses pass it."""
 
-
-@lru_cache(maxsize=None)
-def _action_space(n_power: int, n_price: int) -> spaces.MultiDiscrete:
-    return spaces.MultiDiscrete([n_power, n_price])
+    def sample(self, mask=None, probability=None):
+        if isinstance(mask, np.ndarray) and mask.ndim == 1 and mask.size == int(self.nvec.sum()):
+            mask = tuple(np.split(mask.astype(np.int8), np.cumsum(self.nvec)[:-1]))
+        if probability is None:
+            return super().sample(mask)
+        return super().sample(mask, probability)
 
 
 class GridSwarmEnv(ParallelEnv):
@@ -167,8 +168,11 @@ class GridSwarmEnv(ParallelEnv):
         self.grid = GridModel(cfg.grid, cfg.dt_s)
         self.n_substeps = self.grid.n_substeps
         self.price_levels = self.scenario.price_levels_per_mwh(cfg.market.n_price_levels)
-        self._obs_space = _observation_space()
-        self._act_space = _action_space(cfg.market.n_power_levels, cfg.market.n_price_levels)
+        # one space object per env instance (the same object on every call; seeding one
+        # env's spaces never affects another's)
+        self._obs_space = spaces.Box(-OBS_LIMIT, OBS_LIMIT, (OBS_DIM,), np.float32)
+        self._act_space = MaskedMultiDiscrete([cfg.market.n_power_levels,
+                                               cfg.market.n_price_levels])
         self._state_space = spaces.Box(-np.inf, np.inf, (8 + 3 * cfg.n_agents,), np.float64)
         self._seed = seed
         self._np_random = np.random.default_rng(seed)
@@ -400,17 +404,17 @@ class GridSwarmEnv(ParallelEnv):
         ex = execute(self.fleet, self.kernel, baseline_mw=self._baseline_now,
                      contract_mw=contract_mw, reserve_mw=self.reserve_mw,
                      activation_s=self.activation_s, t0_s=t0, dt_s=dt,
-                     n_substeps=self.n_substeps, physics_dt_s=pdt)
+                     n_substeps=self.n_substeps, physics_dt_s=pdt, p_prev_mw=self.last_p_mw)
         self.dispatch_clamped += int(ex.clamped.sum())
         freq, p_exec, viol = self._physics(ex, k, t0)
         rewards = self._settle(ex, contract_mw, contract_price, p_exec, k, freq)
         # advance time and exogenous state; prepare the next round
         self.last_p_mw = p_exec
-        self.scheduled_p_mw = self.awarded_next.copy()
         self.t_s, self.step_index = t1, k + 1
         update_solar(self.fleet, float(sc.irradiance(t1, self.duration_s)),
                      float(sc.irradiance(t1 + dt, self.duration_s)), cfg.fleet, dt, self.rng)
         self._update_signals((d1, d2))
+        self.scheduled_p_mw = self.awarded_next.copy()   # contracts for the step about to run
         self._update_feasible()
         truncated = self.step_index >= sc.episode_steps
         self.last_info = {
@@ -761,7 +765,7 @@ class GridSwarmEnv(ParallelEnv):
         o[:, 6] = self._hi / safe_rated
         o[:, 7] = self._baseline_next / safe_rated
         o[:, 8] = self.scheduled_p_mw / safe_rated
-        o[:, 9] = self.awarded_next / safe_rated
+        o[:, 9] = self.last_p_mw / safe_rated
         o[:, 10] = self.reserve_standing_mw() / safe_rated
         o[:, 11] = np.isfinite(self.activation_s)
         o[:, 12] = self.sig_request / self._flex_scale

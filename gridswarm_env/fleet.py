@@ -115,8 +115,16 @@ def build_fleet(n_agents: int, cfg: FleetConfig, irradiance: float,
     soc0 = np.where(is_sol, 0.0, soc0)
     eta_c = np.where(is_bat, cfg.battery_eta_charge, np.where(is_ev, cfg.ev_eta_charge, 1.0))
     eta_d = np.where(is_bat, cfg.battery_eta_discharge, 1.0)
-    departure = np.where(is_ev, rng.uniform(cfg.ev_departure_min_s, cfg.ev_departure_max_s,
-                                            n_agents), np.inf)
+    # an EV leaves no earlier than its baseline charging can reach the departure SoC
+    # (with 10-200 % slack); one already there leaves within the configured range
+    baseline_rate = rated * cfg.ev_baseline_fraction
+    need_s = np.divide(np.maximum(cfg.ev_departure_soc - soc0, 0.0) * energy_cap * 3600.0,
+                       cfg.ev_eta_charge * baseline_rate, out=np.zeros(n_agents),
+                       where=baseline_rate > 0)
+    slack = rng.uniform(1.1, 3.0, n_agents)
+    window = rng.uniform(cfg.ev_departure_min_s, cfg.ev_departure_max_s, n_agents)
+    departure = np.where(is_ev, np.where(need_s > 0, np.maximum(need_s * slack, window), window),
+                         np.inf)
     bias = np.where(is_sol, rng.normal(0.0, cfg.solar_forecast_error_std, n_agents), 0.0)
     solar_rated = np.where(is_sol, rated, 0.0)
     available = solar_rated * irradiance

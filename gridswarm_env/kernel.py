@@ -10,7 +10,7 @@ from a dict or a TOML file::
     max_charge_mw = 2.0         # cap on net absorption per agent (default: rated power)
     soc_min = 0.10              # SoC reserve floor
     soc_max = 0.95              # SoC ceiling
-    ramp_mw_per_s = 1.0         # |p_next − p_now| / dt_s (default: unlimited)
+    ramp_mw_per_s = 1.0         # moves away from baseline, MW/s (default: unlimited)
     [ev]
     departure_soc = 0.8         # overrides each EV's own requirement
     [agents.battery_003]
@@ -24,7 +24,10 @@ worst case of the current step's outcome (its contract executed or not):
     ev:      net ∈ [−min(C, (s_max·E_cap − E_hi)/(η_c·h)),  min(0, −(E_req − E_lo)/(η_c·h))]
              E_req = departure_soc·E_cap − C·η_c·(t_dep − t_end)/3600   (must still be reachable)
     solar:   net ∈ [0, min(P, forecast)]
-    p = net − baseline − reserve_active,    then ∩ [p_now − ramp·dt, p_now + ramp·dt]
+    p = net − baseline − reserve_active,
+        then p ∈ [min(p_now, 0) − ramp·dt, max(p_now, 0) + ramp·dt]
+    (a ramp limit bounds moves away from the baseline; returning to it is always
+    allowed, so stopping is always feasible — see :func:`ramp_interval`)
 
 with h = dt_s/3600, P/C the discharge/charge caps. Reserve rounds bid upward
 capacity sustainable for the reserve duration. An action outside the interval is
@@ -61,7 +64,7 @@ class DerLimits:
     :param max_charge_mw: cap on net absorption (MW, per agent).
     :param soc_min: SoC reserve floor in [0, 1].
     :param soc_max: SoC ceiling in [0, 1], >= soc_min.
-    :param ramp_mw_per_s: cap on the change of balancing power between steps.
+    :param ramp_mw_per_s: cap on moving balancing power away from the baseline, MW/s.
     :param departure_soc: EV SoC that must be reachable at departure (None: the EV's own).
     """
 
@@ -311,18 +314,22 @@ class Kernel:
             _, hi_res = self.net_bounds(fleet, e_lo, e_hi, fleet.solar_forecast_mw, dur_h,
                                         t1 + reserve_duration_s, plugged_next, True)
             hi = np.maximum(np.minimum(hi_res, hi_net) - base_eff - reserve_mw, 0.0)
-            hi = np.where(self.is_solar, 0.0, hi)
+            # an EV leaving before the reserve period ends cannot hold reserve; the whole
+            # standing reserve activates at once, so it must fit in one step's ramp
+            leaves = self.is_ev & (fleet.departure_s < t1 + reserve_duration_s)
+            hi = np.where(self.is_solar | leaves, 0.0, hi)
+            hi = np.minimum(hi, np.maximum(self.arrays.ramp_mw_per_s * self.dt_s - reserve_mw,
+                                           0.0))
             return np.zeros_like(hi), hi
         lo = np.minimum(lo_net - base_eff - reserve_mw, 0.0)
         hi = np.maximum(hi_net - base_eff - reserve_mw, 0.0)
+        gone = self.is_ev & ~plugged_next          # an unplugged EV moves nothing
+        lo = np.where(gone, 0.0, lo)
+        hi = np.where(gone, 0.0, hi)
         ramp = self.arrays.ramp_mw_per_s * self.dt_s
         if np.isfinite(ramp).any():
-            r_lo, r_hi = committed_p_mw - ramp, committed_p_mw + ramp
-            new_lo, new_hi = np.maximum(lo, r_lo), np.minimum(hi, r_hi)
-            empty = new_lo > new_hi
-            pin = np.where(r_lo > hi, hi, lo)      # physics wins over ramp when disjoint
-            lo = np.where(empty, pin, new_lo)
-            hi = np.where(empty, pin, new_hi)
+            r_lo, r_hi = ramp_interval(committed_p_mw, ramp)
+            lo, hi = np.maximum(lo, r_lo), np.minimum(hi, r_hi)
         return lo, hi
 
     def execution_bounds(self, fleet: FleetState, duration_h: float
@@ -364,6 +371,17 @@ class Kernel:
             level_index[rows] = np.argmin(dist, axis=1)
         power = np.clip(self.level_power_mw[self._rows, level_index], lo_mw, hi_mw)
         return level_index, power, blocked
+
+
+def ramp_interval(p_prev_mw: np.ndarray, ramp_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Balancing power reachable from ``p_prev`` under a ramp limit of ``ramp_mw`` per step.
+
+    ``[min(p_prev, 0) − ramp, max(p_prev, 0) + ramp]``: a ramp limit bounds how fast a DER
+    moves *away* from its baseline (the ramp-up limits of IEEE 1547-2018 §4.6.2 and
+    grid codes); returning to the baseline is always allowed, so stopping — and the
+    null dispatch of a rejected contract — never breaks it.
+    """
+    return np.minimum(p_prev_mw, 0.0) - ramp_mw, np.maximum(p_prev_mw, 0.0) + ramp_mw
 
 
 def _baseline(fleet: FleetState, solar_mw: np.ndarray) -> np.ndarray:
@@ -419,5 +437,7 @@ def check_executed(*, kinds: np.ndarray, net_min_mw: np.ndarray, net_max_mw: np.
     soc &= kinds != KIND_SOLAR
     unplugged = (kinds == KIND_EV) & ~plugged & (
         (np.abs(net_min_mw) > tol_mw) | (np.abs(net_max_mw) > tol_mw))
-    ramp = np.abs(p_now_mw - p_prev_mw) > arrays.ramp_mw_per_s * dt_s + tol_mw
+    step_mw = arrays.ramp_mw_per_s * dt_s
+    ramp = (p_now_mw > np.maximum(p_prev_mw, 0.0) + step_mw + tol_mw) | (
+        p_now_mw < np.minimum(p_prev_mw, 0.0) - step_mw - tol_mw)
     return ViolationReport(power=power, soc=soc, unplugged=unplugged, ramp=ramp)

@@ -167,14 +167,15 @@ PRICE_SPIKE = Scenario(
     name="price_spike",
     description=(
         "6 PM evening peak. Timeline: t = 0-20 s balanced; from 20 s net load rises by "
-        "80 MW over 60 s (residential peak while rooftop PV fades); scheduled generation "
-        "follows only after 60 s and ramps over 180 s, so a shortage of up to ~80 MW opens "
-        "around t = 80 s and closes by ~260 s. The operator broadcasts high prices "
-        "(band 0-500 $/MWh); agents compete to sell stored energy."
+        "110 MW over 60 s (residential peak while rooftop PV fades); scheduled generation "
+        "follows only after 60 s and ramps over 180 s, so a shortage of up to ~110 MW opens "
+        "around t = 80 s and closes by ~260 s: more than the batteries can give, so EV "
+        "fleets must defer charging where their departure slack allows. The operator "
+        "broadcasts high prices (band 0-500 $/MWh); agents compete to sell stored energy."
     ),
     episode_steps=300,
     start_hour=18.0,
-    load_step_mw=80.0,
+    load_step_mw=110.0,
     load_step_start_s=20.0,
     load_ramp_s=60.0,
     gen_delay_s=60.0,

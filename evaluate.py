@@ -1,0 +1,528 @@
+"""Evaluate bidding policies across scenarios and seeds (DESIGN §9).
+
+Usage::
+
+    python evaluate.py [--policies heuristic,random,oracle] [--scenarios all|name,name]
+                       [--episodes N] [--seed N] [--agents N] [--out DIR]
+                       [--trust hmac|ed25519] [--limits FILE] [--no-progress]
+
+Every policy x scenario x seed (``seed``, ``seed + 1``, … ``seed + episodes − 1``) runs
+one episode through :func:`policies.rollout.run_episode` (the same runner as the demo
+and the tests). Defaults: policies ``heuristic,random,oracle`` plus ``learned`` when a
+model exists at ``policies/pretrained/`` (skipped with a note otherwise), every
+scenario, 5 episodes, seed 0, 100 agents, output ``eval_out/``.
+
+Outputs in ``DIR``:
+
+* ``results.json`` — ``{"runs": [{"policy", "scenario", "seed", "n_agents",
+  "metrics": {...}}, ...], "summary": {...}}``, strict JSON (NaN/inf become null);
+  the summary holds, per scenario and policy, mean / std / n of every numeric KPI,
+  ``system_cost`` relative to the oracle and the wall time, and per scenario the
+  frequency KPIs of the no-DER counterfactual;
+* ``results.md`` — one KPI table per scenario (mean ± std over episodes) with each
+  policy's ``system_cost`` relative to the oracle;
+* ``freq_<scenario>.png`` — the frequency at every physics sub-step of the first
+  seed, every policy overlaid, with the no-DER counterfactual (the same seed in shadow
+  mode: bids, clearing and contracts run, nothing is dispatched) dashed;
+  ``cost_vs_oracle.png`` — mean ``system_cost`` relative to the oracle as grouped bars;
+* ``tensorboard/`` — scalars ``eval/<scenario>/<policy>/<kpi>`` (step = episode index).
+
+Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
+turns bad arguments into a one-line message and exit status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_POLICIES = ("heuristic", "random", "oracle")
+TABLE_KPIS = ("system_cost", "unserved_energy_mwh", "ev_unmet_energy_mwh", "frequency_nadir_hz",
+              "frequency_zenith_hz", "seconds_outside_band", "stabilization_time_s",
+              "emergency_response_latency_ms", "consensus_rate", "blocked_attempts",
+              "executed_violations")
+TRUST_CHOICES = ("ed25519", "hmac")
+
+
+class UsageError(ValueError):
+    """A bad command-line or :func:`evaluate` argument (reported in one line)."""
+
+
+# --------------------------------------------------------------------------- arguments
+def pretrained_model() -> Path | None:
+    """The shipped learned model, if one exists."""
+    from policies.learned import DEFAULT_MODEL
+
+    return DEFAULT_MODEL if DEFAULT_MODEL.is_file() else None
+
+
+def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """Policy names to run and notes about skipped ones.
+
+    ``None`` means the defaults (plus ``learned`` when a pretrained model exists).
+    ``learned`` without a pretrained model is skipped with a note; a path to a model
+    file is accepted as a policy.
+
+    :raises UsageError: an unknown name or a missing model path.
+    """
+    from policies import policy_names
+
+    known = policy_names()
+    notes: list[str] = []
+    if spec is None:
+        names = list(DEFAULT_POLICIES) + ["learned"]
+    else:
+        names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+        names = [s for s in names if s]
+        if not names:
+            raise UsageError("--policies is empty; give a comma-separated list of "
+                             f"{', '.join(known)} or model paths")
+    out: list[str] = []
+    for name in names:
+        if name in out:
+            continue
+        if name == "learned" and pretrained_model() is None:
+            notes.append("policy 'learned' skipped: no model at policies/pretrained/ "
+                         "(train one with `python -m train`)")
+            continue
+        if name not in known:
+            looks_like_path = any(ch in name for ch in "/\\.")
+            if not looks_like_path:
+                raise UsageError(f"unknown policy {name!r}; known policies: "
+                                 f"{', '.join(known)}, or a path to a saved model (.zip)")
+            if not Path(name).is_file():
+                raise UsageError(f"model file {name!r} does not exist")
+        out.append(name)
+    if not out:
+        raise UsageError("no policy left to evaluate (" + "; ".join(notes) + ")")
+    return out, notes
+
+
+def resolve_scenarios(spec: str | Sequence[str] | None) -> list[str]:
+    """Scenario names (``None`` or ``"all"``: every registered scenario).
+
+    :raises UsageError: an unknown scenario name.
+    """
+    from gridswarm_env.scenarios import scenario_names
+
+    known = scenario_names()
+    if spec is None or spec == "all":
+        return list(known)
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [s for s in names if s]
+    if not names:
+        raise UsageError(f"--scenarios is empty; give 'all' or names from {', '.join(known)}")
+    bad = [s for s in names if s not in known and s != "all"]
+    if bad:
+        raise UsageError(f"unknown scenario {bad[0]!r}; known scenarios: {', '.join(known)} "
+                         "(or 'all')")
+    return list(known) if "all" in names else list(dict.fromkeys(names))
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise UsageError(f"{name} = {value!r}: must be an integer >= 1")
+    return int(value)
+
+
+def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[str] | str | None,
+                    episodes: Any, seed: Any, n_agents: Any, trust: Any,
+                    limits: str | Path | None) -> tuple[list[str], list[str], list[str], Any]:
+    """Validate every argument of :func:`evaluate` before any work is done.
+
+    :returns: (policy names, scenario names, notes, compiled limits).
+    :raises UsageError: the first bad argument, in one line.
+    """
+    from gridswarm_env.kernel import as_limits
+
+    pols, notes = resolve_policies(policies)
+    scs = resolve_scenarios(scenarios)
+    _check_count("episodes", episodes)
+    _check_count("agents", n_agents)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise UsageError(f"seed = {seed!r}: must be an integer >= 0")
+    if trust not in TRUST_CHOICES:
+        raise UsageError(f"trust = {trust!r}: allowed values are {', '.join(TRUST_CHOICES)}")
+    try:
+        limits_obj = as_limits(limits)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return pols, scs, notes, limits_obj
+
+
+# --------------------------------------------------------------------------- JSON and stats
+def json_safe(value: Any) -> Any:
+    """Recursively convert to strict-JSON types (NaN/inf → None, NumPy → Python)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [json_safe(v) for v in value.tolist()]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _numeric(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def summarize(runs: list[dict[str, Any]], policies: list[str],
+              scenarios: list[str]) -> dict[str, Any]:
+    """Per scenario and policy: mean / std (sample, ddof = 1) / n of every numeric KPI,
+    and ``system_cost`` mean relative to the oracle's (None without an oracle)."""
+    out: dict[str, Any] = {}
+    for sc in scenarios:
+        per_policy: dict[str, Any] = {}
+        for pol in policies:
+            mets = [r["metrics"] for r in runs if r["scenario"] == sc and r["policy"] == pol]
+            kpis: dict[str, Any] = {}
+            keys = dict.fromkeys(k for m in mets for k in m)
+            for key in keys:
+                vals = [_numeric(m.get(key)) for m in mets]
+                if all(isinstance(m.get(key), int | float) or m.get(key) is None for m in mets) \
+                        and any(v is not None for v in vals):
+                    xs = np.array([v for v in vals if v is not None])
+                    kpis[key] = {"mean": float(xs.mean()),
+                                 "std": float(xs.std(ddof=1)) if xs.size > 1 else 0.0,
+                                 "n": int(xs.size), "n_null": int(len(vals) - xs.size)}
+            per_policy[pol] = {"episodes": len(mets), "kpis": kpis}
+        oracle = per_policy.get("oracle", {}).get("kpis", {}).get("system_cost")
+        for entry in per_policy.values():
+            cost = entry["kpis"].get("system_cost")
+            rel = None
+            if oracle is not None and cost is not None and oracle["mean"] > 0:
+                rel = cost["mean"] / oracle["mean"]
+            entry["system_cost_vs_oracle"] = rel
+        out[sc] = per_policy
+    return out
+
+
+# --------------------------------------------------------------------------- outputs
+def _fmt(stat: dict[str, Any] | None) -> str:
+    if stat is None:
+        return "–"
+    mean, std = stat["mean"], stat["std"]
+    mag = max(abs(mean), abs(std))
+    digits = 3 if mag < 1000 else 1
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}"
+    if stat.get("n_null"):
+        text += f" ({stat['n_null']} null)"
+    return text
+
+
+def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
+                   notes: list[str], counterfactual: dict[str, dict[str, Any]]) -> None:
+    """``results.md``: one KPI table per scenario, mean ± std over episodes."""
+    lines = ["# gridswarm evaluation", ""]
+    lines += [f"- {k}: {v}" for k, v in header.items()]
+    lines += [f"- note: {n}" for n in notes]
+    lines.append("")
+    for sc, per_policy in summary.items():
+        lines += [f"## {sc}", ""]
+        cf = counterfactual.get(sc)
+        if cf:
+            lines += [f"No-DER counterfactual (shadow mode, seed {cf['seed']}): nadir "
+                      f"{cf['frequency_nadir_hz']:.3f} Hz, zenith {cf['frequency_zenith_hz']:.3f} "
+                      f"Hz, {cf['seconds_outside_band']:.1f} s outside 59.95-60.05 Hz.", ""]
+        cols = ["policy", "episodes", *TABLE_KPIS, "cost / oracle"]
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|" + "---|" * len(cols))
+        for pol, entry in per_policy.items():
+            rel = entry["system_cost_vs_oracle"]
+            cells = [pol, str(entry["episodes"])]
+            cells += [_fmt(entry["kpis"].get(k)) for k in TABLE_KPIS]
+            cells.append("–" if rel is None else f"{rel:.4f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        walls = [f"{pol} {entry['wall_time_s']:.1f} s" for pol, entry in per_policy.items()
+                 if entry.get("wall_time_s") is not None]
+        lines += ["", "Wall time: " + ", ".join(walls) + "." if walls else "", ""]
+    path.write_text("\n".join(lines))
+
+
+def plot_frequency(path: Path, scenario: str, traces: dict[str, np.ndarray],
+                   physics_dt_s: float, counterfactual: np.ndarray | None = None) -> None:
+    """Sub-step frequency of every policy (first seed), with the NERC band and the
+    no-DER counterfactual (dashed) when given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, SHEDDING_STAGE_HZ
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for pol, freq in traces.items():
+        t = physics_dt_s * np.arange(1, freq.size + 1)
+        ax.plot(t, freq, lw=1.0, label=pol)
+    if counterfactual is not None:
+        t = physics_dt_s * np.arange(1, counterfactual.size + 1)
+        ax.plot(t, counterfactual, color="grey", ls="--", lw=1.0, label="no DER (shadow)")
+    for y in (NOMINAL_HZ - BAND_HZ, NOMINAL_HZ + BAND_HZ):
+        ax.axhline(y, color="grey", ls="--", lw=0.8)
+    if scenario == "emergency":
+        ax.axhline(SHEDDING_STAGE_HZ, color="red", ls=":", lw=0.8, label="59.5 Hz shedding")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (Hz)")
+    ax.set_title(f"{scenario}: grid frequency (every physics sub-step, first seed)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_costs(path: Path, summary: dict[str, Any], policies: list[str]) -> None:
+    """Mean system_cost relative to the oracle (absolute, log scale, without one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(summary)
+    has_oracle = "oracle" in policies
+    width = 0.8 / max(len(policies), 1)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    x = np.arange(len(scenarios))
+    for j, pol in enumerate(policies):
+        vals = []
+        for sc in scenarios:
+            entry = summary[sc][pol]
+            if has_oracle:
+                vals.append(entry["system_cost_vs_oracle"] or np.nan)
+            else:
+                stat = entry["kpis"].get("system_cost")
+                vals.append(stat["mean"] if stat else np.nan)
+        bars = ax.bar(x + (j - (len(policies) - 1) / 2) * width, vals, width, label=pol)
+        ax.bar_label(bars, labels=[f"{v:.3g}" if np.isfinite(v) else "" for v in vals],
+                     fontsize=7)
+    ax.set_xticks(x, scenarios)
+    ax.set_yscale("log")
+    if has_oracle:
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_ylabel("mean system_cost / oracle (log)")
+    else:
+        ax.set_ylabel("mean system_cost, $ (log)")
+    ax.set_title("system_cost by scenario")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class ScalarWriter:
+    """Minimal tensorboard scalar writer (tensorboard's own event-file writer)."""
+
+    def __init__(self, logdir: Path) -> None:
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        logdir.mkdir(parents=True, exist_ok=True)
+        self._writer = EventFileWriter(str(logdir))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
+        self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+# --------------------------------------------------------------------------- evaluate
+def evaluate(policies: Sequence[str] | str | None = None,
+             scenarios: Sequence[str] | str | None = None, episodes: int = 5, seed: int = 0,
+             n_agents: int = 100, out_dir: str | Path = "eval_out", *, trust: str = "ed25519",
+             limits: str | Path | None = None, progress: bool = True,
+             notes: list[str] | None = None, counterfactual: bool = True) -> dict[str, Any]:
+    """Run every policy x scenario x seed and write the outputs (module docstring).
+
+    :param policies: names / model paths, or None for the defaults.
+    :param scenarios: names, ``"all"`` or None (all).
+    :param episodes: episodes per policy and scenario (seeds ``seed`` … ``seed+episodes−1``).
+    :param seed: first seed.
+    :param n_agents: agents per environment.
+    :param out_dir: output directory (created).
+    :param trust: ``"ed25519"`` or ``"hmac"``.
+    :param limits: kernel limits TOML file (or None for the defaults).
+    :param progress: show a progress bar on stderr.
+    :param notes: extra notes for the report (e.g. skipped policies).
+    :param counterfactual: also run the first seed of every scenario in shadow mode
+        (nothing dispatched) as the no-DER reference.
+    :returns: the ``results.json`` content.
+    :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits).
+    """
+    import gridswarm_env
+    from policies import make_policy
+    from policies.rollout import run_episode
+
+    pols, scs, pol_notes, limits_obj = check_arguments(policies, scenarios, episodes, seed,
+                                                       n_agents, trust, limits)
+    episodes, n_agents = int(episodes), int(n_agents)
+    all_notes = list(dict.fromkeys(list(notes or []) + pol_notes))
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output directory {str(out)!r}: {exc}") from None
+
+    jobs = [(pol, sc, seed + e) for sc in scs for pol in pols for e in range(episodes)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs) + (len(scs) if counterfactual else 0), desc="evaluate",
+                   unit="episode", file=sys.stderr)
+    runs: list[dict[str, Any]] = []
+    traces: dict[str, dict[str, np.ndarray]] = {sc: {} for sc in scs}
+    wall: dict[str, dict[str, float]] = {sc: {} for sc in scs}
+    physics_dt_s = 0.05
+    no_der: dict[str, dict[str, Any]] = {}
+    no_der_traces: dict[str, np.ndarray] = {}
+    writer = ScalarWriter(out / "tensorboard")
+    t_start = time.perf_counter()
+    try:
+        for sc in scs:
+            if counterfactual:
+                env = gridswarm_env.parallel_env(scenario=sc, n_agents=n_agents, trust=trust,
+                                                 limits=limits_obj, shadow=True)
+                res = run_episode(env, make_policy("heuristic"), seed=seed, keep_substeps=True)
+                no_der[sc] = {"seed": seed, **{k: json_safe(res.metrics[k]) for k in (
+                    "frequency_nadir_hz", "frequency_zenith_hz", "max_abs_deviation_hz",
+                    "seconds_outside_band", "max_rocof_hz_per_s")}}
+                if res.freq_substeps_hz is not None:
+                    no_der_traces[sc] = res.freq_substeps_hz
+                if bar is not None:
+                    bar.update(1)
+            for pol in pols:
+                try:
+                    env = gridswarm_env.parallel_env(scenario=sc, n_agents=n_agents, trust=trust,
+                                                     limits=limits_obj)
+                    policy = make_policy(pol)
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
+                physics_dt_s = env.unwrapped.config.grid.physics_dt_s
+                t_pol = time.perf_counter()
+                for e in range(episodes):
+                    s = seed + e
+                    if bar is not None:
+                        bar.set_postfix_str(f"{pol} / {sc} / seed {s}")
+                    res = run_episode(env, policy, seed=s, keep_substeps=(e == 0))
+                    metrics = json_safe(res.metrics)
+                    runs.append({"policy": pol, "scenario": sc, "seed": s,
+                                 "n_agents": n_agents, "metrics": metrics})
+                    if e == 0 and res.freq_substeps_hz is not None:
+                        traces[sc][pol] = res.freq_substeps_hz
+                    for key, value in metrics.items():
+                        v = _numeric(value)
+                        if v is not None:
+                            writer.add_scalar(f"eval/{sc}/{pol}/{key}", v, e)
+                    if bar is not None:
+                        bar.update(1)
+                env.close()
+                wall[sc][pol] = time.perf_counter() - t_pol
+    finally:
+        writer.close()
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t_start
+
+    summary = summarize(runs, pols, scs)
+    for sc in scs:
+        for pol in pols:
+            summary[sc][pol]["wall_time_s"] = wall[sc].get(pol)
+    result = json_safe({
+        "runs": runs,
+        "summary": {"config": {"policies": pols, "scenarios": scs, "episodes": episodes,
+                               "seed": seed, "n_agents": n_agents, "trust": trust,
+                               "limits": str(limits) if limits is not None else None},
+                    "wall_time_s": elapsed, "notes": all_notes, "scenarios": summary,
+                    "no_der_counterfactual": no_der},
+    })
+    (out / "results.json").write_text(json.dumps(result, indent=1, allow_nan=False))
+    header = {"policies": ", ".join(pols), "scenarios": ", ".join(scs),
+              "episodes": f"{episodes} (seeds {seed}…{seed + episodes - 1})",
+              "agents": n_agents, "trust": trust,
+              "limits": str(limits) if limits is not None else "defaults",
+              "wall time": f"{elapsed:.1f} s"}
+    write_markdown(out / "results.md", summary, header, all_notes, no_der)
+    for sc in scs:
+        if traces[sc]:
+            plot_frequency(out / f"freq_{sc}.png", sc, traces[sc], physics_dt_s,
+                           no_der_traces.get(sc))
+    plot_costs(out / "cost_vs_oracle.png", summary, pols)
+    return result
+
+
+# --------------------------------------------------------------------------- command line
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump, no traceback)."""
+
+    def error(self, message: str) -> None:   # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="evaluate.py", description="Evaluate bidding policies across "
+                "scenarios and seeds; writes results.json, results.md, PNG plots and "
+                "tensorboard scalars.")
+    p.add_argument("--policies", default=None,
+                   help="comma-separated policy names or model paths (default: heuristic,"
+                        "random,oracle, plus learned when policies/pretrained/ has a model)")
+    p.add_argument("--scenarios", default="all", help="'all' or comma-separated names")
+    p.add_argument("--episodes", type=int, default=5, help="episodes per policy and scenario")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--agents", type=int, default=100, help="number of DER agents")
+    p.add_argument("--out", default="eval_out", help="output directory")
+    p.add_argument("--trust", default="ed25519", choices=TRUST_CHOICES,
+                   help="contract signatures (hmac is faster)")
+    p.add_argument("--limits", default=None, help="kernel limits TOML file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; returns the exit status (0 ok, 2 bad arguments, 130 interrupted)."""
+    try:
+        args = build_parser().parse_args(argv)
+        pols, _, notes, _ = check_arguments(args.policies, args.scenarios, args.episodes,
+                                            args.seed, args.agents, args.trust, args.limits)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        result = evaluate(pols, args.scenarios, args.episodes, args.seed, args.agents,
+                          args.out, trust=args.trust, limits=args.limits,
+                          progress=not args.no_progress, notes=notes)
+    except UsageError as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evaluate.py: interrupted", file=sys.stderr)
+        return 130
+    out = Path(args.out)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, plots and tensorboard "
+          f"scalars ({len(result['runs'])} episodes, "
+          f"{result['summary']['wall_time_s']:.1f} s)")
+    print((out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""PettingZoo API of gridswarm: the official harnesses, spaces, masks, state and bad input.
+
+The harnesses run at the sizes users run (100 agents) with ``trust="hmac"`` for speed;
+the trust mode does not change the API.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, render_test
+
+import gridswarm_env
+from gridswarm_env.config import EnvConfig
+
+N_POWER, N_PRICE = 21, 11
+
+
+def _parallel(**kwargs):
+    kwargs.setdefault("trust", "hmac")
+    return gridswarm_env.parallel_env(**kwargs)
+
+
+# --------------------------------------------------------------------------- harnesses
+def test_parallel_api_test_100_agents() -> None:
+    env = _parallel(scenario="price_spike", n_agents=100)
+    parallel_api_test(env, num_cycles=500)
+    # the harness ran the whole episode (300 steps < 500 cycles) and the env truncated
+    assert env.agents == []
+    assert env.step_index == env.scenario.episode_steps
+
+
+def test_parallel_seed_test() -> None:
+    parallel_seed_test(lambda: _parallel(scenario="emergency", n_agents=100), num_cycles=500)
+
+
+def test_aec_api_test() -> None:
+    with warnings.catch_warnings():
+        # the harness suggests Box/Discrete action spaces; MultiDiscrete is our design
+        warnings.filterwarnings("ignore", message="Action space for each agent")
+        api_test(gridswarm_env.env(scenario="emergency", n_agents=10, trust="hmac"),
+                 num_cycles=200)
+
+
+def test_render_test_ansi_and_human(capsys: pytest.CaptureFixture[str]) -> None:
+    def env_fn(render_mode: str | None = None):
+        return gridswarm_env.env(scenario="emergency", n_agents=10, trust="hmac",
+                                 render_mode=render_mode)
+
+    render_test(env_fn)
+    printed = capsys.readouterr().out
+    assert "Hz" in printed and "t=" in printed     # "human" printed frames
+
+
+def test_render_frames_show_state() -> None:
+    env = _parallel(scenario="emergency", n_agents=10, render_mode="ansi")
+    env.reset(seed=0)
+    first = env.render()
+    assert isinstance(first, str) and "f= 60.0000Hz" in first
+    env.step({a: [N_POWER // 2, 0] for a in env.agents})
+    second = env.render()
+    assert second != first and "t=    1.0s" in second
+    shadow = _parallel(scenario="emergency", n_agents=10, render_mode="ansi", shadow=True)
+    shadow.reset(seed=0)
+    assert "[SHADOW]" in shadow.render()
+
+
+def test_render_without_mode_warns_and_returns_none() -> None:
+    env = _parallel(scenario="emergency", n_agents=10)
+    env.reset(seed=0)
+    with pytest.warns(UserWarning, match="render_mode"):
+        assert env.render() is None
+
+
+# --------------------------------------------------------------------------- metadata and spaces
+def test_metadata() -> None:
+    env = _parallel(n_agents=10)
+    assert env.metadata["name"] == "gridswarm_v0"
+    assert set(env.metadata["render_modes"]) == {"ansi", "human"}
+    assert env.metadata["is_parallelizable"] is True
+
+
+def test_spaces_cached_and_shaped() -> None:
+    env = _parallel(n_agents=10)
+    a, b = env.possible_agents[0], env.possible_agents[-1]
+    assert env.observation_space(a) is env.observation_space(a)
+    assert env.action_space(a) is env.action_space(a)
+    assert env.observation_space(b) is env.observation_space(b)
+    assert env.action_space(b) is env.action_space(b)
+    obs_space, act_space = env.observation_space(a), env.action_space(a)
+    assert isinstance(obs_space, spaces.Box) and obs_space.dtype == np.float32
+    assert obs_space.shape == (gridswarm_env.OBS_DIM,) == (len(gridswarm_env.OBS_FIELDS),)
+    assert isinstance(act_space, spaces.MultiDiscrete)
+    np.testing.assert_array_equal(act_space.nvec, [N_POWER, N_PRICE])
+    # the same space for every agent (one action space serves all kinds)
+    assert env.action_space(b) == act_space and env.observation_space(b) == obs_space
+
+
+def test_spaces_not_shared_between_instances() -> None:
+    e1, e2 = _parallel(n_agents=10), _parallel(n_agents=10)
+    a = e1.possible_agents[0]
+    e1.action_space(a).seed(1)
+    e2.action_space(a).seed(1)
+    first = e1.action_space(a).sample()
+    assert np.array_equal(e2.action_space(a).sample(), first)
+
+
+def test_agents_named_by_kind_in_order() -> None:
+    env = _parallel(n_agents=10)
+    assert env.possible_agents == [
+        "solar_000", "solar_001", "solar_002",
+        "battery_000", "battery_001", "battery_002", "battery_003",
+        "ev_000", "ev_001", "ev_002"]
+    assert env.agents == []
+    env.reset(seed=0)
+    assert env.agents == env.possible_agents and env.agents is not env.possible_agents
+    assert env.num_agents == 10 and env.max_num_agents == 10
+
+
+def test_reset_observations_and_infos() -> None:
+    env = _parallel(scenario="price_spike", n_agents=100)
+    obs, infos = env.reset(seed=0)
+    assert set(obs) == set(infos) == set(env.possible_agents)
+    raw_masks = env.unwrapped.action_masks()
+    assert raw_masks.shape == (100, N_POWER + N_PRICE) and raw_masks.dtype == bool
+    for i, a in enumerate(env.agents):
+        assert obs[a].dtype == np.float32 and env.observation_space(a).contains(obs[a])
+        mask = infos[a]["action_mask"]
+        assert mask.dtype == np.int8 and mask.shape == (N_POWER + N_PRICE,)
+        np.testing.assert_array_equal(mask, raw_masks[i])
+        assert mask[:N_POWER].any() and mask[N_POWER:].all()
+        lo, hi = infos[a]["feasible_mw"]
+        assert lo <= 0.0 <= hi
+    np.testing.assert_array_equal(np.stack([obs[a] for a in env.agents]),
+                                  env.unwrapped.observations_array())
+
+
+def test_step_returns_dicts_for_every_agent_and_truncates() -> None:
+    env = _parallel(scenario="emergency", n_agents=10)
+    obs, _ = env.reset(seed=0)
+    steps = 0
+    while env.agents:
+        actions = {a: np.array([N_POWER // 2, 3]) for a in env.agents}
+        obs, rewards, terms, truncs, infos = env.step(actions)
+        steps += 1
+        for d in (obs, rewards, terms, truncs, infos):
+            assert set(d) == set(env.possible_agents)
+        assert not any(terms.values())
+        assert all(isinstance(r, float) and np.isfinite(r) for r in rewards.values())
+        assert all(infos[a]["action_mask"].dtype == np.int8 for a in infos)
+        assert all(v == (steps == env.scenario.episode_steps) for v in truncs.values())
+    assert steps == env.scenario.episode_steps == 120
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step({a: [N_POWER // 2, 0] for a in env.possible_agents})
+
+
+def test_step_before_reset_raises() -> None:
+    env = _parallel(n_agents=10)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step({a: [N_POWER // 2, 0] for a in env.possible_agents})
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step_arrays(np.full(10, N_POWER // 2), np.zeros(10, dtype=np.int64))
+
+
+def test_state_shape_and_content() -> None:
+    env = _parallel(scenario="emergency", n_agents=10)
+    env.reset(seed=0)
+    n = env.num_agents
+    raw = env.unwrapped
+    s = env.state()
+    assert s.shape == env.state_space.shape == (8 + 3 * n,)
+    assert np.all(np.isfinite(s))
+    np.testing.assert_array_equal(s[8:8 + n], raw.fleet.soc)
+    assert s[0] == 0.0 and s[1] == 60.0
+    env.step({a: [N_POWER // 2, 0] for a in env.agents})
+    s1 = env.state()
+    assert s1.shape == (8 + 3 * n,) and s1[0] == 1.0 and s1[7] == 1.0
+    assert s1[1] == raw.freq_trace_hz[-1]
+
+
+def test_dict_and_array_paths_agree() -> None:
+    a_env = _parallel(scenario="emergency", n_agents=30).unwrapped
+    b_env = _parallel(scenario="emergency", n_agents=30).unwrapped
+    a_env.reset(seed=5)
+    b_env.reset(seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        p = rng.integers(0, N_POWER, 30)
+        q = rng.integers(0, N_PRICE, 30)
+        obs_a, rew_a, _, _, _ = a_env.step(
+            {a: [int(p[i]), int(q[i])] for i, a in enumerate(a_env.agents)})
+        obs_b, rew_b, _, _ = b_env.step_arrays(p, q)
+        np.testing.assert_array_equal(np.stack([obs_a[a] for a in a_env.possible_agents]), obs_b)
+        np.testing.assert_array_equal([rew_a[a] for a in a_env.possible_agents], rew_b)
+
+
+def test_aec_wrapper_steps_agent_by_agent() -> None:
+    aec = gridswarm_env.env(scenario="emergency", n_agents=10, trust="hmac")
+    aec.reset(seed=0)
+    assert aec.unwrapped.metadata["name"] == "gridswarm_v0"
+    seen = []
+    for agent in aec.agent_iter(max_iter=30):
+        _obs, _rew, term, trunc, info = aec.last()
+        assert info["action_mask"].shape == (N_POWER + N_PRICE,)
+        seen.append(agent)
+        aec.step(None if term or trunc else np.array([N_POWER // 2, 0]))
+    assert seen[:10] == aec.possible_agents
+    assert aec.unwrapped.step_index == 3
+
+
+def test_parallel_env_respects_config_fields() -> None:
+    env = gridswarm_env.parallel_env(config=EnvConfig(n_agents=10, trust="hmac", shadow=True))
+    assert len(env.possible_agents) == 10
+    assert env.unwrapped.config.trust == "hmac" and env.unwrapped.config.shadow is True
+
+
+# --------------------------------------------------------------------------- bad actions
+BAD_ACTIONS = [
+    pytest.param([N_POWER, 0], id="power-level-21"),
+    pytest.param([-1, 0], id="negative"),
+    pytest.param([0, N_PRICE], id="price-level-11"),
+    pytest.param([float("nan"), 0], id="nan"),
+    pytest.param([float("inf"), 0], id="inf"),
+    pytest.param([3.5, 0], id="float-3.5"),
+    pytest.param([1, 2, 3], id="three-values"),
+    pytest.param(7, id="scalar"),
+    pytest.param("up", id="string"),
+    pytest.param(None, id="none"),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_ACTIONS)
+def test_bad_action_names_agent(bad) -> None:
+    env = _parallel(scenario="emergency", n_agents=10)
+    env.reset(seed=0)
+    victim = env.possible_agents[4]
+    actions = {a: [N_POWER // 2, 0] for a in env.agents}
+    actions[victim] = bad
+    with pytest.raises(ValueError, match=victim):
+        env.step(actions)
+
+
+def test_missing_and_unknown_agents_named() -> None:
+    env = _parallel(scenario="emergency", n_agents=10)
+    env.reset(seed=0)
+    actions = {a: [N_POWER // 2, 0] for a in env.agents}
+    missing = dict(actions)
+    del missing["ev_001"]
+    with pytest.raises(ValueError, match="ev_001"):
+        env.step(missing)
+    with pytest.raises(ValueError, match="battery_999"):
+        env.step({**actions, "battery_999": [N_POWER // 2, 0]})
+    with pytest.raises(ValueError, match="dict"):
+        env.step([[N_POWER // 2, 0]] * 10)
+
+
+def test_bad_array_actions() -> None:
+    raw = _parallel(scenario="emergency", n_agents=10).unwrapped
+    raw.reset(seed=0)
+    zero = np.zeros(10, dtype=np.int64)
+    ok = np.full(10, N_POWER // 2)
+    with pytest.raises(ValueError, match="shape"):
+        raw.step_arrays(ok[:9], zero[:9])
+    with pytest.raises(ValueError, match="integer"):
+        raw.step_arrays(ok.astype(float), zero)
+    bad = ok.copy()
+    bad[7] = N_POWER
+    with pytest.raises(ValueError, match=raw.possible_agents[7]):
+        raw.step_arrays(bad, zero)
+    with pytest.raises(ValueError, match=raw.possible_agents[2]):
+        raw.step_arrays(ok, np.where(np.arange(10) == 2, -1, 0))
+
+
+def test_rejected_step_leaves_state_untouched() -> None:
+    """A refused step changes nothing: the next valid steps match a run without it."""
+    rng = np.random.default_rng(3)
+    plan = [(rng.integers(0, N_POWER, 30), rng.integers(0, N_PRICE, 30)) for _ in range(12)]
+    runs = []
+    for with_bad_calls in (False, True):
+        env = _parallel(scenario="emergency", n_agents=30)
+        env.reset(seed=11)
+        trace = []
+        for k, (p, q) in enumerate(plan):
+            actions = {a: [int(p[i]), int(q[i])] for i, a in enumerate(env.agents)}
+            if with_bad_calls and k in (0, 5, 10):   # reserve rounds, the trip, energy rounds
+                broken = dict(actions)
+                broken[env.agents[k]] = [N_POWER, 0]
+                with pytest.raises(ValueError):
+                    env.step(broken)
+                with pytest.raises(ValueError):
+                    env.unwrapped.step_arrays(p.astype(float), q)
+            obs, rew, _, _, infos = env.step(actions)
+            trace.append((np.stack(list(obs.values())), np.array(list(rew.values())),
+                          np.stack([i["action_mask"] for i in infos.values()])))
+        runs.append((trace, env.unwrapped.episode_metrics(), env.unwrapped.audit_log.head_hash))
+    (t0, m0, h0), (t1, m1, h1) = runs
+    for a, b in zip(t0, t1, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert m0["blocked_attempts"] == m1["blocked_attempts"]
+    assert m0["bus_published"] == m1["bus_published"]
+    assert m0["contracts_signed"] == m1["contracts_signed"]
+    assert h0 == h1
+
+
+def test_package_env_stays_the_aec_factory() -> None:
+    """Importing the submodule ``gridswarm_env.env`` must not shadow the ``env()`` factory."""
+    import importlib
+
+    importlib.import_module("gridswarm_env.env")
+    gridswarm_env.parallel_env(scenario="emergency", n_agents=3, trust="hmac")
+    assert callable(gridswarm_env.env) and gridswarm_env.env.__module__ == "gridswarm_env"
+    assert gridswarm_env.raw_env is gridswarm_env.GridSwarmEnv
+    aec = gridswarm_env.env(scenario="emergency", n_agents=3, trust="hmac")
+    assert aec.possible_agents == ["solar_000", "battery_000", "ev_000"]

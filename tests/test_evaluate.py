@@ -1,0 +1,165 @@
+"""evaluate.py as a user runs it: outputs, strict JSON, tensorboard tags, bad arguments."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ("price_spike", "solar_surplus", "emergency")
+POLICIES = ("heuristic", "random", "oracle")
+
+
+def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _strict_json(text: str):
+    def reject(token):
+        raise ValueError(f"non-strict JSON constant {token}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "out"
+    proc = _run_cli("--policies", ",".join(POLICIES), "--agents", "10", "--episodes", "1",
+                    "--seed", "3", "--out", str(out), "--trust", "hmac", "--no-progress",
+                    cwd=tmp_path_factory.getbasetemp())
+    return proc, out
+
+
+def test_cli_end_to_end_writes_every_output(cli_run):
+    proc, out = cli_run
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for name in ("results.json", "results.md", "cost_vs_oracle.png",
+                 *(f"freq_{sc}.png" for sc in SCENARIOS)):
+        path = out / name
+        assert path.is_file() and path.stat().st_size > 0, name
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_json_is_strict_and_complete(cli_run):
+    _, out = cli_run
+    data = _strict_json((out / "results.json").read_text())
+    runs = data["runs"]
+    assert len(runs) == len(POLICIES) * len(SCENARIOS)
+    assert {(r["policy"], r["scenario"]) for r in runs} == {
+        (p, s) for p in POLICIES for s in SCENARIOS}
+    from gridswarm_env.metrics import KPI_KEYS
+
+    for r in runs:
+        assert r["seed"] == 3 and r["n_agents"] == 10
+        assert set(KPI_KEYS) <= set(r["metrics"])
+    summary = data["summary"]["scenarios"]
+    for sc in SCENARIOS:
+        assert summary[sc]["oracle"]["system_cost_vs_oracle"] == pytest.approx(1.0)
+        for pol in POLICIES:
+            cost = summary[sc][pol]["kpis"]["system_cost"]
+            assert cost["n"] == 1 and cost["std"] == 0.0
+            expected = [r["metrics"]["system_cost"] for r in runs
+                        if r["policy"] == pol and r["scenario"] == sc][0]
+            assert cost["mean"] == pytest.approx(expected)
+    no_der = data["summary"]["no_der_counterfactual"]
+    assert set(no_der) == set(SCENARIOS)
+    assert no_der["emergency"]["frequency_nadir_hz"] < 59.5   # unassisted trip: ~59.35 Hz
+    emergency = summary["emergency"]["heuristic"]["kpis"]["frequency_nadir_hz"]["mean"]
+    assert emergency > no_der["emergency"]["frequency_nadir_hz"]
+    # price_spike never has an event: its latency KPI is null, not NaN
+    spike = [r for r in runs if r["scenario"] == "price_spike"][0]
+    assert spike["metrics"]["emergency_response_latency_ms"] is None
+
+
+def test_results_markdown_has_a_table_per_scenario(cli_run):
+    _, out = cli_run
+    text = (out / "results.md").read_text()
+    for sc in SCENARIOS:
+        assert f"## {sc}" in text
+    assert "cost / oracle" in text and "±" in text
+    for pol in POLICIES:
+        assert f"| {pol} |" in text
+
+
+def test_tensorboard_scalars_are_namespaced(cli_run):
+    _, out = cli_run
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for sc in SCENARIOS:
+        for pol in POLICIES:
+            assert f"eval/{sc}/{pol}/system_cost" in tags
+            assert f"eval/{sc}/{pol}/frequency_nadir_hz" in tags
+    assert "eval/price_spike/heuristic/emergency_response_latency_ms" not in tags   # None
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--policies", "bogus"], "unknown policy 'bogus'"),
+    (["--scenarios", "nowhere"], "unknown scenario 'nowhere'"),
+    (["--episodes", "0"], "episodes = 0"),
+    (["--agents", "0"], "agents = 0"),
+    (["--episodes", "abc"], "invalid int value"),
+    (["--trust", "rsa"], "invalid choice"),
+    (["--limits", "/nonexistent/limits.toml"], "does not exist"),
+    (["--policies", "runs/missing_model.zip"], "does not exist"),
+])
+def test_bad_arguments_exit_nonzero_with_one_line(args, words, capsys, tmp_path):
+    status = evaluate.main([*args, "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert status != 0
+    assert words in err
+    assert len(err.splitlines()) == 1 and err.startswith("evaluate.py: error:")
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_bad_arguments_from_the_shell_have_no_traceback(tmp_path):
+    for args in (["--policies", "heuristic,nope"], ["--agents", "0"]):
+        proc = _run_cli(*args, "--out", str(tmp_path / "o"), cwd=tmp_path)
+        assert proc.returncode != 0
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.strip().startswith("evaluate.py: error:")
+
+
+def test_learned_without_a_model_is_skipped_with_a_note(monkeypatch):
+    monkeypatch.setattr(evaluate, "pretrained_model", lambda: None)
+    names, notes = evaluate.resolve_policies(None)
+    assert names == list(evaluate.DEFAULT_POLICIES)
+    assert notes and "learned" in notes[0]
+    with pytest.raises(evaluate.UsageError, match="no policy left"):
+        evaluate.resolve_policies("learned")
+
+
+def test_json_safe_converts_non_finite_and_numpy():
+    data = {"a": float("nan"), "b": np.float64(np.inf), "c": np.int64(3), "d": [np.float32(0.5)],
+            "e": {"f": np.bool_(True), "g": None}, "h": np.array([1.0, np.nan])}
+    safe = evaluate.json_safe(data)
+    assert safe == {"a": None, "b": None, "c": 3, "d": [0.5], "e": {"f": True, "g": None},
+                    "h": [1.0, None]}
+    json.dumps(safe, allow_nan=False)
+
+
+def test_summary_statistics_and_oracle_ratio():
+    runs = [{"policy": p, "scenario": "s", "seed": i, "n_agents": 1,
+             "metrics": {"system_cost": c, "stabilization_time_s": st, "scenario": "s"}}
+            for p, i, c, st in (("oracle", 0, 10.0, 1.0), ("oracle", 1, 30.0, None),
+                                ("heuristic", 0, 30.0, 2.0), ("heuristic", 1, 50.0, 4.0))]
+    summary = evaluate.summarize(runs, ["oracle", "heuristic"], ["s"])["s"]
+    cost = summary["heuristic"]["kpis"]["system_cost"]
+    assert cost["mean"] == 40.0 and cost["std"] == pytest.approx(math.sqrt(200.0))
+    assert summary["heuristic"]["system_cost_vs_oracle"] == pytest.approx(2.0)
+    assert summary["oracle"]["kpis"]["stabilization_time_s"] == {
+        "mean": 1.0, "std": 0.0, "n": 1, "n_null": 1}
+    assert "scenario" not in summary["oracle"]["kpis"]

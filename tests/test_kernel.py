@@ -1,0 +1,313 @@
+"""Tests of gridswarm_env.kernel (issue 5): declarative limits, masks, blocking, and the
+"zero executed violations" guarantee under random and adversarial action sequences.
+
+The sweep below runs every adversarial strategy of ``conftest.POWER_STRATEGIES`` on
+every scenario for a whole episode at 100 agents (5 x (300 + 300 + 120) x 100 =
+360 000 agent-steps), each step checked independently by ``conftest.run_checked``;
+a hypothesis test adds mixed per-step strategy sequences.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ADVERSARIAL, POWER_STRATEGIES, PRICE_MODES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gridswarm_env.config import EnvConfig, FleetConfig
+from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, build_fleet
+from gridswarm_env.kernel import (
+    DEFAULT_KIND_LIMITS,
+    DerLimits,
+    Kernel,
+    LimitArrays,
+    Limits,
+    as_limits,
+    check_executed,
+)
+from gridswarm_env.scenarios import scenario_names
+
+LIMITS_DICT = {
+    "battery": {"max_discharge_mw": 0.5, "soc_min": 0.2, "ramp_mw_per_s": 2.0},
+    "ev": {"max_charge_mw": 0.1, "departure_soc": 0.6},
+    "agents": {"battery_003": {"soc_min": 0.3}},
+}
+LIMITS_TOML = """
+[battery]
+max_discharge_mw = 0.5
+soc_min = 0.2
+ramp_mw_per_s = 2.0
+
+[ev]
+max_charge_mw = 0.1
+departure_soc = 0.6
+
+[agents.battery_003]
+soc_min = 0.3
+"""
+
+
+def _arrays_equal(a: LimitArrays, b: LimitArrays) -> None:
+    for name in LimitArrays.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+# --------------------------------------------------------------------------- declaring limits
+def test_limits_from_dict_in_env(make_env) -> None:
+    raw = make_env("price_spike", 20, limits=LIMITS_DICT)
+    raw.reset(seed=0)
+    a, f = raw.kernel.arrays, raw.fleet
+    bat, ev, sol = f.kind == KIND_BATTERY, f.kind == KIND_EV, f.kind == KIND_SOLAR
+    np.testing.assert_array_equal(a.max_discharge_mw[bat], np.minimum(f.rated_power_mw[bat], 0.5))
+    np.testing.assert_array_equal(a.max_charge_mw[bat], f.rated_power_mw[bat])   # default: rated
+    np.testing.assert_array_equal(a.max_charge_mw[ev], np.minimum(f.rated_power_mw[ev], 0.1))
+    i3 = raw.possible_agents.index("battery_003")
+    expected_soc_min = np.where(np.arange(20) == i3, 0.3, 0.2)
+    np.testing.assert_array_equal(a.soc_min[bat], expected_soc_min[bat])
+    assert a.max_discharge_mw[i3] == min(f.rated_power_mw[i3], 0.5)   # kind limits kept
+    assert np.all(a.soc_max[bat] == DEFAULT_KIND_LIMITS["battery"].soc_max)
+    assert np.all(a.soc_min[ev] == DEFAULT_KIND_LIMITS["ev"].soc_min)
+    assert np.all(a.departure_soc[ev] == 0.6)
+    assert np.all(a.ramp_mw_per_s[bat] == 2.0) and np.all(np.isinf(a.ramp_mw_per_s[~bat]))
+    assert np.all(a.soc_min[sol] == 0.0)
+
+
+def test_limits_from_toml_file_equal_dict(make_env, tmp_path: Path) -> None:
+    path = tmp_path / "limits.toml"
+    path.write_text(LIMITS_TOML)
+    assert Limits.from_toml(path) == Limits.from_dict(LIMITS_DICT) == as_limits(str(path))
+    from_file = make_env("price_spike", 20, limits=str(path))
+    from_path = make_env("price_spike", 20, limits=path)
+    from_dict = make_env("price_spike", 20, limits=LIMITS_DICT)
+    for raw in (from_file, from_path, from_dict):
+        raw.reset(seed=0)
+    _arrays_equal(from_file.kernel.arrays, from_dict.kernel.arrays)
+    _arrays_equal(from_path.kernel.arrays, from_dict.kernel.arrays)
+    assert Limits.from_dict(Limits.from_dict(LIMITS_DICT).to_dict()) == Limits.from_dict(
+        LIMITS_DICT)
+
+
+def test_default_limits() -> None:
+    assert as_limits(None) == Limits()
+    assert Limits().for_kind("battery") == DerLimits(soc_min=0.10, soc_max=0.95)
+
+
+@pytest.mark.parametrize(("limits", "field", "allowed"), [
+    ({"battery": {"soc_min": 1.5}}, "soc_min", "[0.0, 1.0]"),
+    ({"battery": {"soc_max": -0.1}}, "soc_max", "[0.0, 1.0]"),
+    ({"ev": {"departure_soc": 2}}, "departure_soc", "[0.0, 1.0]"),
+    ({"battery": {"max_discharge_mw": -1.0}}, "max_discharge_mw", ">= 0"),
+    ({"ev": {"max_charge_mw": float("nan")}}, "max_charge_mw", "finite"),
+    ({"battery": {"max_discharge_mw": "big"}}, "max_discharge_mw", "finite"),
+    ({"battery": {"ramp_mw_per_s": 0.0}}, "ramp_mw_per_s", "> 0"),
+    ({"battery": {"soc_min": 0.8, "soc_max": 0.5}}, "soc_min", "<= soc_max"),
+    ({"wind": {"soc_min": 0.1}}, "wind", "solar, battery, ev"),
+    ({"battery": {"soc_floor": 0.1}}, "soc_floor", "soc_min"),
+    ({"battery": 0.5}, "battery", "table"),
+    ({"agents": {"battery_000": {"capacity": 1}}}, "capacity", "soc_min"),
+])
+def test_invalid_limits_rejected(make_env, limits: dict, field: str, allowed: str) -> None:
+    with pytest.raises(ValueError, match=field) as info:
+        make_env("price_spike", 10, limits=limits)
+    assert allowed in str(info.value)
+
+
+def test_invalid_limits_file_rejected(make_env, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[battery]\nsoc_min = 7\n")
+    with pytest.raises(ValueError, match=r"soc_min = 7: must lie in \[0.0, 1.0\]"):
+        make_env("price_spike", 10, limits=bad)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[battery\nsoc_min = 0.1\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        make_env("price_spike", 10, limits=broken)
+    with pytest.raises(ValueError, match="does not exist"):
+        make_env("price_spike", 10, limits=tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(("agents", "match"), [
+    ({"battery_999": {"soc_min": 0.3}}, "battery_999"),
+    ({"battery_000": {"soc_min": 3.0}}, "soc_min"),
+])
+def test_bad_per_agent_limits_rejected_by_first_reset(make_env, agents: dict,
+                                                      match: str) -> None:
+    # per-agent values are resolved against the fleet, so the error may come at reset
+    with pytest.raises(ValueError, match=match):
+        make_env("price_spike", 10, limits={"agents": agents}).reset(seed=0)
+
+
+# --------------------------------------------------------------------------- masks and blocking
+def test_masks_concatenated_power_then_price(make_env) -> None:
+    raw = make_env("price_spike", 100)
+    obs, infos = raw.reset(seed=1)
+    n_power, n_price = raw.config.market.n_power_levels, raw.config.market.n_price_levels
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        masks = raw.action_masks()
+        assert masks.shape == (100, n_power + n_price)
+        power, price = masks[:, :n_power], masks[:, n_power:]
+        assert price.all() and power.any(axis=1).all()
+        lo = np.array([infos[a]["feasible_mw"][0] for a in raw.possible_agents])
+        hi = np.array([infos[a]["feasible_mw"][1] for a in raw.possible_agents])
+        levels_mw = raw.kernel.level_fraction[None, :] * raw.fleet.rated_power_mw[:, None]
+        inside = (levels_mw >= lo[:, None] - 1e-9) & (levels_mw <= hi[:, None] + 1e-9)
+        has_inside = inside.any(axis=1)
+        np.testing.assert_array_equal(power[has_inside], inside[has_inside])
+        assert np.all(power[:, n_power // 2] == ((lo <= 1e-9) & (hi >= -1e-9)))
+        rated = raw.fleet.rated_power_mw
+        o = raw.observations_array()
+        np.testing.assert_allclose(o[:, 5], np.clip(lo / rated, -5, 5), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(o[:, 6], np.clip(hi / rated, -5, 5), rtol=1e-6, atol=1e-6)
+        _, _, _, _, infos = raw.step({a: [int(rng.integers(0, n_power)), 0]
+                                      for a in raw.agents})
+
+
+def test_blocked_action_replaced_by_nearest_feasible_level(make_env) -> None:
+    raw = make_env("price_spike", 100)
+    raw.reset(seed=0)
+    mask = raw.action_masks()[:, :21]
+    lo, hi = raw._lo.copy(), raw._hi.copy()
+    levels, bid_mw, blocked = raw.kernel.enforce(np.full(100, 20), mask, lo, hi)
+    np.testing.assert_array_equal(blocked, ~mask[:, 20])
+    assert np.all(mask[np.arange(100), levels])
+    # nearest allowed to level 20 is the highest allowed level
+    np.testing.assert_array_equal(levels, 20 - np.argmax(mask[:, ::-1], axis=1))
+    assert np.all((bid_mw >= lo - 1e-12) & (bid_mw <= hi + 1e-12))
+    # in the env the blocked step is counted and audited with executed (clipped) bids
+    raw.step_arrays(np.full(100, 20), np.zeros(100, dtype=np.int64))
+    entry = [e for e in raw.audit_log.entries if e.kind == "action_blocked"][-1]
+    assert entry.fields["count"] == int(blocked.sum()) == raw.metrics.blocked_attempts
+    assert len(entry.fields["agents"]) == min(int(blocked.sum()), 100)
+    assert raw.audit_log.verify().ok
+
+
+def test_power_mask_never_empty() -> None:
+    fleet = build_fleet(9, FleetConfig(), 0.5, np.random.default_rng(0))
+    kernel = Kernel(Limits(), [f"a{i}" for i in range(9)], fleet, 21, 1.0)
+    rated = fleet.rated_power_mw
+    # intervals strictly between two levels (nearer to 0 MW), above and below the range
+    lo = np.concatenate([0.02 * rated[:3], 2.0 * rated[3:6], -3.0 * rated[6:]])
+    hi = np.concatenate([0.04 * rated[:3], 3.0 * rated[3:6], -2.0 * rated[6:]])
+    mask = kernel.power_mask(lo, hi)
+    assert np.all(mask.sum(axis=1) == 1)
+    np.testing.assert_array_equal(np.argmax(mask, axis=1), [10] * 3 + [20] * 3 + [0] * 3)
+    # an interval covering levels 8..12 allows exactly those
+    wide = kernel.power_mask(-0.25 * rated, 0.2 * rated)
+    np.testing.assert_array_equal(wide, np.tile(np.isin(np.arange(21), range(8, 13)), (9, 1)))
+
+
+# --------------------------------------------------------------------------- independent checker
+def test_check_executed_detects_each_kind_of_violation() -> None:
+    """The post-step checker must be able to fail (one violation of each kind)."""
+    kinds = np.array([KIND_BATTERY, KIND_BATTERY, KIND_EV, KIND_EV, KIND_SOLAR, KIND_BATTERY])
+    n = kinds.size
+    arrays = LimitArrays(max_discharge_mw=np.full(n, 1.0), max_charge_mw=np.full(n, 1.0),
+                         soc_min=np.full(n, 0.1), soc_max=np.full(n, 0.9),
+                         ramp_mw_per_s=np.array([math.inf] * 5 + [0.5]),
+                         departure_soc=np.zeros(n))
+    cap = np.array([10.0, 10.0, 10.0, 10.0, 0.0, 10.0])
+    e0 = np.array([5.0, 1.05, 5.0, 5.0, 0.0, 5.0])
+    net = np.array([1.5, 0.5, 0.2, -0.3, 2.0, 0.8])        # each row breaks one rule
+    e1 = e0 - np.array([0.0, 0.1, 0.0, -0.01, 0.0, 0.0])
+    plugged = np.array([True, True, True, False, True, True])
+    report = check_executed(
+        kinds=kinds, net_min_mw=net, net_max_mw=net, p_now_mw=net, p_prev_mw=np.zeros(n),
+        energy_before_mwh=e0, energy_after_mwh=e1, capacity_mwh=cap,
+        solar_available_mw=np.array([0, 0, 0, 0, 1.0, 0]), plugged=plugged, arrays=arrays,
+        dt_s=1.0)
+    np.testing.assert_array_equal(report.power, [True, False, True, False, True, False])
+    np.testing.assert_array_equal(report.soc, [False, True, False, False, False, False])
+    np.testing.assert_array_equal(report.unplugged, [False, False, False, True, False, False])
+    np.testing.assert_array_equal(report.ramp, [False, False, False, False, False, True])
+    assert report.count == 6
+    ok = check_executed(
+        kinds=kinds, net_min_mw=np.zeros(n), net_max_mw=np.zeros(n), p_now_mw=np.zeros(n),
+        p_prev_mw=np.zeros(n), energy_before_mwh=e0, energy_after_mwh=e0, capacity_mwh=cap,
+        solar_available_mw=np.zeros(n), plugged=plugged, arrays=arrays, dt_s=1.0)
+    assert ok.count == 0
+
+
+# --------------------------------------------------------------------------- property tests
+@pytest.mark.parametrize("strategy", ADVERSARIAL)
+@pytest.mark.parametrize("scenario", scenario_names())
+def test_zero_violations_and_exact_blocking(make_env, checked_run, scenario: str,
+                                            strategy: str) -> None:
+    raw = make_env(scenario, 100)
+    stats = checked_run(raw, seed=len(strategy), power=strategy, price="accept")
+    assert stats.agent_steps == raw.scenario.episode_steps * 100
+    if strategy == "outside_mask":
+        assert stats.blocked > stats.agent_steps // 2
+    if strategy in ("alternating", "uniform_unmasked"):
+        assert stats.negotiations > 0 and stats.max_abs_p_mw > 0   # bids were executed
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=st.sampled_from(scenario_names()),
+       schedule=st.lists(st.sampled_from(sorted(POWER_STRATEGIES)), min_size=1, max_size=6),
+       price=st.sampled_from(PRICE_MODES), seed=st.integers(0, 2**16))
+def test_mixed_action_sequences_property(make_env, checked_run, scenario: str,
+                                         schedule: list[str], price: str, seed: int) -> None:
+    raw = make_env(scenario, 100)
+    stats = checked_run(raw, seed=seed, power=schedule, price=price, max_steps=60)
+    assert stats.steps == 60
+    if set(schedule) == {"masked_random"}:
+        assert stats.blocked == 0
+
+
+TIGHT = {
+    "battery": {"soc_min": 0.5, "soc_max": 0.8, "max_discharge_mw": 0.3, "max_charge_mw": 0.2},
+    "ev": {"soc_min": 0.4, "max_charge_mw": 0.05, "departure_soc": 0.9},
+}
+
+
+@pytest.mark.parametrize("scenario", scenario_names())
+def test_tight_custom_limits_hold(make_env, checked_run, scenario: str) -> None:
+    raw = make_env(scenario, 100, limits=TIGHT)
+    stats = checked_run(raw, seed=3, power=["uniform_unmasked", "full_discharge",
+                                            "full_charge", "alternating"], price="accept")
+    f, a = raw.fleet, raw.kernel.arrays
+    bat = f.kind == KIND_BATTERY
+    assert np.all(a.max_discharge_mw[bat] == 0.3) and np.all(a.soc_min[bat] == 0.5)
+    assert stats.blocked > 0
+    # batteries that started inside [0.5, 0.8] stayed inside (run_checked checked every step)
+    raw2 = make_env(scenario, 100, limits=TIGHT)
+    raw2.reset(seed=3)
+    start = raw2.fleet.soc
+    inside = bat & (start >= 0.5) & (start <= 0.8)
+    assert inside.any()
+    assert np.all((f.soc[inside] >= 0.5 - 1e-9) & (f.soc[inside] <= 0.8 + 1e-9))
+
+
+def test_ramp_limit_holds_for_executed_power(make_env, checked_run) -> None:
+    raw = make_env("price_spike", 100, limits={"battery": {"ramp_mw_per_s": 0.4}})
+    checked_run(raw, seed=1, power="full_discharge", price="accept")
+
+
+def test_ramp_limit_holds_for_reserve_activation(make_env, checked_run) -> None:
+    raw = make_env("emergency", 100, limits={"battery": {"ramp_mw_per_s": 0.4},
+                                             "ev": {"ramp_mw_per_s": 0.4}})
+    checked_run(raw, seed=1, power="masked_random", price="accept")
+
+
+def test_unplugged_ev_with_reserve_only_allows_zero(make_env) -> None:
+    fleet = FleetConfig(share_solar=0.2, share_battery=0.3, share_ev=0.5,
+                        ev_departure_min_s=20.0, ev_departure_max_s=100.0,
+                        battery_soc_init_low=0.05, battery_soc_init_high=1.0,
+                        ev_soc_init_low=0.0, ev_soc_init_high=1.0)
+    raw = make_env("emergency", 60, config=EnvConfig(fleet=fleet))
+    raw.reset(seed=5)
+    n = raw.n_agents
+    unplugged_seen = 0
+    while raw.agents:
+        mask = raw.action_masks()[:, :21]
+        off = (raw.fleet.kind == KIND_EV) & ~raw.fleet.plugged
+        unplugged_seen += int(off.sum())
+        assert np.all(raw.reserve_standing_mw()[off] == 0.0), "reserve held by a departed EV"
+        assert np.all(mask[off].sum(axis=1) == 1) and np.all(mask[off, 10])
+        level = 20 if raw.step_index % 2 == 0 else 0      # reserve offers at 0 $/MWh
+        raw.step_arrays(np.full(n, level), np.zeros(n, dtype=np.int64))
+    assert unplugged_seen > 0

@@ -1,0 +1,227 @@
+"""Scenario registry and configuration validation: clear ``ValueError``s naming the field.
+
+Every check here is what a user hits first: a typo in a scenario name, a zero or
+negative setting, an efficiency above 1, shares that do not add up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gridswarm_env
+from gridswarm_env.config import (
+    CostConfig,
+    EnvConfig,
+    FleetConfig,
+    MarketConfig,
+    RewardConfig,
+    override,
+)
+from gridswarm_env.scenarios import (
+    SCENARIOS,
+    Scenario,
+    get_scenario,
+    load_scenario_file,
+    scenario_names,
+)
+
+KNOWN = ("price_spike", "solar_surplus", "emergency")
+
+
+# --------------------------------------------------------------------------- scenarios
+def test_registry_names_and_descriptions() -> None:
+    assert scenario_names() == KNOWN == gridswarm_env.scenario_names()
+    for name in KNOWN:
+        sc = SCENARIOS[name]
+        assert sc.name == name and sc.description and sc.success
+        assert sc.price_cap_per_mwh > sc.price_floor_per_mwh
+
+
+@pytest.mark.parametrize("make", [
+    lambda: get_scenario("blackout"),
+    lambda: gridswarm_env.parallel_env(scenario="blackout", n_agents=10, trust="hmac"),
+    lambda: gridswarm_env.env(scenario="Price_Spike", n_agents=10, trust="hmac"),
+])
+def test_unknown_scenario_lists_known_ones(make) -> None:
+    with pytest.raises(ValueError, match="unknown scenario") as info:
+        make()
+    assert all(name in str(info.value) for name in KNOWN)
+
+
+def test_scenario_timelines() -> None:
+    ps, ss, em = (SCENARIOS[n] for n in KNOWN)
+    # price_spike: load +110 MW over 20-80 s, generation follows 80-260 s
+    np.testing.assert_allclose(ps.forecast_shortage_mw([0.0, 20.0, 50.0, 80.0, 170.0, 260.0]),
+                               [0.0, 0.0, 55.0, 110.0, 55.0, 0.0], atol=1e-12)
+    # solar_surplus: the mirror image with −70 MW
+    np.testing.assert_allclose(ss.forecast_shortage_mw([50.0, 80.0, 260.0]), [-35.0, -70.0, 0.0],
+                               atol=1e-12)
+    # emergency: 100 MW lost from t = 10 s, before which reserve rounds run
+    np.testing.assert_array_equal(em.lost_generation_mw([9.99, 10.0, 50.0]), [0, 100, 100])
+    assert em.has_event and not ps.has_event and not ss.has_event
+    assert em.reserve_target_mw == 100.0 and em.contingency_mw / 1000.0 == pytest.approx(0.10)
+    np.testing.assert_allclose(ps.irradiance(np.array([0.0, 150.0, 300.0]), 300.0),
+                               [0.15, 0.115, 0.08])
+    np.testing.assert_array_equal(ps.price_levels_per_mwh(11), np.linspace(0, 500, 11))
+    np.testing.assert_array_equal(ss.price_levels_per_mwh(11), np.linspace(-50, 50, 11))
+
+
+def test_env_uses_scenario_profile(make_env) -> None:
+    raw = make_env("emergency", 10)
+    raw.reset(seed=0)
+    sc, pdt = raw.scenario, raw.config.grid.physics_dt_s
+    t_mid = (np.arange(sc.episode_steps * raw.n_substeps) + 0.5) * pdt
+    expected = (sc.forecast_shortage_mw(t_mid) + sc.lost_generation_mw(t_mid)).reshape(
+        sc.episode_steps, raw.n_substeps)
+    np.testing.assert_array_equal(raw.requirement_sub_mw, expected)
+    np.testing.assert_array_equal(raw.price_levels, np.linspace(0.0, 100.0, 11))
+    products = [raw.round_product]
+    while raw.agents:
+        raw.step_arrays(np.full(10, 10), np.zeros(10, dtype=np.int64))
+        products.append(raw.round_product)
+    # reserve rounds (product 1) only for windows before the trip, energy afterwards
+    assert products[0] == 1 and products[-1] == 0
+    assert products.index(0) <= int(sc.event_time_s / raw.config.dt_s)
+
+
+def test_get_scenario_overrides_and_validates() -> None:
+    sc = get_scenario("price_spike", load_step_mw=120.0, episode_steps=50)
+    assert sc.load_step_mw == 120.0 and sc.episode_steps == 50
+    assert SCENARIOS["price_spike"].load_step_mw == 110.0       # the registry is untouched
+    assert get_scenario(sc) is sc
+    with pytest.raises(ValueError, match="no field.*load_stepp_mw"):
+        get_scenario("price_spike", load_stepp_mw=1.0)
+    with pytest.raises(ValueError, match="episode_steps"):
+        get_scenario("price_spike", episode_steps=0)
+    with pytest.raises(ValueError, match="price_cap_per_mwh"):
+        get_scenario("solar_surplus", price_cap_per_mwh=-60.0)
+    with pytest.raises(ValueError, match="contingency_mw"):
+        get_scenario("emergency", contingency_mw=2000.0)
+    with pytest.raises(ValueError, match="gen_follow"):
+        get_scenario("price_spike", gen_follow=1.5)
+    with pytest.raises(ValueError, match="start_hour"):
+        get_scenario("price_spike", start_hour=24.0)
+
+
+def test_custom_scenario_in_env(make_env) -> None:
+    short = get_scenario("price_spike", episode_steps=15)
+    raw = make_env(short, 10)
+    raw.reset(seed=0)
+    steps = 0
+    while raw.agents:
+        raw.step_arrays(np.full(10, 10), np.zeros(10, dtype=np.int64))
+        steps += 1
+    assert steps == 15 and raw.episode_metrics()["steps"] == 15
+
+
+def test_load_scenario_file(tmp_path: Path) -> None:
+    good = tmp_path / "sc.toml"
+    good.write_text('base = "emergency"\ncontingency_mw = 60.0\nevent_time_s = 5.0\n')
+    sc = load_scenario_file(good)
+    assert (sc.name, sc.contingency_mw, sc.event_time_s) == ("emergency", 60.0, 5.0)
+    no_base = tmp_path / "nobase.toml"
+    no_base.write_text("contingency_mw = 60.0\n")
+    with pytest.raises(ValueError, match="base"):
+        load_scenario_file(no_base)
+    bad_field = tmp_path / "bad.toml"
+    bad_field.write_text('base = "emergency"\ncontingency = 60.0\n')
+    with pytest.raises(ValueError, match="unknown field 'contingency'"):
+        load_scenario_file(bad_field)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_scenario_file(tmp_path / "missing.toml")
+
+
+# --------------------------------------------------------------------------- configuration
+@pytest.mark.parametrize(("make", "field", "allowed"), [
+    (lambda: EnvConfig(n_agents=0), "n_agents", ">= 1"),
+    (lambda: EnvConfig(n_agents=-5), "n_agents", ">= 1"),
+    (lambda: EnvConfig(n_agents=2.5), "n_agents", "integer"),
+    (lambda: EnvConfig(n_agents=True), "n_agents", "integer"),
+    (lambda: EnvConfig(dt_s=0.0), "dt_s", "> 0"),
+    (lambda: EnvConfig(dt_s=-1.0), "dt_s", "> 0"),
+    (lambda: EnvConfig(dt_s=float("nan")), "dt_s", "finite"),
+    (lambda: EnvConfig(dt_s=1.03), "dt_s", "multiple"),
+    (lambda: EnvConfig(dt_s=0.2), "gate_s", "shorter than dt_s"),
+    (lambda: EnvConfig(trust="rsa"), "trust", "ed25519, hmac"),
+    (lambda: EnvConfig(shadow="yes"), "shadow", "True or False"),
+    (lambda: FleetConfig(battery_power_mw=-1.0), "battery_power_mw", ">= 0"),
+    (lambda: FleetConfig(ev_power_mw=-0.1), "ev_power_mw", ">= 0"),
+    (lambda: FleetConfig(solar_capacity_mw=-10.0), "solar_capacity_mw", ">= 0"),
+    (lambda: FleetConfig(battery_duration_h=0.0), "battery_duration_h", "> 0"),
+    (lambda: FleetConfig(battery_eta_charge=0.0), "battery_eta_charge", "(0.0, 1.0]"),
+    (lambda: FleetConfig(battery_eta_discharge=1.2), "battery_eta_discharge", "(0.0, 1.0]"),
+    (lambda: FleetConfig(ev_eta_charge=-0.5), "ev_eta_charge", "(0.0, 1.0]"),
+    (lambda: FleetConfig(solar_inverter_eta=1.01), "solar_inverter_eta", "(0.0, 1.0]"),
+    (lambda: FleetConfig(share_solar=0.5), "share_solar + share_battery + share_ev",
+     "sum to 1"),
+    (lambda: FleetConfig(share_solar=-0.1, share_battery=0.8), "share_solar", "[0.0, 1.0]"),
+    (lambda: FleetConfig(ev_soc_init_low=0.8, ev_soc_init_high=0.2), "ev_soc_init_low",
+     "<="),
+    (lambda: MarketConfig(n_power_levels=20), "n_power_levels", "odd"),
+    (lambda: MarketConfig(n_power_levels=1), "n_power_levels", ">= 3"),
+    (lambda: MarketConfig(n_price_levels=1), "n_price_levels", ">= 2"),
+    (lambda: MarketConfig(consensus_share=0.0), "consensus_share", "(0.0, 1.0]"),
+    (lambda: CostConfig(voll_per_mwh=-1.0), "voll_per_mwh", ">= 0"),
+    (lambda: RewardConfig(scale=0.0), "scale", "> 0"),
+])
+def test_bad_config_names_field_value_and_allowed(make, field: str, allowed: str) -> None:
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert field in message and allowed in message, message
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"n_agents": 0}, "n_agents"),
+    ({"trust": "rsa"}, "trust"),
+    ({"render_mode": "rgb_array"}, "render_mode"),
+    ({"render_mode": "ANSI"}, "render_mode"),
+    ({"shadow": 1}, "shadow"),
+])
+def test_bad_env_arguments(kwargs: dict, field: str) -> None:
+    kwargs = {"scenario": "emergency", "n_agents": 10, "trust": "hmac", **kwargs}
+    with pytest.raises(ValueError, match=field):
+        gridswarm_env.parallel_env(**kwargs)
+    with pytest.raises(ValueError, match=field):
+        gridswarm_env.env(**kwargs)
+
+
+def test_valid_edge_values_accepted() -> None:
+    assert FleetConfig(battery_eta_charge=1.0, ev_eta_charge=1.0).battery_eta_charge == 1.0
+    assert FleetConfig(share_solar=0.0, share_battery=1.0, share_ev=0.0).share_battery == 1.0
+    assert FleetConfig(share_solar=0.1, share_battery=0.7, share_ev=0.2)   # 0.1+0.7+0.2 != 1.0
+    assert EnvConfig(n_agents=1, dt_s=0.5).n_agents == 1
+    assert MarketConfig(n_power_levels=3).n_power_levels == 3
+
+
+def test_configs_are_frozen_and_override_validates() -> None:
+    cfg = EnvConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.n_agents = 3  # type: ignore[misc]
+    small = override(cfg, n_agents=5)
+    assert small.n_agents == 5 and cfg.n_agents == 100
+    with pytest.raises(ValueError, match="known fields"):
+        override(cfg, agents=5)
+    with pytest.raises(ValueError, match="n_agents"):
+        override(cfg, n_agents=0)
+
+
+def test_config_fleet_reaches_env(make_env) -> None:
+    fleet = FleetConfig(share_solar=0.0, share_battery=1.0, share_ev=0.0,
+                        battery_power_mw=50.0)
+    raw = make_env("price_spike", 8, config=EnvConfig(fleet=fleet))
+    raw.reset(seed=0)
+    assert all(a.startswith("battery_") for a in raw.possible_agents)
+    assert raw.fleet.rated_power_mw.sum() == pytest.approx(50.0)
+    assert not math.isnan(raw.fleet.soc.sum())
+
+
+def test_scenario_objects_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SCENARIOS["emergency"].contingency_mw = 0.0  # type: ignore[misc]
+    assert isinstance(SCENARIOS["emergency"], Scenario)

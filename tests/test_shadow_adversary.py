@@ -1,0 +1,266 @@
+"""Shadow mode (issue 5) and contract tampering inside the environment (issue 4).
+
+Shadow mode runs bids, clearing, signing, verification and the kernel but
+dispatches nothing: the grid must follow the no-dispatch counterfactual exactly.
+
+The adversary hook ``adversary(env, signed_contracts, owners) -> (signed, owners)``
+sees every batch of contracts between signing and publication on the bus; each
+tampered contract must be rejected by the dispatcher with the right reason,
+dispatch 0 MW, and be written to the audit chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gridswarm_env.env import GridSwarmEnv
+from gridswarm_env.fleet import KIND_BATTERY
+from gridswarm_env.trust import Adversary, derive_key_bytes
+from policies.base import sample_masked
+
+N_POWER = 21
+
+
+# --------------------------------------------------------------------------- shadow mode
+def _run(raw: GridSwarmEnv, seed: int, how: str, max_steps: int | None = None) -> dict[str, Any]:
+    """Step with ``how`` in {"zero", "random", "extreme"}; keep frequency and infos."""
+    raw.reset(seed=seed)
+    rng = np.random.default_rng(100 + seed)
+    n = raw.n_agents
+    freq, would, delivered = [], [], []
+    soc0 = raw.fleet.soc.copy()
+    while raw.agents and (max_steps is None or len(would) < max_steps):
+        mask = raw.action_masks()[:, :N_POWER]
+        if how == "zero":
+            power = np.full(n, N_POWER // 2)
+        elif how == "random":
+            power = sample_masked(mask, rng)
+        else:   # the extreme allowed level, alternating direction
+            power = (N_POWER - 1 - np.argmax(mask[:, ::-1], axis=1)) if len(would) % 3 \
+                else np.argmax(mask, axis=1)
+        raw.step_arrays(power, rng.integers(0, 11, n))
+        freq.append(raw.freq_trace_hz.copy())
+        would.append(raw.last_info["would_dispatch_mw"])
+        delivered.append(raw.last_info["delivered_mw"])
+    return {"freq": np.concatenate(freq), "would": np.array(would),
+            "delivered": np.array(delivered), "metrics": raw.episode_metrics(),
+            "soc0": soc0, "soc1": raw.fleet.soc.copy()}
+
+
+@pytest.mark.parametrize(("scenario", "max_steps"), [("emergency", None),
+                                                      ("solar_surplus", 120)])
+def test_shadow_frequency_is_the_no_dispatch_counterfactual(make_env, scenario: str,
+                                                            max_steps: int | None) -> None:
+    counterfactual = _run(make_env(scenario, 100), 4, "zero", max_steps)
+    assert counterfactual["metrics"]["contracts_signed"] == 0     # nobody offered anything
+    for how in ("random", "extreme"):
+        raw = make_env(scenario, 100, shadow=True)
+        shadow = _run(raw, 4, how, max_steps)
+        assert np.array_equal(shadow["freq"], counterfactual["freq"])
+        m = shadow["metrics"]
+        assert m["shadow"] is True
+        assert m["contracts_signed"] > 0 and m["contracts_verified"] > 0
+        assert m["contracts_rejected"] == 0
+        assert np.any(shadow["would"] != 0.0)
+        assert np.all(shadow["delivered"] == 0.0)
+        assert m["shadow_dispatch_energy_mwh"] > 0.0
+        assert m["balancing_payments"] == 0.0
+        assert m["executed_violations"] == 0
+        for key in ("frequency_nadir_hz", "frequency_zenith_hz", "max_rocof_hz_per_s",
+                    "seconds_outside_band", "unserved_energy_mwh"):
+            assert m[key] == counterfactual["metrics"][key], key
+        bat = raw.fleet.kind == KIND_BATTERY
+        np.testing.assert_array_equal(shadow["soc1"][bat], shadow["soc0"][bat])  # baseline 0
+
+
+def test_shadow_differs_from_live_dispatch(make_env) -> None:
+    """Guard for the test above: the same bids dispatched live do move the frequency."""
+    live = _run(make_env("emergency", 100), 4, "random")
+    shadow = _run(make_env("emergency", 100, shadow=True), 4, "random")
+    assert not np.array_equal(live["freq"], shadow["freq"])
+    assert live["metrics"]["frequency_nadir_hz"] > shadow["metrics"]["frequency_nadir_hz"]
+    assert np.any(live["delivered"] != 0.0)
+
+
+# --------------------------------------------------------------------------- tampering
+ATTACKS = {
+    # attack name: (expected rejection reason, dispatched MW for the victim)
+    "forged_agent_signature": ("bad_agent_signature", "zero"),
+    "forged_operator_signature": ("bad_operator_signature", "zero"),
+    "altered_power": ("bad_agent_signature", "zero"),
+    "wrong_key": ("bad_agent_signature", "zero"),
+    "names_other_agent": ("wrong_agent", "zero"),
+    "handed_to_other_agent": ("wrong_agent", "zero"),
+    "unknown_identity": ("unknown_identity", "zero"),
+    "replayed_same_round": ("replayed", "once"),
+    "replayed_later_expired": ("expired", "genuine"),
+}
+
+
+@dataclass
+class Tamper:
+    """Adversary hook: tampers with one battery's energy contract of round >= ``first_round``."""
+
+    attack: str
+    mode: str
+    first_round: int = 22
+    adversary: Adversary = field(init=False)
+    victim: int | None = None
+    contract_id: str = ""
+    exec_step: int = -1
+    genuine_mw: float = 0.0          # what the victim is genuinely owed in that window
+    other_genuine_mw: float = 0.0    # what the next agent is genuinely owed
+    saved: tuple | None = None       # a contract of an earlier round, for the late replay
+
+    def __post_init__(self) -> None:
+        self.adversary = Adversary(mode=self.mode, rng=0)
+
+    def __call__(self, env: GridSwarmEnv, signed: list, owners: list) -> tuple[list, list]:
+        if not signed or signed[0].contract.product != "energy":
+            return signed, owners
+        batteries = [i for i, o in enumerate(owners) if env.fleet.kind[o] == KIND_BATTERY]
+        if self.saved is None and batteries:
+            self.saved = (signed[batteries[0]], owners[batteries[0]])
+            return signed, owners
+        if self.victim is not None or env.round_index < self.first_round or not batteries:
+            return signed, owners
+        signed, owners = list(signed), list(owners)
+        i = batteries[0]
+        adv, s, owner = self.adversary, signed[i], owners[i]
+        other = env.possible_agents[owner + 1]
+        self.victim, self.contract_id = owner, s.contract.contract_id
+        self.exec_step = env.step_index + 1        # delivery window = next step
+        self.genuine_mw = s.contract.power_mw
+        if self.attack == "forged_agent_signature":
+            signed[i] = adv.forge_agent_signature(s)
+        elif self.attack == "forged_operator_signature":
+            signed[i] = adv.forge_operator_signature(s)
+        elif self.attack == "altered_power":
+            signed[i] = adv.alter_power(s)
+        elif self.attack == "wrong_key":
+            signed[i] = adv.sign_with_wrong_key(s)
+        elif self.attack == "names_other_agent":
+            signed[i] = adv.rename_agent(s, other)
+        elif self.attack == "handed_to_other_agent":
+            self.other_genuine_mw = sum(c.contract.power_mw for c, o in zip(signed, owners,
+                                                                             strict=True)
+                                        if o == owner + 1)
+            owners[i] = owner + 1
+        elif self.attack == "unknown_identity":
+            signed[i] = adv.impersonate(s)
+        elif self.attack == "replayed_same_round":
+            signed.append(s)
+            owners.append(owner)
+        elif self.attack == "replayed_later_expired":
+            old, old_owner = self.saved
+            self.victim, self.contract_id = old_owner, old.contract.contract_id
+            self.genuine_mw = sum(c.contract.power_mw for c, o in zip(signed, owners,
+                                                                       strict=True)
+                                  if o == old_owner)
+            signed.append(old)
+            owners.append(old_owner)
+        return signed, owners
+
+
+def _tampered_run(make_env, attack: str, trust: str, **kwargs) -> tuple[GridSwarmEnv, Tamper,
+                                                                         dict[str, Any]]:
+    tamper = Tamper(attack, trust)
+    raw = make_env("price_spike", 60, trust, adversary=tamper, **kwargs)
+    raw.reset(seed=0)
+    n = raw.n_agents
+    seen: dict[str, Any] = {}
+    while raw.agents and (tamper.victim is None or raw.step_index <= tamper.exec_step + 1):
+        mask = raw.action_masks()[:, :N_POWER]
+        highest = N_POWER - 1 - np.argmax(mask[:, ::-1], axis=1)      # largest offer
+        raw.step_arrays(highest, np.zeros(n, dtype=np.int64))         # at 0 $/MWh
+        if raw.step_index - 1 == tamper.exec_step:
+            seen = {"p_mw": raw.last_p_mw.copy(), "events": raw.last_info["events"]}
+    assert tamper.victim is not None and seen, "the attack never happened"
+    return raw, tamper, seen
+
+
+@pytest.mark.parametrize("trust", ["hmac", "ed25519"])
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_tampered_contract_rejected_and_not_dispatched(make_env, attack: str,
+                                                       trust: str) -> None:
+    reason, dispatched = ATTACKS[attack]
+    raw, tamper, seen = _tampered_run(make_env, attack, trust)
+    m = raw.episode_metrics()
+    assert m["contracts_rejected"] == 1
+    assert m["contracts_rejected_by_reason"] == {reason: 1}
+    assert m["contracts_verified"] > 0        # the untouched contracts still go through
+    assert m["executed_violations"] == 0
+    p_victim = seen["p_mw"][tamper.victim]
+    expected = {"zero": 0.0, "once": tamper.genuine_mw, "genuine": tamper.genuine_mw}[dispatched]
+    assert p_victim == pytest.approx(expected, abs=1e-12)
+    if dispatched == "zero":
+        assert tamper.genuine_mw > 0.0                  # a real award was withheld
+    if attack == "handed_to_other_agent":    # the receiver gets only its own awards
+        assert seen["p_mw"][tamper.victim + 1] == pytest.approx(tamper.other_genuine_mw,
+                                                                abs=1e-12)
+    assert any("rejected" in e and reason in e for e in seen["events"])
+    # the audit chain names the contract and the reason, and verifies
+    rejections = [r for e in raw.audit_log.entries if e.kind == "contract_rejected"
+                  for r in e.fields["rejections"]]
+    assert {"contract_id": tamper.contract_id, "reason": reason} in rejections
+    assert raw.audit_log.verify().ok
+
+
+# --------------------------------------------------------------------------- key secrecy
+def _key_material(raw: GridSwarmEnv, seed: int) -> list[bytes]:
+    """Every identity's private key bytes, re-derived and proven to be the env's keys."""
+    mode, message = raw.config.trust, b"probe"
+    keys = []
+    for identity in raw.registry.identities:
+        key = derive_key_bytes(seed, identity, mode)
+        if mode == "hmac":
+            assert hmac.new(key, message, hashlib.sha256).digest() == raw.registry.sign(
+                identity, message)
+        else:
+            public = Ed25519PrivateKey.from_private_bytes(key).public_key().public_bytes_raw()
+            assert public == raw.registry.public_key_bytes(identity)
+        keys.append(key)
+    return keys
+
+
+def _leaks(text: str | bytes, keys: list[bytes]) -> list[int]:
+    data = text.encode() if isinstance(text, str) else text
+    low = data.lower()
+    return [i for i, k in enumerate(keys)
+            if k in data or k.hex().encode() in low or base64.b64encode(k) in data]
+
+
+@pytest.mark.parametrize("trust", ["hmac", "ed25519"])
+def test_private_keys_never_exposed(make_env, tmp_path: Path, trust: str) -> None:
+    audit = tmp_path / "audit.jsonl"
+    raw, _, _ = _tampered_run(make_env, "forged_agent_signature", trust, audit_path=audit)
+    keys = _key_material(raw, seed=0)
+    obs, infos = raw.observations_array(), raw._infos()
+    raw.close()
+    exposed = {
+        "observations": obs.tobytes(),
+        "infos": repr(infos),
+        "last_info": repr(raw.last_info),
+        "metrics": json.dumps(raw.episode_metrics(), default=str),
+        "repr(env)": repr(raw) + str(raw),
+        "repr(parts)": repr(raw.registry) + repr(raw.ledger) + repr(raw.audit_log),
+        "audit entries": "\n".join(e.to_json_line() for e in raw.audit_log.entries),
+        "audit file": audit.read_bytes(),
+        "state": raw.state().tobytes(),
+    }
+    assert audit.stat().st_size > 0
+    leaks = {where: _leaks(text, keys) for where, text in exposed.items()}
+    assert not any(leaks.values()), leaks
+    with pytest.raises(TypeError):
+        pickle.dumps(raw.registry)          # keys cannot be smuggled out by pickling either
