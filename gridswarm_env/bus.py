@@ -138,6 +138,11 @@ _TAIL_DROP_LANES = frozenset({Lane.CONTROL, Lane.MARKET})
 
 LATENCY_DISTRIBUTIONS: tuple[str, ...] = ("exponential", "constant", "lognormal")
 
+#: pending delivered rows / deliveries before they are folded into the latency histogram
+#: (small enough for the temporaries to stay in cache, large enough to amortize calls)
+_FOLD_ROWS = 16_384
+_FOLD_PARTS = 256
+
 _COUNTER_KEYS = ("published", "delivered", "deferred", "dropped", "queue_depth")
 
 
@@ -190,7 +195,8 @@ class BusConfig:
     :param queue_limit: hard bound of queue depth per lane: CONTROL/MARKET refuse new
         messages past it (tail drop), TELEMETRY drops its oldest; the EMERGENCY entry is
         not enforced (emergency is never dropped). Must be >= ``high_water_mark``.
-        Default 5·10**5 each (~70 bytes a queued message: ~35 MB per full lane).
+        Default 5·10**5 each (56 bytes of columns a queued message plus its payload:
+        ~28 MB of columns per full lane).
     :param latency_block_size: latencies pre-sampled per RNG call.
     :param latency_hist_bins: bins of the per-lane latency histogram over
         ``[0, latency_max_s]`` used for p50/p99 (resolution ``latency_max_s / bins``).
@@ -326,7 +332,18 @@ class _Cols(NamedTuple):
 
 _EMPTY_F = np.empty(0, np.float64)
 _EMPTY_I = np.empty(0, np.int64)
+_EMPTY_I8 = np.empty(0, np.int8)
+_EMPTY_OBJ = np.empty(0, object)
+for _empty in (_EMPTY_F, _EMPTY_I, _EMPTY_I8, _EMPTY_OBJ):  # shared: never written
+    _empty.flags.writeable = False
 _EMPTY_COLS = _Cols(_EMPTY_F, _EMPTY_F, _EMPTY_I, _EMPTY_I, _EMPTY_I, _EMPTY_I, _EMPTY_I)
+
+
+def _full(n: int, value: float, dtype: type) -> np.ndarray:
+    """``np.full(n, value, dtype)`` without its Python-level overhead (hot path)."""
+    out = np.empty(n, dtype)
+    out.fill(value)
+    return out
 
 
 def _take(cols: _Cols, index: np.ndarray) -> _Cols:
@@ -342,26 +359,29 @@ def _concat(parts: list[_Cols]) -> _Cols:
 
 
 def _order_by_time(times_s: np.ndarray) -> np.ndarray:
-    """Indices sorting ``times_s`` ascending, ties in index order (a stable argsort).
+    """Indices sorting ``times_s`` (>= 0) ascending, ties in index order (a stable argsort).
 
-    Large inputs use NumPy's unstable quicksort (about 3x faster than its stable sort on
-    floats) and then restore index order inside runs of equal times (common: every
-    latency clipped at ``latency_max_s`` shares one delivery time per publish time).
+    NumPy's argsort has no SIMD path on AVX2 machines, but its value sort does. For
+    non-negative floats the IEEE-754 bit pattern read as int64 is monotone in the value,
+    so ``(bits - min_bits) << index_bits | index`` is an exact, unique key; sorting those
+    keys by value and masking the low bits yields the stable order (about 3x faster at
+    10 000 rows). Falls back to the stable argsort for small inputs or when the key would
+    not fit in 63 bits (a span of more than ~2**49 ulps).
     """
-    if times_s.size < 512:
+    n = times_s.size
+    if n < 512:
         return np.argsort(times_s, kind="stable")
-    order = np.argsort(times_s)
-    sorted_s = times_s[order]
-    tie = sorted_s[1:] == sorted_s[:-1]
-    if tie.any():
-        in_run = np.zeros(times_s.size, bool)
-        in_run[1:] = tie
-        in_run[:-1] |= tie
-        positions = np.flatnonzero(in_run)
-        run = np.cumsum(~np.concatenate(([False], tie))[positions])
-        members = order[positions]
-        order[positions] = members[np.lexsort((members, run))]
-    return order
+    bits = times_s.view(np.int64)
+    low = int(bits.min())
+    index_bits = (n - 1).bit_length()
+    if int(bits.max()) - low >= 1 << (62 - index_bits):
+        return np.argsort(times_s, kind="stable")
+    keys = bits - low
+    keys <<= index_bits
+    keys |= np.arange(n)
+    keys.sort()
+    keys &= (1 << index_bits) - 1
+    return keys
 
 
 def _run_starts(sorted_ids: np.ndarray) -> np.ndarray:
@@ -480,11 +500,11 @@ class Delivery:
             elif len(self._parts) == 1:
                 lane, cols = self._parts[0]
                 order = _order_by_time(cols.delivery_s)
-                self._sorted = (_take(cols, order), np.full(cols.sender.size, lane, np.int8))
+                self._sorted = (_take(cols, order), _full(cols.sender.size, lane, np.int8))
             else:
                 cols = _concat([c for _, c in self._parts])
                 lanes = np.concatenate(
-                    [np.full(c.sender.size, lane, np.int8) for lane, c in self._parts]
+                    [_full(c.sender.size, lane, np.int8) for lane, c in self._parts]
                 )
                 # rows are lane-major and publish-ordered within a lane: a stable sort on
                 # time alone yields (delivery time, lane, publish order)
@@ -509,22 +529,36 @@ class Delivery:
         batch = self._topics.get(name)
         if batch is not None:
             return batch
-        cols, lanes = self._columns()
         topic_id = self._topic_ids.get(name, -1)
-        if cols.topic.size and (cols.topic == topic_id).all():
-            index: np.ndarray | slice = slice(None)
+        # The topic's rows of each lane, lane-major and publish-ordered, then stably sorted
+        # by delivery time: the same order as filtering the globally sorted rows (a stable
+        # sort keeps the relative order of any subset), without sorting the other topics.
+        pieces: list[tuple[int, _Cols]] = []
+        for lane, cols in self._parts:
+            hit = cols.topic == topic_id
+            n_hit = int(np.count_nonzero(hit))
+            if n_hit:
+                pieces.append((lane, cols if n_hit == hit.size else _take(cols, hit)))
+        if not pieces:
+            batch = TopicBatch(name, _EMPTY_OBJ, _EMPTY_I, _EMPTY_I, _EMPTY_I8, _EMPTY_F, _EMPTY_F)
         else:
-            index = np.flatnonzero(cols.topic == topic_id)
-        picked = _take(cols, index)
-        batch = TopicBatch(
-            topic=name,
-            payloads=_gather_payloads(self._stores, picked.store, picked.row),
-            senders=picked.sender,
-            recipients=picked.recipient,
-            lanes=lanes[index],
-            publish_times_s=picked.publish_s,
-            delivery_times_s=picked.delivery_s,
-        )
+            if len(pieces) == 1:
+                lane, cols = pieces[0]
+                lanes = _full(cols.sender.size, lane, np.int8)
+            else:
+                cols = _concat([c for _, c in pieces])
+                lanes = np.concatenate([_full(c.sender.size, lane, np.int8) for lane, c in pieces])
+            order = _order_by_time(cols.delivery_s)
+            picked = _take(cols, order)
+            batch = TopicBatch(
+                topic=name,
+                payloads=_gather_payloads(self._stores, picked.store, picked.row),
+                senders=picked.sender,
+                recipients=picked.recipient,
+                lanes=lanes if len(pieces) == 1 else lanes[order],
+                publish_times_s=picked.publish_s,
+                delivery_times_s=picked.delivery_s,
+            )
         self._topics[name] = batch
         return batch
 
@@ -568,7 +602,8 @@ class _LaneQueue:
         "run_starts",
         "run_times_s",
         "run_topics",
-        "ids",
+        "senders",
+        "recipients",
         "payloads",
         "room",
         "stores",
@@ -586,7 +621,8 @@ class _LaneQueue:
         self.earliest_s = _INF  # lower bound of the delivery times in cols + segments
         self.lazy_drop = 0  # oldest rows still to be removed (telemetry head drop)
         # staging of single unicast publishes, in publish order:
-        self.ids: list[int] = []  # (sender, recipient) per message, flat
+        self.senders: list[int] = []  # sender id per message
+        self.recipients: list[int] = []  # recipient id per message
         self.payloads: list[object] = []  # payload per message
         # ... as runs of equal (publish time, topic): run k starts at staged row
         # run_starts[k]; the fast path only appends to the current run
@@ -754,7 +790,8 @@ class AgentMessageBus:
             and sender.__class__ is int
             and len(payloads) < queue.room
         ):
-            queue.ids += (sender, recipient)
+            queue.senders.append(sender)
+            queue.recipients.append(recipient)
             payloads.append(payload)
             return False
         return self._publish_checked(topic, payload, lane, sender, recipient, now_s)
@@ -781,7 +818,7 @@ class AgentMessageBus:
                 queue,
                 topic_id,
                 now_s,
-                np.full(recipients.size, sender, np.int64),
+                _full(recipients.size, sender, np.int64),
                 recipients,
                 store,
                 np.zeros(recipients.size, np.int64),
@@ -798,7 +835,8 @@ class AgentMessageBus:
             queue.run_times_s.append(now_s)
             queue.run_topics.append(topic_id)
             queue.now_s, queue.topic = now_s, topic
-        queue.ids += (sender, recipient)
+        queue.senders.append(sender)
+        queue.recipients.append(recipient)
         queue.payloads.append(payload)
         self._after_enqueue(queue)
         return depth > self._hwm[queue.lane]
@@ -853,11 +891,15 @@ class AgentMessageBus:
         rows: np.ndarray | None,
     ) -> np.ndarray:
         """Append a segment of ``senders.size`` messages; ``rows=None`` means row i of ``store``."""
-        self._flush_staging(queue)
+        if queue.payloads:
+            self._flush_staging(queue)
         lane = queue.lane
         n = senders.size
         depth = queue.depth
-        flags = np.arange(depth + 1, depth + n + 1) > self._hwm[lane]
+        if depth + n <= self._hwm[lane]:   # the usual case: no message crosses the mark
+            flags = np.zeros(n, bool)
+        else:
+            flags = np.arange(depth + 1, depth + n + 1) > self._hwm[lane]
         keep = n
         if lane in _TAIL_DROP_LANES:
             keep = int(max(0, min(n, self._limit[lane] - depth)))
@@ -872,11 +914,11 @@ class AgentMessageBus:
                 queue,
                 _Cols(
                     now_s + self._take_latencies(keep),
-                    np.full(keep, now_s),
-                    np.full(keep, topic_id, np.int64),
-                    np.array(senders[:keep], np.int64),
-                    np.array(recipients[:keep], np.int64),
-                    np.full(keep, store_id, np.int64),
+                    _full(keep, now_s, np.float64),
+                    _full(keep, topic_id, np.int64),
+                    senders[:keep].copy(),      # int64 already (_as_id_array)
+                    recipients[:keep].copy(),
+                    _full(keep, store_id, np.int64),
                     rows[:keep],
                 ),
             )
@@ -938,25 +980,30 @@ class AgentMessageBus:
         if n == 0:
             return
         if len(queue.run_starts) == 1:  # one (publish time, topic) run: the usual step
-            publish_s = np.full(n, queue.run_times_s[0])
-            topics = np.full(n, queue.run_topics[0], np.int64)
+            publish_s = _full(n, queue.run_times_s[0], np.float64)
+            topics = _full(n, queue.run_topics[0], np.int64)
         else:
             run_rows = np.diff([*queue.run_starts, n])
             publish_s = np.repeat(np.array(queue.run_times_s, np.float64), run_rows)
             topics = np.repeat(np.array(queue.run_topics, np.int64), run_rows)
         try:
-            ids = np.fromiter(queue.ids, np.int64, 2 * n).reshape(n, 2)
+            senders = np.fromiter(queue.senders, np.int64, n)
+            recipients = np.fromiter(queue.recipients, np.int64, n)
             bad = None
         except OverflowError:  # rare: find the offending messages in Python
-            pairs = np.array(queue.ids, object).reshape(n, 2)
             bad = np.array(
-                [not (_I64_MIN <= s <= _I64_MAX and _I64_MIN <= r <= _I64_MAX) for s, r in pairs]
+                [
+                    not (_I64_MIN <= s <= _I64_MAX and _I64_MIN <= r <= _I64_MAX)
+                    for s, r in zip(queue.senders, queue.recipients, strict=True)
+                ]
             )
-            pairs[bad] = 0
-            ids = pairs.astype(np.int64)
+            senders, recipients = (
+                np.where(bad, 0, np.array(ids, object)).astype(np.int64)
+                for ids in (queue.senders, queue.recipients)
+            )
         payloads = np.fromiter(queue.payloads, object, n)
-        queue.ids.clear()
-        queue.payloads.clear()
+        for staged in (queue.senders, queue.recipients, queue.payloads):
+            staged.clear()
         for runs in (queue.run_starts, queue.run_times_s, queue.run_topics):
             runs.clear()
         queue.now_s, queue.topic = math.nan, None  # the next publish re-validates its time
@@ -966,9 +1013,9 @@ class AgentMessageBus:
             publish_s + self._take_latencies(n),
             publish_s,
             topics,
-            ids[:, 0],
-            ids[:, 1],
-            np.full(n, store_id, np.int64),
+            senders,
+            recipients,
+            _full(n, store_id, np.int64),
             np.arange(n),
         )
         if bad is None:
@@ -985,12 +1032,13 @@ class AgentMessageBus:
     def _append_segment(self, queue: _LaneQueue, segment: _Cols) -> None:
         queue.segments.append(segment)
         queue.n_rows += segment.sender.size
-        queue.earliest_s = min(queue.earliest_s, float(segment.delivery_s.min()))
+        queue.earliest_s = min(queue.earliest_s, float(np.minimum.reduce(segment.delivery_s)))
         self._update_room(queue)
 
     def _materialize(self, queue: _LaneQueue) -> _Cols:
         """All queued rows of a lane as one column set, publish-ordered, head drop applied."""
-        self._flush_staging(queue)
+        if queue.payloads:
+            self._flush_staging(queue)
         if queue.segments:
             parts = [queue.cols, *queue.segments] if queue.cols.sender.size else queue.segments
             queue.cols = _concat(parts)
@@ -1021,7 +1069,8 @@ class AgentMessageBus:
         """
         now_s = _check_time("now_s", now_s, self._clock_s, "the previous deliver() time")
         for queue in self._queues.values():  # may raise (ids outside int64): before any delivery
-            self._flush_staging(queue)
+            if queue.payloads:
+                self._flush_staging(queue)
         self._clock_s = now_s
         parts: list[tuple[int, _Cols]] = []
         stores: dict[int, np.ndarray] = {}
@@ -1068,7 +1117,7 @@ class AgentMessageBus:
         self._pending_latency[lane].append((taken.delivery_s, taken.publish_s))
         self._pending_rows += taken.sender.size
         self._pending_parts += 1
-        if self._pending_rows >= self.config.latency_block_size or self._pending_parts >= 256:
+        if self._pending_rows >= _FOLD_ROWS or self._pending_parts >= _FOLD_PARTS:
             self._fold_latencies()
 
     def _fold_latencies(self) -> None:
@@ -1078,12 +1127,12 @@ class AgentMessageBus:
             if not pending:
                 continue
             delivery_s, publish_s = (np.concatenate(c) for c in zip(*pending, strict=True))
-            latencies_s = delivery_s - publish_s
+            latencies_s = np.subtract(delivery_s, publish_s, out=delivery_s)
+            self._latency_sum_s[lane] += latencies_s.sum()
             # latencies are >= 0 by construction; the bound catches rounding at the max
-            bins = (latencies_s * self._bin_per_s).astype(np.intp)
+            bins = np.multiply(latencies_s, self._bin_per_s, out=latencies_s).astype(np.intp)
             np.minimum(bins, n_bins - 1, out=bins)
             self._hist[lane] += np.bincount(bins, minlength=n_bins)
-            self._latency_sum_s[lane] += latencies_s.sum()
             pending.clear()
         self._pending_rows = self._pending_parts = 0
 
@@ -1168,7 +1217,7 @@ def _as_id(name: str, value: object) -> int:
 def _as_id_array(name: str, value: object, n: int | None) -> np.ndarray:
     """Ids as an int64 array of shape (n,) (a scalar is repeated), or ``ValueError``."""
     if n is not None and (isinstance(value, int | np.integer) and not isinstance(value, bool)):
-        return np.full(n, _as_id(name, value), np.int64)
+        return _full(n, _as_id(name, value), np.int64)
     array = np.asarray(value)
     if array.ndim != 1 or array.dtype.kind not in "iu":
         raise ValueError(
@@ -1185,7 +1234,7 @@ def _check_time(name: str, value: object, earliest_s: float, earliest_what: str)
     """A time as float: finite, >= 0 and >= ``earliest_s``, or ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{name} must be a finite time in s, got {value!r}")
-    value = float(value)
+    value = float(value) + 0.0  # -0.0 -> 0.0 (the sort keys rely on non-negative times)
     if not math.isfinite(value) or value < 0.0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     if value < earliest_s:
