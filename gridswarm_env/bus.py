@@ -404,12 +404,13 @@ def _gather_payloads(
     """
     if store.size == 0:
         return np.empty(0, object)
+    # np.take: the same rows as fancy indexing, several times faster on structured dtypes
     if len(stores) == 1:
         (source,) = stores.values()
-        return source[row]
+        return np.take(source, row)
     first = int(store[0])
-    if (store == first).all():
-        return stores[first][row]
+    if not np.count_nonzero(store != first):
+        return np.take(stores[first], row)
     ids = np.unique(store)
     sources = [stores[int(i)] for i in ids]
     dtype = sources[0].dtype
@@ -865,7 +866,7 @@ class AgentMessageBus:
         :return: bool array of shape (n,): backpressure flag per message (queue depth after
             that message exceeds the lane's high-water mark).
         """
-        queue = self._queues[_as_lane(lane)]
+        queue = self._queues[lane if lane.__class__ is Lane else _as_lane(lane)]
         now_s = self._check_publish_time(now_s)
         topic_id = self._topic_id(topic)
         if not isinstance(payloads, np.ndarray) or payloads.ndim != 1:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridswarm_env.fleet import KIND_SOLAR, FleetState, energy_change_mwh
+from gridswarm_env.fleet import FleetState, energy_change_mwh, fast_clip
 from gridswarm_env.kernel import Kernel, ramp_interval
 
 
@@ -61,25 +61,30 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     ramp limit (:func:`~gridswarm_env.kernel.ramp_interval`).
     """
     h = dt_s / 3600.0
-    base = np.where(fleet.kind == KIND_SOLAR, fleet.solar_available_mw, baseline_mw)
+    c = kernel.constants_for(fleet)
     lo_net, hi_net = kernel.execution_bounds(fleet, h)
-    base = np.clip(base, lo_net, hi_net)
+    base = baseline_mw.copy()
+    base[c.solar] = fleet.solar_available_mw[c.solar]
+    base = fast_clip(base, lo_net, hi_net, out=base)
     p_lo, p_hi = lo_net - base, hi_net - base
-    if p_prev_mw is not None:
-        ramp = kernel.arrays.ramp_mw_per_s * dt_s
-        if np.isfinite(ramp).any():
-            r_lo, r_hi = ramp_interval(p_prev_mw, ramp)
-            p_lo, p_hi = np.maximum(p_lo, r_lo), np.minimum(p_hi, r_hi)
-    in_step = (activation_s < t0_s + dt_s) & (reserve_mw > 0)
-    if in_step.any() and (activation_s[in_step] > t0_s).any():
+    if p_prev_mw is not None and kernel.has_ramp:
+        ramp = (kernel.ramp_step_mw if dt_s == kernel.dt_s
+                else kernel.arrays.ramp_mw_per_s * dt_s)
+        r_lo, r_hi = ramp_interval(p_prev_mw, ramp)
+        p_lo, p_hi = np.maximum(p_lo, r_lo), np.minimum(p_hi, r_hi)
+    t1_s = t0_s + dt_s
+    in_step = activation_s < t1_s
+    in_step &= reserve_mw > 0
+    if np.count_nonzero(in_step) and np.count_nonzero(activation_s[in_step] > t0_s):
         share = activation_share(activation_s, t0_s, n_substeps, physics_dt_s)
         planned = contract_mw[:, None] + reserve_mw[:, None] * share
-        p = np.clip(planned, p_lo[:, None], p_hi[:, None])
+        p = fast_clip(planned, p_lo[:, None], p_hi[:, None])
         net = base[:, None] + p
         # energy is exact per sub-step (efficiency depends on the sign of net)
-        delta = energy_change_mwh(fleet, net[:, 0], physics_dt_s / 3600.0)
+        sub_h = physics_dt_s / 3600.0
+        delta = energy_change_mwh(fleet, net[:, 0], sub_h, c)
         for s in range(1, n_substeps):   # loop over sub-steps (20), vectorized over agents
-            delta = delta + energy_change_mwh(fleet, net[:, s], physics_dt_s / 3600.0)
+            delta = delta + energy_change_mwh(fleet, net[:, s], sub_h, c)
         return Execution(
             p_mean_mw=p.mean(axis=1), planned_mean_mw=planned.mean(axis=1),
             p_total_sub_mw=p.sum(axis=0), net_min_mw=net.min(axis=1),
@@ -87,12 +92,13 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             clamped=(np.abs(p - planned) > 1e-9).any(axis=1),
             reserve_share=share.mean(axis=1), baseline_mw=base)
     share = np.where(activation_s <= t0_s, 1.0, 0.0)
-    planned = contract_mw + reserve_mw * share
-    p = np.clip(planned, p_lo, p_hi)
+    planned = reserve_mw * share
+    planned += contract_mw
+    p = fast_clip(planned, p_lo, p_hi)
     net = base + p
     return Execution(
         p_mean_mw=p, planned_mean_mw=planned,
-        p_total_sub_mw=np.full(n_substeps, float(p.sum())),
+        p_total_sub_mw=np.full(n_substeps, float(np.add.reduce(p))),
         net_min_mw=net, net_max_mw=net,
-        energy_delta_mwh=energy_change_mwh(fleet, net, h),
+        energy_delta_mwh=energy_change_mwh(fleet, net, h, c),
         clamped=np.abs(p - planned) > 1e-9, reserve_share=share, baseline_mw=base)

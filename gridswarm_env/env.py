@@ -76,18 +76,16 @@ from gridswarm_env.bus import AgentMessageBus, Lane
 from gridswarm_env.config import EnvConfig, check_choice
 from gridswarm_env.dispatch import execute
 from gridswarm_env.fleet import (
-    KIND_BATTERY,
-    KIND_EV,
-    KIND_SOLAR,
     agent_names,
     apply_energy,
     baseline_mw,
     build_fleet,
     depart_evs,
+    fast_clip,
     update_solar,
 )
 from gridswarm_env.grid import GridModel
-from gridswarm_env.kernel import Kernel, as_limits, check_executed
+from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits
 from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE, Scenario, get_scenario
 from gridswarm_env.trust import AuditLog, ContractLedger, IdentityRegistry
@@ -101,7 +99,7 @@ OBS_FIELDS = (
     "is_solar", "is_battery", "is_ev", "soc", "size_rel", "feasible_lo_rel", "feasible_hi_rel",
     "baseline_rel", "scheduled_rel", "executed_rel", "reserve_rel", "reserve_active",
     "request_rel", "price_rel", "product_reserve", "emergency", "freq_dev_rel", "rocof_rel",
-    "signal_age", "backpressure", "tod_sin", "tod_cos", "progress", "ev_departure_h",
+    "signal_age", "backpressure", "tod_sin", "tod_cos", "progress", "ev_departure_12h",
     "ev_shortfall_soc", "solar_forecast_rel", "last_clearing_price_rel", "accepted_share",
 )
 OBS_DIM = len(OBS_FIELDS)
@@ -173,6 +171,7 @@ class GridSwarmEnv(ParallelEnv):
         self._obs_space = spaces.Box(-OBS_LIMIT, OBS_LIMIT, (OBS_DIM,), np.float32)
         self._act_space = MaskedMultiDiscrete([cfg.market.n_power_levels,
                                                cfg.market.n_price_levels])
+        self._nvec_u64 = self._act_space.nvec.astype(np.uint64)
         self._state_space = spaces.Box(-np.inf, np.inf, (8 + 3 * cfg.n_agents,), np.float64)
         self._seed = seed
         self._np_random = np.random.default_rng(seed)
@@ -275,20 +274,10 @@ class GridSwarmEnv(ParallelEnv):
         self.shadow_dispatch_mwh = 0.0
         self.dispatch_clamped = 0
         self._cleared_product = PRODUCT_ENERGY
-        # constant helpers
-        f = self.fleet
-        self._agent_ids = np.arange(n)
-        self._to_operator = np.full(n, OPERATOR)
-        self._solar_idx = np.flatnonzero(f.kind == KIND_SOLAR)
-        self._sub_ends = np.arange(1, self.n_substeps + 1, dtype=float)
-        self._obs_buf = np.zeros((n, OBS_DIM), dtype=np.float32)
-        self._kind_onehot = np.eye(3, dtype=np.float32)[f.kind]
-        kind_mean = np.array([f.rated_power_mw[f.kind == k].mean() if (f.kind == k).any()
-                              else 1.0 for k in range(3)])
-        self._mean_rated = kind_mean[f.kind]
-        self._flex_scale = max(self._flexible_mw(1.0), 1e-6)
-        self._mask_price = np.ones((n, cfg.market.n_price_levels), dtype=bool)
-        self._baseline_next = baseline_mw(f)
+        self._standing_mw = z.copy()         # reserve_standing_mw(), refreshed on change
+        self._emergency_in_flight = False    # emergency broadcast not fully delivered yet
+        self._precompute_constants()
+        self._baseline_next = baseline_mw(self.fleet)
         # round 0 (delivery [dt, 2dt)) is announced at t = 0
         self.round_index = 0
         self.round_request_mw, self.round_product = self._operator_request(0)
@@ -297,6 +286,44 @@ class GridSwarmEnv(ParallelEnv):
         self._ready = True
         self._update_feasible()
         return self._observations(), self._infos()
+
+    def _precompute_constants(self) -> None:
+        """Per-episode constants and buffers (no RNG use): what every step would recompute."""
+        f, cfg, sc, n = self.fleet, self.config, self.scenario, self.n_agents
+        c = self._const = self.kernel.constants
+        self._checker = ExecutionChecker(f.kind, f.energy_capacity_mwh, self.kernel.arrays,
+                                         cfg.dt_s)
+        self._agent_ids = np.arange(n)
+        self._to_operator = np.full(n, OPERATOR)
+        self._solar_idx = np.flatnonzero(c.is_solar)
+        self._sub_ends = np.arange(1, self.n_substeps + 1, dtype=float)
+        self._sub_end_offsets_s = cfg.grid.physics_dt_s * self._sub_ends
+        self._bid_rows = np.empty(n, dtype=BID_DTYPE)
+        self._signal_rows = np.empty(n, dtype=SIGNAL_DTYPE)
+        self._reserve_duration_s = (max(self.duration_s - sc.event_time_s, cfg.dt_s)
+                                    if sc.has_event else cfg.dt_s)
+        # fleet flexibility (DESIGN §3): upward is static, downward follows the PV forecast
+        a = self.kernel.arrays
+        self._flex_up_mw = float(np.where(c.is_battery, a.max_discharge_mw, np.where(
+            c.is_ev, f.ev_baseline_rate_mw, 0.0)).sum())
+        self._flex_down_mw = np.where(c.is_ev, f.rated_power_mw - f.ev_baseline_rate_mw,
+                                      a.max_charge_mw)
+        self._flex_scale = max(self._flexible_mw(1.0), 1e-6)
+        # observation rows (transposed, float64): static rows written once
+        safe_rated = np.where(f.rated_power_mw > 0, f.rated_power_mw, 1.0)
+        self._safe_rated = safe_rated
+        self._has_storage = f.energy_capacity_mwh > 0
+        kind_mean = np.array([f.rated_power_mw[f.kind == k].mean() if (f.kind == k).any()
+                              else 1.0 for k in range(3)])
+        obs_t = np.zeros((OBS_DIM, n))
+        obs_t[0:3] = np.eye(3)[f.kind].T
+        obs_t[4] = f.rated_power_mw / kind_mean[f.kind]
+        self._obs_t = obs_t
+        self._price_band = sc.price_cap_per_mwh - sc.price_floor_per_mwh
+        # masks: price levels are all allowed; the power part is refreshed every step
+        n_power = cfg.market.n_power_levels
+        self._mask_buf = np.ones((n, n_power + cfg.market.n_price_levels), dtype=bool)
+        self._mask_price = self._mask_buf[:, n_power:]
 
     def _precompute_profiles(self, rng: np.random.Generator) -> None:
         """Per-sub-step requirement (noise-free) and true shortage for the whole episode."""
@@ -309,6 +336,17 @@ class GridSwarmEnv(ParallelEnv):
         shape = (sc.episode_steps, self.n_substeps)
         self.requirement_sub_mw = (forecast + lost).reshape(shape)
         self.shortage_sub_mw = (forecast + lost + noise).reshape(shape)
+        self._requirement_mean_mw = self.requirement_sub_mw.mean(axis=1)
+        # the operator's forecast for round r (delivery [(r+1)·dt, (r+2)·dt)), every round
+        dt = self.config.dt_s
+        w0 = (np.arange(sc.episode_steps + 2) + 1) * dt
+        offsets = (np.arange(self.n_substeps) + 0.5) * pdt
+        self._round_forecast_mw = sc.forecast_shortage_mw(w0[:, None] + offsets).mean(axis=1)
+        # irradiance at t_k (t_0 = 0, t_{k+1} = t_k + dt, as the step accumulates time)
+        times = [0.0]
+        for _ in range(sc.episode_steps + 2):
+            times.append(times[-1] + dt)
+        self._irradiance = sc.irradiance(np.array(times), sc.episode_steps * dt).tolist()
 
     # ------------------------------------------------------------------ operator
     def _operator_request(self, round_index: int) -> tuple[float, int]:
@@ -318,36 +356,33 @@ class GridSwarmEnv(ParallelEnv):
         reserve_round = (sc.reserve_target_mw > 0 and not self.event_detected
                          and w0 < sc.event_time_s)
         if reserve_round:
-            return max(sc.reserve_target_mw - float(self.reserve_awarded_mw.sum()), 0.0), \
-                PRODUCT_RESERVE
-        ts = w0 + (np.arange(self.n_substeps) + 0.5) * self.config.grid.physics_dt_s
-        req = float(sc.forecast_shortage_mw(ts).mean())
+            return max(sc.reserve_target_mw - float(np.add.reduce(self.reserve_awarded_mw)),
+                       0.0), PRODUCT_RESERVE
+        # = mean of the forecast over the window's sub-steps (precomputed at reset)
+        req = float(self._round_forecast_mw[round_index])
         if self.event_detected:
-            req += sc.contingency_mw - float(self.reserve_standing_mw().sum())
+            req += sc.contingency_mw - float(np.add.reduce(self._standing_mw))
         return req, PRODUCT_ENERGY
 
     def _flexible_mw(self, request_mw: float) -> float:
-        a, f = self.kernel.arrays, self.fleet
+        """Fleet flexibility in the request's direction, MW: upward = battery discharge caps
+        + EV baseline charging; downward = PV forecast + EV headroom + battery charge caps."""
         if request_mw >= 0:
-            up = np.where(f.kind == KIND_BATTERY, a.max_discharge_mw,
-                          np.where(f.kind == KIND_EV, f.ev_baseline_rate_mw, 0.0))
-            return float(up.sum())
-        down = np.where(f.kind == KIND_SOLAR, f.solar_forecast_mw,
-                        np.where(f.kind == KIND_EV, f.rated_power_mw - f.ev_baseline_rate_mw,
-                                 a.max_charge_mw))
-        return float(down.sum())
+            return self._flex_up_mw
+        down = self._flex_down_mw.copy()
+        solar = self._const.solar
+        down[solar] = self.fleet.solar_forecast_mw[solar]
+        return float(np.add.reduce(down))
 
     def _announce(self, round_index: int, request_mw: float, product: int, now_s: float) -> None:
         sc = self.scenario
         price = market.price_signal_per_mwh(request_mw, self._flexible_mw(request_mw),
                                             sc.price_floor_per_mwh, sc.price_cap_per_mwh)
         freq = float(self.freq_trace_hz[-1])
-        row = np.array([(round_index, request_mw, price, product, freq, self.last_rocof)],
-                       dtype=SIGNAL_DTYPE)
-        n = self.n_agents
-        self.bus.publish_batch(TOPIC_PRICE, np.repeat(row, n), lane=Lane.MARKET,
-                               senders=np.full(n, OPERATOR), recipients=np.arange(n),
-                               now_s=now_s)
+        rows = self._signal_rows     # the bus copies published rows: the buffer is reused
+        rows[...] = (round_index, request_mw, price, product, freq, self.last_rocof)
+        self.bus.publish_batch(TOPIC_PRICE, rows, lane=Lane.MARKET, senders=self._to_operator,
+                               recipients=self._agent_ids, now_s=now_s)
         self.round_price_signal = price
 
     # ------------------------------------------------------------------ step
@@ -369,13 +404,17 @@ class GridSwarmEnv(ParallelEnv):
         nvec = self._act_space.nvec
         if p.shape != (self.n_agents,) or q.shape != (self.n_agents,):
             raise ValueError(f"power_level and price_level must have shape ({self.n_agents},)")
-        if not (np.issubdtype(p.dtype, np.integer) and np.issubdtype(q.dtype, np.integer)):
+        if p.dtype.kind not in "iu" or q.dtype.kind not in "iu":
             raise ValueError("power_level and price_level must be integer arrays")
-        if (p < 0).any() or (p >= nvec[0]).any() or (q < 0).any() or (q >= nvec[1]).any():
-            i = int(np.flatnonzero((p < 0) | (p >= nvec[0]) | (q < 0) | (q >= nvec[1]))[0])
+        p64, q64 = p.astype(np.int64), q.astype(np.int64)
+        # one unsigned comparison per array catches both < 0 and >= n (negatives wrap)
+        bad = p64.view(np.uint64) >= self._nvec_u64[0]
+        bad |= q64.view(np.uint64) >= self._nvec_u64[1]
+        if np.count_nonzero(bad):
+            i = int(bad.nonzero()[0][0])
             raise ValueError(f"action of {self.possible_agents[i]} = [{p[i]}, {q[i]}] is outside "
                              f"the action space [0..{nvec[0] - 1}, 0..{nvec[1] - 1}]")
-        return self._step(p.astype(np.int64), q.astype(np.int64), as_dicts=False)
+        return self._step(p64, q64, as_dicts=False)
 
     def _check_running(self) -> None:
         if not self._ready or not self.agents:
@@ -385,7 +424,7 @@ class GridSwarmEnv(ParallelEnv):
     def _step(self, power_level: np.ndarray, price_level: np.ndarray, *, as_dicts: bool):
         """DESIGN §2: kernel → bus → clear → sign → verify → dispatch → fleet → grid → reward."""
         cfg, sc = self.config, self.scenario
-        dt, pdt, n = cfg.dt_s, cfg.grid.physics_dt_s, self.n_agents
+        dt, pdt = cfg.dt_s, cfg.grid.physics_dt_s
         k, t0 = self.step_index, self.t_s
         t1, gate = t0 + dt, t0 + cfg.market.gate_s
         self.events = []
@@ -405,24 +444,28 @@ class GridSwarmEnv(ParallelEnv):
                      contract_mw=contract_mw, reserve_mw=self.reserve_mw,
                      activation_s=self.activation_s, t0_s=t0, dt_s=dt,
                      n_substeps=self.n_substeps, physics_dt_s=pdt, p_prev_mw=self.last_p_mw)
-        self.dispatch_clamped += int(ex.clamped.sum())
+        self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
         freq, p_exec, viol = self._physics(ex, k, t0)
         rewards = self._settle(ex, contract_mw, contract_price, p_exec, k, freq)
         # advance time and exogenous state; prepare the next round
         self.last_p_mw = p_exec
         self.t_s, self.step_index = t1, k + 1
-        update_solar(self.fleet, float(sc.irradiance(t1, self.duration_s)),
-                     float(sc.irradiance(t1 + dt, self.duration_s)), cfg.fleet, dt, self.rng)
+        # irradiance at t1 and t1 + dt (precomputed on the same time grid)
+        update_solar(self.fleet, self._irradiance[k + 1], self._irradiance[k + 2], cfg.fleet,
+                     dt, self.rng)
         self._update_signals((d1, d2))
         self.scheduled_p_mw = self.awarded_next.copy()   # contracts for the step about to run
         self._update_feasible()
         truncated = self.step_index >= sc.episode_steps
+        would_mw = float(np.add.reduce(ex.p_mean_mw))
         self.last_info = {
             "step": k, "t_s": t1, "freq_hz": float(freq[-1]),
-            "freq_min_hz": float(freq.min()), "freq_max_hz": float(freq.max()),
-            "requirement_mw": float(self.requirement_sub_mw[k].mean()),
-            "request_mw": float(clearing.request_mw), "delivered_mw": float(p_exec.sum()),
-            "would_dispatch_mw": float(ex.p_mean_mw.sum()),
+            "freq_min_hz": float(np.minimum.reduce(freq)),
+            "freq_max_hz": float(np.maximum.reduce(freq)),
+            "requirement_mw": float(self._requirement_mean_mw[k]),
+            "request_mw": float(clearing.request_mw),
+            "delivered_mw": would_mw if p_exec is ex.p_mean_mw else float(np.add.reduce(p_exec)),
+            "would_dispatch_mw": would_mw,
             "clearing_price_per_mwh": clearing.clearing_price_per_mwh,
             "accepted_mw": clearing.accepted_total_mw, "consensus": clearing.consensus,
             "negotiations": int(clearing.n_accepted), "blocked": n_blocked,
@@ -484,10 +527,10 @@ class GridSwarmEnv(ParallelEnv):
     def _kernel_filter(self, power_level: np.ndarray, price_level: np.ndarray, k: int):
         level, bid_mw, blocked = self.kernel.enforce(power_level, self._mask_power,
                                                      self._lo, self._hi)
-        n_blocked = int(blocked.sum())
-        self.blocked_per_agent += blocked
-        self.metrics.blocked_attempts += n_blocked
+        n_blocked = int(np.count_nonzero(blocked))
         if n_blocked:
+            self.blocked_per_agent += blocked
+            self.metrics.blocked_attempts += n_blocked
             idx = np.flatnonzero(blocked)
             self.audit_log.append(
                 "action_blocked", step=k, count=n_blocked,
@@ -497,8 +540,7 @@ class GridSwarmEnv(ParallelEnv):
         return n_blocked, bid_mw, self.price_levels[price_level]
 
     def _publish_bids(self, bid_mw: np.ndarray, bid_price: np.ndarray, t0: float) -> None:
-        n = self.n_agents
-        rows = np.empty(n, dtype=BID_DTYPE)
+        rows = self._bid_rows      # the bus copies published rows: the buffer is reused
         rows["round"] = self.round_index
         rows["power_mw"] = bid_mw
         rows["price_per_mwh"] = bid_price
@@ -507,7 +549,7 @@ class GridSwarmEnv(ParallelEnv):
             recipients=self._to_operator, now_s=t0), dtype=bool)
         solar = self._solar_idx
         if solar.size:
-            self.bus.publish_batch(TOPIC_FORECAST, self.fleet.solar_forecast_mw[solar],
+            self.bus.publish_batch(TOPIC_FORECAST, self.fleet.solar_forecast_mw[self._const.solar],
                                    lane=Lane.TELEMETRY, senders=solar,
                                    recipients=self._to_operator[:solar.size], now_s=t0)
 
@@ -520,6 +562,7 @@ class GridSwarmEnv(ParallelEnv):
         if not (t0 <= t_pub < t1):
             return
         self.event_detected = True
+        self._emergency_in_flight = True
         row = np.array([(sc.event_time_s, sc.contingency_mw)], dtype=EMERGENCY_DTYPE)
         self.bus.publish_batch(TOPIC_EMERGENCY, np.repeat(row, n), lane=Lane.EMERGENCY,
                                senders=np.full(n, OPERATOR), recipients=self._agent_ids,
@@ -535,23 +578,27 @@ class GridSwarmEnv(ParallelEnv):
         power, price = np.zeros(n), np.zeros(n)
         eligible = np.zeros(n, dtype=bool)
         if len(bids.senders):
-            rows = np.asarray(bids.payloads)
+            rows = bids.payloads
+            senders = bids.senders
             current = rows["round"] == self.round_index
-            self.stale_bids += int((~current).sum())
-            s = np.asarray(bids.senders)[current]
-            power[s] = rows["power_mw"][current]
-            price[s] = rows["price_per_mwh"][current]
-            eligible[s] = True
+            n_current = int(np.count_nonzero(current))
+            if n_current < current.size:   # bids of earlier rounds, deferred by the bus
+                self.stale_bids += current.size - n_current
+                rows, senders = rows[current], senders[current]
+            power[senders] = rows["power_mw"]
+            price[senders] = rows["price_per_mwh"]
+            eligible[senders] = True
         request, product = self.round_request_mw, self.round_product
         self._cleared_product = product
         result = market.clear_market(
             request, power, price, eligible, consensus_share=cfg.market.consensus_share,
             price_cap_per_mwh=sc.price_cap_per_mwh, price_floor_per_mwh=sc.price_floor_per_mwh,
-            deadband_mw=cfg.market.deadband_mw)
+            deadband_mw=cfg.market.deadband_mw, check=False)
         self.metrics.record_round(abs(request) > cfg.market.deadband_mw, result.consensus,
                                   result.n_accepted)
-        self.accepted_share = np.divide(np.abs(result.accepted_mw), np.abs(power),
-                                        out=np.zeros(n), where=np.abs(power) > 0)
+        abs_power = np.abs(power)
+        self.accepted_share = np.divide(np.abs(result.accepted_mw), abs_power,
+                                        out=np.zeros(n), where=abs_power > 0)
         if not math.isnan(result.clearing_price_per_mwh):
             self.last_clearing_price = result.clearing_price_per_mwh
         idx = result.accepted_indices
@@ -560,42 +607,53 @@ class GridSwarmEnv(ParallelEnv):
         is_reserve = product == PRODUCT_RESERVE
         window_end = self.duration_s + cfg.dt_s if is_reserve else window_start_s + cfg.dt_s
         signed = self.ledger.issue(self.round_index, idx, result.accepted_mw[idx],
-                                   np.full(idx.size, result.clearing_price_per_mwh),
-                                   window_start_s, window_end,
+                                   result.clearing_price_per_mwh, window_start_s, window_end,
                                    product="reserve" if is_reserve else "energy")
         owners = idx.tolist()
+        recipients = idx
         if self.adversary is not None:
             signed, owners = self.adversary(self, signed, owners)
-        refs = np.arange(self._next_ref, self._next_ref + len(signed), dtype=np.int64)
-        self._next_ref += len(signed)
-        self._contract_refs.update(zip(refs.tolist(), zip(signed, owners, strict=True),
+            recipients = np.asarray(owners, dtype=np.int64)
+        m, first = len(signed), self._next_ref
+        self._next_ref = first + m
+        self._contract_refs.update(zip(range(first, first + m), zip(signed, owners, strict=True),
                                        strict=True))
-        self.bus.publish_batch(TOPIC_CONTRACTS, refs, lane=Lane.CONTROL,
-                               senders=np.full(len(signed), OPERATOR),
-                               recipients=np.asarray(owners, dtype=np.int64), now_s=now_s)
+        senders = self._to_operator[:m] if m <= n else np.full(m, OPERATOR)
+        self.bus.publish_batch(TOPIC_CONTRACTS, np.arange(first, first + m, dtype=np.int64),
+                               lane=Lane.CONTROL, senders=senders, recipients=recipients,
+                               now_s=now_s)
         if is_reserve:
             self.reserve_awarded_mw[idx] += result.accepted_mw[idx]
             self.reserve_price[idx] = result.clearing_price_per_mwh
+            self._refresh_standing()
         self.events.append(
             f"{idx.size} agents reach agreement on {'reserve' if is_reserve else 'energy'}: "
             f"{abs(result.accepted_total_mw):.2f} MW at "
             f"${result.clearing_price_per_mwh:.0f}/MWh")
         return result
 
+    def _refresh_standing(self) -> None:
+        """Recompute the cached standing reserve after an award or activation changed it."""
+        self._standing_mw = np.maximum(self.reserve_awarded_mw, self.reserve_mw)
+
     def _verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Verify the energy contracts held for the window starting now; rejected → 0 MW."""
         n = self.n_agents
         mw, price = np.zeros(n), np.zeros(n)
-        if self.pending:
-            signed = [c for c, _ in self.pending]
-            owners = np.array([o for _, o in self.pending], dtype=np.int64)
-            expected = [self.possible_agents[o] for o in owners]
-            ok, reasons = self.ledger.verify_batch(signed, now_s, expected)
-            self._note_rejections(signed, reasons)
-            good = np.flatnonzero(ok)
-            if good.size:
-                np.add.at(mw, owners[good], [signed[g].contract.power_mw for g in good])
-                price[owners[good]] = [signed[g].contract.price_per_mwh for g in good]
+        pending = self.pending
+        if pending:
+            signed = [c for c, _ in pending]
+            owners = [o for _, o in pending]
+            names = self.possible_agents
+            ok, reasons = self.ledger.verify_batch(signed, now_s, [names[o] for o in owners])
+            n_ok = int(np.count_nonzero(ok))
+            if n_ok < len(signed):
+                self._note_rejections(signed, reasons)
+                keep = ok.nonzero()[0].tolist()
+                signed, owners = [signed[g] for g in keep], [owners[g] for g in keep]
+            if signed:
+                np.add.at(mw, owners, [c.contract.power_mw for c in signed])
+                price[owners] = [c.contract.price_per_mwh for c in signed]
         self.pending = []
         return mw, price
 
@@ -611,15 +669,17 @@ class GridSwarmEnv(ParallelEnv):
         Each standing reserve contract is verified at its activation time; one that
         fails dispatches nothing.
         """
-        for d in deliveries:
-            batch = d.topic(TOPIC_EMERGENCY)
-            if len(batch.recipients):
-                r = np.asarray(batch.recipients, dtype=np.int64)
-                t = np.asarray(batch.delivery_times_s, dtype=float)
-                self.emergency_seen[r] = True
-                np.minimum.at(self.emergency_arrival_s, r, t)
-        if not self.reserve_contracts:
-            return
+        if self._emergency_in_flight:
+            for d in deliveries:
+                batch = d.topic(TOPIC_EMERGENCY)
+                if len(batch.recipients):
+                    r = np.asarray(batch.recipients, dtype=np.int64)
+                    t = np.asarray(batch.delivery_times_s, dtype=float)
+                    self.emergency_seen[r] = True
+                    np.minimum.at(self.emergency_arrival_s, r, t)
+            self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
+        if not self.reserve_contracts or not self.event_detected:
+            return   # no emergency broadcast yet: no arrival time is finite
         arrivals = self.emergency_arrival_s
         due = [(c, o) for c, o in self.reserve_contracts if arrivals[o] < t1]
         if not due:
@@ -638,6 +698,7 @@ class GridSwarmEnv(ParallelEnv):
                 if self.reserve_awarded_mw[o] <= 0.0:
                     self.reserve_price[o] = 0.0
         self.reserve_contracts = [co for co in self.reserve_contracts if arrivals[co[1]] >= t1]
+        self._refresh_standing()
         active = self.activation_s[np.isfinite(self.activation_s)]
         if active.size:
             self.metrics.record_response(float(active.min()))
@@ -649,8 +710,8 @@ class GridSwarmEnv(ParallelEnv):
         p_total = np.zeros(self.n_substeps) if shadow else ex.p_total_sub_mw
         u_pu = (p_total - self.shortage_sub_mw[k]) / cfg.grid.system_base_mw
         freq = self.grid.advance(u_pu)
-        self.metrics.record_frequency(t0 + pdt * self._sub_ends, freq)
-        self.last_rocof = float((freq[-1] - freq[-2]) / pdt) if freq.size > 1 else 0.0
+        self.metrics.record_frequency(t0 + self._sub_end_offsets_s, freq)
+        self.last_rocof = (float(freq[-1]) - float(freq[-2])) / pdt if freq.size > 1 else 0.0
         self.freq_trace_hz = freq
         energy_before = f.energy_mwh.copy()
         if shadow:
@@ -661,14 +722,15 @@ class GridSwarmEnv(ParallelEnv):
         else:
             p_exec, net_min, net_max = ex.p_mean_mw, ex.net_min_mw, ex.net_max_mw
             apply_energy(f, ex.energy_delta_mwh)
-        report = check_executed(
-            kinds=f.kind, net_min_mw=net_min, net_max_mw=net_max, p_now_mw=p_exec,
+        # independent check of what was executed (kernel.check_executed, thresholds cached)
+        report = self._checker.check(
+            net_min_mw=net_min, net_max_mw=net_max, p_now_mw=p_exec,
             p_prev_mw=self.last_p_mw, energy_before_mwh=energy_before,
-            energy_after_mwh=f.energy_mwh, capacity_mwh=f.energy_capacity_mwh,
-            solar_available_mw=f.solar_available_mw, plugged=f.plugged,
-            arrays=self.kernel.arrays, dt_s=cfg.dt_s)
-        self.metrics.executed_violations += report.count
-        return freq, p_exec, report.count
+            energy_after_mwh=f.energy_mwh, solar_available_mw=f.solar_available_mw,
+            plugged=f.plugged)
+        count = int(np.count_nonzero(report.any))
+        self.metrics.executed_violations += count
+        return freq, p_exec, count
 
     def _settle(self, ex, contract_mw, contract_price, p_exec, k, freq) -> np.ndarray:
         """Payments, true costs, penalties and rewards of the step (see RewardConfig)."""
@@ -678,28 +740,30 @@ class GridSwarmEnv(ParallelEnv):
         if cfg.shadow:   # would-be settlement of what would have been dispatched
             p_exec = ex.p_mean_mw
         shortfall = np.abs(ex.planned_mean_mw - p_exec)
-        energy_delivered = np.maximum(np.abs(contract_mw) - shortfall, 0.0)
+        abs_contract = np.abs(contract_mw)
+        energy_delivered = np.maximum(abs_contract - shortfall, 0.0)
         reserve_expected = self.reserve_mw * ex.reserve_share
-        reserve_short = np.minimum(np.maximum(shortfall - np.abs(contract_mw), 0.0),
-                                   reserve_expected)
+        reserve_short = np.minimum(np.maximum(shortfall - abs_contract, 0.0), reserve_expected)
         payments = (contract_price * np.sign(contract_mw) * energy_delivered
-                    + self.reserve_price * self.reserve_standing_mw()) * h
+                    + self.reserve_price * self._standing_mw) * h
         penalties = cfg.reward.undelivered_penalty_per_mwh * h * (
-            np.abs(contract_mw) - energy_delivered + reserve_short)
-        c = cfg.costs
+            abs_contract - energy_delivered + reserve_short)
+        c, kinds = cfg.costs, self._const
         own_cost = h * np.where(
-            f.kind == KIND_BATTERY, c.battery_degradation_per_mwh * np.abs(p_exec),
-            np.where(f.kind == KIND_SOLAR, c.solar_curtailment_per_mwh * np.maximum(-p_exec, 0),
+            kinds.is_battery, c.battery_degradation_per_mwh * np.abs(p_exec),
+            np.where(kinds.is_solar, c.solar_curtailment_per_mwh * np.maximum(-p_exec, 0),
                      c.ev_deferral_per_mwh * np.maximum(p_exec, 0)))
         own_cost += c.ev_unmet_departure_per_mwh * unmet
         if cfg.shadow:
             p_exec = np.zeros_like(p_exec)
             payments = np.zeros_like(payments)
             penalties = np.zeros_like(penalties)
-        self.metrics.record_dispatch(f.kind, p_exec, float(self.requirement_sub_mw[k].mean()),
-                                     float(payments.sum()), float(penalties.sum()),
-                                     float(unmet.sum()))
-        grid_term = cfg.reward.grid_weight * float(np.abs(freq - 60.0).mean()) / cfg.reward.band_hz
+        add = np.add.reduce
+        self.metrics.record_dispatch(f.kind, p_exec, float(self._requirement_mean_mw[k]),
+                                     float(add(payments)), float(add(penalties)),
+                                     float(add(unmet)))
+        mean_dev_hz = float(add(np.abs(freq - 60.0))) / freq.size
+        grid_term = cfg.reward.grid_weight * mean_dev_hz / cfg.reward.band_hz
         return cfg.reward.scale * (payments - own_cost - penalties - grid_term)
 
     def reserve_standing_mw(self) -> np.ndarray:
@@ -709,14 +773,16 @@ class GridSwarmEnv(ParallelEnv):
     def _update_signals(self, deliveries: tuple) -> None:
         """What each agent learned from the messages delivered this step."""
         self.sig_age += 1.0
-        self.awarded_next = np.zeros(self.n_agents)
+        awarded = np.zeros(self.n_agents)
+        refs = self._contract_refs
         for d in deliveries:
             sig = d.topic(TOPIC_PRICE)
             if len(sig.recipients):
                 r = np.asarray(sig.recipients, dtype=np.int64)
                 rows = np.asarray(sig.payloads)
                 newer = rows["round"] >= self.sig_round[r]
-                r, rows = r[newer], rows[newer]
+                if np.count_nonzero(newer) < newer.size:
+                    r, rows = r[newer], rows[newer]
                 self.sig_round[r] = rows["round"]
                 self.sig_request[r] = rows["request_mw"]
                 self.sig_price[r] = rows["price_per_mwh"]
@@ -725,13 +791,19 @@ class GridSwarmEnv(ParallelEnv):
                 self.sig_rocof[r] = rows["rocof_hz_per_s"]
                 self.sig_age[r] = 0.0
             con = d.topic(TOPIC_CONTRACTS)
-            for ref in np.asarray(con.payloads, dtype=np.int64).tolist():
-                signed, owner = self._contract_refs.pop(ref)
-                if signed.contract.product == "reserve":
-                    self.reserve_contracts.append((signed, owner))
-                else:
-                    self.pending.append((signed, owner))
-                    self.awarded_next[owner] += signed.contract.power_mw
+            if len(con.recipients):
+                owners, powers = [], []
+                for ref in np.asarray(con.payloads, dtype=np.int64).tolist():
+                    signed, owner = refs.pop(ref)
+                    if signed.contract.product == "reserve":
+                        self.reserve_contracts.append((signed, owner))
+                    else:
+                        self.pending.append((signed, owner))
+                        owners.append(owner)
+                        powers.append(signed.contract.power_mw)
+                if owners:   # in delivery order, as sequential += would
+                    np.add.at(awarded, owners, powers)
+        self.awarded_next = awarded
 
     # ------------------------------------------------------------------ kernel and observations
     def _update_feasible(self) -> None:
@@ -739,67 +811,73 @@ class GridSwarmEnv(ParallelEnv):
         self._baseline_now = self._baseline_next
         lo, hi = self.kernel.bid_interval(
             self.fleet, now_s=self.t_s, committed_p_mw=self.scheduled_p_mw,
-            reserve_mw=self.reserve_standing_mw(),
+            reserve_mw=self._standing_mw,
             reserve_round=self.round_product == PRODUCT_RESERVE,
-            reserve_duration_s=max(self.duration_s - self.scenario.event_time_s, self.config.dt_s)
-            if self.scenario.has_event else self.config.dt_s)
+            reserve_duration_s=self._reserve_duration_s)
         self._baseline_next = self.kernel.planned_baseline_mw
         self._lo, self._hi = lo, hi
         self._mask_power = self.kernel.power_mask(lo, hi)
+        self._mask_buf[:, :self._mask_power.shape[1]] = self._mask_power
 
     def action_masks(self) -> np.ndarray:
         """``(n_agents, n_power_levels + n_price_levels)`` bool: the concatenated masks."""
-        return np.concatenate([self._mask_power, self._mask_price], axis=1)
+        return self._mask_buf.copy()
 
     def observations_array(self) -> np.ndarray:
-        """``(n_agents, OBS_DIM)`` float32 observations (see :data:`OBS_FIELDS`)."""
-        f, sc, cfg = self.fleet, self.scenario, self.config
-        rated = f.rated_power_mw
-        safe_rated = np.where(rated > 0, rated, 1.0)
-        band = sc.price_cap_per_mwh - sc.price_floor_per_mwh
-        o = self._obs_buf
-        o[:, 0:3] = self._kind_onehot
-        o[:, 3] = f.soc
-        o[:, 4] = rated / self._mean_rated
-        o[:, 5] = self._lo / safe_rated
-        o[:, 6] = self._hi / safe_rated
-        o[:, 7] = self._baseline_next / safe_rated
-        o[:, 8] = self.scheduled_p_mw / safe_rated
-        o[:, 9] = self.last_p_mw / safe_rated
-        o[:, 10] = self.reserve_standing_mw() / safe_rated
-        o[:, 11] = np.isfinite(self.activation_s)
-        o[:, 12] = self.sig_request / self._flex_scale
-        o[:, 13] = (self.sig_price - sc.price_floor_per_mwh) / band
-        o[:, 14] = self.sig_product
-        o[:, 15] = self.emergency_seen
-        o[:, 16] = (self.sig_freq - cfg.grid.nominal_freq_hz) / 0.5
-        o[:, 17] = self.sig_rocof
-        o[:, 18] = np.minimum(self.sig_age, 10.0) / 10.0
-        o[:, 19] = self.backpressure
+        """``(n_agents, OBS_DIM)`` float32 observations (see :data:`OBS_FIELDS`).
+
+        Built row by row in a transposed float64 buffer (contiguous writes, one division
+        for the six power columns), cast to float32 and clipped to ``±OBS_LIMIT``: the
+        same values as computing each column in float64 and storing it as float32.
+        """
+        f, sc, cfg, c = self.fleet, self.scenario, self.config, self._const
+        t = self._obs_t     # rows 0-2 (kind one-hot) and 4 (size) are static
+        np.divide(f.energy_mwh, f.energy_capacity_mwh, out=t[3], where=self._has_storage)
+        t[5] = self._lo
+        t[6] = self._hi
+        t[7] = self._baseline_next
+        t[8] = self.scheduled_p_mw
+        t[9] = self.last_p_mw
+        t[10] = self._standing_mw
+        np.divide(t[5:11], self._safe_rated, out=t[5:11])
+        t[11] = np.isfinite(self.activation_s)
+        np.divide(self.sig_request, self._flex_scale, out=t[12])
+        np.subtract(self.sig_price, sc.price_floor_per_mwh, out=t[13])
+        t[13] /= self._price_band
+        t[14] = self.sig_product
+        t[15] = self.emergency_seen
+        np.subtract(self.sig_freq, cfg.grid.nominal_freq_hz, out=t[16])
+        t[16] /= 0.5
+        t[17] = self.sig_rocof
+        np.minimum(self.sig_age, 10.0, out=t[18])
+        t[18] /= 10.0
+        t[19] = self.backpressure
         hour = sc.start_hour + self.t_s / 3600.0
-        o[:, 20] = math.sin(2 * math.pi * hour / 24.0)
-        o[:, 21] = math.cos(2 * math.pi * hour / 24.0)
-        o[:, 22] = self.t_s / self.duration_s
-        o[:, 23] = np.where(f.kind == KIND_EV, np.minimum(
-            np.maximum(f.departure_s - self.t_s, 0.0) / 3600.0, 1.0), 0.0)
-        o[:, 24] = np.where(f.plugged & (f.kind == KIND_EV),
-                            np.maximum(f.departure_soc - f.soc, 0.0), 0.0)
-        o[:, 25] = f.solar_forecast_mw / safe_rated
+        t[20] = math.sin(2 * math.pi * hour / 24.0)
+        t[21] = math.cos(2 * math.pi * hour / 24.0)
+        t[22] = self.t_s / self.duration_s
+        ev = c.ev   # EV departure hours (capped at 1) and SoC still missing, 0 otherwise
+        # hours to departure / 12 (capped at 12 h)
+        t[23][ev] = np.minimum(np.maximum(f.departure_s[ev] - self.t_s, 0.0) / 43200.0, 1.0)
+        t[24][ev] = np.where(f.plugged[ev], np.maximum(f.departure_soc[ev] - t[3][ev], 0.0),
+                             0.0)
+        np.divide(f.solar_forecast_mw, self._safe_rated, out=t[25])
         last = self.last_clearing_price
-        o[:, 26] = 0.0 if math.isnan(last) else (last - sc.price_floor_per_mwh) / band
-        o[:, 27] = self.accepted_share
-        np.clip(o, -OBS_LIMIT, OBS_LIMIT, out=o)
-        return o.copy()
+        t[26] = 0.0 if math.isnan(last) else (last - sc.price_floor_per_mwh) / self._price_band
+        t[27] = self.accepted_share
+        o = np.empty((self.n_agents, OBS_DIM), dtype=np.float32)
+        o[...] = t.T
+        return fast_clip(o, -OBS_LIMIT, OBS_LIMIT, out=o)
 
     def _observations(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
         arr = self.observations_array()
         return dict(zip(names or self.possible_agents, arr, strict=True))
 
     def _infos(self, names: list[str] | None = None) -> dict[str, dict]:
-        masks = self.action_masks().astype(np.int8)
-        lo, hi = self._lo, self._hi
-        return {a: {"action_mask": masks[i], "feasible_mw": (float(lo[i]), float(hi[i]))}
-                for i, a in enumerate(names or self.possible_agents)}
+        masks = self._mask_buf.astype(np.int8)
+        return {a: {"action_mask": m, "feasible_mw": (lo, hi)} for a, m, lo, hi in zip(
+            names or self.possible_agents, masks, self._lo.tolist(), self._hi.tolist(),
+            strict=True)}
 
     # ------------------------------------------------------------------ views
     def state(self) -> np.ndarray:

@@ -51,7 +51,16 @@ from typing import Any
 import numpy as np
 
 from gridswarm_env.config import DER_KINDS, check_non_negative, check_range
-from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, FleetState
+from gridswarm_env.fleet import (
+    KIND_BATTERY,
+    KIND_EV,
+    KIND_SOLAR,
+    FleetConstants,
+    FleetState,
+    energy_change_mwh,
+    fast_clip,
+    fleet_constants,
+)
 
 _TOL_MW = 1e-9
 
@@ -252,6 +261,25 @@ class Kernel:
         self.is_ev = fleet.kind == KIND_EV
         self._rows = np.arange(fleet.n_agents)
         self.planned_baseline_mw = np.zeros(fleet.n_agents)
+        # per-episode constants (limits and the fleet's static fields), computed once
+        self._level_tol_mw = _TOL_MW * (1.0 + np.abs(self.level_power_mw))
+        self.ramp_step_mw = self.arrays.ramp_mw_per_s * self.dt_s
+        self.has_ramp = bool(np.isfinite(self.ramp_step_mw).any())
+        self._fleet = fleet
+        self._statics = _Statics.of(fleet, self.arrays)
+
+    def _statics_for(self, fleet: FleetState) -> _Statics:
+        """Constants of ``fleet`` (cached for the fleet the kernel was built with)."""
+        return self._statics if fleet is self._fleet else _Statics.of(fleet, self.arrays)
+
+    @property
+    def constants(self) -> FleetConstants:
+        """Kind masks, selectors and safe efficiencies of the kernel's fleet."""
+        return self._statics.fleet
+
+    def constants_for(self, fleet: FleetState) -> FleetConstants:
+        """:attr:`constants` for ``fleet`` (cached when it is the kernel's own fleet)."""
+        return self._statics_for(fleet).fleet
 
     # ------------------------------------------------------------------ feasible sets
     def net_bounds(self, fleet: FleetState, energy_lo_mwh: np.ndarray,
@@ -259,29 +287,27 @@ class Kernel:
                    duration_h: float, window_end_s: float, plugged: np.ndarray,
                    departure_rule: bool) -> tuple[np.ndarray, np.ndarray]:
         """Net-injection interval over a window of ``duration_h`` (module equations)."""
-        a = self.arrays
-        cap = fleet.energy_capacity_mwh
-        eta_c = fleet.eta_charge
-        eta_d = np.where(fleet.eta_discharge > 0, fleet.eta_discharge, 1.0)
-        room_down = np.maximum(energy_lo_mwh - a.soc_min * cap, 0.0)
-        room_up = np.maximum(a.soc_max * cap - energy_hi_mwh, 0.0)
-        hi = np.minimum(a.max_discharge_mw, room_down * eta_d / duration_h)
-        lo = -np.minimum(a.max_charge_mw, room_up / (eta_c * duration_h))
+        a, st = self.arrays, self._statics_for(fleet)
+        c = st.fleet
+        charge_h = fleet.eta_charge * duration_h
+        room_down = np.maximum(energy_lo_mwh - st.floor_mwh, 0.0)
+        room_up = np.maximum(st.ceil_mwh - energy_hi_mwh, 0.0)
+        hi = np.minimum(a.max_discharge_mw, room_down * c.eta_discharge_safe / duration_h)
+        lo = -np.minimum(a.max_charge_mw, room_up / charge_h)
         # EV: no V2G; departure energy must stay reachable; unplugged moves nothing
         if departure_rule:
             after_h = np.maximum(fleet.departure_s - window_end_s, 0.0) / 3600.0
-            e_req = a.departure_soc * cap - a.max_charge_mw * eta_c * after_h
-            need = np.maximum(e_req - energy_lo_mwh, 0.0) / (eta_c * duration_h)
-            ev_hi = np.maximum(-need, lo)
+            e_req = st.departure_energy_mwh - st.charge_rate_mw * after_h
+            need = np.maximum(e_req - energy_lo_mwh, 0.0) / charge_h
+            np.copyto(hi, np.minimum(np.maximum(-need, lo), 0.0), where=c.is_ev)
         else:
-            ev_hi = np.zeros_like(hi)
-        hi = np.where(self.is_ev, np.minimum(ev_hi, 0.0), hi)
-        ev_off = self.is_ev & ~plugged
-        lo = np.where(ev_off, 0.0, lo)
-        hi = np.where(ev_off, 0.0, hi)
+            hi[c.ev] = 0.0
+        ev_off = c.is_ev & ~plugged
+        lo[ev_off] = 0.0
+        hi[ev_off] = 0.0
         # solar: between 0 and its available output (export cap applies)
-        lo = np.where(self.is_solar, 0.0, lo)
-        hi = np.where(self.is_solar, np.minimum(solar_available_mw, a.max_discharge_mw), hi)
+        lo[c.solar] = 0.0
+        hi[c.solar] = np.minimum(solar_available_mw[c.solar], a.max_discharge_mw[c.solar])
         return lo, np.maximum(hi, lo)
 
     def bid_interval(self, fleet: FleetState, *, now_s: float, committed_p_mw: np.ndarray,
@@ -294,20 +320,30 @@ class Kernel:
         any energy dispatch.
         """
         h = self.dt_s / 3600.0
-        base_now = _baseline(fleet, fleet.solar_available_mw)
+        st = self._statics_for(fleet)
+        c = st.fleet
         # the next step starts from an energy between "nothing executed" and "all executed"
-        e_a = fleet.energy_mwh + _delta_e(fleet, base_now, h)
-        e_b = fleet.energy_mwh + _delta_e(fleet, base_now + committed_p_mw + reserve_mw, h)
-        e_lo, e_hi = np.minimum(e_a, e_b), np.maximum(e_a, e_b)
+        # (both cases evaluated as the two rows of one array)
+        net = np.empty((2, fleet.n_agents))
+        base_now = net[0]
+        base_now[:] = -0.0    # −(EV charging), −0.0 where none (as the formula gives)
+        np.copyto(base_now, st.neg_ev_rate_mw, where=fleet.plugged & c.is_ev)
+        base_now[c.solar] = fleet.solar_available_mw[c.solar]
+        np.add(base_now, committed_p_mw, out=net[1])
+        net[1] += reserve_mw
+        e = energy_change_mwh(fleet, net, h, c)
+        e += fleet.energy_mwh
+        e_lo, e_hi = np.minimum(e[0], e[1]), np.maximum(e[0], e[1])
         t1 = now_s + self.dt_s
         plugged_next = fleet.plugged & (fleet.departure_s > t1)
-        base_next = np.where(self.is_solar, fleet.solar_forecast_mw,
-                             np.where(plugged_next & self.is_ev, -fleet.ev_baseline_rate_mw, 0.0))
+        base_next = np.zeros(fleet.n_agents)
+        np.copyto(base_next, st.neg_ev_rate_mw, where=plugged_next & c.is_ev)
+        base_next[c.solar] = fleet.solar_forecast_mw[c.solar]
         lo_net, hi_net = self.net_bounds(fleet, e_lo, e_hi, fleet.solar_forecast_mw, h,
                                          t1 + self.dt_s, plugged_next, True)
         # the schedule the DER follows at p = 0, made feasible (an EV that must charge
         # faster to make its departure does so; a full one stops)
-        base_eff = np.clip(base_next, lo_net, hi_net)
+        base_eff = fast_clip(base_next, lo_net, hi_net)
         self.planned_baseline_mw = base_eff
         if reserve_round:
             dur_h = max(reserve_duration_s, self.dt_s) / 3600.0
@@ -323,12 +359,11 @@ class Kernel:
             return np.zeros_like(hi), hi
         lo = np.minimum(lo_net - base_eff - reserve_mw, 0.0)
         hi = np.maximum(hi_net - base_eff - reserve_mw, 0.0)
-        gone = self.is_ev & ~plugged_next          # an unplugged EV moves nothing
-        lo = np.where(gone, 0.0, lo)
-        hi = np.where(gone, 0.0, hi)
-        ramp = self.arrays.ramp_mw_per_s * self.dt_s
-        if np.isfinite(ramp).any():
-            r_lo, r_hi = ramp_interval(committed_p_mw, ramp)
+        gone = c.is_ev & ~plugged_next          # an unplugged EV moves nothing
+        lo[gone] = 0.0
+        hi[gone] = 0.0
+        if self.has_ramp:
+            r_lo, r_hi = ramp_interval(committed_p_mw, self.ramp_step_mw)
             lo, hi = np.maximum(lo, r_lo), np.minimum(hi, r_hi)
         return lo, hi
 
@@ -347,10 +382,11 @@ class Kernel:
         executed bid is then clipped into the interval).
         """
         lv = self.level_power_mw
-        tol = _TOL_MW * (1.0 + np.abs(lv))
-        mask = (lv >= lo_mw[:, None] - tol) & (lv <= hi_mw[:, None] + tol)
-        empty = ~mask.any(axis=1)
-        if empty.any():
+        tol = self._level_tol_mw
+        mask = lv >= lo_mw[:, None] - tol
+        mask &= lv <= hi_mw[:, None] + tol
+        empty = ~np.logical_or.reduce(mask, axis=1)
+        if np.count_nonzero(empty):
             dist = np.maximum(lo_mw[empty, None] - lv[empty], lv[empty] - hi_mw[empty, None])
             mask[np.flatnonzero(empty), np.argmin(dist, axis=1)] = True
         return mask
@@ -362,14 +398,14 @@ class Kernel:
         :returns: (executed level index, bid power in MW clipped to [lo, hi], blocked flags)
         """
         blocked = ~mask[self._rows, level_index]
-        if blocked.any():
+        if np.count_nonzero(blocked):
             rows = np.flatnonzero(blocked)
             dist = np.abs(self.level_fraction[None, :] - self.level_fraction[level_index[rows],
                                                                              None])
             dist = np.where(mask[rows], dist, np.inf)
             level_index = level_index.copy()
             level_index[rows] = np.argmin(dist, axis=1)
-        power = np.clip(self.level_power_mw[self._rows, level_index], lo_mw, hi_mw)
+        power = fast_clip(self.level_power_mw[self._rows, level_index], lo_mw, hi_mw)
         return level_index, power, blocked
 
 
@@ -384,15 +420,24 @@ def ramp_interval(p_prev_mw: np.ndarray, ramp_mw: np.ndarray) -> tuple[np.ndarra
     return np.minimum(p_prev_mw, 0.0) - ramp_mw, np.maximum(p_prev_mw, 0.0) + ramp_mw
 
 
-def _baseline(fleet: FleetState, solar_mw: np.ndarray) -> np.ndarray:
-    ev = np.where(fleet.plugged & (fleet.kind == KIND_EV), fleet.ev_baseline_rate_mw, 0.0)
-    return np.where(fleet.kind == KIND_SOLAR, solar_mw, -ev)
+@dataclass(frozen=True, eq=False)
+class _Statics:
+    """Per-episode constants of one fleet under one set of limit arrays."""
 
+    fleet: FleetConstants
+    floor_mwh: np.ndarray             # soc_min · E_cap
+    ceil_mwh: np.ndarray              # soc_max · E_cap
+    departure_energy_mwh: np.ndarray  # departure_soc · E_cap
+    charge_rate_mw: np.ndarray        # C · η_c (stored-energy rate at full charge)
+    neg_ev_rate_mw: np.ndarray        # −(EV baseline charging rate)
 
-def _delta_e(fleet: FleetState, net_mw: np.ndarray, duration_h: float) -> np.ndarray:
-    eta_d = np.where(fleet.eta_discharge > 0, fleet.eta_discharge, 1.0)
-    d = (np.maximum(-net_mw, 0.0) * fleet.eta_charge - np.maximum(net_mw, 0.0) / eta_d)
-    return np.where(fleet.kind == KIND_SOLAR, 0.0, d * duration_h)
+    @classmethod
+    def of(cls, fleet: FleetState, a: LimitArrays) -> _Statics:
+        cap = fleet.energy_capacity_mwh
+        return cls(fleet=fleet_constants(fleet), floor_mwh=a.soc_min * cap,
+                   ceil_mwh=a.soc_max * cap, departure_energy_mwh=a.departure_soc * cap,
+                   charge_rate_mw=a.max_charge_mw * fleet.eta_charge,
+                   neg_ev_rate_mw=-fleet.ev_baseline_rate_mw)
 
 
 @dataclass(frozen=True)
@@ -413,6 +458,67 @@ class ViolationReport:
         return int(self.any.sum())
 
 
+class ExecutionChecker:
+    """:func:`check_executed` with its per-episode thresholds computed once.
+
+    The thresholds depend only on the kinds, capacities and limits, so the environment
+    builds one checker per episode and calls :meth:`check` after every step; the
+    arithmetic is exactly that of :func:`check_executed`.
+
+    :param kinds: (n,) DER kinds.
+    :param capacity_mwh: (n,) storage capacities.
+    :param arrays: the compiled limits.
+    :param dt_s: agent step, s.
+    :param tol_mw: power tolerance, MW.
+    :param tol_mwh: energy tolerance, MWh.
+    """
+
+    def __init__(self, kinds: np.ndarray, capacity_mwh: np.ndarray, arrays: LimitArrays,
+                 dt_s: float, tol_mw: float = 1e-7, tol_mwh: float = 1e-9) -> None:
+        self.tol_mw, self.tol_mwh = tol_mw, tol_mwh
+        self.is_solar = kinds == KIND_SOLAR
+        self.is_ev = kinds == KIND_EV
+        self.not_solar = kinds != KIND_SOLAR
+        self.discharge_hi_mw = arrays.max_discharge_mw + tol_mw
+        self.charge_lo_mw = -arrays.max_charge_mw - tol_mw
+        self.floor_lo_mwh = arrays.soc_min * capacity_mwh - tol_mwh
+        self.ceil_hi_mwh = arrays.soc_max * capacity_mwh + tol_mwh
+        self.step_mw = arrays.ramp_mw_per_s * dt_s
+        # with no finite ramp limit the ramp test is False for every value (x > inf)
+        self.has_ramp = bool(np.isfinite(self.step_mw).any())
+
+    def check(self, *, net_min_mw: np.ndarray, net_max_mw: np.ndarray, p_now_mw: np.ndarray,
+              p_prev_mw: np.ndarray, energy_before_mwh: np.ndarray,
+              energy_after_mwh: np.ndarray, solar_available_mw: np.ndarray,
+              plugged: np.ndarray) -> ViolationReport:
+        """Check one step (see :func:`check_executed` for the arguments)."""
+        tol_mw, tol_mwh = self.tol_mw, self.tol_mwh
+        power = net_max_mw > self.discharge_hi_mw
+        power |= net_min_mw < self.charge_lo_mw
+        solar_bad = net_min_mw < -tol_mw
+        solar_bad |= net_max_mw > solar_available_mw + tol_mw
+        solar_bad &= self.is_solar
+        power |= solar_bad
+        power |= self.is_ev & (net_max_mw > tol_mw)   # no V2G
+        soc = energy_after_mwh < self.floor_lo_mwh
+        soc &= energy_after_mwh < energy_before_mwh - tol_mwh
+        above = energy_after_mwh > self.ceil_hi_mwh
+        above &= energy_after_mwh > energy_before_mwh + tol_mwh
+        soc |= above
+        soc &= self.not_solar
+        moved = np.abs(net_min_mw) > tol_mw
+        moved |= np.abs(net_max_mw) > tol_mw
+        unplugged = self.is_ev & ~plugged
+        unplugged &= moved
+        if self.has_ramp:
+            step_mw = self.step_mw
+            ramp = (p_now_mw > np.maximum(p_prev_mw, 0.0) + step_mw + tol_mw) | (
+                p_now_mw < np.minimum(p_prev_mw, 0.0) - step_mw - tol_mw)
+        else:
+            ramp = np.zeros(p_now_mw.shape, dtype=bool)
+        return ViolationReport(power=power, soc=soc, unplugged=unplugged, ramp=ramp)
+
+
 def check_executed(*, kinds: np.ndarray, net_min_mw: np.ndarray, net_max_mw: np.ndarray,
                    p_now_mw: np.ndarray, p_prev_mw: np.ndarray, energy_before_mwh: np.ndarray,
                    energy_after_mwh: np.ndarray, capacity_mwh: np.ndarray,
@@ -423,21 +529,16 @@ def check_executed(*, kinds: np.ndarray, net_min_mw: np.ndarray, net_max_mw: np.
 
     Uses only executed net power (its min and max over the step's sub-steps), the
     stored energy before and after, and the limits — none of the kernel's interval
-    arithmetic. A SoC outside its band counts only when the step moved it further out.
+    arithmetic. A SoC outside its band counts only when the step moved it further out::
+
+        power:     net_max > P_dis + tol  or  net_min < −P_ch − tol;  solar: net_min < −tol
+                   or net_max > available + tol;  EV: net_max > tol (no V2G)
+        soc:       E' < s_min·E_cap − tol and E' < E − tol,  or  E' > s_max·E_cap + tol
+                   and E' > E + tol (not solar)
+        unplugged: an unplugged EV with |net| > tol
+        ramp:      p > max(p_prev, 0) + ramp·dt + tol  or  p < min(p_prev, 0) − ramp·dt − tol
     """
-    power = (net_max_mw > arrays.max_discharge_mw + tol_mw) | (
-        net_min_mw < -arrays.max_charge_mw - tol_mw)
-    power |= (kinds == KIND_SOLAR) & ((net_min_mw < -tol_mw)
-                                      | (net_max_mw > solar_available_mw + tol_mw))
-    power |= (kinds == KIND_EV) & (net_max_mw > tol_mw)   # no V2G
-    floor = arrays.soc_min * capacity_mwh
-    ceil = arrays.soc_max * capacity_mwh
-    soc = ((energy_after_mwh < floor - tol_mwh) & (energy_after_mwh < energy_before_mwh - tol_mwh)) | (
-        (energy_after_mwh > ceil + tol_mwh) & (energy_after_mwh > energy_before_mwh + tol_mwh))
-    soc &= kinds != KIND_SOLAR
-    unplugged = (kinds == KIND_EV) & ~plugged & (
-        (np.abs(net_min_mw) > tol_mw) | (np.abs(net_max_mw) > tol_mw))
-    step_mw = arrays.ramp_mw_per_s * dt_s
-    ramp = (p_now_mw > np.maximum(p_prev_mw, 0.0) + step_mw + tol_mw) | (
-        p_now_mw < np.minimum(p_prev_mw, 0.0) - step_mw - tol_mw)
-    return ViolationReport(power=power, soc=soc, unplugged=unplugged, ramp=ramp)
+    return ExecutionChecker(kinds, capacity_mwh, arrays, dt_s, tol_mw, tol_mwh).check(
+        net_min_mw=net_min_mw, net_max_mw=net_max_mw, p_now_mw=p_now_mw, p_prev_mw=p_prev_mw,
+        energy_before_mwh=energy_before_mwh, energy_after_mwh=energy_after_mwh,
+        solar_available_mw=solar_available_mw, plugged=plugged)

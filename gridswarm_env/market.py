@@ -93,7 +93,7 @@ class ClearingResult:
     @property
     def accepted_indices(self) -> np.ndarray:
         """Agent indices with a (partly) accepted bid, ascending (one contract each)."""
-        return np.flatnonzero(self.accepted_mw)
+        return self.accepted_mw.nonzero()[0]
 
     @property
     def coverage(self) -> float:
@@ -123,7 +123,7 @@ def _check_finite(name: str, value: float, allowed: str, ok: bool = True) -> flo
 def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh: np.ndarray,
                  eligible: np.ndarray | None = None, *, consensus_share: float = 0.95,
                  price_cap_per_mwh: float = np.inf, price_floor_per_mwh: float = -np.inf,
-                 deadband_mw: float = 1e-6) -> ClearingResult:
+                 deadband_mw: float = 1e-6, check: bool = True) -> ClearingResult:
     """Clear one balancing round by merit order with a partly accepted marginal bid.
 
     With the bids of the request's direction sorted by merit (price ascending for a
@@ -140,55 +140,83 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     :param price_cap_per_mwh: highest admissible bid price, $/MWh.
     :param price_floor_per_mwh: lowest admissible bid price, $/MWh (<= cap).
     :param deadband_mw: requests with ``|request_mw| <= deadband_mw`` clear nothing.
+    :param check: validate the arguments (``ValueError`` naming the bad one). The
+        environment passes ``False``: its inputs are float64 arrays of one length, a bool
+        mask and validated config values, so the checks cannot fail there. The clearing
+        itself (including ignoring NaN, wrong-direction and out-of-band bids) is the same.
     :return: the ``ClearingResult``.
     """
-    request = _check_finite("request_mw", request_mw, "a finite number")
-    power = _as_float_vector("bid_power_mw", bid_power_mw, None)
-    n = power.shape[0]
-    price = _as_float_vector("bid_price_per_mwh", bid_price_per_mwh, n)
-    if eligible is None:
-        mask = np.ones(n, dtype=bool)
+    if check:
+        request = _check_finite("request_mw", request_mw, "a finite number")
+        power = _as_float_vector("bid_power_mw", bid_power_mw, None)
+        n = power.shape[0]
+        price = _as_float_vector("bid_price_per_mwh", bid_price_per_mwh, n)
+        if eligible is None:
+            mask = np.ones(n, dtype=bool)
+        else:
+            mask = np.asarray(eligible)
+            if mask.shape != (n,) or mask.dtype != bool:
+                raise ValueError(f"eligible has shape {mask.shape} and dtype {mask.dtype}: "
+                                 f"must be a bool array of shape ({n},)")
+        share = float(consensus_share)
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"consensus_share={consensus_share!r} is not allowed: must be in "
+                             "(0, 1]")
+        cap, floor = float(price_cap_per_mwh), float(price_floor_per_mwh)
+        if math.isnan(cap) or math.isnan(floor) or floor > cap:
+            raise ValueError(f"price_floor_per_mwh={price_floor_per_mwh!r}, price_cap_per_mwh="
+                             f"{price_cap_per_mwh!r} are not allowed: must be non-NaN with "
+                             "floor <= cap")
+        deadband = _check_finite("deadband_mw", deadband_mw, "a finite number >= 0",
+                                 ok=float(deadband_mw) >= 0.0)
     else:
-        mask = np.asarray(eligible)
-        if mask.shape != (n,) or mask.dtype != bool:
-            raise ValueError(f"eligible has shape {mask.shape} and dtype {mask.dtype}: "
-                             f"must be a bool array of shape ({n},)")
-    share = float(consensus_share)
-    if not 0.0 < share <= 1.0:
-        raise ValueError(f"consensus_share={consensus_share!r} is not allowed: must be in (0, 1]")
-    cap, floor = float(price_cap_per_mwh), float(price_floor_per_mwh)
-    if math.isnan(cap) or math.isnan(floor) or floor > cap:
-        raise ValueError(f"price_floor_per_mwh={price_floor_per_mwh!r}, price_cap_per_mwh="
-                         f"{price_cap_per_mwh!r} are not allowed: must be non-NaN with "
-                         "floor <= cap")
-    deadband = _check_finite("deadband_mw", deadband_mw, "a finite number >= 0",
-                             ok=float(deadband_mw) >= 0.0)
+        request, power, price = float(request_mw), bid_power_mw, bid_price_per_mwh
+        n = power.shape[0]
+        mask = np.ones(n, dtype=bool) if eligible is None else eligible
+        share, cap, floor = float(consensus_share), price_cap_per_mwh, price_floor_per_mwh
+        deadband = float(deadband_mw)
 
-    direction = float(np.sign(request))
+    # sign of the request (np.sign for a finite float)
+    direction = 1.0 if request > 0 else (-1.0 if request < 0 else 0.0)
     # Work in the request's direction: magnitudes > 0 are candidate bids.
     power_dir = power * direction
-    with np.errstate(invalid="ignore"):
-        valid = (mask & np.isfinite(power_dir) & np.isfinite(price) & (power_dir > 0.0)
-                 & (price >= floor) & (price <= cap))
-    offered_abs = float(power_dir[valid].sum())
+    if check:
+        with np.errstate(invalid="ignore"):
+            valid = _valid_bids(mask, power_dir, price, floor, cap)
+    else:   # finite inputs (the environment's): no floating-point warning to silence
+        valid = _valid_bids(mask, power_dir, price, floor, cap)
     accepted = np.zeros(n)
+    idx = valid.nonzero()[0]
 
     if abs(request) <= deadband:
+        offered_abs = float(np.add.reduce(power_dir[idx]))
         return _result(accepted, math.nan, request, direction * offered_abs, True, 0)
 
-    idx = np.flatnonzero(valid)
     # Merit order: ascending price for a shortage, descending for a surplus (the least
     # compensation asked first); stable sort keeps agent index order within ties.
     order = idx[np.argsort(price[idx] * direction, kind="stable")]
     sizes = power_dir[order]
+    # = Σ over the valid bids in index order, as power_dir[valid].sum() gives it
+    offered_abs = float(np.add.reduce(power_dir[idx]))
     before = np.cumsum(sizes) - sizes
     take = np.minimum(sizes, np.maximum(abs(request) - before, 0.0))
     accepted[order] = take * direction
-    taken = np.flatnonzero(take > 0.0)
+    taken = (take > 0.0).nonzero()[0]
     clearing = float(price[order[taken[-1]]]) if taken.size else math.nan
-    accepted_abs = float(take.sum())
+    accepted_abs = float(np.add.reduce(take))
     consensus = accepted_abs >= share * abs(request) * (1.0 - _CONSENSUS_RTOL)
     return _result(accepted, clearing, request, direction * offered_abs, consensus, taken.size)
+
+
+def _valid_bids(mask: np.ndarray, power_dir: np.ndarray, price: np.ndarray, floor: float,
+                cap: float) -> np.ndarray:
+    """Bids that count: eligible, finite, in the request's direction, priced in the band."""
+    valid = mask & np.isfinite(power_dir)
+    valid &= np.isfinite(price)
+    valid &= power_dir > 0.0
+    valid &= price >= floor
+    valid &= price <= cap
+    return valid
 
 
 def _result(accepted: np.ndarray, clearing: float, request: float, offered: float,
@@ -197,8 +225,8 @@ def _result(accepted: np.ndarray, clearing: float, request: float, offered: floa
     accepted.setflags(write=False)
     return ClearingResult(accepted_mw=accepted, clearing_price_per_mwh=clearing,
                           request_mw=request, offered_mw=offered,
-                          accepted_total_mw=float(accepted.sum()), consensus=bool(consensus),
-                          n_accepted=int(n_accepted))
+                          accepted_total_mw=float(np.add.reduce(accepted)),
+                          consensus=bool(consensus), n_accepted=int(n_accepted))
 
 
 def settlement(accepted_mw: np.ndarray, clearing_price_per_mwh: float,

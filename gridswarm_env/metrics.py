@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from gridswarm_env.config import CostConfig
-from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR
+from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, kind_selector
 
 NOMINAL_HZ = 60.0
 BAND_HZ = 0.05          # NERC frequency band 59.95-60.05 Hz
@@ -85,19 +85,28 @@ class MetricsAccumulator:
     blocked_attempts: int = 0
     executed_violations: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # kind selectors of the last ``kinds`` array seen (the fleet's, the same every step)
+    _kinds_seen: Any = field(default=None, init=False, repr=False, compare=False)
+    _selectors: tuple = field(default=(), init=False, repr=False, compare=False)
 
     # ----------------------------------------------------------------- frequency
     def record_frequency(self, t_end_s: np.ndarray, freq_hz: np.ndarray) -> None:
         """Add one step's sub-step samples (time at the end of each sub-step, Hz)."""
         dev = np.abs(freq_hz - NOMINAL_HZ)
-        self.nadir_hz = min(self.nadir_hz, float(freq_hz.min()))
-        self.zenith_hz = max(self.zenith_hz, float(freq_hz.max()))
-        prev = np.concatenate(([self.last_freq_hz], freq_hz[:-1]))
-        rocof = np.abs(freq_hz - prev) / self.physics_dt_s
-        self.max_rocof_hz_per_s = max(self.max_rocof_hz_per_s, float(rocof.max()))
+        self.nadir_hz = min(self.nadir_hz, float(np.minimum.reduce(freq_hz)))
+        self.zenith_hz = max(self.zenith_hz, float(np.maximum.reduce(freq_hz)))
+        step = np.empty(freq_hz.shape[0])   # f_k − f_{k−1}, with f_{−1} the last sample
+        step[0] = self.last_freq_hz
+        step[1:] = freq_hz[:-1]
+        np.subtract(freq_hz, step, out=step)
+        rocof = np.abs(step, out=step)
+        rocof /= self.physics_dt_s
+        self.max_rocof_hz_per_s = max(self.max_rocof_hz_per_s, float(np.maximum.reduce(rocof)))
         self.seconds_outside_band += float(np.count_nonzero(dev > BAND_HZ)) * self.physics_dt_s
-        self.abs_dev_integral_hz_s += float(dev.sum()) * self.physics_dt_s
-        unsettled = np.flatnonzero((dev >= SETTLE_HZ) & (t_end_s > self.disturbance_time_s))
+        self.abs_dev_integral_hz_s += float(np.add.reduce(dev)) * self.physics_dt_s
+        unsettled = dev >= SETTLE_HZ
+        unsettled &= t_end_s > self.disturbance_time_s
+        unsettled = unsettled.nonzero()[0]
         if unsettled.size:
             self.last_unsettled_s = float(t_end_s[unsettled[-1]])
         self.last_freq_hz = float(freq_hz[-1])
@@ -109,12 +118,17 @@ class MetricsAccumulator:
                         ev_unmet_mwh: float) -> None:
         """Add one step's executed balancing power (mean over the step, MW per agent)."""
         h = self.dt_s / 3600.0
-        bat = kinds == KIND_BATTERY
-        self.battery_throughput_mwh += float(np.abs(p_mean_mw[bat]).sum()) * h
-        self.curtailed_mwh += float(np.maximum(-p_mean_mw[kinds == KIND_SOLAR], 0.0).sum()) * h
-        self.ev_deferred_mwh += float(np.maximum(p_mean_mw[kinds == KIND_EV], 0.0).sum()) * h
+        if kinds is not self._kinds_seen:
+            self._kinds_seen = kinds
+            self._selectors = tuple(kind_selector(kinds, k)
+                                    for k in (KIND_BATTERY, KIND_SOLAR, KIND_EV))
+        bat, solar, ev = self._selectors   # slices select the same values as the masks
+        add = np.add.reduce
+        self.battery_throughput_mwh += float(add(np.abs(p_mean_mw[bat]))) * h
+        self.curtailed_mwh += float(add(np.maximum(-p_mean_mw[solar], 0.0))) * h
+        self.ev_deferred_mwh += float(add(np.maximum(p_mean_mw[ev], 0.0))) * h
         self.ev_unmet_mwh += ev_unmet_mwh
-        delivered = float(p_mean_mw.sum())
+        delivered = float(add(p_mean_mw))
         sign = 1.0 if requirement_mean_mw >= 0 else -1.0
         self.unserved_mwh += max(sign * (requirement_mean_mw - delivered), 0.0) * h
         self.requirement_mwh += abs(requirement_mean_mw) * h

@@ -184,7 +184,7 @@ class HeuristicPolicy:
         bat_absorb_pay = -c.battery_degradation_per_mwh * (1.0 + cfg.soc_margin * absorb_margin)
 
         # EV: how much deferral the departure slack allows, and how urgent charging is
-        hours = obs[:, col["ev_departure_h"]].astype(float)
+        hours = 12.0 * obs[:, col["ev_departure_12h"]].astype(float)   # capped at 12 h
         shortfall = obs[:, col["ev_shortfall_soc"]].astype(float)
         slack = hours * self._ev_soc_per_h - shortfall
         defer_share = np.clip(slack / cfg.ev_slack_buffer_soc, 0.0, 1.0)

@@ -283,7 +283,7 @@ def test_ev_defers_only_with_departure_slack(shortage_obs):
     ev = np.flatnonzero(obs[:, col["is_ev"]] > 0.5)[:2]
     obs = obs[ev].copy()
     obs[:, col["feasible_hi_rel"]] = 0.5
-    obs[:, col["ev_departure_h"]] = 1.0
+    obs[:, col["ev_departure_12h"]] = 1.0 / 12.0
     obs[:, col["ev_shortfall_soc"]] = [0.0, 0.5]     # plenty of slack / none
     target, price, _ = policy.bids(obs)
     assert target[0] > 0 and target[1] == 0.0

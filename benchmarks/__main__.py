@@ -1,0 +1,139 @@
+"""``python -m benchmarks [--quick] [--json FILE]``: every benchmark, one table, one JSON.
+
+JSON layout::
+
+    {"env": [{"n_agents", "trust", "policy", "api", "agent_steps_per_s", "env_s_per_step",
+              "policy_s_per_step", "contracts_per_step", "crypto_share"?, ...}, ...],
+     "emergency": {"n_agents", "emergency_response_latency_ms", "within_budget", ...},
+     "bus": {"msgs_per_s", "batch_msgs_per_s", ...},
+     "trust": {"pipeline_contracts_per_s", "raw_bound_contracts_per_s", "ratio", ...},
+     "train": {"agent_steps_per_s", ...} | {"skipped": reason},
+     "memory": {"episode_10000": {"peak_rss_mib", ...},
+                "long_run_100": {"rss_growth_after_warmup_mib", ...}},
+     "summary": {...}, "machine": {...}}
+
+``--quick`` keeps the whole run under about a minute (fewer steps and repeats, shorter
+memory runs); the full run takes a few minutes. Figures are wall-clock rates, medians
+over repeats, on a machine other processes may share: the load average is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import bench_bus, bench_env, bench_train, bench_trust
+
+SECTIONS = ("env", "bus", "trust", "train", "memory")
+
+
+def run(quick: bool = False, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run the benchmarks not in ``skip``; the combined figures (layout in the docstring)."""
+    out: dict[str, Any] = {"quick": quick}
+    t0 = time.perf_counter()
+    if "env" not in skip:
+        env = bench_env.run(quick, with_memory=False)
+        out["env"], out["emergency"] = env["env"], env["emergency"]
+    if "bus" not in skip:
+        out["bus"] = bench_bus.run(quick)
+    if "trust" not in skip:
+        out["trust"] = bench_trust.run(quick)
+    if "train" not in skip:
+        out["train"] = bench_train.run(quick)
+    if "memory" not in skip:
+        out["memory"] = bench_env.memory(quick)
+    out["summary"] = summary(out)
+    out["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                      "platform": platform.platform(), "load_average": os.getloadavg()[0],
+                      "wall_s": time.perf_counter() - t0}
+    return out
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The headline checks of the issue: 100-agent hmac rate, crypto share, scaling,
+    latency, memory."""
+    s: dict[str, Any] = {}
+    rows = {(r["n_agents"], r["trust"], r["api"]): r for r in result.get("env", [])}
+    hmac100 = rows.get((100, "hmac", "arrays"))
+    if hmac100:
+        s["hmac_100_agent_steps_per_s"] = hmac100["agent_steps_per_s"]
+        s["hmac_100_target_300k_met"] = hmac100["agent_steps_per_s"] >= 300_000
+    for n in sorted({k[0] for k in rows}):
+        ed, hm = rows.get((n, "ed25519", "arrays")), rows.get((n, "hmac", "arrays"))
+        if ed and hm and "non_crypto_s_per_step" in ed:
+            s[f"ed25519_{n}_crypto_share"] = ed["crypto_share"]
+            s[f"ed25519_{n}_non_crypto_over_hmac_step"] = (ed["non_crypto_s_per_step"]
+                                                           / hm["env_s_per_step"])
+    per_agent = {n: rows[(n, "hmac", "arrays")]["env_us_per_agent_step"]
+                 for n in sorted({k[0] for k in rows}) if (n, "hmac", "arrays") in rows}
+    if len(per_agent) > 1:
+        lo, hi = min(per_agent), max(per_agent)
+        s["hmac_us_per_agent_step"] = per_agent
+        s["cost_per_agent_step_not_higher_at_scale"] = per_agent[hi] <= per_agent[lo]
+    if "emergency" in result:
+        s["emergency_latency_ms"] = result["emergency"]["emergency_response_latency_ms"]
+        s["emergency_within_100_ms"] = result["emergency"]["within_budget"]
+    if "memory" in result:
+        s["peak_rss_10000_mib"] = result["memory"]["episode_10000"]["peak_rss_mib"]
+        s["rss_growth_long_run_mib"] = result["memory"]["long_run_100"][
+            "rss_growth_after_warmup_mib"]
+    return s
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """The human-readable report."""
+    if "env" in result:
+        print("Environment step (heuristic policy; policy time excluded from agent-steps/s)")
+        bench_env.print_rows(result["env"])
+        e = result["emergency"]
+        print(f"emergency at {e['n_agents']:,} agents: response "
+              f"{e['emergency_response_latency_ms']} ms simulated "
+              f"({'within' if e['within_budget'] else 'OUTSIDE'} the 100 ms budget)")
+    if "bus" in result:
+        b = result["bus"]
+        print(f"bus: {b['msgs_per_s']:,.0f} msgs/s single publish, "
+              f"{b['batch_msgs_per_s']:,.0f} msgs/s batch")
+    if "trust" in result:
+        t = result["trust"]
+        print(f"trust: ed25519 pipeline {t['pipeline_contracts_per_s']:,.0f} contracts/s vs raw "
+              f"bound {t['raw_bound_contracts_per_s']:,.0f} ({t['ratio']:.0%}); hmac pipeline "
+              f"{t['hmac_pipeline_contracts_per_s']:,.0f} contracts/s")
+    if "train" in result:
+        t = result["train"]
+        if "skipped" in t:
+            print(f"train: skipped ({t['skipped']})")
+        else:
+            print(f"train: MaskablePPO {t['agent_steps_per_s']:,.0f} agent-steps/s "
+                  f"(environment {t['env_share']:.0%} of the time)")
+    if "memory" in result:
+        bench_env.print_memory(result["memory"])
+    m = result["machine"]
+    print(f"{m['cpus']} CPUs, load average {m['load_average']:.2f}, "
+          f"run took {m['wall_s']:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="under a minute")
+    parser.add_argument("--json", type=Path, help="write all figures to this file")
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS,
+                        help="sections to leave out")
+    args = parser.parse_args(argv)
+    result = run(args.quick, tuple(args.skip))
+    print_table(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+        print(f"wrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

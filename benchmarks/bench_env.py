@@ -1,0 +1,400 @@
+"""Environment throughput from 100 to 10 000 agents, cryptography share, latency, memory.
+
+What is measured
+----------------
+* **Env rows** — ``agent_steps_per_s = n_agents / env_s_per_step``: the environment step
+  through the array fast path (``raw.step_arrays`` + ``raw.action_masks()``, what the SB3
+  adapter calls), with the scripted ``heuristic`` policy (:mod:`policies.heuristic`)
+  acting; the policy's own time (``policy.act``) is reported separately
+  (``policy_s_per_step``) and not counted in the env rate. One row also times the
+  PettingZoo dict API (``env.step(dict)``: per-agent observation, reward and info
+  dicts); the user-side conversions (stacking the dicts for the policy, building the
+  action dict) are counted as policy time there. Episodes restart when truncated; the
+  reset is not timed. Each figure is the median over ``repeats`` runs of ``steps`` steps
+  after a short warm-up (the first steps of an episode clear no contracts).
+  ``agent_steps_per_cpu_s`` is the same rate per second of this thread's CPU time
+  (``time.thread_time``), which other processes sharing the machine disturb less.
+* **Cryptography share** (``crypto_s_per_step``, ``crypto_share``) — the registry's
+  sign and verify callables are wrapped with timers, so the figure is the time spent
+  inside Ed25519 (or HMAC) signing and verification only; ``non_crypto_s_per_step`` is
+  the rest of the step, to compare with the whole HMAC step.
+* **Emergency latency** — one full ``emergency`` episode at 10 000 agents;
+  ``emergency_response_latency_ms`` must stay within 100 ms of simulated time.
+* **Memory** — in fresh subprocesses: the peak resident set size
+  (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of a whole 10 000-agent episode, and the
+  resident set size sampled over a long 100-agent run (hmac, in-memory audit head only:
+  ``EnvConfig(audit_keep_entries=False)``), whose growth after warm-up must stay bounded.
+
+Usage::
+
+    python -m benchmarks.bench_env [--quick] [--agents 100 1000 10000] [--json FILE]
+
+:func:`run` returns the figures (``python -m benchmarks`` collects them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gridswarm_env.config import EnvConfig  # noqa: E402
+from gridswarm_env.env import GridSwarmEnv  # noqa: E402
+from policies import make_policy  # noqa: E402
+
+SEED = 0
+AGENT_COUNTS = (100, 1_000, 10_000)
+TRUST_MODES = ("hmac", "ed25519")
+WARMUP_STEPS = 25   # the price spike's first contracts are cleared after ~20 steps
+LATENCY_BUDGET_MS = 100.0
+
+
+def load_average() -> float:
+    """The 1-minute load average (other processes share the CPU: report it with timings)."""
+    return float(os.getloadavg()[0])
+
+
+class CryptoTimer:
+    """Times every sign and verify call of an identity registry (cumulative seconds).
+
+    Replaces the registry's per-identity signer and verifier callables by timed wrappers
+    (benchmark only; the timer adds ~0.2 µs per call, negligible next to Ed25519's
+    ~40-120 µs, about 20 % of an HMAC call).
+
+    :param registry: the environment's :class:`~gridswarm_env.trust.IdentityRegistry`.
+    """
+
+    def __init__(self, registry: Any) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        registry._signers = tuple(self._timed(f) for f in registry._signers)
+        registry._verifiers = tuple(self._timed(f) for f in registry._verifiers)
+
+    def _timed(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        clock = time.perf_counter
+
+        def timed(*args: Any) -> Any:
+            t0 = clock()
+            try:
+                return func(*args)
+            finally:
+                self.seconds += clock() - t0
+                self.calls += 1
+
+        return timed
+
+
+def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_spike",
+                steps: int = 100, repeats: int = 3, api: str = "arrays",
+                policy: str = "heuristic", crypto: bool = False,
+                warmup: int = WARMUP_STEPS, seed: int = SEED) -> dict[str, Any]:
+    """Median per-step env and policy time over ``repeats`` runs of ``steps`` steps.
+
+    :param n_agents: agents in the environment.
+    :param trust: ``"hmac"`` or ``"ed25519"``.
+    :param scenario: scenario name.
+    :param steps: timed steps per repeat (episodes restart when truncated).
+    :param repeats: timed runs; the figures are medians over them.
+    :param api: ``"arrays"`` (``raw.step_arrays``) or ``"dict"`` (``env.step(dict)``).
+    :param policy: policy name for :func:`policies.make_policy`.
+    :param crypto: time signing and verification (:class:`CryptoTimer`).
+    :param warmup: untimed steps after each reset.
+    :param seed: environment seed (the same trajectory every repeat).
+    :return: the row (see the module docstring); rates are per wall-clock second.
+    """
+    env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=seed)
+    pol = make_policy(policy)
+    timer = CryptoTimer(env.registry) if crypto else None
+    names = env.possible_agents
+    env_s, env_cpu_s, pol_s, crypto_s, contracts = [], [], [], [], []
+    cpu = time.thread_time
+    for _ in range(repeats):
+        state = _start(env, pol, seed, warmup, api)
+        t_env = t_pol = t_cpu = 0.0
+        crypto0 = timer.seconds if timer else 0.0
+        k0 = env.ledger.signed
+        n_done = 0
+        signed_total = 0
+        while n_done < steps:
+            if not env.agents:   # episode over: restart (not timed)
+                signed_total += env.ledger.signed - k0
+                state = _start(env, pol, seed, 0, api)
+                k0 = env.ledger.signed
+            if api == "arrays":   # masks are env time (the adapter calls them every step)
+                c0, t0 = cpu(), time.perf_counter()
+                mask = env.action_masks()
+                t1, c1 = time.perf_counter(), cpu()
+                act = pol.act(state, mask)
+                c2, t2 = cpu(), time.perf_counter()
+                state = env.step_arrays(act[:, 0], act[:, 1])[0]
+                t3, c3 = time.perf_counter(), cpu()
+            else:                 # stacking the dicts and building actions: user side
+                c0, t0 = cpu(), time.perf_counter()
+                t1, c1 = t0, c0
+                state, actions = _dict_actions(pol, names, state)
+                c2, t2 = cpu(), time.perf_counter()
+                obs_d, _r, _te, _tr, infos = env.step(actions)
+                t3, c3 = time.perf_counter(), cpu()
+                state = (obs_d, infos)
+            t_env += (t1 - t0) + (t3 - t2)
+            t_cpu += (c1 - c0) + (c3 - c2)
+            t_pol += t2 - t1
+            n_done += 1
+        signed_total += env.ledger.signed - k0
+        env_s.append(t_env / steps)
+        env_cpu_s.append(t_cpu / steps)
+        pol_s.append(t_pol / steps)
+        crypto_s.append(((timer.seconds - crypto0) / steps) if timer else 0.0)
+        contracts.append(signed_total / steps)
+    env_step = statistics.median(env_s)
+    row: dict[str, Any] = {
+        "n_agents": n_agents, "trust": trust, "policy": policy, "scenario": scenario,
+        "api": api, "steps": steps, "repeats": repeats,
+        "agent_steps_per_s": n_agents / env_step,
+        "env_s_per_step": env_step,
+        "env_s_per_step_best": min(env_s),
+        "env_us_per_agent_step": env_step / n_agents * 1e6,
+        # CPU time of this thread: less sensitive to other processes taking the CPU
+        "env_cpu_s_per_step": statistics.median(env_cpu_s),
+        "agent_steps_per_cpu_s": n_agents / statistics.median(env_cpu_s),
+        "policy_s_per_step": statistics.median(pol_s),
+        "contracts_per_step": statistics.median(contracts),
+        "load_average": load_average(),
+    }
+    if timer is not None:
+        c = statistics.median(crypto_s)
+        row.update(crypto_s_per_step=c, crypto_share=c / env_step,
+                   non_crypto_s_per_step=env_step - c)
+    return row
+
+
+def _start(env: GridSwarmEnv, pol: Any, seed: int, warmup: int, api: str) -> Any:
+    """Reset, let the policy play ``warmup`` untimed steps; the state the loop needs
+    (the observation array, or the ``(observations, infos)`` dicts)."""
+    state = env.reset(seed=seed)
+    pol.reset(env, seed=seed)
+    if api == "arrays":
+        state = env.observations_array()
+    for _ in range(warmup):
+        if api == "arrays":
+            act = pol.act(state, env.action_masks())
+            state = env.step_arrays(act[:, 0], act[:, 1])[0]
+        else:
+            state, actions = _dict_actions(pol, env.possible_agents, state)
+            obs_d, _r, _te, _tr, infos = env.step(actions)
+            state = (obs_d, infos)
+    return state
+
+
+def _dict_actions(pol: Any, names: list[str], state: tuple[dict, dict]) -> tuple[Any, dict]:
+    """The policy acting on the dict API: stack observations and masks, act, build the
+    action dict (what a PettingZoo user does)."""
+    obs_d, infos = state
+    obs = np.stack([obs_d[a] for a in names])
+    mask = np.stack([infos[a]["action_mask"] for a in names])
+    act = pol.act(obs, mask)
+    return state, dict(zip(names, act, strict=True))
+
+
+def emergency_latency(n_agents: int = 10_000, trust: str = "hmac",
+                      seed: int = SEED) -> dict[str, Any]:
+    """Run one whole ``emergency`` episode with the heuristic; its response latency.
+
+    :return: ``{"n_agents", "trust", "emergency_response_latency_ms", "within_budget",
+        "frequency_nadir_hz", "wall_s"}``.
+    """
+    env = GridSwarmEnv(scenario="emergency", n_agents=n_agents, trust=trust, seed=seed)
+    pol = make_policy("heuristic")
+    t0 = time.perf_counter()
+    env.reset(seed=seed)
+    pol.reset(env, seed=seed)
+    obs = env.observations_array()
+    while env.agents:
+        act = pol.act(obs, env.action_masks())
+        obs = env.step_arrays(act[:, 0], act[:, 1])[0]
+    m = env.episode_metrics()
+    latency = m["emergency_response_latency_ms"]
+    return {"n_agents": n_agents, "trust": trust, "emergency_response_latency_ms": latency,
+            "within_budget": latency is not None and latency <= LATENCY_BUDGET_MS,
+            "frequency_nadir_hz": m["frequency_nadir_hz"],
+            "wall_s": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------- memory
+def _rss_mib() -> float:
+    """Current resident set size of this process, MiB (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def episode_memory_child(n_agents: int, trust: str, scenario: str) -> dict[str, Any]:
+    """(In a fresh process) RSS before and the peak RSS after one whole episode."""
+    before = _rss_mib()
+    env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=SEED)
+    pol = make_policy("heuristic")
+    env.reset(seed=SEED)
+    pol.reset(env, seed=SEED)
+    obs = env.observations_array()
+    steps = 0
+    t0 = time.perf_counter()
+    while env.agents:
+        act = pol.act(obs, env.action_masks())
+        obs = env.step_arrays(act[:, 0], act[:, 1])[0]
+        steps += 1
+    return {"n_agents": n_agents, "trust": trust, "scenario": scenario, "steps": steps,
+            "rss_after_imports_mib": before, "peak_rss_mib": _peak_rss_mib(),
+            "wall_s": time.perf_counter() - t0}
+
+
+def long_run_memory_child(n_agents: int, steps: int, samples: int) -> dict[str, Any]:
+    """(In a fresh process) RSS sampled over ``steps`` steps of back-to-back episodes
+    (hmac, random policy: the cheapest driver, so the run is about the environment)."""
+    cfg = EnvConfig(n_agents=n_agents, trust="hmac", audit_keep_entries=False)
+    env = GridSwarmEnv(scenario="price_spike", config=cfg, seed=SEED)
+    rng = np.random.default_rng(SEED)
+    every = max(steps // samples, 1)
+    trace: list[tuple[int, float]] = []
+    episodes = 0
+    env.reset(seed=SEED)
+    t0 = time.perf_counter()
+    for k in range(steps):
+        if not env.agents:
+            episodes += 1
+            env.reset(seed=SEED + episodes)
+        mask = env.action_masks()
+        weights = rng.random(mask.shape) * mask
+        n_power = env.config.market.n_power_levels
+        env.step_arrays(np.argmax(weights[:, :n_power], axis=1),
+                        np.argmax(weights[:, n_power:], axis=1))
+        if (k + 1) % every == 0:
+            trace.append((k + 1, _rss_mib()))
+    warm = trace[min(1, len(trace) - 1)][1]   # after the first sample (imports, caches)
+    return {"n_agents": n_agents, "steps": steps, "episodes": episodes + 1,
+            "audit_entries": env.audit_log.n_entries,
+            "rss_trace_mib": trace, "rss_after_warmup_mib": warm,
+            "rss_end_mib": trace[-1][1], "rss_growth_after_warmup_mib": trace[-1][1] - warm,
+            "peak_rss_mib": _peak_rss_mib(), "wall_s": time.perf_counter() - t0}
+
+
+def _child(call: str) -> dict[str, Any]:
+    """Run ``benchmarks.bench_env.<call>`` in a fresh interpreter; its JSON result."""
+    root = Path(__file__).resolve().parents[1]
+    code = f"import json; from benchmarks import bench_env as b; print(json.dumps(b.{call}))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def memory(quick: bool = False) -> dict[str, Any]:
+    """Peak RSS of a 10 000-agent episode and RSS growth over a long 100-agent run.
+
+    :param quick: the 120-step emergency episode and 5 000 steps instead of the 300-step
+        price spike and 50 000 steps.
+    """
+    scenario = "emergency" if quick else "price_spike"
+    steps = 5_000 if quick else 50_000
+    return {
+        "episode_10000": _child(f"episode_memory_child(10_000, 'hmac', {scenario!r})"),
+        "long_run_100": _child(f"long_run_memory_child(100, {steps}, 10)"),
+    }
+
+
+# ----------------------------------------------------------------------------- all
+def run(quick: bool = False, agents: tuple[int, ...] = AGENT_COUNTS,
+        with_memory: bool = True) -> dict[str, Any]:
+    """Every env row (both trust modes, each agent count), the dict-API row, the
+    emergency latency at the largest count and, optionally, memory.
+
+    :param quick: fewer steps and repeats (under a minute with memory).
+    :param agents: agent counts.
+    :param with_memory: include :func:`memory` (subprocesses).
+    :return: ``{"env": [rows], "emergency": {...}, "memory": {...}, "load_average"}``.
+    """
+    rows = []
+    for n in agents:
+        for trust in TRUST_MODES:
+            steps, repeats = _budget(n, trust, quick)
+            rows.append(measure_env(n, trust, steps=steps, repeats=repeats,
+                                    crypto=trust == "ed25519"))
+        if n == 100:
+            steps, repeats = _budget(n, "hmac", quick)
+            rows.append(measure_env(n, "hmac", steps=steps, repeats=repeats, api="dict"))
+    out: dict[str, Any] = {"env": rows, "emergency": emergency_latency(max(agents))}
+    if with_memory:
+        out["memory"] = memory(quick)
+    out["load_average"] = load_average()
+    return out
+
+
+def _budget(n_agents: int, trust: str, quick: bool) -> tuple[int, int]:
+    """(steps, repeats) of a row. Both trust modes time the same steps of the same
+    trajectory (the contracts per step vary along an episode), so their rows compare."""
+    steps = {100: 100, 1_000: 20, 10_000: 5}.get(n_agents, 10)
+    return (max(steps // 3, 3), 2) if quick else (steps, 5)
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    """The env table."""
+    print(f"{'agents':>7} {'trust':<8} {'api':<6} {'agent-steps/s':>14} {'per CPU-s':>10} "
+          f"{'env ms/step':>12} {'us/agent-step':>14} {'policy ms':>10} {'contracts':>10} "
+          f"{'crypto':>7}")
+    for r in rows:
+        crypto = f"{r['crypto_share']:.0%}" if "crypto_share" in r else "-"
+        print(f"{r['n_agents']:>7,} {r['trust']:<8} {r['api']:<6} {r['agent_steps_per_s']:>14,.0f} "
+              f"{r['agent_steps_per_cpu_s']:>10,.0f} {r['env_s_per_step'] * 1e3:>12.3f} "
+              f"{r['env_us_per_agent_step']:>14.2f} {r['policy_s_per_step'] * 1e3:>10.3f} "
+              f"{r['contracts_per_step']:>10.1f} {crypto:>7}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line: print the table (and write JSON with ``--json``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--agents", type=int, nargs="+", default=list(AGENT_COUNTS))
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    args = parser.parse_args(argv)
+    result = run(args.quick, tuple(args.agents), with_memory=not args.no_memory)
+    print_rows(result["env"])
+    e = result["emergency"]
+    print(f"emergency at {e['n_agents']:,} agents: response {e['emergency_response_latency_ms']} ms"
+          f" ({'within' if e['within_budget'] else 'OUTSIDE'} the {LATENCY_BUDGET_MS:.0f} ms budget)")
+    if "memory" in result:
+        print_memory(result["memory"])
+    print(f"load average {result['load_average']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def print_memory(mem: dict[str, Any]) -> None:
+    """The memory lines."""
+    ep, lr = mem["episode_10000"], mem["long_run_100"]
+    print(f"memory: 10,000-agent {ep['scenario']} episode ({ep['steps']} steps, {ep['trust']}): "
+          f"peak RSS {ep['peak_rss_mib']:.0f} MiB (after imports {ep['rss_after_imports_mib']:.0f})")
+    print(f"memory: 100 agents x {lr['steps']:,} steps ({lr['episodes']} episodes): RSS "
+          f"{lr['rss_after_warmup_mib']:.1f} -> {lr['rss_end_mib']:.1f} MiB "
+          f"(growth {lr['rss_growth_after_warmup_mib']:+.1f} MiB after warm-up)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Where one environment step spends its time: a per-phase breakdown and cProfile.
+
+The phases are the named calls of ``GridSwarmEnv._step`` (DESIGN §2: kernel → bus →
+clear → sign → verify → dispatch → fleet → grid → reward → observe), timed by wrapping
+them on one environment instance; cProfile then lists the functions with the most own
+time. Only the step is measured (the heuristic policy acts outside the timers and the
+profiler).
+
+Usage::
+
+    python -m benchmarks.profile_step [--agents 100] [--trust hmac] [--scenario price_spike]
+                                      [--steps 300] [--sort tottime] [--limit 30] [--no-cprofile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import io
+import pstats
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_env import CryptoTimer  # noqa: E402
+from gridswarm_env.env import GridSwarmEnv  # noqa: E402
+from policies import make_policy  # noqa: E402
+
+#: the step's phases, in order (methods of GridSwarmEnv)
+PHASES = ("_kernel_filter", "_publish_bids", "_maybe_broadcast_emergency", "_clear",
+          "_operator_request", "_announce", "_verify_pending", "_activate_reserve",
+          "_physics", "_settle", "_update_signals", "_update_feasible",
+          "observations_array", "action_masks")
+
+
+def _wrap(obj: Any, name: str, totals: dict[str, float], label: str) -> None:
+    func: Callable[..., Any] = getattr(obj, name)
+
+    @functools.wraps(func)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            totals[label] += time.perf_counter() - t0
+
+    setattr(obj, name, timed)
+
+
+def breakdown(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_spike",
+              steps: int = 300, seed: int = 0) -> dict[str, Any]:
+    """Mean seconds per step of each phase (plus bus calls and the signatures alone).
+
+    :return: ``{"step_s": float, "phases": {name: seconds per step}, "steps": int}``.
+    """
+    env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=seed)
+    env.reset(seed=seed)
+    totals: dict[str, float] = defaultdict(float)
+    for name in PHASES:
+        _wrap(env, name, totals, name)
+    pol = make_policy("heuristic")
+    crypto = CryptoTimer(env.registry)   # the registry outlives resets with the same seed
+    obs = _restart(env, pol, seed)
+    step_s, done = 0.0, 0
+    while done < steps:
+        if not env.agents:
+            obs = _restart(env, pol, seed)
+        _instrument_episode(env, totals)
+        act = pol.act(obs, env.action_masks())
+        t0 = time.perf_counter()
+        obs = env.step_arrays(act[:, 0], act[:, 1])[0]
+        step_s += time.perf_counter() - t0
+        done += 1
+    totals.pop("action_masks", None)   # called by the policy loop, outside the step
+    totals["  sign + verify (inside _clear, _verify_pending)"] = crypto.seconds
+    return {"step_s": step_s / steps, "steps": steps,
+            "phases": {k: v / steps for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}}
+
+
+def _restart(env: GridSwarmEnv, pol: Any, seed: int) -> Any:
+    env.reset(seed=seed)
+    pol.reset(env, seed=seed)
+    return env.observations_array()
+
+
+def _instrument_episode(env: GridSwarmEnv, totals: dict[str, float]) -> None:
+    """Time the bus calls (a new bus every episode) once per episode."""
+    if getattr(env.bus, "_profiled", False):
+        return
+    _wrap(env.bus, "deliver", totals, "  bus.deliver")
+    _wrap(env.bus, "publish_batch", totals, "  bus.publish_batch (in phases)")
+    env.bus._profiled = True
+
+
+def profile(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_spike",
+            steps: int = 300, sort: str = "tottime", limit: int = 30, seed: int = 0) -> str:
+    """cProfile of ``steps`` steps (the step only); the printed statistics."""
+    env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=seed)
+    pol = make_policy("heuristic")
+    obs = _restart(env, pol, seed)
+    prof = cProfile.Profile()
+    for _ in range(steps):
+        if not env.agents:
+            obs = _restart(env, pol, seed)
+        act = pol.act(obs, env.action_masks())
+        prof.enable()
+        obs = env.step_arrays(act[:, 0], act[:, 1])[0]
+        prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats(sort).print_stats(limit)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line: print the breakdown and the profile."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--trust", default="hmac", choices=("hmac", "ed25519"))
+    parser.add_argument("--scenario", default="price_spike")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--sort", default="tottime", help="pstats sort key")
+    parser.add_argument("--limit", type=int, default=30, help="functions listed")
+    parser.add_argument("--no-cprofile", action="store_true", help="only the breakdown")
+    args = parser.parse_args(argv)
+    b = breakdown(args.agents, args.trust, args.scenario, args.steps)
+    print(f"{args.agents:,} agents, {args.trust}, {args.scenario}: "
+          f"{b['step_s'] * 1e6:,.0f} us/step ({args.agents / b['step_s']:,.0f} agent-steps/s)")
+    for name, seconds in b["phases"].items():
+        print(f"  {name:<28} {seconds * 1e6:>10,.1f} us/step  {seconds / b['step_s']:>6.1%}")
+    if not args.no_cprofile:
+        print(profile(args.agents, args.trust, args.scenario, args.steps, args.sort, args.limit))
+    return b
+
+
+if __name__ == "__main__":
+    main()
