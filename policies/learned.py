@@ -1,0 +1,126 @@
+"""``learned``: a trained MaskablePPO model bidding for every agent in one batched call.
+
+The model is a shared policy (one network for all agents, trained with
+``python -m train``); :meth:`LearnedPolicy.act` runs one masked forward pass over
+all agents: ``model.predict(obs, action_masks=mask, deterministic=True)``.
+
+Default model: the shipped ``policies/pretrained/gridswarm_ppo.zip`` (its JSON
+record beside it says how it was produced). Loading checks that the file is a
+readable MaskablePPO model whose observation space is ``Box((OBS_DIM,))`` and whose
+action space is ``MultiDiscrete([n_power_levels, n_price_levels])`` of the
+environment it acts in, and, when the training record ``<model>.json`` beside it
+lists ``obs_fields``, that they are today's :data:`~gridswarm_env.env.OBS_FIELDS`;
+anything else raises ``ValueError`` saying what was wrong and what is expected. torch is imported only when this module is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from gridswarm_env.env import OBS_DIM, OBS_FIELDS
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_MODEL = PRETRAINED_DIR / "gridswarm_ppo.zip"
+
+
+def load_maskable_ppo(path: str | Path) -> Any:
+    """Load a MaskablePPO model from ``path`` on the CPU and check its spaces.
+
+    :raises ValueError: the file is missing, corrupt, not a MaskablePPO model, or its
+        observation space is not ``Box((OBS_DIM,))`` / its action space not a
+        two-dimensional ``MultiDiscrete``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"model file {str(p)!r} does not exist (expected a MaskablePPO .zip "
+                         "saved by `python -m train`)")
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        raise ValueError(f"model file {str(p)!r} is corrupt or not a model: not a zip archive "
+                         "(expected a MaskablePPO .zip saved by `python -m train`)")
+    from sb3_contrib import MaskablePPO
+
+    try:
+        model = MaskablePPO.load(p, device="cpu")
+    except Exception as exc:   # zip members, pickle or torch payload unreadable
+        raise ValueError(f"model file {str(p)!r} is corrupt or not a MaskablePPO model "
+                         f"({type(exc).__name__}: {exc})") from None
+    obs_space, act_space = model.observation_space, model.action_space
+    if not isinstance(obs_space, spaces.Box) or obs_space.shape != (OBS_DIM,):
+        raise ValueError(f"model file {str(p)!r} has observation space {obs_space}; expected "
+                         f"Box of shape ({OBS_DIM},) (gridswarm observations)")
+    if not isinstance(act_space, spaces.MultiDiscrete) or act_space.nvec.shape != (2,):
+        raise ValueError(f"model file {str(p)!r} has action space {act_space}; expected "
+                         "MultiDiscrete([n_power_levels, n_price_levels])")
+    _check_record(p)
+    return model
+
+
+def _check_record(path: Path) -> None:
+    """If the training record ``<model>.json`` lists the observation fields the model
+    was trained on, they must be today's :data:`OBS_FIELDS` (same width is not enough:
+    a renamed or re-scaled column silently changes what the network sees)."""
+    record_path = path.with_suffix(".json")
+    if not record_path.is_file():
+        return
+    import json
+
+    try:
+        fields_then = json.loads(record_path.read_text()).get("obs_fields")
+    except (OSError, ValueError, AttributeError):
+        raise ValueError(f"training record {str(record_path)!r} beside the model is not "
+                         "valid JSON (expected the record `python -m train` writes)") from None
+    if fields_then is not None and list(fields_then) != list(OBS_FIELDS):
+        changed = [f"{i}: {a!r} -> {b!r}" for i, (a, b) in
+                   enumerate(zip(fields_then, OBS_FIELDS, strict=False)) if a != b]
+        raise ValueError(f"model file {str(path)!r} was trained on other observation fields "
+                         f"than this environment's ({'; '.join(changed[:4]) or 'lengths differ'}); "
+                         "retrain it with the command in its JSON record")
+
+
+class LearnedPolicy:
+    """A saved MaskablePPO model acting for all agents (shared policy).
+
+    :param path: model file (default: :data:`DEFAULT_MODEL`, the shipped one).
+    :param deterministic: greedy actions (True) or samples from the policy.
+    :raises ValueError: see :func:`load_maskable_ppo`.
+    """
+
+    name = "learned"
+
+    def __init__(self, path: str | Path | None = None, deterministic: bool = True) -> None:
+        self.path = Path(path) if path is not None else DEFAULT_MODEL
+        self.deterministic = bool(deterministic)
+        self.model = load_maskable_ppo(self.path)
+        self._nvec = np.asarray(self.model.action_space.nvec, dtype=np.int64)
+
+    def reset(self, env: Any, seed: int | None = None) -> None:
+        """Check the model fits ``env``'s action space; seed sampling when not greedy.
+
+        :raises ValueError: the model's action space differs from the environment's.
+        """
+        raw = getattr(env, "unwrapped", env)
+        want = np.asarray(raw.action_space(raw.possible_agents[0]).nvec, dtype=np.int64)
+        if not np.array_equal(want, self._nvec):
+            raise ValueError(f"model {str(self.path)!r} was trained for MultiDiscrete"
+                             f"({self._nvec.tolist()}) actions; this environment expects "
+                             f"MultiDiscrete({want.tolist()}) (n_power_levels, n_price_levels)")
+        if seed is not None:
+            self.model.set_random_seed(seed)
+
+    def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``(n, 2)`` int64 actions for ``obs`` ``(n, OBS_DIM)`` and ``mask`` ``(n, L+P)``."""
+        obs = np.asarray(obs, dtype=np.float32)
+        if obs.ndim != 2 or obs.shape[1] != OBS_DIM:
+            raise ValueError(f"obs has shape {obs.shape}: expected (n_agents, {OBS_DIM})")
+        width = int(self._nvec.sum())
+        if mask.shape != (obs.shape[0], width):
+            raise ValueError(f"mask has shape {mask.shape}: expected ({obs.shape[0]}, {width})")
+        actions, _ = self.model.predict(obs, deterministic=self.deterministic,
+                                        action_masks=np.asarray(mask, dtype=bool))
+        return np.asarray(actions, dtype=np.int64).reshape(obs.shape[0], 2)

@@ -1,0 +1,255 @@
+"""The PettingZoo-to-SB3 adapter against what SB3 and sb3-contrib expect of a VecEnv.
+
+``stable_baselines3.common.env_checker`` checks single gymnasium envs, not VecEnvs,
+so these are direct checks: shapes and dtypes, masks through ``env_method`` /
+``has_attr`` (what MaskablePPO calls), auto-reset with ``terminal_observation``,
+SB3 2.x seeding, scenario cycling and the reward modes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+from stable_baselines3.common.vec_env import VecEnv
+
+from gridswarm_env.env import OBS_DIM, OBS_FIELDS
+from policies.base import sample_masked
+from train.adapter import GridSwarmVecEnv, marginal_reward_term
+from train.config import resolve_scenarios
+
+N_AGENTS = 6
+PROGRESS = OBS_FIELDS.index("progress")
+
+
+def masked_actions(venv: GridSwarmVecEnv, rng: np.random.Generator) -> np.ndarray:
+    mask = venv.action_masks()
+    n_power = int(venv.action_space.nvec[0])
+    return np.stack([sample_masked(mask[:, :n_power], rng),
+                     sample_masked(mask[:, n_power:], rng)], axis=1)
+
+
+def run(venv: GridSwarmVecEnv, steps: int, seed: int = 0):
+    """Step with seeded random masked actions; return stacked obs and rewards."""
+    rng = np.random.default_rng(seed)
+    obs_seq, rew_seq = [], []
+    for _ in range(steps):
+        obs, rew, _dones, _infos = venv.step(masked_actions(venv, rng))
+        obs_seq.append(obs)
+        rew_seq.append(rew)
+    return np.stack(obs_seq), np.stack(rew_seq)
+
+
+@pytest.fixture
+def venv():
+    v = GridSwarmVecEnv("emergency", n_agents=N_AGENTS, n_envs=2, seed=0)
+    yield v
+    v.close()
+
+
+def test_is_a_vecenv_with_one_slot_per_agent(venv):
+    assert isinstance(venv, VecEnv)
+    assert venv.num_envs == 2 * N_AGENTS
+    assert isinstance(venv.observation_space, spaces.Box)
+    assert venv.observation_space.shape == (OBS_DIM,)
+    assert isinstance(venv.action_space, spaces.MultiDiscrete)
+    assert venv.action_space.nvec.tolist() == [21, 11]
+    assert venv.render_mode is None
+
+
+def test_reset_and_step_shapes_and_dtypes(venv):
+    obs = venv.reset()
+    assert obs.shape == (venv.num_envs, OBS_DIM) and obs.dtype == np.float32
+    assert np.isfinite(obs).all()
+    assert venv.observation_space.contains(obs[0])
+    obs, rew, dones, infos = venv.step(masked_actions(venv, np.random.default_rng(0)))
+    assert obs.shape == (venv.num_envs, OBS_DIM) and obs.dtype == np.float32
+    assert rew.shape == (venv.num_envs,) and rew.dtype == np.float32
+    assert dones.shape == (venv.num_envs,) and dones.dtype == np.bool_
+    assert not dones.any()
+    assert isinstance(infos, list) and len(infos) == venv.num_envs
+    assert all(isinstance(i, dict) for i in infos)
+
+
+def test_slots_map_to_copies_and_agents(venv):
+    obs = venv.reset()
+    for e, raw in enumerate(venv.active_envs):
+        np.testing.assert_array_equal(obs[e * N_AGENTS:(e + 1) * N_AGENTS],
+                                      raw.observations_array())
+    # two copies are seeded differently
+    assert not np.array_equal(obs[:N_AGENTS], obs[N_AGENTS:])
+
+
+def test_masks_reachable_as_maskableppo_expects(venv):
+    venv.reset()
+    assert venv.has_attr("action_masks")
+    assert is_masking_supported(venv)
+    masks = get_action_masks(venv)
+    assert masks.shape == (venv.num_envs, 21 + 11) and masks.dtype == np.bool_
+    want = np.concatenate([raw.action_masks() for raw in venv.active_envs])
+    np.testing.assert_array_equal(masks, want)
+    # every dimension allows at least one level
+    assert masks[:, :21].any(axis=1).all() and masks[:, 21:].any(axis=1).all()
+    # per-slot rows through indices
+    rows = venv.env_method("action_masks", indices=[1, N_AGENTS + 2])
+    np.testing.assert_array_equal(np.stack(rows), want[[1, N_AGENTS + 2]])
+    assert venv.get_attr("n_agents", indices=[0, N_AGENTS]) == [N_AGENTS, N_AGENTS]
+
+
+def test_masked_power_levels_are_never_blocked(venv):
+    venv.reset()
+    run(venv, 15)
+    assert all(raw.metrics.blocked_attempts == 0 for raw in venv.active_envs)
+
+
+def test_auto_reset_terminal_observation_and_episode_info():
+    venv = GridSwarmVecEnv("emergency", n_agents=3, seed=1)
+    obs = venv.reset()
+    steps = venv.active_envs[0].scenario.episode_steps
+    rng = np.random.default_rng(0)
+    total = np.zeros(venv.num_envs)
+    for k in range(steps):
+        prev_raw = venv.active_envs[0]
+        obs, rew, dones, infos = venv.step(masked_actions(venv, rng))
+        total += rew
+        if k < steps - 1:
+            assert not dones.any()
+    assert dones.all()
+    for s, info in enumerate(infos):
+        assert info["TimeLimit.truncated"] is True
+        term = info["terminal_observation"]
+        assert term.shape == (OBS_DIM,) and term.dtype == np.float32
+        assert term[PROGRESS] == pytest.approx(1.0)     # end of the finished episode
+        assert info["episode"]["l"] == steps
+        assert info["episode"]["r"] == pytest.approx(total[s], rel=1e-5, abs=1e-4)
+    # the new episode has started: time is back to 0 and the env runs again
+    assert np.all(obs[:, PROGRESS] == 0.0)
+    assert venv.active_envs[0].agents
+    metrics = infos[0]["episode_metrics"]
+    assert metrics["scenario"] == "emergency" and metrics["steps"] == steps
+    assert "system_cost" in metrics and prev_raw.step_index == 0
+    assert all("episode_metrics" not in i for i in infos[1:])
+    venv.step(masked_actions(venv, rng))   # stepping after the auto-reset works
+
+
+def test_seeding_follows_sb3_and_is_reproducible():
+    a = GridSwarmVecEnv("price_spike", n_agents=N_AGENTS, seed=123)
+    b = GridSwarmVecEnv("price_spike", n_agents=N_AGENTS, seed=999)
+    assert a.seed(7) == [7 + i for i in range(a.num_envs)]
+    b.seed(7)
+    np.testing.assert_array_equal(a.reset(), b.reset())
+    assert a._seeds == [None] * a.num_envs     # seeds are used once (SB3 2.x)
+    oa, ra = run(a, 20)
+    ob, rb = run(b, 20)
+    np.testing.assert_array_equal(oa, ob)
+    np.testing.assert_array_equal(ra, rb)
+    a.seed(8)
+    a.reset()
+    oc, _ = run(a, 20)
+    assert not np.array_equal(oa, oc)
+
+
+def test_constructor_seed_fixes_the_episode_stream():
+    a = GridSwarmVecEnv("solar_surplus", n_agents=N_AGENTS, seed=5)
+    b = GridSwarmVecEnv("solar_surplus", n_agents=N_AGENTS, seed=5)
+    np.testing.assert_array_equal(a.reset(), b.reset())
+    np.testing.assert_array_equal(run(a, 5)[1], run(b, 5)[1])
+
+
+def test_all_scenarios_cycle_across_episodes():
+    venv = GridSwarmVecEnv("all", n_agents=3, n_envs=2, seed=0)
+    venv.seed(0)
+    seen: list[list[str]] = [[], []]
+    for _ in range(6):
+        venv.reset()
+        for e, raw in enumerate(venv.active_envs):
+            seen[e].append(raw.scenario.name)
+    for names in seen:
+        assert sorted(names[:3]) == sorted(resolve_scenarios("all"))   # a permutation
+        assert names[3:] == names[:3]                                  # that cycles
+    assert seen[0][0] != seen[1][0]     # copies start at different positions
+    # price levels follow the active scenario
+    for raw in venv.active_envs:
+        assert raw.price_levels[-1] == raw.scenario.price_cap_per_mwh
+
+
+def test_marginal_reward_adds_each_agents_averted_lost_load():
+    env_r = GridSwarmVecEnv("price_spike", n_agents=N_AGENTS, seed=3, reward="env")
+    marg = GridSwarmVecEnv("price_spike", n_agents=N_AGENTS, seed=3, reward="marginal",
+                           marginal_weight=2.0)
+    env_r.reset()
+    marg.reset()
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    short_steps = 0
+    for _ in range(120):
+        _, ra, _, _ = env_r.step(masked_actions(env_r, rng_a))
+        _, rb, _, _ = marg.step(masked_actions(marg, rng_b))
+        raw = marg.active_envs[0]
+        term = marginal_reward_term(raw, raw.last_info, 2.0)
+        np.testing.assert_allclose(rb - ra, term, rtol=1e-4, atol=1e-4)
+        assert (term >= 0).all()
+        short_steps += bool(term.any())
+    assert short_steps > 0        # random bids leave the load ramp short some steps
+
+
+def test_marginal_reward_term_formula():
+    raw = GridSwarmVecEnv("price_spike", n_agents=4).active_envs[0]
+    raw.reset(seed=0)
+    cfg = raw.config
+    per_mw = cfg.reward.scale * cfg.costs.voll_per_mwh * cfg.dt_s / 3600.0
+    raw.last_p_mw = np.array([2.0, -1.0, 0.0, 0.5])
+    short = {"requirement_mw": 10.0, "delivered_mw": 1.5}
+    np.testing.assert_allclose(marginal_reward_term(raw, short, 1.0),
+                               per_mw * np.array([2.0, 0.0, 0.0, 0.5]))
+    covered = {"requirement_mw": 1.5, "delivered_mw": 1.5}
+    np.testing.assert_array_equal(marginal_reward_term(raw, covered, 1.0), np.zeros(4))
+    # a surplus: absorbing (p < 0) averts the over-generation
+    surplus = {"requirement_mw": -10.0, "delivered_mw": 1.5}
+    np.testing.assert_allclose(marginal_reward_term(raw, surplus, 0.5),
+                               0.5 * per_mw * np.array([0.0, 1.0, 0.0, 0.0]))
+
+
+def test_reward_scale_and_clip():
+    plain = GridSwarmVecEnv("emergency", n_agents=N_AGENTS, seed=2)
+    scaled = GridSwarmVecEnv("emergency", n_agents=N_AGENTS, seed=2, reward_scale=0.5,
+                             reward_clip=0.2)
+    plain.reset()
+    scaled.reset()
+    _, r_plain = run(plain, 15)
+    _, r_scaled = run(scaled, 15)
+    np.testing.assert_allclose(r_scaled, np.clip(0.5 * r_plain, -0.2, 0.2), rtol=1e-5,
+                               atol=1e-6)
+    assert (np.abs(0.5 * r_plain) > 0.2).any()     # the clip was exercised
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"scenario": "nope"}, "scenario"),
+    ({"scenario": []}, "scenario"),
+    ({"n_agents": 0}, "n_agents"),
+    ({"n_envs": 1.5}, "n_envs"),
+    ({"reward": "profit"}, "reward"),
+    ({"marginal_weight": -1.0}, "marginal_weight"),
+    ({"reward_scale": 0.0}, "reward_scale"),
+    ({"reward_clip": -1.0}, "reward_clip"),
+    ({"trust": "rsa"}, "trust"),
+])
+def test_bad_arguments_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        GridSwarmVecEnv(**kwargs)
+
+
+def test_step_rejects_wrong_action_shape(venv):
+    venv.reset()
+    with pytest.raises(ValueError, match="shape"):
+        venv.step_async(np.zeros((3, 2), dtype=np.int64))
+
+
+def test_generic_env_method_runs_once_per_copy(venv):
+    venv.reset()
+    states = venv.env_method("state", indices=[0, 1, N_AGENTS])
+    assert len(states) == 3
+    assert states[0] is states[1]           # same copy: computed once, repeated
+    assert states[0] is not states[2]
+    venv.set_attr("render_mode", None)
+    assert venv.env_is_wrapped(object) == [False] * venv.num_envs

@@ -1,0 +1,327 @@
+"""Training end to end (tiny runs), tensorboard tags, checkpoints, resume, determinism,
+behaviour cloning, the learned policy's loading errors and the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import gridswarm_env
+from gridswarm_env.config import EnvConfig, MarketConfig
+from policies import make_policy, register
+from policies.base import nearest_allowed
+from policies.learned import DEFAULT_MODEL, LearnedPolicy
+from policies.rollout import run_episode
+from train.__main__ import main
+from train.adapter import GridSwarmVecEnv
+from train.bc import behaviour_clone, collect_demonstrations
+from train.callbacks import EpisodeMetricsCallback
+from train.config import TrainConfig
+from train.trainer import load_model, make_model, train
+
+REPO = Path(__file__).resolve().parents[1]
+EMERGENCY_STEPS = gridswarm_env.get_scenario("emergency").episode_steps
+
+
+def tiny(tmp_path: Path, **kw) -> TrainConfig:
+    """~2 emergency episodes of 10 agents: 2 400 agent-steps."""
+    base = dict(scenario="emergency", total_timesteps=2 * EMERGENCY_STEPS * 10, n_agents=10,
+                n_steps=60, batch_size=300, n_epochs=2, checkpoint_every=1200,
+                logdir=str(tmp_path / "runs"), run_name="tiny", progress_bar=False, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Recorder(EpisodeMetricsCallback):
+    """Uses the public hook (replacing the default logging, which train() already runs):
+    remembers every episode's scenario and cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, float]] = []
+
+    def on_episode_end(self, metrics):
+        self.seen.append((metrics["scenario"], metrics["system_cost"]))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run shared by several tests: (config, model path, recorder)."""
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = tiny(tmp)
+    rec = Recorder()
+    path = train(cfg, callbacks=[rec])
+    return cfg, path, rec
+
+
+def weights(path: Path) -> dict[str, np.ndarray]:
+    model = load_model(path)
+    return {k: v.detach().numpy().copy() for k, v in model.policy.state_dict().items()}
+
+
+def test_tiny_run_writes_model_record_checkpoints_and_tensorboard(trained):
+    cfg, path, rec = trained
+    run_dir = Path(cfg.logdir) / "tiny"
+    assert path == run_dir / "model.zip" and path.is_file()
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["num_timesteps"] >= cfg.total_timesteps
+    assert record["agent_steps_per_s"] > 0
+    assert record["config"]["seed"] == 3 and record["episodes_finished"] == 2
+    assert record["recent_episodes"]["emergency"]["episodes"] == 2
+    ckpts = sorted((run_dir / "checkpoints").glob("model_*_steps.zip"))
+    assert [c.name for c in ckpts] == ["model_1200_steps.zip", "model_2400_steps.zip"]
+    ea = EventAccumulator(str(run_dir))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    for tag in ("grid/system_cost", "grid/frequency_nadir_hz", "grid/unserved_energy_mwh",
+                "grid/mean_abs_deviation_hz", "market/consensus_rate",
+                "trust/contracts_rejected", "kernel/blocked_attempts",
+                "grid/emergency/system_cost", "grid/episode/system_cost", "time/fps"):
+        assert tag in tags, tag
+    costs = [e.value for e in ea.Scalars("grid/episode/system_cost")]
+    assert costs == pytest.approx([c for _, c in rec.seen], rel=1e-6)
+    blocked = [e.value for e in ea.Scalars("kernel/episode/blocked_attempts")]
+    assert blocked == [0.0, 0.0]       # masked predictions are never blocked by the kernel
+
+
+def test_public_hook_sees_every_episode(trained):
+    _, _, rec = trained
+    assert [s for s, _ in rec.seen] == ["emergency", "emergency"]
+    assert all(c >= 0.0 for _, c in rec.seen)
+
+
+def test_resume_continues_from_a_checkpoint(trained, tmp_path):
+    cfg, _, _ = trained
+    ckpt = Path(cfg.logdir) / "tiny" / "checkpoints" / "model_1200_steps.zip"
+    out = tmp_path / "resumed.zip"
+    path = train(tiny(tmp_path, resume=str(ckpt), total_timesteps=600, out=str(out),
+                      run_name="resumed", checkpoint_every=0))
+    assert path == out
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["resumed_from"] == str(ckpt)
+    assert record["resumed_at_timesteps"] == 1200
+    assert record["num_timesteps"] == 1200 + 600
+    before, after = weights(ckpt), weights(out)
+    assert before.keys() == after.keys()
+    assert any(not np.array_equal(before[k], after[k]) for k in before)   # it trained
+
+
+def test_same_seed_same_weights_other_seed_differs(trained, tmp_path):
+    cfg, path, _ = trained
+    again = train(tiny(tmp_path, run_name="again"))
+    w1, w2 = weights(path), weights(again)
+    for k in w1:
+        np.testing.assert_array_equal(w1[k], w2[k])
+    other = train(tiny(tmp_path, run_name="other", seed=4, total_timesteps=600,
+                       checkpoint_every=0))
+    w3 = weights(other)
+    assert any(not np.array_equal(w1[k], w3[k]) for k in w1)
+
+
+def test_learned_policy_acts_in_one_masked_batch(trained):
+    _, path, _ = trained
+    policy = make_policy(str(path))
+    assert isinstance(policy, LearnedPolicy)
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=10, trust="hmac")
+    result = run_episode(env, policy, seed=0, max_steps=20)
+    assert result.metrics["blocked_attempts"] == 0
+    assert result.metrics["executed_violations"] == 0
+    raw = env.unwrapped
+    actions = policy.act(raw.observations_array(), raw.action_masks())
+    assert actions.shape == (10, 2) and actions.dtype == np.int64
+    mask = raw.action_masks()
+    assert mask[np.arange(10), actions[:, 0]].all()
+    assert mask[np.arange(10), 21 + actions[:, 1]].all()
+    # deterministic: same inputs, same actions
+    np.testing.assert_array_equal(actions, policy.act(raw.observations_array(), mask))
+
+
+def test_learned_policy_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        LearnedPolicy(tmp_path / "nope.zip")
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"this is not a zip file")
+    with pytest.raises(ValueError, match="not a zip archive"):
+        LearnedPolicy(junk)
+    import zipfile
+
+    fake = tmp_path / "fake.zip"
+    with zipfile.ZipFile(fake, "w") as z:
+        z.writestr("data", "{not json")
+    with pytest.raises(ValueError, match="corrupt or not a MaskablePPO model"):
+        LearnedPolicy(fake)
+
+
+def test_learned_policy_incompatible_models(trained, tmp_path):
+    import gymnasium as gym
+    from sb3_contrib import MaskablePPO
+
+    class Other(gym.Env):
+        observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+        action_space = gym.spaces.MultiDiscrete([4, 2])
+
+        def reset(self, seed=None, options=None):
+            return np.zeros(3, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(3, np.float32), 0.0, True, False, {}
+
+        def action_masks(self):
+            return np.ones(6, bool)
+
+    wrong = tmp_path / "other.zip"
+    MaskablePPO("MlpPolicy", Other(), n_steps=8, batch_size=8).save(wrong)
+    with pytest.raises(ValueError, match=r"observation space.*expected Box of shape \(28,\)"):
+        LearnedPolicy(wrong)
+    # a gridswarm model used in an env with other action levels
+    _, path, _ = trained
+    policy = LearnedPolicy(path)
+    cfg = EnvConfig(n_agents=10, trust="hmac", market=MarketConfig(n_price_levels=5))
+    env = gridswarm_env.parallel_env(scenario="emergency", config=cfg)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"MultiDiscrete\(\[21, 11\]\).*MultiDiscrete\(\[21, 5\]\)"):
+        policy.reset(env.unwrapped)
+
+
+def test_learned_policy_refuses_a_model_trained_on_other_observations(trained, tmp_path):
+    _, path, _ = trained
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["obs_fields"] == list(gridswarm_env.OBS_FIELDS)
+    copy = tmp_path / "old.zip"
+    copy.write_bytes(path.read_bytes())
+    record["obs_fields"][0] = "renamed_field"
+    copy.with_suffix(".json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="other observation fields.*0: 'renamed_field'"):
+        LearnedPolicy(copy)
+    copy.with_suffix(".json").write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        LearnedPolicy(copy)
+
+
+def test_default_model_path_is_the_shipped_one():
+    assert DEFAULT_MODEL.parent.name == "pretrained"
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("no shipped model in this checkout")
+    policy = LearnedPolicy()
+    assert policy.model.observation_space.shape == (gridswarm_env.OBS_DIM,)
+    record = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert record["command"].startswith("python -m train")
+
+
+class MaxUp:
+    """A scripted teacher for the cloning test: the highest allowed power level, price 0."""
+
+    name = "max_up"
+
+    def reset(self, env, seed=None):
+        self.n_power = env.config.market.n_power_levels
+
+    def act(self, obs, mask):
+        power = nearest_allowed(np.full(len(obs), self.n_power - 1), mask[:, :self.n_power])
+        return np.stack([power, np.zeros_like(power)], axis=1)
+
+
+def test_behaviour_cloning_imitates_the_teacher():
+    register("test_max_up", MaxUp)
+    venv = GridSwarmVecEnv("emergency", n_agents=10, seed=0)
+    cfg = TrainConfig(n_agents=10, scenario="emergency", seed=0)
+    model = make_model(cfg, venv)
+    demos = collect_demonstrations(venv, "test_max_up", 1000, gamma=0.99)
+    assert len(demos) == EMERGENCY_STEPS * 10          # stops at the episode boundary
+    assert demos.obs.shape == (len(demos), gridswarm_env.OBS_DIM)
+    assert demos.masks[np.arange(len(demos)), demos.actions[:, 0]].all()
+    before = behaviour_clone(model, demos, epochs=1, learning_rate=1e-6)
+    after = behaviour_clone(model, demos, epochs=30, batch_size=256, learning_rate=3e-3)
+    assert after["bc_nll"] < before["bc_nll"]
+    assert after["bc_accuracy_price"] > 0.95
+    assert after["bc_accuracy_power"] > 0.9
+    assert after["bc_accuracy_power"] > before["bc_accuracy_power"]
+
+
+def test_teacher_per_scenario():
+    register("test_max_up", MaxUp)
+    venv = GridSwarmVecEnv("emergency", n_agents=5, seed=0)
+    demos = collect_demonstrations(venv, {"emergency": "test_max_up"}, 10, gamma=0.9)
+    assert len(demos) == EMERGENCY_STEPS * 5
+    n_power = 21
+    want = nearest_allowed(np.full(len(demos), n_power - 1), demos.masks[:, :n_power])
+    np.testing.assert_array_equal(demos.actions[:, 0], want)
+    with pytest.raises(ValueError, match="no teacher for scenario"):
+        collect_demonstrations(venv, {"price_spike": "heuristic"}, 10, gamma=0.9)
+
+
+def test_behaviour_cloning_only_run_from_the_heuristic(tmp_path):
+    path = train(tiny(tmp_path, n_agents=5, total_timesteps=0, bc_teacher="heuristic",
+                      bc_timesteps=100, bc_epochs=2, run_name="bc", checkpoint_every=0))
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["num_timesteps"] == 0 and record["agent_steps_per_s"] is None
+    bc = record["behaviour_cloning"]
+    assert bc["teacher"] == "heuristic" and bc["samples"] == EMERGENCY_STEPS * 5
+    assert 0.0 <= bc["bc_accuracy_power"] <= 1.0
+    assert LearnedPolicy(path).model.observation_space.shape == (gridswarm_env.OBS_DIM,)
+
+
+def test_run_names_carry_scenario_seed_and_time():
+    import re
+
+    name = TrainConfig(scenario="emergency", seed=7).default_run_name()
+    assert re.fullmatch(r"emergency_s7_\d{8}-\d{6}", name)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"total_timesteps": 0}, "total_timesteps"),
+    ({"total_timesteps": -1}, "total_timesteps"),
+    ({"reward": "system"}, "reward"),
+    ({"reward_clip": 0.0}, "reward_clip"),
+    ({"scenario": "nope"}, "scenario"),
+    ({"trust": "rsa"}, "trust"),
+    ({"gamma": 1.5}, "gamma"),
+    ({"net_arch": ()}, "net_arch"),
+    ({"bc_teacher": "random", "bc_timesteps": 10}, "bc_teacher"),
+    ({"bc_teacher": "heuristic", "bc_timesteps": 0}, "bc_timesteps"),
+    ({"resume": "/no/such/model.zip"}, "resume"),
+])
+def test_config_errors_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**kwargs)
+
+
+def test_cli_bad_values_exit_2_without_traceback(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--timesteps", "-5"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "total_timesteps" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:
+        main(["--net-arch", "64,x"])
+    assert exc.value.code == 2 and "--net-arch" in capsys.readouterr().err
+
+
+def test_cli_corrupt_resume_file(tmp_path, capsys):
+    bad = tmp_path / "bad.zip"
+    bad.write_text("garbage")
+    with pytest.raises(SystemExit) as exc:
+        main(["--resume", str(bad), "--logdir", str(tmp_path), "--agents", "3"])
+    assert exc.value.code == 2
+    assert "not a zip archive" in capsys.readouterr().err
+
+
+def test_cli_as_a_user_runs_it(tmp_path, capsys):
+    bad = subprocess.run([sys.executable, "-m", "train", "--scenario", "nope"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
+    status = main(["--scenario", "emergency", "--agents", "5", "--timesteps", "600",
+                   "--n-steps", "60", "--batch-size", "300", "--logdir", str(tmp_path),
+                   "--run-name", "cli", "--no-progress", "--checkpoint-every", "0"])
+    assert status == 0
+    assert "model saved to" in capsys.readouterr().out
+    record = json.loads((tmp_path / "cli" / "model.json").read_text())
+    assert record["command"].startswith("python -m train --scenario emergency")
+    assert record["config"]["n_agents"] == 5

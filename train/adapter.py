@@ -1,0 +1,295 @@
+"""PettingZoo-to-SB3 adapter: every DER agent is one slot of a ``VecEnv``, one shared policy.
+
+Description
+-----------
+:class:`GridSwarmVecEnv` subclasses :class:`stable_baselines3.common.vec_env.VecEnv`.
+It holds ``n_envs`` copies of the gridswarm environment, each with ``n_agents``
+agents, and exposes them as ``num_envs = n_envs x n_agents`` slots::
+
+    slot s  <->  copy e = s // n_agents, agent i = s % n_agents
+
+so one SB3 policy acts for every agent (parameter sharing). The environment is
+driven through its array fast path (``raw.step_arrays``, ``raw.observations_array``,
+``raw.action_masks``): no per-agent dicts are built in the hot loop and no
+SuperSuit is needed.
+
+Action masks
+------------
+``action_masks()`` returns ``(num_envs, n_power_levels + n_price_levels)`` bool, the
+concatenated per-dimension masks of the ``MultiDiscrete`` action (what
+``raw.action_masks()`` returns). sb3-contrib's ``MaskablePPO`` finds them through
+``has_attr("action_masks")`` and ``env_method("action_masks")`` (a list of one row
+per slot, which it stacks).
+
+Episodes, seeding and scenarios
+-------------------------------
+All agents of a copy share its episode: when it is truncated, every slot of that
+copy is ``done`` with ``infos[s]["TimeLimit.truncated"] = True`` and
+``infos[s]["terminal_observation"]`` (the agent's last observation), and the copy
+is reset at once (auto-reset, SB3 semantics). At episode end ``infos[s]["episode"]``
+holds the agent's return ``r`` and length ``l`` (like SB3's ``Monitor``), and the
+first slot of the copy carries ``infos[s]["episode_metrics"]``: the KPI dict of
+``raw.episode_metrics()`` (see :mod:`gridswarm_env.metrics`).
+
+Seeding follows SB3 2.x: :meth:`seed` stores ``self._seeds`` (``seed + slot``) and the
+next :meth:`reset` uses the seed of each copy's first slot, then forgets the seeds.
+Each copy owns a ``numpy.random.Generator``; every episode it starts (explicit reset
+or auto-reset) draws the environment seed from it, so a seed fixes the whole stream
+of episodes. ``scenario="all"`` (or a sequence of names) mixes scenarios across
+episodes: each copy cycles through a seeded permutation of the scenarios, one per
+episode (one environment object per scenario and copy is kept and reused).
+
+Rewards
+-------
+``reward="env"`` (default) passes the environment's per-agent reward through (see
+:class:`gridswarm_env.config.RewardConfig`). ``reward="marginal"`` adds each agent's
+averted value of lost load, :func:`marginal_reward_term` (a difference reward; under
+pay-as-clear the market pays a short round only the marginal bid's price, so the
+environment's reward barely tells an agent that its missing offer left load
+unserved). Then
+``r ← clip(reward_scale · r, −reward_clip, reward_clip)`` (defaults: 1 and no clip):
+the environment's rewards are in $ x 100 and an EV leaving short of its departure
+energy costs up to ~10⁵ in one step, which swamps a critic; training scales and
+clips (see :class:`~train.config.TrainConfig`). ``infos[s]["episode"]["r"]`` is the
+return of the rewards as given to the learner.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
+
+from gridswarm_env.config import (
+    EnvConfig,
+    check_choice,
+    check_int_at_least,
+    check_non_negative,
+    check_positive,
+    override,
+)
+from gridswarm_env.env import GridSwarmEnv
+from train.config import REWARD_MODES, resolve_scenarios
+
+ACTION_MASKS = "action_masks"
+
+
+def marginal_reward_term(raw: GridSwarmEnv, info: dict[str, Any], weight: float) -> np.ndarray:
+    """Per-agent shaping term of ``reward="marginal"``: the value of lost load each agent
+    averted in a step that ended short.
+
+    ``r_marg,i = weight · scale · VOLL · h · max(σ·p_i, 0) · 1[σ·(R̄ − D̄) > 0]``
+
+    with ``R̄`` the step's mean balancing requirement (``info["requirement_mw"]``),
+    ``σ = sign(R̄)``, ``D̄`` the balancing power the fleet delivered
+    (``info["delivered_mw"]``), ``p_i`` agent i's executed balancing power
+    (``raw.last_p_mw``), ``h = dt_s/3600`` and ``scale``/``VOLL`` from the env config.
+    It is a *difference reward* (Wolpert & Tumer, "Optimal payoff functions for members
+    of collectives", Adv. Complex Syst. 4, 2001): in a step that is short, removing
+    agent i's delivery would leave exactly ``σ·p_i`` more MW unserved, so this is the
+    agent's own share of the VOLL part of ``system_cost``, credited to the agent that
+    earned it (a shared penalty would reach every agent alike, whatever it bid). In a
+    step that is covered, its MW would have been replaced: the term is 0.
+
+    :param raw: the (unwrapped) environment after the step.
+    :param info: ``raw.last_info`` of the step.
+    :param weight: multiplier of the term (>= 0).
+    :returns: ``(n_agents,)`` reward terms (>= 0).
+    """
+    req, got = float(info["requirement_mw"]), float(info["delivered_mw"])
+    sign = 1.0 if req >= 0 else -1.0
+    if sign * (req - got) <= 1e-9:
+        return np.zeros(raw.n_agents)
+    cfg = raw.config
+    per_mw = weight * cfg.reward.scale * cfg.costs.voll_per_mwh * cfg.dt_s / 3600.0
+    return per_mw * np.maximum(sign * np.asarray(raw.last_p_mw, dtype=float), 0.0)
+
+
+class GridSwarmVecEnv(VecEnv):
+    """``n_envs`` gridswarm copies x ``n_agents`` agents as one SB3 ``VecEnv``.
+
+    :param scenario: a scenario name, ``"all"`` or a sequence of names (mixed across
+        episodes in a seeded cycle).
+    :param n_agents: agents per copy.
+    :param n_envs: environment copies stacked (``num_envs = n_envs * n_agents``).
+    :param trust: ``"hmac"`` (default here: fast) or ``"ed25519"``.
+    :param config: base :class:`EnvConfig` (``n_agents`` and ``trust`` override it).
+    :param seed: seed of the copies' episode-seed generators (None: fresh entropy);
+        SB3's :meth:`seed` + :meth:`reset` reseed them.
+    :param reward: ``"env"`` or ``"marginal"`` (see the module docstring).
+    :param marginal_weight: weight of the term of ``reward="marginal"``.
+    :param reward_scale: multiplier of every reward (> 0).
+    :param reward_clip: clip scaled rewards to ``[-reward_clip, reward_clip]`` (None: no clip).
+    :param limits: kernel limits passed to every environment (dict, TOML path, None).
+    :raises ValueError: for a bad argument (the message names it).
+    """
+
+    def __init__(self, scenario: str | Sequence[str] = "price_spike", n_agents: int = 100,
+                 n_envs: int = 1, trust: str = "hmac", config: EnvConfig | None = None,
+                 seed: int | None = None, reward: str = "env", marginal_weight: float = 1.0,
+                 reward_scale: float = 1.0, reward_clip: float | None = None,
+                 limits: Any = None) -> None:
+        owner = type(self).__name__
+        self.scenarios = resolve_scenarios(scenario)
+        self.n_agents = check_int_at_least(owner, "n_agents", n_agents, 1)
+        self.n_envs = check_int_at_least(owner, "n_envs", n_envs, 1)
+        self.reward_mode = check_choice(owner, "reward", reward, REWARD_MODES)
+        self.marginal_weight = check_non_negative(owner, "marginal_weight", marginal_weight)
+        self.reward_scale = check_positive(owner, "reward_scale", reward_scale)
+        self.reward_clip = (None if reward_clip is None
+                            else check_positive(owner, "reward_clip", reward_clip))
+        self.config = override(config or EnvConfig(), n_agents=self.n_agents, trust=trust)
+        self.limits = limits
+        # one environment per (copy, scenario), built on first use; copy e plays _active[e]
+        self._envs: list[dict[str, GridSwarmEnv]] = [{} for _ in range(self.n_envs)]
+        self._rngs = [np.random.default_rng(None if seed is None else [seed, e])
+                      for e in range(self.n_envs)]
+        self._cycles = [self._new_cycle(e) for e in range(self.n_envs)]
+        self._episode_count = np.arange(self.n_envs, dtype=np.int64)
+        self._active = [self._env(e, self._cycles[e][e % len(self.scenarios)])
+                        for e in range(self.n_envs)]
+        first = self._active[0]
+        self.possible_agents = list(first.possible_agents)
+        action_space = first.action_space(first.possible_agents[0])
+        self._returns = np.zeros((self.n_envs, self.n_agents))
+        self._lengths = np.zeros(self.n_envs, dtype=np.int64)
+        self._t_start = time.time()
+        self._actions = np.zeros((self.n_envs * self.n_agents, 2), dtype=np.int64)
+        super().__init__(self.n_envs * self.n_agents,
+                         first.observation_space(first.possible_agents[0]), action_space)
+
+    # ------------------------------------------------------------------ helpers
+    def _env(self, e: int, name: str) -> GridSwarmEnv:
+        if name not in self._envs[e]:
+            self._envs[e][name] = GridSwarmEnv(scenario=name, config=self.config,
+                                               limits=self.limits)
+        return self._envs[e][name]
+
+    def _new_cycle(self, e: int) -> list[str]:
+        order = self._rngs[e].permutation(len(self.scenarios))
+        return [self.scenarios[int(i)] for i in order]
+
+    def _start_episode(self, e: int, options: dict[str, Any] | None = None) -> np.ndarray:
+        """Switch copy ``e`` to the next scenario of its cycle and reset it."""
+        cycle = self._cycles[e]
+        name = cycle[int(self._episode_count[e]) % len(cycle)]
+        self._episode_count[e] += 1
+        raw = self._env(e, name)
+        self._active[e] = raw
+        raw.reset(seed=int(self._rngs[e].integers(2**31 - 1)), options=options or None)
+        self._returns[e] = 0.0
+        self._lengths[e] = 0
+        return raw.observations_array()
+
+    def slots(self, e: int) -> slice:
+        """The slots of copy ``e``: ``slice(e·n_agents, (e+1)·n_agents)``."""
+        return slice(e * self.n_agents, (e + 1) * self.n_agents)
+
+    def _copies(self, indices: VecEnvIndices) -> list[int]:
+        """Copies touched by slot ``indices``, in order, each once."""
+        return list(dict.fromkeys(int(s) // self.n_agents for s in self._get_indices(indices)))
+
+    @property
+    def active_envs(self) -> list[GridSwarmEnv]:
+        """The environment each copy is playing now (unwrapped ``GridSwarmEnv``)."""
+        return list(self._active)
+
+    # ------------------------------------------------------------------ VecEnv API
+    def reset(self) -> np.ndarray:
+        """Reset every copy (using and then clearing ``self._seeds`` / ``self._options``)."""
+        obs = np.empty((self.num_envs, *self.observation_space.shape), dtype=np.float32)
+        for e in range(self.n_envs):
+            seed = self._seeds[e * self.n_agents]
+            if seed is not None:
+                self._rngs[e] = np.random.default_rng(int(seed))
+                self._cycles[e] = self._new_cycle(e)
+                self._episode_count[e] = e   # copies start at different cycle positions
+            obs[self.slots(e)] = self._start_episode(e, self._options[e * self.n_agents])
+        self.reset_infos = [{} for _ in range(self.num_envs)]
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Store ``(num_envs, 2)`` integer actions [power level, price level] per slot."""
+        a = np.asarray(actions)
+        if a.shape != (self.num_envs, 2):
+            raise ValueError(f"actions have shape {a.shape}: expected ({self.num_envs}, 2)")
+        self._actions = a.astype(np.int64, copy=False)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step every copy; auto-reset finished copies (see the module docstring)."""
+        n = self.n_agents
+        obs = np.empty((self.num_envs, *self.observation_space.shape), dtype=np.float32)
+        rewards = np.empty(self.num_envs, dtype=np.float32)
+        dones = np.zeros(self.num_envs, dtype=bool)
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for e in range(self.n_envs):
+            raw, sl = self._active[e], self.slots(e)
+            act = self._actions[sl]
+            o, r, truncated, info = raw.step_arrays(act[:, 0], act[:, 1])
+            if self.reward_mode == "marginal":
+                r = r + marginal_reward_term(raw, info, self.marginal_weight)
+            r = r * self.reward_scale
+            if self.reward_clip is not None:
+                r = np.clip(r, -self.reward_clip, self.reward_clip)
+            rewards[sl] = r
+            self._returns[e] += r
+            self._lengths[e] += 1
+            if truncated:
+                dones[sl] = True
+                elapsed = round(time.time() - self._t_start, 6)
+                length = int(self._lengths[e])
+                for i in range(n):
+                    infos[e * n + i] = {"TimeLimit.truncated": True, "terminal_observation": o[i],
+                                        "episode": {"r": float(self._returns[e, i]), "l": length,
+                                                    "t": elapsed}}
+                infos[e * n]["episode_metrics"] = raw.episode_metrics()
+                o = self._start_episode(e)
+            obs[sl] = o
+        return obs, rewards, dones, infos
+
+    def action_masks(self) -> np.ndarray:
+        """``(num_envs, n_power_levels + n_price_levels)`` bool masks, one row per slot."""
+        return np.concatenate([raw.action_masks() for raw in self._active], axis=0)
+
+    def close(self) -> None:
+        for envs in self._envs:
+            for raw in envs.values():
+                raw.close()
+
+    def has_attr(self, attr_name: str) -> bool:
+        """True if the adapter provides ``attr_name`` per slot (``action_masks`` does)."""
+        return attr_name == ACTION_MASKS or hasattr(self._active[0], attr_name)
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """Attribute of the environment behind each slot (copies repeat it per agent)."""
+        if attr_name == ACTION_MASKS:
+            return [self.action_masks] * len(list(self._get_indices(indices)))
+        return [getattr(self._active[int(s) // self.n_agents], attr_name)
+                for s in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute on every environment behind ``indices`` (all its scenarios)."""
+        for e in self._copies(indices):
+            for raw in self._envs[e].values():
+                setattr(raw, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
+                   **method_kwargs: Any) -> list[Any]:
+        """Call a method per slot. ``action_masks`` returns each slot's own mask row; any
+        other method runs once per copy and its result is repeated for the copy's slots."""
+        idx = [int(s) for s in self._get_indices(indices)]
+        if method_name == ACTION_MASKS:
+            return list(self.action_masks()[idx])
+        results = {e: getattr(self._active[e], method_name)(*method_args, **method_kwargs)
+                   for e in self._copies(idx)}
+        return [results[s // self.n_agents] for s in idx]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        """No gymnasium wrappers are used: False for every slot."""
+        return [False] * len(list(self._get_indices(indices)))

@@ -1,0 +1,183 @@
+"""Training settings and the choices the command line offers (importing this loads no torch).
+
+:class:`TrainConfig` is the CleanRL-style dataclass of one run (every field
+documented, validated in ``__post_init__``); :func:`resolve_scenarios` turns a
+``scenario`` argument into scenario names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gridswarm_env.config import (
+    TRUST_MODES,
+    check_choice,
+    check_int_at_least,
+    check_non_negative,
+    check_positive,
+    check_range,
+)
+from gridswarm_env.scenarios import scenario_names
+
+#: ``reward`` modes of :class:`~train.adapter.GridSwarmVecEnv`.
+REWARD_MODES = ("env", "marginal")
+#: teachers for behaviour-cloning pre-training (:mod:`train.bc`).
+TEACHERS = ("heuristic", "oracle")
+
+
+def resolve_scenarios(scenario: str | Sequence[str]) -> tuple[str, ...]:
+    """Scenario names to train on: one name, ``"all"`` or a sequence of names.
+
+    :raises ValueError: for an unknown name (the message lists the known ones) or an
+        empty sequence.
+    """
+    known = scenario_names()
+    names = known if scenario == "all" else (
+        (scenario,) if isinstance(scenario, str) else tuple(scenario))
+    if not names:
+        raise ValueError(f"scenario: empty; allowed: all, {', '.join(known)}")
+    for name in names:
+        if name not in known:
+            raise ValueError(f"scenario = {name!r}: allowed values are all, {', '.join(known)}")
+    return names
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run (validated; errors name the field).
+
+    :param scenario: a scenario name or ``"all"`` (mixed across episodes in a seeded
+        cycle, see :class:`~train.adapter.GridSwarmVecEnv`).
+    :param total_timesteps: PPO agent-steps to train for in this run (with ``resume``:
+        on top of the loaded model's count, SB3's ``reset_num_timesteps=False``); 0 =
+        behaviour cloning only (needs ``bc_teacher``).
+    :param n_agents: agents per environment copy.
+    :param n_envs: environment copies stacked in the adapter.
+    :param trust: contract signatures, ``"hmac"`` (fast, default) or ``"ed25519"``.
+    :param seed: seeds torch, numpy, the adapter's episode stream and BC shuffling.
+    :param logdir: parent directory of run directories.
+    :param out: model file to write (default ``<logdir>/<run name>/model.zip``).
+    :param resume: a saved model (.zip) to continue training; its hyperparameters
+        are used (the PPO fields below are ignored), the BC phase is skipped.
+    :param checkpoint_every: save a checkpoint every this many agent-steps (0: never).
+    :param reward: ``"env"`` (the env's per-agent reward) or ``"marginal"`` (plus each
+        agent's averted value of lost load, :func:`~train.adapter.marginal_reward_term`).
+    :param marginal_weight: weight of that term.
+    :param reward_scale: multiplier of the rewards the learner sees (the env's are $ x 100).
+    :param reward_clip: clip of the scaled rewards (None: none). An EV that leaves short
+        of its departure energy costs the env reward up to ~10⁵ in one step, mostly
+        beyond any bid's control (the same under every policy); unclipped, these spikes
+        dominate the critic's loss and the normalized advantages.
+    :param learning_rate: Adam step size of PPO.
+    :param n_steps: steps per slot per rollout (rollout = ``n_steps · num_envs`` samples).
+    :param batch_size: PPO minibatch size (samples).
+    :param n_epochs: PPO passes over each rollout.
+    :param gamma: discount per step (1 s).
+    :param gae_lambda: GAE λ.
+    :param clip_range: PPO ratio clip.
+    :param ent_coef: entropy bonus weight.
+    :param vf_coef: value-loss weight.
+    :param max_grad_norm: gradient-norm clip.
+    :param target_kl: stop an update's epochs early past 1.5 x this KL (None: off).
+    :param net_arch: hidden layer sizes of the actor and of the critic (separate MLPs).
+    :param bc_teacher: policy to behaviour-clone first (``"heuristic"``, ``"oracle"``)
+        or None (no pre-training).
+    :param bc_timesteps: agent-steps of teacher demonstrations.
+    :param bc_epochs: passes over the demonstrations.
+    :param bc_learning_rate: Adam step size of the cloning phase.
+    :param torch_threads: torch intra-op threads (1 keeps runs bit-reproducible).
+    :param progress_bar: show SB3's progress bar.
+    :param verbose: SB3 verbosity (0 silent, 1 tables on stdout).
+    :param run_name: run directory name (default built from scenario, seed, time).
+    :param command: the command line that started the run (recorded in the JSON).
+    """
+
+    scenario: str = "all"
+    total_timesteps: int = 1_000_000
+    n_agents: int = 100
+    n_envs: int = 1
+    trust: str = "hmac"
+    seed: int = 0
+    logdir: str = "runs"
+    out: str | None = None
+    resume: str | None = None
+    checkpoint_every: int = 500_000
+    reward: str = "env"
+    marginal_weight: float = 1.0
+    reward_scale: float = 0.01
+    reward_clip: float | None = 10.0
+    learning_rate: float = 3e-4
+    n_steps: int = 64
+    batch_size: int = 4096
+    n_epochs: int = 5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    net_arch: tuple[int, ...] = (64, 64)
+    bc_teacher: str | None = None
+    bc_timesteps: int = 0
+    bc_epochs: int = 10
+    bc_learning_rate: float = 1e-3
+    torch_threads: int = 1
+    progress_bar: bool = True
+    verbose: int = 0
+    run_name: str | None = None
+    command: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        resolve_scenarios(self.scenario)
+        if not isinstance(self.scenario, str):
+            raise ValueError(f"{owner}.scenario = {self.scenario!r}: expected a name or 'all'")
+        check_int_at_least(owner, "total_timesteps", self.total_timesteps, 0)
+        if self.total_timesteps == 0 and self.bc_teacher is None:
+            raise ValueError(f"{owner}.total_timesteps = 0: allowed only with a bc_teacher "
+                             "(behaviour cloning without PPO); otherwise must be >= 1")
+        check_int_at_least(owner, "n_agents", self.n_agents, 1)
+        check_int_at_least(owner, "n_envs", self.n_envs, 1)
+        check_choice(owner, "trust", self.trust, TRUST_MODES)
+        check_int_at_least(owner, "seed", self.seed, 0)
+        check_int_at_least(owner, "checkpoint_every", self.checkpoint_every, 0)
+        check_choice(owner, "reward", self.reward, REWARD_MODES)
+        check_non_negative(owner, "marginal_weight", self.marginal_weight)
+        check_positive(owner, "reward_scale", self.reward_scale)
+        if self.reward_clip is not None:
+            check_positive(owner, "reward_clip", self.reward_clip)
+        for name in ("learning_rate", "clip_range", "max_grad_norm", "bc_learning_rate"):
+            check_positive(owner, name, getattr(self, name))
+        check_int_at_least(owner, "n_steps", self.n_steps, 2)
+        check_int_at_least(owner, "batch_size", self.batch_size, 2)
+        check_int_at_least(owner, "n_epochs", self.n_epochs, 1)
+        check_range(owner, "gamma", self.gamma, 0.0, 1.0)
+        check_range(owner, "gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_non_negative(owner, "ent_coef", self.ent_coef)
+        check_non_negative(owner, "vf_coef", self.vf_coef)
+        if self.target_kl is not None:
+            check_positive(owner, "target_kl", self.target_kl)
+        if not self.net_arch or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
+                                    for h in self.net_arch):
+            raise ValueError(f"{owner}.net_arch = {self.net_arch!r}: expected a non-empty "
+                             "tuple of positive layer sizes")
+        if self.bc_teacher is not None:
+            check_choice(owner, "bc_teacher", self.bc_teacher, TEACHERS)
+            check_int_at_least(owner, "bc_timesteps", self.bc_timesteps, 1)
+        check_int_at_least(owner, "bc_epochs", self.bc_epochs, 1)
+        check_int_at_least(owner, "torch_threads", self.torch_threads, 1)
+        check_int_at_least(owner, "verbose", self.verbose, 0)
+        if self.resume is not None and not Path(self.resume).is_file():
+            raise ValueError(f"{owner}.resume = {self.resume!r}: no such model file")
+        if self.run_name is not None and (not self.run_name or "/" in self.run_name):
+            raise ValueError(f"{owner}.run_name = {self.run_name!r}: expected a plain "
+                             "directory name")
+
+    def default_run_name(self, now: float | None = None) -> str:
+        """``<scenario>_s<seed>_<YYYYmmdd-HHMMSS>`` (local time)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+        return f"{self.scenario}_s{self.seed}_{stamp}"

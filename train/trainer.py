@@ -1,0 +1,210 @@
+"""Shared-policy MaskablePPO training on gridswarm (CleanRL-style: reads top to bottom).
+
+:func:`train` takes a :class:`TrainConfig` and returns the path of the saved model::
+
+    from train import TrainConfig, train
+    path = train(TrainConfig(scenario="all", total_timesteps=2_000_000, seed=0))
+
+Steps: build the adapter (:class:`~train.adapter.GridSwarmVecEnv`, one slot per agent,
+hmac trust by default for speed) → build or load (``resume``) a ``MaskablePPO``
+model → optionally pre-train it by behaviour cloning from a teacher policy
+(:mod:`train.bc`) → ``learn`` with the grid-KPI callback, periodic checkpoints and a
+progress bar → save the model and, beside it, a JSON record of how it was produced
+(config, command, versions, wall time, agent-steps/s, recent episode KPIs).
+
+Timesteps are **agent-steps** (one observation of one agent), SB3's
+``num_timesteps``: one environment step of ``n_envs`` copies of ``n_agents`` agents is
+``n_envs · n_agents`` timesteps. Run names carry the scenario, seed and start time:
+``<scenario>_s<seed>_<YYYYmmdd-HHMMSS>``; everything of a run lives in
+``<logdir>/<run name>/`` (tensorboard events, ``progress.csv``, ``checkpoints/``,
+``model.zip`` unless ``out`` says otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridswarm_env.env import OBS_FIELDS
+from train.adapter import GridSwarmVecEnv
+from train.config import TrainConfig
+
+
+def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
+    """The training adapter described by ``config``."""
+    return GridSwarmVecEnv(config.scenario, n_agents=config.n_agents, n_envs=config.n_envs,
+                           trust=config.trust, seed=config.seed, reward=config.reward,
+                           marginal_weight=config.marginal_weight,
+                           reward_scale=config.reward_scale, reward_clip=config.reward_clip)
+
+
+def make_model(config: TrainConfig, venv: GridSwarmVecEnv):
+    """A new ``MaskablePPO`` (shared MLP policy, CPU) for ``venv``."""
+    from sb3_contrib import MaskablePPO
+
+    arch = list(config.net_arch)
+    return MaskablePPO(
+        "MlpPolicy", venv, learning_rate=config.learning_rate, n_steps=config.n_steps,
+        batch_size=min(config.batch_size, config.n_steps * venv.num_envs),
+        n_epochs=config.n_epochs, gamma=config.gamma, gae_lambda=config.gae_lambda,
+        clip_range=config.clip_range, ent_coef=config.ent_coef, vf_coef=config.vf_coef,
+        max_grad_norm=config.max_grad_norm, target_kl=config.target_kl,
+        policy_kwargs={"net_arch": {"pi": arch, "vf": arch}}, seed=config.seed,
+        device="cpu", verbose=config.verbose)
+
+
+def load_model(path: str | Path, venv: GridSwarmVecEnv | None = None):
+    """Load a saved ``MaskablePPO`` model (optionally attached to ``venv``).
+
+    :raises ValueError: missing, corrupt or incompatible file (the message says which).
+    """
+    from sb3_contrib import MaskablePPO
+
+    from policies.learned import load_maskable_ppo
+
+    model = load_maskable_ppo(path)          # file checks with readable errors
+    if venv is None:
+        return model
+    try:
+        return MaskablePPO.load(Path(path), env=venv, device="cpu")
+    except ValueError as exc:   # SB3 reports space mismatches as ValueError
+        raise ValueError(f"model file {str(path)!r} does not fit this environment: {exc}"
+                         ) from None
+
+
+def _configure_logger(model, run_dir: Path, verbose: int) -> None:
+    from stable_baselines3.common.logger import configure
+
+    formats = ["tensorboard", "csv"] + (["stdout"] if verbose else [])
+    model.set_logger(configure(str(run_dir), formats))
+
+
+def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
+    """Run one training job described by ``config``; return the saved model's path.
+
+    Writes ``<model>.json`` beside the model (see the module docstring).
+
+    :param config: the run's settings.
+    :param callbacks: extra SB3 callbacks, run after the grid-KPI and checkpoint ones
+        (e.g. a subclass of :class:`~train.callbacks.EpisodeMetricsCallback`).
+    :raises ValueError: a resume file that is missing, corrupt or does not fit.
+    """
+    import torch as th
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+
+    from train.bc import behaviour_clone, collect_demonstrations
+    from train.callbacks import EpisodeMetricsCallback
+
+    th.set_num_threads(config.torch_threads)
+    t_start = time.time()
+    run_name = config.run_name or config.default_run_name(t_start)
+    run_dir = Path(config.logdir) / run_name
+    out = Path(config.out) if config.out else run_dir / "model.zip"
+
+    venv = make_venv(config)
+    record: dict[str, Any] = {"config": _config_dict(config), "run_name": run_name,
+                              "run_dir": str(run_dir), "command": config.command}
+    if config.resume:
+        model = load_model(config.resume, venv)
+        model.set_random_seed(config.seed)
+        record["resumed_from"] = str(config.resume)
+        record["resumed_at_timesteps"] = int(model.num_timesteps)
+    else:
+        model = make_model(config, venv)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _configure_logger(model, run_dir, config.verbose)
+
+    if config.bc_teacher and not config.resume:
+        t_bc = time.time()
+        demos = collect_demonstrations(venv, config.bc_teacher, config.bc_timesteps,
+                                       config.gamma)
+        stats = behaviour_clone(model, demos, epochs=config.bc_epochs,
+                                learning_rate=config.bc_learning_rate, vf_coef=config.vf_coef,
+                                seed=config.seed)
+        for key, value in stats.items():
+            model.logger.record(f"bc/{key.removeprefix('bc_')}", value)
+        model.logger.dump(0)
+        record["behaviour_cloning"] = {"teacher": config.bc_teacher,
+                                       "samples": len(demos), "wall_time_s":
+                                       round(time.time() - t_bc, 1), **stats}
+        venv.seed(config.seed + 1)   # PPO starts a fresh, seeded episode stream
+
+    metrics_cb = EpisodeMetricsCallback()
+    all_callbacks = [metrics_cb]
+    if config.checkpoint_every:
+        all_callbacks.append(CheckpointCallback(
+            save_freq=max(config.checkpoint_every // venv.num_envs, 1),
+            save_path=str(run_dir / "checkpoints"), name_prefix="model"))
+    all_callbacks.extend(callbacks)
+    steps_before = int(model.num_timesteps)
+    t_learn = time.time()
+    interrupted = False
+    try:
+        if config.total_timesteps:
+            model.learn(total_timesteps=config.total_timesteps,
+                        callback=CallbackList(all_callbacks), reset_num_timesteps=not config.resume,
+                        progress_bar=config.progress_bar, tb_log_name=run_name)
+    except KeyboardInterrupt:
+        interrupted = True
+    learn_s = time.time() - t_learn
+    model.save(out)
+    venv.close()
+    steps = int(model.num_timesteps) - steps_before
+    record.update({
+        "model": str(out), "interrupted": interrupted,
+        "num_timesteps": int(model.num_timesteps), "timesteps_this_run": steps,
+        "wall_time_s": round(time.time() - t_start, 1), "learn_time_s": round(learn_s, 1),
+        "agent_steps_per_s": round(steps / learn_s, 1) if steps and learn_s > 0 else None,
+        "episodes_finished": metrics_cb.n_episodes,
+        "recent_episodes": _summarize(list(metrics_cb.episodes)),
+        "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
+        "versions": _versions(), "platform": platform.platform(),
+    })
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if interrupted:
+        raise KeyboardInterrupt(f"interrupted; model saved to {out}")
+    return out
+
+
+def _config_dict(config: TrainConfig) -> dict[str, Any]:
+    d = asdict(config)
+    d["net_arch"] = list(config.net_arch)
+    return d
+
+
+def _summarize(episodes: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean of the headline KPIs over recent episodes, per scenario."""
+    keys = ("system_cost", "unserved_energy_mwh", "frequency_nadir_hz",
+            "seconds_outside_band", "consensus_rate", "blocked_attempts")
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted({str(m.get("scenario")) for m in episodes}):
+        group = [m for m in episodes if str(m.get("scenario")) == name]
+        out[name] = {"episodes": len(group)}
+        for k in keys:
+            vals = [float(m[k]) for m in group if isinstance(m.get(k), int | float)]
+            if vals:
+                out[name][k] = float(np.mean(vals))
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+    import sb3_contrib
+    import stable_baselines3
+    import torch
+
+    import gridswarm_env
+
+    return {"python": sys.version.split()[0], "gridswarm": gridswarm_env.__version__,
+            "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+            "sb3_contrib": sb3_contrib.__version__, "gymnasium": gymnasium.__version__,
+            "numpy": np.__version__}
