@@ -395,19 +395,10 @@ def event_lines(record: Mapping[str, Any]) -> list[str]:
 
 # ---------------------------------------------------------------------- JSON
 def strict_json(value: Any) -> Any:
-    """``value`` made strict-JSON-safe: NaN/±inf → None, numpy scalars and arrays → Python,
-    tuples → lists, mapping keys → str."""
-    if isinstance(value, Mapping):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [strict_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return strict_json(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """``value`` made strict-JSON-safe (:func:`gridswarm_env.metrics.json_safe`)."""
+    from gridswarm_env.metrics import json_safe  # lazy: bad flags fail fast
+
+    return json_safe(value)
 
 
 def write_json(path: str | Path, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]],

@@ -160,23 +160,10 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
 
 # --------------------------------------------------------------------------- JSON and stats
 def json_safe(value: Any) -> Any:
-    """Recursively convert to strict-JSON types (NaN/inf → None, NumPy → Python)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [json_safe(v) for v in value.tolist()]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
+    """``value`` as strict-JSON types (:func:`gridswarm_env.metrics.json_safe`)."""
+    from gridswarm_env.metrics import json_safe as convert  # lazy: bad flags fail fast
+
+    return convert(value)
 
 
 def _numeric(value: Any) -> float | None:

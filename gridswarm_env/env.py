@@ -81,6 +81,7 @@ from gridswarm_env.fleet import (
     baseline_mw,
     build_fleet,
     depart_evs,
+    energy_change_mwh,
     fast_clip,
     update_solar,
 )
@@ -717,7 +718,7 @@ class GridSwarmEnv(ParallelEnv):
         if shadow:
             p_exec = np.zeros(self.n_agents)
             net_min = net_max = ex.baseline_mw
-            apply_energy(f, _baseline_energy(f, ex.baseline_mw, cfg.dt_s))
+            apply_energy(f, energy_change_mwh(f, ex.baseline_mw, cfg.dt_s / 3600.0))
             self.shadow_dispatch_mwh += float(np.abs(ex.p_mean_mw).sum()) * cfg.dt_s / 3600.0
         else:
             p_exec, net_min, net_max = ex.p_mean_mw, ex.net_min_mw, ex.net_max_mw
@@ -940,8 +941,3 @@ class GridSwarmEnv(ParallelEnv):
     def close(self) -> None:
         self.audit_log.flush()
 
-
-def _baseline_energy(fleet, baseline_mw: np.ndarray, dt_s: float) -> np.ndarray:
-    from gridswarm_env.fleet import energy_change_mwh
-
-    return energy_change_mwh(fleet, baseline_mw, dt_s / 3600.0)

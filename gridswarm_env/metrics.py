@@ -27,6 +27,7 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,3 +214,24 @@ class MetricsAccumulator:
 def is_finite_or_none(x: Any) -> bool:
     """True for None or a finite float (JSON-safe KPI values)."""
     return x is None or (isinstance(x, int | float) and math.isfinite(x))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as strict-JSON types, recursively: NaN/±inf → None, NumPy scalars and
+    arrays → Python, tuples → lists, mapping keys → str, other objects → ``str``.
+
+    Used for every KPI file the tools write (``evaluate.py``, ``demo.py --json``).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [json_safe(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
