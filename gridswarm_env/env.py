@@ -76,6 +76,9 @@ from gridswarm_env.bus import AgentMessageBus, Lane
 from gridswarm_env.config import EnvConfig, check_choice
 from gridswarm_env.dispatch import execute
 from gridswarm_env.fleet import (
+    KIND_BATTERY,
+    KIND_EV,
+    KIND_SOLAR,
     agent_names,
     apply_energy,
     baseline_mw,
@@ -83,6 +86,7 @@ from gridswarm_env.fleet import (
     depart_evs,
     energy_change_mwh,
     fast_clip,
+    kind_selector,
     update_solar,
 )
 from gridswarm_env.grid import GridModel
@@ -258,12 +262,15 @@ class GridSwarmEnv(ParallelEnv):
         self._next_ref = 0
         self.stale_bids = 0
         # what agents know (from delivered messages)
-        self.sig_request = z.copy()
-        self.sig_price = np.full(n, float(self.price_levels.mean()))
-        self.sig_product = np.zeros(n, dtype=np.int8)
-        self.sig_freq = np.full(n, cfg.grid.nominal_freq_hz)
-        self.sig_rocof = z.copy()
-        self.sig_round = np.full(n, -1, dtype=np.int64)
+        # the last price signal each agent received: one record per agent (one fancy
+        # assignment per delivery); sig_* are views of its fields
+        sig = self._sig = np.zeros(n, dtype=SIGNAL_DTYPE)
+        sig["round"] = -1
+        sig["price_per_mwh"] = float(self.price_levels.mean())
+        sig["freq_hz"] = cfg.grid.nominal_freq_hz
+        self.sig_round, self.sig_request = sig["round"], sig["request_mw"]
+        self.sig_price, self.sig_product = sig["price_per_mwh"], sig["product"]
+        self.sig_freq, self.sig_rocof = sig["freq_hz"], sig["rocof_hz_per_s"]
         self.sig_age = np.full(n, 10.0)
         self.backpressure = np.zeros(n, dtype=bool)
         self.accepted_share = z.copy()
@@ -325,6 +332,12 @@ class GridSwarmEnv(ParallelEnv):
         n_power = cfg.market.n_power_levels
         self._mask_buf = np.ones((n, n_power + cfg.market.n_price_levels), dtype=bool)
         self._mask_price = self._mask_buf[:, n_power:]
+        self._h = cfg.dt_s / 3600.0
+        # kinds are contiguous (fleets are built sorted by kind): slices, written in place
+        sel = tuple(kind_selector(f.kind, k) for k in (KIND_BATTERY, KIND_SOLAR, KIND_EV))
+        if not all(isinstance(x, slice) for x in sel):
+            raise RuntimeError("fleet agents must be grouped by kind (build_fleet sorts them)")
+        self._kind_sel = sel
 
     def _precompute_profiles(self, rng: np.random.Generator) -> None:
         """Per-sub-step requirement (noise-free) and true shortage for the whole episode."""
@@ -638,7 +651,11 @@ class GridSwarmEnv(ParallelEnv):
         self._standing_mw = np.maximum(self.reserve_awarded_mw, self.reserve_mw)
 
     def _verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Verify the energy contracts held for the window starting now; rejected → 0 MW."""
+        """Verify the energy contracts held for the window starting now; rejected → 0 MW.
+
+        The power and price dispatched are read from the verified contract objects
+        (immutable), in delivery order; an agent holding several contracts gets their sum.
+        """
         n = self.n_agents
         mw, price = np.zeros(n), np.zeros(n)
         pending = self.pending
@@ -653,8 +670,13 @@ class GridSwarmEnv(ParallelEnv):
                 keep = ok.nonzero()[0].tolist()
                 signed, owners = [signed[g] for g in keep], [owners[g] for g in keep]
             if signed:
-                np.add.at(mw, owners, [c.contract.power_mw for c in signed])
-                price[owners] = [c.contract.price_per_mwh for c in signed]
+                terms = [c.contract for c in signed]
+                powers = [c.power_mw for c in terms]
+                if len(set(owners)) == len(owners):   # one contract per agent: no repeats
+                    mw[owners] += powers
+                else:
+                    np.add.at(mw, owners, powers)
+                price[owners] = [c.price_per_mwh for c in terms]
         self.pending = []
         return mw, price
 
@@ -708,10 +730,13 @@ class GridSwarmEnv(ParallelEnv):
         """Fleet energy and grid frequency over the step (nothing dispatched in shadow mode)."""
         cfg, pdt, f = self.config, self.config.grid.physics_dt_s, self.fleet
         shadow = cfg.shadow
-        p_total = np.zeros(self.n_substeps) if shadow else ex.p_total_sub_mw
-        u_pu = (p_total - self.shortage_sub_mw[k]) / cfg.grid.system_base_mw
-        freq = self.grid.advance(u_pu)
-        self.metrics.record_frequency(t0 + self._sub_end_offsets_s, freq)
+        if shadow:
+            u_pu = np.subtract(0.0, self.shortage_sub_mw[k])
+        else:
+            u_pu = np.subtract(ex.p_total_sub_mw, self.shortage_sub_mw[k])
+        u_pu /= cfg.grid.system_base_mw
+        freq = self.grid.advance_unchecked(u_pu)   # finite: from finite dispatch and profiles
+        self._dev_sum_hz = self.metrics.record_frequency(t0 + self._sub_end_offsets_s, freq)
         self.last_rocof = (float(freq[-1]) - float(freq[-2])) / pdt if freq.size > 1 else 0.0
         self.freq_trace_hz = freq
         energy_before = f.energy_mwh.copy()
@@ -734,27 +759,54 @@ class GridSwarmEnv(ParallelEnv):
         return freq, p_exec, count
 
     def _settle(self, ex, contract_mw, contract_price, p_exec, k, freq) -> np.ndarray:
-        """Payments, true costs, penalties and rewards of the step (see RewardConfig)."""
+        """Payments, true costs, penalties and rewards of the step (see RewardConfig).
+
+        Per agent, with ``h = dt_s / 3600``, contract power ``C``, contract price ``π``,
+        planned power ``P*`` and executed power ``p``::
+
+            shortfall   s = |P* − p|
+            delivered   d = max(|C| − s, 0)
+            reserve gap g = min(max(s − |C|, 0), R·a)     (R standing reserve, a active share)
+            payment       = (π·sign(C)·d + π_R·R_standing)·h
+            penalty       = λ·h·(|C| − d + g)
+            own cost      = h·c_kind(p) + c_unmet·E_unmet
+            reward        = scale·(payment − own cost − penalty − w·mean|f − 60|/band)
+
+        Computed in place on a few temporaries (the same IEEE operations in the same order
+        as the formulas above).
+        """
         cfg, f = self.config, self.fleet
-        h = cfg.dt_s / 3600.0
+        h = self._h
         unmet = depart_evs(f, self.t_s + cfg.dt_s)
         if cfg.shadow:   # would-be settlement of what would have been dispatched
             p_exec = ex.p_mean_mw
-        shortfall = np.abs(ex.planned_mean_mw - p_exec)
+        shortfall = np.subtract(ex.planned_mean_mw, p_exec)
+        np.abs(shortfall, out=shortfall)
         abs_contract = np.abs(contract_mw)
-        energy_delivered = np.maximum(abs_contract - shortfall, 0.0)
-        reserve_expected = self.reserve_mw * ex.reserve_share
-        reserve_short = np.minimum(np.maximum(shortfall - abs_contract, 0.0), reserve_expected)
-        payments = (contract_price * np.sign(contract_mw) * energy_delivered
-                    + self.reserve_price * self._standing_mw) * h
-        penalties = cfg.reward.undelivered_penalty_per_mwh * h * (
-            abs_contract - energy_delivered + reserve_short)
-        c, kinds = cfg.costs, self._const
-        own_cost = h * np.where(
-            kinds.is_battery, c.battery_degradation_per_mwh * np.abs(p_exec),
-            np.where(kinds.is_solar, c.solar_curtailment_per_mwh * np.maximum(-p_exec, 0),
-                     c.ev_deferral_per_mwh * np.maximum(p_exec, 0)))
-        own_cost += c.ev_unmet_departure_per_mwh * unmet
+        delivered = np.subtract(abs_contract, shortfall)
+        np.maximum(delivered, 0.0, out=delivered)
+        gap = np.subtract(shortfall, abs_contract)
+        np.maximum(gap, 0.0, out=gap)
+        np.minimum(gap, np.multiply(self.reserve_mw, ex.reserve_share, out=shortfall), out=gap)
+        payments = np.sign(contract_mw)
+        np.multiply(contract_price, payments, out=payments)
+        payments *= delivered
+        payments += np.multiply(self.reserve_price, self._standing_mw, out=shortfall)
+        payments *= h
+        penalties = np.subtract(abs_contract, delivered, out=abs_contract)
+        penalties += gap
+        np.multiply(cfg.reward.undelivered_penalty_per_mwh * h, penalties, out=penalties)
+        c, (bat, sol, ev) = cfg.costs, self._kind_sel
+        own_cost = delivered   # reused: per-kind cost rate × |p| (or the curtailed/deferred part)
+        np.abs(p_exec[bat], out=own_cost[bat])
+        own_cost[bat] *= c.battery_degradation_per_mwh
+        np.negative(p_exec[sol], out=own_cost[sol])
+        np.maximum(own_cost[sol], 0.0, out=own_cost[sol])
+        own_cost[sol] *= c.solar_curtailment_per_mwh
+        np.maximum(p_exec[ev], 0.0, out=own_cost[ev])
+        own_cost[ev] *= c.ev_deferral_per_mwh
+        own_cost *= h
+        own_cost += np.multiply(c.ev_unmet_departure_per_mwh, unmet, out=gap)
         if cfg.shadow:
             p_exec = np.zeros_like(p_exec)
             payments = np.zeros_like(payments)
@@ -763,9 +815,13 @@ class GridSwarmEnv(ParallelEnv):
         self.metrics.record_dispatch(f.kind, p_exec, float(self._requirement_mean_mw[k]),
                                      float(add(payments)), float(add(penalties)),
                                      float(add(unmet)))
-        mean_dev_hz = float(add(np.abs(freq - 60.0))) / freq.size
+        mean_dev_hz = self._dev_sum_hz / freq.size   # Σ|f − 60| from record_frequency
         grid_term = cfg.reward.grid_weight * mean_dev_hz / cfg.reward.band_hz
-        return cfg.reward.scale * (payments - own_cost - penalties - grid_term)
+        payments -= own_cost
+        payments -= penalties
+        payments -= grid_term
+        payments *= cfg.reward.scale
+        return payments
 
     def reserve_standing_mw(self) -> np.ndarray:
         """Reserve capacity each agent holds under contract (awarded, verified or not yet)."""
@@ -775,6 +831,7 @@ class GridSwarmEnv(ParallelEnv):
         """What each agent learned from the messages delivered this step."""
         self.sig_age += 1.0
         awarded = np.zeros(self.n_agents)
+        awarded_any = False
         refs = self._contract_refs
         for d in deliveries:
             sig = d.topic(TOPIC_PRICE)
@@ -784,26 +841,24 @@ class GridSwarmEnv(ParallelEnv):
                 newer = rows["round"] >= self.sig_round[r]
                 if np.count_nonzero(newer) < newer.size:
                     r, rows = r[newer], rows[newer]
-                self.sig_round[r] = rows["round"]
-                self.sig_request[r] = rows["request_mw"]
-                self.sig_price[r] = rows["price_per_mwh"]
-                self.sig_product[r] = rows["product"]
-                self.sig_freq[r] = rows["freq_hz"]
-                self.sig_rocof[r] = rows["rocof_hz_per_s"]
+                self._sig[r] = rows
                 self.sig_age[r] = 0.0
             con = d.topic(TOPIC_CONTRACTS)
             if len(con.recipients):
-                owners, powers = [], []
-                for ref in np.asarray(con.payloads, dtype=np.int64).tolist():
-                    signed, owner = refs.pop(ref)
-                    if signed.contract.product == "reserve":
-                        self.reserve_contracts.append((signed, owner))
+                items = [refs.pop(ref) for ref in con.payloads.tolist()]   # delivery order
+                energy = [it for it in items if it[0].contract.product != "reserve"]
+                if len(energy) < len(items):
+                    self.reserve_contracts.extend(
+                        it for it in items if it[0].contract.product == "reserve")
+                if energy:
+                    self.pending.extend(energy)
+                    owners = [o for _, o in energy]
+                    powers = [c.contract.power_mw for c, _ in energy]
+                    if not awarded_any and len(set(owners)) == len(owners):
+                        awarded[owners] += powers   # = sequential += over distinct agents
                     else:
-                        self.pending.append((signed, owner))
-                        owners.append(owner)
-                        powers.append(signed.contract.power_mw)
-                if owners:   # in delivery order, as sequential += would
-                    np.add.at(awarded, owners, powers)
+                        np.add.at(awarded, owners, powers)
+                    awarded_any = True
         self.awarded_next = awarded
 
     # ------------------------------------------------------------------ kernel and observations

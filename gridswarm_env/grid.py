@@ -279,9 +279,19 @@ class GridModel:
             raise ValueError(f"u_pu has shape {u.shape}: must be ({self.n_substeps},) or a scalar")
         if not np.isfinite(u).all():
             raise ValueError("u_pu contains NaN or inf: must be finite")
-        out = self._free @ self.state + self._forced @ u
-        self.state = out[self.n_substeps:]
-        return self._f0_hz * (1.0 + out[:self.n_substeps])
+        return self.advance_unchecked(u)
+
+    def advance_unchecked(self, u_pu: np.ndarray) -> np.ndarray:
+        """:meth:`advance` for a finite float64 array of shape ``(n_substeps,)`` that the
+        caller guarantees (the environment's hot path); no argument checks."""
+        out = self._free @ self.state
+        out += self._forced @ u_pu
+        n = self.n_substeps
+        self.state = out[n:]
+        f = out[:n]
+        f += 1.0
+        f *= self._f0_hz
+        return f
 
     def advance_substep(self, u_pu: float) -> float:
         """Integrate one physics sub-step (``physics_dt_s``) with constant injection.

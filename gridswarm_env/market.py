@@ -178,34 +178,48 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
 
     # sign of the request (np.sign for a finite float)
     direction = 1.0 if request > 0 else (-1.0 if request < 0 else 0.0)
-    # Work in the request's direction: magnitudes > 0 are candidate bids.
-    power_dir = power * direction
-    if check:
-        with np.errstate(invalid="ignore"):
-            valid = _valid_bids(mask, power_dir, price, floor, cap)
-    else:   # finite inputs (the environment's): no floating-point warning to silence
-        valid = _valid_bids(mask, power_dir, price, floor, cap)
-    accepted = np.zeros(n)
+    # Work in the request's direction: magnitudes > 0 are candidate bids (x·1.0 = x and
+    # x·(−1.0) = −x exactly, so no multiplication is needed).
+    power_dir = power if direction > 0 else (-power if direction < 0 else power * 0.0)
+    valid = power_dir > 0.0             # NaN compares False
+    valid &= mask
+    if check:   # arbitrary inputs: NaN/inf power or price never count
+        valid &= np.isfinite(power_dir)
+        valid &= np.isfinite(price)
+    if floor > -math.inf:
+        valid &= price >= floor
+    if cap < math.inf:
+        valid &= price <= cap
     idx = valid.nonzero()[0]
+    offered_dir = power_dir[idx]
+    # = Σ over the valid bids in index order, as power_dir[valid].sum() gives it
+    offered_abs = float(np.add.reduce(offered_dir))
+    accepted = np.zeros(n)
 
-    if abs(request) <= deadband:
-        offered_abs = float(np.add.reduce(power_dir[idx]))
-        return _result(accepted, math.nan, request, direction * offered_abs, True, 0)
+    if abs(request) <= deadband or not idx.size:
+        return _result(accepted, math.nan, request, direction * offered_abs,
+                       abs(request) <= deadband, 0)
 
     # Merit order: ascending price for a shortage, descending for a surplus (the least
     # compensation asked first); stable sort keeps agent index order within ties.
-    order = idx[np.argsort(price[idx] * direction, kind="stable")]
-    sizes = power_dir[order]
-    # = Σ over the valid bids in index order, as power_dir[valid].sum() gives it
-    offered_abs = float(np.add.reduce(power_dir[idx]))
-    before = np.cumsum(sizes) - sizes
-    take = np.minimum(sizes, np.maximum(abs(request) - before, 0.0))
-    accepted[order] = take * direction
-    taken = (take > 0.0).nonzero()[0]
-    clearing = float(price[order[taken[-1]]]) if taken.size else math.nan
+    keys = price[idx]
+    if direction < 0:
+        np.negative(keys, out=keys)
+    local = np.argsort(keys, kind="stable")
+    order = idx[local]
+    sizes = offered_dir[local]
+    before = np.cumsum(sizes)
+    before -= sizes
+    # bids k with Σ_{j<k}|P_j| < |request| get min(|P_k|, |request| − Σ_{j<k}|P_j|) > 0,
+    # the rest 0 (``before`` is increasing: the taken bids are a prefix of the order)
+    need = abs(request)
+    k = int(np.searchsorted(before, need, side="left"))
+    take = np.minimum(sizes[:k], np.subtract(need, before[:k]))
+    accepted[order[:k]] = take if direction > 0 else -take
+    clearing = float(price[order[k - 1]])
     accepted_abs = float(np.add.reduce(take))
     consensus = accepted_abs >= share * abs(request) * (1.0 - _CONSENSUS_RTOL)
-    return _result(accepted, clearing, request, direction * offered_abs, consensus, taken.size)
+    return _result(accepted, clearing, request, direction * offered_abs, consensus, k)
 
 
 def _valid_bids(mask: np.ndarray, power_dir: np.ndarray, price: np.ndarray, floor: float,

@@ -91,27 +91,39 @@ class MetricsAccumulator:
     _selectors: tuple = field(default=(), init=False, repr=False, compare=False)
 
     # ----------------------------------------------------------------- frequency
-    def record_frequency(self, t_end_s: np.ndarray, freq_hz: np.ndarray) -> None:
-        """Add one step's sub-step samples (time at the end of each sub-step, Hz)."""
-        dev = np.abs(freq_hz - NOMINAL_HZ)
+    def record_frequency(self, t_end_s: np.ndarray, freq_hz: np.ndarray) -> float:
+        """Add one step's sub-step samples (time at the end of each sub-step, Hz).
+
+        RoCoF is ``|f_k − f_{k−1}| / physics_dt_s`` with ``f_{−1}`` the previous step's
+        last sample; since dividing by a positive constant is monotone in floating point,
+        its maximum is ``max|Δf| / physics_dt_s`` (the same bits).
+
+        :return: ``Σ_k |f_k − 60|`` over the samples, Hz (the reward's grid term uses it).
+        """
+        dev = np.subtract(freq_hz, NOMINAL_HZ)
+        np.abs(dev, out=dev)
         self.nadir_hz = min(self.nadir_hz, float(np.minimum.reduce(freq_hz)))
         self.zenith_hz = max(self.zenith_hz, float(np.maximum.reduce(freq_hz)))
         step = np.empty(freq_hz.shape[0])   # f_k − f_{k−1}, with f_{−1} the last sample
         step[0] = self.last_freq_hz
         step[1:] = freq_hz[:-1]
         np.subtract(freq_hz, step, out=step)
-        rocof = np.abs(step, out=step)
-        rocof /= self.physics_dt_s
-        self.max_rocof_hz_per_s = max(self.max_rocof_hz_per_s, float(np.maximum.reduce(rocof)))
+        np.abs(step, out=step)
+        self.max_rocof_hz_per_s = max(self.max_rocof_hz_per_s,
+                                      float(np.maximum.reduce(step)) / self.physics_dt_s)
         self.seconds_outside_band += float(np.count_nonzero(dev > BAND_HZ)) * self.physics_dt_s
-        self.abs_dev_integral_hz_s += float(np.add.reduce(dev)) * self.physics_dt_s
-        unsettled = dev >= SETTLE_HZ
-        unsettled &= t_end_s > self.disturbance_time_s
-        unsettled = unsettled.nonzero()[0]
-        if unsettled.size:
-            self.last_unsettled_s = float(t_end_s[unsettled[-1]])
+        dev_sum = float(np.add.reduce(dev))
+        self.abs_dev_integral_hz_s += dev_sum * self.physics_dt_s
+        if float(t_end_s[-1]) > self.disturbance_time_s:   # else no sample is after it
+            unsettled = dev >= SETTLE_HZ
+            if float(t_end_s[0]) <= self.disturbance_time_s:
+                unsettled &= t_end_s > self.disturbance_time_s
+            unsettled = unsettled.nonzero()[0]
+            if unsettled.size:
+                self.last_unsettled_s = float(t_end_s[unsettled[-1]])
         self.last_freq_hz = float(freq_hz[-1])
         self.elapsed_s = float(t_end_s[-1])
+        return dev_sum
 
     # ----------------------------------------------------------------- energy and money
     def record_dispatch(self, kinds: np.ndarray, p_mean_mw: np.ndarray,
