@@ -328,6 +328,12 @@ class GridSwarmEnv(ParallelEnv):
         obs_t[4] = f.rated_power_mw / kind_mean[f.kind]
         self._obs_t = obs_t
         self._price_band = sc.price_cap_per_mwh - sc.price_floor_per_mwh
+        # rows 12-18 of the observation: request, price, product, emergency, frequency,
+        # RoCoF, signal age -> (x - offset) / scale
+        self._sig_offset = np.array([0.0, sc.price_floor_per_mwh, 0.0, 0.0,
+                                     cfg.grid.nominal_freq_hz, 0.0, 0.0])[:, None]
+        self._sig_scale = np.array([self._flex_scale, self._price_band, 1.0, 1.0, 0.5, 1.0,
+                                    10.0])[:, None]
         # masks: price levels are all allowed; the power part is refreshed every step
         n_power = cfg.market.n_power_levels
         self._mask_buf = np.ones((n, n_power + cfg.market.n_price_levels), dtype=bool)
@@ -390,8 +396,9 @@ class GridSwarmEnv(ParallelEnv):
 
     def _announce(self, round_index: int, request_mw: float, product: int, now_s: float) -> None:
         sc = self.scenario
-        price = market.price_signal_per_mwh(request_mw, self._flexible_mw(request_mw),
-                                            sc.price_floor_per_mwh, sc.price_cap_per_mwh)
+        floor, cap = sc.price_floor_per_mwh, sc.price_cap_per_mwh   # validated, finite
+        price = market.price_signal_unchecked(float(request_mw), self._flexible_mw(request_mw),
+                                              floor, cap, min(cap, max(floor, 0.0)))
         freq = float(self.freq_trace_hz[-1])
         rows = self._signal_rows     # the bus copies published rows: the buffer is reused
         rows[...] = (round_index, request_mw, price, product, freq, self.last_rocof)
@@ -468,7 +475,8 @@ class GridSwarmEnv(ParallelEnv):
         update_solar(self.fleet, self._irradiance[k + 1], self._irradiance[k + 2], cfg.fleet,
                      dt, self.rng)
         self._update_signals((d1, d2))
-        self.scheduled_p_mw = self.awarded_next.copy()   # contracts for the step about to run
+        self.scheduled_p_mw = self.awarded_next   # contracts for the step about to run (a
+        # new array every step, never written in place)
         self._update_feasible()
         truncated = self.step_index >= sc.episode_steps
         would_mw = float(np.add.reduce(ex.p_mean_mw))
@@ -897,26 +905,33 @@ class GridSwarmEnv(ParallelEnv):
         t[10] = self._standing_mw
         np.divide(t[5:11], self._safe_rated, out=t[5:11])
         t[11] = np.isfinite(self.activation_s)
-        np.divide(self.sig_request, self._flex_scale, out=t[12])
-        np.subtract(self.sig_price, sc.price_floor_per_mwh, out=t[13])
-        t[13] /= self._price_band
+        # rows 12-18: (x − offset) / scale per row in two calls (x − 0.0 and x / 1.0 are x)
+        t[12] = self.sig_request
+        t[13] = self.sig_price
         t[14] = self.sig_product
         t[15] = self.emergency_seen
-        np.subtract(self.sig_freq, cfg.grid.nominal_freq_hz, out=t[16])
-        t[16] /= 0.5
+        t[16] = self.sig_freq
         t[17] = self.sig_rocof
         np.minimum(self.sig_age, 10.0, out=t[18])
-        t[18] /= 10.0
+        np.subtract(t[12:19], self._sig_offset, out=t[12:19])
+        np.divide(t[12:19], self._sig_scale, out=t[12:19])
         t[19] = self.backpressure
         hour = sc.start_hour + self.t_s / 3600.0
         t[20] = math.sin(2 * math.pi * hour / 24.0)
         t[21] = math.cos(2 * math.pi * hour / 24.0)
         t[22] = self.t_s / self.duration_s
-        ev = c.ev   # EV departure hours (capped at 1) and SoC still missing, 0 otherwise
-        # hours to departure / 12 (capped at 12 h)
-        t[23][ev] = np.minimum(np.maximum(f.departure_s[ev] - self.t_s, 0.0) / 43200.0, 1.0)
-        t[24][ev] = np.where(f.plugged[ev], np.maximum(f.departure_soc[ev] - t[3][ev], 0.0),
-                             0.0)
+        # EVs (a slice, so t[row][ev] is a view written in place): hours to departure / 12
+        # (capped at 1) and the SoC still missing at departure; 0 for the other kinds
+        ev = self._kind_sel[2]
+        x = t[23][ev]
+        np.subtract(f.departure_s[ev], self.t_s, out=x)
+        np.maximum(x, 0.0, out=x)
+        x /= 43200.0
+        np.minimum(x, 1.0, out=x)
+        x = t[24][ev]
+        np.subtract(f.departure_soc[ev], t[3][ev], out=x)
+        np.maximum(x, 0.0, out=x)
+        np.copyto(x, 0.0, where=~f.plugged[ev])
         np.divide(f.solar_forecast_mw, self._safe_rated, out=t[25])
         last = self.last_clearing_price
         t[26] = 0.0 if math.isnan(last) else (last - sc.price_floor_per_mwh) / self._price_band

@@ -57,6 +57,7 @@ __all__ = [
     "ClearingResult",
     "clear_market",
     "price_signal_per_mwh",
+    "price_signal_unchecked",
     "settlement",
 ]
 
@@ -309,6 +310,13 @@ def price_signal_per_mwh(request_mw: float, flexible_capacity_mw: float,
         ref = _check_finite("reference_price_per_mwh", reference_price_per_mwh,
                             f"a finite number in [{floor!r}, {cap!r}]",
                             ok=floor <= float(reference_price_per_mwh) <= cap)
+    return price_signal_unchecked(request, flex, floor, cap, ref)
+
+
+def price_signal_unchecked(request: float, flex: float, floor: float, cap: float,
+                           ref: float) -> float:
+    """:func:`price_signal_per_mwh` for validated floats (the environment's hot path):
+    finite ``request``, ``flex >= 0``, ``floor <= ref <= cap``."""
     scarcity = math.copysign(1.0, request) if flex == 0.0 else request / flex
     if request == 0.0:
         scarcity = 0.0
