@@ -135,6 +135,8 @@ _LANES: tuple[Lane, ...] = tuple(Lane)
 _N_LANES = len(_LANES)
 #: lanes whose messages are refused (tail drop) past ``queue_limit``
 _TAIL_DROP_LANES = frozenset({Lane.CONTROL, Lane.MARKET})
+#: the same, indexed by lane value
+_TAIL_DROP: tuple[bool, ...] = tuple(lane in _TAIL_DROP_LANES for lane in _LANES)
 
 LATENCY_DISTRIBUTIONS: tuple[str, ...] = ("exponential", "constant", "lognormal")
 
@@ -329,6 +331,95 @@ class _Cols(NamedTuple):
     store: np.ndarray  # int64, id of the payload store holding the payload
     row: np.ndarray  # int64, row of the payload in its store
 
+    @property
+    def n(self) -> int:
+        """Number of rows."""
+        return self.sender.size
+
+
+class _Seg:
+    """Messages appended by one publish call (or one staging flush), in publish order.
+
+    The queue holds these until a ``deliver`` needs row-level work (a partial delivery,
+    a telemetry head drop), when :meth:`AgentMessageBus._materialize` turns them into
+    :class:`_Cols`. A *uniform* segment (every batch and broadcast, and a staging flush of
+    one run) keeps its topic id and publish time as scalars (``topics``/``publish_s`` are
+    ``None``); a mixed staging flush has those columns and ``topic == -1``. Payload row i
+    is ``payloads[rows[i]]`` (``rows=None``: ``payloads[i]``). Arrays are private to the
+    bus and never written after construction.
+    """
+
+    __slots__ = (
+        "n",
+        "topic",
+        "publish",
+        "delivery_s",
+        "sender",
+        "recipient",
+        "payloads",
+        "rows",
+        "topics",
+        "publish_s",
+        "latest_s",
+    )
+
+    def __init__(
+        self,
+        n: int,
+        topic: int,
+        publish: float,
+        delivery_s: np.ndarray,
+        sender: np.ndarray,
+        recipient: np.ndarray,
+        payloads: np.ndarray,
+        rows: np.ndarray | None,
+        topics: np.ndarray | None,
+        publish_s: np.ndarray | None,
+        latest_s: float,
+    ) -> None:
+        self.n = n
+        self.topic = topic  # topic id (uniform) or -1 (mixed: see ``topics``)
+        self.publish = publish  # publish time (uniform) or NaN (mixed: see ``publish_s``)
+        self.delivery_s = delivery_s
+        self.sender = sender
+        self.recipient = recipient
+        self.payloads = payloads
+        self.rows = rows
+        self.topics = topics
+        self.publish_s = publish_s
+        self.latest_s = latest_s  # upper bound of delivery_s (publish time + latency_max_s)
+
+    def cols(self, store_id: int) -> _Cols:
+        """The segment as columns, its payloads addressed as store ``store_id`` (shared arrays)."""
+        n = self.n
+        return _Cols(
+            self.delivery_s,
+            _full(n, self.publish, np.float64) if self.publish_s is None else self.publish_s,
+            _full(n, self.topic, np.int64) if self.topics is None else self.topics,
+            self.sender,
+            self.recipient,
+            _full(n, store_id, np.int64),
+            np.arange(n) if self.rows is None else self.rows,
+        )
+
+    def batch(self, name: str, lane: int) -> TopicBatch:
+        """The segment (uniform, one topic) as a :class:`TopicBatch` in delivery order."""
+        delivery_s = self.delivery_s
+        n = self.n
+        order = delivery_s.argsort(kind="stable") if n < 512 else _order_by_time(delivery_s)
+        rows = self.rows
+        # what the frozen dataclass __init__ sets, cheaper; lanes and times on first access
+        batch = object.__new__(TopicBatch)
+        batch.__dict__.update(
+            topic=name,
+            # np.take: the same rows as fancy indexing, much faster on structured dtypes
+            payloads=self.payloads.take(order if rows is None else rows.take(order)),
+            senders=self.sender.take(order),
+            recipients=self.recipient.take(order),
+            _lazy_columns=(self, order, lane),
+        )
+        return batch
+
 
 _EMPTY_F = np.empty(0, np.float64)
 _EMPTY_I = np.empty(0, np.int64)
@@ -337,6 +428,7 @@ _EMPTY_OBJ = np.empty(0, object)
 for _empty in (_EMPTY_F, _EMPTY_I, _EMPTY_I8, _EMPTY_OBJ):  # shared: never written
     _empty.flags.writeable = False
 _EMPTY_COLS = _Cols(_EMPTY_F, _EMPTY_F, _EMPTY_I, _EMPTY_I, _EMPTY_I, _EMPTY_I, _EMPTY_I)
+_I64 = np.dtype(np.int64)
 
 
 def _full(n: int, value: float, dtype: type) -> np.ndarray:
@@ -344,6 +436,18 @@ def _full(n: int, value: float, dtype: type) -> np.ndarray:
     out = np.empty(n, dtype)
     out.fill(value)
     return out
+
+
+def _copy_rows(rows: np.ndarray) -> np.ndarray:
+    """A copy of a 1-D array (read-only when its dtype is structured).
+
+    NumPy copies a structured array field by field (several µs for 100 rows); one copy of
+    its bytes gives the same rows. Dtypes holding Python objects are copied normally.
+    """
+    dtype = rows.dtype
+    if dtype.names is None or dtype.hasobject or not dtype.itemsize or type(rows) is not np.ndarray:
+        return rows.copy()
+    return np.frombuffer(rows.tobytes(), dtype)
 
 
 def _take(cols: _Cols, index: np.ndarray) -> _Cols:
@@ -370,12 +474,12 @@ def _order_by_time(times_s: np.ndarray) -> np.ndarray:
     """
     n = times_s.size
     if n < 512:
-        return np.argsort(times_s, kind="stable")
+        return times_s.argsort(kind="stable")
     bits = times_s.view(np.int64)
     low = int(bits.min())
     index_bits = (n - 1).bit_length()
     if int(bits.max()) - low >= 1 << (62 - index_bits):
-        return np.argsort(times_s, kind="stable")
+        return times_s.argsort(kind="stable")
     keys = bits - low
     keys <<= index_bits
     keys |= np.arange(n)
@@ -446,6 +550,10 @@ class TopicBatch:
     :param lanes: shape (n,), int8 lane values (see :class:`Lane`).
     :param publish_times_s: shape (n,), float64 publish times, s.
     :param delivery_times_s: shape (n,), float64 simulated delivery times, s.
+
+    A batch the bus builds from one publish call's messages fills ``lanes``,
+    ``publish_times_s`` and ``delivery_times_s`` on first access (same values; the
+    environment reads only payloads, senders and recipients on most topics).
     """
 
     topic: str
@@ -464,54 +572,115 @@ class TopicBatch:
         """Simulated latency of each message, s."""
         return self.delivery_times_s - self.publish_times_s
 
+    def __getattr__(self, name: str) -> np.ndarray:
+        # only reached for an attribute missing from the instance: a lazy column
+        lazy = self.__dict__.get("_lazy_columns")
+        if lazy is None or name not in _LAZY_COLUMNS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        segment, order, lane = lazy
+        n = segment.n
+        publish_s = segment.publish_s
+        self.__dict__.update(
+            lanes=_full(n, lane, np.int8),
+            publish_times_s=(
+                _full(n, segment.publish, np.float64)
+                if publish_s is None
+                else publish_s.take(order)
+            ),
+            delivery_times_s=segment.delivery_s.take(order),
+        )
+        del self.__dict__["_lazy_columns"]
+        return self.__dict__[name]
+
+
+_LAZY_COLUMNS = frozenset({"lanes", "publish_times_s", "delivery_times_s"})
+
 
 class Delivery:
     """The result of one :meth:`AgentMessageBus.deliver`: columnar, sorted lazily.
 
     Building it costs a few references; the global ``(delivery time, lane)`` order and the
-    per-topic views are computed on first access and cached.
+    per-topic views are computed on first access and cached. A topic delivered as one
+    publish call's messages (the usual case) is sorted and gathered from that segment
+    directly.
     """
 
-    __slots__ = ("now_s", "_parts", "_topic_ids", "_topic_names", "_stores", "_sorted", "_topics")
+    __slots__ = (
+        "now_s",
+        "_parts",
+        "_topic_ids",
+        "_topic_names",
+        "_stores",
+        "_sorted",
+        "_topics",
+        "_general",
+        "_uniform",
+        "_empty",
+    )
 
     def __init__(
         self,
         now_s: float,
-        parts: list[tuple[int, _Cols]],
+        parts: list[tuple[int, _Cols | _Seg]],
         stores: dict[int, np.ndarray],
         topic_ids: dict[str, int],
         topic_names: list[str],
+        empty_batches: dict[str, TopicBatch] | None = None,
+        uniform: bool = False,
     ) -> None:
         self.now_s = now_s
-        self._parts = parts
-        self._stores = stores
+        self._parts = parts  # (lane, rows) lane-major, publish-ordered within a lane
+        self._stores = stores  # payload stores of the _Cols parts
         self._topic_ids = topic_ids
         self._topic_names = topic_names
         self._sorted: tuple[_Cols, np.ndarray] | None = None
         self._topics: dict[str, TopicBatch] = {}
+        self._general: tuple[list[tuple[int, _Cols]], dict[int, np.ndarray]] | None = None
+        self._uniform = uniform  # every part is a uniform _Seg
+        self._empty = {} if empty_batches is None else empty_batches
 
     def __len__(self) -> int:
-        return sum(int(cols.sender.size) for _, cols in self._parts)
+        return sum(int(rows.n) for _, rows in self._parts)
+
+    def _cols_parts(self) -> tuple[list[tuple[int, _Cols]], dict[int, np.ndarray]]:
+        """Every part as :class:`_Cols` and the payload stores they address."""
+        if self._general is None:
+            stores = self._stores
+            parts: list[tuple[int, _Cols]] = []
+            temp_id = -1  # segments get negative store ids: distinct from the queue's
+            for lane, rows in self._parts:
+                if rows.__class__ is _Seg:
+                    if stores is self._stores:
+                        stores = dict(stores)
+                    stores[temp_id] = rows.payloads
+                    parts.append((lane, rows.cols(temp_id)))
+                    temp_id -= 1
+                else:
+                    parts.append((lane, rows))
+            self._general = (parts, stores)
+        return self._general
 
     def _columns(self) -> tuple[_Cols, np.ndarray]:
         """All delivered rows in (delivery time, lane, publish order) order, and their lanes."""
         if self._sorted is None:
-            if not self._parts:
+            parts, _ = self._cols_parts()
+            if not parts:
                 self._sorted = (_EMPTY_COLS, np.empty(0, np.int8))
-            elif len(self._parts) == 1:
-                lane, cols = self._parts[0]
+            elif len(parts) == 1:
+                lane, cols = parts[0]
                 order = _order_by_time(cols.delivery_s)
                 self._sorted = (_take(cols, order), _full(cols.sender.size, lane, np.int8))
             else:
-                cols = _concat([c for _, c in self._parts])
-                lanes = np.concatenate(
-                    [_full(c.sender.size, lane, np.int8) for lane, c in self._parts]
-                )
+                cols = _concat([c for _, c in parts])
+                lanes = np.concatenate([_full(c.sender.size, lane, np.int8) for lane, c in parts])
                 # rows are lane-major and publish-ordered within a lane: a stable sort on
                 # time alone yields (delivery time, lane, publish order)
                 order = _order_by_time(cols.delivery_s)
                 self._sorted = (_take(cols, order), lanes[order])
         return self._sorted
+
+    def _stored_payloads(self, cols: _Cols) -> np.ndarray:
+        return _gather_payloads(self._cols_parts()[1], cols.store, cols.row)
 
     @property
     def topics(self) -> list[str]:
@@ -525,47 +694,71 @@ class Delivery:
         :param name: the topic name.
         :return: the :class:`TopicBatch`.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"topic must be a non-empty str, got {name!r}")
+        if name.__class__ is not str or not name:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"topic must be a non-empty str, got {name!r}")
         batch = self._topics.get(name)
         if batch is not None:
             return batch
         topic_id = self._topic_ids.get(name, -1)
-        # The topic's rows of each lane, lane-major and publish-ordered, then stably sorted
-        # by delivery time: the same order as filtering the globally sorted rows (a stable
-        # sort keeps the relative order of any subset), without sorting the other topics.
+        if self._uniform:  # one topic per part: pick the parts by their topic id
+            hit = None
+            for part in self._parts:
+                if part[1].topic == topic_id:
+                    if hit is not None:
+                        break  # several parts: the general path merges them
+                    hit = part
+            else:
+                if hit is None:
+                    return self._empty_batch(name, topic_id)
+                batch = self._topics[name] = hit[1].batch(name, hit[0])
+                return batch
+        batch = self._topics[name] = self._general_topic(name, topic_id)
+        return batch
+
+    def _empty_batch(self, name: str, topic_id: int) -> TopicBatch:
+        batch = self._empty.get(name)
+        if batch is None:
+            batch = TopicBatch(name, _EMPTY_OBJ, _EMPTY_I, _EMPTY_I, _EMPTY_I8, _EMPTY_F, _EMPTY_F)
+            if topic_id >= 0:  # immutable: shared by the deliveries of this bus
+                self._empty[name] = batch
+        self._topics[name] = batch
+        return batch
+
+    def _general_topic(self, name: str, topic_id: int) -> TopicBatch:
+        """The topic's rows of each lane, lane-major and publish-ordered, then stably sorted
+        by delivery time: the same order as filtering the globally sorted rows (a stable
+        sort keeps the relative order of any subset), without sorting the other topics."""
+        parts, stores = self._cols_parts()
         pieces: list[tuple[int, _Cols]] = []
-        for lane, cols in self._parts:
+        for lane, cols in parts:
             hit = cols.topic == topic_id
             n_hit = int(np.count_nonzero(hit))
             if n_hit:
                 pieces.append((lane, cols if n_hit == hit.size else _take(cols, hit)))
         if not pieces:
-            batch = TopicBatch(name, _EMPTY_OBJ, _EMPTY_I, _EMPTY_I, _EMPTY_I8, _EMPTY_F, _EMPTY_F)
+            return TopicBatch(name, _EMPTY_OBJ, _EMPTY_I, _EMPTY_I, _EMPTY_I8, _EMPTY_F, _EMPTY_F)
+        if len(pieces) == 1:
+            lane, cols = pieces[0]
+            lanes = _full(cols.sender.size, lane, np.int8)
         else:
-            if len(pieces) == 1:
-                lane, cols = pieces[0]
-                lanes = _full(cols.sender.size, lane, np.int8)
-            else:
-                cols = _concat([c for _, c in pieces])
-                lanes = np.concatenate([_full(c.sender.size, lane, np.int8) for lane, c in pieces])
-            order = _order_by_time(cols.delivery_s)
-            picked = _take(cols, order)
-            batch = TopicBatch(
-                topic=name,
-                payloads=_gather_payloads(self._stores, picked.store, picked.row),
-                senders=picked.sender,
-                recipients=picked.recipient,
-                lanes=lanes if len(pieces) == 1 else lanes[order],
-                publish_times_s=picked.publish_s,
-                delivery_times_s=picked.delivery_s,
-            )
-        self._topics[name] = batch
-        return batch
+            cols = _concat([c for _, c in pieces])
+            lanes = np.concatenate([_full(c.sender.size, lane, np.int8) for lane, c in pieces])
+        order = _order_by_time(cols.delivery_s)
+        picked = _take(cols, order)
+        return TopicBatch(
+            topic=name,
+            payloads=_gather_payloads(stores, picked.store, picked.row),
+            senders=picked.sender,
+            recipients=picked.recipient,
+            lanes=lanes if len(pieces) == 1 else lanes[order],
+            publish_times_s=picked.publish_s,
+            delivery_times_s=picked.delivery_s,
+        )
 
     def __iter__(self) -> Iterator[Message]:
         cols, lanes = self._columns()
-        payloads = _gather_payloads(self._stores, cols.store, cols.row)
+        payloads = self._stored_payloads(cols)
         names = self._topic_names
         for topic, payload, lane, sender, recipient, publish_s, delivery_s in zip(
             cols.topic.tolist(),
@@ -597,6 +790,7 @@ class _LaneQueue:
         "segments",
         "n_rows",
         "earliest_s",
+        "latest_s",
         "lazy_drop",
         "now_s",
         "topic",
@@ -617,9 +811,12 @@ class _LaneQueue:
     def __init__(self, lane: Lane) -> None:
         self.lane = lane
         self.cols: _Cols = _EMPTY_COLS  # compacted remainder of earlier deliveries
-        self.segments: list[_Cols] = []  # batches, broadcasts, flushed staging, in order
+        self.segments: list[_Seg] = []  # batches, broadcasts, flushed staging, in order
         self.n_rows = 0  # rows in cols + segments (including those lazily dropped)
-        self.earliest_s = _INF  # lower bound of the delivery times in cols + segments
+        # bounds of the delivery times in cols + segments: the lower one is computed when
+        # a deliver needs it (None: unknown), the upper one kept up to date
+        self.earliest_s: float | None = _INF
+        self.latest_s = -_INF
         self.lazy_drop = 0  # oldest rows still to be removed (telemetry head drop)
         # staging of single unicast publishes, in publish order:
         self.senders: list[int] = []  # sender id per message
@@ -633,7 +830,7 @@ class _LaneQueue:
         self.now_s = math.nan  # publish time of the current run (NaN: none; never equal)
         self.topic: str | None = None  # topic of the current run
         self.room = 0  # staged messages that fit before the slow path must run
-        self.stores: dict[int, np.ndarray] = {}
+        self.stores: dict[int, np.ndarray] = {}  # payload stores addressed by ``cols``
         self.published = 0  # counted when a message is refused or leaves staging
         self.delivered = 0
         self.deferred = 0
@@ -664,13 +861,18 @@ class AgentMessageBus:
             raise ValueError(f"config must be a BusConfig, got {type(config).__name__}")
         self.config = config
         self._latency_param = latency_parameter(config)
+        self._max_s = config.latency_max_s
         self._hwm = config.high_water_mark
         self._limit = (_INF, *config.queue_limit[1:])
+        #: queue depth up to which staged/batched messages raise no flag and drop nothing
+        self._room_bound = tuple(min(h, m) for h, m in zip(self._hwm, self._limit, strict=True))
+        self._capacity = (_INF, *config.capacity_per_step[1:])
         self._bin_per_s = config.latency_hist_bins / config.latency_max_s
         self._topic_ids: dict[str, int] = {}
         self._topic_names: list[str] = []
         self._subscribers: dict[int, set[int]] = {}
         self._subscriber_arrays: dict[int, np.ndarray] = {}
+        self._empty_batches: dict[str, TopicBatch] = {}
         self.reset(rng if rng is not None else _as_generator(None))
 
     # ------------------------------------------------------------------ lifecycle
@@ -684,19 +886,23 @@ class AgentMessageBus:
             self._lat_block = _EMPTY_F
             self._lat_pos = 0
         self._queues: dict[Lane, _LaneQueue] = {lane: _LaneQueue(lane) for lane in _LANES}
-        for queue in self._queues.values():
+        self._lane_queues: tuple[_LaneQueue, ...] = tuple(self._queues.values())
+        for queue in self._lane_queues:
             self._update_room(queue)
         self._next_store = 0
         self._clock_s = 0.0
         self._hist = np.zeros((_N_LANES, self.config.latency_hist_bins), np.int64)
         self._latency_sum_s = np.zeros(_N_LANES)
-        self._pending_latency: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in _LANES]
+        # per lane: (delivery times, publish time(s)) of delivered rows not yet folded
+        self._pending_latency: list[list[tuple[np.ndarray, np.ndarray | float]]] = [
+            [] for _ in _LANES
+        ]
         self._pending_rows = self._pending_parts = 0
         self.begin_step()
 
     def begin_step(self) -> None:
         """Reset the per-step delivery capacity (the environment calls it once per step)."""
-        self._remaining: list[float] = [_INF, *self.config.capacity_per_step[1:]]
+        self._remaining: list[float] = list(self._capacity)
 
     # ------------------------------------------------------------------ subscriptions
     def _topic_id(self, topic: str) -> int:
@@ -814,8 +1020,8 @@ class AgentMessageBus:
         if recipient is None:
             store = np.empty(1, object)
             store[0] = payload
-            recipients = self._subscriber_array(topic_id)
-            flags = self._enqueue_columns(
+            recipients = self._subscriber_array(topic_id)  # read-only: shared, not copied
+            flags = self._enqueue(
                 queue,
                 topic_id,
                 now_s,
@@ -827,7 +1033,7 @@ class AgentMessageBus:
             return bool(flags[-1]) if flags.size else queue.depth > self._hwm[queue.lane]
         recipient = _as_id("recipient", recipient)
         depth = queue.depth + 1
-        if queue.lane in _TAIL_DROP_LANES and depth > self._limit[queue.lane]:
+        if _TAIL_DROP[queue.lane] and depth > self._limit[queue.lane]:
             queue.published += 1
             queue.dropped += 1
             return True
@@ -867,63 +1073,100 @@ class AgentMessageBus:
             that message exceeds the lane's high-water mark).
         """
         queue = self._queues[lane if lane.__class__ is Lane else _as_lane(lane)]
-        now_s = self._check_publish_time(now_s)
-        topic_id = self._topic_id(topic)
+        # common inputs are recognized by their exact type; anything else is validated
+        if now_s.__class__ is float and self._clock_s <= now_s < _INF:
+            now_s += 0.0  # -0.0 -> 0.0, as _check_time
+        else:
+            now_s = self._check_publish_time(now_s)
+        topic_id = self._topic_ids.get(topic) if topic.__class__ is str else None
+        if topic_id is None:
+            topic_id = self._topic_id(topic)
         if not isinstance(payloads, np.ndarray) or payloads.ndim != 1:
             raise ValueError(
                 "payloads must be a 1-D numpy array (one row per message), got "
                 f"{type(payloads).__name__} with shape {np.shape(payloads)}"
             )
         n = payloads.shape[0]
-        sender_ids = _as_id_array("senders", senders, n)
-        recipient_ids = _as_id_array("recipients", -1 if recipients is None else recipients, n)
-        return self._enqueue_columns(
-            queue, topic_id, now_s, sender_ids, recipient_ids, payloads, None
-        )
+        if senders.__class__ is np.ndarray and senders.dtype == _I64 and senders.shape == (n,):
+            sender_ids = senders.copy()
+        else:
+            sender_ids = _as_id_array("senders", senders, n).copy()
+        if recipients is None:
+            recipient_ids = _full(n, -1, np.int64)
+        elif (
+            recipients.__class__ is np.ndarray
+            and recipients.dtype == _I64
+            and recipients.shape == (n,)
+        ):
+            recipient_ids = recipients.copy()
+        else:
+            recipient_ids = _as_id_array("recipients", recipients, n).copy()
+        return self._enqueue(queue, topic_id, now_s, sender_ids, recipient_ids, payloads, None)
 
-    def _enqueue_columns(
+    def _enqueue(
         self,
         queue: _LaneQueue,
         topic_id: int,
         now_s: float,
         senders: np.ndarray,
         recipients: np.ndarray,
-        store: np.ndarray,
+        payloads: np.ndarray,
         rows: np.ndarray | None,
     ) -> np.ndarray:
-        """Append a segment of ``senders.size`` messages; ``rows=None`` means row i of ``store``."""
+        """Append a segment of ``senders.size`` messages (the id arrays are taken over, not
+        copied); ``rows=None`` means row i of ``payloads``, which are then copied."""
         if queue.payloads:
             self._flush_staging(queue)
         lane = queue.lane
         n = senders.size
-        depth = queue.depth
-        if depth + n <= self._hwm[lane]:   # the usual case: no message crosses the mark
+        depth = queue.n_rows - queue.lazy_drop
+        hwm = self._hwm[lane]
+        if depth + n <= hwm:  # the usual case: no message crosses the mark
             flags = np.zeros(n, bool)
         else:
-            flags = np.arange(depth + 1, depth + n + 1) > self._hwm[lane]
+            flags = np.arange(depth + 1, depth + n + 1) > hwm
         keep = n
-        if lane in _TAIL_DROP_LANES:
-            keep = int(max(0, min(n, self._limit[lane] - depth)))
+        if _TAIL_DROP[lane]:
+            keep = self._limit[lane] - depth  # room below the hard bound
+            if keep >= n:
+                keep = n
+            elif keep < 0:
+                keep = 0
         queue.published += n
         queue.dropped += n - keep
         if keep:
+            if keep < n:
+                senders, recipients = senders[:keep].copy(), recipients[:keep].copy()
+                payloads = payloads[:keep]
             if rows is None:
-                store = store[:keep].copy()
-                rows = np.arange(keep)
-            store_id = self._add_store(queue, store)
-            self._append_segment(
-                queue,
-                _Cols(
+                payloads = _copy_rows(payloads)
+            else:
+                rows = rows[:keep]
+            latest_s = now_s + self._max_s
+            queue.segments.append(
+                _Seg(
+                    keep,
+                    topic_id,
+                    now_s,
                     now_s + self._take_latencies(keep),
-                    _full(keep, now_s, np.float64),
-                    _full(keep, topic_id, np.int64),
-                    senders[:keep].copy(),      # int64 already (_as_id_array)
-                    recipients[:keep].copy(),
-                    _full(keep, store_id, np.int64),
-                    rows[:keep],
-                ),
+                    senders,
+                    recipients,
+                    payloads,
+                    rows,
+                    None,
+                    None,
+                    latest_s,
+                )
             )
-        self._after_enqueue(queue)
+            queue.n_rows += keep
+            queue.earliest_s = None
+            if latest_s > queue.latest_s:
+                queue.latest_s = latest_s
+            depth += keep
+        if depth > self._limit[lane]:
+            self._after_enqueue(queue)  # TELEMETRY past its bound: head drop
+        else:
+            queue.room = self._room_bound[lane] - depth
         return flags
 
     def _after_enqueue(self, queue: _LaneQueue) -> None:
@@ -934,11 +1177,10 @@ class AgentMessageBus:
             queue.dropped += excess
             if queue.lazy_drop >= max(self._limit[queue.lane], 1024):
                 self._materialize(queue)  # keep memory bounded under a flood
-        self._update_room(queue)
+        queue.room = self._room_bound[queue.lane] - (queue.n_rows - queue.lazy_drop)
 
     def _update_room(self, queue: _LaneQueue) -> None:
-        bound = min(self._hwm[queue.lane], self._limit[queue.lane])
-        queue.room = bound - (queue.n_rows - queue.lazy_drop)
+        queue.room = self._room_bound[queue.lane] - (queue.n_rows - queue.lazy_drop)
 
     def _add_store(self, queue: _LaneQueue, store: np.ndarray) -> int:
         store_id = self._next_store
@@ -972,7 +1214,7 @@ class AgentMessageBus:
 
     # ------------------------------------------------------------------ delivery
     def _flush_staging(self, queue: _LaneQueue) -> None:
-        """Turn the staged single publishes of a lane into one column segment.
+        """Turn the staged single publishes of a lane into one segment.
 
         :raises ValueError: a staged id is outside int64; that message is dropped (and
             counted), the others are kept.
@@ -980,13 +1222,6 @@ class AgentMessageBus:
         n = len(queue.payloads)
         if n == 0:
             return
-        if len(queue.run_starts) == 1:  # one (publish time, topic) run: the usual step
-            publish_s = _full(n, queue.run_times_s[0], np.float64)
-            topics = _full(n, queue.run_topics[0], np.int64)
-        else:
-            run_rows = np.diff([*queue.run_starts, n])
-            publish_s = np.repeat(np.array(queue.run_times_s, np.float64), run_rows)
-            topics = np.repeat(np.array(queue.run_topics, np.int64), run_rows)
         try:
             senders = np.fromiter(queue.senders, np.int64, n)
             recipients = np.fromiter(queue.recipients, np.int64, n)
@@ -1003,37 +1238,76 @@ class AgentMessageBus:
                 for ids in (queue.senders, queue.recipients)
             )
         payloads = np.fromiter(queue.payloads, object, n)
+        if len(queue.run_starts) == 1:  # one (publish time, topic) run: the usual step
+            now_s = queue.run_times_s[0]
+            segment = _Seg(
+                n,
+                queue.run_topics[0],
+                now_s,
+                now_s + self._take_latencies(n),
+                senders,
+                recipients,
+                payloads,
+                None,
+                None,
+                None,
+                now_s + self._max_s,
+            )
+        else:
+            run_rows = np.diff([*queue.run_starts, n])
+            publish_s = np.repeat(np.array(queue.run_times_s, np.float64), run_rows)
+            segment = _Seg(
+                n,
+                -1,
+                math.nan,
+                publish_s + self._take_latencies(n),
+                senders,
+                recipients,
+                payloads,
+                None,
+                np.repeat(np.array(queue.run_topics, np.int64), run_rows),
+                publish_s,
+                max(queue.run_times_s) + self._max_s,
+            )
         for staged in (queue.senders, queue.recipients, queue.payloads):
             staged.clear()
         for runs in (queue.run_starts, queue.run_times_s, queue.run_topics):
             runs.clear()
         queue.now_s, queue.topic = math.nan, None  # the next publish re-validates its time
         queue.published += n
-        store_id = self._add_store(queue, payloads)
-        segment = _Cols(
-            publish_s + self._take_latencies(n),
-            publish_s,
-            topics,
-            senders,
-            recipients,
-            _full(n, store_id, np.int64),
-            np.arange(n),
-        )
         if bad is None:
             self._append_segment(queue, segment)
             return
         queue.dropped += int(bad.sum())
         if not bad.all():
-            self._append_segment(queue, _take(segment, ~bad))
+            good = ~bad
+            s = segment
+            self._append_segment(
+                queue,
+                _Seg(
+                    int(good.sum()),
+                    s.topic,
+                    s.publish,
+                    s.delivery_s[good],
+                    s.sender[good],
+                    s.recipient[good],
+                    s.payloads[good],
+                    None,
+                    None if s.topics is None else s.topics[good],
+                    None if s.publish_s is None else s.publish_s[good],
+                    s.latest_s,
+                ),
+            )
         raise ValueError(
             f"sender/recipient ids must fit in int64; {int(bad.sum())} staged message(s) on "
             f"lane {queue.lane.name} did not and were dropped"
         )
 
-    def _append_segment(self, queue: _LaneQueue, segment: _Cols) -> None:
+    def _append_segment(self, queue: _LaneQueue, segment: _Seg) -> None:
         queue.segments.append(segment)
-        queue.n_rows += segment.sender.size
-        queue.earliest_s = min(queue.earliest_s, float(np.minimum.reduce(segment.delivery_s)))
+        queue.n_rows += segment.n
+        queue.earliest_s = None
+        queue.latest_s = max(queue.latest_s, segment.latest_s)
         self._update_room(queue)
 
     def _materialize(self, queue: _LaneQueue) -> _Cols:
@@ -1041,7 +1315,9 @@ class AgentMessageBus:
         if queue.payloads:
             self._flush_staging(queue)
         if queue.segments:
-            parts = [queue.cols, *queue.segments] if queue.cols.sender.size else queue.segments
+            parts = [queue.cols] if queue.cols.sender.size else []
+            for segment in queue.segments:  # store ids rise in publish order
+                parts.append(segment.cols(self._add_store(queue, segment.payloads)))
             queue.cols = _concat(parts)
             queue.segments = []
         if queue.lazy_drop:
@@ -1057,6 +1333,15 @@ class AgentMessageBus:
         live = _run_starts(queue.cols.store).tolist()
         queue.stores = {s: queue.stores[s] for s in live}
 
+    def _earliest_s(self, queue: _LaneQueue) -> float:
+        """Earliest delivery time queued in cols + segments (computed once per change)."""
+        if queue.earliest_s is None:
+            earliest = float(queue.cols.delivery_s.min()) if queue.cols.sender.size else _INF
+            for segment in queue.segments:
+                earliest = min(earliest, float(np.minimum.reduce(segment.delivery_s)))
+            queue.earliest_s = earliest
+        return queue.earliest_s
+
     def deliver(self, now_s: float) -> Delivery:
         """Deliver every due message (``delivery_time_s <= now_s``) within capacity.
 
@@ -1068,20 +1353,51 @@ class AgentMessageBus:
             call).
         :return: the :class:`Delivery`.
         """
-        now_s = _check_time("now_s", now_s, self._clock_s, "the previous deliver() time")
-        for queue in self._queues.values():  # may raise (ids outside int64): before any delivery
+        if now_s.__class__ is float and self._clock_s <= now_s < _INF:
+            now_s += 0.0  # -0.0 -> 0.0, as _check_time
+        else:
+            now_s = _check_time("now_s", now_s, self._clock_s, "the previous deliver() time")
+        queues = self._lane_queues
+        for queue in queues:  # may raise (ids outside int64): before any delivery
             if queue.payloads:
                 self._flush_staging(queue)
         self._clock_s = now_s
-        parts: list[tuple[int, _Cols]] = []
+        parts: list[tuple[int, _Cols | _Seg]] = []
         stores: dict[int, np.ndarray] = {}
-        for lane, queue in self._queues.items():
-            if queue.n_rows == 0 or queue.earliest_s > now_s:
+        uniform = True
+        remaining = self._remaining
+        for queue in queues:
+            n_rows = queue.n_rows
+            if n_rows == 0:
+                continue
+            lane = queue.lane
+            if now_s >= queue.latest_s and n_rows <= remaining[lane] and not queue.lazy_drop:
+                # everything queued is due (no latency exceeds latency_max_s) and fits:
+                # hand the rows over as they are, without touching their columns
+                taken: list[_Cols | _Seg] = queue.segments
+                queue.segments = []
+                if queue.cols.sender.size:  # the remainder of a partial delivery
+                    taken.insert(0, queue.cols)
+                    stores.update(queue.stores)
+                    queue.cols, queue.stores = _EMPTY_COLS, {}
+                    uniform = False
+                for rows in taken:
+                    parts.append((lane, rows))
+                    if uniform and rows.topics is not None:
+                        uniform = False
+                queue.n_rows = 0
+                queue.earliest_s, queue.latest_s = _INF, -_INF
+                queue.delivered += n_rows
+                remaining[lane] -= n_rows
+                self._update_room(queue)
+                self._record_latencies(lane, taken, n_rows)
+                continue
+            if self._earliest_s(queue) > now_s:
                 continue  # nothing can be due: skip without touching the columns
             cols = self._materialize(queue)
             due = cols.delivery_s <= now_s
             n_due = int(np.count_nonzero(due))
-            capacity = self._remaining[lane]
+            capacity = remaining[lane]
             if n_due > capacity:
                 queue.deferred += n_due - int(capacity)
                 n_due = int(capacity)
@@ -1093,30 +1409,38 @@ class AgentMessageBus:
                 due[due_index[earliest[:n_due]]] = True
             if n_due == 0:
                 continue
-            if n_due == cols.sender.size:  # everything queued is delivered (the usual case)
-                taken, queue.cols = cols, _EMPTY_COLS
+            if n_due == cols.sender.size:  # everything queued is delivered
+                taken_cols, queue.cols = cols, _EMPTY_COLS
                 stores.update(queue.stores)
                 queue.stores = {}
-                queue.earliest_s = _INF
+                queue.earliest_s, queue.latest_s = _INF, -_INF
             else:
-                taken = _take(cols, due)
+                taken_cols = _take(cols, due)
                 queue.cols = _take(cols, ~due)
-                for store_id in _run_starts(taken.store).tolist():
+                for store_id in _run_starts(taken_cols.store).tolist():
                     stores[store_id] = queue.stores[store_id]
                 self._prune_stores(queue)
                 queue.earliest_s = float(queue.cols.delivery_s.min())
+                queue.latest_s = float(queue.cols.delivery_s.max())
             queue.n_rows -= n_due
             queue.delivered += n_due
-            self._remaining[lane] = capacity - n_due
+            remaining[lane] = capacity - n_due
             self._update_room(queue)
-            self._record_latencies(lane, taken)
-            parts.append((lane, taken))
-        return Delivery(now_s, parts, stores, self._topic_ids, self._topic_names)
+            self._record_latencies(lane, [taken_cols], n_due)
+            parts.append((lane, taken_cols))
+            uniform = False
+        return Delivery(
+            now_s, parts, stores, self._topic_ids, self._topic_names, self._empty_batches, uniform
+        )
 
-    def _record_latencies(self, lane: int, taken: _Cols) -> None:
-        """Queue delivered rows for the latency histogram (folded in batches: cheap per call)."""
-        self._pending_latency[lane].append((taken.delivery_s, taken.publish_s))
-        self._pending_rows += taken.sender.size
+    def _record_latencies(self, lane: int, taken: list[_Cols | _Seg], n_rows: int) -> None:
+        """Queue the rows one ``deliver`` took from a lane for the latency histogram (folded
+        in batches: cheap per call)."""
+        pending = self._pending_latency[lane]
+        for rows in taken:
+            publish = rows.publish_s
+            pending.append((rows.delivery_s, rows.publish if publish is None else publish))
+        self._pending_rows += n_rows
         self._pending_parts += 1
         if self._pending_rows >= _FOLD_ROWS or self._pending_parts >= _FOLD_PARTS:
             self._fold_latencies()
@@ -1127,8 +1451,13 @@ class AgentMessageBus:
         for lane, pending in enumerate(self._pending_latency):
             if not pending:
                 continue
-            delivery_s, publish_s = (np.concatenate(c) for c in zip(*pending, strict=True))
-            latencies_s = np.subtract(delivery_s, publish_s, out=delivery_s)
+            # latency = delivery - publish, row by row, into one array (in delivery order)
+            latencies_s = np.empty(sum(delivery_s.size for delivery_s, _ in pending))
+            start = 0
+            for delivery_s, publish in pending:
+                stop = start + delivery_s.size
+                np.subtract(delivery_s, publish, out=latencies_s[start:stop])
+                start = stop
             self._latency_sum_s[lane] += latencies_s.sum()
             # latencies are >= 0 by construction; the bound catches rounding at the max
             bins = np.multiply(latencies_s, self._bin_per_s, out=latencies_s).astype(np.intp)
@@ -1140,7 +1469,7 @@ class AgentMessageBus:
     # ------------------------------------------------------------------ statistics
     def queue_depth(self, lane: Lane) -> int:
         """Messages currently queued on ``lane`` (not yet delivered or dropped)."""
-        return self._queues[_as_lane(lane)].depth
+        return self._queues[lane if lane.__class__ is Lane else _as_lane(lane)].depth
 
     def backpressure(self, lane: Lane) -> bool:
         """Whether ``lane``'s queue depth currently exceeds its high-water mark."""
