@@ -71,14 +71,20 @@ Implementation notes
 Single unicast publishes take a fast path that appends to three per-lane Python lists
 (no per-message objects, no heap, no RNG call); at ``deliver`` time they become NumPy
 columns in one conversion each and get their latencies from the pre-sampled stream.
-Broadcasts and batches are appended as column segments. Selection of due messages,
-capacity, ordering (a stable sort on delivery time over lane-major, publish-ordered
-rows) and the compaction of the undelivered remainder are vectorized; a lane whose
-earliest queued delivery time is in the future is skipped without touching its
-columns. Latency statistics live in a fixed-size histogram per lane (bounded memory over
-millions of steps), folded in batches. Ids in the fast path are checked to be ints; one
-outside int64 is caught at the next ``deliver`` (``ValueError``; that message is dropped
-and counted).
+Broadcasts and batches are appended as one segment per call, whose topic and publish time
+stay scalars. A lane whose queued messages are all due (every publish time is at least
+``latency_max_s`` before ``now_s``, as latencies never exceed it) and fit in the
+remaining capacity is handed over whole, without looking at its rows (the usual step);
+a topic delivered as one call's segment is sorted and gathered from it directly, and its
+``lanes``/``publish_times_s``/``delivery_times_s`` are filled on first access. Otherwise
+(partial delivery, deferral, telemetry head drop) the segments are concatenated into
+columns and selection of due messages, capacity, ordering (a stable sort on delivery time
+over lane-major, publish-ordered rows) and the compaction of the undelivered remainder
+are vectorized; a lane whose earliest queued delivery time is in the future is skipped
+without touching its columns. Latency statistics live in a fixed-size histogram per lane
+(bounded memory over millions of steps), folded in batches. Ids in the fast path are
+checked to be ints; one outside int64 is caught at the next ``deliver`` (``ValueError``;
+that message is dropped and counted).
 
 Payloads
 --------
@@ -89,7 +95,8 @@ dtype, structured included) and come back with that dtype. A topic whose deliver
 messages come from sources of different dtypes is delivered as an ``object`` array
 (structured rows become tuples, numbers Python scalars).
 
-Version history: v0 — first version.
+Version history: v0 — first version. v1 — one segment per publish call, whole-lane
+delivery and per-segment topic batches (identical results, several times faster per step).
 """
 
 from __future__ import annotations
@@ -403,7 +410,7 @@ class _Seg:
         )
 
     def batch(self, name: str, lane: int) -> TopicBatch:
-        """The segment (uniform, one topic) as a :class:`TopicBatch` in delivery order."""
+        """The (uniform) segment as a :class:`TopicBatch` in delivery order."""
         delivery_s = self.delivery_s
         n = self.n
         order = delivery_s.argsort(kind="stable") if n < 512 else _order_by_time(delivery_s)
@@ -577,16 +584,11 @@ class TopicBatch:
         lazy = self.__dict__.get("_lazy_columns")
         if lazy is None or name not in _LAZY_COLUMNS:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        segment, order, lane = lazy
+        segment, order, lane = lazy  # a uniform _Seg: one topic, one publish time
         n = segment.n
-        publish_s = segment.publish_s
         self.__dict__.update(
             lanes=_full(n, lane, np.int8),
-            publish_times_s=(
-                _full(n, segment.publish, np.float64)
-                if publish_s is None
-                else publish_s.take(order)
-            ),
+            publish_times_s=_full(n, segment.publish, np.float64),
             delivery_times_s=segment.delivery_s.take(order),
         )
         del self.__dict__["_lazy_columns"]
@@ -1387,9 +1389,9 @@ class AgentMessageBus:
                         uniform = False
                 queue.n_rows = 0
                 queue.earliest_s, queue.latest_s = _INF, -_INF
+                queue.room = self._room_bound[lane]
                 queue.delivered += n_rows
                 remaining[lane] -= n_rows
-                self._update_room(queue)
                 self._record_latencies(lane, taken, n_rows)
                 continue
             if self._earliest_s(queue) > now_s:
@@ -1451,13 +1453,24 @@ class AgentMessageBus:
         for lane, pending in enumerate(self._pending_latency):
             if not pending:
                 continue
-            # latency = delivery - publish, row by row, into one array (in delivery order)
-            latencies_s = np.empty(sum(delivery_s.size for delivery_s, _ in pending))
-            start = 0
-            for delivery_s, publish in pending:
-                stop = start + delivery_s.size
-                np.subtract(delivery_s, publish, out=latencies_s[start:stop])
-                start = stop
+            # latency = delivery - publish, row by row, over all pending rows of the lane
+            # (publish: one time per segment, or a column)
+            delivery_s = np.concatenate([delivery for delivery, _ in pending])
+            if all(publish.__class__ is float for _, publish in pending):
+                publish_s = np.repeat(
+                    np.array([publish for _, publish in pending]),
+                    [delivery.size for delivery, _ in pending],
+                )
+            else:
+                publish_s = np.concatenate(
+                    [
+                        publish
+                        if publish.__class__ is np.ndarray
+                        else _full(delivery.size, publish, np.float64)
+                        for delivery, publish in pending
+                    ]
+                )
+            latencies_s = np.subtract(delivery_s, publish_s, out=delivery_s)
             self._latency_sum_s[lane] += latencies_s.sum()
             # latencies are >= 0 by construction; the bound catches rounding at the max
             bins = np.multiply(latencies_s, self._bin_per_s, out=latencies_s).astype(np.intp)
