@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import json
 import math
 import pickle
 import struct
@@ -32,6 +33,7 @@ from gridswarm_env.trust import (
     UnknownIdentityError,
     derive_key_bytes,
     signature_length,
+    verify_audit_file,
 )
 
 AGENTS = [f"der_{i}" for i in range(8)]
@@ -583,6 +585,212 @@ class TestLedger:
         assert snapshot["rejected_by_reason"]["replayed"] == 1
         snapshot["rejected_by_reason"]["replayed"] = 99
         assert ledger.rejected_by_reason["replayed"] == 1
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+class _Text(str):
+    """A str subclass (the fast paths must hand such fields to the reference checks)."""
+
+
+def _tampered(signed: SignedContract, **fields) -> SignedContract:
+    """A copy of ``signed`` whose contract fields are set behind validation's back."""
+    contract = replace(signed.contract)
+    for name, value in fields.items():
+        object.__setattr__(contract, name, value)
+    return replace(signed, contract=contract)
+
+
+def _assorted_presentations(signed: list[SignedContract], mode: str) -> list:
+    """Genuine, replayed, forged, malformed and oddly typed presentations, in one batch."""
+    adversary = Adversary(mode=mode, rng=11)
+    s0, s1, s2, s3, s4, s5, s6, s7 = signed
+    missing = object.__new__(Contract)  # a contract whose slots were never set
+    return [
+        s0,
+        s0,  # replayed within the batch
+        adversary.forge_agent_signature(s1),
+        adversary.forge_operator_signature(s1),
+        adversary.alter_power(s1),
+        adversary.alter_price(s1),
+        adversary.impersonate(s1),
+        adversary.malformed(s1),
+        adversary.sign_with_wrong_key(s1),
+        adversary.rename_agent(s1, "der_7"),
+        _tampered(s1, operator_id="someone-else"),
+        _tampered(s1, product="capacity"),
+        _tampered(s1, contract_id="c-\ud800"),  # not encodable: malformed
+        _tampered(s1, round_index=2**64),  # not encodable: malformed
+        _tampered(s1, power_mw=math.nan),
+        _tampered(s1, window_end_s=s1.contract.window_start_s),
+        _tampered(s1, agent_id=["der_1"]),  # unhashable
+        replace(s1, agent_signature=bytearray(s1.agent_signature)),
+        replace(s1, operator_signature=s1.operator_signature[:-1]),
+        replace(s1, contract=missing),
+        (s1.contract, s1.agent_signature, s1.operator_signature),  # not a SignedContract
+        None,
+        s1,
+        # other types: the reference checks decide (same values encode to the same bytes)
+        _tampered(s2, power_mw=np.float64(s2.contract.power_mw), round_index=np.uint64(0)),
+        _tampered(s3, agent_id=_Text("der_3"), contract_id=_Text(s3.contract.contract_id)),
+        _tampered(s4, window_start_s=int(s4.contract.window_start_s)),
+        s5,
+        s6,
+        s7,
+    ]
+
+
+class TestFastPaths:
+    """The batch fast paths give exactly the verdicts of the per-item reference checks."""
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_issue_output_is_the_reference_encoding_and_signatures(self, mode):
+        registry, ledger = make_ledger(mode)
+        signed = issue_round(ledger, round_index=4)
+        for i, s in enumerate(signed):
+            c = s.contract
+            assert type(s) is SignedContract and type(c) is Contract
+            assert c == Contract(*(getattr(c, f.name) for f in fields(Contract)))
+            assert (c.contract_id, c.agent_id, c.round_index) == (f"c-4-der_{i}-{i}", f"der_{i}", 4)
+            message = c.canonical_bytes()
+            assert Contract.from_canonical_bytes(message) == c
+            assert registry.verify_signature(c.agent_id, message, s.agent_signature)
+            assert registry.verify_signature("operator", message, s.operator_signature)
+            with pytest.raises(AttributeError):
+                c.power_mw = 1.0  # type: ignore[misc]
+            with pytest.raises(AttributeError):
+                s.agent_signature = b""  # type: ignore[misc]
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_verify_batch_matches_one_by_one_verification(self, mode):
+        # two identical ledgers: one verifies the batch, the other item by item (_check)
+        _, batch_ledger = make_ledger(mode)
+        _, single_ledger = make_ledger(mode)
+        items_a = _assorted_presentations(issue_round(batch_ledger), mode)
+        items_b = _assorted_presentations(issue_round(single_ledger), mode)
+        expected = ["der_1" if i % 5 == 3 else None for i in range(len(items_a))]
+        valid, got = batch_ledger.verify_batch(items_a, 10.5, expected)
+        want = [
+            single_ledger.verify(item, 10.5, expected_agent=e)
+            for item, e in zip(items_b, expected, strict=True)
+        ]
+        assert got == want
+        assert valid.tolist() == [r is None for r in want]
+        assert batch_ledger.counters() == single_ledger.counters()
+        assert batch_ledger._expiry_heap == single_ledger._expiry_heap
+        assert {r for r in want} >= {
+            None,
+            RejectReason.REPLAYED,
+            RejectReason.MALFORMED,
+            RejectReason.UNKNOWN_IDENTITY,
+            RejectReason.WRONG_AGENT,
+            RejectReason.BAD_AGENT_SIGNATURE,
+            RejectReason.BAD_OPERATOR_SIGNATURE,
+        }
+
+    def test_hmac_tag_memo_cannot_be_abused(self):
+        """Verdicts with remembered tags equal recomputed ones, whatever was tampered."""
+        _, ledger = make_ledger("hmac")
+        _, plain = make_ledger("hmac")
+        plain._tag_memo = None  # the reference: every tag recomputed with the keys
+        for lg in (ledger, plain):
+            signed = issue_round(lg)
+            assert (lg._tag_memo is None) or len(lg._tag_memo) == len(AGENTS)
+            forged = Adversary(mode="hmac", rng=3).forge_agent_signature(signed[1]).agent_signature
+            # tamper with the very objects issue() returned (frozen, but not in Python's eyes)
+            object.__setattr__(signed[0].contract, "power_mw", 99.0)
+            object.__setattr__(signed[1], "agent_signature", forged)
+            object.__setattr__(signed[2], "operator_signature", forged)
+            object.__setattr__(signed[3].contract, "price_per_mwh", -1e6)
+            object.__setattr__(signed[4].contract, "agent_id", "der_5")
+            valid, reasons = lg.verify_batch(signed, 10.5)
+            assert reasons[:5] == [RejectReason.BAD_AGENT_SIGNATURE] * 2 + [
+                RejectReason.BAD_OPERATOR_SIGNATURE,
+                RejectReason.BAD_AGENT_SIGNATURE,
+                RejectReason.BAD_AGENT_SIGNATURE,
+            ]
+            assert valid.tolist() == [False] * 5 + [True] * 3
+            # the remembered tags were used once; a replay recomputes and is still caught
+            assert lg.verify(signed[5], 10.5) is RejectReason.REPLAYED
+        assert ledger.counters() == plain.counters()
+        # looked-up entries are removed; those of the three re-encoded contracts remain
+        assert len(ledger._tag_memo) == 3
+
+    def test_hmac_tag_memo_stays_bounded_and_restarts_with_the_epoch(self):
+        from gridswarm_env.trust import _TAG_MEMO_CAPACITY
+
+        _, ledger = make_ledger("hmac")
+        for step in range(_TAG_MEMO_CAPACITY // len(AGENTS) + 10):  # never verified
+            issue_round(ledger, round_index=step)
+            assert len(ledger._tag_memo) <= _TAG_MEMO_CAPACITY
+        forgotten = issue_round(ledger)
+        ledger.reset_replay_window()
+        assert ledger._tag_memo == {}
+        # forgotten tags are recomputed: same verdicts as ever
+        assert ledger.verify(forgotten[0], 10.5) is RejectReason.REPLAYED  # old epoch
+        fresh = issue_round(ledger)
+        assert ledger.verify_batch(fresh, 10.5)[0].all()
+        _, ed = make_ledger("ed25519")
+        issue_round(ed)
+        assert ed._tag_memo is None  # Ed25519 is always verified with the public key
+
+    def test_nonces_are_the_generator_bytes_drawn_on_demand(self):
+        """Drawing ahead in blocks hands out the very bytes drawn one call at a time."""
+        registry = IdentityRegistry(AGENTS, mode="hmac", seed=SEED)
+        ledger = ContractLedger(registry, rng=np.random.default_rng(21))
+        reference = np.random.default_rng(21)
+        tag = reference.bytes(4)
+        nonces = []
+        for step, n in enumerate([8, 3, 1, 8, 8, 5] * 40):  # 1320 nonces: several blocks
+            if step == 100:
+                ledger.reset_replay_window()
+                previous = tag
+                while tag == previous:
+                    tag = reference.bytes(4)
+            signed = ledger.issue(step, np.arange(n), np.ones(n), 1.0, 0.0, 1.0)
+            drawn = reference.bytes(12 * n)
+            assert [s.contract.nonce for s in signed] == [
+                tag + drawn[12 * i : 12 * i + 12] for i in range(n)
+            ]
+            nonces += [s.contract.nonce for s in signed]
+        assert len(set(nonces)) == len(nonces)
+
+    def test_long_registry_ids_are_still_validated(self):
+        registry = IdentityRegistry(["a" * 65531, "b" * 65400], mode="hmac", seed=1)
+        ledger = ContractLedger(registry, rng=0)
+        ok = ledger.issue(0, np.array([1]), np.ones(1), 1.0, 0.0, 1.0)
+        assert ledger.verify(ok[0], 0.5) is None
+        with pytest.raises(ValueError, match="contract_id"):
+            ledger.issue(0, np.array([0]), np.ones(1), 1.0, 0.0, 1.0)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.text(max_size=12), max_size=6))
+    def test_audit_id_lists_are_canonical_json(self, ids):
+        from gridswarm_env.trust import _json_str_list
+
+        assert _json_str_list(ids) == json.dumps(ids, separators=(",", ":"), ensure_ascii=True)
+
+    def test_ledger_audit_entries_equal_generic_appends(self, tmp_path):
+        """Entries rendered by the ledger are byte for byte those of AuditLog.append."""
+        registry = IdentityRegistry(["der_0", "dér \"1\"", "d\\2\x7f"], mode="hmac", seed=3)
+        fast = AuditLog(tmp_path / "fast.jsonl")
+        ledger = ContractLedger(registry, rng=5, audit=fast)
+        signed = ledger.issue(7, np.array([0, 1, 2]), np.array([0.1, -0.0, 1e16]), 33.3, 1e-7,
+                              2.5, product="reserve")
+        ledger.verify_batch(signed, 2.0)
+        ledger.verify(signed[0], 2.0)
+        fast.close()
+        generic = AuditLog(tmp_path / "generic.jsonl")
+        for entry in fast.entries:
+            generic.append(entry.kind, **entry.fields)
+        generic.close()
+        assert [e.kind for e in fast.entries] == [
+            "contract_signed", "contract_verified", "contract_rejected"
+        ]
+        assert fast.entries == generic.entries
+        assert (tmp_path / "fast.jsonl").read_bytes() == (tmp_path / "generic.jsonl").read_bytes()
+        assert verify_audit_file(tmp_path / "fast.jsonl").ok
 
 
 # --------------------------------------------------------------------------- key secrecy
