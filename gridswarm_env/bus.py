@@ -1382,17 +1382,21 @@ class AgentMessageBus:
                     taken.insert(0, queue.cols)
                     stores.update(queue.stores)
                     queue.cols, queue.stores = _EMPTY_COLS, {}
-                    uniform = False
+                pending = self._pending_latency[lane]
                 for rows in taken:
                     parts.append((lane, rows))
-                    if uniform and rows.topics is not None:
+                    publish_s = rows.publish_s
+                    if publish_s is None:  # a uniform segment: one topic, one publish time
+                        pending.append((rows.delivery_s, rows.publish))
+                    else:
+                        pending.append((rows.delivery_s, publish_s))
                         uniform = False
                 queue.n_rows = 0
                 queue.earliest_s, queue.latest_s = _INF, -_INF
                 queue.room = self._room_bound[lane]
                 queue.delivered += n_rows
                 remaining[lane] -= n_rows
-                self._record_latencies(lane, taken, n_rows)
+                self._count_pending(n_rows)
                 continue
             if self._earliest_s(queue) > now_s:
                 continue  # nothing can be due: skip without touching the columns
@@ -1428,20 +1432,17 @@ class AgentMessageBus:
             queue.delivered += n_due
             remaining[lane] = capacity - n_due
             self._update_room(queue)
-            self._record_latencies(lane, [taken_cols], n_due)
+            self._pending_latency[lane].append((taken_cols.delivery_s, taken_cols.publish_s))
+            self._count_pending(n_due)
             parts.append((lane, taken_cols))
             uniform = False
         return Delivery(
             now_s, parts, stores, self._topic_ids, self._topic_names, self._empty_batches, uniform
         )
 
-    def _record_latencies(self, lane: int, taken: list[_Cols | _Seg], n_rows: int) -> None:
-        """Queue the rows one ``deliver`` took from a lane for the latency histogram (folded
-        in batches: cheap per call)."""
-        pending = self._pending_latency[lane]
-        for rows in taken:
-            publish = rows.publish_s
-            pending.append((rows.delivery_s, rows.publish if publish is None else publish))
+    def _count_pending(self, n_rows: int) -> None:
+        """Count the rows one ``deliver`` took from a lane (queued in ``_pending_latency``
+        for the latency histogram) and fold when enough are pending (cheap per call)."""
         self._pending_rows += n_rows
         self._pending_parts += 1
         if self._pending_rows >= _FOLD_ROWS or self._pending_parts >= _FOLD_PARTS:

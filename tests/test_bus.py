@@ -182,6 +182,94 @@ def test_numpy_ids_and_times_are_accepted_and_messages_carry_all_fields():
     assert "messages=2" in repr(delivery)
 
 
+
+def test_segment_topic_batch_fills_lanes_and_times_lazily_and_stays_a_frozen_dataclass():
+    import copy
+    import dataclasses
+    import pickle
+
+    bus = make_bus(seed=4)
+    rows = np.zeros(30, dtype=[("round", "i4"), ("power_mw", "f8")])
+    rows["power_mw"] = np.arange(30.0)
+    bus.publish_batch("bids", rows, lane=Lane.CONTROL, senders=np.arange(30), now_s=2.0)
+    delivery = bus.deliver(3.0)
+    batch = delivery.topic("bids")
+    assert delivery.topic("bids") is batch  # cached per delivery
+    want = [m for m in delivery if m.topic == "bids"]  # the global order, filtered
+    assert [int(m.sender) for m in want] == batch.senders.tolist()
+    assert batch.lanes.dtype == np.int8 and batch.lanes.tolist() == [Lane.CONTROL] * 30
+    assert batch.publish_times_s.tolist() == [2.0] * 30
+    assert batch.delivery_times_s.tolist() == [m.delivery_time_s for m in want]
+    assert np.all(np.diff(batch.delivery_times_s) >= 0)
+    assert [f.name for f in dataclasses.fields(batch)] == [
+        "topic", "payloads", "senders", "recipients", "lanes", "publish_times_s",
+        "delivery_times_s",
+    ]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        batch.senders = np.arange(3)  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="no attribute 'absent'"):
+        batch.absent  # noqa: B018
+    # a batch whose lazy columns were never read: copies, pickles, repr, asdict see them
+    bus.publish_batch("t", np.arange(5.0), senders=np.arange(5), now_s=3.0)
+    untouched = bus.deliver(4.0).topic("t")
+    for clone in (copy.copy(untouched), pickle.loads(pickle.dumps(untouched))):
+        np.testing.assert_array_equal(clone.delivery_times_s, untouched.delivery_times_s)
+        np.testing.assert_array_equal(clone.lanes, [Lane.MARKET] * 5)
+    assert "delivery_times_s=array(" in repr(untouched)
+    assert dataclasses.asdict(untouched)["publish_times_s"].tolist() == [3.0] * 5
+
+
+def test_publish_batch_copies_rows_and_ids_and_delivers_writeable_columns():
+    bus = make_bus(seed=5)
+    rows = np.zeros(6, dtype=[("round", "i4"), ("price", "f8"), ("flag", "i1")])
+    rows["price"] = np.arange(6.0)
+    senders = np.arange(6)
+    recipients = np.full(6, 9)
+    bus.publish_batch("p", rows, senders=senders, recipients=recipients, now_s=0.0)
+    rows["price"] = -1.0  # the caller reuses its buffers
+    senders[:] = -5
+    recipients[:] = -5
+    batch = bus.deliver(1.0).topic("p")
+    assert batch.payloads.dtype == rows.dtype
+    assert sorted(batch.payloads["price"].tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert sorted(batch.senders.tolist()) == list(range(6))
+    assert batch.recipients.tolist() == [9] * 6
+    for column in (batch.payloads, batch.senders, batch.recipients):
+        assert column.flags.writeable  # fresh arrays: the caller may modify them
+    batch.payloads["price"] = 0.0
+    assert bus.stats()["totals"]["delivered"] == 6
+
+    # a record-array subclass and object fields go through NumPy's own copy
+    rec = np.rec.array([(1, "a"), (2, "b")], dtype=[("k", "i8"), ("name", "O")])
+    bus.publish_batch("r", rec, senders=np.arange(2), now_s=1.0)
+    got = bus.deliver(2.0).topic("r").payloads
+    assert isinstance(got, np.recarray) and sorted(got.name.tolist()) == ["a", "b"]
+
+
+def test_partial_delivery_remainder_and_new_batch_are_delivered_in_global_order():
+    bus = make_bus(seed=11, capacity_per_step=(1, 10_000, 10_000, 10_000))
+    bus.publish_batch("t", np.arange(40.0), senders=np.arange(40), now_s=0.0)
+    first = bus.deliver(0.012)  # some latencies are due, the others stay queued
+    n_first = len(first.topic("t"))
+    assert 0 < n_first < 40
+    assert np.all(first.topic("t").delivery_times_s <= 0.012)
+    bus.publish_batch("t", np.arange(100.0, 110.0), senders=np.arange(10), now_s=0.012)
+    bus.publish("u", "single", sender=1, recipient=2, now_s=0.012)
+    second = bus.deliver(1.0)  # the remainder and the new rows: everything is due
+    batch = second.topic("t")
+    want = [m for m in second if m.topic == "t"]
+    assert len(batch) == len(want) == 50 - n_first
+    assert batch.payloads.tolist() == [m.payload for m in want]
+    assert batch.delivery_times_s.tolist() == [m.delivery_time_s for m in want]
+    assert batch.publish_times_s.tolist() == [m.publish_time_s for m in want]
+    assert second.topic("u").payloads.tolist() == ["single"]
+    assert sorted(first.topic("t").payloads.tolist() + batch.payloads.tolist()) == sorted(
+        list(range(40)) + list(range(100, 110))
+    )
+    assert bus.queue_depth(Lane.MARKET) == 0
+    assert_accounting(bus)
+
+
 # --------------------------------------------------------------------------- load
 def test_emergency_never_lost_deferred_or_late_under_flood():
     capacity = 10
