@@ -20,6 +20,7 @@ a feasible contract it changes nothing; when it bites, the shortfall is counted
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,12 +62,16 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     ramp limit (:func:`~gridswarm_env.kernel.ramp_interval`).
     """
     h = dt_s / 3600.0
-    c = kernel.constants_for(fleet)
-    lo_net, hi_net = kernel.execution_bounds(fleet, h)
+    st = kernel._statics_for(fleet)
+    c = st.fleet
+    b = kernel._bounds(st, fleet, fleet.energy_mwh, fleet.energy_mwh, fleet.solar_available_mw,
+                       h, math.inf, fleet.plugged, False)     # = kernel.execution_bounds
+    lo_net, hi_net = b[0], b[1]
     base = baseline_mw.copy()
     base[c.solar] = fleet.solar_available_mw[c.solar]
     base = fast_clip(base, lo_net, hi_net, out=base)
-    p_lo, p_hi = lo_net - base, hi_net - base
+    p_lo = lo_net - base
+    p_hi = hi_net - base
     if p_prev_mw is not None and kernel.has_ramp:
         ramp = (kernel.ramp_step_mw if dt_s == kernel.dt_s
                 else kernel.arrays.ramp_mw_per_s * dt_s)
@@ -74,8 +79,12 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
         p_lo, p_hi = np.maximum(p_lo, r_lo), np.minimum(p_hi, r_hi)
     t1_s = t0_s + dt_s
     in_step = activation_s < t1_s
-    in_step &= reserve_mw > 0
-    if np.count_nonzero(in_step) and np.count_nonzero(activation_s[in_step] > t0_s):
+    # the usual step: no reserve activated yet (activation_s >= t1 > t0 everywhere)
+    activated = bool(np.count_nonzero(in_step))
+    if activated:
+        in_step &= reserve_mw > 0
+    if activated and np.count_nonzero(in_step) and np.count_nonzero(
+            activation_s[in_step] > t0_s):
         share = activation_share(activation_s, t0_s, n_substeps, physics_dt_s)
         planned = contract_mw[:, None] + reserve_mw[:, None] * share
         p = fast_clip(planned, p_lo[:, None], p_hi[:, None])
@@ -91,7 +100,8 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
             clamped=(np.abs(p - planned) > 1e-9).any(axis=1),
             reserve_share=share.mean(axis=1), baseline_mw=base)
-    share = np.where(activation_s <= t0_s, 1.0, 0.0)
+    share = np.where(activation_s <= t0_s, 1.0, 0.0) if activated else np.zeros(
+        activation_s.shape[0])
     planned = reserve_mw * share
     planned += contract_mw
     p = fast_clip(planned, p_lo, p_hi)

@@ -71,6 +71,8 @@ class FleetConstants:
     :param battery: selector of the batteries.
     :param ev: selector of the EVs.
     :param eta_discharge_safe: (n,) discharge efficiency, 1.0 where it is 0 (solar).
+    :param zero: (n,) read-only zeros, the ``0.0`` operand of hot-path ufuncs (an array
+        operand skips NumPy's scalar conversion; the results are the same bits).
     """
 
     is_solar: np.ndarray
@@ -80,6 +82,12 @@ class FleetConstants:
     battery: Selector
     ev: Selector
     eta_discharge_safe: np.ndarray
+    zero: np.ndarray | None = None
+
+
+def _read_only(x: np.ndarray) -> np.ndarray:
+    x.flags.writeable = False
+    return x
 
 
 def fleet_constants(state: FleetState) -> FleetConstants:
@@ -89,7 +97,8 @@ def fleet_constants(state: FleetState) -> FleetConstants:
         is_solar=kind == KIND_SOLAR, is_battery=kind == KIND_BATTERY, is_ev=kind == KIND_EV,
         solar=kind_selector(kind, KIND_SOLAR), battery=kind_selector(kind, KIND_BATTERY),
         ev=kind_selector(kind, KIND_EV),
-        eta_discharge_safe=np.where(state.eta_discharge > 0, state.eta_discharge, 1.0))
+        eta_discharge_safe=np.where(state.eta_discharge > 0, state.eta_discharge, 1.0),
+        zero=_read_only(np.zeros(kind.shape[0])))
 
 
 def kind_counts(n_agents: int, cfg: FleetConfig) -> tuple[int, int, int]:
@@ -232,9 +241,14 @@ def energy_change_mwh(state: FleetState, net_power_mw: np.ndarray, duration_h: f
     :param constants: :func:`fleet_constants` of ``state`` (saves recomputing them).
     """
     c = constants if constants is not None else fleet_constants(state)
-    discharge = np.maximum(net_power_mw, 0.0)
-    charge = np.maximum(-net_power_mw, 0.0)
-    delta = (charge * state.eta_charge - discharge / c.eta_discharge_safe) * duration_h
+    zero = c.zero if c.zero is not None else 0.0
+    discharge = np.maximum(net_power_mw, zero)
+    delta = np.negative(net_power_mw)
+    np.maximum(delta, zero, out=delta)           # charge
+    delta *= state.eta_charge
+    discharge /= c.eta_discharge_safe
+    delta -= discharge
+    delta *= duration_h
     delta[..., c.solar] = 0.0
     return delta
 
@@ -258,20 +272,57 @@ def depart_evs(state: FleetState, now_s: float) -> np.ndarray:
     return unmet
 
 
+_AR1: dict[float, tuple[np.floating, np.floating]] = {}
+
+
+def _ar1_coefficients(dt_s: float) -> tuple[np.floating, np.floating]:
+    """``(a, sqrt(1 − a²))`` of the AR(1) variability with a 60 s time constant (cached)."""
+    coef = _AR1.get(dt_s)
+    if coef is None:
+        a = np.exp(-dt_s / 60.0)
+        coef = _AR1[dt_s] = (a, np.sqrt(1 - a * a))
+    return coef
+
+
 def update_solar(state: FleetState, irradiance_now: float, irradiance_next: float,
-                 cfg: FleetConfig, dt_s: float, rng: np.random.Generator) -> None:
+                 cfg: FleetConfig, dt_s: float, rng: np.random.Generator,
+                 constants: FleetConstants | None = None) -> None:
     """Advance the solar availability one step and refresh each agent's forecast.
 
     ``available = rated · irradiance · (1 + x)``, with x an AR(1) relative variability
     (std ``solar_variability_std``, time constant 60 s); the forecast for the next
     step is ``rated · irradiance_next · (1 + x) · (1 + bias)`` (persistence of x plus a
     fixed per-agent bias). Draws random numbers for every agent (fixed RNG use).
+
+    :param constants: :func:`fleet_constants` of ``state`` (saves recomputing them).
     """
-    a = np.exp(-dt_s / 60.0)
-    shocks = rng.normal(0.0, cfg.solar_variability_std * np.sqrt(1 - a * a), state.n_agents)
-    state.solar_noise = np.where(state.kind == KIND_SOLAR, a * state.solar_noise + shocks, 0.0)
+    a, root = _ar1_coefficients(dt_s)
+    shocks = rng.normal(0.0, cfg.solar_variability_std * root, state.n_agents)
+    c = constants if constants is not None else _constants_of(state)
+    solar = c.solar
+    noise = np.zeros(state.n_agents)     # x stays 0 for non-solar agents
+    x = a * state.solar_noise[solar]
+    x += shocks[solar]
+    noise[solar] = x
+    state.solar_noise = noise
     rated = state.solar_rated_mw
-    one_plus_noise = 1 + state.solar_noise
-    state.solar_available_mw = fast_clip(rated * irradiance_now * one_plus_noise, 0.0, rated)
-    state.solar_forecast_mw = fast_clip(
-        rated * irradiance_next * one_plus_noise * (1 + state.solar_bias), 0.0, rated)
+    one_plus_noise = 1 + noise
+    available = rated * irradiance_now
+    available *= one_plus_noise
+    state.solar_available_mw = fast_clip(available, c.zero, rated, out=available)
+    forecast = rated * irradiance_next
+    forecast *= one_plus_noise
+    forecast *= 1 + state.solar_bias
+    state.solar_forecast_mw = fast_clip(forecast, c.zero, rated, out=forecast)
+
+
+_LAST_CONSTANTS: list = [None, None]   # [kind array, its FleetConstants]
+
+
+def _constants_of(state: FleetState) -> FleetConstants:
+    """:func:`fleet_constants` of ``state``, cached for the last ``kind`` array seen (kinds and
+    the other static fields used here do not change during an episode)."""
+    if _LAST_CONSTANTS[0] is not state.kind:
+        _LAST_CONSTANTS[1] = fleet_constants(state)
+        _LAST_CONSTANTS[0] = state.kind
+    return _LAST_CONSTANTS[1]

@@ -60,6 +60,7 @@ from gridswarm_env.fleet import (
     energy_change_mwh,
     fast_clip,
     fleet_constants,
+    kind_selector,
 )
 
 _TOL_MW = 1e-9
@@ -256,6 +257,7 @@ class Kernel:
         self.dt_s = float(dt_s)
         self.level_fraction = np.linspace(-1.0, 1.0, n_power_levels)
         self.level_power_mw = fleet.rated_power_mw[:, None] * self.level_fraction[None, :]
+        self._h = self.dt_s / 3600.0
         self.is_solar = fleet.kind == KIND_SOLAR
         self.is_battery = fleet.kind == KIND_BATTERY
         self.is_ev = fleet.kind == KIND_EV
@@ -263,6 +265,10 @@ class Kernel:
         self.planned_baseline_mw = np.zeros(fleet.n_agents)
         # per-episode constants (limits and the fleet's static fields), computed once
         self._level_tol_mw = _TOL_MW * (1.0 + np.abs(self.level_power_mw))
+        # the level table and its tolerances transposed (levels × agents): the mask's
+        # comparisons then broadcast lo/hi along contiguous rows
+        self._level_power_t = np.ascontiguousarray(self.level_power_mw.T)
+        self._level_tol_t = np.ascontiguousarray(self._level_tol_mw.T)
         self.ramp_step_mw = self.arrays.ramp_mw_per_s * self.dt_s
         self.has_ramp = bool(np.isfinite(self.ramp_step_mw).any())
         self._fleet = fleet
@@ -287,28 +293,52 @@ class Kernel:
                    duration_h: float, window_end_s: float, plugged: np.ndarray,
                    departure_rule: bool) -> tuple[np.ndarray, np.ndarray]:
         """Net-injection interval over a window of ``duration_h`` (module equations)."""
-        a, st = self.arrays, self._statics_for(fleet)
+        lo, hi = self._bounds(self._statics_for(fleet), fleet, energy_lo_mwh, energy_hi_mwh,
+                              solar_available_mw, duration_h, window_end_s, plugged,
+                              departure_rule)
+        return lo, hi
+
+    def _bounds(self, st: _Statics, fleet: FleetState, energy_lo_mwh: np.ndarray,
+                energy_hi_mwh: np.ndarray, solar_available_mw: np.ndarray, duration_h: float,
+                window_end_s: float, plugged: np.ndarray, departure_rule: bool) -> np.ndarray:
+        """:meth:`net_bounds` as one ``(2, n)`` array, rows ``lo`` and ``hi`` (same arithmetic,
+        both rows in one ufunc call where the formulas are alike)."""
         c = st.fleet
-        charge_h = fleet.eta_charge * duration_h
-        room_down = np.maximum(energy_lo_mwh - st.floor_mwh, 0.0)
-        room_up = np.maximum(st.ceil_mwh - energy_hi_mwh, 0.0)
-        hi = np.minimum(a.max_discharge_mw, room_down * c.eta_discharge_safe / duration_h)
-        lo = -np.minimum(a.max_charge_mw, room_up / charge_h)
+        div, charge_h_ev = st.per_duration(fleet, duration_h)
+        b = np.empty((2, fleet.n_agents))
+        lo, hi = b[0], b[1]
+        np.subtract(st.ceil_mwh, energy_hi_mwh, out=lo)     # room up
+        np.subtract(energy_lo_mwh, st.floor_mwh, out=hi)    # room down
+        np.maximum(b, st.zero2, out=b)
+        hi *= c.eta_discharge_safe
+        b /= div                                            # rows: / (η_c·h), / h
+        np.minimum(st.charge_discharge_mw, b, out=b)        # rows: min(C, ·), min(P, ·)
+        np.negative(lo, out=lo)
         # EV: no V2G; departure energy must stay reachable; unplugged moves nothing
+        ev = c.ev
         if departure_rule:
-            after_h = np.maximum(fleet.departure_s - window_end_s, 0.0) / 3600.0
-            e_req = st.departure_energy_mwh - st.charge_rate_mw * after_h
-            need = np.maximum(e_req - energy_lo_mwh, 0.0) / charge_h
-            np.copyto(hi, np.minimum(np.maximum(-need, lo), 0.0), where=c.is_ev)
+            after_h = fleet.departure_s[ev] - window_end_s
+            np.maximum(after_h, st.ev_zero, out=after_h)
+            after_h /= 3600.0
+            e_req = st.ev_departure_energy_mwh - st.ev_charge_rate_mw * after_h
+            need = np.subtract(e_req, energy_lo_mwh[ev], out=e_req)
+            np.maximum(need, st.ev_zero, out=need)
+            need /= charge_h_ev
+            np.negative(need, out=need)
+            np.maximum(need, lo[ev], out=need)
+            hi[ev] = np.minimum(need, st.ev_zero, out=need)
         else:
-            hi[c.ev] = 0.0
-        ev_off = c.is_ev & ~plugged
-        lo[ev_off] = 0.0
-        hi[ev_off] = 0.0
+            hi[ev] = 0.0
+        ev_off = c.is_ev > plugged                          # is_ev & ~plugged
+        if np.count_nonzero(ev_off):
+            lo[ev_off] = 0.0
+            hi[ev_off] = 0.0
         # solar: between 0 and its available output (export cap applies)
-        lo[c.solar] = 0.0
-        hi[c.solar] = np.minimum(solar_available_mw[c.solar], a.max_discharge_mw[c.solar])
-        return lo, np.maximum(hi, lo)
+        solar = c.solar
+        lo[solar] = 0.0
+        hi[solar] = np.minimum(solar_available_mw[solar], st.solar_max_discharge_mw)
+        np.maximum(hi, lo, out=hi)
+        return b
 
     def bid_interval(self, fleet: FleetState, *, now_s: float, committed_p_mw: np.ndarray,
                      reserve_mw: np.ndarray, reserve_round: bool,
@@ -319,36 +349,40 @@ class Kernel:
         ``reserve_mw`` the agent's standing (or active) reserve, which stays on top of
         any energy dispatch.
         """
-        h = self.dt_s / 3600.0
+        h = self._h
         st = self._statics_for(fleet)
         c = st.fleet
         # the next step starts from an energy between "nothing executed" and "all executed"
         # (both cases evaluated as the two rows of one array)
         net = np.empty((2, fleet.n_agents))
         base_now = net[0]
-        base_now[:] = -0.0    # −(EV charging), −0.0 where none (as the formula gives)
-        np.copyto(base_now, st.neg_ev_rate_mw, where=fleet.plugged & c.is_ev)
-        base_now[c.solar] = fleet.solar_available_mw[c.solar]
+        # −(EV charging) where plugged, −0.0 elsewhere (as the formula gives)
+        base_now[...] = st.neg_zero
+        np.copyto(base_now, st.base_now_template, where=fleet.plugged)
+        solar = c.solar
+        base_now[solar] = fleet.solar_available_mw[solar]
         np.add(base_now, committed_p_mw, out=net[1])
         net[1] += reserve_mw
         e = energy_change_mwh(fleet, net, h, c)
         e += fleet.energy_mwh
         e_lo, e_hi = np.minimum(e[0], e[1]), np.maximum(e[0], e[1])
         t1 = now_s + self.dt_s
-        plugged_next = fleet.plugged & (fleet.departure_s > t1)
+        plugged_next = fleet.departure_s > t1
+        plugged_next &= fleet.plugged
         base_next = np.zeros(fleet.n_agents)
-        np.copyto(base_next, st.neg_ev_rate_mw, where=plugged_next & c.is_ev)
-        base_next[c.solar] = fleet.solar_forecast_mw[c.solar]
-        lo_net, hi_net = self.net_bounds(fleet, e_lo, e_hi, fleet.solar_forecast_mw, h,
-                                         t1 + self.dt_s, plugged_next, True)
+        np.copyto(base_next, st.base_next_template, where=plugged_next)
+        base_next[solar] = fleet.solar_forecast_mw[solar]
+        b = self._bounds(st, fleet, e_lo, e_hi, fleet.solar_forecast_mw, h, t1 + self.dt_s,
+                         plugged_next, True)
+        lo_net, hi_net = b[0], b[1]
         # the schedule the DER follows at p = 0, made feasible (an EV that must charge
         # faster to make its departure does so; a full one stops)
         base_eff = fast_clip(base_next, lo_net, hi_net)
         self.planned_baseline_mw = base_eff
         if reserve_round:
             dur_h = max(reserve_duration_s, self.dt_s) / 3600.0
-            _, hi_res = self.net_bounds(fleet, e_lo, e_hi, fleet.solar_forecast_mw, dur_h,
-                                        t1 + reserve_duration_s, plugged_next, True)
+            hi_res = self._bounds(st, fleet, e_lo, e_hi, fleet.solar_forecast_mw, dur_h,
+                                  t1 + reserve_duration_s, plugged_next, True)[1]
             hi = np.maximum(np.minimum(hi_res, hi_net) - base_eff - reserve_mw, 0.0)
             # an EV leaving before the reserve period ends cannot hold reserve; the whole
             # standing reserve activates at once, so it must fit in one step's ramp
@@ -357,14 +391,22 @@ class Kernel:
             hi = np.minimum(hi, np.maximum(self.arrays.ramp_mw_per_s * self.dt_s - reserve_mw,
                                            0.0))
             return np.zeros_like(hi), hi
-        lo = np.minimum(lo_net - base_eff - reserve_mw, 0.0)
-        hi = np.maximum(hi_net - base_eff - reserve_mw, 0.0)
-        gone = c.is_ev & ~plugged_next          # an unplugged EV moves nothing
-        lo[gone] = 0.0
-        hi[gone] = 0.0
+        # lo = min(lo_net − base − reserve, 0), hi = max(hi_net − base − reserve, 0)
+        lo, hi = lo_net, hi_net
+        lo -= base_eff
+        lo -= reserve_mw
+        hi -= base_eff
+        hi -= reserve_mw
+        np.minimum(lo, c.zero, out=lo)
+        np.maximum(hi, c.zero, out=hi)
+        gone = c.is_ev > plugged_next           # an unplugged EV moves nothing
+        if np.count_nonzero(gone):
+            lo[gone] = 0.0
+            hi[gone] = 0.0
         if self.has_ramp:
             r_lo, r_hi = ramp_interval(committed_p_mw, self.ramp_step_mw)
-            lo, hi = np.maximum(lo, r_lo), np.minimum(hi, r_hi)
+            np.maximum(lo, r_lo, out=lo)
+            np.minimum(hi, r_hi, out=hi)
         return lo, hi
 
     def execution_bounds(self, fleet: FleetState, duration_h: float
@@ -381,12 +423,17 @@ class Kernel:
         A row with no level inside its interval allows the level nearest to it (the
         executed bid is then clipped into the interval).
         """
-        lv = self.level_power_mw
-        tol = self._level_tol_mw
-        mask = lv >= lo_mw[:, None] - tol
-        mask &= lv <= hi_mw[:, None] + tol
-        empty = ~np.logical_or.reduce(mask, axis=1)
-        if np.count_nonzero(empty):
+        lv_t, tol_t = self._level_power_t, self._level_tol_t
+        # transposed (levels × agents): lv >= lo − tol and lv <= hi + tol
+        bound = np.subtract(lo_mw, tol_t)
+        inside = np.greater_equal(lv_t, bound)
+        np.add(hi_mw, tol_t, out=bound)
+        inside &= np.less_equal(lv_t, bound)
+        any_level = np.logical_or.reduce(inside, axis=0)
+        mask = inside.T.copy()
+        if np.count_nonzero(any_level) < any_level.size:
+            empty = ~any_level
+            lv = self.level_power_mw
             dist = np.maximum(lo_mw[empty, None] - lv[empty], lv[empty] - hi_mw[empty, None])
             mask[np.flatnonzero(empty), np.argmin(dist, axis=1)] = True
         return mask
@@ -431,13 +478,51 @@ class _Statics:
     charge_rate_mw: np.ndarray        # C · η_c (stored-energy rate at full charge)
     neg_ev_rate_mw: np.ndarray        # −(EV baseline charging rate)
 
+    charge_discharge_mw: np.ndarray   # (2, n): rows C (charge cap) and P (discharge cap)
+    zero2: np.ndarray                 # (2, n) zeros (full shape: no broadcasting)
+    neg_zero: np.ndarray              # −0.0 everywhere
+    base_now_template: np.ndarray     # −(EV baseline rate) for EVs, −0.0 elsewhere
+    base_next_template: np.ndarray    # −(EV baseline rate) for EVs, +0.0 elsewhere
+    ev_zero: np.ndarray               # zeros over the EVs
+    ev_departure_energy_mwh: np.ndarray   # departure_energy_mwh over the EVs
+    ev_charge_rate_mw: np.ndarray         # charge_rate_mw over the EVs
+    solar_max_discharge_mw: np.ndarray    # discharge caps over the solar agents
+    durations: dict                   # duration_h -> (divisors (2, n), η_c·h over the EVs)
+
     @classmethod
     def of(cls, fleet: FleetState, a: LimitArrays) -> _Statics:
         cap = fleet.energy_capacity_mwh
-        return cls(fleet=fleet_constants(fleet), floor_mwh=a.soc_min * cap,
-                   ceil_mwh=a.soc_max * cap, departure_energy_mwh=a.departure_soc * cap,
-                   charge_rate_mw=a.max_charge_mw * fleet.eta_charge,
-                   neg_ev_rate_mw=-fleet.ev_baseline_rate_mw)
+        c = fleet_constants(fleet)
+        neg_rate = -fleet.ev_baseline_rate_mw
+        charge_rate = a.max_charge_mw * fleet.eta_charge
+        departure_energy = a.departure_soc * cap
+        ev = c.ev
+        return cls(fleet=c, floor_mwh=a.soc_min * cap,
+                   ceil_mwh=a.soc_max * cap, departure_energy_mwh=departure_energy,
+                   charge_rate_mw=charge_rate, neg_ev_rate_mw=neg_rate,
+                   charge_discharge_mw=np.stack([a.max_charge_mw, a.max_discharge_mw]),
+                   zero2=np.zeros((2, fleet.n_agents)),
+                   neg_zero=np.full(fleet.n_agents, -0.0),
+                   base_now_template=np.where(c.is_ev, neg_rate, -0.0),
+                   base_next_template=np.where(c.is_ev, neg_rate, 0.0),
+                   ev_zero=np.zeros(np.count_nonzero(c.is_ev)),
+                   ev_departure_energy_mwh=departure_energy[ev],
+                   ev_charge_rate_mw=charge_rate[ev],
+                   solar_max_discharge_mw=a.max_discharge_mw[c.solar],
+                   durations={})
+
+    def per_duration(self, fleet: FleetState, duration_h: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """``((2, n) rows [η_c·h, h], η_c·h over the EVs)`` for a window of ``duration_h``
+        (cached per duration: η_c is a static field, like the others used here)."""
+        got = self.durations.get(duration_h)
+        if got is None:
+            if len(self.durations) >= 8:    # a few durations per episode; stay bounded
+                self.durations.clear()
+            charge_h = fleet.eta_charge * duration_h
+            div = np.stack([charge_h, np.full(charge_h.shape, duration_h)])
+            got = self.durations[duration_h] = (div, charge_h[self.fleet.ev])
+        return got
 
 
 @dataclass(frozen=True)
@@ -486,32 +571,50 @@ class ExecutionChecker:
         self.step_mw = arrays.ramp_mw_per_s * dt_s
         # with no finite ramp limit the ramp test is False for every value (x > inf)
         self.has_ramp = bool(np.isfinite(self.step_mw).any())
+        # fused thresholds: "x > a or x > b" is "x > fmin(a, b)" and "x < a or x < b" is
+        # "x < fmax(a, b)" (fmin/fmax ignore a NaN bound, as the "or" does); "x < a and
+        # x < b" is "x < minimum(a, b)" (a NaN bound fails both). Solar's SoC bounds are
+        # ±inf, so its SoC test is False (as "& not_solar" made it).
+        n = kinds.shape[0]
+        self._solar = kind_selector(kinds, KIND_SOLAR)
+        self._solar_discharge_hi_mw = self.discharge_hi_mw[self._solar]
+        self._net_hi_mw = np.where(self.is_ev, np.fmin(self.discharge_hi_mw, tol_mw),
+                                   self.discharge_hi_mw)
+        self._net_lo_mw = np.where(self.is_solar, np.fmax(self.charge_lo_mw, -tol_mw),
+                                   self.charge_lo_mw)
+        self._floor_mwh = np.where(self.not_solar, self.floor_lo_mwh, -np.inf)
+        self._ceil_mwh = np.where(self.not_solar, self.ceil_hi_mwh, np.inf)
+        self._not_ev = ~self.is_ev
+        self._tol_mw_arr = np.full(n, tol_mw)
+        self._tol_mwh_arr = np.full(n, tol_mwh)
 
     def check(self, *, net_min_mw: np.ndarray, net_max_mw: np.ndarray, p_now_mw: np.ndarray,
               p_prev_mw: np.ndarray, energy_before_mwh: np.ndarray,
               energy_after_mwh: np.ndarray, solar_available_mw: np.ndarray,
               plugged: np.ndarray) -> ViolationReport:
         """Check one step (see :func:`check_executed` for the arguments)."""
-        tol_mw, tol_mwh = self.tol_mw, self.tol_mwh
-        power = net_max_mw > self.discharge_hi_mw
-        power |= net_min_mw < self.charge_lo_mw
-        solar_bad = net_min_mw < -tol_mw
-        solar_bad |= net_max_mw > solar_available_mw + tol_mw
-        solar_bad &= self.is_solar
-        power |= solar_bad
-        power |= self.is_ev & (net_max_mw > tol_mw)   # no V2G
-        soc = energy_after_mwh < self.floor_lo_mwh
-        soc &= energy_after_mwh < energy_before_mwh - tol_mwh
-        above = energy_after_mwh > self.ceil_hi_mwh
-        above &= energy_after_mwh > energy_before_mwh + tol_mwh
-        soc |= above
-        soc &= self.not_solar
-        moved = np.abs(net_min_mw) > tol_mw
-        moved |= np.abs(net_max_mw) > tol_mw
-        unplugged = self.is_ev & ~plugged
-        unplugged &= moved
+        tol_mw = self._tol_mw_arr
+        # power: above the discharge cap (solar: its available output; EV: tol, no V2G),
+        # below the charge cap (solar: −tol)
+        net_hi = self._net_hi_mw.copy()
+        solar = self._solar
+        net_hi[solar] = np.fmin(self._solar_discharge_hi_mw, solar_available_mw[solar]
+                                + tol_mw[solar])
+        power = net_max_mw > net_hi
+        power |= net_min_mw < self._net_lo_mw
+        # soc: outside its band and moved further out
+        bound = energy_before_mwh - self._tol_mwh_arr
+        soc = energy_after_mwh < np.minimum(self._floor_mwh, bound, out=bound)
+        bound = energy_before_mwh + self._tol_mwh_arr
+        soc |= energy_after_mwh > np.maximum(self._ceil_mwh, bound, out=bound)
+        # unplugged: an unplugged EV that moved (fmax: a NaN side does not hide the other)
+        if net_min_mw is net_max_mw:
+            moved = np.abs(net_max_mw) > tol_mw
+        else:
+            moved = np.fmax(np.abs(net_min_mw), np.abs(net_max_mw)) > tol_mw
+        unplugged = moved > (plugged | self._not_ev)       # moved & is_ev & ~plugged
         if self.has_ramp:
-            step_mw = self.step_mw
+            step_mw, tol_mw = self.step_mw, self.tol_mw
             ramp = (p_now_mw > np.maximum(p_prev_mw, 0.0) + step_mw + tol_mw) | (
                 p_now_mw < np.minimum(p_prev_mw, 0.0) - step_mw - tol_mw)
         else:

@@ -149,3 +149,215 @@ def test_audit_append_writes_canonical_json_for_nested_unsorted_dicts(tmp_path) 
     body = _canonical_json(entry.index, entry.kind, entry.fields, entry.prev_hash)
     assert line == body[:-1] + ',"hash":"' + entry.hash + '"}'
     assert verify_audit_file(tmp_path / "audit.jsonl").ok and log.verify().ok
+
+
+# ---------------------------------------------------------------- kernel, dispatch, fleet
+# The plain formulas the fast paths replaced (verbatim arithmetic), as references.
+
+def _ref_net_bounds(k, fleet, e_lo, e_hi, avail, dur_h, window_end_s, plugged, departure_rule):
+    a = k.arrays
+    cap = fleet.energy_capacity_mwh
+    is_ev, is_sol = fleet.kind == 2, fleet.kind == 0
+    eta_d = np.where(fleet.eta_discharge > 0, fleet.eta_discharge, 1.0)
+    charge_h = fleet.eta_charge * dur_h
+    room_down = np.maximum(e_lo - a.soc_min * cap, 0.0)
+    room_up = np.maximum(a.soc_max * cap - e_hi, 0.0)
+    hi = np.minimum(a.max_discharge_mw, room_down * eta_d / dur_h)
+    lo = -np.minimum(a.max_charge_mw, room_up / charge_h)
+    if departure_rule:
+        after_h = np.maximum(fleet.departure_s - window_end_s, 0.0) / 3600.0
+        e_req = a.departure_soc * cap - a.max_charge_mw * fleet.eta_charge * after_h
+        need = np.maximum(e_req - e_lo, 0.0) / charge_h
+        np.copyto(hi, np.minimum(np.maximum(-need, lo), 0.0), where=is_ev)
+    else:
+        hi[is_ev] = 0.0
+    ev_off = is_ev & ~plugged
+    lo[ev_off] = 0.0
+    hi[ev_off] = 0.0
+    lo[is_sol] = 0.0
+    hi[is_sol] = np.minimum(avail[is_sol], a.max_discharge_mw[is_sol])
+    return lo, np.maximum(hi, lo)
+
+
+def _ref_energy(fleet, net, h):
+    eta_d = np.where(fleet.eta_discharge > 0, fleet.eta_discharge, 1.0)
+    d = (np.maximum(-net, 0.0) * fleet.eta_charge - np.maximum(net, 0.0) / eta_d) * h
+    d[..., fleet.kind == 0] = 0.0
+    return d
+
+
+def _ref_bid_interval(k, fleet, now_s, committed, reserve, reserve_round, reserve_dur_s):
+    h = k.dt_s / 3600.0
+    is_ev, is_sol = fleet.kind == 2, fleet.kind == 0
+    net = np.empty((2, fleet.n_agents))
+    net[0] = -0.0
+    np.copyto(net[0], -fleet.ev_baseline_rate_mw, where=fleet.plugged & is_ev)
+    net[0][is_sol] = fleet.solar_available_mw[is_sol]
+    net[1] = net[0] + committed
+    net[1] += reserve
+    e = _ref_energy(fleet, net, h) + fleet.energy_mwh
+    e_lo, e_hi = np.minimum(e[0], e[1]), np.maximum(e[0], e[1])
+    t1 = now_s + k.dt_s
+    plugged_next = fleet.plugged & (fleet.departure_s > t1)
+    base_next = np.zeros(fleet.n_agents)
+    np.copyto(base_next, -fleet.ev_baseline_rate_mw, where=plugged_next & is_ev)
+    base_next[is_sol] = fleet.solar_forecast_mw[is_sol]
+    lo_net, hi_net = _ref_net_bounds(k, fleet, e_lo, e_hi, fleet.solar_forecast_mw, h,
+                                     t1 + k.dt_s, plugged_next, True)
+    base_eff = np.clip(base_next, lo_net, hi_net)
+    if reserve_round:
+        dur_h = max(reserve_dur_s, k.dt_s) / 3600.0
+        _, hi_res = _ref_net_bounds(k, fleet, e_lo, e_hi, fleet.solar_forecast_mw, dur_h,
+                                    t1 + reserve_dur_s, plugged_next, True)
+        hi = np.maximum(np.minimum(hi_res, hi_net) - base_eff - reserve, 0.0)
+        leaves = is_ev & (fleet.departure_s < t1 + reserve_dur_s)
+        hi = np.where(is_sol | leaves, 0.0, hi)
+        hi = np.minimum(hi, np.maximum(k.arrays.ramp_mw_per_s * k.dt_s - reserve, 0.0))
+        return np.zeros_like(hi), hi, base_eff
+    lo = np.minimum(lo_net - base_eff - reserve, 0.0)
+    hi = np.maximum(hi_net - base_eff - reserve, 0.0)
+    gone = is_ev & ~plugged_next
+    lo[gone] = 0.0
+    hi[gone] = 0.0
+    ramp = k.arrays.ramp_mw_per_s * k.dt_s
+    lo = np.maximum(lo, np.minimum(committed, 0.0) - ramp)
+    hi = np.minimum(hi, np.maximum(committed, 0.0) + ramp)
+    return lo, hi, base_eff
+
+
+def _ref_execute(k, fleet, baseline, contract, reserve, activation, t0, dt, p_prev):
+    h = dt / 3600.0
+    lo_net, hi_net = _ref_net_bounds(k, fleet, fleet.energy_mwh, fleet.energy_mwh,
+                                     fleet.solar_available_mw, h, np.inf, fleet.plugged, False)
+    base = baseline.copy()
+    base[fleet.kind == 0] = fleet.solar_available_mw[fleet.kind == 0]
+    base = np.clip(base, lo_net, hi_net)
+    p_lo, p_hi = lo_net - base, hi_net - base
+    ramp = k.arrays.ramp_mw_per_s * dt
+    p_lo = np.maximum(p_lo, np.minimum(p_prev, 0.0) - ramp)
+    p_hi = np.minimum(p_hi, np.maximum(p_prev, 0.0) + ramp)
+    share = np.where(activation <= t0, 1.0, 0.0)
+    planned = reserve * share + contract
+    p = np.clip(planned, p_lo, p_hi)
+    net = base + p
+    return p, planned, net, _ref_energy(fleet, net, h), np.abs(p - planned) > 1e-9, base
+
+
+def _random_state(seed: int, n: int = 60):
+    rng = np.random.default_rng(seed)
+    fleet = build_fleet(n, FleetConfig(), 0.6, rng)
+    fleet.energy_mwh = fleet.energy_capacity_mwh * rng.uniform(-0.05, 1.05, n)
+    fleet.plugged = rng.random(n) < 0.8
+    fleet.plugged[fleet.kind != 2] = True
+    fleet.departure_s = np.where(fleet.kind == 2, rng.uniform(0.0, 30.0, n), np.inf)
+    fleet.solar_available_mw = np.where(fleet.kind == 0, rng.uniform(0, 1, n)
+                                        * fleet.solar_rated_mw, 0.0)
+    fleet.solar_forecast_mw = np.where(fleet.kind == 0, rng.uniform(0, 1, n)
+                                       * fleet.solar_rated_mw, 0.0)
+    zeros_or = SPECIAL[:2]          # ±0.0 where a value is zero: signed zeros must survive
+    committed = np.where(rng.random(n) < 0.3, zeros_or[rng.integers(0, 2, n)],
+                         rng.normal(0.0, 0.02, n))
+    reserve = np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0.0, 0.02, n))
+    return rng, fleet, committed, reserve
+
+
+@pytest.mark.parametrize("ramp", [None, 0.001])
+@pytest.mark.parametrize("seed", range(6))
+def test_bid_interval_and_execute_equal_plain_formulas(seed: int, ramp: float | None) -> None:
+    rng, fleet, committed, reserve = _random_state(seed)
+    lim = Limits.from_dict({"battery": {"ramp_mw_per_s": ramp}} if ramp else {})
+    kernel = Kernel(lim, [f"a{i}" for i in range(fleet.n_agents)], fleet, 21, 1.0)
+    for now_s in (0.0, 7.0, 20.0):
+        for reserve_round in (False, True):
+            lo, hi = kernel.bid_interval(fleet, now_s=now_s, committed_p_mw=committed,
+                                         reserve_mw=reserve, reserve_round=reserve_round,
+                                         reserve_duration_s=5.0)
+            rlo, rhi, rbase = _ref_bid_interval(kernel, fleet, now_s, committed, reserve,
+                                                reserve_round, 5.0)
+            assert _same_bits(lo, rlo) and _same_bits(hi, rhi)
+            assert _same_bits(kernel.planned_baseline_mw, rbase)
+            mask = kernel.power_mask(lo, hi)
+            lv, tol = kernel.level_power_mw, 1e-9 * (1.0 + np.abs(kernel.level_power_mw))
+            plain = (lv >= lo[:, None] - tol) & (lv <= hi[:, None] + tol)
+            rows = plain.any(axis=1)
+            assert _same_bits(mask[rows], plain[rows]) and mask.all(axis=1).shape == rows.shape
+            assert mask.flags.c_contiguous and mask.any(axis=1).all()
+    for b_lo, b_hi in ((fleet.energy_mwh, fleet.energy_mwh),):
+        got = kernel.net_bounds(fleet, b_lo, b_hi, fleet.solar_available_mw, 0.25, 12.0,
+                                fleet.plugged, True)
+        want = _ref_net_bounds(kernel, fleet, b_lo, b_hi, fleet.solar_available_mw, 0.25,
+                               12.0, fleet.plugged, True)
+        assert all(_same_bits(g, w) for g, w in zip(got, want, strict=True))
+    from gridswarm_env.dispatch import execute
+
+    baseline = np.where(rng.random(fleet.n_agents) < 0.5, -0.0, rng.normal(0, 0.01,
+                                                                         fleet.n_agents))
+    p_prev = rng.normal(0.0, 0.002, fleet.n_agents)
+    for activation in (np.full(fleet.n_agents, np.inf),
+                       np.where(rng.random(fleet.n_agents) < 0.5, 3.0, np.inf)):
+        ex = execute(fleet, kernel, baseline_mw=baseline, contract_mw=committed,
+                     reserve_mw=reserve, activation_s=activation, t0_s=4.0, dt_s=1.0,
+                     n_substeps=20, physics_dt_s=0.05, p_prev_mw=p_prev)
+        p, planned, net, delta, clamped, base = _ref_execute(
+            kernel, fleet, baseline, committed, reserve, activation, 4.0, 1.0, p_prev)
+        for got, want in ((ex.p_mean_mw, p), (ex.planned_mean_mw, planned),
+                          (ex.net_min_mw, net), (ex.energy_delta_mwh, delta),
+                          (ex.clamped, clamped), (ex.baseline_mw, base)):
+            assert _same_bits(got, want)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_execution_checker_equals_plain_formulas_with_special_values(seed: int) -> None:
+    n = 40
+    fleet = build_fleet(n, FleetConfig(), 0.5, np.random.default_rng(seed))
+    kernel = Kernel(Limits.from_dict({"battery": {"ramp_mw_per_s": 0.001}}),
+                    [f"a{i}" for i in range(n)], fleet, 21, 1.0)
+    checker = ExecutionChecker(fleet.kind, fleet.energy_capacity_mwh, kernel.arrays, 1.0)
+    rng = np.random.default_rng(seed)
+    a, tol, tol_e = kernel.arrays, 1e-7, 1e-9
+    cap = fleet.energy_capacity_mwh
+    is_sol, is_ev = fleet.kind == 0, fleet.kind == 2
+    for _ in range(30):
+        pick = lambda scale: np.where(rng.random(n) < 0.2, SPECIAL[rng.integers(0, 10, n)],  # noqa: E731
+                                      rng.normal(0, scale, n))
+        net_min = pick(0.02)
+        net_max = net_min if rng.random() < 0.5 else pick(0.02)
+        args = dict(net_min_mw=net_min, net_max_mw=net_max, p_now_mw=pick(0.01),
+                    p_prev_mw=pick(0.01), energy_before_mwh=fleet.energy_mwh + pick(1e-3),
+                    energy_after_mwh=fleet.energy_mwh + pick(1e-3),
+                    solar_available_mw=pick(0.05), plugged=rng.random(n) < 0.7)
+        got = checker.check(**args)
+        power = ((args["net_max_mw"] > a.max_discharge_mw + tol)
+                 | (net_min < -a.max_charge_mw - tol)
+                 | (is_sol & ((net_min < -tol) | (net_max > args["solar_available_mw"] + tol)))
+                 | (is_ev & (net_max > tol)))
+        e0, e1 = args["energy_before_mwh"], args["energy_after_mwh"]
+        soc = ~is_sol & (((e1 < a.soc_min * cap - tol_e) & (e1 < e0 - tol_e))
+                         | ((e1 > a.soc_max * cap + tol_e) & (e1 > e0 + tol_e)))
+        moved = (np.abs(net_min) > tol) | (np.abs(net_max) > tol)
+        unplugged = is_ev & ~args["plugged"] & moved
+        for field, want in (("power", power), ("soc", soc), ("unplugged", unplugged)):
+            np.testing.assert_array_equal(getattr(got, field), want, err_msg=field)
+
+
+def test_update_solar_equals_plain_formulas() -> None:
+    from gridswarm_env.fleet import update_solar
+
+    cfg = FleetConfig()
+    fleet = build_fleet(50, cfg, 0.4, np.random.default_rng(8))
+    ref = fleet.copy()
+    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    for k in range(5):
+        irr_now, irr_next = 0.3 + 0.1 * k, 0.35 + 0.1 * k
+        update_solar(fleet, irr_now, irr_next, cfg, 1.0, rng_a,
+                     fleet_constants(fleet) if k % 2 else None)
+        a = np.exp(-1.0 / 60.0)
+        shocks = rng_b.normal(0.0, cfg.solar_variability_std * np.sqrt(1 - a * a), 50)
+        ref.solar_noise = np.where(ref.kind == KIND_SOLAR, a * ref.solar_noise + shocks, 0.0)
+        opn = 1 + ref.solar_noise
+        ref.solar_available_mw = np.clip(ref.solar_rated_mw * irr_now * opn, 0.0,
+                                         ref.solar_rated_mw)
+        ref.solar_forecast_mw = np.clip(ref.solar_rated_mw * irr_next * opn
+                                        * (1 + ref.solar_bias), 0.0, ref.solar_rated_mw)
+        for f in ("solar_noise", "solar_available_mw", "solar_forecast_mw"):
+            assert _same_bits(getattr(fleet, f), getattr(ref, f)), f
