@@ -473,7 +473,7 @@ class GridSwarmEnv(ParallelEnv):
         self.t_s, self.step_index = t1, k + 1
         # irradiance at t1 and t1 + dt (precomputed on the same time grid)
         update_solar(self.fleet, self._irradiance[k + 1], self._irradiance[k + 2], cfg.fleet,
-                     dt, self.rng)
+                     dt, self.rng, self._const)
         self._update_signals((d1, d2))
         self.scheduled_p_mw = self.awarded_next   # contracts for the step about to run (a
         # new array every step, never written in place)
@@ -751,7 +751,8 @@ class GridSwarmEnv(ParallelEnv):
         if shadow:
             p_exec = np.zeros(self.n_agents)
             net_min = net_max = ex.baseline_mw
-            apply_energy(f, energy_change_mwh(f, ex.baseline_mw, cfg.dt_s / 3600.0))
+            apply_energy(f, energy_change_mwh(f, ex.baseline_mw, cfg.dt_s / 3600.0,
+                                              self._const))
             self.shadow_dispatch_mwh += float(np.abs(ex.p_mean_mw).sum()) * cfg.dt_s / 3600.0
         else:
             p_exec, net_min, net_max = ex.p_mean_mw, ex.net_min_mw, ex.net_max_mw
