@@ -1144,13 +1144,19 @@ class AgentMessageBus:
                 payloads = _copy_rows(payloads)
             else:
                 rows = rows[:keep]
+            start = self._lat_pos
+            if start + keep <= self._lat_block.size:  # the next latencies, as _take_latencies
+                self._lat_pos = start + keep
+                latencies_s = self._lat_block[start : start + keep]
+            else:
+                latencies_s = self._take_latencies(keep)
             latest_s = now_s + self._max_s
             queue.segments.append(
                 _Seg(
                     keep,
                     topic_id,
                     now_s,
-                    now_s + self._take_latencies(keep),
+                    now_s + latencies_s,
                     senders,
                     recipients,
                     payloads,
