@@ -8,11 +8,8 @@ window, replay memory, counters), in rounds of ``n_agents`` awards.
 Raw bound = exactly 2 signs + 2 verifies per contract on the same canonical bytes
 with the same keys, nothing else: ``cryptography``'s Ed25519 for ``"ed25519"``;
 for ``"hmac"`` both the stdlib ``hmac.digest`` (+ ``hmac.compare_digest``) bound
-and the bound of the precomputed-pad HMAC the registry uses. In ``"hmac"`` mode the
-ledger verifies contracts it issued against the tags ``issue`` remembered (the
-tag memo of :class:`~gridswarm_env.trust.ContractLedger`), so its pipeline can beat
-the 2 + 2 bound; the pipeline with the memo disabled (every tag recomputed) is
-measured too.
+and the bound of the precomputed-pad HMAC the registry uses. Every verification
+recomputes the signatures with the keys.
 
     python -m benchmarks.bench_trust [--quick] [--agents N]
 
@@ -106,8 +103,6 @@ def _measure(
     n = len(registry.agent_ids)
     plain = ContractLedger(registry, rng=SEED)
     audited = ContractLedger(registry, rng=SEED, audit=AuditLog(keep_entries=False))
-    recomputing = ContractLedger(registry, rng=SEED)
-    recomputing._tag_memo = None  # every HMAC tag recomputed with the key (no-op for Ed25519)
     agents = np.arange(n)
     rng = np.random.default_rng(SEED)
     power = rng.uniform(-1.0, 1.0, n)
@@ -115,7 +110,7 @@ def _measure(
     expected = list(registry.agent_ids)
     perf = time.perf_counter
     times: dict[str, list[float]] = {
-        "pipeline": [], "audit": [], "recompute": [], **{k: [] for k in raws}
+        "pipeline": [], "audit": [], **{k: [] for k in raws}
     }
 
     def pipeline(ledger: ContractLedger, r: int) -> tuple[float, list[tuple[int, bytes]]]:
@@ -131,8 +126,6 @@ def _measure(
         elapsed, messages = pipeline(plain, r)
         times["pipeline"].append(elapsed)
         times["audit"].append(pipeline(audited, r)[0])
-        if registry.mode == "hmac":
-            times["recompute"].append(pipeline(recomputing, r)[0])
         for name, raw in raws.items():
             t0 = perf()
             raw(messages)
@@ -152,8 +145,7 @@ def run(quick: bool = False, n_agents: int = 100) -> dict[str, float]:
     :return: ``pipeline_contracts_per_s``, ``raw_bound_contracts_per_s``, ``ratio``
         (Ed25519), ``hmac_pipeline_contracts_per_s``, ``hmac_raw_bound_contracts_per_s``
         (stdlib ``hmac.digest``), ``hmac_ratio``, the precomputed-pad HMAC bound and
-        ratio, pipeline rates with a head-only audit log, the hmac pipeline rate with
-        the tag memo disabled, and the registry build time.
+        ratio, pipeline rates with a head-only audit log and the registry build time.
     """
     ed_rounds, hmac_rounds = (12, 60) if quick else (80, 600)
     agents = [f"der_{i}" for i in range(n_agents)]
@@ -175,7 +167,6 @@ def run(quick: bool = False, n_agents: int = 100) -> dict[str, float]:
     m = _measure(hm, hmac_rounds, {"raw": _raw_hmac_stdlib(hm), "pre": _raw_hmac_precomputed(hm)})
     out["hmac_pipeline_contracts_per_s"] = n_agents / m["pipeline_s_per_round"]
     out["hmac_pipeline_with_audit_contracts_per_s"] = n_agents / m["audit_s_per_round"]
-    out["hmac_pipeline_recomputing_contracts_per_s"] = n_agents / m["recompute_s_per_round"]
     out["hmac_raw_bound_contracts_per_s"] = n_agents / m["raw_s_per_round"]
     out["hmac_ratio"] = m["raw_ratio"]
     out["hmac_precomputed_raw_bound_contracts_per_s"] = n_agents / m["pre_s_per_round"]
@@ -209,10 +200,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(
         f"{'hmac':<10}{'':>14}{'':>12}{r['hmac_precomputed_raw_bound_contracts_per_s']:>14,.0f}"
         f"{r['hmac_precomputed_ratio']:>8.2f}   (raw = precomputed-pad HMAC, as the registry)"
-    )
-    print(
-        f"hmac pipeline with every tag recomputed (tag memo off): "
-        f"{r['hmac_pipeline_recomputing_contracts_per_s']:,.0f} contracts/s"
     )
     print(
         f"registry build: ed25519 {r['ed25519_registry_build_ms_per_identity']:.3f} ms/identity, "

@@ -146,8 +146,6 @@ _EPOCH_TAG_BYTES = 4
 _PRODUCT_BYTES = {p: p.encode("utf-8") for p in PRODUCTS}
 #: bytes a ledger draws from its generator at a time (a multiple of 4, see _random_bytes)
 _RANDOM_POOL_BYTES = 4096
-#: HMAC tags a ledger remembers from issue() for verification (see ContractLedger)
-_TAG_MEMO_CAPACITY = 4096
 
 
 def signature_length(mode: str) -> int:
@@ -736,22 +734,9 @@ class ContractLedger:
     :attr:`rejected_by_reason` (reason value -> count). Memory: see
     :attr:`replay_memory_size` and the module docstring.
 
-    HMAC tag memo (``"hmac"`` mode only): verifying an HMAC tag means recomputing
-    ``HMAC(key, message)`` and comparing it with the presented tag. ``issue`` has
-    just computed those values for each contract's canonical bytes, so the ledger
-    keeps them in a private dict keyed by the *exact canonical bytes*
-    (``message -> (agent tag, operator tag)``, bytes and tuples, not reachable from
-    the returned contracts). Verification always re-encodes the presented contract
-    from its current field values (never from a cached encoding); when those bytes
-    are in the memo it compares the presented signatures with the remembered tags
-    (``hmac.compare_digest``), else it recomputes them with the keys. Both give the
-    same verdict because the memo holds ``HMAC(key, m)`` for the same key (the
-    agent is named inside ``m`` and the operator is checked first) and the same
-    ``m``: any field changed after signing changes ``m`` (a miss, recomputed,
-    rejected), any changed signature mismatches the remembered tag. Entries are
-    removed when looked up and all forgotten at :meth:`reset_replay_window` or
-    when :data:`_TAG_MEMO_CAPACITY` would be exceeded (a forgotten tag is simply
-    recomputed). Ed25519 signatures are always verified with the public key.
+    Every verification recomputes both signatures' checks with the keys (HMAC tag or
+    Ed25519 public key) over the canonical bytes re-encoded from the contract's current
+    field values: nothing computed at issue time is reused.
     """
 
     __slots__ = (
@@ -768,7 +753,6 @@ class ContractLedger:
         "_rejected_by_reason",
         "_rng",
         "_signed",
-        "_tag_memo",
         "_tolerance_s",
         "_used_ids",
         "_used_nonces",
@@ -805,9 +789,6 @@ class ContractLedger:
         self._epoch_tag = b""
         self._pool = b""
         self._pool_position = 0
-        self._tag_memo: dict[bytes, tuple[bytes, bytes]] | None = (
-            {} if registry._mode == "hmac" else None
-        )
         self.reset_replay_window()
 
     # -- description and counters
@@ -897,8 +878,6 @@ class ContractLedger:
         self._expiry: dict[float, tuple[list[str], list[bytes]]] = {}
         self._expiry_ends: list[float] = []
         self._clock_s = -math.inf
-        if self._tag_memo is not None:
-            self._tag_memo.clear()
 
     # -- issuing
     def _random_bytes(self, k: int) -> bytes:
@@ -1022,9 +1001,6 @@ class ContractLedger:
         ids: list[str] = []
         append_id = ids.append
         offset = 0
-        memo = self._tag_memo
-        if memo is not None and len(memo) + n > _TAG_MEMO_CAPACITY:
-            memo.clear()   # a cache: forgetting tags only means recomputing them
         # every field was validated above; ids are the registry's (bounded length): skip
         # the per-contract re-validation unless an id could be too long for the encoding
         validate = registry._max_id_bytes + _ID_AFFIX_BYTES > _MAX_STRING_BYTES
@@ -1049,11 +1025,7 @@ class ContractLedger:
             contract = contract_layout(cid, round_index, aid, operator_id, p, pr, start, end,
                                        nonce, product)
             contract.__class__ = contract_class
-            agent_tag = signers[a](message)
-            operator_tag = operator_sign(message)
-            if memo is not None:
-                memo[message] = (agent_tag, operator_tag)
-            signed = signed_layout(contract, agent_tag, operator_tag)
+            signed = signed_layout(contract, signers[a](message), operator_sign(message))
             signed.__class__ = signed_class
             append(signed)
             append_id(cid)
@@ -1188,22 +1160,15 @@ class ContractLedger:
             return RejectReason.UNKNOWN_IDENTITY
         if expected_agent is not None and contract.agent_id != expected_agent:
             return RejectReason.WRONG_AGENT
-        tags = None if self._tag_memo is None else self._tag_memo.pop(message, None)
-        if tags is not None:   # the HMAC tags of exactly these bytes (see the class doc)
-            if not hmac.compare_digest(tags[0], agent_sig):
-                return RejectReason.BAD_AGENT_SIGNATURE
-            if not hmac.compare_digest(tags[1], operator_sig):
-                return RejectReason.BAD_OPERATOR_SIGNATURE
-        else:
-            verifiers = registry._verifiers
-            try:
-                verifiers[position](agent_sig, message)
-            except InvalidSignature:
-                return RejectReason.BAD_AGENT_SIGNATURE
-            try:
-                verifiers[-1](operator_sig, message)
-            except InvalidSignature:
-                return RejectReason.BAD_OPERATOR_SIGNATURE
+        verifiers = registry._verifiers
+        try:
+            verifiers[position](agent_sig, message)
+        except InvalidSignature:
+            return RejectReason.BAD_AGENT_SIGNATURE
+        try:
+            verifiers[-1](operator_sig, message)
+        except InvalidSignature:
+            return RejectReason.BAD_OPERATOR_SIGNATURE
         if now_s < start - self._tolerance_s:
             return RejectReason.NOT_YET_VALID
         if self._clock_s >= end:
@@ -1316,9 +1281,6 @@ class ContractLedger:
         used_ids, used_nonces = self._used_ids, self._used_nonces
         expiry = self._expiry
         check = self._check
-        memo = self._tag_memo
-        memo_pop = None if memo is None else memo.pop
-        compare_digest = hmac.compare_digest
         bucket_end = bucket_ids = bucket_nonces = None
         reasons: list[RejectReason | None] = []
         add_reason = reasons.append
@@ -1388,25 +1350,16 @@ class ContractLedger:
             if expected is not None and aid != expected:
                 add_reason(RejectReason.WRONG_AGENT)
                 continue
-            tags = None if memo_pop is None else memo_pop(message, None)
-            if tags is not None:   # the HMAC tags of exactly these bytes (see the class doc)
-                if not compare_digest(tags[0], agent_sig):
-                    add_reason(RejectReason.BAD_AGENT_SIGNATURE)
-                    continue
-                if not compare_digest(tags[1], operator_sig):
-                    add_reason(RejectReason.BAD_OPERATOR_SIGNATURE)
-                    continue
-            else:
-                try:
-                    verifiers[position](agent_sig, message)
-                except InvalidSignature:
-                    add_reason(RejectReason.BAD_AGENT_SIGNATURE)
-                    continue
-                try:
-                    operator_verify(operator_sig, message)
-                except InvalidSignature:
-                    add_reason(RejectReason.BAD_OPERATOR_SIGNATURE)
-                    continue
+            try:
+                verifiers[position](agent_sig, message)
+            except InvalidSignature:
+                add_reason(RejectReason.BAD_AGENT_SIGNATURE)
+                continue
+            try:
+                operator_verify(operator_sig, message)
+            except InvalidSignature:
+                add_reason(RejectReason.BAD_OPERATOR_SIGNATURE)
+                continue
             if now_s < start - tolerance:
                 add_reason(RejectReason.NOT_YET_VALID)
             elif clock >= end:
