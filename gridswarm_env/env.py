@@ -119,6 +119,13 @@ SIGNAL_DTYPE = np.dtype([("round", np.int32), ("request_mw", np.float64),
 EMERGENCY_DTYPE = np.dtype([("event_s", np.float64), ("lost_mw", np.float64)])
 
 
+def _record_bytes(records: np.ndarray) -> np.ndarray | None:
+    """``(n, itemsize)`` uint8 view of a C-contiguous 1-D record array (None otherwise)."""
+    if records.ndim != 1 or not records.flags.c_contiguous:
+        return None
+    return records.view(np.uint8).reshape(records.shape[0], records.dtype.itemsize)
+
+
 class MaskedMultiDiscrete(spaces.MultiDiscrete):
     """``MultiDiscrete`` whose :meth:`sample` also takes the flat concatenated mask
     (``infos[a]["action_mask"]``, length ``sum(nvec)``), as PettingZoo's harnesses pass it."""
@@ -308,6 +315,13 @@ class GridSwarmEnv(ParallelEnv):
         self._sub_end_offsets_s = cfg.grid.physics_dt_s * self._sub_ends
         self._bid_rows = np.empty(n, dtype=BID_DTYPE)
         self._signal_rows = np.empty(n, dtype=SIGNAL_DTYPE)
+        # byte views of the packed signal records: one record is broadcast to all rows and
+        # delivered rows are scattered into the agents' state as raw bytes (the same bytes
+        # as the field-wise copies, several times faster)
+        self._signal_record = np.empty(1, dtype=SIGNAL_DTYPE)
+        self._signal_rows_bytes = _record_bytes(self._signal_rows)
+        self._signal_record_bytes = _record_bytes(self._signal_record)
+        self._sig_bytes = _record_bytes(self._sig)
         self._reserve_duration_s = (max(self.duration_s - sc.event_time_s, cfg.dt_s)
                                     if sc.has_event else cfg.dt_s)
         # fleet flexibility (DESIGN §3): upward is static, downward follows the PV forecast
@@ -400,9 +414,10 @@ class GridSwarmEnv(ParallelEnv):
         price = market.price_signal_unchecked(float(request_mw), self._flexible_mw(request_mw),
                                               floor, cap, min(cap, max(floor, 0.0)))
         freq = float(self.freq_trace_hz[-1])
-        rows = self._signal_rows     # the bus copies published rows: the buffer is reused
-        rows[...] = (round_index, request_mw, price, product, freq, self.last_rocof)
-        self.bus.publish_batch(TOPIC_PRICE, rows, lane=Lane.MARKET, senders=self._to_operator,
+        # the bus copies published rows: the buffer is reused
+        self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof)
+        self._signal_rows_bytes[...] = self._signal_record_bytes
+        self.bus.publish_batch(TOPIC_PRICE, self._signal_rows, lane=Lane.MARKET, senders=self._to_operator,
                                recipients=self._agent_ids, now_s=now_s)
         self.round_price_signal = price
 
@@ -679,12 +694,13 @@ class GridSwarmEnv(ParallelEnv):
                 signed, owners = [signed[g] for g in keep], [owners[g] for g in keep]
             if signed:
                 terms = [c.contract for c in signed]
-                powers = [c.power_mw for c in terms]
+                idx = np.array(owners, dtype=np.intp)
+                powers = np.array([c.power_mw for c in terms], dtype=float)
                 if len(set(owners)) == len(owners):   # one contract per agent: no repeats
-                    mw[owners] += powers
+                    mw[idx] += powers
                 else:
-                    np.add.at(mw, owners, powers)
-                price[owners] = [c.price_per_mwh for c in terms]
+                    np.add.at(mw, idx, powers)
+                price[idx] = np.array([c.price_per_mwh for c in terms], dtype=float)
         self.pending = []
         return mw, price
 
@@ -850,7 +866,11 @@ class GridSwarmEnv(ParallelEnv):
                 newer = rows["round"] >= self.sig_round[r]
                 if np.count_nonzero(newer) < newer.size:
                     r, rows = r[newer], rows[newer]
-                self._sig[r] = rows
+                raw = _record_bytes(rows) if rows.dtype == SIGNAL_DTYPE else None
+                if raw is None:
+                    self._sig[r] = rows
+                else:
+                    self._sig_bytes[r] = raw
                 self.sig_age[r] = 0.0
             con = d.topic(TOPIC_CONTRACTS)
             if len(con.recipients):
@@ -861,9 +881,10 @@ class GridSwarmEnv(ParallelEnv):
                         it for it in items if it[0].contract.product == "reserve")
                 if energy:
                     self.pending.extend(energy)
-                    owners = [o for _, o in energy]
-                    powers = [c.contract.power_mw for c, _ in energy]
-                    if not awarded_any and len(set(owners)) == len(owners):
+                    owner_list = [o for _, o in energy]
+                    owners = np.array(owner_list, dtype=np.intp)
+                    powers = np.array([c.contract.power_mw for c, _ in energy], dtype=float)
+                    if not awarded_any and len(set(owner_list)) == len(owner_list):
                         awarded[owners] += powers   # = sequential += over distinct agents
                     else:
                         np.add.at(awarded, owners, powers)
