@@ -113,9 +113,33 @@ def print_table(result: dict[str, Any]) -> None:
                   f"(environment {t['env_share']:.0%} of the time)")
     if "memory" in result:
         bench_env.print_memory(result["memory"])
+    print_targets(result.get("summary", {}))
     m = result["machine"]
     print(f"{m['cpus']} CPUs, load average {m['load_average']:.2f}, "
           f"run took {m['wall_s']:.0f} s")
+
+
+def print_targets(s: dict[str, Any]) -> None:
+    """The issue's targets, each with its figure and whether this run meets it."""
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    if "hmac_100_agent_steps_per_s" in s:
+        print(f"target >= 300,000 agent-steps/s at 100 agents (hmac): "
+              f"{s['hmac_100_agent_steps_per_s']:,.0f} -> "
+              f"{verdict(s['hmac_100_target_300k_met'])}")
+    for key in sorted((k for k in s if k.endswith("_non_crypto_over_hmac_step")),
+                      key=lambda k: int(k.split("_")[1])):
+        n = key.split("_")[1]
+        ratio = s[key]
+        print(f"target ed25519 step outside crypto <= hmac step ({n} agents): "
+              f"{ratio:.2f}x (crypto {s[f'ed25519_{n}_crypto_share']:.0%} of the ed25519 "
+              f"step) -> {verdict(ratio <= 1.0)}")
+    if "cost_per_agent_step_not_higher_at_scale" in s:
+        per = s["hmac_us_per_agent_step"]
+        figures = ", ".join(f"{n:,}: {us:.1f} us" for n, us in per.items())
+        print(f"target cost per agent-step at scale <= at 100 agents (hmac; {figures}) -> "
+              f"{verdict(s['cost_per_agent_step_not_higher_at_scale'])}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
