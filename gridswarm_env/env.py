@@ -916,7 +916,7 @@ class GridSwarmEnv(ParallelEnv):
         for the six power columns), cast to float32 and clipped to ``±OBS_LIMIT``: the
         same values as computing each column in float64 and storing it as float32.
         """
-        f, sc, cfg, c = self.fleet, self.scenario, self.config, self._const
+        f, sc = self.fleet, self.scenario
         t = self._obs_t     # rows 0-2 (kind one-hot) and 4 (size) are static
         np.divide(f.energy_mwh, f.energy_capacity_mwh, out=t[3], where=self._has_storage)
         t[5] = self._lo

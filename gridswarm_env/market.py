@@ -223,17 +223,6 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     return _result(accepted, clearing, request, direction * offered_abs, consensus, k)
 
 
-def _valid_bids(mask: np.ndarray, power_dir: np.ndarray, price: np.ndarray, floor: float,
-                cap: float) -> np.ndarray:
-    """Bids that count: eligible, finite, in the request's direction, priced in the band."""
-    valid = mask & np.isfinite(power_dir)
-    valid &= np.isfinite(price)
-    valid &= power_dir > 0.0
-    valid &= price >= floor
-    valid &= price <= cap
-    return valid
-
-
 def _result(accepted: np.ndarray, clearing: float, request: float, offered: float,
             consensus: bool, n_accepted: int) -> ClearingResult:
     """Freeze ``accepted`` and build the ``ClearingResult``."""
