@@ -143,8 +143,10 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     :param deadband_mw: requests with ``|request_mw| <= deadband_mw`` clear nothing.
     :param check: validate the arguments (``ValueError`` naming the bad one). The
         environment passes ``False``: its inputs are float64 arrays of one length, a bool
-        mask and validated config values, so the checks cannot fail there. The clearing
-        itself (including ignoring NaN, wrong-direction and out-of-band bids) is the same.
+        mask and validated config values, so the checks cannot fail there. With
+        ``check=True`` NaN/inf bids are ignored; with ``False`` the bids must be finite
+        (the environment's come from finite level tables); wrong-direction and
+        out-of-band bids are ignored either way.
     :return: the ``ClearingResult``.
     """
     if check:
