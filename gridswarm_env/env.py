@@ -174,6 +174,8 @@ class GridSwarmEnv(ParallelEnv):
         self.possible_agents = agent_names(cfg.n_agents, cfg.fleet)
         self.agents: list[str] = []
         self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}
+        # agents are all live until the episode ends (then step() refuses to run)
+        self._live_agent_set = frozenset(self.possible_agents)
         self.n_agents = cfg.n_agents
         self.grid = GridModel(cfg.grid, cfg.dt_s)
         self.n_substeps = self.grid.n_substeps
@@ -532,9 +534,9 @@ class GridSwarmEnv(ParallelEnv):
         nvec = self._act_space.nvec
         allowed = (f"expected 2 integers [power level 0..{nvec[0] - 1}, "
                    f"price level 0..{nvec[1] - 1}]")
-        missing = [a for a in self.agents if a not in actions]
-        unknown = [a for a in actions if a not in self.agent_index]
-        if missing or unknown:
+        if actions.keys() != self._live_agent_set:
+            missing = [a for a in self.agents if a not in actions]
+            unknown = [a for a in actions if a not in self.agent_index]
             raise ValueError(f"actions must name every live agent once: missing {missing[:5]}"
                              f"{' …' if len(missing) > 5 else ''}, unknown {unknown[:5]}")
         try:
@@ -550,10 +552,12 @@ class GridSwarmEnv(ParallelEnv):
                 if not ok:
                     raise ValueError(f"action of {a} = {actions[a]!r}: {allowed}")
             raise ValueError(f"actions could not be read: {allowed}")
-        bad = (~np.isfinite(arr).all(axis=1) | (arr < 0).any(axis=1)
-               | (arr >= nvec[None, :]).any(axis=1))
-        bad[~bad] = (arr[~bad] != np.round(arr[~bad])).any(axis=1)
-        if bad.any():
+        # in range and integer-valued (NaN and ±inf fail the comparisons)
+        ok = arr >= 0
+        ok &= arr < nvec
+        ok &= arr == np.floor(arr)
+        if not ok.all():
+            bad = ~ok.all(axis=1)
             i = int(np.flatnonzero(bad)[0])
             a = self.agents[i]
             raise ValueError(f"action of {a} = {actions[a]!r} is outside the action space: "
