@@ -211,15 +211,19 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     local = np.argsort(keys, kind="stable")
     order = idx[local]
     sizes = offered_dir[local]
-    before = np.cumsum(sizes)
-    before -= sizes
-    # bids k with Σ_{j<k}|P_j| < |request| get min(|P_k|, |request| − Σ_{j<k}|P_j|) > 0,
-    # the rest 0 (``before`` is increasing: the taken bids are a prefix of the order)
-    need = abs(request)
-    k = int(np.searchsorted(before, need, side="left"))
-    take = np.minimum(sizes[:k], np.subtract(need, before[:k]))
-    accepted[order[:k]] = take if direction > 0 else -take
-    clearing = float(price[order[k - 1]])
+    # Σ_{j<k}|P_j| as the exclusive prefix sum (non-decreasing, so the accepted bids
+    # are a prefix of the merit order; cumsum − size is not monotone in floating point)
+    before = np.empty(sizes.size)
+    before[0] = 0.0
+    np.cumsum(sizes[:-1], out=before[1:])
+    # bid k gets min(|P_k|, max(0, |request| − Σ_{j<k}|P_j|))
+    take = np.subtract(abs(request), before, out=before)
+    np.maximum(take, 0.0, out=take)
+    np.minimum(sizes, take, out=take)
+    accepted[order] = take if direction > 0 else -take
+    taken = (take > 0.0).nonzero()[0]
+    k = int(taken.size)
+    clearing = float(price[order[taken[-1]]]) if k else math.nan
     accepted_abs = float(np.add.reduce(take))
     consensus = accepted_abs >= share * abs(request) * (1.0 - _CONSENSUS_RTOL)
     return _result(accepted, clearing, request, direction * offered_abs, consensus, k)

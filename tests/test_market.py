@@ -282,3 +282,19 @@ def test_clearing_properties(book: tuple[float, np.ndarray, np.ndarray, np.ndarr
     if r.n_accepted:
         assert pay.sum() == pytest.approx(r.clearing_price_per_mwh * r.accepted_total_mw / 3600,
                                           rel=1e-9, abs=1e-12)
+
+
+def test_prefix_sums_keep_the_merit_order_with_tiny_bids() -> None:
+    """A denormal-sized bid between two others must not let the next bid in: with
+    ``cumsum − size`` the computed Σ_{j<k} is not monotone and a 5.5e-17 MW sliver of a
+    pricier bid was accepted while a cheaper one stayed out (found by hypothesis)."""
+    power = np.zeros(18)
+    power[6], power[11], power[17] = 1 / 3, 1.86855433e-289, 1.0
+    price = np.zeros(18)
+    price[6] = price[11] = -1.0
+    eligible = np.zeros(18, dtype=bool)
+    eligible[[6, 11, 17]] = True
+    r = clear_market(1 / 3, power, price, eligible)
+    assert r.accepted_mw[17] == 0.0 and r.n_accepted == 1
+    assert r.clearing_price_per_mwh == -1.0
+    assert r.accepted_mw[6] == pytest.approx(1 / 3)
