@@ -76,9 +76,6 @@ from gridswarm_env.bus import AgentMessageBus, Lane
 from gridswarm_env.config import EnvConfig, check_choice
 from gridswarm_env.dispatch import execute
 from gridswarm_env.fleet import (
-    KIND_BATTERY,
-    KIND_EV,
-    KIND_SOLAR,
     agent_names,
     apply_energy,
     baseline_mw,
@@ -86,7 +83,6 @@ from gridswarm_env.fleet import (
     depart_evs,
     energy_change_mwh,
     fast_clip,
-    kind_selector,
     update_solar,
 )
 from gridswarm_env.grid import GridModel
@@ -356,7 +352,7 @@ class GridSwarmEnv(ParallelEnv):
         self._mask_price = self._mask_buf[:, n_power:]
         self._h = cfg.dt_s / 3600.0
         # kinds are contiguous (fleets are built sorted by kind): slices, written in place
-        sel = tuple(kind_selector(f.kind, k) for k in (KIND_BATTERY, KIND_SOLAR, KIND_EV))
+        sel = (c.battery, c.solar, c.ev)
         if not all(isinstance(x, slice) for x in sel):
             raise RuntimeError("fleet agents must be grouped by kind (build_fleet sorts them)")
         self._kind_sel = sel
