@@ -24,7 +24,6 @@ if __package__ in (None, ""):
 
 from gridswarm_env.env import GridSwarmEnv  # noqa: E402
 from gridswarm_env.metrics import json_safe  # noqa: E402
-from gridswarm_env.trust import Adversary  # noqa: E402,F401
 from policies import make_policy  # noqa: E402
 
 PATH = Path(__file__).parent / "data" / "golden_trajectories.json"
