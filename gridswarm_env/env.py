@@ -115,6 +115,18 @@ SIGNAL_DTYPE = np.dtype([("round", np.int32), ("request_mw", np.float64),
 EMERGENCY_DTYPE = np.dtype([("event_s", np.float64), ("lost_mw", np.float64)])
 
 
+def _add_by_owner(target: np.ndarray, owners: list[int], values: list[float]) -> np.ndarray:
+    """``target[owners[i]] += values[i]`` in order (``np.add.at``); one fancy ``+=`` when
+    the owners are distinct (the same result, faster). Returns the owners as an array."""
+    idx = np.array(owners, dtype=np.intp)
+    vals = np.array(values, dtype=float)
+    if len(set(owners)) == len(owners):
+        target[idx] += vals
+    else:
+        np.add.at(target, idx, vals)
+    return idx
+
+
 def _record_bytes(records: np.ndarray) -> np.ndarray | None:
     """``(n, itemsize)`` uint8 view of a C-contiguous 1-D record array (None otherwise)."""
     if records.ndim != 1 or not records.flags.c_contiguous:
@@ -340,6 +352,8 @@ class GridSwarmEnv(ParallelEnv):
         obs_t[4] = f.rated_power_mw / kind_mean[f.kind]
         self._obs_t = obs_t
         self._price_band = sc.price_cap_per_mwh - sc.price_floor_per_mwh
+        self._neutral_price = market.neutral_price_per_mwh(sc.price_floor_per_mwh,
+                                                           sc.price_cap_per_mwh)
         # rows 12-18 of the observation: request, price, product, emergency, frequency,
         # RoCoF, signal age -> (x - offset) / scale
         self._sig_offset = np.array([0.0, sc.price_floor_per_mwh, 0.0, 0.0,
@@ -408,9 +422,9 @@ class GridSwarmEnv(ParallelEnv):
 
     def _announce(self, round_index: int, request_mw: float, product: int, now_s: float) -> None:
         sc = self.scenario
-        floor, cap = sc.price_floor_per_mwh, sc.price_cap_per_mwh   # validated, finite
         price = market.price_signal_unchecked(float(request_mw), self._flexible_mw(request_mw),
-                                              floor, cap, min(cap, max(floor, 0.0)))
+                                              sc.price_floor_per_mwh, sc.price_cap_per_mwh,
+                                              self._neutral_price)
         freq = float(self.freq_trace_hz[-1])
         # the bus copies published rows: the buffer is reused
         self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof)
@@ -694,12 +708,7 @@ class GridSwarmEnv(ParallelEnv):
                 signed, owners = [signed[g] for g in keep], [owners[g] for g in keep]
             if signed:
                 terms = [c.contract for c in signed]
-                idx = np.array(owners, dtype=np.intp)
-                powers = np.array([c.power_mw for c in terms], dtype=float)
-                if len(set(owners)) == len(owners):   # one contract per agent: no repeats
-                    mw[idx] += powers
-                else:
-                    np.add.at(mw, idx, powers)
+                idx = _add_by_owner(mw, owners, [c.power_mw for c in terms])
                 price[idx] = np.array([c.price_per_mwh for c in terms], dtype=float)
         self.pending = []
         return mw, price
@@ -856,7 +865,6 @@ class GridSwarmEnv(ParallelEnv):
         """What each agent learned from the messages delivered this step."""
         self.sig_age += 1.0
         awarded = np.zeros(self.n_agents)
-        awarded_any = False
         refs = self._contract_refs
         for d in deliveries:
             sig = d.topic(TOPIC_PRICE)
@@ -881,14 +889,8 @@ class GridSwarmEnv(ParallelEnv):
                         it for it in items if it[0].contract.product == "reserve")
                 if energy:
                     self.pending.extend(energy)
-                    owner_list = [o for _, o in energy]
-                    owners = np.array(owner_list, dtype=np.intp)
-                    powers = np.array([c.contract.power_mw for c, _ in energy], dtype=float)
-                    if not awarded_any and len(set(owner_list)) == len(owner_list):
-                        awarded[owners] += powers   # = sequential += over distinct agents
-                    else:
-                        np.add.at(awarded, owners, powers)
-                    awarded_any = True
+                    _add_by_owner(awarded, [o for _, o in energy],
+                                  [c.contract.power_mw for c, _ in energy])
         self.awarded_next = awarded
 
     # ------------------------------------------------------------------ kernel and observations

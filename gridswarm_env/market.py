@@ -56,6 +56,7 @@ import numpy as np
 __all__ = [
     "ClearingResult",
     "clear_market",
+    "neutral_price_per_mwh",
     "price_signal_per_mwh",
     "price_signal_unchecked",
     "settlement",
@@ -300,12 +301,17 @@ def price_signal_per_mwh(request_mw: float, flexible_capacity_mw: float,
                         f"a finite number >= price_floor_per_mwh={floor!r}",
                         ok=float(price_cap_per_mwh) >= floor)
     if reference_price_per_mwh is None:
-        ref = min(cap, max(floor, 0.0))
+        ref = neutral_price_per_mwh(floor, cap)
     else:
         ref = _check_finite("reference_price_per_mwh", reference_price_per_mwh,
                             f"a finite number in [{floor!r}, {cap!r}]",
                             ok=floor <= float(reference_price_per_mwh) <= cap)
     return price_signal_unchecked(request, flex, floor, cap, ref)
+
+
+def neutral_price_per_mwh(floor: float, cap: float) -> float:
+    """The signal price at zero request: 0 $/MWh clipped into ``[floor, cap]``."""
+    return min(cap, max(floor, 0.0))
 
 
 def price_signal_unchecked(request: float, flex: float, floor: float, cap: float,
