@@ -71,6 +71,10 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
             # paired (alternating repeats) when measured so, else from the two rows
             s[f"ed25519_{n}_non_crypto_over_hmac_step"] = ed.get(
                 "non_crypto_over_hmac_step", ed["non_crypto_s_per_step"] / hm["env_s_per_step"])
+            if "non_crypto_over_padded" in ed:   # the control (bench_env.PaddedCalls)
+                s[f"ed25519_{n}_padded_control_over_hmac_step"] = ed[
+                    "padded_non_crypto_over_hmac_step"]
+                s[f"ed25519_{n}_non_crypto_over_padded_control"] = ed["non_crypto_over_padded"]
     per_agent = {n: rows[(n, "hmac", "arrays")]["env_us_per_agent_step"]
                  for n in sorted({k[0] for k in rows}) if (n, "hmac", "arrays") in rows}
     if len(per_agent) > 1:
@@ -136,6 +140,11 @@ def print_targets(s: dict[str, Any]) -> None:
         print(f"target ed25519 step outside crypto <= hmac step ({n} agents): "
               f"{ratio:.2f}x (crypto {s[f'ed25519_{n}_crypto_share']:.0%} of the ed25519 "
               f"step) -> {verdict(ratio <= 1.0)}")
+        if f"ed25519_{n}_padded_control_over_hmac_step" in s:
+            print(f"  control: hmac with each sign/verify padded to an Ed25519 call's length: "
+                  f"outside the calls {s[f'ed25519_{n}_padded_control_over_hmac_step']:.2f}x "
+                  f"the hmac step; ed25519 outside crypto = "
+                  f"{s[f'ed25519_{n}_non_crypto_over_padded_control']:.2f}x the control")
     if "cost_per_agent_step_not_higher_at_scale" in s:
         per = s["hmac_us_per_agent_step"]
         figures = ", ".join(f"{n:,}: {us:.1f} us" for n, us in per.items())

@@ -20,6 +20,12 @@ What is measured
   the rest of the step, to compare with the whole HMAC step. The hmac and ed25519
   repeats of an agent count alternate, and ``non_crypto_over_hmac_step`` is the median
   of that comparison over the pairs (the VM's speed drifts between rows).
+* **Control for that comparison** (``padded_*`` on the ed25519 row) — the hmac step again,
+  with every sign and verify call padded by a busy wait to the length of an Ed25519
+  call (:class:`PaddedCalls`): same code, same data, same time structure, no Ed25519.
+  On the development VM its time outside the calls rises as much as the ed25519
+  step's does: long calls leave the caches and predictors cold for the Python that
+  follows, whatever runs inside them.
 * **Emergency latency** — one full ``emergency`` episode at 10 000 agents;
   ``emergency_response_latency_ms`` must stay within 100 ms of simulated time.
 * **Memory** — in fresh subprocesses: the peak resident set size
@@ -74,34 +80,81 @@ class CryptoTimer:
 
     Replaces the registry's per-identity signer and verifier callables by timed wrappers
     (benchmark only; the timer adds ~0.2 µs per call, negligible next to Ed25519's
-    ~40-120 µs, about 20 % of an HMAC call).
+    ~40-120 µs, about 20 % of an HMAC call). ``seconds``/``calls`` cover both kinds;
+    ``sign_seconds``/``sign_calls`` and ``verify_seconds``/``verify_calls`` each kind.
 
     :param registry: the environment's :class:`~gridswarm_env.trust.IdentityRegistry`.
     """
 
     def __init__(self, registry: Any) -> None:
-        self.seconds = 0.0
-        self.calls = 0
-        registry._signers = tuple(self._timed(f) for f in registry._signers)
-        registry._verifiers = tuple(self._timed(f) for f in registry._verifiers)
+        self.sign_seconds = self.verify_seconds = 0.0
+        self.sign_calls = self.verify_calls = 0
+        registry._signers = tuple(self._timed(f, "sign") for f in registry._signers)
+        registry._verifiers = tuple(self._timed(f, "verify") for f in registry._verifiers)
 
-    def _timed(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    @property
+    def seconds(self) -> float:
+        return self.sign_seconds + self.verify_seconds
+
+    @property
+    def calls(self) -> int:
+        return self.sign_calls + self.verify_calls
+
+    def _timed(self, func: Callable[..., Any], kind: str) -> Callable[..., Any]:
         clock = time.perf_counter
+        seconds, calls = f"{kind}_seconds", f"{kind}_calls"
 
         def timed(*args: Any) -> Any:
             t0 = clock()
             try:
                 return func(*args)
             finally:
-                self.seconds += clock() - t0
-                self.calls += 1
+                setattr(self, seconds, getattr(self, seconds) + clock() - t0)
+                setattr(self, calls, getattr(self, calls) + 1)
 
         return timed
+
+
+class PaddedCalls:
+    """The control for the ed25519 comparison: each sign and verify call of an hmac
+    registry is padded with a busy wait until it has lasted as long as an Ed25519 call.
+
+    The step then runs the same code on the same data as in hmac mode, with the same
+    time structure as in ed25519 mode (the same number of calls, each as long), but no
+    Ed25519. If its time outside the calls matches the ed25519 step's, the difference
+    between the ed25519 step outside cryptography and the hmac step is the machine's
+    reaction to long calls (caches and predictors going cold while they run), not
+    Ed25519 and not the environment. Install it before :class:`CryptoTimer`, so that
+    the timer counts the padding as call time.
+
+    :param registry: an hmac-mode :class:`~gridswarm_env.trust.IdentityRegistry`.
+    :param sign_s: duration of one padded signing call, s.
+    :param verify_s: duration of one padded verification call, s.
+    """
+
+    def __init__(self, registry: Any, sign_s: float, verify_s: float) -> None:
+        registry._signers = tuple(self._padded(f, sign_s) for f in registry._signers)
+        registry._verifiers = tuple(self._padded(f, verify_s) for f in registry._verifiers)
+
+    @staticmethod
+    def _padded(func: Callable[..., Any], duration_s: float) -> Callable[..., Any]:
+        clock = time.perf_counter
+
+        def padded(*args: Any) -> Any:
+            end = clock() + duration_s
+            try:
+                return func(*args)
+            finally:
+                while clock() < end:
+                    pass
+
+        return padded
 
 
 def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_spike",
                 steps: int = 100, repeats: int = 3, api: str = "arrays",
                 policy: str = "heuristic", crypto: bool = False,
+                pad_calls_s: tuple[float, float] | None = None,
                 warmup: int = WARMUP_STEPS, seed: int = SEED) -> dict[str, Any]:
     """Median per-step env and policy time over ``repeats`` runs of ``steps`` steps.
 
@@ -113,12 +166,16 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
     :param api: ``"arrays"`` (``raw.step_arrays``) or ``"dict"`` (``env.step(dict)``).
     :param policy: policy name for :func:`policies.make_policy`.
     :param crypto: time signing and verification (:class:`CryptoTimer`).
+    :param pad_calls_s: ``(sign_s, verify_s)``: pad every sign and verify call to these
+        durations (:class:`PaddedCalls`, the control of the ed25519 comparison).
     :param warmup: untimed steps after each reset.
     :param seed: environment seed (the same trajectory every repeat).
     :return: the row (see the module docstring); rates are per wall-clock second.
     """
     env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=seed)
     pol = make_policy(policy)
+    if pad_calls_s is not None:
+        PaddedCalls(env.registry, *pad_calls_s)
     timer = CryptoTimer(env.registry) if crypto else None
     names = env.possible_agents
     env_s, env_cpu_s, pol_s, crypto_s, contracts = [], [], [], [], []
@@ -179,26 +236,49 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
     if timer is not None:
         c = statistics.median(crypto_s)
         row.update(crypto_s_per_step=c, crypto_share=c / env_step,
-                   non_crypto_s_per_step=env_step - c)
+                   non_crypto_s_per_step=env_step - c,
+                   sign_call_s=timer.sign_seconds / max(timer.sign_calls, 1),
+                   verify_call_s=timer.verify_seconds / max(timer.verify_calls, 1))
     return row
 
 
-def paired_rows(n_agents: int, *, steps: int, repeats: int) -> list[dict[str, Any]]:
+def paired_rows(n_agents: int, *, steps: int, repeats: int,
+                control: bool = True) -> list[dict[str, Any]]:
     """The hmac and ed25519 rows of ``n_agents``, their repeats alternating (hmac, ed25519,
-    hmac, ...) so that both modes see the same machine conditions.
+    padded hmac, hmac, ...) so that every mode sees the same machine conditions.
 
-    The ed25519 row also gets ``non_crypto_over_hmac_step``: the median over the pairs
-    of (ed25519 step − its signing and verification) / (hmac step of the same pair) —
-    the issue's comparison, robust to the machine speeding up or slowing down between
-    rows.
+    The ed25519 row also gets, as medians over the repeats:
+
+    * ``non_crypto_over_hmac_step`` — (ed25519 step − its signing and verification) /
+      (hmac step of the same repeat): the issue's comparison;
+    * the control (:class:`PaddedCalls`): the hmac step with every sign and verify call
+      padded to the mean Ed25519 call of the same repeat.
+      ``padded_non_crypto_s_per_step`` is its time outside the calls,
+      ``padded_non_crypto_over_hmac_step`` that over the hmac step, and
+      ``non_crypto_over_padded`` the ed25519 step's time outside cryptography over it
+      (≈ 1 when Ed25519 itself adds nothing outside its calls).
+
+    :param control: also run the padded control (a third run per repeat).
     """
-    pairs = [(measure_env(n_agents, "hmac", steps=steps, repeats=1),
-              measure_env(n_agents, "ed25519", steps=steps, repeats=1, crypto=True))
-             for _ in range(repeats)]
-    hm = _median_row([h for h, _ in pairs])
-    ed = _median_row([e for _, e in pairs])
+    triples = []
+    for _ in range(repeats):
+        h = measure_env(n_agents, "hmac", steps=steps, repeats=1)
+        e = measure_env(n_agents, "ed25519", steps=steps, repeats=1, crypto=True)
+        c = measure_env(n_agents, "hmac", steps=steps, repeats=1, crypto=True,
+                        pad_calls_s=(e["sign_call_s"], e["verify_call_s"])) if control else None
+        triples.append((h, e, c))
+    hm = _median_row([h for h, _, _ in triples])
+    ed = _median_row([e for _, e, _ in triples])
     ed["non_crypto_over_hmac_step"] = statistics.median(
-        e["non_crypto_s_per_step"] / h["env_s_per_step"] for h, e in pairs)
+        e["non_crypto_s_per_step"] / h["env_s_per_step"] for h, e, _ in triples)
+    if not control:
+        return [hm, ed]
+    ed["padded_non_crypto_s_per_step"] = statistics.median(
+        c["non_crypto_s_per_step"] for _, _, c in triples)
+    ed["padded_non_crypto_over_hmac_step"] = statistics.median(
+        c["non_crypto_s_per_step"] / h["env_s_per_step"] for h, _, c in triples)
+    ed["non_crypto_over_padded"] = statistics.median(
+        e["non_crypto_s_per_step"] / c["non_crypto_s_per_step"] for _, e, c in triples)
     return [hm, ed]
 
 
@@ -372,7 +452,10 @@ def run(quick: bool = False, agents: tuple[int, ...] = AGENT_COUNTS,
     rows = []
     for n in agents:
         steps, repeats = _budget(n, "hmac", quick)
-        rows.extend(paired_rows(n, steps=steps, repeats=repeats))
+        # the padded control of the ed25519 comparison; --quick skips it at 10 000 agents
+        # (another ~10 s) to stay under a minute
+        rows.extend(paired_rows(n, steps=steps, repeats=repeats,
+                                control=not (quick and n >= 10_000)))
         if n == 100:
             steps, repeats = _budget(n, "hmac", quick)
             rows.append(measure_env(n, "hmac", steps=steps, repeats=repeats, api="dict"))
