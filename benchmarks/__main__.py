@@ -106,8 +106,10 @@ def print_table(result: dict[str, Any]) -> None:
               f"{b['batch_msgs_per_s']:,.0f} msgs/s batch")
     if "trust" in result:
         t = result["trust"]
-        print(f"trust: ed25519 pipeline {t['pipeline_contracts_per_s']:,.0f} contracts/s vs raw "
-              f"bound {t['raw_bound_contracts_per_s']:,.0f} ({t['ratio']:.0%}); hmac pipeline "
+        print(f"trust: ed25519 ({t['ed25519_backend']}) pipeline "
+              f"{t['pipeline_contracts_per_s']:,.0f} contracts/s vs raw "
+              f"bound {t['raw_bound_contracts_per_s']:,.0f} ({t['ratio']:.0%}; OpenSSL raw bound "
+              f"{t['openssl_raw_bound_contracts_per_s']:,.0f}); hmac pipeline "
               f"{t['hmac_pipeline_contracts_per_s']:,.0f} contracts/s")
     if "train" in result:
         t = result["train"]

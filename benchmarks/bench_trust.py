@@ -6,7 +6,9 @@ nonces, agent signature, operator countersignature, counters) followed by
 window, replay memory, counters), in rounds of ``n_agents`` awards.
 
 Raw bound = exactly 2 signs + 2 verifies per contract on the same canonical bytes
-with the same keys, nothing else: ``cryptography``'s Ed25519 for ``"ed25519"``;
+with the same keys, nothing else: for ``"ed25519"`` the library the registry uses
+(libsodium through PyNaCl's bindings, called directly; ``cryptography`` when it is the
+registry's backend), with ``cryptography``'s (OpenSSL) bound reported beside it;
 for ``"hmac"`` both the stdlib ``hmac.digest`` (+ ``hmac.compare_digest``) bound
 and the bound of the precomputed-pad HMAC the registry uses. Every verification
 recomputes the signatures with the keys.
@@ -25,6 +27,7 @@ import argparse
 import hmac
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -55,6 +58,18 @@ def _raw_sign_verify(signers: list[Callable], verifiers: list[Callable]) -> Raw:
             op_verify(s2, m)
 
     return raw
+
+
+def _raw_ed25519_sodium(registry: IdentityRegistry) -> Raw:
+    """The raw bound with libsodium's Ed25519 (PyNaCl bindings, no wrapper) and the
+    registry's (derived) keys."""
+    from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+
+    pairs = [crypto_sign_seed_keypair(derive_key_bytes(SEED, a, "ed25519"))
+             for a in registry.identities]
+    signers = [lambda m, sk=sk: crypto_sign(m, sk)[:64] for _, sk in pairs]
+    verifiers = [lambda sig, m, pk=pk: crypto_sign_open(sig + m, pk) for pk, _ in pairs]
+    return _raw_sign_verify(signers, verifiers)
 
 
 def _raw_ed25519(registry: IdentityRegistry) -> Raw:
@@ -137,19 +152,20 @@ def _measure(
     return out
 
 
-def run(quick: bool = False, n_agents: int = 100) -> dict[str, float]:
+def run(quick: bool = False, n_agents: int = 100) -> dict[str, Any]:
     """Measure both trust modes; return contracts/s figures and ratios.
 
     :param quick: fewer rounds (a few seconds in total).
     :param n_agents: agents per round (one contract each).
     :return: ``pipeline_contracts_per_s``, ``raw_bound_contracts_per_s``, ``ratio``
-        (Ed25519), ``hmac_pipeline_contracts_per_s``, ``hmac_raw_bound_contracts_per_s``
+        (Ed25519, with the registry's ``ed25519_backend``; the OpenSSL bound as
+        ``openssl_raw_bound_contracts_per_s``), ``hmac_pipeline_contracts_per_s``, ``hmac_raw_bound_contracts_per_s``
         (stdlib ``hmac.digest``), ``hmac_ratio``, the precomputed-pad HMAC bound and
         ratio, pipeline rates with a head-only audit log and the registry build time.
     """
     ed_rounds, hmac_rounds = (12, 60) if quick else (80, 600)
     agents = [f"der_{i}" for i in range(n_agents)]
-    out: dict[str, float] = {"n_agents": float(n_agents)}
+    out: dict[str, Any] = {"n_agents": float(n_agents)}
 
     t0 = time.perf_counter()
     ed = IdentityRegistry(agents, mode="ed25519", seed=SEED)
@@ -158,11 +174,19 @@ def run(quick: bool = False, n_agents: int = 100) -> dict[str, float]:
     hm = IdentityRegistry(agents, mode="hmac", seed=SEED)
     out["hmac_registry_build_ms_per_identity"] = (time.perf_counter() - t0) * 1e3 / len(hm)
 
-    m = _measure(ed, ed_rounds, {"raw": _raw_ed25519(ed)})
+    sodium = ed.ed25519_backend == "libsodium"
+    raws = {"raw": _raw_ed25519_sodium(ed) if sodium else _raw_ed25519(ed)}
+    if sodium:
+        raws["openssl"] = _raw_ed25519(ed)
+    m = _measure(ed, ed_rounds, raws)
+    out["ed25519_backend"] = ed.ed25519_backend
     out["pipeline_contracts_per_s"] = n_agents / m["pipeline_s_per_round"]
     out["pipeline_with_audit_contracts_per_s"] = n_agents / m["audit_s_per_round"]
     out["raw_bound_contracts_per_s"] = n_agents / m["raw_s_per_round"]
     out["ratio"] = m["raw_ratio"]
+    # the bound with cryptography's OpenSSL Ed25519 (the backend before libsodium)
+    out["openssl_raw_bound_contracts_per_s"] = n_agents / m[
+        "openssl_s_per_round" if sodium else "raw_s_per_round"]
 
     m = _measure(hm, hmac_rounds, {"raw": _raw_hmac_stdlib(hm), "pre": _raw_hmac_precomputed(hm)})
     out["hmac_pipeline_contracts_per_s"] = n_agents / m["pipeline_s_per_round"]
@@ -174,7 +198,7 @@ def run(quick: bool = False, n_agents: int = 100) -> dict[str, float]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the table.
 
     :param argv: arguments (default ``sys.argv[1:]``).
@@ -191,8 +215,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"{'mode':<10}{'pipeline/s':>14}{'+audit/s':>12}{'raw bound/s':>14}{'ratio':>8}")
     print(
         f"{'ed25519':<10}{r['pipeline_contracts_per_s']:>14,.0f}{r['pipeline_with_audit_contracts_per_s']:>12,.0f}"
-        f"{r['raw_bound_contracts_per_s']:>14,.0f}{r['ratio']:>8.2f}"
+        f"{r['raw_bound_contracts_per_s']:>14,.0f}{r['ratio']:>8.2f}   "
+        f"(raw = {r['ed25519_backend']})"
     )
+    if r["ed25519_backend"] != "cryptography":
+        print(f"{'ed25519':<10}{'':>14}{'':>12}{r['openssl_raw_bound_contracts_per_s']:>14,.0f}"
+              f"{'':>8}   (raw = cryptography / OpenSSL, for reference)")
     print(
         f"{'hmac':<10}{r['hmac_pipeline_contracts_per_s']:>14,.0f}{r['hmac_pipeline_with_audit_contracts_per_s']:>12,.0f}"
         f"{r['hmac_raw_bound_contracts_per_s']:>14,.0f}{r['hmac_ratio']:>8.2f}   (raw = stdlib hmac.digest)"

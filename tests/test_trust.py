@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridswarm_env.trust import (
+    ED25519_BACKENDS,
     PRODUCTS,
     TRUST_MODES,
     Adversary,
@@ -31,6 +32,7 @@ from gridswarm_env.trust import (
     RejectReason,
     SignedContract,
     UnknownIdentityError,
+    default_ed25519_backend,
     derive_key_bytes,
     signature_length,
     verify_audit_file,
@@ -159,8 +161,10 @@ class TestIdentityRegistry:
                 ).derive(str(SEED).encode())
                 assert derive_key_bytes(SEED, identity, mode) == reference
 
-    def test_ed25519_keys_are_the_derived_keys(self):
-        registry = IdentityRegistry(AGENTS, seed=SEED)
+    @pytest.mark.parametrize("backend", ED25519_BACKENDS)
+    def test_ed25519_keys_are_the_derived_keys(self, backend):
+        registry = IdentityRegistry(AGENTS, seed=SEED, ed25519_backend=backend)
+        assert registry.ed25519_backend == backend
         for identity in registry.identities:
             private = Ed25519PrivateKey.from_private_bytes(
                 derive_key_bytes(SEED, identity, "ed25519")
@@ -172,6 +176,50 @@ class TestIdentityRegistry:
             Ed25519PublicKey.from_public_bytes(registry.public_key_bytes(identity)).verify(
                 registry.sign(identity, message), message
             )
+
+    def test_ed25519_backends_are_interchangeable(self):
+        # libsodium is the default (PyNaCl is a dependency); both libraries give the same
+        # public keys and signature bytes and accept each other's signatures
+        assert default_ed25519_backend() == "libsodium"
+        assert IdentityRegistry(AGENTS, seed=SEED).ed25519_backend == "libsodium"
+        assert IdentityRegistry(AGENTS, mode="hmac", seed=SEED).ed25519_backend is None
+        sodium, openssl = (IdentityRegistry(AGENTS, seed=SEED, ed25519_backend=b)
+                           for b in ED25519_BACKENDS)
+        for identity in sodium.identities:
+            assert sodium.public_key_bytes(identity) == openssl.public_key_bytes(identity)
+            for message in (b"", identity.encode(), bytes(range(256)) * 3):
+                sig = sodium.sign(identity, message)
+                assert sig == openssl.sign(identity, message)
+                assert sodium.verify_signature(identity, message, sig)
+                assert openssl.verify_signature(identity, message, sig)
+                flipped = bytes([sig[0] ^ 1]) + sig[1:]
+                for registry in (sodium, openssl):
+                    assert not registry.verify_signature(identity, message, flipped)
+                    assert not registry.verify_signature(identity, message + b"!", sig)
+                    assert not registry.verify_signature(identity, message, sig[:-1])
+                    assert not registry.verify_signature(identity, message, sig.hex())
+
+    def test_ledger_verdicts_do_not_depend_on_the_backend(self):
+        verdicts = []
+        for backend in ED25519_BACKENDS:
+            registry = IdentityRegistry(AGENTS, seed=SEED, ed25519_backend=backend)
+            ledger = ContractLedger(registry, rng=7)
+            signed = issue_round(ledger)
+            attacks = Adversary(mode="ed25519", rng=4).attacks(
+                signed[0], now_s=10.5, other_agent="der_1", tolerance_s=0.05)
+            valid, reasons = ledger.verify_batch(signed, 10.5)
+            assert valid.all()
+            verdicts.append((
+                [(s.agent_signature, s.operator_signature) for s in signed],
+                [ledger.verify(a.signed, a.now_s, expected_agent=a.expected_agent)
+                 for a in attacks],
+            ))
+        assert verdicts[0] == verdicts[1]
+        assert all(r is not None for r in verdicts[0][1])   # every attack rejected
+
+    def test_unknown_backend_is_a_clear_error(self):
+        with pytest.raises(ValueError, match=r"ed25519_backend='nacl'.*libsodium, cryptography"):
+            IdentityRegistry(AGENTS, seed=SEED, ed25519_backend="nacl")
 
     def test_hmac_tags_match_stdlib_hmac(self):
         registry = IdentityRegistry(AGENTS, mode="hmac", seed=SEED)
