@@ -200,6 +200,7 @@ class GridSwarmEnv(ParallelEnv):
         self.registry = IdentityRegistry(self.possible_agents, mode=cfg.trust, seed=seed)
         # one audit chain for the env's lifetime when streamed to a file; otherwise a new
         # in-memory chain per episode (bounded memory)
+        self._sealed_entries = 0   # audit entries covered by the last signed head
         self.audit_log = AuditLog(cfg.audit_path, keep_entries=cfg.audit_keep_entries,
                                   max_entries_in_memory=AUDIT_ENTRIES_IN_MEMORY)
         self._episode = -1
@@ -524,7 +525,7 @@ class GridSwarmEnv(ParallelEnv):
         }
         if truncated:
             self.agents = []
-            self.audit_log.flush()
+            self._seal_audit()
         if self.render_mode == "human":
             self.render()
         if not as_dicts:
@@ -1033,5 +1034,30 @@ class GridSwarmEnv(ParallelEnv):
                 + (" [SHADOW]" if self.config.shadow else ""))
 
     def close(self) -> None:
-        self.audit_log.flush()
+        """Sign the audit file's head (see :meth:`_seal_audit`) and flush it."""
+        self._seal_audit()
+
+    def _seal_audit(self) -> None:
+        """End a streamed audit chain with the operator's signed head; flush the file.
+
+        With ``audit_path`` set and Ed25519 identities, the chain gets a ``head_signed``
+        entry at the end of every episode and at :meth:`close` (when entries were
+        written since the last one), so ``python -m gridswarm_env.audit verify FILE
+        --public-key HEX`` (the operator's key, :meth:`operator_public_key_hex`) can
+        also detect a cut tail or a rewritten suffix from the file alone. HMAC keys are
+        secret, so an hmac-mode file has no head a third party could check.
+        """
+        log = self.audit_log
+        if (self.config.audit_path is not None and self.config.trust == "ed25519"
+                and log.n_entries > self._sealed_entries):
+            log.sign_head(self.registry)
+            self._sealed_entries = log.n_entries
+        log.flush()
+
+    def operator_public_key_hex(self) -> str | None:
+        """The operator's raw Ed25519 public key (64 hex digits) that signs contracts and
+        audit heads; ``None`` in hmac mode (symmetric keys have no public half)."""
+        if self.config.trust != "ed25519":
+            return None
+        return self.registry.public_key_bytes(self.registry.operator_id).hex()
 

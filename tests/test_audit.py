@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gridswarm_env.audit import format_verdict, main
+from gridswarm_env.audit import EXIT_BROKEN, EXIT_OK, format_verdict, main
 from gridswarm_env.trust import (
     AUDIT_PROBLEMS,
     GENESIS_HASH,
@@ -520,3 +520,57 @@ def test_format_verdict():
         False, 4, "removed", "removed at entry 4: entries 4..5 are missing", 4, "cd"
     )
     assert format_verdict(broken) == "BROKEN at entry 4: removed (entries 4..5 are missing)"
+
+
+# --------------------------------------------------------------------------- env-written files
+
+
+def _run_env_episode(path: Path, trust: str):
+    import gridswarm_env
+    from policies import make_policy
+
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=12, trust=trust,
+                                     audit_path=str(path))
+    raw = env.unwrapped
+    env.reset(seed=3)
+    policy = make_policy("heuristic")
+    policy.reset(raw, seed=3)
+    for _ in range(25):
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+    env.close()
+    return raw
+
+
+def test_env_file_ends_with_a_signed_head_that_catches_a_cut_tail(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    raw = _run_env_episode(path, "ed25519")
+    key = raw.operator_public_key_hex()
+    assert key == raw.registry.public_key_bytes("operator").hex()
+    entries = read(path)
+    assert entries[-1]["kind"] == "head_signed"
+    assert entries[-1]["fields"]["covered_entries"] == len(entries) - 1
+    assert main(["verify", str(path), "--public-key", key]) == EXIT_OK
+    # closing again writes no second head (nothing new to cover)
+    raw.close()
+    assert len(read(path)) == len(entries)
+    # a tail cut at an entry boundary: the chain alone looks intact, the key catches it
+    write(path, entries[:-2])
+    assert verdict(path) == (True, None, None)
+    assert main(["verify", str(path), "--public-key", key]) == EXIT_BROKEN
+    assert verdict(path, public_key=bytes.fromhex(key))[2] == "truncated"
+    # a rewritten suffix (hashes recomputed) breaks the signature over the head
+    entries = entries[:]
+    entries[-2]["fields"]["count"] = 0
+    rehash_from(entries, len(entries) - 2)
+    write(path, entries)
+    assert verdict(path, public_key=bytes.fromhex(key))[:1] == (False,)
+    assert verdict(path, public_key=bytes.fromhex(key))[2] == "altered"
+
+
+def test_hmac_env_files_have_no_signed_head(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    raw = _run_env_episode(path, "hmac")
+    assert raw.operator_public_key_hex() is None
+    assert all(e["kind"] != "head_signed" for e in read(path))
+    assert main(["verify", str(path)]) == EXIT_OK
