@@ -1491,6 +1491,12 @@ class AgentMessageBus:
         """Messages currently queued on ``lane`` (not yet delivered or dropped)."""
         return self._queues[lane if lane.__class__ is Lane else _as_lane(lane)].depth
 
+    def dropped_count(self, lane: Lane) -> int:
+        """Messages dropped on ``lane`` so far (refused past ``queue_limit``, or telemetry
+        head drops). A publisher compares it before and after a :meth:`publish_batch` on
+        a tail-drop lane: the batch's last ``after − before`` messages were refused."""
+        return self._queues[lane if lane.__class__ is Lane else _as_lane(lane)].dropped
+
     def backpressure(self, lane: Lane) -> bool:
         """Whether ``lane``'s queue depth currently exceeds its high-water mark."""
         lane = _as_lane(lane)

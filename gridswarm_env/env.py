@@ -267,7 +267,8 @@ class GridSwarmEnv(ParallelEnv):
         self.awarded_next = z.copy()         # contracted balancing power, next window
         self.pending: list = []              # (signed energy contract, owner) for next window
         self.reserve_contracts: list = []    # (signed reserve contract, owner), standing
-        self.reserve_awarded_mw = z.copy()   # reserve awarded per agent
+        self.reserve_awarded_mw = z.copy()   # reserve awarded per agent (operator's books)
+        self.reserve_held_mw = z.copy()      # reserve under contracts received and authenticated
         self.reserve_mw = z.copy()           # reserve verified and activated per agent
         self.reserve_price = z.copy()
         self.activation_s = np.full(n, np.inf)
@@ -278,6 +279,8 @@ class GridSwarmEnv(ParallelEnv):
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
         self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
         self._next_ref = 0
+        self._arrived: list = []   # contracts delivered this step: (signed, owner), in order
+        self.contracts_lost = 0    # contracts the bus refused (CONTROL lane full)
         self.stale_bids = 0
         # what agents know (from delivered messages)
         # the last price signal each agent received: one record per agent (one fancy
@@ -487,6 +490,7 @@ class GridSwarmEnv(ParallelEnv):
         self.round_request_mw, self.round_product = self._operator_request(self.round_index)
         self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
         d2 = self.bus.deliver(t1)
+        self._receive_contracts((d1, d2), t1)
         contract_mw, contract_price = self._verify_pending(t0)
         self._activate_reserve((d1, d2), t1)
         ex = execute(self.fleet, self.kernel, baseline_mw=self._baseline_now,
@@ -671,6 +675,7 @@ class GridSwarmEnv(ParallelEnv):
         self._contract_refs.update(zip(range(first, first + m), zip(signed, owners, strict=True),
                                        strict=True))
         senders = self._to_operator[:m] if m <= n else np.full(m, OPERATOR)
+        dropped_before = self.bus.dropped_count(Lane.CONTROL)
         self.bus.publish_batch(TOPIC_CONTRACTS, np.arange(first, first + m, dtype=np.int64),
                                lane=Lane.CONTROL, senders=senders, recipients=recipients,
                                now_s=now_s)
@@ -678,6 +683,9 @@ class GridSwarmEnv(ParallelEnv):
             self.reserve_awarded_mw[idx] += result.accepted_mw[idx]
             self.reserve_price[idx] = result.clearing_price_per_mwh
             self._refresh_standing()
+        refused = self.bus.dropped_count(Lane.CONTROL) - dropped_before
+        if refused:   # tail drop: the batch's last `refused` contracts never left
+            self._lose_contracts(range(first + m - refused, first + m), now_s)
         self.events.append(
             f"{idx.size} agents reach agreement on {'reserve' if is_reserve else 'energy'}: "
             f"{abs(result.accepted_total_mw):.2f} MW at "
@@ -685,8 +693,77 @@ class GridSwarmEnv(ParallelEnv):
         return result
 
     def _refresh_standing(self) -> None:
-        """Recompute the cached standing reserve after an award or activation changed it."""
-        self._standing_mw = np.maximum(self.reserve_awarded_mw, self.reserve_mw)
+        """Recompute the cached standing reserve after a receipt, withdrawal or activation.
+
+        Standing reserve = max(held, activated): what the agent holds under a contract it
+        received and authenticated. It earns availability payments, is kept free by the
+        kernel, is in the observation and is what the operator counts on after the event;
+        the operator sizes reserve rounds by its awards (``reserve_awarded_mw``)."""
+        self._standing_mw = np.maximum(self.reserve_held_mw, self.reserve_mw)
+
+    def _withdraw_reserve(self, signed, owner: int, *, held: bool) -> None:
+        """Take a reserve contract that will not (or no longer) stand off the books: one
+        refused by the bus or failing authentication on receipt (``held=False``), or a
+        held one failing verification at activation (``held=True``). It no longer counts
+        for the operator's reserve rounds nor earns availability payments."""
+        power = signed.contract.power_mw
+        awarded = self.reserve_awarded_mw
+        awarded[owner] = max(awarded[owner] - power, 0.0)
+        if held:
+            self.reserve_held_mw[owner] = max(self.reserve_held_mw[owner] - power, 0.0)
+        if awarded[owner] <= 0.0:
+            self.reserve_price[owner] = 0.0
+        self._refresh_standing()
+
+    def _lose_contracts(self, refs, now_s: float) -> None:
+        """Contracts the bus refused (CONTROL lane past its queue limit): the operator,
+        told so by the refusal, counts them as lost, audits them and withdraws any
+        reserve award among them; they are never dispatched."""
+        lost = [self._contract_refs.pop(ref) for ref in refs]
+        self.contracts_lost += len(lost)
+        for signed, owner in lost:
+            if signed.contract.product == "reserve":
+                self._withdraw_reserve(signed, owner, held=False)
+        self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason="bus_refused",
+                              contract_ids=[c.contract.contract_id for c, _ in lost])
+        self.events.append(f"{len(lost)} contracts refused by the bus (control lane full)")
+
+    def _receive_contracts(self, deliveries: tuple, now_s: float) -> None:
+        """Contracts delivered this step, in delivery order, kept for :meth:`_update_signals`.
+
+        A reserve contract is authenticated on receipt (form, identities, both
+        signatures: :meth:`ContractLedger.authenticate`): an authentic one is *held* from
+        now on (standing reserve, paid for availability from this step's settlement on);
+        one that fails is rejected (counted, audited) and its award withdrawn, so it never
+        earns anything. A reserve award whose contract never arrives is never held.
+        Energy contracts are verified at dispatch.
+        """
+        refs = self._contract_refs
+        arrived = []
+        for d in deliveries:
+            con = d.topic(TOPIC_CONTRACTS)
+            if len(con.recipients):
+                arrived.extend(refs.pop(ref) for ref in con.payloads.tolist())
+        if not arrived:
+            self._arrived = arrived
+            return
+        kept = []
+        names = self.possible_agents
+        held = False
+        for item in arrived:
+            signed, owner = item
+            if signed.contract.product == "reserve":
+                reason = self.ledger.authenticate(signed, now_s, expected_agent=names[owner])
+                if reason is not None:
+                    self._note_rejections([signed], [reason])
+                    self._withdraw_reserve(signed, owner, held=False)
+                    continue
+                self.reserve_held_mw[owner] += signed.contract.power_mw
+                held = True
+            kept.append(item)
+        if held:
+            self._refresh_standing()
+        self._arrived = kept
 
     def _verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Verify the energy contracts held for the window starting now; rejected → 0 MW.
@@ -748,12 +825,9 @@ class GridSwarmEnv(ParallelEnv):
             if reason is None:
                 self.reserve_mw[o] += c.contract.power_mw
                 self.activation_s[o] = min(self.activation_s[o], arrivals[o])
-            else:   # an invalid reserve contract dispatches nothing and earns nothing
+            else:   # an invalid reserve contract dispatches nothing and earns nothing more
                 self._note_rejections([c], [reason])
-                self.reserve_awarded_mw[o] = max(
-                    self.reserve_awarded_mw[o] - c.contract.power_mw, 0.0)
-                if self.reserve_awarded_mw[o] <= 0.0:
-                    self.reserve_price[o] = 0.0
+                self._withdraw_reserve(c, o, held=True)
         self.reserve_contracts = [co for co in self.reserve_contracts if arrivals[co[1]] >= t1]
         self._refresh_standing()
         active = self.activation_s[np.isfinite(self.activation_s)]
@@ -859,14 +933,14 @@ class GridSwarmEnv(ParallelEnv):
         return payments
 
     def reserve_standing_mw(self) -> np.ndarray:
-        """Reserve capacity each agent holds under contract (awarded, verified or not yet)."""
-        return np.maximum(self.reserve_awarded_mw, self.reserve_mw)
+        """Reserve capacity each agent holds: under a contract it received and
+        authenticated, or activated (see :meth:`_refresh_standing`)."""
+        return self._standing_mw.copy()
 
     def _update_signals(self, deliveries: tuple) -> None:
         """What each agent learned from the messages delivered this step."""
         self.sig_age += 1.0
         awarded = np.zeros(self.n_agents)
-        refs = self._contract_refs
         for d in deliveries:
             sig = d.topic(TOPIC_PRICE)
             if len(sig.recipients):
@@ -881,17 +955,17 @@ class GridSwarmEnv(ParallelEnv):
                 else:
                     self._sig_bytes[r] = raw
                 self.sig_age[r] = 0.0
-            con = d.topic(TOPIC_CONTRACTS)
-            if len(con.recipients):
-                items = [refs.pop(ref) for ref in con.payloads.tolist()]   # delivery order
-                energy = [it for it in items if it[0].contract.product != "reserve"]
-                if len(energy) < len(items):
-                    self.reserve_contracts.extend(
-                        it for it in items if it[0].contract.product == "reserve")
-                if energy:
-                    self.pending.extend(energy)
-                    _add_by_owner(awarded, [o for _, o in energy],
-                                  [c.contract.power_mw for c, _ in energy])
+        items = self._arrived   # this step's deliveries, see _receive_contracts
+        if items:
+            energy = [it for it in items if it[0].contract.product != "reserve"]
+            if len(energy) < len(items):
+                self.reserve_contracts.extend(
+                    it for it in items if it[0].contract.product == "reserve")
+            if energy:
+                self.pending.extend(energy)
+                _add_by_owner(awarded, [o for _, o in energy],
+                              [c.contract.power_mw for c, _ in energy])
+            self._arrived = []
         self.awarded_next = awarded
 
     # ------------------------------------------------------------------ kernel and observations
@@ -995,7 +1069,8 @@ class GridSwarmEnv(ParallelEnv):
         contracts = {"signed": now["signed"] - base["signed"],
                      "verified": now["verified"] - base["verified"],
                      "rejected": now["rejected"] - base["rejected"],
-                     "rejected_by_reason": {k: v for k, v in reasons.items() if v}}
+                     "rejected_by_reason": {k: v for k, v in reasons.items() if v},
+                     "lost": self.contracts_lost}
         totals = self.bus.stats()["totals"]
         self.metrics.extra.update({
             "scenario": self.scenario.name, "n_agents": self.n_agents,

@@ -22,6 +22,11 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   (None if no event, or no response).
 * ``consensus_rate`` = rounds reaching consensus / rounds held (None if none held);
   ``negotiations`` = bids (partly) accepted.
+* ``contracts_signed`` / ``contracts_verified`` / ``contracts_rejected``: the ledger's
+  counts this episode (rejected = failed verification at dispatch or authentication on
+  receipt); ``contracts_lost``: signed contracts the bus refused (control lane past its
+  queue limit), never delivered. Signed = verified + rejected + lost + those still in
+  flight or held (reserve not activated) at the end.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ KPI_KEYS = (
     "frequency_nadir_hz", "frequency_zenith_hz", "max_abs_deviation_hz",
     "max_rocof_hz_per_s", "seconds_outside_band", "stabilization_time_s",
     "emergency_response_latency_ms", "consensus_rate", "negotiations",
-    "contracts_signed", "contracts_verified", "contracts_rejected",
+    "contracts_signed", "contracts_verified", "contracts_rejected", "contracts_lost",
     "blocked_attempts", "executed_violations",
     "bus_published", "bus_delivered", "bus_deferred", "bus_dropped",
 )
@@ -201,6 +206,7 @@ class MetricsAccumulator:
             "contracts_signed": int(contracts.get("signed", 0)),
             "contracts_verified": int(contracts.get("verified", 0)),
             "contracts_rejected": int(contracts.get("rejected", 0)),
+            "contracts_lost": int(contracts.get("lost", 0)),
             "blocked_attempts": self.blocked_attempts,
             "executed_violations": self.executed_violations,
             "bus_published": int(bus_totals.get("published", 0)),

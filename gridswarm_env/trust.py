@@ -1218,10 +1218,13 @@ class ContractLedger:
                 self._used_ids.difference_update(ids)
                 self._used_nonces.difference_update(nonces)
 
-    def _check(
-        self, signed: object, now_s: float, expected_agent: str | None
-    ) -> RejectReason | None:
-        """Run every check in the documented order; on success remember id and nonce."""
+    def _authenticate(
+        self, signed: object, expected_agent: str | None
+    ) -> tuple[RejectReason | None, Contract | None]:
+        """The form, identity and signature checks of :meth:`_check`, in its order.
+
+        :return: ``(None, contract)`` when both signatures verify, else ``(reason, None)``.
+        """
         try:
             contract = signed.contract  # type: ignore[attr-defined]
             agent_sig = signed.agent_signature  # type: ignore[attr-defined]
@@ -1244,10 +1247,10 @@ class ContractLedger:
                 or not (math.isfinite(contract.power_mw) and math.isfinite(contract.price_per_mwh))
                 or not (math.isfinite(start) and math.isfinite(end) and end > start)
             ):
-                return RejectReason.MALFORMED
+                return RejectReason.MALFORMED, None
             message = contract.canonical_bytes()
         except _MALFORMED_ERRORS:
-            return RejectReason.MALFORMED
+            return RejectReason.MALFORMED, None
         registry = self._registry
         position = registry._index.get(contract.agent_id)
         if (
@@ -1255,18 +1258,29 @@ class ContractLedger:
             or position >= len(registry._agent_ids)
             or contract.operator_id != registry._operator_id
         ):
-            return RejectReason.UNKNOWN_IDENTITY
+            return RejectReason.UNKNOWN_IDENTITY, None
         if expected_agent is not None and contract.agent_id != expected_agent:
-            return RejectReason.WRONG_AGENT
+            return RejectReason.WRONG_AGENT, None
         verifiers = registry._verifiers
         try:
             verifiers[position](agent_sig, message)
         except InvalidSignature:
-            return RejectReason.BAD_AGENT_SIGNATURE
+            return RejectReason.BAD_AGENT_SIGNATURE, None
         try:
             verifiers[-1](operator_sig, message)
         except InvalidSignature:
-            return RejectReason.BAD_OPERATOR_SIGNATURE
+            return RejectReason.BAD_OPERATOR_SIGNATURE, None
+        return None, contract
+
+    def _check(
+        self, signed: object, now_s: float, expected_agent: str | None
+    ) -> RejectReason | None:
+        """Run every check in the documented order; on success remember id and nonce."""
+        reason, contract = self._authenticate(signed, expected_agent)
+        if contract is None:
+            return reason
+        cid, nonce = contract.contract_id, contract.nonce
+        start, end = contract.window_start_s, contract.window_end_s
         if now_s < start - self._tolerance_s:
             return RejectReason.NOT_YET_VALID
         if self._clock_s >= end:
@@ -1311,6 +1325,32 @@ class ContractLedger:
         now = self._now(now_s)
         reason = self._check(signed, now, expected_agent)
         self._count_and_audit([signed], [reason], now)
+        return reason
+
+    def authenticate(
+        self, signed: SignedContract, now_s: float, *, expected_agent: str | None = None
+    ) -> RejectReason | None:
+        """Check a contract on receipt: its form, the identities and both signatures.
+
+        The check a holder makes when a contract reaches it, before its delivery window
+        opens (e.g. a reserve contract held for later activation): the first failing
+        reason of :meth:`verify` among ``malformed``, ``unknown_identity``,
+        ``wrong_agent``, ``bad_agent_signature`` and ``bad_operator_signature``. Window
+        and replay are not checked and nothing is used up — :meth:`verify` at dispatch
+        still decides (one-shot) — and the ledger clock does not move. A failure is
+        counted and audited as a rejection; a pass records nothing.
+
+        :param signed: the signed contract as received (possibly tampered).
+        :param now_s: simulated receipt time, s (for the audit entry only).
+        :param expected_agent: the agent the contract was delivered to, if known.
+        :return: ``None`` if authentic, else the reason.
+        :raises ValueError: for a non-finite ``now_s``.
+        """
+        if isinstance(now_s, bool) or not isinstance(now_s, Real) or not math.isfinite(now_s):
+            raise ValueError(f"now_s={now_s!r} must be a finite number of simulated seconds")
+        reason = self._authenticate(signed, expected_agent)[0]
+        if reason is not None:
+            self._count_and_audit([signed], [reason], float(now_s))
         return reason
 
     def verify_batch(
@@ -1751,6 +1791,7 @@ AUDIT_KINDS = (
     "contract_signed",
     "contract_verified",
     "contract_rejected",
+    "contract_lost",
     "action_blocked",
     "emergency",
     "head_signed",

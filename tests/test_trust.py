@@ -872,3 +872,33 @@ def test_private_keys_never_leak(mode, tmp_path):
         items = value if isinstance(value, tuple) else (value,)
         assert not any(isinstance(v, bytes) and v in raws for v in items)
     assert hashlib.sha256(path.read_bytes()).hexdigest()  # file was written
+
+
+@pytest.mark.parametrize("mode", TRUST_MODES)
+def test_authenticate_checks_signatures_only_and_uses_nothing_up(mode):
+    audit = AuditLog()
+    registry, ledger = make_ledger(mode, audit=audit)
+    signed = issue_round(ledger)           # window [10, 11)
+    genuine = signed[0]
+    # on receipt, long before the window: authentic, nothing recorded, clock unmoved
+    assert ledger.authenticate(genuine, 2.0, expected_agent="der_0") is None
+    assert ledger.clock_s == -math.inf and ledger.verified == 0 and ledger.rejected == 0
+    assert ledger.authenticate(genuine, 3.0) is None      # may be checked again
+    # ... and dispatch still accepts it once
+    assert ledger.verify(genuine, 10.5, expected_agent="der_0") is None
+    assert ledger.verify(genuine, 10.5) is RejectReason.REPLAYED
+    # failures are named, counted and audited like verify's
+    adversary = Adversary(mode=mode, rng=1)
+    n_entries = audit.n_entries
+    assert ledger.authenticate(adversary.forge_agent_signature(signed[1]), 4.0) \
+        is RejectReason.BAD_AGENT_SIGNATURE
+    assert ledger.authenticate(adversary.alter_power(signed[1]), 4.0) \
+        is RejectReason.BAD_AGENT_SIGNATURE
+    assert ledger.authenticate(signed[1], 4.0, expected_agent="der_5") \
+        is RejectReason.WRONG_AGENT
+    counts = {k: v for k, v in ledger.rejected_by_reason.items() if v}
+    assert counts == {"replayed": 1, "bad_agent_signature": 2, "wrong_agent": 1}
+    assert audit.n_entries == n_entries + 3
+    assert audit.entries[-1].kind == "contract_rejected"
+    with pytest.raises(ValueError, match="now_s"):
+        ledger.authenticate(genuine, float("nan"))
