@@ -1,7 +1,11 @@
 """Frozen, validated configuration for every part of gridswarm.
 
 Every setting lives in a frozen dataclass whose ``__post_init__`` checks it and
-raises :class:`ValueError` naming the field, the bad value and what is allowed.
+raises :class:`ValueError` naming the field, the bad value and what is allowed,
+then stores the value normalized: integer fields as ``int`` (numpy integers accepted;
+floats, even ``21.0``, and bools refused), real-number fields as ``float`` (numpy
+scalars accepted; strings, ``None`` and bools refused, NaN and ±inf too unless the
+field documents ``inf``).
 Physics parameters (:class:`~gridswarm_env.grid.GridParams`), bus settings
 (:class:`~gridswarm_env.bus.BusConfig`) and discharge limits
 (:class:`~gridswarm_env.kernel.Limits`) live beside the code that uses them;
@@ -14,27 +18,51 @@ Sign convention (everywhere): positive power = more injection into the grid.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+import numpy as np
 
 TRUST_MODES = ("ed25519", "hmac")
 DER_KINDS = ("solar", "battery", "ev")
 
 
 # --------------------------------------------------------------------------- checks
-def check_finite(owner: str, name: str, value: Any) -> float:
-    """Return ``value`` as float or raise ``ValueError`` if it is not a finite number."""
-    try:
-        as_float = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}.{name} = {value!r}: expected a finite number") from None
-    if isinstance(value, bool) or not math.isfinite(as_float):
-        raise ValueError(f"{owner}.{name} = {value!r}: expected a finite number")
+#: what a real-number field accepts (numpy scalars included; ``bool`` is excluded below)
+REAL_TYPES = (int, float, np.integer, np.floating)
+#: what an integer field accepts (``bool`` is excluded below; floats, even 3.0, are not)
+INT_TYPES = (int, np.integer)
+
+
+def is_real(value: Any) -> bool:
+    """True for an int or float (numpy scalars too), not a bool, str or None."""
+    return isinstance(value, REAL_TYPES) and not isinstance(value, bool | np.bool_)
+
+
+def check_real(owner: str, name: str, value: Any, *, allow_inf: bool = False) -> float:
+    """Return ``value`` as float or raise ``ValueError`` unless it is a real number.
+
+    NaN is always rejected; ``inf`` and ``-inf`` unless ``allow_inf``. Strings, ``None`` and
+    bools are rejected even when ``float()`` would convert them.
+    """
+    expected = "a number (inf allowed)" if allow_inf else "a finite number"
+    if not is_real(value):
+        raise ValueError(f"{owner}.{name} = {value!r}: expected {expected}, "
+                         f"got {type(value).__name__}")
+    as_float = float(value)
+    if math.isnan(as_float) or (not allow_inf and math.isinf(as_float)):
+        raise ValueError(f"{owner}.{name} = {value!r}: expected {expected}")
     return as_float
 
 
+def check_finite(owner: str, name: str, value: Any) -> float:
+    """Return ``value`` as float or raise ``ValueError`` if it is not a finite number."""
+    return check_real(owner, name, value)
+
+
 def check_positive(owner: str, name: str, value: Any) -> float:
-    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
+    """Return ``value`` as float; raise ``ValueError`` unless it is a finite number > 0."""
     v = check_finite(owner, name, value)
     if v <= 0.0:
         raise ValueError(f"{owner}.{name} = {value!r}: must be > 0")
@@ -42,7 +70,7 @@ def check_positive(owner: str, name: str, value: Any) -> float:
 
 
 def check_non_negative(owner: str, name: str, value: Any) -> float:
-    """Raise ``ValueError`` unless ``value`` is a finite number >= 0."""
+    """Return ``value`` as float; raise ``ValueError`` unless it is a finite number >= 0."""
     v = check_finite(owner, name, value)
     if v < 0.0:
         raise ValueError(f"{owner}.{name} = {value!r}: must be >= 0")
@@ -51,7 +79,8 @@ def check_non_negative(owner: str, name: str, value: Any) -> float:
 
 def check_range(owner: str, name: str, value: Any, lo: float, hi: float, *,
                 lo_open: bool = False, hi_open: bool = False) -> float:
-    """Raise ``ValueError`` unless ``value`` lies in the interval lo..hi (open ends as asked)."""
+    """Return ``value`` as float; raise ``ValueError`` unless it lies in lo..hi (open ends
+    as asked)."""
     v = check_finite(owner, name, value)
     bad_lo = v <= lo if lo_open else v < lo
     bad_hi = v >= hi if hi_open else v > hi
@@ -63,9 +92,14 @@ def check_range(owner: str, name: str, value: Any, lo: float, hi: float, *,
 
 
 def check_int_at_least(owner: str, name: str, value: Any, minimum: int) -> int:
-    """Raise ``ValueError`` unless ``value`` is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise ValueError(f"{owner}.{name} = {value!r}: expected an integer >= {minimum}")
+    """Return ``value`` as a Python int; raise ``ValueError`` unless it is an integer >= ``minimum``.
+
+    Python and numpy integers are accepted; bools and floats (even ``3.0``) are not, so a
+    count never silently comes from a float.
+    """
+    if not isinstance(value, INT_TYPES) or isinstance(value, bool | np.bool_):
+        raise ValueError(f"{owner}.{name} = {value!r}: expected an integer >= {minimum}, "
+                         f"got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{owner}.{name} = {value!r}: must be an integer >= {minimum}")
     return int(value)
@@ -76,6 +110,11 @@ def check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) ->
     if value not in allowed:
         raise ValueError(f"{owner}.{name} = {value!r}: allowed values are {', '.join(allowed)}")
     return value
+
+
+def store(config: Any, name: str, value: Any) -> None:
+    """Store a checked, normalized ``value`` on a frozen dataclass (from ``__post_init__``)."""
+    object.__setattr__(config, name, value)
 
 
 def override(config: Any, **changes: Any) -> Any:
@@ -148,22 +187,24 @@ class FleetConfig:
         owner = type(self).__name__
         for name in ("share_solar", "share_battery", "share_ev", "size_spread",
                      "solar_forecast_error_std", "solar_variability_std"):
-            check_range(owner, name, getattr(self, name), 0.0, 1.0)
+            store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0))
         total = self.share_solar + self.share_battery + self.share_ev
         if not math.isclose(total, 1.0, abs_tol=1e-9):
             raise ValueError(
                 f"{owner}: share_solar + share_battery + share_ev = {total!r}: must sum to 1"
             )
         for name in ("battery_power_mw", "ev_power_mw", "solar_capacity_mw"):
-            check_non_negative(owner, name, getattr(self, name))
-        for name in ("battery_duration_h", "ev_energy_per_mw_h", "ev_departure_min_s"):
-            check_positive(owner, name, getattr(self, name))
+            store(self, name, check_non_negative(owner, name, getattr(self, name)))
+        for name in ("battery_duration_h", "ev_energy_per_mw_h", "ev_departure_min_s",
+                     "ev_departure_max_s"):
+            store(self, name, check_positive(owner, name, getattr(self, name)))
         for name in ("battery_eta_charge", "battery_eta_discharge", "ev_eta_charge",
                      "solar_inverter_eta"):
-            check_range(owner, name, getattr(self, name), 0.0, 1.0, lo_open=True)
+            store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0,
+                                          lo_open=True))
         for name in ("battery_soc_init_low", "battery_soc_init_high", "ev_soc_init_low",
                      "ev_soc_init_high", "ev_departure_soc", "ev_baseline_fraction"):
-            check_range(owner, name, getattr(self, name), 0.0, 1.0)
+            store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0))
         for lo, hi in (("battery_soc_init_low", "battery_soc_init_high"),
                        ("ev_soc_init_low", "ev_soc_init_high"),
                        ("ev_departure_min_s", "ev_departure_max_s")):
@@ -197,15 +238,19 @@ class MarketConfig:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        check_int_at_least(owner, "n_power_levels", self.n_power_levels, 3)
+        store(self, "n_power_levels",
+              check_int_at_least(owner, "n_power_levels", self.n_power_levels, 3))
         if self.n_power_levels % 2 == 0:
             raise ValueError(f"{owner}.n_power_levels = {self.n_power_levels!r}: must be odd "
                              "so that level n//2 is exactly 0 MW")
-        check_int_at_least(owner, "n_price_levels", self.n_price_levels, 2)
-        check_range(owner, "consensus_share", self.consensus_share, 0.0, 1.0, lo_open=True)
-        check_positive(owner, "gate_s", self.gate_s)
-        check_positive(owner, "announce_lead_s", self.announce_lead_s)
-        check_non_negative(owner, "deadband_mw", self.deadband_mw)
+        store(self, "n_price_levels",
+              check_int_at_least(owner, "n_price_levels", self.n_price_levels, 2))
+        store(self, "consensus_share", check_range(owner, "consensus_share",
+                                                   self.consensus_share, 0.0, 1.0, lo_open=True))
+        store(self, "gate_s", check_positive(owner, "gate_s", self.gate_s))
+        store(self, "announce_lead_s", check_positive(owner, "announce_lead_s",
+                                                      self.announce_lead_s))
+        store(self, "deadband_mw", check_non_negative(owner, "deadband_mw", self.deadband_mw))
 
 
 # --------------------------------------------------------------------------- costs
@@ -232,7 +277,8 @@ class CostConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            check_non_negative(type(self).__name__, f.name, getattr(self, f.name))
+            store(self, f.name,
+                  check_non_negative(type(self).__name__, f.name, getattr(self, f.name)))
 
 
 @dataclass(frozen=True)
@@ -254,10 +300,11 @@ class RewardConfig:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        check_positive(owner, "scale", self.scale)
-        check_non_negative(owner, "undelivered_penalty_per_mwh", self.undelivered_penalty_per_mwh)
-        check_non_negative(owner, "grid_weight", self.grid_weight)
-        check_positive(owner, "band_hz", self.band_hz)
+        store(self, "scale", check_positive(owner, "scale", self.scale))
+        store(self, "undelivered_penalty_per_mwh", check_non_negative(
+            owner, "undelivered_penalty_per_mwh", self.undelivered_penalty_per_mwh))
+        store(self, "grid_weight", check_non_negative(owner, "grid_weight", self.grid_weight))
+        store(self, "band_hz", check_positive(owner, "band_hz", self.band_hz))
 
 
 def _default_grid_params():
@@ -300,11 +347,23 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        check_int_at_least(owner, "n_agents", self.n_agents, 1)
-        check_positive(owner, "dt_s", self.dt_s)
+        store(self, "n_agents", check_int_at_least(owner, "n_agents", self.n_agents, 1))
+        store(self, "dt_s", check_positive(owner, "dt_s", self.dt_s))
         check_choice(owner, "trust", self.trust, TRUST_MODES)
-        if not isinstance(self.shadow, bool):
-            raise ValueError(f"{owner}.shadow = {self.shadow!r}: expected True or False")
+        if self.audit_path is not None:
+            if not isinstance(self.audit_path, str | os.PathLike) or not str(self.audit_path):
+                raise ValueError(f"{owner}.audit_path = {self.audit_path!r}: expected a file "
+                                 "path or None")
+            store(self, "audit_path", str(self.audit_path))
+        for name in ("shadow", "audit_keep_entries"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{owner}.{name} = {getattr(self, name)!r}: expected True or "
+                                 "False")
+        for name, kind in (("fleet", FleetConfig), ("market", MarketConfig),
+                           ("costs", CostConfig), ("reward", RewardConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{owner}.{name}: expected a {kind.__name__}, got "
+                                 f"{type(getattr(self, name)).__name__}")
         ratio = self.dt_s / self.grid.physics_dt_s
         if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
             raise ValueError(
