@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from gridswarm_env.config import DER_KINDS, check_non_negative, check_range
+from gridswarm_env.config import DER_KINDS, check_non_negative, check_range, check_real, store
 from gridswarm_env.fleet import (
     KIND_BATTERY,
     KIND_EV,
@@ -87,19 +87,34 @@ class DerLimits:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        for name in ("max_discharge_mw", "max_charge_mw"):
-            if getattr(self, name) is not None:
-                check_non_negative(owner, name, getattr(self, name))
-        check_range(owner, "soc_min", self.soc_min, 0.0, 1.0)
-        check_range(owner, "soc_max", self.soc_max, 0.0, 1.0)
+        for f in fields(self):
+            store(self, f.name, check_limit_field(owner, f.name, getattr(self, f.name)))
         if self.soc_min > self.soc_max:
             raise ValueError(f"{owner}: soc_min ({self.soc_min}) must be <= soc_max "
                              f"({self.soc_max})")
-        if not (isinstance(self.ramp_mw_per_s, int | float) and self.ramp_mw_per_s > 0):
-            raise ValueError(f"{owner}.ramp_mw_per_s = {self.ramp_mw_per_s!r}: must be > 0 "
-                             "(inf = unlimited)")
-        if self.departure_soc is not None:
-            check_range(owner, "departure_soc", self.departure_soc, 0.0, 1.0)
+
+
+_LIMIT_FIELDS = tuple(f.name for f in fields(DerLimits))
+
+
+def check_limit_field(owner: str, name: str, value: Any) -> float | None:
+    """Check one :class:`DerLimits` field on its own; return it normalized (float or None).
+
+    :raises ValueError: naming ``owner.name``, the bad value and what is allowed.
+    """
+    if name not in _LIMIT_FIELDS:
+        raise ValueError(f"{owner}: unknown field {name!r}; allowed: "
+                         f"{', '.join(sorted(_LIMIT_FIELDS))}")
+    if name in ("max_discharge_mw", "max_charge_mw"):
+        return None if value is None else check_non_negative(owner, name, value)
+    if name == "ramp_mw_per_s":
+        v = check_real(owner, name, value, allow_inf=True)
+        if not v > 0.0:
+            raise ValueError(f"{owner}.{name} = {value!r}: must be > 0 (inf = unlimited)")
+        return v
+    if name == "departure_soc" and value is None:
+        return None
+    return check_range(owner, name, value, 0.0, 1.0)
 
 
 DEFAULT_KIND_LIMITS: dict[str, DerLimits] = {
@@ -118,18 +133,42 @@ class Limits:
     per_agent: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.per_kind, Mapping):
+            raise ValueError("limits: per_kind must be a mapping of DER kind to DerLimits, got "
+                             f"{type(self.per_kind).__name__}")
         for kind, lim in self.per_kind.items():
             if kind not in DER_KINDS:
                 raise ValueError(f"limits: unknown DER kind {kind!r}; allowed: "
                                  f"{', '.join(DER_KINDS)}")
             if not isinstance(lim, DerLimits):
                 raise ValueError(f"limits[{kind!r}] must be DerLimits, got {type(lim).__name__}")
-        known = {f.name for f in fields(DerLimits)}
+        if not isinstance(self.per_agent, Mapping):
+            raise ValueError("limits: per_agent (the [agents] section) must be a table of agent "
+                             f"names, got {type(self.per_agent).__name__}")
+        # every value is checked (and normalized) here, and soc_min <= soc_max when both
+        # are given; one of them against the other's kind default needs the agent's kind,
+        # so that is checked when the limits are compiled against the fleet
+        per_agent: dict[str, dict[str, Any]] = {}
         for agent, changes in self.per_agent.items():
-            bad = sorted(set(changes) - known)
+            owner = f"limits.agents[{agent!r}]"
+            if not isinstance(agent, str):
+                raise ValueError(f"{owner}: agent names must be strings, got "
+                                 f"{type(agent).__name__}")
+            if not isinstance(changes, Mapping):
+                raise ValueError(f"{owner} = {changes!r}: expected a table of limit fields "
+                                 f"({', '.join(_LIMIT_FIELDS)}), e.g. "
+                                 f"[agents.{agent}] soc_min = 0.3")
+            bad = sorted(map(str, set(changes) - set(_LIMIT_FIELDS)))
             if bad:
-                raise ValueError(f"limits.agents[{agent!r}]: unknown field(s) {', '.join(bad)}; "
-                                 f"allowed: {', '.join(sorted(known))}")
+                raise ValueError(f"{owner}: unknown field(s) {', '.join(bad)}; "
+                                 f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
+            checked = {name: check_limit_field(owner, name, value)
+                       for name, value in changes.items()}
+            if checked.get("soc_min", 0.0) > checked.get("soc_max", 1.0):
+                raise ValueError(f"{owner}: soc_min ({checked['soc_min']}) must be <= soc_max "
+                                 f"({checked['soc_max']})")
+            per_agent[agent] = checked
+        store(self, "per_agent", per_agent)
 
     def for_kind(self, kind: str) -> DerLimits:
         return self.per_kind.get(kind, DEFAULT_KIND_LIMITS[kind])
@@ -143,7 +182,6 @@ class Limits:
         if not isinstance(data, Mapping):
             raise ValueError(f"limits must be a mapping, got {type(data).__name__}")
         per_kind = dict(DEFAULT_KIND_LIMITS)
-        known = {f.name for f in fields(DerLimits)}
         for key, value in data.items():
             if key == "agents":
                 continue
@@ -151,16 +189,23 @@ class Limits:
                 raise ValueError(f"limits: unknown section {key!r}; allowed: "
                                  f"{', '.join(DER_KINDS)}, agents")
             if not isinstance(value, Mapping):
-                raise ValueError(f"limits[{key!r}] must be a table of fields")
-            bad = sorted(set(value) - known)
+                raise ValueError(f"limits[{key!r}] = {value!r}: must be a table of fields "
+                                 f"({', '.join(_LIMIT_FIELDS)})")
+            bad = sorted(map(str, set(value) - set(_LIMIT_FIELDS)))
             if bad:
                 raise ValueError(f"limits[{key!r}]: unknown field(s) {', '.join(bad)}; "
-                                 f"allowed: {', '.join(sorted(known))}")
-            per_kind[key] = replace(DEFAULT_KIND_LIMITS[key], **value)
+                                 f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
+            owner = f"limits[{key!r}]"
+            checked = {name: check_limit_field(owner, name, v) for name, v in value.items()}
+            try:
+                per_kind[key] = replace(DEFAULT_KIND_LIMITS[key], **checked)
+            except ValueError as exc:       # soc_min > soc_max (with the kind's defaults)
+                raise ValueError(f"{owner}: {exc}") from None
         agents = data.get("agents", {})
         if not isinstance(agents, Mapping):
-            raise ValueError("limits['agents'] must be a table of agent names")
-        return cls(per_kind=per_kind, per_agent={k: dict(v) for k, v in agents.items()})
+            raise ValueError(f"limits['agents'] = {agents!r}: must be a table of agent names, "
+                             "e.g. [agents.battery_003]")
+        return cls(per_kind=per_kind, per_agent=agents)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Limits:
@@ -172,7 +217,10 @@ class Limits:
             raise ValueError(f"limits file {str(p)!r} does not exist") from None
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ValueError(f"limits file {str(p)!r} is not valid TOML: {exc}") from None
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ValueError as exc:
+            raise ValueError(f"limits file {str(p)!r}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: asdict(v) for k, v in self.per_kind.items()}
@@ -219,7 +267,10 @@ def compile_limits(limits: Limits, names: list[str], fleet: FleetState) -> Limit
     for agent, changes in limits.per_agent.items():
         i = index[agent]
         kind = DER_KINDS[int(fleet.kind[i])]
-        lim = replace(limits.for_kind(kind), **changes)
+        try:
+            lim = replace(limits.for_kind(kind), **changes)
+        except ValueError as exc:           # soc_min > soc_max once merged on the kind's limits
+            raise ValueError(f"limits.agents[{agent!r}] ({kind}): {exc}") from None
         sel = np.zeros(n, dtype=bool)
         sel[i] = True
         _fill(cols, sel, lim, fleet)
