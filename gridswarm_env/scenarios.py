@@ -37,7 +37,9 @@ from gridswarm_env.config import (
     check_non_negative,
     check_positive,
     check_range,
+    check_real,
     override,
+    store,
 )
 
 PRODUCT_ENERGY = 0
@@ -88,22 +90,27 @@ class Scenario:
     success: str = ""
 
     def __post_init__(self) -> None:
+        for name in ("name", "description", "success"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"Scenario.{name} = {getattr(self, name)!r}: expected a string")
         owner = f"Scenario({self.name!r})"
-        check_int_at_least(owner, "episode_steps", self.episode_steps, 1)
-        check_range(owner, "start_hour", self.start_hour, 0.0, 24.0, hi_open=True)
-        check_positive(owner, "base_load_mw", self.base_load_mw)
-        check_finite(owner, "load_step_mw", self.load_step_mw)
+        store(self, "episode_steps",
+              check_int_at_least(owner, "episode_steps", self.episode_steps, 1))
+        store(self, "start_hour",
+              check_range(owner, "start_hour", self.start_hour, 0.0, 24.0, hi_open=True))
+        store(self, "base_load_mw", check_positive(owner, "base_load_mw", self.base_load_mw))
+        for name in ("load_step_mw", "price_floor_per_mwh", "price_cap_per_mwh"):
+            store(self, name, check_finite(owner, name, getattr(self, name)))
         for name in ("load_step_start_s", "gen_delay_s", "load_noise_std_mw",
                      "contingency_mw", "detection_delay_s", "reserve_target_mw",
                      "disturbance_time_s"):
-            check_non_negative(owner, name, getattr(self, name))
+            store(self, name, check_non_negative(owner, name, getattr(self, name)))
         for name in ("load_ramp_s", "gen_ramp_s", "load_noise_tau_s"):
-            check_positive(owner, name, getattr(self, name))
-        check_range(owner, "gen_follow", self.gen_follow, 0.0, 1.0)
-        for name in ("solar_irradiance_start", "solar_irradiance_end"):
-            check_range(owner, name, getattr(self, name), 0.0, 1.0)
-        check_finite(owner, "price_floor_per_mwh", self.price_floor_per_mwh)
-        check_finite(owner, "price_cap_per_mwh", self.price_cap_per_mwh)
+            store(self, name, check_positive(owner, name, getattr(self, name)))
+        for name in ("gen_follow", "solar_irradiance_start", "solar_irradiance_end"):
+            store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0))
+        store(self, "event_time_s",
+              check_real(owner, "event_time_s", self.event_time_s, allow_inf=True))
         if self.price_cap_per_mwh <= self.price_floor_per_mwh:
             raise ValueError(f"{owner}: price_cap_per_mwh ({self.price_cap_per_mwh}) must be "
                              f"> price_floor_per_mwh ({self.price_floor_per_mwh})")
@@ -277,11 +284,16 @@ def load_scenario_file(path: str | Path) -> Scenario:
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"scenario file {str(p)!r} is not valid TOML: {exc}") from None
     base = data.pop("base", None)
-    if base is None:
-        raise ValueError(f"scenario file {str(p)!r}: needs base = one of {', '.join(SCENARIOS)}")
+    if not isinstance(base, str) or base not in SCENARIOS:
+        got = "" if base is None else f" (got base = {base!r})"
+        raise ValueError(f"scenario file {str(p)!r}: needs base = one of "
+                         f"{', '.join(SCENARIOS)}{got}")
     known = {f.name for f in fields(Scenario)}
     for key in data:
         if key not in known:
             raise ValueError(f"scenario file {str(p)!r}: unknown field {key!r}; known fields: "
                              f"{', '.join(sorted(known))}")
-    return get_scenario(base, **data)
+    try:
+        return get_scenario(base, **data)
+    except ValueError as exc:       # a field of the wrong type or out of range
+        raise ValueError(f"scenario file {str(p)!r}: {exc}") from None
