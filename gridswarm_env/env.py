@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -226,6 +227,9 @@ class GridSwarmEnv(ParallelEnv):
               ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         cfg, sc = self.config, self.scenario
         if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
+                raise ValueError(f"seed={seed!r} must be a non-negative int or None")
+            seed = int(seed)
             self._np_random = np.random.default_rng(seed)
             if seed != self._seed:
                 self._seed = seed
@@ -301,6 +305,8 @@ class GridSwarmEnv(ParallelEnv):
         self.last_info: dict[str, Any] = {}
         self.events: list[str] = []
         self.shadow_dispatch_mwh = 0.0
+        self._would_dispatch_mw = z.copy()   # shadow mode: per agent, last step
+        self._would_response_s = None        # shadow mode: first would-be reserve activation
         self.dispatch_clamped = 0
         self._cleared_product = PRODUCT_ENERGY
         self._standing_mw = z.copy()         # reserve_standing_mw(), refreshed on change
@@ -349,8 +355,11 @@ class GridSwarmEnv(ParallelEnv):
         safe_rated = np.where(f.rated_power_mw > 0, f.rated_power_mw, 1.0)
         self._safe_rated = safe_rated
         self._has_storage = f.energy_capacity_mwh > 0
+        # mean rated power per kind (1.0 for an absent kind or one configured at 0 MW, so
+        # that size_rel is 0, not NaN, for a zero-power DER)
         kind_mean = np.array([f.rated_power_mw[f.kind == k].mean() if (f.kind == k).any()
                               else 1.0 for k in range(3)])
+        kind_mean[~(kind_mean > 0)] = 1.0
         obs_t = np.zeros((OBS_DIM, n))
         obs_t[0:3] = np.eye(3)[f.kind].T
         obs_t[4] = f.rated_power_mw / kind_mean[f.kind]
@@ -467,6 +476,10 @@ class GridSwarmEnv(ParallelEnv):
             raise ValueError(f"action of {self.possible_agents[i]} = [{p[i]}, {q[i]}] is outside "
                              f"the action space [0..{nvec[0] - 1}, 0..{nvec[1] - 1}]")
         return self._step(p64, q64, as_dicts=False)
+
+    def _check_reset(self, what: str) -> None:
+        if not self._ready:
+            raise RuntimeError(f"{what} called before reset(); call reset() first")
 
     def _check_running(self) -> None:
         if not self._ready or not self.agents:
@@ -832,7 +845,12 @@ class GridSwarmEnv(ParallelEnv):
         self._refresh_standing()
         active = self.activation_s[np.isfinite(self.activation_s)]
         if active.size:
-            self.metrics.record_response(float(active.min()))
+            if self.config.shadow:   # nothing responds in shadow mode: a would-be latency
+                first = float(active.min())
+                if self._would_response_s is None or first < self._would_response_s:
+                    self._would_response_s = first
+            else:
+                self.metrics.record_response(float(active.min()))
 
     def _physics(self, ex, k: int, t0: float):
         """Fleet energy and grid frequency over the step (nothing dispatched in shadow mode)."""
@@ -854,6 +872,7 @@ class GridSwarmEnv(ParallelEnv):
             apply_energy(f, energy_change_mwh(f, ex.baseline_mw, cfg.dt_s / 3600.0,
                                               self._const))
             self.shadow_dispatch_mwh += float(np.abs(ex.p_mean_mw).sum()) * cfg.dt_s / 3600.0
+            self._would_dispatch_mw = ex.p_mean_mw
         else:
             p_exec, net_min, net_max = ex.p_mean_mw, ex.net_min_mw, ex.net_max_mw
             apply_energy(f, ex.energy_delta_mwh)
@@ -984,6 +1003,8 @@ class GridSwarmEnv(ParallelEnv):
 
     def action_masks(self) -> np.ndarray:
         """``(n_agents, n_power_levels + n_price_levels)`` bool: the concatenated masks."""
+        if not self._ready:
+            self._check_reset("action_masks()")
         return self._mask_buf.copy()
 
     def observations_array(self) -> np.ndarray:
@@ -993,6 +1014,8 @@ class GridSwarmEnv(ParallelEnv):
         for the six power columns), cast to float32 and clipped to ``±OBS_LIMIT``: the
         same values as computing each column in float64 and storing it as float32.
         """
+        if not self._ready:
+            self._check_reset("observations_array()")
         f, sc = self.fleet, self.scenario
         t = self._obs_t     # rows 0-2 (kind one-hot) and 4 (size) are static
         np.divide(f.energy_mwh, f.energy_capacity_mwh, out=t[3], where=self._has_storage)
@@ -1044,15 +1067,24 @@ class GridSwarmEnv(ParallelEnv):
         return dict(zip(names or self.possible_agents, arr, strict=True))
 
     def _infos(self, names: list[str] | None = None) -> dict[str, dict]:
+        """Per agent: the action mask and feasible interval; in shadow mode also
+        ``would_dispatch_mw``, the mean power the agent would have been dispatched in the
+        step just taken (DESIGN §6)."""
         masks = self._mask_buf.astype(np.int8)
-        return {a: {"action_mask": m, "feasible_mw": (lo, hi)} for a, m, lo, hi in zip(
+        infos = {a: {"action_mask": m, "feasible_mw": (lo, hi)} for a, m, lo, hi in zip(
             names or self.possible_agents, masks, self._lo.tolist(), self._hi.tolist(),
             strict=True)}
+        if self.config.shadow:
+            for info, would in zip(infos.values(), self._would_dispatch_mw.tolist(),
+                                   strict=True):
+                info["would_dispatch_mw"] = would
+        return infos
 
     # ------------------------------------------------------------------ views
     def state(self) -> np.ndarray:
         """Global view: time, frequency, request, price, product, event flags, then per
         agent SoC, scheduled power (MW) and standing reserve (MW)."""
+        self._check_reset("state()")
         head = np.array([
             self.t_s, float(self.freq_trace_hz[-1]), self.round_request_mw,
             self.round_price_signal, float(self.round_product), float(self.event_detected),
@@ -1062,6 +1094,7 @@ class GridSwarmEnv(ParallelEnv):
 
     def episode_metrics(self) -> dict[str, Any]:
         """The KPIs of DESIGN §8 for the episode so far (see :mod:`gridswarm_env.metrics`)."""
+        self._check_reset("episode_metrics()")
         now = self.ledger.counters()
         base = self._ledger_at_reset
         reasons = {k: v - base["rejected_by_reason"].get(k, 0)
@@ -1078,6 +1111,11 @@ class GridSwarmEnv(ParallelEnv):
             "steps": self.step_index, "stale_bids": self.stale_bids,
             "dispatch_clamped": self.dispatch_clamped,
             "shadow_dispatch_energy_mwh": self.shadow_dispatch_mwh,
+            # shadow mode: when the first reserve activation would have come (nothing
+            # was dispatched, so emergency_response_latency_ms stays None)
+            "shadow_response_latency_ms": (
+                None if self._would_response_s is None or self.metrics.event_time_s is None
+                else (self._would_response_s - self.metrics.event_time_s) * 1000.0),
             "audit_entries": self.audit_log.n_entries,
         })
         return self.metrics.result(contracts=contracts, bus_totals=totals)
@@ -1090,6 +1128,7 @@ class GridSwarmEnv(ParallelEnv):
             gymnasium.logger.warn("render() called without render_mode; pass render_mode="
                                   "'ansi' or 'human'")
             return None
+        self._check_reset("render()")
         frame = self._frame()
         if self.render_mode == "human":
             print(frame)

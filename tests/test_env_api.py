@@ -316,3 +316,65 @@ def test_package_env_stays_the_aec_factory() -> None:
     assert gridswarm_env.raw_env is gridswarm_env.GridSwarmEnv
     aec = gridswarm_env.env(scenario="emergency", n_agents=3, trust="hmac")
     assert aec.possible_agents == ["solar_000", "battery_000", "ev_000"]
+
+
+# --------------------------------------------------------------------------- reviewer findings
+
+
+@pytest.mark.parametrize("call", ["action_masks", "observations_array", "state",
+                                  "episode_metrics", "render"])
+def test_views_before_reset_say_call_reset(call):
+    env = gridswarm_env.parallel_env(n_agents=4, render_mode="ansi")
+    with pytest.raises(RuntimeError, match=r"before reset\(\); call reset\(\) first"):
+        getattr(env.unwrapped, call)()
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "abc", True])
+def test_bad_reset_seed_is_named(seed):
+    env = gridswarm_env.parallel_env(n_agents=4)
+    with pytest.raises(ValueError, match=r"seed=.* must be a non-negative int or None"):
+        env.reset(seed=seed)
+
+
+def test_numpy_integer_seed_is_a_seed():
+    a, b = (gridswarm_env.parallel_env(n_agents=4) for _ in range(2))
+    obs_a, _ = a.reset(seed=np.int64(7))
+    obs_b, _ = b.reset(seed=7)
+    assert all(np.array_equal(obs_a[k], obs_b[k]) for k in obs_a)
+
+
+@pytest.mark.parametrize("field", ["battery_power_mw", "ev_power_mw", "solar_capacity_mw"])
+def test_zero_power_kind_gives_observations_inside_the_space(field):
+    from gridswarm_env.config import FleetConfig
+
+    cfg = EnvConfig(trust="hmac", fleet=FleetConfig(**{field: 0.0}))
+    env = gridswarm_env.parallel_env(n_agents=12, config=cfg)
+    obs, _ = env.reset(seed=0)
+    space = env.observation_space(env.possible_agents[0])
+    for _ in range(3):
+        assert all(space.contains(o) for o in obs.values())
+        obs, *_ = env.step({a: np.array([10, 5]) for a in env.agents})
+
+
+def test_shadow_infos_carry_each_agents_would_be_dispatch():
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=20, trust="hmac",
+                                     shadow=True)
+    _obs, infos = env.reset(seed=0)
+    assert all(i["would_dispatch_mw"] == 0.0 for i in infos.values())
+    raw = env.unwrapped
+    from policies import make_policy
+
+    policy = make_policy("heuristic")
+    policy.reset(raw, seed=0)
+    total = 0.0
+    while env.agents:
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        _o, _r, _te, _tr, infos = env.step({a: act[i] for i, a in enumerate(env.agents)})
+        per_agent = sum(i["would_dispatch_mw"] for i in infos.values())
+        assert per_agent == pytest.approx(raw.last_info["would_dispatch_mw"], abs=1e-9)
+        total += abs(per_agent)
+    assert total > 0
+    m = raw.episode_metrics()
+    # nothing was dispatched: no response latency, but the would-be one is reported
+    assert m["emergency_response_latency_ms"] is None
+    assert 0 < m["shadow_response_latency_ms"] < 100
