@@ -663,8 +663,11 @@ class GridSwarmEnv(ParallelEnv):
             request, power, price, eligible, consensus_share=cfg.market.consensus_share,
             price_cap_per_mwh=sc.price_cap_per_mwh, price_floor_per_mwh=sc.price_floor_per_mwh,
             deadband_mw=cfg.market.deadband_mw, check=False)
-        self.metrics.record_round(abs(request) > cfg.market.deadband_mw, result.consensus,
-                                  result.n_accepted)
+        # held: a request beyond the deadband, from round 1 on (round 0 is announced at
+        # reset and cleared on bids made from the reset observation, before its signal
+        # can arrive; later rounds count even when congestion delays their signal)
+        held = abs(request) > cfg.market.deadband_mw and self.round_index > 0
+        self.metrics.record_round(held, result.consensus, result.n_accepted)
         abs_power = np.abs(power)
         self.accepted_share = np.divide(np.abs(result.accepted_mw), abs_power,
                                         out=np.zeros(n), where=abs_power > 0)
