@@ -30,19 +30,23 @@ def policy_names() -> tuple[str, ...]:
 def make_policy(name_or_path: str, **kwargs: Any) -> Policy:
     """Build a policy by registered name, or load a learned model from a file path.
 
-    :raises ValueError: unknown name (the message lists the known ones) or a path
-        that does not exist / is not a model.
+    :raises ValueError: an empty or unknown name (the message lists the known ones), or
+        a path that does not exist, is a directory or is not a model.
     """
     _load_builtin()
     if name_or_path in _REGISTRY:
         return _REGISTRY[name_or_path](**kwargs)
+    choices = f"known policies: {', '.join(_REGISTRY)}, or a path to a saved model (.zip)"
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ValueError(f"policy name {name_or_path!r}: an empty name is not allowed; "
+                         f"{choices}")
     looks_like_path = any(ch in name_or_path for ch in "/\\.") or Path(name_or_path).exists()
     if looks_like_path:
-        if not Path(name_or_path).exists():
-            raise ValueError(f"model file {name_or_path!r} does not exist")
+        from policies.learned import check_model_file
+
+        check_model_file(name_or_path)
         return _REGISTRY["learned"](path=name_or_path, **kwargs)
-    raise ValueError(f"unknown policy {name_or_path!r}; known policies: "
-                     f"{', '.join(_REGISTRY)}, or a path to a saved model (.zip)")
+    raise ValueError(f"unknown policy {name_or_path!r}; {choices}")
 
 
 def _lazy(module: str, cls: str) -> Callable[..., Policy]:

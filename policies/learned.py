@@ -10,11 +10,17 @@ readable MaskablePPO model whose observation space is ``Box((OBS_DIM,))`` and wh
 action space is ``MultiDiscrete([n_power_levels, n_price_levels])`` of the
 environment it acts in, and, when the training record ``<model>.json`` beside it
 lists ``obs_fields``, that they are today's :data:`~gridswarm_env.env.OBS_FIELDS`;
-anything else raises ``ValueError`` saying what was wrong and what is expected. torch is imported only when this module is.
+anything else raises ``ValueError`` saying what was wrong and what is expected.
+
+Inference runs on one torch thread by default (``LearnedPolicy(torch_threads=1)``, as
+training does): several threads only wait for each other on a batch this small, and
+on busy cores one call took 10x longer. torch is imported only when a model is loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +33,31 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "gridswarm_ppo.zip"
 
 
+def check_model_file(path: str | Path) -> Path:
+    """``path`` as a ``Path`` if it names an existing file (its content is checked by
+    :func:`load_maskable_ppo`).
+
+    :raises ValueError: the path is empty, does not exist or is a directory.
+    """
+    expected = "expected a MaskablePPO .zip saved by `python -m train`"
+    if not str(path):
+        raise ValueError(f"model file '': empty path ({expected})")
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"model file {str(p)!r} is a directory, not a model file ({expected})")
+    if not p.is_file():
+        raise ValueError(f"model file {str(p)!r} does not exist ({expected})")
+    return p
+
+
 def load_maskable_ppo(path: str | Path) -> Any:
     """Load a MaskablePPO model from ``path`` on the CPU and check its spaces.
 
-    :raises ValueError: the file is missing, corrupt, not a MaskablePPO model, or its
-        observation space is not ``Box((OBS_DIM,))`` / its action space not a
-        two-dimensional ``MultiDiscrete``.
+    :raises ValueError: the file is missing (or a directory), corrupt, not a MaskablePPO
+        model, or its observation space is not ``Box((OBS_DIM,))`` / its action space
+        not a two-dimensional ``MultiDiscrete``.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"model file {str(p)!r} does not exist (expected a MaskablePPO .zip "
-                         "saved by `python -m train`)")
+    p = check_model_file(path)
     import zipfile
 
     if not zipfile.is_zipfile(p):
@@ -88,14 +108,28 @@ class LearnedPolicy:
 
     :param path: model file (default: :data:`DEFAULT_MODEL`, the shipped one).
     :param deterministic: greedy actions (True) or samples from the policy.
-    :raises ValueError: see :func:`load_maskable_ppo`.
+    :param torch_threads: torch intra-op threads during :meth:`act` (default 1, as in
+        training; the previous setting is restored after each call, nothing else in
+        the process is affected); None leaves torch's own setting (one thread per
+        core). One forward pass over 100 agents is too small to gain from more: with
+        the 2 cores idle it took 1.2 ms on 2 threads vs 1.5 ms on 1, but with both
+        cores busy 53-153 ms vs 6-16 ms (median of 300 calls; the threads wait for
+        each other). The actions are the same.
+    :raises ValueError: see :func:`load_maskable_ppo`; a bad ``torch_threads``.
     """
 
     name = "learned"
 
-    def __init__(self, path: str | Path | None = None, deterministic: bool = True) -> None:
+    def __init__(self, path: str | Path | None = None, deterministic: bool = True,
+                 torch_threads: int | None = 1) -> None:
+        if torch_threads is not None and (isinstance(torch_threads, bool)
+                                          or not isinstance(torch_threads, int)
+                                          or torch_threads < 1):
+            raise ValueError(f"LearnedPolicy.torch_threads = {torch_threads!r}: expected an "
+                             "integer >= 1, or None for torch's own setting")
         self.path = Path(path) if path is not None else DEFAULT_MODEL
         self.deterministic = bool(deterministic)
+        self.torch_threads = torch_threads
         self.model = load_maskable_ppo(self.path)
         self._nvec = np.asarray(self.model.action_space.nvec, dtype=np.int64)
 
@@ -121,6 +155,23 @@ class LearnedPolicy:
         width = int(self._nvec.sum())
         if mask.shape != (obs.shape[0], width):
             raise ValueError(f"mask has shape {mask.shape}: expected ({obs.shape[0]}, {width})")
-        actions, _ = self.model.predict(obs, deterministic=self.deterministic,
-                                        action_masks=np.asarray(mask, dtype=bool))
+        with _torch_threads(self.torch_threads):
+            actions, _ = self.model.predict(obs, deterministic=self.deterministic,
+                                            action_masks=np.asarray(mask, dtype=bool))
         return np.asarray(actions, dtype=np.int64).reshape(obs.shape[0], 2)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block (None: unchanged)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is None or n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,184 @@
+"""Up-front checks and safe writes shared by the command lines (``demo.py``,
+``evaluate.py``, ``python -m train``).
+
+A command line refuses bad input in one line *before* its long work, and does not
+lose its results when a write still fails at the end:
+
+* :func:`check_output_file`, :func:`check_output_dir`: a path can be written. The
+  check creates and removes a probe file, because ``os.access`` answers yes to
+  everything for root and knows nothing of read-only or virtual file systems;
+* :func:`write_or_rescue`: write an output; when that fails, write it to a file in
+  the temporary directory instead and return a one-line message saying so;
+* :func:`check_limits_agents`: a kernel limits file names only agents the fleet has.
+
+Importing this module loads no torch and no environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PROBE_PREFIX = ".gridswarm-write-probe-"
+
+
+class OutputError(Exception):
+    """An output could not be written where asked (the message is one line).
+
+    :param message: what failed and where the output went instead.
+    :param path: where the output was saved instead (None: it was lost).
+    """
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """Check that ``path`` is, or can be created as, a writable directory.
+
+    A missing directory is not created; its nearest existing ancestor must be a
+    writable directory.
+
+    :param what: how the message names the path (e.g. ``"--out"``).
+    :raises ValueError: a file is in the way or the directory cannot be written.
+    """
+    p = Path(path)
+    label = f"{what} {str(path)!r}"
+    if not str(path):
+        raise ValueError(f"{what}: empty path; expected a directory")
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{label} is a file, not a directory")
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{label}: {str(existing)!r} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        where = "" if existing == p else f" (in {str(existing)!r})"
+        raise ValueError(f"{label} cannot be written{where}: {_reason(exc)}") from None
+    return p
+
+
+def check_output_file(path: str | Path, what: str, *, create_dirs: bool = False) -> Path:
+    """Check that a file can be written at ``path`` (nothing is left behind).
+
+    An existing regular file is opened for appending (its content is not changed);
+    a missing one is created and removed again. Devices and pipes are accepted as they
+    are.
+
+    :param what: how the message names the path (e.g. ``"--json"``).
+    :param create_dirs: the caller creates missing parent directories (they are
+        then checked with :func:`check_output_dir`); else the parent must exist.
+    :raises ValueError: the path is a directory, its directory is missing or the
+        file cannot be written.
+    """
+    p = Path(path)
+    label = f"{what} {str(path)!r}"
+    if not str(path):
+        raise ValueError(f"{what}: empty path; expected a file path")
+    if p.is_dir():
+        raise ValueError(f"{label} is a directory; expected a file path")
+    if p.exists():
+        if p.is_file():
+            try:
+                with open(p, "ab"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"{label} cannot be written: {_reason(exc)}") from None
+        return p
+    parent = p.parent
+    if not parent.is_dir():
+        if create_dirs:
+            check_output_dir(parent, f"{label}: directory")
+            return p
+        if parent.exists():
+            raise ValueError(f"{label}: {str(parent)!r} is a file, not a directory")
+        raise ValueError(f"{label}: directory {str(parent.resolve())!r} does not exist")
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:   # created meanwhile by someone else: fine to overwrite
+        return p
+    except OSError as exc:
+        raise ValueError(f"{label} cannot be written: {_reason(exc)}") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(p)
+    return p
+
+
+def rescue_path(path: str | Path) -> Path:
+    """A fresh file name in the temporary directory for an output meant for ``path``."""
+    p = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    fd, name = tempfile.mkstemp(prefix=f"{p.stem}-{stamp}-", suffix=p.suffix)
+    os.close(fd)
+    return Path(name)
+
+
+def write_or_rescue(path: str | Path, write: Callable[[Path], Any],
+                    what: str) -> tuple[Path | None, str | None]:
+    """``write(path)``; if it raises ``OSError``, ``write`` to :func:`rescue_path` instead.
+
+    :param write: writes the output to the path it is given.
+    :param what: how the message names the output (e.g. ``"the results"``).
+    :returns: (where it was written or None, a one-line message or None when it was
+        written where asked).
+    """
+    target = Path(path)
+    try:
+        write(target)
+        return target, None
+    except OSError as exc:
+        failed = f"could not write {what} to {str(target)!r} ({_reason(exc)})"
+    try:
+        spare = rescue_path(target)
+        write(spare)
+    except OSError as exc:
+        return None, f"{failed}; saving it elsewhere failed too ({_reason(exc)})"
+    return spare, f"{failed}; saved it to {str(spare)!r} instead"
+
+
+def _describe_names(names: list[str]) -> str:
+    """``solar_000…solar_029, battery_000…battery_039, ev_000`` (first…last per kind)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.rsplit("_", 1)[0], []).append(name)
+    return ", ".join(g[0] if len(g) == 1 else f"{g[0]}…{g[-1]}" for g in groups.values())
+
+
+def check_limits_agents(limits: Any, n_agents: int) -> Any:
+    """Load kernel limits (dict, TOML path, ``Limits`` or None) and check that every
+    per-agent override names an agent of an ``n_agents`` fleet (the env's own check
+    runs only at reset, after outputs exist).
+
+    :returns: the :class:`~gridswarm_env.kernel.Limits`.
+    :raises ValueError: unreadable limits, or agents the fleet does not have (the
+        message lists the fleet's names).
+    """
+    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.fleet import agent_names
+    from gridswarm_env.kernel import as_limits
+
+    lim = as_limits(limits)
+    names = agent_names(n_agents, EnvConfig().fleet)
+    unknown = sorted(set(lim.per_agent) - set(names))
+    if unknown:
+        more = " …" if len(unknown) > 5 else ""
+        raise ValueError(f"limits name agent(s) {', '.join(unknown[:5])}{more} that a fleet "
+                         f"of {n_agents} agents does not have (its agents: "
+                         f"{_describe_names(names)})")
+    return lim
