@@ -6,8 +6,14 @@ Examples::
     python -m train --resume runs/all_s0_20250101-120000/checkpoints/model_500000_steps.zip
     python -m train --bc-teacher heuristic --bc-timesteps 200000 --timesteps 1000000
 
-Bad arguments print one readable line on stderr and exit with status 2 (no
-traceback); Ctrl-C saves the model and exits with status 130.
+With ``--resume`` the PPO flags you do not pass keep the checkpoint's values; those
+you pass are applied (``--net-arch`` must equal the checkpoint's: the network's shape
+cannot change). The training record shows the values read back from the model.
+
+Bad arguments, and outputs that cannot be written (checked before training), print
+one readable line on stderr and exit with status 2 (no traceback); Ctrl-C saves the
+model and exits with status 130; a model or record that cannot be written at the end
+is saved to the temporary directory instead, with one line on stderr and status 1.
 """
 
 from __future__ import annotations
@@ -19,9 +25,22 @@ from collections.abc import Sequence
 
 from gridswarm_env.config import TRUST_MODES
 from gridswarm_env.scenarios import scenario_names
+from policies.cli_checks import OutputError
 from train.config import REWARD_MODES, TEACHERS, TrainConfig
 
 DEFAULTS = TrainConfig()
+#: (flag destination, TrainConfig field) of the PPO flags: their argparse default is
+#: None ("not given"), filled from the checkpoint with --resume, else from DEFAULTS.
+PPO_FLAGS = (("lr", "learning_rate"), ("n_steps", "n_steps"), ("batch_size", "batch_size"),
+             ("n_epochs", "n_epochs"), ("gamma", "gamma"), ("ent_coef", "ent_coef"),
+             ("clip_range", "clip_range"), ("target_kl", "target_kl"),
+             ("net_arch", "net_arch"))
+#: PPO fields without a flag: the checkpoint's with --resume, else DEFAULTS.
+PPO_FIELDS_WITHOUT_FLAG = ("gae_lambda", "vf_coef", "max_grad_norm")
+
+
+def _ppo_help(text: str, default: object) -> str:
+    return f"{text} (default: {default}; with --resume: the checkpoint's)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--timesteps", type=int, default=DEFAULTS.total_timesteps,
       help="agent-steps to train in this run (default: %(default)s)")
     a("--logdir", default=DEFAULTS.logdir, help="parent of run directories (default: %(default)s)")
-    a("--out", default=None, help="model file to write (default: <logdir>/<run>/model.zip)")
-    a("--resume", default=None, metavar="PATH", help="continue training a saved model")
+    a("--out", default=None, metavar="PATH",
+      help="model file to write; .zip is appended when missing (default: "
+           "<logdir>/<run>/model.zip)")
+    a("--resume", default=None, metavar="PATH",
+      help="continue training a saved model: PPO flags not given keep the checkpoint's "
+           "values, those given are applied (--net-arch must equal the checkpoint's); "
+           "no behaviour cloning")
     a("--seed", type=int, default=DEFAULTS.seed, help="random seed (default: %(default)s)")
     a("--agents", type=int, default=DEFAULTS.n_agents, help="agents per env (default: %(default)s)")
     a("--envs", type=int, default=DEFAULTS.n_envs, help="env copies stacked (default: %(default)s)")
@@ -53,17 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     a("--reward-scale", type=float, default=DEFAULTS.reward_scale,
       help="multiplier of the rewards the learner sees (default: %(default)s)")
     a("--reward-clip", type=float, default=DEFAULTS.reward_clip,
-      help="clip of the scaled rewards, 0 = none (default: %(default)s)")
-    a("--lr", type=float, default=DEFAULTS.learning_rate, help="PPO learning rate")
-    a("--n-steps", type=int, default=DEFAULTS.n_steps, help="rollout steps per agent slot")
-    a("--batch-size", type=int, default=DEFAULTS.batch_size, help="PPO minibatch size")
-    a("--n-epochs", type=int, default=DEFAULTS.n_epochs, help="PPO epochs per rollout")
-    a("--gamma", type=float, default=DEFAULTS.gamma, help="discount per 1 s step")
-    a("--ent-coef", type=float, default=DEFAULTS.ent_coef, help="entropy bonus")
-    a("--clip-range", type=float, default=DEFAULTS.clip_range, help="PPO clip range")
-    a("--target-kl", type=float, default=None, help="early-stop an update past 1.5x this KL")
-    a("--net-arch", default=",".join(map(str, DEFAULTS.net_arch)),
-      help="hidden layer sizes, comma separated (default: %(default)s)")
+      help="clip of the scaled rewards, > 0, or 0 = no clipping (default: %(default)s)")
+    a("--lr", type=float, default=None, help=_ppo_help("PPO learning rate",
+                                                        DEFAULTS.learning_rate))
+    a("--n-steps", type=int, default=None,
+      help=_ppo_help("rollout steps per agent slot", DEFAULTS.n_steps))
+    a("--batch-size", type=int, default=None,
+      help=_ppo_help("PPO minibatch size, capped at one rollout", DEFAULTS.batch_size))
+    a("--n-epochs", type=int, default=None,
+      help=_ppo_help("PPO epochs per rollout", DEFAULTS.n_epochs))
+    a("--gamma", type=float, default=None,
+      help=_ppo_help("discount per 1 s step", DEFAULTS.gamma))
+    a("--ent-coef", type=float, default=None, help=_ppo_help("entropy bonus", DEFAULTS.ent_coef))
+    a("--clip-range", type=float, default=None,
+      help=_ppo_help("PPO clip range", DEFAULTS.clip_range))
+    a("--target-kl", type=float, default=None,
+      help=_ppo_help("early-stop an update past 1.5x this KL, 0 = off", "off"))
+    a("--net-arch", default=None,
+      help=_ppo_help("hidden layer sizes, comma separated",
+                     ",".join(map(str, DEFAULTS.net_arch))))
     a("--bc-teacher", default=None, choices=TEACHERS,
       help="behaviour-clone this policy before PPO")
     a("--bc-timesteps", type=int, default=200_000, help="agent-steps of demonstrations")
@@ -75,21 +107,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> TrainConfig:
-    """Build the validated :class:`TrainConfig` (raises ``ValueError`` on bad values)."""
-    try:
-        arch = tuple(int(x) for x in args.net_arch.split(","))
-    except ValueError:
-        raise ValueError(f"--net-arch {args.net_arch!r}: expected sizes like 64,64") from None
+def ppo_settings(args: argparse.Namespace, checkpoint: dict | None = None) -> dict:
+    """The PPO fields of the run: the flags given, else the checkpoint's values (with
+    --resume), else :data:`DEFAULTS`.
+
+    :param checkpoint: :func:`train.trainer.checkpoint_hyperparameters` of the resumed
+        model, or None.
+    :raises ValueError: a malformed --net-arch or a negative --target-kl.
+    """
+    base = checkpoint if checkpoint is not None else {
+        name: getattr(DEFAULTS, name) for _, name in PPO_FLAGS}
+    out = {name: base[name] for _, name in PPO_FLAGS}
+    if checkpoint is not None:
+        out.update({name: checkpoint[name] for name in PPO_FIELDS_WITHOUT_FLAG})
+    given = {name: getattr(args, dest) for dest, name in PPO_FLAGS
+             if getattr(args, dest) is not None}
+    if "net_arch" in given:
+        try:
+            given["net_arch"] = tuple(int(x) for x in given["net_arch"].split(","))
+        except ValueError:
+            raise ValueError(f"--net-arch {given['net_arch']!r}: expected sizes like 64,64"
+                             ) from None
+    if "target_kl" in given:
+        if given["target_kl"] < 0:
+            raise ValueError(f"--target-kl {given['target_kl']}: must be > 0, or 0 = off")
+        given["target_kl"] = given["target_kl"] or None
+    out.update(given)
+    return out
+
+
+def config_from_args(args: argparse.Namespace, argv: Sequence[str],
+                     checkpoint: dict | None = None) -> TrainConfig:
+    """Build the validated :class:`TrainConfig` (raises ``ValueError`` on bad values).
+
+    :param checkpoint: the resumed model's PPO settings (see :func:`ppo_settings`).
+    """
+    if args.reward_clip < 0:
+        raise ValueError(f"--reward-clip {args.reward_clip}: must be > 0, or 0 = no clipping")
     return TrainConfig(
         scenario=args.scenario, total_timesteps=args.timesteps, n_agents=args.agents,
         n_envs=args.envs, trust=args.trust, seed=args.seed, logdir=args.logdir, out=args.out,
         resume=args.resume, checkpoint_every=args.checkpoint_every, reward=args.reward,
         marginal_weight=args.marginal_weight, reward_scale=args.reward_scale,
-        reward_clip=args.reward_clip or None, learning_rate=args.lr, n_steps=args.n_steps,
-        batch_size=args.batch_size, n_epochs=args.n_epochs, gamma=args.gamma,
-        ent_coef=args.ent_coef, clip_range=args.clip_range, target_kl=args.target_kl,
-        net_arch=arch, bc_teacher=args.bc_teacher,
+        reward_clip=args.reward_clip or None, **ppo_settings(args, checkpoint),
+        bc_teacher=args.bc_teacher,
         bc_timesteps=args.bc_timesteps if args.bc_teacher else 0, bc_epochs=args.bc_epochs,
         bc_learning_rate=args.bc_lr,
         run_name=args.run_name, progress_bar=not args.no_progress, verbose=args.verbose,
@@ -102,12 +163,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = config_from_args(args, argv)
+        checkpoint = None
+        if args.resume is not None:
+            config_from_args(args, argv)   # the other flags first (no torch yet)
+            from train.trainer import checkpoint_hyperparameters
+
+            checkpoint = checkpoint_hyperparameters(args.resume)
+        config = config_from_args(args, argv, checkpoint)
+        config.check_outputs(config.run_name)
         from train.trainer import train  # torch loads only for a valid command
 
         path = train(config)
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except OutputError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         print(f"\n{exc or 'interrupted'}", file=sys.stderr)
         return 130

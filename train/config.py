@@ -15,17 +15,25 @@ from pathlib import Path
 from gridswarm_env.config import (
     TRUST_MODES,
     check_choice,
+    check_finite,
     check_int_at_least,
     check_non_negative,
     check_positive,
     check_range,
+    store,
 )
 from gridswarm_env.scenarios import scenario_names
+from policies.cli_checks import check_output_dir, check_output_file
 
 #: ``reward`` modes of :class:`~train.adapter.GridSwarmVecEnv`.
 REWARD_MODES = ("env", "marginal")
 #: teachers for behaviour-cloning pre-training (:mod:`train.bc`).
 TEACHERS = ("heuristic", "oracle")
+#: PPO fields of :class:`TrainConfig` that a resumed model takes from the config
+#: (``net_arch`` cannot change: it is the shape of the saved network).
+RESUMABLE_FIELDS = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma",
+                    "gae_lambda", "clip_range", "ent_coef", "vf_coef", "max_grad_norm",
+                    "target_kl")
 
 
 def resolve_scenarios(scenario: str | Sequence[str]) -> tuple[str, ...]:
@@ -59,15 +67,21 @@ class TrainConfig:
     :param trust: contract signatures, ``"hmac"`` (fast, default) or ``"ed25519"``.
     :param seed: seeds torch, numpy, the adapter's episode stream and BC shuffling.
     :param logdir: parent directory of run directories.
-    :param out: model file to write (default ``<logdir>/<run name>/model.zip``).
-    :param resume: a saved model (.zip) to continue training; its hyperparameters
-        are used (the PPO fields below are ignored), the BC phase is skipped.
+    :param out: model file to write (default ``<logdir>/<run name>/model.zip``);
+        ``.zip`` is appended when the name does not end with it (SB3 writes ``X.zip``
+        for a name ``X`` without suffix), so ``out`` is the file really written.
+    :param resume: a saved model (.zip) to continue training. The PPO fields below
+        (:data:`RESUMABLE_FIELDS`) are applied to it: SB3 sets them before it rebuilds
+        the rollout buffer and the learning-rate schedule. ``net_arch`` is the saved
+        network's shape and must equal the checkpoint's. ``python -m train --resume``
+        fills the fields whose flags are not given from the checkpoint. No behaviour
+        cloning (``bc_teacher`` must be None).
     :param checkpoint_every: save a checkpoint every this many agent-steps (0: never).
     :param reward: ``"env"`` (the env's per-agent reward) or ``"marginal"`` (plus each
         agent's averted value of lost load, :func:`~train.adapter.marginal_reward_term`).
     :param marginal_weight: weight of that term.
     :param reward_scale: multiplier of the rewards the learner sees (the env's are $ x 100).
-    :param reward_clip: clip of the scaled rewards (None: none). An EV that leaves short
+    :param reward_clip: clip of the scaled rewards, > 0 (None: none). An EV that leaves short
         of its departure energy costs the env reward up to ~10⁵ in one step, mostly
         beyond any bid's control (the same under every policy); unclipped, these spikes
         dominate the critic's loss and the normalized advantages.
@@ -149,7 +163,10 @@ class TrainConfig:
         check_non_negative(owner, "marginal_weight", self.marginal_weight)
         check_positive(owner, "reward_scale", self.reward_scale)
         if self.reward_clip is not None:
-            check_positive(owner, "reward_clip", self.reward_clip)
+            check_finite(owner, "reward_clip", self.reward_clip)
+            if self.reward_clip <= 0:
+                raise ValueError(f"{owner}.reward_clip = {self.reward_clip!r}: must be > 0, "
+                                 "or None for no clipping")
         for name in ("learning_rate", "clip_range", "max_grad_norm", "bc_learning_rate"):
             check_positive(owner, name, getattr(self, name))
         check_int_at_least(owner, "n_steps", self.n_steps, 2)
@@ -173,9 +190,38 @@ class TrainConfig:
         check_int_at_least(owner, "verbose", self.verbose, 0)
         if self.resume is not None and not Path(self.resume).is_file():
             raise ValueError(f"{owner}.resume = {self.resume!r}: no such model file")
+        if self.resume is not None and self.bc_teacher is not None:
+            raise ValueError(f"{owner}.bc_teacher = {self.bc_teacher!r}: behaviour cloning "
+                             "pre-trains a new model; it cannot be combined with resume")
+        if self.out is not None:
+            if not isinstance(self.out, str) or not self.out:
+                raise ValueError(f"{owner}.out = {self.out!r}: expected a model file path")
+            if not self.out.lower().endswith(".zip"):
+                store(self, "out", self.out + ".zip")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):
             raise ValueError(f"{owner}.run_name = {self.run_name!r}: expected a plain "
                              "directory name")
+
+    def model_path(self, run_dir: Path) -> Path:
+        """The model file this run writes (``out``, or ``<run_dir>/model.zip``)."""
+        return Path(self.out) if self.out else run_dir / "model.zip"
+
+    def check_outputs(self, run_name: str | None = None) -> None:
+        """Check before any work that the run directory, the model and its JSON record
+        can be written (nothing is created).
+
+        :param run_name: the run's directory name (None: check ``logdir`` only).
+        :raises ValueError: a file where a directory must go (or the reverse), or a
+            place that cannot be written; the message names the flag.
+        """
+        run_dir = Path(self.logdir) / run_name if run_name else Path(self.logdir)
+        check_output_dir(run_dir, "--logdir" if run_name is None else "run directory")
+        if run_name is None and self.out is None:
+            return
+        model = self.model_path(run_dir)
+        check_output_file(model, "--out model file" if self.out else "model file",
+                          create_dirs=True)
+        check_output_file(model.with_suffix(".json"), "training record", create_dirs=True)
 
     def default_run_name(self, now: float | None = None) -> str:
         """``<scenario>_s<seed>_<YYYYmmdd-HHMMSS>`` (local time)."""

@@ -22,7 +22,9 @@ Timesteps are **agent-steps** (one observation of one agent), SB3's
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import platform
 import sys
 import time
@@ -34,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from gridswarm_env.env import OBS_FIELDS
+from policies.cli_checks import OutputError, write_or_rescue
 from train.adapter import GridSwarmVecEnv
-from train.config import TrainConfig
+from train.config import RESUMABLE_FIELDS, TrainConfig
 
 
 def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
@@ -61,10 +64,44 @@ def make_model(config: TrainConfig, venv: GridSwarmVecEnv):
         device="cpu", verbose=config.verbose)
 
 
-def load_model(path: str | Path, venv: GridSwarmVecEnv | None = None):
-    """Load a saved ``MaskablePPO`` model (optionally attached to ``venv``).
+def model_hyperparameters(model) -> dict[str, Any]:
+    """The PPO settings of a ``MaskablePPO`` model, read back from it, as
+    :class:`TrainConfig` fields (:data:`~train.config.RESUMABLE_FIELDS` and
+    ``net_arch``, the actor's hidden layers). A schedule is given by its start value."""
+
+    def start(value: Any) -> float:
+        return float(value(1.0) if callable(value) else value)
+
+    arch = model.policy_kwargs.get("net_arch")
+    layers = arch.get("pi") if isinstance(arch, dict) else arch
+    return {"learning_rate": start(model.learning_rate), "n_steps": int(model.n_steps),
+            "batch_size": int(model.batch_size), "n_epochs": int(model.n_epochs),
+            "gamma": float(model.gamma), "gae_lambda": float(model.gae_lambda),
+            "clip_range": start(model.clip_range), "ent_coef": float(model.ent_coef),
+            "vf_coef": float(model.vf_coef), "max_grad_norm": float(model.max_grad_norm),
+            "target_kl": None if model.target_kl is None else float(model.target_kl),
+            "net_arch": tuple(int(h) for h in layers or ())}
+
+
+def checkpoint_hyperparameters(path: str | Path) -> dict[str, Any]:
+    """:func:`model_hyperparameters` of a saved model.
 
     :raises ValueError: missing, corrupt or incompatible file (the message says which).
+    """
+    from policies.learned import load_maskable_ppo
+
+    return model_hyperparameters(load_maskable_ppo(path))
+
+
+def load_model(path: str | Path, venv: GridSwarmVecEnv | None = None, **changes: Any):
+    """Load a saved ``MaskablePPO`` model (optionally attached to ``venv``).
+
+    :param changes: with ``venv``: PPO settings to apply (names of
+        :data:`~train.config.RESUMABLE_FIELDS`; SB3 sets them before it builds the
+        rollout buffer and the schedules) and ``net_arch``, which must equal the
+        saved network's.
+    :raises ValueError: missing, corrupt or incompatible file, or a ``net_arch`` other
+        than the saved one (the message says which).
     """
     from sb3_contrib import MaskablePPO
 
@@ -72,9 +109,22 @@ def load_model(path: str | Path, venv: GridSwarmVecEnv | None = None):
 
     model = load_maskable_ppo(path)          # file checks with readable errors
     if venv is None:
+        if changes:
+            raise ValueError("load_model: changes need a venv to attach the model to")
         return model
+    arch = changes.pop("net_arch", None)
+    saved = model_hyperparameters(model)["net_arch"]
+    if arch is not None and tuple(arch) != saved:
+        have = ",".join(map(str, saved))
+        raise ValueError(f"net_arch (--net-arch) = {','.join(map(str, arch))}: the model being "
+                         f"resumed, {str(path)!r}, has hidden layers {have} and a resumed "
+                         f"model keeps its network (drop --net-arch or pass {have})")
+    unknown = sorted(set(changes) - set(RESUMABLE_FIELDS))
+    if unknown:
+        raise ValueError(f"load_model: cannot change {', '.join(unknown)} of a saved model; "
+                         f"allowed: net_arch (unchanged), {', '.join(RESUMABLE_FIELDS)}")
     try:
-        return MaskablePPO.load(Path(path), env=venv, device="cpu")
+        return MaskablePPO.load(Path(path), env=venv, device="cpu", **changes)
     except ValueError as exc:   # SB3 reports space mismatches as ValueError
         raise ValueError(f"model file {str(path)!r} does not fit this environment: {exc}"
                          ) from None
@@ -90,12 +140,18 @@ def _configure_logger(model, run_dir: Path, verbose: int) -> None:
 def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     """Run one training job described by ``config``; return the saved model's path.
 
-    Writes ``<model>.json`` beside the model (see the module docstring).
+    Writes ``<model>.json`` beside the model (see the module docstring); its
+    ``config`` holds the PPO settings read back from the model, i.e. the ones really
+    used (e.g. ``batch_size`` capped at one rollout, a resumed model's values).
 
     :param config: the run's settings.
     :param callbacks: extra SB3 callbacks, run after the grid-KPI and checkpoint ones
         (e.g. a subclass of :class:`~train.callbacks.EpisodeMetricsCallback`).
-    :raises ValueError: a resume file that is missing, corrupt or does not fit.
+    :raises ValueError: before any work: a resume file that is missing, corrupt or does
+        not fit (or another ``net_arch``), an output that cannot be written.
+    :raises OutputError: the model or its record could not be written where asked at
+        the end; it was saved to the temporary directory instead (``exc.path``).
+    :raises KeyboardInterrupt: Ctrl-C during learning, after saving the model.
     """
     import torch as th
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
@@ -107,18 +163,27 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     t_start = time.time()
     run_name = config.run_name or config.default_run_name(t_start)
     run_dir = Path(config.logdir) / run_name
-    out = Path(config.out) if config.out else run_dir / "model.zip"
+    config.check_outputs(run_name)
+    out = config.model_path(run_dir)
 
     venv = make_venv(config)
     record: dict[str, Any] = {"config": _config_dict(config), "run_name": run_name,
                               "run_dir": str(run_dir), "command": config.command}
     if config.resume:
-        model = load_model(config.resume, venv)
+        changes = {name: getattr(config, name) for name in RESUMABLE_FIELDS}
+        changes["batch_size"] = min(config.batch_size, config.n_steps * venv.num_envs)
+        try:
+            model = load_model(config.resume, venv, net_arch=config.net_arch, **changes)
+        except ValueError:
+            venv.close()
+            raise
         model.set_random_seed(config.seed)
         record["resumed_from"] = str(config.resume)
         record["resumed_at_timesteps"] = int(model.num_timesteps)
     else:
         model = make_model(config, venv)
+    used = model_hyperparameters(model)
+    record["config"].update(used, net_arch=list(used["net_arch"]))
     run_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     _configure_logger(model, run_dir, config.verbose)
@@ -156,11 +221,12 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     except KeyboardInterrupt:
         interrupted = True
     learn_s = time.time() - t_learn
-    model.save(out)
+    saved_to, problem = write_or_rescue(out, lambda p: _save_model(model, p), "the model")
+    problems = [problem] if problem else []
     venv.close()
     steps = int(model.num_timesteps) - steps_before
     record.update({
-        "model": str(out), "interrupted": interrupted,
+        "model": None if saved_to is None else str(saved_to), "interrupted": interrupted,
         "num_timesteps": int(model.num_timesteps), "timesteps_this_run": steps,
         "wall_time_s": round(time.time() - t_start, 1), "learn_time_s": round(learn_s, 1),
         "agent_steps_per_s": round(steps / learn_s, 1) if steps and learn_s > 0 else None,
@@ -169,10 +235,24 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
         "versions": _versions(), "platform": platform.platform(),
     })
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    _, problem = write_or_rescue((saved_to or out).with_suffix(".json"),
+                                 lambda p: p.write_text(text), "the training record")
+    problems += [problem] if problem else []
     if interrupted:
-        raise KeyboardInterrupt(f"interrupted; model saved to {out}")
+        raise KeyboardInterrupt("; ".join(["interrupted", *problems]) if problems
+                                else f"interrupted; model saved to {saved_to}")
+    if problems:
+        raise OutputError("; ".join(problems), path=saved_to)
     return out
+
+
+def _save_model(model, path: Path) -> None:
+    """``model.save(path)``, but a directory in the way is an error (SB3 would write to
+    ``<path>_2`` instead and say so only in a warning)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    model.save(path)
 
 
 def _config_dict(config: TrainConfig) -> dict[str, Any]:
