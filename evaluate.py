@@ -2,15 +2,15 @@
 
 Usage::
 
-    python evaluate.py [--policies heuristic,random,oracle] [--scenarios all|name,name]
+    python evaluate.py [--policies heuristic,random,oracle,learned] [--scenarios all|name,name]
                        [--episodes N] [--seed N] [--agents N] [--out DIR]
                        [--trust hmac|ed25519] [--limits FILE] [--no-progress]
 
 Every policy x scenario x seed (``seed``, ``seed + 1``, … ``seed + episodes − 1``) runs
 one episode through :func:`policies.rollout.run_episode` (the same runner as the demo
-and the tests). Defaults: policies ``heuristic,random,oracle`` plus ``learned`` when a
-model exists at ``policies/pretrained/`` (skipped with a note otherwise), every
-scenario, 5 episodes, seed 0, 100 agents, output ``eval_out/``.
+and the tests). Defaults: policies ``heuristic,random,oracle,learned`` (``learned``
+only when a model exists at ``policies/pretrained/``, skipped with a note otherwise),
+every scenario, 5 episodes, seed 0, 100 agents, ed25519 trust, output ``eval_out/``.
 
 Outputs in ``DIR``:
 
@@ -27,8 +27,18 @@ Outputs in ``DIR``:
   ``cost_vs_oracle.png`` — mean ``system_cost`` relative to the oracle as grouped bars;
 * ``tensorboard/`` — scalars ``eval/<scenario>/<policy>/<kpi>`` (step = episode index).
 
+Re-running into the same ``DIR`` replaces these outputs: once a run has written its
+own, it removes the ones of earlier runs that it did not rewrite — ``freq_*.png`` of
+scenarios it did not run and the earlier event files in ``tensorboard/`` (one run's
+scalars per directory, no mixed curves). Nothing else in ``DIR`` is touched; an
+interrupted or failed run removes its own event file and leaves ``DIR`` as it was.
+
 Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
-turns bad arguments into a one-line message and exit status 2 (no traceback).
+turns bad arguments into a one-line message and exit status 2 (no traceback) before
+any output exists: the output directory and the files in it must be writable, a
+limits file may name only agents the fleet has. An output that still cannot be
+written at the end is saved to the temporary directory instead, with a one-line
+message and exit status 1.
 """
 
 from __future__ import annotations
@@ -44,7 +54,20 @@ from typing import Any
 
 import numpy as np
 
+from policies.cli_checks import (
+    OutputError,
+    check_limits_agents,
+    check_output_dir,
+    check_output_file,
+    write_or_rescue,
+)
+
+#: Policies run by default, plus ``learned`` when a pretrained model exists.
 DEFAULT_POLICIES = ("heuristic", "random", "oracle")
+#: Files in the output directory this program writes (besides ``freq_<scenario>.png``).
+OUTPUT_FILES = ("results.json", "results.md", "cost_vs_oracle.png")
+TENSORBOARD_DIR = "tensorboard"
+EVENT_FILE_GLOB = "events.out.tfevents.*"
 TABLE_KPIS = ("system_cost", "unserved_energy_mwh", "ev_unmet_energy_mwh", "frequency_nadir_hz",
               "frequency_zenith_hz", "seconds_outside_band", "stabilization_time_s",
               "emergency_response_latency_ms", "consensus_rate", "blocked_attempts",
@@ -71,9 +94,10 @@ def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[
     ``learned`` without a pretrained model is skipped with a note; a path to a model
     file is accepted as a policy.
 
-    :raises UsageError: an unknown name or a missing model path.
+    :raises UsageError: an unknown name, or a model path that is missing or a directory.
     """
     from policies import policy_names
+    from policies.learned import check_model_file
 
     known = policy_names()
     notes: list[str] = []
@@ -98,8 +122,10 @@ def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[
             if not looks_like_path:
                 raise UsageError(f"unknown policy {name!r}; known policies: "
                                  f"{', '.join(known)}, or a path to a saved model (.zip)")
-            if not Path(name).is_file():
-                raise UsageError(f"model file {name!r} does not exist")
+            try:
+                check_model_file(name)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         out.append(name)
     if not out:
         raise UsageError("no policy left to evaluate (" + "; ".join(notes) + ")")
@@ -138,11 +164,10 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
                     limits: str | Path | None) -> tuple[list[str], list[str], list[str], Any]:
     """Validate every argument of :func:`evaluate` before any work is done.
 
-    :returns: (policy names, scenario names, notes, compiled limits).
-    :raises UsageError: the first bad argument, in one line.
+    :returns: (policy names, scenario names, notes, limits).
+    :raises UsageError: the first bad argument, in one line (a limits file naming an
+        agent that a fleet of ``n_agents`` does not have is one).
     """
-    from gridswarm_env.kernel import as_limits
-
     pols, notes = resolve_policies(policies)
     scs = resolve_scenarios(scenarios)
     _check_count("episodes", episodes)
@@ -152,10 +177,47 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
     if trust not in TRUST_CHOICES:
         raise UsageError(f"trust = {trust!r}: allowed values are {', '.join(TRUST_CHOICES)}")
     try:
-        limits_obj = as_limits(limits)
+        limits_obj = check_limits_agents(limits, int(n_agents))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return pols, scs, notes, limits_obj
+
+
+def check_outputs(out_dir: str | Path, scenarios: Sequence[str]) -> Path:
+    """Check before any work that every output can be written in ``out_dir``.
+
+    :raises UsageError: ``out_dir`` (or ``tensorboard/`` in it) is a file or not
+        writable, or an output file's name is taken by a directory or a read-only file.
+    """
+    out = Path(out_dir)
+    try:
+        check_output_dir(out, "--out")
+        check_output_dir(out / TENSORBOARD_DIR, "--out: tensorboard directory")
+        for name in (*OUTPUT_FILES, *(f"freq_{sc}.png" for sc in scenarios)):
+            if (out / name).exists():
+                check_output_file(out / name, "--out: output file")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return out
+
+
+def _event_files(out: Path) -> set[Path]:
+    return {p for p in (out / TENSORBOARD_DIR).glob(EVENT_FILE_GLOB) if p.is_file()}
+
+
+def remove_stale_outputs(out: Path, scenarios: Sequence[str], earlier_events: set[Path]
+                         ) -> list[Path]:
+    """Remove the outputs of earlier runs that this run did not rewrite: ``freq_*.png``
+    of other scenarios and the event files ``earlier_events``.
+
+    :returns: the removed paths.
+    """
+    keep = {f"freq_{sc}.png" for sc in scenarios}
+    stale = [p for p in out.glob("freq_*.png") if p.is_file() and p.name not in keep]
+    stale += sorted(p for p in earlier_events if p.is_file())
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 # --------------------------------------------------------------------------- JSON and stats
@@ -355,7 +417,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
     :param counterfactual: also run the first seed of every scenario in shadow mode
         (nothing dispatched) as the no-DER reference.
     :returns: the ``results.json`` content.
-    :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits).
+    :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits,
+        outputs that cannot be written), before any output exists.
+    :raises OutputError: an output could not be written at the end (the others were;
+        it went to the temporary directory instead, see the message).
     """
     import gridswarm_env
     from policies import make_policy
@@ -365,7 +430,12 @@ def evaluate(policies: Sequence[str] | str | None = None,
                                                        n_agents, trust, limits)
     episodes, n_agents = int(episodes), int(n_agents)
     all_notes = list(dict.fromkeys(list(notes or []) + pol_notes))
-    out = Path(out_dir)
+    out = check_outputs(out_dir, scs)
+    for pol in pols:   # a model that does not load fails now, not after other episodes
+        try:
+            make_policy(pol)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -384,8 +454,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
     physics_dt_s = 0.05
     no_der: dict[str, dict[str, Any]] = {}
     no_der_traces: dict[str, np.ndarray] = {}
-    writer = ScalarWriter(out / "tensorboard")
+    earlier_events = _event_files(out)
+    writer = ScalarWriter(out / TENSORBOARD_DIR)
     t_start = time.perf_counter()
+    finished = False
     try:
         for sc in scs:
             if counterfactual:
@@ -397,6 +469,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
                     "seconds_outside_band", "max_rocof_hz_per_s")}}
                 if res.freq_substeps_hz is not None:
                     no_der_traces[sc] = res.freq_substeps_hz
+                env.close()
                 if bar is not None:
                     bar.update(1)
             for pol in pols:
@@ -426,10 +499,14 @@ def evaluate(policies: Sequence[str] | str | None = None,
                         bar.update(1)
                 env.close()
                 wall[sc][pol] = time.perf_counter() - t_pol
+        finished = True
     finally:
         writer.close()
         if bar is not None:
             bar.close()
+        if not finished:   # leave DIR as it was: drop this run's partial event file
+            for p in _event_files(out) - earlier_events:
+                p.unlink(missing_ok=True)
     elapsed = time.perf_counter() - t_start
 
     summary = summarize(runs, pols, scs)
@@ -444,18 +521,28 @@ def evaluate(policies: Sequence[str] | str | None = None,
                     "wall_time_s": elapsed, "notes": all_notes, "scenarios": summary,
                     "no_der_counterfactual": no_der},
     })
-    (out / "results.json").write_text(json.dumps(result, indent=1, allow_nan=False))
     header = {"policies": ", ".join(pols), "scenarios": ", ".join(scs),
               "episodes": f"{episodes} (seeds {seed}…{seed + episodes - 1})",
               "agents": n_agents, "trust": trust,
               "limits": str(limits) if limits is not None else "defaults",
               "wall time": f"{elapsed:.1f} s"}
-    write_markdown(out / "results.md", summary, header, all_notes, no_der)
+    text = json.dumps(result, indent=1, allow_nan=False)
+    writes = [("results.json", "the results (results.json)", lambda p: p.write_text(text)),
+              ("results.md", "the results table (results.md)",
+               lambda p: write_markdown(p, summary, header, all_notes, no_der))]
     for sc in scs:
         if traces[sc]:
-            plot_frequency(out / f"freq_{sc}.png", sc, traces[sc], physics_dt_s,
-                           no_der_traces.get(sc))
-    plot_costs(out / "cost_vs_oracle.png", summary, pols)
+            writes.append((f"freq_{sc}.png", f"the frequency plot of {sc}",
+                           lambda p, sc=sc: plot_frequency(p, sc, traces[sc], physics_dt_s,
+                                                           no_der_traces.get(sc))))
+    writes.append(("cost_vs_oracle.png", "the cost plot",
+                   lambda p: plot_costs(p, summary, pols)))
+    failures = [msg for name, what, write in writes
+                if (msg := write_or_rescue(out / name, write, what)[1]) is not None]
+    if failures:   # keep the earlier run's files: some of this run's are elsewhere
+        raise OutputError("; ".join(failures) + f"; earlier outputs in {str(out)!r} were "
+                          "left in place")
+    remove_stale_outputs(out, scs, earlier_events)
     return result
 
 
@@ -472,22 +559,33 @@ def build_parser() -> argparse.ArgumentParser:
                 "scenarios and seeds; writes results.json, results.md, PNG plots and "
                 "tensorboard scalars.")
     p.add_argument("--policies", default=None,
-                   help="comma-separated policy names or model paths (default: heuristic,"
-                        "random,oracle, plus learned when policies/pretrained/ has a model)")
-    p.add_argument("--scenarios", default="all", help="'all' or comma-separated names")
-    p.add_argument("--episodes", type=int, default=5, help="episodes per policy and scenario")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--agents", type=int, default=100, help="number of DER agents")
-    p.add_argument("--out", default="eval_out", help="output directory")
+                   help="comma-separated policy names or model paths (default: "
+                        f"{','.join(DEFAULT_POLICIES)},learned; learned only when "
+                        "policies/pretrained/ has a model)")
+    p.add_argument("--scenarios", default="all",
+                   help="'all' or comma-separated names (default: %(default)s)")
+    p.add_argument("--episodes", type=int, default=5, metavar="N",
+                   help="episodes per policy and scenario (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="first seed; episode e uses seed + e (default: %(default)s)")
+    p.add_argument("--agents", type=int, default=100, metavar="N",
+                   help="number of DER agents (default: %(default)s)")
+    p.add_argument("--out", default="eval_out", metavar="DIR",
+                   help="output directory (default: %(default)s). A re-run replaces this "
+                        "program's outputs there: after a successful run, freq_*.png of "
+                        "scenarios it did not run and earlier tensorboard event files are "
+                        "removed; nothing else in DIR is touched")
     p.add_argument("--trust", default="ed25519", choices=TRUST_CHOICES,
-                   help="contract signatures (hmac is faster)")
-    p.add_argument("--limits", default=None, help="kernel limits TOML file")
+                   help="contract signatures (default: %(default)s; hmac is faster)")
+    p.add_argument("--limits", default=None, metavar="FILE",
+                   help="kernel limits TOML file (default: built-in limits)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line; returns the exit status (0 ok, 2 bad arguments, 130 interrupted)."""
+    """Command line; returns the exit status (0 ok, 1 an output could not be written
+    where asked, 2 bad arguments, 130 interrupted)."""
     try:
         args = build_parser().parse_args(argv)
         pols, _, notes, _ = check_arguments(args.policies, args.scenarios, args.episodes,
@@ -500,6 +598,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
+    except OutputError as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("evaluate.py: interrupted", file=sys.stderr)
         return 130
