@@ -4,7 +4,7 @@ Usage::
 
     python demo.py [--agents N] [--scenario S] [--policy heuristic|random|learned|PATH]
                    [--seed N] [--shadow] [--steps N] [--no-live] [--json FILE]
-                   [--limits FILE] [--trust ed25519|hmac]
+                   [--limits FILE] [--trust ed25519|hmac] [--audit FILE]
 
 Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``.
 
@@ -27,10 +27,24 @@ step's event lines. The per-step record adds to ``last_info``:
 * ``contracts_signed`` / ``contracts_rejected`` this step and in total, ``wall_s``.
 
 ``--json FILE`` writes ``{"run": {...}, "steps": [...], "metrics": {...}}`` as strict
-JSON (NaN and ±inf become ``null``). Ctrl-C stops the episode cleanly: the summary
-is printed and the JSON written for the steps that ran (exit status 130). If the
-reader of stdout goes away (``| head``) the run stops quietly, still writes the JSON
-and exits 1. Bad arguments exit with status 2 and a one-line message.
+JSON (NaN and ±inf become ``null``), plus ``"audit": {"path", "operator_public_key"}``
+with ``--audit``.
+
+``--audit FILE`` streams the environment's audit hash chain to FILE (JSONL). The
+environment is closed at the end, also after Ctrl-C; with ed25519 trust that signs
+the chain's head, and the demo prints how to verify the file,
+``python -m gridswarm_env.audit verify FILE --public-key HEX`` (HEX: the operator's
+public key, also in the JSON), which then also detects a cut tail. HMAC keys are
+secret, so with ``--trust hmac`` the head is unsigned: the file's chain can be
+checked, but a cut tail is detectable only in the process that wrote it.
+
+Ctrl-C stops the episode cleanly: the summary is printed and the JSON written for the
+steps that ran (exit status 130). If the reader of stdout goes away (``| head``) the
+run stops quietly, still writes the JSON and exits 1. Bad arguments exit with status
+2 and a one-line message before the episode starts: among them a ``--json`` or
+``--audit`` path that is a directory or cannot be written, and a limits file naming
+an agent the fleet does not have. If the JSON still cannot be written at the end, it
+is saved to the temporary directory instead (one line on stderr, exit status 1).
 """
 
 from __future__ import annotations
@@ -52,6 +66,8 @@ from typing import Any, NoReturn
 import numpy as np
 
 EXIT_OK, EXIT_STDOUT_CLOSED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Exit status when an output could not be written where asked (saved elsewhere).
+EXIT_OUTPUT_FAILED = 1
 TRUST_MODES = ("ed25519", "hmac")
 #: Shortest wall-clock interval between live refreshes (s): at most ~12 frames/s; a
 #: slow terminal stretches it so that drawing takes at most a quarter of the run.
@@ -92,6 +108,7 @@ class DemoOptions:
     :param limits_path: a kernel limits TOML file (see :mod:`gridswarm_env.kernel`).
     :param trust: ``"ed25519"`` (default) or ``"hmac"``.
     :param offers_per_step: accepted bids shown per step in the event feed.
+    :param audit_path: stream the audit hash chain to this file (JSONL).
     """
 
     n_agents: int = 100
@@ -105,6 +122,7 @@ class DemoOptions:
     limits_path: str | None = None
     trust: str = "ed25519"
     offers_per_step: int = 3
+    audit_path: str | None = None
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
@@ -123,11 +141,15 @@ class DemoOptions:
         if not isinstance(self.policy, str) or not self.policy:
             raise ValueError(f"{owner}.policy = {self.policy!r}: expected a policy name or a "
                              f"model path")
-        if self.json_path is not None:
-            parent = Path(self.json_path).resolve().parent
-            if not parent.is_dir():
-                raise ValueError(f"{owner}.json_path = {self.json_path!r}: directory "
-                                 f"{str(parent)!r} does not exist")
+        from policies.cli_checks import check_output_file
+
+        for name in ("json_path", "audit_path"):
+            if getattr(self, name) is not None:
+                check_output_file(getattr(self, name), f"{owner}.{name} =")
+        if (self.json_path is not None and self.audit_path is not None
+                and Path(self.json_path).resolve() == Path(self.audit_path).resolve()):
+            raise ValueError(f"{owner}.audit_path = {self.audit_path!r}: the same file as "
+                             "json_path; give them different paths")
 
 
 # ---------------------------------------------------------------------- command line
@@ -179,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limits", default=None, metavar="FILE", help="kernel limits TOML file")
     p.add_argument("--trust", choices=TRUST_MODES, default="ed25519",
                    help="contract signatures (default ed25519)")
+    p.add_argument("--audit", default=None, metavar="FILE",
+                   help="stream the audit hash chain to FILE (JSONL) and print how to verify "
+                        "it; with ed25519 its head is signed at the end (also on Ctrl-C)")
     return p
 
 
@@ -187,7 +212,7 @@ def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOption
     return DemoOptions(n_agents=args.agents, scenario=args.scenario, policy=args.policy,
                        seed=args.seed, shadow=args.shadow, max_steps=args.steps,
                        live=is_terminal and not args.no_live, json_path=args.json,
-                       limits_path=args.limits, trust=args.trust)
+                       limits_path=args.limits, trust=args.trust, audit_path=args.audit)
 
 
 # ---------------------------------------------------------------------- session
@@ -241,21 +266,37 @@ class Session:
 def open_session(options: DemoOptions) -> Session:
     """Build the policy and the environment and reset both once with ``options.seed``.
 
-    The reset here validates what only a reset can check (per-agent limits name real
-    agents, a learned model matches the spaces) before anything is drawn.
+    The limits file is checked against the fleet's agent names before the environment
+    (and its audit file) exists; the reset here validates what only a reset can check
+    (a learned model matches the spaces) before anything is drawn. If that fails, or
+    on Ctrl-C, the environment is closed and an audit file it created is removed.
 
     :raises DemoError: with a readable message for every user error.
     """
     import gridswarm_env
+    from policies.cli_checks import check_limits_agents
 
+    try:
+        limits = check_limits_agents(options.limits_path, options.n_agents)
+    except ValueError as exc:
+        raise DemoError(str(exc)) from None
     policy = build_policy(options.policy)
+    audit = Path(options.audit_path) if options.audit_path is not None else None
+    audit_existed = audit is not None and audit.exists()
+    env = None
     try:
         env = gridswarm_env.parallel_env(
             scenario=options.scenario, n_agents=options.n_agents, trust=options.trust,
-            shadow=options.shadow, limits=options.limits_path)
+            shadow=options.shadow, limits=limits, audit_path=options.audit_path)
         env.reset(seed=options.seed)
         policy.reset(env.unwrapped, seed=options.seed)
-    except ValueError as exc:
+    except (ValueError, KeyboardInterrupt) as exc:
+        if env is not None:
+            env.close()
+        if audit is not None and not audit_existed:
+            audit.unlink(missing_ok=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
         raise DemoError(str(exc)) from None
     return Session(options=options, env=env, policy=policy)
 
@@ -402,10 +443,35 @@ def strict_json(value: Any) -> Any:
 
 
 def write_json(path: str | Path, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]],
-               metrics: Mapping[str, Any]) -> None:
-    """Write ``{"run", "steps", "metrics"}`` as strict JSON (``allow_nan=False``)."""
-    doc = strict_json({"run": run, "steps": list(steps), "metrics": metrics})
-    Path(path).write_text(json.dumps(doc, allow_nan=False, indent=1) + "\n")
+               metrics: Mapping[str, Any], audit: Mapping[str, Any] | None = None) -> None:
+    """Write ``{"run", "steps", "metrics"}`` (and ``"audit"`` when given) as strict JSON
+    (``allow_nan=False``)."""
+    doc = {"run": run, "steps": list(steps), "metrics": metrics}
+    if audit is not None:
+        doc["audit"] = audit
+    text = json.dumps(strict_json(doc), allow_nan=False, indent=1) + "\n"
+    Path(path).write_text(text)
+
+
+def audit_info(session: Session) -> dict[str, Any] | None:
+    """``{"path", "operator_public_key"}`` of the run's audit file (the key is None with
+    hmac trust), or None without ``--audit``."""
+    path = session.options.audit_path
+    if path is None:
+        return None
+    return {"path": path, "operator_public_key": session.raw.operator_public_key_hex()}
+
+
+def audit_hint(info: Mapping[str, Any]) -> str:
+    """One line: where the audit chain is and the command that verifies it."""
+    import shlex
+
+    path, key = str(info["path"]), info["operator_public_key"]
+    verify = f"python -m gridswarm_env.audit verify {shlex.quote(path)}"
+    if key is not None:
+        return f"audit chain: {path} (verify: {verify} --public-key {key})"
+    return (f"audit chain: {path} (verify: {verify}; hmac trust: the head is unsigned, so a "
+            "cut tail is detectable only in process)")
 
 
 # ---------------------------------------------------------------------- the run
@@ -536,9 +602,11 @@ def _sigint_ignored() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0; 1 stdout closed; 2 bad input;
-    130 Ctrl-C)."""
+    """Command-line entry point; returns the exit status (0; 1 stdout closed or the JSON
+    saved elsewhere; 2 bad input; 130 Ctrl-C)."""
     from rich.console import Console
+
+    from policies.cli_checks import write_or_rescue
 
     args = build_parser().parse_args(argv)   # argparse prints usage + message, exits 2
     console = Console()
@@ -551,19 +619,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("demo.py: interrupted before the episode started", file=sys.stderr)
         return EXIT_INTERRUPTED
-    result = run_demo(session, console=console)
+    try:
+        result = run_demo(session, console=console)
+    except KeyboardInterrupt:   # outside the episode loop (run_demo handles it inside)
+        with _sigint_ignored():
+            session.env.close()   # signs the audit head
+        print("demo.py: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failed = False
     with _sigint_ignored():   # a second Ctrl-C must not lose the summary or the JSON
-        session.env.close()
+        session.env.close()   # signs the audit head (ed25519) and flushes the file
+        audit = audit_info(session)
         if result.stop_reason == "stdout closed":
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         else:
             print_summary(result, console)
         if options.json_path is not None:
-            write_json(options.json_path, result.run, result.steps, result.metrics)
-            console.print(f"wrote {options.json_path}")
+            written, problem = write_or_rescue(
+                options.json_path, lambda p: write_json(p, result.run, result.steps,
+                                                        result.metrics, audit), "the JSON")
+            if problem is not None:
+                print(f"demo.py: error: {problem}", file=sys.stderr)
+                failed = True
+            if written is not None:
+                console.print(f"wrote {written}", markup=False, highlight=False,
+                              soft_wrap=True)
+        if audit is not None:
+            console.print(audit_hint(audit), markup=False, highlight=False, soft_wrap=True)
     if result.stop_reason == "stdout closed":
         return EXIT_STDOUT_CLOSED
-    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OUTPUT_FAILED if failed else EXIT_OK
 
 
 if __name__ == "__main__":
