@@ -544,14 +544,14 @@ def run_demo(session: Session, console: Any = None,
                 state["live"] = live
                 try:
                     run_episode(session.env, rec, seed=opts.seed, max_steps=opts.max_steps,
-                                on_step=on_step)
+                                on_step=on_step, reset_env=False)
                 except KeyboardInterrupt:
                     stop = "interrupted"
                 dash.status = stop or "finished"
                 live.refresh()
         else:
             run_episode(session.env, rec, seed=opts.seed, max_steps=opts.max_steps,
-                        on_step=on_step)
+                        on_step=on_step, reset_env=False)
     except KeyboardInterrupt:
         stop = "interrupted"
     except BrokenPipeError:   # the reader of stdout went away (e.g. `| head`)

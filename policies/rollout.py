@@ -30,8 +30,8 @@ class EpisodeResult:
 
 def run_episode(env: GridSwarmEnv, policy: Policy, seed: int | None = None, *,
                 max_steps: int | None = None, keep_substeps: bool = False,
-                on_step: Callable[[GridSwarmEnv, dict[str, Any]], None] | None = None
-                ) -> EpisodeResult:
+                on_step: Callable[[GridSwarmEnv, dict[str, Any]], None] | None = None,
+                reset_env: bool = True) -> EpisodeResult:
     """Reset ``env`` with ``seed``, let ``policy`` act until the episode ends.
 
     Uses the environment's array fast path (same physics as the dict API).
@@ -39,9 +39,15 @@ def run_episode(env: GridSwarmEnv, policy: Policy, seed: int | None = None, *,
     :param max_steps: stop early after this many steps (the KPIs cover what ran).
     :param keep_substeps: keep the frequency at every physics sub-step.
     :param on_step: called after each step with the env and its step info.
+    :param reset_env: ``False`` when the caller has just reset ``env`` with ``seed``
+        and not stepped it (the policy is still reset with ``seed``): the episode is
+        the same, without a second reset (and a second ``episode_start`` audit entry).
     """
     raw = env.unwrapped
-    raw.reset(seed=seed)
+    if reset_env:
+        raw.reset(seed=seed)
+    elif raw.step_index != 0 or not raw.agents:
+        raise ValueError("reset_env=False needs an environment reset and not yet stepped")
     policy.reset(raw, seed=seed)
     obs = raw.observations_array()
     trace: dict[str, list] = {k: [] for k in TRACE_KEYS}

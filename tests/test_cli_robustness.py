@@ -439,6 +439,9 @@ def test_demo_audit_chain_verifies_with_the_printed_key_and_a_cut_tail_does_not(
                     f"{audit} --public-key {key})"]
     status, verdict = _verify(audit, key, capsys)
     assert status == 0 and verdict.startswith("OK"), verdict
+    # one episode, one episode_start (the demo's validation reset is the episode's reset)
+    kinds = [json.loads(line)["kind"] for line in audit.read_text().splitlines()]
+    assert kinds.count("episode_start") == 1 and kinds[-1] == "head_signed"
     cut = tmp_path / "cut.jsonl"
     cut.write_text("".join(audit.read_text().splitlines(keepends=True)[:-2]))
     status, verdict = _verify(cut, key, capsys)

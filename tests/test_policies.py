@@ -331,3 +331,18 @@ def test_policies_are_deterministic_for_a_seed():
     b = run_episode(_env("solar_surplus", 8), make_policy("heuristic"), seed=5, max_steps=80)
     assert a.metrics["system_cost"] == b.metrics["system_cost"]
     assert a.trace["delivered_mw"] == b.trace["delivered_mw"]
+
+
+def test_run_episode_without_a_second_reset_is_the_same_episode():
+    from gridswarm_env.env import GridSwarmEnv
+    from policies import make_policy
+    from policies.rollout import run_episode
+
+    a = GridSwarmEnv("emergency", n_agents=12, trust="hmac")
+    b = GridSwarmEnv("emergency", n_agents=12, trust="hmac")
+    ma = run_episode(a, make_policy("heuristic"), seed=4).metrics
+    b.reset(seed=4)
+    mb = run_episode(b, make_policy("heuristic"), seed=4, reset_env=False).metrics
+    assert ma == mb
+    with pytest.raises(ValueError, match="reset_env=False"):
+        run_episode(b, make_policy("heuristic"), seed=4, reset_env=False)
