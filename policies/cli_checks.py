@@ -181,4 +181,18 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
         raise ValueError(f"limits name agent(s) {', '.join(unknown[:5])}{more} that a fleet "
                          f"of {n_agents} agents does not have (its agents: "
                          f"{_describe_names(names)})")
+    # each override merged on its kind's limits (agent names are "<kind>_<index>"), as
+    # compile_limits does at reset: soc_min <= soc_max must still hold
+    from dataclasses import replace
+
+    from gridswarm_env.kernel import DER_KINDS
+
+    for agent, changes in lim.per_agent.items():
+        kind = agent.rsplit("_", 1)[0]
+        if kind not in DER_KINDS:
+            continue
+        try:
+            replace(lim.for_kind(kind), **changes)
+        except ValueError as exc:
+            raise ValueError(f"limits.agents[{agent!r}] ({kind}): {exc}") from None
     return lim

@@ -296,6 +296,20 @@ def test_evaluate_limits_for_missing_agents_fail_before_any_output(tmp_path, cap
     assert not out.exists()
 
 
+def test_evaluate_limits_conflicting_with_their_kind_fail_before_any_output(tmp_path,
+                                                                           capsys):
+    # soc_min 0.99 merged on the battery default soc_max 0.95: found only at reset before
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[agents.battery_003]\nsoc_min = 0.99\n")
+    out = tmp_path / "out"
+    status, err = _evaluate(["--agents", "10", "--limits", str(limits), "--episodes", "1",
+                             "--policies", "heuristic", "--out", str(out)], capsys)
+    assert status == 2
+    line = _one_line_error(err, "evaluate.py")
+    assert "battery_003" in line and "soc_min (0.99) must be <= soc_max (0.95)" in line
+    assert not out.exists()
+
+
 def test_evaluate_unwritable_outputs_fail_before_any_output(tmp_path, capsys):
     for blocker, words in (("results.json", "is a directory"),
                            ("tensorboard", "is a file, not a directory")):
