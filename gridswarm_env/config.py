@@ -175,7 +175,12 @@ class FleetConfig:
     ev_soc_init_low: float = 0.3
     ev_soc_init_high: float = 0.7
     ev_departure_soc: float = 0.8
-    ev_departure_min_s: float = 60.0      # departures drawn uniformly in this range
+    # departure = max(uniform draw in [min, max], slack × time baseline charging needs to
+    # reach ev_departure_soc): an EV never leaves before it can be full enough. With the
+    # default SoC range (0.3-0.7 < 0.8) that time is hours, so no EV leaves within the
+    # shipped scenarios (2-5 min); raise ev_soc_init_high above ev_departure_soc (or lower
+    # the latter) to exercise departures within an episode.
+    ev_departure_min_s: float = 60.0
     ev_departure_max_s: float = 3600.0
     solar_capacity_mw: float = 120.0      # fleet total PV rating (DC)
     solar_inverter_eta: float = 0.96

@@ -274,7 +274,11 @@ class GridSwarmEnv(ParallelEnv):
         self.reserve_awarded_mw = z.copy()   # reserve awarded per agent (operator's books)
         self.reserve_held_mw = z.copy()      # reserve under contracts received and authenticated
         self.reserve_mw = z.copy()           # reserve verified and activated per agent
-        self.reserve_price = z.copy()
+        # held reserve contracts: id -> (owner, MW, $/MWh, window start s); availability is
+        # paid per contract at its own price from its window's start (see _reserve_rate)
+        self._reserve_terms: dict[str, tuple[int, float, float, float]] = {}
+        self._reserve_rate = z.copy()        # Σ MW·price of the paying contracts, $/h
+        self._reserve_rate_until = -math.inf  # the rate is valid while t0 < this
         self.activation_s = np.full(n, np.inf)
         self.emergency_arrival_s = np.full(n, np.inf)
         self.emergency_seen = np.zeros(n, dtype=bool)
@@ -390,7 +394,10 @@ class GridSwarmEnv(ParallelEnv):
         n_sub_total = sc.episode_steps * self.n_substeps
         t_mid = (np.arange(n_sub_total) + 0.5) * pdt
         forecast = sc.forecast_shortage_mw(t_mid)
-        lost = sc.lost_generation_mw(t_mid)
+        # the trip as its exact mean over each sub-step (a midpoint sample would move it to
+        # a sub-step boundary, up to physics_dt_s/2 away from event_time_s)
+        lost = sc.lost_generation_mean_mw(np.arange(n_sub_total) * pdt,
+                                          np.arange(1, n_sub_total + 1) * pdt)
         noise = sc.load_noise_mw(n_sub_total, pdt, np.random.default_rng(rng.integers(2**63)))
         shape = (sc.episode_steps, self.n_substeps)
         self.requirement_sub_mw = (forecast + lost).reshape(shape)
@@ -697,8 +704,6 @@ class GridSwarmEnv(ParallelEnv):
                                now_s=now_s)
         if is_reserve:
             self.reserve_awarded_mw[idx] += result.accepted_mw[idx]
-            self.reserve_price[idx] = result.clearing_price_per_mwh
-            self._refresh_standing()
         refused = self.bus.dropped_count(Lane.CONTROL) - dropped_before
         if refused:   # tail drop: the batch's last `refused` contracts never left
             self._lose_contracts(range(first + m - refused, first + m), now_s)
@@ -727,9 +732,25 @@ class GridSwarmEnv(ParallelEnv):
         awarded[owner] = max(awarded[owner] - power, 0.0)
         if held:
             self.reserve_held_mw[owner] = max(self.reserve_held_mw[owner] - power, 0.0)
-        if awarded[owner] <= 0.0:
-            self.reserve_price[owner] = 0.0
+            self._reserve_terms.pop(signed.contract.contract_id, None)
+            self._reserve_rate_until = -math.inf
         self._refresh_standing()
+
+    def _reserve_rate_at(self, t0_s: float) -> np.ndarray:
+        """Availability payment rate per agent for the step starting at ``t0_s``, $/h:
+        Σ over its held reserve contracts whose delivery window has started of
+        MW × the contract's own clearing price (pay-as-clear per round). Recomputed only
+        when the held set changes or a window opens."""
+        if t0_s >= self._reserve_rate_until:
+            rate = np.zeros(self.n_agents)
+            until = math.inf
+            for owner, power_mw, price, start_s in self._reserve_terms.values():
+                if start_s <= t0_s + 1e-9:
+                    rate[owner] += power_mw * price
+                else:
+                    until = min(until, start_s)
+            self._reserve_rate, self._reserve_rate_until = rate, until
+        return self._reserve_rate
 
     def _lose_contracts(self, refs, now_s: float) -> None:
         """Contracts the bus refused (CONTROL lane past its queue limit): the operator,
@@ -774,7 +795,11 @@ class GridSwarmEnv(ParallelEnv):
                     self._note_rejections([signed], [reason])
                     self._withdraw_reserve(signed, owner, held=False)
                     continue
-                self.reserve_held_mw[owner] += signed.contract.power_mw
+                c = signed.contract
+                self.reserve_held_mw[owner] += c.power_mw
+                self._reserve_terms[c.contract_id] = (owner, c.power_mw, c.price_per_mwh,
+                                                      c.window_start_s)
+                self._reserve_rate_until = -math.inf
                 held = True
             kept.append(item)
         if held:
@@ -898,10 +923,16 @@ class GridSwarmEnv(ParallelEnv):
             shortfall   s = |P* − p|
             delivered   d = max(|C| − s, 0)
             reserve gap g = min(max(s − |C|, 0), R·a)     (R standing reserve, a active share)
-            payment       = (π·sign(C)·d + π_R·R_standing)·h
+            payment       = (π·sign(C)·d + Σ_r π_r·R_r)·h
             penalty       = λ·h·(|C| − d + g)
             own cost      = h·c_kind(p) + c_unmet·E_unmet
             reward        = scale·(payment − own cost − penalty − w·mean|f − 60|/band)
+
+        where the sum runs over the agent's held reserve contracts ``r`` whose delivery
+        window has started, each at its own clearing price ``π_r`` (availability). In
+        shadow mode nothing is dispatched, so nothing is paid or charged: payment,
+        penalty and own cost are 0 and the reward is the shared grid term alone (the
+        would-be dispatch is in the infos).
 
         Computed in place on a few temporaries (the same IEEE operations in the same order
         as the formulas above).
@@ -922,7 +953,7 @@ class GridSwarmEnv(ParallelEnv):
         payments = np.sign(contract_mw)
         np.multiply(contract_price, payments, out=payments)
         payments *= delivered
-        payments += np.multiply(self.reserve_price, self._standing_mw, out=shortfall)
+        payments += self._reserve_rate_at(self.t_s)
         payments *= h
         penalties = np.subtract(abs_contract, delivered, out=abs_contract)
         penalties += gap
@@ -938,10 +969,11 @@ class GridSwarmEnv(ParallelEnv):
         own_cost[ev] *= c.ev_deferral_per_mwh
         own_cost *= h
         own_cost += np.multiply(c.ev_unmet_departure_per_mwh, unmet, out=gap)
-        if cfg.shadow:
+        if cfg.shadow:   # nothing dispatched: nothing paid, charged or penalised
             p_exec = np.zeros_like(p_exec)
             payments = np.zeros_like(payments)
             penalties = np.zeros_like(penalties)
+            own_cost = np.zeros_like(own_cost)
         add = np.add.reduce
         self.metrics.record_dispatch(f.kind, p_exec, float(self._requirement_mean_mw[k]),
                                      float(add(payments)), float(add(penalties)),

@@ -378,3 +378,25 @@ def test_shadow_infos_carry_each_agents_would_be_dispatch():
     # nothing was dispatched: no response latency, but the would-be one is reported
     assert m["emergency_response_latency_ms"] is None
     assert 0 < m["shadow_response_latency_ms"] < 100
+
+
+def test_shadow_rewards_charge_nothing_that_was_not_dispatched():
+    """Reviewer: shadow mode charged degradation on would-be dispatch but paid nothing."""
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=30, trust="hmac",
+                                     shadow=True)
+    raw = env.unwrapped
+    env.reset(seed=0)
+    from policies import make_policy
+
+    policy = make_policy("heuristic")
+    policy.reset(raw, seed=0)
+    would = 0.0
+    while env.agents:
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        _obs, rewards, _t, info = raw.step_arrays(act[:, 0], act[:, 1])
+        would += abs(info["would_dispatch_mw"])
+        # only the shared grid term remains: the same (non-positive) reward for everyone
+        assert np.all(rewards == rewards[0]) and rewards[0] <= 0.0
+    assert would > 0
+    m = raw.episode_metrics()
+    assert m["balancing_payments"] == 0.0 and m["battery_throughput_mwh"] == 0.0

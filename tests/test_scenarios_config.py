@@ -225,3 +225,28 @@ def test_scenario_objects_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         SCENARIOS["emergency"].contingency_mw = 0.0  # type: ignore[misc]
     assert isinstance(SCENARIOS["emergency"], Scenario)
+
+
+def test_a_trip_inside_a_substep_counts_for_the_part_after_it():
+    """Reviewer: the trip was sampled at sub-step midpoints, so it started up to
+    physics_dt_s/2 early or late (10.024 s -> 10.000 s, 10.026 s -> 10.050 s)."""
+    from gridswarm_env.env import GridSwarmEnv
+
+    base = get_scenario("emergency")
+    pdt = 0.05
+    t0 = np.arange(400) * pdt
+    for event in (10.0, 10.024, 10.026, 10.05):
+        sc = dataclasses.replace(base, event_time_s=event)
+        mean = sc.lost_generation_mean_mw(t0, t0 + pdt)
+        # exact energy of the step function over [0, 20 s)
+        assert mean.sum() * pdt == pytest.approx(sc.contingency_mw * (20.0 - event), rel=1e-12)
+        assert np.all((mean == 0.0) | (mean == sc.contingency_mw) | (t0 < event) & (event < t0 + pdt))
+    # in the environment: moving the trip by 2 ms moves the lost energy by 2 ms, not 50
+    lost_mwh = {}
+    for event in (10.024, 10.026):
+        raw = GridSwarmEnv(dataclasses.replace(base, event_time_s=event), n_agents=5,
+                           trust="hmac")
+        raw.reset(seed=0)
+        lost_mwh[event] = float((raw.requirement_sub_mw.sum() * pdt) / 3600.0)
+    assert lost_mwh[10.024] - lost_mwh[10.026] == pytest.approx(
+        base.contingency_mw * 0.002 / 3600.0, rel=1e-6)
