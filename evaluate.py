@@ -236,8 +236,8 @@ def _numeric(value: Any) -> float | None:
 
 def summarize(runs: list[dict[str, Any]], policies: list[str],
               scenarios: list[str]) -> dict[str, Any]:
-    """Per scenario and policy: mean / std (sample, ddof = 1) / n of every numeric KPI,
-    and ``system_cost`` mean relative to the oracle's (None without an oracle)."""
+    """Per scenario and policy: mean / std (sample, ddof = 1; None for a single value) /
+    n of every numeric KPI, and ``system_cost`` mean relative to the oracle's (None without an oracle)."""
     out: dict[str, Any] = {}
     for sc in scenarios:
         per_policy: dict[str, Any] = {}
@@ -250,8 +250,9 @@ def summarize(runs: list[dict[str, Any]], policies: list[str],
                 if all(isinstance(m.get(key), int | float) or m.get(key) is None for m in mets) \
                         and any(v is not None for v in vals):
                     xs = np.array([v for v in vals if v is not None])
+                    # the sample std of one value is undefined: None, not a spread of 0
                     kpis[key] = {"mean": float(xs.mean()),
-                                 "std": float(xs.std(ddof=1)) if xs.size > 1 else 0.0,
+                                 "std": float(xs.std(ddof=1)) if xs.size > 1 else None,
                                  "n": int(xs.size), "n_null": int(len(vals) - xs.size)}
             per_policy[pol] = {"episodes": len(mets), "kpis": kpis}
         oracle = per_policy.get("oracle", {}).get("kpis", {}).get("system_cost")
@@ -270,9 +271,10 @@ def _fmt(stat: dict[str, Any] | None) -> str:
     if stat is None:
         return "–"
     mean, std = stat["mean"], stat["std"]
-    mag = max(abs(mean), abs(std))
+    mag = max(abs(mean), abs(std or 0.0))
     digits = 3 if mag < 1000 else 1
-    text = f"{mean:.{digits}f} ± {std:.{digits}f}"
+    # one value: no spread to show (n = 1)
+    text = f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
     if stat.get("n_null"):
         text += f" ({stat['n_null']} null)"
     return text

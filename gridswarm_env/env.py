@@ -199,8 +199,8 @@ class GridSwarmEnv(ParallelEnv):
         self._seed = seed
         self._np_random = np.random.default_rng(seed)
         self.registry = IdentityRegistry(self.possible_agents, mode=cfg.trust, seed=seed)
-        # one audit chain for the env's lifetime when streamed to a file; otherwise a new
-        # in-memory chain per episode (bounded memory)
+        # one audit chain for the env's lifetime (streamed to a file, or in memory keeping
+        # at most AUDIT_ENTRIES_IN_MEMORY entries); episodes start with "episode_start"
         self._sealed_entries = 0   # audit entries covered by the last signed head
         self.audit_log = AuditLog(cfg.audit_path, keep_entries=cfg.audit_keep_entries,
                                   max_entries_in_memory=AUDIT_ENTRIES_IN_MEMORY)
@@ -258,6 +258,7 @@ class GridSwarmEnv(ParallelEnv):
             self.registry, rng=np.random.default_rng([int(rng.integers(2**63)), self._episode]),
             audit=self.audit_log)
         self._ledger_at_reset = self.ledger.counters()
+        self._audit_at_reset = self.audit_log.n_entries
         self.audit_log.append("episode_start", episode=self._episode, scenario=sc.name,
                               n_agents=n, trust=cfg.trust, shadow=cfg.shadow)
         self._precompute_profiles(rng)
@@ -1151,7 +1152,7 @@ class GridSwarmEnv(ParallelEnv):
             "shadow_response_latency_ms": (
                 None if self._would_response_s is None or self.metrics.event_time_s is None
                 else (self._would_response_s - self.metrics.event_time_s) * 1000.0),
-            "audit_entries": self.audit_log.n_entries,
+            "audit_entries": self.audit_log.n_entries - self._audit_at_reset,   # this episode
         })
         return self.metrics.result(contracts=contracts, bus_totals=totals)
 

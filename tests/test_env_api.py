@@ -400,3 +400,21 @@ def test_shadow_rewards_charge_nothing_that_was_not_dispatched():
     assert would > 0
     m = raw.episode_metrics()
     assert m["balancing_payments"] == 0.0 and m["battery_throughput_mwh"] == 0.0
+
+
+def test_audit_entries_kpi_is_per_episode():
+    """Reviewer: it counted every episode the env had run (11, 25, 40 ...)."""
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=10, trust="hmac")
+    raw = env.unwrapped
+    counts = []
+    for seed in (0, 5, 0):
+        env.reset(seed=seed)
+        while env.agents:
+            raw.step_arrays(np.full(10, 10), np.zeros(10, dtype=int))
+        counts.append(raw.episode_metrics()["audit_entries"])
+    assert counts[0] == counts[2] > 0
+    fresh = gridswarm_env.parallel_env(scenario="emergency", n_agents=10, trust="hmac")
+    fresh.reset(seed=0)
+    while fresh.agents:
+        fresh.unwrapped.step_arrays(np.full(10, 10), np.zeros(10, dtype=int))
+    assert fresh.unwrapped.episode_metrics()["audit_entries"] == counts[0]
