@@ -284,29 +284,23 @@ def _evaluate(args: list[str], capsys) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
-def test_evaluate_limits_for_missing_agents_fail_before_any_output(tmp_path, capsys):
+@pytest.mark.parametrize("soc_min, n_agents, expected", [
+    # an agent the fleet does not have: the message lists the fleet's names
+    (0.3, 3, "solar_000, battery_000, ev_000"),
+    # soc_min 0.99 merged on the battery default soc_max 0.95 (was found only at reset)
+    (0.99, 10, "soc_min (0.99) must be <= soc_max (0.95)"),
+], ids=["missing-agent", "conflicts-with-kind"])
+def test_evaluate_bad_limits_fail_before_any_output(tmp_path, capsys, soc_min, n_agents,
+                                                    expected):
     limits = tmp_path / "limits.toml"
-    limits.write_text("[agents.battery_003]\nsoc_min = 0.3\n")
+    limits.write_text(f"[agents.battery_003]\nsoc_min = {soc_min}\n")
     out = tmp_path / "out"
-    status, err = _evaluate(["--agents", "3", "--limits", str(limits), "--episodes", "1",
-                             "--policies", "heuristic", "--out", str(out)], capsys)
+    status, err = _evaluate(["--agents", str(n_agents), "--limits", str(limits),
+                             "--episodes", "1", "--policies", "heuristic", "--out", str(out)],
+                            capsys)
     assert status == 2
     line = _one_line_error(err, "evaluate.py")
-    assert "battery_003" in line and "solar_000, battery_000, ev_000" in line
-    assert not out.exists()
-
-
-def test_evaluate_limits_conflicting_with_their_kind_fail_before_any_output(tmp_path,
-                                                                           capsys):
-    # soc_min 0.99 merged on the battery default soc_max 0.95: found only at reset before
-    limits = tmp_path / "limits.toml"
-    limits.write_text("[agents.battery_003]\nsoc_min = 0.99\n")
-    out = tmp_path / "out"
-    status, err = _evaluate(["--agents", "10", "--limits", str(limits), "--episodes", "1",
-                             "--policies", "heuristic", "--out", str(out)], capsys)
-    assert status == 2
-    line = _one_line_error(err, "evaluate.py")
-    assert "battery_003" in line and "soc_min (0.99) must be <= soc_max (0.95)" in line
+    assert "battery_003" in line and expected in line
     assert not out.exists()
 
 
