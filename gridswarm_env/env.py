@@ -771,7 +771,8 @@ class GridSwarmEnv(ParallelEnv):
 
         A reserve contract is authenticated on receipt (form, identities, both
         signatures: :meth:`ContractLedger.authenticate`): an authentic one is *held* from
-        now on (standing reserve, paid for availability from this step's settlement on);
+        now on (standing reserve, paid for availability once its window opens, see
+        :meth:`_reserve_rate_at`);
         one that fails is rejected (counted, audited) and its award withdrawn, so it never
         earns anything. A reserve award whose contract never arrives is never held.
         Energy contracts are verified at dispatch.
@@ -875,9 +876,8 @@ class GridSwarmEnv(ParallelEnv):
         active = self.activation_s[np.isfinite(self.activation_s)]
         if active.size:
             if self.config.shadow:   # nothing responds in shadow mode: a would-be latency
-                first = float(active.min())
-                if self._would_response_s is None or first < self._would_response_s:
-                    self._would_response_s = first
+                if self._would_response_s is None:   # the first activation (times only grow)
+                    self._would_response_s = float(active.min())
             else:
                 self.metrics.record_response(float(active.min()))
 
