@@ -98,8 +98,8 @@ if HAS_HEURISTIC:
     RUNS["default_policy"] = ["--agents", "20", "--no-live", "--steps", "30"]
 if HAS_MODEL:
     RUNS["learned"] = [*SMALL, "--policy", "learned", "--steps", "10"]
-else:   # --policy PATH with a freshly built (untrained) MaskablePPO model
-    RUNS["model_path"] = [*SMALL, "--policy", "{tmp}/tiny_model.zip", "--steps", "10"]
+# --policy PATH with a freshly built (untrained) MaskablePPO model, shipped model or not
+RUNS["model_path"] = [*SMALL, "--policy", "{tmp}/tiny_model.zip", "--steps", "10"]
 SCENARIO_RUNS = ("price_spike", "solar_surplus", "emergency")
 
 #: Saves an untrained MaskablePPO model with gridswarm's spaces to argv[1], then runs
@@ -234,7 +234,6 @@ def test_learned_policy_runs(runs) -> None:
     assert doc["run"]["policy_name"] == "learned"
 
 
-@pytest.mark.skipif(HAS_MODEL, reason="the shipped model is tested via --policy learned")
 def test_policy_path_loads_a_saved_model(runs) -> None:
     doc = _check_common(runs["model_path"], 10, "price_spike")
     assert doc["run"]["policy_name"] == "learned"
@@ -259,6 +258,12 @@ BAD = {
 }
 if not HAS_MODEL:
     BAD["learned_without_model"] = (["--policy", "learned"], "python -m train")
+
+
+def test_learned_without_a_shipped_model_says_how_to_train_one(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(demo, "default_model_path", lambda: tmp_path / "gridswarm_ppo.zip")
+    with pytest.raises(demo.DemoError, match=r"no pretrained model at .*python -m train"):
+        demo.build_policy("learned")
 
 
 def _bad_files(tmp: Path) -> None:

@@ -205,3 +205,28 @@ def test_round_zero_is_not_held_but_its_awards_are_negotiations() -> None:
     _o, _r, _t, info = raw.step_arrays(acts[:, 0], acts[:, 1])
     assert raw.metrics.rounds == 0
     assert raw.metrics.negotiations == info["negotiations"]
+
+
+def test_energy_is_paid_at_each_contracts_clearing_price_for_what_was_delivered() -> None:
+    """Independent check of the energy settlement (DESIGN §3, pay-as-clear): with every
+    contract delivered in full, a step pays Σ price·power·h over the contracts executed in
+    it — read from the signed contracts themselves — and penalizes nothing."""
+    from policies import make_policy
+
+    raw = GridSwarmEnv("price_spike", config=EnvConfig(n_agents=60, trust="hmac"))
+    raw.reset(seed=0)
+    policy = make_policy("heuristic")
+    policy.reset(raw, seed=0)
+    h = raw.config.dt_s / 3600.0
+    paid_steps = 0
+    while raw.agents:
+        executing = list(raw.pending)        # verified and dispatched in this step
+        expected = h * sum(c.contract.price_per_mwh * c.contract.power_mw
+                           for c, _o in executing)
+        pay0, pen0 = raw.metrics.payments, raw.metrics.penalties
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+        assert raw.metrics.penalties - pen0 == 0.0
+        assert raw.metrics.payments - pay0 == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        paid_steps += expected > 0
+    assert paid_steps > 50

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import hmac
 import json
 import math
@@ -871,7 +870,7 @@ def test_private_keys_never_leak(mode, tmp_path):
         value = getattr(registry, slot)
         items = value if isinstance(value, tuple) else (value,)
         assert not any(isinstance(v, bytes) and v in raws for v in items)
-    assert hashlib.sha256(path.read_bytes()).hexdigest()  # file was written
+    assert path.stat().st_size > 0   # the scan above read a written file
 
 
 @pytest.mark.parametrize("mode", TRUST_MODES)
