@@ -407,7 +407,8 @@ def long_run_memory_child(n_agents: int, steps: int, samples: int) -> dict[str, 
                         np.argmax(weights[:, n_power:], axis=1))
         if (k + 1) % every == 0:
             trace.append((k + 1, _rss_mib()))
-    warm = trace[min(1, len(trace) - 1)][1]   # after the first sample (imports, caches)
+    warm = trace[min(1, len(trace) - 1)][1]   # the second sample: after warm-up (imports,
+    # caches, the first episodes' allocations); growth is measured from there
     return {"n_agents": n_agents, "steps": steps, "episodes": episodes + 1,
             "audit_entries": env.audit_log.n_entries,
             "rss_trace_mib": trace, "rss_after_warmup_mib": warm,
