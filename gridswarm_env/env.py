@@ -107,6 +107,9 @@ OBS_FIELDS = (
 OBS_DIM = len(OBS_FIELDS)
 OBS_LIMIT = 5.0
 AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
+#: agents listed per ``action_blocked`` audit entry (``count`` is always exact; an entry
+#: that lists fewer carries ``listed``)
+AUDIT_BLOCKED_LISTED = 100
 
 BID_DTYPE = np.dtype([("round", np.int32), ("power_mw", np.float64),
                       ("price_per_mwh", np.float64)])
@@ -609,11 +612,13 @@ class GridSwarmEnv(ParallelEnv):
             self.blocked_per_agent += blocked
             self.metrics.blocked_attempts += n_blocked
             idx = np.flatnonzero(blocked)
+            listed = idx[:AUDIT_BLOCKED_LISTED]   # count is exact; the lists say if cut
+            extra = {"listed": int(listed.size)} if listed.size < n_blocked else {}
             self.audit_log.append(
                 "action_blocked", step=k, count=n_blocked,
-                agents=[self.possible_agents[i] for i in idx[:100]],
-                requested_mw=self.kernel.level_power_mw[idx[:100], power_level[idx[:100]]],
-                executed_mw=bid_mw[idx[:100]])
+                agents=[self.possible_agents[i] for i in listed],
+                requested_mw=self.kernel.level_power_mw[listed, power_level[listed]],
+                executed_mw=bid_mw[listed], **extra)
         return n_blocked, bid_mw, self.price_levels[price_level]
 
     def _publish_bids(self, bid_mw: np.ndarray, bid_price: np.ndarray, t0: float) -> None:
@@ -795,7 +800,10 @@ class GridSwarmEnv(ParallelEnv):
                 reason = self.ledger.authenticate(signed, now_s, expected_agent=names[owner])
                 if reason is not None:
                     self._note_rejections([signed], [reason])
-                    self._withdraw_reserve(signed, owner, held=False)
+                    # a duplicate of a held contract leaves that one standing; anything
+                    # else means the award's contract never arrived intact
+                    if signed.contract.contract_id not in self._reserve_terms:
+                        self._withdraw_reserve(signed, owner, held=False)
                     continue
                 c = signed.contract
                 self.reserve_held_mw[owner] += c.power_mw

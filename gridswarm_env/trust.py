@@ -851,6 +851,7 @@ class ContractLedger:
         "_rejected_by_reason",
         "_rng",
         "_signed",
+        "_received_ids",
         "_tolerance_s",
         "_used_ids",
         "_used_nonces",
@@ -971,6 +972,8 @@ class ContractLedger:
         self._epoch += 1
         self._used_ids: set[str] = set()
         self._used_nonces: set[bytes] = set()
+        # ids that passed authenticate() this epoch (a holder receives a contract once)
+        self._received_ids: set[str] = set()
         # accepted ids and nonces bucketed by window end (two parallel lists per end), and
         # a heap of those ends (a batch shares one end: no per-contract heap operation)
         self._expiry: dict[float, tuple[list[str], list[bytes]]] = {}
@@ -1330,15 +1333,18 @@ class ContractLedger:
     def authenticate(
         self, signed: SignedContract, now_s: float, *, expected_agent: str | None = None
     ) -> RejectReason | None:
-        """Check a contract on receipt: its form, the identities and both signatures.
+        """Check a contract on receipt: its form, the identities, both signatures and the
+        replay evidence there is before its window opens.
 
-        The check a holder makes when a contract reaches it, before its delivery window
-        opens (e.g. a reserve contract held for later activation): the first failing
-        reason of :meth:`verify` among ``malformed``, ``unknown_identity``,
-        ``wrong_agent``, ``bad_agent_signature`` and ``bad_operator_signature``. Window
-        and replay are not checked and nothing is used up — :meth:`verify` at dispatch
-        still decides (one-shot) — and the ledger clock does not move. A failure is
-        counted and audited as a rejection; a pass records nothing.
+        The check a holder makes when a contract reaches it (e.g. a reserve contract held
+        for later activation): the first failing reason of :meth:`verify` among
+        ``malformed``, ``unknown_identity``, ``wrong_agent``, ``bad_agent_signature``,
+        ``bad_operator_signature``, then ``replayed`` for a nonce of an earlier epoch
+        (an earlier episode's contract), an id already accepted by :meth:`verify`, or an
+        id already received (a duplicate delivery). The window is not checked, nothing is
+        used up — :meth:`verify` at dispatch still decides, once — and the ledger clock
+        does not move. A pass remembers the id as received (until
+        :meth:`reset_replay_window`); a failure is counted and audited as a rejection.
 
         :param signed: the signed contract as received (possibly tampered).
         :param now_s: simulated receipt time, s (for the audit entry only).
@@ -1348,7 +1354,14 @@ class ContractLedger:
         """
         if isinstance(now_s, bool) or not isinstance(now_s, Real) or not math.isfinite(now_s):
             raise ValueError(f"now_s={now_s!r} must be a finite number of simulated seconds")
-        reason = self._authenticate(signed, expected_agent)[0]
+        reason, contract = self._authenticate(signed, expected_agent)
+        if contract is not None:
+            cid = contract.contract_id
+            if (not contract.nonce.startswith(self._epoch_tag) or cid in self._used_ids
+                    or cid in self._received_ids):
+                reason = RejectReason.REPLAYED
+            else:
+                self._received_ids.add(cid)
         if reason is not None:
             self._count_and_audit([signed], [reason], float(now_s))
         return reason
@@ -2239,7 +2252,7 @@ def _file_records(path: Path) -> Iterator[tuple[int, Any, bool]]:
             complete = raw.endswith(b"\n")
             try:
                 record = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:   # deep nesting
                 problem = "malformed" if complete else "truncated"
                 yield (
                     number,
@@ -2325,6 +2338,8 @@ def _check_head_signature(
         identity = fields["identity"]
     except (KeyError, TypeError, ValueError):
         return False, "its fields are incomplete"
+    if type(covered) is not int or type(head) is not str:   # 1.0 == 1 would pass below
+        return False, "its covered_entries or head_hash has the wrong type"
     if covered != record["index"] or head != record["prev_hash"]:
         return False, "it does not describe the entry before it"
     message = _head_message(covered, head)

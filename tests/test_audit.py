@@ -574,3 +574,24 @@ def test_hmac_env_files_have_no_signed_head(tmp_path):
     assert raw.operator_public_key_hex() is None
     assert all(e["kind"] != "head_signed" for e in read(path))
     assert main(["verify", str(path)]) == EXIT_OK
+
+
+def test_wrongly_typed_signed_head_and_deep_nesting_are_verdicts_not_crashes(tmp_path, registry):
+    """Protocol review: a float covered_entries (hash recomputed, no key needed) raised
+    struct.error and a line of 1000 nested brackets raised RecursionError."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        log.append("emergency", now_s=1.0)
+        log.sign_head(registry)
+    entries = read(path)
+    entries[1]["fields"]["covered_entries"] = 1.0     # == 1, but not an integer
+    rehash_from(entries, 1)
+    write(path, entries)
+    key = registry.public_key_bytes("operator")
+    for kwargs in ({}, {"public_key": key}):
+        ok, index, problem = verdict(path, **kwargs)
+        assert not ok and index == 1 and problem == "altered"
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text(path.read_text().splitlines(keepends=True)[0] + "[" * 5000 + "\n")
+    assert verdict(deep)[1:] == (1, "malformed")
+    assert main(["verify", str(deep)]) == EXIT_BROKEN

@@ -230,3 +230,22 @@ def test_energy_is_paid_at_each_contracts_clearing_price_for_what_was_delivered(
         assert raw.metrics.payments - pay0 == pytest.approx(expected, rel=1e-9, abs=1e-12)
         paid_steps += expected > 0
     assert paid_steps > 50
+
+
+def test_blocked_audit_entries_say_when_their_agent_list_is_cut() -> None:
+    """Protocol review: entries with count 133 silently listed 100 agents."""
+    from gridswarm_env.env import AUDIT_BLOCKED_LISTED
+
+    n = 3 * AUDIT_BLOCKED_LISTED
+    raw = GridSwarmEnv("price_spike", config=EnvConfig(n_agents=n, trust="hmac"))
+    raw.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):   # all agents ask for full discharge: many are blocked
+        raw.step_arrays(np.full(n, 20), rng.integers(0, 11, n))
+    entries = [e for e in raw.audit_log.entries if e.kind == "action_blocked"]
+    assert entries
+    for e in entries:
+        f = e.fields
+        assert len(f["agents"]) == min(f["count"], AUDIT_BLOCKED_LISTED)
+        assert ("listed" in f) == (f["count"] > AUDIT_BLOCKED_LISTED)
+    assert any("listed" in e.fields for e in entries)

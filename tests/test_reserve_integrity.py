@@ -166,3 +166,54 @@ def test_reserve_is_paid_per_contract_at_its_own_price_from_its_window_start():
     assert steps >= 5
     # the case the old settlement got wrong: one agent, contracts at different prices
     assert any(len(p) > 1 for p in prices_by_agent.values())
+
+
+def _duplicate_reserve(env, signed, owners):
+    if signed and signed[0].contract.product == "reserve":
+        return signed + signed, owners + owners
+    return signed, owners
+
+
+def test_a_duplicated_reserve_contract_is_rejected_on_receipt_and_the_original_stands(honest):
+    """Protocol review: a duplicate delivery doubled the held reserve, and rejecting it at
+    activation withdrew the genuine contract's award and payments."""
+    raw, m, trace = _run(_duplicate_reserve)
+    honest_raw, honest_m, honest_trace = honest
+    assert [row[1:3] for row in trace] == [row[1:3] for row in honest_trace]   # standing, books
+    assert m["balancing_payments"] == pytest.approx(honest_m["balancing_payments"])
+    assert m["emergency_response_latency_ms"] is not None   # the held reserve responded
+    assert m["contracts_rejected_by_reason"] == {"replayed": honest_m["contracts_signed"]}
+
+
+def test_reserve_contracts_of_an_earlier_episode_are_replays_on_receipt():
+    stash: list = []
+
+    def previous_episode(env, signed, owners):
+        if not signed or signed[0].contract.product != "reserve":
+            return signed, owners
+        if env._episode == 0:
+            stash.append((signed, owners))
+            return signed, owners
+        old = [pair for pair in stash if pair[1] == owners]
+        return old[0] if old else ([], [])
+
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=N_AGENTS, trust="hmac",
+                                     adversary=previous_episode)
+    raw = env.unwrapped
+    held_before_event = []
+    for _episode in range(2):
+        env.reset(seed=0)
+        policy = make_policy("heuristic")
+        policy.reset(raw, seed=0)
+        while raw.t_s + raw.config.dt_s <= raw.scenario.event_time_s:
+            act = policy.act(raw.observations_array(), raw.action_masks())
+            raw.step_arrays(act[:, 0], act[:, 1])
+        held_before_event.append(raw.reserve_held_mw.sum())
+        m = raw.episode_metrics()
+    assert held_before_event[0] == pytest.approx(raw.scenario.reserve_target_mw)
+    # episode 1: the stale copies are refused on arrival (never held, never paid) ...
+    assert m["contracts_rejected_by_reason"].get("replayed", 0) > 0
+    assert held_before_event[1] < held_before_event[0]
+    # ... and whatever stands is backed by this episode's contracts only
+    epoch = raw.ledger._epoch_tag
+    assert all(c.contract.nonce.startswith(epoch) for c, _o in raw.reserve_contracts)

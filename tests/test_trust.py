@@ -882,8 +882,9 @@ def test_authenticate_checks_signatures_only_and_uses_nothing_up(mode):
     # on receipt, long before the window: authentic, nothing recorded, clock unmoved
     assert ledger.authenticate(genuine, 2.0, expected_agent="der_0") is None
     assert ledger.clock_s == -math.inf and ledger.verified == 0 and ledger.rejected == 0
-    assert ledger.authenticate(genuine, 3.0) is None      # may be checked again
-    # ... and dispatch still accepts it once
+    # a second receipt of the same contract is a duplicate delivery
+    assert ledger.authenticate(genuine, 3.0) is RejectReason.REPLAYED
+    # ... and dispatch still accepts the contract once
     assert ledger.verify(genuine, 10.5, expected_agent="der_0") is None
     assert ledger.verify(genuine, 10.5) is RejectReason.REPLAYED
     # failures are named, counted and audited like verify's
@@ -896,8 +897,13 @@ def test_authenticate_checks_signatures_only_and_uses_nothing_up(mode):
     assert ledger.authenticate(signed[1], 4.0, expected_agent="der_5") \
         is RejectReason.WRONG_AGENT
     counts = {k: v for k, v in ledger.rejected_by_reason.items() if v}
-    assert counts == {"replayed": 1, "bad_agent_signature": 2, "wrong_agent": 1}
+    assert counts == {"replayed": 2, "bad_agent_signature": 2, "wrong_agent": 1}
     assert audit.n_entries == n_entries + 3
     assert audit.entries[-1].kind == "contract_rejected"
     with pytest.raises(ValueError, match="now_s"):
         ledger.authenticate(genuine, float("nan"))
+    # a contract of an earlier epoch (episode) is a replay already on receipt
+    ledger.reset_replay_window()
+    assert ledger.authenticate(signed[2], 20.0) is RejectReason.REPLAYED
+    fresh = issue_round(ledger, round_index=1, start_s=30.0, end_s=31.0)
+    assert ledger.authenticate(fresh[2], 20.0) is None
