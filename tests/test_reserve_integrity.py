@@ -54,6 +54,17 @@ def _run(adversary=None, config: EnvConfig | None = None, scenario: str = "emerg
     return raw, raw.episode_metrics(), trace
 
 
+def _steps_before_the_event(raw, policy_name: str = "heuristic", seed: int = 0):
+    """Reset ``raw`` and its policy, then yield after each step that ends by the trip."""
+    raw.reset(seed=seed)
+    policy = make_policy(policy_name)
+    policy.reset(raw, seed=seed)
+    while raw.t_s + raw.config.dt_s <= raw.scenario.event_time_s:
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+        yield
+
+
 @pytest.fixture(scope="module")
 def honest():
     return _run()
@@ -120,12 +131,7 @@ def test_lost_reserve_is_withdrawn_from_the_books():
     env = gridswarm_env.parallel_env(scenario="emergency", n_agents=N_AGENTS, trust="hmac",
                                      config=EnvConfig(trust="hmac", bus=tight))
     raw = env.unwrapped
-    env.reset(seed=0)
-    policy = make_policy("heuristic")
-    policy.reset(raw, seed=0)
-    while raw.t_s + raw.config.dt_s <= raw.scenario.event_time_s:
-        act = policy.act(raw.observations_array(), raw.action_masks())
-        raw.step_arrays(act[:, 0], act[:, 1])
+    for _ in _steps_before_the_event(raw):
         in_transit = np.zeros(N_AGENTS)
         for signed, owner in raw._contract_refs.values():
             if signed.contract.product == "reserve":
@@ -202,12 +208,8 @@ def test_reserve_contracts_of_an_earlier_episode_are_replays_on_receipt():
     raw = env.unwrapped
     held_before_event = []
     for _episode in range(2):
-        env.reset(seed=0)
-        policy = make_policy("heuristic")
-        policy.reset(raw, seed=0)
-        while raw.t_s + raw.config.dt_s <= raw.scenario.event_time_s:
-            act = policy.act(raw.observations_array(), raw.action_masks())
-            raw.step_arrays(act[:, 0], act[:, 1])
+        for _ in _steps_before_the_event(raw):
+            pass
         held_before_event.append(raw.reserve_held_mw.sum())
         m = raw.episode_metrics()
     assert held_before_event[0] == pytest.approx(raw.scenario.reserve_target_mw)
