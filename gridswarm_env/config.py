@@ -229,8 +229,8 @@ class MarketConfig:
         covers at least this share of the request.
     :param gate_s: gate closure after the step start: bids delivered by the bus
         later than this miss the round (they are stale next step).
-    :param announce_lead_s: the operator announces the next round this long
-        before the step ends (so the signal can be delivered in time).
+        The next round is announced at gate closure too (DESIGN §2), so its signal
+        has ``dt_s − gate_s`` to be delivered before the next observation.
     :param deadband_mw: requests smaller than this hold no round.
     """
 
@@ -238,7 +238,6 @@ class MarketConfig:
     n_price_levels: int = 11
     consensus_share: float = 0.95
     gate_s: float = 0.25
-    announce_lead_s: float = 0.2
     deadband_mw: float = 0.05
 
     def __post_init__(self) -> None:
@@ -253,8 +252,6 @@ class MarketConfig:
         store(self, "consensus_share", check_range(owner, "consensus_share",
                                                    self.consensus_share, 0.0, 1.0, lo_open=True))
         store(self, "gate_s", check_positive(owner, "gate_s", self.gate_s))
-        store(self, "announce_lead_s", check_positive(owner, "announce_lead_s",
-                                                      self.announce_lead_s))
         store(self, "deadband_mw", check_non_negative(owner, "deadband_mw", self.deadband_mw))
 
 
@@ -375,8 +372,8 @@ class EnvConfig:
                 f"{owner}.dt_s = {self.dt_s!r}: must be a whole multiple of "
                 f"grid.physics_dt_s = {self.grid.physics_dt_s!r}"
             )
-        if self.market.gate_s >= self.dt_s or self.market.announce_lead_s >= self.dt_s:
+        if self.market.gate_s >= self.dt_s:
             raise ValueError(
-                f"{owner}: market.gate_s ({self.market.gate_s}) and market.announce_lead_s "
-                f"({self.market.announce_lead_s}) must be shorter than dt_s ({self.dt_s})"
+                f"{owner}: market.gate_s ({self.market.gate_s}) must be shorter than "
+                f"dt_s ({self.dt_s})"
             )

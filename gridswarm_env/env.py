@@ -205,6 +205,11 @@ class GridSwarmEnv(ParallelEnv):
         # one audit chain for the env's lifetime (streamed to a file, or in memory keeping
         # at most AUDIT_ENTRIES_IN_MEMORY entries); episodes start with "episode_start"
         self._sealed_entries = 0   # audit entries covered by the last signed head
+        # the operator's audit-head key for a streamed ed25519 file: random (os.urandom),
+        # not derived from the seed, one per environment (see operator_public_key_hex)
+        self._audit_keys = (
+            IdentityRegistry(["audit"], operator_id=self.registry.operator_id, seed=None)
+            if cfg.audit_path is not None and cfg.trust == "ed25519" else None)
         self.audit_log = AuditLog(cfg.audit_path, keep_entries=cfg.audit_keep_entries,
                                   max_entries_in_memory=AUDIT_ENTRIES_IN_MEMORY)
         self._episode = -1
@@ -775,10 +780,10 @@ class GridSwarmEnv(ParallelEnv):
         """Contracts delivered this step, in delivery order, kept for :meth:`_update_signals`.
 
         A reserve contract is authenticated on receipt (form, identities, both
-        signatures: :meth:`ContractLedger.authenticate`): an authentic one is *held* from
-        now on (standing reserve, paid for availability once its window opens, see
-        :meth:`_reserve_rate_at`);
-        one that fails is rejected (counted, audited) and its award withdrawn, so it never
+        signatures, visible replays: :meth:`ContractLedger.authenticate`). An authentic
+        one is *held* from now on (standing reserve, paid for availability once its
+        window opens, see :meth:`_reserve_rate_at`); one that fails is rejected (counted,
+        audited) and, unless it duplicates a held one, its award is withdrawn, so it never
         earns anything. A reserve award whose contract never arrives is never held.
         Energy contracts are verified at dispatch.
         """
@@ -1201,21 +1206,27 @@ class GridSwarmEnv(ParallelEnv):
         With ``audit_path`` set and Ed25519 identities, the chain gets a ``head_signed``
         entry at the end of every episode and at :meth:`close` (when entries were
         written since the last one), so ``python -m gridswarm_env.audit verify FILE
-        --public-key HEX`` (the operator's key, :meth:`operator_public_key_hex`) can
+        --public-key HEX`` (the operator's audit key, :meth:`operator_public_key_hex`) can
         also detect a cut tail or a rewritten suffix from the file alone. HMAC keys are
         secret, so an hmac-mode file has no head a third party could check.
         """
         log = self.audit_log
-        if (self.config.audit_path is not None and self.config.trust == "ed25519"
-                and log.n_entries > self._sealed_entries):
-            log.sign_head(self.registry)
+        if self._audit_keys is not None and log.n_entries > self._sealed_entries:
+            log.sign_head(self._audit_keys, self._audit_keys.operator_id)
             self._sealed_entries = log.n_entries
         log.flush()
 
     def operator_public_key_hex(self) -> str | None:
-        """The operator's raw Ed25519 public key (64 hex digits) that signs contracts and
-        audit heads; ``None`` in hmac mode (symmetric keys have no public half)."""
-        if self.config.trust != "ed25519":
+        """The raw Ed25519 public key (64 hex digits) with which the operator signs the
+        streamed audit file's heads; ``None`` without ``audit_path`` or in hmac mode.
+
+        It is not the contract-signing key: that one is derived from the reset seed (so
+        signatures replay bit for bit), and anyone who knows the seed could re-sign a cut
+        file with it. The audit key is drawn from ``os.urandom`` when the environment is
+        built and kept for its lifetime, so one key checks the whole file, whatever seeds
+        its episodes used.
+        """
+        if self._audit_keys is None:
             return None
-        return self.registry.public_key_bytes(self.registry.operator_id).hex()
+        return self._audit_keys.public_key_bytes(self._audit_keys.operator_id).hex()
 

@@ -546,7 +546,7 @@ def test_env_file_ends_with_a_signed_head_that_catches_a_cut_tail(tmp_path):
     path = tmp_path / "audit.jsonl"
     raw = _run_env_episode(path, "ed25519")
     key = raw.operator_public_key_hex()
-    assert key == raw.registry.public_key_bytes("operator").hex()
+    assert len(key) == 64
     entries = read(path)
     assert entries[-1]["kind"] == "head_signed"
     assert entries[-1]["fields"]["covered_entries"] == len(entries) - 1
@@ -566,6 +566,43 @@ def test_env_file_ends_with_a_signed_head_that_catches_a_cut_tail(tmp_path):
     write(path, entries)
     assert verdict(path, public_key=bytes.fromhex(key))[:1] == (False,)
     assert verdict(path, public_key=bytes.fromhex(key))[2] == "altered"
+
+
+def test_audit_head_key_is_not_derived_from_the_seed_and_spans_seeds(tmp_path):
+    """README review: with the seeded contract key anyone who knew the seed could re-sign
+    a cut file, and a file with episodes of two seeds verified with no single key."""
+    import gridswarm_env
+    from policies import make_policy
+    from policies.rollout import run_episode
+
+    path = tmp_path / "audit.jsonl"
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=12, audit_path=str(path))
+    raw = env.unwrapped
+    for seed in (0, 1):
+        run_episode(raw, make_policy("heuristic"), seed=seed)   # each ends sealed
+    env.close()
+    key = raw.operator_public_key_hex()
+    # not the seeded operator key, and another environment with the same seed differs
+    assert key != raw.registry.public_key_bytes("operator").hex()
+    other = gridswarm_env.parallel_env(scenario="emergency", n_agents=12,
+                                       audit_path=str(tmp_path / "other.jsonl"))
+    other.reset(seed=1)
+    assert other.unwrapped.operator_public_key_hex() != key
+    other.close()
+    # one key verifies every episode's head in the file
+    heads = [e for e in read(path) if e["kind"] == "head_signed"]
+    assert len(heads) == 2 and {h["fields"]["public_key"] for h in heads} == {key}
+    assert main(["verify", str(path), "--public-key", key]) == EXIT_OK
+    # re-signing a cut file with the seed-derived operator key does not pass
+    seeded = IdentityRegistry(raw.possible_agents, seed=1)
+    entries = read(path)[:-5]
+    write(path, entries)
+    forged = AuditLog(tmp_path / "forged.jsonl")
+    for e in entries:
+        forged.append(e["kind"], **e["fields"])
+    forged.sign_head(seeded)
+    forged.close()
+    assert main(["verify", str(tmp_path / "forged.jsonl"), "--public-key", key]) == EXIT_BROKEN
 
 
 def test_hmac_env_files_have_no_signed_head(tmp_path):
