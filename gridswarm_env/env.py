@@ -1030,7 +1030,18 @@ class GridSwarmEnv(ParallelEnv):
                 self.reserve_contracts.extend(
                     it for it in items if it[0].contract.product == "reserve")
             if energy:
+                # every copy goes to dispatch (a duplicate is rejected there as replayed,
+                # counted and audited); the schedule the agent observes counts one copy
                 self.pending.extend(energy)
+                ids = {c.contract.contract_id for c, _ in energy}
+                if len(ids) < len(energy):   # a duplicated delivery: keep first copies
+                    first = []
+                    for it in energy:
+                        cid = it[0].contract.contract_id
+                        if cid in ids:
+                            ids.remove(cid)
+                            first.append(it)
+                    energy = first
                 _add_by_owner(awarded, [o for _, o in energy],
                               [c.contract.power_mw for c, _ in energy])
             self._arrived = []
