@@ -15,6 +15,7 @@ from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, ren
 
 import gridswarm_env
 from gridswarm_env.config import EnvConfig
+from tests.episodes import play
 
 N_POWER, N_PRICE = 21, 11
 
@@ -385,15 +386,8 @@ def test_shadow_rewards_charge_nothing_that_was_not_dispatched():
     env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=30, trust="hmac",
                                      shadow=True)
     raw = env.unwrapped
-    env.reset(seed=0)
-    from policies import make_policy
-
-    policy = make_policy("heuristic")
-    policy.reset(raw, seed=0)
     would = 0.0
-    while env.agents:
-        act = policy.act(raw.observations_array(), raw.action_masks())
-        _obs, rewards, _t, info = raw.step_arrays(act[:, 0], act[:, 1])
+    for rewards, info in play(raw):
         would += abs(info["would_dispatch_mw"])
         # only the shared grid term remains: the same (non-positive) reward for everyone
         assert np.all(rewards == rewards[0]) and rewards[0] <= 0.0

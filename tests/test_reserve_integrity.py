@@ -19,6 +19,7 @@ import gridswarm_env
 from gridswarm_env.bus import BusConfig, Lane
 from gridswarm_env.config import EnvConfig
 from policies import make_policy
+from tests.episodes import play
 
 N_AGENTS = 40
 
@@ -42,27 +43,14 @@ def _run(adversary=None, config: EnvConfig | None = None, scenario: str = "emerg
     env = gridswarm_env.parallel_env(scenario=scenario, n_agents=N_AGENTS, trust="hmac",
                                      adversary=adversary, config=config)
     raw = env.unwrapped
-    env.reset(seed=0)
-    policy = make_policy("heuristic")
-    policy.reset(raw, seed=0)
-    trace = []
-    while env.agents:
-        act = policy.act(raw.observations_array(), raw.action_masks())
-        _obs, rewards, _t, info = raw.step_arrays(act[:, 0], act[:, 1])
-        trace.append((info["t_s"], raw.reserve_standing_mw().sum(),
-                      raw.reserve_awarded_mw.sum(), float(rewards.sum()), info["request_mw"]))
+    trace = [(info["t_s"], raw.reserve_standing_mw().sum(), raw.reserve_awarded_mw.sum(),
+              float(rewards.sum()), info["request_mw"]) for rewards, info in play(raw)]
     return raw, raw.episode_metrics(), trace
 
 
 def _steps_before_the_event(raw, policy_name: str = "heuristic", seed: int = 0):
     """Reset ``raw`` and its policy, then yield after each step that ends by the trip."""
-    raw.reset(seed=seed)
-    policy = make_policy(policy_name)
-    policy.reset(raw, seed=seed)
-    while raw.t_s + raw.config.dt_s <= raw.scenario.event_time_s:
-        act = policy.act(raw.observations_array(), raw.action_masks())
-        raw.step_arrays(act[:, 0], act[:, 1])
-        yield
+    return play(raw, policy_name, seed, until_s=raw.scenario.event_time_s)
 
 
 @pytest.fixture(scope="module")

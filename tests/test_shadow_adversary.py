@@ -270,7 +270,7 @@ def test_a_duplicated_energy_contract_is_scheduled_once_and_rejected_at_dispatch
     """Protocol review: a duplicate delivery doubled the agent's observed schedule (and
     the kernel's committed power) for a step; execution was already right."""
     import gridswarm_env
-    from policies import make_policy
+    from tests.episodes import play
 
     def duplicate(env, signed, owners):
         if signed and signed[0].contract.product == "energy":
@@ -282,14 +282,7 @@ def test_a_duplicated_energy_contract_is_scheduled_once_and_rejected_at_dispatch
         env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=30, trust="hmac",
                                          adversary=adversary)
         raw = env.unwrapped
-        env.reset(seed=0)
-        policy = make_policy("heuristic")
-        policy.reset(raw, seed=0)
-        scheduled = []
-        while env.agents:
-            act = policy.act(raw.observations_array(), raw.action_masks())
-            raw.step_arrays(act[:, 0], act[:, 1])
-            scheduled.append(raw.scheduled_p_mw.copy())
+        scheduled = [raw.scheduled_p_mw.copy() for _ in play(raw)]
         runs[name] = (np.array(scheduled), raw.episode_metrics())
     (s_honest, m_honest), (s_dup, m_dup) = runs["honest"], runs["dup"]
     np.testing.assert_array_equal(s_dup, s_honest)
