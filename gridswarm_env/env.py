@@ -286,6 +286,11 @@ class GridSwarmEnv(ParallelEnv):
         # held reserve contracts: id -> (owner, MW, $/MWh, window start s); availability is
         # paid per contract at its own price from its window's start (see _reserve_rate)
         self._reserve_terms: dict[str, tuple[int, float, float, float]] = {}
+        # reserve awards not yet held or withdrawn: id -> (owner, MW), and the copies of
+        # each id still on the bus (an award leaves the books once, when its last copy
+        # fails and none is held: see _copy_failed)
+        self._reserve_awards: dict[str, tuple[int, float]] = {}
+        self._reserve_copies: dict[str, int] = {}
         self._reserve_rate = z.copy()        # Σ MW·price of the paying contracts, $/h
         self._reserve_rate_until = -math.inf  # the rate is valid while t0 < this
         self.activation_s = np.full(n, np.inf)
@@ -701,9 +706,17 @@ class GridSwarmEnv(ParallelEnv):
                                    product="reserve" if is_reserve else "energy")
         owners = idx.tolist()
         recipients = idx
+        if is_reserve:   # the operator's books, per contract, as awarded
+            for sc_, o in zip(signed, owners, strict=True):
+                self._reserve_awards[sc_.contract.contract_id] = (o, sc_.contract.power_mw)
         if self.adversary is not None:
             signed, owners = self.adversary(self, signed, owners)
             recipients = np.asarray(owners, dtype=np.int64)
+        if is_reserve:   # copies on their way (an adversary may add or drop some)
+            copies = self._reserve_copies
+            for sc_ in signed:
+                cid = sc_.contract.contract_id
+                copies[cid] = copies.get(cid, 0) + 1
         m, first = len(signed), self._next_ref
         self._next_ref = first + m
         self._contract_refs.update(zip(range(first, first + m), zip(signed, owners, strict=True),
@@ -733,19 +746,37 @@ class GridSwarmEnv(ParallelEnv):
         the operator sizes reserve rounds by its awards (``reserve_awarded_mw``)."""
         self._standing_mw = np.maximum(self.reserve_held_mw, self.reserve_mw)
 
-    def _withdraw_reserve(self, signed, owner: int, *, held: bool) -> None:
-        """Take a reserve contract that will not (or no longer) stand off the books: one
-        refused by the bus or failing authentication on receipt (``held=False``), or a
-        held one failing verification at activation (``held=True``). It no longer counts
-        for the operator's reserve rounds nor earns availability payments."""
-        power = signed.contract.power_mw
+    def _withdraw_reserve(self, owner: int, power_mw: float, *,
+                          held_id: str | None = None) -> None:
+        """Take a reserve award off the books: one whose contract never arrived intact
+        (see :meth:`_copy_failed`), or, with ``held_id``, a held contract failing
+        verification at activation. It no longer counts for the operator's reserve
+        rounds nor earns availability payments."""
         awarded = self.reserve_awarded_mw
-        awarded[owner] = max(awarded[owner] - power, 0.0)
-        if held:
-            self.reserve_held_mw[owner] = max(self.reserve_held_mw[owner] - power, 0.0)
-            self._reserve_terms.pop(signed.contract.contract_id, None)
+        awarded[owner] = max(awarded[owner] - power_mw, 0.0)
+        if held_id is not None:
+            self.reserve_held_mw[owner] = max(self.reserve_held_mw[owner] - power_mw, 0.0)
+            self._reserve_terms.pop(held_id, None)
             self._reserve_rate_until = -math.inf
         self._refresh_standing()
+
+    def _copy_done(self, contract_id: str) -> int:
+        """One copy of a reserve contract left the bus; the copies still on it."""
+        left = self._reserve_copies.get(contract_id, 1) - 1
+        if left > 0:
+            self._reserve_copies[contract_id] = left
+        else:
+            self._reserve_copies.pop(contract_id, None)
+        return left
+
+    def _copy_failed(self, contract_id: str, copies_left: int) -> None:
+        """A copy was refused by the bus or failed on receipt: the award leaves the books
+        only when no copy of it is held and none is still on its way (a forged copy
+        ahead of the genuine one, or a lost duplicate of a held one, changes nothing)."""
+        if copies_left == 0 and contract_id not in self._reserve_terms:
+            award = self._reserve_awards.pop(contract_id, None)
+            if award is not None:
+                self._withdraw_reserve(*award)
 
     def _reserve_rate_at(self, t0_s: float) -> np.ndarray:
         """Availability payment rate per agent for the step starting at ``t0_s``, $/h:
@@ -769,9 +800,10 @@ class GridSwarmEnv(ParallelEnv):
         reserve award among them; they are never dispatched."""
         lost = [self._contract_refs.pop(ref) for ref in refs]
         self.contracts_lost += len(lost)
-        for signed, owner in lost:
+        for signed, _owner in lost:
             if signed.contract.product == "reserve":
-                self._withdraw_reserve(signed, owner, held=False)
+                cid = signed.contract.contract_id
+                self._copy_failed(cid, self._copy_done(cid))
         self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason="bus_refused",
                               contract_ids=[c.contract.contract_id for c, _ in lost])
         self.events.append(f"{len(lost)} contracts refused by the bus (control lane full)")
@@ -783,8 +815,9 @@ class GridSwarmEnv(ParallelEnv):
         signatures, visible replays: :meth:`ContractLedger.authenticate`). An authentic
         one is *held* from now on (standing reserve, paid for availability once its
         window opens, see :meth:`_reserve_rate_at`); one that fails is rejected (counted,
-        audited) and, unless it duplicates a held one, its award is withdrawn, so it never
-        earns anything. A reserve award whose contract never arrives is never held.
+        audited) and never earns anything; its award is withdrawn once no copy of it is
+        held or still on the bus (:meth:`_copy_failed`). A reserve award whose contract
+        never arrives is never held.
         Energy contracts are verified at dispatch.
         """
         refs = self._contract_refs
@@ -802,14 +835,14 @@ class GridSwarmEnv(ParallelEnv):
         for item in arrived:
             signed, owner = item
             if signed.contract.product == "reserve":
+                cid = signed.contract.contract_id
+                left = self._copy_done(cid)
                 reason = self.ledger.authenticate(signed, now_s, expected_agent=names[owner])
                 if reason is not None:
                     self._note_rejections([signed], [reason])
-                    # a duplicate of a held contract leaves that one standing; anything
-                    # else means the award's contract never arrived intact
-                    if signed.contract.contract_id not in self._reserve_terms:
-                        self._withdraw_reserve(signed, owner, held=False)
+                    self._copy_failed(cid, left)
                     continue
+                self._reserve_awards.pop(cid, None)   # on the books, now held
                 c = signed.contract
                 self.reserve_held_mw[owner] += c.power_mw
                 self._reserve_terms[c.contract_id] = (owner, c.power_mw, c.price_per_mwh,
@@ -883,7 +916,7 @@ class GridSwarmEnv(ParallelEnv):
                 self.activation_s[o] = min(self.activation_s[o], arrivals[o])
             else:   # an invalid reserve contract dispatches nothing and earns nothing more
                 self._note_rejections([c], [reason])
-                self._withdraw_reserve(c, o, held=True)
+                self._withdraw_reserve(o, c.contract.power_mw, held_id=c.contract.contract_id)
         self.reserve_contracts = [co for co in self.reserve_contracts if arrivals[co[1]] >= t1]
         self._refresh_standing()
         active = self.activation_s[np.isfinite(self.activation_s)]

@@ -207,3 +207,35 @@ def test_reserve_contracts_of_an_earlier_episode_are_replays_on_receipt():
     # ... and whatever stands is backed by this episode's contracts only
     epoch = raw.ledger._epoch_tag
     assert all(c.contract.nonce.startswith(epoch) for c, _o in raw.reserve_contracts)
+
+
+def _forged_then_genuine(env, signed, owners):
+    if signed and signed[0].contract.product == "reserve":
+        fake = [dataclasses.replace(s, agent_signature=bytes(len(s.agent_signature)))
+                for s in signed]
+        return fake + signed, owners + owners
+    return signed, owners
+
+
+@pytest.mark.parametrize("attack, queue_limit", [
+    (_forged_then_genuine, 10**6),    # a forged copy may arrive before the genuine one
+    (_duplicate_reserve, 12),         # a duplicate of a held contract refused by the bus
+], ids=["forged-first", "lost-duplicate"])
+def test_an_award_leaves_the_books_once_and_only_when_no_copy_can_still_stand(attack,
+                                                                              queue_limit):
+    """Code review: each bad copy withdrew the award again, so the books fell below what
+    was held and the operator bought (and paid for) reserve beyond its target."""
+    big = 10**6
+    bus = BusConfig(queue_limit=(big, queue_limit, big, big),
+                    high_water_mark=(big, queue_limit, big, big))
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=N_AGENTS, trust="hmac",
+                                     adversary=attack, config=EnvConfig(trust="hmac", bus=bus))
+    raw = env.unwrapped
+    target = raw.scenario.reserve_target_mw
+    for _ in _steps_before_the_event(raw):
+        held, books = raw.reserve_held_mw.sum(), raw.reserve_awarded_mw.sum()
+        assert held <= books + 1e-9 and books <= target + 1e-9
+    assert raw.reserve_held_mw.sum() == pytest.approx(target)
+    np.testing.assert_allclose(raw.reserve_awarded_mw, raw.reserve_held_mw, atol=1e-9)
+    m = raw.episode_metrics()
+    assert m["contracts_rejected"] + m["contracts_lost"] > 0   # the attack did happen
