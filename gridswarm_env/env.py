@@ -291,6 +291,7 @@ class GridSwarmEnv(ParallelEnv):
         # fails and none is held: see _copy_failed)
         self._reserve_awards: dict[str, tuple[int, float]] = {}
         self._reserve_copies: dict[str, int] = {}
+        self._reserve_received_s: dict[str, float] = {}   # held id -> delivery time, s
         self._reserve_rate = z.copy()        # Σ MW·price of the paying contracts, $/h
         self._reserve_rate_until = -math.inf  # the rate is valid while t0 < this
         self.activation_s = np.full(n, np.inf)
@@ -822,17 +823,21 @@ class GridSwarmEnv(ParallelEnv):
         """
         refs = self._contract_refs
         arrived = []
+        times: list[float] = []   # delivery times, kept where reserve can be traded
+        reserve = self.scenario.reserve_target_mw > 0
         for d in deliveries:
             con = d.topic(TOPIC_CONTRACTS)
             if len(con.recipients):
                 arrived.extend(refs.pop(ref) for ref in con.payloads.tolist())
+                if reserve:
+                    times.extend(con.delivery_times_s.tolist())
         if not arrived:
             self._arrived = arrived
             return
         kept = []
         names = self.possible_agents
         held = False
-        for item in arrived:
+        for k, item in enumerate(arrived):
             signed, owner = item
             if signed.contract.product == "reserve":
                 cid = signed.contract.contract_id
@@ -843,6 +848,7 @@ class GridSwarmEnv(ParallelEnv):
                     self._copy_failed(cid, left)
                     continue
                 self._reserve_awards.pop(cid, None)   # on the books, now held
+                self._reserve_received_s[cid] = times[k]
                 c = signed.contract
                 self.reserve_held_mw[owner] += c.power_mw
                 self._reserve_terms[c.contract_id] = (owner, c.power_mw, c.price_per_mwh,
@@ -889,8 +895,10 @@ class GridSwarmEnv(ParallelEnv):
     def _activate_reserve(self, deliveries: tuple, t1: float) -> None:
         """Holders of reserve contracts activate them when the emergency broadcast arrives.
 
-        Each standing reserve contract is verified at its activation time; one that
-        fails dispatches nothing.
+        A holder activates a contract when both the broadcast and the contract have
+        reached it: at max(broadcast arrival, contract delivery), so a contract that
+        congestion delayed past the broadcast does not act before it arrived. Each is
+        verified at that time; one that fails dispatches nothing.
         """
         if self._emergency_in_flight:
             for d in deliveries:
@@ -903,21 +911,25 @@ class GridSwarmEnv(ParallelEnv):
             self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
         if not self.reserve_contracts or not self.event_detected:
             return   # no emergency broadcast yet: no arrival time is finite
-        arrivals = self.emergency_arrival_s
-        due = [(c, o) for c, o in self.reserve_contracts if arrivals[o] < t1]
+        arrivals, received = self.emergency_arrival_s, self._reserve_received_s
+        when = {c.contract.contract_id: max(float(arrivals[o]), received[c.contract.contract_id])
+                for c, o in self.reserve_contracts}
+        due = [(c, o) for c, o in self.reserve_contracts if when[c.contract.contract_id] < t1]
         if not due:
             return
-        due.sort(key=lambda co: arrivals[co[1]])
+        due.sort(key=lambda co: when[co[0].contract.contract_id])
         for c, o in due:
-            reason = self.ledger.verify(c, float(arrivals[o]),
-                                        expected_agent=self.possible_agents[o])
+            at = when[c.contract.contract_id]
+            del received[c.contract.contract_id]
+            reason = self.ledger.verify(c, at, expected_agent=self.possible_agents[o])
             if reason is None:
                 self.reserve_mw[o] += c.contract.power_mw
-                self.activation_s[o] = min(self.activation_s[o], arrivals[o])
+                self.activation_s[o] = min(self.activation_s[o], at)
             else:   # an invalid reserve contract dispatches nothing and earns nothing more
                 self._note_rejections([c], [reason])
                 self._withdraw_reserve(o, c.contract.power_mw, held_id=c.contract.contract_id)
-        self.reserve_contracts = [co for co in self.reserve_contracts if arrivals[co[1]] >= t1]
+        self.reserve_contracts = [co for co in self.reserve_contracts
+                                  if when[co[0].contract.contract_id] >= t1]
         self._refresh_standing()
         active = self.activation_s[np.isfinite(self.activation_s)]
         if active.size:

@@ -239,3 +239,27 @@ def test_an_award_leaves_the_books_once_and_only_when_no_copy_can_still_stand(at
     np.testing.assert_allclose(raw.reserve_awarded_mw, raw.reserve_held_mw, atol=1e-9)
     m = raw.episode_metrics()
     assert m["contracts_rejected"] + m["contracts_lost"] > 0   # the attack did happen
+
+
+def test_a_contract_delivered_after_the_broadcast_activates_when_it_arrives():
+    """Code review: a reserve contract that congestion delayed past the emergency
+    broadcast was activated at the broadcast's arrival, before the holder had it (a
+    latency better than what happened). Here one holder's delivery time is moved past
+    the broadcast; its activation must wait for it, the others' must not."""
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=N_AGENTS, trust="hmac")
+    raw = env.unwrapped
+    for _ in _steps_before_the_event(raw):
+        pass
+    late_s = raw.scenario.event_time_s + 0.5
+    owners = [o for _c, o in raw.reserve_contracts]
+    signed, late_owner = next((c, o) for c, o in raw.reserve_contracts if owners.count(o) == 1)
+    others = [(c, o) for c, o in raw.reserve_contracts if o != late_owner]
+    raw._reserve_received_s[signed.contract.contract_id] = late_s
+    policy = make_policy("heuristic")
+    policy.reset(raw, seed=0)
+    while raw.agents and raw.t_s < late_s + 1.0:
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+    assert raw.activation_s[late_owner] == late_s
+    on_time = [o for _c, o in others if o != late_owner]
+    assert on_time and all(raw.activation_s[o] < late_s for o in on_time)
