@@ -269,7 +269,8 @@ def open_session(options: DemoOptions) -> Session:
     The limits file is checked against the fleet's agent names before the environment
     (and its audit file) exists; the reset here validates what only a reset can check
     (a learned model matches the spaces) before anything is drawn. If that fails, or
-    on Ctrl-C, the environment is closed and an audit file it created is removed.
+    on Ctrl-C, the environment is closed and an audit file it created is removed (one
+    that existed gets its old content back).
 
     :raises DemoError: with a readable message for every user error.
     """
@@ -283,6 +284,9 @@ def open_session(options: DemoOptions) -> Session:
     policy = build_policy(options.policy)
     audit = Path(options.audit_path) if options.audit_path is not None else None
     audit_existed = audit is not None and audit.exists()
+    # the environment truncates the file when built: keep its old content until the
+    # session is up, to put it back if setting up fails
+    previous = audit.read_bytes() if audit_existed and audit.is_file() else None
     env = None
     try:
         env = gridswarm_env.parallel_env(
@@ -295,6 +299,8 @@ def open_session(options: DemoOptions) -> Session:
             env.close()
         if audit is not None and not audit_existed:
             audit.unlink(missing_ok=True)
+        elif audit is not None and previous is not None:
+            audit.write_bytes(previous)
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise DemoError(str(exc)) from None

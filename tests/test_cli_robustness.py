@@ -505,3 +505,24 @@ def test_demo_json_failing_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
     assert json.loads(rescued.read_text())["run"]["steps_run"] == 3
     assert f"wrote {rescued}" in captured.out
     rescued.unlink()
+
+
+def test_demo_setup_failure_gives_an_existing_audit_file_its_content_back(tmp_path,
+                                                                          monkeypatch):
+    """Code review: the environment truncates --audit FILE when built; a policy failing
+    its reset afterwards (exit 2) left an existing file empty."""
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text("earlier run\n")
+
+    class FailsOnReset:
+        name = "fails"
+
+        def reset(self, env, seed=None):
+            raise ValueError("model does not match the environment's spaces")
+
+    monkeypatch.setattr(demo, "build_policy", lambda _name: FailsOnReset())
+    opts = demo.DemoOptions(n_agents=5, scenario="emergency", policy="random", live=False,
+                            audit_path=str(audit))
+    with pytest.raises(demo.DemoError, match="does not match"):
+        demo.open_session(opts)
+    assert audit.read_text() == "earlier run\n"
