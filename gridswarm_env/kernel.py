@@ -251,6 +251,18 @@ class LimitArrays:
     departure_soc: np.ndarray
 
 
+def agent_limits(limits: Limits, agent: str, kind: str) -> DerLimits:
+    """``agent``'s overrides merged on its kind's limits.
+
+    :raises ValueError: naming the agent, when the merge is inconsistent (e.g. an agent's
+        ``soc_min`` above its kind's ``soc_max``).
+    """
+    try:
+        return replace(limits.for_kind(kind), **limits.per_agent.get(agent, {}))
+    except ValueError as exc:
+        raise ValueError(f"limits.agents[{agent!r}] ({kind}): {exc}") from None
+
+
 def compile_limits(limits: Limits, names: list[str], fleet: FleetState) -> LimitArrays:
     """Resolve kind limits and per-agent overrides into arrays (once per episode)."""
     unknown = sorted(set(limits.per_agent) - set(names))
@@ -264,13 +276,9 @@ def compile_limits(limits: Limits, names: list[str], fleet: FleetState) -> Limit
         lim = limits.for_kind(kind)
         sel = fleet.kind == k
         _fill(cols, sel, lim, fleet)
-    for agent, changes in limits.per_agent.items():
+    for agent in limits.per_agent:
         i = index[agent]
-        kind = DER_KINDS[int(fleet.kind[i])]
-        try:
-            lim = replace(limits.for_kind(kind), **changes)
-        except ValueError as exc:           # soc_min > soc_max once merged on the kind's limits
-            raise ValueError(f"limits.agents[{agent!r}] ({kind}): {exc}") from None
+        lim = agent_limits(limits, agent, DER_KINDS[int(fleet.kind[i])])
         sel = np.zeros(n, dtype=bool)
         sel[i] = True
         _fill(cols, sel, lim, fleet)

@@ -183,16 +183,10 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
                          f"{_describe_names(names)})")
     # each override merged on its kind's limits (agent names are "<kind>_<index>"), as
     # compile_limits does at reset: soc_min <= soc_max must still hold
-    from dataclasses import replace
+    from gridswarm_env.kernel import DER_KINDS, agent_limits
 
-    from gridswarm_env.kernel import DER_KINDS
-
-    for agent, changes in lim.per_agent.items():
+    for agent in lim.per_agent:
         kind = agent.rsplit("_", 1)[0]
-        if kind not in DER_KINDS:
-            continue
-        try:
-            replace(lim.for_kind(kind), **changes)
-        except ValueError as exc:
-            raise ValueError(f"limits.agents[{agent!r}] ({kind}): {exc}") from None
+        if kind in DER_KINDS:
+            agent_limits(lim, agent, kind)
     return lim
