@@ -1288,11 +1288,7 @@ class ContractLedger:
             return RejectReason.NOT_YET_VALID
         if self._clock_s >= end:
             return RejectReason.EXPIRED
-        if (
-            not nonce.startswith(self._epoch_tag)
-            or cid in self._used_ids
-            or nonce in self._used_nonces
-        ):
+        if self._replayed(cid, nonce):
             return RejectReason.REPLAYED
         self._used_ids.add(cid)
         self._used_nonces.add(nonce)
@@ -1303,6 +1299,11 @@ class ContractLedger:
         bucket[0].append(cid)
         bucket[1].append(nonce)
         return None
+
+    def _replayed(self, cid: str, nonce: bytes) -> bool:
+        """A nonce of an earlier epoch, or an id or nonce already accepted (replay)."""
+        return (not nonce.startswith(self._epoch_tag) or cid in self._used_ids
+                or nonce in self._used_nonces)
 
     def _now(self, now_s: float) -> float:
         """Validate ``now_s`` (a finite real), advance the clock and prune; as a float."""
@@ -1340,7 +1341,7 @@ class ContractLedger:
         for later activation): the first failing reason of :meth:`verify` among
         ``malformed``, ``unknown_identity``, ``wrong_agent``, ``bad_agent_signature``,
         ``bad_operator_signature``, then ``replayed`` for a nonce of an earlier epoch
-        (an earlier episode's contract), an id already accepted by :meth:`verify`, or an
+        (an earlier episode's contract), an id or nonce already accepted by :meth:`verify`, or an
         id already received (a duplicate delivery). The window is not checked, nothing is
         used up — :meth:`verify` at dispatch still decides, once — and the ledger clock
         does not move. A pass remembers the id as received (until
@@ -1357,8 +1358,7 @@ class ContractLedger:
         reason, contract = self._authenticate(signed, expected_agent)
         if contract is not None:
             cid = contract.contract_id
-            if (not contract.nonce.startswith(self._epoch_tag) or cid in self._used_ids
-                    or cid in self._received_ids):
+            if self._replayed(cid, contract.nonce) or cid in self._received_ids:
                 reason = RejectReason.REPLAYED
             else:
                 self._received_ids.add(cid)
