@@ -15,14 +15,16 @@ What is measured
   ``agent_steps_per_cpu_s`` is the same rate per second of this thread's CPU time
   (``time.thread_time``), which other processes sharing the machine disturb less.
 * **Cryptography share** (``crypto_s_per_step``, ``crypto_share``) — the registry's
-  sign and verify callables are wrapped with timers, so the figure is the time spent
-  inside Ed25519 (or HMAC) signing and verification only; ``non_crypto_s_per_step`` is
-  the rest of the step, to compare with the whole HMAC step. The hmac and ed25519
+  signing and verification batches are wrapped with timers, so the figure is the wall
+  time the step waits for Ed25519 (or HMAC) signatures (with libsodium, two threads
+  share each batch: ``EnvConfig.crypto_threads``); ``non_crypto_s_per_step`` is the
+  rest of the step, to compare with the whole HMAC step. The hmac and ed25519
   repeats of an agent count alternate, and ``non_crypto_over_hmac_step`` is the median
   of that comparison over the pairs (the VM's speed drifts between rows).
 * **Control for that comparison** (``padded_*`` on the ed25519 row) — the hmac step again,
-  with every sign and verify call padded by a busy wait to the length of an Ed25519
-  call (:class:`PaddedCalls`): same code, same data, same time structure, no Ed25519.
+  with every signing and verification batch padded by a busy wait to the length of the
+  same Ed25519 batch (:class:`PaddedCalls`): same code, same data, same time
+  structure, no Ed25519.
   On the development VM its time outside the calls rises as much as the ed25519
   step's does: long calls leave the caches and predictors cold for the Python that
   follows, whatever runs inside them.
@@ -76,12 +78,17 @@ def load_average() -> float:
 
 
 class CryptoTimer:
-    """Times every sign and verify call of an identity registry (cumulative seconds).
+    """Times every signing and verification batch of an identity registry (cumulative
+    wall-clock seconds).
 
-    Replaces the registry's per-identity signer and verifier callables by timed wrappers
-    (benchmark only; the timer adds ~0.2 µs per call, negligible next to Ed25519's
-    ~40-120 µs, about 20 % of an HMAC call). ``seconds``/``calls`` cover both kinds;
-    ``sign_seconds``/``sign_calls`` and ``verify_seconds``/``verify_calls`` each kind.
+    Replaces the registry's batch callables (``_sign_many``, ``_verify_many``: every
+    contract signature the ledger makes or checks goes through them, spread over
+    ``registry.crypto_threads`` threads) by timed wrappers (benchmark only; ~0.3 µs per
+    batch). ``seconds`` is the wall time the step spent waiting for signatures;
+    ``calls`` counts the signatures; ``sign_seconds``/``sign_calls`` and
+    ``verify_seconds``/``verify_calls`` each kind, so ``sign_seconds / sign_calls`` is
+    the wall time per signature (the call's length with one thread, about half of it
+    with two).
 
     :param registry: the environment's :class:`~gridswarm_env.trust.IdentityRegistry`.
     """
@@ -89,8 +96,8 @@ class CryptoTimer:
     def __init__(self, registry: Any) -> None:
         self.sign_seconds = self.verify_seconds = 0.0
         self.sign_calls = self.verify_calls = 0
-        registry._signers = tuple(self._timed(f, "sign") for f in registry._signers)
-        registry._verifiers = tuple(self._timed(f, "verify") for f in registry._verifiers)
+        registry._sign_many = self._timed(registry._sign_many, "sign")
+        registry._verify_many = self._timed(registry._verify_many, "verify")
 
     @property
     def seconds(self) -> float:
@@ -110,38 +117,39 @@ class CryptoTimer:
                 return func(*args)
             finally:
                 setattr(self, seconds, getattr(self, seconds) + clock() - t0)
-                setattr(self, calls, getattr(self, calls) + 1)
+                setattr(self, calls, getattr(self, calls) + len(args[-1]))
 
         return timed
 
 
 class PaddedCalls:
-    """The control for the ed25519 comparison: each sign and verify call of an hmac
-    registry is padded with a busy wait until it has lasted as long as an Ed25519 call.
+    """The control for the ed25519 comparison: each signing and verification batch of an
+    hmac registry is padded with a busy wait until it has lasted as long as the same
+    batch takes with Ed25519.
 
     The step then runs the same code on the same data as in hmac mode, with the same
-    time structure as in ed25519 mode (the same number of calls, each as long), but no
-    Ed25519. If its time outside the calls matches the ed25519 step's, the difference
-    between the ed25519 step outside cryptography and the hmac step is the machine's
-    reaction to long calls (caches and predictors going cold while they run), not
-    Ed25519 and not the environment. Install it before :class:`CryptoTimer`, so that
-    the timer counts the padding as call time.
+    time structure as in ed25519 mode (the same batches, each as long), but no Ed25519.
+    If its time outside the batches matches the ed25519 step's, the difference between
+    the ed25519 step outside cryptography and the hmac step is the machine's reaction
+    to long calls (caches and predictors going cold while they run), not Ed25519 and
+    not the environment. Install it before :class:`CryptoTimer`, so that the timer
+    counts the padding as signature time.
 
     :param registry: an hmac-mode :class:`~gridswarm_env.trust.IdentityRegistry`.
-    :param sign_s: duration of one padded signing call, s.
-    :param verify_s: duration of one padded verification call, s.
+    :param sign_s: wall time per signature of a signing batch, s.
+    :param verify_s: wall time per signature of a verification batch, s.
     """
 
     def __init__(self, registry: Any, sign_s: float, verify_s: float) -> None:
-        registry._signers = tuple(self._padded(f, sign_s) for f in registry._signers)
-        registry._verifiers = tuple(self._padded(f, verify_s) for f in registry._verifiers)
+        registry._sign_many = self._padded(registry._sign_many, sign_s)
+        registry._verify_many = self._padded(registry._verify_many, verify_s)
 
     @staticmethod
-    def _padded(func: Callable[..., Any], duration_s: float) -> Callable[..., Any]:
+    def _padded(func: Callable[..., Any], per_call_s: float) -> Callable[..., Any]:
         clock = time.perf_counter
 
         def padded(*args: Any) -> Any:
-            end = clock() + duration_s
+            end = clock() + per_call_s * len(args[-1])
             try:
                 return func(*args)
             finally:
@@ -155,6 +163,7 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
                 steps: int = 100, repeats: int = 3, api: str = "arrays",
                 policy: str = "heuristic", crypto: bool = False,
                 pad_calls_s: tuple[float, float] | None = None,
+                crypto_threads: int | None = None,
                 warmup: int = WARMUP_STEPS, seed: int = SEED) -> dict[str, Any]:
     """Median per-step env and policy time over ``repeats`` runs of ``steps`` steps.
 
@@ -166,13 +175,15 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
     :param api: ``"arrays"`` (``raw.step_arrays``) or ``"dict"`` (``env.step(dict)``).
     :param policy: policy name for :func:`policies.make_policy`.
     :param crypto: time signing and verification (:class:`CryptoTimer`).
-    :param pad_calls_s: ``(sign_s, verify_s)``: pad every sign and verify call to these
-        durations (:class:`PaddedCalls`, the control of the ed25519 comparison).
+    :param pad_calls_s: ``(sign_s, verify_s)``: pad every signing and verification batch
+        to these durations per signature (:class:`PaddedCalls`, the control of the ed25519 comparison).
+    :param crypto_threads: ``EnvConfig.crypto_threads`` (None: the default).
     :param warmup: untimed steps after each reset.
     :param seed: environment seed (the same trajectory every repeat).
     :return: the row (see the module docstring); rates are per wall-clock second.
     """
-    env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=seed)
+    env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=seed,
+                       config=EnvConfig(crypto_threads=crypto_threads))
     pol = make_policy(policy)
     if pad_calls_s is not None:
         PaddedCalls(env.registry, *pad_calls_s)
@@ -222,6 +233,7 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
     row: dict[str, Any] = {
         "n_agents": n_agents, "trust": trust, "policy": policy, "scenario": scenario,
         "api": api, "steps": steps, "repeats": repeats,
+        "crypto_threads": env.registry.crypto_threads,
         "agent_steps_per_s": n_agents / env_step,
         "env_s_per_step": env_step,
         "env_s_per_step_best": min(env_s),
@@ -251,8 +263,9 @@ def paired_rows(n_agents: int, *, steps: int, repeats: int,
 
     * ``non_crypto_over_hmac_step`` — (ed25519 step − its signing and verification) /
       (hmac step of the same repeat): the issue's comparison;
-    * the control (:class:`PaddedCalls`): the hmac step with every sign and verify call
-      padded to the mean Ed25519 call of the same repeat.
+    * the control (:class:`PaddedCalls`): the hmac step with every signing and
+      verification batch padded to the Ed25519 wall time per signature of the same
+      repeat.
       ``padded_non_crypto_s_per_step`` is its time outside the calls,
       ``padded_non_crypto_over_hmac_step`` that over the hmac step, and
       ``non_crypto_over_padded`` the ed25519 step's time outside cryptography over it
@@ -460,6 +473,10 @@ def run(quick: bool = False, agents: tuple[int, ...] = AGENT_COUNTS,
         if n == 100:
             steps, repeats = _budget(n, "hmac", quick)
             rows.append(measure_env(n, "hmac", steps=steps, repeats=repeats, api="dict"))
+            if rows[-2]["crypto_threads"] > 1:   # what the second crypto thread gives
+                rows.append({**measure_env(n, "ed25519", steps=steps, repeats=repeats,
+                                           crypto=True, crypto_threads=1),
+                             "variant": "one crypto thread"})
     out: dict[str, Any] = {"env": rows, "emergency": emergency_latency(max(agents))}
     if with_memory:
         out["memory"] = memory(quick)
@@ -476,12 +493,13 @@ def _budget(n_agents: int, trust: str, quick: bool) -> tuple[int, int]:
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
     """The env table."""
-    print(f"{'agents':>7} {'trust':<8} {'api':<6} {'agent-steps/s':>14} {'per CPU-s':>10} "
+    print(f"{'agents':>7} {'trust':<11} {'api':<6} {'agent-steps/s':>14} {'per CPU-s':>10} "
           f"{'env ms/step':>12} {'us/agent-step':>14} {'policy ms':>10} {'contracts':>10} "
           f"{'crypto':>7}")
     for r in rows:
         crypto = f"{r['crypto_share']:.0%}" if "crypto_share" in r else "-"
-        print(f"{r['n_agents']:>7,} {r['trust']:<8} {r['api']:<6} {r['agent_steps_per_s']:>14,.0f} "
+        trust = r["trust"] + (f" x{r['crypto_threads']}" if r["trust"] == "ed25519" else "")
+        print(f"{r['n_agents']:>7,} {trust:<11} {r['api']:<6} {r['agent_steps_per_s']:>14,.0f} "
               f"{r['agent_steps_per_cpu_s']:>10,.0f} {r['env_s_per_step'] * 1e3:>12.3f} "
               f"{r['env_us_per_agent_step']:>14.2f} {r['policy_s_per_step'] * 1e3:>10.3f} "
               f"{r['contracts_per_step']:>10.1f} {crypto:>7}")

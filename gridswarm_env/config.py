@@ -332,6 +332,11 @@ class EnvConfig:
         dispatch nothing to the physics.
     :param audit_path: optional JSONL file for the audit hash chain.
     :param audit_keep_entries: keep audit entries in memory (False keeps only the head).
+    :param crypto_threads: threads that sign and verify each step's contracts (int >= 1);
+        ``None`` (default) uses 2 in ed25519 mode with libsodium on a machine with 2 or
+        more usable cores, else 1 (see :class:`~gridswarm_env.trust.IdentityRegistry`).
+        Trajectories are identical for every value; set 1 when other processes (e.g.
+        parallel environments) already use every core.
     """
 
     n_agents: int = 100
@@ -340,6 +345,7 @@ class EnvConfig:
     shadow: bool = False
     audit_path: str | None = None
     audit_keep_entries: bool = True
+    crypto_threads: int | None = None
     fleet: FleetConfig = field(default_factory=FleetConfig)
     market: MarketConfig = field(default_factory=MarketConfig)
     costs: CostConfig = field(default_factory=CostConfig)
@@ -352,6 +358,9 @@ class EnvConfig:
         store(self, "n_agents", check_int_at_least(owner, "n_agents", self.n_agents, 1))
         store(self, "dt_s", check_positive(owner, "dt_s", self.dt_s))
         check_choice(owner, "trust", self.trust, TRUST_MODES)
+        if self.crypto_threads is not None:
+            store(self, "crypto_threads",
+                  check_int_at_least(owner, "crypto_threads", self.crypto_threads, 1))
         if self.audit_path is not None:
             if not isinstance(self.audit_path, str | os.PathLike) or not str(self.audit_path):
                 raise ValueError(f"{owner}.audit_path = {self.audit_path!r}: expected a file "

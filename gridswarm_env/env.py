@@ -201,7 +201,7 @@ class GridSwarmEnv(ParallelEnv):
         self._state_space = spaces.Box(-np.inf, np.inf, (8 + 3 * cfg.n_agents,), np.float64)
         self._seed = seed
         self._np_random = np.random.default_rng(seed)
-        self.registry = IdentityRegistry(self.possible_agents, mode=cfg.trust, seed=seed)
+        self.registry = self._contract_keys(seed)
         # one audit chain for the env's lifetime (streamed to a file, or in memory keeping
         # at most AUDIT_ENTRIES_IN_MEMORY entries); episodes start with "episode_start"
         self._sealed_entries = 0   # audit entries covered by the last signed head
@@ -214,6 +214,12 @@ class GridSwarmEnv(ParallelEnv):
                                   max_entries_in_memory=AUDIT_ENTRIES_IN_MEMORY)
         self._episode = -1
         self._ready = False
+
+    def _contract_keys(self, seed: int | None) -> IdentityRegistry:
+        """Every agent's and the operator's contract keys (derived from ``seed``)."""
+        cfg = self.config
+        return IdentityRegistry(self.possible_agents, mode=cfg.trust, seed=seed,
+                                crypto_threads=cfg.crypto_threads)
 
     # ------------------------------------------------------------------ spaces
     def observation_space(self, agent: str) -> spaces.Box:
@@ -241,7 +247,7 @@ class GridSwarmEnv(ParallelEnv):
             self._np_random = np.random.default_rng(seed)
             if seed != self._seed:
                 self._seed = seed
-                self.registry = IdentityRegistry(self.possible_agents, mode=cfg.trust, seed=seed)
+                self.registry = self._contract_keys(seed)
         rng = self._np_random
         self._episode += 1
         self.rng = np.random.default_rng(rng.integers(2**63))

@@ -41,10 +41,16 @@ AGENTS = [f"der_{i}" for i in range(8)]
 SEED = 1234
 
 
+def _sign_in_child(n: int) -> list[bytes]:
+    registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
+    return registry._sign_many([registry._signers[0]] * n, [b"x%d" % i for i in range(n)])
+
+
 def make_ledger(
-    mode: str = "ed25519", *, seed: int = SEED, rng: int = 7, audit: AuditLog | None = None
+    mode: str = "ed25519", *, seed: int = SEED, rng: int = 7, audit: AuditLog | None = None,
+    crypto_threads: int | None = None,
 ):
-    registry = IdentityRegistry(AGENTS, mode=mode, seed=seed)
+    registry = IdentityRegistry(AGENTS, mode=mode, seed=seed, crypto_threads=crypto_threads)
     return registry, ContractLedger(registry, rng=rng, audit=audit)
 
 
@@ -215,6 +221,47 @@ class TestIdentityRegistry:
             ))
         assert verdicts[0] == verdicts[1]
         assert all(r is not None for r in verdicts[0][1])   # every attack rejected
+
+    def test_threaded_batches_equal_serial_ones(self):
+        # crypto_threads=2 spreads a batch over a worker thread: the same signatures, in
+        # call order, and the same per-call verdicts with bad signatures mixed in
+        serial, threaded = (IdentityRegistry(AGENTS, seed=SEED, crypto_threads=k) for k in (1, 2))
+        assert (serial.crypto_threads, threaded.crypto_threads) == (1, 2)
+        n = 40
+        positions = [i % len(serial.identities) for i in range(n)]
+        messages = [bytes([i]) * (i + 1) for i in range(n)]
+        sigs = serial._sign_many([serial._signers[p] for p in positions], messages)
+        assert sigs == threaded._sign_many([threaded._signers[p] for p in positions], messages)
+        assert sigs == [serial.sign(serial.identities[p], m) for p, m in zip(positions, messages, strict=True)]
+        bad = {3, 17, 39}
+        presented = [bytes(64) if i in bad else s for i, s in enumerate(sigs)]
+        for registry in (serial, threaded):
+            ok = registry._verify_many([registry._verifiers[p] for p in positions], presented,
+                                       messages)
+            assert ok == [i not in bad for i in range(n)]
+
+    def test_threaded_batch_raises_a_workers_error_and_keeps_working(self):
+        registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
+        signer = registry._signers[0]
+        calls = [signer] * 20 + [None] + [signer] * 20   # None is not callable
+        with pytest.raises(TypeError):
+            registry._sign_many(calls, [b"m"] * 41)
+        assert registry._sign_many([signer] * 20, [b"m"] * 20) == [signer(b"m")] * 20
+
+    def test_threaded_signing_works_in_a_forked_child(self):
+        # the worker pool does not survive fork(); a child makes its own
+        import multiprocessing
+
+        registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
+        registry._sign_many([registry._signers[0]] * 8, [b"m"] * 8)   # pool started
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            child = pool.apply_async(_sign_in_child, (10,)).get(timeout=60)   # hangs without
+        assert child == [registry.sign(AGENTS[0], b"x%d" % i) for i in range(10)]
+
+    @pytest.mark.parametrize("value", [0, -1, 1.0, True, "2"])
+    def test_bad_crypto_threads_is_a_clear_error(self, value):
+        with pytest.raises(ValueError, match=r"crypto_threads=.*must be an int >= 1"):
+            IdentityRegistry(AGENTS, seed=SEED, crypto_threads=value)
 
     def test_unknown_backend_is_a_clear_error(self):
         with pytest.raises(ValueError, match=r"ed25519_backend='nacl'.*libsodium, cryptography"):
@@ -710,10 +757,12 @@ class TestFastPaths:
                 s.agent_signature = b""  # type: ignore[misc]
 
     @pytest.mark.parametrize("mode", TRUST_MODES)
-    def test_verify_batch_matches_one_by_one_verification(self, mode):
-        # two identical ledgers: one verifies the batch, the other item by item (_check)
-        _, batch_ledger = make_ledger(mode)
-        _, single_ledger = make_ledger(mode)
+    @pytest.mark.parametrize("threads", [1, 2])
+    def test_verify_batch_matches_one_by_one_verification(self, mode, threads):
+        # two identical ledgers: one verifies the batch (its signatures spread over
+        # `threads` threads), the other item by item (_check)
+        _, batch_ledger = make_ledger(mode, crypto_threads=threads)
+        _, single_ledger = make_ledger(mode, crypto_threads=1)
         items_a = _assorted_presentations(issue_round(batch_ledger), mode)
         items_b = _assorted_presentations(issue_round(single_ledger), mode)
         expected = ["der_1" if i % 5 == 3 else None for i in range(len(items_a))]
