@@ -10,7 +10,8 @@ Pieces
     One key per identity (every agent and the operator). ``mode="ed25519"`` uses
     Ed25519 key pairs (RFC 8032), signed and verified with libsodium (PyNaCl) or
     ``cryptography`` (OpenSSL) — the same signature bytes, libsodium ~1.8x faster per
-    contract; ``mode="hmac"`` uses one
+    contract, and with libsodium (which releases the GIL) each batch of signatures is
+    shared by the calling thread and a worker thread (``crypto_threads``); ``mode="hmac"`` uses one
     32-byte HMAC-SHA256 key per identity (RFC 2104), a faster symmetric mode for
     training in which the verifier holds every key. Keys are derived from ``seed``
     with HKDF-SHA256 (RFC 5869) so that a seed gives bit-identical signatures;
@@ -331,7 +332,7 @@ _crypto_pool: ThreadPoolExecutor | None = None
 _crypto_pool_lock = threading.Lock()
 
 
-def usable_cpus() -> int:
+def _usable_cpus() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     try:
         return len(os.sched_getaffinity(0))
@@ -348,7 +349,7 @@ def _worker_pool() -> ThreadPoolExecutor:
         with _crypto_pool_lock:
             if _crypto_pool is None:
                 _crypto_pool = ThreadPoolExecutor(
-                    max_workers=max(1, usable_cpus() - 1), thread_name_prefix="gridswarm-crypto"
+                    max_workers=max(1, _usable_cpus() - 1), thread_name_prefix="gridswarm-crypto"
                 )
             pool = _crypto_pool
     return pool
@@ -447,7 +448,7 @@ def _check_crypto_threads(value: object, backend: str | None) -> int:
     """Validate ``crypto_threads``; ``None`` gives 2 where that pays (libsodium, which
     releases the GIL, on a machine with 2 or more usable cores), else 1."""
     if value is None:
-        return 2 if backend == "libsodium" and usable_cpus() >= 2 else 1
+        return 2 if backend == "libsodium" and _usable_cpus() >= 2 else 1
     if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < 1:
         raise ValueError(
             f"crypto_threads={value!r} must be an int >= 1 (1 = sign and verify in the "
