@@ -12,8 +12,9 @@ What is measured
   action dict) are counted as policy time there. Episodes restart when truncated; the
   reset is not timed. Each figure is the median over ``repeats`` runs of ``steps`` steps
   after a short warm-up (the first steps of an episode clear no contracts).
-  ``agent_steps_per_cpu_s`` is the same rate per second of this thread's CPU time
-  (``time.thread_time``), which other processes sharing the machine disturb less.
+  ``agent_steps_per_cpu_s`` is the same rate per second of the process's CPU time
+  (``time.process_time``: every thread, so the crypto worker thread's share counts),
+  which other processes sharing the machine disturb less.
 * **Cryptography share** (``crypto_s_per_step``, ``crypto_share``) — the registry's
   signing and verification batches are wrapped with timers, so the figure is the wall
   time the step waits for Ed25519 (or HMAC) signatures (with libsodium, two threads
@@ -82,13 +83,14 @@ class CryptoTimer:
     wall-clock seconds).
 
     Replaces the registry's batch callables (``_sign_many``, ``_verify_many``: every
-    contract signature the ledger makes or checks goes through them, spread over
-    ``registry.crypto_threads`` threads) by timed wrappers (benchmark only; ~0.3 µs per
-    batch). ``seconds`` is the wall time the step spent waiting for signatures;
-    ``calls`` counts the signatures; ``sign_seconds``/``sign_calls`` and
-    ``verify_seconds``/``verify_calls`` each kind, so ``sign_seconds / sign_calls`` is
-    the wall time per signature (the call's length with one thread, about half of it
-    with two).
+    contract signature the ledger makes or checks goes through them, batches of 6+
+    signatures or 3+ contracts spread over ``registry.crypto_threads`` threads) by timed
+    wrappers (benchmark only; ~0.3 µs per batch). ``seconds`` is the wall time the step
+    spent waiting for signatures. ``sign_calls`` counts signatures made and
+    ``verify_calls`` contracts checked (two verifications each, one when the agent's
+    signature fails); ``sign_seconds / sign_calls`` is the wall time per signature and
+    ``verify_seconds / verify_calls`` per contract checked (with two threads 0.55-0.8 of
+    the one-thread figure, depending on the batch size).
 
     :param registry: the environment's :class:`~gridswarm_env.trust.IdentityRegistry`.
     """
@@ -124,20 +126,21 @@ class CryptoTimer:
 
 class PaddedCalls:
     """The control for the ed25519 comparison: each signing and verification batch of an
-    hmac registry is padded with a busy wait until it has lasted as long as the same
-    batch takes with Ed25519.
+    hmac registry is padded with a busy wait to the mean Ed25519 wall time per item
+    (signature made, contract checked) times its items.
 
-    The step then runs the same code on the same data as in hmac mode, with the same
-    time structure as in ed25519 mode (the same batches, each as long), but no Ed25519.
-    If its time outside the batches matches the ed25519 step's, the difference between
-    the ed25519 step outside cryptography and the hmac step is the machine's reaction
-    to long calls (caches and predictors going cold while they run), not Ed25519 and
-    not the environment. Install it before :class:`CryptoTimer`, so that the timer
-    counts the padding as signature time.
+    The step then runs the same code on the same data as in hmac mode, with nearly the
+    time structure of ed25519 mode (the same batches, each about as long; small batches,
+    which Ed25519 runs in one thread, come out a little short), but no Ed25519. If its
+    time outside the batches matches the ed25519 step's, the difference between the
+    ed25519 step outside cryptography and the hmac step is the machine's reaction to
+    long calls (caches and predictors going cold while they run), not Ed25519 and not
+    the environment. Install it before :class:`CryptoTimer`, so that the timer counts
+    the padding as signature time.
 
     :param registry: an hmac-mode :class:`~gridswarm_env.trust.IdentityRegistry`.
-    :param sign_s: wall time per signature of a signing batch, s.
-    :param verify_s: wall time per signature of a verification batch, s.
+    :param sign_s: wall time per signature made, s.
+    :param verify_s: wall time per contract checked, s.
     """
 
     def __init__(self, registry: Any, sign_s: float, verify_s: float) -> None:
@@ -176,7 +179,7 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
     :param policy: policy name for :func:`policies.make_policy`.
     :param crypto: time signing and verification (:class:`CryptoTimer`).
     :param pad_calls_s: ``(sign_s, verify_s)``: pad every signing and verification batch
-        to these durations per signature (:class:`PaddedCalls`, the control of the ed25519 comparison).
+        to these durations per signature made and per contract checked (:class:`PaddedCalls`, the control of the ed25519 comparison).
     :param crypto_threads: ``EnvConfig.crypto_threads`` (None: the default).
     :param warmup: untimed steps after each reset.
     :param seed: environment seed (the same trajectory every repeat).
@@ -190,7 +193,7 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
     timer = CryptoTimer(env.registry) if crypto else None
     names = env.possible_agents
     env_s, env_cpu_s, pol_s, crypto_s, contracts = [], [], [], [], []
-    cpu = time.thread_time
+    cpu = time.process_time   # every thread's CPU time (the crypto worker's too)
     for _ in range(repeats):
         state = _start(env, pol, seed, warmup, api)
         t_env = t_pol = t_cpu = 0.0
@@ -238,7 +241,7 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
         "env_s_per_step": env_step,
         "env_s_per_step_best": min(env_s),
         "env_us_per_agent_step": env_step / n_agents * 1e6,
-        # CPU time of this thread: less sensitive to other processes taking the CPU
+        # CPU time of the process: less sensitive to other processes taking the CPU
         "env_cpu_s_per_step": statistics.median(env_cpu_s),
         "agent_steps_per_cpu_s": n_agents / statistics.median(env_cpu_s),
         "policy_s_per_step": statistics.median(pol_s),
@@ -249,13 +252,13 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
         c = statistics.median(crypto_s)
         row.update(crypto_s_per_step=c, crypto_share=c / env_step,
                    non_crypto_s_per_step=env_step - c,
-                   sign_call_s=timer.sign_seconds / max(timer.sign_calls, 1),
-                   verify_call_s=timer.verify_seconds / max(timer.verify_calls, 1))
+                   sign_s_per_signature=timer.sign_seconds / max(timer.sign_calls, 1),
+                   verify_s_per_contract=timer.verify_seconds / max(timer.verify_calls, 1))
     return row
 
 
-def paired_rows(n_agents: int, *, steps: int, repeats: int,
-                control: bool = True) -> list[dict[str, Any]]:
+def paired_rows(n_agents: int, *, steps: int, repeats: int, control: bool = True,
+                one_thread: bool = False) -> list[dict[str, Any]]:
     """The hmac and ed25519 rows of ``n_agents``, their repeats alternating (hmac, ed25519,
     padded hmac, hmac, ...) so that every mode sees the same machine conditions.
 
@@ -271,28 +274,44 @@ def paired_rows(n_agents: int, *, steps: int, repeats: int,
       ``non_crypto_over_padded`` the ed25519 step's time outside cryptography over it
       (≈ 1 when Ed25519 itself adds nothing outside its calls).
 
+    * with ``one_thread`` (when the default uses more than one crypto thread),
+      ``crypto_threads_speedup``: the one-thread ed25519 step over the default one, and
+      a third row, the one-thread ed25519 step (``"variant": "one crypto thread"``).
+
     :param control: also run the padded control (a third run per repeat).
+    :param one_thread: also run the ed25519 step with ``crypto_threads=1`` in every
+        repeat.
     """
-    triples = []
+    triples, singles = [], []
     for _ in range(repeats):
         h = measure_env(n_agents, "hmac", steps=steps, repeats=1)
         e = measure_env(n_agents, "ed25519", steps=steps, repeats=1, crypto=True)
         c = measure_env(n_agents, "hmac", steps=steps, repeats=1, crypto=True,
-                        pad_calls_s=(e["sign_call_s"], e["verify_call_s"])) if control else None
+                        pad_calls_s=(e["sign_s_per_signature"], e["verify_s_per_contract"])
+                        ) if control else None
+        if one_thread and e["crypto_threads"] > 1:
+            singles.append(measure_env(n_agents, "ed25519", steps=steps, repeats=1,
+                                       crypto=True, crypto_threads=1))
         triples.append((h, e, c))
     hm = _median_row([h for h, _, _ in triples])
     ed = _median_row([e for _, e, _ in triples])
     ed["non_crypto_over_hmac_step"] = statistics.median(
         e["non_crypto_s_per_step"] / h["env_s_per_step"] for h, e, _ in triples)
+    extra = []
+    if singles:
+        ed["crypto_threads_speedup"] = statistics.median(
+            one["env_s_per_step"] / e["env_s_per_step"]
+            for one, (_, e, _) in zip(singles, triples, strict=True))
+        extra.append({**_median_row(singles), "variant": "one crypto thread"})
     if not control:
-        return [hm, ed]
+        return [hm, ed, *extra]
     ed["padded_non_crypto_s_per_step"] = statistics.median(
         c["non_crypto_s_per_step"] for _, _, c in triples)
     ed["padded_non_crypto_over_hmac_step"] = statistics.median(
         c["non_crypto_s_per_step"] / h["env_s_per_step"] for h, _, c in triples)
     ed["non_crypto_over_padded"] = statistics.median(
         e["non_crypto_s_per_step"] / c["non_crypto_s_per_step"] for _, e, c in triples)
-    return [hm, ed]
+    return [hm, ed, *extra]
 
 
 def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -468,15 +487,11 @@ def run(quick: bool = False, agents: tuple[int, ...] = AGENT_COUNTS,
         steps, repeats = _budget(n, "hmac", quick)
         # the padded control of the ed25519 comparison; --quick skips it at 10 000 agents
         # (another ~10 s) to stay under a minute
+        # (at 100 agents, also what the second crypto thread gives)
         rows.extend(paired_rows(n, steps=steps, repeats=repeats,
-                                control=not (quick and n >= 10_000)))
+                                control=not (quick and n >= 10_000), one_thread=n == 100))
         if n == 100:
-            steps, repeats = _budget(n, "hmac", quick)
             rows.append(measure_env(n, "hmac", steps=steps, repeats=repeats, api="dict"))
-            if rows[-2]["crypto_threads"] > 1:   # what the second crypto thread gives
-                rows.append({**measure_env(n, "ed25519", steps=steps, repeats=repeats,
-                                           crypto=True, crypto_threads=1),
-                             "variant": "one crypto thread"})
     out: dict[str, Any] = {"env": rows, "emergency": emergency_latency(max(agents))}
     if with_memory:
         out["memory"] = memory(quick)

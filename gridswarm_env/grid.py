@@ -41,6 +41,7 @@ stage 59.3 Hz.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -181,14 +182,30 @@ def _zoh(a: np.ndarray, b: np.ndarray, duration_s: float) -> tuple[np.ndarray, n
     ``expm([[A, B], [0, 0]]·T) = [[Φ, Γ], [0, 1]]`` with ``Φ = e^{AT}`` and
     ``Γ = ∫_0^T e^{Aτ} dτ · B`` (Van Loan's block-matrix identity).
 
+    Results are cached per process by the exact bytes of ``A``, ``B`` and the duration
+    (read-only arrays): SciPy's ``expm`` of this matrix runs matrix products in SciPy's
+    OpenBLAS, which wakes its worker threads, and they spin for ~0.1 s on the other
+    cores afterwards (measured: every environment built took ~100 ms of CPU from the
+    next steps, e.g. from the crypto worker thread).
+
     :return: ``(Φ, Γ)`` with shapes (3, 3) and (3,).
     """
-    n = a.shape[0]
+    a = np.ascontiguousarray(a, dtype=float)
+    b = np.ascontiguousarray(b, dtype=float)
+    return _zoh_cached(a.tobytes(), b.tobytes(), a.shape[0], float(duration_s))
+
+
+@functools.lru_cache(maxsize=64)
+def _zoh_cached(a_bytes: bytes, b_bytes: bytes, n: int,
+                duration_s: float) -> tuple[np.ndarray, np.ndarray]:
     m = np.zeros((n + 1, n + 1))
-    m[:n, :n] = a
-    m[:n, n] = b
+    m[:n, :n] = np.frombuffer(a_bytes).reshape(n, n)
+    m[:n, n] = np.frombuffer(b_bytes)
     e = expm(m * duration_s)
-    return e[:n, :n].copy(), e[:n, n].copy()
+    phi, gamma = e[:n, :n].copy(), e[:n, n].copy()
+    phi.flags.writeable = False
+    gamma.flags.writeable = False
+    return phi, gamma
 
 
 class GridModel:

@@ -324,11 +324,14 @@ class _Ed25519SodiumKey:
         raise TypeError("Ed25519 keys cannot be pickled")
 
 
-#: fewest signature calls in a batch that is spread over threads (below it the hand-off,
-#: ~30 µs, costs more than a second core saves)
-_PARALLEL_MIN_CALLS = 6
+#: smallest batches spread over threads (below them the hand-off, ~30 µs, costs more than
+#: a second core saves): signatures to make (~23 µs each with libsodium) and contracts to
+#: check (two verifications, ~125 µs)
+_PARALLEL_MIN_SIGNATURES = 6
+_PARALLEL_MIN_CONTRACTS = 3
 
 _crypto_pool: ThreadPoolExecutor | None = None
+_crypto_pool_workers = 0
 _crypto_pool_lock = threading.Lock()
 
 
@@ -340,19 +343,20 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _worker_pool() -> ThreadPoolExecutor:
-    """The process's crypto worker threads (created on first use, one fewer than the
-    usable cores; a forked child starts without them, see ``os.register_at_fork``)."""
-    global _crypto_pool
+def _worker_pool() -> tuple[ThreadPoolExecutor, int]:
+    """The process's crypto worker threads and their number (created on first use, one
+    fewer than the usable cores; a forked child starts without them, see
+    ``os.register_at_fork``)."""
+    global _crypto_pool, _crypto_pool_workers
     pool = _crypto_pool
     if pool is None:
         with _crypto_pool_lock:
             if _crypto_pool is None:
-                _crypto_pool = ThreadPoolExecutor(
-                    max_workers=max(1, _usable_cpus() - 1), thread_name_prefix="gridswarm-crypto"
-                )
+                _crypto_pool_workers = max(1, _usable_cpus() - 1)
+                _crypto_pool = ThreadPoolExecutor(max_workers=_crypto_pool_workers,
+                                                  thread_name_prefix="gridswarm-crypto")
             pool = _crypto_pool
-    return pool
+    return pool, _crypto_pool_workers
 
 
 def _forget_worker_pool() -> None:
@@ -369,38 +373,81 @@ def _sign_serial(signers: list[Callable[[bytes], bytes]], messages: list[bytes])
 
 
 def _verify_serial(
-    verifiers: list[Callable[[bytes, bytes], None]], signatures: list[bytes],
+    operator_verify: Callable[[bytes, bytes], None],
+    verifiers: list[Callable[[bytes, bytes], None]],
+    agent_signatures: list[bytes],
+    operator_signatures: list[bytes],
     messages: list[bytes],
-) -> list[bool]:
-    """Per call, whether ``verifiers[i](signatures[i], messages[i])`` accepts."""
+) -> list[int]:
+    """Per contract ``i``: 0 when ``verifiers[i]`` accepts ``agent_signatures[i]`` and
+    ``operator_verify`` accepts ``operator_signatures[i]`` over ``messages[i]``; 1 when
+    the agent signature fails (the operator's is then not checked), 2 when only the
+    operator signature fails. In this thread."""
     out = []
-    ok = out.append
-    for verify, signature, message in zip(verifiers, signatures, messages, strict=True):
+    verdict = out.append
+    for verify, agent_sig, operator_sig, message in zip(
+        verifiers, agent_signatures, operator_signatures, messages, strict=True
+    ):
         try:
-            verify(signature, message)
+            verify(agent_sig, message)
         except InvalidSignature:
-            ok(False)
-        else:
-            ok(True)
+            verdict(1)
+            continue
+        try:
+            operator_verify(operator_sig, message)
+        except InvalidSignature:
+            verdict(2)
+            continue
+        verdict(0)
     return out
 
 
-def _spread(drain: Callable[[], None], n_calls: int, threads: int) -> None:
-    """Run ``drain`` in this thread and in up to ``threads - 1`` worker threads at once.
+def _spread(task: Callable[[int], Any], n: int, threads: int) -> list[Any]:
+    """``[task(i) for i in range(n)]``, computed by this thread and up to ``threads - 1``
+    worker threads at once (never more than the pool has).
 
-    Every ``drain`` takes the next call index from one shared iterator until none is
-    left (``next`` on a range iterator is atomic under the GIL), so each call runs
-    exactly once and a worker that starts late just takes fewer. Waits for every
-    worker before returning or raising; the first error is raised.
+    Each thread takes the next index from one shared, locked iterator until none is
+    left, so every task runs exactly once and a worker that starts late just takes
+    fewer. The tasks are independent and stateless (signatures): one that raises is
+    recorded and the rest still run; after every worker has finished, the error of the
+    lowest index is raised, as the loop above would raise it. An interrupt in this
+    thread stops the workers at their next task. A pool that no longer takes work (the
+    interpreter is shutting down) leaves the whole batch to this thread.
     """
-    pool = _worker_pool()
-    futures: list[Future[None]] = [pool.submit(drain) for _ in range(min(threads, n_calls) - 1)]
+    out: list[Any] = [None] * n
+    errors: list[tuple[int, Exception]] = []
+    indices = iter(range(n))
+    lock = threading.Lock()
+    stop = False
+
+    def drain() -> None:
+        while not stop:
+            with lock:
+                i = next(indices, None)
+            if i is None:
+                return
+            try:
+                out[i] = task(i)
+            except Exception as exc:   # noqa: BLE001 - re-raised below, lowest index first
+                errors.append((i, exc))
+
+    pool, workers = _worker_pool()
+    futures: list[Future[None]] = []
+    try:
+        for _ in range(min(threads - 1, workers, n - 1)):
+            futures.append(pool.submit(drain))
+    except RuntimeError:   # "cannot schedule new futures after (interpreter) shutdown"
+        pass
     try:
         drain()
     finally:
+        stop = True   # only matters when drain() did not finish (an interrupt)
         wait_futures(futures)
     for future in futures:
         future.result()
+    if errors:
+        raise min(errors, key=lambda e: e[0])[1]
+    return out
 
 
 def _sign_parallel(
@@ -408,40 +455,40 @@ def _sign_parallel(
 ) -> list[bytes]:
     """:func:`_sign_serial` spread over ``threads`` threads (same output)."""
     n = len(messages)
-    if n < _PARALLEL_MIN_CALLS or len(signers) != n:
+    if n < _PARALLEL_MIN_SIGNATURES or len(signers) != n:
         return _sign_serial(signers, messages)
-    out: list[bytes] = [b""] * n
-    indices = iter(range(n))
-
-    def drain() -> None:
-        for i in indices:
-            out[i] = signers[i](messages[i])
-
-    _spread(drain, n, threads)
-    return out
+    return _spread(lambda i: signers[i](messages[i]), n, threads)
 
 
 def _verify_parallel(
-    threads: int, verifiers: list[Callable[[bytes, bytes], None]], signatures: list[bytes],
+    threads: int,
+    operator_verify: Callable[[bytes, bytes], None],
+    verifiers: list[Callable[[bytes, bytes], None]],
+    agent_signatures: list[bytes],
+    operator_signatures: list[bytes],
     messages: list[bytes],
-) -> list[bool]:
+) -> list[int]:
     """:func:`_verify_serial` spread over ``threads`` threads (same output)."""
     n = len(messages)
-    if n < _PARALLEL_MIN_CALLS or len(verifiers) != n or len(signatures) != n:
-        return _verify_serial(verifiers, signatures, messages)
-    out = [False] * n
-    indices = iter(range(n))
+    if n < _PARALLEL_MIN_CONTRACTS or not (
+        len(verifiers) == len(agent_signatures) == len(operator_signatures) == n
+    ):
+        return _verify_serial(operator_verify, verifiers, agent_signatures,
+                              operator_signatures, messages)
 
-    def drain() -> None:
-        for i in indices:
-            try:
-                verifiers[i](signatures[i], messages[i])
-            except InvalidSignature:
-                continue
-            out[i] = True
+    def check(i: int) -> int:
+        message = messages[i]
+        try:
+            verifiers[i](agent_signatures[i], message)
+        except InvalidSignature:
+            return 1
+        try:
+            operator_verify(operator_signatures[i], message)
+        except InvalidSignature:
+            return 2
+        return 0
 
-    _spread(drain, n, threads)
-    return out
+    return _spread(check, n, threads)
 
 
 def _check_crypto_threads(value: object, backend: str | None) -> int:
@@ -514,8 +561,10 @@ class IdentityRegistry:
         self._mode = _check_mode(mode)
         self._backend = _check_backend(ed25519_backend) if self._mode == "ed25519" else None
         self._crypto_threads = threads = _check_crypto_threads(crypto_threads, self._backend)
-        # batch signing / verification: (signers, messages) -> signatures and
-        # (verifiers, signatures, messages) -> [accepted?]; per call i, in call order
+        # batches: _sign_many(signers, messages) -> the signatures, and
+        # _verify_many(operator_verify, agent_verifiers, agent_signatures,
+        # operator_signatures, messages) -> a code per contract (0 valid, 1 bad agent
+        # signature, 2 bad operator signature); in input order
         if threads == 1:
             self._sign_many = _sign_serial
             self._verify_many = _verify_serial
@@ -964,6 +1013,9 @@ class RejectReason(StrEnum):
     WRONG_AGENT = "wrong_agent"
     MALFORMED = "malformed"
 
+
+#: the reason of each code of IdentityRegistry._verify_many (0: both signatures valid)
+_SIGNATURE_VERDICTS = (None, RejectReason.BAD_AGENT_SIGNATURE, RejectReason.BAD_OPERATOR_SIGNATURE)
 
 _MALFORMED_ERRORS = (
     struct.error,
@@ -1444,14 +1496,9 @@ class ContractLedger:
         if expected_agent is not None and contract.agent_id != expected_agent:
             return RejectReason.WRONG_AGENT, None
         verifiers = registry._verifiers
-        agent_ok, operator_ok = registry._verify_many(
-            [verifiers[position], verifiers[-1]], [agent_sig, operator_sig], [message, message]
-        )
-        if not agent_ok:
-            return RejectReason.BAD_AGENT_SIGNATURE, None
-        if not operator_ok:
-            return RejectReason.BAD_OPERATOR_SIGNATURE, None
-        return None, contract
+        (code,) = registry._verify_many(verifiers[-1], [verifiers[position]], [agent_sig],
+                                        [operator_sig], [message])
+        return _SIGNATURE_VERDICTS[code], (contract if code == 0 else None)
 
     def _check(
         self, signed: object, now_s: float, expected_agent: str | None
@@ -1593,9 +1640,10 @@ class ContractLedger:
 
         Three passes: the first reads and encodes every item, the second verifies the
         fast-path items' signatures as one batch (``registry._verify_many``, which may
-        spread it over threads; signature checks have no state), the third decides each
-        item in input order — the only pass that touches the replay memory, so the
-        verdicts are those of checking the items one by one.
+        spread it over threads; signature checks have no state, and an operator
+        signature is checked only when the agent's passed), the third decides each item
+        in input order — the only pass that touches the replay memory, so the verdicts
+        are those of checking the items one by one.
         """
         registry = self._registry
         agent_index = registry._agent_index.get
@@ -1615,14 +1663,18 @@ class ContractLedger:
             if expected_agents is None
             else zip(items, expected_agents, strict=True)
         )
-        # pass 1: per item, None (-> _check), WRONG_AGENT, or the fields the third pass
-        # needs; the fast-path items' two signature checks each, in item order
+        # pass 1: per item, None (-> _check, with its expected agent in slow_expected),
+        # WRONG_AGENT, or the fields the third pass needs; the fast-path items' signature
+        # checks, in item order
         plans: list[Any] = []
         plan = plans.append
-        verify_calls: list[Callable[[bytes, bytes], None]] = []
-        add_verifier = verify_calls.append
-        signatures: list[bytes] = []
-        add_signature = signatures.append
+        slow_expected: list[str | None] = []
+        agent_verifiers: list[Callable[[bytes, bytes], None]] = []
+        add_verifier = agent_verifiers.append
+        agent_signatures: list[bytes] = []
+        add_agent_signature = agent_signatures.append
+        operator_signatures: list[bytes] = []
+        add_operator_signature = operator_signatures.append
         messages: list[bytes] = []
         add_message = messages.append
         for item, expected in pairs:
@@ -1677,19 +1729,19 @@ class ContractLedger:
                 usual = False
             if not usual:
                 plan(None)
+                slow_expected.append(expected)
             elif expected is not None and aid != expected:
                 plan(RejectReason.WRONG_AGENT)
             else:
                 plan((cid, nonce, start, end))
                 add_verifier(verifiers[position])
-                add_verifier(operator_verify)
-                add_signature(agent_sig)
-                add_signature(operator_sig)
-                add_message(message)
+                add_agent_signature(agent_sig)
+                add_operator_signature(operator_sig)
                 add_message(message)
 
-        # pass 2: every fast-path signature at once
-        verdicts = registry._verify_many(verify_calls, signatures, messages) if messages else []
+        # pass 2: every fast-path contract's signatures at once
+        verdicts = registry._verify_many(operator_verify, agent_verifiers, agent_signatures,
+                                         operator_signatures, messages) if messages else []
 
         # pass 3: the verdicts, in input order
         tolerance = self._tolerance_s
@@ -1703,11 +1755,11 @@ class ContractLedger:
         add_reason = reasons.append
         accepted: list[str] = []
         accept = accepted.append
-        k = 0   # position of the next fast-path item's agent verdict in `verdicts`
-        for i, (item, entry) in enumerate(zip(items, plans, strict=True)):
+        fast_verdicts = iter(verdicts)
+        slow_expectations = iter(slow_expected)
+        for item, entry in zip(items, plans, strict=True):
             if entry is None:
-                expected = None if expected_agents is None else expected_agents[i]
-                reason = check(item, now_s, expected)
+                reason = check(item, now_s, next(slow_expectations))
                 if reason is None:
                     accept(item.contract.contract_id)
                 add_reason(reason)
@@ -1715,14 +1767,9 @@ class ContractLedger:
             if type(entry) is RejectReason:
                 add_reason(entry)
                 continue
-            agent_ok = verdicts[k]
-            operator_ok = verdicts[k + 1]
-            k += 2
-            if not agent_ok:
-                add_reason(RejectReason.BAD_AGENT_SIGNATURE)
-                continue
-            if not operator_ok:
-                add_reason(RejectReason.BAD_OPERATOR_SIGNATURE)
+            code = next(fast_verdicts)
+            if code:
+                add_reason(_SIGNATURE_VERDICTS[code])
                 continue
             cid, nonce, start, end = entry
             if now_s < start - tolerance:

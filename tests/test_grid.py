@@ -107,6 +107,27 @@ def test_zoh_exact_against_solve_ivp() -> None:
     np.testing.assert_allclose(exact, 60.0 * (1 + ref), rtol=0, atol=1e-9)
 
 
+def test_discretisation_is_computed_once_per_process_and_shared_read_only() -> None:
+    # the matrix exponential is cached (SciPy's expm wakes BLAS threads that then spin);
+    # models share the read-only result and it equals a fresh expm bit for bit
+    from scipy.linalg import expm
+
+    from gridswarm_env.grid import _zoh
+
+    params = GridParams(inertia_h_s=3.5)
+    first, second = GridModel(params, 1.0), GridModel(params, 1.0)
+    assert first._phi is second._phi and first._gamma is second._gamma
+    a, b = params.continuous_matrices()
+    m = np.zeros((4, 4))
+    m[:3, :3], m[:3, 3] = a, b
+    e = expm(m * params.physics_dt_s)
+    assert np.array_equal(first._phi, e[:3, :3]) and np.array_equal(first._gamma, e[:3, 3])
+    with pytest.raises(ValueError):
+        first._phi[0, 0] = 0.0
+    assert _zoh(a, b, 0.01) is not _zoh(a, b, 0.02)   # keyed by the duration too
+    assert _zoh(a, b * 2.0, 0.01)[1] == pytest.approx(2.0 * _zoh(a, b, 0.01)[1])
+
+
 def test_advance_equals_repeated_substeps(params: GridParams) -> None:
     u = np.random.default_rng(3).normal(0.0, 0.05, size=(5, 20))
     block, single, variable = (GridModel(params, 1.0) for _ in range(3))

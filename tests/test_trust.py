@@ -224,29 +224,69 @@ class TestIdentityRegistry:
 
     def test_threaded_batches_equal_serial_ones(self):
         # crypto_threads=2 spreads a batch over a worker thread: the same signatures, in
-        # call order, and the same per-call verdicts with bad signatures mixed in
+        # call order, and the same per-contract verdicts with bad signatures mixed in
         serial, threaded = (IdentityRegistry(AGENTS, seed=SEED, crypto_threads=k) for k in (1, 2))
         assert (serial.crypto_threads, threaded.crypto_threads) == (1, 2)
         n = 40
-        positions = [i % len(serial.identities) for i in range(n)]
+        positions = [i % len(AGENTS) for i in range(n)]
         messages = [bytes([i]) * (i + 1) for i in range(n)]
-        sigs = serial._sign_many([serial._signers[p] for p in positions], messages)
-        assert sigs == threaded._sign_many([threaded._signers[p] for p in positions], messages)
-        assert sigs == [serial.sign(serial.identities[p], m) for p, m in zip(positions, messages, strict=True)]
-        bad = {3, 17, 39}
-        presented = [bytes(64) if i in bad else s for i, s in enumerate(sigs)]
+        calls = [f for p in positions for f in (serial._signers[p], serial._signers[-1])]
+        twice = [m for m in messages for _ in range(2)]
+        sigs = serial._sign_many(calls, twice)
+        assert sigs == threaded._sign_many(calls, twice)
+        assert sigs[0::2] == [serial.sign(AGENTS[p], m)
+                              for p, m in zip(positions, messages, strict=True)]
+        assert sigs[1::2] == [serial.sign("operator", m) for m in messages]
+        bad_agent, bad_operator = {3, 17}, {17, 25, 39}
+        agent_sigs = [bytes(64) if i in bad_agent else s for i, s in enumerate(sigs[0::2])]
+        operator_sigs = [bytes(64) if i in bad_operator else s
+                         for i, s in enumerate(sigs[1::2])]
+        want = [1 if i in bad_agent else 2 if i in bad_operator else 0 for i in range(n)]
         for registry in (serial, threaded):
-            ok = registry._verify_many([registry._verifiers[p] for p in positions], presented,
-                                       messages)
-            assert ok == [i not in bad for i in range(n)]
+            codes = registry._verify_many(registry._verifiers[-1],
+                                          [registry._verifiers[p] for p in positions],
+                                          agent_sigs, operator_sigs, messages)
+            assert codes == want
 
-    def test_threaded_batch_raises_a_workers_error_and_keeps_working(self):
+    @pytest.mark.parametrize("threads", [1, 2])
+    def test_a_forged_agent_signature_costs_no_operator_verification(self, threads):
+        registry, ledger = make_ledger(crypto_threads=threads)
+        operator_checks = []
+        real = registry._verifiers[-1]
+        registry._verifiers = (*registry._verifiers[:-1],
+                               lambda sig, m: (operator_checks.append(m), real(sig, m))[1])
+        forge = Adversary(mode="ed25519", rng=4).forge_agent_signature
+        forged = [forge(s) for s in issue_round(ledger)]
+        _, reasons = ledger.verify_batch(forged, 10.5)
+        assert reasons == [RejectReason.BAD_AGENT_SIGNATURE] * len(forged)
+        assert ledger.authenticate(forged[0], 10.5) == RejectReason.BAD_AGENT_SIGNATURE
+        assert operator_checks == []
+
+    def test_threaded_batch_raises_the_first_calls_error_and_keeps_working(self):
         registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
         signer = registry._signers[0]
-        calls = [signer] * 20 + [None] + [signer] * 20   # None is not callable
-        with pytest.raises(TypeError):
-            registry._sign_many(calls, [b"m"] * 41)
+
+        def broken(message):
+            raise ValueError("a later call's error")
+
+        calls = [signer, None] + [signer] * 28 + [broken] + [signer] * 10   # None: TypeError
+        for _ in range(20):   # whichever thread meets which error first
+            with pytest.raises(TypeError):
+                registry._sign_many(calls, [b"m"] * len(calls))
         assert registry._sign_many([signer] * 20, [b"m"] * 20) == [signer(b"m")] * 20
+
+    def test_a_pool_that_refuses_work_leaves_the_batch_to_the_caller(self, monkeypatch):
+        # at interpreter shutdown the executor refuses new work; batches must still finish
+        from concurrent.futures import ThreadPoolExecutor
+
+        from gridswarm_env import trust
+
+        closed = ThreadPoolExecutor(1)
+        closed.shutdown()
+        monkeypatch.setattr(trust, "_worker_pool", lambda: (closed, 1))
+        registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
+        signer = registry._signers[0]
+        assert registry._sign_many([signer] * 10, [b"m"] * 10) == [signer(b"m")] * 10
 
     def test_threaded_signing_works_in_a_forked_child(self):
         # the worker pool does not survive fork(); a child makes its own
