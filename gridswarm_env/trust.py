@@ -10,8 +10,9 @@ Pieces
     One key per identity (every agent and the operator). ``mode="ed25519"`` uses
     Ed25519 key pairs (RFC 8032), signed and verified with libsodium (PyNaCl) or
     ``cryptography`` (OpenSSL) — the same signature bytes, libsodium ~1.8x faster per
-    contract, and with libsodium (which releases the GIL) each batch of signatures is
-    shared by the calling thread and a worker thread (``crypto_threads``); ``mode="hmac"`` uses one
+    contract, and with libsodium (which releases the GIL) each large enough batch of
+    signatures is shared by the calling thread and a worker thread
+    (``crypto_threads``); ``mode="hmac"`` uses one
     32-byte HMAC-SHA256 key per identity (RFC 2104), a faster symmetric mode for
     training in which the verifier holds every key. Keys are derived from ``seed``
     with HKDF-SHA256 (RFC 5869) so that a seed gives bit-identical signatures;
@@ -515,12 +516,15 @@ class IdentityRegistry:
     :param ed25519_backend: the library that computes Ed25519 signatures in
         ``"ed25519"`` mode, one of :data:`ED25519_BACKENDS`; ``None`` (default) takes
         :func:`default_ed25519_backend`. The backends give identical signatures.
-    :param crypto_threads: threads that sign and verify a batch of contracts (the
-        calling thread and ``crypto_threads - 1`` shared worker threads). ``None``
-        (default): 2 with libsodium on a machine with 2 or more usable cores — libsodium
-        releases the GIL, so the two run at once (~1.85x the serial rate on 2 cores) —
-        else 1. Results are identical for every value; with ``cryptography`` or HMAC,
-        which hold the GIL, more threads only add hand-off cost.
+    :param crypto_threads: threads that sign and verify a batch of contracts: the
+        calling thread and up to ``crypto_threads - 1`` worker threads of a pool shared
+        by the process (one fewer than its usable cores), for batches of 6 or more
+        signatures or 3 or more contracts; smaller batches stay in the calling thread.
+        ``None`` (default): 2 with libsodium on a machine with 2 or more usable cores —
+        libsodium releases the GIL, so the two run at once (1.3–1.85x the one-thread
+        rate on 2 cores, more for larger batches) — else 1. Results are identical for
+        every value; with ``cryptography`` or HMAC, which hold the GIL, more threads
+        only add hand-off cost.
     :raises ValueError: for an unknown mode or backend, duplicate/empty ids, a bad
         seed or a bad ``crypto_threads``.
 
