@@ -373,6 +373,27 @@ def _sign_serial(signers: list[Callable[[bytes], bytes]], messages: list[bytes])
     return [sign(message) for sign, message in zip(signers, messages, strict=True)]
 
 
+def _contract_verdict(
+    verify: Callable[[bytes, bytes], None],
+    operator_verify: Callable[[bytes, bytes], None],
+    agent_signature: bytes,
+    operator_signature: bytes,
+    message: bytes,
+) -> int:
+    """0 when ``verify`` accepts the agent's signature and ``operator_verify`` the
+    operator's over ``message``; 1 when the agent's fails (the operator's is then not
+    checked); 2 when only the operator's fails."""
+    try:
+        verify(agent_signature, message)
+    except InvalidSignature:
+        return 1
+    try:
+        operator_verify(operator_signature, message)
+    except InvalidSignature:
+        return 2
+    return 0
+
+
 def _verify_serial(
     operator_verify: Callable[[bytes, bytes], None],
     verifiers: list[Callable[[bytes, bytes], None]],
@@ -380,27 +401,14 @@ def _verify_serial(
     operator_signatures: list[bytes],
     messages: list[bytes],
 ) -> list[int]:
-    """Per contract ``i``: 0 when ``verifiers[i]`` accepts ``agent_signatures[i]`` and
-    ``operator_verify`` accepts ``operator_signatures[i]`` over ``messages[i]``; 1 when
-    the agent signature fails (the operator's is then not checked), 2 when only the
-    operator signature fails. In this thread."""
-    out = []
-    verdict = out.append
-    for verify, agent_sig, operator_sig, message in zip(
-        verifiers, agent_signatures, operator_signatures, messages, strict=True
-    ):
-        try:
-            verify(agent_sig, message)
-        except InvalidSignature:
-            verdict(1)
-            continue
-        try:
-            operator_verify(operator_sig, message)
-        except InvalidSignature:
-            verdict(2)
-            continue
-        verdict(0)
-    return out
+    """:func:`_contract_verdict` of every contract ``i`` (``verifiers[i]``,
+    ``agent_signatures[i]``, ``operator_signatures[i]``, ``messages[i]``), in this
+    thread."""
+    return [
+        _contract_verdict(verify, operator_verify, agent_sig, operator_sig, message)
+        for verify, agent_sig, operator_sig, message in zip(
+            verifiers, agent_signatures, operator_signatures, messages, strict=True)
+    ]
 
 
 def _spread(task: Callable[[int], Any], n: int, threads: int) -> list[Any]:
@@ -477,19 +485,10 @@ def _verify_parallel(
         return _verify_serial(operator_verify, verifiers, agent_signatures,
                               operator_signatures, messages)
 
-    def check(i: int) -> int:
-        message = messages[i]
-        try:
-            verifiers[i](agent_signatures[i], message)
-        except InvalidSignature:
-            return 1
-        try:
-            operator_verify(operator_signatures[i], message)
-        except InvalidSignature:
-            return 2
-        return 0
-
-    return _spread(check, n, threads)
+    return _spread(
+        lambda i: _contract_verdict(verifiers[i], operator_verify, agent_signatures[i],
+                                    operator_signatures[i], messages[i]),
+        n, threads)
 
 
 def _check_crypto_threads(value: object, backend: str | None) -> int:
