@@ -83,14 +83,14 @@ class CryptoTimer:
     wall-clock seconds).
 
     Replaces the registry's batch callables (``_sign_many``, ``_verify_many``: every
-    contract signature the ledger makes or checks goes through them, batches of 6+
+    contract signature the ledger makes or checks goes through them, batches of 12+
     signatures or 3+ contracts spread over ``registry.crypto_threads`` threads) by timed
     wrappers (benchmark only; ~0.3 µs per batch). ``seconds`` is the wall time the step
     spent waiting for signatures. ``sign_calls`` counts signatures made and
     ``verify_calls`` contracts checked (two verifications each, one when the agent's
     signature fails); ``sign_seconds / sign_calls`` is the wall time per signature and
-    ``verify_seconds / verify_calls`` per contract checked (with two threads 0.55-0.8 of
-    the one-thread figure, depending on the batch size).
+    ``verify_seconds / verify_calls`` per contract checked (with two threads both fall
+    with the batch size; see ``IdentityRegistry``'s ``crypto_threads``).
 
     :param registry: the environment's :class:`~gridswarm_env.trust.IdentityRegistry`.
     """

@@ -326,9 +326,9 @@ class _Ed25519SodiumKey:
 
 
 #: smallest batches spread over threads (below them the hand-off, ~30 µs, costs more than
-#: a second core saves): signatures to make (~23 µs each with libsodium) and contracts to
-#: check (two verifications, ~125 µs)
-_PARALLEL_MIN_SIGNATURES = 6
+#: a second core saves; measured break-even: ~8 signatures of ~23 µs, 2-3 contracts of
+#: two ~63 µs verifications): signatures to make and contracts to check
+_PARALLEL_MIN_SIGNATURES = 12
 _PARALLEL_MIN_CONTRACTS = 3
 
 _crypto_pool: ThreadPoolExecutor | None = None
@@ -443,11 +443,11 @@ def _spread(task: Callable[[int], Any], n: int, threads: int) -> list[Any]:
     pool, workers = _worker_pool()
     futures: list[Future[None]] = []
     try:
-        for _ in range(min(threads - 1, workers, n - 1)):
-            futures.append(pool.submit(drain))
-    except RuntimeError:   # "cannot schedule new futures after (interpreter) shutdown"
-        pass
-    try:
+        try:
+            for _ in range(min(threads - 1, workers, n - 1)):
+                futures.append(pool.submit(drain))
+        except RuntimeError:   # "cannot schedule new futures after (interpreter) shutdown"
+            pass
         drain()
     finally:
         stop = True   # only matters when drain() did not finish (an interrupt)
@@ -517,13 +517,15 @@ class IdentityRegistry:
         :func:`default_ed25519_backend`. The backends give identical signatures.
     :param crypto_threads: threads that sign and verify a batch of contracts: the
         calling thread and up to ``crypto_threads - 1`` worker threads of a pool shared
-        by the process (one fewer than its usable cores), for batches of 6 or more
+        by the process (one fewer than its usable cores), for batches of 12 or more
         signatures or 3 or more contracts; smaller batches stay in the calling thread.
         ``None`` (default): 2 with libsodium on a machine with 2 or more usable cores —
-        libsodium releases the GIL, so the two run at once (1.3–1.85x the one-thread
-        rate on 2 cores, more for larger batches) — else 1. Results are identical for
-        every value; with ``cryptography`` or HMAC, which hold the GIL, more threads
-        only add hand-off cost.
+        libsodium releases the GIL, so the two run at once — else 1. Measured on 2 idle
+        cores: signing batches 1.1x the one-thread rate at 10 signatures, 1.3x at 20,
+        1.45-1.8x from 46 on; verification 1.3x at 3 contracts, 1.5-1.9x from 20 on. A
+        second thread needs a free core (with the other core busy it measured
+        0.65-1.04x). Results are identical for every value; with ``cryptography`` or
+        HMAC, which hold the GIL, more threads only add hand-off cost.
     :raises ValueError: for an unknown mode or backend, duplicate/empty ids, a bad
         seed or a bad ``crypto_threads``.
 

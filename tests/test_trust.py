@@ -286,17 +286,17 @@ class TestIdentityRegistry:
         monkeypatch.setattr(trust, "_worker_pool", lambda: (closed, 1))
         registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
         signer = registry._signers[0]
-        assert registry._sign_many([signer] * 10, [b"m"] * 10) == [signer(b"m")] * 10
+        assert registry._sign_many([signer] * 20, [b"m"] * 20) == [signer(b"m")] * 20
 
     def test_threaded_signing_works_in_a_forked_child(self):
         # the worker pool does not survive fork(); a child makes its own
         import multiprocessing
 
         registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
-        registry._sign_many([registry._signers[0]] * 8, [b"m"] * 8)   # pool started
+        registry._sign_many([registry._signers[0]] * 20, [b"m"] * 20)   # pool started
         with multiprocessing.get_context("fork").Pool(1) as pool:
-            child = pool.apply_async(_sign_in_child, (10,)).get(timeout=60)   # hangs without
-        assert child == [registry.sign(AGENTS[0], b"x%d" % i) for i in range(10)]
+            child = pool.apply_async(_sign_in_child, (20,)).get(timeout=60)   # hangs without
+        assert child == [registry.sign(AGENTS[0], b"x%d" % i) for i in range(20)]
 
     @pytest.mark.parametrize("value", [0, -1, 1.0, True, "2"])
     def test_bad_crypto_threads_is_a_clear_error(self, value):
