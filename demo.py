@@ -5,6 +5,7 @@ Usage::
     python demo.py [--agents N] [--scenario S] [--policy heuristic|random|learned|PATH]
                    [--seed N] [--shadow] [--steps N] [--no-live] [--json FILE]
                    [--limits FILE] [--trust ed25519|hmac] [--audit FILE]
+                   [--crypto-threads N]
 
 Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``.
 
@@ -109,6 +110,8 @@ class DemoOptions:
     :param trust: ``"ed25519"`` (default) or ``"hmac"``.
     :param offers_per_step: accepted bids shown per step in the event feed.
     :param audit_path: stream the audit hash chain to this file (JSONL).
+    :param crypto_threads: ``EnvConfig.crypto_threads`` (None: 2 with libsodium on 2+
+        cores, else 1; the episode does not depend on it).
     """
 
     n_agents: int = 100
@@ -123,6 +126,7 @@ class DemoOptions:
     trust: str = "ed25519"
     offers_per_step: int = 3
     audit_path: str | None = None
+    crypto_threads: int | None = None
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
@@ -132,6 +136,7 @@ class DemoOptions:
         _check_int(owner, "seed", self.seed, 0)
         _check_int(owner, "max_steps", self.max_steps, 1, allow_none=True)
         _check_int(owner, "offers_per_step", self.offers_per_step, 0)
+        _check_int(owner, "crypto_threads", self.crypto_threads, 1, allow_none=True)
         if self.scenario not in scenario_names():
             raise ValueError(f"{owner}.scenario = {self.scenario!r}: known scenarios are "
                              f"{', '.join(scenario_names())}")
@@ -204,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit", default=None, metavar="FILE",
                    help="stream the audit hash chain to FILE (JSONL) and print how to verify "
                         "it; with ed25519 its head is signed at the end (also on Ctrl-C)")
+    p.add_argument("--crypto-threads", type=_int_at_least(1), default=None, metavar="N",
+                   help="threads signing and verifying ed25519 contracts (default: 2 on a "
+                        "machine with 2+ cores, else 1; the episode is the same for any N)")
     return p
 
 
@@ -212,7 +220,8 @@ def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOption
     return DemoOptions(n_agents=args.agents, scenario=args.scenario, policy=args.policy,
                        seed=args.seed, shadow=args.shadow, max_steps=args.steps,
                        live=is_terminal and not args.no_live, json_path=args.json,
-                       limits_path=args.limits, trust=args.trust, audit_path=args.audit)
+                       limits_path=args.limits, trust=args.trust, audit_path=args.audit,
+                       crypto_threads=args.crypto_threads)
 
 
 # ---------------------------------------------------------------------- session
@@ -275,6 +284,7 @@ def open_session(options: DemoOptions) -> Session:
     :raises DemoError: with a readable message for every user error.
     """
     import gridswarm_env
+    from gridswarm_env.config import EnvConfig
     from policies.cli_checks import check_limits_agents
 
     try:
@@ -291,7 +301,8 @@ def open_session(options: DemoOptions) -> Session:
     try:
         env = gridswarm_env.parallel_env(
             scenario=options.scenario, n_agents=options.n_agents, trust=options.trust,
-            shadow=options.shadow, limits=limits, audit_path=options.audit_path)
+            shadow=options.shadow, limits=limits, audit_path=options.audit_path,
+            config=EnvConfig(crypto_threads=options.crypto_threads))
         env.reset(seed=options.seed)
         policy.reset(env.unwrapped, seed=options.seed)
     except (ValueError, KeyboardInterrupt) as exc:

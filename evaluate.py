@@ -4,7 +4,8 @@ Usage::
 
     python evaluate.py [--policies heuristic,random,oracle,learned] [--scenarios all|name,name]
                        [--episodes N] [--seed N] [--agents N] [--out DIR]
-                       [--trust hmac|ed25519] [--limits FILE] [--no-progress]
+                       [--trust hmac|ed25519] [--limits FILE] [--crypto-threads N]
+                       [--no-progress]
 
 Every policy x scenario x seed (``seed``, ``seed + 1``, … ``seed + episodes − 1``) runs
 one episode through :func:`policies.rollout.run_episode` (the same runner as the demo
@@ -403,7 +404,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
              scenarios: Sequence[str] | str | None = None, episodes: int = 5, seed: int = 0,
              n_agents: int = 100, out_dir: str | Path = "eval_out", *, trust: str = "ed25519",
              limits: str | Path | None = None, progress: bool = True,
-             notes: list[str] | None = None, counterfactual: bool = True) -> dict[str, Any]:
+             notes: list[str] | None = None, counterfactual: bool = True,
+             crypto_threads: int | None = None) -> dict[str, Any]:
     """Run every policy x scenario x seed and write the outputs (module docstring).
 
     :param policies: names / model paths, or None for the defaults.
@@ -418,6 +420,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
     :param notes: extra notes for the report (e.g. skipped policies).
     :param counterfactual: also run the first seed of every scenario in shadow mode
         (nothing dispatched) as the no-DER reference.
+    :param crypto_threads: ``EnvConfig.crypto_threads`` (None: 2 with libsodium on 2+
+        cores, else 1; the results do not depend on it).
     :returns: the ``results.json`` content.
     :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits,
         outputs that cannot be written), before any output exists.
@@ -425,11 +429,17 @@ def evaluate(policies: Sequence[str] | str | None = None,
         it went to the temporary directory instead, see the message).
     """
     import gridswarm_env
+    from gridswarm_env.config import EnvConfig
     from policies import make_policy
     from policies.rollout import run_episode
 
     pols, scs, pol_notes, limits_obj = check_arguments(policies, scenarios, episodes, seed,
                                                        n_agents, trust, limits)
+    try:
+        env_config = EnvConfig(crypto_threads=crypto_threads)
+    except ValueError:
+        raise UsageError(f"crypto_threads = {crypto_threads!r}: expected an integer >= 1 "
+                         "(or none for the default)") from None
     episodes, n_agents = int(episodes), int(n_agents)
     all_notes = list(dict.fromkeys(list(notes or []) + pol_notes))
     out = check_outputs(out_dir, scs)
@@ -464,7 +474,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
         for sc in scs:
             if counterfactual:
                 env = gridswarm_env.parallel_env(scenario=sc, n_agents=n_agents, trust=trust,
-                                                 limits=limits_obj, shadow=True)
+                                                 limits=limits_obj, shadow=True,
+                                                 config=env_config)
                 res = run_episode(env, make_policy("heuristic"), seed=seed, keep_substeps=True)
                 no_der[sc] = {"seed": seed, **{k: json_safe(res.metrics[k]) for k in (
                     "frequency_nadir_hz", "frequency_zenith_hz", "max_abs_deviation_hz",
@@ -477,7 +488,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
             for pol in pols:
                 try:
                     env = gridswarm_env.parallel_env(scenario=sc, n_agents=n_agents, trust=trust,
-                                                     limits=limits_obj)
+                                                     limits=limits_obj, config=env_config)
                     policy = make_policy(pol)
                 except ValueError as exc:
                     raise UsageError(str(exc)) from None
@@ -581,6 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contract signatures (default: %(default)s; hmac is faster)")
     p.add_argument("--limits", default=None, metavar="FILE",
                    help="kernel limits TOML file (default: built-in limits)")
+    p.add_argument("--crypto-threads", type=int, default=None, metavar="N",
+                   help="threads signing and verifying ed25519 contracts (default: 2 on a "
+                        "machine with 2+ cores, else 1; results are the same for any N; "
+                        "use 1 when other work keeps the cores busy)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -596,7 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"note: {note}", file=sys.stderr)
         result = evaluate(pols, args.scenarios, args.episodes, args.seed, args.agents,
                           args.out, trust=args.trust, limits=args.limits,
-                          progress=not args.no_progress, notes=notes)
+                          progress=not args.no_progress, notes=notes,
+                          crypto_threads=args.crypto_threads)
     except UsageError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

@@ -526,3 +526,27 @@ def test_demo_setup_failure_gives_an_existing_audit_file_its_content_back(tmp_pa
     with pytest.raises(demo.DemoError, match="does not match"):
         demo.open_session(opts)
     assert audit.read_text() == "earlier run\n"
+
+
+def test_crypto_threads_flag_is_checked_and_does_not_change_results(tmp_path, capsys):
+    # --crypto-threads only sets how many threads sign and verify: the runs are the same
+    runs = []
+    for flag in ([], ["--crypto-threads", "1"], ["--crypto-threads", "3"]):
+        out = tmp_path / f"out{len(runs)}"
+        status, err = _evaluate(["--scenarios", "emergency", "--episodes", "1", "--policies",
+                                 "heuristic", "--agents", "40", "--out", str(out), *flag],
+                                capsys)
+        assert status == 0, err
+        runs.append(json.loads((out / "results.json").read_text())["runs"])
+    assert runs[0] == runs[1] == runs[2]
+    assert runs[0][0]["metrics"]["contracts_verified"] > 0
+    bad = tmp_path / "bad"
+    status, err = _evaluate(["--crypto-threads", "0", "--out", str(bad)], capsys)
+    assert status == 2 and "crypto_threads = 0" in err and ">= 1" in err
+    assert not bad.exists()
+    with pytest.raises(SystemExit) as exited:   # argparse: usage + message, status 2
+        demo.main(["--agents", "5", "--no-live", "--crypto-threads", "0"])
+    assert exited.value.code == demo.EXIT_USAGE
+    assert "--crypto-threads: expected an integer >= 1" in capsys.readouterr().err
+    rc = demo.main(["--agents", "20", "--no-live", "--steps", "3", "--crypto-threads", "1"])
+    assert rc == 0
