@@ -279,8 +279,8 @@ def paired_rows(n_agents: int, *, steps: int, repeats: int, control: bool = True
     * ``non_crypto_over_hmac_step`` — (ed25519 step − its signing and verification) /
       (hmac step of the same repeat): the issue's comparison;
     * the control (:class:`PaddedCalls`): the hmac step with every signing and
-      verification batch padded to the Ed25519 wall time per signature of the same
-      repeat.
+      verification batch padded to the Ed25519 wall time per signature made and per
+      contract checked of the same repeat.
       ``padded_non_crypto_s_per_step`` is its time outside the calls,
       ``padded_non_crypto_over_hmac_step`` that over the hmac step, and
       ``non_crypto_over_padded`` the ed25519 step's time outside cryptography over it

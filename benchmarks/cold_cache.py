@@ -25,6 +25,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_env import settle_process  # noqa: E402
 from gridswarm_env.env import GridSwarmEnv  # noqa: E402
 from policies import make_policy  # noqa: E402
 
@@ -66,6 +67,7 @@ def run(n_agents: int = 100, steps: int = 80, repeats: int = 3,
     :return: ``{"n_agents", "waits_ms": [...], "step_us": {wait_ms: [per repeat]},
         "best_over_no_wait": {wait_ms: ratio of the best repeats}}``.
     """
+    settle_process()
     env = GridSwarmEnv(scenario="price_spike", n_agents=n_agents, trust="hmac", seed=seed)
     step_us: dict[float, list[float]] = {w * 1e3: [] for w in WAITS_S}
     for _ in range(repeats):

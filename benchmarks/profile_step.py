@@ -29,7 +29,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_env import CryptoTimer  # noqa: E402
+from benchmarks.bench_env import CryptoTimer, settle_process  # noqa: E402
 from gridswarm_env.env import GridSwarmEnv  # noqa: E402
 from policies import make_policy  # noqa: E402
 
@@ -60,6 +60,7 @@ def breakdown(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_s
 
     :return: ``{"step_s": float, "phases": {name: seconds per step}, "steps": int}``.
     """
+    settle_process()
     env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=seed)
     env.reset(seed=seed)
     totals: dict[str, float] = defaultdict(float)

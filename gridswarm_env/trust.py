@@ -484,7 +484,6 @@ def _verify_parallel(
     ):
         return _verify_serial(operator_verify, verifiers, agent_signatures,
                               operator_signatures, messages)
-
     return _spread(
         lambda i: _contract_verdict(verifiers[i], operator_verify, agent_signatures[i],
                                     operator_signatures[i], messages[i]),
@@ -1746,7 +1745,7 @@ class ContractLedger:
 
         # pass 2: every fast-path contract's signatures at once
         verdicts = registry._verify_many(operator_verify, agent_verifiers, agent_signatures,
-                                         operator_signatures, messages) if messages else []
+                                         operator_signatures, messages)
 
         # pass 3: the verdicts, in input order
         tolerance = self._tolerance_s
