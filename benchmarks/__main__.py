@@ -8,13 +8,17 @@ JSON layout::
      "bus": {"msgs_per_s", "batch_msgs_per_s", ...},
      "trust": {"pipeline_contracts_per_s", "raw_bound_contracts_per_s", "ratio", ...},
      "train": {"agent_steps_per_s", ...} | {"skipped": reason},
+     "learning": {"beaten", "train_s_to_beat", "agent_steps_to_beat", "curve", ...}
+                 | {"skipped": reason},
      "memory": {"episode_10000": {"peak_rss_mib", ...},
                 "long_run_100": {"rss_growth_after_warmup_mib", ...}},
      "summary": {...}, "machine": {...}}
 
 ``--quick`` keeps the whole run under about a minute (fewer steps and repeats, shorter
-memory runs); the full run takes a few minutes. Figures are wall-clock rates, medians
-over repeats, on a machine other processes may share: the load average is recorded.
+memory runs, no learning run); the full run takes a few minutes, of which one to two for
+the time MaskablePPO needs to beat the heuristic (:mod:`benchmarks.bench_learning`).
+Figures are wall-clock rates, medians over repeats, on a machine other processes may
+share: the load average is recorded.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_bus, bench_env, bench_train, bench_trust
+from benchmarks import bench_bus, bench_env, bench_learning, bench_train, bench_trust
 
-SECTIONS = ("env", "bus", "trust", "train", "memory")
+SECTIONS = ("env", "bus", "trust", "train", "learning", "memory")
 #: the other targets the run judges (earlier issues and DESIGN.md section 10)
 TRUST_RATIO_TARGET = 0.8          # contract pipeline >= 80 % of the raw sign+verify bound
 BUS_MSGS_TARGET = 1_000_000.0     # bus messages/s on the single-publish path
@@ -50,6 +54,9 @@ def run(quick: bool = False, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         out["trust"] = bench_trust.run(quick)
     if "train" not in skip:
         out["train"] = bench_train.run(quick)
+    if "learning" not in skip:
+        out["learning"] = ({"skipped": "not in --quick (python -m benchmarks.bench_learning)"}
+                           if quick else bench_learning.run())
     if "memory" not in skip:
         out["memory"] = bench_env.memory(quick)
     out["summary"] = summary(out)
@@ -82,6 +89,9 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                 s[f"ed25519_{n}_non_crypto_over_padded_control"] = ed["non_crypto_over_padded"]
             if "crypto_threads_speedup" in ed:   # default crypto threads vs one, paired
                 s[f"ed25519_{n}_crypto_threads_speedup"] = ed["crypto_threads_speedup"]
+    for r in result.get("env", []):
+        if "pause_gc_speedup" in r:
+            s[f"hmac_{r['n_agents']}_pause_gc_speedup"] = r["pause_gc_speedup"]
     per_agent = {n: rows[(n, "hmac", "arrays")]["env_us_per_agent_step"]
                  for n in sorted({k[0] for k in rows}) if (n, "hmac", "arrays") in rows}
     if len(per_agent) > 1:
@@ -102,6 +112,11 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     if "bus" in result:
         s["bus_msgs_per_s"] = result["bus"]["msgs_per_s"]
         s["bus_target_1m_met"] = result["bus"]["msgs_per_s"] >= BUS_MSGS_TARGET
+    learning = result.get("learning", {})
+    if "beaten" in learning:
+        s["learning_beats_heuristic"] = learning["beaten"]
+        s["learning_train_s_to_beat"] = learning["train_s_to_beat"]
+        s["learning_agent_steps_to_beat"] = learning["agent_steps_to_beat"]
     if "memory" in result:
         peak = result["memory"]["episode_10000"]["peak_rss_mib"]
         growth = result["memory"]["long_run_100"]["rss_growth_after_warmup_mib"]
@@ -139,6 +154,8 @@ def print_table(result: dict[str, Any]) -> None:
         else:
             print(f"train: MaskablePPO {t['agent_steps_per_s']:,.0f} agent-steps/s "
                   f"(environment {t['env_share']:.0%} of the time)")
+    if "learning" in result:
+        print(bench_learning.describe(result["learning"]))
     if "memory" in result:
         bench_env.print_memory(result["memory"])
     print_targets(result.get("summary", {}))
@@ -179,6 +196,9 @@ def print_targets(s: dict[str, Any]) -> None:
         growth = s["cost_per_agent_step_max_growth"]
         print(f"  largest rise from one fleet size to the next: {growth:.2f}x "
               f"({'none' if growth <= 1.0 else 'it does grow there'})")
+    for key in (k for k in s if k.endswith("_pause_gc_speedup")):
+        print(f"  hmac at {key.split('_')[1]} agents with the garbage collector paused during "
+              f"steps (the default) vs left running: {s[key]:.2f}x faster (median of pairs)")
     if "emergency_within_100_ms" in s:
         print(f"target emergency response within 100 ms simulated: "
               f"{s['emergency_latency_ms']:.1f} ms -> {verdict(s['emergency_within_100_ms'])}")

@@ -15,6 +15,13 @@ What is measured
   ``agent_steps_per_cpu_s`` is the same rate per second of the process's CPU time
   (``time.process_time``: every thread, so the crypto worker thread's share counts),
   which other processes sharing the machine disturb less.
+* **Garbage collection** (``gc_s_per_step``) — the time Python's cyclic collector runs
+  during the timed loop (``gc.callbacks``). The environment pauses it during each step
+  (``EnvConfig.pause_gc``), so a collection the step's objects make due can start
+  right after it, inside the policy's call: such collections are counted as
+  environment time, not policy time. The full run adds a variant row at the largest
+  fleet with the collector left running (``"variant": "collector not paused"``,
+  alternating with the default; ``pause_gc_speedup`` is the median ratio).
 * **Cryptography share** (``crypto_s_per_step``, ``crypto_share``) — the registry's
   signing and verification batches are wrapped with timers, so the figure is the wall
   time the step waits for Ed25519 (or HMAC) signatures (with libsodium, two threads
@@ -46,6 +53,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -178,7 +186,7 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
                 steps: int = 100, repeats: int = 3, api: str = "arrays",
                 policy: str = "heuristic", crypto: bool = False,
                 pad_calls_s: tuple[float, float] | None = None,
-                crypto_threads: int | None = None,
+                crypto_threads: int | None = None, pause_gc: bool = True,
                 warmup: int = WARMUP_STEPS, seed: int = SEED) -> dict[str, Any]:
     """Median per-step env and policy time over ``repeats`` runs of ``steps`` steps.
 
@@ -193,22 +201,25 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
     :param pad_calls_s: ``(sign_s, verify_s)``: pad every signing and verification batch
         to these durations per signature made and per contract checked (:class:`PaddedCalls`, the control of the ed25519 comparison).
     :param crypto_threads: ``EnvConfig.crypto_threads`` (None: the default).
+    :param pause_gc: ``EnvConfig.pause_gc``.
     :param warmup: untimed steps after each reset.
     :param seed: environment seed (the same trajectory every repeat).
     :return: the row (see the module docstring); rates are per wall-clock second.
     """
     env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=seed,
-                       config=EnvConfig(crypto_threads=crypto_threads))
+                       config=EnvConfig(crypto_threads=crypto_threads, pause_gc=pause_gc))
     pol = make_policy(policy)
     if pad_calls_s is not None:
         PaddedCalls(env.registry, *pad_calls_s)
     timer = CryptoTimer(env.registry) if crypto else None
     names = env.possible_agents
-    env_s, env_cpu_s, pol_s, crypto_s, contracts = [], [], [], [], []
+    env_s, env_cpu_s, pol_s, crypto_s, contracts, gc_s = [], [], [], [], [], []
     cpu = time.process_time   # every thread's CPU time (the crypto worker's too)
+    collector = _CollectorClock()
     for _ in range(repeats):
         state = _start(env, pol, seed, warmup, api)
         t_env = t_pol = t_cpu = 0.0
+        collector.start()
         crypto0 = timer.seconds if timer else 0.0
         k0 = env.ledger.signed
         n_done = 0
@@ -222,14 +233,18 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
                 c0, t0 = cpu(), time.perf_counter()
                 mask = env.action_masks()
                 t1, c1 = time.perf_counter(), cpu()
+                collector.in_policy = True
                 act = pol.act(state, mask)
+                collector.in_policy = False
                 c2, t2 = cpu(), time.perf_counter()
                 state = env.step_arrays(act[:, 0], act[:, 1])[0]
                 t3, c3 = time.perf_counter(), cpu()
             else:                 # stacking the dicts and building actions: user side
                 c0, t0 = cpu(), time.perf_counter()
                 t1, c1 = t0, c0
+                collector.in_policy = True
                 state, actions = _dict_actions(pol, names, state)
+                collector.in_policy = False
                 c2, t2 = cpu(), time.perf_counter()
                 obs_d, _r, _te, _tr, infos = env.step(actions)
                 t3, c3 = time.perf_counter(), cpu()
@@ -238,10 +253,15 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
             t_cpu += (c1 - c0) + (c3 - c2)
             t_pol += t2 - t1
             n_done += 1
+        collector.stop()
+        # collections that ran inside the policy's call are the environment's due
+        t_env += collector.policy_s
+        t_pol -= collector.policy_s
         signed_total += env.ledger.signed - k0
         env_s.append(t_env / steps)
         env_cpu_s.append(t_cpu / steps)
         pol_s.append(t_pol / steps)
+        gc_s.append(collector.total_s / steps)
         crypto_s.append(((timer.seconds - crypto0) / steps) if timer else 0.0)
         contracts.append(signed_total / steps)
     env_step = statistics.median(env_s)
@@ -257,6 +277,8 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
         "env_cpu_s_per_step": statistics.median(env_cpu_s),
         "agent_steps_per_cpu_s": n_agents / statistics.median(env_cpu_s),
         "policy_s_per_step": statistics.median(pol_s),
+        "gc_s_per_step": statistics.median(gc_s),
+        "pause_gc": pause_gc,
         "contracts_per_step": statistics.median(contracts),
         "load_average": load_average(),
     }
@@ -266,6 +288,48 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
                    non_crypto_s_per_step=env_step - c,
                    sign_s_per_signature=timer.sign_seconds / max(timer.sign_calls, 1),
                    verify_s_per_contract=timer.verify_seconds / max(timer.verify_calls, 1))
+    return row
+
+
+class _CollectorClock:
+    """Wall time of the cyclic garbage collector's runs while started (``gc.callbacks``):
+    ``total_s``, and ``policy_s`` for the runs that started while ``in_policy`` was set."""
+
+    def __init__(self) -> None:
+        self.total_s = self.policy_s = 0.0
+        self.in_policy = False
+        self._t0 = 0.0
+        self._policy_run = False
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0, self._policy_run = time.perf_counter(), self.in_policy
+            return
+        elapsed = time.perf_counter() - self._t0
+        self.total_s += elapsed
+        if self._policy_run:
+            self.policy_s += elapsed
+
+    def start(self) -> None:
+        self.total_s = self.policy_s = 0.0
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+
+def gc_pause_rows(n_agents: int, *, steps: int, repeats: int) -> dict[str, Any]:
+    """The hmac step with the collector left running (``pause_gc=False``), its repeats
+    alternating with the default's: a variant row with ``pause_gc_speedup``, the median of
+    (step left running) / (step paused) over the pairs."""
+    pairs = [(measure_env(n_agents, "hmac", steps=steps, repeats=1),
+              measure_env(n_agents, "hmac", steps=steps, repeats=1, pause_gc=False))
+             for _ in range(repeats)]
+    row = _median_row([running for _, running in pairs])
+    row["variant"] = "collector not paused"
+    row["pause_gc_speedup"] = statistics.median(
+        running["env_s_per_step"] / paused["env_s_per_step"] for paused, running in pairs)
+    row["paused_gc_s_per_step"] = statistics.median(p["gc_s_per_step"] for p, _ in pairs)
     return row
 
 
@@ -505,6 +569,9 @@ def run(quick: bool = False, agents: tuple[int, ...] = AGENT_COUNTS,
                                 control=not (quick and n >= 10_000), one_thread=n == 100))
         if n == 100:
             rows.append(measure_env(n, "hmac", steps=steps, repeats=repeats, api="dict"))
+        if n == max(agents) and n >= 1_000 and not quick:
+            # three times the row's steps: a full collection comes every ~14 steps there
+            rows.append(gc_pause_rows(n, steps=3 * steps, repeats=repeats))
     out: dict[str, Any] = {"env": rows, "emergency": emergency_latency(max(agents))}
     if with_memory:
         out["memory"] = memory(quick)
@@ -523,14 +590,17 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     """The env table."""
     print(f"{'agents':>7} {'trust':<11} {'api':<6} {'agent-steps/s':>14} {'per CPU-s':>10} "
           f"{'env ms/step':>12} {'us/agent-step':>14} {'policy ms':>10} {'contracts':>10} "
-          f"{'crypto':>7}")
+          f"{'crypto':>7} {'gc ms':>6}")
     for r in rows:
         crypto = f"{r['crypto_share']:.0%}" if "crypto_share" in r else "-"
         trust = r["trust"] + (f" x{r['crypto_threads']}" if r["trust"] == "ed25519" else "")
         print(f"{r['n_agents']:>7,} {trust:<11} {r['api']:<6} {r['agent_steps_per_s']:>14,.0f} "
               f"{r['agent_steps_per_cpu_s']:>10,.0f} {r['env_s_per_step'] * 1e3:>12.3f} "
               f"{r['env_us_per_agent_step']:>14.2f} {r['policy_s_per_step'] * 1e3:>10.3f} "
-              f"{r['contracts_per_step']:>10.1f} {crypto:>7}")
+              f"{r['contracts_per_step']:>10.1f} {crypto:>7} {r['gc_s_per_step'] * 1e3:>6.2f}"
+              + (f"  ({r['variant']}" + (f": paused is {r['pause_gc_speedup']:.2f}x faster"
+                                         if "pause_gc_speedup" in r else "") + ")"
+                 if "variant" in r else ""))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

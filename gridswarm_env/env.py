@@ -63,6 +63,7 @@ v0: first release.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable, Mapping
 from numbers import Integral
@@ -479,7 +480,7 @@ class GridSwarmEnv(ParallelEnv):
         """PettingZoo step: ``actions`` maps every live agent to ``[power level, price level]``."""
         self._check_running()
         level, price_idx = self._decode(actions)
-        return self._step(level, price_idx, as_dicts=True)
+        return self._step_paused(level, price_idx, as_dicts=True)
 
     def step_arrays(self, power_level: np.ndarray, price_level: np.ndarray):
         """Step with integer action arrays over agents (the fast path of the SB3 adapter).
@@ -503,7 +504,19 @@ class GridSwarmEnv(ParallelEnv):
             i = int(bad.nonzero()[0][0])
             raise ValueError(f"action of {self.possible_agents[i]} = [{p[i]}, {q[i]}] is outside "
                              f"the action space [0..{nvec[0] - 1}, 0..{nvec[1] - 1}]")
-        return self._step(p64, q64, as_dicts=False)
+        return self._step_paused(p64, q64, as_dicts=False)
+
+    def _step_paused(self, power_level: np.ndarray, price_level: np.ndarray, *,
+                     as_dicts: bool):
+        """:meth:`_step` with the cyclic garbage collector paused (``EnvConfig.pause_gc``;
+        left alone when it is already disabled) and resumed afterwards, also on errors."""
+        if not (self.config.pause_gc and gc.isenabled()):
+            return self._step(power_level, price_level, as_dicts=as_dicts)
+        gc.disable()
+        try:
+            return self._step(power_level, price_level, as_dicts=as_dicts)
+        finally:
+            gc.enable()
 
     def _check_reset(self, what: str) -> None:
         if not self._ready:

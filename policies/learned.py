@@ -122,16 +122,39 @@ class LearnedPolicy:
 
     def __init__(self, path: str | Path | None = None, deterministic: bool = True,
                  torch_threads: int | None = 1) -> None:
-        if torch_threads is not None and (isinstance(torch_threads, bool)
-                                          or not isinstance(torch_threads, int)
-                                          or torch_threads < 1):
-            raise ValueError(f"LearnedPolicy.torch_threads = {torch_threads!r}: expected an "
-                             "integer >= 1, or None for torch's own setting")
-        self.path = Path(path) if path is not None else DEFAULT_MODEL
+        self.torch_threads = _checked_threads(torch_threads)
+        self.path: Path | None = Path(path) if path is not None else DEFAULT_MODEL
         self.deterministic = bool(deterministic)
-        self.torch_threads = torch_threads
         self.model = load_maskable_ppo(self.path)
         self._nvec = np.asarray(self.model.action_space.nvec, dtype=np.int64)
+
+    @classmethod
+    def from_model(cls, model: Any, deterministic: bool = True,
+                   torch_threads: int | None = 1) -> LearnedPolicy:
+        """Act with a MaskablePPO model already in memory (e.g. one being trained; the
+        benchmark of time to beat the heuristic evaluates it this way). Its spaces are
+        checked as :func:`load_maskable_ppo` checks a file's.
+
+        :raises ValueError: not a MaskablePPO-like model, or spaces that do not fit.
+        """
+        obs_space = getattr(model, "observation_space", None)
+        act_space = getattr(model, "action_space", None)
+        if not callable(getattr(model, "predict", None)):
+            raise ValueError(f"{type(model).__name__} has no predict(); expected a "
+                             "MaskablePPO model")
+        if not isinstance(obs_space, spaces.Box) or obs_space.shape != (OBS_DIM,):
+            raise ValueError(f"model has observation space {obs_space}; expected Box of "
+                             f"shape ({OBS_DIM},) (gridswarm observations)")
+        if not isinstance(act_space, spaces.MultiDiscrete) or act_space.nvec.shape != (2,):
+            raise ValueError(f"model has action space {act_space}; expected "
+                             "MultiDiscrete([n_power_levels, n_price_levels])")
+        policy = cls.__new__(cls)
+        policy.path = None
+        policy.deterministic = bool(deterministic)
+        policy.torch_threads = _checked_threads(torch_threads)
+        policy.model = model
+        policy._nvec = np.asarray(act_space.nvec, dtype=np.int64)
+        return policy
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Check the model fits ``env``'s action space; seed sampling when not greedy.
@@ -141,7 +164,8 @@ class LearnedPolicy:
         raw = getattr(env, "unwrapped", env)
         want = np.asarray(raw.action_space(raw.possible_agents[0]).nvec, dtype=np.int64)
         if not np.array_equal(want, self._nvec):
-            raise ValueError(f"model {str(self.path)!r} was trained for MultiDiscrete"
+            source = "the model in memory" if self.path is None else f"model {str(self.path)!r}"
+            raise ValueError(f"{source} was trained for MultiDiscrete"
                              f"({self._nvec.tolist()}) actions; this environment expects "
                              f"MultiDiscrete({want.tolist()}) (n_power_levels, n_price_levels)")
         if seed is not None:
@@ -159,6 +183,19 @@ class LearnedPolicy:
             actions, _ = self.model.predict(obs, deterministic=self.deterministic,
                                             action_masks=np.asarray(mask, dtype=bool))
         return np.asarray(actions, dtype=np.int64).reshape(obs.shape[0], 2)
+
+
+def _checked_threads(torch_threads: Any) -> int | None:
+    """``torch_threads`` if it is None or an int >= 1.
+
+    :raises ValueError: anything else.
+    """
+    if torch_threads is not None and (isinstance(torch_threads, bool)
+                                      or not isinstance(torch_threads, int)
+                                      or torch_threads < 1):
+        raise ValueError(f"LearnedPolicy.torch_threads = {torch_threads!r}: expected an "
+                         "integer >= 1, or None for torch's own setting")
+    return torch_threads
 
 
 @contextlib.contextmanager

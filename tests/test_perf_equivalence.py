@@ -361,3 +361,109 @@ def test_update_solar_equals_plain_formulas() -> None:
                                         * (1 + ref.solar_bias), 0.0, ref.solar_rated_mw)
         for f in ("solar_noise", "solar_available_mw", "solar_forecast_mw"):
             assert _same_bits(getattr(fleet, f), getattr(ref, f)), f
+
+
+def _reset(env):
+    from policies import make_policy
+
+    policy = make_policy("random")
+    env.reset(seed=5)
+    policy.reset(env, seed=5)
+    return policy
+
+
+def _episode_steps(env, steps: int, policy=None) -> list[bytes]:
+    policy = policy or _reset(env)
+    obs, out = env.observations_array(), []
+    for _ in range(steps):
+        if not env.agents:
+            break
+        a = policy.act(obs, env.action_masks())
+        obs, rewards, _, _ = env.step_arrays(a[:, 0], a[:, 1])
+        out.append(obs.tobytes() + rewards.tobytes() + env.freq_trace_hz.tobytes())
+    return out
+
+
+def test_steps_pause_the_garbage_collector_and_resume_it() -> None:
+    """EnvConfig.pause_gc: the collector is off inside a step, on again after it (also after
+    an error), left off when the caller had disabled it, never touched with pause_gc=False;
+    the trajectory is the same bit for bit."""
+    import gc
+
+    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.env import GridSwarmEnv
+
+    def observed(pause: bool) -> list[bool]:
+        env = GridSwarmEnv(scenario="emergency", config=EnvConfig(n_agents=20, trust="hmac",
+                                                                   pause_gc=pause))
+        seen: list[bool] = []
+        physics = env._physics
+
+        def spy(*args, **kwargs):
+            seen.append(gc.isenabled())
+            return physics(*args, **kwargs)
+
+        env._physics = spy
+        env.reset(seed=0)
+        n = env.n_agents
+        env.step_arrays(np.zeros(n, np.int64), np.zeros(n, np.int64))
+        env.step({a: np.array([10, 0]) for a in env.agents})          # the dict API too
+        assert gc.isenabled()
+        with pytest.raises(ValueError, match="outside the action space"):
+            env.step_arrays(np.full(n, 99, np.int64), np.zeros(n, np.int64))
+        physics_error = RuntimeError("physics failed")
+
+        def failing(*args, **kwargs):
+            raise physics_error
+
+        env._physics = failing
+        with pytest.raises(RuntimeError, match="physics failed"):
+            env.step_arrays(np.zeros(n, np.int64), np.zeros(n, np.int64))
+        assert gc.isenabled()
+        return seen
+
+    assert gc.isenabled()
+    assert observed(True) == [False, False]
+    assert observed(False) == [True, True]
+    gc.disable()
+    try:
+        env = GridSwarmEnv(scenario="price_spike", config=EnvConfig(n_agents=10, trust="hmac"))
+        env.reset(seed=0)
+        env.step_arrays(np.zeros(10, np.int64), np.zeros(10, np.int64))
+        assert not gc.isenabled()   # the caller's choice is kept
+    finally:
+        gc.enable()
+    from gridswarm_env.config import EnvConfig as Cfg
+
+    def trajectory(pause: bool) -> list[bytes]:
+        return _episode_steps(GridSwarmEnv(scenario="emergency", config=Cfg(
+            n_agents=30, trust="hmac", pause_gc=pause)), 80)
+
+    assert trajectory(True) == trajectory(False)
+    with pytest.raises(ValueError, match="pause_gc = 1: expected True or False"):
+        Cfg(pause_gc=1)
+
+
+@pytest.mark.parametrize("trust", ["hmac", "ed25519"])
+@pytest.mark.parametrize("scenario", ["price_spike", "solar_surplus", "emergency"])
+def test_episodes_make_no_reference_cycles(scenario: str, trust: str) -> None:
+    """What makes pausing the collector during steps safe: a whole episode's steps leave
+    nothing for it to find (every object is freed by reference counting). (A reset does
+    make a few cycles: SciPy's root finder for the bus latency's parameters.)"""
+    import gc
+
+    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.env import GridSwarmEnv
+
+    env = GridSwarmEnv(scenario=scenario, config=EnvConfig(n_agents=40, trust=trust))
+    _episode_steps(env, 5)   # warm-up: caches, pools, lazily built objects
+    policy = _reset(env)
+    gc.collect()
+    gc.disable()
+    try:
+        steps = _episode_steps(env, 10_000, policy)
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert len(steps) == env.scenario.episode_steps
+    assert found == 0

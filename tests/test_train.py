@@ -142,6 +142,22 @@ def test_learned_policy_acts_in_one_masked_batch(trained):
     np.testing.assert_array_equal(actions, policy.act(raw.observations_array(), mask))
 
 
+def test_learned_policy_from_a_model_in_memory_acts_as_from_its_file(trained):
+    from sb3_contrib import MaskablePPO
+
+    _, path, _ = trained
+    env = gridswarm_env.parallel_env(scenario="solar_surplus", n_agents=10, trust="hmac")
+    from_file = run_episode(env, LearnedPolicy(path), seed=3, max_steps=15)
+    in_memory = LearnedPolicy.from_model(MaskablePPO.load(path, device="cpu"))
+    assert in_memory.path is None
+    from_memory = run_episode(env, in_memory, seed=3, max_steps=15)
+    assert from_memory.metrics == from_file.metrics
+    with pytest.raises(ValueError, match="has no predict"):
+        LearnedPolicy.from_model(object())
+    with pytest.raises(ValueError, match="torch_threads"):
+        LearnedPolicy.from_model(in_memory.model, torch_threads=0)
+
+
 def test_learned_policy_missing_and_corrupt_files(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         LearnedPolicy(tmp_path / "nope.zip")

@@ -1,0 +1,264 @@
+"""Time for MaskablePPO to beat the heuristic on ``system_cost`` (DESIGN §10).
+
+Trains exactly as ``python -m train`` does (:func:`train.trainer.train` with a
+:class:`train.config.TrainConfig`: 100 agents, one environment copy, hmac trust, the
+shipped model's PPO settings; from a random network, or with ``--bc`` after cloning the
+heuristic as the shipped model was) and, every ``--eval-every`` agent-steps, pauses to
+evaluate the model
+being trained: greedy actions (:meth:`policies.learned.LearnedPolicy.from_model`) on
+held-out evaluation seeds, through :func:`policies.rollout.run_episode` like
+``evaluate.py``. The heuristic is scored on the same seeds first. The run stops at the
+first evaluation whose mean ``system_cost`` is at least ``--margin`` below the
+heuristic's:
+
+    beaten  <=>  mean_cost(learned) <= (1 - margin) * mean_cost(heuristic)
+
+(for ``--scenario all``, the costs are summed over the scenarios' per-seed means).
+
+Reported: ``train_s_to_beat`` = wall time from the start of the job (environment and
+model built, demonstrations collected, cloning, PPO) to that evaluation, *excluding*
+the evaluations themselves; ``agent_steps_to_beat`` = PPO agent-steps by then (the
+cloning's demonstration agent-steps are reported separately, ``bc_agent_steps``); the
+learning curve (cost at every evaluation). A run that does not beat the heuristic
+within ``--timesteps`` says so (``beaten: false``) and reports the best cost reached.
+
+The reward the learner maximizes is each DER's profit, not ``system_cost`` (README,
+"The reward is each DER's profit"): a learner can raise its reward while the system
+cost rises, and with ``--scenario all`` the cost first fell to the heuristic's and then
+rose again. Scenario ``solar_surplus`` is the default because it leaves room: in
+``price_spike`` the heuristic already equals the perfect-foresight oracle, so no policy
+can beat it there.
+
+Usage::
+
+    python -m benchmarks.bench_learning [--scenario S] [--timesteps N] [--eval-every N]
+        [--eval-seeds K] [--margin F] [--bc] [--seed N] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+#: first evaluation seed; training episodes are seeded from ``--seed`` (0) upwards
+EVAL_SEED_BASE = 10_000
+
+
+def _mean_costs(envs: dict[str, Any], policy: Any, seeds: list[int]) -> dict[str, float]:
+    """Mean ``system_cost`` per scenario of ``policy`` over ``seeds``."""
+    from policies.rollout import run_episode
+
+    return {name: sum(run_episode(env, policy, seed).metrics["system_cost"]
+                      for seed in seeds) / len(seeds)
+            for name, env in envs.items()}
+
+
+def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
+        eval_every: int = 100_000, eval_seeds: int = 3, margin: float = 0.01,
+        bc: bool = False, bc_timesteps: int = 200_000, bc_epochs: int = 10,
+        seed: int = 0, n_agents: int = 100, quick: bool = False) -> dict[str, Any]:
+    """Train until the learned policy beats the heuristic or ``timesteps`` run out.
+
+    :param scenario: training and evaluation scenario, or ``"all"``.
+    :param timesteps: PPO agent-steps budget (after cloning).
+    :param eval_every: PPO agent-steps between evaluations (one also right after cloning).
+    :param eval_seeds: evaluation episodes per scenario (seeds ``EVAL_SEED_BASE + k``).
+    :param margin: relative improvement over the heuristic that counts as beating it.
+    :param bc: clone the heuristic first (its time counts), as the shipped model was made;
+        default: PPO from a random network.
+    :param bc_timesteps: demonstration agent-steps for the cloning.
+    :param bc_epochs: cloning passes over the demonstrations.
+    :param seed: the training run's seed.
+    :param n_agents: agents per environment.
+    :param quick: a small smoke run (50 000 PPO steps, 20 000 demonstration steps, one
+        evaluation seed), for checking the harness, not for the figure.
+    :return: the figures (see the module docstring) or ``{"skipped": reason}``.
+    :raises ValueError: a bad argument, before any work.
+    """
+    if quick:
+        timesteps, eval_every, eval_seeds = min(timesteps, 50_000), min(eval_every, 25_000), 1
+        bc_timesteps, bc_epochs = min(bc_timesteps, 20_000), min(bc_epochs, 3)
+    for name, value in (("timesteps", timesteps), ("eval_every", eval_every),
+                        ("eval_seeds", eval_seeds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} = {value!r}: expected an integer >= 1")
+    if not (isinstance(margin, int | float) and math.isfinite(margin) and 0 <= margin < 1):
+        raise ValueError(f"margin = {margin!r}: expected a number in [0, 1)")
+    try:
+        import torch  # noqa: F401
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        from policies import make_policy
+        from policies.learned import LearnedPolicy
+        from train.config import TrainConfig, resolve_scenarios
+        from train.trainer import train
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        return {"skipped": f"train/ or its dependencies are unavailable: {exc}"}
+    from gridswarm_env.env import GridSwarmEnv
+
+    scenarios = resolve_scenarios(scenario)
+    seeds = [EVAL_SEED_BASE + k for k in range(eval_seeds)]
+    workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
+    config = TrainConfig(
+        scenario=scenario, total_timesteps=timesteps, n_agents=n_agents, trust="hmac",
+        seed=seed, logdir=workdir, out=str(Path(workdir) / "model.zip"), checkpoint_every=0,
+        learning_rate=1e-4, target_kl=0.02, net_arch=(128, 128),
+        bc_teacher="heuristic" if bc else None, bc_timesteps=bc_timesteps,
+        bc_epochs=bc_epochs, torch_threads=1, progress_bar=False, verbose=0,
+        run_name="bench_learning")
+
+    envs = {name: GridSwarmEnv(scenario=name, n_agents=n_agents, trust="hmac", seed=seed)
+            for name in scenarios}
+    t_h = time.perf_counter()
+    heuristic = _mean_costs(envs, make_policy("heuristic"), seeds)
+    heuristic_eval_s = time.perf_counter() - t_h
+    target_cost = sum(heuristic.values())
+    threshold = (1.0 - margin) * target_cost
+
+    clock: dict[str, float] = {"start": 0.0, "eval_s": 0.0}
+    curve: list[dict[str, Any]] = []
+    found: dict[str, Any] = {}
+
+    def training_s() -> float:
+        return time.perf_counter() - clock["start"] - clock["eval_s"]
+
+    class BeatHeuristic(BaseCallback):
+        """Evaluate the model in training every ``eval_every`` agent-steps; stop once it
+        beats the heuristic by the margin."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_eval = 0
+            self._beaten_at_start = False
+
+        def _evaluate(self) -> bool:
+            t0 = time.perf_counter()
+            learned = LearnedPolicy.from_model(self.model)
+            costs = _mean_costs(envs, learned, seeds)
+            total = sum(costs.values())
+            point = {"agent_steps": int(self.num_timesteps),
+                     "train_s": round(training_s(), 1), "system_cost": total,
+                     "relative_to_heuristic": total / target_cost if target_cost else None,
+                     "per_scenario": costs}
+            curve.append(point)
+            clock["eval_s"] += time.perf_counter() - t0
+            if total <= threshold and not found:
+                found.update(point)
+                return True
+            return False
+
+        def _on_training_start(self) -> None:
+            # the cloned (or untrained) network, before any PPO step
+            self.next_eval = int(self.num_timesteps) + eval_every
+            clock["bc_done_s"] = training_s()
+            self._beaten_at_start = self._evaluate()
+
+        def _on_step(self) -> bool:
+            if self._beaten_at_start:
+                return False
+            if self.num_timesteps >= self.next_eval:
+                self.next_eval += eval_every
+                return not self._evaluate()
+            return True
+
+    callback = BeatHeuristic()
+    clock["start"] = time.perf_counter()
+    train(config, callbacks=[callback])
+    total_s = training_s()
+    if curve and curve[-1]["agent_steps"] < callback.num_timesteps and not found:
+        callback._evaluate()   # the budget's end, when it fell between two evaluations
+    best = min(curve, key=lambda p: p["system_cost"]) if curve else None
+    record = json.loads((Path(workdir) / "model.json").read_text())
+    bc = record.get("behaviour_cloning", {})
+    return {
+        "scenario": scenario, "n_agents": n_agents, "trust": "hmac", "seed": seed,
+        "eval_seeds": seeds, "margin": margin, "bc": bc,
+        "timesteps_budget": timesteps, "eval_every": eval_every,
+        "heuristic_system_cost": target_cost, "heuristic_per_scenario": heuristic,
+        "threshold_system_cost": threshold,
+        "beaten": bool(found),
+        "agent_steps_to_beat": found.get("agent_steps"),
+        "train_s_to_beat": found.get("train_s"),
+        "relative_cost_at_beat": found.get("relative_to_heuristic"),
+        "best": best,
+        "bc_agent_steps": bc.get("samples", 0), "bc_s": clock.get("bc_done_s"),
+        "ppo_agent_steps": int(callback.num_timesteps),
+        "train_s": round(total_s, 1), "eval_s": round(clock["eval_s"] + heuristic_eval_s, 1),
+        "agent_steps_per_s": record.get("agent_steps_per_s"),
+        "curve": curve, "torch_threads": 1, "load_average": os.getloadavg()[0],
+        "command": config.command,
+    }
+
+
+def describe(r: dict[str, Any]) -> str:
+    """One paragraph for the benchmark table."""
+    if "skipped" in r:
+        return f"learning: skipped ({r['skipped']})"
+    start = "PPO from a random network" if not r["bc"] else (
+        f"cloning the heuristic ({r['bc_agent_steps']:,} agent-steps, {r['bc_s']:.0f} s) then PPO")
+    head = (f"learning ({r['scenario']}, {r['n_agents']} agents, {start}; heuristic "
+            f"system_cost {r['heuristic_system_cost']:.2f} $ on seeds "
+            f"{r['eval_seeds'][0]}..{r['eval_seeds'][-1]}): ")
+    if r["beaten"]:
+        return (head + f"beat the heuristic by >= {r['margin']:.0%} after "
+                f"{r['agent_steps_to_beat']:,} PPO agent-steps, {r['train_s_to_beat']:.0f} s "
+                f"of training ({r['relative_cost_at_beat']:.3f}x its cost)")
+    best = r["best"]
+    return (head + f"did NOT beat it by {r['margin']:.0%} within {r['ppo_agent_steps']:,} PPO "
+            f"agent-steps ({r['train_s']:.0f} s); best {best['relative_to_heuristic']:.3f}x "
+            f"its cost at {best['agent_steps']:,}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line: print the figure and the learning curve."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_learning",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="solar_surplus",
+                        help="scenario name or 'all' (default solar_surplus)")
+    parser.add_argument("--timesteps", type=int, default=1_000_000,
+                        help="PPO agent-steps budget (default 1 000 000)")
+    parser.add_argument("--eval-every", type=int, default=100_000,
+                        help="PPO agent-steps between evaluations (default 100 000)")
+    parser.add_argument("--eval-seeds", type=int, default=3,
+                        help="evaluation episodes per scenario (default 3)")
+    parser.add_argument("--margin", type=float, default=0.01,
+                        help="relative cost improvement that counts as beating (default 0.01)")
+    parser.add_argument("--bc", action="store_true",
+                        help="clone the heuristic before PPO (as the shipped model was made)")
+    parser.add_argument("--bc-timesteps", type=int, default=200_000)
+    parser.add_argument("--bc-epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run of the harness")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    args = parser.parse_args(argv)
+    from train.config import resolve_scenarios
+
+    try:
+        resolve_scenarios(args.scenario)
+        r = run(args.scenario, args.timesteps, args.eval_every, args.eval_seeds, args.margin,
+                args.bc, args.bc_timesteps, args.bc_epochs, args.seed,
+                quick=args.quick)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(describe(r))
+    for p in r.get("curve", []):
+        print(f"  {p['agent_steps']:>9,} PPO agent-steps  {p['train_s']:7.1f} s  "
+              f"system_cost {p['system_cost']:9.3f} $  ({p['relative_to_heuristic']:.3f}x)")
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2, default=str))
+        print(f"wrote {args.json}")
+    return r
+
+
+if __name__ == "__main__":
+    main()
