@@ -417,7 +417,8 @@ def _spread(task: Callable[[int], Any], n: int, threads: int) -> list[Any]:
 
     Each thread takes the next index from one shared, locked iterator until none is
     left, so every task runs exactly once and a worker that starts late just takes
-    fewer. The tasks are independent and stateless (signatures): one that raises is
+    fewer; one that has not started when this thread has done them all (the pool busy
+    with another caller's batch) is cancelled, not waited for. The tasks are independent and stateless (signatures): one that raises is
     recorded and the rest still run; after every worker has finished, the error of the
     lowest index is raised, as the loop above would raise it. An interrupt in this
     thread stops the workers at their next task. A pool that no longer takes work (the
@@ -451,6 +452,10 @@ def _spread(task: Callable[[int], Any], n: int, threads: int) -> list[Any]:
         drain()
     finally:
         stop = True   # only matters when drain() did not finish (an interrupt)
+        # a worker that has not started (the pool's threads busy with another caller's
+        # batch, e.g. an environment stepping in another thread) would find nothing left:
+        # cancel it rather than wait for it to start
+        futures = [future for future in futures if not future.cancel()]
         wait_futures(futures)
     for future in futures:
         future.result()

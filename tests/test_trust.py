@@ -288,6 +288,31 @@ class TestIdentityRegistry:
         signer = registry._signers[0]
         assert registry._sign_many([signer] * 20, [b"m"] * 20) == [signer(b"m")] * 20
 
+    def test_a_batch_does_not_wait_for_a_worker_busy_with_another_batch(self, monkeypatch):
+        # two environments stepping in two threads share the pool: when its workers are
+        # all taken, the caller signs everything itself and does not wait for them
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        from gridswarm_env import trust
+
+        pool = ThreadPoolExecutor(1)
+        release, started = threading.Event(), threading.Event()
+        blocker = pool.submit(lambda: (started.set(), release.wait(30)))
+        started.wait(10)
+        monkeypatch.setattr(trust, "_worker_pool", lambda: (pool, 1))
+        registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
+        signer = registry._signers[0]
+        done = []
+        caller = threading.Thread(
+            target=lambda: done.append(registry._sign_many([signer] * 20, [b"m"] * 20)))
+        caller.start()
+        caller.join(10)
+        finished_while_busy = list(done) if not blocker.done() else None
+        release.set()
+        pool.shutdown()
+        assert finished_while_busy == [[signer(b"m")] * 20]
+
     def test_threaded_signing_works_in_a_forked_child(self):
         # the worker pool does not survive fork(); a child makes its own
         import multiprocessing
