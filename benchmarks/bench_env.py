@@ -212,58 +212,27 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
     if pad_calls_s is not None:
         PaddedCalls(env.registry, *pad_calls_s)
     timer = CryptoTimer(env.registry) if crypto else None
-    names = env.possible_agents
     env_s, env_cpu_s, pol_s, crypto_s, contracts, gc_s = [], [], [], [], [], []
-    cpu = time.process_time   # every thread's CPU time (the crypto worker's too)
     collector = _CollectorClock()
     for _ in range(repeats):
         state = _start(env, pol, seed, warmup, api)
-        t_env = t_pol = t_cpu = 0.0
-        collector.start()
         crypto0 = timer.seconds if timer else 0.0
-        k0 = env.ledger.signed
-        n_done = 0
-        signed_total = 0
-        while n_done < steps:
-            if not env.agents:   # episode over: restart (not timed)
-                signed_total += env.ledger.signed - k0
-                state = _start(env, pol, seed, 0, api)
-                k0 = env.ledger.signed
-            if api == "arrays":   # masks are env time (the adapter calls them every step)
-                c0, t0 = cpu(), time.perf_counter()
-                mask = env.action_masks()
-                t1, c1 = time.perf_counter(), cpu()
-                collector.in_policy = True
-                act = pol.act(state, mask)
-                collector.in_policy = False
-                c2, t2 = cpu(), time.perf_counter()
-                state = env.step_arrays(act[:, 0], act[:, 1])[0]
-                t3, c3 = time.perf_counter(), cpu()
-            else:                 # stacking the dicts and building actions: user side
-                c0, t0 = cpu(), time.perf_counter()
-                t1, c1 = t0, c0
-                collector.in_policy = True
-                state, actions = _dict_actions(pol, names, state)
-                collector.in_policy = False
-                c2, t2 = cpu(), time.perf_counter()
-                obs_d, _r, _te, _tr, infos = env.step(actions)
-                t3, c3 = time.perf_counter(), cpu()
-                state = (obs_d, infos)
-            t_env += (t1 - t0) + (t3 - t2)
-            t_cpu += (c1 - c0) + (c3 - c2)
-            t_pol += t2 - t1
-            n_done += 1
-        collector.stop()
+        collector.start()
+        try:
+            t_env, t_pol, t_cpu, signed = _timed_steps(env, pol, state, steps, seed, api,
+                                                       collector)
+        finally:
+            collector.stop()
         # collections that ran inside the policy's call are the environment's due
         t_env += collector.policy_s
+        t_cpu += collector.policy_cpu_s
         t_pol -= collector.policy_s
-        signed_total += env.ledger.signed - k0
         env_s.append(t_env / steps)
         env_cpu_s.append(t_cpu / steps)
         pol_s.append(t_pol / steps)
         gc_s.append(collector.total_s / steps)
         crypto_s.append(((timer.seconds - crypto0) / steps) if timer else 0.0)
-        contracts.append(signed_total / steps)
+        contracts.append(signed / steps)
     env_step = statistics.median(env_s)
     row: dict[str, Any] = {
         "n_agents": n_agents, "trust": trust, "policy": policy, "scenario": scenario,
@@ -291,27 +260,76 @@ def measure_env(n_agents: int, trust: str = "hmac", *, scenario: str = "price_sp
     return row
 
 
+def _timed_steps(env: GridSwarmEnv, pol: Any, state: Any, steps: int, seed: int, api: str,
+                 collector: _CollectorClock) -> tuple[float, float, float, int]:
+    """``steps`` timed steps from ``state`` (episodes restart, untimed, when truncated):
+    (env wall s, policy wall s, env CPU s, contracts signed)."""
+    cpu = time.process_time   # every thread's CPU time (the crypto worker's too)
+    names = env.possible_agents
+    t_env = t_pol = t_cpu = 0.0
+    k0 = env.ledger.signed
+    signed = 0
+    for _ in range(steps):
+        if not env.agents:   # episode over: restart (not timed)
+            signed += env.ledger.signed - k0
+            collector.phase = "untimed"
+            state = _start(env, pol, seed, 0, api)
+            collector.phase = "env"
+            k0 = env.ledger.signed
+        if api == "arrays":   # masks are env time (the adapter calls them every step)
+            c0, t0 = cpu(), time.perf_counter()
+            mask = env.action_masks()
+            t1, c1 = time.perf_counter(), cpu()
+            collector.phase = "policy"
+            act = pol.act(state, mask)
+            collector.phase = "env"
+            c2, t2 = cpu(), time.perf_counter()
+            state = env.step_arrays(act[:, 0], act[:, 1])[0]
+            t3, c3 = time.perf_counter(), cpu()
+        else:                 # stacking the dicts and building actions: user side
+            c0, t0 = cpu(), time.perf_counter()
+            t1, c1 = t0, c0
+            collector.phase = "policy"
+            state, actions = _dict_actions(pol, names, state)
+            collector.phase = "env"
+            c2, t2 = cpu(), time.perf_counter()
+            obs_d, _r, _te, _tr, infos = env.step(actions)
+            t3, c3 = time.perf_counter(), cpu()
+            state = (obs_d, infos)
+        t_env += (t1 - t0) + (t3 - t2)
+        t_cpu += (c1 - c0) + (c3 - c2)
+        t_pol += t2 - t1
+    return t_env, t_pol, t_cpu, signed + env.ledger.signed - k0
+
+
 class _CollectorClock:
-    """Wall time of the cyclic garbage collector's runs while started (``gc.callbacks``):
-    ``total_s``, and ``policy_s`` for the runs that started while ``in_policy`` was set."""
+    """Time of the cyclic garbage collector's runs while started (``gc.callbacks``):
+    ``total_s`` (wall) of those that started in the ``"env"`` or ``"policy"`` phase, and
+    ``policy_s`` / ``policy_cpu_s`` (wall / process CPU) of those in ``"policy"``; runs in
+    the ``"untimed"`` phase (an episode restart) are not counted."""
 
     def __init__(self) -> None:
-        self.total_s = self.policy_s = 0.0
-        self.in_policy = False
-        self._t0 = 0.0
-        self._policy_run = False
+        self.total_s = self.policy_s = self.policy_cpu_s = 0.0
+        self.phase = "env"
+        self._t0 = self._c0 = 0.0
+        self._run_phase = "env"
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._t0, self._policy_run = time.perf_counter(), self.in_policy
+            self._t0, self._c0 = time.perf_counter(), time.process_time()
+            self._run_phase = self.phase
+            return
+        if self._run_phase == "untimed":
             return
         elapsed = time.perf_counter() - self._t0
         self.total_s += elapsed
-        if self._policy_run:
+        if self._run_phase == "policy":
             self.policy_s += elapsed
+            self.policy_cpu_s += time.process_time() - self._c0
 
     def start(self) -> None:
-        self.total_s = self.policy_s = 0.0
+        self.total_s = self.policy_s = self.policy_cpu_s = 0.0
+        self.phase = "env"
         gc.callbacks.append(self._callback)
 
     def stop(self) -> None:

@@ -509,11 +509,13 @@ class GridSwarmEnv(ParallelEnv):
     def _step_paused(self, power_level: np.ndarray, price_level: np.ndarray, *,
                      as_dicts: bool):
         """:meth:`_step` with the cyclic garbage collector paused (``EnvConfig.pause_gc``;
-        left alone when it is already disabled) and resumed afterwards, also on errors."""
+        left alone when it is already disabled) and resumed afterwards, also on errors
+        and interrupts (``gc.disable()`` is inside the ``try``: an interrupt arriving
+        just after it cannot leave the collector off for good)."""
         if not (self.config.pause_gc and gc.isenabled()):
             return self._step(power_level, price_level, as_dicts=as_dicts)
-        gc.disable()
         try:
+            gc.disable()
             return self._step(power_level, price_level, as_dicts=as_dicts)
         finally:
             gc.enable()

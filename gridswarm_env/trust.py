@@ -418,9 +418,10 @@ def _spread(task: Callable[[int], Any], n: int, threads: int) -> list[Any]:
     Each thread takes the next index from one shared, locked iterator until none is
     left, so every task runs exactly once and a worker that starts late just takes
     fewer; one that has not started when this thread has done them all (the pool busy
-    with another caller's batch) is cancelled, not waited for. The tasks are independent and stateless (signatures): one that raises is
-    recorded and the rest still run; after every worker has finished, the error of the
-    lowest index is raised, as the loop above would raise it. An interrupt in this
+    with another caller's batch) is cancelled, not waited for. The tasks are
+    independent and stateless (signatures): one that raises is recorded and the rest
+    still run; after every worker has finished, the error of the lowest index is
+    raised, as the loop above would raise it. An interrupt in this
     thread stops the workers at their next task. A pool that no longer takes work (the
     interpreter is shutting down) leaves the whole batch to this thread.
     """

@@ -168,7 +168,10 @@ class LearnedPolicy:
             raise ValueError(f"{source} was trained for MultiDiscrete"
                              f"({self._nvec.tolist()}) actions; this environment expects "
                              f"MultiDiscrete({want.tolist()}) (n_power_levels, n_price_levels)")
-        if seed is not None:
+        if seed is not None and not self.deterministic:
+            # SB3 seeds the global random, numpy and torch generators here: only when
+            # actions are sampled (greedy actions need no seed, and a model in training,
+            # see from_model, keeps its own random stream)
             self.model.set_random_seed(seed)
 
     def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -152,6 +152,15 @@ def test_learned_policy_from_a_model_in_memory_acts_as_from_its_file(trained):
     assert in_memory.path is None
     from_memory = run_episode(env, in_memory, seed=3, max_steps=15)
     assert from_memory.metrics == from_file.metrics
+    # greedy acting leaves the process's random generators alone (a model being trained
+    # keeps its random stream when the benchmark evaluates it)
+    import torch
+
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
+    run_episode(env, in_memory, seed=4, max_steps=3)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_state,
+                                                    strict=True))
     with pytest.raises(ValueError, match="has no predict"):
         LearnedPolicy.from_model(object())
     with pytest.raises(ValueError, match="torch_threads"):
