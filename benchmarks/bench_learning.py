@@ -25,7 +25,7 @@ within ``--timesteps`` says so (``beaten: false``) and reports the best cost rea
 
 The reward the learner maximizes is each DER's profit, not ``system_cost`` (README,
 "The reward is each DER's profit"): a learner can raise its reward while the system
-cost rises: with ``--scenario all`` (cloned start) it came within 4.4 % of the
+cost rises: with ``--scenario all`` (cloned start) it came within 3.8 % of the
 heuristic's and then rose again. Scenario ``solar_surplus`` is the default because it leaves room: in
 ``price_spike`` the heuristic already equals the perfect-foresight oracle, so no policy
 can beat it there.
