@@ -39,7 +39,7 @@ What is measured
 * **Emergency latency** — one full ``emergency`` episode at 10 000 agents;
   ``emergency_response_latency_ms`` must stay within 100 ms of simulated time.
 * **Memory** — in fresh subprocesses: the peak resident set size
-  (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of a whole 10 000-agent episode, and the
+  (``VmHWM``, see :func:`_peak_rss_mib`) of a whole 10 000-agent episode, and the
   resident set size sampled over a long 100-agent run (hmac, in-memory audit head only:
   ``EnvConfig(audit_keep_entries=False)``), whose growth after warm-up must stay bounded.
 
@@ -488,8 +488,24 @@ def _rss_mib() -> float:
 
 
 def _peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (``ru_maxrss`` is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process image so far, MiB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this program's own
+    memory. Not ``ru_maxrss``: Linux carries the parent's high-water mark into a child
+    over ``fork``/``exec`` (``subprocess`` spawns with ``vfork``), so a child started by
+    a benchmark that had built 10 000-agent environments reported the parent's ~410-460
+    MiB instead of its own ~195 MiB. Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on
+    macOS) is the fallback.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0   # kB
+    except OSError:   # pragma: no cover - not Linux
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # pragma: no cover
+    return peak / (2**20 if sys.platform == "darwin" else 1024.0)  # pragma: no cover
 
 
 def episode_memory_child(n_agents: int, trust: str, scenario: str) -> dict[str, Any]:
