@@ -70,15 +70,26 @@ def load_maskable_ppo(path: str | Path) -> Any:
     except Exception as exc:   # zip members, pickle or torch payload unreadable
         raise ValueError(f"model file {str(p)!r} is corrupt or not a MaskablePPO model "
                          f"({type(exc).__name__}: {exc})") from None
-    obs_space, act_space = model.observation_space, model.action_space
-    if not isinstance(obs_space, spaces.Box) or obs_space.shape != (OBS_DIM,):
-        raise ValueError(f"model file {str(p)!r} has observation space {obs_space}; expected "
-                         f"Box of shape ({OBS_DIM},) (gridswarm observations)")
-    if not isinstance(act_space, spaces.MultiDiscrete) or act_space.nvec.shape != (2,):
-        raise ValueError(f"model file {str(p)!r} has action space {act_space}; expected "
-                         "MultiDiscrete([n_power_levels, n_price_levels])")
+    _check_spaces(model, f"model file {str(p)!r}")
     _check_record(p)
     return model
+
+
+def _check_spaces(model: Any, source: str) -> None:
+    """``model``'s observation space must be ``Box((OBS_DIM,))`` and its action space a
+    two-dimensional ``MultiDiscrete``.
+
+    :param source: how the message names the model (e.g. ``model file 'x.zip'``).
+    :raises ValueError: naming the space that does not fit and what is expected.
+    """
+    obs_space = getattr(model, "observation_space", None)
+    act_space = getattr(model, "action_space", None)
+    if not isinstance(obs_space, spaces.Box) or obs_space.shape != (OBS_DIM,):
+        raise ValueError(f"{source} has observation space {obs_space}; expected "
+                         f"Box of shape ({OBS_DIM},) (gridswarm observations)")
+    if not isinstance(act_space, spaces.MultiDiscrete) or act_space.nvec.shape != (2,):
+        raise ValueError(f"{source} has action space {act_space}; expected "
+                         "MultiDiscrete([n_power_levels, n_price_levels])")
 
 
 def _check_record(path: Path) -> None:
@@ -137,23 +148,16 @@ class LearnedPolicy:
 
         :raises ValueError: not a MaskablePPO-like model, or spaces that do not fit.
         """
-        obs_space = getattr(model, "observation_space", None)
-        act_space = getattr(model, "action_space", None)
         if not callable(getattr(model, "predict", None)):
             raise ValueError(f"{type(model).__name__} has no predict(); expected a "
                              "MaskablePPO model")
-        if not isinstance(obs_space, spaces.Box) or obs_space.shape != (OBS_DIM,):
-            raise ValueError(f"model has observation space {obs_space}; expected Box of "
-                             f"shape ({OBS_DIM},) (gridswarm observations)")
-        if not isinstance(act_space, spaces.MultiDiscrete) or act_space.nvec.shape != (2,):
-            raise ValueError(f"model has action space {act_space}; expected "
-                             "MultiDiscrete([n_power_levels, n_price_levels])")
+        _check_spaces(model, "model")
         policy = cls.__new__(cls)
         policy.path = None
         policy.deterministic = bool(deterministic)
         policy.torch_threads = _checked_threads(torch_threads)
         policy.model = model
-        policy._nvec = np.asarray(act_space.nvec, dtype=np.int64)
+        policy._nvec = np.asarray(model.action_space.nvec, dtype=np.int64)
         return policy
 
     def reset(self, env: Any, seed: int | None = None) -> None:
