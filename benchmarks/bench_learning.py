@@ -97,13 +97,10 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     if not (isinstance(margin, int | float) and math.isfinite(margin) and 0 <= margin < 1):
         raise ValueError(f"margin = {margin!r}: expected a number in [0, 1)")
     try:
+        import sb3_contrib  # noqa: F401
         import torch  # noqa: F401
-        from stable_baselines3.common.callbacks import BaseCallback
 
-        from policies import make_policy
-        from policies.learned import LearnedPolicy
-        from train.config import TrainConfig, resolve_scenarios
-        from train.trainer import train
+        from train.config import resolve_scenarios
     except ImportError as exc:  # pragma: no cover - depends on the installation
         return {"skipped": f"train/ or its dependencies are unavailable: {exc}"}
     scenarios = resolve_scenarios(scenario)
@@ -111,18 +108,22 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
     try:   # the model, its record and tensorboard files are removed in every case
         return _run(scenarios, scenario, seeds, workdir, timesteps, eval_every, margin, bc,
-                    bc_timesteps, bc_epochs, seed, n_agents, TrainConfig, train,
-                    BaseCallback, make_policy, LearnedPolicy)
+                    bc_timesteps, bc_epochs, seed, n_agents)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], workdir: str,
          timesteps: int, eval_every: int, margin: float, bc: bool, bc_timesteps: int,
-         bc_epochs: int, seed: int, n_agents: int, TrainConfig: Any, train: Any,
-         BaseCallback: Any, make_policy: Any, LearnedPolicy: Any) -> dict[str, Any]:
+         bc_epochs: int, seed: int, n_agents: int) -> dict[str, Any]:
     """:func:`run` inside its working directory."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
     from gridswarm_env.env import GridSwarmEnv
+    from policies import make_policy
+    from policies.learned import LearnedPolicy
+    from train.config import TrainConfig
+    from train.trainer import train
 
     config = TrainConfig(
         scenario=scenario, total_timesteps=timesteps, n_agents=n_agents, trust="hmac",
