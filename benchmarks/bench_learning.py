@@ -33,7 +33,8 @@ can beat it there.
 Usage::
 
     python -m benchmarks.bench_learning [--scenario S] [--timesteps N] [--eval-every N]
-        [--eval-seeds K] [--margin F] [--bc] [--seed N] [--json FILE]
+        [--eval-seeds K] [--margin F] [--bc] [--bc-timesteps N] [--bc-epochs N]
+        [--reward env|marginal] [--seed N] [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def _mean_costs(envs: dict[str, Any], policy: Any, seeds: list[int]) -> dict[str
 def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
         eval_every: int = 100_000, eval_seeds: int = 3, margin: float = 0.01,
         bc: bool = False, bc_timesteps: int = 200_000, bc_epochs: int = 10,
-        seed: int = 0, n_agents: int = 100, quick: bool = False) -> dict[str, Any]:
+        seed: int = 0, n_agents: int = 100, quick: bool = False,
+        reward: str = "env") -> dict[str, Any]:
     """Train until the learned policy beats the heuristic or ``timesteps`` run out.
 
     :param scenario: training and evaluation scenario, or ``"all"``.
@@ -82,6 +84,8 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     :param bc_epochs: cloning passes over the demonstrations.
     :param seed: the training run's seed.
     :param n_agents: agents per environment.
+    :param reward: the reward PPO learns from, ``TrainConfig.reward``: ``"env"`` (each
+        DER's profit) or ``"marginal"`` (plus its averted value of lost load).
     :param quick: a small smoke run (50 000 PPO steps, 20 000 demonstration steps, one
         evaluation seed), for checking the harness, not for the figure.
     :return: the figures (see the module docstring) or ``{"skipped": reason}``.
@@ -108,14 +112,14 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
     try:   # the model, its record and tensorboard files are removed in every case
         return _run(scenarios, scenario, seeds, workdir, timesteps, eval_every, margin, bc,
-                    bc_timesteps, bc_epochs, seed, n_agents)
+                    bc_timesteps, bc_epochs, seed, n_agents, reward)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], workdir: str,
          timesteps: int, eval_every: int, margin: float, bc: bool, bc_timesteps: int,
-         bc_epochs: int, seed: int, n_agents: int) -> dict[str, Any]:
+         bc_epochs: int, seed: int, n_agents: int, reward: str) -> dict[str, Any]:
     """:func:`run` inside its working directory."""
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -127,6 +131,7 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], workdir: s
 
     config = TrainConfig(
         scenario=scenario, total_timesteps=timesteps, n_agents=n_agents, trust="hmac",
+        reward=reward,
         seed=seed, logdir=workdir, out=str(Path(workdir) / "model.zip"), checkpoint_every=0,
         learning_rate=1e-4, target_kl=0.02, net_arch=(128, 128),
         bc_teacher="heuristic" if bc else None, bc_timesteps=bc_timesteps,
@@ -202,7 +207,7 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], workdir: s
     ppo_s = total_s - clock["bc_done_s"]
     return {
         "scenario": scenario, "n_agents": n_agents, "trust": "hmac", "seed": seed,
-        "eval_seeds": seeds, "margin": margin, "bc": bc,
+        "eval_seeds": seeds, "margin": margin, "bc": bc, "reward": reward,
         "timesteps_budget": timesteps, "eval_every": eval_every,
         "heuristic_system_cost": target_cost, "heuristic_per_scenario": heuristic,
         "threshold_system_cost": threshold,
@@ -227,6 +232,8 @@ def describe(r: dict[str, Any]) -> str:
         return f"learning: skipped ({r['skipped']})"
     start = "PPO from a random network" if not r["bc"] else (
         f"cloning the heuristic ({r['bc_agent_steps']:,} agent-steps, {r['bc_s']:.0f} s) then PPO")
+    if r.get("reward", "env") != "env":
+        start += f" on the {r['reward']} reward"
     head = (f"learning ({r['scenario']}, {r['n_agents']} agents, {start}; heuristic "
             f"system_cost {r['heuristic_system_cost']:.2f} $ on seeds "
             f"{r['eval_seeds'][0]}..{r['eval_seeds'][-1]}): ")
@@ -258,6 +265,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="clone the heuristic before PPO (as the shipped model was made)")
     parser.add_argument("--bc-timesteps", type=int, default=200_000)
     parser.add_argument("--bc-epochs", type=int, default=10)
+    parser.add_argument("--reward", default="env", choices=("env", "marginal"),
+                        help="the reward PPO learns from (as python -m train --reward)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small smoke run of the harness")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
@@ -271,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         resolve_scenarios(args.scenario)
         r = run(args.scenario, args.timesteps, args.eval_every, args.eval_seeds, args.margin,
                 args.bc, args.bc_timesteps, args.bc_epochs, args.seed,
-                quick=args.quick)
+                quick=args.quick, reward=args.reward)
     except ValueError as exc:
         parser.error(str(exc))
     print(describe(r))

@@ -341,11 +341,12 @@ class EnvConfig:
         it after (only if it was enabled when the step began). A step makes no reference
         cycles (its objects are freed by reference counting; tested), but its
         short-lived contract objects made the collector run during every step at scale:
-        at 10 000 agents ~7 young and 0.7 middle collections per step, 6.7-9.0 ms of a
-        ~45-70 ms hmac step; paused, 0.65-0.84 ms (the ``gc ms`` column of
+        at 10 000 agents ~7 young and 0.7 middle collections per step, 6.2-9.0 ms of a
+        ~45-70 ms hmac step; paused, 0.5-0.8 ms (the ``gc ms`` column of
         ``python -m benchmarks``). Trajectories are identical either way. Set False if
-        another thread of the process must collect while a step runs, or turns the
-        collector off and on itself (a step that began with it on turns it back on).
+        another thread of the process relies on automatic collection while steps run,
+        or turns the collector off and on itself (a step that began with it on turns it
+        back on).
     """
 
     n_agents: int = 100
