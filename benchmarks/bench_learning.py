@@ -6,10 +6,11 @@ shipped model's PPO settings; from a random network, or with ``--bc`` after clon
 heuristic as the shipped model was) and pauses to evaluate the model being trained when
 training starts and at the first rollout start after every ``--eval-every`` agent-steps
 (the network as last updated; a rollout is 6 400 agent-steps, so the points fall on
-multiples of it): greedy actions (:meth:`policies.learned.LearnedPolicy.from_model`,
-which leaves the training's random generators alone) on held-out evaluation seeds,
-through :func:`policies.rollout.run_episode` like ``evaluate.py``. The heuristic is scored on the same seeds first. The run stops at the
-first evaluation whose mean ``system_cost`` is at least ``--margin`` below the
+multiples of it), with :class:`train.callbacks.SystemCostEvaluation` (what
+``python -m train --eval-every`` uses): greedy actions on held-out evaluation seeds,
+through :func:`policies.rollout.run_episode` like ``evaluate.py``, leaving the
+training's random generators alone. The heuristic is scored on the same seeds first.
+The run stops at the first evaluation whose mean ``system_cost`` is at least ``--margin`` below the
 heuristic's:
 
     beaten  <=>  mean_cost(learned) <= (1 - margin) * mean_cost(heuristic)
@@ -53,19 +54,6 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: first evaluation seed; training episodes are seeded from ``--seed`` (0) upwards
-EVAL_SEED_BASE = 10_000
-
-
-def _mean_costs(envs: dict[str, Any], policy: Any, seeds: list[int]) -> dict[str, float]:
-    """Mean ``system_cost`` per scenario of ``policy`` over ``seeds``."""
-    from policies.rollout import run_episode
-
-    return {name: sum(run_episode(env, policy, seed).metrics["system_cost"]
-                      for seed in seeds) / len(seeds)
-            for name, env in envs.items()}
-
-
 def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
         eval_every: int = 100_000, eval_seeds: int = 3, margin: float = 0.01,
         bc: bool = False, bc_timesteps: int = 200_000, bc_epochs: int = 10,
@@ -108,6 +96,8 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     except ImportError as exc:  # pragma: no cover - depends on the installation
         return {"skipped": f"train/ or its dependencies are unavailable: {exc}"}
     scenarios = resolve_scenarios(scenario)
+    from train.callbacks import EVAL_SEED_BASE
+
     seeds = [EVAL_SEED_BASE + k for k in range(eval_seeds)]
     workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
     try:   # the model, its record and tensorboard files are removed in every case
@@ -121,11 +111,9 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], workdir: s
          timesteps: int, eval_every: int, margin: float, bc: bool, bc_timesteps: int,
          bc_epochs: int, seed: int, n_agents: int, reward: str) -> dict[str, Any]:
     """:func:`run` inside its working directory."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
     from gridswarm_env.env import GridSwarmEnv
     from policies import make_policy
-    from policies.learned import LearnedPolicy
+    from train.callbacks import SystemCostEvaluation, mean_system_costs
     from train.config import TrainConfig
     from train.trainer import train
 
@@ -137,74 +125,30 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], workdir: s
         bc_teacher="heuristic" if bc else None, bc_timesteps=bc_timesteps,
         bc_epochs=bc_epochs, torch_threads=1, progress_bar=False, verbose=0,
         run_name="bench_learning")
-    envs = {name: GridSwarmEnv(scenario=name, n_agents=n_agents, trust="hmac", seed=seed)
+    envs = {name: GridSwarmEnv(scenario=name, n_agents=n_agents, trust="hmac")
             for name in scenarios}
     t_h = time.perf_counter()
-    heuristic = _mean_costs(envs, make_policy("heuristic"), seeds)
+    heuristic = mean_system_costs(envs, make_policy("heuristic"), seeds)
     heuristic_eval_s = time.perf_counter() - t_h
     target_cost = sum(heuristic.values())
     threshold = (1.0 - margin) * target_cost
 
-    clock: dict[str, float] = {"start": 0.0, "eval_s": 0.0}
-    curve: list[dict[str, Any]] = []
-    found: dict[str, Any] = {}
-
-    def training_s() -> float:
-        return time.perf_counter() - clock["start"] - clock["eval_s"]
-
-    class BeatHeuristic(BaseCallback):
-        """Evaluate the model in training when training starts and then at the first
-        rollout start after every ``eval_every`` agent-steps (the network as last
-        updated: it does not change during a rollout); stop once it beats the heuristic
-        by the margin."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.next_eval = 0
-            self.beaten = False
-
-        def evaluate(self) -> None:
-            at_s = training_s()
-            t0 = time.perf_counter()
-            learned = LearnedPolicy.from_model(self.model)
-            costs = _mean_costs(envs, learned, seeds)
-            clock["eval_s"] += time.perf_counter() - t0
-            total = sum(costs.values())
-            point = {"agent_steps": int(self.num_timesteps), "train_s": round(at_s, 1),
-                     "system_cost": total,
-                     "relative_to_heuristic": total / target_cost if target_cost else None,
-                     "per_scenario": costs}
-            curve.append(point)
-            if total <= threshold and not found:
-                found.update(point)
-                self.beaten = True
-
-        def _on_training_start(self) -> None:
-            # the cloned (or untrained) network, before any PPO step
-            self.next_eval = int(self.num_timesteps) + eval_every
-            clock["bc_done_s"] = training_s()
-            self.evaluate()
-
-        def _on_rollout_start(self) -> None:
-            if not self.beaten and self.num_timesteps >= self.next_eval:
-                while self.next_eval <= self.num_timesteps:
-                    self.next_eval += eval_every
-                self.evaluate()
-
-        def _on_step(self) -> bool:
-            return not self.beaten
-
-    callback = BeatHeuristic()
-    clock["start"] = time.perf_counter()
-    train(config, callbacks=[callback])
-    total_s = training_s()
-    if not found and curve[-1]["agent_steps"] < callback.num_timesteps:
-        callback.evaluate()   # the budget's end, when it fell between two evaluations
+    # its clock starts now: building the adapter and model, cloning and PPO count, its
+    # own evaluations do not
+    evaluation = SystemCostEvaluation(scenarios, n_agents, eval_every, len(seeds),
+                                      stop_at_cost=threshold)
+    train(config, callbacks=[evaluation])
+    total_s = evaluation.train_s()
+    curve = [{**p, "relative_to_heuristic": p["system_cost"] / target_cost
+              if target_cost else None} for p in evaluation.points]
+    found = next((p for p in curve if evaluation.stopped_at is not None
+                  and p["agent_steps"] == evaluation.stopped_at["agent_steps"]), {})
     record = json.loads((Path(workdir) / "model.json").read_text())
     best = min(curve, key=lambda p: p["system_cost"])
     cloning = record.get("behaviour_cloning", {})
-    ppo_steps = int(callback.num_timesteps)
-    ppo_s = total_s - clock["bc_done_s"]
+    ppo_steps = int(evaluation.num_timesteps)
+    bc_done_s = curve[0]["train_s"]   # the first evaluation: when PPO starts
+    ppo_s = total_s - bc_done_s
     return {
         "scenario": scenario, "n_agents": n_agents, "trust": "hmac", "seed": seed,
         "eval_seeds": seeds, "margin": margin, "bc": bc, "reward": reward,
@@ -216,9 +160,10 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], workdir: s
         "train_s_to_beat": found.get("train_s"),
         "relative_cost_at_beat": found.get("relative_to_heuristic"),
         "best": best,
-        "bc_agent_steps": cloning.get("samples", 0), "bc_s": clock["bc_done_s"],
+        "bc_agent_steps": cloning.get("samples", 0), "bc_s": bc_done_s,
         "ppo_agent_steps": ppo_steps,
-        "train_s": round(total_s, 1), "eval_s": round(clock["eval_s"] + heuristic_eval_s, 1),
+        "train_s": round(total_s, 1),
+        "eval_s": round(evaluation.eval_s + heuristic_eval_s, 1),
         # PPO rollouts and updates only (no cloning, no evaluation)
         "ppo_agent_steps_per_s": ppo_steps / ppo_s if ppo_s > 0 else None,
         "curve": curve, "torch_threads": 1, "load_average": os.getloadavg()[0],

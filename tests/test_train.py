@@ -124,6 +124,47 @@ def test_same_seed_same_weights_other_seed_differs(trained, tmp_path):
     assert any(not np.array_equal(w1[k], w3[k]) for k in w1)
 
 
+def test_evaluation_during_training_keeps_the_best_model_and_changes_nothing(trained, tmp_path):
+    """--eval-every: system_cost of greedy held-out episodes at the start, about every N
+    agent-steps (rollout starts) and at the end; the best model is saved, the curve is
+    in the record and tensorboard; the training itself is the same as without it."""
+    from train.callbacks import EVAL_SEED_BASE
+
+    _, plain, _ = trained
+    path = train(tiny(tmp_path, run_name="evaluated", eval_every=1200, eval_seeds=1))
+    for k, w in weights(plain).items():
+        np.testing.assert_array_equal(w, weights(path)[k])
+    run_dir = tmp_path / "runs" / "evaluated"
+    record = json.loads(path.with_suffix(".json").read_text())
+    ev = record["evaluation_during_training"]
+    assert ev["seeds"] == [EVAL_SEED_BASE] and ev["every"] == 1200
+    assert [p["agent_steps"] for p in ev["curve"]] == [0, 1200, 2400]
+    best = min(ev["curve"], key=lambda p: p["system_cost"])
+    assert ev["best"] == best and ev["best_model"] == str(run_dir / "best_model.zip")
+    # the saved best model scores what the curve says (same seed, greedy)
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=10, trust="hmac")
+    again = run_episode(env, LearnedPolicy(run_dir / "best_model.zip"), seed=EVAL_SEED_BASE)
+    assert again.metrics["system_cost"] == pytest.approx(best["system_cost"], rel=1e-12)
+    ea = EventAccumulator(str(run_dir))
+    ea.Reload()
+    assert {"eval/system_cost", "eval/emergency/system_cost"} <= set(ea.Tags()["scalars"])
+    assert record["config"]["eval_every"] == 1200
+
+
+def test_evaluation_can_stop_training_at_a_cost():
+    from train.callbacks import SystemCostEvaluation
+
+    venv = GridSwarmVecEnv("emergency", n_agents=10, trust="hmac", seed=0)
+    model = make_model(TrainConfig(scenario="emergency", n_agents=10, n_steps=60,
+                                   batch_size=300, progress_bar=False), venv)
+    evaluation = SystemCostEvaluation(["emergency"], 10, every=600, n_seeds=1,
+                                      stop_at_cost=float("inf"))
+    model.learn(total_timesteps=6000, callback=evaluation)
+    assert evaluation.stopped_at == evaluation.points[0]   # met before any PPO step
+    assert len(evaluation.points) == 1 and model.num_timesteps <= 10
+    venv.close()
+
+
 def test_learned_policy_acts_in_one_masked_batch(trained):
     _, path, _ = trained
     policy = make_policy(str(path))
@@ -313,6 +354,8 @@ def test_run_names_carry_scenario_seed_and_time():
     ({"bc_teacher": "random", "bc_timesteps": 10}, "bc_teacher"),
     ({"bc_teacher": "heuristic", "bc_timesteps": 0}, "bc_timesteps"),
     ({"resume": "/no/such/model.zip"}, "resume"),
+    ({"eval_every": -1}, "eval_every"),
+    ({"eval_seeds": 0}, "eval_seeds"),
 ])
 def test_config_errors_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):

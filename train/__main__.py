@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--envs", type=int, default=DEFAULTS.n_envs, help="env copies stacked (default: %(default)s)")
     a("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, metavar="N",
       help="checkpoint every N agent-steps, 0 = never (default: %(default)s)")
+    a("--eval-every", type=int, default=DEFAULTS.eval_every, metavar="N",
+      help="evaluate by system_cost about every N agent-steps on held-out seeds, keep "
+           "the best model as <run>/best_model.zip, 0 = never (default: %(default)s)")
+    a("--eval-seeds", type=int, default=DEFAULTS.eval_seeds, metavar="K",
+      help="evaluation episodes per scenario (default: %(default)s)")
     a("--trust", default=DEFAULTS.trust, choices=TRUST_MODES,
       help="contract signatures (default: %(default)s, fast)")
     a("--reward", default=DEFAULTS.reward, choices=REWARD_MODES,
@@ -147,7 +152,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
     return TrainConfig(
         scenario=args.scenario, total_timesteps=args.timesteps, n_agents=args.agents,
         n_envs=args.envs, trust=args.trust, seed=args.seed, logdir=args.logdir, out=args.out,
-        resume=args.resume, checkpoint_every=args.checkpoint_every, reward=args.reward,
+        resume=args.resume, checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every, eval_seeds=args.eval_seeds, reward=args.reward,
         marginal_weight=args.marginal_weight, reward_scale=args.reward_scale,
         reward_clip=args.reward_clip or None, **ppo_settings(args, checkpoint),
         bc_teacher=args.bc_teacher,

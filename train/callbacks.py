@@ -15,11 +15,18 @@ Like SB3's callbacks (a public ``on_step`` around an abstract ``_on_step``), the
 class keeps SB3's ``_on_step`` and exposes a public hook, :meth:`on_episode_end`,
 called once per finished episode: subclass and override it to do more (early
 stopping on a KPI, custom plots).
+
+:class:`SystemCostEvaluation` judges the model being trained by ``system_cost`` on
+held-out seeds (``python -m train --eval-every N``, and the benchmark of the time PPO
+takes to beat the heuristic), keeps the best model and can stop training at a cost.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
@@ -104,3 +111,108 @@ class EpisodeMetricsCallback(BaseCallback):
             for tag, value in scalars.items():
                 self._writer.add_scalar(_episode_tag(tag), value, self.num_timesteps)
         self.logger.record("grid/episodes", self.n_episodes)
+
+
+#: first seed of the evaluation episodes (training episodes draw their seeds from
+#: [0, 2**31) through the adapter's generator: held out in practice)
+EVAL_SEED_BASE = 10_000
+
+
+def mean_system_costs(envs: dict[str, Any], policy: Any, seeds: list[int]) -> dict[str, float]:
+    """Mean ``system_cost`` per scenario of ``policy`` over ``seeds``
+    (:func:`policies.rollout.run_episode`, as ``evaluate.py`` runs episodes).
+
+    :param envs: scenario name -> environment.
+    """
+    from policies.rollout import run_episode
+
+    return {name: sum(run_episode(env, policy, seed).metrics["system_cost"]
+                      for seed in seeds) / len(seeds)
+            for name, env in envs.items()}
+
+
+class SystemCostEvaluation(BaseCallback):
+    """Judge the model being trained by the system objective, not its reward.
+
+    When training starts and then at the first rollout start after every ``every``
+    agent-steps (the network as last updated: it does not change during a rollout), and
+    when training ends, the model acts greedily
+    (:meth:`policies.learned.LearnedPolicy.from_model`, which leaves the training's
+    random generators alone: training is the same with or without this callback) in
+    ``n_seeds`` held-out episodes per scenario (seeds :data:`EVAL_SEED_BASE` + k, hmac
+    trust). Each evaluation appends a point to :attr:`points` (``agent_steps``,
+    ``train_s`` = seconds since the callback was made minus the evaluations before it,
+    ``system_cost`` = the sum over scenarios of the per-scenario means, ``per_scenario``),
+    and records ``eval/system_cost`` and ``eval/<scenario>/system_cost`` for tensorboard.
+
+    :param scenarios: scenario names to evaluate on.
+    :param n_agents: agents per evaluation environment.
+    :param every: agent-steps between evaluations (>= 1).
+    :param n_seeds: evaluation episodes per scenario (>= 1).
+    :param best_path: save the model there whenever an evaluation is the best so far.
+    :param stop_at_cost: stop training at the first evaluation whose cost is at most this.
+    """
+
+    def __init__(self, scenarios: Sequence[str], n_agents: int, every: int, n_seeds: int = 3,
+                 best_path: str | Path | None = None, stop_at_cost: float | None = None,
+                 verbose: int = 0) -> None:
+        super().__init__(verbose)
+        from gridswarm_env.env import GridSwarmEnv
+
+        self.envs = {name: GridSwarmEnv(scenario=name, n_agents=n_agents, trust="hmac")
+                     for name in scenarios}
+        self.every = every
+        self.seeds = [EVAL_SEED_BASE + k for k in range(n_seeds)]
+        self.best_path = None if best_path is None else Path(best_path)
+        self.stop_at_cost = stop_at_cost
+        self.points: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.stopped_at: dict[str, Any] | None = None
+        self.eval_s = 0.0
+        self._t0 = time.perf_counter()
+        self._next = 0
+
+    def train_s(self) -> float:
+        """Seconds since the callback was made, evaluations left out."""
+        return time.perf_counter() - self._t0 - self.eval_s
+
+    def evaluate(self) -> dict[str, Any]:
+        """Evaluate the model now; the point (also appended to :attr:`points`)."""
+        from policies.learned import LearnedPolicy
+
+        at_s = self.train_s()
+        t0 = time.perf_counter()
+        costs = mean_system_costs(self.envs, LearnedPolicy.from_model(self.model), self.seeds)
+        total = sum(costs.values())
+        point = {"agent_steps": int(self.num_timesteps), "train_s": round(at_s, 1),
+                 "system_cost": total, "per_scenario": costs}
+        self.points.append(point)
+        self.logger.record("eval/system_cost", total)
+        for name, cost in costs.items():
+            self.logger.record(f"eval/{name}/system_cost", cost)
+        if self.best is None or total < self.best["system_cost"]:
+            self.best = point
+            if self.best_path is not None:
+                self.model.save(self.best_path)
+        if self.stop_at_cost is not None and total <= self.stop_at_cost and not self.stopped_at:
+            self.stopped_at = point
+        self.eval_s += time.perf_counter() - t0
+        return point
+
+    def _on_training_start(self) -> None:
+        self._next = int(self.num_timesteps) + self.every
+        self.evaluate()
+
+    def _on_rollout_start(self) -> None:
+        if self.stopped_at is None and self.num_timesteps >= self._next:
+            while self._next <= self.num_timesteps:
+                self._next += self.every
+            self.evaluate()
+
+    def _on_step(self) -> bool:
+        return self.stopped_at is None
+
+    def _on_training_end(self) -> None:
+        if self.stopped_at is None and self.points[-1]["agent_steps"] < self.num_timesteps:
+            self.evaluate()   # the budget's end, when it fell between two evaluations
+            self.logger.dump(self.num_timesteps)

@@ -77,6 +77,12 @@ class TrainConfig:
         fills the fields whose flags are not given from the checkpoint. No behaviour
         cloning (``bc_teacher`` must be None).
     :param checkpoint_every: save a checkpoint every this many agent-steps (0: never).
+    :param eval_every: judge the model by ``system_cost`` about every this many agent-steps
+        (0: never; :class:`~train.callbacks.SystemCostEvaluation`): greedy episodes on
+        ``eval_seeds`` held-out seeds per scenario, ``eval/…`` tensorboard scalars, the
+        best model so far saved as ``<run dir>/best_model.zip`` and the curve in the
+        record. The reward is each DER's profit, so the last model need not be the best.
+    :param eval_seeds: evaluation episodes per scenario.
     :param reward: ``"env"`` (the env's per-agent reward) or ``"marginal"`` (plus each
         agent's averted value of lost load, :func:`~train.adapter.marginal_reward_term`).
     :param marginal_weight: weight of that term.
@@ -119,6 +125,8 @@ class TrainConfig:
     out: str | None = None
     resume: str | None = None
     checkpoint_every: int = 500_000
+    eval_every: int = 0
+    eval_seeds: int = 3
     reward: str = "env"
     marginal_weight: float = 1.0
     reward_scale: float = 0.01
@@ -159,6 +167,8 @@ class TrainConfig:
         check_choice(owner, "trust", self.trust, TRUST_MODES)
         check_int_at_least(owner, "seed", self.seed, 0)
         check_int_at_least(owner, "checkpoint_every", self.checkpoint_every, 0)
+        check_int_at_least(owner, "eval_every", self.eval_every, 0)
+        check_int_at_least(owner, "eval_seeds", self.eval_seeds, 1)
         check_choice(owner, "reward", self.reward, REWARD_MODES)
         check_non_negative(owner, "marginal_weight", self.marginal_weight)
         check_positive(owner, "reward_scale", self.reward_scale)

@@ -157,7 +157,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
     from train.bc import behaviour_clone, collect_demonstrations
-    from train.callbacks import EpisodeMetricsCallback
+    from train.callbacks import EpisodeMetricsCallback, SystemCostEvaluation
 
     th.set_num_threads(config.torch_threads)
     t_start = time.time()
@@ -205,6 +205,12 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
 
     metrics_cb = EpisodeMetricsCallback()
     all_callbacks = [metrics_cb]
+    evaluation = None
+    if config.eval_every:
+        evaluation = SystemCostEvaluation(
+            venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
+            best_path=run_dir / "best_model.zip")
+        all_callbacks.append(evaluation)
     if config.checkpoint_every:
         all_callbacks.append(CheckpointCallback(
             save_freq=max(config.checkpoint_every // venv.num_envs, 1),
@@ -232,6 +238,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         "agent_steps_per_s": round(steps / learn_s, 1) if steps and learn_s > 0 else None,
         "episodes_finished": metrics_cb.n_episodes,
         "recent_episodes": _summarize(list(metrics_cb.episodes)),
+        "evaluation_during_training": None if evaluation is None else {
+            "seeds": evaluation.seeds, "every": config.eval_every,
+            "best_model": str(run_dir / "best_model.zip") if evaluation.best else None,
+            "best": evaluation.best, "curve": evaluation.points},
         "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
         "versions": _versions(), "platform": platform.platform(),
     })
