@@ -389,9 +389,12 @@ def test_cli_as_a_user_runs_it(tmp_path, capsys):
     assert "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
     status = main(["--scenario", "emergency", "--agents", "5", "--timesteps", "600",
                    "--n-steps", "60", "--batch-size", "300", "--logdir", str(tmp_path),
-                   "--run-name", "cli", "--no-progress", "--checkpoint-every", "0"])
+                   "--run-name", "cli", "--no-progress", "--checkpoint-every", "0",
+                   "--eval-every", "300", "--eval-seeds", "1"])
     assert status == 0
-    assert "model saved to" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "model saved to" in out
+    assert f"best model by system_cost: {tmp_path / 'cli' / 'best_model.zip'} (" in out
     record = json.loads((tmp_path / "cli" / "model.json").read_text())
     assert record["command"].startswith("python -m train --scenario emergency")
     assert record["config"]["n_agents"] == 5

@@ -189,6 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{exc or 'interrupted'}", file=sys.stderr)
         return 130
     print(f"model saved to {path} (training record: {path.with_suffix('.json')})")
+    if config.eval_every:
+        import json
+
+        best = json.loads(path.with_suffix(".json").read_text())[
+            "evaluation_during_training"]
+        if best["best"] is not None:
+            print(f"best model by system_cost: {best['best_model']} "
+                  f"({best['best']['system_cost']:.2f} $ at "
+                  f"{best['best']['agent_steps']:,} agent-steps)")
     return 0
 
 
