@@ -326,9 +326,13 @@ def test_teacher_per_scenario():
 
 def test_behaviour_cloning_only_run_from_the_heuristic(tmp_path):
     path = train(tiny(tmp_path, n_agents=5, total_timesteps=0, bc_teacher="heuristic",
-                      bc_timesteps=100, bc_epochs=2, run_name="bc", checkpoint_every=0))
+                      bc_timesteps=100, bc_epochs=2, run_name="bc", checkpoint_every=0,
+                      eval_every=1000, eval_seeds=1))
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["num_timesteps"] == 0 and record["agent_steps_per_s"] is None
+    # no PPO step: the cloned model is still judged once
+    assert [p["agent_steps"] for p in record["evaluation_during_training"]["curve"]] == [0]
+    assert (tmp_path / "runs" / "bc" / "best_model.zip").is_file()
     bc = record["behaviour_cloning"]
     assert bc["teacher"] == "heuristic" and bc["samples"] == EMERGENCY_STEPS * 5
     assert 0.0 <= bc["bc_accuracy_power"] <= 1.0

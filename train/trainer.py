@@ -226,6 +226,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
                         progress_bar=config.progress_bar, tb_log_name=run_name)
     except KeyboardInterrupt:
         interrupted = True
+    if evaluation is not None and not config.total_timesteps:
+        evaluation.init_callback(model)   # cloning only: judge the cloned model once
+        evaluation.evaluate()
+        model.logger.dump(int(model.num_timesteps))
     learn_s = time.time() - t_learn
     saved_to, problem = write_or_rescue(out, lambda p: _save_model(model, p), "the model")
     problems = [problem] if problem else []
