@@ -244,7 +244,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         "recent_episodes": _summarize(list(metrics_cb.episodes)),
         "evaluation_during_training": None if evaluation is None else {
             "seeds": evaluation.seeds, "every": config.eval_every,
-            "best_model": str(run_dir / "best_model.zip") if evaluation.best else None,
+            "best_model": str(evaluation.best_path) if evaluation.best else None,
             "best": evaluation.best, "curve": evaluation.points},
         "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
         "versions": _versions(), "platform": platform.platform(),
