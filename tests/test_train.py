@@ -149,6 +149,7 @@ def test_evaluation_during_training_keeps_the_best_model_and_changes_nothing(tra
     ea.Reload()
     assert {"eval/system_cost", "eval/emergency/system_cost"} <= set(ea.Tags()["scalars"])
     assert record["config"]["eval_every"] == 1200
+    assert ev["eval_s"] > 0
 
 
 def test_evaluation_can_stop_training_at_a_cost():

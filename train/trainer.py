@@ -230,7 +230,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         evaluation.init_callback(model)   # cloning only: judge the cloned model once
         evaluation.evaluate()
         model.logger.dump(int(model.num_timesteps))
-    learn_s = time.time() - t_learn
+    # PPO's time: the evaluations (--eval-every) are not training
+    learn_s = time.time() - t_learn - (evaluation.eval_s if evaluation is not None else 0.0)
     saved_to, problem = write_or_rescue(out, lambda p: _save_model(model, p), "the model")
     problems = [problem] if problem else []
     venv.close()
@@ -244,6 +245,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         "recent_episodes": _summarize(list(metrics_cb.episodes)),
         "evaluation_during_training": None if evaluation is None else {
             "seeds": evaluation.seeds, "every": config.eval_every,
+            "eval_s": round(evaluation.eval_s, 2),   # left out of learn_time_s
             "best_model": str(evaluation.best_path) if evaluation.best else None,
             "best": evaluation.best, "curve": evaluation.points},
         "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
