@@ -885,7 +885,9 @@ class GridSwarmEnv(ParallelEnv):
         """Verify the energy contracts held for the window starting now; rejected → 0 MW.
 
         The power and price dispatched are read from the verified contract objects
-        (immutable), in delivery order; an agent holding several contracts gets their sum.
+        (immutable), in delivery order; an agent holding several contracts gets their
+        summed power ``C = Σ C_i`` at their power-weighted price ``Σ C_i·π_i / C``, so full
+        delivery is paid ``Σ C_i·π_i`` (each contract at its own price).
         """
         n = self.n_agents
         mw, price = np.zeros(n), np.zeros(n)
@@ -903,7 +905,13 @@ class GridSwarmEnv(ParallelEnv):
             if signed:
                 terms = [c.contract for c in signed]
                 idx = _add_by_owner(mw, owners, [c.power_mw for c in terms])
-                price[idx] = np.array([c.price_per_mwh for c in terms], dtype=float)
+                prices = np.array([c.price_per_mwh for c in terms], dtype=float)
+                if len(set(owners)) == len(owners):
+                    price[idx] = prices
+                else:   # several contracts for one agent: the power-weighted price
+                    value = np.zeros(n)
+                    np.add.at(value, idx, np.array([c.power_mw for c in terms]) * prices)
+                    np.divide(value, mw, out=price, where=mw != 0.0)
         self.pending = []
         return mw, price
 

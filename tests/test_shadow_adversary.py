@@ -288,3 +288,21 @@ def test_a_duplicated_energy_contract_is_scheduled_once_and_rejected_at_dispatch
     np.testing.assert_array_equal(s_dup, s_honest)
     assert m_dup["system_cost"] == m_honest["system_cost"]
     assert m_dup["contracts_rejected_by_reason"] == {"replayed": m_honest["contracts_signed"]}
+
+
+def test_an_agent_holding_two_contracts_is_paid_each_at_its_own_price():
+    """Audit finding: with two valid contracts for one agent in a window (only an injected
+    or forged one makes that), the price dispatched was the last contract's for both;
+    now their power-weighted price, so full delivery earns Σ C_i·π_i."""
+    raw = GridSwarmEnv(scenario="price_spike", n_agents=10, trust="hmac", seed=0)
+    raw.reset(seed=0)
+    t0, end = float(raw.t_s), float(raw.t_s + raw.config.dt_s)
+    first = raw.ledger.issue(1, np.array([3, 5]), np.array([0.004, 0.002]),
+                             np.array([100.0, 80.0]), t0, end)
+    second = raw.ledger.issue(1, np.array([3]), np.array([-0.001]), 300.0, t0, end)
+    raw.pending = [(first[0], 3), (first[1], 5), (second[0], 3)]
+    mw, price = raw._verify_pending(t0)
+    assert mw[3] == pytest.approx(0.003) and mw[5] == 0.002
+    assert mw[3] * price[3] == pytest.approx(0.004 * 100.0 - 0.001 * 300.0)
+    assert price[5] == 80.0                       # a single contract keeps its price exactly
+    assert np.count_nonzero(mw) == 2 and np.count_nonzero(price) == 2
