@@ -2534,7 +2534,31 @@ def _file_records(path: Path) -> Iterator[tuple[int, Any, bool]]:
                     complete,
                 )
                 continue
+            line = _entry_line(record, complete) if _schema_problem(record) is None else None
+            if line is not None and raw != line:
+                yield (
+                    number,
+                    _Bad(
+                        "altered",
+                        f"line {number + 1} is not its entry's canonical encoding (the bytes "
+                        "were edited, e.g. a repeated key, spacing or key order)",
+                    ),
+                    complete,
+                )
+                continue
             yield number, record, complete
+
+
+def _entry_line(record: dict[str, Any], complete: bool) -> bytes | None:
+    """The exact line :class:`AuditLog` writes for a well-formed ``record`` (None when
+    its fields cannot be encoded canonically: the verifier reports that itself)."""
+    try:
+        body = _canonical_json(record["index"], record["kind"], record["fields"],
+                               record["prev_hash"])
+    except ValueError:
+        return None
+    line = body[:-1] + ',"hash":"' + record["hash"] + '"}' + ("\n" if complete else "")
+    return line.encode("ascii")
 
 
 def _schema_problem(record: Any) -> str | None:
@@ -2616,7 +2640,13 @@ def _check_head_signature(
     message = _head_message(covered, head)
     if registry is not None:
         return registry.verify_signature(identity, message, signature), f"signature by {identity!r}"
-    if public_key is not None and scheme == "ed25519":
+    if public_key is not None and scheme != "ed25519":
+        return False, (
+            f"its scheme is {scheme!r}; the given Ed25519 public key checks only 'ed25519' "
+            "heads (a log written in hmac mode is checked in process with "
+            "AuditLog.verify(registry=...); otherwise the scheme was edited)"
+        )
+    if public_key is not None:
         try:
             Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
         except (InvalidSignature, ValueError):

@@ -59,8 +59,21 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def line_of(entry: object) -> str:
+    """An entry as AuditLog writes it (canonical JSON, "hash" last): what a forger who
+    knows the format writes. Anything else as plain ``json.dumps``."""
+    if isinstance(entry, dict) and isinstance(entry.get("hash"), str):
+        body = {k: v for k, v in entry.items() if k != "hash"}
+        try:
+            text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            return json.dumps(entry)
+        return text[:-1] + ',"hash":"' + entry["hash"] + '"}'
+    return json.dumps(entry)
+
+
 def write(path: Path, entries: list[dict]) -> None:
-    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    path.write_text("".join(line_of(e) + "\n" for e in entries))
 
 
 def rehash_from(entries: list[dict], start: int) -> None:
@@ -344,6 +357,43 @@ def test_full_rewrite_detected_only_by_signature(tmp_path, registry):
     other = IdentityRegistry(["x"], seed=12).public_key_bytes("operator")
     write_chain(path, n=6, registry=registry, sign_every=6)
     assert verdict(path, public_key=other) == (False, 6, "altered")
+
+
+@pytest.mark.parametrize("edit", ["repeated_key", "spacing", "key_order"])
+def test_a_line_that_is_not_its_entrys_canonical_bytes_is_altered(chain, edit):
+    """Audit finding: a line with a repeated key passed — the verifier hashed the parsed
+    (last) value while a reader keeping the first one saw forged content. Every line
+    must be the exact bytes the log wrote."""
+    lines = chain.read_text().splitlines(keepends=True)
+    line = lines[4]
+    if edit == "repeated_key":
+        line = line.replace('{"fields":', '{"fields":{"power_mw":1e6},"fields":', 1)
+    elif edit == "spacing":
+        line = line.replace('","', '", "', 1)
+    else:   # the same object with "hash" moved first
+        entry = json.loads(line)
+        line = json.dumps({"hash": entry.pop("hash"), **entry}, separators=(",", ":")) + "\n"
+    assert json.loads(line)["hash"] == json.loads(lines[4])["hash"]
+    lines[4] = line
+    chain.write_text("".join(lines))
+    result = verify_audit_file(chain)
+    assert (result.ok, result.index, result.problem) == (False, 4, "altered")
+    assert "canonical encoding" in result.message
+
+
+def test_a_signed_head_whose_scheme_was_edited_is_altered(tmp_path, registry):
+    """Audit finding: with a public key, a head re-labelled "hmac" (and re-hashed) was
+    skipped as uncheckable and the log reported "truncated" at its end."""
+    path = tmp_path / "signed.jsonl"
+    write_chain(path, n=6, registry=registry, sign_every=6)
+    entries = read(path)
+    entries[-1]["fields"]["scheme"] = "hmac"
+    entries[-1]["hash"] = reference_hash(entries[-1])
+    write(path, entries)
+    assert verdict(path)[0]   # self-consistent without a key
+    result = verify_audit_file(path, public_key=registry.public_key_bytes("operator"))
+    assert (result.ok, result.index, result.problem) == (False, 6, "altered")
+    assert "scheme is 'hmac'" in result.message
 
 
 def test_bad_public_key_length(chain):
