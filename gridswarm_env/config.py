@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 TRUST_MODES = ("ed25519", "hmac")
+#: where contract keys come from: derived from the reset seed, or drawn from os.urandom
+CONTRACT_KEY_SOURCES = ("seeded", "random")
 DER_KINDS = ("solar", "battery", "ev")
 
 
@@ -337,6 +339,13 @@ class EnvConfig:
         more usable cores, else 1 (see :class:`~gridswarm_env.trust.IdentityRegistry`).
         Trajectories are identical for every value; set 1 when other processes (e.g.
         parallel environments) already use every core.
+    :param contract_keys: ``"seeded"`` (default): every agent's and the operator's
+        contract keys are derived from the reset seed
+        (:func:`~gridswarm_env.trust.derive_key_bytes`), so the signature bytes are
+        reproducible, but anyone who knows the seed can sign a contract.
+        ``"random"``: keys drawn from ``os.urandom`` once per environment and kept
+        for its lifetime; only the process holds them. Trajectories, KPIs and audit
+        chains are the same either way (no decision depends on the key bytes).
     :param pause_gc: pause Python's cyclic garbage collector during each step and resume
         it after (only if it was enabled when the step began). A step makes no reference
         cycles (its objects are freed by reference counting; tested), but its
@@ -356,6 +365,7 @@ class EnvConfig:
     audit_path: str | None = None
     audit_keep_entries: bool = True
     crypto_threads: int | None = None
+    contract_keys: str = "seeded"
     pause_gc: bool = True
     fleet: FleetConfig = field(default_factory=FleetConfig)
     market: MarketConfig = field(default_factory=MarketConfig)
@@ -369,6 +379,7 @@ class EnvConfig:
         store(self, "n_agents", check_int_at_least(owner, "n_agents", self.n_agents, 1))
         store(self, "dt_s", check_positive(owner, "dt_s", self.dt_s))
         check_choice(owner, "trust", self.trust, TRUST_MODES)
+        check_choice(owner, "contract_keys", self.contract_keys, CONTRACT_KEY_SOURCES)
         if self.crypto_threads is not None:
             store(self, "crypto_threads",
                   check_int_at_least(owner, "crypto_threads", self.crypto_threads, 1))

@@ -217,8 +217,11 @@ class GridSwarmEnv(ParallelEnv):
         self._ready = False
 
     def _contract_keys(self, seed: int | None) -> IdentityRegistry:
-        """Every agent's and the operator's contract keys (derived from ``seed``)."""
+        """Every agent's and the operator's contract keys: derived from ``seed``, or
+        from ``os.urandom`` with ``EnvConfig(contract_keys="random")``."""
         cfg = self.config
+        if cfg.contract_keys == "random":
+            seed = None
         return IdentityRegistry(self.possible_agents, mode=cfg.trust, seed=seed,
                                 crypto_threads=cfg.crypto_threads)
 
@@ -248,7 +251,8 @@ class GridSwarmEnv(ParallelEnv):
             self._np_random = np.random.default_rng(seed)
             if seed != self._seed:
                 self._seed = seed
-                self.registry = self._contract_keys(seed)
+                if self.config.contract_keys == "seeded":
+                    self.registry = self._contract_keys(seed)
         rng = self._np_random
         self._episode += 1
         self.rng = np.random.default_rng(rng.integers(2**63))

@@ -306,3 +306,65 @@ def test_an_agent_holding_two_contracts_is_paid_each_at_its_own_price():
     assert mw[3] * price[3] == pytest.approx(0.004 * 100.0 - 0.001 * 300.0)
     assert price[5] == 80.0                       # a single contract keeps its price exactly
     assert np.count_nonzero(mw) == 2 and np.count_nonzero(price) == 2
+
+
+def _forge_with_the_seed(seed: int, trust: str):
+    """An adversary that knows the seed: it signs a contract of its own for agent 4
+    with keys re-derived from the seed (``derive_key_bytes``)."""
+    from dataclasses import replace as replace_field
+
+    from gridswarm_env.trust import SignedContract
+
+    def sign(identity: str, message: bytes) -> bytes:
+        key = derive_key_bytes(seed, identity, trust)
+        if trust == "hmac":
+            return hmac.new(key, message, hashlib.sha256).digest()
+        return Ed25519PrivateKey.from_private_bytes(key).sign(message)
+
+    def forge(env, signed, owners):
+        if env.step_index == 30 and signed and signed[0].contract.product == "energy":
+            genuine = signed[0].contract
+            fake = replace_field(genuine, contract_id=f"{genuine.contract_id}-forged",
+                                 agent_id=env.possible_agents[4], power_mw=0.0,
+                                 price_per_mwh=genuine.price_per_mwh,
+                                 nonce=genuine.nonce[:4] + bytes(12))
+            message = fake.canonical_bytes()
+            forged = SignedContract(fake, sign(fake.agent_id, message),
+                                    sign(env.registry.operator_id, message))
+            return signed + [forged], list(owners) + [4]
+        return signed, owners
+    return forge
+
+
+@pytest.mark.parametrize("trust", ["hmac", "ed25519"])
+def test_random_contract_keys_defeat_a_forger_who_knows_the_seed(trust: str) -> None:
+    """Audit finding: seeded keys are as secret as the seed. With
+    ``EnvConfig(contract_keys="random")`` the forgery is rejected; without an adversary
+    the episode is the same as with seeded keys, bit for bit."""
+    from gridswarm_env.config import EnvConfig
+    from tests.episodes import play
+
+    def run(keys: str, adversary):
+        raw = GridSwarmEnv(scenario="price_spike", n_agents=20, trust=trust, seed=3,
+                           adversary=adversary, config=EnvConfig(contract_keys=keys))
+        observations = [raw.observations_array().copy() for _ in play(raw, seed=3)]
+        return raw, np.array(observations), raw.episode_metrics()
+
+    forge = _forge_with_the_seed(3, trust)
+    _, _, m_seeded = run("seeded", forge)
+    assert m_seeded["contracts_rejected"] == 0          # the seed is the key
+    assert m_seeded["contracts_verified"] == m_seeded["contracts_signed"] + 1
+    _, _, m_secret = run("random", forge)
+    assert m_secret["contracts_rejected_by_reason"] == {"bad_agent_signature": 1}
+    _, obs_seeded, honest_seeded = run("seeded", None)
+    _, obs_random, honest_random = run("random", None)
+    np.testing.assert_array_equal(obs_random, obs_seeded)
+    assert honest_random == honest_seeded
+
+
+def test_contract_keys_setting_is_checked() -> None:
+    from gridswarm_env.config import EnvConfig
+
+    with pytest.raises(ValueError, match="contract_keys = 'secret': allowed values are "
+                                         "seeded, random"):
+        EnvConfig(contract_keys="secret")
