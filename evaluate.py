@@ -71,7 +71,7 @@ TENSORBOARD_DIR = "tensorboard"
 EVENT_FILE_GLOB = "events.out.tfevents.*"
 TABLE_KPIS = ("system_cost", "unserved_energy_mwh", "ev_unmet_energy_mwh", "frequency_nadir_hz",
               "frequency_zenith_hz", "seconds_outside_band", "stabilization_time_s",
-              "emergency_response_latency_ms", "consensus_rate", "blocked_attempts",
+              "emergency_response_latency_ms", "emergency_response_mw_100ms", "consensus_rate", "blocked_attempts",
               "executed_violations")
 TRUST_CHOICES = ("ed25519", "hmac")
 

@@ -958,6 +958,8 @@ class GridSwarmEnv(ParallelEnv):
             if reason is None:
                 self.reserve_mw[o] += c.contract.power_mw
                 self.activation_s[o] = min(self.activation_s[o], at)
+                if not self.config.shadow:
+                    self.metrics.record_activation(at, c.contract.power_mw)
             else:   # an invalid reserve contract dispatches nothing and earns nothing more
                 self._note_rejections([c], [reason])
                 self._withdraw_reserve(o, c.contract.power_mw, held_id=c.contract.contract_id)

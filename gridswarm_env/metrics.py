@@ -20,6 +20,11 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   never left the band, None if it is outside the band at the end of the episode).
 * ``emergency_response_latency_ms``: first DER reserve activation − event time
   (None if no event, or no response).
+* ``emergency_response_mw_100ms`` (extra): reserve power, MW, whose contracts activated
+  within :data:`RESPONSE_WINDOW_S` of the event (DESIGN §7's 100 ms): how much of the
+  lost generation was answered in time, where the latency only says that someone was
+  (None if no event happened in the episode; 0.0 if nothing activated in time, and
+  always in shadow mode).
 * ``consensus_rate`` = rounds reaching consensus / rounds held (None if none held). A
   round is held when its request exceeds the deadband, from round 1 on: round 0 is
   announced at reset and cleared on bids made from the reset observation, before its
@@ -51,6 +56,7 @@ SETTLE_HZ = BAND_HZ     # stabilization: back inside the NERC band for good (a t
 # band reported minutes of "stabilization")
 UFLS_FIRST_STAGE_HZ = 59.3   # ERCOT under-frequency load shedding, first stage
 SHEDDING_STAGE_HZ = 59.5     # the emergency scenario's calibration threshold
+RESPONSE_WINDOW_S = 0.1      # DESIGN §7: the emergency response must start within 100 ms
 
 KPI_KEYS = (
     "system_cost", "unserved_energy_mwh", "balancing_payments", "der_revenue",
@@ -90,6 +96,7 @@ class MetricsAccumulator:
     payments: float = 0.0
     penalties: float = 0.0
     first_response_s: float | None = None
+    response_mw_in_window: float = 0.0
     rounds: int = 0
     consensus_rounds: int = 0
     negotiations: int = 0
@@ -164,6 +171,11 @@ class MetricsAccumulator:
         if self.first_response_s is None or first_activation_s < self.first_response_s:
             self.first_response_s = first_activation_s
 
+    def record_activation(self, at_s: float, power_mw: float) -> None:
+        """A reserve contract of ``power_mw`` activated at ``at_s`` (simulated seconds)."""
+        if self.event_time_s is not None and at_s - self.event_time_s <= RESPONSE_WINDOW_S:
+            self.response_mw_in_window += power_mw
+
     def record_round(self, held: bool, consensus: bool, n_accepted: int) -> None:
         """One cleared round: ``held`` rounds count towards ``consensus_rate``; accepted
         bids count as negotiations in every round."""
@@ -231,6 +243,10 @@ class MetricsAccumulator:
             "ev_unmet_energy_mwh": self.ev_unmet_mwh,
             "contracts_rejected_by_reason": dict(contracts.get("rejected_by_reason", {})),
             "simulated_seconds": self.elapsed_s,
+            "emergency_response_mw_100ms": (
+                self.response_mw_in_window
+                if self.event_time_s is not None and self.elapsed_s > self.event_time_s
+                else None),
         }
         out.update(self.extra)
         return out
