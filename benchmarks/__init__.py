@@ -17,3 +17,29 @@ Every module exposes ``run(quick: bool) -> dict`` and a command line. Timings ar
 on a shared machine: each figure is a median over repeats and the 1-minute load average
 is recorded with it.
 """
+
+import argparse as _argparse
+import json as _json
+from pathlib import Path as _Path
+from typing import Any as _Any
+
+
+def check_json_path(parser: _argparse.ArgumentParser, path: _Path | None) -> None:
+    """Refuse an unwritable ``--json`` path in one line before any benchmark runs."""
+    from policies.cli_checks import check_output_file
+
+    if path is not None:
+        try:
+            check_output_file(path, "--json")
+        except ValueError as exc:
+            parser.error(str(exc))
+
+
+def write_json(path: _Path, result: dict[str, _Any]) -> None:
+    """Write the figures; if that fails now, to a file in the temporary directory
+    instead (a long run's results are never lost), and say where."""
+    from policies.cli_checks import write_or_rescue
+
+    text = _json.dumps(result, indent=2, default=str)
+    saved, note = write_or_rescue(path, lambda p: p.write_text(text), "the figures")
+    print(note or f"wrote {saved}")

@@ -24,7 +24,6 @@ share: the load average is recorded.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -32,7 +31,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_bus, bench_env, bench_learning, bench_train, bench_trust
+from benchmarks import (
+    bench_bus,
+    bench_env,
+    bench_learning,
+    bench_train,
+    bench_trust,
+    check_json_path,
+    write_json,
+)
 
 SECTIONS = ("env", "bus", "trust", "train", "learning", "memory")
 #: the other targets the run judges (earlier issues and DESIGN.md section 10)
@@ -225,11 +232,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS,
                         help="sections to leave out")
     args = parser.parse_args(argv)
+    check_json_path(parser, args.json)
     result = run(args.quick, tuple(args.skip))
     print_table(result)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2, default=str))
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return result
 
 

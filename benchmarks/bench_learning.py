@@ -54,6 +54,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import check_json_path, write_json  # noqa: E402
+
+
 def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
         eval_every: int = 100_000, eval_seeds: int = 3, margin: float = 0.01,
         bc: bool = False, bc_timesteps: int = 200_000, bc_epochs: int = 10,
@@ -218,9 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     from train.config import resolve_scenarios
 
-    if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):
-        parser.error(f"--json {str(args.json)!r}: expected a file path in an existing "
-                     "directory")
+    check_json_path(parser, args.json)
     try:
         resolve_scenarios(args.scenario)
         r = run(args.scenario, args.timesteps, args.eval_every, args.eval_seeds, args.margin,
@@ -233,8 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  {p['agent_steps']:>9,} PPO agent-steps  {p['train_s']:7.1f} s  "
               f"system_cost {p['system_cost']:9.3f} $  ({p['relative_to_heuristic']:.3f}x)")
     if args.json:
-        args.json.write_text(json.dumps(r, indent=2, default=str))
-        print(f"wrote {args.json}")
+        write_json(args.json, r)
     return r
 
 

@@ -550,3 +550,33 @@ def test_crypto_threads_flag_is_checked_and_does_not_change_results(tmp_path, ca
     assert "--crypto-threads: expected an integer >= 1" in capsys.readouterr().err
     rc = demo.main(["--agents", "20", "--no-live", "--steps", "3", "--crypto-threads", "1"])
     assert rc == 0
+
+
+@pytest.mark.parametrize("module", ["benchmarks.__main__", "benchmarks.bench_learning"])
+def test_benchmarks_refuse_an_unwritable_json_path_before_running(module, tmp_path, capsys,
+                                                                  monkeypatch):
+    """User-path review: ``python -m benchmarks --json DIR`` ran the whole benchmark, then
+    crashed on the write and lost the figures."""
+    import importlib
+
+    bench = importlib.import_module(module)
+    ran = []
+    monkeypatch.setattr(bench, "run", lambda *a, **k: ran.append(a) or {})
+    for bad, says in ((tmp_path, "is a directory"),
+                      (tmp_path / "missing" / "x.json", "does not exist")):
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(["--json", str(bad)])
+        assert exit_info.value.code == 2 and says in capsys.readouterr().err
+    assert ran == []
+
+
+def test_benchmark_figures_survive_a_failed_write(tmp_path, capsys, monkeypatch):
+    from benchmarks import write_json
+
+    target = tmp_path / "gone" / "figures.json"   # its directory vanished during the run
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    write_json(target, {"env": [1, 2]})
+    said = capsys.readouterr().out
+    assert "could not write the figures" in said and "saved it to" in said
+    saved = Path(said.split("saved it to ")[1].split("'")[1])
+    assert json.loads(saved.read_text()) == {"env": [1, 2]}
