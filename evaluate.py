@@ -443,9 +443,12 @@ def evaluate(policies: Sequence[str] | str | None = None,
     episodes, n_agents = int(episodes), int(n_agents)
     all_notes = list(dict.fromkeys(list(notes or []) + pol_notes))
     out = check_outputs(out_dir, scs)
-    for pol in pols:   # a model that does not load fails now, not after other episodes
+    levels = (env_config.market.n_power_levels, env_config.market.n_price_levels)
+    for pol in pols:   # a model that does not load or fit fails now, not after other episodes
         try:
-            make_policy(pol)
+            policy = make_policy(pol)
+            if hasattr(policy, "check_action_levels"):
+                policy.check_action_levels(levels)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     try:

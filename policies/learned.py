@@ -160,18 +160,26 @@ class LearnedPolicy:
         policy._nvec = np.asarray(model.action_space.nvec, dtype=np.int64)
         return policy
 
+    def check_action_levels(self, nvec: Any) -> None:
+        """The model must act in ``MultiDiscrete(nvec)`` (``[n_power_levels,
+        n_price_levels]`` of the environment it is to drive).
+
+        :raises ValueError: naming both action spaces.
+        """
+        want = np.asarray(nvec, dtype=np.int64)
+        if not np.array_equal(want, self._nvec):
+            source = "the model in memory" if self.path is None else f"model {str(self.path)!r}"
+            raise ValueError(f"{source} was trained for MultiDiscrete"
+                             f"({self._nvec.tolist()}) actions; this environment expects "
+                             f"MultiDiscrete({want.tolist()}) (n_power_levels, n_price_levels)")
+
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Check the model fits ``env``'s action space; seed sampling when not greedy.
 
         :raises ValueError: the model's action space differs from the environment's.
         """
         raw = getattr(env, "unwrapped", env)
-        want = np.asarray(raw.action_space(raw.possible_agents[0]).nvec, dtype=np.int64)
-        if not np.array_equal(want, self._nvec):
-            source = "the model in memory" if self.path is None else f"model {str(self.path)!r}"
-            raise ValueError(f"{source} was trained for MultiDiscrete"
-                             f"({self._nvec.tolist()}) actions; this environment expects "
-                             f"MultiDiscrete({want.tolist()}) (n_power_levels, n_price_levels)")
+        self.check_action_levels(raw.action_space(raw.possible_agents[0]).nvec)
         if seed is not None and not self.deterministic:
             # SB3 seeds the global random, numpy and torch generators here: only when
             # actions are sampled (greedy actions need no seed, and a model in training,

@@ -166,3 +166,27 @@ def test_summary_statistics_and_oracle_ratio():
     assert summary["oracle"]["kpis"]["stabilization_time_s"] == {
         "mean": 1.0, "std": None, "n": 1, "n_null": 1}
     assert "scenario" not in summary["oracle"]["kpis"]
+
+
+def test_a_model_for_other_action_levels_is_refused_before_any_episode(tmp_path, capsys):
+    """User-path review: a model trained for another action space passed the up-front
+    check and failed with a traceback after the other policies' episodes had run."""
+    import gymnasium as gym
+    from sb3_contrib import MaskablePPO
+
+    from gridswarm_env.env import OBS_DIM
+
+    class Tiny(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (OBS_DIM,), np.float32)
+        action_space = gym.spaces.MultiDiscrete([5, 3])
+
+    path = tmp_path / "levels53.zip"
+    MaskablePPO("MlpPolicy", Tiny(), n_steps=8, batch_size=8).save(path)
+    status = evaluate.main(["--policies", f"heuristic,{path}", "--scenarios", "emergency",
+                            "--episodes", "1", "--agents", "5", "--out", str(tmp_path / "o"),
+                            "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1 and err.startswith("evaluate.py: error:")
+    assert "MultiDiscrete([5, 3])" in err and "MultiDiscrete([21, 11])" in err
+    assert not (tmp_path / "o").exists()
