@@ -378,6 +378,18 @@ def test_cli_bad_values_exit_2_without_traceback(capsys):
     assert exc.value.code == 2 and "--net-arch" in capsys.readouterr().err
 
 
+def test_out_naming_a_directory_is_refused(tmp_path, capsys):
+    """User-path review: ``--out DIR/`` printed ``DIR/.zip`` and wrote ``DIR/.zip.zip``;
+    ``--out EXISTING_DIR`` wrote ``EXISTING_DIR.zip`` beside it."""
+    for out in (f"{tmp_path}/newdir/", str(tmp_path)):
+        with pytest.raises(ValueError, match="is a directory; expected a model file path"):
+            TrainConfig(out=out)
+        with pytest.raises(SystemExit) as exc:
+            main(["--out", out, "--logdir", str(tmp_path / "runs"), "--agents", "3"])
+        assert exc.value.code == 2 and "is a directory" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and sorted(tmp_path.iterdir()) == []
+
+
 def test_cli_corrupt_resume_file(tmp_path, capsys):
     bad = tmp_path / "bad.zip"
     bad.write_text("garbage")

@@ -7,6 +7,7 @@ documented, validated in ``__post_init__``); :func:`resolve_scenarios` turns a
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -206,6 +207,9 @@ class TrainConfig:
         if self.out is not None:
             if not isinstance(self.out, str) or not self.out:
                 raise ValueError(f"{owner}.out = {self.out!r}: expected a model file path")
+            if self.out.endswith(("/", os.sep)) or Path(self.out).is_dir():
+                raise ValueError(f"{owner}.out = {self.out!r} is a directory; expected a "
+                                 "model file path (e.g. DIR/model.zip)")
             if not self.out.lower().endswith(".zip"):
                 store(self, "out", self.out + ".zip")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):
