@@ -130,9 +130,11 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
+        from gridswarm_env.config import check_agent_limit
 
         owner = type(self).__name__
         _check_int(owner, "n_agents", self.n_agents, 1)
+        check_agent_limit(f"{owner}.n_agents", self.n_agents)
         _check_int(owner, "seed", self.seed, 0)
         _check_int(owner, "max_steps", self.max_steps, 1, allow_none=True)
         _check_int(owner, "offers_per_step", self.offers_per_step, 0)

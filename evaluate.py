@@ -173,6 +173,11 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
     scs = resolve_scenarios(scenarios)
     _check_count("episodes", episodes)
     _check_count("agents", n_agents)
+    from gridswarm_env.config import check_agent_limit
+    try:
+        check_agent_limit("agents", int(n_agents))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise UsageError(f"seed = {seed!r}: must be an integer >= 0")
     if trust not in TRUST_CHOICES:

@@ -25,6 +25,10 @@ from typing import Any
 import numpy as np
 
 TRUST_MODES = ("ed25519", "hmac")
+#: the largest fleet and agent step an EnvConfig accepts (beyond them memory, not
+#: correctness, is the limit: a clear error instead of an allocation that never ends)
+MAX_AGENTS = 1_000_000
+MAX_DT_S = 3600.0
 #: where contract keys come from: derived from the reset seed, or drawn from os.urandom
 CONTRACT_KEY_SOURCES = ("seeded", "random")
 DER_KINDS = ("solar", "battery", "ev")
@@ -112,6 +116,14 @@ def check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) ->
     if value not in allowed:
         raise ValueError(f"{owner}.{name} = {value!r}: allowed values are {', '.join(allowed)}")
     return value
+
+
+def check_agent_limit(label: str, n_agents: int) -> None:
+    """Raise ``ValueError`` for a fleet larger than :data:`MAX_AGENTS` (``label`` names
+    the setting or flag in the message)."""
+    if n_agents > MAX_AGENTS:
+        raise ValueError(f"{label} = {n_agents}: at most {MAX_AGENTS:,} agents (~10 kB of "
+                         "state each; 10 000 is the benchmarked scale)")
 
 
 def store(config: Any, name: str, value: Any) -> None:
@@ -327,8 +339,10 @@ def _default_bus_config():
 class EnvConfig:
     """Everything an environment instance needs besides the scenario.
 
-    :param n_agents: number of DER agents (>= 1; fleet MW are shared among them).
-    :param dt_s: agent step (market round) length, default 1 s.
+    :param n_agents: number of DER agents (1 to :data:`MAX_AGENTS`; fleet MW are shared
+        among them).
+    :param dt_s: agent step (market round) length, default 1 s (at most
+        :data:`MAX_DT_S`).
     :param trust: ``"ed25519"`` (default) or ``"hmac"`` (faster, for training).
     :param shadow: run bids, clearing, signing, verification and the kernel but
         dispatch nothing to the physics.
@@ -377,7 +391,12 @@ class EnvConfig:
     def __post_init__(self) -> None:
         owner = type(self).__name__
         store(self, "n_agents", check_int_at_least(owner, "n_agents", self.n_agents, 1))
+        check_agent_limit(f"{owner}.n_agents", self.n_agents)
         store(self, "dt_s", check_positive(owner, "dt_s", self.dt_s))
+        if self.dt_s > MAX_DT_S:
+            raise ValueError(f"{owner}.dt_s = {self.dt_s!r}: at most {MAX_DT_S:g} s (one "
+                             "market interval of an hour; each step integrates "
+                             "dt_s / grid.physics_dt_s physics sub-steps)")
         check_choice(owner, "trust", self.trust, TRUST_MODES)
         check_choice(owner, "contract_keys", self.contract_keys, CONTRACT_KEY_SOURCES)
         if self.crypto_threads is not None:

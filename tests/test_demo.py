@@ -521,6 +521,8 @@ def test_strict_json_and_compact_counts() -> None:
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match=r"DemoOptions\.n_agents = 0"):
         demo.DemoOptions(n_agents=0)
+    with pytest.raises(ValueError, match=r"DemoOptions\.n_agents = 1000000000: at most"):
+        demo.DemoOptions(n_agents=10**9)   # it allocated for minutes before the env refused
     with pytest.raises(ValueError, match=r"DemoOptions\.scenario = 'x'.*price_spike"):
         demo.DemoOptions(scenario="x")
     with pytest.raises(ValueError, match=r"DemoOptions\.trust = 'rsa'"):

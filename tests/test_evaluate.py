@@ -114,6 +114,7 @@ def test_tensorboard_scalars_are_namespaced(cli_run):
     (["--scenarios", "nowhere"], "unknown scenario 'nowhere'"),
     (["--episodes", "0"], "episodes = 0"),
     (["--agents", "0"], "agents = 0"),
+    (["--agents", "2000000"], "at most 1,000,000 agents"),
     (["--episodes", "abc"], "invalid int value"),
     (["--trust", "rsa"], "invalid choice"),
     (["--limits", "/nonexistent/limits.toml"], "does not exist"),

@@ -146,6 +146,9 @@ def test_load_scenario_file(tmp_path: Path) -> None:
     (lambda: EnvConfig(dt_s=-1.0), "dt_s", "> 0"),
     (lambda: EnvConfig(dt_s=float("nan")), "dt_s", "finite"),
     (lambda: EnvConfig(dt_s=1.03), "dt_s", "multiple"),
+    # user-path review: these allocated until memory ran out (or for minutes)
+    (lambda: EnvConfig(n_agents=10**9), "n_agents", "at most 1,000,000 agents"),
+    (lambda: EnvConfig(dt_s=1e12), "dt_s", "at most 3600 s"),
     (lambda: EnvConfig(dt_s=0.2), "gate_s", "shorter than dt_s"),
     (lambda: EnvConfig(trust="rsa"), "trust", "ed25519, hmac"),
     (lambda: EnvConfig(shadow="yes"), "shadow", "True or False"),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gridswarm_env.config import (
     TRUST_MODES,
+    check_agent_limit,
     check_choice,
     check_finite,
     check_int_at_least,
@@ -164,6 +165,7 @@ class TrainConfig:
             raise ValueError(f"{owner}.total_timesteps = 0: allowed only with a bc_teacher "
                              "(behaviour cloning without PPO); otherwise must be >= 1")
         check_int_at_least(owner, "n_agents", self.n_agents, 1)
+        check_agent_limit(f"{owner}.n_agents", self.n_agents)
         check_int_at_least(owner, "n_envs", self.n_envs, 1)
         check_choice(owner, "trust", self.trust, TRUST_MODES)
         check_int_at_least(owner, "seed", self.seed, 0)
