@@ -233,6 +233,8 @@ def test_reward_scale_and_clip():
     ({"reward_scale": 0.0}, "reward_scale"),
     ({"reward_clip": -1.0}, "reward_clip"),
     ({"trust": "rsa"}, "trust"),
+    ({"seed": -1}, "seed = -1: must be an integer >= 0"),
+    ({"seed": 1.5}, "seed = 1.5: expected an integer"),
 ])
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -243,6 +245,27 @@ def test_step_rejects_wrong_action_shape(venv):
     venv.reset()
     with pytest.raises(ValueError, match="shape"):
         venv.step_async(np.zeros((3, 2), dtype=np.int64))
+
+
+@pytest.mark.parametrize(("value", "dtype"), [
+    (np.nan, float), (10.5, float), (-1, np.int64), (99, np.int64), (21.0, float),
+])
+def test_a_bad_action_is_refused_before_any_copy_steps(venv, value, dtype):
+    """User-path review: a bad action in copy 1 raised only after copy 0 had stepped (a
+    retry stepped copy 0 twice); NaN became a huge negative level and 10.7 became 10."""
+    venv.reset()
+    good = np.zeros((venv.num_envs, 2), dtype=dtype)
+    good[:, 0] = venv.action_space.nvec[0] // 2
+    bad = good.copy()
+    slot = N_AGENTS + 2                          # copy 1
+    bad[slot, 0] = value
+    times = [raw.t_s for raw in venv.active_envs]
+    with pytest.raises(ValueError, match=rf"action of slot {slot} \(copy 1, .*\) = .*"
+                                         r"expected integer levels, power in 0\.\.20"):
+        venv.step(bad)
+    assert [raw.t_s for raw in venv.active_envs] == times      # nothing stepped
+    venv.step(good)                                            # integral floats are fine
+    assert [raw.t_s for raw in venv.active_envs] == [t + 1.0 for t in times]
 
 
 def test_generic_env_method_runs_once_per_copy(venv):

@@ -137,6 +137,8 @@ class GridSwarmVecEnv(VecEnv):
         self.scenarios = resolve_scenarios(scenario)
         self.n_agents = check_int_at_least(owner, "n_agents", n_agents, 1)
         self.n_envs = check_int_at_least(owner, "n_envs", n_envs, 1)
+        if seed is not None:
+            seed = check_int_at_least(owner, "seed", seed, 0)
         self.reward_mode = check_choice(owner, "reward", reward, REWARD_MODES)
         self.marginal_weight = check_non_negative(owner, "marginal_weight", marginal_weight)
         self.reward_scale = check_positive(owner, "reward_scale", reward_scale)
@@ -215,10 +217,31 @@ class GridSwarmVecEnv(VecEnv):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        """Store ``(num_envs, 2)`` integer actions [power level, price level] per slot."""
+        """Store ``(num_envs, 2)`` integer actions [power level, price level] per slot.
+
+        Every action is checked here, before any copy steps (so a bad one leaves every
+        copy where it was): integers, or integral floats, within the action space; NaN,
+        fractions (``10.5``) and out-of-range levels raise ``ValueError`` naming the first
+        bad slot, its copy and agent, and what is allowed.
+        """
         a = np.asarray(actions)
         if a.shape != (self.num_envs, 2):
             raise ValueError(f"actions have shape {a.shape}: expected ({self.num_envs}, 2)")
+        nvec = self.action_space.nvec
+        if a.dtype.kind in "iu":
+            bad = (a < 0) | (a >= nvec)
+        elif a.dtype.kind == "f":
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isfinite(a) | (a != np.floor(a)) | (a < 0) | (a >= nvec)
+        else:
+            raise ValueError(f"actions have dtype {a.dtype}: expected integers")
+        if bad.any():
+            slot = int(np.argmax(bad.any(axis=1)))
+            e, i = divmod(slot, self.n_agents)
+            agent = self._active[e].possible_agents[i]
+            raise ValueError(f"action of slot {slot} (copy {e}, {agent}) = {a[slot].tolist()}: "
+                             f"expected integer levels, power in 0..{nvec[0] - 1} and price "
+                             f"in 0..{nvec[1] - 1}")
         self._actions = a.astype(np.int64, copy=False)
 
     def step_wait(self) -> VecEnvStepReturn:
