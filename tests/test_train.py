@@ -390,6 +390,33 @@ def test_out_naming_a_directory_is_refused(tmp_path, capsys):
     assert not (tmp_path / "runs").exists() and sorted(tmp_path.iterdir()) == []
 
 
+def test_resume_a_model_built_outside_train(tmp_path, capsys):
+    """User-path review: a MaskablePPO built with SB3's default network (no net_arch in
+    policy_kwargs) was refused as "net_arch = ()", hiding e.g. an action-space mismatch."""
+    import gymnasium as gym
+    from sb3_contrib import MaskablePPO
+
+    from gridswarm_env.env import OBS_DIM, OBS_LIMIT
+
+    class Plain(gym.Env):
+        observation_space = gym.spaces.Box(-OBS_LIMIT, OBS_LIMIT, (OBS_DIM,), np.float32)
+
+        def __init__(self, nvec):
+            self.action_space = gym.spaces.MultiDiscrete(nvec)
+
+    for nvec in ([21, 11], [5, 3]):
+        MaskablePPO("MlpPolicy", Plain(nvec), n_steps=8, batch_size=8).save(
+            tmp_path / f"plain{nvec[0]}.zip")
+    args = ["--scenario", "emergency", "--agents", "3", "--timesteps", "32", "--n-steps", "16",
+            "--batch-size", "16", "--no-progress", "--logdir", str(tmp_path / "runs")]
+    assert main([*args, "--resume", str(tmp_path / "plain21.zip")]) is not None
+    assert "model saved to" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--resume", str(tmp_path / "plain5.zip")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Action spaces do not match" in err and "net_arch" not in err
+
+
 def test_cli_corrupt_resume_file(tmp_path, capsys):
     bad = tmp_path / "bad.zip"
     bad.write_text("garbage")

@@ -72,7 +72,9 @@ def model_hyperparameters(model) -> dict[str, Any]:
     def start(value: Any) -> float:
         return float(value(1.0) if callable(value) else value)
 
-    arch = model.policy_kwargs.get("net_arch")
+    # the layers asked for when it was built, else those the policy built by default
+    # (SB3 fills in its own, e.g. 64,64, when policy_kwargs names none)
+    arch = model.policy_kwargs.get("net_arch") or getattr(model.policy, "net_arch", None)
     layers = arch.get("pi") if isinstance(arch, dict) else arch
     return {"learning_rate": start(model.learning_rate), "n_steps": int(model.n_steps),
             "batch_size": int(model.batch_size), "n_epochs": int(model.n_epochs),
