@@ -409,7 +409,7 @@ def test_resume_a_model_built_outside_train(tmp_path, capsys):
             tmp_path / f"plain{nvec[0]}.zip")
     args = ["--scenario", "emergency", "--agents", "3", "--timesteps", "32", "--n-steps", "16",
             "--batch-size", "16", "--no-progress", "--logdir", str(tmp_path / "runs")]
-    assert main([*args, "--resume", str(tmp_path / "plain21.zip")]) is not None
+    assert main([*args, "--resume", str(tmp_path / "plain21.zip")]) == 0
     assert "model saved to" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         main([*args, "--resume", str(tmp_path / "plain5.zip")])
