@@ -417,6 +417,30 @@ def test_resume_a_model_built_outside_train(tmp_path, capsys):
     assert exc.value.code == 2 and "Action spaces do not match" in err and "net_arch" not in err
 
 
+def test_a_run_name_in_use_is_refused_and_default_names_never_collide(tmp_path, capsys,
+                                                                      monkeypatch):
+    """User-path review: reusing --run-name silently overwrote the earlier run's model
+    and record and put two tensorboard event files in one run."""
+    args = ["--scenario", "emergency", "--agents", "3", "--timesteps", "16", "--n-steps", "16",
+            "--batch-size", "16", "--no-progress", "--logdir", str(tmp_path)]
+    assert main([*args, "--run-name", "r1"]) == 0
+    model = tmp_path / "r1" / "model.zip"
+    before = model.read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--run-name", "r1", "--seed", "5"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "already holds a run (" in err and "model.zip" in err
+    assert model.read_bytes() == before
+    # a default (timestamped) name already taken, as by a run started the same second
+    monkeypatch.setattr(TrainConfig, "default_run_name", lambda self, now=None: "stamp")
+    (tmp_path / "stamp").mkdir()
+    (tmp_path / "stamp" / "model.zip").write_bytes(b"earlier")
+    assert main(args) == 0
+    assert (tmp_path / "stamp" / "model.zip").read_bytes() == b"earlier"
+    assert (tmp_path / "stamp-2" / "model.zip").is_file()
+
+
 def test_cli_corrupt_resume_file(tmp_path, capsys):
     bad = tmp_path / "bad.zip"
     bad.write_text("garbage")

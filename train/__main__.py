@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--bc-timesteps", type=int, default=200_000, help="agent-steps of demonstrations")
     a("--bc-epochs", type=int, default=DEFAULTS.bc_epochs, help="passes over demonstrations")
     a("--bc-lr", type=float, default=DEFAULTS.bc_learning_rate, help="cloning learning rate")
-    a("--run-name", default=None, help="run directory name (default: <scenario>_s<seed>_<time>)")
+    a("--run-name", default=None, help="run directory name, refused if it already holds a run "
+      "(default: <scenario>_s<seed>_<time>)")
     a("--no-progress", action="store_true", help="no progress bar")
     a("--verbose", type=int, default=DEFAULTS.verbose, help="SB3 verbosity (0, 1)")
     return p

@@ -232,6 +232,12 @@ class TrainConfig:
         """
         run_dir = Path(self.logdir) / run_name if run_name else Path(self.logdir)
         check_output_dir(run_dir, "--logdir" if run_name is None else "run directory")
+        if run_name and run_dir.is_dir() and any(run_dir.iterdir()):
+            names = sorted(p.name for p in run_dir.iterdir())
+            held = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            raise ValueError(f"run directory {str(run_dir)!r} already holds a run ({held}): "
+                             "choose another --run-name, or remove it first (a new run "
+                             "would overwrite its model and mix its tensorboard logs)")
         if run_name is None and self.out is None:
             return
         model = self.model_path(run_dir)

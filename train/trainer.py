@@ -163,7 +163,13 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
 
     th.set_num_threads(config.torch_threads)
     t_start = time.time()
-    run_name = config.run_name or config.default_run_name(t_start)
+    run_name = config.run_name
+    if run_name is None:   # a timestamp; runs started within the same second get -2, -3...
+        base = run_name = config.default_run_name(t_start)
+        k = 1
+        while (Path(config.logdir) / run_name).exists():
+            k += 1
+            run_name = f"{base}-{k}"
     run_dir = Path(config.logdir) / run_name
     config.check_outputs(run_name)
     out = config.model_path(run_dir)
