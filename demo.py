@@ -31,7 +31,8 @@ step's event lines. The per-step record adds to ``last_info``:
 JSON (NaN and ±inf become ``null``), plus ``"audit": {"path", "operator_public_key"}``
 with ``--audit``.
 
-``--audit FILE`` streams the environment's audit hash chain to FILE (JSONL). The
+``--audit FILE`` streams the environment's audit hash chain to FILE (JSONL; an existing
+non-empty FILE is refused, never overwritten). The
 environment is closed at the end, also after Ctrl-C; with ed25519 trust that signs
 the chain's head, and the demo prints how to verify the file,
 ``python -m gridswarm_env.audit verify FILE --public-key HEX`` (HEX: the operator's
@@ -153,6 +154,11 @@ class DemoOptions:
         for name in ("json_path", "audit_path"):
             if getattr(self, name) is not None:
                 check_output_file(getattr(self, name), f"{owner}.{name} =")
+        audit = Path(self.audit_path) if self.audit_path is not None else None
+        if audit is not None and audit.is_file() and audit.stat().st_size > 0:
+            raise ValueError(f"{owner}.audit_path = {self.audit_path!r} already exists "
+                             f"({audit.stat().st_size:,} bytes): an audit trail is never "
+                             "overwritten; choose a new path or remove the old file")
         if (self.json_path is not None and self.audit_path is not None
                 and Path(self.json_path).resolve() == Path(self.audit_path).resolve()):
             raise ValueError(f"{owner}.audit_path = {self.audit_path!r}: the same file as "

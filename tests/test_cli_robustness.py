@@ -425,6 +425,12 @@ def test_demo_refuses_bad_output_paths_before_the_episode(tmp_path, capsys):
         assert words in _one_line_error(captured.err, "demo.py"), args
         assert captured.out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["limits.toml"]
+    # user-path review: an existing audit trail was replaced by the next run
+    audit.write_text('{"earlier": "trail"}\n')
+    rc = demo.main(["--agents", "5", "--policy", "random", "--no-live", "--audit", str(audit)])
+    err = _one_line_error(capsys.readouterr().err, "demo.py")
+    assert rc == demo.EXIT_USAGE and "already exists" in err and "never overwritten" in err
+    assert audit.read_text() == '{"earlier": "trail"}\n'
 
 
 def _verify(path: Path, key: str | None, capsys) -> tuple[int, str]:
@@ -510,9 +516,11 @@ def test_demo_json_failing_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
 def test_demo_setup_failure_gives_an_existing_audit_file_its_content_back(tmp_path,
                                                                           monkeypatch):
     """Code review: the environment truncates --audit FILE when built; a policy failing
-    its reset afterwards (exit 2) left an existing file empty."""
+    its reset afterwards (exit 2) left an existing file changed. (A non-empty one is now
+    refused up front, see test_demo_refuses_bad_output_paths_before_the_episode; an
+    existing empty file, e.g. made by ``touch``, stays as it was.)"""
     audit = tmp_path / "audit.jsonl"
-    audit.write_text("earlier run\n")
+    audit.write_text("")
 
     class FailsOnReset:
         name = "fails"
@@ -525,7 +533,7 @@ def test_demo_setup_failure_gives_an_existing_audit_file_its_content_back(tmp_pa
                             audit_path=str(audit))
     with pytest.raises(demo.DemoError, match="does not match"):
         demo.open_session(opts)
-    assert audit.read_text() == "earlier run\n"
+    assert audit.read_text() == ""
 
 
 def test_crypto_threads_flag_is_checked_and_does_not_change_results(tmp_path, capsys):
