@@ -130,6 +130,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--limit", type=int, default=30, help="functions listed")
     parser.add_argument("--no-cprofile", action="store_true", help="only the breakdown")
     args = parser.parse_args(argv)
+    from gridswarm_env.config import MAX_AGENTS
+    from gridswarm_env.scenarios import scenario_names
+
+    if args.scenario not in scenario_names():
+        parser.error(f"--scenario {args.scenario!r}: known scenarios are "
+                     f"{', '.join(scenario_names())}")
+    for flag, value, lo, hi in (("--agents", args.agents, 1, MAX_AGENTS),
+                                ("--steps", args.steps, 1, None), ("--limit", args.limit, 1, None)):
+        if value < lo or (hi is not None and value > hi):
+            parser.error(f"{flag} {value}: expected an integer >= {lo}"
+                         + ("" if hi is None else f" and <= {hi:,}"))
+    if args.sort not in pstats.Stats.sort_arg_dict_default:
+        parser.error(f"--sort {args.sort!r}: allowed pstats sort keys are "
+                     f"{', '.join(sorted(pstats.Stats.sort_arg_dict_default))}")
     b = breakdown(args.agents, args.trust, args.scenario, args.steps)
     print(f"{args.agents:,} agents, {args.trust}, {args.scenario}: "
           f"{b['step_s'] * 1e6:,.0f} us/step ({args.agents / b['step_s']:,.0f} agent-steps/s)")

@@ -588,3 +588,18 @@ def test_benchmark_figures_survive_a_failed_write(tmp_path, capsys, monkeypatch)
     assert "could not write the figures" in said and "saved it to" in said
     saved = Path(said.split("saved it to ")[1].split("'")[1])
     assert json.loads(saved.read_text()) == {"env": [1, 2]}
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--scenario", "nope"], "known scenarios are price_spike"),
+    (["--agents", "0"], "--agents 0: expected an integer >= 1"),
+    (["--steps", "0"], "--steps 0: expected an integer >= 1"),
+    (["--sort", "bogus"], "allowed pstats sort keys are"),
+])
+def test_profile_step_refuses_bad_flags_in_one_line(args, says, capsys):
+    """User-path review: these gave tracebacks (a ZeroDivisionError for --steps 0)."""
+    from benchmarks import profile_step
+
+    with pytest.raises(SystemExit) as exit_info:
+        profile_step.main(args)
+    assert exit_info.value.code == 2 and says in capsys.readouterr().err
