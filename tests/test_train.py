@@ -23,7 +23,7 @@ from train.adapter import GridSwarmVecEnv
 from train.bc import behaviour_clone, collect_demonstrations
 from train.callbacks import EpisodeMetricsCallback
 from train.config import TrainConfig
-from train.trainer import load_model, make_model, train
+from train.trainer import load_model, make_model, make_venv, train
 
 REPO = Path(__file__).resolve().parents[1]
 EMERGENCY_STEPS = gridswarm_env.get_scenario("emergency").episode_steps
@@ -439,6 +439,35 @@ def test_a_run_name_in_use_is_refused_and_default_names_never_collide(tmp_path, 
     assert main(args) == 0
     assert (tmp_path / "stamp" / "model.zip").read_bytes() == b"earlier"
     assert (tmp_path / "stamp-2" / "model.zip").is_file()
+
+
+def test_limits_reach_the_training_and_evaluation_environments(tmp_path, capsys):
+    """DESIGN §6 gives --limits FILE to the command lines; train had none."""
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[agents.battery_001]\nmax_discharge_mw = 0.0\n")
+    config = TrainConfig(scenario="emergency", n_agents=5, limits=str(limits),
+                         eval_every=16)
+    venv = make_venv(config)
+    venv.reset()
+    raw = venv.active_envs[0]
+    assert raw.limits.per_agent == {"battery_001": {"max_discharge_mw": 0.0}}
+    names = raw.possible_agents
+    assert raw._hi[names.index("battery_001")] <= 0.0 < raw._hi[names.index("battery_000")]
+    from train.callbacks import SystemCostEvaluation
+
+    judge = SystemCostEvaluation(["emergency"], 5, 16, limits=str(limits))
+    assert judge.envs["emergency"].limits == raw.limits
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[agents.battery_077]\nsoc_min = 0.3\n")
+    args = ["--scenario", "emergency", "--agents", "5", "--timesteps", "16", "--n-steps", "16",
+            "--batch-size", "16", "--no-progress", "--logdir", str(tmp_path / "runs")]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--limits", str(bad)])
+    assert exc.value.code == 2 and "battery_077" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    assert main([*args, "--limits", str(limits), "--eval-every", "16", "--run-name", "lim"]) == 0
+    record = json.loads((tmp_path / "runs" / "lim" / "model.json").read_text())
+    assert record["config"]["limits"] == str(limits)
 
 
 def test_cli_corrupt_resume_file(tmp_path, capsys):

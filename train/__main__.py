@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", default=None, metavar="PATH",
       help="model file to write; .zip is appended when missing (default: "
            "<logdir>/<run>/model.zip)")
+    a("--limits", default=None, metavar="FILE",
+      help="kernel limits TOML file for the training (and --eval-every) environments")
     a("--resume", default=None, metavar="PATH",
       help="continue training a saved model: PPO flags not given keep the checkpoint's "
            "values, those given are applied (--net-arch must equal the checkpoint's); "
@@ -160,8 +162,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
         bc_teacher=args.bc_teacher,
         bc_timesteps=args.bc_timesteps if args.bc_teacher else 0, bc_epochs=args.bc_epochs,
         bc_learning_rate=args.bc_lr,
-        run_name=args.run_name, progress_bar=not args.no_progress, verbose=args.verbose,
-        command=shlex.join(["python", "-m", "train", *argv]))
+        run_name=args.run_name, limits=args.limits, progress_bar=not args.no_progress,
+        verbose=args.verbose, command=shlex.join(["python", "-m", "train", *argv]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -151,15 +151,17 @@ class SystemCostEvaluation(BaseCallback):
     :param n_seeds: evaluation episodes per scenario (>= 1).
     :param best_path: save the model there whenever an evaluation is the best so far.
     :param stop_at_cost: stop training at the first evaluation whose cost is at most this.
+    :param limits: kernel limits of the evaluation environments (as the training's).
     """
 
     def __init__(self, scenarios: Sequence[str], n_agents: int, every: int, n_seeds: int = 3,
                  best_path: str | Path | None = None, stop_at_cost: float | None = None,
-                 verbose: int = 0) -> None:
+                 verbose: int = 0, limits: Any = None) -> None:
         super().__init__(verbose)
         from gridswarm_env.env import GridSwarmEnv
 
-        self.envs = {name: GridSwarmEnv(scenario=name, n_agents=n_agents, trust="hmac")
+        self.envs = {name: GridSwarmEnv(scenario=name, n_agents=n_agents, trust="hmac",
+                                        limits=limits)
                      for name in scenarios}
         self.every = every
         self.seeds = [EVAL_SEED_BASE + k for k in range(n_seeds)]

@@ -114,6 +114,8 @@ class TrainConfig:
     :param progress_bar: show SB3's progress bar.
     :param verbose: SB3 verbosity (0 silent, 1 tables on stdout).
     :param run_name: run directory name (default built from scenario, seed, time).
+    :param limits: kernel limits TOML file (DESIGN §6) for the training environments and
+        the ``eval_every`` evaluations; None: the default limits.
     :param command: the command line that started the run (recorded in the JSON).
     """
 
@@ -153,6 +155,7 @@ class TrainConfig:
     progress_bar: bool = True
     verbose: int = 0
     run_name: str | None = None
+    limits: str | None = None
     command: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -166,6 +169,12 @@ class TrainConfig:
                              "(behaviour cloning without PPO); otherwise must be >= 1")
         check_int_at_least(owner, "n_agents", self.n_agents, 1)
         check_agent_limit(f"{owner}.n_agents", self.n_agents)
+        if self.limits is not None:
+            from policies.cli_checks import check_limits_agents
+
+            if not isinstance(self.limits, str) or not self.limits:
+                raise ValueError(f"{owner}.limits = {self.limits!r}: expected a TOML file path")
+            check_limits_agents(self.limits, self.n_agents)
         check_int_at_least(owner, "n_envs", self.n_envs, 1)
         check_choice(owner, "trust", self.trust, TRUST_MODES)
         check_int_at_least(owner, "seed", self.seed, 0)

@@ -46,7 +46,8 @@ def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
     return GridSwarmVecEnv(config.scenario, n_agents=config.n_agents, n_envs=config.n_envs,
                            trust=config.trust, seed=config.seed, reward=config.reward,
                            marginal_weight=config.marginal_weight,
-                           reward_scale=config.reward_scale, reward_clip=config.reward_clip)
+                           reward_scale=config.reward_scale, reward_clip=config.reward_clip,
+                           limits=config.limits)
 
 
 def make_model(config: TrainConfig, venv: GridSwarmVecEnv):
@@ -217,7 +218,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     if config.eval_every:
         evaluation = SystemCostEvaluation(
             venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
-            best_path=run_dir / "best_model.zip")
+            best_path=run_dir / "best_model.zip", limits=config.limits)
         all_callbacks.append(evaluation)
     if config.checkpoint_every:
         all_callbacks.append(CheckpointCallback(
