@@ -148,6 +148,10 @@ def test_evaluation_during_training_keeps_the_best_model_and_changes_nothing(tra
     ea = EventAccumulator(str(run_dir))
     ea.Reload()
     assert {"eval/system_cost", "eval/emergency/system_cost"} <= set(ea.Tags()["scalars"])
+    # each point at its own step (they were written one rollout late)
+    logged = [(e.step, e.value) for e in ea.Scalars("eval/system_cost")]
+    assert logged == [(p["agent_steps"], pytest.approx(p["system_cost"], rel=1e-6))
+                      for p in ev["curve"]]
     assert record["config"]["eval_every"] == 1200
     assert ev["eval_s"] > 0
 

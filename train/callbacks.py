@@ -192,6 +192,9 @@ class SystemCostEvaluation(BaseCallback):
         self.logger.record("eval/system_cost", total)
         for name, cost in costs.items():
             self.logger.record(f"eval/{name}/system_cost", cost)
+        # written now, at the point's own step (SB3 would write them with the next dump,
+        # after the rollout that follows)
+        self.logger.dump(point["agent_steps"])
         if self.best is None or total < self.best["system_cost"]:
             self.best = point
             if self.best_path is not None:
@@ -217,4 +220,3 @@ class SystemCostEvaluation(BaseCallback):
     def _on_training_end(self) -> None:
         if self.stopped_at is None and self.points[-1]["agent_steps"] < self.num_timesteps:
             self.evaluate()   # the budget's end, when it fell between two evaluations
-            self.logger.dump(self.num_timesteps)
