@@ -71,8 +71,8 @@ TENSORBOARD_DIR = "tensorboard"
 EVENT_FILE_GLOB = "events.out.tfevents.*"
 TABLE_KPIS = ("system_cost", "unserved_energy_mwh", "ev_unmet_energy_mwh", "frequency_nadir_hz",
               "frequency_zenith_hz", "seconds_outside_band", "stabilization_time_s",
-              "emergency_response_latency_ms", "emergency_response_mw_100ms", "consensus_rate", "blocked_attempts",
-              "executed_violations")
+              "emergency_response_latency_ms", "emergency_response_mw_100ms", "consensus_rate",
+              "blocked_attempts", "executed_violations")
 TRUST_CHOICES = ("ed25519", "hmac")
 
 
@@ -174,6 +174,7 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
     _check_count("episodes", episodes)
     _check_count("agents", n_agents)
     from gridswarm_env.config import check_agent_limit
+
     try:
         check_agent_limit("agents", int(n_agents))
     except ValueError as exc:
