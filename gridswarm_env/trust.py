@@ -2534,31 +2534,42 @@ def _file_records(path: Path) -> Iterator[tuple[int, Any, bool]]:
                     complete,
                 )
                 continue
-            line = _entry_line(record, complete) if _schema_problem(record) is None else None
-            if line is not None and raw != line:
-                yield (
-                    number,
-                    _Bad(
-                        "altered",
-                        f"line {number + 1} is not its entry's canonical encoding (the bytes "
-                        "were edited, e.g. a repeated key, spacing or key order)",
-                    ),
-                    complete,
-                )
-                continue
+            body = _canonical_body(record) if _schema_problem(record) is None else None
+            if body is not None:
+                line = body[:-1] + b',"hash":"' + record["hash"].encode() + b'"}'
+                if raw != (line + b"\n" if complete else line):
+                    yield (
+                        number,
+                        _Bad(
+                            "altered",
+                            f"line {number + 1} is not its entry's canonical encoding (the "
+                            "bytes were edited, e.g. a repeated key, spacing or key order)",
+                        ),
+                        complete,
+                    )
+                    continue
+                # the hash of the canonical text, computed once here (see _recompute)
+                record = _HashedRecord(record)
+                record.recomputed = hashlib.sha256(body).hexdigest()
             yield number, record, complete
 
 
-def _entry_line(record: dict[str, Any], complete: bool) -> bytes | None:
-    """The exact line :class:`AuditLog` writes for a well-formed ``record`` (None when
-    its fields cannot be encoded canonically: the verifier reports that itself)."""
+class _HashedRecord(dict):
+    """A parsed entry carrying the hash of its canonical text (:func:`_file_records`
+    has encoded it already to compare it with the line on disk)."""
+
+    recomputed: str
+
+
+def _canonical_body(record: dict[str, Any]) -> bytes | None:
+    """The canonical text of a well-formed ``record`` without its hash, as
+    :class:`AuditLog` hashes and writes it (None when its fields cannot be encoded
+    canonically, e.g. NaN: the verifier reports that itself)."""
     try:
-        body = _canonical_json(record["index"], record["kind"], record["fields"],
-                               record["prev_hash"])
+        return _canonical_json(record["index"], record["kind"], record["fields"],
+                               record["prev_hash"]).encode("ascii")
     except ValueError:
         return None
-    line = body[:-1] + ',"hash":"' + record["hash"] + '"}' + ("\n" if complete else "")
-    return line.encode("ascii")
 
 
 def _schema_problem(record: Any) -> str | None:
@@ -2580,6 +2591,8 @@ def _schema_problem(record: Any) -> str | None:
 
 
 def _recompute(record: dict[str, Any]) -> str | None:
+    if type(record) is _HashedRecord:
+        return record.recomputed
     try:
         return _entry_hash(record["index"], record["kind"], record["fields"], record["prev_hash"])
     except ValueError:
