@@ -154,11 +154,10 @@ class DemoOptions:
         for name in ("json_path", "audit_path"):
             if getattr(self, name) is not None:
                 check_output_file(getattr(self, name), f"{owner}.{name} =")
-        audit = Path(self.audit_path) if self.audit_path is not None else None
-        if audit is not None and audit.is_file() and audit.stat().st_size > 0:
-            raise ValueError(f"{owner}.audit_path = {self.audit_path!r} already exists "
-                             f"({audit.stat().st_size:,} bytes): an audit trail is never "
-                             "overwritten; choose a new path or remove the old file")
+        if self.audit_path is not None:
+            from gridswarm_env.trust import check_new_audit_file
+
+            check_new_audit_file(self.audit_path, f"{owner}.audit_path =")
         if (self.json_path is not None and self.audit_path is not None
                 and Path(self.json_path).resolve() == Path(self.audit_path).resolve()):
             raise ValueError(f"{owner}.audit_path = {self.audit_path!r}: the same file as "

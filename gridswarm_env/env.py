@@ -91,7 +91,12 @@ from gridswarm_env.grid import GridModel
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits
 from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE, Scenario, get_scenario
-from gridswarm_env.trust import AuditLog, ContractLedger, IdentityRegistry
+from gridswarm_env.trust import (
+    AuditLog,
+    ContractLedger,
+    IdentityRegistry,
+    check_new_audit_file,
+)
 
 OPERATOR = -1
 DISPATCHER = -2
@@ -179,6 +184,8 @@ class GridSwarmEnv(ParallelEnv):
         if render_mode is not None:
             check_choice("GridSwarmEnv", "render_mode", render_mode,
                          tuple(self.metadata["render_modes"]))
+        if cfg.audit_path is not None:
+            check_new_audit_file(cfg.audit_path, "EnvConfig.audit_path =")
         self.config = cfg
         self.scenario = get_scenario(scenario)
         self.render_mode = render_mode
@@ -211,8 +218,12 @@ class GridSwarmEnv(ParallelEnv):
         self._audit_keys = (
             IdentityRegistry(["audit"], operator_id=self.registry.operator_id, seed=None)
             if cfg.audit_path is not None and cfg.trust == "ed25519" else None)
-        self.audit_log = AuditLog(cfg.audit_path, keep_entries=cfg.audit_keep_entries,
-                                  max_entries_in_memory=AUDIT_ENTRIES_IN_MEMORY)
+        try:
+            self.audit_log = AuditLog(cfg.audit_path, keep_entries=cfg.audit_keep_entries,
+                                      max_entries_in_memory=AUDIT_ENTRIES_IN_MEMORY)
+        except OSError as exc:
+            raise ValueError(f"EnvConfig.audit_path = {cfg.audit_path!r} cannot be written: "
+                             f"{exc.strerror or type(exc).__name__}") from None
         self._episode = -1
         self._ready = False
 

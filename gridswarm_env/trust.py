@@ -2263,6 +2263,24 @@ def _head_message(covered_entries: int, head_hash: str) -> bytes:
     return _HEAD_MESSAGE_PREFIX + struct.pack(">Q", covered_entries) + bytes.fromhex(head_hash)
 
 
+def check_new_audit_file(path: str | os.PathLike[str], label: str) -> None:
+    """Refuse to start an audit chain in ``path`` when that would destroy something.
+
+    An audit trail is evidence: a non-empty existing file is never overwritten (an empty
+    one, e.g. made by ``touch``, is fine), and a directory is no file path.
+
+    :param label: how the message names the setting or flag (e.g. ``"--audit"``).
+    :raises ValueError: naming the path, what is wrong and what to do instead.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{label} {str(path)!r} is a directory; expected a file path")
+    if p.is_file() and p.stat().st_size > 0:
+        raise ValueError(f"{label} {str(path)!r} already exists ({p.stat().st_size:,} bytes): "
+                         "an audit trail is never overwritten; choose a new path or remove "
+                         "the old file")
+
+
 class AuditLog:
     """Append-only SHA-256 hash chain of audit entries, optionally streamed as JSONL.
 

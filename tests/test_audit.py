@@ -682,3 +682,29 @@ def test_wrongly_typed_signed_head_and_deep_nesting_are_verdicts_not_crashes(tmp
     deep.write_text(path.read_text().splitlines(keepends=True)[0] + "[" * 5000 + "\n")
     assert verdict(deep)[1:] == (1, "malformed")
     assert main(["verify", str(deep)]) == EXIT_BROKEN
+
+
+def test_an_environment_never_overwrites_an_existing_audit_trail(tmp_path):
+    """Fuzzing review: building a second environment on a sealed trail's path emptied it
+    (the file was opened for writing in the constructor); a directory gave a bare
+    IsADirectoryError."""
+    import gridswarm_env
+
+    trail = tmp_path / "trail.jsonl"
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=3, trust="hmac",
+                                     audit_path=str(trail))
+    env.reset(seed=0)
+    env.close()
+    kept = trail.read_bytes()
+    assert kept
+    with pytest.raises(ValueError, match="already exists .*never overwritten"):
+        gridswarm_env.parallel_env(n_agents=3, trust="hmac", audit_path=str(trail))
+    assert trail.read_bytes() == kept
+    with pytest.raises(ValueError, match="is a directory; expected a file path"):
+        gridswarm_env.parallel_env(n_agents=3, trust="hmac", audit_path=str(tmp_path))
+    with pytest.raises(ValueError, match="cannot be written"):
+        gridswarm_env.parallel_env(n_agents=3, trust="hmac",
+                                   audit_path=str(tmp_path / "missing" / "a.jsonl"))
+    empty = tmp_path / "touched.jsonl"
+    empty.touch()
+    gridswarm_env.parallel_env(n_agents=3, trust="hmac", audit_path=str(empty)).close()
