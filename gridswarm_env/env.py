@@ -561,6 +561,9 @@ class GridSwarmEnv(ParallelEnv):
         self.round_request_mw, self.round_product = self._operator_request(self.round_index)
         self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
         d2 = self.bus.deliver(t1)
+        late = d2.topic(TOPIC_BIDS)   # delivered after gate closure: they missed the round
+        if len(late.senders):
+            self.stale_bids += len(late.senders)
         self._receive_contracts((d1, d2), t1)
         contract_mw, contract_price = self._verify_pending(t0)
         self._activate_reserve((d1, d2), t1)

@@ -278,3 +278,32 @@ def test_blocked_audit_entries_say_when_their_agent_list_is_cut() -> None:
         assert len(f["agents"]) == min(f["count"], AUDIT_BLOCKED_LISTED)
         assert ("listed" in f) == (f["count"] > AUDIT_BLOCKED_LISTED)
     assert any("listed" in e.fields for e in entries)
+
+
+def test_bids_delivered_after_gate_closure_count_as_stale(make_env) -> None:
+    """Market/bus review: bids the bus delivered after gate closure (in the step's second
+    delivery) were neither cleared nor counted: they vanished. The config says they miss
+    the round and are stale."""
+    from gridswarm_env.config import MarketConfig
+    from gridswarm_env.env import TOPIC_BIDS
+
+    raw = GridSwarmEnv(scenario="price_spike", n_agents=30, trust="hmac",
+                       config=EnvConfig(market=MarketConfig(gate_s=0.01)))
+    raw.reset(seed=0)
+    policy = HeuristicPolicy()
+    policy.reset(raw, seed=0)
+    late = []
+    deliver = raw.bus.deliver
+
+    def counting(now_s, *args, **kwargs):
+        batch = deliver(now_s, *args, **kwargs)
+        if abs(now_s - round(now_s)) < 1e-9:          # the step-end delivery (dt_s = 1)
+            late.append(len(batch.topic(TOPIC_BIDS).senders))
+        return batch
+
+    raw.bus.deliver = counting
+    while raw.agents:
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+    assert sum(late) > 0                               # a 10 ms gate misses some bids
+    assert raw.episode_metrics()["stale_bids"] == sum(late)
