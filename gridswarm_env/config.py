@@ -29,6 +29,7 @@ TRUST_MODES = ("ed25519", "hmac")
 #: correctness, is the limit: a clear error instead of an allocation that never ends)
 MAX_AGENTS = 1_000_000
 MAX_DT_S = 3600.0
+MAX_SUBSTEPS = 2400   # physics sub-steps per agent step (GridModel's tables are O(n^2))
 #: where contract keys come from: derived from the reset seed, or drawn from os.urandom
 CONTRACT_KEY_SOURCES = ("seeded", "random")
 DER_KINDS = ("solar", "battery", "ev")
@@ -342,7 +343,7 @@ class EnvConfig:
     :param n_agents: number of DER agents (1 to :data:`MAX_AGENTS`; fleet MW are shared
         among them).
     :param dt_s: agent step (market round) length, default 1 s (at most
-        :data:`MAX_DT_S`).
+        :data:`MAX_DT_S`, and at most :data:`MAX_SUBSTEPS` physics sub-steps).
     :param trust: ``"ed25519"`` (default) or ``"hmac"`` (faster, for training).
     :param shadow: run bids, clearing, signing, verification and the kernel but
         dispatch nothing to the physics.
@@ -411,8 +412,12 @@ class EnvConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{owner}.{name} = {getattr(self, name)!r}: expected True or "
                                  "False")
+        from gridswarm_env.bus import BusConfig
+        from gridswarm_env.grid import GridParams
+
         for name, kind in (("fleet", FleetConfig), ("market", MarketConfig),
-                           ("costs", CostConfig), ("reward", RewardConfig)):
+                           ("costs", CostConfig), ("reward", RewardConfig),
+                           ("grid", GridParams), ("bus", BusConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{owner}.{name}: expected a {kind.__name__}, got "
                                  f"{type(getattr(self, name)).__name__}")
@@ -421,6 +426,14 @@ class EnvConfig:
             raise ValueError(
                 f"{owner}.dt_s = {self.dt_s!r}: must be a whole multiple of "
                 f"grid.physics_dt_s = {self.grid.physics_dt_s!r}"
+            )
+        if round(ratio) > MAX_SUBSTEPS:
+            raise ValueError(
+                f"{owner}.dt_s = {self.dt_s!r}: {round(ratio):,} physics sub-steps of "
+                f"{self.grid.physics_dt_s!r} s per step; at most {MAX_SUBSTEPS:,} (the "
+                "frequency model precomputes an (n+3) x n response table per step length: "
+                "e.g. dt_s <= 120 s at 50 ms sub-steps; raise grid.physics_dt_s for longer "
+                "steps)"
             )
         if self.market.gate_s >= self.dt_s:
             raise ValueError(

@@ -137,6 +137,15 @@ def _add_by_owner(target: np.ndarray, owners: list[int], values: list[float]) ->
     return idx
 
 
+def _checked_seed(seed: Any) -> int | None:
+    """``seed`` as a Python int (or None); raises ``ValueError`` for anything else."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative int or None")
+    return int(seed)
+
+
 def _record_bytes(records: np.ndarray) -> np.ndarray | None:
     """``(n, itemsize)`` uint8 view of a C-contiguous 1-D record array (None otherwise)."""
     if records.ndim != 1 or not records.flags.c_contiguous:
@@ -168,6 +177,7 @@ class GridSwarmEnv(ParallelEnv):
                  config: EnvConfig | None = None, audit_path: str | None = None,
                  adversary: Callable[..., Any] | None = None, seed: int | None = None) -> None:
         cfg = config or EnvConfig()
+        seed = _checked_seed(seed)
         changes: dict[str, Any] = {}
         if n_agents is not None:
             changes["n_agents"] = n_agents
@@ -188,6 +198,15 @@ class GridSwarmEnv(ParallelEnv):
             check_new_audit_file(cfg.audit_path, "EnvConfig.audit_path =")
         self.config = cfg
         self.scenario = get_scenario(scenario)
+        sc = self.scenario
+        if sc.reserve_target_mw > 0 and sc.has_event and not 2 * cfg.dt_s < sc.event_time_s:
+            # reserve round r delivers from (r+1)·dt_s and runs only before the event;
+            # round 0 is cleared on bids made before its signal can reach the agents
+            raise ValueError(
+                f"EnvConfig.dt_s = {cfg.dt_s!r} leaves scenario {sc.name!r} no reserve round "
+                f"its agents can answer before the event at {sc.event_time_s!r} s (round 1 "
+                f"delivers from 2·dt_s): use dt_s < {sc.event_time_s / 2:g} s, or a later "
+                "event_time_s")
         self.render_mode = render_mode
         self.limits = as_limits(limits)
         self.adversary = adversary
@@ -256,9 +275,7 @@ class GridSwarmEnv(ParallelEnv):
               ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         cfg, sc = self.config, self.scenario
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
-                raise ValueError(f"seed={seed!r} must be a non-negative int or None")
-            seed = int(seed)
+            seed = _checked_seed(seed)
             self._np_random = np.random.default_rng(seed)
             if seed != self._seed:
                 self._seed = seed

@@ -149,6 +149,13 @@ def test_load_scenario_file(tmp_path: Path) -> None:
     # user-path review: these allocated until memory ran out (or for minutes)
     (lambda: EnvConfig(n_agents=10**9), "n_agents", "at most 1,000,000 agents"),
     (lambda: EnvConfig(dt_s=1e12), "dt_s", "at most 3600 s"),
+    (lambda: EnvConfig(dt_s=3600.0), "dt_s", "sub-steps of 0.05 s per step; at most 2,400"),
+    (lambda: EnvConfig(grid={"inertia_h_s": 2.0}), "grid", "expected a GridParams, got dict"),
+    (lambda: EnvConfig(bus=None), "bus", "expected a BusConfig, got NoneType"),
+    (lambda: gridswarm_env.parallel_env("emergency", config=EnvConfig(dt_s=5.0)), "dt_s",
+     "no reserve round its agents can answer before the event"),
+    (lambda: gridswarm_env.parallel_env(seed=-1), "seed", "non-negative int"),
+    (lambda: gridswarm_env.parallel_env(seed=1.5), "seed", "non-negative int"),
     (lambda: EnvConfig(dt_s=0.2), "gate_s", "shorter than dt_s"),
     (lambda: EnvConfig(trust="rsa"), "trust", "ed25519, hmac"),
     (lambda: EnvConfig(shadow="yes"), "shadow", "True or False"),
