@@ -30,6 +30,8 @@ TRUST_MODES = ("ed25519", "hmac")
 MAX_AGENTS = 1_000_000
 MAX_DT_S = 3600.0
 MAX_SUBSTEPS = 2400   # physics sub-steps per agent step (GridModel's tables are O(n^2))
+MAX_LEVELS = 1001     # power or price levels of the action space
+MAX_EPISODE_STEPS = 1_000_000   # reset precomputes the episode's profiles per sub-step
 #: where contract keys come from: derived from the reset seed, or drawn from os.urandom
 CONTRACT_KEY_SOURCES = ("seeded", "random")
 DER_KINDS = ("solar", "battery", "ev")
@@ -117,6 +119,12 @@ def check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) ->
     if value not in allowed:
         raise ValueError(f"{owner}.{name} = {value!r}: allowed values are {', '.join(allowed)}")
     return value
+
+
+def check_int_at_most(owner: str, name: str, value: int, maximum: int, why: str) -> None:
+    """Raise ``ValueError`` for a count above ``maximum`` (``why`` says what bounds it)."""
+    if value > maximum:
+        raise ValueError(f"{owner}.{name} = {value!r}: at most {maximum:,} ({why})")
 
 
 def check_agent_limit(label: str, n_agents: int) -> None:
@@ -264,6 +272,9 @@ class MarketConfig:
                              "so that level n//2 is exactly 0 MW")
         store(self, "n_price_levels",
               check_int_at_least(owner, "n_price_levels", self.n_price_levels, 2))
+        for name in ("n_power_levels", "n_price_levels"):
+            check_int_at_most(owner, name, getattr(self, name), MAX_LEVELS,
+                              "one action-mask column per level for every agent")
         store(self, "consensus_share", check_range(owner, "consensus_share",
                                                    self.consensus_share, 0.0, 1.0, lo_open=True))
         store(self, "gate_s", check_positive(owner, "gate_s", self.gate_s))

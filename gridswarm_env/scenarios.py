@@ -32,8 +32,10 @@ from typing import Any
 import numpy as np
 
 from gridswarm_env.config import (
+    MAX_EPISODE_STEPS,
     check_finite,
     check_int_at_least,
+    check_int_at_most,
     check_non_negative,
     check_positive,
     check_range,
@@ -96,6 +98,8 @@ class Scenario:
         owner = f"Scenario({self.name!r})"
         store(self, "episode_steps",
               check_int_at_least(owner, "episode_steps", self.episode_steps, 1))
+        check_int_at_most(owner, "episode_steps", self.episode_steps, MAX_EPISODE_STEPS,
+                          "reset precomputes the episode's load and solar profiles")
         store(self, "start_hour",
               check_range(owner, "start_hour", self.start_hour, 0.0, 24.0, hi_open=True))
         store(self, "base_load_mw", check_positive(owner, "base_load_mw", self.base_load_mw))
@@ -111,6 +115,13 @@ class Scenario:
             store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0))
         store(self, "event_time_s",
               check_real(owner, "event_time_s", self.event_time_s, allow_inf=True))
+        if not math.isfinite(self.price_cap_per_mwh - self.price_floor_per_mwh):
+            raise ValueError(f"{owner}: price_cap_per_mwh - price_floor_per_mwh must be finite "
+                             f"(got {self.price_cap_per_mwh!r} - {self.price_floor_per_mwh!r}); "
+                             "the price levels divide this band")
+        if abs(self.load_step_mw) >= self.base_load_mw:
+            raise ValueError(f"{owner}.load_step_mw = {self.load_step_mw!r}: its size must be "
+                             f"below base_load_mw ({self.base_load_mw!r})")
         if self.price_cap_per_mwh <= self.price_floor_per_mwh:
             raise ValueError(f"{owner}: price_cap_per_mwh ({self.price_cap_per_mwh}) must be "
                              f"> price_floor_per_mwh ({self.price_floor_per_mwh})")
