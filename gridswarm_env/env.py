@@ -245,6 +245,7 @@ class GridSwarmEnv(ParallelEnv):
                              f"{exc.strerror or type(exc).__name__}") from None
         self._episode = -1
         self._ready = False
+        self._failed: str | None = None   # why the last step stopped half-way (if it did)
 
     def _contract_keys(self, seed: int | None) -> IdentityRegistry:
         """Every agent's and the operator's contract keys: derived from ``seed``, or
@@ -377,6 +378,7 @@ class GridSwarmEnv(ParallelEnv):
         self._announce(self.round_index, self.round_request_mw, self.round_product, 0.0)
         self.agents = list(self.possible_agents)
         self._ready = True
+        self._failed = None
         self._update_feasible()
         return self._observations(), self._infos()
 
@@ -544,20 +546,31 @@ class GridSwarmEnv(ParallelEnv):
         left alone when it is already disabled) and resumed afterwards, also on errors
         and interrupts (``gc.disable()`` is inside the ``try``: an interrupt arriving
         just after it cannot leave the collector off for good)."""
-        if not (self.config.pause_gc and gc.isenabled()):
-            return self._step(power_level, price_level, as_dicts=as_dicts)
         try:
-            gc.disable()
-            return self._step(power_level, price_level, as_dicts=as_dicts)
-        finally:
-            gc.enable()
+            if not (self.config.pause_gc and gc.isenabled()):
+                return self._step(power_level, price_level, as_dicts=as_dicts)
+            try:
+                gc.disable()
+                return self._step(power_level, price_level, as_dicts=as_dicts)
+            finally:
+                gc.enable()
+        except BaseException as exc:   # stopped half-way (e.g. Ctrl-C): only reset() helps
+            self._ready = False
+            self._failed = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise
 
     def _check_reset(self, what: str) -> None:
         if not self._ready:
+            if self._failed is not None:
+                raise RuntimeError(f"{what}: the last step stopped half-way ({self._failed}); "
+                                   "call reset()")
             raise RuntimeError(f"{what} called before reset(); call reset() first")
 
     def _check_running(self) -> None:
         if not self._ready or not self.agents:
+            if self._failed is not None:
+                raise RuntimeError(f"the last step stopped half-way ({self._failed}); the "
+                                   "episode cannot go on: call reset()")
             raise RuntimeError("step() called before reset() or after the episode ended; "
                                "call reset() first")
 
@@ -645,14 +658,19 @@ class GridSwarmEnv(ParallelEnv):
             unknown = [a for a in actions if a not in self.agent_index]
             raise ValueError(f"actions must name every live agent once: missing {missing[:5]}"
                              f"{' …' if len(missing) > 5 else ''}, unknown {unknown[:5]}")
-        try:
-            arr = np.array([actions[a] for a in self.agents], dtype=float)
+        try:   # numbers only: strings and objects are refused, not converted
+            arr = np.array([actions[a] for a in self.agents])
+            if arr.dtype.kind in "iuf":
+                arr = arr.astype(float, copy=False)
+            else:
+                arr = None
         except (TypeError, ValueError):
             arr = None
         if arr is None or arr.shape != (self.n_agents, 2):
             for a in self.agents:
                 try:
-                    ok = np.asarray(actions[a], dtype=float).shape == (2,)
+                    one = np.asarray(actions[a])
+                    ok = one.shape == (2,) and one.dtype.kind in "iuf"
                 except (TypeError, ValueError):
                     ok = False
                 if not ok:

@@ -293,7 +293,7 @@ def get_scenario(scenario: str | Scenario, **overrides: Any) -> Scenario:
     if isinstance(scenario, Scenario):
         base = scenario
     else:
-        if scenario not in SCENARIOS:
+        if not isinstance(scenario, str) or scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; known scenarios: "
                              f"{', '.join(SCENARIOS)}")
         base = SCENARIOS[scenario]

@@ -412,3 +412,48 @@ def test_audit_entries_kpi_is_per_episode():
     while fresh.agents:
         fresh.unwrapped.step_arrays(np.full(10, 10), np.zeros(10, dtype=int))
     assert fresh.unwrapped.episode_metrics()["audit_entries"] == counts[0]
+
+
+def test_an_interrupted_step_asks_for_reset_and_reset_recovers() -> None:
+    """Fuzzing review: a step stopped half-way (an exception escaping it, e.g. Ctrl-C)
+    left the environment stuck with "time cannot go backwards" from the bus."""
+    import gc
+
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=10, trust="hmac")
+    raw = env.unwrapped
+    raw.reset(seed=0)
+    settle = raw._settle
+
+    def interrupted(*args, **kwargs):   # Ctrl-C after the bus and the market moved on
+        if raw.step_index == 5:
+            raise KeyboardInterrupt
+        return settle(*args, **kwargs)
+
+    raw._settle = interrupted
+    zero = np.full(raw.n_agents, raw.config.market.n_power_levels // 2)
+    with pytest.raises(KeyboardInterrupt):
+        for _ in range(10):
+            raw.step_arrays(zero, zero * 0)
+    assert gc.isenabled()
+    for call in (lambda: raw.step_arrays(zero, zero * 0), raw.observations_array,
+                 raw.action_masks):
+        with pytest.raises(RuntimeError, match=r"stopped half-way \(KeyboardInterrupt\).*reset"):
+            call()
+    raw._settle = settle
+    raw.reset(seed=0)
+    raw.step_arrays(zero, zero * 0)
+    assert raw.step_index == 1
+
+
+@pytest.mark.parametrize("bad", [["10", "0"], np.array([10, 0], dtype=object)])
+def test_dict_actions_must_be_numbers(bad) -> None:
+    """Fuzzing review: strings and object arrays were converted silently (step_arrays
+    refuses them)."""
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=3, trust="hmac")
+    env.reset(seed=0)
+    actions = {a: [10, 0] for a in env.agents}
+    actions[env.agents[1]] = bad
+    with pytest.raises(ValueError, match=rf"action of {env.agents[1]} = .*expected 2 integers"):
+        env.step(actions)
+    env.step({a: [10, 0] for a in env.agents})     # nothing was stepped before
+    assert env.unwrapped.step_index == 1

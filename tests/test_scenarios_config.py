@@ -178,6 +178,8 @@ def test_load_scenario_file(tmp_path: Path) -> None:
     (lambda: MarketConfig(n_power_levels=1), "n_power_levels", ">= 3"),
     (lambda: MarketConfig(n_price_levels=1), "n_price_levels", ">= 2"),
     # fuzzing review: these failed deep inside numpy (8 TiB masks, 2**62-step profiles)
+    (lambda: gridswarm_env.parallel_env(["emergency"]), "unknown scenario ['emergency']",
+     "known scenarios: price_spike"),
     (lambda: MarketConfig(n_price_levels=2**40), "n_price_levels", "at most 1,001"),
     (lambda: MarketConfig(n_power_levels=2**63 + 1), "n_power_levels", "at most 1,001"),
     (lambda: get_scenario("emergency", episode_steps=2**62), "episode_steps",
