@@ -19,7 +19,8 @@ bids are activated in ascending and downward bids in descending price order):
   compensation it asks (a negative price = the agent is paid to absorb). The operator
   accepts **the least compensation first**, i.e. the highest price first.
 
-The marginal bid may be partly accepted. **Pay-as-clear**: every accepted bid settles
+The marginal bid may be partly accepted (a part of at most 1e-12·|request| is a
+floating-point crumb of the running sum and is not awarded). **Pay-as-clear**: every accepted bid settles
 at the uniform clearing price, the price of the marginal (last accepted) bid — the
 highest accepted price in a shortage, the lowest in a surplus — so no accepted agent
 is worse off than its own bid. Settlement (``settlement``) is one signed formula for
@@ -64,6 +65,9 @@ __all__ = [
 
 #: Relative tolerance of the consensus test (cumulative sums are not exact).
 _CONSENSUS_RTOL = 1e-12
+#: a partial award of at most this share of |request| is a floating-point crumb of the
+#: running sum, not awarded
+_CRUMB_RTOL = 1e-12
 _SECONDS_PER_HOUR = 3600.0
 
 
@@ -221,6 +225,12 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     take = np.subtract(abs(request), before, out=before)
     np.maximum(take, 0.0, out=take)
     np.minimum(sizes, take, out=take)
+    # crumbs of the running sum (e.g. 1.0 − 10 × 0.1 = 1.1e-16 MW) are not awarded: they
+    # would make the next bid marginal, setting the uniform price with a 1e-16 MW contract
+    crumbs = take <= _CRUMB_RTOL * abs(request)
+    crumbs &= take < sizes   # a remainder of the request, not a whole (tiny) bid
+    if crumbs.any():
+        take[crumbs] = 0.0
     accepted[order] = take if direction > 0 else -take
     taken = (take > 0.0).nonzero()[0]
     k = int(taken.size)

@@ -298,3 +298,14 @@ def test_prefix_sums_keep_the_merit_order_with_tiny_bids() -> None:
     assert r.accepted_mw[17] == 0.0 and r.n_accepted == 1
     assert r.clearing_price_per_mwh == -1.0
     assert r.accepted_mw[6] == pytest.approx(1 / 3)
+
+
+def test_a_rounding_crumb_of_the_request_is_not_awarded() -> None:
+    """Market review: ten 0.1 MW bids fill a 1 MW request, but 1.0 − Σ left 1.1e-16 MW,
+    which went to the eleventh bid: it became marginal and set the price (100 instead of
+    90) with a 1e-16 MW contract. A whole tiny bid is still accepted."""
+    r = clear_market(1.0, np.full(11, 0.1), np.arange(11) * 10.0)
+    assert r.n_accepted == 10 and r.accepted_mw[-1] == 0.0
+    assert r.clearing_price_per_mwh == 90.0 and r.consensus
+    tiny = clear_market(1.0, np.array([1e-12, 0.5]), np.array([5.0, 10.0]))
+    assert tiny.accepted_mw.tolist() == [1e-12, 0.5] and tiny.clearing_price_per_mwh == 10.0
