@@ -1184,7 +1184,8 @@ class GridSwarmEnv(ParallelEnv):
             self.fleet, now_s=self.t_s, committed_p_mw=self.scheduled_p_mw,
             reserve_mw=self._standing_mw,
             reserve_round=self.round_product == PRODUCT_RESERVE,
-            reserve_duration_s=self._reserve_duration_s)
+            reserve_duration_s=self._reserve_duration_s,
+            pending_reserve_mw=self._standing_mw - self.reserve_mw)
         self._baseline_next = self.kernel.planned_baseline_mw
         self._lo, self._hi = lo, hi
         self._mask_power = self.kernel.power_mask(lo, hi)

@@ -401,12 +401,17 @@ class Kernel:
 
     def bid_interval(self, fleet: FleetState, *, now_s: float, committed_p_mw: np.ndarray,
                      reserve_mw: np.ndarray, reserve_round: bool,
-                     reserve_duration_s: float) -> tuple[np.ndarray, np.ndarray]:
+                     reserve_duration_s: float,
+                     pending_reserve_mw: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
         """Feasible balancing power for the round being bid (delivery next step).
 
         ``committed_p_mw`` is the balancing power scheduled for the current step and
         ``reserve_mw`` the agent's standing (or active) reserve, which stays on top of
-        any energy dispatch.
+        any energy dispatch. ``pending_reserve_mw``, the part of it not activated yet,
+        may activate on top of the bid in the window bid for, so under a ramp limit the
+        bid keeps that much of the ramp free: ``hi <= max(max(C, 0) + ramp − pending, 0)``
+        (the dispatcher ramps from the power executed now, which does not include it).
         """
         h = self._h
         st = self._statics_for(fleet)
@@ -464,6 +469,9 @@ class Kernel:
             hi[gone] = 0.0
         if self.has_ramp:
             r_lo, r_hi = ramp_interval(committed_p_mw, self.ramp_step_mw)
+            if pending_reserve_mw is not None:
+                r_hi -= pending_reserve_mw
+                np.maximum(r_hi, 0.0, out=r_hi)
             np.maximum(lo, r_lo, out=lo)
             np.minimum(hi, r_hi, out=hi)
         return lo, hi

@@ -311,3 +311,26 @@ def test_unplugged_ev_with_reserve_only_allows_zero(make_env) -> None:
         level = 20 if raw.step_index % 2 == 0 else 0      # reserve offers at 0 $/MWh
         raw.step_arrays(np.full(n, level), np.zeros(n, dtype=np.int64))
     assert unplugged_seen > 0
+
+
+def test_a_ramp_limited_bid_leaves_room_for_reserve_that_may_activate_on_top() -> None:
+    """Market/kernel review: the ramp band was centred on the energy contract alone; when
+    standing reserve activated on top, the dispatcher (ramping from the executed power)
+    clamped bids the mask had offered: 18 clamps and undelivered-energy penalties."""
+    from gridswarm_env.env import GridSwarmEnv
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("emergency", event_time_s=10.9, disturbance_time_s=10.9,
+                      load_step_mw=30.0, load_step_start_s=0.0, load_ramp_s=1.0,
+                      gen_follow=0.0)
+    env = GridSwarmEnv(sc, n_agents=30, trust="hmac",
+                       limits={"battery": {"ramp_mw_per_s": 1.0}})
+    env.reset(seed=0)
+    top = env.config.market.n_power_levels - 1
+    held = 0.0
+    for _ in range(14):   # everyone asks for the most the mask allows, through the event
+        env.step_arrays(np.full(30, top), np.zeros(30, dtype=np.int64))
+        held = max(held, float(env.reserve_mw.sum()))
+    assert held > 0.0                                   # reserve did activate on top
+    assert env.dispatch_clamped == 0
+    assert env.episode_metrics()["executed_violations"] == 0
