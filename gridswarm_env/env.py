@@ -471,18 +471,20 @@ class GridSwarmEnv(ParallelEnv):
         self._irradiance = sc.irradiance(np.array(times), sc.episode_steps * dt).tolist()
 
     # ------------------------------------------------------------------ operator
-    def _operator_request(self, round_index: int) -> tuple[float, int]:
-        """Request (MW) and product of the round delivering in [(r+1)·dt, (r+2)·dt)."""
+    def _operator_request(self, round_index: int, now_s: float = 0.0) -> tuple[float, int]:
+        """Request (MW) and product of the round delivering in [(r+1)·dt, (r+2)·dt),
+        announced at ``now_s``: the operator knows of the trip only once it detected it
+        (``event_time_s + detection_delay_s <= now_s``), not for the whole step."""
         sc, dt = self.scenario, self.config.dt_s
         w0 = (round_index + 1) * dt
-        reserve_round = (sc.reserve_target_mw > 0 and not self.event_detected
-                         and w0 < sc.event_time_s)
+        known = self.event_detected and sc.event_time_s + sc.detection_delay_s <= now_s
+        reserve_round = sc.reserve_target_mw > 0 and not known and w0 < sc.event_time_s
         if reserve_round:
             return max(sc.reserve_target_mw - float(np.add.reduce(self.reserve_awarded_mw)),
                        0.0), PRODUCT_RESERVE
         # = mean of the forecast over the window's sub-steps (precomputed at reset)
         req = float(self._round_forecast_mw[round_index])
-        if self.event_detected:
+        if known:
             req += sc.contingency_mw - float(np.add.reduce(self._standing_mw))
         return req, PRODUCT_ENERGY
 
@@ -588,7 +590,8 @@ class GridSwarmEnv(ParallelEnv):
         d1 = self.bus.deliver(gate)
         clearing = self._clear(d1.topic(TOPIC_BIDS), t1, gate)
         self.round_index += 1
-        self.round_request_mw, self.round_product = self._operator_request(self.round_index)
+        self.round_request_mw, self.round_product = self._operator_request(self.round_index,
+                                                                           gate)
         self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
         d2 = self.bus.deliver(t1)
         late = d2.topic(TOPIC_BIDS)   # delivered after gate closure: they missed the round

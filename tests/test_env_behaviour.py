@@ -307,3 +307,22 @@ def test_bids_delivered_after_gate_closure_count_as_stale(make_env) -> None:
         raw.step_arrays(act[:, 0], act[:, 1])
     assert sum(late) > 0                               # a 10 ms gate misses some bids
     assert raw.episode_metrics()["stale_bids"] == sum(late)
+
+
+def test_the_operator_does_not_know_of_a_trip_before_detecting_it() -> None:
+    """Market review: a trip detected late in a step (10.92 s) was already in the request
+    announced at that step's gate closure (10.25 s)."""
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("emergency", event_time_s=10.9, disturbance_time_s=10.9)
+    env = GridSwarmEnv(sc, n_agents=30, trust="hmac")
+    env.reset(seed=0)
+    idle = np.full(30, env.config.market.n_power_levels // 2)
+    requests = {}
+    while env.t_s < 12.0:
+        t0 = env.t_s
+        env.step_arrays(idle, np.zeros(30, dtype=np.int64))
+        requests[t0] = env.round_request_mw      # announced at t0 + gate_s
+    assert env.event_detected
+    assert requests[10.0] < 0.5 * sc.contingency_mw     # announced 10.25 s: not known yet
+    assert requests[11.0] > 0.5 * sc.contingency_mw     # announced 11.25 s: known
