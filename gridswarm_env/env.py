@@ -88,7 +88,7 @@ from gridswarm_env.fleet import (
     update_solar,
 )
 from gridswarm_env.grid import GridModel
-from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits
+from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
 from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE, Scenario, get_scenario
 from gridswarm_env.trust import (
@@ -211,6 +211,7 @@ class GridSwarmEnv(ParallelEnv):
         self.limits = as_limits(limits)
         self.adversary = adversary
         self.possible_agents = agent_names(cfg.n_agents, cfg.fleet)
+        check_limits_names(self.limits, self.possible_agents)   # now, not at the first reset
         self.agents: list[str] = []
         self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}
         # agents are all live until the episode ends (then step() refuses to run)
@@ -557,22 +558,19 @@ class GridSwarmEnv(ParallelEnv):
             finally:
                 gc.enable()
         except BaseException as exc:   # stopped half-way (e.g. Ctrl-C): only reset() helps
-            self._ready = False
+            # (reading the KPIs so far, e.g. to report an interrupted run, still works)
             self._failed = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise
 
     def _check_reset(self, what: str) -> None:
         if not self._ready:
-            if self._failed is not None:
-                raise RuntimeError(f"{what}: the last step stopped half-way ({self._failed}); "
-                                   "call reset()")
             raise RuntimeError(f"{what} called before reset(); call reset() first")
 
     def _check_running(self) -> None:
+        if self._failed is not None:
+            raise RuntimeError(f"the last step stopped half-way ({self._failed}); the "
+                               "episode cannot go on: call reset()")
         if not self._ready or not self.agents:
-            if self._failed is not None:
-                raise RuntimeError(f"the last step stopped half-way ({self._failed}); the "
-                                   "episode cannot go on: call reset()")
             raise RuntimeError("step() called before reset() or after the episode ended; "
                                "call reset() first")
 

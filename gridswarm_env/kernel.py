@@ -263,12 +263,36 @@ def agent_limits(limits: Limits, agent: str, kind: str) -> DerLimits:
         raise ValueError(f"limits.agents[{agent!r}] ({kind}): {exc}") from None
 
 
-def compile_limits(limits: Limits, names: list[str], fleet: FleetState) -> LimitArrays:
-    """Resolve kind limits and per-agent overrides into arrays (once per episode)."""
+def _describe_names(names: list[str]) -> str:
+    """``solar_000…solar_029, battery_000…battery_039, ev_000`` (first…last per kind)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.rsplit("_", 1)[0], []).append(name)
+    return ", ".join(g[0] if len(g) == 1 else f"{g[0]}…{g[-1]}" for g in groups.values())
+
+
+def check_limits_names(limits: Limits, names: list[str]) -> None:
+    """Every per-agent override must name one of ``names`` (``<kind>_<index>``) and merge
+    consistently on its kind's limits (:func:`agent_limits`).
+
+    :raises ValueError: naming the unknown agents and the fleet's names, or the agent
+        whose merged limits are inconsistent.
+    """
     unknown = sorted(set(limits.per_agent) - set(names))
     if unknown:
-        raise ValueError(f"limits name unknown agent(s): {', '.join(unknown[:5])}"
-                         f"{' …' if len(unknown) > 5 else ''}")
+        more = " …" if len(unknown) > 5 else ""
+        raise ValueError(f"limits name agent(s) {', '.join(unknown[:5])}{more} that a fleet "
+                         f"of {len(names)} agents does not have (its agents: "
+                         f"{_describe_names(names)})")
+    for agent in limits.per_agent:
+        kind = agent.rsplit("_", 1)[0]
+        if kind in DER_KINDS:
+            agent_limits(limits, agent, kind)
+
+
+def compile_limits(limits: Limits, names: list[str], fleet: FleetState) -> LimitArrays:
+    """Resolve kind limits and per-agent overrides into arrays (once per episode)."""
+    check_limits_names(limits, names)
     n = fleet.n_agents
     cols = {f.name: np.empty(n) for f in fields(LimitArrays)}
     index = {name: i for i, name in enumerate(names)}

@@ -152,18 +152,11 @@ def write_or_rescue(path: str | Path, write: Callable[[Path], Any],
     return spare, f"{failed}; saved it to {str(spare)!r} instead"
 
 
-def _describe_names(names: list[str]) -> str:
-    """``solar_000…solar_029, battery_000…battery_039, ev_000`` (first…last per kind)."""
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        groups.setdefault(name.rsplit("_", 1)[0], []).append(name)
-    return ", ".join(g[0] if len(g) == 1 else f"{g[0]}…{g[-1]}" for g in groups.values())
-
-
 def check_limits_agents(limits: Any, n_agents: int) -> Any:
     """Load kernel limits (dict, TOML path, ``Limits`` or None) and check that every
-    per-agent override names an agent of an ``n_agents`` fleet (the env's own check
-    runs only at reset, after outputs exist).
+    per-agent override names an agent of an ``n_agents`` fleet and merges consistently
+    on its kind's limits (:func:`~gridswarm_env.kernel.check_limits_names`, as the
+    environment does when it is built), before any output exists.
 
     :returns: the :class:`~gridswarm_env.kernel.Limits`.
     :raises ValueError: unreadable limits, or agents the fleet does not have (the
@@ -171,22 +164,8 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
     """
     from gridswarm_env.config import EnvConfig
     from gridswarm_env.fleet import agent_names
-    from gridswarm_env.kernel import as_limits
+    from gridswarm_env.kernel import as_limits, check_limits_names
 
     lim = as_limits(limits)
-    names = agent_names(n_agents, EnvConfig().fleet)
-    unknown = sorted(set(lim.per_agent) - set(names))
-    if unknown:
-        more = " …" if len(unknown) > 5 else ""
-        raise ValueError(f"limits name agent(s) {', '.join(unknown[:5])}{more} that a fleet "
-                         f"of {n_agents} agents does not have (its agents: "
-                         f"{_describe_names(names)})")
-    # each override merged on its kind's limits (agent names are "<kind>_<index>"), as
-    # compile_limits does at reset: soc_min <= soc_max must still hold
-    from gridswarm_env.kernel import DER_KINDS, agent_limits
-
-    for agent in lim.per_agent:
-        kind = agent.rsplit("_", 1)[0]
-        if kind in DER_KINDS:
-            agent_limits(lim, agent, kind)
+    check_limits_names(lim, agent_names(n_agents, EnvConfig().fleet))
     return lim

@@ -208,9 +208,12 @@ def test_limits_per_agent_values_checked_before_reset() -> None:
 
 def test_limits_per_agent_merge_error_names_the_agent(make_env) -> None:
     # soc_min alone is valid; merged on the battery default soc_max = 0.95 it is not
-    env = make_env("emergency", 10, limits={"agents": {"battery_003": {"soc_min": 0.99}}})
-    _raises(lambda: env.reset(seed=0), "limits.agents['battery_003']", "soc_min (0.99)",
-            "soc_max (0.95)")
+    # (refused when the environment is built; it used to wait for the first reset)
+    _raises(lambda: make_env("emergency", 10,
+                             limits={"agents": {"battery_003": {"soc_min": 0.99}}}),
+            "limits.agents['battery_003']", "soc_min (0.99)", "soc_max (0.95)")
+    _raises(lambda: make_env("emergency", 10, limits={"agents": {"battery_077": {}}}),
+            "limits name agent(s) battery_077 that a fleet of 10 agents does not have")
 
 
 def test_limits_numbers_normalized_and_equivalent(make_env) -> None:
