@@ -20,10 +20,10 @@ bids are activated in ascending and downward bids in descending price order):
   accepts **the least compensation first**, i.e. the highest price first.
 
 The marginal bid may be partly accepted (a part of at most 1e-12·|request| is a
-floating-point crumb of the running sum and is not awarded). **Pay-as-clear**: every accepted bid settles
-at the uniform clearing price, the price of the marginal (last accepted) bid — the
-highest accepted price in a shortage, the lowest in a surplus — so no accepted agent
-is worse off than its own bid. Settlement (``settlement``) is one signed formula for
+floating-point crumb of the running sum and is not awarded). **Pay-as-clear**: every
+accepted bid settles at the uniform clearing price, the price of the marginal (last
+accepted) bid — the highest accepted price in a shortage, the lowest in a surplus — so
+no accepted agent is worse off than its own bid. Settlement (``settlement``) is one signed formula for
 both directions: ``payment_i = price · P_i · dt_s / 3600`` ($, positive = paid to the
 agent); in a surplus at a negative price absorbers are paid, at a positive price
 they pay for the energy they take.
