@@ -1187,7 +1187,8 @@ class GridSwarmEnv(ParallelEnv):
             reserve_round=self.round_product == PRODUCT_RESERVE,
             reserve_duration_s=self._reserve_duration_s,
             pending_reserve_mw=(self._standing_mw - self.reserve_mw
-                                if self.kernel.has_ramp else None))
+                                if self.kernel.has_ramp else None),
+            reserve_until_s=self.duration_s + self.config.dt_s)
         self._baseline_next = self.kernel.planned_baseline_mw
         self._lo, self._hi = lo, hi
         self._mask_power = self.kernel.power_mask(lo, hi)

@@ -426,13 +426,17 @@ class Kernel:
     def bid_interval(self, fleet: FleetState, *, now_s: float, committed_p_mw: np.ndarray,
                      reserve_mw: np.ndarray, reserve_round: bool,
                      reserve_duration_s: float,
-                     pending_reserve_mw: np.ndarray | None = None
+                     pending_reserve_mw: np.ndarray | None = None,
+                     reserve_until_s: float | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Feasible balancing power for the round being bid (delivery next step).
 
         ``committed_p_mw`` is the balancing power scheduled for the current step and
         ``reserve_mw`` the agent's standing (or active) reserve, which stays on top of
-        any energy dispatch. ``pending_reserve_mw``, the part of it not activated yet,
+        any energy dispatch; a battery holding it keeps ``R·(reserve_until_s − end of the
+        window bid for)/η_d`` of its energy out of an energy round's discharge bound, so
+        energy sold now cannot leave the reserve contract undelivered later.
+        ``pending_reserve_mw``, the part of it not activated yet,
         may activate on top of the bid in the window bid for, so under a ramp limit the
         bid keeps that much of the ramp free: ``hi <= max(max(C, 0) + ramp − pending, 0)``
         (the dispatcher ramps from the power executed now, which does not include it).
@@ -460,6 +464,15 @@ class Kernel:
         base_next = np.zeros(fleet.n_agents)
         np.copyto(base_next, st.base_next_template, where=plugged_next)
         base_next[solar] = fleet.solar_forecast_mw[solar]
+        rest_h = (0.0 if reserve_round or reserve_until_s is None
+                  else max(reserve_until_s - (t1 + self.dt_s), 0.0) / 3600.0)
+        if rest_h > 0.0 and np.count_nonzero(reserve_mw):
+            # a battery holding reserve keeps the energy that reserve needs after this
+            # window: R × the rest of its period / η_d out of the discharge bound
+            keep = reserve_mw * rest_h
+            keep /= c.eta_discharge_safe
+            keep[~self.is_battery] = 0.0
+            e_lo = e_lo - keep
         b = self._bounds(st, fleet, e_lo, e_hi, fleet.solar_forecast_mw, h, t1 + self.dt_s,
                          plugged_next, True)
         lo_net, hi_net = b[0], b[1]

@@ -334,3 +334,22 @@ def test_a_ramp_limited_bid_leaves_room_for_reserve_that_may_activate_on_top() -
     assert held > 0.0                                   # reserve did activate on top
     assert env.dispatch_clamped == 0
     assert env.episode_metrics()["executed_violations"] == 0
+
+
+def test_energy_bids_cannot_spend_what_a_held_reserve_contract_needs_later() -> None:
+    """Market/kernel review: after activation, energy rounds checked only the next step,
+    so a battery kept selling energy on top of its reserve and reached its floor before
+    the reserve period ended: its signed reserve went undelivered (3 clamps)."""
+    from gridswarm_env.env import GridSwarmEnv
+
+    env = GridSwarmEnv("emergency", n_agents=30, trust="hmac",
+                       limits={"battery": {"soc_min": 0.5, "soc_max": 0.5},
+                               "ev": {"soc_min": 0.6, "soc_max": 0.6}})
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    levels = env.config.market.n_power_levels
+    for _ in range(env.scenario.episode_steps):
+        env.step_arrays(rng.integers(0, levels, 30), rng.integers(0, 11, 30))
+    assert env.reserve_mw.sum() > 0.0                  # reserve was held and activated
+    assert env.dispatch_clamped == 0
+    assert env.episode_metrics()["executed_violations"] == 0
