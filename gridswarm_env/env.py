@@ -405,6 +405,8 @@ class GridSwarmEnv(ParallelEnv):
         self._sig_bytes = _record_bytes(self._sig)
         self._reserve_duration_s = (max(self.duration_s - sc.event_time_s, cfg.dt_s)
                                     if sc.has_event else cfg.dt_s)
+        # reserve contracts cover delivery until the episode's end (their window end)
+        self._reserve_until_s = self.duration_s + cfg.dt_s
         # fleet flexibility (DESIGN §3): upward is static, downward follows the PV forecast
         a = self.kernel.arrays
         self._flex_up_mw = float(np.where(c.is_battery, a.max_discharge_mw, np.where(
@@ -776,7 +778,7 @@ class GridSwarmEnv(ParallelEnv):
         if not idx.size:
             return result
         is_reserve = product == PRODUCT_RESERVE
-        window_end = self.duration_s + cfg.dt_s if is_reserve else window_start_s + cfg.dt_s
+        window_end = self._reserve_until_s if is_reserve else window_start_s + cfg.dt_s
         signed = self.ledger.issue(self.round_index, idx, result.accepted_mw[idx],
                                    result.clearing_price_per_mwh, window_start_s, window_end,
                                    product="reserve" if is_reserve else "energy")
@@ -1188,7 +1190,7 @@ class GridSwarmEnv(ParallelEnv):
             reserve_duration_s=self._reserve_duration_s,
             pending_reserve_mw=(self._standing_mw - self.reserve_mw
                                 if self.kernel.has_ramp else None),
-            reserve_until_s=self.duration_s + self.config.dt_s)
+            reserve_until_s=self._reserve_until_s)
         self._baseline_next = self.kernel.planned_baseline_mw
         self._lo, self._hi = lo, hi
         self._mask_power = self.kernel.power_mask(lo, hi)
