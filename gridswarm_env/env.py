@@ -1162,15 +1162,21 @@ class GridSwarmEnv(ParallelEnv):
                 self.reserve_contracts.extend(
                     it for it in items if it[0].contract.product == "reserve")
             if energy:
-                # every copy goes to dispatch (a duplicate is rejected there as replayed,
-                # counted and audited); the schedule the agent observes counts one copy
+                # every copy goes to dispatch, which decides (a rejection is counted and
+                # audited there, once); the schedule the agent observes and the kernel
+                # plans with counts one copy of each contract that passes the receipt check
+                # (signatures, identities, visible replays, window), so a forged or
+                # misdelivered contract never shapes an agent's limits
                 self.pending.extend(energy)
+                names = self.possible_agents
+                reasons = self.ledger.screen_batch([c for c, _ in energy], self.t_s,
+                                                   [names[o] for _, o in energy])
                 ids = {c.contract.contract_id for c, _ in energy}
-                if len(ids) < len(energy):   # a duplicated delivery: keep first copies
-                    first = []
-                    for it in energy:
+                if len(ids) < len(energy) or reasons.count(None) < len(reasons):
+                    first = []   # one authentic copy of each (a duplicate: the first)
+                    for it, reason in zip(energy, reasons, strict=True):
                         cid = it[0].contract.contract_id
-                        if cid in ids:
+                        if reason is None and cid in ids:
                             ids.remove(cid)
                             first.append(it)
                     energy = first

@@ -1077,6 +1077,7 @@ class ContractLedger:
         "_rng",
         "_signed",
         "_received_ids",
+        "_screened",
         "_tolerance_s",
         "_used_ids",
         "_used_nonces",
@@ -1199,6 +1200,9 @@ class ContractLedger:
         self._used_nonces: set[bytes] = set()
         # ids that passed authenticate() this epoch (a holder receives a contract once)
         self._received_ids: set[str] = set()
+        # the last screen_batch's signature verdicts: id(item) -> (item, canonical bytes,
+        # agent signature, operator signature, verdict code), see _screen
+        self._screened: dict[int, tuple] = {}
         # accepted ids and nonces bucketed by window end (two parallel lists per end), and
         # a heap of those ends (a batch shares one end: no per-contract heap operation)
         self._expiry: dict[float, tuple[list[str], list[bytes]]] = {}
@@ -1648,12 +1652,35 @@ class ContractLedger:
         :meth:`_check`'s order. Any other item, or one whose encoding raises, goes
         through :meth:`_check` itself.
 
-        Three passes: the first reads and encodes every item, the second verifies the
-        fast-path items' signatures as one batch (``registry._verify_many``, which may
+        Three passes (:meth:`_screen` makes the first two): the first reads and encodes
+        every item, the second verifies the fast-path items' signatures as one batch (``registry._verify_many``, which may
         spread it over threads; signature checks have no state, and an operator
         signature is checked only when the agent's passed), the third decides each item
         in input order — the only pass that touches the replay memory, so the verdicts
-        are those of checking the items one by one.
+        are those of checking the items one by one. An item :meth:`screen_batch` checked
+        last (the same object, see there) is not encoded or verified again: its
+        signature verdict from then is used.
+        """
+        plans, slow_expected, verdicts, _ = self._screen(items, expected_agents, self._screened)
+        return self._decide(items, plans, slow_expected, verdicts, now_s)
+
+    def _screen(
+        self,
+        items: list[Any],
+        expected_agents: Sequence[str | None] | None,
+        screened: dict[int, tuple] | None,
+    ) -> tuple[list[Any], list[str | None], Iterator[int], tuple[list[bytes], ...]]:
+        """The first two passes of :meth:`_check_batch`.
+
+        :return: per item a plan — ``None`` (not the usual form: :meth:`_check`
+            decides), ``WRONG_AGENT``, or ``(contract_id, nonce, window_start_s,
+            window_end_s, code)``; the expected agents of the ``None`` items; the
+            signature verdict codes (:func:`_contract_verdict`) of the plans whose
+            ``code`` is ``None``, in order, and their canonical bytes, agent signatures
+            and operator signatures (three lists). A plan's ``code`` is already set for an
+            item found in ``screened`` (popped from it) whose encoding and signatures
+            are still those screened: an object changed behind its frozen fields since
+            is verified afresh.
         """
         registry = self._registry
         agent_index = registry._agent_index.get
@@ -1743,7 +1770,12 @@ class ContractLedger:
             elif expected is not None and aid != expected:
                 plan(RejectReason.WRONG_AGENT)
             else:
-                plan((cid, nonce, start, end))
+                hit = screened.pop(id(item), None) if screened else None
+                if (hit is not None and hit[0] is item and hit[1] == message
+                        and hit[2] == agent_sig and hit[3] == operator_sig):
+                    plan((cid, nonce, start, end, hit[4]))   # verified on screening
+                    continue
+                plan((cid, nonce, start, end, None))
                 add_verifier(verifiers[position])
                 add_agent_signature(agent_sig)
                 add_operator_signature(operator_sig)
@@ -1752,8 +1784,80 @@ class ContractLedger:
         # pass 2: every fast-path contract's signatures at once
         verdicts = registry._verify_many(operator_verify, agent_verifiers, agent_signatures,
                                          operator_signatures, messages)
+        return (plans, slow_expected, iter(verdicts),
+                (messages, agent_signatures, operator_signatures))
 
-        # pass 3: the verdicts, in input order
+    def screen_batch(
+        self,
+        signed: Sequence[SignedContract],
+        now_s: float,
+        expected_agents: Sequence[str | None] | None = None,
+    ) -> list[RejectReason | None]:
+        """Check a batch on receipt: each item's form, identities, expected agent and both
+        signatures (the first failing reason of :meth:`verify` among ``malformed``,
+        ``unknown_identity``, ``wrong_agent``, ``bad_agent_signature``,
+        ``bad_operator_signature``), then ``replayed`` for the replay evidence there is
+        before the window opens (as :meth:`authenticate`: an earlier epoch's nonce, an id
+        or nonce already accepted) and ``expired`` for a window that ends by ``now_s``.
+
+        Nothing is counted, audited or used up — :meth:`verify_batch` at dispatch decides,
+        once — and the clock does not move. What an agent may rely on before dispatch
+        (the schedule it observes, the limits the kernel plans with) should count only
+        the items that pass. The signature verdicts of this batch's usual items are kept
+        (for these objects only, until the next call or :meth:`reset_replay_window`) and
+        reused by the next :meth:`verify_batch` that gets the same object with the same
+        canonical bytes and signatures (an object changed behind its frozen fields since
+        is verified afresh): one signature check per contract, as without screening.
+
+        :param signed: the contracts as received (possibly tampered).
+        :param now_s: simulated receipt time, s.
+        :param expected_agents: per item, the agent it was delivered to (or None).
+        :return: the reason per item, ``None`` for an authentic, still useful one.
+        :raises ValueError: for a length mismatch or a non-finite ``now_s``.
+        """
+        if isinstance(now_s, bool) or not isinstance(now_s, Real) or not math.isfinite(now_s):
+            raise ValueError(f"now_s={now_s!r} must be a finite number of simulated seconds")
+        items = signed if type(signed) is list else list(signed)
+        if expected_agents is not None and len(expected_agents) != len(items):
+            raise ValueError(
+                f"expected_agents has {len(expected_agents)} items; it must match signed ({len(items)})"
+            )
+        plans, slow_expected, verdicts, encoded = self._screen(items, expected_agents, None)
+        slow = iter(slow_expected)
+        fresh = zip(*encoded, strict=True)
+        screened: dict[int, tuple] = {}
+        reasons: list[RejectReason | None] = []
+        add_reason = reasons.append
+        replayed = self._replayed
+        for item, entry in zip(items, plans, strict=True):
+            if entry is None:
+                reason, contract = self._authenticate(item, next(slow))
+                if contract is None:
+                    add_reason(reason)
+                    continue
+            elif type(entry) is RejectReason:
+                add_reason(entry)
+                continue
+            else:
+                code = next(verdicts)
+                contract = item.contract
+                screened[id(item)] = (item, *next(fresh), code)
+                if code:
+                    add_reason(_SIGNATURE_VERDICTS[code])
+                    continue
+            if replayed(contract.contract_id, contract.nonce):
+                add_reason(RejectReason.REPLAYED)
+            elif contract.window_end_s <= now_s:
+                add_reason(RejectReason.EXPIRED)
+            else:
+                add_reason(None)
+        self._screened = screened
+        return reasons
+
+    def _decide(self, items: list[Any], plans: list[Any], slow_expected: list[str | None],
+                verdicts: Iterator[int], now_s: float
+                ) -> tuple[list[RejectReason | None], list[str]]:
+        """Pass 3 of :meth:`_check_batch`: the verdicts, in input order."""
         tolerance = self._tolerance_s
         clock = self._clock_s
         tag = self._epoch_tag
@@ -1765,7 +1869,6 @@ class ContractLedger:
         add_reason = reasons.append
         accepted: list[str] = []
         accept = accepted.append
-        fast_verdicts = iter(verdicts)
         slow_expectations = iter(slow_expected)
         for item, entry in zip(items, plans, strict=True):
             if entry is None:
@@ -1777,11 +1880,12 @@ class ContractLedger:
             if type(entry) is RejectReason:
                 add_reason(entry)
                 continue
-            code = next(fast_verdicts)
+            cid, nonce, start, end, code = entry
+            if code is None:
+                code = next(verdicts)
             if code:
                 add_reason(_SIGNATURE_VERDICTS[code])
                 continue
-            cid, nonce, start, end = entry
             if now_s < start - tolerance:
                 add_reason(RejectReason.NOT_YET_VALID)
             elif clock >= end:

@@ -184,9 +184,11 @@ def _tampered_run(make_env, attack: str, trust: str, **kwargs) -> tuple[GridSwar
         mask = raw.action_masks()[:, :N_POWER]
         highest = N_POWER - 1 - np.argmax(mask[:, ::-1], axis=1)      # largest offer
         raw.step_arrays(highest, np.zeros(n, dtype=np.int64))         # at 0 $/MWh
+        if raw.step_index == tamper.exec_step:   # delivered, not yet dispatched
+            seen["scheduled_mw"] = raw.scheduled_p_mw.copy()
         if raw.step_index - 1 == tamper.exec_step:
-            seen = {"p_mw": raw.last_p_mw.copy(), "events": raw.last_info["events"]}
-    assert tamper.victim is not None and seen, "the attack never happened"
+            seen.update(p_mw=raw.last_p_mw.copy(), events=raw.last_info["events"])
+    assert tamper.victim is not None and "p_mw" in seen, "the attack never happened"
     return raw, tamper, seen
 
 
@@ -206,7 +208,12 @@ def test_tampered_contract_rejected_and_not_dispatched(make_env, attack: str,
     assert p_victim == pytest.approx(expected, abs=1e-12)
     if dispatched == "zero":
         assert tamper.genuine_mw > 0.0                  # a real award was withheld
+    # the schedule the victim observed (and its kernel planned with) before dispatch
+    # already left the rejected contract out: what it is then dispatched
+    assert seen["scheduled_mw"][tamper.victim] == pytest.approx(expected, abs=1e-12)
     if attack == "handed_to_other_agent":    # the receiver gets only its own awards
+        assert seen["scheduled_mw"][tamper.victim + 1] == pytest.approx(
+            tamper.other_genuine_mw, abs=1e-12)
         assert seen["p_mw"][tamper.victim + 1] == pytest.approx(tamper.other_genuine_mw,
                                                                 abs=1e-12)
     assert any("rejected" in e and reason in e for e in seen["events"])

@@ -1021,3 +1021,78 @@ def test_authenticate_checks_signatures_only_and_uses_nothing_up(mode):
     assert ledger.authenticate(signed[2], 20.0) is RejectReason.REPLAYED
     fresh = issue_round(ledger, round_index=1, start_s=30.0, end_s=31.0)
     assert ledger.authenticate(fresh[2], 20.0) is None
+
+
+# --------------------------------------------------------------------------- receipt screening
+
+
+class TestScreenBatch:
+    """``screen_batch``: what a holder may rely on before dispatch, at no extra crypto."""
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_screening_gives_verify_s_reasons_and_uses_nothing_up(self, mode):
+        _, screen_ledger = make_ledger(mode)
+        _, single_ledger = make_ledger(mode)
+        items_a = _assorted_presentations(issue_round(screen_ledger), mode)
+        items_b = _assorted_presentations(issue_round(single_ledger), mode)
+        expected = ["der_1" if i % 5 == 3 else None for i in range(len(items_a))]
+        before = screen_ledger.counters()
+        got = screen_ledger.screen_batch(items_a, 10.5, expected)
+        assert screen_ledger.counters() == before          # nothing counted
+        assert screen_ledger._used_ids == set()            # nothing used up
+        want = [single_ledger.verify(item, 10.5, expected_agent=e)
+                for item, e in zip(items_b, expected, strict=True)]
+        # the same verdicts, except that a copy repeated in the batch is not yet a replay
+        assert [r for i, r in enumerate(got) if i != 1] == [r for i, r in enumerate(want) if i != 1]
+        assert want[1] is RejectReason.REPLAYED and got[1] is None
+        # dispatch then decides exactly as without screening
+        _, plain_ledger = make_ledger(mode)
+        items_c = _assorted_presentations(issue_round(plain_ledger), mode)
+        assert (screen_ledger.verify_batch(items_a, 10.5, expected)[1]
+                == plain_ledger.verify_batch(items_c, 10.5, expected)[1])
+        assert screen_ledger.counters() == plain_ledger.counters()
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_visible_replays_and_ended_windows_fail_screening(self, mode):
+        _, ledger = make_ledger(mode)
+        old = issue_round(ledger)                                  # window [10, 11)
+        assert ledger.verify_batch(old[:2], 10.5)[0].all()
+        ledger.screen_batch(old, 10.9)
+        assert ledger.screen_batch(old[:3], 10.9) == [RejectReason.REPLAYED] * 2 + [None]
+        assert ledger.screen_batch(old[2:3], 11.0) == [RejectReason.EXPIRED]
+        ledger.reset_replay_window()                               # a new episode
+        assert ledger.screen_batch(old[2:3], 10.5) == [RejectReason.REPLAYED]
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_dispatch_reuses_the_screened_signature_checks_only_for_unchanged_objects(self, mode):
+        registry, ledger = make_ledger(mode)
+        checked: list[int] = []
+        verify_many = registry._verify_many
+
+        def counting(*args):
+            checked.append(len(args[-1]))
+            return verify_many(*args)
+
+        registry._verify_many = counting
+        signed = issue_round(ledger)
+        assert ledger.screen_batch(signed, 10.0) == [None] * len(signed)
+        assert checked == [len(signed)]
+        # changed behind the frozen fields after screening: re-encoded, checked again
+        object.__setattr__(signed[0].contract, "power_mw", 99.0)
+        object.__setattr__(signed[1], "operator_signature", signed[2].operator_signature)
+        copy_of_3 = replace(signed[3])                             # equal, but not screened
+        valid, reasons = ledger.verify_batch([*signed, copy_of_3], 10.5)
+        assert checked == [len(signed), 3]
+        assert reasons == [RejectReason.BAD_AGENT_SIGNATURE, RejectReason.BAD_OPERATOR_SIGNATURE,
+                           *[None] * (len(signed) - 2), RejectReason.REPLAYED]
+        # used once: a later batch of the same objects is checked with the keys again
+        ledger.verify_batch(signed[2:4], 10.6)
+        assert checked == [len(signed), 3, 2]
+
+    def test_bad_arguments_are_refused(self):
+        _, ledger = make_ledger("hmac")
+        signed = issue_round(ledger)
+        with pytest.raises(ValueError, match="now_s"):
+            ledger.screen_batch(signed, math.nan)
+        with pytest.raises(ValueError, match="expected_agents"):
+            ledger.screen_batch(signed, 10.0, ["der_0"])
