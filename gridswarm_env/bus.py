@@ -37,8 +37,14 @@ Accounting, per lane (holds after every call)::
 
     published = delivered + dropped + queue_depth
 
-``deferred`` counts deferral *events* (one per due message per ``deliver`` call that
-could not take it), not a terminal state.
+``deferred`` counts deferrals to a later step, not a terminal state: a message that is
+due but beyond its lane's capacity counts once for every step (:meth:`~AgentMessageBus.begin_step`
+to the next) it has to wait through, however many ``deliver`` calls the step makes (a
+step's count is the most messages one of its calls could not take: capacity is per
+step, so every message an earlier call of the step deferred is still due and still
+waiting at the later ones; exact unless telemetry is dropped between two calls of a
+step, which can only lower the count: the environment publishes telemetry before its
+first call).
 
 Latency model
 -------------
@@ -807,6 +813,7 @@ class _LaneQueue:
         "published",
         "delivered",
         "deferred",
+        "deferred_step",
         "dropped",
     )
 
@@ -836,6 +843,7 @@ class _LaneQueue:
         self.published = 0  # counted when a message is refused or leaves staging
         self.delivered = 0
         self.deferred = 0
+        self.deferred_step = 0  # most messages one deliver call of this step deferred
         self.dropped = 0
 
     @property
@@ -905,6 +913,8 @@ class AgentMessageBus:
     def begin_step(self) -> None:
         """Reset the per-step delivery capacity (the environment calls it once per step)."""
         self._remaining: list[float] = list(self._capacity)
+        for queue in self._lane_queues:
+            queue.deferred_step = 0
 
     # ------------------------------------------------------------------ subscriptions
     def _topic_id(self, topic: str) -> int:
@@ -1411,7 +1421,14 @@ class AgentMessageBus:
             n_due = int(np.count_nonzero(due))
             capacity = remaining[lane]
             if n_due > capacity:
-                queue.deferred += n_due - int(capacity)
+                # a message waiting through a step counts once for it, however many
+                # deliver calls the step makes: capacity is per step (begin_step), so a
+                # later call of the step finds every message an earlier one deferred
+                # still due, and a step's count is the most one of its calls deferred
+                excess = n_due - int(capacity)
+                if excess > queue.deferred_step:
+                    queue.deferred += excess - queue.deferred_step
+                    queue.deferred_step = excess
                 n_due = int(capacity)
                 if n_due == 0:
                     continue

@@ -394,6 +394,25 @@ def test_market_is_deferred_to_later_steps_not_dropped():
     assert market["dropped"] == 0 and market["delivered"] == 10
 
 
+def test_a_deferred_message_counts_once_per_step_however_many_deliveries():
+    """The environment delivers twice a step (gate closure, step end): a bid waiting
+    through a step is one deferral, not one per deliver call."""
+    bus = make_bus(seed=6, capacity_per_step=(1, 3, 3, 3))
+    for k in range(10):
+        bus.publish("grid/bids", k, sender=k, recipient=-1, now_s=0.0)
+    deferred = []
+    for step in range(1, 6):
+        bus.begin_step()
+        taken = len(bus.deliver(step - 0.5))
+        if step == 2:   # due at the second call only: deferred in this step, counted once
+            bus.publish("grid/bids", 10, sender=10, recipient=-1, now_s=1.6)
+        taken += len(bus.deliver(float(step)))
+        assert taken == max(0, min(3, 11 - 3 * (step - 1)))
+        deferred.append(bus.stats()["lanes"]["MARKET"]["deferred"])
+        assert_accounting(bus)
+    assert deferred == [7, 12, 14, 14, 14]
+
+
 def test_capacity_takes_earliest_due_first_and_is_per_step():
     bus = make_bus(seed=9, capacity_per_step=(1, 1, 4, 1))
     bus.publish_batch("t", np.arange(20), senders=np.arange(20), now_s=0.0)
