@@ -54,8 +54,8 @@ def load_maskable_ppo(path: str | Path) -> Any:
     """Load a MaskablePPO model from ``path`` on the CPU and check its spaces.
 
     :raises ValueError: the file is missing (or a directory), corrupt, not a MaskablePPO
-        model, or its observation space is not ``Box((OBS_DIM,))`` / its action space
-        not a two-dimensional ``MultiDiscrete``.
+        model, its observation space is not ``Box((OBS_DIM,))`` / its action space
+        not a two-dimensional ``MultiDiscrete``, or a weight is NaN or infinite.
     """
     p = check_model_file(path)
     import zipfile
@@ -71,8 +71,29 @@ def load_maskable_ppo(path: str | Path) -> Any:
         raise ValueError(f"model file {str(p)!r} is corrupt or not a MaskablePPO model "
                          f"({type(exc).__name__}: {exc})") from None
     _check_spaces(model, f"model file {str(p)!r}")
+    _check_weights(model, f"model file {str(p)!r}")
     _check_record(p)
     return model
+
+
+def _check_weights(model: Any, source: str) -> None:
+    """Every tensor of ``model.policy``'s state (weights, biases, log std) must be finite:
+    a diverged run's NaN weights load fine and only fail, as a torch traceback, at the
+    first action, after other policies' episodes may have run.
+
+    :raises ValueError: naming the first non-finite tensor.
+    """
+    import torch
+
+    state = getattr(getattr(model, "policy", None), "state_dict", None)
+    if not callable(state):
+        return
+    for name, tensor in state().items():
+        if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{source} has {bad} non-finite value(s) in {name} (a diverged "
+                             "training run?); expected a trained MaskablePPO model with "
+                             "finite weights")
 
 
 def _check_spaces(model: Any, source: str) -> None:
@@ -146,12 +167,14 @@ class LearnedPolicy:
         benchmark of time to beat the heuristic evaluates it this way). Its spaces are
         checked as :func:`load_maskable_ppo` checks a file's.
 
-        :raises ValueError: not a MaskablePPO-like model, or spaces that do not fit.
+        :raises ValueError: not a MaskablePPO-like model, spaces that do not fit, or
+            non-finite weights.
         """
         if not callable(getattr(model, "predict", None)):
             raise ValueError(f"{type(model).__name__} has no predict(); expected a "
                              "MaskablePPO model")
         _check_spaces(model, "model")
+        _check_weights(model, "model")
         policy = cls.__new__(cls)
         policy.path = None
         policy.deterministic = bool(deterministic)

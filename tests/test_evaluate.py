@@ -191,3 +191,30 @@ def test_a_model_for_other_action_levels_is_refused_before_any_episode(tmp_path,
     assert len(err.splitlines()) == 1 and err.startswith("evaluate.py: error:")
     assert "MultiDiscrete([5, 3])" in err and "MultiDiscrete([21, 11])" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_model_with_non_finite_weights_is_refused_before_any_episode(tmp_path, capsys):
+    """RL review: a diverged run's NaN weights loaded fine, then evaluate.py (and demo.py)
+    died with a torch traceback at the first action, after the heuristic's episodes."""
+    import torch
+
+    from policies.learned import DEFAULT_MODEL, LearnedPolicy, load_maskable_ppo
+
+    model = load_maskable_ppo(DEFAULT_MODEL)
+    name, tensor = next((k, v) for k, v in model.policy.state_dict().items()
+                        if k.endswith("weight"))
+    with torch.no_grad():
+        tensor.view(-1)[3] = math.nan
+    path = tmp_path / "diverged.zip"
+    model.save(path)
+    with pytest.raises(ValueError, match=rf"1 non-finite value\(s\) in {name}"):
+        LearnedPolicy(path)
+    with pytest.raises(ValueError, match="non-finite"):
+        LearnedPolicy.from_model(model)
+    status = evaluate.main(["--policies", f"heuristic,{path}", "--scenarios", "price_spike",
+                            "--episodes", "1", "--agents", "5", "--out", str(tmp_path / "o"),
+                            "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1 and "diverged.zip" in err and "non-finite" in err
+    assert not (tmp_path / "o").exists()
