@@ -67,7 +67,7 @@ SUMMARY_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("executed_violations", "executed violations", "", "{:d}"),
     ("bus_published", "bus messages published", "", "{:d}"),
     ("bus_delivered", "bus messages delivered", "", "{:d}"),
-    ("bus_deferred", "bus deferrals (per deliver call)", "", "{:d}"),
+    ("bus_deferred", "bus deferrals (message-steps)", "", "{:d}"),
     ("bus_dropped", "bus messages dropped", "", "{:d}"),
 )
 

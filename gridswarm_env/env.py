@@ -265,6 +265,18 @@ class GridSwarmEnv(ParallelEnv):
         return self._act_space
 
     @property
+    def observation_spaces(self) -> dict[str, spaces.Box]:
+        """Every possible agent's observation space (the one cached object), as the
+        PettingZoo attribute some wrappers read; a new dict per call, built on demand."""
+        return dict.fromkeys(self.possible_agents, self._obs_space)
+
+    @property
+    def action_spaces(self) -> dict[str, spaces.MultiDiscrete]:
+        """Every possible agent's action space (the one cached object); see
+        :attr:`observation_spaces`."""
+        return dict.fromkeys(self.possible_agents, self._act_space)
+
+    @property
     def state_space(self) -> spaces.Box:
         return self._state_space
 

@@ -2255,6 +2255,8 @@ class AuditVerification:
     :param message: human-readable verdict.
     :param n_entries: entries read before stopping (all of them when ok).
     :param head_hash: hash of the last entry read in order (None if none).
+
+    Its truth value is :attr:`ok`, so ``assert log.verify()`` fails on a broken chain.
     """
 
     ok: bool
@@ -2263,6 +2265,9 @@ class AuditVerification:
     message: str
     n_entries: int = 0
     head_hash: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.ok)
 
 
 def _normalise(value: Any) -> Any:

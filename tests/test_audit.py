@@ -183,6 +183,17 @@ def test_altered_entry(chain):
     assert verdict(chain) == (False, 7, "altered")
 
 
+def test_a_verdict_is_true_only_for_an_intact_chain(chain):
+    """Conformance review: the result object was always truthy, so ``assert
+    log.verify()`` passed on a tampered chain."""
+    assert verify_audit_file(chain)
+    entries = read(chain)
+    entries[7]["fields"]["power_mw"] = 99.0
+    write(chain, entries)
+    result = verify_audit_file(chain)
+    assert not result and result.problem == "altered"
+
+
 def test_altered_entry_with_recomputed_hash(chain):
     entries = read(chain)
     entries[7]["fields"]["power_mw"] = 99.0

@@ -98,6 +98,10 @@ def test_spaces_cached_and_shaped() -> None:
     np.testing.assert_array_equal(act_space.nvec, [N_POWER, N_PRICE])
     # the same space for every agent (one action space serves all kinds)
     assert env.action_space(b) == act_space and env.observation_space(b) == obs_space
+    # the PettingZoo dicts some wrappers read hold the same objects
+    assert list(env.action_spaces) == list(env.observation_spaces) == env.possible_agents
+    assert all(s is act_space for s in env.action_spaces.values())
+    assert all(s is obs_space for s in env.observation_spaces.values())
 
 
 def test_spaces_not_shared_between_instances() -> None:
