@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import gc
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from numbers import Integral
 from typing import Any
@@ -85,6 +86,7 @@ from gridswarm_env.fleet import (
     depart_evs,
     energy_change_mwh,
     fast_clip,
+    kinds_left_out,
     update_solar,
 )
 from gridswarm_env.grid import GridModel
@@ -211,6 +213,13 @@ class GridSwarmEnv(ParallelEnv):
         self.limits = as_limits(limits)
         self.adversary = adversary
         self.possible_agents = agent_names(cfg.n_agents, cfg.fleet)
+        left_out = kinds_left_out(cfg.n_agents, cfg.fleet)
+        if left_out:
+            warnings.warn(
+                f"n_agents={cfg.n_agents} is fewer than the fleet's DER kinds: "
+                + ", ".join(f"{k} ({mw:g} MW)" for k, mw in left_out.items())
+                + ": no agent, left out of the fleet, so the scenario does not "
+                "behave as at larger fleets; use n_agents >= 3", UserWarning, stacklevel=2)
         check_limits_names(self.limits, self.possible_agents)   # now, not at the first reset
         self.agents: list[str] = []
         self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}
@@ -351,6 +360,8 @@ class GridSwarmEnv(ParallelEnv):
         self.emergency_arrival_s = np.full(n, np.inf)
         self.emergency_seen = np.zeros(n, dtype=bool)
         self.event_detected = False
+        self._trip_round: int | None = None   # first round whose request covers the trip
+        self._awaiting_energy_response = False
         self.last_p_mw = z.copy()
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
         self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
@@ -492,7 +503,7 @@ class GridSwarmEnv(ParallelEnv):
         (``event_time_s + detection_delay_s <= now_s``), not for the whole step."""
         sc, dt = self.scenario, self.config.dt_s
         w0 = (round_index + 1) * dt
-        known = self.event_detected and sc.event_time_s + sc.detection_delay_s <= now_s
+        known = self._trip_known(now_s)
         reserve_round = sc.reserve_target_mw > 0 and not known and w0 < sc.event_time_s
         if reserve_round:
             return max(sc.reserve_target_mw - float(np.add.reduce(self.reserve_awarded_mw)),
@@ -502,6 +513,11 @@ class GridSwarmEnv(ParallelEnv):
         if known:
             req += sc.contingency_mw - float(np.add.reduce(self._standing_mw))
         return req, PRODUCT_ENERGY
+
+    def _trip_known(self, now_s: float) -> bool:
+        """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
+        sc = self.scenario
+        return self.event_detected and sc.event_time_s + sc.detection_delay_s <= now_s
 
     def _flexible_mw(self, request_mw: float) -> float:
         """Fleet flexibility in the request's direction, MW: upward = battery discharge caps
@@ -604,6 +620,9 @@ class GridSwarmEnv(ParallelEnv):
         self.round_index += 1
         self.round_request_mw, self.round_product = self._operator_request(self.round_index,
                                                                            gate)
+        if self._trip_round is None and self._trip_known(gate):
+            self._trip_round = self.round_index   # the first request that covers the trip
+            self._awaiting_energy_response = True
         self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
         d2 = self.bus.deliver(t1)
         late = d2.topic(TOPIC_BIDS)   # delivered after gate closure: they missed the round
@@ -973,6 +992,8 @@ class GridSwarmEnv(ParallelEnv):
             if signed:
                 terms = [c.contract for c in signed]
                 idx = _add_by_owner(mw, owners, [c.power_mw for c in terms])
+                if self._awaiting_energy_response:
+                    self._energy_response(terms, now_s)
                 prices = np.array([c.price_per_mwh for c in terms], dtype=float)
                 if len(set(owners)) == len(owners):
                     price[idx] = prices
@@ -982,6 +1003,26 @@ class GridSwarmEnv(ParallelEnv):
                     np.divide(value, mw, out=price, where=mw != 0.0)
         self.pending = []
         return mw, price
+
+    def _energy_response(self, terms: list, now_s: float) -> None:
+        """A DER response by energy: the start of delivery (``now_s``) of the first verified
+        energy contract awarded on a request that covers the trip, in the direction of
+        the lost power (where no reserve activated earlier: e.g. a scenario without a
+        reserve target)."""
+        first = self._trip_round
+        lost = self.scenario.contingency_mw
+        if any(c.round_index >= first and c.power_mw * lost > 0.0 for c in terms):
+            self._note_response(now_s)
+            self._awaiting_energy_response = False
+
+    def _note_response(self, at_s: float) -> None:
+        """Record a DER response at ``at_s`` (the metrics keep the earliest; in shadow
+        mode, where nothing responds, the would-be latency's first one)."""
+        if self.config.shadow:
+            if self._would_response_s is None:
+                self._would_response_s = at_s
+        else:
+            self.metrics.record_response(at_s)
 
     def _note_rejections(self, signed: list, reasons: list) -> None:
         for c, r in zip(signed, reasons, strict=True):
@@ -1032,11 +1073,7 @@ class GridSwarmEnv(ParallelEnv):
         self._refresh_standing()
         active = self.activation_s[np.isfinite(self.activation_s)]
         if active.size:
-            if self.config.shadow:   # nothing responds in shadow mode: a would-be latency
-                if self._would_response_s is None:   # the first activation (times only grow)
-                    self._would_response_s = float(active.min())
-            else:
-                self.metrics.record_response(float(active.min()))
+            self._note_response(float(active.min()))
 
     def _physics(self, ex, k: int, t0: float):
         """Fleet energy and grid frequency over the step (nothing dispatched in shadow mode)."""

@@ -116,6 +116,17 @@ def kind_counts(n_agents: int, cfg: FleetConfig) -> tuple[int, int, int]:
     return int(counts[0]), int(counts[1]), int(counts[2])
 
 
+def kinds_left_out(n_agents: int, cfg: FleetConfig) -> dict[str, float]:
+    """The kinds with a share and capacity that get no agent (fewer agents than such
+    kinds), with the capacity left out of the fleet, MW (PV at the inverter)."""
+    totals = (cfg.solar_capacity_mw * cfg.solar_inverter_eta, cfg.battery_power_mw,
+              cfg.ev_power_mw)
+    shares = (cfg.share_solar, cfg.share_battery, cfg.share_ev)
+    return {DER_KINDS[k]: float(totals[k])
+            for k, count in enumerate(kind_counts(n_agents, cfg))
+            if count == 0 and shares[k] > 0 and totals[k] > 0}
+
+
 def agent_names(n_agents: int, cfg: FleetConfig) -> list[str]:
     """Names by kind: ``solar_000 … battery_000 … ev_000 …`` (solar first)."""
     names: list[str] = []

@@ -18,8 +18,11 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   |f − 60| > 0.05 Hz (NERC band); ``stabilization_time_s``: from the scenario's
   disturbance until |f − 60| < 0.05 Hz (back inside the NERC band) for good (0.0 if it
   never left the band, None if it is outside the band at the end of the episode).
-* ``emergency_response_latency_ms``: first DER reserve activation − event time
-  (None if no event, or no response).
+* ``emergency_response_latency_ms``: first DER response − event time (None if no
+  event, or no response). A response is a reserve contract's activation or, failing
+  that, the start of delivery of the first verified energy contract awarded on a
+  request that covers the trip, in the direction of the lost power (a scenario
+  without a reserve target responds only so, a dispatch step or more after detection).
 * ``emergency_response_mw_100ms`` (extra): reserve power, MW, whose contracts activated
   within :data:`RESPONSE_WINDOW_S` of the event (DESIGN §7's 100 ms): how much of the
   lost generation was answered in time, where the latency only says that someone was
@@ -35,6 +38,10 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   receipt); ``contracts_lost``: signed contracts the bus refused (control lane past its
   queue limit), never delivered. Signed = verified + rejected + lost + those still in
   flight or held (reserve not activated) at the end.
+* ``requirement_energy_mwh`` / ``delivered_energy_mwh`` (extras): the balancing energy
+  required, ``Σ |R̄|·h``, and the DER energy delivered in its direction,
+  ``Σ sign(R̄)·D̄·h`` (R̄, D̄: a step's mean requirement and fleet balancing power, MW;
+  h = dt_s / 3600): their ratio is the share covered, in shortage and surplus alike.
 """
 
 from __future__ import annotations
@@ -162,12 +169,12 @@ class MetricsAccumulator:
         sign = 1.0 if requirement_mean_mw >= 0 else -1.0
         self.unserved_mwh += max(sign * (requirement_mean_mw - delivered), 0.0) * h
         self.requirement_mwh += abs(requirement_mean_mw) * h
-        self.delivered_mwh += delivered * h
+        self.delivered_mwh += sign * delivered * h   # in the requirement's direction
         self.payments += payments
         self.penalties += penalties
 
     def record_response(self, first_activation_s: float) -> None:
-        """Note the earliest DER reserve activation (simulated seconds)."""
+        """Note a DER response (simulated seconds); the earliest is kept."""
         if self.first_response_s is None or first_activation_s < self.first_response_s:
             self.first_response_s = first_activation_s
 

@@ -326,3 +326,46 @@ def test_the_operator_does_not_know_of_a_trip_before_detecting_it() -> None:
     assert env.event_detected
     assert requests[10.0] < 0.5 * sc.contingency_mw     # announced 10.25 s: not known yet
     assert requests[11.0] > 0.5 * sc.contingency_mw     # announced 11.25 s: known
+
+
+def test_without_reserve_the_energy_response_to_the_trip_is_the_latency() -> None:
+    """Energy review: with no reserve target the fleet answered the trip through energy
+    rounds, yet emergency_response_latency_ms was None ("never responded")."""
+    from gridswarm_env.scenarios import get_scenario
+    from policies import make_policy
+
+    sc = get_scenario("emergency", reserve_target_mw=0.0)
+    env = GridSwarmEnv(sc, n_agents=30, trust="hmac")
+    pol = make_policy("heuristic")
+    env.reset(seed=0)
+    pol.reset(env, seed=0)
+    obs = env.observations_array()
+    while env.agents:
+        obs = env.step_arrays(*pol.act(obs, env.action_masks()).T)[0]
+    m = env.episode_metrics()
+    assert m["emergency_response_mw_100ms"] == 0.0        # no reserve: nothing in 100 ms
+    assert m["frequency_nadir_hz"] < 59.5                  # the unassisted dip
+    # round r delivers in [(r + 1) dt, (r + 2) dt): the first request covering the trip
+    # (announced after detection) is answered from its window's start
+    trip_round = env._trip_round
+    assert (trip_round + 0.25) * env.config.dt_s >= sc.event_time_s + sc.detection_delay_s
+    assert m["emergency_response_latency_ms"] == pytest.approx(
+        ((trip_round + 1) * env.config.dt_s - sc.event_time_s) * 1000.0)
+
+
+def test_delivered_energy_counts_in_the_requirement_s_direction() -> None:
+    """Energy review: in a surplus, requirement_energy_mwh was positive (|R|) but
+    delivered_energy_mwh negative (signed), so a fully covered surplus read -100 %."""
+    from gridswarm_env.config import CostConfig
+    from gridswarm_env.metrics import MetricsAccumulator
+
+    acc = MetricsAccumulator(CostConfig(), dt_s=3600.0, physics_dt_s=1.0,
+                             disturbance_time_s=0.0, event_time_s=None)
+    kinds = np.zeros(2, dtype=np.int64)
+    acc.record_dispatch(kinds, np.array([-1.5, -0.5]), -2.0, 0.0, 0.0, 0.0)   # surplus, met
+    acc.record_dispatch(kinds, np.array([1.0, 0.5]), 2.0, 0.0, 0.0, 0.0)      # shortage, 75 %
+    acc.record_dispatch(kinds, np.array([0.5, 0.0]), -1.0, 0.0, 0.0, 0.0)     # against it
+    m = acc.result(contracts={}, bus_totals={})
+    assert m["requirement_energy_mwh"] == pytest.approx(5.0)
+    assert m["delivered_energy_mwh"] == pytest.approx(2.0 + 1.5 - 0.5)
+    assert m["unserved_energy_mwh"] == pytest.approx(0.5 + 1.5)

@@ -273,3 +273,19 @@ def test_a_trip_inside_a_substep_counts_for_the_part_after_it():
         lost_mwh[event] = float((raw.requirement_sub_mw.sum() * pdt) / 3600.0)
     assert lost_mwh[10.024] - lost_mwh[10.026] == pytest.approx(
         base.contingency_mw * 0.002 / 3600.0, rel=1e-6)
+
+
+def test_fewer_agents_than_kinds_warns_which_capacity_is_left_out() -> None:
+    """Energy review: at n_agents = 1 or 2 whole kinds (115 MW of PV, 50 MW of EVs) had no
+    agent and vanished silently, so the scenario no longer behaved as at larger fleets."""
+    import warnings
+
+    from gridswarm_env.env import GridSwarmEnv
+
+    with pytest.warns(UserWarning, match=r"n_agents=1 .*solar \(115\.2 MW\), ev \(50 MW\)"):
+        GridSwarmEnv("price_spike", n_agents=1, trust="hmac")
+    with pytest.warns(UserWarning, match=r"n_agents=2 .*: ev \(50 MW\): no agent"):
+        GridSwarmEnv("price_spike", n_agents=2, trust="hmac")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GridSwarmEnv("price_spike", n_agents=3, trust="hmac")
