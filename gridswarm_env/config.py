@@ -287,20 +287,31 @@ class CostConfig:
     """True costs of balancing energy, used by ``system_cost`` and the oracle.
 
     ``system_cost = Σ_t [ c_bat·E_bat,throughput + c_curt·E_curtailed
-    + c_ev·E_ev,deferred ] + c_ev,unmet·E_ev,unmet + VOLL·E_unserved`` (all $).
+    + c_ev·E_ev,deferred ] + v_stored·E_bat,drawn + c_ev,unmet·E_ev,unmet
+    + VOLL·E_unserved`` (all $), where ``E_bat,drawn`` is the net energy the
+    batteries' stores lost over the episode (MWh on the cell side: energy sold
+    costs ``1/η_d`` of it, energy absorbed gains ``η_c``; negative when they end
+    fuller). Stored energy is a stock that must be bought back (or need not be):
+    without a value on it, emptying batteries cost only wear, and absorbing a
+    surplus into them cost more than spilling PV.
 
     Sources: Li-ion cycle-aging cost of 20–60 $/MWh throughput (Xu et al.,
     "Factoring the cycle aging cost of batteries participating in electricity
     markets", IEEE Trans. Power Syst. 33(2), 2018); curtailed PV valued at the
     US production tax credit, ~27.5 $/MWh; EV deferred charging ~60 $/MWh and
-    unmet departure energy 300 $/MWh (inconvenience, assumptions); value of lost
-    load 9 000 $/MWh (ERCOT's former system-wide offer cap).
+    unmet departure energy 300 $/MWh (inconvenience, assumptions); stored energy
+    at 30 $/MWh, the off-peak wholesale price at which a battery recharges (U.S.
+    EIA wholesale market data: off-peak hub prices of roughly 20–40 $/MWh in
+    2023–2024; an assumption); value of lost load 9 000 $/MWh (ERCOT's former
+    system-wide offer cap). Agents' rewards (:class:`RewardConfig`) count their own
+    share of the same true costs, the stored energy included.
     """
 
     battery_degradation_per_mwh: float = 40.0
     solar_curtailment_per_mwh: float = 27.5
     ev_deferral_per_mwh: float = 60.0
     ev_unmet_departure_per_mwh: float = 300.0
+    stored_energy_value_per_mwh: float = 30.0
     voll_per_mwh: float = 9000.0
 
     def __post_init__(self) -> None:

@@ -1120,8 +1120,13 @@ class GridSwarmEnv(ParallelEnv):
             reserve gap g = min(max(s − |C|, 0), R·a)     (R standing reserve, a active share)
             payment       = (π·sign(C)·d + Σ_r π_r·R_r)·h
             penalty       = λ·h·(|C| − d + g)
-            own cost      = h·c_kind(p) + c_unmet·E_unmet
+            own cost      = h·c_kind(p) + v·(−ΔE)_battery + c_unmet·E_unmet
             reward        = scale·(payment − own cost − penalty − w·mean|f − 60|/band)
+
+        ``(−ΔE)_battery`` is the energy a battery's store lost over the step (MWh, cell
+        side; negative when it gained), valued at ``v`` = ``stored_energy_value_per_mwh``:
+        energy sold from a store has to be bought back, so an owner counts it as a cost,
+        as ``system_cost`` does.
 
         where the sum runs over the agent's held reserve contracts ``r`` whose delivery
         window has started, each at its own clearing price ``π_r`` (availability). In
@@ -1157,6 +1162,8 @@ class GridSwarmEnv(ParallelEnv):
         own_cost = delivered   # reused: per-kind cost rate × |p| (or the curtailed/deferred part)
         np.abs(p_exec[bat], out=own_cost[bat])
         own_cost[bat] *= c.battery_degradation_per_mwh
+        # the stored energy spent, per hour like the rates (× h below)
+        own_cost[bat] -= ex.energy_delta_mwh[bat] * (c.stored_energy_value_per_mwh / h)
         np.negative(p_exec[sol], out=own_cost[sol])
         np.maximum(own_cost[sol], 0.0, out=own_cost[sol])
         own_cost[sol] *= c.solar_curtailment_per_mwh
@@ -1172,7 +1179,8 @@ class GridSwarmEnv(ParallelEnv):
         add = np.add.reduce
         self.metrics.record_dispatch(f.kind, p_exec, float(self._requirement_mean_mw[k]),
                                      float(add(payments)), float(add(penalties)),
-                                     float(add(unmet)))
+                                     float(add(unmet)),
+                                     None if cfg.shadow else ex.energy_delta_mwh)
         mean_dev_hz = self._dev_sum_hz / freq.size   # Σ|f − 60| from record_frequency
         grid_term = cfg.reward.grid_weight * mean_dev_hz / cfg.reward.band_hz
         payments -= own_cost

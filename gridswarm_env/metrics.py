@@ -7,8 +7,11 @@ memory: nothing is recomputed over history); ``evaluate.py``, ``train`` and
 Definitions (``h = dt_s/3600``, sums over steps ``k``):
 
 * ``system_cost`` ($) = c_bat·Σ|p_bat|·h + c_curt·Σmax(−p_solar, 0)·h
-  + c_ev·Σmax(p_ev, 0)·h + c_ev,unmet·E_ev,unmet + VOLL·``unserved_energy_mwh``
-  (true costs of the balancing energy, :class:`~gridswarm_env.config.CostConfig`).
+  + c_ev·Σmax(p_ev, 0)·h + v_stored·E_bat,drawn + c_ev,unmet·E_ev,unmet
+  + VOLL·``unserved_energy_mwh`` (true costs of the balancing energy,
+  :class:`~gridswarm_env.config.CostConfig`); ``E_bat,drawn`` (extra
+  ``battery_energy_drawn_mwh``) = −Σ ΔE over the batteries' stores, the energy they
+  must buy back (negative: gained).
 * ``unserved_energy_mwh`` = Σ_k max(sign(R̄_k)·(R̄_k − D̄_k), 0)·h, where R̄_k is the
   step's mean balancing requirement (the noise-free shortage plus lost generation,
   + shortage / − surplus) and D̄_k the mean balancing power the DERs delivered.
@@ -94,6 +97,7 @@ class MetricsAccumulator:
     last_unsettled_s: float | None = None
     last_freq_hz: float = NOMINAL_HZ
     battery_throughput_mwh: float = 0.0
+    battery_drawn_mwh: float = 0.0   # net energy the battery stores lost (cell side)
     curtailed_mwh: float = 0.0
     ev_deferred_mwh: float = 0.0
     ev_unmet_mwh: float = 0.0
@@ -152,8 +156,10 @@ class MetricsAccumulator:
     # ----------------------------------------------------------------- energy and money
     def record_dispatch(self, kinds: np.ndarray, p_mean_mw: np.ndarray,
                         requirement_mean_mw: float, payments: float, penalties: float,
-                        ev_unmet_mwh: float) -> None:
-        """Add one step's executed balancing power (mean over the step, MW per agent)."""
+                        ev_unmet_mwh: float, energy_delta_mwh: np.ndarray | None = None) -> None:
+        """Add one step's executed balancing power (mean over the step, MW per agent) and,
+        if given, each agent's stored-energy change over the step (MWh; its batteries'
+        sum enters ``system_cost`` at the stored-energy value)."""
         h = self.dt_s / 3600.0
         if kinds is not self._kinds_seen:
             self._kinds_seen = kinds
@@ -162,6 +168,8 @@ class MetricsAccumulator:
         bat, solar, ev = self._selectors   # slices select the same values as the masks
         add = np.add.reduce
         self.battery_throughput_mwh += float(add(np.abs(p_mean_mw[bat]))) * h
+        if energy_delta_mwh is not None:
+            self.battery_drawn_mwh -= float(add(energy_delta_mwh[bat]))
         self.curtailed_mwh += float(add(np.maximum(-p_mean_mw[solar], 0.0))) * h
         self.ev_deferred_mwh += float(add(np.maximum(p_mean_mw[ev], 0.0))) * h
         self.ev_unmet_mwh += ev_unmet_mwh
@@ -198,6 +206,7 @@ class MetricsAccumulator:
         return (c.battery_degradation_per_mwh * self.battery_throughput_mwh
                 + c.solar_curtailment_per_mwh * self.curtailed_mwh
                 + c.ev_deferral_per_mwh * self.ev_deferred_mwh
+                + c.stored_energy_value_per_mwh * self.battery_drawn_mwh
                 + c.ev_unmet_departure_per_mwh * self.ev_unmet_mwh
                 + c.voll_per_mwh * self.unserved_mwh)
 
@@ -245,6 +254,7 @@ class MetricsAccumulator:
             "requirement_energy_mwh": self.requirement_mwh,
             "delivered_energy_mwh": self.delivered_mwh,
             "battery_throughput_mwh": self.battery_throughput_mwh,
+            "battery_energy_drawn_mwh": self.battery_drawn_mwh,
             "curtailed_energy_mwh": self.curtailed_mwh,
             "ev_deferred_energy_mwh": self.ev_deferred_mwh,
             "ev_unmet_energy_mwh": self.ev_unmet_mwh,

@@ -21,8 +21,11 @@ Roles
   rises (so the market dispatches the fullest batteries to discharge and the
   emptiest to charge, keeping SoC near the middle)::
 
-      ask_sell   = c_bat · (1 + m · clip((s_mid − soc) / (s_mid − s_low), 0, 1))
-      ask_absorb = c_bat · (1 + m · clip((soc − s_mid) / (s_high − s_mid), 0, 1))
+      ask_sell   = c_bat + v/η_d + c_bat · m · clip((s_mid − soc) / (s_mid − s_low), 0, 1)
+      ask_absorb = c_bat − v·η_c + c_bat · m · clip((soc − s_mid) / (s_high − s_mid), 0, 1)
+
+  where ``c_bat ± v·…`` is its true cost (wear, and the stored energy spent or gained
+  at ``v = stored_energy_value_per_mwh``, as ``system_cost`` counts it).
 
 * **EV fleet** protects its departure energy: it offers to defer charging (inject
   more) only for the share of its flexibility its departure slack allows::
@@ -139,7 +142,12 @@ class HeuristicPolicy:
         self._n_power = cfg.market.n_power_levels
         self._price_levels = np.asarray(env.price_levels, dtype=float)
         self._level_fraction = np.asarray(env.kernel.level_fraction, dtype=float)
-        self._costs = cfg.costs
+        self._costs = c = cfg.costs
+        # a battery's true cost of selling / absorbing 1 MWh: wear ± the stored energy
+        # spent (1/η_d of it) or gained (η_c of it), as system_cost counts it
+        value, fleet = c.stored_energy_value_per_mwh, cfg.fleet
+        self._bat_up_cost = c.battery_degradation_per_mwh + value / fleet.battery_eta_discharge
+        self._bat_down_cost = c.battery_degradation_per_mwh - value * fleet.battery_eta_charge
         # full-rate EV charging, in SoC per hour: η_c · P / E
         self._ev_soc_per_h = cfg.fleet.ev_eta_charge / cfg.fleet.ev_energy_per_mw_h
         sigma = cfg.fleet.solar_forecast_error_std + cfg.fleet.solar_variability_std
@@ -180,8 +188,9 @@ class HeuristicPolicy:
         # battery prices: margins steer SoC towards the middle
         sell_margin = np.clip((cfg.soc_mid - soc) / (cfg.soc_mid - cfg.soc_low), 0.0, 1.0)
         absorb_margin = np.clip((soc - cfg.soc_mid) / (cfg.soc_high - cfg.soc_mid), 0.0, 1.0)
-        bat_sell = c.battery_degradation_per_mwh * (1.0 + cfg.soc_margin * sell_margin)
-        bat_absorb_pay = -c.battery_degradation_per_mwh * (1.0 + cfg.soc_margin * absorb_margin)
+        wear = c.battery_degradation_per_mwh
+        bat_sell = self._bat_up_cost + wear * cfg.soc_margin * sell_margin
+        bat_absorb_pay = -(self._bat_down_cost + wear * cfg.soc_margin * absorb_margin)
 
         # EV: how much deferral the departure slack allows, and how urgent charging is
         hours = 12.0 * obs[:, col["ev_departure_12h"]].astype(float)   # capped at 12 h

@@ -41,8 +41,10 @@ energy ``E_ik`` after step ``k``, reserve ``r_i`` (emergency only), unserved pow
          A_k = A0_k − Σ_i r_i  after the emergency broadcast (reserve coupling)
          Σ_i r_i <= reserve target;  |p_ik − p_i,k−1| <= ramp_i·dt_s
 
-* batteries: ``c↑ = c↓ = c_bat``, ``α = η_c``, ``β = 1/η_d``, ``γ = 0`` (a split
-  charge/discharge keeps the one-way efficiencies linear; at an optimum one is 0);
+* batteries: ``c↑ = c_bat + v/η_d``, ``c↓ = c_bat − v·η_c`` (wear, and the stored
+  energy at its value ``v``: :func:`true_cost_per_mwh`), ``α = η_c``, ``β = 1/η_d``,
+  ``γ = 0`` (a split charge/discharge keeps the one-way efficiencies linear; at an
+  optimum one is 0);
 * solar: ``g = 0``, ``w`` = curtailment <= min(available, forecast), ``c↓ = c_curt``;
 * EVs: ``p`` is relative to the kernel's baseline charging path ``b_ik`` (simulated),
   net = b + p <= 0; ``c↑ = c_ev`` (deferral), ``c↓ = 0`` (extra charging),
@@ -448,6 +450,29 @@ def solve_balancing(problem: BalancingProblem, first_step: int = 0) -> Balancing
 
 
 # --------------------------------------------------------------------------- from the env
+def true_cost_per_mwh(kind: np.ndarray, eta_charge: np.ndarray, eta_discharge: np.ndarray,
+                      costs: CostConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Each agent's true cost of up and down balancing energy, $/MWh at the grid, as
+    ``system_cost`` counts it (:class:`~gridswarm_env.config.CostConfig`).
+
+    * battery: up ``c_bat + v/η_d`` (wear, and the stored energy the discharge spends),
+      down ``c_bat − v·η_c`` (wear, less the stored energy the charge gains);
+    * solar: up ``inf`` (it cannot inject more than its available output), down
+      ``c_curt``;
+    * EV: up ``c_ev`` (deferred charging), down 0 (charging ahead of the baseline).
+
+    :return: ``(up, down)``, each ``(n,)``.
+    """
+    is_bat = kind == KIND_BATTERY
+    value = costs.stored_energy_value_per_mwh
+    eta_d = np.where(eta_discharge > 0, eta_discharge, 1.0)
+    up = np.where(is_bat, costs.battery_degradation_per_mwh + value / eta_d,
+                  np.where(kind == KIND_EV, costs.ev_deferral_per_mwh, np.inf))
+    down = np.where(is_bat, costs.battery_degradation_per_mwh - value * eta_charge,
+                    np.where(kind == KIND_SOLAR, costs.solar_curtailment_per_mwh, 0.0))
+    return up, down
+
+
 def _floor_to_step(power_mw: np.ndarray, step_mw: np.ndarray) -> np.ndarray:
     """Round a bound down to a multiple of the agent's power-level step."""
     safe = np.where(step_mw > 0, step_mw, 1.0)
@@ -643,6 +668,7 @@ def problem_from_env(raw) -> BalancingProblem:
     ramped = np.isfinite(lim.ramp_mw_per_s)
     ramp_mw = np.where(ramped, _floor_to_step(np.where(ramped, lim.ramp_mw_per_s * dt, 0.0),
                                               level_step_mw), np.inf)
+    up_cost, down_cost = true_cost_per_mwh(f.kind, f.eta_charge, f.eta_discharge, c)
     departing = is_ev & f.plugged & (f.departure_s > k0 * dt) & (
         f.departure_s <= sc.episode_steps * dt)
     dep_s = np.where(departing, f.departure_s, 0.0)
@@ -652,10 +678,8 @@ def problem_from_env(raw) -> BalancingProblem:
         dt_s=dt, costs=c, requirement_mw=requirement, round_direction=direction,
         request_mw=request, reserve_coupled=coupled, reserve_share=share,
         up_max_mw=up, down_max_mw=down,
-        up_cost_per_mwh=np.where(is_bat, c.battery_degradation_per_mwh,
-                                 np.where(is_ev, c.ev_deferral_per_mwh, 0.0)),
-        down_cost_per_mwh=np.where(is_bat, c.battery_degradation_per_mwh,
-                                   np.where(is_sol, c.solar_curtailment_per_mwh, 0.0)),
+        up_cost_per_mwh=np.where(is_sol, 0.0, up_cost),
+        down_cost_per_mwh=down_cost,
         energy0_mwh=f.energy_mwh.copy(), energy_min_mwh=e_min, energy_max_mwh=e_max,
         charge_gain=charge_gain, discharge_gain=discharge_gain, energy_drift_mwh=drift,
         reserve_min_mw=res_min, reserve_max_mw=res_max,
@@ -697,12 +721,9 @@ class OraclePolicy:
         self._raw = env
         self._n_power = env.config.market.n_power_levels
         self._level_fraction = np.asarray(env.kernel.level_fraction, dtype=float)
-        c = env.config.costs
-        kind = env.fleet.kind
-        self._up_cost = np.where(kind == KIND_BATTERY, c.battery_degradation_per_mwh,
-                                 np.where(kind == KIND_EV, c.ev_deferral_per_mwh, np.inf))
-        self._down_cost = np.where(kind == KIND_BATTERY, c.battery_degradation_per_mwh,
-                                   np.where(kind == KIND_SOLAR, c.solar_curtailment_per_mwh, 0.0))
+        f = env.fleet
+        self._up_cost, self._down_cost = true_cost_per_mwh(f.kind, f.eta_charge,
+                                                           f.eta_discharge, env.config.costs)
         self._event_planned = False
         self.replan_failures = []
         if env.step_index >= env.scenario.episode_steps:   # ended: nothing left to plan

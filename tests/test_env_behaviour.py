@@ -369,3 +369,33 @@ def test_delivered_energy_counts_in_the_requirement_s_direction() -> None:
     assert m["requirement_energy_mwh"] == pytest.approx(5.0)
     assert m["delivered_energy_mwh"] == pytest.approx(2.0 + 1.5 - 0.5)
     assert m["unserved_energy_mwh"] == pytest.approx(0.5 + 1.5)
+
+
+@pytest.mark.parametrize("scenario", ["price_spike", "solar_surplus"])
+def test_system_cost_values_the_energy_the_batteries_store(scenario: str) -> None:
+    """Energy review: system_cost put no value on stored energy, so emptying batteries
+    cost only wear and the optimum spilled PV rather than charging them. Now the
+    batteries' net energy drawn (their stores' loss, cell side) is a cost at
+    stored_energy_value_per_mwh, and the LP oracle stores a surplus before spilling it."""
+    from policies import make_policy
+    from policies.rollout import run_episode
+
+    env = GridSwarmEnv(scenario, n_agents=30, trust="hmac")
+    env.reset(seed=0)
+    bat = env.fleet.kind == 1
+    stored0 = float(env.fleet.energy_mwh[bat].sum())
+    m = run_episode(env, make_policy("heuristic"), seed=0).metrics
+    drawn = stored0 - float(env.fleet.energy_mwh[bat].sum())
+    assert m["battery_energy_drawn_mwh"] == pytest.approx(drawn, rel=1e-9, abs=1e-12)
+    c = env.config.costs
+    assert m["system_cost"] == pytest.approx(
+        c.battery_degradation_per_mwh * m["battery_throughput_mwh"]
+        + c.solar_curtailment_per_mwh * m["curtailed_energy_mwh"]
+        + c.ev_deferral_per_mwh * m["ev_deferred_energy_mwh"]
+        + c.stored_energy_value_per_mwh * drawn
+        + c.ev_unmet_departure_per_mwh * m["ev_unmet_energy_mwh"]
+        + c.voll_per_mwh * m["unserved_energy_mwh"], rel=1e-12)
+    if scenario == "solar_surplus":   # absorbing into a battery (11.5 $/MWh) < spilling (27.5)
+        oracle = run_episode(env, make_policy("oracle"), seed=0).metrics
+        assert oracle["battery_energy_drawn_mwh"] < 0.0
+        assert oracle["curtailed_energy_mwh"] < 0.2 * m["requirement_energy_mwh"]

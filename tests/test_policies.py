@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gridswarm_env
-from gridswarm_env.config import CostConfig
+from gridswarm_env.config import CostConfig, FleetConfig
 from gridswarm_env.env import OBS_FIELDS
 from gridswarm_env.metrics import SHEDDING_STAGE_HZ
 from policies import make_policy
@@ -275,7 +275,11 @@ def test_battery_sell_price_rises_as_soc_falls(shortage_obs):
     target, price, _ = policy.bids(obs)
     assert (target > 0).all()
     assert np.all(np.diff(price) >= 0) and price[-1] > price[0]
-    assert price[0] == pytest.approx(COSTS.battery_degradation_per_mwh)
+    # at a full SoC: the true cost of selling, wear + the stored energy spent (1/η_d)
+    fleet = FleetConfig()
+    assert price[0] == pytest.approx(COSTS.battery_degradation_per_mwh
+                                     + COSTS.stored_energy_value_per_mwh
+                                     / fleet.battery_eta_discharge)
 
 
 def test_ev_defers_only_with_departure_slack(shortage_obs):
@@ -291,7 +295,9 @@ def test_ev_defers_only_with_departure_slack(shortage_obs):
 
 
 def test_surplus_roles_merit_order(shortage_obs):
-    """In a surplus EVs pay to charge, solar asks its curtailment cost, batteries more."""
+    """In a surplus EVs pay to charge, batteries at mid SoC ask their wear less the
+    stored energy gained (11.5 $/MWh), solar its curtailment cost (27.5 $/MWh): the
+    surplus is stored before it is spilled."""
     policy, obs, col = shortage_obs
     obs = obs.copy()
     obs[:, col["request_rel"]] = -0.5
@@ -301,7 +307,7 @@ def test_surplus_roles_merit_order(shortage_obs):
     kinds = [obs[:, col[k]] > 0.5 for k in ("is_solar", "is_battery", "is_ev")]
     assert (target < 0).all()
     solar_p, bat_p, ev_p = (price[k].max() for k in kinds)
-    assert ev_p >= 0 > solar_p > bat_p
+    assert ev_p >= 0 > bat_p > solar_p
     assert price[kinds[0]].max() == pytest.approx(-COSTS.solar_curtailment_per_mwh)
 
 
