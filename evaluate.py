@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -81,6 +82,13 @@ class UsageError(ValueError):
 
 
 # --------------------------------------------------------------------------- arguments
+
+def tag_name(policy: str) -> str:
+    """``policy`` as one tensorboard tag component: a model path such as
+    ``runs/a/best_model.zip`` becomes ``runs_a_best_model.zip`` (its slashes would open
+    new tag levels); built-in names are unchanged."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", policy).strip("_") or "policy"
+
 def pretrained_model() -> Path | None:
     """The shipped learned model, if one exists."""
     from policies.learned import DEFAULT_MODEL
@@ -516,7 +524,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
                     for key, value in metrics.items():
                         v = _numeric(value)
                         if v is not None:
-                            writer.add_scalar(f"eval/{sc}/{pol}/{key}", v, e)
+                            writer.add_scalar(f"eval/{sc}/{tag_name(pol)}/{key}", v, e)
                     if bar is not None:
                         bar.update(1)
                 env.close()

@@ -218,3 +218,22 @@ def test_a_model_with_non_finite_weights_is_refused_before_any_episode(tmp_path,
     assert status == 2
     assert len(err.splitlines()) == 1 and "diverged.zip" in err and "non-finite" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_model_path_is_one_tensorboard_tag_level(tmp_path):
+    """RL review: a policy given as a path made tags like
+    eval/solar_surplus//tmp/runs/best_model.zip/system_cost (its slashes new levels)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from policies.learned import DEFAULT_MODEL
+
+    assert evaluate.main(["--policies", str(DEFAULT_MODEL), "--scenarios", "price_spike",
+                          "--episodes", "1", "--agents", "5", "--out", str(tmp_path / "o"),
+                          "--no-progress"]) == 0
+    acc = EventAccumulator(str(tmp_path / "o" / "tensorboard"))
+    acc.Reload()
+    name = evaluate.tag_name(str(DEFAULT_MODEL))
+    assert "/" not in name and name.endswith("gridswarm_ppo.zip")
+    tags = set(acc.Tags()["scalars"])
+    assert f"eval/price_spike/{name}/system_cost" in tags
+    assert all(t.count("/") == 3 for t in tags if t.startswith("eval/price_spike/"))
