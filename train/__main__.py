@@ -14,6 +14,10 @@ Bad arguments, and outputs that cannot be written (checked before training), pri
 one readable line on stderr and exit with status 2 (no traceback); Ctrl-C saves the
 model and exits with status 130; a model or record that cannot be written at the end
 is saved to the temporary directory instead, with one line on stderr and status 1.
+An error once training has started (e.g. a diverged network whose NaN logits make
+torch raise) is not a usage error: one line on stderr ("training failed at N
+agent-steps ...: the error; whether the model was saved; the last checkpoint; the
+training record") and status 1; the record holds it under ``"error"``.
 """
 
 from __future__ import annotations
@@ -171,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+    try:   # the arguments, the configuration and the outputs: bad ones exit 2
         checkpoint = None
         if args.resume is not None:
             config_from_args(args, argv)   # the other flags first (no torch yet)
@@ -180,11 +184,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint = checkpoint_hyperparameters(args.resume)
         config = config_from_args(args, argv, checkpoint)
         config.check_outputs(config.run_name)
-        from train.trainer import train  # torch loads only for a valid command
-
-        path = train(config)
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except KeyboardInterrupt as exc:
+        print(f"\n{exc or 'interrupted'}", file=sys.stderr)
+        return 130
+    from train.errors import TrainingError
+    from train.trainer import train  # torch loads only for a valid command
+
+    try:
+        path = train(config)
+    except TrainingError as exc:   # failed once started: not a usage error
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:   # train() raises it only before any work (a resume
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")   # file that does not fit)
     except OutputError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1

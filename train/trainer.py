@@ -39,6 +39,7 @@ from gridswarm_env.env import OBS_FIELDS
 from policies.cli_checks import OutputError, write_or_rescue
 from train.adapter import GridSwarmVecEnv
 from train.config import RESUMABLE_FIELDS, TrainConfig
+from train.errors import TrainingError
 
 
 def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
@@ -154,6 +155,12 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         not fit (or another ``net_arch``), an output that cannot be written.
     :raises OutputError: the model or its record could not be written where asked at
         the end; it was saved to the temporary directory instead (``exc.path``).
+    :raises TrainingError: an error once training had started (e.g. torch's
+        ``ValueError`` on the NaN logits of a diverged network): the record is written
+        with an ``"error"`` entry (message, stage, ``num_timesteps``, last checkpoint,
+        traceback) and the model is saved if all its weights (and optimizer state) are
+        finite, else not (the message says which). A run that ends with non-finite
+        weights is a failure too.
     :raises KeyboardInterrupt: Ctrl-C during learning, after saving the model.
     """
     import torch as th
@@ -228,25 +235,41 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     steps_before = int(model.num_timesteps)
     t_learn = time.time()
     interrupted = False
+    failure: Exception | None = None
+    stage = "PPO"
     try:
         if config.total_timesteps:
             model.learn(total_timesteps=config.total_timesteps,
                         callback=CallbackList(all_callbacks), reset_num_timesteps=not config.resume,
                         progress_bar=config.progress_bar, tb_log_name=run_name)
+        if evaluation is not None and not config.total_timesteps:
+            stage = "evaluation"
+            evaluation.init_callback(model)   # cloning only: judge the cloned model once
+            evaluation.evaluate()
+            model.logger.dump(int(model.num_timesteps))
     except KeyboardInterrupt:
         interrupted = True
-    if evaluation is not None and not config.total_timesteps:
-        evaluation.init_callback(model)   # cloning only: judge the cloned model once
-        evaluation.evaluate()
-        model.logger.dump(int(model.num_timesteps))
+    except Exception as exc:   # e.g. torch's ValueError on NaN logits of a diverged network
+        failure = exc
     # PPO's time: the evaluations (--eval-every) are not training
     learn_s = time.time() - t_learn - (evaluation.eval_s if evaluation is not None else 0.0)
-    saved_to, problem = write_or_rescue(out, lambda p: _save_model(model, p), "the model")
+    bad_weights = nonfinite_weights(model)
+    if bad_weights:
+        not_saved = (f"the model was not saved: its weights are not finite (NaN or inf in "
+                     f"{_names(bad_weights)})")
+        saved_to, problem = None, None
+    else:
+        not_saved = None
+        saved_to, problem = write_or_rescue(out, lambda p: _save_model(model, p), "the model")
     problems = [problem] if problem else []
     venv.close()
     steps = int(model.num_timesteps) - steps_before
+    error = None
+    if failure is not None or (bad_weights and not interrupted):
+        error = _error_entry(failure, stage, model, run_dir, saved_to, not_saved or problem)
     record.update({
         "model": None if saved_to is None else str(saved_to), "interrupted": interrupted,
+        "error": error,
         "num_timesteps": int(model.num_timesteps), "timesteps_this_run": steps,
         "wall_time_s": round(time.time() - t_start, 1), "learn_time_s": round(learn_s, 1),
         "agent_steps_per_s": round(steps / learn_s, 1) if steps and learn_s > 0 else None,
@@ -261,15 +284,102 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         "versions": _versions(), "platform": platform.platform(),
     })
     text = json.dumps(record, indent=2, default=str) + "\n"
-    _, problem = write_or_rescue((saved_to or out).with_suffix(".json"),
-                                 lambda p: p.write_text(text), "the training record")
+    record_path = _record_path(out, saved_to, run_dir)
+    record_to, problem = write_or_rescue(record_path, lambda p: _write_text(p, text),
+                                         "the training record")
     problems += [problem] if problem else []
+    if error is not None:
+        where = (f"the model was saved to {saved_to}" if saved_to is not None
+                 else not_saved or "; ".join(problems) or "the model was not saved")
+        last = (f"last checkpoint {error['last_checkpoint']}" if error["last_checkpoint"]
+                else "no checkpoint was written")
+        kept = (f"training record {record_to}" if record_to is not None
+                else "the training record was lost")
+        raise TrainingError(
+            f"training failed at {error['num_timesteps']:,} agent-steps ({stage}): "
+            f"{error['type']}: {error['message']}; {where}; {last}; {kept}",
+            num_timesteps=error["num_timesteps"], stage=stage, model=saved_to,
+            checkpoint=None if error["last_checkpoint"] is None
+            else Path(error["last_checkpoint"]),
+            record=record_to) from failure
     if interrupted:
+        if not_saved:
+            problems.insert(0, not_saved)
         raise KeyboardInterrupt("; ".join(["interrupted", *problems]) if problems
                                 else f"interrupted; model saved to {saved_to}")
     if problems:
         raise OutputError("; ".join(problems), path=saved_to)
     return out
+
+
+def nonfinite_weights(model) -> list[str]:
+    """Names of the tensors of ``model``'s policy (``model.policy.state_dict()``) and of
+    its optimizer's state (Adam's moments, which a resumed run would step with) that hold
+    a NaN or an infinity; empty when every value is finite."""
+    import torch as th
+
+    bad = [name for name, t in model.policy.state_dict().items()
+           if t.is_floating_point() and not bool(th.isfinite(t).all())]
+    optimizer = getattr(model.policy, "optimizer", None)
+    if optimizer is not None:
+        for index, state in optimizer.state_dict()["state"].items():
+            for key, t in state.items():
+                if th.is_tensor(t) and t.is_floating_point() and not bool(th.isfinite(t).all()):
+                    bad.append(f"optimizer state {index}.{key}")
+    return bad
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more"
+                                       if len(names) > shown else "")
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``<run_dir>/checkpoints/model_<N>_steps.zip`` (largest N), or None."""
+    def steps(p: Path) -> int:
+        middle = p.stem.removeprefix("model_").removesuffix("_steps")
+        return int(middle) if middle.isdigit() else -1
+
+    found = [p for p in (run_dir / "checkpoints").glob("model_*_steps.zip") if steps(p) >= 0]
+    return max(found, key=steps) if found else None
+
+
+def _error_entry(failure: Exception | None, stage: str, model, run_dir: Path,
+                 saved_to: Path | None, not_saved: str | None) -> dict[str, Any]:
+    """The record's ``"error"``: what failed, where, and what was kept."""
+    import traceback
+
+    if failure is None:   # learning ended normally, but the last update left NaN or inf
+        kind, text, trace = ("NonFiniteWeights", "the network's weights are not finite "
+                             "after the last update", None)
+    else:
+        kind = type(failure).__name__
+        lines = str(failure).strip().splitlines()
+        text = (lines[0] if lines else "") or "(no message)"
+        text = text if len(text) <= 500 else text[:497] + "..."
+        trace = "".join(traceback.format_exception(failure))[-20_000:]
+    ckpt = last_checkpoint(run_dir)
+    return {"type": kind, "message": text, "stage": stage,
+            "num_timesteps": int(model.num_timesteps),
+            "last_checkpoint": None if ckpt is None else str(ckpt),
+            "model_saved": saved_to is not None, "model_not_saved": not_saved,
+            "traceback": trace}
+
+
+def _record_path(out: Path, saved_to: Path | None, run_dir: Path) -> Path:
+    """Where the training record goes: beside the model saved, else beside ``out``;
+    but if no model was saved and a file is at ``out`` (an earlier model that
+    ``--overwrite`` would have replaced), into the run directory, so that model keeps
+    its own record."""
+    if saved_to is not None:
+        return saved_to.with_suffix(".json")
+    if out.exists():
+        return run_dir / f"{out.stem}.json"
+    return out.with_suffix(".json")
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
 
 
 def _save_model(model, path: Path) -> None:

@@ -1,0 +1,131 @@
+"""``python -m train`` when a run does not end as planned: an error during training
+(a diverged network), Ctrl-C during behaviour cloning, an existing ``--out``, and what a
+resumed run keeps from its checkpoint (seeds, environment and reward settings)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+import train.trainer as trainer
+from train.__main__ import main
+
+PROG = "python -m train"
+#: 5 agents, rollouts of 60 steps x 5 slots = 300 agent-steps
+TINY = ["--scenario", "emergency", "--agents", "5", "--n-steps", "60", "--batch-size", "300",
+        "--n-epochs", "1", "--no-progress"]
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{PROG}: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def with_callbacks(monkeypatch, *callbacks: BaseCallback) -> None:
+    """Make ``main`` train with extra SB3 callbacks."""
+    real = trainer.train
+    monkeypatch.setattr(trainer, "train", lambda config: real(config, callbacks=callbacks))
+
+
+def poison(model) -> None:
+    """Write NaN into the policy's first weight, as a diverged update would."""
+    with torch.no_grad():
+        next(model.policy.parameters()).fill_(float("nan"))
+
+
+class PoisonWeights(BaseCallback):
+    """:func:`poison` the model at the first step at or past ``at`` agent-steps."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.at:
+            poison(self.model)
+            self.at = float("inf")
+        return True
+
+
+class PoisonAtTheEnd(BaseCallback):
+    """:func:`poison` the model when learning ends (after the last update)."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        poison(self.model)
+
+
+class Fail(BaseCallback):
+    """Raise ``RuntimeError`` at the first step at or past ``at`` agent-steps."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.at:
+            raise RuntimeError("disk on fire")
+        return True
+
+
+# ------------------------------------------------------------------ errors in training
+def test_a_diverged_network_is_a_training_failure_with_a_record(tmp_path, monkeypatch,
+                                                                 capsys):
+    """Review: NaN logits make torch raise ValueError, which main reported as a usage
+    error (exit 2) and train() left no model and no record."""
+    with_callbacks(monkeypatch, PoisonWeights(at=300))
+    status = main([*TINY, "--timesteps", "900", "--checkpoint-every", "150",
+                   "--logdir", str(tmp_path), "--run-name", "nan"])
+    assert status == 1
+    line = one_error_line(capsys.readouterr().err)
+    run = tmp_path / "nan"
+    checkpoint = run / "checkpoints" / "model_300_steps.zip"
+    assert "training failed at 300 agent-steps (PPO): ValueError: " in line
+    assert f"last checkpoint {checkpoint}" in line and checkpoint.is_file()
+    assert "not finite" in line and not (run / "model.zip").exists()   # a NaN model is useless
+    record = json.loads((run / "model.json").read_text())
+    error = record["error"]
+    assert error["type"] == "ValueError" and error["num_timesteps"] == 300
+    assert error["stage"] == "PPO" and error["last_checkpoint"] == str(checkpoint)
+    assert error["model_saved"] is False and "not finite" in error["model_not_saved"]
+    assert "Traceback" in error["traceback"]
+    assert record["model"] is None and record["num_timesteps"] == 300
+    # the checkpoint before the divergence is a usable model
+    from policies.learned import LearnedPolicy
+
+    assert not trainer.nonfinite_weights(LearnedPolicy(checkpoint).model)
+
+
+def test_an_error_with_finite_weights_keeps_the_model(tmp_path, monkeypatch, capsys):
+    with_callbacks(monkeypatch, Fail(at=150))
+    status = main([*TINY, "--timesteps", "900", "--checkpoint-every", "0",
+                   "--logdir", str(tmp_path), "--run-name", "boom"])
+    assert status == 1
+    line = one_error_line(capsys.readouterr().err)
+    model = tmp_path / "boom" / "model.zip"
+    assert "training failed at 150 agent-steps (PPO): RuntimeError: disk on fire" in line
+    assert f"the model was saved to {model}" in line and "no checkpoint was written" in line
+    record = json.loads(model.with_suffix(".json").read_text())
+    assert record["error"]["message"] == "disk on fire" and record["model"] == str(model)
+    assert record["error"]["last_checkpoint"] is None
+    from policies.learned import LearnedPolicy
+
+    LearnedPolicy(model)   # loads
+
+
+def test_a_run_that_ends_with_nonfinite_weights_is_a_failure(tmp_path, monkeypatch, capsys):
+    with_callbacks(monkeypatch, PoisonAtTheEnd())   # after the last update
+    status = main([*TINY, "--timesteps", "300", "--checkpoint-every", "0",
+                   "--logdir", str(tmp_path), "--run-name", "late"])
+    assert status == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "training failed at 300 agent-steps (PPO): NonFiniteWeights" in line
+    assert not (tmp_path / "late" / "model.zip").exists()
+    record = json.loads((tmp_path / "late" / "model.json").read_text())
+    assert record["error"]["type"] == "NonFiniteWeights"
