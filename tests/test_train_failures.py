@@ -129,3 +129,63 @@ def test_a_run_that_ends_with_nonfinite_weights_is_a_failure(tmp_path, monkeypat
     assert not (tmp_path / "late" / "model.zip").exists()
     record = json.loads((tmp_path / "late" / "model.json").read_text())
     assert record["error"]["type"] == "NonFiniteWeights"
+
+
+# ------------------------------------------------------------------ Ctrl-C while cloning
+BC = [*TINY, "--timesteps", "300", "--checkpoint-every", "0", "--bc-teacher", "heuristic",
+      "--bc-timesteps", "100", "--bc-epochs", "3"]
+
+
+def test_ctrl_c_while_collecting_demonstrations(tmp_path, monkeypatch, capsys):
+    """Review: cloning ran outside the interrupt handling (nothing saved, no record) and
+    the message printed was an empty line."""
+    import train.bc
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.bc, "collect_demonstrations", interrupted)
+    assert main([*BC, "--logdir", str(tmp_path), "--run-name", "c"]) == 130
+    err = capsys.readouterr().err.strip()
+    model = tmp_path / "c" / "model.zip"
+    assert err == ("interrupted during behaviour cloning (collecting demonstrations) at 0 "
+                   f"agent-steps; model saved to {model}")
+    record = json.loads(model.with_suffix(".json").read_text())
+    assert record["interrupted"] is True
+    assert record["interrupted_during"] == "behaviour cloning (collecting demonstrations)"
+    assert record["behaviour_cloning"]["samples"] == 0 and record["num_timesteps"] == 0
+
+
+def test_ctrl_c_while_fitting_saves_what_was_cloned(tmp_path, monkeypatch, capsys):
+    import train.bc
+
+    real = train.bc.behaviour_clone
+
+    def two_epochs_then_ctrl_c(*args, on_epoch, **kwargs):
+        def counting(done, stats):
+            on_epoch(done, stats)
+            if done == 2:
+                raise KeyboardInterrupt
+        return real(*args, on_epoch=counting, **kwargs)
+
+    monkeypatch.setattr(train.bc, "behaviour_clone", two_epochs_then_ctrl_c)
+    assert main([*BC, "--logdir", str(tmp_path), "--run-name", "f"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted during behaviour cloning (fitting: 2 of 3 epochs done)")
+    record = json.loads((tmp_path / "f" / "model.json").read_text())
+    bc = record["behaviour_cloning"]
+    assert bc["samples"] > 0 and bc["epochs_done"] == 2 and bc["bc_nll"] > 0
+    assert record["interrupted_during"] == "behaviour cloning (fitting: 2 of 3 epochs done)"
+    assert record["timesteps_this_run"] == 0   # no PPO after Ctrl-C
+    from policies.learned import LearnedPolicy
+
+    LearnedPolicy(tmp_path / "f" / "model.zip")   # the partly cloned model loads
+
+
+def test_a_bare_ctrl_c_prints_interrupted(tmp_path, monkeypatch, capsys):
+    def ctrl_c(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", ctrl_c)
+    assert main([*TINY, "--logdir", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"

@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     except KeyboardInterrupt as exc:
-        print(f"\n{exc or 'interrupted'}", file=sys.stderr)
+        print(f"\n{str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     from train.errors import TrainingError
     from train.trainer import train  # torch loads only for a valid command
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(f"\n{exc or 'interrupted'}", file=sys.stderr)
+        print(f"\n{str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     print(f"model saved to {path} (training record: {path.with_suffix('.json')})")
     if config.eval_every:

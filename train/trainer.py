@@ -161,12 +161,14 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         traceback) and the model is saved if all its weights (and optimizer state) are
         finite, else not (the message says which). A run that ends with non-finite
         weights is a failure too.
-    :raises KeyboardInterrupt: Ctrl-C during learning, after saving the model.
+    :raises KeyboardInterrupt: Ctrl-C during behaviour cloning or learning, after saving
+        the model (as far as it got) and the record (``interrupted_during``: ``"PPO"`` or
+        ``"behaviour cloning (...)"``; ``behaviour_cloning`` has ``samples`` and
+        ``epochs_done``); the message says where and what was saved.
     """
     import torch as th
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
-    from train.bc import behaviour_clone, collect_demonstrations
     from train.callbacks import EpisodeMetricsCallback, SystemCostEvaluation
 
     th.set_num_threads(config.torch_threads)
@@ -204,40 +206,32 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     _configure_logger(model, run_dir, config.verbose)
 
-    if config.bc_teacher and not config.resume:
-        t_bc = time.time()
-        demos = collect_demonstrations(venv, config.bc_teacher, config.bc_timesteps,
-                                       config.gamma)
-        stats = behaviour_clone(model, demos, epochs=config.bc_epochs,
-                                learning_rate=config.bc_learning_rate, vf_coef=config.vf_coef,
-                                seed=config.seed)
-        for key, value in stats.items():
-            model.logger.record(f"bc/{key.removeprefix('bc_')}", value)
-        model.logger.dump(0)
-        record["behaviour_cloning"] = {"teacher": config.bc_teacher,
-                                       "samples": len(demos), "wall_time_s":
-                                       round(time.time() - t_bc, 1), **stats}
-        venv.seed(config.seed + 1)   # PPO starts a fresh, seeded episode stream
-
     metrics_cb = EpisodeMetricsCallback()
-    all_callbacks = [metrics_cb]
     evaluation = None
-    if config.eval_every:
-        evaluation = SystemCostEvaluation(
-            venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
-            best_path=run_dir / "best_model.zip", limits=config.limits)
-        all_callbacks.append(evaluation)
-    if config.checkpoint_every:
-        all_callbacks.append(CheckpointCallback(
-            save_freq=max(config.checkpoint_every // venv.num_envs, 1),
-            save_path=str(run_dir / "checkpoints"), name_prefix="model"))
-    all_callbacks.extend(callbacks)
     steps_before = int(model.num_timesteps)
     t_learn = time.time()
     interrupted = False
     failure: Exception | None = None
     stage = "PPO"
     try:
+        if config.bc_teacher and not config.resume:
+            stage = "behaviour cloning"
+            record["behaviour_cloning"] = bc = {"teacher": config.bc_teacher}
+            _behaviour_clone(model, venv, config, bc)
+            venv.seed(config.seed + 1)   # PPO starts a fresh, seeded episode stream
+            t_learn = time.time()
+            stage = "PPO"
+        all_callbacks = [metrics_cb]
+        if config.eval_every:   # made after the cloning: its clock is PPO's
+            evaluation = SystemCostEvaluation(
+                venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
+                best_path=run_dir / "best_model.zip", limits=config.limits)
+            all_callbacks.append(evaluation)
+        if config.checkpoint_every:
+            all_callbacks.append(CheckpointCallback(
+                save_freq=max(config.checkpoint_every // venv.num_envs, 1),
+                save_path=str(run_dir / "checkpoints"), name_prefix="model"))
+        all_callbacks.extend(callbacks)
         if config.total_timesteps:
             model.learn(total_timesteps=config.total_timesteps,
                         callback=CallbackList(all_callbacks), reset_num_timesteps=not config.resume,
@@ -251,8 +245,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         interrupted = True
     except Exception as exc:   # e.g. torch's ValueError on NaN logits of a diverged network
         failure = exc
-    # PPO's time: the evaluations (--eval-every) are not training
-    learn_s = time.time() - t_learn - (evaluation.eval_s if evaluation is not None else 0.0)
+    # PPO's time: the cloning and the evaluations (--eval-every) are not training
+    learn_s = 0.0 if stage == "behaviour cloning" else (
+        time.time() - t_learn - (evaluation.eval_s if evaluation is not None else 0.0))
     bad_weights = nonfinite_weights(model)
     if bad_weights:
         not_saved = (f"the model was not saved: its weights are not finite (NaN or inf in "
@@ -269,6 +264,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         error = _error_entry(failure, stage, model, run_dir, saved_to, not_saved or problem)
     record.update({
         "model": None if saved_to is None else str(saved_to), "interrupted": interrupted,
+        "interrupted_during": _where(stage, record.get("behaviour_cloning"))
+        if interrupted else None,
         "error": error,
         "num_timesteps": int(model.num_timesteps), "timesteps_this_run": steps,
         "wall_time_s": round(time.time() - t_start, 1), "learn_time_s": round(learn_s, 1),
@@ -303,13 +300,51 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
             else Path(error["last_checkpoint"]),
             record=record_to) from failure
     if interrupted:
+        head = (f"interrupted during {record['interrupted_during']} at "
+                f"{int(model.num_timesteps):,} agent-steps")
         if not_saved:
             problems.insert(0, not_saved)
-        raise KeyboardInterrupt("; ".join(["interrupted", *problems]) if problems
-                                else f"interrupted; model saved to {saved_to}")
+        raise KeyboardInterrupt("; ".join([head, *problems]) if problems
+                                else f"{head}; model saved to {saved_to}")
     if problems:
         raise OutputError("; ".join(problems), path=saved_to)
     return out
+
+
+def _behaviour_clone(model, venv: GridSwarmVecEnv, config: TrainConfig,
+                     progress: dict[str, Any]) -> None:
+    """Pre-train ``model`` by cloning ``config.bc_teacher`` (:mod:`train.bc`), keeping
+    ``progress`` (the record's ``behaviour_cloning``) up to date as it goes, so that a
+    Ctrl-C or an error leaves in it how far the cloning got: ``samples`` (0 while the
+    demonstrations are collected) and ``epochs_done`` of ``epochs``, then the final
+    statistics and ``wall_time_s``."""
+    from train.bc import behaviour_clone, collect_demonstrations
+
+    t_bc = time.time()
+    progress.update(samples=0, epochs=config.bc_epochs, epochs_done=0)
+    demos = collect_demonstrations(venv, config.bc_teacher, config.bc_timesteps,
+                                   config.gamma)
+    progress["samples"] = len(demos)
+
+    def on_epoch(done: int, stats: dict[str, float]) -> None:
+        progress.update(stats, epochs_done=done)
+
+    stats = behaviour_clone(model, demos, epochs=config.bc_epochs,
+                            learning_rate=config.bc_learning_rate, vf_coef=config.vf_coef,
+                            seed=config.seed, on_epoch=on_epoch)
+    for key, value in stats.items():
+        model.logger.record(f"bc/{key.removeprefix('bc_')}", value)
+    model.logger.dump(0)
+    progress.update(stats, wall_time_s=round(time.time() - t_bc, 1))
+
+
+def _where(stage: str, bc: dict[str, Any] | None) -> str:
+    """Where the run was, for the record's ``interrupted_during`` and the messages."""
+    if stage != "behaviour cloning" or bc is None:
+        return stage
+    if not bc.get("samples"):
+        return "behaviour cloning (collecting demonstrations)"
+    return f"behaviour cloning (fitting: {bc['epochs_done']} of {bc['epochs']} epochs done)"
 
 
 def nonfinite_weights(model) -> list[str]:
