@@ -5,7 +5,9 @@ resumed run keeps from its checkpoint (seeds, environment and reward settings)."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -189,3 +191,67 @@ def test_a_bare_ctrl_c_prints_interrupted(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(trainer, "train", ctrl_c)
     assert main([*TINY, "--logdir", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+# ------------------------------------------------------------------ an existing --out
+def test_an_existing_out_is_refused_unless_overwrite(tmp_path, capsys):
+    """Review: --out silently replaced an existing model and its record (even the
+    shipped policies/pretrained/gridswarm_ppo.zip)."""
+    out = tmp_path / "X.zip"
+    out.write_bytes(b"the earlier model")
+    args = [*TINY, "--timesteps", "300", "--checkpoint-every", "0",
+            "--logdir", str(tmp_path / "runs"), "--out", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--out model file '{out}' already exists: pass --overwrite" in line
+    assert out.read_bytes() == b"the earlier model" and not out.with_suffix(".json").exists()
+    assert not (tmp_path / "runs").exists()   # refused before any work
+    # the record alone counts too
+    record_only = tmp_path / "Y.json"
+    record_only.write_text("{}")
+    with pytest.raises(SystemExit) as exc:
+        main([*args[:-1], str(tmp_path / "Y")])
+    assert exc.value.code == 2
+    assert f"training record '{record_only}' already exists" in capsys.readouterr().err
+    assert record_only.read_text() == "{}"
+    # --overwrite replaces both, and leaves no temporary file behind
+    assert main([*args, "--overwrite", "--run-name", "ow"]) == 0
+    from policies.learned import LearnedPolicy
+
+    LearnedPolicy(out)
+    assert json.loads(out.with_suffix(".json").read_text())["config"]["overwrite"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.json", "X.zip", "Y.json", "runs"]
+
+
+def test_a_save_that_fails_midway_leaves_the_earlier_model_whole(tmp_path, monkeypatch,
+                                                                   capsys):
+    import errno
+
+    from sb3_contrib import MaskablePPO
+
+    out = tmp_path / "X.zip"
+    out.write_bytes(b"the earlier model")
+    real_save = MaskablePPO.save
+    calls = []
+
+    def disk_full_once(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            path.write(b"half a mod")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(MaskablePPO, "save", disk_full_once)
+    status = main([*TINY, "--timesteps", "300", "--checkpoint-every", "0", "--overwrite",
+                   "--logdir", str(tmp_path / "runs"), "--out", str(out)])
+    assert status == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "No space left on device" in line
+    assert out.read_bytes() == b"the earlier model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.zip", "runs"]   # no .part left
+    rescued = Path(line.split("saved it to '")[1].split("'")[0])
+    assert rescued.is_file()
+    rescued.unlink()
+    rescued.with_suffix(".json").unlink(missing_ok=True)

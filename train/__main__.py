@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", default=None, metavar="PATH",
       help="model file to write; .zip is appended when missing (default: "
            "<logdir>/<run>/model.zip)")
+    a("--overwrite", action="store_true",
+      help="replace an existing --out model and its .json record (default: refuse)")
     a("--limits", default=None, metavar="FILE",
       help="kernel limits TOML file for the training (and --eval-every) environments")
     a("--resume", default=None, metavar="PATH",
@@ -159,6 +161,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
     return TrainConfig(
         scenario=args.scenario, total_timesteps=args.timesteps, n_agents=args.agents,
         n_envs=args.envs, trust=args.trust, seed=args.seed, logdir=args.logdir, out=args.out,
+        overwrite=args.overwrite,
         resume=args.resume, checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every, eval_seeds=args.eval_seeds, reward=args.reward,
         marginal_weight=args.marginal_weight, reward_scale=args.reward_scale,

@@ -71,7 +71,10 @@ class TrainConfig:
     :param logdir: parent directory of run directories.
     :param out: model file to write (default ``<logdir>/<run name>/model.zip``);
         ``.zip`` is appended when the name does not end with it (SB3 writes ``X.zip``
-        for a name ``X`` without suffix), so ``out`` is the file really written.
+        for a name ``X`` without suffix), so ``out`` is the file really written. An
+        existing file there, or its record ``<out>.json``, is refused unless ``overwrite``.
+    :param overwrite: replace an existing ``out`` model and its record (the new model is
+        written to a temporary file beside it and renamed over it once complete).
     :param resume: a saved model (.zip) to continue training. The PPO fields below
         (:data:`RESUMABLE_FIELDS`) are applied to it: SB3 sets them before it rebuilds
         the rollout buffer and the learning-rate schedule. ``net_arch`` is the saved
@@ -127,6 +130,7 @@ class TrainConfig:
     seed: int = 0
     logdir: str = "runs"
     out: str | None = None
+    overwrite: bool = False
     resume: str | None = None
     checkpoint_every: int = 500_000
     eval_every: int = 0
@@ -215,6 +219,8 @@ class TrainConfig:
         if self.resume is not None and self.bc_teacher is not None:
             raise ValueError(f"{owner}.bc_teacher = {self.bc_teacher!r}: behaviour cloning "
                              "pre-trains a new model; it cannot be combined with resume")
+        if not isinstance(self.overwrite, bool):
+            raise ValueError(f"{owner}.overwrite = {self.overwrite!r}: expected True or False")
         if self.out is not None:
             if not isinstance(self.out, str) or not self.out:
                 raise ValueError(f"{owner}.out = {self.out!r}: expected a model file path")
@@ -236,8 +242,9 @@ class TrainConfig:
         can be written (nothing is created).
 
         :param run_name: the run's directory name (None: check ``logdir`` only).
-        :raises ValueError: a file where a directory must go (or the reverse), or a
-            place that cannot be written; the message names the flag.
+        :raises ValueError: a file where a directory must go (or the reverse), a
+            place that cannot be written, or an existing ``out`` model or record without
+            ``overwrite``; the message names the flag.
         """
         run_dir = Path(self.logdir) / run_name if run_name else Path(self.logdir)
         check_output_dir(run_dir, "--logdir" if run_name is None else "run directory")
@@ -250,6 +257,13 @@ class TrainConfig:
         if run_name is None and self.out is None:
             return
         model = self.model_path(run_dir)
+        if self.out and not self.overwrite:
+            for path, what in ((model, "--out model file"),
+                               (model.with_suffix(".json"), "training record")):
+                if path.exists() and not path.is_dir():
+                    raise ValueError(
+                        f"{what} {str(path)!r} already exists: pass --overwrite to replace "
+                        f"the model {str(model)!r} and its record, or choose another --out")
         check_output_file(model, "--out model file" if self.out else "model file",
                           create_dirs=True)
         check_output_file(model.with_suffix(".json"), "training record", create_dirs=True)

@@ -414,15 +414,38 @@ def _record_path(out: Path, saved_to: Path | None, run_dir: Path) -> Path:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.write_text(text)
+    replace_atomically(path, lambda f: f.write(text.encode()))
 
 
 def _save_model(model, path: Path) -> None:
-    """``model.save(path)``, but a directory in the way is an error (SB3 would write to
-    ``<path>_2`` instead and say so only in a warning)."""
+    """``model.save``, to a temporary file beside ``path`` renamed over it once complete
+    (:func:`replace_atomically`: a crash never leaves a half-written model, and an
+    existing model stays whole until then); a directory in the way is an error (SB3
+    would write to ``<path>_2`` instead and say so only in a warning)."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    model.save(path)
+    replace_atomically(path, model.save)
+
+
+def replace_atomically(path: Path, write) -> None:
+    """Write a file through ``write(file object)`` to ``.<name>.<pid>-<random>.part``
+    beside ``path``, flush it to disk and ``os.replace`` it over ``path`` (atomic on one
+    file system); on any error the temporary file is removed and ``path`` is untouched.
+
+    :raises OSError: the temporary file could not be written or renamed.
+    """
+    import secrets
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _config_dict(config: TrainConfig) -> dict[str, Any]:
