@@ -255,3 +255,42 @@ def test_a_save_that_fails_midway_leaves_the_earlier_model_whole(tmp_path, monke
     assert rescued.is_file()
     rescued.unlink()
     rescued.with_suffix(".json").unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ resume
+def tiny_config(tmp_path: Path, **kw):
+    from train.config import TrainConfig
+
+    base = dict(scenario="emergency", total_timesteps=300, n_agents=5, n_steps=60,
+                batch_size=300, n_epochs=1, checkpoint_every=0, logdir=str(tmp_path / "runs"),
+                progress_bar=False, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_resume_does_not_replay_the_episode_seeds(tmp_path, monkeypatch):
+    """Review: resume reseeded the loaded model with config.seed, so it restarted the
+    first run's episode-seed stream."""
+    from gridswarm_env.env import GridSwarmEnv
+    from train.trainer import train
+
+    seeds: list[int] = []
+    real_reset = GridSwarmEnv.reset
+
+    def recording_reset(self, seed=None, options=None):
+        seeds.append(seed)
+        return real_reset(self, seed=seed, options=options)
+
+    monkeypatch.setattr(GridSwarmEnv, "reset", recording_reset)
+    first = train(tiny_config(tmp_path, run_name="first", total_timesteps=900))
+    first_seeds, seeds[:] = list(seeds), []
+    assert len(first_seeds) == 2   # 180 steps of 120-step episodes
+    resumed = [train(tiny_config(tmp_path, run_name=f"resumed{k}", resume=str(first),
+                                 total_timesteps=900)) for k in (1, 2)]
+    resumed_seeds = seeds[:2], seeds[2:]
+    assert resumed_seeds[0] == resumed_seeds[1]   # reproducible...
+    assert not set(resumed_seeds[0]) & set(first_seeds)   # ...and not a replay
+    from train.trainer import resume_seed
+
+    record = json.loads(resumed[0].with_suffix(".json").read_text())
+    assert record["resume_seed"] == resume_seed(3, 900)

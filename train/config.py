@@ -67,7 +67,10 @@ class TrainConfig:
     :param n_agents: agents per environment copy.
     :param n_envs: environment copies stacked in the adapter.
     :param trust: contract signatures, ``"hmac"`` (fast, default) or ``"ed25519"``.
-    :param seed: seeds torch, numpy, the adapter's episode stream and BC shuffling.
+    :param seed: seeds torch, numpy, the adapter's episode stream and BC shuffling. With
+        ``resume`` the seed used is :func:`train.trainer.resume_seed` of it and the
+        model's agent-steps (``SeedSequence([seed, num_timesteps])``): a resumed run does
+        not replay the episodes and random stream of the run that wrote the checkpoint.
     :param logdir: parent directory of run directories.
     :param out: model file to write (default ``<logdir>/<run name>/model.zip``);
         ``.zip`` is appended when the name does not end with it (SB3 writes ``X.zip``

@@ -134,6 +134,18 @@ def load_model(path: str | Path, venv: GridSwarmVecEnv | None = None, **changes:
                          ) from None
 
 
+def resume_seed(seed: int, num_timesteps: int) -> int:
+    """The seed a resumed run gives SB3's ``set_random_seed`` (python, numpy, torch, the
+    action space and the adapter's episode stream): the first 32-bit word of
+    ``np.random.SeedSequence([seed, num_timesteps])``, so resuming a checkpoint starts a
+    new, reproducible stream, not the one ``seed`` started at 0 agent-steps.
+
+    :param seed: the run's ``TrainConfig.seed``.
+    :param num_timesteps: the loaded model's agent-steps.
+    """
+    return int(np.random.SeedSequence([seed, num_timesteps]).generate_state(1)[0])
+
+
 def _configure_logger(model, run_dir: Path, verbose: int) -> None:
     from stable_baselines3.common.logger import configure
 
@@ -195,9 +207,13 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         except ValueError:
             venv.close()
             raise
-        model.set_random_seed(config.seed)
+        # not config.seed itself: that would replay the episodes and the random stream
+        # of the run that wrote the checkpoint
+        seed = resume_seed(config.seed, int(model.num_timesteps))
+        model.set_random_seed(seed)
         record["resumed_from"] = str(config.resume)
         record["resumed_at_timesteps"] = int(model.num_timesteps)
+        record["resume_seed"] = seed
     else:
         model = make_model(config, venv)
     used = model_hyperparameters(model)
