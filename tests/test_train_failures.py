@@ -294,3 +294,56 @@ def test_resume_does_not_replay_the_episode_seeds(tmp_path, monkeypatch):
 
     record = json.loads(resumed[0].with_suffix(".json").read_text())
     assert record["resume_seed"] == resume_seed(3, 900)
+
+
+def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, capsys):
+    """Review: --resume silently reset scenario, agents, limits and the reward settings
+    to the defaults instead of those the checkpoint was trained with."""
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[agents.battery_001]\nmax_discharge_mw = 0.0\n")
+    base = ["--scenario", "emergency", "--agents", "5", "--n-steps", "60", "--batch-size",
+            "300", "--n-epochs", "1", "--no-progress", "--timesteps", "300",
+            "--logdir", str(tmp_path)]
+    assert main([*base, "--run-name", "base", "--checkpoint-every", "300", "--eval-every",
+                 "300", "--eval-seeds", "1", "--reward", "marginal", "--marginal-weight",
+                 "0.5", "--reward-scale", "0.02", "--reward-clip", "5", "--limits",
+                 str(limits)]) == 0
+    want = {"scenario": "emergency", "n_agents": 5, "limits": str(limits.resolve()),
+            "reward": "marginal", "marginal_weight": 0.5, "reward_scale": 0.02,
+            "reward_clip": 5.0}
+    run = tmp_path / "base"
+    capsys.readouterr()
+    assert main(["--resume", str(run / "model.zip"), "--timesteps", "300", "--no-progress",
+                 "--checkpoint-every", "0", "--logdir", str(tmp_path),
+                 "--run-name", "kept"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    record = json.loads((tmp_path / "kept" / "model.json").read_text())
+    assert {name: record["config"][name] for name in want} == want
+    assert record["checkpoint_env_settings"] == want and record["changed_on_resume"] == {}
+    from train.trainer import ENV_SETTINGS_ATTR, load_model
+
+    for saved in (run / "model.zip", run / "checkpoints" / "model_300_steps.zip",
+                  run / "best_model.zip"):   # every model the run writes stores them
+        assert getattr(load_model(saved), ENV_SETTINGS_ATTR) == want, saved
+    # a reward flag that changes the reward is applied, with a warning and in the record;
+    # another scenario (a curriculum) without one
+    assert main(["--resume", str(run / "model.zip"), "--timesteps", "300", "--no-progress",
+                 "--checkpoint-every", "0", "--logdir", str(tmp_path), "--run-name", "new",
+                 "--reward-scale", "0.05", "--marginal-weight", "0.5",
+                 "--scenario", "price_spike"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{PROG}: warning: the reward differs")
+    assert "--reward-scale 0.05 (the checkpoint's: 0.02)" in err[0]
+    assert "marginal" not in err[0]   # given, but unchanged
+    record = json.loads((tmp_path / "new" / "model.json").read_text())
+    assert record["config"]["reward_scale"] == 0.05 and record["config"]["reward"] == "marginal"
+    assert record["changed_on_resume"] == {
+        "scenario": {"checkpoint": "emergency", "now": "price_spike"},
+        "reward_scale": {"checkpoint": 0.02, "now": 0.05}}
+    # the checkpoint's limits file gone: said before any work
+    limits.unlink()
+    with pytest.raises(SystemExit) as exc:
+        main(["--resume", str(run / "model.zip"), "--logdir", str(tmp_path)])
+    assert exc.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "was trained with --limits" in line and "--limits ''" in line

@@ -37,6 +37,16 @@ RESUMABLE_FIELDS = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma
                     "gae_lambda", "clip_range", "ent_coef", "vf_coef", "max_grad_norm",
                     "target_kl")
 
+#: fields of :class:`TrainConfig` that define the environment and the reward the policy
+#: learns: every model ``train`` saves (the model, checkpoints, the best model) stores
+#: them (:meth:`TrainConfig.env_settings`), and ``python -m train --resume`` takes them
+#: from the checkpoint for every flag not given.
+ENV_FIELDS = ("scenario", "n_agents", "limits", "reward", "marginal_weight", "reward_scale",
+              "reward_clip")
+#: the subset of :data:`ENV_FIELDS` that defines the reward (a resumed model's critic
+#: has learned its values): ``python -m train`` warns when a resume changes one.
+REWARD_FIELDS = ("reward", "marginal_weight", "reward_scale", "reward_clip")
+
 
 def resolve_scenarios(scenario: str | Sequence[str]) -> tuple[str, ...]:
     """Scenario names to train on: one name, ``"all"`` or a sequence of names.
@@ -81,8 +91,11 @@ class TrainConfig:
     :param resume: a saved model (.zip) to continue training. The PPO fields below
         (:data:`RESUMABLE_FIELDS`) are applied to it: SB3 sets them before it rebuilds
         the rollout buffer and the learning-rate schedule. ``net_arch`` is the saved
-        network's shape and must equal the checkpoint's. ``python -m train --resume``
-        fills the fields whose flags are not given from the checkpoint. No behaviour
+        network's shape and must equal the checkpoint's. The environment and reward
+        fields (:data:`ENV_FIELDS`) are this config's too; the ones the checkpoint was
+        trained with are in the record (``checkpoint_env_settings``) with any that
+        differ (``changed_on_resume``). ``python -m train --resume`` fills the PPO and
+        environment fields whose flags are not given from the checkpoint. No behaviour
         cloning (``bc_teacher`` must be None).
     :param checkpoint_every: save a checkpoint every this many agent-steps (0: never).
     :param eval_every: judge the model by ``system_cost`` about every this many agent-steps
@@ -235,6 +248,14 @@ class TrainConfig:
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):
             raise ValueError(f"{owner}.run_name = {self.run_name!r}: expected a plain "
                              "directory name")
+
+    def env_settings(self) -> dict[str, object]:
+        """The :data:`ENV_FIELDS` of this run (``limits`` as an absolute path, so a
+        resume from another directory finds the same file)."""
+        settings: dict[str, object] = {name: getattr(self, name) for name in ENV_FIELDS}
+        if self.limits is not None:
+            settings["limits"] = str(Path(self.limits).resolve())
+        return settings
 
     def model_path(self, run_dir: Path) -> Path:
         """The model file this run writes (``out``, or ``<run_dir>/model.zip``)."""

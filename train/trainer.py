@@ -38,7 +38,7 @@ import numpy as np
 from gridswarm_env.env import OBS_FIELDS
 from policies.cli_checks import OutputError, write_or_rescue
 from train.adapter import GridSwarmVecEnv
-from train.config import RESUMABLE_FIELDS, TrainConfig
+from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig
 from train.errors import TrainingError
 
 
@@ -85,6 +85,33 @@ def model_hyperparameters(model) -> dict[str, Any]:
             "vf_coef": float(model.vf_coef), "max_grad_norm": float(model.max_grad_norm),
             "target_kl": None if model.target_kl is None else float(model.target_kl),
             "net_arch": tuple(int(h) for h in layers or ())}
+
+
+#: attribute of a saved model holding :meth:`TrainConfig.env_settings` of the run that
+#: trained it (SB3 saves a model's extra attributes: checkpoints and best models too)
+ENV_SETTINGS_ATTR = "gridswarm_env_settings"
+
+
+def model_env_settings(model) -> dict[str, Any] | None:
+    """The environment and reward settings (:data:`~train.config.ENV_FIELDS`) ``model``
+    was trained with, or None for a model saved without them (built outside ``train``
+    or by an older version); fields it lacks are left out."""
+    stored = getattr(model, ENV_SETTINGS_ATTR, None)
+    if not isinstance(stored, dict):
+        return None
+    return {name: stored[name] for name in ENV_FIELDS if name in stored}
+
+
+def checkpoint_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(:func:`model_hyperparameters`, :func:`model_env_settings`) of a saved model,
+    loaded once.
+
+    :raises ValueError: missing, corrupt or incompatible file (the message says which).
+    """
+    from policies.learned import load_maskable_ppo
+
+    model = load_maskable_ppo(path)
+    return model_hyperparameters(model), model_env_settings(model)
 
 
 def checkpoint_hyperparameters(path: str | Path) -> dict[str, Any]:
@@ -214,8 +241,15 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         record["resumed_from"] = str(config.resume)
         record["resumed_at_timesteps"] = int(model.num_timesteps)
         record["resume_seed"] = seed
+        saved = model_env_settings(model)
+        now = config.env_settings()
+        record["checkpoint_env_settings"] = saved
+        record["changed_on_resume"] = {} if saved is None else {
+            name: {"checkpoint": saved[name], "now": now[name]}
+            for name in ENV_FIELDS if name in saved and saved[name] != now[name]}
     else:
         model = make_model(config, venv)
+    setattr(model, ENV_SETTINGS_ATTR, config.env_settings())   # saved with every model
     used = model_hyperparameters(model)
     record["config"].update(used, net_arch=list(used["net_arch"]))
     run_dir.mkdir(parents=True, exist_ok=True)
