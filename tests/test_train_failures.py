@@ -347,3 +347,66 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
     assert exc.value.code == 2
     line = one_error_line(capsys.readouterr().err)
     assert "was trained with --limits" in line and "--limits ''" in line
+
+
+# ------------------------------------------------------------------ minor
+@pytest.mark.parametrize("seed", ["4294967295", "4294967296", "-1"])
+def test_a_seed_out_of_range_names_the_flag(seed, tmp_path, capsys):
+    """Review: --seed 4294967296 failed in numpy with a message not naming --seed (and
+    4294967295 would overflow as seed + 1 after behaviour cloning)."""
+    with pytest.raises(SystemExit) as exc:
+        main([*TINY, "--timesteps", "300", "--seed", seed, "--logdir", str(tmp_path)])
+    assert exc.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"seed (--seed) = {seed}: must be an integer in 0..4294967294" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_largest_seed_trains(tmp_path):
+    from train.trainer import train
+
+    path = train(tiny_config(tmp_path, seed=2**32 - 2, run_name="big"))
+    assert json.loads(path.with_suffix(".json").read_text())["config"]["seed"] == 2**32 - 2
+
+
+@pytest.mark.parametrize("flags", [["--bc-timesteps", "1000"], ["--bc-epochs", "3"],
+                                   ["--bc-lr", "0.01", "--bc-timesteps", "5"]])
+def test_cloning_flags_without_a_teacher_are_refused(flags, tmp_path, capsys):
+    """Review: --bc-timesteps without --bc-teacher was silently ignored."""
+    with pytest.raises(SystemExit) as exc:
+        main([*TINY, "--timesteps", "300", *flags, "--logdir", str(tmp_path)])
+    assert exc.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{flags[0]} {flags[1]}" in line and "needs --bc-teacher {heuristic,oracle}" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorboard_steps_increase_with_evaluation(tmp_path):
+    """Review: the evaluation's logger.dump wrote SB3's pending train/* scalars at the
+    step the previous rollout's dump had already written them at (an evaluation every
+    other rollout: train/loss at steps 600, 600, 1200, 1200)."""
+    from collections import defaultdict
+
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    from train.trainer import train
+
+    path = train(tiny_config(tmp_path, run_name="tb", total_timesteps=1200, eval_every=600,
+                             eval_seeds=1))
+    curve = json.loads(path.with_suffix(".json").read_text())["evaluation_during_training"]
+    steps: dict[str, list[int]] = defaultdict(list)   # every event as written, in order
+    for events in (tmp_path / "runs" / "tb").glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                steps[value.tag].append(event.step)
+    assert "train/loss" in steps and "eval/system_cost" in steps
+    for tag, written in steps.items():
+        assert written == sorted(set(written)), (tag, written)   # strictly increasing
+    assert steps["eval/system_cost"] == [p["agent_steps"] for p in curve["curve"]] == [
+        0, 600, 1200]
+    # csv still gets the evaluations (with SB3's next dump)
+    import csv
+
+    with open(tmp_path / "runs" / "tb" / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert any(row.get("eval/system_cost") for row in rows)

@@ -44,6 +44,11 @@ PPO_FLAGS = (("lr", "learning_rate"), ("n_steps", "n_steps"), ("batch_size", "ba
              ("n_epochs", "n_epochs"), ("gamma", "gamma"), ("ent_coef", "ent_coef"),
              ("clip_range", "clip_range"), ("target_kl", "target_kl"),
              ("net_arch", "net_arch"))
+#: --bc-timesteps when --bc-teacher is given without it (agent-steps).
+BC_TIMESTEPS = 200_000
+#: (flag destination, flag) of the cloning settings: allowed only with --bc-teacher.
+BC_FLAGS = (("bc_timesteps", "--bc-timesteps"), ("bc_epochs", "--bc-epochs"),
+            ("bc_lr", "--bc-lr"))
 #: PPO fields without a flag: the checkpoint's with --resume, else DEFAULTS.
 PPO_FIELDS_WITHOUT_FLAG = ("gae_lambda", "vf_coef", "max_grad_norm")
 
@@ -129,9 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
                      ",".join(map(str, DEFAULTS.net_arch))))
     a("--bc-teacher", default=None, choices=TEACHERS,
       help="behaviour-clone this policy before PPO")
-    a("--bc-timesteps", type=int, default=200_000, help="agent-steps of demonstrations")
-    a("--bc-epochs", type=int, default=DEFAULTS.bc_epochs, help="passes over demonstrations")
-    a("--bc-lr", type=float, default=DEFAULTS.bc_learning_rate, help="cloning learning rate")
+    a("--bc-timesteps", type=int, default=None,
+      help=f"agent-steps of demonstrations, with --bc-teacher (default: {BC_TIMESTEPS})")
+    a("--bc-epochs", type=int, default=None,
+      help=f"passes over demonstrations, with --bc-teacher (default: {DEFAULTS.bc_epochs})")
+    a("--bc-lr", type=float, default=None,
+      help=f"cloning learning rate, with --bc-teacher (default: {DEFAULTS.bc_learning_rate})")
     a("--run-name", default=None, help="run directory name, refused if it already holds a run "
       "(default: <scenario>_s<seed>_<time>)")
     a("--no-progress", action="store_true", help="no progress bar")
@@ -208,6 +216,13 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
     :param checkpoint: the resumed model's PPO settings (see :func:`ppo_settings`).
     :param saved_env: the resumed model's environment settings (see :func:`env_settings`).
     """
+    if args.bc_teacher is None:
+        given = [f"{flag} {getattr(args, dest)}" for dest, flag in BC_FLAGS
+                 if getattr(args, dest) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: set(s) the behaviour cloning, which needs "
+                             f"--bc-teacher {{{','.join(TEACHERS)}}}; add it or drop "
+                             f"{'these flags' if len(given) > 1 else 'the flag'}")
     return TrainConfig(
         total_timesteps=args.timesteps, n_envs=args.envs, trust=args.trust, seed=args.seed,
         logdir=args.logdir, out=args.out, overwrite=args.overwrite,
@@ -215,8 +230,10 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
         eval_every=args.eval_every, eval_seeds=args.eval_seeds,
         **env_settings(args, saved_env), **ppo_settings(args, checkpoint),
         bc_teacher=args.bc_teacher,
-        bc_timesteps=args.bc_timesteps if args.bc_teacher else 0, bc_epochs=args.bc_epochs,
-        bc_learning_rate=args.bc_lr,
+        bc_timesteps=0 if args.bc_teacher is None else (
+            BC_TIMESTEPS if args.bc_timesteps is None else args.bc_timesteps),
+        bc_epochs=DEFAULTS.bc_epochs if args.bc_epochs is None else args.bc_epochs,
+        bc_learning_rate=(DEFAULTS.bc_learning_rate if args.bc_lr is None else args.bc_lr),
         run_name=args.run_name, progress_bar=not args.no_progress,
         verbose=args.verbose, command=shlex.join(["python", "-m", "train", *argv]))
 

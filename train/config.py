@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridswarm_env.config import (
+    INT_TYPES,
     TRUST_MODES,
     check_agent_limit,
     check_choice,
@@ -37,6 +38,9 @@ RESUMABLE_FIELDS = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma
                     "gae_lambda", "clip_range", "ent_coef", "vf_coef", "max_grad_norm",
                     "target_kl")
 
+#: the largest ``TrainConfig.seed``: numpy's global seed is 32-bit, and behaviour
+#: cloning reseeds the episode stream with ``seed + 1``.
+MAX_SEED = 2**32 - 2
 #: fields of :class:`TrainConfig` that define the environment and the reward the policy
 #: learns: every model ``train`` saves (the model, checkpoints, the best model) stores
 #: them (:meth:`TrainConfig.env_settings`), and ``python -m train --resume`` takes them
@@ -77,7 +81,8 @@ class TrainConfig:
     :param n_agents: agents per environment copy.
     :param n_envs: environment copies stacked in the adapter.
     :param trust: contract signatures, ``"hmac"`` (fast, default) or ``"ed25519"``.
-    :param seed: seeds torch, numpy, the adapter's episode stream and BC shuffling. With
+    :param seed: seeds torch, numpy, the adapter's episode stream and BC shuffling,
+        0..:data:`MAX_SEED`. With
         ``resume`` the seed used is :func:`train.trainer.resume_seed` of it and the
         model's agent-steps (``SeedSequence([seed, num_timesteps])``): a resumed run does
         not replay the episodes and random stream of the run that wrote the checkpoint.
@@ -197,7 +202,11 @@ class TrainConfig:
             check_limits_agents(self.limits, self.n_agents)
         check_int_at_least(owner, "n_envs", self.n_envs, 1)
         check_choice(owner, "trust", self.trust, TRUST_MODES)
-        check_int_at_least(owner, "seed", self.seed, 0)
+        if (not isinstance(self.seed, INT_TYPES) or isinstance(self.seed, bool)
+                or not 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"{owner}.seed (--seed) = {self.seed!r}: must be an integer in "
+                             f"0..{MAX_SEED} (numpy's seeds are 32-bit and behaviour cloning "
+                             "seeds PPO's episode stream with seed + 1)")
         check_int_at_least(owner, "checkpoint_every", self.checkpoint_every, 0)
         check_int_at_least(owner, "eval_every", self.eval_every, 0)
         check_int_at_least(owner, "eval_seeds", self.eval_seeds, 1)
