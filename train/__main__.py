@@ -220,9 +220,11 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
         given = [f"{flag} {getattr(args, dest)}" for dest, flag in BC_FLAGS
                  if getattr(args, dest) is not None]
         if given:
-            raise ValueError(f"{', '.join(given)}: set(s) the behaviour cloning, which needs "
-                             f"--bc-teacher {{{','.join(TEACHERS)}}}; add it or drop "
-                             f"{'these flags' if len(given) > 1 else 'the flag'}")
+            many = len(given) > 1
+            raise ValueError(f"{', '.join(given)}: {'these set' if many else 'this sets'} the "
+                             "behaviour cloning, which needs --bc-teacher "
+                             f"{{{','.join(TEACHERS)}}}; add it or drop "
+                             f"{'them' if many else 'it'}")
     return TrainConfig(
         total_timesteps=args.timesteps, n_envs=args.envs, trust=args.trust, seed=args.seed,
         logdir=args.logdir, out=args.out, overwrite=args.overwrite,
@@ -246,9 +248,16 @@ def reward_changes(args: argparse.Namespace, config: TrainConfig,
         return []
     flags = {name: "--" + dest.replace("_", "-") for dest, name in ENV_FLAGS}
     given = given_env_settings(args)
-    return [f"{flags[name]} {getattr(config, name)} (the checkpoint's: {saved_env[name]})"
-            for name in REWARD_FIELDS
-            if name in given and name in saved_env and getattr(config, name) != saved_env[name]]
+
+    def shown(value: object) -> object:
+        return "0 (no clipping)" if value is None else value
+
+    # the weight of --reward marginal's term does not matter while both rewards are "env"
+    unused = {"marginal_weight"} if config.reward == saved_env.get("reward") == "env" else set()
+    return [f"{flags[name]} {shown(getattr(config, name))} (the checkpoint's: "
+            f"{shown(saved_env[name])})" for name in REWARD_FIELDS
+            if name in given and name in saved_env and name not in unused
+            and getattr(config, name) != saved_env[name]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -311,7 +311,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     steps = int(model.num_timesteps) - steps_before
     error = None
     if failure is not None or (bad_weights and not interrupted):
-        error = _error_entry(failure, stage, model, run_dir, saved_to, not_saved or problem)
+        error = _error_entry(failure, stage, model, run_dir, saved_to,
+                             not_saved or (problem if saved_to is None else None))
     record.update({
         "model": None if saved_to is None else str(saved_to), "interrupted": interrupted,
         "interrupted_during": _where(stage, record.get("behaviour_cloning"))
