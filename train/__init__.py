@@ -4,7 +4,8 @@
 * :mod:`train.callbacks`: grid KPIs to tensorboard;
 * :mod:`train.bc`: behaviour-cloning pre-training from a teacher policy;
 * :mod:`train.config`: :class:`TrainConfig` (no torch import);
-* :mod:`train.trainer`: :func:`train`, :func:`load_model`.
+* :mod:`train.trainer`: :func:`train`, :func:`load_model`;
+* :mod:`train.errors`: :class:`TrainingError` (training failed once started).
 
 Importing this package does not import torch; the names below load lazily.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GridSwarmVecEnv", "TrainConfig", "load_model", "train"]
+__all__ = ["GridSwarmVecEnv", "TrainConfig", "TrainingError", "load_model", "train"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from train.config import TrainConfig
 
         return TrainConfig
+    if name == "TrainingError":
+        from train.errors import TrainingError
+
+        return TrainingError
     if name in ("train", "load_model"):
         import importlib
 

@@ -8,12 +8,20 @@ Examples::
 
 With ``--resume`` the PPO flags you do not pass keep the checkpoint's values; those
 you pass are applied (``--net-arch`` must equal the checkpoint's: the network's shape
-cannot change). The training record shows the values read back from the model.
+cannot change). So do the environment and reward flags (``--scenario``, ``--agents``,
+``--limits``, ``--reward``, ``--marginal-weight``, ``--reward-scale``,
+``--reward-clip``), which every saved model stores; a given reward flag that changes the
+checkpoint's reward is applied with a warning on stderr (its critic learned the old
+reward's values). The training record shows the values read back from the model.
 
 Bad arguments, and outputs that cannot be written (checked before training), print
 one readable line on stderr and exit with status 2 (no traceback); Ctrl-C saves the
 model and exits with status 130; a model or record that cannot be written at the end
 is saved to the temporary directory instead, with one line on stderr and status 1.
+An error once training has started (e.g. a diverged network whose NaN logits make
+torch raise) is not a usage error: one line on stderr ("training failed at N
+agent-steps ...: the error; whether the model was saved; the last checkpoint; the
+training record") and status 1; the record holds it under ``"error"``.
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gridswarm_env.config import TRUST_MODES
 from gridswarm_env.scenarios import scenario_names
 from policies.cli_checks import OutputError
-from train.config import REWARD_MODES, TEACHERS, TrainConfig
+from train.config import REWARD_FIELDS, REWARD_MODES, TEACHERS, TrainConfig
 
 DEFAULTS = TrainConfig()
 #: (flag destination, TrainConfig field) of the PPO flags: their argparse default is
@@ -35,12 +44,28 @@ PPO_FLAGS = (("lr", "learning_rate"), ("n_steps", "n_steps"), ("batch_size", "ba
              ("n_epochs", "n_epochs"), ("gamma", "gamma"), ("ent_coef", "ent_coef"),
              ("clip_range", "clip_range"), ("target_kl", "target_kl"),
              ("net_arch", "net_arch"))
+#: --bc-timesteps when --bc-teacher is given without it (agent-steps).
+BC_TIMESTEPS = 200_000
+#: (flag destination, flag) of the cloning settings: allowed only with --bc-teacher.
+BC_FLAGS = (("bc_timesteps", "--bc-timesteps"), ("bc_epochs", "--bc-epochs"),
+            ("bc_lr", "--bc-lr"))
 #: PPO fields without a flag: the checkpoint's with --resume, else DEFAULTS.
 PPO_FIELDS_WITHOUT_FLAG = ("gae_lambda", "vf_coef", "max_grad_norm")
 
 
+#: (flag destination, TrainConfig field) of the environment and reward flags
+#: (:data:`~train.config.ENV_FIELDS`): argparse default None ("not given"), filled from
+#: the checkpoint with --resume (when it stores them), else from DEFAULTS.
+ENV_FLAGS = (("scenario", "scenario"), ("agents", "n_agents"), ("limits", "limits"),
+             ("reward", "reward"), ("marginal_weight", "marginal_weight"),
+             ("reward_scale", "reward_scale"), ("reward_clip", "reward_clip"))
+
+
 def _ppo_help(text: str, default: object) -> str:
     return f"{text} (default: {default}; with --resume: the checkpoint's)"
+
+
+_env_help = _ppo_help
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,22 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one MaskablePPO policy shared by every DER agent of gridswarm. "
                     "Timesteps count agent-steps.")
     a = p.add_argument
-    a("--scenario", default=DEFAULTS.scenario, choices=("all", *scenario_names()),
-      help="scenario, or 'all' to mix them across episodes (default: %(default)s)")
+    a("--scenario", default=None, choices=("all", *scenario_names()),
+      help=_env_help("scenario, or 'all' to mix them across episodes", DEFAULTS.scenario))
     a("--timesteps", type=int, default=DEFAULTS.total_timesteps,
       help="agent-steps to train in this run (default: %(default)s)")
     a("--logdir", default=DEFAULTS.logdir, help="parent of run directories (default: %(default)s)")
     a("--out", default=None, metavar="PATH",
       help="model file to write; .zip is appended when missing (default: "
            "<logdir>/<run>/model.zip)")
+    a("--overwrite", action="store_true",
+      help="replace an existing --out model and its .json record (default: refuse)")
     a("--limits", default=None, metavar="FILE",
-      help="kernel limits TOML file for the training (and --eval-every) environments")
+      help=_env_help("kernel limits TOML file for the training (and --eval-every) "
+                     "environments; '' = the default limits", "the default limits"))
     a("--resume", default=None, metavar="PATH",
-      help="continue training a saved model: PPO flags not given keep the checkpoint's "
-           "values, those given are applied (--net-arch must equal the checkpoint's); "
-           "no behaviour cloning")
+      help="continue training a saved model: PPO, environment and reward flags not given "
+           "keep the checkpoint's values, those given are applied (--net-arch must equal "
+           "the checkpoint's; a changed reward is warned about); no behaviour cloning")
     a("--seed", type=int, default=DEFAULTS.seed, help="random seed (default: %(default)s)")
-    a("--agents", type=int, default=DEFAULTS.n_agents, help="agents per env (default: %(default)s)")
+    a("--agents", type=int, default=None, help=_env_help("agents per env", DEFAULTS.n_agents))
     a("--envs", type=int, default=DEFAULTS.n_envs, help="env copies stacked (default: %(default)s)")
     a("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, metavar="N",
       help="checkpoint every N agent-steps, 0 = never (default: %(default)s)")
@@ -76,15 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
       help="evaluation episodes per scenario (default: %(default)s)")
     a("--trust", default=DEFAULTS.trust, choices=TRUST_MODES,
       help="contract signatures (default: %(default)s, fast)")
-    a("--reward", default=DEFAULTS.reward, choices=REWARD_MODES,
-      help="per-agent env reward, or plus each agent's averted value of lost load "
-           "(default: %(default)s)")
-    a("--marginal-weight", type=float, default=DEFAULTS.marginal_weight,
-      help="weight of the term of --reward marginal (default: %(default)s)")
-    a("--reward-scale", type=float, default=DEFAULTS.reward_scale,
-      help="multiplier of the rewards the learner sees (default: %(default)s)")
-    a("--reward-clip", type=float, default=DEFAULTS.reward_clip,
-      help="clip of the scaled rewards, > 0, or 0 = no clipping (default: %(default)s)")
+    a("--reward", default=None, choices=REWARD_MODES,
+      help=_env_help("per-agent env reward, or plus each agent's averted value of lost "
+                     "load", DEFAULTS.reward))
+    a("--marginal-weight", type=float, default=None,
+      help=_env_help("weight of the term of --reward marginal", DEFAULTS.marginal_weight))
+    a("--reward-scale", type=float, default=None,
+      help=_env_help("multiplier of the rewards the learner sees", DEFAULTS.reward_scale))
+    a("--reward-clip", type=float, default=None,
+      help=_env_help("clip of the scaled rewards, > 0, or 0 = no clipping",
+                     DEFAULTS.reward_clip))
     a("--lr", type=float, default=None, help=_ppo_help("PPO learning rate",
                                                         DEFAULTS.learning_rate))
     a("--n-steps", type=int, default=None,
@@ -105,9 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
                      ",".join(map(str, DEFAULTS.net_arch))))
     a("--bc-teacher", default=None, choices=TEACHERS,
       help="behaviour-clone this policy before PPO")
-    a("--bc-timesteps", type=int, default=200_000, help="agent-steps of demonstrations")
-    a("--bc-epochs", type=int, default=DEFAULTS.bc_epochs, help="passes over demonstrations")
-    a("--bc-lr", type=float, default=DEFAULTS.bc_learning_rate, help="cloning learning rate")
+    a("--bc-timesteps", type=int, default=None,
+      help=f"agent-steps of demonstrations, with --bc-teacher (default: {BC_TIMESTEPS})")
+    a("--bc-epochs", type=int, default=None,
+      help=f"passes over demonstrations, with --bc-teacher (default: {DEFAULTS.bc_epochs})")
+    a("--bc-lr", type=float, default=None,
+      help=f"cloning learning rate, with --bc-teacher (default: {DEFAULTS.bc_learning_rate})")
     a("--run-name", default=None, help="run directory name, refused if it already holds a run "
       "(default: <scenario>_s<seed>_<time>)")
     a("--no-progress", action="store_true", help="no progress bar")
@@ -144,26 +176,88 @@ def ppo_settings(args: argparse.Namespace, checkpoint: dict | None = None) -> di
     return out
 
 
+def env_settings(args: argparse.Namespace, saved: dict | None = None) -> dict:
+    """The environment and reward fields of the run (:data:`ENV_FLAGS`): the flags given,
+    else the resumed checkpoint's (``saved``), else :data:`DEFAULTS`.
+
+    :param saved: :func:`train.trainer.model_env_settings` of the resumed model (None:
+        not resuming, or a model that stores none).
+    :raises ValueError: a negative --reward-clip.
+    """
+    out = {name: getattr(DEFAULTS, name) for _, name in ENV_FLAGS}
+    out.update({name: value for name, value in (saved or {}).items() if name in out})
+    given = given_env_settings(args)
+    if "limits" not in given and out["limits"] is not None and not Path(out["limits"]).is_file():
+        raise ValueError(f"--resume {args.resume!r} was trained with --limits "
+                         f"{out['limits']!r}, which is no longer a file: pass --limits FILE, "
+                         "or --limits '' for the default limits")
+    if "reward_clip" in given:
+        if given["reward_clip"] < 0:
+            raise ValueError(f"--reward-clip {given['reward_clip']}: must be > 0, or 0 = no "
+                             "clipping")
+        given["reward_clip"] = given["reward_clip"] or None
+    if "limits" in given:
+        given["limits"] = given["limits"] or None
+    out.update(given)
+    return out
+
+
+def given_env_settings(args: argparse.Namespace) -> dict:
+    """The environment and reward flags given on the command line, by field name."""
+    return {name: getattr(args, dest) for dest, name in ENV_FLAGS
+            if getattr(args, dest) is not None}
+
+
 def config_from_args(args: argparse.Namespace, argv: Sequence[str],
-                     checkpoint: dict | None = None) -> TrainConfig:
+                     checkpoint: dict | None = None,
+                     saved_env: dict | None = None) -> TrainConfig:
     """Build the validated :class:`TrainConfig` (raises ``ValueError`` on bad values).
 
     :param checkpoint: the resumed model's PPO settings (see :func:`ppo_settings`).
+    :param saved_env: the resumed model's environment settings (see :func:`env_settings`).
     """
-    if args.reward_clip < 0:
-        raise ValueError(f"--reward-clip {args.reward_clip}: must be > 0, or 0 = no clipping")
+    if args.bc_teacher is None:
+        given = [f"{flag} {getattr(args, dest)}" for dest, flag in BC_FLAGS
+                 if getattr(args, dest) is not None]
+        if given:
+            many = len(given) > 1
+            raise ValueError(f"{', '.join(given)}: {'these set' if many else 'this sets'} the "
+                             "behaviour cloning, which needs --bc-teacher "
+                             f"{{{','.join(TEACHERS)}}}; add it or drop "
+                             f"{'them' if many else 'it'}")
     return TrainConfig(
-        scenario=args.scenario, total_timesteps=args.timesteps, n_agents=args.agents,
-        n_envs=args.envs, trust=args.trust, seed=args.seed, logdir=args.logdir, out=args.out,
+        total_timesteps=args.timesteps, n_envs=args.envs, trust=args.trust, seed=args.seed,
+        logdir=args.logdir, out=args.out, overwrite=args.overwrite,
         resume=args.resume, checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every, eval_seeds=args.eval_seeds, reward=args.reward,
-        marginal_weight=args.marginal_weight, reward_scale=args.reward_scale,
-        reward_clip=args.reward_clip or None, **ppo_settings(args, checkpoint),
+        eval_every=args.eval_every, eval_seeds=args.eval_seeds,
+        **env_settings(args, saved_env), **ppo_settings(args, checkpoint),
         bc_teacher=args.bc_teacher,
-        bc_timesteps=args.bc_timesteps if args.bc_teacher else 0, bc_epochs=args.bc_epochs,
-        bc_learning_rate=args.bc_lr,
-        run_name=args.run_name, limits=args.limits, progress_bar=not args.no_progress,
+        bc_timesteps=0 if args.bc_teacher is None else (
+            BC_TIMESTEPS if args.bc_timesteps is None else args.bc_timesteps),
+        bc_epochs=DEFAULTS.bc_epochs if args.bc_epochs is None else args.bc_epochs,
+        bc_learning_rate=(DEFAULTS.bc_learning_rate if args.bc_lr is None else args.bc_lr),
+        run_name=args.run_name, progress_bar=not args.no_progress,
         verbose=args.verbose, command=shlex.join(["python", "-m", "train", *argv]))
+
+
+def reward_changes(args: argparse.Namespace, config: TrainConfig,
+                   saved_env: dict | None) -> list[str]:
+    """The reward settings given on the command line that differ from the resumed
+    model's (``flag new (the checkpoint's: old)``); empty when none does."""
+    if not saved_env:
+        return []
+    flags = {name: "--" + dest.replace("_", "-") for dest, name in ENV_FLAGS}
+    given = given_env_settings(args)
+
+    def shown(value: object) -> object:
+        return "0 (no clipping)" if value is None else value
+
+    # the weight of --reward marginal's term does not matter while both rewards are "env"
+    unused = {"marginal_weight"} if config.reward == saved_env.get("reward") == "env" else set()
+    return [f"{flags[name]} {shown(getattr(config, name))} (the checkpoint's: "
+            f"{shown(saved_env[name])})" for name in REWARD_FIELDS
+            if name in given and name in saved_env and name not in unused
+            and getattr(config, name) != saved_env[name]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,25 +265,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        checkpoint = None
+    try:   # the arguments, the configuration and the outputs: bad ones exit 2
+        checkpoint = saved_env = None
         if args.resume is not None:
             config_from_args(args, argv)   # the other flags first (no torch yet)
-            from train.trainer import checkpoint_hyperparameters
+            from train.trainer import checkpoint_settings
 
-            checkpoint = checkpoint_hyperparameters(args.resume)
-        config = config_from_args(args, argv, checkpoint)
+            checkpoint, saved_env = checkpoint_settings(args.resume)
+        config = config_from_args(args, argv, checkpoint, saved_env)
         config.check_outputs(config.run_name)
-        from train.trainer import train  # torch loads only for a valid command
-
-        path = train(config)
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except KeyboardInterrupt as exc:
+        print(f"\n{str(exc) or 'interrupted'}", file=sys.stderr)
+        return 130
+    changed = reward_changes(args, config, saved_env)
+    if changed:
+        print(f"{parser.prog}: warning: the reward differs from the one the resumed model "
+              f"was trained with ({'; '.join(changed)}): its critic learned the old "
+              "reward's values and the learning curves will not compare; training with "
+              "the new one", file=sys.stderr)
+    from train.errors import TrainingError
+    from train.trainer import train  # torch loads only for a valid command
+
+    try:
+        path = train(config)
+    except TrainingError as exc:   # failed once started: not a usage error
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:   # train() raises it only before any work (a resume
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")   # file that does not fit)
     except OutputError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(f"\n{exc or 'interrupted'}", file=sys.stderr)
+        print(f"\n{str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     print(f"model saved to {path} (training record: {path.with_suffix('.json')})")
     if config.eval_every:

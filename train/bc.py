@@ -16,7 +16,7 @@ cloning). Sampling is deterministic for the adapter's seed and ``seed``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +128,9 @@ def _with_returns(steps: list, gamma: float) -> list[tuple[np.ndarray, ...]]:
 
 def behaviour_clone(model: Any, demos: Demonstrations, *, epochs: int = 10,
                     batch_size: int = 4096, learning_rate: float = 1e-3,
-                    vf_coef: float = 0.5, seed: int = 0) -> dict[str, float]:
+                    vf_coef: float = 0.5, seed: int = 0,
+                    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                    ) -> dict[str, float]:
     """Fit ``model.policy`` (a MaskablePPO policy) to ``demos`` (see the module docstring).
 
     :param model: a ``MaskablePPO`` model; its policy is trained in place.
@@ -138,6 +140,8 @@ def behaviour_clone(model: Any, demos: Demonstrations, *, epochs: int = 10,
     :param learning_rate: Adam step size (a separate optimizer; PPO's is untouched).
     :param vf_coef: weight of the critic's regression loss.
     :param seed: minibatch shuffling seed.
+    :param on_epoch: called after each epoch with the number of epochs done and that
+        epoch's ``{"bc_nll", "bc_value_mse"}`` (e.g. to record progress).
     :returns: final ``{"bc_nll", "bc_value_mse", "bc_accuracy_power", "bc_accuracy_price"}``.
     """
     policy = model.policy
@@ -151,7 +155,7 @@ def behaviour_clone(model: Any, demos: Demonstrations, *, epochs: int = 10,
     masks = demos.masks
     n = len(demos)
     stats: dict[str, float] = {}
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = rng.permutation(n)
         nll_sum = mse_sum = 0.0
         for start in range(0, n, batch_size):
@@ -167,6 +171,8 @@ def behaviour_clone(model: Any, demos: Demonstrations, *, epochs: int = 10,
             nll_sum += nll.item() * len(b)
             mse_sum += mse.item() * len(b)
         stats = {"bc_nll": nll_sum / n, "bc_value_mse": mse_sum / n}
+        if on_epoch is not None:
+            on_epoch(epoch + 1, dict(stats))
     policy.set_training_mode(False)
     with th.no_grad():
         pred, _ = policy.predict(demos.obs, deterministic=True, action_masks=masks)

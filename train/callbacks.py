@@ -143,7 +143,10 @@ class SystemCostEvaluation(BaseCallback):
     trust). Each evaluation appends a point to :attr:`points` (``agent_steps``,
     ``train_s`` = seconds since the callback was made minus the evaluations before it,
     ``system_cost`` = the sum over scenarios of the per-scenario means, ``per_scenario``),
-    and records ``eval/system_cost`` and ``eval/<scenario>/system_cost`` for tensorboard.
+    and writes ``eval/system_cost`` and ``eval/<scenario>/system_cost`` to tensorboard at
+    the point's step (directly to the writer: no ``logger.dump``, which would repeat the
+    steps of SB3's pending ``train/…`` scalars); csv and stdout get them with SB3's next
+    dump.
 
     :param scenarios: scenario names to evaluate on.
     :param n_agents: agents per evaluation environment.
@@ -189,12 +192,21 @@ class SystemCostEvaluation(BaseCallback):
         point = {"agent_steps": int(self.num_timesteps), "train_s": round(at_s, 1),
                  "system_cost": total, "per_scenario": costs}
         self.points.append(point)
-        self.logger.record("eval/system_cost", total)
-        for name, cost in costs.items():
-            self.logger.record(f"eval/{name}/system_cost", cost)
-        # written now, at the point's own step (SB3 would write them with the next dump,
-        # after the rollout that follows)
-        self.logger.dump(point["agent_steps"])
+        scalars = {"eval/system_cost": total,
+                   **{f"eval/{name}/system_cost": cost for name, cost in costs.items()}}
+        # tensorboard: written now, at the point's own step, straight to its writer (SB3
+        # would write them with the next dump, after the rollout that follows; and a
+        # logger.dump here would also write the pending train/* scalars a second time at
+        # a step they already have)
+        writer = next((f.writer for f in self.logger.output_formats
+                       if isinstance(f, TensorBoardOutputFormat)), None)
+        for tag, value in scalars.items():
+            if writer is not None:
+                writer.add_scalar(tag, value, point["agent_steps"])
+            # the other formats (csv, stdout) get them with the next dump
+            self.logger.record(tag, value, exclude="tensorboard")
+        if writer is not None:
+            writer.flush()
         if self.best is None or total < self.best["system_cost"]:
             self.best = point
             if self.best_path is not None:

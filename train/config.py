@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridswarm_env.config import (
+    INT_TYPES,
     TRUST_MODES,
     check_agent_limit,
     check_choice,
@@ -36,6 +37,19 @@ TEACHERS = ("heuristic", "oracle")
 RESUMABLE_FIELDS = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma",
                     "gae_lambda", "clip_range", "ent_coef", "vf_coef", "max_grad_norm",
                     "target_kl")
+
+#: the largest ``TrainConfig.seed``: numpy's global seed is 32-bit, and behaviour
+#: cloning reseeds the episode stream with ``seed + 1``.
+MAX_SEED = 2**32 - 2
+#: fields of :class:`TrainConfig` that define the environment and the reward the policy
+#: learns: every model ``train`` saves (the model, checkpoints, the best model) stores
+#: them (:meth:`TrainConfig.env_settings`), and ``python -m train --resume`` takes them
+#: from the checkpoint for every flag not given.
+ENV_FIELDS = ("scenario", "n_agents", "limits", "reward", "marginal_weight", "reward_scale",
+              "reward_clip")
+#: the subset of :data:`ENV_FIELDS` that defines the reward (a resumed model's critic
+#: has learned its values): ``python -m train`` warns when a resume changes one.
+REWARD_FIELDS = ("reward", "marginal_weight", "reward_scale", "reward_clip")
 
 
 def resolve_scenarios(scenario: str | Sequence[str]) -> tuple[str, ...]:
@@ -67,16 +81,26 @@ class TrainConfig:
     :param n_agents: agents per environment copy.
     :param n_envs: environment copies stacked in the adapter.
     :param trust: contract signatures, ``"hmac"`` (fast, default) or ``"ed25519"``.
-    :param seed: seeds torch, numpy, the adapter's episode stream and BC shuffling.
+    :param seed: seeds torch, numpy, the adapter's episode stream and BC shuffling,
+        0..:data:`MAX_SEED`. With
+        ``resume`` the seed used is :func:`train.trainer.resume_seed` of it and the
+        model's agent-steps (``SeedSequence([seed, num_timesteps])``): a resumed run does
+        not replay the episodes and random stream of the run that wrote the checkpoint.
     :param logdir: parent directory of run directories.
     :param out: model file to write (default ``<logdir>/<run name>/model.zip``);
         ``.zip`` is appended when the name does not end with it (SB3 writes ``X.zip``
-        for a name ``X`` without suffix), so ``out`` is the file really written.
+        for a name ``X`` without suffix), so ``out`` is the file really written. An
+        existing file there, or its record ``<out>.json``, is refused unless ``overwrite``.
+    :param overwrite: replace an existing ``out`` model and its record (the new model is
+        written to a temporary file beside it and renamed over it once complete).
     :param resume: a saved model (.zip) to continue training. The PPO fields below
         (:data:`RESUMABLE_FIELDS`) are applied to it: SB3 sets them before it rebuilds
         the rollout buffer and the learning-rate schedule. ``net_arch`` is the saved
-        network's shape and must equal the checkpoint's. ``python -m train --resume``
-        fills the fields whose flags are not given from the checkpoint. No behaviour
+        network's shape and must equal the checkpoint's. The environment and reward
+        fields (:data:`ENV_FIELDS`) are this config's too; the ones the checkpoint was
+        trained with are in the record (``checkpoint_env_settings``) with any that
+        differ (``changed_on_resume``). ``python -m train --resume`` fills the PPO and
+        environment fields whose flags are not given from the checkpoint. No behaviour
         cloning (``bc_teacher`` must be None).
     :param checkpoint_every: save a checkpoint every this many agent-steps (0: never).
     :param eval_every: judge the model by ``system_cost`` about every this many agent-steps
@@ -127,6 +151,7 @@ class TrainConfig:
     seed: int = 0
     logdir: str = "runs"
     out: str | None = None
+    overwrite: bool = False
     resume: str | None = None
     checkpoint_every: int = 500_000
     eval_every: int = 0
@@ -177,7 +202,11 @@ class TrainConfig:
             check_limits_agents(self.limits, self.n_agents)
         check_int_at_least(owner, "n_envs", self.n_envs, 1)
         check_choice(owner, "trust", self.trust, TRUST_MODES)
-        check_int_at_least(owner, "seed", self.seed, 0)
+        if (not isinstance(self.seed, INT_TYPES) or isinstance(self.seed, bool)
+                or not 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"{owner}.seed (--seed) = {self.seed!r}: must be an integer in "
+                             f"0..{MAX_SEED} (numpy's seeds are 32-bit and behaviour cloning "
+                             "seeds PPO's episode stream with seed + 1)")
         check_int_at_least(owner, "checkpoint_every", self.checkpoint_every, 0)
         check_int_at_least(owner, "eval_every", self.eval_every, 0)
         check_int_at_least(owner, "eval_seeds", self.eval_seeds, 1)
@@ -215,6 +244,8 @@ class TrainConfig:
         if self.resume is not None and self.bc_teacher is not None:
             raise ValueError(f"{owner}.bc_teacher = {self.bc_teacher!r}: behaviour cloning "
                              "pre-trains a new model; it cannot be combined with resume")
+        if not isinstance(self.overwrite, bool):
+            raise ValueError(f"{owner}.overwrite = {self.overwrite!r}: expected True or False")
         if self.out is not None:
             if not isinstance(self.out, str) or not self.out:
                 raise ValueError(f"{owner}.out = {self.out!r}: expected a model file path")
@@ -227,6 +258,14 @@ class TrainConfig:
             raise ValueError(f"{owner}.run_name = {self.run_name!r}: expected a plain "
                              "directory name")
 
+    def env_settings(self) -> dict[str, object]:
+        """The :data:`ENV_FIELDS` of this run (``limits`` as an absolute path, so a
+        resume from another directory finds the same file)."""
+        settings: dict[str, object] = {name: getattr(self, name) for name in ENV_FIELDS}
+        if self.limits is not None:
+            settings["limits"] = str(Path(self.limits).resolve())
+        return settings
+
     def model_path(self, run_dir: Path) -> Path:
         """The model file this run writes (``out``, or ``<run_dir>/model.zip``)."""
         return Path(self.out) if self.out else run_dir / "model.zip"
@@ -236,8 +275,9 @@ class TrainConfig:
         can be written (nothing is created).
 
         :param run_name: the run's directory name (None: check ``logdir`` only).
-        :raises ValueError: a file where a directory must go (or the reverse), or a
-            place that cannot be written; the message names the flag.
+        :raises ValueError: a file where a directory must go (or the reverse), a
+            place that cannot be written, or an existing ``out`` model or record without
+            ``overwrite``; the message names the flag.
         """
         run_dir = Path(self.logdir) / run_name if run_name else Path(self.logdir)
         check_output_dir(run_dir, "--logdir" if run_name is None else "run directory")
@@ -250,6 +290,13 @@ class TrainConfig:
         if run_name is None and self.out is None:
             return
         model = self.model_path(run_dir)
+        if self.out and not self.overwrite:
+            for path, what in ((model, "--out model file"),
+                               (model.with_suffix(".json"), "training record")):
+                if path.exists() and not path.is_dir():
+                    raise ValueError(
+                        f"{what} {str(path)!r} already exists: pass --overwrite to replace "
+                        f"the model {str(model)!r} and its record, or choose another --out")
         check_output_file(model, "--out model file" if self.out else "model file",
                           create_dirs=True)
         check_output_file(model.with_suffix(".json"), "training record", create_dirs=True)

@@ -38,7 +38,8 @@ import numpy as np
 from gridswarm_env.env import OBS_FIELDS
 from policies.cli_checks import OutputError, write_or_rescue
 from train.adapter import GridSwarmVecEnv
-from train.config import RESUMABLE_FIELDS, TrainConfig
+from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig
+from train.errors import TrainingError
 
 
 def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
@@ -84,6 +85,33 @@ def model_hyperparameters(model) -> dict[str, Any]:
             "vf_coef": float(model.vf_coef), "max_grad_norm": float(model.max_grad_norm),
             "target_kl": None if model.target_kl is None else float(model.target_kl),
             "net_arch": tuple(int(h) for h in layers or ())}
+
+
+#: attribute of a saved model holding :meth:`TrainConfig.env_settings` of the run that
+#: trained it (SB3 saves a model's extra attributes: checkpoints and best models too)
+ENV_SETTINGS_ATTR = "gridswarm_env_settings"
+
+
+def model_env_settings(model) -> dict[str, Any] | None:
+    """The environment and reward settings (:data:`~train.config.ENV_FIELDS`) ``model``
+    was trained with, or None for a model saved without them (built outside ``train``
+    or by an older version); fields it lacks are left out."""
+    stored = getattr(model, ENV_SETTINGS_ATTR, None)
+    if not isinstance(stored, dict):
+        return None
+    return {name: stored[name] for name in ENV_FIELDS if name in stored}
+
+
+def checkpoint_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(:func:`model_hyperparameters`, :func:`model_env_settings`) of a saved model,
+    loaded once.
+
+    :raises ValueError: missing, corrupt or incompatible file (the message says which).
+    """
+    from policies.learned import load_maskable_ppo
+
+    model = load_maskable_ppo(path)
+    return model_hyperparameters(model), model_env_settings(model)
 
 
 def checkpoint_hyperparameters(path: str | Path) -> dict[str, Any]:
@@ -133,6 +161,18 @@ def load_model(path: str | Path, venv: GridSwarmVecEnv | None = None, **changes:
                          ) from None
 
 
+def resume_seed(seed: int, num_timesteps: int) -> int:
+    """The seed a resumed run gives SB3's ``set_random_seed`` (python, numpy, torch, the
+    action space and the adapter's episode stream): the first 32-bit word of
+    ``np.random.SeedSequence([seed, num_timesteps])``, so resuming a checkpoint starts a
+    new, reproducible stream, not the one ``seed`` started at 0 agent-steps.
+
+    :param seed: the run's ``TrainConfig.seed``.
+    :param num_timesteps: the loaded model's agent-steps.
+    """
+    return int(np.random.SeedSequence([seed, num_timesteps]).generate_state(1)[0])
+
+
 def _configure_logger(model, run_dir: Path, verbose: int) -> None:
     from stable_baselines3.common.logger import configure
 
@@ -154,12 +194,20 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         not fit (or another ``net_arch``), an output that cannot be written.
     :raises OutputError: the model or its record could not be written where asked at
         the end; it was saved to the temporary directory instead (``exc.path``).
-    :raises KeyboardInterrupt: Ctrl-C during learning, after saving the model.
+    :raises TrainingError: an error once training had started (e.g. torch's
+        ``ValueError`` on the NaN logits of a diverged network): the record is written
+        with an ``"error"`` entry (message, stage, ``num_timesteps``, last checkpoint,
+        traceback) and the model is saved if all its weights (and optimizer state) are
+        finite, else not (the message says which). A run that ends with non-finite
+        weights is a failure too.
+    :raises KeyboardInterrupt: Ctrl-C during behaviour cloning or learning, after saving
+        the model (as far as it got) and the record (``interrupted_during``: ``"PPO"`` or
+        ``"behaviour cloning (...)"``; ``behaviour_cloning`` has ``samples`` and
+        ``epochs_done``); the message says where and what was saved.
     """
     import torch as th
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
-    from train.bc import behaviour_clone, collect_demonstrations
     from train.callbacks import EpisodeMetricsCallback, SystemCostEvaluation
 
     th.set_num_threads(config.torch_threads)
@@ -186,67 +234,90 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         except ValueError:
             venv.close()
             raise
-        model.set_random_seed(config.seed)
+        # not config.seed itself: that would replay the episodes and the random stream
+        # of the run that wrote the checkpoint
+        seed = resume_seed(config.seed, int(model.num_timesteps))
+        model.set_random_seed(seed)
         record["resumed_from"] = str(config.resume)
         record["resumed_at_timesteps"] = int(model.num_timesteps)
+        record["resume_seed"] = seed
+        saved = model_env_settings(model)
+        now = config.env_settings()
+        record["checkpoint_env_settings"] = saved
+        record["changed_on_resume"] = {} if saved is None else {
+            name: {"checkpoint": saved[name], "now": now[name]}
+            for name in ENV_FIELDS if name in saved and saved[name] != now[name]}
     else:
         model = make_model(config, venv)
+    setattr(model, ENV_SETTINGS_ATTR, config.env_settings())   # saved with every model
     used = model_hyperparameters(model)
     record["config"].update(used, net_arch=list(used["net_arch"]))
     run_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     _configure_logger(model, run_dir, config.verbose)
 
-    if config.bc_teacher and not config.resume:
-        t_bc = time.time()
-        demos = collect_demonstrations(venv, config.bc_teacher, config.bc_timesteps,
-                                       config.gamma)
-        stats = behaviour_clone(model, demos, epochs=config.bc_epochs,
-                                learning_rate=config.bc_learning_rate, vf_coef=config.vf_coef,
-                                seed=config.seed)
-        for key, value in stats.items():
-            model.logger.record(f"bc/{key.removeprefix('bc_')}", value)
-        model.logger.dump(0)
-        record["behaviour_cloning"] = {"teacher": config.bc_teacher,
-                                       "samples": len(demos), "wall_time_s":
-                                       round(time.time() - t_bc, 1), **stats}
-        venv.seed(config.seed + 1)   # PPO starts a fresh, seeded episode stream
-
     metrics_cb = EpisodeMetricsCallback()
-    all_callbacks = [metrics_cb]
     evaluation = None
-    if config.eval_every:
-        evaluation = SystemCostEvaluation(
-            venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
-            best_path=run_dir / "best_model.zip", limits=config.limits)
-        all_callbacks.append(evaluation)
-    if config.checkpoint_every:
-        all_callbacks.append(CheckpointCallback(
-            save_freq=max(config.checkpoint_every // venv.num_envs, 1),
-            save_path=str(run_dir / "checkpoints"), name_prefix="model"))
-    all_callbacks.extend(callbacks)
     steps_before = int(model.num_timesteps)
     t_learn = time.time()
     interrupted = False
+    failure: Exception | None = None
+    stage = "PPO"
     try:
+        if config.bc_teacher and not config.resume:
+            stage = "behaviour cloning"
+            record["behaviour_cloning"] = bc = {"teacher": config.bc_teacher}
+            _behaviour_clone(model, venv, config, bc)
+            venv.seed(config.seed + 1)   # PPO starts a fresh, seeded episode stream
+            t_learn = time.time()
+            stage = "PPO"
+        all_callbacks = [metrics_cb]
+        if config.eval_every:   # made after the cloning: its clock is PPO's
+            evaluation = SystemCostEvaluation(
+                venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
+                best_path=run_dir / "best_model.zip", limits=config.limits)
+            all_callbacks.append(evaluation)
+        if config.checkpoint_every:
+            all_callbacks.append(CheckpointCallback(
+                save_freq=max(config.checkpoint_every // venv.num_envs, 1),
+                save_path=str(run_dir / "checkpoints"), name_prefix="model"))
+        all_callbacks.extend(callbacks)
         if config.total_timesteps:
             model.learn(total_timesteps=config.total_timesteps,
                         callback=CallbackList(all_callbacks), reset_num_timesteps=not config.resume,
                         progress_bar=config.progress_bar, tb_log_name=run_name)
+        if evaluation is not None and not config.total_timesteps:
+            stage = "evaluation"
+            evaluation.init_callback(model)   # cloning only: judge the cloned model once
+            evaluation.evaluate()
+            model.logger.dump(int(model.num_timesteps))
     except KeyboardInterrupt:
         interrupted = True
-    if evaluation is not None and not config.total_timesteps:
-        evaluation.init_callback(model)   # cloning only: judge the cloned model once
-        evaluation.evaluate()
-        model.logger.dump(int(model.num_timesteps))
-    # PPO's time: the evaluations (--eval-every) are not training
-    learn_s = time.time() - t_learn - (evaluation.eval_s if evaluation is not None else 0.0)
-    saved_to, problem = write_or_rescue(out, lambda p: _save_model(model, p), "the model")
+    except Exception as exc:   # e.g. torch's ValueError on NaN logits of a diverged network
+        failure = exc
+    # PPO's time: the cloning and the evaluations (--eval-every) are not training
+    learn_s = 0.0 if stage == "behaviour cloning" else (
+        time.time() - t_learn - (evaluation.eval_s if evaluation is not None else 0.0))
+    bad_weights = nonfinite_weights(model)
+    if bad_weights:
+        not_saved = (f"the model was not saved: its weights are not finite (NaN or inf in "
+                     f"{_names(bad_weights)})")
+        saved_to, problem = None, None
+    else:
+        not_saved = None
+        saved_to, problem = write_or_rescue(out, lambda p: _save_model(model, p), "the model")
     problems = [problem] if problem else []
     venv.close()
     steps = int(model.num_timesteps) - steps_before
+    error = None
+    if failure is not None or (bad_weights and not interrupted):
+        error = _error_entry(failure, stage, model, run_dir, saved_to,
+                             not_saved or (problem if saved_to is None else None))
     record.update({
         "model": None if saved_to is None else str(saved_to), "interrupted": interrupted,
+        "interrupted_during": _where(stage, record.get("behaviour_cloning"))
+        if interrupted else None,
+        "error": error,
         "num_timesteps": int(model.num_timesteps), "timesteps_this_run": steps,
         "wall_time_s": round(time.time() - t_start, 1), "learn_time_s": round(learn_s, 1),
         "agent_steps_per_s": round(steps / learn_s, 1) if steps and learn_s > 0 else None,
@@ -261,23 +332,171 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         "versions": _versions(), "platform": platform.platform(),
     })
     text = json.dumps(record, indent=2, default=str) + "\n"
-    _, problem = write_or_rescue((saved_to or out).with_suffix(".json"),
-                                 lambda p: p.write_text(text), "the training record")
+    record_path = _record_path(out, saved_to, run_dir)
+    record_to, problem = write_or_rescue(record_path, lambda p: _write_text(p, text),
+                                         "the training record")
     problems += [problem] if problem else []
+    if error is not None:
+        where = (f"the model was saved to {saved_to}" if saved_to is not None
+                 else not_saved or "; ".join(problems) or "the model was not saved")
+        last = (f"last checkpoint {error['last_checkpoint']}" if error["last_checkpoint"]
+                else "no checkpoint was written")
+        kept = (f"training record {record_to}" if record_to is not None
+                else "the training record was lost")
+        raise TrainingError(
+            f"training failed at {error['num_timesteps']:,} agent-steps ({stage}): "
+            f"{error['type']}: {error['message']}; {where}; {last}; {kept}",
+            num_timesteps=error["num_timesteps"], stage=stage, model=saved_to,
+            checkpoint=None if error["last_checkpoint"] is None
+            else Path(error["last_checkpoint"]),
+            record=record_to) from failure
     if interrupted:
-        raise KeyboardInterrupt("; ".join(["interrupted", *problems]) if problems
-                                else f"interrupted; model saved to {saved_to}")
+        head = (f"interrupted during {record['interrupted_during']} at "
+                f"{int(model.num_timesteps):,} agent-steps")
+        if not_saved:
+            problems.insert(0, not_saved)
+        raise KeyboardInterrupt("; ".join([head, *problems]) if problems
+                                else f"{head}; model saved to {saved_to}")
     if problems:
         raise OutputError("; ".join(problems), path=saved_to)
     return out
 
 
+def _behaviour_clone(model, venv: GridSwarmVecEnv, config: TrainConfig,
+                     progress: dict[str, Any]) -> None:
+    """Pre-train ``model`` by cloning ``config.bc_teacher`` (:mod:`train.bc`), keeping
+    ``progress`` (the record's ``behaviour_cloning``) up to date as it goes, so that a
+    Ctrl-C or an error leaves in it how far the cloning got: ``samples`` (0 while the
+    demonstrations are collected) and ``epochs_done`` of ``epochs``, then the final
+    statistics and ``wall_time_s``."""
+    from train.bc import behaviour_clone, collect_demonstrations
+
+    t_bc = time.time()
+    progress.update(samples=0, epochs=config.bc_epochs, epochs_done=0)
+    demos = collect_demonstrations(venv, config.bc_teacher, config.bc_timesteps,
+                                   config.gamma)
+    progress["samples"] = len(demos)
+
+    def on_epoch(done: int, stats: dict[str, float]) -> None:
+        progress.update(stats, epochs_done=done)
+
+    stats = behaviour_clone(model, demos, epochs=config.bc_epochs,
+                            learning_rate=config.bc_learning_rate, vf_coef=config.vf_coef,
+                            seed=config.seed, on_epoch=on_epoch)
+    for key, value in stats.items():
+        model.logger.record(f"bc/{key.removeprefix('bc_')}", value)
+    model.logger.dump(0)
+    progress.update(stats, wall_time_s=round(time.time() - t_bc, 1))
+
+
+def _where(stage: str, bc: dict[str, Any] | None) -> str:
+    """Where the run was, for the record's ``interrupted_during`` and the messages."""
+    if stage != "behaviour cloning" or bc is None:
+        return stage
+    if not bc.get("samples"):
+        return "behaviour cloning (collecting demonstrations)"
+    return f"behaviour cloning (fitting: {bc['epochs_done']} of {bc['epochs']} epochs done)"
+
+
+def nonfinite_weights(model) -> list[str]:
+    """Names of the tensors of ``model``'s policy (``model.policy.state_dict()``) and of
+    its optimizer's state (Adam's moments, which a resumed run would step with) that hold
+    a NaN or an infinity; empty when every value is finite."""
+    import torch as th
+
+    bad = [name for name, t in model.policy.state_dict().items()
+           if t.is_floating_point() and not bool(th.isfinite(t).all())]
+    optimizer = getattr(model.policy, "optimizer", None)
+    if optimizer is not None:
+        for index, state in optimizer.state_dict()["state"].items():
+            for key, t in state.items():
+                if th.is_tensor(t) and t.is_floating_point() and not bool(th.isfinite(t).all()):
+                    bad.append(f"optimizer state {index}.{key}")
+    return bad
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more"
+                                       if len(names) > shown else "")
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``<run_dir>/checkpoints/model_<N>_steps.zip`` (largest N), or None."""
+    def steps(p: Path) -> int:
+        middle = p.stem.removeprefix("model_").removesuffix("_steps")
+        return int(middle) if middle.isdigit() else -1
+
+    found = [p for p in (run_dir / "checkpoints").glob("model_*_steps.zip") if steps(p) >= 0]
+    return max(found, key=steps) if found else None
+
+
+def _error_entry(failure: Exception | None, stage: str, model, run_dir: Path,
+                 saved_to: Path | None, not_saved: str | None) -> dict[str, Any]:
+    """The record's ``"error"``: what failed, where, and what was kept."""
+    import traceback
+
+    if failure is None:   # learning ended normally, but the last update left NaN or inf
+        kind, text, trace = ("NonFiniteWeights", "the network's weights are not finite "
+                             "after the last update", None)
+    else:
+        kind = type(failure).__name__
+        lines = str(failure).strip().splitlines()
+        text = (lines[0] if lines else "") or "(no message)"
+        text = text if len(text) <= 500 else text[:497] + "..."
+        trace = "".join(traceback.format_exception(failure))[-20_000:]
+    ckpt = last_checkpoint(run_dir)
+    return {"type": kind, "message": text, "stage": stage,
+            "num_timesteps": int(model.num_timesteps),
+            "last_checkpoint": None if ckpt is None else str(ckpt),
+            "model_saved": saved_to is not None, "model_not_saved": not_saved,
+            "traceback": trace}
+
+
+def _record_path(out: Path, saved_to: Path | None, run_dir: Path) -> Path:
+    """Where the training record goes: beside the model saved, else beside ``out``;
+    but if no model was saved and a file is at ``out`` (an earlier model that
+    ``--overwrite`` would have replaced), into the run directory, so that model keeps
+    its own record."""
+    if saved_to is not None:
+        return saved_to.with_suffix(".json")
+    if out.exists():
+        return run_dir / f"{out.stem}.json"
+    return out.with_suffix(".json")
+
+
+def _write_text(path: Path, text: str) -> None:
+    replace_atomically(path, lambda f: f.write(text.encode()))
+
+
 def _save_model(model, path: Path) -> None:
-    """``model.save(path)``, but a directory in the way is an error (SB3 would write to
-    ``<path>_2`` instead and say so only in a warning)."""
+    """``model.save``, to a temporary file beside ``path`` renamed over it once complete
+    (:func:`replace_atomically`: a crash never leaves a half-written model, and an
+    existing model stays whole until then); a directory in the way is an error (SB3
+    would write to ``<path>_2`` instead and say so only in a warning)."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    model.save(path)
+    replace_atomically(path, model.save)
+
+
+def replace_atomically(path: Path, write) -> None:
+    """Write a file through ``write(file object)`` to ``.<name>.<pid>-<random>.part``
+    beside ``path``, flush it to disk and ``os.replace`` it over ``path`` (atomic on one
+    file system); on any error the temporary file is removed and ``path`` is untouched.
+
+    :raises OSError: the temporary file could not be written or renamed.
+    """
+    import secrets
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _config_dict(config: TrainConfig) -> dict[str, Any]:
