@@ -33,6 +33,10 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "gridswarm_ppo.zip"
 
 
+#: the attribute ``python -m train`` sets on every model it saves (final, checkpoints,
+#: best): the observation fields it was trained on, checked on loading
+OBS_FIELDS_ATTR = "gridswarm_obs_fields"
+
 def check_model_file(path: str | Path) -> Path:
     """``path`` as a ``Path`` if it names an existing file (its content is checked by
     :func:`load_maskable_ppo`).
@@ -72,6 +76,7 @@ def load_maskable_ppo(path: str | Path) -> Any:
                          f"({type(exc).__name__}: {exc})") from None
     _check_spaces(model, f"model file {str(p)!r}")
     _check_weights(model, f"model file {str(p)!r}")
+    _check_obs_fields(getattr(model, OBS_FIELDS_ATTR, None), p, "it stores")
     _check_record(p)
     return model
 
@@ -127,12 +132,22 @@ def _check_record(path: Path) -> None:
     except (OSError, ValueError, AttributeError):
         raise ValueError(f"training record {str(record_path)!r} beside the model is not "
                          "valid JSON (expected the record `python -m train` writes)") from None
+    _check_obs_fields(fields_then, path, "its JSON record lists")
+
+
+def _check_obs_fields(fields_then: Any, path: Path, where: str) -> None:
+    """The observation fields a model was trained on (None: not known) must be today's
+    :data:`OBS_FIELDS`.
+
+    :param where: how the message names their source (the model itself or its record).
+    """
     if fields_then is not None and list(fields_then) != list(OBS_FIELDS):
         changed = [f"{i}: {a!r} -> {b!r}" for i, (a, b) in
                    enumerate(zip(fields_then, OBS_FIELDS, strict=False)) if a != b]
         raise ValueError(f"model file {str(path)!r} was trained on other observation fields "
-                         f"than this environment's ({'; '.join(changed[:4]) or 'lengths differ'}); "
-                         "retrain it with the command in its JSON record")
+                         f"than this environment's ({where}: "
+                         f"{'; '.join(changed[:4]) or 'lengths differ'}); "
+                         "retrain it (python -m train)")
 
 
 class LearnedPolicy:

@@ -277,6 +277,26 @@ def test_learned_policy_refuses_a_model_trained_on_other_observations(trained, t
         LearnedPolicy(copy)
 
 
+def test_models_without_a_record_carry_their_observation_fields(trained, tmp_path):
+    """RL review: best_model.zip and checkpoints have no JSON record, so the layout check
+    never applied to them; every saved model now stores its observation fields."""
+    from sb3_contrib import MaskablePPO
+
+    from policies.learned import OBS_FIELDS_ATTR
+
+    cfg, path, _ = trained
+    checkpoints = sorted((Path(cfg.logdir) / "tiny" / "checkpoints").glob("*.zip"))
+    assert checkpoints
+    for saved in (path, *checkpoints):
+        model = MaskablePPO.load(saved, device="cpu")
+        assert getattr(model, OBS_FIELDS_ATTR) == list(gridswarm_env.OBS_FIELDS)
+    setattr(model, OBS_FIELDS_ATTR, ["renamed_field", *gridswarm_env.OBS_FIELDS[1:]])
+    old = tmp_path / "best_model.zip"     # as --eval-every saves it: no record beside it
+    model.save(old)
+    with pytest.raises(ValueError, match="other observation fields.*it stores: 0: 'renamed"):
+        LearnedPolicy(old)
+
+
 def test_default_model_path_is_the_shipped_one():
     assert DEFAULT_MODEL.parent.name == "pretrained"
     if not DEFAULT_MODEL.is_file():

@@ -37,6 +37,7 @@ import numpy as np
 
 from gridswarm_env.env import OBS_FIELDS
 from policies.cli_checks import OutputError, write_or_rescue
+from policies.learned import OBS_FIELDS_ATTR
 from train.adapter import GridSwarmVecEnv
 from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig
 from train.errors import TrainingError
@@ -250,6 +251,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     else:
         model = make_model(config, venv)
     setattr(model, ENV_SETTINGS_ATTR, config.env_settings())   # saved with every model
+    setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))   # checked by policies.learned
     used = model_hyperparameters(model)
     record["config"].update(used, net_arch=list(used["net_arch"]))
     run_dir.mkdir(parents=True, exist_ok=True)
