@@ -430,12 +430,9 @@ class GridSwarmEnv(ParallelEnv):
                                     if sc.has_event else cfg.dt_s)
         # reserve contracts cover delivery until the episode's end (their window end)
         self._reserve_until_s = self.duration_s + cfg.dt_s
-        # fleet flexibility (DESIGN §3): upward is static, downward follows the PV forecast
-        a = self.kernel.arrays
-        self._flex_up_mw = float(np.where(c.is_battery, a.max_discharge_mw, np.where(
-            c.is_ev, f.ev_baseline_rate_mw, 0.0)).sum())
-        self._flex_down_mw = np.where(c.is_ev, f.rated_power_mw - f.ev_baseline_rate_mw,
-                                      a.max_charge_mw)
+        # fleet flexibility (DESIGN §3): the plugged-in fleet's, refreshed when EVs leave;
+        # downward follows the PV forecast. The observation's scale stays the reset's.
+        self._refresh_flexibility()
         self._flex_scale = max(self._flexible_mw(1.0), 1e-6)
         # observation rows (transposed, float64): static rows written once
         safe_rated = np.where(f.rated_power_mw > 0, f.rated_power_mw, 1.0)
@@ -518,6 +515,17 @@ class GridSwarmEnv(ParallelEnv):
         """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
         sc = self.scenario
         return self.event_detected and sc.event_time_s + sc.detection_delay_s <= now_s
+
+    def _refresh_flexibility(self) -> None:
+        """The flexibility the operator prices with (see :meth:`_flexible_mw`) of the
+        batteries and the EVs still plugged in (recomputed when one leaves)."""
+        c, f, a = self._const, self.fleet, self.kernel.arrays
+        ev = c.is_ev & f.plugged
+        self._flex_up_mw = float(np.where(c.is_battery, a.max_discharge_mw, np.where(
+            ev, f.ev_baseline_rate_mw, 0.0)).sum())
+        self._flex_down_mw = np.where(c.is_ev, np.where(
+            ev, f.rated_power_mw - f.ev_baseline_rate_mw, 0.0), a.max_charge_mw)
+        self._n_plugged = int(np.count_nonzero(f.plugged))
 
     def _flexible_mw(self, request_mw: float) -> float:
         """Fleet flexibility in the request's direction, MW: upward = battery discharge caps
@@ -1140,6 +1148,8 @@ class GridSwarmEnv(ParallelEnv):
         cfg, f = self.config, self.fleet
         h = self._h
         unmet = depart_evs(f, self.t_s + cfg.dt_s)
+        if int(np.count_nonzero(f.plugged)) != self._n_plugged:   # an EV left
+            self._refresh_flexibility()
         if cfg.shadow:   # would-be settlement of what would have been dispatched
             p_exec = ex.p_mean_mw
         shortfall = np.subtract(ex.planned_mean_mw, p_exec)

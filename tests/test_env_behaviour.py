@@ -399,3 +399,29 @@ def test_system_cost_values_the_energy_the_batteries_store(scenario: str) -> Non
         oracle = run_episode(env, make_policy("oracle"), seed=0).metrics
         assert oracle["battery_energy_drawn_mwh"] < 0.0
         assert oracle["curtailed_energy_mwh"] < 0.2 * m["requirement_energy_mwh"]
+
+
+def test_the_operator_prices_with_the_evs_still_plugged_in() -> None:
+    """Energy review: the fleet flexibility behind the price signal was fixed at reset,
+    so after every EV had left it still counted their charging as upward flexibility."""
+    import dataclasses
+
+    from gridswarm_env.config import FleetConfig
+
+    fleet = dataclasses.replace(FleetConfig(), ev_soc_init_low=0.85, ev_soc_init_high=0.95,
+                                ev_departure_min_s=30.0, ev_departure_max_s=200.0)
+    env = GridSwarmEnv("price_spike", n_agents=30, trust="hmac",
+                       config=EnvConfig(n_agents=30, trust="hmac", fleet=fleet))
+    env.reset(seed=0)
+    ev = env.fleet.kind == 2
+    batteries = float(env.kernel.arrays.max_discharge_mw[env.fleet.kind == 1].sum())
+    with_evs = env._flexible_mw(1.0)
+    assert with_evs > batteries and env.fleet.plugged[ev].all()
+    idle = np.full(30, env.config.market.n_power_levels // 2)
+    while env.t_s < 210.0:
+        env.step_arrays(idle, np.zeros(30, dtype=np.int64))
+    assert not env.fleet.plugged[ev].any()
+    assert env._flexible_mw(1.0) == pytest.approx(batteries)
+    assert env._flexible_mw(-1.0) == pytest.approx(
+        float(env.kernel.arrays.max_charge_mw[env.fleet.kind == 1].sum())
+        + float(env.fleet.solar_forecast_mw[env.fleet.kind == 0].sum()))
