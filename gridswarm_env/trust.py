@@ -1653,13 +1653,14 @@ class ContractLedger:
         through :meth:`_check` itself.
 
         Three passes (:meth:`_screen` makes the first two): the first reads and encodes
-        every item, the second verifies the fast-path items' signatures as one batch (``registry._verify_many``, which may
-        spread it over threads; signature checks have no state, and an operator
-        signature is checked only when the agent's passed), the third decides each item
-        in input order — the only pass that touches the replay memory, so the verdicts
-        are those of checking the items one by one. An item :meth:`screen_batch` checked
-        last (the same object, see there) is not encoded or verified again: its
-        signature verdict from then is used.
+        every item, the second verifies the fast-path items' signatures as one batch
+        (``registry._verify_many``, which may spread it over threads; signature checks
+        have no state, and an operator signature is checked only when the agent's
+        passed), the third decides each item in input order — the only pass that touches
+        the replay memory, so the verdicts are those of checking the items one by one.
+        An item :meth:`screen_batch` checked last (the same object, with the same
+        canonical bytes and signatures) is not verified again: its signature verdict
+        from then is used.
         """
         plans, slow_expected, verdicts, _ = self._screen(items, expected_agents, self._screened)
         return self._decide(items, plans, slow_expected, verdicts, now_s)
