@@ -93,6 +93,7 @@ import heapq
 import hmac
 import json
 import math
+import operator
 import os
 import re
 import struct
@@ -1026,6 +1027,13 @@ class RejectReason(StrEnum):
 
 #: the reason of each code of IdentityRegistry._verify_many (0: both signatures valid)
 _SIGNATURE_VERDICTS = (None, RejectReason.BAD_AGENT_SIGNATURE, RejectReason.BAD_OPERATOR_SIGNATURE)
+#: the fields a screened contract must still hold, by identity, for its signature verdict
+#: to be reused at dispatch (contract_id and agent_id first, then nonce and window: the
+#: order ContractLedger._screen reads them in)
+_is = operator.is_
+_screened_fields = operator.attrgetter(
+    "contract_id", "agent_id", "nonce", "window_start_s", "window_end_s", "power_mw",
+    "price_per_mwh", "operator_id", "product", "round_index")
 
 _MALFORMED_ERRORS = (
     struct.error,
@@ -1200,8 +1208,8 @@ class ContractLedger:
         self._used_nonces: set[bytes] = set()
         # ids that passed authenticate() this epoch (a holder receives a contract once)
         self._received_ids: set[str] = set()
-        # the last screen_batch's signature verdicts: id(item) -> (item, canonical bytes,
-        # agent signature, operator signature, verdict code), see _screen
+        # the last screen_batch's signature verdicts: id(item) -> (item, contract, its
+        # field values, agent signature, operator signature, verdict code), see _screen
         self._screened: dict[int, tuple] = {}
         # accepted ids and nonces bucketed by window end (two parallel lists per end), and
         # a heap of those ends (a batch shares one end: no per-contract heap operation)
@@ -1658,11 +1666,11 @@ class ContractLedger:
         have no state, and an operator signature is checked only when the agent's
         passed), the third decides each item in input order — the only pass that touches
         the replay memory, so the verdicts are those of checking the items one by one.
-        An item :meth:`screen_batch` checked last (the same object, with the same
-        canonical bytes and signatures) is not verified again: its signature verdict
-        from then is used.
+        An item :meth:`screen_batch` checked last (the same object, holding the same
+        field values and signatures) is not encoded or verified again: its signature
+        verdict from then is used.
         """
-        plans, slow_expected, verdicts, _ = self._screen(items, expected_agents, self._screened)
+        plans, slow_expected, verdicts = self._screen(items, expected_agents, self._screened)
         return self._decide(items, plans, slow_expected, verdicts, now_s)
 
     def _screen(
@@ -1670,17 +1678,18 @@ class ContractLedger:
         items: list[Any],
         expected_agents: Sequence[str | None] | None,
         screened: dict[int, tuple] | None,
-    ) -> tuple[list[Any], list[str | None], Iterator[int], tuple[list[bytes], ...]]:
+    ) -> tuple[list[Any], list[str | None], Iterator[int]]:
         """The first two passes of :meth:`_check_batch`.
 
         :return: per item a plan — ``None`` (not the usual form: :meth:`_check`
             decides), ``WRONG_AGENT``, or ``(contract_id, nonce, window_start_s,
             window_end_s, code)``; the expected agents of the ``None`` items; the
             signature verdict codes (:func:`_contract_verdict`) of the plans whose
-            ``code`` is ``None``, in order, and their canonical bytes, agent signatures
-            and operator signatures (three lists). A plan's ``code`` is already set for an
-            item found in ``screened`` (popped from it) whose encoding and signatures
-            are still those screened: an object changed behind its frozen fields since
+            ``code`` is ``None``, in order. A plan's ``code`` is already set, and the
+            item is neither re-read nor re-encoded, for an item found in ``screened``
+            (popped from it) that still holds the very contract, field values and
+            signature objects screened (compared by identity; the entry keeps them
+            alive, so no id is reused): an object changed behind its frozen fields since
             is verified afresh.
         """
         registry = self._registry
@@ -1716,6 +1725,19 @@ class ContractLedger:
         messages: list[bytes] = []
         add_message = messages.append
         for item, expected in pairs:
+            if screened:
+                hit = screened.pop(id(item), None)
+                if hit is not None and hit[0] is item:
+                    contract = item.contract
+                    fields = hit[2]
+                    if (contract is hit[1] and item.agent_signature is hit[3]
+                            and item.operator_signature is hit[4]
+                            and all(map(_is, _screened_fields(contract), fields))):
+                        if expected is not None and fields[1] != expected:
+                            plan(RejectReason.WRONG_AGENT)
+                        else:   # verified on screening
+                            plan((fields[0], fields[2], fields[3], fields[4], hit[5]))
+                        continue
             usual = False
             try:
                 if type(item) is SignedContract:
@@ -1771,11 +1793,6 @@ class ContractLedger:
             elif expected is not None and aid != expected:
                 plan(RejectReason.WRONG_AGENT)
             else:
-                hit = screened.pop(id(item), None) if screened else None
-                if (hit is not None and hit[0] is item and hit[1] == message
-                        and hit[2] == agent_sig and hit[3] == operator_sig):
-                    plan((cid, nonce, start, end, hit[4]))   # verified on screening
-                    continue
                 plan((cid, nonce, start, end, None))
                 add_verifier(verifiers[position])
                 add_agent_signature(agent_sig)
@@ -1785,8 +1802,7 @@ class ContractLedger:
         # pass 2: every fast-path contract's signatures at once
         verdicts = registry._verify_many(operator_verify, agent_verifiers, agent_signatures,
                                          operator_signatures, messages)
-        return (plans, slow_expected, iter(verdicts),
-                (messages, agent_signatures, operator_signatures))
+        return plans, slow_expected, iter(verdicts)
 
     def screen_batch(
         self,
@@ -1806,9 +1822,10 @@ class ContractLedger:
         (the schedule it observes, the limits the kernel plans with) should count only
         the items that pass. The signature verdicts of this batch's usual items are kept
         (for these objects only, until the next call or :meth:`reset_replay_window`) and
-        reused by the next :meth:`verify_batch` that gets the same object with the same
-        canonical bytes and signatures (an object changed behind its frozen fields since
-        is verified afresh): one signature check per contract, as without screening.
+        reused by the next :meth:`verify_batch` that gets the same object still holding
+        the same contract, field values and signatures (an object changed behind its
+        frozen fields since is verified afresh): one signature check and one encoding
+        per contract, as without screening.
 
         :param signed: the contracts as received (possibly tampered).
         :param now_s: simulated receipt time, s.
@@ -1823,32 +1840,35 @@ class ContractLedger:
             raise ValueError(
                 f"expected_agents has {len(expected_agents)} items; it must match signed ({len(items)})"
             )
-        plans, slow_expected, verdicts, encoded = self._screen(items, expected_agents, None)
+        plans, slow_expected, verdicts = self._screen(items, expected_agents, None)
         slow = iter(slow_expected)
-        fresh = zip(*encoded, strict=True)
         screened: dict[int, tuple] = {}
         reasons: list[RejectReason | None] = []
         add_reason = reasons.append
-        replayed = self._replayed
+        tag, used_ids, used_nonces = self._epoch_tag, self._used_ids, self._used_nonces
         for item, entry in zip(items, plans, strict=True):
             if entry is None:
                 reason, contract = self._authenticate(item, next(slow))
                 if contract is None:
                     add_reason(reason)
                     continue
+                cid, nonce, end = contract.contract_id, contract.nonce, contract.window_end_s
             elif type(entry) is RejectReason:
                 add_reason(entry)
                 continue
             else:
+                cid, nonce, _, end, _ = entry
                 code = next(verdicts)
                 contract = item.contract
-                screened[id(item)] = (item, *next(fresh), code)
+                screened[id(item)] = (item, contract, _screened_fields(contract),
+                                      item.agent_signature, item.operator_signature, code)
                 if code:
                     add_reason(_SIGNATURE_VERDICTS[code])
                     continue
-            if replayed(contract.contract_id, contract.nonce):
+            # the replay evidence of _replayed, inlined
+            if not nonce.startswith(tag) or cid in used_ids or nonce in used_nonces:
                 add_reason(RejectReason.REPLAYED)
-            elif contract.window_end_s <= now_s:
+            elif end <= now_s:
                 add_reason(RejectReason.EXPIRED)
             else:
                 add_reason(None)
