@@ -410,3 +410,34 @@ def test_tensorboard_steps_increase_with_evaluation(tmp_path):
     with open(tmp_path / "runs" / "tb" / "progress.csv") as f:
         rows = list(csv.DictReader(f))
     assert any(row.get("eval/system_cost") for row in rows)
+
+
+@pytest.mark.parametrize("stop", ["error", "ctrl-c"])
+def test_an_unfinished_run_never_replaces_the_model_it_would_overwrite(stop, tmp_path,
+                                                                         monkeypatch, capsys):
+    """Diff review: with --overwrite, a run that failed or was interrupted renamed its
+    partly trained model (and record) over the finished one at --out."""
+    out = tmp_path / "X.zip"
+    args = [*TINY, "--timesteps", "300", "--checkpoint-every", "0",
+            "--logdir", str(tmp_path / "runs"), "--out", str(out)]
+    assert main([*args, "--run-name", "good"]) == 0
+    good, good_record = out.read_bytes(), out.with_suffix(".json").read_text()
+
+    class Stop(BaseCallback):
+        def _on_step(self) -> bool:
+            if stop == "error":
+                raise RuntimeError("disk on fire")
+            raise KeyboardInterrupt
+
+    with_callbacks(monkeypatch, Stop())
+    status = main([*args, "--overwrite", "--run-name", "again"])
+    err = capsys.readouterr().err
+    assert status == (1 if stop == "error" else 130)
+    assert out.read_bytes() == good and out.with_suffix(".json").read_text() == good_record
+    kept = tmp_path / "runs" / "again" / f"X_{'failed' if stop == 'error' else 'interrupted'}.zip"
+    assert str(kept) in err
+    record = json.loads(kept.with_suffix(".json").read_text())
+    assert record["model"] == str(kept)
+    from policies.learned import LearnedPolicy
+
+    LearnedPolicy(kept)   # the unfinished model is kept, and loads

@@ -307,7 +307,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         saved_to, problem = None, None
     else:
         not_saved = None
-        saved_to, problem = write_or_rescue(out, lambda p: _save_model(model, p), "the model")
+        saved_to, problem = write_or_rescue(_unfinished_path(out, run_dir, interrupted, failure),
+                                            lambda p: _save_model(model, p), "the model")
     problems = [problem] if problem else []
     venv.close()
     steps = int(model.num_timesteps) - steps_before
@@ -452,6 +453,17 @@ def _error_entry(failure: Exception | None, stage: str, model, run_dir: Path,
             "last_checkpoint": None if ckpt is None else str(ckpt),
             "model_saved": saved_to is not None, "model_not_saved": not_saved,
             "traceback": trace}
+
+
+def _unfinished_path(out: Path, run_dir: Path, interrupted: bool,
+                     failure: BaseException | None) -> Path:
+    """Where the model goes: ``out``, unless the run did not finish (Ctrl-C or an error)
+    and a model is already at ``out`` (``--overwrite``): a finished model is never
+    replaced by an unfinished one, which goes to ``<run>/<name>_interrupted.zip`` or
+    ``<run>/<name>_failed.zip`` (its record beside it)."""
+    if not (interrupted or failure is not None) or not out.exists():
+        return out
+    return run_dir / f"{out.stem}_{'interrupted' if interrupted else 'failed'}{out.suffix}"
 
 
 def _record_path(out: Path, saved_to: Path | None, run_dir: Path) -> Path:
