@@ -404,12 +404,16 @@ def test_tensorboard_steps_increase_with_evaluation(tmp_path):
         assert written == sorted(set(written)), (tag, written)   # strictly increasing
     assert steps["eval/system_cost"] == [p["agent_steps"] for p in curve["curve"]] == [
         0, 600, 1200]
-    # csv still gets the evaluations (with SB3's next dump)
+    # csv gets every evaluation at its own step, the last one included (diff review:
+    # they came with the next rollout's dump, one rollout late, and the last never)
     import csv
 
     with open(tmp_path / "runs" / "tb" / "progress.csv") as f:
         rows = list(csv.DictReader(f))
-    assert any(row.get("eval/system_cost") for row in rows)
+    evaluated = [(int(row["time/total_timesteps"]), float(row["eval/system_cost"]))
+                 for row in rows if row.get("eval/system_cost")]
+    assert evaluated == [(p["agent_steps"], pytest.approx(p["system_cost"]))
+                         for p in curve["curve"]]
 
 
 @pytest.mark.parametrize("stop", ["error", "ctrl-c"])

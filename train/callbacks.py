@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import TensorBoardOutputFormat
+from stable_baselines3.common.logger import KVWriter, TensorBoardOutputFormat
 
 #: tensorboard tag -> KPI key of :meth:`GridSwarmEnv.episode_metrics`.
 KPI_TAGS: dict[str, str] = {
@@ -194,19 +194,19 @@ class SystemCostEvaluation(BaseCallback):
         self.points.append(point)
         scalars = {"eval/system_cost": total,
                    **{f"eval/{name}/system_cost": cost for name, cost in costs.items()}}
-        # tensorboard: written now, at the point's own step, straight to its writer (SB3
-        # would write them with the next dump, after the rollout that follows; and a
-        # logger.dump here would also write the pending train/* scalars a second time at
-        # a step they already have)
-        writer = next((f.writer for f in self.logger.output_formats
-                       if isinstance(f, TensorBoardOutputFormat)), None)
-        for tag, value in scalars.items():
-            if writer is not None:
-                writer.add_scalar(tag, value, point["agent_steps"])
-            # the other formats (csv, stdout) get them with the next dump
-            self.logger.record(tag, value, exclude="tensorboard")
-        if writer is not None:
-            writer.flush()
+        # written now, at the point's own step, straight to every output format
+        # (tensorboard, csv, stdout): through the logger they would wait for the next dump,
+        # after the rollout that follows (the last point never), and a logger.dump here
+        # would also write the pending train/* scalars a second time at a step they have
+        row = {"time/total_timesteps": point["agent_steps"], **scalars}   # csv: the step
+        not_excluded = dict.fromkeys(row, ("",))
+        for fmt in self.logger.output_formats:
+            if isinstance(fmt, TensorBoardOutputFormat):
+                for tag, value in scalars.items():
+                    fmt.writer.add_scalar(tag, value, point["agent_steps"])
+                fmt.writer.flush()
+            elif isinstance(fmt, KVWriter):
+                fmt.write(row, not_excluded, point["agent_steps"])
         if self.best is None or total < self.best["system_cost"]:
             self.best = point
             if self.best_path is not None:
