@@ -83,11 +83,23 @@ class UsageError(ValueError):
 
 # --------------------------------------------------------------------------- arguments
 
-def tag_name(policy: str) -> str:
-    """``policy`` as one tensorboard tag component: a model path such as
+def tag_names(policies: Sequence[str]) -> dict[str, str]:
+    """Each policy as one tensorboard tag component: a model path such as
     ``runs/a/best_model.zip`` becomes ``runs_a_best_model.zip`` (its slashes would open
-    new tag levels); built-in names are unchanged."""
-    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", policy).strip("_") or "policy"
+    new tag levels); built-in names are unchanged, and two paths that come out alike
+    (``runs/a_b.zip``, ``runs_a/b.zip``) get ``_2``, ``_3``… so their scalars never merge."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for policy in policies:
+        base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", policy).strip("_") or "policy"
+        name, k = base, 1
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        out[policy] = name
+    return out
+
 
 def pretrained_model() -> Path | None:
     """The shipped learned model, if one exists."""
@@ -487,6 +499,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     writer = ScalarWriter(out / TENSORBOARD_DIR)
     t_start = time.perf_counter()
     finished = False
+    tags = tag_names(pols)
     try:
         for sc in scs:
             if counterfactual:
@@ -524,7 +537,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
                     for key, value in metrics.items():
                         v = _numeric(value)
                         if v is not None:
-                            writer.add_scalar(f"eval/{sc}/{tag_name(pol)}/{key}", v, e)
+                            writer.add_scalar(f"eval/{sc}/{tags[pol]}/{key}", v, e)
                     if bar is not None:
                         bar.update(1)
                 env.close()

@@ -232,8 +232,14 @@ def test_a_model_path_is_one_tensorboard_tag_level(tmp_path):
                           "--no-progress"]) == 0
     acc = EventAccumulator(str(tmp_path / "o" / "tensorboard"))
     acc.Reload()
-    name = evaluate.tag_name(str(DEFAULT_MODEL))
+    name = evaluate.tag_names([str(DEFAULT_MODEL)])[str(DEFAULT_MODEL)]
     assert "/" not in name and name.endswith("gridswarm_ppo.zip")
     tags = set(acc.Tags()["scalars"])
     assert f"eval/price_spike/{name}/system_cost" in tags
     assert all(t.count("/") == 3 for t in tags if t.startswith("eval/price_spike/"))
+
+
+def test_model_paths_that_sanitize_alike_keep_apart_tags():
+    tags = evaluate.tag_names(["heuristic", "runs/a_b.zip", "runs_a/b.zip", "runs_a_b.zip"])
+    assert tags == {"heuristic": "heuristic", "runs/a_b.zip": "runs_a_b.zip",
+                    "runs_a/b.zip": "runs_a_b.zip_2", "runs_a_b.zip": "runs_a_b.zip_3"}
