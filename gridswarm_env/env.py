@@ -1015,8 +1015,8 @@ class GridSwarmEnv(ParallelEnv):
     def _energy_response(self, terms: list, now_s: float) -> None:
         """A DER response by energy: the start of delivery (``now_s``) of the first verified
         energy contract awarded on a request that covers the trip, in the direction of
-        the lost power (where no reserve activated earlier: e.g. a scenario without a
-        reserve target)."""
+        the lost power (the metrics keep the earlier of it and the first reserve
+        activation; without a reserve target it is the only response)."""
         first = self._trip_round
         lost = self.scenario.contingency_mw
         if any(c.round_index >= first and c.power_mw * lost > 0.0 for c in terms):

@@ -22,10 +22,10 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   disturbance until |f − 60| < 0.05 Hz (back inside the NERC band) for good (0.0 if it
   never left the band, None if it is outside the band at the end of the episode).
 * ``emergency_response_latency_ms``: first DER response − event time (None if no
-  event, or no response). A response is a reserve contract's activation or, failing
-  that, the start of delivery of the first verified energy contract awarded on a
-  request that covers the trip, in the direction of the lost power (a scenario
-  without a reserve target responds only so, a dispatch step or more after detection).
+  event, or no response). A response is a reserve contract's activation or the start of
+  delivery of the first verified energy contract awarded on a request that covers the
+  trip, in the direction of the lost power, whichever comes first (a scenario without a
+  reserve target responds only by energy, a dispatch step or more after detection).
 * ``emergency_response_mw_100ms`` (extra): reserve power, MW, whose contracts activated
   within :data:`RESPONSE_WINDOW_S` of the event (DESIGN §7's 100 ms): how much of the
   lost generation was answered in time, where the latency only says that someone was
