@@ -143,10 +143,9 @@ class SystemCostEvaluation(BaseCallback):
     trust). Each evaluation appends a point to :attr:`points` (``agent_steps``,
     ``train_s`` = seconds since the callback was made minus the evaluations before it,
     ``system_cost`` = the sum over scenarios of the per-scenario means, ``per_scenario``),
-    and writes ``eval/system_cost`` and ``eval/<scenario>/system_cost`` to tensorboard at
-    the point's step (directly to the writer: no ``logger.dump``, which would repeat the
-    steps of SB3's pending ``train/…`` scalars); csv and stdout get them with SB3's next
-    dump.
+    and writes ``eval/system_cost`` and ``eval/<scenario>/system_cost`` to every output
+    format (tensorboard, csv, stdout) at the point's step (directly: no ``logger.dump``,
+    which would repeat the steps of SB3's pending ``train/…`` scalars).
 
     :param scenarios: scenario names to evaluate on.
     :param n_agents: agents per evaluation environment.
