@@ -39,18 +39,28 @@ def poison(model) -> None:
         next(model.policy.parameters()).fill_(float("nan"))
 
 
-class PoisonWeights(BaseCallback):
-    """:func:`poison` the model at the first step at or past ``at`` agent-steps."""
+class AtStep(BaseCallback):
+    """Call :meth:`fire` once, at the first step at or past ``at`` agent-steps."""
 
     def __init__(self, at: int) -> None:
         super().__init__()
         self.at = at
 
+    def fire(self) -> None:
+        raise NotImplementedError
+
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.at:
-            poison(self.model)
             self.at = float("inf")
+            self.fire()
         return True
+
+
+class PoisonWeights(AtStep):
+    """:func:`poison` the model at the first step at or past ``at`` agent-steps."""
+
+    def fire(self) -> None:
+        poison(self.model)
 
 
 class PoisonAtTheEnd(BaseCallback):
@@ -63,17 +73,11 @@ class PoisonAtTheEnd(BaseCallback):
         poison(self.model)
 
 
-class Fail(BaseCallback):
+class Fail(AtStep):
     """Raise ``RuntimeError`` at the first step at or past ``at`` agent-steps."""
 
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at = at
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self.at:
-            raise RuntimeError("disk on fire")
-        return True
+    def fire(self) -> None:
+        raise RuntimeError("disk on fire")
 
 
 # ------------------------------------------------------------------ errors in training
