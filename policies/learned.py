@@ -81,24 +81,40 @@ def load_maskable_ppo(path: str | Path) -> Any:
     return model
 
 
-def _check_weights(model: Any, source: str) -> None:
-    """Every tensor of ``model.policy``'s state (weights, biases, log std) must be finite:
-    a diverged run's NaN weights load fine and only fail, as a torch traceback, at the
-    first action, after other policies' episodes may have run.
-
-    :raises ValueError: naming the first non-finite tensor.
+def nonfinite_tensors(model: Any, optimizer: bool = False) -> list[tuple[str, int]]:
+    """``(name, number of NaN or inf values)`` of each tensor of ``model.policy``'s state
+    (weights, biases, log std) and, with ``optimizer``, of its optimizer's state (Adam's
+    moments, which a resumed run would step with, named ``optimizer state <i>.<key>``)
+    that is not finite; empty when all are (or ``model`` has no policy state).
     """
     import torch
 
     state = getattr(getattr(model, "policy", None), "state_dict", None)
     if not callable(state):
-        return
-    for name, tensor in state().items():
-        if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise ValueError(f"{source} has {bad} non-finite value(s) in {name} (a diverged "
-                             "training run?); expected a trained MaskablePPO model with "
-                             "finite weights")
+        return []
+    tensors = list(state().items())
+    opt = getattr(model.policy, "optimizer", None) if optimizer else None
+    if opt is not None:
+        tensors += [(f"optimizer state {index}.{key}", t)
+                    for index, entry in opt.state_dict()["state"].items()
+                    for key, t in entry.items() if torch.is_tensor(t)]
+    return [(name, int((~torch.isfinite(t)).sum())) for name, t in tensors
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _check_weights(model: Any, source: str) -> None:
+    """Every tensor of ``model.policy``'s state must be finite (:func:`nonfinite_tensors`):
+    a diverged run's NaN weights load fine and only fail, as a torch traceback, at the
+    first action, after other policies' episodes may have run.
+
+    :raises ValueError: naming the first non-finite tensor.
+    """
+    bad = nonfinite_tensors(model)
+    if bad:
+        name, count = bad[0]
+        raise ValueError(f"{source} has {count} non-finite value(s) in {name} (a diverged "
+                         "training run?); expected a trained MaskablePPO model with "
+                         "finite weights")
 
 
 def _check_spaces(model: Any, source: str) -> None:

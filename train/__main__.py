@@ -61,11 +61,8 @@ ENV_FLAGS = (("scenario", "scenario"), ("agents", "n_agents"), ("limits", "limit
              ("reward_scale", "reward_scale"), ("reward_clip", "reward_clip"))
 
 
-def _ppo_help(text: str, default: object) -> str:
+def _resume_help(text: str, default: object) -> str:
     return f"{text} (default: {default}; with --resume: the checkpoint's)"
-
-
-_env_help = _ppo_help
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Timesteps count agent-steps.")
     a = p.add_argument
     a("--scenario", default=None, choices=("all", *scenario_names()),
-      help=_env_help("scenario, or 'all' to mix them across episodes", DEFAULTS.scenario))
+      help=_resume_help("scenario, or 'all' to mix them across episodes", DEFAULTS.scenario))
     a("--timesteps", type=int, default=DEFAULTS.total_timesteps,
       help="agent-steps to train in this run (default: %(default)s)")
     a("--logdir", default=DEFAULTS.logdir, help="parent of run directories (default: %(default)s)")
@@ -86,14 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--overwrite", action="store_true",
       help="replace an existing --out model and its .json record (default: refuse)")
     a("--limits", default=None, metavar="FILE",
-      help=_env_help("kernel limits TOML file for the training (and --eval-every) "
+      help=_resume_help("kernel limits TOML file for the training (and --eval-every) "
                      "environments; '' = the default limits", "the default limits"))
     a("--resume", default=None, metavar="PATH",
       help="continue training a saved model: PPO, environment and reward flags not given "
            "keep the checkpoint's values, those given are applied (--net-arch must equal "
            "the checkpoint's; a changed reward is warned about); no behaviour cloning")
     a("--seed", type=int, default=DEFAULTS.seed, help="random seed (default: %(default)s)")
-    a("--agents", type=int, default=None, help=_env_help("agents per env", DEFAULTS.n_agents))
+    a("--agents", type=int, default=None, help=_resume_help("agents per env", DEFAULTS.n_agents))
     a("--envs", type=int, default=DEFAULTS.n_envs, help="env copies stacked (default: %(default)s)")
     a("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, metavar="N",
       help="checkpoint every N agent-steps, 0 = never (default: %(default)s)")
@@ -105,32 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
     a("--trust", default=DEFAULTS.trust, choices=TRUST_MODES,
       help="contract signatures (default: %(default)s, fast)")
     a("--reward", default=None, choices=REWARD_MODES,
-      help=_env_help("per-agent env reward, or plus each agent's averted value of lost "
+      help=_resume_help("per-agent env reward, or plus each agent's averted value of lost "
                      "load", DEFAULTS.reward))
     a("--marginal-weight", type=float, default=None,
-      help=_env_help("weight of the term of --reward marginal", DEFAULTS.marginal_weight))
+      help=_resume_help("weight of the term of --reward marginal", DEFAULTS.marginal_weight))
     a("--reward-scale", type=float, default=None,
-      help=_env_help("multiplier of the rewards the learner sees", DEFAULTS.reward_scale))
+      help=_resume_help("multiplier of the rewards the learner sees", DEFAULTS.reward_scale))
     a("--reward-clip", type=float, default=None,
-      help=_env_help("clip of the scaled rewards, > 0, or 0 = no clipping",
+      help=_resume_help("clip of the scaled rewards, > 0, or 0 = no clipping",
                      DEFAULTS.reward_clip))
-    a("--lr", type=float, default=None, help=_ppo_help("PPO learning rate",
+    a("--lr", type=float, default=None, help=_resume_help("PPO learning rate",
                                                         DEFAULTS.learning_rate))
     a("--n-steps", type=int, default=None,
-      help=_ppo_help("rollout steps per agent slot", DEFAULTS.n_steps))
+      help=_resume_help("rollout steps per agent slot", DEFAULTS.n_steps))
     a("--batch-size", type=int, default=None,
-      help=_ppo_help("PPO minibatch size, capped at one rollout", DEFAULTS.batch_size))
+      help=_resume_help("PPO minibatch size, capped at one rollout", DEFAULTS.batch_size))
     a("--n-epochs", type=int, default=None,
-      help=_ppo_help("PPO epochs per rollout", DEFAULTS.n_epochs))
+      help=_resume_help("PPO epochs per rollout", DEFAULTS.n_epochs))
     a("--gamma", type=float, default=None,
-      help=_ppo_help("discount per 1 s step", DEFAULTS.gamma))
-    a("--ent-coef", type=float, default=None, help=_ppo_help("entropy bonus", DEFAULTS.ent_coef))
+      help=_resume_help("discount per 1 s step", DEFAULTS.gamma))
+    a("--ent-coef", type=float, default=None, help=_resume_help("entropy bonus", DEFAULTS.ent_coef))
     a("--clip-range", type=float, default=None,
-      help=_ppo_help("PPO clip range", DEFAULTS.clip_range))
+      help=_resume_help("PPO clip range", DEFAULTS.clip_range))
     a("--target-kl", type=float, default=None,
-      help=_ppo_help("early-stop an update past 1.5x this KL, 0 = off", "off"))
+      help=_resume_help("early-stop an update past 1.5x this KL, 0 = off", "off"))
     a("--net-arch", default=None,
-      help=_ppo_help("hidden layer sizes, comma separated",
+      help=_resume_help("hidden layer sizes, comma separated",
                      ",".join(map(str, DEFAULTS.net_arch))))
     a("--bc-teacher", default=None, choices=TEACHERS,
       help="behaviour-clone this policy before PPO")

@@ -37,7 +37,7 @@ import numpy as np
 
 from gridswarm_env.env import OBS_FIELDS
 from policies.cli_checks import OutputError, write_or_rescue
-from policies.learned import OBS_FIELDS_ATTR
+from policies.learned import OBS_FIELDS_ATTR, nonfinite_tensors
 from train.adapter import GridSwarmVecEnv
 from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig
 from train.errors import TrainingError
@@ -405,17 +405,7 @@ def nonfinite_weights(model) -> list[str]:
     """Names of the tensors of ``model``'s policy (``model.policy.state_dict()``) and of
     its optimizer's state (Adam's moments, which a resumed run would step with) that hold
     a NaN or an infinity; empty when every value is finite."""
-    import torch as th
-
-    bad = [name for name, t in model.policy.state_dict().items()
-           if t.is_floating_point() and not bool(th.isfinite(t).all())]
-    optimizer = getattr(model.policy, "optimizer", None)
-    if optimizer is not None:
-        for index, state in optimizer.state_dict()["state"].items():
-            for key, t in state.items():
-                if th.is_tensor(t) and t.is_floating_point() and not bool(th.isfinite(t).all()):
-                    bad.append(f"optimizer state {index}.{key}")
-    return bad
+    return [name for name, _ in nonfinite_tensors(model, optimizer=True)]
 
 
 def _names(names: list[str], shown: int = 3) -> str:
