@@ -319,6 +319,15 @@ class CostConfig:
             store(self, f.name,
                   check_non_negative(type(self).__name__, f.name, getattr(self, f.name)))
 
+    def battery_cost_per_mwh(self, eta_charge: Any, eta_discharge: Any) -> tuple[Any, Any]:
+        """A battery's true cost of balancing energy at the grid, $/MWh, as
+        ``system_cost`` counts it: up (discharge) ``c_bat + v/η_d`` — wear, and the stored
+        energy it spends — and down (charge) ``c_bat − v·η_c`` — wear, less the stored
+        energy it gains. Scalars or arrays (elementwise)."""
+        value = self.stored_energy_value_per_mwh
+        wear = self.battery_degradation_per_mwh
+        return wear + value / eta_discharge, wear - value * eta_charge
+
 
 @dataclass(frozen=True)
 class RewardConfig:

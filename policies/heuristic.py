@@ -145,9 +145,8 @@ class HeuristicPolicy:
         self._costs = c = cfg.costs
         # a battery's true cost of selling / absorbing 1 MWh: wear ± the stored energy
         # spent (1/η_d of it) or gained (η_c of it), as system_cost counts it
-        value, fleet = c.stored_energy_value_per_mwh, cfg.fleet
-        self._bat_up_cost = c.battery_degradation_per_mwh + value / fleet.battery_eta_discharge
-        self._bat_down_cost = c.battery_degradation_per_mwh - value * fleet.battery_eta_charge
+        self._bat_up_cost, self._bat_down_cost = c.battery_cost_per_mwh(
+            cfg.fleet.battery_eta_charge, cfg.fleet.battery_eta_discharge)
         # full-rate EV charging, in SoC per hour: η_c · P / E
         self._ev_soc_per_h = cfg.fleet.ev_eta_charge / cfg.fleet.ev_energy_per_mw_h
         sigma = cfg.fleet.solar_forecast_error_std + cfg.fleet.solar_variability_std

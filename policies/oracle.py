@@ -464,11 +464,10 @@ def true_cost_per_mwh(kind: np.ndarray, eta_charge: np.ndarray, eta_discharge: n
     :return: ``(up, down)``, each ``(n,)``.
     """
     is_bat = kind == KIND_BATTERY
-    value = costs.stored_energy_value_per_mwh
-    eta_d = np.where(eta_discharge > 0, eta_discharge, 1.0)
-    up = np.where(is_bat, costs.battery_degradation_per_mwh + value / eta_d,
-                  np.where(kind == KIND_EV, costs.ev_deferral_per_mwh, np.inf))
-    down = np.where(is_bat, costs.battery_degradation_per_mwh - value * eta_charge,
+    bat_up, bat_down = costs.battery_cost_per_mwh(
+        eta_charge, np.where(eta_discharge > 0, eta_discharge, 1.0))
+    up = np.where(is_bat, bat_up, np.where(kind == KIND_EV, costs.ev_deferral_per_mwh, np.inf))
+    down = np.where(is_bat, bat_down,
                     np.where(kind == KIND_SOLAR, costs.solar_curtailment_per_mwh, 0.0))
     return up, down
 
