@@ -85,9 +85,29 @@ def test_tiny_run_writes_model_record_checkpoints_and_tensorboard(trained):
                 "grid/emergency/system_cost", "grid/episode/system_cost", "time/fps"):
         assert tag in tags, tag
     costs = [e.value for e in ea.Scalars("grid/episode/system_cost")]
+    assert [e.step for e in ea.Scalars("grid/episode/system_cost")] == [1, 2]  # episode no.
     assert costs == pytest.approx([c for _, c in rec.seen], rel=1e-6)
     blocked = [e.value for e in ea.Scalars("kernel/episode/blocked_attempts")]
     assert blocked == [0.0, 0.0]       # masked predictions are never blocked by the kernel
+
+
+def test_copies_finishing_together_get_their_own_episode_points(tmp_path):
+    """Two env copies end their episodes in the same timestep: each episode is its own
+    tensorboard point (step = episode number); they used to share one step."""
+    steps: list[int] = []
+
+    class When(EpisodeMetricsCallback):
+        def on_episode_end(self, metrics):
+            steps.append(self.num_timesteps)
+
+    cfg = tiny(tmp_path, n_envs=2, n_agents=5, total_timesteps=2 * EMERGENCY_STEPS * 5,
+               batch_size=600, checkpoint_every=0, run_name="two")
+    train(cfg, callbacks=[When()])
+    assert len(steps) == 2 and steps[0] == steps[1]       # the same timestep
+    ea = EventAccumulator(str(tmp_path / "runs" / "two"))
+    ea.Reload()
+    points = ea.Scalars("grid/episode/system_cost")
+    assert [e.step for e in points] == [1, 2]
 
 
 def test_public_hook_sees_every_episode(trained):

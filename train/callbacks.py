@@ -8,8 +8,12 @@ is ``raw.episode_metrics()``, :mod:`gridswarm_env.metrics`) and logs it:
   SB3's own scalars at each dump): ``grid/…``, ``market/…``, ``trust/…``,
   ``kernel/…`` (:data:`KPI_TAGS`), and ``grid/<scenario>/system_cost`` per scenario
   (``scenario="all"`` mixes scenarios whose costs differ by orders of magnitude);
-* per finished episode, straight to the tensorboard writer at the current
-  timestep: ``<namespace>/episode/<name>`` (and ``grid/<scenario>/episode/system_cost``).
+* per finished episode, straight to the tensorboard writer:
+  ``<namespace>/episode/<name>`` (and ``grid/<scenario>/episode/system_cost``), with
+  the episode's number (1, 2, …, in the order episodes finish) as tensorboard's step:
+  with ``--envs`` > 1 several copies can finish in the same timestep, and one step
+  per episode keeps each point apart (the rollout means above stay on the timestep
+  axis).
 
 Like SB3's callbacks (a public ``on_step`` around an abstract ``_on_step``), the
 class keeps SB3's ``_on_step`` and exposes a public hook, :meth:`on_episode_end`,
@@ -109,7 +113,7 @@ class EpisodeMetricsCallback(BaseCallback):
             self.logger.record_mean(tag, value)
         if self.per_episode and self._writer is not None:
             for tag, value in scalars.items():
-                self._writer.add_scalar(_episode_tag(tag), value, self.num_timesteps)
+                self._writer.add_scalar(_episode_tag(tag), value, self.n_episodes)
         self.logger.record("grid/episodes", self.n_episodes)
 
 
