@@ -1342,6 +1342,10 @@ class ContractLedger:
         # every field was validated above; ids are the registry's (bounded length): skip
         # the per-contract re-validation unless an id could be too long for the encoding
         validate = registry._max_id_bytes + _ID_AFFIX_BYTES > _MAX_STRING_BYTES
+        # _contract_unchecked and _signed_unchecked, inlined with their slot stores written
+        # out: a bare object of the layout class and ten plain stores cost less than a
+        # call of the layout class (its __init__ does the same stores)
+        new = object.__new__
         contract_layout, signed_layout = _ContractLayout, _SignedContractLayout
         contract_class, signed_class = Contract, SignedContract
         contracts: list[Contract] = []
@@ -1367,20 +1371,31 @@ class ContractLedger:
                      end, nonce, len(cid_bytes), len(aid_bytes), n_operator, n_product),
                 cid_bytes, aid_bytes, tail,
             ))
-            # _contract_unchecked, inlined
-            contract = contract_layout(cid, round_index, aid, operator_id, p, pr, start, end,
-                                       nonce, product)
-            contract.__class__ = contract_class
-            add_contract(contract)
             add_signer(signers[a])
             add_signer(operator_sign)
             add_message(message)
             add_message(message)
+            contract = new(contract_layout)
+            contract.contract_id = cid
+            contract.round_index = round_index
+            contract.agent_id = aid
+            contract.operator_id = operator_id
+            contract.power_mw = p
+            contract.price_per_mwh = pr
+            contract.window_start_s = start
+            contract.window_end_s = end
+            contract.nonce = nonce
+            contract.product = product
+            contract.__class__ = contract_class
+            add_contract(contract)
             append_id(cid)
         signatures = registry._sign_many(sign_calls, messages)
-        for i, contract in enumerate(contracts):
-            # _signed_unchecked, inlined
-            signed = signed_layout(contract, signatures[2 * i], signatures[2 * i + 1])
+        for contract, agent_signature, operator_signature in zip(
+                contracts, signatures[0::2], signatures[1::2], strict=True):
+            signed = new(signed_layout)
+            signed.contract = contract
+            signed.agent_signature = agent_signature
+            signed.operator_signature = operator_signature
             signed.__class__ = signed_class
             append(signed)
         self._counter = counter
