@@ -252,8 +252,13 @@ class _HmacSha256Key:
         return outer.digest()
 
     def verify(self, signature: bytes, message: bytes) -> None:
-        """Same calling convention as ``Ed25519PublicKey.verify``."""
-        if not hmac.compare_digest(self.sign(message), signature):
+        """Same calling convention as ``Ed25519PublicKey.verify``; the tag is computed as
+        in :meth:`sign` (written out: one call fewer per check)."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        if not hmac.compare_digest(outer.digest(), signature):
             raise InvalidSignature
 
     def __repr__(self) -> str:
@@ -403,12 +408,23 @@ def _verify_serial(
 ) -> list[int]:
     """:func:`_contract_verdict` of every contract ``i`` (``verifiers[i]``,
     ``agent_signatures[i]``, ``operator_signatures[i]``, ``messages[i]``), in this
-    thread."""
-    return [
-        _contract_verdict(verify, operator_verify, agent_sig, operator_sig, message)
-        for verify, agent_sig, operator_sig, message in zip(
-            verifiers, agent_signatures, operator_signatures, messages, strict=True)
-    ]
+    thread (inlined: the same checks in the same order)."""
+    codes: list[int] = []
+    add = codes.append
+    for verify, agent_sig, operator_sig, message in zip(
+            verifiers, agent_signatures, operator_signatures, messages, strict=True):
+        try:
+            verify(agent_sig, message)
+        except InvalidSignature:
+            add(1)
+            continue
+        try:
+            operator_verify(operator_sig, message)
+        except InvalidSignature:
+            add(2)
+            continue
+        add(0)
+    return codes
 
 
 def _spread(task: Callable[[int], Any], n: int, threads: int) -> list[Any]:
