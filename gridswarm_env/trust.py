@@ -1372,7 +1372,7 @@ class ContractLedger:
             offset += step
             if validate:   # raises ValueError naming a contract id that is too long
                 Contract(cid, round_index, aid, operator_id, p, pr, start, end, nonce, product)
-            cid_bytes = cid.encode("utf-8")
+            cid_bytes = cid.encode()   # UTF-8
             aid_bytes = agent_bytes[a]
             message = join((
                 pack(_CONTRACT_MAGIC, CONTRACT_FORMAT_VERSION, round_index, p, pr, start,
@@ -1813,7 +1813,7 @@ class ContractLedger:
                             and end > start
                         )
                         if usual:
-                            cid_bytes = cid.encode("utf-8")
+                            cid_bytes = cid.encode()   # UTF-8
                             aid_bytes = agent_bytes[position]
                             product_b = product_bytes[product]
                             message = join((
