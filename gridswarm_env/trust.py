@@ -93,7 +93,6 @@ import heapq
 import hmac
 import json
 import math
-import operator
 import os
 import re
 import struct
@@ -253,8 +252,13 @@ class _HmacSha256Key:
         return outer.digest()
 
     def verify(self, signature: bytes, message: bytes) -> None:
-        """Same calling convention as ``Ed25519PublicKey.verify``."""
-        if not hmac.compare_digest(self.sign(message), signature):
+        """Same calling convention as ``Ed25519PublicKey.verify``; the tag is computed as
+        in :meth:`sign` (written out: one call fewer per check)."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        if not hmac.compare_digest(outer.digest(), signature):
             raise InvalidSignature
 
     def __repr__(self) -> str:
@@ -404,12 +408,23 @@ def _verify_serial(
 ) -> list[int]:
     """:func:`_contract_verdict` of every contract ``i`` (``verifiers[i]``,
     ``agent_signatures[i]``, ``operator_signatures[i]``, ``messages[i]``), in this
-    thread."""
-    return [
-        _contract_verdict(verify, operator_verify, agent_sig, operator_sig, message)
-        for verify, agent_sig, operator_sig, message in zip(
-            verifiers, agent_signatures, operator_signatures, messages, strict=True)
-    ]
+    thread (inlined: the same checks in the same order)."""
+    codes: list[int] = []
+    add = codes.append
+    for verify, agent_sig, operator_sig, message in zip(
+            verifiers, agent_signatures, operator_signatures, messages, strict=True):
+        try:
+            verify(agent_sig, message)
+        except InvalidSignature:
+            add(1)
+            continue
+        try:
+            operator_verify(operator_sig, message)
+        except InvalidSignature:
+            add(2)
+            continue
+        add(0)
+    return codes
 
 
 def _spread(task: Callable[[int], Any], n: int, threads: int) -> list[Any]:
@@ -1027,13 +1042,6 @@ class RejectReason(StrEnum):
 
 #: the reason of each code of IdentityRegistry._verify_many (0: both signatures valid)
 _SIGNATURE_VERDICTS = (None, RejectReason.BAD_AGENT_SIGNATURE, RejectReason.BAD_OPERATOR_SIGNATURE)
-#: the fields a screened contract must still hold, by identity, for its signature verdict
-#: to be reused at dispatch (contract_id and agent_id first, then nonce and window: the
-#: order ContractLedger._screen reads them in)
-_is = operator.is_
-_screened_fields = operator.attrgetter(
-    "contract_id", "agent_id", "nonce", "window_start_s", "window_end_s", "power_mw",
-    "price_per_mwh", "operator_id", "product", "round_index")
 
 _MALFORMED_ERRORS = (
     struct.error,
@@ -1208,8 +1216,8 @@ class ContractLedger:
         self._used_nonces: set[bytes] = set()
         # ids that passed authenticate() this epoch (a holder receives a contract once)
         self._received_ids: set[str] = set()
-        # the last screen_batch's signature verdicts: id(item) -> (item, contract, its
-        # field values, agent signature, operator signature, verdict code), see _screen
+        # the last screen_batch's signature verdicts: id(item) -> (item, (what was read
+        # from it and verified, its verdict code)), see _screen
         self._screened: dict[int, tuple] = {}
         # accepted ids and nonces bucketed by window end (two parallel lists per end), and
         # a heap of those ends (a batch shares one end: no per-contract heap operation)
@@ -1342,6 +1350,10 @@ class ContractLedger:
         # every field was validated above; ids are the registry's (bounded length): skip
         # the per-contract re-validation unless an id could be too long for the encoding
         validate = registry._max_id_bytes + _ID_AFFIX_BYTES > _MAX_STRING_BYTES
+        # _contract_unchecked and _signed_unchecked, inlined with their slot stores written
+        # out: a bare object of the layout class and ten plain stores cost less than a
+        # call of the layout class (its __init__ does the same stores)
+        new = object.__new__
         contract_layout, signed_layout = _ContractLayout, _SignedContractLayout
         contract_class, signed_class = Contract, SignedContract
         contracts: list[Contract] = []
@@ -1360,27 +1372,38 @@ class ContractLedger:
             offset += step
             if validate:   # raises ValueError naming a contract id that is too long
                 Contract(cid, round_index, aid, operator_id, p, pr, start, end, nonce, product)
-            cid_bytes = cid.encode("utf-8")
+            cid_bytes = cid.encode()   # UTF-8
             aid_bytes = agent_bytes[a]
             message = join((
                 pack(_CONTRACT_MAGIC, CONTRACT_FORMAT_VERSION, round_index, p, pr, start,
                      end, nonce, len(cid_bytes), len(aid_bytes), n_operator, n_product),
                 cid_bytes, aid_bytes, tail,
             ))
-            # _contract_unchecked, inlined
-            contract = contract_layout(cid, round_index, aid, operator_id, p, pr, start, end,
-                                       nonce, product)
-            contract.__class__ = contract_class
-            add_contract(contract)
             add_signer(signers[a])
             add_signer(operator_sign)
             add_message(message)
             add_message(message)
+            contract = new(contract_layout)
+            contract.contract_id = cid
+            contract.round_index = round_index
+            contract.agent_id = aid
+            contract.operator_id = operator_id
+            contract.power_mw = p
+            contract.price_per_mwh = pr
+            contract.window_start_s = start
+            contract.window_end_s = end
+            contract.nonce = nonce
+            contract.product = product
+            contract.__class__ = contract_class
+            add_contract(contract)
             append_id(cid)
         signatures = registry._sign_many(sign_calls, messages)
-        for i, contract in enumerate(contracts):
-            # _signed_unchecked, inlined
-            signed = signed_layout(contract, signatures[2 * i], signatures[2 * i + 1])
+        for contract, agent_signature, operator_signature in zip(
+                contracts, signatures[0::2], signatures[1::2], strict=True):
+            signed = new(signed_layout)
+            signed.contract = contract
+            signed.agent_signature = agent_signature
+            signed.operator_signature = operator_signature
             signed.__class__ = signed_class
             append(signed)
         self._counter = counter
@@ -1682,15 +1705,18 @@ class ContractLedger:
         """The first two passes of :meth:`_check_batch`.
 
         :return: per item a plan — ``None`` (not the usual form: :meth:`_check`
-            decides), ``WRONG_AGENT``, or ``(contract_id, nonce, window_start_s,
-            window_end_s, code)``; the expected agents of the ``None`` items; the
-            signature verdict codes (:func:`_contract_verdict`) of the plans whose
-            ``code`` is ``None``, in order. A plan's ``code`` is already set, and the
-            item is neither re-read nor re-encoded, for an item found in ``screened``
-            (popped from it) that still holds the very contract, field values and
-            signature objects screened (compared by identity; the entry keeps them
-            alive, so no id is reused): an object changed behind its frozen fields since
-            is verified afresh.
+            decides), ``WRONG_AGENT``, or ``(seen, code)``; the expected agents of the
+            ``None`` items; the signature verdict codes (:func:`_contract_verdict`) of
+            the plans whose ``code`` is ``None``, in order. ``seen`` holds what was read
+            from the item, encoded and verified: ``(contract_id, agent_id, nonce,
+            window_start_s, window_end_s, power_mw, price_per_mwh, operator_id,
+            product, round_index, contract, agent_signature, operator_signature)``. A
+            plan's ``code`` is already set, and the item is neither re-encoded nor
+            re-verified, for an item found in ``screened`` (popped from it: its entry is
+            ``(item, plan)``) that still holds the very contract, field values and
+            signature objects of its ``seen`` (compared by identity; the entry keeps
+            them alive, so no id is reused): an object changed behind its frozen fields
+            since is verified afresh.
         """
         registry = self._registry
         agent_index = registry._agent_index.get
@@ -1705,14 +1731,15 @@ class ContractLedger:
         join = b"".join
         isfinite = math.isfinite
         product_bytes = _PRODUCT_BYTES
+        wrong_agent = RejectReason.WRONG_AGENT
         pairs = (
             zip(items, repeat(None))
             if expected_agents is None
             else zip(items, expected_agents, strict=True)
         )
         # pass 1: per item, None (-> _check, with its expected agent in slow_expected),
-        # WRONG_AGENT, or the fields the third pass needs; the fast-path items' signature
-        # checks, in item order
+        # WRONG_AGENT, or (seen, code); the fast-path items' signature checks, in item
+        # order
         plans: list[Any] = []
         plan = plans.append
         slow_expected: list[str | None] = []
@@ -1728,15 +1755,25 @@ class ContractLedger:
             if screened:
                 hit = screened.pop(id(item), None)
                 if hit is not None and hit[0] is item:
-                    contract = item.contract
-                    fields = hit[2]
-                    if (contract is hit[1] and item.agent_signature is hit[3]
-                            and item.operator_signature is hit[4]
-                            and all(map(_is, _screened_fields(contract), fields))):
-                        if expected is not None and fields[1] != expected:
-                            plan(RejectReason.WRONG_AGENT)
-                        else:   # verified on screening
-                            plan((fields[0], fields[2], fields[3], fields[4], hit[5]))
+                    entry = hit[1]
+                    (cid, aid, nonce, start, end, power, price, operator, product,
+                     round_index, contract, agent_sig, operator_sig) = entry[0]
+                    c = item.contract
+                    if (c is contract
+                            and item.agent_signature is agent_sig
+                            and item.operator_signature is operator_sig
+                            and c.contract_id is cid
+                            and c.agent_id is aid
+                            and c.nonce is nonce
+                            and c.window_start_s is start
+                            and c.window_end_s is end
+                            and c.power_mw is power
+                            and c.price_per_mwh is price
+                            and c.operator_id is operator
+                            and c.product is product
+                            and c.round_index is round_index):   # verified on screening
+                        plan(wrong_agent if expected is not None and aid != expected
+                             else entry)
                         continue
             usual = False
             try:
@@ -1752,6 +1789,7 @@ class ContractLedger:
                         price = contract.price_per_mwh
                         operator = contract.operator_id
                         product = contract.product
+                        round_index = contract.round_index
                         agent_sig = item.agent_signature
                         operator_sig = item.operator_signature
                         position = agent_index(aid) if type(aid) is str else None
@@ -1775,14 +1813,13 @@ class ContractLedger:
                             and end > start
                         )
                         if usual:
-                            cid_bytes = cid.encode("utf-8")
+                            cid_bytes = cid.encode()   # UTF-8
                             aid_bytes = agent_bytes[position]
                             product_b = product_bytes[product]
                             message = join((
-                                pack(_CONTRACT_MAGIC, CONTRACT_FORMAT_VERSION,
-                                     contract.round_index, power, price, start, end, nonce,
-                                     len(cid_bytes), len(aid_bytes), n_operator,
-                                     len(product_b)),
+                                pack(_CONTRACT_MAGIC, CONTRACT_FORMAT_VERSION, round_index,
+                                     power, price, start, end, nonce, len(cid_bytes),
+                                     len(aid_bytes), n_operator, len(product_b)),
                                 cid_bytes, aid_bytes, operator_bytes, product_b,
                             ))
             except _MALFORMED_ERRORS:   # e.g. an unencodable id or a round >= 2**64
@@ -1791,9 +1828,10 @@ class ContractLedger:
                 plan(None)
                 slow_expected.append(expected)
             elif expected is not None and aid != expected:
-                plan(RejectReason.WRONG_AGENT)
+                plan(wrong_agent)
             else:
-                plan((cid, nonce, start, end, None))
+                plan(((cid, aid, nonce, start, end, power, price, operator, product,
+                       round_index, contract, agent_sig, operator_sig), None))
                 add_verifier(verifiers[position])
                 add_agent_signature(agent_sig)
                 add_operator_signature(operator_sig)
@@ -1847,24 +1885,23 @@ class ContractLedger:
         add_reason = reasons.append
         tag, used_ids, used_nonces = self._epoch_tag, self._used_ids, self._used_nonces
         for item, entry in zip(items, plans, strict=True):
-            if entry is None:
+            if type(entry) is tuple:
+                seen = entry[0]
+                code = next(verdicts)
+                screened[id(item)] = (item, (seen, code))
+                if code:
+                    add_reason(_SIGNATURE_VERDICTS[code])
+                    continue
+                cid, nonce, end = seen[0], seen[2], seen[4]
+            elif entry is None:
                 reason, contract = self._authenticate(item, next(slow))
                 if contract is None:
                     add_reason(reason)
                     continue
                 cid, nonce, end = contract.contract_id, contract.nonce, contract.window_end_s
-            elif type(entry) is RejectReason:
+            else:   # WRONG_AGENT
                 add_reason(entry)
                 continue
-            else:
-                cid, nonce, _, end, _ = entry
-                code = next(verdicts)
-                contract = item.contract
-                screened[id(item)] = (item, contract, _screened_fields(contract),
-                                      item.agent_signature, item.operator_signature, code)
-                if code:
-                    add_reason(_SIGNATURE_VERDICTS[code])
-                    continue
             # the replay evidence of _replayed, inlined
             if not nonce.startswith(tag) or cid in used_ids or nonce in used_nonces:
                 add_reason(RejectReason.REPLAYED)
@@ -1892,21 +1929,22 @@ class ContractLedger:
         accept = accepted.append
         slow_expectations = iter(slow_expected)
         for item, entry in zip(items, plans, strict=True):
-            if entry is None:
-                reason = check(item, now_s, next(slow_expectations))
-                if reason is None:
-                    accept(item.contract.contract_id)
-                add_reason(reason)
+            if type(entry) is not tuple:
+                if entry is None:
+                    reason = check(item, now_s, next(slow_expectations))
+                    if reason is None:
+                        accept(item.contract.contract_id)
+                    add_reason(reason)
+                else:   # WRONG_AGENT
+                    add_reason(entry)
                 continue
-            if type(entry) is RejectReason:
-                add_reason(entry)
-                continue
-            cid, nonce, start, end, code = entry
+            seen, code = entry
             if code is None:
                 code = next(verdicts)
             if code:
                 add_reason(_SIGNATURE_VERDICTS[code])
                 continue
+            cid, nonce, start, end = seen[0], seen[2], seen[3], seen[4]
             if now_s < start - tolerance:
                 add_reason(RejectReason.NOT_YET_VALID)
             elif clock >= end:

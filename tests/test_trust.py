@@ -1089,6 +1089,31 @@ class TestScreenBatch:
         ledger.verify_batch(signed[2:4], 10.6)
         assert checked == [len(signed), 3, 2]
 
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_the_screening_memo_compares_fields_by_identity_not_equality(self, mode):
+        # a field swapped for an equal value after screening is verified afresh: -0.0 ==
+        # 0.0 but encodes differently (a forgery), an equal str copy encodes the same
+        registry, ledger = make_ledger(mode)
+        checked: list[int] = []
+        verify_many = registry._verify_many
+
+        def counting(*args):
+            checked.append(len(args[-1]))
+            return verify_many(*args)
+
+        registry._verify_many = counting
+        n = len(AGENTS)
+        signed = ledger.issue(0, np.arange(n), np.linspace(-1.0, 1.0, n), 0.0, 10.0, 11.0)
+        assert ledger.screen_batch(signed, 10.0) == [None] * n
+        object.__setattr__(signed[0].contract, "price_per_mwh", -0.0)
+        cid = signed[1].contract.contract_id
+        copy = "".join(list(cid))
+        assert copy == cid and copy is not cid
+        object.__setattr__(signed[1].contract, "contract_id", copy)
+        _, reasons = ledger.verify_batch(signed, 10.5)
+        assert checked == [n, 2]
+        assert reasons == [RejectReason.BAD_AGENT_SIGNATURE, *[None] * (n - 1)]
+
     def test_bad_arguments_are_refused(self):
         _, ledger = make_ledger("hmac")
         signed = issue_round(ledger)
