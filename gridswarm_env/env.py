@@ -367,6 +367,7 @@ class GridSwarmEnv(ParallelEnv):
         self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
         self._next_ref = 0
         self._arrived: list = []   # contracts delivered this step: (signed, owner), in order
+        self._arrived_reserve = False   # a reserve contract among them
         self.contracts_lost = 0    # contracts the bus refused (CONTROL lane full)
         self.stale_bids = 0
         # what agents know (from delivered messages)
@@ -657,11 +658,11 @@ class GridSwarmEnv(ParallelEnv):
         # new array every step, never written in place)
         self._update_feasible()
         truncated = self.step_index >= sc.episode_steps
-        would_mw = float(np.add.reduce(ex.p_mean_mw))
+        would_mw = ex.p_mean_sum_mw
         self.last_info = {
             "step": k, "t_s": t1, "freq_hz": float(freq[-1]),
-            "freq_min_hz": float(np.minimum.reduce(freq)),
-            "freq_max_hz": float(np.maximum.reduce(freq)),
+            "freq_min_hz": self.metrics.step_min_hz,   # of freq, from record_frequency
+            "freq_max_hz": self.metrics.step_max_hz,
             "requirement_mw": float(self._requirement_mean_mw[k]),
             "request_mw": float(clearing.request_mw),
             "delivered_mw": would_mw if p_exec is ex.p_mean_mw else float(np.add.reduce(p_exec)),
@@ -935,7 +936,8 @@ class GridSwarmEnv(ParallelEnv):
         audited) and never earns anything; its award is withdrawn once no copy of it is
         held or still on the bus (:meth:`_copy_failed`). A reserve award whose contract
         never arrives is never held.
-        Energy contracts are verified at dispatch.
+        Energy contracts are verified at dispatch. Without a reserve contract among the
+        deliveries (the usual step) they are all kept as delivered.
         """
         refs = self._contract_refs
         arrived = []
@@ -944,11 +946,11 @@ class GridSwarmEnv(ParallelEnv):
         for d in deliveries:
             con = d.topic(TOPIC_CONTRACTS)
             if len(con.recipients):
-                arrived.extend(refs.pop(ref) for ref in con.payloads.tolist())
+                arrived += map(refs.pop, con.payloads.tolist())
                 if reserve:
                     times.extend(con.delivery_times_s.tolist())
-        if not arrived:
-            self._arrived = arrived
+        if not arrived or "reserve" not in [c.contract.product for c, _ in arrived]:
+            self._arrived, self._arrived_reserve = arrived, False
             return
         kept = []
         names = self.possible_agents
@@ -974,7 +976,7 @@ class GridSwarmEnv(ParallelEnv):
             kept.append(item)
         if held:
             self._refresh_standing()
-        self._arrived = kept
+        self._arrived, self._arrived_reserve = kept, held   # held: a reserve contract kept
 
     def _verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Verify the energy contracts held for the window starting now; rejected → 0 MW.
@@ -1108,12 +1110,11 @@ class GridSwarmEnv(ParallelEnv):
             p_exec, net_min, net_max = ex.p_mean_mw, ex.net_min_mw, ex.net_max_mw
             apply_energy(f, ex.energy_delta_mwh)
         # independent check of what was executed (kernel.check_executed, thresholds cached)
-        report = self._checker.check(
+        count = self._checker.count(
             net_min_mw=net_min, net_max_mw=net_max, p_now_mw=p_exec,
             p_prev_mw=self.last_p_mw, energy_before_mwh=energy_before,
             energy_after_mwh=f.energy_mwh, solar_available_mw=f.solar_available_mw,
             plugged=f.plugged)
-        count = int(np.count_nonzero(report.any))
         self.metrics.executed_violations += count
         return freq, p_exec, count
 
@@ -1190,7 +1191,8 @@ class GridSwarmEnv(ParallelEnv):
         self.metrics.record_dispatch(f.kind, p_exec, float(self._requirement_mean_mw[k]),
                                      float(add(payments)), float(add(penalties)),
                                      float(add(unmet)),
-                                     None if cfg.shadow else ex.energy_delta_mwh)
+                                     None if cfg.shadow else ex.energy_delta_mwh,
+                                     ex.p_mean_sum_mw if p_exec is ex.p_mean_mw else None)
         mean_dev_hz = self._dev_sum_hz / freq.size   # Σ|f − 60| from record_frequency
         grid_term = cfg.reward.grid_weight * mean_dev_hz / cfg.reward.band_hz
         payments -= own_cost
@@ -1224,8 +1226,9 @@ class GridSwarmEnv(ParallelEnv):
                 self.sig_age[r] = 0.0
         items = self._arrived   # this step's deliveries, see _receive_contracts
         if items:
-            energy = [it for it in items if it[0].contract.product != "reserve"]
-            if len(energy) < len(items):
+            energy = items
+            if self._arrived_reserve:
+                energy = [it for it in items if it[0].contract.product != "reserve"]
                 self.reserve_contracts.extend(
                     it for it in items if it[0].contract.product == "reserve")
             if energy:
