@@ -127,12 +127,16 @@ SIGNAL_DTYPE = np.dtype([("round", np.int32), ("request_mw", np.float64),
 EMERGENCY_DTYPE = np.dtype([("event_s", np.float64), ("lost_mw", np.float64)])
 
 
-def _add_by_owner(target: np.ndarray, owners: list[int], values: list[float]) -> np.ndarray:
+def _add_by_owner(target: np.ndarray, owners: list[int], values: list[float],
+                  distinct: bool | None = None) -> np.ndarray:
     """``target[owners[i]] += values[i]`` in order (``np.add.at``); one fancy ``+=`` when
-    the owners are distinct (the same result, faster). Returns the owners as an array."""
+    the owners are distinct (the same result, faster; ``distinct`` says so when the
+    caller knows). Returns the owners as an array."""
     idx = np.array(owners, dtype=np.intp)
     vals = np.array(values, dtype=float)
-    if len(set(owners)) == len(owners):
+    if distinct is None:
+        distinct = len(set(owners)) == len(owners)
+    if distinct:
         target[idx] += vals
     else:
         np.add.at(target, idx, vals)
@@ -1001,11 +1005,12 @@ class GridSwarmEnv(ParallelEnv):
                 signed, owners = [signed[g] for g in keep], [owners[g] for g in keep]
             if signed:
                 terms = [c.contract for c in signed]
-                idx = _add_by_owner(mw, owners, [c.power_mw for c in terms])
+                distinct = len(set(owners)) == len(owners)
+                idx = _add_by_owner(mw, owners, [c.power_mw for c in terms], distinct)
                 if self._awaiting_energy_response:
                     self._energy_response(terms, now_s)
                 prices = np.array([c.price_per_mwh for c in terms], dtype=float)
-                if len(set(owners)) == len(owners):
+                if distinct:
                     price[idx] = prices
                 else:   # several contracts for one agent: the power-weighted price
                     value = np.zeros(n)
