@@ -1302,7 +1302,7 @@ class GridSwarmEnv(ParallelEnv):
         t[9] = self.last_p_mw
         t[10] = self._standing_mw
         np.divide(t[5:11], self._safe_rated, out=t[5:11])
-        t[11] = np.isfinite(self.activation_s)
+        np.isfinite(self.activation_s, out=t[11])   # True/False stored as 1.0/0.0
         # rows 12-18: (x − offset) / scale per row in two calls (x − 0.0 and x / 1.0 are x)
         t[12] = self.sig_request
         t[13] = self.sig_price
