@@ -42,6 +42,7 @@ class Execution:
     clamped: np.ndarray            # bool: the physical guard changed the planned power
     reserve_share: np.ndarray      # mean activated share of the standing reserve
     baseline_mw: np.ndarray        # the baseline actually followed (p = 0 schedule, feasible)
+    p_mean_sum_mw: float           # Σ p_mean_mw over agents (np.add.reduce, index order)
 
 
 def activation_share(activation_s: np.ndarray, t0_s: float, n_substeps: int,
@@ -94,21 +95,26 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
         delta = energy_change_mwh(fleet, net[:, 0], sub_h, c)
         for s in range(1, n_substeps):   # loop over sub-steps (20), vectorized over agents
             delta = delta + energy_change_mwh(fleet, net[:, s], sub_h, c)
+        p_mean = p.mean(axis=1)
         return Execution(
-            p_mean_mw=p.mean(axis=1), planned_mean_mw=planned.mean(axis=1),
+            p_mean_mw=p_mean, planned_mean_mw=planned.mean(axis=1),
             p_total_sub_mw=p.sum(axis=0), net_min_mw=net.min(axis=1),
             net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
             clamped=(np.abs(p - planned) > 1e-9).any(axis=1),
-            reserve_share=share.mean(axis=1), baseline_mw=base)
+            reserve_share=share.mean(axis=1), baseline_mw=base,
+            p_mean_sum_mw=float(np.add.reduce(p_mean)))
     share = np.where(activation_s <= t0_s, 1.0, 0.0) if activated else np.zeros(
         activation_s.shape[0])
     planned = reserve_mw * share
     planned += contract_mw
     p = fast_clip(planned, p_lo, p_hi)
     net = base + p
+    p_sum = float(np.add.reduce(p))
+    total_sub = np.empty(n_substeps)   # np.full without its Python-level overhead
+    total_sub.fill(p_sum)
     return Execution(
-        p_mean_mw=p, planned_mean_mw=planned,
-        p_total_sub_mw=np.full(n_substeps, float(np.add.reduce(p))),
+        p_mean_mw=p, planned_mean_mw=planned, p_mean_sum_mw=p_sum,
+        p_total_sub_mw=total_sub,
         net_min_mw=net, net_max_mw=net,
         energy_delta_mwh=energy_change_mwh(fleet, net, h, c),
         clamped=np.abs(p - planned) > 1e-9, reserve_share=share, baseline_mw=base)

@@ -127,12 +127,16 @@ SIGNAL_DTYPE = np.dtype([("round", np.int32), ("request_mw", np.float64),
 EMERGENCY_DTYPE = np.dtype([("event_s", np.float64), ("lost_mw", np.float64)])
 
 
-def _add_by_owner(target: np.ndarray, owners: list[int], values: list[float]) -> np.ndarray:
+def _add_by_owner(target: np.ndarray, owners: list[int], values: list[float],
+                  distinct: bool | None = None) -> np.ndarray:
     """``target[owners[i]] += values[i]`` in order (``np.add.at``); one fancy ``+=`` when
-    the owners are distinct (the same result, faster). Returns the owners as an array."""
+    the owners are distinct (the same result, faster; ``distinct`` says so when the
+    caller knows). Returns the owners as an array."""
     idx = np.array(owners, dtype=np.intp)
     vals = np.array(values, dtype=float)
-    if len(set(owners)) == len(owners):
+    if distinct is None:
+        distinct = len(set(owners)) == len(owners)
+    if distinct:
         target[idx] += vals
     else:
         np.add.at(target, idx, vals)
@@ -367,6 +371,7 @@ class GridSwarmEnv(ParallelEnv):
         self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
         self._next_ref = 0
         self._arrived: list = []   # contracts delivered this step: (signed, owner), in order
+        self._arrived_reserve = False   # a reserve contract among them
         self.contracts_lost = 0    # contracts the bus refused (CONTROL lane full)
         self.stale_bids = 0
         # what agents know (from delivered messages)
@@ -657,11 +662,11 @@ class GridSwarmEnv(ParallelEnv):
         # new array every step, never written in place)
         self._update_feasible()
         truncated = self.step_index >= sc.episode_steps
-        would_mw = float(np.add.reduce(ex.p_mean_mw))
+        would_mw = ex.p_mean_sum_mw
         self.last_info = {
             "step": k, "t_s": t1, "freq_hz": float(freq[-1]),
-            "freq_min_hz": float(np.minimum.reduce(freq)),
-            "freq_max_hz": float(np.maximum.reduce(freq)),
+            "freq_min_hz": self.metrics.step_min_hz,   # of freq, from record_frequency
+            "freq_max_hz": self.metrics.step_max_hz,
             "requirement_mw": float(self._requirement_mean_mw[k]),
             "request_mw": float(clearing.request_mw),
             "delivered_mw": would_mw if p_exec is ex.p_mean_mw else float(np.add.reduce(p_exec)),
@@ -935,7 +940,8 @@ class GridSwarmEnv(ParallelEnv):
         audited) and never earns anything; its award is withdrawn once no copy of it is
         held or still on the bus (:meth:`_copy_failed`). A reserve award whose contract
         never arrives is never held.
-        Energy contracts are verified at dispatch.
+        Energy contracts are verified at dispatch. Without a reserve contract among the
+        deliveries (the usual step) they are all kept as delivered.
         """
         refs = self._contract_refs
         arrived = []
@@ -944,11 +950,11 @@ class GridSwarmEnv(ParallelEnv):
         for d in deliveries:
             con = d.topic(TOPIC_CONTRACTS)
             if len(con.recipients):
-                arrived.extend(refs.pop(ref) for ref in con.payloads.tolist())
+                arrived += map(refs.pop, con.payloads.tolist())
                 if reserve:
                     times.extend(con.delivery_times_s.tolist())
-        if not arrived:
-            self._arrived = arrived
+        if not arrived or "reserve" not in [c.contract.product for c, _ in arrived]:
+            self._arrived, self._arrived_reserve = arrived, False
             return
         kept = []
         names = self.possible_agents
@@ -974,7 +980,7 @@ class GridSwarmEnv(ParallelEnv):
             kept.append(item)
         if held:
             self._refresh_standing()
-        self._arrived = kept
+        self._arrived, self._arrived_reserve = kept, held   # held: a reserve contract kept
 
     def _verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Verify the energy contracts held for the window starting now; rejected → 0 MW.
@@ -999,11 +1005,12 @@ class GridSwarmEnv(ParallelEnv):
                 signed, owners = [signed[g] for g in keep], [owners[g] for g in keep]
             if signed:
                 terms = [c.contract for c in signed]
-                idx = _add_by_owner(mw, owners, [c.power_mw for c in terms])
+                distinct = len(set(owners)) == len(owners)
+                idx = _add_by_owner(mw, owners, [c.power_mw for c in terms], distinct)
                 if self._awaiting_energy_response:
                     self._energy_response(terms, now_s)
                 prices = np.array([c.price_per_mwh for c in terms], dtype=float)
-                if len(set(owners)) == len(owners):
+                if distinct:
                     price[idx] = prices
                 else:   # several contracts for one agent: the power-weighted price
                     value = np.zeros(n)
@@ -1108,12 +1115,11 @@ class GridSwarmEnv(ParallelEnv):
             p_exec, net_min, net_max = ex.p_mean_mw, ex.net_min_mw, ex.net_max_mw
             apply_energy(f, ex.energy_delta_mwh)
         # independent check of what was executed (kernel.check_executed, thresholds cached)
-        report = self._checker.check(
+        count = self._checker.count(
             net_min_mw=net_min, net_max_mw=net_max, p_now_mw=p_exec,
             p_prev_mw=self.last_p_mw, energy_before_mwh=energy_before,
             energy_after_mwh=f.energy_mwh, solar_available_mw=f.solar_available_mw,
             plugged=f.plugged)
-        count = int(np.count_nonzero(report.any))
         self.metrics.executed_violations += count
         return freq, p_exec, count
 
@@ -1190,7 +1196,8 @@ class GridSwarmEnv(ParallelEnv):
         self.metrics.record_dispatch(f.kind, p_exec, float(self._requirement_mean_mw[k]),
                                      float(add(payments)), float(add(penalties)),
                                      float(add(unmet)),
-                                     None if cfg.shadow else ex.energy_delta_mwh)
+                                     None if cfg.shadow else ex.energy_delta_mwh,
+                                     ex.p_mean_sum_mw if p_exec is ex.p_mean_mw else None)
         mean_dev_hz = self._dev_sum_hz / freq.size   # Σ|f − 60| from record_frequency
         grid_term = cfg.reward.grid_weight * mean_dev_hz / cfg.reward.band_hz
         payments -= own_cost
@@ -1224,8 +1231,9 @@ class GridSwarmEnv(ParallelEnv):
                 self.sig_age[r] = 0.0
         items = self._arrived   # this step's deliveries, see _receive_contracts
         if items:
-            energy = [it for it in items if it[0].contract.product != "reserve"]
-            if len(energy) < len(items):
+            energy = items
+            if self._arrived_reserve:
+                energy = [it for it in items if it[0].contract.product != "reserve"]
                 self.reserve_contracts.extend(
                     it for it in items if it[0].contract.product == "reserve")
             if energy:
@@ -1294,7 +1302,7 @@ class GridSwarmEnv(ParallelEnv):
         t[9] = self.last_p_mw
         t[10] = self._standing_mw
         np.divide(t[5:11], self._safe_rated, out=t[5:11])
-        t[11] = np.isfinite(self.activation_s)
+        np.isfinite(self.activation_s, out=t[11])   # True/False stored as 1.0/0.0
         # rows 12-18: (x − offset) / scale per row in two calls (x − 0.0 and x / 1.0 are x)
         t[12] = self.sig_request
         t[13] = self.sig_price

@@ -697,6 +697,33 @@ class ExecutionChecker:
               energy_after_mwh: np.ndarray, solar_available_mw: np.ndarray,
               plugged: np.ndarray) -> ViolationReport:
         """Check one step (see :func:`check_executed` for the arguments)."""
+        power, soc, unplugged, ramp = self._flags(
+            net_min_mw, net_max_mw, p_now_mw, p_prev_mw, energy_before_mwh, energy_after_mwh,
+            solar_available_mw, plugged)
+        if ramp is None:
+            ramp = np.zeros(p_now_mw.shape, dtype=bool)
+        return ViolationReport(power=power, soc=soc, unplugged=unplugged, ramp=ramp)
+
+    def count(self, *, net_min_mw: np.ndarray, net_max_mw: np.ndarray, p_now_mw: np.ndarray,
+              p_prev_mw: np.ndarray, energy_before_mwh: np.ndarray,
+              energy_after_mwh: np.ndarray, solar_available_mw: np.ndarray,
+              plugged: np.ndarray) -> int:
+        """``check(...).count``: the number of agents with a violation (no report built)."""
+        power, soc, unplugged, ramp = self._flags(
+            net_min_mw, net_max_mw, p_now_mw, p_prev_mw, energy_before_mwh, energy_after_mwh,
+            solar_available_mw, plugged)
+        power |= soc
+        power |= unplugged
+        if ramp is not None:
+            power |= ramp
+        return int(np.count_nonzero(power))
+
+    def _flags(self, net_min_mw: np.ndarray, net_max_mw: np.ndarray, p_now_mw: np.ndarray,
+               p_prev_mw: np.ndarray, energy_before_mwh: np.ndarray,
+               energy_after_mwh: np.ndarray, solar_available_mw: np.ndarray,
+               plugged: np.ndarray) -> tuple:
+        """Per-agent ``(power, soc, unplugged, ramp)`` violation flags (fresh bool arrays;
+        ``ramp`` is None without a finite ramp limit: no agent can break it)."""
         tol_mw = self._tol_mw_arr
         # power: above the discharge cap (solar: its available output; EV: tol, no V2G),
         # below the charge cap (solar: −tol)
@@ -722,8 +749,8 @@ class ExecutionChecker:
             ramp = (p_now_mw > np.maximum(p_prev_mw, 0.0) + step_mw + tol_mw) | (
                 p_now_mw < np.minimum(p_prev_mw, 0.0) - step_mw - tol_mw)
         else:
-            ramp = np.zeros(p_now_mw.shape, dtype=bool)
-        return ViolationReport(power=power, soc=soc, unplugged=unplugged, ramp=ramp)
+            ramp = None
+        return power, soc, unplugged, ramp
 
 
 def check_executed(*, kinds: np.ndarray, net_min_mw: np.ndarray, net_max_mw: np.ndarray,

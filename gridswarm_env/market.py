@@ -213,14 +213,14 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     keys = price[idx]
     if direction < 0:
         np.negative(keys, out=keys)
-    local = np.argsort(keys, kind="stable")
+    local = keys.argsort(kind="stable")
     order = idx[local]
     sizes = offered_dir[local]
     # Σ_{j<k}|P_j| as the exclusive prefix sum (non-decreasing, so the accepted bids
     # are a prefix of the merit order; cumsum − size is not monotone in floating point)
     before = np.empty(sizes.size)
     before[0] = 0.0
-    np.cumsum(sizes[:-1], out=before[1:])
+    np.add.accumulate(sizes[:-1], out=before[1:])   # = np.cumsum (the same ufunc)
     # bid k gets min(|P_k|, max(0, |request| − Σ_{j<k}|P_j|))
     take = np.subtract(abs(request), before, out=before)
     np.maximum(take, 0.0, out=take)
@@ -229,7 +229,7 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     # would make the next bid marginal, setting the uniform price with a 1e-16 MW contract
     crumbs = take <= _CRUMB_RTOL * abs(request)
     crumbs &= take < sizes   # a remainder of the request, not a whole (tiny) bid
-    if crumbs.any():
+    if np.count_nonzero(crumbs):
         take[crumbs] = 0.0
     accepted[order] = take if direction > 0 else -take
     taken = (take > 0.0).nonzero()[0]

@@ -114,6 +114,9 @@ class MetricsAccumulator:
     blocked_attempts: int = 0
     executed_violations: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # the last step's lowest and highest sample (set by record_frequency)
+    step_min_hz: float = field(default=NOMINAL_HZ, init=False, repr=False, compare=False)
+    step_max_hz: float = field(default=NOMINAL_HZ, init=False, repr=False, compare=False)
     # kind selectors of the last ``kinds`` array seen (the fleet's, the same every step)
     _kinds_seen: Any = field(default=None, init=False, repr=False, compare=False)
     _selectors: tuple = field(default=(), init=False, repr=False, compare=False)
@@ -124,21 +127,27 @@ class MetricsAccumulator:
 
         RoCoF is ``|f_k − f_{k−1}| / physics_dt_s`` with ``f_{−1}`` the previous step's
         last sample; since dividing by a positive constant is monotone in floating point,
-        its maximum is ``max|Δf| / physics_dt_s`` (the same bits).
+        its maximum is ``max|Δf| / physics_dt_s`` (the same bits). The step's lowest and
+        highest samples are kept in ``step_min_hz`` and ``step_max_hz``.
 
         :return: ``Σ_k |f_k − 60|`` over the samples, Hz (the reward's grid term uses it).
         """
         dev = np.subtract(freq_hz, NOMINAL_HZ)
         np.abs(dev, out=dev)
-        self.nadir_hz = min(self.nadir_hz, float(np.minimum.reduce(freq_hz)))
-        self.zenith_hz = max(self.zenith_hz, float(np.maximum.reduce(freq_hz)))
-        step = np.empty(freq_hz.shape[0])   # f_k − f_{k−1}, with f_{−1} the last sample
-        step[0] = self.last_freq_hz
-        step[1:] = freq_hz[:-1]
-        np.subtract(freq_hz, step, out=step)
-        np.abs(step, out=step)
-        self.max_rocof_hz_per_s = max(self.max_rocof_hz_per_s,
-                                      float(np.maximum.reduce(step)) / self.physics_dt_s)
+        self.step_min_hz = low = float(np.minimum.reduce(freq_hz))
+        self.step_max_hz = high = float(np.maximum.reduce(freq_hz))
+        self.nadir_hz = min(self.nadir_hz, low)
+        self.zenith_hz = max(self.zenith_hz, high)
+        # max |f_k − f_{k−1}|, with f_{−1} the last sample (a NaN sample gives NaN, as
+        # np.maximum.reduce over all the steps would)
+        max_step = abs(float(freq_hz[0]) - self.last_freq_hz)
+        if freq_hz.shape[0] > 1:
+            step = np.subtract(freq_hz[1:], freq_hz[:-1])
+            np.abs(step, out=step)
+            later = float(np.maximum.reduce(step))
+            if not max_step >= later and not math.isnan(max_step):
+                max_step = later
+        self.max_rocof_hz_per_s = max(self.max_rocof_hz_per_s, max_step / self.physics_dt_s)
         self.seconds_outside_band += float(np.count_nonzero(dev > BAND_HZ)) * self.physics_dt_s
         dev_sum = float(np.add.reduce(dev))
         self.abs_dev_integral_hz_s += dev_sum * self.physics_dt_s
@@ -156,10 +165,12 @@ class MetricsAccumulator:
     # ----------------------------------------------------------------- energy and money
     def record_dispatch(self, kinds: np.ndarray, p_mean_mw: np.ndarray,
                         requirement_mean_mw: float, payments: float, penalties: float,
-                        ev_unmet_mwh: float, energy_delta_mwh: np.ndarray | None = None) -> None:
+                        ev_unmet_mwh: float, energy_delta_mwh: np.ndarray | None = None,
+                        p_sum_mw: float | None = None) -> None:
         """Add one step's executed balancing power (mean over the step, MW per agent) and,
         if given, each agent's stored-energy change over the step (MWh; its batteries'
-        sum enters ``system_cost`` at the stored-energy value)."""
+        sum enters ``system_cost`` at the stored-energy value). ``p_sum_mw``, if given,
+        is ``np.add.reduce(p_mean_mw)`` already computed by the caller."""
         h = self.dt_s / 3600.0
         if kinds is not self._kinds_seen:
             self._kinds_seen = kinds
@@ -173,7 +184,7 @@ class MetricsAccumulator:
         self.curtailed_mwh += float(add(np.maximum(-p_mean_mw[solar], 0.0))) * h
         self.ev_deferred_mwh += float(add(np.maximum(p_mean_mw[ev], 0.0))) * h
         self.ev_unmet_mwh += ev_unmet_mwh
-        delivered = float(add(p_mean_mw))
+        delivered = float(add(p_mean_mw)) if p_sum_mw is None else p_sum_mw
         sign = 1.0 if requirement_mean_mw >= 0 else -1.0
         self.unserved_mwh += max(sign * (requirement_mean_mw - delivered), 0.0) * h
         self.requirement_mwh += abs(requirement_mean_mw) * h

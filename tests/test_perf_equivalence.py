@@ -79,6 +79,31 @@ def test_execution_checker_equals_check_executed() -> None:
                               arrays=kernel.arrays, dt_s=1.0, **args)
         for field in ("power", "soc", "unplugged", "ramp"):
             np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+        assert checker.count(**args) == slow.count
+        no_ramp = ExecutionChecker(fleet.kind, fleet.energy_capacity_mwh,
+                                   Kernel(Limits(), [f"a{i}" for i in range(30)], fleet, 21,
+                                          1.0).arrays, 1.0)
+        assert no_ramp.count(**args) == no_ramp.check(**args).count
+
+
+def test_record_frequency_keeps_the_step_extremes_and_the_largest_jump() -> None:
+    """The step's min/max (read by the info dict) and max|Δf| (with the previous step's
+    last sample) as direct NumPy reductions give them, for 1, 2 and 20 sub-steps."""
+    from gridswarm_env.config import CostConfig
+    from gridswarm_env.metrics import MetricsAccumulator
+
+    acc = MetricsAccumulator(CostConfig(), dt_s=1.0, physics_dt_s=0.05,
+                             disturbance_time_s=0.0, event_time_s=None)
+    rng = np.random.default_rng(6)
+    last, t0 = acc.last_freq_hz, 0.0
+    for n in (1, 2, 20, 20):
+        f = 60.0 + rng.normal(0.0, 0.05, n)
+        acc.max_rocof_hz_per_s = 0.0
+        acc.record_frequency(t0 + 0.05 * np.arange(1, n + 1), f)
+        assert acc.step_min_hz == f.min() and acc.step_max_hz == f.max()
+        jumps = np.abs(np.diff(np.concatenate([[last], f])))
+        assert acc.max_rocof_hz_per_s == jumps.max() / 0.05
+        last, t0 = f[-1], t0 + 0.05 * n
 
 
 def test_clear_market_unchecked_equals_checked() -> None:
