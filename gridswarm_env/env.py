@@ -115,6 +115,23 @@ OBS_FIELDS = (
 OBS_DIM = len(OBS_FIELDS)
 OBS_LIMIT = 5.0
 AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
+def _caller_stacklevel() -> int:
+    """``warnings.warn`` stacklevel of the first frame outside this package, counted from
+    the function that calls this one: a warning raised while building the environment
+    points at the user's ``parallel_env(...)`` / ``env(...)`` / ``GridSwarmEnv(...)``
+    line, not at the package's own wrappers (Python 3.12's ``skip_file_prefixes``)."""
+    import os
+    import sys
+
+    package_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(2)   # the caller's caller: level 2 of warnings.warn
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package_dir):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 #: agents listed per ``action_blocked`` audit entry (``count`` is always exact; an entry
 #: that lists fewer carries ``listed``)
 AUDIT_BLOCKED_LISTED = 100
@@ -219,7 +236,8 @@ class GridSwarmEnv(ParallelEnv):
                 f"n_agents={cfg.n_agents} is fewer than the fleet's DER kinds: "
                 + ", ".join(f"{k} ({mw:g} MW)" for k, mw in left_out.items())
                 + ": no agent, left out of the fleet, so the scenario does not "
-                "behave as at larger fleets; use n_agents >= 3", UserWarning, stacklevel=2)
+                "behave as at larger fleets; use n_agents >= 3", UserWarning,
+                stacklevel=_caller_stacklevel())
         check_limits_names(self.limits, self.possible_agents)   # now, not at the first reset
         self.agents: list[str] = []
         self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}

@@ -289,3 +289,16 @@ def test_fewer_agents_than_kinds_warns_which_capacity_is_left_out() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         GridSwarmEnv("price_spike", n_agents=3, trust="hmac")
+
+
+@pytest.mark.parametrize("build", ["parallel_env", "env", "GridSwarmEnv"])
+def test_fewer_agents_warning_points_at_the_callers_line(build) -> None:
+    """First-use review: the warning's stacklevel named the package's own
+    ``return GridSwarmEnv(...)`` line in ``parallel_env``, printed under the message."""
+    import gridswarm_env
+
+    make = getattr(gridswarm_env, build) if build != "GridSwarmEnv" else gridswarm_env.raw_env
+    with pytest.warns(UserWarning, match="fewer than the fleet's DER kinds") as record:
+        make("price_spike", n_agents=2, trust="hmac")
+    [warning] = [w for w in record if "DER kinds" in str(w.message)]
+    assert warning.filename == __file__
