@@ -86,11 +86,33 @@ class DemoError(ValueError):
     """A user-facing error (bad option, missing model, bad limits file)."""
 
 
-def _check_int(owner: str, name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+#: the command-line flag of each :class:`DemoOptions` field: the usage errors name the
+#: flag a user typed (``--agents``), not the field (``n_agents``)
+OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--policy",
+                "seed": "--seed", "shadow": "--shadow", "max_steps": "--steps",
+                "live": "--no-live", "json_path": "--json", "limits_path": "--limits",
+                "trust": "--trust", "offers_per_step": "offers_per_step",
+                "audit_path": "--audit", "crypto_threads": "--crypto-threads"}
+
+
+def max_crypto_threads() -> int:
+    """The most ``--crypto-threads`` the demo accepts: the cores this process may use
+    (the environment never runs more signing threads than that, see
+    :class:`~gridswarm_env.trust.IdentityRegistry`)."""
+    from gridswarm_env.trust import _usable_cpus
+
+    return _usable_cpus()
+
+
+def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
+               maximum: int | None = None, why: str = "") -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}.{name} = {value!r}: expected an integer >= {minimum}"
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        allowed = (f"an integer >= {minimum}" if maximum is None
+                   else f"an integer from {minimum} to {maximum:,}{why}")
+        raise ValueError(f"{OPTION_FLAGS[name]} {value!r}: expected {allowed}"
                          + (" or None" if allow_none else ""))
 
 
@@ -98,7 +120,7 @@ def _check_int(owner: str, name: str, value: Any, minimum: int, allow_none: bool
 class DemoOptions:
     """One demo run.
 
-    :param n_agents: DER agents (>= 1).
+    :param n_agents: DER agents (1 to :data:`~gridswarm_env.config.MAX_AGENTS`).
     :param scenario: a registered scenario name (:func:`gridswarm_env.scenario_names`).
     :param policy: a registered policy name (``heuristic``, ``random``, ``learned``,
         ``oracle``) or a path to a saved model.
@@ -111,8 +133,12 @@ class DemoOptions:
     :param trust: ``"ed25519"`` (default) or ``"hmac"``.
     :param offers_per_step: accepted bids shown per step in the event feed.
     :param audit_path: stream the audit hash chain to this file (JSONL).
-    :param crypto_threads: ``EnvConfig.crypto_threads`` (None: 2 with libsodium on 2+
-        cores, else 1; the episode does not depend on it).
+    :param crypto_threads: ``EnvConfig.crypto_threads``, 1 to the cores this process may
+        use (:func:`max_crypto_threads`; None: 2 with libsodium on 2+ cores, else 1; the
+        episode does not depend on it).
+
+    A bad value raises ``ValueError`` naming the command-line flag (:data:`OPTION_FLAGS`)
+    and what is allowed.
     """
 
     n_agents: int = 100
@@ -131,49 +157,53 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
-        from gridswarm_env.config import check_agent_limit
+        from gridswarm_env.config import MAX_AGENTS
 
-        owner = type(self).__name__
-        _check_int(owner, "n_agents", self.n_agents, 1)
-        check_agent_limit(f"{owner}.n_agents", self.n_agents)
-        _check_int(owner, "seed", self.seed, 0)
-        _check_int(owner, "max_steps", self.max_steps, 1, allow_none=True)
-        _check_int(owner, "offers_per_step", self.offers_per_step, 0)
-        _check_int(owner, "crypto_threads", self.crypto_threads, 1, allow_none=True)
+        flag = OPTION_FLAGS
+        _check_int("n_agents", self.n_agents, 1, maximum=MAX_AGENTS,
+                   why=" (~10 kB of state each; 10 000 is the benchmarked scale)")
+        _check_int("seed", self.seed, 0)
+        _check_int("max_steps", self.max_steps, 1, allow_none=True)
+        _check_int("offers_per_step", self.offers_per_step, 0)
+        _check_int("crypto_threads", self.crypto_threads, 1, allow_none=True,
+                   maximum=max_crypto_threads(), why=" (the cores this process may use)")
         if self.scenario not in scenario_names():
-            raise ValueError(f"{owner}.scenario = {self.scenario!r}: known scenarios are "
+            raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
                              f"{', '.join(scenario_names())}")
         if self.trust not in TRUST_MODES:
-            raise ValueError(f"{owner}.trust = {self.trust!r}: expected one of "
+            raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
         if not isinstance(self.policy, str) or not self.policy:
-            raise ValueError(f"{owner}.policy = {self.policy!r}: expected a policy name or a "
-                             f"model path")
+            raise ValueError(f"{flag['policy']} {self.policy!r}: expected a policy name "
+                             "(heuristic, random, learned, oracle) or a model path")
         from policies.cli_checks import check_output_file
 
         for name in ("json_path", "audit_path"):
             if getattr(self, name) is not None:
-                check_output_file(getattr(self, name), f"{owner}.{name} =")
+                check_output_file(getattr(self, name), flag[name])
         if self.audit_path is not None:
             from gridswarm_env.trust import check_new_audit_file
 
-            check_new_audit_file(self.audit_path, f"{owner}.audit_path =")
+            check_new_audit_file(self.audit_path, flag["audit_path"])
         if (self.json_path is not None and self.audit_path is not None
                 and Path(self.json_path).resolve() == Path(self.audit_path).resolve()):
-            raise ValueError(f"{owner}.audit_path = {self.audit_path!r}: the same file as "
-                             "json_path; give them different paths")
+            raise ValueError(f"--audit {self.audit_path!r}: the same file as --json; give "
+                             "them different paths")
 
 
 # ---------------------------------------------------------------------- command line
-def _int_at_least(minimum: int) -> Callable[[str], int]:
+def _int_at_least(minimum: int, maximum: int | None = None,
+                  why: str = "") -> Callable[[str], int]:
+    allowed = (f"an integer >= {minimum}" if maximum is None
+               else f"an integer from {minimum} to {maximum:,}{why}")
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, "
-                                             f"got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
         return value
 
     return parse
@@ -189,12 +219,13 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The ``demo.py`` argument parser."""
     from gridswarm_env import scenario_names
+    from gridswarm_env.config import MAX_AGENTS
 
     p = _Parser(
         prog="demo.py", description="Live grid dashboard: DER agents balance the grid through "
         "a market, a message bus and signed contracts.")
-    p.add_argument("--agents", type=_int_at_least(1), default=100, metavar="N",
-                   help="number of DER agents (default 100)")
+    p.add_argument("--agents", type=_int_at_least(1, MAX_AGENTS), default=100, metavar="N",
+                   help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default 100)")
     p.add_argument("--scenario", choices=scenario_names(), default="price_spike",
                    help="scenario (default price_spike)")
     p.add_argument("--policy", default="heuristic", metavar="NAME|PATH",
@@ -216,9 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit", default=None, metavar="FILE",
                    help="stream the audit hash chain to FILE (JSONL) and print how to verify "
                         "it; with ed25519 its head is signed at the end (also on Ctrl-C)")
-    p.add_argument("--crypto-threads", type=_int_at_least(1), default=None, metavar="N",
-                   help="threads signing and verifying ed25519 contracts (default: 2 on a "
-                        "machine with 2+ cores, else 1; the episode is the same for any N)")
+    cores = max_crypto_threads()
+    p.add_argument("--crypto-threads", default=None, metavar="N",
+                   type=_int_at_least(1, cores, " (the cores this process may use)"),
+                   help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
+                        "cores this process may use; default: 2 on a machine with 2+ cores, "
+                        "else 1; the episode is the same for any N)")
     return p
 
 

@@ -555,9 +555,37 @@ def test_crypto_threads_flag_is_checked_and_does_not_change_results(tmp_path, ca
     with pytest.raises(SystemExit) as exited:   # argparse: usage + message, status 2
         demo.main(["--agents", "5", "--no-live", "--crypto-threads", "0"])
     assert exited.value.code == demo.EXIT_USAGE
-    assert "--crypto-threads: expected an integer >= 1" in capsys.readouterr().err
+    assert "--crypto-threads: expected an integer from 1 to " in capsys.readouterr().err
     rc = demo.main(["--agents", "20", "--no-live", "--steps", "3", "--crypto-threads", "1"])
     assert rc == 0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--crypto-threads", "100"], "argument --crypto-threads: expected an integer from 1 to "),
+    (["--agents", "2000000"], "argument --agents: expected an integer from 1 to 1,000,000, "
+                              "got 2000000"),
+])
+def test_demo_refuses_out_of_range_counts_naming_the_flag(argv, message, capsys):
+    """First-use review: --crypto-threads 100 was accepted silently (the environment never
+    runs more threads than the usable cores) and --agents 2000000 was refused as
+    ``DemoOptions.n_agents = 2000000``."""
+    with pytest.raises(SystemExit) as exited:
+        demo.main(["--no-live", "--steps", "1", *argv])
+    assert exited.value.code == demo.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_demo_path_errors_name_the_flag(tmp_path, capsys):
+    """First-use review: ``DemoOptions.audit_path = '...'`` named an internal field."""
+    rc = demo.main(["--no-live", "--steps", "1", "--audit", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == demo.EXIT_USAGE and f"--audit {str(tmp_path)!r} is a directory" in err
+    assert "DemoOptions" not in err
+    same = str(tmp_path / "same.json")
+    rc = demo.main(["--no-live", "--steps", "1", "--audit", same, "--json", same])
+    err = capsys.readouterr().err
+    assert rc == demo.EXIT_USAGE and "the same file as --json" in err
+    assert "DemoOptions" not in err
 
 
 @pytest.mark.parametrize("module", ["benchmarks.__main__", "benchmarks.bench_learning"])

@@ -161,6 +161,7 @@ def test_load_scenario_file(tmp_path: Path) -> None:
     (lambda: EnvConfig(shadow="yes"), "shadow", "True or False"),
     (lambda: EnvConfig(crypto_threads=0), "crypto_threads", ">= 1"),
     (lambda: EnvConfig(crypto_threads=2.0), "crypto_threads", "integer >= 1"),
+    (lambda: EnvConfig(crypto_threads=1000), "crypto_threads = 1000", "at most 256"),
     (lambda: FleetConfig(battery_power_mw=-1.0), "battery_power_mw", ">= 0"),
     (lambda: FleetConfig(ev_power_mw=-0.1), "ev_power_mw", ">= 0"),
     (lambda: FleetConfig(solar_capacity_mw=-10.0), "solar_capacity_mw", ">= 0"),
