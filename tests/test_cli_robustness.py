@@ -92,6 +92,25 @@ def test_write_or_rescue_keeps_the_output_elsewhere(tmp_path):
 
 
 # ---------------------------------------------------------------------- policies
+def test_model_path_without_zip_names_its_zip_sibling(tmp_path, monkeypatch):
+    """First-use review: ``--policy runs/m2`` was refused as "does not exist" although
+    ``python -m train --out m2`` writes m2.zip and SB3's own load appends ``.zip``."""
+    from policies.learned import check_model_file
+
+    model = tmp_path / "m2.zip"
+    model.write_bytes(b"not a zip")   # reaches the loader: the sibling was found
+    assert check_model_file(tmp_path / "m2") == model
+    assert check_model_file(model) == model
+    for name in (str(tmp_path / "m2"), "m2"):   # a path, and a bare name in the cwd
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(ValueError, match=r"m2\.zip' is corrupt or not a model"):
+            make_policy(name)
+    names, _ = evaluate.resolve_policies(str(tmp_path / "m2"))   # evaluate.py uses it too
+    assert names == [str(tmp_path / "m2")]
+    (tmp_path / "m2").write_bytes(b"also not a zip")   # an existing file is taken as given
+    assert check_model_file(tmp_path / "m2") == tmp_path / "m2"
+
+
 def test_policy_name_messages(tmp_path):
     with pytest.raises(ValueError, match="empty name is not allowed.*heuristic.*random"):
         make_policy("")
@@ -101,6 +120,8 @@ def test_policy_name_messages(tmp_path):
         make_policy(str(tmp_path / "missing.zip"))
     names, _ = evaluate.resolve_policies("heuristic")
     assert names == ["heuristic"]
+    with pytest.raises(ValueError, match=r"'.*missing' does not exist \(nor '.*missing\.zip'\)"):
+        make_policy(str(tmp_path / "missing"))
     with pytest.raises(evaluate.UsageError, match="is a directory"):
         evaluate.resolve_policies(str(tmp_path))
 
