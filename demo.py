@@ -14,7 +14,9 @@ the tests use, so the KPIs are measured the same way); after every step
 :func:`measure_step` turns ``raw.last_info`` and the environment's state into a
 JSON-ready record, which feeds the live dashboard (:mod:`dashboard`, ``rich``) or,
 with ``--no-live`` or when stdout is not a terminal, one plain line per step plus the
-step's event lines. The per-step record adds to ``last_info``:
+step's event lines. In shadow mode (``--shadow``) the plain line shows the power that
+would have been dispatched (``would-deliv=``) instead of the delivered 0, and the
+summary adds the would-be emergency response latency and dispatched energy. The per-step record adds to ``last_info``:
 
 * ``grid_load_mw`` = scenario base load + forecast shortage at the step's end
   (:meth:`Scenario.forecast_shortage_mw`), ``lost_generation_mw`` (contingency);
@@ -300,6 +302,36 @@ def build_policy(name_or_path: str):
                         f"{type(exc).__name__}: {exc}") from None
 
 
+def planning_notice(policy: Any, raw: Any) -> str | None:
+    """A status line for a policy that plans the whole episode at reset (``oracle``: one
+    LP over every agent and step, :mod:`policies.oracle`), so a long wait before the
+    first step does not look like a hang; None for the other policies.
+
+    Measured on the 2-core VM (price_spike, 300 steps; the planning time grows about as
+    agents^1.6-1.8): 1.2-2 s at 100 agents, 6-16 s at 300, 49 s to ~5 min at 1 000 (the
+    higher figures with the cores shared); HiGHS's solve is ~97-99 % of it.
+    """
+    if getattr(policy, "name", None) != "oracle":
+        return None
+    n, k = raw.n_agents, raw.scenario.episode_steps
+    return (f"oracle: planning the episode (LP, {n:,} agents × {k} steps; on 2 cores ~1-2 s "
+            "at 100 agents, ~6-16 s at 300, ~1-5 min at 1 000; again, shorter, when it "
+            "re-plans)…")
+
+
+def model_path(policy: Any) -> str | None:
+    """The model file a learned policy loaded (None for other policies or a model in
+    memory): shown next to the policy name, as two models are both ``learned``."""
+    path = getattr(policy, "path", None)
+    return None if path is None else str(path)
+
+
+def policy_label(policy: Any) -> str:
+    """``"learned (model PATH)"`` for a policy loaded from a file, else its name."""
+    path = model_path(policy)
+    return policy.name if path is None else f"{policy.name} (model {path})"
+
+
 @dataclass
 class Session:
     """An environment and a policy, reset and ready (see :func:`open_session`)."""
@@ -345,6 +377,9 @@ def open_session(options: DemoOptions) -> Session:
             shadow=options.shadow, limits=limits, audit_path=options.audit_path,
             config=EnvConfig(crypto_threads=options.crypto_threads))
         env.reset(seed=options.seed)
+        notice = planning_notice(policy, env.unwrapped)
+        if notice is not None:
+            print(notice, file=sys.stderr, flush=True)
         policy.reset(env.unwrapped, seed=options.seed)
     except (ValueError, KeyboardInterrupt) as exc:
         if env is not None:
@@ -477,11 +512,19 @@ def measure_step(raw: Any, info: Mapping[str, Any], rec: RecordingPolicy,
 
 
 def plain_line(record: Mapping[str, Any]) -> str:
-    """One plain text line per step: t, f, request, delivered, price, contracts, blocked."""
+    """One plain text line per step: t, f, request, delivered, price, contracts, blocked.
+
+    In shadow mode nothing is delivered, so the line shows instead the power the step
+    would have dispatched, labelled ``would-deliv=`` (``would_dispatch_mw``).
+    """
     price = record.get("clearing_price_per_mwh")
     price_s = "      -" if price is None or math.isnan(price) else f"{price:7.1f}"
+    if record.get("shadow"):
+        deliv = f"would-deliv={record['would_dispatch_mw']:+8.2f}MW"
+    else:
+        deliv = f"deliv={record['delivered_mw']:+8.2f}MW"
     return (f"t={record['t_s']:7.1f}s f={record['freq_hz']:8.4f}Hz "
-            f"req={record['request_mw']:+8.2f}MW deliv={record['delivered_mw']:+8.2f}MW "
+            f"req={record['request_mw']:+8.2f}MW {deliv} "
             f"price={price_s}$/MWh contracts={record['contracts_signed']:4d} "
             f"blocked={record['blocked']:4d}" + (" [SHADOW]" if record.get("shadow") else ""))
 
@@ -570,7 +613,7 @@ def run_demo(session: Session, console: Any = None,
     rec = RecordingPolicy(session.policy)
     steps: list[dict[str, Any]] = []
     dash = Dashboard({"scenario": raw.scenario.name, "n_agents": raw.n_agents,
-                      "policy": session.policy.name, "trust": raw.config.trust,
+                      "policy": policy_label(session.policy), "trust": raw.config.trust,
                       "seed": opts.seed, "shadow": raw.config.shadow,
                       "episode_steps": raw.scenario.episode_steps, "dt_s": raw.config.dt_s,
                       "has_event": raw.scenario.has_event})
@@ -616,7 +659,8 @@ def run_demo(session: Session, console: Any = None,
         stop = "stdout closed"
     wall = time.perf_counter() - start
     metrics = raw.episode_metrics()
-    run = {**asdict(opts), "policy_name": session.policy.name, "steps_run": len(steps),
+    run = {**asdict(opts), "policy_name": session.policy.name,
+           "model_path": model_path(session.policy), "steps_run": len(steps),
            "episode_steps": raw.scenario.episode_steps, "interrupted": stop is not None,
            "stop_reason": stop, "wall_s": wall,
            "agent_steps_per_s": len(steps) * raw.n_agents / wall if wall > 0 else None}
@@ -634,16 +678,36 @@ def print_summary(result: DemoResult, console: Any) -> None:
 
     r = result.run
     state = "interrupted after" if result.interrupted else "ran"
+    policy = r["policy_name"] + (f" (model {r['model_path']})" if r.get("model_path") else "")
     console.print(f"KPI summary: {r['scenario']}, {r['n_agents']} agents, policy "
-                  f"{r['policy_name']}, seed {r['seed']}, trust {r['trust']}"
-                  + (", SHADOW mode (nothing dispatched)" if r["shadow"] else ""))
+                  f"{policy}, seed {r['seed']}, trust {r['trust']}"
+                  + (", SHADOW mode (nothing dispatched)" if r["shadow"] else ""),
+                  markup=False, highlight=False, soft_wrap=True)
     console.print(summary_table(result.metrics))
+    if r["shadow"]:
+        console.print(shadow_summary(result.metrics), markup=False, highlight=False,
+                      soft_wrap=True)
     line = f"{state} {r['steps_run']}/{r['episode_steps']} steps"
     if result.wall_s > 0:
         negotiations = result.metrics.get("negotiations", 0) / result.wall_s
         line += (f" in {result.wall_s:.2f} s wall clock ({r['agent_steps_per_s']:,.0f} "
                  f"agent-steps/s, {negotiations:,.0f} negotiations/s)")
     console.print(line)
+
+
+def shadow_summary(metrics: Mapping[str, Any]) -> str:
+    """Shadow mode's would-be figures, which the KPI table cannot show (nothing was
+    dispatched, so its emergency latency is "— (none)" and its reserve 0): the latency
+    of the first reserve activation that would have come after the event
+    (``shadow_response_latency_ms``) and the energy that would have been dispatched
+    (``shadow_dispatch_energy_mwh``)."""
+    latency = metrics.get("shadow_response_latency_ms")
+    energy = metrics.get("shadow_dispatch_energy_mwh")
+    latency_s = ("— (no event, or no reserve would have been activated)" if latency is None
+                 else f"{latency:.1f} ms")
+    energy_s = "—" if energy is None else f"{energy:.4f} MWh"
+    return (f"SHADOW mode, would-be (nothing was dispatched): emergency response latency "
+            f"{latency_s}; energy that would have been dispatched {energy_s}")
 
 
 @contextlib.contextmanager
