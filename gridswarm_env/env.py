@@ -1455,7 +1455,12 @@ class GridSwarmEnv(ParallelEnv):
 
     def operator_public_key_hex(self) -> str | None:
         """The raw Ed25519 public key (64 hex digits) with which the operator signs the
-        streamed audit file's heads; ``None`` without ``audit_path`` or in hmac mode.
+        streamed audit file's heads (``verify FILE --public-key HEX``).
+
+        ``None`` without ``audit_path``: the key exists only to sign a streamed file's
+        heads (the in-memory chain gets none, so nothing would verify with it); ``None``
+        in hmac mode, whose keys are secret (no public key exists; there only
+        ``audit_log.verify()`` in the writing process detects a cut tail).
 
         It is not the contract-signing key: that one is derived from the reset seed (so
         signatures replay bit for bit), and anyone who knows the seed could re-sign a cut
