@@ -14,7 +14,9 @@ the tests use, so the KPIs are measured the same way); after every step
 :func:`measure_step` turns ``raw.last_info`` and the environment's state into a
 JSON-ready record, which feeds the live dashboard (:mod:`dashboard`, ``rich``) or,
 with ``--no-live`` or when stdout is not a terminal, one plain line per step plus the
-step's event lines. The per-step record adds to ``last_info``:
+step's event lines. In shadow mode (``--shadow``) the plain line shows the power that
+would have been dispatched (``would-deliv=``) instead of the delivered 0, and the
+summary adds the would-be emergency response latency and dispatched energy. The per-step record adds to ``last_info``:
 
 * ``grid_load_mw`` = scenario base load + forecast shortage at the step's end
   (:meth:`Scenario.forecast_shortage_mw`), ``lost_generation_mw`` (contingency);
@@ -86,11 +88,33 @@ class DemoError(ValueError):
     """A user-facing error (bad option, missing model, bad limits file)."""
 
 
-def _check_int(owner: str, name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+#: the command-line flag of each :class:`DemoOptions` field: the usage errors name the
+#: flag a user typed (``--agents``), not the field (``n_agents``)
+OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--policy",
+                "seed": "--seed", "shadow": "--shadow", "max_steps": "--steps",
+                "live": "--no-live", "json_path": "--json", "limits_path": "--limits",
+                "trust": "--trust", "offers_per_step": "offers_per_step",
+                "audit_path": "--audit", "crypto_threads": "--crypto-threads"}
+
+
+def max_crypto_threads() -> int:
+    """The most ``--crypto-threads`` the demo accepts: the cores this process may use
+    (the environment never runs more signing threads than that, see
+    :class:`~gridswarm_env.trust.IdentityRegistry`)."""
+    from gridswarm_env.trust import _usable_cpus
+
+    return _usable_cpus()
+
+
+def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
+               maximum: int | None = None, why: str = "") -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}.{name} = {value!r}: expected an integer >= {minimum}"
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        allowed = (f"an integer >= {minimum}" if maximum is None
+                   else f"an integer from {minimum} to {maximum:,}{why}")
+        raise ValueError(f"{OPTION_FLAGS[name]} {value!r}: expected {allowed}"
                          + (" or None" if allow_none else ""))
 
 
@@ -98,7 +122,7 @@ def _check_int(owner: str, name: str, value: Any, minimum: int, allow_none: bool
 class DemoOptions:
     """One demo run.
 
-    :param n_agents: DER agents (>= 1).
+    :param n_agents: DER agents (1 to :data:`~gridswarm_env.config.MAX_AGENTS`).
     :param scenario: a registered scenario name (:func:`gridswarm_env.scenario_names`).
     :param policy: a registered policy name (``heuristic``, ``random``, ``learned``,
         ``oracle``) or a path to a saved model.
@@ -111,8 +135,12 @@ class DemoOptions:
     :param trust: ``"ed25519"`` (default) or ``"hmac"``.
     :param offers_per_step: accepted bids shown per step in the event feed.
     :param audit_path: stream the audit hash chain to this file (JSONL).
-    :param crypto_threads: ``EnvConfig.crypto_threads`` (None: 2 with libsodium on 2+
-        cores, else 1; the episode does not depend on it).
+    :param crypto_threads: ``EnvConfig.crypto_threads``, 1 to the cores this process may
+        use (:func:`max_crypto_threads`; None: 2 with libsodium on 2+ cores, else 1; the
+        episode does not depend on it).
+
+    A bad value raises ``ValueError`` naming the command-line flag (:data:`OPTION_FLAGS`)
+    and what is allowed.
     """
 
     n_agents: int = 100
@@ -131,49 +159,53 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
-        from gridswarm_env.config import check_agent_limit
+        from gridswarm_env.config import MAX_AGENTS
 
-        owner = type(self).__name__
-        _check_int(owner, "n_agents", self.n_agents, 1)
-        check_agent_limit(f"{owner}.n_agents", self.n_agents)
-        _check_int(owner, "seed", self.seed, 0)
-        _check_int(owner, "max_steps", self.max_steps, 1, allow_none=True)
-        _check_int(owner, "offers_per_step", self.offers_per_step, 0)
-        _check_int(owner, "crypto_threads", self.crypto_threads, 1, allow_none=True)
+        flag = OPTION_FLAGS
+        _check_int("n_agents", self.n_agents, 1, maximum=MAX_AGENTS,
+                   why=" (~10 kB of state each; 10 000 is the benchmarked scale)")
+        _check_int("seed", self.seed, 0)
+        _check_int("max_steps", self.max_steps, 1, allow_none=True)
+        _check_int("offers_per_step", self.offers_per_step, 0)
+        _check_int("crypto_threads", self.crypto_threads, 1, allow_none=True,
+                   maximum=max_crypto_threads(), why=" (the cores this process may use)")
         if self.scenario not in scenario_names():
-            raise ValueError(f"{owner}.scenario = {self.scenario!r}: known scenarios are "
+            raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
                              f"{', '.join(scenario_names())}")
         if self.trust not in TRUST_MODES:
-            raise ValueError(f"{owner}.trust = {self.trust!r}: expected one of "
+            raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
         if not isinstance(self.policy, str) or not self.policy:
-            raise ValueError(f"{owner}.policy = {self.policy!r}: expected a policy name or a "
-                             f"model path")
+            raise ValueError(f"{flag['policy']} {self.policy!r}: expected a policy name "
+                             "(heuristic, random, learned, oracle) or a model path")
         from policies.cli_checks import check_output_file
 
         for name in ("json_path", "audit_path"):
             if getattr(self, name) is not None:
-                check_output_file(getattr(self, name), f"{owner}.{name} =")
+                check_output_file(getattr(self, name), flag[name])
         if self.audit_path is not None:
             from gridswarm_env.trust import check_new_audit_file
 
-            check_new_audit_file(self.audit_path, f"{owner}.audit_path =")
+            check_new_audit_file(self.audit_path, flag["audit_path"])
         if (self.json_path is not None and self.audit_path is not None
                 and Path(self.json_path).resolve() == Path(self.audit_path).resolve()):
-            raise ValueError(f"{owner}.audit_path = {self.audit_path!r}: the same file as "
-                             "json_path; give them different paths")
+            raise ValueError(f"--audit {self.audit_path!r}: the same file as --json; give "
+                             "them different paths")
 
 
 # ---------------------------------------------------------------------- command line
-def _int_at_least(minimum: int) -> Callable[[str], int]:
+def _int_at_least(minimum: int, maximum: int | None = None,
+                  why: str = "") -> Callable[[str], int]:
+    allowed = (f"an integer >= {minimum}" if maximum is None
+               else f"an integer from {minimum} to {maximum:,}{why}")
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, "
-                                             f"got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
         return value
 
     return parse
@@ -189,12 +221,13 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The ``demo.py`` argument parser."""
     from gridswarm_env import scenario_names
+    from gridswarm_env.config import MAX_AGENTS
 
     p = _Parser(
         prog="demo.py", description="Live grid dashboard: DER agents balance the grid through "
         "a market, a message bus and signed contracts.")
-    p.add_argument("--agents", type=_int_at_least(1), default=100, metavar="N",
-                   help="number of DER agents (default 100)")
+    p.add_argument("--agents", type=_int_at_least(1, MAX_AGENTS), default=100, metavar="N",
+                   help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default 100)")
     p.add_argument("--scenario", choices=scenario_names(), default="price_spike",
                    help="scenario (default price_spike)")
     p.add_argument("--policy", default="heuristic", metavar="NAME|PATH",
@@ -216,9 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit", default=None, metavar="FILE",
                    help="stream the audit hash chain to FILE (JSONL) and print how to verify "
                         "it; with ed25519 its head is signed at the end (also on Ctrl-C)")
-    p.add_argument("--crypto-threads", type=_int_at_least(1), default=None, metavar="N",
-                   help="threads signing and verifying ed25519 contracts (default: 2 on a "
-                        "machine with 2+ cores, else 1; the episode is the same for any N)")
+    cores = max_crypto_threads()
+    p.add_argument("--crypto-threads", default=None, metavar="N",
+                   type=_int_at_least(1, cores, " (the cores this process may use)"),
+                   help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
+                        "cores this process may use; default: 2 on a machine with 2+ cores, "
+                        "else 1; the episode is the same for any N)")
     return p
 
 
@@ -266,6 +302,36 @@ def build_policy(name_or_path: str):
                         f"{type(exc).__name__}: {exc}") from None
 
 
+def planning_notice(policy: Any, raw: Any) -> str | None:
+    """A status line for a policy that plans the whole episode at reset (``oracle``: one
+    LP over every agent and step, :mod:`policies.oracle`), so a long wait before the
+    first step does not look like a hang; None for the other policies.
+
+    Measured on the 2-core VM (price_spike, 300 steps; the planning time grows about as
+    agents^1.6-1.8): 1.2-2 s at 100 agents, 6-16 s at 300, 49 s to ~5 min at 1 000 (the
+    higher figures with the cores shared); HiGHS's solve is ~97-99 % of it.
+    """
+    if getattr(policy, "name", None) != "oracle":
+        return None
+    n, k = raw.n_agents, raw.scenario.episode_steps
+    return (f"oracle: planning the episode (LP, {n:,} agents × {k} steps; on 2 cores ~1-2 s "
+            "at 100 agents, ~6-16 s at 300, ~1-5 min at 1 000; again, shorter, when it "
+            "re-plans)…")
+
+
+def model_path(policy: Any) -> str | None:
+    """The model file a learned policy loaded (None for other policies or a model in
+    memory): shown next to the policy name, as two models are both ``learned``."""
+    path = getattr(policy, "path", None)
+    return None if path is None else str(path)
+
+
+def policy_label(policy: Any) -> str:
+    """``"learned (model PATH)"`` for a policy loaded from a file, else its name."""
+    path = model_path(policy)
+    return policy.name if path is None else f"{policy.name} (model {path})"
+
+
 @dataclass
 class Session:
     """An environment and a policy, reset and ready (see :func:`open_session`)."""
@@ -311,6 +377,9 @@ def open_session(options: DemoOptions) -> Session:
             shadow=options.shadow, limits=limits, audit_path=options.audit_path,
             config=EnvConfig(crypto_threads=options.crypto_threads))
         env.reset(seed=options.seed)
+        notice = planning_notice(policy, env.unwrapped)
+        if notice is not None:
+            print(notice, file=sys.stderr, flush=True)
         policy.reset(env.unwrapped, seed=options.seed)
     except (ValueError, KeyboardInterrupt) as exc:
         if env is not None:
@@ -443,11 +512,19 @@ def measure_step(raw: Any, info: Mapping[str, Any], rec: RecordingPolicy,
 
 
 def plain_line(record: Mapping[str, Any]) -> str:
-    """One plain text line per step: t, f, request, delivered, price, contracts, blocked."""
+    """One plain text line per step: t, f, request, delivered, price, contracts, blocked.
+
+    In shadow mode nothing is delivered, so the line shows instead the power the step
+    would have dispatched, labelled ``would-deliv=`` (``would_dispatch_mw``).
+    """
     price = record.get("clearing_price_per_mwh")
     price_s = "      -" if price is None or math.isnan(price) else f"{price:7.1f}"
+    if record.get("shadow"):
+        deliv = f"would-deliv={record['would_dispatch_mw']:+8.2f}MW"
+    else:
+        deliv = f"deliv={record['delivered_mw']:+8.2f}MW"
     return (f"t={record['t_s']:7.1f}s f={record['freq_hz']:8.4f}Hz "
-            f"req={record['request_mw']:+8.2f}MW deliv={record['delivered_mw']:+8.2f}MW "
+            f"req={record['request_mw']:+8.2f}MW {deliv} "
             f"price={price_s}$/MWh contracts={record['contracts_signed']:4d} "
             f"blocked={record['blocked']:4d}" + (" [SHADOW]" if record.get("shadow") else ""))
 
@@ -536,7 +613,7 @@ def run_demo(session: Session, console: Any = None,
     rec = RecordingPolicy(session.policy)
     steps: list[dict[str, Any]] = []
     dash = Dashboard({"scenario": raw.scenario.name, "n_agents": raw.n_agents,
-                      "policy": session.policy.name, "trust": raw.config.trust,
+                      "policy": policy_label(session.policy), "trust": raw.config.trust,
                       "seed": opts.seed, "shadow": raw.config.shadow,
                       "episode_steps": raw.scenario.episode_steps, "dt_s": raw.config.dt_s,
                       "has_event": raw.scenario.has_event})
@@ -582,7 +659,8 @@ def run_demo(session: Session, console: Any = None,
         stop = "stdout closed"
     wall = time.perf_counter() - start
     metrics = raw.episode_metrics()
-    run = {**asdict(opts), "policy_name": session.policy.name, "steps_run": len(steps),
+    run = {**asdict(opts), "policy_name": session.policy.name,
+           "model_path": model_path(session.policy), "steps_run": len(steps),
            "episode_steps": raw.scenario.episode_steps, "interrupted": stop is not None,
            "stop_reason": stop, "wall_s": wall,
            "agent_steps_per_s": len(steps) * raw.n_agents / wall if wall > 0 else None}
@@ -600,16 +678,36 @@ def print_summary(result: DemoResult, console: Any) -> None:
 
     r = result.run
     state = "interrupted after" if result.interrupted else "ran"
+    policy = r["policy_name"] + (f" (model {r['model_path']})" if r.get("model_path") else "")
     console.print(f"KPI summary: {r['scenario']}, {r['n_agents']} agents, policy "
-                  f"{r['policy_name']}, seed {r['seed']}, trust {r['trust']}"
-                  + (", SHADOW mode (nothing dispatched)" if r["shadow"] else ""))
+                  f"{policy}, seed {r['seed']}, trust {r['trust']}"
+                  + (", SHADOW mode (nothing dispatched)" if r["shadow"] else ""),
+                  markup=False, highlight=False, soft_wrap=True)
     console.print(summary_table(result.metrics))
+    if r["shadow"]:
+        console.print(shadow_summary(result.metrics), markup=False, highlight=False,
+                      soft_wrap=True)
     line = f"{state} {r['steps_run']}/{r['episode_steps']} steps"
     if result.wall_s > 0:
         negotiations = result.metrics.get("negotiations", 0) / result.wall_s
         line += (f" in {result.wall_s:.2f} s wall clock ({r['agent_steps_per_s']:,.0f} "
                  f"agent-steps/s, {negotiations:,.0f} negotiations/s)")
     console.print(line)
+
+
+def shadow_summary(metrics: Mapping[str, Any]) -> str:
+    """Shadow mode's would-be figures, which the KPI table cannot show (nothing was
+    dispatched, so its emergency latency is "— (none)" and its reserve 0): the latency
+    of the first reserve activation that would have come after the event
+    (``shadow_response_latency_ms``) and the energy that would have been dispatched
+    (``shadow_dispatch_energy_mwh``)."""
+    latency = metrics.get("shadow_response_latency_ms")
+    energy = metrics.get("shadow_dispatch_energy_mwh")
+    latency_s = ("— (no event, or no reserve would have been activated)" if latency is None
+                 else f"{latency:.1f} ms")
+    energy_s = "—" if energy is None else f"{energy:.4f} MWh"
+    return (f"SHADOW mode, would-be (nothing was dispatched): emergency response latency "
+            f"{latency_s}; energy that would have been dispatched {energy_s}")
 
 
 @contextlib.contextmanager

@@ -4,13 +4,24 @@ Usage::
 
     python -m gridswarm_env.audit verify FILE [--public-key HEX]
 
-Prints ``OK: <n> entries, head <hash>`` and exits 0 when the chain is intact;
-prints ``BROKEN at entry <i>: <problem> (<detail>)`` and exits 1 on the first
-altered, removed, inserted, reordered, truncated or malformed entry; prints
-``error: ...`` and exits 2 when the file is missing or unreadable or the command
-line is wrong. With ``--public-key`` (the operator's raw Ed25519 public key, 64 hex
-digits), every signed head is checked and the file must end with a valid signed
-head, so a cut tail is reported as ``truncated``.
+Prints ``OK: <n> entries, head <hash>; <what was and was not checked>`` and exits 0
+when the chain is intact; prints ``BROKEN at entry <i>: <problem> (<detail>)`` and
+exits 1 on the first altered, removed, inserted, reordered, truncated or malformed
+entry, and ``BROKEN: no entries (...)`` for an empty file; prints ``error: ...`` and
+exits 2 when the file is missing or unreadable or the command line is wrong. With
+``--public-key`` (the operator's raw Ed25519 public key, 64 hex digits), every signed
+head is checked and the file must end with a valid signed head, so a cut tail is
+reported as ``truncated``. Without it a hash chain cannot show that its end was cut
+off: the OK line says so, and for a file with signed Ed25519 heads it says to pass
+the key (from whoever wrote the file, not the ``public_key`` field inside it).
+
+The file must be the exact bytes the log wrote: every entry ends with a newline, so
+a last line without one is ``truncated`` (the file was cut inside it), and a blank
+line, which the log never writes, is ``malformed``.
+
+An empty file is no verified chain (a file cut to 0 bytes looks the same), so it is
+reported as broken; an environment leaves one only when it is closed before its
+first ``reset`` (nothing to audit yet).
 
 Importing this module has no side effects; :func:`main` is the entry point.
 """
@@ -23,24 +34,55 @@ from collections.abc import Sequence
 
 from gridswarm_env.trust import AuditVerification, verify_audit_file
 
-__all__ = ["EXIT_BROKEN", "EXIT_ERROR", "EXIT_OK", "format_verdict", "main"]
+__all__ = ["EXIT_BROKEN", "EXIT_ERROR", "EXIT_OK", "KEY_SOURCE", "exit_status", "format_verdict",
+           "main"]
 
 EXIT_OK = 0
 EXIT_BROKEN = 1
 EXIT_ERROR = 2
 
 
-def format_verdict(result: AuditVerification) -> str:
+#: where the operator's audit key comes from (it must come from the writer: the
+#: ``public_key`` field inside a signed head proves nothing, anyone can re-sign a file)
+KEY_SOURCE = ("printed by `demo.py --audit` and returned by "
+              "env.unwrapped.operator_public_key_hex() in the process that wrote the file; "
+              "not the public_key written in the file")
+
+
+def format_verdict(result: AuditVerification, public_key_given: bool = False) -> str:
     """One-line human-readable verdict.
 
     :param result: a verification result.
-    :return: ``"OK: <n> entries, head <hash>"`` or ``"BROKEN at entry <i>: <problem> (<detail>)"``.
+    :param public_key_given: the result was checked with ``--public-key``.
+    :return: ``"OK: <n> entries, head <hash>; <scope>"`` (what an intact chain does and
+        does not show), ``"BROKEN: no entries (...)"`` for an empty file or
+        ``"BROKEN at entry <i>: <problem> (<detail>)"``.
     """
+    if result.ok and result.n_entries == 0:
+        return ("BROKEN: no entries (the file is empty, so nothing is verified; a file cut "
+                "to 0 bytes looks the same, and an environment leaves an empty file only "
+                "when it is closed before its first reset)")
     if result.ok:
-        return f"OK: {result.n_entries} entries, head {result.head_hash or '(empty chain)'}"
+        ok = f"OK: {result.n_entries} entries, head {result.head_hash}; hash chain intact"
+        if public_key_given:
+            return f"{ok}, ending with a head signed by the given key"
+        if result.ed25519_heads:
+            return (f"{ok}, but a cut tail cannot be detected without --public-key HEX (the "
+                    f"file has {result.ed25519_heads} signed Ed25519 head(s); HEX is the "
+                    f"operator's audit key, {KEY_SOURCE})")
+        return (f"{ok}, but a cut tail cannot be detected: the file has no signed head (an "
+                "ed25519-mode file whose last head was cut off looks like this; "
+                f"--public-key HEX reveals that, HEX being the operator's audit key, "
+                f"{KEY_SOURCE}; an hmac-mode file has none, and only the process that wrote "
+                "it can detect a cut tail)")
     detail = result.message.split(": ", 1)[1] if ": " in result.message else result.message
     where = "" if result.index is None else f" at entry {result.index}"
     return f"BROKEN{where}: {result.problem} ({detail})"
+
+
+def exit_status(result: AuditVerification) -> int:
+    """:data:`EXIT_OK` for an intact, non-empty chain, else :data:`EXIT_BROKEN`."""
+    return EXIT_OK if result.ok and result.n_entries > 0 else EXIT_BROKEN
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
     :param argv: arguments without the program name (default ``sys.argv[1:]``).
-    :return: 0 for an intact chain, 1 for a broken one, 2 for an error.
+    :return: 0 for an intact chain, 1 for a broken one or an empty file, 2 for an error.
     """
     parser = _parser()
     try:
@@ -89,8 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = exc.strerror or str(exc)
         print(f"error: cannot read audit file {args.file!r}: {reason}", file=sys.stderr)
         return EXIT_ERROR
-    print(format_verdict(result))
-    return EXIT_OK if result.ok else EXIT_BROKEN
+    print(format_verdict(result, public_key_given=public_key is not None))
+    return exit_status(result)
 
 
 if __name__ == "__main__":

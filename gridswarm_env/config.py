@@ -32,6 +32,11 @@ MAX_DT_S = 3600.0
 MAX_SUBSTEPS = 2400   # physics sub-steps per agent step (GridModel's tables are O(n^2))
 MAX_LEVELS = 1001     # power or price levels of the action space
 MAX_EPISODE_STEPS = 1_000_000   # reset precomputes the episode's profiles per sub-step
+#: the most ``crypto_threads`` an EnvConfig accepts (catches typos such as 1000). A
+#: config may move between machines, so it is not bounded by this machine's cores: the
+#: environment runs at most as many threads as the process has usable cores (a shared
+#: pool of cores - 1 workers plus the calling thread), whatever the setting.
+MAX_CRYPTO_THREADS = 256
 #: where contract keys come from: derived from the reset seed, or drawn from os.urandom
 CONTRACT_KEY_SOURCES = ("seeded", "random")
 DER_KINDS = ("solar", "battery", "ev")
@@ -380,9 +385,11 @@ class EnvConfig:
         dispatch nothing to the physics.
     :param audit_path: optional JSONL file for the audit hash chain.
     :param audit_keep_entries: keep audit entries in memory (False keeps only the head).
-    :param crypto_threads: threads that sign and verify each step's contracts (int >= 1);
-        ``None`` (default) uses 2 in ed25519 mode with libsodium on a machine with 2 or
-        more usable cores, else 1 (see :class:`~gridswarm_env.trust.IdentityRegistry`).
+    :param crypto_threads: threads that sign and verify each step's contracts (int, 1 to
+        :data:`MAX_CRYPTO_THREADS`; at most the process's usable cores run, a larger
+        value acts as that many); ``None`` (default) uses 2 in ed25519 mode with
+        libsodium on a machine with 2 or more usable cores, else 1 (see
+        :class:`~gridswarm_env.trust.IdentityRegistry`).
         Trajectories are identical for every value; set 1 when other processes (e.g.
         parallel environments) already use every core.
     :param contract_keys: ``"seeded"`` (default): every agent's and the operator's
@@ -434,6 +441,10 @@ class EnvConfig:
         if self.crypto_threads is not None:
             store(self, "crypto_threads",
                   check_int_at_least(owner, "crypto_threads", self.crypto_threads, 1))
+            if self.crypto_threads > MAX_CRYPTO_THREADS:
+                raise ValueError(f"{owner}.crypto_threads = {self.crypto_threads}: at most "
+                                 f"{MAX_CRYPTO_THREADS} (the environment never runs more "
+                                 "threads than the process's usable cores)")
         if self.audit_path is not None:
             if not isinstance(self.audit_path, str | os.PathLike) or not str(self.audit_path):
                 raise ValueError(f"{owner}.audit_path = {self.audit_path!r}: expected a file "

@@ -115,6 +115,23 @@ OBS_FIELDS = (
 OBS_DIM = len(OBS_FIELDS)
 OBS_LIMIT = 5.0
 AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
+def _caller_stacklevel() -> int:
+    """``warnings.warn`` stacklevel of the first frame outside this package, counted from
+    the function that calls this one: a warning raised while building the environment
+    points at the user's ``parallel_env(...)`` / ``env(...)`` / ``GridSwarmEnv(...)``
+    line, not at the package's own wrappers (Python 3.12's ``skip_file_prefixes``)."""
+    import os
+    import sys
+
+    package_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(2)   # the caller's caller: level 2 of warnings.warn
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package_dir):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 #: agents listed per ``action_blocked`` audit entry (``count`` is always exact; an entry
 #: that lists fewer carries ``listed``)
 AUDIT_BLOCKED_LISTED = 100
@@ -223,7 +240,8 @@ class GridSwarmEnv(ParallelEnv):
                 f"n_agents={cfg.n_agents} is fewer than the fleet's DER kinds: "
                 + ", ".join(f"{k} ({mw:g} MW)" for k, mw in left_out.items())
                 + ": no agent, left out of the fleet, so the scenario does not "
-                "behave as at larger fleets; use n_agents >= 3", UserWarning, stacklevel=2)
+                "behave as at larger fleets; use n_agents >= 3", UserWarning,
+                stacklevel=_caller_stacklevel())
         check_limits_names(self.limits, self.possible_agents)   # now, not at the first reset
         self.agents: list[str] = []
         self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}
@@ -1445,7 +1463,12 @@ class GridSwarmEnv(ParallelEnv):
 
     def operator_public_key_hex(self) -> str | None:
         """The raw Ed25519 public key (64 hex digits) with which the operator signs the
-        streamed audit file's heads; ``None`` without ``audit_path`` or in hmac mode.
+        streamed audit file's heads (``verify FILE --public-key HEX``).
+
+        ``None`` without ``audit_path``: the key exists only to sign a streamed file's
+        heads (the in-memory chain gets none, so nothing would verify with it); ``None``
+        in hmac mode, whose keys are secret (no public key exists; there only
+        ``audit_log.verify()`` in the writing process detects a cut tail).
 
         It is not the contract-signing key: that one is derived from the reset seed (so
         signatures replay bit for bit), and anyone who knows the seed could re-sign a cut

@@ -2314,6 +2314,9 @@ class AuditVerification:
     :param message: human-readable verdict.
     :param n_entries: entries read before stopping (all of them when ok).
     :param head_hash: hash of the last entry read in order (None if none).
+    :param ed25519_heads: ``head_signed`` entries of the ``ed25519`` scheme read (when
+        ok: all of them, checked only if a public key or registry was given): a file
+        with such heads can show a cut tail to a verifier holding the operator's key.
 
     Its truth value is :attr:`ok`, so ``assert log.verify()`` fails on a broken chain.
     """
@@ -2324,6 +2327,7 @@ class AuditVerification:
     message: str
     n_entries: int = 0
     head_hash: str | None = None
+    ed25519_heads: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.ok)
@@ -2707,14 +2711,25 @@ def _file_records(path: Path) -> Iterator[tuple[int, Any, bool]]:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle):
             complete = raw.endswith(b"\n")
+            # the log ends every entry with a newline and writes no blank line, and a
+            # file must be the exact bytes it wrote: a last line without its newline was
+            # cut (even if the JSON before the cut is whole), a blank line was added
+            if raw.strip() == b"":
+                yield number, _Bad("malformed", f"line {number + 1} is blank (the log "
+                                   "writes no blank lines)"), complete
+                continue
+            if not complete:
+                yield number, _Bad("truncated", f"line {number + 1} has no final newline "
+                                   "(the log ends every entry with one: the file was cut "
+                                   "inside its last entry)"), complete
+                continue
             try:
                 record = json.loads(raw)
             except (ValueError, UnicodeDecodeError, RecursionError) as exc:   # deep nesting
-                problem = "malformed" if complete else "truncated"
                 yield (
                     number,
                     _Bad(
-                        problem,
+                        "malformed",
                         f"line {number + 1} is not a JSON object ({exc.__class__.__name__})",
                     ),
                     complete,
@@ -2723,7 +2738,7 @@ def _file_records(path: Path) -> Iterator[tuple[int, Any, bool]]:
             body = _canonical_body(record) if _schema_problem(record) is None else None
             if body is not None:
                 line = body[:-1] + b',"hash":"' + record["hash"].encode() + b'"}'
-                if raw != (line + b"\n" if complete else line):
+                if raw != line + b"\n":
                     yield (
                         number,
                         _Bad(
@@ -2940,6 +2955,7 @@ def _verify_records(
     last_verified_head = False
     last_signed_index: int | None = None
     count = 0
+    ed25519_heads = 0
 
     def fail(index: int | None, problem: str, message: str) -> AuditVerification:
         where = "" if index is None else f" at entry {index}"
@@ -3003,6 +3019,7 @@ def _verify_records(
             )
         last_verified_head = False
         if record["kind"] == "head_signed":
+            ed25519_heads += record["fields"].get("scheme") == "ed25519"
             good, detail = _check_head_signature(record, public_key, registry)
             if good is False:
                 return fail(expected, "altered", f"signed head is invalid: {detail}")
@@ -3041,7 +3058,8 @@ def _verify_records(
             f"the chain does not end with a verified signed head ({since}); its tail was cut or is unsigned",
         )
     return AuditVerification(
-        True, None, None, f"{count} entries, head {head or GENESIS_HASH}", count, head
+        True, None, None, f"{count} entries, head {head or GENESIS_HASH}", count, head,
+        ed25519_heads,
     )
 
 

@@ -30,8 +30,12 @@ def policy_names() -> tuple[str, ...]:
 def make_policy(name_or_path: str, **kwargs: Any) -> Policy:
     """Build a policy by registered name, or load a learned model from a file path.
 
+    A path without ``.zip`` that does not exist loads its ``.zip`` sibling (``m2`` →
+    ``m2.zip``, as ``python -m train --out m2`` writes it and SB3 appends it).
+
     :raises ValueError: an empty or unknown name (the message lists the known ones), or
-        a path that does not exist, is a directory or is not a model.
+        a path that does not exist (nor its ``.zip`` sibling), is a directory or is not
+        a model.
     """
     _load_builtin()
     if name_or_path in _REGISTRY:
@@ -40,7 +44,8 @@ def make_policy(name_or_path: str, **kwargs: Any) -> Policy:
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError(f"policy name {name_or_path!r}: an empty name is not allowed; "
                          f"{choices}")
-    looks_like_path = any(ch in name_or_path for ch in "/\\.") or Path(name_or_path).exists()
+    looks_like_path = (any(ch in name_or_path for ch in "/\\.") or Path(name_or_path).exists()
+                       or Path(name_or_path + ".zip").is_file())   # ``m2`` names ``m2.zip``
     if looks_like_path:
         from policies.learned import check_model_file
 

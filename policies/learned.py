@@ -38,10 +38,15 @@ DEFAULT_MODEL = PRETRAINED_DIR / "gridswarm_ppo.zip"
 OBS_FIELDS_ATTR = "gridswarm_obs_fields"
 
 def check_model_file(path: str | Path) -> Path:
-    """``path`` as a ``Path`` if it names an existing file (its content is checked by
+    """The model file ``path`` names, as a ``Path`` (its content is checked by
     :func:`load_maskable_ppo`).
 
-    :raises ValueError: the path is empty, does not exist or is a directory.
+    A path that does not exist and does not end in ``.zip`` names its ``.zip`` sibling
+    when that exists, as ``python -m train --out m2`` writes ``m2.zip`` and
+    Stable-Baselines3's own ``load`` appends ``.zip``: ``m2`` loads ``m2.zip``.
+
+    :raises ValueError: the path is empty, does not exist (nor its ``.zip`` sibling) or
+        is a directory.
     """
     expected = "expected a MaskablePPO .zip saved by `python -m train`"
     if not str(path):
@@ -50,8 +55,18 @@ def check_model_file(path: str | Path) -> Path:
     if p.is_dir():
         raise ValueError(f"model file {str(p)!r} is a directory, not a model file ({expected})")
     if not p.is_file():
-        raise ValueError(f"model file {str(p)!r} does not exist ({expected})")
+        sibling = zip_sibling(p)
+        if sibling is not None and sibling.is_file():
+            return sibling
+        nor = f" (nor {str(sibling)!r})" if sibling is not None else ""
+        raise ValueError(f"model file {str(p)!r} does not exist{nor} ({expected})")
     return p
+
+
+def zip_sibling(path: str | Path) -> Path | None:
+    """``path`` with ``.zip`` appended, or None when it already ends in ``.zip``."""
+    p = Path(path)
+    return None if p.name.lower().endswith(".zip") else p.with_name(p.name + ".zip")
 
 
 def load_maskable_ppo(path: str | Path) -> Any:
@@ -186,7 +201,8 @@ class LearnedPolicy:
     def __init__(self, path: str | Path | None = None, deterministic: bool = True,
                  torch_threads: int | None = 1) -> None:
         self.torch_threads = _checked_threads(torch_threads)
-        self.path: Path | None = Path(path) if path is not None else DEFAULT_MODEL
+        # the file actually loaded (``m2`` names ``m2.zip``, see check_model_file)
+        self.path: Path | None = check_model_file(path if path is not None else DEFAULT_MODEL)
         self.deterministic = bool(deterministic)
         self.model = load_maskable_ppo(self.path)
         self._nvec = np.asarray(self.model.action_space.nvec, dtype=np.int64)

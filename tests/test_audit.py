@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gridswarm_env.audit import EXIT_BROKEN, EXIT_OK, format_verdict, main
+from gridswarm_env.audit import EXIT_BROKEN, EXIT_OK, KEY_SOURCE, format_verdict, main
 from gridswarm_env.trust import (
     AUDIT_PROBLEMS,
     GENESIS_HASH,
@@ -315,11 +315,35 @@ def test_non_finite_number_is_malformed(chain):
     assert verdict(chain) == (False, 3, "malformed")
 
 
-def test_empty_file_is_an_empty_chain(tmp_path):
+def test_empty_file_is_an_empty_chain_but_the_cli_does_not_call_it_ok(tmp_path, capsys):
+    """First-use review: ``verify`` printed ``OK: 0 entries`` (exit 0) for an empty file,
+    which a file cut to 0 bytes also is; an environment writes one only when closed
+    before its first reset."""
     path = tmp_path / "empty.jsonl"
     AuditLog(path).close()
     result = verify_audit_file(path)
     assert result.ok and result.n_entries == 0 and result.head_hash is None
+    assert main(["verify", str(path)]) == EXIT_BROKEN
+    assert capsys.readouterr().out.startswith("BROKEN: no entries (the file is empty")
+
+
+def test_final_newline_and_blank_lines_follow_the_exact_bytes_rule(chain, capsys):
+    """First-use review: a trailing blank line was ``malformed`` but a missing final
+    newline passed. The log ends every entry with a newline and writes no blank line,
+    so both are bytes it did not write: a cut newline is ``truncated``, a blank line
+    ``malformed``."""
+    data = chain.read_bytes()
+    chain.write_bytes(data[:-1])
+    assert verdict(chain) == (False, N - 1, "truncated")
+    assert main(["verify", str(chain)]) == EXIT_BROKEN
+    assert "line 20 has no final newline" in capsys.readouterr().out
+    for blank in (b"\n", b"  \n"):
+        chain.write_bytes(data + blank)
+        assert verdict(chain) == (False, N, "malformed")
+        assert main(["verify", str(chain)]) == EXIT_BROKEN
+        assert "line 21 is blank" in capsys.readouterr().out
+    chain.write_bytes(data)
+    assert verdict(chain) == (True, None, None)
 
 
 # --------------------------------------------------------------------------- signed heads
@@ -504,7 +528,13 @@ def test_cli_ok_and_broken(chain):
     head = read(chain)[-1]["hash"]
     ok = run_cli("verify", str(chain))
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip() == f"OK: {N} entries, head {head}"
+    assert ok.stdout.strip() == (
+        f"OK: {N} entries, head {head}; hash chain intact, but a cut tail cannot be "
+        "detected: the file has no signed head (an ed25519-mode file whose last head was "
+        f"cut off looks like this; --public-key HEX reveals that, HEX being the operator's "
+        f"audit key, {KEY_SOURCE}; an hmac-mode file has none, and only the process that "
+        "wrote it can detect a cut tail)"
+    )
 
     entries = read(chain)
     entries[17]["fields"]["step"] = -1
@@ -574,8 +604,17 @@ def test_import_has_no_side_effects():
 
 def test_format_verdict():
     assert (
-        format_verdict(AuditVerification(True, None, None, "3 entries, head ab", 3, "ab"))
-        == "OK: 3 entries, head ab"
+        format_verdict(AuditVerification(True, None, None, "3 entries, head ab", 3, "ab"),
+                       public_key_given=True)
+        == "OK: 3 entries, head ab; hash chain intact, ending with a head signed by the given key"
+    )
+    assert format_verdict(
+        AuditVerification(True, None, None, "3 entries, head ab", 3, "ab", 1)
+    ) == ("OK: 3 entries, head ab; hash chain intact, but a cut tail cannot be detected "
+          "without --public-key HEX (the file has 1 signed Ed25519 head(s); HEX is the "
+          f"operator's audit key, {KEY_SOURCE})")
+    assert format_verdict(AuditVerification(True, None, None, "0 entries", 0, None)).startswith(
+        "BROKEN: no entries (the file is empty"
     )
     broken = AuditVerification(
         False, 4, "removed", "removed at entry 4: entries 4..5 are missing", 4, "cd"
@@ -603,7 +642,7 @@ def _run_env_episode(path: Path, trust: str):
     return raw
 
 
-def test_env_file_ends_with_a_signed_head_that_catches_a_cut_tail(tmp_path):
+def test_env_file_ends_with_a_signed_head_that_catches_a_cut_tail(tmp_path, capsys):
     path = tmp_path / "audit.jsonl"
     raw = _run_env_episode(path, "ed25519")
     key = raw.operator_public_key_hex()
@@ -618,6 +657,13 @@ def test_env_file_ends_with_a_signed_head_that_catches_a_cut_tail(tmp_path):
     # a tail cut at an entry boundary: the chain alone looks intact, the key catches it
     write(path, entries[:-2])
     assert verdict(path) == (True, None, None)
+    # ... and without the key the OK line says what it could not check (first-use
+    # review: a plain "OK: 63 entries" for a file whose signed head was cut off)
+    capsys.readouterr()
+    assert main(["verify", str(path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "but a cut tail cannot be detected" in out and "--public-key HEX" in out
+    assert "operator_public_key_hex()" in out
     assert main(["verify", str(path), "--public-key", key]) == EXIT_BROKEN
     assert verdict(path, public_key=bytes.fromhex(key))[2] == "truncated"
     # a rewritten suffix (hashes recomputed) breaks the signature over the head
@@ -629,7 +675,7 @@ def test_env_file_ends_with_a_signed_head_that_catches_a_cut_tail(tmp_path):
     assert verdict(path, public_key=bytes.fromhex(key))[2] == "altered"
 
 
-def test_audit_head_key_is_not_derived_from_the_seed_and_spans_seeds(tmp_path):
+def test_audit_head_key_is_not_derived_from_the_seed_and_spans_seeds(tmp_path, capsys):
     """README review: with the seeded contract key anyone who knew the seed could re-sign
     a cut file, and a file with episodes of two seeds verified with no single key."""
     import gridswarm_env
@@ -654,6 +700,16 @@ def test_audit_head_key_is_not_derived_from_the_seed_and_spans_seeds(tmp_path):
     heads = [e for e in read(path) if e["kind"] == "head_signed"]
     assert len(heads) == 2 and {h["fields"]["public_key"] for h in heads} == {key}
     assert main(["verify", str(path), "--public-key", key]) == EXIT_OK
+    # the last head cut off, the first episode's kept: the OK line without a key counts
+    # it and asks for the key, which then reports the cut
+    write(path, read(path)[:-1])
+    capsys.readouterr()
+    assert main(["verify", str(path)]) == EXIT_OK
+    assert ("but a cut tail cannot be detected without --public-key HEX (the file has 1 "
+            "signed Ed25519 head(s)") in capsys.readouterr().out
+    assert main(["verify", str(path), "--public-key", key]) == EXIT_BROKEN
+    assert "truncated" in capsys.readouterr().out
+    write(path, [*read(path), heads[-1]])
     # re-signing a cut file with the seed-derived operator key does not pass
     seeded = IdentityRegistry(raw.possible_agents, seed=1)
     entries = read(path)[:-5]
@@ -670,6 +726,11 @@ def test_hmac_env_files_have_no_signed_head(tmp_path):
     path = tmp_path / "audit.jsonl"
     raw = _run_env_episode(path, "hmac")
     assert raw.operator_public_key_hex() is None
+    # documented: the audit key exists only to sign a streamed file's heads
+    import gridswarm_env
+
+    unstreamed = gridswarm_env.parallel_env(n_agents=3, trust="ed25519").unwrapped
+    assert unstreamed.operator_public_key_hex() is None
     assert all(e["kind"] != "head_signed" for e in read(path))
     assert main(["verify", str(path)]) == EXIT_OK
 

@@ -92,6 +92,25 @@ def test_write_or_rescue_keeps_the_output_elsewhere(tmp_path):
 
 
 # ---------------------------------------------------------------------- policies
+def test_model_path_without_zip_names_its_zip_sibling(tmp_path, monkeypatch):
+    """First-use review: ``--policy runs/m2`` was refused as "does not exist" although
+    ``python -m train --out m2`` writes m2.zip and SB3's own load appends ``.zip``."""
+    from policies.learned import check_model_file
+
+    model = tmp_path / "m2.zip"
+    model.write_bytes(b"not a zip")   # reaches the loader: the sibling was found
+    assert check_model_file(tmp_path / "m2") == model
+    assert check_model_file(model) == model
+    for name in (str(tmp_path / "m2"), "m2"):   # a path, and a bare name in the cwd
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(ValueError, match=r"m2\.zip' is corrupt or not a model"):
+            make_policy(name)
+    names, _ = evaluate.resolve_policies(str(tmp_path / "m2"))   # evaluate.py uses it too
+    assert names == [str(tmp_path / "m2")]
+    (tmp_path / "m2").write_bytes(b"also not a zip")   # an existing file is taken as given
+    assert check_model_file(tmp_path / "m2") == tmp_path / "m2"
+
+
 def test_policy_name_messages(tmp_path):
     with pytest.raises(ValueError, match="empty name is not allowed.*heuristic.*random"):
         make_policy("")
@@ -101,6 +120,8 @@ def test_policy_name_messages(tmp_path):
         make_policy(str(tmp_path / "missing.zip"))
     names, _ = evaluate.resolve_policies("heuristic")
     assert names == ["heuristic"]
+    with pytest.raises(ValueError, match=r"'.*missing' does not exist \(nor '.*missing\.zip'\)"):
+        make_policy(str(tmp_path / "missing"))
     with pytest.raises(evaluate.UsageError, match="is a directory"):
         evaluate.resolve_policies(str(tmp_path))
 
@@ -555,9 +576,37 @@ def test_crypto_threads_flag_is_checked_and_does_not_change_results(tmp_path, ca
     with pytest.raises(SystemExit) as exited:   # argparse: usage + message, status 2
         demo.main(["--agents", "5", "--no-live", "--crypto-threads", "0"])
     assert exited.value.code == demo.EXIT_USAGE
-    assert "--crypto-threads: expected an integer >= 1" in capsys.readouterr().err
+    assert "--crypto-threads: expected an integer from 1 to " in capsys.readouterr().err
     rc = demo.main(["--agents", "20", "--no-live", "--steps", "3", "--crypto-threads", "1"])
     assert rc == 0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--crypto-threads", "100"], "argument --crypto-threads: expected an integer from 1 to "),
+    (["--agents", "2000000"], "argument --agents: expected an integer from 1 to 1,000,000, "
+                              "got 2000000"),
+])
+def test_demo_refuses_out_of_range_counts_naming_the_flag(argv, message, capsys):
+    """First-use review: --crypto-threads 100 was accepted silently (the environment never
+    runs more threads than the usable cores) and --agents 2000000 was refused as
+    ``DemoOptions.n_agents = 2000000``."""
+    with pytest.raises(SystemExit) as exited:
+        demo.main(["--no-live", "--steps", "1", *argv])
+    assert exited.value.code == demo.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_demo_path_errors_name_the_flag(tmp_path, capsys):
+    """First-use review: ``DemoOptions.audit_path = '...'`` named an internal field."""
+    rc = demo.main(["--no-live", "--steps", "1", "--audit", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == demo.EXIT_USAGE and f"--audit {str(tmp_path)!r} is a directory" in err
+    assert "DemoOptions" not in err
+    same = str(tmp_path / "same.json")
+    rc = demo.main(["--no-live", "--steps", "1", "--audit", same, "--json", same])
+    err = capsys.readouterr().err
+    assert rc == demo.EXIT_USAGE and "the same file as --json" in err
+    assert "DemoOptions" not in err
 
 
 @pytest.mark.parametrize("module", ["benchmarks.__main__", "benchmarks.bench_learning"])

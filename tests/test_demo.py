@@ -99,7 +99,8 @@ if HAS_HEURISTIC:
 if HAS_MODEL:
     RUNS["learned"] = [*SMALL, "--policy", "learned", "--steps", "10"]
 # --policy PATH with a freshly built (untrained) MaskablePPO model, shipped model or not
-RUNS["model_path"] = [*SMALL, "--policy", "{tmp}/tiny_model.zip", "--steps", "10"]
+# (named without ".zip": python -m train --out m2 writes m2.zip, and SB3 appends .zip)
+RUNS["model_path"] = [*SMALL, "--policy", "{tmp}/tiny_model", "--steps", "10"]
 SCENARIO_RUNS = ("price_spike", "solar_surplus", "emergency")
 
 #: Saves an untrained MaskablePPO model with gridswarm's spaces to argv[1], then runs
@@ -205,6 +206,21 @@ def test_shadow_mode_dispatches_nothing_and_is_marked(runs) -> None:
     lines = [ln for ln in runs["shadow"]["stdout"].splitlines() if ln.startswith("t=")]
     assert all(ln.endswith("[SHADOW]") for ln in lines)
     assert "SHADOW mode" in runs["shadow"]["stdout"]
+    # first-use review: the lines showed deliv= +0.00MW and the summary only the table's
+    # "— (none)" latency; the would-be figures were only in --json
+    for line, r in zip(lines, steps, strict=True):
+        assert f"would-deliv={r['would_dispatch_mw']:+8.2f}MW" in line and " deliv=" not in line
+    summary = " ".join(runs["shadow"]["stdout"].split())
+    energy = doc["metrics"]["shadow_dispatch_energy_mwh"]
+    assert energy > 0 and f"energy that would have been dispatched {energy:.4f} MWh" in summary
+    assert "SHADOW mode, would-be (nothing was dispatched): emergency response latency" in summary
+
+
+def test_shadow_summary_shows_the_would_be_latency() -> None:
+    text = demo.shadow_summary({"shadow_response_latency_ms": 20.72,
+                                "shadow_dispatch_energy_mwh": 3.0545})
+    assert text == ("SHADOW mode, would-be (nothing was dispatched): emergency response latency "
+                    "20.7 ms; energy that would have been dispatched 3.0545 MWh")
 
 
 def test_hmac_trust_and_limits_file(runs) -> None:
@@ -237,7 +253,12 @@ def test_learned_policy_runs(runs) -> None:
 def test_policy_path_loads_a_saved_model(runs) -> None:
     doc = _check_common(runs["model_path"], 10, "price_spike")
     assert doc["run"]["policy_name"] == "learned"
-    assert doc["run"]["policy"].endswith("tiny_model.zip")
+    assert doc["run"]["policy"].endswith("tiny_model")
+    # first-use review: a path without .zip was refused as "does not exist", and the
+    # summary said "policy learned" as for the shipped model; it names the file loaded
+    assert doc["run"]["model_path"].endswith("tiny_model.zip")
+    summary = runs["model_path"]["stdout"]
+    assert f"policy learned (model {doc['run']['model_path']})" in " ".join(summary.split())
 
 
 # ---------------------------------------------------------------------- bad flags
@@ -519,15 +540,34 @@ def test_strict_json_and_compact_counts() -> None:
 
 
 def test_options_are_validated() -> None:
-    with pytest.raises(ValueError, match=r"DemoOptions\.n_agents = 0"):
+    """Messages name the command-line flag and what is allowed (first-use review: they
+    named the dataclass fields, ``DemoOptions.n_agents = 2000000``)."""
+    with pytest.raises(ValueError, match=r"^--agents 0: expected an integer from 1 to 1,000,000"):
         demo.DemoOptions(n_agents=0)
-    with pytest.raises(ValueError, match=r"DemoOptions\.n_agents = 1000000000: at most"):
+    with pytest.raises(ValueError, match=r"^--agents 1000000000: expected an integer from 1 "
+                                         r"to 1,000,000"):
         demo.DemoOptions(n_agents=10**9)   # it allocated for minutes before the env refused
-    with pytest.raises(ValueError, match=r"DemoOptions\.scenario = 'x'.*price_spike"):
+    with pytest.raises(ValueError, match=r"^--scenario 'x'.*price_spike"):
         demo.DemoOptions(scenario="x")
-    with pytest.raises(ValueError, match=r"DemoOptions\.trust = 'rsa'"):
+    with pytest.raises(ValueError, match=r"^--trust 'rsa': expected one of ed25519, hmac"):
         demo.DemoOptions(trust="rsa")
-    with pytest.raises(ValueError, match=r"DemoOptions\.max_steps = 0"):
+    with pytest.raises(ValueError, match=r"^--steps 0: expected an integer >= 1"):
         demo.DemoOptions(max_steps=0)
+    cores = demo.max_crypto_threads()
+    with pytest.raises(ValueError, match=rf"^--crypto-threads {cores + 1}: expected an integer "
+                                         rf"from 1 to {cores} \(the cores this process"):
+        demo.DemoOptions(crypto_threads=cores + 1)
     with pytest.raises(demo.DemoError, match="unknown policy"):
         demo.build_policy("genius")
+
+
+def test_oracle_says_it_is_planning_before_the_first_step(capsys) -> None:
+    """First-use review: ``--policy oracle --agents 1000`` sat silent for minutes while
+    the oracle solved its episode LP at reset; a status line now says so first."""
+    opts = demo.DemoOptions(n_agents=10, scenario="price_spike", policy="oracle",
+                            max_steps=2, live=False, trust="hmac")
+    session = demo.open_session(opts)
+    err = capsys.readouterr().err
+    assert "oracle: planning the episode (LP, 10 agents × 300 steps;" in err
+    assert session.policy.plan is not None   # printed before planning, which then ran
+    assert demo.planning_notice(demo.build_policy("random"), session.raw) is None

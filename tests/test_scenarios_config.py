@@ -161,6 +161,7 @@ def test_load_scenario_file(tmp_path: Path) -> None:
     (lambda: EnvConfig(shadow="yes"), "shadow", "True or False"),
     (lambda: EnvConfig(crypto_threads=0), "crypto_threads", ">= 1"),
     (lambda: EnvConfig(crypto_threads=2.0), "crypto_threads", "integer >= 1"),
+    (lambda: EnvConfig(crypto_threads=1000), "crypto_threads = 1000", "at most 256"),
     (lambda: FleetConfig(battery_power_mw=-1.0), "battery_power_mw", ">= 0"),
     (lambda: FleetConfig(ev_power_mw=-0.1), "ev_power_mw", ">= 0"),
     (lambda: FleetConfig(solar_capacity_mw=-10.0), "solar_capacity_mw", ">= 0"),
@@ -289,3 +290,16 @@ def test_fewer_agents_than_kinds_warns_which_capacity_is_left_out() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         GridSwarmEnv("price_spike", n_agents=3, trust="hmac")
+
+
+@pytest.mark.parametrize("build", ["parallel_env", "env", "GridSwarmEnv"])
+def test_fewer_agents_warning_points_at_the_callers_line(build) -> None:
+    """First-use review: the warning's stacklevel named the package's own
+    ``return GridSwarmEnv(...)`` line in ``parallel_env``, printed under the message."""
+    import gridswarm_env
+
+    make = getattr(gridswarm_env, build) if build != "GridSwarmEnv" else gridswarm_env.raw_env
+    with pytest.warns(UserWarning, match="fewer than the fleet's DER kinds") as record:
+        make("price_spike", n_agents=2, trust="hmac")
+    [warning] = [w for w in record if "DER kinds" in str(w.message)]
+    assert warning.filename == __file__
