@@ -20,12 +20,15 @@ Outputs in ``DIR``:
   the summary holds, per scenario and policy, mean / std / n of every numeric KPI,
   ``system_cost`` relative to the oracle and the wall time, and per scenario the
   frequency KPIs of the no-DER counterfactual;
-* ``results.md`` — one KPI table per scenario (mean ± std over episodes) with each
-  policy's ``system_cost`` relative to the oracle;
+* ``results.md`` — one KPI table per scenario (mean ± std over episodes; counts such
+  as ``blocked_attempts`` without decimals) with each policy's ``system_cost`` relative
+  to the oracle;
 * ``freq_<scenario>.png`` — the frequency at every physics sub-step of the first
   seed, every policy overlaid, with the no-DER counterfactual (the same seed in shadow
   mode: bids, clearing and contracts run, nothing is dispatched) dashed;
-  ``cost_vs_oracle.png`` — mean ``system_cost`` relative to the oracle as grouped bars;
+  ``cost_vs_oracle.png`` — mean ``system_cost`` relative to the oracle as grouped bars
+  (only when the oracle ran; otherwise a note in ``results.md`` and on stdout says why
+  it is missing, and an earlier run's plot is removed);
 * ``tensorboard/`` — scalars ``eval/<scenario>/<policy>/<kpi>`` (step = episode index).
 
 Re-running into the same ``DIR`` replaces these outputs: once a run has written its
@@ -67,7 +70,11 @@ from policies.cli_checks import (
 #: Policies run by default, plus ``learned`` when a pretrained model exists.
 DEFAULT_POLICIES = ("heuristic", "random", "oracle")
 #: Files in the output directory this program writes (besides ``freq_<scenario>.png``).
-OUTPUT_FILES = ("results.json", "results.md", "cost_vs_oracle.png")
+COST_PLOT = "cost_vs_oracle.png"
+OUTPUT_FILES = ("results.json", "results.md", COST_PLOT)
+#: the note when no oracle ran (in results.md, which the command line prints)
+NO_COST_PLOT = ("no cost_vs_oracle.png: it shows each policy's cost relative to the "
+                "oracle's, and the oracle did not run (add it to --policies)")
 TENSORBOARD_DIR = "tensorboard"
 EVENT_FILE_GLOB = "events.out.tfevents.*"
 TABLE_KPIS = ("system_cost", "unserved_energy_mwh", "ev_unmet_energy_mwh", "frequency_nadir_hz",
@@ -176,7 +183,7 @@ def resolve_scenarios(spec: str | Sequence[str] | None) -> list[str]:
 
 def _check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise UsageError(f"{name} = {value!r}: must be an integer >= 1")
+        raise UsageError(f"{name} {value!r}: must be an integer >= 1")
     return int(value)
 
 
@@ -191,22 +198,25 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
     """
     pols, notes = resolve_policies(policies)
     scs = resolve_scenarios(scenarios)
-    _check_count("episodes", episodes)
-    _check_count("agents", n_agents)
+    _check_count("--episodes", episodes)
+    _check_count("--agents", n_agents)
     from gridswarm_env.config import check_agent_limit
 
     try:
-        check_agent_limit("agents", int(n_agents))
+        check_agent_limit("--agents", int(n_agents))
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(str(exc).replace("--agents = ", "--agents ", 1)) from None
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise UsageError(f"seed = {seed!r}: must be an integer >= 0")
+        raise UsageError(f"--seed {seed!r}: must be an integer >= 0")
     if trust not in TRUST_CHOICES:
-        raise UsageError(f"trust = {trust!r}: allowed values are {', '.join(TRUST_CHOICES)}")
+        raise UsageError(f"--trust {trust!r}: allowed values are {', '.join(TRUST_CHOICES)}")
     try:
         limits_obj = check_limits_agents(limits, int(n_agents))
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        text = str(exc)   # errors found after merging the overrides do not name the file
+        if isinstance(limits, str | Path) and str(limits) not in text:
+            text = f"limits file {str(limits)!r}: {text}"
+        raise UsageError(text) from None
     return pols, scs, notes, limits_obj
 
 
@@ -232,15 +242,18 @@ def _event_files(out: Path) -> set[Path]:
     return {p for p in (out / TENSORBOARD_DIR).glob(EVENT_FILE_GLOB) if p.is_file()}
 
 
-def remove_stale_outputs(out: Path, scenarios: Sequence[str], earlier_events: set[Path]
-                         ) -> list[Path]:
+def remove_stale_outputs(out: Path, scenarios: Sequence[str], earlier_events: set[Path],
+                         cost_plot: bool = True) -> list[Path]:
     """Remove the outputs of earlier runs that this run did not rewrite: ``freq_*.png``
-    of other scenarios and the event files ``earlier_events``.
+    of other scenarios, the event files ``earlier_events`` and, when this run wrote no
+    cost plot (``cost_plot`` False: no oracle ran), an earlier ``cost_vs_oracle.png``.
 
     :returns: the removed paths.
     """
     keep = {f"freq_{sc}.png" for sc in scenarios}
     stale = [p for p in out.glob("freq_*.png") if p.is_file() and p.name not in keep]
+    if not cost_plot and (out / COST_PLOT).is_file():
+        stale.append(out / COST_PLOT)
     stale += sorted(p for p in earlier_events if p.is_file())
     for p in stale:
         p.unlink(missing_ok=True)
@@ -280,7 +293,10 @@ def summarize(runs: list[dict[str, Any]], policies: list[str],
                     # the sample std of one value is undefined: None, not a spread of 0
                     kpis[key] = {"mean": float(xs.mean()),
                                  "std": float(xs.std(ddof=1)) if xs.size > 1 else None,
-                                 "n": int(xs.size), "n_null": int(len(vals) - xs.size)}
+                                 "n": int(xs.size), "n_null": int(len(vals) - xs.size),
+                                 # a count: results.md prints it without decimals
+                                 "integer": all(isinstance(m.get(key), int | None)
+                                                for m in mets)}
             per_policy[pol] = {"episodes": len(mets), "kpis": kpis}
         oracle = per_policy.get("oracle", {}).get("kpis", {}).get("system_cost")
         for entry in per_policy.values():
@@ -298,6 +314,11 @@ def _fmt(stat: dict[str, Any] | None) -> str:
     if stat is None:
         return "–"
     mean, std = stat["mean"], stat["std"]
+    if stat.get("integer"):   # a count: whole numbers as such, a mean between them to 0.1
+        def count(x: float) -> str:
+            return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+        text = count(mean) if std is None else f"{count(mean)} ± {count(std)}"
+        return text + (f" ({stat['n_null']} null)" if stat.get("n_null") else "")
     mag = max(abs(mean), abs(std or 0.0))
     digits = 3 if mag < 1000 else 1
     # one value: no spread to show (n = 1)
@@ -464,10 +485,11 @@ def evaluate(policies: Sequence[str] | str | None = None,
     try:
         env_config = EnvConfig(crypto_threads=crypto_threads)
     except ValueError:
-        raise UsageError(f"crypto_threads = {crypto_threads!r}: expected an integer >= 1 "
+        raise UsageError(f"--crypto-threads {crypto_threads!r}: expected an integer >= 1 "
                          "(or none for the default)") from None
     episodes, n_agents = int(episodes), int(n_agents)
-    all_notes = list(dict.fromkeys(list(notes or []) + pol_notes))
+    all_notes = list(dict.fromkeys(list(notes or []) + pol_notes
+                                   + ([] if "oracle" in pols else [NO_COST_PLOT])))
     out = check_outputs(out_dir, scs)
     levels = (env_config.market.n_power_levels, env_config.market.n_price_levels)
     for pol in pols:   # a model that does not load or fit fails now, not after other episodes
@@ -487,6 +509,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     if progress:
         from tqdm import tqdm
 
+        # the no-DER baselines (shadow mode) are episodes too, and named as such
         bar = tqdm(total=len(jobs) + (len(scs) if counterfactual else 0), desc="evaluate",
                    unit="episode", file=sys.stderr)
     runs: list[dict[str, Any]] = []
@@ -503,6 +526,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
     try:
         for sc in scs:
             if counterfactual:
+                if bar is not None:
+                    bar.set_postfix_str(f"no-DER baseline (shadow) / {sc} / seed {seed}")
                 env = gridswarm_env.parallel_env(scenario=sc, n_agents=n_agents, trust=trust,
                                                  limits=limits_obj, shadow=True,
                                                  config=env_config)
@@ -578,15 +603,24 @@ def evaluate(policies: Sequence[str] | str | None = None,
             writes.append((f"freq_{sc}.png", f"the frequency plot of {sc}",
                            lambda p, sc=sc: plot_frequency(p, sc, traces[sc], physics_dt_s,
                                                            no_der_traces.get(sc))))
-    writes.append(("cost_vs_oracle.png", "the cost plot",
-                   lambda p: plot_costs(p, summary, pols)))
+    if "oracle" in pols:   # the plot is cost relative to the oracle's
+        writes.append(("cost_vs_oracle.png", "the cost plot",
+                       lambda p: plot_costs(p, summary, pols)))
     failures = [msg for name, what, write in writes
                 if (msg := write_or_rescue(out / name, write, what)[1]) is not None]
     if failures:   # keep the earlier run's files: some of this run's are elsewhere
         raise OutputError("; ".join(failures) + f"; earlier outputs in {str(out)!r} were "
                           "left in place")
-    remove_stale_outputs(out, scs, earlier_events)
+    remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols)
     return result
+
+
+def episodes_text(episodes: int, baselines: int) -> str:
+    """``12 episodes + 3 no-DER baselines``: what the progress bar counted (15)."""
+    text = f"{episodes} episode{'s' if episodes != 1 else ''}"
+    if baselines:
+        text += f" + {baselines} no-DER baseline{'s' if baselines != 1 else ''} (shadow mode)"
+    return text
 
 
 # --------------------------------------------------------------------------- command line
@@ -653,8 +687,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("evaluate.py: interrupted", file=sys.stderr)
         return 130
     out = Path(args.out)
+    baselines = len(result["summary"]["no_der_counterfactual"])
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, plots and tensorboard "
-          f"scalars ({len(result['runs'])} episodes, "
+          f"scalars ({episodes_text(len(result['runs']), baselines)}, "
           f"{result['summary']['wall_time_s']:.1f} s)")
     print((out / "results.md").read_text())
     return 0

@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--json FILE]``: every benchmark, one table, one JSON.
+"""``python -m benchmarks [--quick] [--json FILE] [--skip SECTION ...]``: every benchmark,
+one table, one JSON.
 
 JSON layout::
 
@@ -140,8 +141,9 @@ def print_table(result: dict[str, Any]) -> None:
         print("Environment step (heuristic policy; policy time excluded from agent-steps/s)")
         bench_env.print_rows(result["env"])
         e = result["emergency"]
+        latency = e["emergency_response_latency_ms"]
         print(f"emergency at {e['n_agents']:,} agents: response "
-              f"{e['emergency_response_latency_ms']} ms simulated "
+              f"{'none' if latency is None else f'{latency:.1f} ms'} simulated "
               f"({'within' if e['within_budget'] else 'OUTSIDE'} the 100 ms budget)")
     if "bus" in result:
         b = result["bus"]
@@ -169,6 +171,15 @@ def print_table(result: dict[str, Any]) -> None:
     m = result["machine"]
     print(f"{m['cpus']} CPUs, load average {m['load_average']:.2f}, "
           f"run took {m['wall_s']:.0f} s")
+
+
+def rise_text(growth: float) -> str:
+    """The largest ratio of the cost per agent-step from one fleet size to the next,
+    said plainly (below 1: it never rose)."""
+    if growth <= 1.0:
+        return (f"cost per agent-step never rose from one fleet size to the next (it fell "
+                f"or stayed: the largest ratio was {growth:.2f}x)")
+    return f"cost per agent-step rose from one fleet size to the next: by up to {growth:.2f}x"
 
 
 def print_targets(s: dict[str, Any]) -> None:
@@ -201,8 +212,7 @@ def print_targets(s: dict[str, Any]) -> None:
         print(f"target cost per agent-step at scale <= at 100 agents (hmac; {figures}) -> "
               f"{verdict(s['cost_per_agent_step_not_higher_at_scale'])}")
         growth = s["cost_per_agent_step_max_growth"]
-        print(f"  largest rise from one fleet size to the next: {growth:.2f}x "
-              f"({'none' if growth <= 1.0 else 'it does grow there'})")
+        print(f"  {rise_text(growth)}")
     for key in (k for k in s if k.endswith("_pause_gc_speedup")):
         print(f"  hmac at {key.split('_')[1]} agents with the garbage collector paused during "
               f"steps (the default) vs left running: {s[key]:.2f}x faster (median of pairs)")
@@ -225,12 +235,13 @@ def print_targets(s: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run every benchmark: one table, and one JSON with --json.")
     parser.add_argument("--quick", action="store_true", help="under a minute")
     parser.add_argument("--json", type=Path, help="write all figures to this file")
-    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS,
-                        help="sections to leave out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, metavar="SECTION",
+                        help=f"sections to leave out, among {', '.join(SECTIONS)}")
     args = parser.parse_args(argv)
     check_json_path(parser, args.json)
     result = run(args.quick, tuple(args.skip))

@@ -211,11 +211,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="relative cost improvement that counts as beating (default 0.01)")
     parser.add_argument("--bc", action="store_true",
                         help="clone the heuristic before PPO (as the shipped model was made)")
-    parser.add_argument("--bc-timesteps", type=int, default=200_000)
-    parser.add_argument("--bc-epochs", type=int, default=10)
+    parser.add_argument("--bc-timesteps", type=int, default=200_000,
+                        help="agent-steps of heuristic demonstrations, with --bc (default "
+                             "200 000)")
+    parser.add_argument("--bc-epochs", type=int, default=10,
+                        help="passes over the demonstrations, with --bc (default 10)")
     parser.add_argument("--reward", default="env", choices=("env", "marginal"),
                         help="the reward PPO learns from (as python -m train --reward)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run of the harness")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args(argv)

@@ -112,8 +112,9 @@ def test_tensorboard_scalars_are_namespaced(cli_run):
 @pytest.mark.parametrize("args, words", [
     (["--policies", "bogus"], "unknown policy 'bogus'"),
     (["--scenarios", "nowhere"], "unknown scenario 'nowhere'"),
-    (["--episodes", "0"], "episodes = 0"),
-    (["--agents", "0"], "agents = 0"),
+    (["--episodes", "0"], "--episodes 0: must be an integer >= 1"),
+    (["--agents", "0"], "--agents 0: must be an integer >= 1"),
+    (["--seed", "-1"], "--seed -1: must be an integer >= 0"),
     (["--agents", "2000000"], "at most 1,000,000 agents"),
     (["--episodes", "abc"], "invalid int value"),
     (["--trust", "rsa"], "invalid choice"),
@@ -165,7 +166,7 @@ def test_summary_statistics_and_oracle_ratio():
     assert cost["mean"] == 40.0 and cost["std"] == pytest.approx(math.sqrt(200.0))
     assert summary["heuristic"]["system_cost_vs_oracle"] == pytest.approx(2.0)
     assert summary["oracle"]["kpis"]["stabilization_time_s"] == {
-        "mean": 1.0, "std": None, "n": 1, "n_null": 1}
+        "mean": 1.0, "std": None, "n": 1, "n_null": 1, "integer": False}
     assert "scenario" not in summary["oracle"]["kpis"]
 
 

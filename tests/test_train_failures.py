@@ -20,8 +20,14 @@ TINY = ["--scenario", "emergency", "--agents", "5", "--n-steps", "60", "--batch-
         "--n-epochs", "1", "--no-progress"]
 
 
+def without_notes(err: str) -> list[str]:
+    """The lines of ``err`` but the start-of-run notes (rollout size, no episode)."""
+    return [line for line in err.strip().splitlines()
+            if line and not line.startswith(f"{PROG}: note: ")]
+
+
 def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
+    lines = without_notes(err)
     assert len(lines) == 1, err
     assert lines[0].startswith(f"{PROG}: error: ") and "Traceback" not in err
     return lines[0]
@@ -30,7 +36,8 @@ def one_error_line(err: str) -> str:
 def with_callbacks(monkeypatch, *callbacks: BaseCallback) -> None:
     """Make ``main`` train with extra SB3 callbacks."""
     real = trainer.train
-    monkeypatch.setattr(trainer, "train", lambda config: real(config, callbacks=callbacks))
+    monkeypatch.setattr(trainer, "train",
+                        lambda config, **kw: real(config, callbacks=callbacks, **kw))
 
 
 def poison(model) -> None:
@@ -95,7 +102,9 @@ def test_a_diverged_network_is_a_training_failure_with_a_record(tmp_path, monkey
     assert "training failed at 300 agent-steps (PPO): ValueError: " in line
     assert f"last checkpoint {checkpoint}" in line and checkpoint.is_file()
     assert "not finite" in line and not (run / "model.zip").exists()   # a NaN model is useless
-    record = json.loads((run / "model.json").read_text())
+    assert not (run / "model_failed.zip").exists()
+    record = json.loads((run / "model_failed.json").read_text())   # never model.json
+    assert not (run / "model.json").exists() and f"training record {run}/model_failed.json" in line
     error = record["error"]
     assert error["type"] == "ValueError" and error["num_timesteps"] == 300
     assert error["stage"] == "PPO" and error["last_checkpoint"] == str(checkpoint)
@@ -114,7 +123,8 @@ def test_an_error_with_finite_weights_keeps_the_model(tmp_path, monkeypatch, cap
                    "--logdir", str(tmp_path), "--run-name", "boom"])
     assert status == 1
     line = one_error_line(capsys.readouterr().err)
-    model = tmp_path / "boom" / "model.zip"
+    model = tmp_path / "boom" / "model_failed.zip"   # never model.zip: it did not finish
+    assert not (tmp_path / "boom" / "model.zip").exists()
     assert "training failed at 150 agent-steps (PPO): RuntimeError: disk on fire" in line
     assert f"the model was saved to {model}" in line and "no checkpoint was written" in line
     record = json.loads(model.with_suffix(".json").read_text())
@@ -133,7 +143,8 @@ def test_a_run_that_ends_with_nonfinite_weights_is_a_failure(tmp_path, monkeypat
     line = one_error_line(capsys.readouterr().err)
     assert "training failed at 300 agent-steps (PPO): NonFiniteWeights" in line
     assert not (tmp_path / "late" / "model.zip").exists()
-    record = json.loads((tmp_path / "late" / "model.json").read_text())
+    assert not (tmp_path / "late" / "model.json").exists()
+    record = json.loads((tmp_path / "late" / "model_failed.json").read_text())
     assert record["error"]["type"] == "NonFiniteWeights"
 
 
@@ -152,10 +163,12 @@ def test_ctrl_c_while_collecting_demonstrations(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(train.bc, "collect_demonstrations", interrupted)
     assert main([*BC, "--logdir", str(tmp_path), "--run-name", "c"]) == 130
-    err = capsys.readouterr().err.strip()
-    model = tmp_path / "c" / "model.zip"
+    err = without_notes(capsys.readouterr().err)[-1]
+    model = tmp_path / "c" / "model_interrupted.zip"
     assert err == ("interrupted during behaviour cloning (collecting demonstrations) at 0 "
-                   f"agent-steps; model saved to {model}")
+                   f"agent-steps; the unfinished model was saved to {model}; training record "
+                   f"{model.with_suffix('.json')}")
+    assert not (tmp_path / "c" / "model.zip").exists()
     record = json.loads(model.with_suffix(".json").read_text())
     assert record["interrupted"] is True
     assert record["interrupted_during"] == "behaviour cloning (collecting demonstrations)"
@@ -176,25 +189,39 @@ def test_ctrl_c_while_fitting_saves_what_was_cloned(tmp_path, monkeypatch, capsy
 
     monkeypatch.setattr(train.bc, "behaviour_clone", two_epochs_then_ctrl_c)
     assert main([*BC, "--logdir", str(tmp_path), "--run-name", "f"]) == 130
-    err = capsys.readouterr().err.strip()
+    err = without_notes(capsys.readouterr().err)[-1]
     assert err.startswith("interrupted during behaviour cloning (fitting: 2 of 3 epochs done)")
-    record = json.loads((tmp_path / "f" / "model.json").read_text())
+    record = json.loads((tmp_path / "f" / "model_interrupted.json").read_text())
     bc = record["behaviour_cloning"]
     assert bc["samples"] > 0 and bc["epochs_done"] == 2 and bc["bc_nll"] > 0
     assert record["interrupted_during"] == "behaviour cloning (fitting: 2 of 3 epochs done)"
     assert record["timesteps_this_run"] == 0   # no PPO after Ctrl-C
     from policies.learned import LearnedPolicy
 
-    LearnedPolicy(tmp_path / "f" / "model.zip")   # the partly cloned model loads
+    LearnedPolicy(tmp_path / "f" / "model_interrupted.zip")   # the partly cloned model loads
 
 
-def test_a_bare_ctrl_c_prints_interrupted(tmp_path, monkeypatch, capsys):
-    def ctrl_c(config):
+def test_a_ctrl_c_before_training_says_nothing_was_written(tmp_path, monkeypatch, capsys):
+    """First-time-user review: a Ctrl-C before the run directory existed printed only
+    "interrupted", leaving the user to wonder what was saved."""
+    def ctrl_c(config, **kw):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "train", ctrl_c)
     assert main([*TINY, "--logdir", str(tmp_path)]) == 130
-    assert capsys.readouterr().err.strip() == "interrupted"
+    assert without_notes(capsys.readouterr().err) == [
+        "interrupted before training started: nothing was written"]
+    # inside train(), while the environment is built
+    monkeypatch.undo()
+
+    def ctrl_c_building(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "make_venv", ctrl_c_building)
+    assert main([*TINY, "--logdir", str(tmp_path)]) == 130
+    assert without_notes(capsys.readouterr().err) == [
+        "interrupted before training started: nothing was written"]
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------ an existing --out
@@ -335,7 +362,7 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
                  "--checkpoint-every", "0", "--logdir", str(tmp_path), "--run-name", "new",
                  "--reward-scale", "0.05", "--marginal-weight", "0.5",
                  "--scenario", "price_spike"]) == 0
-    err = capsys.readouterr().err.strip().splitlines()
+    err = without_notes(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith(f"{PROG}: warning: the reward differs")
     assert "--reward-scale 0.05 (the checkpoint's: 0.02)" in err[0]
     assert "marginal" not in err[0]   # given, but unchanged
@@ -362,7 +389,7 @@ def test_a_seed_out_of_range_names_the_flag(seed, tmp_path, capsys):
         main([*TINY, "--timesteps", "300", "--seed", seed, "--logdir", str(tmp_path)])
     assert exc.value.code == 2
     line = one_error_line(capsys.readouterr().err)
-    assert f"seed (--seed) = {seed}: must be an integer in 0..4294967294" in line
+    assert f"error: --seed {seed}: must be an integer in 0..4294967294" in line
     assert list(tmp_path.iterdir()) == []
 
 
@@ -449,3 +476,29 @@ def test_an_unfinished_run_never_replaces_the_model_it_would_overwrite(stop, tmp
     from policies.learned import LearnedPolicy
 
     LearnedPolicy(kept)   # the unfinished model is kept, and loads
+
+
+@pytest.mark.parametrize("stop", ["error", "ctrl-c"])
+def test_an_unfinished_run_never_writes_to_a_free_out(stop, tmp_path, monkeypatch, capsys):
+    """First-time-user review: Ctrl-C (or an error) saved the partial model at --out when
+    that path was free, where it passed for a finished model (only its .json said
+    otherwise): an unfinished run now always goes to the run directory and says so."""
+    out = tmp_path / "X.zip"
+
+    class Stop(BaseCallback):
+        def _on_step(self) -> bool:
+            if stop == "error":
+                raise RuntimeError("disk on fire")
+            raise KeyboardInterrupt
+
+    with_callbacks(monkeypatch, Stop())
+    status = main([*TINY, "--timesteps", "300", "--checkpoint-every", "0",
+                   "--logdir", str(tmp_path / "runs"), "--run-name", "r", "--out", str(out)])
+    assert status == (1 if stop == "error" else 130)
+    err = without_notes(capsys.readouterr().err)[-1]
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    kept = tmp_path / "runs" / "r" / f"X_{'failed' if stop == 'error' else 'interrupted'}.zip"
+    assert str(kept) in err and f"--out {out} was not written" in err
+    assert f"training record {kept.with_suffix('.json')}" in err
+    record = json.loads(kept.with_suffix(".json").read_text())
+    assert record["model"] == str(kept)

@@ -15,18 +15,27 @@ checkpoint's reward is applied with a warning on stderr (its critic learned the 
 reward's values). The training record shows the values read back from the model.
 
 Bad arguments, and outputs that cannot be written (checked before training), print
-one readable line on stderr and exit with status 2 (no traceback); Ctrl-C saves the
-model and exits with status 130; a model or record that cannot be written at the end
+one readable line on stderr and exit with status 2 (no traceback), naming the flag;
+Ctrl-C saves the unfinished model as ``<run>/<name>_interrupted.zip`` (never at
+``--out``), says where, and exits with status 130 (before training started: nothing is
+written, and the message says so); a model or record that cannot be written at the end
 is saved to the temporary directory instead, with one line on stderr and status 1.
 An error once training has started (e.g. a diverged network whose NaN logits make
 torch raise) is not a usage error: one line on stderr ("training failed at N
 agent-steps ...: the error; whether the model was saved; the last checkpoint; the
-training record") and status 1; the record holds it under ``"error"``.
+training record") and status 1; the record holds it under ``"error"``, and the model
+(if its weights are finite) is ``<run>/<name>_failed.zip``.
+
+At the start, notes on stderr say when ``--timesteps`` is not a whole number of
+rollouts (PPO trains whole rollouts of ``--n-steps x --envs x --agents`` agent-steps,
+at least one) and when the run is too short to finish an episode (then no grid KPIs
+are logged). ``--eval-every`` prints one line per evaluation on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -59,6 +68,37 @@ PPO_FIELDS_WITHOUT_FLAG = ("gae_lambda", "vf_coef", "max_grad_norm")
 ENV_FLAGS = (("scenario", "scenario"), ("agents", "n_agents"), ("limits", "limits"),
              ("reward", "reward"), ("marginal_weight", "marginal_weight"),
              ("reward_scale", "reward_scale"), ("reward_clip", "reward_clip"))
+
+
+#: TrainConfig field -> the flag that sets it (the fields without a flag are left out)
+FIELD_FLAGS = {
+    **{name: "--" + dest.replace("_", "-") for dest, name in (*PPO_FLAGS, *ENV_FLAGS)},
+    "total_timesteps": "--timesteps", "n_envs": "--envs", "trust": "--trust", "seed": "--seed",
+    "logdir": "--logdir", "out": "--out", "overwrite": "--overwrite", "resume": "--resume",
+    "checkpoint_every": "--checkpoint-every", "eval_every": "--eval-every",
+    "eval_seeds": "--eval-seeds", "bc_teacher": "--bc-teacher",
+    "bc_timesteps": "--bc-timesteps", "bc_epochs": "--bc-epochs",
+    "bc_learning_rate": "--bc-lr", "run_name": "--run-name", "verbose": "--verbose",
+}
+_FIELD_HEAD = re.compile(r"^TrainConfig\.(\w+)(?: \(--[\w-]+\))? = ")
+#: field names in a message's text (only those with an underscore: "seed", "reward"... are
+#: also plain words)
+_FIELD_WORD = re.compile(r"(?<![\w.\-'])(" + "|".join(
+    sorted((f for f in FIELD_FLAGS if "_" in f), key=len, reverse=True)) + r")(?![\w\-'(])")
+
+
+def flag_message(message: str) -> str:
+    """A :class:`TrainConfig` error as the command line's: ``TrainConfig.n_agents = 0:
+    …`` becomes ``--agents 0: …``, and field names in the rest of the message become
+    their flags (``bc_teacher`` → ``--bc-teacher``)."""
+    head = _FIELD_HEAD.match(message)
+    if head and head.group(1) in FIELD_FLAGS:
+        message = f"{FIELD_FLAGS[head.group(1)]} {message[head.end():]}"
+    return _FIELD_WORD.sub(lambda m: FIELD_FLAGS[m.group(1)], message)
+
+
+#: the message of a Ctrl-C before training began (train() words its own otherwise)
+NOTHING_WRITTEN = "interrupted before training started: nothing was written"
 
 
 def _resume_help(text: str, default: object) -> str:
@@ -140,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--run-name", default=None, help="run directory name, refused if it already holds a run "
       "(default: <scenario>_s<seed>_<time>)")
     a("--no-progress", action="store_true", help="no progress bar")
-    a("--verbose", type=int, default=DEFAULTS.verbose, help="SB3 verbosity (0, 1)")
+    a("--verbose", type=int, default=DEFAULTS.verbose, choices=(0, 1),
+      help="1: SB3's tables of training scalars on stdout after every update "
+           "(default: %(default)s)")
     return p
 
 
@@ -272,9 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args, argv, checkpoint, saved_env)
         config.check_outputs(config.run_name)
     except ValueError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+        parser.exit(2, f"{parser.prog}: error: {flag_message(str(exc))}\n")
     except KeyboardInterrupt as exc:
-        print(f"\n{str(exc) or 'interrupted'}", file=sys.stderr)
+        print(f"\n{str(exc) or NOTHING_WRITTEN}", file=sys.stderr)
         return 130
     changed = reward_changes(args, config, saved_env)
     if changed:
@@ -283,10 +325,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               "reward's values and the learning curves will not compare; training with "
               "the new one", file=sys.stderr)
     from train.errors import TrainingError
-    from train.trainer import train  # torch loads only for a valid command
+
+    def note(text: str) -> None:
+        print(f"{parser.prog}: note: {text}", file=sys.stderr, flush=True)
 
     try:
-        path = train(config)
+        from train.trainer import train  # torch loads only for a valid command
+
+        path = train(config, notes=note)
     except TrainingError as exc:   # failed once started: not a usage error
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
@@ -295,8 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OutputError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as exc:
-        print(f"\n{str(exc) or 'interrupted'}", file=sys.stderr)
+    except KeyboardInterrupt as exc:   # train() says what it saved; a bare one came
+        print(f"\n{str(exc) or NOTHING_WRITTEN}", file=sys.stderr)   # before it began
         return 130
     print(f"model saved to {path} (training record: {path.with_suffix('.json')})")
     if config.eval_every:

@@ -29,12 +29,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import KVWriter, TensorBoardOutputFormat
+from stable_baselines3.common.logger import (
+    HumanOutputFormat,
+    KVWriter,
+    TensorBoardOutputFormat,
+)
 
 #: tensorboard tag -> KPI key of :meth:`GridSwarmEnv.episode_metrics`.
 KPI_TAGS: dict[str, str] = {
@@ -158,12 +162,17 @@ class SystemCostEvaluation(BaseCallback):
     :param best_path: save the model there whenever an evaluation is the best so far.
     :param stop_at_cost: stop training at the first evaluation whose cost is at most this.
     :param limits: kernel limits of the evaluation environments (as the training's).
+    :param echo: called with one line per evaluation (:meth:`line`; ``python -m train``
+        prints it, whatever its ``--verbose``); the logger's stdout table, if any, then
+        leaves the evaluation out (it would say the same twice).
     """
 
     def __init__(self, scenarios: Sequence[str], n_agents: int, every: int, n_seeds: int = 3,
                  best_path: str | Path | None = None, stop_at_cost: float | None = None,
-                 verbose: int = 0, limits: Any = None) -> None:
+                 verbose: int = 0, limits: Any = None,
+                 echo: Callable[[str], None] | None = None) -> None:
         super().__init__(verbose)
+        self.echo = echo
         from gridswarm_env.env import GridSwarmEnv
 
         self.envs = {name: GridSwarmEnv(scenario=name, n_agents=n_agents, trust="hmac",
@@ -204,20 +213,34 @@ class SystemCostEvaluation(BaseCallback):
         row = {"time/total_timesteps": point["agent_steps"], **scalars}   # csv: the step
         not_excluded = dict.fromkeys(row, ("",))
         for fmt in self.logger.output_formats:
+            if self.echo is not None and isinstance(fmt, HumanOutputFormat):
+                continue   # echo says it in one line
             if isinstance(fmt, TensorBoardOutputFormat):
                 for tag, value in scalars.items():
                     fmt.writer.add_scalar(tag, value, point["agent_steps"])
                 fmt.writer.flush()
             elif isinstance(fmt, KVWriter):
                 fmt.write(row, not_excluded, point["agent_steps"])
-        if self.best is None or total < self.best["system_cost"]:
+        best = self.best is None or total < self.best["system_cost"]
+        if best:
             self.best = point
             if self.best_path is not None:
                 self.model.save(self.best_path)
+        if self.echo is not None:
+            self.echo(self.line(point, best))
         if self.stop_at_cost is not None and total <= self.stop_at_cost and not self.stopped_at:
             self.stopped_at = point
         self.eval_s += time.perf_counter() - t0
         return point
+
+    def line(self, point: dict[str, Any], best: bool = False) -> str:
+        """One evaluation as one line: ``eval at 6,400 agent-steps: system_cost 262.23 $
+        (price_spike 262.23 $) - best so far``."""
+        per = ", ".join(f"{name} {cost:,.2f} $" for name, cost in point["per_scenario"].items())
+        return (f"eval at {point['agent_steps']:,} agent-steps: system_cost "
+                f"{point['system_cost']:,.2f} $ ({per}, mean of {len(self.seeds)} seed"
+                f"{'s' if len(self.seeds) > 1 else ''})"
+                + (" - best so far" if best else ""))
 
     def _on_training_start(self) -> None:
         self._next = int(self.num_timesteps) + self.every
@@ -235,3 +258,41 @@ class SystemCostEvaluation(BaseCallback):
     def _on_training_end(self) -> None:
         if self.stopped_at is None and self.points[-1]["agent_steps"] < self.num_timesteps:
             self.evaluate()   # the budget's end, when it fell between two evaluations
+
+
+class DumpAfterUpdate(BaseCallback):
+    """Write the logger's scalars after every PPO update, at the step of the rollout the
+    update learned from, and once more when learning ends.
+
+    SB3 writes its scalars right after collecting a rollout, before the update: the
+    ``train/…`` scalars of an update wait for the next rollout's dump (one rollout late)
+    and the last update's are never written, so a one-rollout run logged no ``train/…``
+    at all. Learn with ``log_interval=None`` (SB3 then writes nothing itself) and this
+    callback: at each rollout start after an update, and at the end of learning, it
+    calls ``model.dump_logs`` (``time/fps`` and the scalars recorded since the last
+    dump: the update's ``train/…``, the rollout's ``grid/…``) at ``num_timesteps``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dumps = 0
+        self._dumped_at = 0
+
+    def _on_training_start(self) -> None:
+        self._dumped_at = int(self.model.num_timesteps)
+
+    def dump(self) -> None:
+        """Write what was recorded since the last dump, if training moved on since."""
+        if int(self.model.num_timesteps) > self._dumped_at:
+            self.dumps += 1
+            self._dumped_at = int(self.model.num_timesteps)
+            self.model.dump_logs(self.dumps)
+
+    def _on_rollout_start(self) -> None:
+        self.dump()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        self.dump()

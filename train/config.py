@@ -69,6 +69,14 @@ def resolve_scenarios(scenario: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def limits_error(path: str, exc: ValueError) -> str:
+    """The message of an error in the limits file ``path``, naming the file: errors
+    found after merging the per-agent overrides (or about agents the fleet lacks) do not
+    name it themselves; those found when the file is read already do."""
+    text = str(exc)
+    return text if str(path) in text else f"limits file {str(path)!r}: {text}"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (validated; errors name the field).
@@ -190,7 +198,7 @@ class TrainConfig:
             raise ValueError(f"{owner}.scenario = {self.scenario!r}: expected a name or 'all'")
         check_int_at_least(owner, "total_timesteps", self.total_timesteps, 0)
         if self.total_timesteps == 0 and self.bc_teacher is None:
-            raise ValueError(f"{owner}.total_timesteps = 0: allowed only with a bc_teacher "
+            raise ValueError(f"{owner}.total_timesteps = 0: allowed only with bc_teacher "
                              "(behaviour cloning without PPO); otherwise must be >= 1")
         check_int_at_least(owner, "n_agents", self.n_agents, 1)
         check_agent_limit(f"{owner}.n_agents", self.n_agents)
@@ -199,7 +207,10 @@ class TrainConfig:
 
             if not isinstance(self.limits, str) or not self.limits:
                 raise ValueError(f"{owner}.limits = {self.limits!r}: expected a TOML file path")
-            check_limits_agents(self.limits, self.n_agents)
+            try:
+                check_limits_agents(self.limits, self.n_agents)
+            except ValueError as exc:   # errors found after merging name no file
+                raise ValueError(limits_error(self.limits, exc)) from None
         check_int_at_least(owner, "n_envs", self.n_envs, 1)
         check_choice(owner, "trust", self.trust, TRUST_MODES)
         if (not isinstance(self.seed, INT_TYPES) or isinstance(self.seed, bool)
@@ -243,7 +254,7 @@ class TrainConfig:
             raise ValueError(f"{owner}.resume = {self.resume!r}: no such model file")
         if self.resume is not None and self.bc_teacher is not None:
             raise ValueError(f"{owner}.bc_teacher = {self.bc_teacher!r}: behaviour cloning "
-                             "pre-trains a new model; it cannot be combined with resume")
+                             "pre-trains a new model; it cannot be combined with resume (--resume)")
         if not isinstance(self.overwrite, bool):
             raise ValueError(f"{owner}.overwrite = {self.overwrite!r}: expected True or False")
         if self.out is not None:
@@ -257,6 +268,51 @@ class TrainConfig:
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):
             raise ValueError(f"{owner}.run_name = {self.run_name!r}: expected a plain "
                              "directory name")
+
+    def rollout_timesteps(self) -> int:
+        """Agent-steps of one PPO rollout, the unit PPO trains in:
+        ``n_steps · n_envs · n_agents``."""
+        return self.n_steps * self.n_envs * self.n_agents
+
+    def planned_timesteps(self) -> int:
+        """The PPO agent-steps this run trains: ``total_timesteps`` rounded up to whole
+        rollouts (SB3 collects a rollout before it checks the budget), unless a
+        callback stops it earlier."""
+        rollout = self.rollout_timesteps()
+        return -(-self.total_timesteps // rollout) * rollout
+
+    def timestep_notes(self) -> list[str]:
+        """One-line notes for the start of a run whose budget will surprise: one that
+        is not a whole number of rollouts (it is rounded up), and one too short for
+        any environment copy to finish an episode (whose KPIs are what
+        ``grid/``, ``market/``, ``trust/`` and ``kernel/`` log)."""
+        if not self.total_timesteps:
+            return []
+        from gridswarm_env.scenarios import get_scenario
+
+        notes = []
+        rollout, planned = self.rollout_timesteps(), self.planned_timesteps()
+        rollouts = planned // rollout
+        if planned != self.total_timesteps:
+            notes.append(
+                f"PPO trains in whole rollouts of {rollout:,} agent-steps (--n-steps "
+                f"{self.n_steps} x --envs {self.n_envs} x --agents {self.n_agents}): "
+                f"--timesteps {self.total_timesteps:,} will train {planned:,} agent-steps "
+                f"({rollouts:,} rollout{'s' if rollouts > 1 else ''})")
+        lengths = sorted({get_scenario(name).episode_steps
+                          for name in resolve_scenarios(self.scenario)})
+        per_copy = rollouts * self.n_steps   # steps of each environment copy
+        if per_copy < lengths[0]:
+            ends = lengths[:1] if len(lengths) == 1 else [lengths[0], lengths[-1]]
+            steps = "-".join(f"{n:,}" for n in ends)
+            agent_steps = "-".join(f"{n * self.n_agents:,}" for n in ends)
+            need = -(-lengths[-1] // self.n_steps) * rollout
+            notes.append(
+                f"an episode is {steps} steps ({agent_steps} agent-steps per env copy at "
+                f"{self.n_agents} agents); this run's {per_copy} steps per copy finish no "
+                "episode, so no episode KPIs (grid/, market/, trust/, kernel/) will be "
+                f"logged: use --timesteps {need:,} or more to see them")
+        return notes
 
     def env_settings(self) -> dict[str, object]:
         """The :data:`ENV_FIELDS` of this run (``limits`` as an absolute path, so a

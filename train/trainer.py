@@ -28,7 +28,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -181,7 +181,8 @@ def _configure_logger(model, run_dir: Path, verbose: int) -> None:
     model.set_logger(configure(str(run_dir), formats))
 
 
-def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
+def train(config: TrainConfig, callbacks: Sequence[Any] = (),
+          notes: Callable[[str], None] | None = None) -> Path:
     """Run one training job described by ``config``; return the saved model's path.
 
     Writes ``<model>.json`` beside the model (see the module docstring); its
@@ -191,6 +192,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     :param config: the run's settings.
     :param callbacks: extra SB3 callbacks, run after the grid-KPI and checkpoint ones
         (e.g. a subclass of :class:`~train.callbacks.EpisodeMetricsCallback`).
+    :param notes: called, once the run is set up and before it trains, with each of
+        :meth:`TrainConfig.timestep_notes` (a budget rounded up to whole rollouts, a run
+        too short to finish an episode); ``python -m train`` prints them on stderr.
     :raises ValueError: before any work: a resume file that is missing, corrupt or does
         not fit (or another ``net_arch``), an output that cannot be written.
     :raises OutputError: the model or its record could not be written where asked at
@@ -204,12 +208,21 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     :raises KeyboardInterrupt: Ctrl-C during behaviour cloning or learning, after saving
         the model (as far as it got) and the record (``interrupted_during``: ``"PPO"`` or
         ``"behaviour cloning (...)"``; ``behaviour_cloning`` has ``samples`` and
-        ``epochs_done``); the message says where and what was saved.
+        ``epochs_done``) as ``<run dir>/<name>_interrupted.zip`` and ``.json``, never at
+        ``out``; the message says where and what was saved. A Ctrl-C while the run is
+        set up saves nothing, and its message says so.
+
+    A run that fails or is interrupted never writes to ``out`` (which always holds a
+    finished model): its model and record go to ``<run dir>/<name>_failed.zip`` or
+    ``<run dir>/<name>_interrupted.zip`` (``<name>`` is ``out``'s, ``model`` by
+    default). The scalars of SB3 and of the callbacks are written after every update,
+    at the step of the rollout it learned from, the last one included
+    (:class:`~train.callbacks.DumpAfterUpdate`).
     """
     import torch as th
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
-    from train.callbacks import EpisodeMetricsCallback, SystemCostEvaluation
+    from train.callbacks import DumpAfterUpdate, EpisodeMetricsCallback, SystemCostEvaluation
 
     th.set_num_threads(config.torch_threads)
     t_start = time.time()
@@ -224,39 +237,47 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     config.check_outputs(run_name)
     out = config.model_path(run_dir)
 
-    venv = make_venv(config)
-    record: dict[str, Any] = {"config": _config_dict(config), "run_name": run_name,
-                              "run_dir": str(run_dir), "command": config.command}
-    if config.resume:
-        changes = {name: getattr(config, name) for name in RESUMABLE_FIELDS}
-        changes["batch_size"] = min(config.batch_size, config.n_steps * venv.num_envs)
-        try:
-            model = load_model(config.resume, venv, net_arch=config.net_arch, **changes)
-        except ValueError:
+    venv = None
+    try:   # a Ctrl-C while the run is set up: say what (little) was written
+        venv = make_venv(config)
+        record: dict[str, Any] = {"config": _config_dict(config), "run_name": run_name,
+                                  "run_dir": str(run_dir), "command": config.command}
+        if config.resume:
+            changes = {name: getattr(config, name) for name in RESUMABLE_FIELDS}
+            changes["batch_size"] = min(config.batch_size, config.n_steps * venv.num_envs)
+            try:
+                model = load_model(config.resume, venv, net_arch=config.net_arch, **changes)
+            except ValueError:
+                venv.close()
+                raise
+            # not config.seed itself: that would replay the episodes and the random stream
+            # of the run that wrote the checkpoint
+            seed = resume_seed(config.seed, int(model.num_timesteps))
+            model.set_random_seed(seed)
+            record["resumed_from"] = str(config.resume)
+            record["resumed_at_timesteps"] = int(model.num_timesteps)
+            record["resume_seed"] = seed
+            saved = model_env_settings(model)
+            now = config.env_settings()
+            record["checkpoint_env_settings"] = saved
+            record["changed_on_resume"] = {} if saved is None else {
+                name: {"checkpoint": saved[name], "now": now[name]}
+                for name in ENV_FIELDS if name in saved and saved[name] != now[name]}
+        else:
+            model = make_model(config, venv)
+        setattr(model, ENV_SETTINGS_ATTR, config.env_settings())   # saved with every model
+        setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))   # checked by policies.learned
+        used = model_hyperparameters(model)
+        record["config"].update(used, net_arch=list(used["net_arch"]))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _configure_logger(model, run_dir, config.verbose)
+    except KeyboardInterrupt:
+        if venv is not None:
             venv.close()
-            raise
-        # not config.seed itself: that would replay the episodes and the random stream
-        # of the run that wrote the checkpoint
-        seed = resume_seed(config.seed, int(model.num_timesteps))
-        model.set_random_seed(seed)
-        record["resumed_from"] = str(config.resume)
-        record["resumed_at_timesteps"] = int(model.num_timesteps)
-        record["resume_seed"] = seed
-        saved = model_env_settings(model)
-        now = config.env_settings()
-        record["checkpoint_env_settings"] = saved
-        record["changed_on_resume"] = {} if saved is None else {
-            name: {"checkpoint": saved[name], "now": now[name]}
-            for name in ENV_FIELDS if name in saved and saved[name] != now[name]}
-    else:
-        model = make_model(config, venv)
-    setattr(model, ENV_SETTINGS_ATTR, config.env_settings())   # saved with every model
-    setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))   # checked by policies.learned
-    used = model_hyperparameters(model)
-    record["config"].update(used, net_arch=list(used["net_arch"]))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _configure_logger(model, run_dir, config.verbose)
+        raise KeyboardInterrupt(_interrupted_in_setup(run_dir)) from None
+    for note in config.timestep_notes() if notes is not None else ():
+        notes(note)
 
     metrics_cb = EpisodeMetricsCallback()
     evaluation = None
@@ -273,11 +294,12 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
             venv.seed(config.seed + 1)   # PPO starts a fresh, seeded episode stream
             t_learn = time.time()
             stage = "PPO"
-        all_callbacks = [metrics_cb]
+        all_callbacks = [DumpAfterUpdate(), metrics_cb]
         if config.eval_every:   # made after the cloning: its clock is PPO's
             evaluation = SystemCostEvaluation(
                 venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
-                best_path=run_dir / "best_model.zip", limits=config.limits)
+                best_path=run_dir / "best_model.zip", limits=config.limits,
+                echo=lambda line: print(line, flush=True))
             all_callbacks.append(evaluation)
         if config.checkpoint_every:
             all_callbacks.append(CheckpointCallback(
@@ -287,7 +309,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         if config.total_timesteps:
             model.learn(total_timesteps=config.total_timesteps,
                         callback=CallbackList(all_callbacks), reset_num_timesteps=not config.resume,
-                        progress_bar=config.progress_bar, tb_log_name=run_name)
+                        progress_bar=config.progress_bar, tb_log_name=run_name,
+                        log_interval=None)   # DumpAfterUpdate writes the scalars
         if evaluation is not None and not config.total_timesteps:
             stage = "evaluation"
             evaluation.init_callback(model)   # cloning only: judge the cloned model once
@@ -301,19 +324,23 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     learn_s = 0.0 if stage == "behaviour cloning" else (
         time.time() - t_learn - (evaluation.eval_s if evaluation is not None else 0.0))
     bad_weights = nonfinite_weights(model)
+    failed = failure is not None or (bool(bad_weights) and not interrupted)
+    # an unfinished run never writes to `out`: its model and record go to the run directory
+    target = (_unfinished_path(out, run_dir, "interrupted" if interrupted else "failed")
+              if interrupted or failed else out)
     if bad_weights:
         not_saved = (f"the model was not saved: its weights are not finite (NaN or inf in "
                      f"{_names(bad_weights)})")
         saved_to, problem = None, None
     else:
         not_saved = None
-        saved_to, problem = write_or_rescue(_unfinished_path(out, run_dir, interrupted, failure),
-                                            lambda p: _save_model(model, p), "the model")
+        saved_to, problem = write_or_rescue(target, lambda p: _save_model(model, p),
+                                            "the model")
     problems = [problem] if problem else []
     venv.close()
     steps = int(model.num_timesteps) - steps_before
     error = None
-    if failure is not None or (bad_weights and not interrupted):
+    if failed:
         error = _error_entry(failure, stage, model, run_dir, saved_to,
                              not_saved or (problem if saved_to is None else None))
     record.update({
@@ -335,7 +362,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         "versions": _versions(), "platform": platform.platform(),
     })
     text = json.dumps(record, indent=2, default=str) + "\n"
-    record_path = _record_path(out, saved_to, run_dir)
+    record_path = _record_path(target, saved_to, run_dir)
     record_to, problem = write_or_rescue(record_path, lambda p: _write_text(p, text),
                                          "the training record")
     problems += [problem] if problem else []
@@ -346,9 +373,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
                 else "no checkpoint was written")
         kept = (f"training record {record_to}" if record_to is not None
                 else "the training record was lost")
+        untouched = f"; --out {out} was not written" if config.out else ""
         raise TrainingError(
             f"training failed at {error['num_timesteps']:,} agent-steps ({stage}): "
-            f"{error['type']}: {error['message']}; {where}; {last}; {kept}",
+            f"{error['type']}: {error['message']}; {where}; {last}; {kept}{untouched}",
             num_timesteps=error["num_timesteps"], stage=stage, model=saved_to,
             checkpoint=None if error["last_checkpoint"] is None
             else Path(error["last_checkpoint"]),
@@ -358,8 +386,13 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
                 f"{int(model.num_timesteps):,} agent-steps")
         if not_saved:
             problems.insert(0, not_saved)
-        raise KeyboardInterrupt("; ".join([head, *problems]) if problems
-                                else f"{head}; model saved to {saved_to}")
+        parts = [head, *problems] if problems else [
+            head, f"the unfinished model was saved to {saved_to}"]
+        parts.append(f"training record {record_to}" if record_to is not None
+                     else "the training record was lost")
+        if config.out:
+            parts.append(f"--out {out} was not written")
+        raise KeyboardInterrupt("; ".join(parts))
     if problems:
         raise OutputError("; ".join(problems), path=saved_to)
     return out
@@ -390,6 +423,14 @@ def _behaviour_clone(model, venv: GridSwarmVecEnv, config: TrainConfig,
         model.logger.record(f"bc/{key.removeprefix('bc_')}", value)
     model.logger.dump(0)
     progress.update(stats, wall_time_s=round(time.time() - t_bc, 1))
+
+
+def _interrupted_in_setup(run_dir: Path) -> str:
+    """The message of a Ctrl-C before training began (no model, no record)."""
+    if run_dir.is_dir():
+        return (f"interrupted before training started: no model and no record were "
+                f"written (only the run directory {run_dir}, with empty logs)")
+    return "interrupted before training started: nothing was written"
 
 
 def _where(stage: str, bc: dict[str, Any] | None) -> str:
@@ -445,27 +486,24 @@ def _error_entry(failure: Exception | None, stage: str, model, run_dir: Path,
             "traceback": trace}
 
 
-def _unfinished_path(out: Path, run_dir: Path, interrupted: bool,
-                     failure: BaseException | None) -> Path:
-    """Where the model goes: ``out``, unless the run did not finish (Ctrl-C or an error)
-    and a model is already at ``out`` (``--overwrite``): a finished model is never
-    replaced by an unfinished one, which goes to ``<run>/<name>_interrupted.zip`` or
-    ``<run>/<name>_failed.zip`` (its record beside it)."""
-    if not (interrupted or failure is not None) or not out.exists():
-        return out
-    return run_dir / f"{out.stem}_{'interrupted' if interrupted else 'failed'}{out.suffix}"
+def _unfinished_path(out: Path, run_dir: Path, how: str) -> Path:
+    """Where the model of a run that did not finish goes (``how``: ``"interrupted"`` or
+    ``"failed"``): ``<run>/<name>_interrupted.zip`` or ``<run>/<name>_failed.zip`` (its
+    record beside it), never ``out``: a file there always holds a finished model, and an
+    earlier one (``--overwrite``) is never replaced by an unfinished one."""
+    return run_dir / f"{out.stem}_{how}{out.suffix}"
 
 
-def _record_path(out: Path, saved_to: Path | None, run_dir: Path) -> Path:
-    """Where the training record goes: beside the model saved, else beside ``out``;
-    but if no model was saved and a file is at ``out`` (an earlier model that
-    ``--overwrite`` would have replaced), into the run directory, so that model keeps
-    its own record."""
+def _record_path(target: Path, saved_to: Path | None, run_dir: Path) -> Path:
+    """Where the training record goes: beside the model saved, else beside ``target``
+    (``out``, or the unfinished run's path in the run directory); but if no model was
+    saved and a file is at ``target`` (an earlier model that ``--overwrite`` would have
+    replaced), into the run directory, so that model keeps its own record."""
     if saved_to is not None:
         return saved_to.with_suffix(".json")
-    if out.exists():
-        return run_dir / f"{out.stem}.json"
-    return out.with_suffix(".json")
+    if target.exists():
+        return run_dir / f"{target.stem}.json"
+    return target.with_suffix(".json")
 
 
 def _write_text(path: Path, text: str) -> None:

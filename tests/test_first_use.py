@@ -1,0 +1,228 @@
+"""What a first-time user of ``python -m train`` and ``evaluate.py`` is told (a
+first-time-user review): the rollout a run trains at least, whether any episode KPIs
+will be logged, the last update's scalars, evaluations on stdout, flags rather than
+configuration fields in errors, the limits file named in its errors, counts printed as
+integers, no cost-vs-oracle plot without an oracle."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+import evaluate
+from train.__main__ import flag_message, main
+from train.config import TrainConfig
+
+PROG = "python -m train"
+#: 5 agents, rollouts of 60 steps: 300 agent-steps (an emergency episode is 120 steps)
+TINY = ["--scenario", "emergency", "--agents", "5", "--n-steps", "60", "--batch-size", "300",
+        "--n-epochs", "1", "--no-progress", "--checkpoint-every", "0"]
+
+
+def notes(err: str) -> list[str]:
+    return [line.removeprefix(f"{PROG}: note: ") for line in err.splitlines()
+            if line.startswith(f"{PROG}: note: ")]
+
+
+def scalar_steps(run_dir: Path) -> dict[str, list[int]]:
+    steps: dict[str, list[int]] = {}
+    for events in run_dir.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
+
+
+# ------------------------------------------------------------------ timesteps and logs
+def test_a_run_below_one_rollout_says_what_it_trains_and_logs_the_update(tmp_path, capsys):
+    """Review: --timesteps 10 trained a whole rollout without a word, and its tensorboard
+    file held only time/fps: the update's train/* were never written."""
+    assert main([*TINY, "--timesteps", "10", "--logdir", str(tmp_path),
+                 "--run-name", "r"]) == 0
+    said = notes(capsys.readouterr().err)
+    assert said[0] == ("PPO trains in whole rollouts of 300 agent-steps (--n-steps 60 x "
+                       "--envs 1 x --agents 5): --timesteps 10 will train 300 agent-steps "
+                       "(1 rollout)")
+    assert said[1].startswith("an episode is 120 steps (600 agent-steps per env copy at 5 "
+                              "agents); this run's 60 steps per copy finish no episode")
+    assert "use --timesteps 600 or more" in said[1] and len(said) == 2
+    record = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert record["num_timesteps"] == 300 and record["episodes_finished"] == 0
+    steps = scalar_steps(tmp_path / "r")
+    assert steps["train/loss"] == [300] and steps["time/fps"] == [300]
+    with open(tmp_path / "r" / "progress.csv") as f:
+        assert [row["train/loss"] != "" for row in csv.DictReader(f)] == [True]
+
+
+def test_every_update_is_logged_at_its_rollout_step_once(tmp_path, capsys):
+    """train/* of each update at the step of the rollout it learned from (SB3 wrote it
+    one rollout late, and the last never), grid KPIs of the episodes, no step twice."""
+    assert main([*TINY, "--timesteps", "1200", "--logdir", str(tmp_path),
+                 "--run-name", "r"]) == 0
+    assert notes(capsys.readouterr().err) == []   # whole rollouts, episodes finish
+    steps = scalar_steps(tmp_path / "r")
+    assert steps["train/loss"] == steps["time/fps"] == [300, 600, 900, 1200]
+    assert steps["grid/system_cost"] == [600, 1200]   # an episode ends every 2 rollouts
+    assert steps["grid/episode/system_cost"] == [1, 2]
+
+
+def test_timestep_notes_of_the_defaults():
+    config = TrainConfig()
+    assert config.rollout_timesteps() == 6_400 and config.planned_timesteps() == 1_004_800
+    assert config.timestep_notes() == [
+        "PPO trains in whole rollouts of 6,400 agent-steps (--n-steps 64 x --envs 1 x "
+        "--agents 100): --timesteps 1,000,000 will train 1,004,800 agent-steps (157 rollouts)"]
+    short = TrainConfig(total_timesteps=4096).timestep_notes()
+    assert "will train 6,400 agent-steps (1 rollout)" in short[0]
+    assert short[1].startswith("an episode is 120-300 steps (12,000-30,000 agent-steps")
+    assert "use --timesteps 32,000 or more" in short[1]
+    assert TrainConfig(total_timesteps=0, bc_teacher="heuristic",
+                       bc_timesteps=10).timestep_notes() == []
+
+
+def test_evaluations_are_printed_without_verbose(tmp_path, capsys):
+    """Review: README said --eval-every results go to stdout; with --verbose 0 (the
+    default) stdout showed only the final lines."""
+    assert main([*TINY, "--timesteps", "600", "--logdir", str(tmp_path), "--run-name", "e",
+                 "--eval-every", "300", "--eval-seeds", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    evals = [line for line in out if line.startswith("eval at ")]
+    curve = json.loads((tmp_path / "e" / "model.json").read_text())[
+        "evaluation_during_training"]["curve"]
+    assert len(evals) == len(curve) == 3
+    for line, point in zip(evals, curve, strict=True):
+        assert line.startswith(f"eval at {point['agent_steps']:,} agent-steps: system_cost "
+                               f"{point['system_cost']:,.2f} $ (emergency ")
+    assert evals[0].endswith("- best so far")
+
+
+# ------------------------------------------------------------------ errors name flags
+@pytest.mark.parametrize(("args", "says"), [
+    (["--agents", "0"], "error: --agents 0: must be an integer >= 1"),
+    (["--timesteps", "0"], "error: --timesteps 0: allowed only with --bc-teacher"),
+    (["--envs", "0"], "error: --envs 0: must be an integer >= 1"),
+    (["--lr", "-1"], "error: --lr -1.0: must be > 0"),
+    (["--n-steps", "1"], "error: --n-steps 1: must be an integer >= 2"),
+    (["--eval-seeds", "0"], "error: --eval-seeds 0: must be an integer >= 1"),
+    (["--bc-teacher", "heuristic", "--bc-epochs", "0"],
+     "error: --bc-epochs 0: must be an integer >= 1"),
+    (["--verbose", "5"], "argument --verbose: invalid choice: 5 (choose from 0, 1)"),
+])
+def test_cli_errors_name_the_flag(args, says, tmp_path, capsys):
+    """Review: errors named TrainConfig.n_agents, TrainConfig.total_timesteps; --verbose 5
+    was accepted."""
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--logdir", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "TrainConfig" not in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flag_message_leaves_plain_words_alone():
+    assert flag_message("TrainConfig.seed (--seed) = -1: must be an integer (seed + 1)") == (
+        "--seed -1: must be an integer (seed + 1)")
+    assert flag_message("TrainConfig.bc_teacher = 'oracle': cannot be combined with resume "
+                        "(--resume)") == ("--bc-teacher 'oracle': cannot be combined with "
+                                          "resume (--resume)")
+    assert flag_message("TrainConfig.gae_lambda = 2: must lie in [0, 1]") == (
+        "TrainConfig.gae_lambda = 2: must lie in [0, 1]")   # no flag sets it
+
+
+# ------------------------------------------------------------------ limits file named
+LIMITS = {
+    "order": ("[battery]\nsoc_max = 0.5\n[agents.battery_003]\nsoc_min = 0.6\n",
+              "limits.agents['battery_003'] (battery): DerLimits: soc_min (0.6) must be <= "
+              "soc_max (0.5)"),
+    "unknown": ("[agents.nosuch_007]\nsoc_min = 0.3\n",
+                "limits name agent(s) nosuch_007 that a fleet of 100 agents does not have"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIMITS))
+def test_limits_errors_found_after_merging_name_the_file(case, tmp_path, capsys):
+    """Review: these errors did not say which file they were about."""
+    text, says = LIMITS[case]
+    path = tmp_path / "lim.toml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        main(["--limits", str(path), "--logdir", str(tmp_path / "runs")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{PROG}: error: limits file '{path}': {says}")
+    assert len(err.splitlines()) == 1
+    status = evaluate.main(["--limits", str(path), "--out", str(tmp_path / "o"),
+                            "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith(f"evaluate.py: error: limits file '{path}': {says}")
+    assert len(err.splitlines()) == 1
+
+
+# ------------------------------------------------------------------ evaluate.py
+def test_evaluate_counts_as_integers_no_oracle_no_cost_plot_baselines_named(tmp_path,
+                                                                             capsys):
+    """Review: results.md printed counts as 0.000 ± 0.000, cost_vs_oracle.png was
+    written without an oracle, and the progress bar's 15 episodes (the shadow baselines
+    included) met a summary saying 12."""
+    out = tmp_path / "o"
+    (out).mkdir()
+    (out / "cost_vs_oracle.png").write_bytes(b"an earlier run's")
+    status = evaluate.main(["--policies", "heuristic,random", "--scenarios", "emergency",
+                            "--agents", "5", "--episodes", "2", "--trust", "hmac",
+                            "--out", str(out), "--no-progress"])
+    said = capsys.readouterr().out
+    assert status == 0
+    assert not (out / "cost_vs_oracle.png").exists()   # not written, the earlier removed
+    assert "4 episodes + 1 no-DER baseline (shadow mode)" in said
+    md = (out / "results.md").read_text()
+    assert "note: no cost_vs_oracle.png" in md and "add it to --policies" in md
+    row = next(line for line in md.splitlines() if line.startswith("| heuristic |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    header = next(line for line in md.splitlines() if line.startswith("| policy |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    table = dict(zip(cols, cells, strict=True))
+    assert table["blocked_attempts"] == "0 ± 0" and table["executed_violations"] == "0 ± 0"
+    assert table["episodes"] == "2" and "." in table["system_cost"]
+
+
+def test_count_formatting():
+    fmt = evaluate._fmt
+    assert fmt({"mean": 2.0, "std": None, "n": 1, "n_null": 0, "integer": True}) == "2"
+    assert fmt({"mean": 2.5, "std": 0.7071, "n": 2, "n_null": 0,
+                "integer": True}) == "2.5 ± 0.7"
+    assert fmt({"mean": 2.0, "std": 0.0, "n": 2, "n_null": 0, "integer": False}) == (
+        "2.000 ± 0.000")
+
+
+# ------------------------------------------------------------------ benchmarks' printing
+def test_benchmark_lines_are_formatted_and_plain(capsys):
+    """Review: "response 20.00056818788387 ms" and "largest rise ... 0.66x (none)"."""
+    from benchmarks.__main__ import print_table, rise_text
+
+    print_table({"env": [], "emergency": {"n_agents": 10_000, "within_budget": True,
+                                          "emergency_response_latency_ms": 20.00056818788387},
+                 "summary": {"hmac_us_per_agent_step": {100: 27.05, 1000: 11.42},
+                             "cost_per_agent_step_not_higher_at_scale": True,
+                             "cost_per_agent_step_max_growth": 0.66},
+                 "machine": {"cpus": 2, "load_average": 0.5, "wall_s": 1.0}})
+    out = capsys.readouterr().out
+    assert "emergency at 10,000 agents: response 20.0 ms simulated (within" in out
+    assert ("cost per agent-step never rose from one fleet size to the next (it fell or "
+            "stayed: the largest ratio was 0.66x)") in out
+    assert "(none)" not in out
+    assert rise_text(1.42) == ("cost per agent-step rose from one fleet size to the next: "
+                               "by up to 1.42x")
+
+
+def test_bench_learning_flags_have_help(capsys):
+    from benchmarks.bench_learning import main as bench_learning
+
+    with pytest.raises(SystemExit):
+        bench_learning(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--bc-timesteps BC_TIMESTEPS agent-steps of heuristic demonstrations" in text
+    assert "--bc-epochs BC_EPOCHS passes over the demonstrations" in text
