@@ -692,7 +692,7 @@ def print_summary(result: DemoResult, console: Any) -> None:
         negotiations = result.metrics.get("negotiations", 0) / result.wall_s
         line += (f" in {result.wall_s:.2f} s wall clock ({r['agent_steps_per_s']:,.0f} "
                  f"agent-steps/s, {negotiations:,.0f} negotiations/s)")
-    console.print(line)
+    console.print(line, markup=False, highlight=False, soft_wrap=True)   # one line, piped too
 
 
 def shadow_summary(metrics: Mapping[str, Any]) -> str:

@@ -212,11 +212,8 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
         raise UsageError(f"--trust {trust!r}: allowed values are {', '.join(TRUST_CHOICES)}")
     try:
         limits_obj = check_limits_agents(limits, int(n_agents))
-    except ValueError as exc:
-        text = str(exc)   # errors found after merging the overrides do not name the file
-        if isinstance(limits, str | Path) and str(limits) not in text:
-            text = f"limits file {str(limits)!r}: {text}"
-        raise UsageError(text) from None
+    except ValueError as exc:   # names the file
+        raise UsageError(str(exc)) from None
     return pols, scs, notes, limits_obj
 
 

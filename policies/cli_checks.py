@@ -160,12 +160,26 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
 
     :returns: the :class:`~gridswarm_env.kernel.Limits`.
     :raises ValueError: unreadable limits, or agents the fleet does not have (the
-        message lists the fleet's names).
+        message lists the fleet's names). When ``limits`` is a file path every message
+        names the file (:func:`limits_error`).
     """
     from gridswarm_env.config import EnvConfig
     from gridswarm_env.fleet import agent_names
     from gridswarm_env.kernel import as_limits, check_limits_names
 
-    lim = as_limits(limits)
-    check_limits_names(lim, agent_names(n_agents, EnvConfig().fleet))
+    try:
+        lim = as_limits(limits)
+        check_limits_names(lim, agent_names(n_agents, EnvConfig().fleet))
+    except ValueError as exc:
+        if isinstance(limits, str | Path):
+            raise ValueError(limits_error(limits, exc)) from None
+        raise
     return lim
+
+
+def limits_error(path: str | Path, exc: ValueError) -> str:
+    """The message of an error in the limits file ``path``, naming the file: errors
+    found after merging the per-agent overrides (or about agents the fleet lacks) do not
+    name it themselves; those found when the file is read already do."""
+    text = str(exc)
+    return text if str(path) in text else f"limits file {str(path)!r}: {text}"

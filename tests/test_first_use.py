@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
+import demo
 import evaluate
 from train.__main__ import flag_message, main
 from train.config import TrainConfig
@@ -160,6 +161,9 @@ def test_limits_errors_found_after_merging_name_the_file(case, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert status == 2 and err.startswith(f"evaluate.py: error: limits file '{path}': {says}")
     assert len(err.splitlines()) == 1
+    status = demo.main(["--limits", str(path), "--no-live"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith(f"demo.py: error: limits file '{path}': {says}")
 
 
 # ------------------------------------------------------------------ evaluate.py

@@ -69,14 +69,6 @@ def resolve_scenarios(scenario: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def limits_error(path: str, exc: ValueError) -> str:
-    """The message of an error in the limits file ``path``, naming the file: errors
-    found after merging the per-agent overrides (or about agents the fleet lacks) do not
-    name it themselves; those found when the file is read already do."""
-    text = str(exc)
-    return text if str(path) in text else f"limits file {str(path)!r}: {text}"
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (validated; errors name the field).
@@ -207,10 +199,7 @@ class TrainConfig:
 
             if not isinstance(self.limits, str) or not self.limits:
                 raise ValueError(f"{owner}.limits = {self.limits!r}: expected a TOML file path")
-            try:
-                check_limits_agents(self.limits, self.n_agents)
-            except ValueError as exc:   # errors found after merging name no file
-                raise ValueError(limits_error(self.limits, exc)) from None
+            check_limits_agents(self.limits, self.n_agents)   # errors name the file
         check_int_at_least(owner, "n_envs", self.n_envs, 1)
         check_choice(owner, "trust", self.trust, TRUST_MODES)
         if (not isinstance(self.seed, INT_TYPES) or isinstance(self.seed, bool)
