@@ -88,6 +88,20 @@ def sample_contract(**overrides) -> Contract:
 # --------------------------------------------------------------------------- registry
 
 
+def count_signature_checks(registry) -> list[int]:
+    """Wrap ``registry._verify_many``: the returned list gets the batch size of every
+    signature-check call."""
+    checked: list[int] = []
+    verify_many = registry._verify_many
+
+    def counting(*args):
+        checked.append(len(args[-1]))
+        return verify_many(*args)
+
+    registry._verify_many = counting
+    return checked
+
+
 class TestIdentityRegistry:
     def test_unknown_mode_lists_allowed_modes(self):
         with pytest.raises(ValueError, match="ed25519, hmac"):
@@ -1066,14 +1080,7 @@ class TestScreenBatch:
     @pytest.mark.parametrize("mode", TRUST_MODES)
     def test_dispatch_reuses_the_screened_signature_checks_only_for_unchanged_objects(self, mode):
         registry, ledger = make_ledger(mode)
-        checked: list[int] = []
-        verify_many = registry._verify_many
-
-        def counting(*args):
-            checked.append(len(args[-1]))
-            return verify_many(*args)
-
-        registry._verify_many = counting
+        checked = count_signature_checks(registry)
         signed = issue_round(ledger)
         assert ledger.screen_batch(signed, 10.0) == [None] * len(signed)
         assert checked == [len(signed)]
@@ -1094,14 +1101,7 @@ class TestScreenBatch:
         # a field swapped for an equal value after screening is verified afresh: -0.0 ==
         # 0.0 but encodes differently (a forgery), an equal str copy encodes the same
         registry, ledger = make_ledger(mode)
-        checked: list[int] = []
-        verify_many = registry._verify_many
-
-        def counting(*args):
-            checked.append(len(args[-1]))
-            return verify_many(*args)
-
-        registry._verify_many = counting
+        checked = count_signature_checks(registry)
         n = len(AGENTS)
         signed = ledger.issue(0, np.arange(n), np.linspace(-1.0, 1.0, n), 0.0, 10.0, 11.0)
         assert ledger.screen_batch(signed, 10.0) == [None] * n
