@@ -85,6 +85,25 @@ def test_timestep_notes_of_the_defaults():
                        bc_timesteps=10).timestep_notes() == []
 
 
+def test_a_run_that_fits_only_the_shorter_episodes_says_so(tmp_path, capsys):
+    """Review: with --scenario all, 200 steps per copy cover an emergency episode (120
+    steps) but not a price_spike or solar_surplus one (300): the run finished no episode
+    (its first was 300 steps long) and no note said it might."""
+    args = ["--scenario", "all", "--agents", "4", "--n-steps", "200", "--batch-size", "800",
+            "--timesteps", "800", "--seed", "1", "--no-progress", "--checkpoint-every", "0",
+            "--n-epochs", "1", "--logdir", str(tmp_path), "--run-name", "r"]
+    assert main(args) == 0
+    assert notes(capsys.readouterr().err) == [
+        "price_spike and solar_surplus episodes are 300 steps, more than this run's 200 "
+        "steps per env copy (only emergency episodes fit): a copy that draws one of them "
+        "first may finish no episode, and then no episode KPIs (grid/, market/, trust/, "
+        "kernel/) are logged: use --timesteps 1,600 or more to be sure to see them"]
+    assert json.loads((tmp_path / "r" / "model.json").read_text())["episodes_finished"] == 0
+    # enough for the longest episode: no note
+    assert TrainConfig(scenario="all", n_agents=4, n_steps=200, batch_size=800,
+                       total_timesteps=1600).timestep_notes() == []
+
+
 def test_evaluations_are_printed_without_verbose(tmp_path, capsys):
     """Review: README said --eval-every results go to stdout; with --verbose 0 (the
     default) stdout showed only the final lines."""
@@ -132,6 +151,20 @@ def test_flag_message_leaves_plain_words_alone():
                                           "resume (--resume)")
     assert flag_message("TrainConfig.gae_lambda = 2: must lie in [0, 1]") == (
         "TrainConfig.gae_lambda = 2: must lie in [0, 1]")   # no flag sets it
+
+
+def test_flag_message_leaves_quoted_paths_alone(tmp_path, capsys):
+    """Review: `--resume /nope/n_envs.zip` said `--resume '/nope/--envs.zip': no such
+    model file`: field names were replaced inside the user's path."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--resume", "/nope/n_envs.zip", "--logdir", str(tmp_path)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "error: --resume '/nope/n_envs.zip': no such model file\n")
+    assert flag_message("TrainConfig.out = 'runs/n_steps/' is a directory; the "
+                        "checkpoint's n_steps and \"it's/batch_size\" stay") == (
+        "--out 'runs/n_steps/' is a directory; the checkpoint's --n-steps and "
+        "\"it's/batch_size\" stay")
 
 
 # ------------------------------------------------------------------ limits file named

@@ -539,3 +539,20 @@ def test_cli_as_a_user_runs_it(tmp_path, capsys):
     record = json.loads((tmp_path / "cli" / "model.json").read_text())
     assert record["command"].startswith("python -m train --scenario emergency")
     assert record["config"]["n_agents"] == 5
+
+
+def test_resume_accepts_a_path_without_zip(trained, tmp_path, capsys):
+    """Review: --resume PATH without .zip was refused ("no such model file") although
+    --out writes PATH.zip and demo/evaluate load PATH.zip for PATH."""
+    _, path, _ = trained
+    stem = str(path)[:-len(".zip")]
+    config = tiny(tmp_path, resume=stem, total_timesteps=600, checkpoint_every=0)
+    assert config.resume == str(path)   # stored as the file it names
+    args = ["--scenario", "emergency", "--agents", "10", "--timesteps", "600",
+            "--no-progress", "--checkpoint-every", "0", "--logdir", str(tmp_path / "runs"),
+            "--run-name", "r"]
+    assert main([*args, "--resume", stem]) == 0
+    record = json.loads((tmp_path / "runs" / "r" / "model.json").read_text())
+    assert record["resumed_from"] == str(path)
+    with pytest.raises(ValueError, match=r"no such model file \(nor '/no/such/m\.zip'\)"):
+        TrainConfig(resume="/no/such/m")

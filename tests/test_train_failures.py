@@ -502,3 +502,146 @@ def test_an_unfinished_run_never_writes_to_a_free_out(stop, tmp_path, monkeypatc
     assert f"training record {kept.with_suffix('.json')}" in err
     record = json.loads(kept.with_suffix(".json").read_text())
     assert record["model"] == str(kept)
+
+
+# ------------------------------------------------------------------ a second Ctrl-C
+@pytest.mark.parametrize("when", ["model", "record"])
+def test_a_ctrl_c_while_saving_says_what_was_written(when, tmp_path, monkeypatch, capsys):
+    """Review: a Ctrl-C while the model (or its record) was written after training reached
+    main bare, which printed "interrupted before training started: nothing was written"
+    although the run directory, its logs and (for the record) the model existed."""
+    real_save, real_write = trainer._save_model, trainer._write_text
+
+    def ctrl_c_model(model, path):
+        raise KeyboardInterrupt
+
+    def ctrl_c_record(path, text):
+        raise KeyboardInterrupt
+
+    if when == "model":
+        monkeypatch.setattr(trainer, "_save_model", ctrl_c_model)
+    else:
+        monkeypatch.setattr(trainer, "_write_text", ctrl_c_record)
+    out = tmp_path / "X.zip"
+    assert main([*TINY, "--timesteps", "300", "--checkpoint-every", "0", "--out", str(out),
+                 "--logdir", str(tmp_path / "runs"), "--run-name", "r"]) == 130
+    line = without_notes(capsys.readouterr().err)[-1]
+    assert "nothing was written" not in line and "before training started" not in line
+    run = tmp_path / "runs" / "r"
+    assert line.startswith("interrupted while the model and its record were written "
+                           "(training had ended during PPO at 300 agent-steps)")
+    assert "the training record was not written" in line and f"logs in {run}" in line
+    if when == "model":
+        assert "the model was not saved" in line and f"--out {out} was not written" in line
+        assert not out.exists()
+    else:
+        assert f"the model was saved to {out}" in line and out.is_file()
+        assert "--out" not in line
+    assert not out.with_suffix(".json").exists()
+    assert real_save and real_write
+
+
+def test_a_bare_ctrl_c_after_the_run_directory_exists_is_never_nothing(tmp_path,
+                                                                       monkeypatch, capsys):
+    """main's own message for a Ctrl-C train() did not word names what appeared under
+    --logdir rather than claiming nothing was written."""
+    def ctrl_c_after_writing(config, **kw):
+        (Path(config.logdir) / "half").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", ctrl_c_after_writing)
+    assert main([*TINY, "--logdir", str(tmp_path)]) == 130
+    line = without_notes(capsys.readouterr().err)[-1]
+    assert line == f"interrupted: no finished model was saved; written under --logdir: " \
+                   f"{tmp_path / 'half'}"
+
+
+# ------------------------------------------------------------------ the last scalars
+def tb_steps(run_dir: Path) -> dict[str, list[int]]:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps: dict[str, list[int]] = {}
+    for events in run_dir.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
+
+
+@pytest.mark.parametrize("stop", ["error", "ctrl-c"])
+def test_an_unfinished_run_writes_its_last_scalars(stop, tmp_path, monkeypatch, capsys):
+    """Review: on Ctrl-C or an error SB3 skips the callbacks' end of training, so the
+    scalars recorded since the last update (here the episode that finished in the
+    interrupted rollout) never reached tensorboard: they are written at the step reached."""
+    class Stop(AtStep):
+        def fire(self) -> None:
+            if stop == "error":
+                raise RuntimeError("disk on fire")
+            raise KeyboardInterrupt
+
+    # rollouts of 250 agent-steps; the first 120-step episode ends at 600, mid-rollout
+    with_callbacks(monkeypatch, Stop(at=650))
+    status = main([*TINY, "--n-steps", "50", "--batch-size", "250", "--timesteps", "1500",
+                   "--checkpoint-every", "0", "--logdir", str(tmp_path), "--run-name", "r"])
+    assert status == (1 if stop == "error" else 130)
+    steps = tb_steps(tmp_path / "r")
+    assert steps["grid/system_cost"] == [650] and steps["time/fps"] == [250, 500, 650]
+    assert steps["train/loss"] == [250, 500]
+    record = json.loads(next((tmp_path / "r").glob("model_*.json")).read_text())
+    assert "logs_flush_error" not in record
+
+
+def test_a_failing_logger_does_not_mask_the_error(tmp_path, monkeypatch, capsys):
+    """The final dump after an error must not replace the run's own error."""
+    import train.callbacks
+
+    class Stop(AtStep):
+        def fire(self) -> None:
+            def broken(*a, **k):
+                raise OSError("tensorboard disk full")
+
+            monkeypatch.setattr(train.callbacks.DumpAfterUpdate, "dump", broken)
+            raise RuntimeError("disk on fire")
+
+    with_callbacks(monkeypatch, Stop(at=450))
+    assert main([*TINY, "--timesteps", "900", "--checkpoint-every", "0",
+                 "--logdir", str(tmp_path), "--run-name", "r"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "RuntimeError: disk on fire" in line and "tensorboard" not in line
+    record = json.loads((tmp_path / "r" / "model_failed.json").read_text())
+    assert record["error"]["message"] == "disk on fire"
+    assert record["logs_flush_error"] == ("the last scalars were not written: OSError: "
+                                          "tensorboard disk full")
+
+
+def test_what_a_user_callback_records_at_a_rollout_start_is_not_a_rollout_late(
+        tmp_path, monkeypatch):
+    """Review: DumpAfterUpdate came first in the CallbackList, so a value another callback
+    recorded at a rollout start was written with the next rollout's dump (and the one
+    recorded at the end of training never)."""
+    class Mark(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            self.logger.record("custom/start", self.num_timesteps)
+
+        def _on_training_end(self) -> None:
+            self.logger.record("custom/end", self.num_timesteps)
+
+        def _on_step(self) -> bool:
+            return True
+
+    with_callbacks(monkeypatch, Mark())
+    assert main([*TINY, "--timesteps", "900", "--checkpoint-every", "0",
+                 "--logdir", str(tmp_path), "--run-name", "r"]) == 0
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    points: dict[str, list[tuple[int, float]]] = {}
+    for events in (tmp_path / "r").glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                if value.tag.startswith("custom/"):
+                    points.setdefault(value.tag, []).append(
+                        (event.step, value.simple_value or value.tensor.float_val[0]))
+    # each value written at the step it was recorded at (the record at the first rollout
+    # start, 0, is overwritten by the next before any dump)
+    assert points == {"custom/start": [(300, 300.0), (600, 600.0)],
+                      "custom/end": [(900, 900.0)]}

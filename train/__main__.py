@@ -18,7 +18,8 @@ Bad arguments, and outputs that cannot be written (checked before training), pri
 one readable line on stderr and exit with status 2 (no traceback), naming the flag;
 Ctrl-C saves the unfinished model as ``<run>/<name>_interrupted.zip`` (never at
 ``--out``), says where, and exits with status 130 (before training started: nothing is
-written, and the message says so); a model or record that cannot be written at the end
+written, and the message says so; a second Ctrl-C while the model and its record are
+written: what was written, and what not); a model or record that cannot be written at the end
 is saved to the temporary directory instead, with one line on stderr and status 1.
 An error once training has started (e.g. a diverged network whose NaN logits make
 torch raise) is not a usage error: one line on stderr ("training failed at N
@@ -87,14 +88,23 @@ _FIELD_WORD = re.compile(r"(?<![\w.\-'])(" + "|".join(
     sorted((f for f in FIELD_FLAGS if "_" in f), key=len, reverse=True)) + r")(?![\w\-'(])")
 
 
+#: a quoted value in a message (a ``repr`` string: a path, a name): a quote that no
+#: letter precedes, up to the same quote that no letter follows (so the apostrophe of
+#: "the checkpoint's" opens none)
+_QUOTED = re.compile(r"""(?<!\w)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""")
+
+
 def flag_message(message: str) -> str:
     """A :class:`TrainConfig` error as the command line's: ``TrainConfig.n_agents = 0:
     …`` becomes ``--agents 0: …``, and field names in the rest of the message become
-    their flags (``bc_teacher`` → ``--bc-teacher``)."""
+    their flags (``bc_teacher`` → ``--bc-teacher``), except inside quoted values (a
+    path such as ``'/runs/n_envs.zip'`` is the user's, left as given)."""
     head = _FIELD_HEAD.match(message)
     if head and head.group(1) in FIELD_FLAGS:
         message = f"{FIELD_FLAGS[head.group(1)]} {message[head.end():]}"
-    return _FIELD_WORD.sub(lambda m: FIELD_FLAGS[m.group(1)], message)
+    parts = _QUOTED.split(message)   # odd indices: the quoted values
+    return "".join(part if k % 2 else _FIELD_WORD.sub(lambda m: FIELD_FLAGS[m.group(1)], part)
+                   for k, part in enumerate(parts))
 
 
 #: the message of a Ctrl-C before training began (train() words its own otherwise)
@@ -299,6 +309,25 @@ def reward_changes(args: argparse.Namespace, config: TrainConfig,
             and getattr(config, name) != saved_env[name]]
 
 
+def _entries(logdir: Path) -> set[str]:
+    """The names in ``logdir`` (empty when it is not a directory)."""
+    try:
+        return {p.name for p in logdir.iterdir()}
+    except OSError:
+        return set()
+
+
+def _bare_interrupt(logdir: Path, before: set[str]) -> str:
+    """The message of a Ctrl-C that ``train`` did not word (it words every one from the
+    moment it creates the run directory): :data:`NOTHING_WRITTEN`, unless ``logdir``
+    gained an entry since ``before`` (then that is named, never "nothing")."""
+    new = sorted(_entries(logdir) - before)
+    if not new:
+        return NOTHING_WRITTEN
+    return ("interrupted: no finished model was saved; written under --logdir: "
+            + ", ".join(str(logdir / name) for name in new))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -329,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def note(text: str) -> None:
         print(f"{parser.prog}: note: {text}", file=sys.stderr, flush=True)
 
+    logdir = Path(config.logdir)
+    before = _entries(logdir)
     try:
         from train.trainer import train  # torch loads only for a valid command
 
@@ -342,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:   # train() says what it saved; a bare one came
-        print(f"\n{str(exc) or NOTHING_WRITTEN}", file=sys.stderr)   # before it began
+        print(f"\n{str(exc) or _bare_interrupt(logdir, before)}", file=sys.stderr)
         return 130
     print(f"model saved to {path} (training record: {path.with_suffix('.json')})")
     if config.eval_every:

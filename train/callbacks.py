@@ -270,7 +270,13 @@ class DumpAfterUpdate(BaseCallback):
     at all. Learn with ``log_interval=None`` (SB3 then writes nothing itself) and this
     callback: at each rollout start after an update, and at the end of learning, it
     calls ``model.dump_logs`` (``time/fps`` and the scalars recorded since the last
-    dump: the update's ``train/…``, the rollout's ``grid/…``) at ``num_timesteps``.
+    dump: the update's ``train/…``, the rollout's ``grid/…``) at ``num_timesteps``
+    (``dump_logs`` is public from stable-baselines3 2.6, ``_dump_logs`` before).
+
+    Put it last in the ``CallbackList``: callbacks after it that record at a rollout
+    start or at the end of learning would be written a rollout late, or never. SB3 skips
+    ``_on_training_end`` when learning raises (Ctrl-C, an error): call :meth:`dump`
+    then (``train`` does), so the interrupted rollout's scalars are written too.
     """
 
     def __init__(self) -> None:

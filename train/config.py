@@ -93,7 +93,9 @@ class TrainConfig:
         existing file there, or its record ``<out>.json``, is refused unless ``overwrite``.
     :param overwrite: replace an existing ``out`` model and its record (the new model is
         written to a temporary file beside it and renamed over it once complete).
-    :param resume: a saved model (.zip) to continue training. The PPO fields below
+    :param resume: a saved model (.zip) to continue training; a path without ``.zip``
+        that is not a file names its ``.zip`` sibling (as ``out`` does), and is stored as
+        that. The PPO fields below
         (:data:`RESUMABLE_FIELDS`) are applied to it: SB3 sets them before it rebuilds
         the rollout buffer and the learning-rate schedule. ``net_arch`` is the saved
         network's shape and must equal the checkpoint's. The environment and reward
@@ -239,8 +241,19 @@ class TrainConfig:
         check_int_at_least(owner, "bc_epochs", self.bc_epochs, 1)
         check_int_at_least(owner, "torch_threads", self.torch_threads, 1)
         check_int_at_least(owner, "verbose", self.verbose, 0)
-        if self.resume is not None and not Path(self.resume).is_file():
-            raise ValueError(f"{owner}.resume = {self.resume!r}: no such model file")
+        if self.resume is not None:
+            from policies.learned import zip_sibling  # no torch
+
+            if not isinstance(self.resume, str | Path) or not str(self.resume):
+                raise ValueError(f"{owner}.resume = {self.resume!r}: expected a model file path")
+            if not Path(self.resume).is_file():
+                # `--out m2` writes m2.zip, and demo/evaluate load m2.zip for m2: so does resume
+                sibling = zip_sibling(self.resume)
+                if sibling is None or not sibling.is_file():
+                    nor = f" (nor {str(sibling)!r})" if sibling is not None else ""
+                    raise ValueError(f"{owner}.resume = {self.resume!r}: no such model "
+                                     f"file{nor}")
+                store(self, "resume", str(sibling))
         if self.resume is not None and self.bc_teacher is not None:
             raise ValueError(f"{owner}.bc_teacher = {self.bc_teacher!r}: behaviour cloning "
                              "pre-trains a new model; it cannot be combined with resume (--resume)")
@@ -274,7 +287,9 @@ class TrainConfig:
         """One-line notes for the start of a run whose budget will surprise: one that
         is not a whole number of rollouts (it is rounded up), and one too short for
         any environment copy to finish an episode (whose KPIs are what
-        ``grid/``, ``market/``, ``trust/`` and ``kernel/`` log)."""
+        ``grid/``, ``market/``, ``trust/`` and ``kernel/`` log), or, with scenarios of
+        different episode lengths (``"all"``), too short for the longer ones: a copy
+        that draws one of those may finish no episode."""
         if not self.total_timesteps:
             return []
         from gridswarm_env.scenarios import get_scenario
@@ -288,19 +303,33 @@ class TrainConfig:
                 f"{self.n_steps} x --envs {self.n_envs} x --agents {self.n_agents}): "
                 f"--timesteps {self.total_timesteps:,} will train {planned:,} agent-steps "
                 f"({rollouts:,} rollout{'s' if rollouts > 1 else ''})")
-        lengths = sorted({get_scenario(name).episode_steps
-                          for name in resolve_scenarios(self.scenario)})
+        steps_of = {name: get_scenario(name).episode_steps
+                    for name in resolve_scenarios(self.scenario)}
+        lengths = sorted(set(steps_of.values()))
         per_copy = rollouts * self.n_steps   # steps of each environment copy
+        need = -(-lengths[-1] // self.n_steps) * rollout   # every copy finishes one
         if per_copy < lengths[0]:
             ends = lengths[:1] if len(lengths) == 1 else [lengths[0], lengths[-1]]
             steps = "-".join(f"{n:,}" for n in ends)
             agent_steps = "-".join(f"{n * self.n_agents:,}" for n in ends)
-            need = -(-lengths[-1] // self.n_steps) * rollout
             notes.append(
                 f"an episode is {steps} steps ({agent_steps} agent-steps per env copy at "
                 f"{self.n_agents} agents); this run's {per_copy} steps per copy finish no "
                 "episode, so no episode KPIs (grid/, market/, trust/, kernel/) will be "
                 f"logged: use --timesteps {need:,} or more to see them")
+        elif per_copy < lengths[-1]:
+            # scenario "all" draws a scenario per episode: a copy that draws a longer one
+            # than its steps finishes none
+            longer = sorted(name for name, n in steps_of.items() if n > per_copy)
+            shorter = sorted(name for name, n in steps_of.items() if n <= per_copy)
+            notes.append(
+                f"{' and '.join(longer)} episodes are "
+                f"{'-'.join(f'{n:,}' for n in sorted({steps_of[x] for x in longer}))} steps, "
+                f"more than this run's {per_copy} steps per env copy (only "
+                f"{' and '.join(shorter)} episodes fit): a copy that draws "
+                f"{'one of them' if len(longer) > 1 else 'it'} first may finish no episode, "
+                "and then no episode KPIs (grid/, market/, trust/, kernel/) are logged: use "
+                f"--timesteps {need:,} or more to be sure to see them")
         return notes
 
     def env_settings(self) -> dict[str, object]:

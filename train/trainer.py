@@ -22,6 +22,7 @@ Timesteps are **agent-steps** (one observation of one agent), SB3's
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -191,7 +192,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
 
     :param config: the run's settings.
     :param callbacks: extra SB3 callbacks, run after the grid-KPI and checkpoint ones
-        (e.g. a subclass of :class:`~train.callbacks.EpisodeMetricsCallback`).
+        (e.g. a subclass of :class:`~train.callbacks.EpisodeMetricsCallback`) and
+        before :class:`~train.callbacks.DumpAfterUpdate`, so what they record at a rollout
+        start or at the end of learning is written with that rollout's scalars.
     :param notes: called, once the run is set up and before it trains, with each of
         :meth:`TrainConfig.timestep_notes` (a budget rounded up to whole rollouts, a run
         too short to finish an episode); ``python -m train`` prints them on stderr.
@@ -210,7 +213,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
         ``"behaviour cloning (...)"``; ``behaviour_cloning`` has ``samples`` and
         ``epochs_done``) as ``<run dir>/<name>_interrupted.zip`` and ``.json``, never at
         ``out``; the message says where and what was saved. A Ctrl-C while the run is
-        set up saves nothing, and its message says so.
+        set up saves nothing, and its message says so; one while the model and record
+        are written (a second Ctrl-C) stops there, and its message says which of them
+        were written. The scalars recorded since the last update are written first.
 
     A run that fails or is interrupted never writes to ``out`` (which always holds a
     finished model): its model and record go to ``<run dir>/<name>_failed.zip`` or
@@ -272,14 +277,15 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
         run_dir.mkdir(parents=True, exist_ok=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         _configure_logger(model, run_dir, config.verbose)
+        for note in config.timestep_notes() if notes is not None else ():
+            notes(note)
     except KeyboardInterrupt:
         if venv is not None:
             venv.close()
         raise KeyboardInterrupt(_interrupted_in_setup(run_dir)) from None
-    for note in config.timestep_notes() if notes is not None else ():
-        notes(note)
 
     metrics_cb = EpisodeMetricsCallback()
+    dump_cb = DumpAfterUpdate()
     evaluation = None
     steps_before = int(model.num_timesteps)
     t_learn = time.time()
@@ -294,7 +300,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
             venv.seed(config.seed + 1)   # PPO starts a fresh, seeded episode stream
             t_learn = time.time()
             stage = "PPO"
-        all_callbacks = [DumpAfterUpdate(), metrics_cb]
+        all_callbacks = [metrics_cb]
         if config.eval_every:   # made after the cloning: its clock is PPO's
             evaluation = SystemCostEvaluation(
                 venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
@@ -306,6 +312,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
                 save_freq=max(config.checkpoint_every // venv.num_envs, 1),
                 save_path=str(run_dir / "checkpoints"), name_prefix="model"))
         all_callbacks.extend(callbacks)
+        # last: what the others record at a rollout start or at the end is in its dump
+        all_callbacks.append(dump_cb)
         if config.total_timesteps:
             model.learn(total_timesteps=config.total_timesteps,
                         callback=CallbackList(all_callbacks), reset_num_timesteps=not config.resume,
@@ -320,52 +328,64 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
         interrupted = True
     except Exception as exc:   # e.g. torch's ValueError on NaN logits of a diverged network
         failure = exc
-    # PPO's time: the cloning and the evaluations (--eval-every) are not training
-    learn_s = 0.0 if stage == "behaviour cloning" else (
-        time.time() - t_learn - (evaluation.eval_s if evaluation is not None else 0.0))
-    bad_weights = nonfinite_weights(model)
-    failed = failure is not None or (bool(bad_weights) and not interrupted)
-    # an unfinished run never writes to `out`: its model and record go to the run directory
-    target = (_unfinished_path(out, run_dir, "interrupted" if interrupted else "failed")
-              if interrupted or failed else out)
-    if bad_weights:
-        not_saved = (f"the model was not saved: its weights are not finite (NaN or inf in "
-                     f"{_names(bad_weights)})")
-        saved_to, problem = None, None
-    else:
-        not_saved = None
-        saved_to, problem = write_or_rescue(target, lambda p: _save_model(model, p),
-                                            "the model")
-    problems = [problem] if problem else []
-    venv.close()
-    steps = int(model.num_timesteps) - steps_before
-    error = None
-    if failed:
-        error = _error_entry(failure, stage, model, run_dir, saved_to,
-                             not_saved or (problem if saved_to is None else None))
-    record.update({
-        "model": None if saved_to is None else str(saved_to), "interrupted": interrupted,
-        "interrupted_during": _where(stage, record.get("behaviour_cloning"))
-        if interrupted else None,
-        "error": error,
-        "num_timesteps": int(model.num_timesteps), "timesteps_this_run": steps,
-        "wall_time_s": round(time.time() - t_start, 1), "learn_time_s": round(learn_s, 1),
-        "agent_steps_per_s": round(steps / learn_s, 1) if steps and learn_s > 0 else None,
-        "episodes_finished": metrics_cb.n_episodes,
-        "recent_episodes": _summarize(list(metrics_cb.episodes)),
-        "evaluation_during_training": None if evaluation is None else {
-            "seeds": evaluation.seeds, "every": config.eval_every,
-            "eval_s": round(evaluation.eval_s, 2),   # left out of learn_time_s
-            "best_model": str(evaluation.best_path) if evaluation.best else None,
-            "best": evaluation.best, "curve": evaluation.points},
-        "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
-        "versions": _versions(), "platform": platform.platform(),
-    })
-    text = json.dumps(record, indent=2, default=str) + "\n"
-    record_path = _record_path(target, saved_to, run_dir)
-    record_to, problem = write_or_rescue(record_path, lambda p: _write_text(p, text),
-                                         "the training record")
-    problems += [problem] if problem else []
+    saved_to = record_to = None
+    try:   # a second Ctrl-C while the model and record are written: say what was
+        logs_problem = (_flush_logs(dump_cb) if interrupted or failure is not None
+                        else None)
+        # PPO's time: the cloning and the evaluations (--eval-every) are not training
+        learn_s = 0.0 if stage == "behaviour cloning" else (
+            time.time() - t_learn - (evaluation.eval_s if evaluation is not None else 0.0))
+        bad_weights = nonfinite_weights(model)
+        failed = failure is not None or (bool(bad_weights) and not interrupted)
+        # an unfinished run never writes to `out`: its model and record go to the run directory
+        target = (_unfinished_path(out, run_dir, "interrupted" if interrupted else "failed")
+                  if interrupted or failed else out)
+        if bad_weights:
+            not_saved = (f"the model was not saved: its weights are not finite (NaN or inf in "
+                         f"{_names(bad_weights)})")
+            saved_to, problem = None, None
+        else:
+            not_saved = None
+            saved_to, problem = write_or_rescue(target, lambda p: _save_model(model, p),
+                                                "the model")
+        problems = [problem] if problem else []
+        venv.close()
+        steps = int(model.num_timesteps) - steps_before
+        error = None
+        if failed:
+            error = _error_entry(failure, stage, model, run_dir, saved_to,
+                                 not_saved or (problem if saved_to is None else None))
+        record.update({
+            "model": None if saved_to is None else str(saved_to), "interrupted": interrupted,
+            "interrupted_during": _where(stage, record.get("behaviour_cloning"))
+            if interrupted else None,
+            "error": error,
+            "num_timesteps": int(model.num_timesteps), "timesteps_this_run": steps,
+            "wall_time_s": round(time.time() - t_start, 1), "learn_time_s": round(learn_s, 1),
+            "agent_steps_per_s": round(steps / learn_s, 1) if steps and learn_s > 0 else None,
+            "episodes_finished": metrics_cb.n_episodes,
+            "recent_episodes": _summarize(list(metrics_cb.episodes)),
+            "evaluation_during_training": None if evaluation is None else {
+                "seeds": evaluation.seeds, "every": config.eval_every,
+                "eval_s": round(evaluation.eval_s, 2),   # left out of learn_time_s
+                "best_model": str(evaluation.best_path) if evaluation.best else None,
+                "best": evaluation.best, "curve": evaluation.points},
+            "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
+            "versions": _versions(), "platform": platform.platform(),
+        })
+        if logs_problem:   # the last scalars could not be written (the run's error stands)
+            record["logs_flush_error"] = logs_problem
+        text = json.dumps(record, indent=2, default=str) + "\n"
+        record_path = _record_path(target, saved_to, run_dir)
+        record_to, problem = write_or_rescue(record_path, lambda p: _write_text(p, text),
+                                             "the training record")
+        problems += [problem] if problem else []
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            venv.close()
+        raise KeyboardInterrupt(_interrupted_finishing(
+            config, model, run_dir, out, interrupted, failure, stage, saved_to, record_to)
+        ) from None
     if error is not None:
         where = (f"the model was saved to {saved_to}" if saved_to is not None
                  else not_saved or "; ".join(problems) or "the model was not saved")
@@ -431,6 +451,46 @@ def _interrupted_in_setup(run_dir: Path) -> str:
         return (f"interrupted before training started: no model and no record were "
                 f"written (only the run directory {run_dir}, with empty logs)")
     return "interrupted before training started: nothing was written"
+
+
+def _flush_logs(dump_cb) -> str | None:
+    """After a Ctrl-C or an error in learning, write the scalars recorded since the last
+    dump (the interrupted rollout's grid KPIs, ``time/fps``) through ``dump_cb``
+    (:class:`~train.callbacks.DumpAfterUpdate`, whose end-of-learning dump SB3 skips
+    then). A logger that fails is reported, never raised: the run's own error (or
+    Ctrl-C) stays the one reported.
+
+    :returns: None, or the logger's error as one line (kept in the record).
+    """
+    if getattr(dump_cb, "model", None) is None:   # learning never started (e.g. cloning)
+        return None
+    try:
+        dump_cb.dump()
+    except Exception as exc:
+        return f"the last scalars were not written: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _interrupted_finishing(config: TrainConfig, model, run_dir: Path, out: Path,
+                           interrupted: bool, failure: Exception | None, stage: str,
+                           saved_to: Path | None, record_to: Path | None) -> str:
+    """The message of a Ctrl-C while the model and its record were being written (e.g. a
+    second Ctrl-C after the first stopped training): how training had ended and what
+    was written, each output named."""
+    how = ("interrupted" if interrupted else f"failed ({type(failure).__name__})"
+           if failure is not None else "ended")
+    parts = [f"interrupted while the model and its record were written (training had "
+             f"{how} during {stage} at {int(model.num_timesteps):,} agent-steps)",
+             f"the model was saved to {saved_to}" if saved_to is not None
+             else "the model was not saved",
+             f"training record {record_to}" if record_to is not None
+             else "the training record was not written"]
+    ckpt = last_checkpoint(run_dir)
+    parts.append(f"last checkpoint {ckpt}" if ckpt is not None else "no checkpoint was written")
+    parts.append(f"logs in {run_dir}")
+    if config.out and saved_to != out:
+        parts.append(f"--out {out} was not written")
+    return "; ".join(parts)
 
 
 def _where(stage: str, bc: dict[str, Any] | None) -> str:
