@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import demo
 import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,3 +246,23 @@ def test_model_paths_that_sanitize_alike_keep_apart_tags():
     tags = evaluate.tag_names(["heuristic", "runs/a_b.zip", "runs_a/b.zip", "runs_a_b.zip"])
     assert tags == {"heuristic": "heuristic", "runs/a_b.zip": "runs_a_b.zip",
                     "runs_a/b.zip": "runs_a_b.zip_2", "runs_a_b.zip": "runs_a_b.zip_3"}
+
+
+def test_crypto_threads_follow_demo_rule_and_say_what_is_allowed(tmp_path, capsys):
+    """Review: ``--crypto-threads 300`` was refused as "expected an integer >= 1" (which
+    300 is; the real limit was ``EnvConfig``'s 256), while demo.py allows 1 to the usable
+    cores. Both now share :func:`policies.cli_checks.check_crypto_threads`."""
+    from policies.cli_checks import max_crypto_threads
+
+    cores = max_crypto_threads()
+    allowed = f"expected an integer from 1 to {cores} (the cores this process may use)"
+    for bad in (0, cores + 1, 300):
+        out = tmp_path / f"out{bad}"
+        assert evaluate.main(["--crypto-threads", str(bad), "--policies", "random",
+                              "--scenarios", "emergency", "--episodes", "1",
+                              "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"--crypto-threads {bad}: {allowed}" in err and ">= 1" not in err
+        assert not out.exists()
+        with pytest.raises(ValueError, match=rf"^--crypto-threads {bad}: {re.escape(allowed)}"):
+            demo.DemoOptions(crypto_threads=bad)
