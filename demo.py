@@ -302,15 +302,14 @@ def planning_notice(policy: Any, raw: Any) -> str | None:
     LP over every agent and step, :mod:`policies.oracle`), so a long wait before the
     first step does not look like a hang; None for the other policies.
 
-    Measured on the 2-core VM (price_spike, 300 steps; the planning time grows about as
-    agents^1.6-1.8): 1.2-2 s at 100 agents, 6-16 s at 300, 49 s to ~5 min at 1 000 (the
-    higher figures with the cores shared); HiGHS's solve is ~97-99 % of it.
+    The line gives rough orders only; the measured planning times are in
+    :mod:`policies.oracle` (*Scale*).
     """
     if getattr(policy, "name", None) != "oracle":
         return None
     n, k = raw.n_agents, raw.scenario.episode_steps
-    return (f"oracle: planning the episode (LP, {n:,} agents × {k} steps; on 2 cores ~1-2 s "
-            "at 100 agents, ~6-16 s at 300, ~1-5 min at 1 000; again, shorter, when it "
+    return (f"oracle: planning the episode (LP, {n:,} agents × {k} steps; on 2 cores about "
+            "a second at 100 agents, a minute or more at 1 000; again, shorter, when it "
             "re-plans)…")
 
 

@@ -33,8 +33,9 @@ Outputs in ``DIR``:
 
 Re-running into the same ``DIR`` replaces these outputs: once a run has written its
 own, it removes the ones of earlier runs that it did not rewrite — ``freq_*.png`` of
-scenarios it did not run and the earlier event files in ``tensorboard/`` (one run's
-scalars per directory, no mixed curves). Nothing else in ``DIR`` is touched; an
+scenarios it did not run, the earlier event files in ``tensorboard/`` (one run's
+scalars per directory, no mixed curves) and, when no oracle ran, an earlier
+``cost_vs_oracle.png`` (:func:`remove_stale_outputs`). Nothing else in ``DIR`` is touched; an
 interrupted or failed run removes its own event file and leaves ``DIR`` as it was.
 
 Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
@@ -650,8 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval_out", metavar="DIR",
                    help="output directory (default: %(default)s). A re-run replaces this "
                         "program's outputs there: after a successful run, freq_*.png of "
-                        "scenarios it did not run and earlier tensorboard event files are "
-                        "removed; nothing else in DIR is touched")
+                        "scenarios it did not run, earlier tensorboard event files and, "
+                        "when no oracle ran, an earlier cost_vs_oracle.png are removed; "
+                        "nothing else in DIR is touched")
     p.add_argument("--trust", default="ed25519", choices=TRUST_CHOICES,
                    help="contract signatures (default: %(default)s; hmac is faster)")
     p.add_argument("--limits", default=None, metavar="FILE",
