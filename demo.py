@@ -69,6 +69,13 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from policies.cli_checks import (
+    CRYPTO_THREADS_WHY,
+    check_crypto_threads,
+    int_range_text,
+    max_crypto_threads,
+)
+
 EXIT_OK, EXIT_STDOUT_CLOSED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Exit status when an output could not be written where asked (saved elsewhere).
 EXIT_OUTPUT_FAILED = 1
@@ -97,24 +104,14 @@ OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--p
                 "audit_path": "--audit", "crypto_threads": "--crypto-threads"}
 
 
-def max_crypto_threads() -> int:
-    """The most ``--crypto-threads`` the demo accepts: the cores this process may use
-    (the environment never runs more signing threads than that, see
-    :class:`~gridswarm_env.trust.IdentityRegistry`)."""
-    from gridswarm_env.trust import _usable_cpus
-
-    return _usable_cpus()
-
-
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
                maximum: int | None = None, why: str = "") -> None:
     if value is None and allow_none:
         return
     if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
             or (maximum is not None and value > maximum)):
-        allowed = (f"an integer >= {minimum}" if maximum is None
-                   else f"an integer from {minimum} to {maximum:,}{why}")
-        raise ValueError(f"{OPTION_FLAGS[name]} {value!r}: expected {allowed}"
+        raise ValueError(f"{OPTION_FLAGS[name]} {value!r}: expected "
+                         f"{int_range_text(minimum, maximum, why)}"
                          + (" or None" if allow_none else ""))
 
 
@@ -167,8 +164,7 @@ class DemoOptions:
         _check_int("seed", self.seed, 0)
         _check_int("max_steps", self.max_steps, 1, allow_none=True)
         _check_int("offers_per_step", self.offers_per_step, 0)
-        _check_int("crypto_threads", self.crypto_threads, 1, allow_none=True,
-                   maximum=max_crypto_threads(), why=" (the cores this process may use)")
+        check_crypto_threads(self.crypto_threads, flag["crypto_threads"])
         if self.scenario not in scenario_names():
             raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
                              f"{', '.join(scenario_names())}")
@@ -196,8 +192,7 @@ class DemoOptions:
 # ---------------------------------------------------------------------- command line
 def _int_at_least(minimum: int, maximum: int | None = None,
                   why: str = "") -> Callable[[str], int]:
-    allowed = (f"an integer >= {minimum}" if maximum is None
-               else f"an integer from {minimum} to {maximum:,}{why}")
+    allowed = int_range_text(minimum, maximum, why)
 
     def parse(text: str) -> int:
         try:
@@ -251,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "it; with ed25519 its head is signed at the end (also on Ctrl-C)")
     cores = max_crypto_threads()
     p.add_argument("--crypto-threads", default=None, metavar="N",
-                   type=_int_at_least(1, cores, " (the cores this process may use)"),
+                   type=_int_at_least(1, cores, CRYPTO_THREADS_WHY),
                    help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
                         "cores this process may use; default: 2 on a machine with 2+ cores, "
                         "else 1; the episode is the same for any N)")
@@ -307,15 +302,14 @@ def planning_notice(policy: Any, raw: Any) -> str | None:
     LP over every agent and step, :mod:`policies.oracle`), so a long wait before the
     first step does not look like a hang; None for the other policies.
 
-    Measured on the 2-core VM (price_spike, 300 steps; the planning time grows about as
-    agents^1.6-1.8): 1.2-2 s at 100 agents, 6-16 s at 300, 49 s to ~5 min at 1 000 (the
-    higher figures with the cores shared); HiGHS's solve is ~97-99 % of it.
+    The line gives rough orders only; the measured planning times are in
+    :mod:`policies.oracle` (*Scale*).
     """
     if getattr(policy, "name", None) != "oracle":
         return None
     n, k = raw.n_agents, raw.scenario.episode_steps
-    return (f"oracle: planning the episode (LP, {n:,} agents × {k} steps; on 2 cores ~1-2 s "
-            "at 100 agents, ~6-16 s at 300, ~1-5 min at 1 000; again, shorter, when it "
+    return (f"oracle: planning the episode (LP, {n:,} agents × {k} steps; on 2 cores about "
+            "a second at 100 agents, a minute or more at 1 000; again, shorter, when it "
             "re-plans)…")
 
 
@@ -328,8 +322,13 @@ def model_path(policy: Any) -> str | None:
 
 def policy_label(policy: Any) -> str:
     """``"learned (model PATH)"`` for a policy loaded from a file, else its name."""
-    path = model_path(policy)
-    return policy.name if path is None else f"{policy.name} (model {path})"
+    return label_of(policy.name, model_path(policy))
+
+
+def label_of(name: str, path: str | None) -> str:
+    """:func:`policy_label` from a policy's name and model path (None: not from a file),
+    e.g. as a run record stores them."""
+    return name if path is None else f"{name} (model {path})"
 
 
 @dataclass
@@ -678,7 +677,7 @@ def print_summary(result: DemoResult, console: Any) -> None:
 
     r = result.run
     state = "interrupted after" if result.interrupted else "ran"
-    policy = r["policy_name"] + (f" (model {r['model_path']})" if r.get("model_path") else "")
+    policy = label_of(r["policy_name"], r.get("model_path"))
     console.print(f"KPI summary: {r['scenario']}, {r['n_agents']} agents, policy "
                   f"{policy}, seed {r['seed']}, trust {r['trust']}"
                   + (", SHADOW mode (nothing dispatched)" if r["shadow"] else ""),

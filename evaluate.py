@@ -33,8 +33,9 @@ Outputs in ``DIR``:
 
 Re-running into the same ``DIR`` replaces these outputs: once a run has written its
 own, it removes the ones of earlier runs that it did not rewrite — ``freq_*.png`` of
-scenarios it did not run and the earlier event files in ``tensorboard/`` (one run's
-scalars per directory, no mixed curves). Nothing else in ``DIR`` is touched; an
+scenarios it did not run, the earlier event files in ``tensorboard/`` (one run's
+scalars per directory, no mixed curves) and, when no oracle ran, an earlier
+``cost_vs_oracle.png`` (:func:`remove_stale_outputs`). Nothing else in ``DIR`` is touched; an
 interrupted or failed run removes its own event file and leaves ``DIR`` as it was.
 
 Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
@@ -61,9 +62,11 @@ import numpy as np
 
 from policies.cli_checks import (
     OutputError,
+    check_crypto_threads,
     check_limits_agents,
     check_output_dir,
     check_output_file,
+    max_crypto_threads,
     write_or_rescue,
 )
 
@@ -464,11 +467,13 @@ def evaluate(policies: Sequence[str] | str | None = None,
     :param notes: extra notes for the report (e.g. skipped policies).
     :param counterfactual: also run the first seed of every scenario in shadow mode
         (nothing dispatched) as the no-DER reference.
-    :param crypto_threads: ``EnvConfig.crypto_threads`` (None: 2 with libsodium on 2+
-        cores, else 1; the results do not depend on it).
+    :param crypto_threads: ``EnvConfig.crypto_threads``, 1 to the cores this process may
+        use (:func:`policies.cli_checks.max_crypto_threads`, as in ``demo.py``; None: 2
+        with libsodium on 2+ cores, else 1; the results do not depend on it).
     :returns: the ``results.json`` content.
     :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits,
-        outputs that cannot be written), before any output exists.
+        ``crypto_threads`` out of range, outputs that cannot be written), before any
+        output exists.
     :raises OutputError: an output could not be written at the end (the others were;
         it went to the temporary directory instead, see the message).
     """
@@ -479,11 +484,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
 
     pols, scs, pol_notes, limits_obj = check_arguments(policies, scenarios, episodes, seed,
                                                        n_agents, trust, limits)
-    try:
-        env_config = EnvConfig(crypto_threads=crypto_threads)
-    except ValueError:
-        raise UsageError(f"--crypto-threads {crypto_threads!r}: expected an integer >= 1 "
-                         "(or none for the default)") from None
+    try:   # demo.py's rule: 1 to the cores this process may use
+        env_config = EnvConfig(crypto_threads=check_crypto_threads(crypto_threads))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     episodes, n_agents = int(episodes), int(n_agents)
     all_notes = list(dict.fromkeys(list(notes or []) + pol_notes
                                    + ([] if "oracle" in pols else [NO_COST_PLOT])))
@@ -647,16 +651,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval_out", metavar="DIR",
                    help="output directory (default: %(default)s). A re-run replaces this "
                         "program's outputs there: after a successful run, freq_*.png of "
-                        "scenarios it did not run and earlier tensorboard event files are "
-                        "removed; nothing else in DIR is touched")
+                        "scenarios it did not run, earlier tensorboard event files and, "
+                        "when no oracle ran, an earlier cost_vs_oracle.png are removed; "
+                        "nothing else in DIR is touched")
     p.add_argument("--trust", default="ed25519", choices=TRUST_CHOICES,
                    help="contract signatures (default: %(default)s; hmac is faster)")
     p.add_argument("--limits", default=None, metavar="FILE",
                    help="kernel limits TOML file (default: built-in limits)")
+    cores = max_crypto_threads()
     p.add_argument("--crypto-threads", type=int, default=None, metavar="N",
-                   help="threads signing and verifying ed25519 contracts (default: 2 on a "
-                        "machine with 2+ cores, else 1; results are the same for any N; "
-                        "use 1 when other work keeps the cores busy)")
+                   help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
+                        "cores this process may use; default: 2 on a machine with 2+ cores, "
+                        "else 1; results are the same for any N; use 1 when other work "
+                        "keeps the cores busy)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

@@ -12,16 +12,19 @@ exits 2 when the file is missing or unreadable or the command line is wrong. Wit
 ``--public-key`` (the operator's raw Ed25519 public key, 64 hex digits), every signed
 head is checked and the file must end with a valid signed head, so a cut tail is
 reported as ``truncated``. Without it a hash chain cannot show that its end was cut
-off: the OK line says so, and for a file with signed Ed25519 heads it says to pass
-the key (from whoever wrote the file, not the ``public_key`` field inside it).
+off: the OK line says so and counts the file's signed heads per scheme: for Ed25519
+heads it says to pass the key (from whoever wrote the file, not the ``public_key``
+field inside it); HMAC-signed heads (``AuditLog.sign_head`` with an hmac-mode
+registry) are checkable only with the HMAC key, in the process that wrote the file.
 
 The file must be the exact bytes the log wrote: every entry ends with a newline, so
 a last line without one is ``truncated`` (the file was cut inside it), and a blank
 line, which the log never writes, is ``malformed``.
 
-An empty file is no verified chain (a file cut to 0 bytes looks the same), so it is
-reported as broken; an environment leaves one only when it is closed before its
-first ``reset`` (nothing to audit yet).
+An empty file is no verified chain (a file cut to 0 bytes looks the same), so
+:func:`~gridswarm_env.trust.verify_audit_file` reports it as not ok (problem
+``empty``) and the command line as ``BROKEN: no entries``; an environment leaves one
+only when it is closed before its first ``reset`` (nothing to audit yet).
 
 Importing this module has no side effects; :func:`main` is the entry point.
 """
@@ -32,7 +35,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gridswarm_env.trust import AuditVerification, verify_audit_file
+from gridswarm_env.trust import EMPTY_AUDIT_FILE, AuditVerification, verify_audit_file
 
 __all__ = ["EXIT_BROKEN", "EXIT_ERROR", "EXIT_OK", "KEY_SOURCE", "exit_status", "format_verdict",
            "main"]
@@ -55,26 +58,33 @@ def format_verdict(result: AuditVerification, public_key_given: bool = False) ->
     :param result: a verification result.
     :param public_key_given: the result was checked with ``--public-key``.
     :return: ``"OK: <n> entries, head <hash>; <scope>"`` (what an intact chain does and
-        does not show), ``"BROKEN: no entries (...)"`` for an empty file or
+        does not show, and how many signed heads of each scheme the file has: Ed25519
+        heads are checkable with ``--public-key``, HMAC heads only with the HMAC key in
+        process), ``"BROKEN: no entries (...)"`` for an empty file (problem ``empty``) or
         ``"BROKEN at entry <i>: <problem> (<detail>)"``.
     """
-    if result.ok and result.n_entries == 0:
-        return ("BROKEN: no entries (the file is empty, so nothing is verified; a file cut "
-                "to 0 bytes looks the same, and an environment leaves an empty file only "
-                "when it is closed before its first reset)")
+    if result.problem == "empty" or (result.ok and result.n_entries == 0):
+        return f"BROKEN: {EMPTY_AUDIT_FILE}"
     if result.ok:
         ok = f"OK: {result.n_entries} entries, head {result.head_hash}; hash chain intact"
+        hmac = (f"{result.hmac_heads} HMAC-signed head(s), checkable only with the HMAC "
+                "key in the process that wrote the file (AuditLog.verify(registry=...))")
         if public_key_given:
-            return f"{ok}, ending with a head signed by the given key"
+            ok = f"{ok}, ending with a head signed by the given key"
+            return f"{ok}; the file also has {hmac}" if result.hmac_heads else ok
         if result.ed25519_heads:
             return (f"{ok}, but a cut tail cannot be detected without --public-key HEX (the "
                     f"file has {result.ed25519_heads} signed Ed25519 head(s); HEX is the "
-                    f"operator's audit key, {KEY_SOURCE})")
+                    f"operator's audit key, {KEY_SOURCE})"
+                    + (f"; it also has {hmac}" if result.hmac_heads else ""))
+        if result.hmac_heads:
+            return (f"{ok}, but a cut tail cannot be detected here: the file has no "
+                    f"Ed25519-signed head, only {hmac}")
         return (f"{ok}, but a cut tail cannot be detected: the file has no signed head (an "
                 "ed25519-mode file whose last head was cut off looks like this; "
                 f"--public-key HEX reveals that, HEX being the operator's audit key, "
-                f"{KEY_SOURCE}; an hmac-mode file has none, and only the process that wrote "
-                "it can detect a cut tail)")
+                f"{KEY_SOURCE}; an hmac-mode environment signs no heads, and only the "
+                "process that wrote the file can detect a cut tail)")
     detail = result.message.split(": ", 1)[1] if ": " in result.message else result.message
     where = "" if result.index is None else f" at entry {result.index}"
     return f"BROKEN{where}: {result.problem} ({detail})"

@@ -77,7 +77,9 @@ chain index where it occurs:
   out-of-place entry links into the chain (its predecessor is in the file);
 * ``inserted``: an extra entry: a duplicate, a second entry claiming an index that
   links to the same predecessor (the one the chain does not continue from), an
-  entry reusing an old index or one that links nowhere.
+  entry reusing an old index or one that links nowhere;
+* ``empty``: an audit file with no entries at all (:func:`verify_audit_file`; a file
+  cut to 0 bytes looks the same).
 
 Without keys a forger who rewrites a whole suffix (recomputing every hash) or
 cuts the tail at an entry boundary leaves a self-consistent chain; a signed head
@@ -2245,8 +2247,15 @@ AUDIT_KINDS = (
 )
 """Entry kinds written by gridswarm; other non-empty kinds are accepted too."""
 
-AUDIT_PROBLEMS = ("altered", "removed", "inserted", "reordered", "truncated", "malformed")
-"""Problems :class:`AuditVerification` can report."""
+AUDIT_PROBLEMS = ("altered", "removed", "inserted", "reordered", "truncated", "malformed",
+                  "empty")
+"""Problems :class:`AuditVerification` can report (``empty``: an audit *file* with no
+entries, see :func:`verify_audit_file`)."""
+
+#: why an empty audit file is not a verified chain (the message of problem ``empty``)
+EMPTY_AUDIT_FILE = ("no entries (the file is empty, so nothing is verified; a file cut to 0 "
+                    "bytes looks the same, and an environment leaves an empty file only when "
+                    "it is closed before its first reset)")
 
 _HEAD_MESSAGE_PREFIX = b"gridswarm-audit-head-v1\x00"
 _ENTRY_KEYS = frozenset({"index", "kind", "fields", "prev_hash", "hash"})
@@ -2317,6 +2326,9 @@ class AuditVerification:
     :param ed25519_heads: ``head_signed`` entries of the ``ed25519`` scheme read (when
         ok: all of them, checked only if a public key or registry was given): a file
         with such heads can show a cut tail to a verifier holding the operator's key.
+    :param hmac_heads: ``head_signed`` entries of the ``hmac`` scheme read (counted as
+        :attr:`ed25519_heads`): checkable only with the HMAC key, i.e. in the process
+        that holds the registry (``AuditLog.verify(registry=...)``).
 
     Its truth value is :attr:`ok`, so ``assert log.verify()`` fails on a broken chain.
     """
@@ -2328,6 +2340,7 @@ class AuditVerification:
     n_entries: int = 0
     head_hash: str | None = None
     ed25519_heads: int = 0
+    hmac_heads: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.ok)
@@ -2920,6 +2933,7 @@ def _verify_records(
     known_hashes: dict[int, str] | None = None,
     expected_count: int | None = None,
     expected_head: str | None = None,
+    require_entries: bool = False,
 ) -> AuditVerification:
     """Walk a chain in order and classify the first problem.
 
@@ -2941,7 +2955,8 @@ def _verify_records(
     * a retained in-memory hash differs -> ``altered``; a ``head_signed`` entry that
       does not describe its predecessor or whose signature fails -> ``altered``.
 
-    At the end: with a key, a chain not ending in a verified signed head is
+    At the end: with ``require_entries``, no entries at all is ``empty``; with a key, a
+    chain not ending in a verified signed head is
     ``truncated`` (at the entry count); with the writer's own count and head, fewer
     entries is ``truncated``, more is ``inserted``, a different head ``altered``.
     """
@@ -2956,6 +2971,7 @@ def _verify_records(
     last_signed_index: int | None = None
     count = 0
     ed25519_heads = 0
+    hmac_heads = 0
 
     def fail(index: int | None, problem: str, message: str) -> AuditVerification:
         where = "" if index is None else f" at entry {index}"
@@ -3019,7 +3035,9 @@ def _verify_records(
             )
         last_verified_head = False
         if record["kind"] == "head_signed":
-            ed25519_heads += record["fields"].get("scheme") == "ed25519"
+            scheme = record["fields"].get("scheme")
+            ed25519_heads += scheme == "ed25519"
+            hmac_heads += scheme == "hmac"
             good, detail = _check_head_signature(record, public_key, registry)
             if good is False:
                 return fail(expected, "altered", f"signed head is invalid: {detail}")
@@ -3032,6 +3050,8 @@ def _verify_records(
         count += 1
 
     head = previous["hash"] if previous is not None else None
+    if require_entries and count == 0:
+        return AuditVerification(False, None, "empty", f"empty: {EMPTY_AUDIT_FILE}", 0, None)
     if expected_count is not None and expected < expected_count:
         return fail(
             expected,
@@ -3059,7 +3079,7 @@ def _verify_records(
         )
     return AuditVerification(
         True, None, None, f"{count} entries, head {head or GENESIS_HASH}", count, head,
-        ed25519_heads,
+        ed25519_heads, hmac_heads,
     )
 
 
@@ -3074,8 +3094,13 @@ def verify_audit_file(
         valid signed head (else ``truncated``). Heads signed in ``"hmac"`` mode are
         symmetric and cannot be checked with a public key; check those in process
         with ``AuditLog.verify(registry=...)``.
-    :return: the verdict (see :class:`AuditVerification`).
+    :return: the verdict (see :class:`AuditVerification`). An empty file is not ok
+        (problem ``empty``, index None, n_entries 0): a file cut to 0 bytes looks the
+        same, so it verifies nothing (an environment leaves one only when it is closed
+        before its first reset). ``AuditLog.verify`` of the writer itself, which knows
+        it wrote nothing, accepts its empty file.
     :raises OSError: when the file cannot be read.
     :raises ValueError: for a public key that is not 32 bytes.
     """
-    return _verify_records(_file_records(Path(path)), public_key=public_key)
+    return _verify_records(_file_records(Path(path)), public_key=public_key,
+                           require_entries=True)

@@ -9,7 +9,10 @@ lose its results when a write still fails at the end:
   everything for root and knows nothing of read-only or virtual file systems;
 * :func:`write_or_rescue`: write an output; when that fails, write it to a file in
   the temporary directory instead and return a one-line message saying so;
-* :func:`check_limits_agents`: a kernel limits file names only agents the fleet has.
+* :func:`check_limits_agents`: a kernel limits file names only agents the fleet has;
+* :func:`int_range_text`, :func:`check_crypto_threads`: one wording of what an integer
+  option allows, and one rule for ``--crypto-threads`` (1 to
+  :func:`max_crypto_threads`).
 
 Importing this module loads no torch and no environment.
 """
@@ -183,3 +186,44 @@ def limits_error(path: str | Path, exc: ValueError) -> str:
     name it themselves; those found when the file is read already do."""
     text = str(exc)
     return text if str(path) in text else f"limits file {str(path)!r}: {text}"
+
+
+def int_range_text(minimum: int, maximum: int | None = None, why: str = "") -> str:
+    """What an integer option allows, for its error message: ``"an integer >= 1"`` or
+    ``"an integer from 1 to 10,000 (why)"`` (``why`` is appended as given)."""
+    if maximum is None:
+        return f"an integer >= {minimum}"
+    return f"an integer from {minimum} to {maximum:,}{why}"
+
+
+#: why ``--crypto-threads`` has the upper bound it has (appended to the allowed range)
+CRYPTO_THREADS_WHY = " (the cores this process may use)"
+
+
+def max_crypto_threads() -> int:
+    """The most ``--crypto-threads`` the command lines accept: the cores this process may
+    use (the environment never runs more signing threads than that, see
+    :class:`~gridswarm_env.trust.IdentityRegistry`), and at most
+    :data:`~gridswarm_env.config.MAX_CRYPTO_THREADS` (what ``EnvConfig`` accepts)."""
+    from gridswarm_env.config import MAX_CRYPTO_THREADS
+    from gridswarm_env.trust import _usable_cpus
+
+    return min(_usable_cpus(), MAX_CRYPTO_THREADS)
+
+
+def check_crypto_threads(value: Any, what: str = "--crypto-threads") -> int | None:
+    """Check a ``--crypto-threads`` value: None (the default) or an integer from 1 to
+    :func:`max_crypto_threads` (``demo.py`` and ``evaluate.py`` share this rule).
+
+    :param what: how the message names the option.
+    :returns: the value.
+    :raises ValueError: ``"--crypto-threads 300: expected an integer from 1 to 2 (the
+        cores this process may use), or none for the default"``.
+    """
+    if value is None:
+        return None
+    top = max_crypto_threads()
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        raise ValueError(f"{what} {value!r}: expected "
+                         f"{int_range_text(1, top, CRYPTO_THREADS_WHY)}, or none for the default")
+    return value

@@ -62,11 +62,12 @@ energy ``E_ik`` after step ``k``, reserve ``r_i`` (emergency only), unserved pow
 
 Scale: one variable block per agent and step, no aggregation, built as sparse COO
 arrays with NumPy (no per-agent Python loop): 100 agents x 300 steps is 90 500
-variables, 30 500 rows and 252 000 non-zeros, built in ~0.1 s and solved by HiGHS in
-~1.2 s on this 2-core machine. The solve is ~97-99 % of the planning time and grows
-about as agents^1.6-1.8 (price_spike, 300 steps: 1.1 s at 100 agents, 5.9 s at 300,
-48 s at 1 000 with the cores idle, up to ~5x that with them shared; the problem is
-built in 0.15 s at 300 agents), so the oracle is a per-episode yardstick for
+variables, 30 500 rows and 252 000 non-zeros, built in ~0.1 s (0.15 s at 300 agents).
+Planning time (build + HiGHS solve; the solve is ~97-99 % of it) grows about as
+agents^1.6-1.8. Measured on the 2-core VM, price_spike, 300 steps: 1.1 s at 100
+agents, 5.9 s at 300, 48 s at 1 000 with the cores idle, up to ~5x that with them
+shared. (These are the project's planning-time figures; the README and ``demo.py``
+refer here rather than repeat them.) So the oracle is a per-episode yardstick for
 evaluation-sized fleets, not for 10 000 agents. ``demo.py`` prints a status line
 before it plans.
 

@@ -320,10 +320,26 @@ def test_empty_file_is_an_empty_chain_but_the_cli_does_not_call_it_ok(tmp_path, 
     which a file cut to 0 bytes also is; an environment writes one only when closed
     before its first reset."""
     path = tmp_path / "empty.jsonl"
-    AuditLog(path).close()
-    result = verify_audit_file(path)
-    assert result.ok and result.n_entries == 0 and result.head_hash is None
+    log = AuditLog(path)
+    log.close()
+    assert log.verify().ok   # the writer knows it wrote nothing
     assert main(["verify", str(path)]) == EXIT_BROKEN
+    assert capsys.readouterr().out.startswith("BROKEN: no entries (the file is empty")
+
+
+def test_empty_file_is_not_ok_in_the_library_either(tmp_path, capsys):
+    """Review: only the CLI applied the empty-file rule, so ``assert
+    verify_audit_file(p)`` passed on a file cut to 0 bytes."""
+    path = tmp_path / "cut.jsonl"
+    write_chain(path, 5)
+    path.write_bytes(b"")
+    for key in (None, bytes(32)):
+        result = verify_audit_file(path, public_key=key)
+        assert not result
+        assert (result.ok, result.index, result.problem, result.n_entries,
+                result.head_hash) == (False, None, "empty", 0, None)
+        assert "no entries" in result.message and "empty" in AUDIT_PROBLEMS
+    assert main(["verify", str(path), "--public-key", "00" * 32]) == EXIT_BROKEN
     assert capsys.readouterr().out.startswith("BROKEN: no entries (the file is empty")
 
 
@@ -458,6 +474,27 @@ def test_hmac_heads_checked_with_registry(tmp_path):
     log.close()
 
 
+def test_ok_line_counts_hmac_signed_heads(tmp_path, capsys):
+    """Review: a file whose head is HMAC-signed was reported as having "no signed head
+    … an hmac-mode file has none"."""
+    hmac_registry = IdentityRegistry(["a"], mode="hmac", seed=1)
+    path = tmp_path / "hh.jsonl"
+    log = AuditLog(path)
+    for episode in (1, 2):
+        log.append("episode_start", episode=episode)
+        log.sign_head(hmac_registry)
+    log.close()
+    result = verify_audit_file(path)
+    assert result.ok and (result.ed25519_heads, result.hmac_heads) == (0, 2)
+    assert main(["verify", str(path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "no signed head" not in out and "has none" not in out
+    assert out.rstrip().endswith(
+        "hash chain intact, but a cut tail cannot be detected here: the file has no "
+        "Ed25519-signed head, only 2 HMAC-signed head(s), checkable only with the HMAC key "
+        "in the process that wrote the file (AuditLog.verify(registry=...))")
+
+
 # --------------------------------------------------------------------------- in-process checks and memory
 
 
@@ -532,8 +569,8 @@ def test_cli_ok_and_broken(chain):
         f"OK: {N} entries, head {head}; hash chain intact, but a cut tail cannot be "
         "detected: the file has no signed head (an ed25519-mode file whose last head was "
         f"cut off looks like this; --public-key HEX reveals that, HEX being the operator's "
-        f"audit key, {KEY_SOURCE}; an hmac-mode file has none, and only the process that "
-        "wrote it can detect a cut tail)"
+        f"audit key, {KEY_SOURCE}; an hmac-mode environment signs no heads, and only the "
+        "process that wrote the file can detect a cut tail)"
     )
 
     entries = read(chain)
@@ -616,6 +653,17 @@ def test_format_verdict():
     assert format_verdict(AuditVerification(True, None, None, "0 entries", 0, None)).startswith(
         "BROKEN: no entries (the file is empty"
     )
+    assert format_verdict(
+        AuditVerification(False, None, "empty", "empty: no entries", 0, None)
+    ).startswith("BROKEN: no entries (the file is empty")
+    mixed = AuditVerification(True, None, None, "3 entries, head ab", 3, "ab", 1, 2)
+    assert format_verdict(mixed).endswith(
+        f"{KEY_SOURCE}); it also has 2 HMAC-signed head(s), checkable only with the HMAC "
+        "key in the process that wrote the file (AuditLog.verify(registry=...))")
+    assert format_verdict(mixed, public_key_given=True) == (
+        "OK: 3 entries, head ab; hash chain intact, ending with a head signed by the given "
+        "key; the file also has 2 HMAC-signed head(s), checkable only with the HMAC key in "
+        "the process that wrote the file (AuditLog.verify(registry=...))")
     broken = AuditVerification(
         False, 4, "removed", "removed at entry 4: entries 4..5 are missing", 4, "cd"
     )

@@ -561,13 +561,53 @@ def test_options_are_validated() -> None:
         demo.build_policy("genius")
 
 
-def test_oracle_says_it_is_planning_before_the_first_step(capsys) -> None:
+def test_oracle_says_it_is_planning_before_the_first_step(capsys, monkeypatch) -> None:
     """First-use review: ``--policy oracle --agents 1000`` sat silent for minutes while
-    the oracle solved its episode LP at reset; a status line now says so first."""
+    the oracle solved its episode LP at reset; a status line now says so first. Review:
+    the order is checked where planning starts (the notice already on stderr)."""
+    from policies import oracle
+
+    seen: list[str] = []
+    build_problem = oracle.problem_from_env
+
+    def planning_starts(raw):
+        seen.append(capsys.readouterr().err)   # stderr so far, when planning starts
+        return build_problem(raw)
+
+    monkeypatch.setattr(oracle, "problem_from_env", planning_starts)
     opts = demo.DemoOptions(n_agents=10, scenario="price_spike", policy="oracle",
                             max_steps=2, live=False, trust="hmac")
     session = demo.open_session(opts)
-    err = capsys.readouterr().err
-    assert "oracle: planning the episode (LP, 10 agents × 300 steps;" in err
-    assert session.policy.plan is not None   # printed before planning, which then ran
+    assert len(seen) == 1
+    assert "oracle: planning the episode (LP, 10 agents × 300 steps;" in seen[0]
+    assert "planning the episode" not in capsys.readouterr().err   # not printed again
+    assert session.policy.plan is not None
     assert demo.planning_notice(demo.build_policy("random"), session.raw) is None
+
+
+def test_steps_message_names_the_flag_and_no_python_none(capsys) -> None:
+    """Review: ``DemoOptions(max_steps=0)`` says "or None" (right for the API); the
+    command line must name ``--steps`` and not offer ``None``, which cannot be typed."""
+    with pytest.raises(ValueError, match=r"^--steps 0: expected an integer >= 1 or None$"):
+        demo.DemoOptions(max_steps=0)
+    with pytest.raises(SystemExit) as exited:
+        demo.main(["--no-live", "--steps", "0"])
+    assert exited.value.code == demo.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "argument --steps: expected an integer >= 1, got 0" in err and "None" not in err
+
+
+def test_summary_line_uses_the_policy_label() -> None:
+    """print_summary names the policy as policy_label does (one rule, label_of)."""
+    run = {"policy_name": "learned", "model_path": "m.zip", "scenario": "emergency",
+           "n_agents": 3, "seed": 0, "trust": "hmac", "shadow": False, "steps_run": 1,
+           "episode_steps": 300, "agent_steps_per_s": 0.0}
+
+    class Learned:
+        name, path = "learned", "m.zip"
+
+    console = Console(file=io.StringIO(), width=200)
+    demo.print_summary(demo.DemoResult(steps=[], metrics={}, stop_reason=None, wall_s=0.0,
+                                       run=run), console)
+    assert f"policy {demo.policy_label(Learned())}, seed 0" in console.file.getvalue()
+    assert demo.label_of("heuristic", None) == "heuristic"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import demo
 import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,3 +246,39 @@ def test_model_paths_that_sanitize_alike_keep_apart_tags():
     tags = evaluate.tag_names(["heuristic", "runs/a_b.zip", "runs_a/b.zip", "runs_a_b.zip"])
     assert tags == {"heuristic": "heuristic", "runs/a_b.zip": "runs_a_b.zip",
                     "runs_a/b.zip": "runs_a_b.zip_2", "runs_a_b.zip": "runs_a_b.zip_3"}
+
+
+def test_crypto_threads_follow_demo_rule_and_say_what_is_allowed(tmp_path, capsys):
+    """Review: ``--crypto-threads 300`` was refused as "expected an integer >= 1" (which
+    300 is; the real limit was ``EnvConfig``'s 256), while demo.py allows 1 to the usable
+    cores. Both now share :func:`policies.cli_checks.check_crypto_threads`."""
+    from policies.cli_checks import max_crypto_threads
+
+    cores = max_crypto_threads()
+    allowed = f"expected an integer from 1 to {cores} (the cores this process may use)"
+    for bad in (0, cores + 1, 300):
+        out = tmp_path / f"out{bad}"
+        assert evaluate.main(["--crypto-threads", str(bad), "--policies", "random",
+                              "--scenarios", "emergency", "--episodes", "1",
+                              "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"--crypto-threads {bad}: {allowed}" in err and ">= 1" not in err
+        assert not out.exists()
+        with pytest.raises(ValueError, match=rf"^--crypto-threads {bad}: {re.escape(allowed)}"):
+            demo.DemoOptions(crypto_threads=bad)
+
+
+def test_stale_outputs_removed_are_the_documented_ones(tmp_path):
+    """README / --out help: freq_*.png of scenarios not run, earlier event files and,
+    when no oracle ran, an earlier cost_vs_oracle.png; nothing else."""
+    names = ("freq_a.png", "freq_b.png", "cost_vs_oracle.png", "notes.txt", "results.md")
+    for name in names:
+        (tmp_path / name).write_text("x")
+    event = tmp_path / "old.tfevents"
+    event.write_text("x")
+    removed = evaluate.remove_stale_outputs(tmp_path, ["a"], {event}, cost_plot=True)
+    assert sorted(p.name for p in removed) == ["freq_b.png", "old.tfevents"]
+    removed = evaluate.remove_stale_outputs(tmp_path, ["a"], set(), cost_plot=False)
+    assert [p.name for p in removed] == ["cost_vs_oracle.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["freq_a.png", "notes.txt",
+                                                          "results.md"]
