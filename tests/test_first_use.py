@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 import demo
 import evaluate
+from tests.tensorboard_events import scalar_steps
 from train.__main__ import flag_message, main
 from train.config import TrainConfig
 
@@ -27,15 +26,6 @@ TINY = ["--scenario", "emergency", "--agents", "5", "--n-steps", "60", "--batch-
 def notes(err: str) -> list[str]:
     return [line.removeprefix(f"{PROG}: note: ") for line in err.splitlines()
             if line.startswith(f"{PROG}: note: ")]
-
-
-def scalar_steps(run_dir: Path) -> dict[str, list[int]]:
-    steps: dict[str, list[int]] = {}
-    for events in run_dir.glob("events.out.tfevents.*"):
-        for event in EventFileLoader(str(events)).Load():
-            for value in event.summary.value:
-                steps.setdefault(value.tag, []).append(event.step)
-    return steps
 
 
 # ------------------------------------------------------------------ timesteps and logs

@@ -12,6 +12,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 import train.trainer as trainer
+from tests.tensorboard_events import scalar_points, scalar_steps
 from train.__main__ import main
 
 PROG = "python -m train"
@@ -416,20 +417,12 @@ def test_tensorboard_steps_increase_with_evaluation(tmp_path):
     """Review: the evaluation's logger.dump wrote SB3's pending train/* scalars at the
     step the previous rollout's dump had already written them at (an evaluation every
     other rollout: train/loss at steps 600, 600, 1200, 1200)."""
-    from collections import defaultdict
-
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
     from train.trainer import train
 
     path = train(tiny_config(tmp_path, run_name="tb", total_timesteps=1200, eval_every=600,
                              eval_seeds=1))
     curve = json.loads(path.with_suffix(".json").read_text())["evaluation_during_training"]
-    steps: dict[str, list[int]] = defaultdict(list)   # every event as written, in order
-    for events in (tmp_path / "runs" / "tb").glob("events.out.tfevents.*"):
-        for event in EventFileLoader(str(events)).Load():
-            for value in event.summary.value:
-                steps[value.tag].append(event.step)
+    steps = scalar_steps(tmp_path / "runs" / "tb")   # every event as written, in order
     assert "train/loss" in steps and "eval/system_cost" in steps
     for tag, written in steps.items():
         assert written == sorted(set(written)), (tag, written)   # strictly increasing
@@ -447,6 +440,19 @@ def test_tensorboard_steps_increase_with_evaluation(tmp_path):
                          for p in curve["curve"]]
 
 
+class StopAtFirstStep(BaseCallback):
+    """Ends training at its first step: ``"error"`` raises, ``"ctrl-c"`` interrupts."""
+
+    def __init__(self, stop: str) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def _on_step(self) -> bool:
+        if self.stop == "error":
+            raise RuntimeError("disk on fire")
+        raise KeyboardInterrupt
+
+
 @pytest.mark.parametrize("stop", ["error", "ctrl-c"])
 def test_an_unfinished_run_never_replaces_the_model_it_would_overwrite(stop, tmp_path,
                                                                          monkeypatch, capsys):
@@ -458,13 +464,7 @@ def test_an_unfinished_run_never_replaces_the_model_it_would_overwrite(stop, tmp
     assert main([*args, "--run-name", "good"]) == 0
     good, good_record = out.read_bytes(), out.with_suffix(".json").read_text()
 
-    class Stop(BaseCallback):
-        def _on_step(self) -> bool:
-            if stop == "error":
-                raise RuntimeError("disk on fire")
-            raise KeyboardInterrupt
-
-    with_callbacks(monkeypatch, Stop())
+    with_callbacks(monkeypatch, StopAtFirstStep(stop))
     status = main([*args, "--overwrite", "--run-name", "again"])
     err = capsys.readouterr().err
     assert status == (1 if stop == "error" else 130)
@@ -485,13 +485,7 @@ def test_an_unfinished_run_never_writes_to_a_free_out(stop, tmp_path, monkeypatc
     otherwise): an unfinished run now always goes to the run directory and says so."""
     out = tmp_path / "X.zip"
 
-    class Stop(BaseCallback):
-        def _on_step(self) -> bool:
-            if stop == "error":
-                raise RuntimeError("disk on fire")
-            raise KeyboardInterrupt
-
-    with_callbacks(monkeypatch, Stop())
+    with_callbacks(monkeypatch, StopAtFirstStep(stop))
     status = main([*TINY, "--timesteps", "300", "--checkpoint-every", "0",
                    "--logdir", str(tmp_path / "runs"), "--run-name", "r", "--out", str(out)])
     assert status == (1 if stop == "error" else 130)
@@ -557,15 +551,6 @@ def test_a_bare_ctrl_c_after_the_run_directory_exists_is_never_nothing(tmp_path,
 
 
 # ------------------------------------------------------------------ the last scalars
-def tb_steps(run_dir: Path) -> dict[str, list[int]]:
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
-    steps: dict[str, list[int]] = {}
-    for events in run_dir.glob("events.out.tfevents.*"):
-        for event in EventFileLoader(str(events)).Load():
-            for value in event.summary.value:
-                steps.setdefault(value.tag, []).append(event.step)
-    return steps
 
 
 @pytest.mark.parametrize("stop", ["error", "ctrl-c"])
@@ -584,7 +569,7 @@ def test_an_unfinished_run_writes_its_last_scalars(stop, tmp_path, monkeypatch, 
     status = main([*TINY, "--n-steps", "50", "--batch-size", "250", "--timesteps", "1500",
                    "--checkpoint-every", "0", "--logdir", str(tmp_path), "--run-name", "r"])
     assert status == (1 if stop == "error" else 130)
-    steps = tb_steps(tmp_path / "r")
+    steps = scalar_steps(tmp_path / "r")
     assert steps["grid/system_cost"] == [650] and steps["time/fps"] == [250, 500, 650]
     assert steps["train/loss"] == [250, 500]
     record = json.loads(next((tmp_path / "r").glob("model_*.json")).read_text())
@@ -632,15 +617,8 @@ def test_what_a_user_callback_records_at_a_rollout_start_is_not_a_rollout_late(
     with_callbacks(monkeypatch, Mark())
     assert main([*TINY, "--timesteps", "900", "--checkpoint-every", "0",
                  "--logdir", str(tmp_path), "--run-name", "r"]) == 0
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
-    points: dict[str, list[tuple[int, float]]] = {}
-    for events in (tmp_path / "r").glob("events.out.tfevents.*"):
-        for event in EventFileLoader(str(events)).Load():
-            for value in event.summary.value:
-                if value.tag.startswith("custom/"):
-                    points.setdefault(value.tag, []).append(
-                        (event.step, value.simple_value or value.tensor.float_val[0]))
+    points = {tag: pts for tag, pts in scalar_points(tmp_path / "r").items()
+              if tag.startswith("custom/")}
     # each value written at the step it was recorded at (the record at the first rollout
     # start, 0, is overwritten by the next before any dump)
     assert points == {"custom/start": [(300, 300.0), (600, 600.0)],
