@@ -156,11 +156,10 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
-        from gridswarm_env.config import MAX_AGENTS
+        from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS
 
         flag = OPTION_FLAGS
-        _check_int("n_agents", self.n_agents, 1, maximum=MAX_AGENTS,
-                   why=" (~10 kB of state each; 10 000 is the benchmarked scale)")
+        _check_int("n_agents", self.n_agents, 1, maximum=MAX_AGENTS, why=AGENT_LIMIT_WHY)
         _check_int("seed", self.seed, 0)
         _check_int("max_steps", self.max_steps, 1, allow_none=True)
         _check_int("offers_per_step", self.offers_per_step, 0)
@@ -310,8 +309,7 @@ def planning_notice(policy: Any, raw: Any) -> str | None:
     n, k = raw.n_agents, raw.scenario.episode_steps
     return (f"oracle: planning the episode (LP, {n:,} agents × {k} steps; on 2 cores about "
             "a second at 100 agents, under a minute to several at 1 000; again, shorter, "
-            "when it "
-            "re-plans)…")
+            "when it re-plans)…")
 
 
 def model_path(policy: Any) -> str | None:

@@ -206,9 +206,9 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
     from gridswarm_env.config import check_agent_limit
 
     try:
-        check_agent_limit("--agents", int(n_agents))
+        check_agent_limit("--agents", int(n_agents), sep=" ")
     except ValueError as exc:
-        raise UsageError(str(exc).replace("--agents = ", "--agents ", 1)) from None
+        raise UsageError(str(exc)) from None
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise UsageError(f"--seed {seed!r}: must be an integer >= 0")
     if trust not in TRUST_CHOICES:

@@ -28,6 +28,8 @@ TRUST_MODES = ("ed25519", "hmac")
 #: the largest fleet and agent step an EnvConfig accepts (beyond them memory, not
 #: correctness, is the limit: a clear error instead of an allocation that never ends)
 MAX_AGENTS = 1_000_000
+#: why :data:`MAX_AGENTS` (appended to the messages that state the bound)
+AGENT_LIMIT_WHY = " (~10 kB of state each; 10 000 is the benchmarked scale)"
 MAX_DT_S = 3600.0
 MAX_SUBSTEPS = 2400   # physics sub-steps per agent step (GridModel's tables are O(n^2))
 MAX_LEVELS = 1001     # power or price levels of the action space
@@ -132,12 +134,13 @@ def check_int_at_most(owner: str, name: str, value: int, maximum: int, why: str)
         raise ValueError(f"{owner}.{name} = {value!r}: at most {maximum:,} ({why})")
 
 
-def check_agent_limit(label: str, n_agents: int) -> None:
+def check_agent_limit(label: str, n_agents: int, sep: str = " = ") -> None:
     """Raise ``ValueError`` for a fleet larger than :data:`MAX_AGENTS` (``label`` names
-    the setting or flag in the message)."""
+    the setting or flag in the message, ``sep`` joins it to the value: ``" = "`` for a
+    setting, ``" "`` for a flag)."""
     if n_agents > MAX_AGENTS:
-        raise ValueError(f"{label} = {n_agents}: at most {MAX_AGENTS:,} agents (~10 kB of "
-                         "state each; 10 000 is the benchmarked scale)")
+        raise ValueError(f"{label}{sep}{n_agents}: at most {MAX_AGENTS:,} agents"
+                         f"{AGENT_LIMIT_WHY}")
 
 
 def store(config: Any, name: str, value: Any) -> None:
