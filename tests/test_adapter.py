@@ -174,6 +174,16 @@ def test_all_scenarios_cycle_across_episodes():
         assert raw.price_levels[-1] == raw.scenario.price_cap_per_mwh
 
 
+def test_set_attr_reaches_scenarios_a_mixed_copy_builds_later():
+    venv = GridSwarmVecEnv("all", n_agents=3, n_envs=2, seed=0)
+    venv.set_attr("marker", "copy 0", indices=[0])
+    venv.set_attr("marker", "copy 1", indices=[3])
+    for _ in range(len(resolve_scenarios("all"))):   # every scenario of the cycle
+        venv.reset()
+        assert venv.get_attr("marker", indices=[0, 3]) == ["copy 0", "copy 1"]
+    assert all(len(envs) == 3 for envs in venv._envs)
+
+
 def test_marginal_reward_adds_each_agents_averted_lost_load():
     env_r = GridSwarmVecEnv("price_spike", n_agents=N_AGENTS, seed=3, reward="env")
     marg = GridSwarmVecEnv("price_spike", n_agents=N_AGENTS, seed=3, reward="marginal",

@@ -148,6 +148,8 @@ class GridSwarmVecEnv(VecEnv):
         self.limits = limits
         # one environment per (copy, scenario), built on first use; copy e plays _active[e]
         self._envs: list[dict[str, GridSwarmEnv]] = [{} for _ in range(self.n_envs)]
+        # set_attr values per copy, also given to the copy's environments built later
+        self._attrs: list[dict[str, Any]] = [{} for _ in range(self.n_envs)]
         self._rngs = [np.random.default_rng(None if seed is None else [seed, e])
                       for e in range(self.n_envs)]
         self._cycles = [self._new_cycle(e) for e in range(self.n_envs)]
@@ -167,8 +169,10 @@ class GridSwarmVecEnv(VecEnv):
     # ------------------------------------------------------------------ helpers
     def _env(self, e: int, name: str) -> GridSwarmEnv:
         if name not in self._envs[e]:
-            self._envs[e][name] = GridSwarmEnv(scenario=name, config=self.config,
-                                               limits=self.limits)
+            raw = GridSwarmEnv(scenario=name, config=self.config, limits=self.limits)
+            for attr_name, value in self._attrs[e].items():
+                setattr(raw, attr_name, value)
+            self._envs[e][name] = raw
         return self._envs[e][name]
 
     def _new_cycle(self, e: int) -> list[str]:
@@ -297,8 +301,10 @@ class GridSwarmVecEnv(VecEnv):
                 for s in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Set an attribute on every environment behind ``indices`` (all its scenarios)."""
+        """Set an attribute on every environment behind ``indices``: all its scenarios,
+        also those a mixed-scenario copy builds later."""
         for e in self._copies(indices):
+            self._attrs[e][attr_name] = value
             for raw in self._envs[e].values():
                 setattr(raw, attr_name, value)
 
