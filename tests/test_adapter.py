@@ -286,3 +286,19 @@ def test_generic_env_method_runs_once_per_copy(venv):
     assert states[0] is not states[2]
     venv.set_attr("render_mode", None)
     assert venv.env_is_wrapped(object) == [False] * venv.num_envs
+
+
+def test_vecnormalize_keeps_masks_and_terminal_observations_reachable():
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    raw = GridSwarmVecEnv("emergency", n_agents=3, seed=0)
+    venv = VecNormalize(raw, gamma=0.99)
+    venv.reset()
+    assert is_masking_supported(venv)
+    np.testing.assert_array_equal(get_action_masks(venv), raw.action_masks())
+    rng = np.random.default_rng(0)
+    for _ in range(raw.active_envs[0].scenario.episode_steps):
+        _obs, _rew, dones, infos = venv.step(masked_actions(raw, rng))
+    assert dones.all() and all(i["TimeLimit.truncated"] for i in infos)
+    term = np.stack([i["terminal_observation"] for i in infos])
+    np.testing.assert_allclose(venv.unnormalize_obs(term)[:, PROGRESS], 1.0, rtol=1e-5)

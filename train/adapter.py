@@ -47,11 +47,19 @@ averted value of lost load, :func:`marginal_reward_term` (a difference reward; u
 pay-as-clear the market pays a short round only the marginal bid's price, so the
 environment's reward barely tells an agent that its missing offer left load
 unserved). Then
-``r ← clip(reward_scale · r, −reward_clip, reward_clip)`` (defaults: 1 and no clip):
-the environment's rewards are in $ x 100 and an EV leaving short of its departure
-energy costs up to ~10⁵ in one step, which swamps a critic; training scales and
-clips (see :class:`~train.config.TrainConfig`). ``infos[s]["episode"]["r"]`` is the
-return of the rewards as given to the learner.
+``r ← clip(reward_scale · r, −reward_clip, reward_clip)`` (defaults: 1 and no clip;
+training uses 0.01 and 10, see :class:`~train.config.TrainConfig`).
+``infos[s]["episode"]["r"]`` is the return of the rewards as given to the learner.
+
+Reward scale: the environment's rewards are in $ x 100 per agent-step, and a
+scenario's fleet MW are shared among the agents, so they scale as ``1/n_agents``. At
+100 agents, heuristic and random play (seeds 0-1, the three scenarios) gave per-step
+standard deviations of 0.2-6.4 and ``|r| <= 46``; at 20 agents about 5x that, at 3
+agents up to ~200. An EV leaving short of its departure energy costs 300 $/MWh of the
+shortfall (x 100) at once, ~2·10⁵ for a 100-agent EV agent leaving at a typical
+initial SoC; with the default :class:`~gridswarm_env.config.FleetConfig` no EV leaves
+within the shipped scenarios (their departures are hours away), so there the default
+clip never binds: it guards configurations whose EVs do leave.
 """
 
 from __future__ import annotations
