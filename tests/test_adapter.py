@@ -243,6 +243,7 @@ def test_reward_scale_and_clip():
     ({"reward_scale": 0.0}, "reward_scale"),
     ({"reward_clip": -1.0}, "reward_clip"),
     ({"trust": "rsa"}, "trust"),
+    ({"render_mode": "rgb_array"}, "render_mode"),
     ({"seed": -1}, "seed = -1: must be an integer >= 0"),
     ({"seed": 1.5}, "seed = 1.5: expected an integer"),
 ])
@@ -302,3 +303,18 @@ def test_vecnormalize_keeps_masks_and_terminal_observations_reachable():
     assert dones.all() and all(i["TimeLimit.truncated"] for i in infos)
     term = np.stack([i["terminal_observation"] for i in infos])
     np.testing.assert_allclose(venv.unnormalize_obs(term)[:, PROGRESS], 1.0, rtol=1e-5)
+
+
+def test_render_modes_reach_every_copy(capsys):
+    venv = GridSwarmVecEnv("emergency", n_agents=3, n_envs=2, seed=0, render_mode="ansi")
+    assert venv.render_mode == "ansi"
+    venv.reset()
+    venv.step(masked_actions(venv, np.random.default_rng(0)))
+    frames = venv.render().splitlines()
+    assert [f[:8] for f in frames] == ["copy 0: ", "copy 1: "]
+    assert all("t=    1.0s" in f for f in frames)
+    human = GridSwarmVecEnv("emergency", n_agents=3, seed=0, render_mode="human")
+    human.reset()
+    capsys.readouterr()
+    assert human.render() is None
+    assert "t=    0.0s" in capsys.readouterr().out

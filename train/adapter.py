@@ -133,6 +133,9 @@ class GridSwarmVecEnv(VecEnv):
     :param reward_scale: multiplier of every reward (> 0).
     :param reward_clip: clip scaled rewards to ``[-reward_clip, reward_clip]`` (None: no clip).
     :param limits: kernel limits passed to every environment (dict, TOML path, None).
+    :param render_mode: None, ``"ansi"`` (:meth:`render` returns one text frame per copy)
+        or ``"human"`` (every environment prints its frame after each step, and
+        :meth:`render` prints each copy's frame).
     :raises ValueError: for a bad argument (the message names it).
     """
 
@@ -140,7 +143,7 @@ class GridSwarmVecEnv(VecEnv):
                  n_envs: int = 1, trust: str = "hmac", config: EnvConfig | None = None,
                  seed: int | None = None, reward: str = "env", marginal_weight: float = 1.0,
                  reward_scale: float = 1.0, reward_clip: float | None = None,
-                 limits: Any = None) -> None:
+                 limits: Any = None, render_mode: str | None = None) -> None:
         owner = type(self).__name__
         self.scenarios = resolve_scenarios(scenario)
         self.n_agents = check_int_at_least(owner, "n_agents", n_agents, 1)
@@ -154,6 +157,8 @@ class GridSwarmVecEnv(VecEnv):
                             else check_positive(owner, "reward_clip", reward_clip))
         self.config = override(config or EnvConfig(), n_agents=self.n_agents, trust=trust)
         self.limits = limits
+        self._render_mode = (None if render_mode is None else check_choice(
+            owner, "render_mode", render_mode, tuple(GridSwarmEnv.metadata["render_modes"])))
         # one environment per (copy, scenario), built on first use; copy e plays _active[e]
         self._envs: list[dict[str, GridSwarmEnv]] = [{} for _ in range(self.n_envs)]
         # set_attr values per copy, also given to the copy's environments built later
@@ -177,7 +182,8 @@ class GridSwarmVecEnv(VecEnv):
     # ------------------------------------------------------------------ helpers
     def _env(self, e: int, name: str) -> GridSwarmEnv:
         if name not in self._envs[e]:
-            raw = GridSwarmEnv(scenario=name, config=self.config, limits=self.limits)
+            raw = GridSwarmEnv(scenario=name, config=self.config, limits=self.limits,
+                               render_mode=self._render_mode)
             for attr_name, value in self._attrs[e].items():
                 setattr(raw, attr_name, value)
             self._envs[e][name] = raw
@@ -291,6 +297,13 @@ class GridSwarmVecEnv(VecEnv):
     def action_masks(self) -> np.ndarray:
         """``(num_envs, n_power_levels + n_price_levels)`` bool masks, one row per slot."""
         return np.concatenate([raw.action_masks() for raw in self._active], axis=0)
+
+    def render(self, mode: str | None = None) -> str | None:
+        """``"ansi"``: the copies' text frames, one line per copy (``copy e: …``); other
+        modes as SB3's :meth:`VecEnv.render` (``"human"`` prints each copy's frame)."""
+        if self.render_mode == "ansi" and mode in (None, "ansi"):
+            return "\n".join(f"copy {e}: {raw.render()}" for e, raw in enumerate(self._active))
+        return super().render(mode)
 
     def close(self) -> None:
         for envs in self._envs:
