@@ -40,9 +40,12 @@ forecast, last clearing price and own acceptance.
 
 Rewards
 -------
-Per agent, in $ times ``reward.scale`` (see :class:`~gridswarm_env.config.RewardConfig`):
-settlement at the clearing price − own true cost − undelivered penalty − EV unmet
-departure cost − ``grid_weight``·mean|Δf|/0.05 Hz (shared).
+Per agent, in $ times ``reward.scale`` (see :class:`~gridswarm_env.config.RewardConfig`;
+the full formula is in :meth:`GridSwarmEnv._settle`): settlement at the clearing price
+(reserve availability at each contract's price) − own true cost (stored energy spent
+included) − undelivered penalty − EV unmet departure cost − ``grid_weight``·mean|Δf|/
+``band_hz`` (mean over the step's physics sub-steps; shared). The fleet's MW are shared
+among the agents, so per-agent rewards scale about as ``1/n_agents``.
 
 Episode End
 -----------
