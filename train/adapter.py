@@ -19,7 +19,9 @@ Action masks
 concatenated per-dimension masks of the ``MultiDiscrete`` action (what
 ``raw.action_masks()`` returns). sb3-contrib's ``MaskablePPO`` finds them through
 ``has_attr("action_masks")`` and ``env_method("action_masks")`` (a list of one row
-per slot, which it stacks).
+per slot, which it stacks). They always belong to the observations last returned: after
+a step that ended a copy's episode, to the new episode's first observation (the
+terminal observation needs none: SB3 only evaluates its value).
 
 Episodes, seeding and scenarios
 -------------------------------
