@@ -22,6 +22,7 @@ from gridswarm_env.config import (
     RewardConfig,
     override,
 )
+from gridswarm_env.grid import GridParams
 from gridswarm_env.scenarios import (
     SCENARIOS,
     Scenario,
@@ -154,6 +155,9 @@ def test_load_scenario_file(tmp_path: Path) -> None:
     (lambda: EnvConfig(bus=None), "bus", "expected a BusConfig, got NoneType"),
     (lambda: gridswarm_env.parallel_env("emergency", config=EnvConfig(dt_s=5.0)), "dt_s",
      "no reserve round its agents can answer before the event"),
+    # the KPIs measure deviations from 60 Hz: a 50 Hz grid reported 10 Hz off everywhere
+    (lambda: gridswarm_env.parallel_env(config=EnvConfig(grid=GridParams(nominal_freq_hz=50.0))),
+     "nominal_freq_hz = 50.0", "only 60 is supported"),
     (lambda: gridswarm_env.parallel_env(seed=-1), "seed", "non-negative int"),
     (lambda: gridswarm_env.parallel_env(seed=1.5), "seed", "non-negative int"),
     (lambda: EnvConfig(dt_s=0.2), "gate_s", "shorter than dt_s"),
