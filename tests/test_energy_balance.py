@@ -10,7 +10,7 @@ injection ``net = baseline + p`` (MW, + into the grid) taken from what dispatch 
   of the energy delivered, so never negative;
 * grid: the balancing energy the swing equation saw, ``Σ_sub P_sub·physics_dt``, is the
   energy the stores were charged for, ``Σ_agents p_mean·dt``;
-* money: with nothing clamped and no reserve, ``balancing_payments`` is
+* money: without reserve, ``balancing_payments`` is
   ``Σ_k π_{k−1}·D_k·h`` (pay-as-clear: round ``k − 1``'s clearing price times the
   energy delivered in step ``k``, its delivery window).
 """
@@ -23,14 +23,17 @@ import math
 import numpy as np
 import pytest
 
+from gridswarm_env.config import EnvConfig, FleetConfig
 from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR
 from tests.episodes import play
 
 env_module = importlib.import_module("gridswarm_env.env")
 
 
-@pytest.mark.parametrize("scenario", ["price_spike", "solar_surplus", "emergency"])
-def test_episode_energy_and_money_balance(make_env, monkeypatch, scenario: str) -> None:
+def _play_recording(raw, policy: str, seed: int, monkeypatch) -> tuple[list, np.ndarray, float]:
+    """Play an episode; return what dispatch executed each step, the stored energy before
+    the first step and ``Σ_k π_{k−1}·D_k·h`` (the previous round's clearing price times
+    the balancing energy delivered in its window)."""
     executed, e_start = [], []
     real_execute = env_module.execute
 
@@ -42,17 +45,24 @@ def test_episode_energy_and_money_balance(make_env, monkeypatch, scenario: str) 
         return ex
 
     monkeypatch.setattr(env_module, "execute", recording_execute)
-    raw = make_env(scenario, 60)
     h = raw.config.dt_s / 3600.0
-    sub_h = raw.config.grid.physics_dt_s / 3600.0
     money = 0.0
     price_prev = math.nan
-    for _rewards, info in play(raw, "heuristic", seed=3):
+    for _rewards, info in play(raw, policy, seed=seed):
         if math.isfinite(price_prev):
             money += price_prev * info["delivered_mw"] * h
         price_prev = info["clearing_price_per_mwh"]
+    return executed, e_start[0], money
+
+
+@pytest.mark.parametrize("scenario", ["price_spike", "solar_surplus", "emergency"])
+def test_episode_energy_and_money_balance(make_env, monkeypatch, scenario: str) -> None:
+    raw = make_env(scenario, 60)
+    executed, e_start, money = _play_recording(raw, "heuristic", 3, monkeypatch)
     assert len(executed) == raw.scenario.episode_steps
     f = raw.fleet
+    h = raw.config.dt_s / 3600.0
+    sub_h = raw.config.grid.physics_dt_s / 3600.0
 
     grid_in = np.zeros(f.n_agents)
     grid_out = np.zeros(f.n_agents)
@@ -63,7 +73,7 @@ def test_episode_energy_and_money_balance(make_env, monkeypatch, scenario: str) 
         grid_in += np.maximum(-net, 0.0) * h
         seen_by_grid_mwh += float(ex.p_total_sub_mw.sum()) * sub_h
         stores_charged_mwh += float(ex.p_mean_mw.sum()) * h
-    delta = f.energy_mwh - e_start[0]
+    delta = f.energy_mwh - e_start
     expected = f.eta_charge * grid_in - grid_out / np.where(f.eta_discharge > 0,
                                                             f.eta_discharge, 1.0)
     storage = f.kind != KIND_SOLAR
@@ -88,3 +98,15 @@ def test_episode_energy_and_money_balance(make_env, monkeypatch, scenario: str) 
         assert raw.dispatch_clamped == 0
         assert kpi["balancing_payments"] == pytest.approx(money, rel=1e-9, abs=1e-9)
         assert kpi["balancing_payments"] != 0.0
+
+
+def test_payments_follow_delivered_not_contracted_energy(make_env, monkeypatch) -> None:
+    """PV far off its forecast: curtailment contracts that the available output cannot
+    deliver are clamped; they are paid for what was delivered and penalized for the rest."""
+    fleet = FleetConfig(solar_variability_std=0.3, solar_forecast_error_std=0.3)
+    raw = make_env("solar_surplus", 60, config=EnvConfig(fleet=fleet))
+    _executed, _e_start, money = _play_recording(raw, "random", 3, monkeypatch)
+    kpi = raw.episode_metrics()
+    assert raw.dispatch_clamped > 0
+    assert kpi["balancing_payments"] == pytest.approx(money, rel=1e-9, abs=1e-9)
+    assert kpi["der_revenue"] < kpi["balancing_payments"]    # undelivered energy penalized
