@@ -31,6 +31,11 @@ MAX_AGENTS = 1_000_000
 #: why :data:`MAX_AGENTS` (appended to the messages that state the bound)
 AGENT_LIMIT_WHY = " (~10 kB of state each; 10 000 is the benchmarked scale)"
 MAX_DT_S = 3600.0
+#: default RoCoF measurement window, s (``EnvConfig.rocof_window_s``: why 500 ms there)
+ROCOF_WINDOW_S = 0.5
+#: "a whole multiple of the physics sub-step": ``|value/step − round(value/step)|`` at
+#: most this (absorbs the binary representation of e.g. 0.1 / 0.05; nothing is rounded)
+WHOLE_MULTIPLE_TOL = 1e-9
 MAX_SUBSTEPS = 2400   # physics sub-steps per agent step (GridModel's tables are O(n^2))
 MAX_LEVELS = 1001     # power or price levels of the action space
 MAX_EPISODE_STEPS = 1_000_000   # reset precomputes the episode's profiles per sub-step
@@ -132,6 +137,30 @@ def check_int_at_most(owner: str, name: str, value: int, maximum: int, why: str)
     """Raise ``ValueError`` for a count above ``maximum`` (``why`` says what bounds it)."""
     if value > maximum:
         raise ValueError(f"{owner}.{name} = {value!r}: at most {maximum:,} ({why})")
+
+
+def check_whole_multiple(owner: str, name: str, value: float, step_name: str,
+                         step: float) -> int:
+    """Return ``round(value / step)``; raise ``ValueError`` unless ``value`` is a whole
+    multiple (1 or more) of ``step`` within :data:`WHOLE_MULTIPLE_TOL` (not rounded to
+    one: a value between two multiples is refused, not moved). ``step_name`` names
+    ``step`` in the message."""
+    ratio = value / step
+    if ratio < 1 or abs(ratio - round(ratio)) > WHOLE_MULTIPLE_TOL:
+        raise ValueError(f"{owner}.{name} = {value!r}: must be a whole multiple of "
+                         f"{step_name} = {step!r} (1 or more times; not rounded)")
+    return round(ratio)
+
+
+def rocof_window_substeps(owner: str, window_s: float | None, physics_dt_s: float,
+                          step_name: str) -> int:
+    """Physics sub-steps in the RoCoF window: ``window_s`` must be a whole multiple of
+    ``physics_dt_s`` (:func:`check_whole_multiple`); ``None`` is :data:`ROCOF_WINDOW_S`
+    in the nearest whole number of sub-steps, at least one (exactly 0.5 s for sub-steps
+    that divide it, such as the default 50 ms)."""
+    if window_s is None:
+        return max(1, round(ROCOF_WINDOW_S / physics_dt_s))
+    return check_whole_multiple(owner, "rocof_window_s", window_s, step_name, physics_dt_s)
 
 
 def check_agent_limit(label: str, n_agents: int, sep: str = " = ") -> None:
@@ -412,6 +441,28 @@ class EnvConfig:
         another thread of the process relies on automatic collection while steps run,
         or turns the collector off and on itself (a step that began with it on turns it
         back on).
+    :param rocof_window_s: window over which the KPI ``max_rocof_hz_per_s`` measures the
+        rate of change of frequency, s: ``|f(t) − f(t − window)| / window`` (see
+        :mod:`gridswarm_env.metrics`). A value must be a whole multiple of
+        ``grid.physics_dt_s`` (within :data:`WHOLE_MULTIPLE_TOL`; a value between two
+        multiples is refused, not rounded), at most :data:`MAX_SUBSTEPS` sub-steps.
+        ``None`` (default): :data:`ROCOF_WINDOW_S` = 0.5 s in the nearest whole number of
+        sub-steps, at least one (0.5 s exactly for the default 50 ms sub-step; 0.4 s for
+        0.2 s, 1 s for 1 s sub-steps), so every ``physics_dt_s`` keeps working. 0.5 s is
+        the window of the RoCoF limits the KPI is read against: GB loss-of-mains protection 1 Hz/s "measured over 500 ms" (ENA
+        consultation on Distribution Code / G59, 2013) and 2 Hz/s over 500 ms in EN
+        50549-1/-2 (as quoted by EUTurbines' 2023 position paper on RoCoF requirements).
+        Why not shorter for these scenarios: the emergency trip (0.10 p.u.) falls at
+        ``ΔP·f0/(2H)`` = 0.75 Hz/s until the DER reserve answers, which it must within
+        100 ms (DESIGN §7); over a 100 ms window the largest RoCoF is that first fall,
+        ~0.72 Hz/s whether the fleet answers at 100 ms or never, while over 500 ms it is
+        ~0.10 Hz/s for an answer at 100 ms, ~0.02 Hz/s at 20 ms and ~0.61 Hz/s with none
+        (swing model with the default ``GridParams``, the trip fully offset at the
+        answer): the KPI ranks how much of the trip the fleet absorbed. The price is
+        that it understates the instantaneous initial RoCoF (0.75 Hz/s; see
+        :meth:`~gridswarm_env.grid.GridParams.initial_rocof_hz_per_s`). It no longer
+        depends on ``physics_dt_s`` (a one-sub-step difference did: 0.50 Hz/s at 50 ms
+        vs 0.74 Hz/s at 10 ms sub-steps, emergency scenario, heuristic fleet, seed 0).
     """
 
     n_agents: int = 100
@@ -423,6 +474,7 @@ class EnvConfig:
     crypto_threads: int | None = None
     contract_keys: str = "seeded"
     pause_gc: bool = True
+    rocof_window_s: float | None = None
     fleet: FleetConfig = field(default_factory=FleetConfig)
     market: MarketConfig = field(default_factory=MarketConfig)
     costs: CostConfig = field(default_factory=CostConfig)
@@ -466,20 +518,25 @@ class EnvConfig:
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{owner}.{name}: expected a {kind.__name__}, got "
                                  f"{type(getattr(self, name)).__name__}")
-        ratio = self.dt_s / self.grid.physics_dt_s
-        if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
+        pdt = self.grid.physics_dt_s
+        substeps = check_whole_multiple(owner, "dt_s", self.dt_s, "grid.physics_dt_s", pdt)
+        if substeps > MAX_SUBSTEPS:
             raise ValueError(
-                f"{owner}.dt_s = {self.dt_s!r}: must be a whole multiple of "
-                f"grid.physics_dt_s = {self.grid.physics_dt_s!r}"
-            )
-        if round(ratio) > MAX_SUBSTEPS:
-            raise ValueError(
-                f"{owner}.dt_s = {self.dt_s!r}: {round(ratio):,} physics sub-steps of "
+                f"{owner}.dt_s = {self.dt_s!r}: {substeps:,} physics sub-steps of "
                 f"{self.grid.physics_dt_s!r} s per step; at most {MAX_SUBSTEPS:,} (the "
                 "frequency model precomputes an (n+3) x n response table per step length: "
                 "e.g. dt_s <= 120 s at 50 ms sub-steps; raise grid.physics_dt_s for longer "
                 "steps)"
             )
+        if self.rocof_window_s is not None:
+            store(self, "rocof_window_s", check_positive(owner, "rocof_window_s",
+                                                         self.rocof_window_s))
+        window = rocof_window_substeps(owner, self.rocof_window_s, pdt, "grid.physics_dt_s")
+        if window > MAX_SUBSTEPS and self.rocof_window_s is not None:
+            raise ValueError(
+                f"{owner}.rocof_window_s = {self.rocof_window_s!r}: {window:,} physics "
+                f"sub-steps of {pdt!r} s; at most {MAX_SUBSTEPS:,} (the metrics keep the "
+                "window's samples)")
         if self.market.gate_s >= self.dt_s:
             raise ValueError(
                 f"{owner}: market.gate_s ({self.market.gate_s}) must be shorter than "

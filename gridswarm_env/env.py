@@ -369,7 +369,8 @@ class GridSwarmEnv(ParallelEnv):
         self.metrics = MetricsAccumulator(
             costs=cfg.costs, dt_s=dt, physics_dt_s=cfg.grid.physics_dt_s,
             disturbance_time_s=sc.disturbance_time_s,
-            event_time_s=sc.event_time_s if sc.has_event else None)
+            event_time_s=sc.event_time_s if sc.has_event else None,
+            rocof_window_s=cfg.rocof_window_s, last_freq_hz=self.grid.freq_hz)
         # dispatcher and market state (arrays over agents, shape (n,))
         z = np.zeros(n)
         self.scheduled_p_mw = z.copy()       # contracted balancing power, current window

@@ -17,7 +17,13 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   + shortage / − surplus) and D̄_k the mean balancing power the DERs delivered.
 * ``balancing_payments`` ($): what the operator paid at clearing prices (energy
   delivered + reserve capacity); ``der_revenue`` = payments − undelivered penalties.
-* frequency KPIs over every physics sub-step; ``seconds_outside_band``: time with
+* frequency KPIs over every physics sub-step; ``max_rocof_hz_per_s`` =
+  max_k |f_k − f_{k−w}| / (w·Δt) over the sub-step samples f_k (Δt = physics_dt_s): a
+  RoCoF over a window of w sub-steps,
+  :attr:`~gridswarm_env.config.EnvConfig.rocof_window_s` (default 0.5 s, the grid codes'
+  window, in whole sub-steps), so it does not depend on Δt; f_k = f_0, the initial
+  frequency, for k < 0 (the model starts from rest, so every window has its full
+  length); ``seconds_outside_band``: time with
   |f − 60| > 0.05 Hz (NERC band); ``stabilization_time_s``: from the scenario's
   disturbance until |f − 60| < 0.05 Hz (back inside the NERC band) for good (0.0 if it
   never left the band, None if it is outside the band at the end of the episode).
@@ -56,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from gridswarm_env.config import CostConfig
+from gridswarm_env.config import CostConfig, rocof_window_substeps
 from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, kind_selector
 
 NOMINAL_HZ = 60.0
@@ -81,13 +87,20 @@ KPI_KEYS = (
 
 @dataclass
 class MetricsAccumulator:
-    """Streaming accumulator of the KPIs over one episode."""
+    """Streaming accumulator of the KPIs over one episode.
+
+    ``rocof_window_s``: the RoCoF window (a whole multiple of ``physics_dt_s``, else
+    ``ValueError``; None: 0.5 s in whole sub-steps, see
+    :func:`~gridswarm_env.config.rocof_window_substeps`); ``last_freq_hz``: the
+    frequency at t = 0 (and before), the sample before the first.
+    """
 
     costs: CostConfig
     dt_s: float
     physics_dt_s: float
     disturbance_time_s: float
     event_time_s: float | None
+    rocof_window_s: float | None = None
     nadir_hz: float = NOMINAL_HZ
     zenith_hz: float = NOMINAL_HZ
     max_rocof_hz_per_s: float = 0.0
@@ -120,15 +133,31 @@ class MetricsAccumulator:
     # kind selectors of the last ``kinds`` array seen (the fleet's, the same every step)
     _kinds_seen: Any = field(default=None, init=False, repr=False, compare=False)
     _selectors: tuple = field(default=(), init=False, repr=False, compare=False)
+    # the RoCoF window in sub-steps, its length in s, and the last w samples (f_{k−w+1..k})
+    _rocof_w: int = field(default=1, init=False, repr=False, compare=False)
+    _rocof_span_s: float = field(default=0.0, init=False, repr=False, compare=False)
+    _rocof_tail: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        w = rocof_window_substeps(type(self).__name__, self.rocof_window_s,
+                                  self.physics_dt_s, "physics_dt_s")
+        self._rocof_w = w
+        self._rocof_span_s = w * self.physics_dt_s   # as grid.rocof_hz_per_s divides
+        self._rocof_tail = np.full(w, float(self.last_freq_hz))
 
     # ----------------------------------------------------------------- frequency
     def record_frequency(self, t_end_s: np.ndarray, freq_hz: np.ndarray) -> float:
         """Add one step's sub-step samples (time at the end of each sub-step, Hz).
 
-        RoCoF is ``|f_k − f_{k−1}| / physics_dt_s`` with ``f_{−1}`` the previous step's
-        last sample; since dividing by a positive constant is monotone in floating point,
-        its maximum is ``max|Δf| / physics_dt_s`` (the same bits). The step's lowest and
-        highest samples are kept in ``step_min_hz`` and ``step_max_hz``.
+        RoCoF is ``|f_k − f_{k−w}| / (w·physics_dt_s)`` over a window of ``w`` sub-steps
+        (``rocof_window_s``), its earlier samples from the last ``w`` kept across steps
+        (before the first step: the initial frequency); since dividing by a positive
+        constant is monotone in floating point, the step's maximum is
+        ``max|f_k − f_{k−w}| / (w·physics_dt_s)``, the same bits as
+        ``np.abs(grid.rocof_hz_per_s(trace, physics_dt_s, rocof_window_s)).max()`` over
+        the episode's trace preceded by ``w`` initial samples. A NaN sample makes the
+        KPI NaN for good. The step's lowest and highest samples are kept in
+        ``step_min_hz`` and ``step_max_hz``.
 
         :return: ``Σ_k |f_k − 60|`` over the samples, Hz (the reward's grid term uses it).
         """
@@ -138,16 +167,17 @@ class MetricsAccumulator:
         self.step_max_hz = high = float(np.maximum.reduce(freq_hz))
         self.nadir_hz = min(self.nadir_hz, low)
         self.zenith_hz = max(self.zenith_hz, high)
-        # max |f_k − f_{k−1}|, with f_{−1} the last sample (a NaN sample gives NaN, as
-        # np.maximum.reduce over all the steps would)
-        max_step = abs(float(freq_hz[0]) - self.last_freq_hz)
-        if freq_hz.shape[0] > 1:
-            step = np.subtract(freq_hz[1:], freq_hz[:-1])
-            np.abs(step, out=step)
-            later = float(np.maximum.reduce(step))
-            if not max_step >= later and not math.isnan(max_step):
-                max_step = later
-        self.max_rocof_hz_per_s = max(self.max_rocof_hz_per_s, max_step / self.physics_dt_s)
+        # max |f_k − f_{k−w}| over the step, f_{k−w} from the kept tail where k − w is in
+        # an earlier step (np.maximum.reduce propagates a NaN, and a NaN KPI stays NaN)
+        w = self._rocof_w
+        both = np.concatenate((self._rocof_tail, freq_hz))
+        change = np.subtract(both[w:], both[:-w])
+        np.abs(change, out=change)
+        rocof = float(np.maximum.reduce(change)) / self._rocof_span_s
+        self._rocof_tail = both[-w:]
+        best = self.max_rocof_hz_per_s
+        if not (rocof <= best or math.isnan(best)):
+            self.max_rocof_hz_per_s = rocof
         self.seconds_outside_band += float(np.count_nonzero(dev > BAND_HZ)) * self.physics_dt_s
         dev_sum = float(np.add.reduce(dev))
         self.abs_dev_integral_hz_s += dev_sum * self.physics_dt_s

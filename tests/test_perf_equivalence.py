@@ -88,12 +88,13 @@ def test_execution_checker_equals_check_executed() -> None:
 
 def test_record_frequency_keeps_the_step_extremes_and_the_largest_jump() -> None:
     """The step's min/max (read by the info dict) and max|Δf| (with the previous step's
-    last sample) as direct NumPy reductions give them, for 1, 2 and 20 sub-steps."""
+    last sample) as direct NumPy reductions give them, for 1, 2 and 20 sub-steps (a
+    RoCoF window of one sub-step: the KPI's definition before rocof_window_s)."""
     from gridswarm_env.config import CostConfig
     from gridswarm_env.metrics import MetricsAccumulator
 
     acc = MetricsAccumulator(CostConfig(), dt_s=1.0, physics_dt_s=0.05,
-                             disturbance_time_s=0.0, event_time_s=None)
+                             disturbance_time_s=0.0, event_time_s=None, rocof_window_s=0.05)
     rng = np.random.default_rng(6)
     last, t0 = acc.last_freq_hz, 0.0
     for n in (1, 2, 20, 20):
