@@ -156,7 +156,7 @@ class MetricsAccumulator:
         ``max|f_k − f_{k−w}| / (w·physics_dt_s)``, the same bits as
         ``np.abs(grid.rocof_hz_per_s(trace, physics_dt_s, rocof_window_s)).max()`` over
         the episode's trace preceded by ``w`` initial samples. A NaN sample makes the
-        KPI NaN for good. The step's lowest and highest samples are kept in
+        RoCoF, nadir and zenith NaN for good. The step's lowest and highest samples are kept in
         ``step_min_hz`` and ``step_max_hz``.
 
         :return: ``Σ_k |f_k − 60|`` over the samples, Hz (the reward's grid term uses it).
@@ -165,8 +165,12 @@ class MetricsAccumulator:
         np.abs(dev, out=dev)
         self.step_min_hz = low = float(np.minimum.reduce(freq_hz))
         self.step_max_hz = high = float(np.maximum.reduce(freq_hz))
-        self.nadir_hz = min(self.nadir_hz, low)
-        self.zenith_hz = max(self.zenith_hz, high)
+        # a NaN extreme replaces the kept one and stays (Python's min(60, nan) is 60)
+        nadir, zenith = self.nadir_hz, self.zenith_hz
+        if not (low >= nadir or math.isnan(nadir)):
+            self.nadir_hz = low
+        if not (high <= zenith or math.isnan(zenith)):
+            self.zenith_hz = high
         # max |f_k − f_{k−w}| over the step, f_{k−w} from the kept tail where k − w is in
         # an earlier step (np.maximum.reduce propagates a NaN, and a NaN KPI stays NaN)
         w = self._rocof_w

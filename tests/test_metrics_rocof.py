@@ -111,7 +111,8 @@ def test_kpi_does_not_depend_on_the_physics_sub_step() -> None:
 @pytest.mark.parametrize("where", [0, 5, 19])
 def test_a_nan_sample_makes_the_kpi_nan_for_good(where: int) -> None:
     """A NaN sample gives NaN, not a skipped sample; later finite steps keep it NaN (the
-    one-sub-step code lost it at the next step: Python's max(x, nan) returns x)."""
+    one-sub-step code lost it at the next step: Python's max(x, nan) returns x). The
+    nadir and zenith too (min(60.0, nan) is 60.0: they reported a NaN step as 60 Hz)."""
     acc = _accumulator(0.05, 0.5)
     rng = np.random.default_rng(1)
     _feed(acc, 60.0 + rng.normal(0.0, 0.01, 40), [20, 20])
@@ -119,8 +120,10 @@ def test_a_nan_sample_makes_the_kpi_nan_for_good(where: int) -> None:
     bad[where] = math.nan
     acc.record_frequency(np.arange(41, 61) * 0.05, bad)
     assert math.isnan(acc.max_rocof_hz_per_s)
+    assert math.isnan(acc.nadir_hz) and math.isnan(acc.zenith_hz)
     _feed(acc, 60.0 + rng.normal(0.0, 0.5, 60), [20, 20, 20])   # larger, finite changes
     assert math.isnan(acc.max_rocof_hz_per_s)
+    assert math.isnan(acc.nadir_hz) and math.isnan(acc.zenith_hz)
 
 
 @pytest.mark.parametrize("pdt, window", [(0.05, 0.1), (0.05, 0.5), (0.01, 0.5),
