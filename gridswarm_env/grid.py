@@ -382,7 +382,8 @@ def rocof_hz_per_s(freq_trace_hz: np.ndarray, dt_s: float,
 
     ``RoCoF_k = (f[k + w] − f[k]) / (w · dt_s)`` with ``w = round(window_s / dt_s)``
     samples (``w = 1``, consecutive samples, when ``window_s`` is None). Grid codes
-    measure RoCoF over a window (ENTSO-E uses 500 ms) to reject noise; the window
+    measure RoCoF over a window to reject noise (500 ms in GB and EN 50549: sources at
+    ``EnvConfig.rocof_window_s``, which the ``max_rocof_hz_per_s`` KPI uses); the window
     also smooths the true initial RoCoF, so use ``w = 1`` on fine traces to compare
     with the closed form.
 
