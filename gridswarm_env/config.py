@@ -370,12 +370,18 @@ class CostConfig:
 class RewardConfig:
     """Per-agent reward weights (all in $ before ``scale``).
 
-    ``r_i = scale · ( settlement_i − true_cost_i − penalty_undelivered·E_i,undelivered
-    − ev_unmet_i − grid_weight·|Δf|/band_hz )``
+    ``r_i = scale · ( settlement_i + reserve_i − true_cost_i
+    − undelivered_penalty_per_mwh·(E_i,undelivered + E_i,reserve_gap)
+    − ev_unmet_i − grid_weight·mean_k|f_k − 60|/band_hz )``
 
-    where ``settlement_i`` is paid at the clearing price, ``true_cost_i`` uses
-    :class:`CostConfig` for the agent's own dispatch, ``E_i,undelivered`` is contracted
-    energy not delivered (MWh) and the last term is shared by all agents.
+    where ``settlement_i`` is the delivered contract energy paid at the clearing price,
+    ``reserve_i`` the availability payment of the agent's standing reserve contracts
+    (each at its own clearing price, once its window has started), ``true_cost_i`` uses
+    :class:`CostConfig` for the agent's own dispatch (the stored energy a battery spent
+    included), ``E_i,undelivered`` is contracted energy not delivered and
+    ``E_i,reserve_gap`` activated reserve not delivered (MWh), and the last term, the
+    mean absolute deviation over the step's physics sub-steps in Hz, is shared by all
+    agents. The full per-step formula is in ``GridSwarmEnv._settle``.
     """
 
     scale: float = 100.0
