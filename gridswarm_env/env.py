@@ -768,8 +768,9 @@ class GridSwarmEnv(ParallelEnv):
         return ints[:, 0], ints[:, 1]
 
     def _kernel_filter(self, power_level: np.ndarray, price_level: np.ndarray, k: int):
-        level, bid_mw, blocked = self.kernel.enforce(power_level, self._mask_power,
-                                                     self._lo, self._hi)
+        # int64 levels in [0, n_power_levels): step_arrays and _decode checked them
+        level, bid_mw, blocked = self.kernel.enforce_in_range(power_level, self._mask_power,
+                                                              self._lo, self._hi)
         n_blocked = int(np.count_nonzero(blocked))
         if n_blocked:
             self.blocked_per_agent += blocked

@@ -352,6 +352,12 @@ class Kernel:
         # comparisons then broadcast lo/hi along contiguous rows
         self._level_power_t = np.ascontiguousarray(self.level_power_mw.T)
         self._level_tol_t = np.ascontiguousarray(self._level_tol_mw.T)
+        # the mask is never empty when one level row is all inside: the level nearest to
+        # 0 MW, inside any interval holding 0 (the bid intervals do), is checked first
+        self._probe_level = int(np.argmin(np.abs(self.level_fraction)))
+        # (agent, level) -> index into the flattened (n, levels) tables: i·levels + level
+        self._row_offsets = self._rows * n_power_levels
+        self._level_power_flat = self.level_power_mw.reshape(-1)
         self.ramp_step_mw = self.arrays.ramp_mw_per_s * self.dt_s
         self.has_ramp = bool(np.isfinite(self.ramp_step_mw).any())
         self._fleet = fleet
@@ -533,9 +539,12 @@ class Kernel:
         inside = np.greater_equal(lv_t, bound)
         np.add(hi_mw, tol_t, out=bound)
         inside &= np.less_equal(lv_t, bound)
-        any_level = np.logical_or.reduce(inside, axis=0)
         mask = inside.T.copy()
-        if np.count_nonzero(any_level) < any_level.size:
+        n = inside.shape[1]
+        if np.count_nonzero(inside[self._probe_level]) == n:
+            return mask   # one level inside every interval: no row is empty
+        any_level = np.logical_or.reduce(inside, axis=0)
+        if np.count_nonzero(any_level) < n:
             empty = ~any_level
             lv = self.level_power_mw
             dist = np.maximum(lo_mw[empty, None] - lv[empty], lv[empty] - hi_mw[empty, None])
@@ -547,8 +556,30 @@ class Kernel:
         """Replace masked-out levels by the nearest feasible one.
 
         :returns: (executed level index, bid power in MW clipped to [lo, hi], blocked flags)
+        :raises IndexError: ``level_index`` is not an integer array over the agents or holds
+            a level outside ``[0, n_power_levels)`` (a negative level is refused, not
+            counted from the end).
         """
-        blocked = ~mask[self._rows, level_index]
+        idx = np.asarray(level_index)
+        n_levels = self.level_fraction.size
+        if idx.dtype.kind not in "iu" or idx.shape != self._rows.shape:
+            raise IndexError(f"level_index must be an integer array of shape "
+                             f"{self._rows.shape}, got {idx.dtype} {idx.shape}")
+        idx = idx.astype(np.int64, copy=False)
+        # one unsigned comparison catches both < 0 and >= n_levels (negatives wrap)
+        if np.count_nonzero(idx.view(np.uint64) >= n_levels):
+            raise IndexError(f"level indices must be in [0, {n_levels})")
+        return self.enforce_in_range(idx, mask, lo_mw, hi_mw)
+
+    def enforce_in_range(self, level_index: np.ndarray, mask: np.ndarray, lo_mw: np.ndarray,
+                         hi_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`enforce` for int64 level indices the caller has checked are in
+        ``[0, n_power_levels)`` (the environment's actions are): no range check. The
+        ``(agent, level)`` entries are read from the flattened tables at
+        ``agent·n_levels + level`` (one ``take``, the same values as 2-D indexing)."""
+        flat = self._row_offsets + level_index
+        blocked = mask.reshape(-1).take(flat)
+        np.logical_not(blocked, out=blocked)
         if np.count_nonzero(blocked):
             rows = np.flatnonzero(blocked)
             dist = np.abs(self.level_fraction[None, :] - self.level_fraction[level_index[rows],
@@ -556,8 +587,9 @@ class Kernel:
             dist = np.where(mask[rows], dist, np.inf)
             level_index = level_index.copy()
             level_index[rows] = np.argmin(dist, axis=1)
-        power = fast_clip(self.level_power_mw[self._rows, level_index], lo_mw, hi_mw)
-        return level_index, power, blocked
+            flat = self._row_offsets + level_index
+        power = self._level_power_flat.take(flat)
+        return level_index, fast_clip(power, lo_mw, hi_mw, out=power), blocked
 
 
 def ramp_interval(p_prev_mw: np.ndarray, ramp_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -185,6 +185,42 @@ def test_blocked_action_replaced_by_nearest_feasible_level(make_env) -> None:
     assert raw.audit_log.verify().ok
 
 
+def test_enforce_refuses_levels_outside_the_table() -> None:
+    """A negative level was counted from the end of the table (level -1 = the top level,
+    NumPy indexing): ``enforce`` now refuses it, as it refuses a level past the end."""
+    fleet = build_fleet(9, FleetConfig(), 0.5, np.random.default_rng(0))
+    kernel = Kernel(Limits(), [f"a{i}" for i in range(9)], fleet, 21, 1.0)
+    mask = np.ones((9, 21), dtype=bool)
+    lo, hi = -fleet.rated_power_mw, fleet.rated_power_mw
+    for bad in (np.full(9, -1), np.full(9, 21), np.full(9, 2.0), np.zeros(8, dtype=np.int64)):
+        with pytest.raises(IndexError):
+            kernel.enforce(bad, mask, lo, hi)
+    levels, power, blocked = kernel.enforce(np.arange(9, dtype=np.int32), mask, lo, hi)
+    np.testing.assert_array_equal(levels, np.arange(9))
+    assert not blocked.any()
+
+
+def test_enforce_reads_the_same_entries_as_2d_indexing() -> None:
+    """The flat ``take`` of ``enforce_in_range`` picks mask[i, level_i] and
+    level_power_mw[i, level_i] (random masks, every level, C- and non-contiguous masks)."""
+    rng = np.random.default_rng(3)
+    fleet = build_fleet(30, FleetConfig(), 0.5, rng)
+    kernel = Kernel(Limits(), [f"a{i}" for i in range(30)], fleet, 21, 1.0)
+    rows = np.arange(30)
+    for _ in range(20):
+        wide = rng.random((30, 25)) < 0.6
+        wide[rows, rng.integers(0, 21, 30)] = True      # never an empty row
+        mask = wide[:, :21]                              # a non-contiguous view
+        level = rng.integers(0, 21, 30)
+        lo, hi = -rng.random(30) * 3, rng.random(30) * 3
+        for m in (mask, np.ascontiguousarray(mask)):
+            got, power, blocked = kernel.enforce(level, m, lo, hi)
+            np.testing.assert_array_equal(blocked, ~mask[rows, level])
+            assert mask[rows, got].all()
+            np.testing.assert_array_equal(
+                power, np.clip(kernel.level_power_mw[rows, got], lo, hi))
+
+
 def test_power_mask_never_empty() -> None:
     fleet = build_fleet(9, FleetConfig(), 0.5, np.random.default_rng(0))
     kernel = Kernel(Limits(), [f"a{i}" for i in range(9)], fleet, 21, 1.0)
