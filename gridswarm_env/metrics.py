@@ -73,6 +73,8 @@ SETTLE_HZ = BAND_HZ     # stabilization: back inside the NERC band for good (a t
 UFLS_FIRST_STAGE_HZ = 59.3   # ERCOT under-frequency load shedding, first stage
 SHEDDING_STAGE_HZ = 59.5     # the emergency scenario's calibration threshold
 RESPONSE_WINDOW_S = 0.1      # DESIGN §7: the emergency response must start within 100 ms
+#: a step whose samples all deviate less than this is neither outside the band nor unsettled
+_INSIDE_HZ = min(BAND_HZ, SETTLE_HZ)
 
 KPI_KEYS = (
     "system_cost", "unserved_energy_mwh", "balancing_payments", "der_revenue",
@@ -182,10 +184,16 @@ class MetricsAccumulator:
         best = self.max_rocof_hz_per_s
         if not (rocof <= best or math.isnan(best)):
             self.max_rocof_hz_per_s = rocof
-        self.seconds_outside_band += float(np.count_nonzero(dev > BAND_HZ)) * self.physics_dt_s
+        # the largest |f − 60| is at the lowest or the highest sample (rounding x − 60 is
+        # monotone in x): inside the band (and the settle band) there, no sample is out
+        inside = abs(low - NOMINAL_HZ) < _INSIDE_HZ and abs(high - NOMINAL_HZ) < _INSIDE_HZ
+        if not inside:   # (a NaN extreme is not inside either)
+            self.seconds_outside_band += (float(np.count_nonzero(dev > BAND_HZ))
+                                          * self.physics_dt_s)
         dev_sum = float(np.add.reduce(dev))
         self.abs_dev_integral_hz_s += dev_sum * self.physics_dt_s
-        if float(t_end_s[-1]) > self.disturbance_time_s:   # else no sample is after it
+        if not inside and float(t_end_s[-1]) > self.disturbance_time_s:   # else no sample
+            # is unsettled after the disturbance
             unsettled = dev >= SETTLE_HZ
             if float(t_end_s[0]) <= self.disturbance_time_s:
                 unsettled &= t_end_s > self.disturbance_time_s

@@ -107,6 +107,37 @@ def test_record_frequency_keeps_the_step_extremes_and_the_largest_jump() -> None
         last, t0 = f[-1], t0 + 0.05 * n
 
 
+def test_record_frequency_band_counts_equal_direct_ones_at_the_band_edges() -> None:
+    """Seconds outside the band and the last unsettled sample (skipped when the step's
+    extremes are inside the band) equal the direct per-sample tests, for samples exactly
+    at, one ulp inside and one ulp outside 60 ± BAND_HZ, and for a NaN sample."""
+    from gridswarm_env.config import CostConfig
+    from gridswarm_env.metrics import BAND_HZ, SETTLE_HZ, MetricsAccumulator
+
+    acc = MetricsAccumulator(CostConfig(), dt_s=1.0, physics_dt_s=0.05,
+                             disturbance_time_s=0.5, event_time_s=None, rocof_window_s=0.05)
+    rng = np.random.default_rng(8)
+    edges = [60.0 + s * BAND_HZ for s in (-1.0, 1.0)]
+    edges += [np.nextafter(e, d) for e in edges for d in (0.0, 100.0)]
+    outside, unsettled, t0 = 0.0, None, 0.0
+    for step in range(40):
+        f = 60.0 + rng.normal(0.0, 0.01, 20)
+        if step % 3:
+            f[rng.integers(20)] = edges[step % len(edges)]
+        if step == 39:
+            f[5] = np.nan
+        t = t0 + 0.05 * np.arange(1, 21)
+        acc.record_frequency(t, f)
+        dev = np.abs(f - 60.0)
+        outside += float(np.count_nonzero(dev > BAND_HZ)) * 0.05
+        late = np.flatnonzero((dev >= SETTLE_HZ) & (t > 0.5))
+        if late.size:
+            unsettled = float(t[late[-1]])
+        assert acc.seconds_outside_band == outside and acc.last_unsettled_s == unsettled
+        t0 = float(t[-1])
+    assert unsettled is not None and outside > 0.0
+
+
 def test_clear_market_unchecked_equals_checked() -> None:
     rng = np.random.default_rng(5)
     for request in (12.0, -7.5, 0.0, 1e-9):
