@@ -9,7 +9,9 @@ What is measured
   (``policy_s_per_step``) and not counted in the env rate. One row also times the
   PettingZoo dict API (``env.step(dict)``: per-agent observation, reward and info
   dicts); the user-side conversions (stacking the dicts for the policy, building the
-  action dict) are counted as policy time there. Episodes restart when truncated; the
+  action dict) are counted as policy time there; its repeats alternate with the array
+  path's, and ``arrays_speedup`` is the median of (dict step) / (array step) over the
+  pairs (the VM's speed drifts by up to 2x between rows). Episodes restart when truncated; the
   reset is not timed. Each figure is the median over ``repeats`` runs of ``steps`` steps
   after a short warm-up (the first steps of an episode clear no contracts).
   ``agent_steps_per_cpu_s`` is the same rate per second of the process's CPU time
@@ -336,18 +338,25 @@ class _CollectorClock:
         gc.callbacks.remove(self._callback)
 
 
-def gc_pause_rows(n_agents: int, *, steps: int, repeats: int) -> dict[str, Any]:
-    """The hmac step with the collector left running (``pause_gc=False``), its repeats
-    alternating with the default's: a variant row with ``pause_gc_speedup``, the median of
-    (step left running) / (step paused) over the pairs."""
+def variant_row(n_agents: int, ratio_key: str, *, steps: int, repeats: int,
+                variant: str | None = None, **changes: Any) -> dict[str, Any]:
+    """The hmac row with ``changes`` to :func:`measure_env`'s arguments, its repeats
+    alternating with the default's (the VM's speed drifts between rows): the changed
+    row, with ``ratio_key`` = the median of (changed step) / (default step) over the
+    pairs (how much faster the default is) and ``default_gc_s_per_step``.
+
+    :param variant: the row's ``"variant"`` label (None: none, e.g. for the dict API,
+        whose ``api`` column tells it apart).
+    """
     pairs = [(measure_env(n_agents, "hmac", steps=steps, repeats=1),
-              measure_env(n_agents, "hmac", steps=steps, repeats=1, pause_gc=False))
+              measure_env(n_agents, "hmac", steps=steps, repeats=1, **changes))
              for _ in range(repeats)]
-    row = _median_row([running for _, running in pairs])
-    row["variant"] = "collector not paused"
-    row["pause_gc_speedup"] = statistics.median(
-        running["env_s_per_step"] / paused["env_s_per_step"] for paused, running in pairs)
-    row["paused_gc_s_per_step"] = statistics.median(p["gc_s_per_step"] for p, _ in pairs)
+    row = _median_row([changed for _, changed in pairs])
+    if variant is not None:
+        row["variant"] = variant
+    row[ratio_key] = statistics.median(
+        changed["env_s_per_step"] / default["env_s_per_step"] for default, changed in pairs)
+    row["default_gc_s_per_step"] = statistics.median(d["gc_s_per_step"] for d, _ in pairs)
     return row
 
 
@@ -602,10 +611,12 @@ def run(quick: bool = False, agents: tuple[int, ...] = AGENT_COUNTS,
         rows.extend(paired_rows(n, steps=steps, repeats=repeats,
                                 control=not (quick and n >= 10_000), one_thread=n == 100))
         if n == 100:
-            rows.append(measure_env(n, "hmac", steps=steps, repeats=repeats, api="dict"))
+            rows.append(variant_row(n, "arrays_speedup", steps=steps, repeats=repeats,
+                                    api="dict"))
         if n == max(agents) and n >= 1_000 and not quick:
             # three times the row's steps: a full collection comes every ~14 steps there
-            rows.append(gc_pause_rows(n, steps=3 * steps, repeats=repeats))
+            rows.append(variant_row(n, "pause_gc_speedup", steps=3 * steps, repeats=repeats,
+                                    variant="collector not paused", pause_gc=False))
     out: dict[str, Any] = {"env": rows, "emergency": emergency_latency(max(agents))}
     if with_memory:
         out["memory"] = memory(quick)
@@ -634,7 +645,9 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
               f"{r['contracts_per_step']:>10.1f} {crypto:>7} {r['gc_s_per_step'] * 1e3:>6.2f}"
               + (f"  ({r['variant']}" + (f": paused is {r['pause_gc_speedup']:.2f}x faster"
                                          if "pause_gc_speedup" in r else "") + ")"
-                 if "variant" in r else ""))
+                 if "variant" in r else "")
+              + (f"  (arrays API {r['arrays_speedup']:.2f}x faster, paired)"
+                 if "arrays_speedup" in r else ""))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
