@@ -455,9 +455,10 @@ class EnvConfig:
         ``None`` (default): :data:`ROCOF_WINDOW_S` = 0.5 s in the nearest whole number of
         sub-steps, at least one (0.5 s exactly for the default 50 ms sub-step; 0.4 s for
         0.2 s, 1 s for 1 s sub-steps), so every ``physics_dt_s`` keeps working. 0.5 s is
-        the window of the RoCoF limits the KPI is read against: GB loss-of-mains protection 1 Hz/s "measured over 500 ms" (ENA
-        consultation on Distribution Code / G59, 2013) and 2 Hz/s over 500 ms in EN
-        50549-1/-2 (as quoted by EUTurbines' 2023 position paper on RoCoF requirements).
+        the window of the RoCoF limits the KPI is read against: GB loss-of-mains
+        protection 1 Hz/s "measured over 500 ms" (ENA consultation on Distribution Code /
+        G59, 2013) and 2 Hz/s over 500 ms in EN 50549-1/-2 (as quoted by EUTurbines' 2023
+        position paper on RoCoF requirements).
         Why not shorter for these scenarios: the emergency trip (0.10 p.u.) falls at
         ``ΔP·f0/(2H)`` = 0.75 Hz/s until the DER reserve answers, which it must within
         100 ms (DESIGN §7); over a 100 ms window the largest RoCoF is that first fall,
