@@ -141,11 +141,11 @@ def check_int_at_most(owner: str, name: str, value: int, maximum: int, why: str)
 
 def check_whole_multiple(owner: str, name: str, value: float, step_name: str,
                          step: float) -> int:
-    """Return ``round(value / step)``; raise ``ValueError`` unless ``value`` is a whole
-    multiple (1 or more) of ``step`` within :data:`WHOLE_MULTIPLE_TOL` (not rounded to
-    one: a value between two multiples is refused, not moved). ``step_name`` names
-    ``step`` in the message."""
-    ratio = value / step
+    """Return ``round(value / step)``; raise ``ValueError`` unless ``value`` is a finite
+    number and a whole multiple (1 or more) of ``step`` within :data:`WHOLE_MULTIPLE_TOL`
+    (not rounded to one: a value between two multiples is refused, not moved).
+    ``step_name`` names ``step`` in the message."""
+    ratio = check_positive(owner, name, value) / step
     if ratio < 1 or abs(ratio - round(ratio)) > WHOLE_MULTIPLE_TOL:
         raise ValueError(f"{owner}.{name} = {value!r}: must be a whole multiple of "
                          f"{step_name} = {step!r} (1 or more times; not rounded)")

@@ -186,3 +186,14 @@ def test_the_window_reaches_the_environment() -> None:
         kpis[window] = run_episode(env, make_policy("heuristic"), seed=0).metrics[
             "max_rocof_hz_per_s"]
     assert kpis[0.05] > 5 * kpis[0.5] > 0.0
+
+
+@pytest.mark.parametrize("window, match", [
+    (math.inf, r"MetricsAccumulator\.rocof_window_s = inf: expected a finite number"),
+    (math.nan, r"MetricsAccumulator\.rocof_window_s = nan: expected a finite number"),
+])
+def test_accumulator_refuses_a_non_finite_window_with_a_value_error(window, match) -> None:
+    """Review: ``round(inf)`` raised OverflowError and ``round(nan)`` a ValueError that
+    named no setting, though the accumulator promises a ValueError for a bad window."""
+    with pytest.raises(ValueError, match=match):
+        _accumulator(0.05, window)
