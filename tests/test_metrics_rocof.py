@@ -197,3 +197,19 @@ def test_accumulator_refuses_a_non_finite_window_with_a_value_error(window, matc
     named no setting, though the accumulator promises a ValueError for a bad window."""
     with pytest.raises(ValueError, match=match):
         _accumulator(0.05, window)
+
+
+def test_a_new_episode_does_not_window_back_into_the_previous_one() -> None:
+    """Each reset starts the RoCoF window afresh from the initial frequency: an episode
+    stopped just after the trip (its last samples ~0.01 Hz below 60) is followed by one
+    whose first steps read what a fresh environment reads (windowing back into the
+    previous episode's tail would read ~0.023 Hz/s instead of ~0.006)."""
+    def env() -> GridSwarmEnv:
+        return GridSwarmEnv("emergency", config=EnvConfig(n_agents=10, trust="hmac"))
+
+    used = env()
+    run_episode(used, make_policy("heuristic"), seed=0, max_steps=11)   # trip at 10 s
+    assert abs(used.grid.freq_hz - 60.0) > 0.005
+    again = run_episode(used, make_policy("heuristic"), seed=1, max_steps=3)
+    fresh = run_episode(env(), make_policy("heuristic"), seed=1, max_steps=3)
+    assert again.metrics["max_rocof_hz_per_s"] == fresh.metrics["max_rocof_hz_per_s"]
