@@ -463,7 +463,7 @@ class EnvConfig:
         ``ΔP·f0/(2H)`` = 0.75 Hz/s until the DER reserve answers, which it must within
         100 ms (DESIGN §7); over a 100 ms window the largest RoCoF is that first fall,
         ~0.72 Hz/s whether the fleet answers at 100 ms or never, while over 500 ms it is
-        ~0.10 Hz/s for an answer at 100 ms, ~0.02 Hz/s at 20 ms and ~0.61 Hz/s with none
+        ~0.14 Hz/s for an answer at 100 ms, ~0.03 Hz/s at 20 ms and ~0.61 Hz/s with none
         (swing model with the default ``GridParams``, the trip fully offset at the
         answer): the KPI ranks how much of the trip the fleet absorbed. The price is
         that it understates the instantaneous initial RoCoF (0.75 Hz/s; see

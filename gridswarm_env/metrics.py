@@ -156,9 +156,10 @@ class MetricsAccumulator:
         (before the first step: the initial frequency); since dividing by a positive
         constant is monotone in floating point, the step's maximum is
         ``max|f_k − f_{k−w}| / (w·physics_dt_s)``, the same bits as
-        ``np.abs(grid.rocof_hz_per_s(trace, physics_dt_s, rocof_window_s)).max()`` over
-        the episode's trace preceded by ``w`` initial samples. A NaN sample makes the
-        RoCoF, nadir and zenith NaN for good. The step's lowest and highest samples are kept in
+        ``np.abs(grid.rocof_hz_per_s(trace, physics_dt_s, w·physics_dt_s)).max()`` over
+        the episode's trace preceded by ``w`` initial samples (not ``rocof_window_s``
+        itself: None there means one sample). A NaN sample makes the RoCoF, nadir and
+        zenith NaN for good. The step's lowest and highest samples are kept in
         ``step_min_hz`` and ``step_max_hz``.
 
         :return: ``Σ_k |f_k − 60|`` over the samples, Hz (the reward's grid term uses it).
