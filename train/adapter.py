@@ -58,8 +58,8 @@ scenario's fleet MW are shared among the agents, so they scale as ``1/n_agents``
 100 agents, heuristic and random play (seeds 0-1, the three scenarios) gave per-step
 standard deviations of 0.2-6.4 and ``|r| <= 46``; at 20 agents about 5x that, at 3
 agents up to ~200. An EV leaving short of its departure energy costs 300 $/MWh of the
-shortfall (x 100) at once, ~2·10⁵ for a 100-agent EV agent leaving at a typical
-initial SoC; with the default :class:`~gridswarm_env.config.FleetConfig` no EV leaves
+shortfall (x 100) at once, ~10⁵ for a 100-agent EV agent leaving at its initial
+SoC (the fleet's median shortfall, seed 0; up to ~3·10⁵); with the default :class:`~gridswarm_env.config.FleetConfig` no EV leaves
 within the shipped scenarios (their departures are hours away), so there the default
 clip never binds: it guards configurations whose EVs do leave.
 """
