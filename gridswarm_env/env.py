@@ -1133,7 +1133,10 @@ class GridSwarmEnv(ParallelEnv):
         u_pu /= cfg.grid.system_base_mw
         freq = self.grid.advance_unchecked(u_pu)   # finite: from finite dispatch and profiles
         self._dev_sum_hz = self.metrics.record_frequency(t0 + self._sub_end_offsets_s, freq)
-        self.last_rocof = (float(freq[-1]) - float(freq[-2])) / pdt if freq.size > 1 else 0.0
+        # the last sub-step's change (with one sub-step per step: from the previous step's
+        # last sample, the nominal frequency before the first)
+        before = freq[-2] if freq.size > 1 else self.freq_trace_hz[-1]
+        self.last_rocof = (float(freq[-1]) - float(before)) / pdt
         self.freq_trace_hz = freq
         energy_before = f.energy_mwh.copy()
         if shadow:
