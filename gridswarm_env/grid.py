@@ -48,6 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import expm
 
+from gridswarm_env.config import check_whole_multiple
+
 __all__ = [
     "GridModel",
     "GridParams",
@@ -380,7 +382,7 @@ def rocof_hz_per_s(freq_trace_hz: np.ndarray, dt_s: float,
                    window_s: float | None = None) -> np.ndarray:
     """Rate of change of frequency of a uniformly sampled trace, over a sliding window.
 
-    ``RoCoF_k = (f[k + w] − f[k]) / (w · dt_s)`` with ``w = round(window_s / dt_s)``
+    ``RoCoF_k = (f[k + w] − f[k]) / (w · dt_s)`` with ``w = window_s / dt_s``
     samples (``w = 1``, consecutive samples, when ``window_s`` is None). Grid codes
     measure RoCoF over a window to reject noise (500 ms in GB and EN 50549: sources at
     ``EnvConfig.rocof_window_s``, which the ``max_rocof_hz_per_s`` KPI uses); the window
@@ -389,7 +391,8 @@ def rocof_hz_per_s(freq_trace_hz: np.ndarray, dt_s: float,
 
     :param freq_trace_hz: frequency samples, Hz, shape ``(n,)``, ``n > w``.
     :param dt_s: sampling interval, s.
-    :param window_s: measurement window, s (a whole number of samples, at least one).
+    :param window_s: measurement window, s: a whole number of samples, at least one
+        (``ValueError`` otherwise, not rounded; as ``EnvConfig.rocof_window_s``).
     :return: RoCoF in Hz/s, shape ``(n − w,)``; entry k belongs to ``[k·dt, (k+w)·dt]``.
     """
     _check_real("dt_s", dt_s, low=0.0, low_inclusive=False, allowed="a finite number > 0")
@@ -397,10 +400,8 @@ def rocof_hz_per_s(freq_trace_hz: np.ndarray, dt_s: float,
     if f.ndim != 1:
         raise ValueError(f"freq_trace_hz has shape {f.shape}: must be one-dimensional")
     w = 1
-    if window_s is not None:
-        _check_real("window_s", window_s, low=dt_s * (1.0 - 1e-9),
-                    allowed=f"a finite number >= dt_s={dt_s!r}")
-        w = round(window_s / dt_s)
+    if window_s is not None:   # refused between two whole numbers of samples, as the KPI's
+        w = check_whole_multiple("rocof_hz_per_s", "window_s", window_s, "dt_s", dt_s)
     if f.size <= w:
         raise ValueError(f"freq_trace_hz has {f.size} samples: must have more than the "
                          f"window of {w} samples")

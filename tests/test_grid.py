@@ -191,6 +191,11 @@ def test_rocof_windows() -> None:
         rocof_hz_per_s(trace[:3], 0.1, window_s=0.5)
     with pytest.raises(ValueError, match="dt_s"):
         rocof_hz_per_s(trace, 0.0)
+    # review: a window between two whole numbers of samples was rounded (0.12 s at 0.05 s
+    # sampling read as 0.1 s), where EnvConfig.rocof_window_s refuses it
+    with pytest.raises(ValueError, match=r"window_s = 0\.12: must be a whole multiple of "
+                                         r"dt_s = 0\.05 \(1 or more times; not rounded\)"):
+        rocof_hz_per_s(np.full(10, 60.0), 0.05, window_s=0.12)
 
 
 @pytest.mark.parametrize(
