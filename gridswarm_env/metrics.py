@@ -189,13 +189,14 @@ class MetricsAccumulator:
         # monotone in x): inside the band (and the settle band) there, no sample is out
         inside = abs(low - NOMINAL_HZ) < _INSIDE_HZ and abs(high - NOMINAL_HZ) < _INSIDE_HZ
         if not inside:   # (a NaN extreme is not inside either)
-            self.seconds_outside_band += (float(np.count_nonzero(dev > BAND_HZ))
+            # a NaN sample is not inside the band: counted outside, and unsettled
+            self.seconds_outside_band += (float(np.count_nonzero(~(dev <= BAND_HZ)))
                                           * self.physics_dt_s)
         dev_sum = float(np.add.reduce(dev))
         self.abs_dev_integral_hz_s += dev_sum * self.physics_dt_s
         if not inside and float(t_end_s[-1]) > self.disturbance_time_s:   # else no sample
             # is unsettled after the disturbance
-            unsettled = dev >= SETTLE_HZ
+            unsettled = ~(dev < SETTLE_HZ)
             if float(t_end_s[0]) <= self.disturbance_time_s:
                 unsettled &= t_end_s > self.disturbance_time_s
             unsettled = unsettled.nonzero()[0]
@@ -269,7 +270,7 @@ class MetricsAccumulator:
             return None
         if self.last_unsettled_s is None:
             return 0.0
-        if abs(self.last_freq_hz - NOMINAL_HZ) >= SETTLE_HZ:
+        if not abs(self.last_freq_hz - NOMINAL_HZ) < SETTLE_HZ:   # (NaN: not settled)
             return None
         return self.last_unsettled_s + self.physics_dt_s - self.disturbance_time_s
 

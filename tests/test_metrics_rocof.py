@@ -121,6 +121,11 @@ def test_a_nan_sample_makes_the_kpi_nan_for_good(where: int) -> None:
     acc.record_frequency(np.arange(41, 61) * 0.05, bad)
     assert math.isnan(acc.max_rocof_hz_per_s)
     assert math.isnan(acc.nadir_hz) and math.isnan(acc.zenith_hz)
+    # the NaN sample is time outside the band, and an episode ending on it is not settled
+    assert acc.seconds_outside_band == pytest.approx(0.05)
+    assert acc.last_unsettled_s == pytest.approx((41 + where) * 0.05)
+    if where == 19:
+        assert acc.stabilization_time_s() is None
     _feed(acc, 60.0 + rng.normal(0.0, 0.5, 60), [20, 20, 20])   # larger, finite changes
     assert math.isnan(acc.max_rocof_hz_per_s)
     assert math.isnan(acc.nadir_hz) and math.isnan(acc.zenith_hz)

@@ -109,8 +109,9 @@ def test_record_frequency_keeps_the_step_extremes_and_the_largest_jump() -> None
 
 def test_record_frequency_band_counts_equal_direct_ones_at_the_band_edges() -> None:
     """Seconds outside the band and the last unsettled sample (skipped when the step's
-    extremes are inside the band) equal the direct per-sample tests, for samples exactly
-    at, one ulp inside and one ulp outside 60 ± BAND_HZ, and for a NaN sample."""
+    extremes are inside the band) equal the direct per-sample tests, for samples at the
+    doubles nearest 60 ± BAND_HZ, one ulp inside and one ulp outside them, and for a NaN
+    sample (outside the band and unsettled)."""
     from gridswarm_env.config import CostConfig
     from gridswarm_env.metrics import BAND_HZ, SETTLE_HZ, MetricsAccumulator
 
@@ -129,8 +130,8 @@ def test_record_frequency_band_counts_equal_direct_ones_at_the_band_edges() -> N
         t = t0 + 0.05 * np.arange(1, 21)
         acc.record_frequency(t, f)
         dev = np.abs(f - 60.0)
-        outside += float(np.count_nonzero(dev > BAND_HZ)) * 0.05
-        late = np.flatnonzero((dev >= SETTLE_HZ) & (t > 0.5))
+        outside += float(np.count_nonzero(~(dev <= BAND_HZ))) * 0.05
+        late = np.flatnonzero(~(dev < SETTLE_HZ) & (t > 0.5))
         if late.size:
             unsettled = float(t[late[-1]])
         assert acc.seconds_outside_band == outside and acc.last_unsettled_s == unsettled
