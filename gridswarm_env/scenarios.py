@@ -61,7 +61,9 @@ class Scenario:
     :param price_floor_per_mwh, price_cap_per_mwh: the band of bid price levels.
     :param contingency_mw: generation lost at ``event_time_s`` (0 = none).
     :param reserve_target_mw: reserve the operator buys before the event
-        (reserve rounds run only while ``t < event_time_s`` and this is > 0).
+        (reserve rounds run only while ``t < event_time_s`` and this is > 0; every
+        round before the event is a reserve round, so a target > 0 needs a finite
+        ``event_time_s``).
     :param detection_delay_s: from the trip until the operator's emergency broadcast
         is published (relay + PMU detection).
     :param disturbance_time_s: time from which ``stabilization_time_s`` is measured.
@@ -128,6 +130,14 @@ class Scenario:
         if not (self.event_time_s >= 0.0):
             raise ValueError(f"{owner}.event_time_s = {self.event_time_s!r}: must be >= 0 "
                              "(inf = no event)")
+        if self.reserve_target_mw > 0.0 and self.event_time_s == math.inf:
+            # reserve rounds run while the delivery window starts before event_time_s:
+            # with no event every round would buy reserve and no energy would be requested
+            raise ValueError(f"{owner}.reserve_target_mw = {self.reserve_target_mw!r}: needs a "
+                             "finite event_time_s (reserve is bought in the rounds before the "
+                             "event; with event_time_s = inf every round would be a reserve "
+                             "round and no balancing energy would be requested); set "
+                             "reserve_target_mw = 0 or give an event_time_s")
         if self.contingency_mw >= self.base_load_mw:
             raise ValueError(f"{owner}.contingency_mw = {self.contingency_mw!r}: must be < "
                              f"base_load_mw ({self.base_load_mw})")

@@ -307,3 +307,25 @@ def test_fewer_agents_warning_points_at_the_callers_line(build) -> None:
         make("price_spike", n_agents=2, trust="hmac")
     [warning] = [w for w in record if "DER kinds" in str(w.message)]
     assert warning.filename == __file__
+
+
+def test_a_reserve_target_needs_an_event(tmp_path: Path) -> None:
+    """Review: reserve rounds run while a round's window starts before event_time_s, so a
+    reserve target with no event (event_time_s = inf) made every round a reserve round:
+    price_spike with reserve_target_mw = 50 never requested energy (heuristic, seed 0:
+    system_cost 33 000 $, nadir 59.64 Hz, as with no DER at all)."""
+    for name, changes in (("price_spike", {"reserve_target_mw": 50.0}),
+                          ("emergency", {"event_time_s": math.inf}),
+                          ("emergency", {"event_time_s": math.inf, "contingency_mw": 0.0})):
+        with pytest.raises(ValueError, match=r"reserve_target_mw = \d.*finite event_time_s"):
+            get_scenario(name, **changes)
+    path = tmp_path / "sc.toml"
+    path.write_text('base = "emergency"\nevent_time_s = inf\ncontingency_mw = 0\n')
+    with pytest.raises(ValueError, match=r"sc\.toml.*reserve_target_mw = 100\.0.*set "
+                                         r"reserve_target_mw = 0"):
+        load_scenario_file(path)
+    # still allowed: no reserve with no event, and reserve bought before a finite event
+    assert not get_scenario("emergency", event_time_s=math.inf,
+                            reserve_target_mw=0.0).has_event
+    assert get_scenario("price_spike", reserve_target_mw=50.0, event_time_s=30.0,
+                        contingency_mw=0.0).reserve_target_mw == 50.0

@@ -158,7 +158,7 @@ def test_scenario_file_bad_base(tmp_path: Path, base: str) -> None:
 def test_scenario_file_integers_become_floats(tmp_path: Path) -> None:
     path = tmp_path / "sc.toml"
     path.write_text('base = "emergency"\nepisode_steps = 30\nprice_cap_per_mwh = 900\n'
-                    "event_time_s = inf\ncontingency_mw = 0\n")
+                    "event_time_s = inf\ncontingency_mw = 0\nreserve_target_mw = 0\n")
     sc = load_scenario_file(path)
     assert sc.episode_steps == 30 and type(sc.episode_steps) is int
     assert sc.price_cap_per_mwh == 900.0 and type(sc.price_cap_per_mwh) is float
