@@ -50,6 +50,7 @@ counts as consensus.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,19 +110,40 @@ class ClearingResult:
         return abs(self.accepted_total_mw) / abs(self.request_mw)
 
 
-def _as_float_vector(name: str, value: np.ndarray, n: int | None) -> np.ndarray:
-    """Return ``value`` as a 1-D float array of length ``n`` or raise ``ValueError``."""
-    arr = np.asarray(value, dtype=float)
+def _as_float_vector(name: str, value: np.ndarray, n: int | None, *,
+                     finite: bool = False) -> np.ndarray:
+    """Return ``value`` as a 1-D float array of length ``n`` or raise ``ValueError``
+    (naming ``name``): numbers only, no booleans or strings; all finite if ``finite``."""
+    raw = np.asarray(value)
+    if raw.dtype.kind not in "iuf":
+        raise ValueError(f"{name} has dtype {raw.dtype}: must be an array of real numbers")
+    arr = raw.astype(float, copy=False)
     if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
         want = "(n,)" if n is None else f"({n},)"
         raise ValueError(f"{name} has shape {arr.shape}: must be {want}")
+    if finite and not np.isfinite(arr).all():
+        i = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"{name}[{i}] = {float(arr[i])!r} is not allowed: must be finite")
     return arr
 
 
-def _check_finite(name: str, value: float, allowed: str, ok: bool = True) -> float:
-    """Return ``float(value)`` if it is finite and ``ok``, else raise ``ValueError``."""
-    v = float(value)
-    if not (math.isfinite(v) and ok):
+def _real(value: object) -> float:
+    """``float(value)`` for a real number (not a bool; a 0-d int or float array counts),
+    else NaN."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        return float(value)
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+            value, bool | np.bool_):
+        return float(value)
+    return math.nan
+
+
+def _check_finite(name: str, value: float, allowed: str,
+                  ok: Callable[[float], bool] | None = None) -> float:
+    """Return ``float(value)`` if it is a finite real number (not a bool) and passes ``ok``,
+    else raise ``ValueError`` naming ``name`` and ``allowed``."""
+    v = _real(value)
+    if not (math.isfinite(v) and (ok is None or ok(v))):
         raise ValueError(f"{name}={value!r} is not allowed: must be {allowed}")
     return v
 
@@ -149,7 +171,8 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     :param check: validate the arguments (``ValueError`` naming the bad one). The
         environment passes ``False``: its inputs are float64 arrays of one length, a bool
         mask and validated config values, so the checks cannot fail there. With
-        ``check=True`` NaN/inf bids are ignored; with ``False`` the bids must be finite
+        ``check=True`` NaN/inf bids are ignored (arrays that are not real numbers, e.g.
+        bool, str or None, and bool scalars are refused); with ``False`` the bids must be finite
         (the environment's come from finite level tables); wrong-direction and
         out-of-band bids are ignored either way.
     :return: the ``ClearingResult``.
@@ -166,17 +189,17 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
             if mask.shape != (n,) or mask.dtype != bool:
                 raise ValueError(f"eligible has shape {mask.shape} and dtype {mask.dtype}: "
                                  f"must be a bool array of shape ({n},)")
-        share = float(consensus_share)
+        share = _real(consensus_share)
         if not 0.0 < share <= 1.0:
             raise ValueError(f"consensus_share={consensus_share!r} is not allowed: must be in "
                              "(0, 1]")
-        cap, floor = float(price_cap_per_mwh), float(price_floor_per_mwh)
+        cap, floor = _real(price_cap_per_mwh), _real(price_floor_per_mwh)
         if math.isnan(cap) or math.isnan(floor) or floor > cap:
             raise ValueError(f"price_floor_per_mwh={price_floor_per_mwh!r}, price_cap_per_mwh="
-                             f"{price_cap_per_mwh!r} are not allowed: must be non-NaN with "
-                             "floor <= cap")
+                             f"{price_cap_per_mwh!r} are not allowed: must be numbers (±inf "
+                             "allowed, not NaN) with floor <= cap")
         deadband = _check_finite("deadband_mw", deadband_mw, "a finite number >= 0",
-                                 ok=float(deadband_mw) >= 0.0)
+                                 ok=lambda v: v >= 0.0)
     else:
         request, power, price = float(request_mw), bid_power_mw, bid_price_per_mwh
         n = power.shape[0]
@@ -264,14 +287,15 @@ def settlement(accepted_mw: np.ndarray, clearing_price_per_mwh: float,
     :param dt_s: delivery interval, s (> 0).
     :return: (n,) payments in $.
     """
-    p = _as_float_vector("accepted_mw", accepted_mw, None)
-    dt = _check_finite("dt_s", dt_s, "a finite number > 0", ok=float(dt_s) > 0.0)
-    price = float(clearing_price_per_mwh)
-    if math.isnan(price):
+    p = _as_float_vector("accepted_mw", accepted_mw, None, finite=True)
+    dt = _check_finite("dt_s", dt_s, "a finite number > 0", ok=lambda v: v > 0.0)
+    if isinstance(clearing_price_per_mwh, float | np.floating) and math.isnan(
+            clearing_price_per_mwh):
         if np.any(p != 0.0):
             raise ValueError("clearing_price_per_mwh is NaN but accepted_mw is not all zero")
         return np.zeros_like(p)
-    _check_finite("clearing_price_per_mwh", price, "a finite number or NaN")
+    price = _check_finite("clearing_price_per_mwh", clearing_price_per_mwh,
+                          "a finite number or NaN")
     return price * p * (dt / _SECONDS_PER_HOUR)
 
 
@@ -305,17 +329,17 @@ def price_signal_per_mwh(request_mw: float, flexible_capacity_mw: float,
     """
     request = _check_finite("request_mw", request_mw, "a finite number")
     flex = _check_finite("flexible_capacity_mw", flexible_capacity_mw, "a finite number >= 0",
-                         ok=float(flexible_capacity_mw) >= 0.0)
+                         ok=lambda v: v >= 0.0)
     floor = _check_finite("price_floor_per_mwh", price_floor_per_mwh, "a finite number")
     cap = _check_finite("price_cap_per_mwh", price_cap_per_mwh,
                         f"a finite number >= price_floor_per_mwh={floor!r}",
-                        ok=float(price_cap_per_mwh) >= floor)
+                        ok=lambda v: v >= floor)
     if reference_price_per_mwh is None:
         ref = neutral_price_per_mwh(floor, cap)
     else:
         ref = _check_finite("reference_price_per_mwh", reference_price_per_mwh,
                             f"a finite number in [{floor!r}, {cap!r}]",
-                            ok=floor <= float(reference_price_per_mwh) <= cap)
+                            ok=lambda v: floor <= v <= cap)
     return price_signal_unchecked(request, flex, floor, cap, ref)
 
 

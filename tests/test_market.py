@@ -309,3 +309,39 @@ def test_a_rounding_crumb_of_the_request_is_not_awarded() -> None:
     assert r.clearing_price_per_mwh == 90.0 and r.consensus
     tiny = clear_market(1.0, np.array([1e-12, 0.5]), np.array([5.0, 10.0]))
     assert tiny.accepted_mw.tolist() == [1e-12, 0.5] and tiny.clearing_price_per_mwh == 10.0
+
+
+def test_settlement_refuses_non_finite_or_non_numeric_power() -> None:
+    """Review: a NaN or infinite accepted power was settled silently into a NaN or
+    infinite payment, and a bool request or bid array was read as 1 MW."""
+    for bad, shown in ((np.array([1.0, math.nan]), r"accepted_mw\[1\] = nan"),
+                       (np.array([math.inf]), r"accepted_mw\[0\] = inf"),
+                       (np.array([True, False]), "accepted_mw has dtype bool")):
+        with pytest.raises(ValueError, match=shown):
+            settlement(bad, 80.0, 1.0)
+    for price in (True, "80", None, math.inf):
+        with pytest.raises(ValueError, match="clearing_price_per_mwh"):
+            settlement(np.array([1.0]), price, 1.0)
+    with pytest.raises(ValueError, match="dt_s"):
+        settlement(np.array([1.0]), 80.0, "1")
+    np.testing.assert_array_equal(settlement(np.zeros(2), math.nan, 1.0), [0.0, 0.0])
+    np.testing.assert_array_equal(settlement(np.array([3]), 36, 100), [3.0])   # ints are fine
+    assert clear_market(np.array(2.0), np.ones(2), np.ones(2)).accepted_total_mw == 2.0
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"request_mw": True}, "request_mw"),
+    ({"bid_power_mw": np.array([True, True])}, "bid_power_mw has dtype bool"),
+    ({"bid_power_mw": ["1", "2"]}, "bid_power_mw has dtype"),
+    ({"bid_price_per_mwh": [None, 1.0]}, "bid_price_per_mwh has dtype object"),
+    ({"consensus_share": "0.95"}, "consensus_share"),
+    ({"price_cap_per_mwh": "500"}, "price_cap_per_mwh"),
+    ({"deadband_mw": None}, "deadband_mw"),
+])
+def test_non_numeric_inputs_name_the_argument(kwargs: dict, match: str) -> None:
+    """Review: strings, None and booleans either passed as numbers or failed inside
+    NumPy/float() with a message that did not name the argument."""
+    args = {"request_mw": 5.0, "bid_power_mw": np.ones(2), "bid_price_per_mwh": np.ones(2)}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        clear_market(**args)
