@@ -86,8 +86,10 @@ def _check_real(name: str, value: float, *, low: float = -math.inf, low_inclusiv
 class GridParams:
     """Parameters of the aggregated system frequency response model.
 
-    Defaults are the typical reheat-steam parameter set used by Anderson & Mirheydar
-    (1990) for their example system, on a 1000 MW base at 60 Hz.
+    The dynamic defaults (H, D, R, Km, FH, TR) are the typical reheat-steam parameter
+    set used by Anderson & Mirheydar (1990) for their example system (per unit, so
+    base-free); the 1000 MW base at 60 Hz is this project's choice, so that the
+    emergency scenario's 100 MW trip is a 0.10 p.u. disturbance.
 
     :param system_base_mw: system base power, MW (p.u. powers are relative to it).
     :param nominal_freq_hz: nominal frequency ``f0``, Hz.

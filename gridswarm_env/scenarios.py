@@ -65,7 +65,12 @@ class Scenario:
         round before the event is a reserve round, so a target > 0 needs a finite
         ``event_time_s``).
     :param detection_delay_s: from the trip until the operator's emergency broadcast
-        is published (relay + PMU detection).
+        is published. The emergency scenario's 20 ms (about one 60 Hz cycle, or one
+        PMU frame at 60 frames/s) assumes *event-based* detection: the tripped unit's
+        breaker status reaches the operator directly (a transfer-trip or IEC 61850
+        GOOSE signal). Detecting the trip from the frequency alone would take hundreds
+        of ms (RoCoF relays measure over windows of 100-500 ms), so the shipped
+        response latencies are a best case.
     :param disturbance_time_s: time from which ``stabilization_time_s`` is measured.
     """
 
@@ -214,8 +219,9 @@ PRICE_SPIKE = Scenario(
     description=(
         "6 PM evening peak. Timeline: t = 0-20 s balanced; from 20 s net load rises by "
         "110 MW over 60 s (residential peak while rooftop PV fades); scheduled generation "
-        "follows only after 60 s and ramps over 180 s, so a shortage of up to ~110 MW opens "
-        "around t = 80 s and closes by ~260 s: more than the batteries can give, so EV "
+        "starts to follow at t = 80 s and ramps over 180 s, so a shortage opens at t = 20 s, "
+        "peaks at ~110 MW at t = 80 s and closes by ~260 s: more than the batteries can give, "
+        "so EV "
         "fleets must defer charging where their departure slack allows. The operator "
         "broadcasts high prices (band 0-500 $/MWh); agents compete to sell stored energy."
     ),
@@ -239,8 +245,9 @@ SOLAR_SURPLUS = Scenario(
     name="solar_surplus",
     description=(
         "Midday over-generation. Timeline: t = 0-20 s balanced; from 20 s clouds clear and "
-        "behind-the-meter PV lowers net load by 70 MW over 60 s; must-run generation backs "
-        "down only after 60 s over 180 s, so a surplus of up to ~70 MW opens. Prices are low "
+        "behind-the-meter PV lowers net load by 70 MW over 60 s; must-run generation starts "
+        "to back down at t = 80 s and ramps over 180 s, so a surplus opens at t = 20 s, peaks "
+        "at ~70 MW at t = 80 s and closes by ~260 s. Prices are low "
         "or negative (band -50-50 $/MWh); agents absorb by charging, curtailing PV or "
         "charging EVs faster."
     ),
