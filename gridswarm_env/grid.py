@@ -57,8 +57,6 @@ __all__ = [
     "step_response",
 ]
 
-#: Tolerance for "dt_s is an integer multiple of physics_dt_s", in seconds.
-_MULTIPLE_TOL_S = 1e-9
 #: Most durations ``GridModel.advance_variable`` keeps discretised matrices for.
 _VARIABLE_CACHE_SIZE = 256
 
@@ -225,19 +223,17 @@ class GridModel:
     so ``advance`` is two small matrix-vector products and no SciPy call.
 
     :param params: grid parameters.
-    :param dt_s: agent step, s; a positive integer multiple of ``params.physics_dt_s``
-        (within 1e-9 s).
+    :param dt_s: agent step, s; a whole multiple (1 or more) of ``params.physics_dt_s``,
+        checked as ``EnvConfig`` checks it (:func:`~gridswarm_env.config.check_whole_multiple`:
+        within a relative 1e-9 of a whole number of sub-steps, not rounded).
     """
 
     def __init__(self, params: GridParams, dt_s: float) -> None:
         if not isinstance(params, GridParams):
             raise ValueError(f"params={params!r} is not allowed: must be a GridParams")
         _check_real("dt_s", dt_s, low=0.0, low_inclusive=False, allowed="a finite number > 0")
-        n = round(dt_s / params.physics_dt_s)
-        if n < 1 or abs(n * params.physics_dt_s - dt_s) > _MULTIPLE_TOL_S:
-            raise ValueError(
-                f"dt_s={dt_s!r} is not allowed: must be a positive integer multiple of "
-                f"physics_dt_s={params.physics_dt_s!r} (within {_MULTIPLE_TOL_S} s)")
+        # the same test as EnvConfig's, so a configuration it accepts builds here
+        n = check_whole_multiple("GridModel", "dt_s", dt_s, "physics_dt_s", params.physics_dt_s)
         self.params = params
         self.dt_s = float(dt_s)
         self.n_substeps: int = int(n)

@@ -238,3 +238,20 @@ def test_bad_inputs_rejected(params: GridParams) -> None:
     with pytest.raises(ValueError, match="delta_f_pu"):
         model.reset(-1.0)
     assert GridModel(params, 1.0 + 1e-12).n_substeps == 20  # within tolerance
+
+
+def test_agent_step_tolerance_is_the_configs() -> None:
+    """Review: EnvConfig accepted dt_s within a relative 1e-9 of a whole number of
+    sub-steps but GridModel demanded 1e-9 s, so EnvConfig(dt_s=4.0000000015,
+    grid=GridParams(physics_dt_s=2.0)) passed validation and then failed to build an
+    environment ("dt_s=4.0000000015 is not allowed")."""
+    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.env import GridSwarmEnv
+
+    coarse = GridParams(physics_dt_s=2.0)
+    cfg = EnvConfig(dt_s=4.0000000015, grid=coarse)
+    assert GridModel(coarse, cfg.dt_s).n_substeps == 2
+    GridSwarmEnv("emergency", n_agents=5, trust="hmac", config=cfg)
+    with pytest.raises(ValueError, match=r"GridModel\.dt_s = 4\.1: must be a whole multiple "
+                                         r"of physics_dt_s = 2\.0"):
+        GridModel(coarse, 4.1)
