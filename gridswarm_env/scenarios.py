@@ -71,7 +71,12 @@ class Scenario:
         GOOSE signal). Detecting the trip from the frequency alone would take hundreds
         of ms (RoCoF relays measure over windows of 100-500 ms), so the shipped
         response latencies are a best case.
-    :param disturbance_time_s: time from which ``stabilization_time_s`` is measured.
+    :param disturbance_time_s: time from which ``stabilization_time_s`` is measured. It
+        is a field of its own, not derived: an override that moves ``event_time_s`` or
+        ``load_step_start_s`` should move it too (``get_scenario("emergency",
+        event_time_s=30, disturbance_time_s=30)``); otherwise, when the frequency leaves
+        the band after the new disturbance, ``stabilization_time_s`` also counts the time
+        between the two.
     """
 
     name: str
