@@ -37,6 +37,13 @@ pays at most ``−floor`` compensation per MWh absorbed).
 **Ignored bids**: wrong direction, zero power, NaN/inf power or price, masked out by
 ``eligible``, or priced outside the band.
 
+**Reserve rounds** (the ``emergency`` scenario before its trip) clear with the same
+function and a positive request, the reserve still to buy: ``power_mw > 0`` offers
+upward reserve capacity, ``price`` is an *availability* price in $/MW per hour held
+(numerically $/MWh), cheapest first, pay-as-clear. The environment pays it for every
+step a held contract stands, whether or not it is activated (``settlement`` is for
+energy).
+
 **Ties** at equal price are broken by agent index ascending (stable sort), so the
 clearing is deterministic.
 
