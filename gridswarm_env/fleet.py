@@ -8,6 +8,10 @@ a deviation from the portfolio's baseline schedule; net injection is
 * battery: baseline = 0;                   net = discharge (+) / charge (−);
 * ev:      baseline = −(smart-charging rate) while plugged in; no V2G (net <= 0).
 
+An EV's plug-in window is ``[0, departure_s)``: every EV is plugged in when the episode
+starts and none arrives during it (episodes last minutes); at departure it leaves with
+whatever it holds, and the shortfall against ``departure_soc`` is its unmet energy.
+
 Energy bookkeeping over a duration ``Δt_h`` (hours), exact for piecewise-constant
 power (Powerwall-style one-way efficiencies)::
 
