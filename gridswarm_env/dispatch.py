@@ -66,11 +66,19 @@ def activation_share(activation_s: np.ndarray, t0_s: float, n_substeps: int,
 def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             contract_mw: np.ndarray, reserve_mw: np.ndarray, activation_s: np.ndarray,
             t0_s: float, dt_s: float, n_substeps: int, physics_dt_s: float,
-            p_prev_mw: np.ndarray | None = None) -> Execution:
+            p_prev_mw: np.ndarray | None = None,
+            late_reserve: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+            ) -> Execution:
     """Execute one step (module equations). Does not modify ``fleet``.
 
     With ``p_prev_mw`` (last step's executed balancing power) the guard also holds the
     ramp limit (:func:`~gridswarm_env.kernel.ramp_interval`).
+
+    ``reserve_mw[j]`` acts from ``activation_s[j]``, except the rows of ``late_reserve``
+    ``(owner, MW, activation s)``: reserve included in ``reserve_mw[owner]`` that its
+    holder activated later in this step (a contract that reached it after its first),
+    which acts from its own time, ``R_j·a_j(s) = (R_j − Σ_late MW)·a(s; activation_s[j])
+    + Σ_late MW·a(s; t_late)``.
     """
     h = dt_s / 3600.0
     st = kernel._statics_for(fleet)
@@ -94,10 +102,23 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     activated = bool(np.count_nonzero(in_step))
     if activated:
         in_step &= reserve_mw > 0
-    if activated and np.count_nonzero(in_step) and np.count_nonzero(
-            activation_s[in_step] > t0_s):
+    if late_reserve is not None or (activated and np.count_nonzero(in_step)
+                                    and np.count_nonzero(activation_s[in_step] > t0_s)):
         share = activation_share(activation_s, t0_s, n_substeps, physics_dt_s)
-        planned = contract_mw[:, None] + reserve_mw[:, None] * share
+        if late_reserve is None:
+            planned = contract_mw[:, None] + reserve_mw[:, None] * share
+        else:
+            owner, late_mw, late_s = late_reserve
+            first_mw = reserve_mw.copy()
+            np.subtract.at(first_mw, owner, late_mw)
+            reserve_sub = first_mw[:, None] * share
+            np.add.at(reserve_sub, owner, late_mw[:, None] * activation_share(
+                late_s, t0_s, n_substeps, physics_dt_s))
+            share = share.copy()   # the holders' mean activated share of reserve_mw
+            held = reserve_mw[owner, None]
+            share[owner] = np.divide(reserve_sub[owner], held, out=share[owner],
+                                     where=held > 0)
+            planned = contract_mw[:, None] + reserve_sub
         p = fast_clip(planned, p_lo[:, None], p_hi[:, None])
         net = base[:, None] + p
         # energy per sub-step from its mean net power (the efficiency depends on the sign

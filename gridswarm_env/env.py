@@ -391,7 +391,10 @@ class GridSwarmEnv(ParallelEnv):
         self._reserve_received_s: dict[str, float] = {}   # held id -> delivery time, s
         self._reserve_rate = z.copy()        # Σ MW·price of the paying contracts, $/h
         self._reserve_rate_until = -math.inf  # the rate is valid while t0 < this
-        self.activation_s = np.full(n, np.inf)
+        self.activation_s = np.full(n, np.inf)   # each agent's first reserve activation
+        # reserve an agent activated this step after its first activation (a contract that
+        # reached it later): (owner, MW, activation s) rows, part of reserve_mw
+        self._late_reserve: tuple | None = None
         self.emergency_arrival_s = np.full(n, np.inf)
         self.emergency_seen = np.zeros(n, dtype=bool)
         self.event_detected = False
@@ -678,7 +681,8 @@ class GridSwarmEnv(ParallelEnv):
         ex = execute(self.fleet, self.kernel, baseline_mw=self._baseline_now,
                      contract_mw=contract_mw, reserve_mw=self.reserve_mw,
                      activation_s=self.activation_s, t0_s=t0, dt_s=dt,
-                     n_substeps=self.n_substeps, physics_dt_s=pdt, p_prev_mw=self.last_p_mw)
+                     n_substeps=self.n_substeps, physics_dt_s=pdt, p_prev_mw=self.last_p_mw,
+                     late_reserve=self._late_reserve)
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
         freq, p_exec, viol = self._physics(ex, k, t0)
         rewards = self._settle(ex, contract_mw, contract_price, p_exec, k, freq)
@@ -1083,8 +1087,11 @@ class GridSwarmEnv(ParallelEnv):
         A holder activates a contract when both the broadcast and the contract have
         reached it: at max(broadcast arrival, contract delivery), so a contract that
         congestion delayed past the broadcast does not act before it arrived. Each is
-        verified at that time; one that fails dispatches nothing.
+        verified at that time; one that fails dispatches nothing. ``activation_s`` keeps
+        each holder's first activation; a contract the holder activates later in the
+        step is passed to dispatch with its own time (``_late_reserve``), not the first.
         """
+        self._late_reserve = None
         if self._emergency_in_flight:
             for d in deliveries:
                 batch = d.topic(TOPIC_EMERGENCY)
@@ -1103,18 +1110,26 @@ class GridSwarmEnv(ParallelEnv):
         if not due:
             return
         due.sort(key=lambda co: when[co[0].contract.contract_id])
+        late = []
         for c, o in due:
             at = when[c.contract.contract_id]
             del received[c.contract.contract_id]
             reason = self.ledger.verify(c, at, expected_agent=self.possible_agents[o])
             if reason is None:
                 self.reserve_mw[o] += c.contract.power_mw
-                self.activation_s[o] = min(self.activation_s[o], at)
+                if at > self.activation_s[o]:   # due in time order: never earlier
+                    late.append((o, c.contract.power_mw, at))
+                else:
+                    self.activation_s[o] = at
                 if not self.config.shadow:
                     self.metrics.record_activation(at, c.contract.power_mw)
             else:   # an invalid reserve contract dispatches nothing and earns nothing more
                 self._note_rejections([c], [reason])
                 self._withdraw_reserve(o, c.contract.power_mw, held_id=c.contract.contract_id)
+        if late:
+            o_late, mw_late, at_late = zip(*late, strict=True)
+            self._late_reserve = (np.array(o_late, dtype=np.int64), np.array(mw_late),
+                                  np.array(at_late))
         self.reserve_contracts = [co for co in self.reserve_contracts
                                   if when[co[0].contract.contract_id] >= t1]
         self._refresh_standing()

@@ -11,6 +11,7 @@ vanished from every counter.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import pytest
 import gridswarm_env
 from gridswarm_env.bus import BusConfig, Lane
 from gridswarm_env.config import EnvConfig
+from gridswarm_env.dispatch import execute as dispatch_execute
 from policies import make_policy
 from tests.episodes import play
 
@@ -263,3 +265,47 @@ def test_a_contract_delivered_after_the_broadcast_activates_when_it_arrives():
     assert raw.activation_s[late_owner] == late_s
     on_time = [o for _c, o in others if o != late_owner]
     assert on_time and all(raw.activation_s[o] < late_s for o in on_time)
+
+
+def test_a_holders_later_contract_acts_from_its_own_arrival(monkeypatch):
+    """Review: a holder's reserve was one sum with one activation time, the earliest, so
+    a second contract that reached it after the broadcast acted from the first one's
+    activation. With one of two contracts delayed to event + 0.5 s, the holder's mean
+    reserve over the step is R1·(t1 − a1) + R2·(t1 − 0.5 s later) per second."""
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=20, trust="hmac")
+    raw = env.unwrapped
+    for _ in _steps_before_the_event(raw, "random"):
+        pass
+    owners = [o for _c, o in raw.reserve_contracts]
+    holder = next(o for o in owners if owners.count(o) > 1)
+    mine = [c for c, o in raw.reserve_contracts if o == holder]
+    late_s = raw.scenario.event_time_s + 0.5
+    raw._reserve_received_s[mine[-1].contract.contract_id] = late_s
+    late_mw = mine[-1].contract.power_mw
+    first_mw = sum(c.contract.power_mw for c in mine[:-1])
+    executed = []
+
+    def recording_execute(fleet, kernel, **kw):
+        ex = dispatch_execute(fleet, kernel, **kw)
+        executed.append((kw["t0_s"], kw["dt_s"], kw["contract_mw"][holder], ex))
+        return ex
+
+    # the package exports the AEC factory as gridswarm_env.env: patch the module's name
+    monkeypatch.setattr(importlib.import_module("gridswarm_env.env"), "execute",
+                        recording_execute)
+    policy = make_policy("random")
+    policy.reset(raw, seed=0)
+    while raw.agents and raw.t_s < late_s + 1.0:
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+    first_s = raw.activation_s[holder]
+    assert first_s < late_s and raw.reserve_mw[holder] == pytest.approx(first_mw + late_mw)
+    t0, dt, contract, ex = next(row for row in executed if row[0] <= late_s < row[0] + row[1])
+    t1 = t0 + dt
+    expected_mw = (first_mw * (t1 - max(first_s, t0)) + late_mw * (t1 - late_s)) / dt
+    assert ex.planned_mean_mw[holder] - contract == pytest.approx(expected_mw, rel=1e-12)
+    assert ex.reserve_share[holder] * raw.reserve_mw[holder] == pytest.approx(expected_mw,
+                                                                            rel=1e-12)
+    t0, dt, contract, ex = executed[-1]   # the next step: all of it, all the time
+    assert t0 > late_s
+    assert ex.planned_mean_mw[holder] - contract == pytest.approx(first_mw + late_mw)
