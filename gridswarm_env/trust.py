@@ -54,7 +54,9 @@ replay a forgotten contract; "not yet valid" is judged against the ``now_s`` giv
 Episodes restart simulated time: call :meth:`ContractLedger.reset_replay_window` at
 every environment reset. It clears the memory and draws a new 4-byte *epoch tag*
 that prefixes every nonce, so contracts issued in an earlier episode are rejected as
-``replayed`` even though their ids were forgotten.
+``replayed`` even though their ids were forgotten. A tag is never handed out twice under
+one registry's keys (the registry remembers them, whichever ledger drew them), so this
+holds also for a new ledger per episode, as the environment builds.
 
 Audit chain
 -----------
@@ -564,6 +566,8 @@ class IdentityRegistry:
         "_agent_index",
         "_backend",
         "_crypto_threads",
+        "_epoch_lock",
+        "_epoch_tags",
         "_index",
         "_max_id_bytes",
         "_mode",
@@ -653,6 +657,30 @@ class IdentityRegistry:
         self._signers = tuple(signers)
         self._verifiers = tuple(verifiers)
         self._public_raw = tuple(public_raw)
+        # the nonce epoch tags ledgers have claimed under these keys (see _claim_epoch_tag)
+        self._epoch_tags: set[int] = set()
+        self._epoch_lock = threading.Lock()
+
+    def _claim_epoch_tag(self, tag: bytes) -> bool:
+        """Reserve ``tag`` for one epoch of one :class:`ContractLedger` using these keys.
+
+        A contract's nonce starts with the epoch tag of the ledger that issued it, and a
+        ledger refuses (as ``replayed``) every nonce without its own tag: that is what
+        keeps a contract of an earlier episode (a ledger per episode, the same keys) or of
+        another ledger from being accepted. Tags are random 4-byte draws, so two epochs
+        could draw the same one (for each pair 2**-32: likely once ~10**5 episodes share
+        the keys); the registry therefore remembers every tag claimed under its keys and
+        a ledger draws again until its tag is new. Memory: one small int per epoch
+        (under 100 bytes; a new registry, e.g. new seeded keys, starts empty).
+
+        :return: True if ``tag`` was free (it is now taken), False if already claimed.
+        """
+        value = int.from_bytes(tag, "big")
+        with self._epoch_lock:
+            if value in self._epoch_tags:
+                return False
+            self._epoch_tags.add(value)
+            return True
 
     # -- read-only description
     @property
@@ -1205,12 +1233,16 @@ class ContractLedger:
         """Start a new epoch (call at every environment reset).
 
         Clears the replay memory and the clock, and draws a new 4-byte epoch tag for
-        the nonces of contracts issued from now on; contracts from earlier epochs are
-        then rejected as ``replayed``. Counters are kept (they are run totals).
+        the nonces of contracts issued from now on, one never claimed before under the
+        registry's keys (by this or another ledger, see
+        ``IdentityRegistry._claim_epoch_tag``); contracts from earlier epochs are then
+        rejected as ``replayed``. Counters are kept (they are run totals).
         """
-        previous = self._epoch_tag
-        tag = previous
-        while tag == previous:
+        # a tag never claimed under these keys by this or any other ledger (drawn again
+        # on a collision, which leaves every other draw as it was)
+        claim = self._registry._claim_epoch_tag
+        tag = self._random_bytes(_EPOCH_TAG_BYTES)
+        while not claim(tag):
             tag = self._random_bytes(_EPOCH_TAG_BYTES)
         self._epoch_tag = tag
         self._epoch += 1

@@ -704,6 +704,26 @@ class TestLedger:
         assert new[0].contract.nonce[:4] != old[0].contract.nonce[:4]
         assert ledger.verify(new[0], 1.0) is None
 
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_an_earlier_episodes_contract_is_refused_when_its_epoch_tag_comes_up_again(
+            self, mode):
+        # The environment builds a ledger per episode on the same keys; replay across
+        # episodes rests on the nonce's 4-byte epoch tag. Generators seeded 43408 and
+        # 44001 draw the same first 4 bytes: two such ledgers drew the same tag, and the
+        # second accepted the first's contract (ids restart with each ledger).
+        assert np.random.default_rng(43408).bytes(4) == np.random.default_rng(44001).bytes(4)
+        registry = IdentityRegistry(AGENTS, mode=mode, seed=SEED)
+        episode_1 = ContractLedger(registry, rng=43408)
+        old = issue_round(episode_1, start_s=0.0, end_s=100.0)
+        episode_2 = ContractLedger(registry, rng=44001)
+        assert episode_2.verify(old[3], 1.0, expected_agent="der_3") is RejectReason.REPLAYED
+        new = issue_round(episode_2, start_s=0.0, end_s=100.0)
+        assert new[3].contract.nonce[:4] != old[3].contract.nonce[:4]
+        assert episode_2.verify(new[3], 1.0, expected_agent="der_3") is None
+        # a new registry (other keys) does not inherit the tags: it draws as before
+        assert ContractLedger(IdentityRegistry(AGENTS, mode=mode, seed=SEED),
+                              rng=44001)._epoch_tag == old[3].contract.nonce[:4]
+
     def test_replay_memory_stays_bounded(self):
         _, ledger = make_ledger("hmac")
         sizes = []
