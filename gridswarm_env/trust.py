@@ -73,7 +73,8 @@ chain index where it occurs:
 * ``altered``: an entry whose content does not match its own hash; an entry
   rewritten *with* a recomputed hash (its successor's ``prev_hash`` no longer
   matches, or it differs from the copy kept in memory); a signed head whose
-  signature fails;
+  signature fails (it signs the head entry's own fields too, so an edited last
+  head, which has no successor to show it, fails as well);
 * ``removed``: an index is skipped and the missing entry does not appear later;
 * ``reordered``: an index is skipped, the missing entry appears later, and the
   out-of-place entry links into the chain (its predecessor is in the file);
@@ -85,8 +86,8 @@ chain index where it occurs:
 
 Without keys a forger who rewrites a whole suffix (recomputing every hash) or
 cuts the tail at an entry boundary leaves a self-consistent chain; a signed head
-over the final hash (:meth:`AuditLog.sign_head`, checked with the operator's public
-key) or the writer's in-process :meth:`AuditLog.verify` detects both.
+over the final hash and its own fields (:meth:`AuditLog.sign_head`, checked with the
+operator's public key) or the writer's in-process :meth:`AuditLog.verify` detects both.
 """
 
 from __future__ import annotations
@@ -2289,7 +2290,11 @@ EMPTY_AUDIT_FILE = ("no entries (the file is empty, so nothing is verified; a fi
                     "bytes looks the same, and an environment leaves an empty file only when "
                     "it is closed before its first reset)")
 
-_HEAD_MESSAGE_PREFIX = b"gridswarm-audit-head-v1\x00"
+#: what a head signature signs starts with this (v2: the head entry's own fields are signed)
+_HEAD_MESSAGE_PREFIX = b"gridswarm-audit-head-v2\x00"
+#: the first format, which signed only the covered count and the chain head: the head
+#: entry's other fields (identity, public_key, any added field) could be edited unseen
+_HEAD_MESSAGE_PREFIX_V1 = b"gridswarm-audit-head-v1\x00"
 _ENTRY_KEYS = frozenset({"index", "kind", "fields", "prev_hash", "hash"})
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -2476,8 +2481,25 @@ def _entry_hash(index: int, kind: str, fields: dict[str, Any], prev_hash: str) -
     ).hexdigest()
 
 
-def _head_message(covered_entries: int, head_hash: str) -> bytes:
-    return _HEAD_MESSAGE_PREFIX + struct.pack(">Q", covered_entries) + bytes.fromhex(head_hash)
+def _head_message(fields: dict[str, Any]) -> bytes:
+    """The bytes a ``head_signed`` entry's signature signs: ``b"gridswarm-audit-head-v2\\x00"
+    || u64(covered_entries) || head_hash bytes || canonical JSON of every field of the
+    entry except ``signature``) (so no field of the head can be edited, added or removed
+    without breaking its signature; the verifier also checks that ``covered_entries`` and
+    ``head_hash`` are the entry's index and ``prev_hash``).
+
+    :param fields: the head's fields (with or without ``signature``), plain JSON types.
+    :raises ValueError: for fields that are not canonical JSON.
+    """
+    signed = {k: v for k, v in fields.items() if k != "signature"}
+    return (_HEAD_MESSAGE_PREFIX + struct.pack(">Q", fields["covered_entries"])
+            + bytes.fromhex(fields["head_hash"]) + _CANONICAL_ENCODER.encode(signed).encode("ascii"))
+
+
+def _head_message_v1(covered_entries: int, head_hash: str) -> bytes:
+    """What a head signature signed in the first format (for a clear verdict only: such
+    a head is never accepted, see :data:`_HEAD_MESSAGE_PREFIX_V1`)."""
+    return _HEAD_MESSAGE_PREFIX_V1 + struct.pack(">Q", covered_entries) + bytes.fromhex(head_hash)
 
 
 def check_new_audit_file(path: str | os.PathLike[str], label: str) -> None:
@@ -2642,27 +2664,30 @@ class AuditLog:
     def sign_head(self, registry: IdentityRegistry, identity: str = "operator") -> AuditEntry:
         """Append a ``head_signed`` entry: ``identity``'s signature over the head.
 
-        Signed message: ``b"gridswarm-audit-head-v1\\x00" || u64(covered_entries) ||
-        head_hash bytes``, where ``covered_entries`` is the number of entries before
-        this one. With the public key, a verifier then detects a truncated tail (the
-        chain must end with a valid signed head) and any rewrite of the covered
-        entries.
+        Fields: ``identity``, ``scheme`` (the registry's mode), ``covered_entries`` (the
+        number of entries before this one), ``head_hash``, ``public_key`` (Ed25519 only)
+        and ``signature``, over ``b"gridswarm-audit-head-v2\\x00" || u64(covered_entries)
+        || head_hash bytes || canonical JSON of the other fields`` (:func:`_head_message`).
+        With the public key, a verifier then detects a truncated tail (the chain must end
+        with a valid signed head), any rewrite of the covered entries and any edit of the
+        head entry itself (the last entry of a file has no successor whose ``prev_hash``
+        would show it).
 
         :param registry: the registry holding ``identity``'s key.
         :param identity: the signer (default the operator).
         :return: the ``head_signed`` entry.
+        :raises UnknownIdentityError: for an identity the registry does not hold.
         """
-        covered = self._n_entries
-        signature = registry.sign(identity, _head_message(covered, self._head_hash))
+        registry._position(identity)   # an unknown signer fails before anything is built
         fields: dict[str, Any] = {
-            "identity": identity,
+            "identity": str(identity),
             "scheme": registry.mode,
-            "covered_entries": covered,
+            "covered_entries": self._n_entries,
             "head_hash": self._head_hash,
-            "signature": signature.hex(),
         }
         if registry.mode == "ed25519":
             fields["public_key"] = registry.public_key_bytes(identity).hex()
+        fields["signature"] = registry.sign(identity, _head_message(fields)).hex()
         return self.append("head_signed", **fields)
 
     def flush(self) -> None:
@@ -2896,9 +2921,16 @@ def _check_head_signature(
         return False, "its covered_entries or head_hash has the wrong type"
     if covered != record["index"] or head != record["prev_hash"]:
         return False, "it does not describe the entry before it"
-    message = _head_message(covered, head)
+    try:
+        message = _head_message(fields)
+    except ValueError:   # not reachable for an entry whose hash matched (canonical JSON)
+        return False, "its fields are not canonical JSON"
     if registry is not None:
-        return registry.verify_signature(identity, message, signature), f"signature by {identity!r}"
+        if registry.verify_signature(identity, message, signature):
+            return True, f"signature by {identity!r}"
+        return False, _v1_detail(
+            registry.verify_signature(identity, _head_message_v1(covered, head), signature),
+            f"its signature by {identity!r} does not verify")
     if public_key is not None and scheme != "ed25519":
         return False, (
             f"its scheme is {scheme!r}; the given Ed25519 public key checks only 'ed25519' "
@@ -2907,11 +2939,30 @@ def _check_head_signature(
         )
     if public_key is not None:
         try:
-            Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+            key = Ed25519PublicKey.from_public_bytes(public_key)
+        except ValueError:
+            return False, "the given public key is no Ed25519 public key"
+        try:
+            key.verify(signature, message)
         except (InvalidSignature, ValueError):
-            return False, "its Ed25519 signature does not verify with the given public key"
+            try:
+                key.verify(signature, _head_message_v1(covered, head))
+                v1 = True
+            except (InvalidSignature, ValueError):
+                v1 = False
+            return False, _v1_detail(
+                v1, "its Ed25519 signature does not verify with the given public key")
         return True, "Ed25519 signature"
     return None, "not checkable without a key"
+
+
+def _v1_detail(v1_valid: bool, detail: str) -> str:
+    """``detail``, or why a head signed in the first format is refused."""
+    if not v1_valid:
+        return detail
+    return ("its signature is in the first head format (gridswarm-audit-head-v1), which "
+            "signed only the chain head, not the head entry's own fields, so they may have "
+            "been edited: no key accepts it (without a key only the hash chain is checked)")
 
 
 def _classify_gap(
