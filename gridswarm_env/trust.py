@@ -817,6 +817,16 @@ _CONTRACT_MAGIC = b"IATP"
 _CONTRACT_HEADER = struct.Struct(">4sBQdddd16sHHHH")
 
 
+def _shown(value: object) -> str:
+    """``repr(value)`` for an error message, cut to 60 characters (an int of 10**400 has
+    401 digits; one beyond 4 300 digits has no repr at all)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     """One award: ``power_mw`` delivered over ``[window_start_s, window_end_s)``.
@@ -890,10 +900,27 @@ class Contract:
         r = self.round_index
         if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < 2**64:
             raise ValueError(f"round_index={r!r} must be an int in [0, 2**64)")
+        # the fields hold exactly what canonical_bytes encodes (a float, an int), so two
+        # contracts with one encoding are equal: other numbers are converted, and one a
+        # float cannot represent exactly (2**53 + 1, 1/3 as a Fraction) is refused
+        set_field = object.__setattr__
+        set_field(self, "round_index", int(r))
         for name in ("power_mw", "price_per_mwh", "window_start_s", "window_end_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, Real):
                 raise ValueError(f"{name}={value!r} must be a finite real number")
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise ValueError(f"{name}={_shown(value)} must be a finite real number")
+            if type(value) is not float and number != value:
+                raise ValueError(
+                    f"{name}={_shown(value)} must be a float or a number a float holds exactly "
+                    f"(it would be signed as {number!r})"
+                )
+            set_field(self, name, number)
         if not self.window_end_s > self.window_start_s:
             raise ValueError(
                 f"window_end_s={self.window_end_s!r} must be greater than window_start_s={self.window_start_s!r}"
@@ -904,6 +931,7 @@ class Contract:
             raise ValueError(
                 f"product={self.product!r} is not a product; allowed: {', '.join(PRODUCTS)}"
             )
+        set_field(self, "product", PRODUCTS[PRODUCTS.index(self.product)])
 
     @property
     def duration_s(self) -> float:
@@ -1566,7 +1594,18 @@ class ContractLedger:
                 or len(agent_sig) != sig_len
                 or type(operator_sig) is not bytes
                 or len(operator_sig) != sig_len
+                or type(contract.product) is not str
                 or contract.product not in PRODUCTS
+                or type(contract.agent_id) is not str
+                or type(contract.operator_id) is not str
+                or type(contract.round_index) is not int
+                # only a float is what its encoding says (a Fraction or an int beyond 2**53
+                # would be signed rounded and used as it is): anything else got in behind
+                # Contract's validation, which converts
+                or type(contract.power_mw) is not float
+                or type(contract.price_per_mwh) is not float
+                or type(start) is not float
+                or type(end) is not float
                 or not (math.isfinite(contract.power_mw) and math.isfinite(contract.price_per_mwh))
                 or not (math.isfinite(start) and math.isfinite(end) and end > start)
             ):
@@ -1850,6 +1889,11 @@ class ContractLedger:
                             and operator == operator_id
                             and type(product) is str
                             and product in product_bytes
+                            and type(round_index) is int
+                            and type(power) is float
+                            and type(price) is float
+                            and type(start) is float
+                            and type(end) is float
                             and isfinite(power)
                             and isfinite(price)
                             and isfinite(start)

@@ -10,6 +10,8 @@ import math
 import pickle
 import struct
 from dataclasses import fields, replace
+from enum import IntEnum
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -393,6 +395,29 @@ class TestContract:
         with pytest.raises(ValueError, match=field):
             sample_contract(**{field: value})
 
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [("power_mw", 10**400), ("price_per_mwh", 2**53 + 1), ("window_start_s", Fraction(1, 3)),
+         ("window_end_s", 10**5000)],
+        ids=["10**400", "2**53+1", "Fraction", "10**5000"],
+    )
+    def test_a_number_no_float_holds_exactly_is_refused(self, field, value):
+        # Audit finding: 10**400 raised OverflowError; 2**53 + 1 and Fraction(1, 3) were
+        # kept as they are but signed rounded, so two different contracts had one
+        # encoding (and one pair of signatures) and decoding did not give the contract
+        with pytest.raises(ValueError, match=field):
+            sample_contract(**{field: value})
+
+    def test_numbers_are_kept_as_the_float_and_int_they_are_signed_as(self):
+        contract = sample_contract(power_mw=np.float32(0.5), price_per_mwh=55,
+                                   window_start_s=np.float64(10.0), window_end_s=Fraction(11),
+                                   round_index=IntEnum("Round", "ONE TWO THREE").THREE)
+        for name in ("power_mw", "price_per_mwh", "window_start_s", "window_end_s"):
+            assert type(getattr(contract, name)) is float, name
+        assert type(contract.round_index) is int
+        assert Contract.from_canonical_bytes(contract.canonical_bytes()) == contract
+        assert contract == sample_contract(power_mw=0.5, price_per_mwh=55.0)
+
     def test_canonical_layout(self):
         contract = sample_contract()
         data = contract.canonical_bytes()
@@ -621,6 +646,31 @@ class TestLedger:
             assert (
                 ledger.verify(replace(genuine, contract=contract), 10.5) is RejectReason.MALFORMED
             ), name
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_a_value_slipped_in_behind_validation_is_malformed_not_verified(self, mode):
+        # Audit finding: verification encoded whatever number the fields held; a Fraction
+        # off the signed float by less than its rounding (or True for 1.0) encodes, and
+        # so verifies, as the signed value, and dispatch would then use the other value
+        _, ledger = make_ledger(mode)
+        genuine = issue_round(ledger, start_s=10.0, end_s=11.0)
+        presented = []
+        for i, name, value in [
+            (0, "power_mw", Fraction(-1) + Fraction(1, 10**30)),
+            (1, "price_per_mwh", Fraction(85, 2) + Fraction(1, 10**30)),
+            (2, "window_end_s", Fraction(11) + Fraction(1, 10**30)),
+            (len(AGENTS) - 1, "power_mw", True),   # signed 1.0
+            (3, "round_index", np.uint64(0)),
+        ]:
+            signed = genuine[i]
+            contract = replace(signed.contract)
+            object.__setattr__(contract, name, value)
+            assert contract.canonical_bytes() == signed.contract.canonical_bytes(), name
+            presented.append(replace(signed, contract=contract))
+        assert [ledger.verify(p, 10.5) for p in presented[:2]] == [RejectReason.MALFORMED] * 2
+        assert ledger.screen_batch(presented[2:], 10.5) == [RejectReason.MALFORMED] * 3
+        _, reasons = ledger.verify_batch(presented[2:] + genuine[4:-1], 10.5)
+        assert reasons == [RejectReason.MALFORMED] * 3 + [None] * (len(AGENTS) - 5)
 
     def test_operator_named_as_agent_or_foreign_operator_is_unknown(self):
         registry, ledger = make_ledger()
