@@ -538,6 +538,15 @@ def _check_crypto_threads(value: object, backend: str | None) -> int:
     return int(value)
 
 
+def _utf8_encodable(text: str) -> bool:
+    """False for a str with a lone surrogate (``"\\ud800"``), which UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class IdentityRegistry:
     """Keys of every agent and of the operator.
 
@@ -616,15 +625,17 @@ class IdentityRegistry:
         sodium = self._backend == "libsodium"
         ids = tuple(agent_ids)
         for name in ids:
-            if not isinstance(name, str) or not name:
+            if not isinstance(name, str) or not name or not _utf8_encodable(name):
                 raise ValueError(
-                    f"agent_ids contains {name!r}; every agent id must be a non-empty str"
+                    f"agent_ids contains {name!r}; every agent id must be a non-empty str "
+                    "(encodable as UTF-8: contracts carry it so)"
                 )
         if len(set(ids)) != len(ids):
             dup = next(a for a in ids if ids.count(a) > 1)
             raise ValueError(f"agent_ids contains {dup!r} more than once; ids must be unique")
-        if not isinstance(operator_id, str) or not operator_id:
-            raise ValueError(f"operator_id={operator_id!r} must be a non-empty str")
+        if not isinstance(operator_id, str) or not operator_id or not _utf8_encodable(operator_id):
+            raise ValueError(f"operator_id={operator_id!r} must be a non-empty str "
+                             "(encodable as UTF-8: contracts carry it so)")
         if operator_id in ids:
             raise ValueError(
                 f"operator_id={operator_id!r} is also an agent id; it must differ from every agent id"

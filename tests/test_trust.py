@@ -117,6 +117,9 @@ class TestIdentityRegistry:
             (["a", 3], "operator", "non-empty"),
             (["a", "operator"], "operator", "also an agent id"),
             (["a"], "", "operator_id"),
+            # a lone surrogate cannot be encoded: UnicodeEncodeError naming no setting
+            (["a", "\ud800"], "operator", "agent_ids contains '\\\\ud800'"),
+            (["a"], "\udfff", "operator_id='\\\\udfff'"),
         ],
     )
     def test_bad_identities_rejected(self, agents, operator, match):
