@@ -40,6 +40,12 @@ this order::
     malformed -> unknown_identity -> wrong_agent -> bad_agent_signature
       -> bad_operator_signature -> not_yet_valid / expired -> replayed
 
+Only a :class:`SignedContract` holding a :class:`Contract` -- exactly these classes,
+with ``str``/``int``/``float``/``bytes`` fields -- can pass; anything else is
+``malformed``, so the bytes verified are always those ``Contract.canonical_bytes``
+encodes from the very field values dispatch then reads (a subclass could otherwise
+answer with another contract's bytes).
+
 Signatures are checked before the window and the replay memory, so a forged
 contract is always reported with a signature reason and an unauthenticated
 contract never touches (or burns an id in) the replay memory. A contract is valid
@@ -1597,7 +1603,11 @@ class ContractLedger:
             end = contract.window_end_s
             sig_len = _SIGNATURE_LENGTH[self._registry._mode]
             if (
-                not isinstance(contract, Contract)
+                # exactly these classes: a subclass could override canonical_bytes (sign
+                # one contract, carry another) or turn a field into a property that reads
+                # one value for the check and another for dispatch
+                type(signed) is not SignedContract
+                or type(contract) is not Contract
                 or type(cid) is not str
                 or type(nonce) is not bytes
                 or len(nonce) != _NONCE_BYTES

@@ -675,6 +675,36 @@ class TestLedger:
         _, reasons = ledger.verify_batch(presented[2:] + genuine[4:-1], 10.5)
         assert reasons == [RejectReason.MALFORMED] * 3 + [None] * (len(AGENTS) - 5)
 
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_a_subclass_cannot_choose_the_bytes_it_is_verified_over(self, mode):
+        # Audit finding: verification asked the presented object for its canonical bytes:
+        # a Contract subclass answering with the genuine contract's bytes carried 200x the
+        # awarded power and was verified, screened and authenticated as genuine
+        _, ledger = make_ledger(mode)
+        genuine = issue_round(ledger, start_s=10.0, end_s=11.0)[1]
+        signed_bytes = genuine.contract.canonical_bytes()
+
+        class Inflated(Contract):
+            __slots__ = ()
+
+            def canonical_bytes(self) -> bytes:
+                return signed_bytes
+
+        values = {f.name: getattr(genuine.contract, f.name) for f in fields(Contract)}
+        forged = SignedContract(Inflated(**{**values, "power_mw": 150.0}),
+                                genuine.agent_signature, genuine.operator_signature)
+
+        class Wrapped(SignedContract):
+            __slots__ = ()
+
+        wrapped = Wrapped(genuine.contract, genuine.agent_signature, genuine.operator_signature)
+        malformed = [RejectReason.MALFORMED] * 2
+        assert ledger.screen_batch([forged, wrapped], 10.5) == malformed
+        assert ledger.authenticate(forged, 10.5) is RejectReason.MALFORMED
+        assert ledger.verify(forged, 10.5, expected_agent="der_1") is RejectReason.MALFORMED
+        assert ledger.verify_batch([forged, wrapped], 10.5)[1] == malformed
+        assert ledger.verify(genuine, 10.5) is None   # the genuine one is still unused
+
     def test_operator_named_as_agent_or_foreign_operator_is_unknown(self):
         registry, ledger = make_ledger()
         genuine = issue_round(ledger)[0]
