@@ -1593,22 +1593,22 @@ class ContractLedger:
 
         :return: ``(None, contract)`` when both signatures verify, else ``(reason, None)``.
         """
+        if (type(signed) is not SignedContract
+                or type(getattr(signed, "contract", None)) is not Contract):
+            # not even read: an arbitrary object's attributes may run arbitrary code
+            # (raise anything, answer differently each time); see the module docstring
+            return RejectReason.MALFORMED, None
         try:
-            contract = signed.contract  # type: ignore[attr-defined]
-            agent_sig = signed.agent_signature  # type: ignore[attr-defined]
-            operator_sig = signed.operator_signature  # type: ignore[attr-defined]
+            contract = signed.contract
+            agent_sig = signed.agent_signature
+            operator_sig = signed.operator_signature
             cid = contract.contract_id
             nonce = contract.nonce
             start = contract.window_start_s
             end = contract.window_end_s
             sig_len = _SIGNATURE_LENGTH[self._registry._mode]
             if (
-                # exactly these classes: a subclass could override canonical_bytes (sign
-                # one contract, carry another) or turn a field into a property that reads
-                # one value for the check and another for dispatch
-                type(signed) is not SignedContract
-                or type(contract) is not Contract
-                or type(cid) is not str
+                type(cid) is not str
                 or type(nonce) is not bytes
                 or len(nonce) != _NONCE_BYTES
                 or type(agent_sig) is not bytes
@@ -2151,9 +2151,14 @@ def _per_award(name: str, values: object, n: int) -> np.ndarray:
 
 
 def _describe_id(item: object) -> str:
-    """The contract id of a presented item for the audit log, or a placeholder."""
-    cid = getattr(getattr(item, "contract", None), "contract_id", None)
-    return cid[:200] if isinstance(cid, str) else "<malformed>"
+    """The contract id of a presented item for the audit log, or a placeholder (read only
+    from a :class:`SignedContract` holding a :class:`Contract`: another object's
+    attributes may run arbitrary code)."""
+    if type(item) is SignedContract:
+        cid = getattr(getattr(item, "contract", None), "contract_id", None)
+        if type(cid) is str and type(item.contract) is Contract:
+            return cid[:200]
+    return "<malformed>"
 
 
 # --------------------------------------------------------------------------- adversary

@@ -705,6 +705,25 @@ class TestLedger:
         assert ledger.verify_batch([forged, wrapped], 10.5)[1] == malformed
         assert ledger.verify(genuine, 10.5) is None   # the genuine one is still unused
 
+    def test_an_object_whose_attributes_raise_is_malformed_not_a_crash(self):
+        # Audit finding: the ledger read .contract of whatever it was given; a property
+        # raising anything but the few errors it caught escaped verify, verify_batch,
+        # screen_batch and authenticate (a step of the environment would stop there)
+        class Hostile:
+            @property
+            def contract(self):
+                raise RuntimeError("presented by an adversary")
+
+        audit = AuditLog()
+        _, ledger = make_ledger(audit=audit)
+        genuine = issue_round(ledger)[0]
+        assert ledger.verify(Hostile(), 10.5) is RejectReason.MALFORMED
+        assert ledger.authenticate(Hostile(), 10.5) is RejectReason.MALFORMED
+        assert ledger.screen_batch([Hostile(), genuine], 10.5) == [RejectReason.MALFORMED, None]
+        assert ledger.verify_batch([Hostile(), genuine], 10.5)[1] == [RejectReason.MALFORMED, None]
+        assert audit.entries[-1].fields["rejections"] == [
+            {"contract_id": "<malformed>", "reason": "malformed"}]
+
     def test_operator_named_as_agent_or_foreign_operator_is_unknown(self):
         registry, ledger = make_ledger()
         genuine = issue_round(ledger)[0]
