@@ -15,7 +15,8 @@ Pieces
     (``crypto_threads``); ``mode="hmac"`` uses one
     32-byte HMAC-SHA256 key per identity (RFC 2104), a faster symmetric mode for
     training in which the verifier holds every key. Keys are derived from ``seed``
-    with HKDF-SHA256 (RFC 5869) so that a seed gives bit-identical signatures;
+    with HKDF-SHA256 (RFC 5869) so that a seed gives bit-identical signatures (such
+    keys are only as secret as the seed is unguessable, see :func:`derive_key_bytes`);
     ``seed=None`` draws keys from ``os.urandom``. Private keys never leave the
     registry: no public attribute holds key bytes, ``repr()`` shows none, pickling is
     refused.
@@ -39,6 +40,12 @@ this order::
     malformed -> unknown_identity -> wrong_agent -> bad_agent_signature
       -> bad_operator_signature -> not_yet_valid / expired -> replayed
 
+Only a :class:`SignedContract` holding a :class:`Contract` -- exactly these classes,
+with ``str``/``int``/``float``/``bytes`` fields -- can pass; anything else is
+``malformed``, so the bytes verified are always those ``Contract.canonical_bytes``
+encodes from the very field values dispatch then reads (a subclass could otherwise
+answer with another contract's bytes).
+
 Signatures are checked before the window and the replay memory, so a forged
 contract is always reported with a signature reason and an unauthenticated
 contract never touches (or burns an id in) the replay memory. A contract is valid
@@ -54,7 +61,9 @@ replay a forgotten contract; "not yet valid" is judged against the ``now_s`` giv
 Episodes restart simulated time: call :meth:`ContractLedger.reset_replay_window` at
 every environment reset. It clears the memory and draws a new 4-byte *epoch tag*
 that prefixes every nonce, so contracts issued in an earlier episode are rejected as
-``replayed`` even though their ids were forgotten.
+``replayed`` even though their ids were forgotten. A tag is never handed out twice under
+one registry's keys (the registry remembers them, whichever ledger drew them), so this
+holds also for a new ledger per episode, as the environment builds.
 
 Audit chain
 -----------
@@ -71,7 +80,8 @@ chain index where it occurs:
 * ``altered``: an entry whose content does not match its own hash; an entry
   rewritten *with* a recomputed hash (its successor's ``prev_hash`` no longer
   matches, or it differs from the copy kept in memory); a signed head whose
-  signature fails;
+  signature fails (it signs the head entry's own fields too, so an edited last
+  head, which has no successor to show it, fails as well);
 * ``removed``: an index is skipped and the missing entry does not appear later;
 * ``reordered``: an index is skipped, the missing entry appears later, and the
   out-of-place entry links into the chain (its predecessor is in the file);
@@ -83,8 +93,8 @@ chain index where it occurs:
 
 Without keys a forger who rewrites a whole suffix (recomputing every hash) or
 cuts the tail at an entry boundary leaves a self-consistent chain; a signed head
-over the final hash (:meth:`AuditLog.sign_head`, checked with the operator's public
-key) or the writer's in-process :meth:`AuditLog.verify` detects both.
+over the final hash and its own fields (:meth:`AuditLog.sign_head`, checked with the
+operator's public key) or the writer's in-process :meth:`AuditLog.verify` detects both.
 """
 
 from __future__ import annotations
@@ -215,8 +225,15 @@ def derive_key_bytes(seed: int, identity: str, mode: str = "ed25519") -> bytes:
     ``HKDF-SHA256(ikm = decimal(seed), salt = "gridswarm-iatp-key-derivation-v1",
     info = mode || 0x00 || utf8(identity))`` (RFC 5869). In ``"ed25519"`` mode the
     bytes are the RFC 8032 private key seed; in ``"hmac"`` mode they are the HMAC key.
-    Seeded keys make runs reproducible; they are as secret as the seed, so use
-    ``seed=None`` (``os.urandom``) in a registry whenever secrecy matters.
+    Seeded keys make runs reproducible but are no secret: anyone who knows the seed
+    derives every key, and a seed need not be disclosed to be known. Simulation seeds
+    are small integers, and one public key (or one signed contract) lets a search over
+    seeds find it: one derivation and key pair per candidate, ~8 000 seeds/s on one
+    core (seed 48 213 found from the operator's public key in 6 s; every seed below
+    10**6 in ~2 min). Two environments built with one seed also share every key (and
+    their nonces' epoch tags, episode by episode): a contract of one is accepted by
+    the other in the episode of the same number. Use
+    ``seed=None`` (``os.urandom``) in a registry whenever the keys must be secret.
 
     :param seed: non-negative integer seed.
     :param identity: identity name (agent id or operator id).
@@ -527,13 +544,23 @@ def _check_crypto_threads(value: object, backend: str | None) -> int:
     return int(value)
 
 
+def _utf8_encodable(text: str) -> bool:
+    """False for a str with a lone surrogate (``"\\ud800"``), which UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class IdentityRegistry:
     """Keys of every agent and of the operator.
 
     :param agent_ids: agent identity names (unique, non-empty strings).
     :param operator_id: the grid operator's identity name (not among ``agent_ids``).
     :param mode: ``"ed25519"`` (default) or ``"hmac"``, see :data:`TRUST_MODES`.
-    :param seed: derive keys with :func:`derive_key_bytes` (reproducible signatures);
+    :param seed: derive keys with :func:`derive_key_bytes` (reproducible signatures,
+        but no secret: a small seed is found from one public key by search, see there);
         ``None`` draws every key from ``os.urandom``.
     :param ed25519_backend: the library that computes Ed25519 signatures in
         ``"ed25519"`` mode, one of :data:`ED25519_BACKENDS`; ``None`` (default) takes
@@ -564,6 +591,8 @@ class IdentityRegistry:
         "_agent_index",
         "_backend",
         "_crypto_threads",
+        "_epoch_lock",
+        "_epoch_tags",
         "_index",
         "_max_id_bytes",
         "_mode",
@@ -602,15 +631,17 @@ class IdentityRegistry:
         sodium = self._backend == "libsodium"
         ids = tuple(agent_ids)
         for name in ids:
-            if not isinstance(name, str) or not name:
+            if not isinstance(name, str) or not name or not _utf8_encodable(name):
                 raise ValueError(
-                    f"agent_ids contains {name!r}; every agent id must be a non-empty str"
+                    f"agent_ids contains {name!r}; every agent id must be a non-empty str "
+                    "(encodable as UTF-8: contracts carry it so)"
                 )
         if len(set(ids)) != len(ids):
             dup = next(a for a in ids if ids.count(a) > 1)
             raise ValueError(f"agent_ids contains {dup!r} more than once; ids must be unique")
-        if not isinstance(operator_id, str) or not operator_id:
-            raise ValueError(f"operator_id={operator_id!r} must be a non-empty str")
+        if not isinstance(operator_id, str) or not operator_id or not _utf8_encodable(operator_id):
+            raise ValueError(f"operator_id={operator_id!r} must be a non-empty str "
+                             "(encodable as UTF-8: contracts carry it so)")
         if operator_id in ids:
             raise ValueError(
                 f"operator_id={operator_id!r} is also an agent id; it must differ from every agent id"
@@ -653,6 +684,30 @@ class IdentityRegistry:
         self._signers = tuple(signers)
         self._verifiers = tuple(verifiers)
         self._public_raw = tuple(public_raw)
+        # the nonce epoch tags ledgers have claimed under these keys (see _claim_epoch_tag)
+        self._epoch_tags: set[int] = set()
+        self._epoch_lock = threading.Lock()
+
+    def _claim_epoch_tag(self, tag: bytes) -> bool:
+        """Reserve ``tag`` for one epoch of one :class:`ContractLedger` using these keys.
+
+        A contract's nonce starts with the epoch tag of the ledger that issued it, and a
+        ledger refuses (as ``replayed``) every nonce without its own tag: that is what
+        keeps a contract of an earlier episode (a ledger per episode, the same keys) or of
+        another ledger from being accepted. Tags are random 4-byte draws, so two epochs
+        could draw the same one (for each pair 2**-32: likely once ~10**5 episodes share
+        the keys); the registry therefore remembers every tag claimed under its keys and
+        a ledger draws again until its tag is new. Memory: one small int per epoch
+        (under 100 bytes; a new registry, e.g. new seeded keys, starts empty).
+
+        :return: True if ``tag`` was free (it is now taken), False if already claimed.
+        """
+        value = int.from_bytes(tag, "big")
+        with self._epoch_lock:
+            if value in self._epoch_tags:
+                return False
+            self._epoch_tags.add(value)
+            return True
 
     # -- read-only description
     @property
@@ -779,6 +834,16 @@ _CONTRACT_MAGIC = b"IATP"
 _CONTRACT_HEADER = struct.Struct(">4sBQdddd16sHHHH")
 
 
+def _shown(value: object) -> str:
+    """``repr(value)`` for an error message, cut to 60 characters (an int of 10**400 has
+    401 digits; one beyond 4 300 digits has no repr at all)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     """One award: ``power_mw`` delivered over ``[window_start_s, window_end_s)``.
@@ -852,10 +917,27 @@ class Contract:
         r = self.round_index
         if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < 2**64:
             raise ValueError(f"round_index={r!r} must be an int in [0, 2**64)")
+        # the fields hold exactly what canonical_bytes encodes (a float, an int), so two
+        # contracts with one encoding are equal: other numbers are converted, and one a
+        # float cannot represent exactly (2**53 + 1, 1/3 as a Fraction) is refused
+        set_field = object.__setattr__
+        set_field(self, "round_index", int(r))
         for name in ("power_mw", "price_per_mwh", "window_start_s", "window_end_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, Real):
                 raise ValueError(f"{name}={value!r} must be a finite real number")
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise ValueError(f"{name}={_shown(value)} must be a finite real number")
+            if type(value) is not float and number != value:
+                raise ValueError(
+                    f"{name}={_shown(value)} must be a float or a number a float holds exactly "
+                    f"(it would be signed as {number!r})"
+                )
+            set_field(self, name, number)
         if not self.window_end_s > self.window_start_s:
             raise ValueError(
                 f"window_end_s={self.window_end_s!r} must be greater than window_start_s={self.window_start_s!r}"
@@ -866,6 +948,7 @@ class Contract:
             raise ValueError(
                 f"product={self.product!r} is not a product; allowed: {', '.join(PRODUCTS)}"
             )
+        set_field(self, "product", PRODUCTS[PRODUCTS.index(self.product)])
 
     @property
     def duration_s(self) -> float:
@@ -1205,12 +1288,16 @@ class ContractLedger:
         """Start a new epoch (call at every environment reset).
 
         Clears the replay memory and the clock, and draws a new 4-byte epoch tag for
-        the nonces of contracts issued from now on; contracts from earlier epochs are
-        then rejected as ``replayed``. Counters are kept (they are run totals).
+        the nonces of contracts issued from now on, one never claimed before under the
+        registry's keys (by this or another ledger, see
+        ``IdentityRegistry._claim_epoch_tag``); contracts from earlier epochs are then
+        rejected as ``replayed``. Counters are kept (they are run totals).
         """
-        previous = self._epoch_tag
-        tag = previous
-        while tag == previous:
+        # a tag never claimed under these keys by this or any other ledger (drawn again
+        # on a collision, which leaves every other draw as it was)
+        claim = self._registry._claim_epoch_tag
+        tag = self._random_bytes(_EPOCH_TAG_BYTES)
+        while not claim(tag):
             tag = self._random_bytes(_EPOCH_TAG_BYTES)
         self._epoch_tag = tag
         self._epoch += 1
@@ -1506,25 +1593,40 @@ class ContractLedger:
 
         :return: ``(None, contract)`` when both signatures verify, else ``(reason, None)``.
         """
+        if (type(signed) is not SignedContract
+                or type(getattr(signed, "contract", None)) is not Contract):
+            # not even read: an arbitrary object's attributes may run arbitrary code
+            # (raise anything, answer differently each time); see the module docstring
+            return RejectReason.MALFORMED, None
         try:
-            contract = signed.contract  # type: ignore[attr-defined]
-            agent_sig = signed.agent_signature  # type: ignore[attr-defined]
-            operator_sig = signed.operator_signature  # type: ignore[attr-defined]
+            contract = signed.contract
+            agent_sig = signed.agent_signature
+            operator_sig = signed.operator_signature
             cid = contract.contract_id
             nonce = contract.nonce
             start = contract.window_start_s
             end = contract.window_end_s
             sig_len = _SIGNATURE_LENGTH[self._registry._mode]
             if (
-                not isinstance(contract, Contract)
-                or type(cid) is not str
+                type(cid) is not str
                 or type(nonce) is not bytes
                 or len(nonce) != _NONCE_BYTES
                 or type(agent_sig) is not bytes
                 or len(agent_sig) != sig_len
                 or type(operator_sig) is not bytes
                 or len(operator_sig) != sig_len
+                or type(contract.product) is not str
                 or contract.product not in PRODUCTS
+                or type(contract.agent_id) is not str
+                or type(contract.operator_id) is not str
+                or type(contract.round_index) is not int
+                # only a float is what its encoding says (a Fraction or an int beyond 2**53
+                # would be signed rounded and used as it is): anything else got in behind
+                # Contract's validation, which converts
+                or type(contract.power_mw) is not float
+                or type(contract.price_per_mwh) is not float
+                or type(start) is not float
+                or type(end) is not float
                 or not (math.isfinite(contract.power_mw) and math.isfinite(contract.price_per_mwh))
                 or not (math.isfinite(start) and math.isfinite(end) and end > start)
             ):
@@ -1808,6 +1910,11 @@ class ContractLedger:
                             and operator == operator_id
                             and type(product) is str
                             and product in product_bytes
+                            and type(round_index) is int
+                            and type(power) is float
+                            and type(price) is float
+                            and type(start) is float
+                            and type(end) is float
                             and isfinite(power)
                             and isfinite(price)
                             and isfinite(start)
@@ -2044,9 +2151,14 @@ def _per_award(name: str, values: object, n: int) -> np.ndarray:
 
 
 def _describe_id(item: object) -> str:
-    """The contract id of a presented item for the audit log, or a placeholder."""
-    cid = getattr(getattr(item, "contract", None), "contract_id", None)
-    return cid[:200] if isinstance(cid, str) else "<malformed>"
+    """The contract id of a presented item for the audit log, or a placeholder (read only
+    from a :class:`SignedContract` holding a :class:`Contract`: another object's
+    attributes may run arbitrary code)."""
+    if type(item) is SignedContract:
+        cid = getattr(getattr(item, "contract", None), "contract_id", None)
+        if type(cid) is str and type(item.contract) is Contract:
+            return cid[:200]
+    return "<malformed>"
 
 
 # --------------------------------------------------------------------------- adversary
@@ -2257,7 +2369,11 @@ EMPTY_AUDIT_FILE = ("no entries (the file is empty, so nothing is verified; a fi
                     "bytes looks the same, and an environment leaves an empty file only when "
                     "it is closed before its first reset)")
 
-_HEAD_MESSAGE_PREFIX = b"gridswarm-audit-head-v1\x00"
+#: what a head signature signs starts with this (v2: the head entry's own fields are signed)
+_HEAD_MESSAGE_PREFIX = b"gridswarm-audit-head-v2\x00"
+#: the first format, which signed only the covered count and the chain head: the head
+#: entry's other fields (identity, public_key, any added field) could be edited unseen
+_HEAD_MESSAGE_PREFIX_V1 = b"gridswarm-audit-head-v1\x00"
 _ENTRY_KEYS = frozenset({"index", "kind", "fields", "prev_hash", "hash"})
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -2444,8 +2560,25 @@ def _entry_hash(index: int, kind: str, fields: dict[str, Any], prev_hash: str) -
     ).hexdigest()
 
 
-def _head_message(covered_entries: int, head_hash: str) -> bytes:
-    return _HEAD_MESSAGE_PREFIX + struct.pack(">Q", covered_entries) + bytes.fromhex(head_hash)
+def _head_message(fields: dict[str, Any]) -> bytes:
+    """The bytes a ``head_signed`` entry's signature signs: ``b"gridswarm-audit-head-v2\\x00"
+    || u64(covered_entries) || head_hash bytes || canonical JSON of every field of the
+    entry except ``signature``) (so no field of the head can be edited, added or removed
+    without breaking its signature; the verifier also checks that ``covered_entries`` and
+    ``head_hash`` are the entry's index and ``prev_hash``).
+
+    :param fields: the head's fields (with or without ``signature``), plain JSON types.
+    :raises ValueError: for fields that are not canonical JSON.
+    """
+    signed = {k: v for k, v in fields.items() if k != "signature"}
+    return (_HEAD_MESSAGE_PREFIX + struct.pack(">Q", fields["covered_entries"])
+            + bytes.fromhex(fields["head_hash"]) + _CANONICAL_ENCODER.encode(signed).encode("ascii"))
+
+
+def _head_message_v1(covered_entries: int, head_hash: str) -> bytes:
+    """What a head signature signed in the first format (for a clear verdict only: such
+    a head is never accepted, see :data:`_HEAD_MESSAGE_PREFIX_V1`)."""
+    return _HEAD_MESSAGE_PREFIX_V1 + struct.pack(">Q", covered_entries) + bytes.fromhex(head_hash)
 
 
 def check_new_audit_file(path: str | os.PathLike[str], label: str) -> None:
@@ -2610,27 +2743,30 @@ class AuditLog:
     def sign_head(self, registry: IdentityRegistry, identity: str = "operator") -> AuditEntry:
         """Append a ``head_signed`` entry: ``identity``'s signature over the head.
 
-        Signed message: ``b"gridswarm-audit-head-v1\\x00" || u64(covered_entries) ||
-        head_hash bytes``, where ``covered_entries`` is the number of entries before
-        this one. With the public key, a verifier then detects a truncated tail (the
-        chain must end with a valid signed head) and any rewrite of the covered
-        entries.
+        Fields: ``identity``, ``scheme`` (the registry's mode), ``covered_entries`` (the
+        number of entries before this one), ``head_hash``, ``public_key`` (Ed25519 only)
+        and ``signature``, over ``b"gridswarm-audit-head-v2\\x00" || u64(covered_entries)
+        || head_hash bytes || canonical JSON of the other fields`` (:func:`_head_message`).
+        With the public key, a verifier then detects a truncated tail (the chain must end
+        with a valid signed head), any rewrite of the covered entries and any edit of the
+        head entry itself (the last entry of a file has no successor whose ``prev_hash``
+        would show it).
 
         :param registry: the registry holding ``identity``'s key.
         :param identity: the signer (default the operator).
         :return: the ``head_signed`` entry.
+        :raises UnknownIdentityError: for an identity the registry does not hold.
         """
-        covered = self._n_entries
-        signature = registry.sign(identity, _head_message(covered, self._head_hash))
+        registry._position(identity)   # an unknown signer fails before anything is built
         fields: dict[str, Any] = {
-            "identity": identity,
+            "identity": str(identity),
             "scheme": registry.mode,
-            "covered_entries": covered,
+            "covered_entries": self._n_entries,
             "head_hash": self._head_hash,
-            "signature": signature.hex(),
         }
         if registry.mode == "ed25519":
             fields["public_key"] = registry.public_key_bytes(identity).hex()
+        fields["signature"] = registry.sign(identity, _head_message(fields)).hex()
         return self.append("head_signed", **fields)
 
     def flush(self) -> None:
@@ -2864,9 +3000,16 @@ def _check_head_signature(
         return False, "its covered_entries or head_hash has the wrong type"
     if covered != record["index"] or head != record["prev_hash"]:
         return False, "it does not describe the entry before it"
-    message = _head_message(covered, head)
+    try:
+        message = _head_message(fields)
+    except ValueError:   # not reachable for an entry whose hash matched (canonical JSON)
+        return False, "its fields are not canonical JSON"
     if registry is not None:
-        return registry.verify_signature(identity, message, signature), f"signature by {identity!r}"
+        if registry.verify_signature(identity, message, signature):
+            return True, f"signature by {identity!r}"
+        return False, _v1_detail(
+            registry.verify_signature(identity, _head_message_v1(covered, head), signature),
+            f"its signature by {identity!r} does not verify")
     if public_key is not None and scheme != "ed25519":
         return False, (
             f"its scheme is {scheme!r}; the given Ed25519 public key checks only 'ed25519' "
@@ -2875,11 +3018,30 @@ def _check_head_signature(
         )
     if public_key is not None:
         try:
-            Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+            key = Ed25519PublicKey.from_public_bytes(public_key)
+        except ValueError:
+            return False, "the given public key is no Ed25519 public key"
+        try:
+            key.verify(signature, message)
         except (InvalidSignature, ValueError):
-            return False, "its Ed25519 signature does not verify with the given public key"
+            try:
+                key.verify(signature, _head_message_v1(covered, head))
+                v1 = True
+            except (InvalidSignature, ValueError):
+                v1 = False
+            return False, _v1_detail(
+                v1, "its Ed25519 signature does not verify with the given public key")
         return True, "Ed25519 signature"
     return None, "not checkable without a key"
+
+
+def _v1_detail(v1_valid: bool, detail: str) -> str:
+    """``detail``, or why a head signed in the first format is refused."""
+    if not v1_valid:
+        return detail
+    return ("its signature is in the first head format (gridswarm-audit-head-v1), which "
+            "signed only the chain head, not the head entry's own fields, so they may have "
+            "been edited: no key accepts it (without a key only the hash chain is checked)")
 
 
 def _classify_gap(

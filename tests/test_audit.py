@@ -447,6 +447,57 @@ def test_a_signed_head_whose_scheme_was_edited_is_altered(tmp_path, registry):
     assert "scheme is 'hmac'" in result.message
 
 
+@pytest.mark.parametrize("edit", ["identity", "added_field", "public_key", "removed_field"])
+def test_the_last_signed_heads_own_fields_cannot_be_edited(tmp_path, registry, edit):
+    """Audit finding: the head signature covered only the count and the chain head, so
+    the file's last entry (a signed head: no successor's prev_hash shows an edit) could
+    be changed and re-hashed - another signer named, a field added - and ``verify
+    --public-key`` still printed OK, "ending with a head signed by the given key"."""
+    path = tmp_path / "signed.jsonl"
+    write_chain(path, n=6, registry=registry, sign_every=6)
+    key = registry.public_key_bytes("operator")
+    assert verdict(path, public_key=key) == (True, None, None)
+    entries = read(path)
+    fields = entries[-1]["fields"]
+    if edit == "identity":
+        fields["identity"] = "regulator"
+    elif edit == "added_field":
+        fields["approved"] = "every contract honoured"
+    elif edit == "public_key":
+        fields["public_key"] = IdentityRegistry(["x"], seed=12).public_key_bytes("operator").hex()
+    else:
+        del fields["public_key"]
+    entries[-1]["hash"] = reference_hash(entries[-1])
+    write(path, entries)
+    assert verdict(path)[0]   # self-consistent without a key
+    result = verify_audit_file(path, public_key=key)
+    assert (result.ok, result.index, result.problem) == (False, 6, "altered")
+    assert "does not verify with the given public key" in result.message
+    assert main(["verify", str(path), "--public-key", key.hex()]) == EXIT_BROKEN
+
+
+@pytest.mark.parametrize("mode", ["ed25519", "hmac"])
+def test_a_head_in_the_first_signature_format_is_refused_with_the_reason(tmp_path, mode):
+    """A head signed over the count and chain head only (the first format) proves
+    nothing about its own fields: it is refused, and the verdict says why."""
+    keys = IdentityRegistry(["der_0"], mode=mode, seed=11)
+    log = AuditLog(tmp_path / "v1.jsonl")
+    log.append("emergency", t_s=0.0)
+    covered, head = log.n_entries, log.head_hash
+    v1 = b"gridswarm-audit-head-v1\x00" + covered.to_bytes(8, "big") + bytes.fromhex(head)
+    fields = {"identity": "operator", "scheme": mode, "covered_entries": covered,
+              "head_hash": head, "signature": keys.sign("operator", v1).hex()}
+    if mode == "ed25519":
+        fields["public_key"] = keys.public_key_bytes("operator").hex()
+    log.append("head_signed", **fields)
+    log.close()
+    result = (verify_audit_file(log.path, public_key=keys.public_key_bytes("operator"))
+              if mode == "ed25519" else log.verify(registry=keys))
+    assert (result.ok, result.index, result.problem) == (False, 1, "altered")
+    assert "first head format" in result.message
+    assert verify_audit_file(log.path).ok   # the hash chain itself is intact
+
+
 def test_bad_public_key_length(chain):
     with pytest.raises(ValueError, match="public_key"):
         verify_audit_file(chain, public_key=b"short")

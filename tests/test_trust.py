@@ -10,6 +10,8 @@ import math
 import pickle
 import struct
 from dataclasses import fields, replace
+from enum import IntEnum
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -115,6 +117,9 @@ class TestIdentityRegistry:
             (["a", 3], "operator", "non-empty"),
             (["a", "operator"], "operator", "also an agent id"),
             (["a"], "", "operator_id"),
+            # a lone surrogate cannot be encoded: UnicodeEncodeError naming no setting
+            (["a", "\ud800"], "operator", "agent_ids contains '\\\\ud800'"),
+            (["a"], "\udfff", "operator_id='\\\\udfff'"),
         ],
     )
     def test_bad_identities_rejected(self, agents, operator, match):
@@ -393,6 +398,29 @@ class TestContract:
         with pytest.raises(ValueError, match=field):
             sample_contract(**{field: value})
 
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [("power_mw", 10**400), ("price_per_mwh", 2**53 + 1), ("window_start_s", Fraction(1, 3)),
+         ("window_end_s", 10**5000)],
+        ids=["10**400", "2**53+1", "Fraction", "10**5000"],
+    )
+    def test_a_number_no_float_holds_exactly_is_refused(self, field, value):
+        # Audit finding: 10**400 raised OverflowError; 2**53 + 1 and Fraction(1, 3) were
+        # kept as they are but signed rounded, so two different contracts had one
+        # encoding (and one pair of signatures) and decoding did not give the contract
+        with pytest.raises(ValueError, match=field):
+            sample_contract(**{field: value})
+
+    def test_numbers_are_kept_as_the_float_and_int_they_are_signed_as(self):
+        contract = sample_contract(power_mw=np.float32(0.5), price_per_mwh=55,
+                                   window_start_s=np.float64(10.0), window_end_s=Fraction(11),
+                                   round_index=IntEnum("Round", "ONE TWO THREE").THREE)
+        for name in ("power_mw", "price_per_mwh", "window_start_s", "window_end_s"):
+            assert type(getattr(contract, name)) is float, name
+        assert type(contract.round_index) is int
+        assert Contract.from_canonical_bytes(contract.canonical_bytes()) == contract
+        assert contract == sample_contract(power_mw=0.5, price_per_mwh=55.0)
+
     def test_canonical_layout(self):
         contract = sample_contract()
         data = contract.canonical_bytes()
@@ -622,6 +650,80 @@ class TestLedger:
                 ledger.verify(replace(genuine, contract=contract), 10.5) is RejectReason.MALFORMED
             ), name
 
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_a_value_slipped_in_behind_validation_is_malformed_not_verified(self, mode):
+        # Audit finding: verification encoded whatever number the fields held; a Fraction
+        # off the signed float by less than its rounding (or True for 1.0) encodes, and
+        # so verifies, as the signed value, and dispatch would then use the other value
+        _, ledger = make_ledger(mode)
+        genuine = issue_round(ledger, start_s=10.0, end_s=11.0)
+        presented = []
+        for i, name, value in [
+            (0, "power_mw", Fraction(-1) + Fraction(1, 10**30)),
+            (1, "price_per_mwh", Fraction(85, 2) + Fraction(1, 10**30)),
+            (2, "window_end_s", Fraction(11) + Fraction(1, 10**30)),
+            (len(AGENTS) - 1, "power_mw", True),   # signed 1.0
+            (3, "round_index", np.uint64(0)),
+        ]:
+            signed = genuine[i]
+            contract = replace(signed.contract)
+            object.__setattr__(contract, name, value)
+            assert contract.canonical_bytes() == signed.contract.canonical_bytes(), name
+            presented.append(replace(signed, contract=contract))
+        assert [ledger.verify(p, 10.5) for p in presented[:2]] == [RejectReason.MALFORMED] * 2
+        assert ledger.screen_batch(presented[2:], 10.5) == [RejectReason.MALFORMED] * 3
+        _, reasons = ledger.verify_batch(presented[2:] + genuine[4:-1], 10.5)
+        assert reasons == [RejectReason.MALFORMED] * 3 + [None] * (len(AGENTS) - 5)
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_a_subclass_cannot_choose_the_bytes_it_is_verified_over(self, mode):
+        # Audit finding: verification asked the presented object for its canonical bytes:
+        # a Contract subclass answering with the genuine contract's bytes carried 200x the
+        # awarded power and was verified, screened and authenticated as genuine
+        _, ledger = make_ledger(mode)
+        genuine = issue_round(ledger, start_s=10.0, end_s=11.0)[1]
+        signed_bytes = genuine.contract.canonical_bytes()
+
+        class Inflated(Contract):
+            __slots__ = ()
+
+            def canonical_bytes(self) -> bytes:
+                return signed_bytes
+
+        values = {f.name: getattr(genuine.contract, f.name) for f in fields(Contract)}
+        forged = SignedContract(Inflated(**{**values, "power_mw": 150.0}),
+                                genuine.agent_signature, genuine.operator_signature)
+
+        class Wrapped(SignedContract):
+            __slots__ = ()
+
+        wrapped = Wrapped(genuine.contract, genuine.agent_signature, genuine.operator_signature)
+        malformed = [RejectReason.MALFORMED] * 2
+        assert ledger.screen_batch([forged, wrapped], 10.5) == malformed
+        assert ledger.authenticate(forged, 10.5) is RejectReason.MALFORMED
+        assert ledger.verify(forged, 10.5, expected_agent="der_1") is RejectReason.MALFORMED
+        assert ledger.verify_batch([forged, wrapped], 10.5)[1] == malformed
+        assert ledger.verify(genuine, 10.5) is None   # the genuine one is still unused
+
+    def test_an_object_whose_attributes_raise_is_malformed_not_a_crash(self):
+        # Audit finding: the ledger read .contract of whatever it was given; a property
+        # raising anything but the few errors it caught escaped verify, verify_batch,
+        # screen_batch and authenticate (a step of the environment would stop there)
+        class Hostile:
+            @property
+            def contract(self):
+                raise RuntimeError("presented by an adversary")
+
+        audit = AuditLog()
+        _, ledger = make_ledger(audit=audit)
+        genuine = issue_round(ledger)[0]
+        assert ledger.verify(Hostile(), 10.5) is RejectReason.MALFORMED
+        assert ledger.authenticate(Hostile(), 10.5) is RejectReason.MALFORMED
+        assert ledger.screen_batch([Hostile(), genuine], 10.5) == [RejectReason.MALFORMED, None]
+        assert ledger.verify_batch([Hostile(), genuine], 10.5)[1] == [RejectReason.MALFORMED, None]
+        assert audit.entries[-1].fields["rejections"] == [
+            {"contract_id": "<malformed>", "reason": "malformed"}]
+
     def test_operator_named_as_agent_or_foreign_operator_is_unknown(self):
         registry, ledger = make_ledger()
         genuine = issue_round(ledger)[0]
@@ -703,6 +805,26 @@ class TestLedger:
         new = issue_round(ledger, start_s=0.0, end_s=100.0)
         assert new[0].contract.nonce[:4] != old[0].contract.nonce[:4]
         assert ledger.verify(new[0], 1.0) is None
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_an_earlier_episodes_contract_is_refused_when_its_epoch_tag_comes_up_again(
+            self, mode):
+        # The environment builds a ledger per episode on the same keys; replay across
+        # episodes rests on the nonce's 4-byte epoch tag. Generators seeded 43408 and
+        # 44001 draw the same first 4 bytes: two such ledgers drew the same tag, and the
+        # second accepted the first's contract (ids restart with each ledger).
+        assert np.random.default_rng(43408).bytes(4) == np.random.default_rng(44001).bytes(4)
+        registry = IdentityRegistry(AGENTS, mode=mode, seed=SEED)
+        episode_1 = ContractLedger(registry, rng=43408)
+        old = issue_round(episode_1, start_s=0.0, end_s=100.0)
+        episode_2 = ContractLedger(registry, rng=44001)
+        assert episode_2.verify(old[3], 1.0, expected_agent="der_3") is RejectReason.REPLAYED
+        new = issue_round(episode_2, start_s=0.0, end_s=100.0)
+        assert new[3].contract.nonce[:4] != old[3].contract.nonce[:4]
+        assert episode_2.verify(new[3], 1.0, expected_agent="der_3") is None
+        # a new registry (other keys) does not inherit the tags: it draws as before
+        assert ContractLedger(IdentityRegistry(AGENTS, mode=mode, seed=SEED),
+                              rng=44001)._epoch_tag == old[3].contract.nonce[:4]
 
     def test_replay_memory_stays_bounded(self):
         _, ledger = make_ledger("hmac")
