@@ -174,6 +174,22 @@ def test_all_scenarios_cycle_across_episodes():
         assert raw.price_levels[-1] == raw.scenario.price_cap_per_mwh
 
 
+@pytest.mark.parametrize("via_seed", [True, False])
+def test_copies_start_on_different_scenarios_for_every_seed(via_seed):
+    """Each copy drew its own permutation, so 'copies start at different positions' of
+    different cycles: two copies often played the same scenario at once (2 copies of 3
+    agents, seed 2: both emergency, then both price_spike; seed 0's second episodes were
+    both price_spike). Every copy now follows one cycle from its own position."""
+    names = resolve_scenarios("all")
+    for seed in range(12):
+        venv = GridSwarmVecEnv("all", n_agents=3, n_envs=3, seed=None if via_seed else seed)
+        if via_seed:
+            venv.seed(seed)
+        for _ in range(len(names)):          # each episode of the cycle
+            venv.reset()
+            assert sorted(raw.scenario.name for raw in venv.active_envs) == sorted(names)
+
+
 def test_set_attr_reaches_scenarios_a_mixed_copy_builds_later():
     venv = GridSwarmVecEnv("all", n_agents=3, n_envs=2, seed=0)
     venv.set_attr("marker", "copy 0", indices=[0])

@@ -38,8 +38,11 @@ next :meth:`reset` uses the seed of each copy's first slot, then forgets the see
 Each copy owns a ``numpy.random.Generator``; every episode it starts (explicit reset
 or auto-reset) draws the environment seed from it, so a seed fixes the whole stream
 of episodes. ``scenario="all"`` (or a sequence of names) mixes scenarios across
-episodes: each copy cycles through a seeded permutation of the scenarios, one per
-episode (one environment object per scenario and copy is kept and reused).
+episodes: every copy cycles through one seeded permutation of the scenarios (drawn from
+copy 0's generator), one per episode, copy ``e`` starting at its position ``e``, so
+copies start on different scenarios (while there are no more copies than scenarios) and
+a rollout mixes them from the start (one environment object per scenario and copy is
+kept and reused).
 
 Rewards
 -------
@@ -167,9 +170,10 @@ class GridSwarmVecEnv(VecEnv):
         self._attrs: list[dict[str, Any]] = [{} for _ in range(self.n_envs)]
         self._rngs = [np.random.default_rng(None if seed is None else [seed, e])
                       for e in range(self.n_envs)]
-        self._cycles = [self._new_cycle(e) for e in range(self.n_envs)]
+        # the scenario cycle every copy follows; copy e starts at position e
+        self._cycle = self._new_cycle()
         self._episode_count = np.arange(self.n_envs, dtype=np.int64)
-        self._active = [self._env(e, self._cycles[e][e % len(self.scenarios)])
+        self._active = [self._env(e, self._cycle[e % len(self._cycle)])
                         for e in range(self.n_envs)]
         first = self._active[0]
         self.possible_agents = list(first.possible_agents)
@@ -191,13 +195,14 @@ class GridSwarmVecEnv(VecEnv):
             self._envs[e][name] = raw
         return self._envs[e][name]
 
-    def _new_cycle(self, e: int) -> list[str]:
-        order = self._rngs[e].permutation(len(self.scenarios))
+    def _new_cycle(self) -> list[str]:
+        """A permutation of the scenarios, drawn from copy 0's generator."""
+        order = self._rngs[0].permutation(len(self.scenarios))
         return [self.scenarios[int(i)] for i in order]
 
     def _start_episode(self, e: int, options: dict[str, Any] | None = None) -> np.ndarray:
         """Switch copy ``e`` to the next scenario of its cycle and reset it."""
-        cycle = self._cycles[e]
+        cycle = self._cycle
         name = cycle[int(self._episode_count[e]) % len(cycle)]
         self._episode_count[e] += 1
         raw = self._env(e, name)
@@ -224,12 +229,12 @@ class GridSwarmVecEnv(VecEnv):
     def reset(self) -> np.ndarray:
         """Reset every copy (using and then clearing ``self._seeds`` / ``self._options``)."""
         obs = np.empty((self.num_envs, *self.observation_space.shape), dtype=np.float32)
+        if self._seeds[0] is not None:
+            for e in range(self.n_envs):
+                self._rngs[e] = np.random.default_rng(int(self._seeds[e * self.n_agents]))
+            self._cycle = self._new_cycle()
+            self._episode_count = np.arange(self.n_envs, dtype=np.int64)   # copy e at e
         for e in range(self.n_envs):
-            seed = self._seeds[e * self.n_agents]
-            if seed is not None:
-                self._rngs[e] = np.random.default_rng(int(seed))
-                self._cycles[e] = self._new_cycle(e)
-                self._episode_count[e] = e   # copies start at different cycle positions
             obs[self.slots(e)] = self._start_episode(e, self._options[e * self.n_agents])
         self.reset_infos = [{} for _ in range(self.num_envs)]
         self._reset_seeds()
