@@ -33,11 +33,17 @@ holds the agent's return ``r`` and length ``l`` (like SB3's ``Monitor``), and th
 first slot of the copy carries ``infos[s]["episode_metrics"]``: the KPI dict of
 ``raw.episode_metrics()`` (see :mod:`gridswarm_env.metrics`).
 
-Seeding follows SB3 2.x: :meth:`seed` stores ``self._seeds`` (``seed + slot``) and the
-next :meth:`reset` uses the seed of each copy's first slot, then forgets the seeds.
-Each copy owns a ``numpy.random.Generator``; every episode it starts (explicit reset
-or auto-reset) draws the environment seed from it, so a seed fixes the whole stream
-of episodes. ``scenario="all"`` (or a sequence of names) mixes scenarios across
+Seeding follows SB3 2.x: :meth:`seed` stores ``self._seeds`` (``seed + slot``, the list
+SB3's ``VecEnv.seed`` returns) and the next :meth:`reset` reseeds every copy from the
+seed given (slot 0's), then forgets the seeds. Each copy owns a
+``numpy.random.Generator``; every episode it starts (explicit reset or auto-reset)
+draws the environment seed from it, so a seed fixes the whole stream of episodes.
+Copy ``e`` of seed ``s`` draws from :func:`copy_seed_sequence` ``(s, e)``: copy 0 from
+``SeedSequence(s)`` (``default_rng(s)``), copy ``e >= 1`` from its spawned child
+``SeedSequence(s, spawn_key=(e,))``, so no copy of one seed replays a copy of another
+(with ``seed + slot`` per copy, copy 1 of seed 0 replayed copy 0 of seed ``n_agents``),
+and one copy (``--envs 1``) plays the episodes it always did. The constructor's ``seed``
+follows the same rule. ``scenario="all"`` (or a sequence of names) mixes scenarios across
 episodes: every copy cycles through one seeded permutation of the scenarios (drawn from
 copy 0's generator), one per episode, copy ``e`` starting at its position ``e``, so
 copies start on different scenarios (while there are no more copies than scenarios) and
@@ -89,6 +95,23 @@ from gridswarm_env.env import GridSwarmEnv
 from train.config import REWARD_MODES, resolve_scenarios
 
 ACTION_MASKS = "action_masks"
+
+
+def copy_seed_sequence(seed: int | None, copy: int) -> np.random.SeedSequence:
+    """The seed sequence of copy ``copy``'s episode-seed generator for the seed ``seed``.
+
+    Copy 0: ``SeedSequence(seed)``, the sequence ``default_rng(seed)`` uses. Copy
+    ``e >= 1``: ``SeedSequence(seed, spawn_key=(e,))``, the child ``e`` of
+    ``SeedSequence(seed).spawn`` (numpy's way to derive independent streams): distinct
+    from every copy of every other seed, unlike SB3's ``seed + slot`` (seed 0's copy 1 was
+    seed ``n_agents``'s copy 0). ``seed=None``: fresh entropy for every copy.
+
+    :param seed: the adapter's seed (>= 0), or None.
+    :param copy: the copy's index (>= 0).
+    """
+    if seed is None:
+        return np.random.SeedSequence()
+    return np.random.SeedSequence(int(seed), spawn_key=(copy,) if copy else ())
 
 
 def marginal_reward_term(raw: GridSwarmEnv, info: dict[str, Any], weight: float) -> np.ndarray:
@@ -168,7 +191,7 @@ class GridSwarmVecEnv(VecEnv):
         self._envs: list[dict[str, GridSwarmEnv]] = [{} for _ in range(self.n_envs)]
         # set_attr values per copy, also given to the copy's environments built later
         self._attrs: list[dict[str, Any]] = [{} for _ in range(self.n_envs)]
-        self._rngs = [np.random.default_rng(None if seed is None else [seed, e])
+        self._rngs = [np.random.default_rng(copy_seed_sequence(seed, e))
                       for e in range(self.n_envs)]
         # the scenario cycle every copy follows; copy e starts at position e
         self._cycle = self._new_cycle()
@@ -227,11 +250,14 @@ class GridSwarmVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ VecEnv API
     def reset(self) -> np.ndarray:
-        """Reset every copy (using and then clearing ``self._seeds`` / ``self._options``)."""
+        """Reset every copy (using and then clearing ``self._seeds`` / ``self._options``):
+        after :meth:`seed` ``(s)``, copy ``e`` draws its episodes from
+        :func:`copy_seed_sequence` ``(s, e)``."""
         obs = np.empty((self.num_envs, *self.observation_space.shape), dtype=np.float32)
-        if self._seeds[0] is not None:
+        seed = self._seeds[0]   # the seed given to seed() (slot s holds seed + s)
+        if seed is not None:
             for e in range(self.n_envs):
-                self._rngs[e] = np.random.default_rng(int(self._seeds[e * self.n_agents]))
+                self._rngs[e] = np.random.default_rng(copy_seed_sequence(seed, e))
             self._cycle = self._new_cycle()
             self._episode_count = np.arange(self.n_envs, dtype=np.int64)   # copy e at e
         for e in range(self.n_envs):
