@@ -623,3 +623,45 @@ def test_what_a_user_callback_records_at_a_rollout_start_is_not_a_rollout_late(
     # start, 0, is overwritten by the next before any dump)
     assert points == {"custom/start": [(300, 300.0), (600, 600.0)],
                       "custom/end": [(900, 900.0)]}
+
+
+@pytest.mark.parametrize("target", ["model_300_steps", "best_model"])
+def test_an_interrupt_while_a_model_is_written_leaves_no_half_written_file(
+        target, tmp_path, monkeypatch, capsys):
+    """Checkpoints and the best model (--eval-every) were written into the file itself:
+    a Ctrl-C during the write left a truncated model_300_steps.zip, which the message
+    then named as the last checkpoint (and --resume refused as corrupt), or a truncated
+    best_model.zip. They are now written to a temporary file renamed once complete."""
+    from sb3_contrib import MaskablePPO
+
+    from policies.learned import load_maskable_ppo
+
+    real_save = MaskablePPO.save
+    fired = []
+
+    def save(self, path, *args, **kwargs):
+        name = Path(getattr(path, "name", str(path))).name
+        if target in name and not fired:   # half the file, then Ctrl-C
+            fired.append(name)
+            if isinstance(path, str | Path):
+                with open(path, "wb") as f:
+                    f.write(b"PK\x03\x04" + bytes(64))
+            else:
+                path.write(b"PK\x03\x04" + bytes(64))
+            raise KeyboardInterrupt
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(MaskablePPO, "save", save)
+    run_dir = tmp_path / "runs" / "r"
+    code = main([*TINY, "--timesteps", "600", "--checkpoint-every", "300", "--eval-every",
+                 "300", "--eval-seeds", "1", "--logdir", str(tmp_path / "runs"),
+                 "--run-name", "r"])
+    assert code == 130 and fired
+    assert "interrupted during PPO" in capsys.readouterr().err
+    for path in run_dir.rglob("*.zip"):   # whatever is there loads
+        load_maskable_ppo(path)
+    assert trainer.last_checkpoint(run_dir) is None   # the one interrupted is not there
+    record = json.loads((run_dir / "model_interrupted.json").read_text())
+    best = record["evaluation_during_training"]["best_model"]
+    assert best is None or Path(best).is_file()       # the record names no missing file
+    assert not list(run_dir.rglob("*.part"))   # no temporary file left behind

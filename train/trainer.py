@@ -225,9 +225,14 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
     (:class:`~train.callbacks.DumpAfterUpdate`).
     """
     import torch as th
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+    from stable_baselines3.common.callbacks import CallbackList
 
-    from train.callbacks import DumpAfterUpdate, EpisodeMetricsCallback, SystemCostEvaluation
+    from train.callbacks import (
+        AtomicCheckpointCallback,
+        DumpAfterUpdate,
+        EpisodeMetricsCallback,
+        SystemCostEvaluation,
+    )
 
     th.set_num_threads(config.torch_threads)
     t_start = time.time()
@@ -308,7 +313,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
                 echo=lambda line: print(line, flush=True))
             all_callbacks.append(evaluation)
         if config.checkpoint_every:
-            all_callbacks.append(CheckpointCallback(
+            all_callbacks.append(AtomicCheckpointCallback(
                 save_freq=max(config.checkpoint_every // venv.num_envs, 1),
                 save_path=str(run_dir / "checkpoints"), name_prefix="model"))
         all_callbacks.extend(callbacks)
