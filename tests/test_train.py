@@ -235,6 +235,34 @@ def test_learned_policy_from_a_model_in_memory_acts_as_from_its_file(trained):
         LearnedPolicy.from_model(in_memory.model, torch_threads=0)
 
 
+def test_sampled_acting_keeps_its_own_random_stream(trained, tmp_path):
+    """A sampling (deterministic=False) policy seeded by reset(env, seed) reseeded the
+    process's random, numpy and torch generators and the model's environment (SB3's
+    set_random_seed): evaluating a model in training that way reset its minibatch
+    order, action sampling and next episode seeds. Its stream is now its own, and still
+    reproducible for a seed."""
+    import torch
+
+    cfg, path, _ = trained
+    venv = make_venv(cfg)
+    model = load_model(path, venv)
+    policy = LearnedPolicy.from_model(model, deterministic=False)
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=10, trust="hmac")
+    global_numpy_state = np.random.get_state  # noqa: NPY002
+    torch_state, numpy_state = torch.get_rng_state(), global_numpy_state()
+    seeds = list(venv._seeds)
+    first = run_episode(env, policy, seed=7, max_steps=5)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert all(np.array_equal(a, b) for a, b in zip(global_numpy_state(), numpy_state,
+                                                    strict=True))
+    assert venv._seeds == seeds          # the training environment's next reset unchanged
+    again = run_episode(env, policy, seed=7, max_steps=5)
+    assert again.trace == first.trace    # reproducible for a seed
+    other = run_episode(env, policy, seed=8, max_steps=5)
+    assert other.trace != first.trace    # and sampled
+    venv.close()
+
+
 def test_learned_policy_missing_and_corrupt_files(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         LearnedPolicy(tmp_path / "nope.zip")
