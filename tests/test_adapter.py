@@ -95,6 +95,10 @@ def test_masks_reachable_as_maskableppo_expects(venv):
     rows = venv.env_method("action_masks", indices=[1, N_AGENTS + 2])
     np.testing.assert_array_equal(np.stack(rows), want[[1, N_AGENTS + 2]])
     assert venv.get_attr("n_agents", indices=[0, N_AGENTS]) == [N_AGENTS, N_AGENTS]
+    # get_attr: per slot, what that slot's action_masks() would return (its own row;
+    # the adapter's method used to come back, returning every slot's masks)
+    getters = venv.get_attr("action_masks", indices=[1, N_AGENTS + 2])
+    np.testing.assert_array_equal(np.stack([g() for g in getters]), want[[1, N_AGENTS + 2]])
 
 
 def test_masked_power_levels_are_never_blocked(venv):

@@ -75,6 +75,7 @@ clip never binds: it guards configurations whose EVs do leave.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -331,6 +332,11 @@ class GridSwarmVecEnv(VecEnv):
         """``(num_envs, n_power_levels + n_price_levels)`` bool masks, one row per slot."""
         return np.concatenate([raw.action_masks() for raw in self._active], axis=0)
 
+    def _slot_mask(self, slot: int) -> np.ndarray:
+        """Slot ``slot``'s ``(n_power_levels + n_price_levels,)`` mask row."""
+        e, i = divmod(slot, self.n_agents)
+        return self._active[e].action_masks()[i]
+
     def render(self, mode: str | None = None) -> str | None:
         """``"ansi"``: the copies' text frames, one line per copy (``copy e: …``); other
         modes as SB3's :meth:`VecEnv.render` (``"human"`` prints each copy's frame)."""
@@ -348,9 +354,12 @@ class GridSwarmVecEnv(VecEnv):
         return attr_name == ACTION_MASKS or hasattr(self._active[0], attr_name)
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """Attribute of the environment behind each slot (copies repeat it per agent)."""
+        """Attribute of the environment behind each slot (copies repeat it per agent);
+        ``action_masks``: per slot, a callable returning that slot's own mask row (as
+        :meth:`env_method` does; it returned the adapter's method, whose call gave the
+        masks of every slot)."""
         if attr_name == ACTION_MASKS:
-            return [self.action_masks] * len(list(self._get_indices(indices)))
+            return [functools.partial(self._slot_mask, int(s)) for s in self._get_indices(indices)]
         return [getattr(self._active[int(s) // self.n_agents], attr_name)
                 for s in self._get_indices(indices)]
 
