@@ -110,6 +110,30 @@ def test_copies_finishing_together_get_their_own_episode_points(tmp_path):
     assert [e.step for e in points] == [1, 2]
 
 
+def test_ep_rew_mean_averages_every_agent_of_the_last_episodes(tmp_path):
+    """SB3 averages rollout/ep_rew_mean over its last 100 slot episodes: with 2 copies of
+    51 agents ending together it left 2 of copy 0's agents out (at 1 000 agents, all but
+    agents 900-999). The window is now whole copy episodes, at least one per slot."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    returns: list[float] = []
+
+    class Returns(BaseCallback):
+        def _on_step(self) -> bool:
+            returns.extend(i["episode"]["r"] for i in self.locals["infos"] if "episode" in i)
+            return True
+
+    cfg = tiny(tmp_path, n_envs=2, n_agents=51, n_steps=EMERGENCY_STEPS, n_epochs=1,
+               total_timesteps=2 * 51 * EMERGENCY_STEPS, batch_size=2 * 51 * 40,
+               checkpoint_every=0, run_name="window")
+    train(cfg, callbacks=[Returns()])
+    ea = EventAccumulator(str(tmp_path / "runs" / "window"))
+    ea.Reload()
+    assert len(returns) == 2 * 51
+    logged = ea.Scalars("rollout/ep_rew_mean")[-1].value
+    assert logged == pytest.approx(np.mean(returns), rel=1e-5)
+
+
 def test_public_hook_sees_every_episode(trained):
     _, _, rec = trained
     assert [s for s, _ in rec.seen] == ["emergency", "emergency"]

@@ -55,6 +55,23 @@ def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
                            limits=config.limits)
 
 
+#: SB3's default ``stats_window_size``: slot episodes ``rollout/ep_rew_mean`` averages
+SB3_STATS_WINDOW = 100
+
+
+def stats_window_size(n_agents: int, n_envs: int) -> int:
+    """The ``stats_window_size`` of a run (the slot episodes ``rollout/ep_rew_mean`` and
+    ``rollout/ep_len_mean`` average): SB3's 100 rounded up to whole copy episodes of
+    ``n_agents`` slots, and at least one episode of every slot,
+    ``max(ceil(100 / n_agents), n_envs) · n_agents``. Each copy's episode ends for all its
+    agents at once, so SB3's 100 kept only the last 100 slots: at 1 000 agents the mean
+    return of agents 900-999 alone, and with ``--envs 2`` copies ending together only the
+    second copy's agents (unchanged at 100 agents and one copy, or below 100 agents).
+    """
+    episodes = max(-(-SB3_STATS_WINDOW // n_agents), n_envs)
+    return episodes * n_agents
+
+
 def make_model(config: TrainConfig, venv: GridSwarmVecEnv):
     """A new ``MaskablePPO`` (shared MLP policy, CPU) for ``venv``."""
     from sb3_contrib import MaskablePPO
@@ -67,6 +84,7 @@ def make_model(config: TrainConfig, venv: GridSwarmVecEnv):
         clip_range=config.clip_range, ent_coef=config.ent_coef, vf_coef=config.vf_coef,
         max_grad_norm=config.max_grad_norm, target_kl=config.target_kl,
         policy_kwargs={"net_arch": {"pi": arch, "vf": arch}}, seed=config.seed,
+        stats_window_size=stats_window_size(config.n_agents, config.n_envs),
         device="cpu", verbose=config.verbose)
 
 
@@ -294,6 +312,10 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
                 raise
             # not config.seed itself: that would replay the episodes and the random stream
             # of the run that wrote the checkpoint
+            window = stats_window_size(config.n_agents, config.n_envs)
+            if model._stats_window_size != window:   # another fleet: SB3 starts a new
+                model._stats_window_size = window    # buffer of whole copy episodes
+                model.ep_info_buffer = None
             seed = resume_seed(config.seed, int(model.num_timesteps))
             model.set_random_seed(seed)
             record["resumed_from"] = str(config.resume)
