@@ -206,6 +206,7 @@ class LearnedPolicy:
         self.deterministic = bool(deterministic)
         self.model = load_maskable_ppo(self.path)
         self._nvec = np.asarray(self.model.action_space.nvec, dtype=np.int64)
+        self._sample_state: Any = None   # torch RNG state of seeded sampling (see reset)
 
     @classmethod
     def from_model(cls, model: Any, deterministic: bool = True,
@@ -228,6 +229,7 @@ class LearnedPolicy:
         policy.torch_threads = _checked_threads(torch_threads)
         policy.model = model
         policy._nvec = np.asarray(model.action_space.nvec, dtype=np.int64)
+        policy._sample_state = None
         return policy
 
     def check_action_levels(self, nvec: Any) -> None:
@@ -244,17 +246,24 @@ class LearnedPolicy:
                              f"MultiDiscrete({want.tolist()}) (n_power_levels, n_price_levels)")
 
     def reset(self, env: Any, seed: int | None = None) -> None:
-        """Check the model fits ``env``'s action space; seed sampling when not greedy.
+        """Check the model fits ``env``'s action space; seed sampling when not greedy
+        (with a torch generator state of the policy's own: the process's random, numpy
+        and torch generators and the model's environment are left alone).
 
         :raises ValueError: the model's action space differs from the environment's.
         """
         raw = getattr(env, "unwrapped", env)
         self.check_action_levels(raw.action_space(raw.possible_agents[0]).nvec)
+        self._sample_state = None
         if seed is not None and not self.deterministic:
-            # SB3 seeds the global random, numpy and torch generators here: only when
-            # actions are sampled (greedy actions need no seed, and a model in training,
-            # see from_model, keeps its own random stream)
-            self.model.set_random_seed(seed)
+            # a private torch generator state, swapped in around each sampling call: SB3's
+            # model.set_random_seed (used before) reseeded the process's random, numpy and
+            # torch generators and the model's env, so sampled evaluation of a model in
+            # training (from_model) reset its minibatch order, its action sampling and
+            # its environment's next episode seeds to the evaluation seed
+            import torch
+
+            self._sample_state = torch.Generator().manual_seed(int(seed)).get_state()
 
     def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """``(n, 2)`` int64 actions for ``obs`` ``(n, OBS_DIM)`` and ``mask`` ``(n, L+P)``."""
@@ -264,7 +273,7 @@ class LearnedPolicy:
         width = int(self._nvec.sum())
         if mask.shape != (obs.shape[0], width):
             raise ValueError(f"mask has shape {mask.shape}: expected ({obs.shape[0]}, {width})")
-        with _torch_threads(self.torch_threads):
+        with _torch_threads(self.torch_threads), _torch_rng(self):
             actions, _ = self.model.predict(obs, deterministic=self.deterministic,
                                             action_masks=np.asarray(mask, dtype=bool))
         return np.asarray(actions, dtype=np.int64).reshape(obs.shape[0], 2)
@@ -281,6 +290,22 @@ def _checked_threads(torch_threads: Any) -> int | None:
         raise ValueError(f"LearnedPolicy.torch_threads = {torch_threads!r}: expected an "
                          "integer >= 1, or None for torch's own setting")
     return torch_threads
+
+
+@contextlib.contextmanager
+def _torch_rng(policy: LearnedPolicy) -> Iterator[None]:
+    """Inside the block torch's CPU generator holds ``policy``'s seeded sampling state
+    (kept for its next call); the process's own state is restored afterwards. Nothing
+    changes when the policy is greedy or was reset without a seed."""
+    if policy._sample_state is None:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(policy._sample_state)
+        yield
+        policy._sample_state = torch.get_rng_state()
 
 
 @contextlib.contextmanager

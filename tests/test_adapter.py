@@ -95,6 +95,10 @@ def test_masks_reachable_as_maskableppo_expects(venv):
     rows = venv.env_method("action_masks", indices=[1, N_AGENTS + 2])
     np.testing.assert_array_equal(np.stack(rows), want[[1, N_AGENTS + 2]])
     assert venv.get_attr("n_agents", indices=[0, N_AGENTS]) == [N_AGENTS, N_AGENTS]
+    # get_attr: per slot, what that slot's action_masks() would return (its own row;
+    # the adapter's method used to come back, returning every slot's masks)
+    getters = venv.get_attr("action_masks", indices=[1, N_AGENTS + 2])
+    np.testing.assert_array_equal(np.stack([g() for g in getters]), want[[1, N_AGENTS + 2]])
 
 
 def test_masked_power_levels_are_never_blocked(venv):
@@ -157,6 +161,45 @@ def test_constructor_seed_fixes_the_episode_stream():
     np.testing.assert_array_equal(run(a, 5)[1], run(b, 5)[1])
 
 
+def first_observations(seed: int, n_envs: int, *, via_seed: bool) -> list[np.ndarray]:
+    """Each copy's first observations, the adapter seeded through the constructor or
+    through SB3's ``seed()`` (what MaskablePPO's ``set_random_seed`` calls)."""
+    v = GridSwarmVecEnv("price_spike", n_agents=3, n_envs=n_envs,
+                        seed=None if via_seed else seed)
+    if via_seed:
+        v.seed(seed)
+    obs = v.reset()
+    return [obs[v.slots(e)] for e in range(n_envs)]
+
+
+@pytest.mark.parametrize("via_seed", [True, False])
+def test_copies_of_different_seeds_never_replay_each_other(via_seed):
+    """Copy e of seed s was reseeded with s + e·n_agents (SB3's seed + slot), so seed 0's
+    copy 1 replayed seed 3's copy 0 at 3 agents (and seed 100's at 100): `--seed 0` and
+    `--seed 3` shared episodes. Copy e ≥ 1 now draws from SeedSequence(s, spawn_key=(e,))."""
+    seed0 = first_observations(0, 3, via_seed=via_seed)
+    others = [o for s in range(1, 8) for o in first_observations(s, 3, via_seed=via_seed)]
+    for copy in seed0:
+        assert not any(np.array_equal(copy, o) for o in others)
+    assert not np.array_equal(seed0[1], seed0[2])
+
+
+@pytest.mark.parametrize("via_seed", [True, False])
+def test_copy_zero_keeps_the_one_copy_stream(via_seed):
+    """Copy 0 of any --envs plays what one copy (--envs 1) plays, and that is the stream
+    of ``default_rng(seed)`` (a one-scenario cycle's permutation draws first): runs with
+    one copy are bit-identical to before copy seeds were spawned."""
+    seed = 11
+    np.testing.assert_array_equal(first_observations(seed, 3, via_seed=via_seed)[0],
+                                  first_observations(seed, 1, via_seed=via_seed)[0])
+    rng = np.random.default_rng(seed)
+    rng.permutation(1)
+    raw = GridSwarmVecEnv("price_spike", n_agents=3).active_envs[0]
+    raw.reset(seed=int(rng.integers(2**31 - 1)))
+    np.testing.assert_array_equal(first_observations(seed, 1, via_seed=via_seed)[0],
+                                  raw.observations_array())
+
+
 def test_all_scenarios_cycle_across_episodes():
     venv = GridSwarmVecEnv("all", n_agents=3, n_envs=2, seed=0)
     venv.seed(0)
@@ -172,6 +215,22 @@ def test_all_scenarios_cycle_across_episodes():
     # price levels follow the active scenario
     for raw in venv.active_envs:
         assert raw.price_levels[-1] == raw.scenario.price_cap_per_mwh
+
+
+@pytest.mark.parametrize("via_seed", [True, False])
+def test_copies_start_on_different_scenarios_for_every_seed(via_seed):
+    """Each copy drew its own permutation, so 'copies start at different positions' of
+    different cycles: two copies often played the same scenario at once (2 copies of 3
+    agents, seed 2: both emergency, then both price_spike; seed 0's second episodes were
+    both price_spike). Every copy now follows one cycle from its own position."""
+    names = resolve_scenarios("all")
+    for seed in range(12):
+        venv = GridSwarmVecEnv("all", n_agents=3, n_envs=3, seed=None if via_seed else seed)
+        if via_seed:
+            venv.seed(seed)
+        for _ in range(len(names)):          # each episode of the cycle
+            venv.reset()
+            assert sorted(raw.scenario.name for raw in venv.active_envs) == sorted(names)
 
 
 def test_set_attr_reaches_scenarios_a_mixed_copy_builds_later():

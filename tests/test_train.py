@@ -110,6 +110,30 @@ def test_copies_finishing_together_get_their_own_episode_points(tmp_path):
     assert [e.step for e in points] == [1, 2]
 
 
+def test_ep_rew_mean_averages_every_agent_of_the_last_episodes(tmp_path):
+    """SB3 averages rollout/ep_rew_mean over its last 100 slot episodes: with 2 copies of
+    51 agents ending together it left 2 of copy 0's agents out (at 1 000 agents, all but
+    agents 900-999). The window is now whole copy episodes, at least one per slot."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    returns: list[float] = []
+
+    class Returns(BaseCallback):
+        def _on_step(self) -> bool:
+            returns.extend(i["episode"]["r"] for i in self.locals["infos"] if "episode" in i)
+            return True
+
+    cfg = tiny(tmp_path, n_envs=2, n_agents=51, n_steps=EMERGENCY_STEPS, n_epochs=1,
+               total_timesteps=2 * 51 * EMERGENCY_STEPS, batch_size=2 * 51 * 40,
+               checkpoint_every=0, run_name="window")
+    train(cfg, callbacks=[Returns()])
+    ea = EventAccumulator(str(tmp_path / "runs" / "window"))
+    ea.Reload()
+    assert len(returns) == 2 * 51
+    logged = ea.Scalars("rollout/ep_rew_mean")[-1].value
+    assert logged == pytest.approx(np.mean(returns), rel=1e-5)
+
+
 def test_public_hook_sees_every_episode(trained):
     _, _, rec = trained
     assert [s for s, _ in rec.seen] == ["emergency", "emergency"]
@@ -233,6 +257,34 @@ def test_learned_policy_from_a_model_in_memory_acts_as_from_its_file(trained):
         LearnedPolicy.from_model(object())
     with pytest.raises(ValueError, match="torch_threads"):
         LearnedPolicy.from_model(in_memory.model, torch_threads=0)
+
+
+def test_sampled_acting_keeps_its_own_random_stream(trained, tmp_path):
+    """A sampling (deterministic=False) policy seeded by reset(env, seed) reseeded the
+    process's random, numpy and torch generators and the model's environment (SB3's
+    set_random_seed): evaluating a model in training that way reset its minibatch
+    order, action sampling and next episode seeds. Its stream is now its own, and still
+    reproducible for a seed."""
+    import torch
+
+    cfg, path, _ = trained
+    venv = make_venv(cfg)
+    model = load_model(path, venv)
+    policy = LearnedPolicy.from_model(model, deterministic=False)
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=10, trust="hmac")
+    global_numpy_state = np.random.get_state  # noqa: NPY002
+    torch_state, numpy_state = torch.get_rng_state(), global_numpy_state()
+    seeds = list(venv._seeds)
+    first = run_episode(env, policy, seed=7, max_steps=5)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert all(np.array_equal(a, b) for a, b in zip(global_numpy_state(), numpy_state,
+                                                    strict=True))
+    assert venv._seeds == seeds          # the training environment's next reset unchanged
+    again = run_episode(env, policy, seed=7, max_steps=5)
+    assert again.trace == first.trace    # reproducible for a seed
+    other = run_episode(env, policy, seed=8, max_steps=5)
+    assert other.trace != first.trace    # and sampled
+    venv.close()
 
 
 def test_learned_policy_missing_and_corrupt_files(tmp_path):

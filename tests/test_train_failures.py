@@ -5,6 +5,7 @@ resumed run keeps from its checkpoint (seeds, environment and reward settings)."
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -623,3 +624,95 @@ def test_what_a_user_callback_records_at_a_rollout_start_is_not_a_rollout_late(
     # start, 0, is overwritten by the next before any dump)
     assert points == {"custom/start": [(300, 300.0), (600, 600.0)],
                       "custom/end": [(900, 900.0)]}
+
+
+@pytest.mark.parametrize("target", ["model_300_steps", "best_model"])
+def test_an_interrupt_while_a_model_is_written_leaves_no_half_written_file(
+        target, tmp_path, monkeypatch, capsys):
+    """Checkpoints and the best model (--eval-every) were written into the file itself:
+    a Ctrl-C during the write left a truncated model_300_steps.zip, which the message
+    then named as the last checkpoint (and --resume refused as corrupt), or a truncated
+    best_model.zip. They are now written to a temporary file renamed once complete."""
+    from sb3_contrib import MaskablePPO
+
+    from policies.learned import load_maskable_ppo
+
+    real_save = MaskablePPO.save
+    fired = []
+
+    def save(self, path, *args, **kwargs):
+        name = Path(getattr(path, "name", str(path))).name
+        if target in name and not fired:   # half the file, then Ctrl-C
+            fired.append(name)
+            if isinstance(path, str | Path):
+                with open(path, "wb") as f:
+                    f.write(b"PK\x03\x04" + bytes(64))
+            else:
+                path.write(b"PK\x03\x04" + bytes(64))
+            raise KeyboardInterrupt
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(MaskablePPO, "save", save)
+    run_dir = tmp_path / "runs" / "r"
+    handler = signal.getsignal(signal.SIGTERM)
+    code = main([*TINY, "--timesteps", "600", "--checkpoint-every", "300", "--eval-every",
+                 "300", "--eval-seeds", "1", "--logdir", str(tmp_path / "runs"),
+                 "--run-name", "r"])
+    assert code == 130 and fired
+    assert signal.getsignal(signal.SIGTERM) is handler   # train's SIGTERM handler is gone
+    assert "interrupted during PPO" in capsys.readouterr().err
+    for path in run_dir.rglob("*.zip"):   # whatever is there loads
+        load_maskable_ppo(path)
+    assert trainer.last_checkpoint(run_dir) is None   # the one interrupted is not there
+    record = json.loads((run_dir / "model_interrupted.json").read_text())
+    best = record["evaluation_during_training"]["best_model"]
+    assert best is None or Path(best).is_file()       # the record names no missing file
+    assert not list(run_dir.rglob("*.part"))   # no temporary file left behind
+
+
+#: ``python -m train`` with a callback that sends the process SIGTERM at 300 agent-steps
+SIGTERM_AT_300 = """
+import os, signal, sys
+from stable_baselines3.common.callbacks import BaseCallback
+import train.trainer as trainer
+from train.__main__ import main
+
+class Kill(BaseCallback):
+    def _on_step(self):
+        if self.num_timesteps >= 300 and not getattr(self, "sent", False):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return True
+
+real = trainer.train
+trainer.train = lambda config, **kw: real(config, callbacks=[Kill()], **kw)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_saves_the_unfinished_model_as_ctrl_c_does(tmp_path):
+    """SIGTERM (kill, timeout, a scheduler's stop) ended the process at once: no model
+    since the last checkpoint, no record. It is now handled as Ctrl-C, with status 143."""
+    import os
+    import subprocess
+    import sys
+
+    from policies.learned import load_maskable_ppo
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    out = tmp_path / "m.zip"
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGTERM_AT_300, *TINY, "--timesteps", "1200",
+         "--checkpoint-every", "0", "--logdir", str(tmp_path / "runs"), "--run-name", "r",
+         "--out", str(out)], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 143, (proc.returncode, proc.stderr[-2000:])
+    run_dir = tmp_path / "runs" / "r"
+    saved = run_dir / "m_interrupted.zip"
+    assert (f"interrupted by SIGTERM during PPO at 300 agent-steps; the unfinished model "
+            f"was saved to {saved}") in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+    load_maskable_ppo(saved)
+    record = json.loads(saved.with_suffix(".json").read_text())
+    assert record["interrupted_by"] == "SIGTERM" and record["interrupted_during"] == "PPO"
+    assert record["num_timesteps"] == 300

@@ -17,7 +17,8 @@ reward's values). The training record shows the values read back from the model.
 Bad arguments, and outputs that cannot be written (checked before training), print
 one readable line on stderr and exit with status 2 (no traceback), naming the flag;
 Ctrl-C saves the unfinished model as ``<run>/<name>_interrupted.zip`` (never at
-``--out``), says where, and exits with status 130 (before training started: nothing is
+``--out``), says where, and exits with status 130 (SIGTERM, from ``kill``, ``timeout``
+or a job scheduler, likewise, with status 143; before training started: nothing is
 written, and the message says so; a second Ctrl-C while the model and its record are
 written: what was written, and what not); a model or record that cannot be written at the end
 is saved to the temporary directory instead, with one line on stderr and status 1.
@@ -353,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"was trained with ({'; '.join(changed)}): its critic learned the old "
               "reward's values and the learning curves will not compare; training with "
               "the new one", file=sys.stderr)
-    from train.errors import TrainingError
+    from train.errors import Terminated, TrainingError
 
     def note(text: str) -> None:
         print(f"{parser.prog}: note: {text}", file=sys.stderr, flush=True)
@@ -374,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as exc:   # train() says what it saved; a bare one came
         print(f"\n{str(exc) or _bare_interrupt(logdir, before)}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130   # 128 + SIGTERM / SIGINT
     print(f"model saved to {path} (training record: {path.with_suffix('.json')})")
     if config.eval_every:
         import json

@@ -33,13 +33,22 @@ holds the agent's return ``r`` and length ``l`` (like SB3's ``Monitor``), and th
 first slot of the copy carries ``infos[s]["episode_metrics"]``: the KPI dict of
 ``raw.episode_metrics()`` (see :mod:`gridswarm_env.metrics`).
 
-Seeding follows SB3 2.x: :meth:`seed` stores ``self._seeds`` (``seed + slot``) and the
-next :meth:`reset` uses the seed of each copy's first slot, then forgets the seeds.
-Each copy owns a ``numpy.random.Generator``; every episode it starts (explicit reset
-or auto-reset) draws the environment seed from it, so a seed fixes the whole stream
-of episodes. ``scenario="all"`` (or a sequence of names) mixes scenarios across
-episodes: each copy cycles through a seeded permutation of the scenarios, one per
-episode (one environment object per scenario and copy is kept and reused).
+Seeding follows SB3 2.x: :meth:`seed` stores ``self._seeds`` (``seed + slot``, the list
+SB3's ``VecEnv.seed`` returns) and the next :meth:`reset` reseeds every copy from the
+seed given (slot 0's), then forgets the seeds. Each copy owns a
+``numpy.random.Generator``; every episode it starts (explicit reset or auto-reset)
+draws the environment seed from it, so a seed fixes the whole stream of episodes.
+Copy ``e`` of seed ``s`` draws from :func:`copy_seed_sequence` ``(s, e)``: copy 0 from
+``SeedSequence(s)`` (``default_rng(s)``), copy ``e >= 1`` from its spawned child
+``SeedSequence(s, spawn_key=(e,))``, so no copy of one seed replays a copy of another
+(with ``seed + slot`` per copy, copy 1 of seed 0 replayed copy 0 of seed ``n_agents``),
+and one copy (``--envs 1``) plays the episodes it always did. The constructor's ``seed``
+follows the same rule. ``scenario="all"`` (or a sequence of names) mixes scenarios across
+episodes: every copy cycles through one seeded permutation of the scenarios (drawn from
+copy 0's generator), one per episode, copy ``e`` starting at its position ``e``, so
+copies start on different scenarios (while there are no more copies than scenarios) and
+a rollout mixes them from the start (one environment object per scenario and copy is
+kept and reused).
 
 Rewards
 -------
@@ -66,6 +75,7 @@ clip never binds: it guards configurations whose EVs do leave.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -86,6 +96,23 @@ from gridswarm_env.env import GridSwarmEnv
 from train.config import REWARD_MODES, resolve_scenarios
 
 ACTION_MASKS = "action_masks"
+
+
+def copy_seed_sequence(seed: int | None, copy: int) -> np.random.SeedSequence:
+    """The seed sequence of copy ``copy``'s episode-seed generator for the seed ``seed``.
+
+    Copy 0: ``SeedSequence(seed)``, the sequence ``default_rng(seed)`` uses. Copy
+    ``e >= 1``: ``SeedSequence(seed, spawn_key=(e,))``, the child ``e`` of
+    ``SeedSequence(seed).spawn`` (numpy's way to derive independent streams): distinct
+    from every copy of every other seed, unlike SB3's ``seed + slot`` (seed 0's copy 1 was
+    seed ``n_agents``'s copy 0). ``seed=None``: fresh entropy for every copy.
+
+    :param seed: the adapter's seed (>= 0), or None.
+    :param copy: the copy's index (>= 0).
+    """
+    if seed is None:
+        return np.random.SeedSequence()
+    return np.random.SeedSequence(int(seed), spawn_key=(copy,) if copy else ())
 
 
 def marginal_reward_term(raw: GridSwarmEnv, info: dict[str, Any], weight: float) -> np.ndarray:
@@ -165,11 +192,12 @@ class GridSwarmVecEnv(VecEnv):
         self._envs: list[dict[str, GridSwarmEnv]] = [{} for _ in range(self.n_envs)]
         # set_attr values per copy, also given to the copy's environments built later
         self._attrs: list[dict[str, Any]] = [{} for _ in range(self.n_envs)]
-        self._rngs = [np.random.default_rng(None if seed is None else [seed, e])
+        self._rngs = [np.random.default_rng(copy_seed_sequence(seed, e))
                       for e in range(self.n_envs)]
-        self._cycles = [self._new_cycle(e) for e in range(self.n_envs)]
+        # the scenario cycle every copy follows; copy e starts at position e
+        self._cycle = self._new_cycle()
         self._episode_count = np.arange(self.n_envs, dtype=np.int64)
-        self._active = [self._env(e, self._cycles[e][e % len(self.scenarios)])
+        self._active = [self._env(e, self._cycle[e % len(self._cycle)])
                         for e in range(self.n_envs)]
         first = self._active[0]
         self.possible_agents = list(first.possible_agents)
@@ -191,13 +219,14 @@ class GridSwarmVecEnv(VecEnv):
             self._envs[e][name] = raw
         return self._envs[e][name]
 
-    def _new_cycle(self, e: int) -> list[str]:
-        order = self._rngs[e].permutation(len(self.scenarios))
+    def _new_cycle(self) -> list[str]:
+        """A permutation of the scenarios, drawn from copy 0's generator."""
+        order = self._rngs[0].permutation(len(self.scenarios))
         return [self.scenarios[int(i)] for i in order]
 
     def _start_episode(self, e: int, options: dict[str, Any] | None = None) -> np.ndarray:
         """Switch copy ``e`` to the next scenario of its cycle and reset it."""
-        cycle = self._cycles[e]
+        cycle = self._cycle
         name = cycle[int(self._episode_count[e]) % len(cycle)]
         self._episode_count[e] += 1
         raw = self._env(e, name)
@@ -222,14 +251,17 @@ class GridSwarmVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ VecEnv API
     def reset(self) -> np.ndarray:
-        """Reset every copy (using and then clearing ``self._seeds`` / ``self._options``)."""
+        """Reset every copy (using and then clearing ``self._seeds`` / ``self._options``):
+        after :meth:`seed` ``(s)``, copy ``e`` draws its episodes from
+        :func:`copy_seed_sequence` ``(s, e)``."""
         obs = np.empty((self.num_envs, *self.observation_space.shape), dtype=np.float32)
+        seed = self._seeds[0]   # the seed given to seed() (slot s holds seed + s)
+        if seed is not None:
+            for e in range(self.n_envs):
+                self._rngs[e] = np.random.default_rng(copy_seed_sequence(seed, e))
+            self._cycle = self._new_cycle()
+            self._episode_count = np.arange(self.n_envs, dtype=np.int64)   # copy e at e
         for e in range(self.n_envs):
-            seed = self._seeds[e * self.n_agents]
-            if seed is not None:
-                self._rngs[e] = np.random.default_rng(int(seed))
-                self._cycles[e] = self._new_cycle(e)
-                self._episode_count[e] = e   # copies start at different cycle positions
             obs[self.slots(e)] = self._start_episode(e, self._options[e * self.n_agents])
         self.reset_infos = [{} for _ in range(self.num_envs)]
         self._reset_seeds()
@@ -300,6 +332,11 @@ class GridSwarmVecEnv(VecEnv):
         """``(num_envs, n_power_levels + n_price_levels)`` bool masks, one row per slot."""
         return np.concatenate([raw.action_masks() for raw in self._active], axis=0)
 
+    def _slot_mask(self, slot: int) -> np.ndarray:
+        """Slot ``slot``'s ``(n_power_levels + n_price_levels,)`` mask row."""
+        e, i = divmod(slot, self.n_agents)
+        return self._active[e].action_masks()[i]
+
     def render(self, mode: str | None = None) -> str | None:
         """``"ansi"``: the copies' text frames, one line per copy (``copy e: …``); other
         modes as SB3's :meth:`VecEnv.render` (``"human"`` prints each copy's frame)."""
@@ -317,9 +354,12 @@ class GridSwarmVecEnv(VecEnv):
         return attr_name == ACTION_MASKS or hasattr(self._active[0], attr_name)
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """Attribute of the environment behind each slot (copies repeat it per agent)."""
+        """Attribute of the environment behind each slot (copies repeat it per agent);
+        ``action_masks``: per slot, a callable returning that slot's own mask row (as
+        :meth:`env_method` does; it returned the adapter's method, whose call gave the
+        masks of every slot)."""
         if attr_name == ACTION_MASKS:
-            return [self.action_masks] * len(list(self._get_indices(indices)))
+            return [functools.partial(self._slot_mask, int(s)) for s in self._get_indices(indices)]
         return [getattr(self._active[int(s) // self.n_agents], attr_name)
                 for s in self._get_indices(indices)]
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import (
     HumanOutputFormat,
     KVWriter,
@@ -222,10 +222,10 @@ class SystemCostEvaluation(BaseCallback):
             elif isinstance(fmt, KVWriter):
                 fmt.write(row, not_excluded, point["agent_steps"])
         best = self.best is None or total < self.best["system_cost"]
-        if best:
-            self.best = point
+        if best:   # saved first: an interrupted save keeps the earlier best, file and point
             if self.best_path is not None:
-                self.model.save(self.best_path)
+                save_model_atomically(self.model, self.best_path)
+            self.best = point
         if self.echo is not None:
             self.echo(self.line(point, best))
         if self.stop_at_cost is not None and total <= self.stop_at_cost and not self.stopped_at:
@@ -258,6 +258,36 @@ class SystemCostEvaluation(BaseCallback):
     def _on_training_end(self) -> None:
         if self.stopped_at is None and self.points[-1]["agent_steps"] < self.num_timesteps:
             self.evaluate()   # the budget's end, when it fell between two evaluations
+
+
+def save_model_atomically(model: Any, path: str | Path) -> Path:
+    """``model.save`` to ``path`` (``.zip``), through a temporary file beside it renamed over
+    it once complete (:func:`train.trainer.replace_atomically`): a Ctrl-C, a second signal
+    or a crash while the model is written leaves the earlier file (or none), never a
+    half-written one that a later ``--resume`` or ``LearnedPolicy`` would refuse as
+    corrupt.
+
+    :returns: the path written.
+    """
+    from train.trainer import replace_atomically
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, model.save)
+    return path
+
+
+class AtomicCheckpointCallback(CheckpointCallback):
+    """SB3's ``CheckpointCallback`` (``<save_path>/<name_prefix>_<N>_steps.zip`` every
+    ``save_freq`` calls), each checkpoint written by :func:`save_model_atomically`: SB3
+    writes into the file itself, so an interrupt during the write left a truncated newest
+    checkpoint, the one an unfinished run's message names as its last checkpoint. (No
+    replay buffer or ``VecNormalize`` statistics: ``python -m train`` uses neither.)"""
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            save_model_atomically(self.model, self._checkpoint_path(extension="zip"))
+        return True
 
 
 class DumpAfterUpdate(BaseCallback):

@@ -82,7 +82,9 @@ class TrainConfig:
     :param n_envs: environment copies stacked in the adapter.
     :param trust: contract signatures, ``"hmac"`` (fast, default) or ``"ed25519"``.
     :param seed: seeds torch, numpy, the adapter's episode stream and BC shuffling,
-        0..:data:`MAX_SEED`. With
+        0..:data:`MAX_SEED`; environment copy ``e`` of ``n_envs`` draws its episodes from
+        ``SeedSequence(seed, spawn_key=(e,))``, copy 0 from ``seed`` itself
+        (:func:`train.adapter.copy_seed_sequence`). With
         ``resume`` the seed used is :func:`train.trainer.resume_seed` of it and the
         model's agent-steps (``SeedSequence([seed, num_timesteps])``): a resumed run does
         not replay the episodes and random stream of the run that wrote the checkpoint.

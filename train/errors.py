@@ -32,3 +32,11 @@ class TrainingError(Exception):
         self.model = model
         self.checkpoint = checkpoint
         self.record = record
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a job scheduler's stop) while :func:`train.train`
+    runs: handled as Ctrl-C is (the model as far as it got and its record are saved as
+    ``<run dir>/<name>_interrupted.zip``), and ``python -m train`` exits with status 143
+    (128 + SIGTERM) instead of 130. Python's default for SIGTERM ends the process at
+    once, with nothing saved since the last checkpoint and no record."""

@@ -27,7 +27,9 @@ import errno
 import json
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -41,7 +43,7 @@ from policies.cli_checks import OutputError, write_or_rescue
 from policies.learned import OBS_FIELDS_ATTR, nonfinite_tensors
 from train.adapter import GridSwarmVecEnv
 from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig
-from train.errors import TrainingError
+from train.errors import Terminated, TrainingError
 
 
 def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
@@ -51,6 +53,23 @@ def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
                            marginal_weight=config.marginal_weight,
                            reward_scale=config.reward_scale, reward_clip=config.reward_clip,
                            limits=config.limits)
+
+
+#: SB3's default ``stats_window_size``: slot episodes ``rollout/ep_rew_mean`` averages
+SB3_STATS_WINDOW = 100
+
+
+def stats_window_size(n_agents: int, n_envs: int) -> int:
+    """The ``stats_window_size`` of a run (the slot episodes ``rollout/ep_rew_mean`` and
+    ``rollout/ep_len_mean`` average): SB3's 100 rounded up to whole copy episodes of
+    ``n_agents`` slots, and at least one episode of every slot,
+    ``max(ceil(100 / n_agents), n_envs) · n_agents``. Each copy's episode ends for all its
+    agents at once, so SB3's 100 kept only the last 100 slots: at 1 000 agents the mean
+    return of agents 900-999 alone, and with ``--envs 2`` copies ending together only the
+    second copy's agents (unchanged at 100 agents and one copy, or below 100 agents).
+    """
+    episodes = max(-(-SB3_STATS_WINDOW // n_agents), n_envs)
+    return episodes * n_agents
 
 
 def make_model(config: TrainConfig, venv: GridSwarmVecEnv):
@@ -65,6 +84,7 @@ def make_model(config: TrainConfig, venv: GridSwarmVecEnv):
         clip_range=config.clip_range, ent_coef=config.ent_coef, vf_coef=config.vf_coef,
         max_grad_norm=config.max_grad_norm, target_kl=config.target_kl,
         policy_kwargs={"net_arch": {"pi": arch, "vf": arch}}, seed=config.seed,
+        stats_window_size=stats_window_size(config.n_agents, config.n_envs),
         device="cpu", verbose=config.verbose)
 
 
@@ -216,6 +236,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
         set up saves nothing, and its message says so; one while the model and record
         are written (a second Ctrl-C) stops there, and its message says which of them
         were written. The scalars recorded since the last update are written first.
+        SIGTERM is handled the same way (raising :class:`~train.errors.Terminated`, a
+        ``KeyboardInterrupt``; the record's ``interrupted_by`` says which), when
+        ``train`` runs in the main thread (the only one that can handle signals).
 
     A run that fails or is interrupted never writes to ``out`` (which always holds a
     finished model): its model and record go to ``<run dir>/<name>_failed.zip`` or
@@ -224,10 +247,42 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
     at the step of the rollout it learned from, the last one included
     (:class:`~train.callbacks.DumpAfterUpdate`).
     """
-    import torch as th
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+    with _sigterm_as_interrupt():
+        return _train(config, callbacks, notes)
 
-    from train.callbacks import DumpAfterUpdate, EpisodeMetricsCallback, SystemCostEvaluation
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Inside the block, SIGTERM raises :class:`~train.errors.Terminated` (a
+    ``KeyboardInterrupt``, so :func:`train` saves what it has, as for Ctrl-C); the
+    previous handler is restored after it. Outside the main thread nothing changes
+    (``signal.signal`` works only there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train(config: TrainConfig, callbacks: Sequence[Any],
+           notes: Callable[[str], None] | None) -> Path:
+    """:func:`train`'s work (SIGTERM already raises :class:`~train.errors.Terminated`)."""
+    import torch as th
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from train.callbacks import (
+        AtomicCheckpointCallback,
+        DumpAfterUpdate,
+        EpisodeMetricsCallback,
+        SystemCostEvaluation,
+    )
 
     th.set_num_threads(config.torch_threads)
     t_start = time.time()
@@ -257,6 +312,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
                 raise
             # not config.seed itself: that would replay the episodes and the random stream
             # of the run that wrote the checkpoint
+            window = stats_window_size(config.n_agents, config.n_envs)
+            if model._stats_window_size != window:   # another fleet: SB3 starts a new
+                model._stats_window_size = window    # buffer of whole copy episodes
+                model.ep_info_buffer = None
             seed = resume_seed(config.seed, int(model.num_timesteps))
             model.set_random_seed(seed)
             record["resumed_from"] = str(config.resume)
@@ -279,10 +338,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
         _configure_logger(model, run_dir, config.verbose)
         for note in config.timestep_notes() if notes is not None else ():
             notes(note)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:   # Terminated (SIGTERM) stays one
         if venv is not None:
             venv.close()
-        raise KeyboardInterrupt(_interrupted_in_setup(run_dir)) from None
+        raise type(stop)(_interrupted_in_setup(run_dir)) from None
 
     metrics_cb = EpisodeMetricsCallback()
     dump_cb = DumpAfterUpdate()
@@ -290,6 +349,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
     steps_before = int(model.num_timesteps)
     t_learn = time.time()
     interrupted = False
+    stopped_by: KeyboardInterrupt | None = None   # Ctrl-C, or Terminated (SIGTERM)
     failure: Exception | None = None
     stage = "PPO"
     try:
@@ -308,7 +368,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
                 echo=lambda line: print(line, flush=True))
             all_callbacks.append(evaluation)
         if config.checkpoint_every:
-            all_callbacks.append(CheckpointCallback(
+            all_callbacks.append(AtomicCheckpointCallback(
                 save_freq=max(config.checkpoint_every // venv.num_envs, 1),
                 save_path=str(run_dir / "checkpoints"), name_prefix="model"))
         all_callbacks.extend(callbacks)
@@ -324,8 +384,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
             evaluation.init_callback(model)   # cloning only: judge the cloned model once
             evaluation.evaluate()
             model.logger.dump(int(model.num_timesteps))
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as stop:
+        interrupted, stopped_by = True, stop
     except Exception as exc:   # e.g. torch's ValueError on NaN logits of a diverged network
         failure = exc
     saved_to = record_to = None
@@ -359,6 +419,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
             "model": None if saved_to is None else str(saved_to), "interrupted": interrupted,
             "interrupted_during": _where(stage, record.get("behaviour_cloning"))
             if interrupted else None,
+            "interrupted_by": None if stopped_by is None else (
+                "SIGTERM" if isinstance(stopped_by, Terminated) else "Ctrl-C"),
             "error": error,
             "num_timesteps": int(model.num_timesteps), "timesteps_this_run": steps,
             "wall_time_s": round(time.time() - t_start, 1), "learn_time_s": round(learn_s, 1),
@@ -380,10 +442,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
         record_to, problem = write_or_rescue(record_path, lambda p: _write_text(p, text),
                                              "the training record")
         problems += [problem] if problem else []
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         with contextlib.suppress(Exception):
             venv.close()
-        raise KeyboardInterrupt(_interrupted_finishing(
+        raise type(stop)(_interrupted_finishing(
             config, model, run_dir, out, interrupted, failure, stage, saved_to, record_to)
         ) from None
     if error is not None:
@@ -402,7 +464,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
             else Path(error["last_checkpoint"]),
             record=record_to) from failure
     if interrupted:
-        head = (f"interrupted during {record['interrupted_during']} at "
+        by = " by SIGTERM" if isinstance(stopped_by, Terminated) else ""
+        head = (f"interrupted{by} during {record['interrupted_during']} at "
                 f"{int(model.num_timesteps):,} agent-steps")
         if not_saved:
             problems.insert(0, not_saved)
@@ -412,7 +475,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
                      else "the training record was lost")
         if config.out:
             parts.append(f"--out {out} was not written")
-        raise KeyboardInterrupt("; ".join(parts))
+        raise type(stopped_by)("; ".join(parts))
     if problems:
         raise OutputError("; ".join(problems), path=saved_to)
     return out
