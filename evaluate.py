@@ -228,7 +228,7 @@ def check_outputs(out_dir: str | Path, scenarios: Sequence[str]) -> Path:
     """
     out = Path(out_dir)
     try:
-        check_output_dir(out, "--out")
+        check_output_dir(out_dir, "--out")   # not ``out``: Path("") is ".", the cwd
         check_output_dir(out / TENSORBOARD_DIR, "--out: tensorboard directory")
         for name in (*OUTPUT_FILES, *(f"freq_{sc}.png" for sc in scenarios)):
             if (out / name).exists():

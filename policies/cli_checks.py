@@ -9,7 +9,8 @@ lose its results when a write still fails at the end:
   everything for root and knows nothing of read-only or virtual file systems;
 * :func:`write_or_rescue`: write an output; when that fails, write it to a file in
   the temporary directory instead and return a one-line message saying so;
-* :func:`check_limits_agents`: a kernel limits file names only agents the fleet has;
+* :func:`check_limits_agents`: a kernel limits file is a file and names only agents
+  the fleet has;
 * :func:`int_range_text`, :func:`check_crypto_threads`: one wording of what an integer
   option allows, and one rule for ``--crypto-threads`` (1 to
   :func:`max_crypto_threads`).
@@ -170,6 +171,8 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
     from gridswarm_env.fleet import agent_names
     from gridswarm_env.kernel import as_limits, check_limits_names
 
+    if isinstance(limits, str | Path):
+        check_limits_file(limits)
     try:
         lim = as_limits(limits)
         check_limits_names(lim, agent_names(n_agents, EnvConfig().fleet))
@@ -178,6 +181,20 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
             raise ValueError(limits_error(limits, exc)) from None
         raise
     return lim
+
+
+def check_limits_file(path: str | Path) -> None:
+    """Refuse, in words, a limits path that cannot be a TOML file: an empty string (which
+    ``Path`` reads as the current directory) or a directory (the TOML reader's message
+    was ``not valid TOML: [Errno 21] Is a directory``).
+
+    :raises ValueError: naming the path and what is expected.
+    """
+    if not str(path):
+        raise ValueError("limits file '': empty path; expected a TOML file (leave out "
+                         "--limits for the default limits)")
+    if Path(path).is_dir():
+        raise ValueError(f"limits file {str(path)!r} is a directory; expected a TOML file")
 
 
 def limits_error(path: str | Path, exc: ValueError) -> str:

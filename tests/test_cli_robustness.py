@@ -343,6 +343,35 @@ def test_evaluate_unwritable_outputs_fail_before_any_output(tmp_path, capsys):
 EVAL_SMALL = ["--agents", "5", "--episodes", "1", "--policies", "random", "--trust", "hmac"]
 
 
+def test_evaluate_refuses_an_empty_out_instead_of_writing_to_the_cwd(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Review: --out '' (an unset "$VAR") wrote results.json, results.md and the plots
+    into the current directory, and a later run would clean up freq_*.png there."""
+    monkeypatch.chdir(tmp_path)
+    status, err = _evaluate(["--agents", "3", "--episodes", "1", "--policies", "random",
+                             "--scenarios", "emergency", "--out", ""], capsys)
+    assert status == 2
+    assert _one_line_error(err, "evaluate.py") == ("evaluate.py: error: --out: empty path; "
+                                                   "expected a directory")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["empty", "directory"])
+def test_limits_path_that_is_no_file_is_refused_in_words(kind, tmp_path, capsys):
+    """Review: --limits '' and --limits DIR said "limits file '.' is not valid TOML:
+    [Errno 21] Is a directory" (the empty path read as the current directory)."""
+    path = "" if kind == "empty" else str(tmp_path)
+    expected = ("limits file '': empty path; expected a TOML file (leave out --limits for "
+                "the default limits)" if kind == "empty"
+                else f"limits file {str(tmp_path)!r} is a directory; expected a TOML file")
+    out = tmp_path / "out"
+    status, err = _evaluate([*EVAL_SMALL, "--limits", path, "--out", str(out)], capsys)
+    assert status == 2 and _one_line_error(err, "evaluate.py") == f"evaluate.py: error: {expected}"
+    assert not out.exists()
+    assert demo.main(["--limits", path, "--steps", "1", "--no-live"]) == 2
+    assert _one_line_error(capsys.readouterr().err, "demo.py") == f"demo.py: error: {expected}"
+
+
 def test_evaluate_rerun_replaces_its_own_outputs_only(tmp_path, capsys):
     out = tmp_path / "out"
     status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency,price_spike",
