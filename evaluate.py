@@ -36,7 +36,11 @@ own, it removes the ones of earlier runs that it did not rewrite — ``freq_*.pn
 scenarios it did not run, the earlier event files in ``tensorboard/`` (one run's
 scalars per directory, no mixed curves) and, when no oracle ran, an earlier
 ``cost_vs_oracle.png`` (:func:`remove_stale_outputs`). Nothing else in ``DIR`` is touched; an
-interrupted or failed run removes its own event file and leaves ``DIR`` as it was.
+interrupted or failed run removes its own event file (and the directories it created, if
+empty) and leaves ``DIR`` as it was. On Ctrl-C the finished episodes are not lost: their
+results (``results.json`` layout, ``summary.interrupted`` true) go to a new file in the
+temporary directory, and the one-line message says how many of how many and where
+(:func:`save_interrupted`).
 
 Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
 turns bad arguments into a one-line message and exit status 2 (no traceback) before
@@ -49,10 +53,13 @@ message and exit status 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +74,7 @@ from policies.cli_checks import (
     check_output_dir,
     check_output_file,
     max_crypto_threads,
+    rescue_path,
     write_or_rescue,
 )
 
@@ -89,6 +97,32 @@ TRUST_CHOICES = ("ed25519", "hmac")
 
 class UsageError(ValueError):
     """A bad command-line or :func:`evaluate` argument (reported in one line)."""
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the episodes. ``DIR`` is left as it was; the finished episodes'
+    results (``results.json`` layout, ``summary.interrupted`` true) were saved to a file
+    in the temporary directory (``saved``; None when no episode had finished or that
+    write failed, see ``problem``).
+
+    :param finished: episodes (policy x scenario x seed) finished before the interrupt.
+    :param planned: episodes the run would have made (no-DER baselines not counted).
+    """
+
+    def __init__(self, finished: int, planned: int, saved: Path | None,
+                 problem: str | None = None) -> None:
+        super().__init__(finished, planned, saved)
+        self.finished, self.planned, self.saved, self.problem = finished, planned, saved, problem
+
+    def message(self, out_dir: str | Path) -> str:
+        """One line: how far the run got, where its results went, DIR untouched."""
+        text = f"interrupted after {self.finished} of {self.planned} episodes"
+        if self.saved is not None:
+            its = "its" if self.finished == 1 else "their"
+            text += f"; {its} results are saved in {str(self.saved)!r}"
+        elif self.problem is not None:
+            text += f"; {self.problem}"
+        return text + f"; --out {str(out_dir)!r} was left as it was"
 
 
 # --------------------------------------------------------------------------- arguments
@@ -500,6 +534,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 policy.check_action_levels(levels)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    # directories this run creates: removed again (when empty) if it does not finish
+    created = [d for d in (*reversed(out.parents), out, out / TENSORBOARD_DIR)
+               if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -524,6 +561,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
     t_start = time.perf_counter()
     finished = False
     tags = tag_names(pols)
+    config = {"policies": pols, "scenarios": scs, "episodes": episodes, "seed": seed,
+              "n_agents": n_agents, "trust": trust,
+              "limits": str(limits) if limits is not None else None}
     try:
         for sc in scs:
             if counterfactual:
@@ -569,6 +609,11 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 env.close()
                 wall[sc][pol] = time.perf_counter() - t_pol
         finished = True
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        saved, problem = save_interrupted(runs, pols, scs, config, no_der)
+        raise EvaluationInterrupted(len(runs), len(jobs), saved, problem) from None
     finally:
         writer.close()
         if bar is not None:
@@ -576,6 +621,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
         if not finished:   # leave DIR as it was: drop this run's partial event file
             for p in _event_files(out) - earlier_events:
                 p.unlink(missing_ok=True)
+            for d in reversed(created):   # and the directories it created, if empty
+                with contextlib.suppress(OSError):
+                    d.rmdir()
     elapsed = time.perf_counter() - t_start
 
     summary = summarize(runs, pols, scs)
@@ -584,10 +632,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
             summary[sc][pol]["wall_time_s"] = wall[sc].get(pol)
     result = json_safe({
         "runs": runs,
-        "summary": {"config": {"policies": pols, "scenarios": scs, "episodes": episodes,
-                               "seed": seed, "n_agents": n_agents, "trust": trust,
-                               "limits": str(limits) if limits is not None else None},
-                    "wall_time_s": elapsed, "notes": all_notes, "scenarios": summary,
+        "summary": {"config": config, "wall_time_s": elapsed, "notes": all_notes, "scenarios": summary,
                     "no_der_counterfactual": no_der},
     })
     header = {"policies": ", ".join(pols), "scenarios": ", ".join(scs),
@@ -614,6 +659,37 @@ def evaluate(policies: Sequence[str] | str | None = None,
                           "left in place")
     remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols)
     return result
+
+
+def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios: list[str],
+                     config: dict[str, Any],
+                     no_der: dict[str, Any]) -> tuple[Path | None, str | None]:
+    """Save the finished episodes of an interrupted run to a new file in the temporary
+    directory (``results.json`` layout, ``summary.interrupted`` true), not to ``DIR``,
+    whose earlier outputs stay as they were. A second Ctrl-C while writing is ignored.
+
+    :returns: (the file or None, a one-line problem or None); (None, None) when no
+        episode had finished.
+    """
+    if not runs:
+        return None, None
+    doc = json_safe({"runs": runs, "summary": {
+        "config": config, "interrupted": True, "episodes_finished": len(runs),
+        "notes": ["interrupted: only the episodes in runs finished"],
+        "scenarios": summarize(runs, policies, scenarios), "no_der_counterfactual": no_der}})
+    text = json.dumps(doc, indent=1, allow_nan=False)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        path = rescue_path("results-interrupted.json")
+        path.write_text(text)
+        return path, None
+    except OSError as exc:
+        return None, f"saving their results failed ({exc.strerror or type(exc).__name__})"
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def episodes_text(episodes: int, baselines: int) -> str:
@@ -687,6 +763,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OutputError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 1
+    except EvaluationInterrupted as exc:
+        print(f"evaluate.py: {exc.message(args.out)}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("evaluate.py: interrupted", file=sys.stderr)
         return 130

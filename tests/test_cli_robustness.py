@@ -416,6 +416,44 @@ def test_evaluate_interrupted_rerun_leaves_the_directory_as_it_was(tmp_path, cap
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_evaluate_ctrl_c_keeps_the_finished_episodes_and_creates_nothing(tmp_path, capsys,
+                                                                        monkeypatch):
+    """Review: Ctrl-C after some episodes printed 'interrupted' and threw their results
+    away (and left an empty DIR/tensorboard/ behind). Now they go to a file in the
+    temporary directory, named in the one-line message; --out is not created."""
+    import policies.rollout
+
+    real = policies.rollout.run_episode
+    calls = []
+
+    def interrupt_third(*args, **kwargs):   # no-DER baseline, episode seed 0, Ctrl-C
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(policies.rollout, "run_episode", interrupt_third)
+    out = tmp_path / "new" / "out"
+    status, err = _evaluate(["--agents", "5", "--episodes", "2", "--policies", "random",
+                             "--trust", "hmac", "--scenarios", "emergency,price_spike",
+                             "--out", str(out)], capsys)
+    assert status == 130
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    line = err.strip()
+    assert line.startswith("evaluate.py: interrupted after 1 of 4 episodes; its results "
+                           "are saved in '")
+    assert line.endswith(f"--out {str(out)!r} was left as it was")
+    saved = Path(line.split("saved in '")[1].split("'")[0])
+    data = json.loads(saved.read_text())
+    saved.unlink()
+    assert [(r["policy"], r["scenario"], r["seed"]) for r in data["runs"]] == [
+        ("random", "emergency", 0)]
+    assert data["summary"]["interrupted"] is True
+    assert data["summary"]["scenarios"]["emergency"]["random"]["episodes"] == 1
+    assert "emergency" in data["summary"]["no_der_counterfactual"]
+    assert not (tmp_path / "new").exists()
+
+
 def test_evaluate_output_failing_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert _evaluate([*EVAL_SMALL, "--scenarios", "emergency,price_spike", "--out", str(out)],
