@@ -68,11 +68,13 @@ from typing import Any
 import numpy as np
 
 from policies.cli_checks import (
+    CRYPTO_THREADS_WHY,
     OutputError,
     check_crypto_threads,
     check_limits_agents,
     check_output_dir,
     check_output_file,
+    int_range_text,
     max_crypto_threads,
     rescue_path,
     write_or_rescue,
@@ -701,6 +703,19 @@ def episodes_text(episodes: int, baselines: int) -> str:
 
 
 # --------------------------------------------------------------------------- command line
+def _integer(allowed: str):
+    """An argparse ``type`` reading an integer; other text is refused saying what the
+    flag allows (argparse's own ``int`` said only "invalid int value: '1.5'"). The
+    range itself is checked by :func:`check_arguments`, for the API too."""
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump, no traceback)."""
 
@@ -709,6 +724,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS
+
     p = _Parser(prog="evaluate.py", description="Evaluate bidding policies across "
                 "scenarios and seeds; writes results.json, results.md, PNG plots and "
                 "tensorboard scalars.")
@@ -718,12 +735,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "policies/pretrained/ has a model)")
     p.add_argument("--scenarios", default="all",
                    help="'all' or comma-separated names (default: %(default)s)")
-    p.add_argument("--episodes", type=int, default=5, metavar="N",
+    p.add_argument("--episodes", type=_integer(int_range_text(1)), default=5, metavar="N",
                    help="episodes per policy and scenario (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
+    p.add_argument("--seed", type=_integer(int_range_text(0)), default=0, metavar="N",
                    help="first seed; episode e uses seed + e (default: %(default)s)")
-    p.add_argument("--agents", type=int, default=100, metavar="N",
-                   help="number of DER agents (default: %(default)s)")
+    p.add_argument("--agents", type=_integer(int_range_text(1, MAX_AGENTS, AGENT_LIMIT_WHY)),
+                   default=100, metavar="N",
+                   help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default: %(default)s)")
     p.add_argument("--out", default="eval_out", metavar="DIR",
                    help="output directory (default: %(default)s). A re-run replaces this "
                         "program's outputs there: after a successful run, freq_*.png of "
@@ -735,7 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limits", default=None, metavar="FILE",
                    help="kernel limits TOML file (default: built-in limits)")
     cores = max_crypto_threads()
-    p.add_argument("--crypto-threads", type=int, default=None, metavar="N",
+    p.add_argument("--crypto-threads", default=None, metavar="N",
+                   type=_integer(int_range_text(1, cores, CRYPTO_THREADS_WHY)),
                    help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
                         "cores this process may use; default: 2 on a machine with 2+ cores, "
                         "else 1; results are the same for any N; use 1 when other work "
