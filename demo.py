@@ -723,7 +723,15 @@ def _sigint_ignored() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0; 1 stdout closed or the JSON
-    saved elsewhere; 2 bad input; 130 Ctrl-C)."""
+    saved elsewhere; 2 bad input; 130 Ctrl-C). Warnings are one line each,
+    ``demo.py: warning: ...`` (:func:`policies.cli_checks.one_line_warnings`)."""
+    from policies.cli_checks import one_line_warnings
+
+    with one_line_warnings("demo.py"):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from rich.console import Console
 
     from policies.cli_checks import write_or_rescue

@@ -765,7 +765,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0 ok, 1 an output could not be written
-    where asked, 2 bad arguments, 130 interrupted)."""
+    where asked, 2 bad arguments, 130 interrupted). Warnings are one line each,
+    ``evaluate.py: warning: ...`` (:func:`policies.cli_checks.one_line_warnings`)."""
+    from policies.cli_checks import one_line_warnings
+
+    with one_line_warnings("evaluate.py"):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         pols, _, notes, _ = check_arguments(args.policies, args.scenarios, args.episodes,

@@ -13,7 +13,9 @@ lose its results when a write still fails at the end:
   the fleet has;
 * :func:`int_range_text`, :func:`check_crypto_threads`: one wording of what an integer
   option allows, and one rule for ``--crypto-threads`` (1 to
-  :func:`max_crypto_threads`).
+  :func:`max_crypto_threads`);
+* :func:`one_line_warnings`: Python warnings (e.g. a fleet too small for every DER kind)
+  as one ``prog: warning: ...`` line each, once, instead of a file:line and a source line.
 
 Importing this module loads no torch and no environment.
 """
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +248,25 @@ def check_crypto_threads(value: Any, what: str = "--crypto-threads") -> int | No
         raise ValueError(f"{what} {value!r}: expected "
                          f"{int_range_text(1, top, CRYPTO_THREADS_WHY)}, or none for the default")
     return value
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Show the warnings raised inside the block as ``prog: warning: <message>`` on
+    stderr, each message once (Python's default shows the file and line of the call and
+    that source line, and repeats a message raised from another line, as evaluate.py's
+    environments for the baseline and for each policy did). Restored afterwards.
+
+    :param prog: the command's name, e.g. ``"demo.py"``.
+    """
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if text not in shown:
+            shown.add(text)
+            print(f"{prog}: warning: {text}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield

@@ -720,3 +720,22 @@ def test_profile_step_refuses_bad_flags_in_one_line(args, says, capsys):
     with pytest.raises(SystemExit) as exit_info:
         profile_step.main(args)
     assert exit_info.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_warnings_are_one_line_each_and_shown_once(tmp_path, capsys):
+    """Review: a fleet too small for every DER kind printed Python's warning format
+    (``/path/demo.py:373: UserWarning: ...`` and the source line of the call), and
+    evaluate.py printed it again for the baseline's and each policy's environment."""
+    small = "is fewer than the fleet's DER kinds"
+    assert demo.main(["--agents", "1", "--steps", "1", "--no-live"]) == 0
+    err = capsys.readouterr().err
+    assert "UserWarning" not in err and "parallel_env(" not in err
+    assert [line for line in err.splitlines() if small in line] == [
+        "demo.py: warning: n_agents=1 is fewer than the fleet's DER kinds: solar (115.2 MW), "
+        "ev (50 MW): no agent, left out of the fleet, so the scenario does not behave as at "
+        "larger fleets; use n_agents >= 3"]
+    status, err = _evaluate(["--agents", "2", "--episodes", "1", "--policies", "heuristic,random",
+                             "--scenarios", "emergency", "--out", str(tmp_path / "o")], capsys)
+    assert status == 0 and "UserWarning" not in err
+    lines = [line for line in err.splitlines() if small in line]
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: warning: n_agents=2 is fewer")
