@@ -484,7 +484,7 @@ def test_evaluate_help_shows_the_defaults(capsys):
         evaluate.build_parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for words in ("episodes per policy and scenario (default: 5)", "(default: 0)",
-                  "number of DER agents (default: 100)", "(default: eval_out)",
+                  "number of DER agents, 1 to 1,000,000 (default: 100)", "(default: eval_out)",
                   "(default: ed25519", "heuristic,random,oracle,learned"):
         assert words in text, words
 
