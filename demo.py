@@ -728,7 +728,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from policies.cli_checks import one_line_warnings
 
     with one_line_warnings("demo.py"):
-        return _main(argv)
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:   # while loading modules or parsing, before any work
+            print("demo.py: interrupted before the episode started", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -739,3 +739,19 @@ def test_warnings_are_one_line_each_and_shown_once(tmp_path, capsys):
     assert status == 0 and "UserWarning" not in err
     lines = [line for line in err.splitlines() if small in line]
     assert len(lines) == 1 and lines[0].startswith("evaluate.py: warning: n_agents=2 is fewer")
+
+
+def test_demo_ctrl_c_while_starting_is_one_line(capsys, monkeypatch):
+    """Review: Ctrl-C in the first seconds (under load, while ``build_parser`` imported
+    the environment) printed a 20-line traceback ending in KeyboardInterrupt."""
+    def interrupted_import():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "build_parser", interrupted_import)
+    try:
+        status = demo.main(["--no-live"])
+    except KeyboardInterrupt:   # would also stop the test session
+        pytest.fail("KeyboardInterrupt escaped demo.main: the user saw a traceback")
+    assert status == demo.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err == "demo.py: interrupted before the episode started\n"
