@@ -288,7 +288,9 @@ def build_policy(name_or_path: str):
     try:
         return make_policy(name_or_path)
     except ModuleNotFoundError as exc:
-        raise DemoError(f"policy {name_or_path!r} is not available: {exc}") from None
+        from policies.cli_checks import missing_package_message
+
+        raise DemoError(missing_package_message(name_or_path, exc)) from None
     except ValueError as exc:
         raise DemoError(str(exc)) from None
     except (OSError, RuntimeError, KeyError, EOFError) as exc:   # model loaders' own errors

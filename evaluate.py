@@ -76,6 +76,7 @@ from policies.cli_checks import (
     check_output_file,
     int_range_text,
     max_crypto_threads,
+    missing_package_message,
     rescue_path,
     write_or_rescue,
 )
@@ -536,6 +537,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 policy.check_action_levels(levels)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        except ModuleNotFoundError as exc:   # learned without the training extra
+            raise UsageError(missing_package_message(pol, exc)) from None
     # directories this run creates: removed again (when empty) if it does not finish
     created = [d for d in (*reversed(out.parents), out, out / TENSORBOARD_DIR)
                if not d.exists()]

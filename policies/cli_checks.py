@@ -201,6 +201,20 @@ def check_limits_file(path: str | Path) -> None:
         raise ValueError(f"limits file {str(path)!r} is a directory; expected a TOML file")
 
 
+#: how to install what ``python -m train`` and the ``learned`` policy need (README, Set-up)
+TRAIN_EXTRA_INSTALL = ('pip install -e ".[train]" --extra-index-url '
+                       "https://download.pytorch.org/whl/cpu")
+
+
+def missing_package_message(policy: str, exc: ModuleNotFoundError) -> str:
+    """One line for a policy whose packages are not installed (``learned`` or a model
+    path without stable-baselines3 / sb3-contrib / torch): which package, and how to
+    install it."""
+    package = exc.name or str(exc)
+    return (f"policy {policy!r} needs the package {package!r}, which is not installed: "
+            f"install the training extra ({TRAIN_EXTRA_INSTALL})")
+
+
 def limits_error(path: str | Path, exc: ValueError) -> str:
     """The message of an error in the limits file ``path``, naming the file: errors
     found after merging the per-agent overrides (or about agents the fleet lacks) do not

@@ -755,3 +755,20 @@ def test_demo_ctrl_c_while_starting_is_one_line(capsys, monkeypatch):
     assert status == demo.EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert err == "demo.py: interrupted before the episode started\n"
+
+
+def test_learned_without_the_training_extra_is_one_line_with_the_install(tmp_path, capsys,
+                                                                         monkeypatch):
+    """Review: without stable-baselines3/sb3-contrib (``pip install -e .`` only),
+    ``python evaluate.py`` (whose defaults include learned) ended in a ModuleNotFoundError
+    traceback, and demo.py said only "import of sb3_contrib halted"."""
+    monkeypatch.setitem(sys.modules, "sb3_contrib", None)   # as if not installed
+    expected = ("policy 'learned' needs the package 'sb3_contrib', which is not installed: "
+                "install the training extra (pip install -e \".[train]\" --extra-index-url "
+                "https://download.pytorch.org/whl/cpu)")
+    out = tmp_path / "out"
+    status, err = _evaluate(["--agents", "3", "--episodes", "1", "--out", str(out)], capsys)
+    assert status == 2 and _one_line_error(err, "evaluate.py") == f"evaluate.py: error: {expected}"
+    assert not out.exists()
+    assert demo.main(["--policy", "learned", "--steps", "1", "--no-live"]) == 2
+    assert _one_line_error(capsys.readouterr().err, "demo.py") == f"demo.py: error: {expected}"
