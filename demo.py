@@ -288,7 +288,9 @@ def build_policy(name_or_path: str):
     try:
         return make_policy(name_or_path)
     except ModuleNotFoundError as exc:
-        raise DemoError(f"policy {name_or_path!r} is not available: {exc}") from None
+        from policies.cli_checks import missing_package_message
+
+        raise DemoError(missing_package_message(name_or_path, exc)) from None
     except ValueError as exc:
         raise DemoError(str(exc)) from None
     except (OSError, RuntimeError, KeyError, EOFError) as exc:   # model loaders' own errors
@@ -723,7 +725,19 @@ def _sigint_ignored() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0; 1 stdout closed or the JSON
-    saved elsewhere; 2 bad input; 130 Ctrl-C)."""
+    saved elsewhere; 2 bad input; 130 Ctrl-C). Warnings are one line each,
+    ``demo.py: warning: ...`` (:func:`policies.cli_checks.one_line_warnings`)."""
+    from policies.cli_checks import one_line_warnings
+
+    with one_line_warnings("demo.py"):
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:   # while loading modules or parsing, before any work
+            print("demo.py: interrupted before the episode started", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from rich.console import Console
 
     from policies.cli_checks import write_or_rescue

@@ -36,7 +36,11 @@ own, it removes the ones of earlier runs that it did not rewrite — ``freq_*.pn
 scenarios it did not run, the earlier event files in ``tensorboard/`` (one run's
 scalars per directory, no mixed curves) and, when no oracle ran, an earlier
 ``cost_vs_oracle.png`` (:func:`remove_stale_outputs`). Nothing else in ``DIR`` is touched; an
-interrupted or failed run removes its own event file and leaves ``DIR`` as it was.
+interrupted or failed run removes its own event file (and the directories it created, if
+empty) and leaves ``DIR`` as it was. On Ctrl-C the finished episodes are not lost: their
+results (``results.json`` layout, ``summary.interrupted`` true) go to a new file in the
+temporary directory, and the one-line message says how many of how many and where
+(:func:`save_interrupted`).
 
 Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
 turns bad arguments into a one-line message and exit status 2 (no traceback) before
@@ -49,10 +53,13 @@ message and exit status 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,12 +68,16 @@ from typing import Any
 import numpy as np
 
 from policies.cli_checks import (
+    CRYPTO_THREADS_WHY,
     OutputError,
     check_crypto_threads,
     check_limits_agents,
     check_output_dir,
     check_output_file,
+    int_range_text,
     max_crypto_threads,
+    missing_package_message,
+    rescue_path,
     write_or_rescue,
 )
 
@@ -89,6 +100,32 @@ TRUST_CHOICES = ("ed25519", "hmac")
 
 class UsageError(ValueError):
     """A bad command-line or :func:`evaluate` argument (reported in one line)."""
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the episodes. ``DIR`` is left as it was; the finished episodes'
+    results (``results.json`` layout, ``summary.interrupted`` true) were saved to a file
+    in the temporary directory (``saved``; None when no episode had finished or that
+    write failed, see ``problem``).
+
+    :param finished: episodes (policy x scenario x seed) finished before the interrupt.
+    :param planned: episodes the run would have made (no-DER baselines not counted).
+    """
+
+    def __init__(self, finished: int, planned: int, saved: Path | None,
+                 problem: str | None = None) -> None:
+        super().__init__(finished, planned, saved)
+        self.finished, self.planned, self.saved, self.problem = finished, planned, saved, problem
+
+    def message(self, out_dir: str | Path) -> str:
+        """One line: how far the run got, where its results went, DIR untouched."""
+        text = f"interrupted after {self.finished} of {self.planned} episodes"
+        if self.saved is not None:
+            its = "its" if self.finished == 1 else "their"
+            text += f"; {its} results are saved in {str(self.saved)!r}"
+        elif self.problem is not None:
+            text += f"; {self.problem}"
+        return text + f"; --out {str(out_dir)!r} was left as it was"
 
 
 # --------------------------------------------------------------------------- arguments
@@ -228,7 +265,7 @@ def check_outputs(out_dir: str | Path, scenarios: Sequence[str]) -> Path:
     """
     out = Path(out_dir)
     try:
-        check_output_dir(out, "--out")
+        check_output_dir(out_dir, "--out")   # not ``out``: Path("") is ".", the cwd
         check_output_dir(out / TENSORBOARD_DIR, "--out: tensorboard directory")
         for name in (*OUTPUT_FILES, *(f"freq_{sc}.png" for sc in scenarios)):
             if (out / name).exists():
@@ -500,6 +537,11 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 policy.check_action_levels(levels)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        except ModuleNotFoundError as exc:   # learned without the training extra
+            raise UsageError(missing_package_message(pol, exc)) from None
+    # directories this run creates: removed again (when empty) if it does not finish
+    created = [d for d in (*reversed(out.parents), out, out / TENSORBOARD_DIR)
+               if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -524,6 +566,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
     t_start = time.perf_counter()
     finished = False
     tags = tag_names(pols)
+    config = {"policies": pols, "scenarios": scs, "episodes": episodes, "seed": seed,
+              "n_agents": n_agents, "trust": trust,
+              "limits": str(limits) if limits is not None else None}
     try:
         for sc in scs:
             if counterfactual:
@@ -569,6 +614,11 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 env.close()
                 wall[sc][pol] = time.perf_counter() - t_pol
         finished = True
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        saved, problem = save_interrupted(runs, pols, scs, config, no_der)
+        raise EvaluationInterrupted(len(runs), len(jobs), saved, problem) from None
     finally:
         writer.close()
         if bar is not None:
@@ -576,6 +626,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
         if not finished:   # leave DIR as it was: drop this run's partial event file
             for p in _event_files(out) - earlier_events:
                 p.unlink(missing_ok=True)
+            for d in reversed(created):   # and the directories it created, if empty
+                with contextlib.suppress(OSError):
+                    d.rmdir()
     elapsed = time.perf_counter() - t_start
 
     summary = summarize(runs, pols, scs)
@@ -584,10 +637,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
             summary[sc][pol]["wall_time_s"] = wall[sc].get(pol)
     result = json_safe({
         "runs": runs,
-        "summary": {"config": {"policies": pols, "scenarios": scs, "episodes": episodes,
-                               "seed": seed, "n_agents": n_agents, "trust": trust,
-                               "limits": str(limits) if limits is not None else None},
-                    "wall_time_s": elapsed, "notes": all_notes, "scenarios": summary,
+        "summary": {"config": config, "wall_time_s": elapsed, "notes": all_notes, "scenarios": summary,
                     "no_der_counterfactual": no_der},
     })
     header = {"policies": ", ".join(pols), "scenarios": ", ".join(scs),
@@ -616,6 +666,37 @@ def evaluate(policies: Sequence[str] | str | None = None,
     return result
 
 
+def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios: list[str],
+                     config: dict[str, Any],
+                     no_der: dict[str, Any]) -> tuple[Path | None, str | None]:
+    """Save the finished episodes of an interrupted run to a new file in the temporary
+    directory (``results.json`` layout, ``summary.interrupted`` true), not to ``DIR``,
+    whose earlier outputs stay as they were. A second Ctrl-C while writing is ignored.
+
+    :returns: (the file or None, a one-line problem or None); (None, None) when no
+        episode had finished.
+    """
+    if not runs:
+        return None, None
+    doc = json_safe({"runs": runs, "summary": {
+        "config": config, "interrupted": True, "episodes_finished": len(runs),
+        "notes": ["interrupted: only the episodes in runs finished"],
+        "scenarios": summarize(runs, policies, scenarios), "no_der_counterfactual": no_der}})
+    text = json.dumps(doc, indent=1, allow_nan=False)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        path = rescue_path("results-interrupted.json")
+        path.write_text(text)
+        return path, None
+    except OSError as exc:
+        return None, f"saving their results failed ({exc.strerror or type(exc).__name__})"
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def episodes_text(episodes: int, baselines: int) -> str:
     """``12 episodes + 3 no-DER baselines``: what the progress bar counted (15)."""
     text = f"{episodes} episode{'s' if episodes != 1 else ''}"
@@ -625,6 +706,19 @@ def episodes_text(episodes: int, baselines: int) -> str:
 
 
 # --------------------------------------------------------------------------- command line
+def _integer(allowed: str):
+    """An argparse ``type`` reading an integer; other text is refused saying what the
+    flag allows (argparse's own ``int`` said only "invalid int value: '1.5'"). The
+    range itself is checked by :func:`check_arguments`, for the API too."""
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump, no traceback)."""
 
@@ -633,6 +727,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS
+
     p = _Parser(prog="evaluate.py", description="Evaluate bidding policies across "
                 "scenarios and seeds; writes results.json, results.md, PNG plots and "
                 "tensorboard scalars.")
@@ -642,12 +738,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "policies/pretrained/ has a model)")
     p.add_argument("--scenarios", default="all",
                    help="'all' or comma-separated names (default: %(default)s)")
-    p.add_argument("--episodes", type=int, default=5, metavar="N",
+    p.add_argument("--episodes", type=_integer(int_range_text(1)), default=5, metavar="N",
                    help="episodes per policy and scenario (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
+    p.add_argument("--seed", type=_integer(int_range_text(0)), default=0, metavar="N",
                    help="first seed; episode e uses seed + e (default: %(default)s)")
-    p.add_argument("--agents", type=int, default=100, metavar="N",
-                   help="number of DER agents (default: %(default)s)")
+    p.add_argument("--agents", type=_integer(int_range_text(1, MAX_AGENTS, AGENT_LIMIT_WHY)),
+                   default=100, metavar="N",
+                   help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default: %(default)s)")
     p.add_argument("--out", default="eval_out", metavar="DIR",
                    help="output directory (default: %(default)s). A re-run replaces this "
                         "program's outputs there: after a successful run, freq_*.png of "
@@ -659,7 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limits", default=None, metavar="FILE",
                    help="kernel limits TOML file (default: built-in limits)")
     cores = max_crypto_threads()
-    p.add_argument("--crypto-threads", type=int, default=None, metavar="N",
+    p.add_argument("--crypto-threads", default=None, metavar="N",
+                   type=_integer(int_range_text(1, cores, CRYPTO_THREADS_WHY)),
                    help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
                         "cores this process may use; default: 2 on a machine with 2+ cores, "
                         "else 1; results are the same for any N; use 1 when other work "
@@ -670,7 +768,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0 ok, 1 an output could not be written
-    where asked, 2 bad arguments, 130 interrupted)."""
+    where asked, 2 bad arguments, 130 interrupted). Warnings are one line each,
+    ``evaluate.py: warning: ...`` (:func:`policies.cli_checks.one_line_warnings`)."""
+    from policies.cli_checks import one_line_warnings
+
+    with one_line_warnings("evaluate.py"):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         pols, _, notes, _ = check_arguments(args.policies, args.scenarios, args.episodes,
@@ -687,6 +793,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OutputError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 1
+    except EvaluationInterrupted as exc:
+        print(f"evaluate.py: {exc.message(args.out)}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("evaluate.py: interrupted", file=sys.stderr)
         return 130

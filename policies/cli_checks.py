@@ -9,10 +9,13 @@ lose its results when a write still fails at the end:
   everything for root and knows nothing of read-only or virtual file systems;
 * :func:`write_or_rescue`: write an output; when that fails, write it to a file in
   the temporary directory instead and return a one-line message saying so;
-* :func:`check_limits_agents`: a kernel limits file names only agents the fleet has;
+* :func:`check_limits_agents`: a kernel limits file is a file and names only agents
+  the fleet has;
 * :func:`int_range_text`, :func:`check_crypto_threads`: one wording of what an integer
   option allows, and one rule for ``--crypto-threads`` (1 to
-  :func:`max_crypto_threads`).
+  :func:`max_crypto_threads`);
+* :func:`one_line_warnings`: Python warnings (e.g. a fleet too small for every DER kind)
+  as one ``prog: warning: ...`` line each, once, instead of a file:line and a source line.
 
 Importing this module loads no torch and no environment.
 """
@@ -21,9 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +175,8 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
     from gridswarm_env.fleet import agent_names
     from gridswarm_env.kernel import as_limits, check_limits_names
 
+    if isinstance(limits, str | Path):
+        check_limits_file(limits)
     try:
         lim = as_limits(limits)
         check_limits_names(lim, agent_names(n_agents, EnvConfig().fleet))
@@ -178,6 +185,34 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
             raise ValueError(limits_error(limits, exc)) from None
         raise
     return lim
+
+
+def check_limits_file(path: str | Path) -> None:
+    """Refuse, in words, a limits path that cannot be a TOML file: an empty string (which
+    ``Path`` reads as the current directory) or a directory (the TOML reader's message
+    was ``not valid TOML: [Errno 21] Is a directory``).
+
+    :raises ValueError: naming the path and what is expected.
+    """
+    if not str(path):
+        raise ValueError("limits file '': empty path; expected a TOML file (leave out "
+                         "--limits for the default limits)")
+    if Path(path).is_dir():
+        raise ValueError(f"limits file {str(path)!r} is a directory; expected a TOML file")
+
+
+#: how to install what ``python -m train`` and the ``learned`` policy need (README, Set-up)
+TRAIN_EXTRA_INSTALL = ('pip install -e ".[train]" --extra-index-url '
+                       "https://download.pytorch.org/whl/cpu")
+
+
+def missing_package_message(policy: str, exc: ModuleNotFoundError) -> str:
+    """One line for a policy whose packages are not installed (``learned`` or a model
+    path without stable-baselines3 / sb3-contrib / torch): which package, and how to
+    install it."""
+    package = exc.name or str(exc)
+    return (f"policy {policy!r} needs the package {package!r}, which is not installed: "
+            f"install the training extra ({TRAIN_EXTRA_INSTALL})")
 
 
 def limits_error(path: str | Path, exc: ValueError) -> str:
@@ -227,3 +262,25 @@ def check_crypto_threads(value: Any, what: str = "--crypto-threads") -> int | No
         raise ValueError(f"{what} {value!r}: expected "
                          f"{int_range_text(1, top, CRYPTO_THREADS_WHY)}, or none for the default")
     return value
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Show the warnings raised inside the block as ``prog: warning: <message>`` on
+    stderr, each message once (Python's default shows the file and line of the call and
+    that source line, and repeats a message raised from another line, as evaluate.py's
+    environments for the baseline and for each policy did). Restored afterwards.
+
+    :param prog: the command's name, e.g. ``"demo.py"``.
+    """
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if text not in shown:
+            shown.add(text)
+            print(f"{prog}: warning: {text}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield

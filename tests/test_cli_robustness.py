@@ -343,6 +343,35 @@ def test_evaluate_unwritable_outputs_fail_before_any_output(tmp_path, capsys):
 EVAL_SMALL = ["--agents", "5", "--episodes", "1", "--policies", "random", "--trust", "hmac"]
 
 
+def test_evaluate_refuses_an_empty_out_instead_of_writing_to_the_cwd(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Review: --out '' (an unset "$VAR") wrote results.json, results.md and the plots
+    into the current directory, and a later run would clean up freq_*.png there."""
+    monkeypatch.chdir(tmp_path)
+    status, err = _evaluate(["--agents", "3", "--episodes", "1", "--policies", "random",
+                             "--scenarios", "emergency", "--out", ""], capsys)
+    assert status == 2
+    assert _one_line_error(err, "evaluate.py") == ("evaluate.py: error: --out: empty path; "
+                                                   "expected a directory")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["empty", "directory"])
+def test_limits_path_that_is_no_file_is_refused_in_words(kind, tmp_path, capsys):
+    """Review: --limits '' and --limits DIR said "limits file '.' is not valid TOML:
+    [Errno 21] Is a directory" (the empty path read as the current directory)."""
+    path = "" if kind == "empty" else str(tmp_path)
+    expected = ("limits file '': empty path; expected a TOML file (leave out --limits for "
+                "the default limits)" if kind == "empty"
+                else f"limits file {str(tmp_path)!r} is a directory; expected a TOML file")
+    out = tmp_path / "out"
+    status, err = _evaluate([*EVAL_SMALL, "--limits", path, "--out", str(out)], capsys)
+    assert status == 2 and _one_line_error(err, "evaluate.py") == f"evaluate.py: error: {expected}"
+    assert not out.exists()
+    assert demo.main(["--limits", path, "--steps", "1", "--no-live"]) == 2
+    assert _one_line_error(capsys.readouterr().err, "demo.py") == f"demo.py: error: {expected}"
+
+
 def test_evaluate_rerun_replaces_its_own_outputs_only(tmp_path, capsys):
     out = tmp_path / "out"
     status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency,price_spike",
@@ -387,6 +416,44 @@ def test_evaluate_interrupted_rerun_leaves_the_directory_as_it_was(tmp_path, cap
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_evaluate_ctrl_c_keeps_the_finished_episodes_and_creates_nothing(tmp_path, capsys,
+                                                                        monkeypatch):
+    """Review: Ctrl-C after some episodes printed 'interrupted' and threw their results
+    away (and left an empty DIR/tensorboard/ behind). Now they go to a file in the
+    temporary directory, named in the one-line message; --out is not created."""
+    import policies.rollout
+
+    real = policies.rollout.run_episode
+    calls = []
+
+    def interrupt_third(*args, **kwargs):   # no-DER baseline, episode seed 0, Ctrl-C
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(policies.rollout, "run_episode", interrupt_third)
+    out = tmp_path / "new" / "out"
+    status, err = _evaluate(["--agents", "5", "--episodes", "2", "--policies", "random",
+                             "--trust", "hmac", "--scenarios", "emergency,price_spike",
+                             "--out", str(out)], capsys)
+    assert status == 130
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    line = err.strip()
+    assert line.startswith("evaluate.py: interrupted after 1 of 4 episodes; its results "
+                           "are saved in '")
+    assert line.endswith(f"--out {str(out)!r} was left as it was")
+    saved = Path(line.split("saved in '")[1].split("'")[0])
+    data = json.loads(saved.read_text())
+    saved.unlink()
+    assert [(r["policy"], r["scenario"], r["seed"]) for r in data["runs"]] == [
+        ("random", "emergency", 0)]
+    assert data["summary"]["interrupted"] is True
+    assert data["summary"]["scenarios"]["emergency"]["random"]["episodes"] == 1
+    assert "emergency" in data["summary"]["no_der_counterfactual"]
+    assert not (tmp_path / "new").exists()
+
+
 def test_evaluate_output_failing_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert _evaluate([*EVAL_SMALL, "--scenarios", "emergency,price_spike", "--out", str(out)],
@@ -417,7 +484,7 @@ def test_evaluate_help_shows_the_defaults(capsys):
         evaluate.build_parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for words in ("episodes per policy and scenario (default: 5)", "(default: 0)",
-                  "number of DER agents (default: 100)", "(default: eval_out)",
+                  "number of DER agents, 1 to 1,000,000 (default: 100)", "(default: eval_out)",
                   "(default: ed25519", "heuristic,random,oracle,learned"):
         assert words in text, words
 
@@ -653,3 +720,55 @@ def test_profile_step_refuses_bad_flags_in_one_line(args, says, capsys):
     with pytest.raises(SystemExit) as exit_info:
         profile_step.main(args)
     assert exit_info.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_warnings_are_one_line_each_and_shown_once(tmp_path, capsys):
+    """Review: a fleet too small for every DER kind printed Python's warning format
+    (``/path/demo.py:373: UserWarning: ...`` and the source line of the call), and
+    evaluate.py printed it again for the baseline's and each policy's environment."""
+    small = "is fewer than the fleet's DER kinds"
+    assert demo.main(["--agents", "1", "--steps", "1", "--no-live"]) == 0
+    err = capsys.readouterr().err
+    assert "UserWarning" not in err and "parallel_env(" not in err
+    assert [line for line in err.splitlines() if small in line] == [
+        "demo.py: warning: n_agents=1 is fewer than the fleet's DER kinds: solar (115.2 MW), "
+        "ev (50 MW): no agent, left out of the fleet, so the scenario does not behave as at "
+        "larger fleets; use n_agents >= 3"]
+    status, err = _evaluate(["--agents", "2", "--episodes", "1", "--policies", "heuristic,random",
+                             "--scenarios", "emergency", "--out", str(tmp_path / "o")], capsys)
+    assert status == 0 and "UserWarning" not in err
+    lines = [line for line in err.splitlines() if small in line]
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: warning: n_agents=2 is fewer")
+
+
+def test_demo_ctrl_c_while_starting_is_one_line(capsys, monkeypatch):
+    """Review: Ctrl-C in the first seconds (under load, while ``build_parser`` imported
+    the environment) printed a 20-line traceback ending in KeyboardInterrupt."""
+    def interrupted_import():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "build_parser", interrupted_import)
+    try:
+        status = demo.main(["--no-live"])
+    except KeyboardInterrupt:   # would also stop the test session
+        pytest.fail("KeyboardInterrupt escaped demo.main: the user saw a traceback")
+    assert status == demo.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err == "demo.py: interrupted before the episode started\n"
+
+
+def test_learned_without_the_training_extra_is_one_line_with_the_install(tmp_path, capsys,
+                                                                         monkeypatch):
+    """Review: without stable-baselines3/sb3-contrib (``pip install -e .`` only),
+    ``python evaluate.py`` (whose defaults include learned) ended in a ModuleNotFoundError
+    traceback, and demo.py said only "import of sb3_contrib halted"."""
+    monkeypatch.setitem(sys.modules, "sb3_contrib", None)   # as if not installed
+    expected = ("policy 'learned' needs the package 'sb3_contrib', which is not installed: "
+                "install the training extra (pip install -e \".[train]\" --extra-index-url "
+                "https://download.pytorch.org/whl/cpu)")
+    out = tmp_path / "out"
+    status, err = _evaluate(["--agents", "3", "--episodes", "1", "--out", str(out)], capsys)
+    assert status == 2 and _one_line_error(err, "evaluate.py") == f"evaluate.py: error: {expected}"
+    assert not out.exists()
+    assert demo.main(["--policy", "learned", "--steps", "1", "--no-live"]) == 2
+    assert _one_line_error(capsys.readouterr().err, "demo.py") == f"demo.py: error: {expected}"

@@ -118,7 +118,12 @@ def test_tensorboard_scalars_are_namespaced(cli_run):
     (["--agents", "0"], "--agents 0: must be an integer >= 1"),
     (["--seed", "-1"], "--seed -1: must be an integer >= 0"),
     (["--agents", "2000000"], "at most 1,000,000 agents"),
-    (["--episodes", "abc"], "invalid int value"),
+    # argparse's own int said only "invalid int value: 'abc'", not what is allowed
+    (["--episodes", "abc"], "argument --episodes: must be an integer >= 1, got 'abc'"),
+    (["--agents", "1.5"], "argument --agents: must be an integer from 1 to 1,000,000 (~10 kB "
+                          "of state each; 10 000 is the benchmarked scale), got '1.5'"),
+    (["--seed", "1e3"], "argument --seed: must be an integer >= 0, got '1e3'"),
+    (["--crypto-threads", "x"], "argument --crypto-threads: must be an integer from 1 to"),
     (["--trust", "rsa"], "invalid choice"),
     (["--limits", "/nonexistent/limits.toml"], "does not exist"),
     (["--policies", "runs/missing_model.zip"], "does not exist"),
