@@ -202,8 +202,7 @@ def check_limits_file(path: str | Path) -> None:
 
 
 #: how to install what ``python -m train`` and the ``learned`` policy need (README, Set-up)
-TRAIN_EXTRA_INSTALL = ('pip install -e ".[train]" --extra-index-url '
-                       "https://download.pytorch.org/whl/cpu")
+TRAIN_EXTRA_INSTALL = 'pip install -e ".[train]", see README "Set-up" for torch\'s CPU build'
 
 
 def missing_package_message(policy: str, exc: ModuleNotFoundError) -> str:

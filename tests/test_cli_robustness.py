@@ -764,8 +764,8 @@ def test_learned_without_the_training_extra_is_one_line_with_the_install(tmp_pat
     traceback, and demo.py said only "import of sb3_contrib halted"."""
     monkeypatch.setitem(sys.modules, "sb3_contrib", None)   # as if not installed
     expected = ("policy 'learned' needs the package 'sb3_contrib', which is not installed: "
-                "install the training extra (pip install -e \".[train]\" --extra-index-url "
-                "https://download.pytorch.org/whl/cpu)")
+                "install the training extra (pip install -e \".[train]\", see README "
+                "\"Set-up\" for torch's CPU build)")
     out = tmp_path / "out"
     status, err = _evaluate(["--agents", "3", "--episodes", "1", "--out", str(out)], capsys)
     assert status == 2 and _one_line_error(err, "evaluate.py") == f"evaluate.py: error: {expected}"
