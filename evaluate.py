@@ -164,7 +164,7 @@ def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[
 
     :raises UsageError: an unknown name, or a model path that is missing or a directory.
     """
-    from policies import policy_names
+    from policies import looks_like_model_path, policy_names
     from policies.learned import check_model_file
 
     known = policy_names()
@@ -186,8 +186,7 @@ def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[
                          "(train one with `python -m train`)")
             continue
         if name not in known:
-            looks_like_path = any(ch in name for ch in "/\\.")
-            if not looks_like_path:
+            if not looks_like_model_path(name):
                 raise UsageError(f"unknown policy {name!r}; known policies: "
                                  f"{', '.join(known)}, or a path to a saved model (.zip)")
             try:

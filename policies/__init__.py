@@ -44,14 +44,20 @@ def make_policy(name_or_path: str, **kwargs: Any) -> Policy:
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError(f"policy name {name_or_path!r}: an empty name is not allowed; "
                          f"{choices}")
-    looks_like_path = (any(ch in name_or_path for ch in "/\\.") or Path(name_or_path).exists()
-                       or Path(name_or_path + ".zip").is_file())   # ``m2`` names ``m2.zip``
-    if looks_like_path:
+    if looks_like_model_path(name_or_path):
         from policies.learned import check_model_file
 
         check_model_file(name_or_path)
         return _REGISTRY["learned"](path=name_or_path, **kwargs)
     raise ValueError(f"unknown policy {name_or_path!r}; {choices}")
+
+
+def looks_like_model_path(name: str) -> bool:
+    """Whether a policy name that is no registered policy is meant as a saved model: it
+    has a path character (``/``, ``\\``, ``.``) or names an existing file, or ``name.zip``
+    is one (``python -m train --out m2`` writes ``m2.zip``)."""
+    return (any(ch in name for ch in "/\\.") or Path(name).exists()
+            or Path(name + ".zip").is_file())
 
 
 def _lazy(module: str, cls: str) -> Callable[..., Policy]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 import demo
 import evaluate
+from policies.learned import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("price_spike", "solar_surplus", "emergency")
@@ -152,6 +154,17 @@ def test_learned_without_a_model_is_skipped_with_a_note(monkeypatch):
     assert notes and "learned" in notes[0]
     with pytest.raises(evaluate.UsageError, match="no policy left"):
         evaluate.resolve_policies("learned")
+
+
+def test_a_model_named_without_zip_is_a_policy_as_make_policy_takes_it(tmp_path, monkeypatch):
+    """Review: ``--policies m3`` with ``m3.zip`` beside it (``python -m train --out m3``
+    writes it) was refused as an unknown policy, while demo.py and make_policy load it."""
+    shutil.copyfile(DEFAULT_MODEL, tmp_path / "m3.zip")
+    monkeypatch.chdir(tmp_path)
+    names, _notes = evaluate.resolve_policies("heuristic,m3")
+    assert names == ["heuristic", "m3"]
+    with pytest.raises(evaluate.UsageError, match="unknown policy 'm4'"):
+        evaluate.resolve_policies("m4")
 
 
 def test_json_safe_converts_non_finite_and_numpy():
