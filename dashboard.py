@@ -35,8 +35,11 @@ from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 DASH = "—"
-#: Event lines shown at least, whatever the terminal height.
+#: Event lines shown at least in the full layout.
 MIN_FEED_ROWS = 3
+#: Event lines shown at least in the compact layout (terminals too short for the full one,
+#: e.g. 80 x 24).
+MIN_FEED_ROWS_COMPACT = 1
 #: Wall-clock window (s) over which negotiations/s is measured.
 RATE_WINDOW_S = 2.0
 
@@ -170,11 +173,27 @@ class _Rows:
         self.text.append(value if isinstance(value, Text) else Text(value))
 
 
+def _rejected_text(metrics: Mapping[str, Any], count: str) -> Text:
+    """``count`` (the rejected contracts, formatted) and the reasons, red when any."""
+    reasons = metrics.get("contracts_rejected_by_reason") or {}
+    why = ", ".join(f"{k} {v}" for k, v in reasons.items())
+    return Text(count + (f" ({why})" if why else ""),
+                style="bold red" if metrics.get("contracts_rejected") else "")
+
+
+def _violations_text(metrics: Mapping[str, Any], unit: str) -> Text:
+    """The executed violations, green at 0 and red otherwise."""
+    viol = metrics.get("executed_violations") or 0
+    return Text(f"{viol:d}{unit}", style="bold red" if viol else "green")
+
+
 class Dashboard:
     """The live view: feed it one step at a time with :meth:`update`, render with rich.
 
     Fits 80 columns (wider terminals get a longer sparkline and event lines); the event
-    feed takes the rows the panels leave, at least :data:`MIN_FEED_ROWS`.
+    feed takes the rows the panels leave, at least :data:`MIN_FEED_ROWS`. A terminal too
+    short for that (the full layout needs ~34 rows) gets the compact layout, which fits
+    80 x 24: fewer grid rows and the trust, kernel and bus counters on two lines.
 
     :param header: static run description, keys ``scenario``, ``n_agents``, ``policy``,
         ``trust``, ``seed``, ``shadow``, ``episode_steps``, ``dt_s``, ``has_event``.
@@ -223,21 +242,30 @@ class Dashboard:
     # ------------------------------------------------------------------ rendering
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         """Fill the terminal: header, two rows of two panels, and the event feed in the
-        rows left (at least :data:`MIN_FEED_ROWS`).
+        rows left (at least :data:`MIN_FEED_ROWS`); on a terminal too short for that, the
+        compact layout (header, grid and market, a two-line trust/kernel/bus panel, at
+        least :data:`MIN_FEED_ROWS_COMPACT` event lines).
 
         Each panel is rendered once at half the width and the halves are joined line by
         line (a rich ``Table`` around the panels would measure every cell again, which
         costs more than the environment step at 100 agents).
         """
         width = options.max_width
+        full_width = options.update(width=width, height=None)
         # half the width, minus borders and padding (4), the label column and its gap
         self.spark_width = max(8, width // 2 - 4 - _GRID_LABEL_WIDTH - 1)
-        lines = console.render_lines(self._header(), options.update(width=width, height=None))
-        lines += _side_by_side(console, options, self._grid_panel(), self._market_panel())
-        lines += _side_by_side(console, options, self._trust_panel(), self._bus_panel())
         height = options.height or console.size.height
+        header = console.render_lines(self._header(), full_width)
+        lines = header + _side_by_side(console, options, self._grid_panel(),
+                                       self._market_panel())
+        lines += _side_by_side(console, options, self._trust_panel(), self._bus_panel())
         # two rows for the feed's border, one for the cursor line under a live display
-        feed_rows = max(MIN_FEED_ROWS, height - len(lines) - 3)
+        feed_rows = height - len(lines) - 3
+        if feed_rows < MIN_FEED_ROWS:
+            lines = header + _side_by_side(console, options, self._grid_panel(compact=True),
+                                           self._market_panel())
+            lines += console.render_lines(self._counters_panel(), full_width)
+            feed_rows = max(MIN_FEED_ROWS_COMPACT, height - len(lines) - 3)
         lines += console.render_lines(self._feed_panel(feed_rows),
                                       options.update(width=width, height=None))
         newline = Segment.line()
@@ -260,7 +288,10 @@ class Dashboard:
                              "dispatched to the grid", style="bold black on yellow"))
         return Panel(Group(*body), border_style="yellow" if h.get("shadow") else "cyan")
 
-    def _grid_panel(self) -> Panel:
+    def _grid_panel(self, compact: bool = False) -> Panel:
+        """Frequency, its band and history, load and delivery; ``compact`` leaves out the
+        band, the sparkline's scale and the load, and puts DERs under contract on the
+        DERs-active row."""
         r, m = self.record, self.metrics
         table = _Rows(_GRID_LABEL_WIDTH)
         f = r.get("freq_hz")
@@ -271,18 +302,22 @@ class Dashboard:
             table.add_row("frequency", Text.assemble(
                 (f"{f:.4f} Hz", "bold green" if inside else "bold red"), " · ",
                 ("in band" if inside else "OUT", "green" if inside else "bold red")))
-            table.add_row("band (NERC)", f"{NOMINAL_HZ - BAND_HZ:.2f}–{NOMINAL_HZ + BAND_HZ:.2f} Hz")
+            if not compact:
+                table.add_row("band (NERC)",
+                              f"{NOMINAL_HZ - BAND_HZ:.2f}–{NOMINAL_HZ + BAND_HZ:.2f} Hz")
             table.add_row("step min–max", f"{r['freq_min_hz']:.4f}–{r['freq_max_hz']:.4f} Hz")
         hist = list(self.freq_history_hz)[-self.spark_width:]
         if hist:
             lo = min(min(hist), NOMINAL_HZ - BAND_HZ)
             hi = max(max(hist), NOMINAL_HZ + BAND_HZ)
             table.add_row(f"last {len(hist)} steps", frequency_sparkline(hist))
-            table.add_row("  scale", Text(f"{lo:.3f}–{hi:.3f} Hz", style="dim"))
+            if not compact:
+                table.add_row("  scale", Text(f"{lo:.3f}–{hi:.3f} Hz", style="dim"))
         table.add_row("nadir / zenith", f"{fmt(m.get('frequency_nadir_hz'), '{:.4f}')} / "
                       f"{fmt(m.get('frequency_zenith_hz'), '{:.4f}')} Hz")
         table.add_row("outside band", f"{fmt(m.get('seconds_outside_band'), '{:.2f}')} s")
-        table.add_row("grid load", f"{fmt(r.get('grid_load_mw'), '{:,.1f}')} MW")
+        if not compact:
+            table.add_row("grid load", f"{fmt(r.get('grid_load_mw'), '{:,.1f}')} MW")
         lost = r.get("lost_generation_mw", 0.0)
         if lost:
             table.add_row("gen. lost", Text(f"{lost:.1f} MW", style="bold red"))
@@ -290,9 +325,14 @@ class Dashboard:
         table.add_row("delivered", f"{fmt(r.get('delivered_mw'), '{:+.2f}')} MW")
         if self.header.get("shadow"):
             table.add_row("would dispatch", f"{fmt(r.get('would_dispatch_mw'), '{:+.2f}')} MW")
-        table.add_row("DERs active", f"{fmt(r.get('ders_active'), '{:d}')} of "
-                      f"{self.header['n_agents']}")
-        table.add_row("under contract", fmt(r.get("ders_contracted"), "{:d}"))
+        if compact:
+            table.add_row("DERs active", f"{fmt(r.get('ders_active'), '{:d}')}/"
+                          f"{self.header['n_agents']} · "
+                          f"{fmt(r.get('ders_contracted'), '{:d}')} contracted")
+        else:
+            table.add_row("DERs active", f"{fmt(r.get('ders_active'), '{:d}')} of "
+                          f"{self.header['n_agents']}")
+            table.add_row("under contract", fmt(r.get("ders_contracted"), "{:d}"))
         return Panel(table.text, title="grid", border_style="blue")
 
     def _market_panel(self) -> Panel:
@@ -323,16 +363,31 @@ class Dashboard:
         table = _Rows(19)
         table.add_row("contracts signed", fmt(m.get("contracts_signed"), "{:,d}"))
         table.add_row("verified", fmt(m.get("contracts_verified"), "{:,d}"))
-        rejected = m.get("contracts_rejected") or 0
-        reasons = m.get("contracts_rejected_by_reason") or {}
-        why = ", ".join(f"{k} {v}" for k, v in reasons.items())
-        table.add_row("rejected", Text(f"{rejected:,d}" + (f" ({why})" if why else ""),
-                                       style="bold red" if rejected else ""))
+        table.add_row("rejected", _rejected_text(m, f"{m.get('contracts_rejected') or 0:,d}"))
         table.add_row("blocked attempts", fmt(m.get("blocked_attempts"), "{:,d}"))
-        viol = m.get("executed_violations") or 0
-        table.add_row("executed violations", Text(f"{viol:d}",
-                                                  style="bold red" if viol else "green"))
+        table.add_row("executed violations", _violations_text(m, ""))
         return Panel(table.text, title="trust (IATP) · kernel", border_style="green")
+
+    def _counters_panel(self) -> Panel:
+        """The compact layout's kernel, trust and bus counters, a line each (the bus: all
+        lanes; p99 is the slowest lane's)."""
+        m, lanes = self.metrics, self.bus_lanes.values()
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append("kernel ", style="dim")
+        text.append(_violations_text(m, " violations"))
+        text.append(f" · {compact_count(m.get('blocked_attempts'))} blocked attempts")
+        text.append("\ncontracts ", style="dim")
+        text.append(f"{compact_count(m.get('contracts_signed'))} signed · "
+                    f"{compact_count(m.get('contracts_verified'))} verified · ")
+        text.append(_rejected_text(
+            m, f"{compact_count(m.get('contracts_rejected') or 0)} rejected"))
+        text.append("\nbus ", style="dim")
+        totals = {key: sum(s.get(key) or 0 for s in lanes)
+                  for key in ("published", "delivered", "deferred", "dropped")}
+        p99 = [s.get("latency_p99_ms") for s in lanes if not is_missing(s.get("latency_p99_ms"))]
+        text.append(" · ".join(f"{compact_count(v)} {k}" for k, v in totals.items())
+                    + f" · p99 {fmt(max(p99) if p99 else None, '{:.1f}')} ms")
+        return Panel(text, title="trust (IATP) · kernel · bus", border_style="green")
 
     def _bus_panel(self) -> Panel:
         lanes = list(self.bus_lanes.items())

@@ -517,6 +517,40 @@ def test_dashboard_shows_the_measured_values(session_run) -> None:
     assert len(text.splitlines()) <= 45   # the feed shrinks to fit the terminal
 
 
+@pytest.mark.parametrize("rows", [24, 30])
+def test_a_short_terminal_gets_the_compact_layout_whole(session_run, rows) -> None:
+    """First-use review: the full layout needs ~34 rows, so on an 80 x 24 terminal the
+    live view cropped the trust, kernel and bus panels (executed violations included)
+    until the last frame. Shorter terminals get the compact layout, which fits."""
+    session, result, _ = session_run
+    dash = dashboard.Dashboard({"scenario": "price_spike", "n_agents": 20, "policy": "random",
+                                "trust": "hmac", "seed": 5, "shadow": False,
+                                "episode_steps": 300, "dt_s": 1.0, "has_event": False})
+    for r in result.steps:
+        dash.update(r, result.metrics, session.raw.bus.stats())
+
+    def frame(height: int) -> str:
+        console = Console(file=io.StringIO(), width=80, height=height, record=True,
+                          color_system=None, force_terminal=False)
+        console.print(dash)
+        return console.export_text()
+
+    text, m = frame(rows), result.metrics
+    assert len(text.splitlines()) <= rows - 1   # one row for the cursor under a live view
+    lanes = session.raw.bus.stats()["lanes"].values()
+    published = sum(s["published"] for s in lanes)
+    for shown in (f"kernel {m['executed_violations']} violations",
+                  f"{m['blocked_attempts']} blocked attempts",
+                  f"contracts {m['contracts_signed']:,d} signed",
+                  f"{m['contracts_verified']:,d} verified",
+                  f"bus {dashboard.compact_count(published)} published",
+                  f"{result.steps[-1]['freq_hz']:.4f} Hz", "market events"):
+        assert shown in text, shown
+    full = frame(40)   # tall enough: the full layout, as before
+    assert "agent message bus" in full and "band (NERC)" in full
+    assert "agent message bus" not in text and len(full.splitlines()) <= 39
+
+
 def test_sparkline_and_frequency_colours() -> None:
     assert dashboard.sparkline([0, 1, 2, 3, 4, 5, 6, 7], 0, 7) == dashboard.SPARK_BLOCKS
     assert dashboard.sparkline([-5, 50], 0, 10) == "▁█"          # clipped
