@@ -75,6 +75,7 @@ from policies.cli_checks import (
     check_output_dir,
     check_output_file,
     int_range_text,
+    integer_type,
     max_crypto_threads,
     missing_package_message,
     rescue_path,
@@ -705,19 +706,6 @@ def episodes_text(episodes: int, baselines: int) -> str:
 
 
 # --------------------------------------------------------------------------- command line
-def _integer(allowed: str):
-    """An argparse ``type`` reading an integer; other text is refused saying what the
-    flag allows (argparse's own ``int`` said only "invalid int value: '1.5'"). The
-    range itself is checked by :func:`check_arguments`, for the API too."""
-    def parse(text: str) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
-
-    return parse
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump, no traceback)."""
 
@@ -737,11 +725,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "policies/pretrained/ has a model)")
     p.add_argument("--scenarios", default="all",
                    help="'all' or comma-separated names (default: %(default)s)")
-    p.add_argument("--episodes", type=_integer(int_range_text(1)), default=5, metavar="N",
+    p.add_argument("--episodes", type=integer_type(int_range_text(1)), default=5, metavar="N",
                    help="episodes per policy and scenario (default: %(default)s)")
-    p.add_argument("--seed", type=_integer(int_range_text(0)), default=0, metavar="N",
+    p.add_argument("--seed", type=integer_type(int_range_text(0)), default=0, metavar="N",
                    help="first seed; episode e uses seed + e (default: %(default)s)")
-    p.add_argument("--agents", type=_integer(int_range_text(1, MAX_AGENTS, AGENT_LIMIT_WHY)),
+    p.add_argument("--agents", type=integer_type(int_range_text(1, MAX_AGENTS, AGENT_LIMIT_WHY)),
                    default=100, metavar="N",
                    help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default: %(default)s)")
     p.add_argument("--out", default="eval_out", metavar="DIR",
@@ -756,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kernel limits TOML file (default: built-in limits)")
     cores = max_crypto_threads()
     p.add_argument("--crypto-threads", default=None, metavar="N",
-                   type=_integer(int_range_text(1, cores, CRYPTO_THREADS_WHY)),
+                   type=integer_type(int_range_text(1, cores, CRYPTO_THREADS_WHY)),
                    help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
                         "cores this process may use; default: 2 on a machine with 2+ cores, "
                         "else 1; results are the same for any N; use 1 when other work "

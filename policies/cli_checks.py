@@ -22,6 +22,7 @@ Importing this module loads no torch and no environment.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -228,6 +229,19 @@ def int_range_text(minimum: int, maximum: int | None = None, why: str = "") -> s
     if maximum is None:
         return f"an integer >= {minimum}"
     return f"an integer from {minimum} to {maximum:,}{why}"
+
+
+def integer_type(allowed: str = "an integer"):
+    """An argparse ``type`` reading an integer; other text is refused saying what the
+    flag allows (argparse's own ``int`` said only "invalid int value: '1.5'"). The range
+    itself is checked after parsing, where the API checks it too."""
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+
+    return parse
 
 
 #: why ``--crypto-threads`` has the upper bound it has (appended to the allowed range)

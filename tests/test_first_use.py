@@ -121,6 +121,9 @@ def test_evaluations_are_printed_without_verbose(tmp_path, capsys):
     (["--bc-teacher", "heuristic", "--bc-epochs", "0"],
      "error: --bc-epochs 0: must be an integer >= 1"),
     (["--verbose", "5"], "argument --verbose: invalid choice: 5 (choose from 0, 1)"),
+    # review: argparse's int said only "invalid int value: '1.5'"
+    (["--agents", "1.5"], "argument --agents: must be an integer, got '1.5'"),
+    (["--timesteps", "1e5"], "argument --timesteps: must be an integer, got '1e5'"),
 ])
 def test_cli_errors_name_the_flag(args, says, tmp_path, capsys):
     """Review: errors named TrainConfig.n_agents, TrainConfig.total_timesteps; --verbose 5

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from gridswarm_env.config import TRUST_MODES
 from gridswarm_env.scenarios import scenario_names
-from policies.cli_checks import OutputError
+from policies.cli_checks import OutputError, integer_type
 from train.config import REWARD_FIELDS, REWARD_MODES, TEACHERS, TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -95,6 +95,9 @@ _FIELD_WORD = re.compile(r"(?<![\w.\-'])(" + "|".join(
 _QUOTED = re.compile(r"""(?<!\w)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""")
 
 
+#: argparse type of the integer flags (TrainConfig checks their ranges, naming the flag)
+_INT = integer_type()
+
 def flag_message(message: str) -> str:
     """A :class:`TrainConfig` error as the command line's: ``TrainConfig.n_agents = 0:
     …`` becomes ``--agents 0: …``, and field names in the rest of the message become
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--scenario", default=None, choices=("all", *scenario_names()),
       help=_resume_help("scenario, or 'all' to mix them across episodes", DEFAULTS.scenario))
-    a("--timesteps", type=int, default=DEFAULTS.total_timesteps,
+    a("--timesteps", type=_INT, default=DEFAULTS.total_timesteps,
       help="agent-steps to train in this run (default: %(default)s)")
     a("--logdir", default=DEFAULTS.logdir, help="parent of run directories (default: %(default)s)")
     a("--out", default=None, metavar="PATH",
@@ -140,15 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
       help="continue training a saved model: PPO, environment and reward flags not given "
            "keep the checkpoint's values, those given are applied (--net-arch must equal "
            "the checkpoint's; a changed reward is warned about); no behaviour cloning")
-    a("--seed", type=int, default=DEFAULTS.seed, help="random seed (default: %(default)s)")
-    a("--agents", type=int, default=None, help=_resume_help("agents per env", DEFAULTS.n_agents))
-    a("--envs", type=int, default=DEFAULTS.n_envs, help="env copies stacked (default: %(default)s)")
-    a("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, metavar="N",
+    a("--seed", type=_INT, default=DEFAULTS.seed, help="random seed (default: %(default)s)")
+    a("--agents", type=_INT, default=None, help=_resume_help("agents per env", DEFAULTS.n_agents))
+    a("--envs", type=_INT, default=DEFAULTS.n_envs, help="env copies stacked (default: %(default)s)")
+    a("--checkpoint-every", type=_INT, default=DEFAULTS.checkpoint_every, metavar="N",
       help="checkpoint every N agent-steps, 0 = never (default: %(default)s)")
-    a("--eval-every", type=int, default=DEFAULTS.eval_every, metavar="N",
+    a("--eval-every", type=_INT, default=DEFAULTS.eval_every, metavar="N",
       help="evaluate by system_cost about every N agent-steps on held-out seeds, keep "
            "the best model as <run>/best_model.zip, 0 = never (default: %(default)s)")
-    a("--eval-seeds", type=int, default=DEFAULTS.eval_seeds, metavar="K",
+    a("--eval-seeds", type=_INT, default=DEFAULTS.eval_seeds, metavar="K",
       help="evaluation episodes per scenario (default: %(default)s)")
     a("--trust", default=DEFAULTS.trust, choices=TRUST_MODES,
       help="contract signatures (default: %(default)s, fast)")
@@ -164,11 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
                      DEFAULTS.reward_clip))
     a("--lr", type=float, default=None, help=_resume_help("PPO learning rate",
                                                         DEFAULTS.learning_rate))
-    a("--n-steps", type=int, default=None,
+    a("--n-steps", type=_INT, default=None,
       help=_resume_help("rollout steps per agent slot", DEFAULTS.n_steps))
-    a("--batch-size", type=int, default=None,
+    a("--batch-size", type=_INT, default=None,
       help=_resume_help("PPO minibatch size, capped at one rollout", DEFAULTS.batch_size))
-    a("--n-epochs", type=int, default=None,
+    a("--n-epochs", type=_INT, default=None,
       help=_resume_help("PPO epochs per rollout", DEFAULTS.n_epochs))
     a("--gamma", type=float, default=None,
       help=_resume_help("discount per 1 s step", DEFAULTS.gamma))
@@ -182,16 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
                      ",".join(map(str, DEFAULTS.net_arch))))
     a("--bc-teacher", default=None, choices=TEACHERS,
       help="behaviour-clone this policy before PPO")
-    a("--bc-timesteps", type=int, default=None,
+    a("--bc-timesteps", type=_INT, default=None,
       help=f"agent-steps of demonstrations, with --bc-teacher (default: {BC_TIMESTEPS})")
-    a("--bc-epochs", type=int, default=None,
+    a("--bc-epochs", type=_INT, default=None,
       help=f"passes over demonstrations, with --bc-teacher (default: {DEFAULTS.bc_epochs})")
     a("--bc-lr", type=float, default=None,
       help=f"cloning learning rate, with --bc-teacher (default: {DEFAULTS.bc_learning_rate})")
     a("--run-name", default=None, help="run directory name, refused if it already holds a run "
       "(default: <scenario>_s<seed>_<time>)")
     a("--no-progress", action="store_true", help="no progress bar")
-    a("--verbose", type=int, default=DEFAULTS.verbose, choices=(0, 1),
+    a("--verbose", type=_INT, default=DEFAULTS.verbose, choices=(0, 1),
       help="1: SB3's tables of training scalars on stdout after every update "
            "(default: %(default)s)")
     return p
