@@ -309,7 +309,8 @@ def planning_notice(policy: Any, raw: Any) -> str | None:
     if getattr(policy, "name", None) != "oracle":
         return None
     n, k = raw.n_agents, raw.scenario.episode_steps
-    return (f"oracle: planning the episode (LP, {n:,} agents × {k} steps; on 2 cores about "
+    agents = f"{n:,} agent" + ("" if n == 1 else "s")
+    return (f"oracle: planning the episode (LP, {agents} × {k} steps; on 2 cores about "
             "a second at 100 agents, under a minute to several at 1 000; again, shorter, "
             "when it re-plans)…")
 

@@ -131,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             public_key = b""
         if len(public_key) != 32:
             print(
-                f"error: --public-key must be 64 hex digits (32 bytes); got {args.public_key!r}",
+                f"{parser.prog}: error: --public-key must be 64 hex digits (32 bytes); got "
+                f"{args.public_key!r}",
                 file=sys.stderr,
             )
             return EXIT_ERROR
@@ -139,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = verify_audit_file(args.file, public_key=public_key)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        print(f"error: cannot read audit file {args.file!r}: {reason}", file=sys.stderr)
+        print(f"{parser.prog}: error: cannot read audit file {args.file!r}: {reason}",
+              file=sys.stderr)
         return EXIT_ERROR
     print(format_verdict(result, public_key_given=public_key is not None))
     return exit_status(result)

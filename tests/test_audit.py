@@ -646,7 +646,9 @@ def test_cli_public_key(registry, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (("verify", "/nonexistent/audit.jsonl"), "cannot read audit file"),
+        # the program's name first, as argparse's own errors (review: a bare "error: ")
+        (("verify", "/nonexistent/audit.jsonl"),
+         "python -m gridswarm_env.audit: error: cannot read audit file"),
         ((), "usage"),
     ],
 )
@@ -661,7 +663,8 @@ def test_cli_errors_exit_2_without_traceback(args, needle):
     ("args", "needle"),
     [
         (("check", "x"), "usage"),
-        (("verify", "FILE", "--public-key", "zz"), "64 hex digits"),
+        (("verify", "FILE", "--public-key", "zz"),
+         "python -m gridswarm_env.audit: error: --public-key must be 64 hex digits"),
         (("verify", "FILE", "--public-key", "ab" * 31), "64 hex digits"),
         (("verify",), "usage"),
     ],
