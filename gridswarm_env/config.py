@@ -182,7 +182,7 @@ def override(config: Any, **changes: Any) -> Any:
 
     Unknown field names raise ``ValueError`` listing the known ones.
     """
-    known = {f.name for f in fields(config)}
+    known = {f.name for f in fields(config) if f.init}
     unknown = sorted(set(changes) - known)
     if unknown:
         raise ValueError(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +71,13 @@ class Scenario:
         GOOSE signal). Detecting the trip from the frequency alone would take hundreds
         of ms (RoCoF relays measure over windows of 100-500 ms), so the shipped
         response latencies are a best case.
-    :param disturbance_time_s: time from which ``stabilization_time_s`` is measured. It
-        is a field of its own, not derived: an override that moves ``event_time_s`` or
-        ``load_step_start_s`` should move it too (``get_scenario("emergency",
-        event_time_s=30, disturbance_time_s=30)``); otherwise, when the frequency leaves
-        the band after the new disturbance, ``stabilization_time_s`` also counts the time
-        between the two.
+    :param disturbance_time_s: time from which ``stabilization_time_s`` is measured.
+        ``None`` (the default, and the shipped scenarios) derives it: the first
+        disturbance, the contingency at ``event_time_s`` (when :attr:`has_event`) or the
+        load step at ``load_step_start_s`` (when ``load_step_mw != 0``), else 0. An
+        override of a scenario whose value was derived derives it again, so
+        ``get_scenario("emergency", event_time_s=30)`` measures from 30 s; a value given
+        explicitly is kept as given.
     """
 
     name: str
@@ -100,8 +101,10 @@ class Scenario:
     event_time_s: float = math.inf
     detection_delay_s: float = 0.02
     reserve_target_mw: float = 0.0
-    disturbance_time_s: float = 0.0
+    disturbance_time_s: float | None = None
     success: str = ""
+    # whether disturbance_time_s was derived (None given): overrides derive it again
+    _disturbance_derived: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("name", "description", "success"):
@@ -118,8 +121,7 @@ class Scenario:
         for name in ("load_step_mw", "price_floor_per_mwh", "price_cap_per_mwh"):
             store(self, name, check_finite(owner, name, getattr(self, name)))
         for name in ("load_step_start_s", "gen_delay_s", "load_noise_std_mw",
-                     "contingency_mw", "detection_delay_s", "reserve_target_mw",
-                     "disturbance_time_s"):
+                     "contingency_mw", "detection_delay_s", "reserve_target_mw"):
             store(self, name, check_non_negative(owner, name, getattr(self, name)))
         for name in ("load_ramp_s", "gen_ramp_s", "load_noise_tau_s"):
             store(self, name, check_positive(owner, name, getattr(self, name)))
@@ -151,6 +153,15 @@ class Scenario:
         if self.contingency_mw >= self.base_load_mw:
             raise ValueError(f"{owner}.contingency_mw = {self.contingency_mw!r}: must be < "
                              f"base_load_mw ({self.base_load_mw})")
+        if self.disturbance_time_s is None:   # the first disturbance (see the docstring)
+            times = [self.event_time_s] if self.has_event else []
+            if self.load_step_mw != 0.0:
+                times.append(self.load_step_start_s)
+            store(self, "disturbance_time_s", min(times, default=0.0))
+            store(self, "_disturbance_derived", True)
+        else:
+            store(self, "disturbance_time_s", check_non_negative(
+                owner, "disturbance_time_s", self.disturbance_time_s))
 
     @property
     def has_event(self) -> bool:
@@ -241,7 +252,6 @@ PRICE_SPIKE = Scenario(
     solar_irradiance_end=0.08,
     price_floor_per_mwh=0.0,
     price_cap_per_mwh=500.0,
-    disturbance_time_s=20.0,
     success="unserved_energy_mwh ~ 0 and frequency within 59.95-60.05 Hz most of the time "
             "(seconds_outside_band small) at the lowest system_cost.",
 )
@@ -267,7 +277,6 @@ SOLAR_SURPLUS = Scenario(
     solar_irradiance_end=0.9,
     price_floor_per_mwh=-50.0,
     price_cap_per_mwh=50.0,
-    disturbance_time_s=20.0,
     success="surplus absorbed (unserved_energy_mwh ~ 0), zenith below 60.05 Hz, lowest "
             "system_cost.",
 )
@@ -293,7 +302,6 @@ EMERGENCY = Scenario(
     contingency_mw=100.0,
     event_time_s=10.0,
     reserve_target_mw=100.0,
-    disturbance_time_s=10.0,
     success="frequency nadir >= 59.5 Hz, emergency_response_latency_ms <= 100, "
             "back inside the 59.95-60.05 Hz band for good (stabilization_time_s).",
 )
@@ -319,7 +327,11 @@ def get_scenario(scenario: str | Scenario, **overrides: Any) -> Scenario:
             raise ValueError(f"unknown scenario {scenario!r}; known scenarios: "
                              f"{', '.join(SCENARIOS)}")
         base = SCENARIOS[scenario]
-    return override(base, **overrides) if overrides else base
+    if not overrides:
+        return base
+    if base._disturbance_derived and "disturbance_time_s" not in overrides:
+        overrides = {**overrides, "disturbance_time_s": None}   # derive it again
+    return override(base, **overrides)
 
 
 def load_scenario_file(path: str | Path) -> Scenario:
@@ -339,7 +351,7 @@ def load_scenario_file(path: str | Path) -> Scenario:
         got = "" if base is None else f" (got base = {base!r})"
         raise ValueError(f"scenario file {str(p)!r}: needs base = one of "
                          f"{', '.join(SCENARIOS)}{got}")
-    known = {f.name for f in fields(Scenario)}
+    known = {f.name for f in fields(Scenario) if f.init}
     for key in data:
         if key not in known:
             raise ValueError(f"scenario file {str(p)!r}: unknown field {key!r}; known fields: "

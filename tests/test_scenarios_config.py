@@ -329,3 +329,22 @@ def test_a_reserve_target_needs_an_event(tmp_path: Path) -> None:
                             reserve_target_mw=0.0).has_event
     assert get_scenario("price_spike", reserve_target_mw=50.0, event_time_s=30.0,
                         contingency_mw=0.0).reserve_target_mw == 50.0
+
+
+def test_stabilization_is_measured_from_the_moved_disturbance():
+    """Review: disturbance_time_s was a field of its own, so moving the emergency's trip to
+    30 s still measured stabilization_time_s from 10 s (20 s too long whenever the
+    frequency left the band). It now follows the first disturbance unless given."""
+    assert get_scenario("emergency").disturbance_time_s == 10.0
+    assert get_scenario("emergency", event_time_s=30.0).disturbance_time_s == 30.0
+    assert get_scenario("price_spike", load_step_start_s=50.0).disturbance_time_s == 50.0
+    assert get_scenario("price_spike", load_step_mw=0.0).disturbance_time_s == 0.0
+    explicit = get_scenario("emergency", event_time_s=30.0, disturbance_time_s=5.0)
+    assert explicit.disturbance_time_s == 5.0
+    assert get_scenario(explicit, event_time_s=40.0).disturbance_time_s == 5.0   # kept
+    env = gridswarm_env.parallel_env(scenario=get_scenario("emergency", event_time_s=30.0),
+                                     n_agents=6, trust="hmac")
+    env.reset(seed=0)
+    assert env.unwrapped.metrics.disturbance_time_s == 30.0
+    with pytest.raises(ValueError, match="disturbance_time_s"):
+        get_scenario("emergency", disturbance_time_s=-1.0)
