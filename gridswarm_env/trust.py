@@ -2802,7 +2802,8 @@ class AuditLog:
         :param public_key: operator's raw Ed25519 public key; Ed25519 signed heads
             are checked and the chain must end with a valid signed head.
         :param registry: alternatively, check signed heads of either scheme with
-            this registry (the chain must then end with a valid signed head).
+            this registry (the chain must then end with a valid signed head, signed by
+            the registry's operator: a head an agent signed is refused).
         :return: the verdict.
         """
         known = {e.index: e.hash for e in self._entries}
@@ -3005,6 +3006,10 @@ def _check_head_signature(
     except ValueError:   # not reachable for an entry whose hash matched (canonical JSON)
         return False, "its fields are not canonical JSON"
     if registry is not None:
+        if identity != registry.operator_id:   # an agent's key (hmac: the verifier holds
+            # every agent's) must not vouch for the log
+            return False, (f"it is signed by {identity!r}, not by the registry's operator "
+                           f"{registry.operator_id!r}")
         if registry.verify_signature(identity, message, signature):
             return True, f"signature by {identity!r}"
         return False, _v1_detail(

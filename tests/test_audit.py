@@ -525,6 +525,19 @@ def test_hmac_heads_checked_with_registry(tmp_path):
     log.close()
 
 
+def test_a_head_signed_by_an_agent_does_not_vouch_for_the_log(tmp_path):
+    """Review: verify(registry=...) took a head signed by any identity the registry holds;
+    in hmac mode that includes every agent's key, so an agent could re-sign a log."""
+    registry = IdentityRegistry(["der_0"], mode="hmac", seed=3)
+    log = AuditLog(tmp_path / "agent.jsonl")
+    log.append("emergency", i=0)
+    log.sign_head(registry, "der_0")
+    result = log.verify(registry=registry)
+    assert (result.ok, result.index, result.problem) == (False, 1, "altered")
+    assert "signed by 'der_0', not by the registry's operator 'operator'" in result.message
+    log.close()
+
+
 def test_ok_line_counts_hmac_signed_heads(tmp_path, capsys):
     """Review: a file whose head is HMAC-signed was reported as having "no signed head
     … an hmac-mode file has none"."""
