@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import math
 import os
+import tomllib
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -175,6 +177,24 @@ def check_agent_limit(label: str, n_agents: int, sep: str = " = ") -> None:
 def store(config: Any, name: str, value: Any) -> None:
     """Store a checked, normalized ``value`` on a frozen dataclass (from ``__post_init__``)."""
     object.__setattr__(config, name, value)
+
+
+def read_toml_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """The table of the TOML file ``path``; every failure is a ``ValueError`` naming
+    ``what`` (e.g. ``"limits file"``) and the path: an empty path (which ``Path`` reads as
+    the current directory), a missing file, a directory, an unreadable file or bad TOML.
+    """
+    if not str(path):
+        raise ValueError(f"{what} '': empty path; expected a TOML file")
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{what} {str(p)!r} does not exist") from None
+    except IsADirectoryError:   # not "not valid TOML: [Errno 21] Is a directory"
+        raise ValueError(f"{what} {str(p)!r} is a directory; expected a TOML file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{what} {str(p)!r} is not valid TOML: {exc}") from None
 
 
 def override(config: Any, **changes: Any) -> Any:

@@ -42,7 +42,6 @@ violations after every step (it must stay 0).
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -50,7 +49,14 @@ from typing import Any
 
 import numpy as np
 
-from gridswarm_env.config import DER_KINDS, check_non_negative, check_range, check_real, store
+from gridswarm_env.config import (
+    DER_KINDS,
+    check_non_negative,
+    check_range,
+    check_real,
+    read_toml_file,
+    store,
+)
 from gridswarm_env.fleet import (
     KIND_BATTERY,
     KIND_EV,
@@ -209,14 +215,14 @@ class Limits:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Limits:
-        """Load limits from a TOML file (see the module docstring for the layout)."""
+        """Load limits from a TOML file (see the module docstring for the layout).
+
+        :raises ValueError: naming the file: an empty path (which ``Path`` reads as the
+            current directory), a directory, a missing or unreadable file, bad TOML or a
+            bad limit.
+        """
         p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"limits file {str(p)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"limits file {str(p)!r} is not valid TOML: {exc}") from None
+        data = read_toml_file(path, "limits file")
         try:
             return cls.from_dict(data)
         except ValueError as exc:

@@ -24,7 +24,6 @@ or from a TOML file (:func:`load_scenario_file`).
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from gridswarm_env.config import (
     check_range,
     check_real,
     override,
+    read_toml_file,
     store,
 )
 
@@ -340,12 +340,7 @@ def load_scenario_file(path: str | Path) -> Scenario:
     :raises ValueError: when the file is missing, unreadable, or names a bad field.
     """
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"scenario file {str(p)!r} does not exist") from None
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"scenario file {str(p)!r} is not valid TOML: {exc}") from None
+    data = read_toml_file(path, "scenario file")
     base = data.pop("base", None)
     if not isinstance(base, str) or base not in SCENARIOS:
         got = "" if base is None else f" (got base = {base!r})"

@@ -189,17 +189,14 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
 
 
 def check_limits_file(path: str | Path) -> None:
-    """Refuse, in words, a limits path that cannot be a TOML file: an empty string (which
-    ``Path`` reads as the current directory) or a directory (the TOML reader's message
-    was ``not valid TOML: [Errno 21] Is a directory``).
+    """Refuse an empty ``--limits`` path with the command-line hint (the library's
+    :meth:`~gridswarm_env.kernel.Limits.from_toml` refuses it, and a directory, too).
 
     :raises ValueError: naming the path and what is expected.
     """
     if not str(path):
         raise ValueError("limits file '': empty path; expected a TOML file (leave out "
                          "--limits for the default limits)")
-    if Path(path).is_dir():
-        raise ValueError(f"limits file {str(path)!r} is a directory; expected a TOML file")
 
 
 #: how to install what ``python -m train`` and the ``learned`` policy need (README, Set-up)

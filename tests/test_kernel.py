@@ -29,7 +29,7 @@ from gridswarm_env.kernel import (
     as_limits,
     check_executed,
 )
-from gridswarm_env.scenarios import scenario_names
+from gridswarm_env.scenarios import load_scenario_file, scenario_names
 
 LIMITS_DICT = {
     "battery": {"max_discharge_mw": 0.5, "soc_min": 0.2, "ramp_mw_per_s": 2.0},
@@ -389,3 +389,16 @@ def test_energy_bids_cannot_spend_what_a_held_reserve_contract_needs_later() -> 
     assert env.reserve_mw.sum() > 0.0                  # reserve was held and activated
     assert env.dispatch_clamped == 0
     assert env.episode_metrics()["executed_violations"] == 0
+
+
+@pytest.mark.parametrize("reader, what", [(Limits.from_toml, "limits file"),
+                                          (load_scenario_file, "scenario file")])
+def test_a_toml_path_that_is_no_file_is_refused_in_words(reader, what, tmp_path):
+    """Review: through the API a directory (or '', which Path reads as the current
+    directory) was "not valid TOML: [Errno 21] Is a directory"."""
+    with pytest.raises(ValueError, match=f"^{what} '': empty path; expected a TOML file$"):
+        reader("")
+    with pytest.raises(ValueError, match="is a directory; expected a TOML file$"):
+        reader(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        reader(tmp_path / "missing.toml")
