@@ -231,8 +231,11 @@ class FleetConfig:
       charging efficiency (Apostolaki-Iosifidou et al., Energy 127, 2017);
       baseline "smart" charging at half the charger rating, no V2G;
     * PV inverter efficiency 0.96 (CEC weighted efficiency of typical string
-      inverters); day-ahead/intra-hour forecast error ~5 % of output
-      (per-agent bias, normal).
+      inverters); forecast error 5 % of output, a per-agent bias drawn normal
+      when the fleet is built (every reset): an assumption of this project, not a
+      sourced figure (the agents forecast one step, seconds, ahead, where persistence
+      errors are far smaller than day-ahead ones; the bias stands for a mis-rated or
+      shaded array).
 
     :param share_solar: fraction of agents that are solar portfolios.
     :param share_battery: fraction of agents that are battery portfolios.
