@@ -184,3 +184,14 @@ def test_consensus_rate_counts_held_rounds_only_and_negotiations_all_rounds() ->
     m = _kpis(acc)
     assert m["consensus_rate"] == 0.5
     assert m["negotiations"] == 6
+
+
+def test_a_zero_requirement_takes_the_shortage_sign_as_in_the_oracle() -> None:
+    """sign(0) = +1 (the oracle's σ_k, which must minimize this same system_cost): with
+    no requirement, 1 MW absorbed for an hour is 1 MWh unserved (a shortage the DERs
+    made) and 1 MW injected is 1 MWh delivered, nothing unserved."""
+    acc = _acc(dt_s=3600.0)
+    acc.record_dispatch(KINDS, np.array([0.0, -1.0, 0.0, 0.0, 0.0]), 0.0, 0.0, 0.0, 0.0)
+    assert (acc.unserved_mwh, acc.delivered_mwh, acc.requirement_mwh) == (1.0, -1.0, 0.0)
+    acc.record_dispatch(KINDS, np.array([0.0, 1.0, 0.0, 0.0, 0.0]), 0.0, 0.0, 0.0, 0.0)
+    assert (acc.unserved_mwh, acc.delivered_mwh, acc.requirement_mwh) == (1.0, 0.0, 0.0)
