@@ -14,7 +14,10 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   must buy back (negative: gained).
 * ``unserved_energy_mwh`` = Σ_k max(sign(R̄_k)·(R̄_k − D̄_k), 0)·h, where R̄_k is the
   step's mean balancing requirement (the noise-free shortage plus lost generation,
-  + shortage / − surplus) and D̄_k the mean balancing power the DERs delivered.
+  + shortage / − surplus) and D̄_k the mean balancing power the DERs delivered;
+  sign(0) = +1, as the oracle's σ_k (:mod:`policies.oracle`): a step with no
+  requirement counts DER absorption as unserved (a shortage it made) and
+  injection as delivered, here and in ``delivered_energy_mwh``.
 * ``balancing_payments`` ($): what the operator paid at clearing prices (energy
   delivered + reserve capacity); ``der_revenue`` = payments − undelivered penalties.
 * frequency KPIs over every physics sub-step; ``max_rocof_hz_per_s`` =
