@@ -245,8 +245,11 @@ class MetricsAccumulator:
             self.first_response_s = first_activation_s
 
     def record_activation(self, at_s: float, power_mw: float) -> None:
-        """A reserve contract of ``power_mw`` activated at ``at_s`` (simulated seconds)."""
-        if self.event_time_s is not None and at_s - self.event_time_s <= RESPONSE_WINDOW_S:
+        """A reserve contract of ``power_mw`` activated at ``at_s`` (simulated seconds),
+        counted when ``at_s <= event + RESPONSE_WINDOW_S`` (the window's end as a time:
+        ``1.1 - 1.0`` is 0.10000000000000009 in floats, outside a 0.1 s difference)."""
+        if (self.event_time_s is not None
+                and at_s <= self.event_time_s + RESPONSE_WINDOW_S):
             self.response_mw_in_window += power_mw
 
     def record_round(self, held: bool, consensus: bool, n_accepted: int) -> None:

@@ -163,6 +163,16 @@ def test_reserve_activated_at_exactly_100_ms_counts_as_in_time() -> None:
     assert _kpis(acc)["emergency_response_mw_100ms"] == 3.0
 
 
+def test_the_100_ms_window_ends_at_event_plus_100_ms_in_floats_too() -> None:
+    """Review: the window compared ``at - event <= 0.1``; with the event at 1.0 s an
+    activation at 1.1 s differs by 0.10000000000000009 and fell outside."""
+    acc = _acc(event_s=1.0)
+    acc.record_activation(1.1, 2.0)
+    acc.record_activation(1.1000001, 5.0)
+    acc.elapsed_s = 2.0
+    assert _kpis(acc)["emergency_response_mw_100ms"] == 2.0
+
+
 def test_response_power_is_none_until_the_event_has_happened() -> None:
     """None when no event happened in the episode, also for one that ends exactly at
     the event time (nothing after it was simulated); 0.0 once it has."""
