@@ -114,8 +114,7 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             reserve_sub = first_mw[:, None] * share
             np.add.at(reserve_sub, owner, late_mw[:, None] * activation_share(
                 late_s, t0_s, n_substeps, physics_dt_s))
-            share = share.copy()   # the holders' mean activated share of reserve_mw
-            held = reserve_mw[owner, None]
+            held = reserve_mw[owner, None]   # the holders' rows: activated share of it
             share[owner] = np.divide(reserve_sub[owner], held, out=share[owner],
                                      where=held > 0)
             planned = contract_mw[:, None] + reserve_sub
