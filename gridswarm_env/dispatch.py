@@ -17,20 +17,28 @@ available PV for solar, the kernel's planned schedule otherwise) and
 a feasible contract it changes nothing; when it bites, the shortfall is counted
 (``dispatch_clamped``) and penalized as undelivered energy.
 
-Resolution: power is piecewise constant per physics sub-step. The sub-step in which a
-reserve contract activates carries its *mean* planned power ``c_j + R_j·a_j(s)``, so
-the frequency sees the activation at its exact time within the sub-step (zero-order
-hold of the mean), and its stored-energy change is booked with the efficiency of the
-mean's sign (:func:`~gridswarm_env.fleet.energy_change_mwh`). That is exact unless the
-net injection changes sign inside that one sub-step (a battery charging under an energy
-contract when its reserve activates): then the flipped part is booked at the wrong
-efficiency, at most ``|R_j|·physics_dt_s/3600·(1/η_d − η_c)`` MWh (1.5e-6 MWh per MW
-at 50 ms with the default 0.949 efficiencies).
+Resolution: power is piecewise constant per physics sub-step, except the sub-step in
+which a reserve contract activates: there the DER follows ``clip(c_j + R_before)`` up
+to the activation time and ``clip(c_j + R_after)`` after it (the physical bounds hold at
+every instant). The frequency sees that sub-step's mean,
+
+    p_j(s) = (1 − a)·clip(c_j + R_before) + a·clip(c_j + R_after)
+    ΔE_j(s) = (1 − a)·g(b_j + clip(c_j + R_before)) + a·g(b_j + clip(c_j + R_after))
+
+with ``a = a_j(s)`` and ``g`` the stored-energy change of a constant net injection
+(:func:`~gridswarm_env.fleet.energy_change_mwh`), so the energy that reaches the grid is
+the energy that left the store even when the clip bites or the net injection changes
+sign inside the sub-step (a battery charging under an energy contract when its reserve
+activates). Where neither happens this equals ``clip(c_j + R_j·a)`` and ``g`` of it,
+which is what is computed there (bit for bit as before). Two holdings of one agent
+activating inside the same sub-step are booked as one step of their summed reserve at
+the time that gives the same unclipped mean.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +69,80 @@ def activation_share(activation_s: np.ndarray, t0_s: float, n_substeps: int,
     starts = t0_s + physics_dt_s * np.arange(n_substeps)
     return np.clip((starts[None, :] + physics_dt_s - activation_s[:, None]) / physics_dt_s,
                    0.0, 1.0)
+
+
+def _reserve_profile(reserve_mw: np.ndarray, first_share: np.ndarray,
+                     late_reserve: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                     share_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``(n, n_substeps)`` reserve MW acting in each sub-step, from ``first_share``, the
+    ``(n, n_substeps)`` share of each sub-step after each agent's first activation, and
+    ``share_of(times)``, the same for the ``late_reserve`` rows' times (see
+    :func:`execute`)."""
+    if late_reserve is None:
+        return reserve_mw[:, None] * first_share
+    owner, late_mw, late_s = late_reserve
+    first_mw = reserve_mw.copy()
+    np.subtract.at(first_mw, owner, late_mw)
+    reserve_sub = first_mw[:, None] * first_share
+    np.add.at(reserve_sub, owner, late_mw[:, None] * share_of(late_s))
+    return reserve_sub
+
+
+def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndarray,
+                               planned: np.ndarray, contract_mw: np.ndarray,
+                               reserve_mw: np.ndarray, activation_s: np.ndarray,
+                               late_reserve, base: np.ndarray, p_lo: np.ndarray,
+                               p_hi: np.ndarray, t0_s: float, n_substeps: int,
+                               physics_dt_s: float
+                               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The activation sub-steps as two levels (module docstring), where that differs from
+    their mean: a level the clip bites, or net injections of opposite signs.
+
+    Writes those entries' mean into ``p`` and ``net`` (in place) and returns
+    ``(agents, correction)``: the stored-energy change, MWh, to add to each such agent's
+    (one entry per sub-step) for booking the two levels instead of the mean; ``None`` when
+    there is no such entry (the usual case: ``p`` and ``net`` untouched)."""
+    def level(at_start: bool) -> np.ndarray:
+        """Planned power at each sub-step's start (``at_start``) or end: the reserve
+        activated by then acts in full."""
+        def acting(times: np.ndarray) -> np.ndarray:
+            share = activation_share(times, t0_s, n_substeps, physics_dt_s)
+            return 1.0 * (share >= 1.0 if at_start else share > 0.0)
+        return contract_mw[:, None] + _reserve_profile(reserve_mw, acting(activation_s),
+                                                       late_reserve, acting)
+
+    start, end = level(True), level(False)
+    split = start != end                      # some reserve activates inside the sub-step
+    if not np.count_nonzero(split):
+        return None
+    agents, subs = split.nonzero()
+    lo, hi = p_lo[agents], p_hi[agents]
+    s0, s1 = start[agents, subs], end[agents, subs]
+    p0, p1 = fast_clip(s0, lo, hi), fast_clip(s1, lo, hi)
+    net0, net1 = base[agents] + p0, base[agents] + p1
+    clipped = (p0 != s0) | (p1 != s1)
+    flips = ((net0 < 0) & (net1 > 0)) | ((net0 > 0) & (net1 < 0))
+    keep = clipped | flips
+    if not np.count_nonzero(keep):
+        return None
+    agents, subs, clipped = agents[keep], subs[keep], clipped[keep]
+    p0, p1, net0, net1 = p0[keep], p1[keep], net0[keep], net1[keep]
+    # the share of the sub-step after the activation: the weight of the unclipped mean
+    after = np.clip((planned[agents, subs] - s0[keep]) / (s1[keep] - s0[keep]), 0.0, 1.0)
+    mean = p0 + after * (p1 - p0)
+    p[agents[clipped], subs[clipped]] = mean[clipped]
+    net[agents[clipped], subs[clipped]] = base[agents[clipped]] + mean[clipped]
+    # stored-energy change of one sub-step at a constant net, for each entry's agent
+    rows = np.arange(agents.size)
+
+    def stored(net_mw: np.ndarray) -> np.ndarray:
+        one = np.zeros((agents.size, fleet.n_agents))
+        one[rows, agents] = net_mw
+        return energy_change_mwh(fleet, one, physics_dt_s / 3600.0, c)[rows, agents]
+
+    correction = (1.0 - after) * stored(net0) + after * stored(net1)
+    correction -= stored(net[agents, subs])
+    return agents, correction
 
 
 def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
@@ -105,27 +187,29 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     if late_reserve is not None or (activated and np.count_nonzero(in_step)
                                     and np.count_nonzero(activation_s[in_step] > t0_s)):
         share = activation_share(activation_s, t0_s, n_substeps, physics_dt_s)
-        if late_reserve is None:
-            planned = contract_mw[:, None] + reserve_mw[:, None] * share
-        else:
-            owner, late_mw, late_s = late_reserve
-            first_mw = reserve_mw.copy()
-            np.subtract.at(first_mw, owner, late_mw)
-            reserve_sub = first_mw[:, None] * share
-            np.add.at(reserve_sub, owner, late_mw[:, None] * activation_share(
-                late_s, t0_s, n_substeps, physics_dt_s))
+        reserve_sub = _reserve_profile(
+            reserve_mw, share, late_reserve,
+            lambda times: activation_share(times, t0_s, n_substeps, physics_dt_s))
+        if late_reserve is not None:
+            owner = late_reserve[0]
             held = reserve_mw[owner, None]   # the holders' rows: activated share of it
             share[owner] = np.divide(reserve_sub[owner], held, out=share[owner],
                                      where=held > 0)
-            planned = contract_mw[:, None] + reserve_sub
+        planned = contract_mw[:, None] + reserve_sub
         p = fast_clip(planned, p_lo[:, None], p_hi[:, None])
         net = base[:, None] + p
-        # energy per sub-step from its mean net power (the efficiency depends on the sign
-        # of net: see the module docstring for the activation sub-step)
+        fix = _split_activation_substeps(fleet, c, p, net, planned, contract_mw, reserve_mw,
+                                         activation_s, late_reserve, base, p_lo, p_hi,
+                                         t0_s, n_substeps, physics_dt_s)
+        # energy per sub-step from its mean net power; the activation sub-steps that
+        # need it are then corrected to their two levels (module docstring)
         sub_h = physics_dt_s / 3600.0
         delta = energy_change_mwh(fleet, net[:, 0], sub_h, c)
         for s in range(1, n_substeps):   # loop over sub-steps (20), vectorized over agents
             delta = delta + energy_change_mwh(fleet, net[:, s], sub_h, c)
+        if fix is not None:
+            agents, correction = fix
+            np.add.at(delta, agents, correction)
         p_mean = p.mean(axis=1)
         return Execution(
             p_mean_mw=p_mean, planned_mean_mw=planned.mean(axis=1),

@@ -1,0 +1,111 @@
+"""Energy review: the physics sub-step in which a reserve contract activates.
+
+Power is piecewise constant per 50 ms sub-step, but inside the activation sub-step the
+DER follows two levels: ``clip(c)`` before the activation time and ``clip(c + R)`` after
+(c: energy contract, R: reserve, clip: the physical bounds of the step). Closed forms
+with ``a`` the share of the sub-step after activation, ``Δt`` the sub-step (h):
+
+* the grid sees the mean of the two clipped levels, ``(1 − a)·clip(c) + a·clip(c + R)``
+  (not the clip of the mean, which over-delivers when R reaches past the bound);
+* the store changes by ``(1 − a)·g(net_before) + a·g(net_after)`` times ``Δt`` with
+  ``g(x) = η_c·max(−x, 0) − max(x, 0)/η_d`` (not ``g`` of the mean, which books the
+  charging part at the discharge efficiency when the net injection changes sign).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gridswarm_env.config import FleetConfig
+from gridswarm_env.dispatch import execute
+from gridswarm_env.fleet import KIND_BATTERY, build_fleet
+from gridswarm_env.kernel import Kernel, Limits
+
+N = 9
+T0_S, ACT_S = 10.0, 10.02          # activation 20 ms into the first 50 ms sub-step
+SUB_S, A = 0.05, 0.6               # a = (10.05 − 10.02) / 0.05
+
+
+def _setup():
+    fleet = build_fleet(N, FleetConfig(), 0.5, np.random.default_rng(0))
+    fleet.energy_mwh[:] = 0.5 * fleet.energy_capacity_mwh     # mid SoC: power-bound only
+    kernel = Kernel(Limits(), [f"a{i}" for i in range(N)], fleet, 21, 1.0)
+    bat = np.flatnonzero(fleet.kind == KIND_BATTERY)
+    return fleet, kernel, bat
+
+
+def _run(fleet, kernel, contract, reserve, bat):
+    activation = np.full(N, np.inf)
+    activation[bat] = ACT_S
+    return execute(fleet, kernel, baseline_mw=np.zeros(N), contract_mw=contract,
+                   reserve_mw=reserve, activation_s=activation, t0_s=T0_S, dt_s=1.0,
+                   n_substeps=20, physics_dt_s=SUB_S)
+
+
+def test_sign_change_inside_the_activation_sub_step_books_each_side_at_its_efficiency():
+    fleet, kernel, bat = _setup()
+    rated = fleet.rated_power_mw[bat]
+    contract, reserve = np.zeros(N), np.zeros(N)
+    contract[bat] = -0.4 * rated        # charging under an energy contract ...
+    reserve[bat] = 0.8 * rated          # ... when its reserve activates: net −0.4 → +0.4
+    ex = _run(fleet, kernel, contract, reserve, bat)
+    assert not ex.clamped.any()
+    eta_c, eta_d = fleet.eta_charge[bat], fleet.eta_discharge[bat]
+    before_h, after_h = (1 - A) * SUB_S / 3600, (1.0 - (1 - A) * SUB_S) / 3600
+    want = 0.4 * rated * (eta_c * before_h - after_h / eta_d)
+    np.testing.assert_allclose(ex.energy_delta_mwh[bat], want, rtol=1e-12)
+    # the grid sees the sub-step's mean, the stores were charged for the same energy
+    np.testing.assert_allclose(ex.p_total_sub_mw[0], (0.4 * A - 0.4 * (1 - A)) * rated.sum(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(ex.p_mean_mw[bat], 0.4 * rated * (1 - 2 * (1 - A) * SUB_S),
+                               rtol=1e-12)
+
+
+def test_reserve_beyond_the_bound_delivers_the_clipped_level_only_after_activation():
+    fleet, kernel, bat = _setup()
+    rated = fleet.rated_power_mw[bat]   # discharge cap: rated power
+    contract, reserve = np.zeros(N), np.zeros(N)
+    reserve[bat] = 1.5 * rated          # more than the inverter can give
+    ex = _run(fleet, kernel, contract, reserve, bat)
+    np.testing.assert_allclose(ex.p_total_sub_mw[0], A * rated.sum(), rtol=1e-12)
+    np.testing.assert_allclose(ex.p_total_sub_mw[1:], rated.sum(), rtol=1e-12)
+    delivered_s = A * SUB_S + 0.95                          # full rating from 10.02 s
+    np.testing.assert_allclose(ex.p_mean_mw[bat], rated * delivered_s, rtol=1e-12)
+    np.testing.assert_allclose(ex.energy_delta_mwh[bat],
+                               -rated * delivered_s / 3600 / fleet.eta_discharge[bat],
+                               rtol=1e-12)
+    assert ex.clamped[bat].all()
+    # the contracted (planned) power is unchanged: 1.5·rated from the activation
+    np.testing.assert_allclose(ex.planned_mean_mw[bat], 1.5 * rated * (1.0 - 0.02),
+                               rtol=1e-12)
+
+
+def test_random_activations_match_a_fine_time_integration():
+    """Batteries at mid SoC (bounds ±rated power), random contracts and reserves, each
+    activating at a whole millisecond: the sub-step powers and the store changes equal a
+    0.5 ms integration of ``net(t) = clip(c + R·1[t >= activation], −P, P)``."""
+    fleet, kernel, bat = _setup()
+    rng = np.random.default_rng(7)
+    rated = fleet.rated_power_mw
+    eta_c, eta_d = fleet.eta_charge, fleet.eta_discharge
+    fine_s = 0.0005
+    t_mid = T0_S + (np.arange(2000) + 0.5) * fine_s
+    for _ in range(20):
+        contract, reserve = np.zeros(N), np.zeros(N)
+        contract[bat] = rng.uniform(-1.0, 1.0, bat.size) * rated[bat]
+        reserve[bat] = rng.uniform(0.0, 1.5, bat.size) * rated[bat]
+        activation = np.full(N, np.inf)
+        activation[bat] = T0_S + rng.integers(1, 1000, bat.size) * 0.001
+        ex = execute(fleet, kernel, baseline_mw=np.zeros(N), contract_mw=contract,
+                     reserve_mw=reserve, activation_s=activation, t0_s=T0_S, dt_s=1.0,
+                     n_substeps=20, physics_dt_s=SUB_S)
+        on = t_mid[None, :] >= activation[bat, None]
+        net = np.clip(contract[bat, None] + reserve[bat, None] * on,
+                      -rated[bat, None], rated[bat, None])
+        sub_mean = net.reshape(bat.size, 20, 100).mean(axis=2)
+        np.testing.assert_allclose(ex.p_total_sub_mw, sub_mean.sum(axis=0), rtol=1e-9,
+                                   atol=1e-12)
+        stored = (eta_c[bat, None] * np.maximum(-net, 0.0)
+                  - np.maximum(net, 0.0) / eta_d[bat, None]) * fine_s / 3600
+        np.testing.assert_allclose(ex.energy_delta_mwh[bat], stored.sum(axis=1), rtol=1e-9,
+                                   atol=1e-15)
