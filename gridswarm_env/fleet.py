@@ -11,6 +11,20 @@ a deviation from the portfolio's baseline schedule; net injection is
 An EV's plug-in window is ``[0, departure_s)``: every EV is plugged in when the episode
 starts and none arrives during it (episodes last minutes); at departure it leaves with
 whatever it holds, and the shortfall against ``departure_soc`` is its unmet energy.
+That shortfall is a guard, 0 with the default limits at any episode length: an EV below
+``departure_soc`` leaves no earlier than 1.1 times the time its baseline charging needs to
+reach it (:func:`build_fleet`), one at or above it leaves with at least that (EVs only
+charge: no V2G, no driving while plugged in), and the kernel keeps the requirement
+reachable at the charger's rating. It is non-zero only when the kernel's limits ask less
+than the fleet's ``departure_soc`` over an episode as long as the EVs' charging time.
+Measured with ``FleetConfig(ev_soc_init_low=0.6, ev_soc_init_high=0.95,
+ev_departure_min_s=30, ev_departure_max_s=240)``: in ``price_spike`` 12 of 30 EV
+portfolios (123 of 300 at 1 000 agents) leave inside the episode, unmet energy 0 with the
+heuristic and the random policy.
+
+No self-discharge: Li-ion cells lose 1-3 % of their charge a month, at most 4e-6 of
+capacity over a 5-minute episode; a battery system's standby draw is part of the scheduled load,
+not balancing power.
 
 Energy bookkeeping over a duration ``Δt_h`` (hours), exact for piecewise-constant
 power (Powerwall-style one-way efficiencies)::
@@ -308,6 +322,13 @@ def update_solar(state: FleetState, irradiance_now: float, irradiance_next: floa
     (std ``solar_variability_std``, time constant 60 s); the forecast for the next
     step is ``rated · irradiance_next · (1 + x) · (1 + bias)`` (persistence of x plus a
     fixed per-agent bias). Draws random numbers for every agent (fixed RNG use).
+
+    The variability and the bias are independent between agents, so the fleet's
+    aggregate relative error shrinks as ``sqrt(Σ w_i²)/Σ w_i`` over the solar agents'
+    sizes ``w_i``: the 5 % bias is ~0.9 % of the fleet's PV at 100 agents (30 solar) and
+    ~0.3 % at 1 000 (300 solar). The scenarios keep PV at its available output in the
+    scheduled load, so this changes only how much curtailment a forecast promises that
+    the PV cannot deliver, not the frequency.
 
     :param constants: :func:`fleet_constants` of ``state`` (saves recomputing them).
     """

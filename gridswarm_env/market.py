@@ -42,7 +42,14 @@ function and a positive request, the reserve still to buy: ``power_mw > 0`` offe
 upward reserve capacity, ``price`` is an *availability* price in $/MW per hour held
 (numerically $/MWh), cheapest first, pay-as-clear. The environment pays it for every
 step a held contract stands, whether or not it is activated (``settlement`` is for
-energy).
+energy). The energy an activated reserve contract delivers is not paid: an
+availability-only product, like the European FCR (the US markets instead settle deployed
+reserve energy at the real-time price). Bidders must price the expected activation into
+the availability price: in the shipped ``emergency`` (heuristic, seeds 0-2, 100 and
+1 000 agents) 100 MW of reserve clears at 80-90 $/MW-h, earns 262-295 $ and delivers
+3.05 MWh (all the episode's balancing energy), whose true cost to its holders is ~210 $
+(batteries 2.29 MWh at 40 + 30/0.949 $/MWh, EVs 0.76 MWh of deferred charging at 60
+$/MWh); paying that energy at the scenario's 100 $/MWh cap would add ~305 $.
 
 **Ties** at equal price are broken by agent index ascending (stable sort), so the
 clearing is deterministic.
