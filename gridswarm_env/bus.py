@@ -39,12 +39,10 @@ Accounting, per lane (holds after every call)::
 
 ``deferred`` counts deferrals to a later step, not a terminal state: a message that is
 due but beyond its lane's capacity counts once for every step (:meth:`~AgentMessageBus.begin_step`
-to the next) it has to wait through, however many ``deliver`` calls the step makes (a
-step's count is the most messages one of its calls could not take: capacity is per
-step, so every message an earlier call of the step deferred is still due and still
-waiting at the later ones; exact unless telemetry is dropped between two calls of a
-step, which can only lower the count: the environment publishes telemetry before its
-first call).
+to the next) it has to wait through, however many ``deliver`` calls the step makes, also
+when telemetry drops it later in the step (a call that defers spends the step's
+capacity, so a later call of the step counts only the due messages that were not yet
+due at the last call that counted).
 
 Latency model
 -------------
@@ -813,7 +811,7 @@ class _LaneQueue:
         "published",
         "delivered",
         "deferred",
-        "deferred_step",
+        "deferred_mark_s",
         "dropped",
     )
 
@@ -843,7 +841,9 @@ class _LaneQueue:
         self.published = 0  # counted when a message is refused or leaves staging
         self.delivered = 0
         self.deferred = 0
-        self.deferred_step = 0  # most messages one deliver call of this step deferred
+        # time of the last deliver call of this step that deferred (None: none yet); the
+        # queued messages due by then have been counted in ``deferred`` for this step
+        self.deferred_mark_s: float | None = None
         self.dropped = 0
 
     @property
@@ -914,7 +914,7 @@ class AgentMessageBus:
         """Reset the per-step delivery capacity (the environment calls it once per step)."""
         self._remaining: list[float] = list(self._capacity)
         for queue in self._lane_queues:
-            queue.deferred_step = 0
+            queue.deferred_mark_s = None
 
     # ------------------------------------------------------------------ subscriptions
     def _topic_id(self, topic: str) -> int:
@@ -1422,13 +1422,17 @@ class AgentMessageBus:
             capacity = remaining[lane]
             if n_due > capacity:
                 # a message waiting through a step counts once for it, however many
-                # deliver calls the step makes: capacity is per step (begin_step), so a
-                # later call of the step finds every message an earlier one deferred
-                # still due, and a step's count is the most one of its calls deferred
+                # deliver calls the step makes: a call that defers spends the step's
+                # capacity, so every due message it leaves is counted then, and a later
+                # call of the step counts only the due messages not due at the last
+                # counting call (those are its messages still queued: none is delivered
+                # in between, telemetry may have dropped some)
                 excess = n_due - int(capacity)
-                if excess > queue.deferred_step:
-                    queue.deferred += excess - queue.deferred_step
-                    queue.deferred_step = excess
+                mark_s = queue.deferred_mark_s
+                if mark_s is not None:
+                    excess -= int(np.count_nonzero(cols.delivery_s <= mark_s))
+                queue.deferred += excess
+                queue.deferred_mark_s = now_s
                 n_due = int(capacity)
                 if n_due == 0:
                     continue
