@@ -86,9 +86,9 @@ columns and selection of due messages, capacity, ordering (a stable sort on deli
 over lane-major, publish-ordered rows) and the compaction of the undelivered remainder
 are vectorized; a lane whose earliest queued delivery time is in the future is skipped
 without touching its columns. Latency statistics live in a fixed-size histogram per lane
-(bounded memory over millions of steps), folded in batches. Ids in the fast path are
-checked to be ints; one outside int64 is caught at the next ``deliver`` (``ValueError``;
-that message is dropped and counted).
+(bounded memory over millions of steps), folded in batches. The fast path accepts exactly
+what the checked path accepts (a :class:`Lane`, int ids within int64, a non-bool time):
+any other call is validated, and a refused call changes nothing.
 
 Payloads
 --------
@@ -163,9 +163,13 @@ def _check_finite_positive(name: str, value: object) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and > 0."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf
+    if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return number
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -935,8 +939,9 @@ class AgentMessageBus:
         :param topic: topic name (non-empty).
         :param subscriber: subscriber id (int).
         """
-        topic_id = self._topic_id(topic)
-        self._subscribers[topic_id].add(_as_id("subscriber", subscriber))
+        subscriber = _as_id("subscriber", subscriber)
+        topic_id = self._topic_id(topic)  # registered only once the call is valid
+        self._subscribers[topic_id].add(subscriber)
         self._subscriber_arrays.pop(topic_id, None)
 
     def subscribe_many(self, topic: str, subscribers: np.ndarray) -> None:
@@ -945,15 +950,16 @@ class AgentMessageBus:
         :param topic: topic name (non-empty).
         :param subscribers: 1-D integer array of subscriber ids.
         """
-        topic_id = self._topic_id(topic)
         ids = _as_id_array("subscribers", subscribers, None)
+        topic_id = self._topic_id(topic)
         self._subscribers[topic_id].update(ids.tolist())
         self._subscriber_arrays.pop(topic_id, None)
 
     def unsubscribe(self, topic: str, subscriber: int) -> None:
         """Remove one id from the subscribers of ``topic`` (no error if absent)."""
+        subscriber = _as_id("subscriber", subscriber)
         topic_id = self._topic_id(topic)
-        self._subscribers[topic_id].discard(_as_id("subscriber", subscriber))
+        self._subscribers[topic_id].discard(subscriber)
         self._subscriber_arrays.pop(topic_id, None)
 
     def subscribers(self, topic: str) -> np.ndarray:
@@ -996,23 +1002,27 @@ class AgentMessageBus:
             high-water mark (also when a CONTROL/MARKET message is refused at the bound).
         """
         # fast path: a unicast continuing the lane's current run of (publish time, topic),
-        # both validated when the run was opened, below the high-water mark
-        try:
-            queue = self._queues[lane]
-        except (KeyError, TypeError):
-            return self._publish_checked(topic, payload, lane, sender, recipient, now_s)
-        payloads = queue.payloads
-        if (
-            now_s == queue.now_s
-            and topic == queue.topic
-            and recipient.__class__ is int
-            and sender.__class__ is int
-            and len(payloads) < queue.room
-        ):
-            queue.senders.append(sender)
-            queue.recipients.append(recipient)
-            payloads.append(payload)
-            return False
+        # both validated when the run was opened, below the high-water mark. It accepts
+        # only what the checked path accepts (a Lane, a non-bool time equal to the run's,
+        # int ids; ids within +-(2**30 - 1), one-digit ints whose comparisons CPython
+        # specializes: larger ids are checked against int64 by the checked path)
+        if lane.__class__ is Lane:
+            queue = self._lane_queues[lane]
+            payloads = queue.payloads
+            if (
+                now_s == queue.now_s
+                and topic == queue.topic
+                and recipient.__class__ is int
+                and sender.__class__ is int
+                and -0x3FFFFFFF <= sender <= 0x3FFFFFFF
+                and -0x3FFFFFFF <= recipient <= 0x3FFFFFFF
+                and now_s.__class__ is not bool
+                and len(payloads) < queue.room
+            ):
+                queue.senders.append(sender)
+                queue.recipients.append(recipient)
+                payloads.append(payload)
+                return False
         return self._publish_checked(topic, payload, lane, sender, recipient, now_s)
 
     def _publish_checked(
@@ -1027,8 +1037,10 @@ class AgentMessageBus:
         """Validated publish: registration, id coercion, broadcast, bounds, backpressure."""
         queue = self._queues[_as_lane(lane)]
         now_s = self._check_publish_time(now_s)
-        topic_id = self._topic_id(topic)
         sender = _as_id("sender", sender)
+        if recipient is not None:
+            recipient = _as_id("recipient", recipient)
+        topic_id = self._topic_id(topic)  # registered only once the call is valid
         if recipient is None:
             store = np.empty(1, object)
             store[0] = payload
@@ -1043,7 +1055,6 @@ class AgentMessageBus:
                 np.zeros(recipients.size, np.int64),
             )
             return bool(flags[-1]) if flags.size else queue.depth > self._hwm[queue.lane]
-        recipient = _as_id("recipient", recipient)
         depth = queue.depth + 1
         if _TAIL_DROP[queue.lane] and depth > self._limit[queue.lane]:
             queue.published += 1
@@ -1090,9 +1101,6 @@ class AgentMessageBus:
             now_s += 0.0  # -0.0 -> 0.0, as _check_time
         else:
             now_s = self._check_publish_time(now_s)
-        topic_id = self._topic_ids.get(topic) if topic.__class__ is str else None
-        if topic_id is None:
-            topic_id = self._topic_id(topic)
         if not isinstance(payloads, np.ndarray) or payloads.ndim != 1:
             raise ValueError(
                 "payloads must be a 1-D numpy array (one row per message), got "
@@ -1113,6 +1121,9 @@ class AgentMessageBus:
             recipient_ids = recipients.copy()
         else:
             recipient_ids = _as_id_array("recipients", recipients, n).copy()
+        topic_id = self._topic_ids.get(topic) if topic.__class__ is str else None
+        if topic_id is None:  # registered only once the call is valid
+            topic_id = self._topic_id(topic)
         return self._enqueue(queue, topic_id, now_s, sender_ids, recipient_ids, payloads, None)
 
     def _enqueue(
@@ -1232,29 +1243,13 @@ class AgentMessageBus:
 
     # ------------------------------------------------------------------ delivery
     def _flush_staging(self, queue: _LaneQueue) -> None:
-        """Turn the staged single publishes of a lane into one segment.
-
-        :raises ValueError: a staged id is outside int64; that message is dropped (and
-            counted), the others are kept.
-        """
+        """Turn the staged single publishes of a lane into one segment (their ids were
+        checked to fit in int64 when published)."""
         n = len(queue.payloads)
         if n == 0:
             return
-        try:
-            senders = np.fromiter(queue.senders, np.int64, n)
-            recipients = np.fromiter(queue.recipients, np.int64, n)
-            bad = None
-        except OverflowError:  # rare: find the offending messages in Python
-            bad = np.array(
-                [
-                    not (_I64_MIN <= s <= _I64_MAX and _I64_MIN <= r <= _I64_MAX)
-                    for s, r in zip(queue.senders, queue.recipients, strict=True)
-                ]
-            )
-            senders, recipients = (
-                np.where(bad, 0, np.array(ids, object)).astype(np.int64)
-                for ids in (queue.senders, queue.recipients)
-            )
+        senders = np.fromiter(queue.senders, np.int64, n)
+        recipients = np.fromiter(queue.recipients, np.int64, n)
         payloads = np.fromiter(queue.payloads, object, n)
         if len(queue.run_starts) == 1:  # one (publish time, topic) run: the usual step
             now_s = queue.run_times_s[0]
@@ -1293,33 +1288,7 @@ class AgentMessageBus:
             runs.clear()
         queue.now_s, queue.topic = math.nan, None  # the next publish re-validates its time
         queue.published += n
-        if bad is None:
-            self._append_segment(queue, segment)
-            return
-        queue.dropped += int(bad.sum())
-        if not bad.all():
-            good = ~bad
-            s = segment
-            self._append_segment(
-                queue,
-                _Seg(
-                    int(good.sum()),
-                    s.topic,
-                    s.publish,
-                    s.delivery_s[good],
-                    s.sender[good],
-                    s.recipient[good],
-                    s.payloads[good],
-                    None,
-                    None if s.topics is None else s.topics[good],
-                    None if s.publish_s is None else s.publish_s[good],
-                    s.latest_s,
-                ),
-            )
-        raise ValueError(
-            f"sender/recipient ids must fit in int64; {int(bad.sum())} staged message(s) on "
-            f"lane {queue.lane.name} did not and were dropped"
-        )
+        self._append_segment(queue, segment)
 
     def _append_segment(self, queue: _LaneQueue, segment: _Seg) -> None:
         queue.segments.append(segment)
@@ -1376,7 +1345,7 @@ class AgentMessageBus:
         else:
             now_s = _check_time("now_s", now_s, self._clock_s, "the previous deliver() time")
         queues = self._lane_queues
-        for queue in queues:  # may raise (ids outside int64): before any delivery
+        for queue in queues:
             if queue.payloads:
                 self._flush_staging(queue)
         self._clock_s = now_s
@@ -1611,9 +1580,13 @@ def _check_time(name: str, value: object, earliest_s: float, earliest_what: str)
     """A time as float: finite, >= 0 and >= ``earliest_s``, or ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{name} must be a finite time in s, got {value!r}")
-    value = float(value) + 0.0  # -0.0 -> 0.0 (the sort keys rely on non-negative times)
-    if not math.isfinite(value) or value < 0.0:
+    try:
+        time_s = float(value) + 0.0  # -0.0 -> 0.0 (the sort keys rely on non-negative times)
+    except OverflowError:  # an int beyond the float range
+        time_s = math.inf
+    if not math.isfinite(time_s) or time_s < 0.0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    value = time_s
     if value < earliest_s:
         raise ValueError(
             f"{name}={value!r} is before {earliest_what} ({earliest_s!r}): time cannot go backwards"

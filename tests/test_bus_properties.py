@@ -32,7 +32,9 @@ Semantics checked (DESIGN §4 and the module docstring of ``gridswarm_env/bus.py
 * latency p50/p99 cover every delivered message's simulated latency (within one
   histogram bin of the exact inverted-CDF quantile), the mean is exact.
 
-Further properties: the same seed gives the same trace; an emptied bus holds no rows.
+Further properties: the same seed gives the same trace; an emptied bus holds no rows;
+a refused call (bad lane, time, id, payload, topic) raises ``ValueError`` and leaves the
+bus behaving exactly as if it had not been made.
 """
 
 from __future__ import annotations
@@ -260,20 +262,26 @@ def topic_rows(delivery, topic: str) -> list[tuple]:
     ]
 
 
-def run_bus(bus: AgentMessageBus, ops: list[tuple], late_views: bool = False) -> list[tuple]:
+def run_bus(
+    bus: AgentMessageBus, ops: list[tuple], bad: dict | None = None, late_views: bool = False
+) -> list[tuple]:
     """Apply ``ops``, then drain the bus; return the trace: one entry per call.
 
+    :param bad: op index -> indices into :func:`bad_calls` to make after that op (each
+        must raise ``ValueError``; they are not part of the trace).
     :param late_views: read every :class:`~gridswarm_env.bus.Delivery` (built lazily)
         only after the last call, instead of right after its ``deliver``.
     """
     trace: list = []
     clock_s, next_id = 0.0, 0
-    for op in ops:
+    last_pub: dict | None = None
+    for index, op in enumerate(ops):
         if op[0] == "pub":
             _, lane, topic_index, recipient, sender, offset = op
             topic = TOPICS[topic_index]
-            flag = bus.publish(topic, next_id, lane=Lane(lane), sender=sender,
-                               recipient=recipient, now_s=clock_s + offset)
+            last_pub = {"topic": topic, "payload": next_id, "lane": Lane(lane), "sender": sender,
+                        "recipient": recipient, "now_s": clock_s + offset}
+            flag = bus.publish(**last_pub)
             trace.append(("pub", op, next_id, flag))
             next_id += 1
         elif op[0] == "batch":
@@ -290,6 +298,13 @@ def run_bus(bus: AgentMessageBus, ops: list[tuple], late_views: bool = False) ->
             clock_s += dt
             trace.append(deliver_entry(bus, op, clock_s, late_views))
         trace.append(("stats", bus.stats()))
+        if bad and index in bad:
+            candidates = bad_calls(bus, clock_s, last_pub)
+            for pick in bad[index]:
+                name, call, match = candidates[pick % len(candidates)]
+                with pytest.raises(ValueError, match=match):
+                    call()
+                    pytest.fail(f"accepted: {name}")
     for _ in range(1000):  # drain: every message kept is delivered
         if bus.stats()["totals"]["queue_depth"] == 0:
             break
@@ -425,6 +440,129 @@ def test_same_seed_same_trace(config, ops, seed):
     first = run_bus(new_bus(config, seed), ops)
     second = run_bus(new_bus(config, seed), ops, late_views=True)
     assert repr(first) == repr(second)  # repr: exact float digits
+
+
+# --------------------------------------------------------------------------- bad input
+_LANE_ERROR = "lane must be one of EMERGENCY=0, CONTROL=1, MARKET=2, TELEMETRY=3"
+_TIME_ERROR = "now_s must be (a )?finite"
+
+
+def bad_calls(bus: AgentMessageBus, clock_s: float, last_pub: dict | None) -> list[tuple]:
+    """Refused calls ``(name, call, error pattern)``; those derived from the last good
+    single publish differ from it in one argument only (the fast path of a publish run)."""
+    calls: list[tuple] = []
+    if last_pub is not None:
+        good = dict(last_pub, recipient=-1 if last_pub["recipient"] is None else
+                    last_pub["recipient"], now_s=max(last_pub["now_s"], clock_s))
+        variants = [
+            ("float lane", {"lane": float(good["lane"])}, _LANE_ERROR),
+            ("numpy float lane", {"lane": np.float64(good["lane"])}, _LANE_ERROR),
+            ("sender beyond int64", {"sender": 2**63}, "sender must be an int id within int64"),
+            ("recipient below int64", {"recipient": -(2**63) - 1},
+             "recipient must be an int id within int64"),
+            ("sender beyond int64 (broadcast)", {"sender": 2**64, "recipient": None},
+             "sender must be an int id within int64"),
+            ("float sender", {"sender": float(good["sender"])}, "sender must be an int id"),
+            ("bool recipient", {"recipient": True}, "recipient must be an int id"),
+        ]
+        if good["lane"] in (Lane.EMERGENCY, Lane.CONTROL):
+            variants.append(("bool lane", {"lane": bool(good["lane"])}, _LANE_ERROR))
+        if good["now_s"] in (0.0, 1.0):
+            variants.append(("bool time", {"now_s": bool(good["now_s"])}, "now_s must be"))
+        for name, change, match in variants:
+            calls.append((name, lambda change=change: bus.publish(**(good | change)), match))
+
+    def publish(**change):
+        call = {"topic": "a", "payload": -1, "lane": Lane.MARKET, "sender": 0,
+                "recipient": -1, "now_s": clock_s} | change
+        return lambda: bus.publish(**call)
+
+    def batch(**change):
+        call = {"topic": "a", "payloads": np.arange(3), "lane": Lane.MARKET,
+                "senders": np.arange(3), "now_s": clock_s} | change
+        return lambda: bus.publish_batch(**call)
+
+    calls += [
+        ("unknown lane", publish(lane=7), _LANE_ERROR),
+        ("negative lane", publish(lane=-1), _LANE_ERROR),
+        ("lane name", publish(lane="MARKET"), _LANE_ERROR),
+        ("NaN time", publish(now_s=math.nan), _TIME_ERROR),
+        ("infinite time", publish(now_s=math.inf), _TIME_ERROR),
+        ("negative time", publish(now_s=-1.0), _TIME_ERROR),
+        ("huge int time", publish(now_s=10**400), _TIME_ERROR),
+        ("string time", publish(now_s="0"), _TIME_ERROR),
+        ("time before the last deliver", publish(now_s=clock_s - 0.5),
+         "time cannot go backwards|finite and >= 0"),
+        ("empty topic", publish(topic=""), "topic must be a non-empty str"),
+        ("new topic, bad sender", publish(topic="new", sender=1.5), "sender must be an int"),
+        ("new topic, bad recipient", publish(topic="new", recipient="x"), "recipient must be"),
+        ("2-D payloads", batch(payloads=np.zeros((3, 1))), "payloads must be a 1-D numpy array"),
+        ("list payloads", batch(payloads=[1, 2, 3]), "payloads must be a 1-D numpy array"),
+        ("new topic, 2-D payloads", batch(topic="new", payloads=np.zeros((3, 1))),
+         "payloads must be a 1-D"),
+        ("float senders", batch(senders=np.array([0.0, 1.0, 2.0])), "senders must be a 1-D int"),
+        ("short senders", batch(senders=np.arange(2)), "senders has length 2, expected 3"),
+        ("long recipients", batch(recipients=np.arange(4)), "recipients has length 4"),
+        ("uint64 senders beyond int64", batch(senders=np.full(3, 2**63, np.uint64)),
+         "senders must fit in int64"),
+        ("batch unknown lane", batch(lane=4), _LANE_ERROR),
+        ("batch float lane", batch(lane=2.0), _LANE_ERROR),
+        ("batch NaN time", batch(now_s=math.nan), _TIME_ERROR),
+        ("batch huge int time", batch(now_s=10**400), _TIME_ERROR),
+        ("deliver NaN", lambda: bus.deliver(math.nan), _TIME_ERROR),
+        ("deliver negative", lambda: bus.deliver(-1.0), _TIME_ERROR),
+        ("deliver huge int", lambda: bus.deliver(10**400), _TIME_ERROR),
+        ("deliver string", lambda: bus.deliver("1"), _TIME_ERROR),
+        ("deliver bool", lambda: bus.deliver(True), _TIME_ERROR),
+        ("subscribe bad id, new topic", lambda: bus.subscribe("new", 2**64), "subscriber must be"),
+        ("subscribe_many 2-D", lambda: bus.subscribe_many("new", np.zeros((2, 2), np.int64)),
+         "subscribers must be a 1-D integer array"),
+        ("queue_depth float lane", lambda: bus.queue_depth(2.0), _LANE_ERROR),
+        ("backpressure bool lane", lambda: bus.backpressure(True), _LANE_ERROR),
+    ]
+    if clock_s > 0.0:
+        calls.append(("deliver before the last deliver", lambda: bus.deliver(clock_s / 2),
+                      "time cannot go backwards"))
+    return calls
+
+
+@PROPERTY_SETTINGS
+@given(
+    config=configs(),
+    ops=operations,
+    bad=st.dictionaries(st.integers(0, 44), st.lists(st.integers(0, 60), min_size=1,
+                                                    max_size=3), max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_refused_calls_raise_and_change_nothing(config, ops, bad, seed):
+    """Every bad call raises ``ValueError`` naming what was wrong, and the bus then
+    behaves exactly as a bus that never saw it (same trace, same topic registry)."""
+    with_bad = new_bus(config, seed)
+    clean = new_bus(config, seed)
+    assert run_bus(with_bad, ops, bad) == run_bus(clean, ops)
+    assert with_bad._topic_names == clean._topic_names  # white-box: no topic registered
+
+
+@pytest.mark.parametrize("pick", range(45))
+def test_each_refused_call_after_a_publish_run(pick):
+    """Every candidate of :func:`bad_calls`, once, right after a single publish that
+    opened a run at t = 0 (the fast path) and once after a deliver."""
+    config = BusConfig(capacity_per_step=(2,) * 4, high_water_mark=(3,) * 4,
+                       queue_limit=(4,) * 4)
+    for lane in (Lane.CONTROL, Lane.MARKET):
+        ops = [("pub", int(lane), 0, 1, 0, 0.0), ("pub", int(lane), 0, 2, 0, 0.0),
+               ("deliver", 0.03, True), ("pub", int(lane), 1, 3, 4, 0.0)]
+        bad = {1: [pick], 3: [pick]}
+        with_bad, clean = new_bus(config, 3), new_bus(config, 3)
+        assert run_bus(with_bad, ops, bad) == run_bus(clean, ops)
+        assert with_bad._topic_names == clean._topic_names  # white-box: no topic registered
+
+
+@pytest.mark.parametrize("name", ["latency_mean_s", "latency_max_s", "latency_sigma"])
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["1e400", "-1e400"])
+def test_config_refuses_ints_beyond_the_float_range(name, value):
+    with pytest.raises(ValueError, match=f"{name} must be a finite number > 0"):
+        BusConfig(**{name: value})
 
 
 # --------------------------------------------------------------------------- deferral count
