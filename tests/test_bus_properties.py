@@ -191,7 +191,10 @@ deliver_op = st.tuples(
     st.just("deliver"), st.sampled_from([0.0, 0.003, 0.01, 0.015, 0.03, 0.06, 1.0]),
     st.booleans(),
 )
-operations = st.lists(st.one_of(publish_op, publish_op, batch_op, deliver_op), max_size=45)
+reset_op = st.just(("reset",))
+operations = st.lists(
+    st.one_of(publish_op, publish_op, batch_op, deliver_op, deliver_op, reset_op), max_size=45
+)
 
 
 @st.composite
@@ -199,7 +202,11 @@ def configs(draw) -> BusConfig:
     distribution = draw(st.sampled_from(LATENCY_DISTRIBUTIONS))
     hwm = tuple(draw(st.integers(1, 6)) for _ in Lane)
     limit = tuple(h + draw(st.integers(0, 4)) for h in hwm)
+    mean_s, max_s = draw(st.sampled_from([(0.015, 0.05), (0.002, 0.004), (0.03, 0.2)]))
     return BusConfig(
+        latency_mean_s=mean_s,
+        latency_max_s=max_s,
+        latency_hist_bins=draw(st.sampled_from([16, 100, 5_000])),
         latency_distribution=distribution,
         capacity_per_step=tuple(draw(st.integers(1, 4)) for _ in Lane),
         high_water_mark=hwm,
@@ -291,6 +298,10 @@ def run_bus(
                                       senders=sender, now_s=clock_s + offset)
             trace.append(("batch", op, next_id, flags.tolist()))
             next_id += n
+        elif op[0] == "reset":  # a new episode: empty queues and counters, clock at 0
+            bus.reset()
+            clock_s = 0.0
+            trace.append(("reset", op))
         else:
             _, dt, new_step = op
             if new_step:
@@ -298,6 +309,7 @@ def run_bus(
             clock_s += dt
             trace.append(deliver_entry(bus, op, clock_s, late_views))
         trace.append(("stats", bus.stats()))
+        check_storage_bounded(bus)
         if bad and index in bad:
             candidates = bad_calls(bus, clock_s, last_pub)
             for pick in bad[index]:
@@ -318,6 +330,20 @@ def run_bus(
         assert queue.n_rows == 0 and not queue.segments and not queue.payloads
         assert queue.cols.sender.size == 0 and not queue.stores
     return [entry() if callable(entry) else entry for entry in trace]
+
+
+def check_storage_bounded(bus: AgentMessageBus) -> None:
+    """White-box: the rows a lane stores stay within its bounds whatever the calls
+    (telemetry compacts its lazily dropped rows by ``max(queue_limit, 1024)``), and every
+    payload store kept is addressed by a queued row."""
+    for lane, queue in bus._queues.items():
+        stored = queue.n_rows + len(queue.payloads)
+        limit = bus.config.queue_limit[lane]
+        if lane in (Lane.CONTROL, Lane.MARKET):
+            assert stored <= limit
+        elif lane is Lane.TELEMETRY:
+            assert stored < limit + max(limit, 1024)
+        assert len(queue.stores) <= queue.cols.sender.size
 
 
 def deliver_entry(bus: AgentMessageBus, op: tuple, now_s: float, late: bool = False):
@@ -356,6 +382,9 @@ def replay_reference(config: BusConfig, trace: list[tuple]) -> None:
             want = [ref.publish_one(lane, TOPICS[topic_index], first + k, sender, -1, now_s)
                     for k in range(n)]
             assert flags == want, (entry, want)
+        elif kind == "reset":
+            ref = RefBus(config, delivery_s)
+            latencies_ms = [[] for _ in Lane]
         elif kind == "deliver":
             _, op, now_s, rows, per_topic, n_delivered = entry
             if op[2]:
@@ -400,6 +429,8 @@ def entry_time(trace: list[tuple], entry: tuple) -> float:
             return clock_s
         if other[0] == "deliver":
             clock_s = other[2]
+        elif other[0] == "reset":
+            clock_s = 0.0
     raise AssertionError("entry not in trace")
 
 
@@ -583,3 +614,4 @@ def test_a_message_deferred_then_dropped_in_the_same_step_still_counts():
     bus.begin_step()
     assert bus.deliver(0.3).topic("tel").payloads.tolist() == [3]  # 4 and 5 wait again
     assert bus.stats()["lanes"]["TELEMETRY"]["deferred"] == 7
+
