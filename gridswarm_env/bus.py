@@ -168,8 +168,14 @@ def _check_finite_positive(name: str, value: object) -> float:
     except OverflowError:  # an int beyond the float range
         number = math.inf
     if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise ValueError(f"{name} must be a finite number > 0, got {_shown(value)}")
     return number
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened when longer than 40 characters (a huge int)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -1557,7 +1563,7 @@ def _as_id(name: str, value: object) -> int:
         else:
             if _I64_MIN <= value <= _I64_MAX:
                 return value
-    raise ValueError(f"{name} must be an int id within int64, got {value!r}")
+    raise ValueError(f"{name} must be an int id within int64, got {_shown(value)}")
 
 
 def _as_id_array(name: str, value: object, n: int | None) -> np.ndarray:
@@ -1585,7 +1591,7 @@ def _check_time(name: str, value: object, earliest_s: float, earliest_what: str)
     except OverflowError:  # an int beyond the float range
         time_s = math.inf
     if not math.isfinite(time_s) or time_s < 0.0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        raise ValueError(f"{name} must be finite and >= 0, got {_shown(value)}")
     value = time_s
     if value < earliest_s:
         raise ValueError(

@@ -615,3 +615,11 @@ def test_a_message_deferred_then_dropped_in_the_same_step_still_counts():
     assert bus.deliver(0.3).topic("tel").payloads.tolist() == [3]  # 4 and 5 wait again
     assert bus.stats()["lanes"]["TELEMETRY"]["deferred"] == 7
 
+
+def test_huge_ints_are_shown_shortened_in_errors():
+    bus = AgentMessageBus(rng=0)
+    with pytest.raises(ValueError, match=r"got 10000000000000000000\.\.\. \(401 characters\)$"):
+        bus.deliver(10**400)
+    with pytest.raises(ValueError, match=r"sender must be an int id within int64, got 1606938"):
+        bus.publish("t", 0, sender=2**200, recipient=1, now_s=0.0)
+    assert bus.stats()["totals"]["published"] == 0
