@@ -86,9 +86,10 @@ columns and selection of due messages, capacity, ordering (a stable sort on deli
 over lane-major, publish-ordered rows) and the compaction of the undelivered remainder
 are vectorized; a lane whose earliest queued delivery time is in the future is skipped
 without touching its columns. Latency statistics live in a fixed-size histogram per lane
-(bounded memory over millions of steps), folded in batches. The fast path accepts exactly
-what the checked path accepts (a :class:`Lane`, int ids within int64, a non-bool time):
-any other call is validated, and a refused call changes nothing.
+(bounded memory over millions of steps), folded in batches. The fast path takes only
+calls the checked path would accept (a :class:`Lane`, a non-bool time, int ids within
+±(2**30 − 1)); any other call is validated in full (ids within int64), and a refused
+call raises ``ValueError`` and changes nothing.
 
 Payloads
 --------
