@@ -39,12 +39,10 @@ Accounting, per lane (holds after every call)::
 
 ``deferred`` counts deferrals to a later step, not a terminal state: a message that is
 due but beyond its lane's capacity counts once for every step (:meth:`~AgentMessageBus.begin_step`
-to the next) it has to wait through, however many ``deliver`` calls the step makes (a
-step's count is the most messages one of its calls could not take: capacity is per
-step, so every message an earlier call of the step deferred is still due and still
-waiting at the later ones; exact unless telemetry is dropped between two calls of a
-step, which can only lower the count: the environment publishes telemetry before its
-first call).
+to the next) it has to wait through, however many ``deliver`` calls the step makes, also
+when telemetry drops it later in the step (a call that defers spends the step's
+capacity, so a later call of the step counts only the due messages that were not yet
+due at the last call that counted).
 
 Latency model
 -------------
@@ -88,9 +86,10 @@ columns and selection of due messages, capacity, ordering (a stable sort on deli
 over lane-major, publish-ordered rows) and the compaction of the undelivered remainder
 are vectorized; a lane whose earliest queued delivery time is in the future is skipped
 without touching its columns. Latency statistics live in a fixed-size histogram per lane
-(bounded memory over millions of steps), folded in batches. Ids in the fast path are
-checked to be ints; one outside int64 is caught at the next ``deliver`` (``ValueError``;
-that message is dropped and counted).
+(bounded memory over millions of steps), folded in batches. The fast path takes only
+calls the checked path would accept (a :class:`Lane`, a non-bool time, int ids within
+±(2**30 − 1)); any other call is validated in full (ids within int64), and a refused
+call raises ``ValueError`` and changes nothing.
 
 Payloads
 --------
@@ -165,9 +164,19 @@ def _check_finite_positive(name: str, value: object) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and > 0."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {_shown(value)}")
+    return number
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened when longer than 40 characters (a huge int)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -813,7 +822,7 @@ class _LaneQueue:
         "published",
         "delivered",
         "deferred",
-        "deferred_step",
+        "deferred_mark_s",
         "dropped",
     )
 
@@ -843,7 +852,9 @@ class _LaneQueue:
         self.published = 0  # counted when a message is refused or leaves staging
         self.delivered = 0
         self.deferred = 0
-        self.deferred_step = 0  # most messages one deliver call of this step deferred
+        # time of the last deliver call of this step that deferred (None: none yet); the
+        # queued messages due by then have been counted in ``deferred`` for this step
+        self.deferred_mark_s: float | None = None
         self.dropped = 0
 
     @property
@@ -914,7 +925,7 @@ class AgentMessageBus:
         """Reset the per-step delivery capacity (the environment calls it once per step)."""
         self._remaining: list[float] = list(self._capacity)
         for queue in self._lane_queues:
-            queue.deferred_step = 0
+            queue.deferred_mark_s = None
 
     # ------------------------------------------------------------------ subscriptions
     def _topic_id(self, topic: str) -> int:
@@ -935,8 +946,9 @@ class AgentMessageBus:
         :param topic: topic name (non-empty).
         :param subscriber: subscriber id (int).
         """
-        topic_id = self._topic_id(topic)
-        self._subscribers[topic_id].add(_as_id("subscriber", subscriber))
+        subscriber = _as_id("subscriber", subscriber)
+        topic_id = self._topic_id(topic)  # registered only once the call is valid
+        self._subscribers[topic_id].add(subscriber)
         self._subscriber_arrays.pop(topic_id, None)
 
     def subscribe_many(self, topic: str, subscribers: np.ndarray) -> None:
@@ -945,15 +957,16 @@ class AgentMessageBus:
         :param topic: topic name (non-empty).
         :param subscribers: 1-D integer array of subscriber ids.
         """
-        topic_id = self._topic_id(topic)
         ids = _as_id_array("subscribers", subscribers, None)
+        topic_id = self._topic_id(topic)
         self._subscribers[topic_id].update(ids.tolist())
         self._subscriber_arrays.pop(topic_id, None)
 
     def unsubscribe(self, topic: str, subscriber: int) -> None:
         """Remove one id from the subscribers of ``topic`` (no error if absent)."""
+        subscriber = _as_id("subscriber", subscriber)
         topic_id = self._topic_id(topic)
-        self._subscribers[topic_id].discard(_as_id("subscriber", subscriber))
+        self._subscribers[topic_id].discard(subscriber)
         self._subscriber_arrays.pop(topic_id, None)
 
     def subscribers(self, topic: str) -> np.ndarray:
@@ -996,23 +1009,27 @@ class AgentMessageBus:
             high-water mark (also when a CONTROL/MARKET message is refused at the bound).
         """
         # fast path: a unicast continuing the lane's current run of (publish time, topic),
-        # both validated when the run was opened, below the high-water mark
-        try:
-            queue = self._queues[lane]
-        except (KeyError, TypeError):
-            return self._publish_checked(topic, payload, lane, sender, recipient, now_s)
-        payloads = queue.payloads
-        if (
-            now_s == queue.now_s
-            and topic == queue.topic
-            and recipient.__class__ is int
-            and sender.__class__ is int
-            and len(payloads) < queue.room
-        ):
-            queue.senders.append(sender)
-            queue.recipients.append(recipient)
-            payloads.append(payload)
-            return False
+        # both validated when the run was opened, below the high-water mark. It accepts
+        # only what the checked path accepts (a Lane, a non-bool time equal to the run's,
+        # int ids; ids within +-(2**30 - 1), one-digit ints whose comparisons CPython
+        # specializes: larger ids are checked against int64 by the checked path)
+        if lane.__class__ is Lane:
+            queue = self._lane_queues[lane]
+            payloads = queue.payloads
+            if (
+                now_s == queue.now_s
+                and topic == queue.topic
+                and recipient.__class__ is int
+                and sender.__class__ is int
+                and -0x3FFFFFFF <= sender <= 0x3FFFFFFF
+                and -0x3FFFFFFF <= recipient <= 0x3FFFFFFF
+                and now_s.__class__ is not bool
+                and len(payloads) < queue.room
+            ):
+                queue.senders.append(sender)
+                queue.recipients.append(recipient)
+                payloads.append(payload)
+                return False
         return self._publish_checked(topic, payload, lane, sender, recipient, now_s)
 
     def _publish_checked(
@@ -1027,8 +1044,10 @@ class AgentMessageBus:
         """Validated publish: registration, id coercion, broadcast, bounds, backpressure."""
         queue = self._queues[_as_lane(lane)]
         now_s = self._check_publish_time(now_s)
-        topic_id = self._topic_id(topic)
         sender = _as_id("sender", sender)
+        if recipient is not None:
+            recipient = _as_id("recipient", recipient)
+        topic_id = self._topic_id(topic)  # registered only once the call is valid
         if recipient is None:
             store = np.empty(1, object)
             store[0] = payload
@@ -1043,7 +1062,6 @@ class AgentMessageBus:
                 np.zeros(recipients.size, np.int64),
             )
             return bool(flags[-1]) if flags.size else queue.depth > self._hwm[queue.lane]
-        recipient = _as_id("recipient", recipient)
         depth = queue.depth + 1
         if _TAIL_DROP[queue.lane] and depth > self._limit[queue.lane]:
             queue.published += 1
@@ -1090,9 +1108,6 @@ class AgentMessageBus:
             now_s += 0.0  # -0.0 -> 0.0, as _check_time
         else:
             now_s = self._check_publish_time(now_s)
-        topic_id = self._topic_ids.get(topic) if topic.__class__ is str else None
-        if topic_id is None:
-            topic_id = self._topic_id(topic)
         if not isinstance(payloads, np.ndarray) or payloads.ndim != 1:
             raise ValueError(
                 "payloads must be a 1-D numpy array (one row per message), got "
@@ -1113,6 +1128,9 @@ class AgentMessageBus:
             recipient_ids = recipients.copy()
         else:
             recipient_ids = _as_id_array("recipients", recipients, n).copy()
+        topic_id = self._topic_ids.get(topic) if topic.__class__ is str else None
+        if topic_id is None:  # registered only once the call is valid
+            topic_id = self._topic_id(topic)
         return self._enqueue(queue, topic_id, now_s, sender_ids, recipient_ids, payloads, None)
 
     def _enqueue(
@@ -1232,29 +1250,13 @@ class AgentMessageBus:
 
     # ------------------------------------------------------------------ delivery
     def _flush_staging(self, queue: _LaneQueue) -> None:
-        """Turn the staged single publishes of a lane into one segment.
-
-        :raises ValueError: a staged id is outside int64; that message is dropped (and
-            counted), the others are kept.
-        """
+        """Turn the staged single publishes of a lane into one segment (their ids were
+        checked to fit in int64 when published)."""
         n = len(queue.payloads)
         if n == 0:
             return
-        try:
-            senders = np.fromiter(queue.senders, np.int64, n)
-            recipients = np.fromiter(queue.recipients, np.int64, n)
-            bad = None
-        except OverflowError:  # rare: find the offending messages in Python
-            bad = np.array(
-                [
-                    not (_I64_MIN <= s <= _I64_MAX and _I64_MIN <= r <= _I64_MAX)
-                    for s, r in zip(queue.senders, queue.recipients, strict=True)
-                ]
-            )
-            senders, recipients = (
-                np.where(bad, 0, np.array(ids, object)).astype(np.int64)
-                for ids in (queue.senders, queue.recipients)
-            )
+        senders = np.fromiter(queue.senders, np.int64, n)
+        recipients = np.fromiter(queue.recipients, np.int64, n)
         payloads = np.fromiter(queue.payloads, object, n)
         if len(queue.run_starts) == 1:  # one (publish time, topic) run: the usual step
             now_s = queue.run_times_s[0]
@@ -1293,33 +1295,7 @@ class AgentMessageBus:
             runs.clear()
         queue.now_s, queue.topic = math.nan, None  # the next publish re-validates its time
         queue.published += n
-        if bad is None:
-            self._append_segment(queue, segment)
-            return
-        queue.dropped += int(bad.sum())
-        if not bad.all():
-            good = ~bad
-            s = segment
-            self._append_segment(
-                queue,
-                _Seg(
-                    int(good.sum()),
-                    s.topic,
-                    s.publish,
-                    s.delivery_s[good],
-                    s.sender[good],
-                    s.recipient[good],
-                    s.payloads[good],
-                    None,
-                    None if s.topics is None else s.topics[good],
-                    None if s.publish_s is None else s.publish_s[good],
-                    s.latest_s,
-                ),
-            )
-        raise ValueError(
-            f"sender/recipient ids must fit in int64; {int(bad.sum())} staged message(s) on "
-            f"lane {queue.lane.name} did not and were dropped"
-        )
+        self._append_segment(queue, segment)
 
     def _append_segment(self, queue: _LaneQueue, segment: _Seg) -> None:
         queue.segments.append(segment)
@@ -1376,7 +1352,7 @@ class AgentMessageBus:
         else:
             now_s = _check_time("now_s", now_s, self._clock_s, "the previous deliver() time")
         queues = self._lane_queues
-        for queue in queues:  # may raise (ids outside int64): before any delivery
+        for queue in queues:
             if queue.payloads:
                 self._flush_staging(queue)
         self._clock_s = now_s
@@ -1422,13 +1398,17 @@ class AgentMessageBus:
             capacity = remaining[lane]
             if n_due > capacity:
                 # a message waiting through a step counts once for it, however many
-                # deliver calls the step makes: capacity is per step (begin_step), so a
-                # later call of the step finds every message an earlier one deferred
-                # still due, and a step's count is the most one of its calls deferred
+                # deliver calls the step makes: a call that defers spends the step's
+                # capacity, so every due message it leaves is counted then, and a later
+                # call of the step counts only the due messages not due at the last
+                # counting call (those are its messages still queued: none is delivered
+                # in between, telemetry may have dropped some)
                 excess = n_due - int(capacity)
-                if excess > queue.deferred_step:
-                    queue.deferred += excess - queue.deferred_step
-                    queue.deferred_step = excess
+                mark_s = queue.deferred_mark_s
+                if mark_s is not None:
+                    excess -= int(np.count_nonzero(cols.delivery_s <= mark_s))
+                queue.deferred += excess
+                queue.deferred_mark_s = now_s
                 n_due = int(capacity)
                 if n_due == 0:
                     continue
@@ -1584,7 +1564,7 @@ def _as_id(name: str, value: object) -> int:
         else:
             if _I64_MIN <= value <= _I64_MAX:
                 return value
-    raise ValueError(f"{name} must be an int id within int64, got {value!r}")
+    raise ValueError(f"{name} must be an int id within int64, got {_shown(value)}")
 
 
 def _as_id_array(name: str, value: object, n: int | None) -> np.ndarray:
@@ -1607,9 +1587,13 @@ def _check_time(name: str, value: object, earliest_s: float, earliest_what: str)
     """A time as float: finite, >= 0 and >= ``earliest_s``, or ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{name} must be a finite time in s, got {value!r}")
-    value = float(value) + 0.0  # -0.0 -> 0.0 (the sort keys rely on non-negative times)
-    if not math.isfinite(value) or value < 0.0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    try:
+        time_s = float(value) + 0.0  # -0.0 -> 0.0 (the sort keys rely on non-negative times)
+    except OverflowError:  # an int beyond the float range
+        time_s = math.inf
+    if not math.isfinite(time_s) or time_s < 0.0:
+        raise ValueError(f"{name} must be finite and >= 0, got {_shown(value)}")
+    value = time_s
     if value < earliest_s:
         raise ValueError(
             f"{name}={value!r} is before {earliest_what} ({earliest_s!r}): time cannot go backwards"
