@@ -9,11 +9,7 @@ import evaluate
 from policies.cli_checks import check_output_file
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
 TIMEOUT_S = 180
-
-
 #: a path root cannot create a file in (sysfs); skipped where it is writable
 UNWRITABLE = Path("/sys/kernel/gridswarm_model.zip")
 

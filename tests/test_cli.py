@@ -19,8 +19,6 @@ from train.__main__ import main
 
 # --------------------------------------------------------------------------- limits files
 PROG = "python -m train"
-
-
 LIMITS = {
     "order": ("[battery]\nsoc_max = 0.5\n[agents.battery_003]\nsoc_min = 0.6\n",
               "limits.agents['battery_003'] (battery): DerLimits: soc_min (0.6) must be <= "

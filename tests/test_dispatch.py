@@ -54,11 +54,7 @@ def test_reserve_activates_inside_its_sub_step_and_books_its_energy() -> None:
 
 
 N = 9
-
-
 T0_S, ACT_S = 10.0, 10.02          # activation 20 ms into the first 50 ms sub-step
-
-
 SUB_S, A = 0.05, 0.6               # a = (10.05 − 10.02) / 0.05
 
 

@@ -27,8 +27,6 @@ from gridswarm_env.fleet import KIND_BATTERY
 from gridswarm_env.trust import Adversary, derive_key_bytes
 
 N_POWER = 21
-
-
 ATTACKS = {
     # attack name: (expected rejection reason, dispatched MW for the victim)
     "forged_agent_signature": ("bad_agent_signature", "zero"),

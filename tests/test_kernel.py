@@ -411,11 +411,7 @@ def test_a_toml_path_that_is_no_file_is_refused_in_words(reader, what, tmp_path)
 
 # --------------------------------------------------------------------------- hand-computed rules (mutation audit)
 NAMES = ["solar_000", "battery_000", "ev_000"]
-
-
 DT_S = 3600.0          # h = 1: a bound in MW equals the energy room in MWh (× η)
-
-
 ETA = 0.9
 
 

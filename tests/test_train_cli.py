@@ -14,8 +14,6 @@ from train.__main__ import flag_message, main
 from train.config import TrainConfig
 
 PROG = "python -m train"
-
-
 #: 5 agents, rollouts of 60 steps: 300 agent-steps (an emergency episode is 120 steps)
 TINY = ["--scenario", "emergency", "--agents", "5", "--n-steps", "60", "--batch-size", "300",
         "--n-epochs", "1", "--no-progress", "--checkpoint-every", "0"]
