@@ -40,7 +40,10 @@ if str(ROOT) not in sys.path:   # demo.py and dashboard.py are top-level scripts
 
 import dashboard  # noqa: E402
 import demo  # noqa: E402
+from gridswarm_env import audit as audit_cli  # noqa: E402
 from gridswarm_env.metrics import KPI_KEYS  # noqa: E402
+from tests.command_lines import TIMEOUT_S as CLI_TIMEOUT_S  # noqa: E402
+from tests.command_lines import UNWRITABLE, _one_line_error, _unwritable_here  # noqa: E402
 
 TIMEOUT_S = 120
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
@@ -645,3 +648,182 @@ def test_summary_line_uses_the_policy_label() -> None:
                                        run=run), console)
     assert f"policy {demo.policy_label(Learned())}, seed 0" in console.file.getvalue()
     assert demo.label_of("heuristic", None) == "heuristic"
+
+
+# --------------------------------------------------------------------------- output paths, audit chain, interrupts
+def _demo(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "demo.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT_S, **kwargs)
+
+
+def test_demo_refuses_bad_output_paths_before_the_episode(tmp_path, capsys):
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[agents.battery_003]\nsoc_min = 0.3\n")
+    audit = tmp_path / "a.jsonl"
+    cases = [(["--json", str(tmp_path)], "is a directory"),
+             (["--audit", str(tmp_path)], "is a directory"),
+             (["--json", str(audit), "--audit", str(audit)], "same file"),
+             (["--agents", "3", "--limits", str(limits), "--audit", str(audit)],
+              "battery_003")]
+    if _unwritable_here():
+        cases.append((["--json", str(UNWRITABLE)], "cannot be written"))
+    for args, words in cases:
+        rc = demo.main(["--agents", "5", "--policy", "random", "--no-live", *args])
+        captured = capsys.readouterr()
+        assert rc == demo.EXIT_USAGE, (args, captured.err)
+        assert words in _one_line_error(captured.err, "demo.py"), args
+        assert captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["limits.toml"]
+    # user-path review: an existing audit trail was replaced by the next run
+    audit.write_text('{"earlier": "trail"}\n')
+    rc = demo.main(["--agents", "5", "--policy", "random", "--no-live", "--audit", str(audit)])
+    err = _one_line_error(capsys.readouterr().err, "demo.py")
+    assert rc == demo.EXIT_USAGE and "already exists" in err and "never overwritten" in err
+    assert audit.read_text() == '{"earlier": "trail"}\n'
+
+
+def _verify(path: Path, key: str | None, capsys) -> tuple[int, str]:
+    args = ["verify", str(path)] + (["--public-key", key] if key else [])
+    status = audit_cli.main(args)
+    return status, capsys.readouterr().out
+
+
+def test_demo_audit_chain_verifies_with_the_printed_key_and_a_cut_tail_does_not(tmp_path,
+                                                                                capsys):
+    audit, out = tmp_path / "audit.jsonl", tmp_path / "run.json"
+    proc = _demo("--agents", "10", "--scenario", "emergency", "--policy", "random",
+                 "--steps", "15", "--no-live", "--audit", str(audit), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    key = doc["audit"]["operator_public_key"]
+    assert doc["audit"]["path"] == str(audit) and len(key) == 64
+    hint = [ln for ln in proc.stdout.splitlines() if ln.startswith("audit chain:")]
+    assert hint == [f"audit chain: {audit} (verify: python -m gridswarm_env.audit verify "
+                    f"{audit} --public-key {key})"]
+    status, verdict = _verify(audit, key, capsys)
+    assert status == 0 and verdict.startswith("OK"), verdict
+    # one episode, one episode_start (the demo's validation reset is the episode's reset)
+    kinds = [json.loads(line)["kind"] for line in audit.read_text().splitlines()]
+    assert kinds.count("episode_start") == 1 and kinds[-1] == "head_signed"
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(audit.read_text().splitlines(keepends=True)[:-2]))
+    status, verdict = _verify(cut, key, capsys)
+    assert status == 1 and "truncated" in verdict, verdict
+
+
+def test_demo_audit_in_hmac_mode_says_the_head_is_unsigned(tmp_path, capsys):
+    audit, out = tmp_path / "audit.jsonl", tmp_path / "run.json"
+    proc = _demo("--agents", "10", "--scenario", "emergency", "--policy", "random",
+                 "--steps", "10", "--no-live", "--trust", "hmac", "--audit", str(audit),
+                 "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["audit"] == {"path": str(audit),
+                                                    "operator_public_key": None}
+    assert "the head is unsigned" in proc.stdout
+    assert _verify(audit, None, capsys)[0] == 0
+
+
+def test_demo_ctrl_c_still_signs_the_audit_head(tmp_path, capsys):
+    audit, out = tmp_path / "audit.jsonl", tmp_path / "run.json"
+    p = subprocess.Popen([sys.executable, str(ROOT / "demo.py"), "--agents", "100",
+                          "--policy", "random", "--no-live", "--audit", str(audit),
+                          "--json", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()
+    assert first.startswith("t="), first + p.stderr.read()
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=CLI_TIMEOUT_S)
+    assert p.returncode == demo.EXIT_INTERRUPTED, stderr
+    doc = json.loads(out.read_text())
+    assert doc["run"]["interrupted"] is True
+    status, verdict = _verify(audit, doc["audit"]["operator_public_key"], capsys)
+    assert status == 0, verdict
+    assert "audit chain:" in stdout
+
+
+def test_demo_json_failing_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
+    target = tmp_path / "run.json"
+    real = demo.run_demo
+
+    def run_then_block(session, **kwargs):   # the path becomes a directory meanwhile
+        result = real(session, **kwargs)
+        target.mkdir()
+        return result
+
+    monkeypatch.setattr(demo, "run_demo", run_then_block)
+    rc = demo.main(["--agents", "5", "--policy", "random", "--steps", "3", "--no-live",
+                    "--json", str(target)])
+    captured = capsys.readouterr()
+    assert rc == demo.EXIT_OUTPUT_FAILED
+    line = _one_line_error(captured.err, "demo.py")
+    rescued = Path(line.split("saved it to '")[1].split("'")[0])
+    assert json.loads(rescued.read_text())["run"]["steps_run"] == 3
+    assert f"wrote {rescued}" in captured.out
+    rescued.unlink()
+
+
+def test_demo_setup_failure_gives_an_existing_audit_file_its_content_back(tmp_path,
+                                                                          monkeypatch):
+    """Code review: the environment truncates --audit FILE when built; a policy failing
+    its reset afterwards (exit 2) left an existing file changed. (A non-empty one is now
+    refused up front, see test_demo_refuses_bad_output_paths_before_the_episode; an
+    existing empty file, e.g. made by ``touch``, stays as it was.)"""
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text("")
+
+    class FailsOnReset:
+        name = "fails"
+
+        def reset(self, env, seed=None):
+            raise ValueError("model does not match the environment's spaces")
+
+    monkeypatch.setattr(demo, "build_policy", lambda _name: FailsOnReset())
+    opts = demo.DemoOptions(n_agents=5, scenario="emergency", policy="random", live=False,
+                            audit_path=str(audit))
+    with pytest.raises(demo.DemoError, match="does not match"):
+        demo.open_session(opts)
+    assert audit.read_text() == ""
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--crypto-threads", "100"], "argument --crypto-threads: expected an integer from 1 to "),
+    (["--agents", "2000000"], "argument --agents: expected an integer from 1 to 1,000,000, "
+                              "got 2000000"),
+])
+def test_demo_refuses_out_of_range_counts_naming_the_flag(argv, message, capsys):
+    """First-use review: --crypto-threads 100 was accepted silently (the environment never
+    runs more threads than the usable cores) and --agents 2000000 was refused as
+    ``DemoOptions.n_agents = 2000000``."""
+    with pytest.raises(SystemExit) as exited:
+        demo.main(["--no-live", "--steps", "1", *argv])
+    assert exited.value.code == demo.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_demo_path_errors_name_the_flag(tmp_path, capsys):
+    """First-use review: ``DemoOptions.audit_path = '...'`` named an internal field."""
+    rc = demo.main(["--no-live", "--steps", "1", "--audit", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == demo.EXIT_USAGE and f"--audit {str(tmp_path)!r} is a directory" in err
+    assert "DemoOptions" not in err
+    same = str(tmp_path / "same.json")
+    rc = demo.main(["--no-live", "--steps", "1", "--audit", same, "--json", same])
+    err = capsys.readouterr().err
+    assert rc == demo.EXIT_USAGE and "the same file as --json" in err
+    assert "DemoOptions" not in err
+
+
+def test_demo_ctrl_c_while_starting_is_one_line(capsys, monkeypatch):
+    """Review: Ctrl-C in the first seconds (under load, while ``build_parser`` imported
+    the environment) printed a 20-line traceback ending in KeyboardInterrupt."""
+    def interrupted_import():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "build_parser", interrupted_import)
+    try:
+        status = demo.main(["--no-live"])
+    except KeyboardInterrupt:   # would also stop the test session
+        pytest.fail("KeyboardInterrupt escaped demo.main: the user saw a traceback")
+    assert status == demo.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err == "demo.py: interrupted before the episode started\n"

@@ -14,7 +14,9 @@ from gymnasium import spaces
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, render_test
 
 import gridswarm_env
-from gridswarm_env.config import EnvConfig
+from gridswarm_env.config import (
+    EnvConfig,
+)
 from tests.episodes import play
 
 N_POWER, N_PRICE = 21, 11
@@ -324,8 +326,6 @@ def test_package_env_stays_the_aec_factory() -> None:
 
 
 # --------------------------------------------------------------------------- reviewer findings
-
-
 @pytest.mark.parametrize("call", ["action_masks", "observations_array", "state",
                                   "episode_metrics", "render"])
 def test_views_before_reset_say_call_reset(call):
@@ -462,3 +462,53 @@ def test_dict_actions_must_be_numbers(bad) -> None:
         env.step(actions)
     env.step({a: [10, 0] for a in env.agents})     # nothing was stepped before
     assert env.unwrapped.step_index == 1
+
+
+# --------------------------------------------------------------------------- construction warnings
+def test_fewer_agents_than_kinds_warns_which_capacity_is_left_out() -> None:
+    """Energy review: at n_agents = 1 or 2 whole kinds (115 MW of PV, 50 MW of EVs) had no
+    agent and vanished silently, so the scenario no longer behaved as at larger fleets."""
+    import warnings
+
+    from gridswarm_env.env import GridSwarmEnv
+
+    with pytest.warns(UserWarning, match=r"n_agents=1 .*solar \(115\.2 MW\), ev \(50 MW\)"):
+        GridSwarmEnv("price_spike", n_agents=1, trust="hmac")
+    with pytest.warns(UserWarning, match=r"n_agents=2 .*: ev \(50 MW\): no agent"):
+        GridSwarmEnv("price_spike", n_agents=2, trust="hmac")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GridSwarmEnv("price_spike", n_agents=3, trust="hmac")
+
+
+@pytest.mark.parametrize("build", ["parallel_env", "env", "GridSwarmEnv"])
+def test_fewer_agents_warning_points_at_the_callers_line(build) -> None:
+    """First-use review: the warning's stacklevel named the package's own
+    ``return GridSwarmEnv(...)`` line in ``parallel_env``, printed under the message."""
+    import gridswarm_env
+
+    make = getattr(gridswarm_env, build) if build != "GridSwarmEnv" else gridswarm_env.raw_env
+    with pytest.warns(UserWarning, match="fewer than the fleet's DER kinds") as record:
+        make("price_spike", n_agents=2, trust="hmac")
+    [warning] = [w for w in record if "DER kinds" in str(w.message)]
+    assert warning.filename == __file__
+
+
+# --------------------------------------------------------------------------- actions naming agents
+def _env(n_agents: int = 6):
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=n_agents, trust="hmac")
+    env.reset(seed=0)
+    return env
+
+
+def test_actions_naming_an_unknown_agent_instead_of_a_live_one_are_refused() -> None:
+    """As many entries as live agents, but one name swapped for an unknown one: a
+    ValueError naming both (the dict's size alone is not the check)."""
+    env = _env()
+    actions = {a: [10, 0] for a in env.agents}
+    victim = env.agents[2]
+    del actions[victim]
+    actions["battery_999"] = [10, 0]
+    with pytest.raises(ValueError, match=rf"missing \['{victim}'\].*unknown \['battery_999'\]"):
+        env.step(actions)
+    assert env.unwrapped.step_index == 0

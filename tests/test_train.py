@@ -6,18 +6,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import evaluate
 import gridswarm_env
 from gridswarm_env.config import EnvConfig, MarketConfig
 from policies import make_policy, register
 from policies.base import nearest_allowed
+from policies.cli_checks import OutputError
 from policies.learned import DEFAULT_MODEL, LearnedPolicy
 from policies.rollout import run_episode
+from tests.command_lines import ROOT, TIMEOUT_S, UNWRITABLE, _one_line_error, _unwritable_here
 from train.__main__ import main
 from train.adapter import GridSwarmVecEnv
 from train.bc import behaviour_clone, collect_demonstrations
@@ -608,3 +612,220 @@ def test_resume_accepts_a_path_without_zip(trained, tmp_path, capsys):
     assert record["resumed_from"] == str(path)
     with pytest.raises(ValueError, match=r"no such model file \(nor '/no/such/m\.zip'\)"):
         TrainConfig(resume="/no/such/m")
+
+
+# --------------------------------------------------------------------------- learned policy: names, paths and inference threads
+def test_model_path_without_zip_names_its_zip_sibling(tmp_path, monkeypatch):
+    """First-use review: ``--policy runs/m2`` was refused as "does not exist" although
+    ``python -m train --out m2`` writes m2.zip and SB3's own load appends ``.zip``."""
+    from policies.learned import check_model_file
+
+    model = tmp_path / "m2.zip"
+    model.write_bytes(b"not a zip")   # reaches the loader: the sibling was found
+    assert check_model_file(tmp_path / "m2") == model
+    assert check_model_file(model) == model
+    for name in (str(tmp_path / "m2"), "m2"):   # a path, and a bare name in the cwd
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(ValueError, match=r"m2\.zip' is corrupt or not a model"):
+            make_policy(name)
+    names, _ = evaluate.resolve_policies(str(tmp_path / "m2"))   # evaluate.py uses it too
+    assert names == [str(tmp_path / "m2")]
+    (tmp_path / "m2").write_bytes(b"also not a zip")   # an existing file is taken as given
+    assert check_model_file(tmp_path / "m2") == tmp_path / "m2"
+
+
+def test_policy_name_messages(tmp_path):
+    with pytest.raises(ValueError, match="empty name is not allowed.*heuristic.*random"):
+        make_policy("")
+    with pytest.raises(ValueError, match="is a directory, not a model file"):
+        make_policy(str(tmp_path))
+    with pytest.raises(ValueError, match="does not exist"):
+        make_policy(str(tmp_path / "missing.zip"))
+    names, _ = evaluate.resolve_policies("heuristic")
+    assert names == ["heuristic"]
+    with pytest.raises(ValueError, match=r"'.*missing' does not exist \(nor '.*missing\.zip'\)"):
+        make_policy(str(tmp_path / "missing"))
+    with pytest.raises(evaluate.UsageError, match="is a directory"):
+        evaluate.resolve_policies(str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def learned_model(tmp_path_factory) -> Path:
+    """The shipped model, or a tiny trained one when it is missing."""
+    from policies.learned import DEFAULT_MODEL
+
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL
+    from train.config import TrainConfig
+    from train.trainer import train
+
+    tmp = tmp_path_factory.mktemp("model")
+    return train(TrainConfig(scenario="emergency", total_timesteps=600, n_agents=5,
+                             n_steps=60, batch_size=300, checkpoint_every=0,
+                             logdir=str(tmp), run_name="m", progress_bar=False))
+
+
+def test_learned_policy_infers_on_one_thread_and_restores_the_setting(learned_model):
+    import torch
+
+    from policies.learned import LearnedPolicy
+
+    with pytest.raises(ValueError, match="torch_threads = 0"):
+        LearnedPolicy(learned_model, torch_threads=0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)   # the process's setting (e.g. one thread per core)
+    try:
+        one = LearnedPolicy(learned_model)
+        default = LearnedPolicy(learned_model, torch_threads=None)
+        seen: dict[str, list[int]] = {"one": [], "default": []}
+
+        def spy(policy, key):
+            predict = policy.model.predict
+
+            def wrapped(*args, **kwargs):
+                seen[key].append(torch.get_num_threads())
+                return predict(*args, **kwargs)
+
+            policy.model.predict = wrapped
+
+        spy(one, "one")
+        spy(default, "default")
+        env = gridswarm_env.parallel_env(scenario="emergency", n_agents=30,
+                                         trust="hmac").unwrapped
+        env.reset(seed=7)
+        one.reset(env)
+        default.reset(env)
+        steps = 0
+        while env.agents and steps < 40:   # the same actions on 1 thread as on 2
+            obs, mask = env.observations_array(), env.action_masks()
+            a1, a2 = one.act(obs, mask), default.act(obs, mask)
+            np.testing.assert_array_equal(a1, a2)
+            env.step_arrays(a1[:, 0], a1[:, 1])
+            steps += 1
+        assert seen == {"one": [1] * steps, "default": [2] * steps}
+        assert torch.get_num_threads() == 2   # restored after every call
+    finally:
+        torch.set_num_threads(previous)
+
+
+# --------------------------------------------------------------------------- command line: resume flags and outputs
+TINY = ["--scenario", "emergency", "--agents", "5", "--n-steps", "60", "--batch-size", "300",
+        "--no-progress", "--checkpoint-every", "0"]
+
+
+def _train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint(tmp_path_factory) -> Path:
+    """A tiny model trained with lr 3e-4, n_steps 60, batch 300 (5 agents)."""
+    tmp = tmp_path_factory.mktemp("train_cli")
+    proc = _train(*TINY, "--timesteps", "600", "--logdir", str(tmp), "--run-name", "base")
+    assert proc.returncode == 0, proc.stderr
+    return tmp / "base" / "model.zip"
+
+
+def test_resume_applies_given_ppo_flags_and_records_what_the_model_uses(base_checkpoint,
+                                                                         tmp_path):
+    from policies.learned import load_maskable_ppo
+    from train.trainer import checkpoint_hyperparameters
+
+    out = tmp_path / "out" / "mymodel"      # no .zip: normalized, reported as written
+    proc = _train("--resume", str(base_checkpoint), "--scenario", "emergency", "--agents", "5",
+                  "--timesteps", "150", "--lr", "0.5", "--n-steps", "30", "--no-progress",
+                  "--checkpoint-every", "0", "--logdir", str(tmp_path), "--run-name", "r1",
+                  "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    model_file = tmp_path / "out" / "mymodel.zip"
+    assert f"model saved to {model_file} " in proc.stdout
+    assert sorted(p.name for p in model_file.parent.iterdir()) == ["mymodel.json",
+                                                                   "mymodel.zip"]
+    record = json.loads((tmp_path / "out" / "mymodel.json").read_text())
+    assert record["model"] == str(model_file)
+    cfg = record["config"]
+    # n_steps 30 x 5 slots caps the checkpoint's batch of 300 at one rollout
+    assert (cfg["learning_rate"], cfg["n_steps"], cfg["batch_size"]) == (0.5, 30, 150)
+    assert cfg["net_arch"] == [64, 64] and cfg["out"] == str(model_file)
+    model = load_maskable_ppo(model_file)
+    assert model.policy.optimizer.param_groups[0]["lr"] == 0.5   # really trained with it
+    assert model.rollout_buffer.buffer_size == 30
+    # the printed path loads as a policy (the demo's --policy PATH)
+    assert make_policy(str(model_file)).name == "learned"
+    # flags not given keep the checkpoint's values
+    again = _train("--resume", str(model_file), "--scenario", "emergency", "--agents", "5",
+                   "--timesteps", "150", "--no-progress", "--checkpoint-every", "0",
+                   "--logdir", str(tmp_path), "--run-name", "r2")
+    assert again.returncode == 0, again.stderr
+    cfg2 = json.loads((tmp_path / "r2" / "model.json").read_text())["config"]
+    assert (cfg2["learning_rate"], cfg2["n_steps"], cfg2["batch_size"]) == (0.5, 30, 150)
+    assert checkpoint_hyperparameters(tmp_path / "r2" / "model.zip")["n_steps"] == 30
+
+
+def test_resume_refuses_another_network_before_training(base_checkpoint, tmp_path):
+    proc = _train("--resume", str(base_checkpoint), "--scenario", "emergency", "--agents", "5",
+                  "--net-arch", "8", "--logdir", str(tmp_path), "--run-name", "r")
+    assert proc.returncode == 2
+    line = _one_line_error(proc.stderr, "python -m train")
+    assert "--net-arch" in line and "64,64" in line
+    assert not (tmp_path / "r").exists()
+    proc = _train("--resume", str(base_checkpoint), "--bc-teacher", "heuristic",
+                  "--logdir", str(tmp_path))
+    assert proc.returncode == 2 and "resume" in _one_line_error(proc.stderr, "python -m train")
+
+
+def test_train_refuses_unwritable_outputs_before_training(tmp_path):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "taken.zip").mkdir()
+    cases = [(["--logdir", str(tmp_path / "afile")], "is a file, not a directory"),
+             (["--out", str(tmp_path / "taken")], "taken.zip' is a directory"),
+             (["--reward-clip", "-1"], "0 = no clipping")]
+    if _unwritable_here():
+        cases.append((["--out", str(UNWRITABLE)], "cannot be written"))
+    for args, words in cases:
+        t0 = time.perf_counter()
+        proc = _train(*TINY, "--timesteps", "600", "--logdir", str(tmp_path / "runs"), *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert words in _one_line_error(proc.stderr, "python -m train"), args
+        assert time.perf_counter() - t0 < 60
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_model_that_cannot_be_saved_at_the_end_is_kept_elsewhere(tmp_path, monkeypatch,
+                                                                    capsys):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import train.__main__ as train_cli
+    from policies.learned import load_maskable_ppo
+    from train.config import TrainConfig
+    from train.trainer import train
+
+    out = tmp_path / "m.zip"
+
+    class TakeThePath(BaseCallback):   # the path becomes a directory while training
+        def _on_step(self) -> bool:
+            out.mkdir(exist_ok=True)
+            return True
+
+    cfg = TrainConfig(scenario="emergency", total_timesteps=300, n_agents=5, n_steps=60,
+                      batch_size=300, checkpoint_every=0, logdir=str(tmp_path), run_name="x",
+                      out=str(out), progress_bar=False)
+    with pytest.raises(OutputError) as exc:
+        train(cfg, callbacks=[TakeThePath()])
+    kept = exc.value.path
+    assert kept is not None and kept.is_file() and kept.parent != tmp_path
+    assert str(out) in str(exc.value) and str(kept) in str(exc.value)
+    load_maskable_ppo(kept)
+    record = json.loads(kept.with_suffix(".json").read_text())
+    assert record["model"] == str(kept)
+    kept.unlink()
+    kept.with_suffix(".json").unlink()
+
+    def fail(config, **kw):
+        raise OutputError("could not write the model to 'x' (Is a directory); saved it to "
+                          "'/tmp/y.zip' instead", Path("/tmp/y.zip"))
+
+    monkeypatch.setattr("train.trainer.train", fail)
+    assert train_cli.main([*TINY, "--logdir", str(tmp_path)]) == 1
+    assert "/tmp/y.zip" in _one_line_error(capsys.readouterr().err, "python -m train")

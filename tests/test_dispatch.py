@@ -1,4 +1,4 @@
-"""Energy review: the physics sub-step in which a reserve contract activates.
+"""Tests of gridswarm_env.dispatch: the physics sub-step in which a reserve contract activates.
 
 Power is piecewise constant per 50 ms sub-step, but inside the activation sub-step the
 DER follows two levels: ``clip(c)`` before the activation time and ``clip(c + R)`` after
@@ -20,6 +20,38 @@ from gridswarm_env.config import FleetConfig
 from gridswarm_env.dispatch import execute
 from gridswarm_env.fleet import KIND_BATTERY, build_fleet
 from gridswarm_env.kernel import Kernel, Limits
+
+
+def test_reserve_activates_inside_its_sub_step_and_books_its_energy() -> None:
+    """Dispatch review: reserve activated at t = 10.02 s acts for the last 60 % of the
+    sub-step [10.00, 10.05) and fully from 10.05 s (sub-step resolution, DESIGN §3); the
+    frequency sees it as that sub-step's mean and the store is charged for exactly the
+    energy delivered (one-way efficiency, no sign change here)."""
+    from gridswarm_env.dispatch import execute
+    from gridswarm_env.fleet import build_fleet
+    from gridswarm_env.kernel import Kernel, Limits
+
+    fleet = build_fleet(9, FleetConfig(), 0.5, np.random.default_rng(0))
+    kernel = Kernel(Limits(), [f"a{i}" for i in range(9)], fleet, 21, 1.0)
+    bat = np.flatnonzero(fleet.kind == KIND_BATTERY)
+    reserve = np.zeros(9)
+    reserve[bat] = 0.5 * fleet.rated_power_mw[bat]      # free headroom: no clamping
+    activation = np.full(9, np.inf)
+    activation[bat] = 10.02
+    ex = execute(fleet, kernel, baseline_mw=np.zeros(9), contract_mw=np.zeros(9),
+                 reserve_mw=reserve, activation_s=activation, t0_s=10.0, dt_s=1.0,
+                 n_substeps=20, physics_dt_s=0.05)
+    total = reserve.sum()
+    np.testing.assert_allclose(ex.p_total_sub_mw[0], 0.6 * total, rtol=1e-12)
+    np.testing.assert_allclose(ex.p_total_sub_mw[1:], total, rtol=1e-12)
+    active_s = 1.0 - 0.02                                   # 0.98 s of the step
+    np.testing.assert_allclose(ex.p_mean_mw[bat], reserve[bat] * active_s, rtol=1e-12)
+    np.testing.assert_allclose(ex.reserve_share[bat], active_s, rtol=1e-12)
+    eta_d = fleet.eta_discharge[bat]
+    np.testing.assert_allclose(ex.energy_delta_mwh[bat],
+                               -reserve[bat] * active_s / 3600.0 / eta_d, rtol=1e-12)
+    assert not ex.clamped.any()
+
 
 N = 9
 T0_S, ACT_S = 10.0, 10.02          # activation 20 ms into the first 50 ms sub-step

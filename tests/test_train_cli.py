@@ -1,8 +1,6 @@
-"""What a first-time user of ``python -m train`` and ``evaluate.py`` is told (a
-first-time-user review): the rollout a run trains at least, whether any episode KPIs
-will be logged, the last update's scalars, evaluations on stdout, flags rather than
-configuration fields in errors, the limits file named in its errors, counts printed as
-integers, no cost-vs-oracle plot without an oracle."""
+"""What a user of ``python -m train`` is told (a first-time-user review): the rollout a
+run trains at least, whether any episode KPIs will be logged, the last update's
+scalars, evaluations on stdout, flags rather than configuration fields in errors."""
 
 from __future__ import annotations
 
@@ -11,8 +9,6 @@ import json
 
 import pytest
 
-import demo
-import evaluate
 from tests.tensorboard_events import scalar_steps
 from train.__main__ import flag_message, main
 from train.config import TrainConfig
@@ -28,7 +24,7 @@ def notes(err: str) -> list[str]:
             if line.startswith(f"{PROG}: note: ")]
 
 
-# ------------------------------------------------------------------ timesteps and logs
+# --------------------------------------------------------------------------- timesteps and logs
 def test_a_run_below_one_rollout_says_what_it_trains_and_logs_the_update(tmp_path, capsys):
     """Review: --timesteps 10 trained a whole rollout without a word, and its tensorboard
     file held only time/fps: the update's train/* were never written."""
@@ -110,7 +106,7 @@ def test_evaluations_are_printed_without_verbose(tmp_path, capsys):
     assert evals[0].endswith("- best so far")
 
 
-# ------------------------------------------------------------------ errors name flags
+# --------------------------------------------------------------------------- errors name flags
 @pytest.mark.parametrize(("args", "says"), [
     (["--agents", "0"], "error: --agents 0: must be an integer >= 1"),
     (["--timesteps", "0"], "error: --timesteps 0: allowed only with --bc-teacher"),
@@ -158,124 +154,3 @@ def test_flag_message_leaves_quoted_paths_alone(tmp_path, capsys):
                         "checkpoint's n_steps and \"it's/batch_size\" stay") == (
         "--out 'runs/n_steps/' is a directory; the checkpoint's --n-steps and "
         "\"it's/batch_size\" stay")
-
-
-# ------------------------------------------------------------------ limits file named
-LIMITS = {
-    "order": ("[battery]\nsoc_max = 0.5\n[agents.battery_003]\nsoc_min = 0.6\n",
-              "limits.agents['battery_003'] (battery): DerLimits: soc_min (0.6) must be <= "
-              "soc_max (0.5)"),
-    "unknown": ("[agents.nosuch_007]\nsoc_min = 0.3\n",
-                "limits name agent(s) nosuch_007 that a fleet of 100 agents does not have"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(LIMITS))
-def test_limits_errors_found_after_merging_name_the_file(case, tmp_path, capsys):
-    """Review: these errors did not say which file they were about."""
-    text, says = LIMITS[case]
-    path = tmp_path / "lim.toml"
-    path.write_text(text)
-    with pytest.raises(SystemExit) as exc:
-        main(["--limits", str(path), "--logdir", str(tmp_path / "runs")])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"{PROG}: error: limits file '{path}': {says}")
-    assert len(err.splitlines()) == 1
-    status = evaluate.main(["--limits", str(path), "--out", str(tmp_path / "o"),
-                            "--no-progress"])
-    err = capsys.readouterr().err.strip()
-    assert status == 2 and err.startswith(f"evaluate.py: error: limits file '{path}': {says}")
-    assert len(err.splitlines()) == 1
-    status = demo.main(["--limits", str(path), "--no-live"])
-    err = capsys.readouterr().err.strip()
-    assert status == 2 and err.startswith(f"demo.py: error: limits file '{path}': {says}")
-
-
-# ------------------------------------------------------------------ evaluate.py
-def test_evaluate_counts_as_integers_no_oracle_no_cost_plot_baselines_named(tmp_path,
-                                                                             capsys):
-    """Review: results.md printed counts as 0.000 ± 0.000, cost_vs_oracle.png was
-    written without an oracle, and the progress bar's 15 episodes (the shadow baselines
-    included) met a summary saying 12."""
-    out = tmp_path / "o"
-    (out).mkdir()
-    (out / "cost_vs_oracle.png").write_bytes(b"an earlier run's")
-    status = evaluate.main(["--policies", "heuristic,random", "--scenarios", "emergency",
-                            "--agents", "5", "--episodes", "2", "--trust", "hmac",
-                            "--out", str(out), "--no-progress"])
-    said = capsys.readouterr().out
-    assert status == 0
-    assert not (out / "cost_vs_oracle.png").exists()   # not written, the earlier removed
-    assert "4 episodes + 1 no-DER baseline (shadow mode)" in said
-    md = (out / "results.md").read_text()
-    assert "note: no cost_vs_oracle.png" in md and "add it to --policies" in md
-    row = next(line for line in md.splitlines() if line.startswith("| heuristic |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    header = next(line for line in md.splitlines() if line.startswith("| policy |"))
-    cols = [c.strip() for c in header.strip("|").split("|")]
-    table = dict(zip(cols, cells, strict=True))
-    assert table["blocked_attempts"] == "0 ± 0" and table["executed_violations"] == "0 ± 0"
-    assert table["episodes"] == "2" and "." in table["system_cost"]
-
-
-def test_count_formatting():
-    fmt = evaluate._fmt
-    assert fmt({"mean": 2.0, "std": None, "n": 1, "n_null": 0, "integer": True}) == "2"
-    assert fmt({"mean": 2.5, "std": 0.7071, "n": 2, "n_null": 0,
-                "integer": True}) == "2.5 ± 0.7"
-    assert fmt({"mean": 2.0, "std": 0.0, "n": 2, "n_null": 0, "integer": False}) == (
-        "2.000 ± 0.000")
-
-
-# ------------------------------------------------------------------ benchmarks' printing
-def test_benchmark_lines_are_formatted_and_plain(capsys):
-    """Review: "response 20.00056818788387 ms" and "largest rise ... 0.66x (none)"."""
-    from benchmarks.__main__ import print_table, rise_text
-
-    print_table({"env": [], "emergency": {"n_agents": 10_000, "within_budget": True,
-                                          "emergency_response_latency_ms": 20.00056818788387},
-                 "summary": {"hmac_us_per_agent_step": {100: 27.05, 1000: 11.42},
-                             "cost_per_agent_step_not_higher_at_scale": True,
-                             "cost_per_agent_step_max_growth": 0.66},
-                 "machine": {"cpus": 2, "load_average": 0.5, "wall_s": 1.0}})
-    out = capsys.readouterr().out
-    assert "emergency at 10,000 agents: response 20.0 ms simulated (within" in out
-    assert ("cost per agent-step never rose from one fleet size to the next (it fell or "
-            "stayed: the largest ratio was 0.66x)") in out
-    assert "(none)" not in out
-    assert rise_text(1.42) == ("cost per agent-step rose from one fleet size to the next: "
-                               "by up to 1.42x")
-
-
-def test_bench_learning_flags_have_help(capsys):
-    from benchmarks.bench_learning import main as bench_learning
-
-    with pytest.raises(SystemExit):
-        bench_learning(["--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    assert "--bc-timesteps BC_TIMESTEPS agent-steps of heuristic demonstrations" in text
-    assert "--bc-epochs BC_EPOCHS passes over the demonstrations" in text
-
-
-def test_the_dict_api_row_is_paired_with_the_array_path(monkeypatch):
-    """Review: the dict-API row ran after the array rows, so the VM's drift made it read
-    faster than the array path (67 800 vs 51 600 agent-steps/s in one full run; paired,
-    the array path was 1.2x faster). Its repeats now alternate with the default's and the
-    row carries the median ratio of the pairs."""
-    from benchmarks import bench_env
-
-    calls, step_s = [], iter([1.0, 3.0, 2.0, 2.0, 4.0, 4.4])   # default, dict, default, ...
-
-    def fake_measure_env(n_agents, trust, *, steps, repeats, **changes):
-        calls.append(changes.get("api", "arrays"))
-        return {"n_agents": n_agents, "trust": trust, "api": changes.get("api", "arrays"),
-                "env_s_per_step": next(step_s), "env_cpu_s_per_step": 1.0,
-                "gc_s_per_step": 0.0}
-
-    monkeypatch.setattr(bench_env, "measure_env", fake_measure_env)
-    row = bench_env.variant_row(100, "arrays_speedup", steps=3, repeats=3, api="dict")
-    assert calls == ["arrays", "dict"] * 3
-    assert row["api"] == "dict" and "variant" not in row
-    assert row["arrays_speedup"] == pytest.approx(1.1)   # median of 3.0, 1.0, 1.1
-    assert row["env_s_per_step"] == pytest.approx(3.0)    # median of the dict runs

@@ -1,0 +1,160 @@
+"""What every command line (``demo.py``, ``evaluate.py``, ``python -m train``) does alike,
+run as a user runs it: a bad or missing limits file, ``--crypto-threads``, a fleet too
+small for every DER kind and a missing training extra each give one line naming the
+flag or file (exit 2, nothing created), and the flag changes no result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import demo
+import evaluate
+from tests.command_lines import EVAL_SMALL, ROOT, _evaluate, _one_line_error
+from train.__main__ import main
+
+# --------------------------------------------------------------------------- limits files
+PROG = "python -m train"
+LIMITS = {
+    "order": ("[battery]\nsoc_max = 0.5\n[agents.battery_003]\nsoc_min = 0.6\n",
+              "limits.agents['battery_003'] (battery): DerLimits: soc_min (0.6) must be <= "
+              "soc_max (0.5)"),
+    "unknown": ("[agents.nosuch_007]\nsoc_min = 0.3\n",
+                "limits name agent(s) nosuch_007 that a fleet of 100 agents does not have"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIMITS))
+def test_limits_errors_found_after_merging_name_the_file(case, tmp_path, capsys):
+    """Review: these errors did not say which file they were about."""
+    text, says = LIMITS[case]
+    path = tmp_path / "lim.toml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        main(["--limits", str(path), "--logdir", str(tmp_path / "runs")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{PROG}: error: limits file '{path}': {says}")
+    assert len(err.splitlines()) == 1
+    status = evaluate.main(["--limits", str(path), "--out", str(tmp_path / "o"),
+                            "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith(f"evaluate.py: error: limits file '{path}': {says}")
+    assert len(err.splitlines()) == 1
+    status = demo.main(["--limits", str(path), "--no-live"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith(f"demo.py: error: limits file '{path}': {says}")
+
+
+@pytest.mark.parametrize("kind", ["empty", "directory"])
+def test_limits_path_that_is_no_file_is_refused_in_words(kind, tmp_path, capsys):
+    """Review: --limits '' and --limits DIR said "limits file '.' is not valid TOML:
+    [Errno 21] Is a directory" (the empty path read as the current directory)."""
+    path = "" if kind == "empty" else str(tmp_path)
+    expected = ("limits file '': empty path; expected a TOML file (leave out --limits for "
+                "the default limits)" if kind == "empty"
+                else f"limits file {str(tmp_path)!r} is a directory; expected a TOML file")
+    out = tmp_path / "out"
+    status, err = _evaluate([*EVAL_SMALL, "--limits", path, "--out", str(out)], capsys)
+    assert status == 2 and _one_line_error(err, "evaluate.py") == f"evaluate.py: error: {expected}"
+    assert not out.exists()
+    assert demo.main(["--limits", path, "--steps", "1", "--no-live"]) == 2
+    assert _one_line_error(capsys.readouterr().err, "demo.py") == f"demo.py: error: {expected}"
+
+
+BAD_LIMITS = [
+    '[battery]\nmax_discharge_mw = "2"\n',
+    '[battery]\nsoc_max = "0.9"\n',
+    "[agents]\nbattery_003 = 5\n",
+]
+
+
+@pytest.mark.parametrize("toml", BAD_LIMITS)
+def test_demo_bad_limits_file_is_a_one_line_usage_error(tmp_path: Path, toml: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    proc = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--no-live", "--steps", "3",
+                           "--limits", str(path)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("demo.py: error: limits file"), proc.stderr
+    assert proc.stdout == ""
+
+
+def test_evaluate_bad_limits_file_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD_LIMITS[0])
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--episodes", "1",
+                           "--limits", str(path), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "max_discharge_mw" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- flags, warnings and missing extras
+def test_crypto_threads_flag_is_checked_and_does_not_change_results(tmp_path, capsys):
+    # --crypto-threads only sets how many threads sign and verify: the runs are the same
+    runs = []
+    cores = str(demo.max_crypto_threads())
+    for flag in ([], ["--crypto-threads", "1"], ["--crypto-threads", cores]):
+        out = tmp_path / f"out{len(runs)}"
+        status, err = _evaluate(["--scenarios", "emergency", "--episodes", "1", "--policies",
+                                 "heuristic", "--agents", "40", "--out", str(out), *flag],
+                                capsys)
+        assert status == 0, err
+        runs.append(json.loads((out / "results.json").read_text())["runs"])
+    assert runs[0] == runs[1] == runs[2]
+    assert runs[0][0]["metrics"]["contracts_verified"] > 0
+    bad = tmp_path / "bad"
+    status, err = _evaluate(["--crypto-threads", "0", "--out", str(bad)], capsys)
+    assert status == 2 and "--crypto-threads 0" in err and "from 1 to " in err
+    assert not bad.exists()
+    with pytest.raises(SystemExit) as exited:   # argparse: usage + message, status 2
+        demo.main(["--agents", "5", "--no-live", "--crypto-threads", "0"])
+    assert exited.value.code == demo.EXIT_USAGE
+    assert "--crypto-threads: expected an integer from 1 to " in capsys.readouterr().err
+    rc = demo.main(["--agents", "20", "--no-live", "--steps", "3", "--crypto-threads", "1"])
+    assert rc == 0
+
+
+def test_warnings_are_one_line_each_and_shown_once(tmp_path, capsys):
+    """Review: a fleet too small for every DER kind printed Python's warning format
+    (``/path/demo.py:373: UserWarning: ...`` and the source line of the call), and
+    evaluate.py printed it again for the baseline's and each policy's environment."""
+    small = "is fewer than the fleet's DER kinds"
+    assert demo.main(["--agents", "1", "--steps", "1", "--no-live"]) == 0
+    err = capsys.readouterr().err
+    assert "UserWarning" not in err and "parallel_env(" not in err
+    assert [line for line in err.splitlines() if small in line] == [
+        "demo.py: warning: n_agents=1 is fewer than the fleet's DER kinds: solar (115.2 MW), "
+        "ev (50 MW): no agent, left out of the fleet, so the scenario does not behave as at "
+        "larger fleets; use n_agents >= 3"]
+    status, err = _evaluate(["--agents", "2", "--episodes", "1", "--policies", "heuristic,random",
+                             "--scenarios", "emergency", "--out", str(tmp_path / "o")], capsys)
+    assert status == 0 and "UserWarning" not in err
+    lines = [line for line in err.splitlines() if small in line]
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: warning: n_agents=2 is fewer")
+
+
+def test_learned_without_the_training_extra_is_one_line_with_the_install(tmp_path, capsys,
+                                                                         monkeypatch):
+    """Review: without stable-baselines3/sb3-contrib (``pip install -e .`` only),
+    ``python evaluate.py`` (whose defaults include learned) ended in a ModuleNotFoundError
+    traceback, and demo.py said only "import of sb3_contrib halted"."""
+    monkeypatch.setitem(sys.modules, "sb3_contrib", None)   # as if not installed
+    expected = ("policy 'learned' needs the package 'sb3_contrib', which is not installed: "
+                "install the training extra (pip install -e \".[train]\", see README "
+                "\"Set-up\" for torch's CPU build)")
+    out = tmp_path / "out"
+    status, err = _evaluate(["--agents", "3", "--episodes", "1", "--out", str(out)], capsys)
+    assert status == 2 and _one_line_error(err, "evaluate.py") == f"evaluate.py: error: {expected}"
+    assert not out.exists()
+    assert demo.main(["--policy", "learned", "--steps", "1", "--no-live"]) == 2
+    assert _one_line_error(capsys.readouterr().err, "demo.py") == f"demo.py: error: {expected}"

@@ -1,0 +1,286 @@
+"""Tests of gridswarm_env.config: clear ``ValueError``s naming the field and what is allowed.
+
+Every bad value must be refused where it is given, never as a ``TypeError`` or
+``OverflowError`` later at reset or step time, and the value just inside a bound is
+accepted (several bounds pinned by a hand-made mutation audit of the module). Accepted
+values are stored normalized: integer fields as Python ``int`` (numpy integers accepted;
+floats, even ``21.0``, and bools refused), real-number fields as Python ``float`` (numpy
+scalars accepted; strings, ``None`` and bools refused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gridswarm_env
+from gridswarm_env.config import (
+    MAX_CRYPTO_THREADS,
+    MAX_DT_S,
+    CostConfig,
+    EnvConfig,
+    FleetConfig,
+    MarketConfig,
+    RewardConfig,
+    override,
+)
+from gridswarm_env.grid import GridParams
+from gridswarm_env.scenarios import get_scenario
+from tests.value_errors import _raises
+
+
+def _float_fields(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.type == "float"]
+
+
+# --------------------------------------------------------------------------- bad values name the field and what is allowed
+@pytest.mark.parametrize(("make", "field", "allowed"), [
+    (lambda: EnvConfig(n_agents=0), "n_agents", ">= 1"),
+    (lambda: EnvConfig(n_agents=-5), "n_agents", ">= 1"),
+    (lambda: EnvConfig(n_agents=2.5), "n_agents", "integer"),
+    (lambda: EnvConfig(n_agents=True), "n_agents", "integer"),
+    (lambda: EnvConfig(dt_s=0.0), "dt_s", "> 0"),
+    (lambda: EnvConfig(dt_s=-1.0), "dt_s", "> 0"),
+    (lambda: EnvConfig(dt_s=float("nan")), "dt_s", "finite"),
+    (lambda: EnvConfig(dt_s=1.03), "dt_s", "multiple"),
+    # user-path review: these allocated until memory ran out (or for minutes)
+    (lambda: EnvConfig(n_agents=10**9), "n_agents", "at most 1,000,000 agents"),
+    (lambda: EnvConfig(dt_s=1e12), "dt_s", "at most 3600 s"),
+    (lambda: EnvConfig(dt_s=3600.0), "dt_s", "sub-steps of 0.05 s per step; at most 2,400"),
+    (lambda: EnvConfig(grid={"inertia_h_s": 2.0}), "grid", "expected a GridParams, got dict"),
+    (lambda: EnvConfig(bus=None), "bus", "expected a BusConfig, got NoneType"),
+    (lambda: gridswarm_env.parallel_env("emergency", config=EnvConfig(dt_s=5.0)), "dt_s",
+     "no reserve round its agents can answer before the event"),
+    # the KPIs measure deviations from 60 Hz: a 50 Hz grid reported 10 Hz off everywhere
+    (lambda: gridswarm_env.parallel_env(config=EnvConfig(grid=GridParams(nominal_freq_hz=50.0))),
+     "nominal_freq_hz = 50.0", "only 60 is supported"),
+    (lambda: gridswarm_env.parallel_env(seed=-1), "seed", "non-negative int"),
+    (lambda: gridswarm_env.parallel_env(seed=1.5), "seed", "non-negative int"),
+    (lambda: EnvConfig(dt_s=0.2), "gate_s", "shorter than dt_s"),
+    (lambda: EnvConfig(trust="rsa"), "trust", "ed25519, hmac"),
+    (lambda: EnvConfig(shadow="yes"), "shadow", "True or False"),
+    (lambda: EnvConfig(crypto_threads=0), "crypto_threads", ">= 1"),
+    (lambda: EnvConfig(crypto_threads=2.0), "crypto_threads", "integer >= 1"),
+    (lambda: EnvConfig(crypto_threads=1000), "crypto_threads = 1000", "at most 256"),
+    (lambda: FleetConfig(battery_power_mw=-1.0), "battery_power_mw", ">= 0"),
+    (lambda: FleetConfig(ev_power_mw=-0.1), "ev_power_mw", ">= 0"),
+    (lambda: FleetConfig(solar_capacity_mw=-10.0), "solar_capacity_mw", ">= 0"),
+    (lambda: FleetConfig(battery_duration_h=0.0), "battery_duration_h", "> 0"),
+    (lambda: FleetConfig(battery_eta_charge=0.0), "battery_eta_charge", "(0.0, 1.0]"),
+    (lambda: FleetConfig(battery_eta_discharge=1.2), "battery_eta_discharge", "(0.0, 1.0]"),
+    (lambda: FleetConfig(ev_eta_charge=-0.5), "ev_eta_charge", "(0.0, 1.0]"),
+    (lambda: FleetConfig(solar_inverter_eta=1.01), "solar_inverter_eta", "(0.0, 1.0]"),
+    (lambda: FleetConfig(share_solar=0.5), "share_solar + share_battery + share_ev",
+     "sum to 1"),
+    (lambda: FleetConfig(share_solar=-0.1, share_battery=0.8), "share_solar", "[0.0, 1.0]"),
+    (lambda: FleetConfig(ev_soc_init_low=0.8, ev_soc_init_high=0.2), "ev_soc_init_low",
+     "<="),
+    (lambda: MarketConfig(n_power_levels=20), "n_power_levels", "odd"),
+    (lambda: MarketConfig(n_power_levels=1), "n_power_levels", ">= 3"),
+    (lambda: MarketConfig(n_price_levels=1), "n_price_levels", ">= 2"),
+    # fuzzing review: these failed deep inside numpy (8 TiB masks, 2**62-step profiles)
+    (lambda: gridswarm_env.parallel_env(["emergency"]), "unknown scenario ['emergency']",
+     "known scenarios: price_spike"),
+    (lambda: MarketConfig(n_price_levels=2**40), "n_price_levels", "at most 1,001"),
+    (lambda: MarketConfig(n_power_levels=2**63 + 1), "n_power_levels", "at most 1,001"),
+    (lambda: get_scenario("emergency", episode_steps=2**62), "episode_steps",
+     "at most 1,000,000"),
+    (lambda: get_scenario("price_spike", price_floor_per_mwh=-1e308, price_cap_per_mwh=1e308),
+     "price_cap_per_mwh - price_floor_per_mwh", "must be finite"),
+    (lambda: get_scenario("emergency", load_step_mw=1e308), "load_step_mw",
+     "below base_load_mw"),
+    (lambda: MarketConfig(consensus_share=0.0), "consensus_share", "(0.0, 1.0]"),
+    (lambda: CostConfig(voll_per_mwh=-1.0), "voll_per_mwh", ">= 0"),
+    (lambda: RewardConfig(scale=0.0), "scale", "> 0"),
+])
+def test_bad_config_names_field_value_and_allowed(make, field: str, allowed: str) -> None:
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert field in message and allowed in message, message
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"n_agents": 0}, "n_agents"),
+    ({"trust": "rsa"}, "trust"),
+    ({"render_mode": "rgb_array"}, "render_mode"),
+    ({"render_mode": "ANSI"}, "render_mode"),
+    ({"shadow": 1}, "shadow"),
+])
+def test_bad_env_arguments(kwargs: dict, field: str) -> None:
+    kwargs = {"scenario": "emergency", "n_agents": 10, "trust": "hmac", **kwargs}
+    with pytest.raises(ValueError, match=field):
+        gridswarm_env.parallel_env(**kwargs)
+    with pytest.raises(ValueError, match=field):
+        gridswarm_env.env(**kwargs)
+
+
+def test_valid_edge_values_accepted() -> None:
+    assert FleetConfig(battery_eta_charge=1.0, ev_eta_charge=1.0).battery_eta_charge == 1.0
+    assert FleetConfig(share_solar=0.0, share_battery=1.0, share_ev=0.0).share_battery == 1.0
+    assert FleetConfig(share_solar=0.1, share_battery=0.7, share_ev=0.2)   # 0.1+0.7+0.2 != 1.0
+    assert EnvConfig(n_agents=1, dt_s=0.5).n_agents == 1
+    assert MarketConfig(n_power_levels=3).n_power_levels == 3
+
+
+def test_configs_are_frozen_and_override_validates() -> None:
+    cfg = EnvConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.n_agents = 3  # type: ignore[misc]
+    small = override(cfg, n_agents=5)
+    assert small.n_agents == 5 and cfg.n_agents == 100
+    with pytest.raises(ValueError, match="known fields"):
+        override(cfg, agents=5)
+    with pytest.raises(ValueError, match="n_agents"):
+        override(cfg, n_agents=0)
+
+
+def test_config_fleet_reaches_env(make_env) -> None:
+    fleet = FleetConfig(share_solar=0.0, share_battery=1.0, share_ev=0.0,
+                        battery_power_mw=50.0)
+    raw = make_env("price_spike", 8, config=EnvConfig(fleet=fleet))
+    raw.reset(seed=0)
+    assert all(a.startswith("battery_") for a in raw.possible_agents)
+    assert raw.fleet.rated_power_mw.sum() == pytest.approx(50.0)
+    assert not math.isnan(raw.fleet.soc.sum())
+
+
+# --------------------------------------------------------------------------- bounds (mutation audit)
+def test_gate_closure_must_come_before_the_end_of_the_step() -> None:
+    """``market.gate_s < dt_s``: a gate at the very end of the step (0.25 s of 0.25 s)
+    leaves no time to announce the next round."""
+    with pytest.raises(ValueError, match=r"market\.gate_s \(0\.25\) must be shorter than "
+                                         r"dt_s \(0\.25\)"):
+        EnvConfig(dt_s=0.25)
+    assert EnvConfig(dt_s=0.3).dt_s == 0.3
+    assert EnvConfig(dt_s=0.25, market=MarketConfig(gate_s=0.2)).dt_s == 0.25
+
+
+@pytest.mark.parametrize("tiny", [1e-12, 1e-15])
+def test_a_step_or_window_shorter_than_one_sub_step_is_refused(tiny: float) -> None:
+    """"A whole multiple (1 or more) of physics_dt_s": a positive value rounding to zero
+    sub-steps is refused, not accepted as 0 sub-steps."""
+    with pytest.raises(ValueError, match=r"EnvConfig\.dt_s = .*whole multiple of "
+                                         r"grid\.physics_dt_s = 0\.05 \(1 or more times"):
+        EnvConfig(dt_s=tiny)
+    with pytest.raises(ValueError, match=r"EnvConfig\.rocof_window_s = .*whole multiple of "
+                                         r"grid\.physics_dt_s = 0\.05 \(1 or more times"):
+        EnvConfig(rocof_window_s=tiny)
+
+
+def test_crypto_threads_bound_is_inclusive() -> None:
+    assert EnvConfig(crypto_threads=MAX_CRYPTO_THREADS).crypto_threads == MAX_CRYPTO_THREADS
+    with pytest.raises(ValueError, match=rf"EnvConfig\.crypto_threads = "
+                                         rf"{MAX_CRYPTO_THREADS + 1}: at most 256"):
+        EnvConfig(crypto_threads=MAX_CRYPTO_THREADS + 1)
+
+
+def test_agent_step_bound_is_one_hour_exactly() -> None:
+    """``dt_s`` at most 3600 s, whatever the physics sub-step (here one sub-step per
+    step, so only this bound applies)."""
+    ok = EnvConfig(dt_s=MAX_DT_S, grid=GridParams(physics_dt_s=MAX_DT_S))
+    assert ok.dt_s == 3600.0
+    with pytest.raises(ValueError, match=r"EnvConfig\.dt_s = 3600\.5: at most 3600 s"):
+        EnvConfig(dt_s=3600.5, grid=GridParams(physics_dt_s=3600.5))
+
+
+def test_reward_band_must_be_positive() -> None:
+    """The reward divides the mean deviation by ``band_hz``: 0 is refused."""
+    with pytest.raises(ValueError, match=r"RewardConfig\.band_hz = 0\.0: must be > 0"):
+        RewardConfig(band_hz=0.0)
+    assert RewardConfig(band_hz=0.01).band_hz == 0.01
+
+
+def test_gate_closure_must_leave_time_for_bids() -> None:
+    """``gate_s > 0``: at 0 s no bid could reach the operator before the gate closes."""
+    with pytest.raises(ValueError, match=r"MarketConfig\.gate_s = 0\.0: must be > 0"):
+        MarketConfig(gate_s=0.0)
+    assert MarketConfig(gate_s=0.05).gate_s == 0.05
+
+
+# --------------------------------------------------------------------------- integer fields
+@pytest.mark.parametrize("bad", [100.0, float("nan"), float("inf"), True, "100", None])
+def test_n_agents_non_integer_refused_naming_the_field(bad) -> None:
+    _raises(lambda: EnvConfig(n_agents=bad), "n_agents", "integer")
+    if bad is not None:     # parallel_env(n_agents=None) means "the config's default"
+        _raises(lambda: gridswarm_env.parallel_env(scenario="emergency", n_agents=bad,
+                                                   trust="hmac"), "n_agents", "integer")
+
+
+@pytest.mark.parametrize("bad", [21.0, np.float64(21.0), True, "21"])
+def test_n_power_levels_float_refused(bad) -> None:
+    _raises(lambda: MarketConfig(n_power_levels=bad), "n_power_levels", "integer")
+
+
+def test_numpy_integers_accepted_and_stored_as_int() -> None:
+    cfg = EnvConfig(n_agents=np.int64(100))
+    assert cfg.n_agents == 100 and type(cfg.n_agents) is int
+    market = MarketConfig(n_power_levels=np.int64(21), n_price_levels=np.int32(11))
+    assert type(market.n_power_levels) is int and type(market.n_price_levels) is int
+    assert market == MarketConfig()
+    assert type(override(cfg, n_agents=np.int16(5)).n_agents) is int
+    sc = get_scenario("emergency", episode_steps=np.int64(7))
+    assert sc.episode_steps == 7 and type(sc.episode_steps) is int
+
+
+def test_env_runs_with_numpy_sizes() -> None:
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=np.int64(10),
+                                     trust="hmac")
+    obs, _ = env.reset(seed=0)
+    assert len(obs) == 10 and env.unwrapped.n_agents == 10
+    actions = {a: env.action_space(a).sample() for a in env.agents}
+    obs, rewards, *_ = env.step(actions)
+    assert len(rewards) == 10
+
+
+# --------------------------------------------------------------------------- real-number fields
+@pytest.mark.parametrize("cls", [FleetConfig, MarketConfig, CostConfig, RewardConfig])
+@pytest.mark.parametrize("bad", ["1.0", None, True])
+def test_every_real_field_refuses_strings_none_and_bools(cls, bad) -> None:
+    names = _float_fields(cls)
+    assert names
+    for name in names:
+        _raises(lambda name=name: cls(**{name: bad}), f"{cls.__name__}.{name}",
+                "expected a finite number")
+
+
+@pytest.mark.parametrize(("make", "field", "got"), [
+    (lambda: EnvConfig(dt_s="1.0"), "EnvConfig.dt_s = '1.0'", "got str"),
+    (lambda: CostConfig(voll_per_mwh="9000"), "CostConfig.voll_per_mwh = '9000'", "got str"),
+    (lambda: RewardConfig(scale="100"), "RewardConfig.scale = '100'", "got str"),
+    (lambda: EnvConfig(dt_s=None), "EnvConfig.dt_s = None", "got NoneType"),
+])
+def test_reported_string_values_refused(make, field: str, got: str) -> None:
+    _raises(make, field, "expected a finite number", got)
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_fleet_departure_window_must_be_finite(bad) -> None:
+    _raises(lambda: FleetConfig(ev_departure_max_s=bad), "ev_departure_max_s", "finite")
+
+
+def test_fleet_departure_max_positive() -> None:
+    _raises(lambda: FleetConfig(ev_departure_min_s=60.0, ev_departure_max_s=-1.0),
+            "ev_departure_max_s", "> 0")
+
+
+def test_real_fields_stored_as_float() -> None:
+    costs = CostConfig(voll_per_mwh=9000, battery_degradation_per_mwh=np.float32(40.0))
+    assert type(costs.voll_per_mwh) is float and type(costs.battery_degradation_per_mwh) is float
+    assert costs == CostConfig()
+    fleet = FleetConfig(share_solar=0, share_battery=1, share_ev=0, ev_departure_max_s=3600)
+    assert all(type(getattr(fleet, n)) is float for n in _float_fields(FleetConfig))
+    env = EnvConfig(dt_s=np.float64(1.0), reward=RewardConfig(scale=np.int64(100)))
+    assert type(env.dt_s) is float and type(env.reward.scale) is float
+
+
+def test_env_config_other_fields_checked() -> None:
+    _raises(lambda: EnvConfig(audit_keep_entries="no"), "audit_keep_entries", "True or False")
+    _raises(lambda: EnvConfig(market=None), "EnvConfig.market", "MarketConfig")
+    _raises(lambda: EnvConfig(fleet={"share_ev": 0.5}), "EnvConfig.fleet", "FleetConfig")
+    _raises(lambda: EnvConfig(audit_path=3), "audit_path", "path")
+    assert EnvConfig(audit_path=Path("a/b.jsonl")).audit_path == str(Path("a/b.jsonl"))

@@ -1,0 +1,215 @@
+"""``evaluate.py`` as a user meets it when something is off: bad limits and unwritable
+outputs refused before any output, an empty ``--out``, re-runs into the same
+directory, Ctrl-C, a write failing at the end rescued, the defaults in ``--help``;
+and counts printed as integers, no cost-vs-oracle plot without an oracle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import evaluate
+from tests.command_lines import EVAL_SMALL, _evaluate, _one_line_error
+
+
+@pytest.mark.parametrize("soc_min, n_agents, expected", [
+    # an agent the fleet does not have: the message lists the fleet's names
+    (0.3, 3, "solar_000, battery_000, ev_000"),
+    # soc_min 0.99 merged on the battery default soc_max 0.95 (was found only at reset)
+    (0.99, 10, "soc_min (0.99) must be <= soc_max (0.95)"),
+], ids=["missing-agent", "conflicts-with-kind"])
+def test_evaluate_bad_limits_fail_before_any_output(tmp_path, capsys, soc_min, n_agents,
+                                                    expected):
+    limits = tmp_path / "limits.toml"
+    limits.write_text(f"[agents.battery_003]\nsoc_min = {soc_min}\n")
+    out = tmp_path / "out"
+    status, err = _evaluate(["--agents", str(n_agents), "--limits", str(limits),
+                             "--episodes", "1", "--policies", "heuristic", "--out", str(out)],
+                            capsys)
+    assert status == 2
+    line = _one_line_error(err, "evaluate.py")
+    assert "battery_003" in line and expected in line
+    assert not out.exists()
+
+
+def test_evaluate_unwritable_outputs_fail_before_any_output(tmp_path, capsys):
+    for blocker, words in (("results.json", "is a directory"),
+                           ("tensorboard", "is a file, not a directory")):
+        out = tmp_path / blocker.replace(".", "_")
+        out.mkdir()
+        if blocker == "tensorboard":
+            (out / blocker).write_text("")
+        else:
+            (out / blocker).mkdir()
+        status, err = _evaluate(["--agents", "3", "--episodes", "1", "--policies", "random",
+                                 "--scenarios", "emergency", "--out", str(out)], capsys)
+        assert status == 2 and words in _one_line_error(err, "evaluate.py")
+        assert [p.name for p in out.iterdir()] == [blocker]
+
+
+def test_evaluate_refuses_an_empty_out_instead_of_writing_to_the_cwd(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Review: --out '' (an unset "$VAR") wrote results.json, results.md and the plots
+    into the current directory, and a later run would clean up freq_*.png there."""
+    monkeypatch.chdir(tmp_path)
+    status, err = _evaluate(["--agents", "3", "--episodes", "1", "--policies", "random",
+                             "--scenarios", "emergency", "--out", ""], capsys)
+    assert status == 2
+    assert _one_line_error(err, "evaluate.py") == ("evaluate.py: error: --out: empty path; "
+                                                   "expected a directory")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_rerun_replaces_its_own_outputs_only(tmp_path, capsys):
+    out = tmp_path / "out"
+    status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency,price_spike",
+                             "--out", str(out)], capsys)
+    assert status == 0, err
+    (out / "notes.txt").write_text("mine")
+    first_events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(first_events) == 1
+    status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out)],
+                            capsys)
+    assert status == 0, err
+    # no oracle ran: no cost_vs_oracle.png (a cost relative to the oracle's)
+    assert sorted(p.name for p in out.glob("*.png")) == ["freq_emergency.png"]
+    events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events != first_events
+    assert (out / "notes.txt").read_text() == "mine"
+    data = json.loads((out / "results.json").read_text())
+    assert data["summary"]["config"]["scenarios"] == ["emergency"]
+
+
+def test_evaluate_interrupted_rerun_leaves_the_directory_as_it_was(tmp_path, capsys,
+                                                                   monkeypatch):
+    import policies.rollout
+
+    out = tmp_path / "out"
+    assert _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out)],
+                     capsys)[0] == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    real = policies.rollout.run_episode
+    calls = []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(policies.rollout, "run_episode", interrupt_second)
+    status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out)],
+                            capsys)
+    assert status == 130 and "interrupted" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_evaluate_ctrl_c_keeps_the_finished_episodes_and_creates_nothing(tmp_path, capsys,
+                                                                        monkeypatch):
+    """Review: Ctrl-C after some episodes printed 'interrupted' and threw their results
+    away (and left an empty DIR/tensorboard/ behind). Now they go to a file in the
+    temporary directory, named in the one-line message; --out is not created."""
+    import policies.rollout
+
+    real = policies.rollout.run_episode
+    calls = []
+
+    def interrupt_third(*args, **kwargs):   # no-DER baseline, episode seed 0, Ctrl-C
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(policies.rollout, "run_episode", interrupt_third)
+    out = tmp_path / "new" / "out"
+    status, err = _evaluate(["--agents", "5", "--episodes", "2", "--policies", "random",
+                             "--trust", "hmac", "--scenarios", "emergency,price_spike",
+                             "--out", str(out)], capsys)
+    assert status == 130
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    line = err.strip()
+    assert line.startswith("evaluate.py: interrupted after 1 of 4 episodes; its results "
+                           "are saved in '")
+    assert line.endswith(f"--out {str(out)!r} was left as it was")
+    saved = Path(line.split("saved in '")[1].split("'")[0])
+    data = json.loads(saved.read_text())
+    saved.unlink()
+    assert [(r["policy"], r["scenario"], r["seed"]) for r in data["runs"]] == [
+        ("random", "emergency", 0)]
+    assert data["summary"]["interrupted"] is True
+    assert data["summary"]["scenarios"]["emergency"]["random"]["episodes"] == 1
+    assert "emergency" in data["summary"]["no_der_counterfactual"]
+    assert not (tmp_path / "new").exists()
+
+
+def test_evaluate_output_failing_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert _evaluate([*EVAL_SMALL, "--scenarios", "emergency,price_spike", "--out", str(out)],
+                     capsys)[0] == 0
+    real = evaluate.summarize
+
+    def summarize_then_block(*args, **kwargs):   # results.md becomes a directory
+        result = real(*args, **kwargs)
+        (out / "results.md").unlink()
+        (out / "results.md").mkdir()
+        return result
+
+    monkeypatch.setattr(evaluate, "summarize", summarize_then_block)
+    status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out)],
+                            capsys)
+    assert status == 1
+    line = _one_line_error(err, "evaluate.py")
+    rescued = Path(line.split("saved it to '")[1].split("'")[0])
+    assert "## emergency" in rescued.read_text()
+    rescued.unlink()
+    data = json.loads((out / "results.json").read_text())   # the rest was written
+    assert data["summary"]["config"]["scenarios"] == ["emergency"]
+    assert (out / "freq_price_spike.png").exists()   # earlier outputs left in place
+
+
+def test_evaluate_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("episodes per policy and scenario (default: 5)", "(default: 0)",
+                  "number of DER agents, 1 to 1,000,000 (default: 100)", "(default: eval_out)",
+                  "(default: ed25519", "heuristic,random,oracle,learned"):
+        assert words in text, words
+
+
+# --------------------------------------------------------------------------- results.md
+def test_evaluate_counts_as_integers_no_oracle_no_cost_plot_baselines_named(tmp_path,
+                                                                             capsys):
+    """Review: results.md printed counts as 0.000 ± 0.000, cost_vs_oracle.png was
+    written without an oracle, and the progress bar's 15 episodes (the shadow baselines
+    included) met a summary saying 12."""
+    out = tmp_path / "o"
+    (out).mkdir()
+    (out / "cost_vs_oracle.png").write_bytes(b"an earlier run's")
+    status = evaluate.main(["--policies", "heuristic,random", "--scenarios", "emergency",
+                            "--agents", "5", "--episodes", "2", "--trust", "hmac",
+                            "--out", str(out), "--no-progress"])
+    said = capsys.readouterr().out
+    assert status == 0
+    assert not (out / "cost_vs_oracle.png").exists()   # not written, the earlier removed
+    assert "4 episodes + 1 no-DER baseline (shadow mode)" in said
+    md = (out / "results.md").read_text()
+    assert "note: no cost_vs_oracle.png" in md and "add it to --policies" in md
+    row = next(line for line in md.splitlines() if line.startswith("| heuristic |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    header = next(line for line in md.splitlines() if line.startswith("| policy |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    table = dict(zip(cols, cells, strict=True))
+    assert table["blocked_attempts"] == "0 ± 0" and table["executed_violations"] == "0 ± 0"
+    assert table["episodes"] == "2" and "." in table["system_cost"]
+
+
+def test_count_formatting():
+    fmt = evaluate._fmt
+    assert fmt({"mean": 2.0, "std": None, "n": 1, "n_null": 0, "integer": True}) == "2"
+    assert fmt({"mean": 2.5, "std": 0.7071, "n": 2, "n_null": 0,
+                "integer": True}) == "2.5 ± 0.7"
+    assert fmt({"mean": 2.0, "std": 0.0, "n": 2, "n_null": 0, "integer": False}) == (
+        "2.000 ± 0.000")

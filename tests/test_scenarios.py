@@ -1,0 +1,234 @@
+"""Tests of gridswarm_env.scenarios: the registry, the timelines, overrides and scenario
+files (a bad value names the file and the key), and the environment following them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gridswarm_env
+from gridswarm_env.scenarios import (
+    SCENARIOS,
+    Scenario,
+    get_scenario,
+    load_scenario_file,
+    scenario_names,
+)
+from tests.value_errors import _raises
+
+KNOWN = ("price_spike", "solar_surplus", "emergency")
+
+
+def test_registry_names_and_descriptions() -> None:
+    assert scenario_names() == KNOWN == gridswarm_env.scenario_names()
+    for name in KNOWN:
+        sc = SCENARIOS[name]
+        assert sc.name == name and sc.description and sc.success
+        assert sc.price_cap_per_mwh > sc.price_floor_per_mwh
+
+
+@pytest.mark.parametrize("make", [
+    lambda: get_scenario("blackout"),
+    lambda: gridswarm_env.parallel_env(scenario="blackout", n_agents=10, trust="hmac"),
+    lambda: gridswarm_env.env(scenario="Price_Spike", n_agents=10, trust="hmac"),
+])
+def test_unknown_scenario_lists_known_ones(make) -> None:
+    with pytest.raises(ValueError, match="unknown scenario") as info:
+        make()
+    assert all(name in str(info.value) for name in KNOWN)
+
+
+def test_scenario_timelines() -> None:
+    ps, ss, em = (SCENARIOS[n] for n in KNOWN)
+    # price_spike: load +110 MW over 20-80 s, generation follows 80-260 s
+    np.testing.assert_allclose(ps.forecast_shortage_mw([0.0, 20.0, 50.0, 80.0, 170.0, 260.0]),
+                               [0.0, 0.0, 55.0, 110.0, 55.0, 0.0], atol=1e-12)
+    # solar_surplus: the mirror image with −70 MW
+    np.testing.assert_allclose(ss.forecast_shortage_mw([50.0, 80.0, 260.0]), [-35.0, -70.0, 0.0],
+                               atol=1e-12)
+    # emergency: 100 MW lost from t = 10 s, before which reserve rounds run
+    np.testing.assert_array_equal(em.lost_generation_mw([9.99, 10.0, 50.0]), [0, 100, 100])
+    assert em.has_event and not ps.has_event and not ss.has_event
+    assert em.reserve_target_mw == 100.0 and em.contingency_mw / 1000.0 == pytest.approx(0.10)
+    np.testing.assert_allclose(ps.irradiance(np.array([0.0, 150.0, 300.0]), 300.0),
+                               [0.15, 0.115, 0.08])
+    np.testing.assert_array_equal(ps.price_levels_per_mwh(11), np.linspace(0, 500, 11))
+    np.testing.assert_array_equal(ss.price_levels_per_mwh(11), np.linspace(-50, 50, 11))
+
+
+def test_env_uses_scenario_profile(make_env) -> None:
+    raw = make_env("emergency", 10)
+    raw.reset(seed=0)
+    sc, pdt = raw.scenario, raw.config.grid.physics_dt_s
+    t_mid = (np.arange(sc.episode_steps * raw.n_substeps) + 0.5) * pdt
+    expected = (sc.forecast_shortage_mw(t_mid) + sc.lost_generation_mw(t_mid)).reshape(
+        sc.episode_steps, raw.n_substeps)
+    np.testing.assert_array_equal(raw.requirement_sub_mw, expected)
+    np.testing.assert_array_equal(raw.price_levels, np.linspace(0.0, 100.0, 11))
+    products = [raw.round_product]
+    while raw.agents:
+        raw.step_arrays(np.full(10, 10), np.zeros(10, dtype=np.int64))
+        products.append(raw.round_product)
+    # reserve rounds (product 1) only for windows before the trip, energy afterwards
+    assert products[0] == 1 and products[-1] == 0
+    assert products.index(0) <= int(sc.event_time_s / raw.config.dt_s)
+
+
+def test_get_scenario_overrides_and_validates() -> None:
+    sc = get_scenario("price_spike", load_step_mw=120.0, episode_steps=50)
+    assert sc.load_step_mw == 120.0 and sc.episode_steps == 50
+    assert SCENARIOS["price_spike"].load_step_mw == 110.0       # the registry is untouched
+    assert get_scenario(sc) is sc
+    with pytest.raises(ValueError, match="no field.*load_stepp_mw"):
+        get_scenario("price_spike", load_stepp_mw=1.0)
+    with pytest.raises(ValueError, match="episode_steps"):
+        get_scenario("price_spike", episode_steps=0)
+    with pytest.raises(ValueError, match="price_cap_per_mwh"):
+        get_scenario("solar_surplus", price_cap_per_mwh=-60.0)
+    with pytest.raises(ValueError, match="contingency_mw"):
+        get_scenario("emergency", contingency_mw=2000.0)
+    with pytest.raises(ValueError, match="gen_follow"):
+        get_scenario("price_spike", gen_follow=1.5)
+    with pytest.raises(ValueError, match="start_hour"):
+        get_scenario("price_spike", start_hour=24.0)
+
+
+def test_custom_scenario_in_env(make_env) -> None:
+    short = get_scenario("price_spike", episode_steps=15)
+    raw = make_env(short, 10)
+    raw.reset(seed=0)
+    steps = 0
+    while raw.agents:
+        raw.step_arrays(np.full(10, 10), np.zeros(10, dtype=np.int64))
+        steps += 1
+    assert steps == 15 and raw.episode_metrics()["steps"] == 15
+
+
+def test_scenario_objects_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SCENARIOS["emergency"].contingency_mw = 0.0  # type: ignore[misc]
+    assert isinstance(SCENARIOS["emergency"], Scenario)
+
+
+def test_a_trip_inside_a_substep_counts_for_the_part_after_it():
+    """Reviewer: the trip was sampled at sub-step midpoints, so it started up to
+    physics_dt_s/2 early or late (10.024 s -> 10.000 s, 10.026 s -> 10.050 s)."""
+    from gridswarm_env.env import GridSwarmEnv
+
+    base = get_scenario("emergency")
+    pdt = 0.05
+    t0 = np.arange(400) * pdt
+    for event in (10.0, 10.024, 10.026, 10.05):
+        sc = dataclasses.replace(base, event_time_s=event)
+        mean = sc.lost_generation_mean_mw(t0, t0 + pdt)
+        # exact energy of the step function over [0, 20 s)
+        assert mean.sum() * pdt == pytest.approx(sc.contingency_mw * (20.0 - event), rel=1e-12)
+        assert np.all((mean == 0.0) | (mean == sc.contingency_mw) | (t0 < event) & (event < t0 + pdt))
+    # in the environment: moving the trip by 2 ms moves the lost energy by 2 ms, not 50
+    lost_mwh = {}
+    for event in (10.024, 10.026):
+        raw = GridSwarmEnv(dataclasses.replace(base, event_time_s=event), n_agents=5,
+                           trust="hmac")
+        raw.reset(seed=0)
+        lost_mwh[event] = float((raw.requirement_sub_mw.sum() * pdt) / 3600.0)
+    assert lost_mwh[10.024] - lost_mwh[10.026] == pytest.approx(
+        base.contingency_mw * 0.002 / 3600.0, rel=1e-6)
+
+
+def test_a_reserve_target_needs_an_event(tmp_path: Path) -> None:
+    """Review: reserve rounds run while a round's window starts before event_time_s, so a
+    reserve target with no event (event_time_s = inf) made every round a reserve round:
+    price_spike with reserve_target_mw = 50 never requested energy (heuristic, seed 0:
+    system_cost 33 000 $, nadir 59.64 Hz, as with no DER at all)."""
+    for name, changes in (("price_spike", {"reserve_target_mw": 50.0}),
+                          ("emergency", {"event_time_s": math.inf}),
+                          ("emergency", {"event_time_s": math.inf, "contingency_mw": 0.0})):
+        with pytest.raises(ValueError, match=r"reserve_target_mw = \d.*finite event_time_s"):
+            get_scenario(name, **changes)
+    path = tmp_path / "sc.toml"
+    path.write_text('base = "emergency"\nevent_time_s = inf\ncontingency_mw = 0\n')
+    with pytest.raises(ValueError, match=r"sc\.toml.*reserve_target_mw = 100\.0.*set "
+                                         r"reserve_target_mw = 0"):
+        load_scenario_file(path)
+    # still allowed: no reserve with no event, and reserve bought before a finite event
+    assert not get_scenario("emergency", event_time_s=math.inf,
+                            reserve_target_mw=0.0).has_event
+    assert get_scenario("price_spike", reserve_target_mw=50.0, event_time_s=30.0,
+                        contingency_mw=0.0).reserve_target_mw == 50.0
+
+
+def test_stabilization_is_measured_from_the_moved_disturbance():
+    """Review: disturbance_time_s was a field of its own, so moving the emergency's trip to
+    30 s still measured stabilization_time_s from 10 s (20 s too long whenever the
+    frequency left the band). It now follows the first disturbance unless given."""
+    assert get_scenario("emergency").disturbance_time_s == 10.0
+    assert get_scenario("emergency", event_time_s=30.0).disturbance_time_s == 30.0
+    assert get_scenario("price_spike", load_step_start_s=50.0).disturbance_time_s == 50.0
+    assert get_scenario("price_spike", load_step_mw=0.0).disturbance_time_s == 0.0
+    explicit = get_scenario("emergency", event_time_s=30.0, disturbance_time_s=5.0)
+    assert explicit.disturbance_time_s == 5.0
+    assert get_scenario(explicit, event_time_s=40.0).disturbance_time_s == 5.0   # kept
+    env = gridswarm_env.parallel_env(scenario=get_scenario("emergency", event_time_s=30.0),
+                                     n_agents=6, trust="hmac")
+    env.reset(seed=0)
+    assert env.unwrapped.metrics.disturbance_time_s == 30.0
+    with pytest.raises(ValueError, match="disturbance_time_s"):
+        get_scenario("emergency", disturbance_time_s=-1.0)
+
+
+# --------------------------------------------------------------------------- scenario files
+def test_load_scenario_file(tmp_path: Path) -> None:
+    good = tmp_path / "sc.toml"
+    good.write_text('base = "emergency"\ncontingency_mw = 60.0\nevent_time_s = 5.0\n')
+    sc = load_scenario_file(good)
+    assert (sc.name, sc.contingency_mw, sc.event_time_s) == ("emergency", 60.0, 5.0)
+    no_base = tmp_path / "nobase.toml"
+    no_base.write_text("contingency_mw = 60.0\n")
+    with pytest.raises(ValueError, match="base"):
+        load_scenario_file(no_base)
+    bad_field = tmp_path / "bad.toml"
+    bad_field.write_text('base = "emergency"\ncontingency = 60.0\n')
+    with pytest.raises(ValueError, match="unknown field 'contingency'"):
+        load_scenario_file(bad_field)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_scenario_file(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(("text", "parts"), [
+    ("episode_steps = 30.0", ("episode_steps", "integer")),
+    ('price_cap_per_mwh = "900"', ("price_cap_per_mwh", "finite number")),
+    ("load_step_mw = true", ("load_step_mw", "finite number")),
+    ('event_time_s = "10"', ("event_time_s", "number")),
+    ("event_time_s = nan", ("event_time_s", "number")),
+    ("start_hour = 25", ("start_hour", "[0.0, 24.0)")),
+    ("name = 5", ("name", "string")),
+])
+def test_scenario_file_bad_values_name_file_and_key(tmp_path: Path, text: str, parts) -> None:
+    path = tmp_path / "sc.toml"
+    path.write_text(f'base = "price_spike"\n{text}\n')
+    _raises(lambda: load_scenario_file(path), str(path), *parts)
+
+
+@pytest.mark.parametrize("base", ["5", '"nowhere"', '["price_spike"]'])
+def test_scenario_file_bad_base(tmp_path: Path, base: str) -> None:
+    path = tmp_path / "sc.toml"
+    path.write_text(f"base = {base}\n")
+    _raises(lambda: load_scenario_file(path), "base", "price_spike, solar_surplus, emergency")
+
+
+def test_scenario_file_integers_become_floats(tmp_path: Path) -> None:
+    path = tmp_path / "sc.toml"
+    path.write_text('base = "emergency"\nepisode_steps = 30\nprice_cap_per_mwh = 900\n'
+                    "event_time_s = inf\ncontingency_mw = 0\nreserve_target_mw = 0\n")
+    sc = load_scenario_file(path)
+    assert sc.episode_steps == 30 and type(sc.episode_steps) is int
+    assert sc.price_cap_per_mwh == 900.0 and type(sc.price_cap_per_mwh) is float
+    assert sc.event_time_s == math.inf and not sc.has_event
+    raw = gridswarm_env.parallel_env(scenario=sc, n_agents=10, trust="hmac").unwrapped
+    raw.reset(seed=0)
+    assert raw.price_levels[-1] == 900.0
