@@ -665,7 +665,9 @@ def plot_frequency(path: Path, scenario: str, traces: dict[str, np.ndarray],
 
 
 def plot_costs(path: Path, summary: dict[str, Any], policies: list[str]) -> None:
-    """Mean system_cost relative to the oracle (absolute, log scale, without one)."""
+    """Mean system_cost relative to the oracle's mean (absolute, log scale, without one),
+    with error bars of one sample standard deviation of the policy's cost over the
+    seeds (relative to the oracle's mean: the spread results.md gives as ±)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -677,15 +679,21 @@ def plot_costs(path: Path, summary: dict[str, Any], policies: list[str]) -> None
     fig, ax = plt.subplots(figsize=(9, 4.5))
     x = np.arange(len(scenarios))
     for j, pol in enumerate(policies):
-        vals = []
+        vals, errs = [], []
         for sc in scenarios:
             entry = summary[sc][pol]
+            stat = entry["kpis"].get("system_cost")
+            std = stat["std"] if stat and stat["std"] is not None else np.nan
             if has_oracle:
-                vals.append(entry["system_cost_vs_oracle"] or np.nan)
+                rel = entry["system_cost_vs_oracle"]
+                vals.append(np.nan if rel is None else rel)
+                oracle_mean = summary[sc]["oracle"]["kpis"].get("system_cost", {}).get("mean")
+                errs.append(std / oracle_mean if rel is not None and oracle_mean else np.nan)
             else:
-                stat = entry["kpis"].get("system_cost")
                 vals.append(stat["mean"] if stat else np.nan)
-        bars = ax.bar(x + (j - (len(policies) - 1) / 2) * width, vals, width, label=pol)
+                errs.append(std)
+        bars = ax.bar(x + (j - (len(policies) - 1) / 2) * width, vals, width, label=pol,
+                      yerr=errs, capsize=2)
         ax.bar_label(bars, labels=[f"{v:.3g}" if np.isfinite(v) else "" for v in vals],
                      fontsize=7)
     ax.set_xticks(x, scenarios)
@@ -695,7 +703,7 @@ def plot_costs(path: Path, summary: dict[str, Any], policies: list[str]) -> None
         ax.set_ylabel("mean system_cost / oracle (log)")
     else:
         ax.set_ylabel("mean system_cost, $ (log)")
-    ax.set_title("system_cost by scenario")
+    ax.set_title("system_cost by scenario (error bars: ± 1 sample std over the seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
