@@ -976,7 +976,7 @@ def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        path = rescue_path("results-interrupted.json")
+        path = rescue_path("results-interrupted.json" if failure is None else "results-failed.json")
         path.write_text(text)
         return path, None
     except OSError as exc:

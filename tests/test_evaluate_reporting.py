@@ -103,6 +103,7 @@ def test_a_failure_mid_run_keeps_the_finished_episodes(tmp_path, capsys, monkeyp
            "episodes; its results and the traceback are saved in '" in err
     assert err.endswith(f"--out {str(out)!r} was left as it was")
     saved = Path(err.split("are saved in '")[1].split("'")[0])
+    assert saved.name.startswith("results-failed-")
     data = json.loads(saved.read_text())
     saved.unlink()
     assert [(r["policy"], r["seed"]) for r in data["runs"]] == [("heuristic", 0)]
