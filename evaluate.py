@@ -16,13 +16,22 @@ every scenario, 5 episodes, seed 0, 100 agents, ed25519 trust, output ``eval_out
 Outputs in ``DIR``:
 
 * ``results.json`` — ``{"runs": [{"policy", "scenario", "seed", "n_agents",
-  "metrics": {...}}, ...], "summary": {...}}``, strict JSON (NaN/inf become null);
-  the summary holds, per scenario and policy, mean / std / n of every numeric KPI,
-  ``system_cost`` relative to the oracle and the wall time, and per scenario the
-  frequency KPIs of the no-DER counterfactual;
-* ``results.md`` — one KPI table per scenario (mean ± std over episodes; counts such
-  as ``blocked_attempts`` without decimals) with each policy's ``system_cost`` relative
-  to the oracle;
+  "metrics": {...}}, ...], "summary": {...}}``, strict JSON (NaN/inf become null, and
+  are listed in ``summary.nonfinite`` so they are not mistaken for KPIs that are None by
+  design); the summary holds ``config`` (the arguments, the seeds, each policy's
+  identity — class, and for a model the file, the SHA-256 of the bytes loaded and its
+  size — and ``provenance``: gridswarm version, git commit, package versions, the
+  limits file's SHA-256), per scenario and policy mean / std / 95 % CI / n / nulls of
+  every numeric KPI, ``system_cost`` relative to the oracle, the paired difference to
+  the heuristic's ``system_cost`` seed by seed (:func:`paired_difference`) and the wall
+  time, per scenario the frequency KPIs of the no-DER counterfactual, and
+  ``policy_warnings`` (an oracle re-plan that failed);
+* ``results.md`` — a header naming what was measured (scenarios, agents, trust,
+  seeds, limits, each model's file and SHA-256, the code's version, what ± means),
+  then one KPI table per scenario (mean ± sample std over episodes; counts such as
+  ``blocked_attempts`` without decimals; episodes a mean leaves out shown as
+  ``(1 NaN/inf)`` or ``(2 null)``) with each policy's ``system_cost`` relative to the
+  oracle, and a line with each policy's paired cost difference to the heuristic;
 * ``freq_<scenario>.png`` — the frequency at every physics sub-step of the first
   seed, every policy overlaid, with the no-DER counterfactual (the same seed in shadow
   mode: bids, clearing and contracts run, nothing is dispatched) dashed;
@@ -40,7 +49,13 @@ interrupted or failed run removes its own event file (and the directories it cre
 empty) and leaves ``DIR`` as it was. On Ctrl-C the finished episodes are not lost: their
 results (``results.json`` layout, ``summary.interrupted`` true) go to a new file in the
 temporary directory, and the one-line message says how many of how many and where
-(:func:`save_interrupted`).
+(:func:`save_interrupted`). An error during an episode (a policy or the environment
+raising) does the same, with the error and its traceback in ``summary.failure``, and
+exits with status 1 (:class:`EvaluationFailed`).
+
+Every policy is built once, before the first episode (a model is read once and loaded
+from those bytes), and plays every scenario and seed: a model file rewritten during the
+run changes nothing, and the recorded SHA-256 is that of the model that acted.
 
 Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
 turns bad arguments into a one-line message and exit status 2 (no traceback) before
@@ -127,6 +142,128 @@ class EvaluationInterrupted(KeyboardInterrupt):
         elif self.problem is not None:
             text += f"; {self.problem}"
         return text + f"; --out {str(out_dir)!r} was left as it was"
+
+
+class EvaluationFailed(RuntimeError):
+    """An error (not a bad argument) stopped the run after it started: a policy or the
+    environment raised during an episode. ``DIR`` is left as it was; the finished
+    episodes' results, with the error and its traceback (``summary.failure``), were saved
+    to a file in the temporary directory (``saved``; None when no episode had finished
+    or that write failed, see ``problem``)."""
+
+    def __init__(self, during: str, error: BaseException, finished: int, planned: int,
+                 saved: Path | None, problem: str | None = None) -> None:
+        super().__init__(during, error)
+        self.during, self.error = during, error
+        self.finished, self.planned, self.saved, self.problem = finished, planned, saved, problem
+
+    def message(self, out_dir: str | Path) -> str:
+        """One line: where it failed, the error, where the finished episodes went."""
+        error = " ".join(str(self.error).split())   # one line
+        text = (f"failed during {self.during} ({type(self.error).__name__}: {error}) "
+                f"after {self.finished} of {self.planned} episodes")
+        if self.saved is not None:
+            its = "its" if self.finished == 1 else "their"
+            text += (f"; {its} results and the traceback are saved in "
+                     f"{str(self.saved)!r}")
+        elif self.problem is not None:
+            text += f"; {self.problem}"
+        return text + f"; --out {str(out_dir)!r} was left as it was"
+
+
+# --------------------------------------------------------------------------- identity
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's content, hex."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def policy_identity(name: str, policy: Any) -> dict[str, Any]:
+    """What a reader needs to know which policy produced a result: its class and, for a
+    model, the file loaded, the SHA-256 and size of the bytes loaded
+    (:class:`~policies.learned.LearnedPolicy` reads them once) and greedy or sampled."""
+    cls = type(policy)
+    info: dict[str, Any] = {"name": name, "class": f"{cls.__module__}.{cls.__qualname__}"}
+    path = getattr(policy, "path", None)
+    if path is not None:
+        info.update(model_file=str(Path(path).resolve()),
+                    model_sha256=getattr(policy, "sha256", None),
+                    model_bytes=getattr(policy, "size_bytes", None),
+                    deterministic=getattr(policy, "deterministic", None))
+    return info
+
+
+def provenance(limits: Any) -> dict[str, Any]:
+    """The code and library versions behind a run: ``gridswarm`` version, the git
+    commit of this checkout (None outside git) and whether it had uncommitted changes
+    to tracked files, Python and the numerical packages' versions, and the SHA-256 of a
+    ``--limits`` file."""
+    import importlib.metadata
+    import platform
+    import subprocess
+
+    import gridswarm_env
+
+    root = Path(__file__).resolve().parent
+    commit = dirty = None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=20)
+        if head.returncode == 0:
+            commit = head.stdout.strip()
+            status = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                     "--untracked-files=no"], capture_output=True, text=True,
+                                    timeout=20)
+            dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    packages = {}
+    for dist in ("numpy", "scipy", "torch", "stable-baselines3", "sb3-contrib", "gymnasium",
+                 "pettingzoo"):
+        try:
+            packages[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            packages[dist] = None
+    limits_sha = None
+    if isinstance(limits, str | Path) and Path(limits).is_file():
+        limits_sha = file_sha256(limits)
+    return {"gridswarm_version": gridswarm_env.__version__, "git_commit": commit,
+            "git_uncommitted_changes": dirty, "python": platform.python_version(),
+            "packages": packages, "limits_sha256": limits_sha}
+
+
+def identity_lines(config: dict[str, Any]) -> dict[str, str]:
+    """results.md header lines naming each model (file, SHA-256) and the code."""
+    lines = {}
+    for name, info in config["policy_details"].items():
+        if info.get("model_file"):
+            lines[f"model {name}"] = (f"{info['model_file']} (sha256 {info['model_sha256']}, "
+                                      f"{info['model_bytes']:,} bytes"
+                                      f"{'' if info['deterministic'] else ', sampled actions'})")
+    prov = config["provenance"]
+    code = f"gridswarm {prov['gridswarm_version']}"
+    if prov["git_commit"]:
+        code += f", git {prov['git_commit']}"
+        if prov["git_uncommitted_changes"]:
+            code += " with uncommitted changes"
+    lines["code"] = code
+    return lines
+
+
+def limits_text(config: dict[str, Any]) -> str:
+    """The limits file (with its SHA-256) or ``defaults``."""
+    if config["limits"] is None:
+        return "defaults"
+    sha = config["provenance"]["limits_sha256"]
+    return config["limits"] + (f" (sha256 {sha})" if sha else "")
+
+
+def nonfinite_notes(nonfinite: Sequence[dict[str, Any]]) -> list[str]:
+    """One warning per episode whose KPIs were NaN or infinite."""
+    return [f"warning: {e['policy']} / {e['scenario']} / seed {e['seed']}: non-finite "
+            f"{', '.join(e['metrics'])} (null in results.json, left out of the means and "
+            "counted as 'NaN/inf' in the tables)" for e in nonfinite]
 
 
 # --------------------------------------------------------------------------- arguments
@@ -311,15 +448,54 @@ def _numeric(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def summarize(runs: list[dict[str, Any]], policies: list[str],
-              scenarios: list[str]) -> dict[str, Any]:
+#: the policy every other one is compared with, seed by seed (when it ran)
+PAIRED_BASELINE = "heuristic"
+#: what results.md's "mean ± std" cells and its paired comparisons are
+STATISTICS_TEXT = ("mean ± sample standard deviation (ddof 1) over the episodes (one per "
+                   "seed, the same seeds for every policy); cost / oracle = ratio of the "
+                   "mean costs; 95 % confidence intervals of the means (Student t) in "
+                   "results.json")
+
+
+def ci95_halfwidth(std: float | None, n: int) -> float | None:
+    """Half-width of the 95 % confidence interval of a mean of ``n`` values with sample
+    standard deviation ``std``: ``t(0.975, n − 1) · std / √n`` (Student t; None for
+    ``n < 2``, where no spread is known)."""
+    if std is None or n < 2:
+        return None
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1) * std / math.sqrt(n))
+
+
+def nonfinite_keys(metrics: dict[str, Any]) -> list[str]:
+    """KPI keys whose value is a NaN or infinite number (``results.json`` can only hold
+    them as null, like a KPI that is legitimately None)."""
+    return [k for k, v in metrics.items() if not isinstance(v, bool)
+            and isinstance(v, float | np.floating) and not math.isfinite(v)]
+
+
+def _nonfinite_index(nonfinite: Sequence[dict[str, Any]] | None) -> dict[tuple, set[str]]:
+    return {(e["policy"], e["scenario"], e["seed"]): set(e["metrics"]) for e in nonfinite or ()}
+
+
+def summarize(runs: list[dict[str, Any]], policies: list[str], scenarios: list[str],
+              nonfinite: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Per scenario and policy: mean / std (sample, ddof = 1; None for a single value) /
-    n of every numeric KPI, and ``system_cost`` mean relative to the oracle's (None without an oracle)."""
+    ``ci95`` (:func:`ci95_halfwidth`) / n of every numeric KPI, with ``n_null`` (values
+    that are None) and ``n_nonfinite`` (of those, the NaN or infinite ones, listed in
+    ``nonfinite`` as ``{"policy", "scenario", "seed", "metrics"}``: a broken episode, not
+    a KPI that is undefined by design); ``system_cost`` mean relative to the oracle's
+    (None without an oracle, or when either misses an episode's cost: means over
+    different seeds do not compare); and ``system_cost_vs_heuristic``, the difference
+    to :data:`PAIRED_BASELINE`'s cost seed by seed (:func:`paired_difference`)."""
+    bad = _nonfinite_index(nonfinite)
     out: dict[str, Any] = {}
     for sc in scenarios:
         per_policy: dict[str, Any] = {}
         for pol in policies:
-            mets = [r["metrics"] for r in runs if r["scenario"] == sc and r["policy"] == pol]
+            mine = [r for r in runs if r["scenario"] == sc and r["policy"] == pol]
+            mets = [r["metrics"] for r in mine]
             kpis: dict[str, Any] = {}
             keys = dict.fromkeys(k for m in mets for k in m)
             for key in keys:
@@ -328,25 +504,65 @@ def summarize(runs: list[dict[str, Any]], policies: list[str],
                         and any(v is not None for v in vals):
                     xs = np.array([v for v in vals if v is not None])
                     # the sample std of one value is undefined: None, not a spread of 0
-                    kpis[key] = {"mean": float(xs.mean()),
-                                 "std": float(xs.std(ddof=1)) if xs.size > 1 else None,
+                    std = float(xs.std(ddof=1)) if xs.size > 1 else None
+                    kpis[key] = {"mean": float(xs.mean()), "std": std,
+                                 "ci95": ci95_halfwidth(std, int(xs.size)),
                                  "n": int(xs.size), "n_null": int(len(vals) - xs.size),
+                                 "n_nonfinite": sum(key in bad.get((pol, sc, r["seed"]), ())
+                                                    for r in mine),
                                  # a count: results.md prints it without decimals
                                  "integer": all(isinstance(m.get(key), int | None)
                                                 for m in mets)}
             per_policy[pol] = {"episodes": len(mets), "kpis": kpis}
         oracle = per_policy.get("oracle", {}).get("kpis", {}).get("system_cost")
-        for entry in per_policy.values():
+        for pol, entry in per_policy.items():
             cost = entry["kpis"].get("system_cost")
             rel = None
-            if oracle is not None and cost is not None and oracle["mean"] > 0:
+            if oracle is not None and cost is not None and oracle["mean"] > 0 \
+                    and not oracle["n_null"] and not cost["n_null"]:
                 rel = cost["mean"] / oracle["mean"]
             entry["system_cost_vs_oracle"] = rel
+            entry["system_cost_vs_heuristic"] = (
+                None if pol == PAIRED_BASELINE or PAIRED_BASELINE not in per_policy
+                else paired_difference(runs, sc, pol, PAIRED_BASELINE))
         out[sc] = per_policy
     return out
 
 
+def paired_difference(runs: list[dict[str, Any]], scenario: str, policy: str,
+                      baseline: str, key: str = "system_cost") -> dict[str, Any] | None:
+    """``policy``'s ``key`` minus ``baseline``'s, seed by seed (both ran every seed on the
+    same episodes, so the seeds' common part cancels): mean, sample std, ``ci95``
+    (:func:`ci95_halfwidth`), ``n_pairs``, ``relative`` (mean difference / baseline's
+    mean over the same seeds) and the seeds where either value is missing
+    (``unpaired_seeds``). None when no seed has both values."""
+    def by_seed(pol: str) -> dict[int, float | None]:
+        return {r["seed"]: _numeric(r["metrics"].get(key)) for r in runs
+                if r["scenario"] == scenario and r["policy"] == pol}
+
+    mine, base = by_seed(policy), by_seed(baseline)
+    seeds = sorted(set(mine) | set(base))
+    paired = [s for s in seeds if mine.get(s) is not None and base.get(s) is not None]
+    if not paired:
+        return None
+    diff = np.array([mine[s] - base[s] for s in paired])
+    std = float(diff.std(ddof=1)) if diff.size > 1 else None
+    base_mean = float(np.mean([base[s] for s in paired]))
+    return {"baseline": baseline, "mean_diff": float(diff.mean()), "std_diff": std,
+            "ci95": ci95_halfwidth(std, int(diff.size)), "n_pairs": int(diff.size),
+            "relative": float(diff.mean()) / base_mean if base_mean > 0 else None,
+            "unpaired_seeds": [s for s in seeds if s not in paired]}
+
+
 # --------------------------------------------------------------------------- outputs
+def _missing_text(stat: dict[str, Any]) -> str:
+    """`` (1 NaN/inf, 2 null)``: the episodes a mean leaves out, broken ones apart."""
+    broken = int(stat.get("n_nonfinite") or 0)
+    null = int(stat.get("n_null") or 0) - broken
+    parts = ([f"{broken} NaN/inf"] if broken else []) + ([f"{null} null"] if null else [])
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _fmt(stat: dict[str, Any] | None) -> str:
     if stat is None:
         return "–"
@@ -355,14 +571,34 @@ def _fmt(stat: dict[str, Any] | None) -> str:
         def count(x: float) -> str:
             return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
         text = count(mean) if std is None else f"{count(mean)} ± {count(std)}"
-        return text + (f" ({stat['n_null']} null)" if stat.get("n_null") else "")
+        return text + _missing_text(stat)
     mag = max(abs(mean), abs(std or 0.0))
     digits = 3 if mag < 1000 else 1
     # one value: no spread to show (n = 1)
     text = f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
-    if stat.get("n_null"):
-        text += f" ({stat['n_null']} null)"
-    return text
+    return text + _missing_text(stat)
+
+
+def _paired_text(summary_sc: dict[str, Any]) -> str:
+    """One line: each policy's system_cost minus the heuristic's, paired by seed."""
+    parts = []
+    for pol, entry in summary_sc.items():
+        d = entry.get("system_cost_vs_heuristic")
+        if not d:
+            continue
+        text = f"{pol} {d['mean_diff']:+.3f} $"
+        if d["ci95"] is not None:
+            text += f" [{d['mean_diff'] - d['ci95']:+.3f}, {d['mean_diff'] + d['ci95']:+.3f}]"
+        if d["relative"] is not None:
+            text += f" ({100.0 * d['relative']:+.2f} %)"
+        text += f", n {d['n_pairs']}"
+        if d["unpaired_seeds"]:
+            text += f", unpaired seeds {d['unpaired_seeds']}"
+        parts.append(text)
+    if not parts:
+        return ""
+    return (f"system_cost minus the {PAIRED_BASELINE}'s, paired by seed (mean [95 % CI] "
+            "(relative), episodes): " + "; ".join(parts) + ".")
 
 
 def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
@@ -388,6 +624,9 @@ def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
             cells += [_fmt(entry["kpis"].get(k)) for k in TABLE_KPIS]
             cells.append("–" if rel is None else f"{rel:.4f}")
             lines.append("| " + " | ".join(cells) + " |")
+        paired = _paired_text(per_policy)
+        if paired:
+            lines += ["", paired]
         walls = [f"{pol} {entry['wall_time_s']:.1f} s" for pol, entry in per_policy.items()
                  if entry.get("wall_time_s") is not None]
         lines += ["", "Wall time: " + ", ".join(walls) + "." if walls else "", ""]
@@ -426,7 +665,9 @@ def plot_frequency(path: Path, scenario: str, traces: dict[str, np.ndarray],
 
 
 def plot_costs(path: Path, summary: dict[str, Any], policies: list[str]) -> None:
-    """Mean system_cost relative to the oracle (absolute, log scale, without one)."""
+    """Mean system_cost relative to the oracle's mean (absolute, log scale, without one),
+    with error bars of one sample standard deviation of the policy's cost over the
+    seeds (relative to the oracle's mean: the spread results.md gives as ±)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -438,15 +679,21 @@ def plot_costs(path: Path, summary: dict[str, Any], policies: list[str]) -> None
     fig, ax = plt.subplots(figsize=(9, 4.5))
     x = np.arange(len(scenarios))
     for j, pol in enumerate(policies):
-        vals = []
+        vals, errs = [], []
         for sc in scenarios:
             entry = summary[sc][pol]
+            stat = entry["kpis"].get("system_cost")
+            std = stat["std"] if stat and stat["std"] is not None else np.nan
             if has_oracle:
-                vals.append(entry["system_cost_vs_oracle"] or np.nan)
+                rel = entry["system_cost_vs_oracle"]
+                vals.append(np.nan if rel is None else rel)
+                oracle_mean = summary[sc]["oracle"]["kpis"].get("system_cost", {}).get("mean")
+                errs.append(std / oracle_mean if rel is not None and oracle_mean else np.nan)
             else:
-                stat = entry["kpis"].get("system_cost")
                 vals.append(stat["mean"] if stat else np.nan)
-        bars = ax.bar(x + (j - (len(policies) - 1) / 2) * width, vals, width, label=pol)
+                errs.append(std)
+        bars = ax.bar(x + (j - (len(policies) - 1) / 2) * width, vals, width, label=pol,
+                      yerr=errs, capsize=2)
         ax.bar_label(bars, labels=[f"{v:.3g}" if np.isfinite(v) else "" for v in vals],
                      fontsize=7)
     ax.set_xticks(x, scenarios)
@@ -456,7 +703,7 @@ def plot_costs(path: Path, summary: dict[str, Any], policies: list[str]) -> None
         ax.set_ylabel("mean system_cost / oracle (log)")
     else:
         ax.set_ylabel("mean system_cost, $ (log)")
-    ax.set_title("system_cost by scenario")
+    ax.set_title("system_cost by scenario (error bars: ± 1 sample std over the seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -530,9 +777,14 @@ def evaluate(policies: Sequence[str] | str | None = None,
                                    + ([] if "oracle" in pols else [NO_COST_PLOT])))
     out = check_outputs(out_dir, scs)
     levels = (env_config.market.n_power_levels, env_config.market.n_price_levels)
-    for pol in pols:   # a model that does not load or fit fails now, not after other episodes
+    # each policy is built (a model loaded) once, here: a model that does not load or
+    # fit fails now, not after other episodes, and every scenario and seed is played by
+    # the same model, the one whose SHA-256 the results record (a model file rewritten
+    # during the run, e.g. a training run's best_model.zip, changes nothing)
+    built: dict[str, Any] = {}
+    for pol in pols:
         try:
-            policy = make_policy(pol)
+            built[pol] = policy = make_policy(pol)
             if hasattr(policy, "check_action_levels"):
                 policy.check_action_levels(levels)
         except ValueError as exc:
@@ -567,13 +819,20 @@ def evaluate(policies: Sequence[str] | str | None = None,
     finished = False
     tags = tag_names(pols)
     config = {"policies": pols, "scenarios": scs, "episodes": episodes, "seed": seed,
+              "seeds": list(range(seed, seed + episodes)),
               "n_agents": n_agents, "trust": trust,
-              "limits": str(limits) if limits is not None else None}
+              "limits": str(limits) if limits is not None else None,
+              "policy_details": {pol: policy_identity(pol, built[pol]) for pol in pols},
+              "provenance": provenance(limits)}
+    nonfinite: list[dict[str, Any]] = []     # episodes with NaN / inf KPIs
+    policy_warnings: list[str] = []          # e.g. an oracle re-plan that failed
+    current = "before the first episode"
     try:
         for sc in scs:
             if counterfactual:
+                current = f"no-DER baseline (shadow) / {sc} / seed {seed}"
                 if bar is not None:
-                    bar.set_postfix_str(f"no-DER baseline (shadow) / {sc} / seed {seed}")
+                    bar.set_postfix_str(current)
                 env = gridswarm_env.parallel_env(scenario=sc, n_agents=n_agents, trust=trust,
                                                  limits=limits_obj, shadow=True,
                                                  config=env_config)
@@ -590,16 +849,24 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 try:
                     env = gridswarm_env.parallel_env(scenario=sc, n_agents=n_agents, trust=trust,
                                                      limits=limits_obj, config=env_config)
-                    policy = make_policy(pol)
                 except ValueError as exc:
                     raise UsageError(str(exc)) from None
+                policy = built[pol]
                 physics_dt_s = env.unwrapped.config.grid.physics_dt_s
                 t_pol = time.perf_counter()
                 for e in range(episodes):
                     s = seed + e
+                    current = f"{pol} / {sc} / seed {s}"
                     if bar is not None:
-                        bar.set_postfix_str(f"{pol} / {sc} / seed {s}")
+                        bar.set_postfix_str(current)
                     res = run_episode(env, policy, seed=s, keep_substeps=(e == 0))
+                    broken = nonfinite_keys(res.metrics)
+                    if broken:
+                        nonfinite.append({"policy": pol, "scenario": sc, "seed": s,
+                                          "metrics": broken})
+                    policy_warnings += [f"{pol} / {sc} / seed {s}: oracle re-plan failed, "
+                                        f"kept bidding its previous plan ({why})"
+                                        for why in getattr(policy, "replan_failures", None) or ()]
                     metrics = json_safe(res.metrics)
                     runs.append({"policy": pol, "scenario": sc, "seed": s,
                                  "n_agents": n_agents, "metrics": metrics})
@@ -617,8 +884,20 @@ def evaluate(policies: Sequence[str] | str | None = None,
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        saved, problem = save_interrupted(runs, pols, scs, config, no_der)
+        saved, problem = save_interrupted(runs, pols, scs, config, no_der, nonfinite=nonfinite)
         raise EvaluationInterrupted(len(runs), len(jobs), saved, problem) from None
+    except Exception as exc:   # a policy or the environment failed mid-run
+        if bar is not None:
+            bar.close()
+        if not runs and isinstance(exc, UsageError):
+            raise
+        import traceback
+
+        failure = {"during": current, "type": type(exc).__name__, "message": str(exc),
+                   "traceback": traceback.format_exc()}
+        saved, problem = save_interrupted(runs, pols, scs, config, no_der,
+                                          nonfinite=nonfinite, failure=failure)
+        raise EvaluationFailed(current, exc, len(runs), len(jobs), saved, problem) from exc
     finally:
         writer.close()
         if bar is not None:
@@ -631,19 +910,23 @@ def evaluate(policies: Sequence[str] | str | None = None,
                     d.rmdir()
     elapsed = time.perf_counter() - t_start
 
-    summary = summarize(runs, pols, scs)
+    summary = summarize(runs, pols, scs, nonfinite)
     for sc in scs:
         for pol in pols:
             summary[sc][pol]["wall_time_s"] = wall[sc].get(pol)
+    all_notes += nonfinite_notes(nonfinite) + policy_warnings
     result = json_safe({
         "runs": runs,
         "summary": {"config": config, "wall_time_s": elapsed, "notes": all_notes, "scenarios": summary,
-                    "no_der_counterfactual": no_der},
+                    "no_der_counterfactual": no_der, "nonfinite": nonfinite,
+                    "policy_warnings": policy_warnings},
     })
     header = {"policies": ", ".join(pols), "scenarios": ", ".join(scs),
-              "episodes": f"{episodes} (seeds {seed}…{seed + episodes - 1})",
+              "episodes": f"{episodes} per policy and scenario (seeds {seed}…{seed + episodes - 1})",
               "agents": n_agents, "trust": trust,
-              "limits": str(limits) if limits is not None else "defaults",
+              "limits": limits_text(config),
+              **identity_lines(config),
+              "statistics": STATISTICS_TEXT,
               "wall time": f"{elapsed:.1f} s"}
     text = json.dumps(result, indent=1, allow_nan=False)
     writes = [("results.json", "the results (results.json)", lambda p: p.write_text(text)),
@@ -667,27 +950,33 @@ def evaluate(policies: Sequence[str] | str | None = None,
 
 
 def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios: list[str],
-                     config: dict[str, Any],
-                     no_der: dict[str, Any]) -> tuple[Path | None, str | None]:
-    """Save the finished episodes of an interrupted run to a new file in the temporary
-    directory (``results.json`` layout, ``summary.interrupted`` true), not to ``DIR``,
-    whose earlier outputs stay as they were. A second Ctrl-C while writing is ignored.
+                     config: dict[str, Any], no_der: dict[str, Any], *,
+                     nonfinite: Sequence[dict[str, Any]] = (),
+                     failure: dict[str, Any] | None = None) -> tuple[Path | None, str | None]:
+    """Save the finished episodes of an interrupted or failed run to a new file in the
+    temporary directory (``results.json`` layout, ``summary.interrupted`` true, and
+    ``summary.failure`` — where, the error and its traceback — when an error stopped it),
+    not to ``DIR``, whose earlier outputs stay as they were. A second Ctrl-C while
+    writing is ignored.
 
     :returns: (the file or None, a one-line problem or None); (None, None) when no
         episode had finished.
     """
     if not runs:
         return None, None
+    why = "interrupted" if failure is None else f"failed during {failure['during']}"
     doc = json_safe({"runs": runs, "summary": {
         "config": config, "interrupted": True, "episodes_finished": len(runs),
-        "notes": ["interrupted: only the episodes in runs finished"],
-        "scenarios": summarize(runs, policies, scenarios), "no_der_counterfactual": no_der}})
+        **({"failure": failure} if failure is not None else {}),
+        "notes": [f"{why}: only the episodes in runs finished", *nonfinite_notes(nonfinite)],
+        "scenarios": summarize(runs, policies, scenarios, nonfinite),
+        "no_der_counterfactual": no_der, "nonfinite": list(nonfinite)}})
     text = json.dumps(doc, indent=1, allow_nan=False)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        path = rescue_path("results-interrupted.json")
+        path = rescue_path("results-interrupted.json" if failure is None else "results-failed.json")
         path.write_text(text)
         return path, None
     except OSError as exc:
@@ -755,7 +1044,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0 ok, 1 an output could not be written
-    where asked, 2 bad arguments, 130 interrupted). Warnings are one line each,
+    where asked or an episode failed, 2 bad arguments, 130 interrupted). Warnings are one line each,
     ``evaluate.py: warning: ...`` (:func:`policies.cli_checks.one_line_warnings`)."""
     from policies.cli_checks import one_line_warnings
 
@@ -783,6 +1072,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except EvaluationInterrupted as exc:
         print(f"evaluate.py: {exc.message(args.out)}", file=sys.stderr)
         return 130
+    except EvaluationFailed as exc:
+        print(f"evaluate.py: error: {exc.message(args.out)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("evaluate.py: interrupted", file=sys.stderr)
         return 130

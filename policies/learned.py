@@ -20,6 +20,7 @@ on busy cores one call took 10x longer. torch is imported only when a model is l
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,23 +70,30 @@ def zip_sibling(path: str | Path) -> Path | None:
     return None if p.name.lower().endswith(".zip") else p.with_name(p.name + ".zip")
 
 
-def load_maskable_ppo(path: str | Path) -> Any:
+def load_maskable_ppo(path: str | Path, data: bytes | None = None) -> Any:
     """Load a MaskablePPO model from ``path`` on the CPU and check its spaces.
 
+    :param data: the file's bytes, already read (:class:`LearnedPolicy` hashes them and
+        loads exactly those, so the recorded hash is the model's even when the file is
+        rewritten meanwhile); None: read ``path``.
     :raises ValueError: the file is missing (or a directory), corrupt, not a MaskablePPO
         model, its observation space is not ``Box((OBS_DIM,))`` / its action space
         not a two-dimensional ``MultiDiscrete``, or a weight is NaN or infinite.
     """
     p = check_model_file(path)
+    import io
     import zipfile
 
-    if not zipfile.is_zipfile(p):
+    source: Path | io.BytesIO = p if data is None else io.BytesIO(data)
+    if not zipfile.is_zipfile(source):
         raise ValueError(f"model file {str(p)!r} is corrupt or not a model: not a zip archive "
                          "(expected a MaskablePPO .zip saved by `python -m train`)")
     from sb3_contrib import MaskablePPO
 
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
     try:
-        model = MaskablePPO.load(p, device="cpu")
+        model = MaskablePPO.load(source, device="cpu")
     except Exception as exc:   # zip members, pickle or torch payload unreadable
         raise ValueError(f"model file {str(p)!r} is corrupt or not a MaskablePPO model "
                          f"({type(exc).__name__}: {exc})") from None
@@ -184,7 +192,9 @@ def _check_obs_fields(fields_then: Any, path: Path, where: str) -> None:
 class LearnedPolicy:
     """A saved MaskablePPO model acting for all agents (shared policy).
 
-    :param path: model file (default: :data:`DEFAULT_MODEL`, the shipped one).
+    :param path: model file (default: :data:`DEFAULT_MODEL`, the shipped one). The
+        file is read once; ``sha256`` and ``size_bytes`` describe the bytes loaded
+        (None for :meth:`from_model`).
     :param deterministic: greedy actions (True) or samples from the policy.
     :param torch_threads: torch intra-op threads during :meth:`act` (default 1, as in
         training; the previous setting is restored after each call, nothing else in
@@ -204,7 +214,16 @@ class LearnedPolicy:
         # the file actually loaded (``m2`` names ``m2.zip``, see check_model_file)
         self.path: Path | None = check_model_file(path if path is not None else DEFAULT_MODEL)
         self.deterministic = bool(deterministic)
-        self.model = load_maskable_ppo(self.path)
+        # the bytes are read once: the SHA-256 names exactly the model that acts
+        # (evaluate.py records it), even if the file is rewritten while it is in use
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"model file {str(self.path)!r} cannot be read "
+                             f"({exc.strerror or type(exc).__name__})") from None
+        self.sha256: str | None = hashlib.sha256(data).hexdigest()
+        self.size_bytes: int | None = len(data)
+        self.model = load_maskable_ppo(self.path, data=data)
         self._nvec = np.asarray(self.model.action_space.nvec, dtype=np.int64)
         self._sample_state: Any = None   # torch RNG state of seeded sampling (see reset)
 
@@ -225,6 +244,7 @@ class LearnedPolicy:
         _check_weights(model, "model")
         policy = cls.__new__(cls)
         policy.path = None
+        policy.sha256 = policy.size_bytes = None   # no file
         policy.deterministic = bool(deterministic)
         policy.torch_threads = _checked_threads(torch_threads)
         policy.model = model

@@ -186,7 +186,8 @@ def test_summary_statistics_and_oracle_ratio():
     assert cost["mean"] == 40.0 and cost["std"] == pytest.approx(math.sqrt(200.0))
     assert summary["heuristic"]["system_cost_vs_oracle"] == pytest.approx(2.0)
     assert summary["oracle"]["kpis"]["stabilization_time_s"] == {
-        "mean": 1.0, "std": None, "n": 1, "n_null": 1, "integer": False}
+        "mean": 1.0, "std": None, "ci95": None, "n": 1, "n_null": 1, "n_nonfinite": 0,
+        "integer": False}
     assert "scenario" not in summary["oracle"]["kpis"]
 
 
