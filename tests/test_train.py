@@ -3,6 +3,7 @@ behaviour cloning, the learned policy's loading errors and the command line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -75,6 +76,7 @@ def test_tiny_run_writes_model_record_checkpoints_and_tensorboard(trained):
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["num_timesteps"] >= cfg.total_timesteps
     assert record["agent_steps_per_s"] > 0
+    assert record["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["config"]["seed"] == 3 and record["episodes_finished"] == 2
     assert record["recent_episodes"]["emergency"]["episodes"] == 2
     ckpts = sorted((run_dir / "checkpoints").glob("model_*_steps.zip"))

@@ -113,6 +113,7 @@ def test_a_diverged_network_is_a_training_failure_with_a_record(tmp_path, monkey
     assert error["model_saved"] is False and "not finite" in error["model_not_saved"]
     assert "Traceback" in error["traceback"]
     assert record["model"] is None and record["num_timesteps"] == 300
+    assert record["model_sha256"] is None
     # the checkpoint before the divergence is a usable model
     from policies.learned import LearnedPolicy
 

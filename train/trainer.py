@@ -416,7 +416,10 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             error = _error_entry(failure, stage, model, run_dir, saved_to,
                                  not_saved or (problem if saved_to is None else None))
         record.update({
-            "model": None if saved_to is None else str(saved_to), "interrupted": interrupted,
+            "model": None if saved_to is None else str(saved_to),
+            # what evaluate.py's results.md names a model by (the hash of its bytes)
+            "model_sha256": None if saved_to is None else _sha256_of(saved_to),
+            "interrupted": interrupted,
             "interrupted_during": _where(stage, record.get("behaviour_cloning"))
             if interrupted else None,
             "interrupted_by": None if stopped_by is None else (
@@ -627,6 +630,14 @@ def _record_path(target: Path, saved_to: Path | None, run_dir: Path) -> Path:
     if target.exists():
         return run_dir / f"{target.stem}.json"
     return target.with_suffix(".json")
+
+
+def _sha256_of(path: Path) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _write_text(path: Path, text: str) -> None:
