@@ -219,3 +219,34 @@ def test_an_intact_but_empty_chain_does_not_exit_ok() -> None:
     log = AuditLog()
     log.append("emergency", now_s=1.0)
     assert audit_cli.exit_status(log.verify()) == audit_cli.EXIT_OK
+
+
+def test_an_audited_rejection_never_reads_a_non_contract_s_attributes() -> None:
+    """A :class:`SignedContract` holding some other object is ``malformed``; with an audit
+    log attached the rejection is written as ``<malformed>`` without reading the object's
+    ``contract_id`` (an adversary's property: it used to run, and its exception escaped
+    ``verify`` and ``verify_batch``, stopping the caller's step)."""
+    calls = []
+
+    class Hostile:
+        @property
+        def contract_id(self) -> str:
+            calls.append(1)
+            raise RuntimeError("presented by an adversary")
+
+    class Pretender:
+        contract_id = "c-0-der_0-0"   # an id the audit must not repeat as if it were one
+
+    audit = AuditLog()
+    _, ledger = _ledger(audit)
+    genuine = _issue(ledger)[0]
+    hostile = SignedContract(Hostile(), b"\x00" * 64, b"\x00" * 64)
+    pretender = SignedContract(Pretender(), b"\x00" * 64, b"\x00" * 64)
+    assert ledger.verify(hostile, 10.5) is RejectReason.MALFORMED
+    _, reasons = ledger.verify_batch([hostile, pretender, genuine], 10.5)
+    assert reasons == [RejectReason.MALFORMED, RejectReason.MALFORMED, None]
+    assert calls == []
+    rejected = [e.fields["rejections"] for e in audit.entries if e.kind == "contract_rejected"]
+    assert rejected == [[{"contract_id": "<malformed>", "reason": "malformed"}],
+                        [{"contract_id": "<malformed>", "reason": "malformed"}] * 2]
+    assert ledger.rejected_by_reason["malformed"] == 3
