@@ -2155,9 +2155,11 @@ def _describe_id(item: object) -> str:
     from a :class:`SignedContract` holding a :class:`Contract`: another object's
     attributes may run arbitrary code)."""
     if type(item) is SignedContract:
-        cid = getattr(getattr(item, "contract", None), "contract_id", None)
-        if type(cid) is str and type(item.contract) is Contract:
-            return cid[:200]
+        contract = getattr(item, "contract", None)   # a slot: reading it runs no code
+        if type(contract) is Contract:   # checked before reading contract_id (a slot too)
+            cid = contract.contract_id
+            if type(cid) is str:
+                return cid[:200]
     return "<malformed>"
 
 
