@@ -179,10 +179,13 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as an int, or raise ``ValueError`` unless it is an int >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, or raise ``ValueError`` unless it is an int in
+    ``[minimum, maximum]`` (no upper bound when ``maximum`` is None)."""
+    if (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum
+            or (maximum is not None and value > maximum)):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum:_}]"
+        raise ValueError(f"{name} must be an int {allowed}, got {_shown(value)}")
     return int(value)
 
 
@@ -221,9 +224,10 @@ class BusConfig:
         not enforced (emergency is never dropped). Must be >= ``high_water_mark``.
         Default 5·10**5 each (56 bytes of columns a queued message plus its payload:
         ~28 MB of columns per full lane).
-    :param latency_block_size: latencies pre-sampled per RNG call.
+    :param latency_block_size: latencies pre-sampled per RNG call (1 to 2**24).
     :param latency_hist_bins: bins of the per-lane latency histogram over
-        ``[0, latency_max_s]`` used for p50/p99 (resolution ``latency_max_s / bins``).
+        ``[0, latency_max_s]`` used for p50/p99 (resolution ``latency_max_s / bins``;
+        16 to 10**6).
     """
 
     latency_mean_s: float = 0.015
@@ -266,10 +270,12 @@ class BusConfig:
                     f"high_water_mark[{lane.name}]={hwm} must be <= queue_limit[{lane.name}]="
                     f"{limit} (backpressure must show before messages are dropped)"
                 )
-        set_(
-            self, "latency_block_size", _check_int("latency_block_size", self.latency_block_size, 1)
-        )
-        set_(self, "latency_hist_bins", _check_int("latency_hist_bins", self.latency_hist_bins, 16))
+        # upper bounds: both size arrays the bus allocates (a block of float64 latencies;
+        # 4 lanes x bins int64 counts), so a typo fails here, not as a MemoryError later
+        set_(self, "latency_block_size", _check_int("latency_block_size",
+                                                    self.latency_block_size, 1, 2**24))
+        set_(self, "latency_hist_bins", _check_int("latency_hist_bins", self.latency_hist_bins,
+                                                   16, 10**6))
 
     @property
     def latency_bin_width_s(self) -> float:

@@ -697,8 +697,11 @@ def test_oversized_fast_path_ids_are_refused_at_publish():
             {"high_water_mark": (10,) * 4, "queue_limit": (10, 10, 9, 10)},
             r"high_water_mark\[MARKET\]=10 must be <= queue_limit",
         ),
-        ({"latency_block_size": 0}, "latency_block_size must be an int >= 1"),
-        ({"latency_hist_bins": 4}, "latency_hist_bins must be an int >= 16"),
+        ({"latency_block_size": 0}, r"latency_block_size must be an int in \[1, 16_777_216\]"),
+        ({"latency_hist_bins": 4}, r"latency_hist_bins must be an int in \[16, 1_000_000\]"),
+        # sizes of arrays the bus allocates: refused in words, not a MemoryError later
+        ({"latency_block_size": 2**24 + 1}, r"latency_block_size .* got 16777217"),
+        ({"latency_hist_bins": 10**12}, r"latency_hist_bins .* got 1000000000000"),
     ],
 )
 def test_config_validation(kwargs, match):
