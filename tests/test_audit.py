@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gridswarm_env import audit as audit_cli
 from gridswarm_env.audit import EXIT_BROKEN, EXIT_OK, KEY_SOURCE, format_verdict, main
 from gridswarm_env.trust import (
     AUDIT_PROBLEMS,
@@ -895,3 +896,87 @@ def test_an_environment_never_overwrites_an_existing_audit_trail(tmp_path):
     empty = tmp_path / "touched.jsonl"
     empty.touch()
     gridswarm_env.parallel_env(n_agents=3, trust="hmac", audit_path=str(empty)).close()
+
+
+# --- boundaries a mutation audit found unpinned: the writer's own verdict, forged lines
+def _entry_line(entry: dict) -> str:
+    """The canonical JSONL line of ``entry`` with its hash recomputed (a forger's rewrite)."""
+    body = json.dumps({k: entry[k] for k in ("fields", "index", "kind", "prev_hash")},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    digest = hashlib.sha256(body.encode("ascii")).hexdigest()
+    entry["hash"] = digest
+    return body[:-1] + ',"hash":"' + digest + '"}\n'
+
+
+def _streamed_log(path, n: int, **kwargs) -> AuditLog:
+    log = AuditLog(path, **kwargs)
+    for i in range(n):
+        log.append("contract_verified", now_s=float(i), count=1, contract_ids=[f"c-{i}"])
+    log.flush()
+    return log
+
+
+def test_in_process_verify_reports_a_file_cut_by_one_whole_entry_as_truncated(tmp_path) -> None:
+    """The writer knows it wrote 6 entries: a file cut at the last entry boundary (a
+    self-consistent chain of 5) is ``truncated`` at entry 5, not a changed head."""
+    path = tmp_path / "audit.jsonl"
+    log = _streamed_log(path, 6)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))
+    assert verify_audit_file(path).ok     # without the writer nothing shows the cut
+    result = log.verify()
+    assert (result.ok, result.index, result.problem) == (False, 5, "truncated")
+
+
+def test_a_head_only_log_detects_its_last_entry_rewritten_with_a_recomputed_hash(
+        tmp_path) -> None:
+    """With ``keep_entries=False`` the log keeps only its head hash and count: a last
+    entry rewritten with a recomputed hash (a self-consistent file) is ``altered`` at its
+    index because the head differs from the log's."""
+    path = tmp_path / "audit.jsonl"
+    log = _streamed_log(path, 4, keep_entries=False)
+    lines = path.read_text().splitlines(keepends=True)
+    last = json.loads(lines[-1])
+    last["fields"]["count"] = 99
+    lines[-1] = _entry_line(last)
+    path.write_text("".join(lines))
+    assert verify_audit_file(path).ok
+    result = log.verify()
+    assert (result.ok, result.index, result.problem) == (False, 3, "altered")
+
+
+def test_a_line_with_a_negative_index_is_malformed_at_its_position(tmp_path) -> None:
+    """An index must be a non-negative int: a third line claiming index −1 (hash
+    recomputed, linked to its predecessor) is no entry, ``malformed`` at entry 2."""
+    path = tmp_path / "audit.jsonl"
+    _streamed_log(path, 4).close()
+    lines = path.read_text().splitlines(keepends=True)
+    entry = json.loads(lines[2])
+    entry["index"] = -1
+    lines[2] = _entry_line(entry)
+    path.write_text("".join(lines))
+    result = verify_audit_file(path)
+    assert (result.ok, result.index, result.problem, result.n_entries) == (
+        False, 2, "malformed", 2)
+
+
+# --- command line boundaries a mutation audit found unpinned
+def test_cli_refuses_a_public_key_longer_than_32_bytes(tmp_path, capsys) -> None:
+    """``--public-key`` must be exactly 64 hex digits: 66 digits (33 bytes) is a usage
+    error (exit 2, a clear message), not a traceback from the verifier."""
+    path = tmp_path / "audit.jsonl"
+    _streamed_log(path, 2).close()
+    assert audit_cli.main(["verify", str(path), "--public-key", "ab" * 33]) == audit_cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "--public-key must be 64 hex digits" in err and "'" + "ab" * 33 + "'" in err
+
+
+def test_an_intact_but_empty_chain_does_not_exit_ok() -> None:
+    """:func:`exit_status` gives ``EXIT_OK`` only for an intact, *non-empty* chain: the
+    writer's own verdict on an empty log (ok, 0 entries) verifies nothing."""
+    empty = AuditLog().verify()
+    assert empty.ok and empty.n_entries == 0
+    assert audit_cli.exit_status(empty) == audit_cli.EXIT_BROKEN
+    log = AuditLog()
+    log.append("emergency", now_s=1.0)
+    assert audit_cli.exit_status(log.verify()) == audit_cli.EXIT_OK

@@ -15,6 +15,7 @@ with ``a`` the share of the sub-step after activation, ``Δt`` the sub-step (h):
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gridswarm_env.config import FleetConfig
 from gridswarm_env.dispatch import execute
@@ -141,3 +142,58 @@ def test_random_activations_match_a_fine_time_integration():
                   - np.maximum(net, 0.0) / eta_d[bat, None]) * fine_s / 3600
         np.testing.assert_allclose(ex.energy_delta_mwh[bat], stored.sum(axis=1), rtol=1e-9,
                                    atol=1e-15)
+
+
+# --- boundaries a mutation audit found unpinned
+def _dispatch_setup():
+    fleet = build_fleet(9, FleetConfig(), 0.5, np.random.default_rng(0))
+    kernel = Kernel(Limits(), [f"a{i}" for i in range(9)], fleet, 21, 1.0)
+    bat = np.flatnonzero(fleet.kind == KIND_BATTERY)
+    return fleet, kernel, bat
+
+
+def _execute(fleet, kernel, reserve_mw, activation_s, contract_mw=None):
+    n = fleet.n_agents
+    return execute(fleet, kernel, baseline_mw=np.zeros(n),
+                   contract_mw=np.zeros(n) if contract_mw is None else contract_mw,
+                   reserve_mw=reserve_mw, activation_s=activation_s, t0_s=10.0, dt_s=1.0,
+                   n_substeps=20, physics_dt_s=0.05)
+
+
+def test_reserve_activated_exactly_at_the_step_start_acts_for_the_whole_step() -> None:
+    """``a_j(s) = 1`` for every sub-step when the activation time equals the step start
+    ``t0`` (the window is ``[t0, t1)``): a battery's 0.5·rated reserve is executed in full
+    and its store pays ``R·h/η_d`` (it was dropped for the whole step)."""
+    fleet, kernel, bat = _dispatch_setup()
+    reserve = np.zeros(9)
+    reserve[bat] = 0.5 * fleet.rated_power_mw[bat]
+    activation = np.full(9, np.inf)
+    activation[bat] = 10.0
+    ex = _execute(fleet, kernel, reserve, activation)
+    np.testing.assert_array_equal(ex.p_mean_mw[bat], reserve[bat])
+    np.testing.assert_array_equal(ex.reserve_share[bat], 1.0)
+    np.testing.assert_allclose(ex.p_total_sub_mw, reserve.sum(), rtol=1e-12)
+    np.testing.assert_allclose(ex.energy_delta_mwh[bat],
+                               -reserve[bat] / 3600.0 / fleet.eta_discharge[bat], rtol=1e-12)
+    assert not ex.clamped.any()
+
+
+@pytest.mark.parametrize("activation_s", [10.0, 10.02], ids=["whole_step", "inside_a_substep"])
+def test_a_clamp_of_a_tenth_of_a_kilowatt_is_reported(activation_s: float) -> None:
+    """``clamped`` flags every agent whose planned power the physical guard changed (by
+    more than 1e-9 MW, rounding): a reserve 0.1 kW above a battery's rating is executed at
+    the rating and flagged (a 1e-3 MW tolerance let it pass unreported), on both the
+    whole-step and the sub-step paths."""
+    fleet, kernel, bat = _dispatch_setup()
+    rated = fleet.rated_power_mw[bat]
+    reserve = np.zeros(9)
+    reserve[bat[0]] = rated[0] + 1e-4
+    reserve[bat[1]] = 0.5 * rated[1]
+    activation = np.full(9, np.inf)
+    activation[bat[:2]] = activation_s
+    ex = _execute(fleet, kernel, reserve, activation)
+    lo, hi = kernel.execution_bounds(fleet, 1.0 / 3600.0)
+    assert hi[bat[0]] == pytest.approx(rated[0], rel=1e-12)    # energy is ample for 1 s
+    assert ex.net_max_mw[bat[0]] == pytest.approx(rated[0], rel=1e-12)
+    assert ex.clamped[bat[0]] and not ex.clamped[bat[1]]
+    assert ex.clamped.sum() == 1

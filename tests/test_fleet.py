@@ -6,6 +6,8 @@ Energy bookkeeping (module docstring), for net injection ``net`` over ``h`` hour
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -244,3 +246,66 @@ def test_soc_and_ev_rules_under_adversarial_actions(make_env, checked_run,
     ev = raw.fleet.kind == KIND_EV
     assert ev.sum() == 30 and (~raw.fleet.plugged[ev]).sum() == 30   # all EVs left
     assert stats.blocked > 0 and stats.max_abs_p_mw > 0
+
+
+# --- boundaries a mutation audit found unpinned
+def test_an_ev_leaving_fuller_than_its_departure_soc_has_no_unmet_energy() -> None:
+    """Unmet energy is ``max(departure_soc·E_cap − E, 0)``: an EV leaving at 95 % with an
+    80 % target is short of nothing (not −15 % of its pack, which would cancel another
+    EV's shortfall in the episode's unmet-energy total)."""
+    cfg = FleetConfig()
+    fleet = build_fleet(10, cfg, 0.5, np.random.default_rng(1))
+    ev = np.flatnonzero(fleet.kind == KIND_EV)
+    fleet.departure_s[ev] = [100.0, 100.0, 900.0]
+    cap = fleet.energy_capacity_mwh[ev]
+    fleet.energy_mwh[ev[0]] = 0.95 * cap[0]
+    fleet.energy_mwh[ev[1]] = 0.70 * cap[1]
+    unmet = depart_evs(fleet, 100.0)
+    assert unmet[ev[0]] == 0.0
+    assert unmet[ev[1]] == pytest.approx((cfg.ev_departure_soc - 0.70) * cap[1], rel=1e-12)
+    assert unmet.sum() == pytest.approx((cfg.ev_departure_soc - 0.70) * cap[1], rel=1e-12)
+    assert np.all(unmet >= 0.0)
+
+
+def test_solar_variability_is_an_ar1_state_carried_from_step_to_step() -> None:
+    """``x' = a·x + w`` with ``a = exp(−dt/60 s)``; ``available = rated·irradiance·(1 + x')``
+    and ``forecast = rated·irradiance_next·(1 + x')·(1 + bias)``. With the shocks switched
+    off (std 0) a state of 0.1 decays to ``a·0.1`` then ``a²·0.1`` over two 1 s steps."""
+    cfg = FleetConfig(solar_variability_std=0.0)
+    fleet = build_fleet(10, cfg, 0.5, np.random.default_rng(3))
+    sol = fleet.kind == KIND_SOLAR
+    rated = fleet.solar_rated_mw[sol]
+    fleet.solar_noise[sol] = 0.1
+    fleet.solar_bias[sol] = np.linspace(-0.1, 0.1, sol.sum())
+    a = math.exp(-1.0 / 60.0)
+    rng = np.random.default_rng(0)
+    for k in (1, 2):
+        update_solar(fleet, 0.5, 0.4, cfg, 1.0, rng)
+        x = 0.1 * a**k
+        np.testing.assert_allclose(fleet.solar_noise[sol], x, rtol=1e-12)
+        np.testing.assert_allclose(fleet.solar_available_mw[sol], rated * 0.5 * (1 + x),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(fleet.solar_forecast_mw[sol],
+                                   rated * 0.4 * (1 + x) * (1 + fleet.solar_bias[sol]),
+                                   rtol=1e-12)
+    assert np.all(fleet.solar_noise[~sol] == 0.0)
+
+
+def test_solar_availability_and_forecasts_never_exceed_the_pv_rating() -> None:
+    """``available`` and ``forecast`` are clipped to ``[0, rated]``, at reset and every
+    step: full sun (irradiance 1) with a +10 % variability state and +30 % forecast biases
+    gives exactly the rating, not 1.1 or 1.43 times it."""
+    cfg = FleetConfig(solar_variability_std=0.0, solar_forecast_error_std=0.5)
+    fleet = build_fleet(20, cfg, 1.0, np.random.default_rng(4))
+    sol = fleet.kind == KIND_SOLAR
+    rated = fleet.solar_rated_mw[sol]
+    assert np.any(fleet.solar_bias[sol] > 0.0)       # some forecasts start above the sun
+    assert np.all((fleet.solar_forecast_mw >= 0.0)
+                  & (fleet.solar_forecast_mw <= fleet.solar_rated_mw))
+    np.testing.assert_array_equal(
+        fleet.solar_forecast_mw[sol], np.clip(rated * (1 + fleet.solar_bias[sol]), 0.0, rated))
+    fleet.solar_noise[sol] = 0.1 / math.exp(-1.0 / 60.0)     # x' = 0.1 after one step
+    fleet.solar_bias[sol] = 0.3
+    update_solar(fleet, 1.0, 1.0, cfg, 1.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(fleet.solar_available_mw[sol], rated)
+    np.testing.assert_array_equal(fleet.solar_forecast_mw[sol], rated)

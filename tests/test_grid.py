@@ -255,3 +255,20 @@ def test_agent_step_tolerance_is_the_configs() -> None:
     with pytest.raises(ValueError, match=r"GridModel\.dt_s = 4\.1: must be a whole multiple "
                                          r"of physics_dt_s = 2\.0"):
         GridModel(coarse, 4.1)
+
+
+# --- boundaries a mutation audit found unpinned
+@pytest.mark.parametrize("duration_s, n_substeps", [(0.3, 6), (0.7, 14), (2.1, 42), (1.0, 20)])
+def test_step_response_covers_a_horizon_that_is_a_whole_number_of_substeps(
+        duration_s: float, n_substeps: int) -> None:
+    """``duration_s`` rounded down to whole 50 ms sub-steps: 0.3 s is 6 sub-steps although
+    ``0.3 / 0.05`` is 5.999999999999999 in floating point (a plain floor gave 5, and the
+    trace stopped one sub-step short of the requested horizon)."""
+    params = GridParams()
+    assert params.physics_dt_s == 0.05
+    t, f = step_response(params, -0.1, duration_s)
+    assert t.shape == f.shape == (n_substeps + 1,)
+    assert t[-1] == pytest.approx(duration_s, rel=1e-12)
+    # the first sub-step's slope is the closed-form initial RoCoF to first order
+    assert (f[1] - f[0]) / params.physics_dt_s == pytest.approx(
+        params.initial_rocof_hz_per_s(-0.1), rel=0.05)

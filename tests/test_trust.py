@@ -1243,3 +1243,146 @@ class TestScreenBatch:
             ledger.screen_batch(signed, math.nan)
         with pytest.raises(ValueError, match="expected_agents"):
             ledger.screen_batch(signed, 10.0, ["der_0"])
+
+
+# --- boundaries a mutation audit found unpinned: each rule of the trust module docstring
+# on both verification paths, ContractLedger.verify and ContractLedger.verify_batch
+FOUR_AGENTS = ["der_0", "der_1", "der_2", "der_3"]
+
+
+def _ledger(audit: AuditLog | None = None) -> tuple[IdentityRegistry, ContractLedger]:
+    registry = IdentityRegistry(FOUR_AGENTS, seed=11, crypto_threads=1)
+    return registry, ContractLedger(registry, rng=3, audit=audit)
+
+
+def _issue(ledger: ContractLedger, start_s: float = 10.0, end_s: float = 11.0):
+    n = len(FOUR_AGENTS)
+    return ledger.issue(0, np.arange(n), np.full(n, 0.5), 40.0, start_s, end_s)
+
+
+def _one(ledger: ContractLedger, signed: SignedContract, now_s: float):
+    return ledger.verify(signed, now_s)
+
+
+def _batch(ledger: ContractLedger, signed: SignedContract, now_s: float):
+    valid, reasons = ledger.verify_batch([signed], now_s)
+    assert bool(valid[0]) is (reasons[0] is None)
+    return reasons[0]
+
+
+PATHS = pytest.mark.parametrize("present", [_one, _batch], ids=["verify", "verify_batch"])
+
+
+@PATHS
+def test_window_opens_tolerance_s_before_its_start(present) -> None:
+    """``window_start_s - tolerance_s <= now_s``: 10.0 - 0.05 s is the first valid instant."""
+    _, ledger = _ledger()
+    signed = _issue(ledger, 10.0, 11.0)
+    tol = ledger.tolerance_s
+    assert tol == 0.05
+    assert present(ledger, signed[0], math.nextafter(10.0 - tol, 0.0)) is RejectReason.NOT_YET_VALID
+    assert present(ledger, signed[0], 10.0 - tol) is None
+    assert present(ledger, signed[1], 10.0 - tol / 2) is None
+
+
+@PATHS
+def test_window_end_is_exclusive_and_time_cannot_be_rewound(present) -> None:
+    """Expiry is judged against the ledger clock (the highest ``now_s`` seen): once the
+    ledger has seen ``window_end_s``, presenting a contract with an earlier ``now_s`` does
+    not bring its window back."""
+    _, ledger = _ledger()
+    signed = _issue(ledger, 10.0, 11.0)
+    assert present(ledger, signed[0], math.nextafter(11.0, 0.0)) is None
+    assert present(ledger, signed[1], 11.0) is RejectReason.EXPIRED
+    assert ledger.clock_s == 11.0
+    assert present(ledger, signed[2], 10.5) is RejectReason.EXPIRED
+    assert ledger.rejected_by_reason["expired"] == 2
+
+
+@PATHS
+def test_a_contract_id_is_accepted_once_even_under_a_fresh_nonce(present) -> None:
+    """"each contract id and each nonce is accepted once": a second contract with an
+    accepted id, a fresh nonce of this epoch and valid signatures of both parties is a
+    replay (and audited as one)."""
+    audit = AuditLog()
+    registry, ledger = _ledger(audit)
+    first = _issue(ledger)[0]
+    assert present(ledger, first, 10.5) is None
+    nonce = first.contract.nonce[:4] + bytes(12)   # this epoch's tag, a nonce never used
+    assert nonce != first.contract.nonce
+    again = replace(first.contract, nonce=nonce, power_mw=2.0)
+    message = again.canonical_bytes()
+    resigned = SignedContract(again, registry.sign(again.agent_id, message),
+                              registry.sign(registry.operator_id, message))
+    assert present(ledger, resigned, 10.6) is RejectReason.REPLAYED
+    rejected = [e for e in audit.entries if e.kind == "contract_rejected"]
+    assert rejected[-1].fields["rejections"] == [
+        {"contract_id": first.contract.contract_id, "reason": "replayed"}]
+
+
+@PATHS
+@pytest.mark.parametrize("start_s, end_s", [(10.0, math.inf), (10.0, math.nan), (10.5, 10.2)],
+                         ids=["never_ends", "nan_end", "ends_before_it_starts"])
+def test_a_window_slipped_in_behind_validation_is_malformed_even_when_signed(
+        present, start_s: float, end_s: float) -> None:
+    """A window no :class:`Contract` can hold (an infinite or NaN end, or ``end <= start``),
+    set behind the frozen fields and then signed by *both* parties, is ``malformed``: it is
+    not accepted (an infinite end would never expire) and uses nothing up."""
+    registry, ledger = _ledger()
+    genuine = _issue(ledger)[0]
+    contract = replace(genuine.contract)
+    object.__setattr__(contract, "window_start_s", start_s)
+    object.__setattr__(contract, "window_end_s", end_s)
+    message = contract.canonical_bytes()
+    signed = SignedContract(contract, registry.sign(contract.agent_id, message),
+                            registry.sign(registry.operator_id, message))
+    assert present(ledger, signed, 10.5) is RejectReason.MALFORMED
+    assert ledger.replay_memory_size == 0
+    assert present(ledger, genuine, 10.5) is None
+
+
+@pytest.mark.parametrize("mode, backend", [("hmac", None), ("ed25519", "cryptography"),
+                                           ("ed25519", "libsodium")])
+def test_verify_signature_refuses_a_signature_of_the_wrong_type_or_length(
+        mode: str, backend: str | None) -> None:
+    """"signatures of the wrong type or length give False": the right bytes in a
+    ``bytearray`` (or with a byte added) are no signature, whatever the backend accepts."""
+    registry = IdentityRegistry(FOUR_AGENTS, mode=mode, seed=5, ed25519_backend=backend)
+    message = b"gridswarm"
+    signature = registry.sign("der_1", message)
+    assert registry.verify_signature("der_1", message, signature) is True
+    for wrong in (bytearray(signature), memoryview(signature), signature + b"\x00",
+                  signature[:-1], signature.hex()):
+        assert registry.verify_signature("der_1", message, wrong) is False, type(wrong)
+    assert registry.verify_signature("der_2", message, signature) is False
+
+
+def test_an_audited_rejection_never_reads_a_non_contract_s_attributes() -> None:
+    """A :class:`SignedContract` holding some other object is ``malformed``; with an audit
+    log attached the rejection is written as ``<malformed>`` without reading the object's
+    ``contract_id`` (an adversary's property: it used to run, and its exception escaped
+    ``verify`` and ``verify_batch``, stopping the caller's step)."""
+    calls = []
+
+    class Hostile:
+        @property
+        def contract_id(self) -> str:
+            calls.append(1)
+            raise RuntimeError("presented by an adversary")
+
+    class Pretender:
+        contract_id = "c-0-der_0-0"   # an id the audit must not repeat as if it were one
+
+    audit = AuditLog()
+    _, ledger = _ledger(audit)
+    genuine = _issue(ledger)[0]
+    hostile = SignedContract(Hostile(), b"\x00" * 64, b"\x00" * 64)
+    pretender = SignedContract(Pretender(), b"\x00" * 64, b"\x00" * 64)
+    assert ledger.verify(hostile, 10.5) is RejectReason.MALFORMED
+    _, reasons = ledger.verify_batch([hostile, pretender, genuine], 10.5)
+    assert reasons == [RejectReason.MALFORMED, RejectReason.MALFORMED, None]
+    assert calls == []
+    rejected = [e.fields["rejections"] for e in audit.entries if e.kind == "contract_rejected"]
+    assert rejected == [[{"contract_id": "<malformed>", "reason": "malformed"}],
+                        [{"contract_id": "<malformed>", "reason": "malformed"}] * 2]
+    assert ledger.rejected_by_reason["malformed"] == 3
