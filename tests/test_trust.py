@@ -1386,3 +1386,31 @@ def test_an_audited_rejection_never_reads_a_non_contract_s_attributes() -> None:
     assert rejected == [[{"contract_id": "<malformed>", "reason": "malformed"}],
                         [{"contract_id": "<malformed>", "reason": "malformed"}] * 2]
     assert ledger.rejected_by_reason["malformed"] == 3
+
+
+@PATHS
+def test_hmac_tags_are_compared_in_constant_time(present, monkeypatch) -> None:
+    """Every HMAC check goes through ``hmac.compare_digest`` (the mutation ``==`` changes
+    only timing, which no pass/fail test may measure; this pins the call instead): one
+    comparison per tag, the agent's and the operator's, of the expected tag against the
+    presented one; a forged tag is refused by that comparison."""
+    import gridswarm_env.trust as trust_module
+
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((bytes(a), bytes(b)))
+        return real(a, b)
+
+    registry = IdentityRegistry(FOUR_AGENTS, mode="hmac", seed=11, crypto_threads=1)
+    ledger = ContractLedger(registry, rng=3)
+    signed = ledger.issue(0, np.arange(2), np.full(2, 0.5), 40.0, 10.0, 11.0)
+    monkeypatch.setattr(trust_module.hmac, "compare_digest", spy)
+    assert present(ledger, signed[0], 10.0) is None
+    assert sorted(compared) == sorted([(signed[0].agent_signature,) * 2,
+                                       (signed[0].operator_signature,) * 2])
+    compared.clear()
+    forged = replace(signed[1], agent_signature=bytes(32))
+    assert present(ledger, forged, 10.0) is RejectReason.BAD_AGENT_SIGNATURE
+    assert compared == [(signed[1].agent_signature, bytes(32))]
