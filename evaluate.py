@@ -52,8 +52,9 @@ empty) and leaves ``DIR`` as it was. On Ctrl-C the finished episodes are not los
 results (``results.json`` layout, ``summary.interrupted`` true) go to a new file in the
 temporary directory, and the one-line message says how many of how many and where
 (:func:`save_interrupted`). An error during an episode (a policy or the environment
-raising) does the same, with the error and its traceback in ``summary.failure``, and
-exits with status 1 (:class:`EvaluationFailed`).
+raising) does the same, with the error and its traceback in ``summary.failure`` (also
+when no episode had finished: the one-line message has no traceback), and exits with
+status 1 (:class:`EvaluationFailed`).
 
 Every policy is built once, before the first episode (a model is read once and loaded
 from those bytes), and plays every scenario and seed: a model file rewritten during the
@@ -149,9 +150,9 @@ class EvaluationInterrupted(KeyboardInterrupt):
 class EvaluationFailed(RuntimeError):
     """An error (not a bad argument) stopped the run after it started: a policy or the
     environment raised during an episode. ``DIR`` is left as it was; the finished
-    episodes' results, with the error and its traceback (``summary.failure``), were saved
-    to a file in the temporary directory (``saved``; None when no episode had finished
-    or that write failed, see ``problem``)."""
+    episodes' results (none when it failed in the first), with the error and its
+    traceback (``summary.failure``), were saved to a file in the temporary directory
+    (``saved``; None when that write failed, see ``problem``)."""
 
     def __init__(self, during: str, error: BaseException, finished: int, planned: int,
                  saved: Path | None, problem: str | None = None) -> None:
@@ -164,7 +165,9 @@ class EvaluationFailed(RuntimeError):
         error = " ".join(str(self.error).split())   # one line
         text = (f"failed during {self.during} ({type(self.error).__name__}: {error}) "
                 f"after {self.finished} of {self.planned} episodes")
-        if self.saved is not None:
+        if self.saved is not None and not self.finished:
+            text += f"; the traceback is saved in {str(self.saved)!r}"
+        elif self.saved is not None:
             its = "its" if self.finished == 1 else "their"
             text += (f"; {its} results and the traceback are saved in "
                      f"{str(self.saved)!r}")
@@ -981,9 +984,10 @@ def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios:
     writing is ignored.
 
     :returns: (the file or None, a one-line problem or None); (None, None) when no
-        episode had finished.
+        episode had finished and no error stopped the run (a failure before the first
+        episode finished is saved all the same: its traceback is not printed).
     """
-    if not runs:
+    if not runs and failure is None:
         return None, None
     why = "interrupted" if failure is None else f"failed during {failure['during']}"
     doc = json_safe({"runs": runs, "summary": {
@@ -1001,7 +1005,8 @@ def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios:
         path.write_text(text)
         return path, None
     except OSError as exc:
-        return None, f"saving their results failed ({exc.strerror or type(exc).__name__})"
+        what = "their results" if runs else "the traceback"
+        return None, f"saving {what} failed ({exc.strerror or type(exc).__name__})"
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
