@@ -30,8 +30,10 @@ Outputs in ``DIR``:
   seeds, limits, each model's file and SHA-256, the code's version, what ± means),
   then one KPI table per scenario (mean ± sample std over episodes; counts such as
   ``blocked_attempts`` without decimals; episodes a mean leaves out shown as
-  ``(1 NaN/inf)`` or ``(2 null)``) with each policy's ``system_cost`` relative to the
-  oracle, and a line with each policy's paired cost difference to the heuristic;
+  ``(1 NaN/inf)`` or ``(2 null)``, a KPI NaN or infinite in every episode as
+  ``– (1 NaN/inf)``) with each policy's ``system_cost`` relative to the oracle (only
+  when both ran the same seeds), and a line with each policy's paired cost difference
+  to the heuristic;
 * ``freq_<scenario>.png`` — the frequency at every physics sub-step of the first
   seed, every policy overlaid, with the no-DER counterfactual (the same seed in shadow
   mode: bids, clearing and contracts run, nothing is dispatched) dashed;
@@ -50,8 +52,9 @@ empty) and leaves ``DIR`` as it was. On Ctrl-C the finished episodes are not los
 results (``results.json`` layout, ``summary.interrupted`` true) go to a new file in the
 temporary directory, and the one-line message says how many of how many and where
 (:func:`save_interrupted`). An error during an episode (a policy or the environment
-raising) does the same, with the error and its traceback in ``summary.failure``, and
-exits with status 1 (:class:`EvaluationFailed`).
+raising) does the same, with the error and its traceback in ``summary.failure`` (also
+when no episode had finished: the one-line message has no traceback), and exits with
+status 1 (:class:`EvaluationFailed`).
 
 Every policy is built once, before the first episode (a model is read once and loaded
 from those bytes), and plays every scenario and seed: a model file rewritten during the
@@ -147,9 +150,9 @@ class EvaluationInterrupted(KeyboardInterrupt):
 class EvaluationFailed(RuntimeError):
     """An error (not a bad argument) stopped the run after it started: a policy or the
     environment raised during an episode. ``DIR`` is left as it was; the finished
-    episodes' results, with the error and its traceback (``summary.failure``), were saved
-    to a file in the temporary directory (``saved``; None when no episode had finished
-    or that write failed, see ``problem``)."""
+    episodes' results (none when it failed in the first), with the error and its
+    traceback (``summary.failure``), were saved to a file in the temporary directory
+    (``saved``; None when that write failed, see ``problem``)."""
 
     def __init__(self, during: str, error: BaseException, finished: int, planned: int,
                  saved: Path | None, problem: str | None = None) -> None:
@@ -162,7 +165,9 @@ class EvaluationFailed(RuntimeError):
         error = " ".join(str(self.error).split())   # one line
         text = (f"failed during {self.during} ({type(self.error).__name__}: {error}) "
                 f"after {self.finished} of {self.planned} episodes")
-        if self.saved is not None:
+        if self.saved is not None and not self.finished:
+            text += f"; the traceback is saved in {str(self.saved)!r}"
+        elif self.saved is not None:
             its = "its" if self.finished == 1 else "their"
             text += (f"; {its} results and the traceback are saved in "
                      f"{str(self.saved)!r}")
@@ -485,10 +490,13 @@ def summarize(runs: list[dict[str, Any]], policies: list[str], scenarios: list[s
     ``ci95`` (:func:`ci95_halfwidth`) / n of every numeric KPI, with ``n_null`` (values
     that are None) and ``n_nonfinite`` (of those, the NaN or infinite ones, listed in
     ``nonfinite`` as ``{"policy", "scenario", "seed", "metrics"}``: a broken episode, not
-    a KPI that is undefined by design); ``system_cost`` mean relative to the oracle's
-    (None without an oracle, or when either misses an episode's cost: means over
-    different seeds do not compare); and ``system_cost_vs_heuristic``, the difference
-    to :data:`PAIRED_BASELINE`'s cost seed by seed (:func:`paired_difference`)."""
+    a KPI that is undefined by design); a KPI with no finite value but a NaN or infinite
+    one is not among the KPIs but in ``nonfinite_only`` (``{key: {"n_null",
+    "n_nonfinite"}}``, shown as ``– (1 NaN/inf)`` in results.md); ``system_cost`` mean
+    relative to the oracle's (None without an oracle, or when either misses an
+    episode's cost or they ran different seeds, as a stopped run's policies can: means
+    over different seeds do not compare); and ``system_cost_vs_heuristic``, the
+    difference to :data:`PAIRED_BASELINE`'s cost seed by seed (:func:`paired_difference`)."""
     bad = _nonfinite_index(nonfinite)
     out: dict[str, Any] = {}
     for sc in scenarios:
@@ -497,9 +505,13 @@ def summarize(runs: list[dict[str, Any]], policies: list[str], scenarios: list[s
             mine = [r for r in runs if r["scenario"] == sc and r["policy"] == pol]
             mets = [r["metrics"] for r in mine]
             kpis: dict[str, Any] = {}
+            nonfinite_only: dict[str, Any] = {}
             keys = dict.fromkeys(k for m in mets for k in m)
             for key in keys:
                 vals = [_numeric(m.get(key)) for m in mets]
+                n_bad = sum(key in bad.get((pol, sc, r["seed"]), ()) for r in mine)
+                if n_bad and all(v is None for v in vals):   # no mean, but not by design
+                    nonfinite_only[key] = {"n_null": len(vals), "n_nonfinite": n_bad}
                 if all(isinstance(m.get(key), int | float) or m.get(key) is None for m in mets) \
                         and any(v is not None for v in vals):
                     xs = np.array([v for v in vals if v is not None])
@@ -508,18 +520,19 @@ def summarize(runs: list[dict[str, Any]], policies: list[str], scenarios: list[s
                     kpis[key] = {"mean": float(xs.mean()), "std": std,
                                  "ci95": ci95_halfwidth(std, int(xs.size)),
                                  "n": int(xs.size), "n_null": int(len(vals) - xs.size),
-                                 "n_nonfinite": sum(key in bad.get((pol, sc, r["seed"]), ())
-                                                    for r in mine),
+                                 "n_nonfinite": n_bad,
                                  # a count: results.md prints it without decimals
                                  "integer": all(isinstance(m.get(key), int | None)
                                                 for m in mets)}
-            per_policy[pol] = {"episodes": len(mets), "kpis": kpis}
+            per_policy[pol] = {"episodes": len(mets), "kpis": kpis,
+                               "nonfinite_only": nonfinite_only}
         oracle = per_policy.get("oracle", {}).get("kpis", {}).get("system_cost")
         for pol, entry in per_policy.items():
             cost = entry["kpis"].get("system_cost")
             rel = None
             if oracle is not None and cost is not None and oracle["mean"] > 0 \
-                    and not oracle["n_null"] and not cost["n_null"]:
+                    and not oracle["n_null"] and not cost["n_null"] \
+                    and _seeds(runs, sc, pol) == _seeds(runs, sc, "oracle"):
                 rel = cost["mean"] / oracle["mean"]
             entry["system_cost_vs_oracle"] = rel
             entry["system_cost_vs_heuristic"] = (
@@ -529,6 +542,19 @@ def summarize(runs: list[dict[str, Any]], policies: list[str], scenarios: list[s
     return out
 
 
+def _by_seed(runs: list[dict[str, Any]], scenario: str, policy: str,
+             key: str) -> dict[int, float | None]:
+    """``policy``'s ``key`` in ``scenario`` per seed it ran (None: null, NaN or inf)."""
+    return {r["seed"]: _numeric(r["metrics"].get(key)) for r in runs
+            if r["scenario"] == scenario and r["policy"] == policy}
+
+
+def _seeds(runs: list[dict[str, Any]], scenario: str, policy: str) -> list[int]:
+    """The seeds ``policy`` ran in ``scenario``, sorted (an interrupted or failed run's
+    policies may have run different ones)."""
+    return sorted(r["seed"] for r in runs if r["scenario"] == scenario and r["policy"] == policy)
+
+
 def paired_difference(runs: list[dict[str, Any]], scenario: str, policy: str,
                       baseline: str, key: str = "system_cost") -> dict[str, Any] | None:
     """``policy``'s ``key`` minus ``baseline``'s, seed by seed (both ran every seed on the
@@ -536,11 +562,7 @@ def paired_difference(runs: list[dict[str, Any]], scenario: str, policy: str,
     (:func:`ci95_halfwidth`), ``n_pairs``, ``relative`` (mean difference / baseline's
     mean over the same seeds) and the seeds where either value is missing
     (``unpaired_seeds``). None when no seed has both values."""
-    def by_seed(pol: str) -> dict[int, float | None]:
-        return {r["seed"]: _numeric(r["metrics"].get(key)) for r in runs
-                if r["scenario"] == scenario and r["policy"] == pol}
-
-    mine, base = by_seed(policy), by_seed(baseline)
+    mine, base = _by_seed(runs, scenario, policy, key), _by_seed(runs, scenario, baseline, key)
     seeds = sorted(set(mine) | set(base))
     paired = [s for s in seeds if mine.get(s) is not None and base.get(s) is not None]
     if not paired:
@@ -621,7 +643,9 @@ def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
         for pol, entry in per_policy.items():
             rel = entry["system_cost_vs_oracle"]
             cells = [pol, str(entry["episodes"])]
-            cells += [_fmt(entry["kpis"].get(k)) for k in TABLE_KPIS]
+            broken = entry.get("nonfinite_only", {})
+            cells += [_fmt(entry["kpis"].get(k)) if k not in broken
+                      else "–" + _missing_text(broken[k]) for k in TABLE_KPIS]
             cells.append("–" if rel is None else f"{rel:.4f}")
             lines.append("| " + " | ".join(cells) + " |")
         paired = _paired_text(per_policy)
@@ -960,9 +984,10 @@ def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios:
     writing is ignored.
 
     :returns: (the file or None, a one-line problem or None); (None, None) when no
-        episode had finished.
+        episode had finished and no error stopped the run (a failure before the first
+        episode finished is saved all the same: its traceback is not printed).
     """
-    if not runs:
+    if not runs and failure is None:
         return None, None
     why = "interrupted" if failure is None else f"failed during {failure['during']}"
     doc = json_safe({"runs": runs, "summary": {
@@ -980,7 +1005,8 @@ def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios:
         path.write_text(text)
         return path, None
     except OSError as exc:
-        return None, f"saving their results failed ({exc.strerror or type(exc).__name__})"
+        what = "their results" if runs else "the traceback"
+        return None, f"saving {what} failed ({exc.strerror or type(exc).__name__})"
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

@@ -87,8 +87,8 @@ over lane-major, publish-ordered rows) and the compaction of the undelivered rem
 are vectorized; a lane whose earliest queued delivery time is in the future is skipped
 without touching its columns. Latency statistics live in a fixed-size histogram per lane
 (bounded memory over millions of steps), folded in batches. The fast path takes only
-calls the checked path would accept (a :class:`Lane`, a non-bool time, int ids within
-±(2**30 − 1)); any other call is validated in full (ids within int64), and a refused
+calls the checked path would accept (a :class:`Lane`, a time of class float, int,
+``np.float64`` or ``np.int64``, int ids within ±(2**30 − 1)); any other call is validated in full (ids within int64), and a refused
 call raises ``ValueError`` and changes nothing.
 
 Payloads
@@ -132,6 +132,9 @@ __all__ = [
 _INF = math.inf
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
+#: publish-time classes besides float that the single-publish fast path takes (all of
+#: them accepted by :func:`_check_time`; any other class goes through the checked path)
+_FAST_TIME_CLASSES = frozenset({int, np.float64, np.int64})
 
 
 class Lane(enum.IntEnum):
@@ -1016,9 +1019,10 @@ class AgentMessageBus:
         """
         # fast path: a unicast continuing the lane's current run of (publish time, topic),
         # both validated when the run was opened, below the high-water mark. It accepts
-        # only what the checked path accepts (a Lane, a non-bool time equal to the run's,
-        # int ids; ids within +-(2**30 - 1), one-digit ints whose comparisons CPython
-        # specializes: larger ids are checked against int64 by the checked path)
+        # only what the checked path accepts (a Lane, a float, int, np.float64 or np.int64
+        # time equal to the run's, int ids; ids within +-(2**30 - 1), one-digit ints
+        # whose comparisons CPython specializes: larger ids are checked against int64 by
+        # the checked path)
         if lane.__class__ is Lane:
             queue = self._lane_queues[lane]
             payloads = queue.payloads
@@ -1029,7 +1033,7 @@ class AgentMessageBus:
                 and sender.__class__ is int
                 and -0x3FFFFFFF <= sender <= 0x3FFFFFFF
                 and -0x3FFFFFFF <= recipient <= 0x3FFFFFFF
-                and now_s.__class__ is not bool
+                and (now_s.__class__ is float or now_s.__class__ in _FAST_TIME_CLASSES)
                 and len(payloads) < queue.room
             ):
                 queue.senders.append(sender)

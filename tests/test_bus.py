@@ -6,6 +6,8 @@ import gc
 import math
 import os
 import tracemalloc
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -674,6 +676,22 @@ def test_oversized_fast_path_ids_are_refused_at_publish():
     assert_accounting(bus)
     assert sorted(m.payload for m in bus.deliver(1.0)) == ["first", "ok"]
     assert bus.stats()["totals"]["dropped"] == 0
+
+
+def test_a_time_of_another_type_is_refused_also_inside_a_publish_run():
+    """Review: the single-publish fast path took any ``now_s`` equal to its run's time
+    and not a bool (a 0-d array, a Fraction, a Decimal), which the first publish of a
+    run, validated in full, refuses: the same call was accepted or refused depending on
+    whether a run was open."""
+    bus = make_bus()
+    bus.publish("t", "first", sender=0, recipient=1, now_s=0.25)
+    for other in (np.array(0.25), Fraction(1, 4), Decimal("0.25")):
+        with pytest.raises(ValueError, match="now_s must be a finite time in s"):
+            bus.publish("t", "bad", sender=0, recipient=1, now_s=other)
+    for same in (0.25, np.float64(0.25)):   # numbers of the accepted types still go
+        bus.publish("t", "ok", sender=0, recipient=1, now_s=same)
+    assert_accounting(bus)
+    assert sorted(m.payload for m in bus.deliver(1.0)) == ["first", "ok", "ok"]
 
 
 @pytest.mark.parametrize(

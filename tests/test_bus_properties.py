@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -495,6 +496,9 @@ def bad_calls(bus: AgentMessageBus, clock_s: float, last_pub: dict | None) -> li
              "sender must be an int id within int64"),
             ("float sender", {"sender": float(good["sender"])}, "sender must be an int id"),
             ("bool recipient", {"recipient": True}, "recipient must be an int id"),
+            # equal to the run's time but not a number type _check_time takes
+            ("0-d array time", {"now_s": np.array(good["now_s"])}, _TIME_ERROR),
+            ("Fraction time", {"now_s": Fraction(good["now_s"])}, _TIME_ERROR),
         ]
         if good["lane"] in (Lane.EMERGENCY, Lane.CONTROL):
             variants.append(("bool lane", {"lane": bool(good["lane"])}, _LANE_ERROR))

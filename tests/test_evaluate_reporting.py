@@ -22,6 +22,12 @@ def _small(policies: str, out: Path, scenarios: str = "emergency", episodes: int
                              progress=False, counterfactual=counterfactual)
 
 
+def _main_one_episode(policies: str, out: Path) -> int:
+    return evaluate.main(["--policies", policies, "--scenarios", "emergency", "--episodes",
+                          "1", "--agents", "3", "--trust", "hmac", "--out", str(out),
+                          "--no-progress"])
+
+
 def test_a_model_is_loaded_once_and_named_by_the_hash_of_what_was_loaded(tmp_path,
                                                                         monkeypatch):
     """RL review: each scenario re-loaded the model file, so a file rewritten during the
@@ -76,15 +82,14 @@ def test_a_failure_mid_run_keeps_the_finished_episodes(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(policies.rollout, "run_episode", fail_second)
     out = tmp_path / "o"
-    status = evaluate.main(["--policies", "heuristic,random", "--scenarios", "emergency",
-                            "--episodes", "1", "--agents", "3", "--trust", "hmac",
-                            "--out", str(out), "--no-progress"])
+    status = _main_one_episode("heuristic,random", out)
     err = capsys.readouterr().err.strip()
     assert status == 1
     assert len(err.splitlines()) == 1
     assert err.startswith("evaluate.py: error: failed during heuristic / emergency / seed 0 "
                           "(RuntimeError: oracle LP not solved (HiGHS status 2): The problem "
                           "is infeasible) after 0 of 2 episodes")
+    Path(err.split("traceback is saved in '")[1].split("'")[0]).unlink()
     calls.clear()
 
     def fail_third(*args, **kwargs):   # baseline, heuristic ok, random fails
@@ -94,9 +99,7 @@ def test_a_failure_mid_run_keeps_the_finished_episodes(tmp_path, capsys, monkeyp
         return original(*args, **kwargs)
 
     monkeypatch.setattr(policies.rollout, "run_episode", fail_third)
-    status = evaluate.main(["--policies", "heuristic,random", "--scenarios", "emergency",
-                            "--episodes", "1", "--agents", "3", "--trust", "hmac",
-                            "--out", str(out), "--no-progress"])
+    status = _main_one_episode("heuristic,random", out)
     err = capsys.readouterr().err.strip()
     assert status == 1 and len(err.splitlines()) == 1
     assert "failed during random / emergency / seed 0 (ValueError: policy bug) after 1 of 2 " \
@@ -110,6 +113,30 @@ def test_a_failure_mid_run_keeps_the_finished_episodes(tmp_path, capsys, monkeyp
     failure = data["summary"]["failure"]
     assert failure["during"] == "random / emergency / seed 0"
     assert failure["type"] == "ValueError" and "policy bug" in failure["traceback"]
+    assert not out.exists()
+
+
+def test_a_failure_in_the_first_episode_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    """Review: an error before any episode finished printed one line (type and message)
+    and saved nothing, so the traceback was gone (before this session's failure handling
+    Python printed it). It now goes to results-failed-….json like a later failure's."""
+    def policy_bug(*args, **kwargs):
+        raise KeyError("deep_inside_the_policy")
+
+    monkeypatch.setattr(policies.rollout, "run_episode", policy_bug)
+    out = tmp_path / "o"
+    status = _main_one_episode("heuristic", out)
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and len(err.splitlines()) == 1
+    assert "after 0 of 1 episodes; the traceback is saved in '" in err
+    saved = Path(err.split("the traceback is saved in '")[1].split("'")[0])
+    data = json.loads(saved.read_text())
+    saved.unlink()
+    assert saved.name.startswith("results-failed-")
+    assert data["runs"] == [] and data["summary"]["episodes_finished"] == 0
+    failure = data["summary"]["failure"]
+    assert failure["type"] == "KeyError"
+    assert "policy_bug" in failure["traceback"] and "deep_inside_the_policy" in failure["traceback"]
     assert not out.exists()
 
 
