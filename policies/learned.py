@@ -100,7 +100,7 @@ def load_maskable_ppo(path: str | Path, data: bytes | None = None) -> Any:
     _check_spaces(model, f"model file {str(p)!r}")
     _check_weights(model, f"model file {str(p)!r}")
     _check_obs_fields(getattr(model, OBS_FIELDS_ATTR, None), p, "it stores")
-    _check_record(p)
+    _check_record(p, data)
     return model
 
 
@@ -157,20 +157,34 @@ def _check_spaces(model: Any, source: str) -> None:
                          "MultiDiscrete([n_power_levels, n_price_levels])")
 
 
-def _check_record(path: Path) -> None:
-    """If the training record ``<model>.json`` lists the observation fields the model
-    was trained on, they must be today's :data:`OBS_FIELDS` (same width is not enough:
-    a renamed or re-scaled column silently changes what the network sees)."""
+def _check_record(path: Path, data: bytes | None) -> None:
+    """The training record ``<model>.json`` beside a model, if there is one, must
+    describe it: its ``model_sha256`` (when it has one) must be the hash of the model's
+    bytes (a record left over from another model would vouch for the wrong observation
+    layout), and the observation fields it lists must be today's :data:`OBS_FIELDS`
+    (same width is not enough: a renamed or re-scaled column silently changes what the
+    network sees).
+
+    :param data: the model's bytes, already read (None: read ``path``).
+    """
     record_path = path.with_suffix(".json")
     if not record_path.is_file():
         return
     import json
 
     try:
-        fields_then = json.loads(record_path.read_text()).get("obs_fields")
+        record = json.loads(record_path.read_text())
+        fields_then, sha_then = record.get("obs_fields"), record.get("model_sha256")
     except (OSError, ValueError, AttributeError):
         raise ValueError(f"training record {str(record_path)!r} beside the model is not "
                          "valid JSON (expected the record `python -m train` writes)") from None
+    if sha_then is not None:
+        sha_now = hashlib.sha256(path.read_bytes() if data is None else data).hexdigest()
+        if sha_then != sha_now:
+            raise ValueError(f"training record {str(record_path)!r} describes another model "
+                             f"(model_sha256 {str(sha_then)[:12]}…, this file's "
+                             f"{sha_now[:12]}…): it is stale; remove or replace it, or "
+                             "load the model it was written for")
     _check_obs_fields(fields_then, path, "its JSON record lists")
 
 

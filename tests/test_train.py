@@ -354,6 +354,25 @@ def test_learned_policy_refuses_a_model_trained_on_other_observations(trained, t
         LearnedPolicy(copy)
 
 
+def test_learned_policy_refuses_a_record_written_for_another_model(trained, tmp_path):
+    """A record left beside a model it does not describe (its model_sha256 is another
+    file's) would vouch for the wrong observation layout: refused, naming both hashes;
+    the same record beside the model it names loads."""
+    _, path, _ = trained
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    other = tmp_path / "other.zip"
+    other.write_bytes(path.read_bytes() + b"\0")   # still a readable zip, other bytes
+    other.with_suffix(".json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"describes another model \(model_sha256 "
+                       + record["model_sha256"][:12]):
+        LearnedPolicy(other)
+    same = tmp_path / "same.zip"
+    same.write_bytes(path.read_bytes())
+    same.with_suffix(".json").write_text(json.dumps(record))
+    assert LearnedPolicy(same).sha256 == record["model_sha256"]
+
+
 def test_models_without_a_record_carry_their_observation_fields(trained, tmp_path):
     """RL review: best_model.zip and checkpoints have no JSON record, so the layout check
     never applied to them; every saved model now stores its observation fields."""

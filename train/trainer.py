@@ -632,12 +632,16 @@ def _record_path(target: Path, saved_to: Path | None, run_dir: Path) -> Path:
     return target.with_suffix(".json")
 
 
-def _sha256_of(path: Path) -> str:
-    """SHA-256 hex digest of a file's bytes."""
+def _sha256_of(path: Path) -> str | None:
+    """SHA-256 hex digest of a file's bytes; None if it cannot be read back (the record
+    is still written, without the hash)."""
     import hashlib
 
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def _write_text(path: Path, text: str) -> None:
