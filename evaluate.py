@@ -92,6 +92,7 @@ from policies.cli_checks import (
     check_limits_agents,
     check_output_dir,
     check_output_file,
+    file_sha256,
     int_range_text,
     integer_type,
     max_crypto_threads,
@@ -177,13 +178,6 @@ class EvaluationFailed(RuntimeError):
 
 
 # --------------------------------------------------------------------------- identity
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's content, hex."""
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def policy_identity(name: str, policy: Any) -> dict[str, Any]:
     """What a reader needs to know which policy produced a result: its class and, for a
     model, the file loaded, the SHA-256 and size of the bytes loaded

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from gridswarm_env.env import OBS_FIELDS
-from policies.cli_checks import OutputError, write_or_rescue
+from policies.cli_checks import OutputError, file_sha256, write_or_rescue
 from policies.learned import OBS_FIELDS_ATTR, nonfinite_tensors
 from train.adapter import GridSwarmVecEnv
 from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig
@@ -633,13 +633,10 @@ def _record_path(target: Path, saved_to: Path | None, run_dir: Path) -> Path:
 
 
 def _sha256_of(path: Path) -> str | None:
-    """SHA-256 hex digest of a file's bytes; None if it cannot be read back (the record
-    is still written, without the hash)."""
-    import hashlib
-
+    """:func:`~policies.cli_checks.file_sha256`, or None if the model cannot be read back
+    (the record is still written, without the hash)."""
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
