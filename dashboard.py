@@ -193,7 +193,7 @@ class Dashboard:
     Fits 80 columns (wider terminals get a longer sparkline and event lines); the event
     feed takes the rows the panels leave, at least :data:`MIN_FEED_ROWS`. A terminal too
     short for that (the full layout needs ~34 rows) gets the compact layout, which fits
-    80 x 24: fewer grid rows and the trust, kernel and bus counters on two lines.
+    80 x 24: fewer grid rows and the kernel, contract and bus counters on three lines.
 
     :param header: static run description, keys ``scenario``, ``n_agents``, ``policy``,
         ``trust``, ``seed``, ``shadow``, ``episode_steps``, ``dt_s``, ``has_event``.
@@ -243,7 +243,7 @@ class Dashboard:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         """Fill the terminal: header, two rows of two panels, and the event feed in the
         rows left (at least :data:`MIN_FEED_ROWS`); on a terminal too short for that, the
-        compact layout (header, grid and market, a two-line trust/kernel/bus panel, at
+        compact layout (header, grid and market, a three-line kernel/contract/bus panel, at
         least :data:`MIN_FEED_ROWS_COMPACT` event lines).
 
         Each panel is rendered once at half the width and the halves are joined line by

@@ -406,8 +406,8 @@ class RewardConfig:
     mean absolute deviation over the step's physics sub-steps in Hz, is shared by all
     agents. The full per-step formula is in ``GridSwarmEnv._settle``. The agent's own
     terms shrink as ``1/n_agents`` (the fleet's MW are shared), the grid term does not:
-    in ``price_spike`` with the heuristic (seed 0) its mean magnitude is 2.7 % of the
-    agents' own mean |r| at 100 agents and 27 % at 1 000, so ``grid_weight`` set for
+    in ``price_spike`` with the heuristic (seed 0) its mean magnitude is 5.4 % of the
+    agents' own mean |r| at 100 agents and 54 % at 1 000, so ``grid_weight`` set for
     ~100 agents would dominate at 10 000.
     """
 
@@ -468,8 +468,9 @@ class EnvConfig:
         it after (only if it was enabled when the step began). A step makes no reference
         cycles (its objects are freed by reference counting; tested), but its
         short-lived contract objects made the collector run during every step at scale:
-        at 10 000 agents ~7 young and 0.7 middle collections per step, 6.2-9.0 ms of a
-        ~45-70 ms hmac step; paused, 0.5-0.8 ms (the ``gc ms`` column of
+        at 10 000 agents ~12 young and ~1 middle collections per step (``price_spike``,
+        heuristic, hmac, steps 20-59, counted with ``gc.callbacks`` inside the step),
+        6.2-9.0 ms of a ~45-70 ms hmac step; paused, 0.5-0.8 ms (the ``gc ms`` column of
         ``python -m benchmarks``). Trajectories are identical either way. Set False if
         another thread of the process relies on automatic collection while steps run,
         or turns the collector off and on itself (a step that began with it on turns it

@@ -66,8 +66,8 @@ Reward scale: the environment's rewards are in $ x 100 per agent-step, and a
 scenario's fleet MW are shared among the agents, so the market terms scale as
 ``1/n_agents``; the shared grid term does not (``scale · grid_weight · mean|Δf|/band_hz``:
 0.04 per agent-step at 0.01 Hz, 0.2 at 0.05 Hz with the defaults), so with thousands of
-agents it outweighs each agent's own terms (``price_spike``, heuristic, seed 0: 2.7 % of
-the agents' own mean |r| at 100 agents, 27 % at 1 000; see
+agents it outweighs each agent's own terms (``price_spike``, heuristic, seed 0: 5.4 % of
+the agents' own mean |r| at 100 agents, 54 % at 1 000; see
 :class:`~gridswarm_env.config.RewardConfig`). At
 100 agents, heuristic and random play (seeds 0-1, the three scenarios) gave per-step
 standard deviations of 0.2-6.4 and ``|r| <= 46``; at 20 agents about 5x that, at 3
