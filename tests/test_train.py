@@ -613,6 +613,9 @@ def test_cli_as_a_user_runs_it(tmp_path, capsys):
     assert "model saved to" in out
     assert f"best model by system_cost: {tmp_path / 'cli' / 'best_model.zip'} (" in out
     record = json.loads((tmp_path / "cli" / "model.json").read_text())
+    best = record["evaluation_during_training"]["best"]
+    # the same figure, in the same format, as the evaluation lines (thousands separators)
+    assert f"({best['system_cost']:,.2f} $ at {best['agent_steps']:,} agent-steps)" in out
     assert record["command"].startswith("python -m train --scenario emergency")
     assert record["config"]["n_agents"] == 5
 
