@@ -12,6 +12,9 @@ one episode through :func:`policies.rollout.run_episode` (the same runner as the
 and the tests). Defaults: policies ``heuristic,random,oracle,learned`` (``learned``
 only when a model exists at ``policies/pretrained/``, skipped with a note otherwise),
 every scenario, 5 episodes, seed 0, 100 agents, ed25519 trust, output ``eval_out/``.
+Seeds 0 … 99 999 (:data:`policies.rollout.EVAL_SEEDS`) are never training episodes
+(training draws again when it draws one); a run whose seeds go beyond them gets a note
+(:func:`seeds_note`).
 
 Outputs in ``DIR``:
 
@@ -361,6 +364,20 @@ def _check_count(name: str, value: Any) -> int:
     return int(value)
 
 
+def seeds_note(seed: int, episodes: int) -> str | None:
+    """A note when the seeds ``seed`` … ``seed + episodes - 1`` leave the evaluation seeds
+    (:data:`policies.rollout.EVAL_SEEDS`, which training never plays), else None."""
+    from policies.rollout import EVAL_SEEDS
+
+    last = seed + episodes - 1
+    if last < EVAL_SEEDS.stop:
+        return None
+    first = max(seed, EVAL_SEEDS.stop)
+    which = f"seed {first:,} is" if first == last else f"seeds {first:,}…{last:,} are"
+    return (f"{which} not among the evaluation seeds (0…{EVAL_SEEDS.stop - 1:,}, which "
+            "training never plays): a trained model may have played these episodes")
+
+
 def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[str] | str | None,
                     episodes: Any, seed: Any, n_agents: Any, trust: Any,
                     limits: str | Path | None,
@@ -386,6 +403,9 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
         raise UsageError(f"--seed {seed!r}: must be an integer >= 0")
     if trust not in TRUST_CHOICES:
         raise UsageError(f"--trust {trust!r}: allowed values are {', '.join(TRUST_CHOICES)}")
+    note = seeds_note(int(seed), int(episodes))
+    if note:
+        notes = [*notes, note]
     try:
         limits_obj, limits_sha256 = read_limits_agents(limits, int(n_agents))
     except ValueError as exc:   # names the file
