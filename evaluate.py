@@ -12,6 +12,9 @@ one episode through :func:`policies.rollout.run_episode` (the same runner as the
 and the tests). Defaults: policies ``heuristic,random,oracle,learned`` (``learned``
 only when a model exists at ``policies/pretrained/``, skipped with a note otherwise),
 every scenario, 5 episodes, seed 0, 100 agents, ed25519 trust, output ``eval_out/``.
+Seeds 0 … 99 999 (:data:`policies.rollout.EVAL_SEEDS`) are never training episodes
+(training draws again when it draws one); a run whose seeds go beyond them gets a note
+(:func:`seeds_note`).
 
 Outputs in ``DIR``:
 
@@ -58,7 +61,8 @@ status 1 (:class:`EvaluationFailed`).
 
 Every policy is built once, before the first episode (a model is read once and loaded
 from those bytes), and plays every scenario and seed: a model file rewritten during the
-run changes nothing, and the recorded SHA-256 is that of the model that acted.
+run changes nothing, and the recorded SHA-256 is that of the model that acted. The
+``--limits`` file is read once too: its recorded SHA-256 is that of the bytes parsed.
 
 Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
 turns bad arguments into a one-line message and exit status 2 (no traceback) before
@@ -89,14 +93,13 @@ from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
     OutputError,
     check_crypto_threads,
-    check_limits_agents,
     check_output_dir,
     check_output_file,
-    file_sha256,
     int_range_text,
     integer_type,
     max_crypto_threads,
     missing_package_message,
+    read_limits_agents,
     rescue_path,
     write_or_rescue,
 )
@@ -193,11 +196,12 @@ def policy_identity(name: str, policy: Any) -> dict[str, Any]:
     return info
 
 
-def provenance(limits: Any) -> dict[str, Any]:
+def provenance(limits_sha256: str | None) -> dict[str, Any]:
     """The code and library versions behind a run: ``gridswarm`` version, the git
     commit of this checkout (None outside git) and whether it had uncommitted changes
     to tracked files, Python and the numerical packages' versions, and the SHA-256 of a
-    ``--limits`` file."""
+    ``--limits`` file (given: the hash of the bytes that were parsed,
+    :func:`~policies.cli_checks.read_limits_agents`; the file is not read again)."""
     import importlib.metadata
     import platform
     import subprocess
@@ -224,12 +228,9 @@ def provenance(limits: Any) -> dict[str, Any]:
             packages[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             packages[dist] = None
-    limits_sha = None
-    if isinstance(limits, str | Path) and Path(limits).is_file():
-        limits_sha = file_sha256(limits)
     return {"gridswarm_version": gridswarm_env.__version__, "git_commit": commit,
             "git_uncommitted_changes": dirty, "python": platform.python_version(),
-            "packages": packages, "limits_sha256": limits_sha}
+            "packages": packages, "limits_sha256": limits_sha256}
 
 
 def identity_lines(config: dict[str, Any]) -> dict[str, str]:
@@ -363,12 +364,28 @@ def _check_count(name: str, value: Any) -> int:
     return int(value)
 
 
+def seeds_note(seed: int, episodes: int) -> str | None:
+    """A note when the seeds ``seed`` … ``seed + episodes - 1`` leave the evaluation seeds
+    (:data:`policies.rollout.EVAL_SEEDS`, which training never plays), else None."""
+    from policies.rollout import EVAL_SEEDS
+
+    last = seed + episodes - 1
+    if last < EVAL_SEEDS.stop:
+        return None
+    first = max(seed, EVAL_SEEDS.stop)
+    which = f"seed {first:,} is" if first == last else f"seeds {first:,}…{last:,} are"
+    return (f"{which} not among the evaluation seeds (0…{EVAL_SEEDS.stop - 1:,}, which "
+            "training never plays): a trained model may have played these episodes")
+
+
 def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[str] | str | None,
                     episodes: Any, seed: Any, n_agents: Any, trust: Any,
-                    limits: str | Path | None) -> tuple[list[str], list[str], list[str], Any]:
+                    limits: str | Path | None,
+                    ) -> tuple[list[str], list[str], list[str], Any, str | None]:
     """Validate every argument of :func:`evaluate` before any work is done.
 
-    :returns: (policy names, scenario names, notes, limits).
+    :returns: (policy names, scenario names, notes, limits, the SHA-256 of the limits
+        file's bytes that were parsed or None).
     :raises UsageError: the first bad argument, in one line (a limits file naming an
         agent that a fleet of ``n_agents`` does not have is one).
     """
@@ -386,11 +403,14 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
         raise UsageError(f"--seed {seed!r}: must be an integer >= 0")
     if trust not in TRUST_CHOICES:
         raise UsageError(f"--trust {trust!r}: allowed values are {', '.join(TRUST_CHOICES)}")
+    note = seeds_note(int(seed), int(episodes))
+    if note:
+        notes = [*notes, note]
     try:
-        limits_obj = check_limits_agents(limits, int(n_agents))
+        limits_obj, limits_sha256 = read_limits_agents(limits, int(n_agents))
     except ValueError as exc:   # names the file
         raise UsageError(str(exc)) from None
-    return pols, scs, notes, limits_obj
+    return pols, scs, notes, limits_obj, limits_sha256
 
 
 def check_outputs(out_dir: str | Path, scenarios: Sequence[str]) -> Path:
@@ -784,8 +804,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
     from policies import make_policy
     from policies.rollout import run_episode
 
-    pols, scs, pol_notes, limits_obj = check_arguments(policies, scenarios, episodes, seed,
-                                                       n_agents, trust, limits)
+    pols, scs, pol_notes, limits_obj, limits_sha256 = check_arguments(
+        policies, scenarios, episodes, seed, n_agents, trust, limits)
     try:   # demo.py's rule: 1 to the cores this process may use
         env_config = EnvConfig(crypto_threads=check_crypto_threads(crypto_threads))
     except ValueError as exc:
@@ -841,7 +861,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "n_agents": n_agents, "trust": trust,
               "limits": str(limits) if limits is not None else None,
               "policy_details": {pol: policy_identity(pol, built[pol]) for pol in pols},
-              "provenance": provenance(limits)}
+              "provenance": provenance(limits_sha256)}
     nonfinite: list[dict[str, Any]] = []     # episodes with NaN / inf KPIs
     policy_warnings: list[str] = []          # e.g. an oracle re-plan that failed
     current = "before the first episode"
@@ -1075,7 +1095,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        pols, _, notes, _ = check_arguments(args.policies, args.scenarios, args.episodes,
+        pols, _, notes, _, _ = check_arguments(args.policies, args.scenarios, args.episodes,
                                             args.seed, args.agents, args.trust, args.limits)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)

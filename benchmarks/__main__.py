@@ -126,6 +126,9 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         s["learning_beats_heuristic"] = learning["beaten"]
         s["learning_train_s_to_beat"] = learning["train_s_to_beat"]
         s["learning_agent_steps_to_beat"] = learning["agent_steps_to_beat"]
+        # the final model on held-out seeds (the figures above come from the stopping seeds)
+        s["learning_heldout_relative_to_heuristic"] = learning.get(
+            "heldout_relative_to_heuristic")
     if "memory" in result:
         peak = result["memory"]["episode_10000"]["peak_rss_mib"]
         growth = result["memory"]["long_run_100"]["rss_growth_after_warmup_mib"]

@@ -24,6 +24,17 @@ cloning's demonstration agent-steps are reported separately, ``bc_agent_steps``)
 learning curve (cost at every evaluation). A run that does not beat the heuristic
 within ``--timesteps`` says so (``beaten: false``) and reports the best cost reached.
 
+The cost at the stop is measured on the seeds that decide the stop, so it is
+optimistic (the run stops at the first evaluation that happens to look good on them).
+After training, the final model (the one saved: at the stop, or at the budget's end)
+and the heuristic are therefore also measured on ``--heldout-seeds`` K other seeds,
+``HELDOUT_SEED_BASE + k`` = 0 … K − 1 (``evaluate.py``'s default seeds): disjoint from
+the stopping seeds (:data:`train.config.EVAL_SEED_BASE` + k = 10 000 + k) and, like
+them, evaluation seeds that training never plays (:data:`policies.rollout.EVAL_SEEDS`).
+Both figures are reported (``final_stopping_system_cost`` and ``heldout_system_cost``,
+each with its ratio to the heuristic on the same seeds); the held-out episodes are timed
+(``heldout_eval_s``) and left out of ``train_s``.
+
 The reward the learner maximizes is each DER's profit, not ``system_cost`` (README,
 "The reward is each DER's profit"): a learner can raise its reward while the system
 cost rises: with ``--scenario all`` neither reward beat the heuristic by 1 % within
@@ -35,8 +46,8 @@ only matches it.
 Usage::
 
     python -m benchmarks.bench_learning [--scenario S] [--timesteps N] [--eval-every N]
-        [--eval-seeds K] [--margin F] [--bc] [--bc-timesteps N] [--bc-epochs N]
-        [--reward env|marginal] [--seed N] [--quick] [--json FILE]
+        [--eval-seeds K] [--heldout-seeds K] [--margin F] [--bc] [--bc-timesteps N]
+        [--bc-epochs N] [--reward env|marginal] [--seed N] [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -57,12 +68,16 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmarks import check_json_path, write_json  # noqa: E402
 
+#: first held-out seed (``evaluate.py``'s default ``--seed``): held-out seeds
+#: ``HELDOUT_SEED_BASE + k`` stay below the stopping seeds (``EVAL_SEED_BASE`` + k)
+HELDOUT_SEED_BASE = 0
+
 
 def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
         eval_every: int = 100_000, eval_seeds: int = 3, margin: float = 0.01,
         bc: bool = False, bc_timesteps: int = 200_000, bc_epochs: int = 10,
         seed: int = 0, n_agents: int = 100, quick: bool = False,
-        reward: str = "env") -> dict[str, Any]:
+        reward: str = "env", heldout_seeds: int = 3) -> dict[str, Any]:
     """Train until the learned policy beats the heuristic or ``timesteps`` run out.
 
     :param scenario: training and evaluation scenario, or ``"all"``.
@@ -78,18 +93,31 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     :param n_agents: agents per environment.
     :param reward: the reward PPO learns from, ``TrainConfig.reward``: ``"env"`` (each
         DER's profit) or ``"marginal"`` (plus its averted value of lost load).
+    :param heldout_seeds: held-out episodes per scenario for the final model and the
+        heuristic (seeds ``HELDOUT_SEED_BASE + k``, 1 to ``EVAL_SEED_BASE`` = 10 000).
     :param quick: a small smoke run (50 000 PPO steps, 20 000 demonstration steps, one
-        evaluation seed), for checking the harness, not for the figure.
+        evaluation seed and one held-out seed), for checking the harness, not for the
+        figure.
     :return: the figures (see the module docstring) or ``{"skipped": reason}``.
     :raises ValueError: a bad argument, before any work.
     """
     if quick:
         timesteps, eval_every, eval_seeds = min(timesteps, 50_000), min(eval_every, 25_000), 1
-        bc_timesteps, bc_epochs = min(bc_timesteps, 20_000), min(bc_epochs, 3)
+        bc_timesteps, bc_epochs, heldout_seeds = min(bc_timesteps, 20_000), min(bc_epochs, 3), 1
     for name, value in (("timesteps", timesteps), ("eval_every", eval_every),
-                        ("eval_seeds", eval_seeds)):
+                        ("eval_seeds", eval_seeds), ("heldout_seeds", heldout_seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} = {value!r}: expected an integer >= 1")
+    from train.config import EVAL_SEED_BASE, EVAL_SEEDS_WHY, max_eval_seeds
+
+    if eval_seeds > max_eval_seeds():
+        raise ValueError(f"eval_seeds = {eval_seeds!r}: at most {max_eval_seeds():,} "
+                         f"({EVAL_SEEDS_WHY})")
+    if HELDOUT_SEED_BASE + heldout_seeds > EVAL_SEED_BASE:
+        raise ValueError(f"heldout_seeds = {heldout_seeds!r}: at most "
+                         f"{EVAL_SEED_BASE - HELDOUT_SEED_BASE:,} (the held-out seeds "
+                         f"{HELDOUT_SEED_BASE} + k must stay below the stopping seeds, "
+                         f"{EVAL_SEED_BASE:,} + k)")
     if not (isinstance(margin, int | float) and math.isfinite(margin) and 0 <= margin < 1):
         raise ValueError(f"margin = {margin!r}: expected a number in [0, 1)")
     try:
@@ -100,20 +128,20 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     except ImportError as exc:  # pragma: no cover - depends on the installation
         return {"skipped": f"train/ or its dependencies are unavailable: {exc}"}
     scenarios = resolve_scenarios(scenario)
-    from train.callbacks import EVAL_SEED_BASE
-
     seeds = [EVAL_SEED_BASE + k for k in range(eval_seeds)]
+    heldout = [HELDOUT_SEED_BASE + k for k in range(heldout_seeds)]
     workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
     try:   # the model, its record and tensorboard files are removed in every case
-        return _run(scenarios, scenario, seeds, workdir, timesteps, eval_every, margin, bc,
-                    bc_timesteps, bc_epochs, seed, n_agents, reward)
+        return _run(scenarios, scenario, seeds, heldout, workdir, timesteps, eval_every,
+                    margin, bc, bc_timesteps, bc_epochs, seed, n_agents, reward)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], workdir: str,
-         timesteps: int, eval_every: int, margin: float, bc: bool, bc_timesteps: int,
-         bc_epochs: int, seed: int, n_agents: int, reward: str) -> dict[str, Any]:
+def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], heldout: list[int],
+         workdir: str, timesteps: int, eval_every: int, margin: float, bc: bool,
+         bc_timesteps: int, bc_epochs: int, seed: int, n_agents: int,
+         reward: str) -> dict[str, Any]:
     """:func:`run` inside its working directory."""
     from gridswarm_env.env import GridSwarmEnv
     from policies import make_policy
@@ -141,10 +169,19 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], workdir: s
     # own evaluations do not
     evaluation = SystemCostEvaluation(scenarios, n_agents, eval_every, len(seeds),
                                       stop_at_cost=threshold)
-    train(config, callbacks=[evaluation])
+    model_path = train(config, callbacks=[evaluation])
     total_s = evaluation.train_s()
     curve = [{**p, "relative_to_heuristic": p["system_cost"] / target_cost
               if target_cost else None} for p in evaluation.points]
+    # the final model on held-out seeds: the file train saved, loaded as evaluate.py does
+    t_held = time.perf_counter()
+    heldout_heuristic = mean_system_costs(envs, make_policy("heuristic"), heldout)
+    heldout_final = mean_system_costs(envs, make_policy(str(model_path)), heldout)
+    heldout_eval_s = time.perf_counter() - t_held
+    heldout_target = sum(heldout_heuristic.values())
+    heldout_cost = sum(heldout_final.values())
+    # the final model is the one of the curve's last point (at the stop or at the end)
+    final = curve[-1]
     # training stops at the point that beat the heuristic: the curve's last one
     found = curve[-1] if evaluation.stopped_at is not None else {}
     record = json.loads((Path(workdir) / "model.json").read_text())
@@ -172,6 +209,18 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], workdir: s
         "ppo_agent_steps_per_s": ppo_steps / ppo_s if ppo_s > 0 else None,
         "curve": curve, "torch_threads": 1, "load_average": os.getloadavg()[0],
         "command": config.command,
+        # the final model on the stopping seeds (optimistic) and on held-out seeds
+        "final_agent_steps": final["agent_steps"],
+        "final_stopping_system_cost": final["system_cost"],
+        "final_stopping_relative_to_heuristic": final["relative_to_heuristic"],
+        "heldout_seeds": heldout,
+        "heldout_heuristic_system_cost": heldout_target,
+        "heldout_heuristic_per_scenario": heldout_heuristic,
+        "heldout_system_cost": heldout_cost,
+        "heldout_per_scenario": heldout_final,
+        "heldout_relative_to_heuristic": heldout_cost / heldout_target
+        if heldout_target else None,
+        "heldout_eval_s": round(heldout_eval_s, 1),
     }
 
 
@@ -187,13 +236,45 @@ def describe(r: dict[str, Any]) -> str:
             f"system_cost {r['heuristic_system_cost']:.2f} $ on seeds "
             f"{r['eval_seeds'][0]}..{r['eval_seeds'][-1]}): ")
     if r["beaten"]:
-        return (head + f"beat the heuristic by >= {r['margin']:.0%} after "
+        text = (head + f"beat the heuristic by >= {r['margin']:.0%} after "
                 f"{r['agent_steps_to_beat']:,} PPO agent-steps, {r['train_s_to_beat']:.0f} s "
-                f"of training ({r['relative_cost_at_beat']:.3f}x its cost)")
-    best = r["best"]
-    return (head + f"did NOT beat it by {r['margin']:.0%} within {r['ppo_agent_steps']:,} PPO "
-            f"agent-steps ({r['train_s']:.0f} s); best {best['relative_to_heuristic']:.3f}x "
-            f"its cost at {best['agent_steps']:,}")
+                f"of training ({r['relative_cost_at_beat']:.3f}x its cost on these seeds, "
+                "which decided the stop)")
+    else:
+        best = r["best"]
+        text = (head + f"did NOT beat it by {r['margin']:.0%} within {r['ppo_agent_steps']:,} "
+                f"PPO agent-steps ({r['train_s']:.0f} s); best "
+                f"{best['relative_to_heuristic']:.3f}x its cost at {best['agent_steps']:,}")
+    return text + "; " + heldout_text(r)
+
+
+def seeds_text(seeds: list[int]) -> str:
+    """``"seed 7"`` or ``"seeds 0..4"``."""
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}..{seeds[-1]}"
+
+
+def heldout_text(r: dict[str, Any]) -> str:
+    """The final model on the held-out seeds, beside its cost on the stopping seeds."""
+    if "heldout_system_cost" not in r:   # a result from before the held-out measurement
+        return "no held-out measurement"
+    return (f"the final model ({r['final_agent_steps']:,} PPO agent-steps) on held-out "
+            f"{seeds_text(r['heldout_seeds'])}: {r['heldout_relative_to_heuristic']:.3f}x the "
+            f"heuristic's cost ({r['heldout_system_cost']:.2f} $ vs "
+            f"{r['heldout_heuristic_system_cost']:.2f} $; "
+            f"{r['final_stopping_relative_to_heuristic']:.3f}x on the stopping seeds)")
+
+
+def comparison_lines(r: dict[str, Any]) -> list[str]:
+    """The final model's cost on the stopping seeds and on the held-out seeds, a row each."""
+    rows = (("stopping", r["eval_seeds"], r["final_stopping_system_cost"],
+             r["heuristic_system_cost"], r["final_stopping_relative_to_heuristic"]),
+            ("held-out", r["heldout_seeds"], r["heldout_system_cost"],
+             r["heldout_heuristic_system_cost"], r["heldout_relative_to_heuristic"]))
+    lines = [f"  final model ({r['final_agent_steps']:,} PPO agent-steps):"]
+    for label, seeds, cost, heuristic, ratio in rows:
+        lines.append(f"    {label + ' ' + seeds_text(seeds) + ':':<28} system_cost {cost:9.3f} $  "
+                     f"({ratio:.3f}x the heuristic's {heuristic:.3f} $)")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -208,6 +289,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="PPO agent-steps between evaluations (default 100 000)")
     parser.add_argument("--eval-seeds", type=int, default=3,
                         help="evaluation episodes per scenario (default 3)")
+    parser.add_argument("--heldout-seeds", type=int, default=3,
+                        help="held-out episodes per scenario for the final model, seeds "
+                             "0..K-1 (default 3)")
     parser.add_argument("--margin", type=float, default=0.01,
                         help="relative cost improvement that counts as beating (default 0.01)")
     parser.add_argument("--bc", action="store_true",
@@ -230,13 +314,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         resolve_scenarios(args.scenario)
         r = run(args.scenario, args.timesteps, args.eval_every, args.eval_seeds, args.margin,
                 args.bc, args.bc_timesteps, args.bc_epochs, args.seed,
-                quick=args.quick, reward=args.reward)
+                quick=args.quick, reward=args.reward, heldout_seeds=args.heldout_seeds)
     except ValueError as exc:
         parser.error(str(exc))
     print(describe(r))
     for p in r.get("curve", []):
         print(f"  {p['agent_steps']:>9,} PPO agent-steps  {p['train_s']:7.1f} s  "
               f"system_cost {p['system_cost']:9.3f} $  ({p['relative_to_heuristic']:.3f}x)")
+    if "heldout_system_cost" in r:
+        print("\n".join(comparison_lines(r)))
     if args.json:
         write_json(args.json, r)
     return r

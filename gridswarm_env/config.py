@@ -180,15 +180,25 @@ def store(config: Any, name: str, value: Any) -> None:
 
 
 def read_toml_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
-    """The table of the TOML file ``path``; every failure is a ``ValueError`` naming
-    ``what`` (e.g. ``"limits file"``) and the path: an empty path (which ``Path`` reads as
-    the current directory), a missing file, a directory, an unreadable file or bad TOML.
+    """The table of the TOML file ``path`` (:func:`read_toml_bytes` without the bytes)."""
+    return read_toml_bytes(path, what)[0]
+
+
+def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Any], bytes]:
+    """The table of the TOML file ``path`` and the bytes it was parsed from.
+
+    The file is read once, so a caller that names the file by a hash hashes the bytes
+    that were parsed, not a second read that a rewrite in between would change. Every
+    failure is a ``ValueError`` naming ``what`` (e.g. ``"limits file"``) and the path: an
+    empty path (which ``Path`` reads as the current directory), a missing file, a
+    directory, an unreadable file or bad TOML (TOML is UTF-8).
     """
     if not str(path):
         raise ValueError(f"{what} '': empty path; expected a TOML file")
     p = Path(path)
     try:
-        return tomllib.loads(p.read_text())
+        raw = p.read_bytes()
+        return tomllib.loads(raw.decode("utf-8")), raw
     except FileNotFoundError:
         raise ValueError(f"{what} {str(p)!r} does not exist") from None
     except IsADirectoryError:   # not "not valid TOML: [Errno 21] Is a directory"

@@ -54,7 +54,7 @@ from gridswarm_env.config import (
     check_non_negative,
     check_range,
     check_real,
-    read_toml_file,
+    read_toml_bytes,
     store,
 )
 from gridswarm_env.fleet import (
@@ -221,10 +221,19 @@ class Limits:
             current directory), a directory, a missing or unreadable file, bad TOML or a
             bad limit.
         """
+        return cls.read_toml(path)[0]
+
+    @classmethod
+    def read_toml(cls, path: str | Path) -> tuple[Limits, bytes]:
+        """:meth:`from_toml`, and the bytes the limits were parsed from (the file is read
+        once: hash these to name the file, :func:`~gridswarm_env.config.read_toml_bytes`).
+
+        :raises ValueError: as :meth:`from_toml`.
+        """
         p = Path(path)
-        data = read_toml_file(path, "limits file")
+        data, raw = read_toml_bytes(path, "limits file")
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(data), raw
         except ValueError as exc:
             raise ValueError(f"limits file {str(p)!r}: {exc}") from None
 

@@ -9,8 +9,8 @@ lose its results when a write still fails at the end:
   everything for root and knows nothing of read-only or virtual file systems;
 * :func:`write_or_rescue`: write an output; when that fails, write it to a file in
   the temporary directory instead and return a one-line message saying so;
-* :func:`check_limits_agents`: a kernel limits file is a file and names only agents
-  the fleet has;
+* :func:`check_limits_agents`, :func:`read_limits_agents`: a kernel limits file is a
+  file and names only agents the fleet has (and the SHA-256 of the bytes read);
 * :func:`int_range_text`, :func:`check_crypto_threads`: one wording of what an integer
   option allows, and one rule for ``--crypto-threads`` (1 to
   :func:`max_crypto_threads`);
@@ -167,25 +167,46 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
     on its kind's limits (:func:`~gridswarm_env.kernel.check_limits_names`, as the
     environment does when it is built), before any output exists.
 
-    :returns: the :class:`~gridswarm_env.kernel.Limits`.
+    :returns: the :class:`~gridswarm_env.kernel.Limits` (:func:`read_limits_agents`
+        without the hash).
+    :raises ValueError: as :func:`read_limits_agents`.
+    """
+    return read_limits_agents(limits, n_agents)[0]
+
+
+def read_limits_agents(limits: Any, n_agents: int) -> tuple[Any, str | None]:
+    """:func:`check_limits_agents`, and the SHA-256 (hex) of the bytes the limits were
+    parsed from when ``limits`` is a file path (None otherwise). The file is read once
+    (:meth:`~gridswarm_env.kernel.Limits.read_toml`): hashing it again would name other
+    bytes than those used if it were rewritten in between.
+
+    :returns: (the :class:`~gridswarm_env.kernel.Limits`, the SHA-256 or None).
     :raises ValueError: unreadable limits, or agents the fleet does not have (the
         message lists the fleet's names). When ``limits`` is a file path every message
         names the file (:func:`limits_error`).
     """
+    import hashlib
+
     from gridswarm_env.config import EnvConfig
     from gridswarm_env.fleet import agent_names
-    from gridswarm_env.kernel import as_limits, check_limits_names
+    from gridswarm_env.kernel import Limits, as_limits, check_limits_names
 
-    if isinstance(limits, str | Path):
+    is_file = isinstance(limits, str | Path)
+    if is_file:
         check_limits_file(limits)
+    sha = None
     try:
-        lim = as_limits(limits)
+        if is_file:
+            lim, raw = Limits.read_toml(limits)
+            sha = hashlib.sha256(raw).hexdigest()
+        else:
+            lim = as_limits(limits)
         check_limits_names(lim, agent_names(n_agents, EnvConfig().fleet))
     except ValueError as exc:
-        if isinstance(limits, str | Path):
+        if is_file:
             raise ValueError(limits_error(limits, exc)) from None
         raise
-    return lim
+    return lim, sha
 
 
 def check_limits_file(path: str | Path) -> None:

@@ -1,6 +1,8 @@
 """Run one episode of a policy in an environment and keep a compact per-step trace.
 
-Used by ``evaluate.py``, ``demo.py`` and the tests, so every tool measures the same way.
+Used by ``evaluate.py``, ``demo.py`` and the tests, so every tool measures the same way;
+:data:`EVAL_SEEDS` is the one definition of the seeds reserved for measuring (training
+never plays them).
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ import numpy as np
 
 from gridswarm_env.env import GridSwarmEnv
 from policies.base import Policy
+
+#: Episode seeds reserved for measuring policies: training never plays one. The rule:
+#: a training episode's seed is drawn from [0, 2**31 - 1) and drawn again while it falls
+#: in this range (:func:`train.adapter.training_episode_seed`), so every seed here is
+#: held out by construction, not only in practice. ``evaluate.py``'s seeds (``--seed``
+#: … ``--seed + --episodes - 1``; by default 0-4), the ``--eval-every`` seeds
+#: (:data:`train.config.EVAL_SEED_BASE` + k, 10 000 + k) and the learning benchmark's
+#: held-out seeds (0 + k) lie in it; ``evaluate.py`` notes seeds beyond it.
+EVAL_SEEDS = range(100_000)
 
 TRACE_KEYS = ("t_s", "freq_hz", "freq_min_hz", "freq_max_hz", "requirement_mw", "request_mw",
               "delivered_mw", "would_dispatch_mw", "clearing_price_per_mwh", "accepted_mw",

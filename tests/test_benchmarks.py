@@ -82,6 +82,8 @@ def test_bench_learning_flags_have_help(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--bc-timesteps BC_TIMESTEPS agent-steps of heuristic demonstrations" in text
     assert "--bc-epochs BC_EPOCHS passes over the demonstrations" in text
+    assert ("--heldout-seeds HELDOUT_SEEDS held-out episodes per scenario for the final "
+            "model, seeds 0..K-1 (default 3)") in text
 
 
 def test_the_dict_api_row_is_paired_with_the_array_path(monkeypatch):
@@ -105,3 +107,70 @@ def test_the_dict_api_row_is_paired_with_the_array_path(monkeypatch):
     assert row["api"] == "dict" and "variant" not in row
     assert row["arrays_speedup"] == pytest.approx(1.1)   # median of 3.0, 1.0, 1.1
     assert row["env_s_per_step"] == pytest.approx(3.0)    # median of the dict runs
+
+
+def test_bench_learning_measures_the_final_model_on_held_out_seeds(tmp_path, monkeypatch,
+                                                                   capsys):
+    """Review: the cost reported when PPO first beat the heuristic was measured on the
+    seeds that decided the stop (optimistic). The final model is now also measured on
+    held-out seeds (0..K-1: not the stopping seeds 10 000 + k, and evaluation seeds that
+    training never plays), beside its cost on the stopping seeds, in the JSON and the
+    printed table. A tiny run (3 agents, 2 rollouts); the model train saved is kept to
+    measure it again here."""
+    import shutil
+
+    import train.trainer
+    from benchmarks import bench_learning
+    from gridswarm_env.env import GridSwarmEnv
+    from policies import make_policy
+    from policies.rollout import EVAL_SEEDS
+    from train.callbacks import mean_system_costs
+
+    kept = tmp_path / "final.zip"
+    original_train = train.trainer.train
+
+    def train_and_keep(config, **kwargs):
+        path = original_train(config, **kwargs)
+        shutil.copyfile(path, kept)
+        shutil.copyfile(path.with_suffix(".json"), kept.with_suffix(".json"))
+        return path
+
+    monkeypatch.setattr(train.trainer, "train", train_and_keep)
+    r = bench_learning.run("emergency", timesteps=300, eval_every=150, eval_seeds=1,
+                           margin=0.5, n_agents=3, heldout_seeds=2)
+    assert r["eval_seeds"] == [10_000] and r["heldout_seeds"] == [0, 1]
+    assert set(r["heldout_seeds"]) <= set(EVAL_SEEDS) and 10_000 in EVAL_SEEDS
+    env = {"emergency": GridSwarmEnv(scenario="emergency", n_agents=3, trust="hmac")}
+    final = make_policy(str(kept))
+    # the final model is the curve's last point, and its held-out cost is its own
+    assert r["final_agent_steps"] == r["curve"][-1]["agent_steps"]
+    assert r["final_stopping_system_cost"] == r["curve"][-1]["system_cost"] == (
+        mean_system_costs(env, final, [10_000])["emergency"])
+    assert r["heldout_system_cost"] == mean_system_costs(env, final, [0, 1])["emergency"]
+    assert r["heldout_heuristic_system_cost"] == (
+        mean_system_costs(env, make_policy("heuristic"), [0, 1])["emergency"])
+    assert r["heldout_relative_to_heuristic"] == (r["heldout_system_cost"]
+                                                  / r["heldout_heuristic_system_cost"])
+    assert r["heldout_eval_s"] >= 0
+    # the keys from before are kept
+    for key in ("beaten", "agent_steps_to_beat", "train_s_to_beat", "relative_cost_at_beat",
+                "best", "curve", "heuristic_system_cost", "eval_s", "train_s"):
+        assert key in r
+    said = bench_learning.describe(r)
+    assert "on held-out seeds 0..1: " in said and "x on the stopping seeds)" in said
+    monkeypatch.setattr(bench_learning, "run", lambda *a, **k: {**r, "asked": k})
+    printed = bench_learning.main(["--heldout-seeds", "2"])
+    assert printed["asked"]["heldout_seeds"] == 2
+    out = capsys.readouterr().out
+    assert "stopping seed 10000:" in out and "held-out seeds 0..1:" in out
+    assert f"system_cost {r['heldout_system_cost']:9.3f} $" in out
+
+
+def test_bench_learning_refuses_held_out_seeds_that_reach_the_stopping_seeds():
+    from benchmarks import bench_learning
+
+    with pytest.raises(ValueError, match=r"^heldout_seeds = 10001: at most 10,000 \(the "
+                                         r"held-out seeds 0 \+ k must stay below"):
+        bench_learning.run(heldout_seeds=10_001)
+    with pytest.raises(ValueError, match=r"^eval_seeds = 90001: at most 90,000"):
+        bench_learning.run(eval_seeds=90_001)

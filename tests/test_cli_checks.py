@@ -38,3 +38,28 @@ def test_write_or_rescue_keeps_the_output_elsewhere(tmp_path):
     assert written.suffix == ".json" and "results" in written.name
     assert str(target) in problem and str(written) in problem and "\n" not in problem
     written.unlink()
+
+
+def test_read_limits_agents_hashes_the_bytes_it_parsed(tmp_path):
+    """The limits and the hash come from one read (evaluate.py records the hash); the
+    errors are check_limits_agents' (naming the file), and a non-path has no hash."""
+    import hashlib
+
+    from gridswarm_env.kernel import Limits
+    from policies.cli_checks import check_limits_agents, read_limits_agents
+
+    path = tmp_path / "limits.toml"
+    path.write_bytes(b"[battery]\nsoc_min = 0.25\n")
+    limits, sha = read_limits_agents(str(path), 10)
+    assert limits == check_limits_agents(path, 10) == Limits.from_toml(path)
+    assert limits.per_kind["battery"].soc_min == 0.25
+    assert sha == hashlib.sha256(b"[battery]\nsoc_min = 0.25\n").hexdigest()
+    assert read_limits_agents(None, 10) == (Limits(), None)
+    assert read_limits_agents({"battery": {"soc_min": 0.25}}, 10) == (limits, None)
+    for text, says in (("[battery\n", "is not valid TOML"),
+                       ("[agents.battery_099]\nsoc_min = 0.3\n", "battery_099")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"^limits file {str(path)!r}.*{says}"):
+            read_limits_agents(path, 10)
+    with pytest.raises(ValueError, match="empty path; expected a TOML file"):
+        read_limits_agents("", 10)

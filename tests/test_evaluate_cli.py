@@ -213,3 +213,19 @@ def test_count_formatting():
                 "integer": True}) == "2.5 ± 0.7"
     assert fmt({"mean": 2.0, "std": 0.0, "n": 2, "n_null": 0, "integer": False}) == (
         "2.000 ± 0.000")
+
+
+def test_seeds_beyond_the_evaluation_seeds_get_a_note(tmp_path, capsys):
+    """Seeds 0..99 999 are never training episodes (policies.rollout.EVAL_SEEDS); a run
+    that goes beyond them says so, on stderr and in results.md, and the defaults do not."""
+    assert evaluate.seeds_note(0, 5) is None and evaluate.seeds_note(99_995, 5) is None
+    assert evaluate.seeds_note(99_999, 3) == (
+        "seeds 100,000…100,001 are not among the evaluation seeds (0…99,999, which "
+        "training never plays): a trained model may have played these episodes")
+    out = tmp_path / "o"
+    status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--seed", "99999",
+                             "--episodes", "2", "--out", str(out)], capsys)
+    assert status == 0
+    said = "seed 100,000 is not among the evaluation seeds (0…99,999, which training"
+    assert f"note: {said}" in err
+    assert said in (out / "results.md").read_text()

@@ -67,6 +67,37 @@ def test_a_model_is_loaded_once_and_named_by_the_hash_of_what_was_loaded(tmp_pat
     assert "- code: gridswarm " in md
 
 
+def test_the_limits_hash_is_of_the_bytes_that_were_parsed(tmp_path, monkeypatch):
+    """Review: evaluate.py parsed the --limits file, then opened it again to hash it
+    (file_sha256), so a file replaced between the two reads was named by the hash of
+    bytes that were never used. Here the file is replaced right after it is first
+    opened: the old code recorded the replacement's hash; now the file is read once and
+    the recorded hash is that of the bytes parsed."""
+    limits = tmp_path / "limits.toml"
+    parsed = b"[battery]\nsoc_min = 0.2\n"
+    limits.write_bytes(parsed)
+    later = tmp_path / "later.toml"
+    later.write_bytes(b"[battery]\nsoc_min = 0.3\n")
+    real_open = Path.open
+    opened = []
+
+    def open_then_replace(self, *args, **kwargs):
+        handle = real_open(self, *args, **kwargs)
+        if self == limits and not opened:   # the open handle keeps the first bytes
+            opened.append(self)
+            later.replace(limits)
+        return handle
+
+    monkeypatch.setattr(Path, "open", open_then_replace)
+    out = tmp_path / "o"
+    result = evaluate.evaluate("heuristic", "emergency", 1, 0, 5, out, trust="hmac",
+                               limits=str(limits), progress=False, counterfactual=False)
+    assert opened, "the limits file was not opened through Path.open"
+    sha = hashlib.sha256(parsed).hexdigest()
+    assert result["summary"]["config"]["provenance"]["limits_sha256"] == sha
+    assert f"{limits} (sha256 {sha})" in (out / "results.md").read_text()
+
+
 def test_a_failure_mid_run_keeps_the_finished_episodes(tmp_path, capsys, monkeypatch):
     """RL review: an error during an episode (an oracle LP that HiGHS does not solve, a
     policy bug) ended evaluate.py with a traceback and threw away every finished

@@ -397,6 +397,7 @@ def test_energy_bids_cannot_spend_what_a_held_reserve_contract_needs_later() -> 
 
 
 @pytest.mark.parametrize("reader, what", [(Limits.from_toml, "limits file"),
+                                          (Limits.read_toml, "limits file"),
                                           (load_scenario_file, "scenario file")])
 def test_a_toml_path_that_is_no_file_is_refused_in_words(reader, what, tmp_path):
     """Review: through the API a directory (or '', which Path reads as the current

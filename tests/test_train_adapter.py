@@ -16,7 +16,13 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from gridswarm_env.env import OBS_DIM, OBS_FIELDS
 from policies.base import sample_masked
-from train.adapter import GridSwarmVecEnv, marginal_reward_term
+from policies.rollout import EVAL_SEEDS
+from train.adapter import (
+    GridSwarmVecEnv,
+    copy_seed_sequence,
+    marginal_reward_term,
+    training_episode_seed,
+)
 from train.config import resolve_scenarios
 
 N_AGENTS = 6
@@ -198,6 +204,75 @@ def test_copy_zero_keeps_the_one_copy_stream(via_seed):
     raw.reset(seed=int(rng.integers(2**31 - 1)))
     np.testing.assert_array_equal(first_observations(seed, 1, via_seed=via_seed)[0],
                                   raw.observations_array())
+
+
+def episode_seeds(venv: GridSwarmVecEnv, episodes: int) -> list[list[int]]:
+    """The environment seed of each copy's next ``episodes`` episodes (one reset each)."""
+    seeds = []
+    for _ in range(episodes):
+        venv.reset()
+        seeds.append([raw._seed for raw in venv.active_envs])
+    return seeds
+
+
+def old_episode_seeds(seed: int, copy: int, draws: int, n_scenarios: int) -> list[int]:
+    """The episode seeds of the code before evaluation seeds were excluded: the copy's
+    generator after the scenario cycle's permutation, ``int(rng.integers(2**31 - 1))``."""
+    rng = np.random.default_rng(copy_seed_sequence(seed, copy))
+    rng.permutation(n_scenarios)
+    return [int(rng.integers(2**31 - 1)) for _ in range(draws)]
+
+
+def test_seed_0_keeps_its_training_episodes():
+    """Excluding the evaluation seeds changes nothing where no draw falls among them: the
+    shipped model's streams (seed 0, cloning; seed 1, PPO after it) and --envs 2 play the
+    episodes they played before. The digests are of the first 100 episodes' seeds by
+    the old adapter (``json.dumps`` of ``episode_seeds``)."""
+    import hashlib
+    import json
+
+    for seed, n_envs, digest in (
+            (0, 2, "26adfe4d595511e1c19d64ac2fc9eeb81ad28f87266455c21621db311d3c7c41"),
+            (1, 1, "08095686d110b8414a3d74e926085968cb25a6e892e51a4d9c11410df65a28fb")):
+        seeds = episode_seeds(GridSwarmVecEnv("all", n_agents=3, n_envs=n_envs, seed=seed), 100)
+        assert hashlib.sha256(json.dumps(seeds).encode()).hexdigest() == digest
+        assert [s[0] for s in seeds] == old_episode_seeds(seed, 0, 100, 3)
+    # seed 0's copy 0 first meets the evaluation seeds at its 6 635th draw
+    old = old_episode_seeds(0, 0, 6635, 3)
+    rng = np.random.default_rng(copy_seed_sequence(0, 0))
+    rng.permutation(3)
+    assert [training_episode_seed(rng) for _ in range(6634)] == old[:6634]
+    assert old[6634] in EVAL_SEEDS and training_episode_seed(rng) not in EVAL_SEEDS
+
+
+def test_an_evaluation_seed_drawn_for_training_is_drawn_again():
+    """Training drew episode seeds from [0, 2**31 - 1), so evaluation seeds were held out
+    only in practice: with --seed 62166 the first training episode was seed 5515, one of
+    evaluate.py's (and the old code played it). Now it is drawn again, deterministically:
+    the next draw of the same generator."""
+    old = old_episode_seeds(62166, 0, 3, 1)
+    assert old[0] in EVAL_SEEDS and old[1] not in EVAL_SEEDS and old[2] not in EVAL_SEEDS
+    runs = [episode_seeds(GridSwarmVecEnv("emergency", n_agents=3, seed=62166), 2)
+            for _ in range(2)]
+    assert runs[0] == runs[1] == [[old[1]], [old[2]]]
+
+
+class ScriptedDraws:
+    """A generator whose ``integers`` returns the given values in turn (the boundaries)."""
+
+    def __init__(self, values: list[int]) -> None:
+        self.values = list(values)
+
+    def integers(self, high: int) -> int:
+        assert high == 2**31 - 1
+        return self.values.pop(0)
+
+
+def test_training_seeds_are_drawn_again_exactly_inside_the_evaluation_seeds():
+    draws = ScriptedDraws([0, 5, EVAL_SEEDS.stop - 1, EVAL_SEEDS.stop, 7])
+    assert training_episode_seed(draws) == EVAL_SEEDS.stop
+    assert draws.values == [7]
+    assert EVAL_SEEDS == range(100_000)
 
 
 def test_all_scenarios_cycle_across_episodes():

@@ -114,6 +114,10 @@ def test_evaluations_are_printed_without_verbose(tmp_path, capsys):
     (["--lr", "-1"], "error: --lr -1.0: must be > 0"),
     (["--n-steps", "1"], "error: --n-steps 1: must be an integer >= 2"),
     (["--eval-seeds", "0"], "error: --eval-seeds 0: must be an integer >= 1"),
+    # its seeds 10 000 + k must stay evaluation seeds, which training never plays
+    (["--eval-seeds", "90001"], "error: --eval-seeds 90001: at most 90,000 (the seeds "
+     "10,000 + k must stay among the evaluation seeds, 0..99,999, which training never "
+     "plays)"),
     (["--bc-teacher", "heuristic", "--bc-epochs", "0"],
      "error: --bc-epochs 0: must be an integer >= 1"),
     (["--verbose", "5"], "argument --verbose: invalid choice: 5 (choose from 0, 1)"),

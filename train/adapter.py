@@ -43,7 +43,11 @@ Copy ``e`` of seed ``s`` draws from :func:`copy_seed_sequence` ``(s, e)``: copy 
 ``SeedSequence(s, spawn_key=(e,))``, so no copy of one seed replays a copy of another
 (with ``seed + slot`` per copy, copy 1 of seed 0 replayed copy 0 of seed ``n_agents``),
 and one copy (``--envs 1``) plays the episodes it always did. The constructor's ``seed``
-follows the same rule. ``scenario="all"`` (or a sequence of names) mixes scenarios across
+follows the same rule. An episode's seed is :func:`training_episode_seed`: drawn from
+``[0, 2**31 - 1)`` and drawn again while it is one of the evaluation seeds
+(:data:`policies.rollout.EVAL_SEEDS`, 0-99 999), so training never plays an episode
+that evaluation plays (for seed 0 the first 6 634 draws of copy 0 lie above them, so its
+episodes are the ones it played before the rule). ``scenario="all"`` (or a sequence of names) mixes scenarios across
 episodes: every copy cycles through one seeded permutation of the scenarios (drawn from
 copy 0's generator), one per episode, copy ``e`` starting at its position ``e``, so
 copies start on different scenarios (while there are no more copies than scenarios) and
@@ -98,6 +102,7 @@ from gridswarm_env.config import (
     override,
 )
 from gridswarm_env.env import GridSwarmEnv
+from policies.rollout import EVAL_SEEDS
 from train.config import REWARD_MODES, resolve_scenarios
 
 ACTION_MASKS = "action_masks"
@@ -118,6 +123,22 @@ def copy_seed_sequence(seed: int | None, copy: int) -> np.random.SeedSequence:
     if seed is None:
         return np.random.SeedSequence()
     return np.random.SeedSequence(int(seed), spawn_key=(copy,) if copy else ())
+
+
+def training_episode_seed(rng: np.random.Generator) -> int:
+    """The environment seed of a training episode, drawn from ``rng``.
+
+    Rule: ``seed = rng.integers(2**31 - 1)``, drawn again while ``seed`` is in
+    :data:`policies.rollout.EVAL_SEEDS`; the evaluation seeds are thus held out of
+    training by construction. The redraw is deterministic (the next draws of the same
+    generator), and a draw outside the range is returned as drawn: a stream that never
+    meets the range is the stream drawn before this rule (seed 0's copy 0 first meets it
+    at its 6 635th draw).
+    """
+    while True:
+        seed = int(rng.integers(2**31 - 1))
+        if seed not in EVAL_SEEDS:
+            return seed
 
 
 def marginal_reward_term(raw: GridSwarmEnv, info: dict[str, Any], weight: float) -> np.ndarray:
@@ -236,7 +257,7 @@ class GridSwarmVecEnv(VecEnv):
         self._episode_count[e] += 1
         raw = self._env(e, name)
         self._active[e] = raw
-        raw.reset(seed=int(self._rngs[e].integers(2**31 - 1)), options=options or None)
+        raw.reset(seed=training_episode_seed(self._rngs[e]), options=options or None)
         self._returns[e] = 0.0
         self._lengths[e] = 0
         return raw.observations_array()

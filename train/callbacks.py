@@ -40,6 +40,8 @@ from stable_baselines3.common.logger import (
     TensorBoardOutputFormat,
 )
 
+from train.config import EVAL_SEED_BASE
+
 #: tensorboard tag -> KPI key of :meth:`GridSwarmEnv.episode_metrics`.
 KPI_TAGS: dict[str, str] = {
     "grid/system_cost": "system_cost",
@@ -121,11 +123,6 @@ class EpisodeMetricsCallback(BaseCallback):
         self.logger.record("grid/episodes", self.n_episodes)
 
 
-#: first seed of the evaluation episodes (training episodes draw their seeds from
-#: [0, 2**31) through the adapter's generator: held out in practice)
-EVAL_SEED_BASE = 10_000
-
-
 def mean_system_costs(envs: dict[str, Any], policy: Any, seeds: list[int]) -> dict[str, float]:
     """Mean ``system_cost`` per scenario of ``policy`` over ``seeds``
     (:func:`policies.rollout.run_episode`, as ``evaluate.py`` runs episodes).
@@ -148,7 +145,8 @@ class SystemCostEvaluation(BaseCallback):
     (:meth:`policies.learned.LearnedPolicy.from_model`, which leaves the training's
     random generators alone: training is the same with or without this callback) in
     ``n_seeds`` held-out episodes per scenario (seeds :data:`EVAL_SEED_BASE` + k, hmac
-    trust). Each evaluation appends a point to :attr:`points` (``agent_steps``,
+    trust; evaluation seeds, which training never plays:
+    :data:`policies.rollout.EVAL_SEEDS`). Each evaluation appends a point to :attr:`points` (``agent_steps``,
     ``train_s`` = seconds since the callback was made minus the evaluations before it,
     ``system_cost`` = the sum over scenarios of the per-scenario means, ``per_scenario``),
     and writes ``eval/system_cost`` and ``eval/<scenario>/system_cost`` to every output

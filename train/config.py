@@ -20,6 +20,7 @@ from gridswarm_env.config import (
     check_choice,
     check_finite,
     check_int_at_least,
+    check_int_at_most,
     check_non_negative,
     check_positive,
     check_range,
@@ -41,6 +42,13 @@ RESUMABLE_FIELDS = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma
 #: the largest ``TrainConfig.seed``: numpy's global seed is 32-bit, and behaviour
 #: cloning reseeds the episode stream with ``seed + 1``.
 MAX_SEED = 2**32 - 2
+#: first seed of the ``eval_every`` evaluation episodes (seeds ``EVAL_SEED_BASE + k``,
+#: k < ``eval_seeds``): among :data:`policies.rollout.EVAL_SEEDS`, which training never
+#: plays (:func:`train.adapter.training_episode_seed`)
+EVAL_SEED_BASE = 10_000
+#: why ``eval_seeds`` has an upper bound (its message)
+EVAL_SEEDS_WHY = ("the seeds 10,000 + k must stay among the evaluation seeds, 0..99,999, "
+                  "which training never plays")
 #: fields of :class:`TrainConfig` that define the environment and the reward the policy
 #: learns: every model ``train`` saves (the model, checkpoints, the best model) stores
 #: them (:meth:`TrainConfig.env_settings`), and ``python -m train --resume`` takes them
@@ -67,6 +75,14 @@ def resolve_scenarios(scenario: str | Sequence[str]) -> tuple[str, ...]:
         if name not in known:
             raise ValueError(f"scenario = {name!r}: allowed values are all, {', '.join(known)}")
     return names
+
+
+def max_eval_seeds() -> int:
+    """The most ``eval_seeds``: seeds :data:`EVAL_SEED_BASE` + k stay below the end of
+    :data:`policies.rollout.EVAL_SEEDS` (90 000)."""
+    from policies.rollout import EVAL_SEEDS
+
+    return EVAL_SEEDS.stop - EVAL_SEED_BASE
 
 
 @dataclass(frozen=True)
@@ -112,7 +128,8 @@ class TrainConfig:
         ``eval_seeds`` held-out seeds per scenario, ``eval/…`` tensorboard scalars, the
         best model so far saved as ``<run dir>/best_model.zip`` and the curve in the
         record. The reward is each DER's profit, so the last model need not be the best.
-    :param eval_seeds: evaluation episodes per scenario.
+    :param eval_seeds: evaluation episodes per scenario (seeds :data:`EVAL_SEED_BASE` + k;
+        at most :func:`max_eval_seeds`, 90 000, so that they stay evaluation seeds).
     :param reward: ``"env"`` (the env's per-agent reward) or ``"marginal"`` (plus each
         agent's averted value of lost load, :func:`~train.adapter.marginal_reward_term`).
     :param marginal_weight: weight of that term.
@@ -217,6 +234,8 @@ class TrainConfig:
         check_int_at_least(owner, "checkpoint_every", self.checkpoint_every, 0)
         check_int_at_least(owner, "eval_every", self.eval_every, 0)
         check_int_at_least(owner, "eval_seeds", self.eval_seeds, 1)
+        check_int_at_most(owner, "eval_seeds", self.eval_seeds, max_eval_seeds(),
+                          EVAL_SEEDS_WHY)
         check_choice(owner, "reward", self.reward, REWARD_MODES)
         check_non_negative(owner, "marginal_weight", self.marginal_weight)
         check_positive(owner, "reward_scale", self.reward_scale)
