@@ -291,10 +291,10 @@ def build_policy(name_or_path: str):
         from policies.cli_checks import missing_package_message
 
         raise DemoError(missing_package_message(name_or_path, exc)) from None
-    except ValueError as exc:
-        raise DemoError(str(exc)) from None
+    except ValueError as exc:   # an unknown name, a missing or unusable model
+        raise DemoError(f"--policy: {exc}") from None
     except (OSError, RuntimeError, KeyError, EOFError) as exc:   # model loaders' own errors
-        raise DemoError(f"could not load policy {name_or_path!r}: "
+        raise DemoError(f"--policy: could not load policy {name_or_path!r}: "
                         f"{type(exc).__name__}: {exc}") from None
 
 

@@ -325,12 +325,12 @@ def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[
             continue
         if name not in known:
             if not looks_like_model_path(name):
-                raise UsageError(f"unknown policy {name!r}; known policies: "
+                raise UsageError(f"--policies: unknown policy {name!r}; known policies: "
                                  f"{', '.join(known)}, or a path to a saved model (.zip)")
             try:
                 check_model_file(name)
             except ValueError as exc:
-                raise UsageError(str(exc)) from None
+                raise UsageError(f"--policies: {exc}") from None
         out.append(name)
     if not out:
         raise UsageError("no policy left to evaluate (" + "; ".join(notes) + ")")
@@ -353,8 +353,8 @@ def resolve_scenarios(spec: str | Sequence[str] | None) -> list[str]:
         raise UsageError(f"--scenarios is empty; give 'all' or names from {', '.join(known)}")
     bad = [s for s in names if s not in known and s != "all"]
     if bad:
-        raise UsageError(f"unknown scenario {bad[0]!r}; known scenarios: {', '.join(known)} "
-                         "(or 'all')")
+        raise UsageError(f"--scenarios: unknown scenario {bad[0]!r}; known scenarios: "
+                         f"{', '.join(known)} (or 'all')")
     return list(known) if "all" in names else list(dict.fromkeys(names))
 
 

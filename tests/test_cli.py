@@ -158,3 +158,26 @@ def test_learned_without_the_training_extra_is_one_line_with_the_install(tmp_pat
     assert not out.exists()
     assert demo.main(["--policy", "learned", "--steps", "1", "--no-live"]) == 2
     assert _one_line_error(capsys.readouterr().err, "demo.py") == f"demo.py: error: {expected}"
+
+
+@pytest.mark.parametrize("case", ["unknown_policy", "missing_model", "unknown_scenario"])
+def test_an_unknown_policy_or_scenario_names_its_flag(case, tmp_path, capsys):
+    """Contract check: README promises one line "naming the flag" for a bad argument,
+    but ``--policy genius`` said only "unknown policy 'genius'; ..." (demo.py and
+    evaluate.py alike), and ``--scenarios nowhere`` "unknown scenario 'nowhere'; ...",
+    leaving the user to guess which flag it was about."""
+    missing = str(tmp_path / "no_such_model.zip")
+    value, says = {"unknown_policy": ("genius", "unknown policy 'genius'; known policies: "),
+                   "missing_model": (missing, f"model file {missing!r} does not exist"),
+                   "unknown_scenario": ("nowhere", "unknown scenario 'nowhere'; known "
+                                                   "scenarios: ")}[case]
+    out = tmp_path / "o"
+    flag = "--scenarios" if case == "unknown_scenario" else "--policies"
+    status, err = _evaluate([flag, value, "--out", str(out)], capsys)
+    assert status == 2 and not out.exists()
+    assert _one_line_error(err, "evaluate.py").startswith(f"evaluate.py: error: {flag}: {says}")
+    if case == "unknown_scenario":   # demo.py's --scenario is an argparse choice (named)
+        return
+    assert demo.main(["--policy", value, "--steps", "1", "--no-live"]) == 2
+    line = _one_line_error(capsys.readouterr().err, "demo.py")
+    assert line.startswith(f"demo.py: error: --policy: {says}")
