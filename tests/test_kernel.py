@@ -645,3 +645,48 @@ def test_limits_file_errors_name_the_file(tmp_path: Path, toml: str, parts) -> N
     path = tmp_path / "limits.toml"
     path.write_text(toml)
     _raises(lambda: as_limits(path), f"limits file {str(path)!r}", *parts)
+
+
+# --------------------------------------------------------------------------- mutation audit (session 12)
+def _ev_limits(departure_soc: float) -> Limits:
+    return Limits(per_kind={"solar": DerLimits(), "battery": DerLimits(soc_min=0.1, soc_max=0.9),
+                            "ev": DerLimits(soc_min=0.0, soc_max=1.0,
+                                            departure_soc=departure_soc)})
+
+
+def test_ev_departure_energy_stays_reachable_in_hours_of_charging_left() -> None:
+    """``E_req = departure_soc·E_cap − C·η_c·(t_dep − t_end)/3600`` and ``hi = min(0,
+    −(E_req − E_lo)/(η_c·h))``: the EV (2 MW, η_c 0.9, 10 of 20 MWh, departure 80 %
+    = 16 MWh) with 3 h of charging left after the window needs 16 − 1.8·3 = 10.6 MWh, so
+    over a 1 h window it must charge at least (10.6 − 10)/0.9 = 2/3 MW; leaving at the
+    window's end (or before: no time is negative) it needs all 16 MWh: at most −2 MW,
+    its full charge rate (6/0.9 MW is more than it can)."""
+    fleet = _fleet()
+    kernel = Kernel(_ev_limits(0.8), NAMES, fleet, 21, DT_S)
+    energy = fleet.energy_mwh
+    plugged = fleet.plugged
+    for departure_s, want_hi in ((3 * 3600.0, -0.6 / ETA), (0.0, -2.0), (-1800.0, -2.0)):
+        fleet.departure_s[2] = departure_s
+        lo, hi = kernel.net_bounds(fleet, energy, energy, fleet.solar_available_mw, 1.0, 0.0,
+                                   plugged, True)
+        assert lo[2] == -2.0
+        assert hi[2] == pytest.approx(want_hi, rel=1e-12), departure_s
+    # a departure half an hour after the window ends: 16 − 1.8·0.5 = 15.1 MWh needed,
+    # (15.1 − 15)/0.9 MW of charging; half an hour *before* it, the whole 16 MWh
+    fleet.energy_mwh[2] = 15.0
+    for departure_s, want_hi in ((5400.0, -0.1 / ETA), (1800.0, -1.0 / ETA)):
+        fleet.departure_s[2] = departure_s
+        lo, hi = kernel.net_bounds(fleet, fleet.energy_mwh, fleet.energy_mwh,
+                                   fleet.solar_available_mw, 1.0, 3600.0, plugged, True)
+        assert hi[2] == pytest.approx(want_hi, rel=1e-9), departure_s
+
+
+def test_a_plugged_ev_cannot_be_executed_into_discharge() -> None:
+    """Execution bounds: "EV: no V2G" holds for a plugged EV with energy to spare too, its
+    interval is [−min(C, room up/(η_c·h)), 0]: [−2, 0] MW (it allowed discharge up to the
+    energy above its floor)."""
+    fleet = _fleet()
+    kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+    lo, hi = kernel.execution_bounds(fleet, 1.0)
+    assert (lo[2], hi[2]) == (-2.0, 0.0)
+    assert hi[1] == pytest.approx((5.0 - 1.0) * ETA, rel=1e-12)   # the battery may discharge
