@@ -690,3 +690,79 @@ def test_a_plugged_ev_cannot_be_executed_into_discharge() -> None:
     lo, hi = kernel.execution_bounds(fleet, 1.0)
     assert (lo[2], hi[2]) == (-2.0, 0.0)
     assert hi[1] == pytest.approx((5.0 - 1.0) * ETA, rel=1e-12)   # the battery may discharge
+
+
+def _bid(kernel: Kernel, fleet: FleetState, *, committed: list[float] | None = None,
+         reserve: list[float] | None = None, reserve_round: bool = False,
+         reserve_duration_s: float = DT_S, reserve_until_s: float | None = None):
+    return kernel.bid_interval(fleet, now_s=0.0,
+                               committed_p_mw=np.array(committed or [0.0, 0.0, 0.0]),
+                               reserve_mw=np.array(reserve or [0.0, 0.0, 0.0]),
+                               reserve_round=reserve_round,
+                               reserve_duration_s=reserve_duration_s,
+                               reserve_until_s=reserve_until_s)
+
+
+def test_next_round_discharge_bound_assumes_the_current_discharge_executed() -> None:
+    """The other worst case: a battery at 1.5 MWh (floor 1 MWh, η_d 0.9, h = 1) with a
+    0.2 MW discharge contract (or 0.2 MW of standing reserve, which may activate) ends
+    the step at 1.5 − 0.2/0.9 MWh if it executes, so its next bound is
+    (0.5 − 0.2/0.9)·0.9 = 0.25 MW (less the reserve kept on top), not the 0.45 MW of
+    the case where nothing executes."""
+    fleet = _fleet(battery_mwh=1.5)
+    kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+    lo, hi = _bid(kernel, fleet, committed=[0.0, 0.2, 0.0])
+    assert hi[1] == pytest.approx(0.25, rel=1e-12)
+    lo, hi = _bid(kernel, fleet, reserve=[0.0, 0.2, 0.0])
+    assert hi[1] == pytest.approx(0.25 - 0.2, rel=1e-9)
+
+
+def test_energy_bids_keep_the_reserve_energy_of_the_rest_of_the_reserve_period() -> None:
+    """``keep = R·(reserve_until − end of the window bid for)/3600/η_d``: a battery at
+    5 MWh (floor 1, η_d 0.9) holding 0.5 MW of reserve until t = 4 h, bidding at t = 0
+    for the window [1 h, 2 h], keeps 0.5·2/0.9 MWh for the 2 h after it; its worst-case
+    energy at 1 h is 5 − 0.5/0.9, so hi = (4 − 0.5/0.9 − 1/0.9)·0.9 − 0.5 = 1.6 MW."""
+    fleet = _fleet(battery_mwh=5.0)
+    kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+    lo, hi = _bid(kernel, fleet, reserve=[0.0, 0.5, 0.0], reserve_until_s=4 * DT_S)
+    assert hi[1] == pytest.approx(1.6, rel=1e-12)
+    lo, hi = _bid(kernel, fleet, reserve=[0.0, 0.5, 0.0], reserve_until_s=2 * DT_S)
+    assert hi[1] == pytest.approx((4.0 - 0.5 / ETA) * ETA - 0.5, rel=1e-12)   # nothing kept
+
+
+def test_an_ev_bids_around_the_charging_its_departure_still_needs() -> None:
+    """The round bids for the window [1 h, 2 h]; the EV (2 MW, η_c 0.9, 1 MW baseline
+    charging, departure 80 % = 16 MWh at 4 h) has 10.9 MWh at 1 h and 2 h of full
+    charging (3.6 MWh) after the window, so it must store 12.4 − 10.9 = 1.5 MWh in it:
+    charge at least 1.5/0.9 MW. Its planned baseline is raised to that, and it may bid
+    only more charging, down to −2 MW: [−(2 − 1.5/0.9), 0]."""
+    fleet = _fleet(ev_departure_s=4 * DT_S)
+    kernel = Kernel(_ev_limits(0.8), NAMES, fleet, 21, DT_S)
+    lo, hi = _bid(kernel, fleet)
+    assert kernel.planned_baseline_mw[2] == pytest.approx(-1.5 / ETA, rel=1e-12)
+    assert lo[2] == pytest.approx(-(2.0 - 1.5 / ETA), rel=1e-12) and hi[2] == 0.0
+
+
+def test_an_ev_leaving_when_the_window_starts_bids_nothing() -> None:
+    """An EV leaves when ``t >= departure_s`` (:func:`fleet.depart_evs`): departing at
+    the start of the window bid for (t = 1 h) it is gone and bids [0, 0]; one second
+    later it is still there and may stop its 1 MW baseline charging or charge 1 MW
+    more: [−1, 1]."""
+    for departure_s, want in ((DT_S, (0.0, 0.0)), (DT_S + 1.0, (-1.0, 1.0))):
+        fleet = _fleet(ev_departure_s=departure_s)
+        kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+        lo, hi = _bid(kernel, fleet)
+        assert (lo[2], hi[2]) == pytest.approx(want, rel=1e-12), departure_s
+
+
+def test_an_ev_leaving_before_the_reserve_period_ends_offers_no_reserve() -> None:
+    """Reserve round at t = 0 for a 2 h period from t = 1 h: an EV leaving at 2 h (inside
+    the period) offers nothing; one staying offers its 1 MW of baseline charging (it
+    may stop charging), the battery its energy over the 2 h (4·0.9/2 = 1.8 MW)."""
+    for departure_s, want_ev in ((2 * DT_S, 0.0), (math.inf, 1.0)):
+        fleet = _fleet(ev_departure_s=departure_s)
+        kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+        lo, hi = _bid(kernel, fleet, reserve_round=True, reserve_duration_s=2 * DT_S)
+        assert hi[2] == pytest.approx(want_ev, rel=1e-12), departure_s
+        assert hi[1] == pytest.approx(1.8, rel=1e-12) and hi[0] == 0.0
+        np.testing.assert_array_equal(lo, 0.0)
