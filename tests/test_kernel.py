@@ -26,6 +26,7 @@ from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, FleetState, b
 from gridswarm_env.kernel import (
     DEFAULT_KIND_LIMITS,
     DerLimits,
+    ExecutionChecker,
     Kernel,
     LimitArrays,
     Limits,
@@ -200,6 +201,11 @@ def test_enforce_refuses_levels_outside_the_table() -> None:
     for bad in (np.full(9, -1), np.full(9, 21), np.full(9, 2.0), np.zeros(8, dtype=np.int64)):
         with pytest.raises(IndexError):
             kernel.enforce(bad, mask, lo, hi)
+    # level 21 of 21 on any agent but the last would read the next agent's level 0
+    past_end = np.zeros(9, dtype=np.int64)
+    past_end[0] = 21
+    with pytest.raises(IndexError, match=r"level indices must be in \[0, 21\)"):
+        kernel.enforce(past_end, mask, lo, hi)
     levels, power, blocked = kernel.enforce(np.arange(9, dtype=np.int32), mask, lo, hi)
     np.testing.assert_array_equal(levels, np.arange(9))
     assert not blocked.any()
@@ -753,6 +759,10 @@ def test_an_ev_leaving_when_the_window_starts_bids_nothing() -> None:
         kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
         lo, hi = _bid(kernel, fleet)
         assert (lo[2], hi[2]) == pytest.approx(want, rel=1e-12), departure_s
+    # whatever it holds now: standing reserve does not let it charge after it left
+    fleet = _fleet(ev_departure_s=DT_S)
+    lo, hi = _bid(Kernel(_limits(), NAMES, fleet, 21, DT_S), fleet, reserve=[0.0, 0.0, 0.5])
+    assert (lo[2], hi[2]) == (0.0, 0.0)
 
 
 def test_an_ev_leaving_before_the_reserve_period_ends_offers_no_reserve() -> None:
@@ -766,3 +776,35 @@ def test_an_ev_leaving_before_the_reserve_period_ends_offers_no_reserve() -> Non
         assert hi[2] == pytest.approx(want_ev, rel=1e-12), departure_s
         assert hi[1] == pytest.approx(1.8, rel=1e-12) and hi[0] == 0.0
         np.testing.assert_array_equal(lo, 0.0)
+
+
+def test_checker_flags_each_power_rule_and_counts_like_its_report() -> None:
+    """The independent checker, rule by rule (dt = 1 s): a battery charging 1.5 MW under a
+    1 MW charge cap, a solar plant absorbing 0.5 MW (solar: net_min < −tol, whatever its
+    charge cap) or exporting 2.5 of its 3 MW available over a 2 MW export cap are power
+    violations; "unplugged" is an EV's rule (a battery's plugged flag does not count); a
+    ramp limit bounds moves away from the baseline (from −3 MW with 1 MW/s, +1 MW is
+    allowed, +1.5 MW is not); and :meth:`ExecutionChecker.count` (what the environment
+    counts) counts every kind, as ``check(...).count`` does."""
+    kinds = np.array([KIND_BATTERY, KIND_SOLAR, KIND_SOLAR, KIND_BATTERY, KIND_BATTERY,
+                      KIND_BATTERY, KIND_BATTERY, KIND_EV])
+    inf = math.inf
+    arrays = _arrays(8, max_discharge_mw=np.array([5.0, 5, 2, 5, 5, 5, 5, 5]),
+                     max_charge_mw=np.array([1.0, 5, 5, 5, 5, 5, 5, 5]),
+                     ramp_mw_per_s=np.array([inf, inf, inf, inf, 1.0, 1.0, inf, inf]))
+    net = np.array([-1.5, -0.5, 2.5, 0.5, 1.0, 1.5, 0.0, -0.3])
+    e0 = np.array([5.0, 0, 0, 5, 5, 5, 1.05, 5])
+    e1 = e0.copy()
+    e1[6] = 0.95                                          # below the 1 MWh floor, moving down
+    args = dict(net_min_mw=net, net_max_mw=net, p_now_mw=net,
+                p_prev_mw=np.array([0.0, 0, 0, 0, -3, -3, 0, 0]), energy_before_mwh=e0,
+                energy_after_mwh=e1, solar_available_mw=np.array([0.0, 1, 3, 0, 0, 0, 0, 0]),
+                plugged=np.array([True, True, True, False, True, True, True, False]))
+    cap = np.array([10.0, 0, 0, 10, 10, 10, 10, 10])
+    report = check_executed(kinds=kinds, capacity_mwh=cap, arrays=arrays, dt_s=1.0, **args)
+    np.testing.assert_array_equal(report.power, [1, 1, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(report.ramp, [0, 0, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(report.soc, [0, 0, 0, 0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(report.unplugged, [0, 0, 0, 0, 0, 0, 0, 1])
+    assert report.count == 6
+    assert ExecutionChecker(kinds, cap, arrays, 1.0).count(**args) == 6
