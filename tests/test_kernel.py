@@ -784,27 +784,27 @@ def test_checker_flags_each_power_rule_and_counts_like_its_report() -> None:
     charge cap) or exporting 2.5 of its 3 MW available over a 2 MW export cap are power
     violations; "unplugged" is an EV's rule (a battery's plugged flag does not count); a
     ramp limit bounds moves away from the baseline (from −3 MW with 1 MW/s, +1 MW is
-    allowed, +1.5 MW is not); and :meth:`ExecutionChecker.count` (what the environment
+    allowed, +1.5 MW is not; from +3 MW, −1.5 MW is not); and :meth:`ExecutionChecker.count` (what the environment
     counts) counts every kind, as ``check(...).count`` does."""
     kinds = np.array([KIND_BATTERY, KIND_SOLAR, KIND_SOLAR, KIND_BATTERY, KIND_BATTERY,
-                      KIND_BATTERY, KIND_BATTERY, KIND_EV])
+                      KIND_BATTERY, KIND_BATTERY, KIND_EV, KIND_BATTERY])
     inf = math.inf
-    arrays = _arrays(8, max_discharge_mw=np.array([5.0, 5, 2, 5, 5, 5, 5, 5]),
-                     max_charge_mw=np.array([1.0, 5, 5, 5, 5, 5, 5, 5]),
-                     ramp_mw_per_s=np.array([inf, inf, inf, inf, 1.0, 1.0, inf, inf]))
-    net = np.array([-1.5, -0.5, 2.5, 0.5, 1.0, 1.5, 0.0, -0.3])
-    e0 = np.array([5.0, 0, 0, 5, 5, 5, 1.05, 5])
+    arrays = _arrays(9, max_discharge_mw=np.array([5.0, 5, 2, 5, 5, 5, 5, 5, 5]),
+                     max_charge_mw=np.array([1.0, 5, 5, 5, 5, 5, 5, 5, 5]),
+                     ramp_mw_per_s=np.array([inf, inf, inf, inf, 1.0, 1.0, inf, inf, 1.0]))
+    net = np.array([-1.5, -0.5, 2.5, 0.5, 1.0, 1.5, 0.0, -0.3, -1.5])
+    e0 = np.array([5.0, 0, 0, 5, 5, 5, 1.05, 5, 5])
     e1 = e0.copy()
     e1[6] = 0.95                                          # below the 1 MWh floor, moving down
     args = dict(net_min_mw=net, net_max_mw=net, p_now_mw=net,
-                p_prev_mw=np.array([0.0, 0, 0, 0, -3, -3, 0, 0]), energy_before_mwh=e0,
-                energy_after_mwh=e1, solar_available_mw=np.array([0.0, 1, 3, 0, 0, 0, 0, 0]),
-                plugged=np.array([True, True, True, False, True, True, True, False]))
-    cap = np.array([10.0, 0, 0, 10, 10, 10, 10, 10])
+                p_prev_mw=np.array([0.0, 0, 0, 0, -3, -3, 0, 0, 3]), energy_before_mwh=e0,
+                energy_after_mwh=e1, solar_available_mw=np.array([0.0, 1, 3, 0, 0, 0, 0, 0, 0]),
+                plugged=np.array([True, True, True, False, True, True, True, False, True]))
+    cap = np.array([10.0, 0, 0, 10, 10, 10, 10, 10, 10])
     report = check_executed(kinds=kinds, capacity_mwh=cap, arrays=arrays, dt_s=1.0, **args)
-    np.testing.assert_array_equal(report.power, [1, 1, 1, 0, 0, 0, 0, 0])
-    np.testing.assert_array_equal(report.ramp, [0, 0, 0, 0, 0, 1, 0, 0])
-    np.testing.assert_array_equal(report.soc, [0, 0, 0, 0, 0, 0, 1, 0])
-    np.testing.assert_array_equal(report.unplugged, [0, 0, 0, 0, 0, 0, 0, 1])
-    assert report.count == 6
-    assert ExecutionChecker(kinds, cap, arrays, 1.0).count(**args) == 6
+    np.testing.assert_array_equal(report.power, [1, 1, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(report.ramp, [0, 0, 0, 0, 0, 1, 0, 0, 1])
+    np.testing.assert_array_equal(report.soc, [0, 0, 0, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(report.unplugged, [0, 0, 0, 0, 0, 0, 0, 1, 0])
+    assert report.count == 7
+    assert ExecutionChecker(kinds, cap, arrays, 1.0).count(**args) == 7
