@@ -808,3 +808,18 @@ def test_checker_flags_each_power_rule_and_counts_like_its_report() -> None:
     np.testing.assert_array_equal(report.unplugged, [0, 0, 0, 0, 0, 0, 0, 1, 0])
     assert report.count == 7
     assert ExecutionChecker(kinds, cap, arrays, 1.0).count(**args) == 7
+
+
+def test_an_ev_that_must_charge_flat_out_next_step_offers_no_reserve() -> None:
+    """Reserve is capped by the next step's bound too, ``min(hi_res, hi_net)``: an EV whose
+    departure target (90 %) lies above its SoC ceiling (60 %) must charge as much as its
+    ceiling allows next step (1.1 MWh of room at 10.9 MWh: −1.1/0.9 MW, its whole
+    interval); over the 2 h reserve period the room spreads to −1.1/1.8 MW, which alone
+    would let it offer 0.61 MW of "less charging" it cannot give next step."""
+    fleet = _fleet(ev_departure_s=5 * DT_S)
+    limits = Limits(per_kind={"solar": DerLimits(), "battery": DerLimits(soc_min=0.1, soc_max=0.9),
+                              "ev": DerLimits(soc_min=0.0, soc_max=0.6, departure_soc=0.9)})
+    kernel = Kernel(limits, NAMES, fleet, 21, DT_S)
+    lo, hi = _bid(kernel, fleet, reserve_round=True, reserve_duration_s=2 * DT_S)
+    assert kernel.planned_baseline_mw[2] == pytest.approx(-1.1 / ETA, rel=1e-12)
+    assert hi[2] == 0.0
