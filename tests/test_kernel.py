@@ -26,6 +26,7 @@ from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, FleetState, b
 from gridswarm_env.kernel import (
     DEFAULT_KIND_LIMITS,
     DerLimits,
+    ExecutionChecker,
     Kernel,
     LimitArrays,
     Limits,
@@ -200,6 +201,11 @@ def test_enforce_refuses_levels_outside_the_table() -> None:
     for bad in (np.full(9, -1), np.full(9, 21), np.full(9, 2.0), np.zeros(8, dtype=np.int64)):
         with pytest.raises(IndexError):
             kernel.enforce(bad, mask, lo, hi)
+    # level 21 of 21 on any agent but the last would read the next agent's level 0
+    past_end = np.zeros(9, dtype=np.int64)
+    past_end[0] = 21
+    with pytest.raises(IndexError, match=r"level indices must be in \[0, 21\)"):
+        kernel.enforce(past_end, mask, lo, hi)
     levels, power, blocked = kernel.enforce(np.arange(9, dtype=np.int32), mask, lo, hi)
     np.testing.assert_array_equal(levels, np.arange(9))
     assert not blocked.any()
@@ -646,3 +652,175 @@ def test_limits_file_errors_name_the_file(tmp_path: Path, toml: str, parts) -> N
     path = tmp_path / "limits.toml"
     path.write_text(toml)
     _raises(lambda: as_limits(path), f"limits file {str(path)!r}", *parts)
+
+
+# --------------------------------------------------------------------------- mutation audit (session 12)
+def _ev_limits(departure_soc: float) -> Limits:
+    return Limits(per_kind={"solar": DerLimits(), "battery": DerLimits(soc_min=0.1, soc_max=0.9),
+                            "ev": DerLimits(soc_min=0.0, soc_max=1.0,
+                                            departure_soc=departure_soc)})
+
+
+def test_ev_departure_energy_stays_reachable_in_hours_of_charging_left() -> None:
+    """``E_req = departure_soc·E_cap − C·η_c·(t_dep − t_end)/3600`` and ``hi = min(0,
+    −(E_req − E_lo)/(η_c·h))``: the EV (2 MW, η_c 0.9, 10 of 20 MWh, departure 80 %
+    = 16 MWh) with 3 h of charging left after the window needs 16 − 1.8·3 = 10.6 MWh, so
+    over a 1 h window it must charge at least (10.6 − 10)/0.9 = 2/3 MW; leaving at the
+    window's end (or before: no time is negative) it needs all 16 MWh: at most −2 MW,
+    its full charge rate (6/0.9 MW is more than it can)."""
+    fleet = _fleet()
+    kernel = Kernel(_ev_limits(0.8), NAMES, fleet, 21, DT_S)
+    energy = fleet.energy_mwh
+    plugged = fleet.plugged
+    for departure_s, want_hi in ((3 * 3600.0, -0.6 / ETA), (0.0, -2.0), (-1800.0, -2.0)):
+        fleet.departure_s[2] = departure_s
+        lo, hi = kernel.net_bounds(fleet, energy, energy, fleet.solar_available_mw, 1.0, 0.0,
+                                   plugged, True)
+        assert lo[2] == -2.0
+        assert hi[2] == pytest.approx(want_hi, rel=1e-12), departure_s
+    # a departure half an hour after the window ends: 16 − 1.8·0.5 = 15.1 MWh needed,
+    # (15.1 − 15)/0.9 MW of charging; half an hour *before* it, the whole 16 MWh
+    fleet.energy_mwh[2] = 15.0
+    for departure_s, want_hi in ((5400.0, -0.1 / ETA), (1800.0, -1.0 / ETA)):
+        fleet.departure_s[2] = departure_s
+        lo, hi = kernel.net_bounds(fleet, fleet.energy_mwh, fleet.energy_mwh,
+                                   fleet.solar_available_mw, 1.0, 3600.0, plugged, True)
+        assert hi[2] == pytest.approx(want_hi, rel=1e-9), departure_s
+
+
+def test_a_plugged_ev_cannot_be_executed_into_discharge() -> None:
+    """Execution bounds: "EV: no V2G" holds for a plugged EV with energy to spare too, its
+    interval is [−min(C, room up/(η_c·h)), 0]: [−2, 0] MW (it allowed discharge up to the
+    energy above its floor)."""
+    fleet = _fleet()
+    kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+    lo, hi = kernel.execution_bounds(fleet, 1.0)
+    assert (lo[2], hi[2]) == (-2.0, 0.0)
+    assert hi[1] == pytest.approx((5.0 - 1.0) * ETA, rel=1e-12)   # the battery may discharge
+
+
+def _bid(kernel: Kernel, fleet: FleetState, *, committed: list[float] | None = None,
+         reserve: list[float] | None = None, reserve_round: bool = False,
+         reserve_duration_s: float = DT_S, reserve_until_s: float | None = None):
+    return kernel.bid_interval(fleet, now_s=0.0,
+                               committed_p_mw=np.array(committed or [0.0, 0.0, 0.0]),
+                               reserve_mw=np.array(reserve or [0.0, 0.0, 0.0]),
+                               reserve_round=reserve_round,
+                               reserve_duration_s=reserve_duration_s,
+                               reserve_until_s=reserve_until_s)
+
+
+def test_next_round_discharge_bound_assumes_the_current_discharge_executed() -> None:
+    """The other worst case: a battery at 1.5 MWh (floor 1 MWh, η_d 0.9, h = 1) with a
+    0.2 MW discharge contract (or 0.2 MW of standing reserve, which may activate) ends
+    the step at 1.5 − 0.2/0.9 MWh if it executes, so its next bound is
+    (0.5 − 0.2/0.9)·0.9 = 0.25 MW (less the reserve kept on top), not the 0.45 MW of
+    the case where nothing executes."""
+    fleet = _fleet(battery_mwh=1.5)
+    kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+    lo, hi = _bid(kernel, fleet, committed=[0.0, 0.2, 0.0])
+    assert hi[1] == pytest.approx(0.25, rel=1e-12)
+    lo, hi = _bid(kernel, fleet, reserve=[0.0, 0.2, 0.0])
+    assert hi[1] == pytest.approx(0.25 - 0.2, rel=1e-9)
+
+
+def test_energy_bids_keep_the_reserve_energy_of_the_rest_of_the_reserve_period() -> None:
+    """``keep = R·(reserve_until − end of the window bid for)/3600/η_d``: a battery at
+    5 MWh (floor 1, η_d 0.9) holding 0.5 MW of reserve until t = 4 h, bidding at t = 0
+    for the window [1 h, 2 h], keeps 0.5·2/0.9 MWh for the 2 h after it; its worst-case
+    energy at 1 h is 5 − 0.5/0.9, so hi = (4 − 0.5/0.9 − 1/0.9)·0.9 − 0.5 = 1.6 MW."""
+    fleet = _fleet(battery_mwh=5.0)
+    kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+    lo, hi = _bid(kernel, fleet, reserve=[0.0, 0.5, 0.0], reserve_until_s=4 * DT_S)
+    assert hi[1] == pytest.approx(1.6, rel=1e-12)
+    lo, hi = _bid(kernel, fleet, reserve=[0.0, 0.5, 0.0], reserve_until_s=2 * DT_S)
+    assert hi[1] == pytest.approx((4.0 - 0.5 / ETA) * ETA - 0.5, rel=1e-12)   # nothing kept
+
+
+def test_an_ev_bids_around_the_charging_its_departure_still_needs() -> None:
+    """The round bids for the window [1 h, 2 h]; the EV (2 MW, η_c 0.9, 1 MW baseline
+    charging, departure 80 % = 16 MWh at 4 h) has 10.9 MWh at 1 h and 2 h of full
+    charging (3.6 MWh) after the window, so it must store 12.4 − 10.9 = 1.5 MWh in it:
+    charge at least 1.5/0.9 MW. Its planned baseline is raised to that, and it may bid
+    only more charging, down to −2 MW: [−(2 − 1.5/0.9), 0]."""
+    fleet = _fleet(ev_departure_s=4 * DT_S)
+    kernel = Kernel(_ev_limits(0.8), NAMES, fleet, 21, DT_S)
+    lo, hi = _bid(kernel, fleet)
+    assert kernel.planned_baseline_mw[2] == pytest.approx(-1.5 / ETA, rel=1e-12)
+    assert lo[2] == pytest.approx(-(2.0 - 1.5 / ETA), rel=1e-12) and hi[2] == 0.0
+
+
+def test_an_ev_leaving_when_the_window_starts_bids_nothing() -> None:
+    """An EV leaves when ``t >= departure_s`` (:func:`fleet.depart_evs`): departing at
+    the start of the window bid for (t = 1 h) it is gone and bids [0, 0]; one second
+    later it is still there and may stop its 1 MW baseline charging or charge 1 MW
+    more: [−1, 1]."""
+    for departure_s, want in ((DT_S, (0.0, 0.0)), (DT_S + 1.0, (-1.0, 1.0))):
+        fleet = _fleet(ev_departure_s=departure_s)
+        kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+        lo, hi = _bid(kernel, fleet)
+        assert (lo[2], hi[2]) == pytest.approx(want, rel=1e-12), departure_s
+    # whatever it holds now: standing reserve does not let it charge after it left
+    fleet = _fleet(ev_departure_s=DT_S)
+    lo, hi = _bid(Kernel(_limits(), NAMES, fleet, 21, DT_S), fleet, reserve=[0.0, 0.0, 0.5])
+    assert (lo[2], hi[2]) == (0.0, 0.0)
+
+
+def test_an_ev_leaving_before_the_reserve_period_ends_offers_no_reserve() -> None:
+    """Reserve round at t = 0 for a 2 h period from t = 1 h: an EV leaving at 2 h (inside
+    the period) offers nothing; one staying offers its 1 MW of baseline charging (it
+    may stop charging), the battery its energy over the 2 h (4·0.9/2 = 1.8 MW)."""
+    for departure_s, want_ev in ((2 * DT_S, 0.0), (math.inf, 1.0)):
+        fleet = _fleet(ev_departure_s=departure_s)
+        kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+        lo, hi = _bid(kernel, fleet, reserve_round=True, reserve_duration_s=2 * DT_S)
+        assert hi[2] == pytest.approx(want_ev, rel=1e-12), departure_s
+        assert hi[1] == pytest.approx(1.8, rel=1e-12) and hi[0] == 0.0
+        np.testing.assert_array_equal(lo, 0.0)
+
+
+def test_checker_flags_each_power_rule_and_counts_like_its_report() -> None:
+    """The independent checker, rule by rule (dt = 1 s): a battery charging 1.5 MW under a
+    1 MW charge cap, a solar plant absorbing 0.5 MW (solar: net_min < −tol, whatever its
+    charge cap) or exporting 2.5 of its 3 MW available over a 2 MW export cap are power
+    violations; "unplugged" is an EV's rule (a battery's plugged flag does not count); a
+    ramp limit bounds moves away from the baseline (from −3 MW with 1 MW/s, +1 MW is
+    allowed, +1.5 MW is not; from +3 MW, −1.5 MW is not); and :meth:`ExecutionChecker.count` (what the environment
+    counts) counts every kind, as ``check(...).count`` does."""
+    kinds = np.array([KIND_BATTERY, KIND_SOLAR, KIND_SOLAR, KIND_BATTERY, KIND_BATTERY,
+                      KIND_BATTERY, KIND_BATTERY, KIND_EV, KIND_BATTERY])
+    inf = math.inf
+    arrays = _arrays(9, max_discharge_mw=np.array([5.0, 5, 2, 5, 5, 5, 5, 5, 5]),
+                     max_charge_mw=np.array([1.0, 5, 5, 5, 5, 5, 5, 5, 5]),
+                     ramp_mw_per_s=np.array([inf, inf, inf, inf, 1.0, 1.0, inf, inf, 1.0]))
+    net = np.array([-1.5, -0.5, 2.5, 0.5, 1.0, 1.5, 0.0, -0.3, -1.5])
+    e0 = np.array([5.0, 0, 0, 5, 5, 5, 1.05, 5, 5])
+    e1 = e0.copy()
+    e1[6] = 0.95                                          # below the 1 MWh floor, moving down
+    args = dict(net_min_mw=net, net_max_mw=net, p_now_mw=net,
+                p_prev_mw=np.array([0.0, 0, 0, 0, -3, -3, 0, 0, 3]), energy_before_mwh=e0,
+                energy_after_mwh=e1, solar_available_mw=np.array([0.0, 1, 3, 0, 0, 0, 0, 0, 0]),
+                plugged=np.array([True, True, True, False, True, True, True, False, True]))
+    cap = np.array([10.0, 0, 0, 10, 10, 10, 10, 10, 10])
+    report = check_executed(kinds=kinds, capacity_mwh=cap, arrays=arrays, dt_s=1.0, **args)
+    np.testing.assert_array_equal(report.power, [1, 1, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(report.ramp, [0, 0, 0, 0, 0, 1, 0, 0, 1])
+    np.testing.assert_array_equal(report.soc, [0, 0, 0, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(report.unplugged, [0, 0, 0, 0, 0, 0, 0, 1, 0])
+    assert report.count == 7
+    assert ExecutionChecker(kinds, cap, arrays, 1.0).count(**args) == 7
+
+
+def test_an_ev_that_must_charge_flat_out_next_step_offers_no_reserve() -> None:
+    """Reserve is capped by the next step's bound too, ``min(hi_res, hi_net)``: an EV whose
+    departure target (90 %) lies above its SoC ceiling (60 %) must charge as much as its
+    ceiling allows next step (1.1 MWh of room at 10.9 MWh: −1.1/0.9 MW, its whole
+    interval); over the 2 h reserve period the room spreads to −1.1/1.8 MW, which alone
+    would let it offer 0.61 MW of "less charging" it cannot give next step."""
+    fleet = _fleet(ev_departure_s=5 * DT_S)
+    limits = Limits(per_kind={"solar": DerLimits(), "battery": DerLimits(soc_min=0.1, soc_max=0.9),
+                              "ev": DerLimits(soc_min=0.0, soc_max=0.6, departure_soc=0.9)})
+    kernel = Kernel(limits, NAMES, fleet, 21, DT_S)
+    lo, hi = _bid(kernel, fleet, reserve_round=True, reserve_duration_s=2 * DT_S)
+    assert kernel.planned_baseline_mw[2] == pytest.approx(-1.1 / ETA, rel=1e-12)
+    assert hi[2] == 0.0

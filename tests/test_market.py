@@ -358,3 +358,62 @@ def test_a_request_equal_to_the_deadband_holds_no_round() -> None:
         assert not r.accepted_mw.any() and math.isnan(r.clearing_price_per_mwh)
     r = clear_market(0.0500001, power, price, deadband_mw=0.05)   # just above: cleared
     assert r.n_accepted == 1 and r.accepted_mw[0] == 0.0500001
+
+
+# --------------------------------------------------------------------------- mutation audit (session 12)
+def test_a_one_price_band_and_a_zero_deadband_are_admissible() -> None:
+    """The documented bounds are inclusive: ``floor <= cap`` admits floor == cap (a
+    one-price market: a bid at that price clears, one a cent either side is out of band)
+    and ``deadband_mw >= 0`` admits 0 (every non-zero request holds a round)."""
+    r = clear_market(5.0, np.full(3, 10.0), np.array([49.99, 50.0, 50.01]),
+                     price_floor_per_mwh=50.0, price_cap_per_mwh=50.0)
+    np.testing.assert_array_equal(r.accepted_mw, [0.0, 5.0, 0.0])
+    assert r.clearing_price_per_mwh == 50.0 and r.offered_mw == 10.0
+    assert price_signal_per_mwh(30.0, 100.0, 50.0, 50.0) == 50.0
+    tiny = clear_market(1e-9, np.ones(1), np.ones(1), deadband_mw=0.0)
+    assert tiny.n_accepted == 1 and tiny.accepted_total_mw == 1e-9 and tiny.consensus
+    zero = clear_market(0.0, np.ones(1), np.ones(1), deadband_mw=0.0)
+    assert zero.consensus and zero.n_accepted == 0 and zero.offered_mw == 0.0
+
+
+def test_an_infinite_power_bid_is_ignored_not_awarded_the_request() -> None:
+    """"NaN/inf power or price ... ignored": an infinite offer (or absorption bid) is
+    not valid, so it neither takes the whole request at its price nor makes the offer
+    infinite; the finite bids clear as if it were absent."""
+    r = _clear(10.0, [math.inf, 5.0], [1.0, 60.0])
+    np.testing.assert_array_equal(r.accepted_mw, [0.0, 5.0])
+    assert r.offered_mw == 5.0 and r.clearing_price_per_mwh == 60.0 and not r.consensus
+    s = _clear(-10.0, [-math.inf, -5.0], [1.0, -60.0])
+    np.testing.assert_array_equal(s.accepted_mw, [0.0, -5.0])
+    assert s.offered_mw == -5.0 and s.clearing_price_per_mwh == -60.0
+
+
+def test_consensus_holds_down_to_the_edge_of_its_relative_tolerance() -> None:
+    """``|accepted| >= share·|request|`` with relative tolerance 1e-12, inclusive: an
+    offer of exactly share·|request|·(1 − 1e-12) reaches consensus, the float below it
+    does not (a strict comparison or a tolerance on the wrong side moves the edge)."""
+    edge = 0.95 * 100.0 * (1.0 - 1e-12)
+    for request, sign in ((100.0, 1.0), (-100.0, -1.0)):
+        assert _clear(request, [sign * edge], [1.0]).consensus
+        below = np.nextafter(edge, 0.0)
+        assert not _clear(request, [sign * below], [1.0]).consensus
+
+
+def test_price_signal_at_zero_request_is_the_neutral_price_inside_any_band() -> None:
+    """The neutral price is 0 $/MWh clipped into the band: the cap for an all-negative
+    band (not 0, which is outside it), and a zero request is no scarcity even with no
+    flexible capacity (only a non-zero request is "full scarcity" there)."""
+    below = {"price_floor_per_mwh": -100.0, "price_cap_per_mwh": -10.0}
+    assert price_signal_per_mwh(0.0, 100.0, **below) == -10.0
+    assert price_signal_per_mwh(-50.0, 100.0, **below) == -55.0     # −10 − 90·0.5
+    assert price_signal_per_mwh(50.0, 100.0, **below) == -10.0      # already at the cap
+    band = {"price_floor_per_mwh": -50.0, "price_cap_per_mwh": 250.0}
+    assert price_signal_per_mwh(0.0, 0.0, **band) == 0.0
+    assert price_signal_per_mwh(0.0, 0.0, **band, reference_price_per_mwh=30.0) == 30.0
+
+
+def test_coverage_is_one_for_a_zero_request() -> None:
+    """``coverage`` = |accepted| / |request|, 1.0 for a zero request (nothing asked,
+    nothing missing), not a division by zero or 0.0."""
+    assert _clear(0.0, [10.0], [5.0]).coverage == 1.0
+    assert _clear(40.0, [10.0], [5.0]).coverage == 0.25

@@ -11,7 +11,9 @@ The definition tests use 50 ms sub-steps for frequency traces and ``dt_s = 3600`
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ from gridswarm_env.config import ROCOF_WINDOW_S, CostConfig, EnvConfig, MarketCo
 from gridswarm_env.env import GridSwarmEnv
 from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR
 from gridswarm_env.grid import GridModel, GridParams, rocof_hz_per_s
-from gridswarm_env.metrics import MetricsAccumulator
+from gridswarm_env.metrics import MetricsAccumulator, is_finite_or_none, json_safe
 from gridswarm_env.scenarios import get_scenario
 from policies import make_policy
 from policies.rollout import run_episode
@@ -433,3 +435,63 @@ def test_observed_rocof_with_one_sub_step_per_step_uses_the_previous_step() -> N
         assert rocof == (now - previous) / 1.0
         previous = now
     assert max(abs(r) for r, _ in seen) > 0.01   # the trip at 10 s moves it
+
+
+# --------------------------------------------------------------------------- mutation audit (session 12)
+def test_energy_kpis_scale_with_the_step_length_in_hours() -> None:
+    """Every energy term is power × h with h = dt_s/3600: the dispatch of the six-term
+    test over half an hour (h = 0.5) gives half its throughput, curtailment, deferral,
+    unserved, required and delivered energy, while the stored-energy change and the
+    unmet departure energy, given in MWh, are taken as they are."""
+    full, half = _acc(dt_s=3600.0), _acc(dt_s=1800.0)
+    for acc in (full, half):
+        acc.record_dispatch(KINDS, np.array([-1.0, 2.0, -1.0, 0.5, -0.3]), 4.0, 0.0, 0.0, 0.2,
+                            energy_delta_mwh=np.array([0.0, -2.5, 0.9, 0.3, 0.2]))
+    f, h = _kpis(full), _kpis(half)
+    for key in ("battery_throughput_mwh", "curtailed_energy_mwh", "ev_deferred_energy_mwh",
+                "unserved_energy_mwh", "requirement_energy_mwh", "delivered_energy_mwh"):
+        assert f[key] > 0.0 and h[key] == pytest.approx(0.5 * f[key], rel=1e-12), key
+    for key in ("battery_energy_drawn_mwh", "ev_unmet_energy_mwh"):
+        assert h[key] == f[key] > 0.0, key
+
+
+def test_rocof_before_the_first_sample_uses_the_initial_frequency() -> None:
+    """f_k = f_0 for k < 0, f_0 the initial frequency (``last_freq_hz``), not 60 Hz: an
+    episode that starts at 59.9 Hz and stays there has no RoCoF (it read 0.1 Hz over the
+    0.5 s window, 0.2 Hz/s); one stepping to 59.8 Hz reads 0.1/0.5 = 0.2 Hz/s."""
+    acc = _accumulator(0.05, 0.5, f0_hz=59.9)
+    _feed(acc, np.full(20, 59.9), [20])
+    assert acc.max_rocof_hz_per_s == 0.0
+    acc = _accumulator(0.05, 0.5, f0_hz=59.9)
+    _feed(acc, np.full(20, 59.8), [20])
+    assert acc.max_rocof_hz_per_s == pytest.approx(0.2, rel=1e-9)
+
+
+def test_contract_and_bus_counters_are_read_under_their_own_names() -> None:
+    """``result`` copies the ledger's and the bus's counters key by key (distinct values
+    here, so a counter read under another name shows), 0 for a missing one."""
+    contracts = {"signed": 7, "verified": 4, "rejected": 2, "lost": 1,
+                 "rejected_by_reason": {"expired": 2}}
+    bus = {"published": 11, "delivered": 9, "deferred": 3, "dropped": 5}
+    m = _acc().result(contracts=contracts, bus_totals=bus)
+    assert [m[f"contracts_{k}"] for k in ("signed", "verified", "rejected", "lost")] == [7, 4,
+                                                                                      2, 1]
+    assert [m[f"bus_{k}"] for k in ("published", "delivered", "deferred", "dropped")] == [
+        11, 9, 3, 5]
+    assert m["contracts_rejected_by_reason"] == {"expired": 2}
+    assert _kpis(_acc())["contracts_lost"] == 0 and _kpis(_acc())["bus_dropped"] == 0
+
+
+def test_json_safe_gives_strict_json_types() -> None:
+    """NaN/±inf → None, NumPy scalars and arrays → Python numbers and lists, tuples →
+    lists, keys → str, anything else → str; ``is_finite_or_none`` accepts None and finite
+    numbers only."""
+    value = {"a": (1, np.int64(2), np.float32(0.5)), 3: np.array([math.nan, 1.5]),
+             "b": np.bool_(True), "c": [math.inf, -math.inf, None, "x"], "d": Path("p")}
+    got = json_safe(value)
+    assert got == {"a": [1, 2, 0.5], "3": [None, 1.5], "b": True,
+                   "c": [None, None, None, "x"], "d": "p"}
+    assert [type(v) for v in got["a"]] == [int, int, float] and type(got["b"]) is bool
+    assert json.loads(json.dumps(got, allow_nan=False)) == got
+    assert is_finite_or_none(None) and is_finite_or_none(2) and is_finite_or_none(0.5)
+    assert not any(is_finite_or_none(x) for x in (math.nan, math.inf, -math.inf, "1"))
