@@ -254,7 +254,8 @@ class GridSwarmEnv(ParallelEnv):
                 + ": no agent, left out of the fleet, so the scenario does not "
                 "behave as at larger fleets; use n_agents >= 3", UserWarning,
                 stacklevel=_caller_stacklevel())
-        check_limits_names(self.limits, self.possible_agents)   # now, not at the first reset
+        check_limits_names(self.limits, self.possible_agents,   # now, not at the first reset
+                           cfg.fleet.ev_departure_soc)
         self.agents: list[str] = []
         self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}
         # agents are all live until the episode ends (then step() refuses to run)

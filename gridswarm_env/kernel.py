@@ -98,6 +98,10 @@ class DerLimits:
         if self.soc_min > self.soc_max:
             raise ValueError(f"{owner}: soc_min ({self.soc_min}) must be <= soc_max "
                              f"({self.soc_max})")
+        if self.departure_soc is not None and self.departure_soc > self.soc_max:
+            raise ValueError(f"{owner}: departure_soc ({self.departure_soc}) must be <= "
+                             f"soc_max ({self.soc_max}): an EV cannot be charged above its "
+                             f"ceiling")
 
 
 _LIMIT_FIELDS = tuple(f.name for f in fields(DerLimits))
@@ -173,6 +177,11 @@ class Limits:
             if checked.get("soc_min", 0.0) > checked.get("soc_max", 1.0):
                 raise ValueError(f"{owner}: soc_min ({checked['soc_min']}) must be <= soc_max "
                                  f"({checked['soc_max']})")
+            departure = checked.get("departure_soc")
+            if departure is not None and departure > checked.get("soc_max", 1.0):
+                raise ValueError(f"{owner}: departure_soc ({departure}) must be <= soc_max "
+                                 f"({checked['soc_max']}): an EV cannot be charged above its "
+                                 f"ceiling")
             per_agent[agent] = checked
         store(self, "per_agent", per_agent)
 
@@ -286,9 +295,12 @@ def _describe_names(names: list[str]) -> str:
     return ", ".join(g[0] if len(g) == 1 else f"{g[0]}…{g[-1]}" for g in groups.values())
 
 
-def check_limits_names(limits: Limits, names: list[str]) -> None:
+def check_limits_names(limits: Limits, names: list[str],
+                       ev_departure_soc: float | None = None) -> None:
     """Every per-agent override must name one of ``names`` (``<kind>_<index>``) and merge
-    consistently on its kind's limits (:func:`agent_limits`).
+    consistently on its kind's limits (:func:`agent_limits`); with ``ev_departure_soc``
+    (the fleet's, ``FleetConfig.ev_departure_soc``), every EV's departure SoC (its limits'
+    ``departure_soc``, else the fleet's) must also be at most its ``soc_max``.
 
     :raises ValueError: naming the unknown agents and the fleet's names, or the agent
         whose merged limits are inconsistent.
@@ -299,10 +311,34 @@ def check_limits_names(limits: Limits, names: list[str]) -> None:
         raise ValueError(f"limits name agent(s) {', '.join(unknown[:5])}{more} that a fleet "
                          f"of {len(names)} agents does not have (its agents: "
                          f"{_describe_names(names)})")
+    merged = {}
     for agent in limits.per_agent:
         kind = agent.rsplit("_", 1)[0]
         if kind in DER_KINDS:
-            agent_limits(limits, agent, kind)
+            merged[agent] = agent_limits(limits, agent, kind)
+    if ev_departure_soc is None:
+        return
+    ev_limits = [("limits['ev']", limits.for_kind("ev"))] if any(
+        name.rsplit("_", 1)[0] == "ev" and name not in merged for name in names) else []
+    ev_limits += [(f"limits.agents[{agent!r}]", lim) for agent, lim in merged.items()
+                  if agent.rsplit("_", 1)[0] == "ev"]
+    for owner, lim in ev_limits:
+        if lim.departure_soc is None:
+            _check_departure(owner, ev_departure_soc, "FleetConfig.ev_departure_soc",
+                             lim.soc_max)
+        else:
+            _check_departure(owner, lim.departure_soc, "departure_soc", lim.soc_max)
+
+
+def _check_departure(owner: str, departure: float, source: str, soc_max: float) -> None:
+    """An EV asked to leave fuller than its ceiling would be charged to the ceiling and
+    leave with unmet energy every time: refuse the contradiction."""
+    if departure > soc_max:
+        raise ValueError(
+            f"{owner}: the EVs' departure SoC {departure:g} ({source}) is above their "
+            f"soc_max {soc_max:g}; an EV cannot be charged above its ceiling: lower the "
+            f"departure SoC (FleetConfig.ev_departure_soc or the ev limits' departure_soc) "
+            f"or raise soc_max")
 
 
 def compile_limits(limits: Limits, names: list[str], fleet: FleetState) -> LimitArrays:
@@ -321,6 +357,12 @@ def compile_limits(limits: Limits, names: list[str], fleet: FleetState) -> Limit
         sel = np.zeros(n, dtype=bool)
         sel[i] = True
         _fill(cols, sel, lim, fleet)
+    # the same rule for a fleet built elsewhere (its own departure SoC per EV)
+    above = np.flatnonzero((fleet.kind == KIND_EV) & (cols["departure_soc"] > cols["soc_max"]))
+    if above.size:
+        i = int(above[0])
+        _check_departure(f"limits for {names[i]}", float(cols["departure_soc"][i]),
+                         "the fleet's or the limits' departure SoC", float(cols["soc_max"][i]))
     return LimitArrays(**cols)
 
 

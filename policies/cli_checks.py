@@ -201,7 +201,8 @@ def read_limits_agents(limits: Any, n_agents: int) -> tuple[Any, str | None]:
             sha = hashlib.sha256(raw).hexdigest()
         else:
             lim = as_limits(limits)
-        check_limits_names(lim, agent_names(n_agents, EnvConfig().fleet))
+        fleet = EnvConfig().fleet
+        check_limits_names(lim, agent_names(n_agents, fleet), fleet.ev_departure_soc)
     except ValueError as exc:
         if is_file:
             raise ValueError(limits_error(limits, exc)) from None

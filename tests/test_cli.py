@@ -23,6 +23,10 @@ LIMITS = {
     "order": ("[battery]\nsoc_max = 0.5\n[agents.battery_003]\nsoc_min = 0.6\n",
               "limits.agents['battery_003'] (battery): DerLimits: soc_min (0.6) must be <= "
               "soc_max (0.5)"),
+    # the fleet's EV departure SoC (0.8) above the ev kind's ceiling
+    "departure": ("[ev]\nsoc_max = 0.7\n",
+                  "limits['ev']: the EVs' departure SoC 0.8 (FleetConfig.ev_departure_soc) "
+                  "is above their soc_max 0.7"),
     "unknown": ("[agents.nosuch_007]\nsoc_min = 0.3\n",
                 "limits name agent(s) nosuch_007 that a fleet of 100 agents does not have"),
 }

@@ -391,7 +391,8 @@ def test_energy_bids_cannot_spend_what_a_held_reserve_contract_needs_later() -> 
 
     env = GridSwarmEnv("emergency", n_agents=30, trust="hmac",
                        limits={"battery": {"soc_min": 0.5, "soc_max": 0.5},
-                               "ev": {"soc_min": 0.6, "soc_max": 0.6}})
+                               "ev": {"soc_min": 0.6, "soc_max": 0.6,
+                                      "departure_soc": 0.6}})
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     levels = env.config.market.n_power_levels
@@ -811,16 +812,32 @@ def test_checker_flags_each_power_rule_and_counts_like_its_report() -> None:
     assert ExecutionChecker(kinds, cap, arrays, 1.0).count(**args) == 7
 
 
-def test_an_ev_that_must_charge_flat_out_next_step_offers_no_reserve() -> None:
-    """Reserve is capped by the next step's bound too, ``min(hi_res, hi_net)``: an EV whose
-    departure target (90 %) lies above its SoC ceiling (60 %) must charge as much as its
-    ceiling allows next step (1.1 MWh of room at 10.9 MWh: −1.1/0.9 MW, its whole
-    interval); over the 2 h reserve period the room spreads to −1.1/1.8 MW, which alone
-    would let it offer 0.61 MW of "less charging" it cannot give next step."""
-    fleet = _fleet(ev_departure_s=5 * DT_S)
-    limits = Limits(per_kind={"solar": DerLimits(), "battery": DerLimits(soc_min=0.1, soc_max=0.9),
-                              "ev": DerLimits(soc_min=0.0, soc_max=0.6, departure_soc=0.9)})
-    kernel = Kernel(limits, NAMES, fleet, 21, DT_S)
-    lo, hi = _bid(kernel, fleet, reserve_round=True, reserve_duration_s=2 * DT_S)
-    assert kernel.planned_baseline_mw[2] == pytest.approx(-1.1 / ETA, rel=1e-12)
-    assert hi[2] == 0.0
+def test_an_ev_departure_soc_above_its_ceiling_is_refused(make_env) -> None:
+    """An EV asked to leave fuller than its ``soc_max`` would be charged to the ceiling and
+    leave with unmet energy every time: the contradiction is refused when the limits or
+    the environment are built, naming where each number came from."""
+    _raises(lambda: DerLimits(soc_max=0.7, departure_soc=0.8),
+            "DerLimits", "departure_soc (0.8) must be <= soc_max (0.7)")
+    _raises(lambda: Limits(per_agent={"ev_000": {"soc_max": 0.7, "departure_soc": 0.8}}),
+            "limits.agents['ev_000']", "departure_soc (0.8) must be <= soc_max (0.7)")
+    # the fleet's own departure SoC (FleetConfig.ev_departure_soc = 0.8) against the ev
+    # kind's ceiling
+    _raises(lambda: make_env("emergency", 10, limits={"ev": {"soc_max": 0.7}}),
+            "limits['ev']", "departure SoC 0.8 (FleetConfig.ev_departure_soc)",
+            "soc_max 0.7")
+    # ... and against one EV's own ceiling
+    _raises(lambda: make_env("emergency", 10, limits={"agents": {"ev_000": {"soc_max": 0.75}}}),
+            "limits.agents['ev_000']", "departure SoC 0.8", "soc_max 0.75")
+    # a departure SoC at the ceiling, or a battery's ceiling below it, is fine
+    make_env("emergency", 10, limits={"ev": {"soc_max": 0.8}, "battery": {"soc_max": 0.5}})
+    make_env("emergency", 10, limits={"agents": {"ev_000": {"soc_max": 0.7,
+                                                              "departure_soc": 0.7}}})
+    # a fleet built elsewhere (its own departure SoC per EV) meets the same rule in Kernel
+    fleet = build_fleet(9, FleetConfig(), 0.5, np.random.default_rng(0))
+    names = [f"a{i}" for i in range(9)]
+    ev = int(np.flatnonzero(fleet.kind == KIND_EV)[0])
+    fleet.departure_soc[ev] = 0.99
+    _raises(lambda: Kernel(Limits(per_kind={**DEFAULT_KIND_LIMITS,
+                                             "ev": DerLimits(soc_max=0.9)}),
+                           names, fleet, 21, 1.0),
+            f"limits for a{ev}", "departure SoC 0.99", "soc_max 0.9")
