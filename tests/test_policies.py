@@ -352,3 +352,64 @@ def test_run_episode_without_a_second_reset_is_the_same_episode():
     assert ma == mb
     with pytest.raises(ValueError, match="reset_env=False"):
         run_episode(b, make_policy("heuristic"), seed=4, reset_env=False)
+
+
+def test_solar_curtailment_offer_keeps_its_forecast_margin(shortage_obs):
+    """In a surplus that asks for everything (share 1), solar offers curtailment only up to
+    its forecast shrunk by ``solar_margin_sigmas`` forecast-error sigmas (2 x (0.05 + 0.01):
+    88 % of its feasible 0.8 = 0.704 of rated), rounded *towards* 0 MW onto a power level
+    (-0.7, level 3), not away from it (-0.8, which the mask allows)."""
+    policy, obs, col = shortage_obs
+    obs = obs.copy()
+    obs[:, col["request_rel"]] = -1.0
+    obs[:, col["feasible_lo_rel"]] = -0.8
+    solar = np.flatnonzero(obs[:, col["is_solar"]] > 0.5)
+    target, _, bound = policy.bids(obs)
+    np.testing.assert_allclose(bound[solar], -0.8 * (1 - 2 * (0.05 + 0.01)))
+    np.testing.assert_allclose(target[solar], bound[solar])
+    mask = np.ones((obs.shape[0], 21 + 11), dtype=bool)
+    assert (policy.act(obs, mask)[solar, 0] == 3).all()
+
+
+def test_ev_pays_at_most_its_deferral_cost_for_extra_charging(shortage_obs):
+    """In a surplus an EV pays ``c_ev · clip(shortfall / ev_pay_full_shortfall_soc, 0, 1)``
+    for extra charging: half of ``c_ev`` at a 0.25 shortfall, ``c_ev`` (60 $/MWh), never
+    more, from a 0.5 shortfall on."""
+    policy, obs, col = shortage_obs
+    ev = np.flatnonzero(obs[:, col["is_ev"]] > 0.5)[:3]
+    obs = obs[ev].copy()
+    obs[:, col["request_rel"]] = -0.5
+    obs[:, col["feasible_lo_rel"]] = -0.5
+    obs[:, col["ev_shortfall_soc"]] = [0.25, 0.5, 0.9]
+    _, price, _ = policy.bids(obs)
+    np.testing.assert_allclose(price, [30.0, 60.0, 60.0])
+
+
+def test_a_zero_request_gets_a_zero_bid_also_in_a_reserve_round(shortage_obs):
+    """A round whose request is 0 (a reserve round whose target is already awarded)
+    gets a 0 MW bid from every agent (power level n//2)."""
+    policy, obs, col = shortage_obs
+    obs = obs.copy()
+    obs[:, col["request_rel"]] = 0.0
+    obs[:, col["product_reserve"]] = 1.0
+    obs[:, col["feasible_hi_rel"]] = 1.0
+    target, _, _ = policy.bids(obs)
+    assert (target == 0.0).all()
+    assert (policy.act(obs, np.ones((obs.shape[0], 32), dtype=bool))[:, 0] == 10).all()
+
+
+def test_heuristic_bids_are_projected_onto_the_mask(shortage_obs):
+    """A level the mask forbids is never chosen: with only 0 MW allowed every agent bids
+    level n//2, whatever it would have offered."""
+    policy, obs, _ = shortage_obs
+    mask = np.ones((obs.shape[0], 21 + 11), dtype=bool)
+    assert (policy.act(obs, mask)[:, 0] != 10).any()   # it would bid something
+    mask[:, :21] = False
+    mask[:, 10] = True
+    assert (policy.act(obs, mask)[:, 0] == 10).all()
+
+
+def test_heuristic_act_before_reset_says_call_reset():
+    obs = np.zeros((3, len(OBS_FIELDS)), dtype=np.float32)
+    with pytest.raises(RuntimeError, match=r"reset\(env\)"):
+        HeuristicPolicy().act(obs, np.ones((3, 32), dtype=bool))
