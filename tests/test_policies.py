@@ -413,3 +413,111 @@ def test_heuristic_act_before_reset_says_call_reset():
     obs = np.zeros((3, len(OBS_FIELDS)), dtype=np.float32)
     with pytest.raises(RuntimeError, match=r"reset\(env\)"):
         HeuristicPolicy().act(obs, np.ones((3, 32), dtype=bool))
+
+
+def _saved_maskable_ppo(path, action_space):
+    """A tiny untrained MaskablePPO with gridswarm's observation space and
+    ``action_space``, saved to ``path``."""
+    import gymnasium as gym
+    from sb3_contrib import MaskablePPO
+
+    class Env(gym.Env):
+        observation_space = gym.spaces.Box(-5, 5, (len(OBS_FIELDS),), np.float32)
+
+        def reset(self, seed=None, options=None):
+            return np.zeros(len(OBS_FIELDS), np.float32), {}
+
+        def step(self, action):
+            return np.zeros(len(OBS_FIELDS), np.float32), 0.0, True, False, {}
+
+        def action_masks(self):
+            return np.ones(int(np.sum(self.action_space.nvec)), bool)
+
+    Env.action_space = action_space
+    model = MaskablePPO("MlpPolicy", Env(), n_steps=8, batch_size=8, device="cpu")
+    model.save(path)
+    return model
+
+
+def test_learned_policy_refuses_a_model_whose_actions_are_not_power_and_price(tmp_path):
+    """A model must act in ``MultiDiscrete([n_power_levels, n_price_levels])``: one with a
+    third action dimension is refused when loaded (file or memory), not at its first
+    batch."""
+    from gymnasium import spaces
+
+    from policies.learned import LearnedPolicy
+
+    path = tmp_path / "three_dims.zip"
+    model = _saved_maskable_ppo(path, spaces.MultiDiscrete([21, 11, 2]))
+    for make in (lambda: LearnedPolicy(path), lambda: LearnedPolicy.from_model(model)):
+        with pytest.raises(ValueError, match=r"action space .*; expected "
+                                             r"MultiDiscrete\(\[n_power_levels, n_price_levels"):
+            make()
+
+
+def test_learned_policy_refuses_observations_and_masks_of_another_shape(tmp_path):
+    """``act`` names a batch whose observations are not ``(n, OBS_DIM)`` or whose mask is
+    not ``(n, n_power_levels + n_price_levels)`` instead of acting on it."""
+    from gymnasium import spaces
+
+    from policies.learned import LearnedPolicy
+
+    model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
+    policy = LearnedPolicy.from_model(model)
+    obs = np.zeros((3, len(OBS_FIELDS)), np.float32)
+    assert policy.act(obs, np.ones((3, 32), bool)).shape == (3, 2)
+    with pytest.raises(ValueError, match=r"mask has shape \(3, 30\): expected \(3, 32\)"):
+        policy.act(obs, np.ones((3, 30), bool))
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 32\): expected \(3, 32\)"):
+        policy.act(obs, np.ones((2, 32), bool))
+    with pytest.raises(ValueError, match=r"obs has shape \(3, 27\): expected \(n_agents, 28\)"):
+        policy.act(obs[:, :27], np.ones((3, 32), bool))
+
+
+def test_the_record_check_hashes_the_bytes_loaded_not_the_file_now(tmp_path):
+    """``load_maskable_ppo(path, data)`` checks the training record against the bytes it
+    was given (the model that acts), even when the file was rewritten since they were
+    read; the file as it is now is refused by that record."""
+    import hashlib
+    import json
+
+    from gymnasium import spaces
+
+    from policies.learned import load_maskable_ppo
+
+    path = tmp_path / "m.zip"
+    _saved_maskable_ppo(path, spaces.MultiDiscrete([21, 11]))
+    data = path.read_bytes()
+    path.with_suffix(".json").write_text(json.dumps(
+        {"model_sha256": hashlib.sha256(data).hexdigest(), "obs_fields": list(OBS_FIELDS)}))
+    _saved_maskable_ppo(path, spaces.MultiDiscrete([21, 11]))   # rewritten meanwhile
+    assert path.read_bytes() != data
+    assert load_maskable_ppo(path, data=data).action_space.nvec.tolist() == [21, 11]
+    for now in (None, path.read_bytes()):   # read here or handed over: refused
+        with pytest.raises(ValueError, match="describes another model"):
+            load_maskable_ppo(path, data=now)
+
+
+def test_a_sampling_learned_policy_samples_and_a_greedy_one_does_not(tmp_path):
+    """``deterministic=False`` draws each action from the policy's distribution (an
+    untrained network's is spread over the levels, so repeated calls differ),
+    reproducibly for a reset seed; ``deterministic=True`` acts greedily (always the same)."""
+    from gymnasium import spaces
+
+    from policies.learned import LearnedPolicy
+
+    model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=4, trust="hmac")
+    obs = np.zeros((4, len(OBS_FIELDS)), np.float32)
+    mask = np.ones((4, 32), bool)
+
+    def actions(deterministic: bool, seed: int) -> list[np.ndarray]:
+        policy = LearnedPolicy.from_model(model, deterministic=deterministic)
+        policy.reset(env.unwrapped, seed=seed)
+        return [policy.act(obs, mask) for _ in range(5)]
+
+    greedy = actions(True, 0)
+    assert all(np.array_equal(a, greedy[0]) for a in greedy)
+    sampled = actions(False, 0)
+    assert not all(np.array_equal(a, sampled[0]) for a in sampled)
+    assert all(np.array_equal(a, b) for a, b in zip(sampled, actions(False, 0), strict=True))
