@@ -552,3 +552,47 @@ def test_a_price_signal_overtaken_on_the_bus_never_replaces_a_newer_one() -> Non
         waited += int(np.count_nonzero((age > 0) & (age < 10)))
         held = env.sig_round.copy()
     assert held.min() >= 25 and waited > 0   # signals got through, some a step late
+
+
+def test_step_info_describes_the_round_cleared_in_that_step() -> None:
+    """``info["request_mw"]`` and ``info["product"]`` are those of the round the step
+    cleared (announced a step earlier), not of the round it announced; ``info["t_s"]`` is
+    the time at the end of the step and ``info["step"]`` its index."""
+    from gridswarm_env.scenarios import PRODUCT_RESERVE
+
+    env = GridSwarmEnv("emergency", n_agents=10, trust="hmac")
+    env.reset(seed=0)
+    policy = HeuristicPolicy()
+    policy.reset(env)
+    obs = env.observations_array()
+    products = set()
+    for k in range(12):
+        request, product = env.round_request_mw, env.round_product
+        act = policy.act(obs, env.action_masks())
+        obs, _, _, info = env.step_arrays(act[:, 0], act[:, 1])
+        assert info["step"] == k and info["t_s"] == env.t_s == (k + 1) * env.config.dt_s
+        assert info["request_mw"] == request
+        assert info["product"] == ("reserve" if product == PRODUCT_RESERVE else "energy")
+        products.add(info["product"])
+    assert products == {"reserve", "energy"}   # the product changed at the tenth round
+
+
+def test_ev_own_cost_counts_deferred_charging_only() -> None:
+    """An EV's own cost in its reward is ``c_ev · max(p, 0) · h``: deferring charging
+    (p > 0, injecting more) costs 60 $/MWh, charging more (p < 0) costs nothing."""
+    from gridswarm_env.fleet import KIND_EV
+
+    env = GridSwarmEnv("price_spike", n_agents=6, trust="hmac")
+    env.reset(seed=0)
+    n = env.n_agents
+    a, b = np.flatnonzero(env.fleet.kind == KIND_EV)[:2]
+    p_exec = np.zeros(n)
+    p_exec[a], p_exec[b] = 0.5, -0.5
+    ex = SimpleNamespace(planned_mean_mw=p_exec.copy(), p_mean_mw=p_exec,
+                         reserve_share=np.zeros(n), energy_delta_mwh=np.zeros(n),
+                         p_mean_sum_mw=float(p_exec.sum()))
+    env._dev_sum_hz = 0.0                             # at 60 Hz: no grid term
+    rewards = env._settle(ex, np.zeros(n), np.zeros(n), p_exec, 0, np.full(20, 60.0))
+    want = np.zeros(n)
+    want[a] = -100.0 * 60.0 * 0.5 / 3600.0
+    np.testing.assert_allclose(rewards, want, rtol=1e-12, atol=1e-15)
