@@ -79,6 +79,13 @@ def _float_fields(cls) -> list[str]:
     (lambda: FleetConfig(share_solar=-0.1, share_battery=0.8), "share_solar", "[0.0, 1.0]"),
     (lambda: FleetConfig(ev_soc_init_low=0.8, ev_soc_init_high=0.2), "ev_soc_init_low",
      "<="),
+    (lambda: FleetConfig(ev_departure_min_s=600.0, ev_departure_max_s=300.0),
+     "ev_departure_min_s = 600.0 must be <= FleetConfig.ev_departure_max_s", "<="),
+    (lambda: EnvConfig(audit_path=""), "audit_path = ''", "expected a file path or None"),
+    (lambda: RewardConfig(grid_weight=-0.1), "grid_weight", ">= 0"),
+    (lambda: RewardConfig(undelivered_penalty_per_mwh=-1.0), "undelivered_penalty_per_mwh",
+     ">= 0"),
+    (lambda: MarketConfig(deadband_mw=-0.01), "deadband_mw", ">= 0"),
     (lambda: MarketConfig(n_power_levels=20), "n_power_levels", "odd"),
     (lambda: MarketConfig(n_power_levels=1), "n_power_levels", ">= 3"),
     (lambda: MarketConfig(n_price_levels=1), "n_price_levels", ">= 2"),
@@ -125,6 +132,10 @@ def test_valid_edge_values_accepted() -> None:
     assert FleetConfig(share_solar=0.1, share_battery=0.7, share_ev=0.2)   # 0.1+0.7+0.2 != 1.0
     assert EnvConfig(n_agents=1, dt_s=0.5).n_agents == 1
     assert MarketConfig(n_power_levels=3).n_power_levels == 3
+    # equal bounds: a fixed initial SoC, a fixed departure time
+    assert FleetConfig(battery_soc_init_low=0.5, battery_soc_init_high=0.5,
+                       ev_soc_init_low=0.4, ev_soc_init_high=0.4,
+                       ev_departure_min_s=900.0, ev_departure_max_s=900.0)
 
 
 def test_configs_are_frozen_and_override_validates() -> None:
@@ -276,6 +287,8 @@ def test_real_fields_stored_as_float() -> None:
     assert all(type(getattr(fleet, n)) is float for n in _float_fields(FleetConfig))
     env = EnvConfig(dt_s=np.float64(1.0), reward=RewardConfig(scale=np.int64(100)))
     assert type(env.dt_s) is float and type(env.reward.scale) is float
+    window = EnvConfig(rocof_window_s=1).rocof_window_s
+    assert type(window) is float and window == 1.0
 
 
 def test_env_config_other_fields_checked() -> None:

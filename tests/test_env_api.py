@@ -512,3 +512,14 @@ def test_actions_naming_an_unknown_agent_instead_of_a_live_one_are_refused() -> 
     with pytest.raises(ValueError, match=rf"missing \['{victim}'\].*unknown \['battery_999'\]"):
         env.step(actions)
     assert env.unwrapped.step_index == 0
+
+
+def test_editing_returned_masks_leaves_the_environments_masks_alone() -> None:
+    """``action_masks()`` returns a new array each call: a policy that edits it in place
+    (e.g. to forbid levels of its own) does not change what the environment reports."""
+    env = _parallel(scenario="price_spike", n_agents=10).unwrapped
+    env.reset(seed=0)
+    want = env.action_masks().copy()
+    assert want.any()
+    env.action_masks()[:] = False
+    np.testing.assert_array_equal(env.action_masks(), want)

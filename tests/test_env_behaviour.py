@@ -469,3 +469,130 @@ def test_reward_formula_charges_undelivered_contract_energy_and_the_reserve_gap(
     want -= scale * 0.002 * 0.025 / 0.05
     want[a] -= scale * 30.0 * 0.001
     np.testing.assert_allclose(rewards, want, rtol=1e-12, atol=1e-15)
+
+
+def test_an_ev_leaving_short_is_charged_its_unmet_departure_energy_in_its_reward() -> None:
+    """An EV that leaves during a step short of its departure energy pays
+    ``scale · c_unmet · E_unmet`` in that step's reward (EnvConfig defaults: 100 · 300
+    $/MWh), and only that agent: the same episode with the EV staying differs in its
+    reward by exactly that term. (No EV leaves within the shipped scenarios, so no
+    episode test reaches this term.)"""
+    from gridswarm_env.fleet import KIND_EV
+
+    envs = [GridSwarmEnv("price_spike", n_agents=10, trust="hmac") for _ in range(2)]
+    for env in envs:
+        env.reset(seed=0)
+    leaving, staying = envs
+    i = int(np.flatnonzero(leaving.fleet.kind == KIND_EV)[0])
+    leaving.fleet.departure_s[i] = 0.5   # leaves within the first step [0, 1) s
+    idle = np.full(10, leaving.config.market.n_power_levels // 2)
+    price = np.zeros(10, dtype=np.int64)
+    _, r_leave, _, _ = leaving.step_arrays(idle, price)
+    _, r_stay, _, _ = staying.step_arrays(idle, price)
+    f = leaving.fleet
+    unmet = f.departure_soc[i] * f.energy_capacity_mwh[i] - f.energy_mwh[i]
+    assert unmet > 0 and not f.plugged[i] and staying.fleet.plugged[i]
+    want = r_stay.copy()
+    want[i] -= 100.0 * 300.0 * unmet
+    np.testing.assert_allclose(r_leave, want, rtol=1e-12, atol=1e-9)
+
+
+def test_a_reset_without_a_seed_continues_the_seeded_stream() -> None:
+    """``reset()`` without a seed starts the next episode of the stream the last seed
+    began (PettingZoo/gymnasium semantics): a new fleet, not a replay of the seeded
+    episode, and the same next episode for the same seed."""
+    envs = [GridSwarmEnv("emergency", n_agents=20, trust="hmac") for _ in range(2)]
+    first = [env.reset(seed=5)[0] for env in envs]
+    second = [env.reset()[0] for env in envs]
+    for a in envs[0].possible_agents:
+        np.testing.assert_array_equal(second[0][a], second[1][a])
+    assert any(not np.array_equal(first[0][a], second[0][a]) for a in envs[0].possible_agents)
+
+
+def test_seeded_contract_keys_follow_the_reset_seed() -> None:
+    """With ``contract_keys="seeded"`` (the default) the keys are derived from the seed of
+    the last reset that gave one, whatever the construction seed was: the same reset seed
+    gives the same keys (so signatures replay), another seed other keys."""
+    def keys(env: GridSwarmEnv) -> list[bytes]:
+        reg = env.registry
+        return [reg.public_key_bytes(a) for a in (*env.possible_agents, reg.operator_id)]
+
+    unseeded = GridSwarmEnv("price_spike", n_agents=3, trust="ed25519")
+    seeded = GridSwarmEnv("price_spike", n_agents=3, trust="ed25519", seed=3)
+    unseeded.reset(seed=3)
+    seeded.reset()
+    assert keys(unseeded) == keys(seeded)
+    seeded.reset(seed=4)
+    assert keys(seeded) == keys(GridSwarmEnv("price_spike", n_agents=3, trust="ed25519", seed=4))
+    assert keys(seeded) != keys(unseeded)
+
+
+def test_a_price_signal_overtaken_on_the_bus_never_replaces_a_newer_one() -> None:
+    """With latencies longer than a step (up to 2.5 s at dt_s = 1 s) an operator signal
+    can arrive after the next round's: each agent keeps the newest round it has
+    received (its observed request and price are never rolled back to an older round),
+    and ``signal_age`` counts the steps since that round arrived (0 in the step it
+    arrives, +1 per step without a newer one, capped at 10, / 10)."""
+    from gridswarm_env.bus import BusConfig
+    from gridswarm_env.env import OBS_FIELDS
+
+    cfg = EnvConfig(bus=BusConfig(latency_mean_s=0.6, latency_max_s=2.5))
+    env = GridSwarmEnv("price_spike", n_agents=20, trust="hmac", config=cfg)
+    env.reset(seed=0)
+    idle = np.full(20, cfg.market.n_power_levels // 2)
+    col = OBS_FIELDS.index("signal_age")
+    held = env.sig_round.copy()
+    age = np.full(20, 10.0)   # no signal yet at reset
+    waited = 0
+    for _ in range(30):
+        obs, *_ = env.step_arrays(idle, np.zeros(20, dtype=np.int64))
+        assert (env.sig_round >= held).all(), "an older signal replaced a newer one"
+        age = np.where(env.sig_round > held, 0.0, np.minimum(age + 1.0, 10.0))
+        np.testing.assert_allclose(obs[:, col], age / 10.0, rtol=1e-6)
+        waited += int(np.count_nonzero((age > 0) & (age < 10)))
+        held = env.sig_round.copy()
+    assert held.min() >= 25 and waited > 0   # signals got through, some a step late
+
+
+def test_step_info_describes_the_round_cleared_in_that_step() -> None:
+    """``info["request_mw"]`` and ``info["product"]`` are those of the round the step
+    cleared (announced a step earlier), not of the round it announced; ``info["t_s"]`` is
+    the time at the end of the step and ``info["step"]`` its index."""
+    from gridswarm_env.scenarios import PRODUCT_RESERVE
+
+    env = GridSwarmEnv("emergency", n_agents=10, trust="hmac")
+    env.reset(seed=0)
+    policy = HeuristicPolicy()
+    policy.reset(env)
+    obs = env.observations_array()
+    products = set()
+    for k in range(12):
+        request, product = env.round_request_mw, env.round_product
+        act = policy.act(obs, env.action_masks())
+        obs, _, _, info = env.step_arrays(act[:, 0], act[:, 1])
+        assert info["step"] == k and info["t_s"] == env.t_s == (k + 1) * env.config.dt_s
+        assert info["request_mw"] == request
+        assert info["product"] == ("reserve" if product == PRODUCT_RESERVE else "energy")
+        products.add(info["product"])
+    assert products == {"reserve", "energy"}   # the product changed at the tenth round
+
+
+def test_ev_own_cost_counts_deferred_charging_only() -> None:
+    """An EV's own cost in its reward is ``c_ev · max(p, 0) · h``: deferring charging
+    (p > 0, injecting more) costs 60 $/MWh, charging more (p < 0) costs nothing."""
+    from gridswarm_env.fleet import KIND_EV
+
+    env = GridSwarmEnv("price_spike", n_agents=6, trust="hmac")
+    env.reset(seed=0)
+    n = env.n_agents
+    a, b = np.flatnonzero(env.fleet.kind == KIND_EV)[:2]
+    p_exec = np.zeros(n)
+    p_exec[a], p_exec[b] = 0.5, -0.5
+    ex = SimpleNamespace(planned_mean_mw=p_exec.copy(), p_mean_mw=p_exec,
+                         reserve_share=np.zeros(n), energy_delta_mwh=np.zeros(n),
+                         p_mean_sum_mw=float(p_exec.sum()))
+    env._dev_sum_hz = 0.0                             # at 60 Hz: no grid term
+    rewards = env._settle(ex, np.zeros(n), np.zeros(n), p_exec, 0, np.full(20, 60.0))
+    want = np.zeros(n)
+    want[a] = -100.0 * 60.0 * 0.5 / 3600.0
+    np.testing.assert_allclose(rewards, want, rtol=1e-12, atol=1e-15)

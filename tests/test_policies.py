@@ -352,3 +352,172 @@ def test_run_episode_without_a_second_reset_is_the_same_episode():
     assert ma == mb
     with pytest.raises(ValueError, match="reset_env=False"):
         run_episode(b, make_policy("heuristic"), seed=4, reset_env=False)
+
+
+def test_solar_curtailment_offer_keeps_its_forecast_margin(shortage_obs):
+    """In a surplus that asks for everything (share 1), solar offers curtailment only up to
+    its forecast shrunk by ``solar_margin_sigmas`` forecast-error sigmas (2 x (0.05 + 0.01):
+    88 % of its feasible 0.8 = 0.704 of rated), rounded *towards* 0 MW onto a power level
+    (-0.7, level 3), not away from it (-0.8, which the mask allows)."""
+    policy, obs, col = shortage_obs
+    obs = obs.copy()
+    obs[:, col["request_rel"]] = -1.0
+    obs[:, col["feasible_lo_rel"]] = -0.8
+    solar = np.flatnonzero(obs[:, col["is_solar"]] > 0.5)
+    target, _, bound = policy.bids(obs)
+    np.testing.assert_allclose(bound[solar], -0.8 * (1 - 2 * (0.05 + 0.01)))
+    np.testing.assert_allclose(target[solar], bound[solar])
+    mask = np.ones((obs.shape[0], 21 + 11), dtype=bool)
+    assert (policy.act(obs, mask)[solar, 0] == 3).all()
+
+
+def test_ev_pays_at_most_its_deferral_cost_for_extra_charging(shortage_obs):
+    """In a surplus an EV pays ``c_ev · clip(shortfall / ev_pay_full_shortfall_soc, 0, 1)``
+    for extra charging: half of ``c_ev`` at a 0.25 shortfall, ``c_ev`` (60 $/MWh), never
+    more, from a 0.5 shortfall on."""
+    policy, obs, col = shortage_obs
+    ev = np.flatnonzero(obs[:, col["is_ev"]] > 0.5)[:3]
+    obs = obs[ev].copy()
+    obs[:, col["request_rel"]] = -0.5
+    obs[:, col["feasible_lo_rel"]] = -0.5
+    obs[:, col["ev_shortfall_soc"]] = [0.25, 0.5, 0.9]
+    _, price, _ = policy.bids(obs)
+    np.testing.assert_allclose(price, [30.0, 60.0, 60.0])
+
+
+def test_a_zero_request_gets_a_zero_bid_also_in_a_reserve_round(shortage_obs):
+    """A round whose request is 0 (a reserve round whose target is already awarded)
+    gets a 0 MW bid from every agent (power level n//2)."""
+    policy, obs, col = shortage_obs
+    obs = obs.copy()
+    obs[:, col["request_rel"]] = 0.0
+    obs[:, col["product_reserve"]] = 1.0
+    obs[:, col["feasible_hi_rel"]] = 1.0
+    target, _, _ = policy.bids(obs)
+    assert (target == 0.0).all()
+    assert (policy.act(obs, np.ones((obs.shape[0], 32), dtype=bool))[:, 0] == 10).all()
+
+
+def test_heuristic_bids_are_projected_onto_the_mask(shortage_obs):
+    """A level the mask forbids is never chosen: with only 0 MW allowed every agent bids
+    level n//2, whatever it would have offered."""
+    policy, obs, _ = shortage_obs
+    mask = np.ones((obs.shape[0], 21 + 11), dtype=bool)
+    assert (policy.act(obs, mask)[:, 0] != 10).any()   # it would bid something
+    mask[:, :21] = False
+    mask[:, 10] = True
+    assert (policy.act(obs, mask)[:, 0] == 10).all()
+
+
+def test_heuristic_act_before_reset_says_call_reset():
+    obs = np.zeros((3, len(OBS_FIELDS)), dtype=np.float32)
+    with pytest.raises(RuntimeError, match=r"reset\(env\)"):
+        HeuristicPolicy().act(obs, np.ones((3, 32), dtype=bool))
+
+
+def _saved_maskable_ppo(path, action_space):
+    """A tiny untrained MaskablePPO with gridswarm's observation space and
+    ``action_space``, saved to ``path``."""
+    import gymnasium as gym
+    from sb3_contrib import MaskablePPO
+
+    class Env(gym.Env):
+        observation_space = gym.spaces.Box(-5, 5, (len(OBS_FIELDS),), np.float32)
+
+        def reset(self, seed=None, options=None):
+            return np.zeros(len(OBS_FIELDS), np.float32), {}
+
+        def step(self, action):
+            return np.zeros(len(OBS_FIELDS), np.float32), 0.0, True, False, {}
+
+        def action_masks(self):
+            return np.ones(int(np.sum(self.action_space.nvec)), bool)
+
+    Env.action_space = action_space
+    model = MaskablePPO("MlpPolicy", Env(), n_steps=8, batch_size=8, device="cpu")
+    model.save(path)
+    return model
+
+
+def test_learned_policy_refuses_a_model_whose_actions_are_not_power_and_price(tmp_path):
+    """A model must act in ``MultiDiscrete([n_power_levels, n_price_levels])``: one with a
+    third action dimension is refused when loaded (file or memory), not at its first
+    batch."""
+    from gymnasium import spaces
+
+    from policies.learned import LearnedPolicy
+
+    path = tmp_path / "three_dims.zip"
+    model = _saved_maskable_ppo(path, spaces.MultiDiscrete([21, 11, 2]))
+    for make in (lambda: LearnedPolicy(path), lambda: LearnedPolicy.from_model(model)):
+        with pytest.raises(ValueError, match=r"action space .*; expected "
+                                             r"MultiDiscrete\(\[n_power_levels, n_price_levels"):
+            make()
+
+
+def test_learned_policy_refuses_observations_and_masks_of_another_shape(tmp_path):
+    """``act`` names a batch whose observations are not ``(n, OBS_DIM)`` or whose mask is
+    not ``(n, n_power_levels + n_price_levels)`` instead of acting on it."""
+    from gymnasium import spaces
+
+    from policies.learned import LearnedPolicy
+
+    model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
+    policy = LearnedPolicy.from_model(model)
+    obs = np.zeros((3, len(OBS_FIELDS)), np.float32)
+    assert policy.act(obs, np.ones((3, 32), bool)).shape == (3, 2)
+    with pytest.raises(ValueError, match=r"mask has shape \(3, 30\): expected \(3, 32\)"):
+        policy.act(obs, np.ones((3, 30), bool))
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 32\): expected \(3, 32\)"):
+        policy.act(obs, np.ones((2, 32), bool))
+    with pytest.raises(ValueError, match=r"obs has shape \(3, 27\): expected \(n_agents, 28\)"):
+        policy.act(obs[:, :27], np.ones((3, 32), bool))
+
+
+def test_the_record_check_hashes_the_bytes_loaded_not_the_file_now(tmp_path):
+    """``load_maskable_ppo(path, data)`` checks the training record against the bytes it
+    was given (the model that acts), even when the file was rewritten since they were
+    read; the file as it is now is refused by that record."""
+    import hashlib
+    import json
+
+    from gymnasium import spaces
+
+    from policies.learned import load_maskable_ppo
+
+    path = tmp_path / "m.zip"
+    _saved_maskable_ppo(path, spaces.MultiDiscrete([21, 11]))
+    data = path.read_bytes()
+    path.with_suffix(".json").write_text(json.dumps(
+        {"model_sha256": hashlib.sha256(data).hexdigest(), "obs_fields": list(OBS_FIELDS)}))
+    _saved_maskable_ppo(path, spaces.MultiDiscrete([21, 11]))   # rewritten meanwhile
+    assert path.read_bytes() != data
+    assert load_maskable_ppo(path, data=data).action_space.nvec.tolist() == [21, 11]
+    for now in (None, path.read_bytes()):   # read here or handed over: refused
+        with pytest.raises(ValueError, match="describes another model"):
+            load_maskable_ppo(path, data=now)
+
+
+def test_a_sampling_learned_policy_samples_and_a_greedy_one_does_not(tmp_path):
+    """``deterministic=False`` draws each action from the policy's distribution (an
+    untrained network's is spread over the levels, so repeated calls differ),
+    reproducibly for a reset seed; ``deterministic=True`` acts greedily (always the same)."""
+    from gymnasium import spaces
+
+    from policies.learned import LearnedPolicy
+
+    model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=4, trust="hmac")
+    obs = np.zeros((4, len(OBS_FIELDS)), np.float32)
+    mask = np.ones((4, 32), bool)
+
+    def actions(deterministic: bool, seed: int) -> list[np.ndarray]:
+        policy = LearnedPolicy.from_model(model, deterministic=deterministic)
+        policy.reset(env.unwrapped, seed=seed)
+        return [policy.act(obs, mask) for _ in range(5)]
+
+    greedy = actions(True, 0)
+    assert all(np.array_equal(a, greedy[0]) for a in greedy)
+    sampled = actions(False, 0)
+    assert not all(np.array_equal(a, sampled[0]) for a in sampled)
+    assert all(np.array_equal(a, b) for a, b in zip(sampled, actions(False, 0), strict=True))

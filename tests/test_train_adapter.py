@@ -394,6 +394,7 @@ def test_step_rejects_wrong_action_shape(venv):
 
 @pytest.mark.parametrize(("value", "dtype"), [
     (np.nan, float), (10.5, float), (-1, np.int64), (99, np.int64), (21.0, float),
+    (21, np.int64),
 ])
 def test_a_bad_action_is_refused_before_any_copy_steps(venv, value, dtype):
     """User-path review: a bad action in copy 1 raised only after copy 0 had stepped (a
@@ -452,3 +453,124 @@ def test_render_modes_reach_every_copy(capsys):
     capsys.readouterr()
     assert human.render() is None
     assert "t=    0.0s" in capsys.readouterr().out
+
+
+def test_each_slots_mask_getter_returns_its_own_copys_row(venv):
+    """``get_attr("action_masks")[s]()`` is slot ``s``'s row of its own copy's masks, also
+    once the copies' masks differ (copy 1's slots never read copy 0's environment)."""
+    venv.reset()
+    run(venv, 4)
+    want = venv.action_masks()
+    assert (want[:N_AGENTS] != want[N_AGENTS:]).any()   # the copies' masks differ by now
+    getters = venv.get_attr("action_masks")
+    np.testing.assert_array_equal(np.stack([g() for g in getters]), want)
+    np.testing.assert_array_equal(np.stack(venv.env_method("action_masks")), want)
+
+
+def test_terminal_observation_is_each_agents_own_last_observation():
+    """At auto-reset ``infos[s]["terminal_observation"]`` is the last observation of slot
+    ``s``'s own agent (what ``step_arrays`` returned for it), not another agent's."""
+    venv = GridSwarmVecEnv("emergency", n_agents=3, seed=1)
+    venv.reset()
+    raw = venv.active_envs[0]
+    last = {}
+    step_arrays = raw.step_arrays
+
+    def recording(power_level, price_level):
+        out = step_arrays(power_level, price_level)
+        last["obs"] = out[0].copy()
+        return out
+
+    raw.step_arrays = recording
+    rng = np.random.default_rng(0)
+    for _ in range(raw.scenario.episode_steps):
+        _obs, _rew, dones, infos = venv.step(masked_actions(venv, rng))
+    assert dones.all()
+    assert not np.array_equal(last["obs"][0], last["obs"][1])
+    np.testing.assert_array_equal(np.stack([i["terminal_observation"] for i in infos]),
+                                  last["obs"])
+
+
+def test_seeding_again_replays_the_same_episodes_scenarios_included():
+    """``seed(s)`` + ``reset()`` restarts every copy at its start of the seed's scenario
+    cycle, however many episodes were played before: the same scenarios and the same
+    first observations as the first ``seed(s)`` + ``reset()``."""
+    venv = GridSwarmVecEnv("all", n_agents=3, n_envs=2)
+    runs = []
+    for _ in range(2):
+        venv.seed(4)
+        obs = venv.reset()
+        runs.append(([raw.scenario.name for raw in venv.active_envs], obs))
+        venv.reset()   # one more episode each before seeding again
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_episode_return_and_length_count_only_their_own_episode():
+    """``infos[s]["episode"]`` (``r``, ``l``) counts the episode that just ended, not the
+    steps an earlier, reset episode had taken."""
+    venv = GridSwarmVecEnv("emergency", n_agents=3, seed=2)
+    venv.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        venv.step(masked_actions(venv, rng))
+    venv.reset()   # the 5 steps above belong to an episode that never finished
+    steps = venv.active_envs[0].scenario.episode_steps
+    total = np.zeros(venv.num_envs)
+    for _ in range(steps):
+        _obs, rew, dones, infos = venv.step(masked_actions(venv, rng))
+        total += rew
+    assert dones.all()
+    assert [i["episode"]["l"] for i in infos] == [steps] * venv.num_envs
+    np.testing.assert_allclose([i["episode"]["r"] for i in infos], total, rtol=1e-5, atol=1e-4)
+
+
+def test_set_attr_and_env_method_reach_the_copy_of_each_slot():
+    """Slot ``s`` belongs to copy ``s // n_agents``: ``set_attr`` on one slot of copy 1
+    reaches copy 1 only, and ``env_method`` runs on the copy of each slot asked for."""
+    venv = GridSwarmVecEnv("emergency", n_agents=3, n_envs=3, seed=0)
+    venv.reset()
+    venv.set_attr("marker", "set", indices=[4])          # copy 1
+    assert [hasattr(raw, "marker") for raw in venv.active_envs] == [False, True, False]
+    times = venv.env_method("state", indices=[2, 4, 8])
+    want = [venv.active_envs[e].state() for e in (0, 1, 2)]
+    for got, w in zip(times, want, strict=True):
+        np.testing.assert_array_equal(got, w)
+
+
+def test_the_scenario_cycle_is_a_seeded_permutation():
+    """``scenario="all"`` cycles through a permutation drawn from the seed, given to the
+    constructor or through ``seed()`` (then redrawn): the same seed gives the same order
+    either way, and the orders of different seeds are not all the same."""
+    def order(venv: GridSwarmVecEnv) -> list[str]:
+        names = []
+        for _ in range(3):
+            venv.reset()
+            names.append(venv.active_envs[0].scenario.name)
+        return names
+
+    orders = {}
+    for seed in range(8):
+        orders[seed] = order(GridSwarmVecEnv("all", n_agents=3, seed=seed))
+        reseeded = GridSwarmVecEnv("all", n_agents=3, seed=0)
+        reseeded.seed(seed)
+        assert order(reseeded) == orders[seed]
+        assert sorted(orders[seed]) == sorted(resolve_scenarios("all"))
+    assert len({tuple(o) for o in orders.values()}) > 1
+
+
+def test_limits_reach_every_environment_of_every_copy():
+    """``limits`` reaches every environment the adapter builds, each scenario of each
+    copy: a battery allowed 0 MW either way may not move (its power mask allows 0 MW only)."""
+    from gridswarm_env.kernel import as_limits
+
+    pinned = {"battery": {"max_discharge_mw": 0.0, "max_charge_mw": 0.0}}
+    venv = GridSwarmVecEnv("all", n_agents=3, n_envs=2, seed=0, limits=pinned)
+    n_power = int(venv.action_space.nvec[0])
+    battery = venv.possible_agents.index("battery_000")
+    for _ in resolve_scenarios("all"):
+        venv.reset()
+        for e, raw in enumerate(venv.active_envs):
+            assert raw.limits == as_limits(pinned)
+            row = venv.action_masks()[e * 3 + battery, :n_power]
+            assert row.sum() == 1 and row[n_power // 2]
