@@ -310,6 +310,19 @@ def test_emergency_never_lost_deferred_or_late_under_flood():
     assert_accounting(bus)
 
 
+def test_a_message_due_exactly_now_is_delivered_by_this_call():
+    """``deliver(now_s)`` delivers every message with ``delivery_time_s <= now_s``: one
+    due exactly at ``now_s`` (a constant latency below the bound, so the queue is not
+    handed over whole) arrives in that call, not one call late."""
+    bus = make_bus(latency_distribution="constant", latency_mean_s=0.01, latency_max_s=0.05)
+    bus.publish("t", "x", sender=0, recipient=1, now_s=0.0)
+    assert len(bus.deliver(0.005)) == 0
+    delivery = bus.deliver(0.01)
+    assert [m.payload for m in delivery] == ["x"]
+    assert delivery.topic("t").delivery_times_s.tolist() == [0.01]
+    assert bus.queue_depth(Lane.MARKET) == 0
+
+
 def test_emergency_latency_is_within_bound_and_delivered_at_first_due_call():
     bus = make_bus(seed=8, capacity_per_step=(1, 1, 1, 1))
     for k in range(200):
@@ -338,6 +351,17 @@ def test_backpressure_flag_past_high_water_mark():
     bus.deliver(1.0)
     assert bus.publish("t", 9, sender=0, recipient=1, now_s=1.0) is False
     assert not any(bus.backpressure(lane) for lane in Lane)
+
+
+def test_backpressure_is_off_at_the_high_water_mark_and_on_past_it():
+    """``backpressure(lane)`` means depth > high-water mark, as the publish flag: at
+    exactly the mark the lane reports none (the mark-th message was not flagged)."""
+    bus = make_bus(high_water_mark=(3, 3, 3, 3), queue_limit=(10, 10, 10, 10))
+    flags = [bus.publish("t", k, sender=0, recipient=1, now_s=0.0) for k in range(3)]
+    assert flags == [False, False, False] and bus.queue_depth(Lane.MARKET) == 3
+    assert not bus.backpressure(Lane.MARKET)
+    assert bus.publish("t", 3, sender=0, recipient=1, now_s=0.0)
+    assert bus.backpressure(Lane.MARKET)
 
 
 def test_backpressure_counts_messages_queued_across_deliver_calls():
@@ -425,6 +449,32 @@ def test_capacity_takes_earliest_due_first_and_is_per_step():
     second = bus.deliver(2.0).topic("t")
     assert len(second) == 4
     assert first.delivery_times_s.max() <= second.delivery_times_s.min()
+
+
+def test_a_queue_delivered_whole_spends_the_steps_capacity():
+    """A lane whose whole queue is due and fits is handed over in one piece; that
+    still spends the step's capacity, so a second deliver call of the step (the
+    environment makes two) delivers only what is left of it and defers the rest."""
+    bus = make_bus(seed=9, capacity_per_step=(1, 1, 4, 1))
+    bus.publish_batch("t", np.arange(3), senders=np.arange(3), now_s=0.0)
+    assert len(bus.deliver(1.0)) == 3
+    bus.publish_batch("t", np.arange(3), senders=np.arange(3), now_s=1.0)
+    assert len(bus.deliver(2.0)) == 1   # 4 per step, 3 already taken
+    market = bus.stats()["lanes"]["MARKET"]
+    assert (market["delivered"], market["deferred"], market["queue_depth"]) == (4, 2, 2)
+    bus.begin_step()
+    assert len(bus.deliver(2.0)) == 2
+
+
+def test_publishes_at_two_times_in_one_step_are_not_delivered_early():
+    """Single publishes on one lane at different times of a step (two staging runs):
+    a deliver before the later one is due leaves it queued."""
+    bus = make_bus(latency_distribution="constant", latency_mean_s=0.01, latency_max_s=0.05)
+    bus.publish("t", "early", sender=0, recipient=1, now_s=0.0)
+    bus.publish("t", "late", sender=0, recipient=1, now_s=0.045)
+    assert [m.payload for m in bus.deliver(0.05)] == ["early"]   # late is due at 0.055
+    assert bus.queue_depth(Lane.MARKET) == 1
+    assert [m.payload for m in bus.deliver(0.055)] == ["late"]
 
 
 def test_market_past_queue_limit_is_refused_newest_first():
