@@ -980,3 +980,24 @@ def test_an_intact_but_empty_chain_does_not_exit_ok() -> None:
     log = AuditLog()
     log.append("emergency", now_s=1.0)
     assert audit_cli.exit_status(log.verify()) == audit_cli.EXIT_OK
+
+
+def test_cli_ok_line_with_the_key_says_the_tail_was_checked(registry, tmp_path, capsys):
+    """With ``--public-key`` the OK line must say the file ends with a head signed by
+    that key, not advise passing the key it was given."""
+    signed = tmp_path / "signed.jsonl"
+    write_chain(signed, registry=registry, sign_every=4)
+    key_hex = registry.public_key_bytes("operator").hex()
+    assert main(["verify", str(signed), "--public-key", key_hex]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.endswith("hash chain intact, ending with a head signed by the given key")
+    assert "cannot be detected" not in out
+
+
+def test_cli_unreadable_path_is_an_error_not_a_traceback(tmp_path, capsys):
+    """Any OSError reading FILE (here a directory, not only a missing file) is exit 2
+    with ``error: cannot read audit file``."""
+    assert main(["verify", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "python -m gridswarm_env.audit: error: cannot read audit file" in captured.err
+    assert captured.out == ""
