@@ -3,7 +3,9 @@ ran different seeds, a KPI that is NaN in every episode of one policy."""
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 
 import numpy as np
 import pytest
@@ -153,3 +155,38 @@ def test_results_md_cells_are_mean_sample_std_and_the_cost_ratio(tmp_path):
     assert rows["heuristic"][column("cost / oracle")] == "1.7143"
     assert rows["oracle"][column("system_cost")] == "2.333 ± 1.528"
     assert rows["oracle"][column("cost / oracle")] == "1.0000"
+
+
+def test_an_interrupted_runs_file_counts_its_nonfinite_kpis(tmp_path, monkeypatch):
+    """The rescue file of a stopped run (results-interrupted/-failed.json) summarizes
+    what finished like results.json: a NaN cost is null, left out of the mean and
+    counted in ``n_nonfinite``, with its warning note."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    runs = [_run("heuristic", 0, system_cost=10.0), _run("heuristic", 1, system_cost=math.nan)]
+    nonfinite = [{"policy": "heuristic", "scenario": "emergency", "seed": 1,
+                  "metrics": ["system_cost"]}]
+    path, problem = evaluate.save_interrupted(runs, ["heuristic"], ["emergency"], {}, {},
+                                              nonfinite=nonfinite)
+    assert problem is None and path.parent == tmp_path
+    summary = json.loads(path.read_text())["summary"]
+    cost = summary["scenarios"]["emergency"]["heuristic"]["kpis"]["system_cost"]
+    assert (cost["mean"], cost["n"], cost["n_null"], cost["n_nonfinite"]) == (10.0, 1, 1, 1)
+    assert summary["nonfinite"] == nonfinite and summary["episodes_finished"] == 2
+    assert summary["notes"][1].startswith(
+        "warning: heuristic / emergency / seed 1: non-finite system_cost")
+
+
+def test_results_md_shows_counts_whole_and_large_costs_to_one_decimal(tmp_path):
+    """A count KPI (ints in every episode) prints whole numbers without decimals and a
+    mean between them to 0.1; a cost of 1000 $ or more to one decimal."""
+    runs = [_run("heuristic", s, system_cost=c, blocked_attempts=b, executed_violations=0)
+            for s, c, b in ((0, 1000.0, 2), (1, 3000.0, 3))]
+    summary = evaluate.summarize(runs, ["heuristic"], ["emergency"])
+    md = tmp_path / "results.md"
+    evaluate.write_markdown(md, summary, {}, [], {})
+    row = next(line.rstrip(" |").split(" | ") for line in md.read_text().splitlines()
+               if line.startswith("| heuristic"))
+    column = ["policy", "episodes", *evaluate.TABLE_KPIS].index
+    assert row[column("blocked_attempts")] == "2.5 ± 0.7"
+    assert row[column("executed_violations")] == "0 ± 0"
+    assert row[column("system_cost")] == "2000.0 ± 1414.2"
