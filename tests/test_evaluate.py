@@ -99,6 +99,21 @@ def test_results_markdown_has_a_table_per_scenario(cli_run):
         assert f"| {pol} |" in text
 
 
+
+def test_every_policys_wall_time_is_in_results_json_and_md(cli_run):
+    """Each policy's wall time per scenario is saved (summary.scenarios.<sc>.<policy>.
+    wall_time_s) and printed under its table ("Wall time: heuristic 1.2 s, ...")."""
+    _, out = cli_run
+    summary = _strict_json((out / "results.json").read_text())["summary"]["scenarios"]
+    walls = {sc: [summary[sc][pol]["wall_time_s"] for pol in POLICIES] for sc in SCENARIOS}
+    assert all(isinstance(w, float) and w >= 0.0 for ws in walls.values() for w in ws), walls
+    lines = [ln for ln in (out / "results.md").read_text().splitlines()
+             if ln.startswith("Wall time: ")]
+    assert len(lines) == len(SCENARIOS)
+    for sc, line in zip(SCENARIOS, lines, strict=True):
+        assert line == "Wall time: " + ", ".join(
+            f"{pol} {w:.1f} s" for pol, w in zip(POLICIES, walls[sc], strict=True)) + "."
+
 def test_tensorboard_scalars_are_namespaced(cli_run):
     _, out = cli_run
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
