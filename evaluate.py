@@ -507,8 +507,8 @@ def summarize(runs: list[dict[str, Any]], policies: list[str], scenarios: list[s
     a KPI that is undefined by design); a KPI with no finite value but a NaN or infinite
     one is not among the KPIs but in ``nonfinite_only`` (``{key: {"n_null",
     "n_nonfinite"}}``, shown as ``– (1 NaN/inf)`` in results.md); ``system_cost`` mean
-    relative to the oracle's (None without an oracle, or when either misses an
-    episode's cost or they ran different seeds, as a stopped run's policies can: means
+    relative to the oracle's (None without an oracle, when the oracle's mean cost is not
+    positive, or when either misses an episode's cost or they ran different seeds, as a stopped run's policies can: means
     over different seeds do not compare); and ``system_cost_vs_heuristic``, the
     difference to :data:`PAIRED_BASELINE`'s cost seed by seed (:func:`paired_difference`)."""
     bad = _nonfinite_index(nonfinite)
@@ -574,7 +574,8 @@ def paired_difference(runs: list[dict[str, Any]], scenario: str, policy: str,
     """``policy``'s ``key`` minus ``baseline``'s, seed by seed (both ran every seed on the
     same episodes, so the seeds' common part cancels): mean, sample std, ``ci95``
     (:func:`ci95_halfwidth`), ``n_pairs``, ``relative`` (mean difference / baseline's
-    mean over the same seeds) and the seeds where either value is missing
+    mean over the same seeds; None when that mean is not positive: ``system_cost`` can be
+    negative) and the seeds where either value is missing
     (``unpaired_seeds``). None when no seed has both values."""
     mine, base = _by_seed(runs, scenario, policy, key), _by_seed(runs, scenario, baseline, key)
     seeds = sorted(set(mine) | set(base))
