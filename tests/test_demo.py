@@ -846,3 +846,28 @@ def test_negotiations_per_second_are_measured_over_the_last_two_seconds() -> Non
                      "wall_s": 0.5 * k}, {"negotiations": 40 * max(k - 4, 0)}, {})
     assert dashboard.RATE_WINDOW_S == 2.0
     assert dash.negotiations_per_s == pytest.approx(80.0)
+
+
+def test_summary_line_rates_are_per_wall_second() -> None:
+    """The summary's last line: agent-steps/s from the run, negotiations/s = the
+    episode's negotiations / wall-clock seconds."""
+    run = {"policy_name": "random", "model_path": None, "scenario": "emergency",
+           "n_agents": 10, "seed": 0, "trust": "hmac", "shadow": False, "steps_run": 4,
+           "episode_steps": 120, "agent_steps_per_s": 20.0}
+    console = Console(file=io.StringIO(), width=200)
+    demo.print_summary(demo.DemoResult(steps=[], metrics={"negotiations": 100},
+                                       stop_reason=None, wall_s=2.0, run=run), console)
+    assert ("ran 4/120 steps in 2.00 s wall clock (20 agent-steps/s, 50 negotiations/s)"
+            in console.file.getvalue())
+
+
+def test_frequency_history_keeps_the_sample_farthest_from_nominal() -> None:
+    """Each step's point in the frequency sparkline is its sample farthest from 60 Hz,
+    so a dip (or a rise) between step ends shows."""
+    dash = dashboard.Dashboard({"scenario": "emergency", "n_agents": 20, "policy": "random",
+                                "trust": "hmac", "seed": 0, "shadow": False,
+                                "episode_steps": 120, "dt_s": 1.0, "has_event": True})
+    for lo, hi in ((59.9, 60.01), (59.99, 60.2)):
+        dash.update({"t_s": 0.0, "freq_min_hz": lo, "freq_max_hz": hi, "wall_s": 0.0},
+                    {"negotiations": 0}, {})
+    assert list(dash.freq_history_hz) == [59.9, 60.2]
