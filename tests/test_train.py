@@ -168,6 +168,16 @@ def test_resume_continues_from_a_checkpoint(trained, tmp_path):
     assert any(not np.array_equal(before[k], after[k]) for k in before)   # it trained
 
 
+def test_resume_with_another_fleet_averages_whole_episodes_of_it(trained, tmp_path):
+    """A checkpoint of 10 agents resumed with 30: rollout/ep_rew_mean's window becomes
+    whole episodes of the 30-agent copy (stats_window_size), not the checkpoint's."""
+    cfg, _, _ = trained
+    ckpt = Path(cfg.logdir) / "tiny" / "checkpoints" / "model_1200_steps.zip"
+    path = train(tiny(tmp_path, resume=str(ckpt), n_agents=30, total_timesteps=600,
+                      run_name="fleet", checkpoint_every=0))
+    assert load_model(path)._stats_window_size == stats_window_size(30, 1) == 120
+
+
 def test_same_seed_same_weights_other_seed_differs(trained, tmp_path):
     cfg, path, _ = trained
     again = train(tiny(tmp_path, run_name="again"))
