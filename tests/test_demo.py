@@ -143,6 +143,8 @@ def _check_common(res: dict, n_steps: int, scenario: str) -> dict:
     assert set(doc) == {"run", "steps", "metrics"}
     steps, metrics = doc["steps"], doc["metrics"]
     assert len(steps) == n_steps == doc["run"]["steps_run"] == metrics["steps"]
+    run = doc["run"]
+    assert run["agent_steps_per_s"] == pytest.approx(n_steps * run["n_agents"] / run["wall_s"])
     assert doc["run"]["interrupted"] is False and metrics["scenario"] == scenario
     assert set(KPI_KEYS) <= set(metrics)
     assert metrics["executed_violations"] == 0
@@ -352,6 +354,8 @@ def test_sigint_stops_cleanly_and_still_writes_summary_and_json(tmp_path) -> Non
     assert doc["run"]["interrupted"] is True and doc["run"]["stop_reason"] == "interrupted"
     assert 1 <= len(doc["steps"]) < 300
     assert doc["metrics"]["steps"] >= len(doc["steps"])
+    assert doc["run"]["steps_run"] == len(doc["steps"])
+    assert f"interrupted after {len(doc['steps'])}/300 steps" in stdout
 
 
 # ---------------------------------------------------------------------- live, under a pty
@@ -542,7 +546,9 @@ def test_a_short_terminal_gets_the_compact_layout_whole(session_run, rows) -> No
     assert len(text.splitlines()) <= rows - 1   # one row for the cursor under a live view
     lanes = session.raw.bus.stats()["lanes"].values()
     published = sum(s["published"] for s in lanes)
-    for shown in (f"kernel {m['executed_violations']} violations",
+    bus = [f"{dashboard.compact_count(sum(s[key] for s in lanes))} {key}"
+           for key in ("delivered", "deferred", "dropped")]
+    for shown in (*bus, f"kernel {m['executed_violations']} violations",
                   f"{m['blocked_attempts']} blocked attempts",
                   f"contracts {m['contracts_signed']:,d} signed",
                   f"{m['contracts_verified']:,d} verified",
@@ -827,3 +833,41 @@ def test_demo_ctrl_c_while_starting_is_one_line(capsys, monkeypatch):
     assert status == demo.EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert err == "demo.py: interrupted before the episode started\n"
+
+
+def test_negotiations_per_second_are_measured_over_the_last_two_seconds() -> None:
+    """The live view's negotiations/s: (negotiations now - then) / (wall now - then) over
+    the last RATE_WINDOW_S of wall clock, not the run's mean."""
+    dash = dashboard.Dashboard({"scenario": "price_spike", "n_agents": 20, "policy": "random",
+                                "trust": "hmac", "seed": 5, "shadow": False,
+                                "episode_steps": 300, "dt_s": 1.0, "has_event": False})
+    for k in range(9):   # a step per 0.5 s: none for the first 2 s, then 40 per step
+        dash.update({"t_s": float(k), "freq_min_hz": 60.0, "freq_max_hz": 60.0,
+                     "wall_s": 0.5 * k}, {"negotiations": 40 * max(k - 4, 0)}, {})
+    assert dashboard.RATE_WINDOW_S == 2.0
+    assert dash.negotiations_per_s == pytest.approx(80.0)
+
+
+def test_summary_line_rates_are_per_wall_second() -> None:
+    """The summary's last line: agent-steps/s from the run, negotiations/s = the
+    episode's negotiations / wall-clock seconds."""
+    run = {"policy_name": "random", "model_path": None, "scenario": "emergency",
+           "n_agents": 10, "seed": 0, "trust": "hmac", "shadow": False, "steps_run": 4,
+           "episode_steps": 120, "agent_steps_per_s": 20.0}
+    console = Console(file=io.StringIO(), width=200)
+    demo.print_summary(demo.DemoResult(steps=[], metrics={"negotiations": 100},
+                                       stop_reason=None, wall_s=2.0, run=run), console)
+    assert ("ran 4/120 steps in 2.00 s wall clock (20 agent-steps/s, 50 negotiations/s)"
+            in console.file.getvalue())
+
+
+def test_frequency_history_keeps_the_sample_farthest_from_nominal() -> None:
+    """Each step's point in the frequency sparkline is its sample farthest from 60 Hz,
+    so a dip (or a rise) between step ends shows."""
+    dash = dashboard.Dashboard({"scenario": "emergency", "n_agents": 20, "policy": "random",
+                                "trust": "hmac", "seed": 0, "shadow": False,
+                                "episode_steps": 120, "dt_s": 1.0, "has_event": True})
+    for lo, hi in ((59.9, 60.01), (59.99, 60.2)):
+        dash.update({"t_s": 0.0, "freq_min_hz": lo, "freq_max_hz": hi, "wall_s": 0.0},
+                    {"negotiations": 0}, {})
+    assert list(dash.freq_history_hz) == [59.9, 60.2]

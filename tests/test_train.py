@@ -27,7 +27,7 @@ from train.adapter import GridSwarmVecEnv
 from train.bc import behaviour_clone, collect_demonstrations
 from train.callbacks import EpisodeMetricsCallback
 from train.config import TrainConfig
-from train.trainer import load_model, make_model, make_venv, train
+from train.trainer import load_model, make_model, make_venv, stats_window_size, train
 
 REPO = Path(__file__).resolve().parents[1]
 EMERGENCY_STEPS = gridswarm_env.get_scenario("emergency").episode_steps
@@ -106,13 +106,20 @@ def test_copies_finishing_together_get_their_own_episode_points(tmp_path):
             steps.append(self.num_timesteps)
 
     cfg = tiny(tmp_path, n_envs=2, n_agents=5, total_timesteps=2 * EMERGENCY_STEPS * 5,
-               batch_size=600, checkpoint_every=0, run_name="two")
-    train(cfg, callbacks=[When()])
+               batch_size=1200, checkpoint_every=0, run_name="two")
+    path = train(cfg, callbacks=[When()])
     assert len(steps) == 2 and steps[0] == steps[1]       # the same timestep
     ea = EventAccumulator(str(tmp_path / "runs" / "two"))
     ea.Reload()
     points = ea.Scalars("grid/episode/system_cost")
     assert [e.step for e in points] == [1, 2]
+    # the rollout's grid/ scalars are the mean over the episodes it finished
+    costs = [e.value for e in points]
+    assert costs[0] != costs[1]
+    assert ea.Scalars("grid/system_cost")[-1].value == pytest.approx(np.mean(costs), rel=1e-6)
+    assert ea.Scalars("grid/episodes")[-1].value == 2
+    # a batch larger than one rollout (60 steps x 10 slots) is capped at it
+    assert json.loads(path.with_suffix(".json").read_text())["config"]["batch_size"] == 600
 
 
 def test_ep_rew_mean_averages_every_agent_of_the_last_episodes(tmp_path):
@@ -159,6 +166,16 @@ def test_resume_continues_from_a_checkpoint(trained, tmp_path):
     before, after = weights(ckpt), weights(out)
     assert before.keys() == after.keys()
     assert any(not np.array_equal(before[k], after[k]) for k in before)   # it trained
+
+
+def test_resume_with_another_fleet_averages_whole_episodes_of_it(trained, tmp_path):
+    """A checkpoint of 10 agents resumed with 30: rollout/ep_rew_mean's window becomes
+    whole episodes of the 30-agent copy (stats_window_size), not the checkpoint's."""
+    cfg, _, _ = trained
+    ckpt = Path(cfg.logdir) / "tiny" / "checkpoints" / "model_1200_steps.zip"
+    path = train(tiny(tmp_path, resume=str(ckpt), n_agents=30, total_timesteps=600,
+                      run_name="fleet", checkpoint_every=0))
+    assert load_model(path)._stats_window_size == stats_window_size(30, 1) == 120
 
 
 def test_same_seed_same_weights_other_seed_differs(trained, tmp_path):
@@ -459,6 +476,7 @@ def test_behaviour_cloning_only_run_from_the_heuristic(tmp_path):
     assert (tmp_path / "runs" / "bc" / "best_model.zip").is_file()
     bc = record["behaviour_cloning"]
     assert bc["teacher"] == "heuristic" and bc["samples"] == EMERGENCY_STEPS * 5
+    assert bc["epochs_done"] == bc["epochs"] == 2
     assert 0.0 <= bc["bc_accuracy_power"] <= 1.0
     assert LearnedPolicy(path).model.observation_space.shape == (gridswarm_env.OBS_DIM,)
 
@@ -484,6 +502,8 @@ def test_run_names_carry_scenario_seed_and_time():
     ({"resume": "/no/such/model.zip"}, "resume"),
     ({"eval_every": -1}, "eval_every"),
     ({"eval_seeds": 0}, "eval_seeds"),
+    ({"n_steps": 1}, "n_steps"),
+    ({"batch_size": 1}, "batch_size"),
 ])
 def test_config_errors_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -853,3 +873,83 @@ def test_a_model_that_cannot_be_saved_at_the_end_is_kept_elsewhere(tmp_path, mon
     monkeypatch.setattr("train.trainer.train", fail)
     assert train_cli.main([*TINY, "--logdir", str(tmp_path)]) == 1
     assert "/tmp/y.zip" in _one_line_error(capsys.readouterr().err, "python -m train")
+
+
+def test_stats_window_holds_whole_copy_episodes_of_every_slot():
+    """stats_window_size: SB3's 100 slot episodes rounded up to whole copy episodes, and
+    at least one episode of every copy."""
+    assert stats_window_size(10, 1) == 100
+    assert stats_window_size(30, 1) == 120     # 4 whole episodes of 30 agents
+    assert stats_window_size(51, 3) == 153     # one episode of each of the 3 copies
+    assert stats_window_size(1000, 2) == 2000
+
+
+def test_recent_episodes_are_summarised_per_scenario():
+    """The record's recent_episodes: per scenario, its own episode count and KPI means
+    (KPIs that are None are left out of the mean)."""
+    from train.trainer import _summarize
+
+    episodes = [{"scenario": "emergency", "system_cost": 2.0, "unserved_energy_mwh": 1.0},
+                {"scenario": "price_spike", "system_cost": 10.0},
+                {"scenario": "emergency", "system_cost": 4.0, "unserved_energy_mwh": None}]
+    assert _summarize(episodes) == {
+        "emergency": {"episodes": 2, "system_cost": 3.0, "unserved_energy_mwh": 1.0},
+        "price_spike": {"episodes": 1, "system_cost": 10.0}}
+
+
+def test_evaluation_keeps_the_model_of_the_first_lowest_cost(tmp_path, monkeypatch):
+    """SystemCostEvaluation with stand-in costs and clock: the best model file is the
+    model as it was at the first evaluation of the lowest cost (a tie keeps the earlier),
+    each new best and only it is marked "best so far", ``train_s`` leaves the
+    evaluations' own time out, and the stop cost is met at equality."""
+    import types
+
+    import torch as th
+    from stable_baselines3.common.logger import Logger
+
+    import train.callbacks as cb
+
+    now = [0.0]
+    costs = iter([3.0, 2.0, 2.0, 4.0])
+
+    def ten_second_costs(envs, policy, seeds):
+        now[0] += 10.0
+        return {name: next(costs) for name in envs}
+
+    monkeypatch.setattr(cb, "mean_system_costs", ten_second_costs)
+    monkeypatch.setattr(cb, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    lines: list[str] = []
+    evaluation = cb.SystemCostEvaluation(["emergency"], 5, every=100, n_seeds=1,
+                                         best_path=tmp_path / "best.zip", stop_at_cost=2.0,
+                                         echo=lines.append)
+    venv = GridSwarmVecEnv("emergency", n_agents=5, seed=0)
+    model = make_model(TrainConfig(scenario="emergency", n_agents=5, n_steps=60,
+                                   batch_size=300, progress_bar=False), venv)
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    evaluation.init_callback(model)
+    bias = model.policy.action_net.bias
+    for k in range(4):
+        now[0] += 5.0                    # 5 s of training before each evaluation
+        model.num_timesteps = 100 * k
+        with th.no_grad():
+            bias[0] = float(k)           # marks the model as it was at evaluation k
+        evaluation.evaluate()
+    venv.close()
+    points = evaluation.points
+    assert [p["system_cost"] for p in points] == [3.0, 2.0, 2.0, 4.0]
+    assert evaluation.best is points[1] and evaluation.stopped_at is points[1]
+    assert float(load_model(tmp_path / "best.zip").policy.action_net.bias[0].detach()) == 1.0
+    assert [p["train_s"] for p in points] == [5.0, 10.0, 15.0, 20.0]
+    assert [line.endswith(" - best so far") for line in lines] == [True, True, False, False]
+
+
+def test_discounted_returns_of_one_episode():
+    """G_t = r_t + gamma G_{t+1}, per agent, truncated at the episode's end."""
+    from train.bc import _with_returns
+
+    o, m, a = np.zeros((2, 1)), np.ones((2, 1), bool), np.zeros((2, 2))
+    steps = [(o, m, a, np.array([1.0, 0.0])), (o, m, a, np.array([2.0, 1.0])),
+             (o, m, a, np.array([4.0, 0.0]))]
+    returns = [g for *_, g in _with_returns(steps, 0.5)]
+    np.testing.assert_allclose(returns, [[3.0, 0.5], [4.0, 1.0], [4.0, 0.0]])
+

@@ -69,6 +69,9 @@ def test_timestep_notes_of_the_defaults():
     assert "use --timesteps 32,000 or more" in short[1]
     assert TrainConfig(total_timesteps=0, bc_teacher="heuristic",
                        bc_timesteps=10).timestep_notes() == []
+    # two rollouts of 60 steps end exactly at the end of an emergency episode (120 steps)
+    assert TrainConfig(scenario="emergency", n_agents=5, n_steps=60,
+                       total_timesteps=600).timestep_notes() == []
 
 
 def test_a_run_that_fits_only_the_shorter_episodes_says_so(tmp_path, capsys):
@@ -90,12 +93,16 @@ def test_a_run_that_fits_only_the_shorter_episodes_says_so(tmp_path, capsys):
                        total_timesteps=1600).timestep_notes() == []
 
 
-def test_evaluations_are_printed_without_verbose(tmp_path, capsys):
+@pytest.mark.parametrize("verbose", ["0", "1"])
+def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
     """Review: README said --eval-every results go to stdout; with --verbose 0 (the
-    default) stdout showed only the final lines."""
+    default) stdout showed only the final lines. With --verbose 1 each evaluation is
+    said once too: SB3's stdout table leaves it out."""
     assert main([*TINY, "--timesteps", "600", "--logdir", str(tmp_path), "--run-name", "e",
-                 "--eval-every", "300", "--eval-seeds", "1"]) == 0
-    out = capsys.readouterr().out.splitlines()
+                 "--eval-every", "300", "--eval-seeds", "1", "--verbose", verbose]) == 0
+    text = capsys.readouterr().out
+    assert "eval/" not in text   # no SB3 table row (it shows tags as "eval/" + names)
+    out = text.splitlines()
     evals = [line for line in out if line.startswith("eval at ")]
     curve = json.loads((tmp_path / "e" / "model.json").read_text())[
         "evaluation_during_training"]["curve"]
@@ -158,3 +165,27 @@ def test_flag_message_leaves_quoted_paths_alone(tmp_path, capsys):
                         "checkpoint's n_steps and \"it's/batch_size\" stay") == (
         "--out 'runs/n_steps/' is a directory; the checkpoint's --n-steps and "
         "\"it's/batch_size\" stay")
+
+
+def test_zero_turns_clipping_and_the_kl_stop_off():
+    """--reward-clip 0 and --target-kl 0 mean "off" (None), as their help says."""
+    from train.__main__ import build_parser, config_from_args
+
+    argv = [*TINY, "--reward-clip", "0", "--target-kl", "0"]
+    config = config_from_args(build_parser().parse_args(argv), argv)
+    assert config.reward_clip is None and config.target_kl is None
+
+
+def test_resume_keeps_the_checkpoints_settings_that_have_no_flag():
+    """--resume: gae_lambda, vf_coef and max_grad_norm (no flags) are the checkpoint's;
+    a flag given wins over the checkpoint's value."""
+    from dataclasses import asdict
+
+    from train.__main__ import build_parser, ppo_settings
+
+    checkpoint = asdict(TrainConfig(gae_lambda=0.8, vf_coef=0.25, max_grad_norm=2.0,
+                                    learning_rate=0.1, n_epochs=3))
+    settings = ppo_settings(build_parser().parse_args(["--lr", "0.5"]), checkpoint)
+    assert (settings["gae_lambda"], settings["vf_coef"], settings["max_grad_norm"]) == (
+        0.8, 0.25, 2.0)
+    assert settings["learning_rate"] == 0.5 and settings["n_epochs"] == 3

@@ -328,6 +328,11 @@ def test_resume_does_not_replay_the_episode_seeds(tmp_path, monkeypatch):
 
     record = json.loads(resumed[0].with_suffix(".json").read_text())
     assert record["resume_seed"] == resume_seed(3, 900)
+    # resuming the resumed model (at 1 800 agent-steps) starts yet another stream
+    seeds[:] = []
+    train(tiny_config(tmp_path, run_name="resumed3", resume=str(resumed[0]),
+                      total_timesteps=900))
+    assert not set(seeds[:2]) & set(resumed_seeds[0]) and seeds[:2] != first_seeds
 
 
 def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, capsys):
@@ -717,3 +722,14 @@ def test_sigterm_saves_the_unfinished_model_as_ctrl_c_does(tmp_path):
     record = json.loads(saved.with_suffix(".json").read_text())
     assert record["interrupted_by"] == "SIGTERM" and record["interrupted_during"] == "PPO"
     assert record["num_timesteps"] == 300
+
+
+def test_the_last_checkpoint_is_the_one_with_the_most_steps(tmp_path):
+    """A failed or interrupted run names its newest checkpoint: the most agent-steps,
+    not the last name in alphabetical order (model_600 after model_1200)."""
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for name in ("model_600_steps.zip", "model_1200_steps.zip", "model_x_steps.zip"):
+        (ckpts / name).write_bytes(b"")
+    assert trainer.last_checkpoint(tmp_path) == ckpts / "model_1200_steps.zip"
+    assert trainer.last_checkpoint(tmp_path / "elsewhere") is None
