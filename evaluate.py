@@ -508,8 +508,8 @@ def summarize(runs: list[dict[str, Any]], policies: list[str], scenarios: list[s
     one is not among the KPIs but in ``nonfinite_only`` (``{key: {"n_null",
     "n_nonfinite"}}``, shown as ``– (1 NaN/inf)`` in results.md); ``system_cost`` mean
     relative to the oracle's (None without an oracle, when the oracle's mean cost is not
-    positive, or when either misses an episode's cost or they ran different seeds, as a stopped run's policies can: means
-    over different seeds do not compare); and ``system_cost_vs_heuristic``, the
+    positive, or when either misses an episode's cost or they ran different seeds, as a
+    stopped run's policies can: means over different seeds do not compare); and ``system_cost_vs_heuristic``, the
     difference to :data:`PAIRED_BASELINE`'s cost seed by seed (:func:`paired_difference`)."""
     bad = _nonfinite_index(nonfinite)
     out: dict[str, Any] = {}

@@ -95,13 +95,21 @@ class DerLimits:
         owner = type(self).__name__
         for f in fields(self):
             store(self, f.name, check_limit_field(owner, f.name, getattr(self, f.name)))
-        if self.soc_min > self.soc_max:
-            raise ValueError(f"{owner}: soc_min ({self.soc_min}) must be <= soc_max "
-                             f"({self.soc_max})")
-        if self.departure_soc is not None and self.departure_soc > self.soc_max:
-            raise ValueError(f"{owner}: departure_soc ({self.departure_soc}) must be <= "
-                             f"soc_max ({self.soc_max}): an EV cannot be charged above its "
-                             f"ceiling")
+        check_soc_order(owner, self.soc_min, self.soc_max, self.departure_soc)
+
+
+def check_soc_order(owner: str, soc_min: float, soc_max: float,
+                    departure_soc: float | None) -> None:
+    """``soc_min <= soc_max``, and ``departure_soc <= soc_max`` when given (an EV cannot
+    be charged above its ceiling).
+
+    :raises ValueError: naming ``owner`` and both values.
+    """
+    if soc_min > soc_max:
+        raise ValueError(f"{owner}: soc_min ({soc_min}) must be <= soc_max ({soc_max})")
+    if departure_soc is not None and departure_soc > soc_max:
+        raise ValueError(f"{owner}: departure_soc ({departure_soc}) must be <= soc_max "
+                         f"({soc_max}): an EV cannot be charged above its ceiling")
 
 
 _LIMIT_FIELDS = tuple(f.name for f in fields(DerLimits))
@@ -174,14 +182,8 @@ class Limits:
                                  f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
             checked = {name: check_limit_field(owner, name, value)
                        for name, value in changes.items()}
-            if checked.get("soc_min", 0.0) > checked.get("soc_max", 1.0):
-                raise ValueError(f"{owner}: soc_min ({checked['soc_min']}) must be <= soc_max "
-                                 f"({checked['soc_max']})")
-            departure = checked.get("departure_soc")
-            if departure is not None and departure > checked.get("soc_max", 1.0):
-                raise ValueError(f"{owner}: departure_soc ({departure}) must be <= soc_max "
-                                 f"({checked['soc_max']}): an EV cannot be charged above its "
-                                 f"ceiling")
+            check_soc_order(owner, checked.get("soc_min", 0.0), checked.get("soc_max", 1.0),
+                            checked.get("departure_soc"))
             per_agent[agent] = checked
         store(self, "per_agent", per_agent)
 
