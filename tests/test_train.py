@@ -953,3 +953,20 @@ def test_discounted_returns_of_one_episode():
     returns = [g for *_, g in _with_returns(steps, 0.5)]
     np.testing.assert_allclose(returns, [[3.0, 0.5], [4.0, 1.0], [4.0, 0.0]])
 
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"n_seeds": 90_001}, "SystemCostEvaluation.n_seeds = 90001: at most 90,000"),
+    ({"n_seeds": 0}, "SystemCostEvaluation.n_seeds = 0: must be an integer >= 1"),
+    ({"n_seeds": 2.0}, "SystemCostEvaluation.n_seeds = 2.0: expected an integer >= 1"),
+    ({"every": 0}, "SystemCostEvaluation.every = 0: must be an integer >= 1"),
+])
+def test_system_cost_evaluation_called_directly_checks_its_counts(kwargs, says):
+    """Review: only TrainConfig and the benchmark bounded the evaluation seeds; called
+    directly, 90 001 seeds reached 100 000 (a seed training may play) unchecked."""
+    from train.callbacks import SystemCostEvaluation
+
+    args = {"every": 600, "n_seeds": 1, **kwargs}
+    with pytest.raises(ValueError) as info:
+        SystemCostEvaluation(["emergency"], 5, **args)
+    assert says in str(info.value)

@@ -156,13 +156,15 @@ class SystemCostEvaluation(BaseCallback):
     :param scenarios: scenario names to evaluate on.
     :param n_agents: agents per evaluation environment.
     :param every: agent-steps between evaluations (>= 1).
-    :param n_seeds: evaluation episodes per scenario (>= 1).
+    :param n_seeds: evaluation episodes per scenario, 1 to 90 000 (the seeds
+        10 000 + k stay evaluation seeds, which training never plays).
     :param best_path: save the model there whenever an evaluation is the best so far.
     :param stop_at_cost: stop training at the first evaluation whose cost is at most this.
     :param limits: kernel limits of the evaluation environments (as the training's).
     :param echo: called with one line per evaluation (:meth:`line`; ``python -m train``
         prints it, whatever its ``--verbose``); the logger's stdout table, if any, then
         leaves the evaluation out (it would say the same twice).
+    :raises ValueError: ``every`` or ``n_seeds`` out of range, before anything is built.
     """
 
     def __init__(self, scenarios: Sequence[str], n_agents: int, every: int, n_seeds: int = 3,
@@ -170,6 +172,13 @@ class SystemCostEvaluation(BaseCallback):
                  verbose: int = 0, limits: Any = None,
                  echo: Callable[[str], None] | None = None) -> None:
         super().__init__(verbose)
+        from gridswarm_env.config import check_int_at_least, check_int_at_most
+        from train.config import EVAL_SEEDS_WHY, max_eval_seeds
+
+        owner = type(self).__name__
+        every = check_int_at_least(owner, "every", every, 1)
+        n_seeds = check_int_at_least(owner, "n_seeds", n_seeds, 1)
+        check_int_at_most(owner, "n_seeds", n_seeds, max_eval_seeds(), EVAL_SEEDS_WHY)
         self.echo = echo
         from gridswarm_env.env import GridSwarmEnv
 
