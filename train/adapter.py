@@ -47,8 +47,8 @@ follows the same rule. An episode's seed is :func:`training_episode_seed`: drawn
 ``[0, 2**31 - 1)`` and drawn again while it is one of the evaluation seeds
 (:data:`policies.rollout.EVAL_SEEDS`, 0-99 999), so training never plays an episode
 that evaluation plays (for seed 0 the first 6 634 draws of copy 0 lie above them, so its
-episodes are the ones it played before the rule). ``scenario="all"`` (or a sequence of names) mixes scenarios across
-episodes: every copy cycles through one seeded permutation of the scenarios (drawn from
+episodes are the ones it played before the rule). ``scenario="all"`` (or a sequence of
+names) mixes scenarios across episodes: every copy cycles through one seeded permutation of the scenarios (drawn from
 copy 0's generator), one per episode, copy ``e`` starting at its position ``e``, so
 copies start on different scenarios (while there are no more copies than scenarios) and
 a rollout mixes them from the start (one environment object per scenario and copy is

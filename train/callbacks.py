@@ -40,7 +40,8 @@ from stable_baselines3.common.logger import (
     TensorBoardOutputFormat,
 )
 
-from train.config import EVAL_SEED_BASE
+from gridswarm_env.config import check_int_at_least
+from train.config import EVAL_SEED_BASE, check_eval_seeds
 
 #: tensorboard tag -> KPI key of :meth:`GridSwarmEnv.episode_metrics`.
 KPI_TAGS: dict[str, str] = {
@@ -146,8 +147,8 @@ class SystemCostEvaluation(BaseCallback):
     random generators alone: training is the same with or without this callback) in
     ``n_seeds`` held-out episodes per scenario (seeds :data:`EVAL_SEED_BASE` + k, hmac
     trust; evaluation seeds, which training never plays:
-    :data:`policies.rollout.EVAL_SEEDS`). Each evaluation appends a point to :attr:`points` (``agent_steps``,
-    ``train_s`` = seconds since the callback was made minus the evaluations before it,
+    :data:`policies.rollout.EVAL_SEEDS`). Each evaluation appends a point to
+    :attr:`points` (``agent_steps``, ``train_s`` = seconds since the callback was made minus the evaluations before it,
     ``system_cost`` = the sum over scenarios of the per-scenario means, ``per_scenario``),
     and writes ``eval/system_cost`` and ``eval/<scenario>/system_cost`` to every output
     format (tensorboard, csv, stdout) at the point's step (directly: no ``logger.dump``,
@@ -172,13 +173,9 @@ class SystemCostEvaluation(BaseCallback):
                  verbose: int = 0, limits: Any = None,
                  echo: Callable[[str], None] | None = None) -> None:
         super().__init__(verbose)
-        from gridswarm_env.config import check_int_at_least, check_int_at_most
-        from train.config import EVAL_SEEDS_WHY, max_eval_seeds
-
         owner = type(self).__name__
         every = check_int_at_least(owner, "every", every, 1)
-        n_seeds = check_int_at_least(owner, "n_seeds", n_seeds, 1)
-        check_int_at_most(owner, "n_seeds", n_seeds, max_eval_seeds(), EVAL_SEEDS_WHY)
+        n_seeds = check_eval_seeds(owner, "n_seeds", n_seeds)
         self.echo = echo
         from gridswarm_env.env import GridSwarmEnv
 

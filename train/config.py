@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gridswarm_env.config import (
     INT_TYPES,
@@ -83,6 +84,17 @@ def max_eval_seeds() -> int:
     from policies.rollout import EVAL_SEEDS
 
     return EVAL_SEEDS.stop - EVAL_SEED_BASE
+
+
+def check_eval_seeds(owner: str, name: str, value: Any) -> int:
+    """A count of ``eval_every`` evaluation seeds: an integer from 1 to
+    :func:`max_eval_seeds` (:data:`EVAL_SEEDS_WHY`), returned as an int.
+
+    :raises ValueError: naming ``owner.name``, the value and what is allowed.
+    """
+    count = check_int_at_least(owner, name, value, 1)
+    check_int_at_most(owner, name, count, max_eval_seeds(), EVAL_SEEDS_WHY)
+    return count
 
 
 @dataclass(frozen=True)
@@ -233,9 +245,7 @@ class TrainConfig:
                              "seeds PPO's episode stream with seed + 1)")
         check_int_at_least(owner, "checkpoint_every", self.checkpoint_every, 0)
         check_int_at_least(owner, "eval_every", self.eval_every, 0)
-        check_int_at_least(owner, "eval_seeds", self.eval_seeds, 1)
-        check_int_at_most(owner, "eval_seeds", self.eval_seeds, max_eval_seeds(),
-                          EVAL_SEEDS_WHY)
+        check_eval_seeds(owner, "eval_seeds", self.eval_seeds)
         check_choice(owner, "reward", self.reward, REWARD_MODES)
         check_non_negative(owner, "marginal_weight", self.marginal_weight)
         check_positive(owner, "reward_scale", self.reward_scale)
