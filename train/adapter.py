@@ -51,8 +51,11 @@ episodes are the ones it played before the rule). ``scenario="all"`` (or a seque
 names) mixes scenarios across episodes: every copy cycles through one seeded permutation of the scenarios (drawn from
 copy 0's generator), one per episode, copy ``e`` starting at its position ``e``, so
 copies start on different scenarios (while there are no more copies than scenarios) and
-a rollout mixes them from the start (one environment object per scenario and copy is
-kept and reused).
+a rollout of at least as many copies as scenarios mixes them from the start (one
+environment object per scenario and copy is kept and reused). With one copy (the
+default ``n_envs=1``) an episode (120-300 steps) spans several rollouts of ``n_steps``
+(64 by default), so most updates see one scenario only: ``--envs 3`` with
+``--scenario all`` gives every rollout all three.
 
 Rewards
 -------
@@ -79,7 +82,12 @@ agents up to ~200. An EV leaving short of its departure energy costs 300 $/MWh o
 shortfall (x 100) at once, ~10⁵ for a 100-agent EV agent leaving at its initial
 SoC (the fleet's median shortfall, seed 0; up to ~3·10⁵); with the default :class:`~gridswarm_env.config.FleetConfig` no EV leaves
 within the shipped scenarios (their departures are hours away), so there the default
-clip never binds: it guards configurations whose EVs do leave.
+clip does not bind on the environment's reward: it guards configurations whose EVs do
+leave. It does bind on ``reward="marginal"`` under poor play, whose value-of-lost-load
+term is largest when load goes unserved (``price_spike``, seed 0, random play, scale
+0.01: max |r| 11 at 100 agents, 0.02 % of agent-steps above 10; 45 at 20 agents, 8 %;
+heuristic play stays below 0.2): scale ``reward_scale`` with ``n_agents`` or raise the
+clip when training few agents with the marginal reward.
 """
 
 from __future__ import annotations

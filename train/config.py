@@ -151,8 +151,9 @@ class TrainConfig:
         beyond any bid's control (the same under every policy); unclipped, these spikes
         dominate the critic's loss and the normalized advantages. With the default fleet
         no EV leaves within the shipped scenarios and the scaled rewards stay below ~0.5
-        at 100 agents (they scale as ``1/n_agents``), so the default clip binds only in
-        configurations whose EVs leave (see :mod:`train.adapter`, *Reward scale*).
+        at 100 agents (they scale as ``1/n_agents``), so on the env reward the default
+        clip binds only in configurations whose EVs leave; on ``reward="marginal"`` it
+        binds under poor play with few agents (see :mod:`train.adapter`, *Reward scale*).
     :param learning_rate: Adam step size of PPO.
     :param n_steps: steps per slot per rollout (rollout = ``n_steps · num_envs`` samples).
     :param batch_size: PPO minibatch size (samples).
