@@ -35,10 +35,12 @@ with ``--audit``.
 
 ``--audit FILE`` streams the environment's audit hash chain to FILE (JSONL; an existing
 non-empty FILE is refused, never overwritten). The
-environment is closed at the end, also after Ctrl-C; with ed25519 trust that signs
-the chain's head, and the demo prints how to verify the file,
+environment is closed at the end, also after Ctrl-C; with ed25519 trust that ends the
+file with the operator's signed closing head (after the head the episode's end signs, if
+it ran to its end), and the demo prints how to verify the file,
 ``python -m gridswarm_env.audit verify FILE --public-key HEX`` (HEX: the operator's
-public key, also in the JSON), which then also detects a cut tail. HMAC keys are
+public key, also in the JSON), which then says the file is closed and also detects a
+cut tail, one right after the episode's own head included. HMAC keys are
 secret, so with ``--trust hmac`` the head is unsigned: the file's chain can be
 checked, but a cut tail is detectable only in the process that wrote it.
 
@@ -242,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contract signatures (default ed25519)")
     p.add_argument("--audit", default=None, metavar="FILE",
                    help="stream the audit hash chain to FILE (JSONL) and print how to verify "
-                        "it; with ed25519 its head is signed at the end (also on Ctrl-C)")
+                        "it; with ed25519 it ends with a signed closing head (also on "
+                        "Ctrl-C)")
     cores = max_crypto_threads()
     p.add_argument("--crypto-threads", default=None, metavar="N",
                    type=_int_at_least(1, cores, CRYPTO_THREADS_WHY),
@@ -758,12 +761,12 @@ def _main(argv: Sequence[str] | None) -> int:
         result = run_demo(session, console=console)
     except KeyboardInterrupt:   # outside the episode loop (run_demo handles it inside)
         with _sigint_ignored():
-            session.env.close()   # signs the audit head
+            session.env.close()   # signs the audit file's closing head (ed25519)
         print("demo.py: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     failed = False
     with _sigint_ignored():   # a second Ctrl-C must not lose the summary or the JSON
-        session.env.close()   # signs the audit head (ed25519) and flushes the file
+        session.env.close()   # signs the closing audit head (ed25519), flushes the file
         audit = audit_info(session)
         if result.stop_reason == "stdout closed":
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

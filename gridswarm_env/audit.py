@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m gridswarm_env.audit verify FILE [--public-key HEX]
+    python -m gridswarm_env.audit verify FILE [--public-key HEX [--allow-open]]
 
 Prints ``OK: <n> entries, head <hash>; <what was and was not checked>`` and exits 0
 when the chain is intact; prints ``BROKEN at entry <i>: <problem> (<detail>)`` and
@@ -10,12 +10,19 @@ exits 1 on the first altered, removed, inserted, reordered, truncated or malform
 entry, and ``BROKEN: no entries (...)`` for an empty file; prints ``error: ...`` and
 exits 2 when the file is missing or unreadable or the command line is wrong. With
 ``--public-key`` (the operator's raw Ed25519 public key, 64 hex digits), every signed
-head is checked and the file must end with a valid signed head, so a cut tail is
-reported as ``truncated``. Without it a hash chain cannot show that its end was cut
-off: the OK line says so and counts the file's signed heads per scheme: for Ed25519
-heads it says to pass the key (from whoever wrote the file, not the ``public_key``
-field inside it); HMAC-signed heads (``AuditLog.sign_head`` with an hmac-mode
-registry) are checkable only with the HMAC key, in the process that wrote the file.
+head is checked and the file must end with the writer's *closing* head (the one
+``env.close()`` signs, marked ``final`` inside the signed bytes), so a cut tail is
+reported as ``truncated``, also when the cut falls right after an earlier episode's
+head; the OK line then says the file is closed. ``--allow-open`` accepts a file that
+ends with a valid head that is not the closing one (a writer still running between
+episodes), exit 0 with an OK line saying ``not closed``. A file whose last head is in
+the v2 format (written before closing heads existed) verifies as before; its OK line
+says it predates closing heads, so its episode count must be checked by hand. Without
+the key a hash chain cannot show that its end was cut off: the OK line says so and
+counts the file's signed heads per scheme: for Ed25519 heads it says to pass the key
+(from whoever wrote the file, not the ``public_key`` field inside it); HMAC-signed
+heads (``AuditLog.sign_head`` with an hmac-mode registry) are checkable only with the
+HMAC key, in the process that wrote the file.
 
 The file must be the exact bytes the log wrote: every entry ends with a newline, so
 a last line without one is ``truncated`` (the file was cut inside it), and a blank
@@ -35,7 +42,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gridswarm_env.trust import EMPTY_AUDIT_FILE, AuditVerification, verify_audit_file
+from gridswarm_env.trust import (
+    EMPTY_AUDIT_FILE,
+    AuditVerification,
+    open_file_reason,
+    verify_audit_file,
+)
 
 __all__ = ["EXIT_BROKEN", "EXIT_ERROR", "EXIT_OK", "KEY_SOURCE", "exit_status", "format_verdict",
            "main"]
@@ -60,7 +72,9 @@ def format_verdict(result: AuditVerification, public_key_given: bool = False) ->
     :return: ``"OK: <n> entries, head <hash>; <scope>"`` (what an intact chain does and
         does not show, and how many signed heads of each scheme the file has: Ed25519
         heads are checkable with ``--public-key``, HMAC heads only with the HMAC key in
-        process), ``"BROKEN: no entries (...)"`` for an empty file (problem ``empty``) or
+        process; with the key, whether the file ends with the writer's closing head,
+        is not closed (``--allow-open``) or predates closing heads (v2)),
+        ``"BROKEN: no entries (...)"`` for an empty file (problem ``empty``) or
         ``"BROKEN at entry <i>: <problem> (<detail>)"``.
     """
     if result.problem == "empty" or (result.ok and result.n_entries == 0):
@@ -70,7 +84,7 @@ def format_verdict(result: AuditVerification, public_key_given: bool = False) ->
         hmac = (f"{result.hmac_heads} HMAC-signed head(s), checkable only with the HMAC "
                 "key in the process that wrote the file (AuditLog.verify(registry=...))")
         if public_key_given:
-            ok = f"{ok}, ending with a head signed by the given key"
+            ok = f"{ok}, ending with {_closing_scope(result)}"
             return f"{ok}; the file also has {hmac}" if result.hmac_heads else ok
         if result.ed25519_heads:
             return (f"{ok}, but a cut tail cannot be detected without --public-key HEX (the "
@@ -90,6 +104,20 @@ def format_verdict(result: AuditVerification, public_key_given: bool = False) ->
     return f"BROKEN{where}: {result.problem} ({detail})"
 
 
+def _closing_scope(result: AuditVerification) -> str:
+    """What the head a key-checked file ends with shows about the file being whole."""
+    if result.closed:
+        episodes = f", {result.episodes} episode(s)" if result.episodes else ""
+        return (f"the writer's closing head signed by the given key (closed: the file is "
+                f"whole as its writer finished it{episodes})")
+    if result.closed is False:
+        return f"a head signed by the given key, but {open_file_reason(result.episodes)}"
+    return ("a head signed by the given key in the v2 format (gridswarm-audit-head-v2), "
+            "which predates closing heads: a file cut right after an earlier episode's head "
+            "looks the same, so check the episode count too (episode_start entries: "
+            f"{result.episodes})")
+
+
 def exit_status(result: AuditVerification) -> int:
     """:data:`EXIT_OK` for an intact, non-empty chain, else :data:`EXIT_BROKEN`."""
     return EXIT_OK if result.ok and result.n_entries > 0 else EXIT_BROKEN
@@ -107,7 +135,14 @@ def _parser() -> argparse.ArgumentParser:
         "--public-key",
         metavar="HEX",
         default=None,
-        help="operator's raw Ed25519 public key (64 hex digits); checks signed heads and a cut tail",
+        help="operator's raw Ed25519 public key (64 hex digits); checks signed heads and a cut "
+             "tail: the file must end with the writer's closing head",
+    )
+    verify.add_argument(
+        "--allow-open",
+        action="store_true",
+        help="with --public-key: accept a file ending with a signed head that is not the "
+             "closing one (a writer still running), reported as 'not closed'",
     )
     return parser
 
@@ -116,7 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
     :param argv: arguments without the program name (default ``sys.argv[1:]``).
-    :return: 0 for an intact chain, 1 for a broken one or an empty file, 2 for an error.
+    :return: 0 for an intact chain (with ``--public-key``: ending with the writer's
+        closing head, or any valid head with ``--allow-open``), 1 for a broken one or an
+        empty file, 2 for an error.
     """
     parser = _parser()
     try:
@@ -136,8 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_ERROR
+    if args.allow_open and public_key is None:
+        print(f"{parser.prog}: error: --allow-open needs --public-key HEX (without the key "
+              "the file's end is not checked at all)", file=sys.stderr)
+        return EXIT_ERROR
     try:
-        result = verify_audit_file(args.file, public_key=public_key)
+        result = verify_audit_file(args.file, public_key=public_key, allow_open=args.allow_open)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         print(f"{parser.prog}: error: cannot read audit file {args.file!r}: {reason}",

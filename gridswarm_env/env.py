@@ -277,6 +277,8 @@ class GridSwarmEnv(ParallelEnv):
         # one audit chain for the env's lifetime (streamed to a file, or in memory keeping
         # at most AUDIT_ENTRIES_IN_MEMORY entries); episodes start with "episode_start"
         self._sealed_entries = 0   # audit entries covered by the last signed head
+        # why reset() and step() are refused: close() ended the signed audit file
+        self._audit_closed: str | None = None
         # the operator's audit-head key for a streamed ed25519 file: random (os.urandom),
         # not derived from the seed, one per environment (see operator_public_key_hex)
         self._audit_keys = (
@@ -332,6 +334,8 @@ class GridSwarmEnv(ParallelEnv):
     def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         cfg, sc = self.config, self.scenario
+        if self._audit_closed is not None:
+            raise RuntimeError(f"reset() after close(): {self._audit_closed}")
         if seed is not None:
             seed = _checked_seed(seed)
             self._np_random = np.random.default_rng(seed)
@@ -645,6 +649,8 @@ class GridSwarmEnv(ParallelEnv):
             raise RuntimeError(f"{what} called before reset(); call reset() first")
 
     def _check_running(self) -> None:
+        if self._audit_closed is not None:
+            raise RuntimeError(f"step() after close(): {self._audit_closed}")
         if self._failed is not None:
             raise RuntimeError(f"the last step stopped half-way ({self._failed}); the "
                                "episode cannot go on: call reset()")
@@ -1475,23 +1481,43 @@ class GridSwarmEnv(ParallelEnv):
                 + (" [SHADOW]" if self.config.shadow else ""))
 
     def close(self) -> None:
-        """Sign the audit file's head (see :meth:`_seal_audit`) and flush it."""
-        self._seal_audit()
+        """Finish the audit file (see :meth:`_seal_audit`) and flush it.
 
-    def _seal_audit(self) -> None:
+        With ``audit_path`` set and Ed25519 identities the file ends with the operator's
+        closing head, so the environment cannot be reset or stepped afterwards (a
+        ``RuntimeError`` says so; build a new environment with a new ``audit_path``);
+        closing again does nothing. In hmac mode and without ``audit_path`` it only
+        flushes, as before.
+        """
+        self._seal_audit(final=True)
+
+    def _seal_audit(self, final: bool = False) -> None:
         """End a streamed audit chain with the operator's signed head; flush the file.
 
         With ``audit_path`` set and Ed25519 identities, the chain gets a ``head_signed``
-        entry at the end of every episode and at :meth:`close` (when entries were
-        written since the last one), so ``python -m gridswarm_env.audit verify FILE
-        --public-key HEX`` (the operator's audit key, :meth:`operator_public_key_hex`) can
-        also detect a cut tail or a rewritten suffix from the file alone. HMAC keys are
-        secret, so an hmac-mode file has no head a third party could check.
+        entry at the end of every episode (when entries were written since the last
+        one), and :meth:`close` (``final``) ends the file with the *closing* head
+        (``final: true`` inside the signed bytes; a file closed before its first reset
+        stays empty), so ``python -m gridswarm_env.audit verify FILE --public-key HEX``
+        (the operator's audit key, :meth:`operator_public_key_hex`) can also detect a cut
+        tail or a rewritten suffix from the file alone, including a cut right after an
+        earlier episode's head (not closed). HMAC keys are secret, so an hmac-mode file
+        has no head a third party could check.
         """
-        log = self.audit_log
-        if self._audit_keys is not None and log.n_entries > self._sealed_entries:
-            log.sign_head(self._audit_keys, self._audit_keys.operator_id)
-            self._sealed_entries = log.n_entries
+        log, keys = self.audit_log, self._audit_keys
+        if keys is not None and self._audit_closed is None:
+            if final:
+                if log.n_entries:
+                    log.sign_head(keys, keys.operator_id, final=True)   # closes the file
+                log.close()
+                self._sealed_entries = log.n_entries
+                ended = ("ends with the operator's closing head, which nothing may follow"
+                         if log.n_entries else "was closed before the first reset (empty)")
+                self._audit_closed = (f"the audit file {str(log.path)!r} {ended}; build a new "
+                                      "environment (with a new audit_path) for more episodes")
+            elif log.n_entries > self._sealed_entries:
+                log.sign_head(keys, keys.operator_id)
+                self._sealed_entries = log.n_entries
         log.flush()
 
     def operator_public_key_hex(self) -> str | None:

@@ -75,8 +75,10 @@ chain index where it occurs:
 
 * ``malformed``: a line that is not an entry (bad JSON, keys, types, NaN);
 * ``truncated``: an unterminated, unparseable last line (a cut write); with a public
-  key (or registry), a chain that does not end with a valid ``head_signed`` entry;
-  in process, fewer entries than the log wrote;
+  key (or registry), a chain that does not end with a valid ``head_signed`` entry, or
+  (unless ``allow_open``) one ending with a valid head that is not the writer's
+  *closing* head (``final: true``, :meth:`AuditLog.sign_head`); in process, fewer
+  entries than the log wrote;
 * ``altered``: an entry whose content does not match its own hash; an entry
   rewritten *with* a recomputed hash (its successor's ``prev_hash`` no longer
   matches, or it differs from the copy kept in memory); a signed head whose
@@ -87,7 +89,8 @@ chain index where it occurs:
   out-of-place entry links into the chain (its predecessor is in the file);
 * ``inserted``: an extra entry: a duplicate, a second entry claiming an index that
   links to the same predecessor (the one the chain does not continue from), an
-  entry reusing an old index or one that links nowhere;
+  entry reusing an old index or one that links nowhere, or any entry after a
+  closing head (a closed log takes no more);
 * ``empty``: an audit file with no entries at all (:func:`verify_audit_file`; a file
   cut to 0 bytes looks the same).
 
@@ -95,6 +98,11 @@ Without keys a forger who rewrites a whole suffix (recomputing every hash) or
 cuts the tail at an entry boundary leaves a self-consistent chain; a signed head
 over the final hash and its own fields (:meth:`AuditLog.sign_head`, checked with the
 operator's public key) or the writer's in-process :meth:`AuditLog.verify` detects both.
+A file may hold several signed heads (the environment signs one at every episode's
+end); only the writer's last one, signed when the file is finished, is marked
+``final`` (inside the signed bytes, format ``gridswarm-audit-head-v3``), so a file cut
+right after an earlier head is told apart from a finished one. Heads of the v2 format
+(written before closing heads existed) still verify, but cannot show that.
 """
 
 from __future__ import annotations
@@ -2371,8 +2379,12 @@ EMPTY_AUDIT_FILE = ("no entries (the file is empty, so nothing is verified; a fi
                     "bytes looks the same, and an environment leaves an empty file only when "
                     "it is closed before its first reset)")
 
-#: what a head signature signs starts with this (v2: the head entry's own fields are signed)
-_HEAD_MESSAGE_PREFIX = b"gridswarm-audit-head-v2\x00"
+#: what a head signature signs starts with this (v3: the head entry's own fields are
+#: signed, among them ``final``, which marks the writer's closing head)
+_HEAD_MESSAGE_PREFIX = b"gridswarm-audit-head-v3\x00"
+#: the second format: the head entry's own fields signed, no ``final`` field (written
+#: before closing heads existed); still accepted, but it cannot show that a file is whole
+_HEAD_MESSAGE_PREFIX_V2 = b"gridswarm-audit-head-v2\x00"
 #: the first format, which signed only the covered count and the chain head: the head
 #: entry's other fields (identity, public_key, any added field) could be edited unseen
 _HEAD_MESSAGE_PREFIX_V1 = b"gridswarm-audit-head-v1\x00"
@@ -2447,6 +2459,15 @@ class AuditVerification:
     :param hmac_heads: ``head_signed`` entries of the ``hmac`` scheme read (counted as
         :attr:`ed25519_heads`): checkable only with the HMAC key, i.e. in the process
         that holds the registry (``AuditLog.verify(registry=...)``).
+    :param closed: with a public key or registry, whether the chain ends with the
+        writer's verified *closing* head (``final: true``): True = the file is whole as
+        the writer finished it; False = it ends elsewhere (a head that only ends an
+        episode: the writer may still be running or have crashed, or the file was cut
+        after that head; or no valid head at all); None = not known (no key given, the
+        chain broke before its end, or its last head is in the v2 format, which predates
+        closing heads).
+    :param episodes: ``episode_start`` entries read (the environment writes one per
+        reset), to say after which episode an open file ends.
 
     Its truth value is :attr:`ok`, so ``assert log.verify()`` fails on a broken chain.
     """
@@ -2459,6 +2480,8 @@ class AuditVerification:
     head_hash: str | None = None
     ed25519_heads: int = 0
     hmac_heads: int = 0
+    closed: bool | None = None
+    episodes: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.ok)
@@ -2563,17 +2586,23 @@ def _entry_hash(index: int, kind: str, fields: dict[str, Any], prev_hash: str) -
 
 
 def _head_message(fields: dict[str, Any]) -> bytes:
-    """The bytes a ``head_signed`` entry's signature signs: ``b"gridswarm-audit-head-v2\\x00"
+    """The bytes a ``head_signed`` entry's signature signs: ``b"gridswarm-audit-head-v3\\x00"
     || u64(covered_entries) || head_hash bytes || canonical JSON of every field of the
-    entry except ``signature``) (so no field of the head can be edited, added or removed
-    without breaking its signature; the verifier also checks that ``covered_entries`` and
-    ``head_hash`` are the entry's index and ``prev_hash``).
+    entry except ``signature``) (so no field of the head, ``final`` included, can be
+    edited, added or removed without breaking its signature; the verifier also checks
+    that ``covered_entries`` and ``head_hash`` are the entry's index and ``prev_hash``).
+
+    A head without a ``final`` field is in the v2 format (written before closing heads
+    existed): the same bytes after ``b"gridswarm-audit-head-v2\\x00"``. Removing
+    ``final`` from a v3 head or adding it to a v2 head therefore changes the prefix as
+    well as the JSON, and the signature fails.
 
     :param fields: the head's fields (with or without ``signature``), plain JSON types.
     :raises ValueError: for fields that are not canonical JSON.
     """
     signed = {k: v for k, v in fields.items() if k != "signature"}
-    return (_HEAD_MESSAGE_PREFIX + struct.pack(">Q", fields["covered_entries"])
+    prefix = _HEAD_MESSAGE_PREFIX if "final" in fields else _HEAD_MESSAGE_PREFIX_V2
+    return (prefix + struct.pack(">Q", fields["covered_entries"])
             + bytes.fromhex(fields["head_hash"]) + _CANONICAL_ENCODER.encode(signed).encode("ascii"))
 
 
@@ -2619,6 +2648,7 @@ class AuditLog:
 
     __slots__ = (
         "_anchor_hash",
+        "_closing_head_signed",
         "_entries",
         "_file",
         "_flush_each_append",
@@ -2652,6 +2682,7 @@ class AuditLog:
         self._anchor_hash = GENESIS_HASH
         self._head_hash = GENESIS_HASH
         self._n_entries = 0
+        self._closing_head_signed = False
         self._file = (
             None if self._path is None else open(self._path, "w", encoding="ascii", newline="\n")
         )
@@ -2676,6 +2707,12 @@ class AuditLog:
         return self._n_entries
 
     @property
+    def closing_head_signed(self) -> bool:
+        """True once :meth:`sign_head` wrote the closing head (``final=True``): the chain
+        is finished and takes no more entries."""
+        return self._closing_head_signed
+
+    @property
     def entries(self) -> tuple[AuditEntry, ...]:
         """The entries retained in memory (the most recent ones)."""
         return tuple(self._entries)
@@ -2689,14 +2726,14 @@ class AuditLog:
             enums are converted, non-finite floats stored as strings.
         :return: the new entry.
         :raises ValueError: for an empty kind or a non-serialisable field.
-        :raises RuntimeError: after :meth:`close`.
+        :raises RuntimeError: after :meth:`close` or the closing head.
         """
         if type(kind) is not str or not kind:
             raise ValueError(
                 f"kind={kind!r} must be a non-empty str, e.g. one of {', '.join(AUDIT_KINDS)}"
             )
-        if self._path is not None and self._file is None:
-            raise RuntimeError(f"AuditLog({str(self._path)!r}) is closed")
+        if self._file is None and (self._path is not None or self._closing_head_signed):
+            self._refuse_append()
         clean = {k: _normalise(fields[k]) for k in sorted(fields)}
         index = self._n_entries
         return self._commit(
@@ -2714,16 +2751,26 @@ class AuditLog:
         ``fields_json`` its canonical JSON text. The entry, its hash and its line are
         then exactly those :meth:`append` writes (tests compare the two).
 
-        :raises RuntimeError: after :meth:`close`.
+        :raises RuntimeError: after :meth:`close` or the closing head.
         """
-        if self._path is not None and self._file is None:
-            raise RuntimeError(f"AuditLog({str(self._path)!r}) is closed")
+        if self._file is None and (self._path is not None or self._closing_head_signed):
+            self._refuse_append()
         index = self._n_entries
         body = (
             '{"fields":' + fields_json + ',"index":' + str(index) + ',"kind":' + kind_json
             + ',"prev_hash":"' + self._head_hash + '"}'
         )
         return self._commit(index, kind, fields, body)
+
+    def _refuse_append(self) -> None:
+        """Raise the ``RuntimeError`` for an append to a closed or finished log."""
+        where = "" if self._path is None else repr(str(self._path))
+        if self._closing_head_signed:
+            raise RuntimeError(
+                f"AuditLog({where}) ends with its closing head (sign_head(final=True), entry "
+                f"{self._n_entries - 1}): a finished audit chain takes no more entries; start "
+                "a new log (a new file) for more")
+        raise RuntimeError(f"AuditLog({where}) is closed")
 
     def _commit(self, index: int, kind: str, clean: dict[str, Any], body: str) -> AuditEntry:
         """Hash the canonical ``body`` of entry ``index``, write it and advance the head."""
@@ -2742,34 +2789,50 @@ class AuditLog:
         self._n_entries = index + 1
         return entry  # type: ignore[return-value]
 
-    def sign_head(self, registry: IdentityRegistry, identity: str = "operator") -> AuditEntry:
+    def sign_head(self, registry: IdentityRegistry, identity: str = "operator", *,
+                  final: bool = False) -> AuditEntry:
         """Append a ``head_signed`` entry: ``identity``'s signature over the head.
 
         Fields: ``identity``, ``scheme`` (the registry's mode), ``covered_entries`` (the
-        number of entries before this one), ``head_hash``, ``public_key`` (Ed25519 only)
-        and ``signature``, over ``b"gridswarm-audit-head-v2\\x00" || u64(covered_entries)
-        || head_hash bytes || canonical JSON of the other fields`` (:func:`_head_message`).
-        With the public key, a verifier then detects a truncated tail (the chain must end
-        with a valid signed head), any rewrite of the covered entries and any edit of the
-        head entry itself (the last entry of a file has no successor whose ``prev_hash``
-        would show it).
+        number of entries before this one), ``head_hash``, ``final``, ``public_key``
+        (Ed25519 only) and ``signature``, over ``b"gridswarm-audit-head-v3\\x00" ||
+        u64(covered_entries) || head_hash bytes || canonical JSON of the other fields``
+        (:func:`_head_message`). With the public key, a verifier then detects a truncated
+        tail (the chain must end with a valid signed head), any rewrite of the covered
+        entries and any edit of the head entry itself (the last entry of a file has no
+        successor whose ``prev_hash`` would show it).
+
+        ``final=True`` writes the *closing* head: the chain is finished, so the log is
+        flushed and its file closed, and every later append raises ``RuntimeError``. A
+        verifier with the key then tells a finished file (it ends with this head) from
+        one cut right after an earlier, non-final head, which it reports as not closed.
 
         :param registry: the registry holding ``identity``'s key.
         :param identity: the signer (default the operator).
+        :param final: True for the writer's closing head (the last entry it writes).
         :return: the ``head_signed`` entry.
         :raises UnknownIdentityError: for an identity the registry does not hold.
+        :raises ValueError: for a ``final`` that is not True or False.
+        :raises RuntimeError: after :meth:`close` or the closing head.
         """
+        if type(final) is not bool:
+            raise ValueError(f"final={final!r} must be True (the closing head) or False")
         registry._position(identity)   # an unknown signer fails before anything is built
         fields: dict[str, Any] = {
             "identity": str(identity),
             "scheme": registry.mode,
             "covered_entries": self._n_entries,
             "head_hash": self._head_hash,
+            "final": final,
         }
         if registry.mode == "ed25519":
             fields["public_key"] = registry.public_key_bytes(identity).hex()
         fields["signature"] = registry.sign(identity, _head_message(fields)).hex()
-        return self.append("head_signed", **fields)
+        entry = self.append("head_signed", **fields)
+        if final:
+            self._closing_head_signed = True
+            self.close()
+        return entry
 
     def flush(self) -> None:
         """Flush buffered lines to the file (no-op without a file)."""
@@ -2806,7 +2869,9 @@ class AuditLog:
         :param registry: alternatively, check signed heads of either scheme with
             this registry (the chain must then end with a valid signed head, signed by
             the registry's operator: a head an agent signed is refused).
-        :return: the verdict.
+        :return: the verdict. The writer knows whether it signed its closing head: after
+            it, the chain must end with that head; before, a chain ending with a non-final
+            head is fine (``closed`` False, the log is still open).
         """
         known = {e.index: e.hash for e in self._entries}
         if self._path is not None:
@@ -2820,6 +2885,7 @@ class AuditLog:
                 known_hashes=known,
                 expected_count=self._n_entries,
                 expected_head=self._head_hash,
+                allow_open=not self._closing_head_signed,
             )
         if not self._keep_entries:
             return AuditVerification(
@@ -2839,6 +2905,7 @@ class AuditLog:
             registry=registry,
             expected_count=self._n_entries,
             expected_head=self._head_hash,
+            allow_open=not self._closing_head_signed,
         )
 
     def __repr__(self) -> str:
@@ -3001,6 +3068,8 @@ def _check_head_signature(
         return False, "its fields are incomplete"
     if type(covered) is not int or type(head) is not str:   # 1.0 == 1 would pass below
         return False, "its covered_entries or head_hash has the wrong type"
+    if "final" in fields and type(fields["final"]) is not bool:   # 1 == True
+        return False, f"its final flag is {fields['final']!r}, not true or false"
     if covered != record["index"] or head != record["prev_hash"]:
         return False, "it does not describe the entry before it"
     try:
@@ -3103,6 +3172,7 @@ def _verify_records(
     expected_count: int | None = None,
     expected_head: str | None = None,
     require_entries: bool = False,
+    allow_open: bool = False,
 ) -> AuditVerification:
     """Walk a chain in order and classify the first problem.
 
@@ -3122,12 +3192,15 @@ def _verify_records(
       sibling of it (the one the chain does not continue from), or an entry
       reusing an old index;
     * a retained in-memory hash differs -> ``altered``; a ``head_signed`` entry that
-      does not describe its predecessor or whose signature fails -> ``altered``.
+      does not describe its predecessor or whose signature fails -> ``altered``;
+    * any entry after a closing head (``final: true``) -> ``inserted``.
 
     At the end: with ``require_entries``, no entries at all is ``empty``; with a key, a
-    chain not ending in a verified signed head is
-    ``truncated`` (at the entry count); with the writer's own count and head, fewer
-    entries is ``truncated``, more is ``inserted``, a different head ``altered``.
+    chain not ending in a verified signed head is ``truncated`` (at the entry count), and
+    so is one ending in a verified head that is not final (the writer's closing head)
+    unless ``allow_open``; a last head in the v2 format (no ``final`` field) is accepted
+    with ``closed`` None. With the writer's own count and head, fewer entries is
+    ``truncated``, more is ``inserted``, a different head ``altered``.
     """
     if public_key is not None and (type(public_key) is not bytes or len(public_key) != 32):
         raise ValueError(f"public_key must be 32 raw Ed25519 public key bytes; got {public_key!r}")
@@ -3138,9 +3211,11 @@ def _verify_records(
     previous: dict[str, Any] | None = None
     last_verified_head = False
     last_signed_index: int | None = None
+    closing_index: int | None = None   # a head marked final (no entry may follow it)
     count = 0
     ed25519_heads = 0
     hmac_heads = 0
+    episodes = 0
 
     def fail(index: int | None, problem: str, message: str) -> AuditVerification:
         where = "" if index is None else f" at entry {index}"
@@ -3202,7 +3277,11 @@ def _verify_records(
                 "altered",
                 "it differs from the copy kept in memory (rewritten with recomputed hashes)",
             )
+        if closing_index is not None:
+            return fail(expected, "inserted", f"it follows the closing head (entry "
+                        f"{closing_index}, final: true): a finished log takes no more entries")
         last_verified_head = False
+        episodes += record["kind"] == "episode_start"
         if record["kind"] == "head_signed":
             scheme = record["fields"].get("scheme")
             ed25519_heads += scheme == "ed25519"
@@ -3213,6 +3292,8 @@ def _verify_records(
             if good:
                 last_verified_head = True
                 last_signed_index = index
+            if record["fields"].get("final") is True:
+                closing_index = index
         previous = record
         prev = record["hash"]
         expected += 1
@@ -3241,35 +3322,58 @@ def _verify_records(
             if last_signed_index is None
             else f"the last signed head is entry {last_signed_index}"
         )
-        return fail(
+        return replace(fail(
             expected,
             "truncated",
             f"the chain does not end with a verified signed head ({since}); its tail was cut or is unsigned",
-        )
+        ), closed=False, episodes=episodes)
+    # with a key: True/False = the last head is (not) the writer's closing head; None:
+    # no key, or a v2 head (no "final" field: written before closing heads existed)
+    closed = previous["fields"].get("final") if signing_required and previous else None
+    if closed is False and not allow_open:
+        return replace(fail(expected, "truncated", f"{open_file_reason(episodes)}; allow_open "
+                            "(--allow-open) accepts a file still being written"),
+                       closed=False, episodes=episodes)
     return AuditVerification(
         True, None, None, f"{count} entries, head {head or GENESIS_HASH}", count, head,
-        ed25519_heads, hmac_heads,
+        ed25519_heads, hmac_heads, closed, episodes,
     )
 
 
+def open_file_reason(episodes: int) -> str:
+    """Why a chain ending with a verified head that is not final is not a whole file
+    (``episodes``: its ``episode_start`` entries, see :attr:`AuditVerification.episodes`)."""
+    after = f"after its episode {episodes}" if episodes else "after that head"
+    return ("not closed: its last signed head is not the writer's closing head, so the "
+            f"writer may still be running (or crashed), or the file was cut {after}")
+
+
 def verify_audit_file(
-    path: str | os.PathLike[str], public_key: bytes | None = None
+    path: str | os.PathLike[str], public_key: bytes | None = None, *, allow_open: bool = False
 ) -> AuditVerification:
     """Verify a JSONL audit file written by :class:`AuditLog`.
 
     :param path: the file.
     :param public_key: the operator's raw 32-byte Ed25519 public key; when given,
         every Ed25519 ``head_signed`` entry is checked and the file must end with a
-        valid signed head (else ``truncated``). Heads signed in ``"hmac"`` mode are
-        symmetric and cannot be checked with a public key; check those in process
-        with ``AuditLog.verify(registry=...)``.
+        valid signed head (else ``truncated``), and :attr:`AuditVerification.closed`
+        says whether that is the writer's closing head. Heads signed in ``"hmac"``
+        mode are symmetric and cannot be checked with a public key; check those in
+        process with ``AuditLog.verify(registry=...)``.
+    :param allow_open: with ``public_key``, accept a file ending with a valid head that
+        is not the closing one (a writer still running: ``closed`` False, ok); by
+        default that is ``truncated``, as a file cut right after an earlier episode's
+        head looks the same. A last head in the v2 format (written before closing heads
+        existed) is accepted either way, with ``closed`` None.
     :return: the verdict (see :class:`AuditVerification`). An empty file is not ok
         (problem ``empty``, index None, n_entries 0): a file cut to 0 bytes looks the
         same, so it verifies nothing (an environment leaves one only when it is closed
         before its first reset). ``AuditLog.verify`` of the writer itself, which knows
         it wrote nothing, accepts its empty file.
     :raises OSError: when the file cannot be read.
-    :raises ValueError: for a public key that is not 32 bytes.
+    :raises ValueError: for a public key that is not 32 bytes or a non-bool ``allow_open``.
     """
+    if type(allow_open) is not bool:
+        raise ValueError(f"allow_open={allow_open!r} must be True or False")
     return _verify_records(_file_records(Path(path)), public_key=public_key,
-                           require_entries=True)
+                           require_entries=True, allow_open=allow_open)

@@ -36,8 +36,11 @@ def reference_hash(entry: dict) -> str:
 
 
 def write_chain(
-    path: Path, n: int = N, registry: IdentityRegistry | None = None, sign_every: int = 0
+    path: Path, n: int = N, registry: IdentityRegistry | None = None, sign_every: int = 0,
+    closed: bool = True,
 ) -> AuditLog:
+    """``n`` entries, a signed head after every ``sign_every``; with ``closed`` the head
+    after the last entry is the closing one (``final``), as a writer finishing the file."""
     log = AuditLog(path)
     kinds = [
         "contract_signed",
@@ -51,7 +54,7 @@ def write_chain(
             kinds[i % len(kinds)], step=i, contract_ids=[f"c-{i}-der_{i % 3}-{i}"], power_mw=0.5 * i
         )
         if registry is not None and sign_every and (i + 1) % sign_every == 0:
-            log.sign_head(registry)
+            log.sign_head(registry, final=closed and i == n - 1)
     log.close()
     return log
 
@@ -708,11 +711,26 @@ def test_import_has_no_side_effects():
 
 
 def test_format_verdict():
-    assert (
-        format_verdict(AuditVerification(True, None, None, "3 entries, head ab", 3, "ab"),
-                       public_key_given=True)
-        == "OK: 3 entries, head ab; hash chain intact, ending with a head signed by the given key"
-    )
+    closing = ("OK: 3 entries, head ab; hash chain intact, ending with the writer's closing "
+               "head signed by the given key (closed: the file is whole as its writer "
+               "finished it")
+    assert format_verdict(AuditVerification(True, None, None, "3 entries, head ab", 3, "ab",
+                                            closed=True), public_key_given=True) == closing + ")"
+    assert format_verdict(AuditVerification(True, None, None, "3 entries, head ab", 3, "ab",
+                                            closed=True, episodes=2),
+                          public_key_given=True) == closing + ", 2 episode(s))"
+    assert format_verdict(AuditVerification(True, None, None, "3 entries, head ab", 3, "ab",
+                                            closed=False, episodes=1),
+                          public_key_given=True) == (
+        "OK: 3 entries, head ab; hash chain intact, ending with a head signed by the given "
+        "key, but not closed: its last signed head is not the writer's closing head, so the "
+        "writer may still be running (or crashed), or the file was cut after its episode 1")
+    assert format_verdict(AuditVerification(True, None, None, "3 entries, head ab", 3, "ab",
+                                            episodes=4), public_key_given=True) == (
+        "OK: 3 entries, head ab; hash chain intact, ending with a head signed by the given "
+        "key in the v2 format (gridswarm-audit-head-v2), which predates closing heads: a "
+        "file cut right after an earlier episode's head looks the same, so check the "
+        "episode count too (episode_start entries: 4)")
     assert format_verdict(
         AuditVerification(True, None, None, "3 entries, head ab", 3, "ab", 1)
     ) == ("OK: 3 entries, head ab; hash chain intact, but a cut tail cannot be detected "
@@ -724,14 +742,13 @@ def test_format_verdict():
     assert format_verdict(
         AuditVerification(False, None, "empty", "empty: no entries", 0, None)
     ).startswith("BROKEN: no entries (the file is empty")
-    mixed = AuditVerification(True, None, None, "3 entries, head ab", 3, "ab", 1, 2)
+    mixed = AuditVerification(True, None, None, "3 entries, head ab", 3, "ab", 1, 2, True)
     assert format_verdict(mixed).endswith(
         f"{KEY_SOURCE}); it also has 2 HMAC-signed head(s), checkable only with the HMAC "
         "key in the process that wrote the file (AuditLog.verify(registry=...))")
     assert format_verdict(mixed, public_key_given=True) == (
-        "OK: 3 entries, head ab; hash chain intact, ending with a head signed by the given "
-        "key; the file also has 2 HMAC-signed head(s), checkable only with the HMAC key in "
-        "the process that wrote the file (AuditLog.verify(registry=...))")
+        f"{closing}); the file also has 2 HMAC-signed head(s), checkable only with the HMAC "
+        "key in the process that wrote the file (AuditLog.verify(registry=...))")
     broken = AuditVerification(
         False, 4, "removed", "removed at entry 4: entries 4..5 are missing", 4, "cd"
     )
@@ -803,7 +820,7 @@ def test_audit_head_key_is_not_derived_from_the_seed_and_spans_seeds(tmp_path, c
     raw = env.unwrapped
     for seed in (0, 1):
         run_episode(raw, make_policy("heuristic"), seed=seed)   # each ends sealed
-    env.close()
+    env.close()   # and the file with the closing head
     key = raw.operator_public_key_hex()
     # not the seeded operator key, and another environment with the same seed differs
     assert key != raw.registry.public_key_bytes("operator").hex()
@@ -812,16 +829,17 @@ def test_audit_head_key_is_not_derived_from_the_seed_and_spans_seeds(tmp_path, c
     other.reset(seed=1)
     assert other.unwrapped.operator_public_key_hex() != key
     other.close()
-    # one key verifies every episode's head in the file
+    # one key verifies every episode's head and the closing head in the file
     heads = [e for e in read(path) if e["kind"] == "head_signed"]
-    assert len(heads) == 2 and {h["fields"]["public_key"] for h in heads} == {key}
+    assert len(heads) == 3 and {h["fields"]["public_key"] for h in heads} == {key}
+    assert [h["fields"]["final"] for h in heads] == [False, False, True]
     assert main(["verify", str(path), "--public-key", key]) == EXIT_OK
-    # the last head cut off, the first episode's kept: the OK line without a key counts
-    # it and asks for the key, which then reports the cut
+    # the closing head cut off, the episodes' kept: the OK line without a key counts
+    # them and asks for the key, which then reports the cut
     write(path, read(path)[:-1])
     capsys.readouterr()
     assert main(["verify", str(path)]) == EXIT_OK
-    assert ("but a cut tail cannot be detected without --public-key HEX (the file has 1 "
+    assert ("but a cut tail cannot be detected without --public-key HEX (the file has 2 "
             "signed Ed25519 head(s)") in capsys.readouterr().out
     assert main(["verify", str(path), "--public-key", key]) == EXIT_BROKEN
     assert "truncated" in capsys.readouterr().out
@@ -984,13 +1002,14 @@ def test_an_intact_but_empty_chain_does_not_exit_ok() -> None:
 
 def test_cli_ok_line_with_the_key_says_the_tail_was_checked(registry, tmp_path, capsys):
     """With ``--public-key`` the OK line must say the file ends with a head signed by
-    that key, not advise passing the key it was given."""
+    that key (here the writer's closing head), not advise passing the key it was given."""
     signed = tmp_path / "signed.jsonl"
     write_chain(signed, registry=registry, sign_every=4)
     key_hex = registry.public_key_bytes("operator").hex()
     assert main(["verify", str(signed), "--public-key", key_hex]) == 0
     out = capsys.readouterr().out.strip()
-    assert out.endswith("hash chain intact, ending with a head signed by the given key")
+    assert out.endswith("hash chain intact, ending with the writer's closing head signed by "
+                        "the given key (closed: the file is whole as its writer finished it)")
     assert "cannot be detected" not in out
 
 
@@ -1001,3 +1020,231 @@ def test_cli_unreadable_path_is_an_error_not_a_traceback(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "python -m gridswarm_env.audit: error: cannot read audit file" in captured.err
     assert captured.out == ""
+
+
+# --- closing heads: a file the writer finished is checkable as whole with the key alone
+V2_FILE = REPO / "tests" / "data" / "audit_v2_two_episodes.jsonl"
+#: the operator key of V2_FILE (two episodes and env.close(), written before closing heads)
+V2_KEY = "905421482d506b766ded1bc640d44044b32e3bdaa14ee77548d0c828b0e93379"
+
+
+def _two_episode_file(tmp_path: Path) -> tuple[Path, str]:
+    """An ed25519 environment's audit file: two whole episodes, then ``env.close()``."""
+    import gridswarm_env
+    from policies import make_policy
+    from policies.rollout import run_episode
+
+    path = tmp_path / "audit.jsonl"
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=12, audit_path=str(path))
+    for seed in (0, 1):
+        run_episode(env.unwrapped, make_policy("heuristic"), seed=seed)
+    env.close()
+    return path, env.unwrapped.operator_public_key_hex()
+
+
+def _first_head(entries: list[dict]) -> int:
+    return next(i for i, e in enumerate(entries) if e["kind"] == "head_signed")
+
+
+def test_a_file_cut_right_after_an_earlier_episodes_head_is_not_reported_ok(tmp_path, capsys):
+    """Audit finding: a file cut exactly after episode 1's signed head (of a two-episode
+    run) verified OK with --public-key ("ending with a head signed by the given key"):
+    the reader could notice only by counting episode_start entries. Only the head
+    env.close() signs is final, so such a cut is ``truncated`` unless --allow-open."""
+    path, key = _two_episode_file(tmp_path)
+    entries = read(path)
+    first = _first_head(entries)   # episode 1's head
+    cut = tmp_path / "cut.jsonl"
+    write(cut, entries[:first + 1])
+    assert verdict(cut) == (True, None, None)   # the chain alone cannot tell
+    assert main(["verify", str(cut), "--public-key", key]) == EXIT_BROKEN
+    out = capsys.readouterr().out
+    assert out.startswith(f"BROKEN at entry {first + 1}: truncated (not closed: its last "
+                          "signed head is not the writer's closing head"), out
+    result = verify_audit_file(cut, public_key=bytes.fromhex(key))
+    assert (result.ok, result.index, result.problem) == (False, first + 1, "truncated")
+    assert result.closed is False and result.episodes == 1
+    assert "the file was cut after its episode 1" in out and "--allow-open" in out
+    # a writer still running between episodes: accepted on request, and the OK line says so
+    running = verify_audit_file(cut, public_key=bytes.fromhex(key), allow_open=True)
+    assert running.ok and running.closed is False and running.episodes == 1
+    assert main(["verify", str(cut), "--public-key", key, "--allow-open"]) == EXIT_OK
+    assert capsys.readouterr().out.rstrip().endswith(
+        "ending with a head signed by the given key, but not closed: its last signed head is "
+        "not the writer's closing head, so the writer may still be running (or crashed), or "
+        "the file was cut after its episode 1")
+    # the whole file: heads of episodes 1 and 2, then env.close()'s closing head
+    heads = [i for i, e in enumerate(entries) if e["kind"] == "head_signed"]
+    assert heads == [first, len(entries) - 2, len(entries) - 1]
+    whole = verify_audit_file(path, public_key=bytes.fromhex(key))
+    assert whole.ok and whole.closed is True and whole.episodes == 2
+    assert main(["verify", str(path), "--public-key", key]) == EXIT_OK
+    assert capsys.readouterr().out.rstrip().endswith(
+        "ending with the writer's closing head signed by the given key (closed: the file is "
+        "whole as its writer finished it, 2 episode(s))")
+    # with --allow-open a closed file is still reported closed
+    assert verify_audit_file(path, public_key=bytes.fromhex(key), allow_open=True).closed
+    # cut after episode 2's head (only the closing head missing): not closed either
+    write(cut, entries[:-1])
+    result = verify_audit_file(cut, public_key=bytes.fromhex(key))
+    assert (result.problem, result.closed, result.episodes) == ("truncated", False, 2)
+
+
+@pytest.mark.parametrize("edit", ["episode_head_made_final", "closing_head_made_open",
+                                  "final_removed", "final_as_int"])
+def test_the_final_flag_is_covered_by_the_head_signature(tmp_path, edit):
+    """Marking an episode's head as closing (after cutting the rest), un-marking the
+    closing head, or dropping the flag (to pass as a v2 head) needs the operator's key."""
+    path, key = _two_episode_file(tmp_path)
+    entries = read(path)
+    at = _first_head(entries) if edit == "episode_head_made_final" else len(entries) - 1
+    entries = entries[:at + 1]
+    fields = entries[at]["fields"]
+    assert fields["final"] is (edit != "episode_head_made_final")
+    if edit == "episode_head_made_final":
+        fields["final"] = True
+    elif edit == "closing_head_made_open":
+        fields["final"] = False
+    elif edit == "final_removed":
+        del fields["final"]
+    else:
+        fields["final"] = 1
+    entries[at]["hash"] = reference_hash(entries[at])
+    write(path, entries)
+    # self-consistent without the key (a flag that is no bool is refused even so, as a
+    # float covered_entries)
+    assert verdict(path) == ((False, at, "altered") if edit == "final_as_int"
+                             else (True, None, None))
+    for allow_open in (False, True):
+        result = verify_audit_file(path, public_key=bytes.fromhex(key), allow_open=allow_open)
+        assert (result.ok, result.index, result.problem) == (False, at, "altered")
+    assert main(["verify", str(path), "--public-key", key]) == EXIT_BROKEN
+
+
+def test_a_v2_file_written_before_closing_heads_still_verifies_and_says_so(tmp_path, capsys):
+    """tests/data/audit_v2_two_episodes.jsonl was written by the environment before
+    closing heads (two episodes, then env.close()): it verifies as it did, with a verdict
+    saying its heads predate closing heads, so a cut after episode 1 cannot be shown."""
+    key = bytes.fromhex(V2_KEY)
+    entries = read(V2_FILE)
+    assert all("final" not in e["fields"] for e in entries if e["kind"] == "head_signed")
+    result = verify_audit_file(V2_FILE, public_key=key)
+    assert result.ok and result.closed is None and result.episodes == 2
+    assert main(["verify", str(V2_FILE), "--public-key", V2_KEY]) == EXIT_OK
+    assert capsys.readouterr().out.rstrip().endswith(
+        "ending with a head signed by the given key in the v2 format "
+        "(gridswarm-audit-head-v2), which predates closing heads: a file cut right after an "
+        "earlier episode's head looks the same, so check the episode count too "
+        "(episode_start entries: 2)")
+    cut = tmp_path / "cut.jsonl"
+    write(cut, entries[:_first_head(entries) + 1])
+    result = verify_audit_file(cut, public_key=key)
+    assert result.ok and result.closed is None and result.episodes == 1
+    # its heads' fields are still signed: a final flag added to a v2 head fails
+    entries[-1]["fields"]["final"] = True
+    entries[-1]["hash"] = reference_hash(entries[-1])
+    write(cut, entries)
+    result = verify_audit_file(cut, public_key=key)
+    assert (result.ok, result.index, result.problem) == (False, len(entries) - 1, "altered")
+
+
+@pytest.mark.parametrize("with_key", [False, True])
+def test_an_entry_appended_after_the_closing_head_is_inserted(tmp_path, with_key):
+    path, key = _two_episode_file(tmp_path)
+    entries = read(path)
+    extra = {"index": len(entries), "kind": "contract_verified",
+             "fields": {"count": 1, "contract_ids": ["c-forged"]},
+             "prev_hash": entries[-1]["hash"]}
+    extra["hash"] = reference_hash(extra)
+    write(path, [*entries, extra])
+    kwargs = {"public_key": bytes.fromhex(key)} if with_key else {}
+    result = verify_audit_file(path, **kwargs)
+    assert (result.ok, result.index, result.problem) == (False, len(entries), "inserted")
+    assert f"follows the closing head (entry {len(entries) - 1}" in result.message
+
+
+def test_a_log_takes_no_entry_after_its_closing_head(tmp_path, registry):
+    for path in (tmp_path / "closed.jsonl", None):
+        log = AuditLog(path)
+        log.append("emergency", t_s=0.0)
+        log.sign_head(registry)
+        assert not log.closing_head_signed
+        assert log.verify(public_key=registry.public_key_bytes("operator")).closed is False
+        head = log.sign_head(registry, final=True)
+        assert head.fields["final"] is True and log.closing_head_signed
+        for append in (lambda lg: lg.append("emergency", t_s=1.0),
+                       lambda lg: lg.sign_head(registry),
+                       lambda lg: lg.sign_head(registry, final=True)):
+            with pytest.raises(RuntimeError, match=r"ends with its closing head .*entry 2.*"
+                                                   r"takes no more entries"):
+                append(log)
+        assert log.n_entries == 3
+        result = log.verify(public_key=registry.public_key_bytes("operator"))
+        assert result.ok and result.closed is True
+    with pytest.raises(ValueError, match="final='yes' must be True"):
+        AuditLog().sign_head(registry, final="yes")
+    with pytest.raises(ValueError, match="allow_open=1 must be True or False"):
+        verify_audit_file(tmp_path / "closed.jsonl", allow_open=1)
+
+
+def test_the_writer_knows_whether_it_closed_its_log(tmp_path, registry):
+    """In process, an open log ending with a non-final head verifies (closed False); a
+    closed one must end with its closing head: a file cut by it is truncated."""
+    key = registry.public_key_bytes("operator")
+    log = _streamed_log(tmp_path / "a.jsonl", 3)
+    log.sign_head(registry)
+    assert log.verify(public_key=key).ok
+    log.sign_head(registry, final=True)
+    path = tmp_path / "a.jsonl"
+    write(path, read(path)[:-1])
+    result = log.verify(public_key=key)
+    assert (result.ok, result.index, result.problem) == (False, 4, "truncated")
+
+
+def test_cli_allow_open_needs_the_public_key(chain, capsys):
+    assert main(["verify", str(chain), "--allow-open"]) == audit_cli.EXIT_ERROR
+    assert "--allow-open needs --public-key HEX" in capsys.readouterr().err
+
+
+def test_a_closed_ed25519_environment_refuses_reset_and_step(tmp_path):
+    """env.close() ends the file with the closing head: another episode would append
+    after it, so reset() and step() are refused (hmac mode is unchanged: no heads)."""
+    import gridswarm_env
+
+    path = tmp_path / "audit.jsonl"
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=4, audit_path=str(path))
+    raw = env.unwrapped
+    env.reset(seed=0)
+    zeros = np.zeros(raw.n_agents, dtype=np.int64)
+    raw.step_arrays(zeros, zeros)
+    env.close()   # mid-episode (as demo.py --steps N): the closing head covers it all
+    entries = read(path)
+    assert entries[-1]["kind"] == "head_signed" and entries[-1]["fields"]["final"] is True
+    assert [e["kind"] for e in entries].count("head_signed") == 1
+    with pytest.raises(RuntimeError, match=r"step\(\) after close\(\): the audit file .* ends "
+                                           r"with the operator's closing head"):
+        raw.step_arrays(zeros, zeros)
+    with pytest.raises(RuntimeError, match=r"reset\(\) after close\(\).*build a new "
+                                           r"environment \(with a new audit_path\)"):
+        env.reset(seed=1)
+    env.close()   # closing again does nothing
+    assert read(path) == entries
+    assert raw.episode_metrics()["steps"] == 1   # what ran can still be read
+    result = verify_audit_file(path, public_key=bytes.fromhex(raw.operator_public_key_hex()))
+    assert result.ok and result.closed is True and result.episodes == 1
+    # closed before its first reset: the file stays empty, and no episode can start
+    empty = gridswarm_env.parallel_env(n_agents=3, audit_path=str(tmp_path / "e.jsonl"))
+    empty.close()
+    assert (tmp_path / "e.jsonl").read_bytes() == b""
+    with pytest.raises(RuntimeError, match=r"was closed before the first reset \(empty\)"):
+        empty.reset(seed=0)
+    # hmac mode as before: close() only flushes, reset() after it goes on in the same file
+    hmac_path = tmp_path / "hmac.jsonl"
+    hmac_env = gridswarm_env.parallel_env(scenario="emergency", n_agents=3, trust="hmac",
+                                          audit_path=str(hmac_path))
+    hmac_env.reset(seed=0)
+    hmac_env.close()
+    hmac_env.reset(seed=1)
+    hmac_env.close()
+    kinds = [e["kind"] for e in read(hmac_path)]
+    assert kinds.count("episode_start") == 2 and "head_signed" not in kinds

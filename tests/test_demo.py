@@ -708,6 +708,7 @@ def test_demo_audit_chain_verifies_with_the_printed_key_and_a_cut_tail_does_not(
                     f"{audit} --public-key {key})"]
     status, verdict = _verify(audit, key, capsys)
     assert status == 0 and verdict.startswith("OK"), verdict
+    assert "closing head signed by the given key (closed: the file is whole" in verdict
     # one episode, one episode_start (the demo's validation reset is the episode's reset)
     kinds = [json.loads(line)["kind"] for line in audit.read_text().splitlines()]
     assert kinds.count("episode_start") == 1 and kinds[-1] == "head_signed"
@@ -744,7 +745,28 @@ def test_demo_ctrl_c_still_signs_the_audit_head(tmp_path, capsys):
     assert doc["run"]["interrupted"] is True
     status, verdict = _verify(audit, doc["audit"]["operator_public_key"], capsys)
     assert status == 0, verdict
+    assert "closing head signed by the given key (closed: the file is whole" in verdict
     assert "audit chain:" in stdout
+
+
+def test_demo_whole_episode_audit_file_ends_closed_after_the_episodes_head(tmp_path, capsys):
+    """A whole episode: the episode's end signs a head and the demo's env.close() the
+    closing one; the file cut back to the episode's head is reported, not OK."""
+    audit, out = tmp_path / "audit.jsonl", tmp_path / "run.json"
+    proc = _demo("--agents", "6", "--scenario", "emergency", "--policy", "random",
+                 "--no-live", "--audit", str(audit), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    key = json.loads(out.read_text())["audit"]["operator_public_key"]
+    lines = audit.read_text().splitlines(keepends=True)
+    finals = [json.loads(line)["fields"]["final"] for line in lines
+              if json.loads(line)["kind"] == "head_signed"]
+    assert finals == [False, True]
+    status, verdict = _verify(audit, key, capsys)
+    assert status == 0 and "(closed: the file is whole as its writer finished it" in verdict
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(lines[:-1]))
+    status, verdict = _verify(cut, key, capsys)
+    assert status == 1 and "truncated (not closed:" in verdict, verdict
 
 
 def test_demo_json_failing_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
