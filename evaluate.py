@@ -62,7 +62,9 @@ status 1 (:class:`EvaluationFailed`).
 Every policy is built once, before the first episode (a model is read once and loaded
 from those bytes), and plays every scenario and seed: a model file rewritten during the
 run changes nothing, and the recorded SHA-256 is that of the model that acted. The
-``--limits`` file is read once too: its recorded SHA-256 is that of the bytes parsed.
+``--limits`` file is read once per command too (:func:`main` checks it and hands what it
+read to :func:`evaluate` as a :class:`~policies.cli_checks.LimitsFile`): the limits used
+are those checked, and the recorded SHA-256 is that of the bytes parsed.
 
 Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
 turns bad arguments into a one-line message and exit status 2 (no traceback) before
@@ -91,6 +93,7 @@ import numpy as np
 
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
+    LimitsFile,
     OutputError,
     check_crypto_threads,
     check_output_dir,
@@ -380,10 +383,13 @@ def seeds_note(seed: int, episodes: int) -> str | None:
 
 def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[str] | str | None,
                     episodes: Any, seed: Any, n_agents: Any, trust: Any,
-                    limits: str | Path | None,
+                    limits: str | Path | LimitsFile | None,
                     ) -> tuple[list[str], list[str], list[str], Any, str | None]:
     """Validate every argument of :func:`evaluate` before any work is done.
 
+    :param limits: a limits file path (read once here), a
+        :class:`~policies.cli_checks.LimitsFile` (a file already read: not read again)
+        or None.
     :returns: (policy names, scenario names, notes, limits, the SHA-256 of the limits
         file's bytes that were parsed or None).
     :raises UsageError: the first bad argument, in one line (a limits file naming an
@@ -773,7 +779,7 @@ class ScalarWriter:
 def evaluate(policies: Sequence[str] | str | None = None,
              scenarios: Sequence[str] | str | None = None, episodes: int = 5, seed: int = 0,
              n_agents: int = 100, out_dir: str | Path = "eval_out", *, trust: str = "ed25519",
-             limits: str | Path | None = None, progress: bool = True,
+             limits: str | Path | LimitsFile | None = None, progress: bool = True,
              notes: list[str] | None = None, counterfactual: bool = True,
              crypto_threads: int | None = None) -> dict[str, Any]:
     """Run every policy x scenario x seed and write the outputs (module docstring).
@@ -785,7 +791,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
     :param n_agents: agents per environment.
     :param out_dir: output directory (created).
     :param trust: ``"ed25519"`` or ``"hmac"``.
-    :param limits: kernel limits TOML file (or None for the defaults).
+    :param limits: kernel limits TOML file (read once), a
+        :class:`~policies.cli_checks.LimitsFile` of one already read (:func:`main`'s:
+        not read again), or None for the defaults.
     :param progress: show a progress bar on stderr.
     :param notes: extra notes for the report (e.g. skipped policies).
     :param counterfactual: also run the first seed of every scenario in shadow mode
@@ -860,7 +868,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
     config = {"policies": pols, "scenarios": scs, "episodes": episodes, "seed": seed,
               "seeds": list(range(seed, seed + episodes)),
               "n_agents": n_agents, "trust": trust,
-              "limits": str(limits) if limits is not None else None,
+              "limits": None if limits is None else str(
+                  limits.path if isinstance(limits, LimitsFile) else limits),
               "policy_details": {pol: policy_identity(pol, built[pol]) for pol in pols},
               "provenance": provenance(limits_sha256)}
     nonfinite: list[dict[str, Any]] = []     # episodes with NaN / inf KPIs
@@ -1096,12 +1105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        pols, _, notes, _, _ = check_arguments(args.policies, args.scenarios, args.episodes,
-                                            args.seed, args.agents, args.trust, args.limits)
+        pols, _, notes, limits_obj, limits_sha256 = check_arguments(
+            args.policies, args.scenarios, args.episodes, args.seed, args.agents, args.trust,
+            args.limits)
+        # the file read once: the run uses (and records the hash of) the bytes checked here
+        limits = (None if args.limits is None
+                  else LimitsFile(args.limits, limits_obj, limits_sha256))
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         result = evaluate(pols, args.scenarios, args.episodes, args.seed, args.agents,
-                          args.out, trust=args.trust, limits=args.limits,
+                          args.out, trust=args.trust, limits=limits,
                           progress=not args.no_progress, notes=notes,
                           crypto_threads=args.crypto_threads)
     except UsageError as exc:

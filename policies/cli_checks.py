@@ -11,6 +11,7 @@ lose its results when a write still fails at the end:
   the temporary directory instead and return a one-line message saying so;
 * :func:`check_limits_agents`, :func:`read_limits_agents`: a kernel limits file is a
   file and names only agents the fleet has (and the SHA-256 of the bytes read);
+  :class:`LimitsFile` hands a file read once on to the run, so it is not read again;
 * :func:`int_range_text`, :func:`check_crypto_threads`: one wording of what an integer
   option allows, and one rule for ``--crypto-threads`` (1 to
   :func:`max_crypto_threads`);
@@ -31,7 +32,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 PROBE_PREFIX = ".gridswarm-write-probe-"
 
@@ -161,11 +162,33 @@ def write_or_rescue(path: str | Path, write: Callable[[Path], Any],
     return spare, f"{failed}; saved it to {str(spare)!r} instead"
 
 
+class LimitsFile(NamedTuple):
+    """A kernel limits file read once (:func:`read_limits_agents`): the path as given,
+    the :class:`~gridswarm_env.kernel.Limits` parsed from it and the SHA-256 (hex) of the
+    bytes parsed. A command line that checks its arguments before the run hands this on
+    instead of the path: the run then uses, and records the hash of, the bytes that were
+    checked, and the file is read once per command (a second read would get other bytes
+    if the file were rewritten in between)."""
+
+    path: str
+    limits: Any
+    sha256: str
+
+
+def limits_path(limits: Any) -> str | None:
+    """The file a limits argument names (a path, or a :class:`LimitsFile`'s), as a
+    string; None for anything else (None, a dict, a ``Limits``)."""
+    if isinstance(limits, LimitsFile):
+        return limits.path
+    return str(limits) if isinstance(limits, str | Path) else None
+
+
 def check_limits_agents(limits: Any, n_agents: int) -> Any:
-    """Load kernel limits (dict, TOML path, ``Limits`` or None) and check that every
-    per-agent override names an agent of an ``n_agents`` fleet and merges consistently
-    on its kind's limits (:func:`~gridswarm_env.kernel.check_limits_names`, as the
-    environment does when it is built), before any output exists.
+    """Load kernel limits (dict, TOML path, :class:`LimitsFile`, ``Limits`` or None) and
+    check that every per-agent override names an agent of an ``n_agents`` fleet and
+    merges consistently on its kind's limits
+    (:func:`~gridswarm_env.kernel.check_limits_names`, as the environment does when it
+    is built), before any output exists.
 
     :returns: the :class:`~gridswarm_env.kernel.Limits` (:func:`read_limits_agents`
         without the hash).
@@ -178,7 +201,9 @@ def read_limits_agents(limits: Any, n_agents: int) -> tuple[Any, str | None]:
     """:func:`check_limits_agents`, and the SHA-256 (hex) of the bytes the limits were
     parsed from when ``limits`` is a file path (None otherwise). The file is read once
     (:meth:`~gridswarm_env.kernel.Limits.read_toml`): hashing it again would name other
-    bytes than those used if it were rewritten in between.
+    bytes than those used if it were rewritten in between. A :class:`LimitsFile` (a
+    file already read) is not read again: its limits are checked and returned with its
+    hash.
 
     :returns: (the :class:`~gridswarm_env.kernel.Limits`, the SHA-256 or None).
     :raises ValueError: unreadable limits, or agents the fleet does not have (the
@@ -191,12 +216,14 @@ def read_limits_agents(limits: Any, n_agents: int) -> tuple[Any, str | None]:
     from gridswarm_env.fleet import agent_names
     from gridswarm_env.kernel import Limits, as_limits, check_limits_names
 
-    is_file = isinstance(limits, str | Path)
-    if is_file:
-        check_limits_file(limits)
+    path = limits_path(limits)
+    if path is not None and not isinstance(limits, LimitsFile):
+        check_limits_file(path)
     sha = None
     try:
-        if is_file:
+        if isinstance(limits, LimitsFile):
+            lim, sha = limits.limits, limits.sha256
+        elif path is not None:
             lim, raw = Limits.read_toml(limits)
             sha = hashlib.sha256(raw).hexdigest()
         else:
@@ -204,8 +231,8 @@ def read_limits_agents(limits: Any, n_agents: int) -> tuple[Any, str | None]:
         fleet = EnvConfig().fleet
         check_limits_names(lim, agent_names(n_agents, fleet), fleet.ev_departure_soc)
     except ValueError as exc:
-        if is_file:
-            raise ValueError(limits_error(limits, exc)) from None
+        if path is not None:
+            raise ValueError(limits_error(path, exc)) from None
         raise
     return lim, sha
 

@@ -63,3 +63,20 @@ def test_read_limits_agents_hashes_the_bytes_it_parsed(tmp_path):
             read_limits_agents(path, 10)
     with pytest.raises(ValueError, match="empty path; expected a TOML file"):
         read_limits_agents("", 10)
+
+
+def test_a_limits_file_read_once_is_not_read_again(tmp_path):
+    """A LimitsFile (what a command line read when it checked its arguments) is checked
+    against the fleet and returned with its hash, without reading its path again (here
+    the path no longer exists); its errors name the file."""
+    from gridswarm_env.kernel import Limits
+    from policies.cli_checks import LimitsFile, read_limits_agents
+
+    path = tmp_path / "limits.toml"
+    path.write_bytes(b"[battery]\nsoc_min = 0.25\n")
+    limits, sha = read_limits_agents(str(path), 10)
+    path.unlink()
+    assert read_limits_agents(LimitsFile(str(path), limits, sha), 10) == (limits, sha)
+    stray = Limits(per_agent={"battery_099": {"soc_min": 0.3}})
+    with pytest.raises(ValueError, match=f"^limits file {str(path)!r}.*battery_099"):
+        read_limits_agents(LimitsFile(str(path), stray, sha), 10)

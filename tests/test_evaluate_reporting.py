@@ -98,6 +98,39 @@ def test_the_limits_hash_is_of_the_bytes_that_were_parsed(tmp_path, monkeypatch)
     assert f"{limits} (sha256 {sha})" in (out / "results.md").read_text()
 
 
+def test_the_command_line_reads_the_limits_file_once(tmp_path, monkeypatch):
+    """Review: evaluate.py's main read --limits to check the arguments, then evaluate()
+    read the file again to run, so a file replaced in between was run on, and named by
+    the hash of, bytes that were never checked. Here the file is replaced right after
+    its first read: the old code read it twice and recorded the replacement's hash; now
+    main hands what it read to the run."""
+    import gridswarm_env.kernel
+
+    limits = tmp_path / "limits.toml"
+    checked = b"[battery]\nsoc_min = 0.2\n"
+    limits.write_bytes(checked)
+    real = gridswarm_env.kernel.read_toml_bytes
+    reads = []
+
+    def read_then_replace(path, what):
+        result = real(path, what)
+        reads.append(str(path))
+        limits.write_bytes(b"[battery]\nsoc_min = 0.3\n")
+        return result
+
+    monkeypatch.setattr(gridswarm_env.kernel, "read_toml_bytes", read_then_replace)
+    out = tmp_path / "o"
+    assert evaluate.main(["--policies", "heuristic", "--scenarios", "emergency", "--episodes",
+                          "1", "--agents", "5", "--trust", "hmac", "--out", str(out),
+                          "--no-progress", "--limits", str(limits)]) == 0
+    assert reads == [str(limits)]
+    config = json.loads((out / "results.json").read_text())["summary"]["config"]
+    sha = hashlib.sha256(checked).hexdigest()
+    assert config["limits"] == str(limits)
+    assert config["provenance"]["limits_sha256"] == sha
+    assert f"{limits} (sha256 {sha})" in (out / "results.md").read_text()
+
+
 def test_a_failure_mid_run_keeps_the_finished_episodes(tmp_path, capsys, monkeypatch):
     """RL review: an error during an episode (an oracle LP that HiGHS does not solve, a
     policy bug) ended evaluate.py with a traceback and threw away every finished

@@ -4,6 +4,7 @@ resumed run keeps from its checkpoint (seeds, environment and reward settings)."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 from pathlib import Path
@@ -348,6 +349,7 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
                  "0.5", "--reward-scale", "0.02", "--reward-clip", "5", "--limits",
                  str(limits)]) == 0
     want = {"scenario": "emergency", "n_agents": 5, "limits": str(limits.resolve()),
+            "limits_sha256": hashlib.sha256(limits.read_bytes()).hexdigest(),
             "reward": "marginal", "marginal_weight": 0.5, "reward_scale": 0.02,
             "reward_clip": 5.0}
     run = tmp_path / "base"

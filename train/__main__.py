@@ -13,6 +13,10 @@ cannot change). So do the environment and reward flags (``--scenario``, ``--agen
 ``--reward-clip``), which every saved model stores; a given reward flag that changes the
 checkpoint's reward is applied with a warning on stderr (its critic learned the old
 reward's values). The training record shows the values read back from the model.
+The limits file is read once per run, and every saved model records the SHA-256 of
+those bytes: ``--resume`` without ``--limits`` refuses (exit 2, nothing written) a
+checkpoint's limits file whose bytes have changed since (:func:`check_resumed_limits`);
+``--limits FILE`` trains on the file as it is now and records its hash.
 
 Bad arguments, and outputs that cannot be written (checked before training), print
 one readable line on stderr and exit with status 2 (no traceback), naming the flag;
@@ -255,6 +259,26 @@ def env_settings(args: argparse.Namespace, saved: dict | None = None) -> dict:
     return out
 
 
+def check_resumed_limits(args: argparse.Namespace, config: TrainConfig,
+                         saved: dict | None) -> None:
+    """Refuse to resume on the checkpoint's limits file (``--limits`` not given) when
+    the bytes ``config`` read from it are not those the checkpoint was trained with:
+    their SHA-256 differs from the one it recorded. A checkpoint that recorded no hash
+    (saved by an older version) is not checked.
+
+    :param saved: :func:`train.trainer.model_env_settings` of the resumed model.
+    :raises ValueError: naming the file, both hashes and what is allowed.
+    """
+    recorded = (saved or {}).get("limits_sha256")
+    if (recorded is None or "limits" in given_env_settings(args)
+            or config.limits_sha256 == recorded):
+        return
+    raise ValueError(f"--resume {args.resume!r} was trained with --limits "
+                     f"{config.limits!r} of sha256 {recorded}, but that file has changed "
+                     f"since (sha256 now {config.limits_sha256}): pass --limits FILE to "
+                     "train on the new limits, or restore the file")
+
+
 def given_env_settings(args: argparse.Namespace) -> dict:
     """The environment and reward flags given on the command line, by field name."""
     return {name: getattr(args, dest) for dest, name in ENV_FLAGS
@@ -267,7 +291,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
     """Build the validated :class:`TrainConfig` (raises ``ValueError`` on bad values).
 
     :param checkpoint: the resumed model's PPO settings (see :func:`ppo_settings`).
-    :param saved_env: the resumed model's environment settings (see :func:`env_settings`).
+    :param saved_env: the resumed model's environment settings (see :func:`env_settings`;
+        a changed limits file is refused, :func:`check_resumed_limits`).
     """
     if args.bc_teacher is None:
         given = [f"{flag} {getattr(args, dest)}" for dest, flag in BC_FLAGS
@@ -278,7 +303,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
                              "behaviour cloning, which needs --bc-teacher "
                              f"{{{','.join(TEACHERS)}}}; add it or drop "
                              f"{'them' if many else 'it'}")
-    return TrainConfig(
+    config = TrainConfig(
         total_timesteps=args.timesteps, n_envs=args.envs, trust=args.trust, seed=args.seed,
         logdir=args.logdir, out=args.out, overwrite=args.overwrite,
         resume=args.resume, checkpoint_every=args.checkpoint_every,
@@ -291,6 +316,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
         bc_learning_rate=(DEFAULTS.bc_learning_rate if args.bc_lr is None else args.bc_lr),
         run_name=args.run_name, progress_bar=not args.no_progress,
         verbose=args.verbose, command=shlex.join(["python", "-m", "train", *argv]))
+    check_resumed_limits(args, config, saved_env)
+    return config
 
 
 def reward_changes(args: argparse.Namespace, config: TrainConfig,
@@ -340,7 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:   # the arguments, the configuration and the outputs: bad ones exit 2
         checkpoint = saved_env = None
         if args.resume is not None:
-            config_from_args(args, argv)   # the other flags first (no torch yet)
+            # the other flags first (no torch yet); not --limits: the file is read once,
+            # by the config the run uses
+            config_from_args(argparse.Namespace(**{**vars(args), "limits": None}), argv)
             from train.trainer import checkpoint_settings
 
             checkpoint, saved_env = checkpoint_settings(args.resume)

@@ -53,9 +53,10 @@ EVAL_SEEDS_WHY = ("the seeds 10,000 + k must stay among the evaluation seeds, 0.
 #: fields of :class:`TrainConfig` that define the environment and the reward the policy
 #: learns: every model ``train`` saves (the model, checkpoints, the best model) stores
 #: them (:meth:`TrainConfig.env_settings`), and ``python -m train --resume`` takes them
-#: from the checkpoint for every flag not given.
-ENV_FIELDS = ("scenario", "n_agents", "limits", "reward", "marginal_weight", "reward_scale",
-              "reward_clip")
+#: from the checkpoint for every flag not given (``limits_sha256``, which has no flag, is
+#: checked instead: a resume on the checkpoint's limits file refuses other bytes).
+ENV_FIELDS = ("scenario", "n_agents", "limits", "limits_sha256", "reward", "marginal_weight",
+              "reward_scale", "reward_clip")
 #: the subset of :data:`ENV_FIELDS` that defines the reward (a resumed model's critic
 #: has learned its values): ``python -m train`` warns when a resume changes one.
 REWARD_FIELDS = ("reward", "marginal_weight", "reward_scale", "reward_clip")
@@ -176,7 +177,15 @@ class TrainConfig:
     :param verbose: SB3 verbosity (0 silent, 1 tables on stdout).
     :param run_name: run directory name (default built from scenario, seed, time).
     :param limits: kernel limits TOML file (DESIGN §6) for the training environments and
-        the ``eval_every`` evaluations; None: the default limits.
+        the ``eval_every`` evaluations; None: the default limits. The file is read once,
+        when the config is made: those bytes are checked (agents the fleet has, see
+        :func:`~policies.cli_checks.read_limits_agents`), parsed (:meth:`kernel_limits`,
+        what every environment of the run is given) and hashed (``limits_sha256``); a
+        file changed afterwards does not reach the run.
+    :param limits_sha256: not an argument: the SHA-256 (hex) of the bytes of ``limits``
+        read when the config was made (None without ``limits``). Recorded with the
+        settings of every saved model (:meth:`env_settings`): ``python -m train
+        --resume`` refuses a checkpoint's limits file whose bytes have changed since.
     :param command: the command line that started the run (recorded in the JSON).
     """
 
@@ -218,6 +227,7 @@ class TrainConfig:
     verbose: int = 0
     run_name: str | None = None
     limits: str | None = None
+    limits_sha256: str | None = field(default=None, init=False)
     command: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -231,12 +241,16 @@ class TrainConfig:
                              "(behaviour cloning without PPO); otherwise must be >= 1")
         check_int_at_least(owner, "n_agents", self.n_agents, 1)
         check_agent_limit(f"{owner}.n_agents", self.n_agents)
+        kernel_limits = None
         if self.limits is not None:
-            from policies.cli_checks import check_limits_agents
+            from policies.cli_checks import read_limits_agents
 
             if not isinstance(self.limits, str) or not self.limits:
                 raise ValueError(f"{owner}.limits = {self.limits!r}: expected a TOML file path")
-            check_limits_agents(self.limits, self.n_agents)   # errors name the file
+            # read once: the run uses (kernel_limits) and records the hash of these bytes
+            kernel_limits, sha = read_limits_agents(self.limits, self.n_agents)  # names the file
+            store(self, "limits_sha256", sha)
+        store(self, "_kernel_limits", kernel_limits)
         check_int_at_least(owner, "n_envs", self.n_envs, 1)
         check_choice(owner, "trust", self.trust, TRUST_MODES)
         if (not isinstance(self.seed, INT_TYPES) or isinstance(self.seed, bool)
@@ -367,9 +381,17 @@ class TrainConfig:
                 f"--timesteps {need:,} or more to be sure to see them")
         return notes
 
+    def kernel_limits(self) -> Any:
+        """The :class:`~gridswarm_env.kernel.Limits` the run's environments are given
+        (training copies and ``eval_every`` evaluations): those parsed from ``limits``
+        when this config was made, the bytes checked and hashed (``limits_sha256``),
+        never a later read of the file; None: the default limits."""
+        return self._kernel_limits
+
     def env_settings(self) -> dict[str, object]:
         """The :data:`ENV_FIELDS` of this run (``limits`` as an absolute path, so a
-        resume from another directory finds the same file)."""
+        resume from another directory finds the same file, and ``limits_sha256``, the
+        hash of the bytes this run read from it)."""
         settings: dict[str, object] = {name: getattr(self, name) for name in ENV_FIELDS}
         if self.limits is not None:
             settings["limits"] = str(Path(self.limits).resolve())

@@ -47,12 +47,14 @@ from train.errors import Terminated, TrainingError
 
 
 def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
-    """The training adapter described by ``config``."""
+    """The training adapter described by ``config`` (its environments get the limits
+    ``config`` read, :meth:`~train.config.TrainConfig.kernel_limits`: the file is not
+    read again)."""
     return GridSwarmVecEnv(config.scenario, n_agents=config.n_agents, n_envs=config.n_envs,
                            trust=config.trust, seed=config.seed, reward=config.reward,
                            marginal_weight=config.marginal_weight,
                            reward_scale=config.reward_scale, reward_clip=config.reward_clip,
-                           limits=config.limits)
+                           limits=config.kernel_limits())
 
 
 #: SB3's default ``stats_window_size``: slot episodes ``rollout/ep_rew_mean`` averages
@@ -117,7 +119,8 @@ ENV_SETTINGS_ATTR = "gridswarm_env_settings"
 def model_env_settings(model) -> dict[str, Any] | None:
     """The environment and reward settings (:data:`~train.config.ENV_FIELDS`) ``model``
     was trained with, or None for a model saved without them (built outside ``train``
-    or by an older version); fields it lacks are left out."""
+    or by an older version); fields it lacks are left out (a model saved before
+    ``limits_sha256`` was recorded has none: the bytes of its limits file are unknown)."""
     stored = getattr(model, ENV_SETTINGS_ATTR, None)
     if not isinstance(stored, dict):
         return None
@@ -364,7 +367,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         if config.eval_every:   # made after the cloning: its clock is PPO's
             evaluation = SystemCostEvaluation(
                 venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
-                best_path=run_dir / "best_model.zip", limits=config.limits,
+                best_path=run_dir / "best_model.zip", limits=config.kernel_limits(),
                 echo=lambda line: print(line, flush=True))
             all_callbacks.append(evaluation)
         if config.checkpoint_every:
