@@ -168,7 +168,7 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], heldout: l
     # its clock starts now: building the adapter and model, cloning and PPO count, its
     # own evaluations do not
     evaluation = SystemCostEvaluation(scenarios, n_agents, eval_every, len(seeds),
-                                      stop_at_cost=threshold)
+                                      stop_at_cost=threshold, reference=heuristic)
     model_path = train(config, callbacks=[evaluation])
     total_s = evaluation.train_s()
     curve = [{**p, "relative_to_heuristic": p["system_cost"] / target_cost

@@ -638,7 +638,11 @@ def test_cli_as_a_user_runs_it(tmp_path, capsys):
     record = json.loads((tmp_path / "cli" / "model.json").read_text())
     best = record["evaluation_during_training"]["best"]
     # the same figure, in the same format, as the evaluation lines (thousands separators)
-    assert f"({best['system_cost']:,.2f} $ at {best['agent_steps']:,} agent-steps)" in out
+    assert (f"({best['system_cost']:,.2f} $, {100 * best['relative_cost']:+,.1f} % vs the "
+            f"heuristic, at {best['agent_steps']:,} agent-steps)") in out
+    reference = record["evaluation_during_training"]["reference"]
+    assert reference["policy"] == "heuristic" and set(reference["per_scenario"]) == {"emergency"}
+    assert record["evaluation_during_training"]["ranked_by"] == "relative_cost"
     assert record["command"].startswith("python -m train --scenario emergency")
     assert record["config"]["n_agents"] == 5
 
@@ -921,7 +925,7 @@ def test_evaluation_keeps_the_model_of_the_first_lowest_cost(tmp_path, monkeypat
     lines: list[str] = []
     evaluation = cb.SystemCostEvaluation(["emergency"], 5, every=100, n_seeds=1,
                                          best_path=tmp_path / "best.zip", stop_at_cost=2.0,
-                                         echo=lines.append)
+                                         echo=lines.append, reference={"emergency": 2.5})
     venv = GridSwarmVecEnv("emergency", n_agents=5, seed=0)
     model = make_model(TrainConfig(scenario="emergency", n_agents=5, n_steps=60,
                                    batch_size=300, progress_bar=False), venv)
@@ -941,6 +945,79 @@ def test_evaluation_keeps_the_model_of_the_first_lowest_cost(tmp_path, monkeypat
     assert float(load_model(tmp_path / "best.zip").policy.action_net.bias[0].detach()) == 1.0
     assert [p["train_s"] for p in points] == [5.0, 10.0, 15.0, 20.0]
     assert [line.endswith(" - best so far") for line in lines] == [True, True, False, False]
+
+
+def test_relative_cost_weighs_every_scenario_alike():
+    """Mean relative difference to the reference, each scenario's divided by its reference
+    cost (at least 1 $), so a cheap scenario's regression counts as much as an expensive
+    one's; scenarios must match."""
+    from train.callbacks import relative_cost
+
+    assert relative_cost({"a": 90.0, "b": 19.0}, {"a": 100.0, "b": 10.0}) == pytest.approx(0.4)
+    assert relative_cost({"a": 101.0, "b": 8.0}, {"a": 100.0, "b": 10.0}) == pytest.approx(
+        -0.095)
+    # a reference cost near 0 (or negative) divides by the 1 $ floor, not by ~0
+    assert relative_cost({"a": 0.5}, {"a": 0.01}) == pytest.approx(0.49)
+    assert relative_cost({"a": -3.0}, {"a": -2.0}) == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match=r"costs for \['a'\] but a reference for \['b'\]"):
+        relative_cost({"a": 1.0}, {"b": 1.0})
+
+
+def test_best_model_is_the_lowest_cost_relative_to_the_heuristic(monkeypatch):
+    """With several scenarios the best point is the one of the lowest mean relative cost,
+    not of the lowest summed cost, which the most expensive scenario dominates: point 1
+    has the lowest sum (109 $) by doubling solar_surplus's cost; point 2 has the same
+    sum with every scenario near or below the reference."""
+    import train.callbacks as cb
+
+    costs = iter([{"price_spike": 100.0, "solar_surplus": 10.0},
+                  {"price_spike": 90.0, "solar_surplus": 19.0},
+                  {"price_spike": 101.0, "solar_surplus": 8.0}])
+    monkeypatch.setattr(cb, "mean_system_costs", lambda envs, policy, seeds: next(costs))
+    evaluation = cb.SystemCostEvaluation(
+        ["price_spike", "solar_surplus"], 5, every=100, n_seeds=1,
+        reference={"price_spike": 100.0, "solar_surplus": 10.0})
+    venv = GridSwarmVecEnv("solar_surplus", n_agents=5, seed=0)
+    model = make_model(TrainConfig(scenario="solar_surplus", n_agents=5, n_steps=60,
+                                   batch_size=300, progress_bar=False), venv)
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    evaluation.init_callback(model)
+    for _ in range(3):
+        evaluation.evaluate()
+    venv.close()
+    points = evaluation.points
+    assert [p["system_cost"] for p in points] == [110.0, 109.0, 109.0]
+    assert [p["relative_cost"] for p in points] == pytest.approx([0.0, 0.4, -0.095])
+    assert evaluation.best is points[2]
+    assert evaluation.line(points[2]).endswith("mean of 1 seed; -9.5 % vs the heuristic)")
+
+
+def test_the_default_reference_is_the_heuristic_on_the_same_seeds():
+    """Without a reference the first evaluation measures the heuristic on the evaluation's
+    own seeds and environments; a reference for other scenarios is refused."""
+    from train.callbacks import SystemCostEvaluation, mean_system_costs
+
+    evaluation = SystemCostEvaluation(["emergency"], 5, every=100, n_seeds=1)
+    venv = GridSwarmVecEnv("emergency", n_agents=5, seed=0)
+    model = make_model(TrainConfig(scenario="emergency", n_agents=5, n_steps=60,
+                                   batch_size=300, progress_bar=False), venv)
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    evaluation.init_callback(model)
+    point = evaluation.evaluate()
+    venv.close()
+    envs = {"emergency": gridswarm_env.GridSwarmEnv(scenario="emergency", n_agents=5,
+                                                   trust="hmac")}
+    expected = mean_system_costs(envs, make_policy("heuristic"), evaluation.seeds)
+    assert evaluation.reference == expected
+    ref = expected["emergency"]
+    assert point["relative_cost"] == pytest.approx(
+        (point["system_cost"] - ref) / max(abs(ref), 1.0), rel=1e-12)
+    with pytest.raises(ValueError, match="reference covers"):
+        SystemCostEvaluation(["emergency"], 5, every=100, reference={"price_spike": 1.0})
 
 
 def test_discounted_returns_of_one_episode():

@@ -137,6 +137,28 @@ def mean_system_costs(envs: dict[str, Any], policy: Any, seeds: list[int]) -> di
             for name, env in envs.items()}
 
 
+#: floor of the reference cost a scenario's relative difference divides by, $ (a scenario
+#: whose reference costs next to nothing must not dominate the mean)
+RELATIVE_COST_FLOOR = 1.0
+
+
+def relative_cost(costs: dict[str, float], reference: dict[str, float]) -> float:
+    """Mean over scenarios of ``(cost_s − ref_s) / max(|ref_s|, RELATIVE_COST_FLOOR)``.
+
+    0 means the reference's cost in every scenario, −0.1 on average 10 % below it. Unlike
+    the sum of costs it weighs each scenario alike: the scenarios' costs differ by
+    orders of magnitude (``price_spike`` ~262 $, ``solar_surplus`` ~15 $ for the
+    heuristic), so a 2x regression in ``solar_surplus`` would weigh less in the sum than
+    a 6 % change in ``price_spike``. With one scenario it orders points as the cost does.
+
+    :raises ValueError: the two do not cover the same scenarios.
+    """
+    if set(costs) != set(reference):
+        raise ValueError(f"costs for {sorted(costs)} but a reference for {sorted(reference)}")
+    return sum((costs[n] - reference[n]) / max(abs(reference[n]), RELATIVE_COST_FLOOR)
+               for n in costs) / len(costs)
+
+
 class SystemCostEvaluation(BaseCallback):
     """Judge the model being trained by the system objective, not its reward.
 
@@ -149,10 +171,17 @@ class SystemCostEvaluation(BaseCallback):
     trust; evaluation seeds, which training never plays:
     :data:`policies.rollout.EVAL_SEEDS`). Each evaluation appends a point to
     :attr:`points` (``agent_steps``, ``train_s`` = seconds since the callback was made minus the evaluations before it,
-    ``system_cost`` = the sum over scenarios of the per-scenario means, ``per_scenario``),
-    and writes ``eval/system_cost`` and ``eval/<scenario>/system_cost`` to every output
-    format (tensorboard, csv, stdout) at the point's step (directly: no ``logger.dump``,
-    which would repeat the steps of SB3's pending ``train/…`` scalars).
+    ``system_cost`` = the sum over scenarios of the per-scenario means, ``per_scenario``,
+    ``relative_cost`` = :func:`relative_cost` against :attr:`reference`), and writes
+    ``eval/system_cost``, ``eval/relative_cost`` and ``eval/<scenario>/system_cost`` to
+    every output format (tensorboard, csv, stdout) at the point's step (directly: no
+    ``logger.dump``, which would repeat the steps of SB3's pending ``train/…`` scalars).
+
+    The best model is the first point of the lowest ``relative_cost``: the reference is
+    the heuristic's per-scenario mean cost on the same seeds (measured at the first
+    evaluation, its time left out of ``train_s`` like the evaluations'), so every
+    scenario counts alike (see :func:`relative_cost`); with one scenario that is the
+    first point of the lowest cost. ``stop_at_cost`` compares the summed cost.
 
     :param scenarios: scenario names to evaluate on.
     :param n_agents: agents per evaluation environment.
@@ -162,6 +191,8 @@ class SystemCostEvaluation(BaseCallback):
     :param best_path: save the model there whenever an evaluation is the best so far.
     :param stop_at_cost: stop training at the first evaluation whose cost is at most this.
     :param limits: kernel limits of the evaluation environments (as the training's).
+    :param reference: per-scenario reference costs on these seeds (None: the heuristic's,
+        measured at the first evaluation; a caller that has them passes them).
     :param echo: called with one line per evaluation (:meth:`line`; ``python -m train``
         prints it, whatever its ``--verbose``); the logger's stdout table, if any, then
         leaves the evaluation out (it would say the same twice).
@@ -171,7 +202,8 @@ class SystemCostEvaluation(BaseCallback):
     def __init__(self, scenarios: Sequence[str], n_agents: int, every: int, n_seeds: int = 3,
                  best_path: str | Path | None = None, stop_at_cost: float | None = None,
                  verbose: int = 0, limits: Any = None,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None,
+                 reference: dict[str, float] | None = None) -> None:
         super().__init__(verbose)
         owner = type(self).__name__
         every = check_int_at_least(owner, "every", every, 1)
@@ -186,6 +218,11 @@ class SystemCostEvaluation(BaseCallback):
         self.seeds = [EVAL_SEED_BASE + k for k in range(n_seeds)]
         self.best_path = None if best_path is None else Path(best_path)
         self.stop_at_cost = stop_at_cost
+        if reference is not None and set(reference) != set(self.envs):
+            raise ValueError(f"{owner}.reference covers {sorted(reference)}, the evaluation "
+                             f"{sorted(self.envs)}: give one cost per scenario evaluated")
+        self.reference = None if reference is None else {
+            name: float(reference[name]) for name in self.envs}
         self.points: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.stopped_at: dict[str, Any] | None = None
@@ -203,12 +240,17 @@ class SystemCostEvaluation(BaseCallback):
 
         at_s = self.train_s()
         t0 = time.perf_counter()
+        if self.reference is None:
+            from policies import make_policy
+
+            self.reference = mean_system_costs(self.envs, make_policy("heuristic"), self.seeds)
         costs = mean_system_costs(self.envs, LearnedPolicy.from_model(self.model), self.seeds)
         total = sum(costs.values())
+        rel = relative_cost(costs, self.reference)
         point = {"agent_steps": int(self.num_timesteps), "train_s": round(at_s, 1),
-                 "system_cost": total, "per_scenario": costs}
+                 "system_cost": total, "per_scenario": costs, "relative_cost": rel}
         self.points.append(point)
-        scalars = {"eval/system_cost": total,
+        scalars = {"eval/system_cost": total, "eval/relative_cost": rel,
                    **{f"eval/{name}/system_cost": cost for name, cost in costs.items()}}
         # written now, at the point's own step, straight to every output format
         # (tensorboard, csv, stdout): through the logger they would wait for the next dump,
@@ -225,7 +267,7 @@ class SystemCostEvaluation(BaseCallback):
                 fmt.writer.flush()
             elif isinstance(fmt, KVWriter):
                 fmt.write(row, not_excluded, point["agent_steps"])
-        best = self.best is None or total < self.best["system_cost"]
+        best = self.best is None or rel < self.best["relative_cost"]
         if best:   # saved first: an interrupted save keeps the earlier best, file and point
             if self.best_path is not None:
                 save_model_atomically(self.model, self.best_path)
@@ -239,11 +281,13 @@ class SystemCostEvaluation(BaseCallback):
 
     def line(self, point: dict[str, Any], best: bool = False) -> str:
         """One evaluation as one line: ``eval at 6,400 agent-steps: system_cost 262.23 $
-        (price_spike 262.23 $) - best so far``."""
+        (price_spike 262.23 $, mean of 3 seeds; +0.0 % vs the heuristic) - best so far``
+        (the percentage is ``relative_cost``)."""
         per = ", ".join(f"{name} {cost:,.2f} $" for name, cost in point["per_scenario"].items())
         return (f"eval at {point['agent_steps']:,} agent-steps: system_cost "
                 f"{point['system_cost']:,.2f} $ ({per}, mean of {len(self.seeds)} seed"
-                f"{'s' if len(self.seeds) > 1 else ''})"
+                f"{'s' if len(self.seeds) > 1 else ''}; "
+                f"{100 * point['relative_cost']:+,.1f} % vs the heuristic)"
                 + (" - best so far" if best else ""))
 
     def _on_training_start(self) -> None:

@@ -437,6 +437,8 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
                 "seeds": evaluation.seeds, "every": config.eval_every,
                 "eval_s": round(evaluation.eval_s, 2),   # left out of learn_time_s
                 "best_model": str(evaluation.best_path) if evaluation.best else None,
+                "ranked_by": "relative_cost",
+                "reference": {"policy": "heuristic", "per_scenario": evaluation.reference},
                 "best": evaluation.best, "curve": evaluation.points},
             "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
             "versions": _versions(), "platform": platform.platform(),
