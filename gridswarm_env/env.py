@@ -141,9 +141,13 @@ AUDIT_BLOCKED_LISTED = 100
 
 BID_DTYPE = np.dtype([("round", np.int32), ("power_mw", np.float64),
                       ("price_per_mwh", np.float64)])
+#: a round's announcement, published at gate closure: the next round (request, price
+#: signal, product), the grid's state, and the market result so far (the last round
+#: that cleared: its clearing price, NaN before any)
 SIGNAL_DTYPE = np.dtype([("round", np.int32), ("request_mw", np.float64),
                          ("price_per_mwh", np.float64), ("product", np.int8),
-                         ("freq_hz", np.float64), ("rocof_hz_per_s", np.float64)])
+                         ("freq_hz", np.float64), ("rocof_hz_per_s", np.float64),
+                         ("clearing_price_per_mwh", np.float64)])
 EMERGENCY_DTYPE = np.dtype([("event_s", np.float64), ("lost_mw", np.float64)])
 
 
@@ -416,12 +420,18 @@ class GridSwarmEnv(ParallelEnv):
         sig["round"] = -1
         sig["price_per_mwh"] = float(self.price_levels.mean())
         sig["freq_hz"] = cfg.grid.nominal_freq_hz
+        sig["clearing_price_per_mwh"] = np.nan
         self.sig_round, self.sig_request = sig["round"], sig["request_mw"]
         self.sig_price, self.sig_product = sig["price_per_mwh"], sig["product"]
         self.sig_freq, self.sig_rocof = sig["freq_hz"], sig["rocof_hz_per_s"]
+        self.sig_clearing_price = sig["clearing_price_per_mwh"]
         self.sig_age = np.full(n, 10.0)
         self.backpressure = np.zeros(n, dtype=bool)
+        # share of each agent's last bid awarded by the contracts it received (see
+        # _update_signals); the operator's last clearing price (NaN before any), which
+        # agents learn from the round announcements (sig_clearing_price)
         self.accepted_share = z.copy()
+        self._bid_mw = z.copy()              # the bids published this step
         self.last_clearing_price = float("nan")
         self.freq_trace_hz = np.full(self.n_substeps, cfg.grid.nominal_freq_hz)
         self.last_rocof = 0.0
@@ -584,7 +594,8 @@ class GridSwarmEnv(ParallelEnv):
                                               self._neutral_price)
         freq = float(self.freq_trace_hz[-1])
         # the bus copies published rows: the buffer is reused
-        self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof)
+        self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof,
+                                  self.last_clearing_price)
         self._signal_rows_bytes[...] = self._signal_record_bytes
         self.bus.publish_batch(TOPIC_PRICE, self._signal_rows, lane=Lane.MARKET, senders=self._to_operator,
                                recipients=self._agent_ids, now_s=now_s)
@@ -791,6 +802,7 @@ class GridSwarmEnv(ParallelEnv):
         return n_blocked, bid_mw, self.price_levels[price_level]
 
     def _publish_bids(self, bid_mw: np.ndarray, bid_price: np.ndarray, t0: float) -> None:
+        self._bid_mw = bid_mw      # what each agent bid (it knows its own bid)
         rows = self._bid_rows      # the bus copies published rows: the buffer is reused
         rows["round"] = self.round_index
         rows["power_mw"] = bid_mw
@@ -850,9 +862,6 @@ class GridSwarmEnv(ParallelEnv):
         # can arrive; later rounds count even when congestion delays their signal)
         held = abs(request) > cfg.market.deadband_mw and self.round_index > 0
         self.metrics.record_round(held, result.consensus, result.n_accepted)
-        abs_power = np.abs(power)
-        self.accepted_share = np.divide(np.abs(result.accepted_mw), abs_power,
-                                        out=np.zeros(n), where=abs_power > 0)
         if not math.isnan(result.clearing_price_per_mwh):
             self.last_clearing_price = result.clearing_price_per_mwh
         idx = result.accepted_indices
@@ -1280,13 +1289,14 @@ class GridSwarmEnv(ParallelEnv):
                 else:
                     self._sig_bytes[r] = raw
                 self.sig_age[r] = 0.0
+        received = np.zeros(self.n_agents)   # awarded by this round's contracts received
         items = self._arrived   # this step's deliveries, see _receive_contracts
         if items:
-            energy = items
+            energy, reserve = items, []
             if self._arrived_reserve:
                 energy = [it for it in items if it[0].contract.product != "reserve"]
-                self.reserve_contracts.extend(
-                    it for it in items if it[0].contract.product == "reserve")
+                reserve = [it for it in items if it[0].contract.product == "reserve"]
+                self.reserve_contracts.extend(reserve)
             if energy:
                 # every copy goes to dispatch, which decides (a rejection is counted and
                 # audited there, once); the schedule the agent observes and the kernel
@@ -1308,8 +1318,18 @@ class GridSwarmEnv(ParallelEnv):
                     energy = first
                 _add_by_owner(awarded, [o for _, o in energy],
                               [c.contract.power_mw for c, _ in energy])
+            # the award of the round just cleared, as far as its contracts reached their
+            # holders (authentic reserve, screened energy: one copy of each)
+            cleared = self.round_index - 1
+            mine = [it for part in (energy, reserve) for it in part
+                    if it[0].contract.round_index == cleared]
+            if mine:
+                _add_by_owner(received, [o for _, o in mine],
+                              [c.contract.power_mw for c, _ in mine])
             self._arrived = []
         self.awarded_next = awarded
+        # an agent knows its own bid and what reached it, not the operator's books
+        self.accepted_share = market.accepted_share(received, self._bid_mw)
 
     # ------------------------------------------------------------------ kernel and observations
     def _update_feasible(self) -> None:
@@ -1382,8 +1402,11 @@ class GridSwarmEnv(ParallelEnv):
         np.maximum(x, 0.0, out=x)
         np.copyto(x, 0.0, where=~f.plugged[ev])
         np.divide(f.solar_forecast_mw, self._safe_rated, out=t[25])
-        last = self.last_clearing_price
-        t[26] = 0.0 if math.isnan(last) else (last - sc.price_floor_per_mwh) / self._price_band
+        # the clearing price of the last announcement each agent received (0 before any)
+        x = t[26]
+        np.subtract(self.sig_clearing_price, sc.price_floor_per_mwh, out=x)
+        x /= self._price_band
+        np.copyto(x, 0.0, where=np.isnan(x))
         t[27] = self.accepted_share
         o = np.empty((self.n_agents, OBS_DIM), dtype=np.float32)
         o[...] = t.T

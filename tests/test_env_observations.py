@@ -141,3 +141,73 @@ def test_market_and_grid_features_against_their_definitions() -> None:
     np.testing.assert_allclose(obs[:, OBS_FIELDS.index("rocof_rel")], -0.3, rtol=1e-6)
     env.reset(seed=0)   # nothing cleared yet
     assert np.all(env.observations_array()[:, OBS_FIELDS.index("last_clearing_price_rel")] == 0.0)
+
+
+def _play_price_spike(n_agents: int, steps: int, **env_kwargs):
+    """Heuristic price_spike steps (seed 0): yields (env, observations, info) per step."""
+    from gridswarm_env.env import GridSwarmEnv
+    from policies import make_policy
+
+    env = GridSwarmEnv("price_spike", n_agents=n_agents, trust="hmac", **env_kwargs)
+    env.reset(seed=0)
+    policy = make_policy("heuristic", seed=0)
+    policy.reset(env, seed=0)
+    obs = env.observations_array()
+    for _ in range(steps):
+        act = policy.act(obs, env.action_masks())
+        obs, _rewards, _trunc, info = env.step_arrays(act[:, 0], act[:, 1])
+        yield env, obs, info
+
+
+def test_accepted_share_counts_only_the_contracts_that_reached_the_agent() -> None:
+    """Review: ``accepted_share`` was set from the operator's clearing, so with every
+    contract dropped on the bus an agent read ``accepted_share = 1.0`` with
+    ``scheduled_rel = 0.0`` (price_spike, heuristic, seed 0, step 19): it learned of an
+    award that never reached it. Here the contracts of the even agents are dropped: they
+    read 0 every step, while the odd ones read their contracts' power / their bid."""
+    from gridswarm_env.env import OBS_FIELDS
+
+    bids = np.zeros(20)   # the bids of the round being cleared
+
+    def drop_even(env, signed, owners):
+        bids[:] = env._bid_rows["power_mw"]
+        kept = [(c, o) for c, o in zip(signed, owners, strict=True) if o % 2]
+        return [c for c, _ in kept], [o for _, o in kept]
+
+    share = OBS_FIELDS.index("accepted_share")
+    accepted = odd_awarded = 0
+    for env, obs, info in _play_price_spike(20, 60, adversary=drop_even):
+        accepted += info["accepted_mw"] != 0.0
+        np.testing.assert_array_equal(obs[0::2, share], 0.0)
+        odd = obs[1::2, share]
+        odd_awarded += int(np.count_nonzero(odd))
+        want = np.divide(np.abs(env.scheduled_p_mw), np.abs(bids),
+                         out=np.zeros(env.n_agents), where=bids != 0)[1::2]
+        np.testing.assert_allclose(odd, want, rtol=1e-6)
+    assert accepted > 10 and odd_awarded > 10
+
+
+def test_last_clearing_price_is_the_one_announced_to_the_agent() -> None:
+    """The clearing price an agent observes travels on the bus, in the round announcement
+    the operator publishes at gate closure: an agent whose announcement is still on the
+    bus at the observation (latency up to 0.9 s here) reads the price of the last
+    announcement that reached it, not the operator's newest (it read the operator's
+    variable directly)."""
+    from gridswarm_env.bus import BusConfig
+    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.env import OBS_FIELDS
+
+    cfg = EnvConfig(bus=BusConfig(latency_mean_s=0.3, latency_max_s=0.9))
+    col = OBS_FIELDS.index("last_clearing_price_rel")
+    announced = {0: math.nan}   # round -> the clearing price announced with it
+    behind_a_change = 0
+    for env, obs, _info in _play_price_spike(20, 80, config=cfg):
+        sc = env.scenario
+        announced[env.round_index] = env.last_clearing_price
+        price = np.array([announced[int(r)] for r in env.sig_round])
+        want = np.where(np.isnan(price), 0.0, (price - sc.price_floor_per_mwh)
+                        / (sc.price_cap_per_mwh - sc.price_floor_per_mwh))
+        np.testing.assert_array_equal(obs[:, col], want.astype(np.float32))
+        behind_a_change += int(np.count_nonzero(
+            (price != env.last_clearing_price) & ~np.isnan(env.last_clearing_price)))
+    assert behind_a_change > 0   # some agent's announcement lagged a new price
