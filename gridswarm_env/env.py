@@ -239,8 +239,9 @@ class GridSwarmEnv(ParallelEnv):
         self.scenario = get_scenario(scenario)
         sc = self.scenario
         if sc.reserve_target_mw > 0 and sc.has_event and not 2 * cfg.dt_s < sc.event_time_s:
-            # reserve round r delivers from (r+1)·dt_s and runs only before the event;
-            # round 0 is cleared on bids made before its signal can reach the agents
+            # reserve round r delivers from (r+1)·dt_s: reserve standing at the trip needs
+            # a round whose window starts before it, and round 0 is cleared on bids made
+            # before its signal can reach the agents
             raise ValueError(
                 f"EnvConfig.dt_s = {cfg.dt_s!r} leaves scenario {sc.name!r} no reserve round "
                 f"its agents can answer before the event at {sc.event_time_s!r} s (round 1 "
@@ -476,8 +477,6 @@ class GridSwarmEnv(ParallelEnv):
         self._signal_rows_bytes = _record_bytes(self._signal_rows)
         self._signal_record_bytes = _record_bytes(self._signal_record)
         self._sig_bytes = _record_bytes(self._sig)
-        self._reserve_duration_s = (max(self.duration_s - sc.event_time_s, cfg.dt_s)
-                                    if sc.has_event else cfg.dt_s)
         # reserve contracts cover delivery until the episode's end (their window end)
         self._reserve_until_s = self.duration_s + cfg.dt_s
         # fleet flexibility (DESIGN §3): the plugged-in fleet's, refreshed when EVs leave;
@@ -547,12 +546,15 @@ class GridSwarmEnv(ParallelEnv):
     def _operator_request(self, round_index: int, now_s: float = 0.0) -> tuple[float, int]:
         """Request (MW) and product of the round delivering in [(r+1)·dt, (r+2)·dt),
         announced at ``now_s``: the operator knows of the trip only once it detected it
-        (``event_time_s + detection_delay_s <= now_s``), not for the whole step."""
-        sc, dt = self.scenario, self.config.dt_s
-        w0 = (round_index + 1) * dt
+        (``event_time_s + detection_delay_s <= now_s``), not for the whole step.
+
+        With a reserve target, every round announced while the operator does not know of
+        a trip is a reserve round (request ``max(target − awarded, 0)``, no round inside
+        the deadband) and every later one an energy round: the product switches on what
+        the operator knows, never on the scenario's hidden ``event_time_s``."""
+        sc = self.scenario
         known = self._trip_known(now_s)
-        reserve_round = sc.reserve_target_mw > 0 and not known and w0 < sc.event_time_s
-        if reserve_round:
+        if sc.reserve_target_mw > 0 and not known:
             return max(sc.reserve_target_mw - float(np.add.reduce(self.reserve_awarded_mw)),
                        0.0), PRODUCT_RESERVE
         # = mean of the forecast over the window's sub-steps (precomputed at reset)
@@ -1095,8 +1097,10 @@ class GridSwarmEnv(ParallelEnv):
         """Holders of reserve contracts activate them when the emergency broadcast arrives.
 
         A holder activates a contract when both the broadcast and the contract have
-        reached it: at max(broadcast arrival, contract delivery), so a contract that
-        congestion delayed past the broadcast does not act before it arrived. Each is
+        reached it and its delivery window has opened: at max(broadcast arrival, contract
+        delivery, window start), so a contract that congestion delayed past the broadcast
+        does not act before it arrived, and one cleared in a reserve round announced
+        before the operator knew of the trip acts from its own window, not before. Each is
         verified at that time; one that fails dispatches nothing. ``activation_s`` keeps
         each holder's first activation; a contract the holder activates later in the
         step is passed to dispatch with its own time (``_late_reserve``), not the first.
@@ -1114,7 +1118,8 @@ class GridSwarmEnv(ParallelEnv):
         if not self.reserve_contracts or not self.event_detected:
             return   # no emergency broadcast yet: no arrival time is finite
         arrivals, received = self.emergency_arrival_s, self._reserve_received_s
-        when = {c.contract.contract_id: max(float(arrivals[o]), received[c.contract.contract_id])
+        when = {c.contract.contract_id: max(float(arrivals[o]), received[c.contract.contract_id],
+                                            c.contract.window_start_s)
                 for c, o in self.reserve_contracts}
         due = [(c, o) for c, o in self.reserve_contracts if when[c.contract.contract_id] < t1]
         if not due:
@@ -1339,7 +1344,10 @@ class GridSwarmEnv(ParallelEnv):
             self.fleet, now_s=self.t_s, committed_p_mw=self.scheduled_p_mw,
             reserve_mw=self._standing_mw,
             reserve_round=self.round_product == PRODUCT_RESERVE,
-            reserve_duration_s=self._reserve_duration_s,
+            # a reserve bid must be deliverable over its contract's whole window: the
+            # trip may come at any time in it (the agents do not know when)
+            reserve_duration_s=max(self._reserve_until_s - (self.t_s + self.config.dt_s),
+                                   self.config.dt_s),
             pending_reserve_mw=(self._standing_mw - self.reserve_mw
                                 if self.kernel.has_ramp else None),
             reserve_until_s=self._reserve_until_s)
