@@ -297,12 +297,13 @@ SOLAR_SURPLUS = Scenario(
 EMERGENCY = Scenario(
     name="emergency",
     description=(
-        "Generator trip. Timeline: t = 0-10 s the operator buys reserve (product = reserve) "
-        "for 100 MW; agents bid (power, price) and accepted bids become standing signed "
-        "reserve contracts. At t = 10 s a 100 MW unit (0.10 p.u.) trips. The operator "
-        "detects it after 20 ms and broadcasts on the EMERGENCY lane; each DER holding a "
-        "reserve contract activates it the moment the broadcast reaches it (sub-step "
-        "resolution). Energy rounds afterwards restore frequency. Unassisted, frequency "
+        "Generator trip. Timeline: until it detects a trip the operator buys reserve "
+        "(product = reserve) for 100 MW; agents bid (power, price) and accepted bids become "
+        "standing signed reserve contracts. At t = 10 s a 100 MW unit (0.10 p.u.) trips. The "
+        "operator detects it after 20 ms and broadcasts on the EMERGENCY lane; each DER "
+        "holding a reserve contract activates it the moment the broadcast reaches it "
+        "(sub-step resolution). Energy rounds from the next gate closure (10.25 s) restore "
+        "frequency. Unassisted, frequency "
         "would fall to ~59.35 Hz about 2.4 s after the trip (below the 59.5 Hz shedding stage)."
     ),
     episode_steps=120,
