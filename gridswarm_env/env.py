@@ -141,9 +141,13 @@ AUDIT_BLOCKED_LISTED = 100
 
 BID_DTYPE = np.dtype([("round", np.int32), ("power_mw", np.float64),
                       ("price_per_mwh", np.float64)])
+#: a round's announcement, published at gate closure: the next round (request, price
+#: signal, product), the grid's state, and the market result so far (the last round
+#: that cleared: its clearing price, NaN before any)
 SIGNAL_DTYPE = np.dtype([("round", np.int32), ("request_mw", np.float64),
                          ("price_per_mwh", np.float64), ("product", np.int8),
-                         ("freq_hz", np.float64), ("rocof_hz_per_s", np.float64)])
+                         ("freq_hz", np.float64), ("rocof_hz_per_s", np.float64),
+                         ("clearing_price_per_mwh", np.float64)])
 EMERGENCY_DTYPE = np.dtype([("event_s", np.float64), ("lost_mw", np.float64)])
 
 
@@ -235,8 +239,9 @@ class GridSwarmEnv(ParallelEnv):
         self.scenario = get_scenario(scenario)
         sc = self.scenario
         if sc.reserve_target_mw > 0 and sc.has_event and not 2 * cfg.dt_s < sc.event_time_s:
-            # reserve round r delivers from (r+1)·dt_s and runs only before the event;
-            # round 0 is cleared on bids made before its signal can reach the agents
+            # reserve round r delivers from (r+1)·dt_s: reserve standing at the trip needs
+            # a round whose window starts before it, and round 0 is cleared on bids made
+            # before its signal can reach the agents
             raise ValueError(
                 f"EnvConfig.dt_s = {cfg.dt_s!r} leaves scenario {sc.name!r} no reserve round "
                 f"its agents can answer before the event at {sc.event_time_s!r} s (round 1 "
@@ -420,12 +425,18 @@ class GridSwarmEnv(ParallelEnv):
         sig["round"] = -1
         sig["price_per_mwh"] = float(self.price_levels.mean())
         sig["freq_hz"] = cfg.grid.nominal_freq_hz
+        sig["clearing_price_per_mwh"] = np.nan
         self.sig_round, self.sig_request = sig["round"], sig["request_mw"]
         self.sig_price, self.sig_product = sig["price_per_mwh"], sig["product"]
         self.sig_freq, self.sig_rocof = sig["freq_hz"], sig["rocof_hz_per_s"]
+        self.sig_clearing_price = sig["clearing_price_per_mwh"]
         self.sig_age = np.full(n, 10.0)
         self.backpressure = np.zeros(n, dtype=bool)
+        # share of each agent's last bid awarded by the contracts it received (see
+        # _update_signals); the operator's last clearing price (NaN before any), which
+        # agents learn from the round announcements (sig_clearing_price)
         self.accepted_share = z.copy()
+        self._bid_mw = z.copy()              # the bids published this step
         self.last_clearing_price = float("nan")
         self.freq_trace_hz = np.full(self.n_substeps, cfg.grid.nominal_freq_hz)
         self.last_rocof = 0.0
@@ -470,8 +481,6 @@ class GridSwarmEnv(ParallelEnv):
         self._signal_rows_bytes = _record_bytes(self._signal_rows)
         self._signal_record_bytes = _record_bytes(self._signal_record)
         self._sig_bytes = _record_bytes(self._sig)
-        self._reserve_duration_s = (max(self.duration_s - sc.event_time_s, cfg.dt_s)
-                                    if sc.has_event else cfg.dt_s)
         # reserve contracts cover delivery until the episode's end (their window end)
         self._reserve_until_s = self.duration_s + cfg.dt_s
         # fleet flexibility (DESIGN §3): the plugged-in fleet's, refreshed when EVs leave;
@@ -541,12 +550,15 @@ class GridSwarmEnv(ParallelEnv):
     def _operator_request(self, round_index: int, now_s: float = 0.0) -> tuple[float, int]:
         """Request (MW) and product of the round delivering in [(r+1)·dt, (r+2)·dt),
         announced at ``now_s``: the operator knows of the trip only once it detected it
-        (``event_time_s + detection_delay_s <= now_s``), not for the whole step."""
-        sc, dt = self.scenario, self.config.dt_s
-        w0 = (round_index + 1) * dt
+        (``event_time_s + detection_delay_s <= now_s``), not for the whole step.
+
+        With a reserve target, every round announced while the operator does not know of
+        a trip is a reserve round (request ``max(target − awarded, 0)``, no round inside
+        the deadband) and every later one an energy round: the product switches on what
+        the operator knows, never on the scenario's hidden ``event_time_s``."""
+        sc = self.scenario
         known = self._trip_known(now_s)
-        reserve_round = sc.reserve_target_mw > 0 and not known and w0 < sc.event_time_s
-        if reserve_round:
+        if sc.reserve_target_mw > 0 and not known:
             return max(sc.reserve_target_mw - float(np.add.reduce(self.reserve_awarded_mw)),
                        0.0), PRODUCT_RESERVE
         # = mean of the forecast over the window's sub-steps (precomputed at reset)
@@ -588,7 +600,8 @@ class GridSwarmEnv(ParallelEnv):
                                               self._neutral_price)
         freq = float(self.freq_trace_hz[-1])
         # the bus copies published rows: the buffer is reused
-        self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof)
+        self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof,
+                                  self.last_clearing_price)
         self._signal_rows_bytes[...] = self._signal_record_bytes
         self.bus.publish_batch(TOPIC_PRICE, self._signal_rows, lane=Lane.MARKET, senders=self._to_operator,
                                recipients=self._agent_ids, now_s=now_s)
@@ -797,6 +810,7 @@ class GridSwarmEnv(ParallelEnv):
         return n_blocked, bid_mw, self.price_levels[price_level]
 
     def _publish_bids(self, bid_mw: np.ndarray, bid_price: np.ndarray, t0: float) -> None:
+        self._bid_mw = bid_mw      # what each agent bid (it knows its own bid)
         rows = self._bid_rows      # the bus copies published rows: the buffer is reused
         rows["round"] = self.round_index
         rows["power_mw"] = bid_mw
@@ -856,9 +870,6 @@ class GridSwarmEnv(ParallelEnv):
         # can arrive; later rounds count even when congestion delays their signal)
         held = abs(request) > cfg.market.deadband_mw and self.round_index > 0
         self.metrics.record_round(held, result.consensus, result.n_accepted)
-        abs_power = np.abs(power)
-        self.accepted_share = np.divide(np.abs(result.accepted_mw), abs_power,
-                                        out=np.zeros(n), where=abs_power > 0)
         if not math.isnan(result.clearing_price_per_mwh):
             self.last_clearing_price = result.clearing_price_per_mwh
         idx = result.accepted_indices
@@ -1092,8 +1103,10 @@ class GridSwarmEnv(ParallelEnv):
         """Holders of reserve contracts activate them when the emergency broadcast arrives.
 
         A holder activates a contract when both the broadcast and the contract have
-        reached it: at max(broadcast arrival, contract delivery), so a contract that
-        congestion delayed past the broadcast does not act before it arrived. Each is
+        reached it and its delivery window has opened: at max(broadcast arrival, contract
+        delivery, window start), so a contract that congestion delayed past the broadcast
+        does not act before it arrived, and one cleared in a reserve round announced
+        before the operator knew of the trip acts from its own window, not before. Each is
         verified at that time; one that fails dispatches nothing. ``activation_s`` keeps
         each holder's first activation; a contract the holder activates later in the
         step is passed to dispatch with its own time (``_late_reserve``), not the first.
@@ -1111,7 +1124,8 @@ class GridSwarmEnv(ParallelEnv):
         if not self.reserve_contracts or not self.event_detected:
             return   # no emergency broadcast yet: no arrival time is finite
         arrivals, received = self.emergency_arrival_s, self._reserve_received_s
-        when = {c.contract.contract_id: max(float(arrivals[o]), received[c.contract.contract_id])
+        when = {c.contract.contract_id: max(float(arrivals[o]), received[c.contract.contract_id],
+                                            c.contract.window_start_s)
                 for c, o in self.reserve_contracts}
         due = [(c, o) for c, o in self.reserve_contracts if when[c.contract.contract_id] < t1]
         if not due:
@@ -1286,13 +1300,14 @@ class GridSwarmEnv(ParallelEnv):
                 else:
                     self._sig_bytes[r] = raw
                 self.sig_age[r] = 0.0
+        received = np.zeros(self.n_agents)   # awarded by this round's contracts received
         items = self._arrived   # this step's deliveries, see _receive_contracts
         if items:
-            energy = items
+            energy, reserve = items, []
             if self._arrived_reserve:
                 energy = [it for it in items if it[0].contract.product != "reserve"]
-                self.reserve_contracts.extend(
-                    it for it in items if it[0].contract.product == "reserve")
+                reserve = [it for it in items if it[0].contract.product == "reserve"]
+                self.reserve_contracts.extend(reserve)
             if energy:
                 # every copy goes to dispatch, which decides (a rejection is counted and
                 # audited there, once); the schedule the agent observes and the kernel
@@ -1314,8 +1329,18 @@ class GridSwarmEnv(ParallelEnv):
                     energy = first
                 _add_by_owner(awarded, [o for _, o in energy],
                               [c.contract.power_mw for c, _ in energy])
+            # the award of the round just cleared, as far as its contracts reached their
+            # holders (authentic reserve, screened energy: one copy of each)
+            cleared = self.round_index - 1
+            mine = [it for part in (energy, reserve) for it in part
+                    if it[0].contract.round_index == cleared]
+            if mine:
+                _add_by_owner(received, [o for _, o in mine],
+                              [c.contract.power_mw for c, _ in mine])
             self._arrived = []
         self.awarded_next = awarded
+        # an agent knows its own bid and what reached it, not the operator's books
+        self.accepted_share = market.accepted_share(received, self._bid_mw)
 
     # ------------------------------------------------------------------ kernel and observations
     def _update_feasible(self) -> None:
@@ -1325,7 +1350,10 @@ class GridSwarmEnv(ParallelEnv):
             self.fleet, now_s=self.t_s, committed_p_mw=self.scheduled_p_mw,
             reserve_mw=self._standing_mw,
             reserve_round=self.round_product == PRODUCT_RESERVE,
-            reserve_duration_s=self._reserve_duration_s,
+            # a reserve bid must be deliverable over its contract's whole window: the
+            # trip may come at any time in it (the agents do not know when)
+            reserve_duration_s=max(self._reserve_until_s - (self.t_s + self.config.dt_s),
+                                   self.config.dt_s),
             pending_reserve_mw=(self._standing_mw - self.reserve_mw
                                 if self.kernel.has_ramp else None),
             reserve_until_s=self._reserve_until_s)
@@ -1388,8 +1416,11 @@ class GridSwarmEnv(ParallelEnv):
         np.maximum(x, 0.0, out=x)
         np.copyto(x, 0.0, where=~f.plugged[ev])
         np.divide(f.solar_forecast_mw, self._safe_rated, out=t[25])
-        last = self.last_clearing_price
-        t[26] = 0.0 if math.isnan(last) else (last - sc.price_floor_per_mwh) / self._price_band
+        # the clearing price of the last announcement each agent received (0 before any)
+        x = t[26]
+        np.subtract(self.sig_clearing_price, sc.price_floor_per_mwh, out=x)
+        x /= self._price_band
+        np.copyto(x, 0.0, where=np.isnan(x))
         t[27] = self.accepted_share
         o = np.empty((self.n_agents, OBS_DIM), dtype=np.float32)
         o[...] = t.T

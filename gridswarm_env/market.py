@@ -313,6 +313,18 @@ def settlement(accepted_mw: np.ndarray, clearing_price_per_mwh: float,
     return price * p * (dt / _SECONDS_PER_HOUR)
 
 
+def accepted_share(accepted_mw: np.ndarray, bid_mw: np.ndarray) -> np.ndarray:
+    """Share of each agent's bid it was awarded: ``|A_i| / |B_i|``, 0 where ``B_i = 0``.
+
+    :param accepted_mw: (n,) awarded power per agent, MW (what its contracts carry).
+    :param bid_mw: (n,) the power each agent bid, MW.
+    :return: (n,) shares in [0, 1] for awards within the bids.
+    """
+    abs_bid = np.abs(bid_mw)
+    return np.divide(np.abs(accepted_mw), abs_bid, out=np.zeros(abs_bid.shape),
+                     where=abs_bid > 0)
+
+
 def price_signal_per_mwh(request_mw: float, flexible_capacity_mw: float,
                          price_floor_per_mwh: float, price_cap_per_mwh: float, *,
                          reference_price_per_mwh: float | None = None) -> float:

@@ -60,10 +60,10 @@ class Scenario:
     :param gen_follow: share of the load step the scheduled generation follows.
     :param price_floor_per_mwh, price_cap_per_mwh: the band of bid price levels.
     :param contingency_mw: generation lost at ``event_time_s`` (0 = none).
-    :param reserve_target_mw: reserve the operator buys before the event
-        (reserve rounds run only while ``t < event_time_s`` and this is > 0; every
-        round before the event is a reserve round, so a target > 0 needs a finite
-        ``event_time_s``).
+    :param reserve_target_mw: reserve the operator buys before the event (when > 0,
+        every round announced before the operator detects the trip, at ``event_time_s +
+        detection_delay_s``, is a reserve round, so a target > 0 needs a trip:
+        ``contingency_mw > 0`` at a finite ``event_time_s``).
     :param detection_delay_s: from the trip until the operator's emergency broadcast
         is published. The emergency scenario's 20 ms (about one 60 Hz cycle, or one
         PMU frame at 60 frames/s) assumes *event-based* detection: the tripped unit's
@@ -148,14 +148,19 @@ class Scenario:
         if not (self.event_time_s >= 0.0):
             raise ValueError(f"{owner}.event_time_s = {self.event_time_s!r}: must be >= 0 "
                              "(inf = no event)")
-        if self.reserve_target_mw > 0.0 and self.event_time_s == math.inf:
-            # reserve rounds run while the delivery window starts before event_time_s:
-            # with no event every round would buy reserve and no energy would be requested
+        if self.reserve_target_mw > 0.0 and not (
+                self.contingency_mw > 0.0 and math.isfinite(self.event_time_s)):
+            # the operator holds reserve rounds until it detects a trip (it does not know
+            # event_time_s): with no trip every round would buy reserve and no energy
+            # would ever be requested
             raise ValueError(f"{owner}.reserve_target_mw = {self.reserve_target_mw!r}: needs a "
-                             "finite event_time_s (reserve is bought in the rounds before the "
-                             "event; with event_time_s = inf every round would be a reserve "
-                             "round and no balancing energy would be requested); set "
-                             "reserve_target_mw = 0 or give an event_time_s")
+                             "trip, contingency_mw > 0 at a finite event_time_s (got "
+                             f"contingency_mw = {self.contingency_mw!r}, event_time_s = "
+                             f"{self.event_time_s!r}): the operator buys reserve in every round "
+                             "until it detects the trip, so with none every round would be a "
+                             "reserve round and no balancing energy would be requested; set "
+                             "reserve_target_mw = 0 or give a contingency_mw > 0 and a finite "
+                             "event_time_s")
         if self.contingency_mw >= self.base_load_mw:
             raise ValueError(f"{owner}.contingency_mw = {self.contingency_mw!r}: must be < "
                              f"base_load_mw ({self.base_load_mw})")
@@ -292,12 +297,13 @@ SOLAR_SURPLUS = Scenario(
 EMERGENCY = Scenario(
     name="emergency",
     description=(
-        "Generator trip. Timeline: t = 0-10 s the operator buys reserve (product = reserve) "
-        "for 100 MW; agents bid (power, price) and accepted bids become standing signed "
-        "reserve contracts. At t = 10 s a 100 MW unit (0.10 p.u.) trips. The operator "
-        "detects it after 20 ms and broadcasts on the EMERGENCY lane; each DER holding a "
-        "reserve contract activates it the moment the broadcast reaches it (sub-step "
-        "resolution). Energy rounds afterwards restore frequency. Unassisted, frequency "
+        "Generator trip. Timeline: until it detects a trip the operator buys reserve "
+        "(product = reserve) for 100 MW; agents bid (power, price) and accepted bids become "
+        "standing signed reserve contracts. At t = 10 s a 100 MW unit (0.10 p.u.) trips. The "
+        "operator detects it after 20 ms and broadcasts on the EMERGENCY lane; each DER "
+        "holding a reserve contract activates it the moment the broadcast reaches it "
+        "(sub-step resolution). Energy rounds from the next gate closure (10.25 s) restore "
+        "frequency. Unassisted, frequency "
         "would fall to ~59.35 Hz about 2.4 s after the trip (below the 59.5 Hz shedding stage)."
     ),
     episode_steps=120,

@@ -593,9 +593,9 @@ def problem_from_env(raw) -> BalancingProblem:
             reserve_round = raw.round_product == PRODUCT_RESERVE
             a0, is_coupled = float(raw.round_request_mw), False
         else:
-            detected = raw.event_detected or t_pub < (k - 1) * dt
-            reserve_round = (sc.reserve_target_mw > 0 and not detected
-                             and k * dt < sc.event_time_s)
+            # step k's window is round k - 1's, announced at gate closure of step k - 2
+            detected = raw.event_detected or t_pub <= (k - 2) * dt + cfg.market.gate_s
+            reserve_round = sc.reserve_target_mw > 0 and not detected
             a0 = float(forecast_mw[j])
             is_coupled = False
             if detected:

@@ -13,7 +13,7 @@ from gridswarm_env.bus import BusConfig
 from gridswarm_env.config import EnvConfig
 from gridswarm_env.env import GridSwarmEnv
 from gridswarm_env.metrics import KPI_KEYS, is_finite_or_none
-from gridswarm_env.scenarios import scenario_names
+from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE, scenario_names
 from policies.heuristic import HeuristicPolicy
 from policies.random import RandomPolicy
 from policies.rollout import run_episode
@@ -312,7 +312,10 @@ def test_bids_delivered_after_gate_closure_count_as_stale(make_env) -> None:
 
 def test_the_operator_does_not_know_of_a_trip_before_detecting_it() -> None:
     """Market review: a trip detected late in a step (10.92 s) was already in the request
-    announced at that step's gate closure (10.25 s)."""
+    announced at that step's gate closure (10.25 s). The round announced then is still a
+    reserve round (the operator buys reserve until it knows of the trip; idle bids leave
+    the whole target to buy); the one announced at 11.25 s is an energy round that
+    covers the trip."""
     from gridswarm_env.scenarios import get_scenario
 
     sc = get_scenario("emergency", event_time_s=10.9, disturbance_time_s=10.9)
@@ -323,10 +326,11 @@ def test_the_operator_does_not_know_of_a_trip_before_detecting_it() -> None:
     while env.t_s < 12.0:
         t0 = env.t_s
         env.step_arrays(idle, np.zeros(30, dtype=np.int64))
-        requests[t0] = env.round_request_mw      # announced at t0 + gate_s
+        requests[t0] = (env.round_product, env.round_request_mw)   # announced t0 + gate_s
     assert env.event_detected
-    assert requests[10.0] < 0.5 * sc.contingency_mw     # announced 10.25 s: not known yet
-    assert requests[11.0] > 0.5 * sc.contingency_mw     # announced 11.25 s: known
+    assert requests[10.0] == (PRODUCT_RESERVE, sc.reserve_target_mw)   # 10.25 s: not known
+    assert requests[11.0][0] == PRODUCT_ENERGY                        # 11.25 s: known
+    assert requests[11.0][1] > 0.5 * sc.contingency_mw
 
 
 def test_without_reserve_the_energy_response_to_the_trip_is_the_latency() -> None:

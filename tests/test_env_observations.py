@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 
 def test_signal_age_feature_is_capped_at_ten_steps() -> None:
@@ -141,3 +142,131 @@ def test_market_and_grid_features_against_their_definitions() -> None:
     np.testing.assert_allclose(obs[:, OBS_FIELDS.index("rocof_rel")], -0.3, rtol=1e-6)
     env.reset(seed=0)   # nothing cleared yet
     assert np.all(env.observations_array()[:, OBS_FIELDS.index("last_clearing_price_rel")] == 0.0)
+
+
+def _observed_until(event_time_s: float, until_s: float, config=None
+                    ) -> tuple[list, list, list]:
+    """Heuristic emergency episode (seed 0, 30 agents) with the trip at ``event_time_s``:
+    the observations, masks and announced (round, product, request) the agents had at
+    every observation time ``t < until_s``."""
+    from gridswarm_env.env import GridSwarmEnv
+    from gridswarm_env.scenarios import get_scenario
+    from policies import make_policy
+
+    env = GridSwarmEnv(get_scenario("emergency", event_time_s=event_time_s), n_agents=30,
+                       trust="hmac", config=config)
+    env.reset(seed=0)
+    policy = make_policy("heuristic", seed=0)
+    policy.reset(env, seed=0)
+    obs, masks, rounds = [], [], []
+    o = env.observations_array()
+    while env.t_s < until_s:
+        obs.append(o)
+        masks.append(env.action_masks())
+        rounds.append((env.round_index, env.round_product, env.round_request_mw))
+        a = policy.act(o, masks[-1])
+        o = env.step_arrays(a[:, 0], a[:, 1])[0]
+    return obs, masks, rounds
+
+
+@pytest.mark.parametrize("battery_duration_h", [2.7, 0.03])
+def test_nothing_observed_before_the_trip_is_detected_depends_on_when_it_will_happen(
+        battery_duration_h: float) -> None:
+    """Review: the operator stopped its reserve rounds on the scenario's hidden
+    ``event_time_s`` (the round whose window starts at the event became an energy
+    round), so ``product_reserve`` flipped to 0 one step before anyone could know of
+    the trip (t = 9 s for a trip at 10 s, 29 s for one at 30 s); and the kernel sized
+    reserve bids by the time left after the event (visible in the masks and feasible
+    intervals when the batteries' energy binds: 0.03 h, 108 s at full power). Every
+    observation, mask and round announced before the operator detects the trip (event
+    + detection delay) must be the same as with the trip moved later, and the reserve
+    rounds run until then."""
+    from gridswarm_env.config import EnvConfig, FleetConfig
+    from gridswarm_env.env import OBS_FIELDS
+    from gridswarm_env.scenarios import get_scenario
+
+    cfg = EnvConfig(fleet=FleetConfig(battery_duration_h=battery_duration_h))
+    delay = get_scenario("emergency").detection_delay_s
+    later = _observed_until(60.0, 60.0, cfg)
+    col = OBS_FIELDS.index("product_reserve")
+    for event_s in (10.0, 30.0):
+        obs, masks, rounds = _observed_until(event_s, event_s + delay, cfg)
+        assert len(obs) == int(event_s) + 1   # observations at t = 0, 1, ..., event_s
+        for k, (o, m, r) in enumerate(zip(obs, masks, rounds, strict=True)):
+            np.testing.assert_array_equal(o, later[0][k], err_msg=f"obs at t = {k} s")
+            np.testing.assert_array_equal(m, later[1][k], err_msg=f"mask at t = {k} s")
+            assert r == later[2][k], f"round announced by t = {k} s"
+        # the operator buys reserve until it knows of the trip: every announced round,
+        # also the one whose window contains the trip, is a reserve round
+        assert [r[1] for r in rounds] == [1] * len(rounds)
+        assert all(np.all(o[:, col] == 1.0) for o in obs[1:])
+
+
+def _play_price_spike(n_agents: int, steps: int, **env_kwargs):
+    """Heuristic price_spike steps (seed 0): yields (env, observations, info) per step."""
+    from gridswarm_env.env import GridSwarmEnv
+    from policies import make_policy
+
+    env = GridSwarmEnv("price_spike", n_agents=n_agents, trust="hmac", **env_kwargs)
+    env.reset(seed=0)
+    policy = make_policy("heuristic", seed=0)
+    policy.reset(env, seed=0)
+    obs = env.observations_array()
+    for _ in range(steps):
+        act = policy.act(obs, env.action_masks())
+        obs, _rewards, _trunc, info = env.step_arrays(act[:, 0], act[:, 1])
+        yield env, obs, info
+
+
+def test_accepted_share_counts_only_the_contracts_that_reached_the_agent() -> None:
+    """Review: ``accepted_share`` was set from the operator's clearing, so with every
+    contract dropped on the bus an agent read ``accepted_share = 1.0`` with
+    ``scheduled_rel = 0.0`` (price_spike, heuristic, seed 0, step 19): it learned of an
+    award that never reached it. Here the contracts of the even agents are dropped: they
+    read 0 every step, while the odd ones read their contracts' power / their bid."""
+    from gridswarm_env.env import OBS_FIELDS
+
+    bids = np.zeros(20)   # the bids of the round being cleared
+
+    def drop_even(env, signed, owners):
+        bids[:] = env._bid_rows["power_mw"]
+        kept = [(c, o) for c, o in zip(signed, owners, strict=True) if o % 2]
+        return [c for c, _ in kept], [o for _, o in kept]
+
+    share = OBS_FIELDS.index("accepted_share")
+    accepted = odd_awarded = 0
+    for env, obs, info in _play_price_spike(20, 60, adversary=drop_even):
+        accepted += info["accepted_mw"] != 0.0
+        np.testing.assert_array_equal(obs[0::2, share], 0.0)
+        odd = obs[1::2, share]
+        odd_awarded += int(np.count_nonzero(odd))
+        want = np.divide(np.abs(env.scheduled_p_mw), np.abs(bids),
+                         out=np.zeros(env.n_agents), where=bids != 0)[1::2]
+        np.testing.assert_allclose(odd, want, rtol=1e-6)
+    assert accepted > 10 and odd_awarded > 10
+
+
+def test_last_clearing_price_is_the_one_announced_to_the_agent() -> None:
+    """The clearing price an agent observes travels on the bus, in the round announcement
+    the operator publishes at gate closure: an agent whose announcement is still on the
+    bus at the observation (latency up to 0.9 s here) reads the price of the last
+    announcement that reached it, not the operator's newest (it read the operator's
+    variable directly)."""
+    from gridswarm_env.bus import BusConfig
+    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.env import OBS_FIELDS
+
+    cfg = EnvConfig(bus=BusConfig(latency_mean_s=0.3, latency_max_s=0.9))
+    col = OBS_FIELDS.index("last_clearing_price_rel")
+    announced = {0: math.nan}   # round -> the clearing price announced with it
+    behind_a_change = 0
+    for env, obs, _info in _play_price_spike(20, 80, config=cfg):
+        sc = env.scenario
+        announced[env.round_index] = env.last_clearing_price
+        price = np.array([announced[int(r)] for r in env.sig_round])
+        want = np.where(np.isnan(price), 0.0, (price - sc.price_floor_per_mwh)
+                        / (sc.price_cap_per_mwh - sc.price_floor_per_mwh))
+        np.testing.assert_array_equal(obs[:, col], want.astype(np.float32))
+        behind_a_change += int(np.count_nonzero(
+            (price != env.last_clearing_price) & ~np.isnan(env.last_clearing_price)))
+    assert behind_a_change > 0   # some agent's announcement lagged a new price

@@ -309,3 +309,32 @@ def test_a_holders_later_contract_acts_from_its_own_arrival(monkeypatch):
     t0, dt, contract, ex = executed[-1]   # the next step: all of it, all the time
     assert t0 > late_s
     assert ex.planned_mean_mw[holder] - contract == pytest.approx(first_mw + late_mw)
+
+
+def test_reserve_cleared_after_the_trip_was_detected_acts_from_its_window_start():
+    """Reserve rounds run until the operator knows of the trip, so a round announced
+    before it knew and cleared after can award reserve whose window opens after the
+    broadcast has reached its holders (trip at 2.1 s, detected at 2.12 s: round 2,
+    announced at 1.25 s, cleared at 2.25 s for [3 s, ...), buys the 9.7 MW the random
+    bids left short). Such a contract activates at its window start, not on receipt
+    (where the ledger refused it as not yet valid and the award was withdrawn)."""
+    from gridswarm_env.scenarios import get_scenario
+
+    raw = gridswarm_env.parallel_env(scenario=get_scenario("emergency", event_time_s=2.1),
+                                     n_agents=30, trust="hmac").unwrapped
+    raw.reset(seed=0)
+    policy = make_policy("random", seed=0)
+    policy.reset(raw, seed=0)
+    late = []   # reserve contracts delivered after the broadcast reached their holders
+    while raw.agents and raw.t_s < 5.0:
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+        late += [(c, o) for c, o in raw.reserve_contracts
+                 if c.contract.window_start_s > raw.emergency_arrival_s[o]]
+        if raw.t_s == 3.0:   # held, not yet active: only the earlier rounds' reserve acts
+            assert late and raw.reserve_mw.sum() == pytest.approx(
+                raw.reserve_held_mw.sum() - sum(c.contract.power_mw for c, _o in late))
+    assert {c.contract.window_start_s for c, _o in late} == {3.0}
+    assert raw.episode_metrics()["contracts_rejected"] == 0
+    assert raw.reserve_mw.sum() == pytest.approx(raw.scenario.reserve_target_mw)
+    assert raw.reserve_awarded_mw.sum() == pytest.approx(raw.scenario.reserve_target_mw)

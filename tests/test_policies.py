@@ -521,3 +521,30 @@ def test_a_sampling_learned_policy_samples_and_a_greedy_one_does_not(tmp_path):
     sampled = actions(False, 0)
     assert not all(np.array_equal(a, sampled[0]) for a in sampled)
     assert all(np.array_equal(a, b) for a, b in zip(sampled, actions(False, 0), strict=True))
+
+
+@pytest.mark.parametrize("event_time_s", [10.0, 10.5])
+def test_oracle_plans_the_operators_rounds_as_the_environment_announces_them(event_time_s):
+    """The oracle mirrors the operator: reserve rounds until the trip is detected (at
+    event + 20 ms), energy rounds covering the trip from the first round announced at a
+    gate closure after it (round k - 1, for step k's window, is announced at (k - 2)·dt +
+    gate_s). A trip at 10.5 s is known at 11.25 s, so step 12's window is still a reserve
+    round's; the oracle planned it as covering the trip (it took detection at (k - 1)·dt)."""
+    from gridswarm_env.scenarios import get_scenario
+    from policies.oracle import problem_from_env
+
+    sc = get_scenario("emergency", event_time_s=event_time_s)
+    raw = gridswarm_env.parallel_env(scenario=sc, n_agents=20, trust="hmac").unwrapped
+    raw.reset(seed=0)
+    planned = problem_from_env(raw).reserve_coupled   # per step: a round covering the trip
+    products = [raw.round_product]   # round r's product, r = 0, 1, ...
+    policy = make_policy("heuristic", seed=0)
+    policy.reset(raw, seed=0)
+    while raw.agents and raw.t_s < 20.0:
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+        products.append(raw.round_product)
+    # step k's window belongs to round k - 1: energy (0) rounds are those after detection
+    announced = [products[k - 1] == 0 for k in range(2, 20)]
+    assert list(planned[2:20]) == announced
+    assert announced.index(True) + 2 == (12 if event_time_s == 10.0 else 13)

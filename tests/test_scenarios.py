@@ -74,9 +74,14 @@ def test_env_uses_scenario_profile(make_env) -> None:
     while raw.agents:
         raw.step_arrays(np.full(10, 10), np.zeros(10, dtype=np.int64))
         products.append(raw.round_product)
-    # reserve rounds (product 1) only for windows before the trip, energy afterwards
-    assert products[0] == 1 and products[-1] == 0
-    assert products.index(0) <= int(sc.event_time_s / raw.config.dt_s)
+    # reserve rounds (product 1) until the operator detects the trip, energy afterwards:
+    # round i is announced at gate closure of step i - 1, the first at or after detection
+    # (event 10 s + 20 ms) is round 11's at 10.25 s
+    gate_s, dt = raw.config.market.gate_s, raw.config.dt_s
+    first_energy = next(i for i in range(1, len(products))
+                        if (i - 1) * dt + gate_s >= sc.event_time_s + sc.detection_delay_s)
+    assert first_energy == 11
+    assert products == [1] * first_energy + [0] * (len(products) - first_energy)
 
 
 def test_get_scenario_overrides_and_validates() -> None:
@@ -141,25 +146,29 @@ def test_a_trip_inside_a_substep_counts_for_the_part_after_it():
 
 
 def test_a_reserve_target_needs_an_event(tmp_path: Path) -> None:
-    """Review: reserve rounds run while a round's window starts before event_time_s, so a
-    reserve target with no event (event_time_s = inf) made every round a reserve round:
-    price_spike with reserve_target_mw = 50 never requested energy (heuristic, seed 0:
-    system_cost 33 000 $, nadir 59.64 Hz, as with no DER at all)."""
+    """Review: reserve rounds run until the operator detects a trip, so a reserve target
+    with no trip (event_time_s = inf, or contingency_mw = 0) would make every round a
+    reserve round: price_spike with reserve_target_mw = 50 never requested energy
+    (heuristic, seed 0: system_cost 33 000 $, nadir 59.64 Hz, as with no DER at all)."""
     for name, changes in (("price_spike", {"reserve_target_mw": 50.0}),
+                          ("price_spike", {"reserve_target_mw": 50.0, "event_time_s": 30.0,
+                                           "contingency_mw": 0.0}),
                           ("emergency", {"event_time_s": math.inf}),
+                          ("emergency", {"contingency_mw": 0.0}),
                           ("emergency", {"event_time_s": math.inf, "contingency_mw": 0.0})):
-        with pytest.raises(ValueError, match=r"reserve_target_mw = \d.*finite event_time_s"):
+        with pytest.raises(ValueError, match=r"reserve_target_mw = \d.*needs a trip, "
+                                             r"contingency_mw > 0 at a finite event_time_s"):
             get_scenario(name, **changes)
     path = tmp_path / "sc.toml"
     path.write_text('base = "emergency"\nevent_time_s = inf\ncontingency_mw = 0\n')
     with pytest.raises(ValueError, match=r"sc\.toml.*reserve_target_mw = 100\.0.*set "
                                          r"reserve_target_mw = 0"):
         load_scenario_file(path)
-    # still allowed: no reserve with no event, and reserve bought before a finite event
+    # still allowed: no reserve with no event, and reserve bought before a trip
     assert not get_scenario("emergency", event_time_s=math.inf,
                             reserve_target_mw=0.0).has_event
     assert get_scenario("price_spike", reserve_target_mw=50.0, event_time_s=30.0,
-                        contingency_mw=0.0).reserve_target_mw == 50.0
+                        contingency_mw=40.0).reserve_target_mw == 50.0
 
 
 def test_stabilization_is_measured_from_the_moved_disturbance():
@@ -286,7 +295,7 @@ def test_a_zero_mw_contingency_is_no_event() -> None:
     """``has_event`` needs ``contingency_mw > 0`` *and* a finite ``event_time_s``: the
     emergency timeline with a 0 MW trip has no event, loses no generation and measures
     stabilization from t = 0 (not from the non-event at 10 s)."""
-    quiet = get_scenario("emergency", contingency_mw=0.0)
+    quiet = get_scenario("emergency", contingency_mw=0.0, reserve_target_mw=0.0)
     assert math.isfinite(quiet.event_time_s) and not quiet.has_event
     assert quiet.disturbance_time_s == 0.0
     np.testing.assert_array_equal(quiet.lost_generation_mw([5.0, 10.0, 50.0]), 0.0)
