@@ -107,13 +107,7 @@ from gridswarm_env.fleet import (
 from gridswarm_env.grid import GridModel
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
 from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, MetricsAccumulator
-from gridswarm_env.scenarios import (
-    EPISODE_DRAWN_FIELDS,
-    PRODUCT_ENERGY,
-    PRODUCT_RESERVE,
-    Scenario,
-    get_scenario,
-)
+from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE, Scenario, get_scenario
 from gridswarm_env.trust import (
     AuditLog,
     ContractLedger,
@@ -412,8 +406,7 @@ class GridSwarmEnv(ParallelEnv):
         self._ledger_at_reset = self.ledger.counters()
         self._audit_at_reset = self.audit_log.n_entries
         # a drawn episode records what it drew (nothing is added without jitter)
-        drawn = ({"drawn": {k: getattr(sc, k) for k in EPISODE_DRAWN_FIELDS}}
-                 if self.base_scenario.randomized else {})
+        drawn = {"drawn": sc.drawn_values()} if self.base_scenario.randomized else {}
         self.audit_log.append("episode_start", episode=self._episode, scenario=sc.name,
                               n_agents=n, trust=cfg.trust, shadow=cfg.shadow, **drawn)
         self._precompute_profiles(rng)

@@ -253,6 +253,10 @@ class Scenario:
         """True when episodes are drawn (:meth:`draw_episode`): some jitter is > 0."""
         return self.magnitude_jitter_frac > 0.0 or self.timing_jitter_s > 0.0
 
+    def drawn_values(self) -> dict[str, float]:
+        """The values :meth:`draw_episode` sets (:data:`EPISODE_DRAWN_FIELDS`), by name."""
+        return {name: getattr(self, name) for name in EPISODE_DRAWN_FIELDS}
+
     def draw_episode(self, rng: np.random.Generator) -> Scenario:
         """One episode's scenario: the jittered magnitudes and times (module docstring).
 
@@ -444,6 +448,33 @@ def get_scenario(scenario: str | Scenario, **overrides: Any) -> Scenario:
     if base._disturbance_derived and "disturbance_time_s" not in overrides:
         overrides = {**overrides, "disturbance_time_s": None}   # derive it again
     return override(base, **overrides)
+
+
+def randomized(scenario: str | Scenario) -> Scenario:
+    """``scenario`` with :data:`RANDOMIZE_PRESET`: the command lines' ``--randomize``."""
+    return get_scenario(scenario, **RANDOMIZE_PRESET)
+
+
+def randomize_text(preset: dict[str, float] | None = None) -> str:
+    """What ``preset`` (default :data:`RANDOMIZE_PRESET`, ``--randomize``) does, in words."""
+    p = RANDOMIZE_PRESET if preset is None else preset
+    return (f"per episode, drawn from its seed: the load step and the trip x (1 ± "
+            f"{100 * p['magnitude_jitter_frac']:g} %), their times ± "
+            f"{p['timing_jitter_s']:g} s (uniform; Scenario.draw_episode)")
+
+
+def drawn_text(values: dict[str, Any]) -> str:
+    """One episode's draw (:meth:`Scenario.drawn_values`, ``None`` for no event as in
+    strict JSON) in words: ``load step +107.0 MW from 21.73 s``, ``trip 92.2 MW at
+    5.837 s``."""
+    parts = []
+    if values["load_step_mw"]:
+        parts.append(f"load step {values['load_step_mw']:+.1f} MW from "
+                     f"{values['load_step_start_s']:.2f} s")
+    event = values["event_time_s"]
+    if values["contingency_mw"] and event is not None and math.isfinite(event):
+        parts.append(f"trip {values['contingency_mw']:.1f} MW at {event:.3f} s")
+    return ", ".join(parts) or "no disturbance"
 
 
 def load_scenario_file(path: str | Path) -> Scenario:
