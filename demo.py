@@ -5,9 +5,13 @@ Usage::
     python demo.py [--agents N] [--scenario S] [--policy heuristic|random|learned|PATH]
                    [--seed N] [--shadow] [--steps N] [--no-live] [--json FILE]
                    [--limits FILE] [--trust ed25519|hmac] [--audit FILE]
-                   [--crypto-threads N]
+                   [--crypto-threads N] [--randomize]
 
 Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``.
+``--randomize`` plays the scenario randomized
+(:func:`gridswarm_env.scenarios.randomized`): the seed draws the episode's load step and
+trip (x (1 ± 10 %), times ± 5 s); the dashboard's header and the summary say so and
+name the draw, and the JSON's ``run`` holds it (``scenario_drawn``).
 
 The episode runs through :func:`policies.rollout.run_episode` (the loop evaluate.py and
 the tests use, so the KPIs are measured the same way); after every step
@@ -103,7 +107,8 @@ OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--p
                 "seed": "--seed", "shadow": "--shadow", "max_steps": "--steps",
                 "live": "--no-live", "json_path": "--json", "limits_path": "--limits",
                 "trust": "--trust", "offers_per_step": "offers_per_step",
-                "audit_path": "--audit", "crypto_threads": "--crypto-threads"}
+                "audit_path": "--audit", "crypto_threads": "--crypto-threads",
+                "randomize": "--randomize"}
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
@@ -155,6 +160,7 @@ class DemoOptions:
     offers_per_step: int = 3
     audit_path: str | None = None
     crypto_threads: int | None = None
+    randomize: bool = False
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
@@ -169,6 +175,8 @@ class DemoOptions:
         if self.scenario not in scenario_names():
             raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
                              f"{', '.join(scenario_names())}")
+        if not isinstance(self.randomize, bool):
+            raise ValueError(f"{flag['randomize']} {self.randomize!r}: expected True or False")
         if self.trust not in TRUST_MODES:
             raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
@@ -218,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``demo.py`` argument parser."""
     from gridswarm_env import scenario_names
     from gridswarm_env.config import MAX_AGENTS
+    from gridswarm_env.scenarios import randomize_text
 
     p = _Parser(
         prog="demo.py", description="Live grid dashboard: DER agents balance the grid through "
@@ -252,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
                         "cores this process may use; default: 2 on a machine with 2+ cores, "
                         "else 1; the episode is the same for any N)")
+    p.add_argument("--randomize", action="store_true",
+                   help="randomize the scenario " + randomize_text().replace("%", "%%"))
     return p
 
 
@@ -261,7 +272,7 @@ def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOption
                        seed=args.seed, shadow=args.shadow, max_steps=args.steps,
                        live=is_terminal and not args.no_live, json_path=args.json,
                        limits_path=args.limits, trust=args.trust, audit_path=args.audit,
-                       crypto_threads=args.crypto_threads)
+                       crypto_threads=args.crypto_threads, randomize=args.randomize)
 
 
 # ---------------------------------------------------------------------- session
@@ -362,6 +373,7 @@ def open_session(options: DemoOptions) -> Session:
     """
     import gridswarm_env
     from gridswarm_env.config import EnvConfig
+    from gridswarm_env.scenarios import randomized
     from policies.cli_checks import check_limits_agents
 
     try:
@@ -377,7 +389,8 @@ def open_session(options: DemoOptions) -> Session:
     env = None
     try:
         env = gridswarm_env.parallel_env(
-            scenario=options.scenario, n_agents=options.n_agents, trust=options.trust,
+            scenario=randomized(options.scenario) if options.randomize else options.scenario,
+            n_agents=options.n_agents, trust=options.trust,
             shadow=options.shadow, limits=limits, audit_path=options.audit_path,
             config=EnvConfig(crypto_threads=options.crypto_threads))
         env.reset(seed=options.seed)
@@ -616,7 +629,7 @@ def run_demo(session: Session, console: Any = None,
     write = write or _stdout_line
     rec = RecordingPolicy(session.policy)
     steps: list[dict[str, Any]] = []
-    dash = Dashboard({"scenario": raw.scenario.name, "n_agents": raw.n_agents,
+    dash = Dashboard({"scenario": scenario_label(raw), "n_agents": raw.n_agents,
                       "policy": policy_label(session.policy), "trust": raw.config.trust,
                       "seed": opts.seed, "shadow": raw.config.shadow,
                       "episode_steps": raw.scenario.episode_steps, "dt_s": raw.config.dt_s,
@@ -667,8 +680,18 @@ def run_demo(session: Session, console: Any = None,
            "model_path": model_path(session.policy), "steps_run": len(steps),
            "episode_steps": raw.scenario.episode_steps, "interrupted": stop is not None,
            "stop_reason": stop, "wall_s": wall,
-           "agent_steps_per_s": len(steps) * raw.n_agents / wall if wall > 0 else None}
+           "agent_steps_per_s": len(steps) * raw.n_agents / wall if wall > 0 else None,
+           **({"scenario_drawn": raw.scenario.drawn_values()} if opts.randomize else {})}
     return DemoResult(steps=steps, metrics=metrics, stop_reason=stop, wall_s=wall, run=run)
+
+
+def scenario_label(raw: Any) -> str:
+    """The dashboard's scenario: its name, and the draw when it is randomized."""
+    from gridswarm_env.scenarios import drawn_text
+
+    if not raw.base_scenario.randomized:
+        return raw.scenario.name
+    return f"{raw.scenario.name} randomized ({drawn_text(raw.scenario.drawn_values())})"
 
 
 def _stdout_line(line: str) -> None:
@@ -679,11 +702,15 @@ def _stdout_line(line: str) -> None:
 def print_summary(result: DemoResult, console: Any) -> None:
     """The KPI summary table and the run's wall-clock figures."""
     from dashboard import summary_table
+    from gridswarm_env.scenarios import drawn_text
 
     r = result.run
     state = "interrupted after" if result.interrupted else "ran"
     policy = label_of(r["policy_name"], r.get("model_path"))
-    console.print(f"KPI summary: {r['scenario']}, {r['n_agents']} agents, policy "
+    drawn = r.get("scenario_drawn")
+    scenario = r["scenario"] if drawn is None else (
+        f"{r['scenario']} randomized ({drawn_text(drawn)})")
+    console.print(f"KPI summary: {scenario}, {r['n_agents']} agents, policy "
                   f"{policy}, seed {r['seed']}, trust {r['trust']}"
                   + (", SHADOW mode (nothing dispatched)" if r["shadow"] else ""),
                   markup=False, highlight=False, soft_wrap=True)

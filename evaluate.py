@@ -5,7 +5,7 @@ Usage::
     python evaluate.py [--policies heuristic,random,oracle,learned] [--scenarios all|name,name]
                        [--episodes N] [--seed N] [--agents N] [--out DIR]
                        [--trust hmac|ed25519] [--limits FILE] [--crypto-threads N]
-                       [--no-progress]
+                       [--randomize] [--no-progress]
 
 Every policy x scenario x seed (``seed``, ``seed + 1``, … ``seed + episodes − 1``) runs
 one episode through :func:`policies.rollout.run_episode` (the same runner as the demo
@@ -15,6 +15,14 @@ every scenario, 5 episodes, seed 0, 100 agents, ed25519 trust, output ``eval_out
 Seeds 0 … 99 999 (:data:`policies.rollout.EVAL_SEEDS`) are never training episodes
 (training draws again when it draws one); a run whose seeds go beyond them gets a note
 (:func:`seeds_note`).
+
+``--randomize`` plays every scenario with :data:`gridswarm_env.scenarios.RANDOMIZE_PRESET`
+(load step and trip x (1 ± 10 %), their times ± 5 s, drawn per episode from its seed:
+every policy meets the same draw at the same seed, so the paired differences stay
+paired). Such results are of other episodes than the default ones: ``results.md``'s
+title and header say so, ``results.json``'s ``summary.config.scenario_randomization``
+holds the preset (None without the flag) and every run (and no-DER baseline) its
+``scenario_drawn`` values.
 
 Outputs in ``DIR``:
 
@@ -260,6 +268,31 @@ def limits_text(config: dict[str, Any]) -> str:
         return "defaults"
     sha = config["provenance"]["limits_sha256"]
     return config["limits"] + (f" (sha256 {sha})" if sha else "")
+
+
+def randomization_text(config: dict[str, Any]) -> str:
+    """The header line of ``summary.config.scenario_randomization`` (off, or the preset)."""
+    from gridswarm_env.scenarios import randomize_text
+
+    preset = config.get("scenario_randomization")
+    if preset is None:
+        return ("off: every seed plays the scenario's fixed load step and trip "
+                "(--randomize not given)")
+    return (f"ON (--randomize): {randomize_text(preset)}; these are other episodes than "
+            "those of a run without --randomize: do not mix the two tables")
+
+
+def draws_text(runs: Sequence[dict[str, Any]], scenario: str) -> str:
+    """``results.md``'s line of the episodes a randomized run drew in ``scenario``, one
+    per seed (every policy meets the same draw at a seed); empty when not randomized."""
+    from gridswarm_env.scenarios import drawn_text
+
+    by_seed = {r["seed"]: r["scenario_drawn"] for r in runs
+               if r["scenario"] == scenario and "scenario_drawn" in r}
+    if not by_seed:
+        return ""
+    return ("Episodes drawn (--randomize): " + "; ".join(
+        f"seed {s}: {drawn_text(by_seed[s])}" for s in sorted(by_seed)) + ".")
 
 
 def nonfinite_notes(nonfinite: Sequence[dict[str, Any]]) -> list[str]:
@@ -645,14 +678,22 @@ def _paired_text(summary_sc: dict[str, Any]) -> str:
 
 
 def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
-                   notes: list[str], counterfactual: dict[str, dict[str, Any]]) -> None:
-    """``results.md``: one KPI table per scenario, mean ± std over episodes."""
-    lines = ["# gridswarm evaluation", ""]
+                   notes: list[str], counterfactual: dict[str, dict[str, Any]], *,
+                   runs: Sequence[dict[str, Any]] = (), randomized: bool = False) -> None:
+    """``results.md``: one KPI table per scenario, mean ± std over episodes (with
+    ``randomized``, the title says so and each scenario lists the episodes ``runs``
+    drew)."""
+    title = "# gridswarm evaluation" + (
+        " — randomized scenarios (--randomize)" if randomized else "")
+    lines = [title, ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
     lines += [f"- note: {n}" for n in notes]
     lines.append("")
     for sc, per_policy in summary.items():
         lines += [f"## {sc}", ""]
+        draws = draws_text(runs, sc)
+        if draws:
+            lines += [draws, ""]
         cf = counterfactual.get(sc)
         if cf:
             lines += [f"No-DER counterfactual (shadow mode, seed {cf['seed']}): nadir "
@@ -781,7 +822,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
              n_agents: int = 100, out_dir: str | Path = "eval_out", *, trust: str = "ed25519",
              limits: str | Path | LimitsFile | None = None, progress: bool = True,
              notes: list[str] | None = None, counterfactual: bool = True,
-             crypto_threads: int | None = None) -> dict[str, Any]:
+             crypto_threads: int | None = None, randomize: bool = False) -> dict[str, Any]:
     """Run every policy x scenario x seed and write the outputs (module docstring).
 
     :param policies: names / model paths, or None for the defaults.
@@ -801,6 +842,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
     :param crypto_threads: ``EnvConfig.crypto_threads``, 1 to the cores this process may
         use (:func:`policies.cli_checks.max_crypto_threads`, as in ``demo.py``; None: 2
         with libsodium on 2+ cores, else 1; the results do not depend on it).
+    :param randomize: play every scenario randomized per episode (``--randomize``,
+        :func:`gridswarm_env.scenarios.randomized`).
     :returns: the ``results.json`` content.
     :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits,
         ``crypto_threads`` out of range, outputs that cannot be written), before any
@@ -810,11 +853,21 @@ def evaluate(policies: Sequence[str] | str | None = None,
     """
     import gridswarm_env
     from gridswarm_env.config import EnvConfig
+    from gridswarm_env.scenarios import RANDOMIZE_PRESET, randomized
     from policies import make_policy
     from policies.rollout import run_episode
 
     pols, scs, pol_notes, limits_obj, limits_sha256 = check_arguments(
         policies, scenarios, episodes, seed, n_agents, trust, limits)
+    if not isinstance(randomize, bool):
+        raise UsageError(f"randomize = {randomize!r}: expected True or False")
+
+    def scenario_of(name: str) -> Any:   # what the environments are given
+        return randomized(name) if randomize else name
+
+    def drawn(env: Any) -> dict[str, Any]:   # the episode's draw, recorded when randomized
+        return {"scenario_drawn": env.unwrapped.scenario.drawn_values()} if randomize else {}
+
     try:   # demo.py's rule: 1 to the cores this process may use
         env_config = EnvConfig(crypto_threads=check_crypto_threads(crypto_threads))
     except ValueError as exc:
@@ -870,6 +923,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "n_agents": n_agents, "trust": trust,
               "limits": None if limits is None else str(
                   limits.path if isinstance(limits, LimitsFile) else limits),
+              "scenario_randomization": dict(RANDOMIZE_PRESET) if randomize else None,
               "policy_details": {pol: policy_identity(pol, built[pol]) for pol in pols},
               "provenance": provenance(limits_sha256)}
     nonfinite: list[dict[str, Any]] = []     # episodes with NaN / inf KPIs
@@ -881,13 +935,13 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 current = f"no-DER baseline (shadow) / {sc} / seed {seed}"
                 if bar is not None:
                     bar.set_postfix_str(current)
-                env = gridswarm_env.parallel_env(scenario=sc, n_agents=n_agents, trust=trust,
-                                                 limits=limits_obj, shadow=True,
+                env = gridswarm_env.parallel_env(scenario=scenario_of(sc), n_agents=n_agents,
+                                                 trust=trust, limits=limits_obj, shadow=True,
                                                  config=env_config)
                 res = run_episode(env, make_policy("heuristic"), seed=seed, keep_substeps=True)
                 no_der[sc] = {"seed": seed, **{k: json_safe(res.metrics[k]) for k in (
                     "frequency_nadir_hz", "frequency_zenith_hz", "max_abs_deviation_hz",
-                    "seconds_outside_band", "max_rocof_hz_per_s")}}
+                    "seconds_outside_band", "max_rocof_hz_per_s")}, **drawn(env)}
                 if res.freq_substeps_hz is not None:
                     no_der_traces[sc] = res.freq_substeps_hz
                 env.close()
@@ -895,7 +949,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
                     bar.update(1)
             for pol in pols:
                 try:
-                    env = gridswarm_env.parallel_env(scenario=sc, n_agents=n_agents, trust=trust,
+                    env = gridswarm_env.parallel_env(scenario=scenario_of(sc),
+                                                     n_agents=n_agents, trust=trust,
                                                      limits=limits_obj, config=env_config)
                 except ValueError as exc:
                     raise UsageError(str(exc)) from None
@@ -917,7 +972,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
                                         for why in getattr(policy, "replan_failures", None) or ()]
                     metrics = json_safe(res.metrics)
                     runs.append({"policy": pol, "scenario": sc, "seed": s,
-                                 "n_agents": n_agents, "metrics": metrics})
+                                 "n_agents": n_agents, "metrics": metrics, **drawn(env)})
                     if e == 0 and res.freq_substeps_hz is not None:
                         traces[sc][pol] = res.freq_substeps_hz
                     for key, value in metrics.items():
@@ -970,6 +1025,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
                     "policy_warnings": policy_warnings},
     })
     header = {"policies": ", ".join(pols), "scenarios": ", ".join(scs),
+              "scenario randomization": randomization_text(config),
               "episodes": f"{episodes} per policy and scenario (seeds {seed}…{seed + episodes - 1})",
               "agents": n_agents, "trust": trust,
               "limits": limits_text(config),
@@ -979,7 +1035,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
     text = json.dumps(result, indent=1, allow_nan=False)
     writes = [("results.json", "the results (results.json)", lambda p: p.write_text(text)),
               ("results.md", "the results table (results.md)",
-               lambda p: write_markdown(p, summary, header, all_notes, no_der))]
+               lambda p: write_markdown(p, summary, header, all_notes, no_der,
+                                        runs=runs, randomized=randomize))]
     for sc in scs:
         if traces[sc]:
             writes.append((f"freq_{sc}.png", f"the frequency plot of {sc}",
@@ -1054,6 +1111,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS
+    from gridswarm_env.scenarios import randomize_text
 
     p = _Parser(prog="evaluate.py", description="Evaluate bidding policies across "
                 "scenarios and seeds; writes results.json, results.md, PNG plots and "
@@ -1088,6 +1146,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "cores this process may use; default: 2 on a machine with 2+ cores, "
                         "else 1; results are the same for any N; use 1 when other work "
                         "keeps the cores busy)")
+    p.add_argument("--randomize", action="store_true",
+                   help="randomize every scenario " + randomize_text().replace("%", "%%")
+                        + "; results.md's title and header say so (not comparable with a "
+                        "run without it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -1116,7 +1178,7 @@ def _main(argv: Sequence[str] | None) -> int:
         result = evaluate(pols, args.scenarios, args.episodes, args.seed, args.agents,
                           args.out, trust=args.trust, limits=limits,
                           progress=not args.no_progress, notes=notes,
-                          crypto_threads=args.crypto_threads)
+                          crypto_threads=args.crypto_threads, randomize=args.randomize)
     except UsageError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

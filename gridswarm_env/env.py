@@ -51,6 +51,18 @@ Episode End
 -----------
 No termination; truncation after ``scenario.episode_steps`` steps.
 
+Scenario randomization
+----------------------
+``base_scenario`` is the scenario given. When it has jitter
+(``Scenario.magnitude_jitter_frac`` or ``timing_jitter_s`` > 0), every ``reset`` draws
+the episode's ``scenario`` (``Scenario.draw_episode``) from a generator of its own,
+``SeedSequence(seed, spawn_key=(SCENARIO_SPAWN_KEY,))``, re-seeded with every
+``reset(seed=...)`` and continued by ``reset()`` without one: the fleet, noise, bus,
+nonce and contract-key streams are the same as without jitter, and without jitter
+nothing is drawn (``scenario is base_scenario``). The operator, the metrics, ``state()``,
+render and the oracle use the drawn ``scenario``; agents observe only the market signals
+(as without jitter).
+
 Arguments
 ---------
 ``scenario`` (name or :class:`Scenario`), ``n_agents``, ``trust`` ("ed25519" |
@@ -167,6 +179,17 @@ def _add_by_owner(target: np.ndarray, owners: list[int], values: list[float],
     return idx
 
 
+#: spawn key of the episode scenario's generator, ``SeedSequence(seed, spawn_key=(key,))``:
+#: no other stream of the environment or of the trainer's copies
+#: (``train.adapter.copy_seed_sequence``, keys 0..n_envs − 1) uses it.
+SCENARIO_SPAWN_KEY = 0x5CE7A210
+
+
+def _scenario_rng(seed: int | None) -> np.random.Generator:
+    """The generator episode scenarios are drawn from (see the module docstring)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SCENARIO_SPAWN_KEY,)))
+
+
 def _checked_seed(seed: Any) -> int | None:
     """``seed`` as a Python int (or None); raises ``ValueError`` for anything else."""
     if seed is None:
@@ -236,17 +259,22 @@ class GridSwarmEnv(ParallelEnv):
                 f"{NOMINAL_HZ:g} is supported (GridParams, GridModel and step_response "
                 "alone accept any nominal frequency)")
         self.config = cfg
-        self.scenario = get_scenario(scenario)
+        # the scenario given, and the one the current episode plays (drawn at reset when
+        # the base has jitter; the base itself until the first reset)
+        self.base_scenario = self.scenario = get_scenario(scenario)
         sc = self.scenario
-        if sc.reserve_target_mw > 0 and sc.has_event and not 2 * cfg.dt_s < sc.event_time_s:
+        earliest_s = sc.event_time_s - sc.timing_jitter_s   # the earliest trip it can draw
+        if sc.reserve_target_mw > 0 and sc.has_event and not 2 * cfg.dt_s < earliest_s:
             # reserve round r delivers from (r+1)·dt_s: reserve standing at the trip needs
             # a round whose window starts before it, and round 0 is cleared on bids made
             # before its signal can reach the agents
+            jitter = (f" (event_time_s {sc.event_time_s!r} − timing_jitter_s "
+                      f"{sc.timing_jitter_s!r})" if sc.timing_jitter_s else "")
             raise ValueError(
                 f"EnvConfig.dt_s = {cfg.dt_s!r} leaves scenario {sc.name!r} no reserve round "
-                f"its agents can answer before the event at {sc.event_time_s!r} s (round 1 "
-                f"delivers from 2·dt_s): use dt_s < {sc.event_time_s / 2:g} s, or a later "
-                "event_time_s")
+                f"its agents can answer before the event at {earliest_s!r} s{jitter} (round 1 "
+                f"delivers from 2·dt_s): use dt_s < {earliest_s / 2:g} s, or a later "
+                "event_time_s" + (" or a smaller timing_jitter_s" if jitter else ""))
         self.render_mode = render_mode
         self.limits = as_limits(limits)
         self.adversary = adversary
@@ -278,6 +306,7 @@ class GridSwarmEnv(ParallelEnv):
         self._state_space = spaces.Box(-np.inf, np.inf, (8 + 3 * cfg.n_agents,), np.float64)
         self._seed = seed
         self._np_random = np.random.default_rng(seed)
+        self._scenario_rng = _scenario_rng(seed)
         self.registry = self._contract_keys(seed)
         # one audit chain for the env's lifetime (streamed to a file, or in memory keeping
         # at most AUDIT_ENTRIES_IN_MEMORY entries); episodes start with "episode_start"
@@ -338,16 +367,19 @@ class GridSwarmEnv(ParallelEnv):
     # ------------------------------------------------------------------ reset
     def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-        cfg, sc = self.config, self.scenario
+        cfg = self.config
         if self._audit_closed is not None:
             raise RuntimeError(f"reset() after close(): {self._audit_closed}")
         if seed is not None:
             seed = _checked_seed(seed)
             self._np_random = np.random.default_rng(seed)
+            self._scenario_rng = _scenario_rng(seed)
             if seed != self._seed:
                 self._seed = seed
                 if self.config.contract_keys == "seeded":
                     self.registry = self._contract_keys(seed)
+        # the episode's scenario, from its own stream (no draw without jitter)
+        self.scenario = sc = self.base_scenario.draw_episode(self._scenario_rng)
         rng = self._np_random
         self._episode += 1
         self.rng = np.random.default_rng(rng.integers(2**63))
@@ -373,8 +405,10 @@ class GridSwarmEnv(ParallelEnv):
             audit=self.audit_log)
         self._ledger_at_reset = self.ledger.counters()
         self._audit_at_reset = self.audit_log.n_entries
+        # a drawn episode records what it drew (nothing is added without jitter)
+        drawn = {"drawn": sc.drawn_values()} if self.base_scenario.randomized else {}
         self.audit_log.append("episode_start", episode=self._episode, scenario=sc.name,
-                              n_agents=n, trust=cfg.trust, shadow=cfg.shadow)
+                              n_agents=n, trust=cfg.trust, shadow=cfg.shadow, **drawn)
         self._precompute_profiles(rng)
         self.metrics = MetricsAccumulator(
             costs=cfg.costs, dt_s=dt, physics_dt_s=cfg.grid.physics_dt_s,

@@ -19,6 +19,19 @@ error) and, after the event, knows the lost generation.
 
 Parameters can be overridden: ``get_scenario("price_spike", load_step_mw=120)``
 or from a TOML file (:func:`load_scenario_file`).
+
+Per-episode randomization (opt-in; off in the shipped scenarios): with
+``magnitude_jitter_frac = j_m`` and/or ``timing_jitter_s = j_t`` > 0 every ``reset``
+plays a scenario drawn by :meth:`Scenario.draw_episode` from four independent
+``u_i ~ U[−1, 1)``::
+
+    load_step_mw      · (1 + j_m · u_0)        contingency_mw · (1 + j_m · u_1)
+    load_step_start_s + j_t · u_2              event_time_s   + j_t · u_3
+
+(a time only moves when its disturbance exists). The ramps, the generation's delay
+after the load step, noise, solar path, price band, detection delay and the
+operator's ``reserve_target_mw`` (its procurement policy, not nature) stay as given.
+:data:`RANDOMIZE_PRESET` is the command lines' ``--randomize``.
 """
 
 from __future__ import annotations
@@ -46,6 +59,20 @@ from gridswarm_env.config import (
 
 PRODUCT_ENERGY = 0
 PRODUCT_RESERVE = 1
+
+#: the fields :meth:`Scenario.draw_episode` changes (recorded in the audit trail)
+EPISODE_DRAWN_FIELDS = ("load_step_mw", "load_step_start_s", "contingency_mw", "event_time_s")
+
+#: ``--randomize`` of ``evaluate.py``, ``python -m train`` and ``demo.py``: ±10 % on the
+#: load step and the trip, ±5 s on their times (an assumption of this project, not a
+#: sourced figure: wide enough that the timeline cannot be read off ``progress`` or the
+#: time of day — five market rounds either way — and that no two episodes price the same
+#: requirement). Every shipped scenario stays valid over the whole range: the load steps
+#: start at 20 s (15-25 s), the trip at 10 s (5-15 s: after round 1's delivery at
+#: 2·dt_s = 2 s, well inside the 120 s episode), and 121 MW / 110 MW stay far below the
+#: 850 MW base load. The emergency's 100 MW reserve target is kept (the operator's
+#: procurement, not nature): a trip above it leaves the rest to the energy rounds.
+RANDOMIZE_PRESET: dict[str, float] = {"magnitude_jitter_frac": 0.10, "timing_jitter_s": 5.0}
 
 
 @dataclass(frozen=True)
@@ -84,6 +111,18 @@ class Scenario:
         override of a scenario whose value was derived derives it again, so
         ``get_scenario("emergency", event_time_s=30)`` measures from 30 s; a value given
         explicitly is kept as given.
+    :param magnitude_jitter_frac: per-episode relative jitter ``j`` of the magnitudes, in
+        [0, 1): each episode scales ``load_step_mw`` and ``contingency_mw`` by independent
+        factors ``1 + U(−j, j)`` (:meth:`draw_episode`). 0 (the default) draws nothing.
+        ``(1 + j)·|load_step_mw|`` and ``(1 + j)·contingency_mw`` must stay below
+        ``base_load_mw``.
+    :param timing_jitter_s: per-episode jitter ``j`` of the disturbance times, s, >= 0:
+        each episode shifts ``load_step_start_s`` (when ``load_step_mw != 0``) and
+        ``event_time_s`` (when :attr:`has_event`) by independent ``U(−j, j)``. 0 (the
+        default) draws nothing. No time may move below 0: ``j <= load_step_start_s`` and
+        ``j <= event_time_s`` (the environment also needs ``event_time_s − j > 2·dt_s``
+        for a reserve round before the earliest trip). A derived ``disturbance_time_s``
+        follows the drawn times; an explicit one is kept.
     """
 
     name: str
@@ -109,6 +148,8 @@ class Scenario:
     reserve_target_mw: float = 0.0
     disturbance_time_s: float | None = None
     success: str = ""
+    magnitude_jitter_frac: float = 0.0
+    timing_jitter_s: float = 0.0
     # whether disturbance_time_s was derived (None given): overrides derive it again
     _disturbance_derived: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -164,6 +205,7 @@ class Scenario:
         if self.contingency_mw >= self.base_load_mw:
             raise ValueError(f"{owner}.contingency_mw = {self.contingency_mw!r}: must be < "
                              f"base_load_mw ({self.base_load_mw})")
+        self._check_jitter(owner)
         if self.disturbance_time_s is None:   # the first disturbance (see the docstring)
             times = [self.event_time_s] if self.has_event else []
             if self.load_step_mw != 0.0:
@@ -174,10 +216,70 @@ class Scenario:
             store(self, "disturbance_time_s", check_non_negative(
                 owner, "disturbance_time_s", self.disturbance_time_s))
 
+    def _check_jitter(self, owner: str) -> None:
+        """Validate the per-episode jitter: every scenario it can draw must be valid."""
+        store(self, "magnitude_jitter_frac", check_range(
+            owner, "magnitude_jitter_frac", self.magnitude_jitter_frac, 0.0, 1.0,
+            hi_open=True))
+        store(self, "timing_jitter_s",
+              check_non_negative(owner, "timing_jitter_s", self.timing_jitter_s))
+        top = 1.0 + self.magnitude_jitter_frac
+        for name in ("load_step_mw", "contingency_mw"):
+            size = abs(getattr(self, name))
+            if self.magnitude_jitter_frac > 0.0 and top * size >= self.base_load_mw:
+                limit = min(1.0, self.base_load_mw / size - 1.0)
+                raise ValueError(
+                    f"{owner}.magnitude_jitter_frac = {self.magnitude_jitter_frac!r}: lets "
+                    f"{name} ({getattr(self, name)!r}) reach {top * size:g} MW in size, which "
+                    f"must stay below base_load_mw ({self.base_load_mw!r}); allowed: 0 <= "
+                    f"magnitude_jitter_frac < {limit:g}")
+        j = self.timing_jitter_s
+        times = (("load_step_start_s", self.load_step_mw != 0.0, "load step"),
+                 ("event_time_s", self.has_event, "trip"))
+        for name, present, what in times:
+            if j > 0.0 and present and j > getattr(self, name):
+                raise ValueError(
+                    f"{owner}.timing_jitter_s = {j!r}: would move the {what} at {name} = "
+                    f"{getattr(self, name)!r} s before t = 0; allowed: 0 <= timing_jitter_s "
+                    f"<= {getattr(self, name)!r}")
+
     @property
     def has_event(self) -> bool:
         """True when a contingency happens inside the episode."""
         return self.contingency_mw > 0.0 and math.isfinite(self.event_time_s)
+
+    @property
+    def randomized(self) -> bool:
+        """True when episodes are drawn (:meth:`draw_episode`): some jitter is > 0."""
+        return self.magnitude_jitter_frac > 0.0 or self.timing_jitter_s > 0.0
+
+    def drawn_values(self) -> dict[str, float]:
+        """The values :meth:`draw_episode` sets (:data:`EPISODE_DRAWN_FIELDS`), by name."""
+        return {name: getattr(self, name) for name in EPISODE_DRAWN_FIELDS}
+
+    def draw_episode(self, rng: np.random.Generator) -> Scenario:
+        """One episode's scenario: the jittered magnitudes and times (module docstring).
+
+        Draws ``u = rng.uniform(−1, 1, 4)`` (always four numbers, whichever
+        disturbances exist) and returns the scenario with ``load_step_mw ·
+        (1 + j_m·u_0)``, ``contingency_mw · (1 + j_m·u_1)``, ``load_step_start_s +
+        j_t·u_2`` (only when ``load_step_mw != 0``) and ``event_time_s + j_t·u_3`` (only
+        when :attr:`has_event`), its own jitter 0 (a realisation, not a distribution).
+        Without jitter it returns ``self`` and draws nothing.
+        """
+        if not self.randomized:
+            return self
+        u = rng.uniform(-1.0, 1.0, 4)
+        j_m, j_t = self.magnitude_jitter_frac, self.timing_jitter_s
+        changes: dict[str, Any] = {
+            "load_step_mw": self.load_step_mw * (1.0 + j_m * float(u[0])),
+            "contingency_mw": self.contingency_mw * (1.0 + j_m * float(u[1])),
+            "magnitude_jitter_frac": 0.0, "timing_jitter_s": 0.0}
+        if self.load_step_mw != 0.0:   # j_t <= start (validated): max() only for rounding
+            changes["load_step_start_s"] = max(self.load_step_start_s + j_t * float(u[2]), 0.0)
+        if self.has_event:
+            changes["event_time_s"] = max(self.event_time_s + j_t * float(u[3]), 0.0)
+        return get_scenario(self, **changes)
 
     def price_levels_per_mwh(self, n_levels: int) -> np.ndarray:
         """The price of each price level: ``linspace(floor, cap, n_levels)``."""
@@ -346,6 +448,33 @@ def get_scenario(scenario: str | Scenario, **overrides: Any) -> Scenario:
     if base._disturbance_derived and "disturbance_time_s" not in overrides:
         overrides = {**overrides, "disturbance_time_s": None}   # derive it again
     return override(base, **overrides)
+
+
+def randomized(scenario: str | Scenario) -> Scenario:
+    """``scenario`` with :data:`RANDOMIZE_PRESET`: the command lines' ``--randomize``."""
+    return get_scenario(scenario, **RANDOMIZE_PRESET)
+
+
+def randomize_text(preset: dict[str, float] | None = None) -> str:
+    """What ``preset`` (default :data:`RANDOMIZE_PRESET`, ``--randomize``) does, in words."""
+    p = RANDOMIZE_PRESET if preset is None else preset
+    return (f"per episode, drawn from its seed: the load step and the trip x (1 ± "
+            f"{100 * p['magnitude_jitter_frac']:g} %), their times ± "
+            f"{p['timing_jitter_s']:g} s (uniform; Scenario.draw_episode)")
+
+
+def drawn_text(values: dict[str, Any]) -> str:
+    """One episode's draw (:meth:`Scenario.drawn_values`, ``None`` for no event as in
+    strict JSON) in words: ``load step +107.0 MW from 21.73 s``, ``trip 92.2 MW at
+    5.837 s``."""
+    parts = []
+    if values["load_step_mw"]:
+        parts.append(f"load step {values['load_step_mw']:+.1f} MW from "
+                     f"{values['load_step_start_s']:.2f} s")
+    event = values["event_time_s"]
+    if values["contingency_mw"] and event is not None and math.isfinite(event):
+        parts.append(f"trip {values['contingency_mw']:.1f} MW at {event:.3f} s")
+    return ", ".join(parts) or "no disturbance"
 
 
 def load_scenario_file(path: str | Path) -> Scenario:

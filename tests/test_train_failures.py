@@ -347,8 +347,9 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
     assert main([*base, "--run-name", "base", "--checkpoint-every", "300", "--eval-every",
                  "300", "--eval-seeds", "1", "--reward", "marginal", "--marginal-weight",
                  "0.5", "--reward-scale", "0.02", "--reward-clip", "5", "--limits",
-                 str(limits)]) == 0
-    want = {"scenario": "emergency", "n_agents": 5, "limits": str(limits.resolve()),
+                 str(limits), "--randomize"]) == 0
+    want = {"scenario": "emergency", "randomize": True, "n_agents": 5,
+            "limits": str(limits.resolve()),
             "limits_sha256": hashlib.sha256(limits.read_bytes()).hexdigest(),
             "reward": "marginal", "marginal_weight": 0.5, "reward_scale": 0.02,
             "reward_clip": 5.0}
@@ -371,7 +372,7 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
     assert main(["--resume", str(run / "model.zip"), "--timesteps", "300", "--no-progress",
                  "--checkpoint-every", "0", "--logdir", str(tmp_path), "--run-name", "new",
                  "--reward-scale", "0.05", "--marginal-weight", "0.5",
-                 "--scenario", "price_spike"]) == 0
+                 "--scenario", "price_spike", "--no-randomize"]) == 0
     err = without_notes(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith(f"{PROG}: warning: the reward differs")
     assert "--reward-scale 0.05 (the checkpoint's: 0.02)" in err[0]
@@ -380,7 +381,9 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
     assert record["config"]["reward_scale"] == 0.05 and record["config"]["reward"] == "marginal"
     assert record["changed_on_resume"] == {
         "scenario": {"checkpoint": "emergency", "now": "price_spike"},
+        "randomize": {"checkpoint": True, "now": False},
         "reward_scale": {"checkpoint": 0.02, "now": 0.05}}
+    assert record["scenario_randomization"] is None
     # the checkpoint's limits file gone: said before any work
     limits.unlink()
     with pytest.raises(SystemExit) as exc:

@@ -8,7 +8,8 @@ Examples::
 
 With ``--resume`` the PPO flags you do not pass keep the checkpoint's values; those
 you pass are applied (``--net-arch`` must equal the checkpoint's: the network's shape
-cannot change). So do the environment and reward flags (``--scenario``, ``--agents``,
+cannot change). So do the environment and reward flags (``--scenario``,
+``--randomize``/``--no-randomize``, ``--agents``,
 ``--limits``, ``--reward``, ``--marginal-weight``, ``--reward-scale``,
 ``--reward-clip``), which every saved model stores; a given reward flag that changes the
 checkpoint's reward is applied with a warning on stderr (its critic learned the old
@@ -48,7 +49,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gridswarm_env.config import TRUST_MODES
-from gridswarm_env.scenarios import scenario_names
+from gridswarm_env.scenarios import randomize_text, scenario_names
 from policies.cli_checks import OutputError, integer_type
 from train.config import REWARD_FIELDS, REWARD_MODES, TEACHERS, TrainConfig
 
@@ -71,7 +72,8 @@ PPO_FIELDS_WITHOUT_FLAG = ("gae_lambda", "vf_coef", "max_grad_norm")
 #: (flag destination, TrainConfig field) of the environment and reward flags
 #: (:data:`~train.config.ENV_FIELDS`): argparse default None ("not given"), filled from
 #: the checkpoint with --resume (when it stores them), else from DEFAULTS.
-ENV_FLAGS = (("scenario", "scenario"), ("agents", "n_agents"), ("limits", "limits"),
+ENV_FLAGS = (("scenario", "scenario"), ("randomize", "randomize"),
+             ("agents", "n_agents"), ("limits", "limits"),
              ("reward", "reward"), ("marginal_weight", "marginal_weight"),
              ("reward_scale", "reward_scale"), ("reward_clip", "reward_clip"))
 
@@ -132,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--scenario", default=None, choices=("all", *scenario_names()),
       help=_resume_help("scenario, or 'all' to mix them across episodes", DEFAULTS.scenario))
+    a("--randomize", action="store_const", const=True, default=None,
+      help=_resume_help("randomize every scenario " + randomize_text().replace("%", "%%")
+                        + ", in training and in the --eval-every evaluations", "off"))
+    a("--no-randomize", action="store_true",
+      help="play the fixed scenarios (for --resume of a model trained with --randomize)")
     a("--timesteps", type=_INT, default=DEFAULTS.total_timesteps,
       help="agent-steps to train in this run (default: %(default)s)")
     a("--logdir", default=DEFAULTS.logdir, help="parent of run directories (default: %(default)s)")
@@ -280,9 +287,24 @@ def check_resumed_limits(args: argparse.Namespace, config: TrainConfig,
 
 
 def given_env_settings(args: argparse.Namespace) -> dict:
-    """The environment and reward flags given on the command line, by field name."""
-    return {name: getattr(args, dest) for dest, name in ENV_FLAGS
-            if getattr(args, dest) is not None}
+    """The environment and reward flags given on the command line, by field name
+    (``--no-randomize`` gives ``randomize`` False)."""
+    given = {name: getattr(args, dest) for dest, name in ENV_FLAGS
+             if getattr(args, dest) is not None}
+    if getattr(args, "no_randomize", False):
+        given["randomize"] = False
+    return given
+
+
+def check_randomize_flags(args: argparse.Namespace) -> None:
+    """``--randomize`` and ``--no-randomize`` contradict each other.
+
+    :raises ValueError: both given (one line, naming both)."""
+    if args.randomize and getattr(args, "no_randomize", False):
+        raise ValueError("--randomize and --no-randomize: give one of them (--randomize "
+                         "draws every episode's scenario, --no-randomize plays the fixed "
+                         "scenarios; without either a new run plays the fixed ones and "
+                         "--resume keeps the checkpoint's choice)")
 
 
 def config_from_args(args: argparse.Namespace, argv: Sequence[str],
@@ -294,6 +316,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
     :param saved_env: the resumed model's environment settings (see :func:`env_settings`;
         a changed limits file is refused, :func:`check_resumed_limits`).
     """
+    check_randomize_flags(args)
     if args.bc_teacher is None:
         given = [f"{flag} {getattr(args, dest)}" for dest, flag in BC_FLAGS
                  if getattr(args, dest) is not None]

@@ -110,6 +110,7 @@ from gridswarm_env.config import (
     override,
 )
 from gridswarm_env.env import GridSwarmEnv
+from gridswarm_env.scenarios import randomized
 from policies.rollout import EVAL_SEEDS
 from train.config import REWARD_MODES, resolve_scenarios
 
@@ -185,6 +186,9 @@ class GridSwarmVecEnv(VecEnv):
 
     :param scenario: a scenario name, ``"all"`` or a sequence of names (mixed across
         episodes in a seeded cycle).
+    :param randomize: play every scenario randomized per episode
+        (:func:`gridswarm_env.scenarios.randomized`, ``--randomize``): each episode's
+        load step and trip are drawn from its seed.
     :param n_agents: agents per copy.
     :param n_envs: environment copies stacked (``num_envs = n_envs * n_agents``).
     :param trust: ``"hmac"`` (default here: fast) or ``"ed25519"``.
@@ -206,9 +210,13 @@ class GridSwarmVecEnv(VecEnv):
                  n_envs: int = 1, trust: str = "hmac", config: EnvConfig | None = None,
                  seed: int | None = None, reward: str = "env", marginal_weight: float = 1.0,
                  reward_scale: float = 1.0, reward_clip: float | None = None,
-                 limits: Any = None, render_mode: str | None = None) -> None:
+                 limits: Any = None, render_mode: str | None = None,
+                 randomize: bool = False) -> None:
         owner = type(self).__name__
         self.scenarios = resolve_scenarios(scenario)
+        if not isinstance(randomize, bool):
+            raise ValueError(f"{owner}.randomize = {randomize!r}: expected True or False")
+        self.randomize = randomize
         self.n_agents = check_int_at_least(owner, "n_agents", n_agents, 1)
         self.n_envs = check_int_at_least(owner, "n_envs", n_envs, 1)
         if seed is not None:
@@ -246,7 +254,8 @@ class GridSwarmVecEnv(VecEnv):
     # ------------------------------------------------------------------ helpers
     def _env(self, e: int, name: str) -> GridSwarmEnv:
         if name not in self._envs[e]:
-            raw = GridSwarmEnv(scenario=name, config=self.config, limits=self.limits,
+            raw = GridSwarmEnv(scenario=randomized(name) if self.randomize else name,
+                               config=self.config, limits=self.limits,
                                render_mode=self._render_mode)
             for attr_name, value in self._attrs[e].items():
                 setattr(raw, attr_name, value)

@@ -191,6 +191,8 @@ class SystemCostEvaluation(BaseCallback):
     :param best_path: save the model there whenever an evaluation is the best so far.
     :param stop_at_cost: stop training at the first evaluation whose cost is at most this.
     :param limits: kernel limits of the evaluation environments (as the training's).
+    :param randomize: evaluate on the randomized scenarios (as the training's,
+        ``--randomize``): each seed draws its episode, the heuristic's reference too.
     :param reference: per-scenario reference costs on these seeds (None: the heuristic's,
         measured at the first evaluation; a caller that has them passes them).
     :param echo: called with one line per evaluation (:meth:`line`; ``python -m train``
@@ -203,16 +205,17 @@ class SystemCostEvaluation(BaseCallback):
                  best_path: str | Path | None = None, stop_at_cost: float | None = None,
                  verbose: int = 0, limits: Any = None,
                  echo: Callable[[str], None] | None = None,
-                 reference: dict[str, float] | None = None) -> None:
+                 reference: dict[str, float] | None = None, randomize: bool = False) -> None:
         super().__init__(verbose)
         owner = type(self).__name__
         every = check_int_at_least(owner, "every", every, 1)
         n_seeds = check_eval_seeds(owner, "n_seeds", n_seeds)
         self.echo = echo
         from gridswarm_env.env import GridSwarmEnv
+        from gridswarm_env.scenarios import randomized
 
-        self.envs = {name: GridSwarmEnv(scenario=name, n_agents=n_agents, trust="hmac",
-                                        limits=limits)
+        self.envs = {name: GridSwarmEnv(scenario=randomized(name) if randomize else name,
+                                        n_agents=n_agents, trust="hmac", limits=limits)
                      for name in scenarios}
         self.every = every
         self.seeds = [EVAL_SEED_BASE + k for k in range(n_seeds)]

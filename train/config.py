@@ -55,8 +55,8 @@ EVAL_SEEDS_WHY = ("the seeds 10,000 + k must stay among the evaluation seeds, 0.
 #: them (:meth:`TrainConfig.env_settings`), and ``python -m train --resume`` takes them
 #: from the checkpoint for every flag not given (``limits_sha256``, which has no flag, is
 #: checked instead: a resume on the checkpoint's limits file refuses other bytes).
-ENV_FIELDS = ("scenario", "n_agents", "limits", "limits_sha256", "reward", "marginal_weight",
-              "reward_scale", "reward_clip")
+ENV_FIELDS = ("scenario", "randomize", "n_agents", "limits", "limits_sha256", "reward",
+              "marginal_weight", "reward_scale", "reward_clip")
 #: the subset of :data:`ENV_FIELDS` that defines the reward (a resumed model's critic
 #: has learned its values): ``python -m train`` warns when a resume changes one.
 REWARD_FIELDS = ("reward", "marginal_weight", "reward_scale", "reward_clip")
@@ -104,6 +104,11 @@ class TrainConfig:
 
     :param scenario: a scenario name or ``"all"`` (mixed across episodes in a seeded
         cycle, see :class:`~train.adapter.GridSwarmVecEnv`).
+    :param randomize: play every scenario randomized per episode
+        (:data:`gridswarm_env.scenarios.RANDOMIZE_PRESET`, ``--randomize``: the load step
+        and the trip x (1 ± 10 %), their times ± 5 s, drawn from the episode's seed), in
+        training and in the ``eval_every`` evaluations (the heuristic's reference costs
+        too); False: the fixed scenarios.
     :param total_timesteps: PPO agent-steps to train for in this run (with ``resume``:
         on top of the loaded model's count, SB3's ``reset_num_timesteps=False``); 0 =
         behaviour cloning only (needs ``bc_teacher``).
@@ -190,6 +195,7 @@ class TrainConfig:
     """
 
     scenario: str = "all"
+    randomize: bool = False
     total_timesteps: int = 1_000_000
     n_agents: int = 100
     n_envs: int = 1
@@ -235,6 +241,8 @@ class TrainConfig:
         resolve_scenarios(self.scenario)
         if not isinstance(self.scenario, str):
             raise ValueError(f"{owner}.scenario = {self.scenario!r}: expected a name or 'all'")
+        if not isinstance(self.randomize, bool):
+            raise ValueError(f"{owner}.randomize = {self.randomize!r}: expected True or False")
         check_int_at_least(owner, "total_timesteps", self.total_timesteps, 0)
         if self.total_timesteps == 0 and self.bc_teacher is None:
             raise ValueError(f"{owner}.total_timesteps = 0: allowed only with bc_teacher "

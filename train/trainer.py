@@ -54,7 +54,7 @@ def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
                            trust=config.trust, seed=config.seed, reward=config.reward,
                            marginal_weight=config.marginal_weight,
                            reward_scale=config.reward_scale, reward_clip=config.reward_clip,
-                           limits=config.kernel_limits())
+                           limits=config.kernel_limits(), randomize=config.randomize)
 
 
 #: SB3's default ``stats_window_size``: slot episodes ``rollout/ep_rew_mean`` averages
@@ -304,7 +304,8 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
     try:   # a Ctrl-C while the run is set up: say what (little) was written
         venv = make_venv(config)
         record: dict[str, Any] = {"config": _config_dict(config), "run_name": run_name,
-                                  "run_dir": str(run_dir), "command": config.command}
+                                  "run_dir": str(run_dir), "command": config.command,
+                                  "scenario_randomization": _randomization(config)}
         if config.resume:
             changes = {name: getattr(config, name) for name in RESUMABLE_FIELDS}
             changes["batch_size"] = min(config.batch_size, config.n_steps * venv.num_envs)
@@ -368,7 +369,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             evaluation = SystemCostEvaluation(
                 venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
                 best_path=run_dir / "best_model.zip", limits=config.kernel_limits(),
-                echo=lambda line: print(line, flush=True))
+                echo=lambda line: print(line, flush=True), randomize=config.randomize)
             all_callbacks.append(evaluation)
         if config.checkpoint_every:
             all_callbacks.append(AtomicCheckpointCallback(
@@ -679,6 +680,16 @@ def replace_atomically(path: Path, write) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _randomization(config: TrainConfig) -> dict[str, Any] | None:
+    """The record's ``scenario_randomization``: the preset ``--randomize`` applied, in
+    numbers and words, or None (the fixed scenarios)."""
+    from gridswarm_env.scenarios import RANDOMIZE_PRESET, randomize_text
+
+    if not config.randomize:
+        return None
+    return {**RANDOMIZE_PRESET, "text": randomize_text()}
 
 
 def _config_dict(config: TrainConfig) -> dict[str, Any]:
