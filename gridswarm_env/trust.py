@@ -2390,6 +2390,7 @@ _HEAD_MESSAGE_PREFIX_V2 = b"gridswarm-audit-head-v2\x00"
 _HEAD_MESSAGE_PREFIX_V1 = b"gridswarm-audit-head-v1\x00"
 _ENTRY_KEYS = frozenset({"index", "kind", "fields", "prev_hash", "hash"})
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_LOWER_HEX = re.compile(r"[0-9a-f]*\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -3061,11 +3062,21 @@ def _check_head_signature(
     try:
         covered = fields["covered_entries"]
         head = fields["head_hash"]
-        signature = bytes.fromhex(fields["signature"])
+        signature_hex = fields["signature"]
         scheme = fields["scheme"]
         identity = fields["identity"]
-    except (KeyError, TypeError, ValueError):
+    except KeyError:
         return False, "its fields are incomplete"
+    if public_key is not None and scheme != "ed25519":
+        return False, (
+            f"its scheme is {scheme!r}; the given Ed25519 public key checks only 'ed25519' "
+            "heads (a log written in hmac mode is checked in process with "
+            "AuditLog.verify(registry=...); otherwise the scheme was edited)"
+        )
+    problem = _signature_text_problem(signature_hex, scheme)
+    if problem is not None:
+        return False, problem
+    signature = bytes.fromhex(signature_hex)
     if type(covered) is not int or type(head) is not str:   # 1.0 == 1 would pass below
         return False, "its covered_entries or head_hash has the wrong type"
     if "final" in fields and type(fields["final"]) is not bool:   # 1 == True
@@ -3086,12 +3097,6 @@ def _check_head_signature(
         return False, _v1_detail(
             registry.verify_signature(identity, _head_message_v1(covered, head), signature),
             f"its signature by {identity!r} does not verify")
-    if public_key is not None and scheme != "ed25519":
-        return False, (
-            f"its scheme is {scheme!r}; the given Ed25519 public key checks only 'ed25519' "
-            "heads (a log written in hmac mode is checked in process with "
-            "AuditLog.verify(registry=...); otherwise the scheme was edited)"
-        )
     if public_key is not None:
         try:
             key = Ed25519PublicKey.from_public_bytes(public_key)
@@ -3109,6 +3114,28 @@ def _check_head_signature(
                 v1, "its Ed25519 signature does not verify with the given public key")
         return True, "Ed25519 signature"
     return None, "not checkable without a key"
+
+
+def _signature_text_problem(signature_hex: Any, scheme: Any) -> str | None:
+    """Why a head's ``signature`` field is not the text :meth:`AuditLog.sign_head`
+    writes, or None.
+
+    The writer writes ``signature.hex()``: exactly ``2 * signature_length(scheme)``
+    lowercase hex digits (128 for Ed25519, 64 for HMAC-SHA256). The text is not part
+    of the signed bytes and the entry hash is unkeyed, so any other spelling of the
+    same bytes (upper case, spaces, which ``bytes.fromhex`` accepts) would give a
+    head entry, and a chain head, the writer never wrote; it is refused.
+    """
+    if type(scheme) is not str or scheme not in _SIGNATURE_LENGTH:
+        return f"its scheme is {scheme!r}; expected one of {list(TRUST_MODES)}"
+    digits = 2 * _SIGNATURE_LENGTH[scheme]
+    if type(signature_hex) is not str or not _LOWER_HEX.match(signature_hex) \
+            or len(signature_hex) != digits:
+        shown = (f"{signature_hex[:16]!r}... ({len(signature_hex)} characters)"
+                 if type(signature_hex) is str and len(signature_hex) > 16 else repr(signature_hex))
+        return (f"its signature is {shown}; expected exactly {digits} lowercase hex digits "
+                f"(a {scheme} signature as the log writes it)")
+    return None
 
 
 def _v1_detail(v1_valid: bool, detail: str) -> str:

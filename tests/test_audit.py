@@ -445,10 +445,59 @@ def test_a_signed_head_whose_scheme_was_edited_is_altered(tmp_path, registry):
     entries[-1]["fields"]["scheme"] = "hmac"
     entries[-1]["hash"] = reference_hash(entries[-1])
     write(path, entries)
-    assert verdict(path)[0]   # self-consistent without a key
+    # without a key: its 128-digit (Ed25519) signature is no HMAC-SHA256 tag's text
+    assert verdict(path) == (False, 6, "altered")
     result = verify_audit_file(path, public_key=registry.public_key_bytes("operator"))
     assert (result.ok, result.index, result.problem) == (False, 6, "altered")
     assert "scheme is 'hmac'" in result.message
+
+
+def _respell(signature_hex: str, spelling: str) -> object:
+    if spelling == "upper":
+        return signature_hex.upper()
+    if spelling == "spaced":
+        return " ".join(signature_hex[i:i + 2] for i in range(0, len(signature_hex), 2))
+    if spelling == "trailing_space":
+        return signature_hex + " "
+    if spelling == "short":
+        return signature_hex[:-2]
+    if spelling == "doubled":
+        return signature_hex + signature_hex
+    return list(bytes.fromhex(signature_hex))   # "list": the bytes as a JSON array
+
+
+@pytest.mark.parametrize("spelling", ["upper", "spaced", "trailing_space", "short", "doubled",
+                                      "list"])
+@pytest.mark.parametrize("mode", ["ed25519", "hmac"])
+def test_the_closing_heads_signature_text_must_be_as_written(tmp_path, spelling, mode):
+    """Security finding: the signature text is not in the signed bytes and the entry
+    hash is unkeyed, and ``bytes.fromhex`` accepts upper case and spaces, so the last
+    head's signature could be re-spelled and only the last hash recomputed: verify
+    --public-key still said OK/closed, with a chain head the writer never wrote. Only
+    the writer's spelling (2 * signature length lowercase hex digits) is accepted."""
+    keys = IdentityRegistry(["der_0"], mode=mode, seed=11)
+    path = tmp_path / "signed.jsonl"
+    log = write_chain(path, n=6, registry=keys, sign_every=3)
+    assert log.verify(registry=keys).ok
+    # an hmac head is checkable only in process (where the kept hashes show the edit
+    # first); from the file: its text, without a key
+    checks = [{}, {"public_key": keys.public_key_bytes("operator")}] if mode == "ed25519" \
+        else [{}]
+    assert all(verdict(path, **kwargs) == (True, None, None) for kwargs in checks)
+    entries = read(path)
+    fields = entries[-1]["fields"]
+    assert len(fields["signature"]) == {"ed25519": 128, "hmac": 64}[mode]
+    fields["signature"] = _respell(fields["signature"], spelling)
+    entries[-1]["hash"] = reference_hash(entries[-1])
+    write(path, entries)
+    for kwargs in checks:
+        result = verify_audit_file(path, **kwargs)
+        assert (result.ok, result.index, result.problem) == (False, 7, "altered"), kwargs
+        digits = {"ed25519": 128, "hmac": 64}[mode]
+        assert f"expected exactly {digits} lowercase hex digits" in result.message
+    if mode == "ed25519":
+        key_hex = keys.public_key_bytes("operator").hex()
+        assert main(["verify", str(path), "--public-key", key_hex]) == EXIT_BROKEN
 
 
 @pytest.mark.parametrize("edit", ["identity", "added_field", "public_key", "removed_field"])
