@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from gridswarm_env import audit as audit_cli
-from gridswarm_env.audit import EXIT_BROKEN, EXIT_OK, KEY_SOURCE, format_verdict, main
+from gridswarm_env.audit import (
+    EXIT_BROKEN,
+    EXIT_OK,
+    KEY_SOURCE,
+    NO_KEY_SCOPE,
+    format_verdict,
+    main,
+)
 from gridswarm_env.trust import (
     AUDIT_PROBLEMS,
     GENESIS_HASH,
@@ -591,6 +598,33 @@ def test_a_head_signed_by_an_agent_does_not_vouch_for_the_log(tmp_path):
     log.close()
 
 
+def test_ok_line_without_a_key_does_not_claim_more_than_self_consistency(
+        tmp_path, registry, capsys):
+    """Security finding: without ``--public-key`` a middle entry edited and every later
+    hash and head field recomputed passed (exit 0, as it must: the hashes are unkeyed),
+    but the OK line said only that a cut tail could not be detected, and counted the
+    heads it never checked as "signed Ed25519 head(s)"."""
+    path = tmp_path / "signed.jsonl"
+    write_chain(path, n=9, registry=registry, sign_every=3)
+    entries = read(path)
+    entries[4]["fields"]["power_mw"] = 1e6
+    prev = GENESIS_HASH
+    for index, entry in enumerate(entries):   # an attacker without the key
+        entry["prev_hash"] = prev
+        if entry["kind"] == "head_signed":
+            entry["fields"].update(covered_entries=index, head_hash=prev)
+        entry["hash"] = prev = reference_hash(entry)
+    write(path, entries)
+    assert main(["verify", str(path)]) == EXIT_OK
+    out = capsys.readouterr().out.strip()
+    assert f"hash chain self-consistent only: {NO_KEY_SCOPE}" in out
+    assert "anyone can edit an entry and recompute the hashes after it, or cut the tail" in out
+    assert "hash chain intact" not in out and "signed Ed25519" not in out
+    assert "3 Ed25519 head(s), present but unchecked" in out
+    key = registry.public_key_bytes("operator")
+    assert verdict(path, public_key=key) == (False, 7, "altered")   # the next head
+
+
 def test_ok_line_counts_hmac_signed_heads(tmp_path, capsys):
     """Review: a file whose head is HMAC-signed was reported as having "no signed head
     … an hmac-mode file has none"."""
@@ -607,9 +641,9 @@ def test_ok_line_counts_hmac_signed_heads(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no signed head" not in out and "has none" not in out
     assert out.rstrip().endswith(
-        "hash chain intact, but a cut tail cannot be detected here: the file has no "
-        "Ed25519-signed head, only 2 HMAC-signed head(s), checkable only with the HMAC key "
-        "in the process that wrote the file (AuditLog.verify(registry=...))")
+        "the file has no Ed25519 head, only 2 HMAC head(s), present but unchecked "
+        "(checkable only with the HMAC key in the process that wrote the file: "
+        "AuditLog.verify(registry=...))")
 
 
 # --------------------------------------------------------------------------- in-process checks and memory
@@ -683,11 +717,11 @@ def test_cli_ok_and_broken(chain):
     ok = run_cli("verify", str(chain))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == (
-        f"OK: {N} entries, head {head}; hash chain intact, but a cut tail cannot be "
-        "detected: the file has no signed head (an ed25519-mode file whose last head was "
-        f"cut off looks like this; --public-key HEX reveals that, HEX being the operator's "
+        f"OK: {N} entries, head {head}; hash chain self-consistent only: {NO_KEY_SCOPE}; "
+        "the file has no signed head (an ed25519-mode file whose heads were cut off or "
+        "removed looks like this; --public-key HEX reveals that, HEX being the operator's "
         f"audit key, {KEY_SOURCE}; an hmac-mode environment signs no heads, and only the "
-        "process that wrote the file can detect a cut tail)"
+        "process that wrote the file can detect such edits)"
     )
 
     entries = read(chain)
@@ -782,9 +816,9 @@ def test_format_verdict():
         "episode count too (episode_start entries: 4)")
     assert format_verdict(
         AuditVerification(True, None, None, "3 entries, head ab", 3, "ab", 1)
-    ) == ("OK: 3 entries, head ab; hash chain intact, but a cut tail cannot be detected "
-          "without --public-key HEX (the file has 1 signed Ed25519 head(s); HEX is the "
-          f"operator's audit key, {KEY_SOURCE})")
+    ) == (f"OK: 3 entries, head ab; hash chain self-consistent only: {NO_KEY_SCOPE}; the file "
+          "has 1 Ed25519 head(s), present but unchecked: --public-key HEX checks them and "
+          f"the file's end (HEX is the operator's audit key, {KEY_SOURCE})")
     assert format_verdict(AuditVerification(True, None, None, "0 entries", 0, None)).startswith(
         "BROKEN: no entries (the file is empty"
     )
@@ -793,11 +827,12 @@ def test_format_verdict():
     ).startswith("BROKEN: no entries (the file is empty")
     mixed = AuditVerification(True, None, None, "3 entries, head ab", 3, "ab", 1, 2, True)
     assert format_verdict(mixed).endswith(
-        f"{KEY_SOURCE}); it also has 2 HMAC-signed head(s), checkable only with the HMAC "
-        "key in the process that wrote the file (AuditLog.verify(registry=...))")
+        f"{KEY_SOURCE}); it also has 2 HMAC head(s), present but unchecked (checkable only "
+        "with the HMAC key in the process that wrote the file: AuditLog.verify(registry=...))")
     assert format_verdict(mixed, public_key_given=True) == (
-        f"{closing}); the file also has 2 HMAC-signed head(s), checkable only with the HMAC "
-        "key in the process that wrote the file (AuditLog.verify(registry=...))")
+        f"{closing}); the file also has 2 HMAC head(s), present but unchecked (checkable "
+        "only with the HMAC key in the process that wrote the file: "
+        "AuditLog.verify(registry=...))")
     broken = AuditVerification(
         False, 4, "removed", "removed at entry 4: entries 4..5 are missing", 4, "cd"
     )
@@ -844,7 +879,7 @@ def test_env_file_ends_with_a_signed_head_that_catches_a_cut_tail(tmp_path, caps
     capsys.readouterr()
     assert main(["verify", str(path)]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "but a cut tail cannot be detected" in out and "--public-key HEX" in out
+    assert f"self-consistent only: {NO_KEY_SCOPE}" in out and "--public-key HEX" in out
     assert "operator_public_key_hex()" in out
     assert main(["verify", str(path), "--public-key", key]) == EXIT_BROKEN
     assert verdict(path, public_key=bytes.fromhex(key))[2] == "truncated"
@@ -888,8 +923,8 @@ def test_audit_head_key_is_not_derived_from_the_seed_and_spans_seeds(tmp_path, c
     write(path, read(path)[:-1])
     capsys.readouterr()
     assert main(["verify", str(path)]) == EXIT_OK
-    assert ("but a cut tail cannot be detected without --public-key HEX (the file has 2 "
-            "signed Ed25519 head(s)") in capsys.readouterr().out
+    assert ("the file has 2 Ed25519 head(s), present but unchecked: --public-key HEX checks "
+            "them and the file's end") in capsys.readouterr().out
     assert main(["verify", str(path), "--public-key", key]) == EXIT_BROKEN
     assert "truncated" in capsys.readouterr().out
     write(path, [*read(path), heads[-1]])
