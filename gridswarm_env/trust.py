@@ -115,6 +115,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import threading
 from collections import deque
@@ -2626,20 +2627,66 @@ def check_new_audit_file(path: str | os.PathLike[str], label: str) -> None:
     if p.is_dir():
         raise ValueError(f"{label} {str(path)!r} is a directory; expected a file path")
     if p.is_file() and p.stat().st_size > 0:
-        raise ValueError(f"{label} {str(path)!r} already exists ({p.stat().st_size:,} bytes): "
-                         "an audit trail is never overwritten; choose a new path or remove "
-                         "the old file")
+        raise _existing_audit_file(path, label, p.stat().st_size)
+
+
+def _existing_audit_file(path: str | os.PathLike[str], label: str, size: int) -> ValueError:
+    return ValueError(f"{label} {str(path)!r} already exists ({size:,} bytes): an audit trail "
+                      "is never overwritten (only a new path or an existing empty file is "
+                      "allowed); choose a new path or remove the old file")
+
+
+def _open_new_audit_file(path: Path) -> Any:
+    """Open ``path`` to write a new chain without ever destroying an existing file.
+
+    The file is created exclusively (``open(path, "x")``: ``O_CREAT | O_EXCL``). An
+    existing file is opened without truncating it (``O_WRONLY | O_APPEND``) and kept only
+    when that same handle shows an empty regular file (``os.fstat``: size 0, e.g. made by
+    ``touch``), as :func:`check_new_audit_file` allows; anything else is closed untouched
+    and refused. The check and the writes use one handle, so no other writer's bytes can
+    be truncated between them (with ``O_APPEND`` they would only precede the chain, which
+    the verifier then reports).
+
+    :raises ValueError: for an existing non-empty file or something that is no regular
+        file (a directory), naming the path, what exists and what is allowed.
+    :raises OSError: when the file cannot be created or opened (permissions, missing
+        directory).
+    """
+    label = "AuditLog path"
+    try:
+        return open(path, "x", encoding="ascii", newline="\n")
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except IsADirectoryError:
+        raise ValueError(f"{label} {str(path)!r} is a directory; expected a file path") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{label} {str(path)!r} exists and is no regular file; expected "
+                             "a new file path or an existing empty file")
+        if info.st_size > 0:
+            raise _existing_audit_file(path, label, info.st_size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "a", encoding="ascii", newline="\n")
 
 
 class AuditLog:
     """Append-only SHA-256 hash chain of audit entries, optionally streamed as JSONL.
 
-    :param path: JSONL file to write (created or truncated); None = memory only.
+    :param path: JSONL file to write, created exclusively; an existing file is never
+        overwritten: it is refused unless it is empty (see :func:`_open_new_audit_file`);
+        None = memory only.
     :param keep_entries: keep entries in memory (False: only the head hash and count).
     :param max_entries_in_memory: keep at most this many recent entries (None = all).
     :param flush_each_append: flush the file after every append (default: buffered;
         call :meth:`flush` or :meth:`close`, or use the log as a context manager).
-    :raises ValueError: for a bad ``max_entries_in_memory``.
+    :raises ValueError: for a bad ``max_entries_in_memory``, or a ``path`` that exists
+        and is not an empty regular file.
+    :raises OSError: when ``path`` cannot be created or opened.
 
     Memory is bounded whenever ``keep_entries=False`` or ``max_entries_in_memory``
     is set: the log then holds the head (index and hash), the retained window and
@@ -2684,9 +2731,7 @@ class AuditLog:
         self._head_hash = GENESIS_HASH
         self._n_entries = 0
         self._closing_head_signed = False
-        self._file = (
-            None if self._path is None else open(self._path, "w", encoding="ascii", newline="\n")
-        )
+        self._file = None if self._path is None else _open_new_audit_file(self._path)
 
     # -- state
     @property

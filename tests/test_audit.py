@@ -417,6 +417,7 @@ def test_full_rewrite_detected_only_by_signature(tmp_path, registry):
     key = registry.public_key_bytes("operator")
     assert verdict(path, public_key=key) == (False, 6, "altered")
     other = IdentityRegistry(["x"], seed=12).public_key_bytes("operator")
+    path.unlink()   # AuditLog never overwrites a file
     write_chain(path, n=6, registry=registry, sign_every=6)
     assert verdict(path, public_key=other) == (False, 6, "altered")
 
@@ -998,6 +999,52 @@ def test_an_environment_never_overwrites_an_existing_audit_trail(tmp_path):
     empty = tmp_path / "touched.jsonl"
     empty.touch()
     gridswarm_env.parallel_env(n_agents=3, trust="hmac", audit_path=str(empty)).close()
+
+
+def test_an_audit_log_never_empties_an_existing_file(tmp_path):
+    """Security finding: ``AuditLog(path)`` opened its file with "w", so any caller but
+    the environment (whose check ran before, separately: a race) emptied an existing
+    trail. It creates the file exclusively; an existing file is kept only if empty."""
+    trail = tmp_path / "trail.jsonl"
+    write_chain(trail, n=3)
+    kept = trail.read_bytes()
+    with pytest.raises(ValueError, match=r"AuditLog path '.*trail.jsonl' already exists "
+                       r"\(\d+ bytes\): an audit trail is never overwritten \(only a new path "
+                       r"or an existing empty file is allowed\)"):
+        AuditLog(trail)
+    assert trail.read_bytes() == kept
+    with pytest.raises(ValueError, match="is a directory; expected a file path"):
+        AuditLog(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        AuditLog(tmp_path / "missing" / "a.jsonl")
+    empty = tmp_path / "touched.jsonl"   # README: an existing empty file is fine
+    empty.touch()
+    write_chain(empty, n=3)
+    assert verdict(empty) == (True, None, None) and len(read(empty)) == 3
+    fresh = tmp_path / "fresh.jsonl"
+    write_chain(fresh, n=3)
+    assert fresh.read_bytes() == empty.read_bytes()
+
+
+def test_an_environment_loses_no_trail_written_after_its_path_check(tmp_path, monkeypatch):
+    """The environment checks its audit path before it opens it; a file that appears
+    in between (another writer winning the race) is refused, not emptied."""
+    import importlib
+
+    import gridswarm_env
+
+    env_module = importlib.import_module("gridswarm_env.env")   # not the env() function
+    trail = tmp_path / "trail.jsonl"
+    check = env_module.check_new_audit_file
+
+    def check_then_lose_the_race(path, label):
+        check(path, label)
+        trail.write_text("another writer's entry\n")
+
+    monkeypatch.setattr(env_module, "check_new_audit_file", check_then_lose_the_race)
+    with pytest.raises(ValueError, match="already exists .*never overwritten"):
+        gridswarm_env.parallel_env(n_agents=3, trust="hmac", audit_path=str(trail))
+    assert trail.read_text() == "another writer's entry\n"
 
 
 # --- boundaries a mutation audit found unpinned: the writer's own verdict, forged lines
