@@ -162,6 +162,7 @@ __all__ = [
     "RejectReason",
     "SignedContract",
     "UnknownIdentityError",
+    "contracts_digest",
     "default_ed25519_backend",
     "derive_key_bytes",
     "signature_length",
@@ -1147,6 +1148,42 @@ _MALFORMED_ERRORS = (
 )
 
 
+#: the length prefix of each encoding in a ``contracts_sha256`` digest (u32, big-endian)
+_ENCODING_LENGTH = struct.Struct(">I")
+
+
+def _encodings_digest(encodings: Iterable[bytes]) -> str:
+    """``SHA-256(‖ u32be(len(e)) ‖ e)`` over ``encodings`` in order, hex (one hash call)."""
+    pack = _ENCODING_LENGTH.pack
+    return sha256(b"".join([pack(len(e)) + e for e in encodings])).hexdigest()
+
+
+def contracts_digest(contracts: Iterable[Contract | SignedContract]) -> str:
+    """The ``contracts_sha256`` a ``contract_signed`` audit entry records for a batch.
+
+    ``contracts_sha256 = SHA-256(u32be(len(E_1)) ‖ E_1 ‖ … ‖ u32be(len(E_n)) ‖ E_n)``,
+    hex, where ``E_i = contracts[i].canonical_bytes()`` (:meth:`Contract.canonical_bytes`:
+    the exact bytes both parties signed) in the order of the entry's ``contract_ids``
+    and ``u32be`` is a 4-byte big-endian length, so the concatenation is unambiguous.
+    An auditor holding the contracts recomputes it and compares: a contract whose
+    terms (power, price, window, nonce, ...) differ from what was signed gives another
+    digest.
+
+    :param contracts: the batch's contracts (:class:`Contract` or :class:`SignedContract`,
+        exactly these classes), in the entry's ``contract_ids`` order.
+    :return: 64 lowercase hex digits.
+    :raises TypeError: naming the position of anything else.
+    """
+    encodings = []
+    for position, item in enumerate(contracts):
+        contract = item.contract if type(item) is SignedContract else item
+        if type(contract) is not Contract:
+            raise TypeError(f"contracts[{position}] is {type(item).__name__}; expected a "
+                            "Contract or SignedContract")
+        encodings.append(contract.canonical_bytes())
+    return _encodings_digest(encodings)
+
+
 class ContractLedger:
     """The operator's contract pipeline: issue (sign + countersign) and verify.
 
@@ -1155,7 +1192,9 @@ class ContractLedger:
         The ledger draws from it ahead of use, in blocks (see :meth:`_random_bytes`):
         give it a generator of its own.
     :param audit: optional :class:`AuditLog`; ``issue`` writes one
-        ``contract_signed`` entry per batch, ``verify_batch`` one ``contract_verified``
+        ``contract_signed`` entry per batch (``contract_ids``, ``count``, ``product``,
+        ``round_index``, the window and ``contracts_sha256``: what was signed, see
+        :func:`contracts_digest`), ``verify_batch`` one ``contract_verified``
         and one ``contract_rejected`` entry per batch (when non-empty), ``verify`` one
         entry per contract.
     :param tolerance_s: a contract is valid from ``window_start_s - tolerance_s``
@@ -1359,7 +1398,10 @@ class ContractLedger:
 
         Contract ids are ``c-<round_index>-<agent_id>-<counter>`` with a ledger-wide
         counter; nonces are the epoch tag + 12 bytes from the ledger's generator, so
-        the output is deterministic for a seed.
+        the output is deterministic for a seed. With an audit log, one
+        ``contract_signed`` entry records the batch, its ``contracts_sha256`` equal to
+        :func:`contracts_digest` of the returned contracts (computed from the bytes just
+        signed: one SHA-256 call per batch).
 
         :param round_index: market round (non-negative int).
         :param agent_indices: int array ``(n,)``, positions in ``registry.agent_ids``.
@@ -1508,6 +1550,9 @@ class ContractLedger:
         self._signed += n
         audit = self._audit
         if audit is not None:
+            # contracts_digest over the signed bytes at hand (each message is in the list
+            # twice, for the agent's and the operator's signature)
+            digest = _encodings_digest(messages[0::2])
             # the entry append(kind, round_index=..., product=..., ...) would write,
             # rendered directly (sorted keys, same JSON text)
             audit._append_rendered(
@@ -1515,6 +1560,7 @@ class ContractLedger:
                 '"contract_signed"',
                 {
                     "contract_ids": ids,
+                    "contracts_sha256": digest,
                     "count": n,
                     "product": product,
                     "round_index": round_index,
@@ -1523,7 +1569,8 @@ class ContractLedger:
                 },
                 (
                     '{"contract_ids":' + _json_str_list(ids)
-                    + ',"count":' + str(n)
+                    + ',"contracts_sha256":"' + digest
+                    + '","count":' + str(n)
                     + ',"product":"' + product
                     + '","round_index":' + str(round_index)
                     + ',"window_end_s":' + repr(end)
