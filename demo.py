@@ -42,7 +42,8 @@ it ran to its end), and the demo prints how to verify the file,
 public key, also in the JSON), which then says the file is closed and also detects a
 cut tail, one right after the episode's own head included. HMAC keys are
 secret, so with ``--trust hmac`` the head is unsigned: the file's chain can be
-checked, but a cut tail is detectable only in the process that wrote it.
+checked only for self-consistency (an entry edited with the later hashes recomputed,
+or a cut tail, is detectable only in the process that wrote it).
 
 Ctrl-C stops the episode cleanly: the summary is printed and the JSON written for the
 steps that ran (exit status 130). If the reader of stdout goes away (``| head``) the
@@ -371,8 +372,9 @@ def open_session(options: DemoOptions) -> Session:
     policy = build_policy(options.policy)
     audit = Path(options.audit_path) if options.audit_path is not None else None
     audit_existed = audit is not None and audit.exists()
-    # the environment truncates the file when built: keep its old content until the
-    # session is up, to put it back if setting up fails
+    # the environment creates the file, or writes into an existing empty one (it refuses
+    # any other): keep the old content until the session is up, to put it back if
+    # setting up fails
     previous = audit.read_bytes() if audit_existed and audit.is_file() else None
     env = None
     try:
@@ -388,9 +390,11 @@ def open_session(options: DemoOptions) -> Session:
     except (ValueError, KeyboardInterrupt) as exc:
         if env is not None:
             env.close()
-        if audit is not None and not audit_existed:
+        # only a file this environment opened is undone: one that appeared after the
+        # check above (another writer) made building the environment fail, and is kept
+        if audit is not None and env is not None and not audit_existed:
             audit.unlink(missing_ok=True)
-        elif audit is not None and previous is not None:
+        elif audit is not None and env is not None and previous is not None:
             audit.write_bytes(previous)
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -575,8 +579,8 @@ def audit_hint(info: Mapping[str, Any]) -> str:
     verify = f"python -m gridswarm_env.audit verify {shlex.quote(path)}"
     if key is not None:
         return f"audit chain: {path} (verify: {verify} --public-key {key})"
-    return (f"audit chain: {path} (verify: {verify}; hmac trust: the head is unsigned, so a "
-            "cut tail is detectable only in process)")
+    return (f"audit chain: {path} (verify: {verify}; hmac trust: the head is unsigned, so an "
+            "edit with recomputed hashes or a cut tail is detectable only in process)")
 
 
 # ---------------------------------------------------------------------- the run

@@ -813,6 +813,27 @@ def test_demo_setup_failure_gives_an_existing_audit_file_its_content_back(tmp_pa
     assert audit.read_text() == ""
 
 
+def test_demo_keeps_an_audit_file_that_appeared_after_its_check(tmp_path, monkeypatch):
+    """Security review: ``AuditLog`` refuses a file that appeared between the demo's
+    check and the environment's construction (another writer); the demo then removed
+    "its" file on the way out, the other writer's trail."""
+    import gridswarm_env
+
+    audit = tmp_path / "audit.jsonl"
+    opts = demo.DemoOptions(n_agents=5, scenario="emergency", policy="random", live=False,
+                            audit_path=str(audit))   # checked here: no file yet
+    build = gridswarm_env.parallel_env
+
+    def another_writer_first(**kwargs):
+        audit.write_text("another writer's entry\n")
+        return build(**kwargs)
+
+    monkeypatch.setattr(gridswarm_env, "parallel_env", another_writer_first)
+    with pytest.raises(demo.DemoError, match="already exists .*never overwritten"):
+        demo.open_session(opts)
+    assert audit.read_text() == "another writer's entry\n"
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--crypto-threads", "100"], "argument --crypto-threads: expected an integer from 1 to "),
     (["--agents", "2000000"], "argument --agents: expected an integer from 1 to 1,000,000, "
