@@ -5,9 +5,11 @@ Usage::
     python demo.py [--agents N] [--scenario S] [--policy heuristic|random|learned|PATH]
                    [--seed N] [--shadow] [--steps N] [--no-live] [--json FILE]
                    [--limits FILE] [--trust ed25519|hmac] [--audit FILE]
-                   [--crypto-threads N]
+                   [--crypto-threads N] [--contract-keys seeded|random]
 
-Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``.
+Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``, seeded
+contract keys (``--contract-keys random``: keys from ``os.urandom``, which a seed does not
+reveal; the episode is the same, see ``EnvConfig.contract_keys``).
 
 The episode runs through :func:`policies.rollout.run_episode` (the loop evaluate.py and
 the tests use, so the KPIs are measured the same way); after every step
@@ -74,6 +76,8 @@ import numpy as np
 
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
+    add_contract_keys_argument,
+    check_contract_keys,
     check_crypto_threads,
     int_range_text,
     max_crypto_threads,
@@ -104,7 +108,8 @@ OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--p
                 "seed": "--seed", "shadow": "--shadow", "max_steps": "--steps",
                 "live": "--no-live", "json_path": "--json", "limits_path": "--limits",
                 "trust": "--trust", "offers_per_step": "offers_per_step",
-                "audit_path": "--audit", "crypto_threads": "--crypto-threads"}
+                "audit_path": "--audit", "crypto_threads": "--crypto-threads",
+                "contract_keys": "--contract-keys"}
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
@@ -138,6 +143,9 @@ class DemoOptions:
     :param crypto_threads: ``EnvConfig.crypto_threads``, 1 to the cores this process may
         use (:func:`max_crypto_threads`; None: 2 with libsodium on 2+ cores, else 1; the
         episode does not depend on it).
+    :param contract_keys: ``EnvConfig.contract_keys``: ``"seeded"`` (default: derived
+        from the seed, reproducible, known to anyone who knows the seed) or ``"random"``
+        (``os.urandom``; the episode does not depend on it).
 
     A bad value raises ``ValueError`` naming the command-line flag (:data:`OPTION_FLAGS`)
     and what is allowed.
@@ -156,6 +164,7 @@ class DemoOptions:
     offers_per_step: int = 3
     audit_path: str | None = None
     crypto_threads: int | None = None
+    contract_keys: str = "seeded"
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
@@ -170,6 +179,7 @@ class DemoOptions:
         if self.scenario not in scenario_names():
             raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
                              f"{', '.join(scenario_names())}")
+        check_contract_keys(self.contract_keys, flag["contract_keys"])
         if self.trust not in TRUST_MODES:
             raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
@@ -253,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
                         "cores this process may use; default: 2 on a machine with 2+ cores, "
                         "else 1; the episode is the same for any N)")
+    add_contract_keys_argument(p)
     return p
 
 
@@ -262,7 +273,7 @@ def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOption
                        seed=args.seed, shadow=args.shadow, max_steps=args.steps,
                        live=is_terminal and not args.no_live, json_path=args.json,
                        limits_path=args.limits, trust=args.trust, audit_path=args.audit,
-                       crypto_threads=args.crypto_threads)
+                       crypto_threads=args.crypto_threads, contract_keys=args.contract_keys)
 
 
 # ---------------------------------------------------------------------- session
@@ -381,7 +392,8 @@ def open_session(options: DemoOptions) -> Session:
         env = gridswarm_env.parallel_env(
             scenario=options.scenario, n_agents=options.n_agents, trust=options.trust,
             shadow=options.shadow, limits=limits, audit_path=options.audit_path,
-            config=EnvConfig(crypto_threads=options.crypto_threads))
+            config=EnvConfig(crypto_threads=options.crypto_threads,
+                             contract_keys=options.contract_keys))
         env.reset(seed=options.seed)
         notice = planning_notice(policy, env.unwrapped)
         if notice is not None:
