@@ -63,14 +63,21 @@ every environment reset. It clears the memory and draws a new 4-byte *epoch tag*
 that prefixes every nonce, so contracts issued in an earlier episode are rejected as
 ``replayed`` even though their ids were forgotten. A tag is never handed out twice under
 one registry's keys (the registry remembers them, whichever ledger drew them), so this
-holds also for a new ledger per episode, as the environment builds.
+holds also for a new ledger per episode, as the environment builds, while the
+environment keeps that registry. A registry built anew remembers none of the earlier
+tags: with seeded keys the environment builds one at every reset with another seed, so
+``reset(seed=0)``, ``reset(seed=1)``, ``reset(seed=0)`` gives the first and third
+episode the same keys, and their tags differ only by chance (4 random bytes drawn per
+episode: a collision, which would let a contract of the first pass in the third, has
+probability 2**-32 per pair of episodes).
 
 Audit chain
 -----------
 Each JSONL line is ``{"index", "kind", "fields", "prev_hash", "hash"}`` with
 ``hash = SHA-256(canonical JSON of the entry without "hash")`` (sorted keys, no
 whitespace, ASCII) and ``prev_hash`` the previous entry's hash (64 zeros for the
-first). The verifier walks the lines in order and reports the first problem, at the
+first). A ``contract_signed`` entry records what was signed as ``contracts_sha256``
+(:func:`contracts_digest`). The verifier walks the lines in order and reports the first problem, at the
 chain index where it occurs:
 
 * ``malformed``: a line that is not an entry (bad JSON, keys, types, NaN);
@@ -1044,7 +1051,11 @@ class Contract:
 class SignedContract:
     """A contract with the agent's signature and the operator's countersignature.
 
-    Both signatures are over ``contract.canonical_bytes()``.
+    Both signatures are over ``contract.canonical_bytes()``. :meth:`ContractLedger.issue`
+    makes both, with the registry's keys: in the environment its ledger holds every
+    identity's key, so an agent's signature proves that the contract was issued under
+    that agent's key, not that the agent's policy consented to its terms (agents' bids
+    are not signed).
 
     :param contract: the contract.
     :param agent_signature: the agent's signature (64 bytes Ed25519, 32 bytes HMAC).
