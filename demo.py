@@ -5,9 +5,11 @@ Usage::
     python demo.py [--agents N] [--scenario S] [--policy heuristic|random|learned|PATH]
                    [--seed N] [--shadow] [--steps N] [--no-live] [--json FILE]
                    [--limits FILE] [--trust ed25519|hmac] [--audit FILE]
-                   [--crypto-threads N] [--randomize]
+                   [--crypto-threads N] [--randomize] [--contract-keys seeded|random]
 
-Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``.
+Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``, seeded
+contract keys (``--contract-keys random``: keys from ``os.urandom``, which a seed does not
+reveal; the episode is the same, see ``EnvConfig.contract_keys``).
 ``--randomize`` plays the scenario randomized
 (:func:`gridswarm_env.scenarios.randomized`): the seed draws the episode's load step and
 trip (x (1 ± 10 %), times ± 5 s); the dashboard's header and the summary say so and
@@ -46,7 +48,8 @@ it ran to its end), and the demo prints how to verify the file,
 public key, also in the JSON), which then says the file is closed and also detects a
 cut tail, one right after the episode's own head included. HMAC keys are
 secret, so with ``--trust hmac`` the head is unsigned: the file's chain can be
-checked, but a cut tail is detectable only in the process that wrote it.
+checked only for self-consistency (an entry edited with the later hashes recomputed,
+or a cut tail, is detectable only in the process that wrote it).
 
 Ctrl-C stops the episode cleanly: the summary is printed and the JSON written for the
 steps that ran (exit status 130). If the reader of stdout goes away (``| head``) the
@@ -77,6 +80,8 @@ import numpy as np
 
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
+    add_contract_keys_argument,
+    check_contract_keys,
     check_crypto_threads,
     int_range_text,
     max_crypto_threads,
@@ -108,7 +113,7 @@ OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--p
                 "live": "--no-live", "json_path": "--json", "limits_path": "--limits",
                 "trust": "--trust", "offers_per_step": "offers_per_step",
                 "audit_path": "--audit", "crypto_threads": "--crypto-threads",
-                "randomize": "--randomize"}
+                "randomize": "--randomize", "contract_keys": "--contract-keys"}
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
@@ -142,6 +147,9 @@ class DemoOptions:
     :param crypto_threads: ``EnvConfig.crypto_threads``, 1 to the cores this process may
         use (:func:`max_crypto_threads`; None: 2 with libsodium on 2+ cores, else 1; the
         episode does not depend on it).
+    :param contract_keys: ``EnvConfig.contract_keys``: ``"seeded"`` (default: derived
+        from the seed, reproducible, known to anyone who knows the seed) or ``"random"``
+        (``os.urandom``; the episode does not depend on it).
 
     A bad value raises ``ValueError`` naming the command-line flag (:data:`OPTION_FLAGS`)
     and what is allowed.
@@ -161,6 +169,7 @@ class DemoOptions:
     audit_path: str | None = None
     crypto_threads: int | None = None
     randomize: bool = False
+    contract_keys: str = "seeded"
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
@@ -177,6 +186,7 @@ class DemoOptions:
                              f"{', '.join(scenario_names())}")
         if not isinstance(self.randomize, bool):
             raise ValueError(f"{flag['randomize']} {self.randomize!r}: expected True or False")
+        check_contract_keys(self.contract_keys, flag["contract_keys"])
         if self.trust not in TRUST_MODES:
             raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
@@ -263,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "else 1; the episode is the same for any N)")
     p.add_argument("--randomize", action="store_true",
                    help="randomize the scenario " + randomize_text().replace("%", "%%"))
+    add_contract_keys_argument(p)
     return p
 
 
@@ -272,7 +283,8 @@ def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOption
                        seed=args.seed, shadow=args.shadow, max_steps=args.steps,
                        live=is_terminal and not args.no_live, json_path=args.json,
                        limits_path=args.limits, trust=args.trust, audit_path=args.audit,
-                       crypto_threads=args.crypto_threads, randomize=args.randomize)
+                       crypto_threads=args.crypto_threads, randomize=args.randomize,
+                       contract_keys=args.contract_keys)
 
 
 # ---------------------------------------------------------------------- session
@@ -383,8 +395,9 @@ def open_session(options: DemoOptions) -> Session:
     policy = build_policy(options.policy)
     audit = Path(options.audit_path) if options.audit_path is not None else None
     audit_existed = audit is not None and audit.exists()
-    # the environment truncates the file when built: keep its old content until the
-    # session is up, to put it back if setting up fails
+    # the environment creates the file, or writes into an existing empty one (it refuses
+    # any other): keep the old content until the session is up, to put it back if
+    # setting up fails
     previous = audit.read_bytes() if audit_existed and audit.is_file() else None
     env = None
     try:
@@ -392,7 +405,8 @@ def open_session(options: DemoOptions) -> Session:
             scenario=randomized(options.scenario) if options.randomize else options.scenario,
             n_agents=options.n_agents, trust=options.trust,
             shadow=options.shadow, limits=limits, audit_path=options.audit_path,
-            config=EnvConfig(crypto_threads=options.crypto_threads))
+            config=EnvConfig(crypto_threads=options.crypto_threads,
+                             contract_keys=options.contract_keys))
         env.reset(seed=options.seed)
         notice = planning_notice(policy, env.unwrapped)
         if notice is not None:
@@ -401,9 +415,11 @@ def open_session(options: DemoOptions) -> Session:
     except (ValueError, KeyboardInterrupt) as exc:
         if env is not None:
             env.close()
-        if audit is not None and not audit_existed:
+        # only a file this environment opened is undone: one that appeared after the
+        # check above (another writer) made building the environment fail, and is kept
+        if audit is not None and env is not None and not audit_existed:
             audit.unlink(missing_ok=True)
-        elif audit is not None and previous is not None:
+        elif audit is not None and env is not None and previous is not None:
             audit.write_bytes(previous)
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -588,8 +604,8 @@ def audit_hint(info: Mapping[str, Any]) -> str:
     verify = f"python -m gridswarm_env.audit verify {shlex.quote(path)}"
     if key is not None:
         return f"audit chain: {path} (verify: {verify} --public-key {key})"
-    return (f"audit chain: {path} (verify: {verify}; hmac trust: the head is unsigned, so a "
-            "cut tail is detectable only in process)")
+    return (f"audit chain: {path} (verify: {verify}; hmac trust: the head is unsigned, so an "
+            "edit with recomputed hashes or a cut tail is detectable only in process)")
 
 
 # ---------------------------------------------------------------------- the run

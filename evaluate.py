@@ -5,7 +5,7 @@ Usage::
     python evaluate.py [--policies heuristic,random,oracle,learned] [--scenarios all|name,name]
                        [--episodes N] [--seed N] [--agents N] [--out DIR]
                        [--trust hmac|ed25519] [--limits FILE] [--crypto-threads N]
-                       [--randomize] [--no-progress]
+                       [--randomize] [--contract-keys seeded|random] [--no-progress]
 
 Every policy x scenario x seed (``seed``, ``seed + 1``, … ``seed + episodes − 1``) runs
 one episode through :func:`policies.rollout.run_episode` (the same runner as the demo
@@ -103,6 +103,8 @@ from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
     LimitsFile,
     OutputError,
+    add_contract_keys_argument,
+    check_contract_keys,
     check_crypto_threads,
     check_output_dir,
     check_output_file,
@@ -822,7 +824,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
              n_agents: int = 100, out_dir: str | Path = "eval_out", *, trust: str = "ed25519",
              limits: str | Path | LimitsFile | None = None, progress: bool = True,
              notes: list[str] | None = None, counterfactual: bool = True,
-             crypto_threads: int | None = None, randomize: bool = False) -> dict[str, Any]:
+             crypto_threads: int | None = None, randomize: bool = False,
+             contract_keys: str = "seeded") -> dict[str, Any]:
     """Run every policy x scenario x seed and write the outputs (module docstring).
 
     :param policies: names / model paths, or None for the defaults.
@@ -844,6 +847,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
         with libsodium on 2+ cores, else 1; the results do not depend on it).
     :param randomize: play every scenario randomized per episode (``--randomize``,
         :func:`gridswarm_env.scenarios.randomized`).
+    :param contract_keys: ``EnvConfig.contract_keys``: ``"seeded"`` (default: derived from
+        each episode's seed, reproducible, known to anyone who knows the seed) or
+        ``"random"`` (``os.urandom``); the results do not depend on it.
     :returns: the ``results.json`` content.
     :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits,
         ``crypto_threads`` out of range, outputs that cannot be written), before any
@@ -869,7 +875,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
         return {"scenario_drawn": env.unwrapped.scenario.drawn_values()} if randomize else {}
 
     try:   # demo.py's rule: 1 to the cores this process may use
-        env_config = EnvConfig(crypto_threads=check_crypto_threads(crypto_threads))
+        env_config = EnvConfig(crypto_threads=check_crypto_threads(crypto_threads),
+                               contract_keys=check_contract_keys(contract_keys))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     episodes, n_agents = int(episodes), int(n_agents)
@@ -920,7 +927,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     tags = tag_names(pols)
     config = {"policies": pols, "scenarios": scs, "episodes": episodes, "seed": seed,
               "seeds": list(range(seed, seed + episodes)),
-              "n_agents": n_agents, "trust": trust,
+              "n_agents": n_agents, "trust": trust, "contract_keys": contract_keys,
               "limits": None if limits is None else str(
                   limits.path if isinstance(limits, LimitsFile) else limits),
               "scenario_randomization": dict(RANDOMIZE_PRESET) if randomize else None,
@@ -1027,7 +1034,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     header = {"policies": ", ".join(pols), "scenarios": ", ".join(scs),
               "scenario randomization": randomization_text(config),
               "episodes": f"{episodes} per policy and scenario (seeds {seed}…{seed + episodes - 1})",
-              "agents": n_agents, "trust": trust,
+              "agents": n_agents, "trust": trust, "contract keys": contract_keys,
               "limits": limits_text(config),
               **identity_lines(config),
               "statistics": STATISTICS_TEXT,
@@ -1150,6 +1157,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="randomize every scenario " + randomize_text().replace("%", "%%")
                         + "; results.md's title and header say so (not comparable with a "
                         "run without it)")
+    add_contract_keys_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -1178,7 +1186,8 @@ def _main(argv: Sequence[str] | None) -> int:
         result = evaluate(pols, args.scenarios, args.episodes, args.seed, args.agents,
                           args.out, trust=args.trust, limits=limits,
                           progress=not args.no_progress, notes=notes,
-                          crypto_threads=args.crypto_threads, randomize=args.randomize)
+                          crypto_threads=args.crypto_threads, randomize=args.randomize,
+                          contract_keys=args.contract_keys)
     except UsageError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

@@ -4,23 +4,25 @@ Usage::
 
     python -m gridswarm_env.audit verify FILE [--public-key HEX [--allow-open]]
 
-Prints ``OK: <n> entries, head <hash>; <what was and was not checked>`` and exits 0
-when the chain is intact; prints ``BROKEN at entry <i>: <problem> (<detail>)`` and
-exits 1 on the first altered, removed, inserted, reordered, truncated or malformed
-entry, and ``BROKEN: no entries (...)`` for an empty file; prints ``error: ...`` and
-exits 2 when the file is missing or unreadable or the command line is wrong. With
-``--public-key`` (the operator's raw Ed25519 public key, 64 hex digits), every signed
-head is checked and the file must end with the writer's *closing* head (the one
-``env.close()`` signs, marked ``final`` inside the signed bytes), so a cut tail is
-reported as ``truncated``, also when the cut falls right after an earlier episode's
-head; the OK line then says the file is closed. ``--allow-open`` accepts a file that
-ends with a valid head that is not the closing one (a writer still running between
-episodes), exit 0 with an OK line saying ``not closed``. A file whose last head is in
-the v2 format (written before closing heads existed) verifies as before; its OK line
-says it predates closing heads, so its episode count must be checked by hand. Without
-the key a hash chain cannot show that its end was cut off: the OK line says so and
-counts the file's signed heads per scheme: for Ed25519 heads it says to pass the key
-(from whoever wrote the file, not the ``public_key`` field inside it); HMAC-signed
+Prints ``OK: <n> entries, head <hash>; <what was and was not checked>`` and exits 0 when
+the chain is intact (without ``--public-key``: self-consistent, see below); prints
+``BROKEN at entry <i>: <problem> (<detail>)`` and exits 1 on the first altered, removed,
+inserted, reordered, truncated or malformed entry it can detect, and ``BROKEN: no
+entries (...)`` for an empty file; prints ``error: ...`` and exits 2 when the file is
+missing or unreadable or the command line is wrong. With ``--public-key`` (the
+operator's raw Ed25519 public key, 64 hex digits), every signed head is checked and the
+file must end with the writer's *closing* head (the one ``env.close()`` signs, marked
+``final`` inside the signed bytes), so a cut tail is reported as ``truncated``, also
+when the cut falls right after an earlier episode's head; the OK line then says the file
+is closed. ``--allow-open`` accepts a file that ends with a valid head that is not the
+closing one (a writer still running between episodes), exit 0 with an OK line saying
+``not closed``. A file whose last head is in the v2 format (written before closing heads
+existed) verifies as before; its OK line says it predates closing heads, so its episode
+count must be checked by hand. Without the key the chain is only self-consistent (its
+entry hashes are unkeyed: anyone can edit an entry and recompute the hashes and head
+fields after it, or cut the tail, and it still reads OK): the OK line says so and counts
+the file's heads per scheme as present, unchecked: for Ed25519 heads it says to pass the
+key (from whoever wrote the file, not the ``public_key`` field inside it); HMAC-signed
 heads (``AuditLog.sign_head`` with an hmac-mode registry) are checkable only with the
 HMAC key, in the process that wrote the file.
 
@@ -49,8 +51,8 @@ from gridswarm_env.trust import (
     verify_audit_file,
 )
 
-__all__ = ["EXIT_BROKEN", "EXIT_ERROR", "EXIT_OK", "KEY_SOURCE", "exit_status", "format_verdict",
-           "main"]
+__all__ = ["EXIT_BROKEN", "EXIT_ERROR", "EXIT_OK", "KEY_SOURCE", "NO_KEY_SCOPE", "exit_status",
+           "format_verdict", "main"]
 
 EXIT_OK = 0
 EXIT_BROKEN = 1
@@ -64,41 +66,49 @@ KEY_SOURCE = ("printed by `demo.py --audit` and returned by "
               "not the public_key written in the file")
 
 
+#: what an intact chain checked without a key shows (the entry hashes are unkeyed)
+NO_KEY_SCOPE = ("without a key anyone can edit an entry and recompute the hashes after it, "
+                "or cut the tail, and the file still reads OK")
+
+
 def format_verdict(result: AuditVerification, public_key_given: bool = False) -> str:
     """One-line human-readable verdict.
 
     :param result: a verification result.
     :param public_key_given: the result was checked with ``--public-key``.
-    :return: ``"OK: <n> entries, head <hash>; <scope>"`` (what an intact chain does and
-        does not show, and how many signed heads of each scheme the file has: Ed25519
-        heads are checkable with ``--public-key``, HMAC heads only with the HMAC key in
-        process; with the key, whether the file ends with the writer's closing head,
-        is not closed (``--allow-open``) or predates closing heads (v2)),
+    :return: ``"OK: <n> entries, head <hash>; <scope>"``: what an intact chain does and
+        does not show. Without the key the chain is only self-consistent
+        (:data:`NO_KEY_SCOPE`: the entry hashes are unkeyed) and the heads of each scheme
+        are counted as present, unchecked (Ed25519 heads are checkable with
+        ``--public-key``, HMAC heads only with the HMAC key in process); with the key,
+        whether the file ends with the writer's closing head, is not closed
+        (``--allow-open``) or predates closing heads (v2),
         ``"BROKEN: no entries (...)"`` for an empty file (problem ``empty``) or
         ``"BROKEN at entry <i>: <problem> (<detail>)"``.
     """
     if result.problem == "empty" or (result.ok and result.n_entries == 0):
         return f"BROKEN: {EMPTY_AUDIT_FILE}"
     if result.ok:
-        ok = f"OK: {result.n_entries} entries, head {result.head_hash}; hash chain intact"
-        hmac = (f"{result.hmac_heads} HMAC-signed head(s), checkable only with the HMAC "
-                "key in the process that wrote the file (AuditLog.verify(registry=...))")
+        hmac = (f"{result.hmac_heads} HMAC head(s), present but unchecked (checkable only "
+                "with the HMAC key in the process that wrote the file: "
+                "AuditLog.verify(registry=...))")
         if public_key_given:
-            ok = f"{ok}, ending with {_closing_scope(result)}"
+            ok = (f"OK: {result.n_entries} entries, head {result.head_hash}; hash chain intact, "
+                  f"ending with {_closing_scope(result)}")
             return f"{ok}; the file also has {hmac}" if result.hmac_heads else ok
+        ok = (f"OK: {result.n_entries} entries, head {result.head_hash}; hash chain "
+              f"self-consistent only: {NO_KEY_SCOPE}")
         if result.ed25519_heads:
-            return (f"{ok}, but a cut tail cannot be detected without --public-key HEX (the "
-                    f"file has {result.ed25519_heads} signed Ed25519 head(s); HEX is the "
+            return (f"{ok}; the file has {result.ed25519_heads} Ed25519 head(s), present but "
+                    "unchecked: --public-key HEX checks them and the file's end (HEX is the "
                     f"operator's audit key, {KEY_SOURCE})"
                     + (f"; it also has {hmac}" if result.hmac_heads else ""))
         if result.hmac_heads:
-            return (f"{ok}, but a cut tail cannot be detected here: the file has no "
-                    f"Ed25519-signed head, only {hmac}")
-        return (f"{ok}, but a cut tail cannot be detected: the file has no signed head (an "
-                "ed25519-mode file whose last head was cut off looks like this; "
-                f"--public-key HEX reveals that, HEX being the operator's audit key, "
-                f"{KEY_SOURCE}; an hmac-mode environment signs no heads, and only the "
-                "process that wrote the file can detect a cut tail)")
+            return f"{ok}; the file has no Ed25519 head, only {hmac}"
+        return (f"{ok}; the file has no signed head (an ed25519-mode file whose heads were "
+                "cut off or removed looks like this; --public-key HEX reveals that, HEX being "
+                f"the operator's audit key, {KEY_SOURCE}; an hmac-mode environment signs no "
+                "heads, and only the process that wrote the file can detect such edits)")
     detail = result.message.split(": ", 1)[1] if ": " in result.message else result.message
     where = "" if result.index is None else f" at entry {result.index}"
     return f"BROKEN{where}: {result.problem} ({detail})"

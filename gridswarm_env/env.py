@@ -69,7 +69,8 @@ Arguments
 "hmac"), ``shadow``, ``render_mode`` ("ansi" | "human" | None), ``limits`` (dict,
 TOML path or :class:`Limits`), ``config`` (:class:`EnvConfig`), ``audit_path``,
 ``adversary`` (a callable that may tamper with contracts on the bus, for tests and
-demos).
+demos; trusted test code: it receives the environment, so it could mint valid contracts
+with ``env.ledger``; it models an attacker on the bus who holds no keys).
 
 Version History
 ---------------

@@ -63,14 +63,21 @@ every environment reset. It clears the memory and draws a new 4-byte *epoch tag*
 that prefixes every nonce, so contracts issued in an earlier episode are rejected as
 ``replayed`` even though their ids were forgotten. A tag is never handed out twice under
 one registry's keys (the registry remembers them, whichever ledger drew them), so this
-holds also for a new ledger per episode, as the environment builds.
+holds also for a new ledger per episode, as the environment builds, while the
+environment keeps that registry. A registry built anew remembers none of the earlier
+tags: with seeded keys the environment builds one at every reset with another seed, so
+``reset(seed=0)``, ``reset(seed=1)``, ``reset(seed=0)`` gives the first and third
+episode the same keys, and their tags differ only by chance (4 random bytes drawn per
+episode: a collision, which would let a contract of the first pass in the third, has
+probability 2**-32 per pair of episodes).
 
 Audit chain
 -----------
 Each JSONL line is ``{"index", "kind", "fields", "prev_hash", "hash"}`` with
 ``hash = SHA-256(canonical JSON of the entry without "hash")`` (sorted keys, no
 whitespace, ASCII) and ``prev_hash`` the previous entry's hash (64 zeros for the
-first). The verifier walks the lines in order and reports the first problem, at the
+first). A ``contract_signed`` entry records what was signed as ``contracts_sha256``
+(:func:`contracts_digest`). The verifier walks the lines in order and reports the first problem, at the
 chain index where it occurs:
 
 * ``malformed``: a line that is not an entry (bad JSON, keys, types, NaN);
@@ -115,6 +122,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import threading
 from collections import deque
@@ -161,6 +169,7 @@ __all__ = [
     "RejectReason",
     "SignedContract",
     "UnknownIdentityError",
+    "contracts_digest",
     "default_ed25519_backend",
     "derive_key_bytes",
     "signature_length",
@@ -1042,7 +1051,11 @@ class Contract:
 class SignedContract:
     """A contract with the agent's signature and the operator's countersignature.
 
-    Both signatures are over ``contract.canonical_bytes()``.
+    Both signatures are over ``contract.canonical_bytes()``. :meth:`ContractLedger.issue`
+    makes both, with the registry's keys: in the environment its ledger holds every
+    identity's key, so an agent's signature proves that the contract was issued under
+    that agent's key, not that the agent's policy consented to its terms (agents' bids
+    are not signed).
 
     :param contract: the contract.
     :param agent_signature: the agent's signature (64 bytes Ed25519, 32 bytes HMAC).
@@ -1146,6 +1159,42 @@ _MALFORMED_ERRORS = (
 )
 
 
+#: the length prefix of each encoding in a ``contracts_sha256`` digest (u32, big-endian)
+_ENCODING_LENGTH = struct.Struct(">I")
+
+
+def _encodings_digest(encodings: Iterable[bytes]) -> str:
+    """``SHA-256(‖ u32be(len(e)) ‖ e)`` over ``encodings`` in order, hex (one hash call)."""
+    pack = _ENCODING_LENGTH.pack
+    return sha256(b"".join([pack(len(e)) + e for e in encodings])).hexdigest()
+
+
+def contracts_digest(contracts: Iterable[Contract | SignedContract]) -> str:
+    """The ``contracts_sha256`` a ``contract_signed`` audit entry records for a batch.
+
+    ``contracts_sha256 = SHA-256(u32be(len(E_1)) ‖ E_1 ‖ … ‖ u32be(len(E_n)) ‖ E_n)``,
+    hex, where ``E_i = contracts[i].canonical_bytes()`` (:meth:`Contract.canonical_bytes`:
+    the exact bytes both parties signed) in the order of the entry's ``contract_ids``
+    and ``u32be`` is a 4-byte big-endian length, so the concatenation is unambiguous.
+    An auditor holding the contracts recomputes it and compares: a contract whose
+    terms (power, price, window, nonce, ...) differ from what was signed gives another
+    digest.
+
+    :param contracts: the batch's contracts (:class:`Contract` or :class:`SignedContract`,
+        exactly these classes), in the entry's ``contract_ids`` order.
+    :return: 64 lowercase hex digits.
+    :raises TypeError: naming the position of anything else.
+    """
+    encodings = []
+    for position, item in enumerate(contracts):
+        contract = item.contract if type(item) is SignedContract else item
+        if type(contract) is not Contract:
+            raise TypeError(f"contracts[{position}] is {type(item).__name__}; expected a "
+                            "Contract or SignedContract")
+        encodings.append(contract.canonical_bytes())
+    return _encodings_digest(encodings)
+
+
 class ContractLedger:
     """The operator's contract pipeline: issue (sign + countersign) and verify.
 
@@ -1154,7 +1203,9 @@ class ContractLedger:
         The ledger draws from it ahead of use, in blocks (see :meth:`_random_bytes`):
         give it a generator of its own.
     :param audit: optional :class:`AuditLog`; ``issue`` writes one
-        ``contract_signed`` entry per batch, ``verify_batch`` one ``contract_verified``
+        ``contract_signed`` entry per batch (``contract_ids``, ``count``, ``product``,
+        ``round_index``, the window and ``contracts_sha256``: what was signed, see
+        :func:`contracts_digest`), ``verify_batch`` one ``contract_verified``
         and one ``contract_rejected`` entry per batch (when non-empty), ``verify`` one
         entry per contract.
     :param tolerance_s: a contract is valid from ``window_start_s - tolerance_s``
@@ -1358,7 +1409,10 @@ class ContractLedger:
 
         Contract ids are ``c-<round_index>-<agent_id>-<counter>`` with a ledger-wide
         counter; nonces are the epoch tag + 12 bytes from the ledger's generator, so
-        the output is deterministic for a seed.
+        the output is deterministic for a seed. With an audit log, one
+        ``contract_signed`` entry records the batch, its ``contracts_sha256`` equal to
+        :func:`contracts_digest` of the returned contracts (computed from the bytes just
+        signed: one SHA-256 call per batch).
 
         :param round_index: market round (non-negative int).
         :param agent_indices: int array ``(n,)``, positions in ``registry.agent_ids``.
@@ -1507,6 +1561,9 @@ class ContractLedger:
         self._signed += n
         audit = self._audit
         if audit is not None:
+            # contracts_digest over the signed bytes at hand (each message is in the list
+            # twice, for the agent's and the operator's signature)
+            digest = _encodings_digest(messages[0::2])
             # the entry append(kind, round_index=..., product=..., ...) would write,
             # rendered directly (sorted keys, same JSON text)
             audit._append_rendered(
@@ -1514,6 +1571,7 @@ class ContractLedger:
                 '"contract_signed"',
                 {
                     "contract_ids": ids,
+                    "contracts_sha256": digest,
                     "count": n,
                     "product": product,
                     "round_index": round_index,
@@ -1522,7 +1580,8 @@ class ContractLedger:
                 },
                 (
                     '{"contract_ids":' + _json_str_list(ids)
-                    + ',"count":' + str(n)
+                    + ',"contracts_sha256":"' + digest
+                    + '","count":' + str(n)
                     + ',"product":"' + product
                     + '","round_index":' + str(round_index)
                     + ',"window_end_s":' + repr(end)
@@ -2390,6 +2449,7 @@ _HEAD_MESSAGE_PREFIX_V2 = b"gridswarm-audit-head-v2\x00"
 _HEAD_MESSAGE_PREFIX_V1 = b"gridswarm-audit-head-v1\x00"
 _ENTRY_KEYS = frozenset({"index", "kind", "fields", "prev_hash", "hash"})
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_LOWER_HEX = re.compile(r"[0-9a-f]*\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -2625,20 +2685,66 @@ def check_new_audit_file(path: str | os.PathLike[str], label: str) -> None:
     if p.is_dir():
         raise ValueError(f"{label} {str(path)!r} is a directory; expected a file path")
     if p.is_file() and p.stat().st_size > 0:
-        raise ValueError(f"{label} {str(path)!r} already exists ({p.stat().st_size:,} bytes): "
-                         "an audit trail is never overwritten; choose a new path or remove "
-                         "the old file")
+        raise _existing_audit_file(path, label, p.stat().st_size)
+
+
+def _existing_audit_file(path: str | os.PathLike[str], label: str, size: int) -> ValueError:
+    return ValueError(f"{label} {str(path)!r} already exists ({size:,} bytes): an audit trail "
+                      "is never overwritten (only a new path or an existing empty file is "
+                      "allowed); choose a new path or remove the old file")
+
+
+def _open_new_audit_file(path: Path) -> Any:
+    """Open ``path`` to write a new chain without ever destroying an existing file.
+
+    The file is created exclusively (``open(path, "x")``: ``O_CREAT | O_EXCL``). An
+    existing file is opened without truncating it (``O_WRONLY | O_APPEND``) and kept only
+    when that same handle shows an empty regular file (``os.fstat``: size 0, e.g. made by
+    ``touch``), as :func:`check_new_audit_file` allows; anything else is closed untouched
+    and refused. The check and the writes use one handle, so no other writer's bytes can
+    be truncated between them (with ``O_APPEND`` they would only precede the chain, which
+    the verifier then reports).
+
+    :raises ValueError: for an existing non-empty file or something that is no regular
+        file (a directory), naming the path, what exists and what is allowed.
+    :raises OSError: when the file cannot be created or opened (permissions, missing
+        directory).
+    """
+    label = "AuditLog path"
+    try:
+        return open(path, "x", encoding="ascii", newline="\n")
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except IsADirectoryError:
+        raise ValueError(f"{label} {str(path)!r} is a directory; expected a file path") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{label} {str(path)!r} exists and is no regular file; expected "
+                             "a new file path or an existing empty file")
+        if info.st_size > 0:
+            raise _existing_audit_file(path, label, info.st_size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "a", encoding="ascii", newline="\n")
 
 
 class AuditLog:
     """Append-only SHA-256 hash chain of audit entries, optionally streamed as JSONL.
 
-    :param path: JSONL file to write (created or truncated); None = memory only.
+    :param path: JSONL file to write, created exclusively; an existing file is never
+        overwritten: it is refused unless it is empty (see :func:`_open_new_audit_file`);
+        None = memory only.
     :param keep_entries: keep entries in memory (False: only the head hash and count).
     :param max_entries_in_memory: keep at most this many recent entries (None = all).
     :param flush_each_append: flush the file after every append (default: buffered;
         call :meth:`flush` or :meth:`close`, or use the log as a context manager).
-    :raises ValueError: for a bad ``max_entries_in_memory``.
+    :raises ValueError: for a bad ``max_entries_in_memory``, or a ``path`` that exists
+        and is not an empty regular file.
+    :raises OSError: when ``path`` cannot be created or opened.
 
     Memory is bounded whenever ``keep_entries=False`` or ``max_entries_in_memory``
     is set: the log then holds the head (index and hash), the retained window and
@@ -2683,9 +2789,7 @@ class AuditLog:
         self._head_hash = GENESIS_HASH
         self._n_entries = 0
         self._closing_head_signed = False
-        self._file = (
-            None if self._path is None else open(self._path, "w", encoding="ascii", newline="\n")
-        )
+        self._file = None if self._path is None else _open_new_audit_file(self._path)
 
     # -- state
     @property
@@ -3061,11 +3165,21 @@ def _check_head_signature(
     try:
         covered = fields["covered_entries"]
         head = fields["head_hash"]
-        signature = bytes.fromhex(fields["signature"])
+        signature_hex = fields["signature"]
         scheme = fields["scheme"]
         identity = fields["identity"]
-    except (KeyError, TypeError, ValueError):
+    except KeyError:
         return False, "its fields are incomplete"
+    if public_key is not None and scheme != "ed25519":
+        return False, (
+            f"its scheme is {scheme!r}; the given Ed25519 public key checks only 'ed25519' "
+            "heads (a log written in hmac mode is checked in process with "
+            "AuditLog.verify(registry=...); otherwise the scheme was edited)"
+        )
+    problem = _signature_text_problem(signature_hex, scheme)
+    if problem is not None:
+        return False, problem
+    signature = bytes.fromhex(signature_hex)
     if type(covered) is not int or type(head) is not str:   # 1.0 == 1 would pass below
         return False, "its covered_entries or head_hash has the wrong type"
     if "final" in fields and type(fields["final"]) is not bool:   # 1 == True
@@ -3086,12 +3200,6 @@ def _check_head_signature(
         return False, _v1_detail(
             registry.verify_signature(identity, _head_message_v1(covered, head), signature),
             f"its signature by {identity!r} does not verify")
-    if public_key is not None and scheme != "ed25519":
-        return False, (
-            f"its scheme is {scheme!r}; the given Ed25519 public key checks only 'ed25519' "
-            "heads (a log written in hmac mode is checked in process with "
-            "AuditLog.verify(registry=...); otherwise the scheme was edited)"
-        )
     if public_key is not None:
         try:
             key = Ed25519PublicKey.from_public_bytes(public_key)
@@ -3109,6 +3217,28 @@ def _check_head_signature(
                 v1, "its Ed25519 signature does not verify with the given public key")
         return True, "Ed25519 signature"
     return None, "not checkable without a key"
+
+
+def _signature_text_problem(signature_hex: Any, scheme: Any) -> str | None:
+    """Why a head's ``signature`` field is not the text :meth:`AuditLog.sign_head`
+    writes, or None.
+
+    The writer writes ``signature.hex()``: exactly ``2 * signature_length(scheme)``
+    lowercase hex digits (128 for Ed25519, 64 for HMAC-SHA256). The text is not part
+    of the signed bytes and the entry hash is unkeyed, so any other spelling of the
+    same bytes (upper case, spaces, which ``bytes.fromhex`` accepts) would give a
+    head entry, and a chain head, the writer never wrote; it is refused.
+    """
+    if type(scheme) is not str or scheme not in _SIGNATURE_LENGTH:
+        return f"its scheme is {scheme!r}; expected one of {list(TRUST_MODES)}"
+    digits = 2 * _SIGNATURE_LENGTH[scheme]
+    if type(signature_hex) is not str or not _LOWER_HEX.match(signature_hex) \
+            or len(signature_hex) != digits:
+        shown = (f"{signature_hex[:16]!r}... ({len(signature_hex)} characters)"
+                 if type(signature_hex) is str and len(signature_hex) > 16 else repr(signature_hex))
+        return (f"its signature is {shown}; expected exactly {digits} lowercase hex digits "
+                f"(a {scheme} signature as the log writes it)")
+    return None
 
 
 def _v1_detail(v1_valid: bool, detail: str) -> str:

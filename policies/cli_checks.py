@@ -14,7 +14,8 @@ lose its results when a write still fails at the end:
   :class:`LimitsFile` hands a file read once on to the run, so it is not read again;
 * :func:`int_range_text`, :func:`check_crypto_threads`: one wording of what an integer
   option allows, and one rule for ``--crypto-threads`` (1 to
-  :func:`max_crypto_threads`);
+  :func:`max_crypto_threads`); :func:`check_contract_keys` and
+  :func:`add_contract_keys_argument`: one rule and one flag for ``--contract-keys``;
 * :func:`one_line_warnings`: Python warnings (e.g. a fleet too small for every DER kind)
   as one ``prog: warning: ...`` line each, once, instead of a file:line and a source line.
 
@@ -321,6 +322,33 @@ def check_crypto_threads(value: Any, what: str = "--crypto-threads") -> int | No
         raise ValueError(f"{what} {value!r}: expected "
                          f"{int_range_text(1, top, CRYPTO_THREADS_WHY)}, or none for the default")
     return value
+
+
+def check_contract_keys(value: Any, what: str = "--contract-keys") -> str:
+    """Check a ``--contract-keys`` value (``demo.py`` and ``evaluate.py`` share this rule):
+    one of :data:`~gridswarm_env.config.CONTRACT_KEY_SOURCES`.
+
+    :param what: how the message names the option.
+    :returns: the value.
+    :raises ValueError: ``"--contract-keys 'secret': expected one of seeded, random"``.
+    """
+    from gridswarm_env.config import CONTRACT_KEY_SOURCES
+
+    if type(value) is not str or value not in CONTRACT_KEY_SOURCES:
+        raise ValueError(f"{what} {value!r}: expected one of {', '.join(CONTRACT_KEY_SOURCES)}")
+    return value
+
+
+def add_contract_keys_argument(parser: argparse.ArgumentParser) -> None:
+    """``--contract-keys seeded|random`` (default seeded), worded once for every command
+    line; the parser's own error names the flag and the choices."""
+    from gridswarm_env.config import CONTRACT_KEY_SOURCES
+
+    parser.add_argument(
+        "--contract-keys", choices=CONTRACT_KEY_SOURCES, default="seeded",
+        help="contract keys (EnvConfig.contract_keys): seeded (default: derived from the "
+             "seed, reproducible, but anyone who knows the seed can sign a valid contract) "
+             "or random (os.urandom: unforgeable); the episodes are the same either way")
 
 
 @contextlib.contextmanager

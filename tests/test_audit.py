@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from gridswarm_env import audit as audit_cli
-from gridswarm_env.audit import EXIT_BROKEN, EXIT_OK, KEY_SOURCE, format_verdict, main
+from gridswarm_env.audit import (
+    EXIT_BROKEN,
+    EXIT_OK,
+    KEY_SOURCE,
+    NO_KEY_SCOPE,
+    format_verdict,
+    main,
+)
 from gridswarm_env.trust import (
     AUDIT_PROBLEMS,
     GENESIS_HASH,
@@ -410,6 +417,7 @@ def test_full_rewrite_detected_only_by_signature(tmp_path, registry):
     key = registry.public_key_bytes("operator")
     assert verdict(path, public_key=key) == (False, 6, "altered")
     other = IdentityRegistry(["x"], seed=12).public_key_bytes("operator")
+    path.unlink()   # AuditLog never overwrites a file
     write_chain(path, n=6, registry=registry, sign_every=6)
     assert verdict(path, public_key=other) == (False, 6, "altered")
 
@@ -445,10 +453,59 @@ def test_a_signed_head_whose_scheme_was_edited_is_altered(tmp_path, registry):
     entries[-1]["fields"]["scheme"] = "hmac"
     entries[-1]["hash"] = reference_hash(entries[-1])
     write(path, entries)
-    assert verdict(path)[0]   # self-consistent without a key
+    # without a key: its 128-digit (Ed25519) signature is no HMAC-SHA256 tag's text
+    assert verdict(path) == (False, 6, "altered")
     result = verify_audit_file(path, public_key=registry.public_key_bytes("operator"))
     assert (result.ok, result.index, result.problem) == (False, 6, "altered")
     assert "scheme is 'hmac'" in result.message
+
+
+def _respell(signature_hex: str, spelling: str) -> object:
+    if spelling == "upper":
+        return signature_hex.upper()
+    if spelling == "spaced":
+        return " ".join(signature_hex[i:i + 2] for i in range(0, len(signature_hex), 2))
+    if spelling == "trailing_space":
+        return signature_hex + " "
+    if spelling == "short":
+        return signature_hex[:-2]
+    if spelling == "doubled":
+        return signature_hex + signature_hex
+    return list(bytes.fromhex(signature_hex))   # "list": the bytes as a JSON array
+
+
+@pytest.mark.parametrize("spelling", ["upper", "spaced", "trailing_space", "short", "doubled",
+                                      "list"])
+@pytest.mark.parametrize("mode", ["ed25519", "hmac"])
+def test_the_closing_heads_signature_text_must_be_as_written(tmp_path, spelling, mode):
+    """Security finding: the signature text is not in the signed bytes and the entry
+    hash is unkeyed, and ``bytes.fromhex`` accepts upper case and spaces, so the last
+    head's signature could be re-spelled and only the last hash recomputed: verify
+    --public-key still said OK/closed, with a chain head the writer never wrote. Only
+    the writer's spelling (2 * signature length lowercase hex digits) is accepted."""
+    keys = IdentityRegistry(["der_0"], mode=mode, seed=11)
+    path = tmp_path / "signed.jsonl"
+    log = write_chain(path, n=6, registry=keys, sign_every=3)
+    assert log.verify(registry=keys).ok
+    # an hmac head is checkable only in process (where the kept hashes show the edit
+    # first); from the file: its text, without a key
+    checks = [{}, {"public_key": keys.public_key_bytes("operator")}] if mode == "ed25519" \
+        else [{}]
+    assert all(verdict(path, **kwargs) == (True, None, None) for kwargs in checks)
+    entries = read(path)
+    fields = entries[-1]["fields"]
+    assert len(fields["signature"]) == {"ed25519": 128, "hmac": 64}[mode]
+    fields["signature"] = _respell(fields["signature"], spelling)
+    entries[-1]["hash"] = reference_hash(entries[-1])
+    write(path, entries)
+    for kwargs in checks:
+        result = verify_audit_file(path, **kwargs)
+        assert (result.ok, result.index, result.problem) == (False, 7, "altered"), kwargs
+        digits = {"ed25519": 128, "hmac": 64}[mode]
+        assert f"expected exactly {digits} lowercase hex digits" in result.message
+    if mode == "ed25519":
+        key_hex = keys.public_key_bytes("operator").hex()
+        assert main(["verify", str(path), "--public-key", key_hex]) == EXIT_BROKEN
 
 
 @pytest.mark.parametrize("edit", ["identity", "added_field", "public_key", "removed_field"])
@@ -542,6 +599,33 @@ def test_a_head_signed_by_an_agent_does_not_vouch_for_the_log(tmp_path):
     log.close()
 
 
+def test_ok_line_without_a_key_does_not_claim_more_than_self_consistency(
+        tmp_path, registry, capsys):
+    """Security finding: without ``--public-key`` a middle entry edited and every later
+    hash and head field recomputed passed (exit 0, as it must: the hashes are unkeyed),
+    but the OK line said only that a cut tail could not be detected, and counted the
+    heads it never checked as "signed Ed25519 head(s)"."""
+    path = tmp_path / "signed.jsonl"
+    write_chain(path, n=9, registry=registry, sign_every=3)
+    entries = read(path)
+    entries[4]["fields"]["power_mw"] = 1e6
+    prev = GENESIS_HASH
+    for index, entry in enumerate(entries):   # an attacker without the key
+        entry["prev_hash"] = prev
+        if entry["kind"] == "head_signed":
+            entry["fields"].update(covered_entries=index, head_hash=prev)
+        entry["hash"] = prev = reference_hash(entry)
+    write(path, entries)
+    assert main(["verify", str(path)]) == EXIT_OK
+    out = capsys.readouterr().out.strip()
+    assert f"hash chain self-consistent only: {NO_KEY_SCOPE}" in out
+    assert "anyone can edit an entry and recompute the hashes after it, or cut the tail" in out
+    assert "hash chain intact" not in out and "signed Ed25519" not in out
+    assert "3 Ed25519 head(s), present but unchecked" in out
+    key = registry.public_key_bytes("operator")
+    assert verdict(path, public_key=key) == (False, 7, "altered")   # the next head
+
+
 def test_ok_line_counts_hmac_signed_heads(tmp_path, capsys):
     """Review: a file whose head is HMAC-signed was reported as having "no signed head
     … an hmac-mode file has none"."""
@@ -558,9 +642,9 @@ def test_ok_line_counts_hmac_signed_heads(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no signed head" not in out and "has none" not in out
     assert out.rstrip().endswith(
-        "hash chain intact, but a cut tail cannot be detected here: the file has no "
-        "Ed25519-signed head, only 2 HMAC-signed head(s), checkable only with the HMAC key "
-        "in the process that wrote the file (AuditLog.verify(registry=...))")
+        "the file has no Ed25519 head, only 2 HMAC head(s), present but unchecked "
+        "(checkable only with the HMAC key in the process that wrote the file: "
+        "AuditLog.verify(registry=...))")
 
 
 # --------------------------------------------------------------------------- in-process checks and memory
@@ -634,11 +718,11 @@ def test_cli_ok_and_broken(chain):
     ok = run_cli("verify", str(chain))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == (
-        f"OK: {N} entries, head {head}; hash chain intact, but a cut tail cannot be "
-        "detected: the file has no signed head (an ed25519-mode file whose last head was "
-        f"cut off looks like this; --public-key HEX reveals that, HEX being the operator's "
+        f"OK: {N} entries, head {head}; hash chain self-consistent only: {NO_KEY_SCOPE}; "
+        "the file has no signed head (an ed25519-mode file whose heads were cut off or "
+        "removed looks like this; --public-key HEX reveals that, HEX being the operator's "
         f"audit key, {KEY_SOURCE}; an hmac-mode environment signs no heads, and only the "
-        "process that wrote the file can detect a cut tail)"
+        "process that wrote the file can detect such edits)"
     )
 
     entries = read(chain)
@@ -733,9 +817,9 @@ def test_format_verdict():
         "episode count too (episode_start entries: 4)")
     assert format_verdict(
         AuditVerification(True, None, None, "3 entries, head ab", 3, "ab", 1)
-    ) == ("OK: 3 entries, head ab; hash chain intact, but a cut tail cannot be detected "
-          "without --public-key HEX (the file has 1 signed Ed25519 head(s); HEX is the "
-          f"operator's audit key, {KEY_SOURCE})")
+    ) == (f"OK: 3 entries, head ab; hash chain self-consistent only: {NO_KEY_SCOPE}; the file "
+          "has 1 Ed25519 head(s), present but unchecked: --public-key HEX checks them and "
+          f"the file's end (HEX is the operator's audit key, {KEY_SOURCE})")
     assert format_verdict(AuditVerification(True, None, None, "0 entries", 0, None)).startswith(
         "BROKEN: no entries (the file is empty"
     )
@@ -744,11 +828,12 @@ def test_format_verdict():
     ).startswith("BROKEN: no entries (the file is empty")
     mixed = AuditVerification(True, None, None, "3 entries, head ab", 3, "ab", 1, 2, True)
     assert format_verdict(mixed).endswith(
-        f"{KEY_SOURCE}); it also has 2 HMAC-signed head(s), checkable only with the HMAC "
-        "key in the process that wrote the file (AuditLog.verify(registry=...))")
+        f"{KEY_SOURCE}); it also has 2 HMAC head(s), present but unchecked (checkable only "
+        "with the HMAC key in the process that wrote the file: AuditLog.verify(registry=...))")
     assert format_verdict(mixed, public_key_given=True) == (
-        f"{closing}); the file also has 2 HMAC-signed head(s), checkable only with the HMAC "
-        "key in the process that wrote the file (AuditLog.verify(registry=...))")
+        f"{closing}); the file also has 2 HMAC head(s), present but unchecked (checkable "
+        "only with the HMAC key in the process that wrote the file: "
+        "AuditLog.verify(registry=...))")
     broken = AuditVerification(
         False, 4, "removed", "removed at entry 4: entries 4..5 are missing", 4, "cd"
     )
@@ -795,7 +880,7 @@ def test_env_file_ends_with_a_signed_head_that_catches_a_cut_tail(tmp_path, caps
     capsys.readouterr()
     assert main(["verify", str(path)]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "but a cut tail cannot be detected" in out and "--public-key HEX" in out
+    assert f"self-consistent only: {NO_KEY_SCOPE}" in out and "--public-key HEX" in out
     assert "operator_public_key_hex()" in out
     assert main(["verify", str(path), "--public-key", key]) == EXIT_BROKEN
     assert verdict(path, public_key=bytes.fromhex(key))[2] == "truncated"
@@ -839,8 +924,8 @@ def test_audit_head_key_is_not_derived_from_the_seed_and_spans_seeds(tmp_path, c
     write(path, read(path)[:-1])
     capsys.readouterr()
     assert main(["verify", str(path)]) == EXIT_OK
-    assert ("but a cut tail cannot be detected without --public-key HEX (the file has 2 "
-            "signed Ed25519 head(s)") in capsys.readouterr().out
+    assert ("the file has 2 Ed25519 head(s), present but unchecked: --public-key HEX checks "
+            "them and the file's end") in capsys.readouterr().out
     assert main(["verify", str(path), "--public-key", key]) == EXIT_BROKEN
     assert "truncated" in capsys.readouterr().out
     write(path, [*read(path), heads[-1]])
@@ -914,6 +999,52 @@ def test_an_environment_never_overwrites_an_existing_audit_trail(tmp_path):
     empty = tmp_path / "touched.jsonl"
     empty.touch()
     gridswarm_env.parallel_env(n_agents=3, trust="hmac", audit_path=str(empty)).close()
+
+
+def test_an_audit_log_never_empties_an_existing_file(tmp_path):
+    """Security finding: ``AuditLog(path)`` opened its file with "w", so any caller but
+    the environment (whose check ran before, separately: a race) emptied an existing
+    trail. It creates the file exclusively; an existing file is kept only if empty."""
+    trail = tmp_path / "trail.jsonl"
+    write_chain(trail, n=3)
+    kept = trail.read_bytes()
+    with pytest.raises(ValueError, match=r"AuditLog path '.*trail.jsonl' already exists "
+                       r"\(\d+ bytes\): an audit trail is never overwritten \(only a new path "
+                       r"or an existing empty file is allowed\)"):
+        AuditLog(trail)
+    assert trail.read_bytes() == kept
+    with pytest.raises(ValueError, match="is a directory; expected a file path"):
+        AuditLog(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        AuditLog(tmp_path / "missing" / "a.jsonl")
+    empty = tmp_path / "touched.jsonl"   # README: an existing empty file is fine
+    empty.touch()
+    write_chain(empty, n=3)
+    assert verdict(empty) == (True, None, None) and len(read(empty)) == 3
+    fresh = tmp_path / "fresh.jsonl"
+    write_chain(fresh, n=3)
+    assert fresh.read_bytes() == empty.read_bytes()
+
+
+def test_an_environment_loses_no_trail_written_after_its_path_check(tmp_path, monkeypatch):
+    """The environment checks its audit path before it opens it; a file that appears
+    in between (another writer winning the race) is refused, not emptied."""
+    import importlib
+
+    import gridswarm_env
+
+    env_module = importlib.import_module("gridswarm_env.env")   # not the env() function
+    trail = tmp_path / "trail.jsonl"
+    check = env_module.check_new_audit_file
+
+    def check_then_lose_the_race(path, label):
+        check(path, label)
+        trail.write_text("another writer's entry\n")
+
+    monkeypatch.setattr(env_module, "check_new_audit_file", check_then_lose_the_race)
+    with pytest.raises(ValueError, match="already exists .*never overwritten"):
+        gridswarm_env.parallel_env(n_agents=3, trust="hmac", audit_path=str(trail))
+    assert trail.read_text() == "another writer's entry\n"
 
 
 # --- boundaries a mutation audit found unpinned: the writer's own verdict, forged lines

@@ -813,6 +813,27 @@ def test_demo_setup_failure_gives_an_existing_audit_file_its_content_back(tmp_pa
     assert audit.read_text() == ""
 
 
+def test_demo_keeps_an_audit_file_that_appeared_after_its_check(tmp_path, monkeypatch):
+    """Security review: ``AuditLog`` refuses a file that appeared between the demo's
+    check and the environment's construction (another writer); the demo then removed
+    "its" file on the way out, the other writer's trail."""
+    import gridswarm_env
+
+    audit = tmp_path / "audit.jsonl"
+    opts = demo.DemoOptions(n_agents=5, scenario="emergency", policy="random", live=False,
+                            audit_path=str(audit))   # checked here: no file yet
+    build = gridswarm_env.parallel_env
+
+    def another_writer_first(**kwargs):
+        audit.write_text("another writer's entry\n")
+        return build(**kwargs)
+
+    monkeypatch.setattr(gridswarm_env, "parallel_env", another_writer_first)
+    with pytest.raises(demo.DemoError, match="already exists .*never overwritten"):
+        demo.open_session(opts)
+    assert audit.read_text() == "another writer's entry\n"
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--crypto-threads", "100"], "argument --crypto-threads: expected an integer from 1 to "),
     (["--agents", "2000000"], "argument --agents: expected an integer from 1 to 1,000,000, "
@@ -893,3 +914,43 @@ def test_frequency_history_keeps_the_sample_farthest_from_nominal() -> None:
         dash.update({"t_s": 0.0, "freq_min_hz": lo, "freq_max_hz": hi, "wall_s": 0.0},
                     {"negotiations": 0}, {})
     assert list(dash.freq_history_hz) == [59.9, 60.2]
+
+
+# ---------------------------------------------------------------------- --contract-keys
+def test_demo_contract_keys_reach_the_environment_and_change_no_outcome(tmp_path, capsys):
+    """Security review: demo.py always used seeded contract keys (anyone who knows --seed
+    can derive every key). ``--contract-keys random`` draws them from os.urandom; --json
+    records the choice, and the episode is the same (no decision depends on the keys)."""
+    docs, operator_keys = {}, {}
+    for keys in ("seeded", "random"):
+        out = tmp_path / f"{keys}.json"
+        opts = demo.options_from_args(demo.build_parser().parse_args(
+            ["--agents", "6", "--scenario", "emergency", "--policy", "random", "--seed", "3",
+             "--steps", "4", "--contract-keys", keys, "--json", str(out)]), is_terminal=False)
+        assert opts.contract_keys == keys
+        session = demo.open_session(opts)
+        assert session.raw.config.contract_keys == keys
+        operator_keys[keys] = session.raw.registry.public_key_bytes("operator")
+        result = demo.run_demo(session, write=lambda _line: None)
+        session.env.close()
+        demo.write_json(out, result.run, result.steps, result.metrics)
+        docs[keys] = json.loads(out.read_text())
+        assert docs[keys]["run"]["contract_keys"] == keys
+    assert operator_keys["random"] != operator_keys["seeded"]
+    assert docs["random"]["metrics"] == docs["seeded"]["metrics"]
+    strip = [{k: v for k, v in step.items() if k != "wall_s"} for step in docs["seeded"]["steps"]]
+    assert [{k: v for k, v in step.items() if k != "wall_s"}
+            for step in docs["random"]["steps"]] == strip
+    assert sum(step["contracts_signed"] for step in strip) > 0   # contracts were signed
+    assert demo.build_parser().parse_args([]).contract_keys == "seeded"
+
+
+def test_demo_refuses_a_bad_contract_keys_value_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as exited:
+        demo.main(["--no-live", "--steps", "1", "--contract-keys", "secret"])
+    assert exited.value.code == demo.EXIT_USAGE
+    line = _one_line_error(capsys.readouterr().err, "demo.py")
+    assert "argument --contract-keys: invalid choice: 'secret'" in line
+    with pytest.raises(ValueError, match=r"^--contract-keys 'Random': expected one of "
+                                         r"seeded, random$"):
+        demo.DemoOptions(contract_keys="Random")

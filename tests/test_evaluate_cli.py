@@ -229,3 +229,37 @@ def test_seeds_beyond_the_evaluation_seeds_get_a_note(tmp_path, capsys):
     said = "seed 100,000 is not among the evaluation seeds (0…99,999, which training"
     assert f"note: {said}" in err
     assert said in (out / "results.md").read_text()
+
+
+# --------------------------------------------------------------------------- --contract-keys
+def test_evaluate_contract_keys_are_recorded_and_change_no_result(tmp_path, capsys):
+    """Security review: evaluate.py always used seeded contract keys (anyone who knows
+    --seed can derive every key). ``--contract-keys random`` draws them from os.urandom;
+    the choice is recorded, and the episodes are the same (no decision depends on the
+    key bytes)."""
+    results = {}
+    for keys in ("seeded", "random"):
+        out = tmp_path / keys
+        status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out),
+                                 "--contract-keys", keys], capsys)
+        assert status == 0, err
+        results[keys] = json.loads((out / "results.json").read_text())
+        assert results[keys]["summary"]["config"]["contract_keys"] == keys
+        assert f"contract keys: {keys}" in (out / "results.md").read_text().replace("*", "")
+    assert results["random"]["runs"] == results["seeded"]["runs"]
+    assert results["random"]["summary"]["no_der_counterfactual"] == \
+        results["seeded"]["summary"]["no_der_counterfactual"]
+    default = evaluate.build_parser().parse_args([])
+    assert default.contract_keys == "seeded"
+
+
+def test_evaluate_refuses_a_bad_contract_keys_value_naming_the_flag(tmp_path, capsys):
+    status, err = _evaluate([*EVAL_SMALL, "--out", str(tmp_path / "o"),
+                             "--contract-keys", "secret"], capsys)
+    line = _one_line_error(err, "evaluate.py")
+    assert status == 2 and "--contract-keys" in line and "'seeded', 'random'" in line
+    with pytest.raises(evaluate.UsageError,
+                       match=r"^--contract-keys 'Random': expected one of seeded, random$"):
+        evaluate.evaluate(["random"], ["emergency"], 1, 0, 5, tmp_path / "o2", trust="hmac",
+                          progress=False, contract_keys="Random")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()

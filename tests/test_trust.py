@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import hmac
 import json
 import math
@@ -33,6 +34,7 @@ from gridswarm_env.trust import (
     RejectReason,
     SignedContract,
     UnknownIdentityError,
+    contracts_digest,
     default_ed25519_backend,
     derive_key_bytes,
     signature_length,
@@ -847,6 +849,41 @@ class TestLedger:
             ledger.verify_batch(signed, 10.5, expected_agents=AGENTS[:2])
         valid, reasons = ledger.verify_batch([], 10.5)
         assert valid.shape == (0,) and reasons == []
+
+    @pytest.mark.parametrize("mode", TRUST_MODES)
+    def test_contract_signed_entries_record_a_digest_of_what_was_signed(self, mode, tmp_path):
+        """Security finding: a ``contract_signed`` entry carried ids, count, product,
+        round and window, nothing of the terms or signatures: the trail could not show
+        what was signed. Each batch entry records ``contracts_sha256``, which an auditor
+        holding the contracts recomputes."""
+        path = tmp_path / "audit.jsonl"
+        audit = AuditLog(path)
+        _, ledger = make_ledger(mode, audit=audit)
+        batches = [issue_round(ledger, round_index=2),
+                   ledger.issue(3, np.array([5, 1, 6]), np.array([0.5, -0.25, 2.0]), 40.0,
+                                12.0, 13.0, product="reserve")]
+        audit.close()
+        entries = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [e["kind"] for e in entries] == ["contract_signed"] * 2
+        for entry, batch in zip(entries, batches, strict=True):
+            fields_ = entry["fields"]
+            assert fields_["contract_ids"] == [s.contract.contract_id for s in batch]
+            # the documented formula, written out by an auditor
+            independent = hashlib.sha256(b"".join(
+                struct.pack(">I", len(e)) + e
+                for e in (s.contract.canonical_bytes() for s in batch))).hexdigest()
+            assert fields_["contracts_sha256"] == independent == contracts_digest(batch)
+            assert contracts_digest([s.contract for s in batch]) == independent
+        recorded = entries[0]["fields"]["contracts_sha256"]
+        first = batches[0]
+        one_changed = [s.contract for s in first]
+        one_changed[3] = replace(one_changed[3], power_mw=one_changed[3].power_mw + 0.5)
+        assert contracts_digest(one_changed) != recorded
+        assert contracts_digest(first[::-1]) != recorded   # the entry's id order
+        assert contracts_digest(first[:-1]) != recorded
+        assert verify_audit_file(path).ok
+        with pytest.raises(TypeError, match=r"contracts\[1\] is str; expected a Contract"):
+            contracts_digest([first[0], "c-2-der_1-1"])
 
     def test_ledger_writes_batch_audit_entries(self):
         audit = AuditLog()
