@@ -49,7 +49,19 @@ Each agent offers the share ``clip(overoffer · |request_rel|, min_offer_share, 
 feasible capacity in the request's direction, rounded *up* to the next power level.
 With pay-as-clear merit order only the cheapest offers are accepted, so the over-offer
 (default 2x) makes coverage robust while the prices (true costs) decide who delivers
-and hence ``system_cost``. A seller's price is the lowest price level at or above its
+and hence ``system_cost``.
+
+That sizing assumes every agent's feasible capacity is about its share of the fleet's
+flexibility. After the emergency broadcast (observation ``emergency`` = 1) it is not: the
+activated reserve stays on top of any energy dispatch, so the reserve holders have no
+upward room left (the kernel's interval is ``rated − reserve``) and only the agents
+without reserve can answer the residual request, which ``request_rel`` measures against
+the *whole* fleet. In ``emergency`` with a 108 MW trip the request is 8 MW
+(``request_rel`` 0.064 of 125 MW) but 100 MW of the fleet's 125 MW is held as reserve:
+the 25 MW left (10 batteries, no EV deferral) offered 0.2 of it, 5.2 MW, and 2.8 MW went
+unserved for the rest of the episode. An agent cannot see how much of the fleet the
+reserve holds, so in an upward energy round after the broadcast it offers its whole
+feasible upward capacity (share 1); the prices still decide who delivers. A seller's price is the lowest price level at or above its
 ask; an absorber's is the highest level at or below what it is willing to pay (minus
 the compensation it asks). A zero request gets a 0 MW bid.
 The chosen levels are projected on the action mask (nearest allowed level), so the
@@ -181,6 +193,7 @@ class HeuristicPolicy:
         hi = np.maximum(obs[:, col["feasible_hi_rel"]].astype(float), 0.0)
         request = obs[:, col["request_rel"]].astype(float)
         reserve_round = obs[:, col["product_reserve"]] > 0.5
+        after_trip = obs[:, col["emergency"]] > 0.5
         held = np.abs(request) > 1e-9   # rounds inside the deadband clear nothing anyway
         share = np.clip(cfg.overoffer * np.abs(request), cfg.min_offer_share, 1.0)
 
@@ -209,6 +222,9 @@ class HeuristicPolicy:
 
         shortage = held & ((request > 0) | reserve_round)
         surplus = held & (request < 0) & ~reserve_round
+        # after the emergency broadcast the activated reserve holds an unknown part of the
+        # fleet's upward flexibility: offer all the feasible upward capacity (docstring)
+        share = np.where(shortage & after_trip & ~reserve_round, 1.0, share)
         bound = np.where(shortage, up, np.where(surplus, -down, 0.0))
         target = share * bound
         price = np.where(surplus, absorb_pay, sell_price)

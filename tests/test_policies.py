@@ -252,6 +252,24 @@ def test_emergency_targets_with_the_heuristic():
     assert shadow["frequency_nadir_hz"] < 59.4
 
 
+def test_a_trip_above_the_reserve_target_is_covered_by_the_free_batteries():
+    """``emergency`` with a 108 MW trip and its 100 MW reserve target: the reserve (75 MW
+    of batteries, 25 MW of EV deferral) answers 100 MW, every energy round after the trip
+    asks the other 8 MW, and 25 MW of battery power is still free. Every such round
+    reaches consensus and only the oracle's unserved energy is left (the trip's first
+    steps, before an energy round can deliver). Before the fix the free batteries offered
+    0.2 of their room (5.2 MW): 1 of 110 rounds reached consensus and 2.8 MW stayed
+    unserved for the rest of the episode (0.074 MWh here vs the oracle's 0.0054)."""
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("emergency", contingency_mw=108.0)
+    heuristic = run_episode(_env(sc), HeuristicPolicy(), seed=0).metrics
+    oracle = run_episode(_env(sc), make_policy("oracle"), seed=0).metrics
+    assert heuristic["consensus_rate"] == 1.0
+    assert heuristic["unserved_energy_mwh"] <= 1.05 * oracle["unserved_energy_mwh"], (
+        heuristic["unserved_energy_mwh"], oracle["unserved_energy_mwh"])
+
+
 # --------------------------------------------------------------------------- roles
 @pytest.fixture()
 def shortage_obs():
@@ -396,6 +414,29 @@ def test_a_zero_request_gets_a_zero_bid_also_in_a_reserve_round(shortage_obs):
     target, _, _ = policy.bids(obs)
     assert (target == 0.0).all()
     assert (policy.act(obs, np.ones((obs.shape[0], 32), dtype=bool))[:, 0] == 10).all()
+
+
+def test_after_the_emergency_broadcast_upward_offers_are_the_whole_room(shortage_obs):
+    """After the broadcast the activated reserve holds an unknown part of the fleet's
+    upward flexibility, so ``request_rel`` (a share of the whole fleet) no longer sizes
+    an offer: in an upward energy round every battery offers its whole feasible room
+    (the 108 MW trip's 8 MW request is 0.064 of the fleet but 0.32 of the 25 MW left).
+    Without the broadcast, and in a surplus, the sizing is unchanged."""
+    policy, obs, col = shortage_obs
+    bat = obs[:, col["is_battery"]] > 0.5
+    obs = obs.copy()
+    obs[:, col["request_rel"]] = 0.064
+    obs[bat, col["feasible_hi_rel"]] = 0.75
+    obs[bat, col["feasible_lo_rel"]] = -0.5
+    before, _, _ = policy.bids(obs)
+    np.testing.assert_allclose(before[bat], 0.2 * 0.75)   # min_offer_share of the room
+    obs[:, col["emergency"]] = 1.0
+    after, _, bound = policy.bids(obs)
+    np.testing.assert_allclose(bound[bat], 0.75)
+    np.testing.assert_array_equal(after, bound)            # solar: 0 in a shortage
+    obs[:, col["request_rel"]] = -0.064
+    surplus, _, _ = policy.bids(obs)
+    np.testing.assert_allclose(surplus[bat], -0.2 * 0.5)
 
 
 def test_heuristic_bids_are_projected_onto_the_mask(shortage_obs):
