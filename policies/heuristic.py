@@ -61,10 +61,11 @@ the *whole* fleet. In ``emergency`` with a 108 MW trip the request is 8 MW
 the 25 MW left (10 batteries, no EV deferral) offered 0.2 of it, 5.2 MW, and 2.8 MW went
 unserved for the rest of the episode. An agent cannot see how much of the fleet the
 reserve holds, so in an upward energy round after the broadcast it offers its whole
-feasible upward capacity (share 1); the prices still decide who delivers. A seller's price is the lowest price level at or above its
-ask; an absorber's is the highest level at or below what it is willing to pay (minus
-the compensation it asks). A zero request gets a 0 MW bid.
-The chosen levels are projected on the action mask (nearest allowed level), so the
+feasible upward capacity (share 1); the prices still decide who delivers.
+
+A seller's price is the lowest price level at or above its ask; an absorber's is the
+highest level at or below what it is willing to pay (minus the compensation it asks). A
+zero request gets a 0 MW bid. The chosen levels are projected on the action mask (nearest allowed level), so the
 kernel never blocks a heuristic bid.
 """
 
