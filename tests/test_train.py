@@ -634,7 +634,7 @@ def test_cli_as_a_user_runs_it(tmp_path, capsys):
     assert status == 0
     out = capsys.readouterr().out
     assert "model saved to" in out
-    assert f"best model by system_cost: {tmp_path / 'cli' / 'best_model.zip'} (" in out
+    assert f"best model by system cost relative to the heuristic: {tmp_path / 'cli' / 'best_model.zip'} (" in out
     record = json.loads((tmp_path / "cli" / "model.json").read_text())
     best = record["evaluation_during_training"]["best"]
     # the same figure, in the same format, as the evaluation lines (thousands separators)

@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         best = json.loads(path.with_suffix(".json").read_text())[
             "evaluation_during_training"]
         if best["best"] is not None:
-            print(f"best model by system_cost: {best['best_model']} "
+            print(f"best model by system cost relative to the heuristic: {best['best_model']} "
                   f"({best['best']['system_cost']:,.2f} $, "
                   f"{100 * best['best']['relative_cost']:+,.1f} % vs the heuristic, at "
                   f"{best['best']['agent_steps']:,} agent-steps)")
