@@ -77,7 +77,8 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
         eval_every: int = 100_000, eval_seeds: int = 3, margin: float = 0.01,
         bc: bool = False, bc_timesteps: int = 200_000, bc_epochs: int = 10,
         seed: int = 0, n_agents: int = 100, quick: bool = False,
-        reward: str = "env", heldout_seeds: int = 3) -> dict[str, Any]:
+        reward: str = "env", heldout_seeds: int = 3,
+        randomize: bool = False) -> dict[str, Any]:
     """Train until the learned policy beats the heuristic or ``timesteps`` run out.
 
     :param scenario: training and evaluation scenario, or ``"all"``.
@@ -95,6 +96,10 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
         DER's profit) or ``"marginal"`` (plus its averted value of lost load).
     :param heldout_seeds: held-out episodes per scenario for the final model and the
         heuristic (seeds ``HELDOUT_SEED_BASE + k``, 1 to ``EVAL_SEED_BASE`` = 10 000).
+    :param randomize: train and evaluate on randomized scenarios (``python -m train
+        --randomize``, :data:`gridswarm_env.scenarios.RANDOMIZE_PRESET`): every episode,
+        the heuristic's and the held-out ones included, draws its load step and trip from
+        its seed.
     :param quick: a small smoke run (50 000 PPO steps, 20 000 demonstration steps, one
         evaluation seed and one held-out seed), for checking the harness, not for the
         figure.
@@ -120,6 +125,8 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
                          f"{EVAL_SEED_BASE:,} + k)")
     if not (isinstance(margin, int | float) and math.isfinite(margin) and 0 <= margin < 1):
         raise ValueError(f"margin = {margin!r}: expected a number in [0, 1)")
+    if not isinstance(randomize, bool):
+        raise ValueError(f"randomize = {randomize!r}: expected True or False")
     try:
         import sb3_contrib  # noqa: F401
         import torch  # noqa: F401
@@ -133,7 +140,7 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
     try:   # the model, its record and tensorboard files are removed in every case
         return _run(scenarios, scenario, seeds, heldout, workdir, timesteps, eval_every,
-                    margin, bc, bc_timesteps, bc_epochs, seed, n_agents, reward)
+                    margin, bc, bc_timesteps, bc_epochs, seed, n_agents, reward, randomize)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -141,9 +148,10 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
 def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], heldout: list[int],
          workdir: str, timesteps: int, eval_every: int, margin: float, bc: bool,
          bc_timesteps: int, bc_epochs: int, seed: int, n_agents: int,
-         reward: str) -> dict[str, Any]:
+         reward: str, randomize: bool) -> dict[str, Any]:
     """:func:`run` inside its working directory."""
     from gridswarm_env.env import GridSwarmEnv
+    from gridswarm_env.scenarios import randomized
     from policies import make_policy
     from train.callbacks import SystemCostEvaluation, mean_system_costs
     from train.config import TrainConfig
@@ -156,8 +164,9 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], heldout: l
         learning_rate=1e-4, target_kl=0.02, net_arch=(128, 128),
         bc_teacher="heuristic" if bc else None, bc_timesteps=bc_timesteps,
         bc_epochs=bc_epochs, torch_threads=1, progress_bar=False, verbose=0,
-        run_name="bench_learning")
-    envs = {name: GridSwarmEnv(scenario=name, n_agents=n_agents, trust="hmac")
+        run_name="bench_learning", randomize=randomize)
+    envs = {name: GridSwarmEnv(scenario=randomized(name) if randomize else name,
+                               n_agents=n_agents, trust="hmac")
             for name in scenarios}
     t_h = time.perf_counter()
     heuristic = mean_system_costs(envs, make_policy("heuristic"), seeds)
@@ -168,7 +177,8 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], heldout: l
     # its clock starts now: building the adapter and model, cloning and PPO count, its
     # own evaluations do not
     evaluation = SystemCostEvaluation(scenarios, n_agents, eval_every, len(seeds),
-                                      stop_at_cost=threshold, reference=heuristic)
+                                      stop_at_cost=threshold, reference=heuristic,
+                                      randomize=randomize)
     model_path = train(config, callbacks=[evaluation])
     total_s = evaluation.train_s()
     curve = [{**p, "relative_to_heuristic": p["system_cost"] / target_cost
@@ -193,6 +203,7 @@ def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], heldout: l
     return {
         "scenario": scenario, "n_agents": n_agents, "trust": "hmac", "seed": seed,
         "eval_seeds": seeds, "margin": margin, "bc": bc, "reward": reward,
+        "randomize": randomize,
         "timesteps_budget": timesteps, "eval_every": eval_every,
         "heuristic_system_cost": target_cost, "heuristic_per_scenario": heuristic,
         "threshold_system_cost": threshold,
@@ -232,6 +243,8 @@ def describe(r: dict[str, Any]) -> str:
         f"cloning the heuristic ({r['bc_agent_steps']:,} agent-steps, {r['bc_s']:.0f} s) then PPO")
     if r.get("reward", "env") != "env":
         start += f" on the {r['reward']} reward"
+    if r.get("randomize"):
+        start += ", randomized scenarios (--randomize)"
     head = (f"learning ({r['scenario']}, {r['n_agents']} agents, {start}; heuristic "
             f"system_cost {r['heuristic_system_cost']:.2f} $ on seeds "
             f"{r['eval_seeds'][0]}..{r['eval_seeds'][-1]}): ")
@@ -304,6 +317,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--reward", default="env", choices=("env", "marginal"),
                         help="the reward PPO learns from (as python -m train --reward)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--randomize", action="store_true",
+                        help="train and evaluate on randomized scenarios (as python -m train "
+                             "--randomize: every episode draws its load step and trip)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run of the harness")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args(argv)
@@ -314,7 +330,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         resolve_scenarios(args.scenario)
         r = run(args.scenario, args.timesteps, args.eval_every, args.eval_seeds, args.margin,
                 args.bc, args.bc_timesteps, args.bc_epochs, args.seed,
-                quick=args.quick, reward=args.reward, heldout_seeds=args.heldout_seeds)
+                quick=args.quick, reward=args.reward, heldout_seeds=args.heldout_seeds,
+                randomize=args.randomize)
     except ValueError as exc:
         parser.error(str(exc))
     print(describe(r))

@@ -166,6 +166,44 @@ def test_bench_learning_measures_the_final_model_on_held_out_seeds(tmp_path, mon
     assert f"system_cost {r['heldout_system_cost']:9.3f} $" in out
 
 
+def test_bench_learning_randomize_trains_and_judges_on_drawn_episodes(monkeypatch):
+    """``--randomize`` reaches the training (its command says so) and every evaluation:
+    the heuristic's reference and the held-out cost are those of the randomized
+    scenario's episodes at those seeds, not the fixed scenario's."""
+    import train.trainer
+    from benchmarks import bench_learning
+    from gridswarm_env.env import GridSwarmEnv
+    from gridswarm_env.scenarios import randomized
+    from policies import make_policy
+    from train.callbacks import mean_system_costs
+
+    trained_with = []
+    original_train = train.trainer.train
+
+    def train_and_note(config, **kwargs):
+        trained_with.append(config.randomize)
+        return original_train(config, **kwargs)
+
+    monkeypatch.setattr(train.trainer, "train", train_and_note)
+    r = bench_learning.run("emergency", timesteps=300, eval_every=150, eval_seeds=1,
+                           margin=0.5, n_agents=3, heldout_seeds=1, randomize=True)
+    assert r["randomize"] is True and trained_with == [True]
+    heuristic = make_policy("heuristic")
+    drawn = {"emergency": GridSwarmEnv(scenario=randomized("emergency"), n_agents=3,
+                                       trust="hmac")}
+    fixed = {"emergency": GridSwarmEnv(scenario="emergency", n_agents=3, trust="hmac")}
+    expected = mean_system_costs(drawn, heuristic, [10_000])["emergency"]
+    assert r["heuristic_system_cost"] == expected
+    assert expected != mean_system_costs(fixed, heuristic, [10_000])["emergency"]
+    assert r["heldout_heuristic_system_cost"] == (
+        mean_system_costs(drawn, heuristic, [0])["emergency"])
+    assert "randomized scenarios (--randomize)" in bench_learning.describe(r)
+    with pytest.raises(ValueError, match="randomize = 1: expected True or False"):
+        bench_learning.run("emergency", timesteps=300, randomize=1)
+    monkeypatch.setattr(bench_learning, "run", lambda *a, **k: {**r, "asked": k})
+    assert bench_learning.main(["--randomize"])["asked"]["randomize"] is True
+
+
 def test_bench_learning_refuses_held_out_seeds_that_reach_the_stopping_seeds():
     from benchmarks import bench_learning
 
