@@ -173,7 +173,7 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
-        from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS
+        from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS, check_bool
 
         flag = OPTION_FLAGS
         _check_int("n_agents", self.n_agents, 1, maximum=MAX_AGENTS, why=AGENT_LIMIT_WHY)
@@ -184,8 +184,7 @@ class DemoOptions:
         if self.scenario not in scenario_names():
             raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
                              f"{', '.join(scenario_names())}")
-        if not isinstance(self.randomize, bool):
-            raise ValueError(f"{flag['randomize']} {self.randomize!r}: expected True or False")
+        check_bool(flag["randomize"], self.randomize, sep=" ")
         check_contract_keys(self.contract_keys, flag["contract_keys"])
         if self.trust not in TRUST_MODES:
             raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "

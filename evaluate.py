@@ -858,16 +858,13 @@ def evaluate(policies: Sequence[str] | str | None = None,
         it went to the temporary directory instead, see the message).
     """
     import gridswarm_env
-    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.config import EnvConfig, check_bool
     from gridswarm_env.scenarios import RANDOMIZE_PRESET, randomized
     from policies import make_policy
     from policies.rollout import run_episode
 
     pols, scs, pol_notes, limits_obj, limits_sha256 = check_arguments(
         policies, scenarios, episodes, seed, n_agents, trust, limits)
-    if not isinstance(randomize, bool):
-        raise UsageError(f"randomize = {randomize!r}: expected True or False")
-
     def scenario_of(name: str) -> Any:   # what the environments are given
         return randomized(name) if randomize else name
 
@@ -877,6 +874,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     try:   # demo.py's rule: 1 to the cores this process may use
         env_config = EnvConfig(crypto_threads=check_crypto_threads(crypto_threads),
                                contract_keys=check_contract_keys(contract_keys))
+        check_bool("randomize", randomize)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     episodes, n_agents = int(episodes), int(n_agents)

@@ -125,8 +125,9 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
                          f"{EVAL_SEED_BASE:,} + k)")
     if not (isinstance(margin, int | float) and math.isfinite(margin) and 0 <= margin < 1):
         raise ValueError(f"margin = {margin!r}: expected a number in [0, 1)")
-    if not isinstance(randomize, bool):
-        raise ValueError(f"randomize = {randomize!r}: expected True or False")
+    from gridswarm_env.config import check_bool
+
+    check_bool("randomize", randomize)
     try:
         import sb3_contrib  # noqa: F401
         import torch  # noqa: F401

@@ -128,6 +128,15 @@ def check_int_at_least(owner: str, name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def check_bool(label: str, value: Any, sep: str = " = ") -> bool:
+    """Return ``value``; raise ``ValueError`` unless it is ``True`` or ``False`` (not 1, not
+    ``"yes"``): ``"<label><sep><value!r>: expected True or False"`` (``label`` names the
+    field, e.g. ``"EnvConfig.shadow"``, or the command-line flag with ``sep=" "``)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{label}{sep}{value!r}: expected True or False")
+    return value
+
+
 def check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:
     """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
@@ -551,9 +560,7 @@ class EnvConfig:
                                  "path or None")
             store(self, "audit_path", str(self.audit_path))
         for name in ("shadow", "audit_keep_entries", "pause_gc"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{owner}.{name} = {getattr(self, name)!r}: expected True or "
-                                 "False")
+            check_bool(f"{owner}.{name}", getattr(self, name))
         from gridswarm_env.bus import BusConfig
         from gridswarm_env.grid import GridParams
 

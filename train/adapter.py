@@ -103,6 +103,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 
 from gridswarm_env.config import (
     EnvConfig,
+    check_bool,
     check_choice,
     check_int_at_least,
     check_non_negative,
@@ -214,9 +215,7 @@ class GridSwarmVecEnv(VecEnv):
                  randomize: bool = False) -> None:
         owner = type(self).__name__
         self.scenarios = resolve_scenarios(scenario)
-        if not isinstance(randomize, bool):
-            raise ValueError(f"{owner}.randomize = {randomize!r}: expected True or False")
-        self.randomize = randomize
+        self.randomize = check_bool(f"{owner}.randomize", randomize)
         self.n_agents = check_int_at_least(owner, "n_agents", n_agents, 1)
         self.n_envs = check_int_at_least(owner, "n_envs", n_envs, 1)
         if seed is not None:

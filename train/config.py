@@ -18,6 +18,7 @@ from gridswarm_env.config import (
     INT_TYPES,
     TRUST_MODES,
     check_agent_limit,
+    check_bool,
     check_choice,
     check_finite,
     check_int_at_least,
@@ -241,8 +242,7 @@ class TrainConfig:
         resolve_scenarios(self.scenario)
         if not isinstance(self.scenario, str):
             raise ValueError(f"{owner}.scenario = {self.scenario!r}: expected a name or 'all'")
-        if not isinstance(self.randomize, bool):
-            raise ValueError(f"{owner}.randomize = {self.randomize!r}: expected True or False")
+        check_bool(f"{owner}.randomize", self.randomize)
         check_int_at_least(owner, "total_timesteps", self.total_timesteps, 0)
         if self.total_timesteps == 0 and self.bc_teacher is None:
             raise ValueError(f"{owner}.total_timesteps = 0: allowed only with bc_teacher "
@@ -314,8 +314,7 @@ class TrainConfig:
         if self.resume is not None and self.bc_teacher is not None:
             raise ValueError(f"{owner}.bc_teacher = {self.bc_teacher!r}: behaviour cloning "
                              "pre-trains a new model; it cannot be combined with resume (--resume)")
-        if not isinstance(self.overwrite, bool):
-            raise ValueError(f"{owner}.overwrite = {self.overwrite!r}: expected True or False")
+        check_bool(f"{owner}.overwrite", self.overwrite)
         if self.out is not None:
             if not isinstance(self.out, str) or not self.out:
                 raise ValueError(f"{owner}.out = {self.out!r}: expected a model file path")
