@@ -114,6 +114,7 @@ right after an earlier head is told apart from a finished one. Heads of the v2 f
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import heapq
@@ -2676,16 +2677,25 @@ def check_new_audit_file(path: str | os.PathLike[str], label: str) -> None:
     """Refuse to start an audit chain in ``path`` when that would destroy something.
 
     An audit trail is evidence: a non-empty existing file is never overwritten (an empty
-    one, e.g. made by ``touch``, is fine), and a directory is no file path.
+    one, e.g. made by ``touch``, is fine), a symbolic link is never written through, and
+    a directory is no file path.
 
     :param label: how the message names the setting or flag (e.g. ``"--audit"``).
     :raises ValueError: naming the path, what is wrong and what to do instead.
     """
     p = Path(path)
+    if p.is_symlink():
+        raise _audit_symlink_error(path, label)
     if p.is_dir():
         raise ValueError(f"{label} {str(path)!r} is a directory; expected a file path")
     if p.is_file() and p.stat().st_size > 0:
         raise _existing_audit_file(path, label, p.stat().st_size)
+
+
+def _audit_symlink_error(path: str | os.PathLike[str], label: str) -> ValueError:
+    return ValueError(f"{label} {str(path)!r} is a symbolic link; an audit trail is written "
+                      "only to the path given, never through a link: expected a new file path "
+                      "or an existing empty regular file")
 
 
 def _existing_audit_file(path: str | os.PathLike[str], label: str, size: int) -> ValueError:
@@ -2697,16 +2707,18 @@ def _existing_audit_file(path: str | os.PathLike[str], label: str, size: int) ->
 def _open_new_audit_file(path: Path) -> Any:
     """Open ``path`` to write a new chain without ever destroying an existing file.
 
-    The file is created exclusively (``open(path, "x")``: ``O_CREAT | O_EXCL``). An
-    existing file is opened without truncating it (``O_WRONLY | O_APPEND``) and kept only
+    The file is created exclusively (``open(path, "x")``: ``O_CREAT | O_EXCL``, which
+    also refuses a symbolic link, dangling or not). An existing file is opened without
+    truncating it or following a symbolic link (``O_WRONLY | O_APPEND | O_NOFOLLOW``;
+    a link to an empty file is refused, not followed) and kept only
     when that same handle shows an empty regular file (``os.fstat``: size 0, e.g. made by
     ``touch``), as :func:`check_new_audit_file` allows; anything else is closed untouched
     and refused. The check and the writes use one handle, so no other writer's bytes can
     be truncated between them (with ``O_APPEND`` they would only precede the chain, which
     the verifier then reports).
 
-    :raises ValueError: for an existing non-empty file or something that is no regular
-        file (a directory), naming the path, what exists and what is allowed.
+    :raises ValueError: for an existing non-empty file, a symbolic link or something
+        that is no regular file (a directory), naming the path, what exists and what is allowed.
     :raises OSError: when the file cannot be created or opened (permissions, missing
         directory).
     """
@@ -2715,10 +2727,17 @@ def _open_new_audit_file(path: Path) -> Any:
         return open(path, "x", encoding="ascii", newline="\n")
     except FileExistsError:
         pass
+    if os.path.islink(path):
+        raise _audit_symlink_error(path, label)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        # O_NOFOLLOW: a symbolic link swapped in after the check above is refused too.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
     except IsADirectoryError:
         raise ValueError(f"{label} {str(path)!r} is a directory; expected a file path") from None
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise _audit_symlink_error(path, label) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

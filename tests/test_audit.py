@@ -1026,6 +1026,29 @@ def test_an_audit_log_never_empties_an_existing_file(tmp_path):
     assert fresh.read_bytes() == empty.read_bytes()
 
 
+def test_an_audit_trail_is_never_written_through_a_symbolic_link(tmp_path):
+    """Security finding (listed undone last pass): an existing empty file was opened
+    with ``O_WRONLY | O_APPEND``, which follows a symbolic link, so a link planted at
+    the audit path sent the trail elsewhere. Links are refused, dangling or not, by the
+    writer and by the environment's path check; the link's target is left untouched."""
+    import gridswarm_env
+
+    target = tmp_path / "elsewhere.jsonl"
+    target.touch()
+    link = tmp_path / "trail.jsonl"
+    link.symlink_to(target)
+    dangling = tmp_path / "dangling.jsonl"
+    dangling.symlink_to(tmp_path / "nothing-here.jsonl")
+    for path in (link, dangling):
+        with pytest.raises(ValueError, match=r"is a symbolic link; an audit trail is written "
+                           r"only to the path given, never through a link"):
+            AuditLog(path)
+        with pytest.raises(ValueError, match=r"EnvConfig.audit_path = '.*' is a symbolic link"):
+            gridswarm_env.parallel_env(n_agents=3, trust="hmac", audit_path=str(path))
+    assert target.read_bytes() == b""
+    assert not (tmp_path / "nothing-here.jsonl").exists()
+
+
 def test_an_environment_loses_no_trail_written_after_its_path_check(tmp_path, monkeypatch):
     """The environment checks its audit path before it opens it; a file that appears
     in between (another writer winning the race) is refused, not emptied."""
