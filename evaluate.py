@@ -110,6 +110,7 @@ from policies.cli_checks import (
     check_output_file,
     int_range_text,
     integer_type,
+    limits_path,
     max_crypto_threads,
     missing_package_message,
     read_limits_agents,
@@ -265,8 +266,12 @@ def identity_lines(config: dict[str, Any]) -> dict[str, str]:
 
 
 def limits_text(config: dict[str, Any]) -> str:
-    """The limits file (with its SHA-256) or ``defaults``."""
+    """The limits file (with its SHA-256), ``defaults``, or in-memory limits given to
+    :func:`evaluate` (a dict or ``Limits``: no file to name; ``limits_values`` in
+    results.json holds the limits used, whatever their source)."""
     if config["limits"] is None:
+        if config.get("limits_source") == "in-memory":
+            return "in-memory limits given to evaluate() (values in results.json: limits_values)"
         return "defaults"
     sha = config["provenance"]["limits_sha256"]
     return config["limits"] + (f" (sha256 {sha})" if sha else "")
@@ -822,7 +827,7 @@ class ScalarWriter:
 def evaluate(policies: Sequence[str] | str | None = None,
              scenarios: Sequence[str] | str | None = None, episodes: int = 5, seed: int = 0,
              n_agents: int = 100, out_dir: str | Path = "eval_out", *, trust: str = "ed25519",
-             limits: str | Path | LimitsFile | None = None, progress: bool = True,
+             limits: str | Path | LimitsFile | dict[str, Any] | Any = None, progress: bool = True,
              notes: list[str] | None = None, counterfactual: bool = True,
              crypto_threads: int | None = None, randomize: bool = False,
              contract_keys: str = "seeded") -> dict[str, Any]:
@@ -926,8 +931,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
     config = {"policies": pols, "scenarios": scs, "episodes": episodes, "seed": seed,
               "seeds": list(range(seed, seed + episodes)),
               "n_agents": n_agents, "trust": trust, "contract_keys": contract_keys,
-              "limits": None if limits is None else str(
-                  limits.path if isinstance(limits, LimitsFile) else limits),
+              "limits": limits_path(limits),
+              "limits_source": ("defaults" if limits is None
+                                else "file" if limits_path(limits) is not None else "in-memory"),
+              "limits_values": limits_obj.to_dict(),
               "scenario_randomization": dict(RANDOMIZE_PRESET) if randomize else None,
               "policy_details": {pol: policy_identity(pol, built[pol]) for pol in pols},
               "provenance": provenance(limits_sha256)}

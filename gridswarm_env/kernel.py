@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +224,20 @@ class Limits:
                              "e.g. [agents.battery_003]")
         return cls(per_kind=per_kind, per_agent=agents)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_dict`, JSON-safe: every kind's limits with the fields
+        that hold a number (an uncapped power, the unlimited ramp and an EV's own departure
+        SoC are omitted, as in a TOML file), and the per-agent overrides under ``agents``.
+        ``Limits.from_dict(limits.to_dict()) == limits``."""
+        def numbers(lim: DerLimits) -> dict[str, float]:
+            return {f.name: getattr(lim, f.name) for f in fields(lim)
+                    if getattr(lim, f.name) is not None and math.isfinite(getattr(lim, f.name))}
+        out: dict[str, Any] = {kind: numbers(self.for_kind(kind)) for kind in DER_KINDS}
+        out["agents"] = {agent: {name: value for name, value in changes.items()
+                                 if value is not None and math.isfinite(value)}
+                         for agent, changes in self.per_agent.items()}
+        return out
+
     @classmethod
     def from_toml(cls, path: str | Path) -> Limits:
         """Load limits from a TOML file (see the module docstring for the layout).
@@ -248,10 +262,6 @@ class Limits:
         except ValueError as exc:
             raise ValueError(f"limits file {str(p)!r}: {exc}") from None
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: asdict(v) for k, v in self.per_kind.items()}
-        out["agents"] = {k: dict(v) for k, v in self.per_agent.items()}
-        return out
 
 
 def as_limits(limits: Limits | Mapping[str, Any] | str | Path | None) -> Limits:

@@ -129,6 +129,35 @@ def test_the_command_line_reads_the_limits_file_once(tmp_path, monkeypatch):
     assert config["limits"] == str(limits)
     assert config["provenance"]["limits_sha256"] == sha
     assert f"{limits} (sha256 {sha})" in (out / "results.md").read_text()
+    assert config["limits_source"] == "file"
+    assert config["limits_values"]["battery"]["soc_min"] == 0.2   # the bytes parsed, not 0.3
+
+
+def test_in_memory_limits_are_recorded_by_value_not_as_a_file_name(tmp_path):
+    """Undone last pass: ``evaluate(limits={...})`` recorded ``str(dict)`` under
+    ``limits``, where a file's path goes, and results.md printed it as if it named a
+    file. Now ``limits`` is None for in-memory limits (as ``limits_path`` says),
+    ``limits_source`` says where they came from, and ``limits_values`` holds the limits
+    used (JSON, round-trips through ``Limits.from_dict``) for every source."""
+    from gridswarm_env.kernel import Limits
+
+    given = {"battery": {"soc_min": 0.25}, "agents": {"ev_000": {"soc_min": 0.4}}}
+    records = {}
+    for name, limits in (("memory", given), ("limits-object", Limits.from_dict(given)),
+                         ("defaults", None)):
+        out = tmp_path / name
+        evaluate.evaluate(["heuristic"], ["solar_surplus"], 1, 0, 5, out, trust="hmac",
+                          limits=limits, progress=False)
+        records[name] = json.loads((out / "results.json").read_text())["summary"]["config"]
+        records[name]["md"] = (out / "results.md").read_text()
+    for name in ("memory", "limits-object"):
+        config = records[name]
+        assert config["limits"] is None and config["limits_source"] == "in-memory"
+        assert Limits.from_dict(config["limits_values"]) == Limits.from_dict(given)
+        assert "in-memory limits given to evaluate()" in config["md"]
+        assert "{'battery'" not in config["md"]
+    assert records["defaults"]["limits_source"] == "defaults"
+    assert Limits.from_dict(records["defaults"]["limits_values"]) == Limits()
 
 
 def test_a_failure_mid_run_keeps_the_finished_episodes(tmp_path, capsys, monkeypatch):
