@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain lines instead of the live dashboard (automatic when stdout "
                         "is not a terminal)")
     p.add_argument("--json", default=None, metavar="FILE",
-                   help="write per-step records and final KPIs as JSON")
+                   help="write per-step records and final KPIs as JSON (an existing file is "
+                        "replaced)")
     p.add_argument("--limits", default=None, metavar="FILE", help="kernel limits TOML file")
     p.add_argument("--trust", choices=TRUST_MODES, default="ed25519",
                    help="contract signatures (default ed25519)")
