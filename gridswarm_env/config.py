@@ -287,7 +287,9 @@ class FleetConfig:
     solar_capacity_mw: float = 120.0      # fleet total PV rating (DC)
     solar_inverter_eta: float = 0.96
     solar_forecast_error_std: float = 0.05
-    solar_variability_std: float = 0.01   # per-step relative AR(1) noise on availability
+    # long-run (stationary) relative std of the AR(1) noise on availability (60 s time
+    # constant; the shocks are scaled by sqrt(1 - a^2), fleet.update_solar)
+    solar_variability_std: float = 0.01
     size_spread: float = 0.5
 
     def __post_init__(self) -> None:

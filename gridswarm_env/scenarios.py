@@ -354,7 +354,10 @@ PRICE_SPIKE = Scenario(
         "peaks at ~110 MW at t = 80 s and closes by ~260 s: more than the batteries can give, "
         "so EV "
         "fleets must defer charging where their departure slack allows. The operator "
-        "broadcasts high prices (band 0-500 $/MWh); agents compete to sell stored energy."
+        "broadcasts high prices (band 0-500 $/MWh); agents compete to sell stored energy. "
+        "Time is compressed so that a 5-minute episode holds the whole event: the ramp is "
+        "13 %/min of the 850 MW load, where real evening net-load ramps stay well under "
+        "1 %/min (read it as a fast disturbance, not a measured peak)."
     ),
     episode_steps=300,
     start_hour=18.0,
@@ -379,7 +382,8 @@ SOLAR_SURPLUS = Scenario(
         "to back down at t = 80 s and ramps over 180 s, so a surplus opens at t = 20 s, peaks "
         "at ~70 MW at t = 80 s and closes by ~260 s. Prices are low "
         "or negative (band -50-50 $/MWh); agents absorb by charging, curtailing PV or "
-        "charging EVs faster."
+        "charging EVs faster. Time is compressed as in price_spike: 8 %/min of the load, "
+        "far faster than a geographically smoothed fleet of rooftop PV changes."
     ),
     episode_steps=300,
     start_hour=12.5,
