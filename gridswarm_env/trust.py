@@ -3365,6 +3365,7 @@ def _verify_records(
     ed25519_heads = 0
     hmac_heads = 0
     episodes = 0
+    hmac_episodes = 0     # episode_start entries that say trust = hmac (for the message only)
 
     def fail(index: int | None, problem: str, message: str) -> AuditVerification:
         where = "" if index is None else f" at entry {index}"
@@ -3431,6 +3432,8 @@ def _verify_records(
                         f"{closing_index}, final: true): a finished log takes no more entries")
         last_verified_head = False
         episodes += record["kind"] == "episode_start"
+        hmac_episodes += (record["kind"] == "episode_start"
+                          and record["fields"].get("trust") == "hmac")
         if record["kind"] == "head_signed":
             scheme = record["fields"].get("scheme")
             ed25519_heads += scheme == "ed25519"
@@ -3471,11 +3474,16 @@ def _verify_records(
             if last_signed_index is None
             else f"the last signed head is entry {last_signed_index}"
         )
-        return replace(fail(
-            expected,
-            "truncated",
-            f"the chain does not end with a verified signed head ({since}); its tail was cut or is unsigned",
-        ), closed=False, episodes=episodes)
+        reason = (f"the chain does not end with a verified signed head ({since}); its tail "
+                  "was cut or is unsigned")
+        if last_signed_index is None and episodes and hmac_episodes == episodes:
+            # the entries' own word, which anyone editing the file can write: a hint
+            # for the honest mistake, never a pass
+            reason += ("; its episode_start entries say trust = hmac, and an hmac-mode "
+                       "environment signs no heads, so none of its files verifies with a "
+                       "public key: verify it without --public-key (self-consistency only); "
+                       "if its writer ran in ed25519 mode, the file was altered")
+        return replace(fail(expected, "truncated", reason), closed=False, episodes=episodes)
     # with a key: True/False = the last head is (not) the writer's closing head; None:
     # no key, or a v2 head (no "final" field: written before closing heads existed)
     closed = previous["fields"].get("final") if signing_required and previous else None

@@ -744,6 +744,32 @@ def test_cli_public_key(registry, tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"BROKEN at entry {N + N // 4 - 1}: truncated (")
 
 
+def test_an_hmac_mode_file_checked_with_a_key_fails_and_says_why(tmp_path, capsys):
+    """New-user review: an hmac-mode trail checked with ``--public-key`` read "truncated
+    ... its tail was cut or is unsigned", though nothing was cut: hmac mode signs no
+    heads. It still fails (the trust field is the file's own word, which an editor
+    could write), but the message names the likely mistake, and only when every
+    episode_start says hmac."""
+    import gridswarm_env
+
+    trail = tmp_path / "hmac.jsonl"
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=3, trust="hmac",
+                                     audit_path=str(trail))
+    env.reset(seed=0)
+    env.close()
+    key_hex = "ab" * 32
+    assert main(["verify", str(trail), "--public-key", key_hex]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("BROKEN at entry 1: truncated (") and "trust = hmac" in out
+    assert "verify it without --public-key" in out
+    assert main(["verify", str(trail)]) == 0
+    capsys.readouterr()
+    unsigned = tmp_path / "unsigned.jsonl"   # no episode_start at all: no hint
+    write_chain(unsigned, n=3)
+    assert main(["verify", str(unsigned), "--public-key", key_hex]) == 1
+    assert "trust = hmac" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
