@@ -54,8 +54,8 @@ Outputs in ``DIR``:
 * ``tensorboard/`` — scalars ``eval/<scenario>/<policy>/<kpi>`` (step = episode index).
 
 Re-running into the same ``DIR`` replaces these outputs: once a run has written its
-own, it removes the ones of earlier runs that it did not rewrite — ``freq_*.png`` of
-scenarios it did not run, the earlier event files in ``tensorboard/`` (one run's
+own, it removes the ones of earlier runs that it did not rewrite — ``freq_<scenario>.png``
+of registered scenarios it did not run (other ``freq_*.png`` files are not its own), the earlier event files in ``tensorboard/`` (one run's
 scalars per directory, no mixed curves) and, when no oracle ran, an earlier
 ``cost_vs_oracle.png`` (:func:`remove_stale_outputs`). Nothing else in ``DIR`` is touched; an
 interrupted or failed run removes its own event file (and the directories it created, if
@@ -483,14 +483,18 @@ def _event_files(out: Path) -> set[Path]:
 
 def remove_stale_outputs(out: Path, scenarios: Sequence[str], earlier_events: set[Path],
                          cost_plot: bool = True) -> list[Path]:
-    """Remove the outputs of earlier runs that this run did not rewrite: ``freq_*.png``
-    of other scenarios, the event files ``earlier_events`` and, when this run wrote no
-    cost plot (``cost_plot`` False: no oracle ran), an earlier ``cost_vs_oracle.png``.
+    """Remove the outputs of earlier runs that this run did not rewrite:
+    ``freq_<scenario>.png`` of the other registered scenarios (names this program
+    writes; a user's ``freq_mine.png`` stays), the event files ``earlier_events`` and,
+    when this run wrote no cost plot (``cost_plot`` False: no oracle ran), an earlier
+    ``cost_vs_oracle.png``.
 
     :returns: the removed paths.
     """
-    keep = {f"freq_{sc}.png" for sc in scenarios}
-    stale = [p for p in out.glob("freq_*.png") if p.is_file() and p.name not in keep]
+    from gridswarm_env.scenarios import scenario_names
+
+    stale = [out / f"freq_{sc}.png" for sc in scenario_names() if sc not in scenarios]
+    stale = [p for p in stale if p.is_file()]
     if not cost_plot and (out / COST_PLOT).is_file():
         stale.append(out / COST_PLOT)
     stale += sorted(p for p in earlier_events if p.is_file())
@@ -1143,8 +1147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default: %(default)s)")
     p.add_argument("--out", default="eval_out", metavar="DIR",
                    help="output directory (default: %(default)s). A re-run replaces this "
-                        "program's outputs there: after a successful run, freq_*.png of "
-                        "scenarios it did not run, earlier tensorboard event files and, "
+                        "program's outputs there: after a successful run, freq_<scenario>.png of "
+                        "the scenarios it did not run, earlier tensorboard event files and, "
                         "when no oracle ran, an earlier cost_vs_oracle.png are removed; "
                         "nothing else in DIR is touched")
     p.add_argument("--trust", default="ed25519", choices=TRUST_CHOICES,

@@ -68,13 +68,14 @@ def test_evaluate_rerun_replaces_its_own_outputs_only(tmp_path, capsys):
                              "--out", str(out)], capsys)
     assert status == 0, err
     (out / "notes.txt").write_text("mine")
+    (out / "freq_mine.png").write_text("mine")   # not a scenario's: not evaluate's own
     first_events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
     assert len(first_events) == 1
     status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out)],
                             capsys)
     assert status == 0, err
     # no oracle ran: no cost_vs_oracle.png (a cost relative to the oracle's)
-    assert sorted(p.name for p in out.glob("*.png")) == ["freq_emergency.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["freq_emergency.png", "freq_mine.png"]
     events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events != first_events
     assert (out / "notes.txt").read_text() == "mine"
