@@ -904,8 +904,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
             built[pol] = policy = make_policy(pol)
             if hasattr(policy, "check_action_levels"):
                 policy.check_action_levels(levels)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        except ValueError as exc:   # a model that does not load or fit: name the flag
+            msg = str(exc)
+            raise UsageError(msg if msg.startswith("--policies") else f"--policies: {msg}") \
+                from None
         except ModuleNotFoundError as exc:   # learned without the training extra
             raise UsageError(missing_package_message(pol, exc)) from None
     # directories this run creates: removed again (when empty) if it does not finish
@@ -1122,10 +1124,30 @@ def episodes_text(episodes: int, baselines: int) -> str:
 
 # --------------------------------------------------------------------------- command line
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump, no traceback)."""
+    """argparse with one-line errors (no usage dump, no traceback) and, for an unknown
+    option close to one of ours, a hint (``--policy``, demo.py's flag: ``did you mean
+    --policies?``)."""
 
     def error(self, message: str) -> None:   # type: ignore[override]
         raise UsageError(message)
+
+    def parse_args(self, args: Sequence[str] | None = None,   # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._hint(extras)}")
+        return parsed
+
+    def _hint(self, extras: Sequence[str]) -> str:
+        import difflib
+
+        ours = [o for o in self._option_string_actions if o.startswith("--")]
+        for arg in extras:
+            if arg.startswith("--"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], ours, n=1, cutoff=0.75)
+                if close:
+                    return f"; did you mean {close[0]}?"
+        return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
