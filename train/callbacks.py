@@ -6,10 +6,13 @@ is ``raw.episode_metrics()``, :mod:`gridswarm_env.metrics`) and logs it:
 
 * per rollout (the mean over the episodes finished during the rollout, written with
   SB3's own scalars at each dump): ``grid/…``, ``market/…``, ``trust/…``,
-  ``kernel/…`` (:data:`KPI_TAGS`), and ``grid/<scenario>/system_cost`` per scenario
-  (``scenario="all"`` mixes scenarios whose costs differ by orders of magnitude);
+  ``kernel/…`` (:data:`KPI_TAGS`), and per scenario ``grid/<scenario>/system_cost``
+  and ``grid/<scenario>/frequency_nadir_hz`` (``scenario="all"`` mixes scenarios whose
+  costs differ by orders of magnitude) and, for an episode with an event
+  (``emergency``), ``grid/<scenario>/emergency_response_latency_ms``,
+  ``…/emergency_response_mw_100ms`` and ``…/stabilization_time_s`` (each when not None);
 * per finished episode, straight to the tensorboard writer:
-  ``<namespace>/episode/<name>`` (and ``grid/<scenario>/episode/system_cost``), with
+  ``<namespace>/episode/<name>`` (and ``grid/<scenario>/episode/<name>``), with
   the episode's number (1, 2, …, in the order episodes finish) as tensorboard's step:
   with ``--envs`` > 1 several copies can finish in the same timestep, and one step
   per episode keeps each point apart (the rollout means above stay on the timestep
@@ -63,16 +66,30 @@ KPI_TAGS: dict[str, str] = {
 }
 
 
+#: KPIs also logged per scenario, ``grid/<scenario>/<key>``: ``scenario="all"`` mixes
+#: scenarios whose costs differ by orders of magnitude and whose nadirs differ in kind.
+SCENARIO_KPIS = ("system_cost", "frequency_nadir_hz")
+#: KPIs of the episode's event (the ``emergency`` trip), logged per scenario as above
+#: when the episode had one (``emergency_response_mw_100ms`` not None) and not None.
+EVENT_KPIS = ("emergency_response_latency_ms", "emergency_response_mw_100ms",
+              "stabilization_time_s")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def episode_scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    """Tag -> value for one episode's KPIs (keys that are None or absent are skipped)."""
-    out: dict[str, float] = {}
-    for tag, key in KPI_TAGS.items():
-        value = metrics.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[tag] = float(value)
+    """Tag -> value for one episode's KPIs (keys that are None or absent are skipped):
+    :data:`KPI_TAGS`, and per scenario :data:`SCENARIO_KPIS` and :data:`EVENT_KPIS`."""
+    out = {tag: float(metrics[key]) for tag, key in KPI_TAGS.items()
+           if _number(metrics.get(key))}
     scenario = metrics.get("scenario")
-    if scenario and "system_cost" in metrics:
-        out[f"grid/{scenario}/system_cost"] = float(metrics["system_cost"])
+    if scenario:
+        event = metrics.get("emergency_response_mw_100ms") is not None
+        out.update({f"grid/{scenario}/{key}": float(metrics[key])
+                    for key in SCENARIO_KPIS + (EVENT_KPIS if event else ())
+                    if _number(metrics.get(key))})
     return out
 
 
