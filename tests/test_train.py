@@ -129,6 +129,16 @@ def test_nadir_and_emergency_kpis_are_logged_per_scenario():
         "grid/emergency/stabilization_time_s"] == 3.5
 
 
+def test_no_checkpoints_directory_until_a_checkpoint_is_written(tmp_path):
+    """Review: every run left an empty checkpoints/ (SB3 creates it at the start), also
+    one shorter than --checkpoint-every."""
+    cfg = tiny(tmp_path, total_timesteps=600, checkpoint_every=1_200, run_name="short")
+    train(cfg)
+    run_dir = tmp_path / "runs" / "short"
+    assert (run_dir / "model.zip").is_file()
+    assert not (run_dir / "checkpoints").exists()
+
+
 def test_copies_finishing_together_get_their_own_episode_points(tmp_path):
     """Two env copies end their episodes in the same timestep: each episode is its own
     tensorboard point (step = episode number); they used to share one step."""

@@ -350,7 +350,12 @@ class AtomicCheckpointCallback(CheckpointCallback):
     ``save_freq`` calls), each checkpoint written by :func:`save_model_atomically`: SB3
     writes into the file itself, so an interrupt during the write left a truncated newest
     checkpoint, the one an unfinished run's message names as its last checkpoint. (No
-    replay buffer or ``VecNormalize`` statistics: ``python -m train`` uses neither.)"""
+    replay buffer or ``VecNormalize`` statistics: ``python -m train`` uses neither.)
+    ``<save_path>`` is created with the first checkpoint (SB3 creates it at the start,
+    leaving an empty directory in a run too short for one)."""
+
+    def _init_callback(self) -> None:
+        pass   # save_model_atomically creates the directory when a checkpoint is due
 
     def _on_step(self) -> bool:
         if self.n_calls % self.save_freq == 0:

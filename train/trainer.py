@@ -16,8 +16,8 @@ Timesteps are **agent-steps** (one observation of one agent), SB3's
 ``num_timesteps``: one environment step of ``n_envs`` copies of ``n_agents`` agents is
 ``n_envs · n_agents`` timesteps. Run names carry the scenario, seed and start time:
 ``<scenario>_s<seed>_<YYYYmmdd-HHMMSS>``; everything of a run lives in
-``<logdir>/<run name>/`` (tensorboard events, ``progress.csv``, ``checkpoints/``,
-``model.zip`` unless ``out`` says otherwise).
+``<logdir>/<run name>/`` (tensorboard events, ``progress.csv``, ``checkpoints/`` once
+the first checkpoint is written, ``model.zip`` unless ``out`` says otherwise).
 """
 
 from __future__ import annotations
