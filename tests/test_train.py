@@ -1090,3 +1090,34 @@ def test_system_cost_evaluation_called_directly_checks_its_counts(kwargs, says):
     with pytest.raises(ValueError) as info:
         SystemCostEvaluation(["emergency"], 5, **args)
     assert says in str(info.value)
+
+
+def test_progress_bar_total_is_the_agent_steps_that_run(tmp_path, monkeypatch):
+    """Review: --timesteps 20000 ended at '25,600/20,000' (SB3's bar counts to the
+    budget, PPO runs whole rollouts) though the note said 25,600 would run. The bar's
+    total is now the rounded-up figure, and it ends full."""
+    import stable_baselines3.common.callbacks as sb3_callbacks
+
+    bars = []
+
+    class FakeBar:
+        def __init__(self, total):
+            self.total, self.n = total, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def refresh(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(sb3_callbacks, "tqdm", FakeBar)
+    cfg = tiny(tmp_path, total_timesteps=700, checkpoint_every=0, run_name="bar",
+               progress_bar=True)   # rollouts of 60 steps x 10 agents = 600: runs 1 200
+    assert cfg.planned_timesteps() == 1_200
+    path = train(cfg)
+    assert json.loads(path.with_suffix(".json").read_text())["num_timesteps"] == 1_200
+    assert [(b.total, b.n) for b in bars] == [(1_200, 1_200)]

@@ -36,7 +36,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.callbacks import (
+    BaseCallback,
+    CheckpointCallback,
+    ProgressBarCallback,
+)
 from stable_baselines3.common.logger import (
     HumanOutputFormat,
     KVWriter,
@@ -361,6 +365,25 @@ class AtomicCheckpointCallback(CheckpointCallback):
         if self.n_calls % self.save_freq == 0:
             save_model_atomically(self.model, self._checkpoint_path(extension="zip"))
         return True
+
+
+class PlannedProgressBar(ProgressBarCallback):
+    """SB3's progress bar whose total is the agent-steps that will run,
+    :meth:`~train.config.TrainConfig.planned_timesteps` (the budget rounded up to whole
+    rollouts), not the budget: SB3's ended at ``25,600/20,000`` for ``--timesteps
+    20000`` while the note at the start said 25,600 would run.
+
+    :param total_timesteps: the agent-steps this ``learn`` call will run.
+    """
+
+    def __init__(self, total_timesteps: int) -> None:
+        super().__init__()
+        self.total_timesteps = int(total_timesteps)
+
+    def _on_training_start(self) -> None:
+        from stable_baselines3.common import callbacks
+
+        self.pbar = callbacks.tqdm(total=self.total_timesteps)   # SB3's tqdm (rich)
 
 
 class DumpAfterUpdate(BaseCallback):
