@@ -54,8 +54,8 @@ Outputs in ``DIR``:
 * ``tensorboard/`` — scalars ``eval/<scenario>/<policy>/<kpi>`` (step = episode index).
 
 Re-running into the same ``DIR`` replaces these outputs: once a run has written its
-own, it removes the ones of earlier runs that it did not rewrite — ``freq_*.png`` of
-scenarios it did not run, the earlier event files in ``tensorboard/`` (one run's
+own, it removes the ones of earlier runs that it did not rewrite — ``freq_<scenario>.png``
+of registered scenarios it did not run (other ``freq_*.png`` files are not its own), the earlier event files in ``tensorboard/`` (one run's
 scalars per directory, no mixed curves) and, when no oracle ran, an earlier
 ``cost_vs_oracle.png`` (:func:`remove_stale_outputs`). Nothing else in ``DIR`` is touched; an
 interrupted or failed run removes its own event file (and the directories it created, if
@@ -248,13 +248,16 @@ def provenance(limits_sha256: str | None) -> dict[str, Any]:
 
 
 def identity_lines(config: dict[str, Any]) -> dict[str, str]:
-    """results.md header lines naming each model (file, SHA-256) and the code."""
+    """results.md header lines naming each model (file, SHA-256) and the code: ``model
+    learned: FILE (sha256 …)``, and for a policy given as the model's absolute path, the
+    path once, ``model FILE: sha256 …`` (a relative path is named, then its file)."""
     lines = {}
     for name, info in config["policy_details"].items():
         if info.get("model_file"):
-            lines[f"model {name}"] = (f"{info['model_file']} (sha256 {info['model_sha256']}, "
-                                      f"{info['model_bytes']:,} bytes"
-                                      f"{'' if info['deterministic'] else ', sampled actions'})")
+            facts = (f"sha256 {info['model_sha256']}, {info['model_bytes']:,} bytes"
+                     f"{'' if info['deterministic'] else ', sampled actions'}")
+            lines[f"model {name}"] = (facts if name == info["model_file"]
+                                      else f"{info['model_file']} ({facts})")
     prov = config["provenance"]
     code = f"gridswarm {prov['gridswarm_version']}"
     if prov["git_commit"]:
@@ -483,14 +486,18 @@ def _event_files(out: Path) -> set[Path]:
 
 def remove_stale_outputs(out: Path, scenarios: Sequence[str], earlier_events: set[Path],
                          cost_plot: bool = True) -> list[Path]:
-    """Remove the outputs of earlier runs that this run did not rewrite: ``freq_*.png``
-    of other scenarios, the event files ``earlier_events`` and, when this run wrote no
-    cost plot (``cost_plot`` False: no oracle ran), an earlier ``cost_vs_oracle.png``.
+    """Remove the outputs of earlier runs that this run did not rewrite:
+    ``freq_<scenario>.png`` of the other registered scenarios (names this program
+    writes; a user's ``freq_mine.png`` stays), the event files ``earlier_events`` and,
+    when this run wrote no cost plot (``cost_plot`` False: no oracle ran), an earlier
+    ``cost_vs_oracle.png``.
 
     :returns: the removed paths.
     """
-    keep = {f"freq_{sc}.png" for sc in scenarios}
-    stale = [p for p in out.glob("freq_*.png") if p.is_file() and p.name not in keep]
+    from gridswarm_env.scenarios import scenario_names
+
+    stale = [out / f"freq_{sc}.png" for sc in scenario_names() if sc not in scenarios]
+    stale = [p for p in stale if p.is_file()]
     if not cost_plot and (out / COST_PLOT).is_file():
         stale.append(out / COST_PLOT)
     stale += sorted(p for p in earlier_events if p.is_file())
@@ -897,8 +904,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
             built[pol] = policy = make_policy(pol)
             if hasattr(policy, "check_action_levels"):
                 policy.check_action_levels(levels)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        except ValueError as exc:   # a model that does not load or fit: name the flag
+            msg = str(exc)
+            raise UsageError(msg if msg.startswith("--policies") else f"--policies: {msg}") \
+                from None
         except ModuleNotFoundError as exc:   # learned without the training extra
             raise UsageError(missing_package_message(pol, exc)) from None
     # directories this run creates: removed again (when empty) if it does not finish
@@ -1115,10 +1124,30 @@ def episodes_text(episodes: int, baselines: int) -> str:
 
 # --------------------------------------------------------------------------- command line
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump, no traceback)."""
+    """argparse with one-line errors (no usage dump, no traceback) and, for an unknown
+    option close to one of ours, a hint (``--policy``, demo.py's flag: ``did you mean
+    --policies?``)."""
 
     def error(self, message: str) -> None:   # type: ignore[override]
         raise UsageError(message)
+
+    def parse_args(self, args: Sequence[str] | None = None,   # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._hint(extras)}")
+        return parsed
+
+    def _hint(self, extras: Sequence[str]) -> str:
+        import difflib
+
+        ours = [o for o in self._option_string_actions if o.startswith("--")]
+        for arg in extras:
+            if arg.startswith("--"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], ours, n=1, cutoff=0.75)
+                if close:
+                    return f"; did you mean {close[0]}?"
+        return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1143,8 +1172,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default: %(default)s)")
     p.add_argument("--out", default="eval_out", metavar="DIR",
                    help="output directory (default: %(default)s). A re-run replaces this "
-                        "program's outputs there: after a successful run, freq_*.png of "
-                        "scenarios it did not run, earlier tensorboard event files and, "
+                        "program's outputs there: after a successful run, freq_<scenario>.png of "
+                        "the scenarios it did not run, earlier tensorboard event files and, "
                         "when no oracle ran, an earlier cost_vs_oracle.png are removed; "
                         "nothing else in DIR is touched")
     p.add_argument("--trust", default="ed25519", choices=TRUST_CHOICES,

@@ -217,7 +217,8 @@ def format_table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python benchmarks/bench_bus.py [--quick]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_bus",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages, a few seconds")
     args = parser.parse_args(argv)
     print(format_table(run(quick=args.quick)))

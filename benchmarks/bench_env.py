@@ -652,7 +652,8 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the table (and write JSON with ``--json``)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_env",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--agents", type=int, nargs="+", default=list(AGENT_COUNTS))
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")

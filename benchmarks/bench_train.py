@@ -72,7 +72,8 @@ def run(quick: bool = False, rollouts: int | None = None, n_agents: int = 100) -
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the figure."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_train",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rollouts instead of 8")
     parser.add_argument("--rollouts", type=int, help="number of rollouts to time")
     args = parser.parse_args(argv)

@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     :param argv: arguments (default ``sys.argv[1:]``).
     :return: the figures of :func:`run`.
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_trust",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--agents", type=int, default=100, help="agents (contracts) per round")
     args = parser.parse_args(argv)

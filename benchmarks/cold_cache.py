@@ -80,7 +80,8 @@ def run(n_agents: int = 100, steps: int = 80, repeats: int = 3,
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cold_cache",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--steps", type=int, default=80, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)

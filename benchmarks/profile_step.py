@@ -121,7 +121,8 @@ def profile(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_spi
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the breakdown and the profile."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_step",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--trust", default="hmac", choices=("hmac", "ed25519"))
     parser.add_argument("--scenario", default="price_spike")

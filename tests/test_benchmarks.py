@@ -212,3 +212,17 @@ def test_bench_learning_refuses_held_out_seeds_that_reach_the_stopping_seeds():
         bench_learning.run(heldout_seeds=10_001)
     with pytest.raises(ValueError, match=r"^eval_seeds = 90001: at most 90,000"):
         bench_learning.run(eval_seeds=90_001)
+
+
+@pytest.mark.parametrize("name", ["__main__", "bench_bus", "bench_env", "bench_learning",
+                                  "bench_train", "bench_trust", "cold_cache", "profile_step"])
+def test_benchmark_usage_names_the_command_as_the_readme_writes_it(name, capsys):
+    """Review: `python -m benchmarks.bench_bus --help` said `usage: bench_bus.py`."""
+    import importlib
+
+    bench = importlib.import_module(f"benchmarks.{name}")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--help"])
+    command = "python -m benchmarks" + ("" if name == "__main__" else f".{name}")
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {command} ")

@@ -303,16 +303,19 @@ def test_crypto_threads_follow_demo_rule_and_say_what_is_allowed(tmp_path, capsy
 
 
 def test_stale_outputs_removed_are_the_documented_ones(tmp_path):
-    """README / --out help: freq_*.png of scenarios not run, earlier event files and,
-    when no oracle ran, an earlier cost_vs_oracle.png; nothing else."""
-    names = ("freq_a.png", "freq_b.png", "cost_vs_oracle.png", "notes.txt", "results.md")
+    """README / --out help: freq_<scenario>.png of registered scenarios not run,
+    earlier event files and, when no oracle ran, an earlier cost_vs_oracle.png; nothing
+    else (review: a user's freq_mine.png was removed by a re-run)."""
+    names = ("freq_emergency.png", "freq_price_spike.png", "freq_mine.png",
+             "freq_solar_surplus.png.bak", "cost_vs_oracle.png", "notes.txt", "results.md")
     for name in names:
         (tmp_path / name).write_text("x")
     event = tmp_path / "old.tfevents"
     event.write_text("x")
-    removed = evaluate.remove_stale_outputs(tmp_path, ["a"], {event}, cost_plot=True)
-    assert sorted(p.name for p in removed) == ["freq_b.png", "old.tfevents"]
-    removed = evaluate.remove_stale_outputs(tmp_path, ["a"], set(), cost_plot=False)
+    removed = evaluate.remove_stale_outputs(tmp_path, ["emergency"], {event}, cost_plot=True)
+    assert sorted(p.name for p in removed) == ["freq_price_spike.png", "old.tfevents"]
+    removed = evaluate.remove_stale_outputs(tmp_path, ["emergency"], set(), cost_plot=False)
     assert [p.name for p in removed] == ["cost_vs_oracle.png"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["freq_a.png", "notes.txt",
-                                                          "results.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "freq_emergency.png", "freq_mine.png", "freq_solar_surplus.png.bak", "notes.txt",
+        "results.md"]

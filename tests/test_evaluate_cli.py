@@ -68,13 +68,14 @@ def test_evaluate_rerun_replaces_its_own_outputs_only(tmp_path, capsys):
                              "--out", str(out)], capsys)
     assert status == 0, err
     (out / "notes.txt").write_text("mine")
+    (out / "freq_mine.png").write_text("mine")   # not a scenario's: not evaluate's own
     first_events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
     assert len(first_events) == 1
     status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out)],
                             capsys)
     assert status == 0, err
     # no oracle ran: no cost_vs_oracle.png (a cost relative to the oracle's)
-    assert sorted(p.name for p in out.glob("*.png")) == ["freq_emergency.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["freq_emergency.png", "freq_mine.png"]
     events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events != first_events
     assert (out / "notes.txt").read_text() == "mine"
@@ -263,3 +264,44 @@ def test_evaluate_refuses_a_bad_contract_keys_value_naming_the_flag(tmp_path, ca
         evaluate.evaluate(["random"], ["emergency"], 1, 0, 5, tmp_path / "o2", trust="hmac",
                           progress=False, contract_keys="Random")
     assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["--policy", "heuristic"], "--policies"),   # demo.py's flag name
+    (["--policy=heuristic"], "--policies"),
+    (["--seeds", "3"], "--seed"),
+])
+def test_evaluate_unknown_option_close_to_one_gets_a_hint(tmp_path, capsys, args, hint):
+    """Review: `python evaluate.py --policy heuristic` (demo.py's flag) gave a bare
+    'unrecognized arguments'."""
+    status, err = _evaluate([*args, "--out", str(tmp_path / "o")], capsys)
+    line = _one_line_error(err, "evaluate.py")
+    assert status == 2
+    assert line == (f"evaluate.py: error: unrecognized arguments: {' '.join(args)}; "
+                    f"did you mean {hint}?")
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_unknown_option_far_from_ours_gets_no_hint(tmp_path, capsys):
+    status, err = _evaluate(["--foo", "--out", str(tmp_path / "o")], capsys)
+    assert status == 2
+    assert _one_line_error(err, "evaluate.py") == ("evaluate.py: error: unrecognized "
+                                                   "arguments: --foo")
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "directory"])
+def test_evaluate_bad_model_path_names_the_flag(tmp_path, capsys, kind):
+    """Review: a directory given as --policies got '--policies: model file … is a
+    directory', a corrupt file 'model file … is corrupt' without the flag."""
+    model = tmp_path / "bad.zip"
+    if kind == "corrupt":
+        model.write_bytes(b"not a model")
+    else:
+        model.mkdir()
+    out = tmp_path / "o"
+    status, err = _evaluate([*EVAL_SMALL, "--policies", str(model), "--scenarios",
+                             "emergency", "--out", str(out)], capsys)
+    line = _one_line_error(err, "evaluate.py")
+    assert status == 2
+    assert line.startswith(f"evaluate.py: error: --policies: model file {str(model)!r} is ")
+    assert not out.exists()

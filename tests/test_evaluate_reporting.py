@@ -36,7 +36,7 @@ def test_a_model_is_loaded_once_and_named_by_the_hash_of_what_was_loaded(tmp_pat
     tell which weights produced the numbers. Here the file is corrupted after the first
     episode: the old code failed mid-run (finished episodes lost); now every episode is
     played by the model loaded at the start, whose SHA-256 the outputs record."""
-    model = tmp_path / "m.zip"
+    model = tmp_path.resolve() / "m.zip"   # as given = the file loaded
     shutil.copyfile(DEFAULT_MODEL, model)
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
     original = policies.rollout.run_episode
@@ -62,7 +62,9 @@ def test_a_model_is_loaded_once_and_named_by_the_hash_of_what_was_loaded(tmp_pat
     assert result["summary"]["config"]["seeds"] == [0]
     assert result["summary"]["config"]["provenance"]["gridswarm_version"]
     md = (out / "results.md").read_text()
-    assert f"- model {model}: {model.resolve()} (sha256 {sha}, " in md
+    # the path once (review: "- model /tmp/x/model.zip: /tmp/x/model.zip (sha256 …")
+    assert f"- model {model}: sha256 {sha}, {DEFAULT_MODEL.stat().st_size:,} bytes\n" in md
+    assert f"{model}: {model}" not in md
     assert "- statistics: mean ± sample standard deviation (ddof 1)" in md
     assert "- code: gridswarm " in md
 

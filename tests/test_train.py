@@ -87,13 +87,56 @@ def test_tiny_run_writes_model_record_checkpoints_and_tensorboard(trained):
     for tag in ("grid/system_cost", "grid/frequency_nadir_hz", "grid/unserved_energy_mwh",
                 "grid/mean_abs_deviation_hz", "market/consensus_rate",
                 "trust/contracts_rejected", "kernel/blocked_attempts",
-                "grid/emergency/system_cost", "grid/episode/system_cost", "time/fps"):
+                "grid/emergency/system_cost", "grid/episode/system_cost", "time/fps",
+                "grid/emergency/frequency_nadir_hz", "grid/emergency/episode/frequency_nadir_hz",
+                "grid/emergency/emergency_response_mw_100ms"):
         assert tag in tags, tag
     costs = [e.value for e in ea.Scalars("grid/episode/system_cost")]
     assert [e.step for e in ea.Scalars("grid/episode/system_cost")] == [1, 2]  # episode no.
     assert costs == pytest.approx([c for _, c in rec.seen], rel=1e-6)
     blocked = [e.value for e in ea.Scalars("kernel/episode/blocked_attempts")]
     assert blocked == [0.0, 0.0]       # masked predictions are never blocked by the kernel
+
+
+def test_nadir_and_emergency_kpis_are_logged_per_scenario():
+    """Review: with --scenario all, grid/frequency_nadir_hz averaged the scenarios'
+    nadirs and the emergency KPIs were never logged. Now grid/<scenario>/... holds the
+    nadir of every scenario and, for an episode with an event, the emergency KPIs that
+    are not None; the existing tags are unchanged."""
+    from train.callbacks import KPI_TAGS, episode_scalars
+
+    base = {key: 1.0 for key in KPI_TAGS.values()}
+    spike = episode_scalars({**base, "scenario": "price_spike", "system_cost": 262.0,
+                             "frequency_nadir_hz": 59.98, "stabilization_time_s": 0.0,
+                             "emergency_response_latency_ms": None,
+                             "emergency_response_mw_100ms": None})
+    assert {t: v for t, v in spike.items() if t.startswith("grid/price_spike/")} == {
+        "grid/price_spike/system_cost": 262.0, "grid/price_spike/frequency_nadir_hz": 59.98}
+    emergency = episode_scalars({**base, "scenario": "emergency", "system_cost": 218.5,
+                                 "frequency_nadir_hz": 59.97, "stabilization_time_s": None,
+                                 "emergency_response_latency_ms": 20.4,
+                                 "emergency_response_mw_100ms": 100.0})
+    assert {t: v for t, v in emergency.items() if t.startswith("grid/emergency/")} == {
+        "grid/emergency/system_cost": 218.5, "grid/emergency/frequency_nadir_hz": 59.97,
+        "grid/emergency/emergency_response_latency_ms": 20.4,
+        "grid/emergency/emergency_response_mw_100ms": 100.0}
+    for scalars in (spike, emergency):   # the existing tags, as before
+        assert {t for t in scalars if t.count("/") == 1} == set(KPI_TAGS)
+    assert episode_scalars({**base, "scenario": "emergency", "system_cost": 1.0,
+                            "frequency_nadir_hz": 59.9, "stabilization_time_s": 3.5,
+                            "emergency_response_latency_ms": None,
+                            "emergency_response_mw_100ms": 0.0})[
+        "grid/emergency/stabilization_time_s"] == 3.5
+
+
+def test_no_checkpoints_directory_until_a_checkpoint_is_written(tmp_path):
+    """Review: every run left an empty checkpoints/ (SB3 creates it at the start), also
+    one shorter than --checkpoint-every."""
+    cfg = tiny(tmp_path, total_timesteps=600, checkpoint_every=1_200, run_name="short")
+    train(cfg)
+    run_dir = tmp_path / "runs" / "short"
+    assert (run_dir / "model.zip").is_file()
+    assert not (run_dir / "checkpoints").exists()
 
 
 def test_copies_finishing_together_get_their_own_episode_points(tmp_path):
@@ -1047,3 +1090,34 @@ def test_system_cost_evaluation_called_directly_checks_its_counts(kwargs, says):
     with pytest.raises(ValueError) as info:
         SystemCostEvaluation(["emergency"], 5, **args)
     assert says in str(info.value)
+
+
+def test_progress_bar_total_is_the_agent_steps_that_run(tmp_path, monkeypatch):
+    """Review: --timesteps 20000 ended at '25,600/20,000' (SB3's bar counts to the
+    budget, PPO runs whole rollouts) though the note said 25,600 would run. The bar's
+    total is now the rounded-up figure, and it ends full."""
+    import stable_baselines3.common.callbacks as sb3_callbacks
+
+    bars = []
+
+    class FakeBar:
+        def __init__(self, total):
+            self.total, self.n = total, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def refresh(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(sb3_callbacks, "tqdm", FakeBar)
+    cfg = tiny(tmp_path, total_timesteps=700, checkpoint_every=0, run_name="bar",
+               progress_bar=True)   # rollouts of 60 steps x 10 agents = 600: runs 1 200
+    assert cfg.planned_timesteps() == 1_200
+    path = train(cfg)
+    assert json.loads(path.with_suffix(".json").read_text())["num_timesteps"] == 1_200
+    assert [(b.total, b.n) for b in bars] == [(1_200, 1_200)]

@@ -6,10 +6,13 @@ is ``raw.episode_metrics()``, :mod:`gridswarm_env.metrics`) and logs it:
 
 * per rollout (the mean over the episodes finished during the rollout, written with
   SB3's own scalars at each dump): ``grid/…``, ``market/…``, ``trust/…``,
-  ``kernel/…`` (:data:`KPI_TAGS`), and ``grid/<scenario>/system_cost`` per scenario
-  (``scenario="all"`` mixes scenarios whose costs differ by orders of magnitude);
+  ``kernel/…`` (:data:`KPI_TAGS`), and per scenario ``grid/<scenario>/system_cost``
+  and ``grid/<scenario>/frequency_nadir_hz`` (``scenario="all"`` mixes scenarios whose
+  costs differ by orders of magnitude) and, for an episode with an event
+  (``emergency``), ``grid/<scenario>/emergency_response_latency_ms``,
+  ``…/emergency_response_mw_100ms`` and ``…/stabilization_time_s`` (each when not None);
 * per finished episode, straight to the tensorboard writer:
-  ``<namespace>/episode/<name>`` (and ``grid/<scenario>/episode/system_cost``), with
+  ``<namespace>/episode/<name>`` (and ``grid/<scenario>/episode/<name>``), with
   the episode's number (1, 2, …, in the order episodes finish) as tensorboard's step:
   with ``--envs`` > 1 several copies can finish in the same timestep, and one step
   per episode keeps each point apart (the rollout means above stay on the timestep
@@ -33,7 +36,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.callbacks import (
+    BaseCallback,
+    CheckpointCallback,
+    ProgressBarCallback,
+)
 from stable_baselines3.common.logger import (
     HumanOutputFormat,
     KVWriter,
@@ -63,16 +70,30 @@ KPI_TAGS: dict[str, str] = {
 }
 
 
+#: KPIs also logged per scenario, ``grid/<scenario>/<key>``: ``scenario="all"`` mixes
+#: scenarios whose costs differ by orders of magnitude and whose nadirs differ in kind.
+SCENARIO_KPIS = ("system_cost", "frequency_nadir_hz")
+#: KPIs of the episode's event (the ``emergency`` trip), logged per scenario as above
+#: when the episode had one (``emergency_response_mw_100ms`` not None) and not None.
+EVENT_KPIS = ("emergency_response_latency_ms", "emergency_response_mw_100ms",
+              "stabilization_time_s")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def episode_scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    """Tag -> value for one episode's KPIs (keys that are None or absent are skipped)."""
-    out: dict[str, float] = {}
-    for tag, key in KPI_TAGS.items():
-        value = metrics.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[tag] = float(value)
+    """Tag -> value for one episode's KPIs (keys that are None or absent are skipped):
+    :data:`KPI_TAGS`, and per scenario :data:`SCENARIO_KPIS` and :data:`EVENT_KPIS`."""
+    out = {tag: float(metrics[key]) for tag, key in KPI_TAGS.items()
+           if _number(metrics.get(key))}
     scenario = metrics.get("scenario")
-    if scenario and "system_cost" in metrics:
-        out[f"grid/{scenario}/system_cost"] = float(metrics["system_cost"])
+    if scenario:
+        event = metrics.get("emergency_response_mw_100ms") is not None
+        out.update({f"grid/{scenario}/{key}": float(metrics[key])
+                    for key in SCENARIO_KPIS + (EVENT_KPIS if event else ())
+                    if _number(metrics.get(key))})
     return out
 
 
@@ -333,12 +354,36 @@ class AtomicCheckpointCallback(CheckpointCallback):
     ``save_freq`` calls), each checkpoint written by :func:`save_model_atomically`: SB3
     writes into the file itself, so an interrupt during the write left a truncated newest
     checkpoint, the one an unfinished run's message names as its last checkpoint. (No
-    replay buffer or ``VecNormalize`` statistics: ``python -m train`` uses neither.)"""
+    replay buffer or ``VecNormalize`` statistics: ``python -m train`` uses neither.)
+    ``<save_path>`` is created with the first checkpoint (SB3 creates it at the start,
+    leaving an empty directory in a run too short for one)."""
+
+    def _init_callback(self) -> None:
+        pass   # save_model_atomically creates the directory when a checkpoint is due
 
     def _on_step(self) -> bool:
         if self.n_calls % self.save_freq == 0:
             save_model_atomically(self.model, self._checkpoint_path(extension="zip"))
         return True
+
+
+class PlannedProgressBar(ProgressBarCallback):
+    """SB3's progress bar whose total is the agent-steps that will run,
+    :meth:`~train.config.TrainConfig.planned_timesteps` (the budget rounded up to whole
+    rollouts), not the budget: SB3's ended at ``25,600/20,000`` for ``--timesteps
+    20000`` while the note at the start said 25,600 would run.
+
+    :param total_timesteps: the agent-steps this ``learn`` call will run.
+    """
+
+    def __init__(self, total_timesteps: int) -> None:
+        super().__init__()
+        self.total_timesteps = int(total_timesteps)
+
+    def _on_training_start(self) -> None:
+        from stable_baselines3.common import callbacks
+
+        self.pbar = callbacks.tqdm(total=self.total_timesteps)   # SB3's tqdm (rich)
 
 
 class DumpAfterUpdate(BaseCallback):

@@ -16,8 +16,8 @@ Timesteps are **agent-steps** (one observation of one agent), SB3's
 ``num_timesteps``: one environment step of ``n_envs`` copies of ``n_agents`` agents is
 ``n_envs · n_agents`` timesteps. Run names carry the scenario, seed and start time:
 ``<scenario>_s<seed>_<YYYYmmdd-HHMMSS>``; everything of a run lives in
-``<logdir>/<run name>/`` (tensorboard events, ``progress.csv``, ``checkpoints/``,
-``model.zip`` unless ``out`` says otherwise).
+``<logdir>/<run name>/`` (tensorboard events, ``progress.csv``, ``checkpoints/`` once
+the first checkpoint is written, ``model.zip`` unless ``out`` says otherwise).
 """
 
 from __future__ import annotations
@@ -284,6 +284,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         AtomicCheckpointCallback,
         DumpAfterUpdate,
         EpisodeMetricsCallback,
+        PlannedProgressBar,
         SystemCostEvaluation,
     )
 
@@ -376,12 +377,14 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
                 save_freq=max(config.checkpoint_every // venv.num_envs, 1),
                 save_path=str(run_dir / "checkpoints"), name_prefix="model"))
         all_callbacks.extend(callbacks)
+        if config.progress_bar:   # its total: the whole rollouts that will run
+            all_callbacks.append(PlannedProgressBar(config.planned_timesteps()))
         # last: what the others record at a rollout start or at the end is in its dump
         all_callbacks.append(dump_cb)
         if config.total_timesteps:
             model.learn(total_timesteps=config.total_timesteps,
                         callback=CallbackList(all_callbacks), reset_num_timesteps=not config.resume,
-                        progress_bar=config.progress_bar, tb_log_name=run_name,
+                        progress_bar=False, tb_log_name=run_name,
                         log_interval=None)   # DumpAfterUpdate writes the scalars
         if evaluation is not None and not config.total_timesteps:
             stage = "evaluation"
