@@ -4,8 +4,9 @@ Usage::
 
     python demo.py [--agents N] [--scenario S] [--policy heuristic|random|learned|PATH]
                    [--seed N] [--shadow] [--steps N] [--no-live] [--json FILE]
-                   [--limits FILE] [--trust ed25519|hmac] [--audit FILE]
-                   [--crypto-threads N] [--randomize] [--contract-keys seeded|random]
+                   [--overwrite] [--limits FILE] [--trust ed25519|hmac]
+                   [--audit FILE] [--crypto-threads N] [--randomize]
+                   [--contract-keys seeded|random]
 
 Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``, seeded
 contract keys (``--contract-keys random``: keys from ``os.urandom``, which a seed does not
@@ -37,7 +38,11 @@ summary adds the would-be emergency response latency and dispatched energy. The 
 
 ``--json FILE`` writes ``{"run": {...}, "steps": [...], "metrics": {...}}`` as strict
 JSON (NaN and ±inf become ``null``), plus ``"audit": {"path", "operator_public_key"}``
-with ``--audit``.
+with ``--audit``. An existing FILE that is not empty is refused before the episode
+unless ``--overwrite`` is given (an empty one is fine); the ``--limits`` file or the
+``--policy`` model file, inputs of the run, is refused even then. Should a non-empty
+file appear at FILE during the run, it is kept and the JSON saved to the temporary
+directory instead (see the end of this text).
 
 ``--audit FILE`` streams the environment's audit hash chain to FILE (JSONL; an existing
 non-empty FILE is refused, never overwritten). The
@@ -55,8 +60,9 @@ Ctrl-C stops the episode cleanly: the summary is printed and the JSON written fo
 steps that ran (exit status 130). If the reader of stdout goes away (``| head``) the
 run stops quietly, still writes the JSON and exits 1. Bad arguments exit with status
 2 and a one-line message before the episode starts: among them a ``--json`` or
-``--audit`` path that is a directory or cannot be written, and a limits file naming
-an agent the fleet does not have. If the JSON still cannot be written at the end, it
+``--audit`` path that is a directory or cannot be written, an existing non-empty
+``--json`` file without ``--overwrite``, and a limits file naming an agent the fleet
+does not have. If the JSON still cannot be written at the end, it
 is saved to the temporary directory instead (one line on stderr, exit status 1).
 """
 
@@ -113,7 +119,8 @@ OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--p
                 "live": "--no-live", "json_path": "--json", "limits_path": "--limits",
                 "trust": "--trust", "offers_per_step": "offers_per_step",
                 "audit_path": "--audit", "crypto_threads": "--crypto-threads",
-                "randomize": "--randomize", "contract_keys": "--contract-keys"}
+                "randomize": "--randomize", "contract_keys": "--contract-keys",
+                "overwrite": "--overwrite"}
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
@@ -139,7 +146,10 @@ class DemoOptions:
     :param shadow: run everything but dispatch nothing to the physics.
     :param max_steps: stop after this many steps (None: the whole episode).
     :param live: draw the rich live dashboard (else plain lines).
-    :param json_path: write the per-step records and final KPIs here.
+    :param json_path: write the per-step records and final KPIs here: a new path or an
+        existing empty file, or any file with ``overwrite``; never the limits file or the
+        policy's model file.
+    :param overwrite: ``json_path`` may replace an existing file.
     :param limits_path: a kernel limits TOML file (see :mod:`gridswarm_env.kernel`).
     :param trust: ``"ed25519"`` (default) or ``"hmac"``.
     :param offers_per_step: accepted bids shown per step in the event feed.
@@ -170,6 +180,7 @@ class DemoOptions:
     crypto_threads: int | None = None
     randomize: bool = False
     contract_keys: str = "seeded"
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
@@ -186,6 +197,7 @@ class DemoOptions:
                              f"{', '.join(scenario_names())}")
         check_bool(flag["randomize"], self.randomize, sep=" ")
         check_contract_keys(self.contract_keys, flag["contract_keys"])
+        check_bool(flag["overwrite"], self.overwrite, sep=" ")
         if self.trust not in TRUST_MODES:
             raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
@@ -194,17 +206,31 @@ class DemoOptions:
                              "(heuristic, random, learned, oracle) or a model path")
         from policies.cli_checks import check_output_file
 
-        for name in ("json_path", "audit_path"):
-            if getattr(self, name) is not None:
-                check_output_file(getattr(self, name), flag[name])
+        if self.json_path is not None:
+            self._check_json_is_no_input(self.json_path)
+            check_output_file(self.json_path, flag["json_path"], overwrite=self.overwrite)
         if self.audit_path is not None:
             from gridswarm_env.trust import check_new_audit_file
 
+            check_output_file(self.audit_path, flag["audit_path"])
             check_new_audit_file(self.audit_path, flag["audit_path"])
         if (self.json_path is not None and self.audit_path is not None
                 and Path(self.json_path).resolve() == Path(self.audit_path).resolve()):
             raise ValueError(f"--audit {self.audit_path!r}: the same file as --json; give "
                              "them different paths")
+
+    def _check_json_is_no_input(self, json_path: str) -> None:
+        """Refuse a ``json_path`` that is the limits file or the policy's model file (a
+        model path, or its ``.zip`` sibling), even with ``overwrite``: they are inputs."""
+        inputs = [("limits_path", self.limits_path), ("policy", self.policy),
+                  ("policy", f"{self.policy}.zip")]
+        out = Path(json_path)
+        for name, path in inputs:
+            if (path is not None and out.exists() and Path(path).is_file()
+                    and os.path.samefile(out, path)):
+                raise ValueError(f"{OPTION_FLAGS['json_path']} {json_path!r} is the "
+                                 f"{OPTION_FLAGS[name]} file, an input of the run: it is "
+                                 "never overwritten; choose another path")
 
 
 # ---------------------------------------------------------------------- command line
@@ -256,8 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain lines instead of the live dashboard (automatic when stdout "
                         "is not a terminal)")
     p.add_argument("--json", default=None, metavar="FILE",
-                   help="write per-step records and final KPIs as JSON (an existing file is "
-                        "replaced)")
+                   help="write per-step records and final KPIs as JSON (an existing file "
+                        "that is not empty is refused unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --json replace an existing file (never the --limits or "
+                        "--policy file)")
     p.add_argument("--limits", default=None, metavar="FILE", help="kernel limits TOML file")
     p.add_argument("--trust", choices=TRUST_MODES, default="ed25519",
                    help="contract signatures (default ed25519)")
@@ -284,7 +313,7 @@ def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOption
                        live=is_terminal and not args.no_live, json_path=args.json,
                        limits_path=args.limits, trust=args.trust, audit_path=args.audit,
                        crypto_threads=args.crypto_threads, randomize=args.randomize,
-                       contract_keys=args.contract_keys)
+                       contract_keys=args.contract_keys, overwrite=args.overwrite)
 
 
 # ---------------------------------------------------------------------- session
@@ -577,14 +606,45 @@ def strict_json(value: Any) -> Any:
 
 
 def write_json(path: str | Path, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]],
-               metrics: Mapping[str, Any], audit: Mapping[str, Any] | None = None) -> None:
+               metrics: Mapping[str, Any], audit: Mapping[str, Any] | None = None,
+               overwrite: bool = False) -> None:
     """Write ``{"run", "steps", "metrics"}`` (and ``"audit"`` when given) as strict JSON
-    (``allow_nan=False``)."""
+    (``allow_nan=False``).
+
+    :param overwrite: replace a file at ``path``; else only a new or an empty file (or a
+        device) is written, and a file that is not empty is kept (:func:`_open_new`).
+    :raises FileExistsError: a non-empty file is at ``path`` and ``overwrite`` is False.
+    """
     doc = {"run": run, "steps": list(steps), "metrics": metrics}
     if audit is not None:
         doc["audit"] = audit
     text = json.dumps(strict_json(doc), allow_nan=False, indent=1) + "\n"
-    Path(path).write_text(text)
+    if overwrite:
+        Path(path).write_text(text)
+        return
+    with _open_new(path) as f:
+        f.write(text)
+
+
+def _open_new(path: str | Path) -> Any:
+    """Open ``path`` for writing text without destroying what is there: a missing file
+    is created; an existing one is used only when the handle shows it empty or not a
+    regular file (a device, a pipe), so a file that appeared after the check before the
+    episode (:class:`DemoOptions`) is never truncated.
+
+    :raises FileExistsError: a regular file that is not empty is at ``path`` (closed
+        untouched); ``write_or_rescue`` then saves the JSON elsewhere.
+    """
+    import errno
+    import stat
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)   # no O_TRUNC
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode) and info.st_size > 0:
+        os.close(fd)
+        raise FileExistsError(errno.EEXIST, f"a file of {info.st_size:,} bytes appeared there "
+                              "during the run and is kept; --overwrite replaces it", str(path))
+    return os.fdopen(fd, "w")
 
 
 def audit_info(session: Session) -> dict[str, Any] | None:
@@ -818,7 +878,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if options.json_path is not None:
             written, problem = write_or_rescue(
                 options.json_path, lambda p: write_json(p, result.run, result.steps,
-                                                        result.metrics, audit), "the JSON")
+                                                        result.metrics, audit,
+                                                        options.overwrite), "the JSON")
             if problem is not None:
                 print(f"demo.py: error: {problem}", file=sys.stderr)
                 failed = True
