@@ -196,7 +196,9 @@ class Dashboard:
     80 x 24: fewer grid rows and the kernel, contract and bus counters on three lines.
 
     :param header: static run description, keys ``scenario``, ``n_agents``, ``policy``,
-        ``trust``, ``seed``, ``shadow``, ``episode_steps``, ``dt_s``, ``has_event``.
+        ``trust``, ``seed``, ``shadow``, ``episode_steps``, ``dt_s``, ``has_event`` and
+        optionally ``paced`` (the run waits between steps, ``demo.py --speed``: the
+        negotiations/s are then marked "unpaced", measured without the waits).
     :param history_steps: steps kept for the frequency sparkline (one sample per step:
         its physics sub-step farthest from 60 Hz; it shows as many of the latest as fit).
     :param feed_lines: event lines kept for the scrolling feed.
@@ -217,11 +219,14 @@ class Dashboard:
 
     # ------------------------------------------------------------------ state
     def update(self, record: Mapping[str, Any], metrics: Mapping[str, Any],
-               bus_stats: Mapping[str, Any]) -> None:
+               bus_stats: Mapping[str, Any], clock_s: float | None = None) -> None:
         """Take one step's record, the KPIs so far and ``bus.stats()``.
 
         Negotiations/s is measured over the last :data:`RATE_WINDOW_S` seconds of wall
         clock: (negotiations now − negotiations then) / (wall now − wall then).
+
+        :param clock_s: the clock of that rate (s); None: the record's ``wall_s``. A
+            paced run passes its wall clock less the waits between steps.
         """
         self.record = dict(record)
         self.metrics = dict(metrics)
@@ -232,7 +237,8 @@ class Dashboard:
         t = record["t_s"]
         for line in list(record.get("events", [])) + list(record.get("offers", [])):
             self.feed.append(f"[{t:7.1f} s] {line}")
-        wall, total = float(record["wall_s"]), int(metrics.get("negotiations", 0))
+        wall = float(record["wall_s"] if clock_s is None else clock_s)
+        total = int(metrics.get("negotiations", 0))
         self._rate_samples.append((wall, total))
         while len(self._rate_samples) > 2 and wall - self._rate_samples[1][0] >= RATE_WINDOW_S:
             self._rate_samples.popleft()
@@ -346,7 +352,7 @@ class Dashboard:
         table.add_row("accepted", f"{fmt(r.get('accepted_mw'), '{:+.2f}')} MW, "
                       f"{fmt(r.get('negotiations'), '{:d}')} bids")
         table.add_row("negotiations/s", fmt(self.negotiations_per_s, "{:,.0f}", DASH)
-                      + " (wall clock)")
+                      + (" (unpaced)" if self.header.get("paced") else " (wall clock)"))
         table.add_row("negotiations", fmt(m.get("negotiations"), "{:,d}"))
         table.add_row("consensus rate", fmt(m.get("consensus_rate"), "{:.1%}", DASH)
                       + ("" if "consensus" not in r else

@@ -3,8 +3,8 @@
 Usage::
 
     python demo.py [--agents N] [--scenario S] [--policy heuristic|random|learned|PATH]
-                   [--seed N] [--shadow] [--steps N] [--no-live] [--json FILE]
-                   [--overwrite] [--limits FILE] [--trust ed25519|hmac]
+                   [--seed N] [--shadow] [--steps N] [--no-live] [--speed X]
+                   [--json FILE] [--overwrite] [--limits FILE] [--trust ed25519|hmac]
                    [--audit FILE] [--crypto-threads N] [--randomize]
                    [--contract-keys seeded|random]
 
@@ -35,6 +35,14 @@ summary adds the would-be emergency response latency and dispatched energy. The 
   agent, offered power (the kernel-enforced bid) and bid price; accepted power is
   ``raw.awarded_next`` (energy) or the increase of ``raw.reserve_awarded_mw`` (reserve);
 * ``contracts_signed`` / ``contracts_rejected`` this step and in total, ``wall_s``.
+
+``--speed X`` paces the episode at X simulated seconds per wall-clock second: step k
+is shown at its wall-clock deadline ``start + k * dt_s / X`` (the run sleeps until then;
+a late step is not waited for). ``0`` runs as fast as possible. Default: 10 with the
+live dashboard, 0 with plain lines (``--no-live`` or stdout not a terminal). Pacing only
+waits between steps: the episode, its records and KPIs are the same at any speed; the
+rates in the summary and the JSON's ``agent_steps_per_s`` leave the waits out (the
+JSON's ``run`` holds ``speed`` and ``paced_wait_s``).
 
 ``--json FILE`` writes ``{"run": {...}, "steps": [...], "metrics": {...}}`` as strict
 JSON (NaN and ±inf become ``null``), plus ``"audit": {"path", "operator_public_key"}``
@@ -120,7 +128,23 @@ OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--p
                 "trust": "--trust", "offers_per_step": "offers_per_step",
                 "audit_path": "--audit", "crypto_threads": "--crypto-threads",
                 "randomize": "--randomize", "contract_keys": "--contract-keys",
-                "overwrite": "--overwrite"}
+                "overwrite": "--overwrite", "speed": "--speed"}
+#: ``--speed`` with the live dashboard when none is given (simulated s per wall-clock s)
+LIVE_SPEED = 10.0
+SPEED_ALLOWED = ("a number >= 0 (simulated seconds per wall-clock second; 0 = as fast as "
+                 "possible)")
+
+
+def check_speed(value: Any) -> float:
+    """Check a ``--speed`` value: a finite real number >= 0.
+
+    :returns: it as a float.
+    :raises ValueError: ``"--speed nan: expected a number >= 0 (...)"``.
+    """
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < 0):
+        raise ValueError(f"{OPTION_FLAGS['speed']} {value!r}: expected {SPEED_ALLOWED}")
+    return float(value)
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
@@ -160,6 +184,9 @@ class DemoOptions:
     :param contract_keys: ``EnvConfig.contract_keys``: ``"seeded"`` (default: derived
         from the seed, reproducible, known to anyone who knows the seed) or ``"random"``
         (``os.urandom``; the episode does not depend on it).
+    :param speed: pace at this many simulated seconds per wall-clock second (> 0), or 0
+        for as fast as possible; None: :data:`LIVE_SPEED` when ``live``, else 0
+        (:attr:`pace_speed`). The episode does not depend on it.
 
     A bad value raises ``ValueError`` naming the command-line flag (:data:`OPTION_FLAGS`)
     and what is allowed.
@@ -181,6 +208,14 @@ class DemoOptions:
     randomize: bool = False
     contract_keys: str = "seeded"
     overwrite: bool = False
+    speed: float | None = None
+
+    @property
+    def pace_speed(self) -> float:
+        """The speed the run is paced at: ``speed``, or its default (0: unpaced)."""
+        if self.speed is not None:
+            return float(self.speed)
+        return LIVE_SPEED if self.live else 0.0
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
@@ -198,6 +233,8 @@ class DemoOptions:
         check_bool(flag["randomize"], self.randomize, sep=" ")
         check_contract_keys(self.contract_keys, flag["contract_keys"])
         check_bool(flag["overwrite"], self.overwrite, sep=" ")
+        if self.speed is not None:
+            check_speed(self.speed)
         if self.trust not in TRUST_MODES:
             raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
@@ -250,6 +287,14 @@ def _int_at_least(minimum: int, maximum: int | None = None,
     return parse
 
 
+def _speed(text: str) -> float:
+    """argparse ``type`` of ``--speed`` (:func:`check_speed`)."""
+    try:
+        return check_speed(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {SPEED_ALLOWED}, got {text!r}") from None
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (no usage block) and exit 2."""
 
@@ -281,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-live", action="store_true",
                    help="plain lines instead of the live dashboard (automatic when stdout "
                         "is not a terminal)")
+    p.add_argument("--speed", type=_speed, default=None, metavar="X",
+                   help="simulated seconds per wall-clock second, 0 = as fast as possible "
+                        f"(default: {LIVE_SPEED:g} with the live dashboard, 0 with plain "
+                        "lines); the episode is the same at any speed")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="write per-step records and final KPIs as JSON (an existing file "
                         "that is not empty is refused unless --overwrite)")
@@ -313,7 +362,8 @@ def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOption
                        live=is_terminal and not args.no_live, json_path=args.json,
                        limits_path=args.limits, trust=args.trust, audit_path=args.audit,
                        crypto_threads=args.crypto_threads, randomize=args.randomize,
-                       contract_keys=args.contract_keys, overwrite=args.overwrite)
+                       contract_keys=args.contract_keys, overwrite=args.overwrite,
+                       speed=args.speed)
 
 
 # ---------------------------------------------------------------------- session
@@ -689,6 +739,11 @@ def run_demo(session: Session, console: Any = None,
              write: Callable[[str], None] | None = None) -> DemoResult:
     """Run the episode, showing it live or as plain lines; Ctrl-C stops it cleanly.
 
+    Paced at ``options.pace_speed`` (:func:`sleep_until`): after step k the run sleeps
+    until ``start + k * dt_s / speed``, then shows the step. The rates (the dashboard's
+    negotiations/s, ``agent_steps_per_s``) are measured on the wall clock less those
+    waits, so pacing changes neither the episode nor them.
+
     :param session: from :func:`open_session`.
     :param console: a ``rich.console.Console`` for the live view (built if None).
     :param write: sink for plain lines (default: stdout, flushed per line).
@@ -709,27 +764,36 @@ def run_demo(session: Session, console: Any = None,
                       "policy": policy_label(session.policy), "trust": raw.config.trust,
                       "seed": opts.seed, "shadow": raw.config.shadow,
                       "episode_steps": raw.scenario.episode_steps, "dt_s": raw.config.dt_s,
-                      "has_event": raw.scenario.has_event})
-    state: dict[str, Any] = {"prev": None, "refresh_at": 0.0, "live": None}
+                      "has_event": raw.scenario.has_event, "paced": opts.pace_speed > 0})
+    state: dict[str, Any] = {"prev": None, "refresh_at": 0.0, "live": None, "waited": 0.0}
+    step_wall_s = raw.config.dt_s / opts.pace_speed if opts.pace_speed > 0 else 0.0
     start = time.perf_counter()
 
     def on_step(env: Any, info: dict[str, Any]) -> None:
         metrics = env.episode_metrics()
         wall = time.perf_counter() - start
+        busy = wall - state["waited"]
         record = measure_step(env, info, rec, metrics, state["prev"], wall, opts.offers_per_step)
         state["prev"] = metrics
         steps.append(record)
+        if step_wall_s:
+            paused = time.perf_counter()
+            try:
+                sleep_until(start + len(steps) * step_wall_s)
+            finally:   # also when Ctrl-C ends the sleep
+                state["waited"] += time.perf_counter() - paused
         if state["live"] is None:
             write(plain_line(record))
             for line in event_lines(record):
                 write(line)
             return
-        dash.update(record, metrics, env.bus.stats())
-        if wall >= state["refresh_at"]:
+        dash.update(record, metrics, env.bus.stats(), clock_s=busy)
+        now = time.perf_counter() - start
+        if now >= state["refresh_at"]:
             state["live"].refresh()
             # at most ~12 frames/s, and drawing at most ~1/4 of the wall clock
             drawn = time.perf_counter() - start
-            state["refresh_at"] = drawn + max(REFRESH_INTERVAL_S, 3.0 * (drawn - wall))
+            state["refresh_at"] = drawn + max(REFRESH_INTERVAL_S, 3.0 * (drawn - now))
 
     stop: str | None = None
     try:
@@ -751,14 +815,23 @@ def run_demo(session: Session, console: Any = None,
     except BrokenPipeError:   # the reader of stdout went away (e.g. `| head`)
         stop = "stdout closed"
     wall = time.perf_counter() - start
+    busy = wall - state["waited"]
     metrics = raw.episode_metrics()
-    run = {**asdict(opts), "policy_name": session.policy.name,
+    run = {**asdict(opts), "speed": opts.pace_speed, "policy_name": session.policy.name,
            "model_path": model_path(session.policy), "steps_run": len(steps),
            "episode_steps": raw.scenario.episode_steps, "interrupted": stop is not None,
-           "stop_reason": stop, "wall_s": wall,
-           "agent_steps_per_s": len(steps) * raw.n_agents / wall if wall > 0 else None,
+           "stop_reason": stop, "wall_s": wall, "paced_wait_s": state["waited"],
+           "agent_steps_per_s": len(steps) * raw.n_agents / busy if busy > 0 else None,
            **({"scenario_drawn": raw.scenario.drawn_values()} if opts.randomize else {})}
     return DemoResult(steps=steps, metrics=metrics, stop_reason=stop, wall_s=wall, run=run)
+
+
+def sleep_until(deadline: float) -> None:
+    """Sleep until ``deadline`` (a ``time.perf_counter()`` value) if it is ahead (one
+    ``time.sleep``, no busy wait); a late step is not waited for."""
+    delay = deadline - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
 
 
 def scenario_label(raw: Any) -> str:
@@ -795,9 +868,13 @@ def print_summary(result: DemoResult, console: Any) -> None:
         console.print(shadow_summary(result.metrics), markup=False, highlight=False,
                       soft_wrap=True)
     line = f"{state} {r['steps_run']}/{r['episode_steps']} steps"
-    if result.wall_s > 0:
-        negotiations = result.metrics.get("negotiations", 0) / result.wall_s
-        line += (f" in {result.wall_s:.2f} s wall clock ({r['agent_steps_per_s']:,.0f} "
+    waited = r.get("paced_wait_s") or 0.0
+    busy = result.wall_s - waited
+    if busy > 0:
+        negotiations = result.metrics.get("negotiations", 0) / busy
+        paced = (f", {waited:.2f} s of it waiting for --speed {r['speed']:g} (without the "
+                 "waits: " if waited > 0 else " (")
+        line += (f" in {result.wall_s:.2f} s wall clock{paced}{r['agent_steps_per_s']:,.0f} "
                  f"agent-steps/s, {negotiations:,.0f} negotiations/s)")
     console.print(line, markup=False, highlight=False, soft_wrap=True)   # one line, piped too
 
