@@ -261,7 +261,7 @@ class Dashboard:
         # half the width, minus borders and padding (4), the label column and its gap
         self.spark_width = max(8, width // 2 - 4 - _GRID_LABEL_WIDTH - 1)
         height = options.height or console.size.height
-        header = console.render_lines(self._header(), full_width)
+        header = console.render_lines(self._header(width), full_width)
         lines = header + _side_by_side(console, options, self._grid_panel(),
                                        self._market_panel())
         lines += _side_by_side(console, options, self._trust_panel(), self._bus_panel())
@@ -279,15 +279,20 @@ class Dashboard:
             yield from line
             yield newline
 
-    def _header(self) -> Panel:
+    def _header(self, width: int) -> Panel:
+        """The run (scenario, fleet, policy) and its progress (trust, seed, time, status):
+        one line when both fit in ``width`` columns, else a line each (80 columns: the
+        break fell wherever the words ran out, after "seed 0 ·")."""
         h, r = self.header, self.record
         t = r.get("t_s", 0.0)
-        title = Text.assemble(
-            ("gridswarm", "bold cyan"), "  ",
-            (f"{h['scenario']}", "bold"), f" · {h['n_agents']} DERs · policy {h['policy']} · "
-            f"trust {h['trust']} · seed {h['seed']} · "
-            f"t = {t:.1f} / {h['episode_steps'] * h['dt_s']:.0f} s "
-            f"(step {r.get('step', -1) + 1}/{h['episode_steps']}) · {self.status}")
+        run = Text.assemble(("gridswarm", "bold cyan"), "  ", (f"{h['scenario']}", "bold"),
+                            f" · {h['n_agents']} DERs · policy {h['policy']}")
+        progress = Text(f"trust {h['trust']} · seed {h['seed']} · "
+                        f"t = {t:.1f} / {h['episode_steps'] * h['dt_s']:.0f} s "
+                        f"(step {r.get('step', -1) + 1}/{h['episode_steps']}) · {self.status}")
+        # inside the panel: 2 columns of border and 2 of padding
+        one_line = run.cell_len + 3 + progress.cell_len <= width - 4
+        title = Text.assemble(run, " · " if one_line else "\n", progress)
         body: list[Any] = [title]
         if h.get("shadow"):
             body.append(Text("SHADOW MODE: market, contracts and kernel run; nothing is "
