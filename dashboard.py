@@ -196,7 +196,9 @@ class Dashboard:
     80 x 24: fewer grid rows and the kernel, contract and bus counters on three lines.
 
     :param header: static run description, keys ``scenario``, ``n_agents``, ``policy``,
-        ``trust``, ``seed``, ``shadow``, ``episode_steps``, ``dt_s``, ``has_event``.
+        ``trust``, ``seed``, ``shadow``, ``episode_steps``, ``dt_s``, ``has_event`` and
+        optionally ``paced`` (the run waits between steps, ``demo.py --speed``: the
+        negotiations/s are then marked "unpaced", measured without the waits).
     :param history_steps: steps kept for the frequency sparkline (one sample per step:
         its physics sub-step farthest from 60 Hz; it shows as many of the latest as fit).
     :param feed_lines: event lines kept for the scrolling feed.
@@ -217,11 +219,14 @@ class Dashboard:
 
     # ------------------------------------------------------------------ state
     def update(self, record: Mapping[str, Any], metrics: Mapping[str, Any],
-               bus_stats: Mapping[str, Any]) -> None:
+               bus_stats: Mapping[str, Any], clock_s: float | None = None) -> None:
         """Take one step's record, the KPIs so far and ``bus.stats()``.
 
         Negotiations/s is measured over the last :data:`RATE_WINDOW_S` seconds of wall
         clock: (negotiations now − negotiations then) / (wall now − wall then).
+
+        :param clock_s: the clock of that rate (s); None: the record's ``wall_s``. A
+            paced run passes its wall clock less the waits between steps.
         """
         self.record = dict(record)
         self.metrics = dict(metrics)
@@ -232,7 +237,8 @@ class Dashboard:
         t = record["t_s"]
         for line in list(record.get("events", [])) + list(record.get("offers", [])):
             self.feed.append(f"[{t:7.1f} s] {line}")
-        wall, total = float(record["wall_s"]), int(metrics.get("negotiations", 0))
+        wall = float(record["wall_s"] if clock_s is None else clock_s)
+        total = int(metrics.get("negotiations", 0))
         self._rate_samples.append((wall, total))
         while len(self._rate_samples) > 2 and wall - self._rate_samples[1][0] >= RATE_WINDOW_S:
             self._rate_samples.popleft()
@@ -255,7 +261,7 @@ class Dashboard:
         # half the width, minus borders and padding (4), the label column and its gap
         self.spark_width = max(8, width // 2 - 4 - _GRID_LABEL_WIDTH - 1)
         height = options.height or console.size.height
-        header = console.render_lines(self._header(), full_width)
+        header = console.render_lines(self._header(width), full_width)
         lines = header + _side_by_side(console, options, self._grid_panel(),
                                        self._market_panel())
         lines += _side_by_side(console, options, self._trust_panel(), self._bus_panel())
@@ -273,15 +279,20 @@ class Dashboard:
             yield from line
             yield newline
 
-    def _header(self) -> Panel:
+    def _header(self, width: int) -> Panel:
+        """The run (scenario, fleet, policy) and its progress (trust, seed, time, status):
+        one line when both fit in ``width`` columns, else a line each (80 columns: the
+        break fell wherever the words ran out, after "seed 0 ·")."""
         h, r = self.header, self.record
         t = r.get("t_s", 0.0)
-        title = Text.assemble(
-            ("gridswarm", "bold cyan"), "  ",
-            (f"{h['scenario']}", "bold"), f" · {h['n_agents']} DERs · policy {h['policy']} · "
-            f"trust {h['trust']} · seed {h['seed']} · "
-            f"t = {t:.1f} / {h['episode_steps'] * h['dt_s']:.0f} s "
-            f"(step {r.get('step', -1) + 1}/{h['episode_steps']}) · {self.status}")
+        run = Text.assemble(("gridswarm", "bold cyan"), "  ", (f"{h['scenario']}", "bold"),
+                            f" · {h['n_agents']} DERs · policy {h['policy']}")
+        progress = Text(f"trust {h['trust']} · seed {h['seed']} · "
+                        f"t = {t:.1f} / {h['episode_steps'] * h['dt_s']:.0f} s "
+                        f"(step {r.get('step', -1) + 1}/{h['episode_steps']}) · {self.status}")
+        # inside the panel: 2 columns of border and 2 of padding
+        one_line = run.cell_len + 3 + progress.cell_len <= width - 4
+        title = Text.assemble(run, " · " if one_line else "\n", progress)
         body: list[Any] = [title]
         if h.get("shadow"):
             body.append(Text("SHADOW MODE: market, contracts and kernel run; nothing is "
@@ -346,7 +357,7 @@ class Dashboard:
         table.add_row("accepted", f"{fmt(r.get('accepted_mw'), '{:+.2f}')} MW, "
                       f"{fmt(r.get('negotiations'), '{:d}')} bids")
         table.add_row("negotiations/s", fmt(self.negotiations_per_s, "{:,.0f}", DASH)
-                      + " (wall clock)")
+                      + (" (unpaced)" if self.header.get("paced") else " (wall clock)"))
         table.add_row("negotiations", fmt(m.get("negotiations"), "{:,d}"))
         table.add_row("consensus rate", fmt(m.get("consensus_rate"), "{:.1%}", DASH)
                       + ("" if "consensus" not in r else

@@ -3,9 +3,10 @@
 Usage::
 
     python demo.py [--agents N] [--scenario S] [--policy heuristic|random|learned|PATH]
-                   [--seed N] [--shadow] [--steps N] [--no-live] [--json FILE]
-                   [--limits FILE] [--trust ed25519|hmac] [--audit FILE]
-                   [--crypto-threads N] [--randomize] [--contract-keys seeded|random]
+                   [--seed N] [--shadow] [--steps N] [--no-live] [--speed X]
+                   [--json FILE] [--overwrite] [--limits FILE] [--trust ed25519|hmac]
+                   [--audit FILE] [--crypto-threads N] [--randomize]
+                   [--contract-keys seeded|random]
 
 Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``, seeded
 contract keys (``--contract-keys random``: keys from ``os.urandom``, which a seed does not
@@ -35,9 +36,21 @@ summary adds the would-be emergency response latency and dispatched energy. The 
   ``raw.awarded_next`` (energy) or the increase of ``raw.reserve_awarded_mw`` (reserve);
 * ``contracts_signed`` / ``contracts_rejected`` this step and in total, ``wall_s``.
 
+``--speed X`` paces the episode at X simulated seconds per wall-clock second: step k
+is shown at its wall-clock deadline ``start + k * dt_s / X`` (the run sleeps until then;
+a late step is not waited for). ``0`` runs as fast as possible. Default: 10 with the
+live dashboard, 0 with plain lines (``--no-live`` or stdout not a terminal). Pacing only
+waits between steps: the episode, its records and KPIs are the same at any speed; the
+rates in the summary and the JSON's ``agent_steps_per_s`` leave the waits out (the
+JSON's ``run`` holds ``speed`` and ``paced_wait_s``).
+
 ``--json FILE`` writes ``{"run": {...}, "steps": [...], "metrics": {...}}`` as strict
 JSON (NaN and ±inf become ``null``), plus ``"audit": {"path", "operator_public_key"}``
-with ``--audit``.
+with ``--audit``. An existing FILE that is not empty is refused before the episode
+unless ``--overwrite`` is given (an empty one is fine); the ``--limits`` file or the
+``--policy`` model file, inputs of the run, is refused even then. Should a non-empty
+file appear at FILE during the run, it is kept and the JSON saved to the temporary
+directory instead (see the end of this text).
 
 ``--audit FILE`` streams the environment's audit hash chain to FILE (JSONL; an existing
 non-empty FILE is refused, never overwritten). The
@@ -55,8 +68,9 @@ Ctrl-C stops the episode cleanly: the summary is printed and the JSON written fo
 steps that ran (exit status 130). If the reader of stdout goes away (``| head``) the
 run stops quietly, still writes the JSON and exits 1. Bad arguments exit with status
 2 and a one-line message before the episode starts: among them a ``--json`` or
-``--audit`` path that is a directory or cannot be written, and a limits file naming
-an agent the fleet does not have. If the JSON still cannot be written at the end, it
+``--audit`` path that is a directory or cannot be written, an existing non-empty
+``--json`` file without ``--overwrite``, and a limits file naming an agent the fleet
+does not have. If the JSON still cannot be written at the end, it
 is saved to the temporary directory instead (one line on stderr, exit status 1).
 """
 
@@ -113,7 +127,24 @@ OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--p
                 "live": "--no-live", "json_path": "--json", "limits_path": "--limits",
                 "trust": "--trust", "offers_per_step": "offers_per_step",
                 "audit_path": "--audit", "crypto_threads": "--crypto-threads",
-                "randomize": "--randomize", "contract_keys": "--contract-keys"}
+                "randomize": "--randomize", "contract_keys": "--contract-keys",
+                "overwrite": "--overwrite", "speed": "--speed"}
+#: ``--speed`` with the live dashboard when none is given (simulated s per wall-clock s)
+LIVE_SPEED = 10.0
+SPEED_ALLOWED = ("a number >= 0 (simulated seconds per wall-clock second; 0 = as fast as "
+                 "possible)")
+
+
+def check_speed(value: Any) -> float:
+    """Check a ``--speed`` value: a finite real number >= 0.
+
+    :returns: it as a float.
+    :raises ValueError: ``"--speed nan: expected a number >= 0 (...)"``.
+    """
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < 0):
+        raise ValueError(f"{OPTION_FLAGS['speed']} {value!r}: expected {SPEED_ALLOWED}")
+    return float(value)
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
@@ -139,7 +170,10 @@ class DemoOptions:
     :param shadow: run everything but dispatch nothing to the physics.
     :param max_steps: stop after this many steps (None: the whole episode).
     :param live: draw the rich live dashboard (else plain lines).
-    :param json_path: write the per-step records and final KPIs here.
+    :param json_path: write the per-step records and final KPIs here: a new path or an
+        existing empty file, or any file with ``overwrite``; never the limits file or the
+        policy's model file.
+    :param overwrite: ``json_path`` may replace an existing file.
     :param limits_path: a kernel limits TOML file (see :mod:`gridswarm_env.kernel`).
     :param trust: ``"ed25519"`` (default) or ``"hmac"``.
     :param offers_per_step: accepted bids shown per step in the event feed.
@@ -150,6 +184,9 @@ class DemoOptions:
     :param contract_keys: ``EnvConfig.contract_keys``: ``"seeded"`` (default: derived
         from the seed, reproducible, known to anyone who knows the seed) or ``"random"``
         (``os.urandom``; the episode does not depend on it).
+    :param speed: pace at this many simulated seconds per wall-clock second (> 0), or 0
+        for as fast as possible; None: :data:`LIVE_SPEED` when ``live``, else 0
+        (:attr:`pace_speed`). The episode does not depend on it.
 
     A bad value raises ``ValueError`` naming the command-line flag (:data:`OPTION_FLAGS`)
     and what is allowed.
@@ -170,6 +207,15 @@ class DemoOptions:
     crypto_threads: int | None = None
     randomize: bool = False
     contract_keys: str = "seeded"
+    overwrite: bool = False
+    speed: float | None = None
+
+    @property
+    def pace_speed(self) -> float:
+        """The speed the run is paced at: ``speed``, or its default (0: unpaced)."""
+        if self.speed is not None:
+            return float(self.speed)
+        return LIVE_SPEED if self.live else 0.0
 
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
@@ -186,6 +232,9 @@ class DemoOptions:
                              f"{', '.join(scenario_names())}")
         check_bool(flag["randomize"], self.randomize, sep=" ")
         check_contract_keys(self.contract_keys, flag["contract_keys"])
+        check_bool(flag["overwrite"], self.overwrite, sep=" ")
+        if self.speed is not None:
+            check_speed(self.speed)
         if self.trust not in TRUST_MODES:
             raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
@@ -194,17 +243,31 @@ class DemoOptions:
                              "(heuristic, random, learned, oracle) or a model path")
         from policies.cli_checks import check_output_file
 
-        for name in ("json_path", "audit_path"):
-            if getattr(self, name) is not None:
-                check_output_file(getattr(self, name), flag[name])
+        if self.json_path is not None:
+            self._check_json_is_no_input(self.json_path)
+            check_output_file(self.json_path, flag["json_path"], overwrite=self.overwrite)
         if self.audit_path is not None:
             from gridswarm_env.trust import check_new_audit_file
 
+            check_output_file(self.audit_path, flag["audit_path"])
             check_new_audit_file(self.audit_path, flag["audit_path"])
         if (self.json_path is not None and self.audit_path is not None
                 and Path(self.json_path).resolve() == Path(self.audit_path).resolve()):
             raise ValueError(f"--audit {self.audit_path!r}: the same file as --json; give "
                              "them different paths")
+
+    def _check_json_is_no_input(self, json_path: str) -> None:
+        """Refuse a ``json_path`` that is the limits file or the policy's model file (a
+        model path, or its ``.zip`` sibling), even with ``overwrite``: they are inputs."""
+        inputs = [("limits_path", self.limits_path), ("policy", self.policy),
+                  ("policy", f"{self.policy}.zip")]
+        out = Path(json_path)
+        for name, path in inputs:
+            if (path is not None and out.exists() and Path(path).is_file()
+                    and os.path.samefile(out, path)):
+                raise ValueError(f"{OPTION_FLAGS['json_path']} {json_path!r} is the "
+                                 f"{OPTION_FLAGS[name]} file, an input of the run: it is "
+                                 "never overwritten; choose another path")
 
 
 # ---------------------------------------------------------------------- command line
@@ -222,6 +285,14 @@ def _int_at_least(minimum: int, maximum: int | None = None,
         return value
 
     return parse
+
+
+def _speed(text: str) -> float:
+    """argparse ``type`` of ``--speed`` (:func:`check_speed`)."""
+    try:
+        return check_speed(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {SPEED_ALLOWED}, got {text!r}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -255,9 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-live", action="store_true",
                    help="plain lines instead of the live dashboard (automatic when stdout "
                         "is not a terminal)")
+    p.add_argument("--speed", type=_speed, default=None, metavar="X",
+                   help="simulated seconds per wall-clock second, 0 = as fast as possible "
+                        f"(default: {LIVE_SPEED:g} with the live dashboard, 0 with plain "
+                        "lines); the episode is the same at any speed")
     p.add_argument("--json", default=None, metavar="FILE",
-                   help="write per-step records and final KPIs as JSON (an existing file is "
-                        "replaced)")
+                   help="write per-step records and final KPIs as JSON (an existing file "
+                        "that is not empty is refused unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --json replace an existing file (never the --limits or "
+                        "--policy file)")
     p.add_argument("--limits", default=None, metavar="FILE", help="kernel limits TOML file")
     p.add_argument("--trust", choices=TRUST_MODES, default="ed25519",
                    help="contract signatures (default ed25519)")
@@ -284,7 +362,8 @@ def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOption
                        live=is_terminal and not args.no_live, json_path=args.json,
                        limits_path=args.limits, trust=args.trust, audit_path=args.audit,
                        crypto_threads=args.crypto_threads, randomize=args.randomize,
-                       contract_keys=args.contract_keys)
+                       contract_keys=args.contract_keys, overwrite=args.overwrite,
+                       speed=args.speed)
 
 
 # ---------------------------------------------------------------------- session
@@ -577,14 +656,45 @@ def strict_json(value: Any) -> Any:
 
 
 def write_json(path: str | Path, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]],
-               metrics: Mapping[str, Any], audit: Mapping[str, Any] | None = None) -> None:
+               metrics: Mapping[str, Any], audit: Mapping[str, Any] | None = None,
+               overwrite: bool = False) -> None:
     """Write ``{"run", "steps", "metrics"}`` (and ``"audit"`` when given) as strict JSON
-    (``allow_nan=False``)."""
+    (``allow_nan=False``).
+
+    :param overwrite: replace a file at ``path``; else only a new or an empty file (or a
+        device) is written, and a file that is not empty is kept (:func:`_open_new`).
+    :raises FileExistsError: a non-empty file is at ``path`` and ``overwrite`` is False.
+    """
     doc = {"run": run, "steps": list(steps), "metrics": metrics}
     if audit is not None:
         doc["audit"] = audit
     text = json.dumps(strict_json(doc), allow_nan=False, indent=1) + "\n"
-    Path(path).write_text(text)
+    if overwrite:
+        Path(path).write_text(text)
+        return
+    with _open_new(path) as f:
+        f.write(text)
+
+
+def _open_new(path: str | Path) -> Any:
+    """Open ``path`` for writing text without destroying what is there: a missing file
+    is created; an existing one is used only when the handle shows it empty or not a
+    regular file (a device, a pipe), so a file that appeared after the check before the
+    episode (:class:`DemoOptions`) is never truncated.
+
+    :raises FileExistsError: a regular file that is not empty is at ``path`` (closed
+        untouched); ``write_or_rescue`` then saves the JSON elsewhere.
+    """
+    import errno
+    import stat
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)   # no O_TRUNC
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode) and info.st_size > 0:
+        os.close(fd)
+        raise FileExistsError(errno.EEXIST, f"a file of {info.st_size:,} bytes appeared there "
+                              "during the run and is kept; --overwrite replaces it", str(path))
+    return os.fdopen(fd, "w")
 
 
 def audit_info(session: Session) -> dict[str, Any] | None:
@@ -629,6 +739,11 @@ def run_demo(session: Session, console: Any = None,
              write: Callable[[str], None] | None = None) -> DemoResult:
     """Run the episode, showing it live or as plain lines; Ctrl-C stops it cleanly.
 
+    Paced at ``options.pace_speed`` (:func:`sleep_until`): after step k the run sleeps
+    until ``start + k * dt_s / speed``, then shows the step. The rates (the dashboard's
+    negotiations/s, ``agent_steps_per_s``) are measured on the wall clock less those
+    waits, so pacing changes neither the episode nor them.
+
     :param session: from :func:`open_session`.
     :param console: a ``rich.console.Console`` for the live view (built if None).
     :param write: sink for plain lines (default: stdout, flushed per line).
@@ -649,27 +764,36 @@ def run_demo(session: Session, console: Any = None,
                       "policy": policy_label(session.policy), "trust": raw.config.trust,
                       "seed": opts.seed, "shadow": raw.config.shadow,
                       "episode_steps": raw.scenario.episode_steps, "dt_s": raw.config.dt_s,
-                      "has_event": raw.scenario.has_event})
-    state: dict[str, Any] = {"prev": None, "refresh_at": 0.0, "live": None}
+                      "has_event": raw.scenario.has_event, "paced": opts.pace_speed > 0})
+    state: dict[str, Any] = {"prev": None, "refresh_at": 0.0, "live": None, "waited": 0.0}
+    step_wall_s = raw.config.dt_s / opts.pace_speed if opts.pace_speed > 0 else 0.0
     start = time.perf_counter()
 
     def on_step(env: Any, info: dict[str, Any]) -> None:
         metrics = env.episode_metrics()
         wall = time.perf_counter() - start
+        busy = wall - state["waited"]
         record = measure_step(env, info, rec, metrics, state["prev"], wall, opts.offers_per_step)
         state["prev"] = metrics
         steps.append(record)
+        if step_wall_s:
+            paused = time.perf_counter()
+            try:
+                sleep_until(start + len(steps) * step_wall_s)
+            finally:   # also when Ctrl-C ends the sleep
+                state["waited"] += time.perf_counter() - paused
         if state["live"] is None:
             write(plain_line(record))
             for line in event_lines(record):
                 write(line)
             return
-        dash.update(record, metrics, env.bus.stats())
-        if wall >= state["refresh_at"]:
+        dash.update(record, metrics, env.bus.stats(), clock_s=busy)
+        now = time.perf_counter() - start
+        if now >= state["refresh_at"]:
             state["live"].refresh()
             # at most ~12 frames/s, and drawing at most ~1/4 of the wall clock
             drawn = time.perf_counter() - start
-            state["refresh_at"] = drawn + max(REFRESH_INTERVAL_S, 3.0 * (drawn - wall))
+            state["refresh_at"] = drawn + max(REFRESH_INTERVAL_S, 3.0 * (drawn - now))
 
     stop: str | None = None
     try:
@@ -691,14 +815,23 @@ def run_demo(session: Session, console: Any = None,
     except BrokenPipeError:   # the reader of stdout went away (e.g. `| head`)
         stop = "stdout closed"
     wall = time.perf_counter() - start
+    busy = wall - state["waited"]
     metrics = raw.episode_metrics()
-    run = {**asdict(opts), "policy_name": session.policy.name,
+    run = {**asdict(opts), "speed": opts.pace_speed, "policy_name": session.policy.name,
            "model_path": model_path(session.policy), "steps_run": len(steps),
            "episode_steps": raw.scenario.episode_steps, "interrupted": stop is not None,
-           "stop_reason": stop, "wall_s": wall,
-           "agent_steps_per_s": len(steps) * raw.n_agents / wall if wall > 0 else None,
+           "stop_reason": stop, "wall_s": wall, "paced_wait_s": state["waited"],
+           "agent_steps_per_s": len(steps) * raw.n_agents / busy if busy > 0 else None,
            **({"scenario_drawn": raw.scenario.drawn_values()} if opts.randomize else {})}
     return DemoResult(steps=steps, metrics=metrics, stop_reason=stop, wall_s=wall, run=run)
+
+
+def sleep_until(deadline: float) -> None:
+    """Sleep until ``deadline`` (a ``time.perf_counter()`` value) if it is ahead (one
+    ``time.sleep``, no busy wait); a late step is not waited for."""
+    delay = deadline - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
 
 
 def scenario_label(raw: Any) -> str:
@@ -735,9 +868,13 @@ def print_summary(result: DemoResult, console: Any) -> None:
         console.print(shadow_summary(result.metrics), markup=False, highlight=False,
                       soft_wrap=True)
     line = f"{state} {r['steps_run']}/{r['episode_steps']} steps"
-    if result.wall_s > 0:
-        negotiations = result.metrics.get("negotiations", 0) / result.wall_s
-        line += (f" in {result.wall_s:.2f} s wall clock ({r['agent_steps_per_s']:,.0f} "
+    waited = r.get("paced_wait_s") or 0.0
+    busy = result.wall_s - waited
+    if busy > 0:
+        negotiations = result.metrics.get("negotiations", 0) / busy
+        paced = (f", {waited:.2f} s of it waiting for --speed {r['speed']:g} (without the "
+                 "waits: " if waited > 0 else " (")
+        line += (f" in {result.wall_s:.2f} s wall clock{paced}{r['agent_steps_per_s']:,.0f} "
                  f"agent-steps/s, {negotiations:,.0f} negotiations/s)")
     console.print(line, markup=False, highlight=False, soft_wrap=True)   # one line, piped too
 
@@ -818,7 +955,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if options.json_path is not None:
             written, problem = write_or_rescue(
                 options.json_path, lambda p: write_json(p, result.run, result.steps,
-                                                        result.metrics, audit), "the JSON")
+                                                        result.metrics, audit,
+                                                        options.overwrite), "the JSON")
             if problem is not None:
                 print(f"demo.py: error: {problem}", file=sys.stderr)
                 failed = True

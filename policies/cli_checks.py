@@ -84,7 +84,8 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     return p
 
 
-def check_output_file(path: str | Path, what: str, *, create_dirs: bool = False) -> Path:
+def check_output_file(path: str | Path, what: str, *, create_dirs: bool = False,
+                      overwrite: bool = True) -> Path:
     """Check that a file can be written at ``path`` (nothing is left behind).
 
     An existing regular file is opened for appending (its content is not changed);
@@ -94,8 +95,12 @@ def check_output_file(path: str | Path, what: str, *, create_dirs: bool = False)
     :param what: how the message names the path (e.g. ``"--json"``).
     :param create_dirs: the caller creates missing parent directories (they are
         then checked with :func:`check_output_dir`); else the parent must exist.
-    :raises ValueError: the path is a directory, its directory is missing or the
-        file cannot be written.
+    :param overwrite: an existing file may be replaced; False refuses an existing
+        regular file that is not empty (an empty one, e.g. made by ``touch``, is fine),
+        with a message naming ``--overwrite``. The caller's final write must refuse too
+        if such a file appears meanwhile.
+    :raises ValueError: the path is a directory, its directory is missing, the file
+        cannot be written, or it exists (not empty) and ``overwrite`` is False.
     """
     p = Path(path)
     label = f"{what} {str(path)!r}"
@@ -105,6 +110,9 @@ def check_output_file(path: str | Path, what: str, *, create_dirs: bool = False)
         raise ValueError(f"{label} is a directory; expected a file path")
     if p.exists():
         if p.is_file():
+            if not overwrite and (size := p.stat().st_size) > 0:
+                raise ValueError(f"{label} already exists ({size:,} bytes): pass --overwrite "
+                                 "to replace it, or choose a new path")
             try:
                 with open(p, "ab"):
                     pass
@@ -121,8 +129,8 @@ def check_output_file(path: str | Path, what: str, *, create_dirs: bool = False)
         raise ValueError(f"{label}: directory {str(parent.resolve())!r} does not exist")
     try:
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:   # created meanwhile by someone else: fine to overwrite
-        return p
+    except FileExistsError:   # created meanwhile by someone else: the final write
+        return p              # decides whether to replace it
     except OSError as exc:
         raise ValueError(f"{label} cannot be written: {_reason(exc)}") from None
     os.close(fd)

@@ -1,0 +1,51 @@
+"""The live dashboard's header fits 80 columns (new-user review: "cut off at 80 columns":
+the title wrapped wherever the words ran out, after "seed 0 ·"). It is now broken
+between the run (scenario, fleet, policy) and its progress (trust, seed, time, status),
+and stays one line where it fits.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:   # dashboard.py is a top-level script
+    sys.path.insert(0, str(ROOT))
+
+import dashboard  # noqa: E402
+
+HEADER = {"scenario": "emergency", "n_agents": 20, "policy": "heuristic", "trust": "ed25519",
+          "seed": 0, "shadow": False, "episode_steps": 120, "dt_s": 1.0, "has_event": True}
+
+
+@pytest.mark.parametrize("header", [
+    HEADER,
+    {**HEADER, "scenario": "price_spike", "n_agents": 10000, "policy": "oracle",
+     "episode_steps": 300, "shadow": True},
+])
+def test_the_header_fits_80_columns_broken_between_run_and_progress(header):
+    dash = dashboard.Dashboard(header)
+    dash.update({"t_s": 45.0, "step": 44, "freq_hz": 60.0, "freq_min_hz": 60.0,
+                 "freq_max_hz": 60.0, "wall_s": 1.0}, {"negotiations": 0}, {})
+    console = Console(file=io.StringIO(), width=80, height=24, record=True,
+                      color_system=None, force_terminal=False)
+    console.print(dash)
+    lines = console.export_text().splitlines()
+    top = lines[1:3]
+    assert top[0].startswith(f"│ gridswarm  {header['scenario']} · {header['n_agents']} DERs "
+                             f"· policy {header['policy']}")
+    assert top[1].startswith(f"│ trust ed25519 · seed 0 · t = 45.0 / "
+                             f"{header['episode_steps']} s (step 45/")
+    assert "running" in top[1]
+    assert all(len(line) <= 80 for line in lines)
+    assert not any(line.rstrip(" │").endswith("·") for line in top)   # no break after a "·"
+    wide = Console(file=io.StringIO(), width=160, height=40, record=True,
+                   color_system=None, force_terminal=False)
+    wide.print(dash)   # wide enough: one line, as before
+    first = wide.export_text().splitlines()[1]
+    assert "policy" in first and "seed 0" in first and "running" in first
