@@ -99,6 +99,7 @@ from policies.cli_checks import (
     check_crypto_threads,
     int_range_text,
     max_crypto_threads,
+    write_output_text,
 )
 
 EXIT_OK, EXIT_STDOUT_CLOSED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -662,39 +663,15 @@ def write_json(path: str | Path, run: Mapping[str, Any], steps: Sequence[Mapping
     (``allow_nan=False``).
 
     :param overwrite: replace a file at ``path``; else only a new or an empty file (or a
-        device) is written, and a file that is not empty is kept (:func:`_open_new`).
+        device) is written, and a file that is not empty is kept
+        (:func:`~policies.cli_checks.write_output_text`).
     :raises FileExistsError: a non-empty file is at ``path`` and ``overwrite`` is False.
     """
     doc = {"run": run, "steps": list(steps), "metrics": metrics}
     if audit is not None:
         doc["audit"] = audit
     text = json.dumps(strict_json(doc), allow_nan=False, indent=1) + "\n"
-    if overwrite:
-        Path(path).write_text(text)
-        return
-    with _open_new(path) as f:
-        f.write(text)
-
-
-def _open_new(path: str | Path) -> Any:
-    """Open ``path`` for writing text without destroying what is there: a missing file
-    is created; an existing one is used only when the handle shows it empty or not a
-    regular file (a device, a pipe), so a file that appeared after the check before the
-    episode (:class:`DemoOptions`) is never truncated.
-
-    :raises FileExistsError: a regular file that is not empty is at ``path`` (closed
-        untouched); ``write_or_rescue`` then saves the JSON elsewhere.
-    """
-    import errno
-    import stat
-
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)   # no O_TRUNC
-    info = os.fstat(fd)
-    if stat.S_ISREG(info.st_mode) and info.st_size > 0:
-        os.close(fd)
-        raise FileExistsError(errno.EEXIST, f"a file of {info.st_size:,} bytes appeared there "
-                              "during the run and is kept; --overwrite replaces it", str(path))
-    return os.fdopen(fd, "w")
+    write_output_text(path, text, overwrite=overwrite)
 
 
 def audit_info(session: Session) -> dict[str, Any] | None:

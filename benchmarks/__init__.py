@@ -24,22 +24,36 @@ from pathlib import Path as _Path
 from typing import Any as _Any
 
 
-def check_json_path(parser: _argparse.ArgumentParser, path: _Path | None) -> None:
-    """Refuse an unwritable ``--json`` path in one line before any benchmark runs."""
+def add_json_arguments(parser: _argparse.ArgumentParser, what: str) -> None:
+    """``--json FILE`` (writes ``what``) and ``--overwrite``: an existing non-empty file is
+    refused unless ``--overwrite`` is given, as ``demo.py --json`` does."""
+    parser.add_argument("--json", type=_Path, metavar="FILE",
+                        help=f"write {what} to this file (an existing file that is not "
+                             "empty is refused unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --json replace an existing file")
+
+
+def check_json_path(parser: _argparse.ArgumentParser, path: _Path | None,
+                    overwrite: bool = False) -> None:
+    """Refuse an unwritable ``--json`` path, or an existing non-empty file without
+    ``--overwrite``, in one line before any benchmark runs."""
     from policies.cli_checks import check_output_file
 
     if path is not None:
         try:
-            check_output_file(path, "--json")
+            check_output_file(path, "--json", overwrite=overwrite)
         except ValueError as exc:
             parser.error(str(exc))
 
 
-def write_json(path: _Path, result: dict[str, _Any]) -> None:
-    """Write the figures; if that fails now, to a file in the temporary directory
-    instead (a long run's results are never lost), and say where."""
-    from policies.cli_checks import write_or_rescue
+def write_json(path: _Path, result: dict[str, _Any], overwrite: bool = False) -> None:
+    """Write the figures; if that fails now (unwritable, or a file appeared there during
+    the run and ``overwrite`` is off), to a file in the temporary directory instead (a
+    long run's results are never lost), and say where."""
+    from policies.cli_checks import write_or_rescue, write_output_text
 
     text = _json.dumps(result, indent=2, default=str)
-    saved, note = write_or_rescue(path, lambda p: p.write_text(text), "the figures")
+    saved, note = write_or_rescue(
+        path, lambda p: write_output_text(p, text, overwrite=overwrite), "the figures")
     print(note or f"wrote {saved}")

@@ -29,10 +29,10 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    add_json_arguments,
     bench_bus,
     bench_env,
     bench_learning,
@@ -246,15 +246,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prog="python -m benchmarks",
         description="Run every benchmark: one table, and one JSON with --json.")
     parser.add_argument("--quick", action="store_true", help="under a minute")
-    parser.add_argument("--json", type=Path, help="write all figures to this file")
+    add_json_arguments(parser, "all figures")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, metavar="SECTION",
                         help=f"sections to leave out, among {', '.join(SECTIONS)}")
     args = parser.parse_args(argv)
-    check_json_path(parser, args.json)
+    check_json_path(parser, args.json, args.overwrite)
     result = run(args.quick, tuple(args.skip))
     print_table(result)
     if args.json:
-        write_json(args.json, result)
+        write_json(args.json, result, args.overwrite)
     return result
 
 

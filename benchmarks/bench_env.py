@@ -72,6 +72,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import add_json_arguments, check_json_path, write_json  # noqa: E402
 from gridswarm_env.config import EnvConfig  # noqa: E402
 from gridswarm_env.env import GridSwarmEnv  # noqa: E402
 from policies import make_policy  # noqa: E402
@@ -657,8 +658,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--agents", type=int, nargs="+", default=list(AGENT_COUNTS))
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
-    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    add_json_arguments(parser, "the figures")
     args = parser.parse_args(argv)
+    check_json_path(parser, args.json, args.overwrite)
     result = run(args.quick, tuple(args.agents), with_memory=not args.no_memory)
     print_rows(result["env"])
     e = result["emergency"]
@@ -668,7 +670,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print_memory(result["memory"])
     print(f"load average {result['load_average']:.2f}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result, args.overwrite)
     return result
 
 

@@ -66,7 +66,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import check_json_path, write_json  # noqa: E402
+from benchmarks import add_json_arguments, check_json_path, write_json  # noqa: E402
 
 #: first held-out seed (``evaluate.py``'s default ``--seed``): held-out seeds
 #: ``HELDOUT_SEED_BASE + k`` stay below the stopping seeds (``EVAL_SEED_BASE`` + k)
@@ -322,11 +322,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="train and evaluate on randomized scenarios (as python -m train "
                              "--randomize: every episode draws its load step and trip)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run of the harness")
-    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    add_json_arguments(parser, "the figures")
     args = parser.parse_args(argv)
     from train.config import resolve_scenarios
 
-    check_json_path(parser, args.json)
+    check_json_path(parser, args.json, args.overwrite)
     try:
         resolve_scenarios(args.scenario)
         r = run(args.scenario, args.timesteps, args.eval_every, args.eval_seeds, args.margin,
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "heldout_system_cost" in r:
         print("\n".join(comparison_lines(r)))
     if args.json:
-        write_json(args.json, r)
+        write_json(args.json, r, args.overwrite)
     return r
 
 

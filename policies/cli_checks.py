@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -146,6 +148,31 @@ def rescue_path(path: str | Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f"{p.stem}-{stamp}-", suffix=p.suffix)
     os.close(fd)
     return Path(name)
+
+
+def write_output_text(path: str | Path, text: str, *, overwrite: bool) -> None:
+    """Write ``text`` to ``path``; without ``overwrite`` never destroy what is there.
+
+    With ``overwrite`` the file is replaced. Without it a missing file is created and an
+    existing one is used only when the handle that writes shows it empty or not a
+    regular file (a device, a pipe): a file that appeared after the command's up-front
+    check (:func:`check_output_file` with ``overwrite=False``) is never truncated.
+
+    :raises FileExistsError: a regular file that is not empty is at ``path`` and
+        ``overwrite`` is False (closed untouched; :func:`write_or_rescue` then saves the
+        output elsewhere).
+    """
+    if overwrite:
+        Path(path).write_text(text)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)   # no O_TRUNC
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode) and info.st_size > 0:
+        os.close(fd)
+        raise FileExistsError(errno.EEXIST, f"a file of {info.st_size:,} bytes appeared there "
+                              "during the run and is kept; --overwrite replaces it", str(path))
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def write_or_rescue(path: str | Path, write: Callable[[Path], Any],

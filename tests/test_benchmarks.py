@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("module", ["benchmarks.__main__", "benchmarks.bench_learning"])
+@pytest.mark.parametrize("module", ["benchmarks.__main__", "benchmarks.bench_learning",
+                                    "benchmarks.bench_env"])
 def test_benchmarks_refuse_an_unwritable_json_path_before_running(module, tmp_path, capsys,
                                                                   monkeypatch):
     """User-path review: ``python -m benchmarks --json DIR`` ran the whole benchmark, then
@@ -26,6 +27,52 @@ def test_benchmarks_refuse_an_unwritable_json_path_before_running(module, tmp_pa
             bench.main(["--json", str(bad)])
         assert exit_info.value.code == 2 and says in capsys.readouterr().err
     assert ran == []
+
+
+@pytest.mark.parametrize("module", ["benchmarks.__main__", "benchmarks.bench_learning",
+                                    "benchmarks.bench_env"])
+def test_benchmarks_never_replace_an_existing_json_file_without_overwrite(module, tmp_path,
+                                                                          capsys, monkeypatch):
+    """New-user review: ``--json FILE`` replaced any existing file (bench_env wrote it with
+    no check at all), where demo.py --json now refuses one without --overwrite. Refused
+    before anything runs; --overwrite replaces; an empty file is fine."""
+    import importlib
+
+    bench = importlib.import_module(module)
+    ran = []
+    figures = {"env": [], "emergency": {"n_agents": 1, "emergency_response_latency_ms": 20.0,
+                                        "within_budget": True}, "load_average": 0.0}
+    monkeypatch.setattr(bench, "run", lambda *a, **k: ran.append(a) or figures)
+    for name in ("print_table", "print_rows", "describe"):
+        if hasattr(bench, name):
+            monkeypatch.setattr(bench, name, lambda *a, **k: "")
+    mine = tmp_path / "notes.md"
+    mine.write_text("my notes\n")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--json", str(mine)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "already exists (9 bytes): pass --overwrite" in err
+    assert mine.read_text() == "my notes\n" and ran == []
+    bench.main(["--json", str(mine), "--overwrite"])
+    assert json.loads(mine.read_text())["load_average"] == 0.0
+    empty = tmp_path / "empty.json"
+    empty.touch()
+    bench.main(["--json", str(empty)])
+    assert json.loads(empty.read_text())["load_average"] == 0.0
+
+
+def test_a_file_that_appears_during_a_benchmark_run_is_kept(tmp_path, capsys, monkeypatch):
+    from benchmarks import write_json
+
+    target = tmp_path / "figures.json"
+    target.write_text("written by someone else meanwhile\n")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    write_json(target, {"env": [1, 2]})
+    said = capsys.readouterr().out
+    assert target.read_text() == "written by someone else meanwhile\n"
+    assert "appeared there during the run and is kept" in said and "saved it to" in said
+    write_json(target, {"env": [3]}, overwrite=True)
+    assert json.loads(target.read_text()) == {"env": [3]}
 
 
 def test_benchmark_figures_survive_a_failed_write(tmp_path, capsys, monkeypatch):
