@@ -17,7 +17,19 @@ _REGISTRY: dict[str, Callable[..., Policy]] = {}
 
 
 def register(name: str, factory: Callable[..., Policy]) -> None:
-    """Register a policy factory under ``name``."""
+    """Register a policy factory under ``name`` (beside the built-in ``heuristic``,
+    ``random``, ``oracle`` and ``learned``; a built-in's name replaces it).
+
+    :param factory: called with ``make_policy``'s keyword arguments, returns a
+        :class:`~policies.base.Policy` (a policy class itself will do).
+    :raises ValueError: an empty or non-string name, or a factory that is not callable.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"policy name {name!r}: expected a non-empty string")
+    if not callable(factory):
+        raise ValueError(f"policy {name!r}: the factory must be callable (a Policy class or "
+                         f"a function returning one), got {type(factory).__name__}")
+    _load_builtin()     # a first registration must not stand in for the built-ins
     _REGISTRY[name] = factory
 
 
@@ -48,7 +60,7 @@ def make_policy(name_or_path: str, **kwargs: Any) -> Policy:
         from policies.learned import check_model_file
 
         check_model_file(name_or_path)
-        return _REGISTRY["learned"](path=name_or_path, **kwargs)
+        return _lazy(*_BUILTIN["learned"])(path=name_or_path, **kwargs)
     raise ValueError(f"unknown policy {name_or_path!r}; {choices}")
 
 
@@ -71,13 +83,22 @@ def _lazy(module: str, cls: str) -> Callable[..., Policy]:
     return factory
 
 
+_BUILTIN = {"heuristic": ("policies.heuristic", "HeuristicPolicy"),
+            "random": ("policies.random", "RandomPolicy"),
+            "oracle": ("policies.oracle", "OraclePolicy"),
+            "learned": ("policies.learned", "LearnedPolicy")}
+_builtin_loaded = False
+
+
 def _load_builtin() -> None:
-    if _REGISTRY:
+    """Register the built-in policies once (before any user registration, so a user's
+    policy of a built-in's name replaces it rather than being replaced)."""
+    global _builtin_loaded
+    if _builtin_loaded:
         return
-    register("heuristic", _lazy("policies.heuristic", "HeuristicPolicy"))
-    register("random", _lazy("policies.random", "RandomPolicy"))
-    register("oracle", _lazy("policies.oracle", "OraclePolicy"))
-    register("learned", _lazy("policies.learned", "LearnedPolicy"))
+    _builtin_loaded = True
+    for name, (module, cls) in _BUILTIN.items():
+        _REGISTRY.setdefault(name, _lazy(module, cls))
 
 
 __all__ = ["Policy", "make_policy", "policy_names", "register"]

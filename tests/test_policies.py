@@ -589,3 +589,39 @@ def test_oracle_plans_the_operators_rounds_as_the_environment_announces_them(eve
     announced = [products[k - 1] == 0 for k in range(2, 20)]
     assert list(planned[2:20]) == announced
     assert announced.index(True) + 2 == (12 if event_time_s == 10.0 else 13)
+
+
+def test_a_first_registration_keeps_the_built_in_policies():
+    """Library-user review: ``register()`` before any lookup filled the registry, and the
+    built-ins were only loaded into an empty one, so ``heuristic`` and the rest became
+    unknown. Checked in a fresh interpreter, where nothing has looked a policy up."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from policies import make_policy, policy_names, register\n"
+        "from policies.random import RandomPolicy\n"
+        "register('idle', RandomPolicy)\n"
+        "print(','.join(policy_names()))\n"
+        "print(type(make_policy('heuristic')).__name__)\n"
+        "from policies.heuristic import HeuristicPolicy\n"
+        "register('random', HeuristicPolicy)\n"   # a built-in's name replaces it
+        "print(type(make_policy('random')).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True).stdout.split()
+    assert out[0].split(",") == ["heuristic", "random", "oracle", "learned", "idle"]
+    assert out[1:] == ["HeuristicPolicy", "HeuristicPolicy"]
+
+
+@pytest.mark.parametrize(("name", "factory", "says"), [
+    ("", dict, "expected a non-empty string"),
+    (3, dict, "expected a non-empty string"),
+    ("x", "not callable", "the factory must be callable"),
+])
+def test_register_refuses_a_bad_name_or_factory(name, factory, says):
+    from policies import register
+
+    with pytest.raises(ValueError, match=says):
+        register(name, factory)
