@@ -230,6 +230,12 @@ class GridSwarmEnv(ParallelEnv):
                  render_mode: str | None = None, limits: Any = None,
                  config: EnvConfig | None = None, audit_path: str | None = None,
                  adversary: Callable[..., Any] | None = None, seed: int | None = None) -> None:
+        if config is not None and not isinstance(config, EnvConfig):
+            raise ValueError(
+                f"GridSwarmEnv config = {config!r}: expected an EnvConfig, got "
+                f"{type(config).__name__} (e.g. config=EnvConfig(n_agents=7, dt_s=0.5, "
+                "fleet=FleetConfig(...)); from a dict: EnvConfig(**d) for its top-level "
+                "fields)")
         cfg = config or EnvConfig()
         seed = _checked_seed(seed)
         changes: dict[str, Any] = {}
@@ -276,6 +282,18 @@ class GridSwarmEnv(ParallelEnv):
                 f"its agents can answer before the event at {earliest_s!r} s{jitter} (round 1 "
                 f"delivers from 2·dt_s): use dt_s < {earliest_s / 2:g} s, or a later "
                 "event_time_s" + (" or a smaller timing_jitter_s" if jitter else ""))
+        episode_end_s = sc.episode_steps * cfg.dt_s
+        if sc.reserve_target_mw > 0 and sc.has_event and earliest_s >= episode_end_s:
+            # no trip inside the episode: every round would buy reserve for nothing (the
+            # operator cannot know the trip comes later), as with no trip at all
+            raise ValueError(
+                f"scenario {sc.name!r}: the event at {earliest_s!r} s"
+                f"{' (its earliest draw)' if sc.timing_jitter_s else ''} comes "
+                f"after the episode's end ({sc.episode_steps} steps x dt_s {cfg.dt_s!r} = "
+                f"{episode_end_s:g} s), so with reserve_target_mw = {sc.reserve_target_mw!r} "
+                "every round would buy reserve for a trip that never happens: use an "
+                f"event_time_s below {episode_end_s:g} s, more episode_steps, or "
+                "reserve_target_mw = 0")
         self.render_mode = render_mode
         self.limits = as_limits(limits)
         self.adversary = adversary

@@ -55,6 +55,14 @@ def _float_fields(cls) -> list[str]:
     (lambda: EnvConfig(bus=None), "bus", "expected a BusConfig, got NoneType"),
     (lambda: gridswarm_env.parallel_env("emergency", config=EnvConfig(dt_s=5.0)), "dt_s",
      "no reserve round its agents can answer before the event"),
+    # library-user review: a trip after the episode's end bought reserve every round for
+    # nothing (a trip at inf was refused); a dict config failed on a missing attribute
+    (lambda: gridswarm_env.parallel_env(get_scenario("emergency", event_time_s=500.0),
+                                        n_agents=5, trust="hmac"),
+     "event at 500.0 s comes after the episode's end (120 steps x dt_s 1.0 = 120 s)",
+     "use an event_time_s below 120 s, more episode_steps, or reserve_target_mw = 0"),
+    (lambda: gridswarm_env.parallel_env(config={"n_agents": 7}), "config = {'n_agents': 7}",
+     "expected an EnvConfig, got dict"),
     # the KPIs measure deviations from 60 Hz: a 50 Hz grid reported 10 Hz off everywhere
     (lambda: gridswarm_env.parallel_env(config=EnvConfig(grid=GridParams(nominal_freq_hz=50.0))),
      "nominal_freq_hz = 50.0", "only 60 is supported"),
