@@ -678,9 +678,13 @@ class GridSwarmEnv(ParallelEnv):
         q = np.asarray(price_level)
         nvec = self._act_space.nvec
         if p.shape != (self.n_agents,) or q.shape != (self.n_agents,):
-            raise ValueError(f"power_level and price_level must have shape ({self.n_agents},)")
+            raise ValueError(f"power_level and price_level must have shape ({self.n_agents},), "
+                             f"one level per agent; got {p.shape} and {q.shape}")
         if p.dtype.kind not in "iu" or q.dtype.kind not in "iu":
-            raise ValueError("power_level and price_level must be integer arrays")
+            raise ValueError("power_level and price_level must be integer arrays (the fast "
+                             "path takes level indices as ints, no conversion: the dict API "
+                             "step() also accepts whole-valued floats); got dtypes "
+                             f"{p.dtype} and {q.dtype}")
         p64, q64 = p.astype(np.int64), q.astype(np.int64)
         # one unsigned comparison per array catches both < 0 and >= n (negatives wrap)
         bad = p64.view(np.uint64) >= self._nvec_u64[0]
