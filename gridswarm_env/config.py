@@ -271,7 +271,7 @@ class FleetConfig:
     battery_soc_init_low: float = 0.25
     battery_soc_init_high: float = 0.9
     ev_power_mw: float = 50.0             # fleet total charger rating
-    ev_energy_per_mw_h: float = 60.0 / 7.2  # pack energy / charger power (60 kWh / 7.2 kW)
+    ev_duration_h: float = 60.0 / 7.2     # pack energy / charger power, h (60 kWh / 7.2 kW)
     ev_eta_charge: float = 0.90
     ev_baseline_fraction: float = 0.5     # baseline charging rate / rated
     ev_soc_init_low: float = 0.3
@@ -304,7 +304,7 @@ class FleetConfig:
             )
         for name in ("battery_power_mw", "ev_power_mw", "solar_capacity_mw"):
             store(self, name, check_non_negative(owner, name, getattr(self, name)))
-        for name in ("battery_duration_h", "ev_energy_per_mw_h", "ev_departure_min_s",
+        for name in ("battery_duration_h", "ev_duration_h", "ev_departure_min_s",
                      "ev_departure_max_s"):
             store(self, name, check_positive(owner, name, getattr(self, name)))
         for name in ("battery_eta_charge", "battery_eta_discharge", "ev_eta_charge",

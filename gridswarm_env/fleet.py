@@ -209,7 +209,7 @@ def build_fleet(n_agents: int, cfg: FleetConfig, irradiance: float,
     is_sol, is_bat, is_ev = kind == KIND_SOLAR, kind == KIND_BATTERY, kind == KIND_EV
 
     energy_cap = np.where(is_bat, rated * cfg.battery_duration_h,
-                          np.where(is_ev, rated * cfg.ev_energy_per_mw_h, 0.0))
+                          np.where(is_ev, rated * cfg.ev_duration_h, 0.0))
     soc0 = np.where(is_bat, rng.uniform(cfg.battery_soc_init_low, cfg.battery_soc_init_high,
                                         n_agents),
                     rng.uniform(cfg.ev_soc_init_low, cfg.ev_soc_init_high, n_agents))

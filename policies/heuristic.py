@@ -161,7 +161,7 @@ class HeuristicPolicy:
         self._bat_up_cost, self._bat_down_cost = c.battery_cost_per_mwh(
             cfg.fleet.battery_eta_charge, cfg.fleet.battery_eta_discharge)
         # full-rate EV charging, in SoC per hour: η_c · P / E
-        self._ev_soc_per_h = cfg.fleet.ev_eta_charge / cfg.fleet.ev_energy_per_mw_h
+        self._ev_soc_per_h = cfg.fleet.ev_eta_charge / cfg.fleet.ev_duration_h
         sigma = cfg.fleet.solar_forecast_error_std + cfg.fleet.solar_variability_std
         self._solar_keep = max(1.0 - self.config.solar_margin_sigmas * sigma, 0.0)
         self._ready = True

@@ -88,7 +88,7 @@ def test_fleet_totals_shared_among_agents(n: int) -> None:
     np.testing.assert_allclose(f.energy_capacity_mwh[bat],
                                f.rated_power_mw[bat] * DEFAULT.battery_duration_h)
     np.testing.assert_allclose(f.energy_capacity_mwh[ev],
-                               f.rated_power_mw[ev] * DEFAULT.ev_energy_per_mw_h)
+                               f.rated_power_mw[ev] * DEFAULT.ev_duration_h)
     assert np.all(f.energy_capacity_mwh[sol] == 0) and np.all(f.energy_mwh[sol] == 0)
     soc = f.soc
     assert np.all((soc[bat] >= DEFAULT.battery_soc_init_low)
@@ -117,7 +117,7 @@ def test_default_portfolio_ratios_cite_the_datasheets() -> None:
     assert DEFAULT.battery_duration_h == pytest.approx(13.5 / 5.0)
     assert DEFAULT.battery_eta_charge * DEFAULT.battery_eta_discharge == pytest.approx(0.90,
                                                                                       abs=1e-3)
-    assert DEFAULT.ev_energy_per_mw_h == pytest.approx(60.0 / 7.2)
+    assert DEFAULT.ev_duration_h == pytest.approx(60.0 / 7.2)
     assert DEFAULT.solar_inverter_eta == 0.96
 
 
