@@ -357,7 +357,7 @@ class Dashboard:
         table.add_row("accepted", f"{fmt(r.get('accepted_mw'), '{:+.2f}')} MW, "
                       f"{fmt(r.get('negotiations'), '{:d}')} bids")
         table.add_row("negotiations/s", fmt(self.negotiations_per_s, "{:,.0f}", DASH)
-                      + (" (unpaced)" if self.header.get("paced") else " (wall clock)"))
+                      + (" (unpaced)" if self.header.get("paced") else " (wall)"))
         table.add_row("negotiations", fmt(m.get("negotiations"), "{:,d}"))
         table.add_row("consensus rate", fmt(m.get("consensus_rate"), "{:.1%}", DASH)
                       + ("" if "consensus" not in r else
