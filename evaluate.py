@@ -139,7 +139,16 @@ class UsageError(ValueError):
     """A bad command-line or :func:`evaluate` argument (reported in one line)."""
 
 
-class EvaluationInterrupted(KeyboardInterrupt):
+class _StoppedRun:
+    """What a stopped run's exceptions share: ``str()`` is one line for a caller of
+    :func:`evaluate`; :meth:`message` adds what the command line's user needs."""
+
+    def message(self, out_dir: str | Path) -> str:
+        """The command line's line: ``str(self)`` and that ``--out`` was left as it was."""
+        return f"{self}; --out {str(out_dir)!r} was left as it was"
+
+
+class EvaluationInterrupted(_StoppedRun, KeyboardInterrupt):
     """Ctrl-C during the episodes. ``DIR`` is left as it was; the finished episodes'
     results (``results.json`` layout, ``summary.interrupted`` true) were saved to a file
     in the temporary directory (``saved``; None when no episode had finished or that
@@ -154,18 +163,18 @@ class EvaluationInterrupted(KeyboardInterrupt):
         super().__init__(finished, planned, saved)
         self.finished, self.planned, self.saved, self.problem = finished, planned, saved, problem
 
-    def message(self, out_dir: str | Path) -> str:
-        """One line: how far the run got, where its results went, DIR untouched."""
+    def __str__(self) -> str:
+        """One line: how far the run got and where its results went."""
         text = f"interrupted after {self.finished} of {self.planned} episodes"
         if self.saved is not None:
             its = "its" if self.finished == 1 else "their"
             text += f"; {its} results are saved in {str(self.saved)!r}"
         elif self.problem is not None:
             text += f"; {self.problem}"
-        return text + f"; --out {str(out_dir)!r} was left as it was"
+        return text
 
 
-class EvaluationFailed(RuntimeError):
+class EvaluationFailed(_StoppedRun, RuntimeError):
     """An error (not a bad argument) stopped the run after it started: a policy or the
     environment raised during an episode. ``DIR`` is left as it was; the finished
     episodes' results (none when it failed in the first), with the error and its
@@ -178,8 +187,10 @@ class EvaluationFailed(RuntimeError):
         self.during, self.error = during, error
         self.finished, self.planned, self.saved, self.problem = finished, planned, saved, problem
 
-    def message(self, out_dir: str | Path) -> str:
-        """One line: where it failed, the error, where the finished episodes went."""
+    def __str__(self) -> str:
+        """One line: the episode it failed in, the error, where the finished episodes
+        went (``failed during heuristic / emergency / seed 0 (ValueError: …) after 0 of
+        2 episodes; the traceback is saved in '…'``)."""
         error = " ".join(str(self.error).split())   # one line
         text = (f"failed during {self.during} ({type(self.error).__name__}: {error}) "
                 f"after {self.finished} of {self.planned} episodes")
@@ -191,7 +202,7 @@ class EvaluationFailed(RuntimeError):
                      f"{str(self.saved)!r}")
         elif self.problem is not None:
             text += f"; {self.problem}"
-        return text + f"; --out {str(out_dir)!r} was left as it was"
+        return text
 
 
 # --------------------------------------------------------------------------- identity
