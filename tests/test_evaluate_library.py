@@ -3,6 +3,7 @@ scenarios and policies, errors that name the keyword, readable exceptions."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,67 @@ def test_a_policy_that_raises_ends_in_a_readable_evaluation_failed(tmp_path, own
     assert text.startswith("failed during broken / emergency / seed 0 (ValueError: policy "
                            "bug) after 0 of 1 episodes; the traceback is saved in '")
     Path(text.split("saved in '")[1].rstrip("'")).unlink()
+
+
+# --------------------------------------------------------------------------- README
+def _library_use_snippets() -> list[str]:
+    """The python blocks of README's "## Library use" section, in order."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Library use\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 3, "README's Library use section changed: update this test"
+    return blocks
+
+
+def test_readme_library_use_snippets_run(tmp_path, monkeypatch, own_registry):
+    """Every snippet of README's "Library use", run as written (one namespace, in a
+    temporary directory), and what its text claims."""
+    import numpy as np
+
+    import gridswarm_env
+
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    for block in _library_use_snippets():
+        exec(compile(block, "README.md (Library use)", "exec"), ns)
+    # block 1: the array API, shapes and dtypes as commented
+    raw = ns["raw"]
+    assert ns["obs_arr"].shape == (10, gridswarm_env.OBS_DIM) == (10, 28)
+    assert ns["obs_arr"].dtype == np.float32 and ns["rewards"].dtype == np.float64
+    assert ns["rewards"].shape == (10,) and ns["truncated"] is True
+    assert "freq_hz" in ns["info"] and ns["kpis"]["system_cost"] > 0
+    assert ns["lo_mw"] <= ns["hi_mw"]
+    # block 2: a registered policy of one's own
+    assert "full_offer" in own_registry.policy_names()
+    assert len(ns["freq_hz"]) == raw.scenario.episode_steps and ns["nadir_hz"] > 59.0
+    # block 3: custom scenarios and an EnvConfig through evaluate
+    config = ns["results"]["summary"]["config"]
+    assert config["scenarios"] == ["trip_80", "trip_90", "ramp"]
+    assert config["policies"] == ["heuristic", "full_offer"]
+    assert sorted(config["custom_scenarios"]) == ["ramp", "trip_80", "trip_90"]
+    assert config["n_agents"] == 10 and config["trust"] == "hmac"
+    assert ns["cost"]["n"] == 2
+    assert (tmp_path / "eval_custom" / "results.json").is_file()
+
+
+def test_readme_array_api_claims():
+    """README "Library use": the constructor's seed is reset(seed)'s, observations_array()
+    is the dict observations as rows and action_masks() the values of the info masks
+    (tests/test_env_api.py checks that step_arrays' rewards and observations are
+    step()'s)."""
+    import numpy as np
+
+    import gridswarm_env
+
+    seeded = gridswarm_env.parallel_env(scenario="emergency", n_agents=10, trust="hmac", seed=4)
+    later = gridswarm_env.parallel_env(scenario="emergency", n_agents=10, trust="hmac")
+    obs, infos = seeded.reset()
+    obs_later, _ = later.reset(seed=4)
+    rows = np.stack([obs[a] for a in seeded.possible_agents])
+    np.testing.assert_array_equal(rows, np.stack(list(obs_later.values())))
+    raw = seeded.unwrapped
+    np.testing.assert_array_equal(rows, raw.observations_array())
+    masks = np.stack([infos[a]["action_mask"] for a in seeded.possible_agents])
+    assert masks.dtype == np.int8 and raw.action_masks().dtype == bool
+    np.testing.assert_array_equal(masks, raw.action_masks())
+    assert all(isinstance(infos[a]["feasible_mw"], tuple) for a in seeded.possible_agents)
