@@ -82,9 +82,9 @@ limits file may name only agents the fleet has. From Python, :func:`evaluate` al
 their names, a custom one recorded field by field in ``summary.config.custom_scenarios``)
 and an ``env_config`` (recorded in ``summary.config.env_config``); its argument errors
 name the keyword and the flag (``n_agents (--agents) = 2.0: must be an integer >= 1``),
-the command line's the flag alone (``--agents 0: must be an integer >= 1``). An output that still cannot be
-written at the end is saved to the temporary directory instead, with a one-line
-message and exit status 1.
+the command line's the flag alone (``--agents 0: must be an integer >= 1``). An output
+that still cannot be written at the end is saved to the temporary directory instead,
+with a one-line message and exit status 1.
 """
 
 from __future__ import annotations

@@ -136,6 +136,15 @@ def test_a_scenario_the_configuration_cannot_play_is_refused_before_any_output(t
     assert text.startswith("EnvConfig.dt_s = 6.0 leaves scenario 'emergency' no reserve round")
 
 
+def test_a_custom_scenario_the_randomize_preset_would_break_is_refused(tmp_path):
+    from gridswarm_env.scenarios import get_scenario
+
+    early = get_scenario("emergency", name="early_trip", event_time_s=3.0)
+    text = _refused(tmp_path / "o", scenarios=[early], randomize=True)
+    assert text.startswith("scenarios (--scenarios) with randomize: Scenario('early_trip')"
+                           ".timing_jitter_s = 5.0: would move the trip")
+
+
 # --------------------------------------------------------------------------- argument names
 @pytest.mark.parametrize("kwargs, says", [
     ({"n_agents": 2.0}, "n_agents (--agents) = 2.0: must be an integer >= 1"),
