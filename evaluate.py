@@ -77,15 +77,22 @@ are those checked, and the recorded SHA-256 is that of the bytes parsed.
 Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
 turns bad arguments into a one-line message and exit status 2 (no traceback) before
 any output exists: the output directory and the files in it must be writable, a
-limits file may name only agents the fleet has. An output that still cannot be
-written at the end is saved to the temporary directory instead, with a one-line
-message and exit status 1.
+limits file may name only agents the fleet has. From Python, :func:`evaluate` also takes
+:class:`~gridswarm_env.scenarios.Scenario` objects among the scenarios (reported under
+their names, a custom one recorded field by field in ``summary.config.custom_scenarios``)
+and an ``env_config`` (recorded in ``summary.config.env_config``); its argument errors
+name the keyword and the flag (``n_agents (--agents) = 2.0: must be an integer >= 1``),
+the command line's the flag alone (``--agents 0: must be an integer >= 1``). An output
+that still cannot be written at the end is saved to the temporary directory instead,
+with a one-line message and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
+import dataclasses
 import json
 import math
 import re
@@ -136,10 +143,47 @@ TRUST_CHOICES = ("ed25519", "hmac")
 
 
 class UsageError(ValueError):
-    """A bad command-line or :func:`evaluate` argument (reported in one line)."""
+    """A bad command-line or :func:`evaluate` argument (reported in one line, naming it as
+    its caller knows it: :func:`argument_name`)."""
 
 
-class EvaluationInterrupted(KeyboardInterrupt):
+#: :func:`evaluate`'s keywords and the command line's flags for them
+FLAGS = {"policies": "--policies", "scenarios": "--scenarios", "episodes": "--episodes",
+         "seed": "--seed", "n_agents": "--agents", "out_dir": "--out", "trust": "--trust",
+         "crypto_threads": "--crypto-threads", "contract_keys": "--contract-keys"}
+# True while main() runs: argument errors then name the flags alone, as the user typed them
+_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("evaluate_command_line",
+                                                                     default=False)
+
+
+def argument_name(keyword: str) -> str:
+    """How an argument error names the argument ``keyword`` of :func:`evaluate`: the
+    keyword and its flag (``n_agents (--agents)``) for a call of :func:`evaluate`, the
+    flag alone (``--agents``) on the command line (:func:`main`)."""
+    flag = FLAGS[keyword]
+    return flag if _COMMAND_LINE.get() else f"{keyword} ({flag})"
+
+
+def argument_value(keyword: str, value: Any) -> str:
+    """An argument and its value as an error names them: ``n_agents (--agents) = 2.0``
+    for a call of :func:`evaluate`, ``--agents 0`` on the command line."""
+    return f"{argument_name(keyword)}{_value_sep()}{value!r}"
+
+
+def _value_sep() -> str:
+    return " " if _COMMAND_LINE.get() else " = "
+
+
+class _StoppedRun:
+    """What a stopped run's exceptions share: ``str()`` is one line for a caller of
+    :func:`evaluate`; :meth:`message` adds what the command line's user needs."""
+
+    def message(self, out_dir: str | Path) -> str:
+        """The command line's line: ``str(self)`` and that ``--out`` was left as it was."""
+        return f"{self}; --out {str(out_dir)!r} was left as it was"
+
+
+class EvaluationInterrupted(_StoppedRun, KeyboardInterrupt):
     """Ctrl-C during the episodes. ``DIR`` is left as it was; the finished episodes'
     results (``results.json`` layout, ``summary.interrupted`` true) were saved to a file
     in the temporary directory (``saved``; None when no episode had finished or that
@@ -154,18 +198,18 @@ class EvaluationInterrupted(KeyboardInterrupt):
         super().__init__(finished, planned, saved)
         self.finished, self.planned, self.saved, self.problem = finished, planned, saved, problem
 
-    def message(self, out_dir: str | Path) -> str:
-        """One line: how far the run got, where its results went, DIR untouched."""
+    def __str__(self) -> str:
+        """One line: how far the run got and where its results went."""
         text = f"interrupted after {self.finished} of {self.planned} episodes"
         if self.saved is not None:
             its = "its" if self.finished == 1 else "their"
             text += f"; {its} results are saved in {str(self.saved)!r}"
         elif self.problem is not None:
             text += f"; {self.problem}"
-        return text + f"; --out {str(out_dir)!r} was left as it was"
+        return text
 
 
-class EvaluationFailed(RuntimeError):
+class EvaluationFailed(_StoppedRun, RuntimeError):
     """An error (not a bad argument) stopped the run after it started: a policy or the
     environment raised during an episode. ``DIR`` is left as it was; the finished
     episodes' results (none when it failed in the first), with the error and its
@@ -178,8 +222,10 @@ class EvaluationFailed(RuntimeError):
         self.during, self.error = during, error
         self.finished, self.planned, self.saved, self.problem = finished, planned, saved, problem
 
-    def message(self, out_dir: str | Path) -> str:
-        """One line: where it failed, the error, where the finished episodes went."""
+    def __str__(self) -> str:
+        """One line: the episode it failed in, the error, where the finished episodes
+        went (``failed during heuristic / emergency / seed 0 (ValueError: …) after 0 of
+        2 episodes; the traceback is saved in '…'``)."""
         error = " ".join(str(self.error).split())   # one line
         text = (f"failed during {self.during} ({type(self.error).__name__}: {error}) "
                 f"after {self.finished} of {self.planned} episodes")
@@ -191,7 +237,7 @@ class EvaluationFailed(RuntimeError):
                      f"{str(self.saved)!r}")
         elif self.problem is not None:
             text += f"; {self.problem}"
-        return text + f"; --out {str(out_dir)!r} was left as it was"
+        return text
 
 
 # --------------------------------------------------------------------------- identity
@@ -265,6 +311,78 @@ def identity_lines(config: dict[str, Any]) -> dict[str, str]:
         if prov["git_uncommitted_changes"]:
             code += " with uncommitted changes"
     lines["code"] = code
+    return lines
+
+
+def scenario_record(scenario: Any) -> dict[str, Any]:
+    """A :class:`~gridswarm_env.scenarios.Scenario`'s constructor fields, JSON-safe (an
+    ``event_time_s`` of inf, no event, becomes null): what ``results.json`` records of a
+    custom scenario; :func:`scenario_from_record` rebuilds it."""
+    return json_safe({f.name: getattr(scenario, f.name)
+                      for f in dataclasses.fields(scenario) if f.init})
+
+
+def scenario_from_record(record: dict[str, Any]) -> Any:
+    """The :class:`~gridswarm_env.scenarios.Scenario` a :func:`scenario_record` (e.g.
+    ``results.json``'s ``summary.config.custom_scenarios[name]``) describes."""
+    from gridswarm_env.scenarios import Scenario
+
+    event = record.get("event_time_s")
+    return Scenario(**{**record, "event_time_s": math.inf if event is None else event})
+
+
+def custom_scenarios(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{name: scenario_record}`` of the scenarios that are not the registered one of
+    their name (``summary.config.custom_scenarios``; empty when every one is)."""
+    from gridswarm_env.scenarios import SCENARIOS
+
+    return {name: scenario_record(sc) for name, sc in scenarios.items()
+            if SCENARIOS.get(name) != sc}
+
+
+def field_changes(value: Any, reference: Any, skip: Sequence[str] = (),
+                  prefix: str = "") -> list[str]:
+    """``name = value (reference's)`` for every constructor field of the dataclass
+    ``value`` that differs from ``reference``'s (nested dataclasses as ``fleet.share_ev``),
+    leaving out the fields ``skip``."""
+    changes = []
+    for f in dataclasses.fields(value):
+        mine, theirs = getattr(value, f.name), getattr(reference, f.name)
+        if not f.init or f.name in skip or mine == theirs:
+            continue
+        if dataclasses.is_dataclass(mine) and type(mine) is type(theirs):
+            changes += field_changes(mine, theirs, skip, f"{prefix}{f.name}.")
+        else:
+            changes.append(f"{prefix}{f.name} = {mine!r} ({theirs!r})")
+    return changes
+
+
+def custom_lines(scenarios: dict[str, Any], env_config: Any) -> dict[str, str]:
+    """results.md header lines naming what is not as shipped: each custom scenario
+    (``scenario emergency: custom, changed from the registered one (in parentheses):
+    contingency_mw = 80.0 (100.0)``) and an ``env_config`` other than the defaults
+    (``environment: custom EnvConfig, changed from the defaults (in parentheses): dt_s =
+    0.5 (1.0)``); none when everything is as shipped."""
+    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.scenarios import SCENARIOS
+
+    lines = {}
+    for name, sc in scenarios.items():
+        registered = SCENARIOS.get(name)
+        if registered is None:
+            lines[f"scenario {name}"] = ("custom, not a registered scenario (its fields: "
+                                         "results.json, summary.config.custom_scenarios)")
+        elif registered != sc:
+            diff = field_changes(sc, registered, skip=("description", "success"))
+            lines[f"scenario {name}"] = ("custom, changed from the registered one (in "
+                                         "parentheses): " + (", ".join(diff) or "its texts"))
+    shipped = EnvConfig(n_agents=env_config.n_agents, trust=env_config.trust,
+                        crypto_threads=env_config.crypto_threads,
+                        contract_keys=env_config.contract_keys)
+    diff = field_changes(env_config, shipped)
+    if diff:
+        lines["environment"] = ("custom EnvConfig, changed from the defaults (in "
+                                "parentheses): " + ", ".join(diff))
     return lines
 
 
@@ -356,11 +474,13 @@ def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[
     if spec is None:
         names = list(DEFAULT_POLICIES) + ["learned"]
     else:
-        names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+        names = [s.strip() for s in _items(spec, "policies", "policy names or model paths "
+                                           "(str); a policy of your own: "
+                                           "policies.register(name, factory), then its name")]
         names = [s for s in names if s]
         if not names:
-            raise UsageError("--policies is empty; give a comma-separated list of "
-                             f"{', '.join(known)} or model paths")
+            raise UsageError(f"{argument_name('policies')} is empty; give a comma-separated "
+                             f"list of {', '.join(known)} or model paths")
     out: list[str] = []
     for name in names:
         if name in out:
@@ -371,43 +491,96 @@ def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[
             continue
         if name not in known:
             if not looks_like_model_path(name):
-                raise UsageError(f"--policies: unknown policy {name!r}; known policies: "
-                                 f"{', '.join(known)}, or a path to a saved model (.zip)")
+                raise UsageError(f"{argument_name('policies')}: unknown policy {name!r}; "
+                                 f"known policies: {', '.join(known)}, or a path to a saved "
+                                 "model (.zip)")
             try:
                 check_model_file(name)
             except ValueError as exc:
-                raise UsageError(f"--policies: {exc}") from None
+                raise UsageError(f"{argument_name('policies')}: {exc}") from None
         out.append(name)
     if not out:
         raise UsageError("no policy left to evaluate (" + "; ".join(notes) + ")")
     return out, notes
 
 
-def resolve_scenarios(spec: str | Sequence[str] | None) -> list[str]:
-    """Scenario names (``None`` or ``"all"``: every registered scenario).
+#: what a scenario's name may hold: it names output files (``freq_<name>.png``), tensorboard
+#: tags and the results' keys
+SCENARIO_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
-    :raises UsageError: an unknown scenario name.
+
+def resolve_scenarios(spec: str | Sequence[Any] | Any | None) -> dict[str, Any]:
+    """The scenarios to play, by name: ``None`` or ``"all"``, every registered scenario;
+    else names (a comma-separated string or a list; ``"all"`` among them adds every
+    registered one) and, from Python, :class:`~gridswarm_env.scenarios.Scenario` objects
+    (alone or in the list), each played and reported under its ``name``. The same
+    scenario given twice is played once.
+
+    :returns: ``{name: Scenario}`` in the order given (the registered ones' order for
+        ``"all"``).
+    :raises UsageError: an unknown name, an item that is neither a name nor a
+        ``Scenario``, a name unfit for a file name, or two different scenarios of one
+        name.
     """
-    from gridswarm_env.scenarios import scenario_names
+    from gridswarm_env.scenarios import SCENARIOS, Scenario
 
-    known = scenario_names()
-    if spec is None or spec == "all":
-        return list(known)
-    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
-    names = [s for s in names if s]
-    if not names:
-        raise UsageError(f"--scenarios is empty; give 'all' or names from {', '.join(known)}")
-    bad = [s for s in names if s not in known and s != "all"]
+    known = tuple(SCENARIOS)
+    if spec is None or (isinstance(spec, str) and spec == "all"):
+        return dict(SCENARIOS)
+    allowed = ("'all', scenario names (a comma-separated string or a list) or Scenario "
+               "objects (gridswarm_env.get_scenario(name, **overrides), alone or in a list)")
+    items = [s.strip() if isinstance(s, str) else s for s in _items(
+        [spec] if isinstance(spec, Scenario) else spec, "scenarios", allowed, (str, Scenario))]
+    items = [s for s in items if s != ""]
+    if not items:
+        raise UsageError(f"{argument_name('scenarios')} is empty; give 'all' or names from "
+                         f"{', '.join(known)}")
+    bad = [s for s in items if isinstance(s, str) and s not in known and s != "all"]
     if bad:
-        raise UsageError(f"--scenarios: unknown scenario {bad[0]!r}; known scenarios: "
-                         f"{', '.join(known)} (or 'all')")
-    return list(known) if "all" in names else list(dict.fromkeys(names))
+        raise UsageError(f"{argument_name('scenarios')}: unknown scenario {bad[0]!r}; known "
+                         f"scenarios: {', '.join(known)} (or 'all')")
+    if "all" in items:
+        items = [*known, *(s for s in items if not isinstance(s, str))]
+    out: dict[str, Any] = {}
+    for item in items:
+        sc = SCENARIOS[item] if isinstance(item, str) else item
+        if not SCENARIO_NAME.fullmatch(sc.name):
+            raise UsageError(f"{argument_name('scenarios')}: scenario name {sc.name!r} names "
+                             f"output files (freq_{sc.name}.png) and tensorboard tags: use "
+                             "letters, digits, '_', '-' and '.' (get_scenario(scenario, "
+                             "name=...))")
+        if sc.name in out and out[sc.name] != sc:
+            raise UsageError(f"{argument_name('scenarios')}: two different scenarios named "
+                             f"{sc.name!r} (results, plots and tags are keyed by the name); "
+                             "name the custom one apart: get_scenario(scenario, "
+                             f"name='{sc.name}_2')")
+        out.setdefault(sc.name, sc)
+    return out
 
 
-def _check_count(name: str, value: Any) -> int:
+def _check_count(keyword: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise UsageError(f"{name} {value!r}: must be an integer >= 1")
+        raise UsageError(f"{argument_value(keyword, value)}: must be an integer >= 1")
     return int(value)
+
+
+def _items(spec: str | Sequence[Any], keyword: str, allowed: str,
+           types: tuple[type, ...] = (str,)) -> list[Any]:
+    """The items of a comma-separated string or a list / tuple (:func:`resolve_policies`,
+    :func:`resolve_scenarios`).
+
+    :raises UsageError: ``spec`` is neither, or an item is not one of ``types``, naming
+        the argument and what is ``allowed``.
+    """
+    if isinstance(spec, str):
+        return spec.split(",")
+    if not isinstance(spec, list | tuple):
+        raise UsageError(f"{argument_value(keyword, spec)}: expected {allowed}")
+    for item in spec:
+        if not isinstance(item, types):
+            raise UsageError(f"{argument_name(keyword)}: item {item!r} of type "
+                             f"{type(item).__name__}; expected {allowed}")
+    return list(spec)
 
 
 def seeds_note(seed: int, episodes: int) -> str | None:
@@ -424,39 +597,78 @@ def seeds_note(seed: int, episodes: int) -> str | None:
             "training never plays): a trained model may have played these episodes")
 
 
+def env_settings(env_config: Any, **given: Any) -> tuple[Any, dict[str, Any]]:
+    """The :class:`~gridswarm_env.config.EnvConfig` a run starts from and the arguments
+    of :func:`evaluate` that are its fields (``n_agents``, ``trust``, ``crypto_threads``,
+    ``contract_keys``): each as given, or when None, ``env_config``'s (the defaults'
+    without one). Nothing is silently overridden: a value given must equal
+    ``env_config``'s.
+
+    :returns: (``env_config`` or ``EnvConfig()``, ``{argument: value}``); the values are
+        checked later, with the other arguments.
+    :raises UsageError: ``env_config`` is not an ``EnvConfig`` (or None), asks for shadow
+        mode or an audit file, or an argument given disagrees with it.
+    """
+    from gridswarm_env.config import EnvConfig
+
+    if env_config is not None and not isinstance(env_config, EnvConfig):
+        raise UsageError(f"env_config: a {type(env_config).__name__}; expected a "
+                         "gridswarm_env.config.EnvConfig, or None for the defaults")
+    base = EnvConfig() if env_config is None else env_config
+    if base.shadow:
+        raise UsageError("env_config.shadow = True: evaluate() plays every policy live (its "
+                         "no-DER baseline is the shadow-mode run, counterfactual=True); give "
+                         "an EnvConfig with shadow=False")
+    if base.audit_path is not None:
+        raise UsageError(f"env_config.audit_path = {base.audit_path!r}: evaluate() keeps no "
+                         "audit file (each of its environments would need a new one); give "
+                         "an EnvConfig with audit_path=None")
+    values = {}
+    for key, value in given.items():
+        mine = getattr(base, key)
+        if value is not None and env_config is not None and value != mine:
+            raise UsageError(f"{argument_value(key, value)} disagrees with env_config.{key} "
+                             f"= {mine!r}: leave it out (None: env_config's) or give the "
+                             "same value")
+        values[key] = mine if value is None else value
+    return base, values
+
+
 def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[str] | str | None,
                     episodes: Any, seed: Any, n_agents: Any, trust: Any,
-                    limits: str | Path | LimitsFile | None,
-                    ) -> tuple[list[str], list[str], list[str], Any, str | None]:
+                    limits: str | Path | LimitsFile | None, fleet: Any = None,
+                    ) -> tuple[list[str], dict[str, Any], list[str], Any, str | None]:
     """Validate every argument of :func:`evaluate` before any work is done.
 
     :param limits: a limits file path (read once here), a
         :class:`~policies.cli_checks.LimitsFile` (a file already read: not read again)
         or None.
-    :returns: (policy names, scenario names, notes, limits, the SHA-256 of the limits
-        file's bytes that were parsed or None).
+    :param fleet: the ``FleetConfig`` whose agents the limits may name (None: the default).
+    :returns: (policy names, ``{name: Scenario}`` (:func:`resolve_scenarios`), notes,
+        limits, the SHA-256 of the limits file's bytes that were parsed or None).
     :raises UsageError: the first bad argument, in one line (a limits file naming an
         agent that a fleet of ``n_agents`` does not have is one).
     """
     pols, notes = resolve_policies(policies)
     scs = resolve_scenarios(scenarios)
-    _check_count("--episodes", episodes)
-    _check_count("--agents", n_agents)
+    _check_count("episodes", episodes)
+    _check_count("n_agents", n_agents)
     from gridswarm_env.config import check_agent_limit
 
     try:
-        check_agent_limit("--agents", int(n_agents), sep=" ")
+        check_agent_limit(argument_name("n_agents"), int(n_agents), sep=_value_sep())
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise UsageError(f"--seed {seed!r}: must be an integer >= 0")
-    if trust not in TRUST_CHOICES:
-        raise UsageError(f"--trust {trust!r}: allowed values are {', '.join(TRUST_CHOICES)}")
+        raise UsageError(f"{argument_value('seed', seed)}: must be an integer >= 0")
+    if not isinstance(trust, str) or trust not in TRUST_CHOICES:
+        raise UsageError(f"{argument_value('trust', trust)}: allowed values are "
+                         f"{', '.join(TRUST_CHOICES)}")
     note = seeds_note(int(seed), int(episodes))
     if note:
         notes = [*notes, note]
     try:
-        limits_obj, limits_sha256 = read_limits_agents(limits, int(n_agents))
+        limits_obj, limits_sha256 = read_limits_agents(limits, int(n_agents), fleet)
     except ValueError as exc:   # names the file
         raise UsageError(str(exc)) from None
     return pols, scs, notes, limits_obj, limits_sha256
@@ -470,11 +682,12 @@ def check_outputs(out_dir: str | Path, scenarios: Sequence[str]) -> Path:
     """
     out = Path(out_dir)
     try:
-        check_output_dir(out_dir, "--out")   # not ``out``: Path("") is ".", the cwd
-        check_output_dir(out / TENSORBOARD_DIR, "--out: tensorboard directory")
+        what = argument_name("out_dir")
+        check_output_dir(out_dir, what)   # not ``out``: Path("") is ".", the cwd
+        check_output_dir(out / TENSORBOARD_DIR, f"{what}: tensorboard directory")
         for name in (*OUTPUT_FILES, *(f"freq_{sc}.png" for sc in scenarios)):
             if (out / name).exists():
-                check_output_file(out / name, "--out: output file")
+                check_output_file(out / name, f"{what}: output file")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return out
@@ -832,64 +1045,111 @@ class ScalarWriter:
 
 # --------------------------------------------------------------------------- evaluate
 def evaluate(policies: Sequence[str] | str | None = None,
-             scenarios: Sequence[str] | str | None = None, episodes: int = 5, seed: int = 0,
-             n_agents: int = 100, out_dir: str | Path = "eval_out", *, trust: str = "ed25519",
+             scenarios: Sequence[Any] | str | Any | None = None, episodes: int = 5,
+             seed: int = 0, n_agents: int | None = None, out_dir: str | Path = "eval_out", *,
+             trust: str | None = None,
              limits: str | Path | LimitsFile | dict[str, Any] | Any = None, progress: bool = True,
              notes: list[str] | None = None, counterfactual: bool = True,
              crypto_threads: int | None = None, randomize: bool = False,
-             contract_keys: str = "seeded") -> dict[str, Any]:
+             contract_keys: str | None = None, env_config: Any = None) -> dict[str, Any]:
     """Run every policy x scenario x seed and write the outputs (module docstring).
 
-    :param policies: names / model paths, or None for the defaults.
-    :param scenarios: names, ``"all"`` or None (all).
+    An argument error names the keyword and its flag (``n_agents (--agents) = 2.0: must
+    be an integer >= 1``; :func:`argument_name`).
+
+    :param policies: names / model paths (a comma-separated string or a list; a policy of
+        your own: :func:`policies.register` it, then give its name), or None for the
+        defaults.
+    :param scenarios: ``"all"`` or None (every registered scenario), names, and
+        :class:`~gridswarm_env.scenarios.Scenario` objects (alone or in a list), each
+        reported under its ``name`` (:func:`resolve_scenarios`). A scenario that is not
+        the registered one of its name is recorded field by field in
+        ``summary.config.custom_scenarios`` (:func:`scenario_record`) and named in
+        results.md's header.
     :param episodes: episodes per policy and scenario (seeds ``seed`` … ``seed+episodes−1``).
     :param seed: first seed.
-    :param n_agents: agents per environment.
+    :param n_agents: agents per environment (None: ``env_config``'s, by default 100).
     :param out_dir: output directory (created).
-    :param trust: ``"ed25519"`` or ``"hmac"``.
+    :param trust: ``"ed25519"`` or ``"hmac"`` (None: ``env_config``'s, by default ed25519).
     :param limits: kernel limits TOML file (read once), a
         :class:`~policies.cli_checks.LimitsFile` of one already read (:func:`main`'s:
-        not read again), or None for the defaults.
+        not read again), a dict or ``Limits``, or None for the defaults.
     :param progress: show a progress bar on stderr.
     :param notes: extra notes for the report (e.g. skipped policies).
     :param counterfactual: also run the first seed of every scenario in shadow mode
         (nothing dispatched) as the no-DER reference.
     :param crypto_threads: ``EnvConfig.crypto_threads``, 1 to the cores this process may
-        use (:func:`policies.cli_checks.max_crypto_threads`, as in ``demo.py``; None: 2
-        with libsodium on 2+ cores, else 1; the results do not depend on it).
+        use (:func:`policies.cli_checks.max_crypto_threads`, as in ``demo.py``; None:
+        ``env_config``'s, by default 2 with libsodium on 2+ cores, else 1; the results do
+        not depend on it).
     :param randomize: play every scenario randomized per episode (``--randomize``,
         :func:`gridswarm_env.scenarios.randomized`).
-    :param contract_keys: ``EnvConfig.contract_keys``: ``"seeded"`` (default: derived from
-        each episode's seed, reproducible, known to anyone who knows the seed) or
-        ``"random"`` (``os.urandom``); the results do not depend on it.
+    :param contract_keys: ``EnvConfig.contract_keys``: ``"seeded"`` (derived from each
+        episode's seed, reproducible, known to anyone who knows the seed) or ``"random"``
+        (``os.urandom``); None: ``env_config``'s, by default seeded; the results do not
+        depend on it.
+    :param env_config: an :class:`~gridswarm_env.config.EnvConfig` for every environment
+        (a fleet, ``dt_s``, market levels, grid or costs of your own), or None for the
+        defaults; recorded in ``summary.config.env_config``. ``n_agents``, ``trust``,
+        ``crypto_threads`` and ``contract_keys`` are its fields: left out (None) they
+        take its values, given they must equal them (:func:`env_settings`). Its
+        ``shadow`` must be False and ``audit_path`` None.
     :returns: the ``results.json`` content.
     :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits,
-        ``crypto_threads`` out of range, outputs that cannot be written), before any
-        output exists.
+        ``crypto_threads`` out of range, a scenario the configuration cannot play, an
+        argument that disagrees with ``env_config``, outputs that cannot be written),
+        before any output exists.
     :raises OutputError: an output could not be written at the end (the others were;
         it went to the temporary directory instead, see the message).
+    :raises EvaluationFailed: a policy or the environment raised during an episode (the
+        finished episodes are saved, see its message).
+    :raises EvaluationInterrupted: Ctrl-C during the episodes (likewise).
     """
     import gridswarm_env
-    from gridswarm_env.config import EnvConfig, check_bool
+    from gridswarm_env.config import check_bool, override
     from gridswarm_env.scenarios import RANDOMIZE_PRESET, randomized
     from policies import make_policy
     from policies.rollout import run_episode
 
-    pols, scs, pol_notes, limits_obj, limits_sha256 = check_arguments(
-        policies, scenarios, episodes, seed, n_agents, trust, limits)
-    def scenario_of(name: str) -> Any:   # what the environments are given
-        return randomized(name) if randomize else name
+    base_config, given = env_settings(env_config, n_agents=n_agents, trust=trust,
+                                      crypto_threads=crypto_threads,
+                                      contract_keys=contract_keys)
+    n_agents, trust = given["n_agents"], given["trust"]
+    pols, chosen, pol_notes, limits_obj, limits_sha256 = check_arguments(
+        policies, scenarios, episodes, seed, n_agents, trust, limits, fleet=base_config.fleet)
+    scs = list(chosen)
 
     def drawn(env: Any) -> dict[str, Any]:   # the episode's draw, recorded when randomized
         return {"scenario_drawn": env.unwrapped.scenario.drawn_values()} if randomize else {}
 
     try:   # demo.py's rule: 1 to the cores this process may use
-        env_config = EnvConfig(crypto_threads=check_crypto_threads(crypto_threads),
-                               contract_keys=check_contract_keys(contract_keys))
+        sep = _value_sep().rstrip()
+        env_config = override(
+            base_config, n_agents=int(n_agents), trust=trust,
+            # env_config's own value is EnvConfig's to check (a larger one acts as the cores)
+            crypto_threads=given["crypto_threads"] if crypto_threads is None else
+            check_crypto_threads(crypto_threads, argument_name("crypto_threads") + sep),
+            contract_keys=check_contract_keys(given["contract_keys"],
+                                              argument_name("contract_keys") + sep))
         check_bool("randomize", randomize)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    contract_keys = env_config.contract_keys
+    try:   # what the environments are given
+        played = {name: randomized(sc) if randomize else sc for name, sc in chosen.items()}
+    except ValueError as exc:   # a custom scenario whose times the preset would move below 0
+        raise UsageError(f"{argument_name('scenarios')} with randomize: {exc}") from None
+
+    def make_env(name: str, **kwargs: Any) -> Any:
+        try:
+            return gridswarm_env.parallel_env(scenario=played[name], limits=limits_obj,
+                                              config=env_config, **kwargs)
+        except ValueError as exc:   # e.g. a custom scenario the configuration cannot play
+            raise UsageError(str(exc)) from None
+
     episodes, n_agents = int(episodes), int(n_agents)
+    for name in scs:   # every scenario can be played (hmac: no key pairs to make)
+        make_env(name, trust="hmac").close()
     all_notes = list(dict.fromkeys(list(notes or []) + pol_notes
                                    + ([] if "oracle" in pols else [NO_COST_PLOT])))
     out = check_outputs(out_dir, scs)
@@ -905,9 +1165,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
             if hasattr(policy, "check_action_levels"):
                 policy.check_action_levels(levels)
         except ValueError as exc:   # a model that does not load or fit: name the flag
-            msg = str(exc)
-            raise UsageError(msg if msg.startswith("--policies") else f"--policies: {msg}") \
-                from None
+            what, msg = argument_name("policies"), str(exc)
+            raise UsageError(msg if msg.startswith(what) else f"{what}: {msg}") from None
         except ModuleNotFoundError as exc:   # learned without the training extra
             raise UsageError(missing_package_message(pol, exc)) from None
     # directories this run creates: removed again (when empty) if it does not finish
@@ -945,6 +1204,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
                                 else "file" if limits_path(limits) is not None else "in-memory"),
               "limits_values": limits_obj.to_dict(),
               "scenario_randomization": dict(RANDOMIZE_PRESET) if randomize else None,
+              "custom_scenarios": custom_scenarios(chosen),
+              "env_config": json_safe(dataclasses.asdict(env_config)),
               "policy_details": {pol: policy_identity(pol, built[pol]) for pol in pols},
               "provenance": provenance(limits_sha256)}
     nonfinite: list[dict[str, Any]] = []     # episodes with NaN / inf KPIs
@@ -956,9 +1217,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 current = f"no-DER baseline (shadow) / {sc} / seed {seed}"
                 if bar is not None:
                     bar.set_postfix_str(current)
-                env = gridswarm_env.parallel_env(scenario=scenario_of(sc), n_agents=n_agents,
-                                                 trust=trust, limits=limits_obj, shadow=True,
-                                                 config=env_config)
+                env = make_env(sc, shadow=True)
                 res = run_episode(env, make_policy("heuristic"), seed=seed, keep_substeps=True)
                 no_der[sc] = {"seed": seed, **{k: json_safe(res.metrics[k]) for k in (
                     "frequency_nadir_hz", "frequency_zenith_hz", "max_abs_deviation_hz",
@@ -969,12 +1228,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 if bar is not None:
                     bar.update(1)
             for pol in pols:
-                try:
-                    env = gridswarm_env.parallel_env(scenario=scenario_of(sc),
-                                                     n_agents=n_agents, trust=trust,
-                                                     limits=limits_obj, config=env_config)
-                except ValueError as exc:
-                    raise UsageError(str(exc)) from None
+                env = make_env(sc)
                 policy = built[pol]
                 physics_dt_s = env.unwrapped.config.grid.physics_dt_s
                 t_pol = time.perf_counter()
@@ -1050,6 +1304,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "episodes": f"{episodes} per policy and scenario (seeds {seed}…{seed + episodes - 1})",
               "agents": n_agents, "trust": trust, "contract keys": contract_keys,
               "limits": limits_text(config),
+              **custom_lines(chosen, env_config),
               **identity_lines(config),
               "statistics": STATISTICS_TEXT,
               "wall time": f"{elapsed:.1f} s"}
@@ -1207,6 +1462,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    names = _COMMAND_LINE.set(True)   # argument errors name the flags alone
+    try:
+        return _run_command_line(argv)
+    finally:
+        _COMMAND_LINE.reset(names)
+
+
+def _run_command_line(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         pols, _, notes, limits_obj, limits_sha256 = check_arguments(

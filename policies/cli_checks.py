@@ -233,7 +233,8 @@ def check_limits_agents(limits: Any, n_agents: int) -> Any:
     return read_limits_agents(limits, n_agents)[0]
 
 
-def read_limits_agents(limits: Any, n_agents: int) -> tuple[Any, str | None]:
+def read_limits_agents(limits: Any, n_agents: int, fleet: Any = None
+                       ) -> tuple[Any, str | None]:
     """:func:`check_limits_agents`, and the SHA-256 (hex) of the bytes the limits were
     parsed from when ``limits`` is a file path (None otherwise). The file is read once
     (:meth:`~gridswarm_env.kernel.Limits.read_toml`): hashing it again would name other
@@ -241,6 +242,8 @@ def read_limits_agents(limits: Any, n_agents: int) -> tuple[Any, str | None]:
     file already read) is not read again: its limits are checked and returned with its
     hash.
 
+    :param fleet: the :class:`~gridswarm_env.config.FleetConfig` whose agents the limits
+        may name (its kind shares set the names); None: the default fleet's.
     :returns: (the :class:`~gridswarm_env.kernel.Limits`, the SHA-256 or None).
     :raises ValueError: unreadable limits, or agents the fleet does not have (the
         message lists the fleet's names). When ``limits`` is a file path every message
@@ -264,7 +267,7 @@ def read_limits_agents(limits: Any, n_agents: int) -> tuple[Any, str | None]:
             sha = hashlib.sha256(raw).hexdigest()
         else:
             lim = as_limits(limits)
-        fleet = EnvConfig().fleet
+        fleet = EnvConfig().fleet if fleet is None else fleet
         check_limits_names(lim, agent_names(n_agents, fleet), fleet.ev_departure_soc)
     except ValueError as exc:
         if path is not None:

@@ -259,8 +259,9 @@ def test_evaluate_refuses_a_bad_contract_keys_value_naming_the_flag(tmp_path, ca
                              "--contract-keys", "secret"], capsys)
     line = _one_line_error(err, "evaluate.py")
     assert status == 2 and "--contract-keys" in line and "'seeded', 'random'" in line
-    with pytest.raises(evaluate.UsageError,
-                       match=r"^--contract-keys 'Random': expected one of seeded, random$"):
+    # a library call names the keyword and its flag (tests/test_evaluate_library.py)
+    with pytest.raises(evaluate.UsageError, match=r"^contract_keys \(--contract-keys\) = "
+                                                  r"'Random': expected one of seeded, random$"):
         evaluate.evaluate(["random"], ["emergency"], 1, 0, 5, tmp_path / "o2", trust="hmac",
                           progress=False, contract_keys="Random")
     assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
