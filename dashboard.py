@@ -198,7 +198,8 @@ class Dashboard:
     :param header: static run description, keys ``scenario``, ``n_agents``, ``policy``,
         ``trust``, ``seed``, ``shadow``, ``episode_steps``, ``dt_s``, ``has_event`` and
         optionally ``paced`` (the run waits between steps, ``demo.py --speed``: the
-        negotiations/s are then marked "unpaced", measured without the waits).
+        negotiations/s are then marked "unpaced", measured without the waits) and
+        ``speed`` (shown as ``x10`` on the progress line when paced).
     :param history_steps: steps kept for the frequency sparkline (one sample per step:
         its physics sub-step farthest from 60 Hz; it shows as many of the latest as fit).
     :param feed_lines: event lines kept for the scrolling feed.
@@ -289,7 +290,8 @@ class Dashboard:
                             f" · {h['n_agents']} DERs · policy {h['policy']}")
         progress = Text(f"trust {h['trust']} · seed {h['seed']} · "
                         f"t = {t:.1f} / {h['episode_steps'] * h['dt_s']:.0f} s "
-                        f"(step {r.get('step', -1) + 1}/{h['episode_steps']}) · {self.status}")
+                        f"(step {r.get('step', -1) + 1}/{h['episode_steps']}) · {self.status}"
+                        + (f" · x{h['speed']:g}" if h.get("paced") and h.get("speed") else ""))
         # inside the panel: 2 columns of border and 2 of padding
         one_line = run.cell_len + 3 + progress.cell_len <= width - 4
         title = Text.assemble(run, " · " if one_line else "\n", progress)

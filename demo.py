@@ -132,18 +132,21 @@ OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--p
                 "overwrite": "--overwrite", "speed": "--speed"}
 #: ``--speed`` with the live dashboard when none is given (simulated s per wall-clock s)
 LIVE_SPEED = 10.0
-SPEED_ALLOWED = ("a number >= 0 (simulated seconds per wall-clock second; 0 = as fast as "
-                 "possible)")
+#: the slowest pace: one simulated second per 100 s of wall clock (slower ones meant hours
+#: or, at 1e-300, a sleep past the platform's clock range)
+MIN_SPEED = 0.01
+SPEED_ALLOWED = (f"0 (as fast as possible) or a number >= {MIN_SPEED:g} (simulated seconds "
+                 "per wall-clock second)")
 
 
 def check_speed(value: Any) -> float:
-    """Check a ``--speed`` value: a finite real number >= 0.
+    """Check a ``--speed`` value: 0, or a finite real number >= :data:`MIN_SPEED`.
 
     :returns: it as a float.
-    :raises ValueError: ``"--speed nan: expected a number >= 0 (...)"``.
+    :raises ValueError: ``"--speed nan: expected 0 (as fast as possible) or ..."``.
     """
     if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or value < 0):
+            or not math.isfinite(value) or not (value == 0 or value >= MIN_SPEED)):
         raise ValueError(f"{OPTION_FLAGS['speed']} {value!r}: expected {SPEED_ALLOWED}")
     return float(value)
 
@@ -258,16 +261,24 @@ class DemoOptions:
                              "them different paths")
 
     def _check_json_is_no_input(self, json_path: str) -> None:
-        """Refuse a ``json_path`` that is the limits file or the policy's model file (a
-        model path, or its ``.zip`` sibling), even with ``overwrite``: they are inputs."""
-        inputs = [("limits_path", self.limits_path), ("policy", self.policy),
-                  ("policy", f"{self.policy}.zip")]
+        """Refuse a ``json_path`` that is the limits file, the policy's model file (a
+        model path, its ``.zip`` sibling, or the shipped model for ``learned``) or that
+        model's training record (``<model>.json``), even with ``overwrite``: they are
+        inputs."""
+        from policies.learned import DEFAULT_MODEL  # no torch import
+
+        models = ([DEFAULT_MODEL] if self.policy == "learned"
+                  else [Path(self.policy), Path(f"{self.policy}.zip")])
+        inputs = [("limits_path", "file", self.limits_path)]
+        inputs += [("policy", "model file", m) for m in models]
+        inputs += [("policy", "model's training record", m.with_suffix(".json"))
+                   for m in models]
         out = Path(json_path)
-        for name, path in inputs:
+        for name, what, path in inputs:
             if (path is not None and out.exists() and Path(path).is_file()
                     and os.path.samefile(out, path)):
                 raise ValueError(f"{OPTION_FLAGS['json_path']} {json_path!r} is the "
-                                 f"{OPTION_FLAGS[name]} file, an input of the run: it is "
+                                 f"{OPTION_FLAGS[name]} {what}, an input of the run: it is "
                                  "never overwritten; choose another path")
 
 
@@ -741,7 +752,7 @@ def run_demo(session: Session, console: Any = None,
                       "policy": policy_label(session.policy), "trust": raw.config.trust,
                       "seed": opts.seed, "shadow": raw.config.shadow,
                       "episode_steps": raw.scenario.episode_steps, "dt_s": raw.config.dt_s,
-                      "has_event": raw.scenario.has_event, "paced": opts.pace_speed > 0})
+                      "has_event": raw.scenario.has_event, "paced": opts.pace_speed > 0, "speed": opts.pace_speed})
     state: dict[str, Any] = {"prev": None, "refresh_at": 0.0, "live": None, "waited": 0.0}
     step_wall_s = raw.config.dt_s / opts.pace_speed if opts.pace_speed > 0 else 0.0
     start = time.perf_counter()

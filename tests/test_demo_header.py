@@ -27,6 +27,8 @@ HEADER = {"scenario": "emergency", "n_agents": 20, "policy": "heuristic", "trust
     HEADER,
     {**HEADER, "scenario": "price_spike", "n_agents": 10000, "policy": "oracle",
      "episode_steps": 300, "shadow": True},
+    {**HEADER, "scenario": "price_spike", "n_agents": 10000, "policy": "learned",
+     "episode_steps": 300, "paced": True, "speed": 10.0},   # the speed shown, still fits
 ])
 def test_the_header_fits_80_columns_broken_between_run_and_progress(header):
     dash = dashboard.Dashboard(header)
@@ -42,6 +44,7 @@ def test_the_header_fits_80_columns_broken_between_run_and_progress(header):
     assert top[1].startswith(f"│ trust ed25519 · seed 0 · t = 45.0 / "
                              f"{header['episode_steps']} s (step 45/")
     assert "running" in top[1]
+    assert ("· x10" in top[1]) == bool(header.get("paced"))   # review: how fast, and why
     assert all(len(line) <= 80 for line in lines)
     assert not any(line.rstrip(" │").endswith("·") for line in top)   # no break after a "·"
     wide = Console(file=io.StringIO(), width=160, height=40, record=True,

@@ -83,9 +83,31 @@ def test_a_policy_model_file_is_never_the_json(tmp_path):
     model = tmp_path / "m.zip"
     model.write_bytes(b"a model")   # only the paths are compared before loading
     for policy in (str(model), str(tmp_path / "m")):   # "m" loads m.zip
-        with pytest.raises(ValueError, match=r"^--json .*m\.zip' is the --policy file"):
+        with pytest.raises(ValueError, match=r"^--json .*m\.zip' is the --policy model file"):
             demo.DemoOptions(policy=policy, json_path=str(model), overwrite=True, live=False)
     assert model.read_bytes() == b"a model"
+
+
+def test_the_shipped_model_and_a_model_record_are_never_the_json(tmp_path):
+    """Code review: ``--policy learned`` loads the shipped model, which ``--json`` with
+    ``--overwrite`` replaced (the next learned run failed on a corrupt model), and a
+    model's training record ``<model>.json`` — the natural name for this flag's file —
+    was not protected either."""
+    from policies.learned import DEFAULT_MODEL
+
+    for target, says in ((DEFAULT_MODEL, "model file"),
+                         (DEFAULT_MODEL.with_suffix(".json"), "model's training record")):
+        with pytest.raises(ValueError, match=f"is the --policy {says}, an input of the run"):
+            demo.DemoOptions(policy="learned", json_path=str(target), overwrite=True,
+                             live=False)
+    model = tmp_path / "m.zip"
+    model.write_bytes(b"a model")
+    record = tmp_path / "m.json"
+    record.write_text("{}")
+    with pytest.raises(ValueError, match="is the --policy model's training record"):
+        demo.DemoOptions(policy=str(tmp_path / "m"), json_path=str(record), overwrite=True,
+                         live=False)
+    assert record.read_text() == "{}"
 
 
 def test_a_file_appearing_during_the_run_is_kept_and_the_json_rescued(tmp_path, capsys,
