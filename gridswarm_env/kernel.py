@@ -126,6 +126,8 @@ def check_limit_field(owner: str, name: str, value: Any) -> float | None:
     if name in ("max_discharge_mw", "max_charge_mw"):
         return None if value is None else check_non_negative(owner, name, value)
     if name == "ramp_mw_per_s":
+        if value is None:   # as in JSON (Limits.to_dict): unlimited
+            return math.inf
         v = check_real(owner, name, value, allow_inf=True)
         if not v > 0.0:
             raise ValueError(f"{owner}.{name} = {value!r}: must be > 0 (inf = unlimited)")
@@ -225,16 +227,18 @@ class Limits:
         return cls(per_kind=per_kind, per_agent=agents)
 
     def to_dict(self) -> dict[str, Any]:
-        """The inverse of :meth:`from_dict`, JSON-safe: every kind's limits with the fields
-        that hold a number (an uncapped power, the unlimited ramp and an EV's own departure
-        SoC are omitted, as in a TOML file), and the per-agent overrides under ``agents``.
-        ``Limits.from_dict(limits.to_dict()) == limits``."""
-        def numbers(lim: DerLimits) -> dict[str, float]:
-            return {f.name: getattr(lim, f.name) for f in fields(lim)
-                    if getattr(lim, f.name) is not None and math.isfinite(getattr(lim, f.name))}
-        out: dict[str, Any] = {kind: numbers(self.for_kind(kind)) for kind in DER_KINDS}
-        out["agents"] = {agent: {name: value for name, value in changes.items()
-                                 if value is not None and math.isfinite(value)}
+        """The inverse of :meth:`from_dict`, JSON-safe: every kind's limits (all fields) and
+        every per-agent override given, an unlimited ramp (inf) written as None, which
+        :func:`check_limit_field` reads back as unlimited (an uncapped power and an EV's
+        own departure SoC are None already). ``Limits.from_dict(limits.to_dict()) ==
+        limits``."""
+        def safe(value: Any) -> Any:
+            return None if isinstance(value, float) and math.isinf(value) else value
+        out: dict[str, Any] = {
+            kind: {f.name: safe(getattr(self.for_kind(kind), f.name))
+                   for f in fields(DerLimits)}
+            for kind in DER_KINDS}
+        out["agents"] = {agent: {name: safe(value) for name, value in changes.items()}
                          for agent, changes in self.per_agent.items()}
         return out
 

@@ -841,3 +841,23 @@ def test_an_ev_departure_soc_above_its_ceiling_is_refused(make_env) -> None:
                                              "ev": DerLimits(soc_max=0.9)}),
                            names, fleet, 21, 1.0),
             f"limits for a{ev}", "departure SoC 0.99", "soc_max 0.9")
+
+
+def test_limits_to_dict_keeps_an_override_that_lifts_a_limit():
+    """Code review: ``to_dict`` dropped per-agent values that were not finite numbers, so
+    an agent whose ramp cap was lifted (inf over its kind's 0.5 MW/s) or whose charge cap
+    was reset to rated power (None) read back with its kind's limit, and evaluate's
+    ``limits_values`` recorded limits the run did not use. Now every given field is kept,
+    JSON-safe (an unlimited ramp as None, read back as unlimited)."""
+    import json
+
+    limits = Limits.from_dict({
+        "battery": {"ramp_mw_per_s": 0.5, "max_charge_mw": 0.01},
+        "agents": {"battery_003": {"ramp_mw_per_s": math.inf, "max_charge_mw": None},
+                   "ev_001": {"departure_soc": None, "soc_min": 0.2}}})
+    as_json = json.loads(json.dumps(limits.to_dict(), allow_nan=False))   # strict JSON
+    assert as_json["agents"]["battery_003"] == {"ramp_mw_per_s": None, "max_charge_mw": None}
+    assert as_json["battery"]["ramp_mw_per_s"] == 0.5
+    assert Limits.from_dict(as_json) == limits
+    assert Limits.from_dict({"battery": {"ramp_mw_per_s": None}}).for_kind(
+        "battery").ramp_mw_per_s == math.inf
