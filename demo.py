@@ -247,6 +247,10 @@ class DemoOptions:
                              "(heuristic, random, learned, oracle) or a model path")
         from policies.cli_checks import check_output_file
 
+        if self.overwrite and self.json_path is None:
+            raise ValueError(f"{flag['overwrite']}: only with {flag['json_path']} FILE (it "
+                             f"lets {flag['json_path']} replace an existing file; the audit "
+                             "trail is never overwritten)")
         if self.json_path is not None:
             self._check_json_is_no_input(self.json_path)
             check_output_file(self.json_path, flag["json_path"], overwrite=self.overwrite)

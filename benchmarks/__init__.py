@@ -40,6 +40,9 @@ def check_json_path(parser: _argparse.ArgumentParser, path: _Path | None,
     ``--overwrite``, in one line before any benchmark runs."""
     from policies.cli_checks import check_output_file
 
+    if overwrite and path is None:
+        parser.error("--overwrite: only with --json FILE (it lets --json replace an "
+                     "existing file)")
     if path is not None:
         try:
             check_output_file(path, "--json", overwrite=overwrite)

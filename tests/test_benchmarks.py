@@ -61,6 +61,16 @@ def test_benchmarks_never_replace_an_existing_json_file_without_overwrite(module
     assert json.loads(empty.read_text())["load_average"] == 0.0
 
 
+@pytest.mark.parametrize("module", ["benchmarks.__main__", "benchmarks.bench_env"])
+def test_benchmarks_refuse_overwrite_without_json(module, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(["--overwrite"])
+    assert exit_info.value.code == 2
+    assert "--overwrite: only with --json FILE" in capsys.readouterr().err
+
+
 def test_a_file_that_appears_during_a_benchmark_run_is_kept(tmp_path, capsys, monkeypatch):
     from benchmarks import write_json
 

@@ -175,3 +175,10 @@ def test_overwrite_and_json_help_say_the_rule():
     assert "--overwrite" in text and "refused unless --overwrite" in " ".join(text.split())
     with pytest.raises(ValueError, match=r"^--overwrite 'yes'"):
         demo.DemoOptions(overwrite="yes")
+
+
+def test_overwrite_without_json_is_refused(capsys):
+    """Code review: ``--overwrite`` alone was silently accepted (it affects only --json)."""
+    rc, out, err = _run(capsys, "--overwrite")
+    assert rc == demo.EXIT_USAGE and out == ""
+    assert "--overwrite: only with --json FILE" in _one_line_error(err, "demo.py")
