@@ -597,17 +597,25 @@ def seeds_note(seed: int, episodes: int) -> str | None:
             "training never plays): a trained model may have played these episodes")
 
 
+#: :func:`evaluate` arguments that are ``EnvConfig`` fields the results do not depend on:
+#: given, they override ``env_config``'s value whatever it is (:func:`env_settings`)
+RESULT_NEUTRAL_SETTINGS = ("crypto_threads",)
+
+
 def env_settings(env_config: Any, **given: Any) -> tuple[Any, dict[str, Any]]:
     """The :class:`~gridswarm_env.config.EnvConfig` a run starts from and the arguments
     of :func:`evaluate` that are its fields (``n_agents``, ``trust``, ``crypto_threads``,
     ``contract_keys``): each as given, or when None, ``env_config``'s (the defaults'
-    without one). Nothing is silently overridden: a value given must equal
-    ``env_config``'s.
+    without one). A value given overrides an ``env_config`` field still at
+    ``EnvConfig()``'s default (``trust="hmac"`` with ``EnvConfig(fleet=...)``), and
+    ``crypto_threads`` given always wins (the results do not depend on it); a value that
+    differs from a field ``env_config`` changed from the default is refused: which one
+    was meant cannot be told.
 
     :returns: (``env_config`` or ``EnvConfig()``, ``{argument: value}``); the values are
         checked later, with the other arguments.
     :raises UsageError: ``env_config`` is not an ``EnvConfig`` (or None), asks for shadow
-        mode or an audit file, or an argument given disagrees with it.
+        mode or an audit file, or an argument given disagrees with a field it changed.
     """
     from gridswarm_env.config import EnvConfig
 
@@ -623,13 +631,14 @@ def env_settings(env_config: Any, **given: Any) -> tuple[Any, dict[str, Any]]:
         raise UsageError(f"env_config.audit_path = {base.audit_path!r}: evaluate() keeps no "
                          "audit file (each of its environments would need a new one); give "
                          "an EnvConfig with audit_path=None")
-    values = {}
+    defaults, values = EnvConfig(), {}
     for key, value in given.items():
-        mine = getattr(base, key)
-        if value is not None and env_config is not None and value != mine:
+        mine, default = getattr(base, key), getattr(defaults, key)
+        if (value is not None and value != mine and mine != default
+                and key not in RESULT_NEUTRAL_SETTINGS):
             raise UsageError(f"{argument_value(key, value)} disagrees with env_config.{key} "
-                             f"= {mine!r}: leave it out (None: env_config's) or give the "
-                             "same value")
+                             f"= {mine!r} (changed from the default {default!r}): leave it "
+                             "out (None: env_config's) or give the same value")
         values[key] = mine if value is None else value
     return base, values
 
@@ -1092,12 +1101,14 @@ def evaluate(policies: Sequence[str] | str | None = None,
         (a fleet, ``dt_s``, market levels, grid or costs of your own), or None for the
         defaults; recorded in ``summary.config.env_config``. ``n_agents``, ``trust``,
         ``crypto_threads`` and ``contract_keys`` are its fields: left out (None) they
-        take its values, given they must equal them (:func:`env_settings`). Its
-        ``shadow`` must be False and ``audit_path`` None.
+        take its values; given, they override a field it left at ``EnvConfig()``'s
+        default (``crypto_threads`` any field), and one that differs from a field it
+        changed is refused (:func:`env_settings`); the effective configuration is
+        recorded. Its ``shadow`` must be False and ``audit_path`` None.
     :returns: the ``results.json`` content.
     :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits,
         ``crypto_threads`` out of range, a scenario the configuration cannot play, an
-        argument that disagrees with ``env_config``, outputs that cannot be written),
+        argument that disagrees with a field ``env_config`` changed, outputs that cannot be written),
         before any output exists.
     :raises OutputError: an output could not be written at the end (the others were;
         it went to the temporary directory instead, see the message).

@@ -209,13 +209,14 @@ def test_env_config_applies_to_every_environment_and_is_recorded(tmp_path):
 @pytest.mark.parametrize("kwargs, says", [
     ({"env_config": {"n_agents": 5}}, "env_config: a dict; expected a "
                                       "gridswarm_env.config.EnvConfig, or None for the defaults"),
-    ({"n_agents": 10}, "n_agents (--agents) = 10 disagrees with env_config.n_agents = 5: "
-                       "leave it out (None: env_config's) or give the same value"),
+    ({"n_agents": 10}, "n_agents (--agents) = 10 disagrees with env_config.n_agents = 5 "
+                       "(changed from the default 100): leave it out (None: env_config's) "
+                       "or give the same value"),
     ({"trust": "ed25519"}, "trust (--trust) = 'ed25519' disagrees with env_config.trust = "
-                           "'hmac'"),
-    ({"contract_keys": "random"}, "contract_keys (--contract-keys) = 'random' disagrees"),
-    ({"crypto_threads": 1}, "crypto_threads (--crypto-threads) = 1 disagrees with "
-                            "env_config.crypto_threads = None"),
+                           "'hmac' (changed from the default 'ed25519')"),
+    ({"contract_keys": "seeded", "keys": "random"},
+     "contract_keys (--contract-keys) = 'seeded' disagrees with env_config.contract_keys = "
+     "'random' (changed from the default 'seeded')"),
     ({"shadow": True}, "env_config.shadow = True: evaluate() plays every policy live"),
     ({"audit_path": "audit.jsonl"}, "env_config.audit_path = 'audit.jsonl': evaluate() keeps "
                                     "no audit file"),
@@ -224,9 +225,42 @@ def test_env_config_conflicts_are_refused(tmp_path, kwargs, says):
     from gridswarm_env.config import EnvConfig
 
     fields = {k: kwargs.pop(k) for k in ("shadow", "audit_path") if k in kwargs}
+    if "keys" in kwargs:
+        fields["contract_keys"] = kwargs.pop("keys")
     args = {"n_agents": None, "trust": None,
             "env_config": EnvConfig(n_agents=5, trust="hmac", **fields), **kwargs}
     assert _refused(tmp_path / "o", **args).startswith(says)
+
+
+def test_an_argument_overrides_an_env_config_field_left_at_its_default(tmp_path):
+    """Review: ``evaluate(trust="hmac", env_config=EnvConfig(fleet=...))`` was refused
+    (``trust = 'hmac' disagrees with env_config.trust = 'ed25519'``), as was
+    ``crypto_threads=1`` against the default None, which changes no result. An argument
+    now overrides a field still at ``EnvConfig()``'s default, and the configuration
+    played is the one recorded."""
+    from gridswarm_env.config import EnvConfig, FleetConfig
+
+    cfg = EnvConfig(fleet=FleetConfig(ev_power_mw=40.0))   # n_agents, trust: defaults
+    result = _small(tmp_path / "o", env_config=cfg, crypto_threads=1,
+                    contract_keys="random")
+    config = result["summary"]["config"]
+    assert config["n_agents"] == 5 and config["trust"] == "hmac"
+    assert config["contract_keys"] == "random"
+    recorded = config["env_config"]
+    assert recorded["n_agents"] == 5 and recorded["trust"] == "hmac"
+    assert recorded["crypto_threads"] == 1 and recorded["contract_keys"] == "random"
+    assert recorded["fleet"]["ev_power_mw"] == 40.0
+
+
+def test_crypto_threads_given_always_wins(tmp_path):
+    """``crypto_threads`` does not change the results: given, it overrides even a value
+    env_config set (1 is allowed on every machine)."""
+    from gridswarm_env.config import EnvConfig
+
+    cfg = EnvConfig(n_agents=5, trust="hmac", crypto_threads=2)
+    result = _small(tmp_path / "o", n_agents=None, trust=None, env_config=cfg,
+                    crypto_threads=1)
+    assert result["summary"]["config"]["env_config"]["crypto_threads"] == 1
 
 
 # --------------------------------------------------------------------------- failures
