@@ -55,7 +55,9 @@ Outputs in ``DIR``:
 
 Re-running into the same ``DIR`` replaces these outputs: once a run has written its
 own, it removes the ones of earlier runs that it did not rewrite — ``freq_<scenario>.png``
-of registered scenarios it did not run (other ``freq_*.png`` files are not its own), the earlier event files in ``tensorboard/`` (one run's
+of the scenarios it did not run among the registered ones and those the earlier
+``results.json`` in ``DIR`` lists (custom ones too; other ``freq_*.png`` files are not its
+own), the earlier event files in ``tensorboard/`` (one run's
 scalars per directory, no mixed curves) and, when no oracle ran, an earlier
 ``cost_vs_oracle.png`` (:func:`remove_stale_outputs`). Nothing else in ``DIR`` is touched; an
 interrupted or failed run removes its own event file (and the directories it created, if
@@ -706,19 +708,40 @@ def _event_files(out: Path) -> set[Path]:
     return {p for p in (out / TENSORBOARD_DIR).glob(EVENT_FILE_GLOB) if p.is_file()}
 
 
+def earlier_scenarios(out: Path) -> list[str]:
+    """The scenario names an earlier run's ``results.json`` in ``out`` lists
+    (``summary.config.scenarios``; custom ones among them), read before this run
+    overwrites it: whose ``freq_<scenario>.png`` that run wrote. A missing, unreadable or
+    corrupt file, or a name unfit for a file name (:data:`SCENARIO_NAME`), gives none.
+    """
+    path = out / "results.json"
+    if not path.is_file():   # missing, or e.g. a FIFO that reading would block on
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        names = data["summary"]["config"]["scenarios"]
+    except (OSError, ValueError, RecursionError, LookupError, TypeError):
+        return []
+    if not isinstance(names, list):
+        return []
+    return [n for n in names if isinstance(n, str) and SCENARIO_NAME.fullmatch(n)]
+
+
 def remove_stale_outputs(out: Path, scenarios: Sequence[str], earlier_events: set[Path],
-                         cost_plot: bool = True) -> list[Path]:
+                         cost_plot: bool = True, earlier: Sequence[str] = ()) -> list[Path]:
     """Remove the outputs of earlier runs that this run did not rewrite:
-    ``freq_<scenario>.png`` of the other registered scenarios (names this program
-    writes; a user's ``freq_mine.png`` stays), the event files ``earlier_events`` and,
-    when this run wrote no cost plot (``cost_plot`` False: no oracle ran), an earlier
-    ``cost_vs_oracle.png``.
+    ``freq_<scenario>.png`` of the other registered scenarios and of the scenarios
+    ``earlier`` (:func:`earlier_scenarios`: the earlier ``results.json``'s, custom ones
+    among them) — names this program writes; a user's ``freq_mine.png`` stays —, the
+    event files ``earlier_events`` and, when this run wrote no cost plot (``cost_plot``
+    False: no oracle ran), an earlier ``cost_vs_oracle.png``.
 
     :returns: the removed paths.
     """
     from gridswarm_env.scenarios import scenario_names
 
-    stale = [out / f"freq_{sc}.png" for sc in scenario_names() if sc not in scenarios]
+    names = dict.fromkeys([*scenario_names(), *earlier])
+    stale = [out / f"freq_{sc}.png" for sc in names if sc not in scenarios]
     stale = [p for p in stale if p.is_file()]
     if not cost_plot and (out / COST_PLOT).is_file():
         stale.append(out / COST_PLOT)
@@ -1203,6 +1226,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     no_der: dict[str, dict[str, Any]] = {}
     no_der_traces: dict[str, np.ndarray] = {}
     earlier_events = _event_files(out)
+    earlier = earlier_scenarios(out)   # before results.json is overwritten
     writer = ScalarWriter(out / TENSORBOARD_DIR)
     t_start = time.perf_counter()
     finished = False
@@ -1337,7 +1361,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
     if failures:   # keep the earlier run's files: some of this run's are elsewhere
         raise OutputError("; ".join(failures) + f"; earlier outputs in {str(out)!r} were "
                           "left in place")
-    remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols)
+    remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols,
+                         earlier=earlier)
     return result
 
 
@@ -1439,7 +1464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval_out", metavar="DIR",
                    help="output directory (default: %(default)s). A re-run replaces this "
                         "program's outputs there: after a successful run, freq_<scenario>.png of "
-                        "the scenarios it did not run, earlier tensorboard event files and, "
+                        "the scenarios it did not run (registered ones and those the "
+                        "earlier results.json lists), earlier tensorboard event files and, "
                         "when no oracle ran, an earlier cost_vs_oracle.png are removed; "
                         "nothing else in DIR is touched")
     p.add_argument("--trust", default="ed25519", choices=TRUST_CHOICES,

@@ -91,6 +91,46 @@ def test_scenario_objects_are_played_under_their_name_and_recorded(tmp_path):
     assert plain["summary"]["config"]["custom_scenarios"] == {}
 
 
+def test_a_rerun_removes_the_plot_of_a_custom_scenario_it_did_not_run(tmp_path):
+    """Review: a re-run removed freq_<name>.png only for registered names, so an earlier
+    run's freq_ramp_40.png stayed beside a results.json that no longer listed it. The
+    earlier results.json's scenarios count too; a freq_mine.png of the user's stays."""
+    from gridswarm_env.scenarios import get_scenario
+
+    out = tmp_path / "o"
+    ramp = get_scenario("price_spike", name="ramp_40", load_step_mw=40.0, episode_steps=40)
+    _small(out, scenarios=["emergency", ramp])
+    assert (out / "freq_ramp_40.png").is_file()
+    (out / "freq_mine.png").write_text("mine")
+    _small(out, scenarios="emergency")
+    assert sorted(p.name for p in out.glob("freq_*.png")) == ["freq_emergency.png",
+                                                              "freq_mine.png"]
+
+
+@pytest.mark.parametrize("earlier", [
+    None, b"{not json", b"\xff\xfe", b"[1, 2]", b'{"summary": {"config": {"scenarios": 3}}}',
+    b'{"summary": null}', b"[" * 100_000 + b"]" * 100_000,
+    b'{"summary": {"config": {"scenarios": ["ramp_40", "x/../../escape", 7, "a/b"]}}}',
+], ids=["missing", "not-json", "not-utf8", "a-list", "names-not-a-list", "no-config",
+        "too-deep", "odd-names"])
+def test_an_earlier_results_json_that_cannot_be_read_removes_nothing_more(tmp_path,
+                                                                          earlier):
+    """A missing, corrupt or odd earlier results.json is ignored (no crash); a listed
+    name unfit for a file name removes nothing; only freq_<listed name>.png goes."""
+    outside = tmp_path / "escape.png"   # out / "freq_x/../../escape.png"
+    out = tmp_path / "o"
+    (out / "freq_x").mkdir(parents=True)
+    for path in (outside, out / "freq_ramp_40.png", out / "freq_mine.png"):
+        path.write_text("x")
+    if earlier is not None:
+        (out / "results.json").write_bytes(earlier)
+    names = evaluate.earlier_scenarios(out)
+    removed = evaluate.remove_stale_outputs(out, ["emergency"], set(), earlier=names)
+    listed = earlier is not None and b"ramp_40" in earlier
+    assert [p.name for p in removed] == (["freq_ramp_40.png"] if listed else [])
+    assert outside.is_file() and (out / "freq_mine.png").is_file()
+
+
 def test_a_scenario_given_alone_and_all_with_a_custom_one(tmp_path):
     from gridswarm_env.scenarios import get_scenario, scenario_names
 
