@@ -55,7 +55,9 @@ Outputs in ``DIR``:
 
 Re-running into the same ``DIR`` replaces these outputs: once a run has written its
 own, it removes the ones of earlier runs that it did not rewrite — ``freq_<scenario>.png``
-of registered scenarios it did not run (other ``freq_*.png`` files are not its own), the earlier event files in ``tensorboard/`` (one run's
+of the scenarios it did not run among the registered ones and those the earlier
+``results.json`` in ``DIR`` lists (custom ones too; other ``freq_*.png`` files are not its
+own), the earlier event files in ``tensorboard/`` (one run's
 scalars per directory, no mixed curves) and, when no oracle ran, an earlier
 ``cost_vs_oracle.png`` (:func:`remove_stale_outputs`). Nothing else in ``DIR`` is touched; an
 interrupted or failed run removes its own event file (and the directories it created, if
@@ -597,17 +599,25 @@ def seeds_note(seed: int, episodes: int) -> str | None:
             "training never plays): a trained model may have played these episodes")
 
 
+#: :func:`evaluate` arguments that are ``EnvConfig`` fields the results do not depend on:
+#: given, they override ``env_config``'s value whatever it is (:func:`env_settings`)
+RESULT_NEUTRAL_SETTINGS = ("crypto_threads",)
+
+
 def env_settings(env_config: Any, **given: Any) -> tuple[Any, dict[str, Any]]:
     """The :class:`~gridswarm_env.config.EnvConfig` a run starts from and the arguments
     of :func:`evaluate` that are its fields (``n_agents``, ``trust``, ``crypto_threads``,
     ``contract_keys``): each as given, or when None, ``env_config``'s (the defaults'
-    without one). Nothing is silently overridden: a value given must equal
-    ``env_config``'s.
+    without one). A value given overrides an ``env_config`` field still at
+    ``EnvConfig()``'s default (``trust="hmac"`` with ``EnvConfig(fleet=...)``), and
+    ``crypto_threads`` given always wins (the results do not depend on it); a value that
+    differs from a field ``env_config`` changed from the default is refused: which one
+    was meant cannot be told.
 
     :returns: (``env_config`` or ``EnvConfig()``, ``{argument: value}``); the values are
         checked later, with the other arguments.
     :raises UsageError: ``env_config`` is not an ``EnvConfig`` (or None), asks for shadow
-        mode or an audit file, or an argument given disagrees with it.
+        mode or an audit file, or an argument given disagrees with a field it changed.
     """
     from gridswarm_env.config import EnvConfig
 
@@ -623,13 +633,14 @@ def env_settings(env_config: Any, **given: Any) -> tuple[Any, dict[str, Any]]:
         raise UsageError(f"env_config.audit_path = {base.audit_path!r}: evaluate() keeps no "
                          "audit file (each of its environments would need a new one); give "
                          "an EnvConfig with audit_path=None")
-    values = {}
+    defaults, values = EnvConfig(), {}
     for key, value in given.items():
-        mine = getattr(base, key)
-        if value is not None and env_config is not None and value != mine:
+        mine, default = getattr(base, key), getattr(defaults, key)
+        if (value is not None and value != mine and mine != default
+                and key not in RESULT_NEUTRAL_SETTINGS):
             raise UsageError(f"{argument_value(key, value)} disagrees with env_config.{key} "
-                             f"= {mine!r}: leave it out (None: env_config's) or give the "
-                             "same value")
+                             f"= {mine!r} (changed from the default {default!r}): leave it "
+                             "out (None: env_config's) or give the same value")
         values[key] = mine if value is None else value
     return base, values
 
@@ -697,19 +708,40 @@ def _event_files(out: Path) -> set[Path]:
     return {p for p in (out / TENSORBOARD_DIR).glob(EVENT_FILE_GLOB) if p.is_file()}
 
 
+def earlier_scenarios(out: Path) -> list[str]:
+    """The scenario names an earlier run's ``results.json`` in ``out`` lists
+    (``summary.config.scenarios``; custom ones among them), read before this run
+    overwrites it: whose ``freq_<scenario>.png`` that run wrote. A missing, unreadable or
+    corrupt file, or a name unfit for a file name (:data:`SCENARIO_NAME`), gives none.
+    """
+    path = out / "results.json"
+    if not path.is_file():   # missing, or e.g. a FIFO that reading would block on
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        names = data["summary"]["config"]["scenarios"]
+    except (OSError, ValueError, RecursionError, LookupError, TypeError):
+        return []
+    if not isinstance(names, list):
+        return []
+    return [n for n in names if isinstance(n, str) and SCENARIO_NAME.fullmatch(n)]
+
+
 def remove_stale_outputs(out: Path, scenarios: Sequence[str], earlier_events: set[Path],
-                         cost_plot: bool = True) -> list[Path]:
+                         cost_plot: bool = True, earlier: Sequence[str] = ()) -> list[Path]:
     """Remove the outputs of earlier runs that this run did not rewrite:
-    ``freq_<scenario>.png`` of the other registered scenarios (names this program
-    writes; a user's ``freq_mine.png`` stays), the event files ``earlier_events`` and,
-    when this run wrote no cost plot (``cost_plot`` False: no oracle ran), an earlier
-    ``cost_vs_oracle.png``.
+    ``freq_<scenario>.png`` of the other registered scenarios and of the scenarios
+    ``earlier`` (:func:`earlier_scenarios`: the earlier ``results.json``'s, custom ones
+    among them) — names this program writes; a user's ``freq_mine.png`` stays —, the
+    event files ``earlier_events`` and, when this run wrote no cost plot (``cost_plot``
+    False: no oracle ran), an earlier ``cost_vs_oracle.png``.
 
     :returns: the removed paths.
     """
     from gridswarm_env.scenarios import scenario_names
 
-    stale = [out / f"freq_{sc}.png" for sc in scenario_names() if sc not in scenarios]
+    names = dict.fromkeys([*scenario_names(), *earlier])
+    stale = [out / f"freq_{sc}.png" for sc in names if sc not in scenarios]
     stale = [p for p in stale if p.is_file()]
     if not cost_plot and (out / COST_PLOT).is_file():
         stale.append(out / COST_PLOT)
@@ -1092,12 +1124,14 @@ def evaluate(policies: Sequence[str] | str | None = None,
         (a fleet, ``dt_s``, market levels, grid or costs of your own), or None for the
         defaults; recorded in ``summary.config.env_config``. ``n_agents``, ``trust``,
         ``crypto_threads`` and ``contract_keys`` are its fields: left out (None) they
-        take its values, given they must equal them (:func:`env_settings`). Its
-        ``shadow`` must be False and ``audit_path`` None.
+        take its values; given, they override a field it left at ``EnvConfig()``'s
+        default (``crypto_threads`` any field), and one that differs from a field it
+        changed is refused (:func:`env_settings`); the effective configuration is
+        recorded. Its ``shadow`` must be False and ``audit_path`` None.
     :returns: the ``results.json`` content.
     :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits,
         ``crypto_threads`` out of range, a scenario the configuration cannot play, an
-        argument that disagrees with ``env_config``, outputs that cannot be written),
+        argument that disagrees with a field ``env_config`` changed, outputs that cannot be written),
         before any output exists.
     :raises OutputError: an output could not be written at the end (the others were;
         it went to the temporary directory instead, see the message).
@@ -1192,6 +1226,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     no_der: dict[str, dict[str, Any]] = {}
     no_der_traces: dict[str, np.ndarray] = {}
     earlier_events = _event_files(out)
+    earlier = earlier_scenarios(out)   # before results.json is overwritten
     writer = ScalarWriter(out / TENSORBOARD_DIR)
     t_start = time.perf_counter()
     finished = False
@@ -1326,7 +1361,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
     if failures:   # keep the earlier run's files: some of this run's are elsewhere
         raise OutputError("; ".join(failures) + f"; earlier outputs in {str(out)!r} were "
                           "left in place")
-    remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols)
+    remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols,
+                         earlier=earlier)
     return result
 
 
@@ -1428,7 +1464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval_out", metavar="DIR",
                    help="output directory (default: %(default)s). A re-run replaces this "
                         "program's outputs there: after a successful run, freq_<scenario>.png of "
-                        "the scenarios it did not run, earlier tensorboard event files and, "
+                        "the scenarios it did not run (registered ones and those the "
+                        "earlier results.json lists), earlier tensorboard event files and, "
                         "when no oracle ran, an earlier cost_vs_oracle.png are removed; "
                         "nothing else in DIR is touched")
     p.add_argument("--trust", default="ed25519", choices=TRUST_CHOICES,

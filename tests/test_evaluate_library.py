@@ -91,6 +91,46 @@ def test_scenario_objects_are_played_under_their_name_and_recorded(tmp_path):
     assert plain["summary"]["config"]["custom_scenarios"] == {}
 
 
+def test_a_rerun_removes_the_plot_of_a_custom_scenario_it_did_not_run(tmp_path):
+    """Review: a re-run removed freq_<name>.png only for registered names, so an earlier
+    run's freq_ramp_40.png stayed beside a results.json that no longer listed it. The
+    earlier results.json's scenarios count too; a freq_mine.png of the user's stays."""
+    from gridswarm_env.scenarios import get_scenario
+
+    out = tmp_path / "o"
+    ramp = get_scenario("price_spike", name="ramp_40", load_step_mw=40.0, episode_steps=40)
+    _small(out, scenarios=["emergency", ramp])
+    assert (out / "freq_ramp_40.png").is_file()
+    (out / "freq_mine.png").write_text("mine")
+    _small(out, scenarios="emergency")
+    assert sorted(p.name for p in out.glob("freq_*.png")) == ["freq_emergency.png",
+                                                              "freq_mine.png"]
+
+
+@pytest.mark.parametrize("earlier", [
+    None, b"{not json", b"\xff\xfe", b"[1, 2]", b'{"summary": {"config": {"scenarios": 3}}}',
+    b'{"summary": null}', b"[" * 100_000 + b"]" * 100_000,
+    b'{"summary": {"config": {"scenarios": ["ramp_40", "x/../../escape", 7, "a/b"]}}}',
+], ids=["missing", "not-json", "not-utf8", "a-list", "names-not-a-list", "no-config",
+        "too-deep", "odd-names"])
+def test_an_earlier_results_json_that_cannot_be_read_removes_nothing_more(tmp_path,
+                                                                          earlier):
+    """A missing, corrupt or odd earlier results.json is ignored (no crash); a listed
+    name unfit for a file name removes nothing; only freq_<listed name>.png goes."""
+    outside = tmp_path / "escape.png"   # out / "freq_x/../../escape.png"
+    out = tmp_path / "o"
+    (out / "freq_x").mkdir(parents=True)
+    for path in (outside, out / "freq_ramp_40.png", out / "freq_mine.png"):
+        path.write_text("x")
+    if earlier is not None:
+        (out / "results.json").write_bytes(earlier)
+    names = evaluate.earlier_scenarios(out)
+    removed = evaluate.remove_stale_outputs(out, ["emergency"], set(), earlier=names)
+    listed = earlier is not None and b"ramp_40" in earlier
+    assert [p.name for p in removed] == (["freq_ramp_40.png"] if listed else [])
+    assert outside.is_file() and (out / "freq_mine.png").is_file()
+
+
 def test_a_scenario_given_alone_and_all_with_a_custom_one(tmp_path):
     from gridswarm_env.scenarios import get_scenario, scenario_names
 
@@ -209,13 +249,14 @@ def test_env_config_applies_to_every_environment_and_is_recorded(tmp_path):
 @pytest.mark.parametrize("kwargs, says", [
     ({"env_config": {"n_agents": 5}}, "env_config: a dict; expected a "
                                       "gridswarm_env.config.EnvConfig, or None for the defaults"),
-    ({"n_agents": 10}, "n_agents (--agents) = 10 disagrees with env_config.n_agents = 5: "
-                       "leave it out (None: env_config's) or give the same value"),
+    ({"n_agents": 10}, "n_agents (--agents) = 10 disagrees with env_config.n_agents = 5 "
+                       "(changed from the default 100): leave it out (None: env_config's) "
+                       "or give the same value"),
     ({"trust": "ed25519"}, "trust (--trust) = 'ed25519' disagrees with env_config.trust = "
-                           "'hmac'"),
-    ({"contract_keys": "random"}, "contract_keys (--contract-keys) = 'random' disagrees"),
-    ({"crypto_threads": 1}, "crypto_threads (--crypto-threads) = 1 disagrees with "
-                            "env_config.crypto_threads = None"),
+                           "'hmac' (changed from the default 'ed25519')"),
+    ({"contract_keys": "seeded", "keys": "random"},
+     "contract_keys (--contract-keys) = 'seeded' disagrees with env_config.contract_keys = "
+     "'random' (changed from the default 'seeded')"),
     ({"shadow": True}, "env_config.shadow = True: evaluate() plays every policy live"),
     ({"audit_path": "audit.jsonl"}, "env_config.audit_path = 'audit.jsonl': evaluate() keeps "
                                     "no audit file"),
@@ -224,9 +265,42 @@ def test_env_config_conflicts_are_refused(tmp_path, kwargs, says):
     from gridswarm_env.config import EnvConfig
 
     fields = {k: kwargs.pop(k) for k in ("shadow", "audit_path") if k in kwargs}
+    if "keys" in kwargs:
+        fields["contract_keys"] = kwargs.pop("keys")
     args = {"n_agents": None, "trust": None,
             "env_config": EnvConfig(n_agents=5, trust="hmac", **fields), **kwargs}
     assert _refused(tmp_path / "o", **args).startswith(says)
+
+
+def test_an_argument_overrides_an_env_config_field_left_at_its_default(tmp_path):
+    """Review: ``evaluate(trust="hmac", env_config=EnvConfig(fleet=...))`` was refused
+    (``trust = 'hmac' disagrees with env_config.trust = 'ed25519'``), as was
+    ``crypto_threads=1`` against the default None, which changes no result. An argument
+    now overrides a field still at ``EnvConfig()``'s default, and the configuration
+    played is the one recorded."""
+    from gridswarm_env.config import EnvConfig, FleetConfig
+
+    cfg = EnvConfig(fleet=FleetConfig(ev_power_mw=40.0))   # n_agents, trust: defaults
+    result = _small(tmp_path / "o", env_config=cfg, crypto_threads=1,
+                    contract_keys="random")
+    config = result["summary"]["config"]
+    assert config["n_agents"] == 5 and config["trust"] == "hmac"
+    assert config["contract_keys"] == "random"
+    recorded = config["env_config"]
+    assert recorded["n_agents"] == 5 and recorded["trust"] == "hmac"
+    assert recorded["crypto_threads"] == 1 and recorded["contract_keys"] == "random"
+    assert recorded["fleet"]["ev_power_mw"] == 40.0
+
+
+def test_crypto_threads_given_always_wins(tmp_path):
+    """``crypto_threads`` does not change the results: given, it overrides even a value
+    env_config set (1 is allowed on every machine)."""
+    from gridswarm_env.config import EnvConfig
+
+    cfg = EnvConfig(n_agents=5, trust="hmac", crypto_threads=2)
+    result = _small(tmp_path / "o", n_agents=None, trust=None, env_config=cfg,
+                    crypto_threads=1)
+    assert result["summary"]["config"]["env_config"]["crypto_threads"] == 1
 
 
 # --------------------------------------------------------------------------- failures

@@ -89,7 +89,9 @@ def test_tiny_run_writes_model_record_checkpoints_and_tensorboard(trained):
                 "trust/contracts_rejected", "kernel/blocked_attempts",
                 "grid/emergency/system_cost", "grid/episode/system_cost", "time/fps",
                 "grid/emergency/frequency_nadir_hz", "grid/emergency/episode/frequency_nadir_hz",
-                "grid/emergency/emergency_response_mw_100ms"):
+                "grid/emergency/emergency_response_mw_100ms",
+                "grid/emergency/never_stabilized_share",
+                "grid/emergency/episode/no_response_share"):
         assert tag in tags, tag
     costs = [e.value for e in ea.Scalars("grid/episode/system_cost")]
     assert [e.step for e in ea.Scalars("grid/episode/system_cost")] == [1, 2]  # episode no.
@@ -119,7 +121,9 @@ def test_nadir_and_emergency_kpis_are_logged_per_scenario():
     assert {t: v for t, v in emergency.items() if t.startswith("grid/emergency/")} == {
         "grid/emergency/system_cost": 218.5, "grid/emergency/frequency_nadir_hz": 59.97,
         "grid/emergency/emergency_response_latency_ms": 20.4,
-        "grid/emergency/emergency_response_mw_100ms": 100.0}
+        "grid/emergency/emergency_response_mw_100ms": 100.0,
+        "grid/emergency/never_stabilized_share": 1.0,
+        "grid/emergency/no_response_share": 0.0}
     for scalars in (spike, emergency):   # the existing tags, as before
         assert {t for t in scalars if t.count("/") == 1} == set(KPI_TAGS)
     assert episode_scalars({**base, "scenario": "emergency", "system_cost": 1.0,
@@ -127,6 +131,33 @@ def test_nadir_and_emergency_kpis_are_logged_per_scenario():
                             "emergency_response_latency_ms": None,
                             "emergency_response_mw_100ms": 0.0})[
         "grid/emergency/stabilization_time_s"] == 3.5
+
+
+def test_the_share_of_event_episodes_whose_kpi_was_none_is_logged_per_scenario():
+    """Review: grid/<scenario>/stabilization_time_s and .../emergency_response_latency_ms
+    skip the episodes where the KPI is None, so their curves showed only the good ones.
+    .../never_stabilized_share and .../no_response_share (1 or 0 per episode) have as
+    rollout mean the share of the scenario's event episodes that the curves leave out."""
+    from types import SimpleNamespace
+
+    from stable_baselines3.common.logger import Logger
+
+    from train.callbacks import EpisodeMetricsCallback
+
+    cb = EpisodeMetricsCallback(per_episode=False)
+    cb.model = SimpleNamespace(logger=Logger(folder=None, output_formats=[]))
+    event = {"scenario": "emergency", "emergency_response_mw_100ms": 100.0}
+    for stab, latency in ((None, 20.0), (4.0, None), (None, None), (2.0, 30.0)):
+        cb.on_episode_end({**event, "stabilization_time_s": stab,
+                           "emergency_response_latency_ms": latency})
+    cb.on_episode_end({"scenario": "price_spike", "stabilization_time_s": None,
+                       "emergency_response_latency_ms": None,
+                       "emergency_response_mw_100ms": None})   # no event: no share
+    logged = cb.logger.name_to_value
+    assert logged["grid/emergency/never_stabilized_share"] == 0.5
+    assert logged["grid/emergency/no_response_share"] == 0.5
+    assert logged["grid/emergency/stabilization_time_s"] == 3.0   # the other two only
+    assert not any(t.startswith("grid/price_spike/") and t.endswith("_share") for t in logged)
 
 
 def test_no_checkpoints_directory_until_a_checkpoint_is_written(tmp_path):

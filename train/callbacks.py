@@ -10,7 +10,10 @@ is ``raw.episode_metrics()``, :mod:`gridswarm_env.metrics`) and logs it:
   and ``grid/<scenario>/frequency_nadir_hz`` (``scenario="all"`` mixes scenarios whose
   costs differ by orders of magnitude) and, for an episode with an event
   (``emergency``), ``grid/<scenario>/emergency_response_latency_ms``,
-  ``…/emergency_response_mw_100ms`` and ``…/stabilization_time_s`` (each when not None);
+  ``…/emergency_response_mw_100ms`` and ``…/stabilization_time_s`` (each when not None),
+  with ``…/never_stabilized_share`` and ``…/no_response_share``, the share of those
+  episodes whose ``stabilization_time_s`` / ``emergency_response_latency_ms`` was None
+  (:data:`NONE_SHARES`: 1 or 0 per episode);
 * per finished episode, straight to the tensorboard writer:
   ``<namespace>/episode/<name>`` (and ``grid/<scenario>/episode/<name>``), with
   the episode's number (1, 2, …, in the order episodes finish) as tensorboard's step:
@@ -77,6 +80,12 @@ SCENARIO_KPIS = ("system_cost", "frequency_nadir_hz")
 #: when the episode had one (``emergency_response_mw_100ms`` not None) and not None.
 EVENT_KPIS = ("emergency_response_latency_ms", "emergency_response_mw_100ms",
               "stabilization_time_s")
+#: for an episode with an event, ``grid/<scenario>/<name>`` is 1.0 when the KPI is None
+#: (left out of its own curve) and 0.0 when not: the rollout mean is the share of the
+#: scenario's episodes that never stabilized / got no DER response, which the KPI's
+#: curve, a mean over the other episodes only, cannot show.
+NONE_SHARES = {"stabilization_time_s": "never_stabilized_share",
+               "emergency_response_latency_ms": "no_response_share"}
 
 
 def _number(value: Any) -> bool:
@@ -85,7 +94,8 @@ def _number(value: Any) -> bool:
 
 def episode_scalars(metrics: dict[str, Any]) -> dict[str, float]:
     """Tag -> value for one episode's KPIs (keys that are None or absent are skipped):
-    :data:`KPI_TAGS`, and per scenario :data:`SCENARIO_KPIS` and :data:`EVENT_KPIS`."""
+    :data:`KPI_TAGS`, and per scenario :data:`SCENARIO_KPIS`, :data:`EVENT_KPIS` and,
+    of an episode with an event, :data:`NONE_SHARES` (1.0: that KPI is None)."""
     out = {tag: float(metrics[key]) for tag, key in KPI_TAGS.items()
            if _number(metrics.get(key))}
     scenario = metrics.get("scenario")
@@ -94,6 +104,9 @@ def episode_scalars(metrics: dict[str, Any]) -> dict[str, float]:
         out.update({f"grid/{scenario}/{key}": float(metrics[key])
                     for key in SCENARIO_KPIS + (EVENT_KPIS if event else ())
                     if _number(metrics.get(key))})
+        if event:
+            out.update({f"grid/{scenario}/{name}": float(metrics[key] is None)
+                        for key, name in NONE_SHARES.items() if key in metrics})
     return out
 
 
