@@ -35,10 +35,10 @@ Both figures are reported (``final_stopping_system_cost`` and ``heldout_system_c
 each with its ratio to the heuristic on the same seeds); the held-out episodes are timed
 (``heldout_eval_s``) and left out of ``train_s``.
 
-The reward the learner maximizes is each DER's profit, not ``system_cost`` (README,
-"The reward is each DER's profit"): a learner can raise its reward while the system
-cost rises: with ``--scenario all`` neither reward beat the heuristic by 1 % within
-1.5 M agent-steps (README, Training). Scenario ``solar_surplus`` is the default because it
+The reward the learner maximizes is each DER's profit, not ``system_cost``
+(docs/training.md, "The reward is each DER's profit"): a learner can raise its reward
+while the system cost rises: with ``--scenario all`` neither reward beat the heuristic
+by 1 % within 1.5 M agent-steps (docs/training.md). Scenario ``solar_surplus`` is the default because it
 leaves room (the heuristic costs 1.32x the perfect-foresight oracle there); in
 ``price_spike`` the heuristic is within 7 % of the oracle and the shipped learned policy
 only matches it.
