@@ -267,7 +267,6 @@ class Limits:
             raise ValueError(f"limits file {str(p)!r}: {exc}") from None
 
 
-
 def as_limits(limits: Limits | Mapping[str, Any] | str | Path | None) -> Limits:
     """Accept a :class:`Limits`, a dict, a TOML path or None (defaults)."""
     if limits is None:
