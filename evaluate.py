@@ -97,6 +97,7 @@ import contextvars
 import dataclasses
 import json
 import math
+import os
 import re
 import signal
 import sys
@@ -1539,10 +1540,15 @@ def _run_command_line(argv: Sequence[str] | None) -> int:
         return 130
     out = Path(args.out)
     baselines = len(result["summary"]["no_der_counterfactual"])
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, plots and tensorboard "
-          f"scalars ({episodes_text(len(result['runs']), baselines)}, "
-          f"{result['summary']['wall_time_s']:.1f} s)")
-    print((out / "results.md").read_text())
+    try:
+        print(f"wrote {out / 'results.json'}, {out / 'results.md'}, plots and tensorboard "
+              f"scalars ({episodes_text(len(result['runs']), baselines)}, "
+              f"{result['summary']['wall_time_s']:.1f} s)")
+        print((out / "results.md").read_text(), flush=True)
+    except BrokenPipeError:
+        # the reader went away (`| head`): the results are written; no traceback, and
+        # nothing more to stdout (Python's flush at exit would raise again)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -656,7 +656,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_env",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
-    parser.add_argument("--agents", type=int, nargs="+", default=list(AGENT_COUNTS))
+    parser.add_argument("--agents", type=int, nargs="+", default=list(AGENT_COUNTS),
+                        help="fleet sizes timed (default 100 1000 10000)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     add_json_arguments(parser, "the figures")
     args = parser.parse_args(argv)

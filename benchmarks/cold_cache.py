@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the table."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cold_cache",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=80, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--agents", type=int, default=100, help="agents (default 100)")
+    parser.add_argument("--steps", type=int, default=80, help="timed steps per repeat (default 80)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="repeats per busy-wait length; the best is kept (default 3)")
     args = parser.parse_args(argv)
     if args.agents < 1 or args.steps < 1 or args.repeats < 1:
         parser.error("--agents, --steps and --repeats must be >= 1")

@@ -123,12 +123,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the breakdown and the profile."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_step",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=100)
-    parser.add_argument("--trust", default="hmac", choices=("hmac", "ed25519"))
-    parser.add_argument("--scenario", default="price_spike")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--sort", default="tottime", help="pstats sort key")
-    parser.add_argument("--limit", type=int, default=30, help="functions listed")
+    parser.add_argument("--agents", type=int, default=100, help="agents (default 100)")
+    parser.add_argument("--trust", default="hmac", choices=("hmac", "ed25519"),
+                        help="contract signatures (default hmac)")
+    parser.add_argument("--scenario", default="price_spike",
+                        help="scenario stepped (default price_spike)")
+    parser.add_argument("--steps", type=int, default=300,
+                        help="steps profiled, over episodes as needed (default 300)")
+    parser.add_argument("--sort", default="tottime", help="pstats sort key (default tottime)")
+    parser.add_argument("--limit", type=int, default=30, help="functions listed (default 30)")
     parser.add_argument("--no-cprofile", action="store_true", help="only the breakdown")
     args = parser.parse_args(argv)
     from gridswarm_env.config import MAX_AGENTS

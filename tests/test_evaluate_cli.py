@@ -306,3 +306,23 @@ def test_evaluate_bad_model_path_names_the_flag(tmp_path, capsys, kind):
     assert status == 2
     assert line.startswith(f"evaluate.py: error: --policies: model file {str(model)!r} is ")
     assert not out.exists()
+
+
+def test_a_reader_closing_the_pipe_early_gets_no_traceback(tmp_path):
+    """Walkthrough review: ``python evaluate.py ... | head -1`` printed a BrokenPipeError
+    traceback and exited 1 although every result file was written."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "evaluate.py"), "--policies", "heuristic", "--scenarios",
+         "emergency", "--episodes", "1", "--agents", "5", "--trust", "hmac", "--out", str(out),
+         "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc.stdout.close()   # the reader is gone before anything is printed (`| head -0`)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert (out / "results.json").is_file() and (out / "results.md").is_file()

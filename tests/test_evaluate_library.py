@@ -360,7 +360,10 @@ def test_readme_library_use_snippets_run(tmp_path, monkeypatch, own_registry):
     assert config["policies"] == ["heuristic", "full_offer"]
     assert sorted(config["custom_scenarios"]) == ["ramp", "trip_80", "trip_90"]
     assert config["n_agents"] == 10 and config["trust"] == "hmac"
-    assert ns["cost"]["n"] == 2
+    # walkthrough review: the snippet read a summary dict where it meant the mean cost
+    summary = ns["results"]["summary"]["scenarios"]["trip_80"]["full_offer"]["kpis"]
+    assert summary["system_cost"]["n"] == 2
+    assert isinstance(ns["cost"], float) and ns["cost"] == summary["system_cost"]["mean"]
     assert (tmp_path / "eval_custom" / "results.json").is_file()
 
 
