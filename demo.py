@@ -47,7 +47,8 @@ JSON's ``run`` holds ``speed`` and ``paced_wait_s``).
 ``--json FILE`` writes ``{"run": {...}, "steps": [...], "metrics": {...}}`` as strict
 JSON (NaN and ±inf become ``null``), plus ``"audit": {"path", "operator_public_key"}``
 with ``--audit``. An existing FILE that is not empty is refused before the episode
-unless ``--overwrite`` is given (an empty one is fine); the ``--limits`` file or the
+unless ``--overwrite`` is given (an empty one is fine, and an earlier ``--json`` output
+is replaced: :func:`is_demo_json`); the ``--limits`` file or the
 ``--policy`` model file, inputs of the run, is refused even then. Should a non-empty
 file appear at FILE during the run, it is kept and the JSON saved to the temporary
 directory instead (see the end of this text).
@@ -174,9 +175,10 @@ class DemoOptions:
     :param shadow: run everything but dispatch nothing to the physics.
     :param max_steps: stop after this many steps (None: the whole episode).
     :param live: draw the rich live dashboard (else plain lines).
-    :param json_path: write the per-step records and final KPIs here: a new path or an
-        existing empty file, or any file with ``overwrite``; never the limits file or the
-        policy's model file.
+    :param json_path: write the per-step records and final KPIs here: a new path, an
+        existing empty file or an earlier ``--json`` output (:func:`is_demo_json`), or any
+        file with ``overwrite``; never the limits file, the policy's model file or its
+        training record.
     :param overwrite: ``json_path`` may replace an existing file.
     :param limits_path: a kernel limits TOML file (see :mod:`gridswarm_env.kernel`).
     :param trust: ``"ed25519"`` (default) or ``"hmac"``.
@@ -253,7 +255,8 @@ class DemoOptions:
                              "trail is never overwritten)")
         if self.json_path is not None:
             self._check_json_is_no_input(self.json_path)
-            check_output_file(self.json_path, flag["json_path"], overwrite=self.overwrite)
+            check_output_file(self.json_path, flag["json_path"],
+                              overwrite=self.overwrite or is_demo_json(self.json_path))
         if self.audit_path is not None:
             from gridswarm_env.trust import check_new_audit_file
 
@@ -348,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "lines); the episode is the same at any speed")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="write per-step records and final KPIs as JSON (an existing file "
-                        "that is not empty is refused unless --overwrite)")
+                        "that is not empty is refused unless --overwrite, except an "
+                        "earlier demo.py --json output, which is replaced)")
     p.add_argument("--overwrite", action="store_true",
                    help="let --json replace an existing file (never the --limits or "
                         "--policy file)")
@@ -671,6 +675,26 @@ def strict_json(value: Any) -> Any:
     return json_safe(value)
 
 
+#: the largest earlier ``--json`` output :func:`is_demo_json` reads to recognize it
+DEMO_JSON_MAX_BYTES = 256 * 2**20
+
+
+def is_demo_json(path: str | Path) -> bool:
+    """Whether ``path`` holds an earlier ``demo.py --json`` output (a regular file of at
+    most :data:`DEMO_JSON_MAX_BYTES` whose JSON is an object with ``run``, ``steps`` and
+    ``metrics``): a re-run may replace its own output without ``--overwrite``, as
+    evaluate.py replaces its own files; anything else is refused (README.md, a limits
+    file, someone's notes)."""
+    p = Path(path)
+    try:
+        if not p.is_file() or p.stat().st_size > DEMO_JSON_MAX_BYTES:
+            return False
+        doc = json.loads(p.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and {"run", "steps", "metrics"} <= doc.keys()
+
+
 def write_json(path: str | Path, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]],
                metrics: Mapping[str, Any], audit: Mapping[str, Any] | None = None,
                overwrite: bool = False) -> None:
@@ -948,7 +972,8 @@ def _main(argv: Sequence[str] | None) -> int:
             written, problem = write_or_rescue(
                 options.json_path, lambda p: write_json(p, result.run, result.steps,
                                                         result.metrics, audit,
-                                                        options.overwrite), "the JSON")
+                                                        options.overwrite
+                                                        or is_demo_json(p)), "the JSON")
             if problem is not None:
                 print(f"demo.py: error: {problem}", file=sys.stderr)
                 failed = True

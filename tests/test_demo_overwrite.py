@@ -182,3 +182,21 @@ def test_overwrite_without_json_is_refused(capsys):
     rc, out, err = _run(capsys, "--overwrite")
     assert rc == demo.EXIT_USAGE and out == ""
     assert "--overwrite: only with --json FILE" in _one_line_error(err, "demo.py")
+
+
+def test_a_re_run_replaces_its_own_earlier_json_without_overwrite(tmp_path, capsys):
+    """DESIGN §9's ``demo.py --json FILE`` writes the file: a second run into the same
+    path (a script re-run) replaces the earlier demo output, as evaluate.py replaces its
+    own files; any other file — other JSON included — still needs --overwrite."""
+    target = tmp_path / "run.json"
+    assert _run(capsys, "--json", str(target))[0] == demo.EXIT_OK
+    first = json.loads(target.read_text())
+    rc, _, err = _run(capsys, "--json", str(target), "--seed", "1")
+    assert rc == demo.EXIT_OK, err
+    second = json.loads(target.read_text())
+    assert first["run"]["seed"] == 0 and second["run"]["seed"] == 1
+    other = tmp_path / "other.json"
+    other.write_text('{"run": 1, "steps": []}')   # JSON, but not a demo output
+    rc, out, err = _run(capsys, "--json", str(other))
+    assert rc == demo.EXIT_USAGE and "pass --overwrite" in _one_line_error(err, "demo.py")
+    assert other.read_text() == '{"run": 1, "steps": []}'
