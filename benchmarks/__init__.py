@@ -26,18 +26,40 @@ from typing import Any as _Any
 
 def add_json_arguments(parser: _argparse.ArgumentParser, what: str) -> None:
     """``--json FILE`` (writes ``what``) and ``--overwrite``: an existing non-empty file is
-    refused unless ``--overwrite`` is given, as ``demo.py --json`` does."""
+    refused unless ``--overwrite`` is given or it is an earlier figures file, as
+    ``demo.py --json`` does."""
     parser.add_argument("--json", type=_Path, metavar="FILE",
                         help=f"write {what} to this file (an existing file that is not "
-                             "empty is refused unless --overwrite)")
+                             "empty is refused unless --overwrite, except an earlier "
+                             "--json output of these benchmarks, which is replaced)")
     parser.add_argument("--overwrite", action="store_true",
                         help="let --json replace an existing file")
+
+
+#: the key every figures file carries (:func:`write_json`): a re-run may replace a file
+#: that has it without ``--overwrite``
+MARKER = "gridswarm_benchmarks"
+#: the largest earlier figures file :func:`is_figures_file` reads to recognize it
+_MAX_FIGURES_BYTES = 256 * 2**20
+
+
+def is_figures_file(path: _Path) -> bool:
+    """Whether ``path`` holds an earlier ``--json`` output of these benchmarks (a JSON
+    object with :data:`MARKER`), which a re-run replaces without ``--overwrite``."""
+    try:
+        if not path.is_file() or path.stat().st_size > _MAX_FIGURES_BYTES:
+            return False
+        doc = _json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and MARKER in doc
 
 
 def check_json_path(parser: _argparse.ArgumentParser, path: _Path | None,
                     overwrite: bool = False) -> None:
     """Refuse an unwritable ``--json`` path, or an existing non-empty file without
-    ``--overwrite``, in one line before any benchmark runs."""
+    ``--overwrite`` (an earlier figures file excepted), in one line before any benchmark
+    runs."""
     from policies.cli_checks import check_output_file
 
     if overwrite and path is None:
@@ -45,7 +67,7 @@ def check_json_path(parser: _argparse.ArgumentParser, path: _Path | None,
                      "existing file)")
     if path is not None:
         try:
-            check_output_file(path, "--json", overwrite=overwrite)
+            check_output_file(path, "--json", overwrite=overwrite or is_figures_file(path))
         except ValueError as exc:
             parser.error(str(exc))
 
@@ -56,7 +78,8 @@ def write_json(path: _Path, result: dict[str, _Any], overwrite: bool = False) ->
     long run's results are never lost), and say where."""
     from policies.cli_checks import write_or_rescue, write_output_text
 
-    text = _json.dumps(result, indent=2, default=str)
+    text = _json.dumps({MARKER: 1, **result}, indent=2, default=str)
     saved, note = write_or_rescue(
-        path, lambda p: write_output_text(p, text, overwrite=overwrite), "the figures")
+        path, lambda p: write_output_text(p, text, overwrite=overwrite or is_figures_file(p)),
+        "the figures")
     print(note or f"wrote {saved}")
