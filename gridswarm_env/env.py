@@ -108,7 +108,13 @@ from gridswarm_env.fleet import (
 from gridswarm_env.grid import GridModel
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
 from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, MetricsAccumulator
-from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE, Scenario, get_scenario
+from gridswarm_env.scenarios import (
+    LOAD_NOISE_SAMPLE_S,
+    PRODUCT_ENERGY,
+    PRODUCT_RESERVE,
+    Scenario,
+    get_scenario,
+)
 from gridswarm_env.trust import (
     AuditLog,
     ContractLedger,
@@ -583,7 +589,15 @@ class GridSwarmEnv(ParallelEnv):
         # a sub-step boundary, up to physics_dt_s/2 away from event_time_s)
         lost = sc.lost_generation_mean_mw(np.arange(n_sub_total) * pdt,
                                           np.arange(1, n_sub_total + 1) * pdt)
-        noise = sc.load_noise_mw(n_sub_total, pdt, np.random.default_rng(rng.integers(2**63)))
+        # the noise on its fixed grid (LOAD_NOISE_SAMPLE_S), read at each sub-step's
+        # midpoint: the same realisation whatever physics_dt_s (identical to one sample per
+        # sub-step at the default 50 ms)
+        grid_s = LOAD_NOISE_SAMPLE_S
+        n_noise = max(1, math.ceil(n_sub_total * pdt / grid_s - 1e-9))
+        noise = sc.load_noise_mw(n_noise, grid_s, np.random.default_rng(rng.integers(2**63)))
+        # (+1e-9: a midpoint on a sample boundary, as with 100 ms sub-steps, reads the
+        # later sample whatever the rounding of t_mid / grid_s)
+        noise = noise[np.minimum((t_mid / grid_s + 1e-9).astype(np.int64), n_noise - 1)]
         shape = (sc.episode_steps, self.n_substeps)
         self.requirement_sub_mw = (forecast + lost).reshape(shape)
         self.shortage_sub_mw = (forecast + lost + noise).reshape(shape)

@@ -7,7 +7,8 @@ solar irradiance, the price band of the market and its success criterion.
 Imbalance model (MW, positive = shortage the DERs should cover)::
 
     net_load(t)  = base_load + load_step · ramp((t − load_step_start) / load_ramp)
-                   + ε(t)                           ε: AR(1), std load_noise_std_mw
+                   + ε(t)                           ε: AR(1), std load_noise_std_mw,
+                                                    sampled every LOAD_NOISE_SAMPLE_S
     gen_sched(t) = base_load + gen_follow · load_step
                    · ramp((t − load_step_start − gen_delay) / gen_ramp)
     lost_gen(t)  = contingency_mw · 1[t ≥ event_time]
@@ -73,6 +74,14 @@ EPISODE_DRAWN_FIELDS = ("load_step_mw", "load_step_start_s", "contingency_mw", "
 #: 850 MW base load. The emergency's 100 MW reserve target is kept (the operator's
 #: procurement, not nature): a trip above it leaves the rest to the energy rounds.
 RANDOMIZE_PRESET: dict[str, float] = {"magnitude_jitter_frac": 0.10, "timing_jitter_s": 5.0}
+
+
+#: The load noise ε is an AR(1) process sampled on this fixed grid, s (the default physics
+#: sub-step) and held within each sample: the environment reads it at each physics
+#: sub-step's midpoint, so a run with finer sub-steps (``GridParams.physics_dt_s`` = 10 ms)
+#: sees the same noise realisation as the default 50 ms and a sub-step study compares like
+#: with like (drawn per sub-step, a change of sub-step also changed the noise).
+LOAD_NOISE_SAMPLE_S = 0.05
 
 
 @dataclass(frozen=True)

@@ -600,3 +600,24 @@ def test_ev_own_cost_counts_deferred_charging_only() -> None:
     want = np.zeros(n)
     want[a] = -100.0 * 60.0 * 0.5 / 3600.0
     np.testing.assert_allclose(rewards, want, rtol=1e-12, atol=1e-15)
+
+
+def test_the_load_noise_realisation_does_not_depend_on_the_physics_sub_step():
+    """Physics review: the load noise was drawn per physics sub-step, so a sub-step study
+    (50 vs 10 ms) changed the noise too and compared unlike runs. It is now an AR(1)
+    sampled every 50 ms (LOAD_NOISE_SAMPLE_S) and read at each sub-step's midpoint: at
+    10 ms sub-steps each 50 ms sample is held over five of them, the same realisation."""
+    from gridswarm_env.grid import GridParams
+    from gridswarm_env.scenarios import LOAD_NOISE_SAMPLE_S
+
+    def noise(physics_dt_s: float) -> np.ndarray:
+        env = GridSwarmEnv("emergency", config=EnvConfig(
+            n_agents=5, trust="hmac", grid=GridParams(physics_dt_s=physics_dt_s)))
+        env.reset(seed=3)
+        return (env.shortage_sub_mw - env.requirement_sub_mw).ravel()
+
+    coarse, fine = noise(LOAD_NOISE_SAMPLE_S), noise(0.01)
+    assert coarse.size * 5 == fine.size and np.std(coarse) > 0.1
+    np.testing.assert_array_equal(np.repeat(coarse, 5), fine)
+    # 100 ms sub-steps: their midpoints (50, 150, ... ms) read every other sample
+    np.testing.assert_array_equal(noise(0.1), coarse[1::2])
