@@ -100,6 +100,7 @@ from policies.cli_checks import (
     check_crypto_threads,
     int_range_text,
     max_crypto_threads,
+    read_earlier_json,
     write_output_text,
 )
 
@@ -685,13 +686,7 @@ def is_demo_json(path: str | Path) -> bool:
     ``metrics``): a re-run may replace its own output without ``--overwrite``, as
     evaluate.py replaces its own files; anything else is refused (README.md, a limits
     file, someone's notes)."""
-    p = Path(path)
-    try:
-        if not p.is_file() or p.stat().st_size > DEMO_JSON_MAX_BYTES:
-            return False
-        doc = json.loads(p.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return False
+    doc = read_earlier_json(path, DEMO_JSON_MAX_BYTES)
     return isinstance(doc, dict) and {"run", "steps", "metrics"} <= doc.keys()
 
 

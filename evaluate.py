@@ -123,6 +123,7 @@ from policies.cli_checks import (
     limits_path,
     max_crypto_threads,
     missing_package_message,
+    read_earlier_json,
     read_limits_agents,
     rescue_path,
     write_or_rescue,
@@ -715,13 +716,10 @@ def earlier_scenarios(out: Path) -> list[str]:
     overwrites it: whose ``freq_<scenario>.png`` that run wrote. A missing, unreadable or
     corrupt file, or a name unfit for a file name (:data:`SCENARIO_NAME`), gives none.
     """
-    path = out / "results.json"
-    if not path.is_file():   # missing, or e.g. a FIFO that reading would block on
-        return []
+    data = read_earlier_json(out / "results.json")   # None: missing, unreadable, not JSON
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         names = data["summary"]["config"]["scenarios"]
-    except (OSError, ValueError, RecursionError, LookupError, TypeError):
+    except (LookupError, TypeError):
         return []
     if not isinstance(names, list):
         return []

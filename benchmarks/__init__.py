@@ -46,12 +46,9 @@ _MAX_FIGURES_BYTES = 256 * 2**20
 def is_figures_file(path: _Path) -> bool:
     """Whether ``path`` holds an earlier ``--json`` output of these benchmarks (a JSON
     object with :data:`MARKER`), which a re-run replaces without ``--overwrite``."""
-    try:
-        if not path.is_file() or path.stat().st_size > _MAX_FIGURES_BYTES:
-            return False
-        doc = _json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return False
+    from policies.cli_checks import read_earlier_json
+
+    doc = read_earlier_json(path, _MAX_FIGURES_BYTES)
     return isinstance(doc, dict) and MARKER in doc
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import os
 import stat
 import sys
@@ -148,6 +149,19 @@ def rescue_path(path: str | Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f"{p.stem}-{stamp}-", suffix=p.suffix)
     os.close(fd)
     return Path(name)
+
+
+def read_earlier_json(path: str | Path, max_bytes: int | None = None) -> Any:
+    """The JSON an earlier run left at ``path`` (to recognize or read its own output), or
+    None: not a regular file (missing, a directory, a FIFO reading would block on), larger
+    than ``max_bytes``, unreadable, or not JSON (bad UTF-8, syntax, nesting too deep)."""
+    p = Path(path)
+    try:
+        if not p.is_file() or (max_bytes is not None and p.stat().st_size > max_bytes):
+            return None
+        return json.loads(p.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 def write_output_text(path: str | Path, text: str, *, overwrite: bool) -> None:
