@@ -979,7 +979,8 @@ class GridSwarmEnv(ParallelEnv):
         if refused:   # tail drop: the batch's last `refused` contracts never left
             self._lose_contracts(range(first + m - refused, first + m), now_s)
         self.events.append(
-            f"{idx.size} agents reach agreement on {'reserve' if is_reserve else 'energy'}: "
+            f"{idx.size} {'agent reaches' if idx.size == 1 else 'agents reach'} agreement on "
+            f"{'reserve' if is_reserve else 'energy'}: "
             f"{abs(result.accepted_total_mw):.2f} MW at "
             f"${result.clearing_price_per_mwh:.0f}/MWh")
         return result
@@ -1053,7 +1054,8 @@ class GridSwarmEnv(ParallelEnv):
                 self._copy_failed(cid, self._copy_done(cid))
         self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason="bus_refused",
                               contract_ids=[c.contract.contract_id for c, _ in lost])
-        self.events.append(f"{len(lost)} contracts refused by the bus (control lane full)")
+        self.events.append(f"{len(lost)} contract{'' if len(lost) == 1 else 's'} refused by the bus "
+                           "(control lane full)")
 
     def _receive_contracts(self, deliveries: tuple, now_s: float) -> None:
         """Contracts delivered this step, in delivery order, kept for :meth:`_update_signals`.

@@ -621,3 +621,26 @@ def test_the_load_noise_realisation_does_not_depend_on_the_physics_sub_step():
     np.testing.assert_array_equal(np.repeat(coarse, 5), fine)
     # 100 ms sub-steps: their midpoints (50, 150, ... ms) read every other sample
     np.testing.assert_array_equal(noise(0.1), coarse[1::2])
+
+
+def test_agreement_events_count_in_words_as_the_info_does() -> None:
+    """The step's event line says how many agents agreed, as ``info["negotiations"]``
+    counts them; one agent reads "1 agent reaches agreement" (it read "1 agents")."""
+    env = GridSwarmEnv(scenario="price_spike", n_agents=60, trust="hmac")
+    env.reset(seed=3)
+    policy = RandomPolicy(seed=3)
+    policy.reset(env, seed=3)
+    obs, counts = env.observations_array(), set()
+    while env.agents:
+        act = policy.act(obs, env.action_masks())
+        obs, _rewards, _trunc, info = env.step_arrays(act[:, 0], act[:, 1])
+        lines = [e for e in info["events"] if "agreement" in e]
+        if info["negotiations"]:
+            n = info["negotiations"]
+            counts.add(n)
+            verb = "agent reaches" if n == 1 else "agents reach"
+            assert lines == [f"{n} {verb} agreement on energy: {info['accepted_mw']:.2f} MW "
+                             f"at ${info['clearing_price_per_mwh']:.0f}/MWh"]
+        else:
+            assert lines == []
+    assert 1 in counts and max(counts) > 1   # both forms were exercised
