@@ -103,7 +103,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -570,16 +570,19 @@ def _check_count(keyword: str, value: Any) -> int:
 
 def _items(spec: str | Sequence[Any], keyword: str, allowed: str,
            types: tuple[type, ...] = (str,)) -> list[Any]:
-    """The items of a comma-separated string or a list / tuple (:func:`resolve_policies`,
-    :func:`resolve_scenarios`).
+    """The items of a comma-separated string or an ordered iterable (a list, a tuple, a
+    generator; not a set or a mapping) (:func:`resolve_policies`, :func:`resolve_scenarios`).
 
     :raises UsageError: ``spec`` is neither, or an item is not one of ``types``, naming
         the argument and what is ``allowed``.
     """
     if isinstance(spec, str):
         return spec.split(",")
-    if not isinstance(spec, list | tuple):
+    # any ordered iterable (a list, a tuple, a generator); a set or a mapping has no
+    # order to report the results in
+    if isinstance(spec, bytes | set | frozenset | Mapping) or not isinstance(spec, Iterable):
         raise UsageError(f"{argument_value(keyword, spec)}: expected {allowed}")
+    spec = list(spec)
     for item in spec:
         if not isinstance(item, types):
             raise UsageError(f"{argument_name(keyword)}: item {item!r} of type "

@@ -141,12 +141,24 @@ def test_a_scenario_given_alone_and_all_with_a_custom_one(tmp_path):
                                                                           "price_spike"]
 
 
+def test_scenarios_and_policies_may_come_from_any_ordered_iterable():
+    """Undone item of the last pass: ``evaluate(scenarios=<generator>)`` was refused
+    (lists and tuples only); a generator or a tuple now gives the names in its order."""
+    names = ("solar_surplus", "emergency")
+    assert list(evaluate.resolve_scenarios(n for n in names)) == list(names)
+    assert list(evaluate.resolve_scenarios(names)) == list(names)
+    assert evaluate.resolve_policies(p for p in ("random", "heuristic"))[0] == [
+        "random", "heuristic"]
+
+
 @pytest.mark.parametrize("scenarios, says", [
     ([3], "scenarios (--scenarios): item 3 of type int; expected 'all', scenario names"),
     (["emergency", None], "scenarios (--scenarios): item None of type NoneType; expected"),
     (3, "scenarios (--scenarios) = 3: expected 'all', scenario names (a comma-separated "
         "string or a list) or Scenario objects"),
     ({"emergency"}, "scenarios (--scenarios) = {'emergency'}: expected"),
+    ({"emergency": 1}, "scenarios (--scenarios) = {'emergency': 1}: expected"),
+    (b"emergency", "scenarios (--scenarios) = b'emergency': expected"),
     (["nowhere"], "scenarios (--scenarios): unknown scenario 'nowhere'; known scenarios: "),
     ([], "scenarios (--scenarios) is empty"),
 ])
