@@ -19,7 +19,7 @@ import pytest
 
 from gridswarm_env.config import FleetConfig
 from gridswarm_env.dispatch import execute
-from gridswarm_env.fleet import KIND_BATTERY, build_fleet
+from gridswarm_env.fleet import KIND_BATTERY, KIND_SOLAR, build_fleet
 from gridswarm_env.kernel import Kernel, Limits
 
 
@@ -197,3 +197,57 @@ def test_a_clamp_of_a_tenth_of_a_kilowatt_is_reported(activation_s: float) -> No
     assert ex.net_max_mw[bat[0]] == pytest.approx(rated[0], rel=1e-12)
     assert ex.clamped[bat[0]] and not ex.clamped[bat[1]]
     assert ex.clamped.sum() == 1
+
+
+def _guard_setup(limits: dict):
+    """The nine-agent fleet at mid SoC with PV at its full rating, under ``limits``."""
+    fleet = build_fleet(N, FleetConfig(), 0.5, np.random.default_rng(0))
+    fleet.energy_mwh[:] = 0.5 * fleet.energy_capacity_mwh
+    solar = np.flatnonzero(fleet.kind == KIND_SOLAR)
+    fleet.solar_available_mw[solar] = fleet.solar_rated_mw[solar]
+    kernel = Kernel(Limits.from_dict(limits), [f"a{i}" for i in range(N)], fleet, 21, 1.0)
+    return fleet, kernel, solar
+
+
+def _execute_at_rest(fleet, kernel, contract, baseline=None, p_prev=None):
+    return execute(fleet, kernel, baseline_mw=np.zeros(N) if baseline is None else baseline,
+                   contract_mw=contract, reserve_mw=np.zeros(N),
+                   activation_s=np.full(N, np.inf), t0_s=T0_S, dt_s=1.0, n_substeps=20,
+                   physics_dt_s=SUB_S, p_prev_mw=p_prev)
+
+
+def test_solar_follows_its_actual_pv_made_feasible_at_zero_balancing_power() -> None:
+    """``b_j`` is the actual available PV for solar (not the baseline passed in, e.g. a
+    forecast), clipped to the physical bounds: PV at its full rating under a lower export
+    cap follows the cap at p = 0, so nothing counts as curtailment or as a
+    clamp (mutation audit: without the clip p was −(available − cap) and clamped; with
+    the passed baseline the followed schedule was the forecast). Only the reference
+    formulas of test_perf_equivalence caught either."""
+    cap = 10.0                  # MW, below every PV rating of this fleet (25-54 MW)
+    fleet, kernel, solar = _guard_setup({"solar": {"max_discharge_mw": cap}})
+    assert (fleet.solar_available_mw[solar] > cap).all()
+    forecast = np.zeros(N)
+    forecast[solar] = 0.1 * cap
+    ex = _execute_at_rest(fleet, kernel, np.zeros(N), baseline=forecast)
+    np.testing.assert_array_equal(ex.baseline_mw[solar], cap)
+    np.testing.assert_array_equal(ex.p_mean_mw, 0.0)
+    assert not ex.clamped.any()
+    np.testing.assert_array_equal(ex.net_max_mw[solar], cap)
+
+
+def test_the_dispatcher_holds_the_ramp_limit_but_always_lets_a_der_stop() -> None:
+    """With ``p_prev_mw`` the guard clips to ``[min(p_prev, 0) − r, max(p_prev, 0) + r]``
+    (r = ramp·dt): a battery at rest asked for 3 r executes r (clamped); one at 3 r asked
+    to stop executes 0 (not clamped)."""
+    fleet, kernel, _ = _guard_setup({"battery": {"ramp_mw_per_s": 0.05}})
+    bat = np.flatnonzero(fleet.kind == KIND_BATTERY)
+    r = 0.05 * 1.0
+    assert 3 * r < fleet.rated_power_mw[bat].min()          # the rating does not bind
+    contract = np.zeros(N)
+    contract[bat] = 3 * r
+    ex = _execute_at_rest(fleet, kernel, contract, p_prev=np.zeros(N))
+    np.testing.assert_allclose(ex.p_mean_mw[bat], r, rtol=1e-12)
+    assert ex.clamped[bat].all()
+    ex = _execute_at_rest(fleet, kernel, np.zeros(N), p_prev=contract)
+    np.testing.assert_array_equal(ex.p_mean_mw[bat], 0.0)
+    assert not ex.clamped.any()

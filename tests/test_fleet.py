@@ -309,3 +309,20 @@ def test_solar_availability_and_forecasts_never_exceed_the_pv_rating() -> None:
     update_solar(fleet, 1.0, 1.0, cfg, 1.0, np.random.default_rng(0))
     np.testing.assert_array_equal(fleet.solar_available_mw[sol], rated)
     np.testing.assert_array_equal(fleet.solar_forecast_mw[sol], rated)
+
+
+def test_an_ev_that_needs_little_charging_still_leaves_within_the_configured_window() -> None:
+    """``departure = max(uniform draw in [min, max], slack × time its baseline charging
+    needs)`` (FleetConfig): EVs just below their departure SoC need 33-67 s of
+    charging, yet none leaves before ``ev_departure_min_s`` (mutation audit: with the
+    default SoC range the charging time is hours, so a departure at slack × need alone
+    passed every test)."""
+    cfg = FleetConfig(ev_soc_init_low=0.799, ev_soc_init_high=0.7995,
+                      ev_departure_min_s=1000.0, ev_departure_max_s=2000.0)
+    fleet = build_fleet(100, cfg, 0.5, np.random.default_rng(3))
+    ev = fleet.kind == KIND_EV
+    need_s = ((cfg.ev_departure_soc - fleet.soc[ev]) * fleet.energy_capacity_mwh[ev] * 3600.0
+              / (cfg.ev_eta_charge * fleet.ev_baseline_rate_mw[ev]))
+    assert np.all((need_s > 0.0) & (3.0 * need_s < cfg.ev_departure_min_s))
+    assert np.all((fleet.departure_s[ev] >= cfg.ev_departure_min_s)
+                  & (fleet.departure_s[ev] <= cfg.ev_departure_max_s))

@@ -861,3 +861,21 @@ def test_limits_to_dict_keeps_an_override_that_lifts_a_limit():
     assert Limits.from_dict(as_json) == limits
     assert Limits.from_dict({"battery": {"ramp_mw_per_s": None}}).for_kind(
         "battery").ramp_mw_per_s == math.inf
+
+
+def test_a_ramp_limited_bid_keeps_the_ramp_a_pending_reserve_may_need() -> None:
+    """``hi <= max(max(C, 0) + ramp − pending, 0)`` (:meth:`Kernel.bid_interval`): a
+    battery (5 MWh, floor 1 MWh, η 0.9, h = 1) under a 1 MW/step ramp holding 0.5 MW of
+    standing reserve not yet activated may bid 1 − 0.5 = 0.5 MW up (energy alone would
+    allow (4 − 0.5/0.9)·0.9 − 0.5 = 2.6 MW); with the reserve already activated (nothing
+    pending) the whole 1 MW step; with 1.5 MW pending nothing (not a negative bound).
+    Mutation audit: dropping ``− pending`` passed every test."""
+    fleet = _fleet(battery_mwh=5.0)
+    kernel = Kernel(_limits(ramp_mw_per_s=1.0 / DT_S), NAMES, fleet, 21, DT_S)
+    for pending, want in ((0.5, 0.5), (0.0, 1.0), (1.5, 0.0)):
+        lo, hi = kernel.bid_interval(fleet, now_s=0.0, committed_p_mw=np.zeros(3),
+                                     reserve_mw=np.array([0.0, 0.5, 0.0]), reserve_round=False,
+                                     reserve_duration_s=DT_S,
+                                     pending_reserve_mw=np.array([0.0, pending, 0.0]))
+        assert hi[1] == pytest.approx(want, rel=1e-12, abs=1e-12)
+        assert lo[1] == pytest.approx(-1.0, rel=1e-12)

@@ -1451,3 +1451,19 @@ def test_hmac_tags_are_compared_in_constant_time(present, monkeypatch) -> None:
     forged = replace(signed[1], agent_signature=bytes(32))
     assert present(ledger, forged, 10.0) is RejectReason.BAD_AGENT_SIGNATURE
     assert compared == [(signed[1].agent_signature, bytes(32))]
+
+
+@PATHS
+def test_an_earlier_epochs_contract_is_a_replay_on_both_paths(present) -> None:
+    """Mutation audit: the environment verifies with ``verify_batch``, whose fast path
+    repeats the epoch-tag test of ``verify``; dropping it there went unnoticed. A contract
+    issued before ``reset_replay_window`` (an earlier episode's) is a replay afterwards,
+    even with its window still open and its id and nonce never used in the new epoch."""
+    _, ledger = _ledger()
+    old = _issue(ledger, 0.0, 100.0)
+    ledger.reset_replay_window()
+    assert ledger.replay_memory_size == 0
+    assert present(ledger, old[0], 1.0) is RejectReason.REPLAYED
+    assert ledger.rejected_by_reason["replayed"] == 1
+    new = _issue(ledger, 0.0, 100.0)
+    assert present(ledger, new[0], 1.0) is None
