@@ -3,7 +3,9 @@
 The phases are the named calls of ``GridSwarmEnv._step`` (DESIGN §2: kernel → bus →
 clear → sign → verify → dispatch → fleet → grid → reward → observe), timed by wrapping
 them on one environment instance; cProfile then lists the functions with the most own
-time. Only the step is measured (the heuristic policy acts outside the timers and the
+time. The step's time is also split by the contracts it signed (a least-squares line
+and the median of the steps that signed none: what the rest of the step costs without
+any contract path). Only the step is measured (the heuristic policy acts outside the timers and the
 profiler).
 
 Usage::
@@ -25,6 +27,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,9 +60,11 @@ def _wrap(obj: Any, name: str, totals: dict[str, float], label: str) -> None:
 
 def breakdown(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_spike",
               steps: int = 300, seed: int = 0) -> dict[str, Any]:
-    """Mean seconds per step of each phase (plus bus calls and the signatures alone).
+    """Mean seconds per step of each phase (plus bus calls and the signatures alone), and
+    the step's time against the contracts it signed (:func:`contract_split`).
 
-    :return: ``{"step_s": float, "phases": {name: seconds per step}, "steps": int}``.
+    :return: ``{"step_s": float, "phases": {name: seconds per step}, "steps": int,
+        "by_contracts": contract_split(...)}``.
     """
     settle_process()
     env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=seed)
@@ -70,19 +76,48 @@ def breakdown(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_s
     crypto = CryptoTimer(env.registry)   # the registry outlives resets with the same seed
     obs = _restart(env, pol, seed)
     step_s, done = 0.0, 0
+    durations: list[float] = []
+    contracts: list[int] = []
     while done < steps:
         if not env.agents:
             obs = _restart(env, pol, seed)
         _instrument_episode(env, totals)
         act = pol.act(obs, env.action_masks())
         t0 = time.perf_counter()
-        obs = env.step_arrays(act[:, 0], act[:, 1])[0]
-        step_s += time.perf_counter() - t0
+        obs, _rewards, _truncated, info = env.step_arrays(act[:, 0], act[:, 1])
+        took = time.perf_counter() - t0
+        step_s += took
+        durations.append(took)
+        contracts.append(info["negotiations"])
         done += 1
     totals.pop("action_masks", None)   # called by the policy loop, outside the step
     totals["  sign + verify (inside _clear, _verify_pending)"] = crypto.seconds
     return {"step_s": step_s / steps, "steps": steps,
-            "phases": {k: v / steps for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}}
+            "phases": {k: v / steps for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+            "by_contracts": contract_split(contracts, durations)}
+
+
+def contract_split(contracts: list[int], durations_s: list[float]) -> dict[str, Any]:
+    """The step's time against the contracts it signed (``info["negotiations"]``).
+
+    A least-squares line ``t = a + b·n`` over the steps (``a``: the step without its
+    contract path, ``b``: the cost of one more contract, everything it touches) and the
+    median time of the steps that signed none (no market clearing, issuing, screening or
+    verification at all): the floor the rest of the step sets.
+
+    :return: ``{"steps_without_contract": int, "median_s_without_contract": float | None,
+        "fit_intercept_s": float | None, "fit_s_per_contract": float | None,
+        "mean_contracts": float}`` (the fit is None when every step signed as many).
+    """
+    n = np.asarray(contracts, dtype=float)
+    t = np.asarray(durations_s, dtype=float)
+    none = t[n == 0]
+    fit = np.polyfit(n, t, 1) if np.unique(n).size > 1 else None
+    return {"steps_without_contract": int(none.size),
+            "median_s_without_contract": float(np.median(none)) if none.size else None,
+            "fit_intercept_s": None if fit is None else float(fit[1]),
+            "fit_s_per_contract": None if fit is None else float(fit[0]),
+            "mean_contracts": float(n.mean()) if n.size else 0.0}
 
 
 def _restart(env: GridSwarmEnv, pol: Any, seed: int) -> Any:
@@ -153,6 +188,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{b['step_s'] * 1e6:,.0f} us/step ({args.agents / b['step_s']:,.0f} agent-steps/s)")
     for name, seconds in b["phases"].items():
         print(f"  {name:<28} {seconds * 1e6:>10,.1f} us/step  {seconds / b['step_s']:>6.1%}")
+    split = b["by_contracts"]
+    print(f"  contracts per step: {split['mean_contracts']:.1f} on average")
+    if split["fit_s_per_contract"] is not None:
+        print(f"  step time ~ {split['fit_intercept_s'] * 1e6:,.0f} us + "
+              f"{split['fit_s_per_contract'] * 1e6:,.1f} us per contract (least squares)")
+    if split["steps_without_contract"]:
+        print(f"  steps that signed no contract: {split['steps_without_contract']:,}, median "
+              f"{split['median_s_without_contract'] * 1e6:,.0f} us/step "
+              f"({args.agents / split['median_s_without_contract']:,.0f} agent-steps/s)")
     if not args.no_cprofile:
         print(profile(args.agents, args.trust, args.scenario, args.steps, args.sort, args.limit))
     return b

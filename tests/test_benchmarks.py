@@ -286,3 +286,20 @@ def test_benchmark_usage_names_the_command_as_the_readme_writes_it(name, capsys)
     command = "python -m benchmarks" + ("" if name == "__main__" else f".{name}")
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: {command} ")
+
+
+def test_contract_split_fits_the_step_time_per_contract():
+    """profile_step's split of the step time: the line through the points and the
+    median of the steps that signed no contract."""
+    from benchmarks.profile_step import contract_split
+
+    contracts = [0, 0, 0, 10, 20, 30]
+    durations = [300e-6, 320e-6, 310e-6, 460e-6, 610e-6, 760e-6]
+    split = contract_split(contracts, durations)
+    assert split["steps_without_contract"] == 3
+    assert split["median_s_without_contract"] == pytest.approx(310e-6)
+    assert split["fit_s_per_contract"] == pytest.approx(15e-6, rel=0.05)
+    assert split["fit_intercept_s"] == pytest.approx(310e-6, rel=0.05)
+    assert split["mean_contracts"] == 10.0
+    flat = contract_split([5, 5], [1e-3, 2e-3])
+    assert flat["fit_s_per_contract"] is None and flat["median_s_without_contract"] is None
