@@ -141,6 +141,29 @@ def test_unserved_energy_counts_only_the_uncovered_part_in_the_requirement_direc
     assert acc.unserved_mwh == pytest.approx(1.5)        # over-absorbed: nothing more
 
 
+def test_requirement_and_delivered_energy_count_in_the_requirement_direction() -> None:
+    """``requirement = Σ |R|·h`` and ``delivered = Σ sign(R)·D·h``: a 2 MW surplus met by
+    1.5 MW absorbed adds 2 and 1.5 MWh (not −2 and −1.5); their ratio is the share covered
+    (mutation audit: a signed requirement survived every test but the golden ones)."""
+    acc = _acc(dt_s=3600.0)
+    acc.record_dispatch(KINDS, np.array([0.0, 1.0, 0.0, 0.0, 0.0]), 1.0, 0.0, 0.0, 0.0)
+    acc.record_dispatch(KINDS, np.array([0.0, -1.5, 0.0, 0.0, 0.0]), -2.0, 0.0, 0.0, 0.0)
+    m = _kpis(acc)
+    assert m["requirement_energy_mwh"] == pytest.approx(3.0)
+    assert m["delivered_energy_mwh"] == pytest.approx(2.5)
+
+
+def test_mean_abs_deviation_is_the_time_average_of_the_deviation() -> None:
+    """``mean_abs_deviation_hz = ∫|f − 60| dt / elapsed``: two steps of four 50 ms
+    sub-steps at 0.1 and 0.3 Hz from nominal average 0.2 Hz, in either direction
+    (mutation audit: integrating with dt_s instead of physics_dt_s survived every test
+    but the golden ones)."""
+    acc = _acc()
+    _step(acc, 0, [60.1, 59.9, 60.1, 59.9])
+    _step(acc, 4, [59.7, 60.3, 59.7, 60.3])
+    assert _kpis(acc)["mean_abs_deviation_hz"] == pytest.approx(0.2, abs=1e-12)
+
+
 def test_der_revenue_is_payments_less_penalties() -> None:
     acc = _acc(dt_s=3600.0)
     acc.record_dispatch(KINDS, np.zeros(5), 0.0, 120.0, 45.0, 0.0)
