@@ -131,6 +131,12 @@ def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
     # review: argparse's int said only "invalid int value: '1.5'"
     (["--agents", "1.5"], "argument --agents: must be an integer, got '1.5'"),
     (["--timesteps", "1e5"], "argument --timesteps: must be an integer, got '1e5'"),
+    # fuzzing: --n-steps 10**30 said only "Maximum allowed dimension exceeded"; --net-arch
+    # 10**30 was a torch traceback (--envs 10**30, which hung: test_train.py)
+    (["--n-steps", str(10**30), "--agents", "4"], "error: --n-steps 1000000000000000000000000"
+     "000000: a rollout of --n-steps x --envs x --agents = "),
+    (["--net-arch", "64," + str(10**30)], "error: --net-arch (64, 1000000000000000000000000"
+     "000000): layer sizes are at most 4,096"),
 ])
 def test_cli_errors_name_the_flag(args, says, tmp_path, capsys):
     """Review: errors named TrainConfig.n_agents, TrainConfig.total_timesteps; --verbose 5
