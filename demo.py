@@ -89,12 +89,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
+    OneLineParser,
     add_contract_keys_argument,
     check_contract_keys,
     check_crypto_threads,
@@ -315,20 +316,13 @@ def _speed(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected {SPEED_ALLOWED}, got {text!r}") from None
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (no usage block) and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``demo.py`` argument parser."""
     from gridswarm_env import scenario_names
     from gridswarm_env.config import MAX_AGENTS
     from gridswarm_env.scenarios import randomize_text
 
-    p = _Parser(
+    p = OneLineParser(
         prog="demo.py", description="Live grid dashboard: DER agents balance the grid through "
         "a market, a message bus and signed contracts.")
     p.add_argument("--agents", type=_int_at_least(1, MAX_AGENTS), default=100, metavar="N",

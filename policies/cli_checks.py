@@ -16,6 +16,7 @@ lose its results when a write still fails at the end:
   option allows, and one rule for ``--crypto-threads`` (1 to
   :func:`max_crypto_threads`); :func:`check_contract_keys` and
   :func:`add_contract_keys_argument`: one rule and one flag for ``--contract-keys``;
+* :class:`OneLineParser`: argparse whose errors are one line (no usage block), exit 2;
 * :func:`one_line_warnings`: Python warnings (e.g. a fleet too small for every DER kind)
   as one ``prog: warning: ...`` line each, once, instead of a file:line and a source line.
 
@@ -36,7 +37,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 PROBE_PREFIX = ".gridswarm-write-probe-"
 
@@ -401,6 +402,14 @@ def add_contract_keys_argument(parser: argparse.ArgumentParser) -> None:
         help="contract keys (EnvConfig.contract_keys): seeded (default: derived from the "
              "seed, reproducible, but anyone who knows the seed can sign a valid contract) "
              "or random (os.urandom: unforgeable); the episodes are the same either way")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``PROG: error: MESSAGE (see PROG
+    --help)``, with exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from tests.command_lines import _one_line_error
 from tests.tensorboard_events import scalar_steps
 from train.__main__ import flag_message, main
 from train.config import TrainConfig
@@ -147,6 +148,18 @@ def test_cli_errors_name_the_flag(args, says, tmp_path, capsys):
     err = capsys.readouterr().err
     assert says in err and "TrainConfig" not in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--timesteps", "abc"], ["--agents", "1e308"],
+                                  ["--scenario", "abc"], ["--seed"], ["--bogus"]])
+def test_argparse_errors_are_one_line(args, tmp_path, capsys):
+    """Fuzzing: argparse's own errors (a number flag's type, a choice, a missing value)
+    printed the 20-line usage block before the error, unlike demo.py and evaluate.py."""
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--logdir", str(tmp_path)])
+    assert exc.value.code == 2
+    line = _one_line_error(capsys.readouterr().err, "python -m train")
+    assert line.endswith("(see python -m train --help)")
 
 
 def test_flag_message_leaves_plain_words_alone():
