@@ -12,9 +12,9 @@ lose its results when a write still fails at the end:
 * :func:`check_limits_agents`, :func:`read_limits_agents`: a kernel limits file is a
   file and names only agents the fleet has (and the SHA-256 of the bytes read);
   :class:`LimitsFile` hands a file read once on to the run, so it is not read again;
-* :func:`int_range_text`, :func:`check_crypto_threads`: one wording of what an integer
-  option allows, and one rule for ``--crypto-threads`` (1 to
-  :func:`max_crypto_threads`); :func:`check_contract_keys` and
+* :func:`int_range_text`, :func:`int_at_least_type`, :func:`check_crypto_threads`: one
+  wording of what an integer option allows, an argparse type that checks it, and one
+  rule for ``--crypto-threads`` (1 to :func:`max_crypto_threads`); :func:`check_contract_keys` and
   :func:`add_contract_keys_argument`: one rule and one flag for ``--contract-keys``;
 * :class:`OneLineParser`: argparse whose errors are one line (no usage block), exit 2;
 * :func:`one_line_warnings`: Python warnings (e.g. a fleet too small for every DER kind)
@@ -329,6 +329,24 @@ def int_range_text(minimum: int, maximum: int | None = None, why: str = "") -> s
     if maximum is None:
         return f"an integer >= {minimum}"
     return f"an integer from {minimum} to {maximum:,}{why}"
+
+
+def int_at_least_type(minimum: int, maximum: int | None = None,
+                      why: str = "") -> Callable[[str], int]:
+    """An argparse ``type`` for an integer from ``minimum`` (to ``maximum``): other text,
+    or a value out of range, is refused saying what is allowed (:func:`int_range_text`)."""
+    allowed = int_range_text(minimum, maximum, why)
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
+        return value
+
+    return parse
 
 
 def integer_type(allowed: str = "an integer"):
