@@ -162,6 +162,16 @@ def test_argparse_errors_are_one_line(args, tmp_path, capsys):
     assert line.endswith("(see python -m train --help)")
 
 
+def test_resume_naming_a_directory_says_so(tmp_path, capsys):
+    """Fuzzing: ``--resume DIR`` said "no such model file (nor 'DIR.zip')"."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--resume", str(tmp_path), "--logdir", str(tmp_path / "runs")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --resume {str(tmp_path)!r} is a directory; expected a model file (e.g. "
+        "DIR/model.zip)\n")
+
+
 def test_flag_message_leaves_plain_words_alone():
     assert flag_message("TrainConfig.seed (--seed) = -1: must be an integer (seed + 1)") == (
         "--seed -1: must be an integer (seed + 1)")

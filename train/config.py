@@ -326,6 +326,9 @@ class TrainConfig:
 
             if not isinstance(self.resume, str | Path) or not str(self.resume):
                 raise ValueError(f"{owner}.resume = {self.resume!r}: expected a model file path")
+            if Path(self.resume).is_dir():
+                raise ValueError(f"{owner}.resume = {self.resume!r} is a directory; expected "
+                                 "a model file (e.g. DIR/model.zip)")
             if not Path(self.resume).is_file():
                 # `--out m2` writes m2.zip, and demo/evaluate load m2.zip for m2: so does resume
                 sibling = zip_sibling(self.resume)
