@@ -89,15 +89,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
+    OneLineParser,
     add_contract_keys_argument,
     check_contract_keys,
     check_crypto_threads,
+    int_at_least_type,
     int_range_text,
     max_crypto_threads,
     read_earlier_json,
@@ -291,22 +293,6 @@ class DemoOptions:
 
 
 # ---------------------------------------------------------------------- command line
-def _int_at_least(minimum: int, maximum: int | None = None,
-                  why: str = "") -> Callable[[str], int]:
-    allowed = int_range_text(minimum, maximum, why)
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
-        return value
-
-    return parse
-
-
 def _speed(text: str) -> float:
     """argparse ``type`` of ``--speed`` (:func:`check_speed`)."""
     try:
@@ -315,33 +301,26 @@ def _speed(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected {SPEED_ALLOWED}, got {text!r}") from None
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (no usage block) and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``demo.py`` argument parser."""
     from gridswarm_env import scenario_names
     from gridswarm_env.config import MAX_AGENTS
     from gridswarm_env.scenarios import randomize_text
 
-    p = _Parser(
+    p = OneLineParser(
         prog="demo.py", description="Live grid dashboard: DER agents balance the grid through "
         "a market, a message bus and signed contracts.")
-    p.add_argument("--agents", type=_int_at_least(1, MAX_AGENTS), default=100, metavar="N",
+    p.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), default=100, metavar="N",
                    help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default 100)")
     p.add_argument("--scenario", choices=scenario_names(), default="price_spike",
                    help="scenario (default price_spike)")
     p.add_argument("--policy", default="heuristic", metavar="NAME|PATH",
                    help="heuristic, random, learned, oracle or a model path (default heuristic)")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="N",
+    p.add_argument("--seed", type=int_at_least_type(0), default=0, metavar="N",
                    help="episode seed (default 0)")
     p.add_argument("--shadow", action="store_true",
                    help="shadow mode: run market, contracts and kernel, dispatch nothing")
-    p.add_argument("--steps", type=_int_at_least(1), default=None, metavar="N",
+    p.add_argument("--steps", type=int_at_least_type(1), default=None, metavar="N",
                    help="stop after N steps (default: the whole episode)")
     p.add_argument("--no-live", action="store_true",
                    help="plain lines instead of the live dashboard (automatic when stdout "
@@ -366,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Ctrl-C)")
     cores = max_crypto_threads()
     p.add_argument("--crypto-threads", default=None, metavar="N",
-                   type=_int_at_least(1, cores, CRYPTO_THREADS_WHY),
+                   type=int_at_least_type(1, cores, CRYPTO_THREADS_WHY),
                    help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
                         "cores this process may use; default: 2 on a machine with 2+ cores, "
                         "else 1; the episode is the same for any N)")

@@ -1168,6 +1168,14 @@ def evaluate(policies: Sequence[str] | str | None = None,
             contract_keys=check_contract_keys(given["contract_keys"],
                                               argument_name("contract_keys") + sep))
         check_bool("randomize", randomize)
+        check_bool("progress", progress)
+        check_bool("counterfactual", counterfactual)
+        if not isinstance(out_dir, str | os.PathLike):
+            raise ValueError(f"{argument_value('out_dir', out_dir)}: expected a directory "
+                             "path")
+        if notes is not None and (not isinstance(notes, list | tuple)
+                                  or not all(isinstance(n, str) for n in notes)):
+            raise ValueError(f"notes = {notes!r}: expected a list of strings or None")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     contract_keys = env_config.contract_keys

@@ -653,10 +653,13 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the table (and write JSON with ``--json``)."""
+    from gridswarm_env.config import MAX_AGENTS
+    from policies.cli_checks import int_at_least_type
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_env",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
-    parser.add_argument("--agents", type=int, nargs="+", default=list(AGENT_COUNTS),
+    parser.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), nargs="+", default=list(AGENT_COUNTS),
                         help="fleet sizes timed (default 100 1000 10000)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     add_json_arguments(parser, "the figures")

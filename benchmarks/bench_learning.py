@@ -106,13 +106,13 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     :return: the figures (see the module docstring) or ``{"skipped": reason}``.
     :raises ValueError: a bad argument, before any work.
     """
-    if quick:
-        timesteps, eval_every, eval_seeds = min(timesteps, 50_000), min(eval_every, 25_000), 1
-        bc_timesteps, bc_epochs, heldout_seeds = min(bc_timesteps, 20_000), min(bc_epochs, 3), 1
     for name, value in (("timesteps", timesteps), ("eval_every", eval_every),
                         ("eval_seeds", eval_seeds), ("heldout_seeds", heldout_seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} = {value!r}: expected an integer >= 1")
+    if quick:   # after the checks: a bad value given with quick is refused, not replaced
+        timesteps, eval_every, eval_seeds = min(timesteps, 50_000), min(eval_every, 25_000), 1
+        bc_timesteps, bc_epochs, heldout_seeds = min(bc_timesteps, 20_000), min(bc_epochs, 3), 1
     from train.config import EVAL_SEED_BASE, EVAL_SEEDS_WHY, max_eval_seeds
 
     if eval_seeds > max_eval_seeds():

@@ -187,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: error: --allow-open needs --public-key HEX (without the key "
               "the file's end is not checked at all)", file=sys.stderr)
         return EXIT_ERROR
+    if not args.file:   # Path("") is the current directory: "Is a directory"
+        print(f"{parser.prog}: error: empty audit file path; expected a JSONL audit file",
+              file=sys.stderr)
+        return EXIT_ERROR
     try:
         result = verify_audit_file(args.file, public_key=public_key, allow_open=args.allow_open)
     except OSError as exc:

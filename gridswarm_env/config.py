@@ -157,6 +157,9 @@ def check_whole_multiple(owner: str, name: str, value: float, step_name: str,
     (not rounded to one: a value between two multiples is refused, not moved).
     ``step_name`` names ``step`` in the message."""
     ratio = check_positive(owner, name, value) / step
+    if math.isinf(ratio):   # round() would raise OverflowError
+        raise ValueError(f"{owner}.{name} = {value!r}: too many steps of {step_name} = "
+                         f"{step!r} to count (the ratio overflows a float)")
     if ratio < 1 or abs(ratio - round(ratio)) > WHOLE_MULTIPLE_TOL:
         raise ValueError(f"{owner}.{name} = {value!r}: must be a whole multiple of "
                          f"{step_name} = {step!r} (1 or more times; not rounded)")

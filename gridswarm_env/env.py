@@ -242,6 +242,9 @@ class GridSwarmEnv(ParallelEnv):
                 f"{type(config).__name__} (e.g. config=EnvConfig(n_agents=7, dt_s=0.5, "
                 "fleet=FleetConfig(...)); from a dict: EnvConfig(**d) for its top-level "
                 "fields)")
+        if adversary is not None and not callable(adversary):
+            raise ValueError(f"GridSwarmEnv adversary = {adversary!r}: expected a callable "
+                             "(env, signed, owners) -> (signed, owners), or None")
         cfg = config or EnvConfig()
         seed = _checked_seed(seed)
         changes: dict[str, Any] = {}
@@ -252,7 +255,7 @@ class GridSwarmEnv(ParallelEnv):
         if shadow is not None:
             changes["shadow"] = shadow
         if audit_path is not None:
-            changes["audit_path"] = str(audit_path)
+            changes["audit_path"] = audit_path   # EnvConfig checks it is a path
         if changes:
             from gridswarm_env.config import override
 

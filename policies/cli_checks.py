@@ -12,10 +12,11 @@ lose its results when a write still fails at the end:
 * :func:`check_limits_agents`, :func:`read_limits_agents`: a kernel limits file is a
   file and names only agents the fleet has (and the SHA-256 of the bytes read);
   :class:`LimitsFile` hands a file read once on to the run, so it is not read again;
-* :func:`int_range_text`, :func:`check_crypto_threads`: one wording of what an integer
-  option allows, and one rule for ``--crypto-threads`` (1 to
-  :func:`max_crypto_threads`); :func:`check_contract_keys` and
+* :func:`int_range_text`, :func:`int_at_least_type`, :func:`check_crypto_threads`: one
+  wording of what an integer option allows, an argparse type that checks it, and one
+  rule for ``--crypto-threads`` (1 to :func:`max_crypto_threads`); :func:`check_contract_keys` and
   :func:`add_contract_keys_argument`: one rule and one flag for ``--contract-keys``;
+* :class:`OneLineParser`: argparse whose errors are one line (no usage block), exit 2;
 * :func:`one_line_warnings`: Python warnings (e.g. a fleet too small for every DER kind)
   as one ``prog: warning: ...`` line each, once, instead of a file:line and a source line.
 
@@ -36,7 +37,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 PROBE_PREFIX = ".gridswarm-write-probe-"
 
@@ -330,6 +331,24 @@ def int_range_text(minimum: int, maximum: int | None = None, why: str = "") -> s
     return f"an integer from {minimum} to {maximum:,}{why}"
 
 
+def int_at_least_type(minimum: int, maximum: int | None = None,
+                      why: str = "") -> Callable[[str], int]:
+    """An argparse ``type`` for an integer from ``minimum`` (to ``maximum``): other text,
+    or a value out of range, is refused saying what is allowed (:func:`int_range_text`)."""
+    allowed = int_range_text(minimum, maximum, why)
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
+        return value
+
+    return parse
+
+
 def integer_type(allowed: str = "an integer"):
     """An argparse ``type`` reading an integer; other text is refused saying what the
     flag allows (argparse's own ``int`` said only "invalid int value: '1.5'"). The range
@@ -401,6 +420,14 @@ def add_contract_keys_argument(parser: argparse.ArgumentParser) -> None:
         help="contract keys (EnvConfig.contract_keys): seeded (default: derived from the "
              "seed, reproducible, but anyone who knows the seed can sign a valid contract) "
              "or random (os.urandom: unforgeable); the episodes are the same either way")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``PROG: error: MESSAGE (see PROG
+    --help)``, with exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 @contextlib.contextmanager

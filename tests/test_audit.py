@@ -1202,6 +1202,15 @@ def test_cli_unreadable_path_is_an_error_not_a_traceback(tmp_path, capsys):
     assert captured.out == ""
 
 
+def test_cli_empty_path_says_empty_not_directory(capsys):
+    """Fuzzing: ``verify ''`` said "cannot read audit file '': Is a directory"."""
+    assert main(["verify", ""]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == ("python -m gridswarm_env.audit: error: empty audit file path; "
+                            "expected a JSONL audit file\n")
+    assert captured.out == ""
+
+
 # --- closing heads: a file the writer finished is checkable as whole with the key alone
 V2_FILE = REPO / "tests" / "data" / "audit_v2_two_episodes.jsonl"
 #: the operator key of V2_FILE (two episodes and env.close(), written before closing heads)

@@ -303,3 +303,41 @@ def test_contract_split_fits_the_step_time_per_contract():
     assert split["mean_contracts"] == 10.0
     flat = contract_split([5, 5], [1e-3, 2e-3])
     assert flat["fit_s_per_contract"] is None and flat["median_s_without_contract"] is None
+
+
+@pytest.mark.parametrize(("module", "args", "says"), [
+    # fuzzing: bench_env --agents 0 was an EnvConfig traceback; bench_trust --agents 0
+    # and bench_train --rollouts 0 printed figures of nothing; bench_trust --agents 10**30
+    # hung allocating
+    ("benchmarks.bench_env", ["--agents", "100", "0"],
+     "argument --agents: expected an integer from 1 to 1,000,000, got 0"),
+    ("benchmarks.bench_trust", ["--agents", "-1"],
+     "argument --agents: expected an integer from 1 to 1,000,000, got -1"),
+    ("benchmarks.bench_trust", ["--agents", str(10**30)], "from 1 to 1,000,000, got 1000"),
+    ("benchmarks.bench_train", ["--rollouts", "0"],
+     "argument --rollouts: expected an integer >= 1, got 0"),
+])
+def test_benchmark_counts_are_checked_before_running(module, args, says, capsys,
+                                                     monkeypatch):
+    import importlib
+
+    bench = importlib.import_module(module)
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("it ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(args)
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--eval-seeds", "--heldout-seeds"])
+def test_bench_learning_quick_refuses_bad_seed_counts_instead_of_replacing_them(flag,
+                                                                              capsys):
+    """Fuzzing: with --quick, ``--eval-seeds 0`` and ``--heldout-seeds -1`` were replaced
+    by 1 before the check and the benchmark ran."""
+    from benchmarks.bench_learning import main as bench_learning
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench_learning(["--quick", flag, "0"])
+    assert exit_info.value.code == 2
+    assert f"{flag[2:].replace('-', '_')} = 0: expected an integer >= 1" in (
+        capsys.readouterr().err)

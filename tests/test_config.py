@@ -191,6 +191,16 @@ def test_a_step_or_window_shorter_than_one_sub_step_is_refused(tiny: float) -> N
         EnvConfig(rocof_window_s=tiny)
 
 
+def test_a_window_or_sub_step_whose_ratio_overflows_is_refused() -> None:
+    # dt_s / physics_dt_s or rocof_window_s / physics_dt_s = inf raised OverflowError
+    with pytest.raises(ValueError, match=r"EnvConfig\.rocof_window_s = 1e\+308: too many "
+                                         r"steps of grid\.physics_dt_s"):
+        EnvConfig(rocof_window_s=1e308)
+    with pytest.raises(ValueError, match=r"EnvConfig\.dt_s = 1\.0: too many steps of "
+                                         r"grid\.physics_dt_s = 5e-324"):
+        EnvConfig(grid=GridParams(physics_dt_s=5e-324))
+
+
 def test_crypto_threads_bound_is_inclusive() -> None:
     assert EnvConfig(crypto_threads=MAX_CRYPTO_THREADS).crypto_threads == MAX_CRYPTO_THREADS
     with pytest.raises(ValueError, match=rf"EnvConfig\.crypto_threads = "

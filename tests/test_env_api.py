@@ -524,3 +524,19 @@ def test_editing_returned_masks_leaves_the_environments_masks_alone() -> None:
     assert want.any()
     env.action_masks()[:] = False
     np.testing.assert_array_equal(env.action_masks(), want)
+
+
+@pytest.mark.parametrize("path", [True, 1.5, b"x", ["a"]])
+def test_audit_path_that_is_not_a_path_is_refused(path, tmp_path, monkeypatch):
+    # str(True) was a file name: the env wrote its audit trail to './True'
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"EnvConfig.audit_path = .*expected a file path"):
+        gridswarm_env.parallel_env(n_agents=4, trust="hmac", audit_path=path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("adversary", ["abc", 1.5, 0])
+def test_adversary_that_is_not_callable_is_refused(adversary):
+    # it was accepted and failed mid-episode ("'str' object is not callable")
+    with pytest.raises(ValueError, match=r"GridSwarmEnv adversary = .*expected a callable"):
+        gridswarm_env.parallel_env(n_agents=4, trust="hmac", adversary=adversary)

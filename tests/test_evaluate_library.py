@@ -400,3 +400,21 @@ def test_readme_array_api_claims():
     assert masks.dtype == np.int8 and raw.action_masks().dtype == bool
     np.testing.assert_array_equal(masks, raw.action_masks())
     assert all(isinstance(infos[a]["feasible_mw"], tuple) for a in seeded.possible_agents)
+
+
+@pytest.mark.parametrize(("kwargs", "says"), [
+    # fuzzing: any value was taken for the flags (progress="abc" showed a bar), notes=1.5
+    # and out_dir=0 were TypeErrors naming nothing, notes="ab" became two notes
+    ({"progress": "abc"}, "progress = 'abc': expected True or False"),
+    ({"counterfactual": float("nan")}, "counterfactual = nan: expected True or False"),
+    ({"notes": 1.5}, "notes = 1.5: expected a list of strings or None"),
+    ({"notes": "ab"}, "notes = 'ab': expected a list of strings or None"),
+    ({"out_dir": 0}, "out_dir (--out) = 0: expected a directory path"),
+])
+def test_flags_notes_and_out_dir_of_the_wrong_type_are_refused(tmp_path, kwargs, says):
+    out = tmp_path / "out"
+    if "out_dir" in kwargs:
+        with pytest.raises(evaluate.UsageError, match=re.escape(says)):
+            _small(out, **kwargs)
+    else:
+        assert _refused(out, **kwargs) == says

@@ -584,6 +584,25 @@ def test_config_errors_name_the_field(kwargs, field):
         TrainConfig(**kwargs)
 
 
+@pytest.mark.parametrize(("kwargs", "says"), [
+    # fuzzing: --envs 10**30 hung building environment copies, a wide layer or a long
+    # rollout failed in torch or numpy (or exhausted memory) after the run had started
+    ({"n_envs": 10**30, "n_agents": 4}, r"TrainConfig\.n_envs = 1000000000000000000000000000000: .* agents in one "
+     r"process; at most 1,000,000"),
+    ({"n_envs": 10_001, "n_agents": 100}, r"x n_agents 100 = 1,000,100 agents"),
+    ({"n_steps": 100_001, "n_agents": 100}, r"TrainConfig\.n_steps = 100001: a rollout of "
+     r"n_steps x n_envs x n_agents = 10,000,100 agent-steps; at most 10,000,000"),
+    ({"net_arch": (64, 4097)}, r"TrainConfig\.net_arch = \(64, 4097\): layer sizes are at "
+     r"most 4,096"),
+])
+def test_config_refuses_sizes_beyond_one_process(kwargs, says):
+    with pytest.raises(ValueError, match=says):
+        TrainConfig(**kwargs)
+    TrainConfig(**{**kwargs, **{k: v for k, v in (("n_envs", 1), ("n_steps", 64),
+                                                  ("net_arch", (64, 4096)))
+                                if k in kwargs}})   # the bounds themselves are fine
+
+
 def test_cli_bad_values_exit_2_without_traceback(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--timesteps", "-5"])

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from tests.command_lines import _one_line_error
 from tests.tensorboard_events import scalar_steps
 from train.__main__ import flag_message, main
 from train.config import TrainConfig
@@ -131,6 +132,12 @@ def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
     # review: argparse's int said only "invalid int value: '1.5'"
     (["--agents", "1.5"], "argument --agents: must be an integer, got '1.5'"),
     (["--timesteps", "1e5"], "argument --timesteps: must be an integer, got '1e5'"),
+    # fuzzing: --n-steps 10**30 said only "Maximum allowed dimension exceeded"; --net-arch
+    # 10**30 was a torch traceback (--envs 10**30, which hung: test_train.py)
+    (["--n-steps", str(10**30), "--agents", "4"], "error: --n-steps 1000000000000000000000000"
+     "000000: a rollout of --n-steps x --envs x --agents = "),
+    (["--net-arch", "64," + str(10**30)], "error: --net-arch (64, 1000000000000000000000000"
+     "000000): layer sizes are at most 4,096"),
 ])
 def test_cli_errors_name_the_flag(args, says, tmp_path, capsys):
     """Review: errors named TrainConfig.n_agents, TrainConfig.total_timesteps; --verbose 5
@@ -141,6 +148,28 @@ def test_cli_errors_name_the_flag(args, says, tmp_path, capsys):
     err = capsys.readouterr().err
     assert says in err and "TrainConfig" not in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--timesteps", "abc"], ["--agents", "1e308"],
+                                  ["--scenario", "abc"], ["--seed"], ["--bogus"]])
+def test_argparse_errors_are_one_line(args, tmp_path, capsys):
+    """Fuzzing: argparse's own errors (a number flag's type, a choice, a missing value)
+    printed the 20-line usage block before the error, unlike demo.py and evaluate.py."""
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--logdir", str(tmp_path)])
+    assert exc.value.code == 2
+    line = _one_line_error(capsys.readouterr().err, "python -m train")
+    assert line.endswith("(see python -m train --help)")
+
+
+def test_resume_naming_a_directory_says_so(tmp_path, capsys):
+    """Fuzzing: ``--resume DIR`` said "no such model file (nor 'DIR.zip')"."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--resume", str(tmp_path), "--logdir", str(tmp_path / "runs")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --resume {str(tmp_path)!r} is a directory; expected a model file (e.g. "
+        "DIR/model.zip)\n")
 
 
 def test_flag_message_leaves_plain_words_alone():

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from gridswarm_env.config import TRUST_MODES
 from gridswarm_env.scenarios import randomize_text, scenario_names
-from policies.cli_checks import OutputError, integer_type
+from policies.cli_checks import OneLineParser, OutputError, integer_type
 from train.config import REWARD_FIELDS, REWARD_MODES, TEACHERS, TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -127,7 +127,7 @@ def _resume_help(text: str, default: object) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (flags map one to one onto :class:`TrainConfig`)."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m train",
         description="Train one MaskablePPO policy shared by every DER agent of gridswarm. "
                     "Timesteps count agent-steps.")

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from gridswarm_env.config import (
+    AGENT_LIMIT_WHY,
     INT_TYPES,
+    MAX_AGENTS,
     TRUST_MODES,
     check_agent_limit,
     check_bool,
@@ -51,6 +53,12 @@ EVAL_SEED_BASE = 10_000
 #: why ``eval_seeds`` has an upper bound (its message)
 EVAL_SEEDS_WHY = ("the seeds 10,000 + k must stay among the evaluation seeds, 0..99,999, "
                   "which training never plays")
+#: the widest hidden layer of ``net_arch``: a 4,096 x 4,096 layer holds 16.8 M weights;
+#: much wider ones exhaust memory (or overflow torch's sizes) before anything trains
+MAX_LAYER_SIZE = 4096
+#: the largest PPO rollout, ``n_steps x n_envs x n_agents`` agent-steps: SB3's rollout
+#: buffer keeps ~0.3 kB for each (observation, action mask, value, advantage...)
+MAX_ROLLOUT = 10_000_000
 #: fields of :class:`TrainConfig` that define the environment and the reward the policy
 #: learns: every model ``train`` saves (the model, checkpoints, the best model) stores
 #: them (:meth:`TrainConfig.env_settings`), and ``python -m train --resume`` takes them
@@ -260,6 +268,11 @@ class TrainConfig:
             store(self, "limits_sha256", sha)
         store(self, "_kernel_limits", kernel_limits)
         check_int_at_least(owner, "n_envs", self.n_envs, 1)
+        if self.n_envs * self.n_agents > MAX_AGENTS:   # every copy lives in this process
+            raise ValueError(
+                f"{owner}.n_envs = {self.n_envs!r}: {self.n_envs:,} copies x n_agents "
+                f"{self.n_agents:,} = {self.n_envs * self.n_agents:,} agents in one "
+                f"process; at most {MAX_AGENTS:,}{AGENT_LIMIT_WHY}")
         check_choice(owner, "trust", self.trust, TRUST_MODES)
         if (not isinstance(self.seed, INT_TYPES) or isinstance(self.seed, bool)
                 or not 0 <= self.seed <= MAX_SEED):
@@ -280,6 +293,12 @@ class TrainConfig:
         for name in ("learning_rate", "clip_range", "max_grad_norm", "bc_learning_rate"):
             check_positive(owner, name, getattr(self, name))
         check_int_at_least(owner, "n_steps", self.n_steps, 2)
+        rollout = self.n_steps * self.n_envs * self.n_agents
+        if rollout > MAX_ROLLOUT:
+            raise ValueError(
+                f"{owner}.n_steps = {self.n_steps!r}: a rollout of n_steps x n_envs x "
+                f"n_agents = {rollout:,} agent-steps; at most {MAX_ROLLOUT:,} (PPO's "
+                "rollout buffer keeps ~0.3 kB for each)")
         check_int_at_least(owner, "batch_size", self.batch_size, 2)
         check_int_at_least(owner, "n_epochs", self.n_epochs, 1)
         check_range(owner, "gamma", self.gamma, 0.0, 1.0)
@@ -292,6 +311,10 @@ class TrainConfig:
                                     for h in self.net_arch):
             raise ValueError(f"{owner}.net_arch = {self.net_arch!r}: expected a non-empty "
                              "tuple of positive layer sizes")
+        if max(self.net_arch) > MAX_LAYER_SIZE:
+            raise ValueError(f"{owner}.net_arch = {self.net_arch!r}: layer sizes are at most "
+                             f"{MAX_LAYER_SIZE:,} (a {MAX_LAYER_SIZE:,} x {MAX_LAYER_SIZE:,} "
+                             "layer holds 16.8 M weights)")
         if self.bc_teacher is not None:
             check_choice(owner, "bc_teacher", self.bc_teacher, TEACHERS)
             check_int_at_least(owner, "bc_timesteps", self.bc_timesteps, 1)
@@ -303,6 +326,9 @@ class TrainConfig:
 
             if not isinstance(self.resume, str | Path) or not str(self.resume):
                 raise ValueError(f"{owner}.resume = {self.resume!r}: expected a model file path")
+            if Path(self.resume).is_dir():
+                raise ValueError(f"{owner}.resume = {self.resume!r} is a directory; expected "
+                                 "a model file (e.g. DIR/model.zip)")
             if not Path(self.resume).is_file():
                 # `--out m2` writes m2.zip, and demo/evaluate load m2.zip for m2: so does resume
                 sibling = zip_sibling(self.resume)
