@@ -578,6 +578,11 @@ def test_run_names_carry_scenario_seed_and_time():
     ({"eval_seeds": 0}, "eval_seeds"),
     ({"n_steps": 1}, "n_steps"),
     ({"batch_size": 1}, "batch_size"),
+    # fuzzing: --lr 1e308 (and --clip-range) failed only after training had started
+    ({"learning_rate": 1e308}, r"learning_rate = 1e\+308: must lie in \(0.0, 1.0\]"),
+    ({"learning_rate": 0.0}, "learning_rate"),
+    ({"clip_range": 2.0}, r"clip_range = 2.0: must lie in \(0.0, 1.0\]"),
+    ({"bc_learning_rate": 5.0}, "bc_learning_rate"),
 ])
 def test_config_errors_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):

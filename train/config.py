@@ -290,8 +290,11 @@ class TrainConfig:
             if self.reward_clip <= 0:
                 raise ValueError(f"{owner}.reward_clip = {self.reward_clip!r}: must be > 0, "
                                  "or None for no clipping")
-        for name in ("learning_rate", "clip_range", "max_grad_norm", "bc_learning_rate"):
-            check_positive(owner, name, getattr(self, name))
+        check_positive(owner, "max_grad_norm", self.max_grad_norm)
+        # a step size or ratio clip above 1 is no setting Adam or PPO is used with: refused
+        # before training (--lr 1e308 failed only once the weights had gone non-finite)
+        for name in ("learning_rate", "clip_range", "bc_learning_rate"):
+            check_range(owner, name, getattr(self, name), 0.0, 1.0, lo_open=True)
         check_int_at_least(owner, "n_steps", self.n_steps, 2)
         rollout = self.n_steps * self.n_envs * self.n_agents
         if rollout > MAX_ROLLOUT:
