@@ -49,6 +49,28 @@ MAX_CRYPTO_THREADS = 256
 #: where contract keys come from: derived from the reset seed, or drawn from os.urandom
 CONTRACT_KEY_SOURCES = ("seeded", "random")
 DER_KINDS = ("solar", "battery", "ev")
+#: Upper bounds of physical magnitudes. Finite values beyond them are refused because a
+#: product or sum of them (power x duration, price x energy, reward scale x $) would
+#: overflow to inf or NaN within an episode; each bound is far above any real system:
+#: a power in MW (fleet ratings, loads, reserve): 10 TW, more than all the generating
+#: capacity installed in the world
+MAX_POWER_MW = 1e7
+MAX_POWER_WHY = "10 TW, more than all the generating capacity installed in the world"
+#: an energy-to-power ratio in hours (battery or EV pack / charger): about 14 months, longer
+#: than any storage's, seasonal storage included (Li-ion 1-8 h, an EV pack on a 1.4 kW
+#: outlet ~150 h)
+MAX_DURATION_H = 1e4
+MAX_DURATION_WHY = "about 14 months, longer than any storage's energy-to-power ratio"
+#: a price, cost or penalty in $/MWh (and the reward's grid weight in $): $10 000 per kWh,
+#: 1 000 x ERCOT's former 9 000 $/MWh offer cap (CostConfig.voll_per_mwh's source)
+MAX_PRICE_PER_MWH = 1e7
+MAX_PRICE_WHY = "$10 000 per kWh, 1 000 x ERCOT's former 9 000 $/MWh offer cap"
+#: RewardConfig.scale, reward units per $: the default 100 gives rewards of order 0.1-10 per
+#: step; 10 000 x more is past any useful normalisation
+MAX_REWARD_SCALE = 1e6
+#: RewardConfig.band_hz: 1 µHz, a thousand times finer than grid frequency is measured
+#: (PMUs resolve about 1 mHz); the grid term divides by it
+MIN_BAND_HZ = 1e-6
 
 
 # --------------------------------------------------------------------------- checks
@@ -142,6 +164,15 @@ def check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) ->
     if value not in allowed:
         raise ValueError(f"{owner}.{name} = {value!r}: allowed values are {', '.join(allowed)}")
     return value
+
+
+def check_at_most(owner: str, name: str, value: float, bound: float, unit: str, why: str,
+                  *, signed: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value <= bound`` (``|value| <= bound`` when ``signed``):
+    ``"<owner>.<name> = <value>: at most <bound> <unit> (<why>)"``."""
+    if (abs(value) if signed else value) > bound:
+        allowed = f"from {-bound:g} to {bound:g}" if signed else f"at most {bound:g}"
+        raise ValueError(f"{owner}.{name} = {value!r}: {allowed} {unit} ({why})")
 
 
 def check_int_at_most(owner: str, name: str, value: int, maximum: int, why: str) -> None:
@@ -307,9 +338,13 @@ class FleetConfig:
             )
         for name in ("battery_power_mw", "ev_power_mw", "solar_capacity_mw"):
             store(self, name, check_non_negative(owner, name, getattr(self, name)))
+            check_at_most(owner, name, getattr(self, name), MAX_POWER_MW, "MW", MAX_POWER_WHY)
         for name in ("battery_duration_h", "ev_duration_h", "ev_departure_min_s",
                      "ev_departure_max_s"):
             store(self, name, check_positive(owner, name, getattr(self, name)))
+        for name in ("battery_duration_h", "ev_duration_h"):
+            check_at_most(owner, name, getattr(self, name), MAX_DURATION_H, "h",
+                          MAX_DURATION_WHY)
         for name in ("battery_eta_charge", "battery_eta_discharge", "ev_eta_charge",
                      "solar_inverter_eta"):
             store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0,
@@ -363,6 +398,7 @@ class MarketConfig:
                                                    self.consensus_share, 0.0, 1.0, lo_open=True))
         store(self, "gate_s", check_positive(owner, "gate_s", self.gate_s))
         store(self, "deadband_mw", check_non_negative(owner, "deadband_mw", self.deadband_mw))
+        check_at_most(owner, "deadband_mw", self.deadband_mw, MAX_POWER_MW, "MW", MAX_POWER_WHY)
 
 
 # --------------------------------------------------------------------------- costs
@@ -402,6 +438,8 @@ class CostConfig:
         for f in fields(self):
             store(self, f.name,
                   check_non_negative(type(self).__name__, f.name, getattr(self, f.name)))
+            check_at_most(type(self).__name__, f.name, getattr(self, f.name),
+                          MAX_PRICE_PER_MWH, "$/MWh", MAX_PRICE_WHY)
 
     def battery_cost_per_mwh(self, eta_charge: Any, eta_discharge: Any) -> tuple[Any, Any]:
         """A battery's true cost of balancing energy at the grid, $/MWh, as
@@ -443,10 +481,20 @@ class RewardConfig:
     def __post_init__(self) -> None:
         owner = type(self).__name__
         store(self, "scale", check_positive(owner, "scale", self.scale))
+        check_at_most(owner, "scale", self.scale, MAX_REWARD_SCALE, "per $",
+                      "10 000 x the default 100, past any useful normalisation")
         store(self, "undelivered_penalty_per_mwh", check_non_negative(
             owner, "undelivered_penalty_per_mwh", self.undelivered_penalty_per_mwh))
+        check_at_most(owner, "undelivered_penalty_per_mwh", self.undelivered_penalty_per_mwh,
+                      MAX_PRICE_PER_MWH, "$/MWh", MAX_PRICE_WHY)
         store(self, "grid_weight", check_non_negative(owner, "grid_weight", self.grid_weight))
+        check_at_most(owner, "grid_weight", self.grid_weight, MAX_PRICE_PER_MWH, "$",
+                      "the price bound: " + MAX_PRICE_WHY)
         store(self, "band_hz", check_positive(owner, "band_hz", self.band_hz))
+        if self.band_hz < MIN_BAND_HZ:
+            raise ValueError(f"{owner}.band_hz = {self.band_hz!r}: at least {MIN_BAND_HZ:g} Hz "
+                             "(1 µHz, a thousand times finer than grid frequency is measured; "
+                             "the grid term divides by it)")
 
 
 def _default_grid_params():

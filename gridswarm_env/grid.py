@@ -41,9 +41,10 @@ stage 59.3 Hz.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.linalg import expm
@@ -102,6 +103,13 @@ class GridParams:
         ``Δf`` alone (no bias factor), so it restores frequency with a time constant
         of about ``(D + Km/R) / K_agc`` (≈ 200 s for 0.1/s with the defaults).
     :param physics_dt_s: physics sub-step, s (inputs are held constant over it).
+
+    Besides each field's own range, the model built from them must be finite: ``A``,
+    ``B`` and the zero-order hold ``e^(A·physics_dt_s)`` (its rates grow with D, Km/R,
+    K_agc and 1/H, 1/TR; with the other defaults the limit is near 1e40 p.u. for a gain
+    and 1e-40 s for a time constant). A value that overflows them is refused with the
+    field to blame and the power of ten that still works (checked once here, never per
+    step; the result is the cached discretisation ``GridModel`` uses).
     """
 
     system_base_mw: float = 1000.0
@@ -125,6 +133,8 @@ class GridParams:
         _check_real("agc_gain_per_s", self.agc_gain_per_s, low=0.0, allowed=non_negative)
         _check_real("reheat_fraction_fh", self.reheat_fraction_fh, low=0.0, high=1.0,
                     allowed="a finite number in [0, 1]")
+        if not _model_is_finite(self):
+            raise ValueError(_non_finite_model_message(self))
 
     @property
     def governor_gain_pu(self) -> float:
@@ -178,6 +188,58 @@ class GridParams:
         return a, b
 
 
+#: the fields the model's rates grow with (+1: larger is faster; -1: smaller is faster)
+_RATE_FIELDS = {"damping_d_pu": 1, "mech_gain_km": 1, "agc_gain_per_s": 1, "physics_dt_s": 1,
+                "inertia_h_s": -1, "droop_r_pu": -1, "reheat_time_constant_tr_s": -1}
+
+
+def _model_is_finite(params: GridParams, *, cached: bool = True) -> bool:
+    """True when ``A``, ``B`` and their zero-order hold over ``physics_dt_s`` (``Φ``,
+    ``Γ``) are finite; ``cached=False`` computes ``Φ, Γ`` without filling the cache."""
+    with np.errstate(all="ignore"):
+        a, b = params.continuous_matrices()
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            return False
+        zoh = _zoh if cached else _zoh_uncached
+        try:
+            phi, gamma = zoh(a, b, params.physics_dt_s)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError):   # expm gave up
+            return False
+    return bool(np.isfinite(phi).all() and np.isfinite(gamma).all())
+
+
+def _with(params: GridParams, name: str, value: float) -> GridParams:
+    """A copy of ``params`` with one field changed, not validated (for probing)."""
+    probe = copy.copy(params)
+    object.__setattr__(probe, name, value)
+    return probe
+
+
+def _non_finite_model_message(params: GridParams) -> str:
+    """Why :func:`_model_is_finite` failed: the field(s) to blame and what is allowed.
+
+    A field is to blame when its default alone makes the model finite again; the
+    allowed range is the largest (or smallest) power of ten that does, the others as
+    given. With no single field to blame, every rate field off its default is named.
+    """
+    defaults = {f.name: f.default for f in fields(GridParams)}
+    what = ("the frequency model non-finite (the state matrices A, B or their zero-order "
+            "hold e^(A·physics_dt_s) overflow)")
+    for name, sign in _RATE_FIELDS.items():
+        if not _model_is_finite(_with(params, name, defaults[name]), cached=False):
+            continue
+        exponent = round(math.log10(defaults[name])) if defaults[name] > 0 else 0
+        while _model_is_finite(_with(params, name, 10.0 ** (exponent + sign)), cached=False):
+            exponent += sign
+        bound = f"<= {10.0 ** exponent:g}" if sign > 0 else f">= {10.0 ** exponent:g}"
+        return (f"GridParams.{name}={getattr(params, name)!r} is not allowed: it makes {what}; "
+                f"allowed (the other fields as given): {name} {bound}")
+    changed = ", ".join(f"{n}={getattr(params, n)!r}" for n in _RATE_FIELDS
+                        if getattr(params, n) != defaults[n])
+    return (f"GridParams {changed} are not allowed together: they make {what}; move them "
+            "toward their defaults")
+
+
 def _zoh(a: np.ndarray, b: np.ndarray, duration_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Exact zero-order-hold discretisation over ``duration_s``.
 
@@ -195,6 +257,14 @@ def _zoh(a: np.ndarray, b: np.ndarray, duration_s: float) -> tuple[np.ndarray, n
     a = np.ascontiguousarray(a, dtype=float)
     b = np.ascontiguousarray(b, dtype=float)
     return _zoh_cached(a.tobytes(), b.tobytes(), a.shape[0], float(duration_s))
+
+
+def _zoh_uncached(a: np.ndarray, b: np.ndarray, duration_s: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_zoh` without the cache (probes of the error path must not evict it)."""
+    a = np.ascontiguousarray(a, dtype=float)
+    b = np.ascontiguousarray(b, dtype=float)
+    return _zoh_cached.__wrapped__(a.tobytes(), b.tobytes(), a.shape[0], float(duration_s))
 
 
 @functools.lru_cache(maxsize=64)

@@ -46,6 +46,11 @@ import numpy as np
 
 from gridswarm_env.config import (
     MAX_EPISODE_STEPS,
+    MAX_POWER_MW,
+    MAX_POWER_WHY,
+    MAX_PRICE_PER_MWH,
+    MAX_PRICE_WHY,
+    check_at_most,
     check_finite,
     check_int_at_least,
     check_int_at_most,
@@ -185,10 +190,11 @@ class Scenario:
             store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0))
         store(self, "event_time_s",
               check_real(owner, "event_time_s", self.event_time_s, allow_inf=True))
-        if not math.isfinite(self.price_cap_per_mwh - self.price_floor_per_mwh):
-            raise ValueError(f"{owner}: price_cap_per_mwh - price_floor_per_mwh must be finite "
-                             f"(got {self.price_cap_per_mwh!r} - {self.price_floor_per_mwh!r}); "
-                             "the price levels divide this band")
+        for name in ("base_load_mw", "reserve_target_mw", "load_noise_std_mw"):
+            check_at_most(owner, name, getattr(self, name), MAX_POWER_MW, "MW", MAX_POWER_WHY)
+        for name in ("price_floor_per_mwh", "price_cap_per_mwh"):
+            check_at_most(owner, name, getattr(self, name), MAX_PRICE_PER_MWH, "$/MWh",
+                          MAX_PRICE_WHY, signed=True)
         if abs(self.load_step_mw) >= self.base_load_mw:
             raise ValueError(f"{owner}.load_step_mw = {self.load_step_mw!r}: its size must be "
                              f"below base_load_mw ({self.base_load_mw!r})")

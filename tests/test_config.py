@@ -105,7 +105,7 @@ def _float_fields(cls) -> list[str]:
     (lambda: get_scenario("emergency", episode_steps=2**62), "episode_steps",
      "at most 1,000,000"),
     (lambda: get_scenario("price_spike", price_floor_per_mwh=-1e308, price_cap_per_mwh=1e308),
-     "price_cap_per_mwh - price_floor_per_mwh", "must be finite"),
+     "price_floor_per_mwh = -1e+308", "from -1e+07 to 1e+07 $/MWh"),
     (lambda: get_scenario("emergency", load_step_mw=1e308), "load_step_mw",
      "below base_load_mw"),
     (lambda: MarketConfig(consensus_share=0.0), "consensus_share", "(0.0, 1.0]"),
