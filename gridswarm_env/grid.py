@@ -58,6 +58,8 @@ __all__ = [
     "step_response",
 ]
 
+#: the smallest ``GridParams.system_base_mw``: 1 kW (MW of injection are divided by it)
+MIN_SYSTEM_BASE_MW = 1e-3
 #: Most durations ``GridModel.advance_variable`` keeps discretised matrices for.
 _VARIABLE_CACHE_SIZE = 256
 
@@ -90,7 +92,8 @@ class GridParams:
     base-free); the 1000 MW base at 60 Hz is this project's choice, so that the
     emergency scenario's 100 MW trip is a 0.10 p.u. disturbance.
 
-    :param system_base_mw: system base power, MW (p.u. powers are relative to it).
+    :param system_base_mw: system base power, MW (p.u. powers are relative to it; at least
+        :data:`MIN_SYSTEM_BASE_MW`, 1 kW).
     :param nominal_freq_hz: nominal frequency ``f0``, Hz.
     :param inertia_h_s: aggregated inertia constant ``H``, s (on the system base).
     :param damping_d_pu: load damping ``D``, p.u. power per p.u. frequency.
@@ -125,7 +128,11 @@ class GridParams:
 
     def __post_init__(self) -> None:
         positive = "a finite number > 0"
-        for name in ("system_base_mw", "nominal_freq_hz", "inertia_h_s", "droop_r_pu",
+        # MW / system_base_mw is the p.u. injection: a base near 0 made it overflow
+        _check_real("system_base_mw", self.system_base_mw, low=MIN_SYSTEM_BASE_MW,
+                    allowed=f"a finite number >= {MIN_SYSTEM_BASE_MW:g} MW (1 kW, about one "
+                            "household's load; a grid's base is MW to GW)")
+        for name in ("nominal_freq_hz", "inertia_h_s", "droop_r_pu",
                      "mech_gain_km", "reheat_time_constant_tr_s", "physics_dt_s"):
             _check_real(name, getattr(self, name), low=0.0, low_inclusive=False, allowed=positive)
         non_negative = "a finite number >= 0"
