@@ -315,3 +315,81 @@ def test_env_config_other_fields_checked() -> None:
     _raises(lambda: EnvConfig(fleet={"share_ev": 0.5}), "EnvConfig.fleet", "FleetConfig")
     _raises(lambda: EnvConfig(audit_path=3), "audit_path", "path")
     assert EnvConfig(audit_path=Path("a/b.jsonl")).audit_path == str(Path("a/b.jsonl"))
+
+
+# --------------------------------------------------------------------------- finite but huge values
+# fuzzing review: each of these was accepted and made observations, rewards, infos or KPIs
+# inf/NaN within ~25 steps (or crashed with an IndexError at reset), or could (the same
+# family of field: MW, hours, $/MWh); now refused where given, naming field, value, bound
+@pytest.mark.parametrize(("make", "field", "allowed"), [
+    (lambda: FleetConfig(battery_duration_h=1e308), "battery_duration_h = 1e+308",
+     "at most 10000 h (about 14 months"),
+    (lambda: FleetConfig(ev_duration_h=1e200), "ev_duration_h = 1e+200", "at most 10000 h"),
+    (lambda: FleetConfig(ev_power_mw=1e308), "ev_power_mw = 1e+308", "at most 1e+07 MW (10 TW"),
+    (lambda: FleetConfig(solar_capacity_mw=1e12), "solar_capacity_mw", "at most 1e+07 MW"),
+    (lambda: MarketConfig(deadband_mw=1e30), "deadband_mw", "at most 1e+07 MW"),
+    (lambda: CostConfig(battery_degradation_per_mwh=1e308), "battery_degradation_per_mwh",
+     "at most 1e+07 $/MWh"),
+    (lambda: CostConfig(stored_energy_value_per_mwh=1e308), "stored_energy_value_per_mwh",
+     "at most 1e+07 $/MWh"),
+    (lambda: CostConfig(voll_per_mwh=1e30), "voll_per_mwh = 1e+30", "at most 1e+07 $/MWh"),
+    (lambda: RewardConfig(grid_weight=1e308), "grid_weight = 1e+308", "at most 1e+07 $"),
+    (lambda: RewardConfig(undelivered_penalty_per_mwh=1e12), "undelivered_penalty_per_mwh",
+     "at most 1e+07 $/MWh"),
+    (lambda: RewardConfig(scale=1e308), "scale = 1e+308", "at most 1e+06 per $"),
+    (lambda: RewardConfig(band_hz=1e-300), "band_hz = 1e-300", "at least 1e-06 Hz"),
+    (lambda: GridParams(damping_d_pu=1e308), "damping_d_pu=1e+308",
+     "allowed (the other fields as given): damping_d_pu <= 1e+40"),
+    (lambda: GridParams(mech_gain_km=1e200), "mech_gain_km=1e+200", "mech_gain_km <= 1e+"),
+    (lambda: GridParams(agc_gain_per_s=1e308), "agc_gain_per_s=1e+308", "agc_gain_per_s <= 1e+"),
+    (lambda: GridParams(inertia_h_s=1e-300), "inertia_h_s=1e-300", "inertia_h_s >= 1e-"),
+    (lambda: GridParams(droop_r_pu=1e-300), "droop_r_pu=1e-300", "droop_r_pu >= 1e-"),
+    (lambda: GridParams(reheat_time_constant_tr_s=1e-300), "reheat_time_constant_tr_s=1e-300",
+     "reheat_time_constant_tr_s >= 1e-"),
+    (lambda: GridParams(damping_d_pu=1e30, inertia_h_s=1e-30), "damping_d_pu=1e+30",
+     "damping_d_pu <= 1e+10"),
+    (lambda: GridParams(system_base_mw=1e-300), "system_base_mw=1e-300", ">= 0.001 MW"),
+    (lambda: get_scenario("emergency", price_cap_per_mwh=1e308), "price_cap_per_mwh = 1e+308",
+     "from -1e+07 to 1e+07 $/MWh"),
+    (lambda: get_scenario("solar_surplus", price_floor_per_mwh=-1e30),
+     "price_floor_per_mwh = -1e+30", "from -1e+07 to 1e+07 $/MWh"),
+    (lambda: get_scenario("price_spike", base_load_mw=1e12), "base_load_mw", "at most 1e+07 MW"),
+    (lambda: get_scenario("emergency", reserve_target_mw=1e30), "reserve_target_mw",
+     "at most 1e+07 MW"),
+])
+def test_finite_but_huge_values_refused(make, field: str, allowed: str) -> None:
+    _raises(make, field, allowed)
+
+
+def test_grid_bound_in_the_message_is_accepted() -> None:
+    """The power of ten a GridParams message allows does build (and the next one not)."""
+    assert GridParams(damping_d_pu=1e40).damping_d_pu == 1e40
+    _raises(lambda: GridParams(damping_d_pu=1e41), "damping_d_pu <= 1e+40")
+    assert GridParams(inertia_h_s=1e-39, system_base_mw=1e-3).inertia_h_s == 1e-39
+
+
+def test_every_magnitude_at_its_bound_plays_a_finite_episode() -> None:
+    """The bounds are chosen together: every MW, hour, $/MWh and reward field at its bound
+    at once, on a 1 kW grid base, still gives finite observations, rewards and KPIs."""
+    from gridswarm_env.metrics import is_finite_or_none
+    from policies import make_policy
+
+    money = dict.fromkeys((f.name for f in dataclasses.fields(CostConfig)), 1e7)
+    cfg = EnvConfig(
+        fleet=FleetConfig(battery_power_mw=1e7, ev_power_mw=1e7, solar_capacity_mw=1e7,
+                          battery_duration_h=1e4, ev_duration_h=1e4),
+        costs=CostConfig(**money), grid=GridParams(system_base_mw=1e-3),
+        reward=RewardConfig(scale=1e6, undelivered_penalty_per_mwh=1e7, grid_weight=1e7,
+                            band_hz=1e-6))
+    scenario = get_scenario("emergency", base_load_mw=1e7, load_noise_std_mw=1e7,
+                            price_floor_per_mwh=-1e7, price_cap_per_mwh=1e7)
+    env = gridswarm_env.parallel_env(scenario, n_agents=12, trust="hmac", config=cfg).unwrapped
+    obs, _ = env.reset(seed=0)
+    policy = make_policy("random")
+    policy.reset(env, seed=0)
+    for _ in range(30):
+        act = policy.act(env.observations_array(), env.action_masks())
+        obs, rewards, _trunc, _info = env.step_arrays(act[:, 0], act[:, 1])
+        assert np.isfinite(obs).all() and np.isfinite(rewards).all()
+    assert all(is_finite_or_none(v) for v in env.episode_metrics().values()
+               if isinstance(v, float))
