@@ -119,7 +119,7 @@ def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
     (["--agents", "0"], "error: --agents 0: must be an integer >= 1"),
     (["--timesteps", "0"], "error: --timesteps 0: allowed only with --bc-teacher"),
     (["--envs", "0"], "error: --envs 0: must be an integer >= 1"),
-    (["--lr", "-1"], "error: --lr -1.0: must be > 0"),
+    (["--lr", "-1"], "error: --lr -1.0: must lie in (0.0, 1.0]"),
     (["--n-steps", "1"], "error: --n-steps 1: must be an integer >= 2"),
     (["--eval-seeds", "0"], "error: --eval-seeds 0: must be an integer >= 1"),
     # its seeds 10 000 + k must stay evaluation seeds, which training never plays

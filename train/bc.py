@@ -48,12 +48,18 @@ class Demonstrations:
 
 
 def collect_demonstrations(venv: GridSwarmVecEnv, teacher: str | Mapping[str, str],
-                           n_agent_steps: int, gamma: float,
+                           n_agent_steps: int, gamma: float, *, student: Any = None,
                            **teacher_kwargs: Any) -> Demonstrations:
     """Let ``teacher`` act for every agent of ``venv`` for ~``n_agent_steps`` agent-steps.
 
     Collection stops at the first episode boundary after the budget is reached (so
     every return is complete), and resets ``venv`` first.
+
+    With ``student`` (a MaskablePPO model), the samples are DAgger's (Ross, Gordon &
+    Bagnell 2011): the student plays (deterministic) and the teacher labels every state
+    it visits with the action it would have taken, so cloning them corrects the student
+    in the states its own mistakes lead to, which the teacher's play never reaches; the
+    returns are then those of the student's rewards.
 
     :param venv: the adapter (its pending SB3 seeds, if any, are used by the reset).
     :param teacher: a policy name or path for :func:`policies.make_policy`, or a
@@ -96,7 +102,12 @@ def collect_demonstrations(venv: GridSwarmVecEnv, teacher: str | Mapping[str, st
         # the teacher respects the kernel mask only through its own logic: record the
         # action the kernel would execute (nearest allowed level) so every target is valid
         actions[:, 0] = nearest_allowed(actions[:, 0], masks[:, :n_power])
-        new_obs, rewards, dones, _infos = venv.step(actions)
+        played = actions
+        if student is not None:
+            with th.no_grad():
+                played, _ = student.policy.predict(obs, deterministic=True, action_masks=masks)
+            played = np.asarray(played, dtype=np.int64)
+        new_obs, rewards, dones, _infos = venv.step(played)
         finished_all = True
         for e in range(venv.n_envs):
             sl = venv.slots(e)
@@ -113,6 +124,12 @@ def collect_demonstrations(venv: GridSwarmVecEnv, teacher: str | Mapping[str, st
     o, m, a, g = (np.concatenate(c) for c in zip(*rows, strict=True))
     return Demonstrations(obs=o.astype(np.float32), masks=m.astype(bool),
                           actions=a.astype(np.int64), returns=g.astype(np.float32))
+
+
+def concatenate(parts: list[Demonstrations]) -> Demonstrations:
+    """One set of samples from several (their rows in order)."""
+    return Demonstrations(*(np.concatenate([getattr(p, f) for p in parts])
+                            for f in ("obs", "masks", "actions", "returns")))
 
 
 def _with_returns(steps: list, gamma: float) -> list[tuple[np.ndarray, ...]]:

@@ -1,0 +1,101 @@
+"""train.dagger: DAgger samples follow the student and carry the teacher's labels; the
+distillation command writes a model the learned policy loads, with its record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sb3_contrib")
+
+from policies import make_policy  # noqa: E402
+from policies.base import nearest_allowed  # noqa: E402
+from policies.learned import DEFAULT_MODEL, LearnedPolicy  # noqa: E402
+from train.adapter import GridSwarmVecEnv  # noqa: E402
+from train.bc import collect_demonstrations  # noqa: E402
+from train.trainer import load_model  # noqa: E402
+
+N_AGENTS = 5
+
+
+@pytest.fixture(scope="module")
+def base_model() -> Path:
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("the shipped model is missing")
+    return DEFAULT_MODEL
+
+
+def test_dagger_samples_follow_the_student_and_carry_the_teachers_labels(base_model):
+    """With ``student``, the student's actions drive the episode (replaying them gives
+    the same observations) and every row's action is what the heuristic would do there."""
+    venv = GridSwarmVecEnv("emergency", n_agents=N_AGENTS, seed=3, randomize=True)
+    student = load_model(base_model, venv)
+    rows = collect_demonstrations(venv, "heuristic", 10, 0.99, student=student)
+    steps = len(rows) // N_AGENTS
+    assert steps == venv.active_envs[0].scenario.episode_steps   # one whole episode
+
+    replay = GridSwarmVecEnv("emergency", n_agents=N_AGENTS, seed=3, randomize=True)
+    load_model(base_model, replay)   # attaching a model seeds the adapter, as above
+    obs = replay.reset()
+    teacher = make_policy("heuristic")
+    teacher.reset(replay.active_envs[0], seed=None)
+    n_power = int(replay.action_space.nvec[0])
+    differs = 0
+    for k in range(steps):
+        sl = slice(k * N_AGENTS, (k + 1) * N_AGENTS)
+        masks = replay.action_masks()
+        np.testing.assert_array_equal(rows.obs[sl], obs)
+        label = np.asarray(teacher.act(obs, masks), dtype=np.int64)
+        label[:, 0] = nearest_allowed(label[:, 0], masks[:, :n_power])
+        np.testing.assert_array_equal(rows.actions[sl], label)
+        acts, _ = student.policy.predict(obs, deterministic=True, action_masks=masks)
+        differs += int((np.asarray(acts) != label).any())
+        obs = replay.step(np.asarray(acts, dtype=np.int64))[0]
+    # the student is not the teacher: the rows are not a teacher-driven episode
+    assert differs > 0
+
+
+def test_distillation_command_writes_a_loadable_model_and_its_record(base_model, tmp_path,
+                                                                     capsys):
+    from train.dagger import main
+
+    out = tmp_path / "d"
+    argv = ["--out", str(out), "--agents", str(N_AGENTS), "--samples", "100",
+            "--emergency-samples", "50", "--epochs", "1", "--iterations", "1",
+            "--iteration-samples", "50", "--iteration-epochs", "1"]
+    assert main(argv) == 0
+    model = tmp_path / "d.zip"
+    record = json.loads(model.with_suffix(".json").read_text())
+    assert record["command"] == "python -m train.dagger " + " ".join(argv)
+    assert [p["phase"] for p in record["phases"]] == ["cloning", "dagger 1"]
+    assert record["teachers"]["emergency"] == "heuristic"
+    assert record["teachers"]["solar_surplus"] == "policies/pretrained/gridswarm_ppo.zip"
+    assert 0.0 <= record["phases"][1]["disagreement_before"] <= 1.0
+    LearnedPolicy(model)   # checks the record's SHA-256 and observation fields
+    assert "model saved to" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:   # an existing --out needs --overwrite
+        main(argv)
+    assert refused.value.code == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--out", "x", "--lr", "2"], "--lr 2.0: must lie in (0, 1]"),
+    (["--out", "x", "--base", "/no/such/model.zip"], "--base:"),
+    (["--out", "x", "--epochs", "0"], "argument --epochs: expected an integer"),
+    ([], "the following arguments are required: --out"),
+])
+def test_distillation_command_refuses_bad_flags_in_one_line(argv, says, capsys, tmp_path,
+                                                           monkeypatch):
+    from train.dagger import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+    assert not (tmp_path / "x.zip").exists()

@@ -1,0 +1,190 @@
+"""Distil a trained model and the heuristic into one policy: ``python -m train.dagger``.
+
+The shipped PPO model (``policies/pretrained/gridswarm_ppo.zip``) was trained on the
+fixed scenarios: it beats the heuristic in ``solar_surplus`` but answers no energy round
+after a trip other than 100 MW (README, *Known limitations*). This pipeline keeps what
+it learned and adds what it lacks, by imitation on randomized episodes
+(:data:`~gridswarm_env.scenarios.RANDOMIZE_PRESET`):
+
+1. **Cloning from a teacher per scenario** (:func:`train.bc.collect_demonstrations`):
+   the base model itself in ``price_spike`` and ``solar_surplus``, the heuristic in
+   ``emergency`` (``--samples`` agent-steps over the three scenarios, plus
+   ``--emergency-samples`` of randomized emergencies, whose post-trip rounds are rare),
+   fitted for ``--epochs`` passes, starting from the base model's weights.
+2. **DAgger** (Ross, Gordon & Bagnell 2011, ``--iterations`` rounds): the student plays
+   randomized emergencies, the heuristic labels every state it visits, the rows join
+   the samples and the student is fitted again (``--iteration-epochs`` passes over all
+   of them). Cloning alone leaves the states the teacher never reaches, which the
+   student's own small mistakes lead to; these rounds correct them.
+
+The loss is :func:`train.bc.behaviour_clone`'s (the actor by likelihood of the teacher's
+actions under the masks, the critic on the returns). Every stream is seeded (``--seed``
+for the three scenarios, ``+1`` for the emergency samples, ``+2`` for DAgger's episodes,
+whose seeds training draws outside the evaluation seeds, :data:`policies.rollout.EVAL_SEEDS`),
+so a run is repeatable on one machine. Writes the model and ``<model>.json`` (the
+command, settings, the base model's SHA-256, per-phase statistics, the model's SHA-256
+and observation fields, read back by :class:`policies.learned.LearnedPolicy`).
+
+Usage::
+
+    python -m train.dagger --out policies/pretrained/gridswarm_dagger.zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from policies.cli_checks import OneLineParser, file_sha256, int_at_least_type
+
+#: the teacher per scenario; ``"base"`` is the model being distilled
+TEACHERS = {"price_spike": "base", "solar_surplus": "base", "emergency": "heuristic"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from policies.learned import DEFAULT_MODEL
+
+    p = OneLineParser(prog="python -m train.dagger", description=__doc__.splitlines()[0])
+    a = p.add_argument
+    count = int_at_least_type(1, 10**8)
+    a("--base", default=str(DEFAULT_MODEL),
+      help="the model distilled and started from (default: the shipped PPO model)")
+    a("--out", required=True, help="model file to write (.zip)")
+    a("--overwrite", action="store_true", help="replace an existing --out")
+    a("--agents", type=int_at_least_type(1, 10_000), default=100,
+      help="agents per environment (default 100)")
+    a("--trust", choices=("hmac", "ed25519"), default="hmac",
+      help="contract signatures (default hmac: faster, the same trajectories)")
+    a("--seed", type=int_at_least_type(0, 2**31 - 3), default=11, help="seed (default 11)")
+    a("--samples", type=count, default=600_000,
+      help="agent-steps of teacher play over the three scenarios (default 600000)")
+    a("--emergency-samples", type=int_at_least_type(0, 10**8), default=600_000,
+      help="more agent-steps of randomized emergencies (default 600000)")
+    a("--epochs", type=count, default=40, help="cloning passes (default 40)")
+    a("--iterations", type=int_at_least_type(0, 100), default=3,
+      help="DAgger rounds (default 3)")
+    a("--iteration-samples", type=count, default=240_000,
+      help="agent-steps the student plays per DAgger round (default 240000)")
+    a("--iteration-epochs", type=count, default=8,
+      help="passes over all samples after each DAgger round (default 8)")
+    a("--lr", type=float, default=3e-4, help="Adam step size (default 3e-4)")
+    return p
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` as a record shows it: relative to the repository when inside it (the
+    shipped model's record then reads the same in every clone)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str = "hmac",
+           seed: int = 11, samples: int = 600_000, emergency_samples: int = 600_000,
+           epochs: int = 40, iterations: int = 3, iteration_samples: int = 240_000,
+           iteration_epochs: int = 8, lr: float = 3e-4, command: str | None = None,
+           log=print) -> dict[str, Any]:
+    """Run the pipeline (module docstring); write ``out`` and its record; return the
+    record."""
+    import torch
+
+    from gridswarm_env.env import OBS_FIELDS
+    from policies.learned import OBS_FIELDS_ATTR
+    from train.bc import behaviour_clone, collect_demonstrations, concatenate
+    from train.callbacks import save_model_atomically
+    from train.config import TrainConfig
+    from train.trainer import _versions, load_model, make_venv
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+
+    def venv_of(scenario: str, s: int):
+        return make_venv(TrainConfig(scenario=scenario, randomize=True, n_agents=n_agents,
+                                     trust=trust, seed=s))
+
+    venv = venv_of("all", seed)
+    model = load_model(base, venv)
+    teachers = {k: (str(base) if v == "base" else v) for k, v in TEACHERS.items()}
+    parts = [collect_demonstrations(venv, teachers, samples, model.gamma)]
+    if emergency_samples:
+        parts.append(collect_demonstrations(venv_of("emergency", seed + 1), "heuristic",
+                                            emergency_samples, model.gamma))
+    demos = concatenate(parts)
+    log(f"cloning: {len(demos):,} samples ({time.time() - t0:.0f} s)")
+    phases = [{"phase": "cloning", "samples": len(demos),
+               **behaviour_clone(model, demos, epochs=epochs, learning_rate=lr, seed=seed)}]
+    log(f"cloning done: {phases[-1]} ({time.time() - t0:.0f} s)")
+    dagger_venv = venv_of("emergency", seed + 2)
+    for it in range(iterations):
+        rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples, model.gamma,
+                                      student=model)
+        pred, _ = model.policy.predict(rows.obs, deterministic=True, action_masks=rows.masks)
+        disagree = float((pred != rows.actions).any(axis=1).mean())
+        parts.append(rows)
+        demos = concatenate(parts)
+        stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
+                                seed=seed + it)
+        phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
+                       "disagreement_before": disagree, "samples": len(demos), **stats})
+        log(f"DAgger round {it + 1}: the student disagreed with the heuristic on "
+            f"{disagree:.2%} of {len(rows):,} states it visited; {phases[-1]} "
+            f"({time.time() - t0:.0f} s)")
+    setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
+    path = save_model_atomically(model, out)
+    record = {
+        "command": command,
+        "method": "behaviour cloning from a teacher per scenario, then DAgger on "
+                  "randomized emergencies (train/dagger.py)",
+        "teachers": {k: (_shown(base) if v == "base" else v) for k, v in TEACHERS.items()},
+        "base": _shown(base), "base_sha256": file_sha256(base),
+        "config": {"n_agents": n_agents, "trust": trust, "seed": seed, "samples": samples,
+                   "emergency_samples": emergency_samples, "epochs": epochs,
+                   "iterations": iterations, "iteration_samples": iteration_samples,
+                   "iteration_epochs": iteration_epochs, "lr": lr, "randomize": True},
+        "phases": phases, "model": _shown(path), "model_sha256": file_sha256(path),
+        "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
+        "wall_time_s": round(time.time() - t0, 1), "versions": _versions(),
+        "platform": platform.platform(),
+    }
+    path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from policies.learned import check_model_file
+
+    if not (0.0 < args.lr <= 1.0):
+        parser.error(f"--lr {args.lr}: must lie in (0, 1]")
+    try:
+        check_model_file(args.base)
+    except ValueError as exc:
+        parser.error(f"--base: {exc}")
+    out = Path(args.out if args.out.endswith(".zip") else args.out + ".zip")
+    if out.exists() and not args.overwrite:
+        parser.error(f"--out {str(out)!r} exists; pass --overwrite to replace it")
+    if out.resolve() == Path(args.base).resolve():
+        parser.error("--out names the --base model; write the distilled one elsewhere")
+    record = distil(args.base, out, n_agents=args.agents, trust=args.trust, seed=args.seed,
+                    samples=args.samples, emergency_samples=args.emergency_samples,
+                    epochs=args.epochs, iterations=args.iterations,
+                    iteration_samples=args.iteration_samples,
+                    iteration_epochs=args.iteration_epochs, lr=args.lr,
+                    command="python -m train.dagger " + shlex.join(
+                        sys.argv[1:] if argv is None else argv))
+    print(f"model saved to {record['model']} (record: {Path(record['model']).with_suffix('.json')})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
