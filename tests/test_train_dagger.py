@@ -79,7 +79,34 @@ def test_distillation_command_writes_a_loadable_model_and_its_record(base_model,
     with pytest.raises(SystemExit) as refused:   # an existing --out needs --overwrite
         main(argv)
     assert refused.value.code == 2
-    assert "pass --overwrite" in capsys.readouterr().err
+    assert "--overwrite" in capsys.readouterr().err
+    model.unlink()   # a record left beside a missing model is not replaced silently either
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert "d.json" in capsys.readouterr().err
+
+
+def test_distillation_reports_each_epoch_and_a_ctrl_c_writes_nothing(base_model, tmp_path,
+                                                                    capsys, monkeypatch):
+    import train.bc
+    from train.dagger import main
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(kwargs)
+        kwargs["on_epoch"](1, {"bc_nll": 0.5, "bc_value_mse": 0.1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.bc, "behaviour_clone", interrupted)
+    out = tmp_path / "sub" / "m.zip"
+    code = main(["--out", str(out), "--agents", str(N_AGENTS), "--samples", "50",
+                 "--emergency-samples", "0", "--epochs", "3"])
+    said = capsys.readouterr()
+    assert code == 130 and len(calls) == 1
+    assert "cloning: epoch 1/3, likelihood loss 0.5000" in said.out
+    assert "interrupted: nothing was written" in said.err
+    assert not out.exists() and not out.with_suffix(".json").exists()
 
 
 @pytest.mark.parametrize(("argv", "says"), [

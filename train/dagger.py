@@ -120,8 +120,15 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
                                             emergency_samples, model.gamma))
     demos = concatenate(parts)
     log(f"cloning: {len(demos):,} samples ({time.time() - t0:.0f} s)")
+    def progress(what: str, total: int):
+        def on_epoch(done: int, stats: dict[str, float]) -> None:
+            log(f"{what}: epoch {done}/{total}, likelihood loss {stats['bc_nll']:.4f} "
+                f"({time.time() - t0:.0f} s)")
+        return on_epoch
+
     phases = [{"phase": "cloning", "samples": len(demos),
-               **behaviour_clone(model, demos, epochs=epochs, learning_rate=lr, seed=seed)}]
+               **behaviour_clone(model, demos, epochs=epochs, learning_rate=lr, seed=seed,
+                                 on_epoch=progress("cloning", epochs))}]
     log(f"cloning done: {phases[-1]} ({time.time() - t0:.0f} s)")
     dagger_venv = venv_of("emergency", seed + 2)
     for it in range(iterations):
@@ -132,7 +139,8 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         parts.append(rows)
         demos = concatenate(parts)
         stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
-                                seed=seed + it)
+                                seed=seed + it,
+                                on_epoch=progress(f"DAgger round {it + 1}", iteration_epochs))
         phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
                        "disagreement_before": disagree, "samples": len(demos), **stats})
         log(f"DAgger round {it + 1}: the student disagreed with the heuristic on "
@@ -162,6 +170,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from policies.cli_checks import check_output_file
     from policies.learned import check_model_file
 
     if not (0.0 < args.lr <= 1.0):
@@ -171,17 +180,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(f"--base: {exc}")
     out = Path(args.out if args.out.endswith(".zip") else args.out + ".zip")
-    if out.exists() and not args.overwrite:
-        parser.error(f"--out {str(out)!r} exists; pass --overwrite to replace it")
     if out.resolve() == Path(args.base).resolve():
         parser.error("--out names the --base model; write the distilled one elsewhere")
-    record = distil(args.base, out, n_agents=args.agents, trust=args.trust, seed=args.seed,
-                    samples=args.samples, emergency_samples=args.emergency_samples,
-                    epochs=args.epochs, iterations=args.iterations,
-                    iteration_samples=args.iteration_samples,
-                    iteration_epochs=args.iteration_epochs, lr=args.lr,
-                    command="python -m train.dagger " + shlex.join(
-                        sys.argv[1:] if argv is None else argv))
+    try:   # before ~15 minutes of work: the model and its record can be written
+        for path in (out, out.with_suffix(".json")):
+            check_output_file(path, "--out", create_dirs=True, overwrite=args.overwrite)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        record = distil(
+            args.base, out, n_agents=args.agents, trust=args.trust, seed=args.seed,
+            samples=args.samples, emergency_samples=args.emergency_samples,
+            epochs=args.epochs, iterations=args.iterations,
+            iteration_samples=args.iteration_samples, iteration_epochs=args.iteration_epochs,
+            lr=args.lr,
+            command="python -m train.dagger " + shlex.join(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted: nothing was written (the model and its record "
+              "are written at the end)", file=sys.stderr)
+        return 130
     print(f"model saved to {record['model']} (record: {Path(record['model']).with_suffix('.json')})")
     return 0
 
