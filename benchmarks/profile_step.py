@@ -64,7 +64,10 @@ def breakdown(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_s
     the step's time against the contracts it signed (:func:`contract_split`).
 
     :return: ``{"step_s": float, "phases": {name: seconds per step}, "steps": int,
-        "by_contracts": contract_split(...)}``.
+        "by_contracts": contract_split(...), "phases_without_contract": {name: seconds
+        per step}}`` (the last over the steps that signed no contract, with
+        ``"(rest of the step)"``: their mean time less the phases, i.e. dispatch, fleet
+        updates, the bus's deliveries and the step's info).
     """
     settle_process()
     env = GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, seed=seed)
@@ -78,23 +81,37 @@ def breakdown(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_s
     step_s, done = 0.0, 0
     durations: list[float] = []
     contracts: list[int] = []
+    idle: dict[str, float] = defaultdict(float)   # phases of the steps without a contract
+    idle_s = 0.0
     while done < steps:
         if not env.agents:
             obs = _restart(env, pol, seed)
         _instrument_episode(env, totals)
         act = pol.act(obs, env.action_masks())
+        before = dict(totals)
         t0 = time.perf_counter()
         obs, _rewards, _truncated, info = env.step_arrays(act[:, 0], act[:, 1])
         took = time.perf_counter() - t0
         step_s += took
         durations.append(took)
         contracts.append(info["negotiations"])
+        if not info["negotiations"]:
+            idle_s += took
+            for name, seconds in totals.items():
+                idle[name] += seconds - before.get(name, 0.0)
         done += 1
     totals.pop("action_masks", None)   # called by the policy loop, outside the step
     totals["  sign + verify (inside _clear, _verify_pending)"] = crypto.seconds
+    idle.pop("action_masks", None)
+    n_idle = contracts.count(0)
+    if n_idle:   # the indented entries (bus publishing, signatures) are parts of phases
+        idle["(rest of the step)"] = idle_s - sum(v for k, v in idle.items()
+                                                   if not k.startswith(" "))
     return {"step_s": step_s / steps, "steps": steps,
             "phases": {k: v / steps for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
-            "by_contracts": contract_split(contracts, durations)}
+            "by_contracts": contract_split(contracts, durations),
+            "phases_without_contract": {k: v / n_idle for k, v in
+                                        sorted(idle.items(), key=lambda kv: -kv[1])}}
 
 
 def contract_split(contracts: list[int], durations_s: list[float]) -> dict[str, Any]:
@@ -196,7 +213,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if split["steps_without_contract"]:
         print(f"  steps that signed no contract: {split['steps_without_contract']:,}, median "
               f"{split['median_s_without_contract'] * 1e6:,.0f} us/step "
-              f"({args.agents / split['median_s_without_contract']:,.0f} agent-steps/s)")
+              f"({args.agents / split['median_s_without_contract']:,.0f} agent-steps/s); "
+              "their phases:")
+        for name, seconds in b["phases_without_contract"].items():
+            print(f"    {name:<26} {seconds * 1e6:>10,.1f} us/step")
     if not args.no_cprofile:
         print(profile(args.agents, args.trust, args.scenario, args.steps, args.sort, args.limit))
     return b

@@ -341,3 +341,16 @@ def test_bench_learning_quick_refuses_bad_seed_counts_instead_of_replacing_them(
     assert exit_info.value.code == 2
     assert f"{flag[2:].replace('-', '_')} = 0: expected an integer >= 1" in (
         capsys.readouterr().err)
+
+
+def test_profile_breakdown_splits_the_steps_without_contract_into_phases():
+    """profile_step: the steps that signed no contract get their own phase times, the
+    rest of the step (dispatch, fleet updates, deliveries, the info) a line of its own."""
+    from benchmarks.profile_step import PHASES, breakdown
+
+    b = breakdown(10, steps=150)
+    idle = b["phases_without_contract"]
+    assert b["by_contracts"]["steps_without_contract"] > 0
+    assert "_clear" in idle and "_physics" in idle and idle["(rest of the step)"] > 0.0
+    named = {k for k in idle if not k.startswith(" ")} - {"(rest of the step)"}
+    assert named <= set(PHASES)
