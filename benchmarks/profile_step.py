@@ -117,10 +117,10 @@ def breakdown(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_s
 def contract_split(contracts: list[int], durations_s: list[float]) -> dict[str, Any]:
     """The step's time against the contracts it signed (``info["negotiations"]``).
 
-    A least-squares line ``t = a + b·n`` over the steps (``a``: the step without its
-    contract path, ``b``: the cost of one more contract, everything it touches) and the
-    median time of the steps that signed none (no market clearing, issuing, screening or
-    verification at all): the floor the rest of the step sets.
+    A least-squares line ``t = a + b·n`` over the steps (``a``: a step that holds a round
+    but signs nothing, extrapolated; ``b``: the cost of one more contract, everything it
+    touches) and the median time of the steps that signed none (no market clearing,
+    issuing, screening or verification at all): the floor the rest of the step sets.
 
     :return: ``{"steps_without_contract": int, "median_s_without_contract": float | None,
         "fit_intercept_s": float | None, "fit_s_per_contract": float | None,

@@ -62,9 +62,9 @@ MAX_POWER_WHY = "10 TW, more than all the generating capacity installed in the w
 MAX_DURATION_H = 1e4
 MAX_DURATION_WHY = "about 14 months, longer than any storage's energy-to-power ratio"
 #: a price, cost or penalty in $/MWh (and the reward's grid weight in $): $10 000 per kWh,
-#: 1 000 x ERCOT's former 9 000 $/MWh offer cap (CostConfig.voll_per_mwh's source)
+#: about 1 100 x ERCOT's former 9 000 $/MWh offer cap (CostConfig.voll_per_mwh's source)
 MAX_PRICE_PER_MWH = 1e7
-MAX_PRICE_WHY = "$10 000 per kWh, 1 000 x ERCOT's former 9 000 $/MWh offer cap"
+MAX_PRICE_WHY = "$10 000 per kWh, about 1 100 x ERCOT's former 9 000 $/MWh offer cap"
 #: RewardConfig.scale, reward units per $: the default 100 gives rewards of order 0.1-10 per
 #: step; 10 000 x more is past any useful normalisation
 MAX_REWARD_SCALE = 1e6

@@ -109,8 +109,9 @@ class GridParams:
 
     Besides each field's own range, the model built from them must be finite: ``A``,
     ``B`` and the zero-order hold ``e^(A·physics_dt_s)`` (its rates grow with D, Km/R,
-    K_agc and 1/H, 1/TR; with the other defaults the limit is near 1e40 p.u. for a gain
-    and 1e-40 s for a time constant). A value that overflows them is refused with the
+    K_agc and 1/H, 1/TR; with the other defaults the limits lie far beyond any grid: a
+    gain of 1e39–1e80 p.u. depending on the field, a time constant of order 1e-40 s). A
+    value that overflows them is refused with the
     field to blame and the power of ten that still works (checked once here, never per
     step; the result is the cached discretisation ``GridModel`` uses).
     """

@@ -4,6 +4,7 @@ distillation command writes a model the learned policy loads, with its record.""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_distillation_command_writes_a_loadable_model_and_its_record(base_model,
     assert main(argv) == 0
     model = tmp_path / "d.zip"
     record = json.loads(model.with_suffix(".json").read_text())
-    assert record["command"] == "python -m train.dagger " + " ".join(argv)
+    assert record["command"] == "python -m train.dagger " + shlex.join(argv)
     assert [p["phase"] for p in record["phases"]] == ["cloning", "dagger 1"]
     assert record["teachers"]["emergency"] == "heuristic"
     assert record["teachers"]["solar_surplus"] == "policies/pretrained/gridswarm_ppo.zip"
@@ -113,6 +114,8 @@ def test_distillation_reports_each_epoch_and_a_ctrl_c_writes_nothing(base_model,
     (["--out", "x", "--lr", "2"], "--lr 2.0: must lie in (0, 1]"),
     (["--out", "x", "--base", "/no/such/model.zip"], "--base:"),
     (["--out", "x", "--epochs", "0"], "argument --epochs: expected an integer"),
+    (["--out", " "], "--out is empty"),
+    (["--out", "x", "--base", "pyproject.toml"], "--base:"),
     ([], "the following arguments are required: --out"),
 ])
 def test_distillation_command_refuses_bad_flags_in_one_line(argv, says, capsys, tmp_path,

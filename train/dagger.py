@@ -18,10 +18,15 @@ it learned and adds what it lacks, by imitation on randomized episodes
    student's own small mistakes lead to; these rounds correct them.
 
 The loss is :func:`train.bc.behaviour_clone`'s (the actor by likelihood of the teacher's
-actions under the masks, the critic on the returns). Every stream is seeded (``--seed``
-for the three scenarios, ``+1`` for the emergency samples, ``+2`` for DAgger's episodes,
-whose seeds training draws outside the evaluation seeds, :data:`policies.rollout.EVAL_SEEDS`),
-so a run is repeatable on one machine. Writes the model and ``<model>.json`` (the
+actions under the masks, the critic on the returns of the play that gave the rows: the
+teacher's, then the student's in DAgger's rows, where only the student plays — DAgger's
+β = 0 after the first round, as Ross et al. allow). Every stream is seeded from
+``--seed`` S (:data:`SEED_OFFSETS`: S for the three-scenario episodes, S + 12 for the
+extra emergencies, S + 13 for DAgger's, S + 11 + k for the k-th fit; offsets kept from
+the run that made the shipped model), and training draws its episode seeds outside the
+evaluation seeds (:data:`policies.rollout.EVAL_SEEDS`), so a run is repeatable on one
+machine: the same statistics and weights (the zip's SHA-256 differs, as its files carry
+their time of writing). Writes the model and ``<model>.json`` (the
 command, settings, the base model's SHA-256, per-phase statistics, the model's SHA-256
 and observation fields, read back by :class:`policies.learned.LearnedPolicy`).
 
@@ -44,6 +49,8 @@ from typing import Any
 
 from policies.cli_checks import OneLineParser, file_sha256, int_at_least_type
 
+#: seed offsets from ``--seed`` of the streams (module docstring)
+SEED_OFFSETS = {"scenarios": 0, "emergency": 12, "dagger": 13, "fit": 11}
 #: the teacher per scenario; ``"base"`` is the model being distilled
 TEACHERS = {"price_spike": "base", "solar_surplus": "base", "emergency": "heuristic"}
 
@@ -62,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="agents per environment (default 100)")
     a("--trust", choices=("hmac", "ed25519"), default="hmac",
       help="contract signatures (default hmac: faster, the same trajectories)")
-    a("--seed", type=int_at_least_type(0, 2**31 - 3), default=11, help="seed (default 11)")
+    a("--seed", type=int_at_least_type(0, 2**31 - 20), default=0, help="seed (default 0)")
     a("--samples", type=count, default=600_000,
       help="agent-steps of teacher play over the three scenarios (default 600000)")
     a("--emergency-samples", type=int_at_least_type(0, 10**8), default=600_000,
@@ -89,7 +96,7 @@ def _shown(path: str | Path) -> str:
 
 
 def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str = "hmac",
-           seed: int = 11, samples: int = 600_000, emergency_samples: int = 600_000,
+           seed: int = 0, samples: int = 600_000, emergency_samples: int = 600_000,
            epochs: int = 40, iterations: int = 3, iteration_samples: int = 240_000,
            iteration_epochs: int = 8, lr: float = 3e-4, command: str | None = None,
            log=print) -> dict[str, Any]:
@@ -102,7 +109,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     from train.bc import behaviour_clone, collect_demonstrations, concatenate
     from train.callbacks import save_model_atomically
     from train.config import TrainConfig
-    from train.trainer import _versions, load_model, make_venv
+    from train.trainer import _versions, load_model, make_venv, replace_atomically
 
     torch.set_num_threads(1)
     t0 = time.time()
@@ -111,15 +118,18 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         return make_venv(TrainConfig(scenario=scenario, randomize=True, n_agents=n_agents,
                                      trust=trust, seed=s))
 
-    venv = venv_of("all", seed)
+    venv = venv_of("all", seed + SEED_OFFSETS["scenarios"])
     model = load_model(base, venv)
+    # attaching a model re-seeds the adapter with the model's own saved seed: seed it again
+    venv.seed(seed + SEED_OFFSETS["scenarios"])
     teachers = {k: (str(base) if v == "base" else v) for k, v in TEACHERS.items()}
     parts = [collect_demonstrations(venv, teachers, samples, model.gamma)]
     if emergency_samples:
-        parts.append(collect_demonstrations(venv_of("emergency", seed + 1), "heuristic",
-                                            emergency_samples, model.gamma))
+        extra = venv_of("emergency", seed + SEED_OFFSETS["emergency"])
+        parts.append(collect_demonstrations(extra, "heuristic", emergency_samples, model.gamma))
     demos = concatenate(parts)
     log(f"cloning: {len(demos):,} samples ({time.time() - t0:.0f} s)")
+
     def progress(what: str, total: int):
         def on_epoch(done: int, stats: dict[str, float]) -> None:
             log(f"{what}: epoch {done}/{total}, likelihood loss {stats['bc_nll']:.4f} "
@@ -127,10 +137,11 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         return on_epoch
 
     phases = [{"phase": "cloning", "samples": len(demos),
-               **behaviour_clone(model, demos, epochs=epochs, learning_rate=lr, seed=seed,
+               **behaviour_clone(model, demos, epochs=epochs, learning_rate=lr,
+                                 seed=seed + SEED_OFFSETS["fit"],
                                  on_epoch=progress("cloning", epochs))}]
     log(f"cloning done: {phases[-1]} ({time.time() - t0:.0f} s)")
-    dagger_venv = venv_of("emergency", seed + 2)
+    dagger_venv = venv_of("emergency", seed + SEED_OFFSETS["dagger"])
     for it in range(iterations):
         rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples, model.gamma,
                                       student=model)
@@ -139,7 +150,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         parts.append(rows)
         demos = concatenate(parts)
         stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
-                                seed=seed + it,
+                                seed=seed + SEED_OFFSETS["fit"] + it,
                                 on_epoch=progress(f"DAgger round {it + 1}", iteration_epochs))
         phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
                        "disagreement_before": disagree, "samples": len(demos), **stats})
@@ -163,7 +174,8 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         "wall_time_s": round(time.time() - t0, 1), "versions": _versions(),
         "platform": platform.platform(),
     }
-    path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    text = (json.dumps(record, indent=2) + "\n").encode()
+    replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
     return record
 
 
@@ -177,6 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--lr {args.lr}: must lie in (0, 1]")
     try:
         check_model_file(args.base)
+    except ValueError as exc:
+        parser.error(f"--base: {exc}")
+    if not args.out.strip():
+        parser.error("--out is empty; expected a model file path (.zip)")
+    try:   # a file that is not a model fails here, not after the base is distilled
+        from policies.learned import load_maskable_ppo
+        load_maskable_ppo(args.base)
     except ValueError as exc:
         parser.error(f"--base: {exc}")
     out = Path(args.out if args.out.endswith(".zip") else args.out + ".zip")
