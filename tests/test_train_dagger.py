@@ -129,3 +129,30 @@ def test_distillation_command_refuses_bad_flags_in_one_line(argv, says, capsys, 
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_seed_reaches_the_three_scenario_samples(base_model, tmp_path, monkeypatch):
+    """Review: attaching the base model re-seeded the adapter with the model's own saved
+    seed, so ``--seed`` did not change the cloning samples over the three scenarios. Their
+    first observations are now those of an adapter seeded with ``--seed`` alone."""
+    import train.bc
+    from train.config import TrainConfig
+    from train.dagger import distil
+    from train.trainer import make_venv
+
+    real = train.bc.collect_demonstrations
+    first: list[np.ndarray] = []
+
+    def recording(venv, teacher, n, gamma, **kwargs):
+        demos = real(venv, teacher, n, gamma, **kwargs)
+        if isinstance(teacher, dict):   # the three-scenario samples
+            first.append(demos.obs[:N_AGENTS].copy())
+        return demos
+
+    monkeypatch.setattr(train.bc, "collect_demonstrations", recording)
+    for seed in (0, 1):
+        distil(base_model, tmp_path / f"m{seed}.zip", n_agents=N_AGENTS, seed=seed,
+               samples=10, emergency_samples=0, epochs=1, iterations=0, log=lambda _: None)
+    assert not np.array_equal(first[0], first[1])
+    fresh = make_venv(TrainConfig(scenario="all", randomize=True, n_agents=N_AGENTS, seed=1))
+    np.testing.assert_array_equal(first[1], fresh.reset())
