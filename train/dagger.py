@@ -183,21 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from policies.cli_checks import check_output_file
-    from policies.learned import check_model_file
+    from policies.learned import load_maskable_ppo
 
     if not (0.0 < args.lr <= 1.0):
         parser.error(f"--lr {args.lr}: must lie in (0, 1]")
-    try:
-        check_model_file(args.base)
+    try:   # a missing file or one that is not a model fails here, not after the work
+        load_maskable_ppo(args.base)
     except ValueError as exc:
         parser.error(f"--base: {exc}")
     if not args.out.strip():
         parser.error("--out is empty; expected a model file path (.zip)")
-    try:   # a file that is not a model fails here, not after the base is distilled
-        from policies.learned import load_maskable_ppo
-        load_maskable_ppo(args.base)
-    except ValueError as exc:
-        parser.error(f"--base: {exc}")
     out = Path(args.out if args.out.endswith(".zip") else args.out + ".zip")
     if out.resolve() == Path(args.base).resolve():
         parser.error("--out names the --base model; write the distilled one elsewhere")
