@@ -398,6 +398,12 @@ class GridSwarmEnv(ParallelEnv):
         cfg = self.config
         if self._audit_closed is not None:
             raise RuntimeError(f"reset() after close(): {self._audit_closed}")
+        if options is not None and not isinstance(options, Mapping):
+            # a dict is accepted and read from for nothing (PettingZoo's API test passes
+            # one); anything else is a mistake, refused rather than ignored
+            raise ValueError(f"reset(options={options!r}): expected a dict or None; this "
+                             "environment reads no reset options (set the scenario, fleet "
+                             "and limits at construction: scenario=, config=, limits=)")
         if seed is not None:
             seed = _checked_seed(seed)
             self._np_random = np.random.default_rng(seed)

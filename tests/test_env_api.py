@@ -342,6 +342,21 @@ def test_bad_reset_seed_is_named(seed):
         env.reset(seed=seed)
 
 
+@pytest.mark.parametrize("options", ["abc", 3, ["seed", 1]])
+def test_reset_options_that_are_not_a_dict_are_refused(options):
+    """Fuzzing: ``reset(options="abc")`` was silently ignored; options that are not a
+    dict are refused and the last episode is kept (a dict is accepted and read for
+    nothing: PettingZoo's API test passes one)."""
+    env = gridswarm_env.parallel_env(n_agents=4)
+    env.reset(seed=1)
+    before = env.unwrapped.observations_array()
+    with pytest.raises(ValueError, match=r"expected a dict or None; this environment reads "
+                                         r"no reset options"):
+        env.reset(seed=2, options=options)
+    np.testing.assert_array_equal(env.unwrapped.observations_array(), before)
+    env.reset(seed=2, options={"unused": 1})
+
+
 def test_numpy_integer_seed_is_a_seed():
     a, b = (gridswarm_env.parallel_env(n_agents=4) for _ in range(2))
     obs_a, _ = a.reset(seed=np.int64(7))
