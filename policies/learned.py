@@ -37,6 +37,9 @@ DEFAULT_MODEL = PRETRAINED_DIR / "gridswarm_ppo.zip"
 #: the attribute ``python -m train`` sets on every model it saves (final, checkpoints,
 #: best): the observation fields it was trained on, checked on loading
 OBS_FIELDS_ATTR = "gridswarm_obs_fields"
+#: what a model file must be (the end of every message refusing one)
+MODEL_EXPECTED = ("expected a MaskablePPO .zip saved by `python -m train` (or "
+                  "`python -m train.dagger`)")
 
 def check_model_file(path: str | Path) -> Path:
     """The model file ``path`` names, as a ``Path`` (its content is checked by
@@ -49,7 +52,7 @@ def check_model_file(path: str | Path) -> Path:
     :raises ValueError: the path is empty, does not exist (nor its ``.zip`` sibling) or
         is a directory.
     """
-    expected = "expected a MaskablePPO .zip saved by `python -m train`"
+    expected = MODEL_EXPECTED
     if not str(path):
         raise ValueError(f"model file '': empty path ({expected})")
     p = Path(path)
@@ -96,7 +99,7 @@ def load_maskable_ppo(path: str | Path, data: bytes | None = None) -> Any:
         model = MaskablePPO.load(source, device="cpu")
     except Exception as exc:   # zip members, pickle or torch payload unreadable
         raise ValueError(f"model file {str(p)!r} is corrupt or not a MaskablePPO model "
-                         f"({type(exc).__name__}: {exc})") from None
+                         f"({type(exc).__name__}: {exc}); {MODEL_EXPECTED}") from None
     _check_spaces(model, f"model file {str(p)!r}")
     _check_weights(model, f"model file {str(p)!r}")
     _check_obs_fields(getattr(model, OBS_FIELDS_ATTR, None), p, "it stores")

@@ -400,6 +400,12 @@ def test_learned_policy_missing_and_corrupt_files(tmp_path):
         z.writestr("data", "{not json")
     with pytest.raises(ValueError, match="corrupt or not a MaskablePPO model"):
         LearnedPolicy(fake)
+    empty = tmp_path / "other.zip"   # fuzzing: a zip of something else said only
+    with zipfile.ZipFile(empty, "w") as z:   # "(AssertionError: No data found ...)"
+        z.writestr("a.txt", "hi")
+    with pytest.raises(ValueError, match=r"No data found.*\); expected a MaskablePPO \.zip "
+                                         r"saved by `python -m train`"):
+        LearnedPolicy(empty)
 
 
 def test_learned_policy_incompatible_models(trained, tmp_path):
