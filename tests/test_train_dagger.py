@@ -15,6 +15,7 @@ pytest.importorskip("sb3_contrib")
 from policies import make_policy  # noqa: E402
 from policies.base import nearest_allowed  # noqa: E402
 from policies.learned import DEFAULT_MODEL, LearnedPolicy  # noqa: E402
+from tests.tensorboard_events import scalar_steps  # noqa: E402
 from train.adapter import GridSwarmVecEnv  # noqa: E402
 from train.bc import collect_demonstrations  # noqa: E402
 from train.trainer import load_model  # noqa: E402
@@ -65,11 +66,20 @@ def test_distillation_command_writes_a_loadable_model_and_its_record(base_model,
 
     out = tmp_path / "d"
     argv = ["--out", str(out), "--agents", str(N_AGENTS), "--samples", "100",
-            "--emergency-samples", "50", "--epochs", "1", "--iterations", "1",
-            "--iteration-samples", "50", "--iteration-epochs", "1"]
+            "--emergency-samples", "50", "--epochs", "2", "--iterations", "1",
+            "--iteration-samples", "50", "--iteration-epochs", "1",
+            "--logdir", str(tmp_path / "runs")]
     assert main(argv) == 0
     model = tmp_path / "d.zip"
     record = json.loads(model.with_suffix(".json").read_text())
+    # tensorboard: every epoch's losses (2 cloning + 1 DAgger), each phase's accuracy at
+    # the epochs so far, the round's disagreement
+    points = scalar_steps(Path(record["run_dir"]))
+    assert Path(record["run_dir"]).parent == tmp_path / "runs"
+    assert points["distil/likelihood_loss"] == [1, 2, 3]
+    assert points["distil/value_mse"] == [1, 2, 3]
+    assert points["distil/accuracy_power"] == [2, 3]
+    assert points["distil/dagger_disagreement"] == [1]
     assert record["command"] == "python -m train.dagger " + shlex.join(argv)
     assert [p["phase"] for p in record["phases"]] == ["cloning", "dagger 1"]
     assert record["teachers"]["emergency"] == "heuristic"
@@ -102,7 +112,7 @@ def test_distillation_reports_each_epoch_and_a_ctrl_c_writes_nothing(base_model,
     monkeypatch.setattr(train.bc, "behaviour_clone", interrupted)
     out = tmp_path / "sub" / "m.zip"
     code = main(["--out", str(out), "--agents", str(N_AGENTS), "--samples", "50",
-                 "--emergency-samples", "0", "--epochs", "3"])
+                 "--emergency-samples", "0", "--epochs", "3", "--logdir", ""])
     said = capsys.readouterr()
     assert code == 130 and len(calls) == 1
     assert "cloning: epoch 1/3, likelihood loss 0.5000" in said.out
@@ -115,7 +125,8 @@ def test_distillation_reports_each_epoch_and_a_ctrl_c_writes_nothing(base_model,
     (["--out", "x", "--base", "/no/such/model.zip"], "--base:"),
     (["--out", "x", "--epochs", "0"], "argument --epochs: expected an integer"),
     (["--out", " "], "--out is empty"),
-    (["--out", "x", "--base", "pyproject.toml"], "--base:"),
+    (["--out", "x", "--logdir", "afile"], "--logdir"),   # a file, not a directory
+    (["--out", "x", "--base", "afile"], "--base:"),
     ([], "the following arguments are required: --out"),
 ])
 def test_distillation_command_refuses_bad_flags_in_one_line(argv, says, capsys, tmp_path,
@@ -123,6 +134,8 @@ def test_distillation_command_refuses_bad_flags_in_one_line(argv, says, capsys, 
     from train.dagger import main
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a directory")
+    monkeypatch.setattr("train.dagger.distil", lambda *a, **k: pytest.fail("it ran"))
     with pytest.raises(SystemExit) as refused:
         main(argv)
     assert refused.value.code == 2

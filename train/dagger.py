@@ -28,7 +28,11 @@ evaluation seeds (:data:`policies.rollout.EVAL_SEEDS`), so a run is repeatable o
 machine: the same statistics and weights (the zip's SHA-256 differs, as its files carry
 their time of writing). Writes the model and ``<model>.json`` (the
 command, settings, the base model's SHA-256, per-phase statistics, the model's SHA-256
-and observation fields, read back by :class:`policies.learned.LearnedPolicy`).
+and observation fields, read back by :class:`policies.learned.LearnedPolicy`) and, under
+``--logdir`` (default ``runs/``), a tensorboard run ``dagger_s<seed>_<time>``: per epoch
+``distil/likelihood_loss`` and ``distil/value_mse`` (step = epochs so far), per phase
+``distil/accuracy_power`` and ``distil/accuracy_price``, per DAgger round
+``distil/dagger_disagreement`` (step = round).
 
 Usage::
 
@@ -82,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--iteration-epochs", type=count, default=8,
       help="passes over all samples after each DAgger round (default 8)")
     a("--lr", type=float, default=3e-4, help="Adam step size (default 3e-4)")
+    a("--logdir", default="runs", help="tensorboard directory (default runs/; '' for none)")
     return p
 
 
@@ -99,9 +104,9 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
            seed: int = 0, samples: int = 600_000, emergency_samples: int = 600_000,
            epochs: int = 40, iterations: int = 3, iteration_samples: int = 240_000,
            iteration_epochs: int = 8, lr: float = 3e-4, command: str | None = None,
-           log=print) -> dict[str, Any]:
-    """Run the pipeline (module docstring); write ``out`` and its record; return the
-    record."""
+           logdir: str | Path | None = None, log=print) -> dict[str, Any]:
+    """Run the pipeline (module docstring); write ``out``, its record and, with
+    ``logdir``, a tensorboard run in it; return the record."""
     import torch
 
     from gridswarm_env.env import OBS_FIELDS
@@ -113,6 +118,22 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
 
     torch.set_num_threads(1)
     t0 = time.time()
+    run_dir = writer = None
+    if logdir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        name = time.strftime(f"dagger_s{seed}_%Y%m%d-%H%M%S")
+        run_dir, k = Path(logdir) / name, 1
+        while run_dir.exists():
+            k += 1
+            run_dir = Path(logdir) / f"{name}-{k}"
+        writer = SummaryWriter(str(run_dir))
+    epochs_done = 0
+
+    def scalars(values: dict[str, float], step: int) -> None:
+        if writer is not None:
+            for tag, value in values.items():
+                writer.add_scalar(f"distil/{tag}", value, step)
 
     def venv_of(scenario: str, s: int):
         return make_venv(TrainConfig(scenario=scenario, randomize=True, n_agents=n_agents,
@@ -132,14 +153,23 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
 
     def progress(what: str, total: int):
         def on_epoch(done: int, stats: dict[str, float]) -> None:
+            nonlocal epochs_done
+            epochs_done += 1
+            scalars({"likelihood_loss": stats["bc_nll"], "value_mse": stats["bc_value_mse"]},
+                    epochs_done)
             log(f"{what}: epoch {done}/{total}, likelihood loss {stats['bc_nll']:.4f} "
                 f"({time.time() - t0:.0f} s)")
         return on_epoch
+
+    def accuracy(stats: dict[str, float]) -> None:
+        scalars({"accuracy_power": stats["bc_accuracy_power"],
+                 "accuracy_price": stats["bc_accuracy_price"]}, epochs_done)
 
     phases = [{"phase": "cloning", "samples": len(demos),
                **behaviour_clone(model, demos, epochs=epochs, learning_rate=lr,
                                  seed=seed + SEED_OFFSETS["fit"],
                                  on_epoch=progress("cloning", epochs))}]
+    accuracy(phases[-1])
     log(f"cloning done: {phases[-1]} ({time.time() - t0:.0f} s)")
     dagger_venv = venv_of("emergency", seed + SEED_OFFSETS["dagger"])
     for it in range(iterations):
@@ -154,6 +184,8 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
                                 on_epoch=progress(f"DAgger round {it + 1}", iteration_epochs))
         phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
                        "disagreement_before": disagree, "samples": len(demos), **stats})
+        accuracy(stats)
+        scalars({"dagger_disagreement": disagree}, it + 1)
         log(f"DAgger round {it + 1}: the student disagreed with the heuristic on "
             f"{disagree:.2%} of {len(rows):,} states it visited; {phases[-1]} "
             f"({time.time() - t0:.0f} s)")
@@ -171,9 +203,12 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
                    "iteration_epochs": iteration_epochs, "lr": lr, "randomize": True},
         "phases": phases, "model": _shown(path), "model_sha256": file_sha256(path),
         "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
+        "run_dir": None if run_dir is None else str(run_dir),
         "wall_time_s": round(time.time() - t0, 1), "versions": _versions(),
         "platform": platform.platform(),
     }
+    if writer is not None:
+        writer.close()
     text = (json.dumps(record, indent=2) + "\n").encode()
     replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
     return record
@@ -182,7 +217,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from policies.cli_checks import check_output_file
+    from policies.cli_checks import check_output_dir, check_output_file
     from policies.learned import load_maskable_ppo
 
     if not (0.0 < args.lr <= 1.0):
@@ -193,6 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--base: {exc}")
     if not args.out.strip():
         parser.error("--out is empty; expected a model file path (.zip)")
+    if args.logdir:
+        try:
+            check_output_dir(args.logdir, "--logdir")
+        except ValueError as exc:
+            parser.error(str(exc))
     out = Path(args.out if args.out.endswith(".zip") else args.out + ".zip")
     if out.resolve() == Path(args.base).resolve():
         parser.error("--out names the --base model; write the distilled one elsewhere")
@@ -207,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples=args.samples, emergency_samples=args.emergency_samples,
             epochs=args.epochs, iterations=args.iterations,
             iteration_samples=args.iteration_samples, iteration_epochs=args.iteration_epochs,
-            lr=args.lr,
+            lr=args.lr, logdir=args.logdir or None,
             command="python -m train.dagger " + shlex.join(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted: nothing was written (the model and its record "
