@@ -103,13 +103,14 @@ def breakdown(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_s
     totals.pop("action_masks", None)   # called by the policy loop, outside the step
     totals["  sign + verify (inside _clear, _verify_pending)"] = crypto.seconds
     idle.pop("action_masks", None)
-    n_idle = contracts.count(0)
+    split = contract_split(contracts, durations)
+    n_idle = split["steps_without_contract"]
     if n_idle:   # the indented entries (bus publishing, signatures) are parts of phases
         idle["(rest of the step)"] = idle_s - sum(v for k, v in idle.items()
                                                    if not k.startswith(" "))
     return {"step_s": step_s / steps, "steps": steps,
             "phases": {k: v / steps for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
-            "by_contracts": contract_split(contracts, durations),
+            "by_contracts": split,
             "phases_without_contract": {k: v / n_idle for k, v in
                                         sorted(idle.items(), key=lambda kv: -kv[1])}}
 

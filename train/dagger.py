@@ -114,7 +114,13 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     from train.bc import behaviour_clone, collect_demonstrations, concatenate
     from train.callbacks import save_model_atomically
     from train.config import TrainConfig
-    from train.trainer import _versions, load_model, make_venv, replace_atomically
+    from train.trainer import (
+        _versions,
+        free_run_name,
+        load_model,
+        make_venv,
+        replace_atomically,
+    )
 
     torch.set_num_threads(1)
     t0 = time.time()
@@ -122,11 +128,8 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     if logdir is not None:
         from torch.utils.tensorboard import SummaryWriter
 
-        name = time.strftime(f"dagger_s{seed}_%Y%m%d-%H%M%S")
-        run_dir, k = Path(logdir) / name, 1
-        while run_dir.exists():
-            k += 1
-            run_dir = Path(logdir) / f"{name}-{k}"
+        run_dir = Path(logdir) / free_run_name(
+            logdir, time.strftime(f"dagger_s{seed}_%Y%m%d-%H%M%S"))
         writer = SummaryWriter(str(run_dir))
     epochs_done = 0
 
@@ -191,12 +194,13 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
             f"({time.time() - t0:.0f} s)")
     setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
     path = save_model_atomically(model, out)
+    shown = _shown(base)
     record = {
         "command": command,
         "method": "behaviour cloning from a teacher per scenario, then DAgger on "
                   "randomized emergencies (train/dagger.py)",
-        "teachers": {k: (_shown(base) if v == "base" else v) for k, v in TEACHERS.items()},
-        "base": _shown(base), "base_sha256": file_sha256(base),
+        "teachers": {k: (shown if v == "base" else v) for k, v in TEACHERS.items()},
+        "base": shown, "base_sha256": file_sha256(base),
         "config": {"n_agents": n_agents, "trust": trust, "seed": seed, "samples": samples,
                    "emergency_samples": emergency_samples, "epochs": epochs,
                    "iterations": iterations, "iteration_samples": iteration_samples,

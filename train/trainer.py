@@ -186,6 +186,16 @@ def load_model(path: str | Path, venv: GridSwarmVecEnv | None = None, **changes:
                          ) from None
 
 
+def free_run_name(logdir: str | Path, base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``… : the first name no entry of ``logdir`` has
+    (runs started within the same second share a timestamp)."""
+    name, k = base, 1
+    while (Path(logdir) / name).exists():
+        k += 1
+        name = f"{base}-{k}"
+    return name
+
+
 def resume_seed(seed: int, num_timesteps: int) -> int:
     """The seed a resumed run gives SB3's ``set_random_seed`` (python, numpy, torch, the
     action space and the adapter's episode stream): the first 32-bit word of
@@ -292,11 +302,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
     t_start = time.time()
     run_name = config.run_name
     if run_name is None:   # a timestamp; runs started within the same second get -2, -3...
-        base = run_name = config.default_run_name(t_start)
-        k = 1
-        while (Path(config.logdir) / run_name).exists():
-            k += 1
-            run_name = f"{base}-{k}"
+        run_name = free_run_name(config.logdir, config.default_run_name(t_start))
     run_dir = Path(config.logdir) / run_name
     config.check_outputs(run_name)
     out = config.model_path(run_dir)
