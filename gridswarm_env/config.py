@@ -61,6 +61,11 @@ MAX_POWER_WHY = "10 TW, more than all the generating capacity installed in the w
 #: outlet ~150 h)
 MAX_DURATION_H = 1e4
 MAX_DURATION_WHY = "about 14 months, longer than any storage's energy-to-power ratio"
+#: a time or time span in s (EV departure times, a scenario's event times,
+#: delays and ramps): the same 1e4 h; beyond it a product with a power (an EV charger's MW
+#: x the hours to its departure) or a quotient by a physics sub-step overflowed to inf
+MAX_TIME_S = MAX_DURATION_H * 3600.0
+MAX_TIME_WHY = "1e4 h, about 14 months; the shipped episodes last minutes"
 #: a price, cost or penalty in $/MWh (and the reward's grid weight in $): $10 000 per kWh,
 #: about 1 100 x ERCOT's former 9 000 $/MWh offer cap (CostConfig.voll_per_mwh's source)
 MAX_PRICE_PER_MWH = 1e7
@@ -345,6 +350,8 @@ class FleetConfig:
         for name in ("battery_duration_h", "ev_duration_h"):
             check_at_most(owner, name, getattr(self, name), MAX_DURATION_H, "h",
                           MAX_DURATION_WHY)
+        for name in ("ev_departure_min_s", "ev_departure_max_s"):
+            check_at_most(owner, name, getattr(self, name), MAX_TIME_S, "s", MAX_TIME_WHY)
         for name in ("battery_eta_charge", "battery_eta_discharge", "ev_eta_charge",
                      "solar_inverter_eta"):
             store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0,

@@ -50,6 +50,8 @@ from gridswarm_env.config import (
     MAX_POWER_WHY,
     MAX_PRICE_PER_MWH,
     MAX_PRICE_WHY,
+    MAX_TIME_S,
+    MAX_TIME_WHY,
     check_at_most,
     check_finite,
     check_int_at_least,
@@ -204,6 +206,12 @@ class Scenario:
         if not (self.event_time_s >= 0.0):
             raise ValueError(f"{owner}.event_time_s = {self.event_time_s!r}: must be >= 0 "
                              "(inf = no event)")
+        for name in ("load_step_start_s", "load_ramp_s", "gen_delay_s", "gen_ramp_s",
+                     "load_noise_tau_s", "detection_delay_s"):
+            check_at_most(owner, name, getattr(self, name), MAX_TIME_S, "s", MAX_TIME_WHY)
+        if math.isfinite(self.event_time_s):
+            check_at_most(owner, "event_time_s", self.event_time_s, MAX_TIME_S, "s",
+                          MAX_TIME_WHY + "; inf = no event")
         if self.reserve_target_mw > 0.0 and not (
                 self.contingency_mw > 0.0 and math.isfinite(self.event_time_s)):
             # the operator holds reserve rounds until it detects a trip (it does not know
@@ -230,6 +238,8 @@ class Scenario:
         else:
             store(self, "disturbance_time_s", check_non_negative(
                 owner, "disturbance_time_s", self.disturbance_time_s))
+            check_at_most(owner, "disturbance_time_s", self.disturbance_time_s, MAX_TIME_S, "s",
+                          MAX_TIME_WHY)
 
     def _check_jitter(self, owner: str) -> None:
         """Validate the per-episode jitter: every scenario it can draw must be valid."""
@@ -238,6 +248,8 @@ class Scenario:
             hi_open=True))
         store(self, "timing_jitter_s",
               check_non_negative(owner, "timing_jitter_s", self.timing_jitter_s))
+        check_at_most(owner, "timing_jitter_s", self.timing_jitter_s, MAX_TIME_S, "s",
+                      MAX_TIME_WHY)
         top = 1.0 + self.magnitude_jitter_frac
         for name in ("load_step_mw", "contingency_mw"):
             size = abs(getattr(self, name))

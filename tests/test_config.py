@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -356,9 +357,42 @@ def test_env_config_other_fields_checked() -> None:
     (lambda: get_scenario("price_spike", base_load_mw=1e12), "base_load_mw", "at most 1e+07 MW"),
     (lambda: get_scenario("emergency", reserve_target_mw=1e30), "reserve_target_mw",
      "at most 1e+07 MW"),
+    # times (s): a 1e308 s departure with 1e7 MW chargers, or a trip at 1e308 s, overflowed
+    # (RuntimeWarning) and a jittered one could be drawn at inf, silently no trip at all
+    (lambda: FleetConfig(ev_departure_min_s=1e308, ev_departure_max_s=1e308),
+     "ev_departure_min_s = 1e+308", "at most 3.6e+07 s (1e4 h"),
+    (lambda: FleetConfig(ev_departure_max_s=1e20), "ev_departure_max_s", "at most 3.6e+07 s"),
+    (lambda: get_scenario("price_spike", contingency_mw=10.0, event_time_s=1e308),
+     "event_time_s = 1e+308", "at most 3.6e+07 s (1e4 h, about 14 months; the shipped "
+                              "episodes last minutes; inf = no event)"),
+    (lambda: get_scenario("price_spike", load_step_start_s=1e308), "load_step_start_s",
+     "at most 3.6e+07 s"),
+    (lambda: get_scenario("price_spike", gen_ramp_s=1e308), "gen_ramp_s", "at most 3.6e+07 s"),
+    (lambda: get_scenario("emergency", detection_delay_s=1e308), "detection_delay_s",
+     "at most 3.6e+07 s"),
+    (lambda: get_scenario("emergency", disturbance_time_s=1e308), "disturbance_time_s",
+     "at most 3.6e+07 s"),
+    (lambda: get_scenario("solar_surplus", load_step_mw=0.0, timing_jitter_s=1e308),
+     "timing_jitter_s", "at most 3.6e+07 s"),
 ])
 def test_finite_but_huge_values_refused(make, field: str, allowed: str) -> None:
     _raises(make, field, allowed)
+
+
+def test_times_at_their_bound_play_without_overflow() -> None:
+    """EV departures and a trip at the 3.6e7 s bound, with 1e7 MW chargers: no overflow
+    (at 1e308 s both warned "overflow encountered") and finite observations and rewards."""
+    bound = 3.6e7
+    cfg = EnvConfig(fleet=FleetConfig(ev_power_mw=1e7, ev_departure_min_s=bound,
+                                      ev_departure_max_s=bound))
+    scenario = get_scenario("price_spike", contingency_mw=10.0, event_time_s=bound)
+    env = gridswarm_env.parallel_env(scenario, n_agents=3, trust="hmac", config=cfg).unwrapped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env.reset(seed=0)
+        for _ in range(5):
+            obs, rewards, _trunc, _info = env.step_arrays(np.full(3, 20), np.zeros(3, int))
+            assert np.isfinite(obs).all() and np.isfinite(rewards).all()
 
 
 def test_grid_bound_in_the_message_is_accepted() -> None:
