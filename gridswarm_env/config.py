@@ -202,6 +202,21 @@ def check_whole_multiple(owner: str, name: str, value: float, step_name: str,
     return round(ratio)
 
 
+def check_substeps(owner: str, dt_s: float, step_name: str, physics_dt_s: float) -> int:
+    """Physics sub-steps per agent step: ``dt_s`` must be a whole multiple of
+    ``physics_dt_s`` (:func:`check_whole_multiple`) and at most :data:`MAX_SUBSTEPS` of
+    them (``step_name`` names ``physics_dt_s`` in the messages)."""
+    n = check_whole_multiple(owner, "dt_s", dt_s, step_name, physics_dt_s)
+    if n > MAX_SUBSTEPS:
+        count = f"{n:,}" if n < 10**9 else f"{n:.3g}"
+        raise ValueError(
+            f"{owner}.dt_s = {dt_s!r}: {count} physics sub-steps of {physics_dt_s!r} s per "
+            f"step; at most {MAX_SUBSTEPS:,} (the frequency model precomputes an (n+3) x n "
+            f"response table per step length: e.g. dt_s <= 120 s at 50 ms sub-steps; raise "
+            f"{step_name} for longer steps)")
+    return n
+
+
 def rocof_window_substeps(owner: str, window_s: float | None, physics_dt_s: float,
                           step_name: str) -> int:
     """Physics sub-steps in the RoCoF window: ``window_s`` must be a whole multiple of
@@ -631,15 +646,7 @@ class EnvConfig:
                 raise ValueError(f"{owner}.{name}: expected a {kind.__name__}, got "
                                  f"{type(getattr(self, name)).__name__}")
         pdt = self.grid.physics_dt_s
-        substeps = check_whole_multiple(owner, "dt_s", self.dt_s, "grid.physics_dt_s", pdt)
-        if substeps > MAX_SUBSTEPS:
-            raise ValueError(
-                f"{owner}.dt_s = {self.dt_s!r}: {substeps:,} physics sub-steps of "
-                f"{self.grid.physics_dt_s!r} s per step; at most {MAX_SUBSTEPS:,} (the "
-                "frequency model precomputes an (n+3) x n response table per step length: "
-                "e.g. dt_s <= 120 s at 50 ms sub-steps; raise grid.physics_dt_s for longer "
-                "steps)"
-            )
+        check_substeps(owner, self.dt_s, "grid.physics_dt_s", pdt)
         if self.rocof_window_s is not None:
             store(self, "rocof_window_s", check_positive(owner, "rocof_window_s",
                                                          self.rocof_window_s))

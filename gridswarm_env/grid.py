@@ -49,7 +49,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.linalg import expm
 
-from gridswarm_env.config import check_whole_multiple
+from gridswarm_env.config import check_substeps, check_whole_multiple
 
 __all__ = [
     "GridModel",
@@ -302,8 +302,9 @@ class GridModel:
 
     :param params: grid parameters.
     :param dt_s: agent step, s; a whole multiple (1 or more) of ``params.physics_dt_s``,
-        checked as ``EnvConfig`` checks it (:func:`~gridswarm_env.config.check_whole_multiple`:
-        within a relative 1e-9 of a whole number of sub-steps, not rounded).
+        checked as ``EnvConfig`` checks it (:func:`~gridswarm_env.config.check_substeps`:
+        within a relative 1e-9 of a whole number of sub-steps, not rounded, and at most
+        :data:`~gridswarm_env.config.MAX_SUBSTEPS` of them: the tables below are O(n²)).
     """
 
     def __init__(self, params: GridParams, dt_s: float) -> None:
@@ -311,7 +312,7 @@ class GridModel:
             raise ValueError(f"params={params!r} is not allowed: must be a GridParams")
         _check_real("dt_s", dt_s, low=0.0, low_inclusive=False, allowed="a finite number > 0")
         # the same test as EnvConfig's, so a configuration it accepts builds here
-        n = check_whole_multiple("GridModel", "dt_s", dt_s, "physics_dt_s", params.physics_dt_s)
+        n = check_substeps("GridModel", dt_s, "physics_dt_s", params.physics_dt_s)
         self.params = params
         self.dt_s = float(dt_s)
         self.n_substeps: int = int(n)

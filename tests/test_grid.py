@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -255,6 +256,19 @@ def test_agent_step_tolerance_is_the_configs() -> None:
     with pytest.raises(ValueError, match=r"GridModel\.dt_s = 4\.1: must be a whole multiple "
                                          r"of physics_dt_s = 2\.0"):
         GridModel(coarse, 4.1)
+
+
+@pytest.mark.parametrize(("physics_dt_s", "count"), [(1e-300, "1e+300"), (1e-6, "1,000,000")])
+def test_too_many_substeps_refused_as_env_config_refuses_them(physics_dt_s: float,
+                                                              count: str) -> None:
+    """Review: ``GridModel`` used directly had no sub-step bound: physics_dt_s = 1e-300
+    failed in numpy ("Maximum allowed dimension exceeded"), 1e-6 tried to allocate 7 TiB
+    (MemoryError after seconds). Now EnvConfig's bound and words, naming GridModel.dt_s."""
+    with pytest.raises(ValueError, match=rf"^GridModel\.dt_s = 1\.0: {re.escape(count)} physics sub-steps "
+                                         r"of .* s per step; at most 2,400 \(.*raise "
+                                         r"physics_dt_s for longer steps\)$"):
+        GridModel(GridParams(physics_dt_s=physics_dt_s), 1.0)
+    assert GridModel(GridParams(physics_dt_s=1.0 / 2400), 1.0).n_substeps == 2400
 
 
 # --- boundaries a mutation audit found unpinned
