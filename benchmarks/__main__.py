@@ -24,7 +24,6 @@ share: the load average is recorded.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -242,7 +241,9 @@ def print_targets(s: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line."""
-    parser = argparse.ArgumentParser(
+    from policies.cli_checks import OneLineParser
+
+    parser = OneLineParser(
         prog="python -m benchmarks",
         description="Run every benchmark: one table, and one JSON with --json.")
     parser.add_argument("--quick", action="store_true", help="under a minute")

@@ -24,7 +24,6 @@ Usage: ``python benchmarks/bench_bus.py [--quick]``; ``run(quick) -> dict`` for 
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -217,8 +216,10 @@ def format_table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python benchmarks/bench_bus.py [--quick]``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_bus",
-                                     description=__doc__.splitlines()[0])
+    from policies.cli_checks import OneLineParser
+
+    parser = OneLineParser(prog="python -m benchmarks.bench_bus",
+                           description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages, a few seconds")
     args = parser.parse_args(argv)
     print(format_table(run(quick=args.quick)))

@@ -54,7 +54,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -654,10 +653,10 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the table (and write JSON with ``--json``)."""
     from gridswarm_env.config import MAX_AGENTS
-    from policies.cli_checks import int_at_least_type
+    from policies.cli_checks import OneLineParser, int_at_least_type
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_env",
-                                     description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m benchmarks.bench_env",
+                           description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), nargs="+", default=list(AGENT_COUNTS),
                         help="fleet sizes timed (default 100 1000 10000)")

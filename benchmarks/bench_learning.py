@@ -52,7 +52,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -293,8 +292,10 @@ def comparison_lines(r: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the figure and the learning curve."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_learning",
-                                     description=__doc__.splitlines()[0])
+    from policies.cli_checks import OneLineParser
+
+    parser = OneLineParser(prog="python -m benchmarks.bench_learning",
+                           description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="solar_surplus",
                         help="scenario name or 'all' (default solar_surplus)")
     parser.add_argument("--timesteps", type=int, default=1_000_000,

@@ -15,7 +15,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -72,10 +71,10 @@ def run(quick: bool = False, rollouts: int | None = None, n_agents: int = 100) -
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the figure."""
-    from policies.cli_checks import int_at_least_type
+    from policies.cli_checks import OneLineParser, int_at_least_type
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_train",
-                                     description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m benchmarks.bench_train",
+                           description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rollouts instead of 8")
     parser.add_argument("--rollouts", type=int_at_least_type(1), help="number of rollouts to time")
     args = parser.parse_args(argv)

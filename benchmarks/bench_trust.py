@@ -25,7 +25,6 @@ against the same one-thread bound. Prints a table; :func:`run` returns the figur
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import time
 from collections.abc import Callable
@@ -221,10 +220,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     :return: the figures of :func:`run`.
     """
     from gridswarm_env.config import MAX_AGENTS
-    from policies.cli_checks import int_at_least_type
+    from policies.cli_checks import OneLineParser, int_at_least_type
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_trust",
-                                     description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m benchmarks.bench_trust",
+                           description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), default=100, help="agents (contracts) per round")
     args = parser.parse_args(argv)

@@ -15,7 +15,6 @@ relative to no wait. :func:`run` returns the figures.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -80,8 +79,10 @@ def run(n_agents: int = 100, steps: int = 80, repeats: int = 3,
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the table."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cold_cache",
-                                     description=__doc__.splitlines()[0])
+    from policies.cli_checks import OneLineParser
+
+    parser = OneLineParser(prog="python -m benchmarks.cold_cache",
+                           description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=100, help="agents (default 100)")
     parser.add_argument("--steps", type=int, default=80, help="timed steps per repeat (default 80)")
     parser.add_argument("--repeats", type=int, default=3,

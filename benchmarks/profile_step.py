@@ -16,7 +16,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import functools
 import io
@@ -174,8 +173,10 @@ def profile(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_spi
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the breakdown and the profile."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_step",
-                                     description=__doc__.splitlines()[0])
+    from policies.cli_checks import OneLineParser
+
+    parser = OneLineParser(prog="python -m benchmarks.profile_step",
+                           description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=100, help="agents (default 100)")
     parser.add_argument("--trust", default="hmac", choices=("hmac", "ed25519"),
                         help="contract signatures (default hmac)")

@@ -134,7 +134,9 @@ def exit_status(result: AuditVerification) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from policies.cli_checks import OneLineParser  # the project's one-line usage errors
+
+    parser = OneLineParser(
         prog="python -m gridswarm_env.audit",
         description="Verify a gridswarm audit hash chain (JSONL).",
     )
@@ -168,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed usage and the error
+    except SystemExit as exc:  # argparse already printed the error (one line)
         return EXIT_OK if exc.code == 0 else EXIT_ERROR
     public_key = None
     if args.public_key is not None:

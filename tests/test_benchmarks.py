@@ -288,6 +288,22 @@ def test_benchmark_usage_names_the_command_as_the_readme_writes_it(name, capsys)
     assert capsys.readouterr().out.startswith(f"usage: {command} ")
 
 
+@pytest.mark.parametrize("name", ["__main__", "bench_bus", "bench_env", "bench_learning",
+                                  "bench_train", "bench_trust", "cold_cache", "profile_step"])
+def test_benchmark_usage_errors_are_one_line(name, capsys):
+    """Review: a bad flag printed argparse's usage block (up to 9 lines) before the error,
+    where the project's other commands print one line (policies.cli_checks.OneLineParser)."""
+    import importlib
+
+    bench = importlib.import_module(f"benchmarks.{name}")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--bogus"])
+    command = "python -m benchmarks" + ("" if name == "__main__" else f".{name}")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"{command}: error: unrecognized arguments: --bogus "
+                                       f"(see {command} --help)\n")
+
+
 def test_contract_split_fits_the_step_time_per_contract():
     """profile_step's split of the step time: the line through the points and the
     median of the steps that signed no contract."""
