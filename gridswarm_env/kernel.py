@@ -137,6 +137,13 @@ def check_limit_field(owner: str, name: str, value: Any) -> float | None:
     return check_range(owner, name, value, 0.0, 1.0)
 
 
+def _ev_only(owner: str, kind: str, departure_soc: float) -> str:
+    """The message refusing a ``departure_soc`` given to a solar or battery agent."""
+    return (f"{owner}.departure_soc = {departure_soc!r}: an EV-only field (the SoC an EV "
+            f"must still reach at departure), a {kind} agent has no departure; allowed "
+            "only in [ev] and [agents.ev_<n>]")
+
+
 DEFAULT_KIND_LIMITS: dict[str, DerLimits] = {
     "solar": DerLimits(),
     "battery": DerLimits(soc_min=0.10, soc_max=0.95),   # typical vendor reserve / top margin
@@ -162,6 +169,8 @@ class Limits:
                                  f"{', '.join(DER_KINDS)}")
             if not isinstance(lim, DerLimits):
                 raise ValueError(f"limits[{kind!r}] must be DerLimits, got {type(lim).__name__}")
+            if kind != "ev" and lim.departure_soc is not None:
+                raise ValueError(_ev_only(f"limits[{kind!r}]", kind, lim.departure_soc))
         if not isinstance(self.per_agent, Mapping):
             raise ValueError("limits: per_agent (the [agents] section) must be a table of agent "
                              f"names, got {type(self.per_agent).__name__}")
@@ -171,9 +180,10 @@ class Limits:
         per_agent: dict[str, dict[str, Any]] = {}
         for agent, changes in self.per_agent.items():
             owner = f"limits.agents[{agent!r}]"
-            if not isinstance(agent, str):
-                raise ValueError(f"{owner}: agent names must be strings, got "
-                                 f"{type(agent).__name__}")
+            if not isinstance(agent, str) or not agent.strip():
+                got = repr(agent) if isinstance(agent, str) else type(agent).__name__
+                raise ValueError(f"{owner}: agent names must be non-empty strings such as "
+                                 f"battery_003 ([agents.battery_003]), got {got}")
             if not isinstance(changes, Mapping):
                 raise ValueError(f"{owner} = {changes!r}: expected a table of limit fields "
                                  f"({', '.join(_LIMIT_FIELDS)}), e.g. "
@@ -184,6 +194,9 @@ class Limits:
                                  f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
             checked = {name: check_limit_field(owner, name, value)
                        for name, value in changes.items()}
+            kind = agent.rsplit("_", 1)[0]
+            if kind in ("solar", "battery") and checked.get("departure_soc") is not None:
+                raise ValueError(_ev_only(owner, kind, checked["departure_soc"]))
             check_soc_order(owner, checked.get("soc_min", 0.0), checked.get("soc_max", 1.0),
                             checked.get("departure_soc"))
             per_agent[agent] = checked

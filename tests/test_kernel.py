@@ -636,6 +636,15 @@ def test_limits_numbers_normalized_and_equivalent(make_env) -> None:
     assert DerLimits(ramp_mw_per_s=math.inf).ramp_mw_per_s == math.inf
 
 
+def test_departure_soc_stays_allowed_for_evs_and_in_to_dict() -> None:
+    """The EV-only check refuses a value, not the None every kind writes in to_dict."""
+    limits = Limits.from_dict({"ev": {"departure_soc": 0.7},
+                               "agents": {"ev_001": {"departure_soc": 0.6},
+                                          "solar_000": {"departure_soc": None}}})
+    assert Limits.from_dict(limits.to_dict()) == limits
+    assert limits.to_dict()["solar"]["departure_soc"] is None
+
+
 def test_limits_caller_dict_not_aliased() -> None:
     changes = {"soc_min": 0.3}
     limits = Limits.from_dict({"agents": {"battery_003": changes}})
@@ -648,6 +657,17 @@ def test_limits_caller_dict_not_aliased() -> None:
     ('[battery]\nsoc_max = "0.9"\n', ("limits['battery'].soc_max", "'0.9'")),
     ("[agents]\nbattery_003 = 5\n", ("limits.agents['battery_003'] = 5", "table")),
     ("[battery]\nsoc_min = 0.99\n", ("limits['battery']", "soc_min (0.99) must be <= soc_max")),
+    # review: these were accepted when the file was read (an empty name was refused only
+    # with the fleet, as "limits name agent(s)  that..."; departure_soc for a solar or
+    # battery agent silently did nothing)
+    ('[agents.""]\nsoc_min = 0.3\n', ("limits.agents['']: agent names must be non-empty "
+                                     "strings such as battery_003", "got ''")),
+    ('[agents." "]\nsoc_min = 0.3\n', ("limits.agents[' ']", "non-empty", "got ' '")),
+    ("[solar]\ndeparture_soc = 0.5\n", ("limits['solar'].departure_soc = 0.5: an EV-only "
+                                         "field", "allowed only in [ev] and [agents.ev_<n>]")),
+    ("[battery]\ndeparture_soc = 0.5\n", ("limits['battery'].departure_soc = 0.5", "EV-only")),
+    ("[agents.solar_000]\ndeparture_soc = 0.5\n",
+     ("limits.agents['solar_000'].departure_soc = 0.5", "a solar agent has no departure")),
 ])
 def test_limits_file_errors_name_the_file(tmp_path: Path, toml: str, parts) -> None:
     path = tmp_path / "limits.toml"
