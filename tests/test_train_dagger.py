@@ -121,7 +121,10 @@ def test_distillation_reports_each_epoch_and_a_ctrl_c_writes_nothing(base_model,
 
 
 @pytest.mark.parametrize(("argv", "says"), [
-    (["--out", "x", "--lr", "2"], "--lr 2.0: must lie in (0, 1]"),
+    # TrainConfig's rule and words (python -m train --lr 2); nan read "must lie in (0, 1]"
+    (["--out", "x", "--lr", "2"], "error: --lr 2.0: must lie in (0.0, 1.0] (see "),
+    (["--out", "x", "--lr", "nan"], "error: --lr nan: expected a finite number (see "),
+    (["--out", "x", "--lr", "0"], "error: --lr 0.0: must lie in (0.0, 1.0] (see "),
     (["--out", "x", "--base", "/no/such/model.zip"], "--base:"),
     (["--out", "x", "--epochs", "0"], "argument --epochs: expected an integer"),
     (["--out", " "], "--out is empty"),

@@ -107,6 +107,13 @@ def check_eval_seeds(owner: str, name: str, value: Any) -> int:
     return count
 
 
+def check_step_size(owner: str, name: str, value: Any) -> float:
+    """A step size (Adam's learning rate) or PPO's ratio clip: a finite number in (0, 1].
+    Above 1 is no setting Adam or PPO is used with: refused before training (--lr 1e308
+    failed only once the weights had gone non-finite)."""
+    return check_range(owner, name, value, 0.0, 1.0, lo_open=True)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (validated; errors name the field).
@@ -291,10 +298,8 @@ class TrainConfig:
                 raise ValueError(f"{owner}.reward_clip = {self.reward_clip!r}: must be > 0, "
                                  "or None for no clipping")
         check_positive(owner, "max_grad_norm", self.max_grad_norm)
-        # a step size or ratio clip above 1 is no setting Adam or PPO is used with: refused
-        # before training (--lr 1e308 failed only once the weights had gone non-finite)
         for name in ("learning_rate", "clip_range", "bc_learning_rate"):
-            check_range(owner, name, getattr(self, name), 0.0, 1.0, lo_open=True)
+            check_step_size(owner, name, getattr(self, name))
         check_int_at_least(owner, "n_steps", self.n_steps, 2)
         rollout = self.n_steps * self.n_envs * self.n_agents
         if rollout > MAX_ROLLOUT:

@@ -223,9 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from policies.cli_checks import check_output_dir, check_output_file
     from policies.learned import load_maskable_ppo
+    from train.config import check_step_size
 
-    if not (0.0 < args.lr <= 1.0):
-        parser.error(f"--lr {args.lr}: must lie in (0, 1]")
+    try:   # TrainConfig's rule and words for a learning rate
+        check_step_size("dagger", "lr", args.lr)
+    except ValueError as exc:   # "dagger.lr = 2.0: <rule>" as python -m train says it
+        parser.error(f"--lr {args.lr!r}: {str(exc).split(': ', 1)[1]}")
     try:   # a missing file or one that is not a model fails here, not after the work
         load_maskable_ppo(args.base)
     except ValueError as exc:
