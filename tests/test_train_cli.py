@@ -218,3 +218,26 @@ def test_resume_keeps_the_checkpoints_settings_that_have_no_flag():
     assert (settings["gae_lambda"], settings["vf_coef"], settings["max_grad_norm"]) == (
         0.8, 0.25, 2.0)
     assert settings["learning_rate"] == 0.5 and settings["n_epochs"] == 3
+
+
+def test_resume_continues_a_model_train_dagger_saved(tmp_path, capsys):
+    """PPO fine-tuning of the distilled model (gridswarm_ppo_dagger.zip's recipe):
+    ``--resume`` takes a zip ``python -m train.dagger`` wrote, which stores no environment
+    settings, so the flags given (``--randomize``) and the defaults make the run."""
+    from policies.learned import DEFAULT_MODEL, LearnedPolicy
+
+    distilled = DEFAULT_MODEL.with_name("gridswarm_dagger.zip")
+    if not distilled.is_file():
+        pytest.skip("the shipped distilled model is missing")
+    out = tmp_path / "tuned.zip"
+    assert main([*TINY, "--resume", str(distilled), "--randomize", "--timesteps", "300",
+                 "--lr", "3e-5", "--target-kl", "0.01", "--logdir", str(tmp_path),
+                 "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["resumed_from"] == str(distilled)
+    assert record["checkpoint_env_settings"] is None and record["changed_on_resume"] == {}
+    assert record["config"]["randomize"] is True
+    assert record["config"]["learning_rate"] == 3e-5
+    assert record["timesteps_this_run"] == 300
+    LearnedPolicy(out)   # a model python -m train saved, with its record
+    capsys.readouterr()

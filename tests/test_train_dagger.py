@@ -172,3 +172,17 @@ def test_seed_reaches_the_three_scenario_samples(base_model, tmp_path, monkeypat
     assert not np.array_equal(first[0], first[1])
     fresh = make_venv(TrainConfig(scenario="all", randomize=True, n_agents=N_AGENTS, seed=1))
     np.testing.assert_array_equal(first[1], fresh.reset())
+
+
+def test_the_shipped_fine_tuned_model_is_ppo_from_the_distilled_one(base_model):
+    """gridswarm_ppo_dagger.zip: python -m train --resume of the distilled model on
+    randomized episodes; it loads with its record (hash and observation fields)."""
+    tuned = base_model.with_name("gridswarm_ppo_dagger.zip")
+    if not tuned.is_file():
+        pytest.skip("the fine-tuned model is missing")
+    LearnedPolicy(tuned)
+    record = json.loads(tuned.with_suffix(".json").read_text())
+    assert record["resumed_from"] == "policies/pretrained/gridswarm_dagger.zip"
+    assert record["config"]["randomize"] is True and record["config"]["reward"] == "env"
+    assert record["command"].startswith("python -m train --resume "
+                                        "policies/pretrained/gridswarm_dagger.zip")
