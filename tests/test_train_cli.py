@@ -223,7 +223,8 @@ def test_resume_keeps_the_checkpoints_settings_that_have_no_flag():
 def test_resume_continues_a_model_train_dagger_saved(tmp_path, capsys):
     """PPO fine-tuning of the distilled model (gridswarm_ppo_dagger.zip's recipe):
     ``--resume`` takes a zip ``python -m train.dagger`` wrote, which stores no environment
-    settings, so the flags given (``--randomize``) and the defaults make the run."""
+    settings, so the flags given (``--randomize``) and the defaults make the run; without
+    ``--randomize`` or ``--no-randomize`` it is refused."""
     from policies.learned import DEFAULT_MODEL, LearnedPolicy
 
     distilled = DEFAULT_MODEL.with_name("gridswarm_dagger.zip")
@@ -241,3 +242,11 @@ def test_resume_continues_a_model_train_dagger_saved(tmp_path, capsys):
     assert record["timesteps_this_run"] == 300
     LearnedPolicy(out)   # a model python -m train saved, with its record
     capsys.readouterr()
+    # without --randomize or --no-randomize the choice is unknown: refused, nothing made
+    with pytest.raises(SystemExit) as refused:
+        main([*TINY, "--resume", str(distilled), "--timesteps", "300",
+              "--logdir", str(tmp_path / "again"), "--out", str(tmp_path / "again.zip")])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "stores no environment settings" in err and "--no-randomize" in err
+    assert not (tmp_path / "again.zip").exists() and not (tmp_path / "again").exists()

@@ -86,6 +86,11 @@ def test_distillation_command_writes_a_loadable_model_and_its_record(base_model,
     assert record["teachers"]["solar_surplus"] == "policies/pretrained/gridswarm_ppo.zip"
     assert 0.0 <= record["phases"][1]["disagreement_before"] <= 1.0
     LearnedPolicy(model)   # checks the record's SHA-256 and observation fields
+    # what it was taught on, for python -m train --resume (which keeps --randomize)
+    from train.trainer import checkpoint_settings
+    settings = checkpoint_settings(model)[1]
+    assert settings["randomize"] is True and settings["scenario"] == "all"
+    assert settings["n_agents"] == N_AGENTS
     assert "model saved to" in capsys.readouterr().out
     with pytest.raises(SystemExit) as refused:   # an existing --out needs --overwrite
         main(argv)

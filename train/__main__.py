@@ -317,6 +317,12 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
         a changed limits file is refused, :func:`check_resumed_limits`).
     """
     check_randomize_flags(args)
+    if (checkpoint is not None and saved_env is None and args.randomize is None
+            and not getattr(args, "no_randomize", False)):
+        raise ValueError(f"--resume {args.resume!r} stores no environment settings (saved "
+                         "by an older python -m train.dagger or outside python -m train), "
+                         "so whether it learned on randomized scenarios is unknown: pass "
+                         "--randomize or --no-randomize")
     if args.bc_teacher is None:
         given = [f"{flag} {getattr(args, dest)}" for dest, flag in BC_FLAGS
                  if getattr(args, dest) is not None]

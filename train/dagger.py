@@ -115,6 +115,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     from train.callbacks import save_model_atomically
     from train.config import TrainConfig
     from train.trainer import (
+        ENV_SETTINGS_ATTR,
         _versions,
         free_run_name,
         load_model,
@@ -193,6 +194,10 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
             f"{disagree:.2%} of {len(rows):,} states it visited; {phases[-1]} "
             f"({time.time() - t0:.0f} s)")
     setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
+    # what it was taught on, so ``python -m train --resume`` of it keeps --randomize
+    setattr(model, ENV_SETTINGS_ATTR, TrainConfig(scenario="all", randomize=True,
+                                                  n_agents=n_agents, trust=trust,
+                                                  seed=seed).env_settings())
     path = save_model_atomically(model, out)
     shown = _shown(base)
     record = {
