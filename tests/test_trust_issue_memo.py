@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gridswarm_env.trust import TRUST_MODES, ContractLedger, IdentityRegistry, RejectReason
+from tests.test_trust import count_signature_checks
 
 AGENTS = [f"der_{i}" for i in range(6)]
 
@@ -14,14 +15,7 @@ AGENTS = [f"der_{i}" for i in range(6)]
 def _ledger(mode: str) -> tuple[IdentityRegistry, ContractLedger, list[int]]:
     """A ledger whose registry counts the signatures it checks (batch sizes)."""
     registry = IdentityRegistry(AGENTS, mode=mode, seed=5, crypto_threads=1)
-    checked: list[int] = []
-    verify_many = registry._verify_many
-
-    def counting(*args):
-        checked.append(len(args[-1]))
-        return verify_many(*args)
-
-    registry._verify_many = counting
+    checked = count_signature_checks(registry)
     return registry, ContractLedger(registry, rng=3), checked
 
 
