@@ -1222,7 +1222,8 @@ class ContractLedger:
     Ed25519 public key) over the canonical bytes of the contract's current field values;
     no signature verdict computed at issue time is reused. The one thing issue time
     lends is those bytes: a contract of the last :meth:`issue` batch that still holds
-    the very objects issue stored is not re-encoded on screening (see :meth:`_screen`).
+    the very objects issue stored is not re-encoded when first checked (screening or
+    verification, see :meth:`_screen`).
     """
 
     __slots__ = (
@@ -1879,9 +1880,11 @@ class ContractLedger:
         the replay memory, so the verdicts are those of checking the items one by one.
         An item :meth:`screen_batch` checked last (the same object, holding the same
         field values and signatures) is not encoded or verified again: its signature
-        verdict from then is used.
+        verdict from then is used; one of the last :meth:`issue` batch, unchanged, is
+        verified over the bytes issue signed (see :meth:`_screen`).
         """
-        plans, slow_expected, verdicts = self._screen(items, expected_agents, self._screened)
+        plans, slow_expected, verdicts = self._screen(items, expected_agents, self._screened,
+                                                      self._issued)
         return self._decide(items, plans, slow_expected, verdicts, now_s)
 
     def _screen(
@@ -1889,6 +1892,7 @@ class ContractLedger:
         items: list[Any],
         expected_agents: Sequence[str | None] | None,
         screened: dict[int, tuple] | None,
+        issued: dict[int, tuple] | None = None,
     ) -> tuple[list[Any], list[str | None], Iterator[int]]:
         """The first two passes of :meth:`_check_batch`.
 
@@ -1904,11 +1908,11 @@ class ContractLedger:
             ``(item, plan)``) that still holds the very contract, field values and
             signature objects of its ``seen`` (compared by identity; the entry keeps
             them alive, so no id is reused): an object changed behind its frozen fields
-            since is verified afresh. ``screened`` may also be :meth:`issue`'s memo,
-            whose entries are ``(item, (seen, None), agent's verifier, bytes signed)``:
-            such an item, unchanged in the same sense, is not re-read or re-encoded, and
-            its signatures are verified (with the keys, in the batch) over the bytes
-            issue signed. That is sound: those bytes are what issue encoded from these
+            since is verified afresh. An item not found there is looked up in ``issued``,
+            :meth:`issue`'s memo, whose entries are ``(item, (seen, None), agent's
+            verifier, bytes signed)``: such an item, unchanged in the same sense, is not
+            re-read or re-encoded, and its signatures are verified (with the keys, in
+            the batch) over the bytes issue signed. That is sound: those bytes are what issue encoded from these
             very objects — ``str``, ``int``, ``float`` and ``bytes`` of exactly the types
             and values it validated, which cannot change — so they equal what encoding
             them now gives, and the checks of the usual form hold for them.
@@ -1947,8 +1951,10 @@ class ContractLedger:
         messages: list[bytes] = []
         add_message = messages.append
         for item, expected in pairs:
-            if screened:
-                hit = screened.pop(id(item), None)
+            if screened or issued:
+                hit = screened.pop(id(item), None) if screened else None
+                if hit is None and issued:
+                    hit = issued.pop(id(item), None)
                 if hit is not None and hit[0] is item:
                     entry = hit[1]
                     (cid, aid, nonce, start, end, power, price, operator, product,
@@ -2088,7 +2094,8 @@ class ContractLedger:
             raise ValueError(
                 f"expected_agents has {len(expected_agents)} items; it must match signed ({len(items)})"
             )
-        plans, slow_expected, verdicts = self._screen(items, expected_agents, self._issued)
+        plans, slow_expected, verdicts = self._screen(items, expected_agents, None,
+                                                      self._issued)
         slow = iter(slow_expected)
         screened: dict[int, tuple] = {}
         reasons: list[RejectReason | None] = []

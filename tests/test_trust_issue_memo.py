@@ -74,3 +74,14 @@ def test_only_the_last_batch_and_each_contract_once(mode):
     ledger.reset_replay_window()   # a new episode: the old contracts are replays
     assert ledger.screen_batch(_issue(ledger, 2)[:1] + second[:1], 10.0) == [
         None, RejectReason.REPLAYED]
+
+
+@pytest.mark.parametrize("mode", TRUST_MODES)
+def test_dispatch_without_screening_checks_issued_contracts_too(mode):
+    _, ledger, checked = _ledger(mode)
+    signed = _issue(ledger)
+    object.__setattr__(signed[0].contract, "window_end_s", 12.0)   # a longer window
+    valid, reasons = ledger.verify_batch(signed, 10.5)
+    assert checked == [len(signed)]
+    assert reasons == [RejectReason.BAD_AGENT_SIGNATURE, *[None] * (len(signed) - 1)]
+    assert valid.tolist() == [False, *[True] * (len(signed) - 1)]
