@@ -1398,9 +1398,11 @@ class GridSwarmEnv(ParallelEnv):
                 # misdelivered contract never shapes an agent's limits
                 self.pending.extend(energy)
                 names = self.possible_agents
+                owners = [o for _, o in energy]
                 reasons = self.ledger.screen_batch([c for c, _ in energy], self.t_s,
-                                                   [names[o] for _, o in energy])
-                ids = {c.contract.contract_id for c, _ in energy}
+                                                   [names[o] for o in owners])
+                terms = [c.contract for c, _ in energy]
+                ids = {c.contract_id for c in terms}
                 if len(ids) < len(energy) or reasons.count(None) < len(reasons):
                     first = []   # one authentic copy of each (a duplicate: the first)
                     for it, reason in zip(energy, reasons, strict=True):
@@ -1409,16 +1411,24 @@ class GridSwarmEnv(ParallelEnv):
                             ids.remove(cid)
                             first.append(it)
                     energy = first
-                _add_by_owner(awarded, [o for _, o in energy],
-                              [c.contract.power_mw for c, _ in energy])
+                    owners = [o for _, o in energy]
+                    terms = [c.contract for c, _ in energy]
+                if energy:
+                    _add_by_owner(awarded, owners, [c.power_mw for c in terms])
             # the award of the round just cleared, as far as its contracts reached their
             # holders (authentic reserve, screened energy: one copy of each)
             cleared = self.round_index - 1
-            mine = [it for part in (energy, reserve) for it in part
-                    if it[0].contract.round_index == cleared]
-            if mine:
-                _add_by_owner(received, [o for _, o in mine],
-                              [c.contract.power_mw for c, _ in mine])
+            if (not reserve and energy
+                    and [c.round_index for c in terms].count(cleared) == len(terms)):
+                # the usual step: every contract kept is energy of that round, so the sum
+                # is the one just made (the same additions in the same order)
+                received = awarded.copy()
+            else:
+                mine = [it for part in (energy, reserve) for it in part
+                        if it[0].contract.round_index == cleared]
+                if mine:
+                    _add_by_owner(received, [o for _, o in mine],
+                                  [c.contract.power_mw for c, _ in mine])
             self._arrived = []
         self.awarded_next = awarded
         # an agent knows its own bid and what reached it, not the operator's books

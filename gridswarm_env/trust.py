@@ -1219,8 +1219,11 @@ class ContractLedger:
     :attr:`replay_memory_size` and the module docstring.
 
     Every verification recomputes both signatures' checks with the keys (HMAC tag or
-    Ed25519 public key) over the canonical bytes re-encoded from the contract's current
-    field values: nothing computed at issue time is reused.
+    Ed25519 public key) over the canonical bytes of the contract's current field values;
+    no signature verdict computed at issue time is reused. The one thing issue time
+    lends is those bytes: a contract of the last :meth:`issue` batch that still holds
+    the very objects issue stored is not re-encoded when first checked (screening or
+    verification, see :meth:`_screen`).
     """
 
     __slots__ = (
@@ -1231,6 +1234,7 @@ class ContractLedger:
         "_epoch_tag",
         "_expiry",
         "_expiry_ends",
+        "_issued",
         "_pool",
         "_pool_position",
         "_registry",
@@ -1368,6 +1372,9 @@ class ContractLedger:
         # the last screen_batch's signature verdicts: id(item) -> (item, (what was read
         # from it and verified, its verdict code)), see _screen
         self._screened: dict[int, tuple] = {}
+        # the last issue() batch: id(item) -> (item, (seen, None), agent's verifier, the
+        # bytes signed), see _screen
+        self._issued: dict[int, tuple] = {}
         # accepted ids and nonces bucketed by window end (two parallel lists per end), and
         # a heap of those ends (a batch shares one end: no per-contract heap operation)
         self._expiry: dict[float, tuple[list[str], list[bytes]]] = {}
@@ -1510,6 +1517,7 @@ class ContractLedger:
         contract_class, signed_class = Contract, SignedContract
         contracts: list[Contract] = []
         add_contract = contracts.append
+        verifiers = registry._verifiers
         # every contract's message twice (agent, operator) with its signer beside it:
         # one batch for registry._sign_many, which may spread it over threads
         sign_calls: list[Callable[[bytes], bytes]] = []
@@ -1550,14 +1558,23 @@ class ContractLedger:
             add_contract(contract)
             append_id(cid)
         signatures = registry._sign_many(sign_calls, messages)
-        for contract, agent_signature, operator_signature in zip(
-                contracts, signatures[0::2], signatures[1::2], strict=True):
+        # what screen_batch may take from here (see _screen): per contract the objects it
+        # holds, its agent's verifier and the bytes just signed
+        issued: dict[int, tuple] = {}
+        for contract, agent_signature, operator_signature, a, message in zip(
+                contracts, signatures[0::2], signatures[1::2], agents, messages[0::2],
+                strict=True):
             signed = new(signed_layout)
             signed.contract = contract
             signed.agent_signature = agent_signature
             signed.operator_signature = operator_signature
             signed.__class__ = signed_class
             append(signed)
+            issued[id(signed)] = (signed, ((
+                contract.contract_id, contract.agent_id, contract.nonce, start, end,
+                contract.power_mw, contract.price_per_mwh, operator_id, product, round_index,
+                contract, agent_signature, operator_signature), None), verifiers[a], message)
+        self._issued = issued
         self._counter = counter
         self._signed += n
         audit = self._audit
@@ -1849,8 +1866,8 @@ class ContractLedger:
         malformed and identity check of :meth:`_check` passes, and its canonical
         encoding is assembled from the pre-encoded agent, operator and product
         strings and the field values read once from the contract: the same bytes as
-        :meth:`Contract.canonical_bytes` of the fields as they are now (never a cached
-        encoding), over which both signatures are then verified. The remaining checks
+        :meth:`Contract.canonical_bytes` of the fields as they are now, over which both
+        signatures are then verified. The remaining checks
         (expected agent, agent signature, operator signature, window, replay) run in
         :meth:`_check`'s order. Any other item, or one whose encoding raises, goes
         through :meth:`_check` itself.
@@ -1863,9 +1880,11 @@ class ContractLedger:
         the replay memory, so the verdicts are those of checking the items one by one.
         An item :meth:`screen_batch` checked last (the same object, holding the same
         field values and signatures) is not encoded or verified again: its signature
-        verdict from then is used.
+        verdict from then is used; one of the last :meth:`issue` batch, unchanged, is
+        verified over the bytes issue signed (see :meth:`_screen`).
         """
-        plans, slow_expected, verdicts = self._screen(items, expected_agents, self._screened)
+        plans, slow_expected, verdicts = self._screen(items, expected_agents, self._screened,
+                                                      self._issued)
         return self._decide(items, plans, slow_expected, verdicts, now_s)
 
     def _screen(
@@ -1873,6 +1892,7 @@ class ContractLedger:
         items: list[Any],
         expected_agents: Sequence[str | None] | None,
         screened: dict[int, tuple] | None,
+        issued: dict[int, tuple] | None = None,
     ) -> tuple[list[Any], list[str | None], Iterator[int]]:
         """The first two passes of :meth:`_check_batch`.
 
@@ -1888,7 +1908,14 @@ class ContractLedger:
             ``(item, plan)``) that still holds the very contract, field values and
             signature objects of its ``seen`` (compared by identity; the entry keeps
             them alive, so no id is reused): an object changed behind its frozen fields
-            since is verified afresh.
+            since is verified afresh. An item not found there is looked up in ``issued``,
+            :meth:`issue`'s memo, whose entries are ``(item, (seen, None), agent's
+            verifier, bytes signed)``: such an item, unchanged in the same sense, is not
+            re-read or re-encoded, and its signatures are verified (with the keys, in
+            the batch) over the bytes issue signed. That is sound: those bytes are what issue encoded from these
+            very objects — ``str``, ``int``, ``float`` and ``bytes`` of exactly the types
+            and values it validated, which cannot change — so they equal what encoding
+            them now gives, and the checks of the usual form hold for them.
         """
         registry = self._registry
         agent_index = registry._agent_index.get
@@ -1924,8 +1951,10 @@ class ContractLedger:
         messages: list[bytes] = []
         add_message = messages.append
         for item, expected in pairs:
-            if screened:
-                hit = screened.pop(id(item), None)
+            if screened or issued:
+                hit = screened.pop(id(item), None) if screened else None
+                if hit is None and issued:
+                    hit = issued.pop(id(item), None)
                 if hit is not None and hit[0] is item:
                     entry = hit[1]
                     (cid, aid, nonce, start, end, power, price, operator, product,
@@ -1943,9 +1972,17 @@ class ContractLedger:
                             and c.price_per_mwh is price
                             and c.operator_id is operator
                             and c.product is product
-                            and c.round_index is round_index):   # verified on screening
-                        plan(wrong_agent if expected is not None and aid != expected
-                             else entry)
+                            and c.round_index is round_index):
+                        if expected is not None and aid != expected:
+                            plan(wrong_agent)
+                        elif entry[1] is not None:   # verified on screening
+                            plan(entry)
+                        else:   # as issued: its signatures are checked over the bytes signed
+                            plan(entry)
+                            add_verifier(hit[2])
+                            add_agent_signature(agent_sig)
+                            add_operator_signature(operator_sig)
+                            add_message(hit[3])
                         continue
             usual = False
             try:
@@ -2040,7 +2077,9 @@ class ContractLedger:
         reused by the next :meth:`verify_batch` that gets the same object still holding
         the same contract, field values and signatures (an object changed behind its
         frozen fields since is verified afresh): one signature check and one encoding
-        per contract, as without screening.
+        per contract, as without screening. A contract of the last :meth:`issue` batch,
+        unchanged since, is checked over the bytes issue encoded from the same objects
+        (see :meth:`_screen`): no encoding at all after issue.
 
         :param signed: the contracts as received (possibly tampered).
         :param now_s: simulated receipt time, s.
@@ -2055,7 +2094,8 @@ class ContractLedger:
             raise ValueError(
                 f"expected_agents has {len(expected_agents)} items; it must match signed ({len(items)})"
             )
-        plans, slow_expected, verdicts = self._screen(items, expected_agents, None)
+        plans, slow_expected, verdicts = self._screen(items, expected_agents, None,
+                                                      self._issued)
         slow = iter(slow_expected)
         screened: dict[int, tuple] = {}
         reasons: list[RejectReason | None] = []
