@@ -4,12 +4,15 @@ The model is a shared policy (one network for all agents, trained with
 ``python -m train``); :meth:`LearnedPolicy.act` runs one masked forward pass over
 all agents: ``model.predict(obs, action_masks=mask, deterministic=True)``.
 
-Default model: the shipped ``policies/pretrained/gridswarm_ppo.zip`` (its JSON
-record beside it says how it was produced). Loading checks that the file is a
-readable MaskablePPO model whose observation space is ``Box((OBS_DIM,))`` and whose
-action space is ``MultiDiscrete([n_power_levels, n_price_levels])`` of the
-environment it acts in, and, when the training record ``<model>.json`` beside it
-lists ``obs_fields``, that they are today's :data:`~gridswarm_env.env.OBS_FIELDS`;
+Default model: the shipped ``policies/pretrained/gridswarm_ppo_dagger.zip``
+(:data:`DEFAULT_MODEL`, the model that answers randomized trips; its JSON record
+beside it says how it was produced). The PPO model it descends from,
+``gridswarm_ppo.zip`` (:data:`PPO_MODEL`, ``learned`` before), stays shipped and
+loads by its path. Loading checks that the file is a readable MaskablePPO model
+whose observation space is ``Box((OBS_DIM,))`` and whose action space is
+``MultiDiscrete([n_power_levels, n_price_levels])`` of the environment it acts in,
+and, when the training record ``<model>.json`` beside it lists ``obs_fields``, that
+they are today's :data:`~gridswarm_env.env.OBS_FIELDS`;
 anything else raises ``ValueError`` saying what was wrong and what is expected.
 
 Inference runs on one torch thread by default (``LearnedPolicy(torch_threads=1)``, as
@@ -31,7 +34,11 @@ from gymnasium import spaces
 from gridswarm_env.env import OBS_DIM, OBS_FIELDS
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-DEFAULT_MODEL = PRETRAINED_DIR / "gridswarm_ppo.zip"
+#: PPO from behaviour cloning on the fixed scenarios (what ``learned`` loaded before);
+#: the base ``python -m train.dagger`` distils by default
+PPO_MODEL = PRETRAINED_DIR / "gridswarm_ppo.zip"
+#: the model ``learned`` loads: PPO fine-tuning of the distilled ``gridswarm_dagger.zip``
+DEFAULT_MODEL = PRETRAINED_DIR / "gridswarm_ppo_dagger.zip"
 
 
 #: the attribute ``python -m train`` sets on every model it saves (final, checkpoints,

@@ -270,7 +270,7 @@ def test_a_model_path_is_one_tensorboard_tag_level(tmp_path):
     acc = EventAccumulator(str(tmp_path / "o" / "tensorboard"))
     acc.Reload()
     name = evaluate.tag_names([str(DEFAULT_MODEL)])[str(DEFAULT_MODEL)]
-    assert "/" not in name and name.endswith("gridswarm_ppo.zip")
+    assert "/" not in name and name.endswith(DEFAULT_MODEL.name)
     tags = set(acc.Tags()["scalars"])
     assert f"eval/price_spike/{name}/system_cost" in tags
     assert all(t.count("/") == 3 for t in tags if t.startswith("eval/price_spike/"))

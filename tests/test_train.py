@@ -494,13 +494,19 @@ def test_models_without_a_record_carry_their_observation_fields(trained, tmp_pat
 
 
 def test_default_model_path_is_the_shipped_one():
+    """``learned`` (``LearnedPolicy()``) loads the fine-tuned model, which answers
+    randomized trips (it loaded ``gridswarm_ppo.zip`` before), by its recorded hash."""
     assert DEFAULT_MODEL.parent.name == "pretrained"
+    assert DEFAULT_MODEL.name == "gridswarm_ppo_dagger.zip"
     if not DEFAULT_MODEL.is_file():
         pytest.skip("no shipped model in this checkout")
     policy = LearnedPolicy()
+    assert policy.path == DEFAULT_MODEL
     assert policy.model.observation_space.shape == (gridswarm_env.OBS_DIM,)
     record = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
-    assert record["command"].startswith("python -m train")
+    assert policy.sha256 == record["model_sha256"]
+    assert record["command"].startswith("python -m train --resume "
+                                        "policies/pretrained/gridswarm_dagger.zip")
 
 
 class MaxUp:

@@ -14,7 +14,7 @@ pytest.importorskip("sb3_contrib")
 
 from policies import make_policy  # noqa: E402
 from policies.base import nearest_allowed  # noqa: E402
-from policies.learned import DEFAULT_MODEL, LearnedPolicy  # noqa: E402
+from policies.learned import DEFAULT_MODEL, PPO_MODEL, LearnedPolicy  # noqa: E402
 from tests.tensorboard_events import scalar_steps  # noqa: E402
 from train.adapter import GridSwarmVecEnv  # noqa: E402
 from train.bc import collect_demonstrations  # noqa: E402
@@ -25,9 +25,23 @@ N_AGENTS = 5
 
 @pytest.fixture(scope="module")
 def base_model() -> Path:
-    if not DEFAULT_MODEL.is_file():
-        pytest.skip("the shipped model is missing")
-    return DEFAULT_MODEL
+    """The shipped PPO model: what ``--base`` distils by default."""
+    if not PPO_MODEL.is_file():
+        pytest.skip("the shipped PPO model is missing")
+    return PPO_MODEL
+
+
+def test_base_default_is_the_ppo_model_not_what_learned_loads():
+    """``learned`` loads the fine-tuned model; the distillation's ``--base`` stays the
+    PPO model, so the shipped distilled model's recorded command still makes it."""
+    from train.dagger import build_parser
+
+    args = build_parser().parse_args(["--out", "x"])
+    assert Path(args.base) == PPO_MODEL and PPO_MODEL.name == "gridswarm_ppo.zip"
+    assert DEFAULT_MODEL != PPO_MODEL
+    record = json.loads(PPO_MODEL.with_name("gridswarm_dagger.json").read_text())
+    assert record["base"] == "policies/pretrained/gridswarm_ppo.zip"
+    assert "--base" not in record["command"]
 
 
 def test_dagger_samples_follow_the_student_and_carry_the_teachers_labels(base_model):

@@ -60,12 +60,12 @@ TEACHERS = {"price_spike": "base", "solar_surplus": "base", "emergency": "heuris
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from policies.learned import DEFAULT_MODEL
+    from policies.learned import PPO_MODEL
 
     p = OneLineParser(prog="python -m train.dagger", description=__doc__.splitlines()[0])
     a = p.add_argument
     count = int_at_least_type(1, 10**8)
-    a("--base", default=str(DEFAULT_MODEL),
+    a("--base", default=str(PPO_MODEL),
       help="the model distilled and started from (default: the shipped PPO model)")
     a("--out", required=True, help="model file to write (.zip)")
     a("--overwrite", action="store_true", help="replace an existing --out")
