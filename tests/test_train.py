@@ -661,7 +661,7 @@ def test_resume_a_model_built_outside_train(tmp_path, capsys):
         MaskablePPO("MlpPolicy", Plain(nvec), n_steps=8, batch_size=8).save(
             tmp_path / f"plain{nvec[0]}.zip")
     args = ["--scenario", "emergency", "--agents", "3", "--timesteps", "32", "--n-steps", "16",
-            "--batch-size", "16", "--no-progress", "--logdir", str(tmp_path / "runs")]
+            "--no-randomize", "--batch-size", "16", "--no-progress", "--logdir", str(tmp_path / "runs")]
     assert main([*args, "--resume", str(tmp_path / "plain21.zip")]) == 0
     assert "model saved to" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
