@@ -103,6 +103,7 @@ from gridswarm_env.fleet import (
     energy_change_mwh,
     fast_clip,
     kinds_left_out,
+    mask_selector,
     update_solar,
 )
 from gridswarm_env.grid import GridModel
@@ -136,6 +137,9 @@ OBS_FIELDS = (
 )
 OBS_DIM = len(OBS_FIELDS)
 OBS_LIMIT = 5.0
+# the clip bounds as float32 0-d arrays (the same float32 loop as the Python floats, without
+# converting them every call)
+_OBS_LO32, _OBS_HI32 = np.array(-OBS_LIMIT, np.float32), np.array(OBS_LIMIT, np.float32)
 AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
 def _caller_stacklevel() -> int:
     """``warnings.warn`` stacklevel of the first frame outside this package, counted from
@@ -559,6 +563,9 @@ class GridSwarmEnv(ParallelEnv):
         safe_rated = np.where(f.rated_power_mw > 0, f.rated_power_mw, 1.0)
         self._safe_rated = safe_rated
         self._has_storage = f.energy_capacity_mwh > 0
+        self._storage_sel = mask_selector(self._has_storage)   # a slice: no where= divide
+        self._active_buf = np.empty(n, dtype=bool)
+        self._age_cap = np.full(n, 10.0)
         # mean rated power per kind (1.0 for an absent kind or one configured at 0 MW, so
         # that size_rel is 0, not NaN, for a zero-power DER)
         kind_mean = np.array([f.rated_power_mw[f.kind == k].mean() if (f.kind == k).any()
@@ -1461,7 +1468,11 @@ class GridSwarmEnv(ParallelEnv):
             self._check_reset("observations_array()")
         f, sc = self.fleet, self.scenario
         t = self._obs_t     # rows 0-2 (kind one-hot) and 4 (size) are static
-        np.divide(f.energy_mwh, f.energy_capacity_mwh, out=t[3], where=self._has_storage)
+        s = self._storage_sel
+        if isinstance(s, slice):
+            np.divide(f.energy_mwh[s], f.energy_capacity_mwh[s], out=t[3][s])
+        else:
+            np.divide(f.energy_mwh, f.energy_capacity_mwh, out=t[3], where=s)
         t[5] = self._lo
         t[6] = self._hi
         t[7] = self._baseline_next
@@ -1469,7 +1480,7 @@ class GridSwarmEnv(ParallelEnv):
         t[9] = self.last_p_mw
         t[10] = self._standing_mw
         np.divide(t[5:11], self._safe_rated, out=t[5:11])
-        np.isfinite(self.activation_s, out=t[11])   # True/False stored as 1.0/0.0
+        t[11] = np.isfinite(self.activation_s, out=self._active_buf)   # 1.0/0.0
         # rows 12-18: (x − offset) / scale per row in two calls (x − 0.0 and x / 1.0 are x)
         t[12] = self.sig_request
         t[13] = self.sig_price
@@ -1477,7 +1488,7 @@ class GridSwarmEnv(ParallelEnv):
         t[15] = self.emergency_seen
         t[16] = self.sig_freq
         t[17] = self.sig_rocof
-        np.minimum(self.sig_age, 10.0, out=t[18])
+        np.minimum(self.sig_age, self._age_cap, out=t[18])
         np.subtract(t[12:19], self._sig_offset, out=t[12:19])
         np.divide(t[12:19], self._sig_scale, out=t[12:19])
         t[19] = self.backpressure
@@ -1488,25 +1499,30 @@ class GridSwarmEnv(ParallelEnv):
         # EVs (a slice, so t[row][ev] is a view written in place): hours to departure / 12
         # (capped at 1) and the SoC still missing at departure; 0 for the other kinds
         ev = self._kind_sel[2]
+        zero = self._const.zero[ev]
         x = t[23][ev]
         np.subtract(f.departure_s[ev], self.t_s, out=x)
-        np.maximum(x, 0.0, out=x)
+        np.maximum(x, zero, out=x)
         x /= 43200.0
         np.minimum(x, 1.0, out=x)
         x = t[24][ev]
         np.subtract(f.departure_soc[ev], t[3][ev], out=x)
-        np.maximum(x, 0.0, out=x)
-        np.copyto(x, 0.0, where=~f.plugged[ev])
+        np.maximum(x, zero, out=x)
+        plugged = f.plugged[ev]
+        if np.count_nonzero(plugged) < plugged.size:
+            np.copyto(x, 0.0, where=~plugged)
         np.divide(f.solar_forecast_mw, self._safe_rated, out=t[25])
         # the clearing price of the last announcement each agent received (0 before any)
         x = t[26]
         np.subtract(self.sig_clearing_price, sc.price_floor_per_mwh, out=x)
         x /= self._price_band
-        np.copyto(x, 0.0, where=np.isnan(x))
+        nan = np.isnan(x)
+        if np.count_nonzero(nan):
+            np.copyto(x, 0.0, where=nan)
         t[27] = self.accepted_share
         o = np.empty((self.n_agents, OBS_DIM), dtype=np.float32)
         o[...] = t.T
-        return fast_clip(o, -OBS_LIMIT, OBS_LIMIT, out=o)
+        return fast_clip(o, _OBS_LO32, _OBS_HI32, out=o)
 
     def _observations(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
         arr = self.observations_array()

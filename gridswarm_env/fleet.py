@@ -69,7 +69,11 @@ def fast_clip(x: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float,
 def kind_selector(kind: np.ndarray, k: int) -> Selector:
     """Agents of kind ``k`` as a slice if they are contiguous (fleets are built sorted by
     kind), else as a bool mask."""
-    mask = kind == k
+    return mask_selector(kind == k)
+
+
+def mask_selector(mask: np.ndarray) -> Selector:
+    """The agents of a bool ``mask`` as a slice if they are contiguous, else the mask."""
     idx = mask.nonzero()[0]
     if idx.size == 0:
         return slice(0, 0)
