@@ -594,6 +594,22 @@ class GridSwarmEnv(ParallelEnv):
         if not all(isinstance(x, slice) for x in sel):
             raise RuntimeError("fleet agents must be grouped by kind (build_fleet sorts them)")
         self._kind_sel = sel
+        self._precompute_settlement()
+
+    def _precompute_settlement(self) -> None:
+        """:meth:`_settle`'s constant factors as arrays over agents (an array operand skips
+        NumPy's conversion of a Python float each call; the products are the same bits)."""
+        cfg, n, h = self.config, self.n_agents, self._h
+        costs, (bat, sol, ev) = cfg.costs, self._kind_sel
+        self._h_arr = np.full(n, h)
+        self._penalty_rate = np.full(n, cfg.reward.undelivered_penalty_per_mwh * h)
+        rate = self._cost_rate = np.empty(n)    # c_kind: the own-cost rate of each kind
+        rate[bat] = costs.battery_degradation_per_mwh
+        rate[sol] = costs.solar_curtailment_per_mwh
+        rate[ev] = costs.ev_deferral_per_mwh
+        self._stored_rate = np.full(bat.stop - bat.start, costs.stored_energy_value_per_mwh / h)
+        self._unmet_rate = np.full(n, costs.ev_unmet_departure_per_mwh)
+        self._reward_scale = np.full(n, cfg.reward.scale)
 
     def _precompute_profiles(self, rng: np.random.Generator) -> None:
         """Per-sub-step requirement (noise-free) and true shortage for the whole episode."""
@@ -1312,41 +1328,39 @@ class GridSwarmEnv(ParallelEnv):
         as the formulas above).
         """
         cfg, f = self.config, self.fleet
-        h = self._h
         unmet = depart_evs(f, self.t_s + cfg.dt_s)
         if int(np.count_nonzero(f.plugged)) != self._n_plugged:   # an EV left
             self._refresh_flexibility()
         if cfg.shadow:   # would-be settlement of what would have been dispatched
             p_exec = ex.p_mean_mw
+        zero, h_arr = self._const.zero, self._h_arr   # 0.0 and h as array operands
         shortfall = np.subtract(ex.planned_mean_mw, p_exec)
         np.abs(shortfall, out=shortfall)
         abs_contract = np.abs(contract_mw)
         delivered = np.subtract(abs_contract, shortfall)
-        np.maximum(delivered, 0.0, out=delivered)
+        np.maximum(delivered, zero, out=delivered)
         gap = np.subtract(shortfall, abs_contract)
-        np.maximum(gap, 0.0, out=gap)
+        np.maximum(gap, zero, out=gap)
         np.minimum(gap, np.multiply(self.reserve_mw, ex.reserve_share, out=shortfall), out=gap)
         payments = np.sign(contract_mw)
         np.multiply(contract_price, payments, out=payments)
         payments *= delivered
         payments += self._reserve_rate_at(self.t_s)
-        payments *= h
+        payments *= h_arr
         penalties = np.subtract(abs_contract, delivered, out=abs_contract)
         penalties += gap
-        np.multiply(cfg.reward.undelivered_penalty_per_mwh * h, penalties, out=penalties)
-        c, (bat, sol, ev) = cfg.costs, self._kind_sel
+        np.multiply(self._penalty_rate, penalties, out=penalties)   # λ·h
+        bat, sol, ev = self._kind_sel
         own_cost = delivered   # reused: per-kind cost rate × |p| (or the curtailed/deferred part)
         np.abs(p_exec[bat], out=own_cost[bat])
-        own_cost[bat] *= c.battery_degradation_per_mwh
-        # the stored energy spent, per hour like the rates (× h below)
-        own_cost[bat] -= ex.energy_delta_mwh[bat] * (c.stored_energy_value_per_mwh / h)
         np.negative(p_exec[sol], out=own_cost[sol])
-        np.maximum(own_cost[sol], 0.0, out=own_cost[sol])
-        own_cost[sol] *= c.solar_curtailment_per_mwh
-        np.maximum(p_exec[ev], 0.0, out=own_cost[ev])
-        own_cost[ev] *= c.ev_deferral_per_mwh
-        own_cost *= h
-        own_cost += np.multiply(c.ev_unmet_departure_per_mwh, unmet, out=gap)
+        np.maximum(own_cost[sol], zero[sol], out=own_cost[sol])
+        np.maximum(p_exec[ev], zero[ev], out=own_cost[ev])
+        own_cost *= self._cost_rate   # c_kind of each agent's kind
+        # the stored energy spent, per hour like the rates (× h below)
+        own_cost[bat] -= np.multiply(ex.energy_delta_mwh[bat], self._stored_rate)
+        own_cost *= h_arr
+        own_cost += np.multiply(self._unmet_rate, unmet, out=gap)
         if cfg.shadow:   # nothing dispatched: nothing paid, charged or penalised
             p_exec = np.zeros_like(p_exec)
             payments = np.zeros_like(payments)
@@ -1363,7 +1377,7 @@ class GridSwarmEnv(ParallelEnv):
         payments -= own_cost
         payments -= penalties
         payments -= grid_term
-        payments *= cfg.reward.scale
+        payments *= self._reward_scale
         return payments
 
     def reserve_standing_mw(self) -> np.ndarray:
