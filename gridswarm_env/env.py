@@ -1356,6 +1356,9 @@ class GridSwarmEnv(ParallelEnv):
         np.negative(p_exec[sol], out=own_cost[sol])
         np.maximum(own_cost[sol], zero[sol], out=own_cost[sol])
         np.maximum(p_exec[ev], zero[ev], out=own_cost[ev])
+        add = np.add.reduce   # the KPIs' per-kind sums of these (record_dispatch)
+        kind_sums = None if cfg.shadow else (float(add(own_cost[bat])),
+                                             float(add(own_cost[sol])), float(add(own_cost[ev])))
         own_cost *= self._cost_rate   # c_kind of each agent's kind
         # the stored energy spent, per hour like the rates (× h below)
         own_cost[bat] -= np.multiply(ex.energy_delta_mwh[bat], self._stored_rate)
@@ -1366,12 +1369,12 @@ class GridSwarmEnv(ParallelEnv):
             payments = np.zeros_like(payments)
             penalties = np.zeros_like(penalties)
             own_cost = np.zeros_like(own_cost)
-        add = np.add.reduce
         self.metrics.record_dispatch(f.kind, p_exec, float(self._requirement_mean_mw[k]),
                                      float(add(payments)), float(add(penalties)),
                                      float(add(unmet)),
                                      None if cfg.shadow else ex.energy_delta_mwh,
-                                     ex.p_mean_sum_mw if p_exec is ex.p_mean_mw else None)
+                                     ex.p_mean_sum_mw if p_exec is ex.p_mean_mw else None,
+                                     kind_sums)
         mean_dev_hz = self._dev_sum_hz / freq.size   # Σ|f − 60| from record_frequency
         grid_term = cfg.reward.grid_weight * mean_dev_hz / cfg.reward.band_hz
         payments -= own_cost
