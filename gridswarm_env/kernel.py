@@ -490,10 +490,11 @@ class Kernel:
             hi[ev] = np.minimum(need, st.ev_zero, out=need)
         else:
             hi[ev] = 0.0
-        ev_off = c.is_ev > plugged                          # is_ev & ~plugged
-        if np.count_nonzero(ev_off):
-            lo[ev_off] = 0.0
-            hi[ev_off] = 0.0
+        if np.count_nonzero(plugged) < plugged.shape[0]:
+            ev_off = c.is_ev > plugged                      # is_ev & ~plugged
+            if np.count_nonzero(ev_off):
+                lo[ev_off] = 0.0
+                hi[ev_off] = 0.0
         # solar: between 0 and its available output (export cap applies)
         solar = c.solar
         lo[solar] = 0.0
@@ -524,11 +525,15 @@ class Kernel:
         c = st.fleet
         # the next step starts from an energy between "nothing executed" and "all executed"
         # (both cases evaluated as the two rows of one array)
-        net = np.empty((2, fleet.n_agents))
+        n = fleet.n_agents
+        net = np.empty((2, n))
         base_now = net[0]
         # −(EV charging) where plugged, −0.0 elsewhere (as the formula gives)
-        base_now[...] = st.neg_zero
-        np.copyto(base_now, st.base_now_template, where=fleet.plugged)
+        if np.count_nonzero(fleet.plugged) == n:
+            base_now[...] = st.base_now_template
+        else:
+            base_now[...] = st.neg_zero
+            np.copyto(base_now, st.base_now_template, where=fleet.plugged)
         solar = c.solar
         base_now[solar] = fleet.solar_available_mw[solar]
         np.add(base_now, committed_p_mw, out=net[1])
@@ -539,8 +544,12 @@ class Kernel:
         t1 = now_s + self.dt_s
         plugged_next = fleet.departure_s > t1
         plugged_next &= fleet.plugged
-        base_next = np.zeros(fleet.n_agents)
-        np.copyto(base_next, st.base_next_template, where=plugged_next)
+        all_plugged_next = np.count_nonzero(plugged_next) == n
+        if all_plugged_next:
+            base_next = st.base_next_template.copy()
+        else:
+            base_next = np.zeros(n)
+            np.copyto(base_next, st.base_next_template, where=plugged_next)
         base_next[solar] = fleet.solar_forecast_mw[solar]
         rest_h = (0.0 if reserve_round or reserve_until_s is None
                   else max(reserve_until_s - (t1 + self.dt_s), 0.0) / 3600.0)
@@ -572,16 +581,15 @@ class Kernel:
             return np.zeros_like(hi), hi
         # lo = min(lo_net − base − reserve, 0), hi = max(hi_net − base − reserve, 0)
         lo, hi = lo_net, hi_net
-        lo -= base_eff
-        lo -= reserve_mw
-        hi -= base_eff
-        hi -= reserve_mw
+        b -= base_eff        # both rows
+        b -= reserve_mw
         np.minimum(lo, c.zero, out=lo)
         np.maximum(hi, c.zero, out=hi)
-        gone = c.is_ev > plugged_next           # an unplugged EV moves nothing
-        if np.count_nonzero(gone):
-            lo[gone] = 0.0
-            hi[gone] = 0.0
+        if not all_plugged_next:
+            gone = c.is_ev > plugged_next           # an unplugged EV moves nothing
+            if np.count_nonzero(gone):
+                lo[gone] = 0.0
+                hi[gone] = 0.0
         if self.has_ramp:
             r_lo, r_hi = ramp_interval(committed_p_mw, self.ramp_step_mw)
             if pending_reserve_mw is not None:
