@@ -812,6 +812,8 @@ class ExecutionChecker:
         power, soc, unplugged, ramp = self._flags(
             net_min_mw, net_max_mw, p_now_mw, p_prev_mw, energy_before_mwh, energy_after_mwh,
             solar_available_mw, plugged)
+        if unplugged is None:
+            unplugged = np.zeros(p_now_mw.shape, dtype=bool)
         if ramp is None:
             ramp = np.zeros(p_now_mw.shape, dtype=bool)
         return ViolationReport(power=power, soc=soc, unplugged=unplugged, ramp=ramp)
@@ -825,7 +827,8 @@ class ExecutionChecker:
             net_min_mw, net_max_mw, p_now_mw, p_prev_mw, energy_before_mwh, energy_after_mwh,
             solar_available_mw, plugged)
         power |= soc
-        power |= unplugged
+        if unplugged is not None:
+            power |= unplugged
         if ramp is not None:
             power |= ramp
         return int(np.count_nonzero(power))
@@ -835,7 +838,8 @@ class ExecutionChecker:
                energy_after_mwh: np.ndarray, solar_available_mw: np.ndarray,
                plugged: np.ndarray) -> tuple:
         """Per-agent ``(power, soc, unplugged, ramp)`` violation flags (fresh bool arrays;
-        ``ramp`` is None without a finite ramp limit: no agent can break it)."""
+        ``unplugged`` is None when every agent is plugged in and ``ramp`` None without a
+        finite ramp limit: no agent can break them)."""
         tol_mw = self._tol_mw_arr
         # power: above the discharge cap (solar: its available output; EV: tol, no V2G),
         # below the charge cap (solar: −tol)
@@ -851,11 +855,14 @@ class ExecutionChecker:
         bound = energy_before_mwh + self._tol_mwh_arr
         soc |= energy_after_mwh > np.maximum(self._ceil_mwh, bound, out=bound)
         # unplugged: an unplugged EV that moved (fmax: a NaN side does not hide the other)
-        if net_min_mw is net_max_mw:
-            moved = np.abs(net_max_mw) > tol_mw
+        if np.count_nonzero(plugged) == plugged.shape[0]:
+            unplugged = None
         else:
-            moved = np.fmax(np.abs(net_min_mw), np.abs(net_max_mw)) > tol_mw
-        unplugged = moved > (plugged | self._not_ev)       # moved & is_ev & ~plugged
+            if net_min_mw is net_max_mw:
+                moved = np.abs(net_max_mw) > tol_mw
+            else:
+                moved = np.fmax(np.abs(net_min_mw), np.abs(net_max_mw)) > tol_mw
+            unplugged = moved > (plugged | self._not_ev)   # moved & is_ev & ~plugged
         if self.has_ramp:
             step_mw, tol_mw = self.step_mw, self.tol_mw
             ramp = (p_now_mw > np.maximum(p_prev_mw, 0.0) + step_mw + tol_mw) | (
