@@ -424,6 +424,11 @@ class Kernel:
         # comparisons then broadcast lo/hi along contiguous rows
         self._level_power_t = np.ascontiguousarray(self.level_power_mw.T)
         self._level_tol_t = np.ascontiguousarray(self._level_tol_mw.T)
+        # the mask's scratch (levels × agents): bounds and comparisons written in place (a
+        # fresh array this size is page-faulted in every call at 10 000 agents)
+        self._mask_bound = np.empty(self._level_tol_t.shape)
+        self._mask_inside = np.empty(self._level_tol_t.shape, dtype=bool)
+        self._mask_below = np.empty(self._level_tol_t.shape, dtype=bool)
         # the mask is never empty when one level row is all inside: the level nearest to
         # 0 MW, inside any interval holding 0 (the bid intervals do), is checked first
         self._probe_level = int(np.argmin(np.abs(self.level_fraction)))
@@ -615,10 +620,11 @@ class Kernel:
         """
         lv_t, tol_t = self._level_power_t, self._level_tol_t
         # transposed (levels × agents): lv >= lo − tol and lv <= hi + tol
-        bound = np.subtract(lo_mw, tol_t)
-        inside = np.greater_equal(lv_t, bound)
+        bound, inside = self._mask_bound, self._mask_inside
+        np.subtract(lo_mw, tol_t, out=bound)
+        np.greater_equal(lv_t, bound, out=inside)
         np.add(hi_mw, tol_t, out=bound)
-        inside &= np.less_equal(lv_t, bound)
+        inside &= np.less_equal(lv_t, bound, out=self._mask_below)
         mask = inside.T.copy()
         n = inside.shape[1]
         if np.count_nonzero(inside[self._probe_level]) == n:
