@@ -274,15 +274,25 @@ def energy_change_mwh(state: FleetState, net_power_mw: np.ndarray, duration_h: f
     :param constants: :func:`fleet_constants` of ``state`` (saves recomputing them).
     """
     c = constants if constants is not None else fleet_constants(state)
-    zero = c.zero if c.zero is not None else 0.0
+    return energy_change_of(net_power_mw, c.zero if c.zero is not None else 0.0,
+                            state.eta_charge, c.eta_discharge_safe, duration_h, c.solar)
+
+
+def energy_change_of(net_power_mw: np.ndarray, zero: np.ndarray | float,
+                     eta_charge: np.ndarray, eta_discharge_safe: np.ndarray,
+                     duration_h: np.ndarray | float, solar: Selector) -> np.ndarray:
+    """:func:`energy_change_mwh` from its operands: ``zero`` (0.0), the charge and (safe)
+    discharge efficiencies and ``duration_h`` broadcast against ``net_power_mw``, and the
+    solar agents' selector. Operands of the full shape of a 2-D ``net_power_mw`` save
+    NumPy's broadcasting path (~0.6 µs a call at 100 agents); the values are the same."""
     discharge = np.maximum(net_power_mw, zero)
     delta = np.negative(net_power_mw)
     np.maximum(delta, zero, out=delta)           # charge
-    delta *= state.eta_charge
-    discharge /= c.eta_discharge_safe
+    delta *= eta_charge
+    discharge /= eta_discharge_safe
     delta -= discharge
     delta *= duration_h
-    delta[..., c.solar] = 0.0
+    delta[..., solar] = 0.0
     return delta
 
 

@@ -63,7 +63,7 @@ from gridswarm_env.fleet import (
     KIND_SOLAR,
     FleetConstants,
     FleetState,
-    energy_change_mwh,
+    energy_change_of,
     fast_clip,
     fleet_constants,
     kind_selector,
@@ -470,7 +470,7 @@ class Kernel:
         """:meth:`net_bounds` as one ``(2, n)`` array, rows ``lo`` and ``hi`` (same arithmetic,
         both rows in one ufunc call where the formulas are alike)."""
         c = st.fleet
-        div, charge_h_ev = st.per_duration(fleet, duration_h)
+        div, charge_h_ev, _ = st.per_duration(fleet, duration_h)
         b = np.empty((2, fleet.n_agents))
         lo, hi = b[0], b[1]
         np.subtract(st.ceil_mwh, energy_hi_mwh, out=lo)     # room up
@@ -543,7 +543,9 @@ class Kernel:
         base_now[solar] = fleet.solar_available_mw[solar]
         np.add(base_now, committed_p_mw, out=net[1])
         net[1] += reserve_mw
-        e = energy_change_mwh(fleet, net, h, c)
+        # energy_change_mwh(fleet, net, h, c) with (2, n) operands (no broadcasting)
+        e = energy_change_of(net, st.zero2, st.eta_charge2, st.eta_discharge_safe2,
+                             st.per_duration(fleet, h)[2], solar)
         e += fleet.energy_mwh
         e_lo, e_hi = np.minimum(e[0], e[1]), np.maximum(e[0], e[1])
         t1 = now_s + self.dt_s
@@ -586,8 +588,10 @@ class Kernel:
             return np.zeros_like(hi), hi
         # lo = min(lo_net − base − reserve, 0), hi = max(hi_net − base − reserve, 0)
         lo, hi = lo_net, hi_net
-        b -= base_eff        # both rows
-        b -= reserve_mw
+        lo -= base_eff
+        lo -= reserve_mw
+        hi -= base_eff
+        hi -= reserve_mw
         np.minimum(lo, c.zero, out=lo)
         np.maximum(hi, c.zero, out=hi)
         if not all_plugged_next:
@@ -702,6 +706,8 @@ class _Statics:
 
     charge_discharge_mw: np.ndarray   # (2, n): rows C (charge cap) and P (discharge cap)
     zero2: np.ndarray                 # (2, n) zeros (full shape: no broadcasting)
+    eta_charge2: np.ndarray           # (2, n) η_c in both rows
+    eta_discharge_safe2: np.ndarray   # (2, n) safe η_d in both rows
     neg_zero: np.ndarray              # −0.0 everywhere
     base_now_template: np.ndarray     # −(EV baseline rate) for EVs, −0.0 elsewhere
     base_next_template: np.ndarray    # −(EV baseline rate) for EVs, +0.0 elsewhere
@@ -724,6 +730,8 @@ class _Statics:
                    charge_rate_mw=charge_rate, neg_ev_rate_mw=neg_rate,
                    charge_discharge_mw=np.stack([a.max_charge_mw, a.max_discharge_mw]),
                    zero2=np.zeros((2, fleet.n_agents)),
+                   eta_charge2=np.stack([fleet.eta_charge] * 2),
+                   eta_discharge_safe2=np.stack([c.eta_discharge_safe] * 2),
                    neg_zero=np.full(fleet.n_agents, -0.0),
                    base_now_template=np.where(c.is_ev, neg_rate, -0.0),
                    base_next_template=np.where(c.is_ev, neg_rate, 0.0),
@@ -734,16 +742,18 @@ class _Statics:
                    durations={})
 
     def per_duration(self, fleet: FleetState, duration_h: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """``((2, n) rows [η_c·h, h], η_c·h over the EVs)`` for a window of ``duration_h``
-        (cached per duration: η_c is a static field, like the others used here)."""
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``((2, n) rows [η_c·h, h], η_c·h over the EVs, (2, n) h)`` for a window of
+        ``duration_h`` (cached per duration: η_c is a static field, like the others used
+        here)."""
         got = self.durations.get(duration_h)
         if got is None:
             if len(self.durations) >= 8:    # a few durations per episode; stay bounded
                 self.durations.clear()
             charge_h = fleet.eta_charge * duration_h
-            div = np.stack([charge_h, np.full(charge_h.shape, duration_h)])
-            got = self.durations[duration_h] = (div, charge_h[self.fleet.ev])
+            h = np.full((2, charge_h.shape[0]), duration_h)
+            div = np.stack([charge_h, h[0]])
+            got = self.durations[duration_h] = (div, charge_h[self.fleet.ev], h)
         return got
 
 
