@@ -429,6 +429,10 @@ class Kernel:
         self._mask_bound = np.empty(self._level_tol_t.shape)
         self._mask_inside = np.empty(self._level_tol_t.shape, dtype=bool)
         self._mask_below = np.empty(self._level_tol_t.shape, dtype=bool)
+        # a ufunc broadcasting an (n,) operand over the rows takes a slower path (at 100
+        # agents 1.6 µs, against 1.3 µs for copying it into the rows and a plain call);
+        # once the table outgrows the caches (~4 000 agents) the extra pass costs more
+        self._mask_rows_first = self._mask_bound.nbytes <= 1 << 19
         # the mask is never empty when one level row is all inside: the level nearest to
         # 0 MW, inside any interval holding 0 (the bid intervals do), is checked first
         self._probe_level = int(np.argmin(np.abs(self.level_fraction)))
@@ -625,9 +629,14 @@ class Kernel:
         lv_t, tol_t = self._level_power_t, self._level_tol_t
         # transposed (levels × agents): lv >= lo − tol and lv <= hi + tol
         bound, inside = self._mask_bound, self._mask_inside
-        np.subtract(lo_mw, tol_t, out=bound)
+        rows_first = self._mask_rows_first   # lo, hi copied into every row, then plain calls
+        if rows_first:
+            bound[...] = lo_mw
+        np.subtract(bound if rows_first else lo_mw, tol_t, out=bound)
         np.greater_equal(lv_t, bound, out=inside)
-        np.add(hi_mw, tol_t, out=bound)
+        if rows_first:
+            bound[...] = hi_mw
+        np.add(bound if rows_first else hi_mw, tol_t, out=bound)
         inside &= np.less_equal(lv_t, bound, out=self._mask_below)
         mask = inside.T.copy()
         n = inside.shape[1]
