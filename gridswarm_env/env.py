@@ -103,6 +103,7 @@ from gridswarm_env.fleet import (
     energy_change_mwh,
     fast_clip,
     kinds_left_out,
+    mask_selector,
     update_solar,
 )
 from gridswarm_env.grid import GridModel
@@ -136,6 +137,9 @@ OBS_FIELDS = (
 )
 OBS_DIM = len(OBS_FIELDS)
 OBS_LIMIT = 5.0
+# the clip bounds as float32 0-d arrays (the same float32 loop as the Python floats, without
+# converting them every call)
+_OBS_LO32, _OBS_HI32 = np.array(-OBS_LIMIT, np.float32), np.array(OBS_LIMIT, np.float32)
 AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
 def _caller_stacklevel() -> int:
     """``warnings.warn`` stacklevel of the first frame outside this package, counted from
@@ -559,6 +563,9 @@ class GridSwarmEnv(ParallelEnv):
         safe_rated = np.where(f.rated_power_mw > 0, f.rated_power_mw, 1.0)
         self._safe_rated = safe_rated
         self._has_storage = f.energy_capacity_mwh > 0
+        self._storage_sel = mask_selector(self._has_storage)   # a slice: no where= divide
+        self._active_buf = np.empty(n, dtype=bool)
+        self._age_cap = np.full(n, 10.0)
         # mean rated power per kind (1.0 for an absent kind or one configured at 0 MW, so
         # that size_rel is 0, not NaN, for a zero-power DER)
         kind_mean = np.array([f.rated_power_mw[f.kind == k].mean() if (f.kind == k).any()
@@ -587,6 +594,22 @@ class GridSwarmEnv(ParallelEnv):
         if not all(isinstance(x, slice) for x in sel):
             raise RuntimeError("fleet agents must be grouped by kind (build_fleet sorts them)")
         self._kind_sel = sel
+        self._precompute_settlement()
+
+    def _precompute_settlement(self) -> None:
+        """:meth:`_settle`'s constant factors as arrays over agents (an array operand skips
+        NumPy's conversion of a Python float each call; the products are the same bits)."""
+        cfg, n, h = self.config, self.n_agents, self._h
+        costs, (bat, sol, ev) = cfg.costs, self._kind_sel
+        self._h_arr = np.full(n, h)
+        self._penalty_rate = np.full(n, cfg.reward.undelivered_penalty_per_mwh * h)
+        rate = self._cost_rate = np.empty(n)    # c_kind: the own-cost rate of each kind
+        rate[bat] = costs.battery_degradation_per_mwh
+        rate[sol] = costs.solar_curtailment_per_mwh
+        rate[ev] = costs.ev_deferral_per_mwh
+        self._stored_rate = np.full(bat.stop - bat.start, costs.stored_energy_value_per_mwh / h)
+        self._unmet_rate = np.full(n, costs.ev_unmet_departure_per_mwh)
+        self._reward_scale = np.full(n, cfg.reward.scale)
 
     def _precompute_profiles(self, rng: np.random.Generator) -> None:
         """Per-sub-step requirement (noise-free) and true shortage for the whole episode."""
@@ -1305,58 +1328,59 @@ class GridSwarmEnv(ParallelEnv):
         as the formulas above).
         """
         cfg, f = self.config, self.fleet
-        h = self._h
         unmet = depart_evs(f, self.t_s + cfg.dt_s)
         if int(np.count_nonzero(f.plugged)) != self._n_plugged:   # an EV left
             self._refresh_flexibility()
         if cfg.shadow:   # would-be settlement of what would have been dispatched
             p_exec = ex.p_mean_mw
+        zero, h_arr = self._const.zero, self._h_arr   # 0.0 and h as array operands
         shortfall = np.subtract(ex.planned_mean_mw, p_exec)
         np.abs(shortfall, out=shortfall)
         abs_contract = np.abs(contract_mw)
         delivered = np.subtract(abs_contract, shortfall)
-        np.maximum(delivered, 0.0, out=delivered)
+        np.maximum(delivered, zero, out=delivered)
         gap = np.subtract(shortfall, abs_contract)
-        np.maximum(gap, 0.0, out=gap)
+        np.maximum(gap, zero, out=gap)
         np.minimum(gap, np.multiply(self.reserve_mw, ex.reserve_share, out=shortfall), out=gap)
         payments = np.sign(contract_mw)
         np.multiply(contract_price, payments, out=payments)
         payments *= delivered
         payments += self._reserve_rate_at(self.t_s)
-        payments *= h
+        payments *= h_arr
         penalties = np.subtract(abs_contract, delivered, out=abs_contract)
         penalties += gap
-        np.multiply(cfg.reward.undelivered_penalty_per_mwh * h, penalties, out=penalties)
-        c, (bat, sol, ev) = cfg.costs, self._kind_sel
+        np.multiply(self._penalty_rate, penalties, out=penalties)   # λ·h
+        bat, sol, ev = self._kind_sel
         own_cost = delivered   # reused: per-kind cost rate × |p| (or the curtailed/deferred part)
         np.abs(p_exec[bat], out=own_cost[bat])
-        own_cost[bat] *= c.battery_degradation_per_mwh
-        # the stored energy spent, per hour like the rates (× h below)
-        own_cost[bat] -= ex.energy_delta_mwh[bat] * (c.stored_energy_value_per_mwh / h)
         np.negative(p_exec[sol], out=own_cost[sol])
-        np.maximum(own_cost[sol], 0.0, out=own_cost[sol])
-        own_cost[sol] *= c.solar_curtailment_per_mwh
-        np.maximum(p_exec[ev], 0.0, out=own_cost[ev])
-        own_cost[ev] *= c.ev_deferral_per_mwh
-        own_cost *= h
-        own_cost += np.multiply(c.ev_unmet_departure_per_mwh, unmet, out=gap)
+        np.maximum(own_cost[sol], zero[sol], out=own_cost[sol])
+        np.maximum(p_exec[ev], zero[ev], out=own_cost[ev])
+        add = np.add.reduce   # the KPIs' per-kind sums of these (record_dispatch)
+        kind_sums = None if cfg.shadow else (float(add(own_cost[bat])),
+                                             float(add(own_cost[sol])), float(add(own_cost[ev])))
+        own_cost *= self._cost_rate   # c_kind of each agent's kind
+        # the stored energy spent, per hour like the rates (× h below)
+        own_cost[bat] -= np.multiply(ex.energy_delta_mwh[bat], self._stored_rate)
+        own_cost *= h_arr
+        own_cost += np.multiply(self._unmet_rate, unmet, out=gap)
         if cfg.shadow:   # nothing dispatched: nothing paid, charged or penalised
             p_exec = np.zeros_like(p_exec)
             payments = np.zeros_like(payments)
             penalties = np.zeros_like(penalties)
             own_cost = np.zeros_like(own_cost)
-        add = np.add.reduce
         self.metrics.record_dispatch(f.kind, p_exec, float(self._requirement_mean_mw[k]),
                                      float(add(payments)), float(add(penalties)),
                                      float(add(unmet)),
                                      None if cfg.shadow else ex.energy_delta_mwh,
-                                     ex.p_mean_sum_mw if p_exec is ex.p_mean_mw else None)
+                                     ex.p_mean_sum_mw if p_exec is ex.p_mean_mw else None,
+                                     kind_sums)
         mean_dev_hz = self._dev_sum_hz / freq.size   # Σ|f − 60| from record_frequency
         grid_term = cfg.reward.grid_weight * mean_dev_hz / cfg.reward.band_hz
         payments -= own_cost
         payments -= penalties
         payments -= grid_term
-        payments *= cfg.reward.scale
+        payments *= self._reward_scale
         return payments
 
     def reserve_standing_mw(self) -> np.ndarray:
@@ -1471,7 +1495,11 @@ class GridSwarmEnv(ParallelEnv):
             self._check_reset("observations_array()")
         f, sc = self.fleet, self.scenario
         t = self._obs_t     # rows 0-2 (kind one-hot) and 4 (size) are static
-        np.divide(f.energy_mwh, f.energy_capacity_mwh, out=t[3], where=self._has_storage)
+        s = self._storage_sel
+        if isinstance(s, slice):
+            np.divide(f.energy_mwh[s], f.energy_capacity_mwh[s], out=t[3][s])
+        else:
+            np.divide(f.energy_mwh, f.energy_capacity_mwh, out=t[3], where=s)
         t[5] = self._lo
         t[6] = self._hi
         t[7] = self._baseline_next
@@ -1479,7 +1507,7 @@ class GridSwarmEnv(ParallelEnv):
         t[9] = self.last_p_mw
         t[10] = self._standing_mw
         np.divide(t[5:11], self._safe_rated, out=t[5:11])
-        np.isfinite(self.activation_s, out=t[11])   # True/False stored as 1.0/0.0
+        t[11] = np.isfinite(self.activation_s, out=self._active_buf)   # 1.0/0.0
         # rows 12-18: (x − offset) / scale per row in two calls (x − 0.0 and x / 1.0 are x)
         t[12] = self.sig_request
         t[13] = self.sig_price
@@ -1487,7 +1515,7 @@ class GridSwarmEnv(ParallelEnv):
         t[15] = self.emergency_seen
         t[16] = self.sig_freq
         t[17] = self.sig_rocof
-        np.minimum(self.sig_age, 10.0, out=t[18])
+        np.minimum(self.sig_age, self._age_cap, out=t[18])
         np.subtract(t[12:19], self._sig_offset, out=t[12:19])
         np.divide(t[12:19], self._sig_scale, out=t[12:19])
         t[19] = self.backpressure
@@ -1498,25 +1526,30 @@ class GridSwarmEnv(ParallelEnv):
         # EVs (a slice, so t[row][ev] is a view written in place): hours to departure / 12
         # (capped at 1) and the SoC still missing at departure; 0 for the other kinds
         ev = self._kind_sel[2]
+        zero = self._const.zero[ev]
         x = t[23][ev]
         np.subtract(f.departure_s[ev], self.t_s, out=x)
-        np.maximum(x, 0.0, out=x)
+        np.maximum(x, zero, out=x)
         x /= 43200.0
         np.minimum(x, 1.0, out=x)
         x = t[24][ev]
         np.subtract(f.departure_soc[ev], t[3][ev], out=x)
-        np.maximum(x, 0.0, out=x)
-        np.copyto(x, 0.0, where=~f.plugged[ev])
+        np.maximum(x, zero, out=x)
+        plugged = f.plugged[ev]
+        if np.count_nonzero(plugged) < plugged.size:
+            np.copyto(x, 0.0, where=~plugged)
         np.divide(f.solar_forecast_mw, self._safe_rated, out=t[25])
         # the clearing price of the last announcement each agent received (0 before any)
         x = t[26]
         np.subtract(self.sig_clearing_price, sc.price_floor_per_mwh, out=x)
         x /= self._price_band
-        np.copyto(x, 0.0, where=np.isnan(x))
+        nan = np.isnan(x)
+        if np.count_nonzero(nan):
+            np.copyto(x, 0.0, where=nan)
         t[27] = self.accepted_share
         o = np.empty((self.n_agents, OBS_DIM), dtype=np.float32)
         o[...] = t.T
-        return fast_clip(o, -OBS_LIMIT, OBS_LIMIT, out=o)
+        return fast_clip(o, _OBS_LO32, _OBS_HI32, out=o)
 
     def _observations(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
         arr = self.observations_array()

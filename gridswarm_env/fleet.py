@@ -69,7 +69,11 @@ def fast_clip(x: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float,
 def kind_selector(kind: np.ndarray, k: int) -> Selector:
     """Agents of kind ``k`` as a slice if they are contiguous (fleets are built sorted by
     kind), else as a bool mask."""
-    mask = kind == k
+    return mask_selector(kind == k)
+
+
+def mask_selector(mask: np.ndarray) -> Selector:
+    """The agents of a bool ``mask`` as a slice if they are contiguous, else the mask."""
     idx = mask.nonzero()[0]
     if idx.size == 0:
         return slice(0, 0)
@@ -91,6 +95,7 @@ class FleetConstants:
     :param eta_discharge_safe: (n,) discharge efficiency, 1.0 where it is 0 (solar).
     :param zero: (n,) read-only zeros, the ``0.0`` operand of hot-path ufuncs (an array
         operand skips NumPy's scalar conversion; the results are the same bits).
+    :param one: (n,) read-only ones, the ``1`` operand likewise.
     """
 
     is_solar: np.ndarray
@@ -101,6 +106,7 @@ class FleetConstants:
     ev: Selector
     eta_discharge_safe: np.ndarray
     zero: np.ndarray | None = None
+    one: np.ndarray | None = None
 
 
 def _read_only(x: np.ndarray) -> np.ndarray:
@@ -116,7 +122,7 @@ def fleet_constants(state: FleetState) -> FleetConstants:
         solar=kind_selector(kind, KIND_SOLAR), battery=kind_selector(kind, KIND_BATTERY),
         ev=kind_selector(kind, KIND_EV),
         eta_discharge_safe=np.where(state.eta_discharge > 0, state.eta_discharge, 1.0),
-        zero=_read_only(np.zeros(kind.shape[0])))
+        zero=_read_only(np.zeros(kind.shape[0])), one=_read_only(np.ones(kind.shape[0])))
 
 
 def kind_counts(n_agents: int, cfg: FleetConfig) -> tuple[int, int, int]:
@@ -270,15 +276,25 @@ def energy_change_mwh(state: FleetState, net_power_mw: np.ndarray, duration_h: f
     :param constants: :func:`fleet_constants` of ``state`` (saves recomputing them).
     """
     c = constants if constants is not None else fleet_constants(state)
-    zero = c.zero if c.zero is not None else 0.0
+    return energy_change_of(net_power_mw, c.zero if c.zero is not None else 0.0,
+                            state.eta_charge, c.eta_discharge_safe, duration_h, c.solar)
+
+
+def energy_change_of(net_power_mw: np.ndarray, zero: np.ndarray | float,
+                     eta_charge: np.ndarray, eta_discharge_safe: np.ndarray,
+                     duration_h: np.ndarray | float, solar: Selector) -> np.ndarray:
+    """:func:`energy_change_mwh` from its operands: ``zero`` (0.0), the charge and (safe)
+    discharge efficiencies and ``duration_h`` broadcast against ``net_power_mw``, and the
+    solar agents' selector. Operands of the full shape of a 2-D ``net_power_mw`` save
+    NumPy's broadcasting path (~0.6 µs a call at 100 agents); the values are the same."""
     discharge = np.maximum(net_power_mw, zero)
     delta = np.negative(net_power_mw)
     np.maximum(delta, zero, out=delta)           # charge
-    delta *= state.eta_charge
-    discharge /= c.eta_discharge_safe
+    delta *= eta_charge
+    discharge /= eta_discharge_safe
     delta -= discharge
     delta *= duration_h
-    delta[..., c.solar] = 0.0
+    delta[..., solar] = 0.0
     return delta
 
 
@@ -337,18 +353,23 @@ def update_solar(state: FleetState, irradiance_now: float, irradiance_next: floa
     c = constants if constants is not None else _constants_of(state)
     solar = c.solar
     noise = np.zeros(state.n_agents)     # x stays 0 for non-solar agents
-    x = a * state.solar_noise[solar]
-    x += shocks[solar]
-    noise[solar] = x
+    if isinstance(solar, slice):         # written in place
+        x = np.multiply(a, state.solar_noise[solar], out=noise[solar])
+        x += shocks[solar]
+    else:
+        x = a * state.solar_noise[solar]
+        x += shocks[solar]
+        noise[solar] = x
     state.solar_noise = noise
     rated = state.solar_rated_mw
-    one_plus_noise = 1 + noise
+    one = c.one if c.one is not None else 1.0
+    one_plus_noise = np.add(one, noise)
     available = rated * irradiance_now
     available *= one_plus_noise
     state.solar_available_mw = fast_clip(available, c.zero, rated, out=available)
     forecast = rated * irradiance_next
     forecast *= one_plus_noise
-    forecast *= 1 + state.solar_bias
+    forecast *= np.add(one, state.solar_bias)
     state.solar_forecast_mw = fast_clip(forecast, c.zero, rated, out=forecast)
 
 

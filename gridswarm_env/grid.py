@@ -379,9 +379,10 @@ class GridModel:
 
     def advance_unchecked(self, u_pu: np.ndarray) -> np.ndarray:
         """:meth:`advance` for a finite float64 array of shape ``(n_substeps,)`` that the
-        caller guarantees (the environment's hot path); no argument checks."""
-        out = self._free @ self.state
-        out += self._forced @ u_pu
+        caller guarantees (the environment's hot path); no argument checks. (``.dot``
+        calls the same BLAS matrix-vector product as ``@``, with less overhead.)"""
+        out = self._free.dot(self.state)
+        out += self._forced.dot(u_pu)
         n = self.n_substeps
         self.state = out[n:]
         f = out[:n]

@@ -213,11 +213,15 @@ class MetricsAccumulator:
     def record_dispatch(self, kinds: np.ndarray, p_mean_mw: np.ndarray,
                         requirement_mean_mw: float, payments: float, penalties: float,
                         ev_unmet_mwh: float, energy_delta_mwh: np.ndarray | None = None,
-                        p_sum_mw: float | None = None) -> None:
+                        p_sum_mw: float | None = None,
+                        kind_sums_mw: tuple[float, float, float] | None = None) -> None:
         """Add one step's executed balancing power (mean over the step, MW per agent) and,
         if given, each agent's stored-energy change over the step (MWh; its batteries'
         sum enters ``system_cost`` at the stored-energy value). ``p_sum_mw``, if given,
-        is ``np.add.reduce(p_mean_mw)`` already computed by the caller."""
+        is ``np.add.reduce(p_mean_mw)`` already computed by the caller; ``kind_sums_mw``,
+        if given, is ``(Σ|p_battery|, Σmax(−p_solar, 0), Σmax(p_ev, 0))``, each
+        ``np.add.reduce`` over the kind's agents in index order, also computed by the
+        caller (the environment's settlement has these arrays at hand)."""
         h = self.dt_s / 3600.0
         if kinds is not self._kinds_seen:
             self._kinds_seen = kinds
@@ -225,11 +229,16 @@ class MetricsAccumulator:
                                     for k in (KIND_BATTERY, KIND_SOLAR, KIND_EV))
         bat, solar, ev = self._selectors   # slices select the same values as the masks
         add = np.add.reduce
-        self.battery_throughput_mwh += float(add(np.abs(p_mean_mw[bat]))) * h
+        if kind_sums_mw is None:
+            kind_sums_mw = (float(add(np.abs(p_mean_mw[bat]))),
+                            float(add(np.maximum(-p_mean_mw[solar], 0.0))),
+                            float(add(np.maximum(p_mean_mw[ev], 0.0))))
+        throughput, curtailed, deferred = kind_sums_mw
+        self.battery_throughput_mwh += throughput * h
         if energy_delta_mwh is not None:
             self.battery_drawn_mwh -= float(add(energy_delta_mwh[bat]))
-        self.curtailed_mwh += float(add(np.maximum(-p_mean_mw[solar], 0.0))) * h
-        self.ev_deferred_mwh += float(add(np.maximum(p_mean_mw[ev], 0.0))) * h
+        self.curtailed_mwh += curtailed * h
+        self.ev_deferred_mwh += deferred * h
         self.ev_unmet_mwh += ev_unmet_mwh
         delivered = float(add(p_mean_mw)) if p_sum_mw is None else p_sum_mw
         sign = 1.0 if requirement_mean_mw >= 0 else -1.0

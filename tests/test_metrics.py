@@ -102,6 +102,22 @@ def test_no_stabilization_time_for_an_episode_that_ends_at_the_disturbance() -> 
 KINDS = np.array([KIND_SOLAR, KIND_BATTERY, KIND_BATTERY, KIND_EV, KIND_EV])
 
 
+def test_record_dispatch_takes_the_callers_kind_sums_as_its_own() -> None:
+    """``kind_sums_mw`` (the environment's settlement passes the sums it has at hand) is
+    what record_dispatch would compute from the power: the same KPIs, bit for bit."""
+    p = np.array([-1.0, 2.0, -1.0, 0.5, -0.3])
+    delta = np.array([0.0, -2.5, 0.9, 0.3, 0.2])
+    plain, given = _acc(dt_s=3600.0), _acc(dt_s=3600.0)
+    plain.record_dispatch(KINDS, p, 4.0, 1.0, 0.5, 0.2, energy_delta_mwh=delta)
+    bat, sol, ev = (KINDS == k for k in (KIND_BATTERY, KIND_SOLAR, KIND_EV))
+    sums = (float(np.abs(p[bat]).sum()), float(np.maximum(-p[sol], 0.0).sum()),
+            float(np.maximum(p[ev], 0.0).sum()))
+    given.record_dispatch(KINDS, p, 4.0, 1.0, 0.5, 0.2, energy_delta_mwh=delta,
+                          kind_sums_mw=sums)
+    assert json.dumps(_kpis(given)) == json.dumps(_kpis(plain))
+    assert _kpis(given)["battery_throughput_mwh"] == 3.0
+
+
 def test_system_cost_is_the_sum_of_its_six_terms() -> None:
     """One hour (h = 1): solar curtailed by 1 MW (its +0.5 MW elsewhere is not
     curtailment), batteries at +2 and −1 MW (throughput 3 MWh) whose stores lost
