@@ -490,8 +490,10 @@ def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[
         if name in out:
             continue
         if name == "learned" and pretrained_model() is None:
-            notes.append("policy 'learned' skipped: no model at policies/pretrained/ "
-                         "(train one with `python -m train`)")
+            from policies.learned import DEFAULT_MODEL
+
+            notes.append(f"policy 'learned' skipped: no model at {DEFAULT_MODEL} (train one "
+                         "with `python -m train`, or pass a model's path)")
             continue
         if name not in known:
             if not looks_like_model_path(name):

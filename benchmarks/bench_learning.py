@@ -2,8 +2,8 @@
 
 Trains exactly as ``python -m train`` does (:func:`train.trainer.train` with a
 :class:`train.config.TrainConfig`: 100 agents, one environment copy, hmac trust, the
-shipped model's PPO settings; from a random network, or with ``--bc`` after cloning the
-heuristic as the shipped model was) and pauses to evaluate the model being trained when
+shipped PPO model's (``gridswarm_ppo.zip``) PPO settings; from a random network, or with
+``--bc`` after cloning the heuristic as that model was) and pauses to evaluate the model being trained when
 training starts and at the first rollout start after every ``--eval-every`` agent-steps
 (the network as last updated; a rollout is 6 400 agent-steps, so the points fall on
 multiples of it), with :class:`train.callbacks.SystemCostEvaluation` (what
@@ -85,7 +85,7 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     :param eval_every: PPO agent-steps between evaluations (one also right after cloning).
     :param eval_seeds: evaluation episodes per scenario (seeds ``EVAL_SEED_BASE + k``).
     :param margin: relative improvement over the heuristic that counts as beating it.
-    :param bc: clone the heuristic first (its time counts), as the shipped model was made;
+    :param bc: clone the heuristic first (its time counts), as the shipped PPO model was made;
         default: PPO from a random network.
     :param bc_timesteps: demonstration agent-steps for the cloning.
     :param bc_epochs: cloning passes over the demonstrations.
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--margin", type=float, default=0.01,
                         help="relative cost improvement that counts as beating (default 0.01)")
     parser.add_argument("--bc", action="store_true",
-                        help="clone the heuristic before PPO (as the shipped model was made)")
+                        help="clone the heuristic before PPO (as the shipped PPO model was made)")
     parser.add_argument("--bc-timesteps", type=int, default=200_000,
                         help="agent-steps of heuristic demonstrations, with --bc (default "
                              "200 000)")

@@ -1219,8 +1219,9 @@ class ContractLedger:
     :attr:`replay_memory_size` and the module docstring.
 
     Every verification recomputes both signatures' checks with the keys (HMAC tag or
-    Ed25519 public key) over the canonical bytes of the contract's current field values;
-    no signature verdict computed at issue time is reused. The one thing issue time
+    Ed25519 public key) over the canonical bytes of the contract's current field values
+    (or, for the same unchanged object, takes the verdict of the last
+    :meth:`screen_batch`); no signature verdict computed at issue time is reused. The one thing issue time
     lends is those bytes: a contract of the last :meth:`issue` batch that still holds
     the very objects issue stored is not re-encoded when first checked (screening or
     verification, see :meth:`_screen`).

@@ -167,6 +167,7 @@ def test_learned_without_a_model_is_skipped_with_a_note(monkeypatch):
     names, notes = evaluate.resolve_policies(None)
     assert names == list(evaluate.DEFAULT_POLICIES)
     assert notes and "learned" in notes[0]
+    assert "gridswarm_ppo_dagger.zip" in notes[0]   # the file missing, not just its folder
     with pytest.raises(evaluate.UsageError, match="no policy left"):
         evaluate.resolve_policies("learned")
 

@@ -116,6 +116,11 @@ def test_record_dispatch_takes_the_callers_kind_sums_as_its_own() -> None:
                           kind_sums_mw=sums)
     assert json.dumps(_kpis(given)) == json.dumps(_kpis(plain))
     assert _kpis(given)["battery_throughput_mwh"] == 3.0
+    # the sums given are the ones used (not recomputed from the power)
+    other = _acc(dt_s=3600.0)
+    other.record_dispatch(KINDS, p, 4.0, 1.0, 0.5, 0.2, energy_delta_mwh=delta,
+                          kind_sums_mw=(7.0, sums[1], sums[2]))
+    assert _kpis(other)["battery_throughput_mwh"] == 7.0
 
 
 def test_system_cost_is_the_sum_of_its_six_terms() -> None:

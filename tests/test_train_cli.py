@@ -243,10 +243,13 @@ def test_resume_continues_a_model_train_dagger_saved(tmp_path, capsys):
     LearnedPolicy(out)   # a model python -m train saved, with its record
     capsys.readouterr()
     # without --randomize or --no-randomize the choice is unknown: refused, nothing made
-    with pytest.raises(SystemExit) as refused:
-        main([*TINY, "--resume", str(distilled), "--timesteps", "300",
-              "--logdir", str(tmp_path / "again"), "--out", str(tmp_path / "again.zip")])
-    assert refused.value.code == 2
-    err = capsys.readouterr().err
-    assert "stores no environment settings" in err and "--no-randomize" in err
-    assert not (tmp_path / "again.zip").exists() and not (tmp_path / "again").exists()
+    # (the shipped PPO model, saved before models stored their settings, as well)
+    for model in (distilled, DEFAULT_MODEL.with_name("gridswarm_ppo.zip")):
+        with pytest.raises(SystemExit) as refused:
+            main([*TINY, "--resume", str(model), "--timesteps", "300",
+                  "--logdir", str(tmp_path / "again"), "--out", str(tmp_path / "again.zip")])
+        assert refused.value.code == 2
+        err = capsys.readouterr().err
+        assert "stores no environment settings" in err and "--no-randomize" in err
+        assert model.name in err
+        assert not (tmp_path / "again.zip").exists() and not (tmp_path / "again").exists()

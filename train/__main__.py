@@ -11,7 +11,9 @@ you pass are applied (``--net-arch`` must equal the checkpoint's: the network's 
 cannot change). So do the environment and reward flags (``--scenario``,
 ``--randomize``/``--no-randomize``, ``--agents``,
 ``--limits``, ``--reward``, ``--marginal-weight``, ``--reward-scale``,
-``--reward-clip``), which every saved model stores; a given reward flag that changes the
+``--reward-clip``), which every model saved now stores (a model that stores none, such
+as the shipped ``gridswarm_ppo.zip`` and ``gridswarm_dagger.zip``, needs ``--randomize``
+or ``--no-randomize``); a given reward flag that changes the
 checkpoint's reward is applied with a warning on stderr (its critic learned the old
 reward's values). The training record shows the values read back from the model.
 The limits file is read once per run, and every saved model records the SHA-256 of
@@ -320,8 +322,9 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
     if (checkpoint is not None and saved_env is None and args.randomize is None
             and not getattr(args, "no_randomize", False)):
         raise ValueError(f"--resume {args.resume!r} stores no environment settings (saved "
-                         "by an older python -m train.dagger or outside python -m train), "
-                         "so whether it learned on randomized scenarios is unknown: pass "
+                         "before models stored them, as the shipped gridswarm_ppo.zip and "
+                         "gridswarm_dagger.zip were, or outside python -m train), so "
+                         "whether it learned on randomized scenarios is unknown: pass "
                          "--randomize or --no-randomize")
     if args.bc_teacher is None:
         given = [f"{flag} {getattr(args, dest)}" for dest, flag in BC_FLAGS

@@ -48,6 +48,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +140,13 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
             for tag, value in values.items():
                 writer.add_scalar(f"distil/{tag}", value, step)
 
+    # what it is taught on, checked before the work and stored in the model, so
+    # ``python -m train --resume`` of it keeps --randomize
+    taught = TrainConfig(scenario="all", randomize=True, n_agents=n_agents, trust=trust,
+                         seed=seed)
+
     def venv_of(scenario: str, s: int):
-        return make_venv(TrainConfig(scenario=scenario, randomize=True, n_agents=n_agents,
-                                     trust=trust, seed=s))
+        return make_venv(replace(taught, scenario=scenario, seed=s))
 
     venv = venv_of("all", seed + SEED_OFFSETS["scenarios"])
     model = load_model(base, venv)
@@ -194,10 +199,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
             f"{disagree:.2%} of {len(rows):,} states it visited; {phases[-1]} "
             f"({time.time() - t0:.0f} s)")
     setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
-    # what it was taught on, so ``python -m train --resume`` of it keeps --randomize
-    setattr(model, ENV_SETTINGS_ATTR, TrainConfig(scenario="all", randomize=True,
-                                                  n_agents=n_agents, trust=trust,
-                                                  seed=seed).env_settings())
+    setattr(model, ENV_SETTINGS_ATTR, taught.env_settings())
     path = save_model_atomically(model, out)
     shown = _shown(base)
     record = {
