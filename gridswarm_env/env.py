@@ -1452,8 +1452,10 @@ class GridSwarmEnv(ParallelEnv):
                                   [c.contract.power_mw for c, _ in mine])
             self._arrived = []
         self.awarded_next = awarded
-        # an agent knows its own bid and what reached it, not the operator's books
-        self.accepted_share = market.accepted_share(received, self._bid_mw)
+        # an agent knows its own bid and what reached it, not the operator's books (with
+        # nothing received, |0| / |B| is +0.0 everywhere: the zeros as they are)
+        self.accepted_share = (market.accepted_share(received, self._bid_mw) if items
+                               else received)
 
     # ------------------------------------------------------------------ kernel and observations
     def _update_feasible(self) -> None:
