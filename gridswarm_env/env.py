@@ -1395,11 +1395,13 @@ class GridSwarmEnv(ParallelEnv):
             if len(sig.recipients):
                 r = np.asarray(sig.recipients, dtype=np.int64)
                 rows = np.asarray(sig.payloads)
-                newer = rows["round"] >= self.sig_round[r]
+                # take: the same gather as sig_round[r], several times faster on the
+                # packed (unaligned) record field at 10 000 agents
+                newer = rows["round"] >= self.sig_round.take(r)
                 if np.count_nonzero(newer) < newer.size:
                     r, rows = r[newer], rows[newer]
                 if rows.dtype == SIGNAL_DTYPE:
-                    self._sig_void[r] = rows.view(_SIGNAL_VOID)
+                    self._sig_void.put(r, rows.view(_SIGNAL_VOID))   # = [r] =, faster
                 else:
                     self._sig[r] = rows
                 self.sig_age[r] = 0.0
