@@ -210,11 +210,9 @@ def _checked_seed(seed: Any) -> int | None:
     return int(seed)
 
 
-def _record_bytes(records: np.ndarray) -> np.ndarray | None:
-    """``(n, itemsize)`` uint8 view of a C-contiguous 1-D record array (None otherwise)."""
-    if records.ndim != 1 or not records.flags.c_contiguous:
-        return None
-    return records.view(np.uint8).reshape(records.shape[0], records.dtype.itemsize)
+#: a packed signal record as one opaque item of its size: copying signal records as these
+#: moves the same bytes as the field-wise copy, several times faster
+_SIGNAL_VOID = np.dtype((np.void, SIGNAL_DTYPE.itemsize))
 
 
 class MaskedMultiDiscrete(spaces.MultiDiscrete):
@@ -546,13 +544,13 @@ class GridSwarmEnv(ParallelEnv):
         self._sub_end_offsets_s = cfg.grid.physics_dt_s * self._sub_ends
         self._bid_rows = np.empty(n, dtype=BID_DTYPE)
         self._signal_rows = np.empty(n, dtype=SIGNAL_DTYPE)
-        # byte views of the packed signal records: one record is broadcast to all rows and
-        # delivered rows are scattered into the agents' state as raw bytes (the same bytes
-        # as the field-wise copies, several times faster)
+        # opaque-item views of the packed signal records: one record is broadcast to all
+        # rows and delivered rows are scattered into the agents' state as raw bytes (the
+        # same bytes as the field-wise copies, several times faster)
         self._signal_record = np.empty(1, dtype=SIGNAL_DTYPE)
-        self._signal_rows_bytes = _record_bytes(self._signal_rows)
-        self._signal_record_bytes = _record_bytes(self._signal_record)
-        self._sig_bytes = _record_bytes(self._sig)
+        self._signal_rows_void = self._signal_rows.view(_SIGNAL_VOID)
+        self._signal_record_void = self._signal_record.view(_SIGNAL_VOID)
+        self._sig_void = self._sig.view(_SIGNAL_VOID)
         # reserve contracts cover delivery until the episode's end (their window end)
         self._reserve_until_s = self.duration_s + cfg.dt_s
         # fleet flexibility (DESIGN §3): the plugged-in fleet's, refreshed when EVs leave;
@@ -701,7 +699,7 @@ class GridSwarmEnv(ParallelEnv):
         # the bus copies published rows: the buffer is reused
         self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof,
                                   self.last_clearing_price)
-        self._signal_rows_bytes[...] = self._signal_record_bytes
+        self._signal_rows_void[...] = self._signal_record_void
         self.bus.publish_batch(TOPIC_PRICE, self._signal_rows, lane=Lane.MARKET, senders=self._to_operator,
                                recipients=self._agent_ids, now_s=now_s)
         self.round_price_signal = price
@@ -1397,14 +1395,15 @@ class GridSwarmEnv(ParallelEnv):
             if len(sig.recipients):
                 r = np.asarray(sig.recipients, dtype=np.int64)
                 rows = np.asarray(sig.payloads)
-                newer = rows["round"] >= self.sig_round[r]
+                # take: the same gather as sig_round[r], several times faster on the
+                # packed (unaligned) record field at 10 000 agents
+                newer = rows["round"] >= self.sig_round.take(r)
                 if np.count_nonzero(newer) < newer.size:
                     r, rows = r[newer], rows[newer]
-                raw = _record_bytes(rows) if rows.dtype == SIGNAL_DTYPE else None
-                if raw is None:
-                    self._sig[r] = rows
+                if rows.dtype == SIGNAL_DTYPE:
+                    self._sig_void.put(r, rows.view(_SIGNAL_VOID))   # = [r] =, faster
                 else:
-                    self._sig_bytes[r] = raw
+                    self._sig[r] = rows
                 self.sig_age[r] = 0.0
         received = np.zeros(self.n_agents)   # awarded by this round's contracts received
         items = self._arrived   # this step's deliveries, see _receive_contracts
@@ -1455,8 +1454,10 @@ class GridSwarmEnv(ParallelEnv):
                                   [c.contract.power_mw for c, _ in mine])
             self._arrived = []
         self.awarded_next = awarded
-        # an agent knows its own bid and what reached it, not the operator's books
-        self.accepted_share = market.accepted_share(received, self._bid_mw)
+        # an agent knows its own bid and what reached it, not the operator's books (with
+        # nothing received, |0| / |B| is +0.0 everywhere: the zeros as they are)
+        self.accepted_share = (market.accepted_share(received, self._bid_mw) if items
+                               else received)
 
     # ------------------------------------------------------------------ kernel and observations
     def _update_feasible(self) -> None:
