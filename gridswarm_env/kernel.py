@@ -484,9 +484,11 @@ class Kernel:
 
     def _bounds(self, st: _Statics, fleet: FleetState, energy_lo_mwh: np.ndarray,
                 energy_hi_mwh: np.ndarray, solar_available_mw: np.ndarray, duration_h: float,
-                window_end_s: float, plugged: np.ndarray, departure_rule: bool) -> np.ndarray:
+                window_end_s: float, plugged: np.ndarray, departure_rule: bool,
+                all_plugged: bool | None = None) -> np.ndarray:
         """:meth:`net_bounds` as one ``(2, n)`` array, rows ``lo`` and ``hi`` (same arithmetic,
-        both rows in one ufunc call where the formulas are alike)."""
+        both rows in one ufunc call where the formulas are alike). ``all_plugged``: whether
+        every entry of ``plugged`` is True, if the caller knows (None: counted here)."""
         c = st.fleet
         div, charge_h_ev, _ = st.per_duration(fleet, duration_h)
         b = np.empty((2, fleet.n_agents))
@@ -510,10 +512,15 @@ class Kernel:
             need /= charge_h_ev
             np.negative(need, out=need)
             np.maximum(need, lo[ev], out=need)
-            hi[ev] = np.minimum(need, st.ev_zero, out=need)
+            if isinstance(ev, slice):   # hi[ev] is a view: written in place
+                np.minimum(need, st.ev_zero, out=hi[ev])
+            else:
+                hi[ev] = np.minimum(need, st.ev_zero, out=need)
         else:
             hi[ev] = 0.0
-        if np.count_nonzero(plugged) < plugged.shape[0]:
+        if all_plugged is None:
+            all_plugged = np.count_nonzero(plugged) == plugged.shape[0]
+        if not all_plugged:
             ev_off = c.is_ev > plugged                      # is_ev & ~plugged
             if np.count_nonzero(ev_off):
                 lo[ev_off] = 0.0
@@ -521,7 +528,10 @@ class Kernel:
         # solar: between 0 and its available output (export cap applies)
         solar = c.solar
         lo[solar] = 0.0
-        hi[solar] = np.minimum(solar_available_mw[solar], st.solar_max_discharge_mw)
+        if isinstance(solar, slice):   # a view: written in place
+            np.minimum(solar_available_mw[solar], st.solar_max_discharge_mw, out=hi[solar])
+        else:
+            hi[solar] = np.minimum(solar_available_mw[solar], st.solar_max_discharge_mw)
         np.maximum(hi, lo, out=hi)
         return b
 
@@ -586,7 +596,7 @@ class Kernel:
             keep[~self.is_battery] = 0.0
             e_lo = e_lo - keep
         b = self._bounds(st, fleet, e_lo, e_hi, fleet.solar_forecast_mw, h, t1 + self.dt_s,
-                         plugged_next, True)
+                         plugged_next, True, all_plugged_next)
         lo_net, hi_net = b[0], b[1]
         # the schedule the DER follows at p = 0, made feasible (an EV that must charge
         # faster to make its departure does so; a full one stops)
@@ -884,8 +894,12 @@ class ExecutionChecker:
         # below the charge cap (solar: −tol)
         net_hi = self._net_hi_mw.copy()
         solar = self._solar
-        net_hi[solar] = np.fmin(self._solar_discharge_hi_mw, solar_available_mw[solar]
-                                + tol_mw[solar])
+        if isinstance(solar, slice):   # net_hi[solar] is a view: written in place
+            x = np.add(solar_available_mw[solar], tol_mw[solar], out=net_hi[solar])
+            np.fmin(self._solar_discharge_hi_mw, x, out=x)
+        else:
+            net_hi[solar] = np.fmin(self._solar_discharge_hi_mw, solar_available_mw[solar]
+                                    + tol_mw[solar])
         power = net_max_mw > net_hi
         power |= net_min_mw < self._net_lo_mw
         # soc: outside its band and moved further out
