@@ -223,6 +223,11 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
 
     # sign of the request (np.sign for a finite float)
     direction = 1.0 if request > 0 else (-1.0 if request < 0 else 0.0)
+    if direction == 0.0:
+        # a zero request (the usual idle round): every power·0.0 below is ±0.0 or NaN,
+        # never > 0, so no bid is valid and the offer is 0.0·Σ(nothing) = +0.0
+        return _result(np.zeros(n), math.nan, request, 0.0, abs(request) <= deadband, 0,
+                       accepted_total=0.0)
     # Work in the request's direction: magnitudes > 0 are candidate bids (x·1.0 = x and
     # x·(−1.0) = −x exactly, so no multiplication is needed).
     power_dir = power if direction > 0 else (-power if direction < 0 else power * 0.0)
@@ -243,7 +248,7 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
 
     if abs(request) <= deadband or not idx.size:
         return _result(accepted, math.nan, request, direction * offered_abs,
-                       abs(request) <= deadband, 0)
+                       abs(request) <= deadband, 0, accepted_total=0.0)   # Σ of the zeros
 
     # Merit order: ascending price for a shortage, descending for a surplus (the least
     # compensation asked first); stable sort keeps agent index order within ties.
@@ -278,12 +283,16 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
 
 
 def _result(accepted: np.ndarray, clearing: float, request: float, offered: float,
-            consensus: bool, n_accepted: int) -> ClearingResult:
-    """Freeze ``accepted`` and build the ``ClearingResult``."""
+            consensus: bool, n_accepted: int,
+            accepted_total: float | None = None) -> ClearingResult:
+    """Freeze ``accepted`` and build the ``ClearingResult`` (``accepted_total``: the sum of
+    ``accepted`` if the caller knows it, e.g. +0.0 for fresh zeros; None: summed here)."""
     accepted.setflags(write=False)
+    if accepted_total is None:
+        accepted_total = float(np.add.reduce(accepted))
     return ClearingResult(accepted_mw=accepted, clearing_price_per_mwh=clearing,
                           request_mw=request, offered_mw=offered,
-                          accepted_total_mw=float(np.add.reduce(accepted)),
+                          accepted_total_mw=accepted_total,
                           consensus=bool(consensus), n_accepted=int(n_accepted))
 
 

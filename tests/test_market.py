@@ -376,6 +376,22 @@ def test_a_one_price_band_and_a_zero_deadband_are_admissible() -> None:
     assert zero.consensus and zero.n_accepted == 0 and zero.offered_mw == 0.0
 
 
+@pytest.mark.parametrize("check", [True, False])
+@pytest.mark.parametrize("request_mw", [0.0, -0.0])
+def test_a_zero_request_clears_nothing_with_plus_zero_sums(request_mw: float,
+                                                           check: bool) -> None:
+    """A zero request (the idle round, returned early): nothing accepted, offer and total
+    +0.0 (not −0.0), fresh read-only zeros; NaN and inf bids change nothing."""
+    power = np.array([10.0, -10.0, np.inf, np.nan]) if check else np.array([10.0, -10.0])
+    r = clear_market(request_mw, power, np.full(power.size, 5.0), check=check)
+    assert r.consensus and r.n_accepted == 0 and math.isnan(r.clearing_price_per_mwh)
+    for total in (r.offered_mw, r.accepted_total_mw):
+        assert total == 0.0 and math.copysign(1.0, total) == 1.0
+    assert not np.signbit(r.accepted_mw).any() and not r.accepted_mw.flags.writeable
+    np.testing.assert_array_equal(r.accepted_mw, np.zeros(power.size))
+    assert math.copysign(1.0, r.request_mw) == math.copysign(1.0, request_mw)
+
+
 def test_an_infinite_power_bid_is_ignored_not_awarded_the_request() -> None:
     """"NaN/inf power or price ... ignored": an infinite offer (or absorption bid) is
     not valid, so it neither takes the whole request at its price nor makes the offer
