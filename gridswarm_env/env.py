@@ -947,6 +947,7 @@ class GridSwarmEnv(ParallelEnv):
     def _clear(self, bids, window_start_s: float, now_s: float) -> market.ClearingResult:
         """Clear this round's bids that arrived by gate closure; sign and publish contracts."""
         n, cfg, sc = self.n_agents, self.config, self.scenario
+        request, product = self.round_request_mw, self.round_product
         power, price = np.zeros(n), np.zeros(n)
         eligible = np.zeros(n, dtype=bool)
         if len(bids.senders):
@@ -957,10 +958,10 @@ class GridSwarmEnv(ParallelEnv):
             if n_current < current.size:   # bids of earlier rounds, deferred by the bus
                 self.stale_bids += current.size - n_current
                 rows, senders = rows[current], senders[current]
-            power[senders] = rows["power_mw"]
-            price[senders] = rows["price_per_mwh"]
-            eligible[senders] = True
-        request, product = self.round_request_mw, self.round_product
+            if request != 0.0:   # a zero request takes no bid (market.clear_market)
+                power[senders] = rows["power_mw"]
+                price[senders] = rows["price_per_mwh"]
+                eligible[senders] = True
         self._cleared_product = product
         result = market.clear_market(
             request, power, price, eligible, consensus_share=cfg.market.consensus_share,
