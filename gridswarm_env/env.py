@@ -974,9 +974,9 @@ class GridSwarmEnv(ParallelEnv):
         self.metrics.record_round(held, result.consensus, result.n_accepted)
         if not math.isnan(result.clearing_price_per_mwh):
             self.last_clearing_price = result.clearing_price_per_mwh
-        idx = result.accepted_indices
-        if not idx.size:
+        if not result.n_accepted:   # nothing accepted: accepted_mw is all zeros
             return result
+        idx = result.accepted_indices
         is_reserve = product == PRODUCT_RESERVE
         window_end = self._reserve_until_s if is_reserve else window_start_s + cfg.dt_s
         signed = self.ledger.issue(self.round_index, idx, result.accepted_mw[idx],
