@@ -959,8 +959,10 @@ class GridSwarmEnv(ParallelEnv):
                 self.stale_bids += current.size - n_current
                 rows, senders = rows[current], senders[current]
             if request != 0.0:   # a zero request takes no bid (market.clear_market)
-                power[senders] = rows["power_mw"]
-                price[senders] = rows["price_per_mwh"]
+                # put: = power[senders] = ... (last wins in order), faster from the packed,
+                # unaligned record fields
+                power.put(senders, rows["power_mw"])
+                price.put(senders, rows["price_per_mwh"])
                 eligible[senders] = True
         self._cleared_product = product
         result = market.clear_market(
