@@ -1185,7 +1185,12 @@ class AgentMessageBus:
         rows: np.ndarray | None,
     ) -> np.ndarray:
         """Append a segment of ``senders.size`` messages (the id arrays are taken over, not
-        copied); ``rows=None`` means row i of ``payloads``, which are then copied."""
+        copied); ``rows=None`` means row i of ``payloads``, which are then copied.
+
+        :meth:`publish_batch` writes its usual case (nothing staged, no mark or limit
+        crossed, latencies in the block) itself, with the same bookkeeping as below: a
+        change here (a counter, a field of ``_Seg``) must be made there too
+        (tests/test_bus_properties.py checks both paths against a reference model)."""
         if queue.payloads:
             self._flush_staging(queue)
         lane = queue.lane

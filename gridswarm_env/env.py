@@ -489,8 +489,8 @@ class GridSwarmEnv(ParallelEnv):
         self.contracts_lost = 0    # contracts the bus refused (CONTROL lane full)
         self.stale_bids = 0
         # what agents know (from delivered messages)
-        # the last price signal each agent received: one record per agent (one fancy
-        # assignment per delivery); sig_* are views of its fields
+        # the last price signal each agent received: one record per agent (written per
+        # delivery with _sig_void.put, one 45-byte item each); sig_* are views of its fields
         sig = self._sig = np.zeros(n, dtype=SIGNAL_DTYPE)
         sig["round"] = -1
         sig["price_per_mwh"] = float(self.price_levels.mean())

@@ -228,9 +228,9 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
         # never > 0, so no bid is valid and the offer is 0.0·Σ(nothing) = +0.0
         return _result(np.zeros(n), math.nan, request, 0.0, abs(request) <= deadband, 0,
                        accepted_total=0.0)
-    # Work in the request's direction: magnitudes > 0 are candidate bids (x·1.0 = x and
-    # x·(−1.0) = −x exactly, so no multiplication is needed).
-    power_dir = power if direction > 0 else (-power if direction < 0 else power * 0.0)
+    # Work in the request's direction (±1 here): magnitudes > 0 are candidate bids
+    # (x·1.0 = x and x·(−1.0) = −x exactly, so no multiplication is needed).
+    power_dir = power if direction > 0 else -power
     valid = power_dir > 0.0             # NaN compares False
     valid &= mask
     if check:   # arbitrary inputs: NaN/inf power or price never count
