@@ -137,6 +137,11 @@ def check_limit_field(owner: str, name: str, value: Any) -> float | None:
     return check_range(owner, name, value, 0.0, 1.0)
 
 
+def _name_kind(agent: str) -> str:
+    """The kind part of an agent name ``<kind>_<index>`` (``battery_003`` -> ``battery``)."""
+    return agent.rsplit("_", 1)[0]
+
+
 def _ev_only(owner: str, kind: str, departure_soc: float) -> str:
     """The message refusing a ``departure_soc`` given to a solar or battery agent."""
     return (f"{owner}.departure_soc = {departure_soc!r}: an EV-only field (the SoC an EV "
@@ -194,7 +199,7 @@ class Limits:
                                  f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
             checked = {name: check_limit_field(owner, name, value)
                        for name, value in changes.items()}
-            kind = agent.rsplit("_", 1)[0]
+            kind = _name_kind(agent)
             if kind in ("solar", "battery") and checked.get("departure_soc") is not None:
                 raise ValueError(_ev_only(owner, kind, checked["departure_soc"]))
             check_soc_order(owner, checked.get("soc_min", 0.0), checked.get("soc_max", 1.0),
@@ -319,7 +324,7 @@ def _describe_names(names: list[str]) -> str:
     """``solar_000…solar_029, battery_000…battery_039, ev_000`` (first…last per kind)."""
     groups: dict[str, list[str]] = {}
     for name in names:
-        groups.setdefault(name.rsplit("_", 1)[0], []).append(name)
+        groups.setdefault(_name_kind(name), []).append(name)
     return ", ".join(g[0] if len(g) == 1 else f"{g[0]}…{g[-1]}" for g in groups.values())
 
 
@@ -341,15 +346,15 @@ def check_limits_names(limits: Limits, names: list[str],
                          f"{_describe_names(names)})")
     merged = {}
     for agent in limits.per_agent:
-        kind = agent.rsplit("_", 1)[0]
+        kind = _name_kind(agent)
         if kind in DER_KINDS:
             merged[agent] = agent_limits(limits, agent, kind)
     if ev_departure_soc is None:
         return
     ev_limits = [("limits['ev']", limits.for_kind("ev"))] if any(
-        name.rsplit("_", 1)[0] == "ev" and name not in merged for name in names) else []
+        _name_kind(name) == "ev" and name not in merged for name in names) else []
     ev_limits += [(f"limits.agents[{agent!r}]", lim) for agent, lim in merged.items()
-                  if agent.rsplit("_", 1)[0] == "ev"]
+                  if _name_kind(agent) == "ev"]
     for owner, lim in ev_limits:
         if lim.departure_soc is None:
             _check_departure(owner, ev_departure_soc, "FleetConfig.ev_departure_soc",
