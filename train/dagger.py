@@ -230,12 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from policies.cli_checks import check_output_dir, check_output_file
     from policies.learned import load_maskable_ppo
+    from train.__main__ import flag_message
     from train.config import check_step_size
 
-    try:   # TrainConfig's rule and words for a learning rate
-        check_step_size("dagger", "lr", args.lr)
-    except ValueError as exc:   # "dagger.lr = 2.0: <rule>" as python -m train says it
-        parser.error(f"--lr {args.lr!r}: {str(exc).split(': ', 1)[1]}")
+    try:   # TrainConfig's rule for a learning rate, in python -m train's words
+        check_step_size("TrainConfig", "learning_rate", args.lr)
+    except ValueError as exc:
+        parser.error(flag_message(str(exc)))
     try:   # a missing file or one that is not a model fails here, not after the work
         load_maskable_ppo(args.base)
     except ValueError as exc:
