@@ -11,7 +11,11 @@ What is measured
   dicts); the user-side conversions (stacking the dicts for the policy, building the
   action dict) are counted as policy time there; its repeats alternate with the array
   path's, and ``arrays_speedup`` is the median of (dict step) / (array step) over the
-  pairs (the VM's speed drifts by up to 2x between rows). Episodes restart when truncated; the
+  pairs (the VM's speed drifts by up to 2x between rows). The rows time ``price_spike``;
+  at 100 agents, hmac rows of ``solar_surplus`` and ``emergency`` follow (``"variant":
+  "scenario <name>"``, repeats alternating with price_spike's; ``step_over_price_spike``
+  is the median of their step time over price_spike's): the rate follows the contracts
+  signed per step (``contracts_per_step``). Episodes restart when truncated; the
   reset is not timed. Each figure is the median over ``repeats`` runs of ``steps`` steps
   after a short warm-up (the first steps of an episode clear no contracts).
   ``agent_steps_per_cpu_s`` is the same rate per second of the process's CPU time
@@ -79,6 +83,8 @@ from policies import make_policy  # noqa: E402
 SEED = 0
 AGENT_COUNTS = (100, 1_000, 10_000)
 TRUST_MODES = ("hmac", "ed25519")
+#: scenarios timed besides the headline ``price_spike``, hmac at 100 agents (variant rows)
+OTHER_SCENARIOS = ("solar_surplus", "emergency")
 WARMUP_STEPS = 25   # the price spike's first contracts are cleared after ~20 steps
 LATENCY_BUDGET_MS = 100.0
 
@@ -593,7 +599,9 @@ def memory(quick: bool = False) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- all
 def run(quick: bool = False, agents: tuple[int, ...] = AGENT_COUNTS,
         with_memory: bool = True) -> dict[str, Any]:
-    """Every env row (both trust modes, each agent count), the dict-API row, the
+    """Every env row (both trust modes, each agent count; ``price_spike``), the dict-API
+    row and the other scenarios' hmac rows at 100 agents (``"variant": "scenario
+    <name>"``, ``step_over_price_spike`` their paired step time over price_spike's), the
     emergency latency at the largest count and, optionally, memory.
 
     :param quick: fewer steps and repeats (under a minute with memory).
@@ -613,6 +621,11 @@ def run(quick: bool = False, agents: tuple[int, ...] = AGENT_COUNTS,
         if n == 100:
             rows.append(variant_row(n, "arrays_speedup", steps=steps, repeats=repeats,
                                     api="dict"))
+            # the other scenarios (the rate follows the contracts signed per step)
+            for name in OTHER_SCENARIOS:
+                rows.append(variant_row(n, "step_over_price_spike", steps=steps,
+                                        repeats=repeats, variant=f"scenario {name}",
+                                        scenario=name))
         if n == max(agents) and n >= 1_000 and not quick:
             # three times the row's steps: a full collection comes every ~14 steps there
             rows.append(variant_row(n, "pause_gc_speedup", steps=3 * steps, repeats=repeats,
