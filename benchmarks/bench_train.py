@@ -38,7 +38,7 @@ def run(quick: bool = False, rollouts: int | None = None, n_agents: int = 100) -
         import torch
 
         from train.config import TrainConfig
-        from train.trainer import make_model, make_venv
+        from train.trainer import make_model, make_venv, unvalidated_distributions
     except ImportError as exc:  # pragma: no cover - depends on the installation
         return {"skipped": f"train/ or its dependencies are unavailable: {exc}"}
     n_rollouts = rollouts if rollouts is not None else (2 if quick else 8)
@@ -60,7 +60,8 @@ def run(quick: bool = False, rollouts: int | None = None, n_agents: int = 100) -
     venv.step_wait = timed_step_wait   # instance attribute: only this adapter is timed
     timesteps = n_rollouts * config.n_steps * venv.num_envs
     t0 = time.perf_counter()
-    model.learn(total_timesteps=timesteps)
+    with unvalidated_distributions():   # as train.trainer.train learns
+        model.learn(total_timesteps=timesteps)
     wall = time.perf_counter() - t0
     venv.close()
     return {"agent_steps_per_s": model.num_timesteps / wall, "timesteps": model.num_timesteps,

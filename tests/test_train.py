@@ -264,6 +264,35 @@ def test_same_seed_same_weights_other_seed_differs(trained, tmp_path):
     assert any(not np.array_equal(w1[k], w3[k]) for k in w1)
 
 
+def test_learning_without_distribution_validation_changes_no_weight(trained, tmp_path,
+                                                                    monkeypatch):
+    """train() learns with torch.distributions' argument checks off (they cost 7-15 %
+    of PPO's time and compute nothing it uses): the same run with them on gives the same
+    weights bit for bit, and the process's setting is restored afterwards."""
+    import contextlib
+
+    from torch.distributions import Distribution
+
+    import train.trainer as trainer
+
+    seen = []
+
+    @contextlib.contextmanager
+    def checked():   # the old behaviour: validation as the process has it (on)
+        seen.append(Distribution._validate_args)
+        yield
+
+    _, plain, _ = trained
+    before = Distribution._validate_args
+    assert before   # torch's default; the trained fixture ran with the checks off
+    monkeypatch.setattr(trainer, "unvalidated_distributions", checked)
+    validated = train(tiny(tmp_path, run_name="validated"))
+    assert seen == [True]
+    for k, w in weights(plain).items():
+        np.testing.assert_array_equal(w, weights(validated)[k])
+    assert Distribution._validate_args is before
+
+
 def test_evaluation_during_training_keeps_the_best_model_and_changes_nothing(trained, tmp_path):
     """--eval-every: system_cost of greedy held-out episodes at the start, about every N
     agent-steps (rollout starts) and at the end; the best model is saved, the curve is

@@ -236,8 +236,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
     :raises OutputError: the model or its record could not be written where asked at
         the end; it was saved to the temporary directory instead (``exc.path``).
     :raises TrainingError: an error once training had started (e.g. torch's
-        ``ValueError`` on the NaN logits of a diverged network): the record is written
-        with an ``"error"`` entry (message, stage, ``num_timesteps``, last checkpoint,
+        ``RuntimeError`` sampling from the NaN logits of a diverged network): the record
+        is written with an ``"error"`` entry (message, stage, ``num_timesteps``, last checkpoint,
         traceback) and the model is saved if all its weights (and optimizer state) are
         finite, else not (the message says which). A run that ends with non-finite
         weights is a failure too.
@@ -262,6 +262,30 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
     """
     with _sigterm_as_interrupt():
         return _train(config, callbacks, notes)
+
+
+@contextlib.contextmanager
+def unvalidated_distributions():
+    """``torch.distributions`` argument validation off inside the block, restored after.
+
+    MaskablePPO builds three ``Categorical`` objects per action dimension for every
+    forward pass, and by default each re-checks its logits (finite, right shape): 7-15 %
+    of PPO's wall time at 100 agents (``python -m benchmarks.bench_train``). The checks
+    compute nothing the learning uses: the weights after training are the same bit for
+    bit (tested). What changes is where a diverged network fails: NaN logits raise at
+    sampling (``torch.multinomial``'s RuntimeError) instead of at the distribution's
+    construction (ValueError), the same rollout; training reports either as a failure
+    and refuses to save non-finite weights, and evaluation (``LearnedPolicy``) refuses a
+    model holding them.
+    """
+    from torch.distributions import Distribution
+
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)
 
 
 @contextlib.contextmanager
@@ -388,10 +412,12 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         # last: what the others record at a rollout start or at the end is in its dump
         all_callbacks.append(dump_cb)
         if config.total_timesteps:
-            model.learn(total_timesteps=config.total_timesteps,
-                        callback=CallbackList(all_callbacks), reset_num_timesteps=not config.resume,
-                        progress_bar=False, tb_log_name=run_name,
-                        log_interval=None)   # DumpAfterUpdate writes the scalars
+            with unvalidated_distributions():
+                model.learn(total_timesteps=config.total_timesteps,
+                            callback=CallbackList(all_callbacks),
+                            reset_num_timesteps=not config.resume, progress_bar=False,
+                            tb_log_name=run_name,
+                            log_interval=None)   # DumpAfterUpdate writes the scalars
         if evaluation is not None and not config.total_timesteps:
             stage = "evaluation"
             evaluation.init_callback(model)   # cloning only: judge the cloned model once
@@ -399,7 +425,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             model.logger.dump(int(model.num_timesteps))
     except KeyboardInterrupt as stop:
         interrupted, stopped_by = True, stop
-    except Exception as exc:   # e.g. torch's ValueError on NaN logits of a diverged network
+    except Exception as exc:   # e.g. torch sampling from the NaN logits of a diverged network
         failure = exc
     saved_to = record_to = None
     try:   # a second Ctrl-C while the model and record are written: say what was
