@@ -37,8 +37,9 @@ def run(quick: bool = False, rollouts: int | None = None, n_agents: int = 100) -
     try:
         import torch
 
+        from policies.learned import unvalidated_distributions
         from train.config import TrainConfig
-        from train.trainer import make_model, make_venv, unvalidated_distributions
+        from train.trainer import make_model, make_venv
     except ImportError as exc:  # pragma: no cover - depends on the installation
         return {"skipped": f"train/ or its dependencies are unavailable: {exc}"}
     n_rollouts = rollouts if rollouts is not None else (2 if quick else 8)

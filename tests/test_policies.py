@@ -515,6 +515,66 @@ def test_learned_policy_refuses_observations_and_masks_of_another_shape(tmp_path
         policy.act(obs[:, :27], np.ones((3, 32), bool))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_learned_policy_refuses_non_finite_observations(bad, tmp_path):
+    """``act`` names a NaN or infinite observation (agent, field) instead of acting on it:
+    torch's check of the logits is off for speed (unvalidated_distributions), and before
+    a NaN gave torch's message about the logits of a MaskableCategorical while an
+    infinity was silently acted on."""
+    from gymnasium import spaces
+
+    from policies.learned import LearnedPolicy
+
+    policy = LearnedPolicy.from_model(
+        _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11])))
+    obs = np.zeros((3, len(OBS_FIELDS)), np.float32)
+    obs[1, 4] = bad
+    obs[2, 0] = bad
+    with pytest.raises(ValueError, match=rf"obs\[1, 4\] \({OBS_FIELDS[4]}\) is {bad}: "
+                       r"observations must be finite \(2 value\(s\) are NaN or infinite\)"):
+        policy.act(obs, np.ones((3, 32), bool))
+
+
+def test_learned_actions_are_the_same_with_torchs_distribution_checks(tmp_path):
+    """``act`` runs with torch.distributions' argument checks off (25-30 % of its time at
+    100 agents): greedy and seeded sampled actions equal those with the checks on, and
+    the process's setting is left as it was."""
+    import contextlib
+
+    from gymnasium import spaces
+    from torch.distributions import Distribution
+
+    import policies.learned as learned
+
+    model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=40, trust="hmac")
+    obs = np.random.default_rng(0).normal(size=(40, len(OBS_FIELDS))).astype(np.float32)
+    mask = np.random.default_rng(1).random((40, 32)) < 0.7
+    mask[:, 0] = mask[:, 21] = True   # at least one level allowed in each part
+
+    def actions(deterministic: bool) -> list[np.ndarray]:
+        policy = learned.LearnedPolicy.from_model(model, deterministic=deterministic)
+        policy.reset(env.unwrapped, seed=3)
+        return [policy.act(obs, mask) for _ in range(4)]
+
+    before = Distribution._validate_args
+    fast = {d: actions(d) for d in (True, False)}
+    assert Distribution._validate_args is before
+    checked_calls = []
+
+    @contextlib.contextmanager
+    def checked():
+        checked_calls.append(Distribution._validate_args)
+        yield
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(learned, "unvalidated_distributions", checked)
+        for deterministic, got in fast.items():
+            for a, b in zip(got, actions(deterministic), strict=True):
+                np.testing.assert_array_equal(a, b)
+    assert checked_calls and all(checked_calls)   # the comparison ran with the checks on
+
+
 def test_the_record_check_hashes_the_bytes_loaded_not_the_file_now(tmp_path):
     """``load_maskable_ppo(path, data)`` checks the training record against the bytes it
     was given (the model that acts), even when the file was rewritten since they were

@@ -40,7 +40,7 @@ import numpy as np
 
 from gridswarm_env.env import OBS_FIELDS
 from policies.cli_checks import OutputError, file_sha256, write_or_rescue
-from policies.learned import OBS_FIELDS_ATTR, nonfinite_tensors
+from policies.learned import OBS_FIELDS_ATTR, nonfinite_tensors, unvalidated_distributions
 from train.adapter import GridSwarmVecEnv
 from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig
 from train.errors import Terminated, TrainingError
@@ -262,30 +262,6 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
     """
     with _sigterm_as_interrupt():
         return _train(config, callbacks, notes)
-
-
-@contextlib.contextmanager
-def unvalidated_distributions():
-    """``torch.distributions`` argument validation off inside the block, restored after.
-
-    MaskablePPO builds three ``Categorical`` objects per action dimension for every
-    forward pass, and by default each re-checks its logits (finite, right shape): 7-15 %
-    of PPO's wall time at 100 agents (``python -m benchmarks.bench_train``). The checks
-    compute nothing the learning uses: the weights after training are the same bit for
-    bit (tested). What changes is where a diverged network fails: NaN logits raise at
-    sampling (``torch.multinomial``'s RuntimeError) instead of at the distribution's
-    construction (ValueError), the same rollout; training reports either as a failure
-    and refuses to save non-finite weights, and evaluation (``LearnedPolicy``) refuses a
-    model holding them.
-    """
-    from torch.distributions import Distribution
-
-    previous = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        Distribution.set_default_validate_args(previous)
 
 
 @contextlib.contextmanager
