@@ -591,7 +591,7 @@ class EnvConfig:
         that it understates the instantaneous initial RoCoF (0.75 Hz/s; see
         :meth:`~gridswarm_env.grid.GridParams.initial_rocof_hz_per_s`). It no longer
         depends on ``physics_dt_s`` (a one-sub-step difference did: 0.50 Hz/s at 50 ms
-        vs 0.74 Hz/s at 10 ms sub-steps, emergency scenario, heuristic fleet, seed 0).
+        vs 0.75 Hz/s at 10 ms sub-steps, emergency scenario, heuristic fleet, seed 0).
     """
 
     n_agents: int = 100

@@ -25,16 +25,25 @@ after every step, checks *independently* of the kernel's interval arithmetic:
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from hypothesis import configuration as hypothesis_configuration
 
 import gridswarm_env
 from gridswarm_env.env import GridSwarmEnv
 from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR
 from policies.base import sample_masked
+
+# Hypothesis keeps its example database (failing examples, replayed first next time) in
+# the temporary directory, not in a .hypothesis/ directory of the working tree: the tests
+# write nothing into the repository
+hypothesis_configuration.set_hypothesis_home_dir(
+    os.path.join(tempfile.gettempdir(), "gridswarm-hypothesis"))
 
 TOL_MW = 1e-7
 TOL_MWH = 1e-9
