@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -358,6 +359,11 @@ def _torch_rng(policy: LearnedPolicy) -> Iterator[None]:
         policy._sample_state = torch.get_rng_state()
 
 
+_validation_lock = threading.Lock()
+_unvalidated_users = 0             # blocks of unvalidated_distributions now running
+_validation_before: bool = True    # the setting the first of them found
+
+
 @contextlib.contextmanager
 def unvalidated_distributions() -> Iterator[None]:
     """``torch.distributions`` argument validation off inside the block, restored after.
@@ -373,15 +379,25 @@ def unvalidated_distributions() -> Iterator[None]:
     (``torch.multinomial``'s RuntimeError) instead of at the distribution's
     construction (ValueError), in the same rollout, and training reports either as a
     failure and refuses to save non-finite weights.
+
+    The setting is process-wide: blocks may nest and run in several threads at once (the
+    first to enter turns the checks off, the last to leave restores what it found).
     """
     from torch.distributions import Distribution
 
-    previous = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
+    global _unvalidated_users, _validation_before
+    with _validation_lock:
+        if not _unvalidated_users:
+            _validation_before = Distribution._validate_args
+            Distribution.set_default_validate_args(False)
+        _unvalidated_users += 1
     try:
         yield
     finally:
-        Distribution.set_default_validate_args(previous)
+        with _validation_lock:
+            _unvalidated_users -= 1
+            if not _unvalidated_users:
+                Distribution.set_default_validate_args(_validation_before)
 
 
 @contextlib.contextmanager

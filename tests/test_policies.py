@@ -575,6 +575,47 @@ def test_learned_actions_are_the_same_with_torchs_distribution_checks(tmp_path):
     assert checked_calls and all(checked_calls)   # the comparison ran with the checks on
 
 
+def test_unvalidated_blocks_in_threads_leave_torchs_setting_as_they_found_it():
+    """Review: each block saved the setting it found and restored it, so two threads whose
+    blocks overlapped (A enters, B enters and saves "off", A leaves, B leaves) left
+    torch's distribution checks off for the whole process. The first block to enter now
+    saves the setting and the last to leave restores it; nested blocks too."""
+    import threading
+
+    from torch.distributions import Distribution
+
+    from policies.learned import unvalidated_distributions
+
+    before = Distribution._validate_args
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    inside = []
+
+    def a():
+        with unvalidated_distributions():
+            a_in.set()
+            b_in.wait(5)
+            inside.append(Distribution._validate_args)
+        a_out.set()
+
+    def b():
+        a_in.wait(5)
+        with unvalidated_distributions():
+            b_in.set()
+            a_out.wait(5)
+            inside.append(Distribution._validate_args)   # A left: still off for B
+            with unvalidated_distributions():   # nested
+                pass
+            inside.append(Distribution._validate_args)
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert inside == [False, False, False]
+    assert Distribution._validate_args is before
+
+
 def test_the_record_check_hashes_the_bytes_loaded_not_the_file_now(tmp_path):
     """``load_maskable_ppo(path, data)`` checks the training record against the bytes it
     was given (the model that acts), even when the file was rewritten since they were
