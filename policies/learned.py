@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -324,10 +325,27 @@ class LearnedPolicy:
             raise ValueError(f"obs[{i}, {j}] ({OBS_FIELDS[j]}) is {obs[i, j]}: observations "
                              f"must be finite ({int(finite.size - finite.sum())} value(s) "
                              "are NaN or infinite)")
+        if self.path is None:   # from_model: a model that may still be training
+            _check_live_weights(self.model)
         with _torch_threads(self.torch_threads), _torch_rng(self), unvalidated_distributions():
             actions, _ = self.model.predict(obs, deterministic=self.deterministic,
                                             action_masks=np.asarray(mask, dtype=bool))
         return np.asarray(actions, dtype=np.int64).reshape(obs.shape[0], 2)
+
+
+def _check_live_weights(model: Any) -> None:
+    """:func:`_check_weights` for a model in memory at every act: its weights can turn
+    non-finite after :meth:`LearnedPolicy.from_model` (a training run that diverges), and
+    with torch's distribution checks off a greedy policy would then act silently on NaN
+    logits. One sum over the parameters (~0.03 ms at the shipped model's size); the full
+    check, naming the tensor, only when that sum is not finite (an overflow of finite
+    weights passes it)."""
+    import torch
+
+    with torch.no_grad():
+        total = sum(float(p.sum()) for p in model.policy.parameters())
+    if not math.isfinite(total):
+        _check_weights(model, "model")
 
 
 def _checked_threads(torch_threads: Any) -> int | None:
@@ -369,16 +387,18 @@ def unvalidated_distributions() -> Iterator[None]:
     """``torch.distributions`` argument validation off inside the block, restored after.
 
     MaskablePPO builds three ``Categorical`` objects per action dimension for every
-    forward pass, and by default each re-checks its logits (finite, right shape): 25-30 %
+    forward pass, and by default each re-checks its logits (finite, right shape): ~15-25 %
     of :meth:`LearnedPolicy.act` at 100 agents and 7-15 % of PPO's training time
     (``python -m benchmarks.bench_train``). The checks compute nothing the actions or the
     learning use: actions and trained weights are the same bit for bit (tested). What
     changes is where non-finite logits fail. :meth:`LearnedPolicy.act` refuses
-    non-finite observations itself, and models with non-finite weights are refused on
-    loading; in training a diverged network's NaN logits raise at sampling
-    (``torch.multinomial``'s RuntimeError) instead of at the distribution's
-    construction (ValueError), in the same rollout, and training reports either as a
-    failure and refuses to save non-finite weights.
+    non-finite observations itself, and non-finite weights on loading (and, for a model
+    in memory, at every call); in training a diverged network's NaN logits raise at the
+    next sampling (``torch.multinomial``'s RuntimeError; when the NaN came from an update,
+    the update runs to its end and the next rollout's first step raises) instead of at
+    the distribution's construction (ValueError). Training reports either as a failure
+    (a NaN left by the last update as non-finite weights) and refuses to save
+    non-finite weights.
 
     The setting is process-wide: blocks may nest and run in several threads at once (the
     first to enter turns the checks off, the last to leave restores what it found).

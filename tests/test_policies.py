@@ -535,8 +535,29 @@ def test_learned_policy_refuses_non_finite_observations(bad, tmp_path):
         policy.act(obs, np.ones((3, 32), bool))
 
 
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_a_live_model_that_diverges_after_from_model_is_refused_at_act(deterministic,
+                                                                      tmp_path):
+    """Review: with torch's distribution checks off, a greedy policy over a model whose
+    weights turned NaN after from_model (a run still training) acted silently ([0, 0]
+    for every agent, masks or not). act re-checks such a model's weights."""
+    import torch
+    from gymnasium import spaces
+
+    from policies.learned import LearnedPolicy
+
+    model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
+    policy = LearnedPolicy.from_model(model, deterministic=deterministic)
+    obs, mask = np.zeros((3, len(OBS_FIELDS)), np.float32), np.ones((3, 32), bool)
+    assert policy.act(obs, mask).shape == (3, 2)
+    with torch.no_grad():
+        next(model.policy.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="model has .* non-finite value"):
+        policy.act(obs, mask)
+
+
 def test_learned_actions_are_the_same_with_torchs_distribution_checks(tmp_path):
-    """``act`` runs with torch.distributions' argument checks off (25-30 % of its time at
+    """``act`` runs with torch.distributions' argument checks off (~15-25 % of its time at
     100 agents): greedy and seeded sampled actions equal those with the checks on, and
     the process's setting is left as it was."""
     import contextlib

@@ -103,8 +103,8 @@ def test_a_diverged_network_is_a_training_failure_with_a_record(tmp_path, monkey
     line = one_error_line(capsys.readouterr().err)
     run = tmp_path / "nan"
     checkpoint = run / "checkpoints" / "model_300_steps.zip"
-    assert ("training failed at 300 agent-steps (PPO): RuntimeError: probability tensor "
-            "contains either `inf`, `nan` or element < 0") in line
+    assert "training failed at 300 agent-steps (PPO): RuntimeError: " in line
+    assert "nan" in line   # torch's sampling from NaN probabilities
     assert f"last checkpoint {checkpoint}" in line and checkpoint.is_file()
     assert "not finite" in line and not (run / "model.zip").exists()   # a NaN model is useless
     assert not (run / "model_failed.zip").exists()
