@@ -36,6 +36,7 @@ def run(quick: bool = False, rollouts: int | None = None, n_agents: int = 100) -
     """
     try:
         import torch
+        from stable_baselines3.common.logger import Logger
 
         from policies.learned import unvalidated_distributions
         from train.config import TrainConfig
@@ -48,6 +49,9 @@ def run(quick: bool = False, rollouts: int | None = None, n_agents: int = 100) -
     torch.set_num_threads(config.torch_threads)
     venv = make_venv(config)
     model = make_model(config, venv)
+    # a logger with no output: SB3's default one makes an empty tempdir/SB3-<time> folder
+    # per learn() call, left behind
+    model.set_logger(Logger(folder=None, output_formats=[]))
     env_seconds = [0.0]
     step_wait = venv.step_wait
 

@@ -415,3 +415,16 @@ def test_profile_breakdown_splits_the_steps_without_contract_into_phases():
     assert "_clear" in idle and "_physics" in idle and idle["(rest of the step)"] > 0.0
     named = {k for k in idle if not k.startswith(" ")} - {"(rest of the step)"}
     assert named <= set(PHASES)
+
+
+def test_bench_train_leaves_no_logger_folder_behind(tmp_path, monkeypatch):
+    """Review: each ``bench_train.run`` (one per ``python -m benchmarks``) left an empty
+    ``tempdir/SB3-<date-time>`` folder: SB3's default logger makes one per learn()."""
+    import tempfile
+
+    from benchmarks import bench_train
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    r = bench_train.run(rollouts=1, n_agents=10)
+    assert r["timesteps"] > 0
+    assert list(tmp_path.glob("SB3-*")) == []   # (torch may keep its own cache folder there)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stable_baselines3.common.logger import Logger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import evaluate
@@ -139,8 +140,6 @@ def test_the_share_of_event_episodes_whose_kpi_was_none_is_logged_per_scenario()
     .../never_stabilized_share and .../no_response_share (1 or 0 per episode) have as
     rollout mean the share of the scenario's event episodes that the curves leave out."""
     from types import SimpleNamespace
-
-    from stable_baselines3.common.logger import Logger
 
     from train.callbacks import EpisodeMetricsCallback
 
@@ -333,6 +332,7 @@ def test_evaluation_can_stop_training_at_a_cost():
                                    batch_size=300, progress_bar=False), venv)
     evaluation = SystemCostEvaluation(["emergency"], 10, every=600, n_seeds=1,
                                       stop_at_cost=float("inf"))
+    model.set_logger(Logger(folder=None, output_formats=[]))   # no tempdir/SB3-<time> left
     model.learn(total_timesteps=6000, callback=evaluation)
     assert evaluation.stopped_at == evaluation.points[0]   # met before any PPO step
     assert len(evaluation.points) == 1 and model.num_timesteps <= 10
@@ -1048,7 +1048,6 @@ def test_evaluation_keeps_the_model_of_the_first_lowest_cost(tmp_path, monkeypat
     import types
 
     import torch as th
-    from stable_baselines3.common.logger import Logger
 
     import train.callbacks as cb
 
@@ -1119,7 +1118,6 @@ def test_best_model_is_the_lowest_cost_relative_to_the_heuristic(monkeypatch):
     venv = GridSwarmVecEnv("solar_surplus", n_agents=5, seed=0)
     model = make_model(TrainConfig(scenario="solar_surplus", n_agents=5, n_steps=60,
                                    batch_size=300, progress_bar=False), venv)
-    from stable_baselines3.common.logger import Logger
 
     model.set_logger(Logger(folder=None, output_formats=[]))
     evaluation.init_callback(model)
@@ -1142,7 +1140,6 @@ def test_the_default_reference_is_the_heuristic_on_the_same_seeds():
     venv = GridSwarmVecEnv("emergency", n_agents=5, seed=0)
     model = make_model(TrainConfig(scenario="emergency", n_agents=5, n_steps=60,
                                    batch_size=300, progress_bar=False), venv)
-    from stable_baselines3.common.logger import Logger
 
     model.set_logger(Logger(folder=None, output_formats=[]))
     evaluation.init_callback(model)
