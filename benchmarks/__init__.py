@@ -9,6 +9,8 @@
 * :mod:`benchmarks.bench_bus` — Agent Message Bus messages/s;
 * :mod:`benchmarks.bench_trust` — IATP sign+verify pipeline against the raw signature bound;
 * :mod:`benchmarks.bench_train` — MaskablePPO agent-steps/s through ``train.adapter``;
+* :mod:`benchmarks.bench_policy` — each policy's ``act`` time over the fleet (the learned
+  model's direct greedy path against ``model.predict``);
 * :mod:`benchmarks.bench_learning` — the time MaskablePPO takes to beat the heuristic on
   ``system_cost`` (training as ``python -m train`` does, evaluated on held-out seeds);
 * :mod:`benchmarks.profile_step` — cProfile and a per-phase breakdown of one step.

@@ -9,6 +9,8 @@ JSON layout::
      "bus": {"msgs_per_s", "batch_msgs_per_s", ...},
      "trust": {"pipeline_contracts_per_s", "raw_bound_contracts_per_s", "ratio", ...},
      "train": {"agent_steps_per_s", ...} | {"skipped": reason},
+     "policy": {"n_agents", "rows": [{"policy", "act_ms"}, ...],
+                "learned_predict_ms", "learned_direct_speedup", ...},
      "learning": {"beaten", "train_s_to_beat", "agent_steps_to_beat", "curve", ...}
                  | {"skipped": reason},
      "memory": {"episode_10000": {"peak_rss_mib", ...},
@@ -35,13 +37,14 @@ from benchmarks import (
     bench_bus,
     bench_env,
     bench_learning,
+    bench_policy,
     bench_train,
     bench_trust,
     check_json_path,
     write_json,
 )
 
-SECTIONS = ("env", "bus", "trust", "train", "learning", "memory")
+SECTIONS = ("env", "bus", "trust", "train", "policy", "learning", "memory")
 #: the other targets the run judges (earlier issues and DESIGN.md section 10)
 TRUST_RATIO_TARGET = 0.8          # contract pipeline >= 80 % of the raw sign+verify bound
 BUS_MSGS_TARGET = 1_000_000.0     # bus messages/s on the single-publish path
@@ -61,6 +64,8 @@ def run(quick: bool = False, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         out["trust"] = bench_trust.run(quick)
     if "train" not in skip:
         out["train"] = bench_train.run(quick)
+    if "policy" not in skip:
+        out["policy"] = bench_policy.run(quick)
     if "learning" not in skip:
         out["learning"] = ({"skipped": "not in --quick (python -m benchmarks.bench_learning)"}
                            if quick else bench_learning.run())
@@ -176,6 +181,8 @@ def print_table(result: dict[str, Any]) -> None:
         else:
             print(f"train: MaskablePPO {t['agent_steps_per_s']:,.0f} agent-steps/s "
                   f"(environment {t['env_share']:.0%} of the time)")
+    if "policy" in result:
+        print(bench_policy.describe(result["policy"]))
     if "learning" in result:
         print(bench_learning.describe(result["learning"]))
     if "memory" in result:

@@ -320,7 +320,8 @@ def test_bench_learning_refuses_held_out_seeds_that_reach_the_stopping_seeds():
 
 
 @pytest.mark.parametrize("name", ["__main__", "bench_bus", "bench_env", "bench_learning",
-                                  "bench_train", "bench_trust", "cold_cache", "profile_step"])
+                                  "bench_policy", "bench_train", "bench_trust", "cold_cache",
+                                  "profile_step"])
 def test_benchmark_usage_names_the_command_as_the_readme_writes_it(name, capsys):
     """Review: `python -m benchmarks.bench_bus --help` said `usage: bench_bus.py`."""
     import importlib
@@ -334,7 +335,8 @@ def test_benchmark_usage_names_the_command_as_the_readme_writes_it(name, capsys)
 
 
 @pytest.mark.parametrize("name", ["__main__", "bench_bus", "bench_env", "bench_learning",
-                                  "bench_train", "bench_trust", "cold_cache", "profile_step"])
+                                  "bench_policy", "bench_train", "bench_trust", "cold_cache",
+                                  "profile_step"])
 def test_benchmark_usage_errors_are_one_line(name, capsys):
     """Review: a bad flag printed argparse's usage block (up to 9 lines) before the error,
     where the project's other commands print one line (policies.cli_checks.OneLineParser)."""
@@ -375,6 +377,8 @@ def test_contract_split_fits_the_step_time_per_contract():
     ("benchmarks.bench_trust", ["--agents", "-1"],
      "argument --agents: expected an integer from 1 to 1,000,000, got -1"),
     ("benchmarks.bench_trust", ["--agents", str(10**30)], "from 1 to 1,000,000, got 1000"),
+    ("benchmarks.bench_policy", ["--agents", "0"],
+     "argument --agents: expected an integer from 1 to 1,000,000, got 0"),
     ("benchmarks.bench_train", ["--rollouts", "0"],
      "argument --rollouts: expected an integer >= 1, got 0"),
 ])
@@ -428,3 +432,21 @@ def test_bench_train_leaves_no_logger_folder_behind(tmp_path, monkeypatch):
     r = bench_train.run(rollouts=1, n_agents=10)
     assert r["timesteps"] > 0
     assert list(tmp_path.glob("SB3-*")) == []   # (torch may keep its own cache folder there)
+
+
+def test_bench_policy_times_every_policy_and_checks_the_learned_paths_agree(monkeypatch):
+    """``python -m benchmarks.bench_policy``: one row per policy; the learned model's
+    direct greedy path and ``model.predict`` are both timed and must act alike (a path
+    that disagrees stops the run)."""
+    from benchmarks import bench_policy
+    from policies import learned
+
+    r = bench_policy.run(quick=True, n_agents=20)
+    assert [row["policy"] for row in r["rows"]] == ["heuristic", "random", "learned"]
+    assert all(row["act_ms"] > 0 for row in r["rows"]) and r["learned_predict_ms"] > 0
+    assert r["same_actions"] and r["calls"] == 60
+    assert "direct greedy path is" in bench_policy.describe(r)
+    real = learned.greedy_actions
+    monkeypatch.setattr(learned, "greedy_actions", lambda p, o, m: real(p, o, m)[::-1].copy())
+    with pytest.raises(RuntimeError, match="no longer matches sb3-contrib"):
+        bench_policy.run(quick=True, n_agents=20)

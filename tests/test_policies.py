@@ -596,6 +596,121 @@ def test_learned_actions_are_the_same_with_torchs_distribution_checks(tmp_path):
     assert checked_calls and all(checked_calls)   # the comparison ran with the checks on
 
 
+def _random_masks(rng, n: int, keep: float) -> np.ndarray:
+    """Masks with a share ``keep`` of levels allowed, at least one power and one price
+    level per agent (some rows end with exactly one)."""
+    mask = rng.random((n, 32)) < keep
+    mask[np.arange(n), rng.integers(0, 21, n)] = True
+    mask[np.arange(n), 21 + rng.integers(0, 11, n)] = True
+    return mask
+
+
+@pytest.mark.parametrize("model_file", ["gridswarm_ppo_dagger.zip", "gridswarm_ppo.zip",
+                                        "gridswarm_dagger.zip"])
+def test_direct_greedy_actions_are_sb3_predicts(model_file):
+    """Greedy ``act`` computes its actions from the network directly (~0.7x the time of
+    ``model.predict`` at 100 agents, ``python -m benchmarks.bench_policy``): the same
+    actions as sb3-contrib's ``predict``, for every shipped model, on a real episode's
+    observations with and without noise and on random masks."""
+    from policies.learned import PRETRAINED_DIR, LearnedPolicy, greedy_actions
+
+    policy = LearnedPolicy(PRETRAINED_DIR / model_file)
+    assert policy.direct_greedy
+    raw = gridswarm_env.parallel_env(scenario="emergency", n_agents=150,
+                                     trust="hmac").unwrapped
+    raw.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for trial in range(24):
+        if trial % 3 == 0:   # a real step's observations and masks
+            real_obs, real_mask = raw.observations_array(), raw.action_masks()
+            a = policy.act(real_obs, real_mask)
+            raw.step_arrays(a[:, 0], a[:, 1])
+        noise = (0.0, 0.3, 3.0)[trial % 3]
+        obs = (real_obs + noise * rng.normal(size=real_obs.shape)).astype(np.float32)
+        mask = real_mask if trial % 3 == 0 else _random_masks(rng, 150, rng.uniform(0.05, 1))
+        expected, _ = policy.model.predict(obs, deterministic=True, action_masks=mask)
+        np.testing.assert_array_equal(policy.act(obs, mask), expected)
+        np.testing.assert_array_equal(greedy_actions(policy.model.policy, obs, mask), expected)
+
+
+def test_direct_greedy_breaks_ties_as_predict_does(tmp_path):
+    """Equal probabilities (an action head of zeros: every allowed level ties; a bias
+    that ties two levels): the first allowed level wins, as in ``predict``'s argmax."""
+    import torch
+    from gymnasium import spaces
+
+    from policies.learned import LearnedPolicy
+
+    model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
+    policy = LearnedPolicy.from_model(model)
+    rng = np.random.default_rng(5)
+    obs = rng.normal(size=(60, len(OBS_FIELDS))).astype(np.float32)
+    head = model.policy.action_net
+    for bias in (np.zeros(32), np.r_[np.arange(21) % 3, np.arange(11) % 2] * 1.0):
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
+        for keep in (0.1, 0.5, 1.0):
+            mask = _random_masks(rng, 60, keep)
+            expected, _ = model.predict(obs, deterministic=True, action_masks=mask)
+            np.testing.assert_array_equal(policy.act(obs, mask), expected)
+        if not bias.any():   # all tie: the first allowed level of each part
+            np.testing.assert_array_equal(policy.act(obs, mask)[:, 0], mask[:, :21].argmax(1))
+
+
+def test_direct_greedy_leaves_a_training_policy_in_eval_mode_as_predict_does(tmp_path):
+    """A model being trained (``from_model``) is in training mode between updates;
+    ``predict`` switches it to eval mode and leaves it there, and so does ``act``."""
+    from gymnasium import spaces
+
+    from policies.learned import LearnedPolicy
+
+    model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
+    model.policy.set_training_mode(True)
+    LearnedPolicy.from_model(model).act(np.zeros((2, len(OBS_FIELDS)), np.float32),
+                                        np.ones((2, 32), bool))
+    assert not any(m.training for m in model.policy.modules())
+
+
+def test_a_policy_class_that_changes_the_distribution_acts_through_predict(tmp_path):
+    """The direct path replicates sb3-contrib's ``MaskableActorCriticPolicy``; a subclass
+    that overrides how the distribution is made (or sampling) keeps its own behaviour."""
+    from gymnasium import spaces
+    from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+
+    from policies.learned import LearnedPolicy, _direct_greedy
+
+    model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
+    assert _direct_greedy(model.policy)
+    calls = []
+
+    class Custom(MaskableActorCriticPolicy):
+        def get_distribution(self, obs, action_masks=None):
+            calls.append(len(obs))
+            return super().get_distribution(obs, action_masks)
+
+    model.policy.__class__ = Custom
+    assert not _direct_greedy(model.policy)
+    LearnedPolicy.from_model(model).act(np.zeros((3, len(OBS_FIELDS)), np.float32),
+                                        np.ones((3, 32), bool))
+    assert calls == [3]
+
+
+def test_a_whole_episode_is_the_same_through_predict(tmp_path):
+    """The shipped model plays an emergency the same with the direct greedy path as
+    through ``model.predict``: every step's trace and the KPIs."""
+    from policies.learned import LearnedPolicy
+
+    results = []
+    for direct in (True, False):
+        policy = LearnedPolicy()
+        policy.direct_greedy = direct
+        env = gridswarm_env.parallel_env(scenario="emergency", n_agents=60, trust="hmac")
+        results.append(run_episode(env, policy, seed=2))
+    assert results[0].metrics == results[1].metrics
+    assert results[0].trace == results[1].trace
+
+
 def test_unvalidated_blocks_in_threads_leave_torchs_setting_as_they_found_it():
     """Review: each block saved the setting it found and restored it, so two threads whose
     blocks overlapped (A enters, B enters and saves "off", A leaves, B leaves) left

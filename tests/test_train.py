@@ -868,14 +868,15 @@ def test_learned_policy_infers_on_one_thread_and_restores_the_setting(learned_mo
         default = LearnedPolicy(learned_model, torch_threads=None)
         seen: dict[str, list[int]] = {"one": [], "default": []}
 
-        def spy(policy, key):
-            predict = policy.model.predict
+        def spy(policy, key):   # the threads the network's forward pass runs on
+            head = policy.model.policy.action_net
+            forward = head.forward
 
             def wrapped(*args, **kwargs):
                 seen[key].append(torch.get_num_threads())
-                return predict(*args, **kwargs)
+                return forward(*args, **kwargs)
 
-            policy.model.predict = wrapped
+            head.forward = wrapped
 
         spy(one, "one")
         spy(default, "default")

@@ -25,6 +25,7 @@ import torch as th
 
 from policies import make_policy
 from policies.base import nearest_allowed
+from policies.learned import greedy_actions
 from train.adapter import GridSwarmVecEnv
 
 
@@ -104,9 +105,7 @@ def collect_demonstrations(venv: GridSwarmVecEnv, teacher: str | Mapping[str, st
         actions[:, 0] = nearest_allowed(actions[:, 0], masks[:, :n_power])
         played = actions
         if student is not None:
-            with th.no_grad():
-                played, _ = student.policy.predict(obs, deterministic=True, action_masks=masks)
-            played = np.asarray(played, dtype=np.int64)
+            played = greedy_actions(student.policy, obs, masks)
         new_obs, rewards, dones, _infos = venv.step(played)
         finished_all = True
         for e in range(venv.n_envs):
@@ -191,8 +190,7 @@ def behaviour_clone(model: Any, demos: Demonstrations, *, epochs: int = 10,
         if on_epoch is not None:
             on_epoch(epoch + 1, dict(stats))
     policy.set_training_mode(False)
-    with th.no_grad():
-        pred, _ = policy.predict(demos.obs, deterministic=True, action_masks=masks)
+    pred = greedy_actions(policy, demos.obs, masks)
     stats["bc_accuracy_power"] = float((pred[:, 0] == demos.actions[:, 0]).mean())
     stats["bc_accuracy_price"] = float((pred[:, 1] == demos.actions[:, 1]).mean())
     return stats

@@ -111,7 +111,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     import torch
 
     from gridswarm_env.env import OBS_FIELDS
-    from policies.learned import OBS_FIELDS_ATTR
+    from policies.learned import OBS_FIELDS_ATTR, greedy_actions
     from train.bc import behaviour_clone, collect_demonstrations, concatenate
     from train.callbacks import save_model_atomically
     from train.config import TrainConfig
@@ -184,7 +184,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     for it in range(iterations):
         rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples, model.gamma,
                                       student=model)
-        pred, _ = model.policy.predict(rows.obs, deterministic=True, action_masks=rows.masks)
+        pred = greedy_actions(model.policy, rows.obs, rows.masks)
         disagree = float((pred != rows.actions).any(axis=1).mean())
         parts.append(rows)
         demos = concatenate(parts)
