@@ -5,7 +5,7 @@ The model is a shared policy (one network for all agents, trained with
 all agents. Greedy actions are computed directly from the policy network
 (:func:`greedy_actions`: the same operations, in the same order, as
 ``model.predict(obs, action_masks=mask, deterministic=True)``, so the same actions bit
-for bit, in ~0.6x the time at 100 agents); sampled ones through ``model.predict``.
+for bit, in ~0.7x the time at 100 agents); sampled ones through ``model.predict``.
 
 Default model: the shipped ``policies/pretrained/gridswarm_ppo_dagger.zip``
 (:data:`DEFAULT_MODEL`, the model that answers randomized trips; its JSON record
@@ -347,13 +347,16 @@ class LearnedPolicy:
 def _direct_greedy(policy: Any) -> bool:
     """Whether :func:`greedy_actions` computes what ``policy.predict`` would: an
     sb3-contrib ``MaskableActorCriticPolicy`` (or a subclass that overrides none of the
-    methods it replicates) with a ``MaskableMultiCategoricalDistribution``. Any other
-    policy acts through ``predict``."""
+    methods it replicates) with a ``MaskableMultiCategoricalDistribution`` over a flat
+    ``Box`` observation (which SB3 only casts to float). Any other policy acts through
+    ``predict``."""
     from sb3_contrib.common.maskable.distributions import MaskableMultiCategoricalDistribution
     from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy as Base
 
     cls = type(policy)
+    space = getattr(policy, "observation_space", None)
     return (isinstance(policy, Base) and type(policy.action_dist) is MaskableMultiCategoricalDistribution
+            and isinstance(space, spaces.Box) and len(space.shape) == 1   # no image scaling
             and all(getattr(cls, name) is getattr(Base, name)
                     for name in ("predict", "_predict", "get_distribution",
                                  "_get_action_dist_from_latent")))
@@ -363,7 +366,7 @@ def greedy_actions(policy: Any, obs: np.ndarray, mask: np.ndarray) -> np.ndarray
     """``(n, len(nvec))`` int64 greedy actions of a MaskablePPO ``policy``, computed as
     ``policy.predict(obs, deterministic=True, action_masks=mask)`` computes them, without
     its wrapping (tensor conversions, shape checks) or the six ``Categorical`` objects
-    it builds per call (~0.6x the time at 100 agents; ``python -m
+    it builds per call (~0.7x the time at 100 agents; ``python -m
     benchmarks.bench_policy``). For each action dimension ``k`` with logits ``z_k``
     (torch.distributions' and sb3-contrib's steps, in their order):
 
