@@ -457,8 +457,9 @@ def unvalidated_distributions() -> Iterator[None]:
 
     MaskablePPO builds three ``Categorical`` objects per action dimension for every
     forward pass, and by default each re-checks its logits (finite, right shape): ~15-25 %
-    of :meth:`LearnedPolicy.act` at 100 agents and 7-15 % of PPO's training time
-    (``python -m benchmarks.bench_train``). The checks compute nothing the actions or the
+    of a :meth:`LearnedPolicy.act` through ``model.predict`` at 100 agents (sampled
+    actions; greedy ones build no distribution, :func:`greedy_actions`) and 7-15 % of
+    PPO's training time (``python -m benchmarks.bench_train``). The checks compute nothing the actions or the
     learning use: actions and trained weights are the same bit for bit (tested). What
     changes is where non-finite logits fail. :meth:`LearnedPolicy.act` refuses
     non-finite observations itself, and non-finite weights on loading (and, for a model
