@@ -76,6 +76,15 @@ def run(quick: bool = False, n_agents: int = 100) -> dict[str, Any]:
             policy.reset(raw, seed=0)
             times.append(mean_act_s(policy, batches)[0])
         rows.append({"policy": name, "act_ms": 1e3 * statistics.median(times)})
+    out = {"n_agents": n_agents, "calls": len(batches), "repeats": repeats, "rows": rows,
+           "load_average": os.getloadavg()[0]}
+    try:
+        import sb3_contrib  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        out["learned_skipped"] = (f"the train extra is not installed ({exc}): pip install "
+                                  "-e '.[train]'")
+        return out
     direct, predict = make_policy("learned"), make_policy("learned")
     predict.direct_greedy = False
     for p in (direct, predict):
@@ -93,10 +102,10 @@ def run(quick: bool = False, n_agents: int = 100) -> dict[str, Any]:
         t_predict.append(tp)
         ratios.append(tp / td)
     rows.append({"policy": "learned", "act_ms": 1e3 * statistics.median(t_direct)})
-    return {"n_agents": n_agents, "calls": len(batches), "repeats": repeats, "rows": rows,
-            "learned_predict_ms": 1e3 * statistics.median(t_predict),
-            "learned_direct_speedup": statistics.median(ratios), "same_actions": True,
-            "load_average": os.getloadavg()[0]}
+    out.update(learned_predict_ms=1e3 * statistics.median(t_predict),
+               learned_direct_speedup=statistics.median(ratios), same_actions=True,
+               load_average=os.getloadavg()[0])
+    return out
 
 
 def describe(r: dict[str, Any]) -> str:
@@ -104,6 +113,8 @@ def describe(r: dict[str, Any]) -> str:
     lines = [f"policy act per call at {r['n_agents']:,} agents ({r['calls']} calls, "
              f"median of {r['repeats']} repeats; load {r['load_average']:.2f}):"]
     lines += [f"  {row['policy']:<10} {row['act_ms']:.3f} ms" for row in r["rows"]]
+    if "learned_skipped" in r:
+        return "\n".join([*lines, f"  learned: skipped ({r['learned_skipped']})"])
     lines.append(f"  learned through model.predict {r['learned_predict_ms']:.3f} ms: the "
                  f"direct greedy path is {r['learned_direct_speedup']:.2f}x as fast, the "
                  "same actions on every call")

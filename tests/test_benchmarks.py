@@ -450,3 +450,18 @@ def test_bench_policy_times_every_policy_and_checks_the_learned_paths_agree(monk
     monkeypatch.setattr(learned, "greedy_actions", lambda p, o, m: real(p, o, m)[::-1].copy())
     with pytest.raises(RuntimeError, match="no longer matches sb3-contrib"):
         bench_policy.run(quick=True, n_agents=20)
+
+
+def test_bench_policy_without_the_train_extra_times_the_others(monkeypatch):
+    """torch and sb3-contrib are the ``train`` extra's: without them the benchmark (and
+    the ``policy`` section of ``python -m benchmarks``) times the other policies and says
+    why ``learned`` is missing, as the training benchmark does."""
+    import sys
+
+    from benchmarks import bench_policy
+
+    monkeypatch.setitem(sys.modules, "sb3_contrib", None)   # import raises ImportError
+    r = bench_policy.run(quick=True, n_agents=10)
+    assert [row["policy"] for row in r["rows"]] == ["heuristic", "random"]
+    assert "pip install -e '.[train]'" in r["learned_skipped"]
+    assert "learned: skipped (the train extra is not installed" in bench_policy.describe(r)
