@@ -46,6 +46,10 @@ PPO_MODEL = PRETRAINED_DIR / "gridswarm_ppo.zip"
 DEFAULT_MODEL = PRETRAINED_DIR / "gridswarm_ppo_dagger.zip"
 
 
+#: the most torch intra-op threads a policy or a training run may ask for (torch itself
+#: accepts 10**6 and then crashes the process)
+MAX_TORCH_THREADS = 256
+
 #: the attribute ``python -m train`` sets on every model it saves (final, checkpoints,
 #: best): the observation fields it was trained on, checked on loading
 OBS_FIELDS_ATTR = "gridswarm_obs_fields"
@@ -336,9 +340,9 @@ class LearnedPolicy:
             _check_live_weights(self.model)
         mask = np.asarray(mask, dtype=bool)
         if self.deterministic and self.direct_greedy and _direct_greedy(self.model.policy):
-            with _torch_threads(self.torch_threads):
+            with using_torch_threads(self.torch_threads):
                 return greedy_actions(self.model.policy, obs, mask)
-        with _torch_threads(self.torch_threads), _torch_rng(self), unvalidated_distributions():
+        with using_torch_threads(self.torch_threads), _torch_rng(self), unvalidated_distributions():
             actions, _ = self.model.predict(obs, deterministic=self.deterministic,
                                             action_masks=mask)
         return np.asarray(actions, dtype=np.int64).reshape(obs.shape[0], 2)
@@ -418,15 +422,16 @@ def _check_live_weights(model: Any) -> None:
 
 
 def _checked_threads(torch_threads: Any) -> int | None:
-    """``torch_threads`` if it is None or an int >= 1.
+    """``torch_threads`` if it is None or an int from 1 to :data:`MAX_TORCH_THREADS`.
 
     :raises ValueError: anything else.
     """
     if torch_threads is not None and (isinstance(torch_threads, bool)
                                       or not isinstance(torch_threads, int)
-                                      or torch_threads < 1):
+                                      or not 1 <= torch_threads <= MAX_TORCH_THREADS):
         raise ValueError(f"LearnedPolicy.torch_threads = {torch_threads!r}: expected an "
-                         "integer >= 1, or None for torch's own setting")
+                         f"integer from 1 to {MAX_TORCH_THREADS}, or None for torch's own "
+                         "setting")
     return torch_threads
 
 
@@ -491,7 +496,7 @@ def unvalidated_distributions() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
+def using_torch_threads(n: int | None) -> Iterator[None]:
     """torch's intra-op threads set to ``n`` inside the block (None: unchanged)."""
     import torch
 

@@ -861,6 +861,8 @@ def test_learned_policy_infers_on_one_thread_and_restores_the_setting(learned_mo
 
     with pytest.raises(ValueError, match="torch_threads = 0"):
         LearnedPolicy(learned_model, torch_threads=0)
+    with pytest.raises(ValueError, match="expected an integer from 1 to 256"):
+        LearnedPolicy(learned_model, torch_threads=10**6)   # torch would crash the process
     previous = torch.get_num_threads()
     torch.set_num_threads(2)   # the process's setting (e.g. one thread per core)
     try:
@@ -1215,3 +1217,34 @@ def test_progress_bar_total_is_the_agent_steps_that_run(tmp_path, monkeypatch):
     path = train(cfg)
     assert json.loads(path.with_suffix(".json").read_text())["num_timesteps"] == 1_200
     assert [(b.total, b.n) for b in bars] == [(1_200, 1_200)]
+
+
+def test_torch_threads_apply_to_the_run_and_are_restored_after(tmp_path):
+    """``--torch-threads N`` (``TrainConfig.torch_threads``): the run learns on N threads,
+    the process's setting is restored afterwards, the record says N, and the same seed and
+    N give the same weights."""
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Threads(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: set[int] = set()
+
+        def _on_step(self) -> bool:
+            self.seen.add(torch.get_num_threads())
+            return True
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        spy = Threads()
+        a = train(tiny(tmp_path, run_name="a", torch_threads=2, checkpoint_every=0),
+                  callbacks=[spy])
+        assert spy.seen == {2} and torch.get_num_threads() == 1
+        b = train(tiny(tmp_path, run_name="b", torch_threads=2, checkpoint_every=0))
+        for k, w in weights(a).items():
+            np.testing.assert_array_equal(w, weights(b)[k])
+        assert json.loads(a.with_suffix(".json").read_text())["config"]["torch_threads"] == 2
+    finally:
+        torch.set_num_threads(before)

@@ -129,6 +129,9 @@ def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
     (["--bc-teacher", "heuristic", "--bc-epochs", "0"],
      "error: --bc-epochs 0: must be an integer >= 1"),
     (["--verbose", "5"], "argument --verbose: invalid choice: 5 (choose from 0, 1)"),
+    (["--torch-threads", "0"], "error: --torch-threads 0: must be an integer >= 1"),
+    # torch.set_num_threads(10**6) crashes the process (a segmentation fault at exit)
+    (["--torch-threads", "1000000"], "error: --torch-threads 1000000: at most 256"),
     # review: argparse's int said only "invalid int value: '1.5'"
     (["--agents", "1.5"], "argument --agents: must be an integer, got '1.5'"),
     (["--timesteps", "1e5"], "argument --timesteps: must be an integer, got '1e5'"),

@@ -260,7 +260,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
     at the step of the rollout it learned from, the last one included
     (:class:`~train.callbacks.DumpAfterUpdate`).
     """
-    with _sigterm_as_interrupt():
+    from policies.learned import using_torch_threads
+
+    # torch's thread count is the process's: restored when the run ends, however it ends
+    with _sigterm_as_interrupt(), using_torch_threads(config.torch_threads):
         return _train(config, callbacks, notes)
 
 
@@ -287,7 +290,6 @@ def _sigterm_as_interrupt():
 def _train(config: TrainConfig, callbacks: Sequence[Any],
            notes: Callable[[str], None] | None) -> Path:
     """:func:`train`'s work (SIGTERM already raises :class:`~train.errors.Terminated`)."""
-    import torch as th
     from stable_baselines3.common.callbacks import CallbackList
 
     from train.callbacks import (
@@ -298,7 +300,6 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         SystemCostEvaluation,
     )
 
-    th.set_num_threads(config.torch_threads)
     t_start = time.time()
     run_name = config.run_name
     if run_name is None:   # a timestamp; runs started within the same second get -2, -3...
