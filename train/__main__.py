@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--torch-threads", type=_INT, default=DEFAULTS.torch_threads, metavar="N",
       help="torch intra-op threads of the cloning and PPO's forward and backward passes "
            "(default: %(default)s, as the shipped models were made; 2 trained 1.2-1.3x as "
-           "fast on 2 free cores, with other weights: a run repeats bit for bit with the "
-           "same --seed and N)")
+           "fast on 2 free cores but 24x slower with the second core busy, and gives other "
+           "weights: a run repeats bit for bit with the same --seed and N)")
     a("--no-progress", action="store_true", help="no progress bar")
     a("--verbose", type=_INT, default=DEFAULTS.verbose, choices=(0, 1),
       help="1: SB3's tables of training scalars on stdout after every update "
