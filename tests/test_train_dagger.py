@@ -170,6 +170,8 @@ def test_seed_reaches_the_three_scenario_samples(base_model, tmp_path, monkeypat
     """Review: attaching the base model re-seeded the adapter with the model's own saved
     seed, so ``--seed`` did not change the cloning samples over the three scenarios. Their
     first observations are now those of an adapter seeded with ``--seed`` alone."""
+    import torch
+
     import train.bc
     from train.config import TrainConfig
     from train.dagger import distil
@@ -177,17 +179,27 @@ def test_seed_reaches_the_three_scenario_samples(base_model, tmp_path, monkeypat
 
     real = train.bc.collect_demonstrations
     first: list[np.ndarray] = []
+    threads_seen: set[int] = set()
 
     def recording(venv, teacher, n, gamma, **kwargs):
+        threads_seen.add(torch.get_num_threads())
         demos = real(venv, teacher, n, gamma, **kwargs)
         if isinstance(teacher, dict):   # the three-scenario samples
             first.append(demos.obs[:N_AGENTS].copy())
         return demos
 
     monkeypatch.setattr(train.bc, "collect_demonstrations", recording)
-    for seed in (0, 1):
-        distil(base_model, tmp_path / f"m{seed}.zip", n_agents=N_AGENTS, seed=seed,
-               samples=10, emergency_samples=0, epochs=1, iterations=0, log=lambda _: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for seed in (0, 1):
+            distil(base_model, tmp_path / f"m{seed}.zip", n_agents=N_AGENTS, seed=seed,
+                   samples=10, emergency_samples=0, epochs=1, iterations=0,
+                   log=lambda _: None)
+        # distil runs on one torch thread and leaves the process's setting as it was
+        assert threads_seen == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert not np.array_equal(first[0], first[1])
     fresh = make_venv(TrainConfig(scenario="all", randomize=True, n_agents=N_AGENTS, seed=1))
     np.testing.assert_array_equal(first[1], fresh.reset())

@@ -42,12 +42,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -101,14 +102,27 @@ def _shown(path: str | Path) -> str:
         return str(path)
 
 
+def _on_one_torch_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` run with torch on one intra-op thread (the process's setting restored
+    after, however it ends)."""
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        from policies.learned import using_torch_threads
+
+        with using_torch_threads(1):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
+@_on_one_torch_thread
 def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str = "hmac",
            seed: int = 0, samples: int = 600_000, emergency_samples: int = 600_000,
            epochs: int = 40, iterations: int = 3, iteration_samples: int = 240_000,
            iteration_epochs: int = 8, lr: float = 3e-4, command: str | None = None,
            logdir: str | Path | None = None, log=print) -> dict[str, Any]:
     """Run the pipeline (module docstring); write ``out``, its record and, with
-    ``logdir``, a tensorboard run in it; return the record."""
-    import torch
+    ``logdir``, a tensorboard run in it; return the record. torch runs on one thread
+    (as the shipped model was made; the process's setting is restored after)."""
 
     from gridswarm_env.env import OBS_FIELDS
     from policies.learned import OBS_FIELDS_ATTR, greedy_actions
@@ -124,7 +138,6 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         replace_atomically,
     )
 
-    torch.set_num_threads(1)
     t0 = time.time()
     run_dir = writer = None
     if logdir is not None:
