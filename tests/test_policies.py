@@ -633,6 +633,12 @@ def test_direct_greedy_actions_are_sb3_predicts(model_file):
         expected, _ = policy.model.predict(obs, deterministic=True, action_masks=mask)
         np.testing.assert_array_equal(policy.act(obs, mask), expected)
         np.testing.assert_array_equal(greedy_actions(policy.model.policy, obs, mask), expected)
+    # far outside training's range: saturated softmax, logits beyond the mask's -1e8
+    for scale in (1e4, 1e9):
+        obs = (scale * rng.normal(size=real_obs.shape)).astype(np.float32)
+        mask = _random_masks(rng, 150, 0.3)
+        expected, _ = policy.model.predict(obs, deterministic=True, action_masks=mask)
+        np.testing.assert_array_equal(policy.act(obs, mask), expected)
 
 
 def test_direct_greedy_breaks_ties_as_predict_does(tmp_path):
