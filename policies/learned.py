@@ -359,11 +359,13 @@ def _direct_greedy(policy: Any) -> bool:
 
     cls = type(policy)
     space = getattr(policy, "observation_space", None)
-    return (isinstance(policy, Base) and type(policy.action_dist) is MaskableMultiCategoricalDistribution
+    replicated = ("predict", "obs_to_tensor", "_predict", "get_distribution",
+                  "_get_action_dist_from_latent")
+    return (isinstance(policy, Base)
+            and type(policy.action_dist) is MaskableMultiCategoricalDistribution
             and isinstance(space, spaces.Box) and len(space.shape) == 1   # no image scaling
-            and all(getattr(cls, name) is getattr(Base, name)
-                    for name in ("predict", "_predict", "get_distribution",
-                                 "_get_action_dist_from_latent")))
+            and all(getattr(cls, name) is getattr(Base, name) and name not in vars(policy)
+                    for name in replicated))
 
 
 def greedy_actions(policy: Any, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -378,10 +380,16 @@ def greedy_actions(policy: Any, obs: np.ndarray, mask: np.ndarray) -> np.ndarray
         ``a_k = argmax(softmax(m - logsumexp(m)))`` (the first of equal probabilities)
 
     Same actions bit for bit (tested against ``predict`` on the shipped models, on
-    random observations and masks). Like ``predict``, it leaves the policy in eval mode.
+    random observations and masks). Like ``predict``, it leaves the policy in eval mode,
+    takes arrays of any memory layout and masks of any dtype (nonzero = allowed). Unlike
+    ``predict``, it takes only a batch (2-D ``obs``), and with torch's distribution
+    checks on or off it refuses non-finite logits (``predict`` with the checks off, as
+    in :meth:`LearnedPolicy.act`, acts on them).
 
-    :param obs: ``(n, OBS_DIM)`` float32 observations.
-    :param mask: ``(n, sum(nvec))`` bool action masks.
+    :param obs: ``(n, OBS_DIM)`` observations (cast to float32, as SB3 does).
+    :param mask: ``(n, sum(nvec))`` action masks.
+    :raises ValueError: the network's logits are NaN or infinite (non-finite weights or
+        observations).
     """
     import torch
 
@@ -390,11 +398,19 @@ def greedy_actions(policy: Any, obs: np.ndarray, mask: np.ndarray) -> np.ndarray
         policy.set_training_mode(False)
     device = policy.device
     with torch.inference_mode():
-        x = torch.as_tensor(obs, device=device).float()
+        # (SB3 copies with np.array: a view with negative strides, which torch refuses,
+        # works there too)
+        x = torch.as_tensor(np.ascontiguousarray(obs), device=device).float()
         features = policy.pi_features_extractor(x)   # preprocess_obs of a Box: float()
         logits = policy.action_net(policy.mlp_extractor.forward_actor(features))
         logits = logits.view(-1, sum(dims))
-        masks = torch.as_tensor(mask, device=device).view(-1, sum(dims))
+        # one sum (~2 us); the element-wise test only when it is not finite (an overflow
+        # of finite logits passes)
+        if not math.isfinite(float(logits.sum())) and not bool(torch.isfinite(logits).all()):
+            raise ValueError("the policy's logits are NaN or infinite: its weights or the "
+                             "observations are not finite; expected finite logits")
+        masks = torch.as_tensor(np.ascontiguousarray(mask), device=device)
+        masks = masks.to(torch.bool).view(-1, sum(dims))   # as sb3-contrib's masks
         huge_neg = torch.tensor(-1e8, dtype=logits.dtype, device=device)
         columns = []
         for z, m in zip(torch.split(logits, dims, dim=1), torch.split(masks, dims, dim=1),
@@ -464,9 +480,9 @@ def unvalidated_distributions() -> Iterator[None]:
     forward pass, and by default each re-checks its logits (finite, right shape): ~15-25 %
     of a :meth:`LearnedPolicy.act` through ``model.predict`` at 100 agents (sampled
     actions; greedy ones build no distribution, :func:`greedy_actions`) and 7-15 % of
-    PPO's training time (``python -m benchmarks.bench_train``). The checks compute nothing the actions or the
-    learning use: actions and trained weights are the same bit for bit (tested). What
-    changes is where non-finite logits fail. :meth:`LearnedPolicy.act` refuses
+    PPO's training time (``python -m benchmarks.bench_train``). The checks compute nothing
+    the actions or the learning use: actions and trained weights are the same bit for bit
+    (tested). What changes is where non-finite logits fail. :meth:`LearnedPolicy.act` refuses
     non-finite observations itself, and non-finite weights on loading (and, for a model
     in memory, at every call); in training a diverged network's NaN logits raise at the
     next sampling (``torch.multinomial``'s RuntimeError; when the NaN came from an update,

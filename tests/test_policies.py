@@ -680,6 +680,48 @@ def test_direct_greedy_leaves_a_training_policy_in_eval_mode_as_predict_does(tmp
     assert not any(m.training for m in model.policy.modules())
 
 
+def test_direct_greedy_takes_what_predict_takes(tmp_path):
+    """Review: a reversed view of the observations (negative strides, which torch
+    refuses) raised on the direct path where ``predict`` copies and acts; masks of
+    another dtype (int, float: nonzero = allowed, as sb3-contrib converts them) raised
+    in ``greedy_actions``."""
+    from policies.learned import LearnedPolicy, greedy_actions
+
+    policy = LearnedPolicy()
+    rng = np.random.default_rng(8)
+    obs = rng.normal(size=(40, len(OBS_FIELDS))).astype(np.float32)
+    mask = _random_masks(rng, 40, 0.5)
+    expected, _ = policy.model.predict(obs[::-1], deterministic=True, action_masks=mask)
+    np.testing.assert_array_equal(policy.act(obs[::-1], mask), expected)
+    np.testing.assert_array_equal(policy.act(np.asfortranarray(obs), mask),
+                                  policy.act(obs, mask))
+    for dtype in (np.int64, np.float32, np.uint8):
+        np.testing.assert_array_equal(
+            greedy_actions(policy.model.policy, obs, mask.astype(dtype)),
+            policy.act(obs, mask))
+
+
+def test_direct_greedy_refuses_non_finite_logits(tmp_path):
+    """Review: train.bc and train.dagger called ``predict`` with torch's checks on, which
+    refused NaN logits; the direct path would have returned argmax-of-NaN actions. It
+    raises instead."""
+    import torch
+    from gymnasium import spaces
+
+    from policies.learned import greedy_actions
+
+    model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
+    obs, mask = np.zeros((3, len(OBS_FIELDS)), np.float32), np.ones((3, 32), bool)
+    assert greedy_actions(model.policy, obs, mask).shape == (3, 2)
+    obs[1, 2] = np.nan
+    with pytest.raises(ValueError, match="logits are NaN or infinite"):
+        greedy_actions(model.policy, obs, mask)
+    with torch.no_grad():
+        model.policy.action_net.bias.fill_(float("inf"))
+    with pytest.raises(ValueError, match="logits are NaN or infinite"):
+        greedy_actions(model.policy, np.zeros((3, len(OBS_FIELDS)), np.float32), mask)
+
+
 def test_a_policy_class_that_changes_the_distribution_acts_through_predict(tmp_path):
     """The direct path replicates sb3-contrib's ``MaskableActorCriticPolicy``; a subclass
     that overrides how the distribution is made (or sampling) keeps its own behaviour."""
@@ -702,6 +744,17 @@ def test_a_policy_class_that_changes_the_distribution_acts_through_predict(tmp_p
     LearnedPolicy.from_model(model).act(np.zeros((3, len(OBS_FIELDS)), np.float32),
                                         np.ones((3, 32), bool))
     assert calls == [3]
+
+    class OwnTensors(MaskableActorCriticPolicy):   # review: predict's conversion replaced
+        def obs_to_tensor(self, observation):
+            return super().obs_to_tensor(observation)
+
+    model.policy.__class__ = OwnTensors
+    assert not _direct_greedy(model.policy)
+    model.policy.__class__ = MaskableActorCriticPolicy
+    assert _direct_greedy(model.policy)
+    model.policy.predict = model.policy.predict   # an instance's own predict
+    assert not _direct_greedy(model.policy)
 
 
 def test_a_whole_episode_is_the_same_through_predict(tmp_path):
