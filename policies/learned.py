@@ -328,6 +328,7 @@ class LearnedPolicy:
         if obs.ndim != 2 or obs.shape[1] != OBS_DIM:
             raise ValueError(f"obs has shape {obs.shape}: expected (n_agents, {OBS_DIM})")
         width = int(self._nvec.sum())
+        mask = np.asarray(mask, dtype=bool)
         if mask.shape != (obs.shape[0], width):
             raise ValueError(f"mask has shape {mask.shape}: expected ({obs.shape[0]}, {width})")
         finite = np.isfinite(obs)
@@ -338,7 +339,6 @@ class LearnedPolicy:
                              "are NaN or infinite)")
         if self.path is None:   # from_model: a model that may still be training
             _check_live_weights(self.model)
-        mask = np.asarray(mask, dtype=bool)
         if self.deterministic and self.direct_greedy and _direct_greedy(self.model.policy):
             with using_torch_threads(self.torch_threads):
                 return greedy_actions(self.model.policy, obs, mask)
@@ -388,12 +388,19 @@ def greedy_actions(policy: Any, obs: np.ndarray, mask: np.ndarray) -> np.ndarray
 
     :param obs: ``(n, OBS_DIM)`` observations (cast to float32, as SB3 does).
     :param mask: ``(n, sum(nvec))`` action masks.
-    :raises ValueError: the network's logits are NaN or infinite (non-finite weights or
-        observations).
+    :raises ValueError: ``obs`` or ``mask`` of another shape (``predict`` reshapes a mask
+        of the right size, a transposed one included); the network's logits are NaN or
+        infinite (non-finite weights or observations).
     """
     import torch
 
     dims = [int(d) for d in policy.action_dist.action_dims]
+    obs_dim = policy.observation_space.shape[0]
+    if np.ndim(obs) != 2 or np.shape(obs)[1] != obs_dim:
+        raise ValueError(f"obs has shape {np.shape(obs)}: expected (n_agents, {obs_dim})")
+    if np.shape(mask) != (len(obs), sum(dims)):
+        raise ValueError(f"mask has shape {np.shape(mask)}: expected ({len(obs)}, "
+                         f"{sum(dims)}), one row per agent")
     if policy.training:   # what predict's set_training_mode(False) does, when it is needed
         policy.set_training_mode(False)
     device = policy.device

@@ -699,6 +699,16 @@ def test_direct_greedy_takes_what_predict_takes(tmp_path):
         np.testing.assert_array_equal(
             greedy_actions(policy.model.policy, obs, mask.astype(dtype)),
             policy.act(obs, mask))
+    np.testing.assert_array_equal(policy.act(obs, mask.tolist()), policy.act(obs, mask))
+    # user-path review: a list mask was an AttributeError in act; greedy_actions gave
+    # torch's shape errors (and took a transposed mask, as predict does, acting wrongly)
+    for bad_obs, bad_mask, says in (
+            (obs, mask[:, :-1], r"mask has shape \(40, 31\): expected \(40, 32\)"),
+            (obs, mask.T, r"mask has shape \(32, 40\): expected \(40, 32\)"),
+            (obs[0], mask, r"obs has shape \(28,\): expected \(n_agents, 28\)"),
+            (obs[:, :-1], mask, r"obs has shape \(40, 27\): expected \(n_agents, 28\)")):
+        with pytest.raises(ValueError, match=says):
+            greedy_actions(policy.model.policy, bad_obs, bad_mask)
 
 
 def test_direct_greedy_refuses_non_finite_logits(tmp_path):
