@@ -40,7 +40,12 @@ import numpy as np
 
 from gridswarm_env.env import OBS_FIELDS
 from policies.cli_checks import OutputError, file_sha256, write_or_rescue
-from policies.learned import OBS_FIELDS_ATTR, nonfinite_tensors, unvalidated_distributions
+from policies.learned import (
+    OBS_FIELDS_ATTR,
+    nonfinite_tensors,
+    unvalidated_distributions,
+    using_torch_threads,
+)
 from train.adapter import GridSwarmVecEnv
 from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig
 from train.errors import Terminated, TrainingError
@@ -260,8 +265,6 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
     at the step of the rollout it learned from, the last one included
     (:class:`~train.callbacks.DumpAfterUpdate`).
     """
-    from policies.learned import using_torch_threads
-
     # torch's thread count is the process's: restored when the run ends, however it ends
     with _sigterm_as_interrupt(), using_torch_threads(config.torch_threads):
         return _train(config, callbacks, notes)
