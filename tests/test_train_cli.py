@@ -11,7 +11,7 @@ import pytest
 
 from tests.command_lines import _one_line_error
 from tests.tensorboard_events import scalar_steps
-from train.__main__ import flag_message, main
+from train.__main__ import flag_message, main, threads_warning
 from train.config import TrainConfig
 
 PROG = "python -m train"
@@ -44,6 +44,36 @@ def test_a_run_below_one_rollout_says_what_it_trains_and_logs_the_update(tmp_pat
     assert steps["train/loss"] == [300] and steps["time/fps"] == [300]
     with open(tmp_path / "r" / "progress.csv") as f:
         assert [row["train/loss"] != "" for row in csv.DictReader(f)] == [True]
+
+
+@pytest.mark.parametrize(("threads", "load", "cpus", "policy", "warned"), [
+    (1, 5.0, 2, "", False),          # one thread: nothing to wait for
+    (2, 0.2, 2, "", False),          # both cores free
+    (2, 0.6, 2, "", True),           # another process holds a core
+    (2, 1.4, 4, "", False),          # two of four cores taken, two left for the threads
+    (2, 2.6, 4, "", True),
+    (2, 1.9, 2, "passive", False),   # threads sleep instead of spinning while they wait
+    (2, 1.9, 2, "ACTIVE", True),
+    (4, 0.0, 2, "PASSIVE", True),    # more threads than cores, whatever the load
+])
+def test_torch_threads_warn_when_the_cores_are_taken(threads, load, cpus, policy, warned):
+    """2 torch threads with the second core busy trained 3-75x slower than 1 (spinning
+    threads wait for a time slice): the command line says so before it trains."""
+    said = threads_warning(threads, load_1min=load, cpus=cpus, wait_policy=policy)
+    assert (said is not None) == warned
+    if warned:
+        assert said.startswith(f"--torch-threads {threads} ")
+        assert "--torch-threads 1 trains as fast or faster" in said
+
+
+def test_the_threads_warning_is_printed_before_the_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("train.__main__.threads_warning",
+                        lambda n: f"--torch-threads {n} with a test's load")
+    assert main([*TINY, "--timesteps", "10", "--logdir", str(tmp_path), "--run-name", "r",
+                 "--torch-threads", "2"]) == 0
+    err = capsys.readouterr().err
+    assert f"{PROG}: warning: --torch-threads 2 with a test's load\n" in err
+    assert err.index("warning: --torch-threads") < err.index("note: PPO trains")
 
 
 def test_every_update_is_logged_at_its_rollout_step_once(tmp_path, capsys):

@@ -44,6 +44,7 @@ are logged). ``--eval-every`` prints one line per evaluation on stdout.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--torch-threads", type=_INT, default=DEFAULTS.torch_threads, metavar="N",
       help="torch intra-op threads of the cloning and PPO's forward and backward passes "
            "(default: %(default)s, as the shipped models were made; 2 trained 1.2-1.3x as "
-           "fast on 2 free cores but 24x slower with the second core busy, and gives other "
+           "fast on 2 free cores but 3-75x slower with the second core busy (warned), and gives other "
            "weights: a run repeats bit for bit with the same --seed and N)")
     a("--no-progress", action="store_true", help="no progress bar")
     a("--verbose", type=_INT, default=DEFAULTS.verbose, choices=(0, 1),
@@ -359,6 +360,56 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
     return config
 
 
+def threads_warning(torch_threads: int, load_1min: float | None = None,
+                    cpus: int | None = None, wait_policy: str | None = None) -> str | None:
+    """A warning for ``--torch-threads N`` (N > 1) when the machine has no free core for
+    each thread, else None.
+
+    torch's OpenMP threads spin while they wait for each other (libgomp's default): with
+    a core another process holds, a spinning thread waits for a time slice, and the
+    training crawls. On the 2-core development VM, ``python -m benchmarks.bench_train
+    --quick --torch-threads 2`` with a busy loop on the second core read 259 to 6 800
+    agent-steps/s against ~20 000 for one thread (a concurrent training run: 820 against
+    19 900). ``OMP_WAIT_POLICY=PASSIVE`` avoids that collapse (19 000-20 400 in the same
+    setting) but also the gain on free cores (2 threads then ran at about one thread's
+    rate, 17 600-20 300 against 20 800-25 000), so the advice is one thread.
+
+    :param torch_threads: the ``--torch-threads`` value.
+    :param load_1min: the 1-minute load average (default: :func:`os.getloadavg`; the
+        run's own process has barely started, so it counts the others).
+    :param cpus: cores this process may use (default: its affinity mask).
+    :param wait_policy: ``OMP_WAIT_POLICY`` (default: from the environment).
+    """
+    if torch_threads <= 1:
+        return None
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):   # pragma: no cover - macOS / Windows
+            cpus = os.cpu_count() or 1
+    advice = "--torch-threads 1 trains as fast or faster there"
+    if torch_threads > cpus:
+        return (f"--torch-threads {torch_threads} on {cpus} usable core(s): the threads "
+                f"will wait for each other's cores and train slower than one; {advice}")
+    if wait_policy is None:
+        wait_policy = os.environ.get("OMP_WAIT_POLICY", "")
+    if wait_policy.strip().upper() == "PASSIVE":
+        return None
+    if load_1min is None:
+        try:
+            load_1min = os.getloadavg()[0]
+        except (AttributeError, OSError):   # pragma: no cover - no load average
+            return None
+    busy = load_1min - (cpus - torch_threads)
+    if busy < 0.5:
+        return None
+    return (f"--torch-threads {torch_threads} with a 1-minute load average of "
+            f"{load_1min:.2f} on {cpus} cores: other processes hold the cores the threads "
+            "need, and torch's threads spin while they wait for each other (2 threads "
+            "with the second core busy trained 3-75x slower than 1 on the development "
+            f"machine); {advice}")
+
+
 def reward_changes(args: argparse.Namespace, config: TrainConfig,
                    saved_env: dict | None) -> list[str]:
     """The reward settings given on the command line that differ from the resumed
@@ -419,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"\n{str(exc) or NOTHING_WRITTEN}", file=sys.stderr)
         return 130
+    threads = threads_warning(config.torch_threads)
+    if threads:
+        print(f"{parser.prog}: warning: {threads}", file=sys.stderr)
     changed = reward_changes(args, config, saved_env)
     if changed:
         print(f"{parser.prog}: warning: the reward differs from the one the resumed model "

@@ -198,9 +198,10 @@ class TrainConfig:
         for bit with the same seed and thread count; another count gives other weights
         (float sums in another order). 2 threads trained 1.2-1.3x as fast as 1 at 100
         agents on 2 free cores (three alternated pairs of 6 rollouts: 23 600 / 30 900,
-        24 800 / 29 400, 24 700 / 29 600 agent-steps/s), but 24x slower than 1 with
-        another process busy on the second core (820 against 19 900, ``python -m
-        benchmarks.bench_train --quick --torch-threads 2``); the shipped models used 1.
+        24 800 / 29 400, 24 700 / 29 600 agent-steps/s), but 3-75x slower than 1 with
+        another process busy on the second core (259-6 800 against ~20 000, ``python -m
+        benchmarks.bench_train --quick --torch-threads 2``; ``python -m train`` warns,
+        see :func:`train.__main__.threads_warning`); the shipped models used 1.
     :param progress_bar: show SB3's progress bar.
     :param verbose: SB3 verbosity (0 silent, 1 tables on stdout).
     :param run_name: run directory name (default built from scenario, seed, time).
