@@ -3273,8 +3273,14 @@ def _check_head_signature(
                 v1 = True
             except (InvalidSignature, ValueError):
                 v1 = False
-            return False, _v1_detail(
-                v1, "its Ed25519 signature does not verify with the given public key")
+            detail = "its Ed25519 signature does not verify with the given public key"
+            named = fields.get("public_key")
+            if type(named) is str and named != public_key.hex():
+                # (the head's own claim, unsigned: a hint for a mistyped key, no verdict)
+                detail += (f"; the head names another key ({named[:16]}...): either the "
+                           "key given is not the one printed for this file, or the file "
+                           "was altered (re-signed, or the head's key edited)")
+            return False, _v1_detail(v1, detail)
         return True, "Ed25519 signature"
     return None, "not checkable without a key"
 

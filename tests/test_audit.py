@@ -537,6 +537,24 @@ def test_the_last_signed_heads_own_fields_cannot_be_edited(tmp_path, registry, e
     assert main(["verify", str(path), "--public-key", key.hex()]) == EXIT_BROKEN
 
 
+def test_the_wrong_key_for_an_intact_file_says_so(tmp_path, registry, capsys):
+    """Review: `verify --public-key` with the key printed for another run called an
+    intact file "altered" without a hint; the head names its signer's key (an unsigned
+    claim), so the message now says the key given may be the wrong one."""
+    path = tmp_path / "signed.jsonl"
+    write_chain(path, n=6, registry=registry, sign_every=6)
+    other = IdentityRegistry(["x"], seed=12).public_key_bytes("operator")
+    result = verify_audit_file(path, public_key=other)
+    assert (result.ok, result.index, result.problem) == (False, 6, "altered")
+    named = registry.public_key_bytes("operator").hex()
+    assert (f"the head names another key ({named[:16]}...): either the key given is not "
+            "the one printed for this file, or the file was altered") in result.message
+    assert main(["verify", str(path), "--public-key", other.hex()]) == EXIT_BROKEN
+    assert "either the key given is not the one printed" in capsys.readouterr().out
+    # the right key: no such words (and, when the head's named key was edited, none either)
+    assert verify_audit_file(path, public_key=bytes.fromhex(named)).ok
+
+
 @pytest.mark.parametrize("mode", ["ed25519", "hmac"])
 def test_a_head_in_the_first_signature_format_is_refused_with_the_reason(tmp_path, mode):
     """A head signed over the count and chain head only (the first format) proves
