@@ -645,6 +645,19 @@ def test_departure_soc_stays_allowed_for_evs_and_in_to_dict() -> None:
     assert limits.to_dict()["solar"]["departure_soc"] is None
 
 
+def test_solar_takes_its_fields_and_the_defaults_every_kind_writes() -> None:
+    """The solar check refuses values that would do nothing, not the defaults
+    ``to_dict`` writes for every kind (nor solar's own fields)."""
+    limits = Limits.from_dict({"solar": {"max_discharge_mw": 1.5, "ramp_mw_per_s": 0.5,
+                                         "soc_min": 0.0, "soc_max": 1.0,
+                                         "max_charge_mw": None},
+                               "agents": {"solar_002": {"ramp_mw_per_s": 0.2}}})
+    assert Limits.from_dict(limits.to_dict()) == limits
+    assert limits.for_kind("solar").max_discharge_mw == 1.5
+    with pytest.raises(ValueError, match=r"limits\['solar'\]\.max_charge_mw = 0\.0"):
+        Limits(per_kind={"solar": DerLimits(max_charge_mw=0.0)})
+
+
 def test_limits_caller_dict_not_aliased() -> None:
     changes = {"soc_min": 0.3}
     limits = Limits.from_dict({"agents": {"battery_003": changes}})
@@ -668,6 +681,14 @@ def test_limits_caller_dict_not_aliased() -> None:
     ("[battery]\ndeparture_soc = 0.5\n", ("limits['battery'].departure_soc = 0.5", "EV-only")),
     ("[agents.solar_000]\ndeparture_soc = 0.5\n",
      ("limits.agents['solar_000'].departure_soc = 0.5", "a solar agent has no departure")),
+    # review (session 19): storage and charging limits for solar loaded and did nothing
+    ("[solar]\nsoc_min = 0.2\n", ("limits['solar'].soc_min = 0.2: solar stores no energy "
+                                    "and cannot absorb power", "do nothing for it",
+                                    "allowed for solar: max_discharge_mw, ramp_mw_per_s")),
+    ("[solar]\nsoc_max = 0.5\n", ("limits['solar'].soc_max = 0.5", "solar stores no")),
+    ("[solar]\nmax_charge_mw = 3.0\n", ("limits['solar'].max_charge_mw = 3.0",)),
+    ("[agents.solar_000]\nsoc_min = 0.2\n",
+     ("limits.agents['solar_000'].soc_min = 0.2", "solar stores no energy")),
 ])
 def test_limits_file_errors_name_the_file(tmp_path: Path, toml: str, parts) -> None:
     path = tmp_path / "limits.toml"
