@@ -49,6 +49,7 @@ from gridswarm_env.trust import (
     AuditVerification,
     open_file_reason,
     verify_audit_file,
+    weak_public_key_problem,
 )
 
 __all__ = ["EXIT_BROKEN", "EXIT_ERROR", "EXIT_OK", "KEY_SOURCE", "NO_KEY_SCOPE", "exit_status",
@@ -184,6 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.public_key!r}",
                 file=sys.stderr,
             )
+            return EXIT_ERROR
+        weak = weak_public_key_problem(public_key)
+        if weak is not None:
+            print(f"{parser.prog}: error: --public-key {args.public_key}: {weak}",
+                  file=sys.stderr)
             return EXIT_ERROR
     if args.allow_open and public_key is None:
         print(f"{parser.prog}: error: --allow-open needs --public-key HEX (without the key "

@@ -3275,7 +3275,10 @@ def _check_head_signature(
                 v1 = False
             detail = "its Ed25519 signature does not verify with the given public key"
             named = fields.get("public_key")
-            if type(named) is str and named != public_key.hex():
+            # only a key as the writer writes it is quoted (the field is the file's text,
+            # unsigned: it must not bring escape sequences to the terminal)
+            if (type(named) is str and _LOWER_HEX.match(named) and len(named) == 64
+                    and named != public_key.hex()):
                 # (the head's own claim, unsigned: a hint for a mistyped key, no verdict)
                 detail += (f"; the head names another key ({named[:16]}...): either the "
                            "key given is not the one printed for this file, or the file "
@@ -3305,6 +3308,25 @@ def _signature_text_problem(signature_hex: Any, scheme: Any) -> str | None:
         return (f"its signature is {shown}; expected exactly {digits} lowercase hex digits "
                 f"(a {scheme} signature as the log writes it)")
     return None
+
+
+def weak_public_key_problem(public_key: bytes) -> str | None:
+    """Why 32 bytes are no Ed25519 public key a signature can be checked against, or None.
+
+    OpenSSL's Ed25519 verification (``cryptography``) takes a small-order point as a
+    public key, and under such a key the signature (R = a small-order point, S = 0)
+    verifies for *every* message: the all-zero key, a plausible placeholder, would
+    pass any forged head. A genuine public key ``a·B`` is a canonical point of the
+    prime-order subgroup; libsodium's ``crypto_core_ed25519_is_valid_point`` checks
+    exactly that (canonical encoding, on the curve, main subgroup, not of small order).
+    """
+    from nacl.bindings import crypto_core_ed25519_is_valid_point
+
+    if crypto_core_ed25519_is_valid_point(public_key):
+        return None
+    return ("not a valid Ed25519 public key (a small-order, non-canonical or off-curve "
+            "point, under which signatures prove nothing: the all-zero key is one); "
+            "expected the 64 hex digits the environment printed for this file")
 
 
 def _v1_detail(v1_valid: bool, detail: str) -> str:
@@ -3400,6 +3422,9 @@ def _verify_records(
     """
     if public_key is not None and (type(public_key) is not bytes or len(public_key) != 32):
         raise ValueError(f"public_key must be 32 raw Ed25519 public key bytes; got {public_key!r}")
+    problem = None if public_key is None else weak_public_key_problem(public_key)
+    if problem is not None:
+        raise ValueError(f"public_key {public_key.hex()}: {problem}")
     signing_required = public_key is not None or registry is not None
     items = _Peekable(records)
     expected = start_index

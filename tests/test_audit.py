@@ -555,6 +555,76 @@ def test_the_wrong_key_for_an_intact_file_says_so(tmp_path, registry, capsys):
     assert verify_audit_file(path, public_key=bytes.fromhex(named)).ok
 
 
+#: the small-order points of edwards25519 in canonical encoding (RFC 8032): the
+#: identity, (sqrt(-1), 0), (0, -1), (-sqrt(-1), 0)
+_SMALL_ORDER = [bytes([1]) + bytes(31), bytes(32), (2**255 - 20).to_bytes(32, "little"),
+                bytes(31) + b"\x80"]
+
+
+def _forged_closing_head(path: Path, key: bytes) -> bool:
+    """Write a made-up two-entry file closed by a head 'signed' under ``key`` with
+    (R = a small-order point, S = 0), which OpenSSL accepts for any message under a
+    small-order key; False when no R worked for this head."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from gridswarm_env.trust import _head_message
+
+    log = AuditLog(path)
+    log.append("episode_start", episode=0, scenario="emergency", n_agents=6,
+               trust="ed25519", shadow=False)
+    log.append("contract_verified", contract_ids=["c-0-battery_000-0"], count=1, now_s=1.0)
+    fields = {"identity": "operator", "scheme": "ed25519", "covered_entries": log.n_entries,
+              "head_hash": log.head_hash, "final": True, "public_key": key.hex()}
+    message = _head_message(fields)
+    for r in _SMALL_ORDER:
+        try:
+            Ed25519PublicKey.from_public_bytes(key).verify(r + bytes(32), message)
+        except Exception:   # noqa: BLE001 - InvalidSignature or ValueError
+            continue
+        fields["signature"] = (r + bytes(32)).hex()
+        log.append("head_signed", **fields)
+        log.close()
+        return True
+    log.close()
+    return False
+
+
+def test_a_small_order_public_key_is_refused(tmp_path, capsys):
+    """Crypto review: OpenSSL accepts a small-order point as an Ed25519 public key, and
+    under it (R small-order, S = 0) verifies for any message: with `--public-key 00...00`
+    a made-up file read "OK ... closed". Such keys are refused before any check."""
+    key = bytes(32)
+    path = tmp_path / "made_up.jsonl"
+    assert _forged_closing_head(path, key)   # the forgery OpenSSL would accept
+    with pytest.raises(ValueError, match="not a valid Ed25519 public key"):
+        verify_audit_file(path, public_key=key)
+    for weak in _SMALL_ORDER:
+        with pytest.raises(ValueError, match="small-order"):
+            verify_audit_file(path, public_key=weak)
+    capsys.readouterr()
+    assert main(["verify", str(path), "--public-key", key.hex()]) == audit_cli.EXIT_ERROR
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "error: --public-key 0000" in captured.err and "all-zero key" in captured.err
+    # a genuine key still checks: the same file is not signed by it
+    genuine = IdentityRegistry(["x"], seed=3).public_key_bytes("operator")
+    assert verify_audit_file(path, public_key=genuine).problem == "altered"
+
+
+def test_the_wrong_key_hint_quotes_only_a_key_as_written(tmp_path, registry):
+    """Crypto review: the head's (unsigned) public_key text went to the terminal as it
+    was: escape sequences included. Only 64 lowercase hex digits are quoted."""
+    path = tmp_path / "signed.jsonl"
+    write_chain(path, n=6, registry=registry, sign_every=6)
+    entries = read(path)
+    entries[-1]["fields"]["public_key"] = "\x1b[2K\rOK\x1b[8m" + "0" * 48
+    entries[-1]["hash"] = reference_hash(entries[-1])
+    write(path, entries)
+    result = verify_audit_file(path, public_key=registry.public_key_bytes("operator"))
+    assert (result.ok, result.problem) == (False, "altered")
+    assert "\x1b" not in result.message and "names another key" not in result.message
+
+
 @pytest.mark.parametrize("mode", ["ed25519", "hmac"])
 def test_a_head_in_the_first_signature_format_is_refused_with_the_reason(tmp_path, mode):
     """A head signed over the count and chain head only (the first format) proves
