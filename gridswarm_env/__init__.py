@@ -5,8 +5,8 @@
 >>> obs, infos = env.reset(seed=0)
 
 ``parallel_env`` returns the PettingZoo ``ParallelEnv``; ``env`` the AEC version
-(``parallel_to_aec``); ``raw_env`` is the environment class. Importing the package
-has no side effects.
+(``parallel_to_aec``, checking each action at its agent's step); ``raw_env`` is the
+environment class. Importing the package has no side effects.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ def parallel_env(scenario: str = "price_spike", n_agents: int | None = None,
 
 def env(scenario: str = "price_spike", n_agents: int | None = None, trust: str | None = None,
         shadow: bool | None = None, render_mode: str | None = None, **kwargs: Any):
-    """Create the AEC environment (the parallel one wrapped by ``parallel_to_aec``)."""
-    from pettingzoo.utils.conversions import parallel_to_aec
+    """Create the AEC environment: the parallel one wrapped by PettingZoo's ``parallel_to_aec``,
+    checking each action at its own agent's ``step()`` (:mod:`gridswarm_env.aec`)."""
+    from gridswarm_env.aec import aec_env
 
-    return parallel_to_aec(parallel_env(scenario=scenario, n_agents=n_agents, trust=trust,
-                                        shadow=shadow, render_mode=render_mode, **kwargs))
+    return aec_env(parallel_env(scenario=scenario, n_agents=n_agents, trust=trust,
+                                shadow=shadow, render_mode=render_mode, **kwargs))
 
 
 __all__ = ["GridSwarmEnv", "OBS_DIM", "OBS_FIELDS", "SCENARIOS", "__version__", "env",

@@ -82,7 +82,7 @@ from __future__ import annotations
 import gc
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
 from typing import Any
 
@@ -853,31 +853,37 @@ class GridSwarmEnv(ParallelEnv):
         if not isinstance(actions, Mapping):
             raise ValueError(f"actions must be a dict of agent -> action, got "
                              f"{type(actions).__name__}")
-        nvec = self._act_space.nvec
-        allowed = (f"expected 2 integers [power level 0..{nvec[0] - 1}, "
-                   f"price level 0..{nvec[1] - 1}]")
         if actions.keys() != self._live_agent_set:
             missing = [a for a in self.agents if a not in actions]
             unknown = [a for a in actions if a not in self.agent_index]
             raise ValueError(f"actions must name every live agent once: missing {missing[:5]}"
                              f"{' …' if len(missing) > 5 else ''}, unknown {unknown[:5]}")
+        return self._decode_levels(self.agents, [actions[a] for a in self.agents])
+
+    def _decode_levels(self, names: Sequence[str], values: Sequence[Any]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """``values[i]`` (the action of ``names[i]``) → (power level, price level) arrays;
+        the one action check, also of the AEC API's single actions (``gridswarm_env.aec``)."""
+        nvec = self._act_space.nvec
+        allowed = (f"expected 2 integers [power level 0..{nvec[0] - 1}, "
+                   f"price level 0..{nvec[1] - 1}]")
         try:   # numbers only: strings and objects are refused, not converted
-            arr = np.array([actions[a] for a in self.agents])
+            arr = np.array(values)
             if arr.dtype.kind in "iuf":
                 arr = arr.astype(float, copy=False)
             else:
                 arr = None
         except (TypeError, ValueError):
             arr = None
-        if arr is None or arr.shape != (self.n_agents, 2):
-            for a in self.agents:
+        if arr is None or arr.shape != (len(names), 2):
+            for a, value in zip(names, values, strict=True):
                 try:
-                    one = np.asarray(actions[a])
+                    one = np.asarray(value)
                     ok = one.shape == (2,) and one.dtype.kind in "iuf"
                 except (TypeError, ValueError):
                     ok = False
                 if not ok:
-                    raise ValueError(f"action of {a} = {actions[a]!r}: {allowed}")
+                    raise ValueError(f"action of {a} = {value!r}: {allowed}")
             raise ValueError(f"actions could not be read: {allowed}")
         # in range and integer-valued (NaN and ±inf fail the comparisons)
         ok = arr >= 0
@@ -886,8 +892,7 @@ class GridSwarmEnv(ParallelEnv):
         if not ok.all():
             bad = ~ok.all(axis=1)
             i = int(np.flatnonzero(bad)[0])
-            a = self.agents[i]
-            raise ValueError(f"action of {a} = {actions[a]!r} is outside the action space: "
+            raise ValueError(f"action of {names[i]} = {values[i]!r} is outside the action space: "
                              f"{allowed} ({int(bad.sum())} agent(s) affected)")
         ints = arr.astype(np.int64)
         return ints[:, 0], ints[:, 1]

@@ -218,6 +218,98 @@ def test_aec_wrapper_steps_agent_by_agent() -> None:
     assert aec.unwrapped.step_index == 3
 
 
+def _aec_action(k: int, i: int) -> np.ndarray:
+    """A valid action of agent ``i`` at step ``k`` (varied, so a lost one would show)."""
+    return np.array([(3 * k + 5 * i) % N_POWER, (k + i) % N_PRICE])
+
+
+_NO_BAD = object()
+
+
+def _aec_episode(bad=_NO_BAD, at: tuple[int, int] = (0, 1), before=None):
+    """Play a whole AEC episode with :func:`_aec_action`; at step ``at[0]`` agent ``at[1]``
+    first submits ``bad`` (which must raise a ValueError, leaving the turn where it was).
+    ``before(aec)`` runs after reset. Returns every ``last()`` and the error message."""
+    aec = gridswarm_env.env(scenario="emergency", n_agents=5, trust="hmac")
+    aec.reset(seed=0)
+    if before is not None:
+        before(aec)
+    seen, message = [], None
+    for agent in aec.agent_iter():
+        obs, rew, term, trunc, _ = aec.last()
+        seen.append((agent, obs.copy(), rew, term, trunc))
+        if term or trunc:
+            aec.step(None)
+            continue
+        k, i = aec.unwrapped.step_index, aec.possible_agents.index(agent)
+        if bad is not _NO_BAD and (k, i) == at:
+            with pytest.raises(ValueError) as err:
+                aec.step(bad)
+            message = str(err.value)
+            assert aec.agent_selection == agent and aec.unwrapped.step_index == k
+        aec.step(_aec_action(k, i))
+    assert aec.unwrapped.step_index == aec.unwrapped.scenario.episode_steps
+    return seen, message
+
+
+def _assert_same_episode(got, want) -> None:
+    assert [row[0] for row in got] == [row[0] for row in want]
+    np.testing.assert_array_equal(np.stack([row[1] for row in got]),
+                                  np.stack([row[1] for row in want]))
+    assert [row[2:] for row in got] == [row[2:] for row in want]
+
+
+@pytest.mark.parametrize("bad", [np.array([np.nan, 1.0]), np.array([N_POWER, 0]), [-1, 0],
+                                 np.array([2.5, 0]), np.array([10, 0, 0]), ["10", "0"], None])
+@pytest.mark.parametrize("at", [(0, 1), (7, 4)], ids=["step0-agent1", "step7-last-agent"])
+def test_aec_refuses_a_bad_action_at_its_own_step_and_takes_a_valid_one(bad, at) -> None:
+    """Reviewer finding: the AEC API (PettingZoo's ``parallel_to_aec``) stored a bad action,
+    raised only at the round's last agent, and every later step() raised the same error
+    (t_s stuck at 0) until reset(). Now the agent's own step() raises, with the parallel
+    step's message, nothing is stored, and a valid action re-submitted by the same agent
+    gives the episode of only valid actions, bit for bit."""
+    clean, _ = _aec_episode()
+    got, message = _aec_episode(bad, at)
+    _assert_same_episode(got, clean)
+    k, i = at
+    agent = gridswarm_env.env(scenario="emergency", n_agents=5,
+                              trust="hmac").possible_agents[i]
+    assert message.startswith(f"action of {agent} = ")
+    assert f"expected 2 integers [power level 0..{N_POWER - 1}, price level 0..{N_PRICE - 1}]" \
+        in message
+    # the same message as the parallel step's for that action (one check)
+    par = _parallel(scenario="emergency", n_agents=5)
+    par.reset(seed=0)
+    actions = {a: _aec_action(0, j) for j, a in enumerate(par.agents)}
+    actions[agent] = bad
+    with pytest.raises(ValueError) as err:
+        par.step(actions)
+    assert str(err.value) == message
+
+
+def test_aec_failed_parallel_step_drops_the_rounds_actions() -> None:
+    """If the parallel step itself fails at the last agent's step, the stored actions are
+    discarded (they were handed over again at every later step) and the round starts over
+    at its first agent; the error says so and what to do."""
+    def fail_once(aec) -> None:
+        raw = aec.unwrapped
+
+        def failing_step(actions):
+            del raw.step                     # the next round steps for real
+            raise OSError("disk full")
+        raw.step = failing_step
+        for _ in aec.possible_agents[:-1]:
+            aec.step(np.array([0, N_PRICE - 1]))    # not the actions played afterwards
+        with pytest.raises(RuntimeError, match=r"ev_000's step\(\)\) failed: OSError: disk full; "
+                           r"this round's actions were discarded and agent_selection is "
+                           r"back at solar_000: call reset\(\)") as err:
+            aec.step(np.array([0, N_PRICE - 1]))
+        assert isinstance(err.value.__cause__, OSError)
+        assert aec.agent_selection == "solar_000" and raw.step_index == 0
+
+    _assert_same_episode(_aec_episode(before=fail_once)[0], _aec_episode()[0])
+
+
 def test_parallel_env_respects_config_fields() -> None:
     env = gridswarm_env.parallel_env(config=EnvConfig(n_agents=10, trust="hmac", shadow=True))
     assert len(env.possible_agents) == 10
