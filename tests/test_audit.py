@@ -344,13 +344,14 @@ def test_empty_file_is_not_ok_in_the_library_either(tmp_path, capsys):
     path = tmp_path / "cut.jsonl"
     write_chain(path, 5)
     path.write_bytes(b"")
-    for key in (None, bytes(32)):
+    genuine = IdentityRegistry(["x"], seed=3).public_key_bytes("operator")
+    for key in (None, genuine):
         result = verify_audit_file(path, public_key=key)
         assert not result
         assert (result.ok, result.index, result.problem, result.n_entries,
                 result.head_hash) == (False, None, "empty", 0, None)
         assert "no entries" in result.message and "empty" in AUDIT_PROBLEMS
-    assert main(["verify", str(path), "--public-key", "00" * 32]) == EXIT_BROKEN
+    assert main(["verify", str(path), "--public-key", genuine.hex()]) == EXIT_BROKEN
     assert capsys.readouterr().out.startswith("BROKEN: no entries (the file is empty")
 
 
@@ -845,7 +846,7 @@ def test_an_hmac_mode_file_checked_with_a_key_fails_and_says_why(tmp_path, capsy
                                      audit_path=str(trail))
     env.reset(seed=0)
     env.close()
-    key_hex = "ab" * 32
+    key_hex = IdentityRegistry(["x"], seed=3).public_key_bytes("operator").hex()
     assert main(["verify", str(trail), "--public-key", key_hex]) == 1
     out = capsys.readouterr().out
     assert out.startswith("BROKEN at entry 1: truncated (") and "trust = hmac" in out
