@@ -5,7 +5,8 @@ Usage::
     python evaluate.py [--policies heuristic,random,oracle,learned] [--scenarios all|name,name]
                        [--episodes N] [--seed N] [--agents N] [--out DIR]
                        [--trust hmac|ed25519] [--limits FILE] [--crypto-threads N]
-                       [--randomize] [--contract-keys seeded|random] [--no-progress]
+                       [--randomize] [--contract-keys seeded|random] [--overwrite]
+                       [--no-progress]
 
 Every policy x scenario x seed (``seed``, ``seed + 1``, … ``seed + episodes − 1``) runs
 one episode through :func:`policies.rollout.run_episode` (the same runner as the demo
@@ -59,7 +60,12 @@ of the scenarios it did not run among the registered ones and those the earlier
 ``results.json`` in ``DIR`` lists (custom ones too; other ``freq_*.png`` files are not its
 own), the earlier event files in ``tensorboard/`` (one run's
 scalars per directory, no mixed curves) and, when no oracle ran, an earlier
-``cost_vs_oracle.png`` (:func:`remove_stale_outputs`). Nothing else in ``DIR`` is touched; an
+``cost_vs_oracle.png`` (:func:`remove_stale_outputs`). Nothing else in ``DIR`` is touched.
+A ``results.json`` or ``results.md`` in ``DIR`` that this program did not write (told by
+content, :func:`is_results_json` and :func:`is_results_md`; an empty file is fine) is
+refused before any episode, in one line (exit status 2), unless ``--overwrite`` is given,
+as ``demo.py --json`` refuses a file that is not its own; one that appears there during
+the run is kept and the output saved to the temporary directory (exit status 1). An
 interrupted or failed run removes its own event file (and the directories it created, if
 empty) and leaves ``DIR`` as it was. On Ctrl-C the finished episodes are not lost: their
 results (``results.json`` layout, ``summary.interrupted`` true) go to a new file in the
@@ -127,6 +133,7 @@ from policies.cli_checks import (
     read_limits_agents,
     rescue_path,
     write_or_rescue,
+    write_output_text,
 )
 
 #: Policies run by default, plus ``learned`` when a pretrained model exists.
@@ -134,13 +141,22 @@ DEFAULT_POLICIES = ("heuristic", "random", "oracle")
 #: Files in the output directory this program writes (besides ``freq_<scenario>.png``).
 COST_PLOT = "cost_vs_oracle.png"
 OUTPUT_FILES = ("results.json", "results.md", COST_PLOT)
+#: results.md's first line is this (plus `` — randomized scenarios (--randomize)``):
+#: how a re-run recognizes its own results.md (:func:`is_results_md`)
+RESULTS_MD_TITLE = "# gridswarm evaluation"
+#: the largest earlier results.json :func:`is_results_json` reads to recognize it
+RESULTS_JSON_MAX_BYTES = 256 * 2**20
 #: the note when no oracle ran (in results.md, which the command line prints)
 NO_COST_PLOT = ("no cost_vs_oracle.png: it shows each policy's cost relative to the "
                 "oracle's, and the oracle did not run (add it to --policies)")
 TENSORBOARD_DIR = "tensorboard"
 EVENT_FILE_GLOB = "events.out.tfevents.*"
+#: results.md's KPI columns (after ``policy`` and ``episodes``): DESIGN §8's headline
+#: KPIs, the frequency extremes (``max_rocof_hz_per_s``: the protection metric of
+#: ``emergency``) together
 TABLE_KPIS = ("system_cost", "unserved_energy_mwh", "ev_unmet_energy_mwh", "frequency_nadir_hz",
-              "frequency_zenith_hz", "seconds_outside_band", "stabilization_time_s",
+              "frequency_zenith_hz", "max_abs_deviation_hz", "max_rocof_hz_per_s",
+              "seconds_outside_band", "stabilization_time_s",
               "emergency_response_latency_ms", "emergency_response_mw_100ms", "consensus_rate",
               "blocked_attempts", "executed_violations")
 TRUST_CHOICES = ("ed25519", "hmac")
@@ -154,7 +170,8 @@ class UsageError(ValueError):
 #: :func:`evaluate`'s keywords and the command line's flags for them
 FLAGS = {"policies": "--policies", "scenarios": "--scenarios", "episodes": "--episodes",
          "seed": "--seed", "n_agents": "--agents", "out_dir": "--out", "trust": "--trust",
-         "crypto_threads": "--crypto-threads", "contract_keys": "--contract-keys"}
+         "crypto_threads": "--crypto-threads", "contract_keys": "--contract-keys",
+         "overwrite": "--overwrite"}
 # True while main() runs: argument errors then name the flags alone, as the user typed them
 _COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("evaluate_command_line",
                                                                      default=False)
@@ -692,11 +709,68 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
     return pols, scs, notes, limits_obj, limits_sha256
 
 
-def check_outputs(out_dir: str | Path, scenarios: Sequence[str]) -> Path:
+def is_results_json(path: str | Path) -> bool:
+    """Whether ``path`` holds an earlier ``results.json`` of this program: a regular file
+    of at most :data:`RESULTS_JSON_MAX_BYTES` whose JSON is an object with a ``runs``
+    list and a ``summary`` whose ``config`` names the ``policies`` and ``scenarios`` (as
+    every version wrote it, and the files a stopped run saves). A re-run replaces it
+    without ``overwrite``; anything else (a user's file, JSON that does not parse) is
+    not its own (:func:`check_outputs`)."""
+    doc = read_earlier_json(path, RESULTS_JSON_MAX_BYTES)
+    if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list):
+        return False
+    summary = doc.get("summary")
+    config = summary.get("config") if isinstance(summary, dict) else None
+    return isinstance(config, dict) and {"policies", "scenarios"} <= config.keys()
+
+
+def is_results_md(path: str | Path) -> bool:
+    """Whether ``path`` holds an earlier ``results.md`` of this program: a regular file
+    whose first line is :data:`RESULTS_MD_TITLE`, alone or followed by `` — `` (the
+    randomized run's title). A re-run replaces it without ``overwrite``."""
+    p = Path(path)
+    try:
+        if not p.is_file():
+            return False
+        with p.open("rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return False
+    line = first.decode("utf-8", "replace").rstrip("\r\n")
+    return line == RESULTS_MD_TITLE or line.startswith(RESULTS_MD_TITLE + " — ")
+
+
+#: the outputs whose content says whether this program wrote them (the plots and event
+#: files are recognized by name)
+OWN_OUTPUT_CHECKS = {"results.json": is_results_json, "results.md": is_results_md}
+
+
+def _check_own_output(path: Path, what: str) -> None:
+    """Refuse a non-empty regular file at ``path`` (``results.json`` or ``results.md``)
+    that this program did not write (:data:`OWN_OUTPUT_CHECKS`), as ``demo.py --json``
+    refuses a file that is not its own output."""
+    recognize = OWN_OUTPUT_CHECKS.get(path.name)
+    try:
+        size = path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return   # the writability check names what is wrong
+    if recognize is None or size == 0 or recognize(path):
+        return
+    raise ValueError(f"{what} {str(path)!r} already exists ({size:,} bytes) and was not "
+                     f"written by evaluate.py: pass {argument_name('overwrite')} to "
+                     f"replace it, or choose another {argument_name('out_dir')} directory")
+
+
+def check_outputs(out_dir: str | Path, scenarios: Sequence[str],
+                  overwrite: bool = False) -> Path:
     """Check before any work that every output can be written in ``out_dir``.
 
+    :param overwrite: a ``results.json`` or ``results.md`` there that this program did
+        not write may be replaced (its own earlier ones always are).
     :raises UsageError: ``out_dir`` (or ``tensorboard/`` in it) is a file or not
-        writable, or an output file's name is taken by a directory or a read-only file.
+        writable, an output file's name is taken by a directory or a read-only file, or
+        (without ``overwrite``) a ``results.json`` or ``results.md`` there that is not
+        empty is not this program's (:func:`is_results_json`, :func:`is_results_md`).
     """
     out = Path(out_dir)
     try:
@@ -705,6 +779,8 @@ def check_outputs(out_dir: str | Path, scenarios: Sequence[str]) -> Path:
         check_output_dir(out / TENSORBOARD_DIR, f"{what}: tensorboard directory")
         for name in (*OUTPUT_FILES, *(f"freq_{sc}.png" for sc in scenarios)):
             if (out / name).exists():
+                if not overwrite:
+                    _check_own_output(out / name, f"{what}: output file")
                 check_output_file(out / name, f"{what}: output file")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -942,11 +1018,16 @@ def _paired_text(summary_sc: dict[str, Any]) -> str:
 
 def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
                    notes: list[str], counterfactual: dict[str, dict[str, Any]], *,
-                   runs: Sequence[dict[str, Any]] = (), randomized: bool = False) -> None:
+                   runs: Sequence[dict[str, Any]] = (), randomized: bool = False,
+                   overwrite: bool = True) -> None:
     """``results.md``: one KPI table per scenario, mean ± std over episodes (with
     ``randomized``, the title says so and each scenario lists the episodes ``runs``
-    drew)."""
-    title = "# gridswarm evaluation" + (
+    drew).
+
+    :param overwrite: replace a file at ``path``; False writes only a new or empty file
+        (:func:`~policies.cli_checks.write_output_text`: ``FileExistsError`` otherwise).
+    """
+    title = RESULTS_MD_TITLE + (
         " — randomized scenarios (--randomize)" if randomized else "")
     lines = [title, ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
@@ -959,9 +1040,12 @@ def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
             lines += [draws, ""]
         cf = counterfactual.get(sc)
         if cf:
+            rocof = cf.get("max_rocof_hz_per_s")
+            rocof_text = "" if rocof is None else f", max RoCoF {rocof:.3f} Hz/s"
             lines += [f"No-DER counterfactual (shadow mode, seed {cf['seed']}): nadir "
                       f"{cf['frequency_nadir_hz']:.3f} Hz, zenith {cf['frequency_zenith_hz']:.3f} "
-                      f"Hz, {cf['seconds_outside_band']:.1f} s outside 59.95-60.05 Hz.", ""]
+                      f"Hz{rocof_text}, {cf['seconds_outside_band']:.1f} s outside "
+                      "59.95-60.05 Hz.", ""]
         cols = ["policy", "episodes", *TABLE_KPIS, "cost / oracle"]
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "---|" * len(cols))
@@ -979,7 +1063,7 @@ def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
         walls = [f"{pol} {entry['wall_time_s']:.1f} s" for pol, entry in per_policy.items()
                  if entry.get("wall_time_s") is not None]
         lines += ["", "Wall time: " + ", ".join(walls) + "." if walls else "", ""]
-    path.write_text("\n".join(lines))
+    write_output_text(path, "\n".join(lines), overwrite=overwrite)
 
 
 def plot_frequency(path: Path, scenario: str, traces: dict[str, np.ndarray],
@@ -1087,7 +1171,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
              limits: str | Path | LimitsFile | dict[str, Any] | Any = None, progress: bool = True,
              notes: list[str] | None = None, counterfactual: bool = True,
              crypto_threads: int | None = None, randomize: bool = False,
-             contract_keys: str | None = None, env_config: Any = None) -> dict[str, Any]:
+             contract_keys: str | None = None, env_config: Any = None,
+             overwrite: bool = False) -> dict[str, Any]:
     """Run every policy x scenario x seed and write the outputs (module docstring).
 
     An argument error names the keyword and its flag (``n_agents (--agents) = 2.0: must
@@ -1132,11 +1217,17 @@ def evaluate(policies: Sequence[str] | str | None = None,
         default (``crypto_threads`` any field), and one that differs from a field it
         changed is refused (:func:`env_settings`); the effective configuration is
         recorded. Its ``shadow`` must be False and ``audit_path`` None.
+    :param overwrite: a ``results.json`` or ``results.md`` in ``out_dir`` that this
+        program did not write may be replaced (``--overwrite``); without it such a file
+        (not empty) is refused before any episode, and one that appears there during the
+        run is kept (the output goes to the temporary directory: ``OutputError``). Its
+        own earlier outputs are replaced either way.
     :returns: the ``results.json`` content.
     :raises UsageError: bad arguments (unknown policy / scenario, counts < 1, bad limits,
         ``crypto_threads`` out of range, a scenario the configuration cannot play, an
-        argument that disagrees with a field ``env_config`` changed, outputs that cannot be written),
-        before any output exists.
+        argument that disagrees with a field ``env_config`` changed, outputs that cannot be written,
+        a ``results.json`` or ``results.md`` in ``out_dir`` not written by this program
+        without ``overwrite``), before any output exists.
     :raises OutputError: an output could not be written at the end (the others were;
         it went to the temporary directory instead, see the message).
     :raises EvaluationFailed: a policy or the environment raised during an episode (the
@@ -1172,6 +1263,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
         check_bool("randomize", randomize)
         check_bool("progress", progress)
         check_bool("counterfactual", counterfactual)
+        check_bool(argument_name("overwrite"), overwrite, sep=_value_sep())
         if not isinstance(out_dir, str | os.PathLike):
             raise ValueError(f"{argument_value('out_dir', out_dir)}: expected a directory "
                              "path")
@@ -1198,7 +1290,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
         make_env(name, trust="hmac").close()
     all_notes = list(dict.fromkeys(list(notes or []) + pol_notes
                                    + ([] if "oracle" in pols else [NO_COST_PLOT])))
-    out = check_outputs(out_dir, scs)
+    out = check_outputs(out_dir, scs, overwrite)
     levels = (env_config.market.n_power_levels, env_config.market.n_price_levels)
     # each policy is built (a model loaded) once, here: a model that does not load or
     # fit fails now, not after other episodes, and every scenario and seed is played by
@@ -1356,10 +1448,14 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "statistics": STATISTICS_TEXT,
               "wall time": f"{elapsed:.1f} s"}
     text = json.dumps(result, indent=1, allow_nan=False)
-    writes = [("results.json", "the results (results.json)", lambda p: p.write_text(text)),
+    # a file that is not this program's, appeared there during the run, is kept
+    writes = [("results.json", "the results (results.json)",
+               lambda p: write_output_text(p, text,
+                                           overwrite=overwrite or is_results_json(p))),
               ("results.md", "the results table (results.md)",
                lambda p: write_markdown(p, summary, header, all_notes, no_der,
-                                        runs=runs, randomized=randomize))]
+                                        runs=runs, randomized=randomize,
+                                        overwrite=overwrite or is_results_md(p)))]
     for sc in scs:
         if traces[sc]:
             writes.append((f"freq_{sc}.png", f"the frequency plot of {sc}",
@@ -1479,7 +1575,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the scenarios it did not run (registered ones and those the "
                         "earlier results.json lists), earlier tensorboard event files and, "
                         "when no oracle ran, an earlier cost_vs_oracle.png are removed; "
-                        "nothing else in DIR is touched")
+                        "nothing else in DIR is touched. A results.json or results.md "
+                        "there that this program did not write is refused unless "
+                        "--overwrite")
     p.add_argument("--trust", default="ed25519", choices=TRUST_CHOICES,
                    help="contract signatures (default: %(default)s; hmac is faster)")
     p.add_argument("--limits", default=None, metavar="FILE",
@@ -1496,6 +1594,9 @@ def build_parser() -> argparse.ArgumentParser:
                         + "; results.md's title and header say so (not comparable with a "
                         "run without it)")
     add_contract_keys_argument(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out replace a results.json or results.md that this program "
+                        "did not write (its own earlier outputs are replaced without it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -1533,7 +1634,7 @@ def _run_command_line(argv: Sequence[str] | None) -> int:
                           args.out, trust=args.trust, limits=limits,
                           progress=not args.no_progress, notes=notes,
                           crypto_threads=args.crypto_threads, randomize=args.randomize,
-                          contract_keys=args.contract_keys)
+                          contract_keys=args.contract_keys, overwrite=args.overwrite)
     except UsageError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
