@@ -118,8 +118,11 @@ from gridswarm_env.scenarios import (
 )
 from gridswarm_env.trust import (
     AuditLog,
+    Contract,
     ContractLedger,
     IdentityRegistry,
+    SignedContract,
+    _describe_id,
     check_new_audit_file,
 )
 
@@ -996,6 +999,7 @@ class GridSwarmEnv(ParallelEnv):
                 self._reserve_awards[sc_.contract.contract_id] = (o, sc_.contract.power_mw)
         if self.adversary is not None:
             signed, owners = self.adversary(self, signed, owners)
+            _check_tampered(signed, owners)
             recipients = np.asarray(owners, dtype=np.int64)
         if is_reserve:   # copies on their way (an adversary may add or drop some)
             copies = self._reserve_copies
@@ -1207,7 +1211,7 @@ class GridSwarmEnv(ParallelEnv):
     def _note_rejections(self, signed: list, reasons: list) -> None:
         for c, r in zip(signed, reasons, strict=True):
             if r is not None:
-                self.events.append(f"contract {c.contract.contract_id} rejected: "
+                self.events.append(f"contract {_describe_id(c)} rejected: "
                                    f"{getattr(r, 'value', r)}")
 
     def _activate_reserve(self, deliveries: tuple, t1: float) -> None:
@@ -1703,4 +1707,31 @@ class GridSwarmEnv(ParallelEnv):
         if self._audit_keys is None:
             return None
         return self._audit_keys.public_key_bytes(self._audit_keys.operator_id).hex()
+
+
+def _check_tampered(signed: Any, owners: Any) -> None:
+    """What an ``adversary`` put on the bus: signed contracts only (a :class:`SignedContract`
+    holding a :class:`Contract`, exact classes, as the ledger's checks require), one
+    recipient each. An attacker on the bus sends messages in the contract format, which
+    the operator and dispatch then screen; any other object would be read by the
+    environment before the ledger's checks (its attributes may run code).
+
+    :raises TypeError: naming the position and the type found.
+    """
+    if not isinstance(signed, list) or not isinstance(owners, (list, tuple, np.ndarray)):
+        raise TypeError(f"adversary returned ({type(signed).__name__}, "
+                        f"{type(owners).__name__}): expected (list of SignedContract, "
+                        "recipients), as it was given")
+    for k, item in enumerate(signed):
+        if type(item) is not SignedContract or type(item.contract) is not Contract:
+            inner = (f" holding a {type(item.contract).__name__}"
+                     if type(item) is SignedContract else "")
+            raise TypeError(
+                f"adversary returned a {type(item).__name__}{inner} at position {k}: an "
+                "attacker on the bus sends signed contracts only (a SignedContract holding "
+                "a Contract, exact classes; forge one with dataclasses.replace or "
+                "trust.Adversary)")
+    if len(owners) != len(signed):
+        raise TypeError(f"adversary returned {len(signed)} contract(s) and {len(owners)} "
+                        "recipient(s): expected one recipient per contract")
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import gridswarm_env
 from gridswarm_env.env import GridSwarmEnv
 from gridswarm_env.fleet import KIND_BATTERY
 from gridswarm_env.trust import Adversary, derive_key_bytes
@@ -307,3 +308,56 @@ def test_contract_keys_setting_is_checked() -> None:
     with pytest.raises(ValueError, match="contract_keys = 'secret': allowed values are "
                                          "seeded, random"):
         EnvConfig(contract_keys="secret")
+
+
+class _Hostile:
+    """Not a signed contract: reading an attribute runs code."""
+
+    ran = False
+
+    @property
+    def contract(self):
+        _Hostile.ran = True
+        raise AssertionError("the environment read an attribute of a foreign object")
+
+
+@pytest.mark.parametrize("put", ["object", "hostile", "subclass", "owners"])
+def test_an_adversary_puts_only_signed_contracts_on_the_bus(put: str) -> None:
+    """Crypto review: the environment read attributes of whatever the adversary put on
+    the bus before the ledger's checks (a plain object: AttributeError deep in step();
+    a property: its code ran). The boundary now refuses anything but the contract
+    format, in one line, before the environment reads it."""
+    from dataclasses import replace
+
+    from gridswarm_env.trust import SignedContract
+
+    class Sub(SignedContract):
+        pass
+
+    def adversary(env, signed, owners):
+        if not signed:
+            return signed, owners
+        if put == "object":
+            signed[0] = object()
+        elif put == "hostile":
+            signed[0] = _Hostile()
+        elif put == "subclass":
+            s = signed[0]
+            signed[0] = Sub(replace(s.contract), s.agent_signature, s.operator_signature)
+        else:
+            owners = owners[:-1]
+        return signed, owners
+
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=20, trust="hmac",
+                                     adversary=adversary)
+    raw = env.unwrapped
+    raw.reset(seed=0)
+    _Hostile.ran = False
+    says = ("one recipient per contract" if put == "owners"
+            else "at position 0: an attacker on the bus sends signed contracts only")
+    with pytest.raises(TypeError, match=says):
+        while raw.agents:
+            mask = raw.action_masks()[:, :N_POWER]
+            highest = N_POWER - 1 - np.argmax(mask[:, ::-1], axis=1)      # largest offer
+            raw.step_arrays(highest, np.zeros(raw.n_agents, dtype=np.int64))
+    assert not _Hostile.ran
