@@ -308,6 +308,49 @@ def test_copies_start_on_different_scenarios_for_every_seed(via_seed):
             assert sorted(raw.scenario.name for raw in venv.active_envs) == sorted(names)
 
 
+@pytest.mark.parametrize("n_envs", [2, 3, 4])
+def test_copies_keep_playing_different_scenarios_through_auto_resets(n_envs):
+    """RL review: each copy followed the cycle on its own, and the episodes' unequal
+    lengths (300 / 300 / 120 steps) drifted copies onto the same scenario: with 3 copies,
+    12 of 40 rollouts lacked one and emergency got 17 % of the agent-steps. A copy now
+    moves on to the scenario the fewest other copies play: with at least as many copies
+    as scenarios every step plays all three (3 copies: one each, equal shares), with 2
+    they always differ."""
+    names = resolve_scenarios("all")
+    venv = GridSwarmVecEnv("all", n_agents=3, n_envs=n_envs, seed=0)
+    venv.reset()
+    steps = {name: 0 for name in names}
+    switches = 0
+    actions = np.zeros((venv.num_envs, 2), dtype=np.int64)
+    for _ in range(800):   # several episodes of every copy
+        playing = [raw.scenario.name for raw in venv.active_envs]
+        if n_envs >= len(names):
+            assert sorted(set(playing)) == sorted(names)
+        else:
+            assert len(set(playing)) == n_envs
+        for name in playing:
+            steps[name] += 1
+        venv.step_async(actions)
+        _, _, dones, _ = venv.step_wait()
+        switches += int(dones.sum()) // venv.n_agents
+    assert switches >= 2 * n_envs
+    if n_envs == 3:
+        assert steps == {name: 800 for name in names}
+
+
+def test_one_copy_follows_the_cycle_through_auto_resets():
+    """With one copy the next scenario is the cycle's next, as before."""
+    venv = GridSwarmVecEnv("all", n_agents=3, n_envs=1, seed=0)
+    venv.reset()
+    played = [venv.active_envs[0].scenario.name]
+    actions = np.zeros((venv.num_envs, 2), dtype=np.int64)
+    while len(played) < 7:
+        venv.step_async(actions)
+        if venv.step_wait()[2][0]:
+            played.append(venv.active_envs[0].scenario.name)
+    assert played == [venv._cycle[i % 3] for i in range(7)]
+
+
 def test_set_attr_reaches_scenarios_a_mixed_copy_builds_later():
     venv = GridSwarmVecEnv("all", n_agents=3, n_envs=2, seed=0)
     venv.set_attr("marker", "copy 0", indices=[0])

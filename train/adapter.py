@@ -48,14 +48,17 @@ follows the same rule. An episode's seed is :func:`training_episode_seed`: drawn
 (:data:`policies.rollout.EVAL_SEEDS`, 0-99 999), so training never plays an episode
 that evaluation plays (for seed 0 the first 6 634 draws of copy 0 lie above them, so its
 episodes are the ones it played before the rule). ``scenario="all"`` (or a sequence of
-names) mixes scenarios across episodes: every copy cycles through one seeded permutation of the scenarios (drawn from
-copy 0's generator), one per episode, copy ``e`` starting at its position ``e``, so
-copies start on different scenarios (while there are no more copies than scenarios) and
-a rollout of at least as many copies as scenarios mixes them from the start (one
-environment object per scenario and copy is kept and reused). With one copy (the
-default ``n_envs=1``) an episode (120-300 steps) spans several rollouts of ``n_steps``
-(64 by default), so most updates see one scenario only: ``--envs 3`` with
-``--scenario all`` gives every rollout all three.
+names) mixes scenarios across episodes along one seeded permutation of the scenarios (drawn from
+copy 0's generator), copy ``e`` starting at its position ``e``, so copies start on
+different scenarios (while there are no more copies than scenarios). When a copy's
+episode ends it moves on to the first scenario, in the cycle's order from its position,
+that the fewest other copies are playing (one copy: the cycle's next), so with at least
+as many copies as scenarios every step of every rollout plays all of them (``--envs 3``:
+one copy each, a third of the agent-steps each), and with fewer the copies play
+different ones (one environment object per scenario and copy is kept and reused). With
+one copy (the default ``n_envs=1``) an episode (120-300 steps) spans several rollouts
+of ``n_steps`` (64 by default), so most updates see one scenario only: ``--envs 3``
+with ``--scenario all`` gives every rollout all three.
 
 Rewards
 -------
@@ -238,8 +241,8 @@ class GridSwarmVecEnv(VecEnv):
         # the scenario cycle every copy follows; copy e starts at position e
         self._cycle = self._new_cycle()
         self._episode_count = np.arange(self.n_envs, dtype=np.int64)
-        self._active = [self._env(e, self._cycle[e % len(self._cycle)])
-                        for e in range(self.n_envs)]
+        self._playing = [self._cycle[e % len(self._cycle)] for e in range(self.n_envs)]
+        self._active = [self._env(e, name) for e, name in enumerate(self._playing)]
         first = self._active[0]
         self.possible_agents = list(first.possible_agents)
         action_space = first.action_space(first.possible_agents[0])
@@ -266,11 +269,30 @@ class GridSwarmVecEnv(VecEnv):
         order = self._rngs[0].permutation(len(self.scenarios))
         return [self.scenarios[int(i)] for i in order]
 
-    def _start_episode(self, e: int, options: dict[str, Any] | None = None) -> np.ndarray:
-        """Switch copy ``e`` to the next scenario of its cycle and reset it."""
+    def _start_episode(self, e: int, options: dict[str, Any] | None = None,
+                       first: bool = False) -> np.ndarray:
+        """Switch copy ``e`` to its next scenario and reset it.
+
+        The next scenario is the first, in the cycle's order from the copy's position,
+        that the fewest *other* copies are playing now (``first``: the scenario at the
+        copy's position, as :meth:`reset` starts copy ``e`` at position ``e``). With one
+        copy that is simply the next in the cycle; with several, copies that start on
+        different scenarios keep to different ones, so every step of every rollout plays
+        each scenario when there are at least as many copies as scenarios (the episodes'
+        unequal lengths made copies that each followed the cycle drift onto the same
+        scenario: with ``--envs 3``, 12 of 40 rollouts lacked one and ``emergency`` got
+        17 % of the agent-steps).
+        """
         cycle = self._cycle
-        name = cycle[int(self._episode_count[e]) % len(cycle)]
-        self._episode_count[e] += 1
+        k = len(cycle)
+        pos = int(self._episode_count[e])
+        if not first and self.n_envs > 1 and k > 1:
+            others = [name for j, name in enumerate(self._playing) if j != e]
+            counts = [others.count(cycle[(pos + d) % k]) for d in range(k)]
+            pos += counts.index(min(counts))
+        name = cycle[pos % k]
+        self._episode_count[e] = pos + 1
+        self._playing[e] = name
         raw = self._env(e, name)
         self._active[e] = raw
         raw.reset(seed=training_episode_seed(self._rngs[e]), options=options or None)
@@ -304,7 +326,8 @@ class GridSwarmVecEnv(VecEnv):
             self._cycle = self._new_cycle()
             self._episode_count = np.arange(self.n_envs, dtype=np.int64)   # copy e at e
         for e in range(self.n_envs):
-            obs[self.slots(e)] = self._start_episode(e, self._options[e * self.n_agents])
+            obs[self.slots(e)] = self._start_episode(e, self._options[e * self.n_agents],
+                                                     first=seed is not None)
         self.reset_infos = [{} for _ in range(self.num_envs)]
         self._reset_seeds()
         self._reset_options()
