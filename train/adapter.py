@@ -196,7 +196,9 @@ class GridSwarmVecEnv(VecEnv):
     :param n_agents: agents per copy.
     :param n_envs: environment copies stacked (``num_envs = n_envs * n_agents``).
     :param trust: ``"hmac"`` (default here: fast) or ``"ed25519"``.
-    :param config: base :class:`EnvConfig` (``n_agents`` and ``trust`` override it).
+    :param config: base :class:`EnvConfig` (``n_agents`` and ``trust`` override it;
+        default: ``EnvConfig(audit_keep_entries=False)``, each environment keeping only
+        its audit chain's head, which nothing in training reads).
     :param seed: seed of the copies' episode-seed generators (None: fresh entropy);
         SB3's :meth:`seed` + :meth:`reset` reseed them.
     :param reward: ``"env"`` or ``"marginal"`` (see the module docstring).
@@ -228,7 +230,11 @@ class GridSwarmVecEnv(VecEnv):
         self.reward_scale = check_positive(owner, "reward_scale", reward_scale)
         self.reward_clip = (None if reward_clip is None
                             else check_positive(owner, "reward_clip", reward_clip))
-        self.config = override(config or EnvConfig(), n_agents=self.n_agents, trust=trust)
+        # nothing in training reads the audit entries: by default keep only the chain's
+        # head (the entries grew ~0.9 MB per 300-step episode and environment, up to the
+        # audit window, ~180 MB per environment; trajectories are the same)
+        self.config = override(config or EnvConfig(audit_keep_entries=False),
+                               n_agents=self.n_agents, trust=trust)
         self.limits = limits
         self._render_mode = (None if render_mode is None else check_choice(
             owner, "render_mode", render_mode, tuple(GridSwarmEnv.metadata["render_modes"])))
