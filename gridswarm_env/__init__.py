@@ -23,26 +23,45 @@ __version__ = "0.1.0"
 raw_env = GridSwarmEnv
 
 
+def _with_max_cycles(scenario: Any, max_cycles: Any) -> Any:
+    """``scenario`` with ``episode_steps = max_cycles`` (PettingZoo's name for the episode
+    length), or as given when ``max_cycles`` is None."""
+    if max_cycles is None:
+        return scenario
+    if isinstance(max_cycles, bool) or not isinstance(max_cycles, int) or max_cycles < 1:
+        raise ValueError(f"max_cycles = {max_cycles!r}: expected an integer >= 1, the steps "
+                         "of an episode (Scenario.episode_steps)")
+    try:
+        return get_scenario(scenario, episode_steps=max_cycles)
+    except ValueError as exc:
+        raise ValueError(f"max_cycles = {max_cycles!r}: {exc}") from None
+
+
 def parallel_env(scenario: str = "price_spike", n_agents: int | None = None,
                  trust: str | None = None, shadow: bool | None = None,
-                 render_mode: str | None = None, **kwargs: Any) -> GridSwarmEnv:
+                 render_mode: str | None = None, max_cycles: int | None = None,
+                 **kwargs: Any) -> GridSwarmEnv:
     """Create the parallel environment (see :class:`GridSwarmEnv` for the arguments).
 
     ``n_agents``, ``trust`` and ``shadow`` default to ``config`` (an
     :class:`~gridswarm_env.config.EnvConfig`, default 100 agents, ed25519, live).
+    ``max_cycles`` (PettingZoo's convention) sets the scenario's ``episode_steps``:
+    the episode is truncated after that many steps (None: the scenario's own).
     """
-    return GridSwarmEnv(scenario=scenario, n_agents=n_agents, trust=trust, shadow=shadow,
-                        render_mode=render_mode, **kwargs)
+    return GridSwarmEnv(scenario=_with_max_cycles(scenario, max_cycles), n_agents=n_agents,
+                        trust=trust, shadow=shadow, render_mode=render_mode, **kwargs)
 
 
 def env(scenario: str = "price_spike", n_agents: int | None = None, trust: str | None = None,
-        shadow: bool | None = None, render_mode: str | None = None, **kwargs: Any):
+        shadow: bool | None = None, render_mode: str | None = None,
+        max_cycles: int | None = None, **kwargs: Any):
     """Create the AEC environment: the parallel one wrapped by PettingZoo's ``parallel_to_aec``,
     checking each action at its own agent's ``step()`` (:mod:`gridswarm_env.aec`)."""
     from gridswarm_env.aec import aec_env
 
     return aec_env(parallel_env(scenario=scenario, n_agents=n_agents, trust=trust,
-                                shadow=shadow, render_mode=render_mode, **kwargs))
+                                shadow=shadow, render_mode=render_mode,
+                                max_cycles=max_cycles, **kwargs))
 
 
 __all__ = ["GridSwarmEnv", "OBS_DIM", "OBS_FIELDS", "SCENARIOS", "__version__", "env",

@@ -40,6 +40,27 @@ def test_parallel_seed_test() -> None:
     parallel_seed_test(lambda: _parallel(scenario="emergency", n_agents=100), num_cycles=500)
 
 
+def test_max_cycles_sets_the_episode_length() -> None:
+    """RL review: PettingZoo's ``max_cycles`` convention raised TypeError (and
+    pettingzoo.test.max_cycles_test failed); it now sets ``episode_steps``."""
+    from pettingzoo.test import max_cycles_test
+
+    max_cycles_test(gridswarm_env)
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=5, trust="hmac",
+                                     max_cycles=20)
+    env.reset(seed=0)
+    steps = 0
+    while env.agents:
+        env.step({a: env.action_space(a).sample() for a in env.agents})
+        steps += 1
+    assert steps == 20 == env.unwrapped.scenario.episode_steps
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"max_cycles = {bad!r}: expected an integer"):
+            gridswarm_env.parallel_env(max_cycles=bad)
+    with pytest.raises(ValueError, match=r"event at 10.0 s comes after the episode.s end \(7 steps"):
+        gridswarm_env.env(scenario="emergency", n_agents=5, trust="hmac", max_cycles=7)
+
+
 def test_aec_api_test() -> None:
     with warnings.catch_warnings():
         # the harness suggests Box/Discrete action spaces; MultiDiscrete is our design

@@ -629,7 +629,7 @@ def test_training_keeps_only_the_audit_head_unless_told_otherwise():
     kept = GridSwarmVecEnv("emergency", n_agents=3, n_envs=1, seed=0,
                            config=EnvConfig(audit_keep_entries=True))
     assert lean.config.audit_keep_entries is False and kept.config.audit_keep_entries
-    obs = [lean.reset(), kept.reset()]
+    np.testing.assert_array_equal(lean.reset(), kept.reset())
     actions = np.tile([12, 5], (lean.num_envs, 1))
     for _ in range(130):   # through one auto-reset
         for venv in (lean, kept):
