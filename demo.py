@@ -21,9 +21,10 @@ the tests use, so the KPIs are measured the same way); after every step
 :func:`measure_step` turns ``raw.last_info`` and the environment's state into a
 JSON-ready record, which feeds the live dashboard (:mod:`dashboard`, ``rich``) or,
 with ``--no-live`` or when stdout is not a terminal, one plain line per step plus the
-step's event lines. In shadow mode (``--shadow``) the plain line shows the power that
-would have been dispatched (``would-deliv=``) instead of the delivered 0, and the
-summary adds the would-be emergency response latency and dispatched energy. The per-step record adds to ``last_info``:
+step's event lines (:func:`plain_line`: the step's balancing requirement ``need=``
+beside the operator's ``request=``). In shadow mode (``--shadow``) the plain line shows
+the power that would have been dispatched (``would-deliv=``) instead of the delivered 0,
+and the summary adds the would-be emergency response latency and dispatched energy. The per-step record adds to ``last_info``:
 
 * ``grid_load_mw`` = scenario base load + forecast shortage at the step's end
   (:meth:`Scenario.forecast_shortage_mw`), ``lost_generation_mw`` (contingency);
@@ -420,6 +421,17 @@ def planning_notice(policy: Any, raw: Any) -> str | None:
             "when it re-plans)…")
 
 
+def steps_notice(max_steps: int | None, raw: Any) -> str | None:
+    """A one-line note when ``--steps N`` asks for more steps than the episode has (it
+    ends after its own ``episode_steps``: ``--steps`` only cuts an episode short); None
+    otherwise."""
+    n = raw.scenario.episode_steps
+    if max_steps is None or max_steps <= n:
+        return None
+    return (f"demo.py: note: {OPTION_FLAGS['max_steps']} {max_steps}: the "
+            f"{raw.scenario.name} episode ends after {n} steps")
+
+
 def model_path(policy: Any) -> str | None:
     """The model file a learned policy loaded (None for other policies or a model in
     memory): shown next to the policy name, as two models are both ``learned``."""
@@ -624,19 +636,29 @@ def measure_step(raw: Any, info: Mapping[str, Any], rec: RecordingPolicy,
 
 
 def plain_line(record: Mapping[str, Any]) -> str:
-    """One plain text line per step: t, f, request, delivered, price, contracts, blocked.
+    """One plain text line per step: t, f, requirement, request, delivered, price,
+    contracts, blocked, e.g. (``emergency``, after the trip)::
 
-    In shadow mode nothing is delivered, so the line shows instead the power the step
-    would have dispatched, labelled ``would-deliv=`` (``would_dispatch_mw``).
+        t=   12.0s f= 59.9944Hz need=+100.00MW request=  +0.00MW deliv=+100.00MW ...
+
+    ``need=`` is the grid's balancing requirement over the step (``requirement_mw``: the
+    shortage plus lost generation; the dashboard's "requirement"), ``request=`` what the
+    operator asked the market for in the round cleared this step (``request_mw``; the
+    dashboard's "request"): after a trip the activated reserve covers the need and the
+    request is what remains, so a request of 0 beside 100 MW delivered is no
+    over-delivery. In shadow mode nothing is delivered, so the line shows instead the
+    power the step would have dispatched, labelled ``would-deliv=``
+    (``would_dispatch_mw``).
     """
     price = record.get("clearing_price_per_mwh")
     price_s = "      -" if price is None or math.isnan(price) else f"{price:7.1f}"
     if record.get("shadow"):
-        deliv = f"would-deliv={record['would_dispatch_mw']:+8.2f}MW"
+        deliv = f"would-deliv={record['would_dispatch_mw']:+7.2f}MW"
     else:
-        deliv = f"deliv={record['delivered_mw']:+8.2f}MW"
+        deliv = f"deliv={record['delivered_mw']:+7.2f}MW"
     return (f"t={record['t_s']:7.1f}s f={record['freq_hz']:8.4f}Hz "
-            f"req={record['request_mw']:+8.2f}MW {deliv} "
+            f"need={record['requirement_mw']:+7.2f}MW request={record['request_mw']:+7.2f}MW "
+            f"{deliv} "
             f"price={price_s}$/MWh contracts={record['contracts_signed']:4d} "
             f"blocked={record['blocked']:4d}" + (" [SHADOW]" if record.get("shadow") else ""))
 
@@ -927,6 +949,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("demo.py: interrupted before the episode started", file=sys.stderr)
         return EXIT_INTERRUPTED
+    notice = steps_notice(options.max_steps, session.raw)
+    if notice is not None:
+        print(notice, file=sys.stderr, flush=True)
     try:
         result = run_demo(session, console=console)
     except KeyboardInterrupt:   # outside the episode loop (run_demo handles it inside)

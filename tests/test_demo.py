@@ -152,7 +152,9 @@ def _check_common(res: dict, n_steps: int, scenario: str) -> dict:
     lines = [ln for ln in res["stdout"].splitlines() if ln.startswith("t=")]
     assert len(lines) == n_steps
     for line, rec in zip(lines, steps, strict=True):
-        assert line.startswith(f"t={rec['t_s']:7.1f}s f={rec['freq_hz']:8.4f}Hz")
+        assert line.startswith(f"t={rec['t_s']:7.1f}s f={rec['freq_hz']:8.4f}Hz "
+                               f"need={rec['requirement_mw']:+7.2f}MW "
+                               f"request={rec['request_mw']:+7.2f}MW ")
         assert f"blocked={rec['blocked']:4d}" in line
     assert "system cost" in res["stdout"] and "executed violations" in res["stdout"]
     assert "╭" not in res["stdout"]   # no dashboard panel drawn in plain mode
@@ -183,6 +185,9 @@ def test_every_scenario_runs_plain_with_json(runs, scenario) -> None:
     for r in steps:   # without shadow, executed = would-be dispatch
         assert r["delivered_mw"] == pytest.approx(r["would_dispatch_mw"])
     out = runs[scenario]["stdout"]
+    lines = [ln for ln in out.splitlines() if ln.startswith("t=")]
+    for line, r in zip(lines, steps, strict=True):
+        assert f" deliv={r['delivered_mw']:+7.2f}MW price=" in line
     # event lines printed under their step, e.g. "15 agents reach agreement …"
     assert re.search(r"^\s+\[\s*\d+\.\d s\] \d+ agents reach agreement", out, re.M)
     assert re.search(r"^\s+\[\s*\d+\.\d s\] \w+_\d{3} (offers|bids to absorb) \d+\.\d\d MW",
@@ -199,6 +204,26 @@ def test_emergency_event_and_response_are_reported(runs) -> None:
     assert 0 < m["emergency_response_latency_ms"] <= 100
     assert steps[-1]["lost_generation_mw"] == 100.0 and steps[0]["lost_generation_mw"] == 0.0
     assert "EMERGENCY: 100 MW lost" in runs["emergency"]["stdout"]
+    # review: after the trip the lines read "req=   +0.00MW deliv= +100.00MW" (the
+    # reserve covers the requirement, the request is what remains), which looked like
+    # 100 MW over-delivered; they show the requirement beside the request now
+    lines = [ln for ln in runs["emergency"]["stdout"].splitlines() if ln.startswith("t=")]
+    after = [(ln, r) for ln, r in zip(lines, steps, strict=True) if r["t_s"] > 11.0]
+    assert after and all(r["requirement_mw"] >= 99.0 for _, r in after)
+    for line, r in after:
+        assert (f"need={r['requirement_mw']:+7.2f}MW request={r['request_mw']:+7.2f}MW "
+                f"deliv={r['delivered_mw']:+7.2f}MW") in line
+    # review: the summary lacked the RoCoF and the largest deviation (DESIGN §8), the
+    # emergency's protection KPIs; they are printed from the run's own KPI dict
+    summary = runs["emergency"]["stdout"]
+    summary = summary[summary.rfind("KPI summary"):]
+    for label, value, unit in (
+            ("max. RoCoF (rate of change of f)", f"{m['max_rocof_hz_per_s']:.4f}", "Hz/s"),
+            ("max. deviation from 60 Hz", f"{m['max_abs_deviation_hz']:.4f}", "Hz"),
+            ("contracts lost (bus refused)", f"{m['contracts_lost']:d}", "")):
+        assert re.search(rf"│ {re.escape(label)}\s+│\s+{re.escape(value)} │ {re.escape(unit)}\s*│",
+                         summary), label
+    assert m["max_rocof_hz_per_s"] > 0 and m["max_abs_deviation_hz"] > 0
 
 
 def test_shadow_mode_dispatches_nothing_and_is_marked(runs) -> None:
@@ -214,7 +239,7 @@ def test_shadow_mode_dispatches_nothing_and_is_marked(runs) -> None:
     # first-use review: the lines showed deliv= +0.00MW and the summary only the table's
     # "— (none)" latency; the would-be figures were only in --json
     for line, r in zip(lines, steps, strict=True):
-        assert f"would-deliv={r['would_dispatch_mw']:+8.2f}MW" in line and " deliv=" not in line
+        assert f"would-deliv={r['would_dispatch_mw']:+7.2f}MW" in line and " deliv=" not in line
     summary = " ".join(runs["shadow"]["stdout"].split())
     energy = doc["metrics"]["shadow_dispatch_energy_mwh"]
     assert energy > 0 and f"energy that would have been dispatched {energy:.4f} MWh" in summary
@@ -638,6 +663,67 @@ def test_steps_message_names_the_flag_and_no_python_none(capsys) -> None:
     assert exited.value.code == demo.EXIT_USAGE
     err = capsys.readouterr().err
     assert "argument --steps: expected an integer >= 1, got 0" in err and "None" not in err
+
+
+def test_plain_line_shows_the_requirement_beside_the_request() -> None:
+    """Review: after a trip the plain line read ``req=   +0.00MW deliv= +100.00MW``, which
+    looks like 100 MW over-delivered: the activated reserve covers the requirement and
+    the operator's request is what remains. The line shows both, labelled, and stays
+    within 120 columns."""
+    record = {"t_s": 12.0, "freq_hz": 59.9944, "requirement_mw": 100.0, "request_mw": 0.0,
+              "delivered_mw": 100.0, "would_dispatch_mw": 100.0,
+              "clearing_price_per_mwh": None, "contracts_signed": 0, "blocked": 0}
+    line = demo.plain_line(record)
+    assert line == ("t=   12.0s f= 59.9944Hz need=+100.00MW request=  +0.00MW "
+                    "deliv=+100.00MW price=      -$/MWh contracts=   0 blocked=   0")
+    assert " req=" not in line and len(line) <= 120
+    assert line in (ROOT / "docs" / "demo.md").read_text()   # the documented example
+    shadow = demo.plain_line({**record, "shadow": True, "delivered_mw": 0.0,
+                              "clearing_price_per_mwh": 1234.5, "contracts_signed": 1234,
+                              "blocked": 1234, "requirement_mw": -999.99,
+                              "request_mw": -999.99, "would_dispatch_mw": -999.99})
+    assert ("need=-999.99MW request=-999.99MW would-deliv=-999.99MW price= 1234.5$/MWh"
+            in shadow) and shadow.endswith(" [SHADOW]") and len(shadow) <= 135
+
+
+def test_summary_table_shows_rocof_deviation_and_lost_contracts() -> None:
+    """Review: the end-of-run summary lacked ``max_rocof_hz_per_s`` and
+    ``max_abs_deviation_hz`` (DESIGN §8; the RoCoF is the ``emergency`` scenario's
+    protection KPI) and ``contracts_lost`` (signed contracts the bus refused). They are
+    read from the KPI dict, formatted with units like the other rows; every row is a
+    key of :meth:`episode_metrics` (one definition, :mod:`gridswarm_env.metrics`)."""
+    from gridswarm_env.config import CostConfig
+    from gridswarm_env.metrics import MetricsAccumulator
+
+    console = Console(file=io.StringIO(), width=120)
+    console.print(dashboard.summary_table({"max_rocof_hz_per_s": 0.05151604,
+                                           "max_abs_deviation_hz": 0.030518,
+                                           "contracts_lost": 3}))
+    text = console.file.getvalue()
+    assert re.search(r"│ max\. RoCoF \(rate of change of f\)\s+│\s+0\.0515 │ Hz/s │", text)
+    assert re.search(r"│ max\. deviation from 60 Hz\s+│\s+0\.0305 │ Hz\s+│", text)
+    assert re.search(r"│ contracts lost \(bus refused\)\s+│\s+3 │\s+│", text)
+    keys = MetricsAccumulator(CostConfig(), 1.0, 0.05, 0.0, None).result(
+        contracts={}, bus_totals={}).keys()
+    assert {key for key, *_ in dashboard.SUMMARY_ROWS} <= set(keys)
+    assert {"max_rocof_hz_per_s", "max_abs_deviation_hz", "contracts_lost"} <= {
+        key for key, *_ in dashboard.SUMMARY_ROWS}
+
+
+def test_steps_beyond_the_episode_get_a_note(capsys) -> None:
+    """Review: ``--steps 500`` on a 120-step episode ran 120 steps without a word; a
+    one-line note on stderr says the episode ends after its own steps."""
+    rc = demo.main(["--agents", "2", "--scenario", "emergency", "--policy", "random",
+                    "--no-live", "--trust", "hmac", "--steps", "500"])
+    out = capsys.readouterr()
+    assert rc == demo.EXIT_OK
+    notes = [ln for ln in out.err.splitlines() if "note:" in ln]
+    assert notes == ["demo.py: note: --steps 500: the emergency episode ends after 120 steps"]
+    assert "ran 120/120 steps" in out.out
+    raw = type("Raw", (), {"scenario": type("S", (), {"episode_steps": 120,
+                                                     "name": "emergency"})()})()
+    assert demo.steps_notice(120, raw) is None and demo.steps_notice(None, raw) is None
+    assert demo.steps_notice(121, raw) is not None
 
 
 def test_summary_line_uses_the_policy_label() -> None:

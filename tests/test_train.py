@@ -86,7 +86,8 @@ def test_tiny_run_writes_model_record_checkpoints_and_tensorboard(trained):
     ea.Reload()
     tags = set(ea.Tags()["scalars"])
     for tag in ("grid/system_cost", "grid/frequency_nadir_hz", "grid/unserved_energy_mwh",
-                "grid/mean_abs_deviation_hz", "market/consensus_rate",
+                "grid/mean_abs_deviation_hz", "grid/max_abs_deviation_hz",
+                "grid/max_rocof_hz_per_s", "market/consensus_rate",
                 "trust/contracts_rejected", "kernel/blocked_attempts",
                 "grid/emergency/system_cost", "grid/episode/system_cost", "time/fps",
                 "grid/emergency/frequency_nadir_hz", "grid/emergency/episode/frequency_nadir_hz",
@@ -99,6 +100,26 @@ def test_tiny_run_writes_model_record_checkpoints_and_tensorboard(trained):
     assert costs == pytest.approx([c for _, c in rec.seen], rel=1e-6)
     blocked = [e.value for e in ea.Scalars("kernel/episode/blocked_attempts")]
     assert blocked == [0.0, 0.0]       # masked predictions are never blocked by the kernel
+
+
+def test_rocof_and_largest_deviation_are_logged_and_documented():
+    """Review: the grid KPI tags lacked ``max_rocof_hz_per_s`` (DESIGN §8; the
+    ``emergency`` scenario's protection KPI). ``grid/max_rocof_hz_per_s`` and
+    ``grid/max_abs_deviation_hz`` carry the episode's values, and docs/training.md names
+    every ``grid/`` tag of KPI_TAGS."""
+    from gridswarm_env.metrics import KPI_KEYS
+    from train.callbacks import KPI_TAGS, episode_scalars
+
+    assert KPI_TAGS["grid/max_rocof_hz_per_s"] == "max_rocof_hz_per_s"
+    assert KPI_TAGS["grid/max_abs_deviation_hz"] == "max_abs_deviation_hz"
+    scalars = episode_scalars({"max_rocof_hz_per_s": 0.0515, "max_abs_deviation_hz": 0.0305})
+    assert scalars == {"grid/max_rocof_hz_per_s": 0.0515, "grid/max_abs_deviation_hz": 0.0305}
+    assert set(KPI_TAGS.values()) - {"mean_abs_deviation_hz"} <= set(KPI_KEYS)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    doc = " ".join(doc.split())
+    for tag in KPI_TAGS:
+        if tag.startswith("grid/"):
+            assert f"`{tag}`" in doc, tag
 
 
 def test_nadir_and_emergency_kpis_are_logged_per_scenario():

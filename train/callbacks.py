@@ -60,6 +60,7 @@ KPI_TAGS: dict[str, str] = {
     "grid/frequency_nadir_hz": "frequency_nadir_hz",
     "grid/frequency_zenith_hz": "frequency_zenith_hz",
     "grid/max_abs_deviation_hz": "max_abs_deviation_hz",
+    "grid/max_rocof_hz_per_s": "max_rocof_hz_per_s",
     "grid/mean_abs_deviation_hz": "mean_abs_deviation_hz",
     "grid/seconds_outside_band": "seconds_outside_band",
     "market/consensus_rate": "consensus_rate",
