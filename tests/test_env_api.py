@@ -87,6 +87,14 @@ def test_render_frames_show_state() -> None:
     env.step({a: [N_POWER // 2, 0] for a in env.agents})
     second = env.render()
     assert second != first and "t=    1.0s" in second
+    # review: the frame showed only the request ("req="), which reads as over-delivery
+    # once the reserve covers a trip; it shows the requirement beside it, as demo.py does
+    while env.unwrapped.t_s < 13.0:
+        env.step({a: [N_POWER // 2, 0] for a in env.agents})
+    info = env.unwrapped.last_info
+    frame = env.render()
+    assert " req=" not in frame
+    assert f"need={info['requirement_mw']:+7.2f}MW request={info['request_mw']:+7.2f}MW" in frame
     shadow = _parallel(scenario="emergency", n_agents=10, render_mode="ansi", shadow=True)
     shadow.reset(seed=0)
     assert "[SHADOW]" in shadow.render()

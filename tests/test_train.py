@@ -144,6 +144,7 @@ def test_nadir_and_emergency_kpis_are_logged_per_scenario():
         "grid/emergency/system_cost": 218.5, "grid/emergency/frequency_nadir_hz": 59.97,
         "grid/emergency/emergency_response_latency_ms": 20.4,
         "grid/emergency/emergency_response_mw_100ms": 100.0,
+        "grid/emergency/max_rocof_hz_per_s": 1.0,   # the trip's RoCoF, apart (review)
         "grid/emergency/never_stabilized_share": 1.0,
         "grid/emergency/no_response_share": 0.0}
     for scalars in (spike, emergency):   # the existing tags, as before

@@ -80,7 +80,7 @@ SCENARIO_KPIS = ("system_cost", "frequency_nadir_hz")
 #: KPIs of the episode's event (the ``emergency`` trip), logged per scenario as above
 #: when the episode had one (``emergency_response_mw_100ms`` not None) and not None.
 EVENT_KPIS = ("emergency_response_latency_ms", "emergency_response_mw_100ms",
-              "stabilization_time_s")
+              "stabilization_time_s", "max_rocof_hz_per_s")
 #: for an episode with an event, ``grid/<scenario>/<name>`` is 1.0 when the KPI is None
 #: (left out of its own curve) and 0.0 when not: the rollout mean is the share of the
 #: scenario's episodes that never stabilized / got no DER response, which the KPI's
