@@ -8,9 +8,9 @@ Usage::
                    [--audit FILE] [--crypto-threads N] [--randomize]
                    [--contract-keys seeded|random]
 
-Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``, seeded
-contract keys (``--contract-keys random``: keys from ``os.urandom``, which a seed does not
-reveal; the episode is the same, see ``EnvConfig.contract_keys``).
+Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``, random
+contract keys (``os.urandom``, which a seed does not reveal; ``--contract-keys seeded``
+derives them from the seed; the episode is the same, see ``EnvConfig.contract_keys``).
 ``--randomize`` plays the scenario randomized
 (:func:`gridswarm_env.scenarios.randomized`): the seed draws the episode's load step and
 trip (x (1 ± 10 %), times ± 5 s); the dashboard's header and the summary say so and
@@ -191,9 +191,9 @@ class DemoOptions:
     :param crypto_threads: ``EnvConfig.crypto_threads``, 1 to the cores this process may
         use (:func:`max_crypto_threads`; None: 2 with libsodium on 2+ cores, else 1; the
         episode does not depend on it).
-    :param contract_keys: ``EnvConfig.contract_keys``: ``"seeded"`` (default: derived
-        from the seed, reproducible, known to anyone who knows the seed) or ``"random"``
-        (``os.urandom``; the episode does not depend on it).
+    :param contract_keys: ``EnvConfig.contract_keys``: ``"random"`` (default:
+        ``os.urandom``) or ``"seeded"`` (derived from the seed, reproducible, known to
+        anyone who knows the seed); the episode does not depend on it.
     :param speed: pace at this many simulated seconds per wall-clock second (> 0), or 0
         for as fast as possible; None: :data:`LIVE_SPEED` when ``live``, else 0
         (:attr:`pace_speed`). The episode does not depend on it.
@@ -216,7 +216,7 @@ class DemoOptions:
     audit_path: str | None = None
     crypto_threads: int | None = None
     randomize: bool = False
-    contract_keys: str = "seeded"
+    contract_keys: str = "random"
     overwrite: bool = False
     speed: float | None = None
 

@@ -1205,10 +1205,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
         not depend on it).
     :param randomize: play every scenario randomized per episode (``--randomize``,
         :func:`gridswarm_env.scenarios.randomized`).
-    :param contract_keys: ``EnvConfig.contract_keys``: ``"seeded"`` (derived from each
-        episode's seed, reproducible, known to anyone who knows the seed) or ``"random"``
-        (``os.urandom``); None: ``env_config``'s, by default seeded; the results do not
-        depend on it.
+    :param contract_keys: ``EnvConfig.contract_keys``: ``"random"`` (``os.urandom``) or
+        ``"seeded"`` (derived from each episode's seed, reproducible, known to anyone
+        who knows the seed); None: ``env_config``'s, by default random; the results do
+        not depend on it.
     :param env_config: an :class:`~gridswarm_env.config.EnvConfig` for every environment
         (a fleet, ``dt_s``, market levels, grid or costs of your own), or None for the
         defaults; recorded in ``summary.config.env_config``. ``n_agents``, ``trust``,

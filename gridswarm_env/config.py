@@ -551,13 +551,14 @@ class EnvConfig:
         :class:`~gridswarm_env.trust.IdentityRegistry`).
         Trajectories are identical for every value; set 1 when other processes (e.g.
         parallel environments) already use every core.
-    :param contract_keys: ``"seeded"`` (default): every agent's and the operator's
-        contract keys are derived from the reset seed
-        (:func:`~gridswarm_env.trust.derive_key_bytes`), so the signature bytes are
-        reproducible, but anyone who knows the seed can sign a contract.
-        ``"random"``: keys drawn from ``os.urandom`` once per environment and kept
-        for its lifetime; only the process holds them. Trajectories, KPIs and audit
-        chains are the same either way (no decision depends on the key bytes).
+    :param contract_keys: ``"random"`` (default): keys drawn from ``os.urandom`` once
+        per environment and kept for its lifetime; only the process holds them.
+        ``"seeded"``: every agent's and the operator's contract keys are derived from the
+        reset seed (:func:`~gridswarm_env.trust.derive_key_bytes`), so the signature
+        bytes are reproducible, but anyone who knows the seed can sign a contract (a
+        search over small seeds recovers one from a single contract seen on the bus).
+        Trajectories, KPIs and audit chains are the same either way (no decision depends
+        on the key bytes). The default was ``"seeded"`` before this version.
     :param pause_gc: pause Python's cyclic garbage collector during each step and resume
         it after (only if it was enabled when the step began). A step makes no reference
         cycles (its objects are freed by reference counting; tested), but its
@@ -601,7 +602,7 @@ class EnvConfig:
     audit_path: str | None = None
     audit_keep_entries: bool = True
     crypto_threads: int | None = None
-    contract_keys: str = "seeded"
+    contract_keys: str = "random"
     pause_gc: bool = True
     rocof_window_s: float | None = None
     fleet: FleetConfig = field(default_factory=FleetConfig)

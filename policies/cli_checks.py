@@ -411,15 +411,16 @@ def check_contract_keys(value: Any, what: str = "--contract-keys") -> str:
 
 
 def add_contract_keys_argument(parser: argparse.ArgumentParser) -> None:
-    """``--contract-keys seeded|random`` (default seeded), worded once for every command
+    """``--contract-keys seeded|random`` (default random), worded once for every command
     line; the parser's own error names the flag and the choices."""
     from gridswarm_env.config import CONTRACT_KEY_SOURCES
 
     parser.add_argument(
-        "--contract-keys", choices=CONTRACT_KEY_SOURCES, default="seeded",
-        help="contract keys (EnvConfig.contract_keys): seeded (default: derived from the "
-             "seed, reproducible, but anyone who knows the seed can sign a valid contract) "
-             "or random (os.urandom: unforgeable); the episodes are the same either way")
+        "--contract-keys", choices=CONTRACT_KEY_SOURCES, default="random",
+        help="contract keys (EnvConfig.contract_keys): random (default: os.urandom, "
+             "unforgeable) or seeded (derived from the seed: reproducible signature bytes, "
+             "but anyone who knows the seed can sign a valid contract); the episodes are "
+             "the same either way")
 
 
 class OneLineParser(argparse.ArgumentParser):

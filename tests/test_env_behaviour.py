@@ -514,21 +514,30 @@ def test_a_reset_without_a_seed_continues_the_seeded_stream() -> None:
 
 
 def test_seeded_contract_keys_follow_the_reset_seed() -> None:
-    """With ``contract_keys="seeded"`` (the default) the keys are derived from the seed of
-    the last reset that gave one, whatever the construction seed was: the same reset seed
-    gives the same keys (so signatures replay), another seed other keys."""
+    """With ``contract_keys="seeded"`` the keys are derived from the seed of the last
+    reset that gave one, whatever the construction seed was: the same reset seed gives
+    the same keys (so signatures replay), another seed other keys. With the default,
+    ``"random"``, every environment draws its own, kept for its lifetime."""
     def keys(env: GridSwarmEnv) -> list[bytes]:
         reg = env.registry
         return [reg.public_key_bytes(a) for a in (*env.possible_agents, reg.operator_id)]
 
-    unseeded = GridSwarmEnv("price_spike", n_agents=3, trust="ed25519")
-    seeded = GridSwarmEnv("price_spike", n_agents=3, trust="ed25519", seed=3)
+    cfg = EnvConfig(contract_keys="seeded")
+    unseeded = GridSwarmEnv("price_spike", n_agents=3, trust="ed25519", config=cfg)
+    seeded = GridSwarmEnv("price_spike", n_agents=3, trust="ed25519", seed=3, config=cfg)
     unseeded.reset(seed=3)
     seeded.reset()
     assert keys(unseeded) == keys(seeded)
     seeded.reset(seed=4)
-    assert keys(seeded) == keys(GridSwarmEnv("price_spike", n_agents=3, trust="ed25519", seed=4))
+    assert keys(seeded) == keys(GridSwarmEnv("price_spike", n_agents=3, trust="ed25519", seed=4,
+                                             config=cfg))
     assert keys(seeded) != keys(unseeded)
+    a = GridSwarmEnv("price_spike", n_agents=3, trust="ed25519", seed=3)
+    b = GridSwarmEnv("price_spike", n_agents=3, trust="ed25519", seed=3)
+    assert a.config.contract_keys == "random"
+    before = keys(a)
+    a.reset(seed=4)
+    assert keys(a) == before != keys(b)
 
 
 def test_a_price_signal_overtaken_on_the_bus_never_replaces_a_newer_one() -> None:

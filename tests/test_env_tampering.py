@@ -181,11 +181,33 @@ def _leaks(text: str | bytes, keys: list[bytes]) -> list[int]:
             if k in data or k.hex().encode() in low or base64.b64encode(k) in data]
 
 
+@pytest.mark.parametrize("keys_from", ["seeded", "random"])
 @pytest.mark.parametrize("trust", ["hmac", "ed25519"])
-def test_private_keys_never_exposed(make_env, tmp_path: Path, trust: str) -> None:
+def test_private_keys_never_exposed(make_env, tmp_path: Path, trust: str, keys_from: str,
+                                    monkeypatch) -> None:
+    """No private key (contract keys, seeded or drawn; with random keys every 32 bytes
+    the process drew from os.urandom, the audit key's seed included) appears in what the
+    environment shows or writes."""
+    from gridswarm_env.config import EnvConfig
+
+    drawn: list[bytes] = []
+    urandom = __import__("os").urandom
+
+    def recording(k: int) -> bytes:
+        out = urandom(k)
+        if k == 32:
+            drawn.append(out)
+        return out
+
+    monkeypatch.setattr("os.urandom", recording)
     audit = tmp_path / "audit.jsonl"
-    raw, _, _ = _tampered_run(make_env, "forged_agent_signature", trust, audit_path=audit)
-    keys = _key_material(raw, seed=0)
+    raw, _, _ = _tampered_run(make_env, "forged_agent_signature", trust, audit_path=audit,
+                              config=EnvConfig(contract_keys=keys_from))
+    if keys_from == "seeded":
+        keys = _key_material(raw, seed=0)
+    else:
+        keys = drawn
+        assert len(keys) >= len(raw.registry.identities)
     obs, infos = raw.observations_array(), raw._infos()
     raw.close()
     exposed = {

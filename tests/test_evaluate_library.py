@@ -266,9 +266,9 @@ def test_env_config_applies_to_every_environment_and_is_recorded(tmp_path):
                        "or give the same value"),
     ({"trust": "ed25519"}, "trust (--trust) = 'ed25519' disagrees with env_config.trust = "
                            "'hmac' (changed from the default 'ed25519')"),
-    ({"contract_keys": "seeded", "keys": "random"},
-     "contract_keys (--contract-keys) = 'seeded' disagrees with env_config.contract_keys = "
-     "'random' (changed from the default 'seeded')"),
+    ({"contract_keys": "random", "keys": "seeded"},
+     "contract_keys (--contract-keys) = 'random' disagrees with env_config.contract_keys = "
+     "'seeded' (changed from the default 'random')"),
     ({"shadow": True}, "env_config.shadow = True: evaluate() plays every policy live"),
     ({"audit_path": "audit.jsonl"}, "env_config.audit_path = 'audit.jsonl': evaluate() keeps "
                                     "no audit file"),
