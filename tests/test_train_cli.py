@@ -160,6 +160,9 @@ def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
      "error: --bc-epochs 0: must be an integer >= 1"),
     (["--verbose", "5"], "argument --verbose: invalid choice: 5 (choose from 0, 1)"),
     (["--torch-threads", "0"], "error: --torch-threads 0: must be an integer >= 1"),
+    # review: --out X.json trained and wrote X.json.zip with its record X.json.json
+    (["--out", "m.json"], "error: --out 'm.json': the model is a .zip and its training "
+                          "record is written beside it as .json"),
     # torch.set_num_threads(10**6) crashes the process (a segmentation fault at exit)
     (["--torch-threads", "1000000"], "error: --torch-threads 1000000: at most 256"),
     # review: argparse's int said only "invalid int value: '1.5'"

@@ -142,7 +142,8 @@ class TrainConfig:
     :param logdir: parent directory of run directories.
     :param out: model file to write (default ``<logdir>/<run name>/model.zip``);
         ``.zip`` is appended when the name does not end with it (SB3 writes ``X.zip``
-        for a name ``X`` without suffix), so ``out`` is the file really written. An
+        for a name ``X`` without suffix), so ``out`` is the file really written (a name
+        ending in ``.json``, the record's suffix, is refused). An
         existing file there, or its record ``<out>.json``, is refused unless ``overwrite``.
     :param overwrite: replace an existing ``out`` model and its record (the new model is
         written to a temporary file beside it and renamed over it once complete).
@@ -367,6 +368,12 @@ class TrainConfig:
             if self.out.endswith(("/", os.sep)) or Path(self.out).is_dir():
                 raise ValueError(f"{owner}.out = {self.out!r} is a directory; expected a "
                                  "model file path (e.g. DIR/model.zip)")
+            if self.out.lower().endswith(".json"):   # would write X.json.zip, X.json.json
+                stem = self.out[:-len(".json")]
+                raise ValueError(f"{owner}.out = {self.out!r}: the model is a .zip and its "
+                                 "training record is written beside it as .json (this would "
+                                 f"write {self.out}.zip and {self.out}.json); expected a model "
+                                 f"path such as {stem}.zip")
             if not self.out.lower().endswith(".zip"):
                 store(self, "out", self.out + ".zip")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):
