@@ -11,6 +11,7 @@ environment class. Importing the package has no side effects.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 # The submodule ``gridswarm_env.env`` is imported here, before the function ``env`` below is
@@ -28,11 +29,13 @@ def _with_max_cycles(scenario: Any, max_cycles: Any) -> Any:
     length), or as given when ``max_cycles`` is None."""
     if max_cycles is None:
         return scenario
-    if isinstance(max_cycles, bool) or not isinstance(max_cycles, int) or max_cycles < 1:
+    if (isinstance(max_cycles, bool) or not isinstance(max_cycles, numbers.Integral)
+            or max_cycles < 1):
         raise ValueError(f"max_cycles = {max_cycles!r}: expected an integer >= 1, the steps "
                          "of an episode (Scenario.episode_steps)")
+    base = get_scenario(scenario)   # an unknown scenario: its own message
     try:
-        return get_scenario(scenario, episode_steps=max_cycles)
+        return get_scenario(base, episode_steps=int(max_cycles))
     except ValueError as exc:
         raise ValueError(f"max_cycles = {max_cycles!r}: {exc}") from None
 
@@ -48,8 +51,14 @@ def parallel_env(scenario: str = "price_spike", n_agents: int | None = None,
     ``max_cycles`` (PettingZoo's convention) sets the scenario's ``episode_steps``:
     the episode is truncated after that many steps (None: the scenario's own).
     """
-    return GridSwarmEnv(scenario=_with_max_cycles(scenario, max_cycles), n_agents=n_agents,
-                        trust=trust, shadow=shadow, render_mode=render_mode, **kwargs)
+    chosen = _with_max_cycles(scenario, max_cycles)
+    try:
+        return GridSwarmEnv(scenario=chosen, n_agents=n_agents, trust=trust, shadow=shadow,
+                            render_mode=render_mode, **kwargs)
+    except ValueError as exc:
+        if max_cycles is None or "episode_steps" not in str(exc):
+            raise
+        raise ValueError(f"{exc} (max_cycles = {max_cycles!r} sets episode_steps)") from None
 
 
 def env(scenario: str = "price_spike", n_agents: int | None = None, trust: str | None = None,

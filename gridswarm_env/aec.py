@@ -22,8 +22,13 @@ class CheckedParallelToAEC(parallel_to_aec_wrapper):
     def step(self, action: Any) -> None:
         agent = self.agent_selection
         if self.terminations[agent] or self.truncations[agent]:
-            return super().step(action)         # a dead agent's step (action None)
-        self.env._decode_levels([agent], [action])   # ValueError: nothing stored, same agent
+            if action is not None:   # PettingZoo's assert fired after it dropped the agent's
+                # entry, and every later step then raised KeyError: refuse it first
+                raise ValueError(f"{agent} is done (truncated or terminated): its step() takes "
+                                 f"None, got {action!r}")
+            return super().step(action)         # a dead agent's step
+        # ValueError: nothing stored, same agent (unwrapped: the parallel env may be wrapped)
+        self.env.unwrapped._decode_levels([agent], [action])
         if not self._agent_selector.is_last():
             return super().step(action)
         try:                                    # the last agent: the parallel step runs

@@ -362,8 +362,9 @@ class GridSwarmEnv(ParallelEnv):
         self._failed: str | None = None   # why the last step stopped half-way (if it did)
 
     def _contract_keys(self, seed: int | None) -> IdentityRegistry:
-        """Every agent's and the operator's contract keys: derived from ``seed``, or
-        from ``os.urandom`` with ``EnvConfig(contract_keys="random")``."""
+        """Every agent's and the operator's contract keys: from ``os.urandom`` with
+        ``EnvConfig(contract_keys="random")`` (the default), or derived from ``seed``
+        with ``"seeded"``."""
         cfg = self.config
         if cfg.contract_keys == "random":
             seed = None
@@ -999,7 +1000,7 @@ class GridSwarmEnv(ParallelEnv):
                 self._reserve_awards[sc_.contract.contract_id] = (o, sc_.contract.power_mw)
         if self.adversary is not None:
             signed, owners = self.adversary(self, signed, owners)
-            _check_tampered(signed, owners)
+            _check_tampered(signed, owners, n)
             recipients = np.asarray(owners, dtype=np.int64)
         if is_reserve:   # copies on their way (an adversary may add or drop some)
             copies = self._reserve_copies
@@ -1699,25 +1700,26 @@ class GridSwarmEnv(ParallelEnv):
         in hmac mode, whose keys are secret (no public key exists; there only
         ``audit_log.verify()`` in the writing process detects a cut tail).
 
-        It is not the contract-signing key: that one is derived from the reset seed (so
-        signatures replay bit for bit), and anyone who knows the seed could re-sign a cut
-        file with it. The audit key is drawn from ``os.urandom`` when the environment is
-        built and kept for its lifetime, so one key checks the whole file, whatever seeds
-        its episodes used.
+        It is not a contract-signing key (those are the registry's: drawn at random by
+        default, derived from the reset seed with ``contract_keys="seeded"``, when anyone
+        who knows the seed could sign with them). The audit key is drawn from
+        ``os.urandom`` when the environment is built and kept for its lifetime, so one
+        key checks the whole file, whatever seeds its episodes used.
         """
         if self._audit_keys is None:
             return None
         return self._audit_keys.public_key_bytes(self._audit_keys.operator_id).hex()
 
 
-def _check_tampered(signed: Any, owners: Any) -> None:
+def _check_tampered(signed: Any, owners: Any, n_agents: int) -> None:
     """What an ``adversary`` put on the bus: signed contracts only (a :class:`SignedContract`
     holding a :class:`Contract`, exact classes, as the ledger's checks require), one
     recipient each. An attacker on the bus sends messages in the contract format, which
     the operator and dispatch then screen; any other object would be read by the
     environment before the ledger's checks (its attributes may run code).
 
-    :raises TypeError: naming the position and the type found.
+    :raises TypeError: naming the position and the type or recipient found (a recipient
+        is an agent index, an integer from 0 to ``n_agents - 1``).
     """
     if not isinstance(signed, list) or not isinstance(owners, (list, tuple, np.ndarray)):
         raise TypeError(f"adversary returned ({type(signed).__name__}, "
@@ -1735,4 +1737,9 @@ def _check_tampered(signed: Any, owners: Any) -> None:
     if len(owners) != len(signed):
         raise TypeError(f"adversary returned {len(signed)} contract(s) and {len(owners)} "
                         "recipient(s): expected one recipient per contract")
+    for k, owner in enumerate(owners):
+        if (isinstance(owner, bool) or not isinstance(owner, (int, np.integer))
+                or not 0 <= owner < n_agents):
+            raise TypeError(f"adversary returned recipient {owner!r} at position {k}: "
+                            f"expected an agent index, an integer from 0 to {n_agents - 1}")
 

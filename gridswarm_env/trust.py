@@ -3029,7 +3029,9 @@ class AuditLog:
         is ok and says so.
 
         :param public_key: operator's raw Ed25519 public key; Ed25519 signed heads
-            are checked and the chain must end with a valid signed head.
+            are checked and the chain must end with a valid signed head (a key that is
+            no valid Ed25519 public key, such as the all-zero one, raises ValueError:
+            :func:`weak_public_key_problem`).
         :param registry: alternatively, check signed heads of either scheme with
             this registry (the chain must then end with a valid signed head, signed by
             the registry's operator: a head an agent signed is refused).
@@ -3310,6 +3312,58 @@ def _signature_text_problem(signature_hex: Any, scheme: Any) -> str | None:
     return None
 
 
+_ED_P = 2**255 - 19
+_ED_D = -121665 * pow(121666, _ED_P - 2, _ED_P) % _ED_P
+_ED_L = 2**252 + 27742317777372353535851937790883648493   # the prime subgroup's order
+_ED_SQRT_M1 = pow(2, (_ED_P - 1) // 4, _ED_P)
+
+
+def _ed_add(a: tuple[int, int, int, int], b: tuple[int, int, int, int]
+            ) -> tuple[int, int, int, int]:
+    """Sum of two edwards25519 points in extended coordinates (X, Y, Z, T) (RFC 8032
+    §5.1.4)."""
+    p = _ED_P
+    ca = (a[1] - a[0]) * (b[1] - b[0]) % p
+    cb = (a[1] + a[0]) * (b[1] + b[0]) % p
+    cc = 2 * a[3] * b[3] * _ED_D % p
+    cd = 2 * a[2] * b[2] % p
+    e, f, g, h = cb - ca, cd - cc, cd + cc, cb + ca
+    return e * f % p, g * h % p, f * g % p, e * h % p
+
+
+def _ed25519_point_is_valid(public_key: bytes) -> bool:
+    """What libsodium's ``crypto_core_ed25519_is_valid_point`` decides, in plain Python
+    (~5 ms; used only without PyNaCl): the 32 bytes are the canonical encoding of a
+    point on edwards25519 (RFC 8032 §5.1.3 decoding) whose order is the prime ``L``:
+    ``[L]P`` is the identity and ``P`` is not (``L`` prime, so no small order)."""
+    p = _ED_P
+    if len(public_key) != 32:
+        return False
+    y = int.from_bytes(public_key, "little")
+    sign, y = y >> 255, y & ((1 << 255) - 1)
+    if y >= p:
+        return False                                    # not canonical
+    u, v = (y * y - 1) % p, (_ED_D * y * y + 1) % p
+    x2 = u * pow(v, p - 2, p) % p
+    x = pow(x2, (p + 3) // 8, p)
+    if (x * x - x2) % p:
+        x = x * _ED_SQRT_M1 % p
+    if (x * x - x2) % p:
+        return False                                    # not on the curve
+    if x == 0 and sign:
+        return False                                    # not canonical
+    if x & 1 != sign:
+        x = p - x
+    point = (x, y, 1, x * y % p)
+    acc, add, k = (0, 1, 1, 0), point, _ED_L            # [L]P by double-and-add
+    while k:
+        if k & 1:
+            acc = _ed_add(acc, add)
+        add, k = _ed_add(add, add), k >> 1
+    identity = acc[0] % p == 0 and (acc[1] - acc[2]) % p == 0
+    return identity and not (x == 0 and y == 1)
+
+
 def weak_public_key_problem(public_key: bytes) -> str | None:
     """Why 32 bytes are no Ed25519 public key a signature can be checked against, or None.
 
@@ -3320,9 +3374,11 @@ def weak_public_key_problem(public_key: bytes) -> str | None:
     prime-order subgroup; libsodium's ``crypto_core_ed25519_is_valid_point`` checks
     exactly that (canonical encoding, on the curve, main subgroup, not of small order).
     """
-    from nacl.bindings import crypto_core_ed25519_is_valid_point
-
-    if crypto_core_ed25519_is_valid_point(public_key):
+    try:
+        from nacl.bindings import crypto_core_ed25519_is_valid_point as is_valid
+    except ImportError:   # pragma: no cover - PyNaCl is a dependency; a bare install still checks
+        is_valid = _ed25519_point_is_valid
+    if is_valid(public_key):
         return None
     return ("not a valid Ed25519 public key (a small-order, non-canonical or off-curve "
             "point, under which signatures prove nothing: the all-zero key is one); "
@@ -3600,7 +3656,9 @@ def verify_audit_file(
         before its first reset). ``AuditLog.verify`` of the writer itself, which knows
         it wrote nothing, accepts its empty file.
     :raises OSError: when the file cannot be read.
-    :raises ValueError: for a public key that is not 32 bytes or a non-bool ``allow_open``.
+    :raises ValueError: for a public key that is not 32 bytes or no valid Ed25519 public
+        key (:func:`weak_public_key_problem`: a small-order point such as the all-zero
+        key), or a non-bool ``allow_open``.
     """
     if type(allow_open) is not bool:
         raise ValueError(f"allow_open={allow_open!r} must be True or False")

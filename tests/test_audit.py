@@ -612,6 +612,32 @@ def test_a_small_order_public_key_is_refused(tmp_path, capsys):
     assert verify_audit_file(path, public_key=genuine).problem == "altered"
 
 
+def test_the_key_check_without_pynacl_decides_as_libsodium(monkeypatch):
+    """Diff review: the weak-key check needed PyNaCl, which trust.py otherwise does
+    without. Its plain-Python fallback decides as libsodium's is_valid_point on genuine
+    keys, the small-order encodings (canonical or not) and random bytes (on the curve or
+    not, in the prime-order subgroup or not)."""
+    import sys
+
+    from nacl.bindings import crypto_core_ed25519_is_valid_point as libsodium
+
+    from gridswarm_env.trust import _ed25519_point_is_valid, weak_public_key_problem
+
+    p = 2**255 - 19
+    non_canonical = [(p + k).to_bytes(32, "little") for k in (0, 1)] + [
+        (int.from_bytes(b, "little") | 1 << 255).to_bytes(32, "little") for b in _SMALL_ORDER]
+    genuine = [IdentityRegistry([f"a{i}"], seed=i).public_key_bytes("operator")
+               for i in range(8)]
+    rng = np.random.default_rng(5)
+    samples = _SMALL_ORDER + non_canonical + genuine + [rng.bytes(32) for _ in range(200)]
+    verdicts = [libsodium(b) for b in samples]
+    assert [_ed25519_point_is_valid(b) for b in samples] == verdicts
+    assert sum(verdicts) >= len(genuine) + 3    # some random points lie in the subgroup
+    monkeypatch.setitem(sys.modules, "nacl.bindings", None)   # as without PyNaCl
+    assert weak_public_key_problem(genuine[0]) is None
+    assert "small-order" in weak_public_key_problem(bytes(32))
+
+
 def test_the_wrong_key_hint_quotes_only_a_key_as_written(tmp_path, registry):
     """Crypto review: the head's (unsigned) public_key text went to the terminal as it
     was: escape sequences included. Only 64 lowercase hex digits are quoted."""

@@ -57,8 +57,14 @@ def test_max_cycles_sets_the_episode_length() -> None:
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match=f"max_cycles = {bad!r}: expected an integer"):
             gridswarm_env.parallel_env(max_cycles=bad)
-    with pytest.raises(ValueError, match=r"event at 10.0 s comes after the episode.s end \(7 steps"):
+    with pytest.raises(ValueError, match=r"event at 10.0 s comes after the episode.s end \(7 "
+                                         r"steps.*\(max_cycles = 7 sets episode_steps\)$"):
         gridswarm_env.env(scenario="emergency", n_agents=5, trust="hmac", max_cycles=7)
+    # diff review: a numpy count was refused; an unknown scenario was blamed on max_cycles
+    assert gridswarm_env.parallel_env(n_agents=5, trust="hmac", max_cycles=np.int64(9)
+                                      ).unwrapped.scenario.episode_steps == 9
+    with pytest.raises(ValueError, match="^unknown scenario 'nope'"):
+        gridswarm_env.parallel_env("nope", max_cycles=5)
 
 
 def test_aec_api_test() -> None:
@@ -314,6 +320,32 @@ def test_aec_refuses_a_bad_action_at_its_own_step_and_takes_a_valid_one(bad, at)
     with pytest.raises(ValueError) as err:
         par.step(actions)
     assert str(err.value) == message
+
+
+def test_aec_a_done_agents_action_is_refused_and_none_still_steps() -> None:
+    """Diff review: a done agent's step() with an action hit PettingZoo's bare assert
+    after it had dropped the agent's entry, and every later step raised KeyError. It is
+    refused first; None then steps as PettingZoo expects. A wrapped parallel env works."""
+    from pettingzoo.utils.wrappers import BaseParallelWrapper
+
+    from gridswarm_env.aec import aec_env
+
+    aec = gridswarm_env.env(scenario="price_spike", n_agents=3, trust="hmac", max_cycles=2)
+    aec.reset(seed=0)
+    for agent in aec.agent_iter():
+        if aec.terminations[agent] or aec.truncations[agent]:
+            with pytest.raises(ValueError, match=f"^{agent} is done .*takes None, got"):
+                aec.step(np.array([1, 1]))
+            aec.step(None)
+        else:
+            aec.step(np.array([N_POWER // 2, 0]))
+    assert aec.agents == []
+    wrapped = aec_env(BaseParallelWrapper(gridswarm_env.parallel_env(
+        scenario="price_spike", n_agents=3, trust="hmac")))
+    wrapped.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the action space"):
+        wrapped.step(np.array([N_POWER, 0]))
+    wrapped.step(np.array([N_POWER // 2, 0]))
 
 
 def test_aec_failed_parallel_step_drops_the_rounds_actions() -> None:

@@ -343,8 +343,9 @@ class _Hostile:
         raise AssertionError("the environment read an attribute of a foreign object")
 
 
-@pytest.mark.parametrize("put", ["object", "hostile", "subclass", "owners"])
-def test_an_adversary_puts_only_signed_contracts_on_the_bus(put: str) -> None:
+@pytest.mark.parametrize("put", ["object", "hostile", "subclass", "owners", 999, -1, 2.5, "x",
+                                 None, True])
+def test_an_adversary_puts_only_signed_contracts_on_the_bus(put: object) -> None:
     """Crypto review: the environment read attributes of whatever the adversary put on
     the bus before the ledger's checks (a plain object: AttributeError deep in step();
     a property: its code ran). The boundary now refuses anything but the contract
@@ -366,8 +367,11 @@ def test_an_adversary_puts_only_signed_contracts_on_the_bus(put: str) -> None:
         elif put == "subclass":
             s = signed[0]
             signed[0] = Sub(replace(s.contract), s.agent_signature, s.operator_signature)
-        else:
+        elif put == "owners":
             owners = owners[:-1]
+        else:   # a recipient that is no agent index (diff review: 999 crashed deep in
+            # step(), -1 reached the last agent, the others raised elsewhere)
+            owners = [put, *owners[1:]]
         return signed, owners
 
     env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=20, trust="hmac",
@@ -375,8 +379,15 @@ def test_an_adversary_puts_only_signed_contracts_on_the_bus(put: str) -> None:
     raw = env.unwrapped
     raw.reset(seed=0)
     _Hostile.ran = False
-    says = ("one recipient per contract" if put == "owners"
-            else "at position 0: an attacker on the bus sends signed contracts only")
+    if put == "owners":
+        says = "one recipient per contract"
+    elif isinstance(put, str):
+        says = "at position 0: an attacker on the bus sends signed contracts only"
+    else:
+        says = (f"adversary returned recipient {put!r} at position 0: expected an agent "
+                "index, an integer from 0 to 19")
+    if put == "x":
+        says = "adversary returned recipient 'x' at position 0"
     with pytest.raises(TypeError, match=says):
         while raw.agents:
             mask = raw.action_masks()[:, :N_POWER]

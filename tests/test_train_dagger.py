@@ -147,6 +147,8 @@ def test_distillation_reports_each_epoch_and_a_ctrl_c_writes_nothing(base_model,
     (["--out", "x", "--base", "/no/such/model.zip"], "--base:"),
     (["--out", "x", "--epochs", "0"], "argument --epochs: expected an integer"),
     (["--out", " "], "--out is empty"),
+    # diff review: X.json wrote X.json.zip and its record X.json.json, after ~15 minutes
+    (["--out", "x.json"], "--out 'x.json': the model is a .zip and its training record"),
     (["--out", "x", "--logdir", "afile"], "--logdir"),   # a file, not a directory
     (["--out", "x", "--base", "afile"], "--base:"),
     ([], "the following arguments are required: --out"),

@@ -55,7 +55,9 @@ episode ends it moves on to the first scenario, in the cycle's order from its po
 that the fewest other copies are playing (one copy: the cycle's next), so with at least
 as many copies as scenarios every step of every rollout plays all of them (``--envs 3``:
 one copy each, a third of the agent-steps each), and with fewer the copies play
-different ones (one environment object per scenario and copy is kept and reused). With
+different ones (one environment object per scenario and copy is kept and reused; a name
+listed twice weights the mix with one copy, not with several, where copies avoid a
+scenario another copy plays). With
 one copy (the default ``n_envs=1``) an episode (120-300 steps) spans several rollouts
 of ``n_steps`` (64 by default), so most updates see one scenario only: ``--envs 3``
 with ``--scenario all`` gives every rollout all three.

@@ -10,7 +10,8 @@ is ``raw.episode_metrics()``, :mod:`gridswarm_env.metrics`) and logs it:
   and ``grid/<scenario>/frequency_nadir_hz`` (``scenario="all"`` mixes scenarios whose
   costs differ by orders of magnitude) and, for an episode with an event
   (``emergency``), ``grid/<scenario>/emergency_response_latency_ms``,
-  ``…/emergency_response_mw_100ms`` and ``…/stabilization_time_s`` (each when not None),
+  ``…/emergency_response_mw_100ms``, ``…/stabilization_time_s`` and
+  ``…/max_rocof_hz_per_s`` (each when not None),
   with ``…/never_stabilized_share`` and ``…/no_response_share``, the share of those
   episodes whose ``stabilization_time_s`` / ``emergency_response_latency_ms`` was None
   (:data:`NONE_SHARES`: 1 or 0 per episode);

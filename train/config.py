@@ -115,6 +115,17 @@ def check_step_size(owner: str, name: str, value: Any) -> float:
     return check_range(owner, name, value, 0.0, 1.0, lo_open=True)
 
 
+def record_suffix_problem(out: str) -> str | None:
+    """Why ``out`` cannot name a model file, or None: a name ending in ``.json`` (the
+    training record's suffix) would write ``X.json.zip`` and its record ``X.json.json``
+    (``python -m train`` and ``python -m train.dagger`` share this rule)."""
+    if not out.lower().endswith(".json"):
+        return None
+    return ("the model is a .zip and its training record is written beside it as .json "
+            f"(this would write {out}.zip and {out}.json); expected a model path such as "
+            f"{out[:-len('.json')]}.zip")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (validated; errors name the field).
@@ -368,12 +379,9 @@ class TrainConfig:
             if self.out.endswith(("/", os.sep)) or Path(self.out).is_dir():
                 raise ValueError(f"{owner}.out = {self.out!r} is a directory; expected a "
                                  "model file path (e.g. DIR/model.zip)")
-            if self.out.lower().endswith(".json"):   # would write X.json.zip, X.json.json
-                stem = self.out[:-len(".json")]
-                raise ValueError(f"{owner}.out = {self.out!r}: the model is a .zip and its "
-                                 "training record is written beside it as .json (this would "
-                                 f"write {self.out}.zip and {self.out}.json); expected a model "
-                                 f"path such as {stem}.zip")
+            problem = record_suffix_problem(self.out)
+            if problem:
+                raise ValueError(f"{owner}.out = {self.out!r}: {problem}")
             if not self.out.lower().endswith(".zip"):
                 store(self, "out", self.out + ".zip")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):

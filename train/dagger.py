@@ -261,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_dir(args.logdir, "--logdir")
         except ValueError as exc:
             parser.error(str(exc))
+    from train.config import record_suffix_problem
+
+    problem = record_suffix_problem(args.out)
+    if problem:
+        parser.error(f"--out {args.out!r}: {problem}")
     out = Path(args.out if args.out.endswith(".zip") else args.out + ".zip")
     if out.resolve() == Path(args.base).resolve():
         parser.error("--out names the --base model; write the distilled one elsewhere")
