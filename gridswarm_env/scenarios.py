@@ -435,8 +435,10 @@ EMERGENCY = Scenario(
         "standing signed reserve contracts. At t = 10 s a 100 MW unit (0.10 p.u.) trips. The "
         "operator detects it after 20 ms and broadcasts on the EMERGENCY lane; each DER "
         "holding a reserve contract activates it the moment the broadcast reaches it "
-        "(sub-step resolution). Energy rounds from the next gate closure (10.25 s) restore "
-        "frequency. Unassisted, frequency "
+        "(sub-step resolution). Energy rounds from the next gate closure (10.25 s) buy "
+        "what the activated reserve does not cover (nothing with the default trip, which the "
+        "100 MW of reserve covers for the rest of the episode; a larger trip, e.g. a "
+        "randomized one, leaves a request). Unassisted, frequency "
         "would fall to ~59.35 Hz about 2.4 s after the trip (below the 59.5 Hz shedding stage)."
     ),
     episode_steps=120,
