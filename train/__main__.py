@@ -383,10 +383,9 @@ def threads_warning(torch_threads: int, load_1min: float | None = None,
     if torch_threads <= 1:
         return None
     if cpus is None:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):   # pragma: no cover - macOS / Windows
-            cpus = os.cpu_count() or 1
+        from gridswarm_env.trust import _usable_cpus  # the affinity mask, one helper
+
+        cpus = _usable_cpus()
     advice = "--torch-threads 1 trains as fast or faster there"
     if torch_threads > cpus:
         return (f"--torch-threads {torch_threads} on {cpus} usable core(s): the threads "
