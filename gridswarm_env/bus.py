@@ -15,23 +15,40 @@ Lanes and what happens under load
 ============  =====  ==================================================================
 lane          value  when due beyond capacity / when the queue is past its hard bound
 ============  =====  ==================================================================
-EMERGENCY     0      never limited: its capacity is *reserved* (the configured entry is
-                     not enforced), never deferred, never dropped, queue unbounded
+EMERGENCY     0      never limited: its capacity is *reserved*, never deferred, never
+                     dropped, queue unbounded, never reports backpressure (BusConfig
+                     refuses EMERGENCY entries other than the defaults)
 CONTROL       1      deferred (kept, delivered by a later ``deliver``); past
                      ``queue_limit`` a new message is refused (tail drop, counted
-                     ``dropped``, publish returns backpressure)
+                     ``dropped``, publish returns backpressure); a message deferred
+                     longer than ``max_deferral_s`` (default: one agent step) is
+                     obsolete and dropped at the next ``deliver``
 MARKET        2      same as CONTROL (bids are deferred to the next step, DESIGN §4)
 TELEMETRY     3      deferred; past ``queue_limit`` the *oldest* queued telemetry
                      messages are dropped first (fresh telemetry supersedes old)
 ============  =====  ==================================================================
+
+Why obsolete messages are dropped: a lane hands out its due messages earliest first, so
+under sustained overload messages that no longer matter (last round's bids, an old
+price signal, a contract whose delivery window has passed) would take every step's
+capacity before fresh ones and the backlog would grow for ever. At each ``deliver``, a
+lane first drops the queued messages with ``now_s − delivery_time_s > max_deferral_s``
+(counted ``dropped``, listed by :meth:`Delivery.expired` so that a publisher can settle
+them), then hands out its capacity. The bus resolves a ``None`` entry to the ``step_s``
+it was built with (the environment passes ``dt_s``; without it: no limit). A message
+that is never deferred is delivered at the first ``deliver`` after it is due, so with
+capacity to spare and deliveries less than a step apart (the environment's: gate
+closure and step end) none ever reaches that age.
 
 Why tail drop for CONTROL/MARKET: a sender already told "backpressure" should not see an
 earlier, acknowledged bid vanish in favour of a later one; the refusal of the newest
 message is visible to it through the returned flag, and memory stays bounded.
 
 Backpressure: a publish returns ``True`` when the lane's queue depth *after* enqueueing
-the message exceeds ``high_water_mark`` for that lane (agents see the flag in their
-observation).
+the message exceeds ``high_water_mark`` for that lane (never on EMERGENCY).
+:meth:`AgentMessageBus.congested` also says when the last ``deliver`` could not hand out
+everything due on a lane (deferred or dropped as obsolete); the environment shows agents
+either (observation field ``backpressure``).
 
 Accounting, per lane (holds after every call)::
 
@@ -85,7 +102,10 @@ a topic delivered as one call's segment is sorted and gathered from it directly,
 columns and selection of due messages, capacity, ordering (a stable sort on delivery time
 over lane-major, publish-ordered rows) and the compaction of the undelivered remainder
 are vectorized; a lane whose earliest queued delivery time is in the future is skipped
-without touching its columns. Latency statistics live in a fixed-size histogram per lane
+without touching its columns. Whether a lane may hold a message past ``max_deferral_s``
+is an O(1) test against a lower bound of its queued publish times (delivery times are
+not earlier); only then are its columns materialized and the obsolete rows dropped with
+one vectorized comparison. Latency statistics live in a fixed-size histogram per lane
 (bounded memory over millions of steps), folded in batches. The fast path takes only
 calls the checked path would accept (a :class:`Lane`, a time of class float, int,
 ``np.float64`` or ``np.int64``, int ids within ±(2**30 − 1)); any other call is validated in full (ids within int64), and a refused
@@ -102,6 +122,8 @@ messages come from sources of different dtypes is delivered as an ``object`` arr
 
 Version history: v0 — first version. v1 — one segment per publish call, whole-lane
 delivery and per-segment topic batches (identical results, several times faster per step).
+v2 — ``max_deferral_s`` (obsolete CONTROL/MARKET messages dropped), ``congested``,
+``Delivery.expired``; EMERGENCY entries fixed, and never any backpressure on that lane.
 """
 
 from __future__ import annotations
@@ -161,6 +183,9 @@ _FOLD_ROWS = 16_384
 _FOLD_PARTS = 256
 
 _COUNTER_KEYS = ("published", "delivered", "deferred", "dropped", "queue_depth")
+#: BusConfig defaults of the per-lane tuples; the EMERGENCY entry must keep them
+_LANE_DEFAULTS = {"capacity_per_step": 1_000_000, "high_water_mark": 100_000,
+                  "queue_limit": 500_000}
 
 
 def _check_finite_positive(name: str, value: object) -> float:
@@ -204,6 +229,34 @@ def _check_lane_tuple(name: str, value: object) -> tuple[int, int, int, int]:
     )
 
 
+def _check_deferrals(value: object) -> tuple[float | None, ...]:
+    """Validate ``max_deferral_s``: 4 entries, each ``None`` or a number > 0 (``inf``
+    allowed); the EMERGENCY entry must be ``inf`` (that lane never defers)."""
+    if not isinstance(value, tuple | list) or len(value) != _N_LANES:
+        raise ValueError(
+            f"max_deferral_s must be a tuple of {_N_LANES} entries (EMERGENCY, CONTROL, "
+            f"MARKET, TELEMETRY), each None or a number of s > 0, got {value!r}"
+        )
+    out: list[float | None] = []
+    for lane, v in zip(_LANES, value, strict=True):
+        name = f"max_deferral_s[{lane.name}]"
+        if v is None:
+            out.append(None)
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float | np.floating | np.integer):
+            raise ValueError(f"{name} must be None or a number of s > 0, got {v!r}")
+        number = float(v)
+        if not number > 0:
+            raise ValueError(f"{name} must be None or a number of s > 0, got {_shown(v)}")
+        out.append(number)
+    if out[Lane.EMERGENCY] != _INF:
+        raise ValueError(
+            f"max_deferral_s[EMERGENCY]={value[Lane.EMERGENCY]!r} is not accepted: the emergency "
+            "lane is unlimited by design (never deferred or dropped); leave it at inf"
+        )
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class BusConfig:
     """Settings of the Agent Message Bus (all validated; see the module docstring).
@@ -217,16 +270,30 @@ class BusConfig:
     :param latency_sigma: shape (std. dev. of ``ln X``) of the lognormal distribution;
         unused by the others (default 0.5, a moderate tail).
     :param capacity_per_step: deliveries per step per lane (EMERGENCY, CONTROL, MARKET,
-        TELEMETRY). The EMERGENCY entry is reserved and never limits emergency delivery.
-        Defaults (10**6 each) never bind for 10 000 agents at normal load.
+        TELEMETRY). Defaults (10**6 each) never bind for 10 000 agents at normal load.
+        The EMERGENCY lane is unlimited by design: its entry must stay at the default
+        (another value is refused, not silently ignored).
     :param high_water_mark: queue depth per lane beyond which publish reports
         backpressure (default 10**5 each, 5x the ~2·10**4 queued messages of a
-        10 000-agent step).
+        10 000-agent step). EMERGENCY never reports backpressure: its entry must stay at
+        the default.
     :param queue_limit: hard bound of queue depth per lane: CONTROL/MARKET refuse new
-        messages past it (tail drop), TELEMETRY drops its oldest; the EMERGENCY entry is
-        not enforced (emergency is never dropped). Must be >= ``high_water_mark``.
+        messages past it (tail drop), TELEMETRY drops its oldest; EMERGENCY is never
+        dropped: its entry must stay at the default. Must be >= ``high_water_mark``.
         Default 5·10**5 each (56 bytes of columns a queued message plus its payload:
         ~28 MB of columns per full lane).
+    :param max_deferral_s: per lane, how long a due message may wait (deferred beyond
+        capacity) before it is obsolete: at a ``deliver`` at ``now_s``, a queued message with
+        ``now_s − delivery_time_s > max_deferral_s`` is dropped (counted ``dropped``, listed
+        in :meth:`Delivery.expired`) before the lane's capacity is handed out. ``None`` means
+        *one agent step*: the ``step_s`` the bus was built with (the environment passes
+        ``dt_s``; rounds are per step and contracts cover the next step, so a bid, price
+        signal or contract deferred longer is obsolete), or no limit on a bus built without
+        it. Default ``(inf, None, None, inf)``: CONTROL and MARKET one agent step, TELEMETRY
+        unlimited (dropped oldest first past ``queue_limit``), EMERGENCY must be ``inf`` (never
+        deferred). Without binding capacity no message ever waits that long: the
+        environment delivers at gate closure and at the step end, both less than a step
+        apart.
     :param latency_block_size: latencies pre-sampled per RNG call (1 to 2**24).
     :param latency_hist_bins: bins of the per-lane latency histogram over
         ``[0, latency_max_s]`` used for p50/p99 (resolution ``latency_max_s / bins``;
@@ -240,6 +307,8 @@ class BusConfig:
     capacity_per_step: tuple[int, int, int, int] = (1_000_000,) * 4
     high_water_mark: tuple[int, int, int, int] = (100_000,) * 4
     queue_limit: tuple[int, int, int, int] = (500_000,) * 4
+    max_deferral_s: tuple[float | None, float | None, float | None, float | None] = (
+        math.inf, None, None, math.inf)
     latency_block_size: int = 65_536
     latency_hist_bins: int = 5_000
 
@@ -267,6 +336,14 @@ class BusConfig:
             )
         for name in ("capacity_per_step", "high_water_mark", "queue_limit"):
             set_(self, name, _check_lane_tuple(name, getattr(self, name)))
+            emergency, default = getattr(self, name)[Lane.EMERGENCY], _LANE_DEFAULTS[name]
+            if emergency != default:
+                raise ValueError(
+                    f"{name}[EMERGENCY]={emergency} is not accepted: the emergency lane is "
+                    f"unlimited by design (never deferred, dropped or flagged); leave it at "
+                    f"{default}"
+                )
+        set_(self, "max_deferral_s", _check_deferrals(self.max_deferral_s))
         for lane, hwm, limit in zip(_LANES, self.high_water_mark, self.queue_limit, strict=True):
             if hwm > limit:
                 raise ValueError(
@@ -642,6 +719,7 @@ class Delivery:
         "_general",
         "_uniform",
         "_empty",
+        "_expired",
     )
 
     def __init__(
@@ -653,8 +731,10 @@ class Delivery:
         topic_names: list[str],
         empty_batches: dict[str, TopicBatch] | None = None,
         uniform: bool = False,
+        expired: Delivery | None = None,
     ) -> None:
         self.now_s = now_s
+        self._expired = expired  # the messages this call dropped as expired, if any
         self._parts = parts  # (lane, rows) lane-major, publish-ordered within a lane
         self._stores = stores  # payload stores of the _Cols parts
         self._topic_ids = topic_ids
@@ -742,13 +822,32 @@ class Delivery:
         batch = self._topics[name] = self._general_topic(name, topic_id)
         return batch
 
-    def _empty_batch(self, name: str, topic_id: int) -> TopicBatch:
+    def expired(self, name: str) -> TopicBatch:
+        """The messages of one topic that this ``deliver`` dropped as obsolete (queued past
+        their lane's ``max_deferral_s``; counted ``dropped``), in delivery-time order; an
+        empty batch if none (the usual call). Their payloads were never delivered: a
+        publisher that keeps books on them (the environment's contracts) settles them here.
+
+        :param name: the topic name.
+        :return: the :class:`TopicBatch`.
+        """
+        if self._expired is None:
+            batch = self._empty.get(name)  # the usual call: nothing expired
+            if batch is not None:
+                return batch
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"topic must be a non-empty str, got {name!r}")
+            return self._empty_batch(name, self._topic_ids.get(name, -1), cache=False)
+        return self._expired.topic(name)
+
+    def _empty_batch(self, name: str, topic_id: int, cache: bool = True) -> TopicBatch:
         batch = self._empty.get(name)
         if batch is None:
             batch = TopicBatch(name, _EMPTY_OBJ, _EMPTY_I, _EMPTY_I, _EMPTY_I8, _EMPTY_F, _EMPTY_F)
             if topic_id >= 0:  # immutable: shared by the deliveries of this bus
                 self._empty[name] = batch
-        self._topics[name] = batch
+        if cache:
+            self._topics[name] = batch
         return batch
 
     def _general_topic(self, name: str, topic_id: int) -> TopicBatch:
@@ -833,6 +932,8 @@ class _LaneQueue:
         "deferred",
         "deferred_mark_s",
         "dropped",
+        "min_publish_s",
+        "short_at",
     )
 
     def __init__(self, lane: Lane) -> None:
@@ -865,6 +966,13 @@ class _LaneQueue:
         # queued messages due by then have been counted in ``deferred`` for this step
         self.deferred_mark_s: float | None = None
         self.dropped = 0
+        # lower bound of the publish times queued (INF: empty); delivery times are not
+        # earlier, so no queued message can be past max_deferral_s while
+        # now_s - min_publish_s <= max_deferral_s (checked in O(1) per deliver)
+        self.min_publish_s = _INF
+        # number of the last deliver() call that left due messages of this lane undelivered
+        # (deferred) or dropped expired ones (AgentMessageBus.congested compares it)
+        self.short_at = -1
 
     @property
     def depth(self) -> int:
@@ -880,19 +988,36 @@ class AgentMessageBus:
 
     :param config: bus settings (default :class:`BusConfig`).
     :param rng: ``numpy.random.Generator``, int seed, or ``None`` (fresh OS entropy).
+    :param step_s: length of one agent step, s: what a ``None`` entry of
+        ``config.max_deferral_s`` stands for (the environment passes ``dt_s``); ``None``
+        (default): those lanes keep deferred messages without an age limit.
     """
 
     def __init__(
-        self, config: BusConfig | None = None, rng: np.random.Generator | int | None = None
+        self,
+        config: BusConfig | None = None,
+        rng: np.random.Generator | int | None = None,
+        *,
+        step_s: float | None = None,
     ) -> None:
         if config is None:
             config = BusConfig()
         if not isinstance(config, BusConfig):
             raise ValueError(f"config must be a BusConfig, got {type(config).__name__}")
+        if step_s is not None:
+            step_s = _check_finite_positive("step_s", step_s)
         self.config = config
+        self.step_s = step_s
+        #: per lane, the age (s past its delivery time) beyond which a queued message is
+        #: dropped at deliver (INF: never)
+        self._max_deferral_s = tuple(
+            (_INF if step_s is None else step_s) if v is None else v
+            for v in config.max_deferral_s
+        )
         self._latency_param = latency_parameter(config)
         self._max_s = config.latency_max_s
-        self._hwm = config.high_water_mark
+        # EMERGENCY never reports backpressure (it is never limited)
+        self._hwm = (_INF, *config.high_water_mark[1:])
         self._limit = (_INF, *config.queue_limit[1:])
         #: queue depth up to which staged/batched messages raise no flag and drop nothing
         self._room_bound = tuple(min(h, m) for h, m in zip(self._hwm, self._limit, strict=True))
@@ -920,6 +1045,7 @@ class AgentMessageBus:
         for queue in self._lane_queues:
             self._update_room(queue)
         self._next_store = 0
+        self._deliveries = 0  # deliver() calls since reset
         self._clock_s = 0.0
         self._hist = np.zeros((_N_LANES, self.config.latency_hist_bins), np.int64)
         self._latency_sum_s = np.zeros(_N_LANES)
@@ -1082,6 +1208,8 @@ class AgentMessageBus:
             queue.run_times_s.append(now_s)
             queue.run_topics.append(topic_id)
             queue.now_s, queue.topic = now_s, topic
+            if now_s < queue.min_publish_s:
+                queue.min_publish_s = now_s
         queue.senders.append(sender)
         queue.recipients.append(recipient)
         queue.payloads.append(payload)
@@ -1170,6 +1298,8 @@ class AgentMessageBus:
             queue.earliest_s = None
             if latest_s > queue.latest_s:
                 queue.latest_s = latest_s
+            if now_s < queue.min_publish_s:
+                queue.min_publish_s = now_s
             queue.room = room_bound - (depth + n)
             return np.zeros(n, bool)
         return self._enqueue(queue, topic_id, now_s, sender_ids, recipient_ids, payloads, None)
@@ -1244,6 +1374,8 @@ class AgentMessageBus:
             queue.earliest_s = None
             if latest_s > queue.latest_s:
                 queue.latest_s = latest_s
+            if now_s < queue.min_publish_s:
+                queue.min_publish_s = now_s
             depth += keep
         if depth > self._limit[lane]:
             self._after_enqueue(queue)  # TELEMETRY past its bound: head drop
@@ -1387,7 +1519,10 @@ class AgentMessageBus:
 
         Order: (delivery time, lane), then publish order. Per lane at most the remaining
         capacity of this step is delivered, earliest first; EMERGENCY is always delivered
-        in full. Due messages left over stay queued and count one deferral each.
+        in full. Due messages left over stay queued and count one deferral each. Before
+        that, a lane drops its queued messages past ``max_deferral_s`` (due longer ago than
+        that; counted ``dropped``, listed by :meth:`Delivery.expired`): obsolete messages
+        never take capacity from fresh ones.
 
         :param now_s: current simulated time, s (finite, >= 0, not before the previous
             call).
@@ -1406,12 +1541,19 @@ class AgentMessageBus:
         stores: dict[int, np.ndarray] = {}
         uniform = True
         remaining = self._remaining
+        max_deferral_s = self._max_deferral_s
+        expired: Delivery | None = None  # what this call drops as obsolete (rarely any)
+        self._deliveries += 1  # a lane short at this call records this number
         for queue in queues:
             n_rows = queue.n_rows
             if n_rows == 0:
                 continue
             lane = queue.lane
-            if now_s >= queue.latest_s and n_rows <= remaining[lane] and not queue.lazy_drop:
+            # some queued message may be past its lane's max_deferral_s (never with an
+            # unlimited lane, nor while the oldest publish is recent enough)
+            aging = now_s - queue.min_publish_s > max_deferral_s[lane]
+            if (now_s >= queue.latest_s and n_rows <= remaining[lane] and not queue.lazy_drop
+                    and not aging):
                 # everything queued is due (no latency exceeds latency_max_s) and fits:
                 # hand the rows over as they are, without touching their columns
                 taken: list[_Cols | _Seg] = queue.segments
@@ -1431,6 +1573,7 @@ class AgentMessageBus:
                         uniform = False
                 queue.n_rows = 0
                 queue.earliest_s, queue.latest_s = _INF, -_INF
+                queue.min_publish_s = _INF
                 queue.room = self._room_bound[lane]
                 queue.delivered += n_rows
                 remaining[lane] -= n_rows
@@ -1440,9 +1583,16 @@ class AgentMessageBus:
                 if self._pending_rows >= _FOLD_ROWS or self._pending_parts >= _FOLD_PARTS:
                     self._fold_latencies()
                 continue
-            if self._earliest_s(queue) > now_s:
+            if not aging and self._earliest_s(queue) > now_s:
                 continue  # nothing can be due: skip without touching the columns
             cols = self._materialize(queue)
+            if aging:
+                if expired is None:
+                    expired = Delivery(now_s, [], {}, self._topic_ids, self._topic_names,
+                                       self._empty_batches)
+                cols = self._drop_expired(queue, cols, now_s, max_deferral_s[lane], expired)
+                if not cols.sender.size:
+                    continue
             due = cols.delivery_s <= now_s
             n_due = int(np.count_nonzero(due))
             capacity = remaining[lane]
@@ -1460,6 +1610,7 @@ class AgentMessageBus:
                 queue.deferred += excess
                 queue.deferred_mark_s = now_s
                 n_due = int(capacity)
+                queue.short_at = self._deliveries
                 if n_due == 0:
                     continue
                 due_index = np.flatnonzero(due)
@@ -1473,6 +1624,7 @@ class AgentMessageBus:
                 stores.update(queue.stores)
                 queue.stores = {}
                 queue.earliest_s, queue.latest_s = _INF, -_INF
+                queue.min_publish_s = _INF
             else:
                 taken_cols = _take(cols, due)
                 queue.cols = _take(cols, ~due)
@@ -1481,6 +1633,7 @@ class AgentMessageBus:
                 self._prune_stores(queue)
                 queue.earliest_s = float(queue.cols.delivery_s.min())
                 queue.latest_s = float(queue.cols.delivery_s.max())
+                queue.min_publish_s = float(queue.cols.publish_s.min())
             queue.n_rows -= n_due
             queue.delivered += n_due
             remaining[lane] = capacity - n_due
@@ -1489,9 +1642,46 @@ class AgentMessageBus:
             self._count_pending(n_due)
             parts.append((lane, taken_cols))
             uniform = False
+        if expired is not None and not expired._parts:
+            expired = None
         return Delivery(
-            now_s, parts, stores, self._topic_ids, self._topic_names, self._empty_batches, uniform
+            now_s, parts, stores, self._topic_ids, self._topic_names, self._empty_batches,
+            uniform, expired,
         )
+
+    def _drop_expired(
+        self,
+        queue: _LaneQueue,
+        cols: _Cols,
+        now_s: float,
+        max_deferral_s: float,
+        expired: Delivery,
+    ) -> _Cols:
+        """Drop the lane's queued messages due more than ``max_deferral_s`` before
+        ``now_s`` (vectorized over the materialized ``cols``); they are counted
+        ``dropped``, mark the lane short and are added to ``expired`` (the call's
+        :meth:`Delivery.expired`).
+
+        :return: the lane's remaining columns (also ``queue.cols``).
+        """
+        old = (now_s - cols.delivery_s) > max_deferral_s
+        n_old = int(np.count_nonzero(old))
+        if n_old:
+            gone = _take(cols, old)
+            for store_id in _run_starts(gone.store).tolist():
+                expired._stores[store_id] = queue.stores[store_id]
+            expired._parts.append((queue.lane, gone))
+            cols = queue.cols = _take(cols, ~old) if n_old < cols.sender.size else _EMPTY_COLS
+            self._prune_stores(queue)
+            queue.n_rows -= n_old
+            queue.dropped += n_old
+            queue.short_at = self._deliveries
+            queue.earliest_s = None
+            self._update_room(queue)
+        queue.min_publish_s = float(cols.publish_s.min()) if cols.sender.size else _INF
+        if not cols.sender.size:
+            queue.earliest_s, queue.latest_s = _INF, -_INF
+        return cols
 
     def _count_pending(self, n_rows: int) -> None:
         """Count the rows one ``deliver`` took from a lane (queued in ``_pending_latency``
@@ -1545,9 +1735,20 @@ class AgentMessageBus:
         return self._queues[lane if lane.__class__ is Lane else _as_lane(lane)].dropped
 
     def backpressure(self, lane: Lane) -> bool:
-        """Whether ``lane``'s queue depth currently exceeds its high-water mark."""
+        """Whether ``lane``'s queue depth currently exceeds its high-water mark (never for
+        EMERGENCY)."""
         lane = _as_lane(lane)
         return self._queues[lane].depth > self._hwm[lane]
+
+    def congested(self, lane: Lane) -> bool:
+        """Whether ``lane`` is congested: the last :meth:`deliver` could not hand out
+        everything of it that was due (some deferred beyond capacity, or dropped past
+        ``max_deferral_s``), or its queue is past the high-water mark. Never for
+        EMERGENCY, which is always delivered in full."""
+        if lane.__class__ is not Lane:
+            lane = _as_lane(lane)
+        queue = self._lane_queues[lane]
+        return queue.short_at == self._deliveries or queue.depth > self._hwm[lane]
 
     def _latency_summary(self, hist: np.ndarray, latency_sum_s: float) -> dict[str, float | None]:
         """p50/p99/mean in ms from a latency histogram (``None`` when empty)."""

@@ -432,7 +432,10 @@ class GridSwarmEnv(ParallelEnv):
         self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
                              cfg.market.n_power_levels, dt)
         self.grid.reset()
-        self.bus = AgentMessageBus(cfg.bus, rng=np.random.default_rng(rng.integers(2**63)))
+        # step_s: CONTROL/MARKET messages deferred longer than one agent step are obsolete
+        # (rounds are per step, contracts cover the next step) and dropped by the bus
+        self.bus = AgentMessageBus(cfg.bus, rng=np.random.default_rng(rng.integers(2**63)),
+                                   step_s=dt)
         self.bus.subscribe_many(TOPIC_PRICE, np.arange(n))
         self.bus.subscribe_many(TOPIC_EMERGENCY, np.arange(n))
         self.bus.subscribe(TOPIC_BIDS, OPERATOR)
@@ -788,6 +791,7 @@ class GridSwarmEnv(ParallelEnv):
         self._publish_bids(bid_mw, bid_price, t0)
         self._maybe_broadcast_emergency(t0, t1)
         d1 = self.bus.deliver(gate)
+        congested = self._bus_congested(d1, gate)
         clearing = self._clear(d1.topic(TOPIC_BIDS), t1, gate)
         self.round_index += 1
         self.round_request_mw, self.round_product = self._operator_request(self.round_index,
@@ -797,6 +801,10 @@ class GridSwarmEnv(ParallelEnv):
             self._awaiting_energy_response = True
         self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
         d2 = self.bus.deliver(t1)
+        if self._bus_congested(d2, t1) or congested:
+            # the agents' lanes could not deliver everything due this step: every agent
+            # sees it (observation field ``backpressure``), besides its own bid's flag
+            self.backpressure = np.ones(self.n_agents, dtype=bool)
         late = d2.topic(TOPIC_BIDS)   # delivered after gate closure: they missed the round
         if len(late.senders):
             self.stale_bids += len(late.senders)
@@ -933,6 +941,15 @@ class GridSwarmEnv(ParallelEnv):
             self.bus.publish_batch(TOPIC_FORECAST, self.fleet.solar_forecast_mw[self._const.solar],
                                    lane=Lane.TELEMETRY, senders=solar,
                                    recipients=self._to_operator[:solar.size], now_s=t0)
+
+    def _bus_congested(self, delivery, now_s: float) -> bool:
+        """After a delivery: settle the contracts the bus dropped as obsolete (deferred
+        past ``max_deferral_s``, one agent step by default) and tell whether the lanes the
+        agents use (MARKET: bids and price signals; CONTROL: contracts) were congested."""
+        expired = delivery.expired(TOPIC_CONTRACTS)
+        if len(expired.payloads):
+            self._lose_contracts(expired.payloads.tolist(), now_s, reason="bus_expired")
+        return self.bus.congested(Lane.MARKET) or self.bus.congested(Lane.CONTROL)
 
     def _maybe_broadcast_emergency(self, t0: float, t1: float) -> None:
         """The operator detects the trip after ``detection_delay_s`` and broadcasts it."""
@@ -1085,9 +1102,10 @@ class GridSwarmEnv(ParallelEnv):
             self._reserve_rate, self._reserve_rate_until = rate, until
         return self._reserve_rate
 
-    def _lose_contracts(self, refs, now_s: float) -> None:
-        """Contracts the bus refused (CONTROL lane past its queue limit): the operator,
-        told so by the refusal, counts them as lost, audits them and withdraws any
+    def _lose_contracts(self, refs, now_s: float, reason: str = "bus_refused") -> None:
+        """Contracts the bus refused (``bus_refused``: CONTROL lane past its queue limit) or
+        dropped as obsolete (``bus_expired``: deferred longer than one agent step): the
+        operator, told so by the bus, counts them as lost, audits them and withdraws any
         reserve award among them; they are never dispatched."""
         lost = [self._contract_refs.pop(ref) for ref in refs]
         self.contracts_lost += len(lost)
@@ -1095,10 +1113,11 @@ class GridSwarmEnv(ParallelEnv):
             if signed.contract.product == "reserve":
                 cid = signed.contract.contract_id
                 self._copy_failed(cid, self._copy_done(cid))
-        self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason="bus_refused",
+        self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason=reason,
                               contract_ids=[c.contract.contract_id for c, _ in lost])
-        self.events.append(f"{len(lost)} contract{'' if len(lost) == 1 else 's'} refused by the bus "
-                           "(control lane full)")
+        what = ("refused by the bus (control lane full)" if reason == "bus_refused" else
+                "dropped by the bus (deferred past one step, obsolete)")
+        self.events.append(f"{len(lost)} contract{'' if len(lost) == 1 else 's'} {what}")
 
     def _receive_contracts(self, deliveries: tuple, now_s: float) -> None:
         """Contracts delivered this step, in delivery order, kept for :meth:`_update_signals`.

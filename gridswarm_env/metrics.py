@@ -48,7 +48,8 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
 * ``contracts_signed`` / ``contracts_verified`` / ``contracts_rejected``: the ledger's
   counts this episode (rejected = failed verification at dispatch or authentication on
   receipt); ``contracts_lost``: signed contracts the bus refused (control lane past its
-  queue limit), never delivered. Signed = verified + rejected + lost + those still in
+  queue limit) or dropped as obsolete (deferred longer than one agent step), never
+  delivered. Signed = verified + rejected + lost + those still in
   flight or held (reserve not activated) at the end.
 * ``requirement_energy_mwh`` / ``delivered_energy_mwh`` (extras): the balancing energy
   required, ``Σ |R̄|·h``, and the DER energy delivered in its direction,

@@ -25,6 +25,9 @@ from gridswarm_env.bus import (
     sample_latencies_s,
 )
 
+#: the EMERGENCY entries of the per-lane tuples: fixed (the lane is unlimited by design)
+E_CAP, E_HWM, E_LIMIT = 1_000_000, 100_000, 500_000
+
 
 def make_bus(seed: int = 0, **overrides) -> AgentMessageBus:
     return AgentMessageBus(BusConfig(**overrides), rng=seed)
@@ -249,7 +252,7 @@ def test_publish_batch_copies_rows_and_ids_and_delivers_writeable_columns():
 
 
 def test_partial_delivery_remainder_and_new_batch_are_delivered_in_global_order():
-    bus = make_bus(seed=11, capacity_per_step=(1, 10_000, 10_000, 10_000))
+    bus = make_bus(seed=11, capacity_per_step=(E_CAP, 10_000, 10_000, 10_000))
     bus.publish_batch("t", np.arange(40.0), senders=np.arange(40), now_s=0.0)
     first = bus.deliver(0.012)  # some latencies are due, the others stay queued
     n_first = len(first.topic("t"))
@@ -277,9 +280,9 @@ def test_emergency_never_lost_deferred_or_late_under_flood():
     capacity = 10
     bus = make_bus(
         seed=4,
-        capacity_per_step=(1, capacity, capacity, capacity),
-        high_water_mark=(5, 10_000, 10_000, 500),
-        queue_limit=(5, 50_000, 50_000, 1_000),
+        capacity_per_step=(E_CAP, capacity, capacity, capacity),
+        high_water_mark=(E_HWM, 10_000, 10_000, 500),
+        queue_limit=(E_LIMIT, 50_000, 50_000, 1_000),
     )
     now_s, emergencies = 0.0, 0
     for _step in range(20):
@@ -287,7 +290,7 @@ def test_emergency_never_lost_deferred_or_late_under_flood():
         flood = np.arange(100 * capacity)
         for lane in (Lane.CONTROL, Lane.MARKET, Lane.TELEMETRY):
             bus.publish_batch("flood", flood, lane=lane, senders=flood, now_s=now_s)
-        for k in range(30):  # far above the emergency capacity and high-water entries
+        for k in range(30):  # emergency messages amid the flood of the other lanes
             bus.publish(
                 "grid/emergency", k, lane=Lane.EMERGENCY, sender=-1, recipient=k, now_s=now_s
             )
@@ -324,7 +327,7 @@ def test_a_message_due_exactly_now_is_delivered_by_this_call():
 
 
 def test_emergency_latency_is_within_bound_and_delivered_at_first_due_call():
-    bus = make_bus(seed=8, capacity_per_step=(1, 1, 1, 1))
+    bus = make_bus(seed=8, capacity_per_step=(E_CAP, 1, 1, 1))
     for k in range(200):
         bus.publish("grid/emergency", k, lane=Lane.EMERGENCY, sender=-1, recipient=k, now_s=0.0)
     times = []
@@ -337,7 +340,7 @@ def test_emergency_latency_is_within_bound_and_delivered_at_first_due_call():
 
 
 def test_backpressure_flag_past_high_water_mark():
-    bus = make_bus(high_water_mark=(3, 3, 3, 3), queue_limit=(10, 10, 10, 10))
+    bus = make_bus(high_water_mark=(E_HWM, 3, 3, 3), queue_limit=(E_LIMIT, 10, 10, 10))
     flags = [bus.publish("t", k, sender=0, recipient=1, now_s=0.0) for k in range(5)]
     assert flags == [False, False, False, True, True]
     assert bus.backpressure(Lane.MARKET) and not bus.backpressure(Lane.CONTROL)
@@ -356,7 +359,7 @@ def test_backpressure_flag_past_high_water_mark():
 def test_backpressure_is_off_at_the_high_water_mark_and_on_past_it():
     """``backpressure(lane)`` means depth > high-water mark, as the publish flag: at
     exactly the mark the lane reports none (the mark-th message was not flagged)."""
-    bus = make_bus(high_water_mark=(3, 3, 3, 3), queue_limit=(10, 10, 10, 10))
+    bus = make_bus(high_water_mark=(E_HWM, 3, 3, 3), queue_limit=(E_LIMIT, 10, 10, 10))
     flags = [bus.publish("t", k, sender=0, recipient=1, now_s=0.0) for k in range(3)]
     assert flags == [False, False, False] and bus.queue_depth(Lane.MARKET) == 3
     assert not bus.backpressure(Lane.MARKET)
@@ -365,7 +368,7 @@ def test_backpressure_is_off_at_the_high_water_mark_and_on_past_it():
 
 
 def test_backpressure_counts_messages_queued_across_deliver_calls():
-    bus = make_bus(latency_distribution="constant", high_water_mark=(5,) * 4)
+    bus = make_bus(latency_distribution="constant", high_water_mark=(E_HWM, 5, 5, 5))
     flags = [bus.publish("t", k, sender=0, recipient=1, now_s=0.0) for k in range(3)]
     assert len(bus.deliver(0.001)) == 0  # not due yet: the 3 messages stay queued
     flags += [bus.publish("t", k, sender=0, recipient=1, now_s=0.001) for k in range(3)]
@@ -374,7 +377,7 @@ def test_backpressure_counts_messages_queued_across_deliver_calls():
 
 
 def test_telemetry_is_dropped_oldest_first():
-    bus = make_bus(high_water_mark=(3,) * 4, queue_limit=(5, 5, 5, 3))
+    bus = make_bus(high_water_mark=(E_HWM, 3, 3, 3), queue_limit=(E_LIMIT, 5, 5, 3))
     for k in range(6):
         bus.publish("tel", k, lane=Lane.TELEMETRY, sender=k, recipient=-1, now_s=0.0)
     bus.publish_batch(
@@ -391,7 +394,7 @@ def test_telemetry_is_dropped_oldest_first():
 
 
 def test_telemetry_flood_keeps_memory_bounded_and_newest_messages():
-    bus = make_bus(high_water_mark=(100,) * 4, queue_limit=(100, 100, 100, 100))
+    bus = make_bus(high_water_mark=(E_HWM, 100, 100, 100), queue_limit=(E_LIMIT, 100, 100, 100))
     for k in range(5_000):
         bus.publish("tel", k, lane=Lane.TELEMETRY, sender=0, recipient=1, now_s=0.0)
     queue = bus._queues[Lane.TELEMETRY]  # white-box: storage is compacted under a flood
@@ -401,7 +404,7 @@ def test_telemetry_flood_keeps_memory_bounded_and_newest_messages():
 
 
 def test_market_is_deferred_to_later_steps_not_dropped():
-    bus = make_bus(seed=6, capacity_per_step=(1, 3, 3, 3))
+    bus = make_bus(seed=6, capacity_per_step=(E_CAP, 3, 3, 3))
     for k in range(10):
         bus.publish("grid/bids", k, sender=k, recipient=-1, now_s=0.0)
     delivered: list[int] = []
@@ -423,7 +426,7 @@ def test_market_is_deferred_to_later_steps_not_dropped():
 def test_a_deferred_message_counts_once_per_step_however_many_deliveries():
     """The environment delivers twice a step (gate closure, step end): a bid waiting
     through a step is one deferral, not one per deliver call."""
-    bus = make_bus(seed=6, capacity_per_step=(1, 3, 3, 3))
+    bus = make_bus(seed=6, capacity_per_step=(E_CAP, 3, 3, 3))
     for k in range(10):
         bus.publish("grid/bids", k, sender=k, recipient=-1, now_s=0.0)
     deferred = []
@@ -440,7 +443,7 @@ def test_a_deferred_message_counts_once_per_step_however_many_deliveries():
 
 
 def test_capacity_takes_earliest_due_first_and_is_per_step():
-    bus = make_bus(seed=9, capacity_per_step=(1, 1, 4, 1))
+    bus = make_bus(seed=9, capacity_per_step=(E_CAP, 1, 4, 1))
     bus.publish_batch("t", np.arange(20), senders=np.arange(20), now_s=0.0)
     first = bus.deliver(1.0).topic("t")
     rest = bus.deliver(2.0).topic("t")  # same step: capacity is spent
@@ -455,7 +458,7 @@ def test_a_queue_delivered_whole_spends_the_steps_capacity():
     """A lane whose whole queue is due and fits is handed over in one piece; that
     still spends the step's capacity, so a second deliver call of the step (the
     environment makes two) delivers only what is left of it and defers the rest."""
-    bus = make_bus(seed=9, capacity_per_step=(1, 1, 4, 1))
+    bus = make_bus(seed=9, capacity_per_step=(E_CAP, 1, 4, 1))
     bus.publish_batch("t", np.arange(3), senders=np.arange(3), now_s=0.0)
     assert len(bus.deliver(1.0)) == 3
     bus.publish_batch("t", np.arange(3), senders=np.arange(3), now_s=1.0)
@@ -478,7 +481,7 @@ def test_publishes_at_two_times_in_one_step_are_not_delivered_early():
 
 
 def test_market_past_queue_limit_is_refused_newest_first():
-    bus = make_bus(high_water_mark=(3,) * 4, queue_limit=(5,) * 4)
+    bus = make_bus(high_water_mark=(E_HWM, 3, 3, 3), queue_limit=(E_LIMIT, 5, 5, 5))
     flags = [bus.publish("t", k, sender=k, recipient=-1, now_s=0.0) for k in range(7)]
     assert flags == [False] * 3 + [True] * 4
     batch_flags = bus.publish_batch(
@@ -510,9 +513,9 @@ ops = st.lists(
 def test_accounting_invariant_holds_for_random_sequences(sequence, seed):
     bus = make_bus(
         seed=seed,
-        capacity_per_step=(1, 2, 3, 2),
-        high_water_mark=(4, 4, 5, 3),
-        queue_limit=(4, 6, 8, 5),
+        capacity_per_step=(E_CAP, 2, 3, 2),
+        high_water_mark=(E_HWM, 4, 5, 3),
+        queue_limit=(E_LIMIT, 6, 8, 5),
     )
     bus.subscribe_many("b", np.arange(3))
     now_s, published = 0.0, 0
@@ -541,7 +544,7 @@ def test_accounting_invariant_holds_for_random_sequences(sequence, seed):
 
 # --------------------------------------------------------------------------- determinism
 def _run_scenario(seed: int) -> list[tuple]:
-    bus = make_bus(seed=seed, capacity_per_step=(1, 5, 20, 5))
+    bus = make_bus(seed=seed, capacity_per_step=(E_CAP, 5, 20, 5))
     bus.subscribe_many("grid/price", np.arange(-1, 30))
     out = []
     for step in range(10):
@@ -762,7 +765,7 @@ def test_a_time_of_another_type_is_refused_also_inside_a_publish_run():
         ({"high_water_mark": (1, 2, 3.5, 4)}, r"high_water_mark\[MARKET\] must be an int >= 1"),
         ({"queue_limit": (1, 2, 3, True)}, r"queue_limit\[TELEMETRY\] must be an int >= 1"),
         (
-            {"high_water_mark": (10,) * 4, "queue_limit": (10, 10, 9, 10)},
+            {"high_water_mark": (E_HWM, 10, 10, 10), "queue_limit": (E_LIMIT, 10, 9, 10)},
             r"high_water_mark\[MARKET\]=10 must be <= queue_limit",
         ),
         ({"latency_block_size": 0}, r"latency_block_size must be an int in \[1, 16_777_216\]"),

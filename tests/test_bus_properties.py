@@ -19,7 +19,7 @@ known and the check is exact). Latencies are checked to lie in ``[0, latency_max
 Semantics checked (DESIGN §4 and the module docstring of ``gridswarm_env/bus.py``):
 
 * a publish's flag is ``True`` when its lane's queue depth after it exceeds the lane's
-  high-water mark (also when the message is refused at the hard bound);
+  high-water mark (also when the message is refused at the hard bound; never EMERGENCY);
 * CONTROL/MARKET refuse a message past ``queue_limit`` (counted dropped), TELEMETRY
   drops its oldest queued message, EMERGENCY is never dropped nor limited;
 * ``deliver(now_s)`` hands out, per lane, the due messages (``delivery_time_s <=
@@ -28,6 +28,10 @@ Semantics checked (DESIGN §4 and the module docstring of ``gridswarm_env/bus.py
 * a message due but beyond capacity stays queued (deferred, never lost, order kept)
   and counts one ``deferred`` for every step in which it waited (was due and not taken
   at one or more deliver calls of the step);
+* before that, a lane drops its queued messages due more than ``max_deferral_s`` ago
+  (``None``: the bus's ``step_s``), counted dropped and listed by ``Delivery.expired``;
+  ``congested(lane)`` says the last deliver left a due message or dropped an expired one
+  (or the lane is past its high-water mark; never EMERGENCY);
 * ``published = delivered + dropped + queue_depth`` on every lane after every call;
 * latency p50/p99 cover every delivered message's simulated latency (within one
   histogram bin of the exact inverted-CDF quantile), the mean is exact.
@@ -50,6 +54,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gridswarm_env.bus import LATENCY_DISTRIBUTIONS, AgentMessageBus, BusConfig, Lane
+
+#: the EMERGENCY entries of the per-lane tuples: fixed (the lane is unlimited by design)
+E_CAP, E_HWM, E_LIMIT = 1_000_000, 100_000, 500_000
+_LIMITED = tuple(Lane)[1:]
+#: the agent step the buses here are built with (``step_s``): what a ``None`` entry of
+#: ``max_deferral_s`` stands for
+STEP_S = 0.03
+#: ``max_deferral_s`` entries drawn for CONTROL, MARKET, TELEMETRY
+_DEFERRALS = st.sampled_from([math.inf, math.inf, None, 0.01, 0.04, 0.5])
 
 EXAMPLES = int(os.environ.get("BUS_PROPERTY_EXAMPLES", 60))
 PROPERTY_SETTINGS = settings(
@@ -84,6 +97,7 @@ class RefLane:
     delivered: int = 0
     dropped: int = 0
     remaining: float = 0.0  # capacity left in this step
+    short: bool = False  # the last deliver left a due message or dropped an expired one
     # ``deferred``: each message due but not taken at some deliver call of a step counts
     # once for that step. A message the bus dropped before delivering it has no known
     # time (see the module docstring): whether it was due gives a range (low, high)
@@ -98,6 +112,8 @@ class RefBus:
         self.config = config
         self.delivery_s = delivery_s
         self.lanes = [RefLane() for _ in Lane]
+        self.max_deferral_s = [STEP_S if v is None else v for v in config.max_deferral_s]
+        self.expired: list[RefMessage] = []  # dropped as obsolete by the last deliver
         self.seq = 0
         self.begin_step()
 
@@ -111,7 +127,7 @@ class RefBus:
                     now_s: float) -> bool:
         state = self.lanes[lane]
         depth_after = len(state.queue) + 1
-        flag = depth_after > self.config.high_water_mark[lane]
+        flag = lane != Lane.EMERGENCY and depth_after > self.config.high_water_mark[lane]
         state.published += 1
         limit = self.config.queue_limit[lane]
         if lane in (Lane.CONTROL, Lane.MARKET) and depth_after > limit:
@@ -133,8 +149,16 @@ class RefBus:
 
     def deliver(self, now_s: float) -> list[RefMessage]:
         out = []
+        self.expired = []
         max_s = self.config.latency_max_s
-        for state in self.lanes:
+        for state, max_deferral_s in zip(self.lanes, self.max_deferral_s, strict=True):
+            # obsolete first: due longer ago than max_deferral_s (NaN: never)
+            gone = [m for m in state.queue if now_s - m.delivery_s > max_deferral_s]
+            state.short = bool(gone)
+            if gone:
+                state.queue = [m for m in state.queue if not now_s - m.delivery_s > max_deferral_s]
+                state.dropped += len(gone)
+                self.expired.extend(gone)
             # a kept message the bus never delivered has no known time (NaN): it is not
             # taken here, so it stays queued and the queue depths disagree if it was lost
             due = sorted((m for m in state.queue if m.delivery_s <= now_s),
@@ -147,6 +171,7 @@ class RefBus:
                 assert not surely_due, "a due message was not delivered despite capacity"
                 maybe_due = []
             taken, left = due[:n_take], [m.key for m in due[n_take:]]
+            state.short = state.short or bool(left)
             for bound, waiting in enumerate((left + surely_due, left + maybe_due)):
                 counted = state.counted[bound]
                 fresh = set(waiting) - counted
@@ -158,7 +183,13 @@ class RefBus:
             state.queue = [m for m in state.queue if m.key not in taken_keys]
             out.extend(taken)
         out.sort(key=lambda m: (m.delivery_s, m.lane, m.seq))
+        self.expired.sort(key=lambda m: (m.delivery_s, m.lane, m.seq))
         return out
+
+    def congested(self) -> list[bool]:
+        """Per lane: short at the last deliver, or past the high-water mark (not EMERGENCY)."""
+        return [s.short or (lane != Lane.EMERGENCY and len(s.queue) > self.config.high_water_mark[lane])
+                for lane, s in zip(Lane, self.lanes, strict=True)]
 
     def counters(self) -> dict[str, dict]:
         """Counters per lane; ``deferred`` as a (low, high) range."""
@@ -201,15 +232,16 @@ operations = st.lists(
 @st.composite
 def configs(draw) -> BusConfig:
     distribution = draw(st.sampled_from(LATENCY_DISTRIBUTIONS))
-    hwm = tuple(draw(st.integers(1, 6)) for _ in Lane)
-    limit = tuple(h + draw(st.integers(0, 4)) for h in hwm)
+    hwm = (E_HWM, *(draw(st.integers(1, 6)) for _ in _LIMITED))
+    limit = (E_LIMIT, *(h + draw(st.integers(0, 4)) for h in hwm[1:]))
     mean_s, max_s = draw(st.sampled_from([(0.015, 0.05), (0.002, 0.004), (0.03, 0.2)]))
     return BusConfig(
         latency_mean_s=mean_s,
         latency_max_s=max_s,
         latency_hist_bins=draw(st.sampled_from([16, 100, 5_000])),
         latency_distribution=distribution,
-        capacity_per_step=tuple(draw(st.integers(1, 4)) for _ in Lane),
+        capacity_per_step=(E_CAP, *(draw(st.integers(1, 4)) for _ in _LIMITED)),
+        max_deferral_s=(math.inf, *(draw(_DEFERRALS) for _ in _LIMITED)),
         high_water_mark=hwm,
         queue_limit=limit,
         latency_block_size=draw(st.sampled_from([3, 64, 65_536])),
@@ -231,18 +263,19 @@ big_operations = st.lists(
 
 @st.composite
 def big_configs(draw) -> BusConfig:
-    hwm = tuple(draw(st.integers(200, 1_500)) for _ in Lane)
+    hwm = (E_HWM, *(draw(st.integers(200, 1_500)) for _ in _LIMITED))
     return BusConfig(
         latency_distribution=draw(st.sampled_from(LATENCY_DISTRIBUTIONS)),
-        capacity_per_step=tuple(draw(st.integers(100, 1_500)) for _ in Lane),
+        capacity_per_step=(E_CAP, *(draw(st.integers(100, 1_500)) for _ in _LIMITED)),
+        max_deferral_s=(math.inf, *(draw(_DEFERRALS) for _ in _LIMITED)),
         high_water_mark=hwm,
-        queue_limit=tuple(h + draw(st.integers(0, 800)) for h in hwm),
+        queue_limit=(E_LIMIT, *(h + draw(st.integers(0, 800)) for h in hwm[1:])),
         latency_block_size=draw(st.sampled_from([500, 65_536])),
     )
 
 
 def new_bus(config: BusConfig, seed: int) -> AgentMessageBus:
-    bus = AgentMessageBus(config, rng=seed)
+    bus = AgentMessageBus(config, rng=seed, step_s=STEP_S)
     for topic, subscribers in SUBSCRIBERS.items():
         if subscribers:
             bus.subscribe_many(topic, np.array(subscribers))
@@ -258,9 +291,10 @@ def message_rows(delivery) -> list[tuple]:
     ]
 
 
-def topic_rows(delivery, topic: str) -> list[tuple]:
-    """The same rows from the per-topic columnar view (a separate code path)."""
-    batch = delivery.topic(topic)
+def topic_rows(delivery, topic: str, expired: bool = False) -> list[tuple]:
+    """The same rows from the per-topic columnar view (a separate code path); with
+    ``expired``, of the messages the call dropped as obsolete."""
+    batch = delivery.expired(topic) if expired else delivery.topic(topic)
     return [
         ((int(p), int(r)), int(lane), topic, int(s), int(r), float(pt), float(dt))
         for p, s, r, lane, pt, dt in zip(
@@ -350,10 +384,13 @@ def check_storage_bounded(bus: AgentMessageBus) -> None:
 def deliver_entry(bus: AgentMessageBus, op: tuple, now_s: float, late: bool = False):
     """The trace entry of one ``deliver`` (a callable building it, when ``late``)."""
     delivery = bus.deliver(now_s)
+    congested = [bus.congested(lane) for lane in Lane]
 
     def entry() -> tuple:
         per_topic = {topic: topic_rows(delivery, topic) for topic in TOPICS}
-        return ("deliver", op, now_s, message_rows(delivery), per_topic, len(delivery))
+        expired = [row for topic in TOPICS for row in topic_rows(delivery, topic, True)]
+        return ("deliver", op, now_s, message_rows(delivery), per_topic, len(delivery),
+                expired, congested)
 
     return entry if late else entry()
 
@@ -361,7 +398,8 @@ def deliver_entry(bus: AgentMessageBus, op: tuple, now_s: float, late: bool = Fa
 def replay_reference(config: BusConfig, trace: list[tuple]) -> None:
     """Check every entry of the bus's trace against the reference model."""
     delivery_s = {
-        row[0]: row[6] for entry in trace if entry[0] == "deliver" for row in entry[3]
+        row[0]: row[6] for entry in trace if entry[0] == "deliver"
+        for row in (*entry[3], *entry[6])
     }
     ref = RefBus(config, delivery_s)
     latencies_ms: list[list[float]] = [[] for _ in Lane]
@@ -387,7 +425,7 @@ def replay_reference(config: BusConfig, trace: list[tuple]) -> None:
             ref = RefBus(config, delivery_s)
             latencies_ms = [[] for _ in Lane]
         elif kind == "deliver":
-            _, op, now_s, rows, per_topic, n_delivered = entry
+            _, op, now_s, rows, per_topic, n_delivered, expired, congested = entry
             if op[2]:
                 ref.begin_step()
             want = [
@@ -398,6 +436,10 @@ def replay_reference(config: BusConfig, trace: list[tuple]) -> None:
             assert n_delivered == len(want)
             for topic in TOPICS:
                 assert per_topic[topic] == [row for row in want if row[2] == topic], topic
+            gone = [(m.key, m.lane, m.topic, m.sender, m.recipient, m.publish_s, m.delivery_s)
+                    for m in ref.expired]
+            assert expired == [row for topic in TOPICS for row in gone if row[2] == topic]
+            assert congested == ref.congested(), (entry, ref.congested())
             for row in rows:
                 latency_s = row[6] - row[5]
                 assert 0.0 <= latency_s <= config.latency_max_s * (1 + 1e-9), row
@@ -582,8 +624,8 @@ def test_refused_calls_raise_and_change_nothing(config, ops, bad, seed):
 def test_each_refused_call_after_a_publish_run(pick):
     """Every candidate of :func:`bad_calls`, once, right after a single publish that
     opened a run at t = 0 (the fast path) and once after a deliver."""
-    config = BusConfig(capacity_per_step=(2,) * 4, high_water_mark=(3,) * 4,
-                       queue_limit=(4,) * 4)
+    config = BusConfig(capacity_per_step=(E_CAP, 2, 2, 2), high_water_mark=(E_HWM, 3, 3, 3),
+                       queue_limit=(E_LIMIT, 4, 4, 4))
     for lane in (Lane.CONTROL, Lane.MARKET):
         ops = [("pub", int(lane), 0, 1, 0, 0.0), ("pub", int(lane), 0, 2, 0, 0.0),
                ("deliver", 0.03, True), ("pub", int(lane), 1, 3, 4, 0.0)]
@@ -605,8 +647,8 @@ def test_a_message_deferred_then_dropped_in_the_same_step_still_counts():
     """Telemetry dropped between two deliver calls of a step: the messages the first call
     deferred waited in the step, and the later call's new waiting messages count too."""
     bus = AgentMessageBus(
-        BusConfig(latency_distribution="constant", capacity_per_step=(1, 1, 1, 1),
-                  high_water_mark=(3,) * 4, queue_limit=(3,) * 4),
+        BusConfig(latency_distribution="constant", capacity_per_step=(E_CAP, 1, 1, 1),
+                  high_water_mark=(E_HWM, 3, 3, 3), queue_limit=(E_LIMIT, 3, 3, 3)),
         rng=0,
     )
     bus.publish_batch("tel", np.arange(3), lane=Lane.TELEMETRY, senders=0, now_s=0.0)

@@ -190,7 +190,9 @@ def test_tiny_market_capacity_defers_bids_and_hurts_the_market() -> None:
     assert m_tiny["consensus_rate"] < m_default["consensus_rate"]
     assert m_tiny["executed_violations"] == 0
     assert m_tiny["steps"] == 150
-    assert m_tiny["stale_bids"] > 0          # deferred bids reach the operator after gate closure
+    # bids deferred past one agent step are obsolete: the bus drops them instead of
+    # letting them take the next step's capacity from fresh bids
+    assert m_tiny["bus_dropped"] > 0 and m_default["bus_dropped"] == 0
 
 
 # --------------------------------------------------------------------------- KPI definitions

@@ -24,6 +24,8 @@ from policies import make_policy
 from tests.episodes import play
 
 N_AGENTS = 40
+#: the EMERGENCY entries of the bus tuples: fixed (the lane is unlimited by design)
+E_HWM, E_LIMIT = 100_000, 500_000
 
 
 def _forge_reserve(env, signed, owners):
@@ -97,8 +99,8 @@ def test_reserve_that_is_not_held_earns_nothing_and_is_not_counted_on(honest, at
 
 def test_contracts_refused_by_a_full_control_lane_are_counted_and_not_paid():
     big = 10**6
-    tight = BusConfig(capacity_per_step=(big, 3, big, big), high_water_mark=(big, 3, big, big),
-                      queue_limit=(big, 3, big, big))
+    tight = BusConfig(capacity_per_step=(big, 3, big, big), high_water_mark=(E_HWM, 3, big, big),
+                      queue_limit=(E_LIMIT, 3, big, big))
     raw, m, _trace = _run(config=EnvConfig(trust="hmac", bus=tight), scenario="price_spike")
     assert m["contracts_lost"] > 0
     assert m["contracts_lost"] == m["bus_dropped"]
@@ -116,8 +118,8 @@ def test_lost_reserve_is_withdrawn_from_the_books():
     """The operator's books (awards) = reserve held + reserve still in transit, at every
     step: a contract the bus refused is off the books at once."""
     big = 10**6
-    tight = BusConfig(capacity_per_step=(big, 3, big, big), high_water_mark=(big, 3, big, big),
-                      queue_limit=(big, 3, big, big))
+    tight = BusConfig(capacity_per_step=(big, 3, big, big), high_water_mark=(E_HWM, 3, big, big),
+                      queue_limit=(E_LIMIT, 3, big, big))
     env = gridswarm_env.parallel_env(scenario="emergency", n_agents=N_AGENTS, trust="hmac",
                                      config=EnvConfig(trust="hmac", bus=tight))
     raw = env.unwrapped
@@ -228,8 +230,8 @@ def test_an_award_leaves_the_books_once_and_only_when_no_copy_can_still_stand(at
     """Code review: each bad copy withdrew the award again, so the books fell below what
     was held and the operator bought (and paid for) reserve beyond its target."""
     big = 10**6
-    bus = BusConfig(queue_limit=(big, queue_limit, big, big),
-                    high_water_mark=(big, queue_limit, big, big))
+    bus = BusConfig(queue_limit=(E_LIMIT, queue_limit, big, big),
+                    high_water_mark=(E_HWM, queue_limit, big, big))
     env = gridswarm_env.parallel_env(scenario="emergency", n_agents=N_AGENTS, trust="hmac",
                                      adversary=attack, config=EnvConfig(trust="hmac", bus=bus))
     raw = env.unwrapped
