@@ -50,7 +50,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gridswarm_env.bus import LATENCY_DISTRIBUTIONS, AgentMessageBus, BusConfig, Lane
@@ -98,6 +98,9 @@ class RefLane:
     dropped: int = 0
     remaining: float = 0.0  # capacity left in this step
     short: bool = False  # the last deliver left a due message or dropped an expired one
+    # ... or may have: a message of unknown time (never delivered in the trace) that may
+    # have been due while the capacity ran out
+    maybe_short: bool = False
     # ``deferred``: each message due but not taken at some deliver call of a step counts
     # once for that step. A message the bus dropped before delivering it has no known
     # time (see the module docstring): whether it was due gives a range (low, high)
@@ -171,7 +174,8 @@ class RefBus:
                 assert not surely_due, "a due message was not delivered despite capacity"
                 maybe_due = []
             taken, left = due[:n_take], [m.key for m in due[n_take:]]
-            state.short = state.short or bool(left)
+            state.short = state.short or bool(left) or bool(surely_due)
+            state.maybe_short = state.short or bool(maybe_due)
             for bound, waiting in enumerate((left + surely_due, left + maybe_due)):
                 counted = state.counted[bound]
                 fresh = set(waiting) - counted
@@ -186,10 +190,14 @@ class RefBus:
         self.expired.sort(key=lambda m: (m.delivery_s, m.lane, m.seq))
         return out
 
-    def congested(self) -> list[bool]:
-        """Per lane: short at the last deliver, or past the high-water mark (not EMERGENCY)."""
-        return [s.short or (lane != Lane.EMERGENCY and len(s.queue) > self.config.high_water_mark[lane])
-                for lane, s in zip(Lane, self.lanes, strict=True)]
+    def congested(self) -> list[tuple[bool, bool]]:
+        """Per lane, as a (low, high) range: short at the last deliver, or past the
+        high-water mark (not EMERGENCY); a message of unknown time leaves it open."""
+        out = []
+        for lane, s in zip(Lane, self.lanes, strict=True):
+            past = lane != Lane.EMERGENCY and len(s.queue) > self.config.high_water_mark[lane]
+            out.append((s.short or past, s.maybe_short or past))
+        return out
 
     def counters(self) -> dict[str, dict]:
         """Counters per lane; ``deferred`` as a (low, high) range."""
@@ -439,7 +447,8 @@ def replay_reference(config: BusConfig, trace: list[tuple]) -> None:
             gone = [(m.key, m.lane, m.topic, m.sender, m.recipient, m.publish_s, m.delivery_s)
                     for m in ref.expired]
             assert expired == [row for topic in TOPICS for row in gone if row[2] == topic]
-            assert congested == ref.congested(), (entry, ref.congested())
+            assert all(low <= got <= high for got, (low, high)
+                       in zip(congested, ref.congested(), strict=True)), (entry, ref.congested())
             for row in rows:
                 latency_s = row[6] - row[5]
                 assert 0.0 <= latency_s <= config.latency_max_s * (1 + 1e-9), row
@@ -494,6 +503,18 @@ def check_latency_stats(config: BusConfig, stats: dict, latencies_ms: list[float
 # --------------------------------------------------------------------------- properties
 @PROPERTY_SETTINGS
 @given(config=configs(), ops=operations, seed=st.integers(0, 2**16))
+# found in CI: a MARKET message the bus dropped unseen (never delivered: its time unknown
+# to the model) was due while the capacity ran out, so the lane was congested; the
+# model's congested() is a (low, high) range for such messages
+@example(config=BusConfig(latency_mean_s=0.015, latency_max_s=0.05,
+                          latency_distribution="exponential", latency_sigma=0.5,
+                          capacity_per_step=(1000000, 1, 1, 1),
+                          high_water_mark=(100000, 1, 1, 1), queue_limit=(500000, 1, 2, 1),
+                          max_deferral_s=(math.inf,) * 4, latency_block_size=3,
+                          latency_hist_bins=16),
+         ops=[("pub", 0, 0, None, 0, 0.0), ("pub", 0, 0, None, 0, 0.0),
+              ("pub", 2, 0, None, 0, 0.0), ("deliver", 0.015, False), ("reset",)],
+         seed=0)
 def test_bus_matches_the_reference_model(config, ops, seed):
     trace = run_bus(new_bus(config, seed), ops)
     replay_reference(config, trace)
