@@ -68,7 +68,7 @@ SUMMARY_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("contracts_signed", "contracts signed", "", "{:d}"),
     ("contracts_verified", "contracts verified", "", "{:d}"),
     ("contracts_rejected", "contracts rejected", "", "{:d}"),
-    ("contracts_lost", "contracts lost (bus refused)", "", "{:d}"),
+    ("contracts_lost", "contracts lost (never delivered)", "", "{:d}"),
     ("blocked_attempts", "blocked attempts", "", "{:d}"),
     ("executed_violations", "executed violations", "", "{:d}"),
     ("bus_published", "bus messages published", "", "{:d}"),

@@ -293,7 +293,8 @@ class BusConfig:
         unlimited (dropped oldest first past ``queue_limit``), EMERGENCY must be ``inf`` (never
         deferred). Without binding capacity no message ever waits that long: the
         environment delivers at gate closure and at the step end, both less than a step
-        apart.
+        apart (so ``EnvConfig`` refuses CONTROL and MARKET entries below ``dt_s``: a
+        message on time may wait up to ``max(gate_s, dt_s - gate_s)`` for its delivery).
     :param latency_block_size: latencies pre-sampled per RNG call (1 to 2**24).
     :param latency_hist_bins: bins of the per-lane latency histogram over
         ``[0, latency_max_s]`` used for p50/p99 (resolution ``latency_max_s / bins``;

@@ -662,3 +662,17 @@ class EnvConfig:
                 f"{owner}: market.gate_s ({self.market.gate_s}) must be shorter than "
                 f"dt_s ({self.dt_s})"
             )
+        from gridswarm_env.bus import Lane
+
+        for lane in (Lane.CONTROL, Lane.MARKET):
+            limit = self.bus.max_deferral_s[lane]
+            if limit is not None and limit < self.dt_s:
+                # the environment delivers at gate closure and at the step's end, so a
+                # message on time can wait up to max(gate_s, dt_s - gate_s) for the next
+                raise ValueError(
+                    f"{owner}.bus.max_deferral_s[{lane.name}] = {limit!r} s is shorter than "
+                    f"one agent step (dt_s = {self.dt_s!r} s): the environment delivers at "
+                    "gate closure and at the step's end, so a message on time waits up to "
+                    f"{max(self.market.gate_s, self.dt_s - self.market.gate_s):g} s for its "
+                    "delivery and would be dropped; expected None (one agent step) or at "
+                    "least dt_s")

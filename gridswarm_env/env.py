@@ -493,7 +493,7 @@ class GridSwarmEnv(ParallelEnv):
         self._next_ref = 0
         self._arrived: list = []   # contracts delivered this step: (signed, owner), in order
         self._arrived_reserve = False   # a reserve contract among them
-        self.contracts_lost = 0    # contracts the bus refused (CONTROL lane full)
+        self.contracts_lost = 0    # contracts the bus refused (CONTROL lane full) or dropped
         self.stale_bids = 0
         # what agents know (from delivered messages)
         # the last price signal each agent received: one record per agent (written per
@@ -1016,7 +1016,11 @@ class GridSwarmEnv(ParallelEnv):
             for sc_, o in zip(signed, owners, strict=True):
                 self._reserve_awards[sc_.contract.contract_id] = (o, sc_.contract.power_mw)
         if self.adversary is not None:
-            signed, owners = self.adversary(self, signed, owners)
+            tampered = self.adversary(self, signed, owners)
+            if not isinstance(tampered, tuple) or len(tampered) != 2:
+                raise TypeError(f"adversary returned {type(tampered).__name__}: expected "
+                                "(signed contracts, recipients), as it was given")
+            signed, owners = tampered
             _check_tampered(signed, owners, n)
             recipients = np.asarray(owners, dtype=np.int64)
         if is_reserve:   # copies on their way (an adversary may add or drop some)

@@ -172,3 +172,20 @@ def test_contracts_deferred_past_one_step_are_lost_not_left_on_the_books():
     assert len(raw._contract_refs) == queued
     reasons = {e.fields.get("reason") for e in raw.audit_log.entries if e.kind == "contract_lost"}
     assert reasons == {"bus_expired"}
+
+
+@pytest.mark.parametrize("limit", [0.1, 0.5, 0.74])
+def test_the_environment_refuses_an_age_limit_below_one_step(limit):
+    """New-user review: max_deferral_s = 0.74 with dt_s = 1 dropped 17 216 messages that
+    were never deferred (3 117 contracts lost, consensus still 1.0): the environment
+    delivers at gate closure and at the step's end, so a message on time waits up to
+    0.75 s. Values below dt_s are refused; dt_s itself and None keep every message."""
+    from gridswarm_env.config import EnvConfig
+
+    with pytest.raises(ValueError, match=(
+            r"EnvConfig.bus.max_deferral_s\[CONTROL\] = .* shorter than one agent step "
+            r"\(dt_s = 1.0 s\).*waits up to 0.75 s")):
+        EnvConfig(bus=BusConfig(max_deferral_s=(math.inf, limit, None, math.inf)))
+    with pytest.raises(ValueError, match=r"max_deferral_s\[MARKET\]"):
+        EnvConfig(bus=BusConfig(max_deferral_s=(math.inf, None, limit, math.inf)))
+    EnvConfig(bus=BusConfig(max_deferral_s=(math.inf, 1.0, 1.0, math.inf)))

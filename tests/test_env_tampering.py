@@ -344,7 +344,7 @@ class _Hostile:
 
 
 @pytest.mark.parametrize("put", ["object", "hostile", "subclass", "owners", 999, -1, 2.5, "x",
-                                 None, True])
+                                 None, True, "nothing"])
 def test_an_adversary_puts_only_signed_contracts_on_the_bus(put: object) -> None:
     """Crypto review: the environment read attributes of whatever the adversary put on
     the bus before the ledger's checks (a plain object: AttributeError deep in step();
@@ -360,6 +360,8 @@ def test_an_adversary_puts_only_signed_contracts_on_the_bus(put: object) -> None
     def adversary(env, signed, owners):
         if not signed:
             return signed, owners
+        if put == "nothing":   # review: "cannot unpack non-iterable NoneType object"
+            return None
         if put == "object":
             signed[0] = object()
         elif put == "hostile":
@@ -388,6 +390,8 @@ def test_an_adversary_puts_only_signed_contracts_on_the_bus(put: object) -> None
                 "index, an integer from 0 to 19")
     if put == "x":
         says = "adversary returned recipient 'x' at position 0"
+    if put == "nothing":
+        says = r"adversary returned NoneType: expected \(signed contracts, recipients\)"
     with pytest.raises(TypeError, match=says):
         while raw.agents:
             mask = raw.action_masks()[:, :N_POWER]

@@ -49,7 +49,7 @@ def test_a_run_below_one_rollout_says_what_it_trains_and_logs_the_update(tmp_pat
 @pytest.mark.parametrize(("threads", "load", "cpus", "policy", "warned"), [
     (1, 5.0, 2, "", False),          # one thread: nothing to wait for
     (2, 0.2, 2, "", False),          # both cores free
-    (2, 0.6, 2, "", True),           # another process holds a core
+    (2, 0.6, 2, "", True),           # another process holds (most of) a core
     (2, 1.4, 4, "", False),          # two of four cores taken, two left for the threads
     (2, 2.6, 4, "", True),
     (2, 1.9, 2, "passive", False),   # threads sleep instead of spinning while they wait
@@ -59,11 +59,29 @@ def test_a_run_below_one_rollout_says_what_it_trains_and_logs_the_update(tmp_pat
 def test_torch_threads_warn_when_the_cores_are_taken(threads, load, cpus, policy, warned):
     """2 torch threads with the second core busy trained 3-75x slower than 1 (spinning
     threads wait for a time slice): the command line says so before it trains."""
-    said = threads_warning(threads, load_1min=load, cpus=cpus, wait_policy=policy)
+    said = threads_warning(threads, busy=load, cpus=cpus, wait_policy=policy)
     assert (said is not None) == warned
     if warned:
         assert said.startswith(f"--torch-threads {threads} ")
         assert "--torch-threads 1 trains as fast or faster" in said
+
+
+def test_busy_cores_reads_the_cpu_time_spent_meanwhile(tmp_path, monkeypatch):
+    """New-user review: the 1-minute load average counted the user's own training that
+    had just ended, and warned on an idle machine. busy_cores reads /proc/stat before and
+    after a short sleep: the busy share of the CPU time spent, times the cores."""
+    import os
+
+    from train.__main__ import busy_cores
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 ...\n")
+    after = "cpu  200 0 200 750 150 0 0 0 0 0\n"   # 300 spent, 100 of them idle or iowait
+    monkeypatch.setattr("time.sleep", lambda _s: stat.write_text(after))
+    assert busy_cores(0.2, str(stat)) == pytest.approx(2 / 3 * (os.cpu_count() or 1))
+    stat.write_text("not a stat file\n")
+    assert busy_cores(0.2, str(stat)) is None
+    assert busy_cores(0.2, str(tmp_path / "missing")) is None
 
 
 def test_the_threads_warning_is_printed_before_the_run(tmp_path, capsys, monkeypatch):
@@ -103,6 +121,19 @@ def test_timestep_notes_of_the_defaults():
     # two rollouts of 60 steps end exactly at the end of an emergency episode (120 steps)
     assert TrainConfig(scenario="emergency", n_agents=5, n_steps=60,
                        total_timesteps=600).timestep_notes() == []
+
+
+def test_with_a_copy_per_scenario_the_short_run_note_names_what_is_logged():
+    """New-user review: with --envs 3 --scenario all the copies keep to their scenarios,
+    so the note's "may finish no episode" and "no episode KPIs" were wrong: the copies on
+    the 300-step scenarios finish nothing and emergency's KPIs are logged."""
+    said = TrainConfig(scenario="all", n_envs=3, n_agents=10,
+                       total_timesteps=6400).timestep_notes()
+    assert said[-1] == (
+        "price_spike and solar_surplus episodes are 300 steps, more than this run's 256 "
+        "steps per env copy: the copies playing them finish no episode, so only emergency "
+        "episode KPIs (grid/, market/, trust/, kernel/) are logged: use --timesteps 9,600 "
+        "or more to see them all")
 
 
 def test_a_run_that_fits_only_the_shorter_episodes_says_so(tmp_path, capsys):

@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="agent-steps to train in this run (default: %(default)s)")
     a("--logdir", default=DEFAULTS.logdir, help="parent of run directories (default: %(default)s)")
     a("--out", default=None, metavar="PATH",
-      help="model file to write; .zip is appended when missing (default: "
-           "<logdir>/<run>/model.zip)")
+      help="model file to write; .zip is appended when missing, a name ending in .json "
+           "(the record's suffix) is refused (default: <logdir>/<run>/model.zip)")
     a("--overwrite", action="store_true",
       help="replace an existing --out model and its .json record (default: refuse)")
     a("--limits", default=None, metavar="FILE",
@@ -360,8 +360,34 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
     return config
 
 
-def threads_warning(torch_threads: int, load_1min: float | None = None,
-                    cpus: int | None = None, wait_policy: str | None = None) -> str | None:
+def busy_cores(interval_s: float = 0.2, stat_path: str = "/proc/stat") -> float | None:
+    """How many cores the machine's other processes keep busy now: the busy share of all
+    CPU time over ``interval_s`` (``/proc/stat``; this process sleeps meanwhile) times
+    the machine's cores; None where ``/proc/stat`` cannot be read. Unlike the load
+    average, it does not count processes that ended in the last minute (a run just
+    before this one)."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open(stat_path) as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+        return sum(fields[:8]), idle   # user..steal (guest time is inside user)
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval_s)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    spent = total1 - total0
+    if spent <= 0:
+        return None
+    return (spent - (idle1 - idle0)) / spent * (os.cpu_count() or 1)
+
+
+def threads_warning(torch_threads: int, busy: float | None = None, cpus: int | None = None,
+                    wait_policy: str | None = None) -> str | None:
     """A warning for ``--torch-threads N`` (N > 1) when the machine has no free core for
     each thread, else None.
 
@@ -375,8 +401,8 @@ def threads_warning(torch_threads: int, load_1min: float | None = None,
     rate, 17 600-20 300 against 20 800-25 000), so the advice is one thread.
 
     :param torch_threads: the ``--torch-threads`` value.
-    :param load_1min: the 1-minute load average (default: :func:`os.getloadavg`; the
-        run's own process has barely started, so it counts the others).
+    :param busy: cores other processes keep busy (default: :func:`busy_cores`, measured
+        over 0.2 s; the 1-minute load average where that cannot be read).
     :param cpus: cores this process may use (default: its affinity mask).
     :param wait_policy: ``OMP_WAIT_POLICY`` (default: from the environment).
     """
@@ -394,19 +420,20 @@ def threads_warning(torch_threads: int, load_1min: float | None = None,
         wait_policy = os.environ.get("OMP_WAIT_POLICY", "")
     if wait_policy.strip().upper() == "PASSIVE":
         return None
-    if load_1min is None:
-        try:
-            load_1min = os.getloadavg()[0]
-        except (AttributeError, OSError):   # pragma: no cover - no load average
-            return None
-    busy = load_1min - (cpus - torch_threads)
-    if busy < 0.5:
+    measured = "measured over 0.2 s"
+    if busy is None:
+        busy = busy_cores()
+        if busy is None:
+            try:
+                busy, measured = os.getloadavg()[0], "the 1-minute load average"
+            except (AttributeError, OSError):   # pragma: no cover - no load average
+                return None
+    if busy - (cpus - torch_threads) < 0.5:
         return None
-    return (f"--torch-threads {torch_threads} with a 1-minute load average of "
-            f"{load_1min:.2f} on {cpus} cores: other processes hold the cores the threads "
-            "need, and torch's threads spin while they wait for each other (2 threads "
-            "with the second core busy trained 3-75x slower than 1 on the development "
-            f"machine); {advice}")
+    return (f"--torch-threads {torch_threads} while other processes keep {busy:.1f} of "
+            f"{cpus} cores busy ({measured}): torch's threads spin while they wait for "
+            "each other's cores (2 threads with the second core busy trained 3-75x slower "
+            f"than 1 on the development machine); {advice}")
 
 
 def reward_changes(args: argparse.Namespace, config: TrainConfig,

@@ -439,6 +439,17 @@ class TrainConfig:
             # than its steps finishes none
             longer = sorted(name for name, n in steps_of.items() if n > per_copy)
             shorter = sorted(name for name, n in steps_of.items() if n <= per_copy)
+            if self.n_envs >= len(steps_of):
+                # copies start on different scenarios and keep away from the others'
+                # (train.adapter): the copies on the longer ones finish nothing
+                notes.append(
+                    f"{' and '.join(longer)} episodes are "
+                    f"{'-'.join(f'{n:,}' for n in sorted({steps_of[x] for x in longer}))} "
+                    f"steps, more than this run's {per_copy} steps per env copy: the copies "
+                    f"playing {'them' if len(longer) > 1 else 'it'} finish no episode, so "
+                    f"only {' and '.join(shorter)} episode KPIs (grid/, market/, trust/, "
+                    f"kernel/) are logged: use --timesteps {need:,} or more to see them all")
+                return notes
             notes.append(
                 f"{' and '.join(longer)} episodes are "
                 f"{'-'.join(f'{n:,}' for n in sorted({steps_of[x] for x in longer}))} steps, "
