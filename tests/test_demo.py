@@ -220,7 +220,7 @@ def test_emergency_event_and_response_are_reported(runs) -> None:
     for label, value, unit in (
             ("max. RoCoF (rate of change of f)", f"{m['max_rocof_hz_per_s']:.4f}", "Hz/s"),
             ("max. deviation from 60 Hz", f"{m['max_abs_deviation_hz']:.4f}", "Hz"),
-            ("contracts lost (bus refused)", f"{m['contracts_lost']:d}", "")):
+            ("contracts lost (never delivered)", f"{m['contracts_lost']:d}", "")):
         assert re.search(rf"│ {re.escape(label)}\s+│\s+{re.escape(value)} │ {re.escape(unit)}\s*│",
                          summary), label
     assert m["max_rocof_hz_per_s"] > 0 and m["max_abs_deviation_hz"] > 0
@@ -689,8 +689,8 @@ def test_plain_line_shows_the_requirement_beside_the_request() -> None:
 def test_summary_table_shows_rocof_deviation_and_lost_contracts() -> None:
     """Review: the end-of-run summary lacked ``max_rocof_hz_per_s`` and
     ``max_abs_deviation_hz`` (DESIGN §8; the RoCoF is the ``emergency`` scenario's
-    protection KPI) and ``contracts_lost`` (signed contracts the bus refused). They are
-    read from the KPI dict, formatted with units like the other rows; every row is a
+    protection KPI) and ``contracts_lost`` (signed contracts never delivered: refused or
+    dropped by the bus). They are read from the KPI dict, formatted with units like the other rows; every row is a
     key of :meth:`episode_metrics` (one definition, :mod:`gridswarm_env.metrics`)."""
     from gridswarm_env.config import CostConfig
     from gridswarm_env.metrics import MetricsAccumulator
@@ -702,7 +702,7 @@ def test_summary_table_shows_rocof_deviation_and_lost_contracts() -> None:
     text = console.file.getvalue()
     assert re.search(r"│ max\. RoCoF \(rate of change of f\)\s+│\s+0\.0515 │ Hz/s │", text)
     assert re.search(r"│ max\. deviation from 60 Hz\s+│\s+0\.0305 │ Hz\s+│", text)
-    assert re.search(r"│ contracts lost \(bus refused\)\s+│\s+3 │\s+│", text)
+    assert re.search(r"│ contracts lost \(never delivered\)\s+│\s+3 │\s+│", text)
     keys = MetricsAccumulator(CostConfig(), 1.0, 0.05, 0.0, None).result(
         contracts={}, bus_totals={}).keys()
     assert {key for key, *_ in dashboard.SUMMARY_ROWS} <= set(keys)
