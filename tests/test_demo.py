@@ -690,8 +690,9 @@ def test_summary_table_shows_rocof_deviation_and_lost_contracts() -> None:
     """Review: the end-of-run summary lacked ``max_rocof_hz_per_s`` and
     ``max_abs_deviation_hz`` (DESIGN §8; the RoCoF is the ``emergency`` scenario's
     protection KPI) and ``contracts_lost`` (signed contracts never delivered: refused or
-    dropped by the bus). They are read from the KPI dict, formatted with units like the other rows; every row is a
-    key of :meth:`episode_metrics` (one definition, :mod:`gridswarm_env.metrics`)."""
+    dropped by the bus). They are read from the KPI dict, formatted with units like the
+    other rows; every row is a key of :meth:`episode_metrics` (one definition,
+    :mod:`gridswarm_env.metrics`)."""
     from gridswarm_env.config import CostConfig
     from gridswarm_env.metrics import MetricsAccumulator
 
