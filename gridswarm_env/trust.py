@@ -3477,7 +3477,9 @@ def _verify_records(
     ``truncated``, more is ``inserted``, a different head ``altered``.
     """
     if public_key is not None and (type(public_key) is not bytes or len(public_key) != 32):
-        raise ValueError(f"public_key must be 32 raw Ed25519 public key bytes; got {public_key!r}")
+        hint = " (a hex string: pass bytes.fromhex(it))" if isinstance(public_key, str) else ""
+        raise ValueError(f"public_key must be 32 raw Ed25519 public key bytes; got "
+                         f"{public_key!r}{hint}")
     problem = None if public_key is None else weak_public_key_problem(public_key)
     if problem is not None:
         raise ValueError(f"public_key {public_key.hex()}: {problem}")

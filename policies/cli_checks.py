@@ -72,7 +72,8 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     if not str(path):
         raise ValueError(f"{what}: empty path; expected a directory")
     if p.exists() and not p.is_dir():
-        raise ValueError(f"{label} is a file, not a directory")
+        raise ValueError(f"{label} is a file, not a directory; expected a directory to write "
+                         "into (a new one is created)")
     existing = p
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -105,8 +105,11 @@ def load_maskable_ppo(path: str | Path, data: bytes | None = None) -> Any:
 
     source: Path | io.BytesIO = p if data is None else io.BytesIO(data)
     if not zipfile.is_zipfile(source):
+        beside = p.with_suffix(".zip")
+        hint = (f"; {str(beside)!r} beside it is the model this record belongs to"
+                if p.suffix.lower() == ".json" and beside.is_file() else "")
         raise ValueError(f"model file {str(p)!r} is corrupt or not a model: not a zip archive "
-                         "(expected a MaskablePPO .zip saved by `python -m train`)")
+                         f"(expected a MaskablePPO .zip saved by `python -m train`){hint}")
     from sb3_contrib import MaskablePPO
 
     if isinstance(source, io.BytesIO):

@@ -677,6 +677,9 @@ def test_a_head_in_the_first_signature_format_is_refused_with_the_reason(tmp_pat
 def test_bad_public_key_length(chain):
     with pytest.raises(ValueError, match="public_key"):
         verify_audit_file(chain, public_key=b"short")
+    # new-user review: the hex text the CLI takes, given to the library, got no hint
+    with pytest.raises(ValueError, match=r"\(a hex string: pass bytes.fromhex\(it\)\)$"):
+        verify_audit_file(chain, public_key="ab" * 32)
 
 
 def test_missing_file_raises_oserror(tmp_path):

@@ -19,6 +19,10 @@ def test_output_checks_name_the_problem_and_leave_nothing_behind(tmp_path):
         check_output_file(tmp_path / "no" / "x.json", "--json")
     with pytest.raises(ValueError, match="is a file, not a directory"):
         check_output_dir(tmp_path / "file" / "run", "--logdir")
+    # new-user review: evaluate.py --out f1/results.json said what was wrong, not what to give
+    with pytest.raises(ValueError, match="is a file, not a directory; expected a directory "
+                                         "to write into"):
+        check_output_dir(tmp_path / "file", "--out")
     check_output_file(tmp_path / "new.json", "--json")
     check_output_file(tmp_path / "a" / "b" / "m.zip", "--out", create_dirs=True)
     check_output_dir(tmp_path / "c" / "d", "--out")

@@ -444,6 +444,13 @@ def test_learned_policy_missing_and_corrupt_files(tmp_path):
     junk.write_bytes(b"this is not a zip file")
     with pytest.raises(ValueError, match="not a zip archive"):
         LearnedPolicy(junk)
+    # new-user review: a model's record given for the model (--resume m1.json, --policy
+    # m1.json) got no word about the .zip beside it
+    record = tmp_path / "junk.json"
+    record.write_text("{}")
+    with pytest.raises(ValueError, match=r"'.*junk.zip' beside it is the model this record "
+                                         "belongs to$"):
+        LearnedPolicy(record)
     import zipfile
 
     fake = tmp_path / "fake.zip"
