@@ -1528,7 +1528,8 @@ class _Parser(argparse.ArgumentParser):
     --policies?``)."""
 
     def error(self, message: str) -> None:   # type: ignore[override]
-        raise UsageError(message)
+        # as demo.py's and python -m train's parsers say it
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
     def parse_args(self, args: Sequence[str] | None = None,   # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:

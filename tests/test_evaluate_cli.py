@@ -279,7 +279,7 @@ def test_evaluate_unknown_option_close_to_one_gets_a_hint(tmp_path, capsys, args
     line = _one_line_error(err, "evaluate.py")
     assert status == 2
     assert line == (f"evaluate.py: error: unrecognized arguments: {' '.join(args)}; "
-                    f"did you mean {hint}?")
+                    f"did you mean {hint}? (see evaluate.py --help)")
     assert not (tmp_path / "o").exists()
 
 
@@ -287,7 +287,7 @@ def test_evaluate_unknown_option_far_from_ours_gets_no_hint(tmp_path, capsys):
     status, err = _evaluate(["--foo", "--out", str(tmp_path / "o")], capsys)
     assert status == 2
     assert _one_line_error(err, "evaluate.py") == ("evaluate.py: error: unrecognized "
-                                                   "arguments: --foo")
+                                                   "arguments: --foo (see evaluate.py --help)")
 
 
 @pytest.mark.parametrize("kind", ["corrupt", "directory"])
