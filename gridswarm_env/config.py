@@ -637,7 +637,7 @@ class EnvConfig:
             store(self, "audit_path", str(self.audit_path))
         for name in ("shadow", "audit_keep_entries", "pause_gc"):
             check_bool(f"{owner}.{name}", getattr(self, name))
-        from gridswarm_env.bus import BusConfig
+        from gridswarm_env.bus import BusConfig, Lane
         from gridswarm_env.grid import GridParams
 
         for name, kind in (("fleet", FleetConfig), ("market", MarketConfig),
@@ -662,8 +662,6 @@ class EnvConfig:
                 f"{owner}: market.gate_s ({self.market.gate_s}) must be shorter than "
                 f"dt_s ({self.dt_s})"
             )
-        from gridswarm_env.bus import Lane
-
         for lane in (Lane.CONTROL, Lane.MARKET):
             limit = self.bus.max_deferral_s[lane]
             if limit is not None and limit < self.dt_s:
