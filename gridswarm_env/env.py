@@ -427,7 +427,7 @@ class GridSwarmEnv(ParallelEnv):
         self.t_s = 0.0
         self.step_index = 0
         self.duration_s = sc.episode_steps * dt
-        self.fleet = build_fleet(n, cfg.fleet, float(sc.irradiance(0.0, self.duration_s)),
+        self.fleet = build_fleet(n, cfg.fleet, float(sc.irradiance(0.0)),
                                  self.rng)
         self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
                              cfg.market.n_power_levels, dt)
@@ -648,7 +648,7 @@ class GridSwarmEnv(ParallelEnv):
         times = [0.0]
         for _ in range(sc.episode_steps + 2):
             times.append(times[-1] + dt)
-        self._irradiance = sc.irradiance(np.array(times), sc.episode_steps * dt).tolist()
+        self._irradiance = sc.irradiance(np.array(times)).tolist()
 
     # ------------------------------------------------------------------ operator
     def _operator_request(self, round_index: int, now_s: float = 0.0) -> tuple[float, int]:

@@ -101,6 +101,10 @@ class Scenario:
     :param base_load_mw: system load at t = 0, balanced by scheduled generation.
     :param load_step_mw: net-load change (+ rise, − fall, e.g. behind-the-meter PV).
     :param gen_follow: share of the load step the scheduled generation follows.
+    :param solar_irradiance_start, solar_irradiance_end: solar availability (fraction
+        of rated PV) at t = 0 and from ``solar_ramp_s`` on (:meth:`irradiance`).
+    :param solar_ramp_s: time over which the availability moves linearly from start to
+        end, s (default 300 s: the shipped 300-step episodes at the default 1 s step).
     :param price_floor_per_mwh, price_cap_per_mwh: the band of bid price levels.
     :param contingency_mw: generation lost at ``event_time_s`` (0 = none).
     :param reserve_target_mw: reserve the operator buys before the event (when > 0,
@@ -156,6 +160,7 @@ class Scenario:
     load_noise_tau_s: float = 20.0
     solar_irradiance_start: float = 0.5
     solar_irradiance_end: float = 0.5
+    solar_ramp_s: float = 300.0
     price_floor_per_mwh: float = 0.0
     price_cap_per_mwh: float = 500.0
     contingency_mw: float = 0.0
@@ -186,7 +191,7 @@ class Scenario:
         for name in ("load_step_start_s", "gen_delay_s", "load_noise_std_mw",
                      "contingency_mw", "detection_delay_s", "reserve_target_mw"):
             store(self, name, check_non_negative(owner, name, getattr(self, name)))
-        for name in ("load_ramp_s", "gen_ramp_s", "load_noise_tau_s"):
+        for name in ("load_ramp_s", "gen_ramp_s", "load_noise_tau_s", "solar_ramp_s"):
             store(self, name, check_positive(owner, name, getattr(self, name)))
         for name in ("gen_follow", "solar_irradiance_start", "solar_irradiance_end"):
             store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0))
@@ -207,7 +212,7 @@ class Scenario:
             raise ValueError(f"{owner}.event_time_s = {self.event_time_s!r}: must be >= 0 "
                              "(inf = no event)")
         for name in ("load_step_start_s", "load_ramp_s", "gen_delay_s", "gen_ramp_s",
-                     "load_noise_tau_s", "detection_delay_s"):
+                     "load_noise_tau_s", "detection_delay_s", "solar_ramp_s"):
             check_at_most(owner, name, getattr(self, name), MAX_TIME_S, "s", MAX_TIME_WHY)
         if math.isfinite(self.event_time_s):
             check_at_most(owner, "event_time_s", self.event_time_s, MAX_TIME_S, "s",
@@ -312,9 +317,11 @@ class Scenario:
         """The price of each price level: ``linspace(floor, cap, n_levels)``."""
         return np.linspace(self.price_floor_per_mwh, self.price_cap_per_mwh, n_levels)
 
-    def irradiance(self, t_s: np.ndarray | float, duration_s: float) -> np.ndarray:
-        """Solar availability as a fraction of rated PV, linear over the episode."""
-        frac = np.clip(np.asarray(t_s, dtype=float) / max(duration_s, 1e-9), 0.0, 1.0)
+    def irradiance(self, t_s: np.ndarray | float) -> np.ndarray:
+        """Solar availability as a fraction of rated PV at ``t_s``: ``I(t) = I_start +
+        (I_end − I_start)·clip(t / solar_ramp_s, 0, 1)`` (a time in seconds, like the
+        load's ramps, so a change of ``dt_s`` does not stretch it)."""
+        frac = np.clip(np.asarray(t_s, dtype=float) / self.solar_ramp_s, 0.0, 1.0)
         return self.solar_irradiance_start + (self.solar_irradiance_end
                                               - self.solar_irradiance_start) * frac
 

@@ -501,8 +501,8 @@ def _solar_paths(raw, first_step: int, n_steps: int) -> tuple[np.ndarray, np.nda
         forecast[:, 1] = fleet.solar_forecast_mw
     for k in range(1, n_steps):
         t1 = (first_step + k) * dt
-        update_solar(fleet, float(sc.irradiance(t1, raw.duration_s)),
-                     float(sc.irradiance(t1 + dt, raw.duration_s)), cfg.fleet, dt, rng)
+        update_solar(fleet, float(sc.irradiance(t1)),
+                     float(sc.irradiance(t1 + dt)), cfg.fleet, dt, rng)
         avail[:, k] = fleet.solar_available_mw
         if k + 1 < n_steps:
             forecast[:, k + 1] = fleet.solar_forecast_mw

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import gridswarm_env
+from gridswarm_env.config import EnvConfig
+from gridswarm_env.env import GridSwarmEnv
 from gridswarm_env.scenarios import (
     SCENARIOS,
     Scenario,
@@ -55,7 +57,7 @@ def test_scenario_timelines() -> None:
     np.testing.assert_array_equal(em.lost_generation_mw([9.99, 10.0, 50.0]), [0, 100, 100])
     assert em.has_event and not ps.has_event and not ss.has_event
     assert em.reserve_target_mw == 100.0 and em.contingency_mw / 1000.0 == pytest.approx(0.10)
-    np.testing.assert_allclose(ps.irradiance(np.array([0.0, 150.0, 300.0]), 300.0),
+    np.testing.assert_allclose(ps.irradiance(np.array([0.0, 150.0, 300.0])),
                                [0.15, 0.115, 0.08])
     np.testing.assert_array_equal(ps.price_levels_per_mwh(11), np.linspace(0, 500, 11))
     np.testing.assert_array_equal(ss.price_levels_per_mwh(11), np.linspace(-50, 50, 11))
@@ -302,11 +304,27 @@ def test_a_zero_mw_contingency_is_no_event() -> None:
 
 
 def test_irradiance_holds_its_end_value_beyond_the_episode() -> None:
-    """Irradiance is linear over the episode and clipped to its end points: price_spike
-    fades 0.15 → 0.08 over 300 s and stays 0.08 after (never extrapolated below)."""
+    """Irradiance is linear over ``solar_ramp_s`` and clipped to its end points:
+    price_spike fades 0.15 → 0.08 over 300 s and stays 0.08 after (never extrapolated
+    below); a shorter ramp reaches the end value sooner."""
     scenario = get_scenario("price_spike")
-    np.testing.assert_allclose(scenario.irradiance(np.array([-10.0, 300.0, 600.0]), 300.0),
+    np.testing.assert_allclose(scenario.irradiance(np.array([-10.0, 300.0, 600.0])),
                                [0.15, 0.08, 0.08], rtol=1e-12)
+    fast = get_scenario("price_spike", solar_ramp_s=100.0)
+    np.testing.assert_allclose(fast.irradiance(np.array([50.0, 100.0, 200.0])),
+                               [0.115, 0.08, 0.08], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dt_s", [0.5, 2.0])
+def test_solar_timeline_is_in_seconds_whatever_dt_s(dt_s: float) -> None:
+    """Scenario times are in seconds (README): changing ``dt_s`` lengthens the episode,
+    not the solar timeline. ``solar_surplus``'s availability at t = 100 s is 0.7 +
+    0.2·100/300 at every step length (it once read 0.8333 at 0.5 s and 0.7333 at 2 s,
+    the ramp stretched over ``episode_steps × dt_s``)."""
+    env = GridSwarmEnv("solar_surplus", n_agents=10, config=EnvConfig(dt_s=dt_s))
+    env.reset(seed=0)
+    k = round(100.0 / dt_s)
+    assert env._irradiance[k] == pytest.approx(0.7 + 0.2 * 100.0 / 300.0, rel=1e-12)
 
 
 @pytest.mark.parametrize("overrides, field", [
