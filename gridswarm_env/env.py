@@ -361,6 +361,30 @@ class GridSwarmEnv(ParallelEnv):
         self._ready = False
         self._failed: str | None = None   # why the last step stopped half-way (if it did)
 
+    def __reduce__(self):
+        """Pickling and copying (``pickle``, ``cloudpickle``, ``copy.deepcopy``: how
+        SuperSuit's and other vector-env builders make copies) of an environment that was
+        never reset give a *new* environment built from the same arguments (scenario,
+        config, limits, render mode, adversary, constructor seed), with its own contract
+        keys (from ``os.urandom``, or the same derived ones with
+        ``contract_keys="seeded"``): the keys never leave the process, and trajectories do
+        not depend on them. A reset environment (its episode state, ledger and audit
+        chain) or one writing an audit file is refused: build copies with a factory
+        instead, e.g. ``lambda: gridswarm_env.parallel_env(...)``."""
+        why = None
+        if self.config.audit_path is not None:
+            why = (f"it writes the audit file {str(self.config.audit_path)!r}, which a copy "
+                   "would write too")
+        elif self._episode >= 0 or self._audit_closed is not None:
+            why = ("it has been reset or closed: its episode state, ledger and audit chain "
+                   "hold private keys and cannot be copied")
+        if why is not None:
+            raise TypeError(f"this GridSwarmEnv cannot be pickled or copied: {why}; copy it "
+                            "before its first reset(), or build copies with a factory, e.g. "
+                            "lambda: gridswarm_env.parallel_env(...)")
+        return (_rebuild_env, (type(self), self.base_scenario, self.config, self.limits,
+                               self.render_mode, self.adversary, self._seed))
+
     def _contract_keys(self, seed: int | None) -> IdentityRegistry:
         """Every agent's and the operator's contract keys: from ``os.urandom`` with
         ``EnvConfig(contract_keys="random")`` (the default), or derived from ``seed``
@@ -1732,6 +1756,13 @@ class GridSwarmEnv(ParallelEnv):
         if self._audit_keys is None:
             return None
         return self._audit_keys.public_key_bytes(self._audit_keys.operator_id).hex()
+
+
+def _rebuild_env(cls: type, scenario: Scenario, config: EnvConfig, limits: Any,
+                 render_mode: str | None, adversary: Any, seed: int | None) -> GridSwarmEnv:
+    """A never-reset environment rebuilt from its arguments (:meth:`GridSwarmEnv.__reduce__`)."""
+    return cls(scenario=scenario, config=config, limits=limits, render_mode=render_mode,
+               adversary=adversary, seed=seed)
 
 
 def _check_tampered(signed: Any, owners: Any, n_agents: int) -> None:

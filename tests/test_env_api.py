@@ -708,3 +708,40 @@ def test_adversary_that_is_not_callable_is_refused(adversary):
     # it was accepted and failed mid-episode ("'str' object is not callable")
     with pytest.raises(ValueError, match=r"GridSwarmEnv adversary = .*expected a callable"):
         gridswarm_env.parallel_env(n_agents=4, trust="hmac", adversary=adversary)
+
+
+def test_a_never_reset_env_pickles_and_copies_as_a_rebuilt_env(tmp_path) -> None:
+    """RL review: pickling (cloudpickle, as SuperSuit's vector builders do) and
+    ``copy.deepcopy`` raised, since the env holds its private keys. Before its first
+    reset a copy is the same environment rebuilt from its arguments, with its own keys
+    (never the original's) and the same trajectory bit for bit; a reset env, or one
+    writing an audit file, is refused with a message naming the way out (a factory)."""
+    import copy
+    import pickle
+
+    from gridswarm_env.scenarios import get_scenario
+    from tests.episodes import play
+
+    scenario = get_scenario("emergency", episode_steps=30)
+    original = gridswarm_env.parallel_env(scenario=scenario, n_agents=12, trust="hmac",
+                                          limits={"battery": {"soc_min": 0.3}})
+    copies = [pickle.loads(pickle.dumps(original)), copy.deepcopy(original)]
+    for clone in copies:
+        assert clone is not original and clone.registry is not original.registry
+        assert clone.config == original.config and clone.base_scenario == scenario
+        assert clone.limits == original.limits
+    runs = [list(play(env, seed=5)) for env in (original, *copies)]
+    for run in runs[1:]:
+        assert len(run) == len(runs[0]) == 30
+        for (r0, i0), (r1, i1) in zip(runs[0], run, strict=True):
+            np.testing.assert_array_equal(r0, r1)
+            assert i0 == i1
+    with pytest.raises(TypeError, match=r"has been reset.*factory"):
+        pickle.dumps(original)
+    with pytest.raises(TypeError, match="has been reset"):
+        copy.deepcopy(copies[0])
+    streamed = gridswarm_env.parallel_env(n_agents=5, trust="hmac",
+                                          audit_path=str(tmp_path / "audit.jsonl"))
+    with pytest.raises(TypeError, match="writes the audit file"):
+        pickle.dumps(streamed)
+    streamed.close()

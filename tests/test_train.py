@@ -263,6 +263,22 @@ def test_resume_continues_from_a_checkpoint(trained, tmp_path):
     assert any(not np.array_equal(before[k], after[k]) for k in before)   # it trained
 
 
+def test_resume_logs_only_its_own_episodes(trained, tmp_path):
+    """RL review: a resumed run kept the checkpoint's episode buffer (SB3 saves it), so
+    rollout/ep_rew_mean showed the old run's returns, even at another reward scale. A
+    resume of 600 agent-steps (no 1 200-step episode ends) logs no episode mean."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, path, _ = trained
+    assert load_model(path).ep_info_buffer   # the model holds its run's episodes
+    train(tiny(tmp_path, resume=str(path), total_timesteps=600, reward_scale=0.1,
+               run_name="rescaled", checkpoint_every=0))
+    ea = EventAccumulator(str(tmp_path / "runs" / "rescaled"))
+    ea.Reload()
+    assert "train/loss" in ea.Tags()["scalars"]   # it logged its updates
+    assert "rollout/ep_rew_mean" not in ea.Tags()["scalars"]
+
+
 def test_resume_with_another_fleet_averages_whole_episodes_of_it(trained, tmp_path):
     """A checkpoint of 10 agents resumed with 30: rollout/ep_rew_mean's window becomes
     whole episodes of the 30-agent copy (stats_window_size), not the checkpoint's."""

@@ -327,10 +327,12 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
                 raise
             # not config.seed itself: that would replay the episodes and the random stream
             # of the run that wrote the checkpoint
-            window = stats_window_size(config.n_agents, config.n_envs)
-            if model._stats_window_size != window:   # another fleet: SB3 starts a new
-                model._stats_window_size = window    # buffer of whole copy episodes
-                model.ep_info_buffer = None
+            # SB3 keeps the checkpoint's episode buffers (saved in the zip) on a resume:
+            # rollout/ep_rew_mean would show the old run's returns (at its reward scale)
+            # until this run had finished a window of its own; start them empty (SB3
+            # makes new ones, of this run's window: whole episodes of its fleet)
+            model._stats_window_size = stats_window_size(config.n_agents, config.n_envs)
+            model.ep_info_buffer = model.ep_success_buffer = None
             seed = resume_seed(config.seed, int(model.num_timesteps))
             model.set_random_seed(seed)
             record["resumed_from"] = str(config.resume)
