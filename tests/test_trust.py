@@ -300,11 +300,11 @@ class TestIdentityRegistry:
         # at interpreter shutdown the executor refuses new work; batches must still finish
         from concurrent.futures import ThreadPoolExecutor
 
-        from gridswarm_env import trust
+        from gridswarm_env.trust import identities  # where _spread looks the pool up
 
         closed = ThreadPoolExecutor(1)
         closed.shutdown()
-        monkeypatch.setattr(trust, "_worker_pool", lambda: (closed, 1))
+        monkeypatch.setattr(identities, "_worker_pool", lambda: (closed, 1))
         registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
         signer = registry._signers[0]
         assert registry._sign_many([signer] * 20, [b"m"] * 20) == [signer(b"m")] * 20
@@ -315,13 +315,13 @@ class TestIdentityRegistry:
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
-        from gridswarm_env import trust
+        from gridswarm_env.trust import identities  # where _spread looks the pool up
 
         pool = ThreadPoolExecutor(1)
         release, started = threading.Event(), threading.Event()
         blocker = pool.submit(lambda: (started.set(), release.wait(30)))
         started.wait(10)
-        monkeypatch.setattr(trust, "_worker_pool", lambda: (pool, 1))
+        monkeypatch.setattr(identities, "_worker_pool", lambda: (pool, 1))
         registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
         signer = registry._signers[0]
         done = []
@@ -1431,7 +1431,7 @@ def test_hmac_tags_are_compared_in_constant_time(present, monkeypatch) -> None:
     only timing, which no pass/fail test may measure; this pins the call instead): one
     comparison per tag, the agent's and the operator's, of the expected tag against the
     presented one; a forged tag is refused by that comparison."""
-    import gridswarm_env.trust as trust_module
+    from gridswarm_env.trust import identities  # the HMAC key class's module
 
     compared: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
@@ -1443,7 +1443,7 @@ def test_hmac_tags_are_compared_in_constant_time(present, monkeypatch) -> None:
     registry = IdentityRegistry(FOUR_AGENTS, mode="hmac", seed=11, crypto_threads=1)
     ledger = ContractLedger(registry, rng=3)
     signed = ledger.issue(0, np.arange(2), np.full(2, 0.5), 40.0, 10.0, 11.0)
-    monkeypatch.setattr(trust_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(identities.hmac, "compare_digest", spy)
     assert present(ledger, signed[0], 10.0) is None
     assert sorted(compared) == sorted([(signed[0].agent_signature,) * 2,
                                        (signed[0].operator_signature,) * 2])
