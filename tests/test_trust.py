@@ -1282,7 +1282,7 @@ class TestScreenBatch:
             ledger.screen_batch(signed, 10.0, ["der_0"])
 
 
-# --- boundaries a mutation audit found unpinned: each rule of the trust module docstring
+# --- boundaries a mutation audit found unpinned: each rule of the trust.contracts docstring
 # on both verification paths, ContractLedger.verify and ContractLedger.verify_batch
 FOUR_AGENTS = ["der_0", "der_1", "der_2", "der_3"]
 
