@@ -1467,3 +1467,44 @@ def test_an_earlier_epochs_contract_is_a_replay_on_both_paths(present) -> None:
     assert ledger.rejected_by_reason["replayed"] == 1
     new = _issue(ledger, 0.0, 100.0)
     assert present(ledger, new[0], 1.0) is None
+
+
+TRUST_MODULES = ("identities", "audit_chain", "contracts", "adversary")   # lowest first
+
+
+def test_the_trust_modules_import_one_way() -> None:
+    """Layout: each module of the trust package imports only modules listed before it in
+    TRUST_MODULES (identities <- audit_chain <- contracts <- adversary), so no cycle."""
+    import ast
+    import importlib
+    import pathlib
+
+    for rank, name in enumerate(TRUST_MODULES):
+        module = importlib.import_module(f"gridswarm_env.trust.{name}")
+        tree = ast.parse(pathlib.Path(module.__file__).read_text(encoding="utf-8"))
+        imported = {node.module.rsplit(".", 1)[1] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.startswith("gridswarm_env.trust.")}
+        assert imported <= set(TRUST_MODULES[:rank]), (name, imported)
+
+
+def test_the_trust_package_reexports_its_modules_objects_and_holds_no_state() -> None:
+    """Every name of ``gridswarm_env.trust.__all__`` is the object of the one module that
+    lists it (no copy: one class, one constant), every other name the package offers is a
+    module's object too (it defines nothing itself), and the crypto worker pool
+    (module-level state) exists in one module only."""
+    import importlib
+    import types
+
+    import gridswarm_env.trust as trust
+
+    modules = [importlib.import_module(f"gridswarm_env.trust.{n}") for n in TRUST_MODULES]
+    for name in trust.__all__:
+        owners = [m for m in modules if name in getattr(m, "__all__", ())]
+        assert len(owners) == 1 and getattr(owners[0], name) is getattr(trust, name), name
+    for name, value in vars(trust).items():
+        if name.startswith("__") or name == "annotations" or isinstance(value, types.ModuleType):
+            continue
+        assert any(vars(m).get(name, trust) is value for m in modules), name
+    assert [m.__name__ for m in modules if "_crypto_pool" in vars(m)] == [
+        "gridswarm_env.trust.identities"]
