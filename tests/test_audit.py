@@ -613,8 +613,8 @@ def test_a_small_order_public_key_is_refused(tmp_path, capsys):
 
 
 def test_the_key_check_without_pynacl_decides_as_libsodium(monkeypatch):
-    """Diff review: the weak-key check needed PyNaCl, which trust.py otherwise does
-    without. Its plain-Python fallback decides as libsodium's is_valid_point on genuine
+    """Diff review: the weak-key check needed PyNaCl, which the trust package otherwise
+    does without. Its plain-Python fallback decides as libsodium's is_valid_point on genuine
     keys, the small-order encodings (canonical or not) and random bytes (on the curve or
     not, in the prime-order subgroup or not)."""
     import sys

@@ -47,12 +47,12 @@ def test_episode_replays_as_recorded(name, kwargs, policy, seed) -> None:
 def test_ed25519_episode_is_the_same_with_one_or_two_crypto_threads(monkeypatch) -> None:
     # EnvConfig.crypto_threads spreads signing and verification over threads; what users
     # observe, earn and audit may not depend on it
-    from gridswarm_env import trust
     from gridswarm_env.config import EnvConfig
+    from gridswarm_env.trust import identities  # where the parallel batches look it up
 
     spread = []   # batches big enough to go to the worker thread
-    real_spread = trust._spread
-    monkeypatch.setattr(trust, "_spread", lambda *a: (spread.append(a[1]), real_spread(*a))[1])
+    real_spread = identities._spread
+    monkeypatch.setattr(identities, "_spread", lambda *a: (spread.append(a[1]), real_spread(*a))[1])
     kwargs = {"scenario": "price_spike", "n_agents": 100, "trust": "ed25519"}
     runs = [run_case({**kwargs, "config": EnvConfig(crypto_threads=k)}, "heuristic", 0)
             for k in (1, 2)]

@@ -300,11 +300,11 @@ class TestIdentityRegistry:
         # at interpreter shutdown the executor refuses new work; batches must still finish
         from concurrent.futures import ThreadPoolExecutor
 
-        from gridswarm_env import trust
+        from gridswarm_env.trust import identities  # where _spread looks the pool up
 
         closed = ThreadPoolExecutor(1)
         closed.shutdown()
-        monkeypatch.setattr(trust, "_worker_pool", lambda: (closed, 1))
+        monkeypatch.setattr(identities, "_worker_pool", lambda: (closed, 1))
         registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
         signer = registry._signers[0]
         assert registry._sign_many([signer] * 20, [b"m"] * 20) == [signer(b"m")] * 20
@@ -315,13 +315,13 @@ class TestIdentityRegistry:
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
-        from gridswarm_env import trust
+        from gridswarm_env.trust import identities  # where _spread looks the pool up
 
         pool = ThreadPoolExecutor(1)
         release, started = threading.Event(), threading.Event()
         blocker = pool.submit(lambda: (started.set(), release.wait(30)))
         started.wait(10)
-        monkeypatch.setattr(trust, "_worker_pool", lambda: (pool, 1))
+        monkeypatch.setattr(identities, "_worker_pool", lambda: (pool, 1))
         registry = IdentityRegistry(AGENTS, seed=SEED, crypto_threads=2)
         signer = registry._signers[0]
         done = []
@@ -1282,7 +1282,7 @@ class TestScreenBatch:
             ledger.screen_batch(signed, 10.0, ["der_0"])
 
 
-# --- boundaries a mutation audit found unpinned: each rule of the trust module docstring
+# --- boundaries a mutation audit found unpinned: each rule of the trust.contracts docstring
 # on both verification paths, ContractLedger.verify and ContractLedger.verify_batch
 FOUR_AGENTS = ["der_0", "der_1", "der_2", "der_3"]
 
@@ -1431,7 +1431,7 @@ def test_hmac_tags_are_compared_in_constant_time(present, monkeypatch) -> None:
     only timing, which no pass/fail test may measure; this pins the call instead): one
     comparison per tag, the agent's and the operator's, of the expected tag against the
     presented one; a forged tag is refused by that comparison."""
-    import gridswarm_env.trust as trust_module
+    from gridswarm_env.trust import identities  # the HMAC key class's module
 
     compared: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
@@ -1443,7 +1443,7 @@ def test_hmac_tags_are_compared_in_constant_time(present, monkeypatch) -> None:
     registry = IdentityRegistry(FOUR_AGENTS, mode="hmac", seed=11, crypto_threads=1)
     ledger = ContractLedger(registry, rng=3)
     signed = ledger.issue(0, np.arange(2), np.full(2, 0.5), 40.0, 10.0, 11.0)
-    monkeypatch.setattr(trust_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(identities.hmac, "compare_digest", spy)
     assert present(ledger, signed[0], 10.0) is None
     assert sorted(compared) == sorted([(signed[0].agent_signature,) * 2,
                                        (signed[0].operator_signature,) * 2])
@@ -1467,3 +1467,44 @@ def test_an_earlier_epochs_contract_is_a_replay_on_both_paths(present) -> None:
     assert ledger.rejected_by_reason["replayed"] == 1
     new = _issue(ledger, 0.0, 100.0)
     assert present(ledger, new[0], 1.0) is None
+
+
+TRUST_MODULES = ("identities", "audit_chain", "contracts", "adversary")   # lowest first
+
+
+def test_the_trust_modules_import_one_way() -> None:
+    """Layout: each module of the trust package imports only modules listed before it in
+    TRUST_MODULES (identities <- audit_chain <- contracts <- adversary), so no cycle."""
+    import ast
+    import importlib
+    import pathlib
+
+    for rank, name in enumerate(TRUST_MODULES):
+        module = importlib.import_module(f"gridswarm_env.trust.{name}")
+        tree = ast.parse(pathlib.Path(module.__file__).read_text(encoding="utf-8"))
+        imported = {node.module.rsplit(".", 1)[1] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.startswith("gridswarm_env.trust.")}
+        assert imported <= set(TRUST_MODULES[:rank]), (name, imported)
+
+
+def test_the_trust_package_reexports_its_modules_objects_and_holds_no_state() -> None:
+    """Every name of ``gridswarm_env.trust.__all__`` is the object of the one module that
+    lists it (no copy: one class, one constant), every other name the package offers is a
+    module's object too (it defines nothing itself), and the crypto worker pool
+    (module-level state) exists in one module only."""
+    import importlib
+    import types
+
+    import gridswarm_env.trust as trust
+
+    modules = [importlib.import_module(f"gridswarm_env.trust.{n}") for n in TRUST_MODULES]
+    for name in trust.__all__:
+        owners = [m for m in modules if name in getattr(m, "__all__", ())]
+        assert len(owners) == 1 and getattr(owners[0], name) is getattr(trust, name), name
+    for name, value in vars(trust).items():
+        if name.startswith("__") or name == "annotations" or isinstance(value, types.ModuleType):
+            continue
+        assert any(vars(m).get(name, trust) is value for m in modules), name
+    assert [m.__name__ for m in modules if "_crypto_pool" in vars(m)] == [
+        "gridswarm_env.trust.identities"]

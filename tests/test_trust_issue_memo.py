@@ -91,10 +91,10 @@ def test_dispatch_without_screening_checks_issued_contracts_too(mode):
 def test_an_unchanged_issued_batch_is_not_encoded_again(mode, monkeypatch):
     """The memo is used: screening and dispatch of the batch just issued encode nothing
     (each signature still checked with the keys); a contract changed since is encoded."""
-    from gridswarm_env import trust
+    from gridswarm_env.trust import contracts  # where issue/_screen look the header up
 
     _, ledger, checked = _ledger(mode)
-    real = trust._CONTRACT_HEADER
+    real = contracts._CONTRACT_HEADER
     packed: list[int] = []
 
     class CountingHeader:
@@ -109,13 +109,13 @@ def test_an_unchanged_issued_batch_is_not_encoded_again(mode, monkeypatch):
 
     n = len(AGENTS)
     signed = _issue(ledger)
-    monkeypatch.setattr(trust, "_CONTRACT_HEADER", CountingHeader())
+    monkeypatch.setattr(contracts, "_CONTRACT_HEADER", CountingHeader())
     assert ledger.screen_batch(signed, 10.0) == [None] * n
     assert packed == [] and checked == [n]
-    monkeypatch.setattr(trust, "_CONTRACT_HEADER", real)
+    monkeypatch.setattr(contracts, "_CONTRACT_HEADER", real)
     unscreened = _issue(ledger, 1)
     object.__setattr__(unscreened[0].contract, "power_mw", 0.25)   # changed: encoded afresh
-    monkeypatch.setattr(trust, "_CONTRACT_HEADER", CountingHeader())
+    monkeypatch.setattr(contracts, "_CONTRACT_HEADER", CountingHeader())
     assert ledger.verify_batch(unscreened, 10.5)[1] == [
         RejectReason.BAD_AGENT_SIGNATURE, *[None] * (n - 1)]
     assert packed == [1] and checked == [n, n]
