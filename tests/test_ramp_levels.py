@@ -4,8 +4,8 @@ The power levels are 0.1·rated apart; the kernel's ramp bound is ``ramp_mw_per_
 around the previous power. With only the levels inside the bound allowed, a DER at rest
 whose ramp step was below one level could bid nothing but 0 MW, so it never moved
 (``price_spike`` with a 0.2 MW/s battery ramp at ``dt_s`` = 1: 27 of its 40 batteries
-executed 0 MW all episode; at 0.5 all 40, and unserved energy went from 0 to 1.45 and
-2.39 MWh for the heuristic). The mask now also allows the first level past a ramp
+bidding one level up every step executed 0 MW, at 0.5 all 40; the heuristic's unserved
+energy went from 0 to 1.45 and 2.39 MWh). The mask now also allows the first level past a ramp
 bound, and the kernel clips its power to the bound (:meth:`Kernel.power_mask`).
 """
 
@@ -152,10 +152,16 @@ def test_a_battery_ramp_below_one_level_no_longer_freezes_the_heuristic(dt_s: fl
 @pytest.mark.parametrize("dt_s", [0.5, 1.0])
 def test_the_oracle_plans_with_the_ramp_it_can_bid(dt_s: float) -> None:
     """The oracle rounded the ramp down to whole levels (0 MW for 0.2 MW/s at ``dt_s``
-    <= 1), so it planned no battery at all: unserved 2.189 / 1.212 MWh; now 0.001 /
-    0.000 MWh (0 without the ramp)."""
+    <= 1), so its plan used no battery: 2.189 / 1.212 MWh planned unserved, a planned
+    ``system_cost`` of 19 793 / 11 067 $ (and, before the mask fix, as much realised);
+    now its plan is the 245.4 $ it nearly realises (256.5 / 247.2 $), with nothing
+    unserved."""
     env = _env("price_spike", dt_s, RAMP)
-    m = run_episode(env, make_policy("oracle"), seed=0).metrics
+    oracle = make_policy("oracle")
+    m = run_episode(env, oracle, seed=0).metrics
+    plan = oracle.plans[0]
+    assert float(plan.unserved_mw.sum()) * dt_s / 3600.0 < 0.01
+    assert oracle.planned_cost == pytest.approx(m["system_cost"], rel=0.1)
     assert m["unserved_energy_mwh"] < 0.01
     assert m["executed_violations"] == 0
 
@@ -163,7 +169,7 @@ def test_the_oracle_plans_with_the_ramp_it_can_bid(dt_s: float) -> None:
 def test_batteries_under_a_small_ramp_hold_reserve_in_emergency() -> None:
     """``emergency``, battery and EV ramps 0.2 MW/s at ``dt_s`` = 0.5: a reserve bid
     (at most one step's ramp, 0.1 MW) was below one level, so no DER could bid reserve
-    (0.28 MW delivered within 100 ms of the trip, 3.01 of 3.06 MWh unserved); now every
+    (0.28 MW activated within 100 ms of the trip, 3.01 of 3.06 MWh unserved); now every
     battery holds 0.1 MW (heuristic: 7 MW within 100 ms, 0.12 MWh unserved)."""
     env = _env("emergency", 0.5, {"battery": {"ramp_mw_per_s": 0.2},
                                   "ev": {"ramp_mw_per_s": 0.2}})
