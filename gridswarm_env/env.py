@@ -1536,7 +1536,7 @@ class GridSwarmEnv(ParallelEnv):
             reserve_until_s=self._reserve_until_s)
         self._baseline_next = self.kernel.planned_baseline_mw
         self._lo, self._hi = lo, hi
-        self._mask_power = self.kernel.power_mask(lo, hi)
+        self._mask_power = self.kernel.power_mask(lo, hi, self.kernel.ramp_edges)
         self._mask_buf[:, :self._mask_power.shape[1]] = self._mask_power
 
     def action_masks(self) -> np.ndarray:

@@ -30,8 +30,12 @@ worst case of the current step's outcome (its contract executed or not):
     allowed, so stopping is always feasible — see :func:`ramp_interval`)
 
 with h = dt_s/3600, P/C the discharge/charge caps. Reserve rounds bid upward
-capacity sustainable for the reserve duration. An action outside the interval is
-*blocked*: replaced by the nearest feasible power level, counted and audited.
+capacity sustainable for the reserve duration. The action mask allows the power levels
+inside the interval and, where a ramp limit sets a bound, the first level at or past
+that bound, bid as the bound itself (levels are 0.1·rated apart, a ramp step may be
+smaller: :meth:`Kernel.power_mask`). An action the mask does not allow is *blocked*:
+replaced by the nearest allowed power level, counted and audited; a bid is clipped to
+the interval.
 
 At dispatch the executor clamps every agent's net power to the physical limits
 of its actual state (:meth:`Kernel.execution_bounds`), and
@@ -462,6 +466,9 @@ class Kernel:
         self.is_ev = fleet.kind == KIND_EV
         self._rows = np.arange(fleet.n_agents)
         self.planned_baseline_mw = np.zeros(fleet.n_agents)
+        # (lo side, hi side) bool over agents: where the last bid_interval's bound is the
+        # ramp limit's (None without a finite ramp limit); see power_mask
+        self.ramp_edges: tuple[np.ndarray, np.ndarray] | None = None
         # per-episode constants (limits and the fleet's static fields), computed once
         self._level_tol_mw = _TOL_MW * (1.0 + np.abs(self.level_power_mw))
         # the level table and its tolerances transposed (levels × agents): the mask's
@@ -642,8 +649,10 @@ class Kernel:
             # standing reserve activates at once, so it must fit in one step's ramp
             leaves = self.is_ev & (fleet.departure_s < t1 + reserve_duration_s)
             hi = np.where(self.is_solar | leaves, 0.0, hi)
-            hi = np.minimum(hi, np.maximum(self.arrays.ramp_mw_per_s * self.dt_s - reserve_mw,
-                                           0.0))
+            ramp_hi = np.maximum(self.arrays.ramp_mw_per_s * self.dt_s - reserve_mw, 0.0)
+            if self.has_ramp:
+                self.ramp_edges = (np.zeros(n, dtype=bool), ramp_hi <= hi)
+            hi = np.minimum(hi, ramp_hi)
             return np.zeros_like(hi), hi
         # lo = min(lo_net − base − reserve, 0), hi = max(hi_net − base − reserve, 0)
         lo, hi = lo_net, hi_net
@@ -663,6 +672,7 @@ class Kernel:
             if pending_reserve_mw is not None:
                 r_hi -= pending_reserve_mw
                 np.maximum(r_hi, 0.0, out=r_hi)
+            self.ramp_edges = (r_lo >= lo, r_hi <= hi)   # where the ramp sets the bound
             np.maximum(lo, r_lo, out=lo)
             np.minimum(hi, r_hi, out=hi)
         return lo, hi
@@ -675,12 +685,43 @@ class Kernel:
                                fleet.plugged, False)
 
     # ------------------------------------------------------------------ masks and blocking
-    def power_mask(self, lo_mw: np.ndarray, hi_mw: np.ndarray) -> np.ndarray:
+    def power_mask(self, lo_mw: np.ndarray, hi_mw: np.ndarray,
+                   ramp_edges: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """``(n, n_power_levels)`` bool: levels inside ``[lo, hi]``; never an empty row.
 
         A row with no level inside its interval allows the level nearest to it (the
         executed bid is then clipped into the interval).
+
+        ``ramp_edges`` (:attr:`ramp_edges` after :meth:`bid_interval`): ``(lo side, hi
+        side)`` bool over agents, where that bound is a ramp limit's. There the mask also
+        allows the first level at or beyond the bound (the one past it when no level lies
+        on it), and :meth:`enforce` clips that level's power to the bound. The levels are
+        0.1·rated apart, while a ramp step (``ramp_mw_per_s·dt_s``) may be smaller: with
+        only the levels inside, a DER at rest whose ramp step is below one level could
+        never move (with 0.2 MW/s, 27 of the 40 batteries of ``price_spike`` at
+        ``dt_s`` = 1, all at 0.5), and the usable ramp was rounded down to whole levels.
+        A bound at 0 allows nothing more (the first level at it is level 0).
         """
+        mask = self._levels_inside(lo_mw, hi_mw)
+        if ramp_edges is None:
+            return mask
+        lv_t, tol_t = self._level_power_t, self._level_tol_t
+        top = lv_t.shape[0] - 1
+        ext_lo, ext_hi = ramp_edges
+        if np.count_nonzero(ext_hi):
+            rows = np.flatnonzero(ext_hi)
+            # the first level >= hi (within tolerance): the count of levels below it
+            k = np.count_nonzero(lv_t[:, rows] < hi_mw[rows] - tol_t[:, rows], axis=0)
+            mask[rows, np.minimum(k, top)] = True
+        if np.count_nonzero(ext_lo):
+            rows = np.flatnonzero(ext_lo)
+            # the last level <= lo (within tolerance)
+            k = np.count_nonzero(lv_t[:, rows] <= lo_mw[rows] + tol_t[:, rows], axis=0) - 1
+            mask[rows, np.maximum(k, 0)] = True
+        return mask
+
+    def _levels_inside(self, lo_mw: np.ndarray, hi_mw: np.ndarray) -> np.ndarray:
+        """:meth:`power_mask` without ``ramp_edges``."""
         lv_t, tol_t = self._level_power_t, self._level_tol_t
         # transposed (levels × agents): lv >= lo − tol and lv <= hi + tol
         bound, inside = self._mask_bound, self._mask_inside

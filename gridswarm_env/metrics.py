@@ -39,7 +39,10 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   within :data:`RESPONSE_WINDOW_S` of the event (DESIGN §7's 100 ms): how much of the
   lost generation was answered in time, where the latency only says that someone was
   (None if no event happened in the episode; 0.0 if nothing activated in time, and
-  always in shadow mode).
+  always in shadow mode). Activated reserve acts in full from its activation sub-step,
+  also under a ramp limit (which bounds only the change between agent steps), so this
+  counts reserve activated in the window, not what a ramp-limited DER could deliver in
+  it (docs/configuration.md, *Limits files*).
 * ``consensus_rate`` = rounds reaching consensus / rounds held (None if none held). A
   round is held when its request exceeds the deadband, from round 1 on: round 0 is
   announced at reset and cleared on bids made from the reset observation, before its

@@ -46,7 +46,9 @@ Sizing and prices
 -----------------
 The operator's request arrives as ``request_rel`` = request / fleet upward flexibility.
 Each agent offers the share ``clip(overoffer · |request_rel|, min_offer_share, 1)`` of its
-feasible capacity in the request's direction, rounded *up* to the next power level.
+feasible capacity in the request's direction, rounded *up* to the next power level
+(past a ramp bound only when the mask allows that level: the kernel bids it as the
+bound, so a ramp step below one level still moves the agent).
 With pay-as-clear merit order only the cheapest offers are accepted, so the over-offer
 (default 2x) makes coverage robust while the prices (true costs) decide who delivers
 and hence ``system_cost``.
@@ -155,6 +157,10 @@ class HeuristicPolicy:
         self._n_power = cfg.market.n_power_levels
         self._price_levels = np.asarray(env.price_levels, dtype=float)
         self._level_fraction = np.asarray(env.kernel.level_fraction, dtype=float)
+        # agents under a finite ramp limit (declared limits: static and public); their
+        # mask may allow the first level past a ramp bound, bid as the bound itself
+        ramped = np.isfinite(env.kernel.arrays.ramp_mw_per_s)
+        self._ramped = ramped if ramped.any() else None
         self._costs = c = cfg.costs
         # a battery's true cost of selling / absorbing 1 MWh: wear ± the stored energy
         # spent (1/η_d of it) or gained (η_c of it), as system_cost counts it
@@ -173,7 +179,8 @@ class HeuristicPolicy:
             raise RuntimeError("HeuristicPolicy.act() called before reset(env)")
         power_mask, price_mask = split_mask(mask, self._n_power)
         target_rel, price, bound_rel = self.bids(obs)
-        power_level = nearest_allowed(self._power_level_index(target_rel, bound_rel), power_mask)
+        power_level = nearest_allowed(self._power_level_index(target_rel, bound_rel, power_mask),
+                                      power_mask)
         price_level = nearest_allowed(self._price_level_index(price, target_rel), price_mask)
         return np.stack([power_level, price_level], axis=1)
 
@@ -232,15 +239,22 @@ class HeuristicPolicy:
         return target, price, bound
 
     # ------------------------------------------------------------------ snapping
-    def _power_level_index(self, target_rel: np.ndarray, bound_rel: np.ndarray) -> np.ndarray:
+    def _power_level_index(self, target_rel: np.ndarray, bound_rel: np.ndarray,
+                           power_mask: np.ndarray | None = None) -> np.ndarray:
         """Power level reaching at least ``|target_rel|`` (rounded away from 0) without
-        passing ``|bound_rel|`` (then rounded towards 0)."""
+        passing ``|bound_rel|`` (then rounded towards 0). For an agent under a ramp
+        limit, a level past the bound that ``power_mask`` allows is kept: the kernel
+        allows the first level past a ramp bound and clips it to the bound
+        (:meth:`~gridswarm_env.kernel.Kernel.power_mask`), so the bid is the bound; rounded
+        towards 0, a ramp step smaller than one level would bid 0 MW for ever."""
         frac = self._level_fraction
         pos = (target_rel - frac[0]) / (frac[1] - frac[0])
         away = np.where(target_rel > 0, np.ceil(pos - 1e-9), np.floor(pos + 1e-9))
         toward = np.where(target_rel > 0, np.floor(pos + 1e-9), np.ceil(pos - 1e-9))
         away = np.clip(away, 0, self._n_power - 1).astype(np.int64)
         beyond = np.abs(frac[away]) > np.abs(bound_rel) + 1e-9
+        if self._ramped is not None and power_mask is not None:
+            beyond &= ~(self._ramped & power_mask[np.arange(away.size), away])
         idx = np.where(beyond, toward, away)
         idx = np.where(target_rel == 0, (self._n_power - 1) // 2, idx)
         return np.clip(idx, 0, self._n_power - 1).astype(np.int64)

@@ -1,0 +1,199 @@
+"""A ramp step smaller than one power level (energy review).
+
+The power levels are 0.1·rated apart; the kernel's ramp bound is ``ramp_mw_per_s·dt_s``
+around the previous power. With only the levels inside the bound allowed, a DER at rest
+whose ramp step was below one level could bid nothing but 0 MW, so it never moved
+(``price_spike`` with a 0.2 MW/s battery ramp at ``dt_s`` = 1: 27 of its 40 batteries
+bidding one level up every step executed 0 MW, at 0.5 all 40; the heuristic's unserved
+energy went from 0 to 1.45 and 2.39 MWh). The mask now also allows the first level past a ramp
+bound, and the kernel clips its power to the bound (:meth:`Kernel.power_mask`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import TOL_MW
+
+import gridswarm_env
+from gridswarm_env.config import EnvConfig
+from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, FleetState
+from gridswarm_env.kernel import DerLimits, Kernel, Limits
+from gridswarm_env.scenarios import get_scenario
+from policies import make_policy
+from policies.rollout import run_episode
+
+RAMP = {"battery": {"ramp_mw_per_s": 0.2}}
+
+
+def _env(scenario: str, dt_s: float, limits, n_agents: int = 100):
+    """``scenario`` at ``dt_s`` over its usual duration (``episode_steps`` scaled)."""
+    sc = get_scenario(scenario)
+    sc = get_scenario(scenario, episode_steps=int(round(sc.episode_steps / dt_s)))
+    return gridswarm_env.parallel_env(scenario=sc, n_agents=n_agents, trust="hmac",
+                                      config=EnvConfig(dt_s=dt_s), limits=limits).unwrapped
+
+
+def _one_battery(ramp_mw_per_s: float) -> tuple[FleetState, Kernel]:
+    """A 2.5 MW / 10 MWh battery at 50 %, SoC floor 10 % (levels 0.25 MW apart), dt_s = 1."""
+    fleet = FleetState(
+        kind=np.array([KIND_SOLAR, KIND_BATTERY, KIND_EV], dtype=np.int8),
+        rated_power_mw=np.array([1.0, 2.5, 1.0]),
+        energy_capacity_mwh=np.array([0.0, 10.0, 10.0]),
+        energy_mwh=np.array([0.0, 5.0, 5.0]),
+        eta_charge=np.array([1.0, 0.9, 0.9]), eta_discharge=np.array([1.0, 0.9, 1.0]),
+        ev_baseline_rate_mw=np.array([0.0, 0.0, 0.0]),
+        departure_s=np.array([math.inf, math.inf, math.inf]),
+        departure_soc=np.zeros(3), plugged=np.array([True, True, True]),
+        solar_rated_mw=np.array([1.0, 0.0, 0.0]), solar_bias=np.zeros(3),
+        solar_noise=np.zeros(3), solar_available_mw=np.zeros(3),
+        solar_forecast_mw=np.zeros(3))
+    limits = Limits(per_kind={"solar": DerLimits(), "ev": DerLimits(),
+                              "battery": DerLimits(soc_min=0.1, ramp_mw_per_s=ramp_mw_per_s)})
+    return fleet, Kernel(limits, ["solar_000", "battery_000", "ev_000"], fleet, 21, 1.0)
+
+
+@pytest.mark.parametrize("committed, allowed, bid_mw", [
+    (0.0, [9, 10, 11], 0.2),            # at rest: ±0.2 MW, one level past each bound
+    (0.2, [9, 10, 11, 12], 0.4),        # from 0.2 MW: up to 0.4 MW (level 12 = 0.5 MW)
+    (0.3, [9, 10, 11, 12], 0.5),        # up to 0.5 MW exactly: level 12, none past it
+])
+def test_the_mask_allows_the_first_level_past_a_ramp_bound_bid_as_the_bound(
+        committed: float, allowed: list[int], bid_mw: float) -> None:
+    fleet, kernel = _one_battery(0.2)
+    lo, hi = kernel.bid_interval(fleet, now_s=0.0, committed_p_mw=np.array([0, committed, 0]),
+                                 reserve_mw=np.zeros(3), reserve_round=False,
+                                 reserve_duration_s=1.0)
+    assert hi[1] == pytest.approx(committed + 0.2) and lo[1] == pytest.approx(-0.2)
+    mask = kernel.power_mask(lo, hi, kernel.ramp_edges)
+    assert np.flatnonzero(mask[1]).tolist() == allowed
+    # without the ramp's edges only the levels inside (the old mask)
+    inside = kernel.power_mask(lo, hi)
+    assert np.flatnonzero(inside[1]).tolist() == [k for k in allowed
+                                                   if -0.2 - 1e-9 <= 0.25 * (k - 10)
+                                                   <= hi[1] + 1e-9]
+    # the top allowed level is bid as the bound; a bid past it is blocked to it
+    for want, was_blocked in ((allowed[-1], False), (20, True)):
+        level, power, blocked = kernel.enforce(np.array([10, want, 10]), mask, lo, hi)
+        assert level[1] == allowed[-1] and blocked[1] == was_blocked
+        assert power[1] == pytest.approx(bid_mw, abs=1e-12)
+    level, power, _ = kernel.enforce(np.array([10, 0, 10]), mask, lo, hi)
+    assert level[1] == 9 and power[1] == pytest.approx(-0.2)
+
+
+def test_a_bound_the_ramp_does_not_set_is_not_passed() -> None:
+    """Only a ramp bound is widened to its level: a battery whose SoC allows 0.1 MW
+    (below one level) keeps level 0 only, as without a ramp limit, and an unlimited
+    ramp gives no edges at all."""
+    fleet, kernel = _one_battery(10.0)
+    fleet.energy_mwh[1] = 1.0 + 0.1 / 3600 / 0.9    # floor 10 %: 0.1 MW for one second
+    lo, hi = kernel.bid_interval(fleet, now_s=0.0, committed_p_mw=np.zeros(3),
+                                 reserve_mw=np.zeros(3), reserve_round=False,
+                                 reserve_duration_s=1.0)
+    assert hi[1] == pytest.approx(0.1, rel=1e-6)
+    assert not kernel.ramp_edges[1][1]
+    assert np.flatnonzero(kernel.power_mask(lo, hi, kernel.ramp_edges)[1]).tolist() == list(
+        range(11))   # down to −rated (the ramp, 10 MW, does not bind), up to 0 only
+    _, unlimited = _one_battery(math.inf)
+    unlimited.bid_interval(fleet, now_s=0.0, committed_p_mw=np.zeros(3),
+                           reserve_mw=np.zeros(3), reserve_round=False, reserve_duration_s=1.0)
+    assert unlimited.ramp_edges is None
+
+
+def test_a_reserve_bid_smaller_than_one_level_is_biddable() -> None:
+    """The reserve round's bound ``ramp·dt − reserve`` (0.2 MW) allows level +1, bid as
+    0.2 MW; with the whole ramp held as reserve (bound 0) only level 0."""
+    fleet, kernel = _one_battery(0.2)
+    for held, allowed, bid in ((0.0, [10, 11], 0.2), (0.2, [10], 0.0)):
+        lo, hi = kernel.bid_interval(fleet, now_s=0.0, committed_p_mw=np.zeros(3),
+                                     reserve_mw=np.array([0.0, held, 0.0]), reserve_round=True,
+                                     reserve_duration_s=60.0)
+        mask = kernel.power_mask(lo, hi, kernel.ramp_edges)
+        assert np.flatnonzero(mask[1]).tolist() == allowed
+        _, power, _ = kernel.enforce(np.array([10, 20, 10]), mask, lo, hi)
+        assert power[1] == pytest.approx(bid)
+
+
+@pytest.mark.parametrize("dt_s", [0.5, 1.0, 2.0])
+def test_a_battery_ramp_below_one_level_no_longer_freezes_the_heuristic(dt_s: float) -> None:
+    """``price_spike``, battery ramp 0.2 MW/s: unserved energy was 2.387 / 1.450 / 0.000
+    MWh at ``dt_s`` 0.5 / 1 / 2 (0 without the ramp); now 0.040 / 0.010 / 0.000. Every
+    step, a battery whose interval reaches above 0 has a level above 0 in its mask, and
+    executed power keeps the ramp bound (checked here from the executed powers, besides
+    the environment's own post-step check)."""
+    env = _env("price_spike", dt_s, RAMP)
+    env.reset(seed=0)
+    bat = env.kernel.is_battery
+    step_mw = 0.2 * dt_s
+    hi_col = gridswarm_env.OBS_FIELDS.index("feasible_hi_rel")
+    p_prev = [env.last_p_mw.copy()]
+    moved = []
+
+    def check(raw, info) -> None:
+        assert info["executed_violations"] == 0
+        p, before = raw.last_p_mw, p_prev[-1]
+        assert np.all(p[bat] <= np.maximum(before[bat], 0.0) + step_mw + TOL_MW)
+        assert np.all(p[bat] >= np.minimum(before[bat], 0.0) - step_mw - TOL_MW)
+        p_prev.append(p.copy())
+        moved.append(float(np.abs(p[bat]).max()))
+        mask = raw.action_masks()[:, :raw.config.market.n_power_levels]
+        up = bat & (raw.observations_array()[:, hi_col] > 1e-6)
+        assert np.all(mask[up, mask.shape[1] // 2 + 1:].any(axis=1))
+
+    m = run_episode(env, make_policy("heuristic"), seed=0, on_step=check,
+                    reset_env=False).metrics
+    assert m["unserved_energy_mwh"] < 0.1
+    assert m["executed_violations"] == 0 and m["dispatch_clamped"] == 0
+    assert max(moved) > 0.0
+
+
+@pytest.mark.parametrize("dt_s", [0.5, 1.0])
+def test_the_oracle_plans_with_the_ramp_it_can_bid(dt_s: float) -> None:
+    """The oracle rounded the ramp down to whole levels (0 MW for 0.2 MW/s at ``dt_s``
+    <= 1), so its plan used no battery: 2.189 / 1.212 MWh planned unserved, a planned
+    ``system_cost`` of 19 793 / 11 067 $ (and, before the mask fix, as much realised);
+    now its plan is the 245.4 $ it nearly realises (256.5 / 247.2 $), with nothing
+    unserved."""
+    env = _env("price_spike", dt_s, RAMP)
+    oracle = make_policy("oracle")
+    m = run_episode(env, oracle, seed=0).metrics
+    plan = oracle.plans[0]
+    assert float(plan.unserved_mw.sum()) * dt_s / 3600.0 < 0.01
+    assert oracle.planned_cost == pytest.approx(m["system_cost"], rel=0.1)
+    assert m["unserved_energy_mwh"] < 0.01
+    assert m["executed_violations"] == 0
+
+
+def test_batteries_under_a_small_ramp_hold_reserve_in_emergency() -> None:
+    """``emergency``, battery and EV ramps 0.2 MW/s at ``dt_s`` = 0.5: a reserve bid
+    (at most one step's ramp, 0.1 MW) was below one level, so no DER could bid reserve
+    (0.28 MW activated within 100 ms of the trip, 3.01 of 3.06 MWh unserved); now every
+    battery holds 0.1 MW (heuristic: 7 MW within 100 ms, 0.12 MWh unserved)."""
+    env = _env("emergency", 0.5, {"battery": {"ramp_mw_per_s": 0.2},
+                                  "ev": {"ramp_mw_per_s": 0.2}})
+    held = []
+    m = run_episode(env, make_policy("heuristic"), seed=0,
+                    on_step=lambda raw, info: held.append(raw.reserve_standing_mw().copy())
+                    ).metrics
+    most = np.max(held, axis=0)
+    bat = env.kernel.is_battery
+    assert np.all(most <= 0.1 + 1e-9)
+    assert np.count_nonzero(most[bat] > 0.1 - 1e-9) == np.count_nonzero(bat)
+    assert m["emergency_response_mw_100ms"] > 5.0
+    assert m["unserved_energy_mwh"] < 0.2
+    assert m["executed_violations"] == 0
+
+
+@pytest.mark.parametrize("power", ["full_discharge", "alternating", "masked_random",
+                                   "outside_mask"])
+def test_a_small_ramp_holds_under_adversarial_levels(make_env, checked_run, power) -> None:
+    """Every step checked independently (``conftest.run_checked``: the ramp from the
+    executed powers, blocked counts from the mask): levels past a ramp bound execute the
+    bound, never more."""
+    raw = make_env("emergency", 60, config=EnvConfig(dt_s=0.5),
+                   limits={"battery": {"ramp_mw_per_s": 0.2}, "ev": {"ramp_mw_per_s": 0.3},
+                           "solar": {"ramp_mw_per_s": 0.1}})
+    stats = checked_run(raw, seed=2, power=power, price="accept", max_steps=120)
+    assert stats.max_abs_p_mw > 0.0
