@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from gridswarm_env.trust import (
     EMPTY_AUDIT_FILE,
@@ -134,9 +135,17 @@ def exit_status(result: AuditVerification) -> int:
     return EXIT_OK if result.ok and result.n_entries > 0 else EXIT_BROKEN
 
 
-def _parser() -> argparse.ArgumentParser:
-    from policies.cli_checks import OneLineParser  # the project's one-line usage errors
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``PROG: error: MESSAGE (see PROG
+    --help)``, with exit status 2 (no usage block): this command's, and the project's
+    other command lines' (``policies.cli_checks`` re-exports it; the library imports
+    nothing from ``policies``)."""
 
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m gridswarm_env.audit",
         description="Verify a gridswarm audit hash chain (JSONL).",

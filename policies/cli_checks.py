@@ -37,7 +37,9 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple
+
+from gridswarm_env.audit import OneLineParser  # noqa: F401  (re-exported for the CLIs)
 
 PROBE_PREFIX = ".gridswarm-write-probe-"
 
@@ -422,14 +424,6 @@ def add_contract_keys_argument(parser: argparse.ArgumentParser) -> None:
              "unforgeable) or seeded (derived from the seed: reproducible signature bytes, "
              "but anyone who knows the seed can sign a valid contract); the episodes are "
              "the same either way")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, ``PROG: error: MESSAGE (see PROG
-    --help)``, with exit status 2 (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 @contextlib.contextmanager

@@ -1561,3 +1561,31 @@ def test_a_closed_ed25519_environment_refuses_reset_and_step(tmp_path):
     hmac_env.close()
     kinds = [e["kind"] for e in read(hmac_path)]
     assert kinds.count("episode_start") == 2 and "head_signed" not in kinds
+
+
+def test_the_library_imports_no_script_policy_or_training_code() -> None:
+    """DESIGN §1: ``gridswarm_env`` is a library that imports nothing from ``policies``,
+    ``train``, ``benchmarks`` or the scripts, and none of its modules but the package
+    itself and the AEC wrapper imports ``env.py`` (code review: audit.py imported its
+    argument parser from policies). Checked on the source, at every nesting level."""
+    import ast
+    import pathlib
+
+    import gridswarm_env
+
+    root = pathlib.Path(gridswarm_env.__file__).parent
+    outside = {"policies", "train", "benchmarks", "evaluate", "demo", "dashboard", "tests"}
+    may_import_env = {root / "__init__.py", root / "aec.py"}
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in outside, (path.name, name)
+                if path not in may_import_env:
+                    assert name != "gridswarm_env.env", (path.name, name)
