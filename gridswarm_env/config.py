@@ -310,6 +310,18 @@ class FleetConfig:
       errors are far smaller than day-ahead ones; the bias stands for a mis-rated or
       shaded array).
 
+    Assumptions of this project (no single source; sized to DESIGN §3's "flexible
+    capacity of the order of 10–20 % of system load"):
+
+    * fleet sizes: batteries 100 MW and EV chargers 50 MW give 125 MW of upward
+      flexibility (full battery discharge plus stopping the EVs' 25 MW of baseline
+      charging), ~15 % of the scenarios' 850 MW base load; PV 120 MW (DC) can curtail;
+    * initial SoC uniform in 0.25–0.9 (batteries) and 0.3–0.7 (EVs), EV departure
+      target 0.8, departures drawn in 60–3600 s: spreads so the agents start in
+      different states, not measured distributions;
+    * portfolio sizes ``1 ± 0.5`` (``size_spread``) and solar variability of 1 % with a
+      60 s AR(1) time constant (``solar_variability_std``): assumptions.
+
     :param share_solar: fraction of agents that are solar portfolios.
     :param share_battery: fraction of agents that are battery portfolios.
     :param share_ev: fraction of agents that are EV fleets.
@@ -396,6 +408,13 @@ class MarketConfig:
         The next round is announced at gate closure too (DESIGN §2), so its signal
         has ``dt_s − gate_s`` to be delivered before the next observation.
     :param deadband_mw: requests smaller than this hold no round.
+
+    Defaults (design choices, not sourced figures): 21 power levels (0.1·rated steps)
+    and 11 price levels; consensus at 95 % of the request (DESIGN §3); gate closure
+    0.25 s into the 1 s step, several times the bus's 15 ms mean latency (clipped at
+    50 ms) so on-time bids are never late, leaving 0.75 s to deliver the next round's
+    signal; a 0.05 MW deadband, 0.1 % of the fleet's 125 MW of upward flexibility (the
+    load noise alone is ±1.5 MW).
     """
 
     n_power_levels: int = 21
@@ -493,6 +512,13 @@ class RewardConfig:
     in ``price_spike`` with the heuristic (seed 0) its mean magnitude is 5.4 % of the
     agents' own mean |r| at 100 agents and 54 % at 1 000, so ``grid_weight`` set for
     ~100 agents would dominate at 10 000.
+
+    Defaults (design choices): ``undelivered_penalty_per_mwh`` = 500 $/MWh, at least
+    every shipped scenario's price cap (500, 50 and 100 $/MWh), so contracted energy left
+    undelivered costs at least what it is worth at any clearing price they allow; ``grid_weight`` = 0.002 $ per step at a
+    mean deviation of one ``band_hz``, which makes the shared term ~5 % of an agent's
+    own at 100 agents (above); ``scale`` = 100 gives per-step rewards with a standard
+    deviation of ~0.2–6 at 100 agents (``docs/training.md``).
     """
 
     scale: float = 100.0
