@@ -38,6 +38,7 @@ clamps nothing (so a violation would be visible to the independent check).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -373,13 +374,16 @@ def update_solar(state: FleetState, irradiance_now: float, irradiance_next: floa
     state.solar_forecast_mw = fast_clip(forecast, c.zero, rated, out=forecast)
 
 
-_LAST_CONSTANTS: list = [None, None]   # [kind array, its FleetConstants]
+# (kind array, its FleetConstants), replaced as one tuple: a thread reading it never pairs
+# one fleet's kinds with another's constants
+_LAST_CONSTANTS: list[tuple[Any, FleetConstants | None]] = [(None, None)]
 
 
 def _constants_of(state: FleetState) -> FleetConstants:
     """:func:`fleet_constants` of ``state``, cached for the last ``kind`` array seen (kinds and
     the other static fields used here do not change during an episode)."""
-    if _LAST_CONSTANTS[0] is not state.kind:
-        _LAST_CONSTANTS[1] = fleet_constants(state)
-        _LAST_CONSTANTS[0] = state.kind
-    return _LAST_CONSTANTS[1]
+    kind, constants = _LAST_CONSTANTS[0]
+    if kind is not state.kind or constants is None:
+        constants = fleet_constants(state)
+        _LAST_CONSTANTS[0] = (state.kind, constants)
+    return constants
