@@ -138,13 +138,20 @@ def test_bad_env_arguments(kwargs: dict, field: str) -> None:
 def test_valid_edge_values_accepted() -> None:
     assert FleetConfig(battery_eta_charge=1.0, ev_eta_charge=1.0).battery_eta_charge == 1.0
     assert FleetConfig(share_solar=0.0, share_battery=1.0, share_ev=0.0).share_battery == 1.0
-    assert FleetConfig(share_solar=0.1, share_battery=0.7, share_ev=0.2)   # 0.1+0.7+0.2 != 1.0
+    # shares whose float sum is not exactly 1 (0.7 + 0.2 + 0.1 = 0.9999999999999999) are
+    # accepted and kept as given
+    assert 0.7 + 0.2 + 0.1 != 1.0
+    shares = FleetConfig(share_solar=0.7, share_battery=0.2, share_ev=0.1)
+    assert (shares.share_solar, shares.share_battery, shares.share_ev) == (0.7, 0.2, 0.1)
     assert EnvConfig(n_agents=1, dt_s=0.5).n_agents == 1
     assert MarketConfig(n_power_levels=3).n_power_levels == 3
     # equal bounds: a fixed initial SoC, a fixed departure time
-    assert FleetConfig(battery_soc_init_low=0.5, battery_soc_init_high=0.5,
-                       ev_soc_init_low=0.4, ev_soc_init_high=0.4,
-                       ev_departure_min_s=900.0, ev_departure_max_s=900.0)
+    fixed = FleetConfig(battery_soc_init_low=0.5, battery_soc_init_high=0.5,
+                        ev_soc_init_low=0.4, ev_soc_init_high=0.4,
+                        ev_departure_min_s=900.0, ev_departure_max_s=900.0)
+    assert (fixed.battery_soc_init_low, fixed.battery_soc_init_high) == (0.5, 0.5)
+    assert (fixed.ev_soc_init_low, fixed.ev_soc_init_high) == (0.4, 0.4)
+    assert (fixed.ev_departure_min_s, fixed.ev_departure_max_s) == (900.0, 900.0)
 
 
 def test_configs_are_frozen_and_override_validates() -> None:

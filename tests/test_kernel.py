@@ -377,15 +377,30 @@ def test_tight_custom_limits_hold(make_env, checked_run, scenario: str) -> None:
     assert np.all((f.soc[inside] >= 0.5 - 1e-9) & (f.soc[inside] <= 0.8 + 1e-9))
 
 
+def _assert_ramp_binds(raw, stats, kinds: tuple[int, ...], ramp_mw_per_s: float) -> None:
+    """The ramp limit given (not the kernel's compiled arrays, which the checked run
+    reads) held for every agent of ``kinds`` and was reached: some moved a full ramp
+    step away from its baseline in one step, so without the limit they would have
+    moved further (code review: these tests passed with the ramp removed)."""
+    step_mw = ramp_mw_per_s * raw.config.dt_s
+    sel = np.isin(raw.fleet.kind, kinds)
+    moves = stats.max_move_mw[sel]
+    assert moves.max() <= step_mw + 1e-9, f"moved {moves.max()} MW > ramp step {step_mw} MW"
+    assert np.count_nonzero(moves >= step_mw - 1e-9) >= 5, "the ramp limit never bound"
+
+
 def test_ramp_limit_holds_for_executed_power(make_env, checked_run) -> None:
     raw = make_env("price_spike", 100, limits={"battery": {"ramp_mw_per_s": 0.4}})
-    checked_run(raw, seed=1, power="full_discharge", price="accept")
+    stats = checked_run(raw, seed=1, power="full_discharge", price="accept")
+    _assert_ramp_binds(raw, stats, (KIND_BATTERY,), 0.4)
 
 
 def test_ramp_limit_holds_for_reserve_activation(make_env, checked_run) -> None:
     raw = make_env("emergency", 100, limits={"battery": {"ramp_mw_per_s": 0.4},
                                              "ev": {"ramp_mw_per_s": 0.4}})
-    checked_run(raw, seed=1, power="masked_random", price="accept")
+    stats = checked_run(raw, seed=1, power="masked_random", price="accept")
+    assert raw.episode_metrics()["emergency_response_mw_100ms"] > 0   # reserve activated
+    _assert_ramp_binds(raw, stats, (KIND_BATTERY, KIND_EV), 0.4)
 
 
 def test_unplugged_ev_with_reserve_only_allows_zero(make_env) -> None:
