@@ -1326,7 +1326,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     runs: list[dict[str, Any]] = []
     traces: dict[str, dict[str, np.ndarray]] = {sc: {} for sc in scs}
     wall: dict[str, dict[str, float]] = {sc: {} for sc in scs}
-    physics_dt_s = 0.05
+    physics_dt_s = env_config.grid.physics_dt_s   # every environment's (make_env: env_config)
     no_der: dict[str, dict[str, Any]] = {}
     no_der_traces: dict[str, np.ndarray] = {}
     earlier_events = _event_files(out)
@@ -1369,7 +1369,6 @@ def evaluate(policies: Sequence[str] | str | None = None,
             for pol in pols:
                 env = make_env(sc)
                 policy = built[pol]
-                physics_dt_s = env.unwrapped.config.grid.physics_dt_s
                 t_pol = time.perf_counter()
                 for e in range(episodes):
                     s = seed + e

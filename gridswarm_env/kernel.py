@@ -547,10 +547,6 @@ class Kernel:
         """Kind masks, selectors and safe efficiencies of the kernel's fleet."""
         return self._statics.fleet
 
-    def constants_for(self, fleet: FleetState) -> FleetConstants:
-        """:attr:`constants` for ``fleet`` (cached when it is the kernel's own fleet)."""
-        return self._statics_for(fleet).fleet
-
     # ------------------------------------------------------------------ feasible sets
     def net_bounds(self, fleet: FleetState, energy_lo_mwh: np.ndarray,
                    energy_hi_mwh: np.ndarray, solar_available_mw: np.ndarray,
