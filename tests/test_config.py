@@ -434,3 +434,19 @@ def test_every_magnitude_at_its_bound_plays_a_finite_episode() -> None:
         assert np.isfinite(obs).all() and np.isfinite(rewards).all()
     assert all(is_finite_or_none(v) for v in env.episode_metrics().values()
                if isinstance(v, float))
+
+
+def test_trust_modes_and_the_nerc_band_are_defined_once() -> None:
+    """Code review: TRUST_MODES was defined in config, the trust package and demo.py, and
+    RewardConfig.band_hz's default repeated metrics.BAND_HZ; each now has one definition
+    that the others name (the same object, not an equal copy)."""
+    import demo
+    from gridswarm_env import config, metrics
+    from gridswarm_env.trust import identities
+
+    assert config.TRUST_MODES is identities.TRUST_MODES
+    assert not hasattr(demo, "TRUST_MODES")
+    assert demo.build_parser()._option_string_actions["--trust"].choices is (
+        identities.TRUST_MODES)
+    band = {f.name: f.default for f in dataclasses.fields(config.RewardConfig)}["band_hz"]
+    assert band is metrics.BAND_HZ and config.RewardConfig().band_hz == 0.05
