@@ -31,7 +31,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ
+from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, UFLS_FIRST_STAGE_HZ
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 DASH = "—"
@@ -429,8 +429,22 @@ class Dashboard:
         return Panel(text, title="market events", border_style="white", height=rows + 2)
 
 
+#: the summary's row after the nadir: its margin to ERCOT's first UFLS stage (DESIGN §3)
+UFLS_ROW_LABEL = f"nadir − first UFLS stage ({UFLS_FIRST_STAGE_HZ:g} Hz)"
+
+
+def ufls_margin_text(nadir_hz: Any) -> str:
+    """``nadir_hz − UFLS_FIRST_STAGE_HZ`` signed to 4 decimals, marked "below: load shed"
+    when negative; "—" without a nadir."""
+    if is_missing(nadir_hz):
+        return DASH
+    margin = float(nadir_hz) - UFLS_FIRST_STAGE_HZ
+    return f"{margin:+.4f}" + (" (below: load shed)" if margin < 0 else "")
+
+
 def summary_table(metrics: Mapping[str, Any], title: str | None = None) -> Table:
-    """The end-of-run KPI table (rows :data:`SUMMARY_ROWS`; "—" where not measured).
+    """The end-of-run KPI table (rows :data:`SUMMARY_ROWS`; "—" where not measured),
+    with the nadir's margin to the first UFLS stage (:func:`ufls_margin_text`) after it.
 
     :param metrics: the dict of :meth:`GridSwarmEnv.episode_metrics`.
     :param title: optional table title.
@@ -444,4 +458,6 @@ def summary_table(metrics: Mapping[str, Any], title: str | None = None) -> Table
         text = fmt(value, spec, f"{DASH} (none)" if key.startswith(("emergency", "stab"))
                    else DASH)
         table.add_row(label, text, unit)
+        if key == "frequency_nadir_hz":
+            table.add_row(UFLS_ROW_LABEL, ufls_margin_text(value), "Hz")
     return table

@@ -110,7 +110,6 @@ from policies.cli_checks import (
 EXIT_OK, EXIT_STDOUT_CLOSED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Exit status when an output could not be written where asked (saved elsewhere).
 EXIT_OUTPUT_FAILED = 1
-TRUST_MODES = ("ed25519", "hmac")
 #: Shortest wall-clock interval between live refreshes (s): at most ~12 frames/s; a
 #: slow terminal stretches it so that drawing takes at most a quarter of the run.
 REFRESH_INTERVAL_S = 1.0 / 12.0
@@ -230,6 +229,7 @@ class DemoOptions:
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
         from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS, check_bool
+        from gridswarm_env.trust import TRUST_MODES
 
         flag = OPTION_FLAGS
         _check_int("n_agents", self.n_agents, 1, maximum=MAX_AGENTS, why=AGENT_LIMIT_WHY)
@@ -307,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gridswarm_env import scenario_names
     from gridswarm_env.config import MAX_AGENTS
     from gridswarm_env.scenarios import randomize_text
+    from gridswarm_env.trust import TRUST_MODES
 
     p = OneLineParser(
         prog="demo.py", description="Live grid dashboard: DER agents balance the grid through "

@@ -1016,17 +1016,45 @@ def _paired_text(summary_sc: dict[str, Any]) -> str:
             "(relative), episodes): " + "; ".join(parts) + ".")
 
 
+def ufls_text(runs: Sequence[dict[str, Any]], scenario: str, policies: Sequence[str]) -> str:
+    """``results.md``'s line of each policy's nadir against ERCOT's first under-frequency
+    load-shedding stage (:data:`~gridswarm_env.metrics.UFLS_FIRST_STAGE_HZ`, DESIGN §3):
+    the lowest nadir over its episodes minus 59.3 Hz (negative: load would have been
+    shed) and, when any, how many episodes went below; empty without episodes."""
+    from gridswarm_env.metrics import UFLS_FIRST_STAGE_HZ
+
+    parts = []
+    for pol in policies:
+        nadirs = [v for r in runs if r["scenario"] == scenario and r["policy"] == pol
+                  and (v := _numeric(r["metrics"].get("frequency_nadir_hz"))) is not None]
+        if not nadirs:
+            continue
+        text = f"{pol} {min(nadirs) - UFLS_FIRST_STAGE_HZ:+.3f} Hz"
+        below = sum(v < UFLS_FIRST_STAGE_HZ for v in nadirs)
+        if below:
+            text += f" (below it in {below} of {len(nadirs)} episodes)"
+        parts.append(text)
+    if not parts:
+        return ""
+    return (f"Nadir against ERCOT's first under-frequency load-shedding stage "
+            f"({UFLS_FIRST_STAGE_HZ:g} Hz), lowest nadir over the episodes minus "
+            f"{UFLS_FIRST_STAGE_HZ:g} Hz (negative: load shed): " + "; ".join(parts) + ".")
+
+
 def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
                    notes: list[str], counterfactual: dict[str, dict[str, Any]], *,
                    runs: Sequence[dict[str, Any]] = (), randomized: bool = False,
                    overwrite: bool = True) -> None:
     """``results.md``: one KPI table per scenario, mean ± std over episodes (with
     ``randomized``, the title says so and each scenario lists the episodes ``runs``
-    drew).
+    drew), then each policy's nadir against the first UFLS stage (:func:`ufls_text`,
+    from ``runs``).
 
     :param overwrite: replace a file at ``path``; False writes only a new or empty file
         (:func:`~policies.cli_checks.write_output_text`: ``FileExistsError`` otherwise).
     """
+    from gridswarm_env.metrics import UFLS_FIRST_STAGE_HZ
+
     title = RESULTS_MD_TITLE + (
         " — randomized scenarios (--randomize)" if randomized else "")
     lines = [title, ""]
@@ -1042,10 +1070,12 @@ def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
         if cf:
             rocof = cf.get("max_rocof_hz_per_s")
             rocof_text = "" if rocof is None else f", max RoCoF {rocof:.3f} Hz/s"
+            margin = cf["frequency_nadir_hz"] - UFLS_FIRST_STAGE_HZ
             lines += [f"No-DER counterfactual (shadow mode, seed {cf['seed']}): nadir "
-                      f"{cf['frequency_nadir_hz']:.3f} Hz, zenith {cf['frequency_zenith_hz']:.3f} "
-                      f"Hz{rocof_text}, {cf['seconds_outside_band']:.1f} s outside "
-                      "59.95-60.05 Hz.", ""]
+                      f"{cf['frequency_nadir_hz']:.3f} Hz ({margin:+.3f} Hz from the "
+                      f"{UFLS_FIRST_STAGE_HZ:g} Hz first UFLS stage), zenith "
+                      f"{cf['frequency_zenith_hz']:.3f} Hz{rocof_text}, "
+                      f"{cf['seconds_outside_band']:.1f} s outside 59.95-60.05 Hz.", ""]
         cols = ["policy", "episodes", *TABLE_KPIS, "cost / oracle"]
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "---|" * len(cols))
@@ -1057,9 +1087,9 @@ def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
                       else "–" + _missing_text(broken[k]) for k in TABLE_KPIS]
             cells.append("–" if rel is None else f"{rel:.4f}")
             lines.append("| " + " | ".join(cells) + " |")
-        paired = _paired_text(per_policy)
-        if paired:
-            lines += ["", paired]
+        for extra in (_paired_text(per_policy), ufls_text(runs, sc, list(per_policy))):
+            if extra:
+                lines += ["", extra]
         walls = [f"{pol} {entry['wall_time_s']:.1f} s" for pol, entry in per_policy.items()
                  if entry.get("wall_time_s") is not None]
         lines += ["", "Wall time: " + ", ".join(walls) + "." if walls else "", ""]
@@ -1326,7 +1356,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     runs: list[dict[str, Any]] = []
     traces: dict[str, dict[str, np.ndarray]] = {sc: {} for sc in scs}
     wall: dict[str, dict[str, float]] = {sc: {} for sc in scs}
-    physics_dt_s = 0.05
+    physics_dt_s = env_config.grid.physics_dt_s   # every environment's (make_env: env_config)
     no_der: dict[str, dict[str, Any]] = {}
     no_der_traces: dict[str, np.ndarray] = {}
     earlier_events = _event_files(out)
@@ -1369,7 +1399,6 @@ def evaluate(policies: Sequence[str] | str | None = None,
             for pol in pols:
                 env = make_env(sc)
                 policy = built[pol]
-                physics_dt_s = env.unwrapped.config.grid.physics_dt_s
                 t_pol = time.perf_counter()
                 for e in range(episodes):
                     s = seed + e

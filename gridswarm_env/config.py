@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-TRUST_MODES = ("ed25519", "hmac")
+from gridswarm_env.trust.identities import TRUST_MODES
+
 #: the largest fleet and agent step an EnvConfig accepts (beyond them memory, not
 #: correctness, is the limit: a clear error instead of an allocation that never ends)
 MAX_AGENTS = 1_000_000
@@ -73,6 +74,10 @@ MAX_PRICE_WHY = "$10 000 per kWh, about 1 100 x ERCOT's former 9 000 $/MWh offer
 #: RewardConfig.scale, reward units per $: the default 100 gives rewards of order 0.1-10 per
 #: step; 10 000 x more is past any useful normalisation
 MAX_REWARD_SCALE = 1e6
+#: the NERC frequency band, ±0.05 Hz around 60 Hz (59.95-60.05 Hz): the KPIs' band
+#: (``metrics.BAND_HZ`` is this one: metrics imports config, so it is defined here) and
+#: the default of RewardConfig.band_hz, the grid term's unit of deviation
+BAND_HZ = 0.05
 #: RewardConfig.band_hz: 1 µHz, a thousand times finer than grid frequency is measured
 #: (PMUs resolve about 1 mHz); the grid term divides by it
 MIN_BAND_HZ = 1e-6
@@ -524,7 +529,7 @@ class RewardConfig:
     scale: float = 100.0
     undelivered_penalty_per_mwh: float = 500.0
     grid_weight: float = 0.002
-    band_hz: float = 0.05
+    band_hz: float = BAND_HZ
 
     def __post_init__(self) -> None:
         owner = type(self).__name__

@@ -174,20 +174,61 @@ def _ev_only(owner: str, kind: str, departure_soc: float) -> str:
             "only in [ev] and [agents.ev_<n>]")
 
 
-DEFAULT_KIND_LIMITS: dict[str, DerLimits] = {
+class ReadOnlyDict(dict):
+    """A dict that cannot be changed once built (item assignment, deletion and the
+    mutating methods raise ``TypeError``): what :class:`Limits` stores, so a frozen
+    ``Limits`` is immutable and does not follow later changes to the dicts it was built
+    from. Hashable when its values are; it pickles and copies as a new ``ReadOnlyDict``
+    of the same items (``pickle`` would otherwise refill it item by item); being a dict,
+    it compares equal to a dict of the same items and ``json`` and
+    ``dataclasses.asdict`` take it as one."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ReadOnlyDict:
+        self = super().__new__(cls)
+        dict.__init__(self, *args, **kwargs)    # filled once, here
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Filled by ``__new__``: calling ``__init__`` again changes nothing."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} is read-only: build a new one (e.g. "
+                        "Limits.from_dict or dataclasses.replace for limits)")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __hash__(self) -> int:   # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[type[ReadOnlyDict], tuple[dict[Any, Any]]]:
+        return type(self), (dict(self),)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict.__repr__(self)})"
+
+
+#: each kind's default limits (read-only; :meth:`Limits.from_dict` merges changes on them)
+DEFAULT_KIND_LIMITS: Mapping[str, DerLimits] = ReadOnlyDict({
     "solar": DerLimits(),
     "battery": DerLimits(soc_min=0.10, soc_max=0.95),   # typical vendor reserve / top margin
     "ev": DerLimits(soc_min=0.05, soc_max=1.0),
-}
+})
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Limits per kind plus per-agent overrides (field dicts merged on the kind's limits)."""
+    """Limits per kind plus per-agent overrides (field dicts merged on the kind's limits).
 
-    per_kind: Mapping[str, DerLimits] = field(
-        default_factory=lambda: dict(DEFAULT_KIND_LIMITS))
-    per_agent: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    Immutable and hashable: both mappings (and each agent's fields) are stored as
+    :class:`ReadOnlyDict` copies of those given, so changing the given dicts afterwards
+    changes nothing here.
+    """
+
+    per_kind: Mapping[str, DerLimits] = field(default_factory=lambda: DEFAULT_KIND_LIMITS)
+    per_agent: Mapping[str, Mapping[str, Any]] = field(default_factory=ReadOnlyDict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.per_kind, Mapping):
@@ -210,7 +251,7 @@ class Limits:
         # every value is checked (and normalized) here, and soc_min <= soc_max when both
         # are given; one of them against the other's kind default needs the agent's kind,
         # so that is checked when the limits are compiled against the fleet
-        per_agent: dict[str, dict[str, Any]] = {}
+        per_agent: dict[str, ReadOnlyDict] = {}
         for agent, changes in self.per_agent.items():
             owner = f"limits.agents[{agent!r}]"
             if not isinstance(agent, str) or not agent.strip():
@@ -234,8 +275,9 @@ class Limits:
                 _check_solar_fields(owner, checked)
             check_soc_order(owner, checked.get("soc_min", 0.0), checked.get("soc_max", 1.0),
                             checked.get("departure_soc"))
-            per_agent[agent] = checked
-        store(self, "per_agent", per_agent)
+            per_agent[agent] = ReadOnlyDict(checked)
+        store(self, "per_kind", ReadOnlyDict(self.per_kind))
+        store(self, "per_agent", ReadOnlyDict(per_agent))
 
     def for_kind(self, kind: str) -> DerLimits:
         return self.per_kind.get(kind, DEFAULT_KIND_LIMITS[kind])
@@ -504,10 +546,6 @@ class Kernel:
     def constants(self) -> FleetConstants:
         """Kind masks, selectors and safe efficiencies of the kernel's fleet."""
         return self._statics.fleet
-
-    def constants_for(self, fleet: FleetState) -> FleetConstants:
-        """:attr:`constants` for ``fleet`` (cached when it is the kernel's own fleet)."""
-        return self._statics_for(fleet).fleet
 
     # ------------------------------------------------------------------ feasible sets
     def net_bounds(self, fleet: FleetState, energy_lo_mwh: np.ndarray,

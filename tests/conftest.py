@@ -111,6 +111,10 @@ class RunStats:
     negotiations: int = 0
     max_abs_p_mw: float = 0.0
     strategies: list[str] = field(default_factory=list)
+    #: per agent, the largest move of its executed power away from the baseline in one
+    #: step (``p − max(p_prev, 0)`` up, ``min(p_prev, 0) − p`` down, MW; what a ramp limit
+    #: bounds, :func:`~gridswarm_env.kernel.ramp_interval`), measured from the powers alone
+    max_move_mw: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,10 @@ def run_checked(raw: GridSwarmEnv, seed: int, power: str | list[str], price: str
         stats.blocked += expected_blocked
         stats.negotiations += info["negotiations"]
         stats.max_abs_p_mw = max(stats.max_abs_p_mw, float(np.abs(raw.last_p_mw).max()))
+        p, p_prev = raw.last_p_mw, before.p_mw
+        move = np.maximum(p - np.maximum(p_prev, 0.0), np.minimum(p_prev, 0.0) - p)
+        stats.max_move_mw = move if stats.max_move_mw is None else np.maximum(
+            stats.max_move_mw, move)
         stats.strategies.append(name)
     m = raw.episode_metrics()
     assert m["blocked_attempts"] == stats.blocked

@@ -138,13 +138,20 @@ def test_bad_env_arguments(kwargs: dict, field: str) -> None:
 def test_valid_edge_values_accepted() -> None:
     assert FleetConfig(battery_eta_charge=1.0, ev_eta_charge=1.0).battery_eta_charge == 1.0
     assert FleetConfig(share_solar=0.0, share_battery=1.0, share_ev=0.0).share_battery == 1.0
-    assert FleetConfig(share_solar=0.1, share_battery=0.7, share_ev=0.2)   # 0.1+0.7+0.2 != 1.0
+    # shares whose float sum is not exactly 1 (0.7 + 0.2 + 0.1 = 0.9999999999999999) are
+    # accepted and kept as given
+    assert 0.7 + 0.2 + 0.1 != 1.0
+    shares = FleetConfig(share_solar=0.7, share_battery=0.2, share_ev=0.1)
+    assert (shares.share_solar, shares.share_battery, shares.share_ev) == (0.7, 0.2, 0.1)
     assert EnvConfig(n_agents=1, dt_s=0.5).n_agents == 1
     assert MarketConfig(n_power_levels=3).n_power_levels == 3
     # equal bounds: a fixed initial SoC, a fixed departure time
-    assert FleetConfig(battery_soc_init_low=0.5, battery_soc_init_high=0.5,
-                       ev_soc_init_low=0.4, ev_soc_init_high=0.4,
-                       ev_departure_min_s=900.0, ev_departure_max_s=900.0)
+    fixed = FleetConfig(battery_soc_init_low=0.5, battery_soc_init_high=0.5,
+                        ev_soc_init_low=0.4, ev_soc_init_high=0.4,
+                        ev_departure_min_s=900.0, ev_departure_max_s=900.0)
+    assert (fixed.battery_soc_init_low, fixed.battery_soc_init_high) == (0.5, 0.5)
+    assert (fixed.ev_soc_init_low, fixed.ev_soc_init_high) == (0.4, 0.4)
+    assert (fixed.ev_departure_min_s, fixed.ev_departure_max_s) == (900.0, 900.0)
 
 
 def test_configs_are_frozen_and_override_validates() -> None:
@@ -427,3 +434,19 @@ def test_every_magnitude_at_its_bound_plays_a_finite_episode() -> None:
         assert np.isfinite(obs).all() and np.isfinite(rewards).all()
     assert all(is_finite_or_none(v) for v in env.episode_metrics().values()
                if isinstance(v, float))
+
+
+def test_trust_modes_and_the_nerc_band_are_defined_once() -> None:
+    """Code review: TRUST_MODES was defined in config, the trust package and demo.py, and
+    RewardConfig.band_hz's default repeated metrics.BAND_HZ; each now has one definition
+    that the others name (the same object, not an equal copy)."""
+    import demo
+    from gridswarm_env import config, metrics
+    from gridswarm_env.trust import identities
+
+    assert config.TRUST_MODES is identities.TRUST_MODES
+    assert not hasattr(demo, "TRUST_MODES")
+    assert demo.build_parser()._option_string_actions["--trust"].choices is (
+        identities.TRUST_MODES)
+    band = {f.name: f.default for f in dataclasses.fields(config.RewardConfig)}["band_hz"]
+    assert band is metrics.BAND_HZ and config.RewardConfig().band_hz == 0.05

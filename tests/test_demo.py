@@ -711,6 +711,24 @@ def test_summary_table_shows_rocof_deviation_and_lost_contracts() -> None:
         key for key, *_ in dashboard.SUMMARY_ROWS}
 
 
+def test_summary_reports_the_nadir_against_the_first_ufls_stage() -> None:
+    """Code review: DESIGN §3 reports the nadir against ERCOT's first UFLS stage (59.3 Hz,
+    metrics.UFLS_FIRST_STAGE_HZ), which the summary did not: a row after the nadir gives
+    its margin, marked when below (load shed), "—" without a nadir; derived from the
+    nadir, so not a KPI key (SUMMARY_ROWS stays the KPI dict's)."""
+    def row(metrics: dict) -> str:
+        console = Console(file=io.StringIO(), width=120)
+        console.print(dashboard.summary_table(metrics))
+        lines = console.file.getvalue().splitlines()
+        return next(line for line in lines if "UFLS" in line)
+
+    assert re.search(r"│ nadir − first UFLS stage \(59\.3 Hz\)\s+│\s+\+0\.0500 │ Hz", row(
+        {"frequency_nadir_hz": 59.35}))
+    assert "-0.0200 (below: load shed) │ Hz" in row({"frequency_nadir_hz": 59.28})
+    assert "— │ Hz" in row({})
+    assert "UFLS" not in " ".join(key for key, *_ in dashboard.SUMMARY_ROWS)
+
+
 def test_steps_beyond_the_episode_get_a_note(capsys) -> None:
     """Review: ``--steps 500`` on a 120-step episode ran 120 steps without a word; a
     one-line note on stderr says the episode ends after its own steps."""

@@ -190,3 +190,29 @@ def test_results_md_shows_counts_whole_and_large_costs_to_one_decimal(tmp_path):
     assert row[column("blocked_attempts")] == "2.5 ± 0.7"
     assert row[column("executed_violations")] == "0 ± 0"
     assert row[column("system_cost")] == "2000.0 ± 1414.2"
+
+
+def test_results_md_reports_the_nadir_against_the_first_ufls_stage(tmp_path):
+    """Code review: DESIGN §3's thresholds to report against include ERCOT's first UFLS
+    stage (59.3 Hz, metrics.UFLS_FIRST_STAGE_HZ), which nothing reported. Under each
+    table: each policy's lowest nadir minus 59.3 Hz and the episodes below it (NaN
+    nadirs left out); the no-DER line gives its nadir's margin too. The KPI dict is
+    unchanged (the margin is derived from frequency_nadir_hz)."""
+    from gridswarm_env.metrics import KPI_KEYS, UFLS_FIRST_STAGE_HZ
+
+    assert UFLS_FIRST_STAGE_HZ == 59.3 and not any("ufls" in k for k in KPI_KEYS)
+    nadirs = {"heuristic": (59.9, 59.72, 59.8), "random": (59.4, 59.25, math.nan)}
+    runs = [_run(p, s, frequency_nadir_hz=v) for p, vs in nadirs.items()
+            for s, v in enumerate(vs)]
+    summary = evaluate.summarize(runs, ["heuristic", "random"], ["emergency"])
+    cf = {"emergency": {"seed": 0, "frequency_nadir_hz": 59.35, "frequency_zenith_hz": 60.0,
+                        "seconds_outside_band": 50.0}}
+    md = tmp_path / "results.md"
+    evaluate.write_markdown(md, summary, {}, [], cf, runs=runs)
+    text = md.read_text()
+    assert ("Nadir against ERCOT's first under-frequency load-shedding stage (59.3 Hz), "
+            "lowest nadir over the episodes minus 59.3 Hz (negative: load shed): heuristic "
+            "+0.420 Hz; random -0.050 Hz (below it in 1 of 2 episodes).") in text
+    assert "nadir 59.350 Hz (+0.050 Hz from the 59.3 Hz first UFLS stage)" in text
+    evaluate.write_markdown(md, summary, {}, [], {})         # no episodes given: no line
+    assert "UFLS" not in md.read_text() and "load-shedding" not in md.read_text()

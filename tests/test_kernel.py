@@ -102,6 +102,54 @@ def test_default_limits() -> None:
     assert Limits().for_kind("battery") == DerLimits(soc_min=0.10, soc_max=0.95)
 
 
+def test_limits_are_immutable_hashable_and_pickle() -> None:
+    """Code review: ``Limits`` was frozen in name only: it kept the caller's dicts (a
+    later change to them changed the limits), its mappings and DEFAULT_KIND_LIMITS took
+    item assignment, and ``hash(Limits())`` raised (a dict field)."""
+    import copy
+    import dataclasses
+    import json
+    import pickle
+
+    per_kind = {"battery": DerLimits(soc_min=0.2)}
+    changes = {"soc_min": 0.3}
+    per_agent = {"battery_001": changes}
+    lim = Limits(per_kind=per_kind, per_agent=per_agent)
+    per_kind["battery"] = DerLimits(soc_min=0.7)
+    per_agent["battery_002"] = {"soc_min": 0.5}
+    changes["soc_min"] = 0.9
+    assert lim.for_kind("battery").soc_min == 0.2
+    assert lim.per_agent == {"battery_001": {"soc_min": 0.3}}
+    for mapping in (Limits().per_kind, lim.per_agent, lim.per_agent["battery_001"],
+                    DEFAULT_KIND_LIMITS):
+        key = next(iter(mapping))
+        with pytest.raises(TypeError, match="read-only"):
+            mapping[key] = DerLimits(soc_min=0.9)       # type: ignore[index]
+        for method, args in (("__delitem__", (key,)), ("update", ({},)), ("clear", ()),
+                             ("pop", (key,)), ("popitem", ()), ("setdefault", (key, None)),
+                             ("__ior__", ({},))):
+            with pytest.raises(TypeError, match="read-only"):
+                getattr(mapping, method)(*args)
+    assert DEFAULT_KIND_LIMITS["ev"] == DerLimits(soc_min=0.05, soc_max=1.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lim.per_kind = {}                               # type: ignore[misc]
+    # hashable, equal limits hash alike, and equality, pickling, copies, replace,
+    # asdict, JSON and the repr keep working
+    assert hash(Limits()) == hash(Limits(per_kind=dict(DEFAULT_KIND_LIMITS)))
+    assert len({Limits(), Limits(), lim}) == 2
+    for clone in (pickle.loads(pickle.dumps(lim)), copy.copy(lim), copy.deepcopy(lim)):
+        assert clone == lim and hash(clone) == hash(lim)
+        with pytest.raises(TypeError, match="read-only"):
+            clone.per_agent["battery_001"]["soc_min"] = 0.4  # type: ignore[index]
+    assert dataclasses.replace(lim, per_agent={}) == Limits(per_kind={"battery": DerLimits(
+        soc_min=0.2)})
+    assert dataclasses.asdict(lim)["per_agent"] == {"battery_001": {"soc_min": 0.3}}
+    assert dataclasses.asdict(lim)["per_kind"]["battery"]["soc_min"] == 0.2
+    assert json.loads(json.dumps(lim.to_dict())) == lim.to_dict()
+    assert Limits.from_dict(lim.to_dict()).to_dict() == lim.to_dict()
+    assert "per_agent=ReadOnlyDict({'battery_001': ReadOnlyDict({'soc_min': 0.3})})" in repr(lim)
+
+
 @pytest.mark.parametrize(("limits", "field", "allowed"), [
     ({"battery": {"soc_min": 1.5}}, "soc_min", "[0.0, 1.0]"),
     ({"battery": {"soc_max": -0.1}}, "soc_max", "[0.0, 1.0]"),
@@ -329,15 +377,30 @@ def test_tight_custom_limits_hold(make_env, checked_run, scenario: str) -> None:
     assert np.all((f.soc[inside] >= 0.5 - 1e-9) & (f.soc[inside] <= 0.8 + 1e-9))
 
 
+def _assert_ramp_binds(raw, stats, kinds: tuple[int, ...], ramp_mw_per_s: float) -> None:
+    """The ramp limit given (not the kernel's compiled arrays, which the checked run
+    reads) held for every agent of ``kinds`` and was reached: some moved a full ramp
+    step away from its baseline in one step, so without the limit they would have
+    moved further (code review: these tests passed with the ramp removed)."""
+    step_mw = ramp_mw_per_s * raw.config.dt_s
+    sel = np.isin(raw.fleet.kind, kinds)
+    moves = stats.max_move_mw[sel]
+    assert moves.max() <= step_mw + 1e-9, f"moved {moves.max()} MW > ramp step {step_mw} MW"
+    assert np.count_nonzero(moves >= step_mw - 1e-9) >= 5, "the ramp limit never bound"
+
+
 def test_ramp_limit_holds_for_executed_power(make_env, checked_run) -> None:
     raw = make_env("price_spike", 100, limits={"battery": {"ramp_mw_per_s": 0.4}})
-    checked_run(raw, seed=1, power="full_discharge", price="accept")
+    stats = checked_run(raw, seed=1, power="full_discharge", price="accept")
+    _assert_ramp_binds(raw, stats, (KIND_BATTERY,), 0.4)
 
 
 def test_ramp_limit_holds_for_reserve_activation(make_env, checked_run) -> None:
     raw = make_env("emergency", 100, limits={"battery": {"ramp_mw_per_s": 0.4},
                                              "ev": {"ramp_mw_per_s": 0.4}})
-    checked_run(raw, seed=1, power="masked_random", price="accept")
+    stats = checked_run(raw, seed=1, power="masked_random", price="accept")
+    assert raw.episode_metrics()["emergency_response_mw_100ms"] > 0   # reserve activated
+    _assert_ramp_binds(raw, stats, (KIND_BATTERY, KIND_EV), 0.4)
 
 
 def test_unplugged_ev_with_reserve_only_allows_zero(make_env) -> None:
