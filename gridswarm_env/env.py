@@ -109,6 +109,7 @@ from gridswarm_env.fleet import (
 from gridswarm_env.grid import GridModel
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
 from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, MetricsAccumulator
+from gridswarm_env.reserve import ReserveBook
 from gridswarm_env.scenarios import (
     LOAD_NOISE_SAMPLE_S,
     PRODUCT_ENERGY,
@@ -487,25 +488,8 @@ class GridSwarmEnv(ParallelEnv):
         self.scheduled_p_mw = z.copy()       # contracted balancing power, current window
         self.awarded_next = z.copy()         # contracted balancing power, next window
         self.pending: list = []              # (signed energy contract, owner) for next window
-        self.reserve_contracts: list = []    # (signed reserve contract, owner), standing
-        self.reserve_awarded_mw = z.copy()   # reserve awarded per agent (operator's books)
-        self.reserve_held_mw = z.copy()      # reserve under contracts received and authenticated
-        self.reserve_mw = z.copy()           # reserve verified and activated per agent
-        # held reserve contracts: id -> (owner, MW, $/MWh, window start s); availability is
-        # paid per contract at its own price from its window's start (see _reserve_rate)
-        self._reserve_terms: dict[str, tuple[int, float, float, float]] = {}
-        # reserve awards not yet held or withdrawn: id -> (owner, MW), and the copies of
-        # each id still on the bus (an award leaves the books once, when its last copy
-        # fails and none is held: see _copy_failed)
-        self._reserve_awards: dict[str, tuple[int, float]] = {}
-        self._reserve_copies: dict[str, int] = {}
-        self._reserve_received_s: dict[str, float] = {}   # held id -> delivery time, s
-        self._reserve_rate = z.copy()        # Σ MW·price of the paying contracts, $/h
-        self._reserve_rate_until = -math.inf  # the rate is valid while t0 < this
-        self.activation_s = np.full(n, np.inf)   # each agent's first reserve activation
-        # reserve an agent activated this step after its first activation (a contract that
-        # reached it later): (owner, MW, activation s) rows, part of reserve_mw
-        self._late_reserve: tuple | None = None
+        # reserve contracts: awarded, held, activated, paid (gridswarm_env.reserve)
+        self.reserve_book = ReserveBook(n)
         self.emergency_arrival_s = np.full(n, np.inf)
         self.emergency_seen = np.zeros(n, dtype=bool)
         self.event_detected = False
@@ -548,7 +532,6 @@ class GridSwarmEnv(ParallelEnv):
         self._would_response_s = None        # shadow mode: first would-be reserve activation
         self.dispatch_clamped = 0
         self._cleared_product = PRODUCT_ENERGY
-        self._standing_mw = z.copy()         # reserve_standing_mw(), refreshed on change
         self._emergency_in_flight = False    # emergency broadcast not fully delivered yet
         self._precompute_constants()
         self._baseline_next = baseline_mw(self.fleet)
@@ -835,11 +818,12 @@ class GridSwarmEnv(ParallelEnv):
         self._receive_contracts((d1, d2), t1)
         contract_mw, contract_price = self._verify_pending(t0)
         self._activate_reserve((d1, d2), t1)
+        book = self.reserve_book
         ex = execute(self.fleet, self.kernel, baseline_mw=self._baseline_now,
-                     contract_mw=contract_mw, reserve_mw=self.reserve_mw,
-                     activation_s=self.activation_s, t0_s=t0, dt_s=dt,
+                     contract_mw=contract_mw, reserve_mw=book.active_mw,
+                     activation_s=book.activation_s, t0_s=t0, dt_s=dt,
                      n_substeps=self.n_substeps, physics_dt_s=pdt, p_prev_mw=self.last_p_mw,
-                     late_reserve=self._late_reserve)
+                     late_reserve=book.late)
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
         freq, p_exec, viol = self._physics(ex, k, t0)
         rewards = self._settle(ex, contract_mw, contract_price, p_exec, k, freq)
@@ -1037,8 +1021,7 @@ class GridSwarmEnv(ParallelEnv):
         owners = idx.tolist()
         recipients = idx
         if is_reserve:   # the operator's books, per contract, as awarded
-            for sc_, o in zip(signed, owners, strict=True):
-                self._reserve_awards[sc_.contract.contract_id] = (o, sc_.contract.power_mw)
+            self.reserve_book.award(signed, owners)
         if self.adversary is not None:
             tampered = self.adversary(self, signed, owners)
             if not isinstance(tampered, tuple) or len(tampered) != 2:
@@ -1048,10 +1031,7 @@ class GridSwarmEnv(ParallelEnv):
             _check_tampered(signed, owners, n)
             recipients = np.asarray(owners, dtype=np.int64)
         if is_reserve:   # copies on their way (an adversary may add or drop some)
-            copies = self._reserve_copies
-            for sc_ in signed:
-                cid = sc_.contract.contract_id
-                copies[cid] = copies.get(cid, 0) + 1
+            self.reserve_book.sent(signed)
         m, first = len(signed), self._next_ref
         self._next_ref = first + m
         self._contract_refs.update(zip(range(first, first + m), zip(signed, owners, strict=True),
@@ -1062,7 +1042,7 @@ class GridSwarmEnv(ParallelEnv):
                                lane=Lane.CONTROL, senders=senders, recipients=recipients,
                                now_s=now_s)
         if is_reserve:
-            self.reserve_awarded_mw[idx] += result.accepted_mw[idx]
+            self.reserve_book.awarded_mw[idx] += result.accepted_mw[idx]
         refused = self.bus.dropped_count(Lane.CONTROL) - dropped_before
         if refused:   # tail drop: the batch's last `refused` contracts never left
             self._lose_contracts(range(first + m - refused, first + m), now_s)
@@ -1073,63 +1053,6 @@ class GridSwarmEnv(ParallelEnv):
             f"${result.clearing_price_per_mwh:.0f}/MWh")
         return result
 
-    def _refresh_standing(self) -> None:
-        """Recompute the cached standing reserve after a receipt, withdrawal or activation.
-
-        Standing reserve = max(held, activated): what the agent holds under a contract it
-        received and authenticated. It earns availability payments, is kept free by the
-        kernel, is in the observation and is what the operator counts on after the event;
-        the operator sizes reserve rounds by its awards (``reserve_awarded_mw``)."""
-        self._standing_mw = np.maximum(self.reserve_held_mw, self.reserve_mw)
-
-    def _withdraw_reserve(self, owner: int, power_mw: float, *,
-                          held_id: str | None = None) -> None:
-        """Take a reserve award off the books: one whose contract never arrived intact
-        (see :meth:`_copy_failed`), or, with ``held_id``, a held contract failing
-        verification at activation. It no longer counts for the operator's reserve
-        rounds nor earns availability payments."""
-        awarded = self.reserve_awarded_mw
-        awarded[owner] = max(awarded[owner] - power_mw, 0.0)
-        if held_id is not None:
-            self.reserve_held_mw[owner] = max(self.reserve_held_mw[owner] - power_mw, 0.0)
-            self._reserve_terms.pop(held_id, None)
-            self._reserve_rate_until = -math.inf
-        self._refresh_standing()
-
-    def _copy_done(self, contract_id: str) -> int:
-        """One copy of a reserve contract left the bus; the copies still on it."""
-        left = self._reserve_copies.get(contract_id, 1) - 1
-        if left > 0:
-            self._reserve_copies[contract_id] = left
-        else:
-            self._reserve_copies.pop(contract_id, None)
-        return left
-
-    def _copy_failed(self, contract_id: str, copies_left: int) -> None:
-        """A copy was refused by the bus or failed on receipt: the award leaves the books
-        only when no copy of it is held and none is still on its way (a forged copy
-        ahead of the genuine one, or a lost duplicate of a held one, changes nothing)."""
-        if copies_left == 0 and contract_id not in self._reserve_terms:
-            award = self._reserve_awards.pop(contract_id, None)
-            if award is not None:
-                self._withdraw_reserve(*award)
-
-    def _reserve_rate_at(self, t0_s: float) -> np.ndarray:
-        """Availability payment rate per agent for the step starting at ``t0_s``, $/h:
-        Σ over its held reserve contracts whose delivery window has started of
-        MW × the contract's own clearing price (pay-as-clear per round). Recomputed only
-        when the held set changes or a window opens."""
-        if t0_s >= self._reserve_rate_until:
-            rate = np.zeros(self.n_agents)
-            until = math.inf
-            for owner, power_mw, price, start_s in self._reserve_terms.values():
-                if start_s <= t0_s + 1e-9:
-                    rate[owner] += power_mw * price
-                else:
-                    until = min(until, start_s)
-            self._reserve_rate, self._reserve_rate_until = rate, until
-        return self._reserve_rate
-
     def _lose_contracts(self, refs, now_s: float, reason: str = "bus_refused") -> None:
         """Contracts the bus refused (``bus_refused``: CONTROL lane past its queue limit) or
         dropped as obsolete (``bus_expired``: deferred longer than one agent step): the
@@ -1137,10 +1060,10 @@ class GridSwarmEnv(ParallelEnv):
         reserve award among them; they are never dispatched."""
         lost = [self._contract_refs.pop(ref) for ref in refs]
         self.contracts_lost += len(lost)
+        book = self.reserve_book
         for signed, _owner in lost:
             if signed.contract.product == "reserve":
-                cid = signed.contract.contract_id
-                self._copy_failed(cid, self._copy_done(cid))
+                book.copy_lost(signed.contract.contract_id)
         self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason=reason,
                               contract_ids=[c.contract.contract_id for c, _ in lost])
         what = ("refused by the bus (control lane full)" if reason == "bus_refused" else
@@ -1153,9 +1076,9 @@ class GridSwarmEnv(ParallelEnv):
         A reserve contract is authenticated on receipt (form, identities, both
         signatures, visible replays: :meth:`ContractLedger.authenticate`). An authentic
         one is *held* from now on (standing reserve, paid for availability once its
-        window opens, see :meth:`_reserve_rate_at`); one that fails is rejected (counted,
-        audited) and never earns anything; its award is withdrawn once no copy of it is
-        held or still on the bus (:meth:`_copy_failed`). A reserve award whose contract
+        window opens, see :meth:`ReserveBook.rate_at`); one that fails is rejected
+        (counted, audited) and never earns anything; its award is withdrawn once no copy of
+        it is held or still on the bus (:meth:`ReserveBook.copy_failed`). A reserve award whose contract
         never arrives is never held.
         Energy contracts are verified at dispatch. Without a reserve contract among the
         deliveries (the usual step) they are all kept as delivered.
@@ -1175,28 +1098,23 @@ class GridSwarmEnv(ParallelEnv):
             return
         kept = []
         names = self.possible_agents
+        book = self.reserve_book
         held = False
         for k, item in enumerate(arrived):
             signed, owner = item
             if signed.contract.product == "reserve":
                 cid = signed.contract.contract_id
-                left = self._copy_done(cid)
+                left = book.copy_done(cid)
                 reason = self.ledger.authenticate(signed, now_s, expected_agent=names[owner])
                 if reason is not None:
                     self._note_rejections([signed], [reason])
-                    self._copy_failed(cid, left)
+                    book.copy_failed(cid, left)
                     continue
-                self._reserve_awards.pop(cid, None)   # on the books, now held
-                self._reserve_received_s[cid] = times[k]
-                c = signed.contract
-                self.reserve_held_mw[owner] += c.power_mw
-                self._reserve_terms[c.contract_id] = (owner, c.power_mw, c.price_per_mwh,
-                                                      c.window_start_s)
-                self._reserve_rate_until = -math.inf
+                book.hold(signed, owner, times[k])
                 held = True
             kept.append(item)
         if held:
-            self._refresh_standing()
+            book.refresh_standing()
         self._arrived, self._arrived_reserve = kept, held   # held: a reserve contract kept
 
     def _verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -1272,9 +1190,10 @@ class GridSwarmEnv(ParallelEnv):
         before the operator knew of the trip acts from its own window, not before. Each is
         verified at that time; one that fails dispatches nothing. ``activation_s`` keeps
         each holder's first activation; a contract the holder activates later in the
-        step is passed to dispatch with its own time (``_late_reserve``), not the first.
+        step is passed to dispatch with its own time (``ReserveBook.late``), not the first.
         """
-        self._late_reserve = None
+        book = self.reserve_book
+        book.late = None
         if self._emergency_in_flight:
             for d in deliveries:
                 batch = d.topic(TOPIC_EMERGENCY)
@@ -1284,40 +1203,22 @@ class GridSwarmEnv(ParallelEnv):
                     self.emergency_seen[r] = True
                     np.minimum.at(self.emergency_arrival_s, r, t)
             self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
-        if not self.reserve_contracts or not self.event_detected:
+        if not book.contracts or not self.event_detected:
             return   # no emergency broadcast yet: no arrival time is finite
-        arrivals, received = self.emergency_arrival_s, self._reserve_received_s
-        when = {c.contract.contract_id: max(float(arrivals[o]), received[c.contract.contract_id],
-                                            c.contract.window_start_s)
-                for c, o in self.reserve_contracts}
-        due = [(c, o) for c, o in self.reserve_contracts if when[c.contract.contract_id] < t1]
+        due = book.take_due(self.emergency_arrival_s, t1)
         if not due:
             return
-        due.sort(key=lambda co: when[co[0].contract.contract_id])
-        late = []
-        for c, o in due:
-            at = when[c.contract.contract_id]
-            del received[c.contract.contract_id]
+        for c, o, at in due:
             reason = self.ledger.verify(c, at, expected_agent=self.possible_agents[o])
             if reason is None:
-                self.reserve_mw[o] += c.contract.power_mw
-                if at > self.activation_s[o]:   # due in time order: never earlier
-                    late.append((o, c.contract.power_mw, at))
-                else:
-                    self.activation_s[o] = at
+                book.activate(o, c.contract.power_mw, at)
                 if not self.config.shadow:
                     self.metrics.record_activation(at, c.contract.power_mw)
             else:   # an invalid reserve contract dispatches nothing and earns nothing more
                 self._note_rejections([c], [reason])
-                self._withdraw_reserve(o, c.contract.power_mw, held_id=c.contract.contract_id)
-        if late:
-            o_late, mw_late, at_late = zip(*late, strict=True)
-            self._late_reserve = (np.array(o_late, dtype=np.int64), np.array(mw_late),
-                                  np.array(at_late))
-        self.reserve_contracts = [co for co in self.reserve_contracts
-                                  if when[co[0].contract.contract_id] >= t1]
-        self._refresh_standing()
-        active = self.activation_s[np.isfinite(self.activation_s)]
+                book.withdraw(o, c.contract.power_mw, held_id=c.contract.contract_id)
+        book.end_activation()
+        active = book.activation_s[np.isfinite(book.activation_s)]
         if active.size:
             self._note_response(float(active.min()))
 
@@ -1399,11 +1300,12 @@ class GridSwarmEnv(ParallelEnv):
         np.maximum(delivered, zero, out=delivered)
         gap = np.subtract(shortfall, abs_contract)
         np.maximum(gap, zero, out=gap)
-        np.minimum(gap, np.multiply(self.reserve_mw, ex.reserve_share, out=shortfall), out=gap)
+        book = self.reserve_book
+        np.minimum(gap, np.multiply(book.active_mw, ex.reserve_share, out=shortfall), out=gap)
         payments = np.sign(contract_mw)
         np.multiply(contract_price, payments, out=payments)
         payments *= delivered
-        payments += self._reserve_rate_at(self.t_s)
+        payments += book.rate_at(self.t_s)
         payments *= h_arr
         penalties = np.subtract(abs_contract, delivered, out=abs_contract)
         penalties += gap
@@ -1443,8 +1345,43 @@ class GridSwarmEnv(ParallelEnv):
 
     def reserve_standing_mw(self) -> np.ndarray:
         """Reserve capacity each agent holds: under a contract it received and
-        authenticated, or activated (see :meth:`_refresh_standing`)."""
-        return self._standing_mw.copy()
+        authenticated, or activated (see :meth:`ReserveBook.refresh_standing`)."""
+        return self.reserve_book.standing_mw.copy()
+
+    # the reserve books' arrays under the environment's names (gridswarm_env.reserve)
+    @property
+    def reserve_awarded_mw(self) -> np.ndarray:
+        """Reserve awarded per agent, MW (the operator's books; reserve rounds are sized
+        by it)."""
+        return self.reserve_book.awarded_mw
+
+    @property
+    def reserve_held_mw(self) -> np.ndarray:
+        """Reserve per agent under contracts received and authenticated, MW."""
+        return self.reserve_book.held_mw
+
+    @property
+    def reserve_mw(self) -> np.ndarray:
+        """Reserve per agent verified and activated, MW."""
+        return self.reserve_book.active_mw
+
+    @reserve_mw.setter
+    def reserve_mw(self, value: np.ndarray) -> None:
+        self.reserve_book.active_mw = value
+
+    @property
+    def activation_s(self) -> np.ndarray:
+        """Each agent's first reserve activation, s (``inf`` before it)."""
+        return self.reserve_book.activation_s
+
+    @property
+    def reserve_contracts(self) -> list:
+        """``(signed reserve contract, owner)`` held and not yet activated."""
+        return self.reserve_book.contracts
+
+    @property
+    def _standing_mw(self) -> np.ndarray:
+        return self.reserve_book.standing_mw
 
     def _update_signals(self, deliveries: tuple) -> None:
         """What each agent learned from the messages delivered this step."""
@@ -1472,7 +1409,7 @@ class GridSwarmEnv(ParallelEnv):
             if self._arrived_reserve:
                 energy = [it for it in items if it[0].contract.product != "reserve"]
                 reserve = [it for it in items if it[0].contract.product == "reserve"]
-                self.reserve_contracts.extend(reserve)
+                self.reserve_book.contracts.extend(reserve)
             if energy:
                 # every copy goes to dispatch, which decides (a rejection is counted and
                 # audited there, once); the schedule the agent observes and the kernel
@@ -1523,15 +1460,16 @@ class GridSwarmEnv(ParallelEnv):
     def _update_feasible(self) -> None:
         """Feasible intervals and masks for the round agents bid in next."""
         self._baseline_now = self._baseline_next
+        book = self.reserve_book
         lo, hi = self.kernel.bid_interval(
             self.fleet, now_s=self.t_s, committed_p_mw=self.scheduled_p_mw,
-            reserve_mw=self._standing_mw,
+            reserve_mw=book.standing_mw,
             reserve_round=self.round_product == PRODUCT_RESERVE,
             # a reserve bid must be deliverable over its contract's whole window: the
             # trip may come at any time in it (the agents do not know when)
             reserve_duration_s=max(self._reserve_until_s - (self.t_s + self.config.dt_s),
                                    self.config.dt_s),
-            pending_reserve_mw=(self._standing_mw - self.reserve_mw
+            pending_reserve_mw=(book.standing_mw - book.active_mw
                                 if self.kernel.has_ramp else None),
             reserve_until_s=self._reserve_until_s)
         self._baseline_next = self.kernel.planned_baseline_mw
@@ -1566,9 +1504,10 @@ class GridSwarmEnv(ParallelEnv):
         t[7] = self._baseline_next
         t[8] = self.scheduled_p_mw
         t[9] = self.last_p_mw
-        t[10] = self._standing_mw
+        book = self.reserve_book
+        t[10] = book.standing_mw
         np.divide(t[5:11], self._safe_rated, out=t[5:11])
-        t[11] = np.isfinite(self.activation_s, out=self._active_buf)   # 1.0/0.0
+        t[11] = np.isfinite(book.activation_s, out=self._active_buf)   # 1.0/0.0
         # rows 12-18: (x − offset) / scale per row in two calls (x − 0.0 and x / 1.0 are x)
         t[12] = self.sig_request
         t[13] = self.sig_price
@@ -1638,7 +1577,7 @@ class GridSwarmEnv(ParallelEnv):
         head = np.array([
             self.t_s, float(self.freq_trace_hz[-1]), self.round_request_mw,
             self.round_price_signal, float(self.round_product), float(self.event_detected),
-            float(self.reserve_mw.sum()), float(self.step_index)])
+            float(self.reserve_book.active_mw.sum()), float(self.step_index)])
         return np.concatenate([head, self.fleet.soc, self.scheduled_p_mw,
                                self.reserve_standing_mw()])
 
