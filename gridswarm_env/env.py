@@ -101,14 +101,19 @@ from gridswarm_env.fleet import (
     build_fleet,
     depart_evs,
     energy_change_mwh,
-    fast_clip,
     kinds_left_out,
-    mask_selector,
     update_solar,
 )
 from gridswarm_env.grid import GridModel
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
 from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, MetricsAccumulator
+from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package's name)
+    OBS_DIM,
+    OBS_FIELDS,
+    OBS_LIMIT,
+    ObservationBuilder,
+    agent_infos,
+)
 from gridswarm_env.reserve import ReserveBook
 from gridswarm_env.scenarios import (
     LOAD_NOISE_SAMPLE_S,
@@ -132,18 +137,6 @@ DISPATCHER = -2
 TOPIC_PRICE, TOPIC_BIDS, TOPIC_FORECAST = "grid/price", "grid/bids", "grid/forecast"
 TOPIC_CONTRACTS, TOPIC_EMERGENCY = "grid/contracts", "grid/emergency"
 
-OBS_FIELDS = (
-    "is_solar", "is_battery", "is_ev", "soc", "size_rel", "feasible_lo_rel", "feasible_hi_rel",
-    "baseline_rel", "scheduled_rel", "executed_rel", "reserve_rel", "reserve_active",
-    "request_rel", "price_rel", "product_reserve", "emergency", "freq_dev_rel", "rocof_rel",
-    "signal_age", "backpressure", "tod_sin", "tod_cos", "progress", "ev_departure_12h",
-    "ev_shortfall_soc", "solar_forecast_rel", "last_clearing_price_rel", "accepted_share",
-)
-OBS_DIM = len(OBS_FIELDS)
-OBS_LIMIT = 5.0
-# the clip bounds as float32 0-d arrays (the same float32 loop as the Python floats, without
-# converting them every call)
-_OBS_LO32, _OBS_HI32 = np.array(-OBS_LIMIT, np.float32), np.array(OBS_LIMIT, np.float32)
 AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
 def _caller_stacklevel() -> int:
     """``warnings.warn`` stacklevel of the first frame outside this package, counted from
@@ -571,31 +564,8 @@ class GridSwarmEnv(ParallelEnv):
         # downward follows the PV forecast. The observation's scale stays the reset's.
         self._refresh_flexibility()
         self._flex_scale = max(self._flexible_mw(1.0), 1e-6)
-        # observation rows (transposed, float64): static rows written once
-        safe_rated = np.where(f.rated_power_mw > 0, f.rated_power_mw, 1.0)
-        self._safe_rated = safe_rated
-        self._has_storage = f.energy_capacity_mwh > 0
-        self._storage_sel = mask_selector(self._has_storage)   # a slice: no where= divide
-        self._active_buf = np.empty(n, dtype=bool)
-        self._age_cap = np.full(n, 10.0)
-        # mean rated power per kind (1.0 for an absent kind or one configured at 0 MW, so
-        # that size_rel is 0, not NaN, for a zero-power DER)
-        kind_mean = np.array([f.rated_power_mw[f.kind == k].mean() if (f.kind == k).any()
-                              else 1.0 for k in range(3)])
-        kind_mean[~(kind_mean > 0)] = 1.0
-        obs_t = np.zeros((OBS_DIM, n))
-        obs_t[0:3] = np.eye(3)[f.kind].T
-        obs_t[4] = f.rated_power_mw / kind_mean[f.kind]
-        self._obs_t = obs_t
-        self._price_band = sc.price_cap_per_mwh - sc.price_floor_per_mwh
         self._neutral_price = market.neutral_price_per_mwh(sc.price_floor_per_mwh,
                                                            sc.price_cap_per_mwh)
-        # rows 12-18 of the observation: request, price, product, emergency, frequency,
-        # RoCoF, signal age -> (x - offset) / scale
-        self._sig_offset = np.array([0.0, sc.price_floor_per_mwh, 0.0, 0.0,
-                                     cfg.grid.nominal_freq_hz, 0.0, 0.0])[:, None]
-        self._sig_scale = np.array([self._flex_scale, self._price_band, 1.0, 1.0, 0.5, 1.0,
-                                    10.0])[:, None]
         # masks: price levels are all allowed; the power part is refreshed every step
         n_power = cfg.market.n_power_levels
         self._mask_buf = np.ones((n, n_power + cfg.market.n_price_levels), dtype=bool)
@@ -606,6 +576,15 @@ class GridSwarmEnv(ParallelEnv):
         if not all(isinstance(x, slice) for x in sel):
             raise RuntimeError("fleet agents must be grouped by kind (build_fleet sorts them)")
         self._kind_sel = sel
+        # the observation builder: static rows, scales and the agents' signal arrays
+        self._obs = ObservationBuilder(
+            f, sel[2], c.zero, request_mw=self.sig_request, price_per_mwh=self.sig_price,
+            product=self.sig_product, freq_hz=self.sig_freq, rocof_hz_per_s=self.sig_rocof,
+            clearing_price_per_mwh=self.sig_clearing_price, signal_age=self.sig_age,
+            emergency_seen=self.emergency_seen, nominal_freq_hz=cfg.grid.nominal_freq_hz,
+            request_scale_mw=self._flex_scale, price_floor_per_mwh=sc.price_floor_per_mwh,
+            price_cap_per_mwh=sc.price_cap_per_mwh, start_hour=sc.start_hour,
+            duration_s=self.duration_s)
         self._precompute_settlement()
 
     def _precompute_settlement(self) -> None:
@@ -1484,72 +1463,14 @@ class GridSwarmEnv(ParallelEnv):
         return self._mask_buf.copy()
 
     def observations_array(self) -> np.ndarray:
-        """``(n_agents, OBS_DIM)`` float32 observations (see :data:`OBS_FIELDS`).
-
-        Built row by row in a transposed float64 buffer (contiguous writes, one division
-        for the six power columns), cast to float32 and clipped to ``±OBS_LIMIT``: the
-        same values as computing each column in float64 and storing it as float32.
-        """
+        """``(n_agents, OBS_DIM)`` float32 observations (see :data:`OBS_FIELDS`; built by
+        :class:`~gridswarm_env.observations.ObservationBuilder`)."""
         if not self._ready:
             self._check_reset("observations_array()")
-        f, sc = self.fleet, self.scenario
-        t = self._obs_t     # rows 0-2 (kind one-hot) and 4 (size) are static
-        s = self._storage_sel
-        if isinstance(s, slice):
-            np.divide(f.energy_mwh[s], f.energy_capacity_mwh[s], out=t[3][s])
-        else:
-            np.divide(f.energy_mwh, f.energy_capacity_mwh, out=t[3], where=s)
-        t[5] = self._lo
-        t[6] = self._hi
-        t[7] = self._baseline_next
-        t[8] = self.scheduled_p_mw
-        t[9] = self.last_p_mw
         book = self.reserve_book
-        t[10] = book.standing_mw
-        np.divide(t[5:11], self._safe_rated, out=t[5:11])
-        t[11] = np.isfinite(book.activation_s, out=self._active_buf)   # 1.0/0.0
-        # rows 12-18: (x − offset) / scale per row in two calls (x − 0.0 and x / 1.0 are x)
-        t[12] = self.sig_request
-        t[13] = self.sig_price
-        t[14] = self.sig_product
-        t[15] = self.emergency_seen
-        t[16] = self.sig_freq
-        t[17] = self.sig_rocof
-        np.minimum(self.sig_age, self._age_cap, out=t[18])
-        np.subtract(t[12:19], self._sig_offset, out=t[12:19])
-        np.divide(t[12:19], self._sig_scale, out=t[12:19])
-        t[19] = self.backpressure
-        hour = sc.start_hour + self.t_s / 3600.0
-        t[20] = math.sin(2 * math.pi * hour / 24.0)
-        t[21] = math.cos(2 * math.pi * hour / 24.0)
-        t[22] = self.t_s / self.duration_s
-        # EVs (a slice, so t[row][ev] is a view written in place): hours to departure / 12
-        # (capped at 1) and the SoC still missing at departure; 0 for the other kinds
-        ev = self._kind_sel[2]
-        zero = self._const.zero[ev]
-        x = t[23][ev]
-        np.subtract(f.departure_s[ev], self.t_s, out=x)
-        np.maximum(x, zero, out=x)
-        x /= 43200.0
-        np.minimum(x, 1.0, out=x)
-        x = t[24][ev]
-        np.subtract(f.departure_soc[ev], t[3][ev], out=x)
-        np.maximum(x, zero, out=x)
-        plugged = f.plugged[ev]
-        if np.count_nonzero(plugged) < plugged.size:
-            np.copyto(x, 0.0, where=~plugged)
-        np.divide(f.solar_forecast_mw, self._safe_rated, out=t[25])
-        # the clearing price of the last announcement each agent received (0 before any)
-        x = t[26]
-        np.subtract(self.sig_clearing_price, sc.price_floor_per_mwh, out=x)
-        x /= self._price_band
-        nan = np.isnan(x)
-        if np.count_nonzero(nan):
-            np.copyto(x, 0.0, where=nan)
-        t[27] = self.accepted_share
-        o = np.empty((self.n_agents, OBS_DIM), dtype=np.float32)
-        o[...] = t.T
-        return fast_clip(o, _OBS_LO32, _OBS_HI32, out=o)
+        return self._obs.build(self.t_s, self._lo, self._hi, self._baseline_next,
+                               self.scheduled_p_mw, self.last_p_mw, book.standing_mw,
+                               book.activation_s, self.backpressure, self.accepted_share)
 
     def _observations(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
         arr = self.observations_array()
@@ -1558,16 +1479,9 @@ class GridSwarmEnv(ParallelEnv):
     def _infos(self, names: list[str] | None = None) -> dict[str, dict]:
         """Per agent: the action mask and feasible interval; in shadow mode also
         ``would_dispatch_mw``, the mean power the agent would have been dispatched in the
-        step just taken (DESIGN §6)."""
-        masks = self._mask_buf.astype(np.int8)
-        infos = {a: {"action_mask": m, "feasible_mw": (lo, hi)} for a, m, lo, hi in zip(
-            names or self.possible_agents, masks, self._lo.tolist(), self._hi.tolist(),
-            strict=True)}
-        if self.config.shadow:
-            for info, would in zip(infos.values(), self._would_dispatch_mw.tolist(),
-                                   strict=True):
-                info["would_dispatch_mw"] = would
-        return infos
+        step just taken (DESIGN §6; see :func:`~gridswarm_env.observations.agent_infos`)."""
+        return agent_infos(names or self.possible_agents, self._mask_buf, self._lo, self._hi,
+                           self._would_dispatch_mw if self.config.shadow else None)
 
     # ------------------------------------------------------------------ views
     def state(self) -> np.ndarray:

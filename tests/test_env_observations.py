@@ -1,5 +1,5 @@
-"""Observation features against their definitions in :mod:`gridswarm_env.env` (a
-hand-made mutation audit of env.py): each feature set by hand on a six-agent
+"""Observation features against their definitions in :mod:`gridswarm_env.observations`
+(a hand-made mutation audit of the environment's observations): each feature set by hand on a six-agent
 ``price_spike`` fleet, and the clip to the observation box.
 """
 
