@@ -101,14 +101,20 @@ from gridswarm_env.fleet import (
     build_fleet,
     depart_evs,
     energy_change_mwh,
-    fast_clip,
     kinds_left_out,
-    mask_selector,
     update_solar,
 )
 from gridswarm_env.grid import GridModel
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
 from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, MetricsAccumulator
+from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package's name)
+    OBS_DIM,
+    OBS_FIELDS,
+    OBS_LIMIT,
+    ObservationBuilder,
+    agent_infos,
+)
+from gridswarm_env.reserve import ReserveBook
 from gridswarm_env.scenarios import (
     LOAD_NOISE_SAMPLE_S,
     PRODUCT_ENERGY,
@@ -131,18 +137,6 @@ DISPATCHER = -2
 TOPIC_PRICE, TOPIC_BIDS, TOPIC_FORECAST = "grid/price", "grid/bids", "grid/forecast"
 TOPIC_CONTRACTS, TOPIC_EMERGENCY = "grid/contracts", "grid/emergency"
 
-OBS_FIELDS = (
-    "is_solar", "is_battery", "is_ev", "soc", "size_rel", "feasible_lo_rel", "feasible_hi_rel",
-    "baseline_rel", "scheduled_rel", "executed_rel", "reserve_rel", "reserve_active",
-    "request_rel", "price_rel", "product_reserve", "emergency", "freq_dev_rel", "rocof_rel",
-    "signal_age", "backpressure", "tod_sin", "tod_cos", "progress", "ev_departure_12h",
-    "ev_shortfall_soc", "solar_forecast_rel", "last_clearing_price_rel", "accepted_share",
-)
-OBS_DIM = len(OBS_FIELDS)
-OBS_LIMIT = 5.0
-# the clip bounds as float32 0-d arrays (the same float32 loop as the Python floats, without
-# converting them every call)
-_OBS_LO32, _OBS_HI32 = np.array(-OBS_LIMIT, np.float32), np.array(OBS_LIMIT, np.float32)
 AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
 def _caller_stacklevel() -> int:
     """``warnings.warn`` stacklevel of the first frame outside this package, counted from
@@ -487,25 +481,8 @@ class GridSwarmEnv(ParallelEnv):
         self.scheduled_p_mw = z.copy()       # contracted balancing power, current window
         self.awarded_next = z.copy()         # contracted balancing power, next window
         self.pending: list = []              # (signed energy contract, owner) for next window
-        self.reserve_contracts: list = []    # (signed reserve contract, owner), standing
-        self.reserve_awarded_mw = z.copy()   # reserve awarded per agent (operator's books)
-        self.reserve_held_mw = z.copy()      # reserve under contracts received and authenticated
-        self.reserve_mw = z.copy()           # reserve verified and activated per agent
-        # held reserve contracts: id -> (owner, MW, $/MWh, window start s); availability is
-        # paid per contract at its own price from its window's start (see _reserve_rate)
-        self._reserve_terms: dict[str, tuple[int, float, float, float]] = {}
-        # reserve awards not yet held or withdrawn: id -> (owner, MW), and the copies of
-        # each id still on the bus (an award leaves the books once, when its last copy
-        # fails and none is held: see _copy_failed)
-        self._reserve_awards: dict[str, tuple[int, float]] = {}
-        self._reserve_copies: dict[str, int] = {}
-        self._reserve_received_s: dict[str, float] = {}   # held id -> delivery time, s
-        self._reserve_rate = z.copy()        # Σ MW·price of the paying contracts, $/h
-        self._reserve_rate_until = -math.inf  # the rate is valid while t0 < this
-        self.activation_s = np.full(n, np.inf)   # each agent's first reserve activation
-        # reserve an agent activated this step after its first activation (a contract that
-        # reached it later): (owner, MW, activation s) rows, part of reserve_mw
-        self._late_reserve: tuple | None = None
+        # reserve contracts: awarded, held, activated, paid (gridswarm_env.reserve)
+        self.reserve_book = ReserveBook(n)
         self.emergency_arrival_s = np.full(n, np.inf)
         self.emergency_seen = np.zeros(n, dtype=bool)
         self.event_detected = False
@@ -548,7 +525,6 @@ class GridSwarmEnv(ParallelEnv):
         self._would_response_s = None        # shadow mode: first would-be reserve activation
         self.dispatch_clamped = 0
         self._cleared_product = PRODUCT_ENERGY
-        self._standing_mw = z.copy()         # reserve_standing_mw(), refreshed on change
         self._emergency_in_flight = False    # emergency broadcast not fully delivered yet
         self._precompute_constants()
         self._baseline_next = baseline_mw(self.fleet)
@@ -588,31 +564,8 @@ class GridSwarmEnv(ParallelEnv):
         # downward follows the PV forecast. The observation's scale stays the reset's.
         self._refresh_flexibility()
         self._flex_scale = max(self._flexible_mw(1.0), 1e-6)
-        # observation rows (transposed, float64): static rows written once
-        safe_rated = np.where(f.rated_power_mw > 0, f.rated_power_mw, 1.0)
-        self._safe_rated = safe_rated
-        self._has_storage = f.energy_capacity_mwh > 0
-        self._storage_sel = mask_selector(self._has_storage)   # a slice: no where= divide
-        self._active_buf = np.empty(n, dtype=bool)
-        self._age_cap = np.full(n, 10.0)
-        # mean rated power per kind (1.0 for an absent kind or one configured at 0 MW, so
-        # that size_rel is 0, not NaN, for a zero-power DER)
-        kind_mean = np.array([f.rated_power_mw[f.kind == k].mean() if (f.kind == k).any()
-                              else 1.0 for k in range(3)])
-        kind_mean[~(kind_mean > 0)] = 1.0
-        obs_t = np.zeros((OBS_DIM, n))
-        obs_t[0:3] = np.eye(3)[f.kind].T
-        obs_t[4] = f.rated_power_mw / kind_mean[f.kind]
-        self._obs_t = obs_t
-        self._price_band = sc.price_cap_per_mwh - sc.price_floor_per_mwh
         self._neutral_price = market.neutral_price_per_mwh(sc.price_floor_per_mwh,
                                                            sc.price_cap_per_mwh)
-        # rows 12-18 of the observation: request, price, product, emergency, frequency,
-        # RoCoF, signal age -> (x - offset) / scale
-        self._sig_offset = np.array([0.0, sc.price_floor_per_mwh, 0.0, 0.0,
-                                     cfg.grid.nominal_freq_hz, 0.0, 0.0])[:, None]
-        self._sig_scale = np.array([self._flex_scale, self._price_band, 1.0, 1.0, 0.5, 1.0,
-                                    10.0])[:, None]
         # masks: price levels are all allowed; the power part is refreshed every step
         n_power = cfg.market.n_power_levels
         self._mask_buf = np.ones((n, n_power + cfg.market.n_price_levels), dtype=bool)
@@ -623,6 +576,15 @@ class GridSwarmEnv(ParallelEnv):
         if not all(isinstance(x, slice) for x in sel):
             raise RuntimeError("fleet agents must be grouped by kind (build_fleet sorts them)")
         self._kind_sel = sel
+        # the observation builder: static rows, scales and the agents' signal arrays
+        self._obs = ObservationBuilder(
+            f, sel[2], c.zero, request_mw=self.sig_request, price_per_mwh=self.sig_price,
+            product=self.sig_product, freq_hz=self.sig_freq, rocof_hz_per_s=self.sig_rocof,
+            clearing_price_per_mwh=self.sig_clearing_price, signal_age=self.sig_age,
+            emergency_seen=self.emergency_seen, nominal_freq_hz=cfg.grid.nominal_freq_hz,
+            request_scale_mw=self._flex_scale, price_floor_per_mwh=sc.price_floor_per_mwh,
+            price_cap_per_mwh=sc.price_cap_per_mwh, start_hour=sc.start_hour,
+            duration_s=self.duration_s)
         self._precompute_settlement()
 
     def _precompute_settlement(self) -> None:
@@ -835,11 +797,12 @@ class GridSwarmEnv(ParallelEnv):
         self._receive_contracts((d1, d2), t1)
         contract_mw, contract_price = self._verify_pending(t0)
         self._activate_reserve((d1, d2), t1)
+        book = self.reserve_book
         ex = execute(self.fleet, self.kernel, baseline_mw=self._baseline_now,
-                     contract_mw=contract_mw, reserve_mw=self.reserve_mw,
-                     activation_s=self.activation_s, t0_s=t0, dt_s=dt,
+                     contract_mw=contract_mw, reserve_mw=book.active_mw,
+                     activation_s=book.activation_s, t0_s=t0, dt_s=dt,
                      n_substeps=self.n_substeps, physics_dt_s=pdt, p_prev_mw=self.last_p_mw,
-                     late_reserve=self._late_reserve)
+                     late_reserve=book.late)
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
         freq, p_exec, viol = self._physics(ex, k, t0)
         rewards = self._settle(ex, contract_mw, contract_price, p_exec, k, freq)
@@ -1037,8 +1000,7 @@ class GridSwarmEnv(ParallelEnv):
         owners = idx.tolist()
         recipients = idx
         if is_reserve:   # the operator's books, per contract, as awarded
-            for sc_, o in zip(signed, owners, strict=True):
-                self._reserve_awards[sc_.contract.contract_id] = (o, sc_.contract.power_mw)
+            self.reserve_book.award(signed, owners)
         if self.adversary is not None:
             tampered = self.adversary(self, signed, owners)
             if not isinstance(tampered, tuple) or len(tampered) != 2:
@@ -1048,10 +1010,7 @@ class GridSwarmEnv(ParallelEnv):
             _check_tampered(signed, owners, n)
             recipients = np.asarray(owners, dtype=np.int64)
         if is_reserve:   # copies on their way (an adversary may add or drop some)
-            copies = self._reserve_copies
-            for sc_ in signed:
-                cid = sc_.contract.contract_id
-                copies[cid] = copies.get(cid, 0) + 1
+            self.reserve_book.sent(signed)
         m, first = len(signed), self._next_ref
         self._next_ref = first + m
         self._contract_refs.update(zip(range(first, first + m), zip(signed, owners, strict=True),
@@ -1062,7 +1021,7 @@ class GridSwarmEnv(ParallelEnv):
                                lane=Lane.CONTROL, senders=senders, recipients=recipients,
                                now_s=now_s)
         if is_reserve:
-            self.reserve_awarded_mw[idx] += result.accepted_mw[idx]
+            self.reserve_book.awarded_mw[idx] += result.accepted_mw[idx]
         refused = self.bus.dropped_count(Lane.CONTROL) - dropped_before
         if refused:   # tail drop: the batch's last `refused` contracts never left
             self._lose_contracts(range(first + m - refused, first + m), now_s)
@@ -1073,63 +1032,6 @@ class GridSwarmEnv(ParallelEnv):
             f"${result.clearing_price_per_mwh:.0f}/MWh")
         return result
 
-    def _refresh_standing(self) -> None:
-        """Recompute the cached standing reserve after a receipt, withdrawal or activation.
-
-        Standing reserve = max(held, activated): what the agent holds under a contract it
-        received and authenticated. It earns availability payments, is kept free by the
-        kernel, is in the observation and is what the operator counts on after the event;
-        the operator sizes reserve rounds by its awards (``reserve_awarded_mw``)."""
-        self._standing_mw = np.maximum(self.reserve_held_mw, self.reserve_mw)
-
-    def _withdraw_reserve(self, owner: int, power_mw: float, *,
-                          held_id: str | None = None) -> None:
-        """Take a reserve award off the books: one whose contract never arrived intact
-        (see :meth:`_copy_failed`), or, with ``held_id``, a held contract failing
-        verification at activation. It no longer counts for the operator's reserve
-        rounds nor earns availability payments."""
-        awarded = self.reserve_awarded_mw
-        awarded[owner] = max(awarded[owner] - power_mw, 0.0)
-        if held_id is not None:
-            self.reserve_held_mw[owner] = max(self.reserve_held_mw[owner] - power_mw, 0.0)
-            self._reserve_terms.pop(held_id, None)
-            self._reserve_rate_until = -math.inf
-        self._refresh_standing()
-
-    def _copy_done(self, contract_id: str) -> int:
-        """One copy of a reserve contract left the bus; the copies still on it."""
-        left = self._reserve_copies.get(contract_id, 1) - 1
-        if left > 0:
-            self._reserve_copies[contract_id] = left
-        else:
-            self._reserve_copies.pop(contract_id, None)
-        return left
-
-    def _copy_failed(self, contract_id: str, copies_left: int) -> None:
-        """A copy was refused by the bus or failed on receipt: the award leaves the books
-        only when no copy of it is held and none is still on its way (a forged copy
-        ahead of the genuine one, or a lost duplicate of a held one, changes nothing)."""
-        if copies_left == 0 and contract_id not in self._reserve_terms:
-            award = self._reserve_awards.pop(contract_id, None)
-            if award is not None:
-                self._withdraw_reserve(*award)
-
-    def _reserve_rate_at(self, t0_s: float) -> np.ndarray:
-        """Availability payment rate per agent for the step starting at ``t0_s``, $/h:
-        Σ over its held reserve contracts whose delivery window has started of
-        MW × the contract's own clearing price (pay-as-clear per round). Recomputed only
-        when the held set changes or a window opens."""
-        if t0_s >= self._reserve_rate_until:
-            rate = np.zeros(self.n_agents)
-            until = math.inf
-            for owner, power_mw, price, start_s in self._reserve_terms.values():
-                if start_s <= t0_s + 1e-9:
-                    rate[owner] += power_mw * price
-                else:
-                    until = min(until, start_s)
-            self._reserve_rate, self._reserve_rate_until = rate, until
-        return self._reserve_rate
-
     def _lose_contracts(self, refs, now_s: float, reason: str = "bus_refused") -> None:
         """Contracts the bus refused (``bus_refused``: CONTROL lane past its queue limit) or
         dropped as obsolete (``bus_expired``: deferred longer than one agent step): the
@@ -1137,10 +1039,10 @@ class GridSwarmEnv(ParallelEnv):
         reserve award among them; they are never dispatched."""
         lost = [self._contract_refs.pop(ref) for ref in refs]
         self.contracts_lost += len(lost)
+        book = self.reserve_book
         for signed, _owner in lost:
             if signed.contract.product == "reserve":
-                cid = signed.contract.contract_id
-                self._copy_failed(cid, self._copy_done(cid))
+                book.copy_lost(signed.contract.contract_id)
         self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason=reason,
                               contract_ids=[c.contract.contract_id for c, _ in lost])
         what = ("refused by the bus (control lane full)" if reason == "bus_refused" else
@@ -1153,9 +1055,9 @@ class GridSwarmEnv(ParallelEnv):
         A reserve contract is authenticated on receipt (form, identities, both
         signatures, visible replays: :meth:`ContractLedger.authenticate`). An authentic
         one is *held* from now on (standing reserve, paid for availability once its
-        window opens, see :meth:`_reserve_rate_at`); one that fails is rejected (counted,
-        audited) and never earns anything; its award is withdrawn once no copy of it is
-        held or still on the bus (:meth:`_copy_failed`). A reserve award whose contract
+        window opens, see :meth:`ReserveBook.rate_at`); one that fails is rejected
+        (counted, audited) and never earns anything; its award is withdrawn once no copy of
+        it is held or still on the bus (:meth:`ReserveBook.copy_failed`). A reserve award whose contract
         never arrives is never held.
         Energy contracts are verified at dispatch. Without a reserve contract among the
         deliveries (the usual step) they are all kept as delivered.
@@ -1175,28 +1077,23 @@ class GridSwarmEnv(ParallelEnv):
             return
         kept = []
         names = self.possible_agents
+        book = self.reserve_book
         held = False
         for k, item in enumerate(arrived):
             signed, owner = item
             if signed.contract.product == "reserve":
                 cid = signed.contract.contract_id
-                left = self._copy_done(cid)
+                left = book.copy_done(cid)
                 reason = self.ledger.authenticate(signed, now_s, expected_agent=names[owner])
                 if reason is not None:
                     self._note_rejections([signed], [reason])
-                    self._copy_failed(cid, left)
+                    book.copy_failed(cid, left)
                     continue
-                self._reserve_awards.pop(cid, None)   # on the books, now held
-                self._reserve_received_s[cid] = times[k]
-                c = signed.contract
-                self.reserve_held_mw[owner] += c.power_mw
-                self._reserve_terms[c.contract_id] = (owner, c.power_mw, c.price_per_mwh,
-                                                      c.window_start_s)
-                self._reserve_rate_until = -math.inf
+                book.hold(signed, owner, times[k])
                 held = True
             kept.append(item)
         if held:
-            self._refresh_standing()
+            book.refresh_standing()
         self._arrived, self._arrived_reserve = kept, held   # held: a reserve contract kept
 
     def _verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -1272,9 +1169,10 @@ class GridSwarmEnv(ParallelEnv):
         before the operator knew of the trip acts from its own window, not before. Each is
         verified at that time; one that fails dispatches nothing. ``activation_s`` keeps
         each holder's first activation; a contract the holder activates later in the
-        step is passed to dispatch with its own time (``_late_reserve``), not the first.
+        step is passed to dispatch with its own time (``ReserveBook.late``), not the first.
         """
-        self._late_reserve = None
+        book = self.reserve_book
+        book.late = None
         if self._emergency_in_flight:
             for d in deliveries:
                 batch = d.topic(TOPIC_EMERGENCY)
@@ -1284,40 +1182,22 @@ class GridSwarmEnv(ParallelEnv):
                     self.emergency_seen[r] = True
                     np.minimum.at(self.emergency_arrival_s, r, t)
             self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
-        if not self.reserve_contracts or not self.event_detected:
+        if not book.contracts or not self.event_detected:
             return   # no emergency broadcast yet: no arrival time is finite
-        arrivals, received = self.emergency_arrival_s, self._reserve_received_s
-        when = {c.contract.contract_id: max(float(arrivals[o]), received[c.contract.contract_id],
-                                            c.contract.window_start_s)
-                for c, o in self.reserve_contracts}
-        due = [(c, o) for c, o in self.reserve_contracts if when[c.contract.contract_id] < t1]
+        due = book.take_due(self.emergency_arrival_s, t1)
         if not due:
             return
-        due.sort(key=lambda co: when[co[0].contract.contract_id])
-        late = []
-        for c, o in due:
-            at = when[c.contract.contract_id]
-            del received[c.contract.contract_id]
+        for c, o, at in due:
             reason = self.ledger.verify(c, at, expected_agent=self.possible_agents[o])
             if reason is None:
-                self.reserve_mw[o] += c.contract.power_mw
-                if at > self.activation_s[o]:   # due in time order: never earlier
-                    late.append((o, c.contract.power_mw, at))
-                else:
-                    self.activation_s[o] = at
+                book.activate(o, c.contract.power_mw, at)
                 if not self.config.shadow:
                     self.metrics.record_activation(at, c.contract.power_mw)
             else:   # an invalid reserve contract dispatches nothing and earns nothing more
                 self._note_rejections([c], [reason])
-                self._withdraw_reserve(o, c.contract.power_mw, held_id=c.contract.contract_id)
-        if late:
-            o_late, mw_late, at_late = zip(*late, strict=True)
-            self._late_reserve = (np.array(o_late, dtype=np.int64), np.array(mw_late),
-                                  np.array(at_late))
-        self.reserve_contracts = [co for co in self.reserve_contracts
-                                  if when[co[0].contract.contract_id] >= t1]
-        self._refresh_standing()
-        active = self.activation_s[np.isfinite(self.activation_s)]
+                book.withdraw(o, c.contract.power_mw, held_id=c.contract.contract_id)
+        book.end_activation()
+        active = book.activation_s[np.isfinite(book.activation_s)]
         if active.size:
             self._note_response(float(active.min()))
 
@@ -1399,11 +1279,12 @@ class GridSwarmEnv(ParallelEnv):
         np.maximum(delivered, zero, out=delivered)
         gap = np.subtract(shortfall, abs_contract)
         np.maximum(gap, zero, out=gap)
-        np.minimum(gap, np.multiply(self.reserve_mw, ex.reserve_share, out=shortfall), out=gap)
+        book = self.reserve_book
+        np.minimum(gap, np.multiply(book.active_mw, ex.reserve_share, out=shortfall), out=gap)
         payments = np.sign(contract_mw)
         np.multiply(contract_price, payments, out=payments)
         payments *= delivered
-        payments += self._reserve_rate_at(self.t_s)
+        payments += book.rate_at(self.t_s)
         payments *= h_arr
         penalties = np.subtract(abs_contract, delivered, out=abs_contract)
         penalties += gap
@@ -1443,8 +1324,43 @@ class GridSwarmEnv(ParallelEnv):
 
     def reserve_standing_mw(self) -> np.ndarray:
         """Reserve capacity each agent holds: under a contract it received and
-        authenticated, or activated (see :meth:`_refresh_standing`)."""
-        return self._standing_mw.copy()
+        authenticated, or activated (see :meth:`ReserveBook.refresh_standing`)."""
+        return self.reserve_book.standing_mw.copy()
+
+    # the reserve books' arrays under the environment's names (gridswarm_env.reserve)
+    @property
+    def reserve_awarded_mw(self) -> np.ndarray:
+        """Reserve awarded per agent, MW (the operator's books; reserve rounds are sized
+        by it)."""
+        return self.reserve_book.awarded_mw
+
+    @property
+    def reserve_held_mw(self) -> np.ndarray:
+        """Reserve per agent under contracts received and authenticated, MW."""
+        return self.reserve_book.held_mw
+
+    @property
+    def reserve_mw(self) -> np.ndarray:
+        """Reserve per agent verified and activated, MW."""
+        return self.reserve_book.active_mw
+
+    @reserve_mw.setter
+    def reserve_mw(self, value: np.ndarray) -> None:
+        self.reserve_book.active_mw = value
+
+    @property
+    def activation_s(self) -> np.ndarray:
+        """Each agent's first reserve activation, s (``inf`` before it)."""
+        return self.reserve_book.activation_s
+
+    @property
+    def reserve_contracts(self) -> list:
+        """``(signed reserve contract, owner)`` held and not yet activated."""
+        return self.reserve_book.contracts
+
+    @property
+    def _standing_mw(self) -> np.ndarray:
+        return self.reserve_book.standing_mw
 
     def _update_signals(self, deliveries: tuple) -> None:
         """What each agent learned from the messages delivered this step."""
@@ -1472,7 +1388,7 @@ class GridSwarmEnv(ParallelEnv):
             if self._arrived_reserve:
                 energy = [it for it in items if it[0].contract.product != "reserve"]
                 reserve = [it for it in items if it[0].contract.product == "reserve"]
-                self.reserve_contracts.extend(reserve)
+                self.reserve_book.contracts.extend(reserve)
             if energy:
                 # every copy goes to dispatch, which decides (a rejection is counted and
                 # audited there, once); the schedule the agent observes and the kernel
@@ -1523,15 +1439,16 @@ class GridSwarmEnv(ParallelEnv):
     def _update_feasible(self) -> None:
         """Feasible intervals and masks for the round agents bid in next."""
         self._baseline_now = self._baseline_next
+        book = self.reserve_book
         lo, hi = self.kernel.bid_interval(
             self.fleet, now_s=self.t_s, committed_p_mw=self.scheduled_p_mw,
-            reserve_mw=self._standing_mw,
+            reserve_mw=book.standing_mw,
             reserve_round=self.round_product == PRODUCT_RESERVE,
             # a reserve bid must be deliverable over its contract's whole window: the
             # trip may come at any time in it (the agents do not know when)
             reserve_duration_s=max(self._reserve_until_s - (self.t_s + self.config.dt_s),
                                    self.config.dt_s),
-            pending_reserve_mw=(self._standing_mw - self.reserve_mw
+            pending_reserve_mw=(book.standing_mw - book.active_mw
                                 if self.kernel.has_ramp else None),
             reserve_until_s=self._reserve_until_s)
         self._baseline_next = self.kernel.planned_baseline_mw
@@ -1546,71 +1463,14 @@ class GridSwarmEnv(ParallelEnv):
         return self._mask_buf.copy()
 
     def observations_array(self) -> np.ndarray:
-        """``(n_agents, OBS_DIM)`` float32 observations (see :data:`OBS_FIELDS`).
-
-        Built row by row in a transposed float64 buffer (contiguous writes, one division
-        for the six power columns), cast to float32 and clipped to ``±OBS_LIMIT``: the
-        same values as computing each column in float64 and storing it as float32.
-        """
+        """``(n_agents, OBS_DIM)`` float32 observations (see :data:`OBS_FIELDS`; built by
+        :class:`~gridswarm_env.observations.ObservationBuilder`)."""
         if not self._ready:
             self._check_reset("observations_array()")
-        f, sc = self.fleet, self.scenario
-        t = self._obs_t     # rows 0-2 (kind one-hot) and 4 (size) are static
-        s = self._storage_sel
-        if isinstance(s, slice):
-            np.divide(f.energy_mwh[s], f.energy_capacity_mwh[s], out=t[3][s])
-        else:
-            np.divide(f.energy_mwh, f.energy_capacity_mwh, out=t[3], where=s)
-        t[5] = self._lo
-        t[6] = self._hi
-        t[7] = self._baseline_next
-        t[8] = self.scheduled_p_mw
-        t[9] = self.last_p_mw
-        t[10] = self._standing_mw
-        np.divide(t[5:11], self._safe_rated, out=t[5:11])
-        t[11] = np.isfinite(self.activation_s, out=self._active_buf)   # 1.0/0.0
-        # rows 12-18: (x − offset) / scale per row in two calls (x − 0.0 and x / 1.0 are x)
-        t[12] = self.sig_request
-        t[13] = self.sig_price
-        t[14] = self.sig_product
-        t[15] = self.emergency_seen
-        t[16] = self.sig_freq
-        t[17] = self.sig_rocof
-        np.minimum(self.sig_age, self._age_cap, out=t[18])
-        np.subtract(t[12:19], self._sig_offset, out=t[12:19])
-        np.divide(t[12:19], self._sig_scale, out=t[12:19])
-        t[19] = self.backpressure
-        hour = sc.start_hour + self.t_s / 3600.0
-        t[20] = math.sin(2 * math.pi * hour / 24.0)
-        t[21] = math.cos(2 * math.pi * hour / 24.0)
-        t[22] = self.t_s / self.duration_s
-        # EVs (a slice, so t[row][ev] is a view written in place): hours to departure / 12
-        # (capped at 1) and the SoC still missing at departure; 0 for the other kinds
-        ev = self._kind_sel[2]
-        zero = self._const.zero[ev]
-        x = t[23][ev]
-        np.subtract(f.departure_s[ev], self.t_s, out=x)
-        np.maximum(x, zero, out=x)
-        x /= 43200.0
-        np.minimum(x, 1.0, out=x)
-        x = t[24][ev]
-        np.subtract(f.departure_soc[ev], t[3][ev], out=x)
-        np.maximum(x, zero, out=x)
-        plugged = f.plugged[ev]
-        if np.count_nonzero(plugged) < plugged.size:
-            np.copyto(x, 0.0, where=~plugged)
-        np.divide(f.solar_forecast_mw, self._safe_rated, out=t[25])
-        # the clearing price of the last announcement each agent received (0 before any)
-        x = t[26]
-        np.subtract(self.sig_clearing_price, sc.price_floor_per_mwh, out=x)
-        x /= self._price_band
-        nan = np.isnan(x)
-        if np.count_nonzero(nan):
-            np.copyto(x, 0.0, where=nan)
-        t[27] = self.accepted_share
-        o = np.empty((self.n_agents, OBS_DIM), dtype=np.float32)
-        o[...] = t.T
-        return fast_clip(o, _OBS_LO32, _OBS_HI32, out=o)
+        book = self.reserve_book
+        return self._obs.build(self.t_s, self._lo, self._hi, self._baseline_next,
+                               self.scheduled_p_mw, self.last_p_mw, book.standing_mw,
+                               book.activation_s, self.backpressure, self.accepted_share)
 
     def _observations(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
         arr = self.observations_array()
@@ -1619,16 +1479,9 @@ class GridSwarmEnv(ParallelEnv):
     def _infos(self, names: list[str] | None = None) -> dict[str, dict]:
         """Per agent: the action mask and feasible interval; in shadow mode also
         ``would_dispatch_mw``, the mean power the agent would have been dispatched in the
-        step just taken (DESIGN §6)."""
-        masks = self._mask_buf.astype(np.int8)
-        infos = {a: {"action_mask": m, "feasible_mw": (lo, hi)} for a, m, lo, hi in zip(
-            names or self.possible_agents, masks, self._lo.tolist(), self._hi.tolist(),
-            strict=True)}
-        if self.config.shadow:
-            for info, would in zip(infos.values(), self._would_dispatch_mw.tolist(),
-                                   strict=True):
-                info["would_dispatch_mw"] = would
-        return infos
+        step just taken (DESIGN §6; see :func:`~gridswarm_env.observations.agent_infos`)."""
+        return agent_infos(names or self.possible_agents, self._mask_buf, self._lo, self._hi,
+                           self._would_dispatch_mw if self.config.shadow else None)
 
     # ------------------------------------------------------------------ views
     def state(self) -> np.ndarray:
@@ -1638,7 +1491,7 @@ class GridSwarmEnv(ParallelEnv):
         head = np.array([
             self.t_s, float(self.freq_trace_hz[-1]), self.round_request_mw,
             self.round_price_signal, float(self.round_product), float(self.event_detected),
-            float(self.reserve_mw.sum()), float(self.step_index)])
+            float(self.reserve_book.active_mw.sum()), float(self.step_index)])
         return np.concatenate([head, self.fleet.soc, self.scheduled_p_mw,
                                self.reserve_standing_mw()])
 

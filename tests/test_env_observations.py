@@ -1,5 +1,5 @@
-"""Observation features against their definitions in :mod:`gridswarm_env.env` (a
-hand-made mutation audit of env.py): each feature set by hand on a six-agent
+"""Observation features against their definitions in :mod:`gridswarm_env.observations`
+(a hand-made mutation audit of the environment's observations): each feature set by hand on a six-agent
 ``price_spike`` fleet, and the clip to the observation box.
 """
 
@@ -112,7 +112,7 @@ def test_power_features_are_per_unit_of_rated_power() -> None:
     np.testing.assert_allclose(obs[:, OBS_FIELDS.index("baseline_rel")],
                                env.kernel.planned_baseline_mw / rated, rtol=1e-6, atol=1e-7)
     env.reserve_held_mw[:] = 0.25 * rated       # held, not activated: standing all the same
-    env._refresh_standing()
+    env.reserve_book.refresh_standing()
     np.testing.assert_allclose(env.observations_array()[:, OBS_FIELDS.index("reserve_rel")],
                                0.25, rtol=1e-6)
 

@@ -258,7 +258,7 @@ def test_a_contract_delivered_after_the_broadcast_activates_when_it_arrives():
     owners = [o for _c, o in raw.reserve_contracts]
     signed, late_owner = next((c, o) for c, o in raw.reserve_contracts if owners.count(o) == 1)
     others = [(c, o) for c, o in raw.reserve_contracts if o != late_owner]
-    raw._reserve_received_s[signed.contract.contract_id] = late_s
+    raw.reserve_book.received_s[signed.contract.contract_id] = late_s
     policy = make_policy("heuristic")
     policy.reset(raw, seed=0)
     while raw.agents and raw.t_s < late_s + 1.0:
@@ -282,7 +282,7 @@ def test_a_holders_later_contract_acts_from_its_own_arrival(monkeypatch):
     holder = next(o for o in owners if owners.count(o) > 1)
     mine = [c for c, o in raw.reserve_contracts if o == holder]
     late_s = raw.scenario.event_time_s + 0.5
-    raw._reserve_received_s[mine[-1].contract.contract_id] = late_s
+    raw.reserve_book.received_s[mine[-1].contract.contract_id] = late_s
     late_mw = mine[-1].contract.power_mw
     first_mw = sum(c.contract.power_mw for c in mine[:-1])
     executed = []
