@@ -553,6 +553,7 @@ class GridSwarmEnv(ParallelEnv):
         self._precompute_constants()
         self._baseline_next = baseline_mw(self.fleet)
         # round 0 (delivery [dt, 2dt)) is announced at t = 0
+        self._reset_forecasts()
         self.round_index = 0
         self.round_request_mw, self.round_product = self._operator_request(0)
         self._announce(self.round_index, self.round_request_mw, self.round_product, 0.0)
@@ -713,13 +714,45 @@ class GridSwarmEnv(ParallelEnv):
 
     def _flexible_mw(self, request_mw: float) -> float:
         """Fleet flexibility in the request's direction, MW: upward = battery discharge caps
-        + EV baseline charging; downward = PV forecast + EV headroom + battery charge caps."""
+        + EV baseline charging; downward = the PV forecasts the operator holds (see
+        :meth:`_receive_forecasts`) + EV headroom + battery charge caps."""
         if request_mw >= 0:
             return self._flex_up_mw
         down = self._flex_down_mw.copy()
         solar = self._const.solar
-        down[solar] = self.fleet.solar_forecast_mw[solar]
+        down[solar] = self.operator_forecast_mw[solar]
         return float(np.add.reduce(down))
+
+    def _reset_forecasts(self) -> None:
+        """The operator's PV forecasts before any ``grid/forecast`` message arrives: each
+        solar agent's forecast for the first window, as a plant files it with its schedule
+        before the market opens (the fleet's forecast at reset, so round 0, announced at
+        t = 0, prices with it). From then on only delivered forecasts change them."""
+        self.operator_forecast_mw = self.fleet.solar_forecast_mw.copy()
+        # publish time of each held forecast (-inf: the schedule's, older than any message)
+        self._forecast_sent_s = np.full(self.n_agents, -math.inf)
+        # a forecast can overtake an older one only when a latency can reach a step (below
+        # that, delivery order is publish order, also out of a deferred backlog)
+        self._forecasts_reorder = self.config.bus.latency_max_s >= self.config.dt_s
+
+    def _receive_forecasts(self, delivery) -> None:
+        """The operator keeps each solar agent's newest forecast that ``grid/forecast``
+        delivered (TELEMETRY lane); a forecast dropped, deferred or still in flight changes
+        nothing, so under congestion the operator prices with the last one that arrived."""
+        fc = delivery.topic(TOPIC_FORECAST)
+        senders = fc.senders
+        if not len(senders):
+            return
+        values = fc.payloads
+        if self._forecasts_reorder:   # newest by publish time, never an older one
+            sent = fc.publish_times_s
+            order = np.argsort(sent, kind="stable")
+            senders, values, sent = senders[order], values[order], sent[order]
+            newer = sent >= self._forecast_sent_s[senders]
+            senders, values, sent = senders[newer], values[newer], sent[newer]
+            self._forecast_sent_s[senders] = sent
+        # put: = [senders] = values, the last (newest) of a sender's forecasts wins
+        self.operator_forecast_mw.put(senders, values)
 
     def _announce(self, round_index: int, request_mw: float, product: int, now_s: float) -> None:
         sc = self.scenario
@@ -816,6 +849,7 @@ class GridSwarmEnv(ParallelEnv):
         self._maybe_broadcast_emergency(t0, t1)
         d1 = self.bus.deliver(gate)
         congested = self._bus_congested(d1, gate)
+        self._receive_forecasts(d1)
         clearing = self._clear(d1.topic(TOPIC_BIDS), t1, gate)
         self.round_index += 1
         self.round_request_mw, self.round_product = self._operator_request(self.round_index,
@@ -825,6 +859,7 @@ class GridSwarmEnv(ParallelEnv):
             self._awaiting_energy_response = True
         self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
         d2 = self.bus.deliver(t1)
+        self._receive_forecasts(d2)   # for the next round's price signal
         if self._bus_congested(d2, t1) or congested:
             # the agents' lanes could not deliver everything due this step: every agent
             # sees it (observation field ``backpressure``), besides its own bid's flag
