@@ -686,15 +686,11 @@ class GridSwarmEnv(ParallelEnv):
         the deadband) and every later one an energy round: the product switches on what
         the operator knows, never on the scenario's hidden ``event_time_s``."""
         sc = self.scenario
-        known = self._trip_known(now_s)
-        if sc.reserve_target_mw > 0 and not known:
-            return max(sc.reserve_target_mw - float(np.add.reduce(self.reserve_awarded_mw)),
-                       0.0), PRODUCT_RESERVE
-        # = mean of the forecast over the window's sub-steps (precomputed at reset)
-        req = float(self._round_forecast_mw[round_index])
-        if known:
-            req += sc.contingency_mw - float(np.add.reduce(self._standing_mw))
-        return req, PRODUCT_ENERGY
+        # the forecast = its mean over the window's sub-steps (precomputed at reset)
+        return market.operator_request(
+            float(self._round_forecast_mw[round_index]), trip_known=self._trip_known(now_s),
+            reserve_target_mw=sc.reserve_target_mw, reserve_awarded_mw=self.reserve_awarded_mw,
+            contingency_mw=sc.contingency_mw, standing_reserve_mw=self._standing_mw)
 
     def _trip_known(self, now_s: float) -> bool:
         """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
@@ -705,11 +701,9 @@ class GridSwarmEnv(ParallelEnv):
         """The flexibility the operator prices with (see :meth:`_flexible_mw`) of the
         batteries and the EVs still plugged in (recomputed when one leaves)."""
         c, f, a = self._const, self.fleet, self.kernel.arrays
-        ev = c.is_ev & f.plugged
-        self._flex_up_mw = float(np.where(c.is_battery, a.max_discharge_mw, np.where(
-            ev, f.ev_baseline_rate_mw, 0.0)).sum())
-        self._flex_down_mw = np.where(c.is_ev, np.where(
-            ev, f.rated_power_mw - f.ev_baseline_rate_mw, 0.0), a.max_charge_mw)
+        self._flex_up_mw, self._flex_down_mw = market.fleet_flexibility(
+            c.is_battery, c.is_ev, f.plugged, a.max_discharge_mw, a.max_charge_mw,
+            f.ev_baseline_rate_mw, f.rated_power_mw)
         self._n_plugged = int(np.count_nonzero(f.plugged))
 
     def _flexible_mw(self, request_mw: float) -> float:
@@ -718,10 +712,8 @@ class GridSwarmEnv(ParallelEnv):
         :meth:`_receive_forecasts`) + EV headroom + battery charge caps."""
         if request_mw >= 0:
             return self._flex_up_mw
-        down = self._flex_down_mw.copy()
-        solar = self._const.solar
-        down[solar] = self.operator_forecast_mw[solar]
-        return float(np.add.reduce(down))
+        return market.downward_flexibility_mw(self._flex_down_mw, self._const.solar,
+                                              self.operator_forecast_mw)
 
     def _reset_forecasts(self) -> None:
         """The operator's PV forecasts before any ``grid/forecast`` message arrives: each
