@@ -295,6 +295,9 @@ class BusConfig:
         environment delivers at gate closure and at the step end, both less than a step
         apart (so ``EnvConfig`` refuses CONTROL and MARKET entries below ``dt_s``: a
         message on time may wait up to ``max(gate_s, dt_s - gate_s)`` for its delivery).
+        A longer MARKET entry keeps bids past their round: the environment clears only
+        the current round's bids, so under a lasting backlog it clears none (README,
+        *Where this differs from DESIGN.md*).
     :param latency_block_size: latencies pre-sampled per RNG call (1 to 2**24).
     :param latency_hist_bins: bins of the per-lane latency histogram over
         ``[0, latency_max_s]`` used for p50/p99 (resolution ``latency_max_s / bins``;

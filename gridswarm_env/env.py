@@ -529,6 +529,7 @@ class GridSwarmEnv(ParallelEnv):
         self._precompute_constants()
         self._baseline_next = baseline_mw(self.fleet)
         # round 0 (delivery [dt, 2dt)) is announced at t = 0
+        self._reset_forecasts()
         self.round_index = 0
         self.round_request_mw, self.round_product = self._operator_request(0)
         self._announce(self.round_index, self.round_request_mw, self.round_product, 0.0)
@@ -647,15 +648,11 @@ class GridSwarmEnv(ParallelEnv):
         the deadband) and every later one an energy round: the product switches on what
         the operator knows, never on the scenario's hidden ``event_time_s``."""
         sc = self.scenario
-        known = self._trip_known(now_s)
-        if sc.reserve_target_mw > 0 and not known:
-            return max(sc.reserve_target_mw - float(np.add.reduce(self.reserve_awarded_mw)),
-                       0.0), PRODUCT_RESERVE
-        # = mean of the forecast over the window's sub-steps (precomputed at reset)
-        req = float(self._round_forecast_mw[round_index])
-        if known:
-            req += sc.contingency_mw - float(np.add.reduce(self._standing_mw))
-        return req, PRODUCT_ENERGY
+        # the forecast = its mean over the window's sub-steps (precomputed at reset)
+        return market.operator_request(
+            float(self._round_forecast_mw[round_index]), trip_known=self._trip_known(now_s),
+            reserve_target_mw=sc.reserve_target_mw, reserve_awarded_mw=self.reserve_awarded_mw,
+            contingency_mw=sc.contingency_mw, standing_reserve_mw=self._standing_mw)
 
     def _trip_known(self, now_s: float) -> bool:
         """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
@@ -666,22 +663,50 @@ class GridSwarmEnv(ParallelEnv):
         """The flexibility the operator prices with (see :meth:`_flexible_mw`) of the
         batteries and the EVs still plugged in (recomputed when one leaves)."""
         c, f, a = self._const, self.fleet, self.kernel.arrays
-        ev = c.is_ev & f.plugged
-        self._flex_up_mw = float(np.where(c.is_battery, a.max_discharge_mw, np.where(
-            ev, f.ev_baseline_rate_mw, 0.0)).sum())
-        self._flex_down_mw = np.where(c.is_ev, np.where(
-            ev, f.rated_power_mw - f.ev_baseline_rate_mw, 0.0), a.max_charge_mw)
+        self._flex_up_mw, self._flex_down_mw = market.fleet_flexibility(
+            c.is_battery, c.is_ev, f.plugged, a.max_discharge_mw, a.max_charge_mw,
+            f.ev_baseline_rate_mw, f.rated_power_mw)
         self._n_plugged = int(np.count_nonzero(f.plugged))
 
     def _flexible_mw(self, request_mw: float) -> float:
         """Fleet flexibility in the request's direction, MW: upward = battery discharge caps
-        + EV baseline charging; downward = PV forecast + EV headroom + battery charge caps."""
+        + EV baseline charging; downward = the PV forecasts the operator holds (see
+        :meth:`_receive_forecasts`) + EV headroom + battery charge caps."""
         if request_mw >= 0:
             return self._flex_up_mw
-        down = self._flex_down_mw.copy()
-        solar = self._const.solar
-        down[solar] = self.fleet.solar_forecast_mw[solar]
-        return float(np.add.reduce(down))
+        return market.downward_flexibility_mw(self._flex_down_mw, self._const.solar,
+                                              self.operator_forecast_mw)
+
+    def _reset_forecasts(self) -> None:
+        """The operator's PV forecasts before any ``grid/forecast`` message arrives: each
+        solar agent's forecast for the first window, as a plant files it with its schedule
+        before the market opens (the fleet's forecast at reset, so round 0, announced at
+        t = 0, prices with it). From then on only delivered forecasts change them."""
+        self.operator_forecast_mw = self.fleet.solar_forecast_mw.copy()
+        # publish time of each held forecast (-inf: the schedule's, older than any message)
+        self._forecast_sent_s = np.full(self.n_agents, -math.inf)
+        # a forecast can overtake an older one only when a latency can reach a step (below
+        # that, delivery order is publish order, also out of a deferred backlog)
+        self._forecasts_reorder = self.config.bus.latency_max_s >= self.config.dt_s
+
+    def _receive_forecasts(self, delivery) -> None:
+        """The operator keeps each solar agent's newest forecast that ``grid/forecast``
+        delivered (TELEMETRY lane); a forecast dropped, deferred or still in flight changes
+        nothing, so under congestion the operator prices with the last one that arrived."""
+        fc = delivery.topic(TOPIC_FORECAST)
+        senders = fc.senders
+        if not len(senders):
+            return
+        values = fc.payloads
+        if self._forecasts_reorder:   # newest by publish time, never an older one
+            sent = fc.publish_times_s
+            order = np.argsort(sent, kind="stable")
+            senders, values, sent = senders[order], values[order], sent[order]
+            newer = sent >= self._forecast_sent_s[senders]
+            senders, values, sent = senders[newer], values[newer], sent[newer]
+            self._forecast_sent_s[senders] = sent
+        # put: = [senders] = values, the last (newest) of a sender's forecasts wins
+        self.operator_forecast_mw.put(senders, values)
 
     def _announce(self, round_index: int, request_mw: float, product: int, now_s: float) -> None:
         sc = self.scenario
@@ -778,6 +803,7 @@ class GridSwarmEnv(ParallelEnv):
         self._maybe_broadcast_emergency(t0, t1)
         d1 = self.bus.deliver(gate)
         congested = self._bus_congested(d1, gate)
+        self._receive_forecasts(d1)
         clearing = self._clear(d1.topic(TOPIC_BIDS), t1, gate)
         self.round_index += 1
         self.round_request_mw, self.round_product = self._operator_request(self.round_index,
@@ -787,6 +813,7 @@ class GridSwarmEnv(ParallelEnv):
             self._awaiting_energy_response = True
         self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
         d2 = self.bus.deliver(t1)
+        self._receive_forecasts(d2)   # for the next round's price signal
         if self._bus_congested(d2, t1) or congested:
             # the agents' lanes could not deliver everything due this step: every agent
             # sees it (observation field ``backpressure``), besides its own bid's flag

@@ -1,4 +1,5 @@
-"""Balancing-market clearing: merit order, pay-as-clear, consensus and settlement.
+"""Balancing market: the operator's request and price signal, merit-order clearing,
+pay-as-clear, consensus and settlement.
 
 Description
 -----------
@@ -51,6 +52,12 @@ the availability price: in the shipped ``emergency`` (heuristic, seeds 0-2, 100 
 (batteries 2.29 MWh at 40 + 30/0.949 $/MWh, EVs 0.76 MWh of deferred charging at 60
 $/MWh); paying that energy at the scenario's 100 $/MWh cap would add ~305 $.
 
+**The operator** (DESIGN §2, step 1) computes each round's request and product
+(:func:`operator_request`), the fleet's flexibility in the request's direction
+(:func:`fleet_flexibility`, :func:`downward_flexibility_mw`) and from them the price
+signal (:func:`price_signal_per_mwh`): pure functions of what it knows, passed as arrays;
+the environment gathers their inputs (PV forecasts from the bus) and publishes the result.
+
 **Ties** at equal price are broken by agent index ascending (stable sort), so the
 clearing is deterministic.
 
@@ -69,10 +76,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE
+
 __all__ = [
     "ClearingResult",
     "clear_market",
+    "downward_flexibility_mw",
+    "fleet_flexibility",
     "neutral_price_per_mwh",
+    "operator_request",
     "price_signal_per_mwh",
     "price_signal_unchecked",
     "settlement",
@@ -394,3 +406,64 @@ def price_signal_unchecked(request: float, flex: float, floor: float, cap: float
     if scarcity >= 0.0:
         return ref + (cap - ref) * scarcity
     return ref + (ref - floor) * scarcity
+
+
+# --------------------------------------------------------------------------- operator
+def operator_request(forecast_mw: float, *, trip_known: bool, reserve_target_mw: float,
+                     reserve_awarded_mw: np.ndarray, contingency_mw: float,
+                     standing_reserve_mw: np.ndarray) -> tuple[float, int]:
+    """One round's request, MW (+ shortage, − surplus), and product.
+
+    With a reserve target, every round while the operator does not know of a trip is a
+    reserve round: ``max(target − Σ awarded, 0)`` (no round inside the deadband). Any
+    other round is an energy round: the forecast shortage of its delivery window, plus,
+    once the trip is known, the lost generation not covered by standing reserve
+    (``contingency − Σ standing``). The product switches on what the operator knows.
+
+    :param forecast_mw: the operator's forecast shortage of the round's window, MW.
+    :param trip_known: whether the operator has detected the trip when it announces.
+    :param reserve_target_mw: reserve to hold before a trip, MW (0: no reserve rounds).
+    :param reserve_awarded_mw: (n,) reserve awarded per agent so far, MW.
+    :param contingency_mw: generation lost in the trip, MW.
+    :param standing_reserve_mw: (n,) reserve standing per agent, MW.
+    :return: ``(request_mw, product)``, product ``PRODUCT_ENERGY`` or ``PRODUCT_RESERVE``.
+    """
+    if reserve_target_mw > 0 and not trip_known:
+        return max(reserve_target_mw - float(np.add.reduce(reserve_awarded_mw)),
+                   0.0), PRODUCT_RESERVE
+    req = forecast_mw
+    if trip_known:
+        req += contingency_mw - float(np.add.reduce(standing_reserve_mw))
+    return req, PRODUCT_ENERGY
+
+
+def fleet_flexibility(is_battery: np.ndarray, is_ev: np.ndarray, plugged: np.ndarray,
+                      max_discharge_mw: np.ndarray, max_charge_mw: np.ndarray,
+                      ev_baseline_rate_mw: np.ndarray, rated_power_mw: np.ndarray
+                      ) -> tuple[float, np.ndarray]:
+    """The fleet's flexibility without the PV's (that follows the forecasts).
+
+    Upward: battery discharge caps + the baseline charging of the EVs plugged in
+    (they can defer it). Downward, per DER: battery charge caps, plugged-in EVs'
+    headroom above their baseline charging (``rated − baseline``), 0 for an EV that left;
+    other DERs their ``max_charge_mw`` (the PV's entry is replaced by its forecast in
+    :func:`downward_flexibility_mw`).
+
+    :return: ``(upward MW, (n,) downward MW per DER)``.
+    """
+    ev = is_ev & plugged
+    up = float(np.where(is_battery, max_discharge_mw, np.where(
+        ev, ev_baseline_rate_mw, 0.0)).sum())
+    down = np.where(is_ev, np.where(ev, rated_power_mw - ev_baseline_rate_mw, 0.0),
+                    max_charge_mw)
+    return up, down
+
+
+def downward_flexibility_mw(down_mw: np.ndarray, solar: slice | np.ndarray,
+                            pv_forecast_mw: np.ndarray) -> float:
+    """The fleet's downward flexibility, MW: ``down_mw`` (see :func:`fleet_flexibility`)
+    with the PV's entries (``solar``) replaced by the PV forecasts the operator holds
+    (curtailing a plant to zero takes away its forecast output)."""
+    down = down_mw.copy()
+    down[solar] = pv_forecast_mw[solar]
+    return float(np.add.reduce(down))

@@ -189,3 +189,41 @@ def test_the_environment_refuses_an_age_limit_below_one_step(limit):
     with pytest.raises(ValueError, match=r"max_deferral_s\[MARKET\]"):
         EnvConfig(bus=BusConfig(max_deferral_s=(math.inf, None, limit, math.inf)))
     EnvConfig(bus=BusConfig(max_deferral_s=(math.inf, 1.0, 1.0, math.inf)))
+
+
+def test_bids_of_earlier_rounds_are_counted_stale_and_never_cleared():
+    """Code review s20, item 3: a MARKET lane that keeps deferred bids for 10 s (allowed:
+    max_deferral_s >= dt_s) and delivers 195 of the 200 messages a step needs builds a
+    backlog, so bids made for earlier rounds reach the operator at later gate closures.
+    They are counted ``stale_bids`` and never cleared: every contract of round r goes to
+    an agent whose round-r bid arrived by r's gate closure. (Clearing them instead — the
+    filter mutated to ``rows["round"] >= 0`` — awarded 6 438 contracts on old bids.)"""
+    bus = BusConfig(capacity_per_step=(BIG, BIG, 195, BIG),
+                    max_deferral_s=(math.inf, None, 10.0, math.inf))
+    raw = gridswarm_env.parallel_env(scenario="price_spike", n_agents=100, trust="hmac",
+                                     config=EnvConfig(bus=bus)).unwrapped
+    raw.reset(seed=0)
+    policy = make_policy("heuristic")
+    policy.reset(raw, seed=0)
+    real_clear = raw._clear
+    old_rows = checked = 0
+
+    def clear(bids, *args):
+        nonlocal old_rows, checked
+        rounds = bids.payloads["round"] if len(bids.senders) else np.empty(0, np.int64)
+        old_rows += int(np.count_nonzero(rounds < raw.round_index))
+        on_time = set(bids.senders[rounds == raw.round_index].tolist())
+        result = real_clear(bids, *args)
+        awarded = result.accepted_indices.tolist() if result.n_accepted else []
+        assert set(awarded) <= on_time, f"round {raw.round_index}: awards on stale bids"
+        checked += len(awarded)
+        return result
+
+    raw._clear = clear
+    obs = raw.observations_array()
+    for _ in range(30):
+        a = np.asarray(policy.act(obs, raw.action_masks()))
+        obs = raw.step_arrays(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64))[0]
+    assert old_rows > 0 and raw.stale_bids >= old_rows
+    # every bid is late once the backlog has formed: nothing is cleared (documented)
+    assert checked == 0 and raw.episode_metrics()["consensus_rate"] == 0.0

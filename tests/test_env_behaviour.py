@@ -426,12 +426,15 @@ def test_the_operator_prices_with_the_evs_still_plugged_in() -> None:
     assert with_evs > batteries and env.fleet.plugged[ev].all()
     idle = np.full(30, env.config.market.n_power_levels // 2)
     while env.t_s < 210.0:
+        published = env.fleet.solar_forecast_mw.copy()   # what the step's solar agents send
         env.step_arrays(idle, np.zeros(30, dtype=np.int64))
     assert not env.fleet.plugged[ev].any()
     assert env._flexible_mw(1.0) == pytest.approx(batteries)
+    # downward: the PV forecasts the last step delivered to the operator (the fleet's
+    # own have moved on since)
     assert env._flexible_mw(-1.0) == pytest.approx(
         float(env.kernel.arrays.max_charge_mw[env.fleet.kind == 1].sum())
-        + float(env.fleet.solar_forecast_mw[env.fleet.kind == 0].sum()))
+        + float(published[env.fleet.kind == 0].sum()))
 
 
 # --------------------------------------------------------------------------- reward by hand

@@ -433,3 +433,44 @@ def test_coverage_is_one_for_a_zero_request() -> None:
     nothing missing), not a division by zero or 0.0."""
     assert _clear(0.0, [10.0], [5.0]).coverage == 1.0
     assert _clear(40.0, [10.0], [5.0]).coverage == 0.25
+
+
+# --------------------------------------------------------------------------- operator
+def test_operator_request_reserve_rounds_until_the_trip_is_known_then_energy() -> None:
+    from gridswarm_env.market import operator_request
+    from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE
+
+    awarded, standing = np.array([30.0, 50.0]), np.array([20.0, 40.0])
+    common = {"reserve_target_mw": 100.0, "reserve_awarded_mw": awarded,
+              "contingency_mw": 108.0, "standing_reserve_mw": standing}
+    # before the trip is known: the reserve still to buy, whatever the forecast
+    assert operator_request(5.0, trip_known=False, **common) == (20.0, PRODUCT_RESERVE)
+    assert operator_request(5.0, trip_known=False, **{**common, "reserve_awarded_mw":
+                                                      np.array([70.0, 50.0])}) == (
+        0.0, PRODUCT_RESERVE)
+    # known: the forecast plus the lost generation standing reserve does not cover
+    assert operator_request(5.0, trip_known=True, **common) == (5.0 + 108.0 - 60.0,
+                                                                PRODUCT_ENERGY)
+    # no reserve target: energy rounds on the forecast alone until the trip is known
+    assert operator_request(-3.0, trip_known=False, **{**common, "reserve_target_mw": 0.0}) \
+        == (-3.0, PRODUCT_ENERGY)
+
+
+def test_fleet_flexibility_counts_plugged_evs_and_the_pv_forecast_downward() -> None:
+    from gridswarm_env.market import downward_flexibility_mw, fleet_flexibility
+
+    # DERs: battery, battery, EV plugged, EV gone, PV
+    is_battery = np.array([True, True, False, False, False])
+    is_ev = np.array([False, False, True, True, False])
+    plugged = np.array([False, False, True, False, False])
+    up, down = fleet_flexibility(
+        is_battery, is_ev, plugged, max_discharge_mw=np.array([2.0, 3.0, 0.0, 0.0, 0.0]),
+        max_charge_mw=np.array([1.5, 2.5, 0.0, 0.0, 0.0]),
+        ev_baseline_rate_mw=np.array([0.0, 0.0, 0.4, 0.4, 0.0]),
+        rated_power_mw=np.array([3.0, 3.0, 1.0, 1.0, 4.0]))
+    assert up == pytest.approx(2.0 + 3.0 + 0.4)          # the gone EV's charging is not
+    np.testing.assert_allclose(down, [1.5, 2.5, 0.6, 0.0, 0.0])
+    pv_forecast = np.array([0.0, 0.0, 0.0, 0.0, 2.75])
+    assert downward_flexibility_mw(down, slice(4, 5), pv_forecast) == pytest.approx(
+        1.5 + 2.5 + 0.6 + 2.75)
+    np.testing.assert_allclose(down, [1.5, 2.5, 0.6, 0.0, 0.0])   # not written in place
