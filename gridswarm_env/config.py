@@ -512,11 +512,12 @@ class RewardConfig:
     included), ``E_i,undelivered`` is contracted energy not delivered and
     ``E_i,reserve_gap`` activated reserve not delivered (MWh), and the last term, the
     mean absolute deviation over the step's physics sub-steps in Hz, is shared by all
-    agents. The full per-step formula is in ``GridSwarmEnv._settle``. The agent's own
-    terms shrink as ``1/n_agents`` (the fleet's MW are shared), the grid term does not:
-    in ``price_spike`` with the heuristic (seed 0) its mean magnitude is 5.4 % of the
-    agents' own mean |r| at 100 agents and 54 % at 1 000, so ``grid_weight`` set for
-    ~100 agents would dominate at 10 000.
+    agents. The per-step formulas are :mod:`gridswarm_env.market`'s settlement functions
+    (``contract_delivery_mw`` … ``agent_rewards``). The agent's own terms shrink as
+    ``1/n_agents`` (the fleet's MW are shared), the grid term does not: in ``price_spike``
+    with the heuristic (seed 0) its mean magnitude is 5.4 % of the agents' own mean |r|
+    at 100 agents and 54 % at 1 000, so ``grid_weight`` set for ~100 agents would
+    dominate at 10 000.
 
     Defaults (design choices): ``undelivered_penalty_per_mwh`` = 500 $/MWh, at least
     every shipped scenario's price cap (500, 50 and 100 $/MWh), so contracted energy left

@@ -32,8 +32,9 @@ holds the concatenated per-dimension masks (power levels, then price levels).
 
 Observation Space
 -----------------
-``Box(-5, 5, (OBS_DIM,), float32)``, see :data:`OBS_FIELDS` (index: meaning):
-kind one-hot, SoC, size, feasible interval, baseline, scheduled and awarded power,
+``Box(-5, 5, (OBS_DIM,), float32)``, the fields named in order by :data:`OBS_FIELDS`
+(:mod:`gridswarm_env.observations`; each field's meaning and scale: README.md,
+*Actions, observations and episode end*, the observation table): kind one-hot, SoC, size, feasible interval, baseline, scheduled and awarded power,
 reserve, delivered market signal (request, price, product, emergency, frequency,
 RoCoF, age), backpressure flag, time features, EV departure needs, solar
 forecast, last clearing price and own acceptance.
@@ -41,10 +42,12 @@ forecast, last clearing price and own acceptance.
 Rewards
 -------
 Per agent, in $ times ``reward.scale`` (see :class:`~gridswarm_env.config.RewardConfig`;
-the full formula is in :meth:`GridSwarmEnv._settle`): settlement at the clearing price
-(reserve availability at each contract's price) − own true cost (stored energy spent
-included) − undelivered penalty − EV unmet departure cost − ``grid_weight``·mean|Δf|/
-``band_hz`` (mean over the step's physics sub-steps; shared). The fleet's MW are shared
+the formulas are :mod:`gridswarm_env.market`'s settlement functions, which
+:meth:`GridSwarmEnv._settle` calls): delivered contract energy at its clearing price +
+reserve availability at each contract's price − own true cost (stored energy spent
+included) − penalty for contracted energy and activated reserve not delivered − EV
+unmet departure cost − ``grid_weight``·mean|Δf|/``band_hz`` (mean over the step's
+physics sub-steps; shared). The fleet's MW are shared
 among the agents, so per-agent rewards scale about as ``1/n_agents``.
 
 Episode End
@@ -589,8 +592,9 @@ class GridSwarmEnv(ParallelEnv):
         self._precompute_settlement()
 
     def _precompute_settlement(self) -> None:
-        """:meth:`_settle`'s constant factors as arrays over agents (an array operand skips
-        NumPy's conversion of a Python float each call; the products are the same bits)."""
+        """:meth:`_settle`'s constant factors as arrays over agents, the operands of the
+        market's settlement functions (an array operand skips NumPy's conversion of a
+        Python float each call; the products are the same bits)."""
         cfg, n, h = self.config, self.n_agents, self._h
         costs, (bat, sol, ev) = cfg.costs, self._kind_sel
         self._h_arr = np.full(n, h)
@@ -599,7 +603,6 @@ class GridSwarmEnv(ParallelEnv):
         rate[bat] = costs.battery_degradation_per_mwh
         rate[sol] = costs.solar_curtailment_per_mwh
         rate[ev] = costs.ev_deferral_per_mwh
-        self._stored_rate = np.full(bat.stop - bat.start, costs.stored_energy_value_per_mwh / h)
         self._unmet_rate = np.full(n, costs.ev_unmet_departure_per_mwh)
         self._reward_scale = np.full(n, cfg.reward.scale)
 
@@ -1265,32 +1268,13 @@ class GridSwarmEnv(ParallelEnv):
         return freq, p_exec, count
 
     def _settle(self, ex, contract_mw, contract_price, p_exec, k, freq) -> np.ndarray:
-        """Payments, true costs, penalties and rewards of the step (see RewardConfig).
+        """Payments, true costs, penalties and rewards of the step (DESIGN §3; the
+        formulas are :mod:`gridswarm_env.market`'s settlement functions, see
+        RewardConfig): gathers their inputs, calls them, records the KPIs.
 
-        Per agent, with ``h = dt_s / 3600``, contract power ``C``, contract price ``π``,
-        planned power ``P*`` and executed power ``p``::
-
-            shortfall   s = |P* − p|
-            delivered   d = max(|C| − s, 0)
-            reserve gap g = min(max(s − |C|, 0), R·a)     (R standing reserve, a active share)
-            payment       = (π·sign(C)·d + Σ_r π_r·R_r)·h
-            penalty       = λ·h·(|C| − d + g)
-            own cost      = h·c_kind(p) + v·(−ΔE)_battery + c_unmet·E_unmet
-            reward        = scale·(payment − own cost − penalty − w·mean|f − 60|/band)
-
-        ``(−ΔE)_battery`` is the energy a battery's store lost over the step (MWh, cell
-        side; negative when it gained), valued at ``v`` = ``stored_energy_value_per_mwh``:
-        energy sold from a store has to be bought back, so an owner counts it as a cost,
-        as ``system_cost`` does.
-
-        where the sum runs over the agent's held reserve contracts ``r`` whose delivery
-        window has started, each at its own clearing price ``π_r`` (availability). In
-        shadow mode nothing is dispatched, so nothing is paid or charged: payment,
+        In shadow mode nothing is dispatched, so nothing is paid or charged: payment,
         penalty and own cost are 0 and the reward is the shared grid term alone (the
         would-be dispatch is in the infos).
-
-        Computed in place on a few temporaries (the same IEEE operations in the same order
-        as the formulas above).
         """
         cfg, f = self.config, self.fleet
         unmet = depart_evs(f, self.t_s + cfg.dt_s)
@@ -1298,38 +1282,20 @@ class GridSwarmEnv(ParallelEnv):
             self._refresh_flexibility()
         if cfg.shadow:   # would-be settlement of what would have been dispatched
             p_exec = ex.p_mean_mw
-        zero, h_arr = self._const.zero, self._h_arr   # 0.0 and h as array operands
-        shortfall = np.subtract(ex.planned_mean_mw, p_exec)
-        np.abs(shortfall, out=shortfall)
-        abs_contract = np.abs(contract_mw)
-        delivered = np.subtract(abs_contract, shortfall)
-        np.maximum(delivered, zero, out=delivered)
-        gap = np.subtract(shortfall, abs_contract)
-        np.maximum(gap, zero, out=gap)
-        book = self.reserve_book
-        np.minimum(gap, np.multiply(book.active_mw, ex.reserve_share, out=shortfall), out=gap)
-        payments = np.sign(contract_mw)
-        np.multiply(contract_price, payments, out=payments)
-        payments *= delivered
-        payments += book.rate_at(self.t_s)
-        payments *= h_arr
-        penalties = np.subtract(abs_contract, delivered, out=abs_contract)
-        penalties += gap
-        np.multiply(self._penalty_rate, penalties, out=penalties)   # λ·h
+        book, zero = self.reserve_book, self._const.zero   # 0.0 as an array operand
+        delivered, undelivered, gap = market.contract_delivery_mw(
+            contract_mw, ex.planned_mean_mw, p_exec, book.active_mw, ex.reserve_share, zero)
+        payments = market.contract_payments_usd(contract_mw, contract_price, delivered,
+                                                book.rate_at(self.t_s), self._h_arr)
+        penalties = market.undelivered_penalty_usd(undelivered, gap, self._penalty_rate)
         bat, sol, ev = self._kind_sel
-        own_cost = delivered   # reused: per-kind cost rate × |p| (or the curtailed/deferred part)
-        np.abs(p_exec[bat], out=own_cost[bat])
-        np.negative(p_exec[sol], out=own_cost[sol])
-        np.maximum(own_cost[sol], zero[sol], out=own_cost[sol])
-        np.maximum(p_exec[ev], zero[ev], out=own_cost[ev])
-        add = np.add.reduce   # the KPIs' per-kind sums of these (record_dispatch)
-        kind_sums = None if cfg.shadow else (float(add(own_cost[bat])),
-                                             float(add(own_cost[sol])), float(add(own_cost[ev])))
-        own_cost *= self._cost_rate   # c_kind of each agent's kind
-        # the stored energy spent, per hour like the rates (× h below)
-        own_cost[bat] -= np.multiply(ex.energy_delta_mwh[bat], self._stored_rate)
-        own_cost *= h_arr
-        own_cost += np.multiply(self._unmet_rate, unmet, out=gap)
+        basis = market.cost_basis_mw(p_exec, bat, sol, ev, zero)
+        add = np.add.reduce   # the KPIs' per-kind sums of the cost basis (record_dispatch)
+        kind_sums = None if cfg.shadow else (float(add(basis[bat])), float(add(basis[sol])),
+                                             float(add(basis[ev])))
+        own_cost = market.own_cost_usd(basis, self._cost_rate, bat, ex.energy_delta_mwh,
+                                       cfg.costs.stored_energy_value_per_mwh, unmet,
+                                       self._unmet_rate, self._h)
         if cfg.shadow:   # nothing dispatched: nothing paid, charged or penalised
             p_exec = np.zeros_like(p_exec)
             payments = np.zeros_like(payments)
@@ -1341,13 +1307,9 @@ class GridSwarmEnv(ParallelEnv):
                                      None if cfg.shadow else ex.energy_delta_mwh,
                                      ex.p_mean_sum_mw if p_exec is ex.p_mean_mw else None,
                                      kind_sums)
-        mean_dev_hz = self._dev_sum_hz / freq.size   # Σ|f − 60| from record_frequency
-        grid_term = cfg.reward.grid_weight * mean_dev_hz / cfg.reward.band_hz
-        payments -= own_cost
-        payments -= penalties
-        payments -= grid_term
-        payments *= self._reward_scale
-        return payments
+        rw = cfg.reward   # Σ|f − 60| from record_frequency, over the sub-steps
+        grid = market.grid_term_usd(self._dev_sum_hz / freq.size, rw.grid_weight, rw.band_hz)
+        return market.agent_rewards(payments, own_cost, penalties, grid, self._reward_scale)
 
     def reserve_standing_mw(self) -> np.ndarray:
         """Reserve capacity each agent holds: under a contract it received and

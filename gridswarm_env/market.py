@@ -1,5 +1,5 @@
 """Balancing market: the operator's request and price signal, merit-order clearing,
-pay-as-clear, consensus and settlement.
+pay-as-clear, consensus, settlement and the agents' rewards.
 
 Description
 -----------
@@ -24,10 +24,20 @@ The marginal bid may be partly accepted (a part of at most 1e-12·|request| is a
 floating-point crumb of the running sum and is not awarded). **Pay-as-clear**: every
 accepted bid settles at the uniform clearing price, the price of the marginal (last
 accepted) bid — the highest accepted price in a shortage, the lowest in a surplus — so
-no accepted agent is worse off than its own bid. Settlement (``settlement``) is one signed formula for
-both directions: ``payment_i = price · P_i · dt_s / 3600`` ($, positive = paid to the
-agent); in a surplus at a negative price absorbers are paid, at a positive price
-they pay for the energy they take.
+no accepted agent is worse off than its own bid.
+
+**Settlement** (what pays agents: the environment calls these every step; DESIGN §3).
+One signed formula for both directions, per agent and step of ``h = dt_s/3600`` hours:
+``payment = (π·sign(C)·d + ρ)·h`` $ (:func:`contract_payments_usd`, positive = paid to
+the agent), ``d`` the contract power ``C`` actually delivered
+(:func:`contract_delivery_mw`), ``π`` the contract's clearing price and ``ρ`` the
+reserve availability rate; in a surplus at a negative price absorbers are paid, at a
+positive price they pay for the energy they take. Contracted energy and activated
+reserve not delivered are penalised (:func:`undelivered_penalty_usd`), each agent bears
+its own true cost (:func:`cost_basis_mw`, :func:`own_cost_usd`), and
+:func:`agent_rewards` assembles the reward with the shared frequency term
+(:func:`grid_term_usd`). :func:`settlement` is the checked special case of full delivery
+without reserve, ``π·P·dt_s/3600`` for a round's awards ``P``.
 
 **Price band.** ``[price_floor_per_mwh, price_cap_per_mwh]`` is the market's
 admissible price range (like an offer cap and floor): a bid priced outside it is
@@ -42,8 +52,8 @@ pays at most ``−floor`` compensation per MWh absorbed).
 function and a positive request, the reserve still to buy: ``power_mw > 0`` offers
 upward reserve capacity, ``price`` is an *availability* price in $/MW per hour held
 (numerically $/MWh), cheapest first, pay-as-clear. The environment pays it for every
-step a held contract stands, whether or not it is activated (``settlement`` is for
-energy). The energy an activated reserve contract delivers is not paid: an
+step a held contract stands, whether or not it is activated (the ``ρ`` of
+:func:`contract_payments_usd`). The energy an activated reserve contract delivers is not paid: an
 availability-only product, like the European FCR (the US markets instead settle deployed
 reserve energy at the real-time price). Bidders must price the expected activation into
 the availability price: in the shipped ``emergency`` (heuristic, seeds 0-2, 100 and
@@ -88,6 +98,13 @@ __all__ = [
     "price_signal_per_mwh",
     "price_signal_unchecked",
     "settlement",
+    "contract_delivery_mw",
+    "contract_payments_usd",
+    "undelivered_penalty_usd",
+    "cost_basis_mw",
+    "own_cost_usd",
+    "grid_term_usd",
+    "agent_rewards",
 ]
 
 #: Relative tolerance of the consensus test (cumulative sums are not exact).
@@ -310,12 +327,17 @@ def _result(accepted: np.ndarray, clearing: float, request: float, offered: floa
 
 def settlement(accepted_mw: np.ndarray, clearing_price_per_mwh: float,
                dt_s: float) -> np.ndarray:
-    """Pay-as-clear payments for one delivery interval.
+    """The pay-as-clear value of a round's awards **if delivered in full**, checked.
 
     ``payment_i = π · P_i · dt_s / 3600`` in $ (positive = paid to the agent), with
     ``π`` the clearing price in $/MWh and ``P_i`` the accepted power in MW (positive =
     injection). Sellers in a shortage are paid ``π·P·dt``; absorbers in a surplus pay
     ``π·|P|·dt``, i.e. are paid when ``π < 0``. A NaN price (nothing accepted) pays 0.
+
+    This is :func:`contract_payments_usd` (the formula the environment pays agents by)
+    with full delivery (``d = |P|``) and no reserve availability, the same bits; what the
+    environment pays for a step also depends on what was delivered, see
+    :func:`contract_delivery_mw`.
 
     :param accepted_mw: (n,) accepted power per agent, MW.
     :param clearing_price_per_mwh: uniform clearing price, $/MWh (NaN = no trade).
@@ -331,7 +353,170 @@ def settlement(accepted_mw: np.ndarray, clearing_price_per_mwh: float,
         return np.zeros_like(p)
     price = _check_finite("clearing_price_per_mwh", clearing_price_per_mwh,
                           "a finite number or NaN")
-    return price * p * (dt / _SECONDS_PER_HOUR)
+    return contract_payments_usd(p, price, np.abs(p), 0.0, dt / _SECONDS_PER_HOUR)
+
+
+# ---------------------------------------------------------------------- settlement
+# What the environment pays and charges each agent for one step (DESIGN §3), as pure
+# functions of arrays. Unchecked (the step's hot path): finite (n,) float arrays of one
+# length; a rate or price may be a scalar or an (n,) array (an array operand skips
+# NumPy's conversion of a Python float; the results are the same bits). The IEEE
+# operations and their order are part of the contract: the golden trajectories are
+# bit-identical through them.
+
+def contract_delivery_mw(contract_mw: np.ndarray, planned_mw: np.ndarray,
+                         executed_mw: np.ndarray, reserve_active_mw: np.ndarray,
+                         reserve_share: np.ndarray, zero: np.ndarray | float = 0.0
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How much of each agent's contracts it delivered over the step, MW (mean power).
+
+    With contract power ``C`` (signed), planned power ``P*`` (contracts + activated
+    reserve), executed power ``p``, active reserve ``R`` and its activated share ``a``::
+
+        shortfall    s = |P* − p|
+        delivered    d = max(|C| − s, 0)
+        undelivered  u = |C| − d
+        reserve gap  g = min(max(s − |C|, 0), R·a)
+
+    A shortfall counts against the energy contracts first; what exceeds them is
+    activated reserve not delivered, at most the reserve activated.
+
+    :param contract_mw: (n,) power of the contracts executed this step, MW (signed).
+    :param planned_mw: (n,) the dispatch planned, MW.
+    :param executed_mw: (n,) the dispatch executed, MW.
+    :param reserve_active_mw: (n,) reserve activated, MW.
+    :param reserve_share: (n,) the share of it activated over the step, in [0, 1].
+    :param zero: the ``0`` operand: ``0.0``, or (n,) zeros (faster, the same bits).
+    :return: ``(d, u, g)``, (n,) each, MW, all >= 0.
+    """
+    shortfall = np.subtract(planned_mw, executed_mw)
+    np.abs(shortfall, out=shortfall)
+    undelivered = np.abs(contract_mw)
+    delivered = np.subtract(undelivered, shortfall)
+    np.maximum(delivered, zero, out=delivered)
+    gap = np.subtract(shortfall, undelivered)
+    np.maximum(gap, zero, out=gap)
+    np.minimum(gap, np.multiply(reserve_active_mw, reserve_share, out=shortfall), out=gap)
+    np.subtract(undelivered, delivered, out=undelivered)
+    return delivered, undelivered, gap
+
+
+def contract_payments_usd(contract_mw: np.ndarray, contract_price_per_mwh: np.ndarray | float,
+                          delivered_mw: np.ndarray,
+                          reserve_rate_usd_per_h: np.ndarray | float,
+                          h: np.ndarray | float) -> np.ndarray:
+    """What the operator pays each agent for one step, $ (positive = paid to the agent).
+
+    ::
+
+        payment = (π · sign(C) · d + ρ) · h
+
+    Delivered contract energy ``d·h`` (MWh, :func:`contract_delivery_mw`) is paid at its
+    contract's price ``π`` (the clearing price of the round that awarded it,
+    pay-as-clear), signed by the contract: a seller's injection (``C > 0``) earns
+    ``π·d·h``; an absorber (``C < 0``) pays ``π·d·h``, i.e. is paid when ``π < 0``.
+    ``ρ`` is the agent's reserve availability rate, $/h: Σ MW × own clearing price over
+    its held reserve contracts whose delivery window has started
+    (:meth:`gridswarm_env.reserve.ReserveBook.rate_at`), paid whether or not activated.
+    With full delivery and no reserve this is :func:`settlement`'s ``π·C·h``.
+
+    :param contract_mw: (n,) contract power, MW (signed).
+    :param contract_price_per_mwh: (n,) or scalar contract price, $/MWh.
+    :param delivered_mw: (n,) delivered power ``d``, MW (>= 0).
+    :param reserve_rate_usd_per_h: (n,) or scalar availability rate ``ρ``, $/h.
+    :param h: the step, hours (``dt_s / 3600``; scalar or (n,)).
+    :return: (n,) payments, $.
+    """
+    pay = np.sign(contract_mw)
+    np.multiply(contract_price_per_mwh, pay, out=pay)
+    pay *= delivered_mw
+    pay += reserve_rate_usd_per_h
+    pay *= h
+    return pay
+
+
+def undelivered_penalty_usd(undelivered_mw: np.ndarray, reserve_gap_mw: np.ndarray,
+                            penalty_usd_per_mw: np.ndarray | float) -> np.ndarray:
+    """Each agent's penalty for contracted energy and activated reserve not delivered, $.
+
+    ::
+
+        penalty = λh · (u + g)
+
+    with ``u``, ``g`` from :func:`contract_delivery_mw` (MW) and ``λh`` the penalty per
+    MW over the step, $/MW: ``RewardConfig.undelivered_penalty_per_mwh · h`` (scalar
+    or (n,)).
+    """
+    penalty = np.add(undelivered_mw, reserve_gap_mw)
+    np.multiply(penalty_usd_per_mw, penalty, out=penalty)
+    return penalty
+
+
+def cost_basis_mw(executed_mw: np.ndarray, battery: slice, solar: slice, ev: slice,
+                  zero: np.ndarray | None = None) -> np.ndarray:
+    """The power each agent's own dispatch costs it, MW: a battery ``|p|`` (wear both
+    ways), a PV plant ``max(−p, 0)`` (curtailed output), an EV ``max(p, 0)`` (deferred
+    charging). The three slices cover every agent (fleets are grouped by kind).
+
+    :param zero: the ``0`` operand, (n,) zeros (faster than the default ``0.0``, the
+        same bits).
+    """
+    basis = np.empty_like(executed_mw)
+    z_sol, z_ev = (0.0, 0.0) if zero is None else (zero[solar], zero[ev])
+    np.abs(executed_mw[battery], out=basis[battery])
+    np.negative(executed_mw[solar], out=basis[solar])
+    np.maximum(basis[solar], z_sol, out=basis[solar])
+    np.maximum(executed_mw[ev], z_ev, out=basis[ev])
+    return basis
+
+
+def own_cost_usd(basis_mw: np.ndarray, cost_per_mwh: np.ndarray | float,
+                 battery: slice | np.ndarray, battery_energy_change_mwh: np.ndarray,
+                 stored_value_per_mwh: float, unmet_mwh: np.ndarray,
+                 unmet_cost_per_mwh: np.ndarray | float, h: float) -> np.ndarray:
+    """Each agent's true cost of its own dispatch over the step, $.
+
+    ::
+
+        own cost = h · (c_kind · b − (v / h) · ΔE_battery) + c_unmet · E_unmet
+
+    ``b`` from :func:`cost_basis_mw` (MW), ``c_kind`` the own-cost rate of the agent's
+    kind ($/MWh: battery wear, curtailed PV, deferred EV charging; ``CostConfig``),
+    ``ΔE_battery`` the change of a battery's stored energy over the step (MWh, cell
+    side; the term only on ``battery``): energy sold from a store has to be bought
+    back, so it is valued at ``v`` = ``stored_value_per_mwh`` as ``system_cost`` does
+    (a cost when the store lost energy, a gain when it gained). ``E_unmet`` is an EV's
+    departure energy not met this step (MWh) at ``c_unmet`` $/MWh.
+
+    :param h: the step, hours (``dt_s / 3600``).
+    :return: (n,) own costs, $.
+    """
+    cost = np.multiply(basis_mw, cost_per_mwh)
+    cost[battery] -= np.multiply(battery_energy_change_mwh[battery], stored_value_per_mwh / h)
+    cost *= h
+    cost += np.multiply(unmet_cost_per_mwh, unmet_mwh)
+    return cost
+
+
+def grid_term_usd(mean_abs_freq_dev_hz: float, grid_weight: float, band_hz: float) -> float:
+    """The reward's shared frequency term, $: ``w · mean|f − f0| / band_hz`` (the mean
+    over the step's physics sub-steps; ``RewardConfig.grid_weight``, ``band_hz``)."""
+    return grid_weight * mean_abs_freq_dev_hz / band_hz
+
+
+def agent_rewards(payment_usd: np.ndarray, cost_usd: np.ndarray, penalty_usd: np.ndarray,
+                  grid_usd: float, scale: np.ndarray | float) -> np.ndarray:
+    """The per-agent reward of the step (DESIGN §3; ``RewardConfig``)::
+
+        reward = scale · (payment − own cost − penalty − grid term)
+
+    from :func:`contract_payments_usd`, :func:`own_cost_usd`,
+    :func:`undelivered_penalty_usd` and :func:`grid_term_usd` ($; ``scale`` per $)."""
+    reward = np.subtract(payment_usd, cost_usd)
+    reward -= penalty_usd
+    reward -= grid_usd
+    reward *= scale
+    return reward
 
 
 def accepted_share(accepted_mw: np.ndarray, bid_mw: np.ndarray) -> np.ndarray:

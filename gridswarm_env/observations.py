@@ -1,11 +1,13 @@
-"""Observation assembly: the field table and the per-episode builder of the observations.
+"""Observation assembly: the field names and the per-episode builder of the observations.
 
 Every agent observes one row of :data:`OBS_FIELDS` (``Box(±OBS_LIMIT, (OBS_DIM,),
 float32)``): its DER (kind one-hot, SoC, size), its feasible interval, baseline,
 scheduled and executed power and reserve, relative to its rated power; the market
 signal it last received (request, price, product, emergency, frequency, RoCoF, age);
 the bus's backpressure flag; time features; EV departure needs; the solar forecast;
-the last clearing price it learned and its own acceptance.
+the last clearing price it learned and its own acceptance. Each field's meaning and
+scale, by index: README.md, the observation table under *Actions, observations and
+episode end*.
 
 :class:`ObservationBuilder` holds one episode's constants (static rows, scales) and the
 agents' signal arrays, which the environment (:mod:`gridswarm_env.env`) writes in place;
@@ -21,6 +23,8 @@ import numpy as np
 
 from gridswarm_env.fleet import FleetState, fast_clip, mask_selector
 
+#: the observation's field names, in index order (meanings and scales: the README's
+#: observation table)
 OBS_FIELDS = (
     "is_solar", "is_battery", "is_ev", "soc", "size_rel", "feasible_lo_rel", "feasible_hi_rel",
     "baseline_rel", "scheduled_rel", "executed_rel", "reserve_rel", "reserve_active",
