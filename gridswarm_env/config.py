@@ -418,7 +418,7 @@ class MarketConfig:
     and 11 price levels; consensus at 95 % of the request (DESIGN §3); gate closure
     0.25 s into the 1 s step, several times the bus's 15 ms mean latency (clipped at
     50 ms) so on-time bids are never late, leaving 0.75 s to deliver the next round's
-    signal; a 0.05 MW deadband, 0.1 % of the fleet's 125 MW of upward flexibility (the
+    signal; a 0.05 MW deadband, 0.04 % of the fleet's 125 MW of upward flexibility (the
     load noise alone is ±1.5 MW).
     """
 

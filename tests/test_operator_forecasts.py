@@ -166,3 +166,22 @@ def _overtaken(deliveries: list):
         for s, t in zip(batch.senders.tolist(), batch.publish_times_s.tolist(), strict=True):
             yield t < last.get(s, -np.inf)
             last[s] = max(t, last.get(s, -np.inf))
+
+
+def test_a_reset_starts_the_operator_from_the_new_fleets_forecasts() -> None:
+    """Session review: nothing failed when ``operator_forecast_mw`` was carried over from
+    the previous episode. After a played episode, ``reset`` gives the operator the new
+    fleet's filed forecasts (a copy, not the fleet's own array), as a fresh env has."""
+    import gridswarm_env
+    from policies import make_policy
+    from policies.rollout import run_episode
+
+    env = gridswarm_env.parallel_env(scenario="solar_surplus", n_agents=20, trust="hmac")
+    raw = env.unwrapped
+    run_episode(env, make_policy("heuristic"), seed=3)
+    raw.reset(seed=4)
+    fresh = gridswarm_env.parallel_env(scenario="solar_surplus", n_agents=20, trust="hmac")
+    fresh.reset(seed=4)
+    np.testing.assert_array_equal(raw.operator_forecast_mw, fresh.unwrapped.operator_forecast_mw)
+    np.testing.assert_array_equal(raw.operator_forecast_mw, raw.fleet.solar_forecast_mw)
+    assert raw.operator_forecast_mw is not raw.fleet.solar_forecast_mw

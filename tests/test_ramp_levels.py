@@ -197,3 +197,20 @@ def test_a_small_ramp_holds_under_adversarial_levels(make_env, checked_run, powe
                            "solar": {"ramp_mw_per_s": 0.1}})
     stats = checked_run(raw, seed=2, power=power, price="accept", max_steps=120)
     assert stats.max_abs_p_mw > 0.0
+
+
+def test_the_oracle_plans_no_more_reserve_than_one_steps_ramp() -> None:
+    """Session review: nothing checked the oracle's reserve cap. A reserve contract
+    activates in full at once, so under a ramp limit the oracle may plan at most one
+    step's ramp (``ramp_mw_per_s·dt_s``, here 0.1 MW) of reserve per ramped DER, as the
+    kernel lets it bid; without the cap its plan held more than it could bid."""
+    from policies.oracle import problem_from_env
+
+    env = _env("emergency", 0.5, {"battery": {"ramp_mw_per_s": 0.2},
+                                  "ev": {"ramp_mw_per_s": 0.2}})
+    env.reset(seed=0)
+    problem = problem_from_env(env.unwrapped)
+    kinds = env.unwrapped.kernel
+    ramped = kinds.is_battery | kinds.is_ev
+    assert np.all(problem.reserve_max_mw[ramped] <= 0.1 + 1e-12)
+    assert np.count_nonzero(problem.reserve_max_mw[ramped] > 0.1 - 1e-9) > 0
