@@ -444,7 +444,9 @@ def ufls_margin_text(nadir_hz: Any) -> str:
 
 def summary_table(metrics: Mapping[str, Any], title: str | None = None) -> Table:
     """The end-of-run KPI table (rows :data:`SUMMARY_ROWS`; "—" where not measured),
-    with the nadir's margin to the first UFLS stage (:func:`ufls_margin_text`) after it.
+    with the nadir's margin to the first UFLS stage (:func:`ufls_margin_text`) after it
+    and, when there are any, the contracts still pending at the end
+    (:func:`contracts_pending`) after the lost ones.
 
     :param metrics: the dict of :meth:`GridSwarmEnv.episode_metrics`.
     :param title: optional table title.
@@ -460,4 +462,24 @@ def summary_table(metrics: Mapping[str, Any], title: str | None = None) -> Table
         table.add_row(label, text, unit)
         if key == "frequency_nadir_hz":
             table.add_row(UFLS_ROW_LABEL, ufls_margin_text(value), "Hz")
+        elif key == "contracts_lost":
+            pending = contracts_pending(metrics)
+            if pending:
+                table.add_row(PENDING_ROW_LABEL, f"{pending:d}", "")
     return table
+
+
+PENDING_ROW_LABEL = "contracts for windows after the run"
+
+
+def contracts_pending(metrics: Mapping[str, Any]) -> int:
+    """Contracts signed but neither verified, rejected nor lost: those awarded in the
+    run's last round, whose delivery window starts after its last step (a run cut short
+    by ``--steps``, or an episode whose last round bought energy), so never dispatched;
+    0 when a count is missing."""
+    counts = [metrics.get(k) for k in ("contracts_signed", "contracts_verified",
+                                       "contracts_rejected", "contracts_lost")]
+    if any(is_missing(c) for c in counts):
+        return 0
+    signed, verified, rejected, lost = (int(c) for c in counts)
+    return max(signed - verified - rejected - lost, 0)

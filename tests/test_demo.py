@@ -729,6 +729,26 @@ def test_summary_reports_the_nadir_against_the_first_ufls_stage() -> None:
     assert "UFLS" not in " ".join(key for key, *_ in dashboard.SUMMARY_ROWS)
 
 
+def test_summary_counts_contracts_for_windows_after_the_run(capsys) -> None:
+    """New-user walkthrough: ``--steps 20`` reported 2 contracts signed and 0 verified,
+    rejected or lost, with no word on the other 2: they were awarded in the last round
+    for the window after the run, never dispatched. The summary now counts them (and
+    shows no such row when every contract was accounted for)."""
+    def rows(metrics: dict) -> str:
+        console = Console(file=io.StringIO(), width=120)
+        console.print(dashboard.summary_table(metrics))
+        return console.file.getvalue()
+
+    counts = {"contracts_signed": 9, "contracts_verified": 5, "contracts_rejected": 1,
+              "contracts_lost": 1}
+    assert re.search(r"│ contracts for windows after the run\s+│\s+2 │", rows(counts))
+    assert "after the run" not in rows({**counts, "contracts_signed": 7})
+    assert "after the run" not in rows({})
+    rc = demo.main(["--agents", "100", "--steps", "20", "--no-live", "--seed", "0"])
+    assert rc == 0
+    assert re.search(r"contracts for windows after the run\s+│\s+2 │", capsys.readouterr().out)
+
+
 def test_steps_beyond_the_episode_get_a_note(capsys) -> None:
     """Review: ``--steps 500`` on a 120-step episode ran 120 steps without a word; a
     one-line note on stderr says the episode ends after its own steps."""
