@@ -33,6 +33,13 @@ activates). Where neither happens this equals ``clip(c_j + R_j·a)`` and ``g`` o
 which is what is computed there (bit for bit as before). Two holdings of one agent
 activating inside the same sub-step are booked as one step of their summed reserve at
 the time that gives the same unclipped mean.
+
+Under a finite ramp limit (:func:`_execute_ramped`) the power instead *ramps* sub-step by
+sub-step from the previous step's last sub-step, at most ``ramp·physics_dt_s`` away from
+the baseline per sub-step (returning towards it at once, as
+:func:`~gridswarm_env.kernel.ramp_interval`): a contract or an activated reserve is
+reached at the DER's rate, whatever ``dt_s``. The lag is not a clamp and is neither paid
+nor penalised; the energy is booked per sub-step.
 """
 
 from __future__ import annotations
@@ -61,6 +68,9 @@ class Execution(NamedTuple):
     reserve_share: np.ndarray      # mean activated share of the standing reserve
     baseline_mw: np.ndarray        # the baseline actually followed (p = 0 schedule, feasible)
     p_mean_sum_mw: float           # Σ p_mean_mw over agents (np.add.reduce, index order)
+    # under a finite ramp limit only (None otherwise; see _execute_ramped):
+    p_path_mw: np.ndarray | None = None            # (n, n_substeps) executed power
+    contract_followable_mw: np.ndarray | None = None   # contracts less their ramp lag
 
 
 def activation_share(activation_s: np.ndarray, t0_s: float, n_substeps: int,
@@ -86,6 +96,23 @@ def _reserve_profile(reserve_mw: np.ndarray, first_share: np.ndarray,
     reserve_sub = first_mw[:, None] * first_share
     np.add.at(reserve_sub, owner, late_mw[:, None] * share_of(late_s))
     return reserve_sub
+
+
+def _activated_reserve(reserve_mw: np.ndarray, activation_s: np.ndarray, late_reserve,
+                       t0_s: float, n_substeps: int, physics_dt_s: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """``(share, reserve_sub)``, ``(n, n_substeps)`` each: the activated share of each
+    agent's reserve and the reserve MW acting in each sub-step (:func:`execute`'s
+    ``late_reserve`` rows from their own times)."""
+    share = activation_share(activation_s, t0_s, n_substeps, physics_dt_s)
+    reserve_sub = _reserve_profile(
+        reserve_mw, share, late_reserve,
+        lambda times: activation_share(times, t0_s, n_substeps, physics_dt_s))
+    if late_reserve is not None:
+        owner = late_reserve[0]
+        held = reserve_mw[owner, None]   # the holders' rows: activated share of it
+        share[owner] = np.divide(reserve_sub[owner], held, out=share[owner], where=held > 0)
+    return share, reserve_sub
 
 
 def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndarray,
@@ -149,16 +176,73 @@ def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndar
     return agents, correction
 
 
+def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
+                    p_lo: np.ndarray, p_hi: np.ndarray, contract_mw: np.ndarray,
+                    reserve_mw: np.ndarray, activation_s: np.ndarray, p_start_mw: np.ndarray,
+                    late_reserve, t0_s: float, n_substeps: int,
+                    physics_dt_s: float) -> Execution:
+    """One step under a finite ramp limit ``r`` (MW/s): the power ramps sub-step by
+    sub-step, from the previous step's last sub-step ``x(−1) = p_start_mw``::
+
+        q(s) = clip(planned(s), ramp_interval(x(s−1), r·physics_dt))   ramp-followable plan
+        x(s) = clip(q(s), p_lo, p_hi)                                  executed
+
+    (:func:`~gridswarm_env.kernel.ramp_interval`: moving away from the baseline at most
+    ``r`` MW/s, returning towards it at once), so a contract or an activated reserve is
+    reached at ``r`` MW/s, not at once. ``planned_mean_mw`` is the mean of ``q``: the ramp
+    lag ``planned − q`` is not a shortfall (no clamp, no penalty, nothing paid for it);
+    ``clamped`` counts only the physical guard (``x != q``). ``contract_followable_mw`` is
+    each contract less the lag that falls on it: the lag counts against the activated
+    reserve first (the newer change; reserve is paid for capacity, not energy), what
+    exceeds it against the energy contract, which is paid for what it delivered. Stored
+    energy is booked per sub-step at each sub-step's net power; an activation is not
+    split into two levels (the power ramps inside the sub-step).
+    """
+    share, reserve_sub = _activated_reserve(reserve_mw, activation_s, late_reserve, t0_s,
+                                            n_substeps, physics_dt_s)
+    planned = contract_mw[:, None] + reserve_sub
+    sub_ramp = kernel.arrays.ramp_mw_per_s * physics_dt_s
+    q = np.empty_like(planned)
+    p = np.empty_like(planned)
+    sub_h = physics_dt_s / 3600.0
+    x = p_start_mw
+    delta = None
+    for s in range(n_substeps):   # loop over sub-steps, vectorized over agents
+        r_lo, r_hi = ramp_interval(x, sub_ramp)
+        qs = fast_clip(planned[:, s], r_lo, r_hi)
+        q[:, s] = qs
+        x = fast_clip(qs, p_lo, p_hi)   # both intervals hold 0: the same as clipping
+        p[:, s] = x                     # to their intersection
+        d = energy_change_mwh(fleet, base + x, sub_h, c)
+        delta = d if delta is None else delta + d
+    net = base[:, None] + p
+    p_mean, q_mean = p.mean(axis=1), q.mean(axis=1)
+    lag = planned.mean(axis=1) - q_mean
+    res = reserve_sub.mean(axis=1)
+    lag_res = np.where(lag * res > 0.0, np.copysign(np.minimum(np.abs(lag), np.abs(res)), res),
+                       0.0)
+    lag_c = np.copysign(1.0, contract_mw) * (lag - lag_res)   # in the contract's direction
+    followable = np.copysign(np.maximum(np.abs(contract_mw) - np.maximum(lag_c, 0.0), 0.0),
+                             contract_mw)
+    return Execution(
+        p_mean_mw=p_mean, planned_mean_mw=q_mean, p_total_sub_mw=p.sum(axis=0),
+        net_min_mw=net.min(axis=1), net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
+        clamped=(np.abs(p - q) > 1e-9).any(axis=1), reserve_share=share.mean(axis=1),
+        baseline_mw=base, p_mean_sum_mw=float(np.add.reduce(p_mean)), p_path_mw=p,
+        contract_followable_mw=followable)
+
+
 def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             contract_mw: np.ndarray, reserve_mw: np.ndarray, activation_s: np.ndarray,
             t0_s: float, dt_s: float, n_substeps: int, physics_dt_s: float,
             p_prev_mw: np.ndarray | None = None,
             late_reserve: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-            ) -> Execution:
+            p_start_mw: np.ndarray | None = None) -> Execution:
     """Execute one step (module equations). Does not modify ``fleet``.
 
-    With ``p_prev_mw`` (last step's executed balancing power) the guard also holds the
-    ramp limit (:func:`~gridswarm_env.kernel.ramp_interval`).
+    With ``p_prev_mw`` (last step's executed balancing power) and a finite ramp limit the
+    power follows the ramp sub-step by sub-step from ``p_start_mw`` (the last sub-step's
+    power; ``p_prev_mw`` when None): :func:`_execute_ramped`.
 
     ``reserve_mw[j]`` acts from ``activation_s[j]``, except the rows of ``late_reserve``
     ``(owner, MW, activation s)``: reserve included in ``reserve_mw[owner]`` that its
@@ -178,10 +262,10 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     p_lo = lo_net - base
     p_hi = hi_net - base
     if p_prev_mw is not None and kernel.has_ramp:
-        ramp = (kernel.ramp_step_mw if dt_s == kernel.dt_s
-                else kernel.arrays.ramp_mw_per_s * dt_s)
-        r_lo, r_hi = ramp_interval(p_prev_mw, ramp)
-        p_lo, p_hi = np.maximum(p_lo, r_lo), np.minimum(p_hi, r_hi)
+        return _execute_ramped(
+            fleet, c, kernel, base, p_lo, p_hi, contract_mw, reserve_mw, activation_s,
+            p_prev_mw if p_start_mw is None else p_start_mw, late_reserve, t0_s,
+            n_substeps, physics_dt_s)
     t1_s = t0_s + dt_s
     in_step = activation_s < t1_s
     # the usual step: no reserve activated yet (activation_s >= t1 > t0 everywhere)
@@ -190,15 +274,8 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
         in_step &= reserve_mw > 0
     if late_reserve is not None or (activated and np.count_nonzero(in_step)
                                     and np.count_nonzero(activation_s[in_step] > t0_s)):
-        share = activation_share(activation_s, t0_s, n_substeps, physics_dt_s)
-        reserve_sub = _reserve_profile(
-            reserve_mw, share, late_reserve,
-            lambda times: activation_share(times, t0_s, n_substeps, physics_dt_s))
-        if late_reserve is not None:
-            owner = late_reserve[0]
-            held = reserve_mw[owner, None]   # the holders' rows: activated share of it
-            share[owner] = np.divide(reserve_sub[owner], held, out=share[owner],
-                                     where=held > 0)
+        share, reserve_sub = _activated_reserve(reserve_mw, activation_s, late_reserve, t0_s,
+                                                n_substeps, physics_dt_s)
         planned = contract_mw[:, None] + reserve_sub
         p = fast_clip(planned, p_lo[:, None], p_hi[:, None])
         net = base[:, None] + p

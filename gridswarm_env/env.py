@@ -109,7 +109,7 @@ from gridswarm_env.fleet import (
 )
 from gridswarm_env.grid import GridModel
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
-from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, MetricsAccumulator
+from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, RESPONSE_WINDOW_S, MetricsAccumulator
 from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package's name)
     OBS_DIM,
     OBS_FIELDS,
@@ -492,6 +492,12 @@ class GridSwarmEnv(ParallelEnv):
         self._trip_round: int | None = None   # first round whose request covers the trip
         self._awaiting_energy_response = False
         self.last_p_mw = z.copy()
+        # under a finite ramp limit: the last step's executed power per sub-step (None
+        # otherwise), its last sub-step, and each holder's power before its reserve
+        # activated (NaN: not activated), for emergency_response_mw_100ms
+        self.last_p_path_mw: np.ndarray | None = None
+        self.last_p_end_mw = z.copy()
+        self._pre_activation_mw = np.full(n, np.nan)
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
         self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
         self._next_ref = 0
@@ -832,9 +838,13 @@ class GridSwarmEnv(ParallelEnv):
                      contract_mw=contract_mw, reserve_mw=book.active_mw,
                      activation_s=book.activation_s, t0_s=t0, dt_s=dt,
                      n_substeps=self.n_substeps, physics_dt_s=pdt, p_prev_mw=self.last_p_mw,
-                     late_reserve=book.late)
+                     late_reserve=book.late, p_start_mw=self.last_p_end_mw)
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
         freq, p_exec, viol = self._physics(ex, k, t0)
+        if ex.contract_followable_mw is not None:   # under a ramp limit: _execute_ramped
+            self._ramped_response(ex, t0)   # (from the previous step's last sub-step)
+            self.last_p_end_mw = self.last_p_path_mw[:, -1].copy()
+            contract_mw = ex.contract_followable_mw
         rewards = self._settle(ex, contract_mw, contract_price, p_exec, k, freq)
         # advance time and exogenous state; prepare the next round
         self.last_p_mw = p_exec
@@ -1221,7 +1231,8 @@ class GridSwarmEnv(ParallelEnv):
             reason = self.ledger.verify(c, at, expected_agent=self.possible_agents[o])
             if reason is None:
                 book.activate(o, c.contract.power_mw, at)
-                if not self.config.shadow:
+                if not self.config.shadow and not self.kernel.has_ramp:
+                    # (under a ramp limit: the power delivered, _ramped_response)
                     self.metrics.record_activation(at, c.contract.power_mw)
             else:   # an invalid reserve contract dispatches nothing and earns nothing more
                 self._note_rejections([c], [reason])
@@ -1230,6 +1241,34 @@ class GridSwarmEnv(ParallelEnv):
         active = book.activation_s[np.isfinite(book.activation_s)]
         if active.size:
             self._note_response(float(active.min()))
+
+    def _ramped_response(self, ex, t0: float) -> None:
+        """``emergency_response_mw_100ms`` under a ramp limit: the reserve power *delivered*
+        at the end of the 100 ms window, not activated. Each holder's response is its
+        executed power in the sub-step holding the window's end less its power in the
+        sub-step before its (first) activation, in its reserve's direction, between 0 and
+        its reserve."""
+        m = self.metrics
+        if m.event_time_s is None or self.config.shadow:
+            return
+        pdt, path = self.config.grid.physics_dt_s, ex.p_path_mw
+        n_sub = path.shape[1]
+        act = self.reserve_book.activation_s
+        new = np.flatnonzero((act >= t0) & (act < t0 + self.config.dt_s)
+                             & np.isnan(self._pre_activation_mw))
+        if new.size:
+            s_act = np.minimum(((act[new] - t0) / pdt).astype(np.int64), n_sub - 1)
+            before = np.where(s_act > 0, path[new, np.maximum(s_act - 1, 0)],
+                              self.last_p_end_mw[new])
+            self._pre_activation_mw[new] = before
+        end = m.event_time_s + RESPONSE_WINDOW_S
+        if not t0 < end <= t0 + self.config.dt_s:
+            return
+        s_end = min(max(math.ceil((end - t0) / pdt - 1e-9) - 1, 0), n_sub - 1)
+        holders = np.flatnonzero((act <= end) & ~np.isnan(self._pre_activation_mw))
+        r = self.reserve_book.active_mw[holders]
+        moved = (path[holders, s_end] - self._pre_activation_mw[holders]) * np.sign(r)
+        m.response_mw_in_window += float(np.clip(moved, 0.0, np.abs(r)).sum())
 
     def _physics(self, ex, k: int, t0: float):
         """Fleet energy and grid frequency over the step (nothing dispatched in shadow mode)."""
@@ -1258,12 +1297,18 @@ class GridSwarmEnv(ParallelEnv):
         else:
             p_exec, net_min, net_max = ex.p_mean_mw, ex.net_min_mw, ex.net_max_mw
             apply_energy(f, ex.energy_delta_mwh)
-        # independent check of what was executed (kernel.check_executed, thresholds cached)
+        path = None if ex.p_path_mw is None else (
+            np.zeros_like(ex.p_path_mw) if shadow else ex.p_path_mw)
+        # independent check of what was executed (kernel.check_executed, thresholds cached;
+        # under a ramp limit the ramp is checked on the sub-step path)
         count = self._checker.count(
             net_min_mw=net_min, net_max_mw=net_max, p_now_mw=p_exec,
             p_prev_mw=self.last_p_mw, energy_before_mwh=energy_before,
             energy_after_mwh=f.energy_mwh, solar_available_mw=f.solar_available_mw,
-            plugged=f.plugged)
+            plugged=f.plugged, p_path_mw=path, p_start_mw=self.last_p_end_mw,
+            physics_dt_s=pdt)
+        if path is not None:
+            self.last_p_path_mw = path
         self.metrics.executed_violations += count
         return freq, p_exec, count
 

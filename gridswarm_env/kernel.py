@@ -683,14 +683,13 @@ class Kernel:
             hi_res = self._bounds(st, fleet, e_lo, e_hi, fleet.solar_forecast_mw, dur_h,
                                   t1 + reserve_duration_s, plugged_next, True)[1]
             hi = np.maximum(np.minimum(hi_res, hi_net) - base_eff - reserve_mw, 0.0)
-            # an EV leaving before the reserve period ends cannot hold reserve; the whole
-            # standing reserve activates at once, so it must fit in one step's ramp
+            # an EV leaving before the reserve period ends cannot hold reserve; under a
+            # ramp limit the activated reserve ramps in at the DER's rate
+            # (dispatch._execute_ramped), so the ramp does not bound the reserve held
             leaves = self.is_ev & (fleet.departure_s < t1 + reserve_duration_s)
             hi = np.where(self.is_solar | leaves, 0.0, hi)
-            ramp_hi = np.maximum(self.arrays.ramp_mw_per_s * self.dt_s - reserve_mw, 0.0)
             if self.has_ramp:
-                self.ramp_edges = (np.zeros(n, dtype=bool), ramp_hi <= hi)
-            hi = np.minimum(hi, ramp_hi)
+                self.ramp_edges = (np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
             return np.zeros_like(hi), hi
         # lo = min(lo_net − base − reserve, 0), hi = max(hi_net − base − reserve, 0)
         lo, hi = lo_net, hi_net
@@ -944,6 +943,7 @@ class ExecutionChecker:
         self.floor_lo_mwh = arrays.soc_min * capacity_mwh - tol_mwh
         self.ceil_hi_mwh = arrays.soc_max * capacity_mwh + tol_mwh
         self.step_mw = arrays.ramp_mw_per_s * dt_s
+        self.ramp_mw_per_s = arrays.ramp_mw_per_s
         # with no finite ramp limit the ramp test is False for every value (x > inf)
         self.has_ramp = bool(np.isfinite(self.step_mw).any())
         # fused thresholds: "x > a or x > b" is "x > fmin(a, b)" and "x < a or x < b" is
@@ -980,11 +980,19 @@ class ExecutionChecker:
     def count(self, *, net_min_mw: np.ndarray, net_max_mw: np.ndarray, p_now_mw: np.ndarray,
               p_prev_mw: np.ndarray, energy_before_mwh: np.ndarray,
               energy_after_mwh: np.ndarray, solar_available_mw: np.ndarray,
-              plugged: np.ndarray) -> int:
-        """``check(...).count``: the number of agents with a violation (no report built)."""
+              plugged: np.ndarray, p_path_mw: np.ndarray | None = None,
+              p_start_mw: np.ndarray | None = None, physics_dt_s: float = 0.0) -> int:
+        """``check(...).count``: the number of agents with a violation (no report built).
+
+        With ``p_path_mw`` (``(n, n_substeps)`` executed power, under a finite ramp limit)
+        the ramp test is :func:`ramp_path_broken` of it from ``p_start_mw`` (the previous
+        step's last sub-step) at ``ramp·physics_dt_s`` per sub-step, not the step means'."""
         power, soc, unplugged, ramp = self._flags(
             net_min_mw, net_max_mw, p_now_mw, p_prev_mw, energy_before_mwh, energy_after_mwh,
             solar_available_mw, plugged)
+        if p_path_mw is not None:
+            ramp = ramp_path_broken(p_path_mw, p_start_mw,
+                                    self.ramp_mw_per_s * physics_dt_s, self.tol_mw)
         power |= soc
         if unplugged is not None:
             power |= unplugged
@@ -1033,6 +1041,20 @@ class ExecutionChecker:
         else:
             ramp = None
         return power, soc, unplugged, ramp
+
+
+def ramp_path_broken(p_path_mw: np.ndarray, p_start_mw: np.ndarray, sub_ramp_mw: np.ndarray,
+                     tol_mw: float = 1e-7) -> np.ndarray:
+    """Per agent: did its executed power path ``(n, n_substeps)`` move away from the
+    baseline faster than ``sub_ramp_mw`` per sub-step, from ``p_start_mw`` (the power of
+    the sub-step before the first)? :func:`ramp_interval` applied to every sub-step::
+
+        x(s) > max(x(s−1), 0) + r·physics_dt + tol  or  x(s) < min(x(s−1), 0) − r·physics_dt − tol
+    """
+    prev = np.concatenate((p_start_mw[:, None], p_path_mw[:, :-1]), axis=1)
+    r = sub_ramp_mw[:, None]
+    return ((p_path_mw > np.maximum(prev, 0.0) + r + tol_mw)
+            | (p_path_mw < np.minimum(prev, 0.0) - r - tol_mw)).any(axis=1)
 
 
 def check_executed(*, kinds: np.ndarray, net_min_mw: np.ndarray, net_max_mw: np.ndarray,

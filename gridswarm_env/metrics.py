@@ -40,9 +40,11 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   lost generation was answered in time, where the latency only says that someone was
   (None if no event happened in the episode; 0.0 if nothing activated in time, and
   always in shadow mode). Activated reserve acts in full from its activation sub-step,
-  also under a ramp limit (which bounds only the change between agent steps), so this
-  counts reserve activated in the window, not what a ramp-limited DER could deliver in
-  it (docs/configuration.md, *Limits files*).
+  so this counts reserve activated in the window; under a finite ramp limit, where the
+  reserve ramps in at the DER's rate, it counts the reserve power *delivered* at the
+  window's end: each holder's power in the sub-step holding it less its power before
+  activating, between 0 and its reserve (``GridSwarmEnv._ramped_response``; at the
+  sub-step resolution, docs/configuration.md, *Limits files*).
 * ``consensus_rate`` = rounds reaching consensus / rounds held (None if none held). A
   round is held when its request exceeds the deadband, from round 1 on: round 0 is
   announced at reset and cleared on bids made from the reset observation, before its

@@ -59,8 +59,10 @@ energy ``E_ik`` after step ``k``, reserve ``r_i`` (emergency only), unserved pow
   contracted and is fixed.
 * power bounds are rounded down to multiples of the bid power step (the action
   space's levels), so the plan is biddable; ramp limits are not (the mask allows the
-  first level past a ramp bound, bid as the bound: :meth:`Kernel.power_mask`), and a
-  reserve is at most one step's ramp, as the kernel's reserve bound.
+  first level past a ramp bound, bid as the bound: :meth:`Kernel.power_mask`), nor is a
+  reserve (activated reserve ramps in at the DER's rate, as the kernel's reserve bound
+  assumes). The plan moves power in steps; under a ramp limit dispatch ramps it inside
+  the step, so the executed power lags the plan by up to half a step's ramp.
 
 Scale: one variable block per agent and step, no aggregation, built as sparse COO
 arrays with NumPy (no per-agent Python loop): 100 agents x 300 steps is 90 500
@@ -673,11 +675,10 @@ def problem_from_env(raw) -> BalancingProblem:
         res_max = res_min = standing.copy()
     # the ramp is not rounded to levels: the mask allows the first level past a ramp
     # bound and the kernel clips it to the bound (Kernel.power_mask), so any ramp step is
-    # biddable; a reserve bid fits in one step's ramp (the whole reserve activates at once)
+    # biddable; the ramp does not bound a reserve bid (activated reserve ramps in at the
+    # DER's rate: dispatch._execute_ramped)
     ramped = np.isfinite(lim.ramp_mw_per_s)
     ramp_mw = np.where(ramped, lim.ramp_mw_per_s * dt, np.inf)
-    if reserve_variable:
-        res_max = np.minimum(res_max, ramp_mw)
     up_cost, down_cost = true_cost_per_mwh(f.kind, f.eta_charge, f.eta_discharge, c)
     departing = is_ev & f.plugged & (f.departure_s > k0 * dt) & (
         f.departure_s <= sc.episode_steps * dt)

@@ -127,12 +127,14 @@ class _Before:
     reserve_mw: np.ndarray
     power_mask: np.ndarray
     p_mw: np.ndarray
+    p_end_mw: np.ndarray   # the last sub-step's power (moved only under a ramp limit)
 
     @classmethod
     def of(cls, raw: GridSwarmEnv, power_mask: np.ndarray) -> _Before:
         f = raw.fleet
         return cls(f.energy_mwh.copy(), f.plugged.copy(), f.solar_available_mw.copy(),
-                   raw.reserve_standing_mw().copy(), power_mask.copy(), raw.last_p_mw.copy())
+                   raw.reserve_standing_mw().copy(), power_mask.copy(), raw.last_p_mw.copy(),
+                   raw.last_p_end_mw.copy())
 
 
 def _check_executed_physics(raw: GridSwarmEnv, before: _Before) -> None:
@@ -162,6 +164,20 @@ def _check_executed_physics(raw: GridSwarmEnv, before: _Before) -> None:
     assert np.all(before.power_mask[off_free] == zero_level), "unplugged EV allowed a level != 0"
     assert np.all(p[sol] <= TOL_MW)
     assert np.all(p[sol] >= -before.solar_available_mw[sol] - TOL_MW)
+    if raw.kernel.has_ramp:
+        # the power ramps inside the step: check every sub-step of the executed path
+        # from the previous step's last sub-step, at ramp·physics_dt per sub-step
+        path = raw.last_p_path_mw
+        assert np.array_equal(path.mean(axis=1), p)
+        prev = np.concatenate((before.p_end_mw[:, None], path[:, :-1]), axis=1)
+        step = lim.ramp_mw_per_s[:, None] * raw.config.grid.physics_dt_s
+        bad = ((path > np.maximum(prev, 0.0) + step + TOL_MW)
+               | (path < np.minimum(prev, 0.0) - step - TOL_MW)).any(axis=1)
+        jump = np.flatnonzero(bad)
+        assert jump.size == 0, (
+            f"ramp limit broken inside the step at t = {raw.t_s} s by "
+            f"{[raw.possible_agents[i] for i in jump[:5]]}")
+        return
     p_prev = before.p_mw
     ramp = lim.ramp_mw_per_s * raw.config.dt_s
     jump = np.flatnonzero((p > np.maximum(p_prev, 0.0) + ramp + TOL_MW)

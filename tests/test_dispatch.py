@@ -236,18 +236,29 @@ def test_solar_follows_its_actual_pv_made_feasible_at_zero_balancing_power() -> 
 
 
 def test_the_dispatcher_holds_the_ramp_limit_but_always_lets_a_der_stop() -> None:
-    """With ``p_prev_mw`` the guard clips to ``[min(p_prev, 0) − r, max(p_prev, 0) + r]``
-    (r = ramp·dt): a battery at rest asked for 3 r executes r (clamped); one at 3 r asked
-    to stop executes 0 (not clamped)."""
+    """Under a ramp limit the power ramps sub-step by sub-step inside
+    ``[min(x(s−1), 0) − r, max(x(s−1), 0) + r]`` (r = ramp·physics_dt): a battery at rest
+    asked for 3 × one step's ramp rises r per sub-step, reaching one step's ramp at the
+    step's end, mean ramp·dt·(n + 1)/(2n); the lag is not a clamp and not a shortfall
+    (planned_mean_mw is what it could follow). One at 3 × one step's ramp asked to stop
+    executes 0 at once (not clamped). (Before: the step-level clip gave one step's ramp
+    from the first sub-step, and counted it as clamped.)"""
     fleet, kernel, _ = _guard_setup({"battery": {"ramp_mw_per_s": 0.05}})
     bat = np.flatnonzero(fleet.kind == KIND_BATTERY)
-    r = 0.05 * 1.0
-    assert 3 * r < fleet.rated_power_mw[bat].min()          # the rating does not bind
+    step = 0.05 * 1.0
+    n_sub = 20
+    assert 3 * step < fleet.rated_power_mw[bat].min()          # the rating does not bind
     contract = np.zeros(N)
-    contract[bat] = 3 * r
+    contract[bat] = 3 * step
     ex = _execute_at_rest(fleet, kernel, contract, p_prev=np.zeros(N))
-    np.testing.assert_allclose(ex.p_mean_mw[bat], r, rtol=1e-12)
-    assert ex.clamped[bat].all()
+    np.testing.assert_allclose(ex.p_path_mw[bat, -1], step, rtol=1e-12)
+    np.testing.assert_allclose(ex.p_path_mw[bat, 0], step / n_sub, rtol=1e-12)
+    np.testing.assert_allclose(ex.p_mean_mw[bat], step * (n_sub + 1) / (2 * n_sub),
+                               rtol=1e-12)
+    np.testing.assert_allclose(ex.planned_mean_mw[bat], ex.p_mean_mw[bat], rtol=1e-12)
+    assert not ex.clamped.any()
+    # the contract is paid for what could be followed: 3·step less the lag
+    np.testing.assert_allclose(ex.contract_followable_mw[bat], ex.p_mean_mw[bat], rtol=1e-12)
     ex = _execute_at_rest(fleet, kernel, np.zeros(N), p_prev=contract)
     np.testing.assert_array_equal(ex.p_mean_mw[bat], 0.0)
     assert not ex.clamped.any()

@@ -110,3 +110,45 @@ def test_payments_follow_delivered_not_contracted_energy(make_env, monkeypatch) 
     assert raw.dispatch_clamped > 0
     assert kpi["balancing_payments"] == pytest.approx(money, rel=1e-9, abs=1e-9)
     assert kpi["der_revenue"] < kpi["balancing_payments"]    # undelivered energy penalized
+
+
+@pytest.mark.parametrize("dt_s", [0.5, 2.0])
+def test_energy_balance_under_a_ramp_limit_holds_sub_step_by_sub_step(make_env, monkeypatch,
+                                                                       dt_s: float) -> None:
+    """Under a ramp limit (1 MW/s on every DER, ``emergency``) the power ramps inside the
+    step (dispatch._execute_ramped): the storage balance holds with the net injection of
+    every sub-step, ``E_end − E_start = η_c·Σ max(−net, 0)·h_sub − Σ max(net, 0)·h_sub/η_d``;
+    the swing equation saw ``Σ_agents p_mean·dt``; and the path keeps the ramp sub-step by
+    sub-step (``kernel.ramp_path_broken``) from each step's last sub-step."""
+    from gridswarm_env.kernel import ramp_path_broken
+
+    ramp = {k: {"ramp_mw_per_s": 1.0} for k in ("battery", "solar", "ev")}
+    raw = make_env("emergency", 60, limits=ramp, config=EnvConfig(dt_s=dt_s))
+    executed, e_start, _ = _play_recording(raw, "heuristic", 0, monkeypatch)
+    f = raw.fleet
+    sub_s = raw.config.grid.physics_dt_s
+    sub_h, h = sub_s / 3600.0, dt_s / 3600.0
+    grid_in = np.zeros(f.n_agents)
+    grid_out = np.zeros(f.n_agents)
+    seen_by_grid_mwh = stores_charged_mwh = 0.0
+    x_end = np.zeros(f.n_agents)
+    ramped = False
+    for ex in executed:
+        assert ex.p_path_mw is not None
+        net = ex.baseline_mw[:, None] + ex.p_path_mw
+        grid_out += np.maximum(net, 0.0).sum(axis=1) * sub_h
+        grid_in += np.maximum(-net, 0.0).sum(axis=1) * sub_h
+        seen_by_grid_mwh += float(ex.p_total_sub_mw.sum()) * sub_h
+        stores_charged_mwh += float(ex.p_mean_mw.sum()) * h
+        assert not ramp_path_broken(ex.p_path_mw, x_end, np.full(f.n_agents, sub_s)).any()
+        ramped |= bool(np.any(ex.p_path_mw[:, -1] != ex.p_path_mw[:, 0]))
+        x_end = ex.p_path_mw[:, -1]
+    assert ramped
+    delta = f.energy_mwh - e_start
+    expected = f.eta_charge * grid_in - grid_out / np.where(f.eta_discharge > 0,
+                                                            f.eta_discharge, 1.0)
+    storage = f.kind != KIND_SOLAR
+    np.testing.assert_allclose(delta[storage], expected[storage], rtol=1e-9, atol=1e-12)
+    assert seen_by_grid_mwh == pytest.approx(stores_charged_mwh, rel=1e-9, abs=1e-12)
+    kpi = raw.episode_metrics()
+    assert kpi["executed_violations"] == 0 and raw.dispatch_clamped == 0

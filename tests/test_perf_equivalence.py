@@ -270,8 +270,7 @@ def _ref_bid_interval(k, fleet, now_s, committed, reserve, reserve_round, reserv
         hi = np.maximum(np.minimum(hi_res, hi_net) - base_eff - reserve, 0.0)
         leaves = is_ev & (fleet.departure_s < t1 + reserve_dur_s)
         hi = np.where(is_sol | leaves, 0.0, hi)
-        hi = np.minimum(hi, np.maximum(k.arrays.ramp_mw_per_s * k.dt_s - reserve, 0.0))
-        return np.zeros_like(hi), hi, base_eff
+        return np.zeros_like(hi), hi, base_eff   # (a ramp does not bound the reserve)
     lo = np.minimum(lo_net - base_eff - reserve, 0.0)
     hi = np.maximum(hi_net - base_eff - reserve, 0.0)
     gone = is_ev & ~plugged_next
@@ -283,6 +282,27 @@ def _ref_bid_interval(k, fleet, now_s, committed, reserve, reserve_round, reserv
     return lo, hi, base_eff
 
 
+def _ref_execute_ramped(fleet, ramp_mw_per_s, base, p_lo, p_hi, contract, reserve,
+                        activation, t0, dt, p_prev, n_sub=20):
+    """dispatch._execute_ramped's equations, one agent-array per sub-step."""
+    pdt = dt / n_sub
+    r = ramp_mw_per_s * pdt
+    x, q, p, e = p_prev, [], [], None
+    for s in range(n_sub):
+        a = np.clip((t0 + pdt * s + pdt - activation) / pdt, 0.0, 1.0)
+        planned = contract + reserve * a
+        qs = np.clip(planned, np.minimum(x, 0.0) - r, np.maximum(x, 0.0) + r)
+        x = np.clip(qs, p_lo, p_hi)
+        q.append(qs)
+        p.append(x)
+        d = _ref_energy(fleet, base + x, pdt / 3600.0)
+        e = d if e is None else e + d
+    q, p = np.stack(q, axis=1), np.stack(p, axis=1)
+    net = base[:, None] + p
+    return (p.mean(axis=1), q.mean(axis=1), net.min(axis=1), e,
+            (np.abs(p - q) > 1e-9).any(axis=1), base)
+
+
 def _ref_execute(k, fleet, baseline, contract, reserve, activation, t0, dt, p_prev):
     h = dt / 3600.0
     lo_net, hi_net = _ref_net_bounds(k, fleet, fleet.energy_mwh, fleet.energy_mwh,
@@ -291,6 +311,9 @@ def _ref_execute(k, fleet, baseline, contract, reserve, activation, t0, dt, p_pr
     base[fleet.kind == 0] = fleet.solar_available_mw[fleet.kind == 0]
     base = np.clip(base, lo_net, hi_net)
     p_lo, p_hi = lo_net - base, hi_net - base
+    if np.isfinite(k.arrays.ramp_mw_per_s).any():   # the power ramps sub-step by sub-step
+        return _ref_execute_ramped(fleet, k.arrays.ramp_mw_per_s, base, p_lo, p_hi, contract,
+                                   reserve, activation, t0, dt, p_prev)
     ramp = k.arrays.ramp_mw_per_s * dt
     p_lo = np.maximum(p_lo, np.minimum(p_prev, 0.0) - ramp)
     p_hi = np.minimum(p_hi, np.maximum(p_prev, 0.0) + ramp)
@@ -362,6 +385,12 @@ def test_bid_interval_and_execute_equal_plain_formulas(seed: int, ramp: float | 
                           (ex.net_min_mw, net), (ex.energy_delta_mwh, delta),
                           (ex.clamped, clamped), (ex.baseline_mw, base)):
             assert _same_bits(got, want)
+        if ramp is not None:   # the path ramps: at most ramp·physics_dt per sub-step
+            prev = np.concatenate((p_prev[:, None], ex.p_path_mw[:, :-1]), axis=1)
+            step = kernel.arrays.ramp_mw_per_s[:, None] * 0.05 + 1e-12
+            assert np.all(ex.p_path_mw <= np.maximum(prev, 0.0) + step)
+            assert np.all(ex.p_path_mw >= np.minimum(prev, 0.0) - step)
+            assert np.any(ex.p_path_mw[:, -1] != ex.p_path_mw[:, 0])   # it does ramp
 
 
 @pytest.mark.parametrize("seed", range(4))
