@@ -62,7 +62,7 @@ SUMMARY_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("seconds_outside_band", "time outside ±0.05 Hz", "s", "{:.2f}"),
     ("stabilization_time_s", "stabilization time", "s", "{:.2f}"),
     ("emergency_response_latency_ms", "emergency response latency", "ms", "{:.1f}"),
-    ("emergency_response_mw_100ms", "reserve activated within 100 ms", "MW", "{:.2f}"),
+    ("emergency_response_mw_100ms", "reserve answering within 100 ms", "MW", "{:.2f}"),
     ("consensus_rate", "consensus rate", "", "{:.1%}"),
     ("negotiations", "negotiations (bids accepted)", "", "{:d}"),
     ("contracts_signed", "contracts signed", "", "{:d}"),
