@@ -4,8 +4,8 @@ action at its own agent's ``step()``.
 PettingZoo's wrapper only stores each action and hands the round's actions to the parallel
 ``step()`` at the last agent: an invalid action was refused there (naming the earlier agent),
 stayed stored, and every later ``step()`` raised the same error until ``reset()``. Here an
-action is checked by the parallel step's own check (``GridSwarmEnv._decode_levels``, same
-message) before it is stored, so the same agent can step again with a valid one.
+action is checked by the parallel step's own check (:func:`gridswarm_env.env.decode_actions`,
+same message) before it is stored, so the same agent can step again with a valid one.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pettingzoo.utils.wrappers import OrderEnforcingWrapper
+
+from gridswarm_env.env import decode_actions
 
 
 class CheckedParallelToAEC(parallel_to_aec_wrapper):
@@ -28,7 +30,7 @@ class CheckedParallelToAEC(parallel_to_aec_wrapper):
                                  f"None, got {action!r}")
             return super().step(action)         # a dead agent's step
         # ValueError: nothing stored, same agent (unwrapped: the parallel env may be wrapped)
-        self.env.unwrapped._decode_levels([agent], [action])
+        decode_actions(self.env.unwrapped.action_space(agent).nvec, [agent], [action])
         if not self._agent_selector.is_last():
             return super().step(action)
         try:                                    # the last agent: the parallel step runs

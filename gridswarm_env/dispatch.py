@@ -44,7 +44,6 @@ nor penalised; the energy is booked per sub-step.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -251,11 +250,8 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     + Σ_late MW·a(s; t_late)``.
     """
     h = dt_s / 3600.0
-    st = kernel._statics_for(fleet)
-    c = st.fleet
-    b = kernel._bounds(st, fleet, fleet.energy_mwh, fleet.energy_mwh, fleet.solar_available_mw,
-                       h, math.inf, fleet.plugged, False)     # = kernel.execution_bounds
-    lo_net, hi_net = b[0], b[1]
+    c = kernel.fleet_constants(fleet)
+    lo_net, hi_net = kernel.execution_bounds(fleet, h)
     base = baseline_mw.copy()
     base[c.solar] = fleet.solar_available_mw[c.solar]
     base = fast_clip(base, lo_net, hi_net, out=base)

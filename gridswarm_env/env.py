@@ -227,6 +227,48 @@ class MaskedMultiDiscrete(spaces.MultiDiscrete):
         return super().sample(mask, probability)
 
 
+def decode_actions(nvec: np.ndarray, names: Sequence[str], values: Sequence[Any]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``values[i]`` (the action of ``names[i]``) → (power level, price level) int64 arrays,
+    for the ``MultiDiscrete(nvec)`` action space: the one action check, of the parallel
+    ``step()`` and of the AEC API's single actions (:mod:`gridswarm_env.aec`).
+
+    Raises ValueError naming the first bad agent and the allowed values when an action is
+    not two integer-valued numbers inside ``[0, nvec)`` (NaN, ±inf, strings, wrong shapes).
+    """
+    allowed = (f"expected 2 integers [power level 0..{nvec[0] - 1}, "
+               f"price level 0..{nvec[1] - 1}]")
+    try:   # numbers only: strings and objects are refused, not converted
+        arr = np.array(values)
+        if arr.dtype.kind in "iuf":
+            arr = arr.astype(float, copy=False)
+        else:
+            arr = None
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.shape != (len(names), 2):
+        for a, value in zip(names, values, strict=True):
+            try:
+                one = np.asarray(value)
+                ok = one.shape == (2,) and one.dtype.kind in "iuf"
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"action of {a} = {value!r}: {allowed}")
+        raise ValueError(f"actions could not be read: {allowed}")
+    # in range and integer-valued (NaN and ±inf fail the comparisons)
+    ok = arr >= 0
+    ok &= arr < nvec
+    ok &= arr == np.floor(arr)
+    if not ok.all():
+        bad = ~ok.all(axis=1)
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"action of {names[i]} = {values[i]!r} is outside the action space: "
+                         f"{allowed} ({int(bad.sum())} agent(s) affected)")
+    ints = arr.astype(np.int64)
+    return ints[:, 0], ints[:, 1]
+
+
 class GridSwarmEnv(ParallelEnv):
     """The gridswarm PettingZoo parallel environment (see the module docstring)."""
 
@@ -897,44 +939,8 @@ class GridSwarmEnv(ParallelEnv):
             unknown = [a for a in actions if a not in self.agent_index]
             raise ValueError(f"actions must name every live agent once: missing {missing[:5]}"
                              f"{' …' if len(missing) > 5 else ''}, unknown {unknown[:5]}")
-        return self._decode_levels(self.agents, [actions[a] for a in self.agents])
-
-    def _decode_levels(self, names: Sequence[str], values: Sequence[Any]
-                       ) -> tuple[np.ndarray, np.ndarray]:
-        """``values[i]`` (the action of ``names[i]``) → (power level, price level) arrays;
-        the one action check, also of the AEC API's single actions (``gridswarm_env.aec``)."""
-        nvec = self._act_space.nvec
-        allowed = (f"expected 2 integers [power level 0..{nvec[0] - 1}, "
-                   f"price level 0..{nvec[1] - 1}]")
-        try:   # numbers only: strings and objects are refused, not converted
-            arr = np.array(values)
-            if arr.dtype.kind in "iuf":
-                arr = arr.astype(float, copy=False)
-            else:
-                arr = None
-        except (TypeError, ValueError):
-            arr = None
-        if arr is None or arr.shape != (len(names), 2):
-            for a, value in zip(names, values, strict=True):
-                try:
-                    one = np.asarray(value)
-                    ok = one.shape == (2,) and one.dtype.kind in "iuf"
-                except (TypeError, ValueError):
-                    ok = False
-                if not ok:
-                    raise ValueError(f"action of {a} = {value!r}: {allowed}")
-            raise ValueError(f"actions could not be read: {allowed}")
-        # in range and integer-valued (NaN and ±inf fail the comparisons)
-        ok = arr >= 0
-        ok &= arr < nvec
-        ok &= arr == np.floor(arr)
-        if not ok.all():
-            bad = ~ok.all(axis=1)
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"action of {names[i]} = {values[i]!r} is outside the action space: "
-                             f"{allowed} ({int(bad.sum())} agent(s) affected)")
-        ints = arr.astype(np.int64)
-        return ints[:, 0], ints[:, 1]
+        return decode_actions(self._act_space.nvec, self.agents,
+                              [actions[a] for a in self.agents])
 
     def _kernel_filter(self, power_level: np.ndarray, price_level: np.ndarray, k: int):
         # int64 levels in [0, n_power_levels): step_arrays and _decode checked them

@@ -716,10 +716,16 @@ class Kernel:
 
     def execution_bounds(self, fleet: FleetState, duration_h: float
                          ) -> tuple[np.ndarray, np.ndarray]:
-        """Physical net-injection bounds for the actual state over the current step."""
-        return self.net_bounds(fleet, fleet.energy_mwh, fleet.energy_mwh,
-                               fleet.solar_available_mw, duration_h, math.inf,
-                               fleet.plugged, False)
+        """Physical net-injection bounds ``(lo, hi)`` for the actual state over the current
+        step (no departure rule, no window end): the clip of dispatch (:mod:`dispatch`)."""
+        b = self._bounds(self._statics_for(fleet), fleet, fleet.energy_mwh, fleet.energy_mwh,
+                         fleet.solar_available_mw, duration_h, math.inf, fleet.plugged, False)
+        return b[0], b[1]
+
+    def fleet_constants(self, fleet: FleetState) -> FleetConstants:
+        """Kind masks, selectors and safe efficiencies of ``fleet`` (:attr:`constants` when it
+        is the kernel's own fleet, cached; computed otherwise)."""
+        return self._statics_for(fleet).fleet
 
     # ------------------------------------------------------------------ masks and blocking
     def power_mask(self, lo_mw: np.ndarray, hi_mw: np.ndarray,
