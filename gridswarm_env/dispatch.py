@@ -183,8 +183,14 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
     """One step under a finite ramp limit ``r`` (MW/s): the power ramps sub-step by
     sub-step, from the previous step's last sub-step ``x(−1) = p_start_mw``::
 
-        q(s) = clip(planned(s), ramp_interval(x(s−1), r·physics_dt))   ramp-followable plan
+        q(s) = clip(planned(s), ramp_interval(q(s−1), r·physics_dt))   ramp-followable plan
         x(s) = clip(q(s), p_lo, p_hi)                                  executed
+
+with ``q(−1) = x(−1)``. The plan ``q`` ramps on its own: a DER held at a physical bound
+(``x < q``: its state of charge, its available sun) is not excused the rest of its
+contract as ramp lag; the whole ``q − x`` is the clip's shortfall, penalised as without a
+ramp. ``x`` clips ``q`` into bounds constant over the step, so it moves no faster than
+``q`` and keeps the ramp.
 
     (:func:`~gridswarm_env.kernel.ramp_interval`: moving away from the baseline at most
     ``r`` MW/s, returning towards it at once), so a contract or an activated reserve is
@@ -204,14 +210,14 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
     q = np.empty_like(planned)
     p = np.empty_like(planned)
     sub_h = physics_dt_s / 3600.0
-    x = p_start_mw
+    qs = p_start_mw
     delta = None
     for s in range(n_substeps):   # loop over sub-steps, vectorized over agents
-        r_lo, r_hi = ramp_interval(x, sub_ramp)
+        r_lo, r_hi = ramp_interval(qs, sub_ramp)
         qs = fast_clip(planned[:, s], r_lo, r_hi)
         q[:, s] = qs
-        x = fast_clip(qs, p_lo, p_hi)   # both intervals hold 0: the same as clipping
-        p[:, s] = x                     # to their intersection
+        x = fast_clip(qs, p_lo, p_hi)   # constant bounds: x moves no faster than q
+        p[:, s] = x
         d = energy_change_mwh(fleet, base + x, sub_h, c)
         delta = d if delta is None else delta + d
     net = base[:, None] + p

@@ -262,3 +262,27 @@ def test_the_dispatcher_holds_the_ramp_limit_but_always_lets_a_der_stop() -> Non
     ex = _execute_at_rest(fleet, kernel, np.zeros(N), p_prev=contract)
     np.testing.assert_array_equal(ex.p_mean_mw[bat], 0.0)
     assert not ex.clamped.any()
+
+
+@pytest.mark.parametrize("ramp_mw_per_s", [None, 1e6, 1.0, 0.1])
+def test_a_der_held_at_its_physical_bound_under_a_ramp_keeps_its_whole_shortfall(
+        ramp_mw_per_s) -> None:
+    """A battery already delivering its +2 MW contract (``p_prev`` = 2 MW) whose store can
+    sustain only 0.5 MW over the step falls 1.5 MW short with or without a ramp limit: the
+    plan ``q`` ramps on its own, so the clip's shortfall ``q − x`` is the whole 1.5 MW and
+    nothing of it is excused as ramp lag. (Before: the ramp started each sub-step from the
+    clipped power, so ``q`` sat one sub-step's ramp above the bound and the rest counted as
+    lag: 0.123 MW short at 1 MW/s, 0.080 MW at 0.1 MW/s.)"""
+    limits = {} if ramp_mw_per_s is None else {"battery": {"ramp_mw_per_s": ramp_mw_per_s}}
+    fleet, kernel, _ = _guard_setup(limits)
+    j = int(np.flatnonzero(fleet.kind == KIND_BATTERY)[0])
+    floor = kernel.arrays.soc_min[j] * fleet.energy_capacity_mwh[j]
+    fleet.energy_mwh[j] = floor + 0.5 / 3600.0 / fleet.eta_discharge[j]   # 0.5 MW for 1 s
+    contract = np.zeros(N)
+    contract[j] = 2.0
+    ex = _execute_at_rest(fleet, kernel, contract, p_prev=contract.copy())
+    np.testing.assert_allclose(ex.p_mean_mw[j], 0.5, rtol=1e-9)
+    np.testing.assert_allclose(ex.planned_mean_mw[j], 2.0, rtol=1e-12)
+    assert ex.clamped[j]
+    followable = contract if ex.contract_followable_mw is None else ex.contract_followable_mw
+    np.testing.assert_allclose(followable[j], 2.0, rtol=1e-12)
