@@ -539,6 +539,7 @@ class GridSwarmEnv(ParallelEnv):
         # activated (NaN: not activated), for emergency_response_mw_100ms
         self.last_p_path_mw: np.ndarray | None = None
         self.last_p_end_mw = z.copy()
+        self._would_p_end_mw = z.copy()   # shadow mode: the would-be path's last sub-step
         self._pre_activation_mw = np.full(n, np.nan)
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
         self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
@@ -880,12 +881,15 @@ class GridSwarmEnv(ParallelEnv):
                      contract_mw=contract_mw, reserve_mw=book.active_mw,
                      activation_s=book.activation_s, t0_s=t0, dt_s=dt,
                      n_substeps=self.n_substeps, physics_dt_s=pdt, p_prev_mw=self.last_p_mw,
-                     late_reserve=book.late, p_start_mw=self.last_p_end_mw)
+                     late_reserve=book.late,
+                     p_start_mw=self._would_p_end_mw if cfg.shadow else self.last_p_end_mw)
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
         freq, p_exec, viol = self._physics(ex, k, t0)
         if ex.contract_followable_mw is not None:   # under a ramp limit: _execute_ramped
             self._ramped_response(ex, t0)   # (from the previous step's last sub-step)
             self.last_p_end_mw = self.last_p_path_mw[:, -1].copy()
+            if cfg.shadow:   # the would-be dispatch ramps on from its own last sub-step
+                self._would_p_end_mw = ex.p_path_mw[:, -1].copy()
             contract_mw = ex.contract_followable_mw
         rewards = self._settle(ex, contract_mw, contract_price, p_exec, k, freq)
         # advance time and exogenous state; prepare the next round

@@ -74,3 +74,23 @@ def test_shadow_differs_from_live_dispatch(make_env) -> None:
     assert not np.array_equal(live["freq"], shadow["freq"])
     assert live["metrics"]["frequency_nadir_hz"] > shadow["metrics"]["frequency_nadir_hz"]
     assert np.any(live["delivered"] != 0.0)
+
+
+def test_shadow_would_dispatch_ramps_on_from_its_own_path_under_a_ramp_limit(make_env) -> None:
+    """Under a ramp limit the would-be dispatch of shadow mode ramps on from the would-be
+    path's last sub-step, as live dispatch does from the executed one: while the contracts
+    agree (the same heuristic bids, the same cleared MW), ``would_dispatch_mw`` equals the
+    live run's dispatch. (Before: the would-be power restarted from 0 MW every step, since
+    nothing is executed in shadow mode: 4.2 MW would-be against 53.2 MW live at step 50,
+    ``price_spike``, 0.2 MW/s battery ramp.)"""
+    from policies import make_policy
+    from policies.rollout import run_episode
+    limits = {"battery": {"ramp_mw_per_s": 0.2}}
+    runs = {}
+    for shadow in (False, True):
+        raw = make_env("price_spike", 100, limits=limits, shadow=shadow)
+        trace = run_episode(raw, make_policy("heuristic"), seed=0, max_steps=60).trace
+        runs[shadow] = np.array(trace["accepted_mw"]), np.array(trace["would_dispatch_mw"])
+    np.testing.assert_array_equal(runs[True][0], runs[False][0])   # the same contracts
+    assert runs[False][1][-1] > 40.0                                # ramped up live
+    np.testing.assert_allclose(runs[True][1], runs[False][1], rtol=1e-9, atol=1e-9)
