@@ -109,7 +109,7 @@ from gridswarm_env.fleet import (
 )
 from gridswarm_env.grid import GridModel
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
-from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, RESPONSE_WINDOW_S, MetricsAccumulator
+from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, MetricsAccumulator
 from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package's name)
     OBS_DIM,
     OBS_FIELDS,
@@ -494,6 +494,7 @@ class GridSwarmEnv(ParallelEnv):
                                  self.rng)
         self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
                              cfg.market.n_power_levels, dt)
+        self._ramp_mw_per_s = self.kernel.arrays.ramp_mw_per_s   # inf: no ramp limit
         self.grid.reset()
         # step_s: CONTROL/MARKET messages deferred longer than one agent step are obsolete
         # (rounds are per step, contracts cover the next step) and dropped by the bus
@@ -535,12 +536,10 @@ class GridSwarmEnv(ParallelEnv):
         self._awaiting_energy_response = False
         self.last_p_mw = z.copy()
         # under a finite ramp limit: the last step's executed power per sub-step (None
-        # otherwise), its last sub-step, and each holder's power before its reserve
-        # activated (NaN: not activated), for emergency_response_mw_100ms
+        # otherwise) and its last sub-step
         self.last_p_path_mw: np.ndarray | None = None
         self.last_p_end_mw = z.copy()
         self._would_p_end_mw = z.copy()   # shadow mode: the would-be path's last sub-step
-        self._pre_activation_mw = np.full(n, np.nan)
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
         self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
         self._next_ref = 0
@@ -886,7 +885,6 @@ class GridSwarmEnv(ParallelEnv):
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
         freq, p_exec, viol = self._physics(ex, k, t0)
         if ex.contract_followable_mw is not None:   # under a ramp limit: _execute_ramped
-            self._ramped_response(ex, t0)   # (from the previous step's last sub-step)
             self.last_p_end_mw = self.last_p_path_mw[:, -1].copy()
             if cfg.shadow:   # the would-be dispatch ramps on from its own last sub-step
                 self._would_p_end_mw = ex.p_path_mw[:, -1].copy()
@@ -1241,9 +1239,9 @@ class GridSwarmEnv(ParallelEnv):
             reason = self.ledger.verify(c, at, expected_agent=self.possible_agents[o])
             if reason is None:
                 book.activate(o, c.contract.power_mw, at)
-                if not self.config.shadow and not self.kernel.has_ramp:
-                    # (under a ramp limit: the power delivered, _ramped_response)
-                    self.metrics.record_activation(at, c.contract.power_mw)
+                if not self.config.shadow:
+                    self.metrics.record_activation(at, c.contract.power_mw, o,
+                                                   float(self._ramp_mw_per_s[o]))
             else:   # an invalid reserve contract dispatches nothing and earns nothing more
                 self._note_rejections([c], [reason])
                 book.withdraw(o, c.contract.power_mw, held_id=c.contract.contract_id)
@@ -1251,34 +1249,6 @@ class GridSwarmEnv(ParallelEnv):
         active = book.activation_s[np.isfinite(book.activation_s)]
         if active.size:
             self._note_response(float(active.min()))
-
-    def _ramped_response(self, ex, t0: float) -> None:
-        """``emergency_response_mw_100ms`` under a ramp limit: the reserve power *delivered*
-        at the end of the 100 ms window, not activated. Each holder's response is its
-        executed power in the sub-step holding the window's end less its power in the
-        sub-step before its (first) activation, in its reserve's direction, between 0 and
-        its reserve."""
-        m = self.metrics
-        if m.event_time_s is None or self.config.shadow:
-            return
-        pdt, path = self.config.grid.physics_dt_s, ex.p_path_mw
-        n_sub = path.shape[1]
-        act = self.reserve_book.activation_s
-        new = np.flatnonzero((act >= t0) & (act < t0 + self.config.dt_s)
-                             & np.isnan(self._pre_activation_mw))
-        if new.size:
-            s_act = np.minimum(((act[new] - t0) / pdt).astype(np.int64), n_sub - 1)
-            before = np.where(s_act > 0, path[new, np.maximum(s_act - 1, 0)],
-                              self.last_p_end_mw[new])
-            self._pre_activation_mw[new] = before
-        end = m.event_time_s + RESPONSE_WINDOW_S
-        if not t0 < end <= t0 + self.config.dt_s:
-            return
-        s_end = min(max(math.ceil((end - t0) / pdt - 1e-9) - 1, 0), n_sub - 1)
-        holders = np.flatnonzero((act <= end) & ~np.isnan(self._pre_activation_mw))
-        r = self.reserve_book.active_mw[holders]
-        moved = (path[holders, s_end] - self._pre_activation_mw[holders]) * np.sign(r)
-        m.response_mw_in_window += float(np.clip(moved, 0.0, np.abs(r)).sum())
 
     def _physics(self, ex, k: int, t0: float):
         """Fleet energy and grid frequency over the step (nothing dispatched in shadow mode)."""

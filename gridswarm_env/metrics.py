@@ -39,12 +39,11 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   within :data:`RESPONSE_WINDOW_S` of the event (DESIGN §7's 100 ms): how much of the
   lost generation was answered in time, where the latency only says that someone was
   (None if no event happened in the episode; 0.0 if nothing activated in time, and
-  always in shadow mode). Activated reserve acts in full from its activation sub-step,
-  so this counts reserve activated in the window; under a finite ramp limit, where the
-  reserve ramps in at the DER's rate, it counts the reserve power *delivered* at the
-  window's end: each holder's power in the sub-step holding it less its power before
-  activating, between 0 and its reserve (``GridSwarmEnv._ramped_response``; at the
-  sub-step resolution, docs/configuration.md, *Limits files*).
+  always in shadow mode). Activated reserve without a ramp limit acts in full from its
+  activation, so this counts reserve activated in the window; a holder under a finite
+  ramp limit, whose reserve ramps in at its rate from its activation, counts with its
+  power at the window's end (:meth:`MetricsAccumulator.ramped_response_mw`, a closed
+  form at that instant).
 * ``consensus_rate`` = rounds reaching consensus / rounds held (None if none held). A
   round is held when its request exceeds the deadband, from round 1 on: round 0 is
   announced at reset and cleared on bids made from the reset observation, before its
@@ -132,6 +131,8 @@ class MetricsAccumulator:
     penalties: float = 0.0
     first_response_s: float | None = None
     response_mw_in_window: float = 0.0
+    # activations in the window by holders under a finite ramp: owner -> [(at_s, MW, MW/s)]
+    ramped_activations: dict[int, list] = field(default_factory=dict)
     rounds: int = 0
     consensus_rounds: int = 0
     negotiations: int = 0
@@ -259,13 +260,46 @@ class MetricsAccumulator:
         if self.first_response_s is None or first_activation_s < self.first_response_s:
             self.first_response_s = first_activation_s
 
-    def record_activation(self, at_s: float, power_mw: float) -> None:
-        """A reserve contract of ``power_mw`` activated at ``at_s`` (simulated seconds),
-        counted when ``at_s <= event + RESPONSE_WINDOW_S`` (the window's end as a time:
-        ``1.1 - 1.0`` is 0.10000000000000009 in floats, outside a 0.1 s difference)."""
+    def record_activation(self, at_s: float, power_mw: float, owner: int = -1,
+                          ramp_mw_per_s: float = math.inf) -> None:
+        """A reserve contract of ``power_mw`` activated at ``at_s`` (simulated seconds) by
+        holder ``owner``, counted when ``at_s <= event + RESPONSE_WINDOW_S`` (the window's
+        end as a time: ``1.1 - 1.0`` is 0.10000000000000009 in floats, outside a 0.1 s
+        difference). Without a ramp limit the contract counts in full; under a finite
+        ``ramp_mw_per_s`` the holder's power at the window's end counts
+        (:meth:`ramped_response_mw`)."""
         if (self.event_time_s is not None
                 and at_s <= self.event_time_s + RESPONSE_WINDOW_S):
-            self.response_mw_in_window += power_mw
+            if ramp_mw_per_s == math.inf:
+                self.response_mw_in_window += power_mw
+            else:
+                self.ramped_activations.setdefault(owner, []).append(
+                    (at_s, power_mw, ramp_mw_per_s))
+
+    def ramped_response_mw(self) -> float:
+        """Reserve power, MW, that holders under a finite ramp limit deliver at the window's
+        end ``t_e = event + RESPONSE_WINDOW_S``: each holder follows the step target
+        ``T(t) = Σ_c R_c·[t ≥ t_c]`` of its contracts at its ramp ``r``, from rest at its
+        first activation, so its power at ``t_e`` is the closed form of a rate-limited
+        follower of a non-decreasing target,
+
+            p(t_e) = min( T(t_e), min_c [ T(t_c⁻) + r·(t_e − t_c) ] )
+
+        (one contract: ``min(R, r·(t_e − t_c))``), the instant ``t_e`` and not a sub-step:
+        the physics' 50 ms sub-steps do not enter it."""
+        if not self.ramped_activations or self.event_time_s is None:
+            return 0.0
+        end_s = self.event_time_s + RESPONSE_WINDOW_S
+        total = 0.0
+        for owner in sorted(self.ramped_activations):
+            rows = sorted(self.ramped_activations[owner])
+            target = sum(abs(mw) for _, mw, _ in rows)
+            power, before = target, 0.0
+            for at_s, mw, ramp in rows:
+                power = min(power, before + ramp * (end_s - at_s))
+                before += abs(mw)
+            total += max(power, 0.0)
+        return total
 
     def record_round(self, held: bool, consensus: bool, n_accepted: int) -> None:
         """One cleared round: ``held`` rounds count towards ``consensus_rate``; accepted
@@ -337,7 +371,8 @@ class MetricsAccumulator:
             "contracts_rejected_by_reason": dict(contracts.get("rejected_by_reason", {})),
             "simulated_seconds": self.elapsed_s,
             "emergency_response_mw_100ms": (
-                self.response_mw_in_window
+                (self.response_mw_in_window + self.ramped_response_mw()
+                 if self.ramped_activations else self.response_mw_in_window)
                 if self.event_time_s is not None and self.elapsed_s > self.event_time_s
                 else None),
         }

@@ -226,6 +226,24 @@ def test_the_100_ms_window_ends_at_event_plus_100_ms_in_floats_too() -> None:
     assert _kpis(acc)["emergency_response_mw_100ms"] == 2.0
 
 
+def test_ramped_reserve_counts_its_power_at_the_window_end_in_closed_form() -> None:
+    """A holder under a ramp ``r`` reaches ``min(R, r·(t_e − t_a))`` at the window's end
+    ``t_e`` = event + 100 ms; a second contract of the same holder activated later adds
+    only what the shared ramp allows, ``min(T, min_c[T(t_c⁻) + r·(t_e − t_c)])``; holders
+    without a ramp count in full. (Before: the power of the 50 ms physics sub-step holding
+    the window's end, up to 2x the physically possible figure.)"""
+    acc = _acc(event_s=10.0)
+    acc.record_activation(10.02, 2.0, owner=3, ramp_mw_per_s=1.0)      # 0.08 MW at 10.1
+    acc.record_activation(10.05, 0.01, owner=4, ramp_mw_per_s=1.0)     # its 0.01 MW in full
+    acc.record_activation(10.0, 0.03, owner=5, ramp_mw_per_s=1.0)      # 0.03 then 0.06 more
+    acc.record_activation(10.04, 5.0, owner=5, ramp_mw_per_s=1.0)      # min(5.03, 0.1, 0.09)
+    acc.record_activation(10.07, 2.5, owner=6)                         # no ramp: in full
+    acc.record_activation(10.2, 9.0, owner=7, ramp_mw_per_s=1.0)       # too late
+    acc.elapsed_s = 11.0
+    want = 0.08 + 0.01 + min(5.03, 0.1, 0.03 + 0.06) + 2.5
+    assert _kpis(acc)["emergency_response_mw_100ms"] == pytest.approx(want, rel=1e-12)
+
+
 def test_response_power_is_none_until_the_event_has_happened() -> None:
     """None when no event happened in the episode, also for one that ends exactly at
     the event time (nothing after it was simulated); 0.0 once it has."""

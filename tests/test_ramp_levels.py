@@ -180,7 +180,7 @@ def test_batteries_under_a_small_ramp_hold_reserve_in_emergency() -> None:
     (0.28 MW activated within 100 ms of the trip, 3.01 of 3.06 MWh unserved); then every
     battery held 0.1 MW (7 MW in all, counted in full within 100 ms). Now the reserve
     ramps in at 0.2 MW/s from activation, so the ramp no longer caps it: the whole
-    100 MW target is held (up to 3.86 MW by one battery), 1.06 MW of it delivered within
+    100 MW target is held (up to 3.86 MW by one battery), 0.76 MW of it delivered within
     100 ms (heuristic; 0.16 MWh unserved)."""
     env = _env("emergency", 0.5, {"battery": {"ramp_mw_per_s": 0.2},
                                   "ev": {"ramp_mw_per_s": 0.2}})
@@ -233,9 +233,10 @@ def test_the_same_ramp_limit_answers_the_trip_alike_at_every_step_length() -> No
     changed at once at its dispatch sub-step and reserve was capped at one step's ramp:
     34.9 / 63.9 / 100.0 MW held at ``dt_s`` 0.5 / 1 / 2, all counted by
     ``emergency_response_mw_100ms``, nadir 59.673 / 59.764 / 59.972 Hz. Now power ramps
-    sub-step by sub-step and the 100 ms figure counts reserve delivered: 100 MW held by
-    60 holders at every ``dt_s``, 5.21 / 5.43 / 5.65 MW delivered in 100 ms, nadir
-    59.667 / 59.667 / 59.669 Hz."""
+    sub-step by sub-step and the 100 ms figure counts reserve delivered at the window's
+    end: 100 MW held by 60 holders at every ``dt_s``, 3.81 / 3.94 / 4.04 MW delivered in
+    100 ms (5.21 / 5.43 / 5.65 MW read at the sub-step holding the window's end before),
+    nadir 59.668 / 59.667 / 59.669 Hz."""
     nadir, fast = [], []
     ramp = {k: {"ramp_mw_per_s": 1.0} for k in ("battery", "solar", "ev")}
     for dt_s in (0.5, 1.0, 2.0):
@@ -249,3 +250,34 @@ def test_the_same_ramp_limit_answers_the_trip_alike_at_every_step_length() -> No
     assert max(nadir) - min(nadir) < 0.02
     assert max(fast) - min(fast) < 1.0
     assert 3.0 < min(fast)
+
+
+def test_the_100_ms_figure_under_a_ramp_is_the_power_at_the_window_end() -> None:
+    """``emergency``, 100 agents, heuristic, seed 0, 1 MW/s on batteries and EVs: each
+    holder's activation delay after the trip is the same wherever the trip falls in the
+    step grid, and so is the reserve delivered at trip + 100 ms, ``Σ min(R, r·(t_e − t_a))``
+    (3.94 MW). Before, the figure read each holder's power in the 50 ms sub-step holding
+    the window's end: 5.43 / 7.53 / 8.03 MW for trips at 10.0 / 10.52 / 10.013 s, above the
+    6 MW that 60 holders at 1 MW/s could deliver in 100 ms. A ramp limit on a kind that
+    holds no reserve (solar) leaves the figure at the unlimited 100 MW (94.6 MW before:
+    holders activating in the window's last sub-step were read at that sub-step's mean)."""
+    ramp = {k: {"ramp_mw_per_s": 1.0} for k in ("battery", "ev")}
+    figures = []
+    for trip_s in (10.0, 10.52, 10.013):
+        sc = get_scenario("emergency", event_time_s=trip_s)
+        env = gridswarm_env.parallel_env(scenario=sc, n_agents=100, trust="hmac",
+                                         limits=ramp).unwrapped
+        m = run_episode(env, make_policy("heuristic"), seed=0).metrics
+        book = env.reserve_book
+        held = np.isfinite(book.activation_s)
+        delays = book.activation_s[held] - trip_s
+        assert delays.min() > 0.0
+        want = np.minimum(book.active_mw[held], np.clip(0.1 - delays, 0.0, None)).sum()
+        assert m["emergency_response_mw_100ms"] == pytest.approx(want, rel=1e-9)
+        assert m["emergency_response_mw_100ms"] <= np.count_nonzero(held) * 1.0 * 0.1
+        figures.append(m["emergency_response_mw_100ms"])
+    assert max(figures) - min(figures) < 1e-6
+    solar = gridswarm_env.parallel_env(scenario="emergency", n_agents=100, trust="hmac",
+                                       limits={"solar": {"ramp_mw_per_s": 1.0}}).unwrapped
+    m = run_episode(solar, make_policy("heuristic"), seed=0).metrics
+    assert m["emergency_response_mw_100ms"] == pytest.approx(100.0)
