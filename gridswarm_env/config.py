@@ -413,13 +413,20 @@ class MarketConfig:
         The next round is announced at gate closure too (DESIGN §2), so its signal
         has ``dt_s − gate_s`` to be delivered before the next observation.
     :param deadband_mw: requests smaller than this hold no round.
+    :param reserve_full_activation_s: full activation time of the reserve product: a DER
+        under a finite ramp limit ``r`` (MW/s) may hold at most ``r·reserve_full_activation_s``
+        MW of reserve, what it can deliver that long after activating; without a ramp
+        limit the reserve is bounded by power and energy only.
 
     Defaults (design choices, not sourced figures): 21 power levels (0.1·rated steps)
     and 11 price levels; consensus at 95 % of the request (DESIGN §3); gate closure
     0.25 s into the 1 s step, several times the bus's 15 ms mean latency (clipped at
     50 ms) so on-time bids are never late, leaving 0.75 s to deliver the next round's
     signal; a 0.05 MW deadband, 0.04 % of the fleet's 125 MW of upward flexibility (the
-    load noise alone is ±1.5 MW).
+    load noise alone is ±1.5 MW). The reserve's full activation time, 1 s, is that of
+    National Grid ESO's Dynamic Containment, a fast frequency response product (full
+    delivery within 1 s of the trigger): reserve that takes longer arrives after the
+    nadir (2.4 s after an unassisted 100 MW trip here) and would not contain it.
     """
 
     n_power_levels: int = 21
@@ -427,6 +434,7 @@ class MarketConfig:
     consensus_share: float = 0.95
     gate_s: float = 0.25
     deadband_mw: float = 0.05
+    reserve_full_activation_s: float = 1.0
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -444,6 +452,8 @@ class MarketConfig:
                                                    self.consensus_share, 0.0, 1.0, lo_open=True))
         store(self, "gate_s", check_positive(owner, "gate_s", self.gate_s))
         store(self, "deadband_mw", check_non_negative(owner, "deadband_mw", self.deadband_mw))
+        store(self, "reserve_full_activation_s",
+              check_positive(owner, "reserve_full_activation_s", self.reserve_full_activation_s))
         check_at_most(owner, "deadband_mw", self.deadband_mw, MAX_POWER_MW, "MW", MAX_POWER_WHY)
 
 

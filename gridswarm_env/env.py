@@ -493,7 +493,8 @@ class GridSwarmEnv(ParallelEnv):
         self.fleet = build_fleet(n, cfg.fleet, float(sc.irradiance(0.0)),
                                  self.rng)
         self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
-                             cfg.market.n_power_levels, dt)
+                             cfg.market.n_power_levels, dt,
+                             cfg.market.reserve_full_activation_s)
         self._ramp_mw_per_s = self.kernel.arrays.ramp_mw_per_s   # inf: no ramp limit
         self.grid.reset()
         # step_s: CONTROL/MARKET messages deferred longer than one agent step are obsolete

@@ -55,6 +55,7 @@ import numpy as np
 
 from gridswarm_env.config import (
     DER_KINDS,
+    MarketConfig,
     check_non_negative,
     check_range,
     check_real,
@@ -493,10 +494,15 @@ class Kernel:
     :param fleet: the fleet at reset (kinds and ratings).
     :param n_power_levels: power levels ``linspace(-1, 1, n) · rated``.
     :param dt_s: agent step.
+    :param reserve_full_activation_s: the reserve product's full activation time
+        (:class:`~gridswarm_env.config.MarketConfig`): under a finite ramp ``r`` a reserve
+        bid is at most ``r·reserve_full_activation_s``.
     """
 
     def __init__(self, limits: Limits, names: list[str], fleet: FleetState,
-                 n_power_levels: int, dt_s: float) -> None:
+                 n_power_levels: int, dt_s: float,
+                 reserve_full_activation_s: float = MarketConfig.reserve_full_activation_s
+                 ) -> None:
         self.limits = limits
         self.arrays = compile_limits(limits, names, fleet)
         self.dt_s = float(dt_s)
@@ -535,6 +541,8 @@ class Kernel:
         self._level_power_flat = self.level_power_mw.reshape(-1)
         self.ramp_step_mw = self.arrays.ramp_mw_per_s * self.dt_s
         self.has_ramp = bool(np.isfinite(self.ramp_step_mw).any())
+        # the most reserve a DER can deliver within the full activation time (inf: no ramp)
+        self.reserve_ramp_cap_mw = self.arrays.ramp_mw_per_s * float(reserve_full_activation_s)
         self._fleet = fleet
         self._statics = _Statics.of(fleet, self.arrays)
 
@@ -685,11 +693,16 @@ class Kernel:
             hi = np.maximum(np.minimum(hi_res, hi_net) - base_eff - reserve_mw, 0.0)
             # an EV leaving before the reserve period ends cannot hold reserve; under a
             # ramp limit the activated reserve ramps in at the DER's rate
-            # (dispatch._execute_ramped), so the ramp does not bound the reserve held
+            # (dispatch._execute_ramped), so a DER holds at most what it reaches within
+            # the product's full activation time (its first level past that bound is
+            # bid as the bound, as with energy bids: power_mask)
             leaves = self.is_ev & (fleet.departure_s < t1 + reserve_duration_s)
             hi = np.where(self.is_solar | leaves, 0.0, hi)
             if self.has_ramp:
-                self.ramp_edges = (np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
+                cap = np.maximum(self.reserve_ramp_cap_mw - reserve_mw, 0.0)
+                by_ramp = cap < hi
+                np.minimum(hi, cap, out=hi)
+                self.ramp_edges = (np.zeros(n, dtype=bool), by_ramp)
             return np.zeros_like(hi), hi
         # lo = min(lo_net − base − reserve, 0), hi = max(hi_net − base − reserve, 0)
         lo, hi = lo_net, hi_net

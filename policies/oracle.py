@@ -60,8 +60,8 @@ energy ``E_ik`` after step ``k``, reserve ``r_i`` (emergency only), unserved pow
 * power bounds are rounded down to multiples of the bid power step (the action
   space's levels), so the plan is biddable; ramp limits are not (the mask allows the
   first level past a ramp bound, bid as the bound: :meth:`Kernel.power_mask`), nor is a
-  reserve (activated reserve ramps in at the DER's rate, as the kernel's reserve bound
-  assumes). The plan moves power in steps; under a ramp limit dispatch ramps it inside
+  reserve's ramp cap (``ramp · MarketConfig.reserve_full_activation_s``, the kernel's
+  reserve bound). The plan moves power in steps; under a ramp limit dispatch ramps it inside
   the step, so the executed power lags the plan by up to half a step's ramp.
 
 Scale: one variable block per agent and step, no aggregation, built as sparse COO
@@ -670,13 +670,15 @@ def problem_from_env(raw) -> BalancingProblem:
                            np.where(is_ev & ev["flexible"][:, min(1, n_steps - 1)],
                                     f.ev_baseline_rate_mw, 0.0))
         res_max = _floor_to_step(res_max, level_step_mw)
+        # under a ramp: what the DER reaches within the product's full activation time
+        # (the kernel's reserve bound; its first level past it is bid as the bound)
+        res_max = np.minimum(res_max, raw.kernel.reserve_ramp_cap_mw)
         res_min = np.zeros(n)
     else:
         res_max = res_min = standing.copy()
     # the ramp is not rounded to levels: the mask allows the first level past a ramp
     # bound and the kernel clips it to the bound (Kernel.power_mask), so any ramp step is
-    # biddable; the ramp does not bound a reserve bid (activated reserve ramps in at the
-    # DER's rate: dispatch._execute_ramped)
+    # biddable
     ramped = np.isfinite(lim.ramp_mw_per_s)
     ramp_mw = np.where(ramped, lim.ramp_mw_per_s * dt, np.inf)
     up_cost, down_cost = true_cost_per_mwh(f.kind, f.eta_charge, f.eta_discharge, c)

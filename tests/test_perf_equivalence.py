@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gridswarm_env.bus import AgentMessageBus, Lane
-from gridswarm_env.config import FleetConfig
+from gridswarm_env.config import FleetConfig, MarketConfig
 from gridswarm_env.fleet import (
     KIND_SOLAR,
     build_fleet,
@@ -270,7 +270,10 @@ def _ref_bid_interval(k, fleet, now_s, committed, reserve, reserve_round, reserv
         hi = np.maximum(np.minimum(hi_res, hi_net) - base_eff - reserve, 0.0)
         leaves = is_ev & (fleet.departure_s < t1 + reserve_dur_s)
         hi = np.where(is_sol | leaves, 0.0, hi)
-        return np.zeros_like(hi), hi, base_eff   # (a ramp does not bound the reserve)
+        # a ramp bounds the reserve at what it reaches within the full activation time
+        full_s = MarketConfig().reserve_full_activation_s
+        hi = np.minimum(hi, np.maximum(k.arrays.ramp_mw_per_s * full_s - reserve, 0.0))
+        return np.zeros_like(hi), hi, base_eff
     lo = np.minimum(lo_net - base_eff - reserve, 0.0)
     hi = np.maximum(hi_net - base_eff - reserve, 0.0)
     gone = is_ev & ~plugged_next
@@ -287,11 +290,11 @@ def _ref_execute_ramped(fleet, ramp_mw_per_s, base, p_lo, p_hi, contract, reserv
     """dispatch._execute_ramped's equations, one agent-array per sub-step."""
     pdt = dt / n_sub
     r = ramp_mw_per_s * pdt
-    x, q, p, e = p_prev, [], [], None
+    qs, q, p, e = p_prev, [], [], None
     for s in range(n_sub):
         a = np.clip((t0 + pdt * s + pdt - activation) / pdt, 0.0, 1.0)
         planned = contract + reserve * a
-        qs = np.clip(planned, np.minimum(x, 0.0) - r, np.maximum(x, 0.0) + r)
+        qs = np.clip(planned, np.minimum(qs, 0.0) - r, np.maximum(qs, 0.0) + r)
         x = np.clip(qs, p_lo, p_hi)
         q.append(qs)
         p.append(x)

@@ -36,7 +36,8 @@ def _env(scenario: str, dt_s: float, limits, n_agents: int = 100):
                                       config=EnvConfig(dt_s=dt_s), limits=limits).unwrapped
 
 
-def _one_battery(ramp_mw_per_s: float) -> tuple[FleetState, Kernel]:
+def _one_battery(ramp_mw_per_s: float, reserve_full_activation_s: float = 1.0
+                 ) -> tuple[FleetState, Kernel]:
     """A 2.5 MW / 10 MWh battery at 50 %, SoC floor 10 % (levels 0.25 MW apart), dt_s = 1."""
     fleet = FleetState(
         kind=np.array([KIND_SOLAR, KIND_BATTERY, KIND_EV], dtype=np.int8),
@@ -52,7 +53,8 @@ def _one_battery(ramp_mw_per_s: float) -> tuple[FleetState, Kernel]:
         solar_forecast_mw=np.zeros(3))
     limits = Limits(per_kind={"solar": DerLimits(), "ev": DerLimits(),
                               "battery": DerLimits(soc_min=0.1, ramp_mw_per_s=ramp_mw_per_s)})
-    return fleet, Kernel(limits, ["solar_000", "battery_000", "ev_000"], fleet, 21, 1.0)
+    return fleet, Kernel(limits, ["solar_000", "battery_000", "ev_000"], fleet, 21, 1.0,
+                         reserve_full_activation_s)
 
 
 @pytest.mark.parametrize("committed, allowed, bid_mw", [
@@ -102,19 +104,27 @@ def test_a_bound_the_ramp_does_not_set_is_not_passed() -> None:
     assert unlimited.ramp_edges is None
 
 
-def test_a_ramp_limit_does_not_bound_the_reserve_bid() -> None:
-    """Activated reserve ramps in at the DER's rate (dispatch._execute_ramped), so a
-    ramp limit no longer bounds a reserve bid: with 0.2 MW/s the reserve round allows the
-    battery's headroom (2.5 MW; 2.3 MW with 0.2 MW held: level +9, 2.25 MW), where it
-    was capped at one step's ramp (0.2 MW: level +1 bid as 0.2 MW; with 0.2 MW held,
-    level 0 only)."""
-    fleet, kernel = _one_battery(0.2)
-    for held, top, bid in ((0.0, 20, 2.5), (0.2, 19, 2.25)):
+@pytest.mark.parametrize("full_activation_s, cases", [
+    # 0.2 MW/s × 1 s: 0.2 MW (level +1 bid as 0.2 MW); with 0.2 MW held, nothing more
+    (1.0, ((0.0, [10, 11], 0.2), (0.2, [10], 0.0))),
+    # 0.2 MW/s × 60 s = 12 MW: the headroom binds (2.5 MW; 2.3 MW held 0.2: level +9)
+    (60.0, ((0.0, list(range(10, 21)), 2.5), (0.2, list(range(10, 20)), 2.25))),
+])
+def test_a_ramp_limit_bounds_the_reserve_bid_by_the_full_activation_time(
+        full_activation_s: float, cases) -> None:
+    """A DER under a ramp ``r`` holds at most ``r · MarketConfig.reserve_full_activation_s``
+    of reserve (what it delivers within the product's full activation time), its first
+    level past that bound bid as the bound. (Before: a reserve bid was not bounded by the
+    ramp at all, so 0.05 MW/s batteries sold the whole 100 MW target that could not arrive
+    before the nadir: 59.378 Hz, 0.648 MWh unserved, 0 $ penalty, and the operator
+    requested no energy for the lag.)"""
+    fleet, kernel = _one_battery(0.2, full_activation_s)
+    for held, allowed, bid in cases:
         lo, hi = kernel.bid_interval(fleet, now_s=0.0, committed_p_mw=np.zeros(3),
                                      reserve_mw=np.array([0.0, held, 0.0]), reserve_round=True,
                                      reserve_duration_s=60.0)
         mask = kernel.power_mask(lo, hi, kernel.ramp_edges)
-        assert np.flatnonzero(mask[1]).tolist() == list(range(10, top + 1))
+        assert np.flatnonzero(mask[1]).tolist() == allowed
         _, power, _ = kernel.enforce(np.array([10, 20, 10]), mask, lo, hi)
         assert power[1] == pytest.approx(bid)
 
@@ -178,10 +188,11 @@ def test_batteries_under_a_small_ramp_hold_reserve_in_emergency() -> None:
     """``emergency``, battery and EV ramps 0.2 MW/s at ``dt_s`` = 0.5: a reserve bid
     (at most one step's ramp, 0.1 MW) was below one level, so no DER could bid reserve
     (0.28 MW activated within 100 ms of the trip, 3.01 of 3.06 MWh unserved); then every
-    battery held 0.1 MW (7 MW in all, counted in full within 100 ms). Now the reserve
-    ramps in at 0.2 MW/s from activation, so the ramp no longer caps it: the whole
-    100 MW target is held (up to 3.86 MW by one battery), 0.76 MW of it delivered within
-    100 ms (heuristic; 0.16 MWh unserved)."""
+    battery held 0.1 MW; then the ramp did not bound reserve at all and the whole 100 MW
+    target was sold though it ramped in at 0.2 MW/s. Now each holder holds what it reaches
+    within the product's 1 s full activation time, 0.2 MW (first level past the bound bid
+    as the bound): 14 MW held, 0.90 MW delivered within 100 ms, and the operator buys
+    energy for the rest after the trip (heuristic; 0.14 MWh unserved)."""
     env = _env("emergency", 0.5, {"battery": {"ramp_mw_per_s": 0.2},
                                   "ev": {"ramp_mw_per_s": 0.2}})
     held = []
@@ -189,9 +200,9 @@ def test_batteries_under_a_small_ramp_hold_reserve_in_emergency() -> None:
                     on_step=lambda raw, info: held.append(raw.reserve_standing_mw().copy())
                     ).metrics
     most = np.max(held, axis=0)
-    assert most.sum() == pytest.approx(100.0)
-    assert most.max() > 1.0                       # far above one step's ramp (0.1 MW)
+    assert most.max() == pytest.approx(0.2)        # 0.2 MW/s × 1 s, bid as the bound
     holders = np.count_nonzero(most)
+    assert most.sum() == pytest.approx(0.2 * holders) and holders > 50
     assert 0.5 < m["emergency_response_mw_100ms"] <= holders * 0.2 * 0.1 + 1e-9
     assert m["unserved_energy_mwh"] < 0.2
     assert m["executed_violations"] == 0
@@ -211,10 +222,10 @@ def test_a_small_ramp_holds_under_adversarial_levels(make_env, checked_run, powe
 
 
 def test_the_oracle_plans_the_reserve_the_kernel_lets_it_bid_under_a_ramp() -> None:
-    """The oracle capped its reserve at one step's ramp (``ramp_mw_per_s·dt_s``, here
-    0.1 MW) per ramped DER, as the kernel's reserve bound did when a reserve activated in
-    full at once. Activated reserve now ramps in at the DER's rate, the kernel no longer
-    caps it, and neither does the oracle: its reserve bounds are those without a ramp."""
+    """The oracle caps its reserve as the kernel's reserve bound does: under a ramp at
+    ``ramp_mw_per_s · reserve_full_activation_s`` (0.2 MW/s × 1 s), without one at the
+    power headroom. (It capped at one step's ramp, 0.1 MW at ``dt_s`` 0.5, when reserve
+    activated in full at once; then not at all.)"""
     from policies.oracle import problem_from_env
 
     env = _env("emergency", 0.5, {"battery": {"ramp_mw_per_s": 0.2},
@@ -224,8 +235,10 @@ def test_the_oracle_plans_the_reserve_the_kernel_lets_it_bid_under_a_ramp() -> N
     free = _env("emergency", 0.5, {})
     free.reset(seed=0)
     unramped = problem_from_env(free.unwrapped)
-    assert np.array_equal(problem.reserve_max_mw, unramped.reserve_max_mw)
-    assert problem.reserve_max_mw.max() > 1.0
+    np.testing.assert_array_equal(problem.reserve_max_mw,
+                                  np.minimum(unramped.reserve_max_mw, 0.2 * 1.0))
+    assert unramped.reserve_max_mw.max() > 1.0
+    assert problem.reserve_max_mw.max() == 0.2
 
 
 def test_the_same_ramp_limit_answers_the_trip_alike_at_every_step_length() -> None:
@@ -233,10 +246,10 @@ def test_the_same_ramp_limit_answers_the_trip_alike_at_every_step_length() -> No
     changed at once at its dispatch sub-step and reserve was capped at one step's ramp:
     34.9 / 63.9 / 100.0 MW held at ``dt_s`` 0.5 / 1 / 2, all counted by
     ``emergency_response_mw_100ms``, nadir 59.673 / 59.764 / 59.972 Hz. Now power ramps
-    sub-step by sub-step and the 100 ms figure counts reserve delivered at the window's
-    end: 100 MW held by 60 holders at every ``dt_s``, 3.81 / 3.94 / 4.04 MW delivered in
-    100 ms (5.21 / 5.43 / 5.65 MW read at the sub-step holding the window's end before),
-    nadir 59.668 / 59.667 / 59.669 Hz."""
+    sub-step by sub-step, the 100 ms figure counts reserve delivered at the window's end
+    and each holder holds what it reaches within the reserve's 1 s full activation time
+    (1 MW): 63.9 MW held at every ``dt_s``, 4.51 / 4.71 / 4.63 MW delivered in 100 ms,
+    nadir 59.699 / 59.700 / 59.701 Hz."""
     nadir, fast = [], []
     ramp = {k: {"ramp_mw_per_s": 1.0} for k in ("battery", "solar", "ev")}
     for dt_s in (0.5, 1.0, 2.0):
@@ -256,7 +269,7 @@ def test_the_100_ms_figure_under_a_ramp_is_the_power_at_the_window_end() -> None
     """``emergency``, 100 agents, heuristic, seed 0, 1 MW/s on batteries and EVs: each
     holder's activation delay after the trip is the same wherever the trip falls in the
     step grid, and so is the reserve delivered at trip + 100 ms, ``Σ min(R, r·(t_e − t_a))``
-    (3.94 MW). Before, the figure read each holder's power in the 50 ms sub-step holding
+    (4.71 MW from 70 holders of 1 MW each). Before, the figure read each holder's power in the 50 ms sub-step holding
     the window's end: 5.43 / 7.53 / 8.03 MW for trips at 10.0 / 10.52 / 10.013 s, above the
     6 MW that 60 holders at 1 MW/s could deliver in 100 ms. A ramp limit on a kind that
     holds no reserve (solar) leaves the figure at the unlimited 100 MW (94.6 MW before:
