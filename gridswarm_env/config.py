@@ -74,6 +74,9 @@ MAX_PRICE_WHY = "$10 000 per kWh, about 1 100 x ERCOT's former 9 000 $/MWh offer
 #: RewardConfig.scale, reward units per $: the default 100 gives rewards of order 0.1-10 per
 #: step; 10 000 x more is past any useful normalisation
 MAX_REWARD_SCALE = 1e6
+#: the grid's nominal frequency, Hz: the environment's KPIs and rewards are defined on a
+#: 60 Hz grid (``metrics.NOMINAL_HZ`` is this one, defined here as BAND_HZ below)
+NOMINAL_HZ = 60.0
 #: the NERC frequency band, ±0.05 Hz around 60 Hz (59.95-60.05 Hz): the KPIs' band
 #: (``metrics.BAND_HZ`` is this one: metrics imports config, so it is defined here) and
 #: the default of RewardConfig.band_hz, the grid term's unit of deviation
@@ -688,6 +691,15 @@ class EnvConfig:
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{owner}.{name}: expected a {kind.__name__}, got "
                                  f"{type(getattr(self, name)).__name__}")
+        if self.grid.nominal_freq_hz != NOMINAL_HZ:
+            # the KPIs (metrics: NOMINAL_HZ and the NERC band) and the reward's grid term
+            # measure deviations from 60 Hz: at 50 Hz every sample would be 10 Hz "off"
+            raise ValueError(
+                f"{owner}.grid.nominal_freq_hz = {self.grid.nominal_freq_hz!r}: the "
+                f"environment's KPIs and rewards are defined on a {NOMINAL_HZ:g} Hz grid "
+                f"(NERC band {NOMINAL_HZ - BAND_HZ:g}-{NOMINAL_HZ + BAND_HZ:g} Hz); only "
+                f"{NOMINAL_HZ:g} is supported (GridParams, GridModel and step_response "
+                "alone accept any nominal frequency)")
         pdt = self.grid.physics_dt_s
         check_substeps(owner, self.dt_s, "grid.physics_dt_s", pdt)
         if self.rocof_window_s is not None:

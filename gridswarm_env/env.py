@@ -109,7 +109,7 @@ from gridswarm_env.fleet import (
 )
 from gridswarm_env.grid import GridModel
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
-from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, MetricsAccumulator
+from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package's name)
     OBS_DIM,
     OBS_FIELDS,
@@ -309,15 +309,6 @@ class GridSwarmEnv(ParallelEnv):
                          tuple(self.metadata["render_modes"]))
         if cfg.audit_path is not None:
             check_new_audit_file(cfg.audit_path, "EnvConfig.audit_path =")
-        if cfg.grid.nominal_freq_hz != NOMINAL_HZ:
-            # the KPIs (metrics.NOMINAL_HZ and the NERC band) and the reward's grid term
-            # measure deviations from 60 Hz: at 50 Hz every sample would be 10 Hz "off"
-            raise ValueError(
-                f"EnvConfig.grid.nominal_freq_hz = {cfg.grid.nominal_freq_hz!r}: the "
-                f"environment's KPIs and rewards are defined on a {NOMINAL_HZ:g} Hz grid "
-                f"(NERC band {NOMINAL_HZ - BAND_HZ:g}-{NOMINAL_HZ + BAND_HZ:g} Hz); only "
-                f"{NOMINAL_HZ:g} is supported (GridParams, GridModel and step_response "
-                "alone accept any nominal frequency)")
         self.config = cfg
         # the scenario given, and the one the current episode plays (drawn at reset when
         # the base has jitter; the base itself until the first reset)

@@ -70,10 +70,10 @@ from typing import Any
 
 import numpy as np
 
-from gridswarm_env.config import BAND_HZ, CostConfig, rocof_window_substeps
+from gridswarm_env.config import BAND_HZ, NOMINAL_HZ, CostConfig, rocof_window_substeps
 from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, kind_selector
 
-NOMINAL_HZ = 60.0
+# NOMINAL_HZ (60 Hz) is config.NOMINAL_HZ: EnvConfig refuses another nominal frequency
 # BAND_HZ, the NERC frequency band 59.95-60.05 Hz, is config.BAND_HZ (also the reward's)
 SETTLE_HZ = BAND_HZ     # stabilization: back inside the NERC band for good (a tighter
 # 0.02 Hz threshold was within reach of the ambient load noise: a run that never left the
