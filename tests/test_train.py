@@ -120,6 +120,11 @@ def test_rocof_and_largest_deviation_are_logged_and_documented():
     for tag in KPI_TAGS:
         if tag.startswith("grid/"):
             assert f"`{tag}`" in doc, tag
+    # and the tags written outside KPI_TAGS: the episode count and the cloning's statistics
+    # (train.bc.behaviour_clone's bc_* keys, written as bc/*)
+    for tag in ("grid/episodes", "bc/nll", "bc/value_mse", "bc/accuracy_power",
+                "bc/accuracy_price"):
+        assert f"`{tag}`" in doc, tag
 
 
 def test_nadir_and_emergency_kpis_are_logged_per_scenario():

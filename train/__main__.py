@@ -9,7 +9,7 @@ Examples::
 With ``--resume`` the PPO flags you do not pass keep the checkpoint's values; those
 you pass are applied (``--net-arch`` must equal the checkpoint's: the network's shape
 cannot change). So do the environment and reward flags (``--scenario``,
-``--randomize``/``--no-randomize``, ``--agents``,
+``--randomize``/``--no-randomize``, ``--agents``, ``--envs``,
 ``--limits``, ``--reward``, ``--marginal-weight``, ``--reward-scale``,
 ``--reward-clip``), which every model saved now stores (a model that stores none, such
 as the shipped ``gridswarm_ppo.zip`` and ``gridswarm_dagger.zip``, needs ``--randomize``
@@ -53,8 +53,8 @@ from pathlib import Path
 
 from gridswarm_env.config import TRUST_MODES
 from gridswarm_env.scenarios import randomize_text, scenario_names
-from policies.cli_checks import OneLineParser, OutputError, integer_type
-from train.config import REWARD_FIELDS, REWARD_MODES, TEACHERS, TrainConfig
+from policies.cli_checks import OneLineParser, OutputError, integer_type, one_line_warnings
+from train.config import MAX_ROLLOUT, REWARD_FIELDS, REWARD_MODES, TEACHERS, TrainConfig
 
 DEFAULTS = TrainConfig()
 #: (flag destination, TrainConfig field) of the PPO flags: their argparse default is
@@ -76,7 +76,7 @@ PPO_FIELDS_WITHOUT_FLAG = ("gae_lambda", "vf_coef", "max_grad_norm")
 #: (:data:`~train.config.ENV_FIELDS`): argparse default None ("not given"), filled from
 #: the checkpoint with --resume (when it stores them), else from DEFAULTS.
 ENV_FLAGS = (("scenario", "scenario"), ("randomize", "randomize"),
-             ("agents", "n_agents"), ("limits", "limits"),
+             ("agents", "n_agents"), ("envs", "n_envs"), ("limits", "limits"),
              ("reward", "reward"), ("marginal_weight", "marginal_weight"),
              ("reward_scale", "reward_scale"), ("reward_clip", "reward_clip"))
 
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
            "the checkpoint's; a changed reward is warned about); no behaviour cloning")
     a("--seed", type=_INT, default=DEFAULTS.seed, help="random seed (default: %(default)s)")
     a("--agents", type=_INT, default=None, help=_resume_help("agents per env", DEFAULTS.n_agents))
-    a("--envs", type=_INT, default=DEFAULTS.n_envs, help="env copies stacked (default: %(default)s)")
+    a("--envs", type=_INT, default=None, help=_resume_help("env copies stacked", DEFAULTS.n_envs))
     a("--checkpoint-every", type=_INT, default=DEFAULTS.checkpoint_every, metavar="N",
       help="checkpoint every N agent-steps, 0 = never (default: %(default)s)")
     a("--eval-every", type=_INT, default=DEFAULTS.eval_every, metavar="N",
@@ -343,7 +343,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
                              f"{{{','.join(TEACHERS)}}}; add it or drop "
                              f"{'them' if many else 'it'}")
     config = TrainConfig(
-        total_timesteps=args.timesteps, n_envs=args.envs, trust=args.trust, seed=args.seed,
+        total_timesteps=args.timesteps, trust=args.trust, seed=args.seed,
         logdir=args.logdir, out=args.out, overwrite=args.overwrite,
         resume=args.resume, checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every, eval_seeds=args.eval_seeds,
@@ -484,8 +484,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint = saved_env = None
         if args.resume is not None:
             # the other flags first (no torch yet); not --limits: the file is read once,
-            # by the config the run uses
-            config_from_args(argparse.Namespace(**{**vars(args), "limits": None}), argv)
+            # by the config the run uses; nor --batch-size, whose check against the
+            # rollout needs the checkpoint's --n-steps and --envs (one rollout: no check)
+            config_from_args(argparse.Namespace(**{**vars(args), "limits": None,
+                                                   "batch_size": MAX_ROLLOUT}), argv)
             from train.trainer import checkpoint_settings
 
             checkpoint, saved_env = checkpoint_settings(args.resume)
@@ -515,7 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from train.trainer import train  # torch loads only for a valid command
 
-        path = train(config, notes=note)
+        # e.g. a fleet too small for every DER kind: one line, once (as evaluate.py's),
+        # not Python's format for each environment built (training and evaluation)
+        with one_line_warnings(parser.prog):
+            path = train(config, notes=note)
     except TrainingError as exc:   # failed once started: not a usage error
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1

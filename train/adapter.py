@@ -82,13 +82,18 @@ agents it outweighs each agent's own terms (``price_spike``, heuristic, seed 0: 
 the agents' own mean |r| at 100 agents, 54 % at 1 000; see
 :class:`~gridswarm_env.config.RewardConfig`). At
 100 agents, heuristic and random play (seeds 0-1, the three scenarios) gave per-step
-standard deviations of 0.2-6.4 and ``|r| <= 46``; at 20 agents about 5x that, at 3
-agents up to ~200. An EV leaving short of its departure energy costs 300 $/MWh of the
-shortfall (x 100) at once, ~10⁵ for a 100-agent EV agent leaving at its initial
+standard deviations of 0.2-6.4 and ``|r| <= 46``; at 20 agents about 5x that (``|r| <=
+215``), and at 1-3 agents up to ~1 000 under random play in ``price_spike`` (1 070 and
+951 at 1 agent, 992 and 952 at 3, seeds 0 and 1; heuristic play <= 222 in every
+scenario): scaled by 0.01 that is up to 10.7, so at 1-3 agents the default clip of 10
+binds now and then under poor play even on the environment's reward (1 of the 300
+agent-steps of random ``price_spike`` at 1 agent, seed 0, 0.33 %; none at 2-3 agents or
+20, nor under the heuristic). An EV leaving short of its departure energy costs 300 $/MWh
+of the shortfall (x 100) at once, ~10⁵ for a 100-agent EV agent leaving at its initial
 SoC (the fleet's median shortfall, seed 0; up to ~3·10⁵); with the default :class:`~gridswarm_env.config.FleetConfig` no EV leaves
 within the shipped scenarios (their departures are hours away), so there the default
-clip does not bind on the environment's reward: it guards configurations whose EVs do
-leave. It does bind on ``reward="marginal"`` under poor play, whose value-of-lost-load
+clip binds on the environment's reward only in those rare 1-agent steps: it guards
+configurations whose EVs do leave. It does bind on ``reward="marginal"`` under poor play, whose value-of-lost-load
 term is largest when load goes unserved (``price_spike``, seed 0, random play, scale
 0.01: max |r| 11 at 100 agents, 0.02 % of agent-steps above 10; 45 at 20 agents, 8 %;
 heuristic play stays below 0.2): scale ``reward_scale`` with ``n_agents`` or raise the

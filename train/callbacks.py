@@ -247,11 +247,15 @@ class SystemCostEvaluation(BaseCallback):
         every = check_int_at_least(owner, "every", every, 1)
         n_seeds = check_eval_seeds(owner, "n_seeds", n_seeds)
         self.echo = echo
+        from gridswarm_env.config import EnvConfig
         from gridswarm_env.env import GridSwarmEnv
         from gridswarm_env.scenarios import randomized
 
+        # nobody reads their audit entries (~1 MB per price_spike episode at 100 agents,
+        # kept for the run): only the chain's head, as the training environments
         self.envs = {name: GridSwarmEnv(scenario=randomized(name) if randomize else name,
-                                        n_agents=n_agents, trust="hmac", limits=limits)
+                                        n_agents=n_agents, trust="hmac", limits=limits,
+                                        config=EnvConfig(audit_keep_entries=False))
                      for name in scenarios}
         self.every = every
         self.seeds = [EVAL_SEED_BASE + k for k in range(n_seeds)]

@@ -61,12 +61,15 @@ MAX_LAYER_SIZE = 4096
 #: buffer keeps ~0.3 kB for each (observation, action mask, value, advantage...)
 MAX_ROLLOUT = 10_000_000
 #: fields of :class:`TrainConfig` that define the environment and the reward the policy
-#: learns: every model ``train`` saves (the model, checkpoints, the best model) stores
-#: them (:meth:`TrainConfig.env_settings`), and ``python -m train --resume`` takes them
-#: from the checkpoint for every flag not given (``limits_sha256``, which has no flag, is
-#: checked instead: a resume on the checkpoint's limits file refuses other bytes).
-ENV_FIELDS = ("scenario", "randomize", "n_agents", "limits", "limits_sha256", "reward",
-              "marginal_weight", "reward_scale", "reward_clip")
+#: learns, and ``n_envs`` (the copies stacked: the rollout's size and, with scenario
+#: "all", its mix of scenarios): every model ``train`` saves (the model, checkpoints, the
+#: best model) stores them (:meth:`TrainConfig.env_settings`), and ``python -m train
+#: --resume`` takes them from the checkpoint for every flag not given
+#: (``limits_sha256``, which has no flag, is checked instead: a resume on the
+#: checkpoint's limits file refuses other bytes). A checkpoint saved before ``n_envs``
+#: was stored resumes with 1 copy unless ``--envs`` is given.
+ENV_FIELDS = ("scenario", "randomize", "n_agents", "n_envs", "limits", "limits_sha256",
+              "reward", "marginal_weight", "reward_scale", "reward_clip")
 #: the subset of :data:`ENV_FIELDS` that defines the reward (a resumed model's critic
 #: has learned its values): ``python -m train`` warns when a resume changes one.
 REWARD_FIELDS = ("reward", "marginal_weight", "reward_scale", "reward_clip")
@@ -113,6 +116,35 @@ def check_step_size(owner: str, name: str, value: Any) -> float:
     Above 1 is no setting Adam or PPO is used with: refused before training (--lr 1e308
     failed only once the weights had gone non-finite)."""
     return check_range(owner, name, value, 0.0, 1.0, lo_open=True)
+
+
+def minibatch_size(batch_size: int, rollout: int) -> int:
+    """The minibatch PPO trains with: ``batch_size`` capped at one rollout (the cap
+    applies per run: a resumed model keeps the size asked for, not the capped one)."""
+    return min(batch_size, rollout)
+
+
+def lone_sample_problem(n_steps: int, n_envs: int, n_agents: int,
+                        batch_size: int) -> str | None:
+    """Why these settings would make every PPO update fail, or None: a rollout of
+    ``n_steps x n_envs x n_agents`` agent-steps that leaves exactly one sample after its
+    full minibatches of :func:`minibatch_size`. MaskablePPO (sb3-contrib 2.9) normalizes
+    each minibatch's advantages by their standard deviation, which is NaN for one sample
+    (SB3's own PPO skips the normalization there): the first update makes every weight
+    NaN and the run fails with torch's "probability tensor contains ... nan"."""
+    rollout = n_steps * n_envs * n_agents
+    size = minibatch_size(batch_size, rollout)
+    if rollout % size != 1:
+        return None
+    below = next((b for b in range(size - 1, 1, -1) if rollout % b != 1), None)
+    above = next((b for b in range(size + 1, rollout + 1) if rollout % b != 1), None)
+    fits = [b for b in (below, above) if b is not None]   # the nearest on each side
+    return (f"a rollout of n_steps {n_steps} x n_envs {n_envs} x n_agents {n_agents} = "
+            f"{rollout:,} agent-steps leaves a last minibatch of one sample after its "
+            f"full minibatches of {size:,}, and MaskablePPO normalizes a minibatch's "
+            "advantages by their standard deviation (NaN for one sample): the first "
+            "update would make every weight NaN. Use batch_size "
+            f"{' or '.join(f'{b}' for b in fits)}, or another n_steps, n_envs or n_agents")
 
 
 def record_suffix_problem(out: str) -> str | None:
@@ -186,9 +218,11 @@ class TrainConfig:
         beyond any bid's control (the same under every policy); unclipped, these spikes
         dominate the critic's loss and the normalized advantages. With the default fleet
         no EV leaves within the shipped scenarios and the scaled rewards stay below ~0.5
-        at 100 agents (they scale as ``1/n_agents``), so on the env reward the default
-        clip binds only in configurations whose EVs leave; on ``reward="marginal"`` it
-        binds under poor play with few agents (see :mod:`train.adapter`, *Reward scale*).
+        at 100 agents (they scale as ``1/n_agents``; up to ~10 at 1-3 agents under random
+        play), so on the env reward the default clip binds in configurations whose EVs
+        leave and, rarely, under poor play with 1-3 agents (1 of 300 random
+        ``price_spike`` steps at 1 agent); on ``reward="marginal"`` it binds under poor
+        play with few agents (see :mod:`train.adapter`, *Reward scale*).
     :param learning_rate: Adam step size of PPO.
     :param n_steps: steps per slot per rollout (rollout = ``n_steps · num_envs`` samples).
     :param batch_size: PPO minibatch size (samples).
@@ -328,6 +362,11 @@ class TrainConfig:
                 f"n_agents = {rollout:,} agent-steps; at most {MAX_ROLLOUT:,} (PPO's "
                 "rollout buffer keeps ~0.3 kB for each)")
         check_int_at_least(owner, "batch_size", self.batch_size, 2)
+        if self.total_timesteps:   # a cloning-only run makes no PPO update
+            problem = lone_sample_problem(self.n_steps, self.n_envs, self.n_agents,
+                                          self.batch_size)
+            if problem:
+                raise ValueError(f"{owner}.batch_size = {self.batch_size!r}: {problem}")
         check_int_at_least(owner, "n_epochs", self.n_epochs, 1)
         check_range(owner, "gamma", self.gamma, 0.0, 1.0)
         check_range(owner, "gae_lambda", self.gae_lambda, 0.0, 1.0)

@@ -47,7 +47,7 @@ from policies.learned import (
     using_torch_threads,
 )
 from train.adapter import GridSwarmVecEnv
-from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig
+from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig, minibatch_size
 from train.errors import Terminated, TrainingError
 
 
@@ -86,7 +86,7 @@ def make_model(config: TrainConfig, venv: GridSwarmVecEnv):
     arch = list(config.net_arch)
     return MaskablePPO(
         "MlpPolicy", venv, learning_rate=config.learning_rate, n_steps=config.n_steps,
-        batch_size=min(config.batch_size, config.n_steps * venv.num_envs),
+        batch_size=minibatch_size(config.batch_size, config.n_steps * venv.num_envs),
         n_epochs=config.n_epochs, gamma=config.gamma, gae_lambda=config.gae_lambda,
         clip_range=config.clip_range, ent_coef=config.ent_coef, vf_coef=config.vf_coef,
         max_grad_norm=config.max_grad_norm, target_kl=config.target_kl,
@@ -121,6 +121,24 @@ def model_hyperparameters(model) -> dict[str, Any]:
 ENV_SETTINGS_ATTR = "gridswarm_env_settings"
 
 
+#: attribute of a saved model holding the ``batch_size`` its run asked for: the model's own
+#: ``batch_size`` is the one it trained with, capped at one rollout
+#: (:func:`~train.config.minibatch_size`); a resume with a larger rollout (more agents,
+#: copies or steps) takes the size asked for, capped at its own rollout
+BATCH_SIZE_ATTR = "gridswarm_batch_size"
+
+
+def resumable_hyperparameters(model) -> dict[str, Any]:
+    """:func:`model_hyperparameters` of ``model``, with the ``batch_size`` its run asked
+    for (:data:`BATCH_SIZE_ATTR`) where it stores one, not the one capped at that run's
+    rollout: the settings ``python -m train --resume`` starts from."""
+    settings = model_hyperparameters(model)
+    asked = getattr(model, BATCH_SIZE_ATTR, None)
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked >= 2:
+        settings["batch_size"] = asked
+    return settings
+
+
 def model_env_settings(model) -> dict[str, Any] | None:
     """The environment and reward settings (:data:`~train.config.ENV_FIELDS`) ``model``
     was trained with, or None for a model saved without them (built outside ``train``
@@ -133,7 +151,7 @@ def model_env_settings(model) -> dict[str, Any] | None:
 
 
 def checkpoint_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(:func:`model_hyperparameters`, :func:`model_env_settings`) of a saved model,
+    """(:func:`resumable_hyperparameters`, :func:`model_env_settings`) of a saved model,
     loaded once.
 
     :raises ValueError: missing, corrupt or incompatible file (the message says which).
@@ -141,17 +159,17 @@ def checkpoint_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any
     from policies.learned import load_maskable_ppo
 
     model = load_maskable_ppo(path)
-    return model_hyperparameters(model), model_env_settings(model)
+    return resumable_hyperparameters(model), model_env_settings(model)
 
 
 def checkpoint_hyperparameters(path: str | Path) -> dict[str, Any]:
-    """:func:`model_hyperparameters` of a saved model.
+    """:func:`resumable_hyperparameters` of a saved model.
 
     :raises ValueError: missing, corrupt or incompatible file (the message says which).
     """
     from policies.learned import load_maskable_ppo
 
-    return model_hyperparameters(load_maskable_ppo(path))
+    return resumable_hyperparameters(load_maskable_ppo(path))
 
 
 def load_model(path: str | Path, venv: GridSwarmVecEnv | None = None, **changes: Any):
@@ -226,7 +244,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
 
     Writes ``<model>.json`` beside the model (see the module docstring); its
     ``config`` holds the PPO settings read back from the model, i.e. the ones really
-    used (e.g. ``batch_size`` capped at one rollout, a resumed model's values).
+    used (e.g. ``batch_size`` capped at one rollout, a resumed model's values), and
+    ``batch_size_requested``, the size asked for (stored in the model,
+    :data:`BATCH_SIZE_ATTR`: a resume caps it at its own rollout).
 
     :param config: the run's settings.
     :param callbacks: extra SB3 callbacks, run after the grid-KPI and checkpoint ones
@@ -319,7 +339,9 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
                                   "scenario_randomization": _randomization(config)}
         if config.resume:
             changes = {name: getattr(config, name) for name in RESUMABLE_FIELDS}
-            changes["batch_size"] = min(config.batch_size, config.n_steps * venv.num_envs)
+            # capped at this run's rollout; the size asked for is stored (BATCH_SIZE_ATTR)
+            changes["batch_size"] = minibatch_size(config.batch_size,
+                                                   config.n_steps * venv.num_envs)
             try:
                 model = load_model(config.resume, venv, net_arch=config.net_arch, **changes)
             except ValueError:
@@ -347,9 +369,11 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         else:
             model = make_model(config, venv)
         setattr(model, ENV_SETTINGS_ATTR, config.env_settings())   # saved with every model
+        setattr(model, BATCH_SIZE_ATTR, int(config.batch_size))
         setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))   # checked by policies.learned
         used = model_hyperparameters(model)
-        record["config"].update(used, net_arch=list(used["net_arch"]))
+        record["config"].update(used, net_arch=list(used["net_arch"]),
+                                batch_size_requested=int(config.batch_size))
         run_dir.mkdir(parents=True, exist_ok=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         _configure_logger(model, run_dir, config.verbose)
@@ -403,8 +427,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         if evaluation is not None and not config.total_timesteps:
             stage = "evaluation"
             evaluation.init_callback(model)   # cloning only: judge the cloned model once
-            evaluation.evaluate()
-            model.logger.dump(int(model.num_timesteps))
+            evaluation.evaluate()   # writes its scalars itself (a dump: an empty csv row)
     except KeyboardInterrupt as stop:
         interrupted, stopped_by = True, stop
     except Exception as exc:   # e.g. torch sampling from the NaN logits of a diverged network
