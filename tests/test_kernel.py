@@ -983,3 +983,37 @@ def test_a_ramp_limited_bid_keeps_the_ramp_a_pending_reserve_may_need() -> None:
                                      pending_reserve_mw=np.array([0.0, pending, 0.0]))
         assert hi[1] == pytest.approx(want, rel=1e-12, abs=1e-12)
         assert lo[1] == pytest.approx(-1.0, rel=1e-12)
+
+
+def test_the_environment_counts_an_executed_violation_that_reaches_the_fleet(
+        monkeypatch) -> None:
+    """Every other test asserts ``executed_violations == 0``, so the environment's counter
+    could be dropped unnoticed (code review: ``+= 0`` left the suite green). Here dispatch
+    is made to push one battery 1 MW past its discharge limit in one step: the post-step
+    check counts it once, in the step's info and in the episode's KPI, and nowhere else."""
+    import importlib
+
+    import gridswarm_env
+    from gridswarm_env.fleet import KIND_BATTERY
+    from policies import make_policy
+    from policies.rollout import run_episode
+
+    env_module = importlib.import_module("gridswarm_env.env")   # (gridswarm_env.env: the
+    real = env_module.execute                                   # AEC factory function)
+    calls = []
+
+    def over_discharging(fleet, kernel, **kw):
+        ex = real(fleet, kernel, **kw)
+        calls.append(1)
+        if len(calls) == 3:   # the third step only
+            j = int(np.flatnonzero(fleet.kind == KIND_BATTERY)[0])
+            net_max = ex.net_max_mw.copy()
+            net_max[j] = kernel.arrays.max_discharge_mw[j] + 1.0
+            ex = ex._replace(net_max_mw=net_max)
+        return ex
+
+    monkeypatch.setattr(env_module, "execute", over_discharging)
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=20, trust="hmac").unwrapped
+    result = run_episode(env, make_policy("heuristic"), seed=0, max_steps=6)
+    assert result.trace["executed_violations"] == [0, 0, 1, 0, 0, 0]
+    assert result.metrics["executed_violations"] == 1
