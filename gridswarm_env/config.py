@@ -246,7 +246,10 @@ def check_agent_limit(label: str, n_agents: int, sep: str = " = ") -> None:
 
 
 def store(config: Any, name: str, value: Any) -> None:
-    """Store a checked, normalized ``value`` on a frozen dataclass (from ``__post_init__``)."""
+    """Store a checked, normalized ``value`` on a frozen dataclass: for the configs' own
+    ``__post_init__`` only. It bypasses both the freeze and the validation, so calling it
+    on a built config (``store(EnvConfig(), "n_agents", -5)``) breaks the config's
+    guarantees; build a new config instead (``dataclasses.replace`` validates again)."""
     object.__setattr__(config, name, value)
 
 

@@ -96,11 +96,22 @@ class Scenario:
     """One episode's timeline and parameters (see the module docstring for the model).
 
     :param name: registry name.
+    :param description: what happens in the episode (shown by ``demo.py`` and the docs).
     :param episode_steps: number of agent steps (truncation after them).
     :param start_hour: local time of day at t = 0 (time features).
     :param base_load_mw: system load at t = 0, balanced by scheduled generation.
     :param load_step_mw: net-load change (+ rise, − fall, e.g. behind-the-meter PV).
+    :param load_step_start_s: when the load step starts, s.
+    :param load_ramp_s: over how long the load step ramps in, s (> 0).
     :param gen_follow: share of the load step the scheduled generation follows.
+    :param gen_delay_s: delay after ``load_step_start_s`` before the scheduled generation
+        starts to follow, s.
+    :param gen_ramp_s: over how long the scheduled generation ramps to follow, s (> 0).
+    :param load_noise_std_mw: stationary standard deviation of the load noise ε, MW.
+    :param load_noise_tau_s: correlation time of ε, s (AR(1) coefficient
+        ``exp(−LOAD_NOISE_SAMPLE_S / tau)``).
+    :param event_time_s: time of the contingency (the trip), s; ``inf``: none.
+    :param success: the scenario's success criterion, in words (evaluation reports).
     :param solar_irradiance_start, solar_irradiance_end: solar availability (fraction
         of rated PV) at t = 0 and from ``solar_ramp_s`` on (:meth:`irradiance`).
     :param solar_ramp_s: time over which the availability moves linearly from start to
@@ -143,6 +154,18 @@ class Scenario:
         ``j <= event_time_s`` (the environment also needs ``event_time_s − j > 2·dt_s``
         for a reserve round before the earliest trip). A derived ``disturbance_time_s``
         follows the drawn times; an explicit one is kept.
+
+    Defaults and the shipped values are assumptions of this project, chosen for a
+    legible episode rather than taken from one system's data: an 850 MW balancing area
+    on the grid's 1 000 MW base (``GridParams.system_base_mw``), so the 100 MW trip is
+    0.10 p.u.; load noise of 1.5 MW standard deviation (0.18 % of the load) correlated
+    over 20 s, minute-scale variability the DERs see as a moving requirement; scheduled
+    generation that answers a load step after 60 s and over 180 s, the time scale of
+    secondary control (AGC), compressed from the minutes of real dispatch (ENTSO-E's
+    aFRR fully activates within 5 min) so the DERs' window fits a 300 s episode; price
+    bands of 0-500 $/MWh (a scarcity evening), −50-50 $/MWh (a midday surplus, where
+    negative prices occur in solar-heavy markets such as CAISO) and 0-100 $/MWh (the
+    emergency's reserve rounds). The detection delay has its own paragraph above.
     """
 
     name: str
