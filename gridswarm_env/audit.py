@@ -9,7 +9,10 @@ the chain is intact (without ``--public-key``: self-consistent, see below); prin
 ``BROKEN at entry <i>: <problem> (<detail>)`` and exits 1 on the first altered, removed,
 inserted, reordered, truncated or malformed entry it can detect, and ``BROKEN: no
 entries (...)`` for an empty file; prints ``error: ...`` and exits 2 when the file is
-missing or unreadable or the command line is wrong. With ``--public-key`` (the
+missing or unreadable, is no regular file (a FIFO, a device such as ``/dev/zero``, a
+directory: refused before anything is read) or the command line is wrong. A line longer
+than 256 MiB or nesting JSON more than 64 levels deep, which the log never writes, is
+``malformed`` (not read further). With ``--public-key`` (the
 operator's raw Ed25519 public key, 64 hex digits), every signed head is checked and the
 file must end with the writer's *closing* head (the one ``env.close()`` signs, marked
 ``final`` inside the signed bytes), so a cut tail is reported as ``truncated``, also
@@ -22,7 +25,9 @@ count must be checked by hand. Without the key the chain is only self-consistent
 entry hashes are unkeyed: anyone can edit an entry and recompute the hashes and head
 fields after it, or cut the tail, and it still reads OK): the OK line says so and counts
 the file's heads per scheme as present, unchecked: for Ed25519 heads it says to pass the
-key (from whoever wrote the file, not the ``public_key`` field inside it); HMAC-signed
+key (from whoever wrote the file, through a channel the file's holder cannot write: not
+the ``public_key`` field inside it, nor a copy stored with it, as demo's ``--json``, which
+whoever re-signs the file can replace too); HMAC-signed
 heads (``AuditLog.sign_head`` with an hmac-mode registry) are checkable only with the
 HMAC key, in the process that wrote the file.
 
@@ -61,11 +66,14 @@ EXIT_BROKEN = 1
 EXIT_ERROR = 2
 
 
-#: where the operator's audit key comes from (it must come from the writer: the
-#: ``public_key`` field inside a signed head proves nothing, anyone can re-sign a file)
+#: where the operator's audit key comes from (it must come from the writer, through a
+#: channel the file's holder cannot write: the ``public_key`` field inside a signed head
+#: proves nothing, anyone can re-sign a file, and a copy stored beside the file, as
+#: demo's ``--json``, can be replaced with it)
 KEY_SOURCE = ("printed by `demo.py --audit` and returned by "
-              "env.unwrapped.operator_public_key_hex() in the process that wrote the file; "
-              "not the public_key written in the file")
+              "env.unwrapped.operator_public_key_hex() in the process that wrote the file, "
+              "reaching you by a channel the file's holder cannot write; not the public_key "
+              "written in the file, nor a copy stored with it")
 
 
 #: what an intact chain checked without a key shows (the entry hashes are unkeyed)

@@ -958,7 +958,8 @@ def test_format_verdict():
                           public_key_given=True) == (
         "OK: 3 entries, head ab; hash chain intact, ending with a head signed by the given "
         "key, but not closed: its last signed head is not the writer's closing head, so the "
-        "writer may still be running (or crashed), or the file was cut after its episode 1")
+        "writer may still be running (or crashed), or the file was cut after its 1st "
+        'episode ("episode": 0)')
     assert format_verdict(AuditVerification(True, None, None, "3 entries, head ab", 3, "ab",
                                             episodes=4), public_key_given=True) == (
         "OK: 3 entries, head ab; hash chain intact, ending with a head signed by the given "
@@ -1377,7 +1378,8 @@ def test_a_file_cut_right_after_an_earlier_episodes_head_is_not_reported_ok(tmp_
     result = verify_audit_file(cut, public_key=bytes.fromhex(key))
     assert (result.ok, result.index, result.problem) == (False, first + 1, "truncated")
     assert result.closed is False and result.episodes == 1
-    assert "the file was cut after its episode 1" in out and "--allow-open" in out
+    assert 'the file was cut after its 1st episode ("episode": 0)' in out
+    assert "--allow-open" in out
     # a writer still running between episodes: accepted on request, and the OK line says so
     running = verify_audit_file(cut, public_key=bytes.fromhex(key), allow_open=True)
     assert running.ok and running.closed is False and running.episodes == 1
@@ -1385,7 +1387,7 @@ def test_a_file_cut_right_after_an_earlier_episodes_head_is_not_reported_ok(tmp_
     assert capsys.readouterr().out.rstrip().endswith(
         "ending with a head signed by the given key, but not closed: its last signed head is "
         "not the writer's closing head, so the writer may still be running (or crashed), or "
-        "the file was cut after its episode 1")
+        'the file was cut after its 1st episode ("episode": 0)')
     # the whole file: heads of episodes 1 and 2, then env.close()'s closing head
     heads = [i for i, e in enumerate(entries) if e["kind"] == "head_signed"]
     assert heads == [first, len(entries) - 2, len(entries) - 1]

@@ -495,6 +495,38 @@ class TestContract:
         with pytest.raises(ValueError, match="at least"):
             Contract.from_canonical_bytes(data[:10])
 
+    @pytest.mark.parametrize("field", ["contract_id", "agent_id", "operator_id"])
+    @pytest.mark.parametrize("power", [0.25, 1], ids=["fast path", "detailed path"])
+    def test_an_id_utf8_cannot_encode_is_refused_naming_the_field(self, field, power):
+        """Security review: a lone surrogate built a contract on the fast path, whose
+        canonical_bytes() then raised UnicodeEncodeError; on the detailed path (an int
+        power) the constructor raised a bare UnicodeEncodeError naming no field."""
+        with pytest.raises(ValueError, match=rf"^{field}='x\\ud800' must be a non-empty str "
+                           r"of at most 65535 UTF-8 bytes: character 1 \('\\ud800', a lone "
+                           r"surrogate\) has no UTF-8 encoding$"):
+            sample_contract(**{field: "x\ud800"}, power_mw=power)
+        # non-ASCII ids that do encode are fine (the detailed path)
+        contract = sample_contract(**{field: "dér_ü€𝄞"}, power_mw=power)
+        assert Contract.from_canonical_bytes(contract.canonical_bytes()) == contract
+
+    def test_decoding_invalid_utf8_names_the_field(self):
+        """Security review: from_canonical_bytes raised a bare UnicodeDecodeError naming
+        no field for a string that is not UTF-8."""
+        data = bytearray(sample_contract().canonical_bytes())   # ...c-0-der_0-0der_0...
+        at = data.index(b"der_0operator")
+        data[at] = 0xFF
+        with pytest.raises(ValueError, match=r"^data's agent_id \(5 bytes at offset \d+\) is "
+                           r"not valid UTF-8 \(byte 0: invalid start byte\)"):
+            Contract.from_canonical_bytes(bytes(data))
+
+    def test_equal_contracts_may_encode_differently(self):
+        """As the Contract docstring says: -0.0 == 0.0, so equality (and hash) is not
+        encoding equality; verification uses the encoding."""
+        plus, minus = sample_contract(power_mw=0.0), sample_contract(power_mw=-0.0)
+        assert plus == minus and hash(plus) == hash(minus)
+        assert plus.canonical_bytes() != minus.canonical_bytes()
+        assert "Equality is not encoding equality" in Contract.__doc__
+
     def test_energy(self):
         contract = sample_contract(power_mw=3.6, window_start_s=0.0, window_end_s=10.0)
         assert contract.duration_s == 10.0

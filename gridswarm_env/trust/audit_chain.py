@@ -14,7 +14,9 @@ first). A ``contract_signed`` entry records what was signed as ``contracts_sha25
 (:func:`~gridswarm_env.trust.contracts.contracts_digest`). The verifier walks the lines in
 order and reports the first problem, at the chain index where it occurs:
 
-* ``malformed``: a line that is not an entry (bad JSON, keys, types, NaN);
+* ``malformed``: a line that is not an entry (bad JSON, keys, types, NaN), or one
+  longer than :data:`MAX_ENTRY_LINE_BYTES` or nesting deeper than
+  :data:`MAX_ENTRY_NESTING`, which the log never writes (not decoded further);
 * ``truncated``: an unterminated, unparseable last line (a cut write); with a public
   key (or registry), a chain that does not end with a valid ``head_signed`` entry, or
   (unless ``allow_open``) one ending with a valid head that is not the writer's
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -116,6 +119,18 @@ _HEAD_MESSAGE_PREFIX_V2 = b"gridswarm-audit-head-v2\x00"
 #: entry's other fields (identity, public_key, any added field) could be edited unseen
 _HEAD_MESSAGE_PREFIX_V1 = b"gridswarm-audit-head-v1\x00"
 _ENTRY_KEYS = frozenset({"index", "kind", "fields", "prev_hash", "hash"})
+#: the deepest nesting of JSON objects and arrays in an entry's line (the entry object is
+#: level 1, its ``fields`` level 2): :meth:`AuditLog.append` refuses fields nested deeper
+#: (the environment's nest 4 levels at most) and the verifier reports a deeper line as
+#: ``malformed`` before decoding it further (Python's ``json`` recursion would fail
+#: somewhere near 1 000 levels, depending on the caller's stack)
+MAX_ENTRY_NESTING = 64
+#: the longest line (bytes, newline included) of an audit file: :meth:`AuditLog.append`
+#: refuses a longer entry and the verifier reports a longer line as ``malformed`` without
+#: reading further, so a hostile file (``/dev/zero`` copied to a file: one endless line)
+#: costs at most this much memory. Far above any entry a run writes: a batch of
+#: 1 000 000 contracts (:data:`~gridswarm_env.config.MAX_AGENTS`) lists ~30 MB of ids.
+MAX_ENTRY_LINE_BYTES = 256 * 2**20
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _LOWER_HEX = re.compile(r"[0-9a-f]*\Z")
 
@@ -216,40 +231,62 @@ class AuditVerification:
         return bool(self.ok)
 
 
-def _normalise(value: Any) -> Any:
-    """Convert a field value to plain JSON types (numpy, bytes, enums, non-finite floats)."""
+#: the longest canonical body of an entry (its line adds ``,"hash":"<64 hex>"`` and a
+#: newline: 77 bytes)
+_MAX_BODY_CHARS = MAX_ENTRY_LINE_BYTES - 80
+#: how deep containers may nest inside an entry's ``fields`` (the line's levels 1 and 2
+#: are the entry and ``fields`` objects)
+_MAX_FIELD_NESTING = MAX_ENTRY_NESTING - 2
+
+
+def _normalise(value: Any, depth: int = 0) -> Any:
+    """Convert a field value to plain JSON types (numpy, bytes, enums, non-finite floats).
+
+    ``depth``: the containers ``value`` stands in (0 for a field's own value); a container
+    nested deeper than :data:`MAX_ENTRY_NESTING` allows in a line is refused (ValueError).
+    """
     t = type(value)
     if t is str or t is int or t is bool or value is None:
         return value
     if t is float:
         return value if math.isfinite(value) else repr(value)
     if t is list or t is tuple:
+        if depth >= _MAX_FIELD_NESTING:
+            _too_deep()
         if all(type(v) is str for v in value):  # the common case: a list of ids
             return list(value)
-        return [_normalise(v) for v in value]
+        return [_normalise(v, depth + 1) for v in value]
     if t is dict:
+        if depth >= _MAX_FIELD_NESTING:
+            _too_deep()
         # keys sorted here, as canonical JSON sorts them (see _canonical_json_presorted)
         keys = [_field_key(k) for k in value]
-        return {k: _normalise(value[k]) for k in sorted(keys)}
+        return {k: _normalise(value[k], depth + 1) for k in sorted(keys)}
     if isinstance(value, Enum):
-        return _normalise(value.value)
+        return _normalise(value.value, depth)
     if isinstance(value, bool | np.bool_):
         return bool(value)
     if isinstance(value, Integral):
         return int(value)
     if isinstance(value, Real):
-        return _normalise(float(value))
+        return _normalise(float(value), depth)
     if isinstance(value, np.ndarray):
-        return _normalise(value.tolist())
+        return _normalise(value.tolist(), depth)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     if isinstance(value, str):
         return str(value)
     if isinstance(value, dict):
-        return _normalise(dict(value))
+        return _normalise(dict(value), depth)
     if isinstance(value, list | tuple | set | frozenset):
-        return [_normalise(v) for v in value]
+        return _normalise(list(value), depth)
     raise ValueError(f"audit field value {value!r} of type {t.__name__} is not JSON-serialisable")
+
+
+def _too_deep() -> None:
+    raise ValueError(f"audit fields nest lists and dicts more than {_MAX_FIELD_NESTING} levels "
+                     f"deep (an entry's line nests at most {MAX_ENTRY_NESTING}, the entry and "
+                     "its fields objects included: the verifier refuses deeper lines)")
 
 
 def _field_key(key: object) -> str:
@@ -346,7 +383,7 @@ def check_new_audit_file(path: str | os.PathLike[str], label: str) -> None:
 
     An audit trail is evidence: a non-empty existing file is never overwritten (an empty
     one, e.g. made by ``touch``, is fine), a symbolic link is never written through, and
-    a directory is no file path.
+    a directory, a FIFO or a device is no audit file path.
 
     :param label: how the message names the setting or flag (e.g. ``"--audit"``).
     :raises ValueError: naming the path, what is wrong and what to do instead.
@@ -358,6 +395,13 @@ def check_new_audit_file(path: str | os.PathLike[str], label: str) -> None:
         raise ValueError(f"{label} {str(path)!r} is a directory; expected a file path")
     if p.is_file() and p.stat().st_size > 0:
         raise _existing_audit_file(path, label, p.stat().st_size)
+    if p.exists() and not p.is_file():
+        raise _not_regular_audit_file(path, label)
+
+
+def _not_regular_audit_file(path: str | os.PathLike[str], label: str) -> ValueError:
+    return ValueError(f"{label} {str(path)!r} exists and is no regular file (a FIFO or a "
+                      "device); expected a new file path or an existing empty file")
 
 
 def _audit_symlink_error(path: str | os.PathLike[str], label: str) -> ValueError:
@@ -377,8 +421,9 @@ def _open_new_audit_file(path: Path) -> Any:
 
     The file is created exclusively (``open(path, "x")``: ``O_CREAT | O_EXCL``, which
     also refuses a symbolic link, dangling or not). An existing file is opened without
-    truncating it or following a symbolic link (``O_WRONLY | O_APPEND | O_NOFOLLOW``;
-    a link to an empty file is refused, not followed) and kept only
+    truncating it or following a symbolic link, and without waiting for a reader if it is
+    a FIFO (``O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK``; a link to an empty file is
+    refused, not followed; a FIFO, read or not, is refused at once) and kept only
     when that same handle shows an empty regular file (``os.fstat``: size 0, e.g. made by
     ``touch``), as :func:`check_new_audit_file` allows; anything else is closed untouched
     and refused. The check and the writes use one handle, so no other writer's bytes can
@@ -386,7 +431,8 @@ def _open_new_audit_file(path: Path) -> Any:
     the verifier then reports).
 
     :raises ValueError: for an existing non-empty file, a symbolic link or something
-        that is no regular file (a directory), naming the path, what exists and what is allowed.
+        that is no regular file (a directory, a FIFO, a device), naming the path, what
+        exists and what is allowed.
     :raises OSError: when the file cannot be created or opened (permissions, missing
         directory).
     """
@@ -397,22 +443,28 @@ def _open_new_audit_file(path: Path) -> Any:
         pass
     if os.path.islink(path):
         raise _audit_symlink_error(path, label)
+    not_regular = _not_regular_audit_file(path, label)
     try:
-        # O_NOFOLLOW: a symbolic link swapped in after the check above is refused too.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+        # O_NOFOLLOW: a symbolic link swapped in after the check above is refused too;
+        # O_NONBLOCK: opening a FIFO for writing would wait for a reader (for ever)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
     except IsADirectoryError:
         raise ValueError(f"{label} {str(path)!r} is a directory; expected a file path") from None
     except OSError as error:
+        if error.errno == errno.ENXIO:   # a FIFO no process reads
+            raise not_regular from None
         if error.errno != errno.ELOOP:
             raise
         raise _audit_symlink_error(path, label) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{label} {str(path)!r} exists and is no regular file; expected "
-                             "a new file path or an existing empty file")
+            raise not_regular
         if info.st_size > 0:
             raise _existing_audit_file(path, label, info.st_size)
+        if hasattr(os, "O_NONBLOCK"):   # a regular file: the writes as without it
+            os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
@@ -516,7 +568,9 @@ class AuditLog:
         :param fields: JSON-compatible payload; numpy scalars/arrays, bytes (hex) and
             enums are converted, non-finite floats stored as strings.
         :return: the new entry.
-        :raises ValueError: for an empty kind or a non-serialisable field.
+        :raises ValueError: for an empty kind, a non-serialisable field, fields nested
+            deeper than :data:`MAX_ENTRY_NESTING` allows or an entry longer than
+            :data:`MAX_ENTRY_LINE_BYTES` (the verifier refuses such lines).
         :raises RuntimeError: after :meth:`close` or the closing head.
         """
         if type(kind) is not str or not kind:
@@ -565,6 +619,11 @@ class AuditLog:
 
     def _commit(self, index: int, kind: str, clean: dict[str, Any], body: str) -> AuditEntry:
         """Hash the canonical ``body`` of entry ``index``, write it and advance the head."""
+        if len(body) > _MAX_BODY_CHARS:
+            raise ValueError(f"audit entry {index} ({kind!r}) would be a line of "
+                             f"{len(body) + 80:,} bytes; an audit line holds at most "
+                             f"{MAX_ENTRY_LINE_BYTES:,} (MAX_ENTRY_LINE_BYTES: the verifier "
+                             "refuses longer ones)")
         digest = sha256(body.encode("ascii")).hexdigest()
         entry = _AuditEntryLayout(index, kind, clean, self._head_hash, digest)
         entry.__class__ = AuditEntry
@@ -661,7 +720,13 @@ class AuditLog:
             :func:`weak_public_key_problem`).
         :param registry: alternatively, check signed heads of either scheme with
             this registry (the chain must then end with a valid signed head, signed by
-            the registry's operator: a head an agent signed is refused).
+            the registry's operator: a head an agent signed is refused): the registry
+            that signed them. An environment signs its audit file's heads with an audit
+            key of its own, not with ``env.registry`` (its contract keys), so check an
+            environment's file with
+            ``public_key=bytes.fromhex(env.unwrapped.operator_public_key_hex())``;
+            ``registry=env.registry`` reports its heads as ``altered`` (the verdict then
+            adds that the head names another key).
         :return: the verdict. The writer knows whether it signed its closing head: after
             it, the chain must end with that head; before, a chain ending with a non-final
             head is fine (``closed`` False, the log is still open).
@@ -718,10 +783,70 @@ class _Bad:
         self.message = message
 
 
+#: what a file that is no regular file is, by ``stat`` file type (for the error message)
+_FILE_TYPES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _open_audit_file(path: Path) -> Any:
+    """``path`` opened for reading, binary, if it is a regular file.
+
+    Opened without blocking (``O_NONBLOCK``: a FIFO would wait for a writer, for ever)
+    and checked on that handle (``os.fstat``), so nothing swapped in after a check is read.
+
+    :raises OSError: when it cannot be opened, or is no regular file (a directory,
+        FIFO, device or socket: ``errno`` ``EISDIR`` for a directory, else ``EINVAL``),
+        its ``strerror`` saying what it is.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = next((name for test, name in _FILE_TYPES if test(mode)), "no regular file")
+            code = errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL
+            raise OSError(code, f"it is {what}, not a regular file (an audit file is a "
+                          "regular file: copy the bytes to one to verify them)", str(path))
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _nested_deeper(record: Any, limit: int) -> bool:
+    """Whether JSON objects and arrays nest more than ``limit`` levels in ``record``
+    (iteratively: no recursion, whatever the depth)."""
+    stack = [(record, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if type(value) is dict else value if type(value) is list else ()
+        stack.extend((v, depth + 1) for v in children if type(v) is dict or type(v) is list)
+    return False
+
+
 def _file_records(path: Path) -> Iterator[tuple[int, Any, bool]]:
-    """Yield ``(line_number, entry_dict | _Bad, ended_with_newline)`` for a JSONL file."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle):
+    """Yield ``(line_number, entry_dict | _Bad, ended_with_newline)`` for a JSONL file.
+
+    A line longer than :data:`MAX_ENTRY_LINE_BYTES` is the last one read (``malformed``).
+
+    :raises OSError: when the file cannot be opened or is no regular file
+        (:func:`_open_audit_file`).
+    """
+    limit = MAX_ENTRY_LINE_BYTES
+    with _open_audit_file(path) as handle:
+        for number in itertools.count():
+            raw = handle.readline(limit + 1)
+            if not raw:
+                return
+            if len(raw) > limit:
+                yield number, _Bad("malformed", f"line {number + 1} is longer than "
+                                   f"{limit:,} bytes (MAX_ENTRY_LINE_BYTES), longer than any "
+                                   "line the log writes; not read further"), False
+                return
             complete = raw.endswith(b"\n")
             # the log ends every entry with a newline and writes no blank line, and a
             # file must be the exact bytes it wrote: a last line without its newline was
@@ -746,6 +871,13 @@ def _file_records(path: Path) -> Iterator[tuple[int, Any, bool]]:
                     ),
                     complete,
                 )
+                continue
+            # a line cannot nest deeper than it has brackets: most lines are not walked
+            if (raw.count(b"[") + raw.count(b"{") > MAX_ENTRY_NESTING
+                    and _nested_deeper(record, MAX_ENTRY_NESTING)):
+                yield number, _Bad("malformed", f"line {number + 1} nests JSON objects and "
+                                   f"arrays more than {MAX_ENTRY_NESTING} levels deep "
+                                   "(MAX_ENTRY_NESTING: the log writes no such entry)"), complete
                 continue
             body = _canonical_body(record) if _schema_problem(record) is None else None
             if body is not None:
@@ -886,9 +1018,17 @@ def _check_head_signature(
                            f"{registry.operator_id!r}")
         if registry.verify_signature(identity, message, signature):
             return True, f"signature by {identity!r}"
+        detail = f"its signature by {identity!r} does not verify"
+        if registry.mode == "ed25519":
+            detail += _other_key_hint(
+                fields, registry.public_key_bytes(identity),
+                "the registry given is not the one that signed this file (an environment "
+                "signs its file's heads with an audit key of its own, not env.registry's: "
+                "check it with public_key=bytes.fromhex(env.unwrapped."
+                "operator_public_key_hex()))")
         return False, _v1_detail(
             registry.verify_signature(identity, _head_message_v1(covered, head), signature),
-            f"its signature by {identity!r} does not verify")
+            detail)
     if public_key is not None:
         try:
             key = Ed25519PublicKey.from_public_bytes(public_key)
@@ -902,19 +1042,29 @@ def _check_head_signature(
                 v1 = True
             except (InvalidSignature, ValueError):
                 v1 = False
-            detail = "its Ed25519 signature does not verify with the given public key"
-            named = fields.get("public_key")
-            # only a key as the writer writes it is quoted (the field is the file's text,
-            # unsigned: it must not bring escape sequences to the terminal)
-            if (type(named) is str and _LOWER_HEX.match(named) and len(named) == 64
-                    and named != public_key.hex()):
-                # (the head's own claim, unsigned: a hint for a mistyped key, no verdict)
-                detail += (f"; the head names another key ({named[:16]}...): either the "
-                           "key given is not the one printed for this file, or the file "
-                           "was altered (re-signed, or the head's key edited)")
+            detail = ("its Ed25519 signature does not verify with the given public key"
+                      + _other_key_hint(fields, public_key,
+                                        "the key given is not the one printed for this file"))
             return False, _v1_detail(v1, detail)
         return True, "Ed25519 signature"
     return None, "not checkable without a key"
+
+
+def _other_key_hint(fields: dict[str, Any], key: bytes, mistake: str) -> str:
+    """For a head whose signature fails under ``key``: when the head's ``public_key``
+    field names another key, ``"; the head names another key (...): either <mistake>,
+    or the file was altered ..."``, else ``""``.
+
+    The field is the file's own claim, unsigned: a hint for a wrong key, never a
+    verdict. Only a key as the writer writes it (64 lowercase hex digits) is quoted, so
+    the file's text brings no escape sequences to the terminal.
+    """
+    named = fields.get("public_key")
+    if (type(named) is str and _LOWER_HEX.match(named) and len(named) == 64
+            and named != key.hex()):
+        return (f"; the head names another key ({named[:16]}...): either {mistake}, or "
+                "the file was altered (re-signed, or the head's key edited)")
+    return ""
 
 
 def _signature_text_problem(signature_hex: Any, scheme: Any) -> str | None:
@@ -1254,10 +1404,19 @@ def _verify_records(
     )
 
 
+def _ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ..., ``11th``, ``21st``."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def open_file_reason(episodes: int) -> str:
     """Why a chain ending with a verified head that is not final is not a whole file
-    (``episodes``: its ``episode_start`` entries, see :attr:`AuditVerification.episodes`)."""
-    after = f"after its episode {episodes}" if episodes else "after that head"
+    (``episodes``: its ``episode_start`` entries, see :attr:`AuditVerification.episodes`;
+    named by count and by number, as the environment numbers them from 0: after one
+    episode, "after its 1st episode ("episode": 0)")."""
+    after = (f'after its {_ordinal(episodes)} episode ("episode": {episodes - 1})'
+             if episodes else "after that head")
     return ("not closed: its last signed head is not the writer's closing head, so the "
             f"writer may still be running (or crashed), or the file was cut {after}")
 
@@ -1284,7 +1443,9 @@ def verify_audit_file(
         same, so it verifies nothing (an environment leaves one only when it is closed
         before its first reset). ``AuditLog.verify`` of the writer itself, which knows
         it wrote nothing, accepts its empty file.
-    :raises OSError: when the file cannot be read.
+    :raises OSError: when the file cannot be read, or is no regular file (a FIFO, a
+        device such as ``/dev/zero``, a directory: refused before anything is read, never
+        waited on).
     :raises ValueError: for a public key that is not 32 bytes or no valid Ed25519 public
         key (:func:`weak_public_key_problem`: a small-order point such as the all-zero
         key), or a non-bool ``allow_open``.

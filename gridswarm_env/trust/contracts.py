@@ -98,6 +98,8 @@ _CONTRACT_MAGIC = b"IATP"
 # then the UTF-8 byte lengths of contract_id, agent_id, operator_id, product; the four
 # strings follow in that order. Fixed header + explicit lengths = injective encoding.
 _CONTRACT_HEADER = struct.Struct(">4sBQdddd16sHHHH")
+#: the strings of a canonical encoding, in order (their lengths end the header)
+_STRING_FIELDS = ("contract_id", "agent_id", "operator_id", "product")
 
 
 def _shown(value: object) -> str:
@@ -124,7 +126,15 @@ class Contract:
     :param window_end_s: delivery window end (exclusive), ``> window_start_s``.
     :param nonce: 16 bytes (the ledger's 4-byte epoch tag + 12 random bytes).
     :param product: ``"energy"`` or ``"reserve"`` (:data:`PRODUCTS`).
-    :raises ValueError: naming the first invalid field.
+    :raises ValueError: naming the first invalid field (a string field must be a
+        non-empty ``str`` that UTF-8 encodes, so no lone surrogate such as ``"\\ud800"``,
+        in at most 65 535 bytes).
+
+    Equality is not encoding equality: ``==`` and ``hash`` compare the field values,
+    and ``-0.0 == 0.0``, so a contract with ``power_mw=-0.0`` equals (and hashes as) one
+    with ``0.0``, yet :meth:`canonical_bytes` encodes the two differently (IEEE-754 sign
+    bit) and a signature over one does not verify for the other. Verification always
+    uses the encoding; compare ``canonical_bytes()`` to tell what was signed.
     """
 
     contract_id: str
@@ -148,6 +158,9 @@ class Contract:
             type(cid) is str
             and type(aid) is str
             and type(oid) is str
+            and cid.isascii()    # O(1): an ASCII str always encodes (a lone surrogate
+            and aid.isascii()    # does not): other ids take the detailed checks
+            and oid.isascii()
             and 0 < len(cid) <= _FAST_STRING_CHARS
             and 0 < len(aid) <= _FAST_STRING_CHARS
             and 0 < len(oid) <= _FAST_STRING_CHARS
@@ -172,14 +185,18 @@ class Contract:
         """Detailed field checks; raise ``ValueError`` naming the first bad field."""
         for name in ("contract_id", "agent_id", "operator_id"):
             value = getattr(self, name)
-            if (
-                type(value) is not str
-                or not value
-                or len(value.encode("utf-8")) > _MAX_STRING_BYTES
-            ):
+            allowed = f"must be a non-empty str of at most {_MAX_STRING_BYTES} UTF-8 bytes"
+            if type(value) is not str or not value:
+                raise ValueError(f"{name}={_shown(value)} {allowed}")
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError as exc:
                 raise ValueError(
-                    f"{name}={value!r} must be a non-empty str of at most {_MAX_STRING_BYTES} UTF-8 bytes"
-                )
+                    f"{name}={_shown(value)} {allowed}: character {exc.start} "
+                    f"({value[exc.start]!r}, a lone surrogate) has no UTF-8 encoding"
+                ) from None
+            if size > _MAX_STRING_BYTES:
+                raise ValueError(f"{name}={_shown(value)} {allowed} (it has {size})")
         r = self.round_index
         if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < 2**64:
             raise ValueError(f"round_index={r!r} must be an int in [0, 2**64)")
@@ -289,8 +306,15 @@ class Contract:
             )
         strings = []
         offset = size
-        for length in lengths:
-            strings.append(bytes(data[offset : offset + length]).decode("utf-8"))
+        for name, length in zip(_STRING_FIELDS, lengths, strict=True):
+            try:
+                strings.append(bytes(data[offset : offset + length]).decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"data's {name} ({length} bytes at offset {offset}) is not valid UTF-8 "
+                    f"(byte {exc.start}: {exc.reason}); a canonical contract encoding holds "
+                    "UTF-8 strings"
+                ) from None
             offset += length
         cid, aid, oid, product = strings
         return cls(cid, round_index, aid, oid, power, price, start, end, nonce, product)
