@@ -163,3 +163,110 @@ def test_a_cloning_only_run_writes_no_empty_csv_row(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(any(row.values()) for row in rows)
     assert rows[0]["bc/nll"] and rows[1]["eval/system_cost"]
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"scenario": None}, r"scenario = None: expected a scenario name or 'all' \(allowed: "
+     r"all, price_spike"),
+    ({"scenario": ("emergency",)}, r"scenario = \('emergency',\): expected a scenario name"),
+    ({"net_arch": 64}, r"net_arch = 64: expected a non-empty tuple of positive layer sizes"),
+    ({"net_arch": "64"}, r"net_arch = '64': expected a non-empty tuple"),
+    ({"net_arch": (64, None)}, r"net_arch = \(64, None\): expected a non-empty tuple"),
+    ({"run_name": 5}, r"run_name = 5: expected a plain directory name"),
+    ({"run_name": b"run"}, r"run_name = b'run': expected a plain directory name"),
+])
+def test_a_value_of_the_wrong_type_is_a_value_error_naming_the_field(kwargs, says):
+    """Review: scenario=None, net_arch=64 and run_name=5 raised TypeError ("... is not
+    iterable") instead of a ValueError naming the field: the value was iterated before
+    its type was checked."""
+    with pytest.raises(ValueError, match=r"^TrainConfig\." + says):
+        TrainConfig(**kwargs)
+
+
+def test_net_arch_is_stored_as_an_immutable_tuple_of_ints():
+    """Review: net_arch=[64, 64] was stored as the list given: hash(config) failed and
+    config.net_arch.append(0) changed the checked config afterwards."""
+    import numpy as np
+
+    given = [64, np.int64(32)]
+    config = TrainConfig(net_arch=given)
+    assert config.net_arch == (64, 32) and type(config.net_arch) is tuple
+    assert all(type(h) is int for h in config.net_arch)
+    given.append(0)   # the caller's list is not the config's
+    assert config.net_arch == (64, 32)
+    assert hash(config) == hash(TrainConfig(net_arch=(64, 32)))
+    assert config == TrainConfig(net_arch=(64, 32))
+    for bad in ([64, True], [64, 0], [64.0], []):
+        with pytest.raises(ValueError, match=r"^TrainConfig\.net_arch = "):
+            TrainConfig(net_arch=bad)
+
+
+def test_numpy_numbers_are_stored_as_python_numbers():
+    """Review: numpy scalars were accepted but kept, so the training record
+    (json.dumps(..., default=str)) wrote np.int64(1000) as the string '1000'."""
+    from dataclasses import asdict, fields
+
+    import numpy as np
+
+    ints = {"total_timesteps": 1000, "n_agents": 5, "n_envs": 2, "seed": 7,
+            "checkpoint_every": 0, "eval_every": 100, "eval_seeds": 2, "n_steps": 64,
+            "batch_size": 128, "n_epochs": 2, "bc_timesteps": 0, "bc_epochs": 3,
+            "torch_threads": 1, "verbose": 0}
+    floats = {"marginal_weight": 0.5, "reward_scale": 0.02, "reward_clip": 5.0,
+              "learning_rate": 3e-4, "gamma": 0.9, "gae_lambda": 0.8, "clip_range": 0.1,
+              "ent_coef": 0.01, "vf_coef": 0.4, "max_grad_norm": 0.7, "target_kl": 0.05,
+              "bc_learning_rate": 1e-3}
+    numbers = {f.name for f in fields(TrainConfig)
+               if f.type in ("int", "float", "float | None")}
+    assert numbers == set(ints) | set(floats)   # a new numeric field is tested here too
+    config = TrainConfig(**{k: np.int64(v) for k, v in ints.items()},
+                         **{k: np.float64(v) for k, v in floats.items()},
+                         trust=np.str_("hmac"))
+    for name, value in {**ints, **floats}.items():
+        stored = getattr(config, name)
+        assert stored == value and type(stored) is type(value), (name, stored)
+    assert type(config.trust) is str
+    record = json.loads(json.dumps(asdict(config), default=str))
+    assert record["total_timesteps"] == 1000 and record["learning_rate"] == 3e-4
+    assert config == TrainConfig(**ints, **floats)
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"logdir": None}, r"logdir = None: expected a directory path"),
+    ({"logdir": 5}, r"logdir = 5: expected a directory path"),
+    ({"logdir": ""}, r"logdir = '': expected a directory path \('\.' for the current "
+     r"directory\)"),
+    ({"progress_bar": "no"}, r"progress_bar = 'no': expected True or False"),
+    ({"progress_bar": 0}, r"progress_bar = 0: expected True or False"),
+    ({"command": 5}, r"command = 5: expected the command line as a str, or None"),
+    ({"command": ["python", "-m", "train"]}, r"command = \['python', .*: expected"),
+    ({"bc_timesteps": "x"}, r"bc_timesteps = 'x': expected an integer >= 0"),
+    ({"bc_timesteps": -1}, r"bc_timesteps = -1: must be an integer >= 0"),
+    ({"run_name": ".."}, r"run_name = '\.\.': expected a plain directory name"),
+    ({"run_name": "."}, r"run_name = '\.': expected a plain directory name"),
+])
+def test_unchecked_fields_are_checked(kwargs, says):
+    """Review: logdir, progress_bar and command were never checked (logdir=None failed
+    in Path() once the run started; command=5 went into the record), bc_timesteps only
+    with a teacher, and run_name '..' put the run beside logdir instead of in it."""
+    with pytest.raises(ValueError, match=r"^TrainConfig\." + says):
+        TrainConfig(**kwargs)
+
+
+def test_paths_are_stored_as_strings(tmp_path):
+    """A Path is accepted for logdir, out, resume and limits (as resume already was) and
+    stored as str, so the config is hashable and its record plain JSON."""
+    from pathlib import Path
+
+    limits = tmp_path / "limits.toml"
+    limits.write_text("")
+    model = tmp_path / "m.zip"
+    model.write_bytes(b"")
+    config = TrainConfig(logdir=tmp_path / "runs", out=tmp_path / "out",
+                         resume=Path(str(model)[:-len(".zip")]), limits=limits,
+                         command="python -m train")
+    assert (config.logdir, config.out, config.resume, config.limits) == (
+        str(tmp_path / "runs"), str(tmp_path / "out.zip"), str(model), str(limits))
+    assert TrainConfig(resume=model).resume == str(model)
+    hash(config)
+    assert TrainConfig(logdir=".", progress_bar=False, command=None).logdir == "."

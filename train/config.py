@@ -92,6 +92,18 @@ def resolve_scenarios(scenario: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def check_path(owner: str, name: str, value: Any, what: str) -> str:
+    """A path setting: a non-empty ``str`` or :class:`os.PathLike` (a :class:`~pathlib.Path`),
+    returned as a str (so the config stays hashable and its record plain JSON).
+
+    :raises ValueError: ``"<owner>.<name> = <value>: expected <what>"``.
+    """
+    path = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{owner}.{name} = {value!r}: expected {what}")
+    return path
+
+
 def max_eval_seeds() -> int:
     """The most ``eval_seeds``: seeds :data:`EVAL_SEED_BASE` + k stay below the end of
     :data:`policies.rollout.EVAL_SEEDS` (90 000)."""
@@ -160,7 +172,11 @@ def record_suffix_problem(out: str) -> str | None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a training run (validated; errors name the field).
+    """Every setting of a training run (validated; errors name the field and what is
+    allowed). Values are stored as plain Python values, so the config is hashable and
+    its record plain JSON: numbers (numpy scalars too) as int or float, ``net_arch`` as
+    a tuple of ints, the paths (``logdir``, ``out``, ``resume``, ``limits``: a str or
+    an :class:`os.PathLike` such as a :class:`~pathlib.Path`) as str.
 
     :param scenario: a scenario name or ``"all"`` (mixed across episodes in a seeded
         cycle, see :class:`~train.adapter.GridSwarmVecEnv`).
@@ -250,7 +266,8 @@ class TrainConfig:
         see :func:`train.__main__.threads_warning`); the shipped models used 1.
     :param progress_bar: show SB3's progress bar.
     :param verbose: SB3 verbosity (0 silent, 1 tables on stdout).
-    :param run_name: run directory name (default built from scenario, seed, time).
+    :param run_name: run directory name, a plain name (no ``/``, not ``.`` or ``..``;
+        default built from scenario, seed, time).
     :param limits: kernel limits TOML file (DESIGN §6) for the training environments and
         the ``eval_every`` evaluations; None: the default limits. The file is read once,
         when the config is made: those bytes are checked (agents the fleet has, see
@@ -307,96 +324,112 @@ class TrainConfig:
     command: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        # every value is type-checked before it is used, and stored as a plain Python
+        # value (int, float, str, tuple): numpy scalars become int or float, so the
+        # record's JSON holds numbers, and the config stays hashable and immutable
         owner = type(self).__name__
+        if not isinstance(self.scenario, str):   # resolve_scenarios would iterate it
+            raise ValueError(f"{owner}.scenario = {self.scenario!r}: expected a scenario "
+                             f"name or 'all' (allowed: all, {', '.join(scenario_names())})")
         resolve_scenarios(self.scenario)
-        if not isinstance(self.scenario, str):
-            raise ValueError(f"{owner}.scenario = {self.scenario!r}: expected a name or 'all'")
+        store(self, "scenario", str(self.scenario))
         check_bool(f"{owner}.randomize", self.randomize)
-        check_int_at_least(owner, "total_timesteps", self.total_timesteps, 0)
+        store(self, "total_timesteps",
+              check_int_at_least(owner, "total_timesteps", self.total_timesteps, 0))
         if self.total_timesteps == 0 and self.bc_teacher is None:
             raise ValueError(f"{owner}.total_timesteps = 0: allowed only with bc_teacher "
                              "(behaviour cloning without PPO); otherwise must be >= 1")
-        check_int_at_least(owner, "n_agents", self.n_agents, 1)
+        store(self, "n_agents", check_int_at_least(owner, "n_agents", self.n_agents, 1))
         check_agent_limit(f"{owner}.n_agents", self.n_agents)
         kernel_limits = None
         if self.limits is not None:
             from policies.cli_checks import read_limits_agents
 
-            if not isinstance(self.limits, str) or not self.limits:
-                raise ValueError(f"{owner}.limits = {self.limits!r}: expected a TOML file path")
+            store(self, "limits", check_path(owner, "limits", self.limits,
+                                             "a TOML file path"))
             # read once: the run uses (kernel_limits) and records the hash of these bytes
             kernel_limits, sha = read_limits_agents(self.limits, self.n_agents)  # names the file
             store(self, "limits_sha256", sha)
         store(self, "_kernel_limits", kernel_limits)
-        check_int_at_least(owner, "n_envs", self.n_envs, 1)
+        store(self, "n_envs", check_int_at_least(owner, "n_envs", self.n_envs, 1))
         if self.n_envs * self.n_agents > MAX_AGENTS:   # every copy lives in this process
             raise ValueError(
                 f"{owner}.n_envs = {self.n_envs!r}: {self.n_envs:,} copies x n_agents "
                 f"{self.n_agents:,} = {self.n_envs * self.n_agents:,} agents in one "
                 f"process; at most {MAX_AGENTS:,}{AGENT_LIMIT_WHY}")
-        check_choice(owner, "trust", self.trust, TRUST_MODES)
+        store(self, "trust", str(check_choice(owner, "trust", self.trust, TRUST_MODES)))
         if (not isinstance(self.seed, INT_TYPES) or isinstance(self.seed, bool)
                 or not 0 <= self.seed <= MAX_SEED):
             raise ValueError(f"{owner}.seed (--seed) = {self.seed!r}: must be an integer in "
                              f"0..{MAX_SEED} (numpy's seeds are 32-bit and behaviour cloning "
                              "seeds PPO's episode stream with seed + 1)")
-        check_int_at_least(owner, "checkpoint_every", self.checkpoint_every, 0)
-        check_int_at_least(owner, "eval_every", self.eval_every, 0)
-        check_eval_seeds(owner, "eval_seeds", self.eval_seeds)
-        check_choice(owner, "reward", self.reward, REWARD_MODES)
-        check_non_negative(owner, "marginal_weight", self.marginal_weight)
-        check_positive(owner, "reward_scale", self.reward_scale)
+        store(self, "seed", int(self.seed))
+        store(self, "logdir", check_path(owner, "logdir", self.logdir, "a directory path "
+                                         "('.' for the current directory)"))
+        for name, minimum in (("checkpoint_every", 0), ("eval_every", 0)):
+            store(self, name, check_int_at_least(owner, name, getattr(self, name), minimum))
+        store(self, "eval_seeds", check_eval_seeds(owner, "eval_seeds", self.eval_seeds))
+        store(self, "reward", str(check_choice(owner, "reward", self.reward, REWARD_MODES)))
+        store(self, "marginal_weight",
+              check_non_negative(owner, "marginal_weight", self.marginal_weight))
+        store(self, "reward_scale", check_positive(owner, "reward_scale", self.reward_scale))
         if self.reward_clip is not None:
-            check_finite(owner, "reward_clip", self.reward_clip)
+            store(self, "reward_clip", check_finite(owner, "reward_clip", self.reward_clip))
             if self.reward_clip <= 0:
                 raise ValueError(f"{owner}.reward_clip = {self.reward_clip!r}: must be > 0, "
                                  "or None for no clipping")
-        check_positive(owner, "max_grad_norm", self.max_grad_norm)
+        store(self, "max_grad_norm", check_positive(owner, "max_grad_norm", self.max_grad_norm))
         for name in ("learning_rate", "clip_range", "bc_learning_rate"):
-            check_step_size(owner, name, getattr(self, name))
-        check_int_at_least(owner, "n_steps", self.n_steps, 2)
+            store(self, name, check_step_size(owner, name, getattr(self, name)))
+        store(self, "n_steps", check_int_at_least(owner, "n_steps", self.n_steps, 2))
         rollout = self.n_steps * self.n_envs * self.n_agents
         if rollout > MAX_ROLLOUT:
             raise ValueError(
                 f"{owner}.n_steps = {self.n_steps!r}: a rollout of n_steps x n_envs x "
                 f"n_agents = {rollout:,} agent-steps; at most {MAX_ROLLOUT:,} (PPO's "
                 "rollout buffer keeps ~0.3 kB for each)")
-        check_int_at_least(owner, "batch_size", self.batch_size, 2)
+        store(self, "batch_size", check_int_at_least(owner, "batch_size", self.batch_size, 2))
         if self.total_timesteps:   # a cloning-only run makes no PPO update
             problem = lone_sample_problem(self.n_steps, self.n_envs, self.n_agents,
                                           self.batch_size)
             if problem:
                 raise ValueError(f"{owner}.batch_size = {self.batch_size!r}: {problem}")
-        check_int_at_least(owner, "n_epochs", self.n_epochs, 1)
-        check_range(owner, "gamma", self.gamma, 0.0, 1.0)
-        check_range(owner, "gae_lambda", self.gae_lambda, 0.0, 1.0)
-        check_non_negative(owner, "ent_coef", self.ent_coef)
-        check_non_negative(owner, "vf_coef", self.vf_coef)
+        store(self, "n_epochs", check_int_at_least(owner, "n_epochs", self.n_epochs, 1))
+        for name in ("gamma", "gae_lambda"):
+            store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0))
+        for name in ("ent_coef", "vf_coef"):
+            store(self, name, check_non_negative(owner, name, getattr(self, name)))
         if self.target_kl is not None:
-            check_positive(owner, "target_kl", self.target_kl)
-        if not self.net_arch or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
-                                    for h in self.net_arch):
+            store(self, "target_kl", check_positive(owner, "target_kl", self.target_kl))
+        if (not isinstance(self.net_arch, tuple | list) or not self.net_arch
+                or any(not isinstance(h, INT_TYPES) or isinstance(h, bool) or h < 1
+                       for h in self.net_arch)):
             raise ValueError(f"{owner}.net_arch = {self.net_arch!r}: expected a non-empty "
-                             "tuple of positive layer sizes")
+                             "tuple of positive layer sizes (integers >= 1)")
+        store(self, "net_arch", tuple(int(h) for h in self.net_arch))   # a list stays mutable
         if max(self.net_arch) > MAX_LAYER_SIZE:
             raise ValueError(f"{owner}.net_arch = {self.net_arch!r}: layer sizes are at most "
                              f"{MAX_LAYER_SIZE:,} (a {MAX_LAYER_SIZE:,} x {MAX_LAYER_SIZE:,} "
                              "layer holds 16.8 M weights)")
         if self.bc_teacher is not None:
-            check_choice(owner, "bc_teacher", self.bc_teacher, TEACHERS)
-            check_int_at_least(owner, "bc_timesteps", self.bc_timesteps, 1)
-        check_int_at_least(owner, "bc_epochs", self.bc_epochs, 1)
-        check_int_at_least(owner, "torch_threads", self.torch_threads, 1)
+            store(self, "bc_teacher",
+                  str(check_choice(owner, "bc_teacher", self.bc_teacher, TEACHERS)))
+        store(self, "bc_timesteps", check_int_at_least(  # 0 without a teacher (unused)
+            owner, "bc_timesteps", self.bc_timesteps, 0 if self.bc_teacher is None else 1))
+        store(self, "bc_epochs", check_int_at_least(owner, "bc_epochs", self.bc_epochs, 1))
+        store(self, "torch_threads",
+              check_int_at_least(owner, "torch_threads", self.torch_threads, 1))
         if self.torch_threads > MAX_TORCH_THREADS:
             raise ValueError(f"{owner}.torch_threads = {self.torch_threads!r}: at most "
                              f"{MAX_TORCH_THREADS} (torch accepts 10**6 threads, then "
                              "crashes the process)")
-        check_int_at_least(owner, "verbose", self.verbose, 0)
+        check_bool(f"{owner}.progress_bar", self.progress_bar)
+        store(self, "verbose", check_int_at_least(owner, "verbose", self.verbose, 0))
         if self.resume is not None:
             from policies.learned import zip_sibling  # no torch
 
-            if not isinstance(self.resume, str | Path) or not str(self.resume):
-                raise ValueError(f"{owner}.resume = {self.resume!r}: expected a model file path")
+            store(self, "resume", check_path(owner, "resume", self.resume,
+                                             "a model file path"))
             if Path(self.resume).is_dir():
                 raise ValueError(f"{owner}.resume = {self.resume!r} is a directory; expected "
                                  "a model file (e.g. DIR/model.zip)")
@@ -413,8 +446,7 @@ class TrainConfig:
                              "pre-trains a new model; it cannot be combined with resume (--resume)")
         check_bool(f"{owner}.overwrite", self.overwrite)
         if self.out is not None:
-            if not isinstance(self.out, str) or not self.out:
-                raise ValueError(f"{owner}.out = {self.out!r}: expected a model file path")
+            store(self, "out", check_path(owner, "out", self.out, "a model file path"))
             if self.out.endswith(("/", os.sep)) or Path(self.out).is_dir():
                 raise ValueError(f"{owner}.out = {self.out!r} is a directory; expected a "
                                  "model file path (e.g. DIR/model.zip)")
@@ -423,9 +455,14 @@ class TrainConfig:
                 raise ValueError(f"{owner}.out = {self.out!r}: {problem}")
             if not self.out.lower().endswith(".zip"):
                 store(self, "out", self.out + ".zip")
-        if self.run_name is not None and (not self.run_name or "/" in self.run_name):
+        if self.run_name is not None and (
+                not isinstance(self.run_name, str) or self.run_name in ("", ".", "..")
+                or "/" in self.run_name or os.sep in self.run_name):
             raise ValueError(f"{owner}.run_name = {self.run_name!r}: expected a plain "
-                             "directory name")
+                             "directory name (no '/', not '.' or '..')")
+        if self.command is not None and not isinstance(self.command, str):
+            raise ValueError(f"{owner}.command = {self.command!r}: expected the command "
+                             "line as a str, or None")
 
     def rollout_timesteps(self) -> int:
         """Agent-steps of one PPO rollout, the unit PPO trains in:
