@@ -70,6 +70,7 @@ class Execution(NamedTuple):
     # under a finite ramp limit only (None otherwise; see _execute_ramped):
     p_path_mw: np.ndarray | None = None            # (n, n_substeps) executed power
     contract_followable_mw: np.ndarray | None = None   # contracts less their ramp lag
+    plan_end_mw: np.ndarray | None = None          # the plan q's last sub-step
 
 
 def activation_share(activation_s: np.ndarray, t0_s: float, n_substeps: int,
@@ -178,24 +179,26 @@ def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndar
 def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
                     p_lo: np.ndarray, p_hi: np.ndarray, contract_mw: np.ndarray,
                     reserve_mw: np.ndarray, activation_s: np.ndarray, p_start_mw: np.ndarray,
-                    late_reserve, t0_s: float, n_substeps: int,
+                    q_start_mw: np.ndarray, late_reserve, t0_s: float, n_substeps: int,
                     physics_dt_s: float) -> Execution:
     """One step under a finite ramp limit ``r`` (MW/s): the power ramps sub-step by
-    sub-step, from the previous step's last sub-step ``x(−1) = p_start_mw``::
+    sub-step, ``R(y) = ramp_interval(y, r·physics_dt)``::
 
-        q(s) = clip(planned(s), ramp_interval(q(s−1), r·physics_dt))   ramp-followable plan
-        x(s) = clip(q(s), p_lo, p_hi)                                  executed
+        q(s) = clip(planned(s), R(q(s−1)))                 ramp-followable plan
+        x(s) = clip(clip(q(s), p_lo, p_hi), R(x(s−1)))     executed
 
-with ``q(−1) = x(−1)``. The plan ``q`` ramps on its own: a DER held at a physical bound
-(``x < q``: its state of charge, its available sun) is not excused the rest of its
-contract as ramp lag; the whole ``q − x`` is the clip's shortfall, penalised as without a
-ramp. ``x`` clips ``q`` into bounds constant over the step, so it moves no faster than
-``q`` and keeps the ramp.
+    from the previous step's last sub-step, ``x(−1) = p_start_mw`` and ``q(−1) =
+    q_start_mw`` (:func:`~gridswarm_env.kernel.ramp_interval`: moving away from the
+    baseline at most ``r`` MW/s, returning towards it at once), so a contract or an
+    activated reserve is reached at ``r`` MW/s, not at once.
 
-    (:func:`~gridswarm_env.kernel.ramp_interval`: moving away from the baseline at most
-    ``r`` MW/s, returning towards it at once), so a contract or an activated reserve is
-    reached at ``r`` MW/s, not at once. ``planned_mean_mw`` is the mean of ``q``: the ramp
-    lag ``planned − q`` is not a shortfall (no clamp, no penalty, nothing paid for it);
+    The plan ``q`` ramps on its own, across steps too: a DER held at a physical bound
+    (``x ≠ q``: its state of charge, its available sun) is not excused the rest of its
+    contract as ramp lag, in the first step or any later one; the whole ``q − x`` is the
+    physical guard's shortfall, penalised as without a ramp, and when the bound relaxes
+    ``x`` ramps back towards ``q`` at ``r``. Where ``x`` follows ``q`` (no clamp) the
+    second clip changes nothing. ``planned_mean_mw`` is the mean of ``q``: the ramp lag
+    ``planned − q`` is not a shortfall (no clamp, no penalty, nothing paid for it);
     ``clamped`` counts only the physical guard (``x != q``). ``contract_followable_mw`` is
     each contract less the lag that falls on it: the lag counts against the activated
     reserve first (the newer change; reserve is paid for capacity, not energy), what
@@ -210,13 +213,14 @@ ramp. ``x`` clips ``q`` into bounds constant over the step, so it moves no faste
     q = np.empty_like(planned)
     p = np.empty_like(planned)
     sub_h = physics_dt_s / 3600.0
-    qs = p_start_mw
+    qs, x = q_start_mw, p_start_mw
     delta = None
     for s in range(n_substeps):   # loop over sub-steps, vectorized over agents
         r_lo, r_hi = ramp_interval(qs, sub_ramp)
         qs = fast_clip(planned[:, s], r_lo, r_hi)
         q[:, s] = qs
-        x = fast_clip(qs, p_lo, p_hi)   # constant bounds: x moves no faster than q
+        r_lo, r_hi = ramp_interval(x, sub_ramp)
+        x = fast_clip(fast_clip(qs, p_lo, p_hi), r_lo, r_hi)
         p[:, s] = x
         d = energy_change_mwh(fleet, base + x, sub_h, c)
         delta = d if delta is None else delta + d
@@ -234,7 +238,7 @@ ramp. ``x`` clips ``q`` into bounds constant over the step, so it moves no faste
         net_min_mw=net.min(axis=1), net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
         clamped=(np.abs(p - q) > 1e-9).any(axis=1), reserve_share=share.mean(axis=1),
         baseline_mw=base, p_mean_sum_mw=float(np.add.reduce(p_mean)), p_path_mw=p,
-        contract_followable_mw=followable)
+        contract_followable_mw=followable, plan_end_mw=q[:, -1].copy())
 
 
 def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
@@ -242,12 +246,14 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             t0_s: float, dt_s: float, n_substeps: int, physics_dt_s: float,
             p_prev_mw: np.ndarray | None = None,
             late_reserve: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-            p_start_mw: np.ndarray | None = None) -> Execution:
+            p_start_mw: np.ndarray | None = None,
+            q_start_mw: np.ndarray | None = None) -> Execution:
     """Execute one step (module equations). Does not modify ``fleet``.
 
     With ``p_prev_mw`` (last step's executed balancing power) and a finite ramp limit the
     power follows the ramp sub-step by sub-step from ``p_start_mw`` (the last sub-step's
-    power; ``p_prev_mw`` when None): :func:`_execute_ramped`.
+    power; ``p_prev_mw`` when None), its plan from ``q_start_mw`` (the last step's
+    ``plan_end_mw``; ``p_start_mw`` when None): :func:`_execute_ramped`.
 
     ``reserve_mw[j]`` acts from ``activation_s[j]``, except the rows of ``late_reserve``
     ``(owner, MW, activation s)``: reserve included in ``reserve_mw[owner]`` that its
@@ -264,9 +270,10 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     p_lo = lo_net - base
     p_hi = hi_net - base
     if p_prev_mw is not None and kernel.has_ramp:
+        x0 = p_prev_mw if p_start_mw is None else p_start_mw
         return _execute_ramped(
             fleet, c, kernel, base, p_lo, p_hi, contract_mw, reserve_mw, activation_s,
-            p_prev_mw if p_start_mw is None else p_start_mw, late_reserve, t0_s,
+            x0, x0 if q_start_mw is None else q_start_mw, late_reserve, t0_s,
             n_substeps, physics_dt_s)
     t1_s = t0_s + dt_s
     in_step = activation_s < t1_s

@@ -531,6 +531,7 @@ class GridSwarmEnv(ParallelEnv):
         # otherwise) and its last sub-step
         self.last_p_path_mw: np.ndarray | None = None
         self.last_p_end_mw = z.copy()
+        self._plan_end_mw = z.copy()      # the ramp-followable plan's last sub-step
         self._would_p_end_mw = z.copy()   # shadow mode: the would-be path's last sub-step
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
         self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
@@ -873,13 +874,15 @@ class GridSwarmEnv(ParallelEnv):
                      activation_s=book.activation_s, t0_s=t0, dt_s=dt,
                      n_substeps=self.n_substeps, physics_dt_s=pdt, p_prev_mw=self.last_p_mw,
                      late_reserve=book.late,
-                     p_start_mw=self._would_p_end_mw if cfg.shadow else self.last_p_end_mw)
+                     p_start_mw=self._would_p_end_mw if cfg.shadow else self.last_p_end_mw,
+                     q_start_mw=self._plan_end_mw)
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
         freq, p_exec, viol = self._physics(ex, k, t0)
         if ex.contract_followable_mw is not None:   # under a ramp limit: _execute_ramped
             self.last_p_end_mw = self.last_p_path_mw[:, -1].copy()
             if cfg.shadow:   # the would-be dispatch ramps on from its own last sub-step
                 self._would_p_end_mw = ex.p_path_mw[:, -1].copy()
+            self._plan_end_mw = ex.plan_end_mw
             contract_mw = ex.contract_followable_mw
         rewards = self._settle(ex, contract_mw, contract_price, p_exec, k, freq)
         # advance time and exogenous state; prepare the next round

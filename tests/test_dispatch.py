@@ -286,3 +286,39 @@ def test_a_der_held_at_its_physical_bound_under_a_ramp_keeps_its_whole_shortfall
     assert ex.clamped[j]
     followable = contract if ex.contract_followable_mw is None else ex.contract_followable_mw
     np.testing.assert_allclose(followable[j], 2.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("ramp_mw_per_s", [None, 1.0, 0.1])
+def test_a_der_held_at_its_bound_for_several_steps_keeps_its_whole_shortfall_in_each(
+        ramp_mw_per_s) -> None:
+    """The same battery held at its bound for three steps, each step starting where the
+    last ended (``p_start_mw``: its executed power, ``q_start_mw``: its plan's): 1.5 MW
+    short of the 2 MW contract in every step, as without a ramp. (Before: the plan
+    restarted each step from the clipped power, so from the second step most of the
+    shortfall passed as ramp lag: 0.525 MW short at 1 MW/s, 0.053 MW at 0.1 MW/s.) When
+    the bound then relaxes the power ramps back towards the plan at the DER's rate."""
+    limits = {} if ramp_mw_per_s is None else {"battery": {"ramp_mw_per_s": ramp_mw_per_s}}
+    fleet, kernel, _ = _guard_setup(limits)
+    j = int(np.flatnonzero(fleet.kind == KIND_BATTERY)[0])
+    floor = kernel.arrays.soc_min[j] * fleet.energy_capacity_mwh[j]
+    contract = np.zeros(N)
+    contract[j] = 2.0
+    x_end = q_end = contract.copy()
+    for _ in range(3):
+        fleet.energy_mwh[j] = floor + 0.5 / 3600.0 / fleet.eta_discharge[j]   # 0.5 MW for 1 s
+        ex = execute(fleet, kernel, baseline_mw=np.zeros(N), contract_mw=contract,
+                     reserve_mw=np.zeros(N), activation_s=np.full(N, np.inf), t0_s=T0_S,
+                     dt_s=1.0, n_substeps=20, physics_dt_s=SUB_S, p_prev_mw=x_end,
+                     p_start_mw=x_end, q_start_mw=q_end)
+        np.testing.assert_allclose(ex.planned_mean_mw[j] - ex.p_mean_mw[j], 1.5, rtol=1e-9)
+        if ex.p_path_mw is not None:
+            x_end, q_end = ex.p_path_mw[:, -1].copy(), ex.plan_end_mw
+    if ramp_mw_per_s is not None:   # the store refilled: back up at the ramp, from 0.5 MW
+        fleet.energy_mwh[j] = 0.5 * fleet.energy_capacity_mwh[j]
+        ex = execute(fleet, kernel, baseline_mw=np.zeros(N), contract_mw=contract,
+                     reserve_mw=np.zeros(N), activation_s=np.full(N, np.inf), t0_s=T0_S,
+                     dt_s=1.0, n_substeps=20, physics_dt_s=SUB_S, p_prev_mw=x_end,
+                     p_start_mw=x_end, q_start_mw=q_end)
+        step = ramp_mw_per_s * SUB_S
+        np.testing.assert_allclose(ex.p_path_mw[j, 0], min(0.5 + step, 2.0), rtol=1e-9)
+        assert np.all(np.diff(ex.p_path_mw[j]) <= step + 1e-12)

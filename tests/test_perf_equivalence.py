@@ -290,12 +290,12 @@ def _ref_execute_ramped(fleet, ramp_mw_per_s, base, p_lo, p_hi, contract, reserv
     """dispatch._execute_ramped's equations, one agent-array per sub-step."""
     pdt = dt / n_sub
     r = ramp_mw_per_s * pdt
-    qs, q, p, e = p_prev, [], [], None
+    qs, x, q, p, e = p_prev, p_prev, [], [], None
     for s in range(n_sub):
         a = np.clip((t0 + pdt * s + pdt - activation) / pdt, 0.0, 1.0)
         planned = contract + reserve * a
         qs = np.clip(planned, np.minimum(qs, 0.0) - r, np.maximum(qs, 0.0) + r)
-        x = np.clip(qs, p_lo, p_hi)
+        x = np.clip(np.clip(qs, p_lo, p_hi), np.minimum(x, 0.0) - r, np.maximum(x, 0.0) + r)
         q.append(qs)
         p.append(x)
         d = _ref_energy(fleet, base + x, pdt / 3600.0)
