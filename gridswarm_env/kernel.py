@@ -57,6 +57,7 @@ from gridswarm_env.config import (
     DER_KINDS,
     MarketConfig,
     check_non_negative,
+    check_positive,
     check_range,
     check_real,
     read_toml_bytes,
@@ -542,7 +543,8 @@ class Kernel:
         self.ramp_step_mw = self.arrays.ramp_mw_per_s * self.dt_s
         self.has_ramp = bool(np.isfinite(self.ramp_step_mw).any())
         # the most reserve a DER can deliver within the full activation time (inf: no ramp)
-        self.reserve_ramp_cap_mw = self.arrays.ramp_mw_per_s * float(reserve_full_activation_s)
+        full_s = check_positive("Kernel", "reserve_full_activation_s", reserve_full_activation_s)
+        self.reserve_ramp_cap_mw = self.arrays.ramp_mw_per_s * full_s
         self._fleet = fleet
         self._statics = _Statics.of(fleet, self.arrays)
 

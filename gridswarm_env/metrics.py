@@ -286,7 +286,9 @@ class MetricsAccumulator:
             p(t_e) = min( T(t_e), min_c [ T(t_c⁻) + r·(t_e − t_c) ] )
 
         (one contract: ``min(R, r·(t_e − t_c))``), the instant ``t_e`` and not a sub-step:
-        the physics' 50 ms sub-steps do not enter it."""
+        the physics' 50 ms sub-steps do not enter it. It assumes each holder ramps from
+        rest; one already moving under an energy contract reaches its reserve sooner
+        (from charging it stops at once) or later (still ramping up to its contract)."""
         if not self.ramped_activations or self.event_time_s is None:
             return 0.0
         end_s = self.event_time_s + RESPONSE_WINDOW_S
