@@ -193,13 +193,15 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
     activated reserve is reached at ``r`` MW/s, not at once.
 
     The plan ``q`` ramps on its own, across steps too: a DER held at a physical bound
-    (``x ≠ q``: its state of charge, its available sun) is not excused the rest of its
-    contract as ramp lag, in the first step or any later one; the whole ``q − x`` is the
-    physical guard's shortfall, penalised as without a ramp, and when the bound relaxes
-    ``x`` ramps back towards ``q`` at ``r``. Where ``x`` follows ``q`` (no clamp) the
-    second clip changes nothing. ``planned_mean_mw`` is the mean of ``q``: the ramp lag
-    ``planned − q`` is not a shortfall (no clamp, no penalty, nothing paid for it);
-    ``clamped`` counts only the physical guard (``x != q``). ``contract_followable_mw`` is
+    (its state of charge, its available sun) is not excused the rest of its contract as
+    ramp lag, in the first step or any later one: the bounds' cut ``q − clip(q, p_lo,
+    p_hi)`` is the physical guard's shortfall, penalised as without a ramp. When the bound
+    relaxes, ``x`` ramps back towards ``q`` at ``r``, and that climb, ``clip(q, p_lo,
+    p_hi) − x``, is ramp lag like any other. Where ``x`` follows ``q`` (no clamp) the
+    second clip changes nothing. ``planned_mean_mw`` is the mean of what the DER is held
+    to, ``x`` plus the bounds' cut (``q`` where nothing was cut): the ramp lag ``planned −
+    that`` is not a shortfall (no clamp, no penalty, nothing paid for it); ``clamped``
+    counts only the physical guard (a cut above 1e-9 MW). ``contract_followable_mw`` is
     each contract less the lag that falls on it: the lag counts against the activated
     reserve first (the newer change; reserve is paid for capacity, not energy), what
     exceeds it against the energy contract, which is paid for what it delivered. Stored
@@ -212,6 +214,7 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
     sub_ramp = kernel.arrays.ramp_mw_per_s * physics_dt_s
     q = np.empty_like(planned)
     p = np.empty_like(planned)
+    cut = np.empty_like(planned)    # the physical bounds' cut of the plan, q − clip(q)
     sub_h = physics_dt_s / 3600.0
     qs, x = q_start_mw, p_start_mw
     delta = None
@@ -219,13 +222,16 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
         r_lo, r_hi = ramp_interval(qs, sub_ramp)
         qs = fast_clip(planned[:, s], r_lo, r_hi)
         q[:, s] = qs
+        y = fast_clip(qs, p_lo, p_hi)
+        np.subtract(qs, y, out=cut[:, s])
         r_lo, r_hi = ramp_interval(x, sub_ramp)
-        x = fast_clip(fast_clip(qs, p_lo, p_hi), r_lo, r_hi)
+        x = fast_clip(y, r_lo, r_hi)
         p[:, s] = x
         d = energy_change_mwh(fleet, base + x, sub_h, c)
         delta = d if delta is None else delta + d
     net = base[:, None] + p
-    p_mean, q_mean = p.mean(axis=1), q.mean(axis=1)
+    held = p + cut   # what the DER is held to: its power plus what the bounds cut
+    p_mean, q_mean = p.mean(axis=1), held.mean(axis=1)
     lag = planned.mean(axis=1) - q_mean
     res = reserve_sub.mean(axis=1)
     lag_res = np.where(lag * res > 0.0, np.copysign(np.minimum(np.abs(lag), np.abs(res)), res),
@@ -236,7 +242,7 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
     return Execution(
         p_mean_mw=p_mean, planned_mean_mw=q_mean, p_total_sub_mw=p.sum(axis=0),
         net_min_mw=net.min(axis=1), net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
-        clamped=(np.abs(p - q) > 1e-9).any(axis=1), reserve_share=share.mean(axis=1),
+        clamped=(np.abs(cut) > 1e-9).any(axis=1), reserve_share=share.mean(axis=1),
         baseline_mw=base, p_mean_sum_mw=float(np.add.reduce(p_mean)), p_path_mw=p,
         contract_followable_mw=followable, plan_end_mw=q[:, -1].copy())
 

@@ -322,3 +322,36 @@ def test_a_der_held_at_its_bound_for_several_steps_keeps_its_whole_shortfall_in_
         step = ramp_mw_per_s * SUB_S
         np.testing.assert_allclose(ex.p_path_mw[j, 0], min(0.5 + step, 2.0), rtol=1e-9)
         assert np.all(np.diff(ex.p_path_mw[j]) <= step + 1e-12)
+
+
+@pytest.mark.parametrize("ramp_mw_per_s", [1.0, 0.1])
+def test_the_climb_back_after_a_bound_relaxes_is_ramp_lag_not_a_shortfall(
+        ramp_mw_per_s) -> None:
+    """A battery held at its floor (0.5 MW of a 2 MW contract) whose store is then
+    refilled climbs back to 2 MW at its ramp: that climb is ramp lag, as the ramp from
+    rest is (not penalised, not a clamp, off the contract's pay), where the step held at
+    the bound is a shortfall. (Session review: with the plan carried over, the climb was
+    settled as 0.975 MW (1 MW/s) / 1.448 MW (0.1 MW/s) undelivered and flagged clamped.)"""
+    fleet, kernel, _ = _guard_setup({"battery": {"ramp_mw_per_s": ramp_mw_per_s}})
+    j = int(np.flatnonzero(fleet.kind == KIND_BATTERY)[0])
+    floor = kernel.arrays.soc_min[j] * fleet.energy_capacity_mwh[j]
+    contract = np.zeros(N)
+    contract[j] = 2.0
+
+    def step(x_end, q_end):
+        return execute(fleet, kernel, baseline_mw=np.zeros(N), contract_mw=contract,
+                       reserve_mw=np.zeros(N), activation_s=np.full(N, np.inf), t0_s=T0_S,
+                       dt_s=1.0, n_substeps=20, physics_dt_s=SUB_S, p_prev_mw=x_end,
+                       p_start_mw=x_end, q_start_mw=q_end)
+
+    fleet.energy_mwh[j] = floor + 0.5 / 3600.0 / fleet.eta_discharge[j]   # 0.5 MW for 1 s
+    held = step(contract.copy(), contract.copy())
+    assert held.clamped[j]
+    np.testing.assert_allclose(held.planned_mean_mw[j] - held.p_mean_mw[j], 1.5, rtol=1e-9)
+    fleet.energy_mwh[j] = 0.5 * fleet.energy_capacity_mwh[j]
+    climb = step(held.p_path_mw[:, -1].copy(), held.plan_end_mw)
+    assert not climb.clamped[j]
+    assert climb.p_mean_mw[j] < 2.0 - 1e-6                            # still climbing
+    np.testing.assert_allclose(climb.planned_mean_mw[j], climb.p_mean_mw[j], rtol=1e-12)
+    np.testing.assert_allclose(climb.contract_followable_mw[j], climb.p_mean_mw[j],
+                               rtol=1e-12)
