@@ -733,9 +733,9 @@ class Kernel:
                          ) -> tuple[np.ndarray, np.ndarray]:
         """Physical net-injection bounds ``(lo, hi)`` for the actual state over the current
         step (no departure rule, no window end): the clip of dispatch (:mod:`dispatch`)."""
-        b = self._bounds(self._statics_for(fleet), fleet, fleet.energy_mwh, fleet.energy_mwh,
-                         fleet.solar_available_mw, duration_h, math.inf, fleet.plugged, False)
-        return b[0], b[1]
+        return self.net_bounds(fleet, fleet.energy_mwh, fleet.energy_mwh,
+                               fleet.solar_available_mw, duration_h, math.inf,
+                               fleet.plugged, False)
 
     def fleet_constants(self, fleet: FleetState) -> FleetConstants:
         """Kind masks, selectors and safe efficiencies of ``fleet`` (:attr:`constants` when it
