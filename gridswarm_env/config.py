@@ -245,6 +245,18 @@ def check_agent_limit(label: str, n_agents: int, sep: str = " = ") -> None:
                          f"{AGENT_LIMIT_WHY}")
 
 
+def check_path(owner: str, name: str, value: Any, what: str) -> str:
+    """A path setting: a non-empty ``str`` or :class:`os.PathLike` (a :class:`~pathlib.Path`),
+    returned as a str (so the config stays hashable and its record plain JSON).
+
+    :raises ValueError: ``"<owner>.<name> = <value>: expected <what>"``.
+    """
+    path = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{owner}.{name} = {value!r}: expected {what}")
+    return path
+
+
 def store(config: Any, name: str, value: Any) -> None:
     """Store a checked, normalized ``value`` on a frozen dataclass: for the configs' own
     ``__post_init__`` only. It bypasses both the freeze and the validation, so calling it
@@ -679,10 +691,8 @@ class EnvConfig:
                                  f"{MAX_CRYPTO_THREADS} (the environment never runs more "
                                  "threads than the process's usable cores)")
         if self.audit_path is not None:
-            if not isinstance(self.audit_path, str | os.PathLike) or not str(self.audit_path):
-                raise ValueError(f"{owner}.audit_path = {self.audit_path!r}: expected a file "
-                                 "path or None")
-            store(self, "audit_path", str(self.audit_path))
+            store(self, "audit_path", check_path(owner, "audit_path", self.audit_path,
+                                                 "a file path or None"))
         for name in ("shadow", "audit_keep_entries", "pause_gc"):
             check_bool(f"{owner}.{name}", getattr(self, name))
         from gridswarm_env.bus import BusConfig, Lane

@@ -26,6 +26,7 @@ from gridswarm_env.config import (
     check_int_at_least,
     check_int_at_most,
     check_non_negative,
+    check_path,
     check_positive,
     check_range,
     store,
@@ -90,18 +91,6 @@ def resolve_scenarios(scenario: str | Sequence[str]) -> tuple[str, ...]:
         if name not in known:
             raise ValueError(f"scenario = {name!r}: allowed values are all, {', '.join(known)}")
     return names
-
-
-def check_path(owner: str, name: str, value: Any, what: str) -> str:
-    """A path setting: a non-empty ``str`` or :class:`os.PathLike` (a :class:`~pathlib.Path`),
-    returned as a str (so the config stays hashable and its record plain JSON).
-
-    :raises ValueError: ``"<owner>.<name> = <value>: expected <what>"``.
-    """
-    path = os.fspath(value) if isinstance(value, str | os.PathLike) else None
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"{owner}.{name} = {value!r}: expected {what}")
-    return path
 
 
 def max_eval_seeds() -> int:
