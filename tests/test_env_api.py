@@ -554,13 +554,17 @@ def test_shadow_infos_carry_each_agents_would_be_dispatch():
     assert 0 < m["shadow_response_latency_ms"] < 100
 
 
-def test_shadow_rewards_charge_nothing_that_was_not_dispatched():
-    """Reviewer: shadow mode charged degradation on would-be dispatch but paid nothing."""
-    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=30, trust="hmac",
+@pytest.mark.parametrize(("scenario", "policy"), [("price_spike", "heuristic"),
+                                                ("solar_surplus", "random")])
+def test_shadow_rewards_charge_nothing_that_was_not_dispatched(scenario, policy):
+    """Reviewer: shadow mode charged degradation on would-be dispatch but paid nothing.
+    Random bids in a surplus also leave would-be deliveries short of their contracts:
+    shadow mode charges no undelivered penalty for them either."""
+    env = gridswarm_env.parallel_env(scenario=scenario, n_agents=30, trust="hmac",
                                      shadow=True)
     raw = env.unwrapped
     would = 0.0
-    for rewards, info in play(raw):
+    for rewards, info in play(raw, policy):
         would += abs(info["would_dispatch_mw"])
         # only the shared grid term remains: the same (non-positive) reward for everyone
         assert np.all(rewards == rewards[0]) and rewards[0] <= 0.0

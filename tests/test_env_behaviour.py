@@ -335,13 +335,18 @@ def test_the_operator_does_not_know_of_a_trip_before_detecting_it() -> None:
     assert requests[11.0][1] > 0.5 * sc.contingency_mw
 
 
-def test_without_reserve_the_energy_response_to_the_trip_is_the_latency() -> None:
+@pytest.mark.parametrize("detection_delay_s", [0.02, 0.5])
+def test_without_reserve_the_energy_response_to_the_trip_is_the_latency(
+        detection_delay_s: float) -> None:
     """Energy review: with no reserve target the fleet answered the trip through energy
-    rounds, yet emergency_response_latency_ms was None ("never responded")."""
+    rounds, yet emergency_response_latency_ms was None ("never responded"). With a
+    detection delay that ends after the trip step's gate closure (0.5 s: detected at
+    10.5 s, after the 10.25 s gate) the first request covering the trip is the one
+    announced at the next gate (11.25 s), one round later than with 20 ms."""
     from gridswarm_env.scenarios import get_scenario
     from policies import make_policy
 
-    sc = get_scenario("emergency", reserve_target_mw=0.0)
+    sc = get_scenario("emergency", reserve_target_mw=0.0, detection_delay_s=detection_delay_s)
     env = GridSwarmEnv(sc, n_agents=30, trust="hmac")
     pol = make_policy("heuristic")
     env.reset(seed=0)
@@ -354,10 +359,87 @@ def test_without_reserve_the_energy_response_to_the_trip_is_the_latency() -> Non
     assert m["frequency_nadir_hz"] < 59.5                  # the unassisted dip
     # round r delivers in [(r + 1) dt, (r + 2) dt): the first request covering the trip
     # (announced after detection) is answered from its window's start
-    trip_round = env._trip_round
-    assert (trip_round + 0.25) * env.config.dt_s >= sc.event_time_s + sc.detection_delay_s
+    # round r is announced at the gate of step r - 1, (r - 1)·dt + gate_s: the trip round
+    # is the first one announced at or after detection
+    trip_round, dt = env._trip_round, env.config.dt_s
+    announced_s = (trip_round - 1) * dt + env.config.market.gate_s
+    detected_s = sc.event_time_s + sc.detection_delay_s
+    assert announced_s - dt < detected_s <= announced_s
     assert m["emergency_response_latency_ms"] == pytest.approx(
         ((trip_round + 1) * env.config.dt_s - sc.event_time_s) * 1000.0)
+
+
+def _step_idle_until(env: GridSwarmEnv, until_s: float) -> dict[float, tuple]:
+    """Step ``env`` with idle bids (power level 0 MW) until ``t_s`` reaches ``until_s``;
+    per step start t0: (round_product, round_request_mw, event_detected) after the step."""
+    n = env.n_agents
+    idle = np.full(n, env.config.market.n_power_levels // 2)
+    seen = {}
+    while env.t_s < until_s:
+        t0 = env.t_s
+        env.step_arrays(idle, np.zeros(n, dtype=np.int64))
+        seen[t0] = (env.round_product, env.round_request_mw, env.event_detected)
+    return seen
+
+
+def test_the_operator_requests_the_lost_power_only_once_detection_ended() -> None:
+    """Guards the detection delay in what the operator knows (``_trip_known``): a trip at
+    10 s detected 0.5 s later (10.5 s) is unknown at the 10.25 s gate closure of the
+    step [10, 11), so the energy round announced there requests nothing for it (no
+    reserve target, no load step: the forecast is 0 MW); the round announced at 11.25 s
+    requests the whole 100 MW lost. Knowing it from ``event_time_s`` alone would request
+    the 100 MW a round early, before the operator could have seen the trip."""
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("emergency", reserve_target_mw=0.0, detection_delay_s=0.5,
+                      episode_steps=13)
+    env = GridSwarmEnv(sc, n_agents=10, trust="hmac")
+    env.reset(seed=0)
+    seen = _step_idle_until(env, 12.0)
+    assert seen[10.0] == (PRODUCT_ENERGY, 0.0, True)     # detected at 10.5 s, after the gate
+    assert seen[11.0] == (PRODUCT_ENERGY, sc.contingency_mw, True)
+
+
+def test_a_detection_on_a_step_boundary_is_broadcast_in_the_step_it_opens() -> None:
+    """Guards the half-open window [t0, t1) of the emergency broadcast: a trip at 10 s
+    detected after exactly 1 s (11.0 s, the boundary between the steps [10, 11) and
+    [11, 12)) is detected and broadcast in the step [11, 12), at 11.0 s, not at the end of
+    the step before."""
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("emergency", detection_delay_s=1.0, episode_steps=13)
+    env = GridSwarmEnv(sc, n_agents=10, trust="hmac")
+    env.reset(seed=0)
+    seen = _step_idle_until(env, 12.0)
+    assert [seen[t][2] for t in (9.0, 10.0, 11.0)] == [False, False, True]
+    emergency = [e for e in env.audit_log.entries if e.kind == "emergency"]
+    assert len(emergency) == 1 and emergency[0].fields["broadcast_s"] == 11.0
+
+
+def test_the_energy_response_is_the_first_contract_in_the_lost_power_s_direction() -> None:
+    """Guards the direction of the energy response (``_energy_response``): in a solar
+    surplus the energy rounds after a small trip (0.5 MW at 60 s) still buy absorption
+    until the surplus closes; those absorbing contracts do not answer a generation
+    loss. The response latency runs until the first round that buys injection starts
+    delivering (round k, cleared in step k, delivers from (k + 1)·dt), here 199 s, not
+    2 s (the first contract of any sign after the trip)."""
+    from gridswarm_env.scenarios import get_scenario
+    from policies import make_policy
+
+    sc = get_scenario("solar_surplus", contingency_mw=0.5, event_time_s=60.0)
+    env = GridSwarmEnv(sc, n_agents=10, trust="hmac")
+    res = run_episode(env, make_policy("heuristic"), seed=0)
+    m = env.episode_metrics()
+    accepted = np.array(res.trace["accepted_mw"])    # step k clears round k
+    trip_round = env._trip_round
+    assert m["contracts_rejected"] == 0 and m["contracts_lost"] == 0
+    assert np.all(accepted[trip_round:trip_round + 10] < 0.0)   # absorbing after the trip
+    first_up = trip_round + int(np.argmax(accepted[trip_round:] > 0.0))
+    assert accepted[first_up] > 0.0
+    dt = env.config.dt_s
+    assert m["emergency_response_latency_ms"] == pytest.approx(
+        ((first_up + 1) * dt - sc.event_time_s) * 1000.0)
+    assert m["emergency_response_latency_ms"] > 100_000.0    # 199 s with this seed
 
 
 def test_delivered_energy_counts_in_the_requirement_s_direction() -> None:

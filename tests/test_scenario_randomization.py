@@ -116,6 +116,25 @@ def test_draws_lie_within_the_bounds_and_vary_with_the_seed(name: str) -> None:
         assert all(sc.event_time_s == math.inf for sc in drawn)
 
 
+def test_each_drawn_value_uses_its_own_uniform_draw() -> None:
+    """Guards the closed form of ``Scenario.draw_episode``: ``u = uniform(−1, 1, 4)``;
+    the load step is scaled by ``1 + j_m·u_0``, the trip by ``1 + j_m·u_1``, the load
+    step's start moved by ``j_t·u_2`` and the trip's time by ``j_t·u_3``: with both a
+    load step and a trip the two times move independently (sharing ``u_2`` would move
+    them together)."""
+    sc = get_scenario("price_spike", contingency_mw=50.0, event_time_s=100.0,
+                      magnitude_jitter_frac=0.2, timing_jitter_s=5.0)
+    assert sc.has_event and sc.load_step_mw != 0.0
+    for seed in range(5):
+        u = np.random.default_rng(seed).uniform(-1.0, 1.0, 4)
+        drawn = sc.draw_episode(np.random.default_rng(seed))
+        assert drawn.load_step_mw == pytest.approx(sc.load_step_mw * (1 + 0.2 * u[0]))
+        assert drawn.contingency_mw == pytest.approx(sc.contingency_mw * (1 + 0.2 * u[1]))
+        assert drawn.load_step_start_s == pytest.approx(sc.load_step_start_s + 5.0 * u[2])
+        assert drawn.event_time_s == pytest.approx(sc.event_time_s + 5.0 * u[3])
+        assert not drawn.randomized
+
+
 def test_the_same_seed_draws_the_same_scenario_and_reset_without_seed_continues() -> None:
     a = _drawn("emergency", [5, 5, 6])
     assert a[0] == a[1] != a[2]
