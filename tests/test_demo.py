@@ -370,6 +370,10 @@ def test_sigint_stops_cleanly_and_still_writes_summary_and_json(tmp_path) -> Non
                          stderr=subprocess.PIPE, text=True)
     first = p.stdout.readline()        # the episode is running
     assert first.startswith("t="), first + p.stderr.read()
+    # however late this process sends the signal (CPU load), the episode cannot have
+    # ended: nothing reads stdout until communicate(), and the 300 steps' lines (~90 kB)
+    # overfill the pipe (64 KiB on Linux), so the demo blocks at step ~215 (measured with
+    # a 40 s delay here: "interrupted after 215/300 steps")
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=TIMEOUT_S)
     assert p.returncode == demo.EXIT_INTERRUPTED, stderr
@@ -863,6 +867,7 @@ def test_demo_ctrl_c_still_signs_the_audit_head(tmp_path, capsys):
                          stderr=subprocess.PIPE, text=True)
     first = p.stdout.readline()
     assert first.startswith("t="), first + p.stderr.read()
+    # the episode cannot end first: its unread lines overfill the pipe (see the test above)
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=CLI_TIMEOUT_S)
     assert p.returncode == demo.EXIT_INTERRUPTED, stderr

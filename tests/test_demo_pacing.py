@@ -42,6 +42,41 @@ def _run(speed: float, steps: int = 8) -> demo.DemoResult:
         session.env.close()
 
 
+class FakeClock:
+    """demo.py's clock (``demo.time``) made deterministic: ``perf_counter`` stands still
+    but for ``sleep`` and the work each step is given (``work_s``, one entry per step,
+    spent when the step is measured). With the real clock the pacing tests failed under
+    CPU load (CI: 2 cores shared): a step preempted past its deadline is, by design, not
+    waited for, so the number of sleeps, the waits and wall_s - paced_wait_s depended on
+    the scheduler."""
+
+    def __init__(self, monkeypatch, work_s=(), on_sleep=None) -> None:
+        self.now = 1000.0
+        self.work_s = list(work_s)
+        self.sleeps: list[tuple[float, float]] = []   # (when it was called, seconds)
+        self.on_sleep = on_sleep
+        monkeypatch.setattr(demo, "time", self)
+        measure = demo.measure_step
+
+        def measure_step(*args, **kwargs):
+            if self.work_s:
+                self.now += self.work_s.pop(0)
+            return measure(*args, **kwargs)
+
+        monkeypatch.setattr(demo, "measure_step", measure_step)
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.sleeps.append((self.now, seconds))
+        if self.on_sleep is not None:
+            self.on_sleep(self, seconds)   # may cut the wait short and raise
+        else:
+            self.now += seconds
+
+
 # ---------------------------------------------------------------------- the flag
 def test_speed_defaults_to_10_live_and_0_with_plain_lines():
     assert demo.LIVE_SPEED == 10.0
@@ -74,11 +109,13 @@ def test_bad_speeds_in_the_api_name_the_flag(value):
 
 
 # ---------------------------------------------------------------------- pacing
-def test_pacing_changes_nothing_but_the_wall_clock(tmp_path):
+def test_pacing_changes_nothing_but_the_wall_clock(tmp_path, monkeypatch):
     """Same steps (but their wall_s) and KPIs, and the same --json but for the run's
     speed and wall-clock figures, at any speed."""
     docs = {}
     for speed in (0.0, 200.0):   # 200: 5 ms per 1-s step
+        if speed:   # every step waits (real clock: under load all 8 could be late)
+            clock = FakeClock(monkeypatch)
         result = _run(speed)
         out = tmp_path / f"{speed}.json"
         demo.write_json(out, result.run, result.steps, result.metrics)
@@ -86,7 +123,8 @@ def test_pacing_changes_nothing_but_the_wall_clock(tmp_path):
     fast, paced = docs[0.0], docs[200.0]
     assert fast["run"]["speed"] == 0.0 and paced["run"]["speed"] == 200.0
     assert fast["run"]["paced_wait_s"] == 0.0 and paced["run"]["paced_wait_s"] > 0
-    assert paced["run"]["wall_s"] >= 8 / 200.0
+    assert paced["run"]["wall_s"] == pytest.approx(8 / 200.0)
+    assert len(clock.sleeps) == 8
     wall = {"wall_s", "paced_wait_s", "agent_steps_per_s", "speed"}
     assert ({k: v for k, v in fast["run"].items() if k not in wall}
             == {k: v for k, v in paced["run"].items() if k not in wall})
@@ -100,36 +138,48 @@ def test_pacing_changes_nothing_but_the_wall_clock(tmp_path):
 def test_pacing_sleeps_until_each_steps_deadline(monkeypatch):
     """Step k is released at start + k * dt_s / speed: one time.sleep per step at most
     (no busy wait), each ending on that grid; a late step is not waited for."""
-    real_sleep, wake_at = time.sleep, []
-
-    def sleep(seconds: float) -> None:
-        wake_at.append(time.perf_counter() + seconds)
-        real_sleep(seconds)
-
-    monkeypatch.setattr(demo.time, "sleep", sleep)
-    result = _run(20.0, steps=6)   # 50 ms per step
-    assert 1 <= len(wake_at) <= 6   # at most one sleep per step
-    for t in wake_at:
-        k = (t - wake_at[0]) / 0.05
-        assert abs(k - round(k)) < 0.02, (t - wake_at[0])   # on the 50 ms grid
-    assert result.wall_s >= 6 * 0.05 - 1e-3
-    assert result.run["paced_wait_s"] == pytest.approx(result.wall_s, abs=0.25)
+    # 50 ms per step; step 3 takes 120 ms of work: steps 3 and 4 are late
+    clock = FakeClock(monkeypatch, work_s=[0.01, 0.01, 0.12, 0.01, 0.01, 0.01])
+    start = clock.now
+    result = _run(20.0, steps=6)
+    wake_at = [(t + s - start) / 0.05 for t, s in clock.sleeps]
+    assert wake_at == pytest.approx([1, 2, 5, 6], abs=1e-9)   # on the grid; 3, 4 not waited
+    assert [s for _, s in clock.sleeps] == pytest.approx([0.04, 0.04, 0.01, 0.04])
+    assert result.wall_s == pytest.approx(6 * 0.05)
+    assert result.run["paced_wait_s"] == pytest.approx(0.13)
+    assert result.run["agent_steps_per_s"] == pytest.approx(6 * 12 / 0.17)   # waits left out
 
 
-def test_ctrl_c_during_a_pacing_wait_stops_cleanly(monkeypatch):
+def test_pacing_sleeps_on_the_real_clock(monkeypatch):
+    """The same with the real time.sleep: the run lasts at least until the last step's
+    deadline (late steps, e.g. under CPU load, only make it longer), sleeping at most
+    once per step."""
     real_sleep, calls = time.sleep, []
 
     def sleep(seconds: float) -> None:
         calls.append(seconds)
-        if len(calls) == 3:
-            real_sleep(seconds / 2)
-            raise KeyboardInterrupt
         real_sleep(seconds)
 
     monkeypatch.setattr(demo.time, "sleep", sleep)
+    result = _run(20.0, steps=6)   # 50 ms per step
+    assert len(calls) <= 6 and all(0 < s <= 0.05 for s in calls)
+    assert result.wall_s >= 6 * 0.05 - 1e-3
+    assert 0 <= result.run["paced_wait_s"] <= result.wall_s
+
+
+def test_ctrl_c_during_a_pacing_wait_stops_cleanly(monkeypatch):
+    def interrupt_the_third(clock: FakeClock, seconds: float) -> None:
+        if len(clock.sleeps) == 3:
+            clock.now += seconds / 2
+            raise KeyboardInterrupt
+        clock.now += seconds
+
+    FakeClock(monkeypatch, work_s=[0.01] * 10, on_sleep=interrupt_the_third)
     result = _run(20.0, steps=10)
     assert result.stop_reason == "interrupted" and len(result.steps) == 3
-    assert result.run["paced_wait_s"] > 0.05   # the cut-short wait is counted too
+    # 40 + 40 ms of waits and the cut-short wait's 20 ms: it is counted too
+    assert result.run["paced_wait_s"] == pytest.approx(0.10)
+    assert result.wall_s == pytest.approx(0.13)
 
 
 def test_the_summary_says_the_run_was_paced_and_leaves_the_waits_out_of_the_rates():
