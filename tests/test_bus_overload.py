@@ -174,7 +174,7 @@ def test_contracts_deferred_past_one_step_are_lost_not_left_on_the_books():
     assert reasons == {"bus_expired"}
 
 
-@pytest.mark.parametrize("limit", [0.1, 0.5, 0.74])
+@pytest.mark.parametrize("limit", [0.1, 0.5, 0.74, 0.9])
 def test_the_environment_refuses_an_age_limit_below_one_step(limit):
     """New-user review: max_deferral_s = 0.74 with dt_s = 1 dropped 17 216 messages that
     were never deferred (3 117 contracts lost, consensus still 1.0): the environment

@@ -85,6 +85,11 @@ def _float_fields(cls) -> list[str]:
     (lambda: FleetConfig(solar_inverter_eta=1.01), "solar_inverter_eta", "(0.0, 1.0]"),
     (lambda: FleetConfig(share_solar=0.5), "share_solar + share_battery + share_ev",
      "sum to 1"),
+    # a typo in one share (sum 1.05, or 1 + 1e-6) is refused, not built with more agents
+    (lambda: FleetConfig(share_solar=0.35), "share_solar + share_battery + share_ev = 1.05",
+     "sum to 1"),
+    (lambda: FleetConfig(share_ev=0.3 + 1e-6), "share_solar + share_battery + share_ev",
+     "sum to 1"),
     (lambda: FleetConfig(share_solar=-0.1, share_battery=0.8), "share_solar", "[0.0, 1.0]"),
     (lambda: FleetConfig(ev_soc_init_low=0.8, ev_soc_init_high=0.2), "ev_soc_init_low",
      "<="),

@@ -348,24 +348,33 @@ def test_aec_a_done_agents_action_is_refused_and_none_still_steps() -> None:
     wrapped.step(np.array([N_POWER // 2, 0]))
 
 
-def test_aec_failed_parallel_step_drops_the_rounds_actions() -> None:
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()],
+                         ids=["oserror", "ctrl_c"])
+def test_aec_failed_parallel_step_drops_the_rounds_actions(error: BaseException) -> None:
     """If the parallel step itself fails at the last agent's step, the stored actions are
     discarded (they were handed over again at every later step) and the round starts over
-    at its first agent; the error says so and what to do."""
+    at its first agent; the error says so and what to do. Ctrl-C (KeyboardInterrupt)
+    reaches the user as itself, not wrapped in a RuntimeError that an ``except Exception``
+    in a training loop would swallow; its round starts over too."""
     def fail_once(aec) -> None:
         raw = aec.unwrapped
 
         def failing_step(actions):
             del raw.step                     # the next round steps for real
-            raise OSError("disk full")
+            raise error
         raw.step = failing_step
         for _ in aec.possible_agents[:-1]:
             aec.step(np.array([0, N_PRICE - 1]))    # not the actions played afterwards
-        with pytest.raises(RuntimeError, match=r"ev_000's step\(\)\) failed: OSError: disk full; "
-                           r"this round's actions were discarded and agent_selection is "
-                           r"back at solar_000: call reset\(\)") as err:
-            aec.step(np.array([0, N_PRICE - 1]))
-        assert isinstance(err.value.__cause__, OSError)
+        if isinstance(error, Exception):
+            with pytest.raises(RuntimeError, match=r"ev_000's step\(\)\) failed: OSError: disk "
+                               r"full; this round's actions were discarded and agent_selection "
+                               r"is back at solar_000: call reset\(\)") as err:
+                aec.step(np.array([0, N_PRICE - 1]))
+            assert err.value.__cause__ is error
+        else:
+            with pytest.raises(KeyboardInterrupt) as err:
+                aec.step(np.array([0, N_PRICE - 1]))
+            assert err.value is error
         assert aec.agent_selection == "solar_000" and raw.step_index == 0
 
     _assert_same_episode(_aec_episode(before=fail_once)[0], _aec_episode()[0])
@@ -549,7 +558,9 @@ def test_shadow_infos_carry_each_agents_would_be_dispatch():
         total += abs(per_agent)
     assert total > 0
     m = raw.episode_metrics()
-    # nothing was dispatched: no response latency, but the would-be one is reported
+    # nothing was dispatched: no response (the activated reserve moved nothing) and no
+    # response latency, but the would-be one is reported
+    assert m["emergency_response_mw_100ms"] == 0.0
     assert m["emergency_response_latency_ms"] is None
     assert 0 < m["shadow_response_latency_ms"] < 100
 

@@ -312,6 +312,19 @@ def test_bids_delivered_after_gate_closure_count_as_stale(make_env) -> None:
     assert raw.episode_metrics()["stale_bids"] == sum(late)
 
 
+def _step_idle_until(env: GridSwarmEnv, until_s: float) -> dict[float, tuple]:
+    """Step ``env`` with idle bids (power level 0 MW) until ``t_s`` reaches ``until_s``;
+    per step start t0: (round_product, round_request_mw, event_detected) after the step."""
+    n = env.n_agents
+    idle = np.full(n, env.config.market.n_power_levels // 2)
+    seen = {}
+    while env.t_s < until_s:
+        t0 = env.t_s
+        env.step_arrays(idle, np.zeros(n, dtype=np.int64))
+        seen[t0] = (env.round_product, env.round_request_mw, env.event_detected)
+    return seen
+
+
 def test_the_operator_does_not_know_of_a_trip_before_detecting_it() -> None:
     """Market review: a trip detected late in a step (10.92 s) was already in the request
     announced at that step's gate closure (10.25 s). The round announced then is still a
@@ -323,15 +336,10 @@ def test_the_operator_does_not_know_of_a_trip_before_detecting_it() -> None:
     sc = get_scenario("emergency", event_time_s=10.9, disturbance_time_s=10.9)
     env = GridSwarmEnv(sc, n_agents=30, trust="hmac")
     env.reset(seed=0)
-    idle = np.full(30, env.config.market.n_power_levels // 2)
-    requests = {}
-    while env.t_s < 12.0:
-        t0 = env.t_s
-        env.step_arrays(idle, np.zeros(30, dtype=np.int64))
-        requests[t0] = (env.round_product, env.round_request_mw)   # announced t0 + gate_s
+    requests = _step_idle_until(env, 12.0)   # per step start t0: announced at t0 + gate_s
     assert env.event_detected
-    assert requests[10.0] == (PRODUCT_RESERVE, sc.reserve_target_mw)   # 10.25 s: not known
-    assert requests[11.0][0] == PRODUCT_ENERGY                        # 11.25 s: known
+    assert requests[10.0][:2] == (PRODUCT_RESERVE, sc.reserve_target_mw)   # 10.25 s: not known
+    assert requests[11.0][0] == PRODUCT_ENERGY                            # 11.25 s: known
     assert requests[11.0][1] > 0.5 * sc.contingency_mw
 
 
@@ -367,19 +375,6 @@ def test_without_reserve_the_energy_response_to_the_trip_is_the_latency(
     assert announced_s - dt < detected_s <= announced_s
     assert m["emergency_response_latency_ms"] == pytest.approx(
         ((trip_round + 1) * env.config.dt_s - sc.event_time_s) * 1000.0)
-
-
-def _step_idle_until(env: GridSwarmEnv, until_s: float) -> dict[float, tuple]:
-    """Step ``env`` with idle bids (power level 0 MW) until ``t_s`` reaches ``until_s``;
-    per step start t0: (round_product, round_request_mw, event_detected) after the step."""
-    n = env.n_agents
-    idle = np.full(n, env.config.market.n_power_levels // 2)
-    seen = {}
-    while env.t_s < until_s:
-        t0 = env.t_s
-        env.step_arrays(idle, np.zeros(n, dtype=np.int64))
-        seen[t0] = (env.round_product, env.round_request_mw, env.event_detected)
-    return seen
 
 
 def test_the_operator_requests_the_lost_power_only_once_detection_ended() -> None:

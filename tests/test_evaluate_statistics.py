@@ -216,3 +216,12 @@ def test_results_md_reports_the_nadir_against_the_first_ufls_stage(tmp_path):
     assert "nadir 59.350 Hz (+0.050 Hz from the 59.3 Hz first UFLS stage)" in text
     evaluate.write_markdown(md, summary, {}, [], {})         # no episodes given: no line
     assert "UFLS" not in md.read_text() and "load-shedding" not in md.read_text()
+
+
+def test_ci95_of_a_single_value_is_none():
+    """``evaluate.ci95_halfwidth`` of one value is None (no spread is known), as documented,
+    not NaN from a Student t with 0 degrees of freedom (NaN is written as null in
+    results.json but breaks arithmetic in a caller)."""
+    assert evaluate.ci95_halfwidth(1.0, 1) is None
+    assert evaluate.ci95_halfwidth(None, 5) is None
+    assert evaluate.ci95_halfwidth(1.0, 2) == pytest.approx(12.706204736 / math.sqrt(2))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gridswarm_env
-from gridswarm_env.config import CostConfig, FleetConfig
+from gridswarm_env.config import CostConfig, EnvConfig, FleetConfig, MarketConfig
 from gridswarm_env.env import OBS_FIELDS
 from gridswarm_env.metrics import SHEDDING_STAGE_HZ
 from policies import make_policy
@@ -456,6 +456,53 @@ def test_heuristic_act_before_reset_says_call_reset():
         HeuristicPolicy().act(obs, np.ones((3, 32), dtype=bool))
 
 
+# --------------------------------------------------------------------------- random
+def test_random_policy_uses_the_environments_number_of_power_levels():
+    """``random`` on a market with 11 power levels (not the default 21) bids only levels
+    its masks allow, power and price alike, and spreads its prices over the price levels:
+    the policy takes the split of the mask from the environment it is reset on."""
+    from policies.random import RandomPolicy
+
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=20, trust="hmac",
+                                     config=EnvConfig(market=MarketConfig(n_power_levels=11)))
+    env.reset(seed=0)
+    raw = env.unwrapped
+    policy = RandomPolicy(seed=0)
+    policy.reset(raw, seed=0)
+    prices = set()
+    for _ in range(5):
+        mask = raw.action_masks()
+        actions = policy.act(raw.observations_array(), mask)
+        assert mask[np.arange(20), actions[:, 0]].all()
+        assert mask[np.arange(20), 11 + actions[:, 1]].all()
+        prices |= set(actions[:, 1].tolist())
+        raw.step_arrays(actions[:, 0], actions[:, 1])
+    assert len(prices) > 3
+
+
+def test_random_policy_reset_with_a_seed_replays_its_bids():
+    """``RandomPolicy.reset(env, seed)`` reseeds the bids: the same seed gives the same
+    bids, whether the policy was built with a seed or not and whatever it played before
+    (evaluate.py reuses one policy object across its seeds)."""
+    from policies.random import RandomPolicy
+
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=10, trust="hmac")
+    env.reset(seed=0)
+    raw = env.unwrapped
+    obs, mask = raw.observations_array(), raw.action_masks()
+
+    def bids(policy):
+        policy.reset(raw, seed=7)
+        return np.concatenate([policy.act(obs, mask) for _ in range(3)])
+
+    reused = RandomPolicy()
+    first = bids(reused)
+    reused.act(obs, mask)                     # plays on, then is reset again
+    np.testing.assert_array_equal(bids(reused), first)
+    np.testing.assert_array_equal(bids(RandomPolicy()), first)
+    np.testing.assert_array_equal(bids(RandomPolicy(seed=123)), first)
+
+
 def _saved_maskable_ppo(path, action_space):
     """A tiny untrained MaskablePPO with gridswarm's observation space and
     ``action_space``, saved to ``path``."""
@@ -496,23 +543,48 @@ def test_learned_policy_refuses_a_model_whose_actions_are_not_power_and_price(tm
             make()
 
 
-def test_learned_policy_refuses_observations_and_masks_of_another_shape(tmp_path):
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_learned_policy_refuses_observations_and_masks_of_another_shape(deterministic,
+                                                                        tmp_path):
     """``act`` names a batch whose observations are not ``(n, OBS_DIM)`` or whose mask is
-    not ``(n, n_power_levels + n_price_levels)`` instead of acting on it."""
+    not ``(n, n_power_levels + n_price_levels)`` instead of acting on it, greedy or
+    sampling. A mask of the right size but transposed is refused too: ``model.predict``
+    (which a sampling policy calls) would reshape it silently and sample each agent's bid
+    under another agent's (scrambled) mask."""
     from gymnasium import spaces
 
     from policies.learned import LearnedPolicy
 
     model = _saved_maskable_ppo(tmp_path / "m.zip", spaces.MultiDiscrete([21, 11]))
-    policy = LearnedPolicy.from_model(model)
+    policy = LearnedPolicy.from_model(model, deterministic=deterministic)
     obs = np.zeros((3, len(OBS_FIELDS)), np.float32)
     assert policy.act(obs, np.ones((3, 32), bool)).shape == (3, 2)
+    with pytest.raises(ValueError, match=r"mask has shape \(32, 3\): expected \(3, 32\)"):
+        policy.act(obs, np.ones((32, 3), bool))
     with pytest.raises(ValueError, match=r"mask has shape \(3, 30\): expected \(3, 32\)"):
         policy.act(obs, np.ones((3, 30), bool))
     with pytest.raises(ValueError, match=r"mask has shape \(2, 32\): expected \(3, 32\)"):
         policy.act(obs, np.ones((2, 32), bool))
     with pytest.raises(ValueError, match=r"obs has shape \(3, 27\): expected \(n_agents, 28\)"):
         policy.act(obs[:, :27], np.ones((3, 32), bool))
+
+
+def test_learned_policy_refuses_an_environment_with_other_action_levels():
+    """The shipped model acts in 21 power x 11 price levels: reset on an environment
+    with 11 power levels is refused with both action spaces named, instead of bidding
+    levels that mean other MW (or lie outside the action space)."""
+    from policies.learned import LearnedPolicy
+
+    policy = LearnedPolicy()
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=3, trust="hmac",
+                                     config=EnvConfig(market=MarketConfig(n_power_levels=11)))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"was trained for MultiDiscrete\(\[21, 11\]\) actions; "
+                                         r"this environment expects MultiDiscrete\(\[11, 11\]\)"):
+        policy.reset(env.unwrapped)
+    same = gridswarm_env.parallel_env(scenario="emergency", n_agents=3, trust="hmac")
+    same.reset(seed=0)
+    policy.reset(same)   # the levels it was trained for
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -897,6 +969,84 @@ def test_oracle_plans_the_operators_rounds_as_the_environment_announces_them(eve
     announced = [products[k - 1] == 0 for k in range(2, 20)]
     assert list(planned[2:20]) == announced
     assert announced.index(True) + 2 == (12 if event_time_s == 10.0 else 13)
+
+
+def test_oracle_replan_failures_belong_to_their_own_episode(monkeypatch):
+    """evaluate.py reuses one oracle across seeds and reports each episode's failed
+    re-plans: a failure in one episode must not be reported again for the next, whose
+    re-plans all succeeded."""
+    import policies.oracle as oracle
+
+    original = oracle.solve_balancing
+
+    def fail_replans(problem, first_step=0):
+        if first_step > 0:
+            raise RuntimeError("oracle LP not solved (HiGHS status 4): numerical trouble")
+        return original(problem, first_step=first_step)
+
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=5, trust="hmac")
+    policy = oracle.OraclePolicy()
+    monkeypatch.setattr(oracle, "solve_balancing", fail_replans)
+    run_episode(env, policy, seed=0)
+    assert policy.replan_failures
+    monkeypatch.setattr(oracle, "solve_balancing", original)
+    run_episode(env, policy, seed=1)
+    assert len(policy.plans) > 1          # it did re-plan, successfully
+    assert policy.replan_failures == []
+
+
+def test_oracle_replans_when_a_battery_drifts_from_its_plan():
+    """The oracle re-plans from the measured state when a storage agent's energy drifts
+    from its plan by more than ``replan_drift`` (1 %) of its capacity: a 5 % drift makes
+    it re-plan at its next bid (else it would keep bidding energy the battery lacks)."""
+    from gridswarm_env.fleet import KIND_BATTERY
+
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=5, trust="hmac")
+    env.reset(seed=0)
+    raw = env.unwrapped
+    policy = OraclePolicy()
+    policy.reset(raw)
+    for _ in range(3):
+        actions = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(actions[:, 0], actions[:, 1])
+    plans = len(policy.plans)
+    policy.act(raw.observations_array(), raw.action_masks())
+    assert len(policy.plans) == plans     # on plan: no re-plan
+    i = int(np.flatnonzero(raw.fleet.kind == KIND_BATTERY)[0])
+    cap = raw.fleet.energy_capacity_mwh[i]
+    raw.fleet.energy_mwh[i] += -0.05 * cap if raw.fleet.energy_mwh[i] > cap / 2 else 0.05 * cap
+    policy.act(raw.observations_array(), raw.action_masks())
+    assert len(policy.plans) == plans + 1
+
+
+def test_oracle_unplanned_agents_bid_their_room_as_backup():
+    """With ``backup_bids`` (the default) every agent the plan does not use but that can
+    move in the round's direction offers its whole room (the extreme allowed level) behind
+    the planned bids, so a request the plan did not foresee is still covered."""
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=20, trust="hmac")
+    env.reset(seed=0)
+    raw = env.unwrapped
+    policy = OraclePolicy()
+    policy.reset(raw)
+    mid = (raw.config.market.n_power_levels - 1) // 2
+    backups = 0
+    for _ in range(40):
+        mask = raw.action_masks()
+        actions = policy.act(raw.observations_array(), mask)
+        request = raw.round_request_mw
+        col = raw.step_index + 1 - policy.plan.first_step
+        if abs(request) > raw.config.market.deadband_mw and col < policy.plan.p_mw.shape[1]:
+            d = 1 if request > 0 else -1
+            power = mask[:, :2 * mid + 1]
+            room = power & ((np.arange(2 * mid + 1)[None, :] - mid) * d > 0)
+            unplanned = (policy.plan.energy_part_mw[:, col] * d <= 1e-6) & room.any(axis=1)
+            levels = actions[unplanned, 0]
+            want = (np.argmax(room, axis=1) if d < 0
+                    else 2 * mid - np.argmax(room[:, ::-1], axis=1))[unplanned]
+            np.testing.assert_array_equal(levels, want)
+            backups += int(unplanned.sum())
+        raw.step_arrays(actions[:, 0], actions[:, 1])
+    assert backups > 0
 
 
 def test_a_first_registration_keeps_the_built_in_policies():

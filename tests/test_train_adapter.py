@@ -419,6 +419,7 @@ def test_reward_scale_and_clip():
     ({"marginal_weight": -1.0}, "marginal_weight"),
     ({"reward_scale": 0.0}, "reward_scale"),
     ({"reward_clip": -1.0}, "reward_clip"),
+    ({"reward_clip": 0.0}, r"reward_clip = 0.0: must be > 0"),   # would zero every reward
     ({"trust": "rsa"}, "trust"),
     ({"render_mode": "rgb_array"}, "render_mode"),
     ({"seed": -1}, "seed = -1: must be an integer >= 0"),
@@ -534,11 +535,13 @@ def test_terminal_observation_is_each_agents_own_last_observation():
                                   last["obs"])
 
 
-def test_seeding_again_replays_the_same_episodes_scenarios_included():
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_seeding_again_replays_the_same_episodes_scenarios_included(n_envs):
     """``seed(s)`` + ``reset()`` restarts every copy at its start of the seed's scenario
     cycle, however many episodes were played before: the same scenarios and the same
-    first observations as the first ``seed(s)`` + ``reset()``."""
-    venv = GridSwarmVecEnv("all", n_agents=3, n_envs=2)
+    first observations as the first ``seed(s)`` + ``reset()``, with one copy as with
+    several (a seeded evaluation or a re-run must not depend on the adapter's history)."""
+    venv = GridSwarmVecEnv("all", n_agents=3, n_envs=n_envs)
     runs = []
     for _ in range(2):
         venv.seed(4)

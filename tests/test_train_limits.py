@@ -16,6 +16,7 @@ import train.callbacks as callbacks
 from gridswarm_env.kernel import Limits
 from tests.test_train_failures import PROG, TINY, one_error_line, tiny_config, without_notes
 from train.__main__ import main
+from train.config import TrainConfig
 from train.trainer import ENV_SETTINGS_ATTR, load_model, train
 
 #: the limits a run is started with, and what the file holds afterwards (both valid
@@ -178,3 +179,13 @@ def test_a_checkpoint_without_a_limits_hash_resumes_unchecked(tmp_path):
     assert record["config"]["limits_sha256"] == sha(LATER)
     assert "limits_sha256" not in record["checkpoint_env_settings"]
     assert record["changed_on_resume"] == {}
+
+
+def test_env_settings_store_the_limits_file_as_an_absolute_path(tmp_path, monkeypatch):
+    """A model trained with ``--limits limits.toml`` (a relative path) records the file's
+    absolute path, so ``--resume`` from another directory finds the same file."""
+    (tmp_path / "limits.toml").write_bytes(b"[agents.battery_001]\nmax_discharge_mw = 0.0\n")
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(n_agents=5, limits="limits.toml")
+    assert config.limits == "limits.toml"
+    assert config.env_settings()["limits"] == str(tmp_path.resolve() / "limits.toml")
