@@ -586,7 +586,7 @@ def offer_lines(raw: Any, rec: RecordingPolicy, product: str, limit: int) -> lis
     idx = np.flatnonzero(np.abs(awarded) > _EPS_MW)
     if not idx.size:
         return []
-    bid_price = raw.price_levels[rec.actions[idx, 1]]
+    bid_price = raw.price_levels_per_mwh[rec.actions[idx, 1]]
     # shortage / reserve: cheapest offers first; surplus: highest price (least compensation)
     order = np.argsort(bid_price if awarded[idx].sum() > 0 else -bid_price, kind="stable")
     idx, bid_price = idx[order][:limit], bid_price[order][:limit]
@@ -622,7 +622,7 @@ def measure_step(raw: Any, info: Mapping[str, Any], rec: RecordingPolicy,
     t = float(info["t_s"])
     out["grid_load_mw"] = sc.base_load_mw + float(sc.forecast_shortage_mw(t))
     out["lost_generation_mw"] = float(sc.lost_generation_mw(t))
-    out["price_signal_per_mwh"] = float(raw.round_price_signal)
+    out["price_signal_per_mwh"] = float(raw.round_price_signal_per_mwh)
     out["ders_active"] = int(np.count_nonzero(np.abs(raw.last_p_mw) > _EPS_MW))
     reserve_on = np.isfinite(raw.activation_s) & (raw.reserve_mw > _EPS_MW)
     scheduled = rec.scheduled_mw if rec.scheduled_mw is not None else np.zeros(raw.n_agents)

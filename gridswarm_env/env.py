@@ -359,7 +359,7 @@ class GridSwarmEnv(ParallelEnv):
         self.n_agents = cfg.n_agents
         self.grid = GridModel(cfg.grid, cfg.dt_s)
         self.n_substeps = self.grid.n_substeps
-        self.price_levels = self.scenario.price_levels_per_mwh(cfg.market.n_price_levels)
+        self.price_levels_per_mwh = self.scenario.price_levels_per_mwh(cfg.market.n_price_levels)
         # one space object per env instance (the same object on every call; seeding one
         # env's spaces never affects another's)
         self._obs_space = spaces.Box(-OBS_LIMIT, OBS_LIMIT, (OBS_DIM,), np.float32)
@@ -451,6 +451,12 @@ class GridSwarmEnv(ParallelEnv):
     @property
     def unwrapped(self) -> GridSwarmEnv:
         return self
+
+    @property
+    def price_levels(self) -> np.ndarray:
+        """The bid price levels, $/MWh: the earlier name of :attr:`price_levels_per_mwh`,
+        kept for policies written against it (the same array)."""
+        return self.price_levels_per_mwh
 
     # ------------------------------------------------------------------ reset
     def reset(self, seed: int | None = None, options: dict | None = None
@@ -545,23 +551,23 @@ class GridSwarmEnv(ParallelEnv):
         # delivery with _sig_void.put, one 45-byte item each); sig_* are views of its fields
         sig = self._sig = np.zeros(n, dtype=SIGNAL_DTYPE)
         sig["round"] = -1
-        sig["price_per_mwh"] = float(self.price_levels.mean())
+        sig["price_per_mwh"] = float(self.price_levels_per_mwh.mean())
         sig["freq_hz"] = cfg.grid.nominal_freq_hz
         sig["clearing_price_per_mwh"] = np.nan
-        self.sig_round, self.sig_request = sig["round"], sig["request_mw"]
-        self.sig_price, self.sig_product = sig["price_per_mwh"], sig["product"]
-        self.sig_freq, self.sig_rocof = sig["freq_hz"], sig["rocof_hz_per_s"]
-        self.sig_clearing_price = sig["clearing_price_per_mwh"]
-        self.sig_age = np.full(n, 10.0)
+        self.sig_round, self.sig_request_mw = sig["round"], sig["request_mw"]
+        self.sig_price_per_mwh, self.sig_product = sig["price_per_mwh"], sig["product"]
+        self.sig_freq_hz, self.sig_rocof_hz_per_s = sig["freq_hz"], sig["rocof_hz_per_s"]
+        self.sig_clearing_price_per_mwh = sig["clearing_price_per_mwh"]
+        self.sig_age_steps = np.full(n, 10.0)
         self.backpressure = np.zeros(n, dtype=bool)
         # share of each agent's last bid awarded by the contracts it received (see
         # _update_signals); the operator's last clearing price (NaN before any), which
-        # agents learn from the round announcements (sig_clearing_price)
+        # agents learn from the round announcements (sig_clearing_price_per_mwh)
         self.accepted_share = z.copy()
         self._bid_mw = z.copy()              # the bids published this step
-        self.last_clearing_price = float("nan")
+        self.last_clearing_price_per_mwh = float("nan")
         self.freq_trace_hz = np.full(self.n_substeps, cfg.grid.nominal_freq_hz)
-        self.last_rocof = 0.0
+        self.last_rocof_hz_per_s = 0.0
         self.last_info: dict[str, Any] = {}
         self.events: list[str] = []
         self.shadow_dispatch_mwh = 0.0
@@ -623,9 +629,9 @@ class GridSwarmEnv(ParallelEnv):
         self._kind_sel = sel
         # the observation builder: static rows, scales and the agents' signal arrays
         self._obs = ObservationBuilder(
-            f, sel[2], c.zero, request_mw=self.sig_request, price_per_mwh=self.sig_price,
-            product=self.sig_product, freq_hz=self.sig_freq, rocof_hz_per_s=self.sig_rocof,
-            clearing_price_per_mwh=self.sig_clearing_price, signal_age=self.sig_age,
+            f, sel[2], c.zero, request_mw=self.sig_request_mw, price_per_mwh=self.sig_price_per_mwh,
+            product=self.sig_product, freq_hz=self.sig_freq_hz, rocof_hz_per_s=self.sig_rocof_hz_per_s,
+            clearing_price_per_mwh=self.sig_clearing_price_per_mwh, signal_age=self.sig_age_steps,
             emergency_seen=self.emergency_seen, nominal_freq_hz=cfg.grid.nominal_freq_hz,
             request_scale_mw=self._flex_scale, price_floor_per_mwh=sc.price_floor_per_mwh,
             price_cap_per_mwh=sc.price_cap_per_mwh, start_hour=sc.start_hour,
@@ -759,12 +765,12 @@ class GridSwarmEnv(ParallelEnv):
                                               self._neutral_price)
         freq = float(self.freq_trace_hz[-1])
         # the bus copies published rows: the buffer is reused
-        self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof,
-                                  self.last_clearing_price)
+        self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof_hz_per_s,
+                                  self.last_clearing_price_per_mwh)
         self._signal_rows_void[...] = self._signal_record_void
         self.bus.publish_batch(TOPIC_PRICE, self._signal_rows, lane=Lane.MARKET, senders=self._to_operator,
                                recipients=self._agent_ids, now_s=now_s)
-        self.round_price_signal = price
+        self.round_price_signal_per_mwh = price
 
     # ------------------------------------------------------------------ step
     def step(self, actions: Mapping[str, Any]):
@@ -955,7 +961,7 @@ class GridSwarmEnv(ParallelEnv):
                 agents=[self.possible_agents[i] for i in listed],
                 requested_mw=self.kernel.level_power_mw[listed, power_level[listed]],
                 executed_mw=bid_mw[listed], **extra)
-        return n_blocked, bid_mw, self.price_levels[price_level]
+        return n_blocked, bid_mw, self.price_levels_per_mwh[price_level]
 
     def _publish_bids(self, bid_mw: np.ndarray, bid_price: np.ndarray, t0: float) -> None:
         self._bid_mw = bid_mw      # what each agent bid (it knows its own bid)
@@ -1031,7 +1037,7 @@ class GridSwarmEnv(ParallelEnv):
         held = abs(request) > cfg.market.deadband_mw and self.round_index > 0
         self.metrics.record_round(held, result.consensus, result.n_accepted)
         if not math.isnan(result.clearing_price_per_mwh):
-            self.last_clearing_price = result.clearing_price_per_mwh
+            self.last_clearing_price_per_mwh = result.clearing_price_per_mwh
         if not result.n_accepted:   # nothing accepted: accepted_mw is all zeros
             return result
         idx = result.accepted_indices
@@ -1259,7 +1265,7 @@ class GridSwarmEnv(ParallelEnv):
         # the last sub-step's change (with one sub-step per step: from the previous step's
         # last sample, the nominal frequency before the first)
         before = freq[-2] if freq.size > 1 else self.freq_trace_hz[-1]
-        self.last_rocof = (float(freq[-1]) - float(before)) / pdt
+        self.last_rocof_hz_per_s = (float(freq[-1]) - float(before)) / pdt
         self.freq_trace_hz = freq
         energy_before = f.energy_mwh.copy()
         if shadow:
@@ -1373,7 +1379,7 @@ class GridSwarmEnv(ParallelEnv):
 
     def _update_signals(self, deliveries: tuple) -> None:
         """What each agent learned from the messages delivered this step."""
-        self.sig_age += 1.0
+        self.sig_age_steps += 1.0
         awarded = np.zeros(self.n_agents)
         for d in deliveries:
             sig = d.topic(TOPIC_PRICE)
@@ -1389,7 +1395,7 @@ class GridSwarmEnv(ParallelEnv):
                     self._sig_void.put(r, rows.view(_SIGNAL_VOID))   # = [r] =, faster
                 else:
                     self._sig[r] = rows
-                self.sig_age[r] = 0.0
+                self.sig_age_steps[r] = 0.0
         received = np.zeros(self.n_agents)   # awarded by this round's contracts received
         items = self._arrived   # this step's deliveries, see _receive_contracts
         if items:
@@ -1499,7 +1505,7 @@ class GridSwarmEnv(ParallelEnv):
         self._check_reset("state()")
         head = np.array([
             self.t_s, float(self.freq_trace_hz[-1]), self.round_request_mw,
-            self.round_price_signal, float(self.round_product), float(self.event_detected),
+            self.round_price_signal_per_mwh, float(self.round_product), float(self.event_detected),
             float(self.reserve_book.active_mw.sum()), float(self.step_index)])
         return np.concatenate([head, self.fleet.soc, self.scheduled_p_mw,
                                self.reserve_standing_mw()])

@@ -7,7 +7,7 @@ array ``(n_agents, OBS_DIM)`` and the concatenated action masks
 
 Scripted and learned policies may read only what agents know: the observations,
 the masks and the environment's *static* public description (``env.config``,
-``env.scenario``, ``env.price_levels``, ``env.kernel.level_fraction``, agent names
+``env.scenario``, ``env.price_levels_per_mwh``, ``env.kernel.level_fraction``, agent names
 and kinds). The oracle is the documented exception (it sees the future).
 """
 

@@ -155,7 +155,7 @@ class HeuristicPolicy:
         """Read the static public description of ``env`` (costs, levels, fleet parameters)."""
         cfg = env.config
         self._n_power = cfg.market.n_power_levels
-        self._price_levels = np.asarray(env.price_levels, dtype=float)
+        self._price_levels = np.asarray(env.price_levels_per_mwh, dtype=float)
         self._level_fraction = np.asarray(env.kernel.level_fraction, dtype=float)
         # agents under a finite ramp limit (declared limits: static and public); their
         # mask may allow the first level past a ramp bound, bid as the bound itself

@@ -19,9 +19,9 @@ def test_signal_age_feature_is_capped_at_ten_steps() -> None:
     env = GridSwarmEnv("price_spike", n_agents=6, trust="hmac")
     env.reset(seed=0)
     col = OBS_FIELDS.index("signal_age")
-    env.sig_age[:] = 3.0
+    env.sig_age_steps[:] = 3.0
     np.testing.assert_allclose(env.observations_array()[:, col], 0.3, rtol=1e-6)
-    env.sig_age[:] = 50.0
+    env.sig_age_steps[:] = 50.0
     np.testing.assert_array_equal(env.observations_array()[:, col], 1.0)
 
 
@@ -75,7 +75,7 @@ def test_observations_are_clipped_to_the_box() -> None:
     env = GridSwarmEnv("price_spike", n_agents=6, trust="hmac")
     env.reset(seed=0)
     col = OBS_FIELDS.index("request_rel")
-    env.sig_request[:] = [1e12, -1e12, 1e12, -1e12, 1e12, -1e12]
+    env.sig_request_mw[:] = [1e12, -1e12, 1e12, -1e12, 1e12, -1e12]
     obs = env.observations_array()
     np.testing.assert_array_equal(obs[:, col], [OBS_LIMIT, -OBS_LIMIT] * 3)
     assert env.observation_space(env.possible_agents[0]).contains(obs[0])
@@ -126,7 +126,7 @@ def test_market_and_grid_features_against_their_definitions() -> None:
 
     env, obs = _stepped(12, config=EnvConfig(dt_s=2.0))
     sc = env.scenario
-    price = env.last_clearing_price
+    price = env.last_clearing_price_per_mwh
     assert not math.isnan(price) and sc.price_floor_per_mwh != 0
     np.testing.assert_allclose(
         obs[:, OBS_FIELDS.index("last_clearing_price_rel")],
@@ -135,8 +135,8 @@ def test_market_and_grid_features_against_their_definitions() -> None:
     assert env.t_s == 24.0
     np.testing.assert_allclose(obs[:, OBS_FIELDS.index("progress")],
                                24.0 / (sc.episode_steps * 2.0), rtol=1e-6)
-    env.sig_freq[:] = 59.9
-    env.sig_rocof[:] = -0.3
+    env.sig_freq_hz[:] = 59.9
+    env.sig_rocof_hz_per_s[:] = -0.3
     obs = env.observations_array()
     np.testing.assert_allclose(obs[:, OBS_FIELDS.index("freq_dev_rel")], -0.2, rtol=1e-5)
     np.testing.assert_allclose(obs[:, OBS_FIELDS.index("rocof_rel")], -0.3, rtol=1e-6)
@@ -262,11 +262,11 @@ def test_last_clearing_price_is_the_one_announced_to_the_agent() -> None:
     behind_a_change = 0
     for env, obs, _info in _play_price_spike(20, 80, config=cfg):
         sc = env.scenario
-        announced[env.round_index] = env.last_clearing_price
+        announced[env.round_index] = env.last_clearing_price_per_mwh
         price = np.array([announced[int(r)] for r in env.sig_round])
         want = np.where(np.isnan(price), 0.0, (price - sc.price_floor_per_mwh)
                         / (sc.price_cap_per_mwh - sc.price_floor_per_mwh))
         np.testing.assert_array_equal(obs[:, col], want.astype(np.float32))
         behind_a_change += int(np.count_nonzero(
-            (price != env.last_clearing_price) & ~np.isnan(env.last_clearing_price)))
+            (price != env.last_clearing_price_per_mwh) & ~np.isnan(env.last_clearing_price_per_mwh)))
     assert behind_a_change > 0   # some agent's announcement lagged a new price

@@ -488,10 +488,10 @@ def test_observed_rocof_with_one_sub_step_per_step_uses_the_previous_step() -> N
     the change from the previous step's last sample, the nominal frequency before the
     first."""
     cfg = EnvConfig(n_agents=20, trust="hmac", dt_s=1.0, grid=GridParams(physics_dt_s=1.0))
-    seen: list[tuple[float, float]] = []   # (last_rocof, last sample) after each step
+    seen: list[tuple[float, float]] = []   # (last_rocof_hz_per_s, last sample) after each step
     run_episode(GridSwarmEnv("emergency", config=cfg), make_policy("heuristic"), seed=0,
                 max_steps=15, on_step=lambda env, _: seen.append(
-                    (env.last_rocof, float(env.freq_trace_hz[-1]))))
+                    (env.last_rocof_hz_per_s, float(env.freq_trace_hz[-1]))))
     previous = 60.0
     for rocof, now in seen:
         assert rocof == (now - previous) / 1.0

@@ -44,8 +44,8 @@ def _priced_with(env: GridSwarmEnv, held_mw: np.ndarray) -> bool:
     """Check that the round just announced was priced with the PV forecasts
     ``held_mw``; tell whether the fleet's current forecasts (the old code's) give another
     price."""
-    assert env.round_price_signal == pytest.approx(_price_with(env, held_mw), rel=1e-12)
-    return env.round_price_signal != pytest.approx(
+    assert env.round_price_signal_per_mwh == pytest.approx(_price_with(env, held_mw), rel=1e-12)
+    return env.round_price_signal_per_mwh != pytest.approx(
         _price_with(env, env.fleet.solar_forecast_mw), rel=1e-9)
 
 
@@ -109,7 +109,7 @@ def test_a_forecast_not_yet_delivered_is_not_used() -> None:
         if env.round_request_mw < 0:
             surplus_rounds += 1
             _priced_with(env, previous)
-            assert env.round_price_signal != pytest.approx(_price_with(env, published),
+            assert env.round_price_signal_per_mwh != pytest.approx(_price_with(env, published),
                                                            rel=1e-9)
         # delivered at the step's end: held for the next round
         np.testing.assert_array_equal(env.operator_forecast_mw[solar], published[solar])

@@ -71,7 +71,8 @@ def test_env_uses_scenario_profile(make_env) -> None:
     expected = (sc.forecast_shortage_mw(t_mid) + sc.lost_generation_mw(t_mid)).reshape(
         sc.episode_steps, raw.n_substeps)
     np.testing.assert_array_equal(raw.requirement_sub_mw, expected)
-    np.testing.assert_array_equal(raw.price_levels, np.linspace(0.0, 100.0, 11))
+    np.testing.assert_array_equal(raw.price_levels_per_mwh, np.linspace(0.0, 100.0, 11))
+    assert raw.price_levels is raw.price_levels_per_mwh   # the earlier name, for policies
     products = [raw.round_product]
     while raw.agents:
         raw.step_arrays(np.full(10, 10), np.zeros(10, dtype=np.int64))
@@ -242,7 +243,7 @@ def test_scenario_file_integers_become_floats(tmp_path: Path) -> None:
     assert sc.event_time_s == math.inf and not sc.has_event
     raw = gridswarm_env.parallel_env(scenario=sc, n_agents=10, trust="hmac").unwrapped
     raw.reset(seed=0)
-    assert raw.price_levels[-1] == 900.0
+    assert raw.price_levels_per_mwh[-1] == 900.0
 
 
 # --- boundaries a mutation audit found unpinned

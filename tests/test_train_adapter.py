@@ -289,7 +289,7 @@ def test_all_scenarios_cycle_across_episodes():
     assert seen[0][0] != seen[1][0]     # copies start at different positions
     # price levels follow the active scenario
     for raw in venv.active_envs:
-        assert raw.price_levels[-1] == raw.scenario.price_cap_per_mwh
+        assert raw.price_levels_per_mwh[-1] == raw.scenario.price_cap_per_mwh
 
 
 @pytest.mark.parametrize("via_seed", [True, False])
