@@ -62,6 +62,16 @@ __all__ = [
 MIN_SYSTEM_BASE_MW = 1e-3
 #: Most durations ``GridModel.advance_variable`` keeps discretised matrices for.
 _VARIABLE_CACHE_SIZE = 256
+#: From this many sub-steps per agent step on, ``GridModel.advance`` multiplies its
+#: response matrix in blocks of :data:`_BLOCK_ROWS` rows. OpenBLAS runs a matrix-vector
+#: product of ~460 000 elements or more on several threads, splitting its rows among
+#: them, and a split off a multiple of 4 rows sums some rows another way, so one product
+#: would give other bits for another thread count (the machine's cores,
+#: ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``). A block of 32 rows (at most ~77 000
+#: elements) runs on one thread and sums every row as the single-threaded product does;
+#: below this many sub-steps (~66 000 elements) one product is never split.
+_BLOCK_FROM_SUBSTEPS = 256
+_BLOCK_ROWS = 32
 
 
 def _check_real(name: str, value: float, *, low: float = -math.inf, low_inclusive: bool = True,
@@ -339,6 +349,11 @@ class GridModel:
         forced[n:] = impulse[::-1].T                                    # Φ^(n−1−j) Γ
         self._free = free
         self._forced = forced
+        # (rows, view) blocks of ``forced`` for long steps: the same bits on any machine
+        self._forced_blocks = (
+            tuple((slice(i, i + _BLOCK_ROWS), forced[i:i + _BLOCK_ROWS])
+                  for i in range(0, n + 3, _BLOCK_ROWS))
+            if n >= _BLOCK_FROM_SUBSTEPS else None)
         self.state: np.ndarray = np.zeros(3)  # (3,) [Δf_pu, y_governor_pu, z_agc_pu]
 
     def reset(self, delta_f_pu: float = 0.0) -> None:
@@ -380,9 +395,15 @@ class GridModel:
     def advance_unchecked(self, u_pu: np.ndarray) -> np.ndarray:
         """:meth:`advance` for a finite float64 array of shape ``(n_substeps,)`` that the
         caller guarantees (the environment's hot path); no argument checks. (``.dot``
-        calls the same BLAS matrix-vector product as ``@``, with less overhead.)"""
+        calls the same BLAS matrix-vector product as ``@``, with less overhead; a long
+        step's in blocks of rows: :data:`_BLOCK_FROM_SUBSTEPS`.)"""
         out = self._free.dot(self.state)
-        out += self._forced.dot(u_pu)
+        blocks = self._forced_blocks
+        if blocks is None:
+            out += self._forced.dot(u_pu)
+        else:
+            for rows, block in blocks:
+                out[rows] += block.dot(u_pu)
         n = self.n_substeps
         self.state = out[n:]
         f = out[:n]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,3 +290,48 @@ def test_step_response_covers_a_horizon_that_is_a_whole_number_of_substeps(
     # the first sub-step's slope is the closed-form initial RoCoF to first order
     assert (f[1] - f[0]) / params.physics_dt_s == pytest.approx(
         params.initial_rocof_hz_per_s(-0.1), rel=0.05)
+
+
+# one long agent step (60 s = 1 200 sub-steps) with an irregular input, printed as the
+# bytes of the frequency trace and the end state (the process's BLAS threads set outside)
+_LONG_STEP = """
+import hashlib
+import numpy as np
+from gridswarm_env.grid import GridModel, GridParams
+model = GridModel(GridParams(), 60.0)
+u = np.random.default_rng(0).normal(0.0, 0.01, model.n_substeps)
+f = model.advance(u)
+print(hashlib.sha256(f.tobytes() + model.state.tobytes()).hexdigest())
+"""
+
+
+def test_long_step_is_the_same_bits_for_any_blas_thread_count() -> None:
+    # OpenBLAS splits a matrix-vector product of ~460 000+ elements over its threads by
+    # rows, and a split off a multiple of 4 rows sums some rows another way: a step of
+    # 1 200 sub-steps (a (1 203, 1 200) product) gave other bits with 2 threads than
+    # with 1 (the machine's cores, OPENBLAS_NUM_THREADS or OMP_NUM_THREADS)
+    root = str(Path(__file__).resolve().parents[1])
+    digests = set()
+    for threads in ("1", "2"):
+        env = {**os.environ, "PYTHONPATH": root, "OPENBLAS_NUM_THREADS": threads,
+               "OMP_NUM_THREADS": threads}
+        done = subprocess.run([sys.executable, "-c", _LONG_STEP], env=env, cwd=root,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_long_step_equals_one_product_summed_on_one_thread(params: GridParams) -> None:
+    # the blocked product (steps of 256+ sub-steps) gives the single-threaded product's
+    # bits: each row is summed as one call would sum it
+    model = GridModel(params, 15.0)   # 300 sub-steps
+    u = np.random.default_rng(1).normal(0.0, 0.01, model.n_substeps)
+    rows = model._forced.shape[0]
+    expected = model._free.dot(model.state)
+    for start in range(0, rows, 8):   # (8, 300) products: far below any threading
+        expected[start:start + 8] += model._forced[start:start + 8].dot(u)
+    f = model.advance(u)
+    n = model.n_substeps
+    assert np.array_equal(model.state, expected[n:])
+    assert np.array_equal(f, (expected[:n] + 1.0) * params.nominal_freq_hz)
