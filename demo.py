@@ -2,7 +2,7 @@
 
 Usage::
 
-    python demo.py [--agents N] [--scenario S] [--policy heuristic|random|learned|PATH]
+    python demo.py [--agents N] [--scenario S] [--policy heuristic|random|oracle|learned|PATH]
                    [--seed N] [--shadow] [--steps N] [--no-live] [--speed X]
                    [--json FILE] [--overwrite] [--limits FILE] [--trust ed25519|hmac]
                    [--audit FILE] [--crypto-threads N] [--randomize]

@@ -1,5 +1,5 @@
-"""``python -m benchmarks [--quick] [--json FILE] [--skip SECTION ...]``: every benchmark,
-one table, one JSON.
+"""``python -m benchmarks [--quick] [--json FILE] [--overwrite] [--skip SECTION ...]``:
+every benchmark, one table, one JSON.
 
 JSON layout::
 

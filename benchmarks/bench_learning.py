@@ -47,7 +47,8 @@ Usage::
 
     python -m benchmarks.bench_learning [--scenario S] [--timesteps N] [--eval-every N]
         [--eval-seeds K] [--heldout-seeds K] [--margin F] [--bc] [--bc-timesteps N]
-        [--bc-epochs N] [--reward env|marginal] [--seed N] [--quick] [--json FILE]
+        [--bc-epochs N] [--reward env|marginal] [--seed N] [--randomize] [--quick]
+        [--json FILE] [--overwrite]
 """
 
 from __future__ import annotations
