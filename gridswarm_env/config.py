@@ -623,9 +623,10 @@ class EnvConfig:
         it after (only if it was enabled when the step began). A step makes no reference
         cycles (its objects are freed by reference counting; tested), but its
         short-lived contract objects made the collector run during every step at scale:
-        at 10 000 agents ~12 young and ~1 middle collections per step (``price_spike``,
-        heuristic, hmac, steps 20-59, counted with ``gc.callbacks`` inside the step),
-        6.2-9.0 ms of a ~45-70 ms hmac step; paused, 0.5-0.8 ms (the ``gc ms`` column of
+        at 10 000 agents a median of 13 young and 1 middle collections per step
+        (``price_spike``, heuristic, hmac, steps 20-59, counted with ``gc.callbacks``),
+        6-9 ms of a ~45-70 ms hmac step; paused, about one young collection per step,
+        after it, over the objects the step leaves alive (~3 ms; the ``gc ms`` column of
         ``python -m benchmarks``). Trajectories are identical either way. Set False if
         another thread of the process relies on automatic collection while steps run,
         or turns the collector off and on itself (a step that began with it on turns it
