@@ -128,17 +128,21 @@ def check_positive(owner: str, name: str, value: Any) -> float:
 
 
 def check_non_negative(owner: str, name: str, value: Any) -> float:
-    """Return ``value`` as float; raise ``ValueError`` unless it is a finite number >= 0."""
+    """Return ``value`` as float; raise ``ValueError`` unless it is a finite number >= 0.
+
+    ``-0.0`` passes ``>= 0`` and is returned as ``0.0``: numpy's samplers refuse a
+    negative-zero scale (``rng.normal(0, -0.0)``: "scale < 0").
+    """
     v = check_finite(owner, name, value)
     if v < 0.0:
         raise ValueError(f"{owner}.{name} = {value!r}: must be >= 0")
-    return v
+    return v + 0.0   # -0.0 -> 0.0, every other value unchanged
 
 
 def check_range(owner: str, name: str, value: Any, lo: float, hi: float, *,
                 lo_open: bool = False, hi_open: bool = False) -> float:
-    """Return ``value`` as float; raise ``ValueError`` unless it lies in lo..hi (open ends
-    as asked)."""
+    """Return ``value`` as float (``-0.0`` as ``0.0``); raise ``ValueError`` unless it lies
+    in lo..hi (open ends as asked)."""
     v = check_finite(owner, name, value)
     bad_lo = v <= lo if lo_open else v < lo
     bad_hi = v >= hi if hi_open else v > hi
@@ -146,7 +150,7 @@ def check_range(owner: str, name: str, value: Any, lo: float, hi: float, *,
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
         raise ValueError(f"{owner}.{name} = {value!r}: must lie in {left}{lo}, {hi}{right}")
-    return v
+    return v + 0.0   # -0.0 -> 0.0 (see check_non_negative), every other value unchanged
 
 
 def check_int_at_least(owner: str, name: str, value: Any, minimum: int) -> int:

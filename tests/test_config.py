@@ -325,6 +325,21 @@ def test_real_fields_stored_as_float() -> None:
     assert type(window) is float and window == 1.0
 
 
+def test_negative_zero_is_stored_as_zero_and_plays(make_env) -> None:
+    """``-0.0`` passes ``>= 0`` and must act as 0: it was stored as given, and reset()
+    then failed with numpy's bare "scale < 0" (``rng.normal(0, -0.0)``) for the solar
+    forecast error and variability."""
+    fleet = FleetConfig(solar_forecast_error_std=-0.0, solar_variability_std=-0.0,
+                        ev_baseline_fraction=-0.0)
+    for name in ("solar_forecast_error_std", "solar_variability_std", "ev_baseline_fraction"):
+        value = getattr(fleet, name)
+        assert value == 0.0 and not math.copysign(1.0, value) < 0, name
+    assert not math.copysign(1.0, CostConfig(voll_per_mwh=-0.0).voll_per_mwh) < 0
+    raw = make_env("price_spike", 10, config=EnvConfig(fleet=fleet))
+    raw.reset(seed=0)
+    raw.step_arrays(np.full(10, 10), np.zeros(10, np.int64))
+
+
 def test_env_config_other_fields_checked() -> None:
     _raises(lambda: EnvConfig(audit_keep_entries="no"), "audit_keep_entries", "True or False")
     _raises(lambda: EnvConfig(market=None), "EnvConfig.market", "MarketConfig")
