@@ -274,6 +274,13 @@ def read_toml_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     return read_toml_bytes(path, what)[0]
 
 
+#: byte-order marks a TOML file may start with when an editor saved it so (UTF-32 before
+#: UTF-16: FF FE starts both little-endian marks)
+_BYTE_ORDER_MARKS = ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe\x00\x00", "UTF-32"),
+                     (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+                     (b"\xfe\xff", "UTF-16"))
+
+
 def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Any], bytes]:
     """The table of the TOML file ``path`` and the bytes it was parsed from.
 
@@ -281,13 +288,20 @@ def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, 
     that were parsed, not a second read that a rewrite in between would change. Every
     failure is a ``ValueError`` naming ``what`` (e.g. ``"limits file"``) and the path: an
     empty path (which ``Path`` reads as the current directory), a missing file, a
-    directory, an unreadable file or bad TOML (TOML is UTF-8).
+    directory, an unreadable file or bad TOML (TOML is UTF-8; a file starting with a
+    byte-order mark is refused saying so).
     """
     if not str(path):
         raise ValueError(f"{what} '': empty path; expected a TOML file")
     p = Path(path)
     try:
         raw = p.read_bytes()
+        for mark, encoding in _BYTE_ORDER_MARKS:
+            if raw.startswith(mark):   # tomllib: "Invalid statement (at line 1, column 1)"
+                raise ValueError(
+                    f"{what} {str(p)!r} is not valid TOML: it starts with a {encoding} "
+                    f"byte-order mark (bytes {mark.hex(' ').upper()}), as some Windows "
+                    "editors save; TOML is UTF-8 without one: save it as UTF-8 (no BOM)")
         return tomllib.loads(raw.decode("utf-8")), raw
     except FileNotFoundError:
         raise ValueError(f"{what} {str(p)!r} does not exist") from None
