@@ -64,6 +64,36 @@ def test_benchmarks_never_replace_an_existing_json_file_without_overwrite(module
     assert json.loads(empty.read_text())["load_average"] == 0.5
 
 
+def test_repeated_skip_and_agents_flags_add_up(monkeypatch, capsys):
+    """Fuzzing review (session 23): ``python -m benchmarks --skip learning --skip memory``
+    ran the learning benchmark (the last --skip replaced the earlier ones), a bare
+    ``--skip`` skipped nothing without a word, and ``bench_env --agents 100 --agents
+    1000`` timed only 1,000 agents."""
+    import benchmarks.__main__ as bench
+    from benchmarks import bench_env
+
+    asked = []
+    monkeypatch.setattr(bench, "run", lambda *a, **k: asked.append(a) or {})
+    monkeypatch.setattr(bench, "print_table", lambda *a, **k: None)
+    bench.main(["--skip", "learning", "--skip", "memory", "bus"])
+    assert set(asked[-1][1]) == {"learning", "memory", "bus"}
+    bench.main([])
+    assert asked[-1][1] == ()
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--skip"])
+    assert exit_info.value.code == 2 and "--skip: expected at least one argument" in \
+        capsys.readouterr().err
+    figures = {"env": [], "emergency": {"n_agents": 1, "emergency_response_latency_ms": 20.0,
+                                        "within_budget": True}, "load_average": 0.0}
+    timed = []
+    monkeypatch.setattr(bench_env, "run", lambda quick, agents, **k: timed.append(agents)
+                        or figures)
+    monkeypatch.setattr(bench_env, "print_rows", lambda *a, **k: None)
+    bench_env.main(["--agents", "100", "--agents", "1000", "10", "--agents", "100"])
+    bench_env.main([])
+    assert timed == [(100, 1000, 10), tuple(bench_env.AGENT_COUNTS)]
+
+
 @pytest.mark.parametrize("module", ["benchmarks.__main__", "benchmarks.bench_env"])
 def test_benchmarks_refuse_overwrite_without_json(module, capsys):
     import importlib
