@@ -137,12 +137,19 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     scenarios = resolve_scenarios(scenario)
     seeds = [EVAL_SEED_BASE + k for k in range(eval_seeds)]
     heldout = [HELDOUT_SEED_BASE + k for k in range(heldout_seeds)]
-    workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
-    try:   # the model, its record and tensorboard files are removed in every case
-        return _run(scenarios, scenario, seeds, heldout, workdir, timesteps, eval_every,
-                    margin, bc, bc_timesteps, bc_epochs, seed, n_agents, reward, randomize)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    from train.trainer import _sigterm_as_interrupt
+
+    # SIGTERM raises (train.errors.Terminated) for the whole run, not only inside
+    # train(): Python's default ended the process during the heuristic's evaluation or
+    # the held-out episodes at once, leaving the directory behind
+    with _sigterm_as_interrupt():
+        workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
+        try:   # the model, its record and tensorboard files are removed in every case
+            return _run(scenarios, scenario, seeds, heldout, workdir, timesteps, eval_every,
+                        margin, bc, bc_timesteps, bc_epochs, seed, n_agents, reward,
+                        randomize)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], heldout: list[int],
@@ -290,6 +297,21 @@ def comparison_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def stopped_message(prog: str, exc: BaseException) -> int:
+    """Print why :func:`run` stopped (Ctrl-C, SIGTERM or a failed training) in one line
+    and return the exit status (130, 143 or 1)."""
+    from train.errors import Terminated
+
+    if isinstance(exc, KeyboardInterrupt):
+        how, status = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
+        what = f"interrupted ({how})"
+    else:
+        what, status = f"error: training failed ({exc})", 1
+    print(f"\n{prog}: {what}: no figures written; the run's model, record and logs were in "
+          "a temporary directory, removed", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the figure and the learning curve."""
     from policies.cli_checks import OneLineParser
@@ -326,6 +348,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_json_arguments(parser, "the figures")
     args = parser.parse_args(argv)
     from train.config import resolve_scenarios
+    from train.errors import TrainingError
 
     check_json_path(parser, args.json, args.overwrite)
     try:
@@ -336,6 +359,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 randomize=args.randomize)
     except ValueError as exc:
         parser.error(str(exc))
+    except (KeyboardInterrupt, TrainingError) as exc:
+        # train()'s own message names the model it saved inside run()'s temporary
+        # directory, removed by then: one line instead of a traceback pointing at it
+        sys.exit(stopped_message(parser.prog, exc))
     print(describe(r))
     for p in r.get("curve", []):
         print(f"  {p['agent_steps']:>9,} PPO agent-steps  {p['train_s']:7.1f} s  "

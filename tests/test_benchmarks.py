@@ -64,6 +64,71 @@ def test_benchmarks_never_replace_an_existing_json_file_without_overwrite(module
     assert json.loads(empty.read_text())["load_average"] == 0.5
 
 
+@pytest.mark.parametrize("stop, status, says", [
+    ("sigterm", 143, "interrupted (SIGTERM)"), ("ctrl-c", 130, "interrupted (Ctrl-C)"),
+    ("failed", 1, "error: training failed (PPO diverged)")])
+def test_bench_learning_stopped_says_so_in_one_line(stop, status, says, monkeypatch, capsys):
+    """Fuzzing review (session 23): ``timeout`` (SIGTERM) or Ctrl-C during
+    ``python -m benchmarks.bench_learning`` ended in a traceback whose last line said
+    "the unfinished model was saved to /tmp/gridswarm_bench_learning_…/…zip", a
+    directory run() had just removed; a failed training was a traceback too."""
+    from benchmarks import bench_learning
+    from train.errors import Terminated, TrainingError
+
+    error = {"sigterm": Terminated("interrupted by SIGTERM during PPO; the unfinished model "
+                                   "was saved to /tmp/gone/model_interrupted.zip"),
+             "ctrl-c": KeyboardInterrupt(),
+             "failed": TrainingError("PPO diverged", num_timesteps=0, stage="PPO")}[stop]
+
+    def stopped(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(bench_learning, "run", stopped)
+    with pytest.raises(SystemExit) as exit_info:
+        bench_learning.main(["--quick"])
+    assert exit_info.value.code == status
+    err = capsys.readouterr().err.strip()
+    assert err == (f"python -m benchmarks.bench_learning: {says}: no figures written; the "
+                   "run's model, record and logs were in a temporary directory, removed")
+
+
+def test_bench_learning_removes_its_directory_on_sigterm_outside_training(monkeypatch,
+                                                                          tmp_path):
+    """Fuzzing review (session 23): SIGTERM (``timeout``) while bench_learning scored the
+    heuristic, before train() installs its handler, ended the process at once and left
+    its /tmp/gridswarm_bench_learning_* directory behind. The whole run now turns
+    SIGTERM into train.errors.Terminated, and the directory is removed."""
+    import os
+    import signal
+
+    from benchmarks import bench_learning
+    from train.errors import Terminated
+
+    class DefaultHandler(Exception):
+        """What the test's own handler raises: the run left SIGTERM to it."""
+
+    def test_handler(signum, frame):
+        raise DefaultHandler
+
+    seen = []
+
+    def heuristic_scoring(scenarios, scenario, seeds, heldout, workdir, *rest):
+        seen.append(Path(workdir))
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM was not delivered")
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(bench_learning, "_run", heuristic_scoring)
+    previous = signal.signal(signal.SIGTERM, test_handler)
+    try:
+        with pytest.raises(Terminated):
+            bench_learning.run("solar_surplus", quick=True)
+        assert signal.getsignal(signal.SIGTERM) is test_handler   # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(seen) == 1 and seen[0].parent == tmp_path and not seen[0].exists()
+
+
 def test_repeated_skip_and_agents_flags_add_up(monkeypatch, capsys):
     """Fuzzing review (session 23): ``python -m benchmarks --skip learning --skip memory``
     ran the learning benchmark (the last --skip replaced the earlier ones), a bare
