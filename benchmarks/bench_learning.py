@@ -72,9 +72,13 @@ from benchmarks import add_json_arguments, check_json_path, write_json  # noqa: 
 HELDOUT_SEED_BASE = 0
 
 
+#: the cloning's defaults (with --bc): demonstration agent-steps and passes over them
+BC_TIMESTEPS, BC_EPOCHS = 200_000, 10
+
+
 def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
         eval_every: int = 100_000, eval_seeds: int = 3, margin: float = 0.01,
-        bc: bool = False, bc_timesteps: int = 200_000, bc_epochs: int = 10,
+        bc: bool = False, bc_timesteps: int = BC_TIMESTEPS, bc_epochs: int = BC_EPOCHS,
         seed: int = 0, n_agents: int = 100, quick: bool = False,
         reward: str = "env", heldout_seeds: int = 3,
         randomize: bool = False) -> dict[str, Any]:
@@ -333,10 +337,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="relative cost improvement that counts as beating (default 0.01)")
     parser.add_argument("--bc", action="store_true",
                         help="clone the heuristic before PPO (as the shipped PPO model was made)")
-    parser.add_argument("--bc-timesteps", type=int, default=200_000,
+    # default None: given without --bc they are refused, as python -m train refuses
+    # --bc-* without --bc-teacher (they were ignored without a word)
+    parser.add_argument("--bc-timesteps", type=int, default=None,
                         help="agent-steps of heuristic demonstrations, with --bc (default "
                              "200 000)")
-    parser.add_argument("--bc-epochs", type=int, default=10,
+    parser.add_argument("--bc-epochs", type=int, default=None,
                         help="passes over the demonstrations, with --bc (default 10)")
     parser.add_argument("--reward", default="env", choices=("env", "marginal"),
                         help="the reward PPO learns from (as python -m train --reward)")
@@ -351,10 +357,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from train.errors import TrainingError
 
     check_json_path(parser, args.json, args.overwrite)
+    for flag, value in (("--bc-timesteps", args.bc_timesteps), ("--bc-epochs", args.bc_epochs)):
+        if value is not None and not args.bc:
+            parser.error(f"{flag} {value}: this sets the behaviour cloning, which needs --bc; "
+                         "add it or drop it")
+    bc_timesteps = BC_TIMESTEPS if args.bc_timesteps is None else args.bc_timesteps
+    bc_epochs = BC_EPOCHS if args.bc_epochs is None else args.bc_epochs
     try:
         resolve_scenarios(args.scenario)
         r = run(args.scenario, args.timesteps, args.eval_every, args.eval_seeds, args.margin,
-                args.bc, args.bc_timesteps, args.bc_epochs, args.seed,
+                args.bc, bc_timesteps, bc_epochs, args.seed,
                 quick=args.quick, reward=args.reward, heldout_seeds=args.heldout_seeds,
                 randomize=args.randomize)
     except ValueError as exc:

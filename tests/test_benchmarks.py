@@ -129,6 +129,28 @@ def test_bench_learning_removes_its_directory_on_sigterm_outside_training(monkey
     assert len(seen) == 1 and seen[0].parent == tmp_path and not seen[0].exists()
 
 
+def test_bench_learning_refuses_cloning_flags_without_bc(monkeypatch, capsys):
+    """Fuzzing review (session 23): ``bench_learning --bc-timesteps 5`` without ``--bc``
+    ran PPO from a random network, the flag ignored without a word (``python -m train``
+    refuses --bc-* without --bc-teacher)."""
+    from benchmarks import bench_learning
+
+    asked = []
+    monkeypatch.setattr(bench_learning, "run", lambda *a, **k: asked.append(a) or {})
+    monkeypatch.setattr(bench_learning, "describe", lambda r: "")
+    for flag in ("--bc-timesteps", "--bc-epochs"):
+        with pytest.raises(SystemExit) as exit_info:
+            bench_learning.main([flag, "5"])
+        assert exit_info.value.code == 2
+        assert (f"{flag} 5: this sets the behaviour cloning, which needs --bc; add it or "
+                "drop it") in capsys.readouterr().err
+    assert asked == []
+    bench_learning.main(["--bc", "--bc-epochs", "5"])
+    bench_learning.main([])
+    assert [a[5:8] for a in asked] == [(True, bench_learning.BC_TIMESTEPS, 5),
+                                       (False, 200_000, 10)]
+
+
 def test_repeated_skip_and_agents_flags_add_up(monkeypatch, capsys):
     """Fuzzing review (session 23): ``python -m benchmarks --skip learning --skip memory``
     ran the learning benchmark (the last --skip replaced the earlier ones), a bare
