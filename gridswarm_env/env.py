@@ -357,6 +357,14 @@ class GridSwarmEnv(ParallelEnv):
             # before its signal can reach the agents
             jitter = (f" (event_time_s {sc.event_time_s!r} − timing_jitter_s "
                       f"{sc.timing_jitter_s!r})" if sc.timing_jitter_s else "")
+            if not earliest_s > 0:   # "use dt_s < 0 s" named no step length that works
+                # (a jitter reaching before t = 0 is refused by the Scenario)
+                raise ValueError(
+                    f"scenario {sc.name!r}: the event at {earliest_s!r} s leaves no reserve "
+                    "round its agents can answer before it at any dt_s, with "
+                    f"reserve_target_mw = {sc.reserve_target_mw!r} (round 1 delivers from "
+                    f"2·dt_s): use an event_time_s above 2·dt_s ({2 * cfg.dt_s:g} s at dt_s "
+                    f"{cfg.dt_s!r}), or reserve_target_mw = 0")
             raise ValueError(
                 f"EnvConfig.dt_s = {cfg.dt_s!r} leaves scenario {sc.name!r} no reserve round "
                 f"its agents can answer before the event at {earliest_s!r} s{jitter} (round 1 "

@@ -62,6 +62,12 @@ def _float_fields(cls) -> list[str]:
                                         n_agents=5, trust="hmac"),
      "event at 500.0 s comes after the episode's end (120 steps x dt_s 1.0 = 120 s)",
      "use an event_time_s below 120 s, more episode_steps, or reserve_target_mw = 0"),
+    # fuzzing review (session 23): a trip at or before t = 0 said "use dt_s < -0 s"
+    (lambda: gridswarm_env.parallel_env(get_scenario("emergency", event_time_s=-0.0),
+                                        n_agents=5, trust="hmac"),
+     "the event at -0.0 s leaves no reserve round its agents can answer before it at any "
+     "dt_s, with reserve_target_mw = 100.0",
+     "use an event_time_s above 2·dt_s (2 s at dt_s 1.0), or reserve_target_mw = 0"),
     (lambda: gridswarm_env.parallel_env(config={"n_agents": 7}), "config = {'n_agents': 7}",
      "expected an EnvConfig, got dict"),
     # the KPIs measure deviations from 60 Hz: a 50 Hz grid reported 10 Hz off everywhere
