@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import errno
 import json
+import numbers
 import os
 import stat
 import sys
@@ -385,17 +386,20 @@ def check_crypto_threads(value: Any, what: str = "--crypto-threads") -> int | No
     :func:`max_crypto_threads` (``demo.py`` and ``evaluate.py`` share this rule).
 
     :param what: how the message names the option.
-    :returns: the value.
+    :returns: the value, as a Python int (a numpy integer is accepted).
     :raises ValueError: ``"--crypto-threads 300: expected an integer from 1 to 2 (the
         cores this process may use), or none for the default"``.
     """
     if value is None:
         return None
     top = max_crypto_threads()
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+    # numpy integers too, as EnvConfig(crypto_threads=) and evaluate()'s other counts
+    # take them (np.int64(1) was refused as "expected an integer from 1 to 2")
+    if (isinstance(value, bool) or type(value).__name__ == "bool_"
+            or not isinstance(value, numbers.Integral) or not 1 <= value <= top):
         raise ValueError(f"{what} {value!r}: expected "
                          f"{int_range_text(1, top, CRYPTO_THREADS_WHY)}, or none for the default")
-    return value
+    return int(value)
 
 
 def check_contract_keys(value: Any, what: str = "--contract-keys") -> str:
