@@ -236,7 +236,9 @@ class DemoOptions:
         _check_int("seed", self.seed, 0)
         _check_int("max_steps", self.max_steps, 1, allow_none=True)
         _check_int("offers_per_step", self.offers_per_step, 0)
-        check_crypto_threads(self.crypto_threads, flag["crypto_threads"])
+        # stored as the Python int it returns (a numpy integer would reach --json)
+        object.__setattr__(self, "crypto_threads",
+                           check_crypto_threads(self.crypto_threads, flag["crypto_threads"]))
         if self.scenario not in scenario_names():
             raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
                              f"{', '.join(scenario_names())}")

@@ -317,7 +317,8 @@ def test_crypto_threads_take_numpy_integers_as_the_other_counts_do():
     for bad in (np.True_, True, np.float64(1.0), 1.0, np.int64(0)):
         with pytest.raises(ValueError, match=r"expected an integer from 1 to \d+ \(the cores"):
             check_crypto_threads(bad)
-    demo.DemoOptions(crypto_threads=np.int64(1))
+    threads = demo.DemoOptions(crypto_threads=np.int64(1)).crypto_threads
+    assert threads == 1 and type(threads) is int     # --json records it
 
 
 def test_stale_outputs_removed_are_the_documented_ones(tmp_path):
