@@ -100,6 +100,7 @@ from policies.cli_checks import (
     add_contract_keys_argument,
     check_contract_keys,
     check_crypto_threads,
+    check_path_names,
     int_at_least_type,
     int_range_text,
     max_crypto_threads,
@@ -260,6 +261,7 @@ class DemoOptions:
                              f"lets {flag['json_path']} replace an existing file; the audit "
                              "trail is never overwritten)")
         if self.json_path is not None:
+            check_path_names(self.json_path, flag["json_path"])
             self._check_json_is_no_input(self.json_path)
             check_output_file(self.json_path, flag["json_path"],
                               overwrite=self.overwrite or is_demo_json(self.json_path))

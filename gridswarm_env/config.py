@@ -307,7 +307,10 @@ def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, 
         raise ValueError(f"{what} {str(p)!r} does not exist") from None
     except IsADirectoryError:   # not "not valid TOML: [Errno 21] Is a directory"
         raise ValueError(f"{what} {str(p)!r} is a directory; expected a TOML file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:   # not "not valid TOML: [Errno 36] File name too long"
+        raise ValueError(f"{what} {str(p)!r} cannot be read: "
+                         f"{exc.strerror or type(exc).__name__}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"{what} {str(p)!r} is not valid TOML: {exc}") from None
 
 
