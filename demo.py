@@ -100,6 +100,7 @@ from policies.cli_checks import (
     add_contract_keys_argument,
     check_contract_keys,
     check_crypto_threads,
+    check_path_names,
     int_at_least_type,
     int_range_text,
     max_crypto_threads,
@@ -236,7 +237,9 @@ class DemoOptions:
         _check_int("seed", self.seed, 0)
         _check_int("max_steps", self.max_steps, 1, allow_none=True)
         _check_int("offers_per_step", self.offers_per_step, 0)
-        check_crypto_threads(self.crypto_threads, flag["crypto_threads"])
+        # stored as the Python int it returns (a numpy integer would reach --json)
+        object.__setattr__(self, "crypto_threads",
+                           check_crypto_threads(self.crypto_threads, flag["crypto_threads"]))
         if self.scenario not in scenario_names():
             raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
                              f"{', '.join(scenario_names())}")
@@ -258,6 +261,7 @@ class DemoOptions:
                              f"lets {flag['json_path']} replace an existing file; the audit "
                              "trail is never overwritten)")
         if self.json_path is not None:
+            check_path_names(self.json_path, flag["json_path"])
             self._check_json_is_no_input(self.json_path)
             check_output_file(self.json_path, flag["json_path"],
                               overwrite=self.overwrite or is_demo_json(self.json_path))

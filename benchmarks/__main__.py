@@ -270,8 +270,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         description="Run every benchmark: one table, and one JSON with --json.")
     parser.add_argument("--quick", action="store_true", help="under a minute")
     add_json_arguments(parser, "all figures")
-    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, metavar="SECTION",
-                        help=f"sections to leave out, among {', '.join(SECTIONS)}")
+    # extend: `--skip env --skip memory` leaves out both (with nargs alone the last
+    # --skip replaced the earlier ones, and a bare --skip left out nothing)
+    parser.add_argument("--skip", nargs="+", action="extend", default=[], choices=SECTIONS,
+                        metavar="SECTION",
+                        help=f"sections to leave out, among {', '.join(SECTIONS)} (repeatable)")
     args = parser.parse_args(argv)
     check_json_path(parser, args.json, args.overwrite)
     result = run(args.quick, tuple(args.skip))

@@ -671,13 +671,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = OneLineParser(prog="python -m benchmarks.bench_env",
                            description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
-    parser.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), nargs="+", default=list(AGENT_COUNTS),
-                        help="fleet sizes timed (default 100 1000 10000)")
+    # extend (default None: argparse would extend a default list): `--agents 100
+    # --agents 1000` times both; with nargs alone the last --agents replaced the others
+    parser.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), nargs="+",
+                        action="extend", default=None,
+                        help="fleet sizes timed (default 100 1000 10000; repeatable)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     add_json_arguments(parser, "the figures")
     args = parser.parse_args(argv)
     check_json_path(parser, args.json, args.overwrite)
-    result = run(args.quick, tuple(args.agents), with_memory=not args.no_memory)
+    agents = tuple(dict.fromkeys(args.agents)) if args.agents else tuple(AGENT_COUNTS)
+    result = run(args.quick, agents, with_memory=not args.no_memory)
     print_rows(result["env"])
     e = result["emergency"]
     print(f"emergency at {e['n_agents']:,} agents: response {e['emergency_response_latency_ms']} ms"

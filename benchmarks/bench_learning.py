@@ -73,9 +73,13 @@ from benchmarks import add_json_arguments, check_json_path, write_json  # noqa: 
 HELDOUT_SEED_BASE = 0
 
 
+#: the cloning's defaults (with --bc): demonstration agent-steps and passes over them
+BC_TIMESTEPS, BC_EPOCHS = 200_000, 10
+
+
 def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
         eval_every: int = 100_000, eval_seeds: int = 3, margin: float = 0.01,
-        bc: bool = False, bc_timesteps: int = 200_000, bc_epochs: int = 10,
+        bc: bool = False, bc_timesteps: int = BC_TIMESTEPS, bc_epochs: int = BC_EPOCHS,
         seed: int = 0, n_agents: int = 100, quick: bool = False,
         reward: str = "env", heldout_seeds: int = 3,
         randomize: bool = False) -> dict[str, Any]:
@@ -138,12 +142,19 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     scenarios = resolve_scenarios(scenario)
     seeds = [EVAL_SEED_BASE + k for k in range(eval_seeds)]
     heldout = [HELDOUT_SEED_BASE + k for k in range(heldout_seeds)]
-    workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
-    try:   # the model, its record and tensorboard files are removed in every case
-        return _run(scenarios, scenario, seeds, heldout, workdir, timesteps, eval_every,
-                    margin, bc, bc_timesteps, bc_epochs, seed, n_agents, reward, randomize)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    from train.trainer import _sigterm_as_interrupt
+
+    # SIGTERM raises (train.errors.Terminated) for the whole run, not only inside
+    # train(): Python's default ended the process during the heuristic's evaluation or
+    # the held-out episodes at once, leaving the directory behind
+    with _sigterm_as_interrupt():
+        workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
+        try:   # the model, its record and tensorboard files are removed in every case
+            return _run(scenarios, scenario, seeds, heldout, workdir, timesteps, eval_every,
+                        margin, bc, bc_timesteps, bc_epochs, seed, n_agents, reward,
+                        randomize)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(scenarios: tuple[str, ...], scenario: str, seeds: list[int], heldout: list[int],
@@ -291,6 +302,21 @@ def comparison_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def stopped_message(prog: str, exc: BaseException) -> int:
+    """Print why :func:`run` stopped (Ctrl-C, SIGTERM or a failed training) in one line
+    and return the exit status (130, 143 or 1)."""
+    from train.errors import Terminated
+
+    if isinstance(exc, KeyboardInterrupt):
+        how, status = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
+        what = f"interrupted ({how})"
+    else:
+        what, status = f"error: training failed ({exc})", 1
+    print(f"\n{prog}: {what}: no figures written; the run's model, record and logs were in "
+          "a temporary directory, removed", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the figure and the learning curve."""
     from policies.cli_checks import OneLineParser
@@ -312,10 +338,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="relative cost improvement that counts as beating (default 0.01)")
     parser.add_argument("--bc", action="store_true",
                         help="clone the heuristic before PPO (as the shipped PPO model was made)")
-    parser.add_argument("--bc-timesteps", type=int, default=200_000,
+    # default None: given without --bc they are refused, as python -m train refuses
+    # --bc-* without --bc-teacher (they were ignored without a word)
+    parser.add_argument("--bc-timesteps", type=int, default=None,
                         help="agent-steps of heuristic demonstrations, with --bc (default "
                              "200 000)")
-    parser.add_argument("--bc-epochs", type=int, default=10,
+    parser.add_argument("--bc-epochs", type=int, default=None,
                         help="passes over the demonstrations, with --bc (default 10)")
     parser.add_argument("--reward", default="env", choices=("env", "marginal"),
                         help="the reward PPO learns from (as python -m train --reward)")
@@ -327,16 +355,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_json_arguments(parser, "the figures")
     args = parser.parse_args(argv)
     from train.config import resolve_scenarios
+    from train.errors import TrainingError
 
     check_json_path(parser, args.json, args.overwrite)
+    for flag, value in (("--bc-timesteps", args.bc_timesteps), ("--bc-epochs", args.bc_epochs)):
+        if value is not None and not args.bc:
+            parser.error(f"{flag} {value}: this sets the behaviour cloning, which needs --bc; "
+                         "add it or drop it")
+    bc_timesteps = BC_TIMESTEPS if args.bc_timesteps is None else args.bc_timesteps
+    bc_epochs = BC_EPOCHS if args.bc_epochs is None else args.bc_epochs
     try:
         resolve_scenarios(args.scenario)
         r = run(args.scenario, args.timesteps, args.eval_every, args.eval_seeds, args.margin,
-                args.bc, args.bc_timesteps, args.bc_epochs, args.seed,
+                args.bc, bc_timesteps, bc_epochs, args.seed,
                 quick=args.quick, reward=args.reward, heldout_seeds=args.heldout_seeds,
                 randomize=args.randomize)
     except ValueError as exc:
         parser.error(str(exc))
+    except (KeyboardInterrupt, TrainingError) as exc:
+        # train()'s own message names the model it saved inside run()'s temporary
+        # directory, removed by then: one line instead of a traceback pointing at it
+        sys.exit(stopped_message(parser.prog, exc))
     print(describe(r))
     for p in r.get("curve", []):
         print(f"  {p['agent_steps']:>9,} PPO agent-steps  {p['train_s']:7.1f} s  "

@@ -128,17 +128,21 @@ def check_positive(owner: str, name: str, value: Any) -> float:
 
 
 def check_non_negative(owner: str, name: str, value: Any) -> float:
-    """Return ``value`` as float; raise ``ValueError`` unless it is a finite number >= 0."""
+    """Return ``value`` as float; raise ``ValueError`` unless it is a finite number >= 0.
+
+    ``-0.0`` passes ``>= 0`` and is returned as ``0.0``: numpy's samplers refuse a
+    negative-zero scale (``rng.normal(0, -0.0)``: "scale < 0").
+    """
     v = check_finite(owner, name, value)
     if v < 0.0:
         raise ValueError(f"{owner}.{name} = {value!r}: must be >= 0")
-    return v
+    return v + 0.0   # -0.0 -> 0.0, every other value unchanged
 
 
 def check_range(owner: str, name: str, value: Any, lo: float, hi: float, *,
                 lo_open: bool = False, hi_open: bool = False) -> float:
-    """Return ``value`` as float; raise ``ValueError`` unless it lies in lo..hi (open ends
-    as asked)."""
+    """Return ``value`` as float (``-0.0`` as ``0.0``); raise ``ValueError`` unless it lies
+    in lo..hi (open ends as asked)."""
     v = check_finite(owner, name, value)
     bad_lo = v <= lo if lo_open else v < lo
     bad_hi = v >= hi if hi_open else v > hi
@@ -146,7 +150,7 @@ def check_range(owner: str, name: str, value: Any, lo: float, hi: float, *,
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
         raise ValueError(f"{owner}.{name} = {value!r}: must lie in {left}{lo}, {hi}{right}")
-    return v
+    return v + 0.0   # -0.0 -> 0.0 (see check_non_negative), every other value unchanged
 
 
 def check_int_at_least(owner: str, name: str, value: Any, minimum: int) -> int:
@@ -270,6 +274,13 @@ def read_toml_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     return read_toml_bytes(path, what)[0]
 
 
+#: byte-order marks a TOML file may start with when an editor saved it so (UTF-32 before
+#: UTF-16: FF FE starts both little-endian marks)
+_BYTE_ORDER_MARKS = ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe\x00\x00", "UTF-32"),
+                     (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+                     (b"\xfe\xff", "UTF-16"))
+
+
 def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Any], bytes]:
     """The table of the TOML file ``path`` and the bytes it was parsed from.
 
@@ -277,19 +288,29 @@ def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, 
     that were parsed, not a second read that a rewrite in between would change. Every
     failure is a ``ValueError`` naming ``what`` (e.g. ``"limits file"``) and the path: an
     empty path (which ``Path`` reads as the current directory), a missing file, a
-    directory, an unreadable file or bad TOML (TOML is UTF-8).
+    directory, an unreadable file or bad TOML (TOML is UTF-8; a file starting with a
+    byte-order mark is refused saying so).
     """
     if not str(path):
         raise ValueError(f"{what} '': empty path; expected a TOML file")
     p = Path(path)
     try:
         raw = p.read_bytes()
+        for mark, encoding in _BYTE_ORDER_MARKS:
+            if raw.startswith(mark):   # tomllib: "Invalid statement (at line 1, column 1)"
+                raise ValueError(
+                    f"{what} {str(p)!r} is not valid TOML: it starts with a {encoding} "
+                    f"byte-order mark (bytes {mark.hex(' ').upper()}), as some Windows "
+                    "editors save; TOML is UTF-8 without one: save it as UTF-8 (no BOM)")
         return tomllib.loads(raw.decode("utf-8")), raw
     except FileNotFoundError:
         raise ValueError(f"{what} {str(p)!r} does not exist") from None
     except IsADirectoryError:   # not "not valid TOML: [Errno 21] Is a directory"
         raise ValueError(f"{what} {str(p)!r} is a directory; expected a TOML file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:   # not "not valid TOML: [Errno 36] File name too long"
+        raise ValueError(f"{what} {str(p)!r} cannot be read: "
+                         f"{exc.strerror or type(exc).__name__}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"{what} {str(p)!r} is not valid TOML: {exc}") from None
 
 

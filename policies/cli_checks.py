@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import errno
 import json
+import numbers
 import os
 import stat
 import sys
@@ -60,6 +61,36 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def check_path_names(path: str | Path, what: str) -> None:
+    """Refuse a path with a name (or a whole length) longer than the file system allows:
+    ``Path.exists()`` and ``is_dir()`` raise ``OSError`` (ENAMETOOLONG) for it, or a
+    missing parent hides it until a directory is created, and it escaped the command
+    lines as a traceback.
+
+    :param what: how the message names the path (e.g. ``"--json"``).
+    :raises ValueError: ``"--json 'aaa…': File name too long (at most 255 bytes per name
+        and 4,096 per path here)"``.
+    """
+    anchor = Path(path).parent   # the nearest existing directory: its file system's limits
+    while not os.path.isdir(anchor) and anchor != anchor.parent:   # (False for too long)
+        anchor = anchor.parent
+    try:
+        name_max = os.pathconf(anchor, "PC_NAME_MAX")
+        path_max = os.pathconf(anchor, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    too_long = (len(os.fsencode(os.fspath(path))) >= path_max
+                or any(len(os.fsencode(part)) > name_max for part in Path(path).parts))
+    if not too_long:
+        try:
+            os.stat(path)
+        except OSError as exc:
+            too_long = exc.errno == errno.ENAMETOOLONG
+    if too_long:
+        raise ValueError(f"{what} {str(path)!r}: {os.strerror(errno.ENAMETOOLONG)} (at most "
+                         f"{name_max:,} bytes per name and {path_max:,} per path here)")
+
+
 def check_output_dir(path: str | Path, what: str) -> Path:
     """Check that ``path`` is, or can be created as, a writable directory.
 
@@ -73,6 +104,7 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     label = f"{what} {str(path)!r}"
     if not str(path):
         raise ValueError(f"{what}: empty path; expected a directory")
+    check_path_names(p, what)
     if p.exists() and not p.is_dir():
         raise ValueError(f"{label} is a file, not a directory; expected a directory to write "
                          "into (a new one is created)")
@@ -113,6 +145,7 @@ def check_output_file(path: str | Path, what: str, *, create_dirs: bool = False,
     label = f"{what} {str(path)!r}"
     if not str(path):
         raise ValueError(f"{what}: empty path; expected a file path")
+    check_path_names(p, what)
     if p.is_dir():
         raise ValueError(f"{label} is a directory; expected a file path")
     if p.exists():
@@ -385,17 +418,20 @@ def check_crypto_threads(value: Any, what: str = "--crypto-threads") -> int | No
     :func:`max_crypto_threads` (``demo.py`` and ``evaluate.py`` share this rule).
 
     :param what: how the message names the option.
-    :returns: the value.
+    :returns: the value, as a Python int (a numpy integer is accepted).
     :raises ValueError: ``"--crypto-threads 300: expected an integer from 1 to 2 (the
         cores this process may use), or none for the default"``.
     """
     if value is None:
         return None
     top = max_crypto_threads()
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+    # numpy integers too, as EnvConfig(crypto_threads=) and evaluate()'s other counts
+    # take them (np.int64(1) was refused as "expected an integer from 1 to 2")
+    if (isinstance(value, bool) or type(value).__name__ == "bool_"
+            or not isinstance(value, numbers.Integral) or not 1 <= value <= top):
         raise ValueError(f"{what} {value!r}: expected "
                          f"{int_range_text(1, top, CRYPTO_THREADS_WHY)}, or none for the default")
-    return value
+    return int(value)
 
 
 def check_contract_keys(value: Any, what: str = "--contract-keys") -> str:

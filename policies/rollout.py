@@ -65,7 +65,13 @@ def run_episode(env: GridSwarmEnv, policy: Policy, seed: int | None = None, *,
     subs: list[np.ndarray] = []
     steps = 0
     while raw.agents and (max_steps is None or steps < max_steps):
-        actions = policy.act(obs, raw.action_masks())
+        actions = np.asarray(policy.act(obs, raw.action_masks()))
+        if actions.shape != (raw.n_agents, 2):   # a third column was ignored, a list or
+            # a 1-D array failed as "list indices must be integers or slices, not tuple"
+            raise ValueError(
+                f"policy {getattr(policy, 'name', type(policy).__name__)!r}: act() returned "
+                f"shape {actions.shape}; expected shape ({raw.n_agents}, 2), one row of "
+                "integer levels [power level, price level] per agent (policies.base.Policy)")
         obs, _rewards, _trunc, info = raw.step_arrays(actions[:, 0], actions[:, 1])
         for k in TRACE_KEYS:
             trace[k].append(info[k])

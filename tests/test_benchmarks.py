@@ -64,6 +64,123 @@ def test_benchmarks_never_replace_an_existing_json_file_without_overwrite(module
     assert json.loads(empty.read_text())["load_average"] == 0.5
 
 
+@pytest.mark.parametrize("stop, status, says", [
+    ("sigterm", 143, "interrupted (SIGTERM)"), ("ctrl-c", 130, "interrupted (Ctrl-C)"),
+    ("failed", 1, "error: training failed (PPO diverged)")])
+def test_bench_learning_stopped_says_so_in_one_line(stop, status, says, monkeypatch, capsys):
+    """Fuzzing review (session 23): ``timeout`` (SIGTERM) or Ctrl-C during
+    ``python -m benchmarks.bench_learning`` ended in a traceback whose last line said
+    "the unfinished model was saved to /tmp/gridswarm_bench_learning_…/…zip", a
+    directory run() had just removed; a failed training was a traceback too."""
+    from benchmarks import bench_learning
+    from train.errors import Terminated, TrainingError
+
+    error = {"sigterm": Terminated("interrupted by SIGTERM during PPO; the unfinished model "
+                                   "was saved to /tmp/gone/model_interrupted.zip"),
+             "ctrl-c": KeyboardInterrupt(),
+             "failed": TrainingError("PPO diverged", num_timesteps=0, stage="PPO")}[stop]
+
+    def stopped(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(bench_learning, "run", stopped)
+    with pytest.raises(SystemExit) as exit_info:
+        bench_learning.main(["--quick"])
+    assert exit_info.value.code == status
+    err = capsys.readouterr().err.strip()
+    assert err == (f"python -m benchmarks.bench_learning: {says}: no figures written; the "
+                   "run's model, record and logs were in a temporary directory, removed")
+
+
+def test_bench_learning_removes_its_directory_on_sigterm_outside_training(monkeypatch,
+                                                                          tmp_path):
+    """Fuzzing review (session 23): SIGTERM (``timeout``) while bench_learning scored the
+    heuristic, before train() installs its handler, ended the process at once and left
+    its /tmp/gridswarm_bench_learning_* directory behind. The whole run now turns
+    SIGTERM into train.errors.Terminated, and the directory is removed."""
+    import os
+    import signal
+
+    from benchmarks import bench_learning
+    from train.errors import Terminated
+
+    class DefaultHandler(Exception):
+        """What the test's own handler raises: the run left SIGTERM to it."""
+
+    def test_handler(signum, frame):
+        raise DefaultHandler
+
+    seen = []
+
+    def heuristic_scoring(scenarios, scenario, seeds, heldout, workdir, *rest):
+        seen.append(Path(workdir))
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM was not delivered")
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(bench_learning, "_run", heuristic_scoring)
+    previous = signal.signal(signal.SIGTERM, test_handler)
+    try:
+        with pytest.raises(Terminated):
+            bench_learning.run("solar_surplus", quick=True)
+        assert signal.getsignal(signal.SIGTERM) is test_handler   # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(seen) == 1 and seen[0].parent == tmp_path and not seen[0].exists()
+
+
+def test_bench_learning_refuses_cloning_flags_without_bc(monkeypatch, capsys):
+    """Fuzzing review (session 23): ``bench_learning --bc-timesteps 5`` without ``--bc``
+    ran PPO from a random network, the flag ignored without a word (``python -m train``
+    refuses --bc-* without --bc-teacher)."""
+    from benchmarks import bench_learning
+
+    asked = []
+    monkeypatch.setattr(bench_learning, "run", lambda *a, **k: asked.append(a) or {})
+    monkeypatch.setattr(bench_learning, "describe", lambda r: "")
+    for flag in ("--bc-timesteps", "--bc-epochs"):
+        with pytest.raises(SystemExit) as exit_info:
+            bench_learning.main([flag, "5"])
+        assert exit_info.value.code == 2
+        assert (f"{flag} 5: this sets the behaviour cloning, which needs --bc; add it or "
+                "drop it") in capsys.readouterr().err
+    assert asked == []
+    bench_learning.main(["--bc", "--bc-epochs", "5"])
+    bench_learning.main([])
+    assert [a[5:8] for a in asked] == [(True, bench_learning.BC_TIMESTEPS, 5),
+                                       (False, 200_000, 10)]
+
+
+def test_repeated_skip_and_agents_flags_add_up(monkeypatch, capsys):
+    """Fuzzing review (session 23): ``python -m benchmarks --skip learning --skip memory``
+    ran the learning benchmark (the last --skip replaced the earlier ones), a bare
+    ``--skip`` skipped nothing without a word, and ``bench_env --agents 100 --agents
+    1000`` timed only 1,000 agents."""
+    import benchmarks.__main__ as bench
+    from benchmarks import bench_env
+
+    asked = []
+    monkeypatch.setattr(bench, "run", lambda *a, **k: asked.append(a) or {})
+    monkeypatch.setattr(bench, "print_table", lambda *a, **k: None)
+    bench.main(["--skip", "learning", "--skip", "memory", "bus"])
+    assert set(asked[-1][1]) == {"learning", "memory", "bus"}
+    bench.main([])
+    assert asked[-1][1] == ()
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--skip"])
+    assert exit_info.value.code == 2 and "--skip: expected at least one argument" in \
+        capsys.readouterr().err
+    figures = {"env": [], "emergency": {"n_agents": 1, "emergency_response_latency_ms": 20.0,
+                                        "within_budget": True}, "load_average": 0.0}
+    timed = []
+    monkeypatch.setattr(bench_env, "run", lambda quick, agents, **k: timed.append(agents)
+                        or figures)
+    monkeypatch.setattr(bench_env, "print_rows", lambda *a, **k: None)
+    bench_env.main(["--agents", "100", "--agents", "1000", "10", "--agents", "100"])
+    bench_env.main([])
+    assert timed == [(100, 1000, 10), tuple(bench_env.AGENT_COUNTS)]
+
+
 @pytest.mark.parametrize("module", ["benchmarks.__main__", "benchmarks.bench_env"])
 def test_benchmarks_refuse_overwrite_without_json(module, capsys):
     import importlib

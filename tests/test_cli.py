@@ -70,6 +70,41 @@ def test_limits_path_that_is_no_file_is_refused_in_words(kind, tmp_path, capsys)
     assert _one_line_error(capsys.readouterr().err, "demo.py") == f"demo.py: error: {expected}"
 
 
+def test_a_too_long_output_name_is_a_one_line_error_of_every_command_line(tmp_path, capsys):
+    """Fuzzing review (session 23): a 300-byte name given to --json, --audit, --out,
+    --logdir or --run-name escaped as ``OSError: [Errno 36] File name too long`` (a
+    traceback, exit 1) from demo.py, evaluate.py, python -m train and train.dagger; a
+    --limits path that long was "not valid TOML: [Errno 36] …"."""
+    import train.dagger
+
+    long = str(tmp_path / ("a" * 300))
+    says = "File name too long (at most"
+    for args in (["--json", f"{long}.json"], ["--audit", f"{long}.jsonl"]):
+        assert demo.main([*args, "--no-live", "--steps", "1"]) == 2
+        err = _one_line_error(capsys.readouterr().err, "demo.py")
+        assert err.startswith(f"demo.py: error: {args[0]} '{args[1]}': {says}")
+    status, err = _evaluate([*EVAL_SMALL, "--out", long], capsys)
+    assert status == 2
+    assert _one_line_error(err, "evaluate.py").startswith(f"evaluate.py: error: --out '{long}': "
+                                                          f"{says}")
+    runs = tmp_path / "runs"
+    for args, flag in ((["--out", f"{long}.zip"], "--out"), (["--run-name", "a" * 300],
+                                                              "run directory"),
+                       (["--logdir", long], "--logdir")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--logdir", str(runs), *args, "--no-progress"])
+        assert exc.value.code == 2
+        assert _one_line_error(capsys.readouterr().err, PROG).startswith(
+            f"{PROG}: error: {flag} '")
+    with pytest.raises(SystemExit) as exc:
+        train.dagger.main(["--out", f"{long}.zip"])
+    assert exc.value.code == 2 and says in capsys.readouterr().err
+    assert demo.main(["--limits", f"{long}.toml", "--no-live", "--steps", "1"]) == 2
+    assert _one_line_error(capsys.readouterr().err, "demo.py") == (
+        f"demo.py: error: limits file '{long}.toml' cannot be read: File name too long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 BAD_LIMITS = [
     '[battery]\nmax_discharge_mw = "2"\n',
     '[battery]\nsoc_max = "0.9"\n',

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from policies.cli_checks import check_output_dir, check_output_file, write_or_rescue
+from policies.cli_checks import (
+    check_output_dir,
+    check_output_file,
+    check_path_names,
+    write_or_rescue,
+)
 from tests.command_lines import UNWRITABLE, _unwritable_here
 
 
@@ -32,6 +37,23 @@ def test_output_checks_name_the_problem_and_leave_nothing_behind(tmp_path):
     if _unwritable_here():
         with pytest.raises(ValueError, match="cannot be written"):
             check_output_file(UNWRITABLE, "--out")
+
+
+def test_a_name_longer_than_the_file_system_allows_is_refused_in_words(tmp_path):
+    """Fuzzing review (session 23): a 300-byte file or directory name made
+    ``Path.exists()`` raise ``OSError: [Errno 36] File name too long``, a traceback out
+    of every command line's output check."""
+    long = "a" * 300
+    says = r"File name too long \(at most [\d,]+ bytes per name and [\d,]+ per path here\)$"
+    for path in (tmp_path / f"{long}.json", tmp_path / long / "x.json"):
+        with pytest.raises(ValueError, match=rf"^--json '{path}': {says}"):
+            check_output_file(path, "--json")
+        with pytest.raises(ValueError, match=rf"^--json '{path}': {says}"):
+            check_path_names(path, "--json")
+    with pytest.raises(ValueError, match=rf"^--out '{tmp_path / long}': {says}"):
+        check_output_dir(tmp_path / long, "--out")
+    check_path_names(tmp_path / "missing" / "x.json", "--json")   # short: not its business
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_write_or_rescue_keeps_the_output_elsewhere(tmp_path):

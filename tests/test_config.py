@@ -62,6 +62,12 @@ def _float_fields(cls) -> list[str]:
                                         n_agents=5, trust="hmac"),
      "event at 500.0 s comes after the episode's end (120 steps x dt_s 1.0 = 120 s)",
      "use an event_time_s below 120 s, more episode_steps, or reserve_target_mw = 0"),
+    # fuzzing review (session 23): a trip at or before t = 0 said "use dt_s < -0 s"
+    (lambda: gridswarm_env.parallel_env(get_scenario("emergency", event_time_s=-0.0),
+                                        n_agents=5, trust="hmac"),
+     "the event at -0.0 s leaves no reserve round its agents can answer before it at any "
+     "dt_s, with reserve_target_mw = 100.0",
+     "use an event_time_s above 2·dt_s (2 s at dt_s 1.0), or reserve_target_mw = 0"),
     (lambda: gridswarm_env.parallel_env(config={"n_agents": 7}), "config = {'n_agents': 7}",
      "expected an EnvConfig, got dict"),
     # the KPIs measure deviations from 60 Hz: a 50 Hz grid reported 10 Hz off everywhere
@@ -323,6 +329,21 @@ def test_real_fields_stored_as_float() -> None:
     assert type(env.dt_s) is float and type(env.reward.scale) is float
     window = EnvConfig(rocof_window_s=1).rocof_window_s
     assert type(window) is float and window == 1.0
+
+
+def test_negative_zero_is_stored_as_zero_and_plays(make_env) -> None:
+    """``-0.0`` passes ``>= 0`` and must act as 0: it was stored as given, and reset()
+    then failed with numpy's bare "scale < 0" (``rng.normal(0, -0.0)``) for the solar
+    forecast error and variability."""
+    fleet = FleetConfig(solar_forecast_error_std=-0.0, solar_variability_std=-0.0,
+                        ev_baseline_fraction=-0.0)
+    for name in ("solar_forecast_error_std", "solar_variability_std", "ev_baseline_fraction"):
+        value = getattr(fleet, name)
+        assert value == 0.0 and not math.copysign(1.0, value) < 0, name
+    assert not math.copysign(1.0, CostConfig(voll_per_mwh=-0.0).voll_per_mwh) < 0
+    raw = make_env("price_spike", 10, config=EnvConfig(fleet=fleet))
+    raw.reset(seed=0)
+    raw.step_arrays(np.full(10, 10), np.zeros(10, np.int64))
 
 
 def test_env_config_other_fields_checked() -> None:

@@ -648,6 +648,52 @@ def test_dict_actions_must_be_numbers(bad) -> None:
     assert env.unwrapped.step_index == 1
 
 
+@pytest.mark.parametrize("bad", [[True, 0], (np.True_, 0), [10, False], np.array([True, False]),
+                                 np.ma.masked_array([10, 0], mask=[True, False])],
+                         ids=["bool-list", "numpy-bool-tuple", "bool-price", "bool-array",
+                              "masked-entry"])
+@pytest.mark.parametrize("api", ["dict", "aec"])
+def test_bool_and_masked_actions_are_refused_among_valid_ones(bad, api) -> None:
+    """Fuzzing review (session 23): an action holding a bool, or a bool array among int
+    ones, was turned into levels (``[True, 0]`` bid power level 1) because numpy
+    converts the whole batch to int, while a batch of only bool arrays was refused; a
+    masked entry bid the hidden value under the mask. Both are refused, naming the
+    agent, and the next valid step plays as if nothing had been sent."""
+    def make():
+        if api == "aec":
+            aec = gridswarm_env.env(scenario="emergency", n_agents=5, trust="hmac")
+            aec.reset(seed=0)
+            return aec
+        par = _parallel(scenario="emergency", n_agents=5)
+        par.reset(seed=0)
+        return par
+
+    env, clean = make(), make()
+    agent = env.unwrapped.possible_agents[1]
+    with pytest.raises(ValueError) as err:
+        if api == "aec":
+            env.step(np.array([10, 0]))           # agent 0: valid, stored
+            env.step(bad)                         # agent 1: refused, nothing stored
+        else:
+            actions = {a: np.array([10, 0]) for a in env.agents}
+            actions[agent] = bad
+            env.step(actions)
+    message = str(err.value)
+    assert message.startswith(f"action of {agent} = ")
+    assert ("a bool is not a level" in message or "masked (missing) entry" in message)
+    assert message.endswith(f"expected 2 integers [power level 0..{N_POWER - 1}, "
+                            f"price level 0..{N_PRICE - 1}]")
+    for e in (env, clean):
+        if api == "aec":
+            for _ in range(5 if e is clean else 4):
+                e.step(np.array([10, 0]))
+        else:
+            e.step({a: np.array([10, 0]) for a in e.agents})
+    np.testing.assert_array_equal(env.unwrapped.observations_array(),
+                                  clean.unwrapped.observations_array())
+    assert env.unwrapped.last_info == clean.unwrapped.last_info
+
+
 # --------------------------------------------------------------------------- construction warnings
 def test_fewer_agents_than_kinds_warns_which_capacity_is_left_out() -> None:
     """Energy review: at n_agents = 1 or 2 whole kinds (115 MW of PV, 50 MW of EVs) had no

@@ -303,6 +303,24 @@ def test_crypto_threads_follow_demo_rule_and_say_what_is_allowed(tmp_path, capsy
             demo.DemoOptions(crypto_threads=bad)
 
 
+def test_crypto_threads_take_numpy_integers_as_the_other_counts_do():
+    """Fuzzing review (session 23): ``evaluate.evaluate(crypto_threads=np.int64(1))`` was
+    refused as "expected an integer from 1 to 2", which it is (``EnvConfig`` and
+    evaluate()'s episodes, seed and n_agents take numpy integers); bools stay refused."""
+    import numpy as np
+
+    from policies.cli_checks import check_crypto_threads
+
+    for value in (np.int64(1), np.uint8(1), np.int8(1)):
+        got = check_crypto_threads(value)
+        assert got == 1 and type(got) is int
+    for bad in (np.True_, True, np.float64(1.0), 1.0, np.int64(0)):
+        with pytest.raises(ValueError, match=r"expected an integer from 1 to \d+ \(the cores"):
+            check_crypto_threads(bad)
+    threads = demo.DemoOptions(crypto_threads=np.int64(1)).crypto_threads
+    assert threads == 1 and type(threads) is int     # --json records it
+
+
 def test_stale_outputs_removed_are_the_documented_ones(tmp_path):
     """README / --out help: freq_<scenario>.png of registered scenarios not run,
     earlier event files and, when no oracle ran, an earlier cost_vs_oracle.png; nothing

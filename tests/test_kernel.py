@@ -622,6 +622,29 @@ def test_a_toml_path_that_is_no_file_is_refused_in_words(reader, what, tmp_path)
         reader(tmp_path / "missing.toml")
 
 
+@pytest.mark.parametrize("reader, what", [(Limits.from_toml, "limits file"),
+                                          (load_scenario_file, "scenario file")])
+@pytest.mark.parametrize("encoding, says", [("utf-8-sig", "UTF-8 byte-order mark (bytes EF BB BF)"),
+                                            ("utf-16", "UTF-16 byte-order mark (bytes FF FE)")])
+def test_a_toml_file_with_a_byte_order_mark_is_refused_saying_so(reader, what, encoding, says,
+                                                                 tmp_path):
+    """Fuzzing review (session 23): a file saved with a byte-order mark (Notepad's
+    "UTF-8 with BOM", PowerShell's UTF-16) was "not valid TOML: Invalid statement (at
+    line 1, column 1)" or "'utf-8' codec can't decode byte 0xff": neither said what was
+    wrong nor what is allowed."""
+    text = ("[battery]\nsoc_min = 0.2\n" if what == "limits file"
+            else 'base = "emergency"\ncontingency_mw = 90.0\n')
+    path = tmp_path / "bom.toml"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(ValueError) as err:
+        reader(path)
+    assert str(err.value) == (f"{what} {str(path)!r} is not valid TOML: it starts with a {says}, "
+                              "as some Windows editors save; TOML is UTF-8 without one: save "
+                              "it as UTF-8 (no BOM)")
+    path.write_bytes(text.encode("utf-8"))     # the same text without the mark loads
+    reader(path)
+
+
 # --------------------------------------------------------------------------- hand-computed rules (mutation audit)
 NAMES = ["solar_000", "battery_000", "ev_000"]
 DT_S = 3600.0          # h = 1: a bound in MW equals the energy room in MWh (× η)

@@ -372,6 +372,52 @@ def test_run_episode_without_a_second_reset_is_the_same_episode():
         run_episode(b, make_policy("heuristic"), seed=4, reset_env=False)
 
 
+@pytest.mark.parametrize("shape", [(12, 3), (12,), (11, 2), (12, 2, 1)])
+def test_run_episode_refuses_actions_of_the_wrong_shape(shape):
+    """Fuzzing review (session 23): a policy whose act() returned a third column had it
+    ignored without a word (``actions[:, 0]``, ``actions[:, 1]``), and a 1-D array failed
+    as IndexError "too many indices" (a list as TypeError "list indices must be
+    integers or slices, not tuple"), naming neither the policy nor the expected shape."""
+    from gridswarm_env.env import GridSwarmEnv
+
+    class Shaped:
+        name = "shaped"
+
+        def reset(self, env, seed=None):
+            pass
+
+        def act(self, obs, mask):
+            return np.zeros(shape, np.int64)
+
+    env = GridSwarmEnv("emergency", n_agents=12, trust="hmac")
+    with pytest.raises(ValueError) as err:
+        run_episode(env, Shaped(), seed=0)
+    assert str(err.value) == (f"policy 'shaped': act() returned shape {shape}; expected shape "
+                              "(12, 2), one row of integer levels [power level, price level] "
+                              "per agent (policies.base.Policy)")
+    assert env.step_index == 0      # refused before any step
+
+
+def test_run_episode_takes_a_policy_returning_lists_of_levels():
+    """A list of ``[power, price]`` rows is the same bids as the int64 array."""
+    from gridswarm_env.env import GridSwarmEnv
+
+    class Lists:
+        name = "lists"
+
+        def reset(self, env, seed=None):
+            self.inner = make_policy("heuristic")
+            self.inner.reset(env, seed)
+
+        def act(self, obs, mask):
+            return self.inner.act(obs, mask).tolist()
+
+    def play(policy):
+        return run_episode(GridSwarmEnv("emergency", n_agents=12, trust="hmac"), policy,
+                           seed=0, max_steps=20).metrics
+    assert play(Lists()) == play(make_policy("heuristic"))
+
+
 def test_solar_curtailment_offer_keeps_its_forecast_margin(shortage_obs):
     """In a surplus that asks for everything (share 1), solar offers curtailment only up to
     its forecast shrunk by ``solar_margin_sigmas`` forecast-error sigmas (2 x (0.05 + 0.01):

@@ -32,7 +32,7 @@ from gridswarm_env.config import (
     store,
 )
 from gridswarm_env.scenarios import scenario_names
-from policies.cli_checks import check_output_dir, check_output_file
+from policies.cli_checks import check_output_dir, check_output_file, check_path_names
 from policies.learned import MAX_TORCH_THREADS
 
 #: ``reward`` modes of :class:`~train.adapter.GridSwarmVecEnv`.
@@ -436,6 +436,7 @@ class TrainConfig:
         check_bool(f"{owner}.overwrite", self.overwrite)
         if self.out is not None:
             store(self, "out", check_path(owner, "out", self.out, "a model file path"))
+            check_path_names(self.out, f"{owner}.out =")
             if self.out.endswith(("/", os.sep)) or Path(self.out).is_dir():
                 raise ValueError(f"{owner}.out = {self.out!r} is a directory; expected a "
                                  "model file path (e.g. DIR/model.zip)")
