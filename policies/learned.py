@@ -448,17 +448,21 @@ def _check_live_weights(model: Any) -> None:
 
 
 def _checked_threads(torch_threads: Any) -> int | None:
-    """``torch_threads`` if it is None or an int from 1 to :data:`MAX_TORCH_THREADS`.
+    """``torch_threads`` if it is None, else it as a Python int from 1 to
+    :data:`MAX_TORCH_THREADS` (numpy integers accepted, as by ``TrainConfig``).
 
     :raises ValueError: anything else.
     """
-    if torch_threads is not None and (isinstance(torch_threads, bool)
-                                      or not isinstance(torch_threads, int)
-                                      or not 1 <= torch_threads <= MAX_TORCH_THREADS):
+    from gridswarm_env.config import INT_TYPES
+
+    if torch_threads is None:
+        return None
+    if (isinstance(torch_threads, bool | np.bool_) or not isinstance(torch_threads, INT_TYPES)
+            or not 1 <= torch_threads <= MAX_TORCH_THREADS):
         raise ValueError(f"LearnedPolicy.torch_threads = {torch_threads!r}: expected an "
                          f"integer from 1 to {MAX_TORCH_THREADS}, or None for torch's own "
                          "setting")
-    return torch_threads
+    return int(torch_threads)
 
 
 @contextlib.contextmanager
