@@ -4,8 +4,8 @@ Every setting lives in a frozen dataclass whose ``__post_init__`` checks it and
 raises :class:`ValueError` naming the field, the bad value and what is allowed,
 then stores the value normalized: integer fields as ``int`` (numpy integers accepted;
 floats, even ``21.0``, and bools refused), real-number fields as ``float`` (numpy
-scalars accepted; strings, ``None`` and bools refused, NaN and ±inf too unless the
-field documents ``inf``).
+scalars accepted; strings, ``None``, bools, ``Decimal`` and ``Fraction`` refused, NaN and
+±inf too unless the field documents ``inf``).
 Physics parameters (:class:`~gridswarm_env.grid.GridParams`), bus settings
 (:class:`~gridswarm_env.bus.BusConfig`) and discharge limits
 (:class:`~gridswarm_env.kernel.Limits`) live beside the code that uses them;
@@ -21,6 +21,8 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,8 @@ MIN_BAND_HZ = 1e-6
 # --------------------------------------------------------------------------- checks
 #: what a real-number field accepts (numpy scalars included; ``bool`` is excluded below)
 REAL_TYPES = (int, float, np.integer, np.floating)
+#: :data:`REAL_TYPES` in words, for the messages refusing another type
+REAL_TYPES_TEXT = "an int or float, numpy's too"
 #: what an integer field accepts (``bool`` is excluded below; floats, even 3.0, are not)
 INT_TYPES = (int, np.integer)
 
@@ -102,12 +106,16 @@ def check_real(owner: str, name: str, value: Any, *, allow_inf: bool = False) ->
     """Return ``value`` as float or raise ``ValueError`` unless it is a real number.
 
     NaN is always rejected; ``inf`` and ``-inf`` unless ``allow_inf``. Strings, ``None`` and
-    bools are rejected even when ``float()`` would convert them.
+    bools are rejected even when ``float()`` would convert them, and so are ``Decimal``
+    and ``Fraction``: a field is stored as a float, so their exact value would be rounded
+    silently; the message says to pass ``float(value)``.
     """
     expected = "a number (inf allowed)" if allow_inf else "a finite number"
     if not is_real(value):
-        raise ValueError(f"{owner}.{name} = {value!r}: expected {expected}, "
-                         f"got {type(value).__name__}")
+        exact = isinstance(value, Decimal | Fraction)   # numbers, but not an int or float
+        raise ValueError(f"{owner}.{name} = {value!r}: expected {expected} ({REAL_TYPES_TEXT}), "
+                         f"got {type(value).__name__}"
+                         + ("; pass float(value) (it is stored as a float)" if exact else ""))
     as_float = float(value)
     if math.isnan(as_float) or (not allow_inf and math.isinf(as_float)):
         raise ValueError(f"{owner}.{name} = {value!r}: expected {expected}")
