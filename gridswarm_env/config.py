@@ -289,6 +289,35 @@ _BYTE_ORDER_MARKS = ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe\x00\x00", "UTF-32")
                      (b"\xfe\xff", "UTF-16"))
 
 
+class _BeyondFloatRange(float):
+    """A TOML number too large for a float (``1e400``), which reads as ``±inf``: that
+    float still (a field taking inf takes it as before), but its ``repr`` shows what the
+    file says, so a field refusing inf names it: ``max_discharge_mw = 1e400 (beyond the
+    float range, read as inf): expected a finite number``, not ``= inf``."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _BeyondFloatRange:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __repr__(self) -> str:
+        return f"{self.text} (beyond the float range, read as {float.__repr__(self)})"
+
+
+_BeyondFloatRange.__name__ = "float"   # messages naming the type ("got float") as before
+
+
+def _toml_float(text: str) -> float:
+    """``parse_float`` of the TOML files: ``float(text)``, as :mod:`tomllib` reads it, but
+    a finite number written beyond the float range is a :class:`_BeyondFloatRange`."""
+    number = float(text)
+    if math.isinf(number) and text.lstrip("+-") != "inf":
+        return _BeyondFloatRange(text)
+    return number
+
+
 def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Any], bytes]:
     """The table of the TOML file ``path`` and the bytes it was parsed from.
 
@@ -310,7 +339,7 @@ def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, 
                     f"{what} {str(p)!r} is not valid TOML: it starts with a {encoding} "
                     f"byte-order mark (bytes {mark.hex(' ').upper()}), as some Windows "
                     "editors save; TOML is UTF-8 without one: save it as UTF-8 (no BOM)")
-        return tomllib.loads(raw.decode("utf-8")), raw
+        return tomllib.loads(raw.decode("utf-8"), parse_float=_toml_float), raw
     except FileNotFoundError:
         raise ValueError(f"{what} {str(p)!r} does not exist") from None
     except IsADirectoryError:   # not "not valid TOML: [Errno 21] Is a directory"
