@@ -372,6 +372,27 @@ def test_run_episode_without_a_second_reset_is_the_same_episode():
         run_episode(b, make_policy("heuristic"), seed=4, reset_env=False)
 
 
+@pytest.mark.parametrize(("policy", "env", "says"), [
+    (None, "env", "run_episode(policy=...): a NoneType; expected a policy with reset(env, "
+     "seed) and act(obs, mask) (policies.base.Policy), e.g. policies.make_policy('heuristic')"),
+    ("heuristic", "env", "run_episode(policy=...): a str; expected a policy with"),
+    (HeuristicPolicy, "env", "run_episode(policy=...): the class HeuristicPolicy (pass an "
+     "instance: HeuristicPolicy()); expected a policy"),
+    (HeuristicPolicy(), None, "run_episode(env=...): a NoneType; expected a gridswarm "
+     "environment (gridswarm_env.parallel_env(...), wrapped or not)"),
+])
+def test_run_episode_refuses_what_is_no_policy_or_environment(policy, env, says):
+    """Fuzzing (session 23): ``run_episode(env, None)`` failed as AttributeError
+    "'NoneType' object has no attribute 'reset'"; a clear TypeError before any reset."""
+    from gridswarm_env.env import GridSwarmEnv
+
+    real = GridSwarmEnv("emergency", n_agents=4, trust="hmac")
+    with pytest.raises(TypeError) as err:
+        run_episode(real if env == "env" else env, policy, seed=0)
+    assert str(err.value).startswith(says)
+    assert not real.agents      # refused before the reset
+
+
 @pytest.mark.parametrize("shape", [(12, 3), (12,), (11, 2), (12, 2, 1)])
 def test_run_episode_refuses_actions_of_the_wrong_shape(shape):
     """Fuzzing review (session 23): a policy whose act() returned a third column had it
