@@ -8,6 +8,7 @@ through the real environment (market, contracts, kernel) and compared on
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -1144,9 +1145,14 @@ def test_a_first_registration_keeps_the_built_in_policies():
     ("", dict, "expected a non-empty string"),
     (3, dict, "expected a non-empty string"),
     ("x", "not callable", "the factory must be callable"),
+    # fuzzing (session 23): evaluate.py --policies could never choose these
+    ("a,b", dict, "policy name 'a,b': any characters but ',' and no whitespace at either end "
+     "(evaluate.py --policies A,B splits on commas and strips each name)"),
+    (" mine", dict, "policy name ' mine': any characters but ','"),
+    ("mine\n", dict, "no whitespace at either end"),
 ])
 def test_register_refuses_a_bad_name_or_factory(name, factory, says):
     from policies import register
 
-    with pytest.raises(ValueError, match=says):
+    with pytest.raises(ValueError, match=re.escape(says)):
         register(name, factory)
