@@ -265,6 +265,10 @@ class DemoOptions:
         if not isinstance(self.policy, str) or not self.policy:
             raise ValueError(f"{flag['policy']} {self.policy!r}: expected a policy name "
                              "(heuristic, random, learned, oracle) or a model path")
+        from policies import policy_names
+
+        if self.policy not in policy_names():   # a model path, as --json and --limits
+            check_path_names(self.policy, flag["policy"])
         from policies.cli_checks import check_output_file
 
         if self.overwrite and self.json_path is None:

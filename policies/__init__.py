@@ -76,9 +76,14 @@ def make_policy(name_or_path: str, **kwargs: Any) -> Policy:
 def looks_like_model_path(name: str) -> bool:
     """Whether a policy name that is no registered policy is meant as a saved model: it
     has a path character (``/``, ``\\``, ``.``) or names an existing file, or ``name.zip``
-    is one (``python -m train --out m2`` writes ``m2.zip``)."""
-    return (any(ch in name for ch in "/\\.") or Path(name).exists()
-            or Path(name + ".zip").is_file())
+    is one (``python -m train --out m2`` writes ``m2.zip``), or is too long for a file name
+    (then :func:`~policies.learned.check_model_file` says so)."""
+    if any(ch in name for ch in "/\\."):
+        return True
+    try:
+        return Path(name).exists() or Path(name + ".zip").is_file()
+    except OSError:   # ENAMETOOLONG: Path.exists() raises it (Python 3.11)
+        return True
 
 
 def _lazy(module: str, cls: str) -> Callable[..., Policy]:

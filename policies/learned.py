@@ -65,12 +65,17 @@ def check_model_file(path: str | Path) -> Path:
     when that exists, as ``python -m train --out m2`` writes ``m2.zip`` and
     Stable-Baselines3's own ``load`` appends ``.zip``: ``m2`` loads ``m2.zip``.
 
-    :raises ValueError: the path is empty, does not exist (nor its ``.zip`` sibling) or
-        is a directory.
+    :raises ValueError: the path is empty, has a name longer than the file system allows
+        (:func:`~policies.cli_checks.check_path_names`), does not exist (nor its ``.zip``
+        sibling) or is a directory.
     """
+    from policies.cli_checks import check_path_names
+
     expected = MODEL_EXPECTED
     if not str(path):
         raise ValueError(f"model file '': empty path ({expected})")
+    # not "OSError: [Errno 36] File name too long" from is_dir() (a traceback in evaluate.py)
+    check_path_names(path, "model file")
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"model file {str(p)!r} is a directory, not a model file ({expected})")
