@@ -150,21 +150,29 @@ def check_speed(value: Any) -> float:
     :returns: it as a float.
     :raises ValueError: ``"--speed nan: expected 0 (as fast as possible) or ..."``.
     """
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or not (value == 0 or value >= MIN_SPEED)):
+    from gridswarm_env.config import is_real
+
+    # numpy numbers too, as the configs' real-number fields (np.int64(1) was refused)
+    if (not is_real(value) or not math.isfinite(value)
+            or not (value == 0 or value >= MIN_SPEED)):
         raise ValueError(f"{OPTION_FLAGS['speed']} {value!r}: expected {SPEED_ALLOWED}")
     return float(value)
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
-               maximum: int | None = None, why: str = "") -> None:
+               maximum: int | None = None, why: str = "") -> int | None:
+    """``value`` as a Python int (None when ``allow_none``): numpy integers are accepted,
+    as by ``EnvConfig``, and stored as int so the ``--json`` record stays plain JSON."""
+    from gridswarm_env.config import INT_TYPES
+
     if value is None and allow_none:
-        return
-    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
-            or (maximum is not None and value > maximum)):
+        return None
+    if (isinstance(value, bool | np.bool_) or not isinstance(value, INT_TYPES)
+            or value < minimum or (maximum is not None and value > maximum)):
         raise ValueError(f"{OPTION_FLAGS[name]} {value!r}: expected "
                          f"{int_range_text(minimum, maximum, why)}"
                          + (" or None" if allow_none else ""))
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -233,10 +241,13 @@ class DemoOptions:
         from gridswarm_env.trust import TRUST_MODES
 
         flag = OPTION_FLAGS
-        _check_int("n_agents", self.n_agents, 1, maximum=MAX_AGENTS, why=AGENT_LIMIT_WHY)
-        _check_int("seed", self.seed, 0)
-        _check_int("max_steps", self.max_steps, 1, allow_none=True)
-        _check_int("offers_per_step", self.offers_per_step, 0)
+        object.__setattr__(self, "n_agents", _check_int(
+            "n_agents", self.n_agents, 1, maximum=MAX_AGENTS, why=AGENT_LIMIT_WHY))
+        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0))
+        object.__setattr__(self, "max_steps",
+                           _check_int("max_steps", self.max_steps, 1, allow_none=True))
+        object.__setattr__(self, "offers_per_step",
+                           _check_int("offers_per_step", self.offers_per_step, 0))
         # stored as the Python int it returns (a numpy integer would reach --json)
         object.__setattr__(self, "crypto_threads",
                            check_crypto_threads(self.crypto_threads, flag["crypto_threads"]))
@@ -247,13 +258,17 @@ class DemoOptions:
         check_contract_keys(self.contract_keys, flag["contract_keys"])
         check_bool(flag["overwrite"], self.overwrite, sep=" ")
         if self.speed is not None:
-            check_speed(self.speed)
+            object.__setattr__(self, "speed", check_speed(self.speed))
         if self.trust not in TRUST_MODES:
             raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
         if not isinstance(self.policy, str) or not self.policy:
             raise ValueError(f"{flag['policy']} {self.policy!r}: expected a policy name "
                              "(heuristic, random, learned, oracle) or a model path")
+        from policies import policy_names
+
+        if self.policy not in policy_names():   # a model path, as --json and --limits
+            check_path_names(self.policy, flag["policy"])
         from policies.cli_checks import check_output_file
 
         if self.overwrite and self.json_path is None:

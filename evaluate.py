@@ -115,6 +115,7 @@ from typing import Any
 
 import numpy as np
 
+from gridswarm_env.scenarios import SCENARIO_NAME, SCENARIO_NAME_TEXT
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
     LimitsFile,
@@ -527,11 +528,6 @@ def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[
     return out, notes
 
 
-#: what a scenario's name may hold: it names output files (``freq_<name>.png``), tensorboard
-#: tags and the results' keys
-SCENARIO_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
-
-
 def resolve_scenarios(spec: str | Sequence[Any] | Any | None) -> dict[str, Any]:
     """The scenarios to play, by name: ``None`` or ``"all"``, every registered scenario;
     else names (a comma-separated string or a list; ``"all"`` among them adds every
@@ -570,8 +566,7 @@ def resolve_scenarios(spec: str | Sequence[Any] | Any | None) -> dict[str, Any]:
         if not SCENARIO_NAME.fullmatch(sc.name):
             raise UsageError(f"{argument_name('scenarios')}: scenario name {sc.name!r} names "
                              f"output files (freq_{sc.name}.png) and tensorboard tags: use "
-                             "letters, digits, '_', '-' and '.' (get_scenario(scenario, "
-                             "name=...))")
+                             f"{SCENARIO_NAME_TEXT} (get_scenario(scenario, name=...))")
         if sc.name in out and out[sc.name] != sc:
             raise UsageError(f"{argument_name('scenarios')}: two different scenarios named "
                              f"{sc.name!r} (results, plots and tags are keyed by the name); "

@@ -4,8 +4,8 @@ Every setting lives in a frozen dataclass whose ``__post_init__`` checks it and
 raises :class:`ValueError` naming the field, the bad value and what is allowed,
 then stores the value normalized: integer fields as ``int`` (numpy integers accepted;
 floats, even ``21.0``, and bools refused), real-number fields as ``float`` (numpy
-scalars accepted; strings, ``None`` and bools refused, NaN and ±inf too unless the
-field documents ``inf``).
+scalars accepted; strings, ``None``, bools, ``Decimal`` and ``Fraction`` refused, NaN and
+±inf too unless the field documents ``inf``).
 Physics parameters (:class:`~gridswarm_env.grid.GridParams`), bus settings
 (:class:`~gridswarm_env.bus.BusConfig`) and discharge limits
 (:class:`~gridswarm_env.kernel.Limits`) live beside the code that uses them;
@@ -21,6 +21,8 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,8 @@ MIN_BAND_HZ = 1e-6
 # --------------------------------------------------------------------------- checks
 #: what a real-number field accepts (numpy scalars included; ``bool`` is excluded below)
 REAL_TYPES = (int, float, np.integer, np.floating)
+#: :data:`REAL_TYPES` in words, for the messages refusing another type
+REAL_TYPES_TEXT = "an int or float, numpy's too"
 #: what an integer field accepts (``bool`` is excluded below; floats, even 3.0, are not)
 INT_TYPES = (int, np.integer)
 
@@ -102,12 +106,16 @@ def check_real(owner: str, name: str, value: Any, *, allow_inf: bool = False) ->
     """Return ``value`` as float or raise ``ValueError`` unless it is a real number.
 
     NaN is always rejected; ``inf`` and ``-inf`` unless ``allow_inf``. Strings, ``None`` and
-    bools are rejected even when ``float()`` would convert them.
+    bools are rejected even when ``float()`` would convert them, and so are ``Decimal``
+    and ``Fraction``: a field is stored as a float, so their exact value would be rounded
+    silently; the message says to pass ``float(value)``.
     """
     expected = "a number (inf allowed)" if allow_inf else "a finite number"
     if not is_real(value):
-        raise ValueError(f"{owner}.{name} = {value!r}: expected {expected}, "
-                         f"got {type(value).__name__}")
+        exact = isinstance(value, Decimal | Fraction)   # numbers, but not an int or float
+        raise ValueError(f"{owner}.{name} = {value!r}: expected {expected} ({REAL_TYPES_TEXT}), "
+                         f"got {type(value).__name__}"
+                         + ("; pass float(value) (it is stored as a float)" if exact else ""))
     as_float = float(value)
     if math.isnan(as_float) or (not allow_inf and math.isinf(as_float)):
         raise ValueError(f"{owner}.{name} = {value!r}: expected {expected}")
@@ -281,6 +289,35 @@ _BYTE_ORDER_MARKS = ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe\x00\x00", "UTF-32")
                      (b"\xfe\xff", "UTF-16"))
 
 
+class _BeyondFloatRange(float):
+    """A TOML number too large for a float (``1e400``), which reads as ``±inf``: that
+    float still (a field taking inf takes it as before), but its ``repr`` shows what the
+    file says, so a field refusing inf names it: ``max_discharge_mw = 1e400 (beyond the
+    float range, read as inf): expected a finite number``, not ``= inf``."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _BeyondFloatRange:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __repr__(self) -> str:
+        return f"{self.text} (beyond the float range, read as {float.__repr__(self)})"
+
+
+_BeyondFloatRange.__name__ = "float"   # messages naming the type ("got float") as before
+
+
+def _toml_float(text: str) -> float:
+    """``parse_float`` of the TOML files: ``float(text)``, as :mod:`tomllib` reads it, but
+    a finite number written beyond the float range is a :class:`_BeyondFloatRange`."""
+    number = float(text)
+    if math.isinf(number) and text.lstrip("+-") != "inf":
+        return _BeyondFloatRange(text)
+    return number
+
+
 def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Any], bytes]:
     """The table of the TOML file ``path`` and the bytes it was parsed from.
 
@@ -302,7 +339,7 @@ def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, 
                     f"{what} {str(p)!r} is not valid TOML: it starts with a {encoding} "
                     f"byte-order mark (bytes {mark.hex(' ').upper()}), as some Windows "
                     "editors save; TOML is UTF-8 without one: save it as UTF-8 (no BOM)")
-        return tomllib.loads(raw.decode("utf-8")), raw
+        return tomllib.loads(raw.decode("utf-8"), parse_float=_toml_float), raw
     except FileNotFoundError:
         raise ValueError(f"{what} {str(p)!r} does not exist") from None
     except IsADirectoryError:   # not "not valid TOML: [Errno 21] Is a directory"

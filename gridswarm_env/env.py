@@ -514,6 +514,11 @@ class GridSwarmEnv(ParallelEnv):
             raise ValueError(f"reset(options={options!r}): expected a dict or None; this "
                              "environment reads no reset options (set the scenario, fleet "
                              "and limits at construction: scenario=, config=, limits=)")
+        if options and "seed" in options:   # a likely mistake for reset(seed=...): say so
+            warnings.warn(f"reset(options={{'seed': {options['seed']!r}, ...}}): reset options "
+                          f"are read for nothing, this reset is seeded with seed={seed!r}; "
+                          f"pass reset(seed={options['seed']!r}) to seed it",
+                          UserWarning, stacklevel=_caller_stacklevel())
         if seed is not None:
             seed = _checked_seed(seed)
             self._np_random = np.random.default_rng(seed)

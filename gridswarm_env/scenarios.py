@@ -38,6 +38,7 @@ operator's ``reserve_target_mw`` (its procurement policy, not nature) stay as gi
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,12 @@ from gridswarm_env.config import (
     read_toml_file,
     store,
 )
+
+#: what a scenario's name may hold: ``evaluate.py`` names output files (``freq_<name>.png``),
+#: tensorboard tags and the results' keys by it (:func:`load_scenario_file` and
+#: ``evaluate`` refuse other names)
+SCENARIO_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+SCENARIO_NAME_TEXT = "letters, digits, '_', '-' and '.'"
 
 PRODUCT_ENERGY = 0
 PRODUCT_RESERVE = 1
@@ -543,7 +550,8 @@ def drawn_text(values: dict[str, Any]) -> str:
 def load_scenario_file(path: str | Path) -> Scenario:
     """Load a scenario from TOML: ``base = "price_spike"`` plus fields to override.
 
-    :raises ValueError: when the file is missing, unreadable, or names a bad field.
+    :raises ValueError: when the file is missing, unreadable, names a bad field, or a
+        ``name`` that is not :data:`SCENARIO_NAME` (evaluate's rule).
     """
     p = Path(path)
     data = read_toml_file(path, "scenario file")
@@ -557,6 +565,12 @@ def load_scenario_file(path: str | Path) -> Scenario:
         if key not in known:
             raise ValueError(f"scenario file {str(p)!r}: unknown field {key!r}; known fields: "
                              f"{', '.join(sorted(known))}")
+    name = data.get("name")
+    if isinstance(name, str) and not SCENARIO_NAME.fullmatch(name):   # not a str: Scenario's
+        # it played in the environment and demo, and evaluate refused it only later
+        raise ValueError(f"scenario file {str(p)!r}: name = {name!r}: use one or more "
+                         f"{SCENARIO_NAME_TEXT} (evaluate.py names its output files, "
+                         "freq_<name>.png, and results by it)")
     try:
         return get_scenario(base, **data)
     except ValueError as exc:       # a field of the wrong type or out of range

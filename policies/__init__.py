@@ -14,6 +14,11 @@ from typing import Any
 from policies.base import Policy
 
 _REGISTRY: dict[str, Callable[..., Policy]] = {}
+#: what a registered policy's name may hold: ``evaluate.py --policies A,B`` splits the list
+#: on commas and strips each name, so a name with a comma or with whitespace at either end
+#: could never be chosen there
+POLICY_NAME_RULE = ("any characters but ',' and no whitespace at either end (evaluate.py "
+                    "--policies A,B splits on commas and strips each name)")
 
 
 def register(name: str, factory: Callable[..., Policy]) -> None:
@@ -22,10 +27,14 @@ def register(name: str, factory: Callable[..., Policy]) -> None:
 
     :param factory: called with ``make_policy``'s keyword arguments, returns a
         :class:`~policies.base.Policy` (a policy class itself will do).
-    :raises ValueError: an empty or non-string name, or a factory that is not callable.
+    :raises ValueError: an empty or non-string name, a name the command lines cannot
+        select (:data:`POLICY_NAME_RULE`), or a factory that is not callable.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"policy name {name!r}: expected a non-empty string")
+    if "," in name or name != name.strip():
+        # evaluate.py --policies A,B splits on commas and strips each name
+        raise ValueError(f"policy name {name!r}: {POLICY_NAME_RULE}")
     if not callable(factory):
         raise ValueError(f"policy {name!r}: the factory must be callable (a Policy class or "
                          f"a function returning one), got {type(factory).__name__}")
@@ -67,9 +76,14 @@ def make_policy(name_or_path: str, **kwargs: Any) -> Policy:
 def looks_like_model_path(name: str) -> bool:
     """Whether a policy name that is no registered policy is meant as a saved model: it
     has a path character (``/``, ``\\``, ``.``) or names an existing file, or ``name.zip``
-    is one (``python -m train --out m2`` writes ``m2.zip``)."""
-    return (any(ch in name for ch in "/\\.") or Path(name).exists()
-            or Path(name + ".zip").is_file())
+    is one (``python -m train --out m2`` writes ``m2.zip``), or is too long for a file name
+    (then :func:`~policies.learned.check_model_file` says so)."""
+    if any(ch in name for ch in "/\\."):
+        return True
+    try:
+        return Path(name).exists() or Path(name + ".zip").is_file()
+    except OSError:   # ENAMETOOLONG: Path.exists() raises it (Python 3.11)
+        return True
 
 
 def _lazy(module: str, cls: str) -> Callable[..., Policy]:

@@ -65,12 +65,17 @@ def check_model_file(path: str | Path) -> Path:
     when that exists, as ``python -m train --out m2`` writes ``m2.zip`` and
     Stable-Baselines3's own ``load`` appends ``.zip``: ``m2`` loads ``m2.zip``.
 
-    :raises ValueError: the path is empty, does not exist (nor its ``.zip`` sibling) or
-        is a directory.
+    :raises ValueError: the path is empty, has a name longer than the file system allows
+        (:func:`~policies.cli_checks.check_path_names`), does not exist (nor its ``.zip``
+        sibling) or is a directory.
     """
+    from policies.cli_checks import check_path_names
+
     expected = MODEL_EXPECTED
     if not str(path):
         raise ValueError(f"model file '': empty path ({expected})")
+    # not "OSError: [Errno 36] File name too long" from is_dir() (a traceback in evaluate.py)
+    check_path_names(path, "model file")
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"model file {str(p)!r} is a directory, not a model file ({expected})")
@@ -448,17 +453,21 @@ def _check_live_weights(model: Any) -> None:
 
 
 def _checked_threads(torch_threads: Any) -> int | None:
-    """``torch_threads`` if it is None or an int from 1 to :data:`MAX_TORCH_THREADS`.
+    """``torch_threads`` if it is None, else it as a Python int from 1 to
+    :data:`MAX_TORCH_THREADS` (numpy integers accepted, as by ``TrainConfig``).
 
     :raises ValueError: anything else.
     """
-    if torch_threads is not None and (isinstance(torch_threads, bool)
-                                      or not isinstance(torch_threads, int)
-                                      or not 1 <= torch_threads <= MAX_TORCH_THREADS):
+    from gridswarm_env.config import INT_TYPES
+
+    if torch_threads is None:
+        return None
+    if (isinstance(torch_threads, bool | np.bool_) or not isinstance(torch_threads, INT_TYPES)
+            or not 1 <= torch_threads <= MAX_TORCH_THREADS):
         raise ValueError(f"LearnedPolicy.torch_threads = {torch_threads!r}: expected an "
                          f"integer from 1 to {MAX_TORCH_THREADS}, or None for torch's own "
                          "setting")
-    return torch_threads
+    return int(torch_threads)
 
 
 @contextlib.contextmanager

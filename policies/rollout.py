@@ -39,6 +39,19 @@ class EpisodeResult:
     freq_substeps_hz: np.ndarray | None = None   # every physics sub-step (for plots)
 
 
+def _check_policy(policy: Any) -> None:
+    """:raises TypeError: ``policy`` is a class, or lacks a callable ``reset`` or ``act``
+    (``run_episode(env, None)`` failed as AttributeError "'NoneType' object has no
+    attribute 'reset'")."""
+    if isinstance(policy, type) or not all(callable(getattr(policy, method, None))
+                                           for method in ("reset", "act")):
+        got = (f"the class {policy.__name__} (pass an instance: {policy.__name__}())"
+               if isinstance(policy, type) else f"a {type(policy).__name__}")
+        raise TypeError(f"run_episode(policy=...): {got}; expected a policy with "
+                        "reset(env, seed) and act(obs, mask) (policies.base.Policy), e.g. "
+                        "policies.make_policy('heuristic')")
+
+
 def run_episode(env: GridSwarmEnv, policy: Policy, seed: int | None = None, *,
                 max_steps: int | None = None, keep_substeps: bool = False,
                 on_step: Callable[[GridSwarmEnv, dict[str, Any]], None] | None = None,
@@ -53,8 +66,14 @@ def run_episode(env: GridSwarmEnv, policy: Policy, seed: int | None = None, *,
     :param reset_env: ``False`` when the caller has just reset ``env`` with ``seed``
         and not stepped it (the policy is still reset with ``seed``): the episode is
         the same, without a second reset (and a second ``episode_start`` audit entry).
+    :raises TypeError: ``env`` is no gridswarm environment or ``policy`` no policy (an
+        object with ``reset`` and ``act``), before the environment is reset.
     """
-    raw = env.unwrapped
+    _check_policy(policy)
+    raw = getattr(env, "unwrapped", None)
+    if not callable(getattr(raw, "step_arrays", None)):
+        raise TypeError(f"run_episode(env=...): a {type(env).__name__}; expected a gridswarm "
+                        "environment (gridswarm_env.parallel_env(...), wrapped or not)")
     if reset_env:
         raw.reset(seed=seed)
     elif raw.step_index != 0 or not raw.agents:

@@ -423,8 +423,17 @@ def test_full_rewrite_detected_only_by_signature(tmp_path, registry):
     assert verdict(path, public_key=other) == (False, 6, "altered")
 
 
-@pytest.mark.parametrize("edit", ["repeated_key", "spacing", "key_order"])
-def test_a_line_that_is_not_its_entrys_canonical_bytes_is_altered(chain, edit):
+@pytest.mark.parametrize(("edit", "says"), [
+    ("repeated_key", "canonical encoding (the bytes were edited"),
+    ("spacing", "canonical encoding (the bytes were edited"),
+    ("key_order", "canonical encoding (the bytes were edited"),
+    # fuzzing (session 23): a file converted to CRLF was "edited, e.g. a repeated key ..."
+    ("crlf", "line 5 is not its entry's canonical encoding: it ends in CRLF (\\r\\n) where "
+     "the log writes \\n, a text conversion to Windows line endings (e.g. git autocrlf or an "
+     "editor); but for that ending it is the canonical encoding: convert the file back (e.g. "
+     "dos2unix) and verify it again"),
+])
+def test_a_line_that_is_not_its_entrys_canonical_bytes_is_altered(chain, edit, says):
     """Audit finding: a line with a repeated key passed — the verifier hashed the parsed
     (last) value while a reader keeping the first one saw forged content. Every line
     must be the exact bytes the log wrote."""
@@ -434,15 +443,17 @@ def test_a_line_that_is_not_its_entrys_canonical_bytes_is_altered(chain, edit):
         line = line.replace('{"fields":', '{"fields":{"power_mw":1e6},"fields":', 1)
     elif edit == "spacing":
         line = line.replace('","', '", "', 1)
+    elif edit == "crlf":
+        line = line.replace("\n", "\r\n")
     else:   # the same object with "hash" moved first
         entry = json.loads(line)
         line = json.dumps({"hash": entry.pop("hash"), **entry}, separators=(",", ":")) + "\n"
     assert json.loads(line)["hash"] == json.loads(lines[4])["hash"]
     lines[4] = line
-    chain.write_text("".join(lines))
+    chain.write_bytes("".join(lines).encode())
     result = verify_audit_file(chain)
     assert (result.ok, result.index, result.problem) == (False, 4, "altered")
-    assert "canonical encoding" in result.message
+    assert says in result.message
 
 
 def test_a_signed_head_whose_scheme_was_edited_is_altered(tmp_path, registry):

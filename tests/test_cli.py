@@ -79,7 +79,9 @@ def test_a_too_long_output_name_is_a_one_line_error_of_every_command_line(tmp_pa
 
     long = str(tmp_path / ("a" * 300))
     says = "File name too long (at most"
-    for args in (["--json", f"{long}.json"], ["--audit", f"{long}.jsonl"]):
+    # (session 23: --policy / --policies too, a model path or a bare name that long)
+    for args in (["--json", f"{long}.json"], ["--audit", f"{long}.jsonl"], ["--policy", long],
+                 ["--policy", "a" * 300]):
         assert demo.main([*args, "--no-live", "--steps", "1"]) == 2
         err = _one_line_error(capsys.readouterr().err, "demo.py")
         assert err.startswith(f"demo.py: error: {args[0]} '{args[1]}': {says}")
@@ -87,6 +89,11 @@ def test_a_too_long_output_name_is_a_one_line_error_of_every_command_line(tmp_pa
     assert status == 2
     assert _one_line_error(err, "evaluate.py").startswith(f"evaluate.py: error: --out '{long}': "
                                                           f"{says}")
+    for policy in (long, "a" * 300):
+        status, err = _evaluate([*EVAL_SMALL, "--policies", policy, "--out",
+                                 str(tmp_path / "out")], capsys)
+        assert status == 2 and _one_line_error(err, "evaluate.py").startswith(
+            f"evaluate.py: error: --policies: model file '{policy}': {says}")
     runs = tmp_path / "runs"
     for args, flag in ((["--out", f"{long}.zip"], "--out"), (["--run-name", "a" * 300],
                                                               "run directory"),

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -304,6 +306,13 @@ def test_every_real_field_refuses_strings_none_and_bools(cls, bad) -> None:
     (lambda: CostConfig(voll_per_mwh="9000"), "CostConfig.voll_per_mwh = '9000'", "got str"),
     (lambda: RewardConfig(scale="100"), "RewardConfig.scale = '100'", "got str"),
     (lambda: EnvConfig(dt_s=None), "EnvConfig.dt_s = None", "got NoneType"),
+    # fuzzing (session 23): "expected a finite number, got Decimal" read as a contradiction
+    (lambda: EnvConfig(dt_s=Decimal("0.2")), "EnvConfig.dt_s = Decimal('0.2')",
+     "(an int or float, numpy's too), got Decimal; pass float(value)"),
+    (lambda: CostConfig(voll_per_mwh=Fraction(9000)), "CostConfig.voll_per_mwh = Fraction(",
+     "(an int or float, numpy's too), got Fraction; pass float(value)"),
+    (lambda: RewardConfig(scale="100"), "RewardConfig.scale = '100'",
+     "(an int or float, numpy's too), got str"),
 ])
 def test_reported_string_values_refused(make, field: str, got: str) -> None:
     _raises(make, field, "expected a finite number", got)

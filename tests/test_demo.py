@@ -633,6 +633,21 @@ def test_options_are_validated() -> None:
         demo.build_policy("genius")
 
 
+@pytest.mark.parametrize(("field", "value", "stored"), [
+    ("n_agents", np.int64(5), 5), ("seed", np.int64(0), 0), ("seed", np.uint8(3), 3),
+    ("max_steps", np.int32(4), 4), ("offers_per_step", np.int16(2), 2),
+    ("speed", np.int64(2), 2.0), ("speed", np.float32(0.5), 0.5),
+])
+def test_numpy_numbers_are_accepted_and_stored_as_python_ones(field, value, stored) -> None:
+    """Fuzzing (session 23): ``DemoOptions(n_agents=np.int64(5))`` and ``seed=np.int64(0)``
+    were refused ("expected an integer ..."), unlike ``EnvConfig``; they are stored as a
+    Python int (float for ``speed``) so the ``--json`` record stays plain JSON."""
+    got = getattr(demo.DemoOptions(live=False, **{field: value}), field)
+    assert got == stored and type(got) is type(stored)
+    with pytest.raises(ValueError, match=r"^\S+ np.True_: expected "):
+        demo.DemoOptions(live=False, **{field: np.True_})   # numpy bools stay refused
+
+
 def test_oracle_says_it_is_planning_before_the_first_step(capsys, monkeypatch) -> None:
     """First-use review: ``--policy oracle --agents 1000`` sat silent for minutes while
     the oracle solved its episode LP at reset; a status line now says so first. Review:

@@ -519,6 +519,20 @@ def test_reset_options_that_are_not_a_dict_are_refused(options):
     env.reset(seed=2, options={"unused": 1})
 
 
+def test_reset_options_with_a_seed_warn_that_it_is_not_the_seed():
+    """Fuzzing (session 23): ``reset(options={"seed": 3})`` ignored the dict without a
+    word (the episode was not seeded with 3). Options stay accepted and unread (PettingZoo's
+    API test passes ``{"options": 1}``: no warning for it); a ``seed`` among them warns."""
+    env = gridswarm_env.parallel_env(n_agents=4, trust="hmac")
+    with pytest.warns(UserWarning, match=r"^reset\(options=\{'seed': 3, \.\.\.\}\): reset "
+                                         r"options are read for nothing, this reset is seeded "
+                                         r"with seed=None; pass reset\(seed=3\) to seed it$"):
+        env.reset(options={"seed": 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env.reset(seed=0, options={"options": 1})
+
+
 def test_numpy_integer_seed_is_a_seed():
     a, b = (gridswarm_env.parallel_env(n_agents=4) for _ in range(2))
     obs_a, _ = a.reset(seed=np.int64(7))

@@ -917,11 +917,27 @@ def test_limits_caller_dict_not_aliased() -> None:
     ("[solar]\nmax_charge_mw = 3.0\n", ("limits['solar'].max_charge_mw = 3.0",)),
     ("[agents.solar_000]\nsoc_min = 0.2\n",
      ("limits.agents['solar_000'].soc_min = 0.2", "solar stores no energy")),
+    # fuzzing (session 23): tomllib reads 1e400 as inf, and the file was reported as
+    # "max_discharge_mw = inf", which it does not say
+    ("[battery]\nmax_discharge_mw = 1e400\n",
+     ("limits['battery'].max_discharge_mw = 1e400 (beyond the float range, read as inf): "
+      "expected a finite number",)),
+    ("[agents.ev_000]\nsoc_min = -1E+400\n",
+     ("limits.agents['ev_000'].soc_min = -1E+400 (beyond the float range, read as -inf)",)),
 ])
 def test_limits_file_errors_name_the_file(tmp_path: Path, toml: str, parts) -> None:
     path = tmp_path / "limits.toml"
     path.write_text(toml)
     _raises(lambda: as_limits(path), f"limits file {str(path)!r}", *parts)
+
+
+def test_a_number_beyond_float_range_is_inf_where_a_limit_takes_inf(tmp_path: Path) -> None:
+    """The message above names what the file says; the value is still the inf tomllib
+    reads (``ramp_mw_per_s`` takes inf, no ramp limit), a plain float."""
+    path = tmp_path / "limits.toml"
+    path.write_text("[battery]\nramp_mw_per_s = 1e400\n")
+    ramp = Limits.from_toml(path).for_kind("battery").ramp_mw_per_s
+    assert ramp == math.inf and type(ramp) is float
 
 
 # --------------------------------------------------------------------------- mutation audit (session 12)

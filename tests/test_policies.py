@@ -8,6 +8,7 @@ through the real environment (market, contracts, kernel) and compared on
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -370,6 +371,27 @@ def test_run_episode_without_a_second_reset_is_the_same_episode():
     assert ma == mb
     with pytest.raises(ValueError, match="reset_env=False"):
         run_episode(b, make_policy("heuristic"), seed=4, reset_env=False)
+
+
+@pytest.mark.parametrize(("policy", "env", "says"), [
+    (None, "env", "run_episode(policy=...): a NoneType; expected a policy with reset(env, "
+     "seed) and act(obs, mask) (policies.base.Policy), e.g. policies.make_policy('heuristic')"),
+    ("heuristic", "env", "run_episode(policy=...): a str; expected a policy with"),
+    (HeuristicPolicy, "env", "run_episode(policy=...): the class HeuristicPolicy (pass an "
+     "instance: HeuristicPolicy()); expected a policy"),
+    (HeuristicPolicy(), None, "run_episode(env=...): a NoneType; expected a gridswarm "
+     "environment (gridswarm_env.parallel_env(...), wrapped or not)"),
+])
+def test_run_episode_refuses_what_is_no_policy_or_environment(policy, env, says):
+    """Fuzzing (session 23): ``run_episode(env, None)`` failed as AttributeError
+    "'NoneType' object has no attribute 'reset'"; a clear TypeError before any reset."""
+    from gridswarm_env.env import GridSwarmEnv
+
+    real = GridSwarmEnv("emergency", n_agents=4, trust="hmac")
+    with pytest.raises(TypeError) as err:
+        run_episode(real if env == "env" else env, policy, seed=0)
+    assert str(err.value).startswith(says)
+    assert not real.agents      # refused before the reset
 
 
 @pytest.mark.parametrize("shape", [(12, 3), (12,), (11, 2), (12, 2, 1)])
@@ -1123,9 +1145,14 @@ def test_a_first_registration_keeps_the_built_in_policies():
     ("", dict, "expected a non-empty string"),
     (3, dict, "expected a non-empty string"),
     ("x", "not callable", "the factory must be callable"),
+    # fuzzing (session 23): evaluate.py --policies could never choose these
+    ("a,b", dict, "policy name 'a,b': any characters but ',' and no whitespace at either end "
+     "(evaluate.py --policies A,B splits on commas and strips each name)"),
+    (" mine", dict, "policy name ' mine': any characters but ','"),
+    ("mine\n", dict, "no whitespace at either end"),
 ])
 def test_register_refuses_a_bad_name_or_factory(name, factory, says):
     from policies import register
 
-    with pytest.raises(ValueError, match=says):
+    with pytest.raises(ValueError, match=re.escape(says)):
         register(name, factory)

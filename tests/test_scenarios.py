@@ -219,6 +219,12 @@ def test_load_scenario_file(tmp_path: Path) -> None:
     ("event_time_s = nan", ("event_time_s", "number")),
     ("start_hour = 25", ("start_hour", "[0.0, 24.0)")),
     ("name = 5", ("name", "string")),
+    # fuzzing (session 23): these played in the environment and demo; evaluate refused
+    # them only later ("scenario name '' names output files ...")
+    ('name = ""', ("name = '': use one or more letters, digits, '_', '-' and '.' "
+                   "(evaluate.py names its output files, freq_<name>.png, and results by it)",)),
+    ('name = "a b"', ("name = 'a b': use one or more letters",)),
+    ('name = "x/y"', ("name = 'x/y': use one or more letters",)),
 ])
 def test_scenario_file_bad_values_name_file_and_key(tmp_path: Path, text: str, parts) -> None:
     path = tmp_path / "sc.toml"

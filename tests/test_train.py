@@ -913,6 +913,12 @@ def test_learned_policy_infers_on_one_thread_and_restores_the_setting(learned_mo
         LearnedPolicy(learned_model, torch_threads=0)
     with pytest.raises(ValueError, match="expected an integer from 1 to 256"):
         LearnedPolicy(learned_model, torch_threads=10**6)   # torch would crash the process
+    # fuzzing (session 23): np.int64(1) was refused, unlike TrainConfig.torch_threads;
+    # kept as a Python int; bools stay refused
+    threads = LearnedPolicy(learned_model, torch_threads=np.int64(1)).torch_threads
+    assert threads == 1 and type(threads) is int
+    with pytest.raises(ValueError, match="torch_threads = np.True_: expected an integer"):
+        LearnedPolicy(learned_model, torch_threads=np.True_)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)   # the process's setting (e.g. one thread per core)
     try:

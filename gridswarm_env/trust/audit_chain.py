@@ -883,13 +883,18 @@ def _file_records(path: Path) -> Iterator[tuple[int, Any, bool]]:
             if body is not None:
                 line = body[:-1] + b',"hash":"' + record["hash"].encode() + b'"}'
                 if raw != line + b"\n":
+                    # the verdict stands (these are not the bytes written), but a CRLF
+                    # ending is a text conversion, not an edit of the entry: say so
+                    how = (": it ends in CRLF (\\r\\n) where the log writes \\n, a text "
+                           "conversion to Windows line endings (e.g. git autocrlf or an "
+                           "editor); but for that ending it is the canonical encoding: "
+                           "convert the file back (e.g. dos2unix) and verify it again"
+                           if raw == line + b"\r\n" else
+                           " (the bytes were edited, e.g. a repeated key, spacing or key order)")
                     yield (
                         number,
-                        _Bad(
-                            "altered",
-                            f"line {number + 1} is not its entry's canonical encoding (the "
-                            "bytes were edited, e.g. a repeated key, spacing or key order)",
-                        ),
+                        _Bad("altered",
+                             f"line {number + 1} is not its entry's canonical encoding{how}"),
                         complete,
                     )
                     continue
