@@ -147,13 +147,14 @@ class GridParams:
         ``db(Δf) = sign(Δf)·max(|Δf| − d, 0)`` (a no-step deadband) instead of ``Δf``;
         load damping and AGC are unchanged. Typical settings: at most ±36 mHz (NERC,
         *Reliability Guideline: Primary Frequency Control*, 2019, and its 2015 Industry
-        Advisory *Generator Governor Frequency Response*), which Texas RE's BAL-001-TRE-1
-        requires of steam and hydro units with mechanical governors, ±17 mHz of all
-        other units. Each physics sub-step integrates exactly in the regime (inside or
-        outside the band) that ``Δf`` has at its start (module docstring), one sub-step
-        after another: ``GridModel.advance_unchecked`` takes ~8 µs per agent step of 20
-        sub-steps (2.6 µs without a band), within the noise of an environment step
-        (~3 ms at 100 agents).
+        Advisory *Generator Governor Frequency Response*); ±17 mHz for the units with
+        electronic or digital governors in ERCOT (Texas RE's regional standard
+        BAL-001-TRE-1, *Primary Frequency Response in the ERCOT Region*). Each physics
+        sub-step integrates exactly in the regime (inside or outside the band) that
+        ``Δf`` has at its start (module docstring), one sub-step after another:
+        ``GridModel.advance_unchecked`` takes ~8 µs per agent step of 20 sub-steps
+        (2.6 µs without a band), within the noise of an environment step (~3 ms at 100
+        agents).
 
     Besides each field's own range, the model built from them must be finite: ``A``,
     ``B`` and the zero-order hold ``e^(A·physics_dt_s)`` (its rates grow with D, Km/R,
