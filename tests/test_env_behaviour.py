@@ -735,3 +735,24 @@ def test_agreement_events_count_in_words_as_the_info_does() -> None:
         else:
             assert lines == []
     assert 1 in counts and max(counts) > 1   # both forms were exercised
+
+
+def test_a_governor_deadband_runs_deterministic_episodes_the_governors_ignore_the_noise(
+        make_env) -> None:
+    # GridParams.governor_deadband_hz through EnvConfig.grid: the same seed repeats bit
+    # for bit, nothing executed breaks a limit, and the frequency is not the linear
+    # model's: the governors answer only deviations beyond the band, so the random
+    # bids swing the frequency further
+    from gridswarm_env.grid import GridParams
+
+    config = EnvConfig(grid=GridParams(governor_deadband_hz=0.036))
+    env1, env2 = (make_env("price_spike", 100, "hmac", config=config) for _ in range(2))
+    t1, t2 = _trajectory(env1, seed=0), _trajectory(env2, seed=0)
+    assert np.array_equal(t1["obs"], t2["obs"])
+    assert np.array_equal(t1["rew"], t2["rew"])
+    assert np.array_equal(t1["freq"], t2["freq"])
+    _assert_same_metrics(t1["metrics"], t2["metrics"])
+    assert t1["metrics"]["executed_violations"] == 0
+    linear = _trajectory(make_env("price_spike", 100, "hmac"), seed=0)
+    assert not np.array_equal(linear["freq"], t1["freq"])
+    assert np.abs(t1["freq"] - 60.0).max() > np.abs(linear["freq"] - 60.0).max() + 0.01

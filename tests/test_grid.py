@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import subprocess
@@ -335,3 +336,153 @@ def test_long_step_equals_one_product_summed_on_one_thread(params: GridParams) -
     n = model.n_substeps
     assert np.array_equal(model.state, expected[n:])
     assert np.array_equal(f, (expected[:n] + 1.0) * params.nominal_freq_hz)
+
+
+# ---------------------------------------------------------------- governor deadband
+DEADBAND_HZ = 0.036   # NERC's recommended maximum (BAL-001-TRE-1: steam and hydro)
+
+
+def test_zero_deadband_is_the_linear_model_bit_for_bit() -> None:
+    # the default (0 Hz) and an explicit 0.0 run the stacked linear model: the digest of
+    # three agent steps from an off-nominal start, computed with the code before the
+    # deadband existed, and the stacked product itself, bit for bit
+    import hashlib
+
+    assert GridParams(governor_deadband_hz=0.0) == GridParams()
+    model = GridModel(GridParams(governor_deadband_hz=0.0), 1.0)
+    assert model._free is not None and model._deadband is None
+    model.reset(0.0004)
+    u = np.random.default_rng(5).normal(0.0, 0.02, (3, 20))
+    digest = hashlib.sha256()
+    for row in u:
+        expected_state = model._free[20:].dot(model.state) + model._forced[20:].dot(row)
+        digest.update(model.advance(row).tobytes())
+        assert np.array_equal(model.state, expected_state)
+    digest.update(model.state.tobytes())
+    assert digest.hexdigest() == (
+        "656b9aba9633e493f0ce57bb9ac0737fe639e87b4699814657d114e0d153cbab")
+
+
+def test_deadband_wider_than_the_excursion_leaves_the_governor_at_rest() -> None:
+    # a 0.3 Hz excursion inside a 0.5 Hz band: the governor state stays exactly 0 and
+    # the frequency is the model without governors, 2H dΔf/dt = ΔP − D·Δf:
+    # Δf(t) = ΔP/D·(1 − e^(−D·t/2H)) (the linear model would settle at ΔP·R/(DR + Km))
+    params = GridParams(governor_deadband_hz=0.5)
+    delta_p = -0.005                                    # ΔP/D = −0.005 p.u. = −0.3 Hz
+    model = GridModel(params, 1.0)
+    t = params.physics_dt_s * np.arange(1, 21)
+    for step in range(60):
+        freq = model.advance(delta_p)
+        assert model.state[1] == 0.0 and model.state[2] == 0.0
+        tk = step + t
+        expected = delta_p / params.damping_d_pu * (
+            1.0 - np.exp(-params.damping_d_pu * tk / (2.0 * params.inertia_h_s)))
+        np.testing.assert_allclose(freq / 60.0 - 1.0, expected, rtol=0, atol=1e-14)
+    assert abs(model.delta_f_pu * 60.0) < 0.5           # never reached the band's edge
+    assert params.steady_state_deviation_pu(delta_p) == delta_p / params.damping_d_pu
+
+
+@pytest.mark.parametrize("delta_p", [LOSS_PU, 0.04])
+def test_deadband_steady_state_loses_the_band_to_the_response(delta_p: float) -> None:
+    # beyond the band, AGC off: 0 = ΔP − D·Δf − (Km/R)·(Δf − s·d), s = sign(Δf), so
+    # Δf_ss = (ΔP + s·(Km/R)·d)/(D + Km/R): the loss deepens by (Km/R)·d/(D + Km/R)
+    params = GridParams(governor_deadband_hz=DEADBAND_HZ)
+    d, k, damping = DEADBAND_HZ / 60.0, params.governor_gain_pu, params.damping_d_pu
+    s = math.copysign(1.0, delta_p)
+    expected = (delta_p + s * k * d) / (damping + k)
+    assert params.steady_state_deviation_pu(delta_p) == pytest.approx(expected, rel=1e-15)
+    _, freq = step_response(params, delta_p, 400.0)
+    assert freq[-1] / 60.0 - 1.0 == pytest.approx(expected, abs=1e-12)
+    linear = GridParams().steady_state_deviation_pu(delta_p)
+    assert abs(expected - linear) == pytest.approx(k * d / (damping + k), rel=1e-12)
+    assert abs(freq[-1] / 60.0 - 1.0 - linear) > 1e-4
+
+
+def _exact_deadband_trip(params: GridParams, delta_p: float, horizon_s: float):
+    """Δf(t) of the exact piecewise-affine model after a step from rest, by an adaptive
+    solve split at the band's edge (one crossing: the loss settles beyond the band)."""
+    model = GridModel(dataclasses.replace(params, physics_dt_s=0.05), 0.05)
+    d = params.governor_deadband_hz / params.nominal_freq_hz
+
+    def edge(_t, x):
+        return abs(x[0]) - d
+    edge.terminal = True
+    opts = {"method": "DOP853", "rtol": 1e-13, "atol": 1e-16, "dense_output": True}
+    inside = solve_ivp(lambda _t, x: model.derivative(x, delta_p), (0.0, horizon_s),
+                       np.zeros(3), events=edge, **opts)
+    t_cross = float(inside.t_events[0][0])
+    x_cross = inside.y[:, -1].copy()
+    x_cross[0] = math.copysign(d, delta_p)
+    outside = solve_ivp(lambda _t, x: model.derivative(x, delta_p), (t_cross, horizon_s),
+                        x_cross, **opts)
+
+    def delta_f(t: np.ndarray) -> np.ndarray:
+        return np.where(t <= t_cross, inside.sol(np.minimum(t, t_cross))[0],
+                        outside.sol(np.maximum(t, t_cross))[0])
+    return delta_f, t_cross
+
+
+def test_deadband_regime_choice_converges_with_the_substep() -> None:
+    # each sub-step is exact in the regime Δf has at its start; the trip crosses the
+    # band's edge at 48.1 ms, so a sub-step sees the crossing late by up to its length:
+    # 51.9 ms at 100 ms sub-steps, 11.9 ms at 20 ms, 1.9 ms at 50 and 10 ms, 0.86 ms at 1
+    # ms. The error against the exact model shrinks with that delay squared.
+    params = GridParams(governor_deadband_hz=DEADBAND_HZ)
+    delta_f, t_cross = _exact_deadband_trip(params, LOSS_PU, 10.0)
+    assert t_cross == pytest.approx(0.0481, abs=1e-4)
+    errors, nadirs = {}, {}
+    for pdt in (0.1, 0.02, 0.01, 0.001):
+        t, freq = step_response(dataclasses.replace(params, physics_dt_s=pdt), LOSS_PU, 10.0)
+        errors[pdt] = float(np.abs(freq - 60.0 * (1.0 + delta_f(t))).max())
+        nadirs[pdt] = float(freq.min())
+    assert 1e-4 < errors[0.1] < 1e-3                    # measured 7.1e-4 Hz
+    assert 1e-5 < errors[0.02] < 1e-4                   # 3.7e-5 Hz
+    assert errors[0.01] < 2e-6 and errors[0.001] < 5e-7   # 9.1e-7, 1.9e-7 Hz
+    assert nadirs[0.01] == pytest.approx(nadirs[0.001], abs=1e-6)
+    fine = np.linspace(2.0, 3.0, 100001)
+    assert float(60.0 * (1.0 + delta_f(fine)).min()) == pytest.approx(59.31799, abs=1e-5)
+    # 32 mHz below the linear model's nadir (59.3501 Hz, test_nadir_calibration)
+    assert nadirs[0.001] == pytest.approx(59.31799, abs=1e-5)
+
+
+def test_deadband_substeps_agree_bit_for_bit_across_paths() -> None:
+    # advance, advance_substep and advance_variable(physics_dt_s) run the same sub-step
+    params = GridParams(governor_deadband_hz=DEADBAND_HZ, agc_gain_per_s=0.05)
+    u = np.random.default_rng(3).normal(0.0, 0.002, size=(6, 20))
+    u += 0.01 * np.array([1, 1, -1, -1, 1, 1])[:, None]   # out of the band, both ways
+    block, single, variable = (GridModel(params, 1.0) for _ in range(3))
+    seen = set()
+    for row in u:
+        f_block = block.advance(row)
+        seen.update(np.sign(np.trunc((f_block - 60.0) / DEADBAND_HZ)).tolist())
+        assert np.array_equal(f_block, [single.advance_substep(x) for x in row])
+        assert np.array_equal(f_block, [variable.advance_variable(x, params.physics_dt_s)
+                                        for x in row])
+    assert np.array_equal(block.state, single.state)
+    assert np.array_equal(block.state, variable.state)
+    assert seen == {-1.0, 0.0, 1.0}   # inside the band, above it and below it
+
+
+def test_deadband_derivative_is_the_piecewise_model() -> None:
+    params = GridParams(governor_deadband_hz=DEADBAND_HZ)
+    model, linear = GridModel(params, 1.0), GridModel(GridParams(), 1.0)
+    d = DEADBAND_HZ / 60.0
+    a0 = np.array([0.5 * d, 0.01, 0.0])                 # inside: no governor term
+    rhs = model.derivative(a0, 0.02)
+    assert rhs[1] == pytest.approx(-0.01 / params.reheat_time_constant_tr_s, rel=1e-12)
+    assert rhs[0] == pytest.approx((0.02 - 0.5 * d + 0.7 * 0.01) / 8.0, rel=1e-12)
+    beyond = np.array([-3.0 * d, 0.01, 0.0])           # outside: the governor sees Δf + d
+    shifted = beyond + np.array([d, 0.0, 0.0])
+    # ... while damping still sees Δf itself
+    expected = linear.derivative(shifted, 0.02) + np.array([params.damping_d_pu * d / 8.0,
+                                                            0.0, 0.0])
+    np.testing.assert_allclose(model.derivative(beyond, 0.02), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("value", [-0.001, float("nan"), float("inf"), 0.51, True, "0.036"])
+def test_bad_deadband_refused_with_the_allowed_range(value) -> None:
+    with pytest.raises(ValueError, match=r"governor_deadband_hz=.* must be a finite number "
+                                         r"in \[0, 0\.5\] Hz") as info:
+        GridParams(governor_deadband_hz=value)
+    assert repr(value) in str(info.value)
+    assert GridParams(governor_deadband_hz=0.5).governor_deadband_pu == pytest.approx(0.5 / 60)
