@@ -97,7 +97,10 @@ def test_a_too_long_output_name_is_a_one_line_error_of_every_command_line(tmp_pa
     runs = tmp_path / "runs"
     for args, flag in ((["--out", f"{long}.zip"], "--out"), (["--run-name", "a" * 300],
                                                               "run directory"),
-                       (["--logdir", long], "--logdir")):
+                       (["--logdir", long], "--logdir"),
+                       # (the session's diff review: --resume still escaped as a traceback)
+                       (["--resume", f"{long}.zip", "--out", str(tmp_path / "m.zip")],
+                        "--resume")):
         with pytest.raises(SystemExit) as exc:
             main(["--logdir", str(runs), *args, "--no-progress"])
         assert exc.value.code == 2

@@ -419,6 +419,7 @@ class TrainConfig:
 
             store(self, "resume", check_path(owner, "resume", self.resume,
                                              "a model file path"))
+            check_path_names(self.resume, f"{owner}.resume =")
             if Path(self.resume).is_dir():
                 raise ValueError(f"{owner}.resume = {self.resume!r} is a directory; expected "
                                  "a model file (e.g. DIR/model.zip)")
