@@ -83,6 +83,7 @@ v0: first release.
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import operator
 import warnings
@@ -229,6 +230,9 @@ class MaskedMultiDiscrete(spaces.MultiDiscrete):
 
 
 _DTYPE_OF = operator.attrgetter("dtype")
+_SEQUENCE_ROWS = frozenset({list, tuple})
+#: element types of a list or tuple action that need the per-agent check
+_NOT_PLAIN_NUMBERS = frozenset({bool, np.bool_, np.ndarray, np.ma.MaskedArray})
 
 
 def _is_bool(x: Any) -> bool:
@@ -240,9 +244,14 @@ def _coerced_action(values: Sequence[Any]) -> tuple[int, str] | None:
     wrong)``: one holding a bool (``np.array([[True, 3], [1, 2]])`` is ``[[1, 3], [1, 2]]``,
     while an all-bool batch is refused as bool) or a masked (missing) entry of a masked
     array, whose hidden data would be bid; None when there is none. An int or float
-    array row, the usual action, passes the fast path (~6 µs at 100 agents)."""
-    if set(map(type, values)) == {np.ndarray} and not any(
+    array row, the usual action, passes the fast path (~6 µs at 100 agents), as do list or
+    tuple rows of plain numbers (one pass over their element types)."""
+    row_types = set(map(type, values))
+    if row_types == {np.ndarray} and not any(
             dtype.kind == "b" for dtype in set(map(_DTYPE_OF, values))):
+        return None
+    if row_types <= _SEQUENCE_ROWS and _NOT_PLAIN_NUMBERS.isdisjoint(
+            map(type, itertools.chain.from_iterable(values))):
         return None
     for i, value in enumerate(values):
         if type(value) is np.ndarray:
