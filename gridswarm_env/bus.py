@@ -139,6 +139,8 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr
 
+from gridswarm_env.config import REAL_TYPES_TEXT, is_real, wrong_type_text
+
 __all__ = [
     "LATENCY_DISTRIBUTIONS",
     "AgentMessageBus",
@@ -190,8 +192,9 @@ _LANE_DEFAULTS = {"capacity_per_step": 1_000_000, "high_water_mark": 100_000,
 
 def _check_finite_positive(name: str, value: object) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not is_real(value):
+        raise ValueError(f"{name} must be a finite number > 0 ({REAL_TYPES_TEXT}), "
+                         f"{wrong_type_text(value)}: {_shown(value)}")
     try:
         number = float(value)
     except OverflowError:  # an int beyond the float range

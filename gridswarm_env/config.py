@@ -102,6 +102,15 @@ def is_real(value: Any) -> bool:
     return isinstance(value, REAL_TYPES) and not isinstance(value, bool | np.bool_)
 
 
+def wrong_type_text(value: Any) -> str:
+    """What a message says of a value that is no int or float: ``"got Decimal; pass
+    float(value) (it is stored as a float)"`` (the hint for ``Decimal`` and ``Fraction``,
+    numbers whose exact value a float field would round), ``"got str"`` otherwise."""
+    exact = isinstance(value, Decimal | Fraction)
+    return (f"got {type(value).__name__}"
+            + ("; pass float(value) (it is stored as a float)" if exact else ""))
+
+
 def check_real(owner: str, name: str, value: Any, *, allow_inf: bool = False) -> float:
     """Return ``value`` as float or raise ``ValueError`` unless it is a real number.
 
@@ -112,10 +121,8 @@ def check_real(owner: str, name: str, value: Any, *, allow_inf: bool = False) ->
     """
     expected = "a number (inf allowed)" if allow_inf else "a finite number"
     if not is_real(value):
-        exact = isinstance(value, Decimal | Fraction)   # numbers, but not an int or float
         raise ValueError(f"{owner}.{name} = {value!r}: expected {expected} ({REAL_TYPES_TEXT}), "
-                         f"got {type(value).__name__}"
-                         + ("; pass float(value) (it is stored as a float)" if exact else ""))
+                         + wrong_type_text(value))
     as_float = float(value)
     if math.isnan(as_float) or (not allow_inf and math.isinf(as_float)):
         raise ValueError(f"{owner}.{name} = {value!r}: expected {expected}")

@@ -367,13 +367,17 @@ class GridSwarmEnv(ParallelEnv):
             jitter = (f" (event_time_s {sc.event_time_s!r} − timing_jitter_s "
                       f"{sc.timing_jitter_s!r})" if sc.timing_jitter_s else "")
             if not earliest_s > 0:   # "use dt_s < 0 s" named no step length that works
-                # (a jitter reaching before t = 0 is refused by the Scenario)
+                # (a jitter reaching before t = 0 is refused by the Scenario; one
+                # reaching exactly t = 0 is not)
                 raise ValueError(
-                    f"scenario {sc.name!r}: the event at {earliest_s!r} s leaves no reserve "
-                    "round its agents can answer before it at any dt_s, with "
+                    f"scenario {sc.name!r}: the event at {earliest_s!r} s{jitter} leaves no "
+                    "reserve round its agents can answer before it at any dt_s, with "
                     f"reserve_target_mw = {sc.reserve_target_mw!r} (round 1 delivers from "
-                    f"2·dt_s): use an event_time_s above 2·dt_s ({2 * cfg.dt_s:g} s at dt_s "
-                    f"{cfg.dt_s!r}), or reserve_target_mw = 0")
+                    f"2·dt_s): use an event_time_s"
+                    + (" − timing_jitter_s" if jitter else "")
+                    + f" above 2·dt_s ({2 * cfg.dt_s:g} s at dt_s {cfg.dt_s!r})"
+                    + (", a smaller timing_jitter_s" if jitter else "")
+                    + ", or reserve_target_mw = 0")
             raise ValueError(
                 f"EnvConfig.dt_s = {cfg.dt_s!r} leaves scenario {sc.name!r} no reserve round "
                 f"its agents can answer before the event at {earliest_s!r} s{jitter} (round 1 "
@@ -525,8 +529,10 @@ class GridSwarmEnv(ParallelEnv):
                              "and limits at construction: scenario=, config=, limits=)")
         if options and "seed" in options:   # a likely mistake for reset(seed=...): say so
             warnings.warn(f"reset(options={{'seed': {options['seed']!r}, ...}}): reset options "
-                          f"are read for nothing, this reset is seeded with seed={seed!r}; "
-                          f"pass reset(seed={options['seed']!r}) to seed it",
+                          "are read for nothing and do not seed this reset (it uses "
+                          + ("its seed= argument" if seed is not None else
+                             "the constructor's seed or the stream of the last seeded reset")
+                          + f"); pass reset(seed={options['seed']!r}) to seed it",
                           UserWarning, stacklevel=_caller_stacklevel())
         if seed is not None:
             seed = _checked_seed(seed)

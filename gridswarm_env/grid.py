@@ -70,7 +70,13 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.linalg import expm
 
-from gridswarm_env.config import check_substeps, check_whole_multiple
+from gridswarm_env.config import (
+    REAL_TYPES_TEXT,
+    check_substeps,
+    check_whole_multiple,
+    is_real,
+    wrong_type_text,
+)
 
 __all__ = [
     "GridModel",
@@ -110,11 +116,11 @@ def _check_real(name: str, value: float, *, low: float = -math.inf, low_inclusiv
     :param high: upper bound (inclusive).
     :param allowed: human-readable description of the allowed range, quoted in the error.
     """
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if ok:
-        v = float(value)
-        ok = math.isfinite(v) and (v > low or (low_inclusive and v == low)) and v <= high
-    if not ok:
+    if not is_real(value):
+        raise ValueError(f"{name}={value!r} is not allowed: must be {allowed} "
+                         f"({REAL_TYPES_TEXT}), {wrong_type_text(value)}")
+    v = float(value)
+    if not (math.isfinite(v) and (v > low or (low_inclusive and v == low)) and v <= high):
         raise ValueError(f"{name}={value!r} is not allowed: must be {allowed}")
 
 

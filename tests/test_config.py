@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import gridswarm_env
+from gridswarm_env.bus import BusConfig
 from gridswarm_env.config import (
     MAX_CRYPTO_THREADS,
     MAX_DT_S,
@@ -70,6 +71,14 @@ def _float_fields(cls) -> list[str]:
      "the event at -0.0 s leaves no reserve round its agents can answer before it at any "
      "dt_s, with reserve_target_mw = 100.0",
      "use an event_time_s above 2·dt_s (2 s at dt_s 1.0), or reserve_target_mw = 0"),
+    # (the session's diff review: a jitter reaching t = 0 was told to raise event_time_s,
+    # already 5 s)
+    (lambda: gridswarm_env.parallel_env(get_scenario("emergency", event_time_s=5.0,
+                                                     timing_jitter_s=5.0),
+                                        n_agents=5, trust="hmac"),
+     "the event at 0.0 s (event_time_s 5.0 − timing_jitter_s 5.0) leaves no reserve round",
+     "use an event_time_s − timing_jitter_s above 2·dt_s (2 s at dt_s 1.0), a smaller "
+     "timing_jitter_s, or reserve_target_mw = 0"),
     (lambda: gridswarm_env.parallel_env(config={"n_agents": 7}), "config = {'n_agents': 7}",
      "expected an EnvConfig, got dict"),
     # the KPIs measure deviations from 60 Hz: a 50 Hz grid reported 10 Hz off everywhere
@@ -316,6 +325,21 @@ def test_every_real_field_refuses_strings_none_and_bools(cls, bad) -> None:
 ])
 def test_reported_string_values_refused(make, field: str, got: str) -> None:
     _raises(make, field, "expected a finite number", got)
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda: GridParams(inertia_h_s=Decimal("4")), "inertia_h_s=Decimal('4') is not allowed"),
+    (lambda: GridParams(governor_deadband_hz=Fraction(9, 250)), "governor_deadband_hz="),
+    (lambda: BusConfig(latency_mean_s=Decimal("1")), "latency_mean_s must be a finite number"),
+])
+def test_grid_and_bus_numbers_say_the_type_was_wrong(make, says: str) -> None:
+    """The session's diff review: ``GridParams(inertia_h_s=Decimal("4"))`` said "must be a
+    finite number > 0" of 4, and a Fraction deadband of 0.036 Hz "must be in [0, 0.5]"."""
+    with pytest.raises(ValueError) as err:
+        make()
+    assert says in str(err.value)
+    assert "(an int or float, numpy's too), got " in str(err.value)
+    assert "; pass float(value) (it is stored as a float)" in str(err.value)
 
 
 @pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])

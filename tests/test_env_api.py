@@ -525,9 +525,20 @@ def test_reset_options_with_a_seed_warn_that_it_is_not_the_seed():
     API test passes ``{"options": 1}``: no warning for it); a ``seed`` among them warns."""
     env = gridswarm_env.parallel_env(n_agents=4, trust="hmac")
     with pytest.warns(UserWarning, match=r"^reset\(options=\{'seed': 3, \.\.\.\}\): reset "
-                                         r"options are read for nothing, this reset is seeded "
-                                         r"with seed=None; pass reset\(seed=3\) to seed it$"):
+                                         r"options are read for nothing and do not seed this "
+                                         r"reset \(it uses the constructor's seed or the stream "
+                                         r"of the last seeded reset\); pass reset\(seed=3\) to "
+                                         r"seed it$"):
         env.reset(options={"seed": 3})
+    # (the session's diff review: it said "seeded with seed=None" of an episode the
+    # constructor's seed=0 seeded)
+    seeded = gridswarm_env.parallel_env(n_agents=4, trust="hmac", seed=0)
+    with pytest.warns(UserWarning, match="the constructor's seed"):
+        obs, _ = seeded.reset(options={"seed": 3})
+    fresh, _ = gridswarm_env.parallel_env(n_agents=4, trust="hmac").reset(seed=0)
+    assert all(np.array_equal(obs[a], fresh[a]) for a in obs)
+    with pytest.warns(UserWarning, match="its seed= argument"):
+        env.reset(seed=1, options={"seed": 3})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         env.reset(seed=0, options={"options": 1})
