@@ -68,7 +68,7 @@ def run(quick: bool = False, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         out["policy"] = bench_policy.run(quick)
     if "learning" not in skip:
         out["learning"] = ({"skipped": "not in --quick (python -m benchmarks.bench_learning)"}
-                           if quick else bench_learning.run())
+                           if quick else _learning())
     if "memory" not in skip:
         out["memory"] = bench_env.memory(quick)
     out["summary"] = summary(out)
@@ -76,6 +76,18 @@ def run(quick: bool = False, skip: tuple[str, ...] = ()) -> dict[str, Any]:
                       "platform": platform.platform(), "load_average": os.getloadavg()[0],
                       "wall_s": time.perf_counter() - t0}
     return out
+
+
+def _learning() -> dict[str, Any]:
+    """The learning benchmark; stopped (Ctrl-C, SIGTERM, a failed training), one line and
+    the exit status, as ``python -m benchmarks.bench_learning``: its own message names a
+    model in the temporary directory the benchmark has removed by then."""
+    from train.errors import TrainingError  # loads no torch
+
+    try:
+        return bench_learning.run()
+    except (KeyboardInterrupt, TrainingError) as exc:
+        sys.exit(bench_learning.stopped_message("python -m benchmarks", exc))
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
