@@ -427,8 +427,9 @@ def check_crypto_threads(value: Any, what: str = "--crypto-threads") -> int | No
     top = max_crypto_threads()
     # numpy integers too, as EnvConfig(crypto_threads=) and evaluate()'s other counts
     # take them (np.int64(1) was refused as "expected an integer from 1 to 2")
-    if (isinstance(value, bool) or type(value).__name__ == "bool_"
-            or not isinstance(value, numbers.Integral) or not 1 <= value <= top):
+    # (numpy's bool is no numbers.Integral; Python's is, hence its own test)
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or not 1 <= value <= top):
         raise ValueError(f"{what} {value!r}: expected "
                          f"{int_range_text(1, top, CRYPTO_THREADS_WHY)}, or none for the default")
     return int(value)
