@@ -163,12 +163,11 @@ def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False,
                maximum: int | None = None, why: str = "") -> int | None:
     """``value`` as a Python int (None when ``allow_none``): numpy integers are accepted,
     as by ``EnvConfig``, and stored as int so the ``--json`` record stays plain JSON."""
-    from gridswarm_env.config import INT_TYPES
+    from gridswarm_env.config import is_int
 
     if value is None and allow_none:
         return None
-    if (isinstance(value, bool | np.bool_) or not isinstance(value, INT_TYPES)
-            or value < minimum or (maximum is not None and value > maximum)):
+    if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
         raise ValueError(f"{OPTION_FLAGS[name]} {value!r}: expected "
                          f"{int_range_text(minimum, maximum, why)}"
                          + (" or None" if allow_none else ""))

@@ -97,6 +97,11 @@ REAL_TYPES_TEXT = "an int or float, numpy's too"
 INT_TYPES = (int, np.integer)
 
 
+def is_int(value: Any) -> bool:
+    """True for a Python or numpy integer, not a bool (Python's or numpy's) or a float."""
+    return isinstance(value, INT_TYPES) and not isinstance(value, bool | np.bool_)
+
+
 def is_real(value: Any) -> bool:
     """True for an int or float (numpy scalars too), not a bool, str or None."""
     return isinstance(value, REAL_TYPES) and not isinstance(value, bool | np.bool_)
@@ -174,7 +179,7 @@ def check_int_at_least(owner: str, name: str, value: Any, minimum: int) -> int:
     Python and numpy integers are accepted; bools and floats (even ``3.0``) are not, so a
     count never silently comes from a float.
     """
-    if not isinstance(value, INT_TYPES) or isinstance(value, bool | np.bool_):
+    if not is_int(value):
         raise ValueError(f"{owner}.{name} = {value!r}: expected an integer >= {minimum}, "
                          f"got {type(value).__name__}")
     if value < minimum:

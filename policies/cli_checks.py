@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import errno
 import json
-import numbers
 import os
 import stat
 import sys
@@ -422,14 +421,14 @@ def check_crypto_threads(value: Any, what: str = "--crypto-threads") -> int | No
     :raises ValueError: ``"--crypto-threads 300: expected an integer from 1 to 2 (the
         cores this process may use), or none for the default"``.
     """
+    from gridswarm_env.config import is_int
+
     if value is None:
         return None
     top = max_crypto_threads()
     # numpy integers too, as EnvConfig(crypto_threads=) and evaluate()'s other counts
     # take them (np.int64(1) was refused as "expected an integer from 1 to 2")
-    # (numpy's bool is no numbers.Integral; Python's is, hence its own test)
-    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-            or not 1 <= value <= top):
+    if not is_int(value) or not 1 <= value <= top:
         raise ValueError(f"{what} {value!r}: expected "
                          f"{int_range_text(1, top, CRYPTO_THREADS_WHY)}, or none for the default")
     return int(value)

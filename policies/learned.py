@@ -458,12 +458,11 @@ def _checked_threads(torch_threads: Any) -> int | None:
 
     :raises ValueError: anything else.
     """
-    from gridswarm_env.config import INT_TYPES
+    from gridswarm_env.config import is_int
 
     if torch_threads is None:
         return None
-    if (isinstance(torch_threads, bool | np.bool_) or not isinstance(torch_threads, INT_TYPES)
-            or not 1 <= torch_threads <= MAX_TORCH_THREADS):
+    if not is_int(torch_threads) or not 1 <= torch_threads <= MAX_TORCH_THREADS:
         raise ValueError(f"LearnedPolicy.torch_threads = {torch_threads!r}: expected an "
                          f"integer from 1 to {MAX_TORCH_THREADS}, or None for torch's own "
                          "setting")
