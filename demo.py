@@ -6,7 +6,7 @@ Usage::
                    [--seed N] [--shadow] [--steps N] [--no-live] [--speed X]
                    [--json FILE] [--overwrite] [--limits FILE] [--trust ed25519|hmac]
                    [--audit FILE] [--crypto-threads N] [--randomize]
-                   [--contract-keys seeded|random]
+                   [--contract-keys seeded|random] [--governor-deadband-hz HZ]
 
 Defaults: 100 agents, ``price_spike``, ``heuristic``, seed 0, ``ed25519``, random
 contract keys (``os.urandom``, which a seed does not reveal; ``--contract-keys seeded``
@@ -98,8 +98,10 @@ from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
     OneLineParser,
     add_contract_keys_argument,
+    add_governor_deadband_argument,
     check_contract_keys,
     check_crypto_threads,
+    check_governor_deadband,
     check_path_names,
     int_at_least_type,
     int_range_text,
@@ -134,7 +136,8 @@ OPTION_FLAGS = {"n_agents": "--agents", "scenario": "--scenario", "policy": "--p
                 "trust": "--trust", "offers_per_step": "offers_per_step",
                 "audit_path": "--audit", "crypto_threads": "--crypto-threads",
                 "randomize": "--randomize", "contract_keys": "--contract-keys",
-                "overwrite": "--overwrite", "speed": "--speed"}
+                "overwrite": "--overwrite", "speed": "--speed",
+                "governor_deadband_hz": "--governor-deadband-hz"}
 #: ``--speed`` with the live dashboard when none is given (simulated s per wall-clock s)
 LIVE_SPEED = 10.0
 #: the slowest pace: one simulated second per 100 s of wall clock (slower ones meant hours
@@ -204,6 +207,8 @@ class DemoOptions:
     :param speed: pace at this many simulated seconds per wall-clock second (> 0), or 0
         for as fast as possible; None: :data:`LIVE_SPEED` when ``live``, else 0
         (:attr:`pace_speed`). The episode does not depend on it.
+    :param governor_deadband_hz: ``GridParams.governor_deadband_hz``, Hz (0: none, the
+        default; :func:`~policies.cli_checks.check_governor_deadband`).
 
     A bad value raises ``ValueError`` naming the command-line flag (:data:`OPTION_FLAGS`)
     and what is allowed.
@@ -226,6 +231,7 @@ class DemoOptions:
     contract_keys: str = "random"
     overwrite: bool = False
     speed: float | None = None
+    governor_deadband_hz: float = 0.0
 
     @property
     def pace_speed(self) -> float:
@@ -258,6 +264,8 @@ class DemoOptions:
         check_bool(flag["overwrite"], self.overwrite, sep=" ")
         if self.speed is not None:
             object.__setattr__(self, "speed", check_speed(self.speed))
+        object.__setattr__(self, "governor_deadband_hz", check_governor_deadband(
+            self.governor_deadband_hz, flag["governor_deadband_hz"]))
         if self.trust not in TRUST_MODES:
             raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
@@ -372,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--randomize", action="store_true",
                    help="randomize the scenario " + randomize_text().replace("%", "%%"))
     add_contract_keys_argument(p)
+    add_governor_deadband_argument(p, "the episode")
     return p
 
 
@@ -383,7 +392,7 @@ def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOption
                        limits_path=args.limits, trust=args.trust, audit_path=args.audit,
                        crypto_threads=args.crypto_threads, randomize=args.randomize,
                        contract_keys=args.contract_keys, overwrite=args.overwrite,
-                       speed=args.speed)
+                       speed=args.speed, governor_deadband_hz=args.governor_deadband_hz)
 
 
 # ---------------------------------------------------------------------- session
@@ -495,6 +504,7 @@ def open_session(options: DemoOptions) -> Session:
     """
     import gridswarm_env
     from gridswarm_env.config import EnvConfig
+    from gridswarm_env.grid import GridParams
     from gridswarm_env.scenarios import randomized
     from policies.cli_checks import check_limits_agents
 
@@ -516,7 +526,9 @@ def open_session(options: DemoOptions) -> Session:
             n_agents=options.n_agents, trust=options.trust,
             shadow=options.shadow, limits=limits, audit_path=options.audit_path,
             config=EnvConfig(crypto_threads=options.crypto_threads,
-                             contract_keys=options.contract_keys))
+                             contract_keys=options.contract_keys,
+                             grid=GridParams(
+                                 governor_deadband_hz=options.governor_deadband_hz)))
         env.reset(seed=options.seed)
         notice = planning_notice(policy, env.unwrapped)
         if notice is not None:
@@ -892,6 +904,8 @@ def print_summary(result: DemoResult, console: Any) -> None:
         f"{r['scenario']} randomized ({drawn_text(drawn)})")
     console.print(f"KPI summary: {scenario}, {r['n_agents']} agents, policy "
                   f"{policy}, seed {r['seed']}, trust {r['trust']}"
+                  + (f", governor deadband ±{r['governor_deadband_hz']:g} Hz"
+                     if r.get("governor_deadband_hz") else "")
                   + (", SHADOW mode (nothing dispatched)" if r["shadow"] else ""),
                   markup=False, highlight=False, soft_wrap=True)
     console.print(summary_table(result.metrics))

@@ -5,8 +5,8 @@ Usage::
     python evaluate.py [--policies heuristic,random,oracle,learned] [--scenarios all|name,name]
                        [--episodes N] [--seed N] [--agents N] [--out DIR]
                        [--trust hmac|ed25519] [--limits FILE] [--crypto-threads N]
-                       [--randomize] [--contract-keys seeded|random] [--overwrite]
-                       [--no-progress]
+                       [--randomize] [--contract-keys seeded|random]
+                       [--governor-deadband-hz HZ] [--overwrite] [--no-progress]
 
 Every policy x scenario x seed (``seed``, ``seed + 1``, … ``seed + episodes − 1``) runs
 one episode through :func:`policies.rollout.run_episode` (the same runner as the demo
@@ -121,6 +121,7 @@ from policies.cli_checks import (
     LimitsFile,
     OutputError,
     add_contract_keys_argument,
+    add_governor_deadband_argument,
     check_contract_keys,
     check_crypto_threads,
     check_output_dir,
@@ -1619,6 +1620,7 @@ def build_parser() -> argparse.ArgumentParser:
                         + "; results.md's title and header say so (not comparable with a "
                         "run without it)")
     add_contract_keys_argument(p)
+    add_governor_deadband_argument(p, "every episode, the no-DER baseline's too")
     p.add_argument("--overwrite", action="store_true",
                    help="let --out replace a results.json or results.md that this program "
                         "did not write (its own earlier outputs are replaced without it)")
@@ -1655,11 +1657,19 @@ def _run_command_line(argv: Sequence[str] | None) -> int:
                   else LimitsFile(args.limits, limits_obj, limits_sha256))
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
+        env_config = None   # the defaults; a deadband is the one EnvConfig field it sets
+        if args.governor_deadband_hz:
+            from gridswarm_env.config import EnvConfig
+            from gridswarm_env.grid import GridParams
+
+            env_config = EnvConfig(grid=GridParams(
+                governor_deadband_hz=args.governor_deadband_hz))
         result = evaluate(pols, args.scenarios, args.episodes, args.seed, args.agents,
                           args.out, trust=args.trust, limits=limits,
                           progress=not args.no_progress, notes=notes,
                           crypto_threads=args.crypto_threads, randomize=args.randomize,
-                          contract_keys=args.contract_keys, overwrite=args.overwrite)
+                          contract_keys=args.contract_keys, env_config=env_config,
+                          overwrite=args.overwrite)
     except UsageError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

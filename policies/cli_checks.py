@@ -462,6 +462,47 @@ def add_contract_keys_argument(parser: argparse.ArgumentParser) -> None:
              "the same either way")
 
 
+def deadband_allowed_text() -> str:
+    """What ``--governor-deadband-hz`` allows, in words."""
+    from gridswarm_env.grid import MAX_GOVERNOR_DEADBAND_HZ
+
+    return (f"a deadband in Hz from 0 (none, the default) to {MAX_GOVERNOR_DEADBAND_HZ:g} "
+            "(real governors: at most 0.036)")
+
+
+def check_governor_deadband(value: Any, what: str = "--governor-deadband-hz") -> float:
+    """Check a ``--governor-deadband-hz`` value (``demo.py`` and ``evaluate.py`` share
+    this rule): ``GridParams.governor_deadband_hz``'s range.
+
+    :returns: it as a float (``-0.0`` as ``0.0``).
+    :raises ValueError: ``"--governor-deadband-hz 0.6: expected a deadband in Hz from 0
+        (none, the default) to 0.5 (real governors: at most 0.036)"``.
+    """
+    from gridswarm_env.config import is_real
+    from gridswarm_env.grid import MAX_GOVERNOR_DEADBAND_HZ
+
+    if not is_real(value) or not 0.0 <= value <= MAX_GOVERNOR_DEADBAND_HZ:   # NaN fails too
+        raise ValueError(f"{what} {value!r}: expected {deadband_allowed_text()}")
+    return float(value) + 0.0
+
+
+def add_governor_deadband_argument(parser: argparse.ArgumentParser, runs: str) -> None:
+    """``--governor-deadband-hz HZ`` (default 0: none), worded once for every command
+    line; ``runs`` names what it applies to (``"the episode"``, ``"every episode"``)."""
+    def deadband(text: str) -> float:
+        try:
+            return check_governor_deadband(float(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {deadband_allowed_text()}, got {text!r}") from None
+
+    parser.add_argument(
+        "--governor-deadband-hz", type=deadband, default=0.0, metavar="HZ",
+        help=f"governor deadband for {runs} (GridParams.governor_deadband_hz): the "
+             "governors ignore frequency deviations within +-HZ; default 0 (none), e.g. "
+             "0.036 (NERC's recommended maximum)")
+
+
 @contextlib.contextmanager
 def one_line_warnings(prog: str) -> Iterator[None]:
     """Show the warnings raised inside the block as ``prog: warning: <message>`` on

@@ -230,3 +230,62 @@ def test_an_unknown_policy_or_scenario_names_its_flag(case, tmp_path, capsys):
     assert demo.main(["--policy", value, "--steps", "1", "--no-live"]) == 2
     line = _one_line_error(capsys.readouterr().err, "demo.py")
     assert line.startswith(f"demo.py: error: --policy: {says}")
+
+
+# --------------------------------------------------------------------------- governor deadband
+def test_governor_deadband_flag_reaches_the_physics_and_the_records(tmp_path, capsys):
+    """``--governor-deadband-hz`` (demo.py, evaluate.py) sets
+    ``GridParams.governor_deadband_hz`` for the episode and its no-DER baseline: the
+    frequency changes as the Python API's does, the records say so, and a value outside
+    0..0.5 Hz is one line naming the flag and the range, with nothing created."""
+    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.env import GridSwarmEnv
+    from gridswarm_env.grid import GridParams
+    from policies import make_policy
+    from policies.rollout import run_episode
+
+    args = ["--agents", "10", "--scenario", "emergency", "--trust", "hmac", "--no-live",
+            "--steps", "20"]
+    for hz in (0.0, 0.036):
+        out = tmp_path / f"demo_{hz}.json"
+        assert demo.main([*args, "--governor-deadband-hz", str(hz), "--json", str(out)]) == 0
+        doc = json.loads(out.read_text())
+        assert doc["run"]["governor_deadband_hz"] == hz
+        env = GridSwarmEnv(scenario="emergency", n_agents=10, config=EnvConfig(
+            trust="hmac", grid=GridParams(governor_deadband_hz=hz)))
+        api = run_episode(env, make_policy("heuristic"), seed=0, max_steps=20).metrics
+        assert doc["metrics"]["frequency_nadir_hz"] == api["frequency_nadir_hz"]
+        nadir = doc["metrics"]["frequency_nadir_hz"]
+    assert nadir < json.loads((tmp_path / "demo_0.0.json").read_text())[
+        "metrics"]["frequency_nadir_hz"]   # the governors answer later: a deeper nadir
+    capsys.readouterr()
+
+    out = tmp_path / "eval"
+    status, _ = _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out),
+                           "--governor-deadband-hz", "0.036"], capsys)
+    assert status == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["summary"]["config"]["env_config"]["grid"]["governor_deadband_hz"] == 0.036
+    assert ("- environment: custom EnvConfig, changed from the defaults (in parentheses): "
+            "grid.governor_deadband_hz = 0.036 (0.0)") in (out / "results.md").read_text()
+    shadow = GridSwarmEnv(scenario="emergency", n_agents=5, config=EnvConfig(
+        trust="hmac", shadow=True, grid=GridParams(governor_deadband_hz=0.036)))
+    baseline = run_episode(shadow, make_policy("heuristic"), seed=0).metrics
+    assert result["summary"]["no_der_counterfactual"]["emergency"]["frequency_nadir_hz"] == (
+        baseline["frequency_nadir_hz"])
+
+    allowed = ("expected a deadband in Hz from 0 (none, the default) to 0.5 (real governors: "
+               "at most 0.036)")
+    for bad in ("0.6", "-0.01", "nan", "inf", "x"):
+        with pytest.raises(SystemExit) as exc:
+            demo.main([*args, "--governor-deadband-hz", bad])
+        assert exc.value.code == 2
+        assert (f"argument --governor-deadband-hz: {allowed}, got {bad!r}"
+                in capsys.readouterr().err)
+        status, err = _evaluate([*EVAL_SMALL, "--out", str(tmp_path / "no"),
+                                 "--governor-deadband-hz", bad], capsys)
+        assert status == 2 and (f"argument --governor-deadband-hz: {allowed}, got {bad!r}"
+                                in _one_line_error(err, "evaluate.py"))
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(ValueError, match=r"^--governor-deadband-hz 0\.6: expected a deadband"):
+        demo.DemoOptions(governor_deadband_hz=0.6)
