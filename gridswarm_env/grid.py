@@ -66,6 +66,7 @@ import copy
 import functools
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 from scipy.linalg import expm
@@ -442,17 +443,17 @@ class GridModel:
         self._f0_hz = params.nominal_freq_hz
         self._a, self._b = params.continuous_matrices()
         self._phi, self._gamma = _zoh(self._a, self._b, params.physics_dt_s)
-        self._variable_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {
+        # advance_variable's holds by duration: (Φ, Γ), or a deadband's regime tables
+        self._variable_cache: dict[float, Any] = {
             float(params.physics_dt_s): (self._phi, self._gamma)}
         self.state: np.ndarray = np.zeros(3)  # (3,) [Δf_pu, y_governor_pu, z_agc_pu]
         # governor deadband (p.u.): sub-steps run one after another (the regime depends
         # on the state), with each regime's hold as Python floats; no stacked tables
         self._deadband_pu = params.governor_deadband_pu
         self._deadband: tuple[tuple[float, ...], ...] | None = None
-        self._deadband_variable: dict[float, tuple[tuple[float, ...], ...]] = {}
         if self._deadband_pu > 0.0:
             self._deadband = _deadband_tables(params, params.physics_dt_s)
-            self._deadband_variable[float(params.physics_dt_s)] = self._deadband
+            self._variable_cache = {float(params.physics_dt_s): self._deadband}
             self._free = self._forced = self._forced_blocks = None
             return
 
@@ -588,21 +589,17 @@ class GridModel:
         duration_s = float(duration_s)
         if duration_s == 0.0:
             return self.freq_hz
+        held = self._variable_cache.get(duration_s)
+        if held is None:
+            if len(self._variable_cache) >= _VARIABLE_CACHE_SIZE:   # keep the sub-step's own
+                pdt = float(self.params.physics_dt_s)
+                self._variable_cache = {pdt: self._variable_cache[pdt]}
+            held = (_zoh(self._a, self._b, duration_s) if self._deadband is None
+                    else _deadband_tables(self.params, duration_s))
+            self._variable_cache[duration_s] = held
         if self._deadband is not None:
-            tables = self._deadband_variable.get(duration_s)
-            if tables is None:
-                if len(self._deadband_variable) >= _VARIABLE_CACHE_SIZE:
-                    self._deadband_variable = {float(self.params.physics_dt_s): self._deadband}
-                tables = _deadband_tables(self.params, duration_s)
-                self._deadband_variable[duration_s] = tables
-            return float(self._run_deadband([float(u_pu)], tables)[0])
-        matrices = self._variable_cache.get(duration_s)
-        if matrices is None:
-            if len(self._variable_cache) >= _VARIABLE_CACHE_SIZE:
-                self._variable_cache = {float(self.params.physics_dt_s): (self._phi, self._gamma)}
-            matrices = _zoh(self._a, self._b, duration_s)
-            self._variable_cache[duration_s] = matrices
-        phi, gamma = matrices
+            return float(self._run_deadband([float(u_pu)], held)[0])
+        phi, gamma = held
         self.state = phi @ self.state + gamma * float(u_pu)
         return self.freq_hz
 
