@@ -486,9 +486,12 @@ def check_governor_deadband(value: Any, what: str = "--governor-deadband-hz") ->
     return float(value) + 0.0
 
 
-def add_governor_deadband_argument(parser: argparse.ArgumentParser, runs: str) -> None:
+def add_governor_deadband_argument(parser: argparse.ArgumentParser, runs: str,
+                                   resumable: bool = False) -> None:
     """``--governor-deadband-hz HZ`` (default 0: none), worded once for every command
-    line; ``runs`` names what it applies to (``"the episode"``, ``"every episode"``)."""
+    line; ``runs`` names what it applies to (``"the episode"``, ``"every episode"``).
+    ``resumable``: ``python -m train``'s form, default None ("not given": 0, or with
+    ``--resume`` the checkpoint's)."""
     def deadband(text: str) -> float:
         try:
             return check_governor_deadband(float(text))
@@ -497,10 +500,12 @@ def add_governor_deadband_argument(parser: argparse.ArgumentParser, runs: str) -
                 f"expected {deadband_allowed_text()}, got {text!r}") from None
 
     parser.add_argument(
-        "--governor-deadband-hz", type=deadband, default=0.0, metavar="HZ",
+        "--governor-deadband-hz", type=deadband, default=None if resumable else 0.0,
+        metavar="HZ",
         help=f"governor deadband for {runs} (GridParams.governor_deadband_hz): the "
-             "governors ignore frequency deviations within +-HZ; default 0 (none), e.g. "
-             "0.036 (NERC's recommended maximum)")
+             "governors ignore frequency deviations within +-HZ; default 0 (none"
+             + ("; with --resume: the checkpoint's" if resumable else "")
+             + "), e.g. 0.036 (NERC's recommended maximum)")
 
 
 @contextlib.contextmanager

@@ -802,6 +802,31 @@ def test_limits_reach_the_training_and_evaluation_environments(tmp_path, capsys)
     assert record["config"]["limits"] == str(limits)
 
 
+def test_governor_deadband_reaches_the_training_and_evaluation_environments(tmp_path):
+    """demo.py and evaluate.py had --governor-deadband-hz; a policy could not be trained
+    under the deadband it would be evaluated with. A checkpoint saved before the flag
+    existed (no such setting stored) was trained without one and resumes so."""
+    config = TrainConfig(scenario="all", n_agents=5, n_envs=2, governor_deadband_hz=0.036)
+    venv = make_venv(config)
+    venv.reset()
+    assert {raw.config.grid.governor_deadband_hz for raw in venv.active_envs} == {0.036}
+    from train.callbacks import SystemCostEvaluation
+
+    judge = SystemCostEvaluation(venv.scenarios, 5, 16, env_config=config.env_config())
+    assert {env.config.grid.governor_deadband_hz for env in judge.envs.values()} == {0.036}
+    assert not judge.envs["emergency"].config.audit_keep_entries
+    assert make_venv(TrainConfig(n_agents=5)).active_envs[0].config.grid \
+        .governor_deadband_hz == 0.0
+    from train.__main__ import build_parser, env_settings
+
+    args = build_parser().parse_args(["--resume", "old.zip"])
+    old = {name: value for name, value in config.env_settings().items()
+           if name != "governor_deadband_hz"}
+    assert env_settings(args, old)["governor_deadband_hz"] == 0.0
+    args = build_parser().parse_args(["--governor-deadband-hz", "0.017"])
+    assert env_settings(args, config.env_settings())["governor_deadband_hz"] == 0.017
+
+
 def test_cli_corrupt_resume_file(tmp_path, capsys):
     bad = tmp_path / "bad.zip"
     bad.write_text("garbage")

@@ -215,7 +215,7 @@ def test_numpy_numbers_are_stored_as_python_numbers():
     floats = {"marginal_weight": 0.5, "reward_scale": 0.02, "reward_clip": 5.0,
               "learning_rate": 3e-4, "gamma": 0.9, "gae_lambda": 0.8, "clip_range": 0.1,
               "ent_coef": 0.01, "vf_coef": 0.4, "max_grad_norm": 0.7, "target_kl": 0.05,
-              "bc_learning_rate": 1e-3}
+              "bc_learning_rate": 1e-3, "governor_deadband_hz": 0.036}
     numbers = {f.name for f in fields(TrainConfig)
                if f.type in ("int", "float", "float | None")}
     assert numbers == set(ints) | set(floats)   # a new numeric field is tested here too

@@ -349,11 +349,11 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
     assert main([*base, "--run-name", "base", "--checkpoint-every", "300", "--eval-every",
                  "300", "--eval-seeds", "1", "--reward", "marginal", "--marginal-weight",
                  "0.5", "--reward-scale", "0.02", "--reward-clip", "5", "--limits",
-                 str(limits), "--randomize"]) == 0
+                 str(limits), "--randomize", "--governor-deadband-hz", "0.036"]) == 0
     want = {"scenario": "emergency", "randomize": True, "n_agents": 5, "n_envs": 1,
             "limits": str(limits.resolve()),
             "limits_sha256": hashlib.sha256(limits.read_bytes()).hexdigest(),
-            "reward": "marginal", "marginal_weight": 0.5, "reward_scale": 0.02,
+            "governor_deadband_hz": 0.036, "reward": "marginal", "marginal_weight": 0.5, "reward_scale": 0.02,
             "reward_clip": 5.0}
     run = tmp_path / "base"
     capsys.readouterr()

@@ -53,7 +53,13 @@ from pathlib import Path
 
 from gridswarm_env.config import TRUST_MODES
 from gridswarm_env.scenarios import randomize_text, scenario_names
-from policies.cli_checks import OneLineParser, OutputError, integer_type, one_line_warnings
+from policies.cli_checks import (
+    OneLineParser,
+    OutputError,
+    add_governor_deadband_argument,
+    integer_type,
+    one_line_warnings,
+)
 from train.config import MAX_ROLLOUT, REWARD_FIELDS, REWARD_MODES, TEACHERS, TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -77,6 +83,7 @@ PPO_FIELDS_WITHOUT_FLAG = ("gae_lambda", "vf_coef", "max_grad_norm")
 #: the checkpoint with --resume (when it stores them), else from DEFAULTS.
 ENV_FLAGS = (("scenario", "scenario"), ("randomize", "randomize"),
              ("agents", "n_agents"), ("envs", "n_envs"), ("limits", "limits"),
+             ("governor_deadband_hz", "governor_deadband_hz"),
              ("reward", "reward"), ("marginal_weight", "marginal_weight"),
              ("reward_scale", "reward_scale"), ("reward_clip", "reward_clip"))
 
@@ -154,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--limits", default=None, metavar="FILE",
       help=_resume_help("kernel limits TOML file for the training (and --eval-every) "
                      "environments; '' = the default limits", "the default limits"))
+    add_governor_deadband_argument(
+        p, "the training (and --eval-every) environments", resumable=True)
     a("--resume", default=None, metavar="PATH",
       help="continue training a saved model: PPO, environment and reward flags not given "
            "keep the checkpoint's values, those given are applied (--net-arch must equal "

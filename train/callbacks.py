@@ -227,6 +227,9 @@ class SystemCostEvaluation(BaseCallback):
     :param best_path: save the model there whenever an evaluation is the best so far.
     :param stop_at_cost: stop training at the first evaluation whose cost is at most this.
     :param limits: kernel limits of the evaluation environments (as the training's).
+    :param env_config: their :class:`~gridswarm_env.config.EnvConfig` (as the training's,
+        :meth:`~train.config.TrainConfig.env_config`; None:
+        ``EnvConfig(audit_keep_entries=False)``); ``trust`` and ``n_agents`` are set here.
     :param randomize: evaluate on the randomized scenarios (as the training's,
         ``--randomize``): each seed draws its episode, the heuristic's reference too.
     :param reference: per-scenario reference costs on these seeds (None: the heuristic's,
@@ -241,7 +244,8 @@ class SystemCostEvaluation(BaseCallback):
                  best_path: str | Path | None = None, stop_at_cost: float | None = None,
                  verbose: int = 0, limits: Any = None,
                  echo: Callable[[str], None] | None = None,
-                 reference: dict[str, float] | None = None, randomize: bool = False) -> None:
+                 reference: dict[str, float] | None = None, randomize: bool = False,
+                 env_config: Any = None) -> None:
         super().__init__(verbose)
         owner = type(self).__name__
         every = check_int_at_least(owner, "every", every, 1)
@@ -255,7 +259,8 @@ class SystemCostEvaluation(BaseCallback):
         # kept for the run): only the chain's head, as the training environments
         self.envs = {name: GridSwarmEnv(scenario=randomized(name) if randomize else name,
                                         n_agents=n_agents, trust="hmac", limits=limits,
-                                        config=EnvConfig(audit_keep_entries=False))
+                                        config=(EnvConfig(audit_keep_entries=False)
+                                                if env_config is None else env_config))
                      for name in scenarios}
         self.every = every
         self.seeds = [EVAL_SEED_BASE + k for k in range(n_seeds)]

@@ -19,6 +19,7 @@ from gridswarm_env.config import (
     INT_TYPES,
     MAX_AGENTS,
     TRUST_MODES,
+    EnvConfig,
     check_agent_limit,
     check_bool,
     check_choice,
@@ -31,8 +32,14 @@ from gridswarm_env.config import (
     check_range,
     store,
 )
+from gridswarm_env.grid import GridParams
 from gridswarm_env.scenarios import scenario_names
-from policies.cli_checks import check_output_dir, check_output_file, check_path_names
+from policies.cli_checks import (
+    check_governor_deadband,
+    check_output_dir,
+    check_output_file,
+    check_path_names,
+)
 from policies.learned import MAX_TORCH_THREADS
 
 #: ``reward`` modes of :class:`~train.adapter.GridSwarmVecEnv`.
@@ -70,7 +77,8 @@ MAX_ROLLOUT = 10_000_000
 #: checkpoint's limits file refuses other bytes). A checkpoint saved before ``n_envs``
 #: was stored resumes with 1 copy unless ``--envs`` is given.
 ENV_FIELDS = ("scenario", "randomize", "n_agents", "n_envs", "limits", "limits_sha256",
-              "reward", "marginal_weight", "reward_scale", "reward_clip")
+              "governor_deadband_hz", "reward", "marginal_weight", "reward_scale",
+              "reward_clip")
 #: the subset of :data:`ENV_FIELDS` that defines the reward (a resumed model's critic
 #: has learned its values): ``python -m train`` warns when a resume changes one.
 REWARD_FIELDS = ("reward", "marginal_weight", "reward_scale", "reward_clip")
@@ -267,6 +275,10 @@ class TrainConfig:
         read when the config was made (None without ``limits``). Recorded with the
         settings of every saved model (:meth:`env_settings`): ``python -m train
         --resume`` refuses a checkpoint's limits file whose bytes have changed since.
+    :param governor_deadband_hz: the governors' deadband of the training environments
+        and the ``eval_every`` evaluations, Hz (``GridParams.governor_deadband_hz``, 0 to
+        0.5; 0 = none, the default and DESIGN's model; ``--governor-deadband-hz``). A
+        checkpoint saved before this field existed was trained without one.
     :param command: the command line that started the run (recorded in the JSON).
     """
 
@@ -310,6 +322,7 @@ class TrainConfig:
     run_name: str | None = None
     limits: str | None = None
     limits_sha256: str | None = field(default=None, init=False)
+    governor_deadband_hz: float = 0.0
     command: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -340,6 +353,8 @@ class TrainConfig:
             kernel_limits, sha = read_limits_agents(self.limits, self.n_agents)  # names the file
             store(self, "limits_sha256", sha)
         store(self, "_kernel_limits", kernel_limits)
+        store(self, "governor_deadband_hz", check_governor_deadband(
+            self.governor_deadband_hz, f"{owner}.governor_deadband_hz ="))
         store(self, "n_envs", check_int_at_least(owner, "n_envs", self.n_envs, 1))
         if self.n_envs * self.n_agents > MAX_AGENTS:   # every copy lives in this process
             raise ValueError(
@@ -533,6 +548,14 @@ class TrainConfig:
         when this config was made, the bytes checked and hashed (``limits_sha256``),
         never a later read of the file; None: the default limits."""
         return self._kernel_limits
+
+    def env_config(self) -> EnvConfig:
+        """The :class:`~gridswarm_env.config.EnvConfig` of the run's environments
+        (training copies and ``eval_every`` evaluations): the defaults, keeping only
+        the audit chain's head (nothing in training reads its entries), with this run's
+        ``governor_deadband_hz``."""
+        return EnvConfig(audit_keep_entries=False,
+                         grid=GridParams(governor_deadband_hz=self.governor_deadband_hz))
 
     def env_settings(self) -> dict[str, object]:
         """The :data:`ENV_FIELDS` of this run (``limits`` as an absolute path, so a

@@ -54,12 +54,13 @@ from train.errors import Terminated, TrainingError
 def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
     """The training adapter described by ``config`` (its environments get the limits
     ``config`` read, :meth:`~train.config.TrainConfig.kernel_limits`: the file is not
-    read again)."""
+    read again, and :meth:`~train.config.TrainConfig.env_config`)."""
     return GridSwarmVecEnv(config.scenario, n_agents=config.n_agents, n_envs=config.n_envs,
                            trust=config.trust, seed=config.seed, reward=config.reward,
                            marginal_weight=config.marginal_weight,
                            reward_scale=config.reward_scale, reward_clip=config.reward_clip,
-                           limits=config.kernel_limits(), randomize=config.randomize)
+                           limits=config.kernel_limits(), randomize=config.randomize,
+                           config=config.env_config())
 
 
 #: SB3's default ``stats_window_size``: slot episodes ``rollout/ep_rew_mean`` averages
@@ -406,6 +407,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             evaluation = SystemCostEvaluation(
                 venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
                 best_path=run_dir / "best_model.zip", limits=config.kernel_limits(),
+                env_config=config.env_config(),
                 echo=lambda line: print(line, flush=True), randomize=config.randomize)
             all_callbacks.append(evaluation)
         if config.checkpoint_every:
