@@ -153,11 +153,13 @@ def check_speed(value: Any) -> float:
     :returns: it as a float.
     :raises ValueError: ``"--speed nan: expected 0 (as fast as possible) or ..."``.
     """
-    from gridswarm_env.config import is_real
+    from gridswarm_env.config import is_real, wrong_type_text
 
     # numpy numbers too, as the configs' real-number fields (np.int64(1) was refused)
-    if (not is_real(value) or not math.isfinite(value)
-            or not (value == 0 or value >= MIN_SPEED)):
+    if not is_real(value):   # a Decimal('2') is >= 0.01: say why it is refused
+        raise ValueError(f"{OPTION_FLAGS['speed']} {value!r}: expected {SPEED_ALLOWED}, "
+                         f"{wrong_type_text(value)}")
+    if not math.isfinite(value) or not (value == 0 or value >= MIN_SPEED):
         raise ValueError(f"{OPTION_FLAGS['speed']} {value!r}: expected {SPEED_ALLOWED}")
     return float(value)
 

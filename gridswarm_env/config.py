@@ -301,32 +301,40 @@ _BYTE_ORDER_MARKS = ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe\x00\x00", "UTF-32")
                      (b"\xfe\xff", "UTF-16"))
 
 
-class _BeyondFloatRange(float):
-    """A TOML number too large for a float (``1e400``), which reads as ``±inf``: that
-    float still (a field taking inf takes it as before), but its ``repr`` shows what the
-    file says, so a field refusing inf names it: ``max_discharge_mw = 1e400 (beyond the
-    float range, read as inf): expected a finite number``, not ``= inf``."""
+class _OutsideFloatRange(float):
+    """A TOML number outside the float range: too large (``1e400``, read as ``±inf``)
+    or too small (``1e-400``, read as ``0.0``). That float still (a field taking inf or
+    0 takes it as before), but its ``repr`` shows what the file says, so a field refusing
+    the value names it: ``max_discharge_mw = 1e400 (beyond the float range, read as
+    inf): expected a finite number``, ``efficiency_charge = 1e-400 (below the float
+    range, read as 0.0): must lie in (0.0, 1.0]``, not ``= inf`` or ``= 0.0``."""
 
     text: str
+    where: str
 
-    def __new__(cls, text: str) -> _BeyondFloatRange:
+    def __new__(cls, text: str, where: str) -> _OutsideFloatRange:
         number = super().__new__(cls, text)
         number.text = text
+        number.where = where
         return number
 
     def __repr__(self) -> str:
-        return f"{self.text} (beyond the float range, read as {float.__repr__(self)})"
+        return f"{self.text} ({self.where} the float range, read as {float.__repr__(self)})"
 
 
-_BeyondFloatRange.__name__ = "float"   # messages naming the type ("got float") as before
+_OutsideFloatRange.__name__ = "float"   # messages naming the type ("got float") as before
 
 
 def _toml_float(text: str) -> float:
     """``parse_float`` of the TOML files: ``float(text)``, as :mod:`tomllib` reads it, but
-    a finite number written beyond the float range is a :class:`_BeyondFloatRange`."""
+    a finite number written beyond the float range, or a non-zero one below it, is an
+    :class:`_OutsideFloatRange`."""
     number = float(text)
     if math.isinf(number) and text.lstrip("+-") != "inf":
-        return _BeyondFloatRange(text)
+        return _OutsideFloatRange(text, "beyond")
+    mantissa = text.lower().partition("e")[0]
+    if number == 0.0 and mantissa.strip("+-0._"):   # a non-zero digit read as 0.0
+        return _OutsideFloatRange(text, "below")
     return number
 
 

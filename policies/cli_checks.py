@@ -478,10 +478,13 @@ def check_governor_deadband(value: Any, what: str = "--governor-deadband-hz") ->
     :raises ValueError: ``"--governor-deadband-hz 0.6: expected a deadband in Hz from 0
         (none, the default) to 0.5 (real governors: at most 0.036)"``.
     """
-    from gridswarm_env.config import is_real
+    from gridswarm_env.config import is_real, wrong_type_text
     from gridswarm_env.grid import MAX_GOVERNOR_DEADBAND_HZ
 
-    if not is_real(value) or not 0.0 <= value <= MAX_GOVERNOR_DEADBAND_HZ:   # NaN fails too
+    if not is_real(value):
+        raise ValueError(f"{what} {value!r}: expected {deadband_allowed_text()}, "
+                         f"{wrong_type_text(value)}")
+    if not 0.0 <= value <= MAX_GOVERNOR_DEADBAND_HZ:   # NaN fails too
         raise ValueError(f"{what} {value!r}: expected {deadband_allowed_text()}")
     return float(value) + 0.0
 

@@ -108,6 +108,21 @@ def test_bad_speeds_in_the_api_name_the_flag(value):
         demo.DemoOptions(speed=value)
 
 
+def test_a_speed_of_another_number_type_says_why_it_is_refused():
+    """Fuzzing (session 23): ``Decimal('2')`` is a number >= 0.01, yet the message said
+    only that one was expected; the configs' real fields say to pass a float."""
+    from decimal import Decimal
+
+    with pytest.raises(ValueError, match=r"^--speed Decimal\('2'\): expected 0 .*, got "
+                                         r"Decimal; pass float\(value\)"):
+        demo.DemoOptions(speed=Decimal("2"))
+    with pytest.raises(ValueError, match=r"^--governor-deadband-hz Decimal\('0\.01'\): "
+                                         r"expected a deadband .*, got Decimal; pass float"):
+        demo.DemoOptions(governor_deadband_hz=Decimal("0.01"))
+    with pytest.raises(ValueError, match=r", got str$"):
+        demo.DemoOptions(speed="10")
+
+
 # ---------------------------------------------------------------------- pacing
 def test_pacing_changes_nothing_but_the_wall_clock(tmp_path, monkeypatch):
     """Same steps (but their wall_s) and KPIs, and the same --json but for the run's

@@ -924,6 +924,10 @@ def test_limits_caller_dict_not_aliased() -> None:
       "expected a finite number",)),
     ("[agents.ev_000]\nsoc_min = -1E+400\n",
      ("limits.agents['ev_000'].soc_min = -1E+400 (beyond the float range, read as -inf)",)),
+    # ... and 1e-400 as 0.0: "ramp_mw_per_s = 0.0: must be > 0" the file does not say
+    ("[battery]\nramp_mw_per_s = 1e-400\n",
+     ("limits['battery'].ramp_mw_per_s = 1e-400 (below the float range, read as 0.0): "
+      "must be > 0",)),
 ])
 def test_limits_file_errors_name_the_file(tmp_path: Path, toml: str, parts) -> None:
     path = tmp_path / "limits.toml"
@@ -938,6 +942,9 @@ def test_a_number_beyond_float_range_is_inf_where_a_limit_takes_inf(tmp_path: Pa
     path.write_text("[battery]\nramp_mw_per_s = 1e400\n")
     ramp = Limits.from_toml(path).for_kind("battery").ramp_mw_per_s
     assert ramp == math.inf and type(ramp) is float
+    path.write_text("[battery]\nmax_discharge_mw = 1e-400\n")   # below it: 0.0, allowed
+    cap = Limits.from_toml(path).for_kind("battery").max_discharge_mw
+    assert cap == 0.0 and type(cap) is float and repr(cap) == "0.0"
 
 
 # --------------------------------------------------------------------------- mutation audit (session 12)
