@@ -97,12 +97,14 @@ import numpy as np
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
     OneLineParser,
+    add_config_argument,
     add_contract_keys_argument,
     add_governor_deadband_argument,
     check_contract_keys,
     check_crypto_threads,
     check_governor_deadband,
     check_path_names,
+    env_config_from_args,
     int_at_least_type,
     int_range_text,
     max_crypto_threads,
@@ -211,6 +213,12 @@ class DemoOptions:
         (:attr:`pace_speed`). The episode does not depend on it.
     :param governor_deadband_hz: ``GridParams.governor_deadband_hz``, Hz (0: none, the
         default; :func:`~policies.cli_checks.check_governor_deadband`).
+    :param env_config: the :class:`~gridswarm_env.config.EnvConfig` the episode starts
+        from (None: the defaults; the command line's ``--config FILE``), without an
+        ``audit_path`` (``audit_path`` above). The fields above that are ``EnvConfig``
+        fields (``n_agents``, ``trust``, ``shadow``, ``crypto_threads``,
+        ``contract_keys``, ``governor_deadband_hz``) replace its values; the command line
+        fills them from the file when their flags are not given.
 
     A bad value raises ``ValueError`` naming the command-line flag (:data:`OPTION_FLAGS`)
     and what is allowed.
@@ -234,6 +242,7 @@ class DemoOptions:
     overwrite: bool = False
     speed: float | None = None
     governor_deadband_hz: float = 0.0
+    env_config: Any = None
 
     @property
     def pace_speed(self) -> float:
@@ -268,6 +277,14 @@ class DemoOptions:
             object.__setattr__(self, "speed", check_speed(self.speed))
         object.__setattr__(self, "governor_deadband_hz", check_governor_deadband(
             self.governor_deadband_hz, flag["governor_deadband_hz"]))
+        from gridswarm_env.config import EnvConfig
+
+        if self.env_config is not None and not isinstance(self.env_config, EnvConfig):
+            raise ValueError(f"env_config {self.env_config!r}: expected a "
+                             "gridswarm_env.config.EnvConfig, or None for the defaults")
+        if self.env_config is not None and self.env_config.audit_path is not None:
+            raise ValueError(f"env_config.audit_path = {self.env_config.audit_path!r}: give "
+                             f"the audit file as {flag['audit_path']} FILE (audit_path)")
         if self.trust not in TRUST_MODES:
             raise ValueError(f"{flag['trust']} {self.trust!r}: expected one of "
                              f"{', '.join(TRUST_MODES)}")
@@ -340,16 +357,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="demo.py", description="Live grid dashboard: DER agents balance the grid through "
         "a market, a message bus and signed contracts.")
-    p.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), default=100, metavar="N",
-                   help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default 100)")
+    p.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), default=None, metavar="N",
+                   help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default 100, or "
+                        "--config's n_agents)")
     p.add_argument("--scenario", choices=scenario_names(), default="price_spike",
                    help="scenario (default price_spike)")
     p.add_argument("--policy", default="heuristic", metavar="NAME|PATH",
                    help="heuristic, random, learned, oracle or a model path (default heuristic)")
     p.add_argument("--seed", type=int_at_least_type(0), default=0, metavar="N",
                    help="episode seed (default 0)")
-    p.add_argument("--shadow", action="store_true",
-                   help="shadow mode: run market, contracts and kernel, dispatch nothing")
+    p.add_argument("--shadow", action="store_const", const=True, default=None,
+                   help="shadow mode: run market, contracts and kernel, dispatch nothing "
+                        "(also: shadow = true in --config)")
     p.add_argument("--steps", type=int_at_least_type(1), default=None, metavar="N",
                    help="stop after N steps (default: the whole episode)")
     p.add_argument("--no-live", action="store_true",
@@ -367,8 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let --json replace an existing file (never the --limits or "
                         "--policy file)")
     p.add_argument("--limits", default=None, metavar="FILE", help="kernel limits TOML file")
-    p.add_argument("--trust", choices=TRUST_MODES, default="ed25519",
-                   help="contract signatures (default ed25519)")
+    p.add_argument("--trust", choices=TRUST_MODES, default=None,
+                   help="contract signatures (default ed25519, or --config's trust)")
     p.add_argument("--audit", default=None, metavar="FILE",
                    help="stream the audit hash chain to FILE (JSONL) and print how to verify "
                         "it; with ed25519 it ends with a signed closing head (also on "
@@ -383,18 +402,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="randomize the scenario " + randomize_text().replace("%", "%%"))
     add_contract_keys_argument(p)
     add_governor_deadband_argument(p, "the episode")
+    add_config_argument(p, "the episode (audit_path refused: use --audit)")
     return p
 
 
 def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOptions:
-    """Parsed arguments → :class:`DemoOptions` (live only on a terminal without --no-live)."""
-    return DemoOptions(n_agents=args.agents, scenario=args.scenario, policy=args.policy,
-                       seed=args.seed, shadow=args.shadow, max_steps=args.steps,
+    """Parsed arguments → :class:`DemoOptions` (live only on a terminal without --no-live;
+    the ``EnvConfig`` fields from ``--config FILE``, read here once, with the flags given
+    over it: :func:`~policies.cli_checks.env_config_from_args`).
+
+    :raises ValueError: the config file's refusal (naming the file) or a bad option.
+    """
+    config = env_config_from_args(args)
+    return DemoOptions(n_agents=config.n_agents, scenario=args.scenario, policy=args.policy,
+                       seed=args.seed, shadow=config.shadow, max_steps=args.steps,
                        live=is_terminal and not args.no_live, json_path=args.json,
-                       limits_path=args.limits, trust=args.trust, audit_path=args.audit,
-                       crypto_threads=args.crypto_threads, randomize=args.randomize,
-                       contract_keys=args.contract_keys, overwrite=args.overwrite,
-                       speed=args.speed, governor_deadband_hz=args.governor_deadband_hz)
+                       limits_path=args.limits, trust=config.trust, audit_path=args.audit,
+                       crypto_threads=config.crypto_threads, randomize=args.randomize,
+                       contract_keys=config.contract_keys, overwrite=args.overwrite,
+                       speed=args.speed,
+                       governor_deadband_hz=config.grid.governor_deadband_hz,
+                       env_config=None if args.config is None else config)
 
 
 # ---------------------------------------------------------------------- session
@@ -493,6 +521,38 @@ class Session:
         return self.env.unwrapped
 
 
+def episode_config(options: DemoOptions) -> Any:
+    """The episode's :class:`~gridswarm_env.config.EnvConfig`: ``options.env_config`` (the
+    defaults without one) with the options that are its fields applied over it."""
+    from dataclasses import replace
+
+    from gridswarm_env.config import EnvConfig
+
+    base = EnvConfig() if options.env_config is None else options.env_config
+    return replace(base, n_agents=options.n_agents, trust=options.trust,
+                   shadow=options.shadow, crypto_threads=options.crypto_threads,
+                   contract_keys=options.contract_keys,
+                   grid=replace(base.grid, governor_deadband_hz=options.governor_deadband_hz))
+
+
+def settings_text(config: Any) -> str | None:
+    """``"grid.inertia_h_s = 3.0 (4.0), ..."``: the settings of ``config`` other than the
+    defaults and than what the KPI summary names anyway (agents, trust, shadow, the
+    deadband, and the run-time settings crypto threads and contract keys); None when
+    there are none."""
+    from dataclasses import replace
+
+    from gridswarm_env.config import EnvConfig, field_changes
+
+    named = replace(EnvConfig(), n_agents=config.n_agents, trust=config.trust,
+                    shadow=config.shadow, crypto_threads=config.crypto_threads,
+                    contract_keys=config.contract_keys,
+                    grid=replace(EnvConfig().grid,
+                                 governor_deadband_hz=config.grid.governor_deadband_hz))
+    changes = field_changes(config, named, skip=("audit_path",))
+    return ", ".join(changes) if changes else None
+
+
 def open_session(options: DemoOptions) -> Session:
     """Build the policy and the environment and reset both once with ``options.seed``.
 
@@ -505,13 +565,12 @@ def open_session(options: DemoOptions) -> Session:
     :raises DemoError: with a readable message for every user error.
     """
     import gridswarm_env
-    from gridswarm_env.config import EnvConfig
-    from gridswarm_env.grid import GridParams
     from gridswarm_env.scenarios import randomized
-    from policies.cli_checks import check_limits_agents
+    from policies.cli_checks import read_limits_agents
 
-    try:
-        limits = check_limits_agents(options.limits_path, options.n_agents)
+    config = episode_config(options)
+    try:   # the agents of this fleet (its kind shares name them)
+        limits = read_limits_agents(options.limits_path, options.n_agents, config.fleet)[0]
     except ValueError as exc:
         raise DemoError(str(exc)) from None
     policy = build_policy(options.policy)
@@ -527,10 +586,7 @@ def open_session(options: DemoOptions) -> Session:
             scenario=randomized(options.scenario) if options.randomize else options.scenario,
             n_agents=options.n_agents, trust=options.trust,
             shadow=options.shadow, limits=limits, audit_path=options.audit_path,
-            config=EnvConfig(crypto_threads=options.crypto_threads,
-                             contract_keys=options.contract_keys,
-                             grid=GridParams(
-                                 governor_deadband_hz=options.governor_deadband_hz)))
+            config=config)
         env.reset(seed=options.seed)
         notice = planning_notice(policy, env.unwrapped)
         if notice is not None:
@@ -867,6 +923,7 @@ def run_demo(session: Session, console: Any = None,
            "episode_steps": raw.scenario.episode_steps, "interrupted": stop is not None,
            "stop_reason": stop, "wall_s": wall, "paced_wait_s": state["waited"],
            "agent_steps_per_s": len(steps) * raw.n_agents / busy if busy > 0 else None,
+           "settings_changed": settings_text(raw.config),
            **({"scenario_drawn": raw.scenario.drawn_values()} if opts.randomize else {})}
     return DemoResult(steps=steps, metrics=metrics, stop_reason=stop, wall_s=wall, run=run)
 
@@ -908,6 +965,8 @@ def print_summary(result: DemoResult, console: Any) -> None:
                   f"{policy}, seed {r['seed']}, trust {r['trust']}"
                   + (f", governor deadband ±{r['governor_deadband_hz']:g} Hz"
                      if r.get("governor_deadband_hz") else "")
+                  + (f", settings (defaults in parentheses): {r['settings_changed']}"
+                     if r.get("settings_changed") else "")
                   + (", SHADOW mode (nothing dispatched)" if r["shadow"] else ""),
                   markup=False, highlight=False, soft_wrap=True)
     console.print(summary_table(result.metrics))

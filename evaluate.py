@@ -115,17 +115,20 @@ from typing import Any
 
 import numpy as np
 
+from gridswarm_env.config import field_changes
 from gridswarm_env.scenarios import SCENARIO_NAME, SCENARIO_NAME_TEXT
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
     LimitsFile,
     OutputError,
+    add_config_argument,
     add_contract_keys_argument,
     add_governor_deadband_argument,
     check_contract_keys,
     check_crypto_threads,
     check_output_dir,
     check_output_file,
+    env_config_from_args,
     int_range_text,
     integer_type,
     limits_path,
@@ -361,23 +364,6 @@ def custom_scenarios(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     return {name: scenario_record(sc) for name, sc in scenarios.items()
             if SCENARIOS.get(name) != sc}
-
-
-def field_changes(value: Any, reference: Any, skip: Sequence[str] = (),
-                  prefix: str = "") -> list[str]:
-    """``name = value (reference's)`` for every constructor field of the dataclass
-    ``value`` that differs from ``reference``'s (nested dataclasses as ``fleet.share_ev``),
-    leaving out the fields ``skip``."""
-    changes = []
-    for f in dataclasses.fields(value):
-        mine, theirs = getattr(value, f.name), getattr(reference, f.name)
-        if not f.init or f.name in skip or mine == theirs:
-            continue
-        if dataclasses.is_dataclass(mine) and type(mine) is type(theirs):
-            changes += field_changes(mine, theirs, skip, f"{prefix}{f.name}.")
-        else:
-            changes.append(f"{prefix}{f.name} = {mine!r} ({theirs!r})")
-    return changes
 
 
 def custom_lines(scenarios: dict[str, Any], env_config: Any) -> dict[str, str]:
@@ -1593,8 +1579,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=integer_type(int_range_text(0)), default=0, metavar="N",
                    help="first seed; episode e uses seed + e (default: %(default)s)")
     p.add_argument("--agents", type=integer_type(int_range_text(1, MAX_AGENTS, AGENT_LIMIT_WHY)),
-                   default=100, metavar="N",
-                   help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default: %(default)s)")
+                   default=None, metavar="N",
+                   help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default: 100, or "
+                        "--config's n_agents)")
     p.add_argument("--out", default="eval_out", metavar="DIR",
                    help="output directory (default: %(default)s). A re-run replaces this "
                         "program's outputs there: after a successful run, freq_<scenario>.png of "
@@ -1604,8 +1591,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "nothing else in DIR is touched. A results.json or results.md "
                         "there that this program did not write is refused unless "
                         "--overwrite")
-    p.add_argument("--trust", default="ed25519", choices=TRUST_CHOICES,
-                   help="contract signatures (default: %(default)s; hmac is faster)")
+    p.add_argument("--trust", default=None, choices=TRUST_CHOICES,
+                   help="contract signatures (default: ed25519, or --config's trust; hmac "
+                        "is faster)")
     p.add_argument("--limits", default=None, metavar="FILE",
                    help="kernel limits TOML file (default: built-in limits)")
     cores = max_crypto_threads()
@@ -1621,6 +1609,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "run without it)")
     add_contract_keys_argument(p)
     add_governor_deadband_argument(p, "every episode, the no-DER baseline's too")
+    add_config_argument(p, "every episode (the no-DER baseline's too; shadow and "
+                           "audit_path refused)")
     p.add_argument("--overwrite", action="store_true",
                    help="let --out replace a results.json or results.md that this program "
                         "did not write (its own earlier outputs are replaced without it)")
@@ -1646,29 +1636,40 @@ def _main(argv: Sequence[str] | None) -> int:
         _COMMAND_LINE.reset(names)
 
 
+#: why a ``--config`` file may not set ``shadow``
+EVALUATE_REFUSES_SHADOW = ("evaluate.py plays every policy live (its no-DER baseline is the "
+                           "shadow-mode run); remove it from the file")
+
+
+def config_of_args(args: argparse.Namespace) -> Any:
+    """The :class:`~gridswarm_env.config.EnvConfig` of every episode:
+    :func:`~policies.cli_checks.env_config_from_args` (``--config FILE`` with the flags
+    given over it).
+
+    :raises UsageError: the file's refusal, or a file asking for shadow mode (the
+        message names ``--config``).
+    """
+    try:
+        return env_config_from_args(args, refuse={"shadow": EVALUATE_REFUSES_SHADOW})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _run_command_line(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        env_config = config_of_args(args)
         pols, _, notes, limits_obj, limits_sha256 = check_arguments(
-            args.policies, args.scenarios, args.episodes, args.seed, args.agents, args.trust,
-            args.limits)
+            args.policies, args.scenarios, args.episodes, args.seed, env_config.n_agents,
+            env_config.trust, args.limits, fleet=env_config.fleet)
         # the file read once: the run uses (and records the hash of) the bytes checked here
         limits = (None if args.limits is None
                   else LimitsFile(args.limits, limits_obj, limits_sha256))
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
-        env_config = None   # the defaults; a deadband is the one EnvConfig field it sets
-        if args.governor_deadband_hz:
-            from gridswarm_env.config import EnvConfig
-            from gridswarm_env.grid import GridParams
-
-            env_config = EnvConfig(grid=GridParams(
-                governor_deadband_hz=args.governor_deadband_hz))
-        result = evaluate(pols, args.scenarios, args.episodes, args.seed, args.agents,
-                          args.out, trust=args.trust, limits=limits,
-                          progress=not args.no_progress, notes=notes,
-                          crypto_threads=args.crypto_threads, randomize=args.randomize,
-                          contract_keys=args.contract_keys, env_config=env_config,
+        result = evaluate(pols, args.scenarios, args.episodes, args.seed, None, args.out,
+                          limits=limits, progress=not args.no_progress, notes=notes,
+                          randomize=args.randomize, env_config=env_config,
                           overwrite=args.overwrite)
     except UsageError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -384,6 +385,24 @@ def override(config: Any, **changes: Any) -> Any:
             f"known fields: {', '.join(sorted(known))}"
         )
     return replace(config, **changes)
+
+
+def field_changes(value: Any, reference: Any, skip: Sequence[str] = (),
+                  prefix: str = "") -> list[str]:
+    """``name = value (reference's)`` for every constructor field of the dataclass
+    ``value`` that differs from ``reference``'s (nested dataclasses as ``fleet.share_ev``),
+    leaving out the fields ``skip``."""
+    changes = []
+    for f in fields(value):
+        mine, theirs = getattr(value, f.name), getattr(reference, f.name)
+        if not f.init or f.name in skip or mine == theirs:
+            continue
+        if is_dataclass(mine) and type(mine) is type(theirs):
+            changes += field_changes(mine, theirs, skip, f"{prefix}{f.name}.")
+        else:
+            changes.append(f"{prefix}{f.name} = {mine!r} ({theirs!r})")
+    return changes
+
 
 
 # --------------------------------------------------------------------------- fleet

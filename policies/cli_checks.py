@@ -30,6 +30,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -450,14 +451,15 @@ def check_contract_keys(value: Any, what: str = "--contract-keys") -> str:
 
 
 def add_contract_keys_argument(parser: argparse.ArgumentParser) -> None:
-    """``--contract-keys seeded|random`` (default random), worded once for every command
-    line; the parser's own error names the flag and the choices."""
+    """``--contract-keys seeded|random`` (default None, "not given": random, or
+    ``--config``'s), worded once for every command line; the parser's own error names
+    the flag and the choices."""
     from gridswarm_env.config import CONTRACT_KEY_SOURCES
 
     parser.add_argument(
-        "--contract-keys", choices=CONTRACT_KEY_SOURCES, default="random",
-        help="contract keys (EnvConfig.contract_keys): random (default: os.urandom, "
-             "unforgeable) or seeded (derived from the seed: reproducible signature bytes, "
+        "--contract-keys", choices=CONTRACT_KEY_SOURCES, default=None,
+        help="contract keys (EnvConfig.contract_keys): random (default, or --config's: "
+             "os.urandom, unforgeable) or seeded (derived from the seed: reproducible signature bytes, "
              "but anyone who knows the seed can sign a valid contract); the episodes are "
              "the same either way")
 
@@ -490,11 +492,10 @@ def check_governor_deadband(value: Any, what: str = "--governor-deadband-hz") ->
 
 
 def add_governor_deadband_argument(parser: argparse.ArgumentParser, runs: str,
-                                   resumable: bool = False) -> None:
-    """``--governor-deadband-hz HZ`` (default 0: none), worded once for every command
-    line; ``runs`` names what it applies to (``"the episode"``, ``"every episode"``).
-    ``resumable``: ``python -m train``'s form, default None ("not given": 0, or with
-    ``--resume`` the checkpoint's)."""
+                                   otherwise: str = "with --config: the file's") -> None:
+    """``--governor-deadband-hz HZ`` (default None, "not given": 0, none, or what
+    ``otherwise`` says), worded once for every command line; ``runs`` names what it
+    applies to (``"the episode"``, ``"every episode"``)."""
     def deadband(text: str) -> float:
         try:
             return check_governor_deadband(float(text))
@@ -503,12 +504,60 @@ def add_governor_deadband_argument(parser: argparse.ArgumentParser, runs: str,
                 f"expected {deadband_allowed_text()}, got {text!r}") from None
 
     parser.add_argument(
-        "--governor-deadband-hz", type=deadband, default=None if resumable else 0.0,
-        metavar="HZ",
+        "--governor-deadband-hz", type=deadband, default=None, metavar="HZ",
         help=f"governor deadband for {runs} (GridParams.governor_deadband_hz): the "
-             "governors ignore frequency deviations within +-HZ; default 0 (none"
-             + ("; with --resume: the checkpoint's" if resumable else "")
-             + "), e.g. 0.036 (NERC's recommended maximum)")
+             f"governors ignore frequency deviations within +-HZ; default 0 (none; "
+             f"{otherwise}), e.g. 0.036 (NERC's recommended maximum)")
+
+
+#: (argparse destination, ``EnvConfig`` field) of the flags that set an ``EnvConfig``
+#: field: given, they override ``--config FILE``'s value (:func:`env_config_from_args`)
+CONFIG_FLAGS = (("agents", "n_agents"), ("trust", "trust"), ("shadow", "shadow"),
+                ("crypto_threads", "crypto_threads"), ("contract_keys", "contract_keys"))
+
+
+def add_config_argument(parser: argparse.ArgumentParser, runs: str) -> None:
+    """``--config FILE``: the ``EnvConfig`` settings of ``runs`` from a TOML file
+    (:mod:`gridswarm_env.config_file`), worded once for every command line."""
+    parser.add_argument(
+        "--config", default=None, metavar="FILE",
+        help=f"EnvConfig settings for {runs} from a TOML file: its fields at the top "
+             "level (dt_s, ...) and tables [grid], [market], [bus], [fleet], [costs], "
+             "[reward] of their fields (docs/configuration.md); flags that set one of "
+             "them (--agents, --trust, --governor-deadband-hz...) override the file")
+
+
+def env_config_from_args(args: argparse.Namespace,
+                         refuse: dict[str, str] | None = None) -> Any:
+    """The run's :class:`~gridswarm_env.config.EnvConfig`: ``--config FILE``'s (the
+    defaults without it) with every flag of :data:`CONFIG_FLAGS` and
+    ``--governor-deadband-hz`` that was given (not None) applied over it; ``refuse``: keys
+    the file may not hold (:func:`~gridswarm_env.config_file.env_config_from_dict`).
+
+    :raises ValueError: the file's refusal (:func:`~gridswarm_env.config_file.load_env_config`,
+        naming the file), or a flag's value the config refuses.
+    """
+    from dataclasses import replace
+
+    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.config_file import load_env_config
+
+    base = EnvConfig() if args.config is None else load_env_config(args.config, refuse)[0]
+    changes = {name: getattr(args, dest) for dest, name in CONFIG_FLAGS
+               if getattr(args, dest, None) is not None}
+    if "crypto_threads" in changes:   # worded for the flag, before EnvConfig sees it
+        check_crypto_threads(changes["crypto_threads"])
+    deadband = getattr(args, "governor_deadband_hz", None)
+    if deadband is not None:
+        changes["grid"] = replace(base.grid, governor_deadband_hz=deadband)
+    try:
+        return replace(base, **changes)
+    except ValueError as exc:   # "EnvConfig.n_agents = 0: ..." -> "--agents 0: ..."
+        head = re.match(r"EnvConfig\.(\w+) = ", str(exc))
+        flags = {name: "--" + dest.replace("_", "-") for dest, name in CONFIG_FLAGS}
+        if head is None or head.group(1) not in changes or head.group(1) not in flags:
+            raise
+        raise ValueError(f"{flags[head.group(1)]} {str(exc)[head.end():]}") from None
 
 
 @contextlib.contextmanager

@@ -1088,7 +1088,8 @@ def test_demo_contract_keys_reach_the_environment_and_change_no_outcome(tmp_path
             for step in docs["random"]["steps"]] == strip
     assert sum(step["contracts_signed"] for step in strip) > 0   # contracts were signed
     # unforgeable by default (crypto review: a seed search forged contracts in 0.3 s)
-    assert demo.build_parser().parse_args([]).contract_keys == "random"
+    assert demo.options_from_args(demo.build_parser().parse_args([]),
+                                  is_terminal=False).contract_keys == "random"
 
 
 def test_demo_refuses_a_bad_contract_keys_value_naming_the_flag(capsys):

@@ -175,7 +175,7 @@ def test_evaluate_help_shows_the_defaults(capsys):
         evaluate.build_parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for words in ("episodes per policy and scenario (default: 5)", "(default: 0)",
-                  "number of DER agents, 1 to 1,000,000 (default: 100)", "(default: eval_out)",
+                  "number of DER agents, 1 to 1,000,000 (default: 100, or --config's n_agents)", "(default: eval_out)",
                   "(default: ed25519", "heuristic,random,oracle,learned"):
         assert words in text, words
 
@@ -250,7 +250,7 @@ def test_evaluate_contract_keys_are_recorded_and_change_no_result(tmp_path, caps
     assert results["random"]["runs"] == results["seeded"]["runs"]
     assert results["random"]["summary"]["no_der_counterfactual"] == \
         results["seeded"]["summary"]["no_der_counterfactual"]
-    default = evaluate.build_parser().parse_args([])
+    default = evaluate.config_of_args(evaluate.build_parser().parse_args([]))
     assert default.contract_keys == "random"   # unforgeable unless asked (crypto review)
 
 

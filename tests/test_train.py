@@ -822,7 +822,9 @@ def test_governor_deadband_reaches_the_training_and_evaluation_environments(tmp_
     args = build_parser().parse_args(["--resume", "old.zip"])
     old = {name: value for name, value in config.env_settings().items()
            if name != "governor_deadband_hz"}
-    assert env_settings(args, old)["governor_deadband_hz"] == 0.0
+    resumed = env_settings(args, old)
+    assert resumed["governor_deadband_hz"] is None   # none given: the config file's, none
+    assert TrainConfig(**resumed).env_config().grid.governor_deadband_hz == 0.0
     args = build_parser().parse_args(["--governor-deadband-hz", "0.017"])
     assert env_settings(args, config.env_settings())["governor_deadband_hz"] == 0.017
 

@@ -353,6 +353,7 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
     want = {"scenario": "emergency", "randomize": True, "n_agents": 5, "n_envs": 1,
             "limits": str(limits.resolve()),
             "limits_sha256": hashlib.sha256(limits.read_bytes()).hexdigest(),
+            "env_config_file": None, "env_config_sha256": None,
             "governor_deadband_hz": 0.036, "reward": "marginal", "marginal_weight": 0.5, "reward_scale": 0.02,
             "reward_clip": 5.0}
     run = tmp_path / "base"

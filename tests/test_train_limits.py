@@ -131,7 +131,7 @@ def test_resume_refuses_a_changed_limits_file(tmp_path, capsys, reads):
     assert line == (f"{PROG}: error: --resume {str(model)!r} was trained with --limits "
                     f"{str(limits.resolve())!r} of sha256 {sha(FIRST)}, but that file has "
                     f"changed since (sha256 now {sha(LATER)}): pass --limits FILE to train "
-                    "on the new limits, or restore the file")
+                    "on the file as it is now, or restore it")
     assert not (tmp_path / "changed").exists()
     # the file restored: resumed on it
     limits.write_bytes(FIRST)

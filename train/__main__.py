@@ -60,7 +60,14 @@ from policies.cli_checks import (
     integer_type,
     one_line_warnings,
 )
-from train.config import MAX_ROLLOUT, REWARD_FIELDS, REWARD_MODES, TEACHERS, TrainConfig
+from train.config import (
+    HASHED_FILES,
+    MAX_ROLLOUT,
+    REWARD_FIELDS,
+    REWARD_MODES,
+    TEACHERS,
+    TrainConfig,
+)
 
 DEFAULTS = TrainConfig()
 #: (flag destination, TrainConfig field) of the PPO flags: their argparse default is
@@ -83,7 +90,7 @@ PPO_FIELDS_WITHOUT_FLAG = ("gae_lambda", "vf_coef", "max_grad_norm")
 #: the checkpoint with --resume (when it stores them), else from DEFAULTS.
 ENV_FLAGS = (("scenario", "scenario"), ("randomize", "randomize"),
              ("agents", "n_agents"), ("envs", "n_envs"), ("limits", "limits"),
-             ("governor_deadband_hz", "governor_deadband_hz"),
+             ("config", "env_config_file"), ("governor_deadband_hz", "governor_deadband_hz"),
              ("reward", "reward"), ("marginal_weight", "marginal_weight"),
              ("reward_scale", "reward_scale"), ("reward_clip", "reward_clip"))
 
@@ -161,8 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     a("--limits", default=None, metavar="FILE",
       help=_resume_help("kernel limits TOML file for the training (and --eval-every) "
                      "environments; '' = the default limits", "the default limits"))
+    a("--config", default=None, metavar="FILE",
+      help=_resume_help("EnvConfig settings for the training (and --eval-every) "
+                        "environments from a TOML file: its fields (dt_s, ...) and tables "
+                        "[grid], [market], [bus], [fleet], [costs], [reward] "
+                        "(docs/configuration.md); n_agents, trust and shadow are refused "
+                        "(--agents and --trust set them); '' = the defaults", "the defaults"))
     add_governor_deadband_argument(
-        p, "the training (and --eval-every) environments", resumable=True)
+        p, "the training (and --eval-every) environments",
+        otherwise="or --config's; with --resume: the checkpoint's")
     a("--resume", default=None, metavar="PATH",
       help="continue training a saved model: PPO, environment and reward flags not given "
            "keep the checkpoint's values, those given are applied (--net-arch must equal "
@@ -269,39 +283,41 @@ def env_settings(args: argparse.Namespace, saved: dict | None = None) -> dict:
     out = {name: getattr(DEFAULTS, name) for _, name in ENV_FLAGS}
     out.update({name: value for name, value in (saved or {}).items() if name in out})
     given = given_env_settings(args)
-    if "limits" not in given and out["limits"] is not None and not Path(out["limits"]).is_file():
-        raise ValueError(f"--resume {args.resume!r} was trained with --limits "
-                         f"{out['limits']!r}, which is no longer a file: pass --limits FILE, "
-                         "or --limits '' for the default limits")
+    for name, _, flag in HASHED_FILES:
+        if name not in given and out[name] is not None and not Path(out[name]).is_file():
+            raise ValueError(f"--resume {args.resume!r} was trained with {flag} "
+                             f"{out[name]!r}, which is no longer a file: pass {flag} FILE, "
+                             f"or {flag} '' for the defaults")
+        if name in given:
+            given[name] = given[name] or None
     if "reward_clip" in given:
         if given["reward_clip"] < 0:
             raise ValueError(f"--reward-clip {given['reward_clip']}: must be > 0, or 0 = no "
                              "clipping")
         given["reward_clip"] = given["reward_clip"] or None
-    if "limits" in given:
-        given["limits"] = given["limits"] or None
     out.update(given)
     return out
 
 
 def check_resumed_limits(args: argparse.Namespace, config: TrainConfig,
                          saved: dict | None) -> None:
-    """Refuse to resume on the checkpoint's limits file (``--limits`` not given) when
-    the bytes ``config`` read from it are not those the checkpoint was trained with:
-    their SHA-256 differs from the one it recorded. A checkpoint that recorded no hash
-    (saved by an older version) is not checked.
+    """Refuse to resume on the checkpoint's limits or config file (``--limits`` or
+    ``--config`` not given) when the bytes ``config`` read from it are not those the
+    checkpoint was trained with: their SHA-256 differs from the one it recorded. A
+    checkpoint that recorded no hash (saved by an older version) is not checked.
 
     :param saved: :func:`train.trainer.model_env_settings` of the resumed model.
     :raises ValueError: naming the file, both hashes and what is allowed.
     """
-    recorded = (saved or {}).get("limits_sha256")
-    if (recorded is None or "limits" in given_env_settings(args)
-            or config.limits_sha256 == recorded):
-        return
-    raise ValueError(f"--resume {args.resume!r} was trained with --limits "
-                     f"{config.limits!r} of sha256 {recorded}, but that file has changed "
-                     f"since (sha256 now {config.limits_sha256}): pass --limits FILE to "
-                     "train on the new limits, or restore the file")
+    given = given_env_settings(args)
+    for name, hash_name, flag in HASHED_FILES:
+        recorded = (saved or {}).get(hash_name)
+        if recorded is None or name in given or getattr(config, hash_name) == recorded:
+            continue
+        raise ValueError(f"--resume {args.resume!r} was trained with {flag} "
+                         f"{getattr(config, name)!r} of sha256 {recorded}, but that file has "
+                         f"changed since (sha256 now {getattr(config, hash_name)}): pass "
+                         f"{flag} FILE to train on the file as it is now, or restore it")
 
 
 def given_env_settings(args: argparse.Namespace) -> dict:
@@ -496,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # by the config the run uses; nor --batch-size, whose check against the
             # rollout needs the checkpoint's --n-steps and --envs (one rollout: no check)
             config_from_args(argparse.Namespace(**{**vars(args), "limits": None,
+                                                   "config": None,
                                                    "batch_size": MAX_ROLLOUT}), argv)
             from train.trainer import checkpoint_settings
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from gridswarm_env.config import (
     check_range,
     store,
 )
-from gridswarm_env.grid import GridParams
 from gridswarm_env.scenarios import scenario_names
 from policies.cli_checks import (
     check_governor_deadband,
@@ -73,12 +72,23 @@ MAX_ROLLOUT = 10_000_000
 #: "all", its mix of scenarios): every model ``train`` saves (the model, checkpoints, the
 #: best model) stores them (:meth:`TrainConfig.env_settings`), and ``python -m train
 #: --resume`` takes them from the checkpoint for every flag not given
-#: (``limits_sha256``, which has no flag, is checked instead: a resume on the
-#: checkpoint's limits file refuses other bytes). A checkpoint saved before ``n_envs``
+#: (``limits_sha256`` and ``env_config_sha256``, which have no flag, are checked
+#: instead: a resume on the checkpoint's limits or config file refuses other bytes). A checkpoint saved before ``n_envs``
 #: was stored resumes with 1 copy unless ``--envs`` is given.
 ENV_FIELDS = ("scenario", "randomize", "n_agents", "n_envs", "limits", "limits_sha256",
-              "governor_deadband_hz", "reward", "marginal_weight", "reward_scale",
-              "reward_clip")
+              "env_config_file", "env_config_sha256", "governor_deadband_hz", "reward",
+              "marginal_weight", "reward_scale", "reward_clip")
+#: (field, its hash field, flag) of the files a run reads once and records by hash:
+#: ``python -m train --resume`` without the flag reuses the checkpoint's file and
+#: refuses it when its bytes changed
+HASHED_FILES = (("limits", "limits_sha256", "--limits"),
+                ("env_config_file", "env_config_sha256", "--config"))
+#: EnvConfig fields a training config file may not set, and why: TrainConfig sets them
+#: (``n_agents``, ``trust``), or training cannot use them
+TRAIN_SET_FIELDS = {"n_agents": "training takes it from --agents; remove it from the file",
+                    "trust": "training takes it from --trust; remove it from the file",
+                    "shadow": "training dispatches the contracts (no shadow mode); remove "
+                              "it from the file"}
 #: the subset of :data:`ENV_FIELDS` that defines the reward (a resumed model's critic
 #: has learned its values): ``python -m train`` warns when a resume changes one.
 REWARD_FIELDS = ("reward", "marginal_weight", "reward_scale", "reward_clip")
@@ -275,10 +285,17 @@ class TrainConfig:
         read when the config was made (None without ``limits``). Recorded with the
         settings of every saved model (:meth:`env_settings`): ``python -m train
         --resume`` refuses a checkpoint's limits file whose bytes have changed since.
-    :param governor_deadband_hz: the governors' deadband of the training environments
-        and the ``eval_every`` evaluations, Hz (``GridParams.governor_deadband_hz``, 0 to
-        0.5; 0 = none, the default and DESIGN's model; ``--governor-deadband-hz``). A
-        checkpoint saved before this field existed was trained without one.
+    :param env_config_file: a TOML file of ``EnvConfig`` settings
+        (:mod:`gridswarm_env.config_file`, ``--config``) for the training environments and
+        the ``eval_every`` evaluations; None: the defaults. Read once, when the config is
+        made, and hashed (``env_config_sha256``, checked on ``--resume`` as the limits
+        file's); ``n_agents``, ``trust`` and ``shadow`` other than the defaults are
+        refused (``n_agents`` and ``trust`` above set them).
+    :param env_config_sha256: not an argument: the SHA-256 (hex) of that file's bytes.
+    :param governor_deadband_hz: the governors' deadband of those environments, Hz
+        (``GridParams.governor_deadband_hz``, 0 to 0.5; ``--governor-deadband-hz``);
+        None: the ``env_config_file``'s, else 0 (none, DESIGN's model). A checkpoint
+        saved before this field existed was trained without one.
     :param command: the command line that started the run (recorded in the JSON).
     """
 
@@ -322,7 +339,9 @@ class TrainConfig:
     run_name: str | None = None
     limits: str | None = None
     limits_sha256: str | None = field(default=None, init=False)
-    governor_deadband_hz: float = 0.0
+    env_config_file: str | None = None
+    env_config_sha256: str | None = field(default=None, init=False)
+    governor_deadband_hz: float | None = None
     command: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -353,8 +372,20 @@ class TrainConfig:
             kernel_limits, sha = read_limits_agents(self.limits, self.n_agents)  # names the file
             store(self, "limits_sha256", sha)
         store(self, "_kernel_limits", kernel_limits)
-        store(self, "governor_deadband_hz", check_governor_deadband(
-            self.governor_deadband_hz, f"{owner}.governor_deadband_hz ="))
+        if self.governor_deadband_hz is not None:
+            store(self, "governor_deadband_hz", check_governor_deadband(
+                self.governor_deadband_hz, f"{owner}.governor_deadband_hz ="))
+        base = EnvConfig()
+        if self.env_config_file is not None:
+            store(self, "env_config_file", check_path(owner, "env_config_file",
+                                                      self.env_config_file,
+                                                      "a TOML file path"))
+            from gridswarm_env.config_file import load_env_config
+
+            # names the file
+            base, sha = load_env_config(self.env_config_file, refuse=TRAIN_SET_FIELDS)
+            store(self, "env_config_sha256", sha)
+        store(self, "_env_config_base", base)
         store(self, "n_envs", check_int_at_least(owner, "n_envs", self.n_envs, 1))
         if self.n_envs * self.n_agents > MAX_AGENTS:   # every copy lives in this process
             raise ValueError(
@@ -551,19 +582,24 @@ class TrainConfig:
 
     def env_config(self) -> EnvConfig:
         """The :class:`~gridswarm_env.config.EnvConfig` of the run's environments
-        (training copies and ``eval_every`` evaluations): the defaults, keeping only
-        the audit chain's head (nothing in training reads its entries), with this run's
-        ``governor_deadband_hz``."""
-        return EnvConfig(audit_keep_entries=False,
-                         grid=GridParams(governor_deadband_hz=self.governor_deadband_hz))
+        (training copies and ``eval_every`` evaluations; the adapter and the evaluation
+        set ``n_agents`` and ``trust``): ``env_config_file``'s as read when this config
+        was made (the defaults without one), keeping only the audit chain's head
+        (nothing in training reads its entries), with ``governor_deadband_hz`` when
+        given."""
+        base = self._env_config_base
+        grid = (base.grid if self.governor_deadband_hz is None
+                else replace(base.grid, governor_deadband_hz=self.governor_deadband_hz))
+        return replace(base, audit_keep_entries=False, grid=grid)
 
     def env_settings(self) -> dict[str, object]:
         """The :data:`ENV_FIELDS` of this run (``limits`` as an absolute path, so a
         resume from another directory finds the same file, and ``limits_sha256``, the
         hash of the bytes this run read from it)."""
         settings: dict[str, object] = {name: getattr(self, name) for name in ENV_FIELDS}
-        if self.limits is not None:
-            settings["limits"] = str(Path(self.limits).resolve())
+        for name, _, _ in HASHED_FILES:
+            if settings[name] is not None:
+                settings[name] = str(Path(settings[name]).resolve())
         return settings
 
     def model_path(self, run_dir: Path) -> Path:
