@@ -52,6 +52,9 @@ MAX_EPISODE_STEPS = 1_000_000   # reset precomputes the episode's profiles per s
 MAX_CRYPTO_THREADS = 256
 #: where contract keys come from: derived from the reset seed, or drawn from os.urandom
 CONTRACT_KEY_SOURCES = ("seeded", "random")
+#: how bids tied at the marginal price share the rest of the request
+#: (:func:`gridswarm_env.market.clear_market`)
+TIE_BREAKS = ("index", "pro_rata")
 DER_KINDS = ("solar", "battery", "ev")
 #: Upper bounds of physical magnitudes. Finite values beyond them are refused because a
 #: product or sum of them (power x duration, price x energy, reward scale x $) would
@@ -532,6 +535,10 @@ class MarketConfig:
         under a finite ramp limit ``r`` (MW/s) may hold at most ``r·reserve_full_activation_s``
         MW of reserve, what it can deliver that long after activating; without a ramp
         limit the reserve is bounded by power and energy only.
+    :param tie_break: how the bids at the marginal price share what is left of the
+        request: ``"index"`` (the default: by agent index, the last one partly) or
+        ``"pro_rata"`` (each the same share of its size); one of :data:`TIE_BREAKS`
+        (:func:`~gridswarm_env.market.clear_market`).
 
     Defaults (design choices, not sourced figures): 21 power levels (0.1·rated steps)
     and 11 price levels; consensus at 95 % of the request (DESIGN §3); gate closure
@@ -550,9 +557,11 @@ class MarketConfig:
     gate_s: float = 0.25
     deadband_mw: float = 0.05
     reserve_full_activation_s: float = 1.0
+    tie_break: str = "index"
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
+        check_choice(owner, "tie_break", self.tie_break, TIE_BREAKS)
         store(self, "n_power_levels",
               check_int_at_least(owner, "n_power_levels", self.n_power_levels, 3))
         if self.n_power_levels % 2 == 0:

@@ -1094,7 +1094,7 @@ class GridSwarmEnv(ParallelEnv):
         result = market.clear_market(
             request, power, price, eligible, consensus_share=cfg.market.consensus_share,
             price_cap_per_mwh=sc.price_cap_per_mwh, price_floor_per_mwh=sc.price_floor_per_mwh,
-            deadband_mw=cfg.market.deadband_mw, check=False)
+            deadband_mw=cfg.market.deadband_mw, check=False, tie_break=cfg.market.tie_break)
         # held: a request beyond the deadband, from round 1 on (round 0 is announced at
         # reset and cleared on bids made from the reset observation, before its signal
         # can arrive; later rounds count even when congestion delays their signal)

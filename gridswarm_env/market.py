@@ -21,7 +21,12 @@ bids are activated in ascending and downward bids in descending price order):
   accepts **the least compensation first**, i.e. the highest price first.
 
 The marginal bid may be partly accepted (a part of at most 1e-12·|request| is a
-floating-point crumb of the running sum and is not awarded). **Pay-as-clear**: every
+floating-point crumb of the running sum and is not awarded). **Ties** at the marginal
+price go by agent index (``tie_break="index"``, the default: the lower-numbered bids are
+served first and the last one is partly accepted) or pro rata (``"pro_rata"``: every bid
+at the marginal price gets the same share of its size, ``R/Σ_G|P_g|`` of the remainder
+``R`` left after the cheaper bids, as markets that split ties at the clearing price do,
+e.g. the EU day-ahead coupling's pro-rata curtailment of tied orders). **Pay-as-clear**: every
 accepted bid settles at the uniform clearing price, the price of the marginal (last
 accepted) bid — the highest accepted price in a shortage, the lowest in a surplus — so
 no accepted agent is worse off than its own bid.
@@ -86,6 +91,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gridswarm_env.config import TIE_BREAKS
 from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE
 
 __all__ = [
@@ -194,7 +200,8 @@ def _check_finite(name: str, value: float, allowed: str,
 def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh: np.ndarray,
                  eligible: np.ndarray | None = None, *, consensus_share: float = 0.95,
                  price_cap_per_mwh: float = np.inf, price_floor_per_mwh: float = -np.inf,
-                 deadband_mw: float = 1e-6, check: bool = True) -> ClearingResult:
+                 deadband_mw: float = 1e-6, check: bool = True,
+                 tie_break: str = "index") -> ClearingResult:
     """Clear one balancing round by merit order with a partly accepted marginal bid.
 
     With the bids of the request's direction sorted by merit (price ascending for a
@@ -211,6 +218,8 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     :param price_cap_per_mwh: highest admissible bid price, $/MWh.
     :param price_floor_per_mwh: lowest admissible bid price, $/MWh (<= cap).
     :param deadband_mw: requests with ``|request_mw| <= deadband_mw`` clear nothing.
+    :param tie_break: ``"index"`` (default) or ``"pro_rata"``: how the bids at the
+        marginal price share what is left of the request (module docstring).
     :param check: validate the arguments (``ValueError`` naming the bad one). The
         environment passes ``False``: its inputs are float64 arrays of one length, a bool
         mask and validated config values, so the checks cannot fail there. With
@@ -243,6 +252,9 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
                              "allowed, not NaN) with floor <= cap")
         deadband = _check_finite("deadband_mw", deadband_mw, "a finite number >= 0",
                                  ok=lambda v: v >= 0.0)
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break={tie_break!r} is not allowed: expected one of "
+                             f"{', '.join(TIE_BREAKS)}")
     else:
         request, power, price = float(request_mw), bid_power_mw, bid_price_per_mwh
         n = power.shape[0]
@@ -302,6 +314,8 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     crumbs &= take < sizes   # a remainder of the request, not a whole (tiny) bid
     if np.count_nonzero(crumbs):
         take[crumbs] = 0.0
+    if tie_break == "pro_rata":
+        _share_the_marginal_price(take, sizes, keys[local], abs(request))
     accepted[order] = take if direction > 0 else -take
     taken = (take > 0.0).nonzero()[0]
     k = int(taken.size)
@@ -309,6 +323,26 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     accepted_abs = float(np.add.reduce(take))
     consensus = accepted_abs >= share * abs(request) * (1.0 - _CONSENSUS_RTOL)
     return _result(accepted, clearing, request, direction * offered_abs, consensus, k)
+
+
+def _share_the_marginal_price(take: np.ndarray, sizes: np.ndarray, keys: np.ndarray,
+                              request_abs: float) -> None:
+    """Re-share ``take`` (the index rule's awards, in merit order) pro rata among the
+    bids at the marginal price: with ``G`` those bids and ``R`` the request left after
+    the cheaper ones, bid ``g`` gets ``|P_g|·R/Σ_G|P_j|`` (all of it when ``R`` covers
+    them). The cheaper bids keep their whole size, the dearer ones nothing; the sum is
+    ``R`` up to rounding."""
+    taken = (take > 0.0).nonzero()[0]
+    if not taken.size:
+        return
+    marginal = keys[taken[-1]]
+    group = (keys == marginal).nonzero()[0]   # contiguous: keys are sorted
+    first, last = int(group[0]), int(group[-1]) + 1
+    wanted = float(np.add.reduce(sizes[first:last]))
+    left = max(request_abs - float(np.add.reduce(sizes[:first])), 0.0)
+    if left >= wanted:   # the whole group fits: the index rule took it all
+        return
+    np.multiply(sizes[first:last], left / wanted, out=take[first:last])
 
 
 def _result(accepted: np.ndarray, clearing: float, request: float, offered: float,

@@ -284,6 +284,54 @@ def test_clearing_properties(book: tuple[float, np.ndarray, np.ndarray, np.ndarr
                                           rel=1e-9, abs=1e-12)
 
 
+def test_pro_rata_shares_the_marginal_price_by_size() -> None:
+    """``tie_break="pro_rata"``: the book of test_ties_broken_by_agent_index, idx 3
+    cheapest (10 MW @ 10), then 0, 1, 2 at 20 share the 15 MW left: 5 MW each; sizes
+    1, 2, 3 at one price sharing 3 MW get half of each; in a surplus the least
+    compensation first (1 MW at 0 $/MWh), then two 2 MW absorbers at -10 share 2 MW."""
+    r = _clear(25.0, [10, 10, 10, 10], [20, 20, 20, 10], tie_break="pro_rata")
+    np.testing.assert_array_equal(r.accepted_mw, [5, 5, 5, 10])
+    assert r.clearing_price_per_mwh == 20.0 and r.n_accepted == 4 and r.consensus
+    r = _clear(3.0, [1, 2, 3], [50, 50, 50], tie_break="pro_rata")
+    np.testing.assert_array_equal(r.accepted_mw, [0.5, 1.0, 1.5])
+    s = _clear(-3.0, [-2, -1, -2, 1], [-10, 0, -10, 5], tie_break="pro_rata")
+    np.testing.assert_array_equal(s.accepted_mw, [-1, -1, -1, 0])
+    assert s.clearing_price_per_mwh == -10.0
+    # a group the request covers is taken whole, as by index; dearer bids get nothing
+    r = _clear(25.0, [10, 10, 10, 10], [20, 20, 30, 10], tie_break="pro_rata")
+    np.testing.assert_array_equal(r.accepted_mw, [7.5, 7.5, 0, 10])
+    r = _clear(40.0, [10, 10, 10, 10], [20, 20, 30, 10], tie_break="pro_rata")
+    np.testing.assert_array_equal(r.accepted_mw, [10, 10, 10, 10])
+    with pytest.raises(ValueError, match="tie_break='random' is not allowed: expected one "
+                                         "of index, pro_rata"):
+        _clear(1.0, [1], [1], tie_break="random")
+
+
+@settings(max_examples=300, deadline=None)
+@given(_books())
+def test_pro_rata_clears_what_the_index_rule_clears(
+        book: tuple[float, np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """The same total, clearing price, consensus and bids wholly in or out; only the
+    bids at the clearing price share it, each the same fraction of its size."""
+    request, power, price, eligible = book
+    by_index = clear_market(request, power, price, eligible)
+    r = clear_market(request, power, price, eligible, tie_break="pro_rata")
+    assert r.accepted_total_mw == pytest.approx(by_index.accepted_total_mw, rel=1e-12,
+                                                abs=1e-9)
+    assert r.consensus == by_index.consensus and r.offered_mw == by_index.offered_mw
+    if not by_index.n_accepted:
+        assert not r.n_accepted and math.isnan(r.clearing_price_per_mwh)
+        return
+    clearing = r.clearing_price_per_mwh
+    assert clearing == by_index.clearing_price_per_mwh
+    d = math.copysign(1.0, request)
+    valid = eligible & (power * d > 0)
+    tied = valid & (price == clearing)
+    np.testing.assert_array_equal(r.accepted_mw[~tied], by_index.accepted_mw[~tied])
+    shares = r.accepted_mw[tied] / power[tied]
+    assert np.ptp(shares) <= 1e-12 and np.all((shares > 0) & (shares <= 1))
+
+
 def test_prefix_sums_keep_the_merit_order_with_tiny_bids() -> None:
     """A denormal-sized bid between two others must not let the next bid in: with
     ``cumsum − size`` the computed Σ_{j<k} is not monotone and a 5.5e-17 MW sliver of a
