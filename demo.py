@@ -540,16 +540,11 @@ def settings_text(config: Any) -> str | None:
     defaults and than what the KPI summary names anyway (agents, trust, shadow, the
     deadband, and the run-time settings crypto threads and contract keys); None when
     there are none."""
-    from dataclasses import replace
+    from gridswarm_env.config_file import settings_changed
 
-    from gridswarm_env.config import EnvConfig, field_changes
-
-    named = replace(EnvConfig(), n_agents=config.n_agents, trust=config.trust,
-                    shadow=config.shadow, crypto_threads=config.crypto_threads,
-                    contract_keys=config.contract_keys,
-                    grid=replace(EnvConfig().grid,
-                                 governor_deadband_hz=config.grid.governor_deadband_hz))
-    changes = field_changes(config, named, skip=("audit_path",))
+    changes = settings_changed(config, named=(
+        "n_agents", "trust", "shadow", "crypto_threads", "contract_keys",
+        "grid.governor_deadband_hz"))
     return ", ".join(changes) if changes else None
 
 

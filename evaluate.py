@@ -372,7 +372,7 @@ def custom_lines(scenarios: dict[str, Any], env_config: Any) -> dict[str, str]:
     contingency_mw = 80.0 (100.0)``) and an ``env_config`` other than the defaults
     (``environment: custom EnvConfig, changed from the defaults (in parentheses): dt_s =
     0.5 (1.0)``); none when everything is as shipped."""
-    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.config_file import settings_changed
     from gridswarm_env.scenarios import SCENARIOS
 
     lines = {}
@@ -385,10 +385,8 @@ def custom_lines(scenarios: dict[str, Any], env_config: Any) -> dict[str, str]:
             diff = field_changes(sc, registered, skip=("description", "success"))
             lines[f"scenario {name}"] = ("custom, changed from the registered one (in "
                                          "parentheses): " + (", ".join(diff) or "its texts"))
-    shipped = EnvConfig(n_agents=env_config.n_agents, trust=env_config.trust,
-                        crypto_threads=env_config.crypto_threads,
-                        contract_keys=env_config.contract_keys)
-    diff = field_changes(env_config, shipped)
+    diff = settings_changed(env_config, named=("n_agents", "trust", "crypto_threads",
+                                                "contract_keys"))   # in the header
     if diff:
         lines["environment"] = ("custom EnvConfig, changed from the defaults (in "
                                 "parentheses): " + ", ".join(diff))

@@ -122,6 +122,27 @@ def env_config_from_dict(data: dict[str, Any],
         raise ValueError(str(exc)) from None
 
 
+def settings_changed(config: EnvConfig, named: tuple[str, ...] = ()) -> list[str]:
+    """``["grid.inertia_h_s = 3.0 (4.0)", ...]``: the settings of ``config`` that differ
+    from ``EnvConfig()``'s, besides those ``named`` (fields a caller shows elsewhere:
+    ``"n_agents"``, or a nested one as ``"grid.governor_deadband_hz"``) and
+    ``audit_path`` (:func:`~gridswarm_env.config.field_changes`)."""
+    from dataclasses import replace
+
+    from gridswarm_env.config import field_changes
+
+    reference = EnvConfig()
+    for name in named:
+        table, _, field = name.rpartition(".")
+        if table:
+            value = replace(getattr(reference, table),
+                            **{field: getattr(getattr(config, table), field)})
+            reference = replace(reference, **{table: value})
+        else:
+            reference = replace(reference, **{field: getattr(config, field)})
+    return field_changes(config, reference, skip=tuple(REFUSED_KEYS))
+
+
 def load_env_config(path: str | os.PathLike[str],
                     refuse: Mapping[str, str] | None = None) -> tuple[EnvConfig, str]:
     """The :class:`EnvConfig` of the TOML file ``path`` and the SHA-256 (hex) of the bytes

@@ -543,6 +543,9 @@ def env_config_from_args(args: argparse.Namespace,
     from gridswarm_env.config_file import load_env_config
 
     base = EnvConfig() if args.config is None else load_env_config(args.config, refuse)[0]
+    if base.crypto_threads is not None and base.crypto_threads > max_crypto_threads():
+        # EnvConfig's rule (more acts as the cores): the command lines accept the cores
+        base = replace(base, crypto_threads=max_crypto_threads())
     changes = {name: getattr(args, dest) for dest, name in CONFIG_FLAGS
                if getattr(args, dest, None) is not None}
     if "crypto_threads" in changes:   # worded for the flag, before EnvConfig sees it

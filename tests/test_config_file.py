@@ -300,3 +300,17 @@ def test_train_refuses_a_bad_config_file_naming_the_flag(tmp_path, capsys, text,
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith(f"{PROG}: error: ") and says in line, line
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_files_crypto_threads_beyond_the_cores_act_as_the_cores(tmp_path):
+    """EnvConfig takes up to 256 (a larger value acts as the usable cores); the command
+    lines' --crypto-threads takes 1 to the cores, and said "--crypto-threads 256" of a
+    value the user never typed."""
+    from policies.cli_checks import max_crypto_threads
+
+    path = _write(tmp_path, "crypto_threads = 256\n")
+    options = demo.options_from_args(demo.build_parser().parse_args(
+        ["--config", str(path)]), is_terminal=False)
+    assert options.crypto_threads == max_crypto_threads()
+    args = evaluate.build_parser().parse_args(["--config", str(path)])
+    assert evaluate.config_of_args(args).crypto_threads == max_crypto_threads()
