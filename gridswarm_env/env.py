@@ -553,6 +553,7 @@ class GridSwarmEnv(ParallelEnv):
         self.duration_s = sc.episode_steps * dt
         self.fleet = build_fleet(n, cfg.fleet, float(sc.irradiance(0.0)),
                                  self.rng)
+        self._unmet_at_reset = self._snap_departures(sc.episode_steps, dt)
         self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
                              cfg.market.n_power_levels, dt,
                              cfg.market.reserve_full_activation_s)
@@ -652,6 +653,35 @@ class GridSwarmEnv(ParallelEnv):
         self._failed = None
         self._update_feasible()
         return self._observations(), self._infos()
+
+    def _snap_departures(self, n_steps: int, dt: float) -> np.ndarray | None:
+        """Move every EV departure that falls inside the episode back to the start of
+        the agent step it falls in (a step boundary, on the times the steps reach:
+        ``t_{k+1} = t_k + dt_s``).
+
+        Power is traded and dispatched per whole step, and an EV counts as plugged in for
+        every step that begins before its departure: a departure inside a step left it
+        charging (or paid for deferring charging) for the rest of that step after it had
+        left. Rounded down, it is plugged in over whole steps only and never after its
+        drawn departure time. Departures at or after the episode's end are left as drawn
+        (they change nothing inside it), so a fleet without such departures is untouched.
+
+        :return: the unmet departure energy (MWh per agent) of the EVs whose departure
+            falls in the first step and so moves to 0 (they are never plugged in; it is
+            charged in the first step's settlement), or None when there is none.
+        """
+        f = self.fleet
+        times = [0.0]   # as _step advances the clock (and _precompute_profiles' grid)
+        for _ in range(n_steps):
+            times.append(times[-1] + dt)
+        inside = f.departure_s < times[-1]   # inf for non-EVs
+        if not np.count_nonzero(inside):
+            return None
+        grid = np.array(times)
+        k = np.searchsorted(grid, f.departure_s[inside], side="right") - 1
+        f.departure_s[inside] = grid[k]
+        unmet = depart_evs(f, 0.0)   # those now leaving at 0 (plugged at build_fleet)
+        return unmet if np.count_nonzero(unmet) else None
 
     def _precompute_constants(self) -> None:
         """Per-episode constants and buffers (no RNG use): what every step would recompute."""
@@ -1351,7 +1381,7 @@ class GridSwarmEnv(ParallelEnv):
             p_prev_mw=self.last_p_mw, energy_before_mwh=energy_before,
             energy_after_mwh=f.energy_mwh, solar_available_mw=f.solar_available_mw,
             plugged=f.plugged, p_path_mw=path, p_start_mw=self.last_p_end_mw,
-            physics_dt_s=pdt)
+            physics_dt_s=pdt, departure_s=f.departure_s, step_end_s=t0 + cfg.dt_s)
         if path is not None:
             self.last_p_path_mw = path
         self.metrics.executed_violations += count
@@ -1368,6 +1398,9 @@ class GridSwarmEnv(ParallelEnv):
         """
         cfg, f = self.config, self.fleet
         unmet = depart_evs(f, self.t_s + cfg.dt_s)
+        if self._unmet_at_reset is not None:   # EVs that left at 0 (_snap_departures)
+            unmet = unmet + self._unmet_at_reset
+            self._unmet_at_reset = None
         if int(np.count_nonzero(f.plugged)) != self._n_plugged:   # an EV left
             self._refresh_flexibility()
         if cfg.shadow:   # would-be settlement of what would have been dispatched

@@ -11,9 +11,15 @@ a deviation from the portfolio's baseline schedule; net injection is
 An EV's plug-in window is ``[0, departure_s)``: every EV is plugged in when the episode
 starts and none arrives during it (episodes last minutes); at departure it leaves with
 whatever it holds, and the shortfall against ``departure_soc`` is its unmet energy.
+Power is traded and dispatched per agent step, so the environment moves a departure that
+falls inside the episode back to the start of its step (``GridSwarmEnv._snap_departures``):
+an EV is plugged in over whole steps and never draws power after its drawn departure time
+(before, it charged on for the rest of that step, up to ``dt_s``, unseen by the check).
 That shortfall is a guard, 0 with the default limits at any episode length: an EV below
 ``departure_soc`` leaves no earlier than 1.1 times the time its baseline charging needs to
-reach it (:func:`build_fleet`), one at or above it leaves with at least that (EVs only
+reach it, less up to one agent step for that rounding (:func:`build_fleet`; at full
+charging it still gets there while ``dt_s`` is below 0.6 times that time), one at or above
+it leaves with at least that (EVs only
 charge: no V2G, no driving while plugged in), and the kernel keeps the requirement
 reachable at the charger's rating. It is non-zero only when the kernel's limits ask less
 than the fleet's ``departure_soc`` over an episode as long as the EVs' charging time.

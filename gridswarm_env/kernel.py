@@ -987,11 +987,12 @@ class ExecutionChecker:
     def check(self, *, net_min_mw: np.ndarray, net_max_mw: np.ndarray, p_now_mw: np.ndarray,
               p_prev_mw: np.ndarray, energy_before_mwh: np.ndarray,
               energy_after_mwh: np.ndarray, solar_available_mw: np.ndarray,
-              plugged: np.ndarray) -> ViolationReport:
+              plugged: np.ndarray, departure_s: np.ndarray | None = None,
+              step_end_s: float = math.inf) -> ViolationReport:
         """Check one step (see :func:`check_executed` for the arguments)."""
         power, soc, unplugged, ramp = self._flags(
             net_min_mw, net_max_mw, p_now_mw, p_prev_mw, energy_before_mwh, energy_after_mwh,
-            solar_available_mw, plugged)
+            solar_available_mw, _plugged_all_step(plugged, departure_s, step_end_s))
         if unplugged is None:
             unplugged = np.zeros(p_now_mw.shape, dtype=bool)
         if ramp is None:
@@ -1002,7 +1003,8 @@ class ExecutionChecker:
               p_prev_mw: np.ndarray, energy_before_mwh: np.ndarray,
               energy_after_mwh: np.ndarray, solar_available_mw: np.ndarray,
               plugged: np.ndarray, p_path_mw: np.ndarray | None = None,
-              p_start_mw: np.ndarray | None = None, physics_dt_s: float = 0.0) -> int:
+              p_start_mw: np.ndarray | None = None, physics_dt_s: float = 0.0,
+              departure_s: np.ndarray | None = None, step_end_s: float = math.inf) -> int:
         """``check(...).count``: the number of agents with a violation (no report built).
 
         With ``p_path_mw`` (``(n, n_substeps)`` executed power, under a finite ramp limit)
@@ -1010,7 +1012,7 @@ class ExecutionChecker:
         step's last sub-step) at ``ramp·physics_dt_s`` per sub-step, not the step means'."""
         power, soc, unplugged, ramp = self._flags(
             net_min_mw, net_max_mw, p_now_mw, p_prev_mw, energy_before_mwh, energy_after_mwh,
-            solar_available_mw, plugged)
+            solar_available_mw, _plugged_all_step(plugged, departure_s, step_end_s))
         if p_path_mw is not None:
             ramp = ramp_path_broken(p_path_mw, p_start_mw,
                                     self.ramp_mw_per_s * physics_dt_s, self.tol_mw)
@@ -1064,6 +1066,18 @@ class ExecutionChecker:
         return power, soc, unplugged, ramp
 
 
+def _plugged_all_step(plugged: np.ndarray, departure_s: np.ndarray | None,
+                      step_end_s: float) -> np.ndarray:
+    """``plugged``, less the agents whose departure time falls before the step's end
+    (``departure_s < step_end_s``; non-EVs have ``inf``): an EV is plugged in over the
+    whole step only if it was at its start and leaves at its end or later. Read from the
+    departure times themselves, not from the step-granular ``plugged`` flag the executor
+    follows, so an EV that moves after leaving inside a step is counted."""
+    if departure_s is None:
+        return plugged
+    return plugged & (departure_s >= step_end_s)
+
+
 def ramp_path_broken(p_path_mw: np.ndarray, p_start_mw: np.ndarray, sub_ramp_mw: np.ndarray,
                      tol_mw: float = 1e-7) -> np.ndarray:
     """Per agent: did its executed power path ``(n, n_substeps)`` move away from the
@@ -1083,7 +1097,8 @@ def check_executed(*, kinds: np.ndarray, net_min_mw: np.ndarray, net_max_mw: np.
                    energy_after_mwh: np.ndarray, capacity_mwh: np.ndarray,
                    solar_available_mw: np.ndarray, plugged: np.ndarray,
                    arrays: LimitArrays, dt_s: float, tol_mw: float = 1e-7,
-                   tol_mwh: float = 1e-9) -> ViolationReport:
+                   tol_mwh: float = 1e-9, departure_s: np.ndarray | None = None,
+                   step_end_s: float = math.inf) -> ViolationReport:
     """Independent post-step check of what was *executed* against the declared limits.
 
     Uses only executed net power (its min and max over the step's sub-steps), the
@@ -1094,10 +1109,13 @@ def check_executed(*, kinds: np.ndarray, net_min_mw: np.ndarray, net_max_mw: np.
                    or net_max > available + tol;  EV: net_max > tol (no V2G)
         soc:       E' < s_min·E_cap − tol and E' < E − tol,  or  E' > s_max·E_cap + tol
                    and E' > E + tol (not solar)
-        unplugged: an unplugged EV with |net| > tol
+        unplugged: an EV not plugged in over the whole step (``plugged`` false at its
+                   start, or with ``departure_s``: a departure before ``step_end_s``)
+                   with |net| > tol
         ramp:      p > max(p_prev, 0) + ramp·dt + tol  or  p < min(p_prev, 0) − ramp·dt − tol
     """
     return ExecutionChecker(kinds, capacity_mwh, arrays, dt_s, tol_mw, tol_mwh).check(
         net_min_mw=net_min_mw, net_max_mw=net_max_mw, p_now_mw=p_now_mw, p_prev_mw=p_prev_mw,
         energy_before_mwh=energy_before_mwh, energy_after_mwh=energy_after_mwh,
-        solar_available_mw=solar_available_mw, plugged=plugged)
+        solar_available_mw=solar_available_mw, plugged=plugged, departure_s=departure_s,
+        step_end_s=step_end_s)
