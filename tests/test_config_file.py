@@ -314,3 +314,11 @@ def test_a_files_crypto_threads_beyond_the_cores_act_as_the_cores(tmp_path):
     assert options.crypto_threads == max_crypto_threads()
     args = evaluate.build_parser().parse_args(["--config", str(path)])
     assert evaluate.config_of_args(args).crypto_threads == max_crypto_threads()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs")
+                                        .glob("*.toml")), ids=lambda p: p.name)
+def test_the_shipped_example_configs_load_and_change_what_they_say(path):
+    config, _ = load_env_config(path)
+    assert config != EnvConfig()
+    assert config.n_agents == EnvConfig().n_agents and config.trust == EnvConfig().trust
