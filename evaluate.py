@@ -116,6 +116,7 @@ from typing import Any
 import numpy as np
 
 from gridswarm_env.config import field_changes
+from gridswarm_env.config_file import env_config_toml, settings_changed
 from gridswarm_env.scenarios import SCENARIO_NAME, SCENARIO_NAME_TEXT
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
@@ -372,7 +373,6 @@ def custom_lines(scenarios: dict[str, Any], env_config: Any) -> dict[str, str]:
     contingency_mw = 80.0 (100.0)``) and an ``env_config`` other than the defaults
     (``environment: custom EnvConfig, changed from the defaults (in parentheses): dt_s =
     0.5 (1.0)``); none when everything is as shipped."""
-    from gridswarm_env.config_file import settings_changed
     from gridswarm_env.scenarios import SCENARIOS
 
     lines = {}
@@ -1355,6 +1355,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "scenario_randomization": dict(RANDOMIZE_PRESET) if randomize else None,
               "custom_scenarios": custom_scenarios(chosen),
               "env_config": json_safe(dataclasses.asdict(env_config)),
+              # the same, losslessly (JSON turns inf into null): a --config file
+              "env_config_toml": env_config_toml(env_config),
               "policy_details": {pol: policy_identity(pol, built[pol]) for pol in pols},
               "provenance": provenance(limits_sha256)}
     nonfinite: list[dict[str, Any]] = []     # episodes with NaN / inf KPIs

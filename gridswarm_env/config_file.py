@@ -143,6 +143,43 @@ def settings_changed(config: EnvConfig, named: tuple[str, ...] = ()) -> list[str
     return field_changes(config, reference, skip=tuple(REFUSED_KEYS))
 
 
+def _toml_value(key: str, value: Any) -> str:
+    """``value`` as a TOML value (numbers as Python writes them, ``inf``/``nan`` bare, as
+    TOML spells them; strings JSON-escaped, which TOML's basic strings read alike)."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(key, v) if v is not None or key != "max_deferral_s"
+                               else json.dumps(ONE_STEP) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)   # int, float: 0.05, 1e-05, inf, -inf, nan
+
+
+def env_config_toml(config: EnvConfig) -> str:
+    """The config file (TOML text) of ``config``'s settings other than ``EnvConfig()``'s,
+    ``audit_path`` left out: :func:`env_config_from_dict` of it rebuilds ``config``
+    exactly (floats as ``repr`` writes them, ``inf`` as ``inf``). The records keep it
+    beside their JSON, where an inf becomes null. Empty for the defaults."""
+    default = EnvConfig()
+    top, tables = [], []
+    for f in fields(EnvConfig):
+        value, base = getattr(config, f.name), getattr(default, f.name)
+        if not f.init or f.name in REFUSED_KEYS or value == base:
+            continue
+        if f.name in _sections():
+            lines = [f"{g.name} = {_toml_value(g.name, getattr(value, g.name))}"
+                     for g in fields(value)
+                     if g.init and getattr(value, g.name) != getattr(base, g.name)]
+            tables.append("\n".join([f"[{f.name}]", *lines]))
+        else:
+            top.append(f"{f.name} = {_toml_value(f.name, value)}")
+    return "\n\n".join(part for part in ("\n".join(top), *tables) if part) + (
+        "\n" if top or tables else "")
+
+
 def load_env_config(path: str | os.PathLike[str],
                     refuse: Mapping[str, str] | None = None) -> tuple[EnvConfig, str]:
     """The :class:`EnvConfig` of the TOML file ``path`` and the SHA-256 (hex) of the bytes

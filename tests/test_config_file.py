@@ -265,6 +265,12 @@ def test_train_plays_the_files_settings_stores_and_resumes_them(tmp_path, capsys
     assert stored["env_config_sha256"] == digest and stored["governor_deadband_hz"] is None
     record = json.loads((tmp_path / "cfg" / "model.json").read_text())
     assert record["config"]["env_config_sha256"] == digest
+    import tomllib
+
+    from gridswarm_env.config_file import env_config_from_dict
+
+    assert env_config_from_dict(tomllib.loads(record["env_config_toml"])) == (
+        config.env_config())
     # resumed without --config: the checkpoint's file, unchanged
     assert main([*base, "--resume", str(model), "--run-name", "again"]) == 0
     record = json.loads((tmp_path / "again" / "model.json").read_text())
@@ -322,3 +328,32 @@ def test_the_shipped_example_configs_load_and_change_what_they_say(path):
     config, _ = load_env_config(path)
     assert config != EnvConfig()
     assert config.n_agents == EnvConfig().n_agents and config.trust == EnvConfig().trust
+
+
+def test_the_recorded_toml_rebuilds_the_config_exactly(tmp_path, capsys):
+    """results.json's env_config turns inf into null (strict JSON), so max_deferral_s =
+    (inf, None, ...) read back as four nulls; env_config_toml is the same settings as a
+    config file, exact."""
+    import tomllib
+
+    from gridswarm_env.config_file import env_config_toml
+
+    for config in (_python_config(), EnvConfig(dt_s=0.1 + 0.2, rocof_window_s=1.0),
+                   EnvConfig(grid=GridParams(physics_dt_s=0.01, agc_gain_per_s=1e-5))):
+        text = env_config_toml(config)
+        assert env_config_from_dict(tomllib.loads(text)) == config, text
+        assert load_env_config(_write(tmp_path, text))[0] == config
+    assert env_config_toml(EnvConfig()) == ""
+    path = _write(tmp_path, FILE.replace("dt_s = 0.5\n", ""), "run.toml")
+    assert evaluate.main([*EVAL, "--config", str(path), "--out", str(tmp_path / "a")]) == 0
+    recorded = json.loads((tmp_path / "a" / "results.json").read_text())["summary"]["config"]
+    assert recorded["env_config"]["bus"]["max_deferral_s"] == [None, None, 2.0, None]
+    again = env_config_from_dict(tomllib.loads(recorded["env_config_toml"]))
+    assert again == replace(_python_config(), dt_s=1.0)
+    out = tmp_path / "d.json"
+    assert demo.main(["--no-live", "--steps", "2", "--config", str(path), "--json",
+                      str(out)]) == 0
+    run = json.loads(out.read_text())["run"]
+    assert env_config_from_dict(tomllib.loads(run["env_config_toml"])) == replace(
+        _python_config(), dt_s=1.0, trust="hmac")
+    capsys.readouterr()

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from gridswarm_env.config_file import env_config_toml
 from gridswarm_env.env import OBS_FIELDS
 from policies.cli_checks import OutputError, file_sha256, write_or_rescue
 from policies.learned import (
@@ -335,7 +336,10 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
     venv = None
     try:   # a Ctrl-C while the run is set up: say what (little) was written
         venv = make_venv(config)
-        record: dict[str, Any] = {"config": _config_dict(config), "run_name": run_name,
+        record: dict[str, Any] = {"config": _config_dict(config),
+                                  # the environments' settings as a --config file
+                                  "env_config_toml": env_config_toml(config.env_config()),
+                                  "run_name": run_name,
                                   "run_dir": str(run_dir), "command": config.command,
                                   "scenario_randomization": _randomization(config)}
         if config.resume:
