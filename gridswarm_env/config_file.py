@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from gridswarm_env.config import (
@@ -35,6 +35,7 @@ from gridswarm_env.config import (
     FleetConfig,
     MarketConfig,
     RewardConfig,
+    field_changes,
     read_toml_bytes,
 )
 
@@ -127,10 +128,6 @@ def settings_changed(config: EnvConfig, named: tuple[str, ...] = ()) -> list[str
     from ``EnvConfig()``'s, besides those ``named`` (fields a caller shows elsewhere:
     ``"n_agents"``, or a nested one as ``"grid.governor_deadband_hz"``) and
     ``audit_path`` (:func:`~gridswarm_env.config.field_changes`)."""
-    from dataclasses import replace
-
-    from gridswarm_env.config import field_changes
-
     reference = EnvConfig()
     for name in named:
         table, _, field = name.rpartition(".")
