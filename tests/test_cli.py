@@ -289,3 +289,37 @@ def test_governor_deadband_flag_reaches_the_physics_and_the_records(tmp_path, ca
     assert not (tmp_path / "no").exists()
     with pytest.raises(ValueError, match=r"^--governor-deadband-hz 0\.6: expected a deadband"):
         demo.DemoOptions(governor_deadband_hz=0.6)
+
+
+def _readme_synopsis(prog: str) -> set[str]:
+    """The flags README's *Command lines* block lists for ``prog`` (its lines from
+    ``python <prog>`` to the next command)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("Command lines:\n\n```", 1)[1].split("```", 1)[0]
+    lines, on = [], False
+    for line in block.splitlines():
+        if line.startswith(("python ", "tensorboard ")):
+            on = line.startswith(prog + " ")
+        if on:
+            lines.append(line)
+    return set(re.findall(r"--[a-z][a-z0-9-]*", "\n".join(lines)))
+
+
+@pytest.mark.parametrize("prog, complete", [("python demo.py", True),
+                                            ("python evaluate.py", True),
+                                            ("python -m train", False)])
+def test_readme_command_lines_match_the_parsers(prog, complete):
+    """README's synopsis lists every flag of demo.py and evaluate.py, and no flag any
+    command lacks (python -m train lists its main ones and points to --help)."""
+    from train.__main__ import build_parser as train_parser
+
+    parser = {"python demo.py": demo.build_parser, "python evaluate.py": evaluate.build_parser,
+              "python -m train": train_parser}[prog]()
+    flags = {option for action in parser._actions for option in action.option_strings
+             if option.startswith("--")} - {"--help"}
+    listed = _readme_synopsis(prog) - {"--help"}
+    assert listed <= flags, sorted(listed - flags)
+    if complete:
+        assert flags <= listed, sorted(flags - listed)
