@@ -802,6 +802,9 @@ class GridSwarmEnv(ParallelEnv):
         # a forecast can overtake an older one only when a latency can reach a step (below
         # that, delivery order is publish order, also out of a deferred backlog)
         self._forecasts_reorder = self.config.bus.latency_max_s >= self.config.dt_s
+        # the same for the operator's announcements, made at reset (t = 0) and at each gate
+        # closure: the first two are only gate_s apart
+        self._signals_reorder = self.config.bus.latency_max_s >= self.config.market.gate_s
 
     def _receive_forecasts(self, delivery) -> None:
         """The operator keeps each solar agent's newest forecast that ``grid/forecast``
@@ -1450,6 +1453,10 @@ class GridSwarmEnv(ParallelEnv):
             if len(sig.recipients):
                 r = np.asarray(sig.recipients, dtype=np.int64)
                 rows = np.asarray(sig.payloads)
+                if self._signals_reorder:   # newest round last per agent (put: last wins),
+                    # not the last delivered: a newer round may overtake an older one
+                    order = np.argsort(rows["round"], kind="stable")
+                    r, rows = r[order], rows[order]
                 # take: the same gather as sig_round[r], several times faster on the
                 # packed (unaligned) record field at 10 000 agents
                 newer = rows["round"] >= self.sig_round.take(r)
