@@ -932,8 +932,9 @@ class GridSwarmEnv(ParallelEnv):
         d2 = self.bus.deliver(t1)
         self._receive_forecasts(d2)   # for the next round's price signal
         if self._bus_congested(d2, t1) or congested:
-            # the agents' lanes could not deliver everything due this step: every agent
-            # sees it (observation field ``backpressure``), besides its own bid's flag
+            # the agents' lanes could not deliver everything due this step, or were past
+            # their high-water mark after a delivery: every agent sees it (observation
+            # field ``backpressure``), besides its own bid's flag
             self.backpressure = np.ones(self.n_agents, dtype=bool)
         late = d2.topic(TOPIC_BIDS)   # delivered after gate closure: they missed the round
         if len(late.senders):
@@ -1048,7 +1049,9 @@ class GridSwarmEnv(ParallelEnv):
     def _bus_congested(self, delivery, now_s: float) -> bool:
         """After a delivery: settle the contracts the bus dropped as obsolete (deferred
         past ``max_deferral_s``, one agent step by default) and tell whether the lanes the
-        agents use (MARKET: bids and price signals; CONTROL: contracts) were congested."""
+        agents use (MARKET: bids and price signals; CONTROL: contracts) were congested
+        (:meth:`AgentMessageBus.congested`: short of capacity, an obsolete message dropped,
+        or the queue past its high-water mark)."""
         expired = delivery.expired(TOPIC_CONTRACTS)
         if len(expired.payloads):
             self._lose_contracts(expired.payloads.tolist(), now_s, reason="bus_expired")
