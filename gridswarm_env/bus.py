@@ -296,8 +296,9 @@ class BusConfig:
         unlimited (dropped oldest first past ``queue_limit``), EMERGENCY must be ``inf`` (never
         deferred). Without binding capacity no message ever waits that long: the
         environment delivers at gate closure and at the step end, both less than a step
-        apart (so ``EnvConfig`` refuses CONTROL and MARKET entries below ``dt_s``: a
-        message on time may wait up to ``max(gate_s, dt_s - gate_s)`` for its delivery).
+        apart (so ``EnvConfig`` refuses CONTROL, MARKET and TELEMETRY entries below
+        ``dt_s``: a message on time may wait up to ``max(gate_s, dt_s - gate_s)`` for its
+        delivery).
         A longer MARKET entry keeps bids past their round: the environment clears only
         the current round's bids, so under a lasting backlog it clears none (README,
         *Where this differs from DESIGN.md*).

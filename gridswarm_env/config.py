@@ -836,7 +836,7 @@ class EnvConfig:
                 f"{owner}: market.gate_s ({self.market.gate_s}) must be shorter than "
                 f"dt_s ({self.dt_s})"
             )
-        for lane in (Lane.CONTROL, Lane.MARKET):
+        for lane in (Lane.CONTROL, Lane.MARKET, Lane.TELEMETRY):
             limit = self.bus.max_deferral_s[lane]
             if limit is not None and limit < self.dt_s:
                 # the environment delivers at gate closure and at the step's end, so a

@@ -832,6 +832,9 @@ class GridSwarmEnv(ParallelEnv):
         # a forecast can overtake an older one only when a latency can reach a step (below
         # that, delivery order is publish order, also out of a deferred backlog)
         self._forecasts_reorder = self.config.bus.latency_max_s >= self.config.dt_s
+        # the same for the operator's announcements, made at reset (t = 0) and at each gate
+        # closure: the first two are only gate_s apart
+        self._signals_reorder = self.config.bus.latency_max_s >= self.config.market.gate_s
 
     def _receive_forecasts(self, delivery) -> None:
         """The operator keeps each solar agent's newest forecast that ``grid/forecast``
@@ -959,8 +962,9 @@ class GridSwarmEnv(ParallelEnv):
         d2 = self.bus.deliver(t1)
         self._receive_forecasts(d2)   # for the next round's price signal
         if self._bus_congested(d2, t1) or congested:
-            # the agents' lanes could not deliver everything due this step: every agent
-            # sees it (observation field ``backpressure``), besides its own bid's flag
+            # the agents' lanes could not deliver everything due this step, or were past
+            # their high-water mark after a delivery: every agent sees it (observation
+            # field ``backpressure``), besides its own bid's flag
             self.backpressure = np.ones(self.n_agents, dtype=bool)
         late = d2.topic(TOPIC_BIDS)   # delivered after gate closure: they missed the round
         if len(late.senders):
@@ -1075,7 +1079,9 @@ class GridSwarmEnv(ParallelEnv):
     def _bus_congested(self, delivery, now_s: float) -> bool:
         """After a delivery: settle the contracts the bus dropped as obsolete (deferred
         past ``max_deferral_s``, one agent step by default) and tell whether the lanes the
-        agents use (MARKET: bids and price signals; CONTROL: contracts) were congested."""
+        agents use (MARKET: bids and price signals; CONTROL: contracts) were congested
+        (:meth:`AgentMessageBus.congested`: short of capacity, an obsolete message dropped,
+        or the queue past its high-water mark)."""
         expired = delivery.expired(TOPIC_CONTRACTS)
         if len(expired.payloads):
             self._lose_contracts(expired.payloads.tolist(), now_s, reason="bus_expired")
@@ -1483,6 +1489,10 @@ class GridSwarmEnv(ParallelEnv):
             if len(sig.recipients):
                 r = np.asarray(sig.recipients, dtype=np.int64)
                 rows = np.asarray(sig.payloads)
+                if self._signals_reorder:   # newest round last per agent (put: last wins),
+                    # not the last delivered: a newer round may overtake an older one
+                    order = np.argsort(rows["round"], kind="stable")
+                    r, rows = r[order], rows[order]
                 # take: the same gather as sig_round[r], several times faster on the
                 # packed (unaligned) record field at 10 000 agents
                 newer = rows["round"] >= self.sig_round.take(r)

@@ -191,6 +191,22 @@ def test_the_environment_refuses_an_age_limit_below_one_step(limit):
     EnvConfig(bus=BusConfig(max_deferral_s=(math.inf, 1.0, 1.0, math.inf)))
 
 
+@pytest.mark.parametrize("limit", [0.001, 0.2, 0.74, 0.9])
+def test_the_environment_refuses_a_telemetry_age_limit_below_one_step(limit):
+    """Review s24: the check above left TELEMETRY out, with the same effect on the solar
+    forecasts: max_deferral_s[TELEMETRY] = 0.2 with dt_s = 1 dropped 1 159 of an
+    episode's 1 200 forecasts, none of them ever deferred (bus_deferred 0; solar_surplus,
+    12 agents, heuristic, seed 0); 0.001 dropped all 1 200. Below dt_s is refused here
+    too; dt_s, None (one agent step) and the default inf keep every forecast."""
+    from gridswarm_env.config import EnvConfig
+
+    with pytest.raises(ValueError, match=(
+            r"EnvConfig.bus.max_deferral_s\[TELEMETRY\] = .* shorter than one agent step")):
+        EnvConfig(bus=BusConfig(max_deferral_s=(math.inf, None, None, limit)))
+    for kept in (1.0, None, math.inf):
+        EnvConfig(bus=BusConfig(max_deferral_s=(math.inf, None, None, kept)))
+
+
 def test_bids_of_earlier_rounds_are_counted_stale_and_never_cleared():
     """Code review s20, item 3: a MARKET lane that keeps deferred bids for 10 s (allowed:
     max_deferral_s >= dt_s) and delivers 195 of the 200 messages a step needs builds a

@@ -649,7 +649,45 @@ def test_a_price_signal_overtaken_on_the_bus_never_replaces_a_newer_one() -> Non
     assert held.min() >= 25 and waited > 0   # signals got through, some a step late
 
 
-def test_step_info_describes_the_round_cleared_in_that_step() -> None:
+@pytest.mark.parametrize(("latency", "n", "steps"), [((0.6, 2.5), 12, 60), ((0.2, 0.6), 50, 5)],
+                         ids=["beyond-a-step", "beyond-the-gate"])
+def test_an_agent_keeps_the_newest_signal_of_one_delivery(latency, n, steps) -> None:
+    """Review s24: with latencies beyond the spacing of two announcements (gate_s between
+    round 0, announced at reset, and round 1; dt_s later) one delivery can hold two
+    rounds for an agent, the newer one first (it had the shorter latency). The agent
+    keeps the newest round it received, not the last one delivered (it kept round 0
+    after round 1 in 172 of 3 600 agent-steps: price_spike, 12 agents, heuristic, seed 0,
+    latency mean 0.6 s clipped at 2.5 s; below dt_s, only rounds 0 and 1 can swap)."""
+    mean_s, max_s = latency
+    cfg = EnvConfig(bus=BusConfig(latency_mean_s=mean_s, latency_max_s=max_s))
+    env = GridSwarmEnv("price_spike", n_agents=n, trust="hmac", config=cfg)
+    env.reset(seed=0)
+    policy = HeuristicPolicy()
+    policy.reset(env)
+    newest = env.sig_round.copy()   # the newest round each agent has received
+    real_deliver = env.bus.deliver
+
+    overtaken = 0   # an agent's newer round delivered before an older one, in one delivery
+
+    def deliver(now_s):
+        nonlocal overtaken
+        delivery = real_deliver(now_s)
+        batch = delivery.topic("grid/price")
+        if len(batch):
+            rounds = batch.payloads["round"]
+            np.maximum.at(newest, batch.recipients, rounds)
+            order = np.argsort(batch.recipients, kind="stable")   # delivery order per agent
+            same = batch.recipients[order][1:] == batch.recipients[order][:-1]
+            overtaken += int(np.count_nonzero(same & (np.diff(rounds[order]) < 0)))
+        return delivery
+
+    env.bus.deliver = deliver
+    obs = env.observations_array()
+    for _ in range(steps):
+        act = policy.act(obs, env.action_masks())
+        obs, *_ = env.step_arrays(act[:, 0], act[:, 1])
+        np.testing.assert_array_equal(env.sig_round, newest)
+    assert overtaken > 0   # the case happeneddef test_step_info_describes_the_round_cleared_in_that_step() -> None:
     """``info["request_mw"]`` and ``info["product"]`` are those of the round the step
     cleared (announced a step earlier), not of the round it announced; ``info["t_s"]`` is
     the time at the end of the step and ``info["step"]`` its index."""
