@@ -314,3 +314,17 @@ def test_a_files_crypto_threads_beyond_the_cores_act_as_the_cores(tmp_path):
     assert options.crypto_threads == max_crypto_threads()
     args = evaluate.build_parser().parse_args(["--config", str(path)])
     assert evaluate.config_of_args(args).crypto_threads == max_crypto_threads()
+
+
+def test_demo_refuses_a_latency_shape_the_bus_cannot_solve_in_one_line(tmp_path, capsys):
+    """A [bus] lognormal latency_sigma of 30 passed the file's checks and ended in an
+    OverflowError traceback (exit 1) when the bus was built, leaving the --audit file."""
+    path = _write(tmp_path, '[bus]\nlatency_distribution = "lognormal"\n'
+                            'latency_sigma = 30.0\n')
+    audit, out = tmp_path / "a.jsonl", tmp_path / "d.json"
+    assert demo.main(["--no-live", "--steps", "1", "--config", str(path), "--audit",
+                      str(audit), "--json", str(out)]) == demo.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"demo.py: error: config file {str(path)!r}: [bus] "
+                          "latency_distribution='lognormal' with latency_sigma=30.0"), err
+    assert "\n" not in err and not audit.exists() and not out.exists()
