@@ -328,3 +328,33 @@ def test_demo_refuses_a_latency_shape_the_bus_cannot_solve_in_one_line(tmp_path,
     assert err.startswith(f"demo.py: error: config file {str(path)!r}: [bus] "
                           "latency_distribution='lognormal' with latency_sigma=30.0"), err
     assert "\n" not in err and not audit.exists() and not out.exists()
+
+
+def test_resuming_an_older_checkpoint_with_a_config_file_records_the_change(tmp_path,
+                                                                            capsys):
+    """A checkpoint saved before env_config_file and governor_deadband_hz were stored was
+    trained on the defaults: resumed with --config (or --governor-deadband-hz), the
+    record said ``changed_on_resume == {}``, as if the environment were the same."""
+    from tests.test_train_failures import TINY
+    from train.__main__ import main
+    from train.trainer import ENV_SETTINGS_ATTR, load_model
+
+    base = [*TINY, "--timesteps", "300", "--checkpoint-every", "0", "--logdir", str(tmp_path)]
+    assert main([*base, "--run-name", "first"]) == 0
+    model = load_model(tmp_path / "first" / "model.zip")
+    stored = getattr(model, ENV_SETTINGS_ATTR)
+    for name in ("env_config_file", "env_config_sha256", "governor_deadband_hz"):
+        del stored[name]
+    old = tmp_path / "old.zip"
+    model.save(old)
+    path = _write(tmp_path, "[grid]\ninertia_h_s = 3.0\n")
+    assert main([*base, "--resume", str(old), "--run-name", "cfg", "--config", str(path),
+                 "--governor-deadband-hz", "0.036"]) == 0
+    changed = json.loads((tmp_path / "cfg" / "model.json").read_text())["changed_on_resume"]
+    assert changed["env_config_file"] == {"checkpoint": None, "now": str(path.resolve())}
+    assert changed["governor_deadband_hz"] == {"checkpoint": None, "now": 0.036}
+    assert set(changed) == {"env_config_file", "env_config_sha256", "governor_deadband_hz"}
+    assert main([*base, "--resume", str(old), "--run-name", "same"]) == 0   # nothing new
+    assert json.loads((tmp_path / "same" / "model.json").read_text())[
+        "changed_on_resume"] == {}
+    capsys.readouterr()

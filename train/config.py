@@ -83,6 +83,11 @@ ENV_FIELDS = ("scenario", "randomize", "n_agents", "n_envs", "limits", "limits_s
 #: refuses it when its bytes changed
 HASHED_FILES = (("limits", "limits_sha256", "--limits"),
                 ("env_config_file", "env_config_sha256", "--config"))
+#: what a checkpoint saved before these :data:`ENV_FIELDS` were stored was trained with
+#: (no config file, no governor deadband): ``--resume`` compares it with the run's
+#: values, so a resume that adds a file or a deadband is named in ``changed_on_resume``
+UNSTORED_ENV_FIELDS = {"env_config_file": None, "env_config_sha256": None,
+                       "governor_deadband_hz": None}
 #: EnvConfig fields a training config file may not set, and why: TrainConfig sets them
 #: (``n_agents``, ``trust``), or training cannot use them
 TRAIN_SET_FIELDS = {"n_agents": "training takes it from --agents; remove it from the file",
