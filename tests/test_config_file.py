@@ -358,3 +358,41 @@ def test_resuming_an_older_checkpoint_with_a_config_file_records_the_change(tmp_
     assert json.loads((tmp_path / "same" / "model.json").read_text())[
         "changed_on_resume"] == {}
     capsys.readouterr()
+
+
+def test_records_write_one_step_as_step_and_demo_records_what_ran(tmp_path, capsys):
+    """results.json's summary.config.env_config wrote ``max_deferral_s`` (inf, None, 2.0,
+    inf) as [null, null, 2.0, null]: an unlimited lane and a one-step one alike. And
+    demo's run.env_config was ``DemoOptions.env_config`` as given, though the options'
+    own n_agents, trust and deadband replace its values (12 agents, hmac and 0.036 Hz
+    recorded; 100, ed25519 and 0 ran)."""
+    import io
+
+    from rich.console import Console
+
+    from gridswarm_env.config_file import env_config_record
+
+    assert env_config_record(EnvConfig())["bus"]["max_deferral_s"] == [None, "step", "step",
+                                                                       None]
+    path = _write(tmp_path, "[bus]\nmax_deferral_s = [inf, \"step\", 2.0, inf]\n")
+    assert evaluate.main([*EVAL, "--agents", "5", "--config", str(path), "--out",
+                          str(tmp_path / "a")]) == 0
+    recorded = json.loads((tmp_path / "a" / "results.json").read_text())["summary"][
+        "config"]["env_config"]
+    assert recorded["bus"]["max_deferral_s"] == [None, "step", 2.0, None]
+    config = replace(_python_config(), n_agents=12, trust="hmac")
+    options = demo.DemoOptions(env_config=config, live=False, max_steps=1,
+                               scenario="emergency")
+    session = demo.open_session(options)
+    try:
+        run = demo.run_demo(session, console=Console(file=io.StringIO()),
+                            write=lambda line: None).run
+    finally:
+        session.env.close()
+    ran = session.raw.config
+    assert (ran.n_agents, ran.trust, ran.grid.governor_deadband_hz) == (100, "ed25519", 0.0)
+    record = json.loads(json.dumps(demo.strict_json(run)))["env_config"]
+    assert (record["n_agents"], record["trust"], record["grid"]["governor_deadband_hz"]) == (
+        100, "ed25519", 0.0)
+    assert record["bus"]["max_deferral_s"] == [None, "step", 2.0, None]
+    capsys.readouterr()
