@@ -396,3 +396,23 @@ def test_records_write_one_step_as_step_and_demo_records_what_ran(tmp_path, caps
         100, "ed25519", 0.0)
     assert record["bus"]["max_deferral_s"] == [None, "step", 2.0, None]
     capsys.readouterr()
+
+
+def test_train_checks_the_limits_against_the_config_files_fleet(tmp_path):
+    """python -m train checked --limits against the default fleet, not the --config
+    file's: with ``[fleet]`` 0/0.6/0.4 at 5 agents a limits file naming battery_002 (an
+    agent the run has) was refused listing solar_000... (which it has not), and one
+    naming solar_001 passed and failed later without naming the file. demo.py and
+    evaluate.py check the file's fleet."""
+    from train.config import TrainConfig
+
+    fleet = _write(tmp_path, "[fleet]\nshare_solar = 0.0\nshare_battery = 0.6\n"
+                             "share_ev = 0.4\n")
+    battery = _write(tmp_path, "[agents.battery_002]\nmax_discharge_mw = 1.0\n", "b.toml")
+    config = TrainConfig(n_agents=5, env_config_file=str(fleet), limits=str(battery))
+    assert "battery_002" in config.kernel_limits().per_agent
+    solar = _write(tmp_path, "[agents.solar_001]\nmax_discharge_mw = 1.0\n", "s.toml")
+    with pytest.raises(ValueError, match=r"^limits file '.*s\.toml': limits name agent\(s\) "
+                                         r"solar_001 that a fleet of 5 agents does not have "
+                                         r"\(its agents: battery_000"):
+        TrainConfig(n_agents=5, env_config_file=str(fleet), limits=str(solar))
