@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -416,3 +417,28 @@ def test_train_checks_the_limits_against_the_config_files_fleet(tmp_path):
                                          r"solar_001 that a fleet of 5 agents does not have "
                                          r"\(its agents: battery_000"):
         TrainConfig(n_agents=5, env_config_file=str(fleet), limits=str(solar))
+
+
+@pytest.mark.parametrize("text, where", [
+    ("[grid]\ninertia_h_s = 1" + "0" * 400 + "\n", "grid.inertia_h_s"),
+    ("rocof_window_s = 1" + "0" * 30 + "\n", "rocof_window_s"),
+    ("[bus]\ncapacity_per_step = [1000000, -1" + "0" * 400 + ", 1, 1]\n",
+     "bus.capacity_per_step[1]"),
+])
+def test_an_integer_beyond_tomls_64_bits_is_refused_naming_the_key(tmp_path, capsys, text,
+                                                                   where):
+    """tomllib reads integers of any length; one beyond the float range reached a check's
+    float() and demo.py ended in 'OverflowError: int too large to convert to float' (a
+    traceback, exit 1), in a config file as in a limits file."""
+    from gridswarm_env.kernel import Limits
+
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError, match=rf"^config file '.*env\.toml' is not valid TOML: "
+                                         rf"{re.escape(where)} = -?10+(\.\.\.)? \(\d+ digits\) "
+                                         r"is beyond TOML's 64-bit integers"):
+        load_env_config(path)
+    assert demo.main(["--no-live", "--steps", "1", "--config", str(path)]) == demo.EXIT_USAGE
+    assert "\n" not in capsys.readouterr().err.strip()
+    limits = _write(tmp_path, "[battery]\nmax_charge_mw = 1" + "0" * 400 + "\n", "lim.toml")
+    with pytest.raises(ValueError, match=r"^limits file .* battery\.max_charge_mw = "):
+        Limits.read_toml(limits)
