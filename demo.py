@@ -849,7 +849,7 @@ def run_demo(session: Session, console: Any = None,
     from rich.live import Live
 
     from dashboard import Dashboard
-    from gridswarm_env.config_file import env_config_toml
+    from gridswarm_env.config_file import env_config_record, env_config_toml
     from policies.rollout import run_episode
 
     opts, raw = session.options, session.raw
@@ -921,6 +921,9 @@ def run_demo(session: Session, console: Any = None,
            "agent_steps_per_s": len(steps) * raw.n_agents / busy if busy > 0 else None,
            "settings_changed": settings_text(raw.config),
            "env_config_toml": env_config_toml(raw.config),   # lossless (JSON: inf -> null)
+           # what ran: the options that are EnvConfig fields replace env_config's
+           "env_config": (None if opts.env_config is None
+                          else env_config_record(episode_config(opts))),
            **({"scenario_drawn": raw.scenario.drawn_values()} if opts.randomize else {})}
     return DemoResult(steps=steps, metrics=metrics, stop_reason=stop, wall_s=wall, run=run)
 

@@ -116,7 +116,7 @@ from typing import Any
 import numpy as np
 
 from gridswarm_env.config import field_changes
-from gridswarm_env.config_file import env_config_toml, settings_changed
+from gridswarm_env.config_file import env_config_record, env_config_toml, settings_changed
 from gridswarm_env.scenarios import SCENARIO_NAME, SCENARIO_NAME_TEXT
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
@@ -1354,8 +1354,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "limits_values": limits_obj.to_dict(),
               "scenario_randomization": dict(RANDOMIZE_PRESET) if randomize else None,
               "custom_scenarios": custom_scenarios(chosen),
-              "env_config": json_safe(dataclasses.asdict(env_config)),
-              # the same, losslessly (JSON turns inf into null): a --config file
+              "env_config": env_config_record(env_config),
+              # the same, exact (JSON turns inf into null): a --config file
               "env_config_toml": env_config_toml(env_config),
               "policy_details": {pol: policy_identity(pol, built[pol]) for pol in pols},
               "provenance": provenance(limits_sha256)}

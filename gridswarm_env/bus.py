@@ -364,6 +364,10 @@ class BusConfig:
                                                     self.latency_block_size, 1, 2**24))
         set_(self, "latency_hist_bins", _check_int("latency_hist_bins", self.latency_hist_bins,
                                                    16, 10**6))
+        # the bus solves it when built: a shape whose clipped mean float64 cannot reach
+        # (a lognormal latency_sigma of 30 overflowed, one of 1e10 never returned) is
+        # refused here, naming the fields, not as an OverflowError in the environment
+        latency_parameter(self)
 
     @property
     def latency_bin_width_s(self) -> float:
@@ -384,6 +388,28 @@ def latency_parameter(config: BusConfig) -> float:
     mean_s, max_s = config.latency_mean_s, config.latency_max_s
     if config.latency_distribution == "constant":
         return mean_s
+    try:
+        return _solve_latency_parameter(config, mean_s, max_s)
+    except (OverflowError, ValueError, ZeroDivisionError) as exc:
+        lognormal = config.latency_distribution == "lognormal"
+        raise ValueError(
+            f"latency_distribution={config.latency_distribution!r} with "
+            + (f"latency_sigma={config.latency_sigma!r}, " if lognormal else "")
+            + f"latency_mean_s={mean_s!r} and latency_max_s={max_s!r}: float64 cannot solve "
+            f"for the latency whose clipped mean is latency_mean_s ({exc}); expected "
+            + ("a smaller latency_sigma (real networks: about 0.3 to 1.5)" if lognormal
+               else "a latency_max_s further above latency_mean_s")) from None
+
+
+#: how often :func:`latency_parameter` doubles its bracket before giving up
+_BRACKET_DOUBLINGS = 200
+
+
+def _solve_latency_parameter(config: BusConfig, mean_s: float, max_s: float) -> float:
+    """:func:`latency_parameter` of the exponential or lognormal distribution.
+
+    :raises OverflowError, ValueError: no bracket in float64 (the caller words it).
+    """
     if config.latency_distribution == "exponential":
 
         def excess(scale_s: float) -> float:
@@ -400,8 +426,14 @@ def latency_parameter(config: BusConfig) -> float:
 
         low = math.log(mean_s) - 0.5 * sigma**2  # the unclipped solution; clipping lowers it
         high = low + 1.0
-    while excess(high) <= 0.0:
+        if excess(low) >= 0.0:   # clipping too rare to lower the mean in float64
+            return float(low)
+    for _ in range(_BRACKET_DOUBLINGS):
+        if excess(high) > 0.0:
+            break
         high = high + (high - low) * 2.0
+    else:
+        raise ValueError("no parameter found whose clipped mean reaches latency_mean_s")
     return float(brentq(excess, low, high, xtol=1e-15, rtol=1e-13))
 
 

@@ -342,6 +342,26 @@ def _toml_float(text: str) -> float:
     return number
 
 
+def _beyond_toml_ints(value: Any, where: str = "") -> tuple[str, int] | None:
+    """(dotted key, value) of the first integer in a parsed TOML table outside TOML's
+    64-bit range, or None: :mod:`tomllib` reads integers of any length, and an EnvConfig
+    or limits check's ``float()`` of one beyond the float range raised OverflowError."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _beyond_toml_ints(item, f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _beyond_toml_ints(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    elif isinstance(value, int) and not isinstance(value, bool) and not (
+            -2**63 <= value < 2**63):
+        return where, value
+    return None
+
+
 def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Any], bytes]:
     """The table of the TOML file ``path`` and the bytes it was parsed from.
 
@@ -363,7 +383,17 @@ def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, 
                     f"{what} {str(p)!r} is not valid TOML: it starts with a {encoding} "
                     f"byte-order mark (bytes {mark.hex(' ').upper()}), as some Windows "
                     "editors save; TOML is UTF-8 without one: save it as UTF-8 (no BOM)")
-        return tomllib.loads(raw.decode("utf-8"), parse_float=_toml_float), raw
+        data = tomllib.loads(raw.decode("utf-8"), parse_float=_toml_float)
+        huge = _beyond_toml_ints(data)
+        if huge is not None:   # tomllib reads any length; the checks' float() overflowed
+            where, value = huge
+            digits = str(value)
+            raise ValueError(
+                f"{what} {str(p)!r} is not valid TOML: {where} = "
+                f"{digits if len(digits) <= 24 else digits[:20] + '...'} "
+                f"({len(digits.lstrip('-'))} digits) is beyond TOML's 64-bit integers "
+                f"({-2**63} to {2**63 - 1}); write a float for a larger number")
+        return data, raw
     except FileNotFoundError:
         raise ValueError(f"{what} {str(p)!r} does not exist") from None
     except IsADirectoryError:   # not "not valid TOML: [Errno 21] Is a directory"

@@ -177,6 +177,23 @@ def env_config_toml(config: EnvConfig) -> str:
         "\n" if top or tables else "")
 
 
+def env_config_record(config: EnvConfig) -> dict[str, Any]:
+    """``config`` as the JSON records write it (``evaluate.py``'s
+    ``summary.config.env_config``, ``demo.py --json``'s ``run.env_config``): its fields
+    as strict JSON (:func:`~gridswarm_env.metrics.json_safe`, which writes inf as null),
+    with a ``bus.max_deferral_s`` entry ``None`` (one agent step) written ``"step"`` as in
+    a config file: null there is a lane without a limit (inf), never one step (both were
+    null, so the default ``(inf, None, None, inf)`` read as one step on every lane)."""
+    from dataclasses import asdict
+
+    from gridswarm_env.metrics import json_safe
+
+    record = json_safe(asdict(config))
+    record["bus"]["max_deferral_s"] = [ONE_STEP if v is None else json_safe(v)
+                                       for v in config.bus.max_deferral_s]
+    return record
+
+
 def load_env_config(path: str | os.PathLike[str],
                     refuse: Mapping[str, str] | None = None) -> tuple[EnvConfig, str]:
     """The :class:`EnvConfig` of the TOML file ``path`` and the SHA-256 (hex) of the bytes

@@ -315,7 +315,7 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     if np.count_nonzero(crumbs):
         take[crumbs] = 0.0
     if tie_break == "pro_rata":
-        _share_the_marginal_price(take, sizes, keys[local], abs(request))
+        _share_the_marginal_price(take, sizes, keys[local])
     accepted[order] = take if direction > 0 else -take
     taken = (take > 0.0).nonzero()[0]
     k = int(taken.size)
@@ -325,24 +325,29 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     return _result(accepted, clearing, request, direction * offered_abs, consensus, k)
 
 
-def _share_the_marginal_price(take: np.ndarray, sizes: np.ndarray, keys: np.ndarray,
-                              request_abs: float) -> None:
+def _share_the_marginal_price(take: np.ndarray, sizes: np.ndarray, keys: np.ndarray) -> None:
     """Re-share ``take`` (the index rule's awards, in merit order) pro rata among the
-    bids at the marginal price: with ``G`` those bids and ``R`` the request left after
-    the cheaper ones, bid ``g`` gets ``|P_g|·R/Σ_G|P_j|`` (all of it when ``R`` covers
-    them). The cheaper bids keep their whole size, the dearer ones nothing; the sum is
-    ``R`` up to rounding."""
+    bids at the marginal price: with ``G`` those bids and ``R`` what the index rule
+    awarded them (the request left after the cheaper ones), bid ``g`` gets
+    ``|P_g|·R/Σ_G|P_j|`` (all of it when ``R`` covers them). The cheaper bids keep their
+    whole size, the dearer ones nothing; the sum is the index rule's up to rounding.
+
+    ``R`` is the index rule's own sum, not ``|request|`` minus the cheaper bids summed
+    again: summed in another order those could cover the request by a few ulps, leaving
+    the group nothing (a 7e-16 MW marginal bid the index rule awarded whole lost it, and
+    the clearing price fell a level), or a whole group the running sum left 1 ulp short
+    kept the index rule's unequal shares."""
     taken = (take > 0.0).nonzero()[0]
     if not taken.size:
         return
     marginal = keys[taken[-1]]
     group = (keys == marginal).nonzero()[0]   # contiguous: keys are sorted
     first, last = int(group[0]), int(group[-1]) + 1
-    wanted = float(np.add.reduce(sizes[first:last]))
-    left = max(request_abs - float(np.add.reduce(sizes[:first])), 0.0)
-    if left >= wanted:   # the whole group fits: the index rule took it all
+    if np.array_equal(take[first:last], sizes[first:last]):   # the group taken whole
         return
-    np.multiply(sizes[first:last], left / wanted, out=take[first:last])
+    wanted = float(np.add.reduce(sizes[first:last]))
+    awarded = float(np.add.reduce(take[first:last]))   # <= wanted: each take <= its size
+    np.multiply(sizes[first:last], min(awarded / wanted, 1.0), out=take[first:last])
 
 
 def _result(accepted: np.ndarray, clearing: float, request: float, offered: float,

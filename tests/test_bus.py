@@ -799,3 +799,23 @@ def test_small_latency_blocks_span_refills_deterministically():
     b = large.deliver(1.0).topic("t")
     assert np.array_equal(a.delivery_times_s, b.delivery_times_s)
     assert len(np.unique(a.delivery_times_s)) > 20
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"latency_distribution": "lognormal", "latency_sigma": 30.0},     # OverflowError
+    {"latency_distribution": "lognormal", "latency_sigma": 1e10},     # never returned
+])
+def test_a_latency_shape_float64_cannot_solve_is_refused_by_busconfig(kwargs):
+    """BusConfig accepted these and the bus failed when built (an OverflowError
+    traceback from demo.py/evaluate.py --config, or a hang): refused in one line."""
+    with pytest.raises(ValueError, match=r"^latency_distribution='lognormal' with "
+                                         r"latency_sigma=.*float64 cannot solve.*expected a "
+                                         r"smaller latency_sigma"):
+        BusConfig(**kwargs)
+
+
+def test_a_lognormal_latency_clipping_cannot_lower_is_its_unclipped_parameter():
+    """Clipping at 50 ms never lowers a 1 us mean in float64: the unclipped solution
+    (brentq refused it: "f(a) and f(b) must have different signs")."""
+    config = BusConfig(latency_distribution="lognormal", latency_mean_s=1e-6)
+    assert latency_parameter(config) == math.log(1e-6) - 0.5 * 0.5**2

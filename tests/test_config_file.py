@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -331,9 +332,8 @@ def test_the_shipped_example_configs_load_and_change_what_they_say(path):
 
 
 def test_the_recorded_toml_rebuilds_the_config_exactly(tmp_path, capsys):
-    """results.json's env_config turns inf into null (strict JSON), so max_deferral_s =
-    (inf, None, ...) read back as four nulls; env_config_toml is the same settings as a
-    config file, exact."""
+    """results.json's env_config turns inf into null (strict JSON); env_config_toml is
+    the same settings as a config file, exact."""
     import tomllib
 
     from gridswarm_env.config_file import env_config_toml
@@ -347,7 +347,7 @@ def test_the_recorded_toml_rebuilds_the_config_exactly(tmp_path, capsys):
     path = _write(tmp_path, FILE.replace("dt_s = 0.5\n", ""), "run.toml")
     assert evaluate.main([*EVAL, "--config", str(path), "--out", str(tmp_path / "a")]) == 0
     recorded = json.loads((tmp_path / "a" / "results.json").read_text())["summary"]["config"]
-    assert recorded["env_config"]["bus"]["max_deferral_s"] == [None, None, 2.0, None]
+    assert recorded["env_config"]["bus"]["max_deferral_s"] == [None, "step", 2.0, None]
     again = env_config_from_dict(tomllib.loads(recorded["env_config_toml"]))
     assert again == replace(_python_config(), dt_s=1.0)
     out = tmp_path / "d.json"
@@ -357,3 +357,130 @@ def test_the_recorded_toml_rebuilds_the_config_exactly(tmp_path, capsys):
     assert env_config_from_dict(tomllib.loads(run["env_config_toml"])) == replace(
         _python_config(), dt_s=1.0, trust="hmac")
     capsys.readouterr()
+
+
+def test_demo_refuses_a_latency_shape_the_bus_cannot_solve_in_one_line(tmp_path, capsys):
+    """A [bus] lognormal latency_sigma of 30 passed the file's checks and ended in an
+    OverflowError traceback (exit 1) when the bus was built, leaving the --audit file."""
+    path = _write(tmp_path, '[bus]\nlatency_distribution = "lognormal"\n'
+                            'latency_sigma = 30.0\n')
+    audit, out = tmp_path / "a.jsonl", tmp_path / "d.json"
+    assert demo.main(["--no-live", "--steps", "1", "--config", str(path), "--audit",
+                      str(audit), "--json", str(out)]) == demo.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"demo.py: error: config file {str(path)!r}: [bus] "
+                          "latency_distribution='lognormal' with latency_sigma=30.0"), err
+    assert "\n" not in err and not audit.exists() and not out.exists()
+
+
+def test_resuming_an_older_checkpoint_with_a_config_file_records_the_change(tmp_path,
+                                                                            capsys):
+    """A checkpoint saved before env_config_file and governor_deadband_hz were stored was
+    trained on the defaults: resumed with --config (or --governor-deadband-hz), the
+    record said ``changed_on_resume == {}``, as if the environment were the same."""
+    from tests.test_train_failures import TINY
+    from train.__main__ import main
+    from train.trainer import ENV_SETTINGS_ATTR, load_model
+
+    base = [*TINY, "--timesteps", "300", "--checkpoint-every", "0", "--logdir", str(tmp_path)]
+    assert main([*base, "--run-name", "first"]) == 0
+    model = load_model(tmp_path / "first" / "model.zip")
+    stored = getattr(model, ENV_SETTINGS_ATTR)
+    for name in ("env_config_file", "env_config_sha256", "governor_deadband_hz"):
+        del stored[name]
+    old = tmp_path / "old.zip"
+    model.save(old)
+    path = _write(tmp_path, "[grid]\ninertia_h_s = 3.0\n")
+    assert main([*base, "--resume", str(old), "--run-name", "cfg", "--config", str(path),
+                 "--governor-deadband-hz", "0.036"]) == 0
+    changed = json.loads((tmp_path / "cfg" / "model.json").read_text())["changed_on_resume"]
+    assert changed["env_config_file"] == {"checkpoint": None, "now": str(path.resolve())}
+    assert changed["governor_deadband_hz"] == {"checkpoint": None, "now": 0.036}
+    assert set(changed) == {"env_config_file", "env_config_sha256", "governor_deadband_hz"}
+    assert main([*base, "--resume", str(old), "--run-name", "same"]) == 0   # nothing new
+    assert json.loads((tmp_path / "same" / "model.json").read_text())[
+        "changed_on_resume"] == {}
+    capsys.readouterr()
+
+
+def test_records_write_one_step_as_step_and_demo_records_what_ran(tmp_path, capsys):
+    """results.json's summary.config.env_config wrote ``max_deferral_s`` (inf, None, 2.0,
+    inf) as [null, null, 2.0, null]: an unlimited lane and a one-step one alike. And
+    demo's run.env_config was ``DemoOptions.env_config`` as given, though the options'
+    own n_agents, trust and deadband replace its values (12 agents, hmac and 0.036 Hz
+    recorded; 100, ed25519 and 0 ran)."""
+    import io
+
+    from rich.console import Console
+
+    from gridswarm_env.config_file import env_config_record
+
+    assert env_config_record(EnvConfig())["bus"]["max_deferral_s"] == [None, "step", "step",
+                                                                       None]
+    path = _write(tmp_path, "[bus]\nmax_deferral_s = [inf, \"step\", 2.0, inf]\n")
+    assert evaluate.main([*EVAL, "--agents", "5", "--config", str(path), "--out",
+                          str(tmp_path / "a")]) == 0
+    recorded = json.loads((tmp_path / "a" / "results.json").read_text())["summary"][
+        "config"]["env_config"]
+    assert recorded["bus"]["max_deferral_s"] == [None, "step", 2.0, None]
+    config = replace(_python_config(), n_agents=12, trust="hmac")
+    options = demo.DemoOptions(env_config=config, live=False, max_steps=1,
+                               scenario="emergency")
+    session = demo.open_session(options)
+    try:
+        run = demo.run_demo(session, console=Console(file=io.StringIO()),
+                            write=lambda line: None).run
+    finally:
+        session.env.close()
+    ran = session.raw.config
+    assert (ran.n_agents, ran.trust, ran.grid.governor_deadband_hz) == (100, "ed25519", 0.0)
+    record = json.loads(json.dumps(demo.strict_json(run)))["env_config"]
+    assert (record["n_agents"], record["trust"], record["grid"]["governor_deadband_hz"]) == (
+        100, "ed25519", 0.0)
+    assert record["bus"]["max_deferral_s"] == [None, "step", 2.0, None]
+    capsys.readouterr()
+
+
+def test_train_checks_the_limits_against_the_config_files_fleet(tmp_path):
+    """python -m train checked --limits against the default fleet, not the --config
+    file's: with ``[fleet]`` 0/0.6/0.4 at 5 agents a limits file naming battery_002 (an
+    agent the run has) was refused listing solar_000... (which it has not), and one
+    naming solar_001 passed and failed later without naming the file. demo.py and
+    evaluate.py check the file's fleet."""
+    from train.config import TrainConfig
+
+    fleet = _write(tmp_path, "[fleet]\nshare_solar = 0.0\nshare_battery = 0.6\n"
+                             "share_ev = 0.4\n")
+    battery = _write(tmp_path, "[agents.battery_002]\nmax_discharge_mw = 1.0\n", "b.toml")
+    config = TrainConfig(n_agents=5, env_config_file=str(fleet), limits=str(battery))
+    assert "battery_002" in config.kernel_limits().per_agent
+    solar = _write(tmp_path, "[agents.solar_001]\nmax_discharge_mw = 1.0\n", "s.toml")
+    with pytest.raises(ValueError, match=r"^limits file '.*s\.toml': limits name agent\(s\) "
+                                         r"solar_001 that a fleet of 5 agents does not have "
+                                         r"\(its agents: battery_000"):
+        TrainConfig(n_agents=5, env_config_file=str(fleet), limits=str(solar))
+
+
+@pytest.mark.parametrize("text, where", [
+    ("[grid]\ninertia_h_s = 1" + "0" * 400 + "\n", "grid.inertia_h_s"),
+    ("rocof_window_s = 1" + "0" * 30 + "\n", "rocof_window_s"),
+    ("[bus]\ncapacity_per_step = [1000000, -1" + "0" * 400 + ", 1, 1]\n",
+     "bus.capacity_per_step[1]"),
+])
+def test_an_integer_beyond_tomls_64_bits_is_refused_naming_the_key(tmp_path, capsys, text,
+                                                                   where):
+    """tomllib reads integers of any length; one beyond the float range reached a check's
+    float() and demo.py ended in 'OverflowError: int too large to convert to float' (a
+    traceback, exit 1), in a config file as in a limits file."""
+    from gridswarm_env.kernel import Limits
+
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError, match=rf"^config file '.*env\.toml' is not valid TOML: "
+                                         rf"{re.escape(where)} = -?10+(\.\.\.)? \(\d+ digits\) "
+                                         r"is beyond TOML's 64-bit integers"):
+        load_env_config(path)
+    assert demo.main(["--no-live", "--steps", "1", "--config", str(path)]) == demo.EXIT_USAGE
+    assert "\n" not in capsys.readouterr().err.strip()
+    limits = _write(tmp_path, "[battery]\nmax_charge_mw = 1" + "0" * 400 + "\n", "lim.toml")
+    with pytest.raises(ValueError, match=r"^limits file .* battery\.max_charge_mw = "):
+        Limits.read_toml(limits)

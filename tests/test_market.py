@@ -522,3 +522,23 @@ def test_fleet_flexibility_counts_plugged_evs_and_the_pv_forecast_downward() -> 
     assert downward_flexibility_mw(down, slice(4, 5), pv_forecast) == pytest.approx(
         1.5 + 2.5 + 0.6 + 2.75)
     np.testing.assert_allclose(down, [1.5, 2.5, 0.6, 0.0, 0.0])   # not written in place
+
+
+def test_pro_rata_keeps_the_index_rules_marginal_bid_and_pays_ties_alike() -> None:
+    """Two books where pro rata left the index rule's result (found by a fuzz): the
+    cheaper bids, summed again in another order, covered the request exactly and the
+    marginal group got nothing (a 6.6e-16 MW bid at 100 $/MWh the index rule awarded
+    whole: the clearing price fell to 90); three identical 0.3 MW bids at the marginal
+    price, a request their running sum left 1 ulp short: the last got 1 ulp less."""
+    power = np.array([6.576879887751868e-16, 5.012752637134686e-11, 8.175954399662715e-14,
+                      3.854174391800799e-12, 5.018589970596674, 5.6385991530657835e-12,
+                      3.7232371097018896e-06, 3.6499797069912466e-10,
+                      4.928233893412892e-07, 9.458091456024769e-10, 5.765335957090669e-07])
+    price = np.array([100.0, 30, 60, 0, 0, 40, 90, 50, 40, 20, 100])
+    by_index = clear_market(5.018594188027682, power, price)
+    r = clear_market(5.018594188027682, power, price, tie_break="pro_rata")
+    assert by_index.clearing_price_per_mwh == r.clearing_price_per_mwh == 100.0
+    assert r.accepted_total_mw == pytest.approx(by_index.accepted_total_mw, rel=1e-12)
+    assert r.accepted_mw[0] > 0.0 and r.accepted_mw[10] > 0.0   # the group shares it
+    r = clear_market(0.3 + 0.3 + 0.3, np.full(3, 0.3), np.zeros(3), tie_break="pro_rata")
+    assert r.accepted_mw[0] == r.accepted_mw[1] == r.accepted_mw[2] > 0.0

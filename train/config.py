@@ -83,6 +83,11 @@ ENV_FIELDS = ("scenario", "randomize", "n_agents", "n_envs", "limits", "limits_s
 #: refuses it when its bytes changed
 HASHED_FILES = (("limits", "limits_sha256", "--limits"),
                 ("env_config_file", "env_config_sha256", "--config"))
+#: what a checkpoint saved before these :data:`ENV_FIELDS` were stored was trained with
+#: (no config file, no governor deadband): ``--resume`` compares it with the run's
+#: values, so a resume that adds a file or a deadband is named in ``changed_on_resume``
+UNSTORED_ENV_FIELDS = {"env_config_file": None, "env_config_sha256": None,
+                       "governor_deadband_hz": None}
 #: EnvConfig fields a training config file may not set, and why: TrainConfig sets them
 #: (``n_agents``, ``trust``), or training cannot use them
 TRAIN_SET_FIELDS = {"n_agents": "training takes it from --agents; remove it from the file",
@@ -362,19 +367,6 @@ class TrainConfig:
                              "(behaviour cloning without PPO); otherwise must be >= 1")
         store(self, "n_agents", check_int_at_least(owner, "n_agents", self.n_agents, 1))
         check_agent_limit(f"{owner}.n_agents", self.n_agents)
-        kernel_limits = None
-        if self.limits is not None:
-            from policies.cli_checks import read_limits_agents
-
-            store(self, "limits", check_path(owner, "limits", self.limits,
-                                             "a TOML file path"))
-            # read once: the run uses (kernel_limits) and records the hash of these bytes
-            kernel_limits, sha = read_limits_agents(self.limits, self.n_agents)  # names the file
-            store(self, "limits_sha256", sha)
-        store(self, "_kernel_limits", kernel_limits)
-        if self.governor_deadband_hz is not None:
-            store(self, "governor_deadband_hz", check_governor_deadband(
-                self.governor_deadband_hz, f"{owner}.governor_deadband_hz ="))
         base = EnvConfig()
         if self.env_config_file is not None:
             store(self, "env_config_file", check_path(owner, "env_config_file",
@@ -386,6 +378,21 @@ class TrainConfig:
             base, sha = load_env_config(self.env_config_file, refuse=TRAIN_SET_FIELDS)
             store(self, "env_config_sha256", sha)
         store(self, "_env_config_base", base)
+        kernel_limits = None
+        if self.limits is not None:
+            from policies.cli_checks import read_limits_agents
+
+            store(self, "limits", check_path(owner, "limits", self.limits,
+                                             "a TOML file path"))
+            # read once: the run uses (kernel_limits) and records the hash of these bytes;
+            # checked against the run's fleet, whose agents a config file's [fleet] shares
+            # name (the default fleet's refused agents the run has); names the file
+            kernel_limits, sha = read_limits_agents(self.limits, self.n_agents, base.fleet)
+            store(self, "limits_sha256", sha)
+        store(self, "_kernel_limits", kernel_limits)
+        if self.governor_deadband_hz is not None:
+            store(self, "governor_deadband_hz", check_governor_deadband(
+                self.governor_deadband_hz, f"{owner}.governor_deadband_hz ="))
         store(self, "n_envs", check_int_at_least(owner, "n_envs", self.n_envs, 1))
         if self.n_envs * self.n_agents > MAX_AGENTS:   # every copy lives in this process
             raise ValueError(

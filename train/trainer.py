@@ -48,7 +48,13 @@ from policies.learned import (
     using_torch_threads,
 )
 from train.adapter import GridSwarmVecEnv
-from train.config import ENV_FIELDS, RESUMABLE_FIELDS, TrainConfig, minibatch_size
+from train.config import (
+    ENV_FIELDS,
+    RESUMABLE_FIELDS,
+    UNSTORED_ENV_FIELDS,
+    TrainConfig,
+    minibatch_size,
+)
 from train.errors import Terminated, TrainingError
 
 
@@ -368,9 +374,11 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             saved = model_env_settings(model)
             now = config.env_settings()
             record["checkpoint_env_settings"] = saved
-            record["changed_on_resume"] = {} if saved is None else {
-                name: {"checkpoint": saved[name], "now": now[name]}
-                for name in ENV_FIELDS if name in saved and saved[name] != now[name]}
+            # an older checkpoint lacks the newer fields: it was trained without them
+            trained = None if saved is None else {**UNSTORED_ENV_FIELDS, **saved}
+            record["changed_on_resume"] = {} if trained is None else {
+                name: {"checkpoint": trained[name], "now": now[name]}
+                for name in ENV_FIELDS if name in trained and trained[name] != now[name]}
         else:
             model = make_model(config, venv)
         setattr(model, ENV_SETTINGS_ATTR, config.env_settings())   # saved with every model
