@@ -366,9 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="heuristic, random, learned, oracle or a model path (default heuristic)")
     p.add_argument("--seed", type=int_at_least_type(0), default=0, metavar="N",
                    help="episode seed (default 0)")
-    p.add_argument("--shadow", action="store_const", const=True, default=None,
-                   help="shadow mode: run market, contracts and kernel, dispatch nothing "
-                        "(also: shadow = true in --config)")
+    shadow = p.add_mutually_exclusive_group()
+    shadow.add_argument("--shadow", action="store_const", const=True, default=None,
+                        help="shadow mode: run market, contracts and kernel, dispatch "
+                             "nothing (also: shadow = true in --config)")
+    shadow.add_argument("--no-shadow", dest="shadow", action="store_const", const=False,
+                        help="dispatch (the default; overrides shadow = true in --config)")
     p.add_argument("--steps", type=int_at_least_type(1), default=None, metavar="N",
                    help="stop after N steps (default: the whole episode)")
     p.add_argument("--no-live", action="store_true",

@@ -56,6 +56,10 @@ CONTRACT_KEY_SOURCES = ("seeded", "random")
 #: (:func:`gridswarm_env.market.clear_market`)
 TIE_BREAKS = ("index", "pro_rata")
 DER_KINDS = ("solar", "battery", "ev")
+#: the lowest efficiency a FleetConfig takes: real converters and cells keep well over
+#: half; 1 % still allows studies of extreme losses, while a denormal one (5e-324) made
+#: 1/eta overflow to inf and the episode crash
+MIN_EFFICIENCY = 0.01
 #: Upper bounds of physical magnitudes. Finite values beyond them are refused because a
 #: product or sum of them (power x duration, price x energy, reward scale x $) would
 #: overflow to inf or NaN within an episode; each bound is far above any real system:
@@ -310,8 +314,8 @@ class _OutsideFloatRange(float):
     or too small (``1e-400``, read as ``0.0``). That float still (a field taking inf or
     0 takes it as before), but its ``repr`` shows what the file says, so a field refusing
     the value names it: ``max_discharge_mw = 1e400 (beyond the float range, read as
-    inf): expected a finite number``, ``efficiency_charge = 1e-400 (below the float
-    range, read as 0.0): must lie in (0.0, 1.0]``, not ``= inf`` or ``= 0.0``."""
+    inf): expected a finite number``, ``ev_eta_charge = 1e-400 (below the float
+    range, read as 0.0): must lie in [0.01, 1.0]``, not ``= inf`` or ``= 0.0``."""
 
     text: str
     where: str
@@ -534,8 +538,8 @@ class FleetConfig:
             check_at_most(owner, name, getattr(self, name), MAX_TIME_S, "s", MAX_TIME_WHY)
         for name in ("battery_eta_charge", "battery_eta_discharge", "ev_eta_charge",
                      "solar_inverter_eta"):
-            store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0,
-                                          lo_open=True))
+            store(self, name, check_range(owner, name, getattr(self, name),
+                                          MIN_EFFICIENCY, 1.0))
         for name in ("battery_soc_init_low", "battery_soc_init_high", "ev_soc_init_low",
                      "ev_soc_init_high", "ev_departure_soc", "ev_baseline_fraction"):
             store(self, name, check_range(owner, name, getattr(self, name), 0.0, 1.0))

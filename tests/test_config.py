@@ -512,3 +512,18 @@ def test_trust_modes_and_the_nerc_band_are_defined_once() -> None:
         identities.TRUST_MODES)
     band = {f.name: f.default for f in dataclasses.fields(config.RewardConfig)}["band_hz"]
     assert band is metrics.BAND_HZ and config.RewardConfig().band_hz == 0.05
+
+
+@pytest.mark.parametrize("name", ["battery_eta_charge", "battery_eta_discharge",
+                                  "ev_eta_charge", "solar_inverter_eta"])
+def test_fleet_efficiencies_have_a_floor(name) -> None:
+    """Fuzzing (session 24): a denormal efficiency (5e-324) was accepted, 1/eta overflowed
+    and the episode ended in an IndexError (the oracle's LP in 'b_eq must not contain
+    values inf'); efficiencies now lie in [0.01, 1]."""
+    from gridswarm_env.config import MIN_EFFICIENCY, FleetConfig
+
+    for bad in (5e-324, 0.009):
+        with pytest.raises(ValueError, match=rf"FleetConfig\.{name} = {bad!r}: must lie in "
+                                             r"\[0\.01, 1\.0\]"):
+            FleetConfig(**{name: bad})
+    assert getattr(FleetConfig(**{name: MIN_EFFICIENCY}), name) == 0.01

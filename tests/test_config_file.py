@@ -484,3 +484,17 @@ def test_an_integer_beyond_tomls_64_bits_is_refused_naming_the_key(tmp_path, cap
     limits = _write(tmp_path, "[battery]\nmax_charge_mw = 1" + "0" * 400 + "\n", "lim.toml")
     with pytest.raises(ValueError, match=r"^limits file .* battery\.max_charge_mw = "):
         Limits.read_toml(limits)
+
+
+def test_demo_no_shadow_overrides_a_files_shadow(tmp_path, capsys):
+    """Fuzzing: `shadow = true` in a config file could not be overridden from the command
+    line (demo.py had --shadow only)."""
+    path = _write(tmp_path, "shadow = true\n")
+    parse = demo.build_parser().parse_args
+    assert demo.options_from_args(parse(["--config", str(path)]), False).shadow is True
+    assert demo.options_from_args(parse(["--config", str(path), "--no-shadow"]),
+                                  False).shadow is False
+    with pytest.raises(SystemExit) as exc:
+        parse(["--shadow", "--no-shadow"])
+    assert exc.value.code == 2 and "not allowed with argument --shadow" in (
+        capsys.readouterr().err)
