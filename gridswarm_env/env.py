@@ -553,7 +553,13 @@ class GridSwarmEnv(ParallelEnv):
         self.duration_s = sc.episode_steps * dt
         self.fleet = build_fleet(n, cfg.fleet, float(sc.irradiance(0.0)),
                                  self.rng)
-        self._unmet_at_reset = self._snap_departures(sc.episode_steps, dt)
+        # t_0 = 0, t_{k+1} = t_k + dt: the times the steps reach as _step accumulates its
+        # clock (not k·dt), for the departures and the irradiance read at each step
+        times = [0.0]
+        for _ in range(sc.episode_steps + 2):
+            times.append(times[-1] + dt)
+        self._step_times_s = np.array(times)
+        self._unmet_at_reset = self._snap_departures(sc.episode_steps)
         self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
                              cfg.market.n_power_levels, dt,
                              cfg.market.reserve_full_activation_s)
@@ -654,10 +660,10 @@ class GridSwarmEnv(ParallelEnv):
         self._update_feasible()
         return self._observations(), self._infos()
 
-    def _snap_departures(self, n_steps: int, dt: float) -> np.ndarray | None:
+    def _snap_departures(self, n_steps: int) -> np.ndarray | None:
         """Move every EV departure that falls inside the episode back to the start of
-        the agent step it falls in (a step boundary, on the times the steps reach:
-        ``t_{k+1} = t_k + dt_s``).
+        the agent step it falls in (a step boundary, on the times the steps reach,
+        ``_step_times_s``: ``t_{k+1} = t_k + dt_s``).
 
         Power is traded and dispatched per whole step, and an EV counts as plugged in for
         every step that begins before its departure: a departure inside a step left it
@@ -671,13 +677,10 @@ class GridSwarmEnv(ParallelEnv):
             charged in the first step's settlement), or None when there is none.
         """
         f = self.fleet
-        times = [0.0]   # as _step advances the clock (and _precompute_profiles' grid)
-        for _ in range(n_steps):
-            times.append(times[-1] + dt)
-        inside = f.departure_s < times[-1]   # inf for non-EVs
+        grid = self._step_times_s[:n_steps + 1]
+        inside = f.departure_s < grid[-1]   # inf for non-EVs
         if not np.count_nonzero(inside):
             return None
-        grid = np.array(times)
         k = np.searchsorted(grid, f.departure_s[inside], side="right") - 1
         f.departure_s[inside] = grid[k]
         unmet = depart_evs(f, 0.0)   # those now leaving at 0 (plugged at build_fleet)
@@ -775,11 +778,8 @@ class GridSwarmEnv(ParallelEnv):
         w0 = (np.arange(sc.episode_steps + 2) + 1) * dt
         offsets = (np.arange(self.n_substeps) + 0.5) * pdt
         self._round_forecast_mw = sc.forecast_shortage_mw(w0[:, None] + offsets).mean(axis=1)
-        # irradiance at t_k (t_0 = 0, t_{k+1} = t_k + dt, as the step accumulates time)
-        times = [0.0]
-        for _ in range(sc.episode_steps + 2):
-            times.append(times[-1] + dt)
-        self._irradiance = sc.irradiance(np.array(times)).tolist()
+        # irradiance at the steps' times t_k
+        self._irradiance = sc.irradiance(self._step_times_s).tolist()
 
     # ------------------------------------------------------------------ operator
     def _operator_request(self, round_index: int, now_s: float = 0.0) -> tuple[float, int]:
