@@ -144,6 +144,47 @@ def test_market_and_grid_features_against_their_definitions() -> None:
     assert np.all(env.observations_array()[:, OBS_FIELDS.index("last_clearing_price_rel")] == 0.0)
 
 
+
+@pytest.mark.parametrize("dt_s", [1.0, 2.0])
+def test_observed_frequency_is_the_start_of_the_step_just_run(dt_s: float) -> None:
+    """README, fields 16-17 and 12: the frequency (and RoCoF) an agent observes at t is the
+    operator's last sample when it announced the round, the frequency at t - dt_s (the
+    frequency at t is only in ``last_info["freq_hz"]``); the reset observation holds the
+    signal fields' initial values, and in ``emergency`` round 0 buys reserve while
+    ``product_reserve`` still reads 0 (its signal arrives in the first step)."""
+    from gridswarm_env.config import EnvConfig
+    from gridswarm_env.env import OBS_FIELDS, PRODUCT_RESERVE, GridSwarmEnv
+    from policies import make_policy
+
+    env = GridSwarmEnv("emergency", n_agents=20, trust="hmac", config=EnvConfig(dt_s=dt_s))
+    env.reset(seed=0)
+    o = env.observations_array()
+    col = {f: OBS_FIELDS.index(f) for f in OBS_FIELDS}
+    initial = {"request_rel": 0.0, "price_rel": 0.5, "product_reserve": 0.0, "emergency": 0.0,
+               "freq_dev_rel": 0.0, "rocof_rel": 0.0, "signal_age": 1.0,
+               "last_clearing_price_rel": 0.0}
+    for name, value in initial.items():
+        assert np.all(o[:, col[name]] == value), name
+    assert env.round_index == 0 and env.round_product == PRODUCT_RESERVE
+    policy = make_policy("heuristic", seed=0)
+    policy.reset(env, seed=0)
+    seen_trip_flag_with_old_frequency = False
+    while env.agents:
+        f_start = float(env.freq_trace_hz[-1])
+        rocof_start = env.last_rocof_hz_per_s
+        a = policy.act(o, env.action_masks())
+        o, _, _, info = env.step_arrays(a[:, 0], a[:, 1])
+        np.testing.assert_allclose(60.0 + 0.5 * o[:, col["freq_dev_rel"]].astype(float),
+                                   f_start, atol=1e-5)
+        np.testing.assert_allclose(o[:, col["rocof_rel"]], rocof_start, rtol=1e-6, atol=1e-7)
+        if o[0, col["emergency"]] and not seen_trip_flag_with_old_frequency:
+            # the first observation with the emergency flag still shows the pre-trip sample
+            seen_trip_flag_with_old_frequency = True
+            assert f_start != info["freq_hz"]
+            assert env.t_s - dt_s <= env.scenario.event_time_s
+    assert seen_trip_flag_with_old_frequency
+
+
 def _observed_until(event_time_s: float, until_s: float, config=None
                     ) -> tuple[list, list, list]:
     """Heuristic emergency episode (seed 0, 30 agents) with the trip at ``event_time_s``:
