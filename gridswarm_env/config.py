@@ -691,7 +691,9 @@ class RewardConfig:
     every shipped scenario's price cap (500, 50 and 100 $/MWh), so contracted energy left
     undelivered costs at least what it is worth at any clearing price they allow; ``grid_weight`` = 0.002 $ per step at a
     mean deviation of one ``band_hz``, which makes the shared term ~5 % of an agent's
-    own at 100 agents (above); ``scale`` = 100 gives per-step rewards with a standard
+    own at 100 agents (above; per step, not per hour: the agent's own terms scale with
+    ``dt_s``, the grid term does not, so at the same deviation its weight against them
+    grows as 1/``dt_s``: twice the 1 s step's at ``dt_s`` = 0.5); ``scale`` = 100 gives per-step rewards with a standard
     deviation of ~0.2–6 at 100 agents (``docs/training.md``).
     """
 

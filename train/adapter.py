@@ -176,7 +176,13 @@ def marginal_reward_term(raw: GridSwarmEnv, info: dict[str, Any], weight: float)
     agent i's delivery would leave exactly ``σ·p_i`` more MW unserved, so this is the
     agent's own share of the VOLL part of ``system_cost``, credited to the agent that
     earned it (a shared penalty would reach every agent alike, whatever it bid). In a
-    step that is covered, its MW would have been replaced: the term is 0.
+    step that is covered the term is 0 (as if its MW would have been replaced), which
+    is *not* the difference reward there: removing the MW of an agent the step needs
+    leaves them unserved whether the step was covered exactly or short by a hair, so
+    the term drops from ``VOLL·h·σ·p_i`` to 0 at exact coverage and pays most when the
+    fleet leaves a small shortfall (``docs/training.md``, *The reward*: in
+    ``price_spike``, 100 agents, seed 0, the heuristic returns 98.8 at 262 $, the
+    heuristic with every power level two levels nearer 0 returns 8 827.7 at 1 551 $).
 
     :param raw: the (unwrapped) environment after the step.
     :param info: ``raw.last_info`` of the step.
