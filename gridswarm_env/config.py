@@ -441,7 +441,6 @@ def field_changes(value: Any, reference: Any, skip: Sequence[str] = (),
     return changes
 
 
-
 # --------------------------------------------------------------------------- fleet
 @dataclass(frozen=True)
 class FleetConfig:

@@ -140,7 +140,15 @@ def settings_changed(config: EnvConfig, named: tuple[str, ...] = ()) -> list[str
     return field_changes(config, reference, skip=tuple(REFUSED_KEYS))
 
 
-def _toml_value(key: str, value: Any) -> str:
+def _file_value(name: str, value: Any) -> Any:
+    """A field's value as a config file holds it: ``max_deferral_s`` with its ``None``
+    entries (one agent step) as :data:`ONE_STEP`, as :func:`_section` reads them back."""
+    if name == "max_deferral_s":
+        return [ONE_STEP if v is None else v for v in value]
+    return value
+
+
+def _toml_value(value: Any) -> str:
     """``value`` as a TOML value (numbers as Python writes them, ``inf``/``nan`` bare, as
     TOML spells them; strings JSON-escaped, which TOML's basic strings read alike)."""
     import json
@@ -148,8 +156,7 @@ def _toml_value(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml_value(key, v) if v is not None or key != "max_deferral_s"
-                               else json.dumps(ONE_STEP) for v in value) + "]"
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)   # int, float: 0.05, 1e-05, inf, -inf, nan
@@ -167,12 +174,12 @@ def env_config_toml(config: EnvConfig) -> str:
         if not f.init or f.name in REFUSED_KEYS or value == base:
             continue
         if f.name in _sections():
-            lines = [f"{g.name} = {_toml_value(g.name, getattr(value, g.name))}"
+            lines = [f"{g.name} = {_toml_value(_file_value(g.name, getattr(value, g.name)))}"
                      for g in fields(value)
                      if g.init and getattr(value, g.name) != getattr(base, g.name)]
             tables.append("\n".join([f"[{f.name}]", *lines]))
         else:
-            top.append(f"{f.name} = {_toml_value(f.name, value)}")
+            top.append(f"{f.name} = {_toml_value(_file_value(f.name, value))}")
     return "\n\n".join(part for part in ("\n".join(top), *tables) if part) + (
         "\n" if top or tables else "")
 
@@ -189,8 +196,8 @@ def env_config_record(config: EnvConfig) -> dict[str, Any]:
     from gridswarm_env.metrics import json_safe
 
     record = json_safe(asdict(config))
-    record["bus"]["max_deferral_s"] = [ONE_STEP if v is None else json_safe(v)
-                                       for v in config.bus.max_deferral_s]
+    record["bus"]["max_deferral_s"] = json_safe(
+        _file_value("max_deferral_s", config.bus.max_deferral_s))
     return record
 
 
