@@ -15,6 +15,7 @@ from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_suppo
 from stable_baselines3.common.vec_env import VecEnv
 
 from gridswarm_env.env import OBS_DIM, OBS_FIELDS
+from policies import make_policy
 from policies.base import sample_masked
 from policies.rollout import EVAL_SEEDS
 from train.adapter import (
@@ -375,8 +376,8 @@ def test_marginal_reward_adds_each_agents_averted_lost_load():
         raw = marg.active_envs[0]
         term = marginal_reward_term(raw, raw.last_info, 2.0)
         np.testing.assert_allclose(rb - ra, term, rtol=1e-4, atol=1e-4)
-        assert (term >= 0).all()
-        short_steps += bool(term.any())
+        req, got = raw.last_info["requirement_mw"], raw.last_info["delivered_mw"]
+        short_steps += req > 0 and req - got > 1e-9
     assert short_steps > 0        # random bids leave the load ramp short some steps
 
 
@@ -386,15 +387,53 @@ def test_marginal_reward_term_formula():
     cfg = raw.config
     per_mw = cfg.reward.scale * cfg.costs.voll_per_mwh * cfg.dt_s / 3600.0
     raw.last_p_mw = np.array([2.0, -1.0, 0.0, 0.5])
+    # short by 8.5 MW: every MW in the requirement's direction averted lost load, and the
+    # agent pushing the other way added 1 MW to the shortfall
     short = {"requirement_mw": 10.0, "delivered_mw": 1.5}
     np.testing.assert_allclose(marginal_reward_term(raw, short, 1.0),
-                               per_mw * np.array([2.0, 0.0, 0.0, 0.5]))
+                               per_mw * np.array([2.0, -1.0, 0.0, 0.5]))
+    # covered exactly: the same (without any agent's MW the step would be short by them)
     covered = {"requirement_mw": 1.5, "delivered_mw": 1.5}
-    np.testing.assert_array_equal(marginal_reward_term(raw, covered, 1.0), np.zeros(4))
-    # a surplus: absorbing (p < 0) averts the over-generation
+    np.testing.assert_allclose(marginal_reward_term(raw, covered, 1.0),
+                               per_mw * np.array([2.0, 0.0, 0.0, 0.5]))
+    # covered with 0.7 MW to spare: only the MW the spare could not replace count
+    spare = {"requirement_mw": 0.8, "delivered_mw": 1.5}
+    np.testing.assert_allclose(marginal_reward_term(raw, spare, 1.0),
+                               per_mw * np.array([1.3, 0.0, 0.0, 0.0]))
+    # a surplus requirement: absorbing (p < 0) averts the over-generation
     surplus = {"requirement_mw": -10.0, "delivered_mw": 1.5}
     np.testing.assert_allclose(marginal_reward_term(raw, surplus, 0.5),
-                               0.5 * per_mw * np.array([0.0, 1.0, 0.0, 0.0]))
+                               0.5 * per_mw * np.array([-2.0, 1.0, 0.0, -0.5]))
+
+
+def test_marginal_reward_term_is_each_agents_share_of_the_voll_cost():
+    """The term is the difference reward of system_cost's VOLL part: the unserved energy
+    without agent i's delivery minus the unserved energy with it, x VOLL; so it is
+    continuous at exact coverage and leaving load unserved never pays more than covering
+    it (the first version paid only in short steps, most for a small shortfall)."""
+    raw = GridSwarmVecEnv("price_spike", n_agents=3).active_envs[0]
+    raw.reset(seed=0)
+    cfg = raw.config
+    h = cfg.dt_s / 3600.0
+    p = np.array([1.0, 0.6, -0.2])
+    raw.last_p_mw = p
+
+    def unserved_mwh(req: float, got: float) -> float:   # metrics.py's definition
+        sign = 1.0 if req >= 0 else -1.0
+        return max(sign * (req - got), 0.0) * h
+
+    for req in np.linspace(-2.0, 3.0, 41):
+        info = {"requirement_mw": float(req), "delivered_mw": float(p.sum())}
+        term = marginal_reward_term(raw, info, 1.0)
+        want = [cfg.reward.scale * cfg.costs.voll_per_mwh
+                * (unserved_mwh(req, p.sum() - p[i]) - unserved_mwh(req, p.sum()))
+                for i in range(3)]
+        np.testing.assert_allclose(term, want, rtol=1e-12, atol=1e-9)
+    # continuity at coverage: a hair short and a hair over give the same terms
+    hair = 1e-9
+    below = marginal_reward_term(raw, {"requirement_mw": 1.4 + hair, "delivered_mw": 1.4}, 1.0)
+    above = marginal_reward_term(raw, {"requirement_mw": 1.4 - hair, "delivered_mw": 1.4}, 1.0)
+    np.testing.assert_allclose(below, above, atol=1e-5)
 
 
 def test_reward_scale_and_clip():
@@ -643,3 +682,27 @@ def test_training_keeps_only_the_audit_head_unless_told_otherwise():
     assert len(lean.active_envs[0].audit_log.entries) == 0
     assert len(kept.active_envs[0].audit_log.entries) > 0
     assert lean.active_envs[0].audit_log.head_hash == kept.active_envs[0].audit_log.head_hash
+
+
+def _marginal_return(n_agents: int, levels_toward_zero: int) -> tuple[float, float]:
+    """The heuristic's summed ``reward="marginal"`` term in ``price_spike`` (seed 0), with
+    every power level moved ``levels_toward_zero`` levels towards 0 (the middle level),
+    and the episode's unserved energy."""
+    raw = GridSwarmVecEnv("price_spike", n_agents=n_agents).active_envs[0]
+    raw.reset(seed=0)
+    policy = make_policy("heuristic")
+    policy.reset(raw, seed=0)
+    obs, total, zero = raw.observations_array(), 0.0, raw.config.market.n_power_levels // 2
+    while raw.agents:
+        a = np.asarray(policy.act(obs, raw.action_masks())).copy()
+        a[:, 0] += np.clip(zero - a[:, 0], -levels_toward_zero, levels_toward_zero)
+        obs, _, _, info = raw.step_arrays(a[:, 0], a[:, 1])
+        total += float(marginal_reward_term(raw, info, 1.0).sum())
+    return total, raw.episode_metrics()["unserved_energy_mwh"]
+
+
+def test_marginal_reward_pays_covering_the_load_more_than_leaving_some_unserved():
+    covered, unserved_full = _marginal_return(20, 0)
+    short, unserved_short = _marginal_return(20, 2)
+    assert unserved_full < 1e-9 and unserved_short > 0.1
+    assert covered > short

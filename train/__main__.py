@@ -195,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="contract signatures (default: %(default)s, fast)")
     a("--reward", default=None, choices=REWARD_MODES,
       help=_resume_help("per-agent env reward, or plus each agent's averted value of lost "
-                     "load (marginal: paid only in steps left short, so it pays most for "
-                     "a small shortfall; docs/training.md)", DEFAULTS.reward))
+                     "load (marginal: a difference reward of system_cost's VOLL part; "
+                     "docs/training.md)", DEFAULTS.reward))
     a("--marginal-weight", type=float, default=None,
       help=_resume_help("weight of the term of --reward marginal", DEFAULTS.marginal_weight))
     a("--reward-scale", type=float, default=None,

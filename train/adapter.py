@@ -66,7 +66,8 @@ Rewards
 -------
 ``reward="env"`` (default) passes the environment's per-agent reward through (see
 :class:`gridswarm_env.config.RewardConfig`). ``reward="marginal"`` adds each agent's
-averted value of lost load, :func:`marginal_reward_term` (a difference reward; under
+averted value of lost load, :func:`marginal_reward_term` (a difference reward: the VOLL
+part of ``system_cost`` without the agent's MW minus the same with them; under
 pay-as-clear the market pays a short round only the marginal bid's price, so the
 environment's reward barely tells an agent that its missing offer left load
 unserved). Then
@@ -93,11 +94,12 @@ of the shortfall (x 100) at once, ~10⁵ for a 100-agent EV agent leaving at its
 SoC (the fleet's median shortfall, seed 0; up to ~3·10⁵); with the default :class:`~gridswarm_env.config.FleetConfig` no EV leaves
 within the shipped scenarios (their departures are hours away), so there the default
 clip binds on the environment's reward only in those rare 1-agent steps: it guards
-configurations whose EVs do leave. It does bind on ``reward="marginal"`` under poor play, whose value-of-lost-load
-term is largest when load goes unserved (``price_spike``, seed 0, random play, scale
-0.01: max |r| 11 at 100 agents, 0.02 % of agent-steps above 10; 45 at 20 agents, 8 %;
-heuristic play stays below 0.2): scale ``reward_scale`` with ``n_agents`` or raise the
-clip when training few agents with the marginal reward.
+configurations whose EVs do leave. It binds more often on ``reward="marginal"``, whose
+value-of-lost-load term is paid for every MW a step needs and scales with the fleet's
+MW, not ``n_agents`` (``price_spike``, seed 0, scale 0.01, heuristic play: max |r| 10.6
+at 100 agents, 0.39 % of agent-steps above 10; 43 at 20 agents, 19 %;
+``docs/training.md``): scale ``reward_scale`` with ``n_agents``, lower
+``marginal_weight`` or raise the clip when training few agents with the marginal reward.
 """
 
 from __future__ import annotations
@@ -163,39 +165,45 @@ def training_episode_seed(rng: np.random.Generator) -> int:
 
 def marginal_reward_term(raw: GridSwarmEnv, info: dict[str, Any], weight: float) -> np.ndarray:
     """Per-agent shaping term of ``reward="marginal"``: the value of lost load each agent
-    averted in a step that ended short.
+    averted, a *difference reward* (Wolpert & Tumer, "Optimal payoff functions for
+    members of collectives", Adv. Complex Syst. 4, 2001).
 
-    ``r_marg,i = weight · scale · VOLL · h · max(σ·p_i, 0) · 1[σ·(R̄ − D̄) > 0]``
+    ``r_marg,i = weight · scale · VOLL · h · (max(u + σ·p_i, 0) − max(u, 0))``
 
-    with ``R̄`` the step's mean balancing requirement (``info["requirement_mw"]``),
-    ``σ = sign(R̄)``, ``D̄`` the balancing power the fleet delivered
-    (``info["delivered_mw"]``), ``p_i`` agent i's executed balancing power
+    with ``u = σ·(R̄ − D̄)`` the step's shortfall (MW; negative: a surplus), ``R̄`` the
+    step's mean balancing requirement (``info["requirement_mw"]``), ``σ = sign(R̄)``
+    (sign(0) = +1, as ``unserved_energy_mwh``), ``D̄`` the balancing power the fleet
+    delivered (``info["delivered_mw"]``), ``p_i`` agent i's executed balancing power
     (``raw.last_p_mw``), ``h = dt_s/3600`` and ``scale``/``VOLL`` from the env config.
-    It is a *difference reward* (Wolpert & Tumer, "Optimal payoff functions for members
-    of collectives", Adv. Complex Syst. 4, 2001): in a step that is short, removing
-    agent i's delivery would leave exactly ``σ·p_i`` more MW unserved, so this is the
-    agent's own share of the VOLL part of ``system_cost``, credited to the agent that
-    earned it (a shared penalty would reach every agent alike, whatever it bid). In a
-    step that is covered the term is 0 (as if its MW would have been replaced), which
-    is *not* the difference reward there: removing the MW of an agent the step needs
-    leaves them unserved whether the step was covered exactly or short by a hair, so
-    the term drops from ``VOLL·h·σ·p_i`` to 0 at exact coverage and pays most when the
-    fleet leaves a small shortfall (``docs/training.md``, *The reward*: in
-    ``price_spike``, 100 agents, seed 0, the heuristic returns 98.8 at 262 $, the
-    heuristic with every power level two levels nearer 0 returns 8 827.7 at 1 551 $).
+    ``VOLL·h·max(u, 0)`` is the step's VOLL part of ``system_cost``
+    (:mod:`gridswarm_env.metrics`), and ``max(u + σ·p_i, 0)`` is what it would be
+    without agent i's delivery, so the term is exactly the VOLL cost agent i's own MW
+    averted, credited to the agent that earned it (a shared penalty would reach every
+    agent alike, whatever it bid):
+
+    * a short step (``u ≥ 0``): ``VOLL·h·σ·p_i`` — all of an agent's MW in the
+      requirement's direction count, and an agent pushing the other way (``σ·p_i < 0``)
+      pays for the shortfall it added (up to ``u``);
+    * a covered step with a surplus ``s = −u > 0``: ``VOLL·h·max(σ·p_i − s, 0)`` — only
+      the part of an agent's MW the surplus could not replace.
+
+    It is continuous at exact coverage, so leaving load unserved never pays more than
+    covering it (the first version paid the term only in short steps and so paid most
+    for a small shortfall: README, *Recent changes*; ``docs/training.md``, *The reward*).
 
     :param raw: the (unwrapped) environment after the step.
     :param info: ``raw.last_info`` of the step.
     :param weight: multiplier of the term (>= 0).
-    :returns: ``(n_agents,)`` reward terms (>= 0).
+    :returns: ``(n_agents,)`` reward terms (negative for an agent that deepened a
+        shortfall).
     """
     req, got = float(info["requirement_mw"]), float(info["delivered_mw"])
     sign = 1.0 if req >= 0 else -1.0
-    if sign * (req - got) <= 1e-9:
-        return np.zeros(raw.n_agents)
+    short_mw = sign * (req - got)
     cfg = raw.config
     per_mw = weight * cfg.reward.scale * cfg.costs.voll_per_mwh * cfg.dt_s / 3600.0
-    return per_mw * np.maximum(sign * np.asarray(raw.last_p_mw, dtype=float), 0.0)
+    without_i_mw = np.maximum(short_mw + sign * np.asarray(raw.last_p_mw, dtype=float), 0.0)
+    return per_mw * (without_i_mw - max(short_mw, 0.0))
 
 
 class GridSwarmVecEnv(VecEnv):
