@@ -1,5 +1,6 @@
 """An :class:`~gridswarm_env.config.EnvConfig` from a TOML file: the command lines'
-``--config FILE`` (``demo.py``, ``evaluate.py``, ``python -m train``).
+``--config FILE`` (``demo.py``, ``evaluate.py``, ``python -m train``, ``python -m
+train.dagger``).
 
 The file holds ``EnvConfig``'s own fields at the top level and one table per nested
 config, each with the fields of its class; every key is optional (left out: the

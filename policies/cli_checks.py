@@ -516,15 +516,21 @@ CONFIG_FLAGS = (("agents", "n_agents"), ("trust", "trust"), ("shadow", "shadow")
                 ("crypto_threads", "crypto_threads"), ("contract_keys", "contract_keys"))
 
 
-def add_config_argument(parser: argparse.ArgumentParser, runs: str) -> None:
+#: how ``--config``'s help ends by default: the flags that set a field override the file
+CONFIG_OVERRIDES = ("flags that set one of them (--agents, --trust, --governor-deadband-hz...) "
+                    "override the file")
+
+
+def add_config_argument(parser: argparse.ArgumentParser, runs: str,
+                        overrides: str = CONFIG_OVERRIDES) -> None:
     """``--config FILE``: the ``EnvConfig`` settings of ``runs`` from a TOML file
-    (:mod:`gridswarm_env.config_file`), worded once for every command line."""
+    (:mod:`gridswarm_env.config_file`), worded once for every command line; ``overrides``
+    ends the help (what the flags do to the file's values)."""
     parser.add_argument(
         "--config", default=None, metavar="FILE",
         help=f"EnvConfig settings for {runs} from a TOML file: its fields at the top "
              "level (dt_s, ...) and tables [grid], [market], [bus], [fleet], [costs], "
-             "[reward] of their fields (docs/configuration.md); flags that set one of "
-             "them (--agents, --trust, --governor-deadband-hz...) override the file")
+             f"[reward] of their fields (docs/configuration.md); {overrides}")
 
 
 def env_config_from_args(args: argparse.Namespace,

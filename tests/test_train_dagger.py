@@ -219,3 +219,95 @@ def test_the_shipped_fine_tuned_model_is_ppo_from_the_distilled_one(base_model):
     assert record["config"]["randomize"] is True and record["config"]["reward"] == "env"
     assert record["command"].startswith("python -m train --resume "
                                         "policies/pretrained/gridswarm_dagger.zip")
+
+
+def test_config_file_and_deadband_reach_every_environment_and_the_record(base_model, tmp_path,
+                                                                         monkeypatch):
+    """``--config FILE`` and ``--governor-deadband-hz`` (python -m train's flags): every
+    environment the distillation plays (the three-scenario cloning, the extra
+    emergencies, the DAgger round) runs the file's settings with the flag's deadband
+    over the file's; the record and the model store the file's path and SHA-256, the
+    deadband and the settings as a config file, as python -m train's do."""
+    import hashlib
+    import tomllib
+
+    import train.bc
+    from gridswarm_env.config_file import env_config_from_dict
+    from train.dagger import main
+    from train.trainer import checkpoint_settings
+
+    config = tmp_path / "env.toml"
+    config.write_text("[grid]\ninertia_h_s = 3.0\ngovernor_deadband_hz = 0.02\n")
+    real = train.bc.collect_demonstrations
+    played = []
+
+    def recording(venv, teacher, n, gamma, **kwargs):
+        demos = real(venv, teacher, n, gamma, **kwargs)
+        played.append((venv.scenarios, [env.config.grid for env in venv.active_envs]))
+        return demos
+
+    monkeypatch.setattr(train.bc, "collect_demonstrations", recording)
+    out = tmp_path / "d.zip"
+    assert main(["--out", str(out), "--agents", str(N_AGENTS), "--samples", "10",
+                 "--emergency-samples", "10", "--epochs", "1", "--iterations", "1",
+                 "--iteration-samples", "10", "--iteration-epochs", "1", "--logdir", "",
+                 "--config", str(config), "--governor-deadband-hz", "0.03"]) == 0
+    assert [scenarios for scenarios, _ in played] == [
+        ("price_spike", "solar_surplus", "emergency"), ("emergency",), ("emergency",)]
+    grids = [grid for _, grids in played for grid in grids]
+    assert [(g.inertia_h_s, g.governor_deadband_hz) for g in grids] == [(3.0, 0.03)] * 3
+    record = json.loads(out.with_suffix(".json").read_text())
+    sha = hashlib.sha256(config.read_bytes()).hexdigest()
+    assert record["config"]["env_config_file"] == str(config)
+    assert record["config"]["env_config_sha256"] == sha
+    assert record["config"]["governor_deadband_hz"] == 0.03
+    ran = env_config_from_dict(tomllib.loads(record["env_config_toml"]))
+    assert (ran.grid.inertia_h_s, ran.grid.governor_deadband_hz) == (3.0, 0.03)
+    settings = checkpoint_settings(out)[1]   # what python -m train --resume reads
+    assert settings["env_config_file"] == str(config.resolve())
+    assert settings["env_config_sha256"] == sha and settings["governor_deadband_hz"] == 0.03
+    LearnedPolicy(out)   # a distilled model with a config loads as a trained one does
+
+
+def test_config_file_deadband_holds_without_the_flag():
+    """Without ``--governor-deadband-hz`` the file's deadband is the environments'."""
+    from train.dagger import build_parser, taught_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "nerc_deadband.toml"
+    args = build_parser().parse_args(["--out", "x", "--config", str(path)])
+    taught = taught_config(args.agents, args.trust, args.seed, args.config,
+                           args.governor_deadband_hz)
+    assert taught.env_config().grid.governor_deadband_hz == 0.036
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("n_agents = 5\n", "training takes it from --agents; remove it from the file"),
+    ('trust = "ed25519"\n', "training takes it from --trust; remove it from the file"),
+    ("shadow = true\n", "training dispatches the contracts (no shadow mode)"),
+    ("[grid]\ninertia_h_s = -1.0\n", "inertia_h_s"),
+    ("[grid\n", "config file"),   # not TOML
+    # the base model's network acts in 21 x 11 levels (python -m train would train a new one)
+    ("[market]\nn_power_levels = 11\n", "the --base model in MultiDiscrete([21, 11])"),
+])
+def test_a_bad_config_file_is_refused_in_one_line_before_anything_is_written(
+        base_model, text, says, tmp_path, capsys):
+    """Refused as python -m train refuses it (the same message), exit 2, before any output
+    (the model, its record, the tensorboard run)."""
+    import train.__main__
+    from train.dagger import main
+
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    out, logdir = tmp_path / "m.zip", tmp_path / "runs"
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(out), "--config", str(config), "--logdir", str(logdir)])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+    assert not out.exists() and not out.with_suffix(".json").exists() and not logdir.exists()
+    if "--base" not in says:   # python -m train's words for the same file
+        with pytest.raises(SystemExit):
+            train.__main__.main(["--out", str(out), "--config", str(config),
+                                 "--logdir", str(logdir)])
+        trained = capsys.readouterr().err.split("error: ", 1)[1].strip()
+        assert trained in err

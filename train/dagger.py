@@ -34,6 +34,14 @@ and observation fields, read back by :class:`policies.learned.LearnedPolicy`) an
 ``distil/accuracy_power`` and ``distil/accuracy_price``, per DAgger round
 ``distil/dagger_disagreement`` (step = round).
 
+``--config FILE`` and ``--governor-deadband-hz HZ`` set every environment's
+:class:`~gridswarm_env.config.EnvConfig` (the teachers' and the student's play) as they
+do for ``python -m train``, with its rules (:func:`taught_config`: ``n_agents``,
+``trust`` and ``shadow`` refused in the file, the flag over the file's deadband); the
+record's ``config`` and the model store the file's path and SHA-256 and the deadband
+(``env_config_file``, ``env_config_sha256``, ``governor_deadband_hz``), the record's
+``env_config_toml`` the settings as a config file.
+
 Usage::
 
     python -m train.dagger --out policies/pretrained/gridswarm_dagger.zip
@@ -49,11 +57,19 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from policies.cli_checks import OneLineParser, file_sha256, int_at_least_type
+from policies.cli_checks import (
+    OneLineParser,
+    add_config_argument,
+    add_governor_deadband_argument,
+    file_sha256,
+    int_at_least_type,
+)
+
+if TYPE_CHECKING:
+    from train.config import TrainConfig
 
 #: seed offsets from ``--seed`` of the streams (module docstring)
 SEED_OFFSETS = {"scenarios": 0, "emergency": 12, "dagger": 13, "fit": 11}
@@ -75,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
       help="agents per environment (default 100)")
     a("--trust", choices=("hmac", "ed25519"), default="hmac",
       help="contract signatures (default hmac: faster, the same trajectories)")
+    add_config_argument(p, "every environment it plays (the teachers' and the student's)",
+                        overrides="n_agents, trust and shadow are refused (--agents and "
+                                  "--trust set them), --governor-deadband-hz overrides its "
+                                  "deadband; '' = the defaults (python -m train's rules)")
+    add_governor_deadband_argument(p, "every environment it plays")
     a("--seed", type=int_at_least_type(0, 2**31 - 20), default=0, help="seed (default 0)")
     a("--samples", type=count, default=600_000,
       help="agent-steps of teacher play over the three scenarios (default 600000)")
@@ -90,6 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lr", type=float, default=3e-4, help="Adam step size (default 3e-4)")
     a("--logdir", default="runs", help="tensorboard directory (default runs/; '' for none)")
     return p
+
+
+def taught_config(n_agents: int = 100, trust: str = "hmac", seed: int = 0,
+                  env_config_file: str | None = None,
+                  governor_deadband_hz: float | None = None) -> TrainConfig:
+    """The :class:`~train.config.TrainConfig` of what a distilled model is taught on:
+    every scenario, randomized, with ``env_config_file`` (read and hashed now, refused as
+    ``python -m train --config`` refuses it) and ``governor_deadband_hz`` (over the
+    file's); every environment of the run is built from it and the model stores its
+    :meth:`~train.config.TrainConfig.env_settings`, so ``python -m train --resume`` of
+    it keeps them.
+
+    :raises ValueError: as :class:`~train.config.TrainConfig` (naming the field or file).
+    """
+    from train.config import TrainConfig
+
+    return TrainConfig(scenario="all", randomize=True, n_agents=n_agents, trust=trust,
+                       seed=seed, env_config_file=env_config_file,
+                       governor_deadband_hz=governor_deadband_hz)
 
 
 def _shown(path: str | Path) -> str:
@@ -119,16 +159,20 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
            seed: int = 0, samples: int = 600_000, emergency_samples: int = 600_000,
            epochs: int = 40, iterations: int = 3, iteration_samples: int = 240_000,
            iteration_epochs: int = 8, lr: float = 3e-4, command: str | None = None,
-           logdir: str | Path | None = None, log=print) -> dict[str, Any]:
+           logdir: str | Path | None = None, log=print, env_config_file: str | None = None,
+           governor_deadband_hz: float | None = None) -> dict[str, Any]:
     """Run the pipeline (module docstring); write ``out``, its record and, with
     ``logdir``, a tensorboard run in it; return the record. torch runs on one thread
-    (as the shipped model was made; the process's setting is restored after)."""
+    (as the shipped model was made; the process's setting is restored after). Every
+    environment is built with ``env_config_file``'s settings and ``governor_deadband_hz``
+    (:func:`taught_config`; None: the defaults), which the record and the model store as
+    ``python -m train``'s do."""
 
+    from gridswarm_env.config_file import env_config_toml
     from gridswarm_env.env import OBS_FIELDS
     from policies.learned import OBS_FIELDS_ATTR, greedy_actions
     from train.bc import behaviour_clone, collect_demonstrations, concatenate
     from train.callbacks import save_model_atomically
-    from train.config import TrainConfig
     from train.trainer import (
         ENV_SETTINGS_ATTR,
         _versions,
@@ -139,6 +183,9 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     )
 
     t0 = time.time()
+    # what it is taught on, checked before the work and stored in the model, so
+    # ``python -m train --resume`` of it keeps --randomize (and the config file)
+    taught = taught_config(n_agents, trust, seed, env_config_file, governor_deadband_hz)
     run_dir = writer = None
     if logdir is not None:
         from torch.utils.tensorboard import SummaryWriter
@@ -153,13 +200,8 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
             for tag, value in values.items():
                 writer.add_scalar(f"distil/{tag}", value, step)
 
-    # what it is taught on, checked before the work and stored in the model, so
-    # ``python -m train --resume`` of it keeps --randomize
-    taught = TrainConfig(scenario="all", randomize=True, n_agents=n_agents, trust=trust,
-                         seed=seed)
-
-    def venv_of(scenario: str, s: int):
-        return make_venv(replace(taught, scenario=scenario, seed=s))
+    def venv_of(scenario: str, s: int):   # the config file is not read again
+        return make_venv(taught, scenario=scenario, seed=s)
 
     venv = venv_of("all", seed + SEED_OFFSETS["scenarios"])
     model = load_model(base, venv)
@@ -224,7 +266,12 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         "config": {"n_agents": n_agents, "trust": trust, "seed": seed, "samples": samples,
                    "emergency_samples": emergency_samples, "epochs": epochs,
                    "iterations": iterations, "iteration_samples": iteration_samples,
-                   "iteration_epochs": iteration_epochs, "lr": lr, "randomize": True},
+                   "iteration_epochs": iteration_epochs, "lr": lr, "randomize": True,
+                   "env_config_file": taught.env_config_file,
+                   "env_config_sha256": taught.env_config_sha256,
+                   "governor_deadband_hz": taught.governor_deadband_hz},
+        # the environments' settings as a --config file
+        "env_config_toml": env_config_toml(taught.env_config()),
         "phases": phases, "model": _shown(path), "model_sha256": file_sha256(path),
         "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
         "run_dir": None if run_dir is None else str(run_dir),
@@ -251,9 +298,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(flag_message(str(exc)))
     try:   # a missing file or one that is not a model fails here, not after the work
-        load_maskable_ppo(args.base)
+        base = load_maskable_ppo(args.base)
     except ValueError as exc:
         parser.error(f"--base: {exc}")
+    try:   # --config and --governor-deadband-hz: python -m train's rules and words
+        market = taught_config(args.agents, args.trust, args.seed, args.config or None,
+                               args.governor_deadband_hz).env_config().market
+    except ValueError as exc:
+        parser.error(flag_message(str(exc)))
+    levels = [market.n_power_levels, market.n_price_levels]
+    if base.action_space.nvec.tolist() != levels:   # the base model's network fixes them
+        where = (f"--config {args.config!r}: its" if args.config
+                 else "without --config the default")
+        parser.error(f"{where} environments act in MultiDiscrete({levels}) (n_power_levels, "
+                     f"n_price_levels), the --base model in MultiDiscrete("
+                     f"{base.action_space.nvec.tolist()}); distilling keeps the base "
+                     "model's network: give a --config of its levels")
     if not args.out.strip():
         parser.error("--out is empty; expected a model file path (.zip)")
     if args.logdir:
@@ -280,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples=args.samples, emergency_samples=args.emergency_samples,
             epochs=args.epochs, iterations=args.iterations,
             iteration_samples=args.iteration_samples, iteration_epochs=args.iteration_epochs,
-            lr=args.lr, logdir=args.logdir or None,
+            lr=args.lr, logdir=args.logdir or None, env_config_file=args.config or None,
+            governor_deadband_hz=args.governor_deadband_hz,
             command="python -m train.dagger " + shlex.join(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted: nothing was written (the model and its record "

@@ -58,12 +58,16 @@ from train.config import (
 from train.errors import Terminated, TrainingError
 
 
-def make_venv(config: TrainConfig) -> GridSwarmVecEnv:
+def make_venv(config: TrainConfig, scenario: str | None = None,
+              seed: int | None = None) -> GridSwarmVecEnv:
     """The training adapter described by ``config`` (its environments get the limits
     ``config`` read, :meth:`~train.config.TrainConfig.kernel_limits`: the file is not
-    read again, and :meth:`~train.config.TrainConfig.env_config`)."""
-    return GridSwarmVecEnv(config.scenario, n_agents=config.n_agents, n_envs=config.n_envs,
-                           trust=config.trust, seed=config.seed, reward=config.reward,
+    read again, and :meth:`~train.config.TrainConfig.env_config`), on ``scenario`` and
+    ``seed`` when given instead of ``config``'s (``dataclasses.replace`` of a config
+    would read its limits and config files again)."""
+    return GridSwarmVecEnv(config.scenario if scenario is None else scenario,
+                           n_agents=config.n_agents, n_envs=config.n_envs, trust=config.trust,
+                           seed=config.seed if seed is None else seed, reward=config.reward,
                            marginal_weight=config.marginal_weight,
                            reward_scale=config.reward_scale, reward_clip=config.reward_clip,
                            limits=config.kernel_limits(), randomize=config.randomize,
