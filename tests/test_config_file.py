@@ -295,6 +295,8 @@ def test_train_plays_the_files_settings_stores_and_resumes_them(tmp_path, capsys
     ('trust = "hmac"\n', "key 'trust' = 'hmac': training takes it from --trust"),
     ("shadow = false\n", "key 'shadow' = False: training dispatches the contracts"),
     ("[grid]\ninertia_h_s = 0\n", "[grid] inertia_h_s=0 is not allowed"),
+    # the file's own key, not the flag of the same setting
+    ("[grid]\ngovernor_deadband_hz = 0.9\n", "[grid] governor_deadband_hz=0.9 is not allowed"),
 ])
 def test_train_refuses_a_bad_config_file_naming_the_flag(tmp_path, capsys, text, says):
     from tests.test_train_failures import PROG, TINY, one_error_line

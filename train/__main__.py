@@ -116,6 +116,8 @@ _FIELD_WORD = re.compile(r"(?<![\w.\-'])(" + "|".join(
 #: a quoted value in a message (a ``repr`` string: a path, a name): a quote that no
 #: letter precedes, up to the same quote that no letter follows (so the apostrophe of
 #: "the checkpoint's" opens none)
+#: how a config or limits file's refusal begins (gridswarm_env.config.read_toml_bytes)
+_FILE_MESSAGE = ("config file ", "limits file ")
 _QUOTED = re.compile(r"""(?<!\w)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""")
 
 
@@ -126,7 +128,11 @@ def flag_message(message: str) -> str:
     """A :class:`TrainConfig` error as the command line's: ``TrainConfig.n_agents = 0:
     …`` becomes ``--agents 0: …``, and field names in the rest of the message become
     their flags (``bc_teacher`` → ``--bc-teacher``), except inside quoted values (a
-    path such as ``'/runs/n_envs.zip'`` is the user's, left as given)."""
+    path such as ``'/runs/n_envs.zip'`` is the user's, left as given) and in a message
+    about a config or limits file's contents, which names the file's own keys
+    (``[grid] governor_deadband_hz=0.9`` is the file's, not ``--governor-deadband-hz``)."""
+    if message.startswith(_FILE_MESSAGE):
+        return message
     head = _FIELD_HEAD.match(message)
     if head and head.group(1) in FIELD_FLAGS:
         message = f"{FIELD_FLAGS[head.group(1)]} {message[head.end():]}"
