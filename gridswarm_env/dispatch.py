@@ -71,6 +71,14 @@ class Execution(NamedTuple):
     p_path_mw: np.ndarray | None = None            # (n, n_substeps) executed power
     contract_followable_mw: np.ndarray | None = None   # contracts less their ramp lag
     plan_end_mw: np.ndarray | None = None          # the plan q's last sub-step
+    # when the power varies inside the step (a ramp, or a reserve activation), None
+    # otherwise (the power is p_mean_mw throughout): the (n, n_substeps) power of each
+    # sub-step, the mean the frequency integrated (p_total_sub_mw is its column sums), and
+    # the activation sub-steps booked at two levels (module docstring), as (agents,
+    # sub-steps, level before, level after, share after); what the post-step energy check
+    # (kernel.energy_mismatch) recomputes the stored energy from
+    p_sub_mw: np.ndarray | None = None
+    split_levels: tuple[np.ndarray, ...] | None = None
 
 
 def activation_share(activation_s: np.ndarray, t0_s: float, n_substeps: int,
@@ -121,14 +129,16 @@ def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndar
                                late_reserve, base: np.ndarray, p_lo: np.ndarray,
                                p_hi: np.ndarray, t0_s: float, n_substeps: int,
                                physics_dt_s: float
-                               ) -> tuple[np.ndarray, np.ndarray] | None:
+                               ) -> tuple[np.ndarray, np.ndarray, tuple] | None:
     """The activation sub-steps as two levels (module docstring), where that differs from
     their mean: a level the clip bites, or net injections of opposite signs.
 
     Writes those entries' mean into ``p`` and ``net`` (in place) and returns
-    ``(agents, correction)``: the stored-energy change, MWh, to add to each such agent's
-    (one entry per sub-step) for booking the two levels instead of the mean; ``None`` when
-    there is no such entry (the usual case: ``p`` and ``net`` untouched)."""
+    ``(agents, correction, levels)``: the stored-energy change, MWh, to add to each such
+    agent's (one entry per sub-step) for booking the two levels instead of the mean, and
+    the levels themselves, ``(agents, sub-steps, level before, level after, share after)``
+    (:attr:`Execution.split_levels`); ``None`` when there is no such entry (the usual case:
+    ``p`` and ``net`` untouched)."""
     def level(at_start: bool) -> np.ndarray:
         """Planned power at each sub-step's start (``at_start``) or end: the reserve
         activated by then acts in full."""
@@ -173,7 +183,7 @@ def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndar
 
     correction = (1.0 - after) * stored(net0) + after * stored(net1)
     correction -= stored(net[agents, subs])
-    return agents, correction
+    return agents, correction, (agents, subs, p0, p1, after)
 
 
 def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
@@ -244,7 +254,7 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
         net_min_mw=net.min(axis=1), net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
         clamped=(np.abs(cut) > 1e-9).any(axis=1), reserve_share=share.mean(axis=1),
         baseline_mw=base, p_mean_sum_mw=float(np.add.reduce(p_mean)), p_path_mw=p,
-        contract_followable_mw=followable, plan_end_mw=q[:, -1].copy())
+        contract_followable_mw=followable, plan_end_mw=q[:, -1].copy(), p_sub_mw=p)
 
 
 def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
@@ -303,8 +313,9 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
         delta = energy_change_mwh(fleet, net[:, 0], sub_h, c)
         for s in range(1, n_substeps):   # loop over sub-steps (20), vectorized over agents
             delta = delta + energy_change_mwh(fleet, net[:, s], sub_h, c)
+        levels = None
         if fix is not None:
-            agents, correction = fix
+            agents, correction, levels = fix
             np.add.at(delta, agents, correction)
         p_mean = p.mean(axis=1)
         return Execution(
@@ -313,7 +324,7 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
             clamped=(np.abs(p - planned) > 1e-9).any(axis=1),
             reserve_share=share.mean(axis=1), baseline_mw=base,
-            p_mean_sum_mw=float(np.add.reduce(p_mean)))
+            p_mean_sum_mw=float(np.add.reduce(p_mean)), p_sub_mw=p, split_levels=levels)
     share = np.where(activation_s <= t0_s, 1.0, 0.0) if activated else np.zeros(
         activation_s.shape[0])
     planned = reserve_mw * share

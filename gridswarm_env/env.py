@@ -691,7 +691,8 @@ class GridSwarmEnv(ParallelEnv):
         f, cfg, sc, n = self.fleet, self.config, self.scenario, self.n_agents
         c = self._const = self.kernel.constants
         self._checker = ExecutionChecker(f.kind, f.energy_capacity_mwh, self.kernel.arrays,
-                                         cfg.dt_s)
+                                         cfg.dt_s, eta_charge=f.eta_charge,
+                                         eta_discharge=f.eta_discharge)
         self._agent_ids = np.arange(n)
         self._to_operator = np.full(n, OPERATOR)
         self._solar_idx = np.flatnonzero(c.is_solar)
@@ -1381,13 +1382,17 @@ class GridSwarmEnv(ParallelEnv):
         path = None if ex.p_path_mw is None else (
             np.zeros_like(ex.p_path_mw) if shadow else ex.p_path_mw)
         # independent check of what was executed (kernel.check_executed, thresholds cached;
-        # under a ramp limit the ramp is checked on the sub-step path)
+        # under a ramp limit the ramp is checked on the sub-step path), and of the stored
+        # energy against the executed power (kernel.energy_mismatch: the sub-step power
+        # the frequency integrated when it varied inside the step)
         count = self._checker.count(
             net_min_mw=net_min, net_max_mw=net_max, p_now_mw=p_exec,
             p_prev_mw=self.last_p_mw, energy_before_mwh=energy_before,
             energy_after_mwh=f.energy_mwh, solar_available_mw=f.solar_available_mw,
             plugged=f.plugged, p_path_mw=path, p_start_mw=self.last_p_end_mw,
-            physics_dt_s=pdt, departure_s=f.departure_s, step_end_s=t0 + cfg.dt_s)
+            physics_dt_s=pdt, departure_s=f.departure_s, step_end_s=t0 + cfg.dt_s,
+            baseline_mw=ex.baseline_mw, p_sub_mw=None if shadow else ex.p_sub_mw,
+            split_levels=None if shadow else ex.split_levels)
         if path is not None:
             self.last_p_path_mw = path
         self.metrics.executed_violations += count

@@ -1,0 +1,217 @@
+"""The run-time energy-consistency check (:func:`gridswarm_env.kernel.energy_mismatch`):
+every step, each battery's and EV's stored-energy change against what its executed power
+implies, ``η_c·P_charge·h − P_discharge·h/η_d``, recomputed from the power (the sub-step
+power the frequency integrated, the activation sub-steps' two levels) rather than read
+from the dispatcher's booking. A mismatch is an executed violation.
+
+Review: a planted bookkeeping bug (discharge booked without its 1/η_d) left
+``executed_violations`` at 0 while the stores went below their floor; the bugs below are
+planted by monkeypatching and must be counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gridswarm_env import dispatch as dispatch_module
+from gridswarm_env import fleet as fleet_module
+from gridswarm_env.config import FleetConfig
+from gridswarm_env.dispatch import execute
+from gridswarm_env.fleet import KIND_BATTERY, KIND_SOLAR, build_fleet, energy_change_mwh
+from gridswarm_env.kernel import ExecutionChecker, Kernel, Limits, energy_mismatch
+from tests.episodes import play
+
+REAL_ENERGY_CHANGE_OF = fleet_module.energy_change_of
+
+
+def _without_eta_discharge(net, zero, eta_charge, eta_discharge_safe, duration_h, solar):
+    """Discharge booked without its 1/η_d (the review's planted bug)."""
+    return REAL_ENERGY_CHANGE_OF(net, zero, eta_charge, np.ones_like(eta_discharge_safe),
+                                 duration_h, solar)
+
+
+def _without_eta_charge(net, zero, eta_charge, eta_discharge_safe, duration_h, solar):
+    """Charge booked without its η_c."""
+    return REAL_ENERGY_CHANGE_OF(net, zero, np.ones_like(eta_charge), eta_discharge_safe,
+                                 duration_h, solar)
+
+
+def _violations(raw, policy: str = "heuristic", seed: int = 0) -> int:
+    steps = [info["executed_violations"] for _r, info in play(raw, policy, seed=seed)]
+    assert sum(steps) == raw.episode_metrics()["executed_violations"]
+    return sum(steps)
+
+
+RAMP = {kind: {"ramp_mw_per_s": 1.0} for kind in ("battery", "solar", "ev")}
+
+
+@pytest.mark.parametrize(("bug", "scenario", "kwargs"), [
+    (_without_eta_discharge, "price_spike", {}),                # batteries sell
+    (_without_eta_discharge, "price_spike", {"limits": RAMP}),  # sub-step by sub-step
+    (_without_eta_charge, "solar_surplus", {}),                 # batteries and EVs absorb
+    (_without_eta_charge, "price_spike", {"shadow": True}),     # EVs' baseline charging
+])
+def test_a_planted_bookkeeping_bug_is_counted(make_env, monkeypatch, bug, scenario,
+                                              kwargs) -> None:
+    raw = make_env(scenario, 30, max_cycles=40, **kwargs)
+    assert _violations(raw) == 0
+    monkeypatch.setattr(fleet_module, "energy_change_of", bug)
+    raw = make_env(scenario, 30, max_cycles=40, **kwargs)
+    assert _violations(raw) > 0
+
+
+def test_the_check_reads_the_executed_power_not_the_booking(make_env, monkeypatch) -> None:
+    """The booking is the dispatcher's ``energy_delta_mwh``; scaling it by one part in a
+    million (nothing else changes: power, frequency, prices) is counted."""
+    real_execute = dispatch_module.execute
+    env_module = __import__("gridswarm_env.env", fromlist=["execute"])
+
+    def off_by_a_ppm(fleet, kernel, **kwargs):
+        ex = real_execute(fleet, kernel, **kwargs)
+        return ex._replace(energy_delta_mwh=ex.energy_delta_mwh * (1.0 + 1e-6))
+
+    monkeypatch.setattr(env_module, "execute", off_by_a_ppm)
+    raw = make_env("price_spike", 30, max_cycles=10)
+    assert _violations(raw) > 0
+
+
+T0_S, SUB_S = 10.0, 0.05
+
+
+def _activation_case(n: int = 40):
+    """Batteries charging under an energy contract when their reserve activates inside a
+    sub-step (their net changes sign there: booked at two levels), some with a reserve
+    past their rating (the clip bites on the second level)."""
+    fleet = build_fleet(n, FleetConfig(), 0.5, np.random.default_rng(0))
+    fleet.energy_mwh[:] = 0.5 * fleet.energy_capacity_mwh
+    kernel = Kernel(Limits(), [f"a{i}" for i in range(n)], fleet, 21, 1.0)
+    bat = np.flatnonzero(fleet.kind == KIND_BATTERY)
+    rated = fleet.rated_power_mw[bat]
+    contract, reserve = np.zeros(n), np.zeros(n)
+    contract[bat] = -0.4 * rated
+    reserve[bat] = np.where(np.arange(bat.size) % 2, 0.8, 1.7) * rated
+    activation = np.full(n, np.inf)
+    activation[bat] = T0_S + 0.013 + 0.05 * (np.arange(bat.size) % 7)
+    kwargs = dict(baseline_mw=np.zeros(n), contract_mw=contract, reserve_mw=reserve,
+                  activation_s=activation, t0_s=T0_S, dt_s=1.0, n_substeps=20,
+                  physics_dt_s=SUB_S)
+    checker = ExecutionChecker(fleet.kind, fleet.energy_capacity_mwh, kernel.arrays, 1.0,
+                               eta_charge=fleet.eta_charge, eta_discharge=fleet.eta_discharge)
+    return fleet, kernel, kwargs, checker
+
+
+def _energy_flags(fleet, kernel, kwargs, checker) -> np.ndarray:
+    ex = execute(fleet, kernel, **kwargs)
+    before = fleet.energy_mwh
+    after = before + ex.energy_delta_mwh
+    return checker.energy_flags(ex.baseline_mw, ex.p_mean_mw, ex.p_sub_mw, ex.split_levels,
+                                SUB_S, before, after)
+
+
+def test_activation_sub_steps_are_checked_at_their_two_levels(monkeypatch) -> None:
+    """Booking an activation sub-step at its mean power instead of its two levels (the
+    correction of ``_split_activation_substeps`` dropped) is counted; booked right it is
+    not. The levels must also average to the power the frequency integrated."""
+    fleet, kernel, kwargs, checker = _activation_case()
+    ex = execute(fleet, kernel, **kwargs)
+    assert ex.split_levels is not None and ex.p_sub_mw is not None
+    flags = _energy_flags(fleet, kernel, kwargs, checker)
+    assert not flags.any()
+    real_split = dispatch_module._split_activation_substeps
+
+    def level_ignored(*args, **kw):
+        got = real_split(*args, **kw)
+        return None if got is None else (got[0], np.zeros_like(got[1]), got[2])
+
+    monkeypatch.setattr(dispatch_module, "_split_activation_substeps", level_ignored)
+    flags = _energy_flags(fleet, kernel, kwargs, checker)
+    bat = fleet.kind == KIND_BATTERY
+    assert flags[bat].all() and not flags[~bat].any()
+    monkeypatch.undo()
+    # levels that do not average to the sub-step's power are flagged
+    agents, subs, p0, p1, after = ex.split_levels
+    shifted = (agents, subs, p0 * 1.001, p1 * 1.001, after)
+    after_e = fleet.energy_mwh + ex.energy_delta_mwh
+    flags = checker.energy_flags(ex.baseline_mw, ex.p_mean_mw, ex.p_sub_mw, shifted, SUB_S,
+                                 fleet.energy_mwh, after_e)
+    assert flags[np.unique(agents)].all()
+
+
+@pytest.mark.parametrize("n_substeps", [1, 20, 600])
+def test_no_false_positive_from_rounding_over_many_magnitudes(n_substeps: int) -> None:
+    """Power booked sub-step by sub-step by the fleet's own bookkeeping, over stores from
+    1 kWh to 1 GWh and powers from 1 W to 1 GW, charging and discharging within the step,
+    is never flagged; a booking off by one part in 10⁹ always is."""
+    rng = np.random.default_rng(1)
+    n = 600
+    fleet = build_fleet(n, FleetConfig(), 0.5, rng)
+    store = fleet.kind != KIND_SOLAR
+    fleet.energy_capacity_mwh[:] = 10.0 ** rng.uniform(-3, 3, n)
+    fleet.energy_mwh[:] = fleet.energy_capacity_mwh * rng.uniform(0.05, 0.95, n)
+    scale = 10.0 ** rng.uniform(-6, 3, n)
+    base = np.where(rng.random(n) < 0.5, 0.0, scale * rng.uniform(-1, 1, n))
+    sub_h = 0.05 / 3600.0
+    if n_substeps == 1:
+        p, p_sub = scale * rng.uniform(-1, 1, n), None
+        delta = energy_change_mwh(fleet, base + p, sub_h)
+    else:
+        p_sub = scale[:, None] * rng.uniform(-1, 1, (n, n_substeps))
+        p = p_sub.mean(axis=1)
+        delta = energy_change_mwh(fleet, base + p_sub[:, 0], sub_h)
+        for s in range(1, n_substeps):
+            delta = delta + energy_change_mwh(fleet, base + p_sub[:, s], sub_h)
+    before = fleet.energy_mwh.copy()
+    after = before + delta
+    args = (fleet.eta_charge, np.where(fleet.eta_discharge > 0, fleet.eta_discharge, 1.0),
+            sub_h, store)
+    ok = energy_mismatch(base, p, before, after, *args, p_sub_mw=p_sub, substep_h=sub_h)
+    assert not ok.any()
+    moved = store & (delta != 0)
+    off = energy_mismatch(base, p, before, before + delta * (1 + 1e-9), *args,
+                          p_sub_mw=p_sub, substep_h=sub_h)
+    # one part in 1e9 of the step's change: above the tolerance unless the change is
+    # below ~1e-6 of the stored energy (the rounding of E itself)
+    visible = np.abs(delta) * 1e-9 > 1e-14 * np.abs(before)
+    assert off[moved & visible].all()
+    assert not off[~store].any()
+
+
+def test_a_nan_store_is_flagged_and_solar_never() -> None:
+    kinds = np.array([KIND_SOLAR, KIND_BATTERY, KIND_BATTERY])
+    store = kinds != KIND_SOLAR
+    before = np.array([0.0, 1.0, 1.0])
+    after = np.array([5.0, np.nan, 1.0])
+    flags = energy_mismatch(np.array([3.0, 0.0, 0.0]), np.zeros(3), before, after,
+                            np.full(3, 0.95), np.full(3, 0.95), 1 / 3600, store)
+    assert flags.tolist() == [False, True, False]
+
+
+def test_random_activations_with_late_reserve_are_never_flagged() -> None:
+    """Charging or discharging contracts, reserves past the rating, first activations and
+    later ones (``late_reserve``) inside random sub-steps, sub-steps split at two levels or
+    not: booked by the dispatcher, never flagged."""
+    n = 30
+    fleet = build_fleet(n, FleetConfig(), 0.5, np.random.default_rng(5))
+    fleet.energy_mwh[:] = 0.5 * fleet.energy_capacity_mwh
+    kernel = Kernel(Limits(), [f"a{i}" for i in range(n)], fleet, 21, 1.0)
+    checker = ExecutionChecker(fleet.kind, fleet.energy_capacity_mwh, kernel.arrays, 1.0,
+                               eta_charge=fleet.eta_charge, eta_discharge=fleet.eta_discharge)
+    bat = np.flatnonzero(fleet.kind == KIND_BATTERY)
+    rated = fleet.rated_power_mw
+    rng = np.random.default_rng(3)
+    split = 0
+    for _ in range(20):
+        # rows: contract, first reserve, late reserve (MW per MW rated)
+        mw = np.zeros((3, n))
+        mw[:, bat] = rng.uniform([[-1.0], [0.0], [0.0]], [[0.6], [0.8], [1.2]],
+                                 (3, bat.size)) * rated[bat]
+        contract, first, late = mw
+        t1 = np.where(fleet.kind == KIND_BATTERY, T0_S + rng.uniform(-0.2, 0.9, n), np.inf)
+        t2 = np.minimum(t1 + rng.uniform(0.0, 0.5, n), T0_S + 0.99)
+        kwargs = dict(baseline_mw=np.zeros(n), contract_mw=contract, reserve_mw=first + late,
+                      activation_s=t1, t0_s=T0_S, dt_s=1.0, n_substeps=20,
+                      physics_dt_s=SUB_S, late_reserve=(bat, late[bat], t2[bat]))
+        split += execute(fleet, kernel, **kwargs).split_levels is not None
+        assert not _energy_flags(fleet, kernel, kwargs, checker).any()
+    assert split > 10
