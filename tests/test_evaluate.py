@@ -128,6 +128,28 @@ def test_tensorboard_scalars_are_namespaced(cli_run):
     assert "eval/price_spike/heuristic/emergency_response_latency_ms" not in tags   # None
 
 
+def test_tensorboard_scalars_are_the_results_json_metrics(cli_run):
+    """docs/evaluation.md: every number of an episode's ``metrics`` in results.json, the
+    same value, at step e = seed - --seed (``--seed 3``: seed 3 at step 0)."""
+    import math
+
+    from tests.tensorboard_events import scalar_points
+
+    _, out = cli_run
+    points = scalar_points(out / "tensorboard")
+    expected = {}
+    for run in _strict_json((out / "results.json").read_text())["runs"]:
+        for key, value in run["metrics"].items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                tag = f"eval/{run['scenario']}/{run['policy']}/{key}"
+                expected[tag] = [(run["seed"] - 3, value)]
+    assert set(points) == set(expected)
+    for tag, [(step, value)] in expected.items():
+        [(got_step, got)] = points[tag]
+        assert got_step == step == 0
+        assert math.isclose(got, value, rel_tol=1e-6, abs_tol=1e-9), tag   # float32
+
+
 @pytest.mark.parametrize("args, words", [
     (["--policies", "bogus"], "unknown policy 'bogus'"),
     (["--scenarios", "nowhere"], "unknown scenario 'nowhere'"),

@@ -653,6 +653,39 @@ def test_run_names_carry_scenario_seed_and_time():
     assert re.fullmatch(r"emergency_s7_\d{8}-\d{6}", name)
 
 
+def test_a_run_started_in_the_same_second_never_shares_the_run_directory(tmp_path,
+                                                                        monkeypatch):
+    """Two runs started within the same second (``for lr in ...; do python -m train --lr
+    $lr & done``) both picked ``<scenario>_s<seed>_<time>``, free when each looked, and
+    both wrote into it: two event files in one tensorboard run (mixed curves, two points
+    per step), one ``progress.csv``, and the later model and record replaced the other's
+    while both said "model saved to" the same path. The directory is now claimed when it
+    is made; a run that finds it taken takes ``-2``."""
+    from train import trainer
+
+    names: list[str] = []
+    free = trainer.free_run_name
+    monkeypatch.setattr(trainer, "free_run_name",
+                        lambda logdir, base: names.append(free(logdir, base)) or names[-1])
+    make_venv = trainer.make_venv
+
+    def other_run_claims_it(*args, **kwargs):   # while this run is set up
+        taken = tmp_path / "runs" / names[0]
+        taken.mkdir(parents=True)
+        (taken / "events.out.tfevents.1.other.1.0").write_bytes(b"other")
+        return make_venv(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "make_venv", other_run_claims_it)
+    path = trainer.train(tiny(tmp_path, run_name=None, total_timesteps=600,
+                              checkpoint_every=0))
+    other = tmp_path / "runs" / names[0]
+    assert [p.name for p in other.iterdir()] == ["events.out.tfevents.1.other.1.0"]
+    assert path == tmp_path / "runs" / f"{names[0]}-2" / "model.zip"
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["run_name"] == f"{names[0]}-2" and record["run_dir"] == str(path.parent)
+    assert len(list(path.parent.glob("events.out.tfevents.*"))) == 1
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"total_timesteps": 0}, "total_timesteps"),
     ({"total_timesteps": -1}, "total_timesteps"),

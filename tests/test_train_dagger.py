@@ -3,6 +3,7 @@ distillation command writes a model the learned policy loads, with its record.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 from pathlib import Path
@@ -137,6 +138,41 @@ def test_distillation_reports_each_epoch_and_a_ctrl_c_writes_nothing(base_model,
     assert "cloning: epoch 1/3, likelihood loss 0.5000" in said.out
     assert "interrupted: nothing was written" in said.err
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_a_stopped_distillation_leaves_no_tensorboard_run(base_model, tmp_path, capsys,
+                                                          monkeypatch, stop):
+    """Ctrl-C ("interrupted: nothing was written") or an error before the model is saved
+    removes the run's event file and the directories it made: it left an empty
+    ``dagger_s0_<time>`` run (the writer had not flushed the epochs) beside a message
+    saying nothing was written. Another run in ``--logdir`` stays."""
+    import train.bc
+    from train.dagger import main
+
+    def stopped(*args, **kwargs):
+        kwargs["on_epoch"](1, {"bc_nll": 0.5, "bc_value_mse": 0.1})
+        raise stop
+
+    monkeypatch.setattr(train.bc, "behaviour_clone", stopped)
+    argv = ["--out", str(tmp_path / "m.zip"), "--agents", str(N_AGENTS), "--samples", "50",
+            "--emergency-samples", "0", "--epochs", "3"]
+    fresh = tmp_path / "new" / "runs"   # a --logdir the run would create
+    if stop is KeyboardInterrupt:
+        assert main(argv + ["--logdir", str(fresh)]) == 130
+        assert "interrupted: nothing was written" in capsys.readouterr().err
+    else:
+        with pytest.raises(RuntimeError):
+            main(argv + ["--logdir", str(fresh)])
+    assert not (tmp_path / "new").exists()
+    logdir = tmp_path / "runs"
+    other = logdir / "earlier_run"
+    other.mkdir(parents=True)
+    (other / "events.out.tfevents.1.host.1.0").write_bytes(b"x")
+    with contextlib.suppress(RuntimeError):
+        main(argv + ["--logdir", str(logdir)])
+    assert [p.name for p in logdir.iterdir()] == ["earlier_run"]
+    assert (other / "events.out.tfevents.1.host.1.0").read_bytes() == b"x"
 
 
 @pytest.mark.parametrize(("argv", "says"), [

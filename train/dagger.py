@@ -50,6 +50,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import platform
@@ -154,6 +155,16 @@ def _on_one_torch_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+def _remove_run(event_files: set[Path], made: list[Path]) -> None:
+    """Remove a tensorboard run that did not finish: its event files, then the
+    directories it created (deepest first) if they are empty (another run's stay)."""
+    for events in event_files:
+        events.unlink(missing_ok=True)
+    for directory in made:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
 @_on_one_torch_thread
 def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str = "hmac",
            seed: int = 0, samples: int = 600_000, emergency_samples: int = 600_000,
@@ -176,7 +187,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     from train.trainer import (
         ENV_SETTINGS_ATTR,
         _versions,
-        free_run_name,
+        claim_run_dir,
         load_model,
         make_venv,
         replace_atomically,
@@ -187,102 +198,115 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     # ``python -m train --resume`` of it keeps --randomize (and the config file)
     taught = taught_config(n_agents, trust, seed, env_config_file, governor_deadband_hz)
     run_dir = writer = None
+    made: list[Path] = []   # the directories the tensorboard run creates
+    mine: set[Path] = set()   # and its event file
     if logdir is not None:
         from torch.utils.tensorboard import SummaryWriter
 
-        run_dir = Path(logdir) / free_run_name(
-            logdir, time.strftime(f"dagger_s{seed}_%Y%m%d-%H%M%S"))
+        made = [d for d in (Path(logdir), *Path(logdir).parents) if not d.exists()]
+        # its own directory, even beside a run started within the same second
+        run_dir = claim_run_dir(logdir, time.strftime(f"dagger_s{seed}_%Y%m%d-%H%M%S"))
+        made.insert(0, run_dir)
         writer = SummaryWriter(str(run_dir))
-    epochs_done = 0
+        mine = set(run_dir.glob("events.out.tfevents.*"))
+    path = None
+    try:
+        epochs_done = 0
 
-    def scalars(values: dict[str, float], step: int) -> None:
-        if writer is not None:
-            for tag, value in values.items():
-                writer.add_scalar(f"distil/{tag}", value, step)
+        def scalars(values: dict[str, float], step: int) -> None:
+            if writer is not None:
+                for tag, value in values.items():
+                    writer.add_scalar(f"distil/{tag}", value, step)
 
-    def venv_of(scenario: str, s: int):   # the config file is not read again
-        return make_venv(taught, scenario=scenario, seed=s)
+        def venv_of(scenario: str, s: int):   # the config file is not read again
+            return make_venv(taught, scenario=scenario, seed=s)
 
-    venv = venv_of("all", seed + SEED_OFFSETS["scenarios"])
-    model = load_model(base, venv)
-    # attaching a model re-seeds the adapter with the model's own saved seed: seed it again
-    venv.seed(seed + SEED_OFFSETS["scenarios"])
-    teachers = {k: (str(base) if v == "base" else v) for k, v in TEACHERS.items()}
-    parts = [collect_demonstrations(venv, teachers, samples, model.gamma)]
-    if emergency_samples:
-        extra = venv_of("emergency", seed + SEED_OFFSETS["emergency"])
-        parts.append(collect_demonstrations(extra, "heuristic", emergency_samples, model.gamma))
-    demos = concatenate(parts)
-    log(f"cloning: {len(demos):,} samples ({time.time() - t0:.0f} s)")
-
-    def progress(what: str, total: int):
-        def on_epoch(done: int, stats: dict[str, float]) -> None:
-            nonlocal epochs_done
-            epochs_done += 1
-            scalars({"likelihood_loss": stats["bc_nll"], "value_mse": stats["bc_value_mse"]},
-                    epochs_done)
-            log(f"{what}: epoch {done}/{total}, likelihood loss {stats['bc_nll']:.4f} "
-                f"({time.time() - t0:.0f} s)")
-        return on_epoch
-
-    def accuracy(stats: dict[str, float]) -> None:
-        scalars({"accuracy_power": stats["bc_accuracy_power"],
-                 "accuracy_price": stats["bc_accuracy_price"]}, epochs_done)
-
-    phases = [{"phase": "cloning", "samples": len(demos),
-               **behaviour_clone(model, demos, epochs=epochs, learning_rate=lr,
-                                 seed=seed + SEED_OFFSETS["fit"],
-                                 on_epoch=progress("cloning", epochs))}]
-    accuracy(phases[-1])
-    log(f"cloning done: {phases[-1]} ({time.time() - t0:.0f} s)")
-    dagger_venv = venv_of("emergency", seed + SEED_OFFSETS["dagger"])
-    for it in range(iterations):
-        rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples, model.gamma,
-                                      student=model)
-        pred = greedy_actions(model.policy, rows.obs, rows.masks)
-        disagree = float((pred != rows.actions).any(axis=1).mean())
-        parts.append(rows)
+        venv = venv_of("all", seed + SEED_OFFSETS["scenarios"])
+        model = load_model(base, venv)
+        # attaching a model re-seeds the adapter with the model's own saved seed: seed it again
+        venv.seed(seed + SEED_OFFSETS["scenarios"])
+        teachers = {k: (str(base) if v == "base" else v) for k, v in TEACHERS.items()}
+        parts = [collect_demonstrations(venv, teachers, samples, model.gamma)]
+        if emergency_samples:
+            extra = venv_of("emergency", seed + SEED_OFFSETS["emergency"])
+            parts.append(collect_demonstrations(extra, "heuristic", emergency_samples, model.gamma))
         demos = concatenate(parts)
-        stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
-                                seed=seed + SEED_OFFSETS["fit"] + it,
-                                on_epoch=progress(f"DAgger round {it + 1}", iteration_epochs))
-        phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
-                       "disagreement_before": disagree, "samples": len(demos), **stats})
-        accuracy(stats)
-        scalars({"dagger_disagreement": disagree}, it + 1)
-        log(f"DAgger round {it + 1}: the student disagreed with the heuristic on "
-            f"{disagree:.2%} of {len(rows):,} states it visited; {phases[-1]} "
-            f"({time.time() - t0:.0f} s)")
-    setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
-    setattr(model, ENV_SETTINGS_ATTR, taught.env_settings())
-    path = save_model_atomically(model, out)
-    shown = _shown(base)
-    record = {
-        "command": command,
-        "method": "behaviour cloning from a teacher per scenario, then DAgger on "
-                  "randomized emergencies (train/dagger.py)",
-        "teachers": {k: (shown if v == "base" else v) for k, v in TEACHERS.items()},
-        "base": shown, "base_sha256": file_sha256(base),
-        "config": {"n_agents": n_agents, "trust": trust, "seed": seed, "samples": samples,
-                   "emergency_samples": emergency_samples, "epochs": epochs,
-                   "iterations": iterations, "iteration_samples": iteration_samples,
-                   "iteration_epochs": iteration_epochs, "lr": lr, "randomize": True,
-                   "env_config_file": taught.env_config_file,
-                   "env_config_sha256": taught.env_config_sha256,
-                   "governor_deadband_hz": taught.governor_deadband_hz},
-        # the environments' settings as a --config file
-        "env_config_toml": env_config_toml(taught.env_config()),
-        "phases": phases, "model": _shown(path), "model_sha256": file_sha256(path),
-        "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
-        "run_dir": None if run_dir is None else str(run_dir),
-        "wall_time_s": round(time.time() - t0, 1), "versions": _versions(),
-        "platform": platform.platform(),
-    }
-    if writer is not None:
-        writer.close()
-    text = (json.dumps(record, indent=2) + "\n").encode()
-    replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
-    return record
+        log(f"cloning: {len(demos):,} samples ({time.time() - t0:.0f} s)")
+
+        def progress(what: str, total: int):
+            def on_epoch(done: int, stats: dict[str, float]) -> None:
+                nonlocal epochs_done
+                epochs_done += 1
+                scalars({"likelihood_loss": stats["bc_nll"], "value_mse": stats["bc_value_mse"]},
+                        epochs_done)
+                log(f"{what}: epoch {done}/{total}, likelihood loss {stats['bc_nll']:.4f} "
+                    f"({time.time() - t0:.0f} s)")
+            return on_epoch
+
+        def accuracy(stats: dict[str, float]) -> None:
+            scalars({"accuracy_power": stats["bc_accuracy_power"],
+                     "accuracy_price": stats["bc_accuracy_price"]}, epochs_done)
+
+        phases = [{"phase": "cloning", "samples": len(demos),
+                   **behaviour_clone(model, demos, epochs=epochs, learning_rate=lr,
+                                     seed=seed + SEED_OFFSETS["fit"],
+                                     on_epoch=progress("cloning", epochs))}]
+        accuracy(phases[-1])
+        log(f"cloning done: {phases[-1]} ({time.time() - t0:.0f} s)")
+        dagger_venv = venv_of("emergency", seed + SEED_OFFSETS["dagger"])
+        for it in range(iterations):
+            rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples, model.gamma,
+                                          student=model)
+            pred = greedy_actions(model.policy, rows.obs, rows.masks)
+            disagree = float((pred != rows.actions).any(axis=1).mean())
+            parts.append(rows)
+            demos = concatenate(parts)
+            stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
+                                    seed=seed + SEED_OFFSETS["fit"] + it,
+                                    on_epoch=progress(f"DAgger round {it + 1}", iteration_epochs))
+            phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
+                           "disagreement_before": disagree, "samples": len(demos), **stats})
+            accuracy(stats)
+            scalars({"dagger_disagreement": disagree}, it + 1)
+            log(f"DAgger round {it + 1}: the student disagreed with the heuristic on "
+                f"{disagree:.2%} of {len(rows):,} states it visited; {phases[-1]} "
+                f"({time.time() - t0:.0f} s)")
+        setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
+        setattr(model, ENV_SETTINGS_ATTR, taught.env_settings())
+        path = save_model_atomically(model, out)
+        shown = _shown(base)
+        record = {
+            "command": command,
+            "method": "behaviour cloning from a teacher per scenario, then DAgger on "
+                      "randomized emergencies (train/dagger.py)",
+            "teachers": {k: (shown if v == "base" else v) for k, v in TEACHERS.items()},
+            "base": shown, "base_sha256": file_sha256(base),
+            "config": {"n_agents": n_agents, "trust": trust, "seed": seed, "samples": samples,
+                       "emergency_samples": emergency_samples, "epochs": epochs,
+                       "iterations": iterations, "iteration_samples": iteration_samples,
+                       "iteration_epochs": iteration_epochs, "lr": lr, "randomize": True,
+                       "env_config_file": taught.env_config_file,
+                       "env_config_sha256": taught.env_config_sha256,
+                       "governor_deadband_hz": taught.governor_deadband_hz},
+            # the environments' settings as a --config file
+            "env_config_toml": env_config_toml(taught.env_config()),
+            "phases": phases, "model": _shown(path), "model_sha256": file_sha256(path),
+            "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
+            "run_dir": None if run_dir is None else str(run_dir),
+            "wall_time_s": round(time.time() - t0, 1), "versions": _versions(),
+            "platform": platform.platform(),
+        }
+        if writer is not None:
+            writer.close()
+        text = (json.dumps(record, indent=2) + "\n").encode()
+        replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
+        return record
+    except BaseException:   # Ctrl-C or an error: a run whose model was not saved
+        if writer is not None:   # leaves no tensorboard run ("nothing was written")
+            writer.close()
+            if path is None:
+                _remove_run(mine, made)
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

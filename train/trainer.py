@@ -231,6 +231,22 @@ def free_run_name(logdir: str | Path, base: str) -> str:
     return name
 
 
+def claim_run_dir(logdir: str | Path, base: str) -> Path:
+    """Create ``<logdir>/<name>`` for a new run, ``name`` :func:`free_run_name`'s, and
+    return it. The directory is made without ``exist_ok``: when another process makes it
+    first (two runs started within the same second, a sweep launched in parallel) this
+    run takes the next name, never a directory shared with it (whose event files,
+    ``progress.csv`` and ``model.zip`` would mix with or replace its own)."""
+    Path(logdir).mkdir(parents=True, exist_ok=True)
+    while True:
+        run_dir = Path(logdir) / free_run_name(logdir, base)
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+
+
 def resume_seed(seed: int, num_timesteps: int) -> int:
     """The seed a resumed run gives SB3's ``set_random_seed`` (python, numpy, torch, the
     action space and the adapter's episode stream): the first 32-bit word of
@@ -391,7 +407,13 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         used = model_hyperparameters(model)
         record["config"].update(used, net_arch=list(used["net_arch"]),
                                 batch_size_requested=int(config.batch_size))
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if config.run_name is None:   # made now, atomically: the name checked above may
+            # have been taken since by a run started within the same second
+            run_dir = claim_run_dir(config.logdir, config.default_run_name(t_start))
+            run_name, out = run_dir.name, config.model_path(run_dir)
+            record.update(run_name=run_name, run_dir=str(run_dir))
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         _configure_logger(model, run_dir, config.verbose)
         for note in config.timestep_notes() if notes is not None else ():
