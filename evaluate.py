@@ -98,7 +98,6 @@ with a one-line message and exit status 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import contextvars
 import dataclasses
 import json
@@ -129,6 +128,7 @@ from policies.cli_checks import (
     check_crypto_threads,
     check_output_dir,
     check_output_file,
+    dirs_to_create,
     env_config_from_args,
     int_range_text,
     integer_type,
@@ -137,6 +137,7 @@ from policies.cli_checks import (
     missing_package_message,
     read_earlier_json,
     read_limits_agents,
+    remove_unfinished_run,
     rescue_path,
     write_or_rescue,
     write_output_text,
@@ -1318,8 +1319,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
         except ModuleNotFoundError as exc:   # learned without the training extra
             raise UsageError(missing_package_message(pol, exc)) from None
     # directories this run creates: removed again (when empty) if it does not finish
-    created = [d for d in (*reversed(out.parents), out, out / TENSORBOARD_DIR)
-               if not d.exists()]
+    created = dirs_to_create(out / TENSORBOARD_DIR)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -1430,12 +1430,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
         writer.close()
         if bar is not None:
             bar.close()
-        if not finished:   # leave DIR as it was: drop this run's partial event file
-            for p in _event_files(out) - earlier_events:
-                p.unlink(missing_ok=True)
-            for d in reversed(created):   # and the directories it created, if empty
-                with contextlib.suppress(OSError):
-                    d.rmdir()
+        if not finished:   # leave DIR as it was: drop this run's partial event file and
+            # the directories it created, if empty
+            remove_unfinished_run(_event_files(out) - earlier_events, created)
     elapsed = time.perf_counter() - t_start
 
     summary = summarize(runs, pols, scs, nonfinite)

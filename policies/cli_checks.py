@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -601,3 +601,24 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def dirs_to_create(*paths: str | os.PathLike[str]) -> list[Path]:
+    """``paths`` and their ancestors that do not exist yet: the directories creating
+    them makes (for :func:`remove_unfinished_run`)."""
+    made: dict[Path, None] = {}
+    for path in map(Path, paths):
+        for d in (path, *path.parents):
+            if not d.exists():
+                made[d] = None
+    return list(made)
+
+
+def remove_unfinished_run(event_files: Iterable[Path], created: Iterable[Path]) -> None:
+    """Remove what a tensorboard run that did not finish wrote: its event files, then the
+    directories it created, deepest first, where empty (another run's files stay)."""
+    for events in event_files:
+        events.unlink(missing_ok=True)
+    for d in sorted(created, key=lambda d: len(d.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()

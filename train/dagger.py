@@ -50,7 +50,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import platform
@@ -65,8 +64,10 @@ from policies.cli_checks import (
     OneLineParser,
     add_config_argument,
     add_governor_deadband_argument,
+    dirs_to_create,
     file_sha256,
     int_at_least_type,
+    remove_unfinished_run,
 )
 
 if TYPE_CHECKING:
@@ -155,16 +156,6 @@ def _on_one_torch_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def _remove_run(event_files: set[Path], made: list[Path]) -> None:
-    """Remove a tensorboard run that did not finish: its event files, then the
-    directories it created (deepest first) if they are empty (another run's stay)."""
-    for events in event_files:
-        events.unlink(missing_ok=True)
-    for directory in made:
-        with contextlib.suppress(OSError):
-            directory.rmdir()
-
-
 @_on_one_torch_thread
 def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str = "hmac",
            seed: int = 0, samples: int = 600_000, emergency_samples: int = 600_000,
@@ -203,10 +194,10 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     if logdir is not None:
         from torch.utils.tensorboard import SummaryWriter
 
-        made = [d for d in (Path(logdir), *Path(logdir).parents) if not d.exists()]
+        made = dirs_to_create(logdir)
         # its own directory, even beside a run started within the same second
         run_dir = claim_run_dir(logdir, time.strftime(f"dagger_s{seed}_%Y%m%d-%H%M%S"))
-        made.insert(0, run_dir)
+        made.append(run_dir)
         writer = SummaryWriter(str(run_dir))
         mine = set(run_dir.glob("events.out.tfevents.*"))
     path = None
@@ -305,7 +296,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         if writer is not None:   # leaves no tensorboard run ("nothing was written")
             writer.close()
             if path is None:
-                _remove_run(mine, made)
+                remove_unfinished_run(mine, made)
         raise
 
 
