@@ -1144,6 +1144,10 @@ def ramp_path_broken(p_path_mw: np.ndarray, p_start_mw: np.ndarray, sub_ramp_mw:
 
 #: float64's machine epsilon (2^-52): the energy check's tolerance is a multiple of it
 _EPS = float(np.finfo(float).eps)
+#: float64's smallest normal number (2^-1022): below it a rounding is off by up to 2^-1075
+#: absolute (subnormals), not ε/2 relative, so the energy check's tolerance has a floor of
+#: a few of those per term (:func:`energy_mismatch`)
+_TINY = float(np.finfo(float).tiny)
 
 
 def _stored_mwh(net_mw: np.ndarray, charge_h: np.ndarray | float,
@@ -1162,7 +1166,8 @@ def _beyond_rounding(stored_mwh: np.ndarray, magnitude_mwh: np.ndarray, n_terms:
     mismatch = energy_after_mwh - energy_before_mwh
     mismatch += stored_mwh
     np.abs(mismatch, out=mismatch)
-    tol = magnitude_mwh * (n_terms + 8.0)
+    tol = magnitude_mwh + 8.0 * _TINY   # the floor: 32 subnormal half-units a term
+    tol *= n_terms + 8.0
     tol += np.abs(energy_before_mwh)
     tol += np.abs(energy_after_mwh)
     tol *= 2.0 * _EPS
@@ -1190,13 +1195,17 @@ def energy_mismatch(baseline_mw: np.ndarray, p_mw: np.ndarray, energy_before_mwh
 
     The tolerance is the float rounding of the two sums, not a physical margin::
 
-        |E' − E − expected| > 2·ε·((S + 8)·Σ_s |h_s·stored_s| + |E| + |E'|)
+        |E' − E − expected| > 2·ε·((S + 8)·(Σ_s |h_s·stored_s| + 8·τ) + |E| + |E'|)
 
     ``ε`` float64's epsilon, ``S`` the number of terms summed (1 or ``n_substeps``): each
     term is a product of at most three rounded factors on either side (the dispatcher's
     ``net/η_d·h``, this ``net·(h/η_d)``), a sum of ``S`` of them is off by at most
     ``(S − 1)·ε/2`` of their magnitudes (the two-level correction a few more), and booking
-    ``E' = E + ΔE`` and reading back ``E' − E`` round at ``|E'|``. A bookkeeping error of
+    ``E' = E + ΔE`` and reading back ``E' − E`` round at ``|E'|``. ``τ`` is float64's
+    smallest normal number: below it (subnormal energies, from MW or durations allowed down
+    to any positive float) a rounding is off by up to 2⁻¹⁰⁷⁵ absolute rather than ε/2
+    relative, so ``8·τ`` a term (2·ε·8·τ = 32 such half-units) is the floor: 2·10⁻³²¹ MWh
+    at ``S`` = 20, far below any real store's flows. A bookkeeping error of
     a percent (an efficiency left out, a level ignored) is ~10¹¹ times larger at ``S`` =
     20; the largest mismatch seen in the sweeps is 0.12 of the tolerance.
     """
@@ -1222,7 +1231,7 @@ def energy_mismatch(baseline_mw: np.ndarray, p_mw: np.ndarray, energy_before_mwh
     # the levels must average to the sub-step's power (the one the frequency integrated)
     seen = p_sub_mw[agents, subs]
     off = ~(np.abs((1.0 - after) * p0 + after * p1 - seen)
-            <= 8.0 * _EPS * (np.abs(p0) + np.abs(p1) + np.abs(seen)))
+            <= 8.0 * _EPS * (np.abs(p0) + np.abs(p1) + np.abs(seen) + 2.0 * _TINY))
     if np.count_nonzero(off):
         bad[agents[off]] |= is_store[agents[off]]
     return bad
