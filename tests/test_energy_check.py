@@ -16,6 +16,7 @@ import pytest
 
 from gridswarm_env import dispatch as dispatch_module
 from gridswarm_env import fleet as fleet_module
+from gridswarm_env import kernel as kernel_module
 from gridswarm_env.config import FleetConfig
 from gridswarm_env.dispatch import execute
 from gridswarm_env.fleet import KIND_BATTERY, KIND_SOLAR, build_fleet, energy_change_mwh
@@ -109,10 +110,16 @@ def _energy_flags(fleet, kernel, kwargs, checker) -> np.ndarray:
                                 SUB_S, before, after)
 
 
-def test_activation_sub_steps_are_checked_at_their_two_levels(monkeypatch) -> None:
+@pytest.mark.parametrize("block_elements", [45, 1 << 15])
+def test_activation_sub_steps_are_checked_at_their_two_levels(monkeypatch,
+                                                               block_elements: int) -> None:
     """Booking an activation sub-step at its mean power instead of its two levels (the
     correction of ``_split_activation_substeps`` dropped) is counted; booked right it is
-    not. The levels must also average to the power the frequency integrated."""
+    not. The levels must also average to the power the frequency integrated. The
+    ``(n, n_substeps)`` sums run in blocks of rows (``kernel._NET_BLOCK_ELEMENTS``): with
+    two rows a block, each block's activation sub-steps are left out of its sums and added
+    at their two levels, as in one block."""
+    monkeypatch.setattr(kernel_module, "_NET_BLOCK_ELEMENTS", block_elements)
     fleet, kernel, kwargs, checker = _activation_case()
     ex = execute(fleet, kernel, **kwargs)
     assert ex.split_levels is not None and ex.p_sub_mw is not None
