@@ -16,6 +16,7 @@ import pytest
 
 from gridswarm_env import dispatch as dispatch_module
 from gridswarm_env import fleet as fleet_module
+from gridswarm_env import kernel as kernel_module
 from gridswarm_env.config import FleetConfig
 from gridswarm_env.dispatch import execute
 from gridswarm_env.fleet import KIND_BATTERY, KIND_SOLAR, build_fleet, energy_change_mwh
@@ -109,10 +110,16 @@ def _energy_flags(fleet, kernel, kwargs, checker) -> np.ndarray:
                                 SUB_S, before, after)
 
 
-def test_activation_sub_steps_are_checked_at_their_two_levels(monkeypatch) -> None:
+@pytest.mark.parametrize("block_elements", [45, 1 << 15])
+def test_activation_sub_steps_are_checked_at_their_two_levels(monkeypatch,
+                                                               block_elements: int) -> None:
     """Booking an activation sub-step at its mean power instead of its two levels (the
     correction of ``_split_activation_substeps`` dropped) is counted; booked right it is
-    not. The levels must also average to the power the frequency integrated."""
+    not. The levels must also average to the power the frequency integrated. The
+    ``(n, n_substeps)`` sums run in blocks of rows (``kernel._NET_BLOCK_ELEMENTS``): with
+    two rows a block, each block's activation sub-steps are left out of its sums and added
+    at their two levels, as in one block."""
+    monkeypatch.setattr(kernel_module, "_NET_BLOCK_ELEMENTS", block_elements)
     fleet, kernel, kwargs, checker = _activation_case()
     ex = execute(fleet, kernel, **kwargs)
     assert ex.split_levels is not None and ex.p_sub_mw is not None
@@ -212,6 +219,62 @@ def test_random_activations_with_late_reserve_are_never_flagged() -> None:
         kwargs = dict(baseline_mw=np.zeros(n), contract_mw=contract, reserve_mw=first + late,
                       activation_s=t1, t0_s=T0_S, dt_s=1.0, n_substeps=20,
                       physics_dt_s=SUB_S, late_reserve=(bat, late[bat], t2[bat]))
+        split += execute(fleet, kernel, **kwargs).split_levels is not None
+        assert not _energy_flags(fleet, kernel, kwargs, checker).any()
+    assert split > 10
+
+
+def test_subnormal_energies_are_not_flagged() -> None:
+    """Fleet MW and durations are allowed down to any positive float, and below float64's
+    smallest normal number (2⁻¹⁰²² ≈ 2.2e-308) a rounding is off by up to 2⁻¹⁰⁷⁵ absolute,
+    not ε/2 relative: a correct booking there must not be flagged. Review: a battery of
+    ``FleetConfig(battery_power_mw=1e-310)`` discharging at 4e-312 MW was counted, its
+    booking one unit (5e-324 MWh) off the recomputation; the levels of an activation
+    sub-step at subnormal powers, a quarter of the time."""
+    h = 1.0 / 3600.0
+    net = np.array([float.fromhex("-0x0.0018bff805221p-1022")])   # charging, MW
+    eta = np.array([float.fromhex("0x1.096d2a37f473fp-2")])
+    before = np.array([float.fromhex("0x0.000025311f15cp-1022")])
+    store = np.array([True])
+    after = before + fleet_module.energy_change_of(net, 0.0, eta, eta, h, ~store)
+    assert not energy_mismatch(np.zeros(1), net, before, after, eta, eta, h, store).any()
+    # the same through the dispatcher and the env's checker, single level and per sub-step
+    rng = np.random.default_rng(0)
+    m = 4000
+    net = rng.uniform(-1e-311, 1e-311, m)
+    eta = rng.uniform(0.01, 1.0, m)
+    before = rng.uniform(0.0, 1e-313, m)
+    store = np.ones(m, dtype=bool)
+    after = before + fleet_module.energy_change_of(net, 0.0, eta, eta, h, ~store)
+    assert not energy_mismatch(np.zeros(m), net, before, after, eta, eta, h, store).any()
+    subs = 20
+    p_sub = rng.uniform(-1e-311, 1e-311, (m, subs))
+    delta = fleet_module.energy_change_of(p_sub[:, 0], 0.0, eta, eta, h / subs, ~store)
+    for s in range(1, subs):
+        delta = delta + fleet_module.energy_change_of(p_sub[:, s], 0.0, eta, eta, h / subs,
+                                                      ~store)
+    assert not energy_mismatch(np.zeros(m), p_sub.mean(axis=1), before, before + delta, eta,
+                               eta, h, store, p_sub_mw=p_sub, substep_h=h / subs).any()
+    # activation sub-steps at two subnormal levels (the dispatcher's mean and booking)
+    fleet = build_fleet(40, FleetConfig(battery_power_mw=1e-310, ev_power_mw=1e-310,
+                                        battery_eta_charge=0.3, battery_eta_discharge=0.3),
+                        0.5, np.random.default_rng(0))
+    fleet.energy_mwh[:] = 0.5 * fleet.energy_capacity_mwh
+    kernel = Kernel(Limits(), [f"a{i}" for i in range(40)], fleet, 21, 1.0)
+    checker = ExecutionChecker(fleet.kind, fleet.energy_capacity_mwh, kernel.arrays, 1.0,
+                               eta_charge=fleet.eta_charge, eta_discharge=fleet.eta_discharge)
+    bat = np.flatnonzero(fleet.kind == KIND_BATTERY)
+    rated = fleet.rated_power_mw
+    split = 0
+    for _ in range(20):
+        contract, reserve = np.zeros(40), np.zeros(40)
+        contract[bat] = rng.uniform(-1.0, 0.6, bat.size) * rated[bat]
+        reserve[bat] = rng.uniform(0.0, 2.0, bat.size) * rated[bat]
+        activation = np.where(fleet.kind == KIND_BATTERY, T0_S + rng.uniform(0.0, 1.0, 40),
+                              np.inf)
+        kwargs = dict(baseline_mw=np.zeros(40), contract_mw=contract, reserve_mw=reserve,
+                      activation_s=activation, t0_s=T0_S, dt_s=1.0, n_substeps=20,
+                      physics_dt_s=SUB_S)
         split += execute(fleet, kernel, **kwargs).split_levels is not None
         assert not _energy_flags(fleet, kernel, kwargs, checker).any()
     assert split > 10
