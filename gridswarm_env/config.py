@@ -60,6 +60,12 @@ DER_KINDS = ("solar", "battery", "ev")
 #: half; 1 % still allows studies of extreme losses, while a denormal one (5e-324) made
 #: 1/eta overflow to inf and the episode crash
 MIN_EFFICIENCY = 0.01
+#: the smallest fleet rating (MW) and energy-to-power ratio (h) a FleetConfig takes,
+#: besides a rating of 0 (no such DERs): 1 W and 3.6 ms. Far below any real DER, while
+#: the per-agent energies stay normal float64 numbers (a 1e-310 MW fleet went subnormal:
+#: its stored energy lost its relative precision, then turned NaN)
+MIN_FLEET_POWER_MW = 1e-6
+MIN_DURATION_H = 1e-6
 #: Upper bounds of physical magnitudes. Finite values beyond them are refused because a
 #: product or sum of them (power x duration, price x energy, reward scale x $) would
 #: overflow to inf or NaN within an episode; each bound is far above any real system:
@@ -527,9 +533,16 @@ class FleetConfig:
         for name in ("battery_power_mw", "ev_power_mw", "solar_capacity_mw"):
             store(self, name, check_non_negative(owner, name, getattr(self, name)))
             check_at_most(owner, name, getattr(self, name), MAX_POWER_MW, "MW", MAX_POWER_WHY)
+            if 0.0 < getattr(self, name) < MIN_FLEET_POWER_MW:
+                raise ValueError(f"{owner}.{name} = {getattr(self, name)!r}: must be 0 (none) "
+                                 f"or at least {MIN_FLEET_POWER_MW:g} MW (1 W)")
         for name in ("battery_duration_h", "ev_duration_h", "ev_departure_min_s",
                      "ev_departure_max_s"):
             store(self, name, check_positive(owner, name, getattr(self, name)))
+        for name in ("battery_duration_h", "ev_duration_h"):
+            if getattr(self, name) < MIN_DURATION_H:
+                raise ValueError(f"{owner}.{name} = {getattr(self, name)!r}: must be at least "
+                                 f"{MIN_DURATION_H:g} h (3.6 ms of full power)")
         for name in ("battery_duration_h", "ev_duration_h"):
             check_at_most(owner, name, getattr(self, name), MAX_DURATION_H, "h",
                           MAX_DURATION_WHY)
