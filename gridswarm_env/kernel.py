@@ -969,7 +969,6 @@ class ExecutionChecker:
         self.eta_charge = None if eta_charge is None else np.array(eta_charge, dtype=float)
         self.eta_discharge = None if eta_discharge is None else np.where(
             np.asarray(eta_discharge) > 0, eta_discharge, 1.0)
-        self.is_store = kinds != KIND_SOLAR
         self._energy_factors = None if self.eta_charge is None or self.eta_discharge is None \
             else (self.eta_charge * self.step_h, self.step_h / self.eta_discharge)
         self.is_solar = kinds == KIND_SOLAR
@@ -1034,10 +1033,10 @@ class ExecutionChecker:
             charge_h, discharge_h = self._energy_factors
             stored = _stored_mwh(baseline_mw + p_now_mw, charge_h, discharge_h)
             return _beyond_rounding(stored, np.abs(stored), 1, energy_before_mwh,
-                                    energy_after_mwh, self.is_store)
+                                    energy_after_mwh, self.not_solar)
         return energy_mismatch(
             baseline_mw, p_now_mw, energy_before_mwh, energy_after_mwh, self.eta_charge,
-            self.eta_discharge, self.step_h, self.is_store, p_sub_mw=p_sub_mw,
+            self.eta_discharge, self.step_h, self.not_solar, p_sub_mw=p_sub_mw,
             split_levels=split_levels, substep_h=physics_dt_s / 3600.0)
 
     def count(self, *, net_min_mw: np.ndarray, net_max_mw: np.ndarray, p_now_mw: np.ndarray,
@@ -1214,7 +1213,7 @@ def energy_mismatch(baseline_mw: np.ndarray, p_mw: np.ndarray, energy_before_mwh
     with ``b`` the baseline the DER followed and ``p_s`` the balancing power of each
     stretch of the step at a constant level: ``p_mw`` over the whole step (``h_s =
     step_h``) or, when the power varied inside it, each sub-step of ``p_sub_mw`` (``(n,
-    n_substeps)``, the power the frequency integrated; ``h_s = substep_h``), an activation
+    n_substeps)``, the dispatcher's power per sub-step; ``h_s = substep_h``), an activation
     sub-step of ``split_levels`` ``(agents, sub-steps, p0, p1, a)`` as ``p0`` for ``1 − a``
     of it then ``p1`` (whose mean must be that sub-step's power, else it is flagged too).
     ``eta_discharge`` must be positive (1 where there is none). Only stores (``is_store``:
@@ -1261,7 +1260,7 @@ def energy_mismatch(baseline_mw: np.ndarray, p_mw: np.ndarray, energy_before_mwh
                            energy_after_mwh, is_store)
     if split_levels is None:
         return bad
-    # the levels must average to the sub-step's power (the one the frequency integrated)
+    # the levels must average to the sub-step's power (p_sub_mw's)
     seen = p_sub_mw[agents, subs]
     off = ~(np.abs((1.0 - after) * p0 + after * p1 - seen)
             <= 8.0 * _EPS * (np.abs(p0) + np.abs(p1) + np.abs(seen) + 2.0 * _TINY))

@@ -225,12 +225,13 @@ def test_random_activations_with_late_reserve_are_never_flagged() -> None:
 
 
 def test_subnormal_energies_are_not_flagged() -> None:
-    """Fleet MW and durations are allowed down to any positive float, and below float64's
-    smallest normal number (2⁻¹⁰²² ≈ 2.2e-308) a rounding is off by up to 2⁻¹⁰⁷⁵ absolute,
-    not ε/2 relative: a correct booking there must not be flagged. Review: a battery of
-    ``FleetConfig(battery_power_mw=1e-310)`` discharging at 4e-312 MW was counted, its
-    booking one unit (5e-324 MWh) off the recomputation; the levels of an activation
-    sub-step at subnormal powers, a quarter of the time."""
+    """Below float64's smallest normal number (2⁻¹⁰²² ≈ 2.2e-308) a rounding is off by up
+    to 2⁻¹⁰⁷⁵ absolute, not ε/2 relative: a correct booking there must not be flagged.
+    Review: a battery of ``FleetConfig(battery_power_mw=1e-310)`` discharging at 4e-312 MW
+    was counted, its booking one unit (5e-324 MWh) off the recomputation; the levels of an
+    activation sub-step at subnormal powers, a quarter of the time. ``FleetConfig`` now
+    refuses such fleets (at least 1 W); the check's floor stays, tested here on a fleet
+    built past that validation."""
     h = 1.0 / 3600.0
     net = np.array([float.fromhex("-0x0.0018bff805221p-1022")])   # charging, MW
     eta = np.array([float.fromhex("0x1.096d2a37f473fp-2")])
@@ -256,9 +257,10 @@ def test_subnormal_energies_are_not_flagged() -> None:
     assert not energy_mismatch(np.zeros(m), p_sub.mean(axis=1), before, before + delta, eta,
                                eta, h, store, p_sub_mw=p_sub, substep_h=h / subs).any()
     # activation sub-steps at two subnormal levels (the dispatcher's mean and booking)
-    fleet = build_fleet(40, FleetConfig(battery_power_mw=1e-310, ev_power_mw=1e-310,
-                                        battery_eta_charge=0.3, battery_eta_discharge=0.3),
-                        0.5, np.random.default_rng(0))
+    subnormal = FleetConfig(battery_eta_charge=0.3, battery_eta_discharge=0.3)
+    for name in ("battery_power_mw", "ev_power_mw"):   # past FleetConfig's 1 W floor
+        object.__setattr__(subnormal, name, 1e-310)
+    fleet = build_fleet(40, subnormal, 0.5, np.random.default_rng(0))
     fleet.energy_mwh[:] = 0.5 * fleet.energy_capacity_mwh
     kernel = Kernel(Limits(), [f"a{i}" for i in range(40)], fleet, 21, 1.0)
     checker = ExecutionChecker(fleet.kind, fleet.energy_capacity_mwh, kernel.arrays, 1.0,
