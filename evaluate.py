@@ -116,6 +116,7 @@ import numpy as np
 
 from gridswarm_env.config import field_changes
 from gridswarm_env.config_file import env_config_record, env_config_toml, settings_changed
+from gridswarm_env.metrics import nonfinite_keys
 from gridswarm_env.scenarios import SCENARIO_NAME, SCENARIO_NAME_TEXT
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
@@ -844,13 +845,6 @@ def ci95_halfwidth(std: float | None, n: int) -> float | None:
     from scipy.stats import t
 
     return float(t.ppf(0.975, n - 1) * std / math.sqrt(n))
-
-
-def nonfinite_keys(metrics: dict[str, Any]) -> list[str]:
-    """KPI keys whose value is a NaN or infinite number (``results.json`` can only hold
-    them as null, like a KPI that is legitimately None)."""
-    return [k for k, v in metrics.items() if not isinstance(v, bool)
-            and isinstance(v, float | np.floating) and not math.isfinite(v)]
 
 
 def _nonfinite_index(nonfinite: Sequence[dict[str, Any]] | None) -> dict[tuple, set[str]]:

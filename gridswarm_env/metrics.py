@@ -387,6 +387,15 @@ def is_finite_or_none(x: Any) -> bool:
     return x is None or (isinstance(x, int | float) and math.isfinite(x))
 
 
+def nonfinite_keys(metrics: Mapping[str, Any]) -> list[str]:
+    """KPI keys whose value is a NaN or infinite number: a broken episode, which
+    ``evaluate.py`` and ``python -m train``'s tensorboard scalars leave out of their means
+    and count (strict JSON can only hold them as null, like a KPI that is legitimately
+    None)."""
+    return [k for k, v in metrics.items() if not isinstance(v, bool)
+            and isinstance(v, float | np.floating) and not math.isfinite(v)]
+
+
 def json_safe(value: Any) -> Any:
     """``value`` as strict-JSON types, recursively: NaN/±inf → None, NumPy scalars and
     arrays → Python, tuples → lists, mapping keys → str, other objects → ``str``.

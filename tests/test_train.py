@@ -186,6 +186,72 @@ def test_the_share_of_event_episodes_whose_kpi_was_none_is_logged_per_scenario()
     assert not any(t.startswith("grid/price_spike/") and t.endswith("_share") for t in logged)
 
 
+def test_nonfinite_episode_kpis_are_left_out_of_the_scalars_counted_and_warned_once():
+    """tensorboard review: a NaN or infinite KPI went to tensorboard, and one broken
+    episode made its rollout's mean NaN. As evaluate.py (nonfinite_keys), it is left out
+    of the episode's scalars and of the mean (a share with its KPI), counted per KPI, and
+    the first such episode is warned about, once."""
+    import math
+    from types import SimpleNamespace
+
+    points: list[tuple[str, float, int]] = []
+    cb = EpisodeMetricsCallback()
+    cb.model = SimpleNamespace(logger=Logger(folder=None, output_formats=[]))
+    cb._writer = SimpleNamespace(add_scalar=lambda tag, value, step: points.append(
+        (tag, value, step)))
+    event = {"scenario": "emergency", "emergency_response_mw_100ms": 100.0,
+             "emergency_response_latency_ms": 20.0, "frequency_nadir_hz": 59.9}
+    with pytest.warns(RuntimeWarning, match="non-finite system_cost, stabilization_time_s"
+                      ) as said:
+        cb.on_episode_end({**event, "system_cost": math.nan, "stabilization_time_s": math.inf})
+        cb.on_episode_end({**event, "system_cost": 4.0, "stabilization_time_s": 2.0})
+        cb.on_episode_end({**event, "system_cost": -math.inf, "stabilization_time_s": None})
+    assert len(said) == 1
+    logged = cb.logger.name_to_value
+    assert logged["grid/system_cost"] == logged["grid/emergency/system_cost"] == 4.0
+    assert logged["grid/emergency/stabilization_time_s"] == 2.0
+    assert logged["grid/emergency/never_stabilized_share"] == 0.5   # episodes 2 and 3
+    assert logged["grid/frequency_nadir_hz"] == pytest.approx(59.9)   # all three
+    assert all(math.isfinite(value) for _, value, _ in points)
+    assert [step for tag, _, step in points if tag == "grid/episode/system_cost"] == [2]
+    assert cb.nonfinite == {"system_cost": 2, "stabilization_time_s": 1}
+    assert cb.nonfinite_episodes == 2 and cb.n_episodes == 3
+
+
+def test_a_run_with_a_nonfinite_kpi_records_it_and_keeps_its_scalars_finite(tmp_path,
+                                                                          monkeypatch):
+    """The same in a run: the episode whose system_cost is NaN is left out of
+    grid/episode/system_cost and the record's means (strict JSON), and the record counts
+    it (nonfinite_kpis)."""
+    import math
+
+    from gridswarm_env.env import GridSwarmEnv
+
+    real = GridSwarmEnv.episode_metrics
+    calls = []
+
+    def first_broken(self):
+        metrics = real(self)
+        calls.append(metrics["system_cost"])
+        return {**metrics, "system_cost": math.nan} if len(calls) == 1 else metrics
+
+    monkeypatch.setattr(GridSwarmEnv, "episode_metrics", first_broken)
+    with pytest.warns(RuntimeWarning, match="episode 1 .emergency. ended with non-finite "
+                                            "system_cost"):
+        path = train(tiny(tmp_path, checkpoint_every=0, run_name="nan"))
+    assert len(calls) == 2
+    record = json.loads(path.with_suffix(".json").read_text(),
+                        parse_constant=lambda name: pytest.fail(f"{name} in the record"))
+    assert record["nonfinite_kpis"] == {"episodes": 1, "kpis": {"system_cost": 1}}
+    assert record["episodes_finished"] == 2
+    assert record["recent_episodes"]["emergency"]["system_cost"] == pytest.approx(calls[1])
+    ea = EventAccumulator(str(tmp_path / "runs" / "nan"))
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("grid/episode/system_cost")] == [2]
+    assert [e.step for e in ea.Scalars("grid/episode/frequency_nadir_hz")] == [1, 2]
+    assert all(math.isfinite(e.value) for e in ea.Scalars("grid/system_cost"))
+
+
 def test_no_checkpoints_directory_until_a_checkpoint_is_written(tmp_path):
     """Review: every run left an empty checkpoints/ (SB3 creates it at the start), also
     one shorter than --checkpoint-every."""
@@ -266,6 +332,39 @@ def test_resume_continues_from_a_checkpoint(trained, tmp_path):
     before, after = weights(ckpt), weights(out)
     assert before.keys() == after.keys()
     assert any(not np.array_equal(before[k], after[k]) for k in before)   # it trained
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_a_resumed_run_numbers_its_episodes_on_from_the_checkpoints(trained, tmp_path,
+                                                                    stored):
+    """tensorboard review: a resumed run's per-episode scalars (…/episode/… and
+    grid/episodes) started again at step 1, over the first run's curves. The checkpoint
+    stores its episode count (EPISODES_ATTR) and the resumed run's steps go on from it;
+    a checkpoint saved without the count (an older version) starts at 0 as before. The
+    record's counts agree with tensorboard and with the count the new model stores."""
+    from tests.tensorboard_events import scalar_steps
+    from train.callbacks import EPISODES_ATTR
+
+    cfg, _, _ = trained
+    ckpt = Path(cfg.logdir) / "tiny" / "checkpoints" / "model_1200_steps.zip"
+    assert getattr(load_model(ckpt), EPISODES_ATTR) == 1   # its run's first episode
+    if not stored:
+        older = load_model(ckpt)
+        delattr(older, EPISODES_ATTR)
+        ckpt = tmp_path / "older.zip"
+        older.save(ckpt)
+    out = train(tiny(tmp_path, resume=str(ckpt), total_timesteps=EMERGENCY_STEPS * 10,
+                     run_name="on", checkpoint_every=0))
+    before = 1 if stored else 0
+    steps = scalar_steps(tmp_path / "runs" / "on")
+    assert steps["grid/episode/system_cost"] == [before + 1]   # one episode in this run
+    ea = EventAccumulator(str(tmp_path / "runs" / "on"))
+    ea.Reload()
+    assert ea.Scalars("grid/episodes")[-1].value == before + 1
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["resumed_at_episodes"] == (1 if stored else None)
+    assert record["episodes_finished"] == 1
+    assert getattr(load_model(out), EPISODES_ATTR) == before + 1
 
 
 def test_resume_logs_only_its_own_episodes(trained, tmp_path):

@@ -175,6 +175,79 @@ def test_a_stopped_distillation_leaves_no_tensorboard_run(base_model, tmp_path, 
     assert (other / "events.out.tfevents.1.host.1.0").read_bytes() == b"x"
 
 
+def test_sigterm_stops_a_distillation_as_ctrl_c_does(base_model, tmp_path, capsys,
+                                                     monkeypatch):
+    """tensorboard review: SIGTERM (kill, timeout) ended the distillation at once, with
+    nothing said and its tensorboard run left behind. It is now handled as Ctrl-C
+    (python -m train's handler, train.errors.Terminated): one line, nothing written, the
+    run removed, status 143 (128 + SIGTERM); the previous handler is restored."""
+    import os
+    import signal
+
+    import train.bc
+    from train.dagger import main
+
+    class DefaultHandler(Exception):
+        """What the test's own handler raises: the distillation left SIGTERM to it."""
+
+    def test_handler(signum, frame):
+        raise DefaultHandler
+
+    def killed(*args, **kwargs):
+        kwargs["on_epoch"](1, {"bc_nll": 0.5, "bc_value_mse": 0.1})
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM was not delivered")
+
+    monkeypatch.setattr(train.bc, "behaviour_clone", killed)
+    out = tmp_path / "m.zip"
+    previous = signal.signal(signal.SIGTERM, test_handler)
+    try:
+        code = main(["--out", str(out), "--agents", str(N_AGENTS), "--samples", "50",
+                     "--emergency-samples", "0", "--epochs", "3",
+                     "--logdir", str(tmp_path / "runs")])
+        assert signal.getsignal(signal.SIGTERM) is test_handler   # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143
+    assert capsys.readouterr().err.strip() == (
+        "python -m train.dagger: interrupted by SIGTERM: nothing was written (the model "
+        "and its record are written at the end)")
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_an_interrupt_while_the_record_is_written_says_the_model_was(base_model, tmp_path,
+                                                                     capsys, monkeypatch):
+    """A Ctrl-C after the model was saved, while its record was being written, still said
+    "nothing was written" beside the new model (which --overwrite had put over an earlier
+    one, whose record stays). It now names what was written."""
+    import train.dagger
+    from policies.learned import load_maskable_ppo
+
+    out = tmp_path / "m.zip"
+    real = train.dagger.file_sha256
+
+    def interrupted(path):
+        if Path(path) == out:   # the saved model's hash, for its record
+            raise KeyboardInterrupt
+        return real(path)
+
+    monkeypatch.setattr(train.dagger, "file_sha256", interrupted)
+    out.write_bytes(b"earlier model")
+    out.with_suffix(".json").write_text("{}")
+    code = train.dagger.main(["--out", str(out), "--overwrite", "--agents", str(N_AGENTS),
+                              "--samples", "50", "--emergency-samples", "0", "--epochs", "1",
+                              "--iterations", "0", "--logdir", str(tmp_path / "runs")])
+    assert code == 130
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert capsys.readouterr().err.strip() == (
+        f"python -m train.dagger: interrupted: the model was saved to {out}, but not its "
+        f"record {out.with_suffix('.json')} (the file there is an earlier model's); "
+        f"tensorboard run {run_dir}")
+    load_maskable_ppo(out)   # the new model
+    assert out.with_suffix(".json").read_text() == "{}"
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
 @pytest.mark.parametrize(("argv", "says"), [
     # TrainConfig's rule and words (python -m train --lr 2); nan read "must lie in (0, 1]"
     (["--out", "x", "--lr", "2"], "error: --lr 2.0: must lie in (0.0, 1.0] (see "),

@@ -20,7 +20,14 @@ is ``raw.episode_metrics()``, :mod:`gridswarm_env.metrics`) and logs it:
   the episode's number (1, 2, …, in the order episodes finish) as tensorboard's step:
   with ``--envs`` > 1 several copies can finish in the same timestep, and one step
   per episode keeps each point apart (the rollout means above stay on the timestep
-  axis).
+  axis). The number counts on from the model's :data:`EPISODES_ATTR` (the episodes of
+  the runs before a resume; 0 for a model saved without it), and the callback keeps it
+  there, so every model saved after (checkpoints too) carries its count.
+
+A KPI that is NaN or infinite (:func:`~gridswarm_env.metrics.nonfinite_keys`, the rule of
+``evaluate.py``) is left out of both, as one that is None: one broken episode would make
+its rollout mean NaN. :attr:`EpisodeMetricsCallback.nonfinite` counts them per KPI, and
+the first such episode is warned about (``warnings.warn``, once).
 
 Like SB3's callbacks (a public ``on_step`` around an abstract ``_on_step``), the
 class keeps SB3's ``_on_step`` and exposes a public hook, :meth:`on_episode_end`,
@@ -34,7 +41,9 @@ takes to beat the heuristic), keeps the best model and can stop training at a co
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,6 +61,7 @@ from stable_baselines3.common.logger import (
 )
 
 from gridswarm_env.config import check_int_at_least
+from gridswarm_env.metrics import is_finite_or_none, nonfinite_keys
 from train.config import EVAL_SEED_BASE, check_eval_seeds
 
 #: tensorboard tag -> KPI key of :meth:`GridSwarmEnv.episode_metrics`.
@@ -90,12 +100,27 @@ NONE_SHARES = {"stabilization_time_s": "never_stabilized_share",
                "emergency_response_latency_ms": "no_response_share"}
 
 
+#: attribute of a saved model holding how many episodes its training runs finished (the
+#: step of its last per-episode tensorboard point): a resumed run's steps continue from it
+EPISODES_ATTR = "gridswarm_episodes_finished"
+
+
+def stored_episodes(model: Any) -> int | None:
+    """:data:`EPISODES_ATTR` of ``model``, or None for a model saved without it (built
+    outside ``train`` or by an older version)."""
+    count = getattr(model, EPISODES_ATTR, None)
+    ok = isinstance(count, int) and not isinstance(count, bool) and count >= 0
+    return count if ok else None
+
+
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and (isinstance(value, int) or math.isfinite(value)))
 
 
 def episode_scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    """Tag -> value for one episode's KPIs (keys that are None or absent are skipped):
+    """Tag -> value for one episode's KPIs (keys that are None, NaN, infinite or absent are
+    skipped; a share is skipped with its NaN or infinite KPI):
     :data:`KPI_TAGS`, and per scenario :data:`SCENARIO_KPIS`, :data:`EVENT_KPIS` and,
     of an episode with an event, :data:`NONE_SHARES` (1.0: that KPI is None)."""
     out = {tag: float(metrics[key]) for tag, key in KPI_TAGS.items()
@@ -108,7 +133,8 @@ def episode_scalars(metrics: dict[str, Any]) -> dict[str, float]:
                     if _number(metrics.get(key))})
         if event:
             out.update({f"grid/{scenario}/{name}": float(metrics[key] is None)
-                        for key, name in NONE_SHARES.items() if key in metrics})
+                        for key, name in NONE_SHARES.items()
+                        if key in metrics and is_finite_or_none(metrics[key])})
     return out
 
 
@@ -130,11 +156,19 @@ class EpisodeMetricsCallback(BaseCallback):
         self.per_episode = per_episode
         self.episodes: deque[dict[str, Any]] = deque(maxlen=keep)
         self.n_episodes = 0
+        #: the episodes before this callback's (the model's :data:`EPISODES_ATTR` when
+        #: training started): its episodes are numbered from ``episodes_before + 1``
+        self.episodes_before = 0
+        #: KPI key -> episodes in which it was NaN or infinite (left out of the scalars)
+        self.nonfinite: dict[str, int] = {}
+        self.nonfinite_episodes = 0
         self._writer = None
 
     def _on_training_start(self) -> None:
         self._writer = next((f.writer for f in self.logger.output_formats
                              if isinstance(f, TensorBoardOutputFormat)), None)
+        if not self.n_episodes:   # a second learn() call goes on with its own count
+            self.episodes_before = stored_episodes(self.model) or 0
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", ()):
@@ -147,17 +181,31 @@ class EpisodeMetricsCallback(BaseCallback):
         """Public hook, called once per finished episode with its KPI dict.
 
         The default records the scalars for the rollout mean, writes the per-episode
-        values (when ``per_episode``) and keeps the dict in :attr:`episodes`.
+        values (when ``per_episode``), keeps the dict in :attr:`episodes`, counts its NaN
+        or infinite KPIs (:attr:`nonfinite`) and stores the episode's number in the model
+        (:data:`EPISODES_ATTR`).
         """
         self.n_episodes += 1
+        number = self.episodes_before + self.n_episodes
+        setattr(self.model, EPISODES_ATTR, number)
         self.episodes.append(metrics)
+        broken = nonfinite_keys(metrics)
+        if broken:
+            self.nonfinite_episodes += 1
+            for key in broken:
+                self.nonfinite[key] = self.nonfinite.get(key, 0) + 1
+            if self.nonfinite_episodes == 1:
+                warnings.warn(f"episode {number} ({metrics.get('scenario')}) ended with "
+                              f"non-finite {', '.join(broken)}: left out of the tensorboard "
+                              "scalars, as every NaN or infinite KPI will be (counted in the "
+                              "training record's nonfinite_kpis)", RuntimeWarning, stacklevel=2)
         scalars = episode_scalars(metrics)
         for tag, value in scalars.items():
             self.logger.record_mean(tag, value)
         if self.per_episode and self._writer is not None:
             for tag, value in scalars.items():
-                self._writer.add_scalar(_episode_tag(tag), value, self.n_episodes)
-        self.logger.record("grid/episodes", self.n_episodes)
+                self._writer.add_scalar(_episode_tag(tag), value, number)
+        self.logger.record("grid/episodes", number)
 
 
 def mean_system_costs(envs: dict[str, Any], policy: Any, seeds: list[int]) -> dict[str, float]:

@@ -168,7 +168,9 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     (as the shipped model was made; the process's setting is restored after). Every
     environment is built with ``env_config_file``'s settings and ``governor_deadband_hz``
     (:func:`taught_config`; None: the defaults), which the record and the model store as
-    ``python -m train``'s do."""
+    ``python -m train``'s do. Interrupted (``KeyboardInterrupt``) before the model is
+    saved, it leaves no tensorboard run; after, the model stays and the interrupt's
+    ``written`` attribute says what was written."""
 
     from gridswarm_env.config_file import env_config_toml
     from gridswarm_env.env import OBS_FIELDS
@@ -292,11 +294,17 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         text = (json.dumps(record, indent=2) + "\n").encode()
         replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
         return record
-    except BaseException:   # Ctrl-C or an error: a run whose model was not saved
-        if writer is not None:   # leaves no tensorboard run ("nothing was written")
+    except BaseException as stop:   # Ctrl-C, SIGTERM or an error: a run whose model was
+        if writer is not None:   # not saved leaves no tensorboard run ("nothing was written")
             writer.close()
             if path is None:
                 remove_unfinished_run(mine, made)
+        if path is not None and isinstance(stop, KeyboardInterrupt):   # what main says
+            stop.written = (f"the model was saved to {path}, but not its record "
+                            f"{path.with_suffix('.json')}"
+                            + (" (the file there is an earlier model's)"
+                               if path.with_suffix(".json").exists() else "")
+                            + ("" if run_dir is None else f"; tensorboard run {run_dir}"))
         raise
 
 
@@ -349,19 +357,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_file(path, "--out", create_dirs=True, overwrite=args.overwrite)
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        record = distil(
-            args.base, out, n_agents=args.agents, trust=args.trust, seed=args.seed,
-            samples=args.samples, emergency_samples=args.emergency_samples,
-            epochs=args.epochs, iterations=args.iterations,
-            iteration_samples=args.iteration_samples, iteration_epochs=args.iteration_epochs,
-            lr=args.lr, logdir=args.logdir or None, env_config_file=args.config or None,
-            governor_deadband_hz=args.governor_deadband_hz,
-            command="python -m train.dagger " + shlex.join(sys.argv[1:] if argv is None else argv))
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted: nothing was written (the model and its record "
-              "are written at the end)", file=sys.stderr)
-        return 130
+    from train.errors import Terminated
+    from train.trainer import _sigterm_as_interrupt
+
+    try:   # SIGTERM (kill, timeout, a scheduler's stop) is handled as Ctrl-C
+        with _sigterm_as_interrupt():
+            record = distil(
+                args.base, out, n_agents=args.agents, trust=args.trust, seed=args.seed,
+                samples=args.samples, emergency_samples=args.emergency_samples,
+                epochs=args.epochs, iterations=args.iterations,
+                iteration_samples=args.iteration_samples,
+                iteration_epochs=args.iteration_epochs, lr=args.lr,
+                logdir=args.logdir or None, env_config_file=args.config or None,
+                governor_deadband_hz=args.governor_deadband_hz,
+                command="python -m train.dagger " + shlex.join(
+                    sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt as exc:   # distil says what it wrote (nothing, or the model)
+        by = " by SIGTERM" if isinstance(exc, Terminated) else ""
+        written = getattr(exc, "written", None) or (
+            "nothing was written (the model and its record are written at the end)")
+        print(f"{parser.prog}: interrupted{by}: {written}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130   # 128 + SIGTERM / SIGINT
     print(f"model saved to {record['model']} (record: {Path(record['model']).with_suffix('.json')})")
     return 0
 

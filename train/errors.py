@@ -39,4 +39,5 @@ class Terminated(KeyboardInterrupt):
     runs: handled as Ctrl-C is (the model as far as it got and its record are saved as
     ``<run dir>/<name>_interrupted.zip``), and ``python -m train`` exits with status 143
     (128 + SIGTERM) instead of 130. Python's default for SIGTERM ends the process at
-    once, with nothing saved since the last checkpoint and no record."""
+    once, with nothing saved since the last checkpoint and no record. ``python -m
+    train.dagger`` turns SIGTERM into it too (nothing written, as for its Ctrl-C; 143)."""

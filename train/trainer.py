@@ -40,6 +40,7 @@ import numpy as np
 
 from gridswarm_env.config_file import env_config_toml
 from gridswarm_env.env import OBS_FIELDS
+from gridswarm_env.metrics import is_finite_or_none
 from policies.cli_checks import OutputError, file_sha256, write_or_rescue
 from policies.learned import (
     OBS_FIELDS_ATTR,
@@ -344,11 +345,13 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
     from stable_baselines3.common.callbacks import CallbackList
 
     from train.callbacks import (
+        EPISODES_ATTR,
         AtomicCheckpointCallback,
         DumpAfterUpdate,
         EpisodeMetricsCallback,
         PlannedProgressBar,
         SystemCostEvaluation,
+        stored_episodes,
     )
 
     t_start = time.time()
@@ -390,6 +393,8 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             model.set_random_seed(seed)
             record["resumed_from"] = str(config.resume)
             record["resumed_at_timesteps"] = int(model.num_timesteps)
+            # None: saved without the count (an older version): episodes numbered from 1
+            record["resumed_at_episodes"] = stored_episodes(model)
             record["resume_seed"] = seed
             saved = model_env_settings(model)
             now = config.env_settings()
@@ -404,6 +409,8 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         setattr(model, ENV_SETTINGS_ATTR, config.env_settings())   # saved with every model
         setattr(model, BATCH_SIZE_ATTR, int(config.batch_size))
         setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))   # checked by policies.learned
+        # the per-episode tensorboard step goes on from it (EpisodeMetricsCallback)
+        setattr(model, EPISODES_ATTR, stored_episodes(model) or 0)
         used = model_hyperparameters(model)
         record["config"].update(used, net_arch=list(used["net_arch"]),
                                 batch_size_requested=int(config.batch_size))
@@ -513,6 +520,10 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             "wall_time_s": round(time.time() - t_start, 1), "learn_time_s": round(learn_s, 1),
             "agent_steps_per_s": round(steps / learn_s, 1) if steps and learn_s > 0 else None,
             "episodes_finished": metrics_cb.n_episodes,
+            # episodes with NaN or infinite KPIs, left out of the scalars (and of the means
+            # below), and how many times each KPI was
+            "nonfinite_kpis": {"episodes": metrics_cb.nonfinite_episodes,
+                               "kpis": dict(metrics_cb.nonfinite)},
             "recent_episodes": _summarize(list(metrics_cb.episodes)),
             "evaluation_during_training": None if evaluation is None else {
                 "seeds": evaluation.seeds, "every": config.eval_every,
@@ -779,7 +790,8 @@ def _config_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def _summarize(episodes: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean of the headline KPIs over recent episodes, per scenario."""
+    """Mean of the headline KPIs over recent episodes, per scenario (NaN and infinite
+    values left out, as None ones)."""
     keys = ("system_cost", "unserved_energy_mwh", "frequency_nadir_hz",
             "seconds_outside_band", "consensus_rate", "blocked_attempts")
     out: dict[str, dict[str, float]] = {}
@@ -787,7 +799,8 @@ def _summarize(episodes: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         group = [m for m in episodes if str(m.get("scenario")) == name]
         out[name] = {"episodes": len(group)}
         for k in keys:
-            vals = [float(m[k]) for m in group if isinstance(m.get(k), int | float)]
+            vals = [float(m[k]) for m in group if isinstance(m.get(k), int | float)
+                    and is_finite_or_none(m[k])]
             if vals:
                 out[name][k] = float(np.mean(vals))
     return out
