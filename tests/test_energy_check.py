@@ -270,3 +270,38 @@ def test_the_checkers_report_carries_the_energy_kind_and_counts_alike() -> None:
     assert off.energy[bat].all() and not off.energy[~bat].any()
     assert off.count == checker.count(energy_after_mwh=before + ex.energy_delta_mwh
                                       * (1.0 + 1e-6), **step) >= int(bat.sum())
+
+
+def test_the_env_checks_the_power_it_executed_sub_step_by_sub_step(make_env,
+                                                                   monkeypatch) -> None:
+    """The environment's post-step check gets each step's executed sub-step power and
+    activation levels (what :func:`energy_mismatch` recomputes the energy from when the
+    power varied inside the step), not the step mean alone: with the mean, a step whose
+    net changes sign inside it (a charging battery whose reserve activates) is flagged.
+    (Such a step is rare in a short episode; _activation_case builds one.)"""
+    import importlib
+
+    from gridswarm_env import kernel as kernel_module
+
+    env_module = importlib.import_module("gridswarm_env.env")   # the package's env() hides it
+
+    executed, checked = [], []
+    real_execute, real_count = env_module.execute, kernel_module.ExecutionChecker.count
+
+    def recording_execute(*args, **kwargs):
+        executed.append(real_execute(*args, **kwargs))
+        return executed[-1]
+
+    def recording_count(self, **kwargs):
+        checked.append(kwargs)
+        return real_count(self, **kwargs)
+
+    monkeypatch.setattr(env_module, "execute", recording_execute)
+    monkeypatch.setattr(kernel_module.ExecutionChecker, "count", recording_count)
+    raw = make_env("emergency", 30, max_cycles=20, limits=RAMP)
+    assert _violations(raw) == 0
+    assert len(executed) == len(checked) > 0
+    for ex, kwargs in zip(executed, checked, strict=True):
+        assert kwargs["p_sub_mw"] is ex.p_sub_mw and kwargs["split_levels"] is ex.split_levels
+        assert kwargs["baseline_mw"] is ex.baseline_mw
+    assert any(ex.p_sub_mw is not None for ex in executed)   # the ramp: every step

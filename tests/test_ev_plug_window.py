@@ -112,6 +112,8 @@ def test_departures_move_back_to_step_boundaries_and_a_first_step_one_is_charged
     assert info["executed_violations"] == 0
     assert env.episode_metrics()["ev_unmet_energy_mwh"] == pytest.approx(want, rel=1e-12)
     assert np.all(f.energy_mwh[ev] == 0.5 * f.energy_capacity_mwh[ev])   # never charged
+    env.step_arrays(idle, np.zeros(20, dtype=np.int64))   # charged once, not every step
+    assert env.episode_metrics()["ev_unmet_energy_mwh"] == pytest.approx(want, rel=1e-12)
 
 
 def test_a_departure_on_a_step_boundary_stays_there() -> None:
