@@ -599,6 +599,23 @@ def test_latency_parameter_solves_the_clipped_mean_equation():
     assert scale_s * -math.expm1(-0.03 / scale_s) == pytest.approx(0.02, rel=1e-9)
 
 
+@pytest.mark.parametrize("distribution, max_s", [("exponential", 0.0301),
+                                                 ("exponential", 0.03001),
+                                                 ("lognormal", 0.0301)])
+def test_a_bound_just_above_the_mean_is_solved_not_refused(distribution, max_s):
+    """A clipping bound a hair above the mean needs a parameter far above the unclipped
+    one (an exponential scale of ~150x the mean at 0.0301 s): the bracket keeps growing
+    until it reaches it instead of refusing a shape float64 can solve."""
+    config = BusConfig(latency_distribution=distribution, latency_mean_s=0.03,
+                       latency_max_s=max_s)
+    parameter = latency_parameter(config)
+    samples = sample_latencies_s(config, np.random.default_rng(0), 200_000, parameter)
+    assert samples.max() <= max_s
+    assert samples.mean() == pytest.approx(0.03, rel=1e-3)
+    if distribution == "exponential":
+        assert parameter * -math.expm1(-max_s / parameter) == pytest.approx(0.03, rel=1e-9)
+
+
 def test_bus_latency_statistics_match_delivered_latencies():
     bus = make_bus(seed=7)
     latencies = []

@@ -93,6 +93,7 @@ def test_a_file_builds_the_config_python_builds_and_plays_its_physics(tmp_path):
     ("[grid]\ninertia_h_s = -3.0\n", "[grid] inertia_h_s=-3.0 is not allowed: must be a "
                                      "finite number > 0"),
     ("[grid.x]\ny = 1\n", "[grid]: unknown field 'x'"),
+    ("[grid]\ninertia_h_s = {x = 1}\n", "[grid] inertia_h_s: a table; expected a value"),
     ("[market]\nn_power_levels = 20\n", "[market] MarketConfig.n_power_levels = 20: must be "
                                         "odd"),
     ("n_agents = 2.5\n", "EnvConfig.n_agents = 2.5: expected an integer >= 1"),
@@ -500,3 +501,42 @@ def test_demo_no_shadow_overrides_a_files_shadow(tmp_path, capsys):
         parse(["--shadow", "--no-shadow"])
     assert exc.value.code == 2 and "not allowed with argument --shadow" in (
         capsys.readouterr().err)
+
+
+def test_the_settings_text_leaves_out_the_audit_file_and_the_fields_shown_elsewhere():
+    """``settings_changed``/``env_config_toml`` of a config that streams its audit chain
+    (demo.py --audit FILE sets ``audit_path``) and whose deadband the summary names: the
+    audit file is an output (a config file holding it is refused, so the recorded TOML
+    must not hold it), and a nested ``named`` field is left out alone."""
+    import tomllib
+
+    from gridswarm_env.config_file import env_config_toml, settings_changed
+
+    config = EnvConfig(audit_path="run.jsonl", grid=GridParams(
+        inertia_h_s=3.0, governor_deadband_hz=0.036))
+    assert settings_changed(config, named=("grid.governor_deadband_hz",)) == [
+        "grid.inertia_h_s = 3.0 (4.0)"]
+    assert settings_changed(EnvConfig(audit_path="run.jsonl")) == []
+    assert env_config_toml(EnvConfig(audit_path="run.jsonl")) == ""
+    # only what differs from the defaults, the top-level fields first, one blank line
+    # between the parts and a final newline
+    text = env_config_toml(replace(config, dt_s=0.5))
+    assert text == ("dt_s = 0.5\n\n[grid]\ninertia_h_s = 3.0\n"
+                    "governor_deadband_hz = 0.036\n")
+    assert env_config_from_dict(tomllib.loads(text)) == replace(
+        config, dt_s=0.5, audit_path=None)
+
+
+def test_the_unknown_key_message_does_not_offer_the_refused_audit_path():
+    with pytest.raises(ValueError, match="allowed: the EnvConfig fields") as exc:
+        env_config_from_dict({"inertia_h_s": 3.0})
+    assert "audit_path" not in str(exc.value)
+
+
+def test_the_crypto_threads_flag_overrides_the_file(tmp_path):
+    """--crypto-threads is one of the flags that set an EnvConfig field (CONFIG_FLAGS):
+    given, it wins over the file's value (here: the file's default, None)."""
+    path = _write(tmp_path, "dt_s = 0.5\n")
+    args = evaluate.build_parser().parse_args(["--config", str(path), "--crypto-threads", "1"])
+    config = evaluate.config_of_args(args)
+    assert config.crypto_threads == 1 and config.dt_s == 0.5

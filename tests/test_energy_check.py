@@ -280,3 +280,93 @@ def test_subnormal_energies_are_not_flagged() -> None:
         split += execute(fleet, kernel, **kwargs).split_levels is not None
         assert not _energy_flags(fleet, kernel, kwargs, checker).any()
     assert split > 10
+
+
+def _one_split_substep(p_sub: float, p0: float, p1: float, after: float,
+                       off_by: float = 0.0, before_mwh: float = 0.5) -> bool:
+    """energy_mismatch of one battery whose single sub-step is booked at two levels
+    (``p0`` for ``1 - after`` of it, then ``p1``), its stored energy changed by exactly
+    what the levels imply plus ``off_by`` MWh."""
+    h = SUB_S / 3600.0
+    eta = np.array([0.95])
+    stored = [lvl * (h / eta[0] if lvl > 0 else eta[0] * h) for lvl in (p0, p1)]
+    before = np.array([before_mwh])
+    after_e = before - ((1.0 - after) * stored[0] + after * stored[1]) + off_by
+    split = (np.array([0]), np.array([0]), np.array([p0]), np.array([p1]), np.array([after]))
+    return bool(energy_mismatch(np.zeros(1), np.array([p_sub]), before, after_e, eta, eta,
+                                h, np.array([True]), p_sub_mw=np.array([[p_sub]]),
+                                split_levels=split, substep_h=h)[0])
+
+
+def test_split_levels_must_average_to_the_substeps_power_within_rounding() -> None:
+    """Levels whose energy is booked right but whose mean is not the power the frequency
+    integrated (here off by one part in 10⁹) are flagged; the levels' own mean is not."""
+    mean = 0.7 * 0.5 + 0.3 * -0.5
+    assert not _one_split_substep(mean, 0.5, -0.5, 0.3)
+    assert _one_split_substep(mean * (1.0 + 1e-9), 0.5, -0.5, 0.3)
+
+
+def test_levels_that_cancel_keep_their_own_rounding_tolerance() -> None:
+    """Two levels of opposite sign whose energies nearly cancel: an error the size of
+    the levels' rounding (a few ε of a level's energy) is not flagged; the tolerance
+    counts both levels' magnitudes, not only their small net. A real error is."""
+    t0 = 1.0 * (SUB_S / 3600.0) / 0.95
+    eps = float(np.finfo(float).eps)
+    assert not _one_split_substep(0.0, 1.0, -1.0, 0.5, off_by=4 * eps * t0, before_mwh=1e-7)
+    assert _one_split_substep(0.0, 1.0, -1.0, 0.5, off_by=1e-6 * t0, before_mwh=1e-7)
+
+
+def test_the_checkers_report_carries_the_energy_kind_and_counts_alike() -> None:
+    """``ExecutionChecker.check`` given the step's baseline reports the energy kind
+    (``ViolationReport.energy``), and its count is :meth:`count`'s."""
+    fleet, kernel, kwargs, checker = _activation_case()
+    ex = execute(fleet, kernel, **kwargs)
+    before = fleet.energy_mwh.copy()
+    zeros = np.zeros_like(before)
+    step = dict(net_min_mw=ex.net_min_mw, net_max_mw=ex.net_max_mw, p_now_mw=ex.p_mean_mw,
+                p_prev_mw=zeros, energy_before_mwh=before,
+                solar_available_mw=fleet.solar_available_mw, plugged=fleet.plugged,
+                baseline_mw=ex.baseline_mw, p_sub_mw=ex.p_sub_mw,
+                split_levels=ex.split_levels, physics_dt_s=SUB_S)
+    booked = checker.check(energy_after_mwh=before + ex.energy_delta_mwh, **step)
+    assert booked.energy is not None and not booked.energy.any()
+    off = checker.check(energy_after_mwh=before + ex.energy_delta_mwh * (1.0 + 1e-6), **step)
+    bat = fleet.kind == KIND_BATTERY
+    assert off.energy[bat].all() and not off.energy[~bat].any()
+    assert off.count == checker.count(energy_after_mwh=before + ex.energy_delta_mwh
+                                      * (1.0 + 1e-6), **step) >= int(bat.sum())
+
+
+def test_the_env_checks_the_power_it_executed_sub_step_by_sub_step(make_env,
+                                                                   monkeypatch) -> None:
+    """The environment's post-step check gets each step's executed sub-step power and
+    activation levels (what :func:`energy_mismatch` recomputes the energy from when the
+    power varied inside the step), not the step mean alone: with the mean, a step whose
+    net changes sign inside it (a charging battery whose reserve activates) is flagged.
+    (Such a step is rare in a short episode; _activation_case builds one.)"""
+    import importlib
+
+    from gridswarm_env import kernel as kernel_module
+
+    env_module = importlib.import_module("gridswarm_env.env")   # the package's env() hides it
+
+    executed, checked = [], []
+    real_execute, real_count = env_module.execute, kernel_module.ExecutionChecker.count
+
+    def recording_execute(*args, **kwargs):
+        executed.append(real_execute(*args, **kwargs))
+        return executed[-1]
+
+    def recording_count(self, **kwargs):
+        checked.append(kwargs)
+        return real_count(self, **kwargs)
+
+    monkeypatch.setattr(env_module, "execute", recording_execute)
+    monkeypatch.setattr(kernel_module.ExecutionChecker, "count", recording_count)
+    raw = make_env("emergency", 30, max_cycles=20, limits=RAMP)
+    assert _violations(raw) == 0
+    assert len(executed) == len(checked) > 0
+    for ex, kwargs in zip(executed, checked, strict=True):
+        assert kwargs["p_sub_mw"] is ex.p_sub_mw and kwargs["split_levels"] is ex.split_levels
+        assert kwargs["baseline_mw"] is ex.baseline_mw
+    assert any(ex.p_sub_mw is not None for ex in executed)   # the ramp: every step

@@ -112,3 +112,22 @@ def test_departures_move_back_to_step_boundaries_and_a_first_step_one_is_charged
     assert info["executed_violations"] == 0
     assert env.episode_metrics()["ev_unmet_energy_mwh"] == pytest.approx(want, rel=1e-12)
     assert np.all(f.energy_mwh[ev] == 0.5 * f.energy_capacity_mwh[ev])   # never charged
+    env.step_arrays(idle, np.zeros(20, dtype=np.int64))   # charged once, not every step
+    assert env.episode_metrics()["ev_unmet_energy_mwh"] == pytest.approx(want, rel=1e-12)
+
+
+def test_a_departure_on_a_step_boundary_stays_there() -> None:
+    """An EV leaving exactly when a step begins is plugged in over every step before it
+    (the steps that begin before its departure): it is not moved a step earlier, and
+    one leaving at the end of the first step is plugged in for that step."""
+    dt = 10.0
+    for depart in (dt, 2 * dt):
+        fleet = dataclasses.replace(FleetConfig(), ev_soc_init_low=0.9, ev_soc_init_high=0.9,
+                                    ev_departure_soc=0.8, ev_departure_min_s=depart,
+                                    ev_departure_max_s=depart)
+        env = GridSwarmEnv("price_spike", n_agents=20, trust="hmac",
+                           config=EnvConfig(n_agents=20, trust="hmac", dt_s=dt, fleet=fleet))
+        env.reset(seed=0)
+        ev = env.fleet.kind == KIND_EV
+        assert ev.any()
+        assert np.all(env.fleet.departure_s[ev] == depart) and env.fleet.plugged[ev].all()

@@ -406,6 +406,25 @@ def test_marginal_reward_term_formula():
                                0.5 * per_mw * np.array([-2.0, 1.0, 0.0, -0.5]))
 
 
+
+def test_marginal_reward_term_scales_with_the_step_length():
+    """The term is energy (MW x h): a 0.5 s step's term is half a 1 s step's."""
+    from gridswarm_env.config import EnvConfig
+
+    terms = []
+    for dt_s in (1.0, 0.5):
+        raw = GridSwarmVecEnv("price_spike", n_agents=4, config=EnvConfig(
+            dt_s=dt_s, audit_keep_entries=False)).active_envs[0]
+        raw.reset(seed=0)
+        assert raw.config.dt_s == dt_s
+        raw.last_p_mw = np.array([2.0, -1.0, 0.0, 0.5])
+        terms.append(marginal_reward_term(raw, {"requirement_mw": 10.0,
+                                                "delivered_mw": 1.5}, 1.0))
+    cfg = raw.config
+    np.testing.assert_allclose(terms[1], 0.5 * terms[0], rtol=1e-15)
+    np.testing.assert_allclose(terms[1], cfg.reward.scale * cfg.costs.voll_per_mwh * 0.5
+                               / 3600.0 * np.array([2.0, -1.0, 0.0, 0.5]), rtol=1e-15)
+
 def test_marginal_reward_term_is_each_agents_share_of_the_voll_cost():
     """The term is the difference reward of system_cost's VOLL part: the unserved energy
     without agent i's delivery minus the unserved energy with it, x VOLL; so it is
