@@ -11,19 +11,26 @@ planted by monkeypatching and must be counted.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
 from gridswarm_env import dispatch as dispatch_module
 from gridswarm_env import fleet as fleet_module
 from gridswarm_env import kernel as kernel_module
-from gridswarm_env.config import FleetConfig
+from gridswarm_env.bus import BusConfig
+from gridswarm_env.config import EnvConfig, FleetConfig, MarketConfig
 from gridswarm_env.dispatch import execute
 from gridswarm_env.fleet import KIND_BATTERY, KIND_SOLAR, build_fleet, energy_change_mwh
+from gridswarm_env.grid import GridParams
 from gridswarm_env.kernel import ExecutionChecker, Kernel, Limits, energy_mismatch
+from gridswarm_env.market import PRODUCT_RESERVE
+from gridswarm_env.scenarios import get_scenario
 from tests.episodes import play
 
 REAL_ENERGY_CHANGE_OF = fleet_module.energy_change_of
+ENV_MODULE = importlib.import_module("gridswarm_env.env")   # the package's env() hides it
 
 
 def _without_eta_discharge(net, zero, eta_charge, eta_discharge_safe, duration_h, solar):
@@ -66,13 +73,12 @@ def test_the_check_reads_the_executed_power_not_the_booking(make_env, monkeypatc
     """The booking is the dispatcher's ``energy_delta_mwh``; scaling it by one part in a
     million (nothing else changes: power, frequency, prices) is counted."""
     real_execute = dispatch_module.execute
-    env_module = __import__("gridswarm_env.env", fromlist=["execute"])
 
     def off_by_a_ppm(fleet, kernel, **kwargs):
         ex = real_execute(fleet, kernel, **kwargs)
         return ex._replace(energy_delta_mwh=ex.energy_delta_mwh * (1.0 + 1e-6))
 
-    monkeypatch.setattr(env_module, "execute", off_by_a_ppm)
+    monkeypatch.setattr(ENV_MODULE, "execute", off_by_a_ppm)
     raw = make_env("price_spike", 30, max_cycles=10)
     assert _violations(raw) > 0
 
@@ -337,21 +343,12 @@ def test_the_checkers_report_carries_the_energy_kind_and_counts_alike() -> None:
                                       * (1.0 + 1e-6), **step) >= int(bat.sum())
 
 
-def test_the_env_checks_the_power_it_executed_sub_step_by_sub_step(make_env,
-                                                                   monkeypatch) -> None:
-    """The environment's post-step check gets each step's executed sub-step power and
-    activation levels (what :func:`energy_mismatch` recomputes the energy from when the
-    power varied inside the step), not the step mean alone: with the mean, a step whose
-    net changes sign inside it (a charging battery whose reserve activates) is flagged.
-    (Such a step is rare in a short episode; _activation_case builds one.)"""
-    import importlib
-
-    from gridswarm_env import kernel as kernel_module
-
-    env_module = importlib.import_module("gridswarm_env.env")   # the package's env() hides it
-
+def _record_execution(mp: pytest.MonkeyPatch) -> tuple[list, list]:
+    """Record, through ``mp``, every step's :class:`~gridswarm_env.dispatch.Execution` (the
+    environment's dispatch call) and the arguments of its post-step check, changing
+    nothing; returns the two lists, filled as steps run."""
     executed, checked = [], []
-    real_execute, real_count = env_module.execute, kernel_module.ExecutionChecker.count
+    real_execute, real_count = ENV_MODULE.execute, kernel_module.ExecutionChecker.count
 
     def recording_execute(*args, **kwargs):
         executed.append(real_execute(*args, **kwargs))
@@ -361,8 +358,20 @@ def test_the_env_checks_the_power_it_executed_sub_step_by_sub_step(make_env,
         checked.append(kwargs)
         return real_count(self, **kwargs)
 
-    monkeypatch.setattr(env_module, "execute", recording_execute)
-    monkeypatch.setattr(kernel_module.ExecutionChecker, "count", recording_count)
+    mp.setattr(ENV_MODULE, "execute", recording_execute)
+    mp.setattr(kernel_module.ExecutionChecker, "count", recording_count)
+    return executed, checked
+
+
+def test_the_env_checks_the_power_it_executed_sub_step_by_sub_step(make_env,
+                                                                   monkeypatch) -> None:
+    """The environment's post-step check gets each step's executed sub-step power and
+    activation levels (what :func:`energy_mismatch` recomputes the energy from when the
+    power varied inside the step), not the step mean alone: with the mean, a step whose
+    net changes sign inside it (a charging battery whose reserve activates) is flagged.
+    (Such a step is rare in a short episode; _activation_case builds one, and
+    _late_broadcast_episode an episode with one.)"""
+    executed, checked = _record_execution(monkeypatch)
     raw = make_env("emergency", 30, max_cycles=20, limits=RAMP)
     assert _violations(raw) == 0
     assert len(executed) == len(checked) > 0
@@ -370,3 +379,96 @@ def test_the_env_checks_the_power_it_executed_sub_step_by_sub_step(make_env,
         assert kwargs["p_sub_mw"] is ex.p_sub_mw and kwargs["split_levels"] is ex.split_levels
         assert kwargs["baseline_mw"] is ex.baseline_mw
     assert any(ex.p_sub_mw is not None for ex in executed)   # the ramp: every step
+
+
+def _late_broadcast_episode(seed: int) -> tuple[int, list, list]:
+    """An emergency episode at 50 ms steps (five 10 ms sub-steps, gate closure at 25 ms)
+    on a bus whose latencies (exponential, mean 20 ms, clipped at 1 s) mostly make the
+    gate and the step's end, but now and then leave the emergency broadcast on its way
+    past two steps, into the window of the first energy rounds after the trip. The trip
+    (30 MW) is smaller than the reserve bought (100 MW), so those rounds are surpluses:
+    the batteries bid 0.4 of their rating to charge and the most reserve their masks
+    allow, so a battery the broadcast reaches late is charging under an energy contract
+    when its reserve activates, inside a sub-step (net injection of opposite signs on
+    either side: the sub-step booked at two levels). Returns the executed violations,
+    every step's :class:`~gridswarm_env.dispatch.Execution` and the checker's arguments."""
+    config = EnvConfig(
+        n_agents=40, dt_s=0.05, trust="hmac", grid=GridParams(physics_dt_s=0.01),
+        market=MarketConfig(gate_s=0.025), bus=BusConfig(latency_mean_s=0.02,
+                                                         latency_max_s=1.0),
+        fleet=FleetConfig(share_battery=0.8, share_solar=0.1, share_ev=0.1))
+    scenario = get_scenario("emergency", contingency_mw=30.0, reserve_target_mw=100.0,
+                            event_time_s=1.0, episode_steps=40, load_noise_std_mw=0.0)
+    raw = ENV_MODULE.GridSwarmEnv(scenario, config=config)
+    with pytest.MonkeyPatch.context() as mp:
+        executed, checked = _record_execution(mp)
+        raw.reset(seed=seed)
+        n_power = config.market.n_power_levels
+        levels = np.arange(n_power)
+        # the batteries charge at 0.4 of their rating (power levels linspace(-1, 1) x
+        # rated), the others bid nothing
+        charge = int(np.abs(np.linspace(-1.0, 1.0, n_power) + 0.4).argmin())
+        wanted = np.where(raw.fleet.kind == KIND_BATTERY, charge, n_power // 2)
+        violations = 0
+        while raw.agents:
+            mask = raw.action_masks()[:, :n_power]
+            if raw.round_product == PRODUCT_RESERVE:   # the most reserve, cheapest
+                power = np.where(mask, levels, -1).max(axis=1)
+                price = np.zeros(raw.n_agents, dtype=np.int64)
+            else:   # the allowed level nearest the wanted one, at the price that clears
+                power = np.where(mask, np.abs(levels - wanted[:, None]), n_power).argmin(axis=1)
+                price = np.full(raw.n_agents, config.market.n_price_levels - 1
+                                if raw.round_request_mw < 0 else 0)
+            violations += raw.step_arrays(power, price)[3]["executed_violations"]
+    assert violations == raw.episode_metrics()["executed_violations"]
+    return violations, executed, checked
+
+
+def _opposite_sign_splits(ex) -> int:
+    """Entries of ``ex.split_levels`` whose net injection changes sign in the sub-step."""
+    if ex.split_levels is None:
+        return 0
+    agents, _subs, p0, p1, _after = ex.split_levels
+    base = ex.baseline_mw[agents]
+    return int(np.count_nonzero((base + p0) * (base + p1) < 0.0))
+
+
+# each reaches a step with net injections of opposite signs in an activation sub-step
+SPLIT_SEEDS = (0, 2, 4, 6)
+
+
+def test_the_env_checks_activation_sub_steps_at_their_two_levels() -> None:
+    """An environment episode reaching steps whose activation sub-steps are booked at two
+    levels of opposite sign (a charging battery whose reserve activates; see
+    :func:`_late_broadcast_episode`): the env hands the checker those levels
+    (``Execution.split_levels``) and nothing is flagged. Review: no episode of the tests
+    reached such a step, so passing ``split_levels=None`` to the checker in env.py went
+    unnoticed; with it the two-level booking mismatches the single-level recomputation
+    and the step is counted (planted below)."""
+    flipped = 0
+    for seed in SPLIT_SEEDS:
+        violations, executed, checked = _late_broadcast_episode(seed)
+        assert violations == 0
+        assert len(executed) == len(checked) > 0
+        for ex, kwargs in zip(executed, checked, strict=True):
+            assert kwargs["split_levels"] is ex.split_levels
+            assert kwargs["p_sub_mw"] is ex.p_sub_mw
+        flipped += sum(map(_opposite_sign_splits, executed))
+    assert flipped > 0, "no step booked an activation sub-step at two levels"
+
+
+def test_dropping_the_split_levels_in_an_episode_is_counted(monkeypatch) -> None:
+    """The planted bug of the test above, by the checker's side: the steps with split
+    levels of opposite sign are flagged, one battery each."""
+    real_count = kernel_module.ExecutionChecker.count
+
+    def levels_dropped(self, **kwargs):
+        return real_count(self, **{**kwargs, "split_levels": None})
+
+    monkeypatch.setattr(kernel_module.ExecutionChecker, "count", levels_dropped)
+    flipped = counted = 0
+    for seed in SPLIT_SEEDS:
+        violations, executed, _checked = _late_broadcast_episode(seed)
+        flipped += sum(map(_opposite_sign_splits, executed))
+        counted += violations
+    assert counted == flipped > 0
