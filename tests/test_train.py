@@ -1463,3 +1463,15 @@ def test_torch_threads_apply_to_the_run_and_are_restored_after(tmp_path):
         assert json.loads(a.with_suffix(".json").read_text())["config"]["torch_threads"] == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_dangling_symlink_in_logdir_is_skipped_not_retried_forever(tmp_path):
+    """Review: ``free_run_name`` tested ``Path.exists()``, False for a dangling symlink,
+    while ``mkdir`` raises FileExistsError on it, so ``claim_run_dir`` retried the same
+    name forever (a hang at 100 % CPU; the old ``mkdir(exist_ok=True)`` raised)."""
+    from train.trainer import claim_run_dir, free_run_name
+
+    (tmp_path / "run").symlink_to(tmp_path / "nowhere")
+    assert free_run_name(tmp_path, "run") == "run-2"
+    assert claim_run_dir(tmp_path, "run") == tmp_path / "run-2"
+    assert (tmp_path / "run-2").is_dir()

@@ -725,3 +725,18 @@ def test_marginal_reward_pays_covering_the_load_more_than_leaving_some_unserved(
     short, unserved_short = _marginal_return(20, 2)
     assert unserved_full < 1e-9 and unserved_short > 0.1
     assert covered > short
+
+
+def test_a_scenario_the_config_does_not_fit_is_refused_at_construction_not_mid_run():
+    """Review: copies built each scenario's environment when the cycle first reached it,
+    so ``python -m train --scenario all --randomize --config`` of ``dt_s = 3`` (the
+    randomized emergency's earliest trip, 5 s, leaves no reserve round) trained on
+    ``price_spike`` and ``solar_surplus`` and failed at 5 990 agent-steps (seed 1, 10
+    agents) with ``model_failed.zip``. Copy 0 now builds every scenario's environment at
+    once, so the config is refused before any work, whatever the cycle's order."""
+    from gridswarm_env.config import EnvConfig
+
+    config = EnvConfig(dt_s=3.0, trust="hmac")
+    assert GridSwarmVecEnv("all", n_agents=3, seed=1, config=config)._cycle[0] != "emergency"
+    with pytest.raises(ValueError, match="leaves scenario 'emergency' no reserve round"):
+        GridSwarmVecEnv("all", n_agents=3, seed=1, config=config, randomize=True)

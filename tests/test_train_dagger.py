@@ -420,3 +420,25 @@ def test_a_bad_config_file_is_refused_in_one_line_before_anything_is_written(
                                  "--logdir", str(logdir)])
         trained = capsys.readouterr().err.split("error: ", 1)[1].strip()
         assert trained in err
+
+
+def test_a_config_the_randomized_emergency_refuses_is_refused_before_the_work(
+        base_model, tmp_path, capsys):
+    """Review: a file valid as a config but refused by an environment it plays (``dt_s =
+    3``: the randomized emergency's earliest trip, 5 s, leaves no reserve round) passed
+    the checks and ended the distillation with a traceback from inside the work (at
+    once, or mid-collection when the scenario cycle reached the emergency later). It is
+    refused in one line, exit 2, before anything is written."""
+    from train.dagger import main
+
+    config = tmp_path / "dt3.toml"
+    config.write_text("dt_s = 3.0\n")
+    out, logdir = tmp_path / "m.zip", tmp_path / "runs"
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(out), "--config", str(config), "--logdir", str(logdir),
+              "--agents", str(N_AGENTS), "--seed", "1"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "EnvConfig.dt_s = 3.0 leaves scenario 'emergency' no reserve round" in err
+    assert err.count("\n") == 1
+    assert not out.exists() and not logdir.exists()

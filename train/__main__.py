@@ -116,9 +116,9 @@ _FIELD_WORD = re.compile(r"(?<![\w.\-'])(" + "|".join(
 #: a quoted value in a message (a ``repr`` string: a path, a name): a quote that no
 #: letter precedes, up to the same quote that no letter follows (so the apostrophe of
 #: "the checkpoint's" opens none)
+_QUOTED = re.compile(r"""(?<!\w)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""")
 #: how a config or limits file's refusal begins (gridswarm_env.config.read_toml_bytes)
 _FILE_MESSAGE = ("config file ", "limits file ")
-_QUOTED = re.compile(r"""(?<!\w)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""")
 
 
 #: argparse type of the integer flags (TrainConfig checks their ranges, naming the flag)

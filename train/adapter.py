@@ -259,7 +259,8 @@ class GridSwarmVecEnv(VecEnv):
         self.limits = limits
         self._render_mode = (None if render_mode is None else check_choice(
             owner, "render_mode", render_mode, tuple(GridSwarmEnv.metadata["render_modes"])))
-        # one environment per (copy, scenario), built on first use; copy e plays _active[e]
+        # one environment per (copy, scenario), built on first use (copy 0: all at once,
+        # below); copy e plays _active[e]
         self._envs: list[dict[str, GridSwarmEnv]] = [{} for _ in range(self.n_envs)]
         # set_attr values per copy, also given to the copy's environments built later
         self._attrs: list[dict[str, Any]] = [{} for _ in range(self.n_envs)]
@@ -270,6 +271,10 @@ class GridSwarmVecEnv(VecEnv):
         self._episode_count = np.arange(self.n_envs, dtype=np.int64)
         self._playing = [self._cycle[e % len(self._cycle)] for e in range(self.n_envs)]
         self._active = [self._env(e, name) for e, name in enumerate(self._playing)]
+        for name in self.scenarios:   # copy 0 builds every scenario's now: one that
+            # refuses the config (a dt_s its reserve rounds cannot answer in) fails here,
+            # before any work, not when the cycle first reaches it mid-training
+            self._env(0, name)
         first = self._active[0]
         self.possible_agents = list(first.possible_agents)
         action_space = first.action_space(first.possible_agents[0])

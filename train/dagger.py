@@ -325,10 +325,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(f"--base: {exc}")
     try:   # --config and --governor-deadband-hz: python -m train's rules and words
-        market = taught_config(args.agents, args.trust, args.seed, args.config or None,
-                               args.governor_deadband_hz).env_config().market
+        taught = taught_config(args.agents, args.trust, args.seed, args.config or None,
+                               args.governor_deadband_hz)
+        market = taught.env_config().market
     except ValueError as exc:
         parser.error(flag_message(str(exc)))
+    from train.trainer import make_venv
+
+    try:   # and every environment it plays takes them (the environment refuses e.g. a
+        # dt_s the randomized emergency's reserve rounds cannot answer in): one line now,
+        # not a traceback once the work has started
+        make_venv(taught).close()
+    except ValueError as exc:
+        parser.error(str(exc))
     levels = [market.n_power_levels, market.n_price_levels]
     if base.action_space.nvec.tolist() != levels:   # the base model's network fixes them
         where = (f"--config {args.config!r}: its" if args.config

@@ -224,9 +224,10 @@ def load_model(path: str | Path, venv: GridSwarmVecEnv | None = None, **changes:
 
 def free_run_name(logdir: str | Path, base: str) -> str:
     """``base``, or ``base-2``, ``base-3``… : the first name no entry of ``logdir`` has
-    (runs started within the same second share a timestamp)."""
+    (runs started within the same second share a timestamp; a dangling symlink is an
+    entry too: ``mkdir`` fails on it, and :func:`claim_run_dir` would retry it forever)."""
     name, k = base, 1
-    while (Path(logdir) / name).exists():
+    while os.path.lexists(Path(logdir) / name):
         k += 1
         name = f"{base}-{k}"
     return name
