@@ -1127,6 +1127,10 @@ class GridSwarmEnv(ParallelEnv):
                 power.put(senders, rows["power_mw"])
                 price.put(senders, rows["price_per_mwh"])
                 eligible[senders] = True
+                if self._award_cap is not None:
+                    # awards the bidders had not received when they bid: see _update_feasible
+                    unseen, cap = self._award_cap
+                    power[unseen] = np.minimum(power[unseen], cap[unseen])
         self._cleared_product = product
         result = market.clear_market(
             request, power, price, eligible, consensus_share=cfg.market.consensus_share,
@@ -1567,21 +1571,38 @@ class GridSwarmEnv(ParallelEnv):
         """Feasible intervals and masks for the round agents bid in next."""
         self._baseline_now = self._baseline_next
         book = self.reserve_book
-        lo, hi = self.kernel.bid_interval(
+        standing = book.standing_mw
+        # The kernel bounds a bid by the reserve the agent holds (received). A reserve award
+        # still on the bus (latencies beyond dt_s − gate_s) would activate on top of this
+        # round's award: the operator, which knows its awards, accepts from such an agent
+        # at most the same bound computed with that reserve counted too (_clear), so no
+        # agent is awarded reserve, or energy on top of its reserve, past what it can
+        # deliver. With every award received (the default bus) nothing is computed or capped.
+        flying = book.in_flight_mw()
+        self._award_cap = None
+        if flying is not None:
+            self._award_cap = (flying > 0.0, self._bid_interval(standing + flying)[1])
+        lo, hi = self._bid_interval(standing)   # last: its side effects are the agents'
+        self._baseline_next = self.kernel.planned_baseline_mw
+        self._lo, self._hi = lo, hi
+        self._mask_power = self.kernel.power_mask(lo, hi, self.kernel.ramp_edges)
+        self._mask_buf[:, :self._mask_power.shape[1]] = self._mask_power
+
+    def _bid_interval(self, reserve_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel's interval for the round bid next, counting ``reserve_mw`` as the
+        reserve the agents hold (sets the kernel's ``planned_baseline_mw`` and
+        ``ramp_edges``)."""
+        return self.kernel.bid_interval(
             self.fleet, now_s=self.t_s, committed_p_mw=self.scheduled_p_mw,
-            reserve_mw=book.standing_mw,
+            reserve_mw=reserve_mw,
             reserve_round=self.round_product == PRODUCT_RESERVE,
             # a reserve bid must be deliverable over its contract's whole window: the
             # trip may come at any time in it (the agents do not know when)
             reserve_duration_s=max(self._reserve_until_s - (self.t_s + self.config.dt_s),
                                    self.config.dt_s),
-            pending_reserve_mw=(book.standing_mw - book.active_mw
+            pending_reserve_mw=(reserve_mw - self.reserve_book.active_mw
                                 if self.kernel.has_ramp else None),
             reserve_until_s=self._reserve_until_s)
-        self._baseline_next = self.kernel.planned_baseline_mw
-        self._lo, self._hi = lo, hi
-        self._mask_power = self.kernel.power_mask(lo, hi, self.kernel.ramp_edges)
-        self._mask_buf[:, :self._mask_power.shape[1]] = self._mask_power
 
     def action_masks(self) -> np.ndarray:
         """``(n_agents, n_power_levels + n_price_levels)`` bool: the concatenated masks."""

@@ -86,6 +86,20 @@ class ReserveBook:
             cid = s.contract.contract_id
             copies[cid] = copies.get(cid, 0) + 1
 
+    def in_flight_mw(self) -> np.ndarray | None:
+        """Reserve per agent under awards neither held nor withdrawn whose contract has a
+        copy still on the bus: it may yet reach its holder and activate on top of what
+        the holder was awarded meanwhile (latencies beyond ``dt_s − gate_s``). ``None``
+        when there is none (every award received: the default bus)."""
+        copies = self.copies
+        rows = [ow for cid, ow in self.awards.items() if copies.get(cid, 0) > 0]
+        if not rows:
+            return None
+        flying = np.zeros(self.n_agents)
+        for owner, power_mw in rows:
+            flying[owner] += power_mw
+        return flying
+
     def refresh_standing(self) -> None:
         """Recompute the standing reserve after a receipt, withdrawal or activation.
 

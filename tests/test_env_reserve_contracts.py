@@ -340,3 +340,36 @@ def test_reserve_cleared_after_the_trip_was_detected_acts_from_its_window_start(
     assert raw.episode_metrics()["contracts_rejected"] == 0
     assert raw.reserve_mw.sum() == pytest.approx(raw.scenario.reserve_target_mw)
     assert raw.reserve_awarded_mw.sum() == pytest.approx(raw.scenario.reserve_target_mw)
+
+
+@pytest.mark.parametrize("seed, latency_s, event_s, steps", [
+    (2, 0.02, 1.0, 40),   # reserve awarded again while the first award was on the bus
+    (1, 0.2, 0.6, 80),    # energy awarded on top of reserve still on the bus at the trip
+])
+def test_a_slow_bus_never_awards_past_what_an_agent_can_deliver(seed, latency_s, event_s,
+                                                                  steps):
+    """With contract latencies beyond ``dt_s − gate_s`` a reserve award can still be on
+    the bus when its holder bids in the next round, whose kernel interval counts only the
+    reserve received. The operator, which knows its awards, caps such bids: no agent is
+    ever awarded reserve past its rating, and no award (reserve, or energy on top of a
+    late reserve contract) is clamped at dispatch. The old code awarded battery 15 7.93 MW
+    of reserve against 4.93 MW (seed 2: 37 clamped agent-steps), and an EV 3.27 MW of
+    energy on top of 0.65 MW of reserve that arrived late (seed 1)."""
+    from gridswarm_env.config import MarketConfig
+    from gridswarm_env.grid import GridParams
+    from gridswarm_env.scenarios import get_scenario
+
+    cfg = EnvConfig(n_agents=40, dt_s=0.05, trust="hmac", grid=GridParams(physics_dt_s=0.01),
+                    market=MarketConfig(gate_s=0.025),
+                    bus=BusConfig(latency_mean_s=latency_s, latency_max_s=1.0))
+    scenario = get_scenario("emergency", event_time_s=event_s, episode_steps=steps)
+    raw = gridswarm_env.GridSwarmEnv(scenario, config=cfg)
+    most = np.zeros(N_AGENTS)
+    in_flight = 0   # steps ending with an award its holder has not received
+    for _ in play(raw, "heuristic", seed=seed):
+        np.maximum(most, raw.reserve_awarded_mw, out=most)
+        in_flight += bool(np.any(raw.reserve_awarded_mw > raw.reserve_held_mw + 1e-9))
+    assert in_flight > 0                   # the slow bus does leave awards in flight
+    assert np.all(most <= raw.kernel.arrays.max_discharge_mw * (1 + 1e-9))
+    assert raw.dispatch_clamped == 0
+    assert raw.episode_metrics()["executed_violations"] == 0
