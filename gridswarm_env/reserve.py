@@ -91,7 +91,9 @@ class ReserveBook:
         copy still on the bus: it may yet reach its holder and activate on top of what
         the holder was awarded meanwhile (latencies beyond ``dt_s − gate_s``). ``None``
         when there is none (every award received: the default bus)."""
-        copies = self.copies
+        copies = self.copies   # only ids with a copy left (copy_done pops the others)
+        if not copies:   # the usual step: nothing on the bus
+            return None
         rows = [ow for cid, ow in self.awards.items() if copies.get(cid, 0) > 0]
         if not rows:
             return None
