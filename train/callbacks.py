@@ -41,7 +41,6 @@ takes to beat the heuristic), keeps the best model and can stop training at a co
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections import deque
@@ -114,8 +113,8 @@ def stored_episodes(model: Any) -> int | None:
 
 
 def _number(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and (isinstance(value, int) or math.isfinite(value)))
+    """A KPI value tensorboard takes: a finite number (metrics' rule), not None or a bool."""
+    return value is not None and not isinstance(value, bool) and is_finite_or_none(value)
 
 
 def episode_scalars(metrics: dict[str, Any]) -> dict[str, float]:
