@@ -142,12 +142,12 @@ def run(scenario: str = "solar_surplus", timesteps: int = 1_000_000,
     scenarios = resolve_scenarios(scenario)
     seeds = [EVAL_SEED_BASE + k for k in range(eval_seeds)]
     heldout = [HELDOUT_SEED_BASE + k for k in range(heldout_seeds)]
-    from train.trainer import _sigterm_as_interrupt
+    from train.errors import sigterm_as_interrupt
 
     # SIGTERM raises (train.errors.Terminated) for the whole run, not only inside
     # train(): Python's default ended the process during the heuristic's evaluation or
     # the held-out episodes at once, leaving the directory behind
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         workdir = tempfile.mkdtemp(prefix="gridswarm_bench_learning_")
         try:   # the model, its record and tensorboard files are removed in every case
             return _run(scenarios, scenario, seeds, heldout, workdir, timesteps, eval_every,

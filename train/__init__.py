@@ -5,7 +5,8 @@
 * :mod:`train.bc`: behaviour-cloning pre-training from a teacher policy;
 * :mod:`train.config`: :class:`TrainConfig` (no torch import);
 * :mod:`train.trainer`: :func:`train`, :func:`load_model`;
-* :mod:`train.errors`: :class:`TrainingError` (training failed once started).
+* :mod:`train.errors`: :class:`TrainingError` (training failed once started),
+  :class:`Terminated` and :func:`~train.errors.sigterm_as_interrupt` (SIGTERM as Ctrl-C).
 
 Importing this package does not import torch; the names below load lazily.
 """

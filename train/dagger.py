@@ -366,11 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_file(path, "--out", create_dirs=True, overwrite=args.overwrite)
     except ValueError as exc:
         parser.error(str(exc))
-    from train.errors import Terminated
-    from train.trainer import _sigterm_as_interrupt
+    from train.errors import Terminated, sigterm_as_interrupt
 
     try:   # SIGTERM (kill, timeout, a scheduler's stop) is handled as Ctrl-C
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             record = distil(
                 args.base, out, n_agents=args.agents, trust=args.trust, seed=args.seed,
                 samples=args.samples, emergency_samples=args.emergency_samples,

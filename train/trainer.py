@@ -27,9 +27,7 @@ import errno
 import json
 import os
 import platform
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -56,7 +54,7 @@ from train.config import (
     TrainConfig,
     minibatch_size,
 )
-from train.errors import Terminated, TrainingError
+from train.errors import Terminated, TrainingError, sigterm_as_interrupt
 
 
 def make_venv(config: TrainConfig, scenario: str | None = None,
@@ -316,28 +314,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
     (:class:`~train.callbacks.DumpAfterUpdate`).
     """
     # torch's thread count is the process's: restored when the run ends, however it ends
-    with _sigterm_as_interrupt(), using_torch_threads(config.torch_threads):
+    with sigterm_as_interrupt(), using_torch_threads(config.torch_threads):
         return _train(config, callbacks, notes)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Inside the block, SIGTERM raises :class:`~train.errors.Terminated` (a
-    ``KeyboardInterrupt``, so :func:`train` saves what it has, as for Ctrl-C); the
-    previous handler is restored after it. Outside the main thread nothing changes
-    (``signal.signal`` works only there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _train(config: TrainConfig, callbacks: Sequence[Any],
