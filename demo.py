@@ -96,6 +96,7 @@ import numpy as np
 
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
+    FLAG_SETTINGS,
     OneLineParser,
     add_config_argument,
     add_contract_keys_argument,
@@ -105,6 +106,7 @@ from policies.cli_checks import (
     check_governor_deadband,
     check_path_names,
     env_config_from_args,
+    env_config_with,
     int_at_least_type,
     int_range_text,
     max_crypto_threads,
@@ -526,16 +528,12 @@ class Session:
 
 def episode_config(options: DemoOptions) -> Any:
     """The episode's :class:`~gridswarm_env.config.EnvConfig`: ``options.env_config`` (the
-    defaults without one) with the options that are its fields applied over it."""
-    from dataclasses import replace
-
+    defaults without one) with the options that are its fields applied over it
+    (:func:`~policies.cli_checks.env_config_with`, as the command line's flags are)."""
     from gridswarm_env.config import EnvConfig
 
     base = EnvConfig() if options.env_config is None else options.env_config
-    return replace(base, n_agents=options.n_agents, trust=options.trust,
-                   shadow=options.shadow, crypto_threads=options.crypto_threads,
-                   contract_keys=options.contract_keys,
-                   grid=replace(base.grid, governor_deadband_hz=options.governor_deadband_hz))
+    return env_config_with(base, {name: getattr(options, name) for name in FLAG_SETTINGS})
 
 
 def settings_text(config: Any) -> str | None:

@@ -533,12 +533,36 @@ def add_config_argument(parser: argparse.ArgumentParser, runs: str,
              f"[reward] of their fields (docs/configuration.md); {overrides}")
 
 
+#: the settings the flags set over an ``EnvConfig`` (:func:`env_config_with`): the fields
+#: of :data:`CONFIG_FLAGS` and ``governor_deadband_hz`` (``GridParams``'s)
+FLAG_SETTINGS = (*(name for _, name in CONFIG_FLAGS), "governor_deadband_hz")
+
+
+def env_config_with(base: Any, settings: dict[str, Any]) -> Any:
+    """``base`` (an :class:`~gridswarm_env.config.EnvConfig`) with ``settings`` applied
+    over it, each as given (None included): keys of :data:`FLAG_SETTINGS`, i.e.
+    ``EnvConfig`` fields and ``governor_deadband_hz`` (set in ``base.grid``). The one way
+    a command line's options become the run's ``EnvConfig`` (:func:`env_config_from_args`,
+    ``demo.episode_config``).
+
+    :raises ValueError: a value the config refuses (``"EnvConfig.n_agents = 0: ..."``).
+    """
+    from dataclasses import replace
+
+    changes = dict(settings)
+    if "governor_deadband_hz" in changes:
+        changes["grid"] = replace(base.grid,
+                                  governor_deadband_hz=changes.pop("governor_deadband_hz"))
+    return replace(base, **changes)
+
+
 def env_config_from_args(args: argparse.Namespace,
                          refuse: dict[str, str] | None = None) -> Any:
     """The run's :class:`~gridswarm_env.config.EnvConfig`: ``--config FILE``'s (the
     defaults without it) with every flag of :data:`CONFIG_FLAGS` and
-    ``--governor-deadband-hz`` that was given (not None) applied over it; ``refuse``: keys
-    the file may not hold (:func:`~gridswarm_env.config_file.env_config_from_dict`).
+    ``--governor-deadband-hz`` that was given (not None) applied over it
+    (:func:`env_config_with`); ``refuse``: keys the file may not hold
+    (:func:`~gridswarm_env.config_file.env_config_from_dict`).
 
     :raises ValueError: the file's refusal (:func:`~gridswarm_env.config_file.load_env_config`,
         naming the file), or a flag's value the config refuses.
@@ -558,9 +582,9 @@ def env_config_from_args(args: argparse.Namespace,
         check_crypto_threads(changes["crypto_threads"])
     deadband = getattr(args, "governor_deadband_hz", None)
     if deadband is not None:
-        changes["grid"] = replace(base.grid, governor_deadband_hz=deadband)
+        changes["governor_deadband_hz"] = deadband
     try:
-        return replace(base, **changes)
+        return env_config_with(base, changes)
     except ValueError as exc:   # "EnvConfig.n_agents = 0: ..." -> "--agents 0: ..."
         head = re.match(r"EnvConfig\.(\w+) = ", str(exc))
         flags = {name: "--" + dest.replace("_", "-") for dest, name in CONFIG_FLAGS}

@@ -206,6 +206,23 @@ def test_demo_plays_the_files_settings_records_them_and_the_flags_given_win(tmp_
     assert config.dt_s == 0.5
 
 
+def test_demo_episode_config_is_the_flags_over_the_file_as_the_other_command_lines(
+        tmp_path):
+    """Tidying (session 26): demo.episode_config restated env_config_from_args' way of
+    putting the options over the file; both now go through cli_checks.env_config_with,
+    so the episode plays exactly the config the flags and the file make."""
+    from policies.cli_checks import env_config_from_args
+
+    path = _write(tmp_path, FILE)
+    for extra in ([], ["--agents", "7", "--trust", "ed25519", "--shadow",
+                       "--governor-deadband-hz", "0.01", "--crypto-threads", "1",
+                       "--contract-keys", "seeded"]):
+        for config in ([], ["--config", str(path)]):
+            args = demo.build_parser().parse_args([*config, *extra])
+            options = demo.options_from_args(args, is_terminal=False)
+            assert demo.episode_config(options) == env_config_from_args(args)
+
+
 def test_demo_refuses_a_bad_file_and_an_audit_path_in_one_line(tmp_path, capsys):
     path = _write(tmp_path, 'audit_path = "a.jsonl"\n')
     assert demo.main(["--no-live", "--steps", "1", "--config", str(path)]) == demo.EXIT_USAGE
