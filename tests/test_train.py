@@ -905,6 +905,38 @@ def test_a_run_name_in_use_is_refused_and_default_names_never_collide(tmp_path, 
     assert (tmp_path / "stamp-2" / "model.zip").is_file()
 
 
+def test_a_run_name_made_by_another_run_since_the_check_is_refused(tmp_path, capsys,
+                                                                  monkeypatch):
+    """Tidying (session 26): an explicit --run-name's directory was made with
+    ``exist_ok`` after the check, so two runs started at once with the same --run-name
+    shared it (mixed event files and progress.csv, one model.zip replacing the other);
+    default names were claimed atomically. It is now made without ``exist_ok`` too."""
+    from train import trainer
+
+    args = ["--scenario", "emergency", "--agents", "3", "--timesteps", "16", "--n-steps", "16",
+            "--batch-size", "16", "--no-progress", "--logdir", str(tmp_path),
+            "--run-name", "r1"]
+    real = trainer.make_venv
+
+    def racing(*a, **k):   # the other run makes the directory after this one checked it
+        (tmp_path / "r1").mkdir(exist_ok=True)
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "make_venv", racing)
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "was created after this run checked it" in err
+    assert "--run-name" in err and "\n" not in err.strip()
+    assert list((tmp_path / "r1").iterdir()) == []   # the other run's, left to it
+    # an existing (empty) directory is refused up front, before any work
+    monkeypatch.setattr(trainer, "make_venv", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "run directory" in err and "already exists (empty)" in err
+
+
 def test_limits_reach_the_training_and_evaluation_environments(tmp_path, capsys):
     """DESIGN §6 gives --limits FILE to the command lines; train had none."""
     limits = tmp_path / "limits.toml"

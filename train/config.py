@@ -616,7 +616,9 @@ class TrainConfig:
 
     def check_outputs(self, run_name: str | None = None) -> None:
         """Check before any work that the run directory, the model and its JSON record
-        can be written (nothing is created).
+        can be written (nothing is created), and that the directory of a ``run_name``
+        given does not exist yet (:func:`train.trainer.make_named_run_dir` creates it,
+        refusing one made since).
 
         :param run_name: the run's directory name (None: check ``logdir`` only).
         :raises ValueError: a file where a directory must go (or the reverse), a
@@ -631,6 +633,13 @@ class TrainConfig:
             raise ValueError(f"run directory {str(run_dir)!r} already holds a run ({held}): "
                              "choose another --run-name, or remove it first (a new run "
                              "would overwrite its model and mix its tensorboard logs)")
+        # a --run-name's directory is made by the run, atomically (a default name that
+        # was taken since is replaced by the next free one then)
+        if run_name and self.run_name is not None and os.path.lexists(run_dir):
+            empty = " (empty)" if run_dir.is_dir() else ""
+            raise ValueError(f"run directory {str(run_dir)!r} already exists{empty}: "
+                             "choose another --run-name, or remove it first (a run "
+                             "creates its own directory)")
         if run_name is None and self.out is None:
             return
         model = self.model_path(run_dir)

@@ -247,6 +247,25 @@ def claim_run_dir(logdir: str | Path, base: str) -> Path:
         return run_dir
 
 
+def make_named_run_dir(run_dir: Path) -> None:
+    """Create the directory of a run given its name (``--run-name``), without
+    ``exist_ok``, as :func:`claim_run_dir` does for a default name:
+    :meth:`TrainConfig.check_outputs` refuses one that exists before the work, and this
+    one made since by another process (two runs started at once with the same name),
+    whose event files and ``progress.csv`` would mix with this run's and whose
+    ``model.zip`` one of them would replace.
+
+    :raises ValueError: ``run_dir`` exists (the message names ``--run-name``).
+    """
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        raise ValueError(f"run directory {str(run_dir)!r} was created after this run "
+                         "checked it, as by another run started with the same --run-name: "
+                         "choose another --run-name") from None
+
+
 def resume_seed(seed: int, num_timesteps: int) -> int:
     """The seed a resumed run gives SB3's ``set_random_seed`` (python, numpy, torch, the
     action space and the adapter's episode stream): the first 32-bit word of
@@ -393,13 +412,18 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         used = model_hyperparameters(model)
         record["config"].update(used, net_arch=list(used["net_arch"]),
                                 batch_size_requested=int(config.batch_size))
-        if config.run_name is None:   # made now, atomically: the name checked above may
-            # have been taken since by a run started within the same second
+        # made now, atomically: the name checked above may have been taken since by a
+        # run started within the same second (or given the same --run-name)
+        if config.run_name is None:
             run_dir = claim_run_dir(config.logdir, config.default_run_name(t_start))
             run_name, out = run_dir.name, config.model_path(run_dir)
             record.update(run_name=run_name, run_dir=str(run_dir))
         else:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                make_named_run_dir(run_dir)
+            except ValueError:
+                venv.close()
+                raise
         out.parent.mkdir(parents=True, exist_ok=True)
         _configure_logger(model, run_dir, config.verbose)
         for note in config.timestep_notes() if notes is not None else ():
