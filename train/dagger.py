@@ -171,141 +171,220 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     ``python -m train``'s do. Interrupted (``KeyboardInterrupt``) before the model is
     saved, it leaves no tensorboard run; after, the model stays and the interrupt's
     ``written`` attribute says what was written."""
-
-    from gridswarm_env.config_file import env_config_toml
-    from gridswarm_env.env import OBS_FIELDS
-    from policies.learned import OBS_FIELDS_ATTR, greedy_actions
-    from train.bc import behaviour_clone, collect_demonstrations, concatenate
-    from train.callbacks import save_model_atomically
-    from train.trainer import (
-        ENV_SETTINGS_ATTR,
-        _versions,
-        claim_run_dir,
-        load_model,
-        make_venv,
-        replace_atomically,
-    )
+    from train.trainer import replace_atomically
 
     t0 = time.time()
     # what it is taught on, checked before the work and stored in the model, so
     # ``python -m train --resume`` of it keeps --randomize (and the config file)
     taught = taught_config(n_agents, trust, seed, env_config_file, governor_deadband_hz)
-    run_dir = writer = None
-    made: list[Path] = []   # the directories the tensorboard run creates
-    mine: set[Path] = set()   # and its event file
-    if logdir is not None:
+    run = _TensorboardRun.open(logdir, seed)
+    path = None
+    try:
+        progress = _Progress(run, log, t0)
+        venv, model, parts = _teacher_demonstrations(base, taught, seed, samples,
+                                                     emergency_samples)
+        phases = [_clone(model, parts, epochs, lr, seed, progress)]
+        phases += _dagger_rounds(model, parts, taught, seed, iterations, iteration_samples,
+                                 iteration_epochs, lr, progress)
+        path = _save(model, out, taught)
+        settings = {"n_agents": n_agents, "trust": trust, "seed": seed, "samples": samples,
+                    "emergency_samples": emergency_samples, "epochs": epochs,
+                    "iterations": iterations, "iteration_samples": iteration_samples,
+                    "iteration_epochs": iteration_epochs, "lr": lr}
+        record = _record(base, path, taught, settings, phases, venv, run.run_dir, t0, command)
+        run.close(keep=True)
+        text = (json.dumps(record, indent=2) + "\n").encode()
+        replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
+        return record
+    except BaseException as stop:   # Ctrl-C, SIGTERM or an error: a run whose model was
+        # not saved leaves no tensorboard run ("nothing was written")
+        run.close(keep=path is not None)
+        if path is not None and isinstance(stop, KeyboardInterrupt):   # what main says
+            stop.written = _written_before(path, run.run_dir)
+        raise
+
+
+class _TensorboardRun:
+    """:func:`distil`'s tensorboard run ``<logdir>/dagger_s<seed>_<time>``, or none
+    (``logdir`` None: every method does nothing)."""
+
+    def __init__(self, run_dir: Path | None = None, writer: Any = None,
+                 made: list[Path] | None = None, mine: set[Path] | None = None) -> None:
+        self.run_dir = run_dir
+        self.writer = writer
+        self.made = made or []   # the directories the tensorboard run creates
+        self.mine = mine or set()   # and its event file
+
+    @classmethod
+    def open(cls, logdir: str | Path | None, seed: int) -> _TensorboardRun:
+        if logdir is None:
+            return cls()
         from torch.utils.tensorboard import SummaryWriter
+
+        from train.trainer import claim_run_dir
 
         made = dirs_to_create(logdir)
         # its own directory, even beside a run started within the same second
         run_dir = claim_run_dir(logdir, time.strftime(f"dagger_s{seed}_%Y%m%d-%H%M%S"))
         made.append(run_dir)
         writer = SummaryWriter(str(run_dir))
-        mine = set(run_dir.glob("events.out.tfevents.*"))
-    path = None
-    try:
-        epochs_done = 0
+        return cls(run_dir, writer, made, set(run_dir.glob("events.out.tfevents.*")))
 
-        def scalars(values: dict[str, float], step: int) -> None:
-            if writer is not None:
-                for tag, value in values.items():
-                    writer.add_scalar(f"distil/{tag}", value, step)
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for tag, value in values.items():
+                self.writer.add_scalar(f"distil/{tag}", value, step)
 
-        def venv_of(scenario: str, s: int):   # the config file is not read again
-            return make_venv(taught, scenario=scenario, seed=s)
+    def close(self, keep: bool) -> None:
+        """Close the writer; ``keep`` False: remove what the run wrote (its event file,
+        the directories it created where empty)."""
+        if self.writer is not None:
+            self.writer.close()
+            if not keep:
+                remove_unfinished_run(self.mine, self.made)
 
-        venv = venv_of("all", seed + SEED_OFFSETS["scenarios"])
-        model = load_model(base, venv)
-        # attaching a model re-seeds the adapter with the model's own saved seed: seed it again
-        venv.seed(seed + SEED_OFFSETS["scenarios"])
-        teachers = {k: (str(base) if v == "base" else v) for k, v in TEACHERS.items()}
-        parts = [collect_demonstrations(venv, teachers, samples, model.gamma)]
-        if emergency_samples:
-            extra = venv_of("emergency", seed + SEED_OFFSETS["emergency"])
-            parts.append(collect_demonstrations(extra, "heuristic", emergency_samples, model.gamma))
+
+class _Progress:
+    """The log lines (time since ``t0``) and scalars of :func:`distil`'s fits, their
+    epochs counted across the phases (the tensorboard step)."""
+
+    def __init__(self, run: _TensorboardRun, log: Callable[[str], Any], t0: float) -> None:
+        self.run, self.log, self.t0 = run, log, t0
+        self.epochs_done = 0
+
+    def say(self, text: str) -> None:
+        self.log(f"{text} ({time.time() - self.t0:.0f} s)")
+
+    def on_epoch(self, what: str, total: int) -> Callable[[int, dict[str, float]], None]:
+        def on_epoch(done: int, stats: dict[str, float]) -> None:
+            self.epochs_done += 1
+            self.run.scalars({"likelihood_loss": stats["bc_nll"],
+                              "value_mse": stats["bc_value_mse"]}, self.epochs_done)
+            self.say(f"{what}: epoch {done}/{total}, likelihood loss {stats['bc_nll']:.4f}")
+        return on_epoch
+
+    def accuracy(self, stats: dict[str, float]) -> None:
+        self.run.scalars({"accuracy_power": stats["bc_accuracy_power"],
+                          "accuracy_price": stats["bc_accuracy_price"]}, self.epochs_done)
+
+
+def _teacher_demonstrations(base: str | Path, taught: TrainConfig, seed: int, samples: int,
+                            emergency_samples: int) -> tuple[Any, Any, list[Any]]:
+    """Step 1's rows: the teachers' play (:data:`TEACHERS`) over the three scenarios and
+    of the extra randomized emergencies. Returns the three scenarios' environment, the
+    base model loaded on it, and the rows (one part per stream)."""
+    from train.bc import collect_demonstrations
+    from train.trainer import load_model, make_venv
+
+    # every environment from `taught`: the config file is not read again
+    venv = make_venv(taught, scenario="all", seed=seed + SEED_OFFSETS["scenarios"])
+    model = load_model(base, venv)
+    # attaching a model re-seeds the adapter with the model's own saved seed: seed it again
+    venv.seed(seed + SEED_OFFSETS["scenarios"])
+    teachers = {k: (str(base) if v == "base" else v) for k, v in TEACHERS.items()}
+    parts = [collect_demonstrations(venv, teachers, samples, model.gamma)]
+    if emergency_samples:
+        extra = make_venv(taught, scenario="emergency", seed=seed + SEED_OFFSETS["emergency"])
+        parts.append(collect_demonstrations(extra, "heuristic", emergency_samples, model.gamma))
+    return venv, model, parts
+
+
+def _clone(model: Any, parts: list[Any], epochs: int, lr: float, seed: int,
+           progress: _Progress) -> dict[str, Any]:
+    """Step 1's fit: ``epochs`` passes over the teachers' rows (``parts``), from the base
+    model's weights; returns its phase entry."""
+    from train.bc import behaviour_clone, concatenate
+
+    demos = concatenate(parts)
+    progress.say(f"cloning: {len(demos):,} samples")
+    phase = {"phase": "cloning", "samples": len(demos),
+             **behaviour_clone(model, demos, epochs=epochs, learning_rate=lr,
+                               seed=seed + SEED_OFFSETS["fit"],
+                               on_epoch=progress.on_epoch("cloning", epochs))}
+    progress.accuracy(phase)
+    progress.say(f"cloning done: {phase}")
+    return phase
+
+
+def _dagger_rounds(model: Any, parts: list[Any], taught: TrainConfig, seed: int,
+                   iterations: int, iteration_samples: int, iteration_epochs: int,
+                   lr: float, progress: _Progress) -> list[dict[str, Any]]:
+    """Step 2: ``iterations`` rounds of the student's play labelled by the heuristic,
+    each added to ``parts`` and fitted on with all of them; returns their phase entries."""
+    from policies.learned import greedy_actions
+    from train.bc import behaviour_clone, collect_demonstrations, concatenate
+    from train.trainer import make_venv
+
+    dagger_venv = make_venv(taught, scenario="emergency", seed=seed + SEED_OFFSETS["dagger"])
+    phases = []
+    for it in range(iterations):
+        rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples, model.gamma,
+                                      student=model)
+        pred = greedy_actions(model.policy, rows.obs, rows.masks)
+        disagree = float((pred != rows.actions).any(axis=1).mean())
+        parts.append(rows)
         demos = concatenate(parts)
-        log(f"cloning: {len(demos):,} samples ({time.time() - t0:.0f} s)")
+        stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
+                                seed=seed + SEED_OFFSETS["fit"] + it,
+                                on_epoch=progress.on_epoch(f"DAgger round {it + 1}",
+                                                           iteration_epochs))
+        phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
+                       "disagreement_before": disagree, "samples": len(demos), **stats})
+        progress.accuracy(stats)
+        progress.run.scalars({"dagger_disagreement": disagree}, it + 1)
+        progress.say(f"DAgger round {it + 1}: the student disagreed with the heuristic on "
+                     f"{disagree:.2%} of {len(rows):,} states it visited; {phases[-1]}")
+    return phases
 
-        def progress(what: str, total: int):
-            def on_epoch(done: int, stats: dict[str, float]) -> None:
-                nonlocal epochs_done
-                epochs_done += 1
-                scalars({"likelihood_loss": stats["bc_nll"], "value_mse": stats["bc_value_mse"]},
-                        epochs_done)
-                log(f"{what}: epoch {done}/{total}, likelihood loss {stats['bc_nll']:.4f} "
-                    f"({time.time() - t0:.0f} s)")
-            return on_epoch
 
-        def accuracy(stats: dict[str, float]) -> None:
-            scalars({"accuracy_power": stats["bc_accuracy_power"],
-                     "accuracy_price": stats["bc_accuracy_price"]}, epochs_done)
+def _save(model: Any, out: str | Path, taught: TrainConfig) -> Path:
+    """Save the distilled model to ``out`` (atomically) with the observation fields and
+    environment settings it was taught on; return where."""
+    from gridswarm_env.env import OBS_FIELDS
+    from policies.learned import OBS_FIELDS_ATTR
+    from train.callbacks import save_model_atomically
+    from train.trainer import ENV_SETTINGS_ATTR
 
-        phases = [{"phase": "cloning", "samples": len(demos),
-                   **behaviour_clone(model, demos, epochs=epochs, learning_rate=lr,
-                                     seed=seed + SEED_OFFSETS["fit"],
-                                     on_epoch=progress("cloning", epochs))}]
-        accuracy(phases[-1])
-        log(f"cloning done: {phases[-1]} ({time.time() - t0:.0f} s)")
-        dagger_venv = venv_of("emergency", seed + SEED_OFFSETS["dagger"])
-        for it in range(iterations):
-            rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples, model.gamma,
-                                          student=model)
-            pred = greedy_actions(model.policy, rows.obs, rows.masks)
-            disagree = float((pred != rows.actions).any(axis=1).mean())
-            parts.append(rows)
-            demos = concatenate(parts)
-            stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
-                                    seed=seed + SEED_OFFSETS["fit"] + it,
-                                    on_epoch=progress(f"DAgger round {it + 1}", iteration_epochs))
-            phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
-                           "disagreement_before": disagree, "samples": len(demos), **stats})
-            accuracy(stats)
-            scalars({"dagger_disagreement": disagree}, it + 1)
-            log(f"DAgger round {it + 1}: the student disagreed with the heuristic on "
-                f"{disagree:.2%} of {len(rows):,} states it visited; {phases[-1]} "
-                f"({time.time() - t0:.0f} s)")
-        setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
-        setattr(model, ENV_SETTINGS_ATTR, taught.env_settings())
-        path = save_model_atomically(model, out)
-        shown = _shown(base)
-        record = {
-            "command": command,
-            "method": "behaviour cloning from a teacher per scenario, then DAgger on "
-                      "randomized emergencies (train/dagger.py)",
-            "teachers": {k: (shown if v == "base" else v) for k, v in TEACHERS.items()},
-            "base": shown, "base_sha256": file_sha256(base),
-            "config": {"n_agents": n_agents, "trust": trust, "seed": seed, "samples": samples,
-                       "emergency_samples": emergency_samples, "epochs": epochs,
-                       "iterations": iterations, "iteration_samples": iteration_samples,
-                       "iteration_epochs": iteration_epochs, "lr": lr, "randomize": True,
-                       "env_config_file": taught.env_config_file,
-                       "env_config_sha256": taught.env_config_sha256,
-                       "governor_deadband_hz": taught.governor_deadband_hz},
-            # the environments' settings as a --config file
-            "env_config_toml": env_config_toml(taught.env_config()),
-            "phases": phases, "model": _shown(path), "model_sha256": file_sha256(path),
-            "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
-            "run_dir": None if run_dir is None else str(run_dir),
-            "wall_time_s": round(time.time() - t0, 1), "versions": _versions(),
-            "platform": platform.platform(),
-        }
-        if writer is not None:
-            writer.close()
-        text = (json.dumps(record, indent=2) + "\n").encode()
-        replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
-        return record
-    except BaseException as stop:   # Ctrl-C, SIGTERM or an error: a run whose model was
-        if writer is not None:   # not saved leaves no tensorboard run ("nothing was written")
-            writer.close()
-            if path is None:
-                remove_unfinished_run(mine, made)
-        if path is not None and isinstance(stop, KeyboardInterrupt):   # what main says
-            stop.written = (f"the model was saved to {path}, but not its record "
-                            f"{path.with_suffix('.json')}"
-                            + (" (the file there is an earlier model's)"
-                               if path.with_suffix(".json").exists() else "")
-                            + ("" if run_dir is None else f"; tensorboard run {run_dir}"))
-        raise
+    setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
+    setattr(model, ENV_SETTINGS_ATTR, taught.env_settings())
+    return save_model_atomically(model, out)
+
+
+def _record(base: str | Path, path: Path, taught: TrainConfig, settings: dict[str, Any],
+            phases: list[dict[str, Any]], venv: Any, run_dir: Path | None, t0: float,
+            command: str | None) -> dict[str, Any]:
+    """The saved model's record (``<model>.json``; module docstring)."""
+    from gridswarm_env.config_file import env_config_toml
+    from gridswarm_env.env import OBS_FIELDS
+    from train.trainer import _versions
+
+    shown = _shown(base)
+    return {
+        "command": command,
+        "method": "behaviour cloning from a teacher per scenario, then DAgger on "
+                  "randomized emergencies (train/dagger.py)",
+        "teachers": {k: (shown if v == "base" else v) for k, v in TEACHERS.items()},
+        "base": shown, "base_sha256": file_sha256(base),
+        "config": {**settings, "randomize": True,
+                   "env_config_file": taught.env_config_file,
+                   "env_config_sha256": taught.env_config_sha256,
+                   "governor_deadband_hz": taught.governor_deadband_hz},
+        # the environments' settings as a --config file
+        "env_config_toml": env_config_toml(taught.env_config()),
+        "phases": phases, "model": _shown(path), "model_sha256": file_sha256(path),
+        "obs_fields": list(OBS_FIELDS), "action_nvec": venv.action_space.nvec.tolist(),
+        "run_dir": None if run_dir is None else str(run_dir),
+        "wall_time_s": round(time.time() - t0, 1), "versions": _versions(),
+        "platform": platform.platform(),
+    }
+
+
+def _written_before(path: Path, run_dir: Path | None) -> str:
+    """What an interrupt after the model was saved leaves (``main`` prints it)."""
+    record = path.with_suffix(".json")
+    return (f"the model was saved to {path}, but not its record {record}"
+            + (" (the file there is an earlier model's)" if record.exists() else "")
+            + ("" if run_dir is None else f"; tensorboard run {run_dir}"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
