@@ -691,15 +691,20 @@ class Kernel:
         self.planned_baseline_mw = base_eff
         if reserve_round:
             dur_h = max(reserve_duration_s, self.dt_s) / 3600.0
-            hi_res = self._bounds(st, fleet, e_lo, e_hi, fleet.solar_forecast_mw, dur_h,
-                                  t1 + reserve_duration_s, plugged_next, True)[1]
+            lo_res, hi_res = self._bounds(st, fleet, e_lo, e_hi, fleet.solar_forecast_mw,
+                                          dur_h, t1 + reserve_duration_s, plugged_next, True)
             hi = np.maximum(np.minimum(hi_res, hi_net) - base_eff - reserve_mw, 0.0)
-            # an EV leaving before the reserve period ends cannot hold reserve; under a
+            # an EV leaving before the reserve period ends cannot hold reserve, nor can
+            # one whose baseline charging fills it (to its ceiling) before the period
+            # ends: its reserve is that charging, deferred, and a full EV's stops anyway,
+            # so a trip after that finds nothing to defer (its baseline charging over the
+            # period, −base_eff, is more than its room sustains, −lo_res); under a
             # ramp limit the activated reserve ramps in at the DER's rate
             # (dispatch._execute_ramped), so a DER holds at most what it reaches within
             # the product's full activation time (its first level past that bound is
             # bid as the bound, as with energy bids: power_mask)
             leaves = self.is_ev & (fleet.departure_s < t1 + reserve_duration_s)
+            leaves |= self.is_ev & (base_eff < lo_res)
             hi = np.where(self.is_solar | leaves, 0.0, hi)
             if self.has_ramp:
                 cap = np.maximum(self.reserve_ramp_cap_mw - reserve_mw, 0.0)

@@ -1072,6 +1072,46 @@ def test_an_ev_leaving_before_the_reserve_period_ends_offers_no_reserve() -> Non
         np.testing.assert_array_equal(lo, 0.0)
 
 
+def test_an_ev_its_baseline_fills_before_the_reserve_period_ends_offers_no_reserve() -> None:
+    """An EV's reserve is its baseline charging, deferred: one that charging fills to its
+    ceiling before the reserve period ends has nothing left to defer for a trip after that
+    (a full EV stops charging anyway). Reserve round at t = 0 for a 2 h period from t = 1 h,
+    EV 20 MWh charging 1 MW at η 0.9: at 10 MWh it is at 10.9 MWh by 1 h and its 1.8 MWh
+    over the period fit (1 MW offered); at 18.5 MWh only 0.6 MWh are left: nothing (it
+    offered 1 MW, and in ``emergency`` with EVs at 99.95-99.999 % the reserve it held
+    could not answer the trip: 94.9 of 100 MW delivered, 0.166 MWh unserved)."""
+    for energy_mwh, want_ev in ((10.0, 1.0), (18.5, 0.0)):
+        fleet = _fleet()
+        fleet.energy_mwh[2] = energy_mwh
+        kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+        lo, hi = _bid(kernel, fleet, reserve_round=True, reserve_duration_s=2 * DT_S)
+        assert hi[2] == pytest.approx(want_ev, rel=1e-12), energy_mwh
+        assert hi[1] == pytest.approx(1.8, rel=1e-12) and hi[0] == 0.0
+        np.testing.assert_array_equal(lo, 0.0)
+
+
+def test_emergency_reserve_held_by_nearly_full_evs_answers_the_trip_in_full() -> None:
+    """``emergency`` with EVs at 99.95-99.999 % state of charge (heuristic, seed 0): no
+    reserve is awarded that the dispatcher then cannot deliver, and the 100 MW trip is
+    covered at the end (before: EVs filled by their baseline held 5.4 MW they could not
+    defer, 770 agent-steps clamped, delivered 94.6 MW with no energy round asked)."""
+    from policies import make_policy
+
+    fleet = FleetConfig(ev_soc_init_low=0.9995, ev_soc_init_high=0.99999,
+                        ev_departure_min_s=3000.0, ev_departure_max_s=3600.0)
+    env = GridSwarmEnv(scenario="emergency", config=EnvConfig(n_agents=100, trust="hmac",
+                                                              fleet=fleet))
+    env.reset(seed=0)
+    policy = make_policy("heuristic")
+    policy.reset(env, seed=0)
+    for _ in range(30):
+        act = policy.act(env.observations_array(), env.action_masks())
+        env.step_arrays(act[:, 0], act[:, 1])
+    assert env.dispatch_clamped == 0
+    assert env.last_info["delivered_mw"] == pytest.approx(100.0, rel=1e-9)
+    assert env.episode_metrics()["unserved_energy_mwh"] < 0.002
+
+
 def test_checker_flags_each_power_rule_and_counts_like_its_report() -> None:
     """The independent checker, rule by rule (dt = 1 s): a battery charging 1.5 MW under a
     1 MW charge cap, a solar plant absorbing 0.5 MW (solar: net_min < −tol, whatever its
