@@ -11,7 +11,8 @@ inserted, reordered, truncated or malformed entry it can detect, and ``BROKEN: n
 entries (...)`` for an empty file; prints ``error: ...`` and exits 2 when the file is
 missing or unreadable, is no regular file (a FIFO, a device such as ``/dev/zero``, a
 directory: refused before anything is read) or the command line is wrong. A line longer
-than 256 MiB or nesting JSON more than 64 levels deep, which the log never writes, is
+than 256 MiB, nesting JSON more than 64 levels deep or holding more than 4 194 304 JSON
+values (counted before decoding), which the log never writes, is
 ``malformed`` (not read further). With ``--public-key`` (the
 operator's raw Ed25519 public key, 64 hex digits), every signed head is checked and the
 file must end with the writer's *closing* head (the one ``env.close()`` signs, marked
