@@ -353,3 +353,19 @@ def test_the_writer_refuses_an_entry_with_more_json_values_than_the_verifier_rea
     lines = path.read_bytes().splitlines(keepends=True)
     assert audit_chain._json_values_bound(lines[-1]) <= 1000   # the largest written
     assert verify_audit_file(path).ok
+
+
+def test_the_cli_out_of_memory_is_an_error_not_a_broken_verdict(tmp_path, monkeypatch, capsys):
+    """Review (session 26): a MemoryError while verifying (a hostile line, a small memory
+    limit) ended the CLI with a traceback and exit 1, the status of a BROKEN chain; it
+    says nothing about the file: exit 2 (error), one line, no traceback."""
+    import gridswarm_env.audit as cli
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(cli, "verify_audit_file", out_of_memory)
+    path = tmp_path / "audit.jsonl"
+    path.write_text("")
+    assert main(["verify", str(path)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "out of memory verifying audit file" in err and "Traceback" not in err
