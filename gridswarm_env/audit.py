@@ -10,8 +10,10 @@ the chain is intact (without ``--public-key``: self-consistent, see below); prin
 inserted, reordered, truncated or malformed entry it can detect, and ``BROKEN: no
 entries (...)`` for an empty file; prints ``error: ...`` and exits 2 when the file is
 missing or unreadable, is no regular file (a FIFO, a device such as ``/dev/zero``, a
-directory: refused before anything is read) or the command line is wrong. A line longer
-than 256 MiB or nesting JSON more than 64 levels deep, which the log never writes, is
+directory: refused before anything is read), the verifier runs out of memory, or the
+command line is wrong. A line longer
+than 256 MiB, nesting JSON more than 64 levels deep or holding more than 4 194 304 JSON
+values (counted before decoding), which the log never writes, is
 ``malformed`` (not read further). With ``--public-key`` (the
 operator's raw Ed25519 public key, 64 hex digits), every signed head is checked and the
 file must end with the writer's *closing* head (the one ``env.close()`` signs, marked
@@ -221,6 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         print(f"{parser.prog}: error: cannot read audit file {args.file!r}: {reason}",
+              file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:   # no verdict on the file: not exit 1 (BROKEN), nor a traceback
+        print(f"{parser.prog}: error: out of memory verifying audit file {args.file!r} (a "
+              "line within the verifier's bounds may take ~1.4 GB to decode); no verdict",
               file=sys.stderr)
         return EXIT_ERROR
     print(format_verdict(result, public_key_given=public_key is not None))

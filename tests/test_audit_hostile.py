@@ -288,3 +288,84 @@ def test_a_registry_whose_key_the_head_names_gets_no_hint(tmp_path):
     result = _verify_records(_file_records(path), registry=signer)
     assert (result.ok, result.index, result.problem) == (False, 1, "altered")
     assert result.message.endswith("its signature by 'operator' does not verify")
+
+
+# --- 2b. values per line: a verdict before decoding, bounded memory ---------------------
+def empty_objects_line(n: int, index: int = 0, prev: str = GENESIS) -> str:
+    """An entry line whose field ``x`` lists ``n`` empty objects (``[{},{},...]``), with a
+    made-up hash: ~3 bytes of the line per decoded dict."""
+    return ('{"fields":{"x":[' + "{}," * n + '1]},"index":' + str(index)
+            + ',"kind":"k","prev_hash":"' + prev + '","hash":"' + "0" * 64 + '"}\n')
+
+
+def test_a_line_of_more_json_values_than_the_bound_is_malformed_before_decoding(
+        tmp_path, monkeypatch):
+    """Security review (session 26): a line of empty objects or arrays costs ~50x its bytes
+    when decoded (``[{},{},...]``: a 57 MiB line, far under MAX_ENTRY_LINE_BYTES, took 2.9
+    GB and 54 s before its verdict; with a 1.5 GB memory limit the CLI died with a
+    MemoryError traceback and exit 1). A line that may hold more than MAX_ENTRY_VALUES
+    values is now ``malformed`` and not decoded (the bound lowered here to keep the test
+    small; a line under it still gets its usual verdict)."""
+    assert audit_chain.MAX_ENTRY_VALUES == 2**22
+    monkeypatch.setattr(audit_chain, "MAX_ENTRY_VALUES", 1000)
+    decoded = []
+    real_loads = audit_chain.json.loads
+    monkeypatch.setattr(audit_chain.json, "loads",
+                        lambda raw, *a, **k: decoded.append(len(raw)) or real_loads(raw, *a, **k))
+    path = tmp_path / "dense.jsonl"
+    path.write_text(empty_objects_line(600))          # 1 201 commas and brackets: refused
+    result = verify_audit_file(path)
+    assert (result.ok, result.index, result.problem) == (False, 0, "malformed")
+    assert "holds more than 1,000 JSON values" in result.message
+    assert decoded == []                               # never handed to json
+    path.write_text(empty_objects_line(400))           # 801: decoded, its hash is wrong
+    result = verify_audit_file(path)
+    assert (result.ok, result.index, result.problem) == (False, 0, "altered")
+    # after a valid first entry, at its position
+    with AuditLog(tmp_path / "audit.jsonl") as log:
+        log.append("k", a=1)
+    with (tmp_path / "audit.jsonl").open("a") as handle:
+        handle.write(empty_objects_line(600, 1, log.head_hash))
+    result = verify_audit_file(tmp_path / "audit.jsonl")
+    assert (result.ok, result.index, result.problem, result.n_entries) == (
+        False, 1, "malformed", 1)
+
+
+def test_the_writer_refuses_an_entry_with_more_json_values_than_the_verifier_reads(
+        tmp_path, monkeypatch):
+    """append refuses an entry whose line would exceed MAX_ENTRY_VALUES (the line's own
+    comma before ``hash`` counted), so the log never writes what its verifier refuses;
+    an entry at the bound is written and verifies."""
+    monkeypatch.setattr(audit_chain, "MAX_ENTRY_VALUES", 1000)
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        fits = None
+        for n in range(300, 600):
+            try:
+                log.append("k", x=[{}] * n)
+            except ValueError as exc:
+                assert "more than 1,000 JSON values" in str(exc)
+                fits = n - 1
+                break
+        assert fits is not None and log.n_entries == fits - 299
+        with pytest.raises(ValueError, match="MAX_ENTRY_VALUES"):
+            log.append("k", ids=["c"] * 1000)
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert audit_chain._json_values_bound(lines[-1]) <= 1000   # the largest written
+    assert verify_audit_file(path).ok
+
+
+def test_the_cli_out_of_memory_is_an_error_not_a_broken_verdict(tmp_path, monkeypatch, capsys):
+    """Review (session 26): a MemoryError while verifying (a hostile line, a small memory
+    limit) ended the CLI with a traceback and exit 1, the status of a BROKEN chain; it
+    says nothing about the file: exit 2 (error), one line, no traceback."""
+    import gridswarm_env.audit as cli
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(cli, "verify_audit_file", out_of_memory)
+    path = tmp_path / "audit.jsonl"
+    path.write_text("")
+    assert main(["verify", str(path)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "out of memory verifying audit file" in err and "Traceback" not in err

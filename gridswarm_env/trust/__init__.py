@@ -90,6 +90,7 @@ from gridswarm_env.trust.identities import (
 from gridswarm_env.trust.audit_chain import EMPTY_AUDIT_FILE as EMPTY_AUDIT_FILE
 from gridswarm_env.trust.audit_chain import MAX_ENTRY_LINE_BYTES as MAX_ENTRY_LINE_BYTES
 from gridswarm_env.trust.audit_chain import MAX_ENTRY_NESTING as MAX_ENTRY_NESTING
+from gridswarm_env.trust.audit_chain import MAX_ENTRY_VALUES as MAX_ENTRY_VALUES
 from gridswarm_env.trust.audit_chain import _canonical_json as _canonical_json
 from gridswarm_env.trust.audit_chain import _ed25519_point_is_valid as _ed25519_point_is_valid
 from gridswarm_env.trust.audit_chain import _head_message as _head_message

@@ -128,9 +128,20 @@ MAX_ENTRY_NESTING = 64
 #: the longest line (bytes, newline included) of an audit file: :meth:`AuditLog.append`
 #: refuses a longer entry and the verifier reports a longer line as ``malformed`` without
 #: reading further, so a hostile file (``/dev/zero`` copied to a file: one endless line)
-#: costs at most this much memory. Far above any entry a run writes: a batch of
+#: is not read whole. Far above any entry a run writes: a batch of
 #: 1 000 000 contracts (:data:`~gridswarm_env.config.MAX_AGENTS`) lists ~30 MB of ids.
 MAX_ENTRY_LINE_BYTES = 256 * 2**20
+#: the most JSON values a line may hold, counted from above without decoding it
+#: (:func:`_json_values_bound`: its commas and opening brackets, plus one): decoding
+#: costs memory per value, ~50x the line's bytes for a line of empty objects or arrays
+#: (``[{},{},...]``: a 57 MiB line took 2.9 GB and 54 s to decode, a 256 MiB one would
+#: take ~13 GB), so a line over this bound is ``malformed`` before it is decoded (at
+#: the bound such a line took 0.4 GB; a 255 MiB line of one string 1.4 GB, the most a
+#: line within both bounds costs). :meth:`AuditLog.append` refuses such an
+#: entry too. Above any entry a run writes: a batch of 1 000 000 rejected contracts
+#: counts ~3 000 000 (an object and two separating commas each), a list of
+#: 1 000 000 ids ~1 000 000.
+MAX_ENTRY_VALUES = 2**22
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _LOWER_HEX = re.compile(r"[0-9a-f]*\Z")
 
@@ -281,6 +292,23 @@ def _normalise(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return _normalise(list(value), depth)
     raise ValueError(f"audit field value {value!r} of type {t.__name__} is not JSON-serialisable")
+
+
+def _json_values_bound(text: str | bytes) -> int:
+    """An upper bound on the JSON values (objects, arrays, strings, numbers, literals)
+    and object keys in one JSON text, over :data:`MAX_ENTRY_VALUES`'s scale: its commas
+    and opening brackets, plus one (every value but a container's first follows a comma;
+    commas and brackets inside strings only raise the bound). Never more than
+    ``len(text) + 1``."""
+    if type(text) is bytes:
+        return text.count(b",") + text.count(b"[") + text.count(b"{") + 1
+    return text.count(",") + text.count("[") + text.count("{") + 1
+
+
+def _too_many_values(text: str | bytes) -> bool:
+    """Whether ``text`` may hold more than :data:`MAX_ENTRY_VALUES` JSON values (only
+    counted when it is long enough to: the usual entry costs one length check)."""
+    return len(text) >= MAX_ENTRY_VALUES and _json_values_bound(text) > MAX_ENTRY_VALUES
 
 
 def _too_deep() -> None:
@@ -624,6 +652,11 @@ class AuditLog:
                              f"{len(body) + 80:,} bytes; an audit line holds at most "
                              f"{MAX_ENTRY_LINE_BYTES:,} (MAX_ENTRY_LINE_BYTES: the verifier "
                              "refuses longer ones)")
+        # the line written adds one comma (before "hash") to the body
+        if len(body) + 1 >= MAX_ENTRY_VALUES and _json_values_bound(body) + 1 > MAX_ENTRY_VALUES:
+            raise ValueError(f"audit entry {index} ({kind!r}) would hold more than "
+                             f"{MAX_ENTRY_VALUES:,} JSON values (MAX_ENTRY_VALUES: the "
+                             "verifier refuses such lines before decoding them)")
         digest = sha256(body.encode("ascii")).hexdigest()
         entry = _AuditEntryLayout(index, kind, clean, self._head_hash, digest)
         entry.__class__ = AuditEntry
@@ -859,6 +892,11 @@ def _file_records(path: Path) -> Iterator[tuple[int, Any, bool]]:
                 yield number, _Bad("truncated", f"line {number + 1} has no final newline "
                                    "(the log ends every entry with one: the file was cut "
                                    "inside its last entry)"), complete
+                continue
+            if _too_many_values(raw):   # decoding would cost ~50 bytes per value
+                yield number, _Bad("malformed", f"line {number + 1} holds more than "
+                                   f"{MAX_ENTRY_VALUES:,} JSON values (MAX_ENTRY_VALUES: "
+                                   "the log writes no such entry); not decoded"), complete
                 continue
             try:
                 record = json.loads(raw)
