@@ -98,7 +98,7 @@ from pettingzoo import ParallelEnv
 from gridswarm_env import market
 from gridswarm_env.bus import AgentMessageBus, Lane
 from gridswarm_env.config import EnvConfig, check_choice
-from gridswarm_env.dispatch import execute
+from gridswarm_env.dispatch import balancing_bounds, execute
 from gridswarm_env.fleet import (
     agent_names,
     apply_energy,
@@ -982,6 +982,12 @@ class GridSwarmEnv(ParallelEnv):
                      p_start_mw=self._would_p_end_mw if cfg.shadow else self.last_p_end_mw,
                      q_start_mw=self._plan_end_mw)
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
+        if self.metrics.window_ends_in(t0, t1, last=k + 1 >= sc.episode_steps):
+            # the emergency's 100 ms window ends in this step: the reserve activated in it
+            # counts as far as its holders' bounds let them deliver it (before _physics
+            # moves the fleet's state on)
+            self.metrics.record_window_end(contract_mw, *balancing_bounds(
+                self.fleet, self.kernel, self._baseline_now, dt))
         freq, p_exec, viol = self._physics(ex, k, t0)
         if ex.contract_followable_mw is not None:   # under a ramp limit: _execute_ramped
             self.last_p_end_mw = self.last_p_path_mw[:, -1].copy()
