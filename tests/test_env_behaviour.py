@@ -454,6 +454,36 @@ def test_the_operator_requests_the_lost_power_only_once_detection_ended() -> Non
     assert seen[11.0] == (PRODUCT_ENERGY, sc.contingency_mw, True)
 
 
+def test_once_its_reserve_target_is_met_the_operator_buys_the_forecast_shortage() -> None:
+    """Physics review: with a reserve target every round before the trip was a reserve
+    round, so a load step before it was never bought as energy (``price_spike`` with a
+    50 MW trip at 200 s and a 50 MW target, heuristic, seed 0, 100 agents: 3.382 MWh
+    unserved, 30 555 $, 183.4 s outside the band, against 0.028 MWh without the target).
+    Once the target is met (no reserve round needed) a round buys the forecast shortage
+    as energy; the reserve still stands for the trip."""
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("price_spike", name="spike_and_trip", contingency_mw=50.0,
+                      event_time_s=200.0, reserve_target_mw=50.0)
+    env = GridSwarmEnv(sc, n_agents=100, trust="hmac")
+    env.reset(seed=0)
+    policy = HeuristicPolicy()
+    policy.reset(env, seed=0)
+    rounds = {}   # announcing step -> (product, request, forecast of the round's window)
+    while env.agents:
+        act = policy.act(env.observations_array(), env.action_masks())
+        k = env.step_index
+        env.step_arrays(act[:, 0], act[:, 1])
+        rounds[k] = (env.round_product, env.round_request_mw,
+                     float(env._round_forecast_mw[env.round_index]))
+    assert rounds[0][0] == PRODUCT_RESERVE and rounds[0][1] > 0.0   # the target first
+    during_step = [rounds[k] for k in range(40, 60)]                 # the load step, pre-trip
+    assert all(p == PRODUCT_ENERGY and r == f and r > 10.0 for p, r, f in during_step)
+    m = env.episode_metrics()
+    assert m["emergency_response_mw_100ms"] == pytest.approx(50.0)  # the reserve still answers
+    assert m["unserved_energy_mwh"] < 0.5                          # was 3.382
+
+
 def test_a_detection_on_a_step_boundary_is_broadcast_in_the_step_it_opens() -> None:
     """Guards the half-open window [t0, t1) of the emergency broadcast: a trip at 10 s
     detected after exactly 1 s (11.0 s, the boundary between the steps [10, 11) and
