@@ -257,6 +257,29 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
         contract_followable_mw=followable, plan_end_mw=q[:, -1].copy(), p_sub_mw=p)
 
 
+def _followed_baseline(fleet: FleetState, kernel: Kernel, c, baseline_mw: np.ndarray,
+                       dt_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(b, p_lo, p_hi)``: the baseline each agent follows over the step (module
+    docstring: available PV for solar, ``baseline_mw`` otherwise, inside the physical
+    bounds of its actual state, :meth:`Kernel.execution_bounds`) and the balancing power
+    those bounds allow, ``[net_lo − b, net_hi − b]``."""
+    lo_net, hi_net = kernel.execution_bounds(fleet, dt_s / 3600.0)
+    base = baseline_mw.copy()
+    base[c.solar] = fleet.solar_available_mw[c.solar]
+    base = fast_clip(base, lo_net, hi_net, out=base)
+    return base, lo_net - base, hi_net - base
+
+
+def balancing_bounds(fleet: FleetState, kernel: Kernel, baseline_mw: np.ndarray,
+                     dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(p_lo, p_hi)``, (n,) MW each: the balancing power :func:`execute` lets each
+    agent execute this step from the fleet's present state (its clip bounds; the
+    activated reserve of a holder whose bound cuts it is not delivered)."""
+    _base, p_lo, p_hi = _followed_baseline(fleet, kernel, kernel.fleet_constants(fleet),
+                                           baseline_mw, dt_s)
+    return p_lo, p_hi
+
+
 def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             contract_mw: np.ndarray, reserve_mw: np.ndarray, activation_s: np.ndarray,
             t0_s: float, dt_s: float, n_substeps: int, physics_dt_s: float,
@@ -277,14 +300,8 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     which acts from its own time, ``R_j·a_j(s) = (R_j − Σ_late MW)·a(s; activation_s[j])
     + Σ_late MW·a(s; t_late)``.
     """
-    h = dt_s / 3600.0
     c = kernel.fleet_constants(fleet)
-    lo_net, hi_net = kernel.execution_bounds(fleet, h)
-    base = baseline_mw.copy()
-    base[c.solar] = fleet.solar_available_mw[c.solar]
-    base = fast_clip(base, lo_net, hi_net, out=base)
-    p_lo = lo_net - base
-    p_hi = hi_net - base
+    base, p_lo, p_hi = _followed_baseline(fleet, kernel, c, baseline_mw, dt_s)
     if p_prev_mw is not None and kernel.has_ramp:
         x0 = p_prev_mw if p_start_mw is None else p_start_mw
         return _execute_ramped(
@@ -338,5 +355,5 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
         p_mean_mw=p, planned_mean_mw=planned, p_mean_sum_mw=p_sum,
         p_total_sub_mw=total_sub,
         net_min_mw=net, net_max_mw=net,
-        energy_delta_mwh=energy_change_mwh(fleet, net, h, c),
+        energy_delta_mwh=energy_change_mwh(fleet, net, dt_s / 3600.0, c),
         clamped=np.abs(p - planned) > 1e-9, reserve_share=share, baseline_mw=base)

@@ -98,7 +98,7 @@ from pettingzoo import ParallelEnv
 from gridswarm_env import market
 from gridswarm_env.bus import AgentMessageBus, Lane
 from gridswarm_env.config import EnvConfig, check_choice
-from gridswarm_env.dispatch import execute
+from gridswarm_env.dispatch import balancing_bounds, execute
 from gridswarm_env.fleet import (
     agent_names,
     apply_energy,
@@ -385,14 +385,14 @@ class GridSwarmEnv(ParallelEnv):
                 "event_time_s" + (" or a smaller timing_jitter_s" if jitter else ""))
         episode_end_s = sc.episode_steps * cfg.dt_s
         if sc.reserve_target_mw > 0 and sc.has_event and earliest_s >= episode_end_s:
-            # no trip inside the episode: every round would buy reserve for nothing (the
-            # operator cannot know the trip comes later), as with no trip at all
+            # no trip inside the episode: the operator would buy reserve for nothing (it
+            # cannot know the trip comes later), as with no trip at all
             raise ValueError(
                 f"scenario {sc.name!r}: the event at {earliest_s!r} s"
                 f"{' (its earliest draw)' if sc.timing_jitter_s else ''} comes "
                 f"after the episode's end ({sc.episode_steps} steps x dt_s {cfg.dt_s!r} = "
                 f"{episode_end_s:g} s), so with reserve_target_mw = {sc.reserve_target_mw!r} "
-                "every round would buy reserve for a trip that never happens: use an "
+                "the operator would buy reserve for a trip that never happens: use an "
                 f"event_time_s below {episode_end_s:g} s, more episode_steps, or "
                 "reserve_target_mw = 0")
         self.render_mode = render_mode
@@ -788,16 +788,19 @@ class GridSwarmEnv(ParallelEnv):
         announced at ``now_s``: the operator knows of the trip only once it detected it
         (``event_time_s + detection_delay_s <= now_s``), not for the whole step.
 
-        With a reserve target, every round announced while the operator does not know of
-        a trip is a reserve round (request ``max(target − awarded, 0)``, no round inside
-        the deadband) and every later one an energy round: the product switches on what
-        the operator knows, never on the scenario's hidden ``event_time_s``."""
+        With a reserve target, a round announced while the operator does not know of a
+        trip buys the reserve still missing (request ``max(target − awarded, 0)``, no
+        round inside the deadband), or, once the target is met, the forecast shortage
+        beyond the deadband as energy; every later round is an energy round
+        (:func:`~gridswarm_env.market.operator_request`): the product switches on what the
+        operator knows and holds, never on the scenario's hidden ``event_time_s``."""
         sc = self.scenario
         # the forecast = its mean over the window's sub-steps (precomputed at reset)
         return market.operator_request(
             float(self._round_forecast_mw[round_index]), trip_known=self._trip_known(now_s),
             reserve_target_mw=sc.reserve_target_mw, reserve_awarded_mw=self.reserve_awarded_mw,
-            contingency_mw=sc.contingency_mw, standing_reserve_mw=self._standing_mw)
+            contingency_mw=sc.contingency_mw, standing_reserve_mw=self._standing_mw,
+            deadband_mw=self.config.market.deadband_mw)
 
     def _trip_known(self, now_s: float) -> bool:
         """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
@@ -982,6 +985,12 @@ class GridSwarmEnv(ParallelEnv):
                      p_start_mw=self._would_p_end_mw if cfg.shadow else self.last_p_end_mw,
                      q_start_mw=self._plan_end_mw)
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
+        if self.metrics.window_ends_in(t0, t1, last=k + 1 >= sc.episode_steps):
+            # the emergency's 100 ms window ends in this step: the reserve activated in it
+            # counts as far as its holders' bounds let them deliver it (before _physics
+            # moves the fleet's state on)
+            self.metrics.record_window_end(contract_mw, *balancing_bounds(
+                self.fleet, self.kernel, self._baseline_now, dt))
         freq, p_exec, viol = self._physics(ex, k, t0)
         if ex.contract_followable_mw is not None:   # under a ramp limit: _execute_ramped
             self.last_p_end_mw = self.last_p_path_mw[:, -1].copy()

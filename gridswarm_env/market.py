@@ -635,14 +635,18 @@ def price_signal_unchecked(request: float, flex: float, floor: float, cap: float
 # --------------------------------------------------------------------------- operator
 def operator_request(forecast_mw: float, *, trip_known: bool, reserve_target_mw: float,
                      reserve_awarded_mw: np.ndarray, contingency_mw: float,
-                     standing_reserve_mw: np.ndarray) -> tuple[float, int]:
+                     standing_reserve_mw: np.ndarray, deadband_mw: float) -> tuple[float, int]:
     """One round's request, MW (+ shortage, − surplus), and product.
 
-    With a reserve target, every round while the operator does not know of a trip is a
-    reserve round: ``max(target − Σ awarded, 0)`` (no round inside the deadband). Any
-    other round is an energy round: the forecast shortage of its delivery window, plus,
-    once the trip is known, the lost generation not covered by standing reserve
-    (``contingency − Σ standing``). The product switches on what the operator knows.
+    With a reserve target, a round announced while the operator does not know of a trip
+    buys the reserve still missing, ``max(target − Σ awarded, 0)``, unless that is inside
+    the deadband (the target is met: no reserve round is needed) and the forecast
+    shortage is not: then it buys that energy, so a load step before the trip is balanced
+    as without a target (a round where neither needs buying stays a reserve round with no
+    request, as before). Any other round is an energy round: the forecast shortage of its
+    delivery window, plus, once the trip is known, the lost generation not covered by
+    standing reserve (``contingency − Σ standing``). The product switches on what the
+    operator knows and holds, never on the scenario's hidden event time.
 
     :param forecast_mw: the operator's forecast shortage of the round's window, MW.
     :param trip_known: whether the operator has detected the trip when it announces.
@@ -650,11 +654,14 @@ def operator_request(forecast_mw: float, *, trip_known: bool, reserve_target_mw:
     :param reserve_awarded_mw: (n,) reserve awarded per agent so far, MW.
     :param contingency_mw: generation lost in the trip, MW.
     :param standing_reserve_mw: (n,) reserve standing per agent, MW.
+    :param deadband_mw: requests up to this (absolute) hold no round
+        (:attr:`~gridswarm_env.config.MarketConfig.deadband_mw`).
     :return: ``(request_mw, product)``, product ``PRODUCT_ENERGY`` or ``PRODUCT_RESERVE``.
     """
     if reserve_target_mw > 0 and not trip_known:
-        return max(reserve_target_mw - float(np.add.reduce(reserve_awarded_mw)),
-                   0.0), PRODUCT_RESERVE
+        missing = max(reserve_target_mw - float(np.add.reduce(reserve_awarded_mw)), 0.0)
+        if missing > deadband_mw or not abs(forecast_mw) > deadband_mw:
+            return missing, PRODUCT_RESERVE
     req = forecast_mw
     if trip_known:
         req += contingency_mw - float(np.add.reduce(standing_reserve_mw))

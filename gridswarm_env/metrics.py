@@ -35,15 +35,20 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   delivery of the first verified energy contract awarded on a request that covers the
   trip, in the direction of the lost power, whichever comes first (a scenario without a
   reserve target responds only by energy, a dispatch step or more after detection).
-* ``emergency_response_mw_100ms`` (extra): reserve power, MW, whose contracts activated
-  within :data:`RESPONSE_WINDOW_S` of the event (DESIGN §7's 100 ms): how much of the
-  lost generation was answered in time, where the latency only says that someone was
-  (None if no event happened in the episode; 0.0 if nothing activated in time, and
-  always in shadow mode). Activated reserve without a ramp limit acts in full from its
-  activation, so this counts reserve activated in the window; a holder under a finite
-  ramp limit, whose reserve ramps in at its rate from its activation, counts with its
-  power at the window's end (:meth:`MetricsAccumulator.ramped_response_mw`, a closed
-  form at that instant).
+* ``emergency_response_mw_100ms`` (extra): reserve power, MW, that the holders whose
+  contracts activated within :data:`RESPONSE_WINDOW_S` of the event (DESIGN §7's 100 ms)
+  deliver at the window's end ``t_e``: how much of the lost generation was answered in
+  time, where the latency only says that someone was (None if no event happened in the
+  episode; 0.0 if nothing activated in time, and always in shadow mode). A holder's
+  delivered reserve is its executed balancing power at ``t_e`` less what it would execute
+  there without the reserve, ``clip(c + R) − clip(c)`` in its physical bounds (``c`` its
+  energy contract, ``R`` its reserve activated by ``t_e``;
+  :meth:`MetricsAccumulator.record_window_end`): ``R`` unless a bound cuts it (an EV
+  already full, a battery at its floor). Without a ramp limit the reserve acts in full
+  from its activation; a holder under a finite ramp limit, whose reserve ramps in at its
+  rate from its activation, counts with its power at ``t_e``
+  (:meth:`MetricsAccumulator.ramped_response_mw`, a closed form at that instant), capped
+  at that difference.
 * ``consensus_rate`` = rounds reaching consensus / rounds held (None if none held). A
   round is held when its request exceeds the deadband, from round 1 on: round 0 is
   announced at reset and cleared on bids made from the reset observation, before its
@@ -133,6 +138,13 @@ class MetricsAccumulator:
     response_mw_in_window: float = 0.0
     # activations in the window by holders under a finite ramp: owner -> [(at_s, MW, MW/s)]
     ramped_activations: dict[int, list] = field(default_factory=dict)
+    # reserve activated in the window per holder, MW, until the step holding the window's
+    # end judges it against the holders' bounds (record_window_end)
+    window_reserve_mw: dict[int, float] = field(default_factory=dict)
+    # what those bounds cut: Σ over holders without a ramp limit, MW, and each ramped
+    # holder's deliverable reserve at the window's end, MW (owner -> MW)
+    response_cut_mw: float = 0.0
+    ramped_response_cap_mw: dict[int, float] = field(default_factory=dict)
     rounds: int = 0
     consensus_rounds: int = 0
     negotiations: int = 0
@@ -267,14 +279,61 @@ class MetricsAccumulator:
         end as a time: ``1.1 - 1.0`` is 0.10000000000000009 in floats, outside a 0.1 s
         difference). Without a ramp limit the contract counts in full; under a finite
         ``ramp_mw_per_s`` the holder's power at the window's end counts
-        (:meth:`ramped_response_mw`)."""
+        (:meth:`ramped_response_mw`). Either is then cut to what the holder's physical
+        bounds let it deliver at the window's end (:meth:`record_window_end`)."""
         if (self.event_time_s is not None
                 and at_s <= self.event_time_s + RESPONSE_WINDOW_S):
+            self.window_reserve_mw[owner] = self.window_reserve_mw.get(owner, 0.0) + power_mw
             if ramp_mw_per_s == math.inf:
                 self.response_mw_in_window += power_mw
             else:
                 self.ramped_activations.setdefault(owner, []).append(
                     (at_s, power_mw, ramp_mw_per_s))
+
+    def window_ends_in(self, t0_s: float, t1_s: float, *, last: bool = False) -> bool:
+        """Whether the step ``[t0_s, t1_s)`` must judge the reserve activated in the window
+        (:meth:`record_window_end`): some is still unjudged and the window's end ``t_e =
+        event + RESPONSE_WINDOW_S`` falls in the step, or the episode ends with this
+        ``last`` step before it."""
+        if not self.window_reserve_mw or self.event_time_s is None:
+            return False
+        end_s = self.event_time_s + RESPONSE_WINDOW_S
+        return t0_s <= end_s and (end_s < t1_s or last)
+
+    def record_window_end(self, contract_mw: np.ndarray, p_lo_mw: np.ndarray,
+                          p_hi_mw: np.ndarray) -> None:
+        """Judge the reserve activated in the window against what its holders deliver at
+        the window's end ``t_e``, in the step that holds it (:meth:`window_ends_in`): with
+        ``R_j`` the reserve holder ``j`` activated by ``t_e`` and ``c_j`` its energy
+        contract for the step, dispatch executes ``clip(c_j + R_j, p_lo_j, p_hi_j)`` at
+        ``t_e`` where it would execute ``clip(c_j, p_lo_j, p_hi_j)`` without the reserve
+        (:func:`~gridswarm_env.dispatch.execute`; ``p_lo``, ``p_hi``: the step's
+        :func:`~gridswarm_env.dispatch.balancing_bounds`), so the reserve delivers the
+        difference. Where neither clip bites that is ``R_j`` itself (nothing recomputed:
+        an uncut response keeps its bits); where one does, the rest of ``R_j`` is cut
+        from ``emergency_response_mw_100ms`` (a holder under a ramp limit: its power at
+        ``t_e`` is capped at the difference)."""
+        for owner, held in self.window_reserve_mw.items():
+            c, lo, hi = float(contract_mw[owner]), float(p_lo_mw[owner]), float(p_hi_mw[owner])
+            with_reserve, without = min(max(c + held, lo), hi), min(max(c, lo), hi)
+            if with_reserve == c + held and without == c:
+                continue   # no clip bites: the reserve acts in full
+            # the reserve's contribution in its own direction, at most the reserve itself
+            delivered = math.copysign(
+                min(max(math.copysign(1.0, held) * (with_reserve - without), 0.0), abs(held)),
+                held)
+            if owner in self.ramped_activations:
+                self.ramped_response_cap_mw[owner] = abs(delivered)
+            else:
+                self.response_cut_mw += held - delivered
+        self.window_reserve_mw = {}
+
+    def response_mw(self) -> float:
+        """``emergency_response_mw_100ms`` of the steps so far (module docstring)."""
+        mw = self.response_mw_in_window
+        if self.response_cut_mw:
+            mw -= self.response_cut_mw
+        return mw + self.ramped_response_mw() if self.ramped_activations else mw
 
     def ramped_response_mw(self) -> float:
         """Reserve power, MW, that holders under a finite ramp limit deliver at the window's
@@ -300,6 +359,8 @@ class MetricsAccumulator:
             for at_s, mw, ramp in rows:
                 power = min(power, before + ramp * (end_s - at_s))
                 before += abs(mw)
+            if owner in self.ramped_response_cap_mw:   # its bounds cut it (record_window_end)
+                power = min(power, self.ramped_response_cap_mw[owner])
             total += max(power, 0.0)
         return total
 
@@ -373,8 +434,7 @@ class MetricsAccumulator:
             "contracts_rejected_by_reason": dict(contracts.get("rejected_by_reason", {})),
             "simulated_seconds": self.elapsed_s,
             "emergency_response_mw_100ms": (
-                (self.response_mw_in_window + self.ramped_response_mw()
-                 if self.ramped_activations else self.response_mw_in_window)
+                self.response_mw()
                 if self.event_time_s is not None and self.elapsed_s > self.event_time_s
                 else None),
         }

@@ -127,8 +127,10 @@ class Scenario:
     :param contingency_mw: generation lost at ``event_time_s`` (0 = none).
     :param reserve_target_mw: reserve the operator buys before the event (when > 0,
         every round announced before the operator detects the trip, at ``event_time_s +
-        detection_delay_s``, is a reserve round, so a target > 0 needs a trip:
-        ``contingency_mw > 0`` at a finite ``event_time_s``).
+        detection_delay_s``, is a reserve round until the target is met, and then one
+        only where no energy is needed: a forecast shortage beyond the deadband is bought
+        as energy, :func:`~gridswarm_env.market.operator_request`; a target > 0 needs a
+        trip: ``contingency_mw > 0`` at a finite ``event_time_s``).
     :param detection_delay_s: from the trip until the operator's emergency broadcast
         is published. The emergency scenario's 20 ms (about one 60 Hz cycle, or one
         PMU frame at 60 frames/s) assumes *event-based* detection: the tripped unit's
@@ -249,15 +251,14 @@ class Scenario:
                           MAX_TIME_WHY + "; inf = no event")
         if self.reserve_target_mw > 0.0 and not (
                 self.contingency_mw > 0.0 and math.isfinite(self.event_time_s)):
-            # the operator holds reserve rounds until it detects a trip (it does not know
-            # event_time_s): with no trip every round would buy reserve and no energy
-            # would ever be requested
+            # the operator holds reserve until it detects a trip (it does not know
+            # event_time_s): with no trip it would pay for reserve never used
             raise ValueError(f"{owner}.reserve_target_mw = {self.reserve_target_mw!r}: needs a "
                              "trip, contingency_mw > 0 at a finite event_time_s (got "
                              f"contingency_mw = {self.contingency_mw!r}, event_time_s = "
-                             f"{self.event_time_s!r}): the operator buys reserve in every round "
-                             "until it detects the trip, so with none every round would be a "
-                             "reserve round and no balancing energy would be requested; set "
+                             f"{self.event_time_s!r}): the operator holds that reserve until it "
+                             "detects the trip, so with none it would buy and pay for reserve "
+                             "that is never used; set "
                              "reserve_target_mw = 0 or give a contingency_mw > 0 and a finite "
                              "event_time_s")
         if self.contingency_mw >= self.base_load_mw:

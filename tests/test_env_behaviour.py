@@ -12,6 +12,7 @@ import pytest
 from gridswarm_env.bus import BusConfig
 from gridswarm_env.config import EnvConfig
 from gridswarm_env.env import GridSwarmEnv
+from gridswarm_env.fleet import KIND_BATTERY
 from gridswarm_env.metrics import KPI_KEYS, is_finite_or_none
 from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE, scenario_names
 from policies.heuristic import HeuristicPolicy
@@ -170,6 +171,64 @@ def test_emergency_response_mw_counts_how_much_reserve_answered_in_time(make_env
     assert full["emergency_response_mw_100ms"] == pytest.approx(raw.scenario.reserve_target_mw)
     spike = run_episode(make_env("price_spike", 10), HeuristicPolicy(), seed=0).metrics
     assert spike["emergency_response_mw_100ms"] is None
+
+
+@pytest.mark.parametrize("ramp", [None, 1.0])
+def test_emergency_response_mw_counts_the_power_the_holders_delivered(make_env, monkeypatch,
+                                                                      ramp) -> None:
+    """Physics review: the KPI counted the reserve contracted and activated in the window,
+    not the power that answered, so a holder its physical bounds cut (here a battery
+    drained just before the trip to 30 % of one second of its reserve; before, EVs already
+    full) still read as answered: 100 MW where 90.5 MW answered (20 agents, seed 0). It
+    now equals the power the holders executed right after the window (every holder has
+    activated by then, no energy contract is held before the trip); under a 1 MW/s ramp
+    the drained holder counts what it delivers (less than its ramped power)."""
+    import importlib
+    env_module = importlib.import_module("gridswarm_env.env")   # not the env() function
+    executed = {}
+
+    def recording(*args, **kwargs):
+        executed["ex"] = ex = real(*args, **kwargs)
+        return ex
+
+    real = env_module.execute
+    monkeypatch.setattr(env_module, "execute", recording)
+    limits = None if ramp is None else {"battery": {"ramp_mw_per_s": ramp}}
+    raw = make_env("emergency", 20, limits=limits)
+    raw.reset(seed=0)
+    policy = HeuristicPolicy()
+    policy.reset(raw, seed=0)
+    f, floor = raw.fleet, raw.kernel.arrays.soc_min
+    trip_step = int(raw.scenario.event_time_s / raw.config.dt_s)
+    while raw.agents:
+        k = raw.step_index
+        if k == trip_step:   # drain one battery holding reserve (a few kWh short)
+            held = raw.reserve_standing_mw()
+            j = int(np.argmax(np.where(f.kind == KIND_BATTERY, held, 0.0)))
+            drained = 0.3 * held[j] if ramp is None else 0.01   # MW over one second
+            f.energy_mwh[j] = (floor[j] * f.energy_capacity_mwh[j]
+                               + drained / 3600.0 / f.eta_discharge[j])
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+        if k == trip_step:
+            ex, holders = executed["ex"], raw.reserve_book.active_mw > 0
+            after = ex.p_sub_mw[:, 2]   # the sub-step right after the window's end
+            assert after[j] == pytest.approx(drained)   # the drained holder's bound
+    m = raw.episode_metrics()
+    assert m["executed_violations"] == 0
+    target = raw.scenario.reserve_target_mw
+    if ramp is None:
+        assert m["emergency_response_mw_100ms"] == pytest.approx(float(after[holders].sum()))
+        assert m["emergency_response_mw_100ms"] < target - 0.5 * held[j]   # was 100.0
+    else:   # a battery ramps from rest to min(R, r·(t_e − t_a)), the drained one less;
+        # the EVs (no ramp limit) in full
+        end, book = raw.scenario.event_time_s + 0.1, raw.reserve_book
+        power = np.where(f.kind == KIND_BATTERY,
+                         np.minimum(book.active_mw, ramp * (end - book.activation_s)),
+                         book.active_mw)
+        assert power[j] > 2 * drained
+        want = power[holders].sum() - power[j] + drained
+        assert m["emergency_response_mw_100ms"] == pytest.approx(want)
 
 
 # --------------------------------------------------------------------------- bus congestion
@@ -393,6 +452,36 @@ def test_the_operator_requests_the_lost_power_only_once_detection_ended() -> Non
     seen = _step_idle_until(env, 12.0)
     assert seen[10.0] == (PRODUCT_ENERGY, 0.0, True)     # detected at 10.5 s, after the gate
     assert seen[11.0] == (PRODUCT_ENERGY, sc.contingency_mw, True)
+
+
+def test_once_its_reserve_target_is_met_the_operator_buys_the_forecast_shortage() -> None:
+    """Physics review: with a reserve target every round before the trip was a reserve
+    round, so a load step before it was never bought as energy (``price_spike`` with a
+    50 MW trip at 200 s and a 50 MW target, heuristic, seed 0, 100 agents: 3.382 MWh
+    unserved, 30 555 $, 183.4 s outside the band, against 0.028 MWh without the target).
+    Once the target is met (no reserve round needed) a round buys the forecast shortage
+    as energy; the reserve still stands for the trip."""
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("price_spike", name="spike_and_trip", contingency_mw=50.0,
+                      event_time_s=200.0, reserve_target_mw=50.0)
+    env = GridSwarmEnv(sc, n_agents=100, trust="hmac")
+    env.reset(seed=0)
+    policy = HeuristicPolicy()
+    policy.reset(env, seed=0)
+    rounds = {}   # announcing step -> (product, request, forecast of the round's window)
+    while env.agents:
+        act = policy.act(env.observations_array(), env.action_masks())
+        k = env.step_index
+        env.step_arrays(act[:, 0], act[:, 1])
+        rounds[k] = (env.round_product, env.round_request_mw,
+                     float(env._round_forecast_mw[env.round_index]))
+    assert rounds[0][0] == PRODUCT_RESERVE and rounds[0][1] > 0.0   # the target first
+    during_step = [rounds[k] for k in range(40, 60)]                 # the load step, pre-trip
+    assert all(p == PRODUCT_ENERGY and r == f and r > 10.0 for p, r, f in during_step)
+    m = env.episode_metrics()
+    assert m["emergency_response_mw_100ms"] == pytest.approx(50.0)  # the reserve still answers
+    assert m["unserved_energy_mwh"] < 0.5                          # was 3.382
 
 
 def test_a_detection_on_a_step_boundary_is_broadcast_in_the_step_it_opens() -> None:

@@ -490,12 +490,19 @@ def test_operator_request_reserve_rounds_until_the_trip_is_known_then_energy() -
 
     awarded, standing = np.array([30.0, 50.0]), np.array([20.0, 40.0])
     common = {"reserve_target_mw": 100.0, "reserve_awarded_mw": awarded,
-              "contingency_mw": 108.0, "standing_reserve_mw": standing}
+              "contingency_mw": 108.0, "standing_reserve_mw": standing, "deadband_mw": 0.05}
     # before the trip is known: the reserve still to buy, whatever the forecast
     assert operator_request(5.0, trip_known=False, **common) == (20.0, PRODUCT_RESERVE)
-    assert operator_request(5.0, trip_known=False, **{**common, "reserve_awarded_mw":
-                                                      np.array([70.0, 50.0])}) == (
-        0.0, PRODUCT_RESERVE)
+    # ... until the target is met (the rest inside the deadband): then the forecast
+    # shortage as energy (a load step before the trip), or no request where that is
+    # inside the deadband too (a reserve round, as before)
+    met = {**common, "reserve_awarded_mw": np.array([49.96, 50.0])}
+    assert operator_request(5.0, trip_known=False, **met) == (5.0, PRODUCT_ENERGY)
+    assert operator_request(-3.0, trip_known=False, **met) == (-3.0, PRODUCT_ENERGY)
+    assert operator_request(0.05, trip_known=False, **met) == (
+        pytest.approx(0.04), PRODUCT_RESERVE)
+    over = {**common, "reserve_awarded_mw": np.array([70.0, 50.0])}
+    assert operator_request(0.0, trip_known=False, **over) == (0.0, PRODUCT_RESERVE)
     # known: the forecast plus the lost generation standing reserve does not cover
     assert operator_request(5.0, trip_known=True, **common) == (5.0 + 108.0 - 60.0,
                                                                 PRODUCT_ENERGY)

@@ -244,6 +244,29 @@ def test_ramped_reserve_counts_its_power_at_the_window_end_in_closed_form() -> N
     assert _kpis(acc)["emergency_response_mw_100ms"] == pytest.approx(want, rel=1e-12)
 
 
+def test_response_power_counts_what_the_holders_bounds_let_them_deliver() -> None:
+    """Physics review: the KPI summed the contracts activated in the window, so reserve a
+    holder could not deliver (an EV already full, a battery at its floor) read as answered
+    (``emergency`` with EVs at 99.95-99.999 %: 100 MW read, 94.9 MW answered). At the
+    window's end a holder executes ``clip(c + R)`` where it would execute ``clip(c)``: the
+    difference counts, with or without a ramp limit; an uncut holder counts in full."""
+    acc = _acc(event_s=10.0)
+    acc.record_activation(10.03, 4.0, owner=0)                         # cut to 1.5 MW
+    acc.record_activation(10.04, 3.0, owner=1)                         # in full
+    acc.record_activation(10.05, 2.0, owner=2)                         # c = 1 of hi 2: 1 MW
+    acc.record_activation(10.02, 2.0, owner=3, ramp_mw_per_s=1.0)      # 0.08, cap 0.05
+    acc.record_activation(10.04, 2.0, owner=4, ramp_mw_per_s=1.0)      # 0.06 < cap 1
+    contract = np.array([0.0, 0.0, 1.0, 0.0, 0.0])
+    lo, hi = np.full(5, -5.0), np.array([1.5, 5.0, 2.0, 0.05, 1.0])
+    assert not acc.window_ends_in(9.0, 10.0) and not acc.window_ends_in(10.1000001, 11.0)
+    assert acc.window_ends_in(10.0, 11.0) and acc.window_ends_in(9.0, 10.05, last=True)
+    acc.record_window_end(contract, lo, hi)
+    assert not acc.window_ends_in(10.0, 11.0)                          # judged once
+    acc.elapsed_s = 11.0
+    want = 1.5 + 3.0 + 1.0 + 0.05 + 0.06
+    assert _kpis(acc)["emergency_response_mw_100ms"] == pytest.approx(want, rel=1e-12)
+
+
 def test_response_power_is_none_until_the_event_has_happened() -> None:
     """None when no event happened in the episode, also for one that ends exactly at
     the event time (nothing after it was simulated); 0.0 once it has."""
