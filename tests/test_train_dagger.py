@@ -442,3 +442,39 @@ def test_a_config_the_randomized_emergency_refuses_is_refused_before_the_work(
     assert "EnvConfig.dt_s = 3.0 leaves scenario 'emergency' no reserve round" in err
     assert err.count("\n") == 1
     assert not out.exists() and not logdir.exists()
+
+
+def test_a_model_written_at_out_during_the_distillation_is_kept(base_model, tmp_path, capsys,
+                                                                monkeypatch):
+    """Two distillations given the same --out both passed the up-front check, and the
+    later one to finish replaced the other's model and record. A model another run wrote
+    at --out since the check now stays: this one and its record take the next free name
+    (m-2.zip, m-2.json), said in one line, status 1."""
+    import train.bc
+    from policies.learned import load_maskable_ppo
+    from train.dagger import main
+
+    out = tmp_path / "m.zip"
+    real = train.bc.behaviour_clone
+
+    def another_run_finishes(*args, **kwargs):
+        out.write_bytes(b"the other run's model")
+        out.with_suffix(".json").write_text("{}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train.bc, "behaviour_clone", another_run_finishes)
+    code = main(["--out", str(out), "--agents", str(N_AGENTS), "--samples", "50",
+                 "--emergency-samples", "0", "--epochs", "1", "--iterations", "0",
+                 "--logdir", ""])
+    kept = tmp_path / "m-2.zip"
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(f"python -m train.dagger: error: could not write the model to "
+                          f"{str(out)!r} (a file appeared there during the run")
+    assert f"saved it to {str(kept)!r} instead" in err and "--overwrite" in err
+    assert out.read_bytes() == b"the other run's model"
+    assert out.with_suffix(".json").read_text() == "{}"
+    load_maskable_ppo(kept)
+    record = json.loads(kept.with_suffix(".json").read_text())
+    assert Path(record["model"]).name == "m-2.zip"
+    LearnedPolicy(kept)   # its record's SHA-256 is the model's

@@ -28,7 +28,9 @@ evaluation seeds (:data:`policies.rollout.EVAL_SEEDS`), so a run is repeatable o
 machine: the same statistics and weights (the zip's SHA-256 differs, as its files carry
 their time of writing). Writes the model and ``<model>.json`` (the
 command, settings, the base model's SHA-256, per-phase statistics, the model's SHA-256
-and observation fields, read back by :class:`policies.learned.LearnedPolicy`) and, under
+and observation fields, read back by :class:`policies.learned.LearnedPolicy`; without
+``--overwrite``, never over a model another run wrote at ``--out`` during this one: then
+to ``<out>-2.zip`` and its record, with one line on stderr and status 1) and, under
 ``--logdir`` (default ``runs/``), a tensorboard run ``dagger_s<seed>_<time>``: per epoch
 ``distil/likelihood_loss`` and ``distil/value_mse`` (step = epochs so far), per phase
 ``distil/accuracy_power`` and ``distil/accuracy_price``, per DAgger round
@@ -162,7 +164,8 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
            epochs: int = 40, iterations: int = 3, iteration_samples: int = 240_000,
            iteration_epochs: int = 8, lr: float = 3e-4, command: str | None = None,
            logdir: str | Path | None = None, log=print, env_config_file: str | None = None,
-           governor_deadband_hz: float | None = None) -> dict[str, Any]:
+           governor_deadband_hz: float | None = None, overwrite: bool = True
+           ) -> dict[str, Any]:
     """Run the pipeline (module docstring); write ``out``, its record and, with
     ``logdir``, a tensorboard run in it; return the record. torch runs on one thread
     (as the shipped model was made; the process's setting is restored after). Every
@@ -170,8 +173,16 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     (:func:`taught_config`; None: the defaults), which the record and the model store as
     ``python -m train``'s do. Interrupted (``KeyboardInterrupt``) before the model is
     saved, it leaves no tensorboard run; after, the model stays and the interrupt's
-    ``written`` attribute says what was written."""
-    from train.trainer import replace_atomically
+    ``written`` attribute says what was written. Without ``overwrite`` the model never
+    replaces a file at ``out`` that is not empty (one another run wrote after the
+    command's check, :func:`train.trainer.claim_atomically`): it and its record take the
+    next free name, ``<out>-2.zip``…, and :class:`~policies.cli_checks.OutputError`
+    (``path``: where) is raised once all is written.
+
+    :raises OutputError: without ``overwrite``, ``out`` was taken (above).
+    """
+    from policies.cli_checks import OutputError
+    from train.trainer import claimed_elsewhere, replace_atomically
 
     t0 = time.time()
     # what it is taught on, checked before the work and stored in the model, so
@@ -186,7 +197,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         phases = [_clone(model, parts, epochs, lr, seed, progress)]
         phases += _dagger_rounds(model, parts, taught, seed, iterations, iteration_samples,
                                  iteration_epochs, lr, progress)
-        path = _save(model, out, taught)
+        path = _save(model, out, taught, overwrite)
         settings = {"n_agents": n_agents, "trust": trust, "seed": seed, "samples": samples,
                     "emergency_samples": emergency_samples, "epochs": epochs,
                     "iterations": iterations, "iteration_samples": iteration_samples,
@@ -195,13 +206,15 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         run.close(keep=True)
         text = (json.dumps(record, indent=2) + "\n").encode()
         replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
-        return record
     except BaseException as stop:   # Ctrl-C, SIGTERM or an error: a run whose model was
         # not saved leaves no tensorboard run ("nothing was written")
         run.close(keep=path is not None)
         if path is not None and isinstance(stop, KeyboardInterrupt):   # what main says
             stop.written = _written_before(path, run.run_dir)
         raise
+    if path != Path(out):
+        raise OutputError(claimed_elsewhere(Path(out), path), path=path)
+    return record
 
 
 class _TensorboardRun:
@@ -337,9 +350,10 @@ def _dagger_rounds(model: Any, parts: list[Any], taught: TrainConfig, seed: int,
     return phases
 
 
-def _save(model: Any, out: str | Path, taught: TrainConfig) -> Path:
-    """Save the distilled model to ``out`` (atomically) with the observation fields and
-    environment settings it was taught on; return where."""
+def _save(model: Any, out: str | Path, taught: TrainConfig, overwrite: bool) -> Path:
+    """Save the distilled model to ``out`` (atomically; without ``overwrite`` never over
+    another run's model, :func:`train.trainer.claim_atomically`) with the observation
+    fields and environment settings it was taught on; return where."""
     from gridswarm_env.env import OBS_FIELDS
     from policies.learned import OBS_FIELDS_ATTR
     from train.callbacks import save_model_atomically
@@ -347,7 +361,7 @@ def _save(model: Any, out: str | Path, taught: TrainConfig) -> Path:
 
     setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
     setattr(model, ENV_SETTINGS_ATTR, taught.env_settings())
-    return save_model_atomically(model, out)
+    return save_model_atomically(model, out, replace=overwrite)
 
 
 def _record(base: str | Path, path: Path, taught: TrainConfig, settings: dict[str, Any],
@@ -390,7 +404,7 @@ def _written_before(path: Path, run_dir: Path | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from policies.cli_checks import check_output_dir, check_output_file
+    from policies.cli_checks import OutputError, check_output_dir, check_output_file
     from policies.learned import load_maskable_ppo
     from train.__main__ import flag_message
     from train.config import check_step_size
@@ -456,9 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 iteration_samples=args.iteration_samples,
                 iteration_epochs=args.iteration_epochs, lr=args.lr,
                 logdir=args.logdir or None, env_config_file=args.config or None,
-                governor_deadband_hz=args.governor_deadband_hz,
+                governor_deadband_hz=args.governor_deadband_hz, overwrite=args.overwrite,
                 command="python -m train.dagger " + shlex.join(
                     sys.argv[1:] if argv is None else argv))
+    except OutputError as exc:   # --out taken during the run: the model is beside it
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:   # distil says what it wrote (nothing, or the model)
         by = " by SIGTERM" if isinstance(exc, Terminated) else ""
         written = getattr(exc, "written", None) or (
