@@ -478,3 +478,47 @@ def test_a_model_written_at_out_during_the_distillation_is_kept(base_model, tmp_
     record = json.loads(kept.with_suffix(".json").read_text())
     assert Path(record["model"]).name == "m-2.zip"
     LearnedPolicy(kept)   # its record's SHA-256 is the model's
+
+
+@pytest.mark.parametrize("stop", [None, RuntimeError, KeyboardInterrupt])
+def test_distil_closes_every_environment_it_builds(base_model, tmp_path, monkeypatch, stop):
+    """distil built three environments (the teachers' three scenarios, the extra
+    emergencies, the DAgger rounds') and closed none of them, on any path; each is now
+    closed once, whether it ends normally, with an error or with Ctrl-C (here in the
+    DAgger round's fit, once all three exist)."""
+    import train.bc
+    import train.trainer
+    from train.dagger import distil
+
+    built = []
+    real_make, real_clone = train.trainer.make_venv, train.bc.behaviour_clone
+
+    def tracked(*args, **kwargs):
+        venv = real_make(*args, **kwargs)
+        venv.closes = 0
+        close = venv.close
+
+        def counted():
+            venv.closes += 1
+            close()
+        venv.close = counted
+        built.append(venv)
+        return venv
+
+    fits = []
+
+    def clone(*args, **kwargs):
+        fits.append(kwargs["seed"])
+        if stop is not None and len(fits) == 2:   # the DAgger round's fit
+            raise stop
+        return real_clone(*args, **kwargs)
+
+    monkeypatch.setattr(train.trainer, "make_venv", tracked)
+    monkeypatch.setattr(train.bc, "behaviour_clone", clone)
+    with pytest.raises(stop) if stop is not None else contextlib.nullcontext():
+        distil(base_model, tmp_path / "m.zip", n_agents=N_AGENTS, samples=50,
+               emergency_samples=20, epochs=1, iterations=1, iteration_samples=20,
+               iteration_epochs=1, log=lambda text: None)
+    assert len(built) == 3
+    assert [venv.closes for venv in built] == [1, 1, 1]
+    assert (tmp_path / "m.zip").exists() == (stop is None)

@@ -52,6 +52,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import platform
@@ -173,7 +174,8 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     (:func:`taught_config`; None: the defaults), which the record and the model store as
     ``python -m train``'s do. Interrupted (``KeyboardInterrupt``) before the model is
     saved, it leaves no tensorboard run; after, the model stays and the interrupt's
-    ``written`` attribute says what was written. Without ``overwrite`` the model never
+    ``written`` attribute says what was written. The environments it builds are closed
+    however it ends. Without ``overwrite`` the model never
     replaces a file at ``out`` that is not empty (one another run wrote after the
     command's check, :func:`train.trainer.claim_atomically`): it and its record take the
     next free name, ``<out>-2.zip``…, and :class:`~policies.cli_checks.OutputError`
@@ -190,9 +192,10 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     taught = taught_config(n_agents, trust, seed, env_config_file, governor_deadband_hz)
     run = _TensorboardRun.open(logdir, seed)
     path = None
+    envs = contextlib.ExitStack()   # the environments it builds, closed however it ends
     try:
         progress = _Progress(run, log, t0)
-        venv, model, parts = _teacher_demonstrations(base, taught, seed, samples,
+        venv, model, parts = _teacher_demonstrations(envs, base, taught, seed, samples,
                                                      emergency_samples)
         phases = [_clone(model, parts, epochs, lr, seed, progress)]
         phases += _dagger_rounds(model, parts, taught, seed, iterations, iteration_samples,
@@ -212,6 +215,8 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         if path is not None and isinstance(stop, KeyboardInterrupt):   # what main says
             stop.written = _written_before(path, run.run_dir)
         raise
+    finally:
+        envs.close()
     if path != Path(out):
         raise OutputError(claimed_elsewhere(Path(out), path), path=path)
     return record
@@ -281,24 +286,28 @@ class _Progress:
                           "accuracy_price": stats["bc_accuracy_price"]}, self.epochs_done)
 
 
-def _teacher_demonstrations(base: str | Path, taught: TrainConfig, seed: int, samples: int,
+def _teacher_demonstrations(envs: contextlib.ExitStack, base: str | Path,
+                            taught: TrainConfig, seed: int, samples: int,
                             emergency_samples: int) -> tuple[Any, Any, list[Any]]:
     """Step 1's rows: the teachers' play (:data:`TEACHERS`) over the three scenarios and
-    of the extra randomized emergencies. Returns the three scenarios' environment, the
-    base model loaded on it, and the rows (one part per stream)."""
+    of the extra randomized emergencies. Returns the three scenarios' environment (closed
+    with ``envs``), the base model loaded on it, and the rows (one part per stream)."""
     from train.bc import collect_demonstrations
     from train.trainer import load_model, make_venv
 
     # every environment from `taught`: the config file is not read again
-    venv = make_venv(taught, scenario="all", seed=seed + SEED_OFFSETS["scenarios"])
+    venv = envs.enter_context(contextlib.closing(
+        make_venv(taught, scenario="all", seed=seed + SEED_OFFSETS["scenarios"])))
     model = load_model(base, venv)
     # attaching a model re-seeds the adapter with the model's own saved seed: seed it again
     venv.seed(seed + SEED_OFFSETS["scenarios"])
     teachers = {k: (str(base) if v == "base" else v) for k, v in TEACHERS.items()}
     parts = [collect_demonstrations(venv, teachers, samples, model.gamma)]
     if emergency_samples:
-        extra = make_venv(taught, scenario="emergency", seed=seed + SEED_OFFSETS["emergency"])
-        parts.append(collect_demonstrations(extra, "heuristic", emergency_samples, model.gamma))
+        with contextlib.closing(make_venv(taught, scenario="emergency",
+                                          seed=seed + SEED_OFFSETS["emergency"])) as extra:
+            parts.append(collect_demonstrations(extra, "heuristic", emergency_samples,
+                                                model.gamma))
     return venv, model, parts
 
 
@@ -328,25 +337,27 @@ def _dagger_rounds(model: Any, parts: list[Any], taught: TrainConfig, seed: int,
     from train.bc import behaviour_clone, collect_demonstrations, concatenate
     from train.trainer import make_venv
 
-    dagger_venv = make_venv(taught, scenario="emergency", seed=seed + SEED_OFFSETS["dagger"])
     phases = []
-    for it in range(iterations):
-        rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples, model.gamma,
-                                      student=model)
-        pred = greedy_actions(model.policy, rows.obs, rows.masks)
-        disagree = float((pred != rows.actions).any(axis=1).mean())
-        parts.append(rows)
-        demos = concatenate(parts)
-        stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
-                                seed=seed + SEED_OFFSETS["fit"] + it,
-                                on_epoch=progress.on_epoch(f"DAgger round {it + 1}",
-                                                           iteration_epochs))
-        phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
-                       "disagreement_before": disagree, "samples": len(demos), **stats})
-        progress.accuracy(stats)
-        progress.run.scalars({"dagger_disagreement": disagree}, it + 1)
-        progress.say(f"DAgger round {it + 1}: the student disagreed with the heuristic on "
-                     f"{disagree:.2%} of {len(rows):,} states it visited; {phases[-1]}")
+    with contextlib.closing(make_venv(taught, scenario="emergency",
+                                      seed=seed + SEED_OFFSETS["dagger"])) as dagger_venv:
+        for it in range(iterations):
+            rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples,
+                                          model.gamma, student=model)
+            pred = greedy_actions(model.policy, rows.obs, rows.masks)
+            disagree = float((pred != rows.actions).any(axis=1).mean())
+            parts.append(rows)
+            demos = concatenate(parts)
+            stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
+                                    seed=seed + SEED_OFFSETS["fit"] + it,
+                                    on_epoch=progress.on_epoch(f"DAgger round {it + 1}",
+                                                               iteration_epochs))
+            phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
+                           "disagreement_before": disagree, "samples": len(demos), **stats})
+            progress.accuracy(stats)
+            progress.run.scalars({"dagger_disagreement": disagree}, it + 1)
+            progress.say(f"DAgger round {it + 1}: the student disagreed with the heuristic "
+                         f"on {disagree:.2%} of {len(rows):,} states it visited; "
+                         f"{phases[-1]}")
     return phases
 
 
