@@ -522,3 +522,40 @@ def test_distil_closes_every_environment_it_builds(base_model, tmp_path, monkeyp
     assert len(built) == 3
     assert [venv.closes for venv in built] == [1, 1, 1]
     assert (tmp_path / "m.zip").exists() == (stop is None)
+
+
+def test_the_config_file_is_read_once_the_bytes_checked_are_those_used(base_model, tmp_path,
+                                                                       monkeypatch):
+    """main read --config for its checks and distil read it again for the run: a file
+    rewritten in between was run and hashed as the new bytes, which no check had seen.
+    main now hands its TrainConfig on (one read); distil refuses one that is not
+    taught_config's of its own arguments."""
+    import hashlib
+
+    import gridswarm_env.config_file
+    from train.dagger import distil, main, taught_config
+
+    config = tmp_path / "env.toml"
+    checked = "[grid]\ninertia_h_s = 3.0\n"
+    config.write_text(checked)
+    real = gridswarm_env.config_file.load_env_config
+    reads = []
+
+    def read_then_rewritten(path, **kwargs):
+        reads.append(path)
+        loaded = real(path, **kwargs)
+        config.write_text("[grid]\ninertia_h_s = 5.0\n")   # edited after the read
+        return loaded
+
+    monkeypatch.setattr(gridswarm_env.config_file, "load_env_config", read_then_rewritten)
+    out = tmp_path / "d.zip"
+    assert main(["--out", str(out), "--agents", str(N_AGENTS), "--samples", "10",
+                 "--emergency-samples", "0", "--epochs", "1", "--iterations", "0",
+                 "--logdir", "", "--config", str(config)]) == 0
+    assert reads == [str(config)]
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["config"]["env_config_sha256"] == hashlib.sha256(checked.encode()).hexdigest()
+    assert "inertia_h_s = 3.0" in record["env_config_toml"]
+    with pytest.raises(ValueError, match="taught= is not taught_config"):
+        distil(base_model, tmp_path / "e.zip", n_agents=N_AGENTS + 1,
+               taught=taught_config(N_AGENTS))

@@ -55,6 +55,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import platform
 import shlex
 import sys
@@ -165,14 +166,16 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
            epochs: int = 40, iterations: int = 3, iteration_samples: int = 240_000,
            iteration_epochs: int = 8, lr: float = 3e-4, command: str | None = None,
            logdir: str | Path | None = None, log=print, env_config_file: str | None = None,
-           governor_deadband_hz: float | None = None, overwrite: bool = True
-           ) -> dict[str, Any]:
+           governor_deadband_hz: float | None = None, overwrite: bool = True,
+           taught: TrainConfig | None = None) -> dict[str, Any]:
     """Run the pipeline (module docstring); write ``out``, its record and, with
     ``logdir``, a tensorboard run in it; return the record. torch runs on one thread
     (as the shipped model was made; the process's setting is restored after). Every
     environment is built with ``env_config_file``'s settings and ``governor_deadband_hz``
     (:func:`taught_config`; None: the defaults), which the record and the model store as
-    ``python -m train``'s do. Interrupted (``KeyboardInterrupt``) before the model is
+    ``python -m train``'s do; ``taught``, when given, is what :func:`taught_config` made
+    of those arguments (``main`` hands on the one its checks passed: the config file is
+    read once per command). Interrupted (``KeyboardInterrupt``) before the model is
     saved, it leaves no tensorboard run; after, the model stays and the interrupt's
     ``written`` attribute says what was written. The environments it builds are closed
     however it ends. Without ``overwrite`` the model never
@@ -182,6 +185,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     (``path``: where) is raised once all is written.
 
     :raises OutputError: without ``overwrite``, ``out`` was taken (above).
+    :raises ValueError: ``taught`` is not :func:`taught_config`'s of these arguments.
     """
     from policies.cli_checks import OutputError
     from train.trainer import claimed_elsewhere, replace_atomically
@@ -189,7 +193,12 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     t0 = time.time()
     # what it is taught on, checked before the work and stored in the model, so
     # ``python -m train --resume`` of it keeps --randomize (and the config file)
-    taught = taught_config(n_agents, trust, seed, env_config_file, governor_deadband_hz)
+    made_of = (n_agents, trust, seed, env_config_file, governor_deadband_hz)
+    if taught is None:
+        taught = taught_config(*made_of)
+    elif _made_of(taught) != (*made_of[:3], env_config_file and os.fspath(env_config_file),
+                              governor_deadband_hz):
+        raise ValueError(f"distil: taught= is not taught_config{made_of} (of its arguments)")
     run = _TensorboardRun.open(logdir, seed)
     path = None
     envs = contextlib.ExitStack()   # the environments it builds, closed however it ends
@@ -220,6 +229,15 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     if path != Path(out):
         raise OutputError(claimed_elsewhere(Path(out), path), path=path)
     return record
+
+
+def _made_of(taught: TrainConfig) -> tuple[Any, ...] | None:
+    """The arguments :func:`taught_config` made ``taught`` of (None: it made no such
+    config)."""
+    if taught.scenario != "all" or not taught.randomize:
+        return None
+    return (taught.n_agents, taught.trust, taught.seed, taught.env_config_file,
+            taught.governor_deadband_hz)
 
 
 class _TensorboardRun:
@@ -482,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 iteration_epochs=args.iteration_epochs, lr=args.lr,
                 logdir=args.logdir or None, env_config_file=args.config or None,
                 governor_deadband_hz=args.governor_deadband_hz, overwrite=args.overwrite,
+                taught=taught,   # the config file as read and checked above
                 command="python -m train.dagger " + shlex.join(
                     sys.argv[1:] if argv is None else argv))
     except OutputError as exc:   # --out taken during the run: the model is beside it
