@@ -559,3 +559,38 @@ def test_the_config_file_is_read_once_the_bytes_checked_are_those_used(base_mode
     with pytest.raises(ValueError, match="taught= is not taught_config"):
         distil(base_model, tmp_path / "e.zip", n_agents=N_AGENTS + 1,
                taught=taught_config(N_AGENTS))
+
+
+def test_a_model_the_distillation_cannot_write_at_out_is_kept_elsewhere(
+        base_model, tmp_path, capsys, monkeypatch):
+    """A directory put at --out during the run made the final save raise: a traceback,
+    the tensorboard run removed and the model lost. It is now saved to the temporary
+    directory with its record (python -m train's rescue), said in one line, status 1."""
+    import tempfile
+
+    import train.bc
+    from train.dagger import main
+
+    out = tmp_path / "m.zip"
+    spare = tmp_path / "tmp"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    real = train.bc.behaviour_clone
+
+    def path_taken_by_a_directory(*args, **kwargs):
+        out.mkdir(exist_ok=True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train.bc, "behaviour_clone", path_taken_by_a_directory)
+    code = main(["--out", str(out), "--agents", str(N_AGENTS), "--samples", "50",
+                 "--emergency-samples", "0", "--epochs", "1", "--iterations", "0",
+                 "--logdir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    (kept,) = spare.glob("m-*.zip")
+    assert code == 1 and err == (f"python -m train.dagger: error: could not write the model "
+                                 f"to {str(out)!r} (Is a directory); saved it to "
+                                 f"{str(kept)!r} instead")
+    LearnedPolicy(kept)   # its record beside it, with its SHA-256
+    assert json.loads(kept.with_suffix(".json").read_text())["model"] == str(kept)
+    assert out.is_dir() and not any(out.iterdir())
+    assert len(list((tmp_path / "runs").iterdir())) == 1   # the tensorboard run stays

@@ -403,22 +403,19 @@ class SystemCostEvaluation(BaseCallback):
             self.evaluate()   # the budget's end, when it fell between two evaluations
 
 
-def save_model_atomically(model: Any, path: str | Path, replace: bool = True) -> Path:
+def save_model_atomically(model: Any, path: str | Path) -> Path:
     """``model.save`` to ``path`` (``.zip``), through a temporary file beside it renamed over
     it once complete (:func:`train.trainer.replace_atomically`): a Ctrl-C, a second signal
     or a crash while the model is written leaves the earlier file (or none), never a
     half-written one that a later ``--resume`` or ``LearnedPolicy`` would refuse as
-    corrupt. ``replace`` False: never over a file that is not empty, which another run
-    wrote (:func:`train.trainer.claim_atomically`: the next free name instead).
+    corrupt.
 
     :returns: the path written.
     """
-    from train.trainer import claim_atomically, replace_atomically
+    from train.trainer import replace_atomically
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not replace:
-        return claim_atomically(path, model.save)
     replace_atomically(path, model.save)
     return path
 

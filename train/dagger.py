@@ -30,7 +30,8 @@ their time of writing). Writes the model and ``<model>.json`` (the
 command, settings, the base model's SHA-256, per-phase statistics, the model's SHA-256
 and observation fields, read back by :class:`policies.learned.LearnedPolicy`; without
 ``--overwrite``, never over a model another run wrote at ``--out`` during this one: then
-to ``<out>-2.zip`` and its record, with one line on stderr and status 1) and, under
+to ``<out>-2.zip`` and its record, with one line on stderr and status 1; what cannot be
+written where asked goes to the temporary directory, likewise said) and, under
 ``--logdir`` (default ``runs/``), a tensorboard run ``dagger_s<seed>_<time>``: per epoch
 ``distil/likelihood_loss`` and ``distil/value_mse`` (step = epochs so far), per phase
 ``distil/accuracy_power`` and ``distil/accuracy_price``, per DAgger round
@@ -181,14 +182,17 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     however it ends. Without ``overwrite`` the model never
     replaces a file at ``out`` that is not empty (one another run wrote after the
     command's check, :func:`train.trainer.claim_atomically`): it and its record take the
-    next free name, ``<out>-2.zip``…, and :class:`~policies.cli_checks.OutputError`
-    (``path``: where) is raised once all is written.
+    next free name, ``<out>-2.zip``…; a model or record that cannot be written (e.g. a
+    directory in the way) goes to the temporary directory instead, as ``python -m
+    train``'s do.
 
-    :raises OutputError: without ``overwrite``, ``out`` was taken (above).
+    :raises OutputError: once all is written, when the model or its record is not where
+        asked (above; ``path``: where the model is, None when it could not be saved at
+        all; the message says where each went).
     :raises ValueError: ``taught`` is not :func:`taught_config`'s of these arguments.
     """
-    from policies.cli_checks import OutputError
-    from train.trainer import claimed_elsewhere, replace_atomically
+    from policies.cli_checks import OutputError, write_or_rescue
+    from train.trainer import replace_atomically
 
     t0 = time.time()
     # what it is taught on, checked before the work and stored in the model, so
@@ -209,7 +213,9 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         phases = [_clone(model, parts, epochs, lr, seed, progress)]
         phases += _dagger_rounds(model, parts, taught, seed, iterations, iteration_samples,
                                  iteration_epochs, lr, progress)
-        path = _save(model, out, taught, overwrite)
+        path, problem = _save(model, out, taught, overwrite)
+        if path is None:   # nowhere, not even in the temporary directory
+            raise OutputError(problem)
         settings = {"n_agents": n_agents, "trust": trust, "seed": seed, "samples": samples,
                     "emergency_samples": emergency_samples, "epochs": epochs,
                     "iterations": iterations, "iteration_samples": iteration_samples,
@@ -217,7 +223,9 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         record = _record(base, path, taught, settings, phases, venv, run.run_dir, t0, command)
         run.close(keep=True)
         text = (json.dumps(record, indent=2) + "\n").encode()
-        replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
+        _, record_problem = write_or_rescue(
+            path.with_suffix(".json"), lambda p: replace_atomically(p, lambda f: f.write(text)),
+            "the record")
     except BaseException as stop:   # Ctrl-C, SIGTERM or an error: a run whose model was
         # not saved leaves no tensorboard run ("nothing was written")
         run.close(keep=path is not None)
@@ -226,8 +234,9 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         raise
     finally:
         envs.close()
-    if path != Path(out):
-        raise OutputError(claimed_elsewhere(Path(out), path), path=path)
+    problems = [said for said in (problem, record_problem) if said]
+    if problems:
+        raise OutputError("; ".join(problems), path=path)
     return record
 
 
@@ -379,18 +388,22 @@ def _dagger_rounds(model: Any, parts: list[Any], taught: TrainConfig, seed: int,
     return phases
 
 
-def _save(model: Any, out: str | Path, taught: TrainConfig, overwrite: bool) -> Path:
-    """Save the distilled model to ``out`` (atomically; without ``overwrite`` never over
-    another run's model, :func:`train.trainer.claim_atomically`) with the observation
-    fields and environment settings it was taught on; return where."""
+def _save(model: Any, out: str | Path, taught: TrainConfig, overwrite: bool
+          ) -> tuple[Path | None, str | None]:
+    """Save the distilled model with the observation fields and environment settings it
+    was taught on, to ``out`` or elsewhere (:func:`train.trainer.save_model_or_rescue`:
+    atomically, never over another run's model without ``overwrite``); returns where
+    (None: nowhere) and, when not at ``out``, the one line saying why."""
     from gridswarm_env.env import OBS_FIELDS
     from policies.learned import OBS_FIELDS_ATTR
-    from train.callbacks import save_model_atomically
-    from train.trainer import ENV_SETTINGS_ATTR
+    from train.trainer import ENV_SETTINGS_ATTR, save_model_or_rescue
 
     setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
     setattr(model, ENV_SETTINGS_ATTR, taught.env_settings())
-    return save_model_atomically(model, out, replace=overwrite)
+    out = Path(out)
+    with contextlib.suppress(OSError):   # where it cannot be made, the save fails: rescued
+        out.parent.mkdir(parents=True, exist_ok=True)
+    return save_model_or_rescue(model, out, out, overwrite)
 
 
 def _record(base: str | Path, path: Path, taught: TrainConfig, settings: dict[str, Any],
@@ -503,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 taught=taught,   # the config file as read and checked above
                 command="python -m train.dagger " + shlex.join(
                     sys.argv[1:] if argv is None else argv))
-    except OutputError as exc:   # --out taken during the run: the model is beside it
+    except OutputError as exc:   # the model or record is elsewhere (the line says where)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:   # distil says what it wrote (nothing, or the model)

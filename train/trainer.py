@@ -504,13 +504,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             saved_to, problem = None, None
         else:
             not_saved = None
-            # a finished model never replaces one another run wrote at `out` since the
-            # check (without --overwrite): the next free name beside it instead
-            saved_to, problem = write_or_rescue(
-                target, lambda p: _save_model(model, p, config.overwrite or p != out),
-                "the model")
-            if problem is None and saved_to != target:
-                problem = claimed_elsewhere(target, saved_to)
+            saved_to, problem = save_model_or_rescue(model, target, out, config.overwrite)
         problems = [problem] if problem else []
         venv.close()
         steps = int(model.num_timesteps) - steps_before
@@ -752,6 +746,23 @@ def _sha256_of(path: Path) -> str | None:
 
 def _write_text(path: Path, text: str) -> None:
     replace_atomically(path, lambda f: f.write(text.encode()))
+
+
+def save_model_or_rescue(model, target: Path, out: Path, overwrite: bool
+                         ) -> tuple[Path | None, str | None]:
+    """Save ``model`` at ``target`` (:func:`~policies.cli_checks.write_or_rescue`: where
+    that fails, to the temporary directory instead); at ``out`` without ``overwrite``
+    never over a model another run wrote there since the check (:func:`claim_atomically`:
+    the next free name beside it instead).
+
+    :returns: (where it was saved or None, one line saying where and why when that is
+        not ``target``, else None).
+    """
+    saved, problem = write_or_rescue(
+        target, lambda p: _save_model(model, p, overwrite or p != out), "the model")
+    if problem is None and saved != target:
+        problem = claimed_elsewhere(target, saved)
+    return saved, problem
 
 
 def _save_model(model, path: Path, replace: bool = True) -> Path:
