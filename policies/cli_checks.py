@@ -230,15 +230,16 @@ def write_or_rescue(path: str | Path, write: Callable[[Path], Any],
                     what: str) -> tuple[Path | None, str | None]:
     """``write(path)``; if it raises ``OSError``, ``write`` to :func:`rescue_path` instead.
 
-    :param write: writes the output to the path it is given.
+    :param write: writes the output to the path it is given; it may return the path it
+        wrote instead (another name beside it, e.g. the next free one).
     :param what: how the message names the output (e.g. ``"the results"``).
     :returns: (where it was written or None, a one-line message or None when it was
-        written where asked).
+        written where asked or where ``write`` returned).
     """
     target = Path(path)
     try:
-        write(target)
-        return target, None
+        written = write(target)
+        return (written if isinstance(written, Path) else target), None
     except OSError as exc:
         failed = f"could not write {what} to {str(target)!r} ({_reason(exc)})"
     try:

@@ -1507,3 +1507,84 @@ def test_a_dangling_symlink_in_logdir_is_skipped_not_retried_forever(tmp_path):
     assert free_run_name(tmp_path, "run") == "run-2"
     assert claim_run_dir(tmp_path, "run") == tmp_path / "run-2"
     assert (tmp_path / "run-2").is_dir()
+
+
+def test_a_model_written_at_out_during_the_run_is_kept_and_this_one_saved_beside_it(
+        tmp_path, monkeypatch, capsys):
+    """Two runs given the same --out both passed the up-front check and the later one to
+    finish replaced the other's model and record. The final save now claims --out
+    atomically (os.link): a model another run wrote there since the check stays, and
+    this run's model and record take the next free name, said in one line (exit 1);
+    --overwrite still replaces it."""
+    import train.trainer
+    from policies.learned import load_maskable_ppo
+
+    out = tmp_path / "m.zip"
+    other = b"the other run's model"
+    real = train.trainer._configure_logger
+
+    def another_run_finishes(*args, **kwargs):   # after this run's check, before its save
+        out.write_bytes(other)
+        out.with_suffix(".json").write_text('{"other": 1}')
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train.trainer, "_configure_logger", another_run_finishes)
+    argv = [*TINY, "--timesteps", "600", "--out", str(out), "--logdir", str(tmp_path / "runs")]
+    assert main(argv) == 1
+    kept = tmp_path / "m-2.zip"
+    said = _one_line_error(capsys.readouterr().err, "python -m train")
+    assert f"could not write the model to {str(out)!r}" in said and "is kept" in said
+    assert f"saved it to {str(kept)!r} instead" in said and "--overwrite" in said
+    assert out.read_bytes() == other
+    assert out.with_suffix(".json").read_text() == '{"other": 1}'
+    load_maskable_ppo(kept)
+    record = json.loads(kept.with_suffix(".json").read_text())
+    assert record["model"] == str(kept)
+    assert record["model_sha256"] == hashlib.sha256(kept.read_bytes()).hexdigest()
+
+    out.with_suffix(".json").unlink()   # --overwrite replaces the model that appeared
+    assert main([*argv, "--overwrite", "--run-name", "again"]) == 0
+    load_maskable_ppo(out)
+    assert json.loads(out.with_suffix(".json").read_text())["model"] == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m-2.json", "m-2.zip", "m.json", "m.zip", "runs"]
+
+
+def test_claim_atomically_never_replaces_a_file_that_holds_data(tmp_path, monkeypatch):
+    """claim_atomically: a new file goes at the path; an empty file or a dangling link
+    there (which the up-front check allows) is replaced; a file that is not empty, there
+    or at its record's name, makes it take the next free name; a directory is an error;
+    no temporary file is left. Without hard links (os.link refused) an exclusive create
+    claims the name."""
+    import os
+
+    from train.trainer import claim_atomically
+
+    def write(f):
+        f.write(b"new")
+
+    path = tmp_path / "m.zip"
+    assert claim_atomically(path, write) == path and path.read_bytes() == b"new"
+    assert claim_atomically(path, write) == tmp_path / "m-2.zip"
+    assert path.read_bytes() == b"new"
+    (tmp_path / "m-3.json").write_text("{}")   # a record whose model is gone: kept too
+    assert claim_atomically(path, write) == tmp_path / "m-4.zip"
+    empty = tmp_path / "e.zip"
+    empty.touch()
+    assert claim_atomically(empty, write) == empty and empty.read_bytes() == b"new"
+    dangling = tmp_path / "d.zip"
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert claim_atomically(dangling, write) == dangling
+    assert not dangling.is_symlink() and dangling.read_bytes() == b"new"
+    (tmp_path / "dir.zip").mkdir()
+    with pytest.raises(IsADirectoryError):
+        claim_atomically(tmp_path / "dir.zip", write)
+
+    def no_hard_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    fat = tmp_path / "f.zip"
+    assert claim_atomically(fat, write) == fat and fat.read_bytes() == b"new"
+    assert claim_atomically(fat, write) == tmp_path / "f-2.zip"
+    assert not list(tmp_path.glob(".*.part"))

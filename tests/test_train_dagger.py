@@ -442,3 +442,155 @@ def test_a_config_the_randomized_emergency_refuses_is_refused_before_the_work(
     assert "EnvConfig.dt_s = 3.0 leaves scenario 'emergency' no reserve round" in err
     assert err.count("\n") == 1
     assert not out.exists() and not logdir.exists()
+
+
+def test_a_model_written_at_out_during_the_distillation_is_kept(base_model, tmp_path, capsys,
+                                                                monkeypatch):
+    """Two distillations given the same --out both passed the up-front check, and the
+    later one to finish replaced the other's model and record. A model another run wrote
+    at --out since the check now stays: this one and its record take the next free name
+    (m-2.zip, m-2.json), said in one line, status 1."""
+    import train.bc
+    from policies.learned import load_maskable_ppo
+    from train.dagger import main
+
+    out = tmp_path / "m.zip"
+    real = train.bc.behaviour_clone
+
+    def another_run_finishes(*args, **kwargs):
+        out.write_bytes(b"the other run's model")
+        out.with_suffix(".json").write_text("{}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train.bc, "behaviour_clone", another_run_finishes)
+    code = main(["--out", str(out), "--agents", str(N_AGENTS), "--samples", "50",
+                 "--emergency-samples", "0", "--epochs", "1", "--iterations", "0",
+                 "--logdir", ""])
+    kept = tmp_path / "m-2.zip"
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(f"python -m train.dagger: error: could not write the model to "
+                          f"{str(out)!r} (a file appeared there during the run")
+    assert f"saved it to {str(kept)!r} instead" in err and "--overwrite" in err
+    assert out.read_bytes() == b"the other run's model"
+    assert out.with_suffix(".json").read_text() == "{}"
+    load_maskable_ppo(kept)
+    record = json.loads(kept.with_suffix(".json").read_text())
+    assert Path(record["model"]).name == "m-2.zip"
+    LearnedPolicy(kept)   # its record's SHA-256 is the model's
+
+
+@pytest.mark.parametrize("stop", [None, RuntimeError, KeyboardInterrupt])
+def test_distil_closes_every_environment_it_builds(base_model, tmp_path, monkeypatch, stop):
+    """distil built three environments (the teachers' three scenarios, the extra
+    emergencies, the DAgger rounds') and closed none of them, on any path; each is now
+    closed once, whether it ends normally, with an error or with Ctrl-C (here in the
+    DAgger round's fit, once all three exist)."""
+    import train.bc
+    import train.trainer
+    from train.dagger import distil
+
+    built = []
+    real_make, real_clone = train.trainer.make_venv, train.bc.behaviour_clone
+
+    def tracked(*args, **kwargs):
+        venv = real_make(*args, **kwargs)
+        venv.closes = 0
+        close = venv.close
+
+        def counted():
+            venv.closes += 1
+            close()
+        venv.close = counted
+        built.append(venv)
+        return venv
+
+    fits = []
+
+    def clone(*args, **kwargs):
+        fits.append(kwargs["seed"])
+        if stop is not None and len(fits) == 2:   # the DAgger round's fit
+            raise stop
+        return real_clone(*args, **kwargs)
+
+    monkeypatch.setattr(train.trainer, "make_venv", tracked)
+    monkeypatch.setattr(train.bc, "behaviour_clone", clone)
+    with pytest.raises(stop) if stop is not None else contextlib.nullcontext():
+        distil(base_model, tmp_path / "m.zip", n_agents=N_AGENTS, samples=50,
+               emergency_samples=20, epochs=1, iterations=1, iteration_samples=20,
+               iteration_epochs=1, log=lambda text: None)
+    assert len(built) == 3
+    assert [venv.closes for venv in built] == [1, 1, 1]
+    assert (tmp_path / "m.zip").exists() == (stop is None)
+
+
+def test_the_config_file_is_read_once_the_bytes_checked_are_those_used(base_model, tmp_path,
+                                                                       monkeypatch):
+    """main read --config for its checks and distil read it again for the run: a file
+    rewritten in between was run and hashed as the new bytes, which no check had seen.
+    main now hands its TrainConfig on (one read); distil refuses one that is not
+    taught_config's of its own arguments."""
+    import hashlib
+
+    import gridswarm_env.config_file
+    from train.dagger import distil, main, taught_config
+
+    config = tmp_path / "env.toml"
+    checked = "[grid]\ninertia_h_s = 3.0\n"
+    config.write_text(checked)
+    real = gridswarm_env.config_file.load_env_config
+    reads = []
+
+    def read_then_rewritten(path, **kwargs):
+        reads.append(path)
+        loaded = real(path, **kwargs)
+        config.write_text("[grid]\ninertia_h_s = 5.0\n")   # edited after the read
+        return loaded
+
+    monkeypatch.setattr(gridswarm_env.config_file, "load_env_config", read_then_rewritten)
+    out = tmp_path / "d.zip"
+    assert main(["--out", str(out), "--agents", str(N_AGENTS), "--samples", "10",
+                 "--emergency-samples", "0", "--epochs", "1", "--iterations", "0",
+                 "--logdir", "", "--config", str(config)]) == 0
+    assert reads == [str(config)]
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["config"]["env_config_sha256"] == hashlib.sha256(checked.encode()).hexdigest()
+    assert "inertia_h_s = 3.0" in record["env_config_toml"]
+    with pytest.raises(ValueError, match="taught= is not taught_config"):
+        distil(base_model, tmp_path / "e.zip", n_agents=N_AGENTS + 1,
+               taught=taught_config(N_AGENTS))
+
+
+def test_a_model_the_distillation_cannot_write_at_out_is_kept_elsewhere(
+        base_model, tmp_path, capsys, monkeypatch):
+    """A directory put at --out during the run made the final save raise: a traceback,
+    the tensorboard run removed and the model lost. It is now saved to the temporary
+    directory with its record (python -m train's rescue), said in one line, status 1."""
+    import tempfile
+
+    import train.bc
+    from train.dagger import main
+
+    out = tmp_path / "m.zip"
+    spare = tmp_path / "tmp"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    real = train.bc.behaviour_clone
+
+    def path_taken_by_a_directory(*args, **kwargs):
+        out.mkdir(exist_ok=True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train.bc, "behaviour_clone", path_taken_by_a_directory)
+    code = main(["--out", str(out), "--agents", str(N_AGENTS), "--samples", "50",
+                 "--emergency-samples", "0", "--epochs", "1", "--iterations", "0",
+                 "--logdir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    (kept,) = spare.glob("m-*.zip")
+    assert code == 1 and err == (f"python -m train.dagger: error: could not write the model "
+                                 f"to {str(out)!r} (Is a directory); saved it to "
+                                 f"{str(kept)!r} instead")
+    LearnedPolicy(kept)   # its record beside it, with its SHA-256
+    assert json.loads(kept.with_suffix(".json").read_text())["model"] == str(kept)
+    assert out.is_dir() and not any(out.iterdir())
+    assert len(list((tmp_path / "runs").iterdir())) == 1   # the tensorboard run stays

@@ -521,7 +521,7 @@ def test_a_ctrl_c_while_saving_says_what_was_written(when, tmp_path, monkeypatch
     although the run directory, its logs and (for the record) the model existed."""
     real_save, real_write = trainer._save_model, trainer._write_text
 
-    def ctrl_c_model(model, path):
+    def ctrl_c_model(model, path, *replace):
         raise KeyboardInterrupt
 
     def ctrl_c_record(path, text):

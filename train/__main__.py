@@ -28,7 +28,10 @@ Ctrl-C saves the unfinished model as ``<run>/<name>_interrupted.zip`` (never at
 or a job scheduler, likewise, with status 143; before training started: nothing is
 written, and the message says so; a second Ctrl-C while the model and its record are
 written: what was written, and what not); a model or record that cannot be written at the end
-is saved to the temporary directory instead, with one line on stderr and status 1.
+is saved to the temporary directory instead, with one line on stderr and status 1, and
+a model another run wrote at ``--out`` during this one (the same ``--out`` given twice)
+is kept: without ``--overwrite`` this run's model and record take the next free name
+beside it (``X-2.zip``), with one line on stderr and status 1.
 An error once training has started (e.g. a diverged network whose NaN logits make
 torch raise) is not a usage error: one line on stderr ("training failed at N
 agent-steps ...: the error; whether the model was saved; the last checkpoint; the

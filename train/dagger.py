@@ -28,7 +28,10 @@ evaluation seeds (:data:`policies.rollout.EVAL_SEEDS`), so a run is repeatable o
 machine: the same statistics and weights (the zip's SHA-256 differs, as its files carry
 their time of writing). Writes the model and ``<model>.json`` (the
 command, settings, the base model's SHA-256, per-phase statistics, the model's SHA-256
-and observation fields, read back by :class:`policies.learned.LearnedPolicy`) and, under
+and observation fields, read back by :class:`policies.learned.LearnedPolicy`; without
+``--overwrite``, never over a model another run wrote at ``--out`` during this one: then
+to ``<out>-2.zip`` and its record, with one line on stderr and status 1; what cannot be
+written where asked goes to the temporary directory, likewise said) and, under
 ``--logdir`` (default ``runs/``), a tensorboard run ``dagger_s<seed>_<time>``: per epoch
 ``distil/likelihood_loss`` and ``distil/value_mse`` (step = epochs so far), per phase
 ``distil/accuracy_power`` and ``distil/accuracy_price``, per DAgger round
@@ -50,8 +53,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import os
 import platform
 import shlex
 import sys
@@ -162,31 +167,55 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
            epochs: int = 40, iterations: int = 3, iteration_samples: int = 240_000,
            iteration_epochs: int = 8, lr: float = 3e-4, command: str | None = None,
            logdir: str | Path | None = None, log=print, env_config_file: str | None = None,
-           governor_deadband_hz: float | None = None) -> dict[str, Any]:
+           governor_deadband_hz: float | None = None, overwrite: bool = True,
+           taught: TrainConfig | None = None) -> dict[str, Any]:
     """Run the pipeline (module docstring); write ``out``, its record and, with
     ``logdir``, a tensorboard run in it; return the record. torch runs on one thread
     (as the shipped model was made; the process's setting is restored after). Every
     environment is built with ``env_config_file``'s settings and ``governor_deadband_hz``
     (:func:`taught_config`; None: the defaults), which the record and the model store as
-    ``python -m train``'s do. Interrupted (``KeyboardInterrupt``) before the model is
+    ``python -m train``'s do; ``taught``, when given, is what :func:`taught_config` made
+    of those arguments (``main`` hands on the one its checks passed: the config file is
+    read once per command). Interrupted (``KeyboardInterrupt``) before the model is
     saved, it leaves no tensorboard run; after, the model stays and the interrupt's
-    ``written`` attribute says what was written."""
+    ``written`` attribute says what was written. The environments it builds are closed
+    however it ends. Without ``overwrite`` the model never
+    replaces a file at ``out`` that is not empty (one another run wrote after the
+    command's check, :func:`train.trainer.claim_atomically`): it and its record take the
+    next free name, ``<out>-2.zip``…; a model or record that cannot be written (e.g. a
+    directory in the way) goes to the temporary directory instead, as ``python -m
+    train``'s do.
+
+    :raises OutputError: once all is written, when the model or its record is not where
+        asked (above; ``path``: where the model is, None when it could not be saved at
+        all; the message says where each went).
+    :raises ValueError: ``taught`` is not :func:`taught_config`'s of these arguments.
+    """
+    from policies.cli_checks import OutputError, write_or_rescue
     from train.trainer import replace_atomically
 
     t0 = time.time()
     # what it is taught on, checked before the work and stored in the model, so
     # ``python -m train --resume`` of it keeps --randomize (and the config file)
-    taught = taught_config(n_agents, trust, seed, env_config_file, governor_deadband_hz)
+    made_of = (n_agents, trust, seed, env_config_file, governor_deadband_hz)
+    if taught is None:
+        taught = taught_config(*made_of)
+    elif _made_of(taught) != (*made_of[:3], env_config_file and os.fspath(env_config_file),
+                              governor_deadband_hz):
+        raise ValueError(f"distil: taught= is not taught_config{made_of} (of its arguments)")
     run = _TensorboardRun.open(logdir, seed)
     path = None
+    envs = contextlib.ExitStack()   # the environments it builds, closed however it ends
     try:
         progress = _Progress(run, log, t0)
-        venv, model, parts = _teacher_demonstrations(base, taught, seed, samples,
+        venv, model, parts = _teacher_demonstrations(envs, base, taught, seed, samples,
                                                      emergency_samples)
         phases = [_clone(model, parts, epochs, lr, seed, progress)]
         phases += _dagger_rounds(model, parts, taught, seed, iterations, iteration_samples,
                                  iteration_epochs, lr, progress)
-        path = _save(model, out, taught)
+        path, problem = _save(model, out, taught, overwrite)
+        if path is None:   # nowhere, not even in the temporary directory
+            raise OutputError(problem)
         settings = {"n_agents": n_agents, "trust": trust, "seed": seed, "samples": samples,
                     "emergency_samples": emergency_samples, "epochs": epochs,
                     "iterations": iterations, "iteration_samples": iteration_samples,
@@ -194,14 +223,30 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
         record = _record(base, path, taught, settings, phases, venv, run.run_dir, t0, command)
         run.close(keep=True)
         text = (json.dumps(record, indent=2) + "\n").encode()
-        replace_atomically(path.with_suffix(".json"), lambda f: f.write(text))
-        return record
+        _, record_problem = write_or_rescue(
+            path.with_suffix(".json"), lambda p: replace_atomically(p, lambda f: f.write(text)),
+            "the record")
     except BaseException as stop:   # Ctrl-C, SIGTERM or an error: a run whose model was
         # not saved leaves no tensorboard run ("nothing was written")
         run.close(keep=path is not None)
         if path is not None and isinstance(stop, KeyboardInterrupt):   # what main says
             stop.written = _written_before(path, run.run_dir)
         raise
+    finally:
+        envs.close()
+    problems = [said for said in (problem, record_problem) if said]
+    if problems:
+        raise OutputError("; ".join(problems), path=path)
+    return record
+
+
+def _made_of(taught: TrainConfig) -> tuple[Any, ...] | None:
+    """The arguments :func:`taught_config` made ``taught`` of (None: it made no such
+    config)."""
+    if taught.scenario != "all" or not taught.randomize:
+        return None
+    return (taught.n_agents, taught.trust, taught.seed, taught.env_config_file,
+            taught.governor_deadband_hz)
 
 
 class _TensorboardRun:
@@ -268,24 +313,28 @@ class _Progress:
                           "accuracy_price": stats["bc_accuracy_price"]}, self.epochs_done)
 
 
-def _teacher_demonstrations(base: str | Path, taught: TrainConfig, seed: int, samples: int,
+def _teacher_demonstrations(envs: contextlib.ExitStack, base: str | Path,
+                            taught: TrainConfig, seed: int, samples: int,
                             emergency_samples: int) -> tuple[Any, Any, list[Any]]:
     """Step 1's rows: the teachers' play (:data:`TEACHERS`) over the three scenarios and
-    of the extra randomized emergencies. Returns the three scenarios' environment, the
-    base model loaded on it, and the rows (one part per stream)."""
+    of the extra randomized emergencies. Returns the three scenarios' environment (closed
+    with ``envs``), the base model loaded on it, and the rows (one part per stream)."""
     from train.bc import collect_demonstrations
     from train.trainer import load_model, make_venv
 
     # every environment from `taught`: the config file is not read again
-    venv = make_venv(taught, scenario="all", seed=seed + SEED_OFFSETS["scenarios"])
+    venv = envs.enter_context(contextlib.closing(
+        make_venv(taught, scenario="all", seed=seed + SEED_OFFSETS["scenarios"])))
     model = load_model(base, venv)
     # attaching a model re-seeds the adapter with the model's own saved seed: seed it again
     venv.seed(seed + SEED_OFFSETS["scenarios"])
     teachers = {k: (str(base) if v == "base" else v) for k, v in TEACHERS.items()}
     parts = [collect_demonstrations(venv, teachers, samples, model.gamma)]
     if emergency_samples:
-        extra = make_venv(taught, scenario="emergency", seed=seed + SEED_OFFSETS["emergency"])
-        parts.append(collect_demonstrations(extra, "heuristic", emergency_samples, model.gamma))
+        with contextlib.closing(make_venv(taught, scenario="emergency",
+                                          seed=seed + SEED_OFFSETS["emergency"])) as extra:
+            parts.append(collect_demonstrations(extra, "heuristic", emergency_samples,
+                                                model.gamma))
     return venv, model, parts
 
 
@@ -315,39 +364,46 @@ def _dagger_rounds(model: Any, parts: list[Any], taught: TrainConfig, seed: int,
     from train.bc import behaviour_clone, collect_demonstrations, concatenate
     from train.trainer import make_venv
 
-    dagger_venv = make_venv(taught, scenario="emergency", seed=seed + SEED_OFFSETS["dagger"])
     phases = []
-    for it in range(iterations):
-        rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples, model.gamma,
-                                      student=model)
-        pred = greedy_actions(model.policy, rows.obs, rows.masks)
-        disagree = float((pred != rows.actions).any(axis=1).mean())
-        parts.append(rows)
-        demos = concatenate(parts)
-        stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
-                                seed=seed + SEED_OFFSETS["fit"] + it,
-                                on_epoch=progress.on_epoch(f"DAgger round {it + 1}",
-                                                           iteration_epochs))
-        phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
-                       "disagreement_before": disagree, "samples": len(demos), **stats})
-        progress.accuracy(stats)
-        progress.run.scalars({"dagger_disagreement": disagree}, it + 1)
-        progress.say(f"DAgger round {it + 1}: the student disagreed with the heuristic on "
-                     f"{disagree:.2%} of {len(rows):,} states it visited; {phases[-1]}")
+    with contextlib.closing(make_venv(taught, scenario="emergency",
+                                      seed=seed + SEED_OFFSETS["dagger"])) as dagger_venv:
+        for it in range(iterations):
+            rows = collect_demonstrations(dagger_venv, "heuristic", iteration_samples,
+                                          model.gamma, student=model)
+            pred = greedy_actions(model.policy, rows.obs, rows.masks)
+            disagree = float((pred != rows.actions).any(axis=1).mean())
+            parts.append(rows)
+            demos = concatenate(parts)
+            stats = behaviour_clone(model, demos, epochs=iteration_epochs, learning_rate=lr,
+                                    seed=seed + SEED_OFFSETS["fit"] + it,
+                                    on_epoch=progress.on_epoch(f"DAgger round {it + 1}",
+                                                               iteration_epochs))
+            phases.append({"phase": f"dagger {it + 1}", "student_rows": len(rows),
+                           "disagreement_before": disagree, "samples": len(demos), **stats})
+            progress.accuracy(stats)
+            progress.run.scalars({"dagger_disagreement": disagree}, it + 1)
+            progress.say(f"DAgger round {it + 1}: the student disagreed with the heuristic "
+                         f"on {disagree:.2%} of {len(rows):,} states it visited; "
+                         f"{phases[-1]}")
     return phases
 
 
-def _save(model: Any, out: str | Path, taught: TrainConfig) -> Path:
-    """Save the distilled model to ``out`` (atomically) with the observation fields and
-    environment settings it was taught on; return where."""
+def _save(model: Any, out: str | Path, taught: TrainConfig, overwrite: bool
+          ) -> tuple[Path | None, str | None]:
+    """Save the distilled model with the observation fields and environment settings it
+    was taught on, to ``out`` or elsewhere (:func:`train.trainer.save_model_or_rescue`:
+    atomically, never over another run's model without ``overwrite``); returns where
+    (None: nowhere) and, when not at ``out``, the one line saying why."""
     from gridswarm_env.env import OBS_FIELDS
     from policies.learned import OBS_FIELDS_ATTR
-    from train.callbacks import save_model_atomically
-    from train.trainer import ENV_SETTINGS_ATTR
+    from train.trainer import ENV_SETTINGS_ATTR, save_model_or_rescue
 
     setattr(model, OBS_FIELDS_ATTR, list(OBS_FIELDS))
     setattr(model, ENV_SETTINGS_ATTR, taught.env_settings())
-    return save_model_atomically(model, out)
+    out = Path(out)
+    with contextlib.suppress(OSError):   # where it cannot be made, the save fails: rescued
+        out.parent.mkdir(parents=True, exist_ok=True)
+    return save_model_or_rescue(model, out, out, overwrite)
 
 
 def _record(base: str | Path, path: Path, taught: TrainConfig, settings: dict[str, Any],
@@ -390,7 +446,7 @@ def _written_before(path: Path, run_dir: Path | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from policies.cli_checks import check_output_dir, check_output_file
+    from policies.cli_checks import OutputError, check_output_dir, check_output_file
     from policies.learned import load_maskable_ppo
     from train.__main__ import flag_message
     from train.config import check_step_size
@@ -456,9 +512,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 iteration_samples=args.iteration_samples,
                 iteration_epochs=args.iteration_epochs, lr=args.lr,
                 logdir=args.logdir or None, env_config_file=args.config or None,
-                governor_deadband_hz=args.governor_deadband_hz,
+                governor_deadband_hz=args.governor_deadband_hz, overwrite=args.overwrite,
+                taught=taught,   # the config file as read and checked above
                 command="python -m train.dagger " + shlex.join(
                     sys.argv[1:] if argv is None else argv))
+    except OutputError as exc:   # the model or record is elsewhere (the line says where)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:   # distil says what it wrote (nothing, or the model)
         by = " by SIGTERM" if isinstance(exc, Terminated) else ""
         written = getattr(exc, "written", None) or (

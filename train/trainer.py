@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import platform
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -306,7 +307,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (),
     :raises ValueError: before any work: a resume file that is missing, corrupt or does
         not fit (or another ``net_arch``), an output that cannot be written.
     :raises OutputError: the model or its record could not be written where asked at
-        the end; it was saved to the temporary directory instead (``exc.path``).
+        the end; it was saved to the temporary directory instead (``exc.path``); or,
+        without ``overwrite``, a model another run wrote at ``out`` since the check is
+        there: this run's model and record were saved to the next free name beside it
+        (``<out>-2.zip``, :func:`claim_atomically`; ``exc.path``).
     :raises TrainingError: an error once training had started (e.g. torch's
         ``RuntimeError`` sampling from the NaN logits of a diverged network): the record
         is written with an ``"error"`` entry (message, stage, ``num_timesteps``, last checkpoint,
@@ -500,8 +504,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             saved_to, problem = None, None
         else:
             not_saved = None
-            saved_to, problem = write_or_rescue(target, lambda p: _save_model(model, p),
-                                                "the model")
+            saved_to, problem = save_model_or_rescue(model, target, out, config.overwrite)
         problems = [problem] if problem else []
         venv.close()
         steps = int(model.num_timesteps) - steps_before
@@ -745,14 +748,53 @@ def _write_text(path: Path, text: str) -> None:
     replace_atomically(path, lambda f: f.write(text.encode()))
 
 
-def _save_model(model, path: Path) -> None:
+def save_model_or_rescue(model, target: Path, out: Path, overwrite: bool
+                         ) -> tuple[Path | None, str | None]:
+    """Save ``model`` at ``target`` (:func:`~policies.cli_checks.write_or_rescue`: where
+    that fails, to the temporary directory instead); at ``out`` without ``overwrite``
+    never over a model another run wrote there since the check (:func:`claim_atomically`:
+    the next free name beside it instead).
+
+    :returns: (where it was saved or None, one line saying where and why when that is
+        not ``target``, else None).
+    """
+    saved, problem = write_or_rescue(
+        target, lambda p: _save_model(model, p, overwrite or p != out), "the model")
+    if problem is None and saved != target:
+        problem = claimed_elsewhere(target, saved)
+    return saved, problem
+
+
+def _save_model(model, path: Path, replace: bool = True) -> Path:
     """``model.save``, to a temporary file beside ``path`` renamed over it once complete
     (:func:`replace_atomically`: a crash never leaves a half-written model, and an
-    existing model stays whole until then); a directory in the way is an error (SB3
-    would write to ``<path>_2`` instead and say so only in a warning)."""
+    existing model stays whole until then), or with ``replace`` False put there by
+    :func:`claim_atomically` (never over another run's model: the next free name
+    instead); a directory in the way is an error (SB3 would write to ``<path>_2``
+    instead and say so only in a warning). Returns the path written."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not replace:
+        return claim_atomically(path, model.save)
     replace_atomically(path, model.save)
+    return path
+
+
+def _written_beside(path: Path, write) -> Path:
+    """A new temporary file ``.<name>.<pid>-<random>.part`` beside ``path``, written
+    through ``write(file object)`` and flushed to disk; removed on any error."""
+    import secrets
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def replace_atomically(path: Path, write) -> None:
@@ -762,18 +804,83 @@ def replace_atomically(path: Path, write) -> None:
 
     :raises OSError: the temporary file could not be written or renamed.
     """
-    import secrets
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    tmp = _written_beside(path, write)
     try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def claim_atomically(path: Path, write, record_suffix: str = ".json") -> Path:
+    """Write a new file at ``path`` as :func:`replace_atomically` does, but never over a
+    regular file that is not empty: the up-front check of ``--out`` without
+    ``--overwrite`` refused one, so one there now was written since, as by another run
+    given the same ``--out`` (both passed the check, and the later one replaced the
+    other's model). The complete temporary file is hard-linked to ``path`` (``os.link``
+    fails atomically when anything is there), else to the next free name,
+    ``<stem>-2<suffix>``, ``-3``… (as run directories take ``-2``), where its record
+    ``<stem>-k<record_suffix>`` is free too. What the check allows is still replaced
+    (an empty file, as made by ``touch``, or a dangling symbolic link: only the moment
+    between looking at it and replacing it is unguarded, not the run); a directory
+    raises ``IsADirectoryError`` as :func:`replace_atomically` does. Where the file
+    system has no hard links, an exclusive create (``O_CREAT | O_EXCL``) claims the
+    name instead.
+
+    :returns: the path written (``path``, or the free name taken).
+    :raises OSError: the temporary file could not be written or put in place (it is
+        removed; no file is changed).
+    """
+    tmp = _written_beside(path, write)
+    try:
+        k, target = 1, path
+        while not _put_new(tmp, target, target.with_suffix(record_suffix)):
+            k += 1
+            target = path.with_name(f"{path.stem}-{k}{path.suffix}")
+        return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _holds_data(path: Path) -> bool:
+    """A regular file that is not empty is at ``path`` (through a symbolic link too)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:   # nothing there, or a dangling symbolic link
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size > 0
+
+
+def _put_new(tmp: Path, path: Path, record: Path) -> bool:
+    """Put ``tmp`` at ``path`` (:func:`claim_atomically`) unless ``path`` or its
+    ``record`` holds data; True when it did."""
+    if _holds_data(record):
+        return False
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        pass
+    except OSError:   # no hard links on this file system (e.g. FAT, some network ones)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            pass
+        else:   # the name is this run's: only a run that replaces would take it now
+            os.replace(tmp, path)
+            return True
+    if _holds_data(path):
+        return False
+    os.replace(tmp, path)
+    return True
+
+
+def claimed_elsewhere(out: Path, saved: Path, what: str = "the model") -> str:
+    """The message of a model :func:`claim_atomically` saved under another name than
+    ``out`` (``write_or_rescue``'s words)."""
+    return (f"could not write {what} to {str(out)!r} (a file appeared there during the run, "
+            f"as another run given the same --out writes, and is kept; --overwrite "
+            f"replaces it); saved it to {str(saved)!r} instead, its record beside it")
 
 
 def _randomization(config: TrainConfig) -> dict[str, Any] | None:
