@@ -1043,14 +1043,22 @@ def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
             lines += [draws, ""]
         cf = counterfactual.get(sc)
         if cf:
+            # these KPIs are never None by design: None is a NaN or inf (json_safe), shown
+            # as such rather than failing the whole results.md after every episode ran
+            def value(key: str, spec: str, cf: dict[str, Any] = cf) -> str:
+                v = cf.get(key)
+                return "NaN/inf" if v is None else format(v, spec)
+
             rocof = cf.get("max_rocof_hz_per_s")
             rocof_text = "" if rocof is None else f", max RoCoF {rocof:.3f} Hz/s"
-            margin = cf["frequency_nadir_hz"] - UFLS_FIRST_STAGE_HZ
+            nadir = cf.get("frequency_nadir_hz")
+            margin = ("–" if nadir is None
+                      else f"{nadir - UFLS_FIRST_STAGE_HZ:+.3f} Hz")
             lines += [f"No-DER counterfactual (shadow mode, seed {cf['seed']}): nadir "
-                      f"{cf['frequency_nadir_hz']:.3f} Hz ({margin:+.3f} Hz from the "
+                      f"{value('frequency_nadir_hz', '.3f')} Hz ({margin} from the "
                       f"{UFLS_FIRST_STAGE_HZ:g} Hz first UFLS stage), zenith "
-                      f"{cf['frequency_zenith_hz']:.3f} Hz{rocof_text}, "
-                      f"{cf['seconds_outside_band']:.1f} s outside 59.95-60.05 Hz.", ""]
+                      f"{value('frequency_zenith_hz', '.3f')} Hz{rocof_text}, "
+                      f"{value('seconds_outside_band', '.1f')} s outside 59.95-60.05 Hz.", ""]
         cols = ["policy", "episodes", *TABLE_KPIS, "cost / oracle"]
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "---|" * len(cols))
@@ -1355,6 +1363,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "provenance": provenance(limits_sha256)}
     nonfinite: list[dict[str, Any]] = []     # episodes with NaN / inf KPIs
     policy_warnings: list[str] = []          # e.g. an oracle re-plan that failed
+    baseline_warnings: list[str] = []        # a no-DER baseline with NaN / inf KPIs
     current = "before the first episode"
     try:
         for sc in scs:
@@ -1364,9 +1373,15 @@ def evaluate(policies: Sequence[str] | str | None = None,
                     bar.set_postfix_str(current)
                 env = make_env(sc, shadow=True)
                 res = run_episode(env, make_policy("heuristic"), seed=seed, keep_substeps=True)
-                no_der[sc] = {"seed": seed, **{k: json_safe(res.metrics[k]) for k in (
+                kept = {k: res.metrics[k] for k in (
                     "frequency_nadir_hz", "frequency_zenith_hz", "max_abs_deviation_hz",
-                    "seconds_outside_band", "max_rocof_hz_per_s")}, **drawn(env)}
+                    "seconds_outside_band", "max_rocof_hz_per_s")}
+                no_der[sc] = {"seed": seed, **json_safe(kept), **drawn(env)}
+                broken = nonfinite_keys(kept)
+                if broken:   # a broken baseline, as a broken episode: said, not hidden
+                    baseline_warnings.append(
+                        f"warning: {current}: non-finite {', '.join(broken)} (null in "
+                        "results.json)")
                 if res.freq_substeps_hz is not None:
                     no_der_traces[sc] = res.freq_substeps_hz
                 env.close()
@@ -1433,7 +1448,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     for sc in scs:
         for pol in pols:
             summary[sc][pol]["wall_time_s"] = wall[sc].get(pol)
-    all_notes += nonfinite_notes(nonfinite) + policy_warnings
+    all_notes += nonfinite_notes(nonfinite) + baseline_warnings + policy_warnings
     result = json_safe({
         "runs": runs,
         "summary": {"config": config, "wall_time_s": elapsed, "notes": all_notes, "scenarios": summary,

@@ -267,6 +267,33 @@ def test_non_finite_kpis_are_flagged_not_silently_averaged_away(tmp_path, monkey
             "results.json, left out of the means") in md
 
 
+def test_a_non_finite_no_der_baseline_is_reported_not_a_crash(tmp_path, monkeypatch):
+    """Review (session 26): a NaN in the no-DER baseline's KPIs (null in results.json, as
+    a broken episode's) made results.md's counterfactual line raise TypeError
+    (None - 59.3) after every episode had run: results.json replaced, results.md not
+    written (or an earlier run's left beside the new results.json), a traceback. Now the
+    line shows NaN/inf and a note names the baseline, as a broken episode is named."""
+    original = policies.rollout.run_episode
+
+    def nan_baseline(env, policy, seed=None, **kwargs):
+        result = original(env, policy, seed=seed, **kwargs)
+        if env.unwrapped.config.shadow:
+            result.metrics["frequency_nadir_hz"] = math.nan
+        return result
+
+    monkeypatch.setattr(policies.rollout, "run_episode", nan_baseline)
+    out = tmp_path / "o"
+    result = _small("heuristic", out, counterfactual=True)
+    assert result["summary"]["no_der_counterfactual"]["emergency"]["frequency_nadir_hz"] is None
+    md = (out / "results.md").read_text()
+    assert ("No-DER counterfactual (shadow mode, seed 0): nadir NaN/inf Hz (– from the "
+            "59.3 Hz first UFLS stage), zenith ") in md
+    assert ("- note: warning: no-DER baseline (shadow) / emergency / seed 0: non-finite "
+            "frequency_nadir_hz (null in results.json)") in md
+    assert result["summary"]["scenarios"]["emergency"]["heuristic"]["kpis"][
+        "frequency_nadir_hz"]["n_nonfinite"] == 0   # the policy's episode is not broken
+
+
 def test_summary_has_confidence_intervals_and_a_paired_difference():
     """RL review: results.md gave mean ± std without saying so, and nothing compared two
     policies on the seeds they share; a paper needs the interval of the difference."""
