@@ -41,7 +41,8 @@ Outputs in ``DIR``:
 * ``results.md`` — a header naming what was measured (scenarios, agents, trust,
   seeds, limits, each model's file and SHA-256, the code's version, what ± means),
   then one KPI table per scenario (mean ± sample std over episodes; counts such as
-  ``blocked_attempts`` without decimals; episodes a mean leaves out shown as
+  ``blocked_attempts`` without decimals, other KPIs to 3 decimals or as many as keep
+  2 significant digits of the spread; episodes a mean leaves out shown as
   ``(1 NaN/inf)`` or ``(2 null)``, a KPI NaN or infinite in every episode as
   ``– (1 NaN/inf)``) with each policy's ``system_cost`` relative to the oracle (only
   when both ran the same seeds), and a line with each policy's paired cost difference
@@ -962,11 +963,34 @@ def _fmt(stat: dict[str, Any] | None) -> str:
             return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
         text = count(mean) if std is None else f"{count(mean)} ± {count(std)}"
         return text + _missing_text(stat)
-    mag = max(abs(mean), abs(std or 0.0))
-    digits = 3 if mag < 1000 else 1
+    spec = f".{_decimals(mean, std)}f"
     # one value: no spread to show (n = 1)
-    text = f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    text = (_signed(mean, spec) if std is None
+            else f"{_signed(mean, spec)} ± {_signed(std, spec)}")
     return text + _missing_text(stat)
+
+
+#: the most decimals a results.md cell shows (1e-6 of a KPI's unit)
+MAX_DECIMALS = 6
+
+
+def _decimals(mean: float, std: float | None) -> int:
+    """Decimals for a ``mean ± std`` cell: 3 below 1 000 and 1 above, more where that
+    would hide the number: a spread keeps 2 significant digits and a mean without one
+    (or with a zero spread) 3, up to :data:`MAX_DECIMALS` (``0.0010 ± 0.0001``, not
+    ``0.001 ± 0.000``)."""
+    digits = 3 if max(abs(mean), abs(std or 0.0)) < 1000 else 1
+    shown, significant = (std, 2) if std else (mean, 3)
+    if math.isfinite(shown) and abs(shown) >= 0.5 * 10.0 ** -MAX_DECIMALS:
+        digits = max(digits, significant - 1 - math.floor(math.log10(abs(shown))))
+    return min(digits, MAX_DECIMALS)
+
+
+def _signed(x: float, spec: str) -> str:
+    """``x`` formatted with ``spec``, a value that rounds to zero without a minus sign
+    (floating-point noise of an exact tie printed ``-0.000``)."""
+    text = format(x, spec)
+    return format(0.0, spec) if float(text) == 0.0 else text
 
 
 def _paired_text(summary_sc: dict[str, Any]) -> str:
@@ -976,11 +1000,12 @@ def _paired_text(summary_sc: dict[str, Any]) -> str:
         d = entry.get("system_cost_vs_heuristic")
         if not d:
             continue
-        text = f"{pol} {d['mean_diff']:+.3f} $"
+        text = f"{pol} {_signed(d['mean_diff'], '+.3f')} $"
         if d["ci95"] is not None:
-            text += f" [{d['mean_diff'] - d['ci95']:+.3f}, {d['mean_diff'] + d['ci95']:+.3f}]"
+            text += (f" [{_signed(d['mean_diff'] - d['ci95'], '+.3f')}, "
+                     f"{_signed(d['mean_diff'] + d['ci95'], '+.3f')}]")
         if d["relative"] is not None:
-            text += f" ({100.0 * d['relative']:+.2f} %)"
+            text += f" ({_signed(100.0 * d['relative'], '+.2f')} %)"
         text += f", n {d['n_pairs']}"
         if d["unpaired_seeds"]:
             text += f", unpaired seeds {d['unpaired_seeds']}"

@@ -326,3 +326,25 @@ def test_a_reader_closing_the_pipe_early_gets_no_traceback(tmp_path):
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err
     assert (out / "results.json").is_file() and (out / "results.md").is_file()
+
+
+def test_small_kpis_keep_their_spread_and_ties_print_no_minus_sign():
+    """Eval review: results.md printed the emergency's unserved energy as
+    ``0.001 ± 0.000`` (0.00098 ± 0.00012 MWh in results.json), hiding the spread README
+    reports, and an exact tie's float noise (-4.5e-14 $) as ``-0.000``."""
+    fmt = evaluate._fmt
+
+    def stat(mean, std):
+        return {"mean": mean, "std": std, "n": 5, "n_null": 0, "integer": False}
+
+    assert fmt(stat(0.00098, 0.00012)) == "0.00098 ± 0.00012"
+    assert fmt(stat(59.98, 0.0021)) == "59.9800 ± 0.0021"
+    assert fmt(stat(0.001, None)) == "0.00100"
+    assert fmt(stat(262.2, 1.5)) == "262.200 ± 1.500"       # 3 decimals suffice
+    assert fmt(stat(-1e-14, None)) == "0.000"                # noise: no minus, no 14 decimals
+    assert fmt(stat(1e-9, 2e-9)) == "0.000 ± 0.000"          # below 1e-6: capped
+    diff = {"heuristic": {}, "learned": {"system_cost_vs_heuristic": {
+        "mean_diff": -4.5e-14, "std_diff": 1e-14, "ci95": 2e-14, "n_pairs": 5,
+        "relative": -1.7e-16, "unpaired_seeds": []}}}
+    text = evaluate._paired_text(diff)
+    assert "learned +0.000 $ [+0.000, +0.000] (+0.00 %)" in text, text
