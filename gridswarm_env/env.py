@@ -33,7 +33,7 @@ holds the concatenated per-dimension masks (power levels, then price levels).
 Observation Space
 -----------------
 ``Box(-5, 5, (OBS_DIM,), float32)``, the fields named in order by :data:`OBS_FIELDS`
-(:mod:`gridswarm_env.observations`; each field's meaning and scale: README.md,
+(:mod:`gridswarm_env.observations`; each field's meaning and scale: docs/model.md,
 *Actions, observations and episode end*, the observation table): kind one-hot, SoC, size, feasible interval, baseline, scheduled and awarded power,
 reserve, delivered market signal (request, price, product, emergency, frequency,
 RoCoF, age), backpressure flag, time features, EV departure needs, solar

@@ -6,7 +6,7 @@ scheduled and executed power and reserve, relative to its rated power; the marke
 signal it last received (request, price, product, emergency, frequency, RoCoF, age);
 the bus's backpressure flag; time features; EV departure needs; the solar forecast;
 the last clearing price it learned and its own acceptance. Each field's meaning and
-scale, by index: README.md, the observation table under *Actions, observations and
+scale, by index: docs/model.md, the observation table under *Actions, observations and
 episode end*.
 
 :class:`ObservationBuilder` holds one episode's constants (static rows, scales) and the
@@ -23,8 +23,8 @@ import numpy as np
 
 from gridswarm_env.fleet import FleetState, fast_clip, mask_selector
 
-#: the observation's field names, in index order (meanings and scales: the README's
-#: observation table)
+#: the observation's field names, in index order (meanings and scales: the observation
+#: table in docs/model.md)
 OBS_FIELDS = (
     "is_solar", "is_battery", "is_ev", "soc", "size_rel", "feasible_lo_rel", "feasible_hi_rel",
     "baseline_rel", "scheduled_rel", "executed_rel", "reserve_rel", "reserve_active",

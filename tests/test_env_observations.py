@@ -147,7 +147,7 @@ def test_market_and_grid_features_against_their_definitions() -> None:
 
 @pytest.mark.parametrize("dt_s", [1.0, 2.0])
 def test_observed_frequency_is_the_start_of_the_step_just_run(dt_s: float) -> None:
-    """README, fields 16-17 and 12: the frequency (and RoCoF) an agent observes at t is the
+    """docs/model.md, fields 16-17 and 12: the frequency (and RoCoF) an agent observes at t is the
     operator's last sample when it announced the round, the frequency at t - dt_s (the
     frequency at t is only in ``last_info["freq_hz"]``); the reset observation holds the
     signal fields' initial values, and in ``emergency`` round 0 buys reserve while

@@ -22,7 +22,7 @@ from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR
 from gridswarm_env.kernel import LimitArrays, check_executed
 from policies.heuristic import HeuristicPolicy
 
-#: EVs that leave within the episode (README, "Actions, observations and episode end")
+#: EVs that leave within the episode (docs/model.md, "Scenarios")
 LEAVING = dataclasses.replace(FleetConfig(), ev_soc_init_low=0.6, ev_soc_init_high=0.95,
                               ev_departure_min_s=30.0, ev_departure_max_s=240.0)
 

@@ -324,7 +324,7 @@ def test_irradiance_holds_its_end_value_beyond_the_episode() -> None:
 
 @pytest.mark.parametrize("dt_s", [0.5, 2.0])
 def test_solar_timeline_is_in_seconds_whatever_dt_s(dt_s: float) -> None:
-    """Scenario times are in seconds (README): changing ``dt_s`` lengthens the episode,
+    """Scenario times are in seconds (docs/model.md): changing ``dt_s`` lengthens the episode,
     not the solar timeline. ``solar_surplus``'s availability at t = 100 s is 0.7 +
     0.2·100/300 at every step length (it once read 0.8333 at 0.5 s and 0.7333 at 2 s,
     the ramp stretched over ``episode_steps × dt_s``)."""
