@@ -1614,7 +1614,10 @@ class GridSwarmEnv(ParallelEnv):
                                    self.config.dt_s),
             pending_reserve_mw=(reserve_mw - self.reserve_book.active_mw
                                 if self.kernel.has_ramp else None),
-            reserve_until_s=self._reserve_until_s)
+            reserve_until_s=self._reserve_until_s,
+            # only activated reserve executes on top of an energy bid (its absorption
+            # bound): standing reserve before a trip does not
+            active_reserve_mw=self.reserve_book.active_mw)
 
     def action_masks(self) -> np.ndarray:
         """``(n_agents, n_power_levels + n_price_levels)`` bool: the concatenated masks."""
