@@ -134,6 +134,7 @@ from gridswarm_env.trust import (
     IdentityRegistry,
     SignedContract,
     _describe_id,
+    audit_contract_id,
     check_new_audit_file,
 )
 
@@ -1206,8 +1207,10 @@ class GridSwarmEnv(ParallelEnv):
         for signed, _owner in lost:
             if signed.contract.product == "reserve":
                 book.copy_lost(signed.contract.contract_id)
+        # ids as the ledger's rejections list them (an adversary's may hold commas)
         self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason=reason,
-                              contract_ids=[c.contract.contract_id for c, _ in lost])
+                              contract_ids=[audit_contract_id(c.contract.contract_id)
+                                            for c, _ in lost])
         what = ("refused by the bus (control lane full)" if reason == "bus_refused" else
                 "dropped by the bus (deferred past one step, obsolete)")
         self.events.append(f"{len(lost)} contract{'' if len(lost) == 1 else 's'} {what}")
@@ -1611,7 +1614,10 @@ class GridSwarmEnv(ParallelEnv):
                                    self.config.dt_s),
             pending_reserve_mw=(reserve_mw - self.reserve_book.active_mw
                                 if self.kernel.has_ramp else None),
-            reserve_until_s=self._reserve_until_s)
+            reserve_until_s=self._reserve_until_s,
+            # only activated reserve executes on top of an energy bid (its absorption
+            # bound): standing reserve before a trip does not
+            active_reserve_mw=self.reserve_book.active_mw)
 
     def action_masks(self) -> np.ndarray:
         """``(n_agents, n_power_levels + n_price_levels)`` bool: the concatenated masks."""

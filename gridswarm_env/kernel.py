@@ -626,7 +626,8 @@ class Kernel:
                      reserve_mw: np.ndarray, reserve_round: bool,
                      reserve_duration_s: float,
                      pending_reserve_mw: np.ndarray | None = None,
-                     reserve_until_s: float | None = None
+                     reserve_until_s: float | None = None,
+                     active_reserve_mw: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Feasible balancing power for the round being bid (delivery next step).
 
@@ -639,6 +640,13 @@ class Kernel:
         may activate on top of the bid in the window bid for, so under a ramp limit the
         bid keeps that much of the ramp free: ``hi <= max(max(C, 0) + ramp − pending, 0)``
         (the dispatcher ramps from the power executed now, which does not include it).
+        ``active_reserve_mw``, the part of ``reserve_mw`` already activated (None: all of
+        it): an energy round's absorption bound counts only that part,
+        ``lo = min(lo_net − base − active, 0)``, as only activated reserve is executed
+        on top of the bid; reserve not activated yet (standing before a trip: the
+        operator's energy rounds once its target is met) may not activate in the window,
+        so the bid alone must be deliverable (else the dispatcher clips it, and a trip
+        then finds the reserve filling that gap instead of answering).
         """
         h = self._h
         st = self._statics_for(fleet)
@@ -712,10 +720,10 @@ class Kernel:
                 np.minimum(hi, cap, out=hi)
                 self.ramp_edges = (np.zeros(n, dtype=bool), by_ramp)
             return np.zeros_like(hi), hi
-        # lo = min(lo_net − base − reserve, 0), hi = max(hi_net − base − reserve, 0)
+        # lo = min(lo_net − base − active, 0), hi = max(hi_net − base − reserve, 0)
         lo, hi = lo_net, hi_net
         lo -= base_eff
-        lo -= reserve_mw
+        lo -= reserve_mw if active_reserve_mw is None else active_reserve_mw
         hi -= base_eff
         hi -= reserve_mw
         np.minimum(lo, c.zero, out=lo)

@@ -369,3 +369,54 @@ def test_the_cli_out_of_memory_is_an_error_not_a_broken_verdict(tmp_path, monkey
     assert main(["verify", str(path)]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert "out of memory verifying audit file" in err and "Traceback" not in err
+
+
+def test_forged_contract_ids_full_of_commas_cannot_make_the_log_refuse_a_step(
+        tmp_path, monkeypatch):
+    """The verifier counts a line's commas and brackets, inside strings too, against
+    MAX_ENTRY_VALUES; a rejected contract's id (an attacker's, up to 200 characters
+    listed) counted each of its commas, so an adversary on the bus presenting ~22 000
+    forged contracts with ids of 200 commas in one step (a 5.5 MB line, 4.4 M counted)
+    made ``append`` refuse the batch's ``contract_rejected`` entry: the step failed
+    half-way, the episode stopped and its audit ended there. The log lists such ids with
+    those characters percent-escaped (``audit_contract_id``), ids the ledger mints as
+    they are. Here at a bound of 20 000 and 200 forged contracts."""
+    import dataclasses
+
+    from gridswarm_env.trust import SignedContract, audit_contract_id
+    from policies.heuristic import HeuristicPolicy
+
+    monkeypatch.setattr(audit_chain, "MAX_ENTRY_VALUES", 20_000)
+    forged_ids = [(f"{i}%[{{" + "," * 200)[:200] for i in range(200)]
+
+    def adversary(env, signed, owners):   # forged copies of the first energy contract
+        if adversary.done or not signed or signed[0].contract.product != "energy":
+            return signed, owners
+        adversary.done = True
+        first = signed[0]
+        forged = [SignedContract(dataclasses.replace(first.contract, contract_id=cid),
+                                 first.agent_signature, first.operator_signature)
+                  for cid in forged_ids]
+        return list(signed) + forged, list(owners) + [owners[0]] * len(forged)
+
+    adversary.done = False
+    path = tmp_path / "audit.jsonl"
+    env = gridswarm_env.parallel_env("price_spike", n_agents=20, trust="hmac",
+                                     audit_path=str(path), adversary=adversary).unwrapped
+    env.reset(seed=0)
+    policy = HeuristicPolicy()
+    policy.reset(env, seed=0)
+    for _ in range(60):
+        act = policy.act(env.observations_array(), env.action_masks())
+        env.step_arrays(act[:, 0], act[:, 1])   # raised ValueError (MAX_ENTRY_VALUES)
+    assert adversary.done and env.episode_metrics()["contracts_rejected"] == 200
+    env.close()
+    assert verify_audit_file(path).ok
+    rejected = []
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("kind") == "contract_rejected":
+            rejected += [r["contract_id"] for r in entry["fields"]["rejections"]]
+    assert sorted(rejected) == sorted(audit_contract_id(cid) for cid in forged_ids)
+    assert "0%25%5B%7B%2C%2C" + "%2C" * 194 in rejected and "," not in "".join(rejected)
+    assert audit_contract_id("c-3-battery_007-12") == "c-3-battery_007-12"   # the ledger's

@@ -1090,6 +1090,68 @@ def test_an_ev_its_baseline_fills_before_the_reserve_period_ends_offers_no_reser
         np.testing.assert_array_equal(lo, 0.0)
 
 
+def test_an_energy_bids_absorption_bound_counts_only_activated_reserve() -> None:
+    """Activated reserve executes on top of an energy bid, so a holder may absorb its
+    reserve more (``lo = lo_net − base − R``); standing reserve not activated yet (before
+    a trip: the operator's energy rounds once its target is met) does not, so the bid
+    alone must be deliverable. EV (2 MW, charging 1 MW) holding 0.5 MW and battery
+    holding 1 MW: standing only, lo as without reserve (EV −1; was −1.5: the dispatcher
+    clipped such bids, and at the trip the reserve filled that gap instead of answering:
+    ``solar_surplus`` with a 50 MW trip and target, random policy, 48.8 of 50 MW);
+    activated, less the reserve as before; the upward bound keeps it out either way."""
+    fleet = _fleet()
+    kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
+    reserve = np.array([0.0, 1.0, 0.5])
+
+    def bid(active):
+        return kernel.bid_interval(fleet, now_s=0.0, committed_p_mw=np.zeros(3),
+                                   reserve_mw=reserve, reserve_round=False,
+                                   reserve_duration_s=DT_S, active_reserve_mw=active)
+
+    lo, hi = bid(np.zeros(3))
+    lo_active, hi_active = bid(reserve)
+    assert lo_active[1:] == pytest.approx(lo[1:] - reserve[1:], rel=1e-12)
+    assert lo[2] == pytest.approx(-1.0, rel=1e-12)
+    np.testing.assert_array_equal(lo, _bid(kernel, fleet)[0])   # as without the reserve
+    np.testing.assert_array_equal(hi, hi_active)
+    legacy_lo, _ = bid(None)   # None: all of reserve_mw counts as activated
+    np.testing.assert_array_equal(legacy_lo, lo_active)
+
+
+def test_standing_reserve_is_not_spent_on_energy_bids_before_the_trip(monkeypatch) -> None:
+    """f0de0e3 opened energy rounds before the trip once the reserve target is met; the
+    kernel let a holder bid to absorb more than it can by its standing reserve
+    (``lo = lo_net − base − R``, right only once R is activated), the dispatcher clipped
+    those bids until the trip and then the activated reserve only filled that gap:
+    ``solar_surplus`` with a 50 MW trip at 200 s and a 50 MW target, random policy, seed 0:
+    ``emergency_response_mw_100ms`` 48.78 (the oracle's 38.68), 481 EV-steps clamped."""
+    from policies import make_policy
+
+    env_module = importlib.import_module("gridswarm_env.env")   # not the env() function
+    real, clamped = env_module.execute, []
+
+    def recording(*args, **kwargs):
+        ex = real(*args, **kwargs)
+        clamped.append(ex.clamped.copy())
+        return ex
+
+    monkeypatch.setattr(env_module, "execute", recording)
+    sc = get_scenario("solar_surplus", name="surplus_and_trip", contingency_mw=50.0,
+                      event_time_s=200.0, reserve_target_mw=50.0)
+    env = GridSwarmEnv(sc, config=EnvConfig(n_agents=100, trust="hmac"))
+    env.reset(seed=0)
+    policy = make_policy("random", seed=0)
+    policy.reset(env, seed=0)
+    while env.agents:
+        act = policy.act(env.observations_array(), env.action_masks())
+        env.step_arrays(act[:, 0], act[:, 1])
+    # solar plants' bids may clip (forecast above the available power): not reserve
+    not_solar = env.fleet.kind != KIND_SOLAR
+    assert sum(int(np.count_nonzero(c & not_solar)) for c in clamped) == 0
+    m = env.episode_metrics()
+    assert m["emergency_response_mw_100ms"] == pytest.approx(50.0, rel=1e-9)   # was 48.78
+
+
 def test_emergency_reserve_held_by_nearly_full_evs_answers_the_trip_in_full() -> None:
     """``emergency`` with EVs at 99.95-99.999 % state of charge (heuristic, seed 0): no
     reserve is awarded that the dispatcher then cannot deliver, and the 100 MW trip is

@@ -99,6 +99,7 @@ from gridswarm_env.trust.audit_chain import check_new_audit_file as check_new_au
 from gridswarm_env.trust.audit_chain import open_file_reason as open_file_reason
 from gridswarm_env.trust.audit_chain import weak_public_key_problem as weak_public_key_problem
 from gridswarm_env.trust.contracts import _describe_id as _describe_id
+from gridswarm_env.trust.contracts import audit_contract_id as audit_contract_id
 from gridswarm_env.trust.identities import _HmacSha256Key as _HmacSha256Key
 from gridswarm_env.trust.identities import _usable_cpus as _usable_cpus
 

@@ -1533,13 +1533,32 @@ def _per_award(name: str, values: object, n: int) -> np.ndarray:
 
 
 def _describe_id(item: object) -> str:
-    """The contract id of a presented item for the audit log, or a placeholder (read only
-    from a :class:`SignedContract` holding a :class:`Contract`: another object's
-    attributes may run arbitrary code)."""
+    """The contract id of a presented item for the audit log (:func:`audit_contract_id`),
+    or a placeholder (read only from a :class:`SignedContract` holding a
+    :class:`Contract`: another object's attributes may run arbitrary code)."""
     if type(item) is SignedContract:
         contract = getattr(item, "contract", None)   # a slot: reading it runs no code
         if type(contract) is Contract:   # checked before reading contract_id (a slot too)
             cid = contract.contract_id
             if type(cid) is str:
-                return cid[:200]
+                return audit_contract_id(cid)
     return "<malformed>"
+
+
+#: what :func:`audit_contract_id` escapes: the characters the audit verifier counts as
+#: JSON values without decoding (``MAX_ENTRY_VALUES``), and ``%``, the escape itself
+_AUDIT_ID_ESCAPES = str.maketrans({"%": "%25", ",": "%2C", "[": "%5B", "{": "%7B"})
+
+
+def audit_contract_id(cid: str) -> str:
+    """A contract id as the audit log lists it: its first 200 characters, with ``%``,
+    ``,``, ``[`` and ``{`` percent-escaped (``%25``, ``%2C``, ``%5B``, ``%7B``). The
+    ledger's ids (``c-<round>-<agent>-<counter>``) hold none of them and are listed as
+    they are; a forged id full of commas counted each as a JSON value in the verifier's
+    bound (:data:`~gridswarm_env.trust.audit_chain.MAX_ENTRY_VALUES`), so an attacker on
+    the bus presenting ~22 000 such contracts in one step made the log refuse the batch's
+    entry, failing the step (the episode stopped, its audit cut short)."""
+    cid = cid[:200]
+    if "," in cid or "[" in cid or "{" in cid or "%" in cid:
+        return cid.translate(_AUDIT_ID_ESCAPES)
+    return cid
