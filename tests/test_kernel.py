@@ -1059,33 +1059,31 @@ def test_an_ev_leaving_when_the_window_starts_bids_nothing() -> None:
     assert (lo[2], hi[2]) == (0.0, 0.0)
 
 
-def test_an_ev_leaving_before_the_reserve_period_ends_offers_no_reserve() -> None:
-    """Reserve round at t = 0 for a 2 h period from t = 1 h: an EV leaving at 2 h (inside
-    the period) offers nothing; one staying offers its 1 MW of baseline charging (it
-    may stop charging), the battery its energy over the 2 h (4·0.9/2 = 1.8 MW)."""
-    for departure_s, want_ev in ((2 * DT_S, 0.0), (math.inf, 1.0)):
-        fleet = _fleet(ev_departure_s=departure_s)
+@pytest.mark.parametrize("case, cases", [
+    # an EV leaving at 2 h (inside the period) offers nothing; one staying offers its
+    # 1 MW of baseline charging (it may stop charging)
+    ("departure_s", ((2 * DT_S, 0.0), (math.inf, 1.0))),
+    # an EV's reserve is its baseline charging, deferred: one that charging fills to its
+    # ceiling before the period ends has nothing left to defer for a trip after that (a
+    # full EV stops charging anyway). EV 20 MWh charging 1 MW at η 0.9: at 10 MWh it is at
+    # 10.9 MWh by 1 h and its 1.8 MWh over the period fit (1 MW offered); at 18.5 MWh only
+    # 0.6 MWh are left: nothing (it offered 1 MW, and in ``emergency`` with EVs at
+    # 99.95-99.999 % the reserve it held could not answer the trip: 94.9 of 100 MW
+    # delivered, 0.166 MWh unserved)
+    ("energy_mwh", ((10.0, 1.0), (18.5, 0.0))),
+])
+def test_an_ev_offers_reserve_only_if_it_can_defer_charging_for_the_whole_period(
+        case: str, cases: tuple[tuple[float, float], ...]) -> None:
+    """Reserve round at t = 0 for a 2 h period from t = 1 h: an EV offers its baseline
+    charging only if it stays plugged in and keeps charging to the period's end; the
+    battery offers its energy over the 2 h (4·0.9/2 = 1.8 MW)."""
+    for value, want_ev in cases:
+        fleet = _fleet(ev_departure_s=value) if case == "departure_s" else _fleet()
+        if case == "energy_mwh":
+            fleet.energy_mwh[2] = value
         kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
         lo, hi = _bid(kernel, fleet, reserve_round=True, reserve_duration_s=2 * DT_S)
-        assert hi[2] == pytest.approx(want_ev, rel=1e-12), departure_s
-        assert hi[1] == pytest.approx(1.8, rel=1e-12) and hi[0] == 0.0
-        np.testing.assert_array_equal(lo, 0.0)
-
-
-def test_an_ev_its_baseline_fills_before_the_reserve_period_ends_offers_no_reserve() -> None:
-    """An EV's reserve is its baseline charging, deferred: one that charging fills to its
-    ceiling before the reserve period ends has nothing left to defer for a trip after that
-    (a full EV stops charging anyway). Reserve round at t = 0 for a 2 h period from t = 1 h,
-    EV 20 MWh charging 1 MW at η 0.9: at 10 MWh it is at 10.9 MWh by 1 h and its 1.8 MWh
-    over the period fit (1 MW offered); at 18.5 MWh only 0.6 MWh are left: nothing (it
-    offered 1 MW, and in ``emergency`` with EVs at 99.95-99.999 % the reserve it held
-    could not answer the trip: 94.9 of 100 MW delivered, 0.166 MWh unserved)."""
-    for energy_mwh, want_ev in ((10.0, 1.0), (18.5, 0.0)):
-        fleet = _fleet()
-        fleet.energy_mwh[2] = energy_mwh
-        kernel = Kernel(_limits(), NAMES, fleet, 21, DT_S)
-        lo, hi = _bid(kernel, fleet, reserve_round=True, reserve_duration_s=2 * DT_S)
-        assert hi[2] == pytest.approx(want_ev, rel=1e-12), energy_mwh
+        assert hi[2] == pytest.approx(want_ev, rel=1e-12), (case, value)
         assert hi[1] == pytest.approx(1.8, rel=1e-12) and hi[0] == 0.0
         np.testing.assert_array_equal(lo, 0.0)
 
@@ -1157,18 +1155,14 @@ def test_emergency_reserve_held_by_nearly_full_evs_answers_the_trip_in_full() ->
     reserve is awarded that the dispatcher then cannot deliver, and the 100 MW trip is
     covered at the end (before: EVs filled by their baseline held 5.4 MW they could not
     defer, 770 agent-steps clamped, delivered 94.6 MW with no energy round asked)."""
-    from policies import make_policy
+    from tests.episodes import play
 
     fleet = FleetConfig(ev_soc_init_low=0.9995, ev_soc_init_high=0.99999,
                         ev_departure_min_s=3000.0, ev_departure_max_s=3600.0)
     env = GridSwarmEnv(scenario="emergency", config=EnvConfig(n_agents=100, trust="hmac",
                                                               fleet=fleet))
-    env.reset(seed=0)
-    policy = make_policy("heuristic")
-    policy.reset(env, seed=0)
-    for _ in range(30):
-        act = policy.act(env.observations_array(), env.action_masks())
-        env.step_arrays(act[:, 0], act[:, 1])
+    for _ in play(env, "heuristic", 0, until_s=30 * env.config.dt_s):
+        pass
     assert env.dispatch_clamped == 0
     assert env.last_info["delivered_mw"] == pytest.approx(100.0, rel=1e-9)
     assert env.episode_metrics()["unserved_energy_mwh"] < 0.002
