@@ -647,6 +647,7 @@ class GridSwarmEnv(ParallelEnv):
         self._would_response_s = None        # shadow mode: first would-be reserve activation
         self.dispatch_clamped = 0
         self._cleared_product = PRODUCT_ENERGY
+        self.reserve_short = False           # the last reserve round cleared short
         self._emergency_in_flight = False    # emergency broadcast not fully delivered yet
         self._precompute_constants()
         self._baseline_next = baseline_mw(self.fleet)
@@ -791,8 +792,9 @@ class GridSwarmEnv(ParallelEnv):
 
         With a reserve target, a round announced while the operator does not know of a
         trip buys the reserve still missing (request ``max(target − awarded, 0)``, no
-        round inside the deadband), or, once the target is met, the forecast shortage
-        beyond the deadband as energy; every later round is an energy round
+        round inside the deadband), or, once the target is met or the last reserve round
+        held cleared short (``reserve_short``), the forecast shortage beyond the deadband
+        as energy; every later round is an energy round
         (:func:`~gridswarm_env.market.operator_request`): the product switches on what the
         operator knows and holds, never on the scenario's hidden ``event_time_s``."""
         sc = self.scenario
@@ -801,7 +803,7 @@ class GridSwarmEnv(ParallelEnv):
             float(self._round_forecast_mw[round_index]), trip_known=self._trip_known(now_s),
             reserve_target_mw=sc.reserve_target_mw, reserve_awarded_mw=self.reserve_awarded_mw,
             contingency_mw=sc.contingency_mw, standing_reserve_mw=self._standing_mw,
-            deadband_mw=self.config.market.deadband_mw)
+            deadband_mw=self.config.market.deadband_mw, reserve_short=self.reserve_short)
 
     def _trip_known(self, now_s: float) -> bool:
         """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
@@ -1150,6 +1152,10 @@ class GridSwarmEnv(ParallelEnv):
         # reset and cleared on bids made from the reset observation, before its signal
         # can arrive; later rounds count even when congestion delays their signal)
         held = abs(request) > cfg.market.deadband_mw and self.round_index > 0
+        if product == PRODUCT_RESERVE and self.round_index > 0:
+            # the fleet offered less reserve than asked: the operator's next rounds buy
+            # the forecast shortage as energy before trying again (operator_request)
+            self.reserve_short = request - result.accepted_total_mw > cfg.market.deadband_mw
         self.metrics.record_round(held, result.consensus, result.n_accepted)
         if not math.isnan(result.clearing_price_per_mwh):
             self.last_clearing_price_per_mwh = result.clearing_price_per_mwh

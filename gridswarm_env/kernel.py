@@ -644,7 +644,8 @@ class Kernel:
         it): an energy round's absorption bound counts only that part,
         ``lo = min(lo_net − base − active, 0)``, as only activated reserve is executed
         on top of the bid; reserve not activated yet (standing before a trip: the
-        operator's energy rounds once its target is met) may not activate in the window,
+        operator's energy rounds once its target is met or a reserve round cleared
+        short) may not activate in the window,
         so the bid alone must be deliverable (else the dispatcher clips it, and a trip
         then finds the reserve filling that gap instead of answering).
         """

@@ -635,18 +635,23 @@ def price_signal_unchecked(request: float, flex: float, floor: float, cap: float
 # --------------------------------------------------------------------------- operator
 def operator_request(forecast_mw: float, *, trip_known: bool, reserve_target_mw: float,
                      reserve_awarded_mw: np.ndarray, contingency_mw: float,
-                     standing_reserve_mw: np.ndarray, deadband_mw: float) -> tuple[float, int]:
+                     standing_reserve_mw: np.ndarray, deadband_mw: float,
+                     reserve_short: bool = False) -> tuple[float, int]:
     """One round's request, MW (+ shortage, − surplus), and product.
 
     With a reserve target, a round announced while the operator does not know of a trip
-    buys the reserve still missing, ``max(target − Σ awarded, 0)``, unless that is inside
-    the deadband (the target is met: no reserve round is needed) and the forecast
-    shortage is not: then it buys that energy, so a load step before the trip is balanced
-    as without a target (a round where neither needs buying stays a reserve round with no
-    request, as before). Any other round is an energy round: the forecast shortage of its
-    delivery window, plus, once the trip is known, the lost generation not covered by
-    standing reserve (``contingency − Σ standing``). The product switches on what the
-    operator knows and holds, never on the scenario's hidden event time.
+    buys the reserve still missing, ``max(target − Σ awarded, 0)``, unless the forecast
+    shortage is beyond the deadband and either the target is met (the missing reserve
+    inside the deadband) or the last reserve round cleared short of its request
+    (``reserve_short``: the fleet offered all the reserve it would): then it buys that
+    energy, so a load step before the trip is balanced as without a target even where the
+    target cannot be reached. A round where no energy is needed stays a reserve round
+    (for the reserve still missing, or with no request), so a target the fleet could not
+    fill is tried again while the forecast is quiet. Any other round is an energy round:
+    the forecast shortage of its delivery window, plus, once the trip is known, the lost
+    generation not covered by standing reserve (``contingency − Σ standing``). The product
+    switches on what the operator knows and holds, never on the scenario's hidden event
+    time.
 
     :param forecast_mw: the operator's forecast shortage of the round's window, MW.
     :param trip_known: whether the operator has detected the trip when it announces.
@@ -656,11 +661,14 @@ def operator_request(forecast_mw: float, *, trip_known: bool, reserve_target_mw:
     :param standing_reserve_mw: (n,) reserve standing per agent, MW.
     :param deadband_mw: requests up to this (absolute) hold no round
         (:attr:`~gridswarm_env.config.MarketConfig.deadband_mw`).
+    :param reserve_short: whether the last reserve round held (from round 1 on) accepted
+        less than its request by more than the deadband.
     :return: ``(request_mw, product)``, product ``PRODUCT_ENERGY`` or ``PRODUCT_RESERVE``.
     """
     if reserve_target_mw > 0 and not trip_known:
         missing = max(reserve_target_mw - float(np.add.reduce(reserve_awarded_mw)), 0.0)
-        if missing > deadband_mw or not abs(forecast_mw) > deadband_mw:
+        if not abs(forecast_mw) > deadband_mw or (missing > deadband_mw
+                                                  and not reserve_short):
             return missing, PRODUCT_RESERVE
     req = forecast_mw
     if trip_known:

@@ -127,9 +127,10 @@ class Scenario:
     :param contingency_mw: generation lost at ``event_time_s`` (0 = none).
     :param reserve_target_mw: reserve the operator buys before the event (when > 0,
         every round announced before the operator detects the trip, at ``event_time_s +
-        detection_delay_s``, is a reserve round until the target is met, and then one
-        only where no energy is needed: a forecast shortage beyond the deadband is bought
-        as energy, :func:`~gridswarm_env.market.operator_request`; a target > 0 needs a
+        detection_delay_s``, is a reserve round until the target is met or a reserve
+        round clears short, and then one only where no energy is needed: a forecast
+        shortage beyond the deadband is bought as energy,
+        :func:`~gridswarm_env.market.operator_request`; a target > 0 needs a
         trip: ``contingency_mw > 0`` at a finite ``event_time_s``).
     :param detection_delay_s: from the trip until the operator's emergency broadcast
         is published. The emergency scenario's 20 ms (about one 60 Hz cycle, or one

@@ -14,8 +14,8 @@ What the oracle knows that agents do not
 * the whole future balancing requirement ``raw.requirement_sub_mw`` (noise-free shortage
   plus lost generation), hence every future operator request, the contingency's time and
   size, and which rounds are reserve rounds (before the trip, those until the reserve
-  target is met, or where no energy is needed: it takes its own reserve round to meet
-  the target);
+  target is met or a reserve round held clears short, and after that those where no
+  energy is needed: it takes its own reserve round to meet the target);
 * the exact future solar availability and forecasts of every plant: it replays the
   environment's fleet RNG (a copy of ``raw.rng``; the environment draws nothing else
   from it) through :func:`gridswarm_env.fleet.update_solar`;
@@ -616,10 +616,12 @@ def problem_from_env(raw) -> BalancingProblem:
     request = np.zeros(n_steps)
     coupled = np.zeros(n_steps, dtype=bool)
     deadband = cfg.market.deadband_mw
-    # before the trip is known the operator buys energy once its reserve target is met
-    # (market.operator_request); the oracle's own reserve round is taken to meet it
-    reserve_met = reserve_variable or (
-        sc.reserve_target_mw - float(raw.reserve_awarded_mw.sum()) <= deadband)
+    # before the trip is known the operator buys energy once its reserve target is met or
+    # its last reserve round cleared short (market.operator_request): after any reserve
+    # round held (from round 1 on; the oracle's own is taken to meet the target) a round
+    # needing energy buys it
+    energy_ok = (sc.reserve_target_mw - float(raw.reserve_awarded_mw.sum()) <= deadband
+                 or raw.reserve_short)
     for j, k in enumerate(steps):   # loop over steps (K), not agents
         if j == 0:
             direction[j] = FREE
@@ -632,7 +634,7 @@ def problem_from_env(raw) -> BalancingProblem:
             detected = raw.event_detected or t_pub <= (k - 2) * dt + cfg.market.gate_s
             a0 = float(forecast_mw[j])
             reserve_round = sc.reserve_target_mw > 0 and not detected and not (
-                reserve_met and abs(a0) > deadband)
+                energy_ok and abs(a0) > deadband)
             is_coupled = False
             if detected:
                 a0 += sc.contingency_mw
@@ -641,6 +643,7 @@ def problem_from_env(raw) -> BalancingProblem:
                 else:
                     a0 -= float(standing.sum())
         if reserve_round:
+            energy_ok = energy_ok or j >= 2 or raw.round_index > 0 or reserve_variable
             continue
         request[j], coupled[j] = a0, is_coupled
         if is_coupled:

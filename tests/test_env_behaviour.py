@@ -18,6 +18,7 @@ from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE, scenario_na
 from policies.heuristic import HeuristicPolicy
 from policies.random import RandomPolicy
 from policies.rollout import run_episode
+from tests.episodes import play
 
 
 def _trajectory(raw: GridSwarmEnv, seed: int, policy_seed: int = 0) -> dict[str, Any]:
@@ -482,6 +483,37 @@ def test_once_its_reserve_target_is_met_the_operator_buys_the_forecast_shortage(
     m = env.episode_metrics()
     assert m["emergency_response_mw_100ms"] == pytest.approx(50.0)  # the reserve still answers
     assert m["unserved_energy_mwh"] < 0.5                          # was 3.382
+
+
+def test_a_reserve_target_the_fleet_cannot_reach_still_buys_the_load_step() -> None:
+    """Review: a target the fleet cannot reach kept every round before the trip a reserve
+    round (``solar_surplus`` with a 120 MW trip at 200 s and a 120 MW target, EVs at
+    85-95 %, heuristic, seed 0, 100 agents: 119.51 MW held, no energy round before the
+    trip, 2.144 MWh unserved, 171.8 s outside the band). The first reserve round held
+    clears short; from then on a round whose forecast shortage is beyond the deadband
+    buys it as energy, and the reserve the fleet holds still answers the trip."""
+    from gridswarm_env.config import EnvConfig, FleetConfig
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("solar_surplus", name="surplus_and_trip", contingency_mw=120.0,
+                      event_time_s=200.0, reserve_target_mw=120.0)
+    cfg = EnvConfig(n_agents=100, trust="hmac",
+                    fleet=FleetConfig(ev_soc_init_low=0.85, ev_soc_init_high=0.95))
+    env = GridSwarmEnv(sc, config=cfg)
+    rounds, held_at_trip = [], None   # per step: the round announced (product, request,
+    for _ in play(env):               # forecast of its window); the reserve at the trip
+        rounds.append((env.round_product, env.round_request_mw,
+                       float(env._round_forecast_mw[env.round_index])))
+        if held_at_trip is None and env.t_s >= sc.event_time_s:
+            held_at_trip = float(env.reserve_standing_mw().sum())
+    assert held_at_trip == pytest.approx(119.51, abs=0.01)
+    during_surplus = [rounds[k] for k in range(40, 190)]       # pre-trip, forecast < 0
+    assert all(p == PRODUCT_ENERGY and r == f and r < -10.0 for p, r, f in during_surplus)
+    m = env.episode_metrics()
+    assert m["emergency_response_mw_100ms"] == pytest.approx(held_at_trip)
+    assert m["unserved_energy_mwh"] < 0.05                     # was 2.144
+    assert m["seconds_outside_band"] == 0.0                    # was 171.8
+    assert env.reserve_short                                   # 119.51 of 120 MW
 
 
 def test_a_detection_on_a_step_boundary_is_broadcast_in_the_step_it_opens() -> None:

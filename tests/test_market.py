@@ -511,6 +511,30 @@ def test_operator_request_reserve_rounds_until_the_trip_is_known_then_energy() -
         == (-3.0, PRODUCT_ENERGY)
 
 
+def test_operator_request_buys_energy_after_a_reserve_round_cleared_short() -> None:
+    """A target the fleet cannot reach kept every round before the trip a reserve round,
+    so a load step before it went unbought. Once a reserve round clears short of its
+    request (``reserve_short``) a round whose forecast shortage is beyond the deadband
+    buys it as energy; a quiet round asks for the missing reserve again."""
+    from gridswarm_env.market import operator_request
+    from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE
+
+    common = {"reserve_target_mw": 100.0, "reserve_awarded_mw": np.array([30.0, 50.0]),
+              "contingency_mw": 108.0, "standing_reserve_mw": np.array([30.0, 50.0]),
+              "deadband_mw": 0.05}
+    short = {**common, "reserve_short": True}
+    assert operator_request(5.0, trip_known=False, **short) == (5.0, PRODUCT_ENERGY)
+    assert operator_request(-3.0, trip_known=False, **short) == (-3.0, PRODUCT_ENERGY)
+    assert operator_request(0.04, trip_known=False, **short) == (
+        pytest.approx(20.0), PRODUCT_RESERVE)                  # quiet: try again
+    # not short (the last reserve round got what it asked): the reserve first, as before
+    assert operator_request(5.0, trip_known=False, **common) == (
+        pytest.approx(20.0), PRODUCT_RESERVE)
+    # known trip: unchanged
+    assert operator_request(5.0, trip_known=True, **short) == (5.0 + 108.0 - 80.0,
+                                                               PRODUCT_ENERGY)
+
+
 def test_fleet_flexibility_counts_plugged_evs_and_the_pv_forecast_downward() -> None:
     from gridswarm_env.market import downward_flexibility_mw, fleet_flexibility
 

@@ -21,6 +21,7 @@ from policies import make_policy
 from policies.heuristic import HeuristicConfig, HeuristicPolicy
 from policies.oracle import FREE, BalancingProblem, OraclePolicy, build_lp, solve_balancing
 from policies.rollout import run_episode
+from tests.episodes import play
 
 SCENARIOS = ("price_spike", "solar_surplus", "emergency")
 N_SMALL = 20
@@ -1039,34 +1040,47 @@ def test_oracle_plans_the_operators_rounds_as_the_environment_announces_them(eve
     assert announced.index(True) + 2 == (12 if event_time_s == 10.0 else 13)
 
 
-def test_oracle_plans_energy_rounds_before_the_trip_once_the_reserve_target_is_met():
+@pytest.mark.parametrize("case", ["target_met", "target_short"])
+def test_oracle_plans_the_energy_rounds_before_the_trip(case):
     """The operator buys the forecast shortage as energy before the trip once its reserve
-    target is met (``market.operator_request``); the oracle, which takes its own reserve
-    round to meet the target, plans those rounds as the environment announces them (it
-    planned none and re-planned at each: with 100 agents the episode took 72 s instead
-    of 3 s on the project's 2-core VM)."""
+    target is met or a reserve round held cleared short (``market.operator_request``);
+    the oracle, which takes its own reserve round to meet the target, plans those rounds
+    as the environment announces them. ``target_met``: it planned none and re-planned
+    at each (with 100 agents the episode took 72 s instead of 3 s on the project's
+    2-core VM). ``target_short``: a target the fleet cannot reach (``solar_surplus``,
+    120 MW target and trip at 200 s, EVs at 85-95 %: 119.51 MW held) kept every round a
+    reserve round, planned as such; after the first reserve round held (round 1, cleared
+    short) the rounds with a forecast surplus are energy rounds."""
     from gridswarm_env.scenarios import get_scenario
     from policies.oracle import problem_from_env
 
-    sc = get_scenario("price_spike", contingency_mw=50.0, event_time_s=200.0,
-                      reserve_target_mw=50.0)
-    raw = gridswarm_env.parallel_env(scenario=sc, n_agents=20, trust="hmac").unwrapped
+    if case == "target_met":
+        sc = get_scenario("price_spike", contingency_mw=50.0, event_time_s=200.0,
+                          reserve_target_mw=50.0)
+        cfg, start, until_s = EnvConfig(n_agents=20, trust="hmac"), 0, 60.0
+    else:
+        sc = get_scenario("solar_surplus", contingency_mw=120.0, event_time_s=200.0,
+                          reserve_target_mw=120.0)
+        cfg = EnvConfig(n_agents=100, trust="hmac",
+                        fleet=FleetConfig(ev_soc_init_low=0.85, ev_soc_init_high=0.95))
+        start, until_s = 3, 120.0
+    raw = gridswarm_env.parallel_env(scenario=sc, config=cfg).unwrapped
     raw.reset(seed=0)
     problem = problem_from_env(raw)
-    policy = make_policy("heuristic", seed=0)
-    policy.reset(raw, seed=0)
-    announced = [(raw.round_product, raw.round_request_mw)]   # round r, r = 0, 1, ...
-    while raw.t_s < 60.0:
-        act = policy.act(raw.observations_array(), raw.action_masks())
-        raw.step_arrays(act[:, 0], act[:, 1])
+    announced = [(raw.round_product, raw.round_request_mw)]   # round start, start + 1, ...
+    for _ in play(raw, until_s=until_s):
+        if raw.step_index == start:
+            problem = problem_from_env(raw)
+            announced = []
         announced.append((raw.round_product, raw.round_request_mw))
-    # step k's window belongs to round k - 1 (the oracle's step 1 is the round announced)
-    energy = [announced[k - 1][0] == 0 and abs(announced[k - 1][1]) > 0.05
-              for k in range(2, 60)]
-    assert any(energy)
-    assert [d != 0 for d in problem.round_direction[2:60]] == energy
-    assert np.allclose(problem.request_mw[2:60][energy],
-                       [announced[k - 1][1] for k in range(2, 60) if energy[k - 2]])
+    # the problem's step j is round start + j - 1's window (announced[j - 1])
+    steps = range(2, int(until_s) - start)
+    energy = [announced[j - 1][0] == 0 and abs(announced[j - 1][1]) > 0.05 for j in steps]
+    assert sum(energy) > 10
+    assert [problem.round_direction[j] != 0 for j in steps] == energy
+    assert np.allclose(problem.request_mw[list(steps)][energy],
+                       [announced[j - 1][1] for j, e in zip(steps, energy, strict=True) if e])
+    assert raw.reserve_short == (case == "target_short")
 
 
 def test_oracle_replan_failures_belong_to_their_own_episode(monkeypatch):
