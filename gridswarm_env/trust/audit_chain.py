@@ -305,10 +305,12 @@ def _json_values_bound(text: str | bytes) -> int:
     return text.count(",") + text.count("[") + text.count("{") + 1
 
 
-def _too_many_values(text: str | bytes) -> bool:
-    """Whether ``text`` may hold more than :data:`MAX_ENTRY_VALUES` JSON values (only
-    counted when it is long enough to: the usual entry costs one length check)."""
-    return len(text) >= MAX_ENTRY_VALUES and _json_values_bound(text) > MAX_ENTRY_VALUES
+def _too_many_values(text: str | bytes, added: int = 0) -> bool:
+    """Whether ``text``, with ``added`` more commas (the writer's line adds one to the
+    entry's body), may hold more than :data:`MAX_ENTRY_VALUES` JSON values (only counted
+    when it is long enough to: the usual entry costs one length check)."""
+    return (len(text) + added >= MAX_ENTRY_VALUES
+            and _json_values_bound(text) + added > MAX_ENTRY_VALUES)
 
 
 def _too_deep() -> None:
@@ -653,7 +655,7 @@ class AuditLog:
                              f"{MAX_ENTRY_LINE_BYTES:,} (MAX_ENTRY_LINE_BYTES: the verifier "
                              "refuses longer ones)")
         # the line written adds one comma (before "hash") to the body
-        if len(body) + 1 >= MAX_ENTRY_VALUES and _json_values_bound(body) + 1 > MAX_ENTRY_VALUES:
+        if _too_many_values(body, added=1):
             raise ValueError(f"audit entry {index} ({kind!r}) would hold more than "
                              f"{MAX_ENTRY_VALUES:,} JSON values (MAX_ENTRY_VALUES: the "
                              "verifier refuses such lines before decoding them)")
