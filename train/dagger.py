@@ -192,7 +192,7 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
     :raises ValueError: ``taught`` is not :func:`taught_config`'s of these arguments.
     """
     from policies.cli_checks import OutputError, write_or_rescue
-    from train.trainer import replace_atomically
+    from train.trainer import _write_text
 
     t0 = time.time()
     # what it is taught on, checked before the work and stored in the model, so
@@ -222,10 +222,9 @@ def distil(base: str | Path, out: str | Path, *, n_agents: int = 100, trust: str
                     "iteration_epochs": iteration_epochs, "lr": lr}
         record = _record(base, path, taught, settings, phases, venv, run.run_dir, t0, command)
         run.close(keep=True)
-        text = (json.dumps(record, indent=2) + "\n").encode()
-        _, record_problem = write_or_rescue(
-            path.with_suffix(".json"), lambda p: replace_atomically(p, lambda f: f.write(text)),
-            "the record")
+        text = json.dumps(record, indent=2) + "\n"
+        _, record_problem = write_or_rescue(path.with_suffix(".json"),
+                                            lambda p: _write_text(p, text), "the record")
     except BaseException as stop:   # Ctrl-C, SIGTERM or an error: a run whose model was
         # not saved leaves no tensorboard run ("nothing was written")
         run.close(keep=path is not None)
