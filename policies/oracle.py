@@ -41,6 +41,7 @@ energy ``E_ik`` after step ``k``, reserve ``r_i`` (emergency only), unserved pow
          m_i >= D_i − E_i,d(i),  m_i >= 0                           (EV departures)
          e_ik = p_ik − a_k r_i;  d_k e_ik >= 0;  d_k Σ_i e_ik <= d_k A_k   (market)
          A_k = A0_k − Σ_i r_i  after the emergency broadcast (reserve coupling)
+         p_ik + (1 − a_k) r_i <= g_max_ik  where d_k = +1 (held reserve stays on top)
          Σ_i r_i <= reserve target;  |p_ik − p_i,k−1| <= ramp_i·dt_s
 
 plus, where a ramp limit holds, a tie-break ``ε·h·Σ z_ik`` with ``z_ik >= p_ik − p_i,k−1``
@@ -90,7 +91,9 @@ first (cheapest kind first: lowest price in a shortage, highest in a surplus), s
 the clearing reproduces the plan's merit order; the marginal bid is partly accepted.
 In a reserve round it bids the reserve it plans to activate. Every other agent able to
 move in that direction bids its feasible capacity at a *backup* price tier behind all
-planned bids: it is accepted only if a planned bid fell short (a clipped contract, a
+planned bids (in a reserve round less the most the plan sells upward from there on:
+reserve held stays on top of its holder's energy bids, and the operator buys offers up
+to its target): it is accepted only if a planned bid fell short (a clipped contract, a
 request the plan did not foresee), so the oracle never does worse than its plan for
 want of offers.
 
@@ -251,6 +254,8 @@ class BalancingPlan:
     :param first_step: episode step index of column 0.
     :param request_mw: (K,) the request the plan expects for each step's round (after
         the reserve coupling).
+    :param reserve_share: (K,) share of each step after reserve activation (the
+        problem's).
     """
 
     p_mw: np.ndarray
@@ -263,6 +268,7 @@ class BalancingPlan:
     solve_time_s: float
     first_step: int = 0
     request_mw: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    reserve_share: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass(frozen=True)
@@ -401,6 +407,17 @@ def build_lp(problem: BalancingProblem) -> LinearProgram:
             ineq.add(1, [(np.zeros(n, int), r_idx, 1.0)], cap)
     if has_reserve.any():
         ineq.add(1, [(np.zeros(n, int), r_idx, 1.0)], pb.reserve_target_mw)
+        # a holder's energy bid keeps its whole reserve on top (Kernel.bid_interval:
+        # hi = max(hi_net − base − reserve, 0)), so in a shortage round
+        # e = p − a·r <= up − r: p + (1 − a)·r <= up (before the trip, a = 0: held reserve
+        # is room the holder cannot sell as energy)
+        hi, hk = np.nonzero(has_reserve[:, None] & (direction[None, :] == 1)
+                            & (share[None, :] < 1.0))
+        if hi.size:
+            local = np.arange(hi.size)
+            ineq.add(hi.size, [(local, g_idx[hi, hk], 1.0), (local, w_idx[hi, hk], -1.0),
+                               (local, r_idx[hi], 1.0 - share[hk])],
+                     np.asarray(pb.up_max_mw, dtype=float)[hi, hk])
 
     # unserved: −σ Σ(g − w) − u <= −σ R
     sigma = np.where(np.asarray(pb.requirement_mw) >= 0, 1.0, -1.0)
@@ -482,7 +499,8 @@ def solve_balancing(problem: BalancingProblem, first_step: int = 0) -> Balancing
         cost=float(res.fun) - float(lp.c[off["z"]:] @ x[off["z"]:]),   # less the tie-break
         solve_time_s=elapsed, first_step=first_step,
         request_mw=np.asarray(problem.request_mw, dtype=float)
-        - np.asarray(problem.reserve_coupled, dtype=float) * float(r.sum()))
+        - np.asarray(problem.reserve_coupled, dtype=float) * float(r.sum()),
+        reserve_share=np.asarray(problem.reserve_share, dtype=float))
 
 
 # --------------------------------------------------------------------------- from the env
@@ -824,6 +842,16 @@ class OraclePolicy:
         tier = np.where(planned, ranks, n_ranks + ranks)
         if self.backup_bids:
             allowed = power_mask & ((np.arange(self._n_power)[None, :] - mid) * d > 0)
+            if reserve_round:
+                # the operator buys reserve offered up to its target, and held reserve
+                # stays on top of its holder's energy bids: a backup offer keeps the
+                # room the plan sells upward from here on (the plan's energy rounds
+                # before the trip stay biddable)
+                ahead = self.plan.energy_part_mw[:, col:][:, self.plan.reserve_share[col:] == 0]
+                sells = np.max(ahead, axis=1, initial=0.0)
+                powers = raw.fleet.rated_power_mw[:, None] * self._level_fraction[None, :]
+                room = np.max(powers, axis=1, where=allowed, initial=0.0)
+                allowed &= powers <= (room - sells)[:, None] + _TOL_MW
             extreme = np.where(allowed.any(axis=1),
                                (np.argmax(allowed, axis=1) if d < 0 else
                                 self._n_power - 1 - np.argmax(allowed[:, ::-1], axis=1)), mid)
