@@ -31,7 +31,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from gridswarm_env.metrics import BAND_HZ, NOMINAL_HZ, UFLS_FIRST_STAGE_HZ
+from gridswarm_env.metrics import BAND_HZ, KPI_UNITS, NOMINAL_HZ, UFLS_FIRST_STAGE_HZ
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 DASH = "—"
@@ -51,31 +51,33 @@ _BUS_ROWS = (("published", "published", "count"), ("delivered", "delivered", "co
              ("latency_p50_ms", "p50 ms", "{:.1f}"), ("latency_p99_ms", "p99 ms", "{:.1f}"))
 _LANE_SHORT = {"EMERGENCY": "emerg", "CONTROL": "ctrl", "MARKET": "mkt", "TELEMETRY": "telem"}
 
-#: KPI summary rows: (metrics key, label, unit, format).
-SUMMARY_ROWS: tuple[tuple[str, str, str, str], ...] = (
-    ("system_cost", "system cost", "$", "{:,.2f}"),
-    ("unserved_energy_mwh", "unserved energy", "MWh", "{:.4f}"),
-    ("frequency_nadir_hz", "frequency nadir", "Hz", "{:.4f}"),
-    ("frequency_zenith_hz", "frequency zenith", "Hz", "{:.4f}"),
-    ("max_abs_deviation_hz", "max. deviation from 60 Hz", "Hz", "{:.4f}"),
-    ("max_rocof_hz_per_s", "max. RoCoF (rate of change of f)", "Hz/s", "{:.4f}"),
-    ("seconds_outside_band", "time outside ±0.05 Hz", "s", "{:.2f}"),
-    ("stabilization_time_s", "stabilization time", "s", "{:.2f}"),
-    ("emergency_response_latency_ms", "emergency response latency", "ms", "{:.1f}"),
-    ("emergency_response_mw_100ms", "reserve answering within 100 ms", "MW", "{:.2f}"),
-    ("consensus_rate", "consensus rate", "", "{:.1%}"),
-    ("negotiations", "negotiations (bids accepted)", "", "{:d}"),
-    ("contracts_signed", "contracts signed", "", "{:d}"),
-    ("contracts_verified", "contracts verified", "", "{:d}"),
-    ("contracts_rejected", "contracts rejected", "", "{:d}"),
-    ("contracts_lost", "contracts lost (never delivered)", "", "{:d}"),
-    ("blocked_attempts", "blocked attempts", "", "{:d}"),
-    ("executed_violations", "executed violations", "", "{:d}"),
-    ("bus_published", "bus messages published", "", "{:d}"),
-    ("bus_delivered", "bus messages delivered", "", "{:d}"),
-    ("bus_deferred", "bus deferrals (message-steps)", "", "{:d}"),
-    ("bus_dropped", "bus messages dropped", "", "{:d}"),
-)
+#: KPI summary rows: (metrics key, label, unit, format); the unit is the KPI's
+#: :data:`~gridswarm_env.metrics.KPI_UNITS` entry.
+SUMMARY_ROWS: tuple[tuple[str, str, str, str], ...] = tuple(
+    (key, label, KPI_UNITS[key], spec) for key, label, spec in (
+        ("system_cost", "system cost", "{:,.2f}"),
+        ("unserved_energy_mwh", "unserved energy", "{:.4f}"),
+        ("frequency_nadir_hz", "frequency nadir", "{:.4f}"),
+        ("frequency_zenith_hz", "frequency zenith", "{:.4f}"),
+        ("max_abs_deviation_hz", "max. deviation from 60 Hz", "{:.4f}"),
+        ("max_rocof_hz_per_s", "max. RoCoF (rate of change of f)", "{:.4f}"),
+        ("seconds_outside_band", "time outside ±0.05 Hz", "{:.2f}"),
+        ("stabilization_time_s", "stabilization time", "{:.2f}"),
+        ("emergency_response_latency_ms", "emergency response latency", "{:.1f}"),
+        ("emergency_response_mw_100ms", "reserve answering within 100 ms", "{:.2f}"),
+        ("consensus_rate", "consensus rate", "{:.1%}"),
+        ("negotiations", "negotiations (bids accepted)", "{:d}"),
+        ("contracts_signed", "contracts signed", "{:d}"),
+        ("contracts_verified", "contracts verified", "{:d}"),
+        ("contracts_rejected", "contracts rejected", "{:d}"),
+        ("contracts_lost", "contracts lost (never delivered)", "{:d}"),
+        ("blocked_attempts", "blocked attempts", "{:d}"),
+        ("executed_violations", "executed violations", "{:d}"),
+        ("bus_published", "bus messages published", "{:d}"),
+        ("bus_delivered", "bus messages delivered", "{:d}"),
+        ("bus_deferred", "bus deferrals (message-steps)", "{:d}"),
+        ("bus_dropped", "bus messages dropped", "{:d}"),
+    ))
 
 
 def is_missing(value: Any) -> bool:

@@ -40,7 +40,9 @@ Outputs in ``DIR``:
   ``policy_warnings`` (an oracle re-plan that failed);
 * ``results.md`` — a header naming what was measured (scenarios, agents, trust,
   seeds, limits, each model's file and SHA-256, the code's version, what ± means),
-  then one KPI table per scenario (mean ± sample std over episodes; counts such as
+  then one KPI table per scenario (each KPI column headed by its ``results.json`` key in
+  backticks and its unit, e.g. ```system_cost` ($)``: :func:`kpi_column`, and
+  :func:`column_kpi` back; mean ± sample std over episodes; counts such as
   ``blocked_attempts`` without decimals, other KPIs to 3 decimals or as many as keep
   2 significant digits of the spread; episodes a mean leaves out shown as
   ``(1 NaN/inf)`` or ``(2 null)``, a KPI NaN or infinite in every episode as
@@ -117,7 +119,7 @@ import numpy as np
 
 from gridswarm_env.config import field_changes
 from gridswarm_env.config_file import env_config_record, env_config_toml, settings_changed
-from gridswarm_env.metrics import nonfinite_keys
+from gridswarm_env.metrics import KPI_UNITS, nonfinite_keys
 from gridswarm_env.scenarios import SCENARIO_NAME, SCENARIO_NAME_TEXT
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
@@ -169,6 +171,25 @@ TABLE_KPIS = ("system_cost", "unserved_energy_mwh", "ev_unmet_energy_mwh", "freq
               "emergency_response_latency_ms", "emergency_response_mw_100ms", "consensus_rate",
               "blocked_attempts", "executed_violations")
 TRUST_CHOICES = ("ed25519", "hmac")
+
+
+def kpi_column(key: str) -> str:
+    """results.md's column header of KPI ``key``: the key as in ``results.json``, in
+    backticks, then its unit (:data:`~gridswarm_env.metrics.KPI_UNITS`) in parentheses
+    unless it is a count or a ratio: ```system_cost` ($)``, ```consensus_rate```."""
+    unit = KPI_UNITS[key]
+    return f"`{key}` ({unit})" if unit else f"`{key}`"
+
+
+_KPI_COLUMN = re.compile(r"`([^`]+)`(?: \([^()]*\))?")
+
+
+def column_kpi(header: str) -> str | None:
+    """The ``results.json`` KPI key of a results.md column header (:func:`kpi_column`;
+    surrounding spaces ignored), None for the other columns (``policy``, ``episodes``,
+    ``cost / oracle``)."""
+    match = _KPI_COLUMN.fullmatch(header.strip())
+    return match.group(1) if match else None
 
 
 class UsageError(ValueError):
@@ -1084,7 +1105,7 @@ def write_markdown(path: Path, summary: dict[str, Any], header: dict[str, Any],
                       f"{UFLS_FIRST_STAGE_HZ:g} Hz first UFLS stage), zenith "
                       f"{value('frequency_zenith_hz', '.3f')} Hz{rocof_text}, "
                       f"{value('seconds_outside_band', '.1f')} s outside 59.95-60.05 Hz.", ""]
-        cols = ["policy", "episodes", *TABLE_KPIS, "cost / oracle"]
+        cols = ["policy", "episodes", *map(kpi_column, TABLE_KPIS), "cost / oracle"]
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "---|" * len(cols))
         for pol, entry in per_policy.items():

@@ -99,6 +99,31 @@ KPI_KEYS = (
     "bus_published", "bus_delivered", "bus_deferred", "bus_dropped",
 )
 
+#: The unit of every number in the KPI dict (:meth:`MetricsAccumulator.result`'s keys,
+#: then the environment's extras, :meth:`GridSwarmEnv.episode_metrics`); ``""`` for
+#: counts and ratios. ``evaluate.py``'s ``results.md`` column headers and ``demo.py``'s
+#: summary table take their units from here.
+KPI_UNITS: dict[str, str] = {
+    "system_cost": "$", "unserved_energy_mwh": "MWh", "balancing_payments": "$",
+    "der_revenue": "$", "frequency_nadir_hz": "Hz", "frequency_zenith_hz": "Hz",
+    "max_abs_deviation_hz": "Hz", "max_rocof_hz_per_s": "Hz/s",
+    "seconds_outside_band": "s", "stabilization_time_s": "s",
+    "emergency_response_latency_ms": "ms", "consensus_rate": "", "negotiations": "",
+    "contracts_signed": "", "contracts_verified": "", "contracts_rejected": "",
+    "contracts_lost": "", "blocked_attempts": "", "executed_violations": "",
+    "bus_published": "", "bus_delivered": "", "bus_deferred": "", "bus_dropped": "",
+    # extras
+    "mean_abs_deviation_hz": "Hz", "requirement_energy_mwh": "MWh",
+    "delivered_energy_mwh": "MWh", "battery_throughput_mwh": "MWh",
+    "battery_energy_drawn_mwh": "MWh", "curtailed_energy_mwh": "MWh",
+    "ev_deferred_energy_mwh": "MWh", "ev_unmet_energy_mwh": "MWh",
+    "simulated_seconds": "s", "emergency_response_mw_100ms": "MW",
+    # the environment's extras
+    "n_agents": "", "steps": "", "stale_bids": "", "dispatch_clamped": "",
+    "shadow_dispatch_energy_mwh": "MWh", "shadow_response_latency_ms": "ms",
+    "audit_entries": "",
+}
+
 
 @dataclass
 class MetricsAccumulator:

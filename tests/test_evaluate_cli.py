@@ -201,7 +201,7 @@ def test_evaluate_counts_as_integers_no_oracle_no_cost_plot_baselines_named(tmp_
     row = next(line for line in md.splitlines() if line.startswith("| heuristic |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     header = next(line for line in md.splitlines() if line.startswith("| policy |"))
-    cols = [c.strip() for c in header.strip("|").split("|")]
+    cols = [evaluate.column_kpi(c) or c.strip() for c in header.strip("|").split("|")]
     table = dict(zip(cols, cells, strict=True))
     assert table["blocked_attempts"] == "0 ± 0" and table["executed_violations"] == "0 ± 0"
     assert table["episodes"] == "2" and "." in table["system_cost"]

@@ -142,11 +142,19 @@ def test_results_md_shows_max_abs_deviation_and_rocof(tmp_path, capsys):
     md = (out / "results.md").read_text().splitlines()
     header = next(line for line in md if line.startswith("| policy |"))
     cols = [c.strip() for c in header.strip("|").split("|")]
-    assert cols == ["policy", "episodes", *evaluate.TABLE_KPIS, "cost / oracle"]
+    # KPI columns carry their unit (README's tables did, results.md's were bare keys)
+    # and map back to results.json's keys
+    assert cols[:2] == ["policy", "episodes"] and cols[-1] == "cost / oracle"
+    assert [evaluate.column_kpi(c) for c in cols] == [None, None, *evaluate.TABLE_KPIS, None]
+    assert {"`system_cost` ($)", "`unserved_energy_mwh` (MWh)", "`frequency_nadir_hz` (Hz)",
+            "`max_rocof_hz_per_s` (Hz/s)", "`seconds_outside_band` (s)",
+            "`emergency_response_latency_ms` (ms)", "`emergency_response_mw_100ms` (MW)",
+            "`consensus_rate`", "`blocked_attempts`"} <= set(cols)
     for kpi in ("max_abs_deviation_hz", "max_rocof_hz_per_s"):
         assert kpi in evaluate.TABLE_KPIS
     row = next(line for line in md if line.startswith("| random |"))
-    table = dict(zip(cols, (c.strip() for c in row.strip("|").split("|")), strict=True))
+    table = dict(zip((evaluate.column_kpi(c) or c for c in cols),
+                     (c.strip() for c in row.strip("|").split("|")), strict=True))
     kpis = json.loads((out / "results.json").read_text())["summary"]["scenarios"][
         "emergency"]["random"]["kpis"]
     for kpi in ("max_abs_deviation_hz", "max_rocof_hz_per_s"):

@@ -580,3 +580,20 @@ def test_json_safe_gives_strict_json_types() -> None:
     assert json.loads(json.dumps(got, allow_nan=False)) == got
     assert is_finite_or_none(None) and is_finite_or_none(2) and is_finite_or_none(0.5)
     assert not any(is_finite_or_none(x) for x in (math.nan, math.inf, -math.inf, "1"))
+
+
+def test_every_number_in_the_kpi_dict_has_its_unit_in_kpi_units() -> None:
+    """KPI_UNITS (results.md's column headers, demo.py's summary) names the unit of every
+    number the environment's KPI dict holds, and of nothing else: a KPI added without a
+    unit, or a unit left for a KPI removed, fails here."""
+    from gridswarm_env.metrics import KPI_KEYS, KPI_UNITS
+    from tests.episodes import play
+
+    raw = GridSwarmEnv(scenario=get_scenario("emergency"), config=EnvConfig(n_agents=5))
+    for _ in play(raw, until_s=2.0):
+        pass
+    metrics = raw.episode_metrics()
+    numbers = {k for k, v in metrics.items() if not isinstance(v, bool | str | dict)}
+    assert numbers == set(KPI_UNITS) and set(KPI_KEYS) <= numbers
+    assert KPI_UNITS["system_cost"] == "$" and KPI_UNITS["emergency_response_mw_100ms"] == "MW"
+    assert not set(KPI_UNITS.values()) - {"", "$", "MWh", "MW", "Hz", "Hz/s", "s", "ms"}
