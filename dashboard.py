@@ -445,7 +445,9 @@ def ufls_margin_text(nadir_hz: Any) -> str:
 
 
 def summary_table(metrics: Mapping[str, Any], title: str | None = None) -> Table:
-    """The end-of-run KPI table (rows :data:`SUMMARY_ROWS`; "—" where not measured),
+    """The end-of-run KPI table (rows :data:`SUMMARY_ROWS`; "—" where not measured;
+    the reserve answering within 100 ms "— (not yet)" after a response whose 100 ms
+    window the run stopped inside, e.g. ``--steps``),
     with the nadir's margin to the first UFLS stage (:func:`ufls_margin_text`) after it
     and, when there are any, the contracts still pending at the end
     (:func:`contracts_pending`) after the lost ones.
@@ -459,8 +461,11 @@ def summary_table(metrics: Mapping[str, Any], title: str | None = None) -> Table
     table.add_column("unit")
     for key, label, unit, spec in SUMMARY_ROWS:
         value = metrics.get(key)
-        text = fmt(value, spec, f"{DASH} (none)" if key.startswith(("emergency", "stab"))
-                   else DASH)
+        missing = f"{DASH} (none)" if key.startswith(("emergency", "stab")) else DASH
+        if (key == "emergency_response_mw_100ms"
+                and not is_missing(metrics.get("emergency_response_latency_ms"))):
+            missing = f"{DASH} (not yet)"   # a response, but its 100 ms window not ended
+        text = fmt(value, spec, missing)
         table.add_row(label, text, unit)
         if key == "frequency_nadir_hz":
             table.add_row(UFLS_ROW_LABEL, ufls_margin_text(value), "Hz")

@@ -39,7 +39,9 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   contracts activated within :data:`RESPONSE_WINDOW_S` of the event (DESIGN §7's 100 ms)
   deliver at the window's end ``t_e``: how much of the lost generation was answered in
   time, where the latency only says that someone was (None if no event happened in the
-  episode; 0.0 if nothing activated in time, and always in shadow mode). A holder's
+  episode; also, not yet measured, until the step holding ``t_e`` or the episode's last
+  step has run: read after a step that ends inside the window, e.g. by a live
+  dashboard; 0.0 if nothing activated in time, and always in shadow mode). A holder's
   delivered reserve is its executed balancing power at ``t_e`` less what it would execute
   there without the reserve, ``clip(c + R) − clip(c)`` in its physical bounds (``c`` its
   energy contract, ``R`` its reserve activated by ``t_e``;
@@ -170,6 +172,9 @@ class MetricsAccumulator:
     # holder's deliverable reserve at the window's end, MW (owner -> MW)
     response_cut_mw: float = 0.0
     ramped_response_cap_mw: dict[int, float] = field(default_factory=dict)
+    # the step holding the window's end (or the episode's last step) has been reached
+    # (window_ends_in): emergency_response_mw_100ms is measured, None before
+    response_window_closed: bool = False
     rounds: int = 0
     consensus_rounds: int = 0
     negotiations: int = 0
@@ -319,11 +324,17 @@ class MetricsAccumulator:
         """Whether the step ``[t0_s, t1_s)`` must judge the reserve activated in the window
         (:meth:`record_window_end`): some is still unjudged and the window's end ``t_e =
         event + RESPONSE_WINDOW_S`` falls in the step, or the episode ends with this
-        ``last`` step before it."""
-        if not self.window_reserve_mw or self.event_time_s is None:
+        ``last`` step before it. Called once per step, after the step's activations are
+        recorded: a step holding ``t_e`` (or the ``last`` one) also closes the window
+        (``response_window_closed``), from which ``emergency_response_mw_100ms`` is
+        measured (None before: a step that ends inside the window has not seen all of it)."""
+        if self.event_time_s is None:
             return False
         end_s = self.event_time_s + RESPONSE_WINDOW_S
-        return t0_s <= end_s and (end_s < t1_s or last)
+        if not (t0_s <= end_s and (end_s < t1_s or last)):
+            return False
+        self.response_window_closed = True
+        return bool(self.window_reserve_mw)
 
     def record_window_end(self, contract_mw: np.ndarray, p_lo_mw: np.ndarray,
                           p_hi_mw: np.ndarray) -> None:
@@ -460,7 +471,8 @@ class MetricsAccumulator:
             "simulated_seconds": self.elapsed_s,
             "emergency_response_mw_100ms": (
                 self.response_mw()
-                if self.event_time_s is not None and self.elapsed_s > self.event_time_s
+                if (self.event_time_s is not None and self.elapsed_s > self.event_time_s
+                    and self.response_window_closed)
                 else None),
         }
         out.update(self.extra)

@@ -768,6 +768,27 @@ def test_summary_counts_contracts_for_windows_after_the_run(capsys) -> None:
     assert re.search(r"contracts for windows after the run\s+│\s+2 │", capsys.readouterr().out)
 
 
+def test_a_run_stopped_inside_the_100_ms_window_does_not_report_its_reserve(capsys) -> None:
+    """Review: ``--randomize --seed 4`` draws the trip at 9.972 s, so ``--steps 10``
+    stops inside its 100 ms window (it ends at 10.072 s); the summary reported the reserve
+    activated by 10 s at contract power as answering within 100 ms (28.29 MW at 100
+    agents, where 100 MW answered). It now says "— (not yet)": not measured; one step
+    more measures it."""
+    def reserve_row(steps: str) -> str:
+        rc = demo.main(["--agents", "20", "--scenario", "emergency", "--randomize",
+                        "--seed", "4", "--trust", "hmac", "--no-live", "--steps", steps])
+        assert rc == demo.EXIT_OK
+        return next(line for line in capsys.readouterr().out.splitlines()
+                    if "reserve answering within 100 ms" in line)
+
+    assert re.search(r"│\s+— \(not yet\) │ MW", reserve_row("10"))
+    assert re.search(r"│\s+\d+\.\d\d │ MW", reserve_row("11"))
+    table = Console(file=io.StringIO(), width=120)
+    table.print(dashboard.summary_table({}))   # no event: "(none)", as before
+    assert re.search(r"reserve answering within 100 ms\s+│\s+— \(none\) │",
+                     table.file.getvalue())
+
+
 def test_steps_beyond_the_episode_get_a_note(capsys) -> None:
     """Review: ``--steps 500`` on a 120-step episode ran 120 steps without a word; a
     one-line note on stderr says the episode ends after its own steps."""

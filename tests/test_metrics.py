@@ -46,6 +46,18 @@ def _kpis(acc: MetricsAccumulator) -> dict:
     return acc.result(contracts={}, bus_totals={})
 
 
+def _end_step(acc: MetricsAccumulator, t0_s: float, t1_s: float, *, last: bool = False,
+              hi_mw: float = math.inf) -> None:
+    """What the environment does about the 100 ms window in its step ``[t0_s, t1_s)``:
+    ask :meth:`~MetricsAccumulator.window_ends_in` and, where it says so, judge the
+    window's reserve with no energy contract and bounds ``[-hi_mw, hi_mw]``; then the
+    step's end is the time simulated."""
+    if acc.window_ends_in(t0_s, t1_s, last=last):
+        n = 1 + max(0, *acc.window_reserve_mw)
+        acc.record_window_end(np.zeros(n), np.full(n, -hi_mw), np.full(n, hi_mw))
+    acc.elapsed_s = t1_s
+
+
 def test_nadir_zenith_and_largest_deviation_are_the_trace_extremes() -> None:
     """nadir = min f, zenith = max f, max_abs_deviation = max(60 − nadir, zenith − 60),
     here set by the zenith (60.3 Hz: 0.3 Hz > 60 − 59.8 = 0.2 Hz)."""
@@ -212,7 +224,7 @@ def test_reserve_activated_at_exactly_100_ms_counts_as_in_time() -> None:
     acc.record_activation(0.1, 2.0)
     acc.record_activation(0.15, 5.0)
     acc.record_activation(0.05, 1.0)
-    acc.elapsed_s = 1.0
+    _end_step(acc, 0.0, 1.0)
     assert _kpis(acc)["emergency_response_mw_100ms"] == 3.0
 
 
@@ -222,7 +234,7 @@ def test_the_100_ms_window_ends_at_event_plus_100_ms_in_floats_too() -> None:
     acc = _acc(event_s=1.0)
     acc.record_activation(1.1, 2.0)
     acc.record_activation(1.1000001, 5.0)
-    acc.elapsed_s = 2.0
+    _end_step(acc, 1.0, 2.0)
     assert _kpis(acc)["emergency_response_mw_100ms"] == 2.0
 
 
@@ -239,7 +251,7 @@ def test_ramped_reserve_counts_its_power_at_the_window_end_in_closed_form() -> N
     acc.record_activation(10.04, 5.0, owner=5, ramp_mw_per_s=1.0)      # min(5.03, 0.1, 0.09)
     acc.record_activation(10.07, 2.5, owner=6)                         # no ramp: in full
     acc.record_activation(10.2, 9.0, owner=7, ramp_mw_per_s=1.0)       # too late
-    acc.elapsed_s = 11.0
+    _end_step(acc, 10.0, 11.0)
     want = 0.08 + 0.01 + min(5.03, 0.1, 0.03 + 0.06) + 2.5
     assert _kpis(acc)["emergency_response_mw_100ms"] == pytest.approx(want, rel=1e-12)
 
@@ -269,12 +281,56 @@ def test_response_power_counts_what_the_holders_bounds_let_them_deliver() -> Non
 
 def test_response_power_is_none_until_the_event_has_happened() -> None:
     """None when no event happened in the episode, also for one that ends exactly at
-    the event time (nothing after it was simulated); 0.0 once it has."""
+    the event time (nothing after it was simulated); 0.0 once it has, with nothing
+    activated in the window."""
     acc = _acc(event_s=2.0)
-    acc.elapsed_s = 2.0
+    _end_step(acc, 1.0, 2.0)
     assert _kpis(acc)["emergency_response_mw_100ms"] is None
-    acc.elapsed_s = 2.05
+    _end_step(acc, 2.0, 3.0)
     assert _kpis(acc)["emergency_response_mw_100ms"] == 0.0
+    acc = _acc(event_s=2.0)   # an episode whose last step ends at the event
+    _end_step(acc, 1.0, 2.0, last=True)
+    assert _kpis(acc)["emergency_response_mw_100ms"] is None
+
+
+def test_response_power_is_not_measured_before_the_step_holding_the_window_end() -> None:
+    """Review: read after a step that ends inside the 100 ms window (a trip at 10.95 s,
+    the window's end 11.05 s in the next step; the live demo reads the KPIs every step)
+    the KPI gave the contracts activated so far at full power, 5 MW here, where the
+    holder delivers 1.5 MW at the window's end and a second holder activating at 11.02 s
+    adds 2 MW. Until the step holding the window's end has run it is None (not yet
+    measured); then the delivered power; an episode ending inside the window is judged
+    at its end."""
+    acc = _acc(event_s=10.95)
+    acc.record_activation(10.97, 5.0, owner=0)
+    _end_step(acc, 10.0, 11.0, hi_mw=1.5)
+    assert acc.elapsed_s > acc.event_time_s
+    assert _kpis(acc)["emergency_response_mw_100ms"] is None
+    acc.record_activation(11.02, 2.0, owner=1)
+    _end_step(acc, 11.0, 12.0, hi_mw=1.5)
+    assert _kpis(acc)["emergency_response_mw_100ms"] == 1.5 + 1.5
+    _end_step(acc, 12.0, 13.0, hi_mw=1.5)
+    assert _kpis(acc)["emergency_response_mw_100ms"] == 1.5 + 1.5
+    acc = _acc(event_s=10.95)   # the episode's last step ends inside the window
+    acc.record_activation(10.97, 5.0, owner=0)
+    _end_step(acc, 10.0, 11.0, last=True, hi_mw=1.5)
+    assert _kpis(acc)["emergency_response_mw_100ms"] == 1.5
+
+
+def test_env_reports_the_response_power_once_the_window_has_ended() -> None:
+    """The same in the environment: ``emergency`` with the trip at 10.95 s (20 agents,
+    heuristic, seed 0). After the step ending at 11 s, inside the window, the KPI read
+    97.57 MW (the reserve whose broadcast had arrived by then, at contract power); now
+    None, and 100 MW from the step holding the window's end on, as at the episode's end."""
+    from tests.episodes import play
+
+    raw = GridSwarmEnv(scenario=get_scenario("emergency", event_time_s=10.95),
+                       config=EnvConfig(n_agents=20, trust="hmac"))
+    seen = {}
+    for _ in play(raw, until_s=13.0):
+        seen[raw.t_s] = raw.episode_metrics()["emergency_response_mw_100ms"]
+    assert seen[10.0] is None and seen[11.0] is None
+    assert seen[12.0] == seen[13.0] and seen[12.0] == pytest.approx(100.0)
 
 
 def test_consensus_rate_counts_held_rounds_only_and_negotiations_all_rounds() -> None:
