@@ -82,6 +82,7 @@ v0: first release.
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import warnings
@@ -97,6 +98,7 @@ from gridswarm_env import market
 from gridswarm_env.actions import MaskedMultiDiscrete, decode_actions
 from gridswarm_env.bus import AgentMessageBus, Lane
 from gridswarm_env.config import EnvConfig, check_choice
+from gridswarm_env.contract_flow import ContractFlow
 from gridswarm_env.dispatch import balancing_bounds, execute
 from gridswarm_env.fleet import (
     agent_names,
@@ -110,6 +112,19 @@ from gridswarm_env.fleet import (
 )
 from gridswarm_env.grid import GridModel
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
+from gridswarm_env.messages import (
+    BID_DTYPE,
+    DISPATCHER,
+    EMERGENCY_DTYPE,
+    OPERATOR,
+    SIGNAL_DTYPE,
+    SIGNAL_VOID,
+    TOPIC_BIDS,
+    TOPIC_CONTRACTS,
+    TOPIC_EMERGENCY,
+    TOPIC_FORECAST,
+    TOPIC_PRICE,
+)
 from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package's name)
     OBS_DIM,
@@ -128,21 +143,14 @@ from gridswarm_env.scenarios import (
 )
 from gridswarm_env.trust import (
     AuditLog,
-    Contract,
     ContractLedger,
     IdentityRegistry,
-    SignedContract,
-    _describe_id,
-    audit_contract_id,
     check_new_audit_file,
 )
 
-OPERATOR = -1
-DISPATCHER = -2
-TOPIC_PRICE, TOPIC_BIDS, TOPIC_FORECAST = "grid/price", "grid/bids", "grid/forecast"
-TOPIC_CONTRACTS, TOPIC_EMERGENCY = "grid/contracts", "grid/emergency"
-
 AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
+
+
 def _caller_stacklevel() -> int:
     """``warnings.warn`` stacklevel of the first frame outside this package, counted from
     the function that calls this one: a warning raised while building the environment
@@ -164,33 +172,6 @@ def _caller_stacklevel() -> int:
 #: that lists fewer carries ``listed``)
 AUDIT_BLOCKED_LISTED = 100
 
-BID_DTYPE = np.dtype([("round", np.int32), ("power_mw", np.float64),
-                      ("price_per_mwh", np.float64)])
-#: a round's announcement, published at gate closure: the next round (request, price
-#: signal, product), the grid's state, and the market result so far (the last round
-#: that cleared: its clearing price, NaN before any)
-SIGNAL_DTYPE = np.dtype([("round", np.int32), ("request_mw", np.float64),
-                         ("price_per_mwh", np.float64), ("product", np.int8),
-                         ("freq_hz", np.float64), ("rocof_hz_per_s", np.float64),
-                         ("clearing_price_per_mwh", np.float64)])
-EMERGENCY_DTYPE = np.dtype([("event_s", np.float64), ("lost_mw", np.float64)])
-
-
-def _add_by_owner(target: np.ndarray, owners: list[int], values: list[float],
-                  distinct: bool | None = None) -> np.ndarray:
-    """``target[owners[i]] += values[i]`` in order (``np.add.at``); one fancy ``+=`` when
-    the owners are distinct (the same result, faster; ``distinct`` says so when the
-    caller knows). Returns the owners as an array."""
-    idx = np.array(owners, dtype=np.intp)
-    vals = np.array(values, dtype=float)
-    if distinct is None:
-        distinct = len(set(owners)) == len(owners)
-    if distinct:
-        target[idx] += vals
-    else:
-        np.add.at(target, idx, vals)
-    return idx
-
 
 #: spawn key of the episode scenario's generator, ``SeedSequence(seed, spawn_key=(key,))``:
 #: no other stream of the environment or of the trainer's copies
@@ -210,11 +191,6 @@ def _checked_seed(seed: Any) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative int or None")
     return int(seed)
-
-
-#: a packed signal record as one opaque item of its size: copying signal records as these
-#: moves the same bytes as the field-wise copy, several times faster
-_SIGNAL_VOID = np.dtype((np.void, SIGNAL_DTYPE.itemsize))
 
 
 class GridSwarmEnv(ParallelEnv):
@@ -466,7 +442,6 @@ class GridSwarmEnv(ParallelEnv):
         self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
                              cfg.market.n_power_levels, dt,
                              cfg.market.reserve_full_activation_s)
-        self._ramp_mw_per_s = self.kernel.arrays.ramp_mw_per_s   # inf: no ramp limit
         self.grid.reset()
         # step_s: CONTROL/MARKET messages deferred longer than one agent step are obsolete
         # (rounds are per step, contracts cover the next step) and dropped by the bus
@@ -498,14 +473,19 @@ class GridSwarmEnv(ParallelEnv):
         z = np.zeros(n)
         self.scheduled_p_mw = z.copy()       # contracted balancing power, current window
         self.awarded_next = z.copy()         # contracted balancing power, next window
-        self.pending: list = []              # (signed energy contract, owner) for next window
         # reserve contracts: awarded, held, activated, paid (gridswarm_env.reserve)
         self.reserve_book = ReserveBook(n)
+        self.events: list[str] = []
+        # the signed contracts from issue to dispatch (gridswarm_env.contract_flow)
+        self.contract_flow = ContractFlow(
+            self.possible_agents, self.ledger, self.bus, self.reserve_book, self.audit_log,
+            self.metrics, shadow=cfg.shadow, reserve_traded=sc.reserve_target_mw > 0,
+            contingency_mw=sc.contingency_mw, ramp_mw_per_s=self.kernel.arrays.ramp_mw_per_s,
+            tamper=None if self.adversary is None else functools.partial(self.adversary, self))
+        self.contract_flow.events = self.events
         self.emergency_arrival_s = np.full(n, np.inf)
         self.emergency_seen = np.zeros(n, dtype=bool)
         self.event_detected = False
-        self._trip_round: int | None = None   # first round whose request covers the trip
-        self._awaiting_energy_response = False
         self.last_p_mw = z.copy()
         # under a finite ramp limit: the last step's executed power per sub-step (None
         # otherwise) and its last sub-step
@@ -514,11 +494,6 @@ class GridSwarmEnv(ParallelEnv):
         self._plan_end_mw = z.copy()      # the ramp-followable plan's last sub-step
         self._would_p_end_mw = z.copy()   # shadow mode: the would-be path's last sub-step
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
-        self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
-        self._next_ref = 0
-        self._arrived: list = []   # contracts delivered this step: (signed, owner), in order
-        self._arrived_reserve = False   # a reserve contract among them
-        self.contracts_lost = 0    # contracts the bus refused (CONTROL lane full) or dropped
         self.stale_bids = 0
         # what agents know (from delivered messages)
         # the last price signal each agent received: one record per agent (written per
@@ -543,10 +518,8 @@ class GridSwarmEnv(ParallelEnv):
         self.freq_trace_hz = np.full(self.n_substeps, cfg.grid.nominal_freq_hz)
         self.last_rocof_hz_per_s = 0.0
         self.last_info: dict[str, Any] = {}
-        self.events: list[str] = []
         self.shadow_dispatch_mwh = 0.0
         self._would_dispatch_mw = z.copy()   # shadow mode: per agent, last step
-        self._would_response_s = None        # shadow mode: first would-be reserve activation
         self.dispatch_clamped = 0
         self._cleared_product = PRODUCT_ENERGY
         self.reserve_short = False           # the last reserve round cleared short
@@ -608,9 +581,9 @@ class GridSwarmEnv(ParallelEnv):
         # rows and delivered rows are scattered into the agents' state as raw bytes (the
         # same bytes as the field-wise copies, several times faster)
         self._signal_record = np.empty(1, dtype=SIGNAL_DTYPE)
-        self._signal_rows_void = self._signal_rows.view(_SIGNAL_VOID)
-        self._signal_record_void = self._signal_record.view(_SIGNAL_VOID)
-        self._sig_void = self._sig.view(_SIGNAL_VOID)
+        self._signal_rows_void = self._signal_rows.view(SIGNAL_VOID)
+        self._signal_record_void = self._signal_record.view(SIGNAL_VOID)
+        self._sig_void = self._sig.view(SIGNAL_VOID)
         # reserve contracts cover delivery until the episode's end (their window end)
         self._reserve_until_s = self.duration_s + cfg.dt_s
         # fleet flexibility (DESIGN §3): the plugged-in fleet's, refreshed when EVs leave;
@@ -852,7 +825,8 @@ class GridSwarmEnv(ParallelEnv):
         dt, pdt = cfg.dt_s, cfg.grid.physics_dt_s
         k, t0 = self.step_index, self.t_s
         t1, gate = t0 + dt, t0 + cfg.market.gate_s
-        self.events = []
+        flow = self.contract_flow
+        self.events = flow.events = []
         self.bus.begin_step()
         n_blocked, bid_mw, bid_price = self._kernel_filter(power_level, price_level, k)
         self._publish_bids(bid_mw, bid_price, t0)
@@ -864,9 +838,9 @@ class GridSwarmEnv(ParallelEnv):
         self.round_index += 1
         self.round_request_mw, self.round_product = self._operator_request(self.round_index,
                                                                            gate)
-        if self._trip_round is None and self._trip_known(gate):
-            self._trip_round = self.round_index   # the first request that covers the trip
-            self._awaiting_energy_response = True
+        if flow.trip_round is None and self._trip_known(gate):
+            flow.trip_round = self.round_index   # the first request that covers the trip
+            flow.awaiting_energy_response = True
         self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
         d2 = self.bus.deliver(t1)
         self._receive_forecasts(d2)   # for the next round's price signal
@@ -878,9 +852,10 @@ class GridSwarmEnv(ParallelEnv):
         late = d2.topic(TOPIC_BIDS)   # delivered after gate closure: they missed the round
         if len(late.senders):
             self.stale_bids += len(late.senders)
-        self._receive_contracts((d1, d2), t1)
-        contract_mw, contract_price = self._verify_pending(t0)
-        self._activate_reserve((d1, d2), t1)
+        flow.receive((d1, d2), t1)
+        contract_mw, contract_price = flow.verify_pending(t0)
+        self._receive_emergency((d1, d2))
+        flow.activate_reserve(self.emergency_arrival_s, t1, self.event_detected)
         book = self.reserve_book
         ex = execute(self.fleet, self.kernel, baseline_mw=self._baseline_now,
                      contract_mw=contract_mw, reserve_mw=book.active_mw,
@@ -999,7 +974,7 @@ class GridSwarmEnv(ParallelEnv):
         or the queue past its high-water mark)."""
         expired = delivery.expired(TOPIC_CONTRACTS)
         if len(expired.payloads):
-            self._lose_contracts(expired.payloads.tolist(), now_s, reason="bus_expired")
+            self.contract_flow.lose(expired.payloads.tolist(), now_s, reason="bus_expired")
         return self.bus.congested(Lane.MARKET) or self.bus.congested(Lane.CONTROL)
 
     def _maybe_broadcast_emergency(self, t0: float, t1: float) -> None:
@@ -1022,7 +997,8 @@ class GridSwarmEnv(ParallelEnv):
                            f"t = {sc.event_time_s:.1f} s")
 
     def _clear(self, bids, window_start_s: float, now_s: float) -> market.ClearingResult:
-        """Clear this round's bids that arrived by gate closure; sign and publish contracts."""
+        """Clear this round's bids that arrived by gate closure; sign and publish contracts
+        (:meth:`ContractFlow.issue <gridswarm_env.contract_flow.ContractFlow.issue>`)."""
         n, cfg, sc = self.n_agents, self.config, self.scenario
         request, product = self.round_request_mw, self.round_product
         power, price = np.zeros(n), np.zeros(n)
@@ -1063,190 +1039,15 @@ class GridSwarmEnv(ParallelEnv):
             self.last_clearing_price_per_mwh = result.clearing_price_per_mwh
         if not result.n_accepted:   # nothing accepted: accepted_mw is all zeros
             return result
-        idx = result.accepted_indices
         is_reserve = product == PRODUCT_RESERVE
         window_end = self._reserve_until_s if is_reserve else window_start_s + cfg.dt_s
-        signed = self.ledger.issue(self.round_index, idx, result.accepted_mw[idx],
-                                   result.clearing_price_per_mwh, window_start_s, window_end,
-                                   product="reserve" if is_reserve else "energy")
-        owners = idx.tolist()
-        recipients = idx
-        if is_reserve:   # the operator's books, per contract, as awarded
-            self.reserve_book.award(signed, owners)
-        if self.adversary is not None:
-            tampered = self.adversary(self, signed, owners)
-            if not isinstance(tampered, tuple) or len(tampered) != 2:
-                raise TypeError(f"adversary returned {type(tampered).__name__}: expected "
-                                "(signed contracts, recipients), as it was given")
-            signed, owners = tampered
-            _check_tampered(signed, owners, n)
-            recipients = np.asarray(owners, dtype=np.int64)
-        if is_reserve:   # copies on their way (an adversary may add or drop some)
-            self.reserve_book.sent(signed)
-        m, first = len(signed), self._next_ref
-        self._next_ref = first + m
-        self._contract_refs.update(zip(range(first, first + m), zip(signed, owners, strict=True),
-                                       strict=True))
-        senders = self._to_operator[:m] if m <= n else np.full(m, OPERATOR)
-        dropped_before = self.bus.dropped_count(Lane.CONTROL)
-        self.bus.publish_batch(TOPIC_CONTRACTS, np.arange(first, first + m, dtype=np.int64),
-                               lane=Lane.CONTROL, senders=senders, recipients=recipients,
-                               now_s=now_s)
-        if is_reserve:
-            self.reserve_book.awarded_mw[idx] += result.accepted_mw[idx]
-        refused = self.bus.dropped_count(Lane.CONTROL) - dropped_before
-        if refused:   # tail drop: the batch's last `refused` contracts never left
-            self._lose_contracts(range(first + m - refused, first + m), now_s)
-        self.events.append(
-            f"{idx.size} {'agent reaches' if idx.size == 1 else 'agents reach'} agreement on "
-            f"{'reserve' if is_reserve else 'energy'}: "
-            f"{abs(result.accepted_total_mw):.2f} MW at "
-            f"${result.clearing_price_per_mwh:.0f}/MWh")
+        self.contract_flow.issue(result, self.round_index, window_start_s, window_end,
+                                 is_reserve, now_s)
         return result
 
-    def _lose_contracts(self, refs, now_s: float, reason: str = "bus_refused") -> None:
-        """Contracts the bus refused (``bus_refused``: CONTROL lane past its queue limit) or
-        dropped as obsolete (``bus_expired``: deferred longer than one agent step): the
-        operator, told so by the bus, counts them as lost, audits them and withdraws any
-        reserve award among them; they are never dispatched."""
-        lost = [self._contract_refs.pop(ref) for ref in refs]
-        self.contracts_lost += len(lost)
-        book = self.reserve_book
-        for signed, _owner in lost:
-            if signed.contract.product == "reserve":
-                book.copy_lost(signed.contract.contract_id)
-        # ids as the ledger's rejections list them (an adversary's may hold commas)
-        self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason=reason,
-                              contract_ids=[audit_contract_id(c.contract.contract_id)
-                                            for c, _ in lost])
-        what = ("refused by the bus (control lane full)" if reason == "bus_refused" else
-                "dropped by the bus (deferred past one step, obsolete)")
-        self.events.append(f"{len(lost)} contract{'' if len(lost) == 1 else 's'} {what}")
-
-    def _receive_contracts(self, deliveries: tuple, now_s: float) -> None:
-        """Contracts delivered this step, in delivery order, kept for :meth:`_update_signals`.
-
-        A reserve contract is authenticated on receipt (form, identities, both
-        signatures, visible replays: :meth:`ContractLedger.authenticate`). An authentic
-        one is *held* from now on (standing reserve, paid for availability once its
-        window opens, see :meth:`ReserveBook.rate_at`); one that fails is rejected
-        (counted, audited) and never earns anything; its award is withdrawn once no copy of
-        it is held or still on the bus (:meth:`ReserveBook.copy_failed`). A reserve award whose contract
-        never arrives is never held.
-        Energy contracts are verified at dispatch. Without a reserve contract among the
-        deliveries (the usual step) they are all kept as delivered.
-        """
-        refs = self._contract_refs
-        arrived = []
-        times: list[float] = []   # delivery times, kept where reserve can be traded
-        reserve = self.scenario.reserve_target_mw > 0
-        for d in deliveries:
-            con = d.topic(TOPIC_CONTRACTS)
-            if len(con.recipients):
-                arrived += map(refs.pop, con.payloads.tolist())
-                if reserve:
-                    times.extend(con.delivery_times_s.tolist())
-        if not arrived or "reserve" not in [c.contract.product for c, _ in arrived]:
-            self._arrived, self._arrived_reserve = arrived, False
-            return
-        kept = []
-        names = self.possible_agents
-        book = self.reserve_book
-        held = False
-        for k, item in enumerate(arrived):
-            signed, owner = item
-            if signed.contract.product == "reserve":
-                cid = signed.contract.contract_id
-                left = book.copy_done(cid)
-                reason = self.ledger.authenticate(signed, now_s, expected_agent=names[owner])
-                if reason is not None:
-                    self._note_rejections([signed], [reason])
-                    book.copy_failed(cid, left)
-                    continue
-                book.hold(signed, owner, times[k])
-                held = True
-            kept.append(item)
-        if held:
-            book.refresh_standing()
-        self._arrived, self._arrived_reserve = kept, held   # held: a reserve contract kept
-
-    def _verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Verify the energy contracts held for the window starting now; rejected → 0 MW.
-
-        The power and price dispatched are read from the verified contract objects
-        (immutable), in delivery order; an agent holding several contracts gets their
-        summed power ``C = Σ C_i`` at their power-weighted price ``Σ C_i·π_i / C``, so full
-        delivery is paid ``Σ C_i·π_i`` (each contract at its own price).
-        """
-        n = self.n_agents
-        mw, price = np.zeros(n), np.zeros(n)
-        pending = self.pending
-        if pending:
-            signed = [c for c, _ in pending]
-            owners = [o for _, o in pending]
-            names = self.possible_agents
-            ok, reasons = self.ledger.verify_batch(signed, now_s, [names[o] for o in owners])
-            n_ok = int(np.count_nonzero(ok))
-            if n_ok < len(signed):
-                self._note_rejections(signed, reasons)
-                keep = ok.nonzero()[0].tolist()
-                signed, owners = [signed[g] for g in keep], [owners[g] for g in keep]
-            if signed:
-                terms = [c.contract for c in signed]
-                distinct = len(set(owners)) == len(owners)
-                idx = _add_by_owner(mw, owners, [c.power_mw for c in terms], distinct)
-                if self._awaiting_energy_response:
-                    self._energy_response(terms, now_s)
-                prices = np.array([c.price_per_mwh for c in terms], dtype=float)
-                if distinct:
-                    price[idx] = prices
-                else:   # several contracts for one agent: the power-weighted price
-                    value = np.zeros(n)
-                    np.add.at(value, idx, np.array([c.power_mw for c in terms]) * prices)
-                    np.divide(value, mw, out=price, where=mw != 0.0)
-        self.pending = []
-        return mw, price
-
-    def _energy_response(self, terms: list, now_s: float) -> None:
-        """A DER response by energy: the start of delivery (``now_s``) of the first verified
-        energy contract awarded on a request that covers the trip, in the direction of
-        the lost power (the metrics keep the earlier of it and the first reserve
-        activation; without a reserve target it is the only response)."""
-        first = self._trip_round
-        lost = self.scenario.contingency_mw
-        if any(c.round_index >= first and c.power_mw * lost > 0.0 for c in terms):
-            self._note_response(now_s)
-            self._awaiting_energy_response = False
-
-    def _note_response(self, at_s: float) -> None:
-        """Record a DER response at ``at_s`` (the metrics keep the earliest; in shadow
-        mode, where nothing responds, the would-be latency's first one)."""
-        if self.config.shadow:
-            if self._would_response_s is None:
-                self._would_response_s = at_s
-        else:
-            self.metrics.record_response(at_s)
-
-    def _note_rejections(self, signed: list, reasons: list) -> None:
-        for c, r in zip(signed, reasons, strict=True):
-            if r is not None:
-                self.events.append(f"contract {_describe_id(c)} rejected: "
-                                   f"{getattr(r, 'value', r)}")
-
-    def _activate_reserve(self, deliveries: tuple, t1: float) -> None:
-        """Holders of reserve contracts activate them when the emergency broadcast arrives.
-
-        A holder activates a contract when both the broadcast and the contract have
-        reached it and its delivery window has opened: at max(broadcast arrival, contract
-        delivery, window start), so a contract that congestion delayed past the broadcast
-        does not act before it arrived, and one cleared in a reserve round announced
-        before the operator knew of the trip acts from its own window, not before. Each is
-        verified at that time; one that fails dispatches nothing. ``activation_s`` keeps
-        each holder's first activation; a contract the holder activates later in the
-        step is passed to dispatch with its own time (``ReserveBook.late``), not the first.
-        """
-        book = self.reserve_book
-        book.late = None
+    def _receive_emergency(self, deliveries: tuple) -> None:
+        """Which agents the emergency broadcast reached this step, and when (the earliest
+        arrival per agent is kept: reserve activates from it)."""
         if self._emergency_in_flight:
             for d in deliveries:
                 batch = d.topic(TOPIC_EMERGENCY)
@@ -1256,25 +1057,6 @@ class GridSwarmEnv(ParallelEnv):
                     self.emergency_seen[r] = True
                     np.minimum.at(self.emergency_arrival_s, r, t)
             self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
-        if not book.contracts or not self.event_detected:
-            return   # no emergency broadcast yet: no arrival time is finite
-        due = book.take_due(self.emergency_arrival_s, t1)
-        if not due:
-            return
-        for c, o, at in due:
-            reason = self.ledger.verify(c, at, expected_agent=self.possible_agents[o])
-            if reason is None:
-                book.activate(o, c.contract.power_mw, at)
-                if not self.config.shadow:
-                    self.metrics.record_activation(at, c.contract.power_mw, o,
-                                                   float(self._ramp_mw_per_s[o]))
-            else:   # an invalid reserve contract dispatches nothing and earns nothing more
-                self._note_rejections([c], [reason])
-                book.withdraw(o, c.contract.power_mw, held_id=c.contract.contract_id)
-        book.end_activation()
-        active = book.activation_s[np.isfinite(book.activation_s)]
-        if active.size:
-            self._note_response(float(active.min()))
 
     def _physics(self, ex, k: int, t0: float):
         """Fleet energy and grid frequency over the step (nothing dispatched in shadow mode)."""
@@ -1409,10 +1191,24 @@ class GridSwarmEnv(ParallelEnv):
     def _standing_mw(self) -> np.ndarray:
         return self.reserve_book.standing_mw
 
+    @property
+    def pending(self) -> list:
+        """``(signed energy contract, owner)`` received for the next window (verified at
+        its dispatch; :attr:`ContractFlow.pending <gridswarm_env.contract_flow.ContractFlow>`)."""
+        return self.contract_flow.pending
+
+    @pending.setter
+    def pending(self, value: list) -> None:
+        self.contract_flow.pending = value
+
+    @property
+    def contracts_lost(self) -> int:
+        """Contracts the bus refused (CONTROL lane full) or dropped as obsolete."""
+        return self.contract_flow.lost
+
     def _update_signals(self, deliveries: tuple) -> None:
         """What each agent learned from the messages delivered this step."""
         self.sig_age_steps += 1.0
-        awarded = np.zeros(self.n_agents)
         for d in deliveries:
             sig = d.topic(TOPIC_PRICE)
             if len(sig.recipients):
@@ -1428,63 +1224,13 @@ class GridSwarmEnv(ParallelEnv):
                 if np.count_nonzero(newer) < newer.size:
                     r, rows = r[newer], rows[newer]
                 if rows.dtype == SIGNAL_DTYPE:
-                    self._sig_void.put(r, rows.view(_SIGNAL_VOID))   # = [r] =, faster
+                    self._sig_void.put(r, rows.view(SIGNAL_VOID))   # = [r] =, faster
                 else:
                     self._sig[r] = rows
                 self.sig_age_steps[r] = 0.0
-        received = np.zeros(self.n_agents)   # awarded by this round's contracts received
-        items = self._arrived   # this step's deliveries, see _receive_contracts
-        if items:
-            energy, reserve = items, []
-            if self._arrived_reserve:
-                energy = [it for it in items if it[0].contract.product != "reserve"]
-                reserve = [it for it in items if it[0].contract.product == "reserve"]
-                self.reserve_book.contracts.extend(reserve)
-            if energy:
-                # every copy goes to dispatch, which decides (a rejection is counted and
-                # audited there, once); the schedule the agent observes and the kernel
-                # plans with counts one copy of each contract that passes the receipt check
-                # (signatures, identities, visible replays, window), so a forged or
-                # misdelivered contract never shapes an agent's limits
-                self.pending.extend(energy)
-                names = self.possible_agents
-                owners = [o for _, o in energy]
-                reasons = self.ledger.screen_batch([c for c, _ in energy], self.t_s,
-                                                   [names[o] for o in owners])
-                terms = [c.contract for c, _ in energy]
-                ids = {c.contract_id for c in terms}
-                if len(ids) < len(energy) or reasons.count(None) < len(reasons):
-                    first = []   # one authentic copy of each (a duplicate: the first)
-                    for it, reason in zip(energy, reasons, strict=True):
-                        cid = it[0].contract.contract_id
-                        if reason is None and cid in ids:
-                            ids.remove(cid)
-                            first.append(it)
-                    energy = first
-                    owners = [o for _, o in energy]
-                    terms = [c.contract for c, _ in energy]
-                if energy:
-                    _add_by_owner(awarded, owners, [c.power_mw for c in terms])
-            # the award of the round just cleared, as far as its contracts reached their
-            # holders (authentic reserve, screened energy: one copy of each)
-            cleared = self.round_index - 1
-            if (not reserve and energy
-                    and [c.round_index for c in terms].count(cleared) == len(terms)):
-                # the usual step: every contract kept is energy of that round, so the sum
-                # is the one just made (the same additions in the same order)
-                received = awarded.copy()
-            else:
-                mine = [it for part in (energy, reserve) for it in part
-                        if it[0].contract.round_index == cleared]
-                if mine:
-                    _add_by_owner(received, [o for _, o in mine],
-                                  [c.contract.power_mw for c, _ in mine])
-            self._arrived = []
-        self.awarded_next = awarded
-        # an agent knows its own bid and what reached it, not the operator's books (with
-        # nothing received, |0| / |B| is +0.0 everywhere: the zeros as they are)
-        self.accepted_share = (market.accepted_share(received, self._bid_mw) if items
-                               else received)
+        # the contracts delivered this step: for dispatch, and what the agents learn
+        self.awarded_next, self.accepted_share = self.contract_flow.file_arrived(
+            self.round_index - 1, self.t_s, self._bid_mw)
 
     # ------------------------------------------------------------------ kernel and observations
     def _update_feasible(self) -> None:
@@ -1577,7 +1323,7 @@ class GridSwarmEnv(ParallelEnv):
                      "verified": now["verified"] - base["verified"],
                      "rejected": now["rejected"] - base["rejected"],
                      "rejected_by_reason": {k: v for k, v in reasons.items() if v},
-                     "lost": self.contracts_lost}
+                     "lost": self.contract_flow.lost}
         totals = self.bus.stats()["totals"]
         self.metrics.extra.update({
             "scenario": self.scenario.name, "n_agents": self.n_agents,
@@ -1588,8 +1334,9 @@ class GridSwarmEnv(ParallelEnv):
             # shadow mode: when the first reserve activation would have come (nothing
             # was dispatched, so emergency_response_latency_ms stays None)
             "shadow_response_latency_ms": (
-                None if self._would_response_s is None or self.metrics.event_time_s is None
-                else (self._would_response_s - self.metrics.event_time_s) * 1000.0),
+                None if self.contract_flow.would_response_s is None
+                or self.metrics.event_time_s is None
+                else (self.contract_flow.would_response_s - self.metrics.event_time_s) * 1000.0),
             "audit_entries": self.audit_log.n_entries - self._audit_at_reset,   # this episode
         })
         return self.metrics.result(contracts=contracts, bus_totals=totals)
@@ -1687,37 +1434,4 @@ def _rebuild_env(cls: type, scenario: Scenario, config: EnvConfig, limits: Any,
     """A never-reset environment rebuilt from its arguments (:meth:`GridSwarmEnv.__reduce__`)."""
     return cls(scenario=scenario, config=config, limits=limits, render_mode=render_mode,
                adversary=adversary, seed=seed)
-
-
-def _check_tampered(signed: Any, owners: Any, n_agents: int) -> None:
-    """What an ``adversary`` put on the bus: signed contracts only (a :class:`SignedContract`
-    holding a :class:`Contract`, exact classes, as the ledger's checks require), one
-    recipient each. An attacker on the bus sends messages in the contract format, which
-    the operator and dispatch then screen; any other object would be read by the
-    environment before the ledger's checks (its attributes may run code).
-
-    :raises TypeError: naming the position and the type or recipient found (a recipient
-        is an agent index, an integer from 0 to ``n_agents - 1``).
-    """
-    if not isinstance(signed, list) or not isinstance(owners, (list, tuple, np.ndarray)):
-        raise TypeError(f"adversary returned ({type(signed).__name__}, "
-                        f"{type(owners).__name__}): expected (list of SignedContract, "
-                        "recipients), as it was given")
-    for k, item in enumerate(signed):
-        if type(item) is not SignedContract or type(item.contract) is not Contract:
-            inner = (f" holding a {type(item.contract).__name__}"
-                     if type(item) is SignedContract else "")
-            raise TypeError(
-                f"adversary returned a {type(item).__name__}{inner} at position {k}: an "
-                "attacker on the bus sends signed contracts only (a SignedContract holding "
-                "a Contract, exact classes; forge one with dataclasses.replace or "
-                "trust.Adversary)")
-    if len(owners) != len(signed):
-        raise TypeError(f"adversary returned {len(signed)} contract(s) and {len(owners)} "
-                        "recipient(s): expected one recipient per contract")
-    for k, owner in enumerate(owners):
-        if (isinstance(owner, bool) or not isinstance(owner, (int, np.integer))
-                or not 0 <= owner < n_agents):
-            raise TypeError(f"adversary returned recipient {owner!r} at position {k}: "
-                            f"expected an agent index, an integer from 0 to {n_agents - 1}")
 

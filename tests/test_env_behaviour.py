@@ -429,7 +429,7 @@ def test_without_reserve_the_energy_response_to_the_trip_is_the_latency(
     # (announced after detection) is answered from its window's start
     # round r is announced at the gate of step r - 1, (r - 1)·dt + gate_s: the trip round
     # is the first one announced at or after detection
-    trip_round, dt = env._trip_round, env.config.dt_s
+    trip_round, dt = env.contract_flow.trip_round, env.config.dt_s
     announced_s = (trip_round - 1) * dt + env.config.market.gate_s
     detected_s = sc.event_time_s + sc.detection_delay_s
     assert announced_s - dt < detected_s <= announced_s
@@ -547,7 +547,7 @@ def test_the_energy_response_is_the_first_contract_in_the_lost_power_s_direction
     res = run_episode(env, make_policy("heuristic"), seed=0)
     m = env.episode_metrics()
     accepted = np.array(res.trace["accepted_mw"])    # step k clears round k
-    trip_round = env._trip_round
+    trip_round = env.contract_flow.trip_round
     assert m["contracts_rejected"] == 0 and m["contracts_lost"] == 0
     assert np.all(accepted[trip_round:trip_round + 10] < 0.0)   # absorbing after the trip
     first_up = trip_round + int(np.argmax(accepted[trip_round:] > 0.0))
