@@ -111,14 +111,13 @@ from gridswarm_env.fleet import (
     update_solar,
 )
 from gridswarm_env.grid import GridModel
+from gridswarm_env.grid_operator import GridOperator
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
 from gridswarm_env.messages import (
     BID_DTYPE,
     DISPATCHER,
     EMERGENCY_DTYPE,
     OPERATOR,
-    SIGNAL_DTYPE,
-    SIGNAL_VOID,
     TOPIC_BIDS,
     TOPIC_CONTRACTS,
     TOPIC_EMERGENCY,
@@ -141,6 +140,7 @@ from gridswarm_env.scenarios import (
     Scenario,
     get_scenario,
 )
+from gridswarm_env.signals import AgentSignals
 from gridswarm_env.trust import (
     AuditLog,
     ContractLedger,
@@ -495,19 +495,19 @@ class GridSwarmEnv(ParallelEnv):
         self._would_p_end_mw = z.copy()   # shadow mode: the would-be path's last sub-step
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
         self.stale_bids = 0
-        # what agents know (from delivered messages)
-        # the last price signal each agent received: one record per agent (written per
-        # delivery with _sig_void.put, one 45-byte item each); sig_* are views of its fields
-        sig = self._sig = np.zeros(n, dtype=SIGNAL_DTYPE)
-        sig["round"] = -1
-        sig["price_per_mwh"] = float(self.price_levels_per_mwh.mean())
-        sig["freq_hz"] = cfg.grid.nominal_freq_hz
-        sig["clearing_price_per_mwh"] = np.nan
-        self.sig_round, self.sig_request_mw = sig["round"], sig["request_mw"]
-        self.sig_price_per_mwh, self.sig_product = sig["price_per_mwh"], sig["product"]
-        self.sig_freq_hz, self.sig_rocof_hz_per_s = sig["freq_hz"], sig["rocof_hz_per_s"]
-        self.sig_clearing_price_per_mwh = sig["clearing_price_per_mwh"]
-        self.sig_age_steps = np.full(n, 10.0)
+        # what agents know (from delivered messages): the last round announcement each
+        # received (gridswarm_env.signals); sig_* are views of its fields. Announcements
+        # are made at reset (t = 0) and at each gate closure: the first two are only
+        # gate_s apart, so a newer one can overtake an older one from latencies of gate_s
+        sig = self.signals = AgentSignals(
+            n, price_per_mwh=float(self.price_levels_per_mwh.mean()),
+            nominal_freq_hz=cfg.grid.nominal_freq_hz,
+            reorder=cfg.bus.latency_max_s >= cfg.market.gate_s)
+        self.sig_round, self.sig_request_mw = sig.round, sig.request_mw
+        self.sig_price_per_mwh, self.sig_product = sig.price_per_mwh, sig.product
+        self.sig_freq_hz, self.sig_rocof_hz_per_s = sig.freq_hz, sig.rocof_hz_per_s
+        self.sig_clearing_price_per_mwh = sig.clearing_price_per_mwh
+        self.sig_age_steps = sig.age_steps
         self.backpressure = np.zeros(n, dtype=bool)
         # share of each agent's last bid awarded by the contracts it received (see
         # _update_signals); the operator's last clearing price (NaN before any), which
@@ -527,7 +527,7 @@ class GridSwarmEnv(ParallelEnv):
         self._precompute_constants()
         self._baseline_next = baseline_mw(self.fleet)
         # round 0 (delivery [dt, 2dt)) is announced at t = 0
-        self._reset_forecasts()
+        self.operator.reset_forecasts()
         self.round_index = 0
         self.round_request_mw, self.round_product = self._operator_request(0)
         self._announce(self.round_index, self.round_request_mw, self.round_product, 0.0)
@@ -576,22 +576,17 @@ class GridSwarmEnv(ParallelEnv):
         self._sub_ends = np.arange(1, self.n_substeps + 1, dtype=float)
         self._sub_end_offsets_s = cfg.grid.physics_dt_s * self._sub_ends
         self._bid_rows = np.empty(n, dtype=BID_DTYPE)
-        self._signal_rows = np.empty(n, dtype=SIGNAL_DTYPE)
-        # opaque-item views of the packed signal records: one record is broadcast to all
-        # rows and delivered rows are scattered into the agents' state as raw bytes (the
-        # same bytes as the field-wise copies, several times faster)
-        self._signal_record = np.empty(1, dtype=SIGNAL_DTYPE)
-        self._signal_rows_void = self._signal_rows.view(SIGNAL_VOID)
-        self._signal_record_void = self._signal_record.view(SIGNAL_VOID)
-        self._sig_void = self._sig.view(SIGNAL_VOID)
         # reserve contracts cover delivery until the episode's end (their window end)
         self._reserve_until_s = self.duration_s + cfg.dt_s
-        # fleet flexibility (DESIGN §3): the plugged-in fleet's, refreshed when EVs leave;
-        # downward follows the PV forecast. The observation's scale stays the reset's.
-        self._refresh_flexibility()
-        self._flex_scale = max(self._flexible_mw(1.0), 1e-6)
-        self._neutral_price = market.neutral_price_per_mwh(sc.price_floor_per_mwh,
-                                                           sc.price_cap_per_mwh)
+        # the operator: its forecasts, the fleet flexibility it prices with (refreshed
+        # when EVs leave) and its announcements. The observation's scale stays the reset's.
+        self.operator = GridOperator(
+            self.bus, f, c, self.kernel.arrays, self._round_forecast_mw,
+            price_floor_per_mwh=sc.price_floor_per_mwh, price_cap_per_mwh=sc.price_cap_per_mwh,
+            reserve_target_mw=sc.reserve_target_mw, contingency_mw=sc.contingency_mw,
+            deadband_mw=cfg.market.deadband_mw, latency_max_s=cfg.bus.latency_max_s,
+            dt_s=cfg.dt_s)
+        self._flex_scale = max(self.operator.flexible_mw(1.0), 1e-6)
         # masks: price levels are all allowed; the power part is refreshed every step
         n_power = cfg.market.n_power_levels
         self._mask_buf = np.ones((n, n_power + cfg.market.n_price_levels), dtype=bool)
@@ -661,95 +656,27 @@ class GridSwarmEnv(ParallelEnv):
 
     # ------------------------------------------------------------------ operator
     def _operator_request(self, round_index: int, now_s: float = 0.0) -> tuple[float, int]:
-        """Request (MW) and product of the round delivering in [(r+1)·dt, (r+2)·dt),
-        announced at ``now_s``: the operator knows of the trip only once it detected it
-        (``event_time_s + detection_delay_s <= now_s``), not for the whole step.
-
-        With a reserve target, a round announced while the operator does not know of a
-        trip buys the reserve still missing (request ``max(target − awarded, 0)``, no
-        round inside the deadband), or, once the target is met or the last reserve round
-        held cleared short (``reserve_short``), the forecast shortage beyond the deadband
-        as energy; every later round is an energy round
-        (:func:`~gridswarm_env.market.operator_request`): the product switches on what the
-        operator knows and holds, never on the scenario's hidden ``event_time_s``."""
-        sc = self.scenario
-        # the forecast = its mean over the window's sub-steps (precomputed at reset)
-        return market.operator_request(
-            float(self._round_forecast_mw[round_index]), trip_known=self._trip_known(now_s),
-            reserve_target_mw=sc.reserve_target_mw, reserve_awarded_mw=self.reserve_awarded_mw,
-            contingency_mw=sc.contingency_mw, standing_reserve_mw=self._standing_mw,
-            deadband_mw=self.config.market.deadband_mw, reserve_short=self.reserve_short)
+        """Request (MW) and product of round ``round_index``, announced at ``now_s``
+        (:meth:`GridOperator.request <gridswarm_env.grid_operator.GridOperator.request>`):
+        the operator knows of the trip only once it detected it
+        (``event_time_s + detection_delay_s <= now_s``), not for the whole step."""
+        return self.operator.request(
+            round_index, trip_known=self._trip_known(now_s),
+            reserve_awarded_mw=self.reserve_awarded_mw, standing_reserve_mw=self._standing_mw,
+            reserve_short=self.reserve_short)
 
     def _trip_known(self, now_s: float) -> bool:
         """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
         sc = self.scenario
         return self.event_detected and sc.event_time_s + sc.detection_delay_s <= now_s
 
-    def _refresh_flexibility(self) -> None:
-        """The flexibility the operator prices with (see :meth:`_flexible_mw`) of the
-        batteries and the EVs still plugged in (recomputed when one leaves)."""
-        c, f, a = self._const, self.fleet, self.kernel.arrays
-        self._flex_up_mw, self._flex_down_mw = market.fleet_flexibility(
-            c.is_battery, c.is_ev, f.plugged, a.max_discharge_mw, a.max_charge_mw,
-            f.ev_baseline_rate_mw, f.rated_power_mw)
-        self._n_plugged = int(np.count_nonzero(f.plugged))
-
-    def _flexible_mw(self, request_mw: float) -> float:
-        """Fleet flexibility in the request's direction, MW: upward = battery discharge caps
-        + EV baseline charging; downward = the PV forecasts the operator holds (see
-        :meth:`_receive_forecasts`) + EV headroom + battery charge caps."""
-        if request_mw >= 0:
-            return self._flex_up_mw
-        return market.downward_flexibility_mw(self._flex_down_mw, self._const.solar,
-                                              self.operator_forecast_mw)
-
-    def _reset_forecasts(self) -> None:
-        """The operator's PV forecasts before any ``grid/forecast`` message arrives: each
-        solar agent's forecast for the first window, as a plant files it with its schedule
-        before the market opens (the fleet's forecast at reset, so round 0, announced at
-        t = 0, prices with it). From then on only delivered forecasts change them."""
-        self.operator_forecast_mw = self.fleet.solar_forecast_mw.copy()
-        # publish time of each held forecast (-inf: the schedule's, older than any message)
-        self._forecast_sent_s = np.full(self.n_agents, -math.inf)
-        # a forecast can overtake an older one only when a latency can reach a step (below
-        # that, delivery order is publish order, also out of a deferred backlog)
-        self._forecasts_reorder = self.config.bus.latency_max_s >= self.config.dt_s
-        # the same for the operator's announcements, made at reset (t = 0) and at each gate
-        # closure: the first two are only gate_s apart
-        self._signals_reorder = self.config.bus.latency_max_s >= self.config.market.gate_s
-
-    def _receive_forecasts(self, delivery) -> None:
-        """The operator keeps each solar agent's newest forecast that ``grid/forecast``
-        delivered (TELEMETRY lane); a forecast dropped, deferred or still in flight changes
-        nothing, so under congestion the operator prices with the last one that arrived."""
-        fc = delivery.topic(TOPIC_FORECAST)
-        senders = fc.senders
-        if not len(senders):
-            return
-        values = fc.payloads
-        if self._forecasts_reorder:   # newest by publish time, never an older one
-            sent = fc.publish_times_s
-            order = np.argsort(sent, kind="stable")
-            senders, values, sent = senders[order], values[order], sent[order]
-            newer = sent >= self._forecast_sent_s[senders]
-            senders, values, sent = senders[newer], values[newer], sent[newer]
-            self._forecast_sent_s[senders] = sent
-        # put: = [senders] = values, the last (newest) of a sender's forecasts wins
-        self.operator_forecast_mw.put(senders, values)
-
     def _announce(self, round_index: int, request_mw: float, product: int, now_s: float) -> None:
-        sc = self.scenario
-        price = market.price_signal_unchecked(float(request_mw), self._flexible_mw(request_mw),
-                                              sc.price_floor_per_mwh, sc.price_cap_per_mwh,
-                                              self._neutral_price)
-        freq = float(self.freq_trace_hz[-1])
-        # the bus copies published rows: the buffer is reused
-        self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof_hz_per_s,
-                                  self.last_clearing_price_per_mwh)
-        self._signal_rows_void[...] = self._signal_record_void
-        self.bus.publish_batch(TOPIC_PRICE, self._signal_rows, lane=Lane.MARKET, senders=self._to_operator,
-                               recipients=self._agent_ids, now_s=now_s)
-        self.round_price_signal_per_mwh = price
+        """The operator announces round ``round_index`` to every agent (see
+        :meth:`GridOperator.announce <gridswarm_env.grid_operator.GridOperator.announce>`)
+        with the grid's state and the last clearing price."""
+        self.round_price_signal_per_mwh = self.operator.announce(
+            round_index, request_mw, product, now_s, float(self.freq_trace_hz[-1]),
+            self.last_rocof_hz_per_s, self.last_clearing_price_per_mwh)
 
     # ------------------------------------------------------------------ step
     def step(self, actions: Mapping[str, Any]):
@@ -833,7 +760,7 @@ class GridSwarmEnv(ParallelEnv):
         self._maybe_broadcast_emergency(t0, t1)
         d1 = self.bus.deliver(gate)
         congested = self._bus_congested(d1, gate)
-        self._receive_forecasts(d1)
+        self.operator.receive_forecasts(d1)
         clearing = self._clear(d1.topic(TOPIC_BIDS), t1, gate)
         self.round_index += 1
         self.round_request_mw, self.round_product = self._operator_request(self.round_index,
@@ -843,7 +770,7 @@ class GridSwarmEnv(ParallelEnv):
             flow.awaiting_energy_response = True
         self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
         d2 = self.bus.deliver(t1)
-        self._receive_forecasts(d2)   # for the next round's price signal
+        self.operator.receive_forecasts(d2)   # for the next round's price signal
         if self._bus_congested(d2, t1) or congested:
             # the agents' lanes could not deliver everything due this step, or were past
             # their high-water mark after a delivery: every agent sees it (observation
@@ -1118,8 +1045,8 @@ class GridSwarmEnv(ParallelEnv):
         if self._unmet_at_reset is not None:   # EVs that left at 0 (_snap_departures)
             unmet = unmet + self._unmet_at_reset
             self._unmet_at_reset = None
-        if int(np.count_nonzero(f.plugged)) != self._n_plugged:   # an EV left
-            self._refresh_flexibility()
+        if int(np.count_nonzero(f.plugged)) != self.operator.n_plugged:   # an EV left
+            self.operator.refresh_flexibility()
         if cfg.shadow:   # would-be settlement of what would have been dispatched
             p_exec = ex.p_mean_mw
         book, zero = self.reserve_book, self._const.zero   # 0.0 as an array operand
@@ -1202,32 +1129,21 @@ class GridSwarmEnv(ParallelEnv):
         self.contract_flow.pending = value
 
     @property
+    def operator_forecast_mw(self) -> np.ndarray:
+        """The PV forecast the operator holds per agent (solar agents' matter), MW: each
+        solar agent's newest forecast that reached it over the bus (see
+        :meth:`GridOperator.receive_forecasts
+        <gridswarm_env.grid_operator.GridOperator.receive_forecasts>`)."""
+        return self.operator.forecast_mw
+
+    @property
     def contracts_lost(self) -> int:
         """Contracts the bus refused (CONTROL lane full) or dropped as obsolete."""
         return self.contract_flow.lost
 
     def _update_signals(self, deliveries: tuple) -> None:
         """What each agent learned from the messages delivered this step."""
-        self.sig_age_steps += 1.0
-        for d in deliveries:
-            sig = d.topic(TOPIC_PRICE)
-            if len(sig.recipients):
-                r = np.asarray(sig.recipients, dtype=np.int64)
-                rows = np.asarray(sig.payloads)
-                if self._signals_reorder:   # newest round last per agent (put: last wins),
-                    # not the last delivered: a newer round may overtake an older one
-                    order = np.argsort(rows["round"], kind="stable")
-                    r, rows = r[order], rows[order]
-                # take: the same gather as sig_round[r], several times faster on the
-                # packed (unaligned) record field at 10 000 agents
-                newer = rows["round"] >= self.sig_round.take(r)
-                if np.count_nonzero(newer) < newer.size:
-                    r, rows = r[newer], rows[newer]
-                if rows.dtype == SIGNAL_DTYPE:
-                    self._sig_void.put(r, rows.view(SIGNAL_VOID))   # = [r] =, faster
-                else:
-                    self._sig[r] = rows
-                self.sig_age_steps[r] = 0.0
+        self.signals.receive(deliveries)
         # the contracts delivered this step: for dispatch, and what the agents learn
         self.awarded_next, self.accepted_share = self.contract_flow.file_arrived(
             self.round_index - 1, self.t_s, self._bid_mw)

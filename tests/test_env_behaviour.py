@@ -620,17 +620,17 @@ def test_the_operator_prices_with_the_evs_still_plugged_in() -> None:
     env.reset(seed=0)
     ev = env.fleet.kind == 2
     batteries = float(env.kernel.arrays.max_discharge_mw[env.fleet.kind == 1].sum())
-    with_evs = env._flexible_mw(1.0)
+    with_evs = env.operator.flexible_mw(1.0)
     assert with_evs > batteries and env.fleet.plugged[ev].all()
     idle = np.full(30, env.config.market.n_power_levels // 2)
     while env.t_s < 210.0:
         published = env.fleet.solar_forecast_mw.copy()   # what the step's solar agents send
         env.step_arrays(idle, np.zeros(30, dtype=np.int64))
     assert not env.fleet.plugged[ev].any()
-    assert env._flexible_mw(1.0) == pytest.approx(batteries)
+    assert env.operator.flexible_mw(1.0) == pytest.approx(batteries)
     # downward: the PV forecasts the last step delivered to the operator (the fleet's
     # own have moved on since)
-    assert env._flexible_mw(-1.0) == pytest.approx(
+    assert env.operator.flexible_mw(-1.0) == pytest.approx(
         float(env.kernel.arrays.max_charge_mw[env.fleet.kind == 1].sum())
         + float(published[env.fleet.kind == 0].sum()))
 
