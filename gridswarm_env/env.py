@@ -140,6 +140,7 @@ from gridswarm_env.scenarios import (
     Scenario,
     get_scenario,
 )
+from gridswarm_env.settlement import Settlement
 from gridswarm_env.signals import AgentSignals
 from gridswarm_env.trust import (
     AuditLog,
@@ -591,7 +592,6 @@ class GridSwarmEnv(ParallelEnv):
         n_power = cfg.market.n_power_levels
         self._mask_buf = np.ones((n, n_power + cfg.market.n_price_levels), dtype=bool)
         self._mask_price = self._mask_buf[:, n_power:]
-        self._h = cfg.dt_s / 3600.0
         # kinds are contiguous (fleets are built sorted by kind): slices, written in place
         sel = (c.battery, c.solar, c.ev)
         if not all(isinstance(x, slice) for x in sel):
@@ -606,22 +606,7 @@ class GridSwarmEnv(ParallelEnv):
             request_scale_mw=self._flex_scale, price_floor_per_mwh=sc.price_floor_per_mwh,
             price_cap_per_mwh=sc.price_cap_per_mwh, start_hour=sc.start_hour,
             duration_s=self.duration_s)
-        self._precompute_settlement()
-
-    def _precompute_settlement(self) -> None:
-        """:meth:`_settle`'s constant factors as arrays over agents, the operands of the
-        market's settlement functions (an array operand skips NumPy's conversion of a
-        Python float each call; the products are the same bits)."""
-        cfg, n, h = self.config, self.n_agents, self._h
-        costs, (bat, sol, ev) = cfg.costs, self._kind_sel
-        self._h_arr = np.full(n, h)
-        self._penalty_rate = np.full(n, cfg.reward.undelivered_penalty_per_mwh * h)
-        rate = self._cost_rate = np.empty(n)    # c_kind: the own-cost rate of each kind
-        rate[bat] = costs.battery_degradation_per_mwh
-        rate[sol] = costs.solar_curtailment_per_mwh
-        rate[ev] = costs.ev_deferral_per_mwh
-        self._unmet_rate = np.full(n, costs.ev_unmet_departure_per_mwh)
-        self._reward_scale = np.full(n, cfg.reward.scale)
+        self._settlement = Settlement(cfg, n, sel, c.zero, f.kind, self.metrics)
 
     def _precompute_profiles(self, rng: np.random.Generator) -> None:
         """Per-sub-step requirement (noise-free) and true shortage for the whole episode."""
@@ -1034,12 +1019,10 @@ class GridSwarmEnv(ParallelEnv):
     def _settle(self, ex, contract_mw, contract_price, p_exec, k, freq) -> np.ndarray:
         """Payments, true costs, penalties and rewards of the step (DESIGN §3; the
         formulas are :mod:`gridswarm_env.market`'s settlement functions, see
-        RewardConfig): gathers their inputs, calls them, records the KPIs.
-
-        In shadow mode nothing is dispatched, so nothing is paid or charged: payment,
-        penalty and own cost are 0 and the reward is the shared grid term alone (the
-        would-be dispatch is in the infos).
-        """
+        RewardConfig): gathers their inputs (EVs leaving at the step's end, the reserve
+        books, the frequency deviation) and hands them to
+        :meth:`Settlement.rewards <gridswarm_env.settlement.Settlement.rewards>`, which
+        calls them and records the KPIs (in shadow mode nothing is paid or charged)."""
         cfg, f = self.config, self.fleet
         unmet = depart_evs(f, self.t_s + cfg.dt_s)
         if self._unmet_at_reset is not None:   # EVs that left at 0 (_snap_departures)
@@ -1047,36 +1030,10 @@ class GridSwarmEnv(ParallelEnv):
             self._unmet_at_reset = None
         if int(np.count_nonzero(f.plugged)) != self.operator.n_plugged:   # an EV left
             self.operator.refresh_flexibility()
-        if cfg.shadow:   # would-be settlement of what would have been dispatched
-            p_exec = ex.p_mean_mw
-        book, zero = self.reserve_book, self._const.zero   # 0.0 as an array operand
-        delivered, undelivered, gap = market.contract_delivery_mw(
-            contract_mw, ex.planned_mean_mw, p_exec, book.active_mw, ex.reserve_share, zero)
-        payments = market.contract_payments_usd(contract_mw, contract_price, delivered,
-                                                book.rate_at(self.t_s), self._h_arr)
-        penalties = market.undelivered_penalty_usd(undelivered, gap, self._penalty_rate)
-        bat, sol, ev = self._kind_sel
-        basis = market.cost_basis_mw(p_exec, bat, sol, ev, zero)
-        add = np.add.reduce   # the KPIs' per-kind sums of the cost basis (record_dispatch)
-        kind_sums = None if cfg.shadow else (float(add(basis[bat])), float(add(basis[sol])),
-                                             float(add(basis[ev])))
-        own_cost = market.own_cost_usd(basis, self._cost_rate, bat, ex.energy_delta_mwh,
-                                       cfg.costs.stored_energy_value_per_mwh, unmet,
-                                       self._unmet_rate, self._h)
-        if cfg.shadow:   # nothing dispatched: nothing paid, charged or penalised
-            p_exec = np.zeros_like(p_exec)
-            payments = np.zeros_like(payments)
-            penalties = np.zeros_like(penalties)
-            own_cost = np.zeros_like(own_cost)
-        self.metrics.record_dispatch(f.kind, p_exec, float(self._requirement_mean_mw[k]),
-                                     float(add(payments)), float(add(penalties)),
-                                     float(add(unmet)),
-                                     None if cfg.shadow else ex.energy_delta_mwh,
-                                     ex.p_mean_sum_mw if p_exec is ex.p_mean_mw else None,
-                                     kind_sums)
-        rw = cfg.reward   # Σ|f − 60| from record_frequency, over the sub-steps
-        grid = market.grid_term_usd(self._dev_sum_hz / freq.size, rw.grid_weight, rw.band_hz)
-        return market.agent_rewards(payments, own_cost, penalties, grid, self._reward_scale)
+        # Σ|f − 60| from record_frequency, over the sub-steps
+        return self._settlement.rewards(
+            ex, contract_mw, contract_price, p_exec, unmet, self.reserve_book, self.t_s,
+            float(self._requirement_mean_mw[k]), self._dev_sum_hz / freq.size)
 
     def reserve_standing_mw(self) -> np.ndarray:
         """Reserve capacity each agent holds: under a contract it received and
