@@ -108,6 +108,7 @@ from gridswarm_env.fleet import (
     depart_evs,
     energy_change_mwh,
     kinds_left_out,
+    snap_departures,
     update_solar,
 )
 from gridswarm_env.grid import GridModel
@@ -134,10 +135,10 @@ from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package'
 )
 from gridswarm_env.reserve import ReserveBook
 from gridswarm_env.scenarios import (
-    LOAD_NOISE_SAMPLE_S,
     PRODUCT_ENERGY,
     PRODUCT_RESERVE,
     Scenario,
+    episode_profiles,
     get_scenario,
 )
 from gridswarm_env.settlement import Settlement
@@ -439,7 +440,9 @@ class GridSwarmEnv(ParallelEnv):
         for _ in range(sc.episode_steps + 2):
             times.append(times[-1] + dt)
         self._step_times_s = np.array(times)
-        self._unmet_at_reset = self._snap_departures(sc.episode_steps)
+        # EV departures inside the episode move to the start of their step
+        self._unmet_at_reset = snap_departures(self.fleet,
+                                               self._step_times_s[:sc.episode_steps + 1])
         self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
                              cfg.market.n_power_levels, dt,
                              cfg.market.reserve_full_activation_s)
@@ -464,7 +467,13 @@ class GridSwarmEnv(ParallelEnv):
         drawn = {"drawn": sc.drawn_values()} if self.base_scenario.randomized else {}
         self.audit_log.append("episode_start", episode=self._episode, scenario=sc.name,
                               n_agents=n, trust=cfg.trust, shadow=cfg.shadow, **drawn)
-        self._precompute_profiles(rng)
+        # the episode's requirement, shortage, round forecasts and irradiance
+        prof = episode_profiles(sc, self.n_substeps, cfg.grid.physics_dt_s, dt,
+                                self._step_times_s, rng)
+        self.requirement_sub_mw, self.shortage_sub_mw = (prof.requirement_sub_mw,
+                                                         prof.shortage_sub_mw)
+        self._requirement_mean_mw = prof.requirement_mean_mw
+        self._round_forecast_mw, self._irradiance = prof.round_forecast_mw, prof.irradiance
         self.metrics = MetricsAccumulator(
             costs=cfg.costs, dt_s=dt, physics_dt_s=cfg.grid.physics_dt_s,
             disturbance_time_s=sc.disturbance_time_s,
@@ -538,32 +547,6 @@ class GridSwarmEnv(ParallelEnv):
         self._update_feasible()
         return self._observations(), self._infos()
 
-    def _snap_departures(self, n_steps: int) -> np.ndarray | None:
-        """Move every EV departure that falls inside the episode back to the start of
-        the agent step it falls in (a step boundary, on the times the steps reach,
-        ``_step_times_s``: ``t_{k+1} = t_k + dt_s``).
-
-        Power is traded and dispatched per whole step, and an EV counts as plugged in for
-        every step that begins before its departure: a departure inside a step left it
-        charging (or paid for deferring charging) for the rest of that step after it had
-        left. Rounded down, it is plugged in over whole steps only and never after its
-        drawn departure time. Departures at or after the episode's end are left as drawn
-        (they change nothing inside it), so a fleet without such departures is untouched.
-
-        :return: the unmet departure energy (MWh per agent) of the EVs whose departure
-            falls in the first step and so moves to 0 (they are never plugged in; it is
-            charged in the first step's settlement), or None when there is none.
-        """
-        f = self.fleet
-        grid = self._step_times_s[:n_steps + 1]
-        inside = f.departure_s < grid[-1]   # inf for non-EVs
-        if not np.count_nonzero(inside):
-            return None
-        k = np.searchsorted(grid, f.departure_s[inside], side="right") - 1
-        f.departure_s[inside] = grid[k]
-        unmet = depart_evs(f, 0.0)   # those now leaving at 0 (plugged at build_fleet)
-        return unmet if np.count_nonzero(unmet) else None
-
     def _precompute_constants(self) -> None:
         """Per-episode constants and buffers (no RNG use): what every step would recompute."""
         f, cfg, sc, n = self.fleet, self.config, self.scenario, self.n_agents
@@ -607,37 +590,6 @@ class GridSwarmEnv(ParallelEnv):
             price_cap_per_mwh=sc.price_cap_per_mwh, start_hour=sc.start_hour,
             duration_s=self.duration_s)
         self._settlement = Settlement(cfg, n, sel, c.zero, f.kind, self.metrics)
-
-    def _precompute_profiles(self, rng: np.random.Generator) -> None:
-        """Per-sub-step requirement (noise-free) and true shortage for the whole episode."""
-        sc, pdt = self.scenario, self.config.grid.physics_dt_s
-        n_sub_total = sc.episode_steps * self.n_substeps
-        t_mid = (np.arange(n_sub_total) + 0.5) * pdt
-        forecast = sc.forecast_shortage_mw(t_mid)
-        # the trip as its exact mean over each sub-step (a midpoint sample would move it to
-        # a sub-step boundary, up to physics_dt_s/2 away from event_time_s)
-        lost = sc.lost_generation_mean_mw(np.arange(n_sub_total) * pdt,
-                                          np.arange(1, n_sub_total + 1) * pdt)
-        # the noise on its fixed grid (LOAD_NOISE_SAMPLE_S), read at each sub-step's
-        # midpoint: the same realisation whatever physics_dt_s (identical to one sample per
-        # sub-step at the default 50 ms)
-        grid_s = LOAD_NOISE_SAMPLE_S
-        n_noise = max(1, math.ceil(n_sub_total * pdt / grid_s - 1e-9))
-        noise = sc.load_noise_mw(n_noise, grid_s, np.random.default_rng(rng.integers(2**63)))
-        # (+1e-9: a midpoint on a sample boundary, as with 100 ms sub-steps, reads the
-        # later sample whatever the rounding of t_mid / grid_s)
-        noise = noise[np.minimum((t_mid / grid_s + 1e-9).astype(np.int64), n_noise - 1)]
-        shape = (sc.episode_steps, self.n_substeps)
-        self.requirement_sub_mw = (forecast + lost).reshape(shape)
-        self.shortage_sub_mw = (forecast + lost + noise).reshape(shape)
-        self._requirement_mean_mw = self.requirement_sub_mw.mean(axis=1)
-        # the operator's forecast for round r (delivery [(r+1)·dt, (r+2)·dt)), every round
-        dt = self.config.dt_s
-        w0 = (np.arange(sc.episode_steps + 2) + 1) * dt
-        offsets = (np.arange(self.n_substeps) + 0.5) * pdt
-        self._round_forecast_mw = sc.forecast_shortage_mw(w0[:, None] + offsets).mean(axis=1)
-        # irradiance at the steps' times t_k
-        self._irradiance = sc.irradiance(self._step_times_s).tolist()
 
     # ------------------------------------------------------------------ operator
     def _operator_request(self, round_index: int, now_s: float = 0.0) -> tuple[float, int]:
@@ -1025,7 +977,7 @@ class GridSwarmEnv(ParallelEnv):
         calls them and records the KPIs (in shadow mode nothing is paid or charged)."""
         cfg, f = self.config, self.fleet
         unmet = depart_evs(f, self.t_s + cfg.dt_s)
-        if self._unmet_at_reset is not None:   # EVs that left at 0 (_snap_departures)
+        if self._unmet_at_reset is not None:   # EVs that left at 0 (snap_departures)
             unmet = unmet + self._unmet_at_reset
             self._unmet_at_reset = None
         if int(np.count_nonzero(f.plugged)) != self.operator.n_plugged:   # an EV left

@@ -41,7 +41,7 @@ import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -495,6 +495,57 @@ EMERGENCY = Scenario(
 )
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (PRICE_SPIKE, SOLAR_SURPLUS, EMERGENCY)}
+
+
+class EpisodeProfiles(NamedTuple):
+    """An episode's time series, precomputed at reset (:func:`episode_profiles`)."""
+
+    #: noise-free balancing requirement per step and physics sub-step, MW
+    requirement_sub_mw: np.ndarray
+    #: true shortage (requirement + load noise) per step and sub-step, MW
+    shortage_sub_mw: np.ndarray
+    #: per step, the mean requirement over its sub-steps, MW
+    requirement_mean_mw: np.ndarray
+    #: the operator's forecast for round r (delivery [(r+1)·dt, (r+2)·dt)), every round, MW
+    round_forecast_mw: np.ndarray
+    #: irradiance at the steps' times t_k
+    irradiance: list[float]
+
+
+def episode_profiles(sc: Scenario, n_substeps: int, physics_dt_s: float, dt_s: float,
+                     step_times_s: np.ndarray, rng: np.random.Generator) -> EpisodeProfiles:
+    """Per-sub-step requirement (noise-free) and true shortage for the whole episode of
+    ``sc`` (``n_substeps`` physics sub-steps of ``physics_dt_s`` per agent step of
+    ``dt_s``), the operator's round forecasts and the irradiance at ``step_times_s``; the
+    load noise is drawn from a generator seeded by one draw of ``rng``."""
+    pdt = physics_dt_s
+    n_sub_total = sc.episode_steps * n_substeps
+    t_mid = (np.arange(n_sub_total) + 0.5) * pdt
+    forecast = sc.forecast_shortage_mw(t_mid)
+    # the trip as its exact mean over each sub-step (a midpoint sample would move it to
+    # a sub-step boundary, up to physics_dt_s/2 away from event_time_s)
+    lost = sc.lost_generation_mean_mw(np.arange(n_sub_total) * pdt,
+                                      np.arange(1, n_sub_total + 1) * pdt)
+    # the noise on its fixed grid (LOAD_NOISE_SAMPLE_S), read at each sub-step's
+    # midpoint: the same realisation whatever physics_dt_s (identical to one sample per
+    # sub-step at the default 50 ms)
+    grid_s = LOAD_NOISE_SAMPLE_S
+    n_noise = max(1, math.ceil(n_sub_total * pdt / grid_s - 1e-9))
+    noise = sc.load_noise_mw(n_noise, grid_s, np.random.default_rng(rng.integers(2**63)))
+    # (+1e-9: a midpoint on a sample boundary, as with 100 ms sub-steps, reads the
+    # later sample whatever the rounding of t_mid / grid_s)
+    noise = noise[np.minimum((t_mid / grid_s + 1e-9).astype(np.int64), n_noise - 1)]
+    shape = (sc.episode_steps, n_substeps)
+    requirement = (forecast + lost).reshape(shape)
+    shortage = (forecast + lost + noise).reshape(shape)
+    # the operator's forecast for round r (delivery [(r+1)·dt, (r+2)·dt)), every round
+    w0 = (np.arange(sc.episode_steps + 2) + 1) * dt_s
+    offsets = (np.arange(n_substeps) + 0.5) * pdt
+    return EpisodeProfiles(
+        requirement_sub_mw=requirement, shortage_sub_mw=shortage,
+        requirement_mean_mw=requirement.mean(axis=1),
+        round_forecast_mw=sc.forecast_shortage_mw(w0[:, None] + offsets).mean(axis=1),
+        irradiance=sc.irradiance(step_times_s).tolist())
 
 
 def scenario_names() -> tuple[str, ...]:
