@@ -548,6 +548,53 @@ def episode_profiles(sc: Scenario, n_substeps: int, physics_dt_s: float, dt_s: f
         irradiance=sc.irradiance(step_times_s).tolist())
 
 
+def check_reserve_timing(sc: Scenario, dt_s: float) -> None:
+    """Refuse a scenario with a reserve target whose trip leaves the operator no reserve
+    round its agents can answer before it at agent steps of ``dt_s`` (reserve round r
+    delivers from (r+1)·dt_s, and round 0 is cleared on bids made before its signal can
+    reach the agents), or comes after the episode's end (the operator would buy
+    reserve for a trip that never happens); with timing jitter, for its earliest draw.
+
+    :raises ValueError: saying which and what to change.
+    """
+    earliest_s = sc.event_time_s - sc.timing_jitter_s   # the earliest trip it can draw
+    if sc.reserve_target_mw > 0 and sc.has_event and not 2 * dt_s < earliest_s:
+        # reserve round r delivers from (r+1)·dt_s: reserve standing at the trip needs
+        # a round whose window starts before it, and round 0 is cleared on bids made
+        # before its signal can reach the agents
+        jitter = (f" (event_time_s {sc.event_time_s!r} − timing_jitter_s "
+                  f"{sc.timing_jitter_s!r})" if sc.timing_jitter_s else "")
+        if not earliest_s > 0:   # "use dt_s < 0 s" named no step length that works
+            # (a jitter reaching before t = 0 is refused by the Scenario; one
+            # reaching exactly t = 0 is not)
+            raise ValueError(
+                f"scenario {sc.name!r}: the event at {earliest_s!r} s{jitter} leaves no "
+                "reserve round its agents can answer before it at any dt_s, with "
+                f"reserve_target_mw = {sc.reserve_target_mw!r} (round 1 delivers from "
+                f"2·dt_s): use an event_time_s"
+                + (" − timing_jitter_s" if jitter else "")
+                + f" above 2·dt_s ({2 * dt_s:g} s at dt_s {dt_s!r})"
+                + (", a smaller timing_jitter_s" if jitter else "")
+                + ", or reserve_target_mw = 0")
+        raise ValueError(
+            f"EnvConfig.dt_s = {dt_s!r} leaves scenario {sc.name!r} no reserve round "
+            f"its agents can answer before the event at {earliest_s!r} s{jitter} (round 1 "
+            f"delivers from 2·dt_s): use dt_s < {earliest_s / 2:g} s, or a later "
+            "event_time_s" + (" or a smaller timing_jitter_s" if jitter else ""))
+    episode_end_s = sc.episode_steps * dt_s
+    if sc.reserve_target_mw > 0 and sc.has_event and earliest_s >= episode_end_s:
+        # no trip inside the episode: the operator would buy reserve for nothing (it
+        # cannot know the trip comes later), as with no trip at all
+        raise ValueError(
+            f"scenario {sc.name!r}: the event at {earliest_s!r} s"
+            f"{' (its earliest draw)' if sc.timing_jitter_s else ''} comes "
+            f"after the episode's end ({sc.episode_steps} steps x dt_s {dt_s!r} = "
+            f"{episode_end_s:g} s), so with reserve_target_mw = {sc.reserve_target_mw!r} "
+            "the operator would buy reserve for a trip that never happens: use an "
+            f"event_time_s below {episode_end_s:g} s, more episode_steps, or "
+            "reserve_target_mw = 0")
+
+
 def scenario_names() -> tuple[str, ...]:
     """Registered scenario names, in registry order."""
     return tuple(SCENARIOS)
