@@ -96,6 +96,7 @@ from pettingzoo import ParallelEnv
 
 from gridswarm_env import market
 from gridswarm_env.actions import MaskedMultiDiscrete, decode_actions
+from gridswarm_env.audit_seal import AuditSealer
 from gridswarm_env.bus import AgentMessageBus, Lane
 from gridswarm_env.config import EnvConfig, check_choice
 from gridswarm_env.contract_flow import ContractFlow
@@ -145,13 +146,10 @@ from gridswarm_env.scenarios import (
 from gridswarm_env.settlement import Settlement
 from gridswarm_env.signals import AgentSignals
 from gridswarm_env.trust import (
-    AuditLog,
     ContractLedger,
     IdentityRegistry,
     check_new_audit_file,
 )
-
-AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
 
 
 def _caller_stacklevel() -> int:
@@ -275,21 +273,11 @@ class GridSwarmEnv(ParallelEnv):
         self._scenario_rng = _scenario_rng(seed)
         self.registry = self._contract_keys(seed)
         # one audit chain for the env's lifetime (streamed to a file, or in memory keeping
-        # at most AUDIT_ENTRIES_IN_MEMORY entries); episodes start with "episode_start"
-        self._sealed_entries = 0   # audit entries covered by the last signed head
-        # why reset() and step() are refused: close() ended the signed audit file
-        self._audit_closed: str | None = None
-        # the operator's audit-head key for a streamed ed25519 file: random (os.urandom),
-        # not derived from the seed, one per environment (see operator_public_key_hex)
-        self._audit_keys = (
-            IdentityRegistry(["audit"], operator_id=self.registry.operator_id, seed=None)
-            if cfg.audit_path is not None and cfg.trust == "ed25519" else None)
-        try:
-            self.audit_log = AuditLog(cfg.audit_path, keep_entries=cfg.audit_keep_entries,
-                                      max_entries_in_memory=AUDIT_ENTRIES_IN_MEMORY)
-        except OSError as exc:
-            raise ValueError(f"EnvConfig.audit_path = {cfg.audit_path!r} cannot be written: "
-                             f"{exc.strerror or type(exc).__name__}") from None
+        # at most audit_seal.AUDIT_ENTRIES_IN_MEMORY entries); episodes start with
+        # "episode_start"
+        self._audit = AuditSealer(cfg.audit_path, cfg.audit_keep_entries, cfg.trust,
+                                  self.registry.operator_id)
+        self.audit_log = self._audit.log
         self._episode = -1
         self._ready = False
         self._failed: str | None = None   # why the last step stopped half-way (if it did)
@@ -308,7 +296,7 @@ class GridSwarmEnv(ParallelEnv):
         if self.config.audit_path is not None:
             why = (f"it writes the audit file {str(self.config.audit_path)!r}, which a copy "
                    "would write too")
-        elif self._episode >= 0 or self._audit_closed is not None:
+        elif self._episode >= 0 or self._audit.closed is not None:
             why = ("it has been reset or closed: its episode state, ledger and audit chain "
                    "hold private keys and cannot be copied")
         if why is not None:
@@ -365,8 +353,8 @@ class GridSwarmEnv(ParallelEnv):
     def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         cfg = self.config
-        if self._audit_closed is not None:
-            raise RuntimeError(f"reset() after close(): {self._audit_closed}")
+        if self._audit.closed is not None:
+            raise RuntimeError(f"reset() after close(): {self._audit.closed}")
         if options is not None and not isinstance(options, Mapping):
             # a dict is accepted and read from for nothing (PettingZoo's API test passes
             # one); anything else is a mistake, refused rather than ignored
@@ -639,8 +627,8 @@ class GridSwarmEnv(ParallelEnv):
             raise RuntimeError(f"{what} called before reset(); call reset() first")
 
     def _check_running(self) -> None:
-        if self._audit_closed is not None:
-            raise RuntimeError(f"step() after close(): {self._audit_closed}")
+        if self._audit.closed is not None:
+            raise RuntimeError(f"step() after close(): {self._audit.closed}")
         if self._failed is not None:
             raise RuntimeError(f"the last step stopped half-way ({self._failed}); the "
                                "episode cannot go on: call reset()")
@@ -737,7 +725,7 @@ class GridSwarmEnv(ParallelEnv):
         }
         if truncated:
             self.agents = []
-            self._seal_audit()
+            self._audit.seal()
         if self.render_mode == "human":
             self.render()
         if not as_dicts:
@@ -1160,7 +1148,8 @@ class GridSwarmEnv(ParallelEnv):
                 + (" [SHADOW]" if self.config.shadow else ""))
 
     def close(self) -> None:
-        """Finish the audit file (see :meth:`_seal_audit`) and flush it.
+        """Finish the audit file and flush it (see :meth:`AuditSealer.seal
+        <gridswarm_env.audit_seal.AuditSealer.seal>`).
 
         With ``audit_path`` set and Ed25519 identities the file ends with the operator's
         closing head, so the environment cannot be reset or stepped afterwards (a
@@ -1168,36 +1157,7 @@ class GridSwarmEnv(ParallelEnv):
         closing again does nothing. In hmac mode and without ``audit_path`` it only
         flushes, as before.
         """
-        self._seal_audit(final=True)
-
-    def _seal_audit(self, final: bool = False) -> None:
-        """End a streamed audit chain with the operator's signed head; flush the file.
-
-        With ``audit_path`` set and Ed25519 identities, the chain gets a ``head_signed``
-        entry at the end of every episode (when entries were written since the last
-        one), and :meth:`close` (``final``) ends the file with the *closing* head
-        (``final: true`` inside the signed bytes; a file closed before its first reset
-        stays empty), so ``python -m gridswarm_env.audit verify FILE --public-key HEX``
-        (the operator's audit key, :meth:`operator_public_key_hex`) can also detect a cut
-        tail or a rewritten suffix from the file alone, including a cut right after an
-        earlier episode's head (not closed). HMAC keys are secret, so an hmac-mode file
-        has no head a third party could check.
-        """
-        log, keys = self.audit_log, self._audit_keys
-        if keys is not None and self._audit_closed is None:
-            if final:
-                if log.n_entries:
-                    log.sign_head(keys, keys.operator_id, final=True)   # closes the file
-                log.close()
-                self._sealed_entries = log.n_entries
-                ended = ("ends with the operator's closing head, which nothing may follow"
-                         if log.n_entries else "was closed before the first reset (empty)")
-                self._audit_closed = (f"the audit file {str(log.path)!r} {ended}; build a new "
-                                      "environment (with a new audit_path) for more episodes")
-            elif log.n_entries > self._sealed_entries:
-                log.sign_head(keys, keys.operator_id)
-                self._sealed_entries = log.n_entries
-        log.flush()
+        self._audit.seal(final=True)
 
     def operator_public_key_hex(self) -> str | None:
         """The raw Ed25519 public key (64 hex digits) with which the operator signs the
@@ -1214,9 +1174,7 @@ class GridSwarmEnv(ParallelEnv):
         ``os.urandom`` when the environment is built and kept for its lifetime, so one
         key checks the whole file, whatever seeds its episodes used.
         """
-        if self._audit_keys is None:
-            return None
-        return self._audit_keys.public_key_bytes(self._audit_keys.operator_id).hex()
+        return self._audit.public_key_hex()
 
 
 def _rebuild_env(cls: type, scenario: Scenario, config: EnvConfig, limits: Any,
