@@ -10,7 +10,11 @@ operator's request and price signal reach agents over the Agent Message Bus
 (:mod:`gridswarm_env.market`); each award becomes a contract signed by agent and
 operator (:mod:`gridswarm_env.trust`); the mute dispatcher executes only contracts
 that verify (:mod:`gridswarm_env.dispatch`); the fleet and the grid frequency
-advance (:mod:`gridswarm_env.fleet`, :mod:`gridswarm_env.grid`).
+advance (:mod:`gridswarm_env.fleet`, :mod:`gridswarm_env.grid`). This module
+orchestrates the step and holds the PettingZoo API; the operator's forecasts, requests
+and announcements are :mod:`gridswarm_env.grid_operator`'s, what agents received of
+them :mod:`gridswarm_env.signals`', the contracts from issue to dispatch
+:mod:`gridswarm_env.contract_flow`'s and the rewards :mod:`gridswarm_env.settlement`'s.
 
 Timeline of step k (t0 = k·dt, t1 = t0 + dt)::
 
@@ -473,7 +477,7 @@ class GridSwarmEnv(ParallelEnv):
         self.sig_age_steps = sig.age_steps
         self.backpressure = np.zeros(n, dtype=bool)
         # share of each agent's last bid awarded by the contracts it received (see
-        # _update_signals); the operator's last clearing price (NaN before any), which
+        # ContractFlow.file_arrived); the operator's last clearing price (NaN before any), which
         # agents learn from the round announcements (sig_clearing_price_per_mwh)
         self.accepted_share = z.copy()
         self._bid_mw = z.copy()              # the bids published this step
