@@ -76,7 +76,7 @@ class ContractFlow:
                  book: ReserveBook, audit_log: AuditLog, metrics: MetricsAccumulator, *,
                  shadow: bool, reserve_traded: bool, contingency_mw: float,
                  ramp_mw_per_s: np.ndarray,
-                 tamper: Callable[[list, list], Any] | None = None) -> None:
+                 adversary: Callable[[Any, list, list], Any] | None = None) -> None:
         self.names, self.n_agents = names, len(names)
         self.ledger, self.bus, self.book = ledger, bus, book
         self.audit_log, self.metrics = audit_log, metrics
@@ -84,7 +84,7 @@ class ContractFlow:
         self.reserve_traded = reserve_traded   # a reserve target: reserve rounds are held
         self.contingency_mw = contingency_mw
         self.ramp_mw_per_s = ramp_mw_per_s     # inf: no ramp limit
-        self.tamper = tamper                   # the adversary, bound to the environment
+        self.adversary = adversary             # may tamper with contracts on the bus
         self.to_operator = np.full(self.n_agents, OPERATOR)
         self.refs: dict[int, tuple] = {}
         self.next_ref = 0
@@ -99,10 +99,12 @@ class ContractFlow:
 
     # ------------------------------------------------------------------ issue
     def issue(self, result: market.ClearingResult, round_index: int, window_start_s: float,
-              window_end_s: float, is_reserve: bool, now_s: float) -> None:
+              window_end_s: float, is_reserve: bool, now_s: float, env: Any = None) -> None:
         """Sign the round's awards (``result``, at least one accepted) and publish them to
         their holders at ``now_s`` (gate closure); a reserve award enters the operator's
-        books as awarded."""
+        books as awarded. An ``adversary`` is called as ``adversary(env, signed,
+        recipients)`` (``env``: the environment, passed per call so that the flow holds
+        no reference to it)."""
         n = self.n_agents
         idx = result.accepted_indices
         signed = self.ledger.issue(round_index, idx, result.accepted_mw[idx],
@@ -112,8 +114,8 @@ class ContractFlow:
         recipients = idx
         if is_reserve:   # the operator's books, per contract, as awarded
             self.book.award(signed, owners)
-        if self.tamper is not None:
-            tampered = self.tamper(signed, owners)
+        if self.adversary is not None:
+            tampered = self.adversary(env, signed, owners)
             if not isinstance(tampered, tuple) or len(tampered) != 2:
                 raise TypeError(f"adversary returned {type(tampered).__name__}: expected "
                                 "(signed contracts, recipients), as it was given")

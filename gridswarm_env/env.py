@@ -86,7 +86,6 @@ v0: first release.
 
 from __future__ import annotations
 
-import functools
 import gc
 import math
 import warnings
@@ -448,7 +447,7 @@ class GridSwarmEnv(ParallelEnv):
             self.possible_agents, self.ledger, self.bus, self.reserve_book, self.audit_log,
             self.metrics, shadow=cfg.shadow, reserve_traded=sc.reserve_target_mw > 0,
             contingency_mw=sc.contingency_mw, ramp_mw_per_s=self.kernel.arrays.ramp_mw_per_s,
-            tamper=None if self.adversary is None else functools.partial(self.adversary, self))
+            adversary=self.adversary)
         self.contract_flow.events = self.events
         self.emergency_arrival_s = np.full(n, np.inf)
         self.emergency_seen = np.zeros(n, dtype=bool)
@@ -863,7 +862,7 @@ class GridSwarmEnv(ParallelEnv):
         is_reserve = product == PRODUCT_RESERVE
         window_end = self._reserve_until_s if is_reserve else window_start_s + cfg.dt_s
         self.contract_flow.issue(result, self.round_index, window_start_s, window_end,
-                                 is_reserve, now_s)
+                                 is_reserve, now_s, self)
         return result
 
     def _receive_emergency(self, deliveries: tuple) -> None:
