@@ -36,11 +36,12 @@ from benchmarks.bench_env import CryptoTimer, settle_process  # noqa: E402
 from gridswarm_env.env import GridSwarmEnv  # noqa: E402
 from policies import make_policy  # noqa: E402
 
-#: the step's phases, in order (methods of GridSwarmEnv)
+#: the step's phases, in order (methods of GridSwarmEnv; ``part.method``: a method of the
+#: environment's per-episode ``part``, e.g. its ``contract_flow``)
 PHASES = ("_kernel_filter", "_publish_bids", "_maybe_broadcast_emergency", "_clear",
-          "_operator_request", "_announce", "_verify_pending", "_activate_reserve",
-          "_physics", "_settle", "_update_signals", "_update_feasible",
-          "observations_array", "action_masks")
+          "_operator_request", "_announce", "contract_flow.verify_pending",
+          "contract_flow.activate_reserve", "_physics", "_settle", "_update_signals",
+          "_update_feasible", "observations_array", "action_masks")
 
 
 def _wrap(obj: Any, name: str, totals: dict[str, float], label: str) -> None:
@@ -73,7 +74,8 @@ def breakdown(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_s
     env.reset(seed=seed)
     totals: dict[str, float] = defaultdict(float)
     for name in PHASES:
-        _wrap(env, name, totals, name)
+        if "." not in name:
+            _wrap(env, name, totals, name)
     pol = make_policy("heuristic")
     crypto = CryptoTimer(env.registry)   # the registry outlives resets with the same seed
     obs = _restart(env, pol, seed)
@@ -100,7 +102,7 @@ def breakdown(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_s
                 idle[name] += seconds - before.get(name, 0.0)
         done += 1
     totals.pop("action_masks", None)   # called by the policy loop, outside the step
-    totals["  sign + verify (inside _clear, _verify_pending)"] = crypto.seconds
+    totals["  sign + verify (inside _clear, verify_pending)"] = crypto.seconds
     idle.pop("action_masks", None)
     split = contract_split(contracts, durations)
     n_idle = split["steps_without_contract"]
@@ -144,12 +146,17 @@ def _restart(env: GridSwarmEnv, pol: Any, seed: int) -> Any:
 
 
 def _instrument_episode(env: GridSwarmEnv, totals: dict[str, float]) -> None:
-    """Time the bus calls (a new bus every episode) once per episode."""
+    """Time the bus calls and the phases of per-episode parts (a new bus and contract flow
+    every episode) once per episode."""
     if getattr(env.bus, "_profiled", False):
         return
     _wrap(env.bus, "deliver", totals, "  bus.deliver")
     _wrap(env.bus, "publish_batch", totals, "  bus.publish_batch (in phases)")
     env.bus._profiled = True
+    for name in PHASES:
+        if "." in name:
+            part, method = name.split(".")
+            _wrap(getattr(env, part), method, totals, name)
 
 
 def profile(n_agents: int = 100, trust: str = "hmac", scenario: str = "price_spike",

@@ -4,7 +4,7 @@ action at its own agent's ``step()``.
 PettingZoo's wrapper only stores each action and hands the round's actions to the parallel
 ``step()`` at the last agent: an invalid action was refused there (naming the earlier agent),
 stayed stored, and every later ``step()`` raised the same error until ``reset()``. Here an
-action is checked by the parallel step's own check (:func:`gridswarm_env.env.decode_actions`,
+action is checked by the parallel step's own check (:func:`gridswarm_env.actions.decode_actions`,
 same message) before it is stored, so the same agent can step again with a valid one.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
-from gridswarm_env.env import decode_actions
+from gridswarm_env.actions import decode_actions
 
 
 class CheckedParallelToAEC(parallel_to_aec_wrapper):

@@ -10,7 +10,11 @@ operator's request and price signal reach agents over the Agent Message Bus
 (:mod:`gridswarm_env.market`); each award becomes a contract signed by agent and
 operator (:mod:`gridswarm_env.trust`); the mute dispatcher executes only contracts
 that verify (:mod:`gridswarm_env.dispatch`); the fleet and the grid frequency
-advance (:mod:`gridswarm_env.fleet`, :mod:`gridswarm_env.grid`).
+advance (:mod:`gridswarm_env.fleet`, :mod:`gridswarm_env.grid`). This module
+orchestrates the step and holds the PettingZoo API; the operator's forecasts, requests
+and announcements are :mod:`gridswarm_env.grid_operator`'s, what agents received of
+them :mod:`gridswarm_env.signals`', the contracts from issue to dispatch
+:mod:`gridswarm_env.contract_flow`'s and the rewards :mod:`gridswarm_env.settlement`'s.
 
 Timeline of step k (t0 = k·dt, t1 = t0 + dt)::
 
@@ -83,11 +87,9 @@ v0: first release.
 from __future__ import annotations
 
 import gc
-import itertools
 import math
-import operator
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from numbers import Integral
 from typing import Any
 
@@ -96,8 +98,11 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from gridswarm_env import market
+from gridswarm_env.actions import MaskedMultiDiscrete, decode_actions
+from gridswarm_env.audit_seal import AuditSealer
 from gridswarm_env.bus import AgentMessageBus, Lane
 from gridswarm_env.config import EnvConfig, check_choice
+from gridswarm_env.contract_flow import ContractFlow
 from gridswarm_env.dispatch import balancing_bounds, execute
 from gridswarm_env.fleet import (
     agent_names,
@@ -107,10 +112,23 @@ from gridswarm_env.fleet import (
     depart_evs,
     energy_change_mwh,
     kinds_left_out,
+    snap_departures,
     update_solar,
 )
 from gridswarm_env.grid import GridModel
+from gridswarm_env.grid_operator import GridOperator
 from gridswarm_env.kernel import ExecutionChecker, Kernel, as_limits, check_limits_names
+from gridswarm_env.messages import (
+    BID_DTYPE,
+    DISPATCHER,
+    EMERGENCY_DTYPE,
+    OPERATOR,
+    TOPIC_BIDS,
+    TOPIC_CONTRACTS,
+    TOPIC_EMERGENCY,
+    TOPIC_FORECAST,
+    TOPIC_PRICE,
+)
 from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package's name)
     OBS_DIM,
@@ -121,29 +139,22 @@ from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package'
 )
 from gridswarm_env.reserve import ReserveBook
 from gridswarm_env.scenarios import (
-    LOAD_NOISE_SAMPLE_S,
     PRODUCT_ENERGY,
     PRODUCT_RESERVE,
     Scenario,
+    check_reserve_timing,
+    episode_profiles,
     get_scenario,
 )
+from gridswarm_env.settlement import Settlement
+from gridswarm_env.signals import AgentSignals
 from gridswarm_env.trust import (
-    AuditLog,
-    Contract,
     ContractLedger,
     IdentityRegistry,
-    SignedContract,
-    _describe_id,
-    audit_contract_id,
     check_new_audit_file,
 )
 
-OPERATOR = -1
-DISPATCHER = -2
-TOPIC_PRICE, TOPIC_BIDS, TOPIC_FORECAST = "grid/price", "grid/bids", "grid/forecast"
-TOPIC_CONTRACTS, TOPIC_EMERGENCY = "grid/contracts", "grid/emergency"
 
-AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
 def _caller_stacklevel() -> int:
     """``warnings.warn`` stacklevel of the first frame outside this package, counted from
     the function that calls this one: a warning raised while building the environment
@@ -165,33 +176,6 @@ def _caller_stacklevel() -> int:
 #: that lists fewer carries ``listed``)
 AUDIT_BLOCKED_LISTED = 100
 
-BID_DTYPE = np.dtype([("round", np.int32), ("power_mw", np.float64),
-                      ("price_per_mwh", np.float64)])
-#: a round's announcement, published at gate closure: the next round (request, price
-#: signal, product), the grid's state, and the market result so far (the last round
-#: that cleared: its clearing price, NaN before any)
-SIGNAL_DTYPE = np.dtype([("round", np.int32), ("request_mw", np.float64),
-                         ("price_per_mwh", np.float64), ("product", np.int8),
-                         ("freq_hz", np.float64), ("rocof_hz_per_s", np.float64),
-                         ("clearing_price_per_mwh", np.float64)])
-EMERGENCY_DTYPE = np.dtype([("event_s", np.float64), ("lost_mw", np.float64)])
-
-
-def _add_by_owner(target: np.ndarray, owners: list[int], values: list[float],
-                  distinct: bool | None = None) -> np.ndarray:
-    """``target[owners[i]] += values[i]`` in order (``np.add.at``); one fancy ``+=`` when
-    the owners are distinct (the same result, faster; ``distinct`` says so when the
-    caller knows). Returns the owners as an array."""
-    idx = np.array(owners, dtype=np.intp)
-    vals = np.array(values, dtype=float)
-    if distinct is None:
-        distinct = len(set(owners)) == len(owners)
-    if distinct:
-        target[idx] += vals
-    else:
-        np.add.at(target, idx, vals)
-    return idx
-
 
 #: spawn key of the episode scenario's generator, ``SeedSequence(seed, spawn_key=(key,))``:
 #: no other stream of the environment or of the trainer's copies
@@ -211,108 +195,6 @@ def _checked_seed(seed: Any) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative int or None")
     return int(seed)
-
-
-#: a packed signal record as one opaque item of its size: copying signal records as these
-#: moves the same bytes as the field-wise copy, several times faster
-_SIGNAL_VOID = np.dtype((np.void, SIGNAL_DTYPE.itemsize))
-
-
-class MaskedMultiDiscrete(spaces.MultiDiscrete):
-    """``MultiDiscrete`` whose :meth:`sample` also takes the flat concatenated mask
-    (``infos[a]["action_mask"]``, length ``sum(nvec)``), as PettingZoo's harnesses pass it."""
-
-    def sample(self, mask=None, probability=None):
-        if isinstance(mask, np.ndarray) and mask.ndim == 1 and mask.size == int(self.nvec.sum()):
-            mask = tuple(np.split(mask.astype(np.int8), np.cumsum(self.nvec)[:-1]))
-        if probability is None:
-            return super().sample(mask)
-        return super().sample(mask, probability)
-
-
-_DTYPE_OF = operator.attrgetter("dtype")
-_SEQUENCE_ROWS = frozenset({list, tuple})
-#: element types of a list or tuple action that need the per-agent check
-_NOT_PLAIN_NUMBERS = frozenset({bool, np.bool_, np.ndarray, np.ma.MaskedArray})
-
-
-def _is_bool(x: Any) -> bool:
-    return isinstance(x, bool | np.bool_) or (isinstance(x, np.ndarray) and x.dtype.kind == "b")
-
-
-def _coerced_action(values: Sequence[Any]) -> tuple[int, str] | None:
-    """The first action numpy would turn into numbers without a word, as ``(index, what is
-    wrong)``: one holding a bool (``np.array([[True, 3], [1, 2]])`` is ``[[1, 3], [1, 2]]``,
-    while an all-bool batch is refused as bool) or a masked (missing) entry of a masked
-    array, whose hidden data would be bid; None when there is none. An int or float
-    array row, the usual action, passes the fast path (~6 µs at 100 agents), as do list or
-    tuple rows of plain numbers (one pass over their element types)."""
-    row_types = set(map(type, values))
-    if row_types == {np.ndarray} and not any(
-            dtype.kind == "b" for dtype in set(map(_DTYPE_OF, values))):
-        return None
-    if row_types <= _SEQUENCE_ROWS and _NOT_PLAIN_NUMBERS.isdisjoint(
-            map(type, itertools.chain.from_iterable(values))):
-        return None
-    for i, value in enumerate(values):
-        if type(value) is np.ndarray:
-            if value.dtype.kind == "b":
-                return i, "a bool is not a level"
-            continue
-        if np.ma.isMaskedArray(value) and np.ma.is_masked(value):
-            return i, "it has a masked (missing) entry"
-        if _is_bool(value):
-            return i, "a bool is not a level"
-        if isinstance(value, list | tuple) and any(_is_bool(x) for x in value):
-            return i, "a bool is not a level"
-    return None
-
-
-def decode_actions(nvec: np.ndarray, names: Sequence[str], values: Sequence[Any]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``values[i]`` (the action of ``names[i]``) → (power level, price level) int64 arrays,
-    for the ``MultiDiscrete(nvec)`` action space: the one action check, of the parallel
-    ``step()`` and of the AEC API's single actions (:mod:`gridswarm_env.aec`).
-
-    Raises ValueError naming the first bad agent and the allowed values when an action is
-    not two integer-valued numbers inside ``[0, nvec)`` (NaN, ±inf, strings, bools, masked
-    entries, wrong shapes).
-    """
-    allowed = (f"expected 2 integers [power level 0..{nvec[0] - 1}, "
-               f"price level 0..{nvec[1] - 1}]")
-    try:   # numbers only: strings and objects are refused, not converted
-        arr = np.array(values)
-        if arr.dtype.kind in "iuf":
-            arr = arr.astype(float, copy=False)
-        else:
-            arr = None
-    except (TypeError, ValueError):
-        arr = None
-    coerced = _coerced_action(values)
-    if coerced is not None:
-        i, what = coerced
-        raise ValueError(f"action of {names[i]} = {values[i]!r}: {what}; {allowed}")
-    if arr is None or arr.shape != (len(names), 2):
-        for a, value in zip(names, values, strict=True):
-            try:
-                one = np.asarray(value)
-                ok = one.shape == (2,) and one.dtype.kind in "iuf"
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError(f"action of {a} = {value!r}: {allowed}")
-        raise ValueError(f"actions could not be read: {allowed}")
-    # in range and integer-valued (NaN and ±inf fail the comparisons)
-    ok = arr >= 0
-    ok &= arr < nvec
-    ok &= arr == np.floor(arr)
-    if not ok.all():
-        bad = ~ok.all(axis=1)
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"action of {names[i]} = {values[i]!r} is outside the action space: "
-                         f"{allowed} ({int(bad.sum())} agent(s) affected)")
-    ints = arr.astype(np.int64)
-    return ints[:, 0], ints[:, 1]
 
 
 class GridSwarmEnv(ParallelEnv):
@@ -359,43 +241,7 @@ class GridSwarmEnv(ParallelEnv):
         # the scenario given, and the one the current episode plays (drawn at reset when
         # the base has jitter; the base itself until the first reset)
         self.base_scenario = self.scenario = get_scenario(scenario)
-        sc = self.scenario
-        earliest_s = sc.event_time_s - sc.timing_jitter_s   # the earliest trip it can draw
-        if sc.reserve_target_mw > 0 and sc.has_event and not 2 * cfg.dt_s < earliest_s:
-            # reserve round r delivers from (r+1)·dt_s: reserve standing at the trip needs
-            # a round whose window starts before it, and round 0 is cleared on bids made
-            # before its signal can reach the agents
-            jitter = (f" (event_time_s {sc.event_time_s!r} − timing_jitter_s "
-                      f"{sc.timing_jitter_s!r})" if sc.timing_jitter_s else "")
-            if not earliest_s > 0:   # "use dt_s < 0 s" named no step length that works
-                # (a jitter reaching before t = 0 is refused by the Scenario; one
-                # reaching exactly t = 0 is not)
-                raise ValueError(
-                    f"scenario {sc.name!r}: the event at {earliest_s!r} s{jitter} leaves no "
-                    "reserve round its agents can answer before it at any dt_s, with "
-                    f"reserve_target_mw = {sc.reserve_target_mw!r} (round 1 delivers from "
-                    f"2·dt_s): use an event_time_s"
-                    + (" − timing_jitter_s" if jitter else "")
-                    + f" above 2·dt_s ({2 * cfg.dt_s:g} s at dt_s {cfg.dt_s!r})"
-                    + (", a smaller timing_jitter_s" if jitter else "")
-                    + ", or reserve_target_mw = 0")
-            raise ValueError(
-                f"EnvConfig.dt_s = {cfg.dt_s!r} leaves scenario {sc.name!r} no reserve round "
-                f"its agents can answer before the event at {earliest_s!r} s{jitter} (round 1 "
-                f"delivers from 2·dt_s): use dt_s < {earliest_s / 2:g} s, or a later "
-                "event_time_s" + (" or a smaller timing_jitter_s" if jitter else ""))
-        episode_end_s = sc.episode_steps * cfg.dt_s
-        if sc.reserve_target_mw > 0 and sc.has_event and earliest_s >= episode_end_s:
-            # no trip inside the episode: the operator would buy reserve for nothing (it
-            # cannot know the trip comes later), as with no trip at all
-            raise ValueError(
-                f"scenario {sc.name!r}: the event at {earliest_s!r} s"
-                f"{' (its earliest draw)' if sc.timing_jitter_s else ''} comes "
-                f"after the episode's end ({sc.episode_steps} steps x dt_s {cfg.dt_s!r} = "
-                f"{episode_end_s:g} s), so with reserve_target_mw = {sc.reserve_target_mw!r} "
-                "the operator would buy reserve for a trip that never happens: use an "
-                f"event_time_s below {episode_end_s:g} s, more episode_steps, or "
-                "reserve_target_mw = 0")
+        check_reserve_timing(self.scenario, cfg.dt_s)
         self.render_mode = render_mode
         self.limits = as_limits(limits)
         self.adversary = adversary
@@ -430,21 +276,11 @@ class GridSwarmEnv(ParallelEnv):
         self._scenario_rng = _scenario_rng(seed)
         self.registry = self._contract_keys(seed)
         # one audit chain for the env's lifetime (streamed to a file, or in memory keeping
-        # at most AUDIT_ENTRIES_IN_MEMORY entries); episodes start with "episode_start"
-        self._sealed_entries = 0   # audit entries covered by the last signed head
-        # why reset() and step() are refused: close() ended the signed audit file
-        self._audit_closed: str | None = None
-        # the operator's audit-head key for a streamed ed25519 file: random (os.urandom),
-        # not derived from the seed, one per environment (see operator_public_key_hex)
-        self._audit_keys = (
-            IdentityRegistry(["audit"], operator_id=self.registry.operator_id, seed=None)
-            if cfg.audit_path is not None and cfg.trust == "ed25519" else None)
-        try:
-            self.audit_log = AuditLog(cfg.audit_path, keep_entries=cfg.audit_keep_entries,
-                                      max_entries_in_memory=AUDIT_ENTRIES_IN_MEMORY)
-        except OSError as exc:
-            raise ValueError(f"EnvConfig.audit_path = {cfg.audit_path!r} cannot be written: "
-                             f"{exc.strerror or type(exc).__name__}") from None
+        # at most audit_seal.AUDIT_ENTRIES_IN_MEMORY entries); episodes start with
+        # "episode_start"
+        self._audit = AuditSealer(cfg.audit_path, cfg.audit_keep_entries, cfg.trust,
+                                  self.registry.operator_id)
+        self.audit_log = self._audit.log
         self._episode = -1
         self._ready = False
         self._failed: str | None = None   # why the last step stopped half-way (if it did)
@@ -463,7 +299,7 @@ class GridSwarmEnv(ParallelEnv):
         if self.config.audit_path is not None:
             why = (f"it writes the audit file {str(self.config.audit_path)!r}, which a copy "
                    "would write too")
-        elif self._episode >= 0 or self._audit_closed is not None:
+        elif self._episode >= 0 or self._audit.closed is not None:
             why = ("it has been reset or closed: its episode state, ledger and audit chain "
                    "hold private keys and cannot be copied")
         if why is not None:
@@ -520,8 +356,8 @@ class GridSwarmEnv(ParallelEnv):
     def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         cfg = self.config
-        if self._audit_closed is not None:
-            raise RuntimeError(f"reset() after close(): {self._audit_closed}")
+        if self._audit.closed is not None:
+            raise RuntimeError(f"reset() after close(): {self._audit.closed}")
         if options is not None and not isinstance(options, Mapping):
             # a dict is accepted and read from for nothing (PettingZoo's API test passes
             # one); anything else is a mistake, refused rather than ignored
@@ -560,11 +396,12 @@ class GridSwarmEnv(ParallelEnv):
         for _ in range(sc.episode_steps + 2):
             times.append(times[-1] + dt)
         self._step_times_s = np.array(times)
-        self._unmet_at_reset = self._snap_departures(sc.episode_steps)
+        # EV departures inside the episode move to the start of their step
+        self._unmet_at_reset = snap_departures(self.fleet,
+                                               self._step_times_s[:sc.episode_steps + 1])
         self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
                              cfg.market.n_power_levels, dt,
                              cfg.market.reserve_full_activation_s)
-        self._ramp_mw_per_s = self.kernel.arrays.ramp_mw_per_s   # inf: no ramp limit
         self.grid.reset()
         # step_s: CONTROL/MARKET messages deferred longer than one agent step are obsolete
         # (rounds are per step, contracts cover the next step) and dropped by the bus
@@ -586,7 +423,13 @@ class GridSwarmEnv(ParallelEnv):
         drawn = {"drawn": sc.drawn_values()} if self.base_scenario.randomized else {}
         self.audit_log.append("episode_start", episode=self._episode, scenario=sc.name,
                               n_agents=n, trust=cfg.trust, shadow=cfg.shadow, **drawn)
-        self._precompute_profiles(rng)
+        # the episode's requirement, shortage, round forecasts and irradiance
+        prof = episode_profiles(sc, self.n_substeps, cfg.grid.physics_dt_s, dt,
+                                self._step_times_s, rng)
+        self.requirement_sub_mw, self.shortage_sub_mw = (prof.requirement_sub_mw,
+                                                         prof.shortage_sub_mw)
+        self._requirement_mean_mw = prof.requirement_mean_mw
+        self._round_forecast_mw, self._irradiance = prof.round_forecast_mw, prof.irradiance
         self.metrics = MetricsAccumulator(
             costs=cfg.costs, dt_s=dt, physics_dt_s=cfg.grid.physics_dt_s,
             disturbance_time_s=sc.disturbance_time_s,
@@ -596,14 +439,19 @@ class GridSwarmEnv(ParallelEnv):
         z = np.zeros(n)
         self.scheduled_p_mw = z.copy()       # contracted balancing power, current window
         self.awarded_next = z.copy()         # contracted balancing power, next window
-        self.pending: list = []              # (signed energy contract, owner) for next window
         # reserve contracts: awarded, held, activated, paid (gridswarm_env.reserve)
         self.reserve_book = ReserveBook(n)
+        self.events: list[str] = []
+        # the signed contracts from issue to dispatch (gridswarm_env.contract_flow)
+        self.contract_flow = ContractFlow(
+            self.possible_agents, self.ledger, self.bus, self.reserve_book, self.audit_log,
+            self.metrics, shadow=cfg.shadow, reserve_traded=sc.reserve_target_mw > 0,
+            contingency_mw=sc.contingency_mw, ramp_mw_per_s=self.kernel.arrays.ramp_mw_per_s,
+            adversary=self.adversary)
+        self.contract_flow.events = self.events
         self.emergency_arrival_s = np.full(n, np.inf)
         self.emergency_seen = np.zeros(n, dtype=bool)
         self.event_detected = False
-        self._trip_round: int | None = None   # first round whose request covers the trip
-        self._awaiting_energy_response = False
         self.last_p_mw = z.copy()
         # under a finite ramp limit: the last step's executed power per sub-step (None
         # otherwise) and its last sub-step
@@ -612,28 +460,23 @@ class GridSwarmEnv(ParallelEnv):
         self._plan_end_mw = z.copy()      # the ramp-followable plan's last sub-step
         self._would_p_end_mw = z.copy()   # shadow mode: the would-be path's last sub-step
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
-        self._contract_refs: dict[int, tuple] = {}   # bus payload ref -> (contract, owner)
-        self._next_ref = 0
-        self._arrived: list = []   # contracts delivered this step: (signed, owner), in order
-        self._arrived_reserve = False   # a reserve contract among them
-        self.contracts_lost = 0    # contracts the bus refused (CONTROL lane full) or dropped
         self.stale_bids = 0
-        # what agents know (from delivered messages)
-        # the last price signal each agent received: one record per agent (written per
-        # delivery with _sig_void.put, one 45-byte item each); sig_* are views of its fields
-        sig = self._sig = np.zeros(n, dtype=SIGNAL_DTYPE)
-        sig["round"] = -1
-        sig["price_per_mwh"] = float(self.price_levels_per_mwh.mean())
-        sig["freq_hz"] = cfg.grid.nominal_freq_hz
-        sig["clearing_price_per_mwh"] = np.nan
-        self.sig_round, self.sig_request_mw = sig["round"], sig["request_mw"]
-        self.sig_price_per_mwh, self.sig_product = sig["price_per_mwh"], sig["product"]
-        self.sig_freq_hz, self.sig_rocof_hz_per_s = sig["freq_hz"], sig["rocof_hz_per_s"]
-        self.sig_clearing_price_per_mwh = sig["clearing_price_per_mwh"]
-        self.sig_age_steps = np.full(n, 10.0)
+        # what agents know (from delivered messages): the last round announcement each
+        # received (gridswarm_env.signals); sig_* are views of its fields. Announcements
+        # are made at reset (t = 0) and at each gate closure: the first two are only
+        # gate_s apart, so a newer one can overtake an older one from latencies of gate_s
+        sig = self.signals = AgentSignals(
+            n, price_per_mwh=float(self.price_levels_per_mwh.mean()),
+            nominal_freq_hz=cfg.grid.nominal_freq_hz,
+            reorder=cfg.bus.latency_max_s >= cfg.market.gate_s)
+        self.sig_round, self.sig_request_mw = sig.round, sig.request_mw
+        self.sig_price_per_mwh, self.sig_product = sig.price_per_mwh, sig.product
+        self.sig_freq_hz, self.sig_rocof_hz_per_s = sig.freq_hz, sig.rocof_hz_per_s
+        self.sig_clearing_price_per_mwh = sig.clearing_price_per_mwh
+        self.sig_age_steps = sig.age_steps
         self.backpressure = np.zeros(n, dtype=bool)
         # share of each agent's last bid awarded by the contracts it received (see
-        # _update_signals); the operator's last clearing price (NaN before any), which
+        # ContractFlow.file_arrived); the operator's last clearing price (NaN before any), which
         # agents learn from the round announcements (sig_clearing_price_per_mwh)
         self.accepted_share = z.copy()
         self._bid_mw = z.copy()              # the bids published this step
@@ -641,10 +484,8 @@ class GridSwarmEnv(ParallelEnv):
         self.freq_trace_hz = np.full(self.n_substeps, cfg.grid.nominal_freq_hz)
         self.last_rocof_hz_per_s = 0.0
         self.last_info: dict[str, Any] = {}
-        self.events: list[str] = []
         self.shadow_dispatch_mwh = 0.0
         self._would_dispatch_mw = z.copy()   # shadow mode: per agent, last step
-        self._would_response_s = None        # shadow mode: first would-be reserve activation
         self.dispatch_clamped = 0
         self._cleared_product = PRODUCT_ENERGY
         self.reserve_short = False           # the last reserve round cleared short
@@ -652,7 +493,7 @@ class GridSwarmEnv(ParallelEnv):
         self._precompute_constants()
         self._baseline_next = baseline_mw(self.fleet)
         # round 0 (delivery [dt, 2dt)) is announced at t = 0
-        self._reset_forecasts()
+        self.operator.reset_forecasts()
         self.round_index = 0
         self.round_request_mw, self.round_product = self._operator_request(0)
         self._announce(self.round_index, self.round_request_mw, self.round_product, 0.0)
@@ -661,32 +502,6 @@ class GridSwarmEnv(ParallelEnv):
         self._failed = None
         self._update_feasible()
         return self._observations(), self._infos()
-
-    def _snap_departures(self, n_steps: int) -> np.ndarray | None:
-        """Move every EV departure that falls inside the episode back to the start of
-        the agent step it falls in (a step boundary, on the times the steps reach,
-        ``_step_times_s``: ``t_{k+1} = t_k + dt_s``).
-
-        Power is traded and dispatched per whole step, and an EV counts as plugged in for
-        every step that begins before its departure: a departure inside a step left it
-        charging (or paid for deferring charging) for the rest of that step after it had
-        left. Rounded down, it is plugged in over whole steps only and never after its
-        drawn departure time. Departures at or after the episode's end are left as drawn
-        (they change nothing inside it), so a fleet without such departures is untouched.
-
-        :return: the unmet departure energy (MWh per agent) of the EVs whose departure
-            falls in the first step and so moves to 0 (they are never plugged in; it is
-            charged in the first step's settlement), or None when there is none.
-        """
-        f = self.fleet
-        grid = self._step_times_s[:n_steps + 1]
-        inside = f.departure_s < grid[-1]   # inf for non-EVs
-        if not np.count_nonzero(inside):
-            return None
-        k = np.searchsorted(grid, f.departure_s[inside], side="right") - 1
-        f.departure_s[inside] = grid[k]
-        unmet = depart_evs(f, 0.0)   # those now leaving at 0 (plugged at build_fleet)
-        return unmet if np.count_nonzero(unmet) else None
 
     def _precompute_constants(self) -> None:
         """Per-episode constants and buffers (no RNG use): what every step would recompute."""
@@ -701,27 +516,21 @@ class GridSwarmEnv(ParallelEnv):
         self._sub_ends = np.arange(1, self.n_substeps + 1, dtype=float)
         self._sub_end_offsets_s = cfg.grid.physics_dt_s * self._sub_ends
         self._bid_rows = np.empty(n, dtype=BID_DTYPE)
-        self._signal_rows = np.empty(n, dtype=SIGNAL_DTYPE)
-        # opaque-item views of the packed signal records: one record is broadcast to all
-        # rows and delivered rows are scattered into the agents' state as raw bytes (the
-        # same bytes as the field-wise copies, several times faster)
-        self._signal_record = np.empty(1, dtype=SIGNAL_DTYPE)
-        self._signal_rows_void = self._signal_rows.view(_SIGNAL_VOID)
-        self._signal_record_void = self._signal_record.view(_SIGNAL_VOID)
-        self._sig_void = self._sig.view(_SIGNAL_VOID)
         # reserve contracts cover delivery until the episode's end (their window end)
         self._reserve_until_s = self.duration_s + cfg.dt_s
-        # fleet flexibility (DESIGN §3): the plugged-in fleet's, refreshed when EVs leave;
-        # downward follows the PV forecast. The observation's scale stays the reset's.
-        self._refresh_flexibility()
-        self._flex_scale = max(self._flexible_mw(1.0), 1e-6)
-        self._neutral_price = market.neutral_price_per_mwh(sc.price_floor_per_mwh,
-                                                           sc.price_cap_per_mwh)
+        # the operator: its forecasts, the fleet flexibility it prices with (refreshed
+        # when EVs leave) and its announcements. The observation's scale stays the reset's.
+        self.operator = GridOperator(
+            self.bus, f, c, self.kernel.arrays, self._round_forecast_mw,
+            price_floor_per_mwh=sc.price_floor_per_mwh, price_cap_per_mwh=sc.price_cap_per_mwh,
+            reserve_target_mw=sc.reserve_target_mw, contingency_mw=sc.contingency_mw,
+            deadband_mw=cfg.market.deadband_mw, latency_max_s=cfg.bus.latency_max_s,
+            dt_s=cfg.dt_s)
+        self._flex_scale = max(self.operator.flexible_mw(1.0), 1e-6)
         # masks: price levels are all allowed; the power part is refreshed every step
         n_power = cfg.market.n_power_levels
         self._mask_buf = np.ones((n, n_power + cfg.market.n_price_levels), dtype=bool)
         self._mask_price = self._mask_buf[:, n_power:]
-        self._h = cfg.dt_s / 3600.0
         # kinds are contiguous (fleets are built sorted by kind): slices, written in place
         sel = (c.battery, c.solar, c.ev)
         if not all(isinstance(x, slice) for x in sel):
@@ -736,145 +545,31 @@ class GridSwarmEnv(ParallelEnv):
             request_scale_mw=self._flex_scale, price_floor_per_mwh=sc.price_floor_per_mwh,
             price_cap_per_mwh=sc.price_cap_per_mwh, start_hour=sc.start_hour,
             duration_s=self.duration_s)
-        self._precompute_settlement()
-
-    def _precompute_settlement(self) -> None:
-        """:meth:`_settle`'s constant factors as arrays over agents, the operands of the
-        market's settlement functions (an array operand skips NumPy's conversion of a
-        Python float each call; the products are the same bits)."""
-        cfg, n, h = self.config, self.n_agents, self._h
-        costs, (bat, sol, ev) = cfg.costs, self._kind_sel
-        self._h_arr = np.full(n, h)
-        self._penalty_rate = np.full(n, cfg.reward.undelivered_penalty_per_mwh * h)
-        rate = self._cost_rate = np.empty(n)    # c_kind: the own-cost rate of each kind
-        rate[bat] = costs.battery_degradation_per_mwh
-        rate[sol] = costs.solar_curtailment_per_mwh
-        rate[ev] = costs.ev_deferral_per_mwh
-        self._unmet_rate = np.full(n, costs.ev_unmet_departure_per_mwh)
-        self._reward_scale = np.full(n, cfg.reward.scale)
-
-    def _precompute_profiles(self, rng: np.random.Generator) -> None:
-        """Per-sub-step requirement (noise-free) and true shortage for the whole episode."""
-        sc, pdt = self.scenario, self.config.grid.physics_dt_s
-        n_sub_total = sc.episode_steps * self.n_substeps
-        t_mid = (np.arange(n_sub_total) + 0.5) * pdt
-        forecast = sc.forecast_shortage_mw(t_mid)
-        # the trip as its exact mean over each sub-step (a midpoint sample would move it to
-        # a sub-step boundary, up to physics_dt_s/2 away from event_time_s)
-        lost = sc.lost_generation_mean_mw(np.arange(n_sub_total) * pdt,
-                                          np.arange(1, n_sub_total + 1) * pdt)
-        # the noise on its fixed grid (LOAD_NOISE_SAMPLE_S), read at each sub-step's
-        # midpoint: the same realisation whatever physics_dt_s (identical to one sample per
-        # sub-step at the default 50 ms)
-        grid_s = LOAD_NOISE_SAMPLE_S
-        n_noise = max(1, math.ceil(n_sub_total * pdt / grid_s - 1e-9))
-        noise = sc.load_noise_mw(n_noise, grid_s, np.random.default_rng(rng.integers(2**63)))
-        # (+1e-9: a midpoint on a sample boundary, as with 100 ms sub-steps, reads the
-        # later sample whatever the rounding of t_mid / grid_s)
-        noise = noise[np.minimum((t_mid / grid_s + 1e-9).astype(np.int64), n_noise - 1)]
-        shape = (sc.episode_steps, self.n_substeps)
-        self.requirement_sub_mw = (forecast + lost).reshape(shape)
-        self.shortage_sub_mw = (forecast + lost + noise).reshape(shape)
-        self._requirement_mean_mw = self.requirement_sub_mw.mean(axis=1)
-        # the operator's forecast for round r (delivery [(r+1)·dt, (r+2)·dt)), every round
-        dt = self.config.dt_s
-        w0 = (np.arange(sc.episode_steps + 2) + 1) * dt
-        offsets = (np.arange(self.n_substeps) + 0.5) * pdt
-        self._round_forecast_mw = sc.forecast_shortage_mw(w0[:, None] + offsets).mean(axis=1)
-        # irradiance at the steps' times t_k
-        self._irradiance = sc.irradiance(self._step_times_s).tolist()
+        self._settlement = Settlement(cfg, n, sel, c.zero, f.kind, self.metrics)
 
     # ------------------------------------------------------------------ operator
     def _operator_request(self, round_index: int, now_s: float = 0.0) -> tuple[float, int]:
-        """Request (MW) and product of the round delivering in [(r+1)·dt, (r+2)·dt),
-        announced at ``now_s``: the operator knows of the trip only once it detected it
-        (``event_time_s + detection_delay_s <= now_s``), not for the whole step.
-
-        With a reserve target, a round announced while the operator does not know of a
-        trip buys the reserve still missing (request ``max(target − awarded, 0)``, no
-        round inside the deadband), or, once the target is met or the last reserve round
-        held cleared short (``reserve_short``), the forecast shortage beyond the deadband
-        as energy; every later round is an energy round
-        (:func:`~gridswarm_env.market.operator_request`): the product switches on what the
-        operator knows and holds, never on the scenario's hidden ``event_time_s``."""
-        sc = self.scenario
-        # the forecast = its mean over the window's sub-steps (precomputed at reset)
-        return market.operator_request(
-            float(self._round_forecast_mw[round_index]), trip_known=self._trip_known(now_s),
-            reserve_target_mw=sc.reserve_target_mw, reserve_awarded_mw=self.reserve_awarded_mw,
-            contingency_mw=sc.contingency_mw, standing_reserve_mw=self._standing_mw,
-            deadband_mw=self.config.market.deadband_mw, reserve_short=self.reserve_short)
+        """Request (MW) and product of round ``round_index``, announced at ``now_s``
+        (:meth:`GridOperator.request <gridswarm_env.grid_operator.GridOperator.request>`):
+        the operator knows of the trip only once it detected it
+        (``event_time_s + detection_delay_s <= now_s``), not for the whole step."""
+        return self.operator.request(
+            round_index, trip_known=self._trip_known(now_s),
+            reserve_awarded_mw=self.reserve_awarded_mw, standing_reserve_mw=self._standing_mw,
+            reserve_short=self.reserve_short)
 
     def _trip_known(self, now_s: float) -> bool:
         """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
         sc = self.scenario
         return self.event_detected and sc.event_time_s + sc.detection_delay_s <= now_s
 
-    def _refresh_flexibility(self) -> None:
-        """The flexibility the operator prices with (see :meth:`_flexible_mw`) of the
-        batteries and the EVs still plugged in (recomputed when one leaves)."""
-        c, f, a = self._const, self.fleet, self.kernel.arrays
-        self._flex_up_mw, self._flex_down_mw = market.fleet_flexibility(
-            c.is_battery, c.is_ev, f.plugged, a.max_discharge_mw, a.max_charge_mw,
-            f.ev_baseline_rate_mw, f.rated_power_mw)
-        self._n_plugged = int(np.count_nonzero(f.plugged))
-
-    def _flexible_mw(self, request_mw: float) -> float:
-        """Fleet flexibility in the request's direction, MW: upward = battery discharge caps
-        + EV baseline charging; downward = the PV forecasts the operator holds (see
-        :meth:`_receive_forecasts`) + EV headroom + battery charge caps."""
-        if request_mw >= 0:
-            return self._flex_up_mw
-        return market.downward_flexibility_mw(self._flex_down_mw, self._const.solar,
-                                              self.operator_forecast_mw)
-
-    def _reset_forecasts(self) -> None:
-        """The operator's PV forecasts before any ``grid/forecast`` message arrives: each
-        solar agent's forecast for the first window, as a plant files it with its schedule
-        before the market opens (the fleet's forecast at reset, so round 0, announced at
-        t = 0, prices with it). From then on only delivered forecasts change them."""
-        self.operator_forecast_mw = self.fleet.solar_forecast_mw.copy()
-        # publish time of each held forecast (-inf: the schedule's, older than any message)
-        self._forecast_sent_s = np.full(self.n_agents, -math.inf)
-        # a forecast can overtake an older one only when a latency can reach a step (below
-        # that, delivery order is publish order, also out of a deferred backlog)
-        self._forecasts_reorder = self.config.bus.latency_max_s >= self.config.dt_s
-        # the same for the operator's announcements, made at reset (t = 0) and at each gate
-        # closure: the first two are only gate_s apart
-        self._signals_reorder = self.config.bus.latency_max_s >= self.config.market.gate_s
-
-    def _receive_forecasts(self, delivery) -> None:
-        """The operator keeps each solar agent's newest forecast that ``grid/forecast``
-        delivered (TELEMETRY lane); a forecast dropped, deferred or still in flight changes
-        nothing, so under congestion the operator prices with the last one that arrived."""
-        fc = delivery.topic(TOPIC_FORECAST)
-        senders = fc.senders
-        if not len(senders):
-            return
-        values = fc.payloads
-        if self._forecasts_reorder:   # newest by publish time, never an older one
-            sent = fc.publish_times_s
-            order = np.argsort(sent, kind="stable")
-            senders, values, sent = senders[order], values[order], sent[order]
-            newer = sent >= self._forecast_sent_s[senders]
-            senders, values, sent = senders[newer], values[newer], sent[newer]
-            self._forecast_sent_s[senders] = sent
-        # put: = [senders] = values, the last (newest) of a sender's forecasts wins
-        self.operator_forecast_mw.put(senders, values)
-
     def _announce(self, round_index: int, request_mw: float, product: int, now_s: float) -> None:
-        sc = self.scenario
-        price = market.price_signal_unchecked(float(request_mw), self._flexible_mw(request_mw),
-                                              sc.price_floor_per_mwh, sc.price_cap_per_mwh,
-                                              self._neutral_price)
-        freq = float(self.freq_trace_hz[-1])
-        # the bus copies published rows: the buffer is reused
-        self._signal_record[0] = (round_index, request_mw, price, product, freq, self.last_rocof_hz_per_s,
-                                  self.last_clearing_price_per_mwh)
-        self._signal_rows_void[...] = self._signal_record_void
-        self.bus.publish_batch(TOPIC_PRICE, self._signal_rows, lane=Lane.MARKET, senders=self._to_operator,
-                               recipients=self._agent_ids, now_s=now_s)
-        self.round_price_signal_per_mwh = price
+        """The operator announces round ``round_index`` to every agent (see
+        :meth:`GridOperator.announce <gridswarm_env.grid_operator.GridOperator.announce>`)
+        with the grid's state and the last clearing price."""
+        self.round_price_signal_per_mwh = self.operator.announce(
+            round_index, request_mw, product, now_s, float(self.freq_trace_hz[-1]),
+            self.last_rocof_hz_per_s, self.last_clearing_price_per_mwh)
 
     # ------------------------------------------------------------------ step
     def step(self, actions: Mapping[str, Any]):
@@ -935,8 +630,8 @@ class GridSwarmEnv(ParallelEnv):
             raise RuntimeError(f"{what} called before reset(); call reset() first")
 
     def _check_running(self) -> None:
-        if self._audit_closed is not None:
-            raise RuntimeError(f"step() after close(): {self._audit_closed}")
+        if self._audit.closed is not None:
+            raise RuntimeError(f"step() after close(): {self._audit.closed}")
         if self._failed is not None:
             raise RuntimeError(f"the last step stopped half-way ({self._failed}); the "
                                "episode cannot go on: call reset()")
@@ -950,24 +645,25 @@ class GridSwarmEnv(ParallelEnv):
         dt, pdt = cfg.dt_s, cfg.grid.physics_dt_s
         k, t0 = self.step_index, self.t_s
         t1, gate = t0 + dt, t0 + cfg.market.gate_s
-        self.events = []
+        flow = self.contract_flow
+        self.events = flow.events = []
         self.bus.begin_step()
         n_blocked, bid_mw, bid_price = self._kernel_filter(power_level, price_level, k)
         self._publish_bids(bid_mw, bid_price, t0)
         self._maybe_broadcast_emergency(t0, t1)
         d1 = self.bus.deliver(gate)
         congested = self._bus_congested(d1, gate)
-        self._receive_forecasts(d1)
+        self.operator.receive_forecasts(d1)
         clearing = self._clear(d1.topic(TOPIC_BIDS), t1, gate)
         self.round_index += 1
         self.round_request_mw, self.round_product = self._operator_request(self.round_index,
                                                                            gate)
-        if self._trip_round is None and self._trip_known(gate):
-            self._trip_round = self.round_index   # the first request that covers the trip
-            self._awaiting_energy_response = True
+        if flow.trip_round is None and self._trip_known(gate):
+            flow.trip_round = self.round_index   # the first request that covers the trip
+            flow.awaiting_energy_response = True
         self._announce(self.round_index, self.round_request_mw, self.round_product, gate)
         d2 = self.bus.deliver(t1)
-        self._receive_forecasts(d2)   # for the next round's price signal
+        self.operator.receive_forecasts(d2)   # for the next round's price signal
         if self._bus_congested(d2, t1) or congested:
             # the agents' lanes could not deliver everything due this step, or were past
             # their high-water mark after a delivery: every agent sees it (observation
@@ -976,9 +672,10 @@ class GridSwarmEnv(ParallelEnv):
         late = d2.topic(TOPIC_BIDS)   # delivered after gate closure: they missed the round
         if len(late.senders):
             self.stale_bids += len(late.senders)
-        self._receive_contracts((d1, d2), t1)
-        contract_mw, contract_price = self._verify_pending(t0)
-        self._activate_reserve((d1, d2), t1)
+        flow.receive((d1, d2), t1)
+        contract_mw, contract_price = flow.verify_pending(t0)
+        self._receive_emergency((d1, d2))
+        flow.activate_reserve(self.emergency_arrival_s, t1, self.event_detected)
         book = self.reserve_book
         ex = execute(self.fleet, self.kernel, baseline_mw=self._baseline_now,
                      contract_mw=contract_mw, reserve_mw=book.active_mw,
@@ -1031,7 +728,7 @@ class GridSwarmEnv(ParallelEnv):
         }
         if truncated:
             self.agents = []
-            self._seal_audit()
+            self._audit.seal()
         if self.render_mode == "human":
             self.render()
         if not as_dicts:
@@ -1097,7 +794,7 @@ class GridSwarmEnv(ParallelEnv):
         or the queue past its high-water mark)."""
         expired = delivery.expired(TOPIC_CONTRACTS)
         if len(expired.payloads):
-            self._lose_contracts(expired.payloads.tolist(), now_s, reason="bus_expired")
+            self.contract_flow.lose(expired.payloads.tolist(), now_s, reason="bus_expired")
         return self.bus.congested(Lane.MARKET) or self.bus.congested(Lane.CONTROL)
 
     def _maybe_broadcast_emergency(self, t0: float, t1: float) -> None:
@@ -1120,7 +817,8 @@ class GridSwarmEnv(ParallelEnv):
                            f"t = {sc.event_time_s:.1f} s")
 
     def _clear(self, bids, window_start_s: float, now_s: float) -> market.ClearingResult:
-        """Clear this round's bids that arrived by gate closure; sign and publish contracts."""
+        """Clear this round's bids that arrived by gate closure; sign and publish contracts
+        (:meth:`ContractFlow.issue <gridswarm_env.contract_flow.ContractFlow.issue>`)."""
         n, cfg, sc = self.n_agents, self.config, self.scenario
         request, product = self.round_request_mw, self.round_product
         power, price = np.zeros(n), np.zeros(n)
@@ -1161,190 +859,15 @@ class GridSwarmEnv(ParallelEnv):
             self.last_clearing_price_per_mwh = result.clearing_price_per_mwh
         if not result.n_accepted:   # nothing accepted: accepted_mw is all zeros
             return result
-        idx = result.accepted_indices
         is_reserve = product == PRODUCT_RESERVE
         window_end = self._reserve_until_s if is_reserve else window_start_s + cfg.dt_s
-        signed = self.ledger.issue(self.round_index, idx, result.accepted_mw[idx],
-                                   result.clearing_price_per_mwh, window_start_s, window_end,
-                                   product="reserve" if is_reserve else "energy")
-        owners = idx.tolist()
-        recipients = idx
-        if is_reserve:   # the operator's books, per contract, as awarded
-            self.reserve_book.award(signed, owners)
-        if self.adversary is not None:
-            tampered = self.adversary(self, signed, owners)
-            if not isinstance(tampered, tuple) or len(tampered) != 2:
-                raise TypeError(f"adversary returned {type(tampered).__name__}: expected "
-                                "(signed contracts, recipients), as it was given")
-            signed, owners = tampered
-            _check_tampered(signed, owners, n)
-            recipients = np.asarray(owners, dtype=np.int64)
-        if is_reserve:   # copies on their way (an adversary may add or drop some)
-            self.reserve_book.sent(signed)
-        m, first = len(signed), self._next_ref
-        self._next_ref = first + m
-        self._contract_refs.update(zip(range(first, first + m), zip(signed, owners, strict=True),
-                                       strict=True))
-        senders = self._to_operator[:m] if m <= n else np.full(m, OPERATOR)
-        dropped_before = self.bus.dropped_count(Lane.CONTROL)
-        self.bus.publish_batch(TOPIC_CONTRACTS, np.arange(first, first + m, dtype=np.int64),
-                               lane=Lane.CONTROL, senders=senders, recipients=recipients,
-                               now_s=now_s)
-        if is_reserve:
-            self.reserve_book.awarded_mw[idx] += result.accepted_mw[idx]
-        refused = self.bus.dropped_count(Lane.CONTROL) - dropped_before
-        if refused:   # tail drop: the batch's last `refused` contracts never left
-            self._lose_contracts(range(first + m - refused, first + m), now_s)
-        self.events.append(
-            f"{idx.size} {'agent reaches' if idx.size == 1 else 'agents reach'} agreement on "
-            f"{'reserve' if is_reserve else 'energy'}: "
-            f"{abs(result.accepted_total_mw):.2f} MW at "
-            f"${result.clearing_price_per_mwh:.0f}/MWh")
+        self.contract_flow.issue(result, self.round_index, window_start_s, window_end,
+                                 is_reserve, now_s, self)
         return result
 
-    def _lose_contracts(self, refs, now_s: float, reason: str = "bus_refused") -> None:
-        """Contracts the bus refused (``bus_refused``: CONTROL lane past its queue limit) or
-        dropped as obsolete (``bus_expired``: deferred longer than one agent step): the
-        operator, told so by the bus, counts them as lost, audits them and withdraws any
-        reserve award among them; they are never dispatched."""
-        lost = [self._contract_refs.pop(ref) for ref in refs]
-        self.contracts_lost += len(lost)
-        book = self.reserve_book
-        for signed, _owner in lost:
-            if signed.contract.product == "reserve":
-                book.copy_lost(signed.contract.contract_id)
-        # ids as the ledger's rejections list them (an adversary's may hold commas)
-        self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason=reason,
-                              contract_ids=[audit_contract_id(c.contract.contract_id)
-                                            for c, _ in lost])
-        what = ("refused by the bus (control lane full)" if reason == "bus_refused" else
-                "dropped by the bus (deferred past one step, obsolete)")
-        self.events.append(f"{len(lost)} contract{'' if len(lost) == 1 else 's'} {what}")
-
-    def _receive_contracts(self, deliveries: tuple, now_s: float) -> None:
-        """Contracts delivered this step, in delivery order, kept for :meth:`_update_signals`.
-
-        A reserve contract is authenticated on receipt (form, identities, both
-        signatures, visible replays: :meth:`ContractLedger.authenticate`). An authentic
-        one is *held* from now on (standing reserve, paid for availability once its
-        window opens, see :meth:`ReserveBook.rate_at`); one that fails is rejected
-        (counted, audited) and never earns anything; its award is withdrawn once no copy of
-        it is held or still on the bus (:meth:`ReserveBook.copy_failed`). A reserve award whose contract
-        never arrives is never held.
-        Energy contracts are verified at dispatch. Without a reserve contract among the
-        deliveries (the usual step) they are all kept as delivered.
-        """
-        refs = self._contract_refs
-        arrived = []
-        times: list[float] = []   # delivery times, kept where reserve can be traded
-        reserve = self.scenario.reserve_target_mw > 0
-        for d in deliveries:
-            con = d.topic(TOPIC_CONTRACTS)
-            if len(con.recipients):
-                arrived += map(refs.pop, con.payloads.tolist())
-                if reserve:
-                    times.extend(con.delivery_times_s.tolist())
-        if not arrived or "reserve" not in [c.contract.product for c, _ in arrived]:
-            self._arrived, self._arrived_reserve = arrived, False
-            return
-        kept = []
-        names = self.possible_agents
-        book = self.reserve_book
-        held = False
-        for k, item in enumerate(arrived):
-            signed, owner = item
-            if signed.contract.product == "reserve":
-                cid = signed.contract.contract_id
-                left = book.copy_done(cid)
-                reason = self.ledger.authenticate(signed, now_s, expected_agent=names[owner])
-                if reason is not None:
-                    self._note_rejections([signed], [reason])
-                    book.copy_failed(cid, left)
-                    continue
-                book.hold(signed, owner, times[k])
-                held = True
-            kept.append(item)
-        if held:
-            book.refresh_standing()
-        self._arrived, self._arrived_reserve = kept, held   # held: a reserve contract kept
-
-    def _verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Verify the energy contracts held for the window starting now; rejected → 0 MW.
-
-        The power and price dispatched are read from the verified contract objects
-        (immutable), in delivery order; an agent holding several contracts gets their
-        summed power ``C = Σ C_i`` at their power-weighted price ``Σ C_i·π_i / C``, so full
-        delivery is paid ``Σ C_i·π_i`` (each contract at its own price).
-        """
-        n = self.n_agents
-        mw, price = np.zeros(n), np.zeros(n)
-        pending = self.pending
-        if pending:
-            signed = [c for c, _ in pending]
-            owners = [o for _, o in pending]
-            names = self.possible_agents
-            ok, reasons = self.ledger.verify_batch(signed, now_s, [names[o] for o in owners])
-            n_ok = int(np.count_nonzero(ok))
-            if n_ok < len(signed):
-                self._note_rejections(signed, reasons)
-                keep = ok.nonzero()[0].tolist()
-                signed, owners = [signed[g] for g in keep], [owners[g] for g in keep]
-            if signed:
-                terms = [c.contract for c in signed]
-                distinct = len(set(owners)) == len(owners)
-                idx = _add_by_owner(mw, owners, [c.power_mw for c in terms], distinct)
-                if self._awaiting_energy_response:
-                    self._energy_response(terms, now_s)
-                prices = np.array([c.price_per_mwh for c in terms], dtype=float)
-                if distinct:
-                    price[idx] = prices
-                else:   # several contracts for one agent: the power-weighted price
-                    value = np.zeros(n)
-                    np.add.at(value, idx, np.array([c.power_mw for c in terms]) * prices)
-                    np.divide(value, mw, out=price, where=mw != 0.0)
-        self.pending = []
-        return mw, price
-
-    def _energy_response(self, terms: list, now_s: float) -> None:
-        """A DER response by energy: the start of delivery (``now_s``) of the first verified
-        energy contract awarded on a request that covers the trip, in the direction of
-        the lost power (the metrics keep the earlier of it and the first reserve
-        activation; without a reserve target it is the only response)."""
-        first = self._trip_round
-        lost = self.scenario.contingency_mw
-        if any(c.round_index >= first and c.power_mw * lost > 0.0 for c in terms):
-            self._note_response(now_s)
-            self._awaiting_energy_response = False
-
-    def _note_response(self, at_s: float) -> None:
-        """Record a DER response at ``at_s`` (the metrics keep the earliest; in shadow
-        mode, where nothing responds, the would-be latency's first one)."""
-        if self.config.shadow:
-            if self._would_response_s is None:
-                self._would_response_s = at_s
-        else:
-            self.metrics.record_response(at_s)
-
-    def _note_rejections(self, signed: list, reasons: list) -> None:
-        for c, r in zip(signed, reasons, strict=True):
-            if r is not None:
-                self.events.append(f"contract {_describe_id(c)} rejected: "
-                                   f"{getattr(r, 'value', r)}")
-
-    def _activate_reserve(self, deliveries: tuple, t1: float) -> None:
-        """Holders of reserve contracts activate them when the emergency broadcast arrives.
-
-        A holder activates a contract when both the broadcast and the contract have
-        reached it and its delivery window has opened: at max(broadcast arrival, contract
-        delivery, window start), so a contract that congestion delayed past the broadcast
-        does not act before it arrived, and one cleared in a reserve round announced
-        before the operator knew of the trip acts from its own window, not before. Each is
-        verified at that time; one that fails dispatches nothing. ``activation_s`` keeps
-        each holder's first activation; a contract the holder activates later in the
-        step is passed to dispatch with its own time (``ReserveBook.late``), not the first.
-        """
-        book = self.reserve_book
-        book.late = None
+    def _receive_emergency(self, deliveries: tuple) -> None:
+        """Which agents the emergency broadcast reached this step, and when (the earliest
+        arrival per agent is kept: reserve activates from it)."""
         if self._emergency_in_flight:
             for d in deliveries:
                 batch = d.topic(TOPIC_EMERGENCY)
@@ -1354,25 +877,6 @@ class GridSwarmEnv(ParallelEnv):
                     self.emergency_seen[r] = True
                     np.minimum.at(self.emergency_arrival_s, r, t)
             self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
-        if not book.contracts or not self.event_detected:
-            return   # no emergency broadcast yet: no arrival time is finite
-        due = book.take_due(self.emergency_arrival_s, t1)
-        if not due:
-            return
-        for c, o, at in due:
-            reason = self.ledger.verify(c, at, expected_agent=self.possible_agents[o])
-            if reason is None:
-                book.activate(o, c.contract.power_mw, at)
-                if not self.config.shadow:
-                    self.metrics.record_activation(at, c.contract.power_mw, o,
-                                                   float(self._ramp_mw_per_s[o]))
-            else:   # an invalid reserve contract dispatches nothing and earns nothing more
-                self._note_rejections([c], [reason])
-                book.withdraw(o, c.contract.power_mw, held_id=c.contract.contract_id)
-        book.end_activation()
-        active = book.activation_s[np.isfinite(book.activation_s)]
-        if active.size:
-            self._note_response(float(active.min()))
 
     def _physics(self, ex, k: int, t0: float):
         """Fleet energy and grid frequency over the step (nothing dispatched in shadow mode)."""
@@ -1423,49 +927,21 @@ class GridSwarmEnv(ParallelEnv):
     def _settle(self, ex, contract_mw, contract_price, p_exec, k, freq) -> np.ndarray:
         """Payments, true costs, penalties and rewards of the step (DESIGN §3; the
         formulas are :mod:`gridswarm_env.market`'s settlement functions, see
-        RewardConfig): gathers their inputs, calls them, records the KPIs.
-
-        In shadow mode nothing is dispatched, so nothing is paid or charged: payment,
-        penalty and own cost are 0 and the reward is the shared grid term alone (the
-        would-be dispatch is in the infos).
-        """
+        RewardConfig): gathers their inputs (EVs leaving at the step's end, the reserve
+        books, the frequency deviation) and hands them to
+        :meth:`Settlement.rewards <gridswarm_env.settlement.Settlement.rewards>`, which
+        calls them and records the KPIs (in shadow mode nothing is paid or charged)."""
         cfg, f = self.config, self.fleet
         unmet = depart_evs(f, self.t_s + cfg.dt_s)
-        if self._unmet_at_reset is not None:   # EVs that left at 0 (_snap_departures)
+        if self._unmet_at_reset is not None:   # EVs that left at 0 (snap_departures)
             unmet = unmet + self._unmet_at_reset
             self._unmet_at_reset = None
-        if int(np.count_nonzero(f.plugged)) != self._n_plugged:   # an EV left
-            self._refresh_flexibility()
-        if cfg.shadow:   # would-be settlement of what would have been dispatched
-            p_exec = ex.p_mean_mw
-        book, zero = self.reserve_book, self._const.zero   # 0.0 as an array operand
-        delivered, undelivered, gap = market.contract_delivery_mw(
-            contract_mw, ex.planned_mean_mw, p_exec, book.active_mw, ex.reserve_share, zero)
-        payments = market.contract_payments_usd(contract_mw, contract_price, delivered,
-                                                book.rate_at(self.t_s), self._h_arr)
-        penalties = market.undelivered_penalty_usd(undelivered, gap, self._penalty_rate)
-        bat, sol, ev = self._kind_sel
-        basis = market.cost_basis_mw(p_exec, bat, sol, ev, zero)
-        add = np.add.reduce   # the KPIs' per-kind sums of the cost basis (record_dispatch)
-        kind_sums = None if cfg.shadow else (float(add(basis[bat])), float(add(basis[sol])),
-                                             float(add(basis[ev])))
-        own_cost = market.own_cost_usd(basis, self._cost_rate, bat, ex.energy_delta_mwh,
-                                       cfg.costs.stored_energy_value_per_mwh, unmet,
-                                       self._unmet_rate, self._h)
-        if cfg.shadow:   # nothing dispatched: nothing paid, charged or penalised
-            p_exec = np.zeros_like(p_exec)
-            payments = np.zeros_like(payments)
-            penalties = np.zeros_like(penalties)
-            own_cost = np.zeros_like(own_cost)
-        self.metrics.record_dispatch(f.kind, p_exec, float(self._requirement_mean_mw[k]),
-                                     float(add(payments)), float(add(penalties)),
-                                     float(add(unmet)),
-                                     None if cfg.shadow else ex.energy_delta_mwh,
-                                     ex.p_mean_sum_mw if p_exec is ex.p_mean_mw else None,
-                                     kind_sums)
-        rw = cfg.reward   # Σ|f − 60| from record_frequency, over the sub-steps
-        grid = market.grid_term_usd(self._dev_sum_hz / freq.size, rw.grid_weight, rw.band_hz)
-        return market.agent_rewards(payments, own_cost, penalties, grid, self._reward_scale)
+        if int(np.count_nonzero(f.plugged)) != self.operator.n_plugged:   # an EV left
+            self.operator.refresh_flexibility()
+        # Σ|f − 60| from record_frequency, over the sub-steps
+        return self._settlement.rewards(
+            ex, contract_mw, contract_price, p_exec, unmet, self.reserve_book, self.t_s,
+            float(self._requirement_mean_mw[k]), self._dev_sum_hz / freq.size)
 
     def reserve_standing_mw(self) -> np.ndarray:
         """Reserve capacity each agent holds: under a contract it received and
@@ -1507,82 +983,35 @@ class GridSwarmEnv(ParallelEnv):
     def _standing_mw(self) -> np.ndarray:
         return self.reserve_book.standing_mw
 
+    @property
+    def pending(self) -> list:
+        """``(signed energy contract, owner)`` received for the next window (verified at
+        its dispatch; :attr:`ContractFlow.pending <gridswarm_env.contract_flow.ContractFlow>`)."""
+        return self.contract_flow.pending
+
+    @pending.setter
+    def pending(self, value: list) -> None:
+        self.contract_flow.pending = value
+
+    @property
+    def operator_forecast_mw(self) -> np.ndarray:
+        """The PV forecast the operator holds per agent (solar agents' matter), MW: each
+        solar agent's newest forecast that reached it over the bus (see
+        :meth:`GridOperator.receive_forecasts
+        <gridswarm_env.grid_operator.GridOperator.receive_forecasts>`)."""
+        return self.operator.forecast_mw
+
+    @property
+    def contracts_lost(self) -> int:
+        """Contracts the bus refused (CONTROL lane full) or dropped as obsolete."""
+        return self.contract_flow.lost
+
     def _update_signals(self, deliveries: tuple) -> None:
         """What each agent learned from the messages delivered this step."""
-        self.sig_age_steps += 1.0
-        awarded = np.zeros(self.n_agents)
-        for d in deliveries:
-            sig = d.topic(TOPIC_PRICE)
-            if len(sig.recipients):
-                r = np.asarray(sig.recipients, dtype=np.int64)
-                rows = np.asarray(sig.payloads)
-                if self._signals_reorder:   # newest round last per agent (put: last wins),
-                    # not the last delivered: a newer round may overtake an older one
-                    order = np.argsort(rows["round"], kind="stable")
-                    r, rows = r[order], rows[order]
-                # take: the same gather as sig_round[r], several times faster on the
-                # packed (unaligned) record field at 10 000 agents
-                newer = rows["round"] >= self.sig_round.take(r)
-                if np.count_nonzero(newer) < newer.size:
-                    r, rows = r[newer], rows[newer]
-                if rows.dtype == SIGNAL_DTYPE:
-                    self._sig_void.put(r, rows.view(_SIGNAL_VOID))   # = [r] =, faster
-                else:
-                    self._sig[r] = rows
-                self.sig_age_steps[r] = 0.0
-        received = np.zeros(self.n_agents)   # awarded by this round's contracts received
-        items = self._arrived   # this step's deliveries, see _receive_contracts
-        if items:
-            energy, reserve = items, []
-            if self._arrived_reserve:
-                energy = [it for it in items if it[0].contract.product != "reserve"]
-                reserve = [it for it in items if it[0].contract.product == "reserve"]
-                self.reserve_book.contracts.extend(reserve)
-            if energy:
-                # every copy goes to dispatch, which decides (a rejection is counted and
-                # audited there, once); the schedule the agent observes and the kernel
-                # plans with counts one copy of each contract that passes the receipt check
-                # (signatures, identities, visible replays, window), so a forged or
-                # misdelivered contract never shapes an agent's limits
-                self.pending.extend(energy)
-                names = self.possible_agents
-                owners = [o for _, o in energy]
-                reasons = self.ledger.screen_batch([c for c, _ in energy], self.t_s,
-                                                   [names[o] for o in owners])
-                terms = [c.contract for c, _ in energy]
-                ids = {c.contract_id for c in terms}
-                if len(ids) < len(energy) or reasons.count(None) < len(reasons):
-                    first = []   # one authentic copy of each (a duplicate: the first)
-                    for it, reason in zip(energy, reasons, strict=True):
-                        cid = it[0].contract.contract_id
-                        if reason is None and cid in ids:
-                            ids.remove(cid)
-                            first.append(it)
-                    energy = first
-                    owners = [o for _, o in energy]
-                    terms = [c.contract for c, _ in energy]
-                if energy:
-                    _add_by_owner(awarded, owners, [c.power_mw for c in terms])
-            # the award of the round just cleared, as far as its contracts reached their
-            # holders (authentic reserve, screened energy: one copy of each)
-            cleared = self.round_index - 1
-            if (not reserve and energy
-                    and [c.round_index for c in terms].count(cleared) == len(terms)):
-                # the usual step: every contract kept is energy of that round, so the sum
-                # is the one just made (the same additions in the same order)
-                received = awarded.copy()
-            else:
-                mine = [it for part in (energy, reserve) for it in part
-                        if it[0].contract.round_index == cleared]
-                if mine:
-                    _add_by_owner(received, [o for _, o in mine],
-                                  [c.contract.power_mw for c, _ in mine])
-            self._arrived = []
-        self.awarded_next = awarded
-        # an agent knows its own bid and what reached it, not the operator's books (with
-        # nothing received, |0| / |B| is +0.0 everywhere: the zeros as they are)
-        self.accepted_share = (market.accepted_share(received, self._bid_mw) if items
-                               else received)
+        self.signals.receive(deliveries)
+        # the contracts delivered this step: for dispatch, and what the agents learn
+        self.awarded_next, self.accepted_share = self.contract_flow.file_arrived(
+            self.round_index - 1, self.t_s, self._bid_mw)
 
     # ------------------------------------------------------------------ kernel and observations
     def _update_feasible(self) -> None:
@@ -1675,7 +1104,7 @@ class GridSwarmEnv(ParallelEnv):
                      "verified": now["verified"] - base["verified"],
                      "rejected": now["rejected"] - base["rejected"],
                      "rejected_by_reason": {k: v for k, v in reasons.items() if v},
-                     "lost": self.contracts_lost}
+                     "lost": self.contract_flow.lost}
         totals = self.bus.stats()["totals"]
         self.metrics.extra.update({
             "scenario": self.scenario.name, "n_agents": self.n_agents,
@@ -1686,8 +1115,9 @@ class GridSwarmEnv(ParallelEnv):
             # shadow mode: when the first reserve activation would have come (nothing
             # was dispatched, so emergency_response_latency_ms stays None)
             "shadow_response_latency_ms": (
-                None if self._would_response_s is None or self.metrics.event_time_s is None
-                else (self._would_response_s - self.metrics.event_time_s) * 1000.0),
+                None if self.contract_flow.would_response_s is None
+                or self.metrics.event_time_s is None
+                else (self.contract_flow.would_response_s - self.metrics.event_time_s) * 1000.0),
             "audit_entries": self.audit_log.n_entries - self._audit_at_reset,   # this episode
         })
         return self.metrics.result(contracts=contracts, bus_totals=totals)
@@ -1721,7 +1151,8 @@ class GridSwarmEnv(ParallelEnv):
                 + (" [SHADOW]" if self.config.shadow else ""))
 
     def close(self) -> None:
-        """Finish the audit file (see :meth:`_seal_audit`) and flush it.
+        """Finish the audit file and flush it (see :meth:`AuditSealer.seal
+        <gridswarm_env.audit_seal.AuditSealer.seal>`).
 
         With ``audit_path`` set and Ed25519 identities the file ends with the operator's
         closing head, so the environment cannot be reset or stepped afterwards (a
@@ -1729,36 +1160,7 @@ class GridSwarmEnv(ParallelEnv):
         closing again does nothing. In hmac mode and without ``audit_path`` it only
         flushes, as before.
         """
-        self._seal_audit(final=True)
-
-    def _seal_audit(self, final: bool = False) -> None:
-        """End a streamed audit chain with the operator's signed head; flush the file.
-
-        With ``audit_path`` set and Ed25519 identities, the chain gets a ``head_signed``
-        entry at the end of every episode (when entries were written since the last
-        one), and :meth:`close` (``final``) ends the file with the *closing* head
-        (``final: true`` inside the signed bytes; a file closed before its first reset
-        stays empty), so ``python -m gridswarm_env.audit verify FILE --public-key HEX``
-        (the operator's audit key, :meth:`operator_public_key_hex`) can also detect a cut
-        tail or a rewritten suffix from the file alone, including a cut right after an
-        earlier episode's head (not closed). HMAC keys are secret, so an hmac-mode file
-        has no head a third party could check.
-        """
-        log, keys = self.audit_log, self._audit_keys
-        if keys is not None and self._audit_closed is None:
-            if final:
-                if log.n_entries:
-                    log.sign_head(keys, keys.operator_id, final=True)   # closes the file
-                log.close()
-                self._sealed_entries = log.n_entries
-                ended = ("ends with the operator's closing head, which nothing may follow"
-                         if log.n_entries else "was closed before the first reset (empty)")
-                self._audit_closed = (f"the audit file {str(log.path)!r} {ended}; build a new "
-                                      "environment (with a new audit_path) for more episodes")
-            elif log.n_entries > self._sealed_entries:
-                log.sign_head(keys, keys.operator_id)
-                self._sealed_entries = log.n_entries
-        log.flush()
+        self._audit.seal(final=True)
 
     def operator_public_key_hex(self) -> str | None:
         """The raw Ed25519 public key (64 hex digits) with which the operator signs the
@@ -1775,9 +1177,7 @@ class GridSwarmEnv(ParallelEnv):
         ``os.urandom`` when the environment is built and kept for its lifetime, so one
         key checks the whole file, whatever seeds its episodes used.
         """
-        if self._audit_keys is None:
-            return None
-        return self._audit_keys.public_key_bytes(self._audit_keys.operator_id).hex()
+        return self._audit.public_key_hex()
 
 
 def _rebuild_env(cls: type, scenario: Scenario, config: EnvConfig, limits: Any,
@@ -1785,37 +1185,4 @@ def _rebuild_env(cls: type, scenario: Scenario, config: EnvConfig, limits: Any,
     """A never-reset environment rebuilt from its arguments (:meth:`GridSwarmEnv.__reduce__`)."""
     return cls(scenario=scenario, config=config, limits=limits, render_mode=render_mode,
                adversary=adversary, seed=seed)
-
-
-def _check_tampered(signed: Any, owners: Any, n_agents: int) -> None:
-    """What an ``adversary`` put on the bus: signed contracts only (a :class:`SignedContract`
-    holding a :class:`Contract`, exact classes, as the ledger's checks require), one
-    recipient each. An attacker on the bus sends messages in the contract format, which
-    the operator and dispatch then screen; any other object would be read by the
-    environment before the ledger's checks (its attributes may run code).
-
-    :raises TypeError: naming the position and the type or recipient found (a recipient
-        is an agent index, an integer from 0 to ``n_agents - 1``).
-    """
-    if not isinstance(signed, list) or not isinstance(owners, (list, tuple, np.ndarray)):
-        raise TypeError(f"adversary returned ({type(signed).__name__}, "
-                        f"{type(owners).__name__}): expected (list of SignedContract, "
-                        "recipients), as it was given")
-    for k, item in enumerate(signed):
-        if type(item) is not SignedContract or type(item.contract) is not Contract:
-            inner = (f" holding a {type(item.contract).__name__}"
-                     if type(item) is SignedContract else "")
-            raise TypeError(
-                f"adversary returned a {type(item).__name__}{inner} at position {k}: an "
-                "attacker on the bus sends signed contracts only (a SignedContract holding "
-                "a Contract, exact classes; forge one with dataclasses.replace or "
-                "trust.Adversary)")
-    if len(owners) != len(signed):
-        raise TypeError(f"adversary returned {len(signed)} contract(s) and {len(owners)} "
-                        "recipient(s): expected one recipient per contract")
-    for k, owner in enumerate(owners):
-        if (isinstance(owner, bool) or not isinstance(owner, (int, np.integer))
-                or not 0 <= owner < n_agents):
-            raise TypeError(f"adversary returned recipient {owner!r} at position {k}: "
-                            f"expected an agent index, an integer from 0 to {n_agents - 1}")
 

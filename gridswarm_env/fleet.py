@@ -12,7 +12,7 @@ An EV's plug-in window is ``[0, departure_s)``: every EV is plugged in when the 
 starts and none arrives during it (episodes last minutes); at departure it leaves with
 whatever it holds, and the shortfall against ``departure_soc`` is its unmet energy.
 Power is traded and dispatched per agent step, so the environment moves a departure that
-falls inside the episode back to the start of its step (``GridSwarmEnv._snap_departures``):
+falls inside the episode back to the start of its step (:func:`snap_departures`):
 an EV is plugged in over whole steps and never draws power after its drawn departure time
 (before, it charged on for the rest of that step, up to ``dt_s``, unseen by the check).
 That shortfall is a guard, 0 with the default limits at any episode length: an EV below
@@ -322,6 +322,32 @@ def depart_evs(state: FleetState, now_s: float) -> np.ndarray:
                                          - state.energy_mwh, 0.0), 0.0)
     state.plugged &= ~leaving
     return unmet
+
+
+def snap_departures(state: FleetState, step_times_s: np.ndarray) -> np.ndarray | None:
+    """Move every EV departure that falls inside the episode back to the start of
+    the agent step it falls in (a step boundary, on the times the steps reach,
+    ``step_times_s``: ``t_0 = 0``, ``t_{k+1} = t_k + dt_s``, up to the episode's end).
+
+    Power is traded and dispatched per whole step, and an EV counts as plugged in for
+    every step that begins before its departure: a departure inside a step left it
+    charging (or paid for deferring charging) for the rest of that step after it had
+    left. Rounded down, it is plugged in over whole steps only and never after its
+    drawn departure time. Departures at or after the episode's end are left as drawn
+    (they change nothing inside it), so a fleet without such departures is untouched.
+
+    :return: the unmet departure energy (MWh per agent) of the EVs whose departure
+        falls in the first step and so moves to 0 (they are never plugged in; it is
+        charged in the first step's settlement), or None when there is none.
+    """
+    grid = step_times_s
+    inside = state.departure_s < grid[-1]   # inf for non-EVs
+    if not np.count_nonzero(inside):
+        return None
+    k = np.searchsorted(grid, state.departure_s[inside], side="right") - 1
+    state.departure_s[inside] = grid[k]
+    unmet = depart_evs(state, 0.0)   # those now leaving at 0 (plugged at build_fleet)
+    return unmet if np.count_nonzero(unmet) else None
 
 
 _AR1: dict[float, tuple[np.floating, np.floating]] = {}

@@ -41,7 +41,7 @@ import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -495,6 +495,104 @@ EMERGENCY = Scenario(
 )
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (PRICE_SPIKE, SOLAR_SURPLUS, EMERGENCY)}
+
+
+class EpisodeProfiles(NamedTuple):
+    """An episode's time series, precomputed at reset (:func:`episode_profiles`)."""
+
+    #: noise-free balancing requirement per step and physics sub-step, MW
+    requirement_sub_mw: np.ndarray
+    #: true shortage (requirement + load noise) per step and sub-step, MW
+    shortage_sub_mw: np.ndarray
+    #: per step, the mean requirement over its sub-steps, MW
+    requirement_mean_mw: np.ndarray
+    #: the operator's forecast for round r (delivery [(r+1)·dt, (r+2)·dt)), every round, MW
+    round_forecast_mw: np.ndarray
+    #: irradiance at the steps' times t_k
+    irradiance: list[float]
+
+
+def episode_profiles(sc: Scenario, n_substeps: int, physics_dt_s: float, dt_s: float,
+                     step_times_s: np.ndarray, rng: np.random.Generator) -> EpisodeProfiles:
+    """Per-sub-step requirement (noise-free) and true shortage for the whole episode of
+    ``sc`` (``n_substeps`` physics sub-steps of ``physics_dt_s`` per agent step of
+    ``dt_s``), the operator's round forecasts and the irradiance at ``step_times_s``; the
+    load noise is drawn from a generator seeded by one draw of ``rng``."""
+    pdt = physics_dt_s
+    n_sub_total = sc.episode_steps * n_substeps
+    t_mid = (np.arange(n_sub_total) + 0.5) * pdt
+    forecast = sc.forecast_shortage_mw(t_mid)
+    # the trip as its exact mean over each sub-step (a midpoint sample would move it to
+    # a sub-step boundary, up to physics_dt_s/2 away from event_time_s)
+    lost = sc.lost_generation_mean_mw(np.arange(n_sub_total) * pdt,
+                                      np.arange(1, n_sub_total + 1) * pdt)
+    # the noise on its fixed grid (LOAD_NOISE_SAMPLE_S), read at each sub-step's
+    # midpoint: the same realisation whatever physics_dt_s (identical to one sample per
+    # sub-step at the default 50 ms)
+    grid_s = LOAD_NOISE_SAMPLE_S
+    n_noise = max(1, math.ceil(n_sub_total * pdt / grid_s - 1e-9))
+    noise = sc.load_noise_mw(n_noise, grid_s, np.random.default_rng(rng.integers(2**63)))
+    # (+1e-9: a midpoint on a sample boundary, as with 100 ms sub-steps, reads the
+    # later sample whatever the rounding of t_mid / grid_s)
+    noise = noise[np.minimum((t_mid / grid_s + 1e-9).astype(np.int64), n_noise - 1)]
+    shape = (sc.episode_steps, n_substeps)
+    requirement = (forecast + lost).reshape(shape)
+    shortage = (forecast + lost + noise).reshape(shape)
+    # the operator's forecast for round r (delivery [(r+1)·dt, (r+2)·dt)), every round
+    w0 = (np.arange(sc.episode_steps + 2) + 1) * dt_s
+    offsets = (np.arange(n_substeps) + 0.5) * pdt
+    return EpisodeProfiles(
+        requirement_sub_mw=requirement, shortage_sub_mw=shortage,
+        requirement_mean_mw=requirement.mean(axis=1),
+        round_forecast_mw=sc.forecast_shortage_mw(w0[:, None] + offsets).mean(axis=1),
+        irradiance=sc.irradiance(step_times_s).tolist())
+
+
+def check_reserve_timing(sc: Scenario, dt_s: float) -> None:
+    """Refuse a scenario with a reserve target whose trip leaves the operator no reserve
+    round its agents can answer before it at agent steps of ``dt_s`` (reserve round r
+    delivers from (r+1)·dt_s, and round 0 is cleared on bids made before its signal can
+    reach the agents), or comes after the episode's end (the operator would buy
+    reserve for a trip that never happens); with timing jitter, for its earliest draw.
+
+    :raises ValueError: saying which and what to change.
+    """
+    earliest_s = sc.event_time_s - sc.timing_jitter_s   # the earliest trip it can draw
+    if sc.reserve_target_mw > 0 and sc.has_event and not 2 * dt_s < earliest_s:
+        # reserve round r delivers from (r+1)·dt_s: reserve standing at the trip needs
+        # a round whose window starts before it, and round 0 is cleared on bids made
+        # before its signal can reach the agents
+        jitter = (f" (event_time_s {sc.event_time_s!r} − timing_jitter_s "
+                  f"{sc.timing_jitter_s!r})" if sc.timing_jitter_s else "")
+        if not earliest_s > 0:   # "use dt_s < 0 s" named no step length that works
+            # (a jitter reaching before t = 0 is refused by the Scenario; one
+            # reaching exactly t = 0 is not)
+            raise ValueError(
+                f"scenario {sc.name!r}: the event at {earliest_s!r} s{jitter} leaves no "
+                "reserve round its agents can answer before it at any dt_s, with "
+                f"reserve_target_mw = {sc.reserve_target_mw!r} (round 1 delivers from "
+                f"2·dt_s): use an event_time_s"
+                + (" − timing_jitter_s" if jitter else "")
+                + f" above 2·dt_s ({2 * dt_s:g} s at dt_s {dt_s!r})"
+                + (", a smaller timing_jitter_s" if jitter else "")
+                + ", or reserve_target_mw = 0")
+        raise ValueError(
+            f"EnvConfig.dt_s = {dt_s!r} leaves scenario {sc.name!r} no reserve round "
+            f"its agents can answer before the event at {earliest_s!r} s{jitter} (round 1 "
+            f"delivers from 2·dt_s): use dt_s < {earliest_s / 2:g} s, or a later "
+            "event_time_s" + (" or a smaller timing_jitter_s" if jitter else ""))
+    episode_end_s = sc.episode_steps * dt_s
+    if sc.reserve_target_mw > 0 and sc.has_event and earliest_s >= episode_end_s:
+        # no trip inside the episode: the operator would buy reserve for nothing (it
+        # cannot know the trip comes later), as with no trip at all
+        raise ValueError(
+            f"scenario {sc.name!r}: the event at {earliest_s!r} s"
+            f"{' (its earliest draw)' if sc.timing_jitter_s else ''} comes "
+            f"after the episode's end ({sc.episode_steps} steps x dt_s {dt_s!r} = "
+            f"{episode_end_s:g} s), so with reserve_target_mw = {sc.reserve_target_mw!r} "
+            "the operator would buy reserve for a trip that never happens: use an "
+            f"event_time_s below {episode_end_s:g} s, more episode_steps, or "
+            "reserve_target_mw = 0")
 
 
 def scenario_names() -> tuple[str, ...]:

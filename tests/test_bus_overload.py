@@ -169,7 +169,7 @@ def test_contracts_deferred_past_one_step_are_lost_not_left_on_the_books():
     in_flight = queued + len(raw.pending) + len(raw.reserve_contracts)
     assert m["contracts_signed"] == (m["contracts_verified"] + m["contracts_rejected"]
                                      + m["contracts_lost"] + in_flight)
-    assert len(raw._contract_refs) == queued
+    assert len(raw.contract_flow.refs) == queued
     reasons = {e.fields.get("reason") for e in raw.audit_log.entries if e.kind == "contract_lost"}
     assert reasons == {"bus_expired"}
 

@@ -429,7 +429,7 @@ def test_without_reserve_the_energy_response_to_the_trip_is_the_latency(
     # (announced after detection) is answered from its window's start
     # round r is announced at the gate of step r - 1, (r - 1)·dt + gate_s: the trip round
     # is the first one announced at or after detection
-    trip_round, dt = env._trip_round, env.config.dt_s
+    trip_round, dt = env.contract_flow.trip_round, env.config.dt_s
     announced_s = (trip_round - 1) * dt + env.config.market.gate_s
     detected_s = sc.event_time_s + sc.detection_delay_s
     assert announced_s - dt < detected_s <= announced_s
@@ -547,7 +547,7 @@ def test_the_energy_response_is_the_first_contract_in_the_lost_power_s_direction
     res = run_episode(env, make_policy("heuristic"), seed=0)
     m = env.episode_metrics()
     accepted = np.array(res.trace["accepted_mw"])    # step k clears round k
-    trip_round = env._trip_round
+    trip_round = env.contract_flow.trip_round
     assert m["contracts_rejected"] == 0 and m["contracts_lost"] == 0
     assert np.all(accepted[trip_round:trip_round + 10] < 0.0)   # absorbing after the trip
     first_up = trip_round + int(np.argmax(accepted[trip_round:] > 0.0))
@@ -620,17 +620,17 @@ def test_the_operator_prices_with_the_evs_still_plugged_in() -> None:
     env.reset(seed=0)
     ev = env.fleet.kind == 2
     batteries = float(env.kernel.arrays.max_discharge_mw[env.fleet.kind == 1].sum())
-    with_evs = env._flexible_mw(1.0)
+    with_evs = env.operator.flexible_mw(1.0)
     assert with_evs > batteries and env.fleet.plugged[ev].all()
     idle = np.full(30, env.config.market.n_power_levels // 2)
     while env.t_s < 210.0:
         published = env.fleet.solar_forecast_mw.copy()   # what the step's solar agents send
         env.step_arrays(idle, np.zeros(30, dtype=np.int64))
     assert not env.fleet.plugged[ev].any()
-    assert env._flexible_mw(1.0) == pytest.approx(batteries)
+    assert env.operator.flexible_mw(1.0) == pytest.approx(batteries)
     # downward: the PV forecasts the last step delivered to the operator (the fleet's
     # own have moved on since)
-    assert env._flexible_mw(-1.0) == pytest.approx(
+    assert env.operator.flexible_mw(-1.0) == pytest.approx(
         float(env.kernel.arrays.max_charge_mw[env.fleet.kind == 1].sum())
         + float(published[env.fleet.kind == 0].sum()))
 

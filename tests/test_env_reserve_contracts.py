@@ -109,7 +109,7 @@ def test_contracts_refused_by_a_full_control_lane_are_counted_and_not_paid():
     in_flight = queued + len(raw.pending) + len(raw.reserve_contracts)
     assert m["contracts_signed"] == (m["contracts_verified"] + m["contracts_rejected"]
                                      + m["contracts_lost"] + in_flight)
-    assert len(raw._contract_refs) == queued   # no reference left behind for lost ones
+    assert len(raw.contract_flow.refs) == queued   # no reference left behind for lost ones
     kinds = [e.kind for e in raw.audit_log.entries]
     assert "contract_lost" in kinds
 
@@ -125,7 +125,7 @@ def test_lost_reserve_is_withdrawn_from_the_books():
     raw = env.unwrapped
     for _ in _steps_before_the_event(raw):
         in_transit = np.zeros(N_AGENTS)
-        for signed, owner in raw._contract_refs.values():
+        for signed, owner in raw.contract_flow.refs.values():
             if signed.contract.product == "reserve":
                 in_transit[owner] += signed.contract.power_mw
         np.testing.assert_allclose(raw.reserve_awarded_mw, raw.reserve_held_mw + in_transit,

@@ -265,8 +265,8 @@ def test_an_agent_holding_two_contracts_is_paid_each_at_its_own_price():
     first = raw.ledger.issue(1, np.array([3, 5]), np.array([0.004, 0.002]),
                              np.array([100.0, 80.0]), t0, end)
     second = raw.ledger.issue(1, np.array([3]), np.array([-0.001]), 300.0, t0, end)
-    raw.pending = [(first[0], 3), (first[1], 5), (second[0], 3)]
-    mw, price = raw._verify_pending(t0)
+    raw.contract_flow.pending = [(first[0], 3), (first[1], 5), (second[0], 3)]
+    mw, price = raw.contract_flow.verify_pending(t0)
     assert mw[3] == pytest.approx(0.003) and mw[5] == 0.002
     assert mw[3] * price[3] == pytest.approx(0.004 * 100.0 - 0.001 * 300.0)
     assert price[5] == 80.0                       # a single contract keeps its price exactly

@@ -32,7 +32,7 @@ def _env(bus: BusConfig) -> GridSwarmEnv:
 
 def _price_with(env: GridSwarmEnv, forecast_mw: np.ndarray) -> float:
     """The round's price signal if the operator's PV forecasts were ``forecast_mw``."""
-    down = env._flex_down_mw.copy()
+    down = env.operator.flex_down_mw.copy()
     solar = env.fleet.kind == 0
     down[solar] = forecast_mw[solar]
     sc = env.scenario

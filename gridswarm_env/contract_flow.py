@@ -1,0 +1,409 @@
+"""The signed-contract flow of one episode (DESIGN §2, §5): issue → bus → receive →
+verify → dispatch or activate, and what the operator and the agents learn on the way.
+
+:class:`ContractFlow` holds the contracts between the market and dispatch: it issues
+the round's awards as signed contracts (:meth:`ContractFlow.issue`, through the ledger;
+an ``adversary`` may tamper with them on the bus), publishes them on the CONTROL lane as
+references (``refs``), counts the ones the bus refuses or drops (:meth:`ContractFlow.lose`),
+receives the delivered ones (:meth:`ContractFlow.receive`: reserve contracts are
+authenticated and held in the :class:`~gridswarm_env.reserve.ReserveBook`), files them
+for the next window and the agents' schedules (:meth:`ContractFlow.file_arrived`),
+verifies the energy contracts at dispatch (:meth:`ContractFlow.verify_pending`) and
+activates held reserve when the emergency broadcast has arrived
+(:meth:`ContractFlow.activate_reserve`). It also records the first DER response to the
+trip (:meth:`ContractFlow.note_response`).
+
+It does not clear the market, move the clock or dispatch anything: the environment
+(:mod:`gridswarm_env.env`) calls it in the step's order with what the bus delivered and
+when, and reads back the power and prices to dispatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from gridswarm_env import market
+from gridswarm_env.bus import AgentMessageBus, Lane
+from gridswarm_env.messages import OPERATOR, TOPIC_CONTRACTS
+from gridswarm_env.metrics import MetricsAccumulator
+from gridswarm_env.reserve import ReserveBook
+from gridswarm_env.trust import (
+    AuditLog,
+    Contract,
+    ContractLedger,
+    SignedContract,
+    _describe_id,
+    audit_contract_id,
+)
+
+
+def add_by_owner(target: np.ndarray, owners: list[int], values: list[float],
+                 distinct: bool | None = None) -> np.ndarray:
+    """``target[owners[i]] += values[i]`` in order (``np.add.at``); one fancy ``+=`` when
+    the owners are distinct (the same result, faster; ``distinct`` says so when the
+    caller knows). Returns the owners as an array."""
+    idx = np.array(owners, dtype=np.intp)
+    vals = np.array(values, dtype=float)
+    if distinct is None:
+        distinct = len(set(owners)) == len(owners)
+    if distinct:
+        target[idx] += vals
+    else:
+        np.add.at(target, idx, vals)
+    return idx
+
+
+class ContractFlow:
+    """The signed contracts of one episode on their way from the market to dispatch (see
+    the module docstring).
+
+    :ivar refs: bus payload reference -> ``(signed contract, owner)``, for contracts
+        published and not yet delivered, refused or dropped.
+    :ivar pending: ``(signed energy contract, owner)`` received, for the next window
+        (verified at its dispatch).
+    :ivar lost: contracts the bus refused (CONTROL lane full) or dropped (obsolete).
+    :ivar events: the step's event list (the environment's ``events``, set each step).
+    :ivar trip_round: the first round whose request covers the trip (set by the
+        environment when the operator learns of it), None before.
+    :ivar awaiting_energy_response: no DER response by energy to the trip yet.
+    :ivar would_response_s: shadow mode: the first would-be response, s (None before).
+    """
+
+    def __init__(self, names: list[str], ledger: ContractLedger, bus: AgentMessageBus,
+                 book: ReserveBook, audit_log: AuditLog, metrics: MetricsAccumulator, *,
+                 shadow: bool, reserve_traded: bool, contingency_mw: float,
+                 ramp_mw_per_s: np.ndarray,
+                 adversary: Callable[[Any, list, list], Any] | None = None) -> None:
+        self.names, self.n_agents = names, len(names)
+        self.ledger, self.bus, self.book = ledger, bus, book
+        self.audit_log, self.metrics = audit_log, metrics
+        self.shadow = shadow
+        self.reserve_traded = reserve_traded   # a reserve target: reserve rounds are held
+        self.contingency_mw = contingency_mw
+        self.ramp_mw_per_s = ramp_mw_per_s     # inf: no ramp limit
+        self.adversary = adversary             # may tamper with contracts on the bus
+        self.to_operator = np.full(self.n_agents, OPERATOR)
+        self.refs: dict[int, tuple] = {}
+        self.next_ref = 0
+        self.arrived: list = []   # contracts delivered this step: (signed, owner), in order
+        self.arrived_reserve = False   # a reserve contract among them
+        self.pending: list = []
+        self.lost = 0
+        self.events: list[str] = []
+        self.trip_round: int | None = None
+        self.awaiting_energy_response = False
+        self.would_response_s: float | None = None
+
+    # ------------------------------------------------------------------ issue
+    def issue(self, result: market.ClearingResult, round_index: int, window_start_s: float,
+              window_end_s: float, is_reserve: bool, now_s: float, env: Any = None) -> None:
+        """Sign the round's awards (``result``, at least one accepted) and publish them to
+        their holders at ``now_s`` (gate closure); a reserve award enters the operator's
+        books as awarded. An ``adversary`` is called as ``adversary(env, signed,
+        recipients)`` (``env``: the environment, passed per call so that the flow holds
+        no reference to it)."""
+        n = self.n_agents
+        idx = result.accepted_indices
+        signed = self.ledger.issue(round_index, idx, result.accepted_mw[idx],
+                                   result.clearing_price_per_mwh, window_start_s, window_end_s,
+                                   product="reserve" if is_reserve else "energy")
+        owners = idx.tolist()
+        recipients = idx
+        if is_reserve:   # the operator's books, per contract, as awarded
+            self.book.award(signed, owners)
+        if self.adversary is not None:
+            tampered = self.adversary(env, signed, owners)
+            if not isinstance(tampered, tuple) or len(tampered) != 2:
+                raise TypeError(f"adversary returned {type(tampered).__name__}: expected "
+                                "(signed contracts, recipients), as it was given")
+            signed, owners = tampered
+            check_tampered(signed, owners, n)
+            recipients = np.asarray(owners, dtype=np.int64)
+        if is_reserve:   # copies on their way (an adversary may add or drop some)
+            self.book.sent(signed)
+        m, first = len(signed), self.next_ref
+        self.next_ref = first + m
+        self.refs.update(zip(range(first, first + m), zip(signed, owners, strict=True),
+                             strict=True))
+        senders = self.to_operator[:m] if m <= n else np.full(m, OPERATOR)
+        dropped_before = self.bus.dropped_count(Lane.CONTROL)
+        self.bus.publish_batch(TOPIC_CONTRACTS, np.arange(first, first + m, dtype=np.int64),
+                               lane=Lane.CONTROL, senders=senders, recipients=recipients,
+                               now_s=now_s)
+        if is_reserve:
+            self.book.awarded_mw[idx] += result.accepted_mw[idx]
+        refused = self.bus.dropped_count(Lane.CONTROL) - dropped_before
+        if refused:   # tail drop: the batch's last `refused` contracts never left
+            self.lose(range(first + m - refused, first + m), now_s)
+        self.events.append(
+            f"{idx.size} {'agent reaches' if idx.size == 1 else 'agents reach'} agreement on "
+            f"{'reserve' if is_reserve else 'energy'}: "
+            f"{abs(result.accepted_total_mw):.2f} MW at "
+            f"${result.clearing_price_per_mwh:.0f}/MWh")
+
+    def lose(self, refs, now_s: float, reason: str = "bus_refused") -> None:
+        """Contracts the bus refused (``bus_refused``: CONTROL lane past its queue limit) or
+        dropped as obsolete (``bus_expired``: deferred longer than one agent step): the
+        operator, told so by the bus, counts them as lost, audits them and withdraws any
+        reserve award among them; they are never dispatched."""
+        lost = [self.refs.pop(ref) for ref in refs]
+        self.lost += len(lost)
+        book = self.book
+        for signed, _owner in lost:
+            if signed.contract.product == "reserve":
+                book.copy_lost(signed.contract.contract_id)
+        # ids as the ledger's rejections list them (an adversary's may hold commas)
+        self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason=reason,
+                              contract_ids=[audit_contract_id(c.contract.contract_id)
+                                            for c, _ in lost])
+        what = ("refused by the bus (control lane full)" if reason == "bus_refused" else
+                "dropped by the bus (deferred past one step, obsolete)")
+        self.events.append(f"{len(lost)} contract{'' if len(lost) == 1 else 's'} {what}")
+
+    # ------------------------------------------------------------------ receive
+    def receive(self, deliveries: tuple, now_s: float) -> None:
+        """Contracts delivered this step, in delivery order, kept for :meth:`file_arrived`.
+
+        A reserve contract is authenticated on receipt (form, identities, both
+        signatures, visible replays: :meth:`ContractLedger.authenticate`). An authentic
+        one is *held* from now on (standing reserve, paid for availability once its
+        window opens, see :meth:`ReserveBook.rate_at`); one that fails is rejected
+        (counted, audited) and never earns anything; its award is withdrawn once no copy of
+        it is held or still on the bus (:meth:`ReserveBook.copy_failed`). A reserve award whose contract
+        never arrives is never held.
+        Energy contracts are verified at dispatch. Without a reserve contract among the
+        deliveries (the usual step) they are all kept as delivered.
+        """
+        refs = self.refs
+        arrived = []
+        times: list[float] = []   # delivery times, kept where reserve can be traded
+        reserve = self.reserve_traded
+        for d in deliveries:
+            con = d.topic(TOPIC_CONTRACTS)
+            if len(con.recipients):
+                arrived += map(refs.pop, con.payloads.tolist())
+                if reserve:
+                    times.extend(con.delivery_times_s.tolist())
+        if not arrived or "reserve" not in [c.contract.product for c, _ in arrived]:
+            self.arrived, self.arrived_reserve = arrived, False
+            return
+        kept = []
+        names = self.names
+        book = self.book
+        held = False
+        for k, item in enumerate(arrived):
+            signed, owner = item
+            if signed.contract.product == "reserve":
+                cid = signed.contract.contract_id
+                left = book.copy_done(cid)
+                reason = self.ledger.authenticate(signed, now_s, expected_agent=names[owner])
+                if reason is not None:
+                    self.note_rejections([signed], [reason])
+                    book.copy_failed(cid, left)
+                    continue
+                book.hold(signed, owner, times[k])
+                held = True
+            kept.append(item)
+        if held:
+            book.refresh_standing()
+        self.arrived, self.arrived_reserve = kept, held   # held: a reserve contract kept
+
+    def file_arrived(self, cleared_round: int, now_s: float, bid_mw: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """File this step's deliveries (see :meth:`receive`): held reserve waits for the
+        emergency broadcast, energy contracts go to dispatch (``pending``).
+
+        :return: ``(awarded, accepted_share)``: per agent, the contracted energy power of
+            the next window that reached it (one copy of each contract that passes the
+            receipt check, :meth:`ContractLedger.screen_batch` at ``now_s``), and the
+            share of its last bid (``bid_mw``) awarded by the contracts of round
+            ``cleared_round`` it received (:func:`~gridswarm_env.market.accepted_share`).
+        """
+        n = self.n_agents
+        awarded = np.zeros(n)
+        received = np.zeros(n)   # awarded by this round's contracts received
+        items = self.arrived   # this step's deliveries, see receive
+        if items:
+            energy, reserve = items, []
+            if self.arrived_reserve:
+                energy = [it for it in items if it[0].contract.product != "reserve"]
+                reserve = [it for it in items if it[0].contract.product == "reserve"]
+                self.book.contracts.extend(reserve)
+            if energy:
+                # every copy goes to dispatch, which decides (a rejection is counted and
+                # audited there, once); the schedule the agent observes and the kernel
+                # plans with counts one copy of each contract that passes the receipt check
+                # (signatures, identities, visible replays, window), so a forged or
+                # misdelivered contract never shapes an agent's limits
+                self.pending.extend(energy)
+                names = self.names
+                owners = [o for _, o in energy]
+                reasons = self.ledger.screen_batch([c for c, _ in energy], now_s,
+                                                   [names[o] for o in owners])
+                terms = [c.contract for c, _ in energy]
+                ids = {c.contract_id for c in terms}
+                if len(ids) < len(energy) or reasons.count(None) < len(reasons):
+                    first = []   # one authentic copy of each (a duplicate: the first)
+                    for it, reason in zip(energy, reasons, strict=True):
+                        cid = it[0].contract.contract_id
+                        if reason is None and cid in ids:
+                            ids.remove(cid)
+                            first.append(it)
+                    energy = first
+                    owners = [o for _, o in energy]
+                    terms = [c.contract for c, _ in energy]
+                if energy:
+                    add_by_owner(awarded, owners, [c.power_mw for c in terms])
+            # the award of the round just cleared, as far as its contracts reached their
+            # holders (authentic reserve, screened energy: one copy of each)
+            if (not reserve and energy
+                    and [c.round_index for c in terms].count(cleared_round) == len(terms)):
+                # the usual step: every contract kept is energy of that round, so the sum
+                # is the one just made (the same additions in the same order)
+                received = awarded.copy()
+            else:
+                mine = [it for part in (energy, reserve) for it in part
+                        if it[0].contract.round_index == cleared_round]
+                if mine:
+                    add_by_owner(received, [o for _, o in mine],
+                                 [c.contract.power_mw for c, _ in mine])
+            self.arrived = []
+        # an agent knows its own bid and what reached it, not the operator's books (with
+        # nothing received, |0| / |B| is +0.0 everywhere: the zeros as they are)
+        return awarded, (market.accepted_share(received, bid_mw) if items else received)
+
+    # ------------------------------------------------------------------ dispatch
+    def verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Verify the energy contracts held for the window starting now; rejected → 0 MW.
+
+        The power and price dispatched are read from the verified contract objects
+        (immutable), in delivery order; an agent holding several contracts gets their
+        summed power ``C = Σ C_i`` at their power-weighted price ``Σ C_i·π_i / C``, so full
+        delivery is paid ``Σ C_i·π_i`` (each contract at its own price).
+        """
+        n = self.n_agents
+        mw, price = np.zeros(n), np.zeros(n)
+        pending = self.pending
+        if pending:
+            signed = [c for c, _ in pending]
+            owners = [o for _, o in pending]
+            names = self.names
+            ok, reasons = self.ledger.verify_batch(signed, now_s, [names[o] for o in owners])
+            n_ok = int(np.count_nonzero(ok))
+            if n_ok < len(signed):
+                self.note_rejections(signed, reasons)
+                keep = ok.nonzero()[0].tolist()
+                signed, owners = [signed[g] for g in keep], [owners[g] for g in keep]
+            if signed:
+                terms = [c.contract for c in signed]
+                distinct = len(set(owners)) == len(owners)
+                idx = add_by_owner(mw, owners, [c.power_mw for c in terms], distinct)
+                if self.awaiting_energy_response:
+                    self._energy_response(terms, now_s)
+                prices = np.array([c.price_per_mwh for c in terms], dtype=float)
+                if distinct:
+                    price[idx] = prices
+                else:   # several contracts for one agent: the power-weighted price
+                    value = np.zeros(n)
+                    np.add.at(value, idx, np.array([c.power_mw for c in terms]) * prices)
+                    np.divide(value, mw, out=price, where=mw != 0.0)
+        self.pending = []
+        return mw, price
+
+    def _energy_response(self, terms: list, now_s: float) -> None:
+        """A DER response by energy: the start of delivery (``now_s``) of the first verified
+        energy contract awarded on a request that covers the trip, in the direction of
+        the lost power (the metrics keep the earlier of it and the first reserve
+        activation; without a reserve target it is the only response)."""
+        first = self.trip_round
+        lost = self.contingency_mw
+        if any(c.round_index >= first and c.power_mw * lost > 0.0 for c in terms):
+            self.note_response(now_s)
+            self.awaiting_energy_response = False
+
+    def note_response(self, at_s: float) -> None:
+        """Record a DER response at ``at_s`` (the metrics keep the earliest; in shadow
+        mode, where nothing responds, the would-be latency's first one)."""
+        if self.shadow:
+            if self.would_response_s is None:
+                self.would_response_s = at_s
+        else:
+            self.metrics.record_response(at_s)
+
+    def note_rejections(self, signed: list, reasons: list) -> None:
+        for c, r in zip(signed, reasons, strict=True):
+            if r is not None:
+                self.events.append(f"contract {_describe_id(c)} rejected: "
+                                   f"{getattr(r, 'value', r)}")
+
+    def activate_reserve(self, arrival_s: np.ndarray, t1: float, detected: bool) -> None:
+        """Holders of reserve contracts activate them when the emergency broadcast arrives
+        (``arrival_s``: per agent, when it reached it; ``detected``: the operator has
+        broadcast it).
+
+        A holder activates a contract when both the broadcast and the contract have
+        reached it and its delivery window has opened: at max(broadcast arrival, contract
+        delivery, window start), so a contract that congestion delayed past the broadcast
+        does not act before it arrived, and one cleared in a reserve round announced
+        before the operator knew of the trip acts from its own window, not before. Each is
+        verified at that time; one that fails dispatches nothing. ``activation_s`` keeps
+        each holder's first activation; a contract the holder activates later in the
+        step is passed to dispatch with its own time (``ReserveBook.late``), not the first.
+        """
+        book = self.book
+        book.late = None
+        if not book.contracts or not detected:
+            return   # no emergency broadcast yet: no arrival time is finite
+        due = book.take_due(arrival_s, t1)
+        if not due:
+            return
+        for c, o, at in due:
+            reason = self.ledger.verify(c, at, expected_agent=self.names[o])
+            if reason is None:
+                book.activate(o, c.contract.power_mw, at)
+                if not self.shadow:
+                    self.metrics.record_activation(at, c.contract.power_mw, o,
+                                                   float(self.ramp_mw_per_s[o]))
+            else:   # an invalid reserve contract dispatches nothing and earns nothing more
+                self.note_rejections([c], [reason])
+                book.withdraw(o, c.contract.power_mw, held_id=c.contract.contract_id)
+        book.end_activation()
+        active = book.activation_s[np.isfinite(book.activation_s)]
+        if active.size:
+            self.note_response(float(active.min()))
+
+
+def check_tampered(signed: Any, owners: Any, n_agents: int) -> None:
+    """What an ``adversary`` put on the bus: signed contracts only (a :class:`SignedContract`
+    holding a :class:`Contract`, exact classes, as the ledger's checks require), one
+    recipient each. An attacker on the bus sends messages in the contract format, which
+    the operator and dispatch then screen; any other object would be read by the
+    environment before the ledger's checks (its attributes may run code).
+
+    :raises TypeError: naming the position and the type or recipient found (a recipient
+        is an agent index, an integer from 0 to ``n_agents - 1``).
+    """
+    if not isinstance(signed, list) or not isinstance(owners, (list, tuple, np.ndarray)):
+        raise TypeError(f"adversary returned ({type(signed).__name__}, "
+                        f"{type(owners).__name__}): expected (list of SignedContract, "
+                        "recipients), as it was given")
+    for k, item in enumerate(signed):
+        if type(item) is not SignedContract or type(item.contract) is not Contract:
+            inner = (f" holding a {type(item.contract).__name__}"
+                     if type(item) is SignedContract else "")
+            raise TypeError(
+                f"adversary returned a {type(item).__name__}{inner} at position {k}: an "
+                "attacker on the bus sends signed contracts only (a SignedContract holding "
+                "a Contract, exact classes; forge one with dataclasses.replace or "
+                "trust.Adversary)")
+    if len(owners) != len(signed):
+        raise TypeError(f"adversary returned {len(signed)} contract(s) and {len(owners)} "
+                        "recipient(s): expected one recipient per contract")
+    for k, owner in enumerate(owners):
+        if (isinstance(owner, bool) or not isinstance(owner, (int, np.integer))
+                or not 0 <= owner < n_agents):
+            raise TypeError(f"adversary returned recipient {owner!r} at position {k}: "
+                            f"expected an agent index, an integer from 0 to {n_agents - 1}")

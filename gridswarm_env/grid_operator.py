@@ -1,0 +1,149 @@
+"""The grid operator's side of the market rounds (DESIGN §2, §3): what it knows and what
+it announces.
+
+:class:`GridOperator` (one per episode) holds the operator's forecasts of each round
+(``round_forecast_mw``), the solar agents' PV forecasts that reached it over the bus
+(``forecast_mw``, :meth:`GridOperator.receive_forecasts`) and the fleet flexibility it
+prices with (:meth:`GridOperator.flexible_mw`); it sizes each round's request and product
+(:meth:`GridOperator.request`, :func:`~gridswarm_env.market.operator_request`) and
+publishes the round's announcement to every agent (:meth:`GridOperator.announce`: request,
+price signal, product, the grid's state, the last clearing price). The market clearing and
+the contracts are the environment's (:mod:`gridswarm_env.env`,
+:mod:`gridswarm_env.contract_flow`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gridswarm_env import market
+from gridswarm_env.bus import AgentMessageBus, Lane
+from gridswarm_env.messages import OPERATOR, SIGNAL_DTYPE, SIGNAL_VOID, TOPIC_FORECAST, TOPIC_PRICE
+
+
+class GridOperator:
+    """The operator of one episode (see the module docstring).
+
+    :ivar round_forecast_mw: the operator's forecast for round ``r`` (delivery
+        ``[(r+1)·dt, (r+2)·dt)``), every round, MW.
+    :ivar forecast_mw: the PV forecast held per agent (solar agents' only matter), MW;
+        set by :meth:`reset_forecasts`.
+    :ivar flex_up_mw, flex_down_mw: per agent, the flexibility it prices with (see
+        :meth:`refresh_flexibility`).
+    :ivar n_plugged: EVs plugged in when the flexibility was last refreshed.
+    """
+
+    def __init__(self, bus: AgentMessageBus, fleet, const, kernel_arrays,
+                 round_forecast_mw: np.ndarray, *, price_floor_per_mwh: float,
+                 price_cap_per_mwh: float, reserve_target_mw: float, contingency_mw: float,
+                 deadband_mw: float, latency_max_s: float, dt_s: float) -> None:
+        n = fleet.kind.size
+        self.bus, self.fleet, self.const, self.kernel_arrays = bus, fleet, const, kernel_arrays
+        self.round_forecast_mw = round_forecast_mw
+        self.price_floor_per_mwh, self.price_cap_per_mwh = price_floor_per_mwh, price_cap_per_mwh
+        self.reserve_target_mw, self.contingency_mw = reserve_target_mw, contingency_mw
+        self.deadband_mw = deadband_mw
+        self.latency_max_s, self.dt_s = latency_max_s, dt_s
+        self.agent_ids = np.arange(n)
+        self.to_operator = np.full(n, OPERATOR)
+        self.signal_rows = np.empty(n, dtype=SIGNAL_DTYPE)
+        # opaque-item views of the packed signal records: one record is broadcast to all
+        # rows (the same bytes as the field-wise copies, several times faster)
+        self.signal_record = np.empty(1, dtype=SIGNAL_DTYPE)
+        self._signal_rows_void = self.signal_rows.view(SIGNAL_VOID)
+        self._signal_record_void = self.signal_record.view(SIGNAL_VOID)
+        # fleet flexibility (DESIGN §3): the plugged-in fleet's, refreshed when EVs leave;
+        # downward follows the PV forecast
+        self.refresh_flexibility()
+        self.neutral_price = market.neutral_price_per_mwh(price_floor_per_mwh,
+                                                          price_cap_per_mwh)
+
+    def request(self, round_index: int, *, trip_known: bool, reserve_awarded_mw: np.ndarray,
+                standing_reserve_mw: np.ndarray, reserve_short: bool) -> tuple[float, int]:
+        """Request (MW) and product of the round delivering in [(r+1)·dt, (r+2)·dt),
+        with ``trip_known``: whether the operator knows of the trip when it announces
+        the round (detected by then), not for the whole step.
+
+        With a reserve target, a round announced while the operator does not know of a
+        trip buys the reserve still missing (request ``max(target − awarded, 0)``, no
+        round inside the deadband), or, once the target is met or the last reserve round
+        held cleared short (``reserve_short``), the forecast shortage beyond the deadband
+        as energy; every later round is an energy round
+        (:func:`~gridswarm_env.market.operator_request`): the product switches on what the
+        operator knows and holds, never on the scenario's hidden ``event_time_s``."""
+        # the forecast = its mean over the window's sub-steps (precomputed at reset)
+        return market.operator_request(
+            float(self.round_forecast_mw[round_index]), trip_known=trip_known,
+            reserve_target_mw=self.reserve_target_mw, reserve_awarded_mw=reserve_awarded_mw,
+            contingency_mw=self.contingency_mw, standing_reserve_mw=standing_reserve_mw,
+            deadband_mw=self.deadband_mw, reserve_short=reserve_short)
+
+    def refresh_flexibility(self) -> None:
+        """The flexibility the operator prices with (see :meth:`flexible_mw`) of the
+        batteries and the EVs still plugged in (recomputed when one leaves)."""
+        c, f, a = self.const, self.fleet, self.kernel_arrays
+        self.flex_up_mw, self.flex_down_mw = market.fleet_flexibility(
+            c.is_battery, c.is_ev, f.plugged, a.max_discharge_mw, a.max_charge_mw,
+            f.ev_baseline_rate_mw, f.rated_power_mw)
+        self.n_plugged = int(np.count_nonzero(f.plugged))
+
+    def flexible_mw(self, request_mw: float) -> float:
+        """Fleet flexibility in the request's direction, MW: upward = battery discharge caps
+        + EV baseline charging; downward = the PV forecasts the operator holds (see
+        :meth:`receive_forecasts`) + EV headroom + battery charge caps."""
+        if request_mw >= 0:
+            return self.flex_up_mw
+        return market.downward_flexibility_mw(self.flex_down_mw, self.const.solar,
+                                              self.forecast_mw)
+
+    def reset_forecasts(self) -> None:
+        """The operator's PV forecasts before any ``grid/forecast`` message arrives: each
+        solar agent's forecast for the first window, as a plant files it with its schedule
+        before the market opens (the fleet's forecast at reset, so round 0, announced at
+        t = 0, prices with it). From then on only delivered forecasts change them."""
+        self.forecast_mw = self.fleet.solar_forecast_mw.copy()
+        # publish time of each held forecast (-inf: the schedule's, older than any message)
+        self.forecast_sent_s = np.full(self.agent_ids.size, -math.inf)
+        # a forecast can overtake an older one only when a latency can reach a step (below
+        # that, delivery order is publish order, also out of a deferred backlog)
+        self.forecasts_reorder = self.latency_max_s >= self.dt_s
+
+    def receive_forecasts(self, delivery) -> None:
+        """The operator keeps each solar agent's newest forecast that ``grid/forecast``
+        delivered (TELEMETRY lane); a forecast dropped, deferred or still in flight changes
+        nothing, so under congestion the operator prices with the last one that arrived."""
+        fc = delivery.topic(TOPIC_FORECAST)
+        senders = fc.senders
+        if not len(senders):
+            return
+        values = fc.payloads
+        if self.forecasts_reorder:   # newest by publish time, never an older one
+            sent = fc.publish_times_s
+            order = np.argsort(sent, kind="stable")
+            senders, values, sent = senders[order], values[order], sent[order]
+            newer = sent >= self.forecast_sent_s[senders]
+            senders, values, sent = senders[newer], values[newer], sent[newer]
+            self.forecast_sent_s[senders] = sent
+        # put: = [senders] = values, the last (newest) of a sender's forecasts wins
+        self.forecast_mw.put(senders, values)
+
+    def announce(self, round_index: int, request_mw: float, product: int, now_s: float,
+                 freq_hz: float, rocof_hz_per_s: float, clearing_price_per_mwh: float
+                 ) -> float:
+        """Publish round ``round_index``'s announcement to every agent at ``now_s``
+        (MARKET lane); returns its price signal, $/MWh
+        (:func:`~gridswarm_env.market.price_signal_per_mwh` of the request and the
+        flexibility in its direction)."""
+        price = market.price_signal_unchecked(float(request_mw), self.flexible_mw(request_mw),
+                                              self.price_floor_per_mwh,
+                                              self.price_cap_per_mwh, self.neutral_price)
+        # the bus copies published rows: the buffer is reused
+        self.signal_record[0] = (round_index, request_mw, price, product, freq_hz,
+                                 rocof_hz_per_s, clearing_price_per_mwh)
+        self._signal_rows_void[...] = self._signal_record_void
+        self.bus.publish_batch(TOPIC_PRICE, self.signal_rows, lane=Lane.MARKET,
+                               senders=self.to_operator, recipients=self.agent_ids,
+                               now_s=now_s)
+        return price

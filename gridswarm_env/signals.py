@@ -1,0 +1,72 @@
+"""What each agent knows of the market rounds: the last round announcement the bus
+delivered to it (:data:`~gridswarm_env.messages.SIGNAL_DTYPE`: request, price signal,
+product, frequency, RoCoF, last clearing price) and how many steps ago it arrived.
+
+:class:`AgentSignals` keeps one record per agent, updated from each step's deliveries
+(:meth:`AgentSignals.receive`); the observation builder reads its fields
+(:mod:`gridswarm_env.observations`; the environment's ``sig_*`` arrays are the same
+views).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gridswarm_env.messages import SIGNAL_DTYPE, SIGNAL_VOID, TOPIC_PRICE
+
+
+class AgentSignals:
+    """The last round announcement each of ``n_agents`` agents received.
+
+    Before any arrives: round −1, no request, ``price_per_mwh`` (the mean price level),
+    the nominal frequency, no clearing price (NaN), 10 steps old.
+
+    :param reorder: whether a newer announcement can overtake an older one on the bus
+        (a latency can reach ``gate_s``, the time between the first two): then each
+        agent keeps the newest round it received, not the last delivered.
+    :ivar record: one packed record per agent (written per delivery as one 45-byte item);
+        ``round``, ``request_mw``, ``price_per_mwh``, ``product``, ``freq_hz``,
+        ``rocof_hz_per_s`` and ``clearing_price_per_mwh`` are views of its fields.
+    :ivar age_steps: steps since each agent's last announcement arrived.
+    """
+
+    def __init__(self, n_agents: int, *, price_per_mwh: float, nominal_freq_hz: float,
+                 reorder: bool) -> None:
+        sig = self.record = np.zeros(n_agents, dtype=SIGNAL_DTYPE)
+        sig["round"] = -1
+        sig["price_per_mwh"] = price_per_mwh
+        sig["freq_hz"] = nominal_freq_hz
+        sig["clearing_price_per_mwh"] = np.nan
+        self.round, self.request_mw = sig["round"], sig["request_mw"]
+        self.price_per_mwh, self.product = sig["price_per_mwh"], sig["product"]
+        self.freq_hz, self.rocof_hz_per_s = sig["freq_hz"], sig["rocof_hz_per_s"]
+        self.clearing_price_per_mwh = sig["clearing_price_per_mwh"]
+        self.age_steps = np.full(n_agents, 10.0)
+        # opaque-item view: delivered rows are scattered into the records as raw bytes
+        # (the same bytes as the field-wise copies, several times faster)
+        self._void = sig.view(SIGNAL_VOID)
+        self.reorder = reorder
+
+    def receive(self, deliveries: tuple) -> None:
+        """The announcements delivered this step (``grid/price``); every agent's age grows
+        by one step, and is 0 for those that received one."""
+        self.age_steps += 1.0
+        for d in deliveries:
+            sig = d.topic(TOPIC_PRICE)
+            if len(sig.recipients):
+                r = np.asarray(sig.recipients, dtype=np.int64)
+                rows = np.asarray(sig.payloads)
+                if self.reorder:   # newest round last per agent (put: last wins),
+                    # not the last delivered: a newer round may overtake an older one
+                    order = np.argsort(rows["round"], kind="stable")
+                    r, rows = r[order], rows[order]
+                # take: the same gather as round[r], several times faster on the
+                # packed (unaligned) record field at 10 000 agents
+                newer = rows["round"] >= self.round.take(r)
+                if np.count_nonzero(newer) < newer.size:
+                    r, rows = r[newer], rows[newer]
+                if rows.dtype == SIGNAL_DTYPE:
+                    self._void.put(r, rows.view(SIGNAL_VOID))   # = [r] =, faster
+                else:
+                    self.record[r] = rows
+                self.age_steps[r] = 0.0
