@@ -506,7 +506,8 @@ class FleetConfig:
     ev_soc_init_high: float = 0.7
     ev_departure_soc: float = 0.8
     # departure = max(uniform draw in [min, max], slack × time baseline charging needs to
-    # reach ev_departure_soc): an EV never leaves before it can be full enough. With the
+    # reach ev_departure_soc): an EV never leaves before it can be full enough (with
+    # ev_baseline_fraction = 0 one below it never leaves: departure inf). With the
     # default SoC range (0.3-0.7 < 0.8) that time is hours, so no EV leaves within the
     # shipped scenarios (2-5 min); raise ev_soc_init_high above ev_departure_soc (or lower
     # the latter) to exercise departures within an episode.

@@ -17,7 +17,8 @@ an EV is plugged in over whole steps and never draws power after its drawn depar
 (before, it charged on for the rest of that step, up to ``dt_s``, unseen by the check).
 That shortfall is a guard, 0 with the default limits at any episode length: an EV below
 ``departure_soc`` leaves no earlier than 1.1 times the time its baseline charging needs to
-reach it, less up to one agent step for that rounding (:func:`build_fleet`; at full
+reach it (one with no baseline charging, ``ev_baseline_fraction`` = 0, never leaves), less
+up to one agent step for that rounding (:func:`build_fleet`; at full
 charging it still gets there while ``dt_s`` is below 0.6 times that time), one at or above
 it leaves with at least that (EVs only
 charge: no V2G, no driving while plugged in), and the kernel keeps the requirement
@@ -230,11 +231,13 @@ def build_fleet(n_agents: int, cfg: FleetConfig, irradiance: float,
     eta_c = np.where(is_bat, cfg.battery_eta_charge, np.where(is_ev, cfg.ev_eta_charge, 1.0))
     eta_d = np.where(is_bat, cfg.battery_eta_discharge, 1.0)
     # an EV leaves no earlier than its baseline charging can reach the departure SoC
-    # (with 10-200 % slack); one already there leaves within the configured range
+    # (with 10-200 % slack); one already there leaves within the configured range. Without
+    # baseline charging (ev_baseline_fraction = 0) one below it never gets there on its
+    # own, so it never leaves (departure inf: the kernel asks nothing of it, nothing unmet)
     baseline_rate = rated * cfg.ev_baseline_fraction
-    need_s = np.divide(np.maximum(cfg.ev_departure_soc - soc0, 0.0) * energy_cap * 3600.0,
-                       cfg.ev_eta_charge * baseline_rate, out=np.zeros(n_agents),
-                       where=baseline_rate > 0)
+    missing = np.maximum(cfg.ev_departure_soc - soc0, 0.0) * energy_cap * 3600.0
+    need_s = np.divide(missing, cfg.ev_eta_charge * baseline_rate,
+                       out=np.where(missing > 0, np.inf, 0.0), where=baseline_rate > 0)
     slack = rng.uniform(1.1, 3.0, n_agents)
     window = rng.uniform(cfg.ev_departure_min_s, cfg.ev_departure_max_s, n_agents)
     departure = np.where(is_ev, np.where(need_s > 0, np.maximum(need_s * slack, window), window),

@@ -593,6 +593,8 @@ class Kernel:
             after_h = fleet.departure_s[ev] - window_end_s
             np.maximum(after_h, st.ev_zero, out=after_h)
             after_h /= 3600.0
+            if st.ev_no_charge is not None:   # 0 MW for any time, inf (never leaves) too
+                np.copyto(after_h, 0.0, where=st.ev_no_charge)
             e_req = st.ev_departure_energy_mwh - st.ev_charge_rate_mw * after_h
             need = np.subtract(e_req, energy_lo_mwh[ev], out=e_req)
             np.maximum(need, st.ev_zero, out=need)
@@ -892,6 +894,9 @@ class _Statics:
     ev_zero: np.ndarray               # zeros over the EVs
     ev_departure_energy_mwh: np.ndarray   # departure_energy_mwh over the EVs
     ev_charge_rate_mw: np.ndarray         # charge_rate_mw over the EVs
+    # over the EVs, those whose charge rate is 0 (None: none): their departure requirement
+    # is not lowered by charging, also when they never leave (departure inf: 0·inf is NaN)
+    ev_no_charge: np.ndarray | None
     solar_max_discharge_mw: np.ndarray    # discharge caps over the solar agents
     durations: dict                   # duration_h -> (divisors (2, n), η_c·h over the EVs)
 
@@ -916,6 +921,8 @@ class _Statics:
                    ev_zero=np.zeros(np.count_nonzero(c.is_ev)),
                    ev_departure_energy_mwh=departure_energy[ev],
                    ev_charge_rate_mw=charge_rate[ev],
+                   ev_no_charge=(charge_rate[ev] == 0.0
+                                 if np.count_nonzero(charge_rate[ev] == 0.0) else None),
                    solar_max_discharge_mw=a.max_discharge_mw[c.solar],
                    durations={})
 

@@ -583,8 +583,10 @@ def _ev_baseline_path(raw, first_step: int, n_steps: int) -> dict[str, np.ndarra
         rate = np.where(plugged & (energy < cap), f.ev_baseline_rate_mw, 0.0)
         room_mw = np.maximum(lim.soc_max * cap - energy, 0.0) / (eta * h)
         lo = -np.minimum(lim.max_charge_mw, room_mw)
-        e_req = lim.departure_soc * cap - lim.max_charge_mw * eta * np.maximum(
-            f.departure_s - t_end, 0.0) / 3600.0
+        # a DER that cannot charge gains nothing, also in an unbounded time (an EV that
+        # never leaves, departure inf): 0 MWh, not 0·inf
+        after_s = np.where(lim.max_charge_mw > 0, np.maximum(f.departure_s - t_end, 0.0), 0.0)
+        e_req = lim.departure_soc * cap - lim.max_charge_mw * eta * after_s / 3600.0
         need = np.maximum(e_req - energy, 0.0) / (eta * h)
         hi = np.minimum(np.maximum(-need, lo), 0.0)
         if first_step == 0 and k == 0:   # the first step follows the plain schedule

@@ -326,3 +326,55 @@ def test_an_ev_that_needs_little_charging_still_leaves_within_the_configured_win
     assert np.all((need_s > 0.0) & (3.0 * need_s < cfg.ev_departure_min_s))
     assert np.all((fleet.departure_s[ev] >= cfg.ev_departure_min_s)
                   & (fleet.departure_s[ev] <= cfg.ev_departure_max_s))
+
+
+
+def test_evs_without_baseline_charging_below_their_departure_soc_never_leave() -> None:
+    # FleetConfig(ev_baseline_fraction=0) (allowed, [0, 1]): the departure rule divided by
+    # the baseline rate, 0, so every EV below its departure SoC left within the window
+    # whatever its charge (a fraction of 1e-9 keeps them ~1e9 times longer): price_spike,
+    # 30 agents, heuristic, seed 0, 150 steps, departures 60-120 s: 110.8 MWh unmet, vs 0
+    cfg = FleetConfig(ev_baseline_fraction=0.0, ev_soc_init_low=0.6, ev_soc_init_high=0.95,
+                      ev_departure_min_s=60.0, ev_departure_max_s=120.0)
+    f = build_fleet(60, cfg, 0.5, np.random.default_rng(0))
+    ev = f.kind == KIND_EV
+    soc = f.energy_mwh / np.where(ev, f.energy_capacity_mwh, 1.0)
+    below, above = ev & (soc < cfg.ev_departure_soc), ev & (soc >= cfg.ev_departure_soc)
+    assert below.any() and above.any()
+    assert np.all(np.isinf(f.departure_s[below]))
+    assert np.all((f.departure_s[above] >= 60.0) & (f.departure_s[above] <= 120.0))
+
+
+@pytest.mark.parametrize("policy_name", ["heuristic", "oracle"])
+@pytest.mark.parametrize("limits", [None, {"ev": {"max_charge_mw": 0.0}}])
+def test_evs_without_baseline_charging_leave_with_nothing_unmet(limits, policy_name) -> None:
+    import warnings
+
+    from gridswarm_env.env import GridSwarmEnv
+    from gridswarm_env.scenarios import get_scenario
+    from policies import make_policy
+
+    # (an EV that never leaves and cannot charge: its requirement is not 0·inf = NaN, in
+    # the kernel's interval and the oracle's plan)
+    fleet = FleetConfig(ev_baseline_fraction=0.0, ev_soc_init_low=0.6, ev_soc_init_high=0.95,
+                        ev_departure_min_s=5.0, ev_departure_max_s=10.0)
+    env = GridSwarmEnv(get_scenario("price_spike", episode_steps=30), limits=limits,
+                       config=EnvConfig(n_agents=24, trust="hmac", fleet=fleet))
+    env.reset(seed=0)
+    policy = make_policy(policy_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        policy.reset(env, seed=0)
+    ev = env.fleet.kind == KIND_EV
+    leaving = ev & (env.fleet.departure_s < 30.0)
+    assert 0 < np.count_nonzero(leaving) < np.count_nonzero(ev)
+    while env.agents:
+        obs = env.observations_array()
+        assert np.isfinite(obs).all()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            act = policy.act(obs, env.action_masks())
+        env.step_arrays(act[:, 0], act[:, 1])
+    m = env.episode_metrics()
+    assert not env.fleet.plugged[leaving].any() and env.fleet.plugged[ev & ~leaving].all()
+    assert m["ev_unmet_energy_mwh"] == 0.0 and m["executed_violations"] == 0
