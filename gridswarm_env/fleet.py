@@ -18,8 +18,10 @@ an EV is plugged in over whole steps and never draws power after its drawn depar
 That shortfall is a guard, 0 with the default limits at any episode length: an EV below
 ``departure_soc`` leaves no earlier than 1.1 times the time its baseline charging needs to
 reach it (one with no baseline charging, ``ev_baseline_fraction`` = 0, never leaves), less
-up to one agent step for that rounding (:func:`build_fleet`; at full
-charging it still gets there while ``dt_s`` is below 0.6 times that time), one at or above
+up to one agent step for that rounding (:func:`build_fleet`; charging at its full
+rating, which takes contracts for more charging, it still gets there while ``dt_s`` is
+below (1.1 − ``ev_baseline_fraction``) times that time, 0.6 at the default 0.5; on its
+baseline alone, while ``dt_s`` is below 0.1 times it), one at or above
 it leaves with at least that (EVs only
 charge: no V2G, no driving while plugged in), and the kernel keeps the requirement
 reachable at the charger's rating. It is non-zero only when the kernel's limits ask less
