@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "load (marginal: a difference reward of system_cost's VOLL part; "
                      "docs/training.md)", DEFAULTS.reward))
     a("--marginal-weight", type=float, default=None,
-      help=_resume_help("weight of the term of --reward marginal", DEFAULTS.marginal_weight))
+      help=_resume_help("weight of the term of --reward marginal, refused with --reward env",
+                        DEFAULTS.marginal_weight))
     a("--reward-scale", type=float, default=None,
       help=_resume_help("multiplier of the rewards the learner sees", DEFAULTS.reward_scale))
     a("--reward-clip", type=float, default=None,
@@ -239,8 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
       help=f"passes over demonstrations, with --bc-teacher (default: {DEFAULTS.bc_epochs})")
     a("--bc-lr", type=float, default=None,
       help=f"cloning learning rate, with --bc-teacher (default: {DEFAULTS.bc_learning_rate})")
-    a("--run-name", default=None, help="run directory name, refused if it already holds a run "
-      "(default: <scenario>_s<seed>_<time>)")
+    a("--run-name", default=None, help="run directory name under --logdir, refused if it exists (even "
+      "empty) (default: <scenario>_s<seed>_<time>)")
     a("--torch-threads", type=_INT, default=DEFAULTS.torch_threads, metavar="N",
       help="torch intra-op threads of the cloning and PPO's forward and backward passes "
            "(default: %(default)s, as the shipped models were made; 2 trained 1.2-1.3x as "
