@@ -174,8 +174,14 @@ def lone_sample_problem(n_steps: int, n_envs: int, n_agents: int,
 def names_a_directory(out: str) -> bool:
     """``out`` (an ``--out`` model path) ends with a path separator or is a directory
     (``python -m train`` and ``python -m train.dagger`` refuse it: ``X/`` would write the
-    model as the hidden file ``X/.zip``, a directory ``X`` as ``X.zip`` beside it)."""
-    return out.endswith(("/", os.sep)) or Path(out).is_dir()
+    model as the hidden file ``X/.zip``, a directory ``X`` as ``X.zip`` beside it). A
+    name the file system refuses (too long) is no directory: the path checks word it."""
+    if out.endswith(("/", os.sep)):
+        return True
+    try:
+        return Path(out).is_dir()
+    except OSError:
+        return False
 
 
 def record_suffix_problem(out: str) -> str | None:
