@@ -1366,6 +1366,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
             raise UsageError(msg if msg.startswith(what) else f"{what}: {msg}") from None
         except ModuleNotFoundError as exc:   # learned without the training extra
             raise UsageError(missing_package_message(pol, exc)) from None
+        except KeyboardInterrupt:   # a model loading: nothing written yet
+            raise EvaluationInterrupted(0, len(pols) * len(scs) * episodes, None) from None
     # directories this run creates: removed again (when empty) if it does not finish
     created = dirs_to_create(out / TENSORBOARD_DIR)
     try:

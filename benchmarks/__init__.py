@@ -26,11 +26,22 @@ from pathlib import Path as _Path
 from typing import Any as _Any
 
 
+def _json_path(text: str) -> _Path:
+    """``--json``'s value as a path, refusing one spelled as a directory (``out/``: the
+    ``Path`` would drop the slash and write a file ``out``)."""
+    from policies.cli_checks import directory_syntax_problem
+
+    problem = directory_syntax_problem(text)
+    if problem:
+        raise _argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return _Path(text)
+
+
 def add_json_arguments(parser: _argparse.ArgumentParser, what: str) -> None:
     """``--json FILE`` (writes ``what``) and ``--overwrite``: an existing non-empty file is
     refused unless ``--overwrite`` is given or it is an earlier figures file, as
     ``demo.py --json`` does."""
-    parser.add_argument("--json", type=_Path, metavar="FILE",
+    parser.add_argument("--json", type=_json_path, metavar="FILE",
                         help=f"write {what} to this file (an existing file that is not "
                              "empty is refused unless --overwrite, except an earlier "
                              "--json output of these benchmarks, which is replaced)")

@@ -123,6 +123,15 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     return p
 
 
+def directory_syntax_problem(text: str) -> str | None:
+    """Why the file path ``text`` names a directory by its spelling (a trailing ``/``,
+    which pathlib drops, so ``out/`` would write a file ``out``), or None."""
+    if not text.endswith(("/", os.sep)):
+        return None
+    return ("ends with '/', which names a directory; expected a file path (e.g. "
+            f"{text.rstrip('/' + os.sep) + '/FILE'!r})")
+
+
 def check_output_file(path: str | Path, what: str, *, create_dirs: bool = False,
                       overwrite: bool = True) -> Path:
     """Check that a file can be written at ``path`` (nothing is left behind).
@@ -148,6 +157,9 @@ def check_output_file(path: str | Path, what: str, *, create_dirs: bool = False,
     check_path_names(p, what)
     if p.is_dir():
         raise ValueError(f"{label} is a directory; expected a file path")
+    problem = directory_syntax_problem(str(path))
+    if problem:
+        raise ValueError(f"{label} {problem}")
     if p.exists():
         if p.is_file():
             if not overwrite and (size := p.stat().st_size) > 0:

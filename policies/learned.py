@@ -123,12 +123,40 @@ def load_maskable_ppo(path: str | Path, data: bytes | None = None) -> Any:
         model = MaskablePPO.load(source, device="cpu")
     except Exception as exc:   # zip members, pickle or torch payload unreadable
         raise ValueError(f"model file {str(p)!r} is corrupt or not a MaskablePPO model "
-                         f"({type(exc).__name__}: {exc}); {MODEL_EXPECTED}") from None
+                         f"({_load_failure(exc, source)}); {MODEL_EXPECTED}") from None
     _check_spaces(model, f"model file {str(p)!r}")
     _check_weights(model, f"model file {str(p)!r}")
     _check_obs_fields(getattr(model, OBS_FIELDS_ATTR, None), p, "it stores")
     _check_record(p, data)
     return model
+
+
+def _load_failure(exc: Exception, source: Any) -> str:
+    """Why ``MaskablePPO.load`` failed, in one line: a torch member of the zip that does
+    not unpickle is named (torch's own message is a paragraph advising
+    ``weights_only=False``, which would run the file's code); otherwise the exception's
+    type and first line.
+    """
+    import io
+    import pickle
+    import zipfile
+
+    if isinstance(exc, pickle.UnpicklingError):
+        import torch
+
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        with zipfile.ZipFile(source) as archive:
+            for name in archive.namelist():
+                if not name.endswith(".pth"):
+                    continue
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), map_location="cpu",
+                               weights_only=True)
+                except Exception:
+                    return f"its weights {name!r} are not a readable torch file"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def nonfinite_tensors(model: Any, optimizer: bool = False) -> list[tuple[str, int]]:

@@ -21,8 +21,10 @@ def test_benchmarks_refuse_an_unwritable_json_path_before_running(module, tmp_pa
     bench = importlib.import_module(module)
     ran = []
     monkeypatch.setattr(bench, "run", lambda *a, **k: ran.append(a) or {})
+    # new-user review (session 27): --json out/ wrote a file named out
     for bad, says in ((tmp_path, "is a directory"),
-                      (tmp_path / "missing" / "x.json", "does not exist")):
+                      (tmp_path / "missing" / "x.json", "does not exist"),
+                      (f"{tmp_path / 'out'}/", "ends with '/', which names a directory")):
         with pytest.raises(SystemExit) as exit_info:
             bench.main(["--json", str(bad)])
         assert exit_info.value.code == 2 and says in capsys.readouterr().err

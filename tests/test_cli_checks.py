@@ -122,3 +122,17 @@ def test_env_config_from_args_words_a_flags_refusal_for_the_flag():
         env_config_from_args(Namespace(config=None, crypto_threads=too_many))
     with pytest.raises(ValueError, match=r"^--agents 0: must be an integer >= 1"):
         env_config_from_args(Namespace(config=None, agents=0))
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_file_path_ending_in_a_slash_is_refused(tmp_path, existing):
+    """New-user review (session 27): ``demo.py --json out/`` wrote a file named ``out``
+    (pathlib drops the slash), and over an existing file ``out`` it wrote that file."""
+    target = tmp_path / "out"
+    if existing:
+        target.write_text("")
+    with pytest.raises(ValueError, match=r"--json '.*out/' ends with '/', which names a "
+                                         r"directory; expected a file path \(e\.g\. "
+                                         r"'.*out/FILE'\)"):
+        check_output_file(f"{target}/", "--json")
+    assert [p.name for p in tmp_path.iterdir()] == (["out"] if existing else [])

@@ -107,6 +107,26 @@ def test_evaluate_interrupted_rerun_leaves_the_directory_as_it_was(tmp_path, cap
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_evaluate_ctrl_c_before_any_episode_says_nothing_was_lost(tmp_path, capsys,
+                                                                  monkeypatch):
+    """New-user review (session 27): Ctrl-C while the policies were built (a model
+    loading, seconds with torch's import) printed only 'evaluate.py: interrupted', where
+    one during the episodes says how far it got and that --out was left as it was."""
+    import policies
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(policies, "make_policy", interrupt)
+    out = tmp_path / "out"
+    status, err = _evaluate(["--agents", "5", "--episodes", "1", "--policies", "random",
+                             "--trust", "hmac", "--out", str(out)], capsys)
+    assert status == 130 and "Traceback" not in err
+    assert err.strip() == (f"evaluate.py: interrupted after 0 of 3 episodes; --out "
+                           f"{str(out)!r} was left as it was")
+    assert not out.exists()
+
+
 def test_evaluate_ctrl_c_keeps_the_finished_episodes_and_creates_nothing(tmp_path, capsys,
                                                                         monkeypatch):
     """Review: Ctrl-C after some episodes printed 'interrupted' and threw their results

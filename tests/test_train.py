@@ -586,6 +586,28 @@ def test_learned_policy_missing_and_corrupt_files(tmp_path):
         LearnedPolicy(empty)
 
 
+def test_learned_policy_corrupt_weights_say_so_in_one_line(tmp_path):
+    """A model zip whose weights member is damaged said torch's paragraph: several lines
+    advising ``weights_only=False`` ("arbitrary code execution") and filing a torch issue
+    (new-user review, session 27); now one line naming the member."""
+    import zipfile
+
+    from policies.learned import PPO_MODEL
+
+    bad = tmp_path / "badpth.zip"
+    with zipfile.ZipFile(PPO_MODEL) as src, zipfile.ZipFile(bad, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, b"garbage" if name == "policy.pth" else src.read(name))
+    with pytest.raises(ValueError) as info:
+        LearnedPolicy(bad)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "weights_only" not in message and "file an issue" not in message
+    assert "badpth.zip' is corrupt or not a MaskablePPO model" in message
+    assert "policy.pth" in message and message.endswith("saved by `python -m train` "
+                                                         "(or `python -m train.dagger`)")
+
+
 def test_learned_policy_incompatible_models(trained, tmp_path):
     import gymnasium as gym
     from sb3_contrib import MaskablePPO

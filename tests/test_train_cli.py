@@ -204,7 +204,12 @@ def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
     (["--n-steps", str(10**30), "--agents", "4"], "error: --n-steps 1000000000000000000000000"
      "000000: a rollout of --n-steps x --envs x --agents = "),
     (["--net-arch", "64," + str(10**30)], "error: --net-arch (64, 1000000000000000000000000"
-     "000000): layer sizes are at most 4,096"),
+     "000000): layer sizes are at most 4,096"),    # new-user review (session 27): the weight of --reward marginal's term was accepted
+    # and recorded with the default --reward env, which it does not change
+    (["--marginal-weight", "2", "--timesteps", "1", "--agents", "3", "--n-steps", "2",
+      "--batch-size", "6", "--no-progress"], "error: --marginal-weight 2.0: weights the term of "
+                                 "--reward marginal, and this run trains with --reward env: "
+                                 "add --reward marginal or drop it"),
 ])
 def test_cli_errors_name_the_flag(args, says, tmp_path, capsys):
     """Review: errors named TrainConfig.n_agents, TrainConfig.total_timesteps; --verbose 5
@@ -320,3 +325,19 @@ def test_resume_continues_a_model_train_dagger_saved(tmp_path, capsys):
         assert "stores no environment settings" in err and "--no-randomize" in err
         assert model.name in err
         assert not (tmp_path / "again.zip").exists() and not (tmp_path / "again").exists()
+
+
+def test_marginal_weight_on_resume_is_judged_by_the_checkpoints_reward(tmp_path, capsys):
+    """New-user review (session 27): --marginal-weight with a reward of "env" is refused;
+    resuming, the reward is the checkpoint's unless --reward is given."""
+    assert main([*TINY, "--timesteps", "10", "--logdir", str(tmp_path), "--run-name", "r"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--resume", str(tmp_path / "r" / "model.zip"), "--marginal-weight", "2",
+              "--timesteps", "1", "--logdir", str(tmp_path), "--run-name", "r2"])
+    assert exc.value.code == 2
+    line = _one_line_error(capsys.readouterr().err, PROG)
+    assert line.endswith("--marginal-weight 2.0: weights the term of --reward marginal, and "
+                         "this run trains with --reward env (the checkpoint's): add --reward "
+                         "marginal or drop it")
+    assert not (tmp_path / "r2").exists()

@@ -594,3 +594,26 @@ def test_a_model_the_distillation_cannot_write_at_out_is_kept_elsewhere(
     assert json.loads(kept.with_suffix(".json").read_text())["model"] == str(kept)
     assert out.is_dir() and not any(out.iterdir())
     assert len(list((tmp_path / "runs").iterdir())) == 1   # the tensorboard run stays
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_out_naming_a_directory_is_refused_as_python_m_train_refuses_it(
+        base_model, existing, tmp_path, capsys):
+    """New-user review (session 27): ``--out DIR/`` passed the checks and, after the
+    distillation (~15 minutes with the defaults), wrote the model as the hidden file
+    ``DIR/.zip``; an existing directory ``DIR`` wrote ``DIR.zip`` beside it, where
+    ``python -m train --out`` refuses both up front."""
+    from train.dagger import main
+
+    target = tmp_path / "models"
+    if existing:
+        target.mkdir()
+    out = f"{target}/" if not existing else str(target)
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", out, "--logdir", "", "--agents", str(N_AGENTS), "--samples", "10",
+              "--emergency-samples", "0", "--iterations", "0", "--epochs", "1"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--out {out!r} is a directory; expected a model file path (e.g. DIR/model.zip)" in err
+    assert [p.name for p in tmp_path.iterdir()] == (["models"] if existing else [])

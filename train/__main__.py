@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "load (marginal: a difference reward of system_cost's VOLL part; "
                      "docs/training.md)", DEFAULTS.reward))
     a("--marginal-weight", type=float, default=None,
-      help=_resume_help("weight of the term of --reward marginal", DEFAULTS.marginal_weight))
+      help=_resume_help("weight of the term of --reward marginal, refused with --reward env",
+                        DEFAULTS.marginal_weight))
     a("--reward-scale", type=float, default=None,
       help=_resume_help("multiplier of the rewards the learner sees", DEFAULTS.reward_scale))
     a("--reward-clip", type=float, default=None,
@@ -239,8 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
       help=f"passes over demonstrations, with --bc-teacher (default: {DEFAULTS.bc_epochs})")
     a("--bc-lr", type=float, default=None,
       help=f"cloning learning rate, with --bc-teacher (default: {DEFAULTS.bc_learning_rate})")
-    a("--run-name", default=None, help="run directory name, refused if it already holds a run "
-      "(default: <scenario>_s<seed>_<time>)")
+    a("--run-name", default=None, help="run directory name under --logdir, refused if it exists (even "
+      "empty) (default: <scenario>_s<seed>_<time>)")
     a("--torch-threads", type=_INT, default=DEFAULTS.torch_threads, metavar="N",
       help="torch intra-op threads of the cloning and PPO's forward and backward passes "
            "(default: %(default)s, as the shipped models were made; 2 trained 1.2-1.3x as "
@@ -377,12 +378,20 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str],
                              "behaviour cloning, which needs --bc-teacher "
                              f"{{{','.join(TEACHERS)}}}; add it or drop "
                              f"{'them' if many else 'it'}")
+    settings = env_settings(args, saved_env)
+    # resuming, the reward is known once the checkpoint is read (main's second call)
+    if (args.marginal_weight is not None and settings["reward"] != "marginal"
+            and (args.resume is None or checkpoint is not None)):
+        of = " (the checkpoint's)" if args.reward is None and saved_env else ""
+        raise ValueError(f"--marginal-weight {args.marginal_weight}: weights the term of "
+                         f"--reward marginal, and this run trains with --reward "
+                         f"{settings['reward']}{of}: add --reward marginal or drop it")
     config = TrainConfig(
         total_timesteps=args.timesteps, trust=args.trust, seed=args.seed,
         logdir=args.logdir, out=args.out, overwrite=args.overwrite,
         resume=args.resume, checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every, eval_seeds=args.eval_seeds,
-        **env_settings(args, saved_env), **ppo_settings(args, checkpoint),
+        **settings, **ppo_settings(args, checkpoint),
         bc_teacher=args.bc_teacher,
         bc_timesteps=0 if args.bc_teacher is None else (
             BC_TIMESTEPS if args.bc_timesteps is None else args.bc_timesteps),
@@ -483,11 +492,10 @@ def reward_changes(args: argparse.Namespace, config: TrainConfig,
     def shown(value: object) -> object:
         return "0 (no clipping)" if value is None else value
 
-    # the weight of --reward marginal's term does not matter while both rewards are "env"
-    unused = {"marginal_weight"} if config.reward == saved_env.get("reward") == "env" else set()
+    # (--marginal-weight with an "env" reward is refused before: config_from_args)
     return [f"{flags[name]} {shown(getattr(config, name))} (the checkpoint's: "
             f"{shown(saved_env[name])})" for name in REWARD_FIELDS
-            if name in given and name in saved_env and name not in unused
+            if name in given and name in saved_env
             and getattr(config, name) != saved_env[name]]
 
 

@@ -171,6 +171,19 @@ def lone_sample_problem(n_steps: int, n_envs: int, n_agents: int,
             f"{' or '.join(f'{b}' for b in fits)}, or another n_steps, n_envs or n_agents")
 
 
+def names_a_directory(out: str) -> bool:
+    """``out`` (an ``--out`` model path) ends with a path separator or is a directory
+    (``python -m train`` and ``python -m train.dagger`` refuse it: ``X/`` would write the
+    model as the hidden file ``X/.zip``, a directory ``X`` as ``X.zip`` beside it). A
+    name the file system refuses (too long) is no directory: the path checks word it."""
+    if out.endswith(("/", os.sep)):
+        return True
+    try:
+        return Path(out).is_dir()
+    except OSError:
+        return False
+
+
 def record_suffix_problem(out: str) -> str | None:
     """Why ``out`` cannot name a model file, or None: a name ending in ``.json`` (the
     training record's suffix) would write ``X.json.zip`` and its record ``X.json.json``
@@ -492,7 +505,7 @@ class TrainConfig:
         if self.out is not None:
             store(self, "out", check_path(owner, "out", self.out, "a model file path"))
             check_path_names(self.out, f"{owner}.out =")
-            if self.out.endswith(("/", os.sep)) or Path(self.out).is_dir():
+            if names_a_directory(self.out):
                 raise ValueError(f"{owner}.out = {self.out!r} is a directory; expected a "
                                  "model file path (e.g. DIR/model.zip)")
             problem = record_suffix_problem(self.out)

@@ -487,8 +487,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_dir(args.logdir, "--logdir")
         except ValueError as exc:
             parser.error(str(exc))
-    from train.config import record_suffix_problem
+    from train.config import names_a_directory, record_suffix_problem
 
+    if names_a_directory(args.out):
+        parser.error(f"--out {args.out!r} is a directory; expected a model file path (e.g. "
+                     "DIR/model.zip)")
     problem = record_suffix_problem(args.out)
     if problem:
         parser.error(f"--out {args.out!r}: {problem}")
