@@ -21,7 +21,7 @@ when, and reads back the power and prices to dispatch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,13 @@ from gridswarm_env.trust import (
     _describe_id,
     audit_contract_id,
 )
+
+if TYPE_CHECKING:   # typing only: no module below env.py imports it at run time
+    from gridswarm_env.env import GridSwarmEnv
+
+#: the environment's ``adversary`` hook: ``(env, signed, recipients) -> (signed,
+#: recipients)``, what it returns checked by :func:`check_tampered`
+Adversary = Callable[["GridSwarmEnv", list[SignedContract], list[int]], Any]
 
 
 def add_by_owner(target: np.ndarray, owners: list[int], values: list[float],
@@ -75,8 +82,7 @@ class ContractFlow:
     def __init__(self, names: list[str], ledger: ContractLedger, bus: AgentMessageBus,
                  book: ReserveBook, audit_log: AuditLog, metrics: MetricsAccumulator, *,
                  shadow: bool, reserve_traded: bool, contingency_mw: float,
-                 ramp_mw_per_s: np.ndarray,
-                 adversary: Callable[[Any, list, list], Any] | None = None) -> None:
+                 ramp_mw_per_s: np.ndarray) -> None:
         self.names, self.n_agents = names, len(names)
         self.ledger, self.bus, self.book = ledger, bus, book
         self.audit_log, self.metrics = audit_log, metrics
@@ -84,7 +90,6 @@ class ContractFlow:
         self.reserve_traded = reserve_traded   # a reserve target: reserve rounds are held
         self.contingency_mw = contingency_mw
         self.ramp_mw_per_s = ramp_mw_per_s     # inf: no ramp limit
-        self.adversary = adversary             # may tamper with contracts on the bus
         self.to_operator = np.full(self.n_agents, OPERATOR)
         self.refs: dict[int, tuple] = {}
         self.next_ref = 0
@@ -99,12 +104,14 @@ class ContractFlow:
 
     # ------------------------------------------------------------------ issue
     def issue(self, result: market.ClearingResult, round_index: int, window_start_s: float,
-              window_end_s: float, is_reserve: bool, now_s: float, env: Any = None) -> None:
+              window_end_s: float, is_reserve: bool, now_s: float,
+              adversary: Adversary | None = None, env: GridSwarmEnv | None = None) -> None:
         """Sign the round's awards (``result``, at least one accepted) and publish them to
         their holders at ``now_s`` (gate closure); a reserve award enters the operator's
-        books as awarded. An ``adversary`` is called as ``adversary(env, signed,
-        recipients)`` (``env``: the environment, passed per call so that the flow holds
-        no reference to it)."""
+        books as awarded. An ``adversary`` (the environment's ``adversary`` as it is at
+        this call) may tamper with them on the bus: it is called as ``adversary(env,
+        signed, recipients)``; both are passed per call, so the flow holds neither (no
+        reference cycle, no copy that a later ``env.adversary = ...`` would leave stale)."""
         n = self.n_agents
         idx = result.accepted_indices
         signed = self.ledger.issue(round_index, idx, result.accepted_mw[idx],
@@ -114,8 +121,8 @@ class ContractFlow:
         recipients = idx
         if is_reserve:   # the operator's books, per contract, as awarded
             self.book.award(signed, owners)
-        if self.adversary is not None:
-            tampered = self.adversary(env, signed, owners)
+        if adversary is not None:
+            tampered = adversary(env, signed, owners)
             if not isinstance(tampered, tuple) or len(tampered) != 2:
                 raise TypeError(f"adversary returned {type(tampered).__name__}: expected "
                                 "(signed contracts, recipients), as it was given")
