@@ -20,13 +20,13 @@ when, and reads back the power and prices to dispatch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gridswarm_env import market
-from gridswarm_env.bus import AgentMessageBus, Lane
+from gridswarm_env.bus import AgentMessageBus, Delivery, Lane
 from gridswarm_env.messages import OPERATOR, TOPIC_CONTRACTS
 from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.reserve import ReserveBook
@@ -91,11 +91,12 @@ class ContractFlow:
         self.contingency_mw = contingency_mw
         self.ramp_mw_per_s = ramp_mw_per_s     # inf: no ramp limit
         self.to_operator = np.full(self.n_agents, OPERATOR)
-        self.refs: dict[int, tuple] = {}
+        self.refs: dict[int, tuple[SignedContract, int]] = {}
         self.next_ref = 0
-        self.arrived: list = []   # contracts delivered this step: (signed, owner), in order
+        # contracts delivered this step: (signed, owner), in order
+        self.arrived: list[tuple[SignedContract, int]] = []
         self.arrived_reserve = False   # a reserve contract among them
-        self.pending: list = []
+        self.pending: list[tuple[SignedContract, int]] = []
         self.lost = 0
         self.events: list[str] = []
         self.trip_round: int | None = None
@@ -151,7 +152,7 @@ class ContractFlow:
             f"{abs(result.accepted_total_mw):.2f} MW at "
             f"${result.clearing_price_per_mwh:.0f}/MWh")
 
-    def lose(self, refs, now_s: float, reason: str = "bus_refused") -> None:
+    def lose(self, refs: Iterable[int], now_s: float, reason: str = "bus_refused") -> None:
         """Contracts the bus refused (``bus_refused``: CONTROL lane past its queue limit) or
         dropped as obsolete (``bus_expired``: deferred longer than one agent step): the
         operator, told so by the bus, counts them as lost, audits them and withdraws any
@@ -171,7 +172,7 @@ class ContractFlow:
         self.events.append(f"{len(lost)} contract{'' if len(lost) == 1 else 's'} {what}")
 
     # ------------------------------------------------------------------ receive
-    def receive(self, deliveries: tuple, now_s: float) -> None:
+    def receive(self, deliveries: tuple[Delivery, ...], now_s: float) -> None:
         """Contracts delivered this step, in delivery order, kept for :meth:`file_arrived`.
 
         A reserve contract is authenticated on receipt (form, identities, both
@@ -320,7 +321,7 @@ class ContractFlow:
         self.pending = []
         return mw, price
 
-    def _energy_response(self, terms: list, now_s: float) -> None:
+    def _energy_response(self, terms: list[Contract], now_s: float) -> None:
         """A DER response by energy: the start of delivery (``now_s``) of the first verified
         energy contract awarded on a request that covers the trip, in the direction of
         the lost power (the metrics keep the earlier of it and the first reserve
@@ -340,16 +341,19 @@ class ContractFlow:
         else:
             self.metrics.record_response(at_s)
 
-    def note_rejections(self, signed: list, reasons: list) -> None:
+    def note_rejections(self, signed: list[SignedContract], reasons: list[Any]) -> None:
+        """One event per contract rejected (``reasons[k]`` not None: a
+        :class:`~gridswarm_env.trust.RejectReason` or its text)."""
         for c, r in zip(signed, reasons, strict=True):
             if r is not None:
                 self.events.append(f"contract {_describe_id(c)} rejected: "
                                    f"{getattr(r, 'value', r)}")
 
-    def activate_reserve(self, arrival_s: np.ndarray, t1: float, detected: bool) -> None:
+    def activate_reserve(self, arrival_s: np.ndarray, step_end_s: float, detected: bool
+                         ) -> None:
         """Holders of reserve contracts activate them when the emergency broadcast arrives
         (``arrival_s``: per agent, when it reached it; ``detected``: the operator has
-        broadcast it).
+        broadcast it), up to ``step_end_s``.
 
         A holder activates a contract when both the broadcast and the contract have
         reached it and its delivery window has opened: at max(broadcast arrival, contract
@@ -364,7 +368,7 @@ class ContractFlow:
         book.late = None
         if not book.contracts or not detected:
             return   # no emergency broadcast yet: no arrival time is finite
-        due = book.take_due(arrival_s, t1)
+        due = book.take_due(arrival_s, step_end_s)
         if not due:
             return
         for c, o, at in due:

@@ -99,11 +99,14 @@ from pettingzoo import ParallelEnv
 
 from gridswarm_env import market
 from gridswarm_env.actions import MaskedMultiDiscrete, decode_actions
-from gridswarm_env.audit_seal import AuditSealer
-from gridswarm_env.bus import AgentMessageBus, Lane, TopicBatch
+from gridswarm_env.audit_seal import (  # noqa: F401 (a constant of env.py before the split)
+    AUDIT_ENTRIES_IN_MEMORY,
+    AuditSealer,
+)
+from gridswarm_env.bus import AgentMessageBus, Delivery, Lane, TopicBatch
 from gridswarm_env.config import EnvConfig, check_choice
 from gridswarm_env.contract_flow import ContractFlow
-from gridswarm_env.dispatch import balancing_bounds, execute
+from gridswarm_env.dispatch import Execution, balancing_bounds, execute
 from gridswarm_env.fleet import (
     agent_names,
     apply_energy,
@@ -123,6 +126,7 @@ from gridswarm_env.messages import (
     DISPATCHER,
     EMERGENCY_DTYPE,
     OPERATOR,
+    SIGNAL_DTYPE,  # noqa: F401 (a constant of env.py before the split)
     TOPIC_BIDS,
     TOPIC_CONTRACTS,
     TOPIC_EMERGENCY,
@@ -828,7 +832,7 @@ class GridSwarmEnv(ParallelEnv):
                                  is_reserve, now_s, self.adversary, self)
         return result
 
-    def _receive_emergency(self, deliveries: tuple) -> None:
+    def _receive_emergency(self, deliveries: tuple[Delivery, ...]) -> None:
         """Which agents the emergency broadcast reached this step, and when (the earliest
         arrival per agent is kept: reserve activates from it)."""
         if self._emergency_in_flight:
@@ -887,7 +891,9 @@ class GridSwarmEnv(ParallelEnv):
         self.metrics.executed_violations += count
         return freq, p_exec, count
 
-    def _settle(self, ex, contract_mw, contract_price, p_exec, k, freq) -> np.ndarray:
+    def _settle(self, ex: Execution, contract_mw: np.ndarray,
+                contract_price_per_mwh: np.ndarray, p_exec_mw: np.ndarray, k: int,
+                freq_hz: np.ndarray) -> np.ndarray:
         """Payments, true costs, penalties and rewards of the step (DESIGN §3; the
         formulas are :mod:`gridswarm_env.market`'s settlement functions, see
         RewardConfig): gathers their inputs (EVs leaving at the step's end, the reserve
@@ -899,12 +905,11 @@ class GridSwarmEnv(ParallelEnv):
         if self._unmet_at_reset is not None:   # EVs that left at 0 (snap_departures)
             unmet = unmet + self._unmet_at_reset
             self._unmet_at_reset = None
-        if int(np.count_nonzero(f.plugged)) != self.operator.n_plugged:   # an EV left
-            self.operator.refresh_flexibility()
+        self.operator.refresh_after_departures()
         # Σ|f − 60| from record_frequency, over the sub-steps
         return self._settlement.rewards(
-            ex, contract_mw, contract_price, p_exec, unmet, self.reserve_book, self.t_s,
-            float(self._requirement_mean_mw[k]), self._dev_sum_hz / freq.size)
+            ex, contract_mw, contract_price_per_mwh, p_exec_mw, unmet, self.reserve_book,
+            self.t_s, float(self._requirement_mean_mw[k]), self._dev_sum_hz / freq_hz.size)
 
     def reserve_standing_mw(self) -> np.ndarray:
         """Reserve capacity each agent holds: under a contract it received and
@@ -985,7 +990,7 @@ class GridSwarmEnv(ParallelEnv):
         """Contracts the bus refused (CONTROL lane full) or dropped as obsolete."""
         return self.contract_flow.lost
 
-    def _update_signals(self, deliveries: tuple) -> None:
+    def _update_signals(self, deliveries: tuple[Delivery, ...]) -> None:
         """What each agent learned from the messages delivered this step."""
         self.signals.receive(deliveries)
         # the contracts delivered this step: for dispatch, and what the agents learn

@@ -94,6 +94,12 @@ class GridOperator:
             contingency_mw=self.contingency_mw, standing_reserve_mw=standing_reserve_mw,
             deadband_mw=self.deadband_mw, reserve_short=self.reserve_short)
 
+    def refresh_after_departures(self) -> None:
+        """Refresh the flexibility (:meth:`refresh_flexibility`) when an EV left since the
+        last refresh (the plugged-in count changed); otherwise nothing."""
+        if int(np.count_nonzero(self.fleet.plugged)) != self.n_plugged:
+            self.refresh_flexibility()
+
     def refresh_flexibility(self) -> None:
         """The flexibility the operator prices with (see :meth:`flexible_mw`) of the
         batteries and the EVs still plugged in (recomputed when one leaves)."""

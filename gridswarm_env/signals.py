@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gridswarm_env.bus import Delivery
 from gridswarm_env.messages import SIGNAL_DTYPE, SIGNAL_VOID, TOPIC_PRICE
 
 
@@ -47,7 +48,7 @@ class AgentSignals:
         self._void = sig.view(SIGNAL_VOID)
         self.reorder = reorder
 
-    def receive(self, deliveries: tuple) -> None:
+    def receive(self, deliveries: tuple[Delivery, ...]) -> None:
         """The announcements delivered this step (``grid/price``); every agent's age grows
         by one step, and is 0 for those that received one."""
         self.age_steps += 1.0
