@@ -13,9 +13,17 @@ activates held reserve when the emergency broadcast has arrived
 (:meth:`ContractFlow.activate_reserve`). It also records the first DER response to the
 trip (:meth:`ContractFlow.note_response`).
 
-It does not clear the market, move the clock or dispatch anything: the environment
-(:mod:`gridswarm_env.env`) calls it in the step's order with what the bus delivered and
-when, and reads back the power and prices to dispatch.
+The numbers it hands on (per agent ``i``, contracts ``c`` verified for the window)::
+
+    dispatched power    C_i = Σ_c C_c            price  π_i = Σ_c C_c·π_c / C_i
+    accepted share      |A_i| / |B_i|  (A: awarded by the round's contracts received,
+                                        B: the agent's bid; 0 where B = 0)
+    reserve activation  t = max(broadcast arrival, contract delivery, window start)
+
+It does not clear the market (:meth:`GridOperator.clear
+<gridswarm_env.grid_operator.GridOperator.clear>`), move the clock or dispatch anything:
+the environment (:mod:`gridswarm_env.env`) calls it in the step's order with what the bus
+delivered and when, and reads back the power and prices to dispatch.
 """
 
 from __future__ import annotations

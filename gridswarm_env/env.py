@@ -991,7 +991,13 @@ class GridSwarmEnv(ParallelEnv):
         return self.contract_flow.lost
 
     def _update_signals(self, deliveries: tuple[Delivery, ...]) -> None:
-        """What each agent learned from the messages delivered this step."""
+        """What each agent learned from the messages delivered this step: the round
+        announcements (:meth:`AgentSignals.receive
+        <gridswarm_env.signals.AgentSignals.receive>`) and the contracts that reached it
+        (:meth:`ContractFlow.file_arrived
+        <gridswarm_env.contract_flow.ContractFlow.file_arrived>`: its schedule for the
+        next window and the share of its bid awarded). It joins two owners, so it stays
+        here (and is one of the profiler's phases)."""
         self.signals.receive(deliveries)
         # the contracts delivered this step: for dispatch, and what the agents learn
         self.awarded_next, self.accepted_share = self.contract_flow.file_arrived(

@@ -1,15 +1,32 @@
-"""The grid operator's side of the market rounds (DESIGN §2, §3): what it knows and what
-it announces.
+"""The grid operator's side of the market rounds (DESIGN §2, §3): what it knows, what it
+announces, and the clearing of each round.
 
 :class:`GridOperator` (one per episode) holds the operator's forecasts of each round
 (``round_forecast_mw``), the solar agents' PV forecasts that reached it over the bus
 (``forecast_mw``, :meth:`GridOperator.receive_forecasts`) and the fleet flexibility it
 prices with (:meth:`GridOperator.flexible_mw`); it sizes each round's request and product
-(:meth:`GridOperator.request`, :func:`~gridswarm_env.market.operator_request`) and
-publishes the round's announcement to every agent (:meth:`GridOperator.announce`: request,
-price signal, product, the grid's state, the last clearing price). The market clearing and
-the contracts are the environment's (:mod:`gridswarm_env.env`,
-:mod:`gridswarm_env.contract_flow`).
+(:meth:`GridOperator.request`), publishes the round's announcement to every agent
+(:meth:`GridOperator.announce`: request, price signal, product, the grid's state, the last
+clearing price), clears the round on the bids that reached it by gate closure
+(:meth:`GridOperator.clear`) and keeps the market's results (last clearing price,
+whether the last reserve round cleared short). Signing and delivering the awards is
+:mod:`gridswarm_env.contract_flow`'s; when each happens, the environment's.
+
+The equations (:mod:`gridswarm_env.market`'s functions; forecast shortage ``F`` of the
+round's window, MW; deadband ``δ``; reserve target ``T``)::
+
+    request   reserve round (target, trip not known):  max(T − Σ awarded, 0)
+              energy round:  F  (+ contingency − Σ standing reserve, once the trip is known)
+    flexibility   up   = Σ battery discharge caps + Σ plugged EVs' baseline charging
+                  down = Σ battery charge caps + Σ plugged EVs' (rated − baseline)
+                         + Σ PV forecasts held
+    price signal  s = clip(request / flexibility, −1, 1),  r = clip(0, floor, cap)
+                  s >= 0: r + (cap − r)·s      s < 0: r + (r − floor)·s
+
+(which round is which: :func:`~gridswarm_env.market.operator_request`; the price signal
+is a hint, clearing is by bids: :func:`~gridswarm_env.market.price_signal_per_mwh`, the
+linear form of an operating-reserve demand curve, cf. ERCOT's ORDC; clearing:
+:func:`~gridswarm_env.market.clear_market`, merit order, pay-as-clear.)
 """
 
 from __future__ import annotations

@@ -533,8 +533,8 @@ def test_a_detection_on_a_step_boundary_is_broadcast_in_the_step_it_opens() -> N
 
 
 def test_the_energy_response_is_the_first_contract_in_the_lost_power_s_direction() -> None:
-    """Guards the direction of the energy response (``_energy_response``): in a solar
-    surplus the energy rounds after a small trip (0.5 MW at 60 s) still buy absorption
+    """Guards the direction of the energy response (``ContractFlow._energy_response``):
+    in a solar surplus the energy rounds after a small trip (0.5 MW at 60 s) still buy absorption
     until the surplus closes; those absorbing contracts do not answer a generation
     loss. The response latency runs until the first round that buys injection starts
     delivering (round k, cleared in step k, delivers from (k + 1)·dt), here 199 s, not
