@@ -14,13 +14,17 @@ from __future__ import annotations
 
 from gridswarm_env.trust import AuditLog, IdentityRegistry
 
-AUDIT_ENTRIES_IN_MEMORY = 100_000   # the chain's recent window kept in memory (bounded)
+#: the chain's recent window kept in memory (a design choice: bounded memory for long runs,
+#: ~200 episodes of price_spike at 100 agents, heuristic, which writes 481 entries each)
+AUDIT_ENTRIES_IN_MEMORY = 100_000
 
 
 class AuditSealer:
     """One audit chain for an environment's lifetime (see the module docstring).
 
     :param audit_path: the file streamed to (None: in memory).
+    :param keep_entries: ``EnvConfig.audit_keep_entries``: keep the entries in memory
+        (False: only the head hash and count).
     :param trust: ``"ed25519"`` (a streamed file gets signed heads) or ``"hmac"``.
     :param operator_id: the operator's identity in the contract registry (the heads
         are signed under it).
@@ -30,7 +34,7 @@ class AuditSealer:
         closed), or None.
     """
 
-    def __init__(self, audit_path, keep_entries: int | None, trust: str,
+    def __init__(self, audit_path: str | None, keep_entries: bool, trust: str,
                  operator_id: str) -> None:
         self.sealed_entries = 0   # audit entries covered by the last signed head
         # why reset() and step() are refused: close() ended the signed audit file

@@ -13,20 +13,28 @@ activates held reserve when the emergency broadcast has arrived
 (:meth:`ContractFlow.activate_reserve`). It also records the first DER response to the
 trip (:meth:`ContractFlow.note_response`).
 
-It does not clear the market, move the clock or dispatch anything: the environment
-(:mod:`gridswarm_env.env`) calls it in the step's order with what the bus delivered and
-when, and reads back the power and prices to dispatch.
+The numbers it hands on (per agent ``i``, contracts ``c`` verified for the window)::
+
+    dispatched power    C_i = Σ_c C_c            price  π_i = Σ_c C_c·π_c / C_i
+    accepted share      |A_i| / |B_i|  (A: awarded by the round's contracts received,
+                                        B: the agent's bid; 0 where B = 0)
+    reserve activation  t = max(broadcast arrival, contract delivery, window start)
+
+It does not clear the market (:meth:`GridOperator.clear
+<gridswarm_env.grid_operator.GridOperator.clear>`), move the clock or dispatch anything:
+the environment (:mod:`gridswarm_env.env`) calls it in the step's order with what the bus
+delivered and when, and reads back the power and prices to dispatch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gridswarm_env import market
-from gridswarm_env.bus import AgentMessageBus, Lane
+from gridswarm_env.bus import AgentMessageBus, Delivery, Lane
 from gridswarm_env.messages import OPERATOR, TOPIC_CONTRACTS
 from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.reserve import ReserveBook
@@ -38,6 +46,13 @@ from gridswarm_env.trust import (
     _describe_id,
     audit_contract_id,
 )
+
+if TYPE_CHECKING:   # typing only: no module below env.py imports it at run time
+    from gridswarm_env.env import GridSwarmEnv
+
+#: the environment's ``adversary`` hook: ``(env, signed, recipients) -> (signed,
+#: recipients)``, what it returns checked by :func:`check_tampered`
+Adversary = Callable[["GridSwarmEnv", list[SignedContract], list[int]], Any]
 
 
 def add_by_owner(target: np.ndarray, owners: list[int], values: list[float],
@@ -75,8 +90,7 @@ class ContractFlow:
     def __init__(self, names: list[str], ledger: ContractLedger, bus: AgentMessageBus,
                  book: ReserveBook, audit_log: AuditLog, metrics: MetricsAccumulator, *,
                  shadow: bool, reserve_traded: bool, contingency_mw: float,
-                 ramp_mw_per_s: np.ndarray,
-                 adversary: Callable[[Any, list, list], Any] | None = None) -> None:
+                 ramp_mw_per_s: np.ndarray) -> None:
         self.names, self.n_agents = names, len(names)
         self.ledger, self.bus, self.book = ledger, bus, book
         self.audit_log, self.metrics = audit_log, metrics
@@ -84,13 +98,13 @@ class ContractFlow:
         self.reserve_traded = reserve_traded   # a reserve target: reserve rounds are held
         self.contingency_mw = contingency_mw
         self.ramp_mw_per_s = ramp_mw_per_s     # inf: no ramp limit
-        self.adversary = adversary             # may tamper with contracts on the bus
         self.to_operator = np.full(self.n_agents, OPERATOR)
-        self.refs: dict[int, tuple] = {}
+        self.refs: dict[int, tuple[SignedContract, int]] = {}
         self.next_ref = 0
-        self.arrived: list = []   # contracts delivered this step: (signed, owner), in order
+        # contracts delivered this step: (signed, owner), in order
+        self.arrived: list[tuple[SignedContract, int]] = []
         self.arrived_reserve = False   # a reserve contract among them
-        self.pending: list = []
+        self.pending: list[tuple[SignedContract, int]] = []
         self.lost = 0
         self.events: list[str] = []
         self.trip_round: int | None = None
@@ -99,12 +113,14 @@ class ContractFlow:
 
     # ------------------------------------------------------------------ issue
     def issue(self, result: market.ClearingResult, round_index: int, window_start_s: float,
-              window_end_s: float, is_reserve: bool, now_s: float, env: Any = None) -> None:
+              window_end_s: float, is_reserve: bool, now_s: float,
+              adversary: Adversary | None = None, env: GridSwarmEnv | None = None) -> None:
         """Sign the round's awards (``result``, at least one accepted) and publish them to
         their holders at ``now_s`` (gate closure); a reserve award enters the operator's
-        books as awarded. An ``adversary`` is called as ``adversary(env, signed,
-        recipients)`` (``env``: the environment, passed per call so that the flow holds
-        no reference to it)."""
+        books as awarded. An ``adversary`` (the environment's ``adversary`` as it is at
+        this call) may tamper with them on the bus: it is called as ``adversary(env,
+        signed, recipients)``; both are passed per call, so the flow holds neither (no
+        reference cycle, no copy that a later ``env.adversary = ...`` would leave stale)."""
         n = self.n_agents
         idx = result.accepted_indices
         signed = self.ledger.issue(round_index, idx, result.accepted_mw[idx],
@@ -114,8 +130,8 @@ class ContractFlow:
         recipients = idx
         if is_reserve:   # the operator's books, per contract, as awarded
             self.book.award(signed, owners)
-        if self.adversary is not None:
-            tampered = self.adversary(env, signed, owners)
+        if adversary is not None:
+            tampered = adversary(env, signed, owners)
             if not isinstance(tampered, tuple) or len(tampered) != 2:
                 raise TypeError(f"adversary returned {type(tampered).__name__}: expected "
                                 "(signed contracts, recipients), as it was given")
@@ -144,7 +160,7 @@ class ContractFlow:
             f"{abs(result.accepted_total_mw):.2f} MW at "
             f"${result.clearing_price_per_mwh:.0f}/MWh")
 
-    def lose(self, refs, now_s: float, reason: str = "bus_refused") -> None:
+    def lose(self, refs: Iterable[int], now_s: float, reason: str = "bus_refused") -> None:
         """Contracts the bus refused (``bus_refused``: CONTROL lane past its queue limit) or
         dropped as obsolete (``bus_expired``: deferred longer than one agent step): the
         operator, told so by the bus, counts them as lost, audits them and withdraws any
@@ -164,7 +180,7 @@ class ContractFlow:
         self.events.append(f"{len(lost)} contract{'' if len(lost) == 1 else 's'} {what}")
 
     # ------------------------------------------------------------------ receive
-    def receive(self, deliveries: tuple, now_s: float) -> None:
+    def receive(self, deliveries: tuple[Delivery, ...], now_s: float) -> None:
         """Contracts delivered this step, in delivery order, kept for :meth:`file_arrived`.
 
         A reserve contract is authenticated on receipt (form, identities, both
@@ -313,7 +329,7 @@ class ContractFlow:
         self.pending = []
         return mw, price
 
-    def _energy_response(self, terms: list, now_s: float) -> None:
+    def _energy_response(self, terms: list[Contract], now_s: float) -> None:
         """A DER response by energy: the start of delivery (``now_s``) of the first verified
         energy contract awarded on a request that covers the trip, in the direction of
         the lost power (the metrics keep the earlier of it and the first reserve
@@ -333,16 +349,19 @@ class ContractFlow:
         else:
             self.metrics.record_response(at_s)
 
-    def note_rejections(self, signed: list, reasons: list) -> None:
+    def note_rejections(self, signed: list[SignedContract], reasons: list[Any]) -> None:
+        """One event per contract rejected (``reasons[k]`` not None: a
+        :class:`~gridswarm_env.trust.RejectReason` or its text)."""
         for c, r in zip(signed, reasons, strict=True):
             if r is not None:
                 self.events.append(f"contract {_describe_id(c)} rejected: "
                                    f"{getattr(r, 'value', r)}")
 
-    def activate_reserve(self, arrival_s: np.ndarray, t1: float, detected: bool) -> None:
+    def activate_reserve(self, arrival_s: np.ndarray, step_end_s: float, detected: bool
+                         ) -> None:
         """Holders of reserve contracts activate them when the emergency broadcast arrives
         (``arrival_s``: per agent, when it reached it; ``detected``: the operator has
-        broadcast it).
+        broadcast it), up to ``step_end_s``.
 
         A holder activates a contract when both the broadcast and the contract have
         reached it and its delivery window has opened: at max(broadcast arrival, contract
@@ -357,7 +376,7 @@ class ContractFlow:
         book.late = None
         if not book.contracts or not detected:
             return   # no emergency broadcast yet: no arrival time is finite
-        due = book.take_due(arrival_s, t1)
+        due = book.take_due(arrival_s, step_end_s)
         if not due:
             return
         for c, o, at in due:

@@ -99,11 +99,14 @@ from pettingzoo import ParallelEnv
 
 from gridswarm_env import market
 from gridswarm_env.actions import MaskedMultiDiscrete, decode_actions
-from gridswarm_env.audit_seal import AuditSealer
-from gridswarm_env.bus import AgentMessageBus, Lane
+from gridswarm_env.audit_seal import (  # noqa: F401 (a constant of env.py before the split)
+    AUDIT_ENTRIES_IN_MEMORY,
+    AuditSealer,
+)
+from gridswarm_env.bus import AgentMessageBus, Delivery, Lane, TopicBatch
 from gridswarm_env.config import EnvConfig, check_choice
 from gridswarm_env.contract_flow import ContractFlow
-from gridswarm_env.dispatch import balancing_bounds, execute
+from gridswarm_env.dispatch import Execution, balancing_bounds, execute
 from gridswarm_env.fleet import (
     agent_names,
     apply_energy,
@@ -123,6 +126,7 @@ from gridswarm_env.messages import (
     DISPATCHER,
     EMERGENCY_DTYPE,
     OPERATOR,
+    SIGNAL_DTYPE,  # noqa: F401 (a constant of env.py before the split)
     TOPIC_BIDS,
     TOPIC_CONTRACTS,
     TOPIC_EMERGENCY,
@@ -139,7 +143,6 @@ from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package'
 )
 from gridswarm_env.reserve import ReserveBook
 from gridswarm_env.scenarios import (
-    PRODUCT_ENERGY,
     PRODUCT_RESERVE,
     Scenario,
     check_reserve_timing,
@@ -429,7 +432,7 @@ class GridSwarmEnv(ParallelEnv):
         self.requirement_sub_mw, self.shortage_sub_mw = (prof.requirement_sub_mw,
                                                          prof.shortage_sub_mw)
         self._requirement_mean_mw = prof.requirement_mean_mw
-        self._round_forecast_mw, self._irradiance = prof.round_forecast_mw, prof.irradiance
+        self._irradiance = prof.irradiance
         self.metrics = MetricsAccumulator(
             costs=cfg.costs, dt_s=dt, physics_dt_s=cfg.grid.physics_dt_s,
             disturbance_time_s=sc.disturbance_time_s,
@@ -441,14 +444,11 @@ class GridSwarmEnv(ParallelEnv):
         self.awarded_next = z.copy()         # contracted balancing power, next window
         # reserve contracts: awarded, held, activated, paid (gridswarm_env.reserve)
         self.reserve_book = ReserveBook(n)
-        self.events: list[str] = []
         # the signed contracts from issue to dispatch (gridswarm_env.contract_flow)
         self.contract_flow = ContractFlow(
             self.possible_agents, self.ledger, self.bus, self.reserve_book, self.audit_log,
             self.metrics, shadow=cfg.shadow, reserve_traded=sc.reserve_target_mw > 0,
-            contingency_mw=sc.contingency_mw, ramp_mw_per_s=self.kernel.arrays.ramp_mw_per_s,
-            adversary=self.adversary)
-        self.contract_flow.events = self.events
+            contingency_mw=sc.contingency_mw, ramp_mw_per_s=self.kernel.arrays.ramp_mw_per_s)
         self.emergency_arrival_s = np.full(n, np.inf)
         self.emergency_seen = np.zeros(n, dtype=bool)
         self.event_detected = False
@@ -476,21 +476,17 @@ class GridSwarmEnv(ParallelEnv):
         self.sig_age_steps = sig.age_steps
         self.backpressure = np.zeros(n, dtype=bool)
         # share of each agent's last bid awarded by the contracts it received (see
-        # ContractFlow.file_arrived); the operator's last clearing price (NaN before any), which
-        # agents learn from the round announcements (sig_clearing_price_per_mwh)
+        # ContractFlow.file_arrived)
         self.accepted_share = z.copy()
         self._bid_mw = z.copy()              # the bids published this step
-        self.last_clearing_price_per_mwh = float("nan")
         self.freq_trace_hz = np.full(self.n_substeps, cfg.grid.nominal_freq_hz)
         self.last_rocof_hz_per_s = 0.0
         self.last_info: dict[str, Any] = {}
         self.shadow_dispatch_mwh = 0.0
         self._would_dispatch_mw = z.copy()   # shadow mode: per agent, last step
         self.dispatch_clamped = 0
-        self._cleared_product = PRODUCT_ENERGY
-        self.reserve_short = False           # the last reserve round cleared short
         self._emergency_in_flight = False    # emergency broadcast not fully delivered yet
-        self._precompute_constants()
+        self._precompute_constants(prof.round_forecast_mw)
         self._baseline_next = baseline_mw(self.fleet)
         # round 0 (delivery [dt, 2dt)) is announced at t = 0
         self.operator.reset_forecasts()
@@ -503,8 +499,9 @@ class GridSwarmEnv(ParallelEnv):
         self._update_feasible()
         return self._observations(), self._infos()
 
-    def _precompute_constants(self) -> None:
-        """Per-episode constants and buffers (no RNG use): what every step would recompute."""
+    def _precompute_constants(self, round_forecast_mw: np.ndarray) -> None:
+        """Per-episode constants and buffers (no RNG use): what every step would recompute,
+        and the episode's operator (with its forecast of each round, ``round_forecast_mw``)."""
         f, cfg, sc, n = self.fleet, self.config, self.scenario, self.n_agents
         c = self._const = self.kernel.constants
         self._checker = ExecutionChecker(f.kind, f.energy_capacity_mwh, self.kernel.arrays,
@@ -521,11 +518,10 @@ class GridSwarmEnv(ParallelEnv):
         # the operator: its forecasts, the fleet flexibility it prices with (refreshed
         # when EVs leave) and its announcements. The observation's scale stays the reset's.
         self.operator = GridOperator(
-            self.bus, f, c, self.kernel.arrays, self._round_forecast_mw,
+            self.bus, f, c, self.kernel.arrays, round_forecast_mw, self.metrics,
             price_floor_per_mwh=sc.price_floor_per_mwh, price_cap_per_mwh=sc.price_cap_per_mwh,
             reserve_target_mw=sc.reserve_target_mw, contingency_mw=sc.contingency_mw,
-            deadband_mw=cfg.market.deadband_mw, latency_max_s=cfg.bus.latency_max_s,
-            dt_s=cfg.dt_s)
+            market_config=cfg.market, latency_max_s=cfg.bus.latency_max_s, dt_s=cfg.dt_s)
         self._flex_scale = max(self.operator.flexible_mw(1.0), 1e-6)
         # masks: price levels are all allowed; the power part is refreshed every step
         n_power = cfg.market.n_power_levels
@@ -555,8 +551,8 @@ class GridSwarmEnv(ParallelEnv):
         (``event_time_s + detection_delay_s <= now_s``), not for the whole step."""
         return self.operator.request(
             round_index, trip_known=self._trip_known(now_s),
-            reserve_awarded_mw=self.reserve_awarded_mw, standing_reserve_mw=self._standing_mw,
-            reserve_short=self.reserve_short)
+            reserve_awarded_mw=self.reserve_book.awarded_mw,
+            standing_reserve_mw=self.reserve_book.standing_mw)
 
     def _trip_known(self, now_s: float) -> bool:
         """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
@@ -569,7 +565,7 @@ class GridSwarmEnv(ParallelEnv):
         with the grid's state and the last clearing price."""
         self.round_price_signal_per_mwh = self.operator.announce(
             round_index, request_mw, product, now_s, float(self.freq_trace_hz[-1]),
-            self.last_rocof_hz_per_s, self.last_clearing_price_per_mwh)
+            self.last_rocof_hz_per_s)
 
     # ------------------------------------------------------------------ step
     def step(self, actions: Mapping[str, Any]):
@@ -646,7 +642,7 @@ class GridSwarmEnv(ParallelEnv):
         k, t0 = self.step_index, self.t_s
         t1, gate = t0 + dt, t0 + cfg.market.gate_s
         flow = self.contract_flow
-        self.events = flow.events = []
+        flow.events = []   # the step's event list (env.events)
         self.bus.begin_step()
         n_blocked, bid_mw, bid_price = self._kernel_filter(power_level, price_level, k)
         self._publish_bids(bid_mw, bid_price, t0)
@@ -722,8 +718,9 @@ class GridSwarmEnv(ParallelEnv):
             "clearing_price_per_mwh": clearing.clearing_price_per_mwh,
             "accepted_mw": clearing.accepted_total_mw, "consensus": clearing.consensus,
             "negotiations": int(clearing.n_accepted), "blocked": n_blocked,
-            "executed_violations": viol, "events": list(self.events),
-            "product": "reserve" if self._cleared_product == PRODUCT_RESERVE else "energy",
+            "executed_violations": viol, "events": list(flow.events),
+            "product": ("reserve" if self.operator.cleared_product == PRODUCT_RESERVE
+                        else "energy"),
             "shadow": cfg.shadow,
         }
         if truncated:
@@ -816,56 +813,26 @@ class GridSwarmEnv(ParallelEnv):
         self.events.append(f"EMERGENCY: {sc.contingency_mw:.0f} MW lost at "
                            f"t = {sc.event_time_s:.1f} s")
 
-    def _clear(self, bids, window_start_s: float, now_s: float) -> market.ClearingResult:
-        """Clear this round's bids that arrived by gate closure; sign and publish contracts
-        (:meth:`ContractFlow.issue <gridswarm_env.contract_flow.ContractFlow.issue>`)."""
-        n, cfg, sc = self.n_agents, self.config, self.scenario
-        request, product = self.round_request_mw, self.round_product
-        power, price = np.zeros(n), np.zeros(n)
-        eligible = np.zeros(n, dtype=bool)
-        if len(bids.senders):
-            rows = bids.payloads
-            senders = bids.senders
-            current = rows["round"] == self.round_index
-            n_current = int(np.count_nonzero(current))
-            if n_current < current.size:   # bids of earlier rounds, deferred by the bus
-                self.stale_bids += current.size - n_current
-                rows, senders = rows[current], senders[current]
-            if request != 0.0:   # a zero request takes no bid (market.clear_market)
-                # put: = power[senders] = ... (last wins in order), faster from the packed,
-                # unaligned record fields
-                power.put(senders, rows["power_mw"])
-                price.put(senders, rows["price_per_mwh"])
-                eligible[senders] = True
-                if self._award_cap is not None:
-                    # awards the bidders had not received when they bid: see _update_feasible
-                    unseen, cap = self._award_cap
-                    power[unseen] = np.minimum(power[unseen], cap[unseen])
-        self._cleared_product = product
-        result = market.clear_market(
-            request, power, price, eligible, consensus_share=cfg.market.consensus_share,
-            price_cap_per_mwh=sc.price_cap_per_mwh, price_floor_per_mwh=sc.price_floor_per_mwh,
-            deadband_mw=cfg.market.deadband_mw, check=False, tie_break=cfg.market.tie_break)
-        # held: a request beyond the deadband, from round 1 on (round 0 is announced at
-        # reset and cleared on bids made from the reset observation, before its signal
-        # can arrive; later rounds count even when congestion delays their signal)
-        held = abs(request) > cfg.market.deadband_mw and self.round_index > 0
-        if product == PRODUCT_RESERVE and self.round_index > 0:
-            # the fleet offered less reserve than asked: the operator's next rounds buy
-            # the forecast shortage as energy before trying again (operator_request)
-            self.reserve_short = request - result.accepted_total_mw > cfg.market.deadband_mw
-        self.metrics.record_round(held, result.consensus, result.n_accepted)
-        if not math.isnan(result.clearing_price_per_mwh):
-            self.last_clearing_price_per_mwh = result.clearing_price_per_mwh
+    def _clear(self, bids: TopicBatch, window_start_s: float, now_s: float
+               ) -> market.ClearingResult:
+        """The operator clears this round on the bids that arrived by gate closure
+        (:meth:`GridOperator.clear <gridswarm_env.grid_operator.GridOperator.clear>`); the
+        awards are signed and published (:meth:`ContractFlow.issue
+        <gridswarm_env.contract_flow.ContractFlow.issue>`: energy for the window starting
+        at ``window_start_s``, reserve until the episode's end)."""
+        result, stale = self.operator.clear(bids, self.round_index, self.round_request_mw,
+                                            self.round_product, self._award_cap)
+        self.stale_bids += stale
         if not result.n_accepted:   # nothing accepted: accepted_mw is all zeros
             return result
-        is_reserve = product == PRODUCT_RESERVE
-        window_end = self._reserve_until_s if is_reserve else window_start_s + cfg.dt_s
-        self.contract_flow.issue(result, self.round_index, window_start_s, window_end,
-                                 is_reserve, now_s, self)
+        is_reserve = self.round_product == PRODUCT_RESERVE
+        window_end_s = (self._reserve_until_s if is_reserve
+                        else window_start_s + self.config.dt_s)
+        self.contract_flow.issue(result, self.round_index, window_start_s, window_end_s,
+                                 is_reserve, now_s, self.adversary, self)
         return result
 
-    def _receive_emergency(self, deliveries: tuple) -> None:
+    def _receive_emergency(self, deliveries: tuple[Delivery, ...]) -> None:
         """Which agents the emergency broadcast reached this step, and when (the earliest
         arrival per agent is kept: reserve activates from it)."""
         if self._emergency_in_flight:
@@ -924,7 +891,9 @@ class GridSwarmEnv(ParallelEnv):
         self.metrics.executed_violations += count
         return freq, p_exec, count
 
-    def _settle(self, ex, contract_mw, contract_price, p_exec, k, freq) -> np.ndarray:
+    def _settle(self, ex: Execution, contract_mw: np.ndarray,
+                contract_price_per_mwh: np.ndarray, p_exec_mw: np.ndarray, k: int,
+                freq_hz: np.ndarray) -> np.ndarray:
         """Payments, true costs, penalties and rewards of the step (DESIGN §3; the
         formulas are :mod:`gridswarm_env.market`'s settlement functions, see
         RewardConfig): gathers their inputs (EVs leaving at the step's end, the reserve
@@ -936,12 +905,11 @@ class GridSwarmEnv(ParallelEnv):
         if self._unmet_at_reset is not None:   # EVs that left at 0 (snap_departures)
             unmet = unmet + self._unmet_at_reset
             self._unmet_at_reset = None
-        if int(np.count_nonzero(f.plugged)) != self.operator.n_plugged:   # an EV left
-            self.operator.refresh_flexibility()
+        self.operator.refresh_after_departures()
         # Σ|f − 60| from record_frequency, over the sub-steps
         return self._settlement.rewards(
-            ex, contract_mw, contract_price, p_exec, unmet, self.reserve_book, self.t_s,
-            float(self._requirement_mean_mw[k]), self._dev_sum_hz / freq.size)
+            ex, contract_mw, contract_price_per_mwh, p_exec_mw, unmet, self.reserve_book,
+            self.t_s, float(self._requirement_mean_mw[k]), self._dev_sum_hz / freq_hz.size)
 
     def reserve_standing_mw(self) -> np.ndarray:
         """Reserve capacity each agent holds: under a contract it received and
@@ -980,10 +948,6 @@ class GridSwarmEnv(ParallelEnv):
         return self.reserve_book.contracts
 
     @property
-    def _standing_mw(self) -> np.ndarray:
-        return self.reserve_book.standing_mw
-
-    @property
     def pending(self) -> list:
         """``(signed energy contract, owner)`` received for the next window (verified at
         its dispatch; :attr:`ContractFlow.pending <gridswarm_env.contract_flow.ContractFlow>`)."""
@@ -1002,12 +966,38 @@ class GridSwarmEnv(ParallelEnv):
         return self.operator.forecast_mw
 
     @property
+    def events(self) -> list[str]:
+        """The step's events (contracts agreed, lost or rejected, the emergency): the
+        contract flow's list, the one the environment adds the emergency to."""
+        return self.contract_flow.events
+
+    @property
+    def reserve_short(self) -> bool:
+        """Whether the last reserve round cleared short of its request (the operator's
+        next rounds buy the forecast shortage as energy first; held by
+        :class:`~gridswarm_env.grid_operator.GridOperator`)."""
+        return self.operator.reserve_short
+
+    @property
+    def last_clearing_price_per_mwh(self) -> float:
+        """The last clearing price, $/MWh (NaN before any round cleared at a price), which
+        agents learn from the round announcements (``sig_clearing_price_per_mwh``; held
+        by :class:`~gridswarm_env.grid_operator.GridOperator`)."""
+        return self.operator.last_clearing_price_per_mwh
+
+    @property
     def contracts_lost(self) -> int:
         """Contracts the bus refused (CONTROL lane full) or dropped as obsolete."""
         return self.contract_flow.lost
 
-    def _update_signals(self, deliveries: tuple) -> None:
-        """What each agent learned from the messages delivered this step."""
+    def _update_signals(self, deliveries: tuple[Delivery, ...]) -> None:
+        """What each agent learned from the messages delivered this step: the round
+        announcements (:meth:`AgentSignals.receive
+        <gridswarm_env.signals.AgentSignals.receive>`) and the contracts that reached it
+        (:meth:`ContractFlow.file_arrived
+        <gridswarm_env.contract_flow.ContractFlow.file_arrived>`: its schedule for the
+        next window and the share of its bid awarded). It joins two owners, so it stays
+        here (and is one of the profiler's phases)."""
         self.signals.receive(deliveries)
         # the contracts delivered this step: for dispatch, and what the agents learn
         self.awarded_next, self.accepted_share = self.contract_flow.file_arrived(

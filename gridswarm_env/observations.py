@@ -10,7 +10,7 @@ scale, by index: docs/model.md, the observation table under *Actions, observatio
 episode end*.
 
 :class:`ObservationBuilder` holds one episode's constants (static rows, scales) and the
-agents' signal arrays, which the environment (:mod:`gridswarm_env.env`) writes in place;
+agents' signal arrays, which :class:`~gridswarm_env.signals.AgentSignals` writes in place;
 what the environment replaces during a step is passed to
 :meth:`ObservationBuilder.build`. :func:`agent_infos` builds the per-agent info dicts.
 """

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from gridswarm_env.bus import Delivery
 from gridswarm_env.messages import SIGNAL_DTYPE, SIGNAL_VOID, TOPIC_PRICE
+from gridswarm_env.observations import SIGNAL_AGE_CAP
 
 
 class AgentSignals:
     """The last round announcement each of ``n_agents`` agents received.
 
     Before any arrives: round −1, no request, ``price_per_mwh`` (the mean price level),
-    the nominal frequency, no clearing price (NaN), 10 steps old.
+    the nominal frequency, no clearing price (NaN), ``SIGNAL_AGE_CAP`` = 10 steps old
+    (the oldest the observation tells apart: its ``signal_age`` is ``age / 10`` capped
+    at 1).
 
     :param reorder: whether a newer announcement can overtake an older one on the bus
         (a latency can reach ``gate_s``, the time between the first two): then each
@@ -41,13 +45,13 @@ class AgentSignals:
         self.price_per_mwh, self.product = sig["price_per_mwh"], sig["product"]
         self.freq_hz, self.rocof_hz_per_s = sig["freq_hz"], sig["rocof_hz_per_s"]
         self.clearing_price_per_mwh = sig["clearing_price_per_mwh"]
-        self.age_steps = np.full(n_agents, 10.0)
+        self.age_steps = np.full(n_agents, SIGNAL_AGE_CAP)
         # opaque-item view: delivered rows are scattered into the records as raw bytes
         # (the same bytes as the field-wise copies, several times faster)
         self._void = sig.view(SIGNAL_VOID)
         self.reorder = reorder
 
-    def receive(self, deliveries: tuple) -> None:
+    def receive(self, deliveries: tuple[Delivery, ...]) -> None:
         """The announcements delivered this step (``grid/price``); every agent's age grows
         by one step, and is 0 for those that received one."""
         self.age_steps += 1.0

@@ -476,7 +476,7 @@ def test_once_its_reserve_target_is_met_the_operator_buys_the_forecast_shortage(
         k = env.step_index
         env.step_arrays(act[:, 0], act[:, 1])
         rounds[k] = (env.round_product, env.round_request_mw,
-                     float(env._round_forecast_mw[env.round_index]))
+                     float(env.operator.round_forecast_mw[env.round_index]))
     assert rounds[0][0] == PRODUCT_RESERVE and rounds[0][1] > 0.0   # the target first
     during_step = [rounds[k] for k in range(40, 60)]                 # the load step, pre-trip
     assert all(p == PRODUCT_ENERGY and r == f and r > 10.0 for p, r, f in during_step)
@@ -503,7 +503,7 @@ def test_a_reserve_target_the_fleet_cannot_reach_still_buys_the_load_step() -> N
     rounds, held_at_trip = [], None   # per step: the round announced (product, request,
     for _ in play(env):               # forecast of its window); the reserve at the trip
         rounds.append((env.round_product, env.round_request_mw,
-                       float(env._round_forecast_mw[env.round_index])))
+                       float(env.operator.round_forecast_mw[env.round_index])))
         if held_at_trip is None and env.t_s >= sc.event_time_s:
             held_at_trip = float(env.reserve_standing_mw().sum())
     assert held_at_trip == pytest.approx(119.51, abs=0.01)
@@ -533,8 +533,8 @@ def test_a_detection_on_a_step_boundary_is_broadcast_in_the_step_it_opens() -> N
 
 
 def test_the_energy_response_is_the_first_contract_in_the_lost_power_s_direction() -> None:
-    """Guards the direction of the energy response (``_energy_response``): in a solar
-    surplus the energy rounds after a small trip (0.5 MW at 60 s) still buy absorption
+    """Guards the direction of the energy response (``ContractFlow._energy_response``):
+    in a solar surplus the energy rounds after a small trip (0.5 MW at 60 s) still buy absorption
     until the surplus closes; those absorbing contracts do not answer a generation
     loss. The response latency runs until the first round that buys injection starts
     delivering (round k, cleared in step k, delivers from (k + 1)·dt), here 199 s, not

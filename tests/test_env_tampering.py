@@ -401,3 +401,28 @@ def test_an_adversary_puts_only_signed_contracts_on_the_bus(put: object) -> None
             highest = N_POWER - 1 - np.argmax(mask[:, ::-1], axis=1)      # largest offer
             raw.step_arrays(highest, np.zeros(raw.n_agents, dtype=np.int64))
     assert not _Hostile.ran
+
+
+def test_an_adversary_set_after_reset_acts_from_the_next_contracts() -> None:
+    """Code review of the env.py split: ``env.adversary`` was copied into the episode's
+    contract flow at reset, so an adversary set (or removed) mid-episode was ignored until
+    the next reset (before the split, and now again, the environment reads
+    ``env.adversary`` at each issue)."""
+    from policies import make_policy
+
+    seen: list[int] = []
+
+    def count(env, signed, owners):
+        seen.append(len(signed))
+        return signed, owners
+
+    raw = GridSwarmEnv(scenario="price_spike", n_agents=30, trust="hmac", seed=0)
+    raw.reset(seed=0)
+    pol = make_policy("heuristic")
+    pol.reset(raw, seed=0)
+    raw.adversary = count   # set after reset: sees every contract issued from now on
+    while raw.agents:
+        act = pol.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+    signed = raw.episode_metrics()["contracts_signed"]
+    assert signed > 0 and sum(seen) == signed
