@@ -584,10 +584,16 @@ def open_session(options: DemoOptions) -> Session:
             shadow=options.shadow, limits=limits, audit_path=options.audit_path,
             config=config)
         env.reset(seed=options.seed)
-        notice = planning_notice(policy, env.unwrapped)
+        raw = env.unwrapped
+        if hasattr(policy, "check_action_levels"):   # a model of other levels: name the flag
+            try:
+                policy.check_action_levels(raw.action_space(raw.possible_agents[0]).nvec)
+            except ValueError as exc:
+                raise DemoError(f"--policy: {exc}") from None
+        notice = planning_notice(policy, raw)
         if notice is not None:
             print(notice, file=sys.stderr, flush=True)
-        policy.reset(env.unwrapped, seed=options.seed)
+        policy.reset(raw, seed=options.seed)
     except (ValueError, KeyboardInterrupt) as exc:
         if env is not None:
             env.close()

@@ -132,6 +132,7 @@ from policies.cli_checks import (
     check_crypto_threads,
     check_output_dir,
     check_output_file,
+    comma_items,
     dirs_to_create,
     env_config_from_args,
     int_range_text,
@@ -489,48 +490,57 @@ def pretrained_model() -> Path | None:
 
 
 def resolve_policies(spec: str | Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """Policy names to run and notes about skipped ones.
+    """Policy names to run and notes about skipped and repeated ones.
 
     ``None`` means the defaults (plus ``learned`` when a pretrained model exists).
     ``learned`` without a pretrained model is skipped with a note; a path to a model
-    file is accepted as a policy.
+    file is accepted as a policy. A policy given again (the same name, or another
+    spelling of the same model file: ``m3`` and ``m3.zip``, ``./m3.zip``, ``learned``
+    and the shipped model's path) is played once, under its first name, with a note.
 
-    :raises UsageError: an unknown name, or a model path that is missing or a directory.
+    :raises UsageError: an empty item (:func:`~policies.cli_checks.comma_items`), an
+        unknown name, or a model path that is missing or a directory.
     """
     from policies import looks_like_model_path, policy_names
-    from policies.learned import check_model_file
+    from policies.learned import DEFAULT_MODEL, check_model_file
 
     known = policy_names()
     notes: list[str] = []
+    what = argument_name("policies")
     if spec is None:
         names = list(DEFAULT_POLICIES) + ["learned"]
     else:
-        names = [s.strip() for s in _items(spec, "policies", "policy names or model paths "
-                                           "(str); a policy of your own: "
-                                           "policies.register(name, factory), then its name")]
-        names = [s for s in names if s]
+        names = _items(spec, "policies", f"policy names ({', '.join(known)}) or model paths"
+                       if _COMMAND_LINE.get() else "policy names or model paths (str); a "
+                       "policy of your own: policies.register(name, factory), then its name")
         if not names:
-            raise UsageError(f"{argument_name('policies')} is empty; give a comma-separated "
-                             f"list of {', '.join(known)} or model paths")
+            raise UsageError(f"{what} is empty; give a comma-separated list of "
+                             f"{', '.join(known)} or model paths")
     out: list[str] = []
+    first: dict[Any, str] = {}   # a built-in name, or a model file's real path: its first name
     for name in names:
-        if name in out:
-            continue
         if name == "learned" and pretrained_model() is None:
-            from policies.learned import DEFAULT_MODEL
-
-            notes.append(f"policy 'learned' skipped: no model at {DEFAULT_MODEL} (train one "
-                         "with `python -m train`, or pass a model's path)")
+            note = (f"policy 'learned' skipped: no model at {DEFAULT_MODEL} (train one "
+                    "with `python -m train`, or pass a model's path)")
+            notes += [] if note in notes else [note]
             continue
-        if name not in known:
+        key: Any = name
+        if name == "learned":
+            key = DEFAULT_MODEL.resolve()
+        elif name not in known:
             if not looks_like_model_path(name):
-                raise UsageError(f"{argument_name('policies')}: unknown policy {name!r}; "
-                                 f"known policies: {', '.join(known)}, or a path to a saved "
-                                 "model (.zip)")
+                raise UsageError(f"{what}: unknown policy {name!r}; known policies: "
+                                 f"{', '.join(known)}, or a path to a saved model (.zip)")
             try:
-                check_model_file(name)
+                key = check_model_file(name).resolve()
             except ValueError as exc:
-                raise UsageError(f"{argument_name('policies')}: {exc}") from None
+                raise UsageError(f"{what}: {exc}") from None
+        if key in first:
+            notes.append(f"{what}: {name!r} given twice; played once" if first[key] == name
+                         else f"{what}: {name!r} is the same model file as {first[key]!r}; "
+                              f"played once, as {first[key]!r}")
+            continue
+        first[key] = name
         out.append(name)
     if not out:
         raise UsageError("no policy left to evaluate (" + "; ".join(notes) + ")")
@@ -542,47 +552,72 @@ def resolve_scenarios(spec: str | Sequence[Any] | Any | None) -> dict[str, Any]:
     else names (a comma-separated string or a list; ``"all"`` among them adds every
     registered one) and, from Python, :class:`~gridswarm_env.scenarios.Scenario` objects
     (alone or in the list), each played and reported under its ``name``. The same
-    scenario given twice is played once.
+    scenario given twice is played once (:func:`scenarios_and_notes` says so).
 
     :returns: ``{name: Scenario}`` in the order given (the registered ones' order for
-        ``"all"``).
-    :raises UsageError: an unknown name, an item that is neither a name nor a
-        ``Scenario``, a name unfit for a file name, or two different scenarios of one
-        name.
+        ``"all"``, where it stands).
+    :raises UsageError: an empty item, an unknown name, an item that is neither a name
+        nor a ``Scenario``, a name unfit for a file name, or two different scenarios of
+        one name.
+    """
+    return scenarios_and_notes(spec)[0]
+
+
+def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
+                        ) -> tuple[dict[str, Any], list[str]]:
+    """:func:`resolve_scenarios` and a one-line note for each scenario given again (the
+    same name twice, or a name that ``all`` includes already: ``all,emergency``).
+
+    :raises UsageError: as :func:`resolve_scenarios`.
     """
     from gridswarm_env.scenarios import SCENARIOS, Scenario
 
     known = tuple(SCENARIOS)
-    if spec is None or (isinstance(spec, str) and spec == "all"):
-        return dict(SCENARIOS)
-    allowed = ("'all', scenario names (a comma-separated string or a list) or Scenario "
+    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
+        return dict(SCENARIOS), []
+    what = argument_name("scenarios")
+    allowed = (f"'all' or scenario names ({', '.join(known)})" if _COMMAND_LINE.get() else
+               "'all', scenario names (a comma-separated string or a list) or Scenario "
                "objects (gridswarm_env.get_scenario(name, **overrides), alone or in a list)")
-    items = [s.strip() if isinstance(s, str) else s for s in _items(
-        [spec] if isinstance(spec, Scenario) else spec, "scenarios", allowed, (str, Scenario))]
-    items = [s for s in items if s != ""]
+    items = _items([spec] if isinstance(spec, Scenario) else spec, "scenarios", allowed,
+                   (str, Scenario))
     if not items:
-        raise UsageError(f"{argument_name('scenarios')} is empty; give 'all' or names from "
-                         f"{', '.join(known)}")
+        raise UsageError(f"{what} is empty; give 'all' or names from {', '.join(known)}")
     bad = [s for s in items if isinstance(s, str) and s not in known and s != "all"]
     if bad:
-        raise UsageError(f"{argument_name('scenarios')}: unknown scenario {bad[0]!r}; known "
-                         f"scenarios: {', '.join(known)} (or 'all')")
-    if "all" in items:
-        items = [*known, *(s for s in items if not isinstance(s, str))]
-    out: dict[str, Any] = {}
+        raise UsageError(f"{what}: unknown scenario {bad[0]!r}; known scenarios: "
+                         f"{', '.join(known)} (or 'all')")
+    notes: list[str] = []
+    listed: list[tuple[Any, bool]] = []   # (item, whether 'all' brought it), as given
     for item in items:
+        if not (isinstance(item, str) and item == "all"):
+            listed.append((item, False))
+        elif any(from_all for _, from_all in listed):
+            notes.append(f"{what}: 'all' given twice; played once")
+        else:
+            listed += [(name, True) for name in known]
+    out: dict[str, Any] = {}
+    by_all: set[str] = set()
+    for item, from_all in listed:
         sc = SCENARIOS[item] if isinstance(item, str) else item
         if not SCENARIO_NAME.fullmatch(sc.name):
-            raise UsageError(f"{argument_name('scenarios')}: scenario name {sc.name!r} names "
-                             f"output files (freq_{sc.name}.png) and tensorboard tags: use "
+            raise UsageError(f"{what}: scenario name {sc.name!r} names output files "
+                             f"(freq_{sc.name}.png) and tensorboard tags: use "
                              f"{SCENARIO_NAME_TEXT} (get_scenario(scenario, name=...))")
-        if sc.name in out and out[sc.name] != sc:
-            raise UsageError(f"{argument_name('scenarios')}: two different scenarios named "
-                             f"{sc.name!r} (results, plots and tags are keyed by the name); "
-                             "name the custom one apart: get_scenario(scenario, "
-                             f"name='{sc.name}_2')")
-        out.setdefault(sc.name, sc)
-    return out
+        if sc.name in out:
+            if out[sc.name] != sc:
+                raise UsageError(f"{what}: two different scenarios named {sc.name!r} "
+                                 "(results, plots and tags are keyed by the name); name "
+                                 "the custom one apart: get_scenario(scenario, "
+                                 f"name='{sc.name}_2')")
+            notes.append(f"{what}: {sc.name!r} is in 'all' already; played once"
+                         if from_all or sc.name in by_all
+                         else f"{what}: {sc.name!r} given twice; played once")
+            continue
+        out[sc.name] = sc
+        if from_all:
+            by_all.add(sc.name)
+    return out, notes
 
 
 def _check_count(keyword: str, value: Any) -> int:
@@ -593,24 +628,32 @@ def _check_count(keyword: str, value: Any) -> int:
 
 def _items(spec: str | Sequence[Any], keyword: str, allowed: str,
            types: tuple[type, ...] = (str,)) -> list[Any]:
-    """The items of a comma-separated string or an ordered iterable (a list, a tuple, a
-    generator; not a set or a mapping) (:func:`resolve_policies`, :func:`resolve_scenarios`).
+    """The items of a comma-separated string (:func:`~policies.cli_checks.comma_items`)
+    or an ordered iterable (a list, a tuple, a generator; not a set or a mapping), strings
+    stripped (:func:`resolve_policies`, :func:`resolve_scenarios`); ``[]`` for an empty
+    string or list.
 
-    :raises UsageError: ``spec`` is neither, or an item is not one of ``types``, naming
-        the argument and what is ``allowed``.
+    :raises UsageError: ``spec`` is neither, an item is not one of ``types``, or an item
+        is an empty string, naming the argument and what is ``allowed``.
     """
-    if isinstance(spec, str):
-        return spec.split(",")
+    if isinstance(spec, str):   # the command lines' one rule (an empty item refused)
+        try:
+            return comma_items(spec, argument_name(keyword), allowed, _value_sep())
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     # any ordered iterable (a list, a tuple, a generator); a set or a mapping has no
     # order to report the results in
     if isinstance(spec, bytes | set | frozenset | Mapping) or not isinstance(spec, Iterable):
         raise UsageError(f"{argument_value(keyword, spec)}: expected {allowed}")
     spec = list(spec)
-    for item in spec:
+    for k, item in enumerate(spec, 1):
         if not isinstance(item, types):
             raise UsageError(f"{argument_name(keyword)}: item {item!r} of type "
                              f"{type(item).__name__}; expected {allowed}")
-    return list(spec)
+        if isinstance(item, str) and not item.strip():
+            raise UsageError(f"{argument_value(keyword, spec)}: item {k} of {len(spec)} is "
+                             f"empty; expected {allowed}")
+    return [item.strip() if isinstance(item, str) else item for item in spec]
 
 
 def seeds_note(seed: int, episodes: int) -> str | None:
@@ -689,7 +732,8 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
         agent that a fleet of ``n_agents`` does not have is one).
     """
     pols, notes = resolve_policies(policies)
-    scs = resolve_scenarios(scenarios)
+    scs, scenario_notes = scenarios_and_notes(scenarios)
+    notes = [*notes, *scenario_notes]
     _check_count("episodes", episodes)
     _check_count("n_agents", n_agents)
     from gridswarm_env.config import check_agent_limit

@@ -16,6 +16,8 @@ lose its results when a write still fails at the end:
   wording of what an integer option allows, an argparse type that checks it, and one
   rule for ``--crypto-threads`` (1 to :func:`max_crypto_threads`); :func:`check_contract_keys` and
   :func:`add_contract_keys_argument`: one rule and one flag for ``--contract-keys``;
+* :func:`comma_items`: one rule for every comma-separated option (``evaluate.py --policies``,
+  ``--scenarios``; ``python -m train --net-arch``): items stripped, an empty item refused;
 * :class:`OneLineParser`: argparse whose errors are one line (no usage block), exit 2;
 * :func:`one_line_warnings`: Python warnings (e.g. a fleet too small for every DER kind)
   as one ``prog: warning: ...`` line each, once, instead of a file:line and a source line.
@@ -349,6 +351,31 @@ def check_limits_file(path: str | Path) -> None:
     if not str(path):
         raise ValueError("limits file '': empty path; expected a TOML file (leave out "
                          "--limits for the default limits)")
+
+
+def comma_items(text: str, what: str, allowed: str, sep: str = " ") -> list[str]:
+    """The items of a comma-separated option value (``evaluate.py --policies a,b`` and
+    ``--scenarios``, ``python -m train --net-arch 64,64``), each stripped of the
+    whitespace around it: one rule for every command line. A value of whitespace alone
+    gives ``[]`` (the caller says what an empty value means); an empty item (``a,,b``,
+    ``a,``, ``,a``: a typo, or an unset ``$VAR`` between two commas) is refused, where it
+    used to be dropped without a word.
+
+    :param what: how the message names the option (``"--scenarios"``).
+    :param allowed: what an item may be, for the message (``"scenario names or 'all'"``).
+    :param sep: between ``what`` and the value in the message (``" = "`` for a keyword).
+    :raises ValueError: ``"--scenarios 'price_spike,,emergency': item 2 of 3 is empty (two
+        commas in a row, or one at an end); expected ..., separated by single commas"``.
+    """
+    if not text.strip():
+        return []
+    items = [item.strip() for item in text.split(",")]
+    for k, item in enumerate(items, 1):
+        if not item:
+            raise ValueError(f"{what}{sep}{text!r}: item {k} of {len(items)} is empty (two "
+                             f"commas in a row, or one at an end); expected {allowed}, "
+                             "separated by single commas")
+    return items
 
 
 #: how to install what ``python -m train`` and the ``learned`` policy need (README, Set-up)

@@ -53,6 +53,10 @@ MAX_TORCH_THREADS = 256
 #: the attribute ``python -m train`` sets on every model it saves (final, checkpoints,
 #: best): the observation fields it was trained on, checked on loading
 OBS_FIELDS_ATTR = "gridswarm_obs_fields"
+#: the attribute ``python -m train`` (and ``train.dagger``) sets on every model it saves:
+#: ``TrainConfig.env_settings()`` of the run that trained it (SB3 saves a model's extra
+#: attributes: checkpoints and best models too), e.g. ``env_config_file``, its ``--config``
+ENV_SETTINGS_ATTR = "gridswarm_env_settings"
 #: what a model file must be (the end of every message refusing one)
 MODEL_EXPECTED = ("expected a MaskablePPO .zip saved by `python -m train` (or "
                   "`python -m train.dagger`)")
@@ -243,6 +247,54 @@ def _check_record(path: Path, data: bytes | None) -> None:
     _check_obs_fields(fields_then, path, "its JSON record lists")
 
 
+def levels_fix(nvec: Any, path: Path | None, model: Any) -> str:
+    """What to do when a model trained for ``MultiDiscrete(nvec)`` meets an environment of
+    other action levels: the levels to play it with (``[market]`` of a ``--config`` file,
+    the only way a training run sets them) and where the settings of its training run are
+    (:func:`trained_settings_hint`)."""
+    from gridswarm_env.config import MarketConfig
+
+    power, price = (int(n) for n in nvec)
+    default = MarketConfig()
+    where = ("the defaults: a --config FILE without them in [market]"
+             if (power, price) == (default.n_power_levels, default.n_price_levels)
+             else "[market] of a --config FILE")
+    hint = trained_settings_hint(path, model)
+    return (f"play it with the settings it was trained with, n_power_levels = {power} and "
+            f"n_price_levels = {price} ({where}" + (f"; {hint})" if hint else ")"))
+
+
+def trained_settings_hint(path: Path | None, model: Any) -> str | None:
+    """Where the environment settings a model was trained with are written, in words, or
+    None: the ``--config`` file its training run read (stored in the model,
+    :data:`ENV_SETTINGS_ATTR`, or in its training record ``<model>.json``'s ``config``),
+    else the record's ``env_config_toml`` (those settings as a config file)."""
+    stored = getattr(model, ENV_SETTINGS_ATTR, None)
+    record = _read_record(path.with_suffix(".json")) if path is not None else {}
+    recorded = record.get("config")
+    for settings in (stored, recorded):
+        file = settings.get("env_config_file") if isinstance(settings, dict) else None
+        if isinstance(file, str) and file:
+            return f"its training run used --config {file!r}"
+    toml = record.get("env_config_toml")
+    if isinstance(toml, str) and toml.strip() and path is not None:
+        return (f"its training record {str(path.with_suffix('.json'))!r} holds the settings "
+                "it ran with as env_config_toml: save that text as FILE")
+    return None
+
+
+def _read_record(record_path: Path) -> dict[str, Any]:
+    """The training record at ``record_path`` as a dict; ``{}`` when there is none or it
+    is not a JSON object (:func:`_check_record` refused a bad one on loading)."""
+    import json
+
+    try:
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _check_obs_fields(fields_then: Any, path: Path, where: str) -> None:
     """The observation fields a model was trained on (None: not known) must be today's
     :data:`OBS_FIELDS`.
@@ -329,14 +381,17 @@ class LearnedPolicy:
         """The model must act in ``MultiDiscrete(nvec)`` (``[n_power_levels,
         n_price_levels]`` of the environment it is to drive).
 
-        :raises ValueError: naming both action spaces.
+        :raises ValueError: naming the model, both action spaces and what to do: play it
+            with the levels it was trained with, and where its training run's settings
+            are (:func:`trained_settings_hint`).
         """
         want = np.asarray(nvec, dtype=np.int64)
         if not np.array_equal(want, self._nvec):
             source = "the model in memory" if self.path is None else f"model {str(self.path)!r}"
             raise ValueError(f"{source} was trained for MultiDiscrete"
                              f"({self._nvec.tolist()}) actions; this environment expects "
-                             f"MultiDiscrete({want.tolist()}) (n_power_levels, n_price_levels)")
+                             f"MultiDiscrete({want.tolist()}) (n_power_levels, n_price_levels)"
+                             f": {levels_fix(self._nvec, self.path, self.model)}")
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Check the model fits ``env``'s action space; seed sampling when not greedy

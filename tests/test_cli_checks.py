@@ -136,3 +136,18 @@ def test_a_file_path_ending_in_a_slash_is_refused(tmp_path, existing):
                                          r"'.*out/FILE'\)"):
         check_output_file(f"{target}/", "--json")
     assert [p.name for p in tmp_path.iterdir()] == (["out"] if existing else [])
+
+
+def test_comma_items_strip_and_refuse_an_empty_item():
+    """One rule for every comma list of the command lines (evaluate.py --policies,
+    --scenarios; python -m train --net-arch): items stripped, an empty one refused."""
+    from policies.cli_checks import comma_items
+
+    assert comma_items(" a, b ,c", "--x", "names") == ["a", "b", "c"]
+    assert comma_items("", "--x", "names") == [] and comma_items("  ", "--x", "names") == []
+    with pytest.raises(ValueError) as refused:
+        comma_items("a,,b", "--x", "names")
+    assert str(refused.value) == ("--x 'a,,b': item 2 of 3 is empty (two commas in a row, or "
+                                  "one at an end); expected names, separated by single commas")
+    with pytest.raises(ValueError, match=r"^x = 'a,': item 2 of 2 is empty"):
+        comma_items("a,", "x", "names", sep=" = ")

@@ -360,3 +360,84 @@ def test_stale_outputs_removed_are_the_documented_ones(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "freq_emergency.png", "freq_mine.png", "freq_solar_surplus.png.bak", "notes.txt",
         "results.md"]
+
+
+def _model_with_levels(path: Path, nvec: list[int], env_settings: dict | None = None) -> Path:
+    """An untrained MaskablePPO model acting in ``MultiDiscrete(nvec)``, saved at ``path``
+    with the environment settings a training run stores (``gridswarm_env_settings``)."""
+    import gymnasium as gym
+    from sb3_contrib import MaskablePPO
+
+    from gridswarm_env.env import OBS_DIM
+
+    class Spaces(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (OBS_DIM,), np.float32)
+        action_space = gym.spaces.MultiDiscrete(nvec)
+
+    model = MaskablePPO("MlpPolicy", Spaces(), n_steps=8, batch_size=8, device="cpu",
+                        policy_kwargs={"net_arch": [8]})
+    if env_settings is not None:
+        model.gridswarm_env_settings = env_settings
+    model.save(path)
+    return path
+
+
+def test_a_model_for_other_levels_is_refused_naming_the_flag_and_the_fix(tmp_path, capsys):
+    """Fresh-user review: a model trained with ``--config`` of 11 power levels, given to
+    demo.py without it, was refused as "model 'm11.zip' was trained for
+    MultiDiscrete([11, 11]) actions; this environment expects MultiDiscrete([21, 11])":
+    no flag (demo.py), nothing said of what to do. Now both command lines name the flag,
+    the model, both action spaces, the levels to play it with and the training run's
+    --config file (stored in the model by python -m train)."""
+    levels = tmp_path / "l11.toml"
+    levels.write_text("[market]\nn_power_levels = 11\n")
+    model = _model_with_levels(tmp_path / "m11.zip", [11, 11],
+                               {"scenario": "all", "env_config_file": str(levels)})
+    tail = (f"model {str(model)!r} was trained for MultiDiscrete([11, 11]) actions; this "
+            "environment expects MultiDiscrete([21, 11]) (n_power_levels, n_price_levels): "
+            "play it with the settings it was trained with, n_power_levels = 11 and "
+            "n_price_levels = 11 ([market] of a --config FILE; its training run used "
+            f"--config {str(levels)!r})")
+    assert demo.main(["--agents", "5", "--no-live", "--steps", "1", "--policy",
+                      str(model)]) == 2
+    assert capsys.readouterr().err == f"demo.py: error: --policy: {tail}\n"
+    out = tmp_path / "o"
+    assert evaluate.main(["--policies", f"heuristic,{model}", "--scenarios", "emergency",
+                          "--episodes", "1", "--agents", "5", "--out", str(out),
+                          "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"evaluate.py: error: --policies: {tail}\n"
+    assert not out.exists()
+    # the fix works: the same --config plays it
+    assert demo.main(["--agents", "5", "--no-live", "--steps", "1", "--policy", str(model),
+                      "--config", str(levels)]) == 0, capsys.readouterr().err
+
+
+def test_a_model_for_other_levels_points_to_its_record_or_to_the_defaults(tmp_path):
+    """Without the file in the model, its training record (``m.json`` beside it, as
+    python -m train writes it) is named when it holds the settings; a model of the default
+    levels in an environment of other levels is told to leave them out of --config."""
+    from gridswarm_env.config import EnvConfig, MarketConfig
+    from policies.learned import LearnedPolicy
+
+    model = _model_with_levels(tmp_path / "m.zip", [11, 5])
+    record = model.with_suffix(".json")
+    record.write_text(json.dumps({"env_config_toml": "[market]\nn_power_levels = 11\n"
+                                                     "n_price_levels = 5\n"}))
+    with pytest.raises(ValueError) as refused:
+        LearnedPolicy(model).check_action_levels([21, 11])
+    assert str(refused.value).endswith(
+        "n_power_levels = 11 and n_price_levels = 5 ([market] of a --config FILE; its "
+        f"training record {str(record)!r} holds the settings it ran with as "
+        "env_config_toml: save that text as FILE)")
+    record.unlink()
+    with pytest.raises(ValueError) as refused:
+        LearnedPolicy(model).check_action_levels([21, 11])
+    assert str(refused.value).endswith("n_power_levels = 11 and n_price_levels = 5 ([market] "
+                                       "of a --config FILE)")
+    default = _model_with_levels(tmp_path / "d.zip", [21, 11])
+    eleven = EnvConfig(market=MarketConfig(n_power_levels=11)).market
+    with pytest.raises(ValueError) as refused:
+        LearnedPolicy(default).check_action_levels([eleven.n_power_levels,
+                                                    eleven.n_price_levels])
+    assert str(refused.value).endswith("n_power_levels = 21 and n_price_levels = 11 (the "
+                                       "defaults: a --config FILE without them in [market])")

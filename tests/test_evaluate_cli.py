@@ -368,3 +368,80 @@ def test_small_kpis_keep_their_spread_and_ties_print_no_minus_sign():
         "relative": -1.7e-16, "unpaired_seeds": []}}}
     text = evaluate._paired_text(diff)
     assert "learned +0.000 $ [+0.000, +0.000] (+0.00 %)" in text, text
+
+
+# --------------------------------------------------------------------------- comma lists
+@pytest.mark.parametrize("flag, value, item", [
+    ("--scenarios", "price_spike,,emergency", "item 2 of 3 is empty"),
+    ("--scenarios", "emergency,", "item 2 of 2 is empty"),
+    ("--policies", ",heuristic", "item 1 of 2 is empty"),
+    ("--policies", "heuristic, ,random", "item 2 of 3 is empty"),
+])
+def test_an_empty_item_in_a_comma_list_is_refused_naming_the_flag(tmp_path, capsys, flag,
+                                                                    value, item):
+    """Fresh-user review: ``--scenarios price_spike,,emergency`` (a typo, or an unset
+    ``$VAR`` between two commas) was silently played as ``price_spike,emergency``."""
+    out = tmp_path / "o"
+    args = {"--policies": "random", "--scenarios": "emergency", flag: value}
+    status, err = _evaluate([*EVAL_SMALL[:4], "--trust", "hmac", "--policies",
+                             args["--policies"], "--scenarios", args["--scenarios"],
+                             "--out", str(out)], capsys)
+    assert status == 2
+    line = _one_line_error(err, "evaluate.py")
+    assert line.startswith(f"evaluate.py: error: {flag} {value!r}: {item} (two commas in a "
+                           "row, or one at an end); expected ")
+    assert line.endswith(", separated by single commas")
+    assert not out.exists()
+
+
+def test_a_repeated_name_is_played_once_with_a_note(tmp_path, capsys):
+    """Fresh-user review: ``--policies random,random --scenarios emergency,emergency``
+    was merged without a word; now each repeat gets a one-line note (on stderr and in
+    results.md) and is played once, as before."""
+    out = tmp_path / "o"
+    status, err = _evaluate([*EVAL_SMALL[:4], "--trust", "hmac", "--policies",
+                             "random,random", "--scenarios", "emergency,emergency",
+                             "--out", str(out)], capsys)
+    assert status == 0, err
+    assert err.splitlines() == ["note: --policies: 'random' given twice; played once",
+                                "note: --scenarios: 'emergency' given twice; played once"]
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["policy"], r["scenario"]) for r in runs] == [("random", "emergency")]
+    assert "- note: --policies: 'random' given twice; played once" in (
+        out / "results.md").read_text()
+
+
+def test_a_scenario_named_besides_all_and_one_model_file_named_twice_get_a_note(tmp_path):
+    """``--scenarios all,emergency`` plays every scenario once; two spellings of one
+    model file (``m3``, ``m3.zip``, ``./m3.zip``; ``learned`` and the shipped model's
+    path) are one policy, played under the first name."""
+    from gridswarm_env.scenarios import scenario_names
+    from policies.learned import DEFAULT_MODEL
+
+    pols, scs, notes, _, _ = evaluate.check_arguments(
+        "heuristic", "all,emergency,all", 1, 0, 5, "hmac", None)
+    assert list(scs) == list(scenario_names())
+    assert notes == ["scenarios (--scenarios): 'all' given twice; played once",
+                     "scenarios (--scenarios): 'emergency' is in 'all' already; played once"]
+    (tmp_path / "m3.zip").write_bytes(b"PK")   # resolve_policies does not load it
+    spellings = [str(tmp_path / "m3"), str(tmp_path / "m3.zip"), f"{tmp_path}/./m3.zip"]
+    names, notes = evaluate.resolve_policies(",".join(spellings))
+    assert names == spellings[:1]
+    assert notes == [f"policies (--policies): {spellings[1]!r} is the same model file as "
+                     f"{spellings[0]!r}; played once, as {spellings[0]!r}",
+                     f"policies (--policies): {spellings[2]!r} is the same model file as "
+                     f"{spellings[0]!r}; played once, as {spellings[0]!r}"]
+    if DEFAULT_MODEL.is_file():
+        names, notes = evaluate.resolve_policies(["learned", str(DEFAULT_MODEL)])
+        assert names == ["learned"] and "is the same model file as 'learned'" in notes[0]
+
+
+def test_an_empty_item_in_a_list_is_refused_from_python_too(tmp_path):
+    with pytest.raises(evaluate.UsageError, match=r"^policies \(--policies\) = \['heuristic', "
+                                                  r"''\]: item 2 of 2 is empty"):
+        evaluate.resolve_policies(["heuristic", ""])
+    with pytest.raises(evaluate.UsageError, match=r"^scenarios \(--scenarios\) = "
+                                                  r"'emergency,,price_spike': item 2 of 3"):
+        evaluate.resolve_scenarios("emergency,,price_spike")
+    with pytest.raises(evaluate.UsageError, match=r"^policies \(--policies\) is empty"):
+        evaluate.resolve_policies("  ")

@@ -204,7 +204,11 @@ def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
     (["--n-steps", str(10**30), "--agents", "4"], "error: --n-steps 1000000000000000000000000"
      "000000: a rollout of --n-steps x --envs x --agents = "),
     (["--net-arch", "64," + str(10**30)], "error: --net-arch (64, 1000000000000000000000000"
-     "000000): layer sizes are at most 4,096"),    # new-user review (session 27): the weight of --reward marginal's term was accepted
+     "000000): layer sizes are at most 4,096"),
+    # fresh-user review (session 27): one rule for every comma list of the command lines
+    (["--net-arch", "64,,64"], "error: --net-arch '64,,64': item 2 of 3 is empty (two commas "
+     "in a row, or one at an end); expected layer sizes (e.g. 64,64), separated by single "
+     "commas"),    # new-user review (session 27): the weight of --reward marginal's term was accepted
     # and recorded with the default --reward env, which it does not change
     (["--marginal-weight", "2", "--timesteps", "1", "--agents", "3", "--n-steps", "2",
       "--batch-size", "6", "--no-progress"], "error: --marginal-weight 2.0: weights the term of "

@@ -60,6 +60,7 @@ from policies.cli_checks import (
     OneLineParser,
     OutputError,
     add_governor_deadband_argument,
+    comma_items,
     integer_type,
     one_line_warnings,
 )
@@ -270,11 +271,14 @@ def ppo_settings(args: argparse.Namespace, checkpoint: dict | None = None) -> di
     given = {name: getattr(args, dest) for dest, name in PPO_FLAGS
              if getattr(args, dest) is not None}
     if "net_arch" in given:
+        allowed = "layer sizes (e.g. 64,64)"
+        items = comma_items(given["net_arch"], "--net-arch", allowed)
         try:
-            given["net_arch"] = tuple(int(x) for x in given["net_arch"].split(","))
+            if not items:
+                raise ValueError("no layer size")
+            given["net_arch"] = tuple(int(x) for x in items)
         except ValueError:
-            raise ValueError(f"--net-arch {given['net_arch']!r}: expected sizes like 64,64"
-                             ) from None
+            raise ValueError(f"--net-arch {given['net_arch']!r}: expected {allowed}") from None
     if "target_kl" in given:
         if given["target_kl"] < 0:
             raise ValueError(f"--target-kl {given['target_kl']}: must be > 0, or 0 = off")

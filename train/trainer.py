@@ -42,6 +42,7 @@ from gridswarm_env.env import OBS_FIELDS
 from gridswarm_env.metrics import is_finite_or_none
 from policies.cli_checks import OutputError, file_sha256, write_or_rescue
 from policies.learned import (
+    ENV_SETTINGS_ATTR,
     OBS_FIELDS_ATTR,
     nonfinite_tensors,
     unvalidated_distributions,
@@ -126,11 +127,6 @@ def model_hyperparameters(model) -> dict[str, Any]:
             "vf_coef": float(model.vf_coef), "max_grad_norm": float(model.max_grad_norm),
             "target_kl": None if model.target_kl is None else float(model.target_kl),
             "net_arch": tuple(int(h) for h in layers or ())}
-
-
-#: attribute of a saved model holding :meth:`TrainConfig.env_settings` of the run that
-#: trained it (SB3 saves a model's extra attributes: checkpoints and best models too)
-ENV_SETTINGS_ATTR = "gridswarm_env_settings"
 
 
 #: attribute of a saved model holding the ``batch_size`` its run asked for: the model's own
