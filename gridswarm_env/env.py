@@ -489,7 +489,6 @@ class GridSwarmEnv(ParallelEnv):
         self._precompute_constants(prof.round_forecast_mw)
         self._baseline_next = baseline_mw(self.fleet)
         # round 0 (delivery [dt, 2dt)) is announced at t = 0
-        self.operator.reset_forecasts()
         self.round_index = 0
         self.round_request_mw, self.round_product = self._operator_request(0)
         self._announce(self.round_index, self.round_request_mw, self.round_product, 0.0)

@@ -50,8 +50,11 @@ class GridOperator:
 
     :ivar round_forecast_mw: the operator's forecast for round ``r`` (delivery
         ``[(r+1)·dt, (r+2)·dt)``), every round, MW.
-    :ivar forecast_mw: the PV forecast held per agent (solar agents' only matter), MW;
-        set by :meth:`reset_forecasts`.
+    :ivar forecast_mw: the PV forecast held per agent (solar agents' only matter), MW:
+        before any ``grid/forecast`` message arrives, each solar agent's forecast for the
+        first window, as a plant files it with its schedule before the market opens (the
+        fleet's forecast at reset, so round 0, announced at t = 0, prices with it); from
+        then on only delivered forecasts change it (:meth:`receive_forecasts`).
     :ivar flex_up_mw, flex_down_mw: per agent, the flexibility it prices with (see
         :meth:`refresh_flexibility`).
     :ivar n_plugged: EVs plugged in when the flexibility was last refreshed.
@@ -70,7 +73,13 @@ class GridOperator:
         self.reserve_target_mw, self.contingency_mw = reserve_target_mw, contingency_mw
         self.market_config = market_config
         self.deadband_mw = market_config.deadband_mw
-        self.latency_max_s, self.dt_s = latency_max_s, dt_s
+        # the PV forecasts held (see forecast_mw), with the publish time of each (-inf: the
+        # schedule's, older than any message)
+        self.forecast_mw = fleet.solar_forecast_mw.copy()
+        self.forecast_sent_s = np.full(n, -math.inf)
+        # a forecast can overtake an older one only when a latency can reach a step (below
+        # that, delivery order is publish order, also out of a deferred backlog)
+        self.forecasts_reorder = latency_max_s >= dt_s
         # the market's results so far: the last clearing price (NaN before any round
         # cleared at a price), the product of the round cleared last, and whether the last
         # reserve round cleared short (its next rounds buy the shortage as energy first)
@@ -134,18 +143,6 @@ class GridOperator:
             return self.flex_up_mw
         return market.downward_flexibility_mw(self.flex_down_mw, self.const.solar,
                                               self.forecast_mw)
-
-    def reset_forecasts(self) -> None:
-        """The operator's PV forecasts before any ``grid/forecast`` message arrives: each
-        solar agent's forecast for the first window, as a plant files it with its schedule
-        before the market opens (the fleet's forecast at reset, so round 0, announced at
-        t = 0, prices with it). From then on only delivered forecasts change them."""
-        self.forecast_mw = self.fleet.solar_forecast_mw.copy()
-        # publish time of each held forecast (-inf: the schedule's, older than any message)
-        self.forecast_sent_s = np.full(self.agent_ids.size, -math.inf)
-        # a forecast can overtake an older one only when a latency can reach a step (below
-        # that, delivery order is publish order, also out of a deferred backlog)
-        self.forecasts_reorder = self.latency_max_s >= self.dt_s
 
     def receive_forecasts(self, delivery: Delivery) -> None:
         """The operator keeps each solar agent's newest forecast that ``grid/forecast``
