@@ -38,6 +38,7 @@ from policies.cli_checks import (
     check_output_dir,
     check_output_file,
     check_path_names,
+    directory_syntax_problem,
 )
 from policies.learned import MAX_TORCH_THREADS
 
@@ -175,8 +176,9 @@ def names_a_directory(out: str) -> bool:
     """``out`` (an ``--out`` model path) ends with a path separator or is a directory
     (``python -m train`` and ``python -m train.dagger`` refuse it: ``X/`` would write the
     model as the hidden file ``X/.zip``, a directory ``X`` as ``X.zip`` beside it). A
-    name the file system refuses (too long) is no directory: the path checks word it."""
-    if out.endswith(("/", os.sep)):
+    name the file system refuses (too long) is no directory: the path checks word it.
+    The separator rule is :func:`~policies.cli_checks.directory_syntax_problem`'s."""
+    if directory_syntax_problem(out) is not None:
         return True
     try:
         return Path(out).is_dir()
