@@ -46,3 +46,47 @@ def test_check_tampered_accepts_every_agent_index() -> None:
     """The last agent (``n_agents - 1``) and numpy integers are valid recipients."""
     check_tampered([_signed(0), _signed(1), _signed(2)], np.array([0, 1, 2]), 3)
     check_tampered([_signed(0)], [2], 3)
+
+
+def test_the_accepted_share_counts_only_the_round_just_cleared() -> None:
+    """``file_arrived``'s accepted share is the part of an agent's last bid awarded by the
+    contracts *of the round just cleared* that reached it: a deferred contract of an
+    earlier round delivered in the same step is scheduled (``awarded``) but is no answer
+    to the last bid."""
+    import gridswarm_env
+
+    raw = gridswarm_env.parallel_env(scenario="price_spike", n_agents=6, trust="hmac").unwrapped
+    raw.reset(seed=0)
+    flow = raw.contract_flow
+    flow.arrived, flow.arrived_reserve = [], False
+    ledger = flow.ledger
+    old = ledger.issue(1, np.array([0, 1]), np.array([1.0, 0.5]), np.array([40.0, 40.0]),
+                       3.0, 4.0)
+    new = ledger.issue(2, np.array([0, 2]), np.array([0.25, 2.0]), np.array([60.0, 60.0]),
+                       3.0, 4.0)
+    flow.arrived = [(old[0], 0), (old[1], 1), (new[0], 0), (new[1], 2)]
+    bid = np.array([1.0, 1.0, 4.0, 1.0, 0.0, 0.0])
+    awarded, share = flow.file_arrived(2, 2.5, bid)
+    np.testing.assert_array_equal(awarded, [1.25, 0.5, 2.0, 0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(share, [0.25, 0.0, 0.5, 0.0, 0.0, 0.0])
+
+
+def test_a_held_reserve_contract_is_received_at_its_bus_delivery_time() -> None:
+    """A reserve contract is held from its delivery by the bus (its activation waits for
+    max(broadcast arrival, contract delivery, window start)), not from the end of the step
+    in which it arrived: the round-1 contracts, published at gate closure in the first
+    step, arrive each after its own latency, before their window opens at 2·dt_s."""
+    import gridswarm_env
+    from tests.episodes import play
+
+    raw = gridswarm_env.parallel_env(scenario="emergency", n_agents=40, trust="hmac").unwrapped
+    for _ in play(raw, "heuristic", 0, until_s=raw.scenario.event_time_s):
+        pass
+    received = raw.reserve_book.received_s
+    held = [c.contract for c, _o in raw.reserve_contracts]
+    assert held
+    dt = raw.config.dt_s
+    for c in held:
+        start = c.window_start_s
+        assert start - dt < received[c.contract_id] < start, (c.contract_id, start)
+    assert len({received[c.contract_id] for c in held}) > 1   # latencies, not one time
