@@ -90,3 +90,20 @@ def test_a_held_reserve_contract_is_received_at_its_bus_delivery_time() -> None:
         start = c.window_start_s
         assert start - dt < received[c.contract_id] < start, (c.contract_id, start)
     assert len({received[c.contract_id] for c in held}) > 1   # latencies, not one time
+
+
+def test_the_reserve_response_is_the_earliest_holders_activation() -> None:
+    """The emergency response latency is the first DER response: with reserve standing,
+    the earliest holder's activation (the holders' broadcast arrivals differ, so the
+    first activations of one step span several bus latencies)."""
+    import gridswarm_env
+    from tests.episodes import play
+
+    raw = gridswarm_env.parallel_env(scenario="emergency", n_agents=40, trust="hmac").unwrapped
+    for _ in play(raw, "heuristic", 0):
+        pass
+    acts = raw.activation_s[np.isfinite(raw.activation_s)]
+    assert acts.size > 1 and acts.max() > acts.min()
+    event_s = raw.scenario.event_time_s
+    assert raw.episode_metrics()["emergency_response_latency_ms"] == pytest.approx(
+        (acts.min() - event_s) * 1000.0, rel=1e-12)
