@@ -30,3 +30,16 @@ def test_a_short_reserve_round_counts_from_round_1_on() -> None:
     assert not op.reserve_short
     op.clear(_no_bids(), 1, request, PRODUCT_RESERVE, None)
     assert op.reserve_short
+
+
+def test_a_round_that_clears_no_price_keeps_the_last_clearing_price() -> None:
+    """The announced last clearing price is that of the last round that cleared *at a
+    price*: a round with no accepted bid (NaN price) leaves it as it was."""
+    raw = gridswarm_env.parallel_env(scenario="price_spike", n_agents=10, trust="hmac").unwrapped
+    raw.reset(seed=0)
+    op = raw.operator
+    op.last_clearing_price_per_mwh = 42.0
+    result, _stale = op.clear(_no_bids(), 3, 10.0 * op.market_config.deadband_mw + 1.0,
+                              op.cleared_product, None)
+    assert np.isnan(result.clearing_price_per_mwh)
+    assert op.last_clearing_price_per_mwh == 42.0
