@@ -345,3 +345,20 @@ def test_boundary_values_are_refused_with_the_field_named(overrides: dict, field
     (or more) and a price band of width 0 are refused, naming the field."""
     with pytest.raises(ValueError, match=field):
         get_scenario("price_spike", **overrides)
+
+
+def test_reserve_timing_bounds_are_exclusive_at_the_episode_end_and_at_two_steps() -> None:
+    """``check_reserve_timing`` (hand mutation testing, session 27): a trip exactly at the
+    episode's end is outside it (refused: "an event_time_s below" the end), one just
+    before it is accepted; a trip exactly at 2·dt_s leaves no reserve round (refused:
+    "use dt_s <" half the trip time), one just after it is accepted."""
+    from gridswarm_env.scenarios import check_reserve_timing, get_scenario
+
+    end_s = get_scenario("emergency").episode_steps * 1.0
+    with pytest.raises(ValueError, match=f"comes after the episode's end .* use an "
+                       f"event_time_s below {end_s:g} s"):
+        check_reserve_timing(get_scenario("emergency", event_time_s=end_s), 1.0)
+    check_reserve_timing(get_scenario("emergency", event_time_s=end_s - 0.5), 1.0)
+    with pytest.raises(ValueError, match=r"use dt_s < 2 s"):
+        check_reserve_timing(get_scenario("emergency", event_time_s=4.0), 2.0)
+    check_reserve_timing(get_scenario("emergency", event_time_s=4.5), 2.0)
