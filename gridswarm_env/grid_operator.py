@@ -72,7 +72,6 @@ class GridOperator:
         self.price_floor_per_mwh, self.price_cap_per_mwh = price_floor_per_mwh, price_cap_per_mwh
         self.reserve_target_mw, self.contingency_mw = reserve_target_mw, contingency_mw
         self.market_config = market_config
-        self.deadband_mw = market_config.deadband_mw
         # the PV forecasts held (see forecast_mw), with the publish time of each (-inf: the
         # schedule's, older than any message)
         self.forecast_mw = fleet.solar_forecast_mw.copy()
@@ -118,7 +117,7 @@ class GridOperator:
             float(self.round_forecast_mw[round_index]), trip_known=trip_known,
             reserve_target_mw=self.reserve_target_mw, reserve_awarded_mw=reserve_awarded_mw,
             contingency_mw=self.contingency_mw, standing_reserve_mw=standing_reserve_mw,
-            deadband_mw=self.deadband_mw, reserve_short=self.reserve_short)
+            deadband_mw=self.market_config.deadband_mw, reserve_short=self.reserve_short)
 
     def refresh_after_departures(self) -> None:
         """Refresh the flexibility (:meth:`refresh_flexibility`) when an EV left since the
