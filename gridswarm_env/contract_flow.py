@@ -79,6 +79,14 @@ class ContractFlow:
         published and not yet delivered, refused or dropped.
     :ivar pending: ``(signed energy contract, owner)`` received, for the next window
         (verified at its dispatch).
+    :ivar own_copies: contract id -> the ``(signed, owner)`` item of an energy contract
+        that :meth:`issue` published as the ledger issued it (the object the ledger
+        returned, to the holder it was awarded to; with an ``adversary``, the first such
+        item of the batch it returned), while that copy is on the bus or pending. Dispatch
+        vouches for these items only (``ContractLedger.verify_batch``'s ``own_copies``):
+        one that the bus delivered after its window began is rejected as ``late``, any
+        other copy of the contract (a replay, a duplicate, one withheld and sent again
+        later) as ``expired``.
     :ivar lost: contracts the bus refused (CONTROL lane full) or dropped (obsolete).
     :ivar events: the step's event list (the environment's ``events``, set each step).
     :ivar trip_round: the first round whose request covers the trip (set by the
@@ -105,6 +113,7 @@ class ContractFlow:
         self.arrived: list[tuple[SignedContract, int]] = []
         self.arrived_reserve = False   # a reserve contract among them
         self.pending: list[tuple[SignedContract, int]] = []
+        self.own_copies: dict[str, tuple[SignedContract, int]] = {}
         self.lost = 0
         self.events: list[str] = []
         self.trip_round: int | None = None
@@ -128,6 +137,7 @@ class ContractFlow:
                                    product="reserve" if is_reserve else "energy")
         owners = idx.tolist()
         recipients = idx
+        issued, issued_owners = signed, owners
         if is_reserve:   # the operator's books, per contract, as awarded
             self.book.award(signed, owners)
         if adversary is not None:
@@ -142,8 +152,10 @@ class ContractFlow:
             self.book.sent(signed)
         m, first = len(signed), self.next_ref
         self.next_ref = first + m
-        self.refs.update(zip(range(first, first + m), zip(signed, owners, strict=True),
-                             strict=True))
+        items = list(zip(signed, owners, strict=True))
+        self.refs.update(zip(range(first, first + m), items, strict=True))
+        if not is_reserve:
+            self._note_own_copies(issued, issued_owners, items, adversary is None)
         senders = self.to_operator[:m] if m <= n else np.full(m, OPERATOR)
         dropped_before = self.bus.dropped_count(Lane.CONTROL)
         self.bus.publish_batch(TOPIC_CONTRACTS, np.arange(first, first + m, dtype=np.int64),
@@ -160,6 +172,25 @@ class ContractFlow:
             f"{abs(result.accepted_total_mw):.2f} MW at "
             f"${result.clearing_price_per_mwh:.0f}/MWh")
 
+    def _note_own_copies(self, issued: list[SignedContract], owners: list[int],
+                         items: list[tuple[SignedContract, int]], untouched: bool) -> None:
+        """Remember which of the ``items`` put on the bus are the operator's own copies
+        of the energy contracts just ``issued`` to ``owners`` (:attr:`own_copies`):
+        every item when no adversary touched the batch (``untouched``), else the first
+        item holding the very object issued, for the holder it was awarded to. A copy
+        the adversary adds, redirects or withholds and sends in a later batch is none."""
+        own = self.own_copies
+        if untouched:
+            own.update(zip([c.contract.contract_id for c in issued], items, strict=True))
+            return
+        awarded = {id(c): (c, o) for c, o in zip(issued, owners, strict=True)}
+        for item in items:
+            c, o = item
+            hit = awarded.get(id(c))
+            if hit is not None and hit[0] is c and hit[1] == o:
+                own[c.contract.contract_id] = item
+                del awarded[id(c)]   # a further copy of it in the batch is not the own one
+
     def lose(self, refs: Iterable[int], now_s: float, reason: str = "bus_refused") -> None:
         """Contracts the bus refused (``bus_refused``: CONTROL lane past its queue limit) or
         dropped as obsolete (``bus_expired``: deferred longer than one agent step): the
@@ -168,9 +199,13 @@ class ContractFlow:
         lost = [self.refs.pop(ref) for ref in refs]
         self.lost += len(lost)
         book = self.book
-        for signed, _owner in lost:
+        own = self.own_copies
+        for item in lost:
+            signed = item[0]
             if signed.contract.product == "reserve":
                 book.copy_lost(signed.contract.contract_id)
+            elif own.get(signed.contract.contract_id) is item:
+                del own[signed.contract.contract_id]
         # ids as the ledger's rejections list them (an adversary's may hold commas)
         self.audit_log.append("contract_lost", now_s=now_s, count=len(lost), reason=reason,
                               contract_ids=[audit_contract_id(c.contract.contract_id)
@@ -294,6 +329,8 @@ class ContractFlow:
     # ------------------------------------------------------------------ dispatch
     def verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Verify the energy contracts held for the window starting now; rejected → 0 MW.
+        One the bus delivered after its window began fails as ``late`` if it is the
+        operator's own copy (:attr:`own_copies`), else as ``expired``.
 
         The power and price dispatched are read from the verified contract objects
         (immutable), in delivery order; an agent holding several contracts gets their
@@ -307,7 +344,18 @@ class ContractFlow:
             signed = [c for c, _ in pending]
             owners = [o for _, o in pending]
             names = self.names
-            ok, reasons = self.ledger.verify_batch(signed, now_s, [names[o] for o in owners])
+            own = self.own_copies
+            # the items dispatch vouches for: the operator's own copies (see own_copies);
+            # a late one is rejected as late, any other as expired
+            vouched = [own.get(c.contract.contract_id) is it for c, it in zip(signed, pending,
+                                                                               strict=True)]
+            ok, reasons = self.ledger.verify_batch(signed, now_s, [names[o] for o in owners],
+                                                   own_copies=vouched)
+            # an own copy is presented once; a contract verified through any copy of it
+            # has executed, so a later own copy of it would be no honest lateness either
+            for c, mine, good in zip(signed, vouched, ok.tolist(), strict=True):
+                if mine or good:
+                    own.pop(c.contract.contract_id, None)
             n_ok = int(np.count_nonzero(ok))
             if n_ok < len(signed):
                 self.note_rejections(signed, reasons)

@@ -62,6 +62,14 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   queue limit) or dropped as obsolete (deferred longer than one agent step), never
   delivered. Signed = verified + rejected + lost + those still in
   flight or held (reserve not activated) at the end.
+* ``contracts_late`` (extra): the rejections of ``contracts_rejected`` with reason
+  ``late`` (``contracts_rejected_by_reason["late"]``): energy contracts the bus delivered
+  after their delivery window began, so that dispatch, at the next step, found the
+  window ended; each is the operator's own copy, published when it was issued (a replay,
+  a duplicate or a copy an attacker withheld and sent later is ``expired``,
+  :meth:`ContractLedger.verify_batch <gridswarm_env.trust.ContractLedger.verify_batch>`).
+  None executes. 0 whenever every latency is at most ``dt_s − gate_s`` (the shipped
+  settings).
 * ``requirement_energy_mwh`` / ``delivered_energy_mwh`` (extras): the balancing energy
   required, ``Σ |R̄|·h``, and the DER energy delivered in its direction,
   ``Σ sign(R̄)·D̄·h`` (R̄, D̄: a step's mean requirement and fleet balancing power, MW;
@@ -119,7 +127,7 @@ KPI_UNITS: dict[str, str] = {
     "delivered_energy_mwh": "MWh", "battery_throughput_mwh": "MWh",
     "battery_energy_drawn_mwh": "MWh", "curtailed_energy_mwh": "MWh",
     "ev_deferred_energy_mwh": "MWh", "ev_unmet_energy_mwh": "MWh",
-    "simulated_seconds": "s", "emergency_response_mw_100ms": "MW",
+    "contracts_late": "", "simulated_seconds": "s", "emergency_response_mw_100ms": "MW",
     # the environment's extras
     "n_agents": "", "steps": "", "stale_bids": "", "dispatch_clamped": "",
     "shadow_dispatch_energy_mwh": "MWh", "shadow_response_latency_ms": "ms",
@@ -468,6 +476,7 @@ class MetricsAccumulator:
             "ev_deferred_energy_mwh": self.ev_deferred_mwh,
             "ev_unmet_energy_mwh": self.ev_unmet_mwh,
             "contracts_rejected_by_reason": dict(contracts.get("rejected_by_reason", {})),
+            "contracts_late": int(contracts.get("rejected_by_reason", {}).get("late", 0)),
             "simulated_seconds": self.elapsed_s,
             "emergency_response_mw_100ms": (
                 self.response_mw()

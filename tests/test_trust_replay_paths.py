@@ -77,3 +77,53 @@ def test_a_verified_contracts_id_with_a_fresh_nonce_is_a_replay(present) -> None
     assert ledger.verify(first, 10.5) is None
     fresh_nonce = _resigned(registry, first, nonce=_flip(first.contract.nonce))
     assert present(ledger, fresh_nonce, 10.6) is RejectReason.REPLAYED
+
+
+def test_an_own_copy_that_failed_only_its_window_is_late_not_expired() -> None:
+    """``verify_batch(own_copies=)``: a contract its presenter vouches for (the operator's
+    own copy, published at issue) that fails only its window's end is rejected as
+    ``late``, counted and audited apart; every other contract and verdict is as before:
+    one not vouched for is ``expired``, a forged one keeps its signature reason, a
+    vouched one inside its window is accepted, and none of the late ones executes."""
+    from gridswarm_env.trust import AuditLog, Adversary
+
+    registry = IdentityRegistry(AGENTS, seed=11, crypto_threads=1)
+    audit = AuditLog()
+    ledger = ContractLedger(registry, rng=3, audit=audit)
+    old = ledger.issue(0, [0, 1, 2, 3], [0.5] * 4, 40.0, 10.0, 11.0)
+    new = ledger.issue(1, [0, 1], [0.5] * 2, 40.0, 11.0, 12.0)
+    forged = Adversary(mode=registry.mode, rng=0).forge_agent_signature(old[3])
+    items = [old[0], old[1], old[2], forged, new[0], new[1]]
+    valid, reasons = ledger.verify_batch(items, 11.0, own_copies=[True, False, True, True,
+                                                                  True, False])
+    r = RejectReason
+    assert reasons == [r.LATE, r.EXPIRED, r.LATE, r.BAD_AGENT_SIGNATURE, None, None]
+    assert valid.tolist() == [False, False, False, False, True, True]
+    assert ledger.rejected_by_reason["late"] == 2 and ledger.rejected_by_reason["expired"] == 1
+    assert ledger.rejected == 4 and ledger.verified == 2
+    (entry,) = [e for e in audit.entries if e.kind == "contract_rejected"]
+    assert {(x["contract_id"], x["reason"]) for x in entry.fields["rejections"]} == {
+        (old[0].contract.contract_id, "late"), (old[1].contract.contract_id, "expired"),
+        (old[2].contract.contract_id, "late"),
+        (old[3].contract.contract_id, "bad_agent_signature")}
+    # without own_copies (or with none vouched for) it is expired, as before
+    ledger2 = ContractLedger(registry, rng=4)
+    again = ledger2.issue(0, [0], [0.5], 40.0, 10.0, 11.0)
+    assert ledger2.verify_batch(again, 11.0)[1] == [r.EXPIRED]
+
+
+def test_an_earlier_epochs_contract_is_never_late() -> None:
+    """A contract of an earlier epoch (episode), vouched for or not, is not this ledger's
+    issue of this epoch: an ended window makes it ``expired``, never ``late``."""
+    _registry, ledger, signed = _setup()
+    ledger.reset_replay_window()   # a new episode: a new epoch tag
+    assert ledger.verify_batch(signed[:1], 11.0, own_copies=[True])[1] == [
+        RejectReason.EXPIRED]
+    fresh = ledger.issue(1, [0], [0.5], 40.0, 11.0, 12.0)
+    assert ledger.verify_batch(fresh, 12.0, own_copies=[True])[1] == [RejectReason.LATE]
+
+
+def test_own_copies_must_match_the_batch() -> None:
+    _registry, ledger, signed = _setup()
+    with pytest.raises(ValueError, match=r"own_copies has 1 items; it must match signed \(4\)"):
+        ledger.verify_batch(signed, 10.5, own_copies=[True])

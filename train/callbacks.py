@@ -79,6 +79,7 @@ KPI_TAGS: dict[str, str] = {
     "market/der_revenue": "der_revenue",
     "trust/contracts_signed": "contracts_signed",
     "trust/contracts_rejected": "contracts_rejected",
+    "trust/contracts_late": "contracts_late",
     "kernel/blocked_attempts": "blocked_attempts",
     "kernel/executed_violations": "executed_violations",
 }

@@ -9,7 +9,11 @@ Verification (:meth:`ContractLedger.verify`) reports the first failing check in
 this order::
 
     malformed -> unknown_identity -> wrong_agent -> bad_agent_signature
-      -> bad_operator_signature -> not_yet_valid / expired -> replayed
+      -> bad_operator_signature -> not_yet_valid / expired (late) -> replayed
+
+``late`` is ``expired`` for a contract its presenter vouches was delivered late by the
+network, not replayed (:meth:`ContractLedger.verify_batch`'s ``own_copies``): it is
+rejected all the same, and only the label differs.
 
 Only a :class:`SignedContract` holding a :class:`Contract` -- exactly these classes,
 with ``str``/``int``/``float``/``bytes`` fields -- can pass; anything else is
@@ -412,6 +416,10 @@ class RejectReason(StrEnum):
     BAD_AGENT_SIGNATURE = "bad_agent_signature"
     BAD_OPERATOR_SIGNATURE = "bad_operator_signature"
     EXPIRED = "expired"
+    #: expired, and the presenter vouches it is the operator's own copy, published when
+    #: the ledger issued it, that the network delivered after its window began (not a
+    #: replay): rejected as ``expired`` is, counted apart (``verify_batch(own_copies=)``)
+    LATE = "late"
     NOT_YET_VALID = "not_yet_valid"
     REPLAYED = "replayed"
     UNKNOWN_IDENTITY = "unknown_identity"
@@ -1103,6 +1111,7 @@ class ContractLedger:
         signed: Sequence[SignedContract],
         now_s: float,
         expected_agents: Sequence[str | None] | None = None,
+        own_copies: Sequence[bool] | None = None,
     ) -> tuple[np.ndarray, list[RejectReason | None]]:
         """Verify a batch at one time; each item exactly as :meth:`verify`.
 
@@ -1110,6 +1119,15 @@ class ContractLedger:
             accepted once, then rejected as replayed).
         :param now_s: current simulated time, s.
         :param expected_agents: per item, the agent it is presented for (or None).
+        :param own_copies: per item, whether the presenter vouches that it is the
+            operator's own copy of the contract, the one published to its holder when
+            this ledger issued it (not a copy anyone else put on the network), and the
+            first copy of that contract presented: its lateness, if any, is the
+            network's. Such an item that fails only its window's end (what would be
+            ``expired``) and whose nonce carries this epoch's tag, so this ledger issued
+            it in this epoch, is rejected as ``late`` instead: it never executes either,
+            and the label tells network lateness from a replay. None: no item is vouched
+            for (every such failure is ``expired``).
         :return: ``(valid, reasons)``: a bool array ``(n,)`` and the reason per item.
         :raises ValueError: for a length mismatch or a non-finite ``now_s``.
         """
@@ -1119,7 +1137,13 @@ class ContractLedger:
             raise ValueError(
                 f"expected_agents has {len(expected_agents)} items; it must match signed ({len(items)})"
             )
+        if own_copies is not None and len(own_copies) != len(items):
+            raise ValueError(
+                f"own_copies has {len(own_copies)} items; it must match signed ({len(items)})"
+            )
         reasons, accepted_ids = self._check_batch(items, now, expected_agents)
+        if own_copies is not None and len(accepted_ids) < len(reasons):
+            self._relabel_late(items, reasons, own_copies)
         if len(accepted_ids) == len(reasons):   # the usual batch: all valid
             valid = np.ones(len(reasons), dtype=bool)
         else:
@@ -1402,6 +1426,18 @@ class ContractLedger:
                 add_reason(None)
         self._screened = screened
         return reasons
+
+    def _relabel_late(self, items: list[Any], reasons: list[RejectReason | None],
+                      own_copies: Sequence[bool]) -> None:
+        """``expired`` -> ``late`` in ``reasons``, in place, for the items vouched for in
+        ``own_copies`` (see :meth:`verify_batch`) whose nonce carries this epoch's tag.
+        An ``expired`` item passed every check before the window's (form, identities,
+        both signatures), so its fields are those signed."""
+        tag = self._epoch_tag
+        expired, late = RejectReason.EXPIRED, RejectReason.LATE
+        for k, (item, reason, own) in enumerate(zip(items, reasons, own_copies, strict=True)):
+            if reason is expired and own and item.contract.nonce.startswith(tag):
+                reasons[k] = late
 
     def _decide(self, items: list[Any], plans: list[Any], slow_expected: list[str | None],
                 verdicts: Iterator[int], now_s: float
