@@ -621,6 +621,12 @@ def test_contract_and_bus_counters_are_read_under_their_own_names() -> None:
         11, 9, 3, 5]
     assert m["contracts_rejected_by_reason"] == {"expired": 2}
     assert _kpis(_acc())["contracts_lost"] == 0 and _kpis(_acc())["bus_dropped"] == 0
+    # contracts_late: the rejections with reason late, a part of contracts_rejected
+    assert m["contracts_late"] == 0 and _kpis(_acc())["contracts_late"] == 0
+    late = _acc().result(contracts={"rejected": 5,
+                                    "rejected_by_reason": {"late": 3, "expired": 2}},
+                         bus_totals=bus)
+    assert late["contracts_late"] == 3 and late["contracts_rejected"] == 5
 
 
 def test_json_safe_gives_strict_json_types() -> None:

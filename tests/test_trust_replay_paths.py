@@ -85,7 +85,7 @@ def test_an_own_copy_that_failed_only_its_window_is_late_not_expired() -> None:
     ``late``, counted and audited apart; every other contract and verdict is as before:
     one not vouched for is ``expired``, a forged one keeps its signature reason, a
     vouched one inside its window is accepted, and none of the late ones executes."""
-    from gridswarm_env.trust import AuditLog, Adversary
+    from gridswarm_env.trust import Adversary, AuditLog
 
     registry = IdentityRegistry(AGENTS, seed=11, crypto_threads=1)
     audit = AuditLog()
