@@ -2,7 +2,7 @@
 
 Usage::
 
-    python evaluate.py [--policies heuristic,random,oracle,learned] [--scenarios all|name,name]
+    python evaluate.py [--policies heuristic,random,oracle,learned] [--scenarios all|name,FILE.toml]
                        [--episodes N] [--seed N] [--agents N] [--out DIR]
                        [--trust hmac|ed25519] [--limits FILE] [--crypto-threads N]
                        [--randomize] [--contract-keys seeded|random]
@@ -570,7 +570,7 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
 
     :raises UsageError: as :func:`resolve_scenarios`.
     """
-    from gridswarm_env.scenarios import SCENARIOS, Scenario
+    from gridswarm_env.scenarios import SCENARIOS, Scenario, is_scenario_file
 
     known = tuple(SCENARIOS)
     if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
@@ -622,12 +622,6 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
         if from_all:
             by_all.add(sc.name)
     return out, notes
-
-
-def is_scenario_file(item: str) -> bool:
-    """Whether a ``--scenarios`` item names a scenario file (it ends with ``.toml``)
-    rather than a registered scenario."""
-    return item.lower().endswith(".toml")
 
 
 def _scenario_file(path: str, what: str) -> Any:

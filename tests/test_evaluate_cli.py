@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import evaluate
-from tests.command_lines import EVAL_SMALL, _evaluate, _one_line_error
+from tests.command_lines import EVAL_SMALL, _evaluate, _one_line_error, counted_scenario_file
 
 
 @pytest.mark.parametrize("soc_min, n_agents, expected", [
@@ -450,16 +450,10 @@ def test_an_empty_item_in_a_list_is_refused_from_python_too(tmp_path):
 def test_a_scenario_file_plays_on_the_command_line(tmp_path, capsys, monkeypatch):
     """Docs review: a scenario TOML file (``load_scenario_file``) played only from Python;
     ``--scenarios trip_90.toml`` was refused as an unknown scenario. It is played under its
-    ``name``, recorded as a custom scenario, and read once (rewriting the file after the
-    check changes nothing)."""
-    from gridswarm_env import scenarios
+    ``name``, recorded as a custom scenario, and read once."""
     from gridswarm_env.scenarios import load_scenario_file
 
-    reads = []
-    monkeypatch.setattr(scenarios, "load_scenario_file",
-                        lambda path: reads.append(path) or load_scenario_file(path))
-    trip = tmp_path / "trip_90.toml"
-    trip.write_text('base = "emergency"\nname = "trip_90"\ncontingency_mw = 90.0\n')
+    trip, reads = counted_scenario_file(tmp_path, monkeypatch)
     out = tmp_path / "o"
     status, err = _evaluate(["--agents", "5", "--episodes", "1", "--policies", "heuristic",
                              "--trust", "hmac", "--scenarios", f"{trip},emergency",
