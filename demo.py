@@ -2,7 +2,7 @@
 
 Usage::
 
-    python demo.py [--agents N] [--scenario S] [--policy heuristic|random|oracle|learned|PATH]
+    python demo.py [--agents N] [--scenario S|FILE.toml] [--policy heuristic|random|oracle|learned|PATH]
                    [--seed N] [--shadow] [--steps N] [--no-live] [--speed X]
                    [--json FILE] [--overwrite] [--limits FILE] [--trust ed25519|hmac]
                    [--audit FILE] [--crypto-threads N] [--randomize]
@@ -88,7 +88,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,10 @@ class DemoOptions:
     """One demo run.
 
     :param n_agents: DER agents (1 to :data:`~gridswarm_env.config.MAX_AGENTS`).
-    :param scenario: a registered scenario name (:func:`gridswarm_env.scenario_names`).
+    :param scenario: a registered scenario name (:func:`gridswarm_env.scenario_names`)
+        or the path of a scenario file ending in ``.toml``
+        (:func:`~gridswarm_env.scenarios.load_scenario_file`), read once, here
+        (:attr:`played_scenario`).
     :param policy: a registered policy name (``heuristic``, ``random``, ``learned``,
         ``oracle``) or a path to a saved model.
     :param seed: episode seed (>= 0): the env and the policy are reset with it.
@@ -247,6 +250,12 @@ class DemoOptions:
     env_config: Any = None
 
     @property
+    def played_scenario(self) -> Any:
+        """The scenario to play: the registered name, or the
+        :class:`~gridswarm_env.scenarios.Scenario` read from the ``scenario`` file."""
+        return getattr(self, "_scenario_file", self.scenario)
+
+    @property
     def pace_speed(self) -> float:
         """The speed the run is paced at: ``speed``, or its default (0: unpaced)."""
         if self.speed is not None:
@@ -256,6 +265,7 @@ class DemoOptions:
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
         from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS, check_bool
+        from gridswarm_env.scenarios import is_scenario_file, load_scenario_file
         from gridswarm_env.trust import TRUST_MODES
 
         flag = OPTION_FLAGS
@@ -269,9 +279,15 @@ class DemoOptions:
         # stored as the Python int it returns (a numpy integer would reach --json)
         object.__setattr__(self, "crypto_threads",
                            check_crypto_threads(self.crypto_threads, flag["crypto_threads"]))
-        if self.scenario not in scenario_names():
+        if isinstance(self.scenario, str) and is_scenario_file(self.scenario):
+            try:
+                loaded = load_scenario_file(self.scenario)
+            except ValueError as exc:   # already names the file
+                raise ValueError(f"{flag['scenario']}: {exc}") from None
+            object.__setattr__(self, "_scenario_file", loaded)   # not a field: not in --json
+        elif self.scenario not in scenario_names():
             raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
-                             f"{', '.join(scenario_names())}")
+                             f"{', '.join(scenario_names())}, or a scenario file FILE.toml")
         check_bool(flag["randomize"], self.randomize, sep=" ")
         check_contract_keys(self.contract_keys, flag["contract_keys"])
         check_bool(flag["overwrite"], self.overwrite, sep=" ")
@@ -328,6 +344,8 @@ class DemoOptions:
         models = ([DEFAULT_MODEL] if self.policy == "learned"
                   else [Path(self.policy), Path(f"{self.policy}.zip")])
         inputs = [("limits_path", "file", self.limits_path)]
+        if self.played_scenario is not self.scenario:
+            inputs.append(("scenario", "scenario file", self.scenario))
         inputs += [("policy", "model file", m) for m in models]
         inputs += [("policy", "model's training record", m.with_suffix(".json"))
                    for m in models]
@@ -362,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), default=None, metavar="N",
                    help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default 100, or "
                         "--config's n_agents)")
-    p.add_argument("--scenario", choices=scenario_names(), default="price_spike",
-                   help="scenario (default price_spike)")
+    p.add_argument("--scenario", default="price_spike", metavar="S|FILE.toml",
+                   help=f"scenario: {', '.join(scenario_names())} or a scenario file "
+                        "(FILE.toml: base = \"<name>\" plus the fields it changes; "
+                        "default price_spike)")
     p.add_argument("--policy", default="heuristic", metavar="NAME|PATH",
                    help="heuristic, random, learned, oracle or a model path (default heuristic)")
     p.add_argument("--seed", type=int_at_least_type(0), default=0, metavar="N",
@@ -579,7 +599,8 @@ def open_session(options: DemoOptions) -> Session:
     env = None
     try:
         env = gridswarm_env.parallel_env(
-            scenario=randomized(options.scenario) if options.randomize else options.scenario,
+            scenario=(randomized(options.played_scenario) if options.randomize
+                      else options.played_scenario),
             n_agents=options.n_agents, trust=options.trust,
             shadow=options.shadow, limits=limits, audit_path=options.audit_path,
             config=config)
@@ -931,8 +952,20 @@ def run_demo(session: Session, console: Any = None,
            # what ran: the options that are EnvConfig fields replace env_config's
            "env_config": (None if opts.env_config is None
                           else env_config_record(episode_config(opts))),
-           **({"scenario_drawn": raw.scenario.drawn_values()} if opts.randomize else {})}
+           **({"scenario_drawn": raw.scenario.drawn_values()} if opts.randomize else {}),
+           **scenario_file_record(opts)}
     return DemoResult(steps=steps, metrics=metrics, stop_reason=stop, wall_s=wall, run=run)
+
+
+def scenario_file_record(opts: DemoOptions) -> dict[str, Any]:
+    """What ``--json``'s ``run`` records of a scenario file (nothing for a registered
+    name): ``scenario`` its name, ``scenario_file`` the path and ``custom_scenario`` the
+    fields read (``evaluate.scenario_from_record`` rebuilds the scenario from them)."""
+    sc = opts.played_scenario
+    if sc is opts.scenario:
+        return {}
+    return {"scenario": sc.name, "scenario_file": opts.scenario,
+            "custom_scenario": {f.name: getattr(sc, f.name) for f in fields(sc) if f.init}}
 
 
 def sleep_until(deadline: float) -> None:
@@ -966,8 +999,10 @@ def print_summary(result: DemoResult, console: Any) -> None:
     state = "interrupted after" if result.interrupted else "ran"
     policy = label_of(r["policy_name"], r.get("model_path"))
     drawn = r.get("scenario_drawn")
-    scenario = r["scenario"] if drawn is None else (
-        f"{r['scenario']} randomized ({drawn_text(drawn)})")
+    scenario = r["scenario"] + (f" (scenario file {r['scenario_file']})"
+                                if r.get("scenario_file") else "")
+    if drawn is not None:
+        scenario += f" randomized ({drawn_text(drawn)})"
     console.print(f"KPI summary: {scenario}, {r['n_agents']} agents, policy "
                   f"{policy}, seed {r['seed']}, trust {r['trust']}"
                   + (f", governor deadband ±{r['governor_deadband_hz']:g} Hz"

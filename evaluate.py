@@ -2,7 +2,7 @@
 
 Usage::
 
-    python evaluate.py [--policies heuristic,random,oracle,learned] [--scenarios all|name,name]
+    python evaluate.py [--policies heuristic,random,oracle,learned] [--scenarios all|name,FILE.toml]
                        [--episodes N] [--seed N] [--agents N] [--out DIR]
                        [--trust hmac|ed25519] [--limits FILE] [--crypto-threads N]
                        [--randomize] [--contract-keys seeded|random]
@@ -570,23 +570,27 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
 
     :raises UsageError: as :func:`resolve_scenarios`.
     """
-    from gridswarm_env.scenarios import SCENARIOS, Scenario
+    from gridswarm_env.scenarios import SCENARIOS, Scenario, is_scenario_file
 
     known = tuple(SCENARIOS)
     if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
         return dict(SCENARIOS), []
     what = argument_name("scenarios")
-    allowed = (f"'all' or scenario names ({', '.join(known)})" if _COMMAND_LINE.get() else
-               "'all', scenario names (a comma-separated string or a list) or Scenario "
-               "objects (gridswarm_env.get_scenario(name, **overrides), alone or in a list)")
+    allowed = (f"'all', scenario names ({', '.join(known)}) or scenario files (FILE.toml)"
+               if _COMMAND_LINE.get() else
+               "'all', scenario names or files (FILE.toml; a comma-separated string or a "
+               "list) or Scenario objects (gridswarm_env.get_scenario(name, **overrides), "
+               "alone or in a list)")
     items = _items([spec] if isinstance(spec, Scenario) else spec, "scenarios", allowed,
                    (str, Scenario))
     if not items:
         raise UsageError(f"{what} is empty; give 'all' or names from {', '.join(known)}")
+    items = [_scenario_file(s, what) if isinstance(s, str) and is_scenario_file(s) else s
+             for s in items]
     bad = [s for s in items if isinstance(s, str) and s not in known and s != "all"]
     if bad:
         raise UsageError(f"{what}: unknown scenario {bad[0]!r}; known scenarios: "
-                         f"{', '.join(known)} (or 'all')")
+                         f"{', '.join(known)} (or 'all', or a scenario file FILE.toml)")
     notes: list[str] = []
     listed: list[tuple[Any, bool]] = []   # (item, whether 'all' brought it), as given
     for item in items:
@@ -608,8 +612,8 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
             if out[sc.name] != sc:
                 raise UsageError(f"{what}: two different scenarios named {sc.name!r} "
                                  "(results, plots and tags are keyed by the name); name "
-                                 "the custom one apart: get_scenario(scenario, "
-                                 f"name='{sc.name}_2')")
+                                 f"the custom one apart: name = \"{sc.name}_2\" in its "
+                                 f"file, or get_scenario(scenario, name='{sc.name}_2')")
             notes.append(f"{what}: {sc.name!r} is in 'all' already; played once"
                          if from_all or sc.name in by_all
                          else f"{what}: {sc.name!r} given twice; played once")
@@ -618,6 +622,20 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
         if from_all:
             by_all.add(sc.name)
     return out, notes
+
+
+def _scenario_file(path: str, what: str) -> Any:
+    """The scenario of the TOML file ``path``
+    (:func:`~gridswarm_env.scenarios.load_scenario_file`), read once.
+
+    :raises UsageError: the file's refusal, naming ``what`` (the flag) and the file.
+    """
+    from gridswarm_env.scenarios import load_scenario_file
+
+    try:
+        return load_scenario_file(path)
+    except ValueError as exc:   # already names the file
+        raise UsageError(f"{what}: {exc}") from None
 
 
 def _check_count(keyword: str, value: Any) -> int:
@@ -1671,7 +1689,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{','.join(DEFAULT_POLICIES)},learned; learned only when "
                         "policies/pretrained/ has a model)")
     p.add_argument("--scenarios", default="all",
-                   help="'all' or comma-separated names (default: %(default)s)")
+                   help="'all' or comma-separated names or scenario files (FILE.toml: "
+                        "base = \"<name>\" plus the fields it changes; default: "
+                        "%(default)s)")
     p.add_argument("--episodes", type=integer_type(int_range_text(1)), default=5, metavar="N",
                    help="episodes per policy and scenario (default: %(default)s)")
     p.add_argument("--seed", type=integer_type(int_range_text(0)), default=0, metavar="N",
@@ -1757,7 +1777,7 @@ def _run_command_line(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         env_config = config_of_args(args)
-        pols, _, notes, limits_obj, limits_sha256 = check_arguments(
+        pols, scenarios, notes, limits_obj, limits_sha256 = check_arguments(
             args.policies, args.scenarios, args.episodes, args.seed, env_config.n_agents,
             env_config.trust, args.limits, fleet=env_config.fleet)
         # the file read once: the run uses (and records the hash of) the bytes checked here
@@ -1765,7 +1785,8 @@ def _run_command_line(argv: Sequence[str] | None) -> int:
                   else LimitsFile(args.limits, limits_obj, limits_sha256))
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
-        result = evaluate(pols, args.scenarios, args.episodes, args.seed, None, args.out,
+        # the scenario files read once too: the scenarios checked here are played
+        result = evaluate(pols, list(scenarios.values()), args.episodes, args.seed, None, args.out,
                           limits=limits, progress=not args.no_progress, notes=notes,
                           randomize=args.randomize, env_config=env_config,
                           overwrite=args.overwrite)

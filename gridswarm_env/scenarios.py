@@ -647,6 +647,13 @@ def drawn_text(values: dict[str, Any]) -> str:
     return ", ".join(parts) or "no disturbance"
 
 
+def is_scenario_file(item: str) -> bool:
+    """Whether a command line's scenario item names a scenario file for
+    :func:`load_scenario_file` (it ends with ``.toml``) rather than a registered
+    scenario (``evaluate.py --scenarios``, ``demo.py --scenario``)."""
+    return item.lower().endswith(".toml")
+
+
 def load_scenario_file(path: str | Path) -> Scenario:
     """Load a scenario from TOML: ``base = "price_spike"`` plus fields to override.
 

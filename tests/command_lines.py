@@ -35,3 +35,18 @@ def _evaluate(args: list[str], capsys) -> tuple[int, str]:
 
 
 EVAL_SMALL = ["--agents", "5", "--episodes", "1", "--policies", "random", "--trust", "hmac"]
+
+
+def counted_scenario_file(tmp: Path, monkeypatch) -> tuple[Path, list]:
+    """``tmp/trip_90.toml`` (the emergency with a 90 MW trip, named ``trip_90``) and the
+    list of paths ``load_scenario_file`` reads from then on (a command line reads its
+    scenario file once)."""
+    from gridswarm_env import scenarios
+
+    load = scenarios.load_scenario_file
+    reads: list = []
+    monkeypatch.setattr(scenarios, "load_scenario_file",
+                        lambda path: reads.append(path) or load(path))
+    trip = tmp / "trip_90.toml"
+    trip.write_text('base = "emergency"\nname = "trip_90"\ncontingency_mw = 90.0\n')
+    return trip, reads

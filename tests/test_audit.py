@@ -1608,3 +1608,24 @@ def test_the_library_imports_no_script_policy_or_training_code() -> None:
                 assert name.split(".")[0] not in outside, (path.name, name)
                 if path not in may_import_env and id(node) not in typing_only:
                     assert name != "gridswarm_env.env", (path.name, name)
+
+
+def test_every_kind_the_environment_writes_is_listed_in_audit_kinds(tmp_path):
+    """Docs review: ``AUDIT_KINDS``, "entry kinds written by gridswarm", lacked
+    ``episode_start``, the entry the environment writes first in every episode (and the
+    one the verifier counts episodes by)."""
+    import gridswarm_env
+    from gridswarm_env.trust import AUDIT_KINDS
+
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=10, trust="ed25519",
+                                     audit_path=str(tmp_path / "audit.jsonl"))
+    env.reset(seed=0)
+    raw = env.unwrapped
+    top = np.full(raw.n_agents, raw.config.market.n_power_levels - 1)
+    while raw.agents:        # every agent bids its top level, unmasked: some are blocked
+        raw.step_arrays(top, np.zeros(raw.n_agents, np.int64))
+    env.close()
+    kinds = {entry["kind"] for entry in read(tmp_path / "audit.jsonl")}
+    assert {"episode_start", "contract_signed", "contract_verified", "action_blocked",
+            "emergency", "head_signed"} <= kinds
+    assert kinds <= set(AUDIT_KINDS)

@@ -43,7 +43,12 @@ import demo  # noqa: E402
 from gridswarm_env import audit as audit_cli  # noqa: E402
 from gridswarm_env.metrics import KPI_KEYS  # noqa: E402
 from tests.command_lines import TIMEOUT_S as CLI_TIMEOUT_S  # noqa: E402
-from tests.command_lines import UNWRITABLE, _one_line_error, _unwritable_here  # noqa: E402
+from tests.command_lines import (  # noqa: E402
+    UNWRITABLE,
+    _one_line_error,
+    _unwritable_here,
+    counted_scenario_file,
+)
 
 TIMEOUT_S = 120
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
@@ -296,6 +301,9 @@ BAD = {
     "agents_zero": (["--agents", "0"], "--agents"),
     "agents_text": (["--agents", "many"], "--agents"),
     "unknown_scenario": (["--scenario", "blackout"], "blackout"),
+    "missing_scenario_file": (["--scenario", "{tmp}/none.toml"],
+                              "--scenario: scenario file '"),   # ... none.toml' does not exist
+    "bad_scenario_file": (["--scenario", "{tmp}/bad.toml"], "bad.toml' is not valid TOML"),
     "unknown_policy": (["--policy", "genius"], "unknown policy 'genius'"),
     "missing_model": (["--policy", "no/such/model.zip"], "does not exist"),
     "corrupt_model": (["--policy", "{tmp}/corrupt.zip"], "corrupt.zip"),
@@ -1122,3 +1130,32 @@ def test_demo_refuses_a_bad_contract_keys_value_naming_the_flag(capsys):
     with pytest.raises(ValueError, match=r"^--contract-keys 'Random': expected one of "
                                          r"seeded, random$"):
         demo.DemoOptions(contract_keys="Random")
+
+
+def test_a_scenario_file_plays_and_is_recorded(tmp_path, capsys, monkeypatch) -> None:
+    """Docs review: ``--scenario`` took the registered names only, so a scenario file
+    (``load_scenario_file``) could not be shown at all. It is read once, played under its
+    ``name``, named in the summary and recorded in ``--json``."""
+    import evaluate
+    import gridswarm_env
+    from gridswarm_env.scenarios import load_scenario_file
+    from policies import make_policy
+    from policies.rollout import run_episode
+
+    trip, reads = counted_scenario_file(tmp_path, monkeypatch)
+    out = tmp_path / "run.json"
+    rc = demo.main(["--scenario", str(trip), "--agents", "10", "--trust", "hmac",
+                    "--no-live", "--json", str(out)])
+    stdout = capsys.readouterr().out
+    assert rc == demo.EXIT_OK and reads == [str(trip)]
+    assert f"KPI summary: trip_90 (scenario file {trip}), 10 agents" in stdout
+    doc = json.loads(out.read_text())
+    run = doc["run"]
+    assert run["scenario"] == doc["metrics"]["scenario"] == "trip_90"
+    assert run["scenario_file"] == str(trip)
+    assert evaluate.scenario_from_record(run["custom_scenario"]) == load_scenario_file(trip)
+    env = gridswarm_env.parallel_env(scenario=load_scenario_file(trip), n_agents=10,
+                                     trust="hmac")
+    alone = run_episode(env, make_policy("heuristic"), seed=0).metrics
+    assert doc["metrics"]["system_cost"] == alone["system_cost"]
+    assert run["steps_run"] == 120

@@ -200,3 +200,15 @@ def test_a_re_run_replaces_its_own_earlier_json_without_overwrite(tmp_path, caps
     rc, out, err = _run(capsys, "--json", str(other))
     assert rc == demo.EXIT_USAGE and "pass --overwrite" in _one_line_error(err, "demo.py")
     assert other.read_text() == '{"run": 1, "steps": []}'
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_the_scenario_file_is_never_the_json(tmp_path, capsys, overwrite):
+    scenario = tmp_path / "trip.toml"
+    scenario.write_text('base = "emergency"\ncontingency_mw = 90.0\n')
+    rc, out, err = _run(capsys, "--scenario", str(scenario), "--json", str(scenario),
+                        *overwrite)
+    line = _one_line_error(err, "demo.py")
+    assert rc == demo.EXIT_USAGE and out == ""
+    assert f"--json {str(scenario)!r} is the --scenario scenario file, an input" in line
+    assert scenario.read_text() == 'base = "emergency"\ncontingency_mw = 90.0\n'

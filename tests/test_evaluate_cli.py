@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import evaluate
-from tests.command_lines import EVAL_SMALL, _evaluate, _one_line_error
+from tests.command_lines import EVAL_SMALL, _evaluate, _one_line_error, counted_scenario_file
 
 
 @pytest.mark.parametrize("soc_min, n_agents, expected", [
@@ -445,3 +445,51 @@ def test_an_empty_item_in_a_list_is_refused_from_python_too(tmp_path):
         evaluate.resolve_scenarios("emergency,,price_spike")
     with pytest.raises(evaluate.UsageError, match=r"^policies \(--policies\) is empty"):
         evaluate.resolve_policies("  ")
+
+
+def test_a_scenario_file_plays_on_the_command_line(tmp_path, capsys, monkeypatch):
+    """Docs review: a scenario TOML file (``load_scenario_file``) played only from Python;
+    ``--scenarios trip_90.toml`` was refused as an unknown scenario. It is played under its
+    ``name``, recorded as a custom scenario, and read once."""
+    from gridswarm_env.scenarios import load_scenario_file
+
+    trip, reads = counted_scenario_file(tmp_path, monkeypatch)
+    out = tmp_path / "o"
+    status, err = _evaluate(["--agents", "5", "--episodes", "1", "--policies", "heuristic",
+                             "--trust", "hmac", "--scenarios", f"{trip},emergency",
+                             "--out", str(out)], capsys)
+    assert status == 0, err
+    assert reads == [str(trip)]   # checked and played from one reading
+    result = json.loads((out / "results.json").read_text())
+    config = result["summary"]["config"]
+    assert config["scenarios"] == ["trip_90", "emergency"]
+    assert evaluate.scenario_from_record(config["custom_scenarios"]["trip_90"]) == \
+        load_scenario_file(trip)
+    assert list(config["custom_scenarios"]) == ["trip_90"]
+    assert "- scenario trip_90: custom, not a registered scenario" in \
+        (out / "results.md").read_text()
+    # the same as from Python
+    alone = evaluate.evaluate(["heuristic"], [load_scenario_file(trip)], 1, 0, 5,
+                              tmp_path / "py", trust="hmac", progress=False,
+                              counterfactual=False)
+    played = [r["metrics"]["system_cost"] for r in result["runs"] if r["scenario"] == "trip_90"]
+    assert played == [alone["runs"][0]["metrics"]["system_cost"]]
+
+
+@pytest.mark.parametrize("text, says", [
+    (None, "--scenarios: scenario file '{path}' does not exist"),
+    ('base = "nowhere"\n', "--scenarios: scenario file '{path}': needs base = one of "
+                           "price_spike, solar_surplus, emergency (got base = 'nowhere')"),
+    ('base = "emergency"\ncontingency = 90.0\n',
+     "--scenarios: scenario file '{path}': unknown field 'contingency'"),
+], ids=["missing", "bad-base", "unknown-field"])
+def test_a_bad_scenario_file_is_refused_in_one_line(tmp_path, capsys, text, says):
+    path = tmp_path / "s.toml"
+    if text is not None:
+        path.write_text(text)
+    out = tmp_path / "o"
+    status, err = _evaluate([*EVAL_SMALL, "--scenarios", str(path), "--out", str(out)], capsys)
+    assert status == 2
+    assert _one_line_error(err, "evaluate.py").startswith(
+        "evaluate.py: error: " + says.format(path=path))
+    assert not out.exists()

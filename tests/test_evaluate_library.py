@@ -154,8 +154,8 @@ def test_scenarios_and_policies_may_come_from_any_ordered_iterable():
 @pytest.mark.parametrize("scenarios, says", [
     ([3], "scenarios (--scenarios): item 3 of type int; expected 'all', scenario names"),
     (["emergency", None], "scenarios (--scenarios): item None of type NoneType; expected"),
-    (3, "scenarios (--scenarios) = 3: expected 'all', scenario names (a comma-separated "
-        "string or a list) or Scenario objects"),
+    (3, "scenarios (--scenarios) = 3: expected 'all', scenario names or files (FILE.toml; "
+        "a comma-separated string or a list) or Scenario objects"),
     ({"emergency"}, "scenarios (--scenarios) = {'emergency'}: expected"),
     ({"emergency": 1}, "scenarios (--scenarios) = {'emergency': 1}: expected"),
     (b"emergency", "scenarios (--scenarios) = b'emergency': expected"),
@@ -173,7 +173,8 @@ def test_two_scenarios_of_one_name_are_refused(tmp_path):
     text = _refused(tmp_path / "o", scenarios=["emergency", trip_80])
     assert text == ("scenarios (--scenarios): two different scenarios named 'emergency' "
                     "(results, plots and tags are keyed by the name); name the custom one "
-                    "apart: get_scenario(scenario, name='emergency_2')")
+                    "apart: name = \"emergency_2\" in its file, or get_scenario(scenario, "
+                    "name='emergency_2')")
     text = _refused(tmp_path / "o", scenarios=[get_scenario(trip_80, name="a/b")])
     assert text.startswith("scenarios (--scenarios): scenario name 'a/b' names output files")
 

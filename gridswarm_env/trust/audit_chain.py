@@ -89,6 +89,7 @@ GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first entry of a chain."""
 
 AUDIT_KINDS = (
+    "episode_start",
     "contract_signed",
     "contract_verified",
     "contract_rejected",
