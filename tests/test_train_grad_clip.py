@@ -53,6 +53,7 @@ def test_the_critic_parameters_are_the_value_networks(tmp_path):
                for n in names if n not in critic)
 
 
+@pytest.mark.filterwarnings("ignore:PPO's gradient clip:RuntimeWarning")
 def test_the_factor_is_the_one_sb3_clips_by(tmp_path, monkeypatch):
     """Every minibatch's norm as torch's clip_grad_norm_ (which SB3 calls) returns it:
     the monitor's update means are the means of SB3's own factors."""
@@ -74,6 +75,7 @@ def test_the_factor_is_the_one_sb3_clips_by(tmp_path, monkeypatch):
     np.testing.assert_allclose(monitor.factors, expected, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:PPO's gradient clip:RuntimeWarning")
 def test_the_monitor_changes_no_weight(tmp_path):
     cfg = config(tmp_path)
     plain = learn(cfg, []).policy.state_dict()
