@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.logger import Logger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from train.callbacks import (
@@ -37,6 +38,7 @@ def config(tmp_path: Path, **kw) -> TrainConfig:
 def learn(cfg: TrainConfig, callbacks: list) -> object:
     venv = make_venv(cfg)
     model = make_model(cfg, venv)
+    model.set_logger(Logger(folder=None, output_formats=[]))   # no tempdir/SB3-<time> left
     model.learn(cfg.total_timesteps, callback=callbacks + [DumpAfterUpdate()],
                 log_interval=None)
     venv.close()
