@@ -346,14 +346,15 @@ def provenance(limits_sha256: str | None) -> dict[str, Any]:
 
 
 def identity_lines(config: dict[str, Any]) -> dict[str, str]:
-    """results.md header lines naming each model (file, SHA-256) and the code: ``model
-    learned: FILE (sha256 …)``, and for a policy given as the model's absolute path, the
-    path once, ``model FILE: sha256 …`` (a relative path is named, then its file)."""
+    """results.md header lines naming each model (file, SHA-256, how it acted: greedy or
+    sampled actions) and the code: ``model learned: FILE (sha256 …, greedy actions)``, and
+    for a policy given as the model's absolute path, the path once, ``model FILE: sha256
+    …`` (a relative path is named, then its file)."""
     lines = {}
     for name, info in config["policy_details"].items():
         if info.get("model_file"):
             facts = (f"sha256 {info['model_sha256']}, {info['model_bytes']:,} bytes"
-                     f"{'' if info['deterministic'] else ', sampled actions'}")
+                     f"{', greedy actions' if info['deterministic'] else ', sampled actions'}")
             lines[f"model {name}"] = (facts if name == info["model_file"]
                                       else f"{info['model_file']} ({facts})")
     prov = config["provenance"]

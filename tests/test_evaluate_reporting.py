@@ -62,8 +62,11 @@ def test_a_model_is_loaded_once_and_named_by_the_hash_of_what_was_loaded(tmp_pat
     assert result["summary"]["config"]["seeds"] == [0]
     assert result["summary"]["config"]["provenance"]["gridswarm_version"]
     md = (out / "results.md").read_text()
-    # the path once (review: "- model /tmp/x/model.zip: /tmp/x/model.zip (sha256 …")
-    assert f"- model {model}: sha256 {sha}, {DEFAULT_MODEL.stat().st_size:,} bytes\n" in md
+    # the path once (review: "- model /tmp/x/model.zip: /tmp/x/model.zip (sha256 …"), and
+    # how it acted (RL review: results.md said nothing when a model acted greedily, while
+    # its training rollouts had sampled)
+    assert (f"- model {model}: sha256 {sha}, {DEFAULT_MODEL.stat().st_size:,} bytes, "
+            "greedy actions\n") in md
     assert f"{model}: {model}" not in md
     assert "- statistics: mean ± sample standard deviation (ddof 1)" in md
     assert "- code: gridswarm " in md

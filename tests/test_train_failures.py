@@ -18,9 +18,11 @@ from tests.tensorboard_events import scalar_points, scalar_steps
 from train.__main__ import main
 
 PROG = "python -m train"
-#: 5 agents, rollouts of 60 steps x 5 slots = 300 agent-steps
+#: 5 agents, rollouts of 60 steps x 5 slots = 300 agent-steps; the reward scaled with the
+#: fleet (0.01 x 5 / 100, docs/training.md), or PPO's gradient clip would starve the actor
+#: and say so on stderr (the tests here read stderr line by line)
 TINY = ["--scenario", "emergency", "--agents", "5", "--n-steps", "60", "--batch-size", "300",
-        "--n-epochs", "1", "--no-progress"]
+        "--n-epochs", "1", "--reward-scale", "0.0005", "--no-progress"]
 
 
 def without_notes(err: str) -> list[str]:
@@ -361,7 +363,9 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
     assert main(["--resume", str(run / "model.zip"), "--timesteps", "300", "--no-progress",
                  "--checkpoint-every", "0", "--logdir", str(tmp_path),
                  "--run-name", "kept"]) == 0
-    assert "warning" not in capsys.readouterr().err
+    # no warning that the reward changed (this marginal reward at 5 agents starves the
+    # actor, which a warning of its own says)
+    assert "the reward differs" not in capsys.readouterr().err
     record = json.loads((tmp_path / "kept" / "model.json").read_text())
     assert {name: record["config"][name] for name in want} == want
     assert record["checkpoint_env_settings"] == want and record["changed_on_resume"] == {}
@@ -376,7 +380,9 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
                  "--checkpoint-every", "0", "--logdir", str(tmp_path), "--run-name", "new",
                  "--reward-scale", "0.05", "--marginal-weight", "0.5",
                  "--scenario", "price_spike", "--no-randomize"]) == 0
-    err = without_notes(capsys.readouterr().err)
+    # (this marginal reward at 5 agents starves the actor: that warning is left out)
+    err = [line for line in without_notes(capsys.readouterr().err)
+           if "PPO's gradient clip" not in line]
     assert len(err) == 1 and err[0].startswith(f"{PROG}: warning: the reward differs")
     assert "--reward-scale 0.05 (the checkpoint's: 0.02)" in err[0]
     assert "marginal" not in err[0]   # given, but unchanged

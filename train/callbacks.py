@@ -404,6 +404,129 @@ class SystemCostEvaluation(BaseCallback):
             self.evaluate()   # the budget's end, when it fell between two evaluations
 
 
+#: an update whose mean clip factor is below this shrinks the actor's steps more than
+#: tenfold: :class:`GradientClipMonitor` warns (once)
+STARVED_CLIP_FACTOR = 0.1
+
+
+def is_critic_parameter(name: str) -> bool:
+    """Whether a parameter of a MaskablePPO policy (``policy.named_parameters()``) is
+    the critic's: its own MLP (``mlp_extractor.value_net``) and its head (``value_net``);
+    the rest (``mlp_extractor.policy_net``, ``action_net``; the flatten feature extractor
+    has none) is the actor's."""
+    return name.startswith(("mlp_extractor.value_net.", "value_net."))
+
+
+class GradientClipMonitor(BaseCallback):
+    """Log how much PPO's gradient-norm clip shrinks each update, actor and critic apart.
+
+    SB3's PPO clips the norm of the gradient of *all* the policy's parameters together
+    (``max_grad_norm``, 0.5) before every minibatch step, and its loss adds the critic's
+    squared error (``vf_coef`` x value loss) to the actor's clipped surrogate. The
+    actor's gradient is about the same size whatever the reward's scale (the advantages
+    are normalized per minibatch); the critic's grows with the returns. When the
+    critic's gradient is large, the shared clip divides the *actor's* step by the same
+    factor: with ``--reward marginal`` at the default ``--reward-scale 0.01`` (100 agents,
+    ``price_spike``) the critic's gradient norm was 34-45 against the actor's ~0.1, so every
+    step was scaled by ~0.012 and the actor learned at ~1/85 of ``--lr``.
+
+    Per minibatch step it reads each parameter's gradient as backward accumulates it
+    (before the clip; tensor hooks, the computation is untouched: the same weights bit
+    for bit) and records the means over the update (tensorboard, with SB3's ``train/…``):
+    ``train/grad_norm`` (all parameters, before the clip), ``train/grad_norm_actor``,
+    ``train/grad_norm_critic`` and ``train/grad_clip_factor`` (``min(1, max_grad_norm /
+    grad_norm)``, SB3's factor; 1: no clipping). An update whose mean factor is below
+    :data:`STARVED_CLIP_FACTOR` is warned about once (``warnings.warn``), naming the
+    fix. :attr:`factors` holds every update's mean factor.
+    """
+
+    def __init__(self, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        #: mean clip factor of each update (one entry per rollout learned from)
+        self.factors: list[float] = []
+        self._handles: list[Any] = []
+        self._squares: dict[str, Any] = {}
+        self._critic: dict[str, bool] = {}
+        self._steps: list[tuple[float, float, float, float]] = []
+        self._warned = False
+
+    def _on_training_start(self) -> None:
+        import torch
+
+        self._remove()
+        policy = self.model.policy
+        for name, param in policy.named_parameters():
+            if not param.requires_grad:
+                continue
+            self._critic[name] = is_critic_parameter(name)
+
+            def keep(p: torch.Tensor, name: str = name) -> None:
+                self._squares[name] = p.grad.detach().pow(2).sum()
+            self._handles.append(param.register_post_accumulate_grad_hook(keep))
+        self._handles.append(policy.optimizer.register_step_pre_hook(self._on_minibatch))
+
+    def _on_minibatch(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """Before each optimizer step: the step's norms from the gradients kept."""
+        import torch
+
+        if not self._squares:   # a step without a backward through the policy
+            return
+        actor = sum((s for n, s in self._squares.items() if not self._critic[n]),
+                    torch.zeros(()))
+        critic = sum((s for n, s in self._squares.items() if self._critic[n]),
+                     torch.zeros(()))
+        self._squares = {}
+        total = float(torch.sqrt(actor + critic))
+        max_norm = float(self.model.max_grad_norm)
+        factor = min(1.0, max_norm / (total + 1e-6))   # SB3's clip_grad_norm_ factor
+        self._steps.append((total, float(torch.sqrt(actor)), float(torch.sqrt(critic)),
+                            factor))
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:   # after an update: its means, before the dump
+        self._flush()
+
+    def _on_training_end(self) -> None:   # the last update's, then the hooks go
+        self._flush()
+        self._remove()
+
+    def _flush(self) -> None:
+        """Record the last update's means (called before DumpAfterUpdate writes them)."""
+        if not self._steps:
+            return
+        steps, self._steps = self._steps, []
+        means = [sum(column) / len(steps) for column in zip(*steps, strict=True)]
+        for tag, value in zip(("train/grad_norm", "train/grad_norm_actor",
+                               "train/grad_norm_critic", "train/grad_clip_factor"), means,
+                              strict=True):
+            self.logger.record(tag, value)
+        factor = means[3]
+        self.factors.append(factor)
+        if factor < STARVED_CLIP_FACTOR and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"PPO's gradient clip (max_grad_norm {self.model.max_grad_norm}) scaled an "
+                f"update's steps by {factor:.3g} on average: the critic's gradient (norm "
+                f"{means[2]:.3g}, the actor's {means[1]:.3g}) dominates the shared clip, so "
+                "the policy learns at a fraction of --lr; lower --reward-scale until "
+                "train/grad_clip_factor is near 1 (docs/training.md, Reward scale)",
+                RuntimeWarning, stacklevel=2)
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._squares = {}
+
+    def summary(self) -> dict[str, Any]:
+        """The record's ``grad_clip_factor``: updates, mean and lowest update mean."""
+        f = self.factors
+        return {"updates": len(f), "mean": sum(f) / len(f) if f else None,
+                "min": min(f) if f else None}
+
+
 def save_model_atomically(model: Any, path: str | Path) -> Path:
     """``model.save`` to ``path`` (``.zip``), through a temporary file beside it renamed over
     it once complete (:func:`train.trainer.replace_atomically`): a Ctrl-C, a second signal

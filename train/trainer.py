@@ -347,6 +347,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         AtomicCheckpointCallback,
         DumpAfterUpdate,
         EpisodeMetricsCallback,
+        GradientClipMonitor,
         PlannedProgressBar,
         SystemCostEvaluation,
         stored_episodes,
@@ -434,6 +435,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         raise type(stop)(_interrupted_in_setup(run_dir)) from None
 
     metrics_cb = EpisodeMetricsCallback()
+    clip_cb = GradientClipMonitor()
     dump_cb = DumpAfterUpdate()
     evaluation = None
     steps_before = int(model.num_timesteps)
@@ -450,7 +452,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             venv.seed(config.seed + 1)   # PPO starts a fresh, seeded episode stream
             t_learn = time.time()
             stage = "PPO"
-        all_callbacks = [metrics_cb]
+        all_callbacks = [metrics_cb, clip_cb]
         if config.eval_every:   # made after the cloning: its clock is PPO's
             evaluation = SystemCostEvaluation(
                 venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
@@ -527,6 +529,8 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
             "nonfinite_kpis": {"episodes": metrics_cb.nonfinite_episodes,
                                "kpis": dict(metrics_cb.nonfinite)},
             "recent_episodes": _summarize(list(metrics_cb.episodes)),
+            # how much the shared gradient-norm clip shrank the updates (1: not at all)
+            "grad_clip_factor": clip_cb.summary(),
             "evaluation_during_training": None if evaluation is None else {
                 "seeds": evaluation.seeds, "every": config.eval_every,
                 "eval_s": round(evaluation.eval_s, 2),   # left out of learn_time_s
