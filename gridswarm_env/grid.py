@@ -253,6 +253,34 @@ class GridParams:
         k = self.governor_gain_pu
         return (delta_p_pu + s * k * d) / (self.damping_d_pu + k)
 
+    def steady_state(self, u_pu: float) -> np.ndarray:
+        """The model's equilibrium ``[Δf, y, z]`` (p.u.) under a constant net injection.
+
+        The operating point the grid holds before an episode starts, when the load has
+        differed from the schedule by ``−u_pu`` for long enough (the usual start of a
+        dynamic study: every state settled at the initial power balance). AGC off:
+        ``Δf = Δf_ss(u)`` (:meth:`steady_state_deviation_pu`, deadband included), the
+        governor at its settled output ``y = −(Km/R)·db(Δf)`` (``db`` the identity without
+        a deadband), ``z = 0``; AGC on: it has restored the frequency, ``Δf = y = 0`` and
+        ``z = −u``. ``A x + B u`` (plus the deadband's offset) is zero there.
+
+        :param u_pu: net external injection, p.u. (finite; its ``Δf`` must stay above
+            −1, i.e. a frequency above 0).
+        :return: shape (3,).
+        """
+        _check_real("u_pu", u_pu, allowed="a finite number")
+        u = float(u_pu)
+        if self.agc_gain_per_s > 0.0:
+            return np.array([0.0, 0.0, -u])
+        df = self.steady_state_deviation_pu(u)
+        if not df > -1.0:
+            raise ValueError(f"u_pu={u_pu!r} is not allowed: its steady state has a frequency "
+                             f"deviation of {df!r} p.u., at or below -1 (no frequency left); "
+                             "must give a deviation > -1")
+        d = self.governor_deadband_pu
+        seen = df if d == 0.0 else math.copysign(max(abs(df) - d, 0.0), df)
+        return np.array([df, -self.governor_gain_pu * seen, 0.0])
+
     def initial_rocof_hz_per_s(self, delta_p_pu: float) -> float:
         """Rate of change of frequency just after an injection step, from rest.
 
@@ -488,6 +516,12 @@ class GridModel:
         _check_real("delta_f_pu", delta_f_pu, low=-1.0, low_inclusive=False,
                     allowed="a finite number > -1")
         self.state = np.array([float(delta_f_pu), 0.0, 0.0])
+
+    def reset_steady(self, u_pu: float) -> None:
+        """Reset to the steady state of a constant net injection ``u_pu``, p.u.
+        (:meth:`GridParams.steady_state`): advancing with that injection then leaves the
+        state where it is, up to rounding."""
+        self.state = self.params.steady_state(u_pu)
 
     @property
     def delta_f_pu(self) -> float:
