@@ -39,7 +39,9 @@ the input ``[u, s·d]``); the only approximation is the regime of a sub-step in 
 with the square of the delay (the 0.10 p.u. trip from rest against an exact solution
 split at the crossing, ``d`` = 0.036 Hz: at most 7.1e-4 Hz at 100 ms sub-steps, 3.7e-5
 Hz at 20 ms, 9.1e-7 Hz at 50 and 10 ms (both see the crossing at 48 ms 2 ms late),
-1.9e-7 Hz at 1 ms; the nadir 59.3180 Hz, 32 mHz below the linear model's; test
+1.9e-7 Hz at 1 ms, a lucky alignment at 50 ms: ERCOT's ``d`` = 0.017 Hz, crossed at
+23 ms, mid-sub-step, gives 1.6e-3 / 2.0e-4 / 7.9e-5 / 1.4e-5 Hz at 100 / 50 / 20 / 10 ms;
+the nadir 59.3180 Hz, 32 mHz below the linear model's; test
 ``test_deadband_regime_choice_converges_with_the_substep``). The sub-steps then run one
 after another (the regime depends on the state), in plain float arithmetic.
 
