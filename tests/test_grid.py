@@ -512,9 +512,9 @@ def test_the_steady_state_of_an_injection_is_an_equilibrium(params: GridParams,
         assert x0[0] == params.steady_state_deviation_pu(u_pu) and x0[2] == 0.0
 
 
-def test_a_steady_state_without_frequency_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"u_pu=-30.0 is not allowed: its steady state has a "
-                                         r"frequency deviation of -1.5 p.u."):
-        GridParams().steady_state(-30.0)
+def test_a_steady_state_needs_a_finite_injection() -> None:
+    # (no floor otherwise: the linear model's equilibrium, as an episode would reach it, so
+    # an absurd load noise does not make reset() fail on some seeds only)
+    assert GridParams().steady_state(-30.0)[0] == pytest.approx(-1.5)
     with pytest.raises(ValueError, match="u_pu=nan is not allowed: must be a finite number"):
         GridParams().steady_state(math.nan)
