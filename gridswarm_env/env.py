@@ -405,7 +405,6 @@ class GridSwarmEnv(ParallelEnv):
         self.kernel = Kernel(self.limits, self.possible_agents, self.fleet,
                              cfg.market.n_power_levels, dt,
                              cfg.market.reserve_full_activation_s)
-        self.grid.reset()
         # step_s: CONTROL/MARKET messages deferred longer than one agent step are obsolete
         # (rounds are per step, contracts cover the next step) and dropped by the bus
         self.bus = AgentMessageBus(cfg.bus, rng=np.random.default_rng(rng.integers(2**63)),
@@ -433,6 +432,12 @@ class GridSwarmEnv(ParallelEnv):
                                                          prof.shortage_sub_mw)
         self._requirement_mean_mw = prof.requirement_mean_mw
         self._irradiance = prof.irradiance
+        # the grid starts in the steady state of the load noise's first sample (drawn from
+        # its stationary distribution): the balance the system held before t = 0, with no
+        # DER dispatched yet and no disturbance (a trip or load step at t = 0 happens in
+        # the episode). Started at rest, every episode opened with a step of that sample.
+        self.grid.reset_steady(-float(prof.shortage_sub_mw[0, 0] - prof.requirement_sub_mw[0, 0])
+                               / cfg.grid.system_base_mw)
         self.metrics = MetricsAccumulator(
             costs=cfg.costs, dt_s=dt, physics_dt_s=cfg.grid.physics_dt_s,
             disturbance_time_s=sc.disturbance_time_s,
@@ -479,7 +484,7 @@ class GridSwarmEnv(ParallelEnv):
         # ContractFlow.file_arrived)
         self.accepted_share = z.copy()
         self._bid_mw = z.copy()              # the bids published this step
-        self.freq_trace_hz = np.full(self.n_substeps, cfg.grid.nominal_freq_hz)
+        self.freq_trace_hz = np.full(self.n_substeps, self.grid.freq_hz)
         self.last_rocof_hz_per_s = 0.0
         self.last_info: dict[str, Any] = {}
         self.shadow_dispatch_mwh = 0.0
@@ -856,7 +861,7 @@ class GridSwarmEnv(ParallelEnv):
         freq = self.grid.advance_unchecked(u_pu)   # finite: from finite dispatch and profiles
         self._dev_sum_hz = self.metrics.record_frequency(t0 + self._sub_end_offsets_s, freq)
         # the last sub-step's change (with one sub-step per step: from the previous step's
-        # last sample, the nominal frequency before the first)
+        # last sample, the initial frequency before the first)
         before = freq[-2] if freq.size > 1 else self.freq_trace_hz[-1]
         self.last_rocof_hz_per_s = (float(freq[-1]) - float(before)) / pdt
         self.freq_trace_hz = freq

@@ -39,7 +39,9 @@ the input ``[u, s·d]``); the only approximation is the regime of a sub-step in 
 with the square of the delay (the 0.10 p.u. trip from rest against an exact solution
 split at the crossing, ``d`` = 0.036 Hz: at most 7.1e-4 Hz at 100 ms sub-steps, 3.7e-5
 Hz at 20 ms, 9.1e-7 Hz at 50 and 10 ms (both see the crossing at 48 ms 2 ms late),
-1.9e-7 Hz at 1 ms; the nadir 59.3180 Hz, 32 mHz below the linear model's; test
+1.9e-7 Hz at 1 ms, a lucky alignment at 50 ms: ERCOT's ``d`` = 0.017 Hz, crossed at
+23 ms, mid-sub-step, gives 1.6e-3 / 2.0e-4 / 7.9e-5 / 1.4e-5 Hz at 100 / 50 / 20 / 10 ms;
+the nadir 59.3180 Hz, 32 mHz below the linear model's; test
 ``test_deadband_regime_choice_converges_with_the_substep``). The sub-steps then run one
 after another (the regime depends on the state), in plain float arithmetic.
 
@@ -252,6 +254,32 @@ class GridParams:
         s = math.copysign(1.0, delta_p_pu)
         k = self.governor_gain_pu
         return (delta_p_pu + s * k * d) / (self.damping_d_pu + k)
+
+    def steady_state(self, u_pu: float) -> np.ndarray:
+        """The model's equilibrium ``[Δf, y, z]`` (p.u.) under a constant net injection.
+
+        The operating point the grid holds before an episode starts, when the load has
+        differed from the schedule by ``−u_pu`` for long enough (the usual start of a
+        dynamic study: every state settled at the initial power balance). AGC off:
+        ``Δf = Δf_ss(u)`` (:meth:`steady_state_deviation_pu`, deadband included), the
+        governor at its settled output ``y = −(Km/R)·db(Δf)`` (``db`` the identity without
+        a deadband), ``z = 0``; AGC on: it has restored the frequency, ``Δf = y = 0`` and
+        ``z = −u``. ``A x + B u`` (plus the deadband's offset) is zero there.
+
+        :param u_pu: net external injection, p.u. (finite; the model is linear and has no
+            floor, so an injection beyond ``−(D + Km/R)`` p.u., absurd for a grid, has a
+            steady state below 0 Hz, as an episode driven by it would reach; the
+            environment starts from whatever its load noise gives, as it always ran on).
+        :return: shape (3,).
+        """
+        _check_real("u_pu", u_pu, allowed="a finite number")
+        u = float(u_pu)
+        if self.agc_gain_per_s > 0.0:
+            return np.array([0.0, 0.0, -u])
+        df = self.steady_state_deviation_pu(u)
+        d = self.governor_deadband_pu
+        seen = df if d == 0.0 else math.copysign(max(abs(df) - d, 0.0), df)
+        return np.array([df, -self.governor_gain_pu * seen, 0.0])
 
     def initial_rocof_hz_per_s(self, delta_p_pu: float) -> float:
         """Rate of change of frequency just after an injection step, from rest.
@@ -488,6 +516,12 @@ class GridModel:
         _check_real("delta_f_pu", delta_f_pu, low=-1.0, low_inclusive=False,
                     allowed="a finite number > -1")
         self.state = np.array([float(delta_f_pu), 0.0, 0.0])
+
+    def reset_steady(self, u_pu: float) -> None:
+        """Reset to the steady state of a constant net injection ``u_pu``, p.u.
+        (:meth:`GridParams.steady_state`): advancing with that injection then leaves the
+        state where it is, up to rounding."""
+        self.state = self.params.steady_state(u_pu)
 
     @property
     def delta_f_pu(self) -> float:

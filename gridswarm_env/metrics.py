@@ -25,8 +25,8 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   RoCoF over a window of w sub-steps,
   :attr:`~gridswarm_env.config.EnvConfig.rocof_window_s` (default 0.5 s, the grid codes'
   window, in whole sub-steps), so it does not depend on Δt; f_k = f_0, the initial
-  frequency, for k < 0 (the model starts from rest, so every window has its full
-  length); ``seconds_outside_band``: time with
+  frequency, for k < 0 (the grid starts in a steady state, so every window has its
+  full length); ``seconds_outside_band``: time with
   |f − 60| > 0.05 Hz (NERC band); ``stabilization_time_s``: from the scenario's
   disturbance until |f − 60| < 0.05 Hz (back inside the NERC band) for good (0.0 if it
   never left the band, None if it is outside the band at the end of the episode).

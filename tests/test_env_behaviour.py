@@ -948,3 +948,31 @@ def test_pro_rata_ties_pay_identical_batteries_alike_and_change_no_physics():
     assert pro["contracts_signed"] > 2 * index["contracts_signed"]
     assert pro["executed_violations"] == index["executed_violations"] == 0
     assert pro["consensus_rate"] == index["consensus_rate"] == 1.0
+
+
+@pytest.mark.parametrize("deadband_hz", [0.0, 0.036])
+def test_an_episode_starts_in_the_steady_state_of_its_initial_load_noise(deadband_hz: float
+                                                                         ) -> None:
+    """Physics review: the grid started at rest (60 Hz, governors at zero output) while
+    the load noise starts from its stationary distribution, so every episode opened with
+    an artificial step of the first noise sample (up to ~4.5 MW): a start-up transient
+    that set ``max_rocof_hz_per_s`` at t = 0.5 s in 5 of 12 price_spike seeds. The grid
+    now starts in the steady state of that imbalance; with a noise that hardly moves over
+    the first step, nothing moves in it (no DER is contracted before 1 s)."""
+    from gridswarm_env.grid import GridParams
+    from gridswarm_env.scenarios import get_scenario
+
+    params = GridParams(governor_deadband_hz=deadband_hz)
+    sc = get_scenario("price_spike", load_noise_std_mw=3.0, load_noise_tau_s=1e7)
+    env = GridSwarmEnv(sc, config=EnvConfig(n_agents=10, trust="hmac", grid=params))
+    env.reset(seed=4)
+    noise_mw = env.shortage_sub_mw[0, 0] - env.requirement_sub_mw[0, 0]
+    assert abs(noise_mw) > 1.0
+    f0 = 60.0 * (1.0 + params.steady_state_deviation_pu(-noise_mw / params.system_base_mw))
+    assert env.freq_trace_hz[-1] == pytest.approx(f0, abs=1e-12)
+    env.step_arrays(np.full(10, 10), np.zeros(10, dtype=int))   # level 10: 0 MW
+    # (the noise's own drift over the step moves it by ~1e-5 Hz; started at rest, the
+    # trace fell from 60 to 59.975 Hz within the step, past the 59.985 Hz steady state,
+    # and the RoCoF read 0.030 Hz/s)
+    np.testing.assert_allclose(env.freq_trace_hz, f0, rtol=0, atol=1e-4)
+    assert env.episode_metrics()["max_rocof_hz_per_s"] < 1e-4

@@ -488,3 +488,33 @@ def test_bad_deadband_refused_with_the_allowed_range(value) -> None:
         GridParams(governor_deadband_hz=value)
     assert repr(value) in str(info.value)
     assert GridParams(governor_deadband_hz=0.5).governor_deadband_pu == pytest.approx(0.5 / 60)
+
+
+@pytest.mark.parametrize("params", [GridParams(), GridParams(governor_deadband_hz=0.036),
+                                    GridParams(agc_gain_per_s=0.1)],
+                         ids=["linear", "deadband", "agc"])
+@pytest.mark.parametrize("u_pu", [-0.004, -0.0003, 0.0, 0.002])
+def test_the_steady_state_of_an_injection_is_an_equilibrium(params: GridParams,
+                                                             u_pu: float) -> None:
+    # the operating point an episode starts from: every derivative zero, so a model reset
+    # there and fed the same injection stays there
+    model = GridModel(params, 1.0)
+    model.reset_steady(u_pu)
+    x0 = model.state.copy()
+    np.testing.assert_allclose(model.derivative(x0, u_pu), 0.0, rtol=0, atol=1e-15)
+    freq = model.advance(np.full(model.n_substeps, u_pu))
+    np.testing.assert_allclose(freq, model.params.nominal_freq_hz * (1 + x0[0]), rtol=0,
+                               atol=1e-12)
+    np.testing.assert_allclose(model.state, x0, rtol=0, atol=1e-14)
+    if params.agc_gain_per_s > 0:   # AGC has restored the frequency
+        assert x0[0] == 0.0 and x0[2] == -u_pu
+    else:
+        assert x0[0] == params.steady_state_deviation_pu(u_pu) and x0[2] == 0.0
+
+
+def test_a_steady_state_needs_a_finite_injection() -> None:
+    # (no floor otherwise: the linear model's equilibrium, as an episode would reach it, so
+    # an absurd load noise does not make reset() fail on some seeds only)
+    assert GridParams().steady_state(-30.0)[0] == pytest.approx(-1.5)
+    with pytest.raises(ValueError, match="u_pu=nan is not allowed: must be a finite number"):
+        GridParams().steady_state(math.nan)

@@ -564,14 +564,17 @@ def test_a_new_episode_does_not_window_back_into_the_previous_one() -> None:
 def test_observed_rocof_with_one_sub_step_per_step_uses_the_previous_step() -> None:
     """Review: with ``dt_s == physics_dt_s`` (one sub-step per step) the operator's RoCoF
     signal was always 0 (it took the difference of the step's last two samples). It is
-    the change from the previous step's last sample, the nominal frequency before the
-    first."""
+    the change from the previous step's last sample, the initial frequency (the steady
+    state of the initial load noise) before the first."""
     cfg = EnvConfig(n_agents=20, trust="hmac", dt_s=1.0, grid=GridParams(physics_dt_s=1.0))
     seen: list[tuple[float, float]] = []   # (last_rocof_hz_per_s, last sample) after each step
-    run_episode(GridSwarmEnv("emergency", config=cfg), make_policy("heuristic"), seed=0,
-                max_steps=15, on_step=lambda env, _: seen.append(
+    env = GridSwarmEnv("emergency", config=cfg)
+    env.reset(seed=0)
+    previous = float(env.freq_trace_hz[-1])
+    assert previous == env.grid.freq_hz != 60.0
+    run_episode(env, make_policy("heuristic"), seed=0, max_steps=15, reset_env=False,
+                on_step=lambda env, _: seen.append(
                     (env.last_rocof_hz_per_s, float(env.freq_trace_hz[-1]))))
-    previous = 60.0
     for rocof, now in seen:
         assert rocof == (now - previous) / 1.0
         previous = now
