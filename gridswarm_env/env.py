@@ -952,10 +952,6 @@ class GridSwarmEnv(ParallelEnv):
         its dispatch; :attr:`ContractFlow.pending <gridswarm_env.contract_flow.ContractFlow>`)."""
         return self.contract_flow.pending
 
-    @pending.setter
-    def pending(self, value: list) -> None:
-        self.contract_flow.pending = value
-
     @property
     def operator_forecast_mw(self) -> np.ndarray:
         """The PV forecast the operator holds per agent (solar agents' matter), MW: each
