@@ -507,7 +507,6 @@ class GridSwarmEnv(ParallelEnv):
                                          cfg.dt_s, eta_charge=f.eta_charge,
                                          eta_discharge=f.eta_discharge)
         self._agent_ids = np.arange(n)
-        self._to_operator = np.full(n, OPERATOR)
         self._solar_idx = np.flatnonzero(c.is_solar)
         self._sub_ends = np.arange(1, self.n_substeps + 1, dtype=float)
         self._sub_end_offsets_s = cfg.grid.physics_dt_s * self._sub_ends
@@ -775,12 +774,12 @@ class GridSwarmEnv(ParallelEnv):
         rows["price_per_mwh"] = bid_price
         self.backpressure = np.asarray(self.bus.publish_batch(
             TOPIC_BIDS, rows, lane=Lane.MARKET, senders=self._agent_ids,
-            recipients=self._to_operator, now_s=t0), dtype=bool)
+            recipients=None, now_s=t0), dtype=bool)   # recipients None: the operator
         solar = self._solar_idx
         if solar.size:
             self.bus.publish_batch(TOPIC_FORECAST, self.fleet.solar_forecast_mw[self._const.solar],
-                                   lane=Lane.TELEMETRY, senders=solar,
-                                   recipients=self._to_operator[:solar.size], now_s=t0)
+                                   lane=Lane.TELEMETRY, senders=solar, recipients=None,
+                                   now_s=t0)
 
     def _bus_congested(self, delivery, now_s: float) -> bool:
         """After a delivery: settle the contracts the bus dropped as obsolete (deferred
@@ -805,7 +804,7 @@ class GridSwarmEnv(ParallelEnv):
         self._emergency_in_flight = True
         row = np.array([(sc.event_time_s, sc.contingency_mw)], dtype=EMERGENCY_DTYPE)
         self.bus.publish_batch(TOPIC_EMERGENCY, np.repeat(row, n), lane=Lane.EMERGENCY,
-                               senders=np.full(n, OPERATOR), recipients=self._agent_ids,
+                               senders=OPERATOR, recipients=self._agent_ids,
                                now_s=t_pub)
         self.audit_log.append("emergency", event_s=sc.event_time_s, lost_mw=sc.contingency_mw,
                               broadcast_s=t_pub)

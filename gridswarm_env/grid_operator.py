@@ -86,7 +86,6 @@ class GridOperator:
         self.cleared_product = PRODUCT_ENERGY
         self.reserve_short = False
         self.agent_ids = np.arange(n)
-        self.to_operator = np.full(n, OPERATOR)
         self.signal_rows = np.empty(n, dtype=SIGNAL_DTYPE)
         # opaque-item views of the packed signal records: one record is broadcast to all
         # rows (the same bytes as the field-wise copies, several times faster)
@@ -177,7 +176,7 @@ class GridOperator:
                                  rocof_hz_per_s, self.last_clearing_price_per_mwh)
         self._signal_rows_void[...] = self._signal_record_void
         self.bus.publish_batch(TOPIC_PRICE, self.signal_rows, lane=Lane.MARKET,
-                               senders=self.to_operator, recipients=self.agent_ids,
+                               senders=OPERATOR, recipients=self.agent_ids,
                                now_s=now_s)
         return price
 
