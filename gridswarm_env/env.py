@@ -679,7 +679,7 @@ class GridSwarmEnv(ParallelEnv):
                      p_start_mw=self._would_p_end_mw if cfg.shadow else self.last_p_end_mw,
                      q_start_mw=self._plan_end_mw)
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
-        if self.metrics.window_ends_in(t0, t1, last=k + 1 >= sc.episode_steps):
+        if self.metrics.close_window_if_ends_in(t0, t1, last=k + 1 >= sc.episode_steps):
             # the emergency's 100 ms window ends in this step: the reserve activated in it
             # counts as far as its holders' bounds let them deliver it (before _physics
             # moves the fleet's state on)
