@@ -449,8 +449,6 @@ class GridSwarmEnv(ParallelEnv):
             self.possible_agents, self.ledger, self.bus, self.reserve_book, self.audit_log,
             self.metrics, shadow=cfg.shadow, reserve_traded=sc.reserve_target_mw > 0,
             contingency_mw=sc.contingency_mw, ramp_mw_per_s=self.kernel.arrays.ramp_mw_per_s)
-        self.emergency_arrival_s = np.full(n, np.inf)
-        self.emergency_seen = np.zeros(n, dtype=bool)
         self.event_detected = False
         self.last_p_mw = z.copy()
         # under a finite ramp limit: the last step's executed power per sub-step (None
@@ -462,7 +460,8 @@ class GridSwarmEnv(ParallelEnv):
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
         self.stale_bids = 0
         # what agents know (from delivered messages): the last round announcement each
-        # received (gridswarm_env.signals); sig_* are views of its fields. Announcements
+        # received and the emergency broadcast (gridswarm_env.signals); sig_* are views of
+        # its fields, emergency_seen and emergency_arrival_s its arrays. Announcements
         # are made at reset (t = 0) and at each gate closure: the first two are only
         # gate_s apart, so a newer one can overtake an older one from latencies of gate_s
         sig = self.signals = AgentSignals(
@@ -474,6 +473,7 @@ class GridSwarmEnv(ParallelEnv):
         self.sig_freq_hz, self.sig_rocof_hz_per_s = sig.freq_hz, sig.rocof_hz_per_s
         self.sig_clearing_price_per_mwh = sig.clearing_price_per_mwh
         self.sig_age_steps = sig.age_steps
+        self.emergency_seen, self.emergency_arrival_s = sig.emergency_seen, sig.emergency_arrival_s
         self.backpressure = np.zeros(n, dtype=bool)
         # share of each agent's last bid awarded by the contracts it received (see
         # ContractFlow.file_arrived)
@@ -668,7 +668,9 @@ class GridSwarmEnv(ParallelEnv):
             self.stale_bids += len(late.senders)
         flow.receive((d1, d2), t1)
         contract_mw, contract_price = flow.verify_pending(t0)
-        self._receive_emergency((d1, d2))
+        if self._emergency_in_flight:   # the broadcast's copies not all delivered before
+            self.signals.receive_emergency((d1, d2))
+            self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
         flow.activate_reserve(self.emergency_arrival_s, t1, self.event_detected)
         book = self.reserve_book
         ex = execute(self.fleet, self.kernel, baseline_mw=self._baseline_now,
@@ -829,19 +831,6 @@ class GridSwarmEnv(ParallelEnv):
         self.contract_flow.issue(result, self.round_index, window_start_s, window_end_s,
                                  is_reserve, now_s, self.adversary, self)
         return result
-
-    def _receive_emergency(self, deliveries: tuple[Delivery, ...]) -> None:
-        """Which agents the emergency broadcast reached this step, and when (the earliest
-        arrival per agent is kept: reserve activates from it)."""
-        if self._emergency_in_flight:
-            for d in deliveries:
-                batch = d.topic(TOPIC_EMERGENCY)
-                if len(batch.recipients):
-                    r = np.asarray(batch.recipients, dtype=np.int64)
-                    t = np.asarray(batch.delivery_times_s, dtype=float)
-                    self.emergency_seen[r] = True
-                    np.minimum.at(self.emergency_arrival_s, r, t)
-            self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
 
     def _physics(self, ex, k: int, t0: float):
         """Fleet energy and grid frequency over the step (nothing dispatched in shadow mode)."""
