@@ -76,9 +76,11 @@ class GridOperator:
         # schedule's, older than any message)
         self.forecast_mw = fleet.solar_forecast_mw.copy()
         self.forecast_sent_s = np.full(n, -math.inf)
-        # a forecast can overtake an older one only when a latency can reach a step (below
-        # that, delivery order is publish order, also out of a deferred backlog)
-        self.forecasts_reorder = latency_max_s >= dt_s
+        # forecasts are published a step apart: a newer one overtakes an older one only
+        # when latencies can differ by more than a step (L_older − L_newer > dt_s). Up to
+        # that, delivery order is publish order, also out of a deferred backlog and at the
+        # tie (L_older = dt_s, L_newer = 0: equal times are delivered in publish order)
+        self.forecasts_reorder = latency_max_s > dt_s
         # the market's results so far: the last clearing price (NaN before any round
         # cleared at a price), the product of the round cleared last, and whether the last
         # reserve round cleared short (its next rounds buy the shortage as energy first)
