@@ -463,11 +463,12 @@ class GridSwarmEnv(ParallelEnv):
         # received and the emergency broadcast (gridswarm_env.signals); sig_* are views of
         # its fields, emergency_seen and emergency_arrival_s its arrays. Announcements
         # are made at reset (t = 0) and at each gate closure: the first two are only
-        # gate_s apart, so a newer one can overtake an older one from latencies of gate_s
+        # gate_s apart, so a newer one can overtake an older one once latencies can
+        # differ by more than gate_s (at gate_s, the tie is delivered in publish order)
         sig = self.signals = AgentSignals(
             n, price_per_mwh=float(self.price_levels_per_mwh.mean()),
             nominal_freq_hz=cfg.grid.nominal_freq_hz,
-            reorder=cfg.bus.latency_max_s >= cfg.market.gate_s)
+            reorder=cfg.bus.latency_max_s > cfg.market.gate_s)
         self.sig_round, self.sig_request_mw = sig.round, sig.request_mw
         self.sig_price_per_mwh, self.sig_product = sig.price_per_mwh, sig.product
         self.sig_freq_hz, self.sig_rocof_hz_per_s = sig.freq_hz, sig.rocof_hz_per_s

@@ -27,8 +27,8 @@ class AgentSignals:
     at 1).
 
     :param reorder: whether a newer announcement can overtake an older one on the bus
-        (a latency can reach ``gate_s``, the time between the first two): then each
-        agent keeps the newest round it received, not the last delivered.
+        (latencies can differ by more than ``gate_s``, the time between the first two):
+        then each agent keeps the newest round it received, not the last delivered.
     :ivar record: one packed record per agent (written per delivery as one 45-byte item);
         ``round``, ``request_mw``, ``price_per_mwh``, ``product``, ``freq_hz``,
         ``rocof_hz_per_s`` and ``clearing_price_per_mwh`` are views of its fields.
