@@ -1294,6 +1294,8 @@ class AgentMessageBus:
         n = payloads.shape[0]
         if senders.__class__ is np.ndarray and senders.dtype == _I64 and senders.shape == (n,):
             sender_ids = senders.copy()
+        elif senders.__class__ is int and _I64_MIN <= senders <= _I64_MAX:   # one for all
+            sender_ids = _full(n, senders, _I64)
         else:
             sender_ids = _as_id_array("senders", senders, n).copy()
         if recipients is None:

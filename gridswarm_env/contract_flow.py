@@ -106,7 +106,6 @@ class ContractFlow:
         self.reserve_traded = reserve_traded   # a reserve target: reserve rounds are held
         self.contingency_mw = contingency_mw
         self.ramp_mw_per_s = ramp_mw_per_s     # inf: no ramp limit
-        self.to_operator = np.full(self.n_agents, OPERATOR)
         self.refs: dict[int, tuple[SignedContract, int]] = {}
         self.next_ref = 0
         # contracts delivered this step: (signed, owner), in order
@@ -156,10 +155,9 @@ class ContractFlow:
         self.refs.update(zip(range(first, first + m), items, strict=True))
         if not is_reserve:
             self._note_own_copies(issued, issued_owners, items, adversary is None)
-        senders = self.to_operator[:m] if m <= n else np.full(m, OPERATOR)
         dropped_before = self.bus.dropped_count(Lane.CONTROL)
         self.bus.publish_batch(TOPIC_CONTRACTS, np.arange(first, first + m, dtype=np.int64),
-                               lane=Lane.CONTROL, senders=senders, recipients=recipients,
+                               lane=Lane.CONTROL, senders=OPERATOR, recipients=recipients,
                                now_s=now_s)
         if is_reserve:
             self.book.awarded_mw[idx] += result.accepted_mw[idx]

@@ -454,8 +454,6 @@ class GridSwarmEnv(ParallelEnv):
             self.possible_agents, self.ledger, self.bus, self.reserve_book, self.audit_log,
             self.metrics, shadow=cfg.shadow, reserve_traded=sc.reserve_target_mw > 0,
             contingency_mw=sc.contingency_mw, ramp_mw_per_s=self.kernel.arrays.ramp_mw_per_s)
-        self.emergency_arrival_s = np.full(n, np.inf)
-        self.emergency_seen = np.zeros(n, dtype=bool)
         self.event_detected = False
         self.last_p_mw = z.copy()
         # under a finite ramp limit: the last step's executed power per sub-step (None
@@ -467,18 +465,21 @@ class GridSwarmEnv(ParallelEnv):
         self.blocked_per_agent = np.zeros(n, dtype=np.int64)
         self.stale_bids = 0
         # what agents know (from delivered messages): the last round announcement each
-        # received (gridswarm_env.signals); sig_* are views of its fields. Announcements
+        # received and the emergency broadcast (gridswarm_env.signals); sig_* are views of
+        # its fields, emergency_seen and emergency_arrival_s its arrays. Announcements
         # are made at reset (t = 0) and at each gate closure: the first two are only
-        # gate_s apart, so a newer one can overtake an older one from latencies of gate_s
+        # gate_s apart, so a newer one can overtake an older one once latencies can
+        # differ by more than gate_s (at gate_s, the tie is delivered in publish order)
         sig = self.signals = AgentSignals(
             n, price_per_mwh=float(self.price_levels_per_mwh.mean()),
             nominal_freq_hz=cfg.grid.nominal_freq_hz,
-            reorder=cfg.bus.latency_max_s >= cfg.market.gate_s)
+            reorder=cfg.bus.latency_max_s > cfg.market.gate_s)
         self.sig_round, self.sig_request_mw = sig.round, sig.request_mw
         self.sig_price_per_mwh, self.sig_product = sig.price_per_mwh, sig.product
         self.sig_freq_hz, self.sig_rocof_hz_per_s = sig.freq_hz, sig.rocof_hz_per_s
         self.sig_clearing_price_per_mwh = sig.clearing_price_per_mwh
         self.sig_age_steps = sig.age_steps
+        self.emergency_seen, self.emergency_arrival_s = sig.emergency_seen, sig.emergency_arrival_s
         self.backpressure = np.zeros(n, dtype=bool)
         # share of each agent's last bid awarded by the contracts it received (see
         # ContractFlow.file_arrived)
@@ -512,7 +513,6 @@ class GridSwarmEnv(ParallelEnv):
                                          cfg.dt_s, eta_charge=f.eta_charge,
                                          eta_discharge=f.eta_discharge)
         self._agent_ids = np.arange(n)
-        self._to_operator = np.full(n, OPERATOR)
         self._solar_idx = np.flatnonzero(c.is_solar)
         self._sub_ends = np.arange(1, self.n_substeps + 1, dtype=float)
         self._sub_end_offsets_s = cfg.grid.physics_dt_s * self._sub_ends
@@ -674,7 +674,9 @@ class GridSwarmEnv(ParallelEnv):
             self.stale_bids += len(late.senders)
         flow.receive((d1, d2), t1)
         contract_mw, contract_price = flow.verify_pending(t0)
-        self._receive_emergency((d1, d2))
+        if self._emergency_in_flight:   # the broadcast's copies not all delivered before
+            self.signals.receive_emergency((d1, d2))
+            self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
         flow.activate_reserve(self.emergency_arrival_s, t1, self.event_detected)
         book = self.reserve_book
         ex = execute(self.fleet, self.kernel, baseline_mw=self._baseline_now,
@@ -685,7 +687,7 @@ class GridSwarmEnv(ParallelEnv):
                      p_start_mw=self._would_p_end_mw if cfg.shadow else self.last_p_end_mw,
                      q_start_mw=self._plan_end_mw)
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
-        if self.metrics.window_ends_in(t0, t1, last=k + 1 >= sc.episode_steps):
+        if self.metrics.close_window_if_ends_in(t0, t1, last=k + 1 >= sc.episode_steps):
             # the emergency's 100 ms window ends in this step: the reserve activated in it
             # counts as far as its holders' bounds let them deliver it (before _physics
             # moves the fleet's state on)
@@ -780,12 +782,12 @@ class GridSwarmEnv(ParallelEnv):
         rows["price_per_mwh"] = bid_price
         self.backpressure = np.asarray(self.bus.publish_batch(
             TOPIC_BIDS, rows, lane=Lane.MARKET, senders=self._agent_ids,
-            recipients=self._to_operator, now_s=t0), dtype=bool)
+            recipients=None, now_s=t0), dtype=bool)   # recipients None: the operator
         solar = self._solar_idx
         if solar.size:
             self.bus.publish_batch(TOPIC_FORECAST, self.fleet.solar_forecast_mw[self._const.solar],
-                                   lane=Lane.TELEMETRY, senders=solar,
-                                   recipients=self._to_operator[:solar.size], now_s=t0)
+                                   lane=Lane.TELEMETRY, senders=solar, recipients=None,
+                                   now_s=t0)
 
     def _bus_congested(self, delivery, now_s: float) -> bool:
         """After a delivery: settle the contracts the bus dropped as obsolete (deferred
@@ -810,7 +812,7 @@ class GridSwarmEnv(ParallelEnv):
         self._emergency_in_flight = True
         row = np.array([(sc.event_time_s, sc.contingency_mw)], dtype=EMERGENCY_DTYPE)
         self.bus.publish_batch(TOPIC_EMERGENCY, np.repeat(row, n), lane=Lane.EMERGENCY,
-                               senders=np.full(n, OPERATOR), recipients=self._agent_ids,
+                               senders=OPERATOR, recipients=self._agent_ids,
                                now_s=t_pub)
         self.audit_log.append("emergency", event_s=sc.event_time_s, lost_mw=sc.contingency_mw,
                               broadcast_s=t_pub)
@@ -835,19 +837,6 @@ class GridSwarmEnv(ParallelEnv):
         self.contract_flow.issue(result, self.round_index, window_start_s, window_end_s,
                                  is_reserve, now_s, self.adversary, self)
         return result
-
-    def _receive_emergency(self, deliveries: tuple[Delivery, ...]) -> None:
-        """Which agents the emergency broadcast reached this step, and when (the earliest
-        arrival per agent is kept: reserve activates from it)."""
-        if self._emergency_in_flight:
-            for d in deliveries:
-                batch = d.topic(TOPIC_EMERGENCY)
-                if len(batch.recipients):
-                    r = np.asarray(batch.recipients, dtype=np.int64)
-                    t = np.asarray(batch.delivery_times_s, dtype=float)
-                    self.emergency_seen[r] = True
-                    np.minimum.at(self.emergency_arrival_s, r, t)
-            self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
 
     def _physics(self, ex, k: int, t0: float):
         """Fleet energy and grid frequency over the step (nothing dispatched in shadow mode)."""
@@ -956,10 +945,6 @@ class GridSwarmEnv(ParallelEnv):
         """``(signed energy contract, owner)`` received for the next window (verified at
         its dispatch; :attr:`ContractFlow.pending <gridswarm_env.contract_flow.ContractFlow>`)."""
         return self.contract_flow.pending
-
-    @pending.setter
-    def pending(self, value: list) -> None:
-        self.contract_flow.pending = value
 
     @property
     def operator_forecast_mw(self) -> np.ndarray:

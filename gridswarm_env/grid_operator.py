@@ -76,9 +76,11 @@ class GridOperator:
         # schedule's, older than any message)
         self.forecast_mw = fleet.solar_forecast_mw.copy()
         self.forecast_sent_s = np.full(n, -math.inf)
-        # a forecast can overtake an older one only when a latency can reach a step (below
-        # that, delivery order is publish order, also out of a deferred backlog)
-        self.forecasts_reorder = latency_max_s >= dt_s
+        # forecasts are published a step apart: a newer one overtakes an older one only
+        # when latencies can differ by more than a step (L_older − L_newer > dt_s). Up to
+        # that, delivery order is publish order, also out of a deferred backlog and at the
+        # tie (L_older = dt_s, L_newer = 0: equal times are delivered in publish order)
+        self.forecasts_reorder = latency_max_s > dt_s
         # the market's results so far: the last clearing price (NaN before any round
         # cleared at a price), the product of the round cleared last, and whether the last
         # reserve round cleared short (its next rounds buy the shortage as energy first)
@@ -86,7 +88,6 @@ class GridOperator:
         self.cleared_product = PRODUCT_ENERGY
         self.reserve_short = False
         self.agent_ids = np.arange(n)
-        self.to_operator = np.full(n, OPERATOR)
         self.signal_rows = np.empty(n, dtype=SIGNAL_DTYPE)
         # opaque-item views of the packed signal records: one record is broadcast to all
         # rows (the same bytes as the field-wise copies, several times faster)
@@ -177,7 +178,7 @@ class GridOperator:
                                  rocof_hz_per_s, self.last_clearing_price_per_mwh)
         self._signal_rows_void[...] = self._signal_record_void
         self.bus.publish_batch(TOPIC_PRICE, self.signal_rows, lane=Lane.MARKET,
-                               senders=self.to_operator, recipients=self.agent_ids,
+                               senders=OPERATOR, recipients=self.agent_ids,
                                now_s=now_s)
         return price
 

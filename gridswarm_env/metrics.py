@@ -181,7 +181,7 @@ class MetricsAccumulator:
     response_cut_mw: float = 0.0
     ramped_response_cap_mw: dict[int, float] = field(default_factory=dict)
     # the step holding the window's end (or the episode's last step) has been reached
-    # (window_ends_in): emergency_response_mw_100ms is measured, None before
+    # (close_window_if_ends_in): emergency_response_mw_100ms is measured, None before
     response_window_closed: bool = False
     rounds: int = 0
     consensus_rounds: int = 0
@@ -328,14 +328,15 @@ class MetricsAccumulator:
                 self.ramped_activations.setdefault(owner, []).append(
                     (at_s, power_mw, ramp_mw_per_s))
 
-    def window_ends_in(self, t0_s: float, t1_s: float, *, last: bool = False) -> bool:
-        """Whether the step ``[t0_s, t1_s)`` must judge the reserve activated in the window
-        (:meth:`record_window_end`): some is still unjudged and the window's end ``t_e =
-        event + RESPONSE_WINDOW_S`` falls in the step, or the episode ends with this
-        ``last`` step before it. Called once per step, after the step's activations are
-        recorded: a step holding ``t_e`` (or the ``last`` one) also closes the window
-        (``response_window_closed``), from which ``emergency_response_mw_100ms`` is
-        measured (None before: a step that ends inside the window has not seen all of it)."""
+    def close_window_if_ends_in(self, t0_s: float, t1_s: float, *, last: bool = False) -> bool:
+        """Close the response window if the step ``[t0_s, t1_s)`` holds its end ``t_e =
+        event + RESPONSE_WINDOW_S``, or is the episode's ``last`` step and starts by
+        ``t_e``: then ``response_window_closed`` is set, from which
+        ``emergency_response_mw_100ms`` is measured (None before: a step that ends inside
+        the window has not seen all of it). Return whether the step must then judge the
+        reserve activated in the window (:meth:`record_window_end`): it closed the window
+        and some reserve is still unjudged. Called once per step, after the step's
+        activations are recorded."""
         if self.event_time_s is None:
             return False
         end_s = self.event_time_s + RESPONSE_WINDOW_S
@@ -347,10 +348,11 @@ class MetricsAccumulator:
     def record_window_end(self, contract_mw: np.ndarray, p_lo_mw: np.ndarray,
                           p_hi_mw: np.ndarray) -> None:
         """Judge the reserve activated in the window against what its holders deliver at
-        the window's end ``t_e``, in the step that holds it (:meth:`window_ends_in`): with
-        ``R_j`` the reserve holder ``j`` activated by ``t_e`` and ``c_j`` its energy
-        contract for the step, dispatch executes ``clip(c_j + R_j, p_lo_j, p_hi_j)`` at
-        ``t_e`` where it would execute ``clip(c_j, p_lo_j, p_hi_j)`` without the reserve
+        the window's end ``t_e``, in the step that holds it
+        (:meth:`close_window_if_ends_in`): with ``R_j`` the reserve holder ``j`` activated
+        by ``t_e`` and ``c_j`` its energy contract for the step, dispatch executes
+        ``clip(c_j + R_j, p_lo_j, p_hi_j)`` at ``t_e`` where it would execute
+        ``clip(c_j, p_lo_j, p_hi_j)`` without the reserve
         (:func:`~gridswarm_env.dispatch.execute`; ``p_lo``, ``p_hi``: the step's
         :func:`~gridswarm_env.dispatch.balancing_bounds`), so the reserve delivers the
         difference. Where neither clip bites that is ``R_j`` itself (nothing recomputed:

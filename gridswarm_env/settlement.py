@@ -77,34 +77,28 @@ class Settlement:
         penalty and own cost are 0 and the reward is the shared grid term alone (the
         would-be dispatch is in the infos).
         """
-        shadow = self.shadow
-        p_exec = p_exec_mw
-        if shadow:   # would-be settlement of what would have been dispatched
-            p_exec = ex.p_mean_mw
-        zero = self.zero   # 0.0 as an array operand
+        zero = self.zero   # 0.0 as an array operand (read, never written)
+        add = np.add.reduce
+        grid = market.grid_term_usd(mean_abs_dev_hz, self.grid_weight, self.band_hz)
+        if self.shadow:   # nothing dispatched: nothing paid, charged or penalised
+            self.metrics.record_dispatch(self.kind, zero, requirement_mw, 0.0, 0.0,
+                                         float(add(unmet_mwh)))
+            return market.agent_rewards(zero, zero, zero, grid, self.reward_scale)
         delivered, undelivered, gap = market.contract_delivery_mw(
-            contract_mw, ex.planned_mean_mw, p_exec, book.active_mw, ex.reserve_share, zero)
+            contract_mw, ex.planned_mean_mw, p_exec_mw, book.active_mw, ex.reserve_share, zero)
         payments = market.contract_payments_usd(contract_mw, contract_price_per_mwh, delivered,
                                                 book.rate_at(t0_s), self.dt_h_arr)
         penalties = market.undelivered_penalty_usd(undelivered, gap, self.penalty_usd_per_mw)
         bat, sol, ev = self.kind_sel
-        basis = market.cost_basis_mw(p_exec, bat, sol, ev, zero)
-        add = np.add.reduce   # the KPIs' per-kind sums of the cost basis (record_dispatch)
-        kind_sums = None if shadow else (float(add(basis[bat])), float(add(basis[sol])),
-                                         float(add(basis[ev])))
+        basis = market.cost_basis_mw(p_exec_mw, bat, sol, ev, zero)
+        # the KPIs' per-kind sums of the cost basis (record_dispatch)
+        kind_sums = (float(add(basis[bat])), float(add(basis[sol])), float(add(basis[ev])))
         own_cost = market.own_cost_usd(basis, self.cost_per_mwh, bat, ex.energy_delta_mwh,
                                        self.stored_energy_value_per_mwh, unmet_mwh,
                                        self.unmet_cost_per_mwh, self.dt_h)
-        if shadow:   # nothing dispatched: nothing paid, charged or penalised
-            p_exec = np.zeros_like(p_exec)
-            payments = np.zeros_like(payments)
-            penalties = np.zeros_like(penalties)
-            own_cost = np.zeros_like(own_cost)
-        self.metrics.record_dispatch(self.kind, p_exec, requirement_mw,
+        self.metrics.record_dispatch(self.kind, p_exec_mw, requirement_mw,
                                      float(add(payments)), float(add(penalties)),
-                                     float(add(unmet_mwh)),
-                                     None if shadow else ex.energy_delta_mwh,
-                                     ex.p_mean_sum_mw if p_exec is ex.p_mean_mw else None,
+                                     float(add(unmet_mwh)), ex.energy_delta_mwh,
+                                     ex.p_mean_sum_mw if p_exec_mw is ex.p_mean_mw else None,
                                      kind_sums)
-        grid = market.grid_term_usd(mean_abs_dev_hz, self.grid_weight, self.band_hz)
         return market.agent_rewards(payments, own_cost, penalties, grid, self.reward_scale)

@@ -1,11 +1,12 @@
-"""What each agent knows of the market rounds: the last round announcement the bus
-delivered to it (:data:`~gridswarm_env.messages.SIGNAL_DTYPE`: request, price signal,
-product, frequency, RoCoF, last clearing price) and how many steps ago it arrived.
+"""What each agent knows from the operator's broadcasts: the last round announcement the
+bus delivered to it (:data:`~gridswarm_env.messages.SIGNAL_DTYPE`: request, price signal,
+product, frequency, RoCoF, last clearing price), how many steps ago it arrived, and
+whether and when the emergency broadcast reached it.
 
 :class:`AgentSignals` keeps one record per agent, updated from each step's deliveries
-(:meth:`AgentSignals.receive`); the observation builder reads its fields
-(:mod:`gridswarm_env.observations`; the environment's ``sig_*`` arrays are the same
-views).
+(:meth:`AgentSignals.receive`, :meth:`AgentSignals.receive_emergency`); the observation
+builder reads its fields (:mod:`gridswarm_env.observations`; the environment's ``sig_*``,
+``emergency_seen`` and ``emergency_arrival_s`` arrays are the same arrays).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from gridswarm_env.bus import Delivery
-from gridswarm_env.messages import SIGNAL_DTYPE, SIGNAL_VOID, TOPIC_PRICE
+from gridswarm_env.messages import SIGNAL_DTYPE, SIGNAL_VOID, TOPIC_EMERGENCY, TOPIC_PRICE
 from gridswarm_env.observations import SIGNAL_AGE_CAP
 
 
@@ -26,12 +27,15 @@ class AgentSignals:
     at 1).
 
     :param reorder: whether a newer announcement can overtake an older one on the bus
-        (a latency can reach ``gate_s``, the time between the first two): then each
-        agent keeps the newest round it received, not the last delivered.
+        (latencies can differ by more than ``gate_s``, the time between the first two):
+        then each agent keeps the newest round it received, not the last delivered.
     :ivar record: one packed record per agent (written per delivery as one 45-byte item);
         ``round``, ``request_mw``, ``price_per_mwh``, ``product``, ``freq_hz``,
         ``rocof_hz_per_s`` and ``clearing_price_per_mwh`` are views of its fields.
     :ivar age_steps: steps since each agent's last announcement arrived.
+    :ivar emergency_seen: whether the emergency broadcast reached each agent.
+    :ivar emergency_arrival_s: when it first did, s (``inf`` before): reserve activates
+        from it.
     """
 
     def __init__(self, n_agents: int, *, price_per_mwh: float, nominal_freq_hz: float,
@@ -50,6 +54,8 @@ class AgentSignals:
         # (the same bytes as the field-wise copies, several times faster)
         self._void = sig.view(SIGNAL_VOID)
         self.reorder = reorder
+        self.emergency_seen = np.zeros(n_agents, dtype=bool)
+        self.emergency_arrival_s = np.full(n_agents, np.inf)
 
     def receive(self, deliveries: tuple[Delivery, ...]) -> None:
         """The announcements delivered this step (``grid/price``); every agent's age grows
@@ -74,3 +80,14 @@ class AgentSignals:
                 else:
                     self.record[r] = rows
                 self.age_steps[r] = 0.0
+
+    def receive_emergency(self, deliveries: tuple[Delivery, ...]) -> None:
+        """The emergency broadcast's copies delivered this step (``grid/emergency``): which
+        agents it reached, and when (the earliest arrival per agent is kept)."""
+        for d in deliveries:
+            batch = d.topic(TOPIC_EMERGENCY)
+            if len(batch.recipients):
+                r = np.asarray(batch.recipients, dtype=np.int64)
+                t = np.asarray(batch.delivery_times_s, dtype=float)
+                self.emergency_seen[r] = True
+                np.minimum.at(self.emergency_arrival_s, r, t)

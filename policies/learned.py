@@ -247,6 +247,26 @@ def _check_record(path: Path, data: bytes | None) -> None:
     _check_obs_fields(fields_then, path, "its JSON record lists")
 
 
+def check_model_action_levels(model: Any, nvec: Any, path: Path | None = None) -> None:
+    """``model`` (a loaded ``MaskablePPO``, from the file ``path`` or None: in memory) must
+    act in ``MultiDiscrete(nvec)``, the ``[n_power_levels, n_price_levels]`` of the
+    environment it is to drive. The one message of every command line (each puts its
+    flag in front: ``demo.py --policy``, ``evaluate.py --policies``, ``python -m train
+    --resume``, ``python -m train.dagger --base``).
+
+    :raises ValueError: naming the model, both action spaces and what to do: play it with
+        the levels it was trained with, and where its training run's settings are
+        (:func:`trained_settings_hint`).
+    """
+    have = np.asarray(model.action_space.nvec, dtype=np.int64)
+    want = np.asarray(nvec, dtype=np.int64)
+    if not np.array_equal(want, have):
+        source = "the model in memory" if path is None else f"model {str(path)!r}"
+        raise ValueError(f"{source} was trained for MultiDiscrete({have.tolist()}) actions; "
+                         f"this environment expects MultiDiscrete({want.tolist()}) "
+                         f"(n_power_levels, n_price_levels): {levels_fix(have, path, model)}")
+
+
 def levels_fix(nvec: Any, path: Path | None, model: Any) -> str:
     """What to do when a model trained for ``MultiDiscrete(nvec)`` meets an environment of
     other action levels: the levels to play it with (``[market]`` of a ``--config`` file,
@@ -381,17 +401,9 @@ class LearnedPolicy:
         """The model must act in ``MultiDiscrete(nvec)`` (``[n_power_levels,
         n_price_levels]`` of the environment it is to drive).
 
-        :raises ValueError: naming the model, both action spaces and what to do: play it
-            with the levels it was trained with, and where its training run's settings
-            are (:func:`trained_settings_hint`).
+        :raises ValueError: :func:`check_model_action_levels`'s message.
         """
-        want = np.asarray(nvec, dtype=np.int64)
-        if not np.array_equal(want, self._nvec):
-            source = "the model in memory" if self.path is None else f"model {str(self.path)!r}"
-            raise ValueError(f"{source} was trained for MultiDiscrete"
-                             f"({self._nvec.tolist()}) actions; this environment expects "
-                             f"MultiDiscrete({want.tolist()}) (n_power_levels, n_price_levels)"
-                             f": {levels_fix(self._nvec, self.path, self.model)}")
+        check_model_action_levels(self.model, nvec, self.path)
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Check the model fits ``env``'s action space; seed sampling when not greedy

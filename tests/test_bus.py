@@ -725,6 +725,23 @@ def test_publish_batch_rejects_bad_arrays():
     assert bus.stats()["totals"]["published"] == 0
 
 
+def test_one_sender_for_all_is_that_id_per_message_and_is_checked_as_one():
+    """``publish_batch(senders=int)`` (the operator's broadcasts; an int fast path since
+    s28): every message carries that sender, as ``np.full(n, id)`` gives; a bool or an
+    id beyond int64 is refused as the full check refuses it."""
+    bus = make_bus(latency_distribution="constant")
+    bus.publish_batch("t", np.arange(3), senders=-1, recipients=np.arange(3), now_s=0.0)
+    bus.publish_batch("t", np.arange(3), senders=np.full(3, -1), recipients=np.arange(3),
+                      now_s=0.0)
+    assert bus.deliver(1.0).topic("t").senders.tolist() == [-1] * 6
+    with pytest.raises(ValueError, match="senders must be a 1-D integer array"):
+        bus.publish_batch("t", np.arange(3), senders=True, now_s=1.0)
+    for bad in (2**63, -(2**63) - 1):
+        with pytest.raises(ValueError, match="senders must be an int id within int64"):
+            bus.publish_batch("t", np.arange(3), senders=bad, now_s=1.0)
+    assert_accounting(bus)
+
+
 def test_time_cannot_go_backwards():
     bus = make_bus()
     bus.deliver(1.0)

@@ -49,10 +49,10 @@ def _kpis(acc: MetricsAccumulator) -> dict:
 def _end_step(acc: MetricsAccumulator, t0_s: float, t1_s: float, *, last: bool = False,
               hi_mw: float = math.inf) -> None:
     """What the environment does about the 100 ms window in its step ``[t0_s, t1_s)``:
-    ask :meth:`~MetricsAccumulator.window_ends_in` and, where it says so, judge the
+    ask :meth:`~MetricsAccumulator.close_window_if_ends_in` and, where it says so, judge the
     window's reserve with no energy contract and bounds ``[-hi_mw, hi_mw]``; then the
     step's end is the time simulated."""
-    if acc.window_ends_in(t0_s, t1_s, last=last):
+    if acc.close_window_if_ends_in(t0_s, t1_s, last=last):
         n = 1 + max(0, *acc.window_reserve_mw)
         acc.record_window_end(np.zeros(n), np.full(n, -hi_mw), np.full(n, hi_mw))
     acc.elapsed_s = t1_s
@@ -270,10 +270,13 @@ def test_response_power_counts_what_the_holders_bounds_let_them_deliver() -> Non
     acc.record_activation(10.04, 2.0, owner=4, ramp_mw_per_s=1.0)      # 0.06 < cap 1
     contract = np.array([0.0, 0.0, 1.0, 0.0, 0.0])
     lo, hi = np.full(5, -5.0), np.array([1.5, 5.0, 2.0, 0.05, 1.0])
-    assert not acc.window_ends_in(9.0, 10.0) and not acc.window_ends_in(10.1000001, 11.0)
-    assert acc.window_ends_in(10.0, 11.0) and acc.window_ends_in(9.0, 10.05, last=True)
+    close = acc.close_window_if_ends_in
+    assert not close(9.0, 10.0) and not close(10.1000001, 11.0)
+    assert not acc.response_window_closed                   # neither step holds t_e
+    assert close(10.0, 11.0) and acc.response_window_closed
+    assert close(9.0, 10.05, last=True)
     acc.record_window_end(contract, lo, hi)
-    assert not acc.window_ends_in(10.0, 11.0)                          # judged once
+    assert not close(10.0, 11.0) and acc.response_window_closed       # judged once
     acc.elapsed_s = 11.0
     want = 1.5 + 3.0 + 1.0 + 0.05 + 0.06
     assert _kpis(acc)["emergency_response_mw_100ms"] == pytest.approx(want, rel=1e-12)

@@ -185,3 +185,27 @@ def test_a_reset_starts_the_operator_from_the_new_fleets_forecasts() -> None:
     np.testing.assert_array_equal(raw.operator_forecast_mw, fresh.unwrapped.operator_forecast_mw)
     np.testing.assert_array_equal(raw.operator_forecast_mw, raw.fleet.solar_forecast_mw)
     assert raw.operator_forecast_mw is not raw.fleet.solar_forecast_mw
+
+
+def test_at_a_latency_bound_of_one_step_no_forecast_can_overtake_so_none_is_reordered() -> None:
+    """Mutation review (s27: ``latency_max_s >= dt_s`` -> ``>`` survived; s28 made it
+    ``>``). Forecasts are published once a step, ``dt_s`` apart: one published later
+    arrives first only if ``L_older − L_newer > dt_s``, impossible when latencies are
+    clipped at ``dt_s``; the tie (``dt_s`` against 0) is delivered in publish order
+    (the bus: equal times in lane, then publish order). So at ``latency_max_s == dt_s``
+    the operator keeps the last forecast delivered, without reordering, also when
+    congestion defers older forecasts into a later delivery (TELEMETRY 5 a step); above
+    it, it reorders by publish time."""
+    dt = EnvConfig().dt_s
+    env = _env(BusConfig(latency_mean_s=0.6 * dt, latency_max_s=dt,
+                         capacity_per_step=(BIG, BIG, BIG, 5)))
+    assert not env.operator.forecasts_reorder
+    start = env.fleet.solar_forecast_mw.copy()
+    seen = _spy_deliveries(env)
+    _play(env, lambda: _replay(seen[:-1], start, by_publish_time=False),
+          lambda: _replay(seen, start, by_publish_time=False))
+    assert not any(_overtaken(seen))
+    deferred = env.bus.stats()["lanes"]["TELEMETRY"]["deferred"]
+    assert deferred > 0   # older forecasts did share deliveries with newer ones
+    above = _env(BusConfig(latency_mean_s=0.6 * dt, latency_max_s=np.nextafter(dt, 2 * dt)))
+    assert above.operator.forecasts_reorder

@@ -396,7 +396,7 @@ def test_config_file_deadband_holds_without_the_flag():
     ("[grid]\ninertia_h_s = -1.0\n", "inertia_h_s"),
     ("[grid\n", "config file"),   # not TOML
     # the base model's network acts in 21 x 11 levels (python -m train would train a new one)
-    ("[market]\nn_power_levels = 11\n", "the --base model in MultiDiscrete([21, 11])"),
+    ("[market]\nn_power_levels = 11\n", "--base: model "),
 ])
 def test_a_bad_config_file_is_refused_in_one_line_before_anything_is_written(
         base_model, text, says, tmp_path, capsys):
@@ -420,6 +420,46 @@ def test_a_bad_config_file_is_refused_in_one_line_before_anything_is_written(
                                  "--logdir", str(logdir)])
         trained = capsys.readouterr().err.split("error: ", 1)[1].strip()
         assert trained in err
+
+
+def test_base_and_resume_of_other_levels_give_the_shared_message(base_model, tmp_path,
+                                                                 capsys):
+    """Review s27: ``--base`` said "--config X: its environments act in
+    MultiDiscrete([11, 11]) ..., the --base model in ...; give a --config of its levels"
+    and ``python -m train --resume`` SB3's "model file ... does not fit this environment:
+    Action spaces do not match: MultiDiscrete([21 11]) != MultiDiscrete([11 11])" (no
+    flag, no fix). Both now print the line ``demo.py --policy`` (and evaluate.py) prints,
+    after their own flag: the model, both action spaces and the levels to play it with
+    (the settings' --config). Nothing is written."""
+    import demo
+    import train.__main__
+    from train.dagger import main
+
+    config = tmp_path / "l11.toml"
+    config.write_text("[market]\nn_power_levels = 11\n")
+    assert demo.main(["--agents", "3", "--no-live", "--steps", "1", "--policy",
+                      str(base_model), "--config", str(config)]) == 2
+    shown = capsys.readouterr().err
+    assert shown.startswith("demo.py: error: --policy: ")
+    line = shown.removeprefix("demo.py: error: --policy: ").rstrip("\n")
+    assert line.startswith(f"model {str(base_model)!r} was trained for "
+                           "MultiDiscrete([21, 11]) actions; this environment expects "
+                           "MultiDiscrete([11, 11]) (n_power_levels, n_price_levels): ")
+    assert "--config" in line
+    out, logdir = tmp_path / "m.zip", tmp_path / "runs"
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(out), "--config", str(config), "--logdir", str(logdir)])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m train.dagger: error: --base: {line}")
+    assert err.count("\n") == 1
+    with pytest.raises(SystemExit) as refused:
+        train.__main__.main(["--resume", str(base_model), "--config", str(config),
+                             "--no-randomize", "--agents", "3", "--timesteps", "16",
+                             "--out", str(out), "--logdir", str(logdir), "--no-progress"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err == f"python -m train: error: --resume: {line}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l11.toml"]
 
 
 def test_a_config_the_randomized_emergency_refuses_is_refused_before_the_work(

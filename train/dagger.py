@@ -446,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from policies.cli_checks import OutputError, check_output_dir, check_output_file
-    from policies.learned import load_maskable_ppo
+    from policies.learned import check_model_action_levels, load_maskable_ppo
     from train.__main__ import flag_message
     from train.config import check_step_size
 
@@ -472,14 +472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         make_venv(taught).close()
     except ValueError as exc:
         parser.error(str(exc))
-    levels = [market.n_power_levels, market.n_price_levels]
-    if base.action_space.nvec.tolist() != levels:   # the base model's network fixes them
-        where = (f"--config {args.config!r}: its" if args.config
-                 else "without --config the default")
-        parser.error(f"{where} environments act in MultiDiscrete({levels}) (n_power_levels, "
-                     f"n_price_levels), the --base model in MultiDiscrete("
-                     f"{base.action_space.nvec.tolist()}); distilling keeps the base "
-                     "model's network: give a --config of its levels")
+    try:   # the base model's network fixes the levels (distilling keeps it)
+        check_model_action_levels(base, [market.n_power_levels, market.n_price_levels],
+                                  Path(args.base))
+    except ValueError as exc:
+        parser.error(f"--base: {exc}")
     if not args.out.strip():
         parser.error("--out is empty; expected a model file path (.zip)")
     if args.logdir:

@@ -187,18 +187,21 @@ def load_model(path: str | Path, venv: GridSwarmVecEnv | None = None, **changes:
         :data:`~train.config.RESUMABLE_FIELDS`; SB3 sets them before it builds the
         rollout buffer and the schedules) and ``net_arch``, which must equal the
         saved network's.
-    :raises ValueError: missing, corrupt or incompatible file, or a ``net_arch`` other
-        than the saved one (the message says which).
+    :raises ValueError: missing, corrupt or incompatible file (a model of other action
+        levels than ``venv``'s: :func:`~policies.learned.check_model_action_levels`), or
+        a ``net_arch`` other than the saved one (the message says which).
     """
     from sb3_contrib import MaskablePPO
 
-    from policies.learned import load_maskable_ppo
+    from policies.learned import check_model_action_levels, load_maskable_ppo
 
     model = load_maskable_ppo(path)          # file checks with readable errors
     if venv is None:
         if changes:
             raise ValueError("load_model: changes need a venv to attach the model to")
         return model
+    # the command lines' one message for other action levels (SB3's names no fix)
+    check_model_action_levels(model, venv.action_space.nvec, Path(path))
     arch = changes.pop("net_arch", None)
     saved = model_hyperparameters(model)["net_arch"]
     if arch is not None and tuple(arch) != saved:
@@ -377,9 +380,9 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
                                                    config.n_steps * venv.num_envs)
             try:
                 model = load_model(config.resume, venv, net_arch=config.net_arch, **changes)
-            except ValueError:
+            except ValueError as exc:   # the checkpoint does not fit: named by its flag
                 venv.close()
-                raise
+                raise ValueError(f"--resume: {exc}") from None
             # not config.seed itself: that would replay the episodes and the random stream
             # of the run that wrote the checkpoint
             # SB3 keeps the checkpoint's episode buffers (saved in the zip) on a resume:
