@@ -79,6 +79,7 @@ import numpy as np
 
 from gridswarm_env.config import check_positive, check_range
 from gridswarm_env.env import OBS_FIELDS
+from gridswarm_env.fleet import KIND_BATTERY
 from policies.base import nearest_allowed, split_mask
 
 _COL = {name: i for i, name in enumerate(OBS_FIELDS)}
@@ -157,9 +158,13 @@ class HeuristicPolicy:
         self._n_power = cfg.market.n_power_levels
         self._price_levels = np.asarray(env.price_levels_per_mwh, dtype=float)
         self._level_fraction = np.asarray(env.kernel.level_fraction, dtype=float)
-        # agents under a finite ramp limit (declared limits: static and public); their
-        # mask may allow the first level past a ramp bound, bid as the bound itself
-        ramped = np.isfinite(env.kernel.arrays.ramp_mw_per_s)
+        # agents under a finite ramp limit and batteries under a discharge cap below their
+        # rating (declared limits: static and public): their mask may allow the first level
+        # past a ramp bound or a battery's discharge limit, bid as the bound itself
+        arrays = env.kernel.arrays
+        ramped = np.isfinite(arrays.ramp_mw_per_s)
+        ramped |= ((np.asarray(env.fleet.kind) == KIND_BATTERY)
+                   & (arrays.max_discharge_mw < env.fleet.rated_power_mw))
         self._ramped = ramped if ramped.any() else None
         self._costs = c = cfg.costs
         # a battery's true cost of selling / absorbing 1 MWh: wear ± the stored energy
@@ -243,8 +248,9 @@ class HeuristicPolicy:
                            power_mask: np.ndarray | None = None) -> np.ndarray:
         """Power level reaching at least ``|target_rel|`` (rounded away from 0) without
         passing ``|bound_rel|`` (then rounded towards 0). For an agent under a ramp
-        limit, a level past the bound that ``power_mask`` allows is kept: the kernel
-        allows the first level past a ramp bound and clips it to the bound
+        limit or a battery under a discharge cap, a level past the bound that
+        ``power_mask`` allows is kept: the kernel allows the first level past a ramp bound or a battery's discharge
+        limit and clips it to the bound
         (:meth:`~gridswarm_env.kernel.Kernel.power_mask`), so the bid is the bound; rounded
         towards 0, a ramp step smaller than one level would bid 0 MW for ever."""
         frac = self._level_fraction

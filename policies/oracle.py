@@ -66,7 +66,8 @@ re-plan to the next, each change lagging inside the step; not in the reported co
   contracted and is fixed.
 * power bounds are rounded down to multiples of the bid power step (the action
   space's levels), so the plan is biddable; ramp limits are not (the mask allows the
-  first level past a ramp bound, bid as the bound: :meth:`Kernel.power_mask`), nor is a
+  first level past a ramp bound, bid as the bound: :meth:`Kernel.power_mask`; so past a
+  capped battery's discharge limit, which the backup bids below then take), nor is a
   reserve's ramp cap (``ramp · MarketConfig.reserve_full_activation_s``, the kernel's
   reserve bound). The plan moves power in steps; under a ramp limit dispatch ramps it inside
   the step, so the executed power lags the plan by up to half a step's ramp.

@@ -36,14 +36,16 @@ def _env(scenario: str, dt_s: float, limits, n_agents: int = 100):
                                       config=EnvConfig(dt_s=dt_s), limits=limits).unwrapped
 
 
-def _one_battery(ramp_mw_per_s: float, reserve_full_activation_s: float = 1.0
+def _one_battery(ramp_mw_per_s: float, reserve_full_activation_s: float = 1.0,
+                 max_discharge_mw: float | None = None, energy_mwh: float = 5.0
                  ) -> tuple[FleetState, Kernel]:
-    """A 2.5 MW / 10 MWh battery at 50 %, SoC floor 10 % (levels 0.25 MW apart), dt_s = 1."""
+    """A 2.5 MW / 10 MWh battery at 50 % (``energy_mwh``), SoC floor 10 % (levels 0.25 MW
+    apart), dt_s = 1; ``max_discharge_mw``: its cap (None: its rating)."""
     fleet = FleetState(
         kind=np.array([KIND_SOLAR, KIND_BATTERY, KIND_EV], dtype=np.int8),
         rated_power_mw=np.array([1.0, 2.5, 1.0]),
         energy_capacity_mwh=np.array([0.0, 10.0, 10.0]),
-        energy_mwh=np.array([0.0, 5.0, 5.0]),
+        energy_mwh=np.array([0.0, energy_mwh, 5.0]),
         eta_charge=np.array([1.0, 0.9, 0.9]), eta_discharge=np.array([1.0, 0.9, 1.0]),
         ev_baseline_rate_mw=np.array([0.0, 0.0, 0.0]),
         departure_s=np.array([math.inf, math.inf, math.inf]),
@@ -52,7 +54,8 @@ def _one_battery(ramp_mw_per_s: float, reserve_full_activation_s: float = 1.0
         solar_noise=np.zeros(3), solar_available_mw=np.zeros(3),
         solar_forecast_mw=np.zeros(3))
     limits = Limits(per_kind={"solar": DerLimits(), "ev": DerLimits(),
-                              "battery": DerLimits(soc_min=0.1, ramp_mw_per_s=ramp_mw_per_s)})
+                              "battery": DerLimits(soc_min=0.1, ramp_mw_per_s=ramp_mw_per_s,
+                                                   max_discharge_mw=max_discharge_mw)})
     return fleet, Kernel(limits, ["solar_000", "battery_000", "ev_000"], fleet, 21, 1.0,
                          reserve_full_activation_s)
 
@@ -107,8 +110,9 @@ def test_a_bound_the_ramp_does_not_set_is_not_passed() -> None:
 @pytest.mark.parametrize("full_activation_s, cases", [
     # 0.2 MW/s × 1 s: 0.2 MW (level +1 bid as 0.2 MW); with 0.2 MW held, nothing more
     (1.0, ((0.0, [10, 11], 0.2), (0.2, [10], 0.0))),
-    # 0.2 MW/s × 60 s = 12 MW: the headroom binds (2.5 MW; 2.3 MW held 0.2: level +9)
-    (60.0, ((0.0, list(range(10, 21)), 2.5), (0.2, list(range(10, 20)), 2.25))),
+    # 0.2 MW/s × 60 s = 12 MW: the headroom binds (2.5 MW; 2.3 MW held 0.2: the rating
+    # less the reserve, a discharge-limit edge, so level +10 is bid as 2.3 MW, not +9's 2.25)
+    (60.0, ((0.0, list(range(10, 21)), 2.5), (0.2, list(range(10, 21)), 2.3))),
 ])
 def test_a_ramp_limit_bounds_the_reserve_bid_by_the_full_activation_time(
         full_activation_s: float, cases) -> None:
