@@ -47,8 +47,9 @@ Sizing and prices
 The operator's request arrives as ``request_rel`` = request / fleet upward flexibility.
 Each agent offers the share ``clip(overoffer · |request_rel|, min_offer_share, 1)`` of its
 feasible capacity in the request's direction, rounded *up* to the next power level
-(past a ramp bound only when the mask allows that level: the kernel bids it as the
-bound, so a ramp step below one level still moves the agent).
+(past a ramp bound or a capped battery's discharge limit only when the mask allows that
+level: the kernel bids it as the bound, so a ramp step below one level still moves the
+agent and a cap between levels is offered in full).
 With pay-as-clear merit order only the cheapest offers are accepted, so the over-offer
 (default 2x) makes coverage robust while the prices (true costs) decide who delivers
 and hence ``system_cost``.
@@ -249,8 +250,8 @@ class HeuristicPolicy:
         """Power level reaching at least ``|target_rel|`` (rounded away from 0) without
         passing ``|bound_rel|`` (then rounded towards 0). For an agent under a ramp
         limit or a battery under a discharge cap, a level past the bound that
-        ``power_mask`` allows is kept: the kernel allows the first level past a ramp bound or a battery's discharge
-        limit and clips it to the bound
+        ``power_mask`` allows is kept: the kernel allows the first level past a ramp bound
+        or a battery's discharge limit and clips it to the bound
         (:meth:`~gridswarm_env.kernel.Kernel.power_mask`), so the bid is the bound; rounded
         towards 0, a ramp step smaller than one level would bid 0 MW for ever."""
         frac = self._level_fraction
