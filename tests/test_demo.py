@@ -17,6 +17,7 @@ each) and checked by separate tests.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -28,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -371,17 +373,76 @@ def test_bad_flags_as_subprocesses(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------- Ctrl-C, plain
+#: the stdout pipe of a demo a test interrupts (``Popen(pipesize=...)``; Linux only,
+#: ignored elsewhere): one page, so the unread demo blocks a few steps in
+INTERRUPTED_PIPE_BYTES = 4096
+
+
+@contextlib.contextmanager
+def _children_take_sigint() -> Iterator[None]:
+    """Processes started inside get SIGINT's default disposition (Python's: raise
+    KeyboardInterrupt) even when this process ignores SIGINT.
+
+    A shell without job control starts ``cmd &`` with SIGINT ignored (so that a Ctrl-C
+    at the terminal spares it; the tool shells here do so too), its children inherit
+    that across exec, and Python keeps an inherited SIG_IGN: under a pytest started so,
+    demo.py ran its 300 steps through the tests' SIGINT and exited 0 (``assert 0 == 130``
+    in the three Ctrl-C tests; session 28). A handler, unlike SIG_IGN, is reset to the
+    default at exec: one is installed here while the child starts (this main thread
+    only; SIG_IGN is back afterwards). (A child forked by Python, as in
+    :func:`_run_in_pty`, sets SIG_DFL itself before its exec.)"""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_demo_to_interrupt(*args: str) -> subprocess.Popen:
+    """demo.py with ``args``, returned once its first step line was read (the episode
+    is running) and ready for a SIGINT.
+
+    However late this process then sends it (CPU load), the episode cannot have ended:
+    nothing reads stdout until ``communicate()`` and the pipe holds one page, so the
+    demo blocks writing its lines a few steps in. (With Linux's default 64 KiB pipe it
+    ran to step ~203 of 300 first, ~72 kB of the ~89 kB of step lines; a kernel with
+    64 KiB pages has 1 MiB pipes, which hold them all.)"""
+    with _children_take_sigint():
+        p = subprocess.Popen(_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             pipesize=INTERRUPTED_PIPE_BYTES)
+    first = p.stdout.readline()
+    assert first.startswith("t="), first + p.stderr.read()
+    return p
+
+
+def test_children_take_sigint_even_when_this_process_ignores_it() -> None:
+    """The Ctrl-C tests' children (a pipe or a pseudo-terminal) raise KeyboardInterrupt
+    on SIGINT under a pytest that ignores it (started as ``python -m pytest ... &``);
+    SIG_IGN is restored here afterwards. Without :func:`_children_take_sigint` and the
+    reset in :func:`_run_in_pty`'s child the probe prints False."""
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) "
+             "is signal.default_int_handler)"]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _children_take_sigint():
+            piped = subprocess.run(probe, capture_output=True, text=True,
+                                   timeout=CLI_TIMEOUT_S).stdout
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        rc, on_terminal = _run_in_pty([], command=probe)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert (piped, rc, on_terminal.strip()) == ("True\n", 0, "True")
+
+
 def test_sigint_stops_cleanly_and_still_writes_summary_and_json(tmp_path) -> None:
     out = tmp_path / "int.json"
-    p = subprocess.Popen(_cmd("--agents", "100", "--policy", "random", "--no-live",
-                              "--json", str(out)), cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    first = p.stdout.readline()        # the episode is running
-    assert first.startswith("t="), first + p.stderr.read()
-    # however late this process sends the signal (CPU load), the episode cannot have
-    # ended: nothing reads stdout until communicate(), and the 300 steps' lines (~90 kB)
-    # overfill the pipe (64 KiB on Linux), so the demo blocks at step ~215 (measured with
-    # a 40 s delay here: "interrupted after 215/300 steps")
+    p = _start_demo_to_interrupt("--agents", "100", "--policy", "random", "--no-live",
+                                 "--json", str(out))
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=TIMEOUT_S)
     assert p.returncode == demo.EXIT_INTERRUPTED, stderr
@@ -397,16 +458,22 @@ def test_sigint_stops_cleanly_and_still_writes_summary_and_json(tmp_path) -> Non
 
 # ---------------------------------------------------------------------- live, under a pty
 def _run_in_pty(args: list[str], interrupt_after: str | None = None,
-                cols: int = 110, rows: int = 42) -> tuple[int, str]:
-    """Run demo.py on a pseudo-terminal; optionally type ^C once ``interrupt_after``
-    appears. Returns (exit status, output without ANSI escapes)."""
+                cols: int = 110, rows: int = 42,
+                command: list[str] | None = None) -> tuple[int, str]:
+    """Run demo.py with ``args`` (or ``command``) on a pseudo-terminal; optionally type
+    ^C once ``interrupt_after`` appears. Returns (exit status, output without ANSI
+    escapes)."""
     env = {**os.environ, "COLUMNS": str(cols), "LINES": str(rows), "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
+    command = command or _cmd(*args)
     pid, fd = pty.fork()
     if pid == 0:   # child: the pty is its controlling terminal
         try:
+            # ^C raises KeyboardInterrupt even under a pytest that ignores SIGINT (an
+            # ignored signal stays so across exec): see _children_take_sigint
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.chdir(ROOT)
-            os.execve(sys.executable, _cmd(*args), env)
+            os.execve(command[0], command, env)
         finally:
             os._exit(127)
     chunks: list[bytes] = []
@@ -905,13 +972,8 @@ def test_demo_audit_in_hmac_mode_says_the_head_is_unsigned(tmp_path, capsys):
 
 def test_demo_ctrl_c_still_signs_the_audit_head(tmp_path, capsys):
     audit, out = tmp_path / "audit.jsonl", tmp_path / "run.json"
-    p = subprocess.Popen([sys.executable, str(ROOT / "demo.py"), "--agents", "100",
-                          "--policy", "random", "--no-live", "--audit", str(audit),
-                          "--json", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    first = p.stdout.readline()
-    assert first.startswith("t="), first + p.stderr.read()
-    # the episode cannot end first: its unread lines overfill the pipe (see the test above)
+    p = _start_demo_to_interrupt("--agents", "100", "--policy", "random", "--no-live",
+                                 "--audit", str(audit), "--json", str(out))
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=CLI_TIMEOUT_S)
     assert p.returncode == demo.EXIT_INTERRUPTED, stderr
