@@ -67,7 +67,9 @@ checked only for self-consistency (an entry edited with the later hashes recompu
 or a cut tail, is detectable only in the process that wrote it).
 
 Ctrl-C stops the episode cleanly: the summary is printed and the JSON written for the
-steps that ran (exit status 130). If the reader of stdout goes away (``| head``) the
+steps that ran (exit status 130). SIGTERM (``timeout``, ``kill``, a cancelled job) does
+the same, with ``stop_reason`` ``"terminated"`` in the JSON and exit status 143
+(128 + SIGTERM, as ``python -m train``). If the reader of stdout goes away (``| head``) the
 run stops quietly, still writes the JSON and exits 1. Bad arguments exit with status
 2 and a one-line message before the episode starts: among them a ``--json`` or
 ``--audit`` path that is a directory or cannot be written, an existing non-empty
@@ -79,15 +81,12 @@ is saved to the temporary directory instead (one line on stderr, exit status 1).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -96,6 +95,8 @@ import numpy as np
 
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
+    EXIT_CTRL_C,
+    EXIT_SIGTERM,
     FLAG_SETTINGS,
     OneLineParser,
     add_config_argument,
@@ -111,10 +112,14 @@ from policies.cli_checks import (
     int_range_text,
     max_crypto_threads,
     read_earlier_json,
+    sigterm_as_interrupt,
+    stop_signals_ignored,
     write_output_text,
 )
 
-EXIT_OK, EXIT_STDOUT_CLOSED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_STDOUT_CLOSED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, EXIT_CTRL_C
+#: Exit status after SIGTERM (128 + SIGTERM, as ``python -m train``): 143.
+EXIT_TERMINATED = EXIT_SIGTERM
 #: Exit status when an output could not be written where asked (saved elsewhere).
 EXIT_OUTPUT_FAILED = 1
 #: Shortest wall-clock interval between live refreshes (s): at most ~12 frames/s; a
@@ -849,13 +854,15 @@ class DemoResult:
 
     steps: list[dict[str, Any]]
     metrics: dict[str, Any]
-    stop_reason: str | None   # None (episode or --steps done), "interrupted", "stdout closed"
+    # None (episode or --steps done), "interrupted" (Ctrl-C), "terminated" (SIGTERM),
+    # "stdout closed"
+    stop_reason: str | None
     wall_s: float
     run: dict[str, Any] = field(default_factory=dict)
 
     @property
     def interrupted(self) -> bool:
-        """True when the run stopped early for Ctrl-C or a closed stdout."""
+        """True when the run stopped early for Ctrl-C, SIGTERM or a closed stdout."""
         return self.stop_reason is not None
 
 
@@ -928,15 +935,15 @@ def run_demo(session: Session, console: Any = None,
                 try:
                     run_episode(session.env, rec, seed=opts.seed, max_steps=opts.max_steps,
                                 on_step=on_step, reset_env=False)
-                except KeyboardInterrupt:
-                    stop = "interrupted"
+                except KeyboardInterrupt as exc:   # Ctrl-C, or Terminated (SIGTERM)
+                    stop = stop_reason(exc)
                 dash.status = stop or "finished"
                 live.refresh()
         else:
             run_episode(session.env, rec, seed=opts.seed, max_steps=opts.max_steps,
                         on_step=on_step, reset_env=False)
-    except KeyboardInterrupt:
-        stop = "interrupted"
+    except KeyboardInterrupt as exc:
+        stop = stop_reason(exc)
     except BrokenPipeError:   # the reader of stdout went away (e.g. `| head`)
         stop = "stdout closed"
     wall = time.perf_counter() - start
@@ -955,6 +962,19 @@ def run_demo(session: Session, console: Any = None,
            **({"scenario_drawn": raw.scenario.drawn_values()} if opts.randomize else {}),
            **scenario_file_record(opts)}
     return DemoResult(steps=steps, metrics=metrics, stop_reason=stop, wall_s=wall, run=run)
+
+
+def stop_reason(exc: KeyboardInterrupt) -> str:
+    """``"terminated"`` for SIGTERM (:class:`~policies.cli_checks.Terminated`), else
+    ``"interrupted"`` (Ctrl-C)."""
+    from policies.cli_checks import Terminated
+
+    return "terminated" if isinstance(exc, Terminated) else "interrupted"
+
+
+def stop_status(exc: KeyboardInterrupt) -> int:
+    """The exit status of a run stopped by ``exc``: 143 for SIGTERM, 130 for Ctrl-C."""
+    return EXIT_TERMINATED if stop_reason(exc) == "terminated" else EXIT_INTERRUPTED
 
 
 def scenario_file_record(opts: DemoOptions) -> dict[str, Any]:
@@ -996,7 +1016,8 @@ def print_summary(result: DemoResult, console: Any) -> None:
     from gridswarm_env.scenarios import drawn_text
 
     r = result.run
-    state = "interrupted after" if result.interrupted else "ran"
+    state = {None: "ran", "terminated": "terminated (SIGTERM) after"}.get(
+        result.stop_reason, "interrupted after")
     policy = label_of(r["policy_name"], r.get("model_path"))
     drawn = r.get("scenario_drawn")
     scenario = r["scenario"] + (f" (scenario file {r['scenario_file']})"
@@ -1042,31 +1063,19 @@ def shadow_summary(metrics: Mapping[str, Any]) -> str:
             f"{latency_s}; energy that would have been dispatched {energy_s}")
 
 
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT inside the block (main thread only; restored afterwards)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0; 1 stdout closed or the JSON
-    saved elsewhere; 2 bad input; 130 Ctrl-C). Warnings are one line each,
+    saved elsewhere; 2 bad input; 130 Ctrl-C; 143 SIGTERM, handled as Ctrl-C is).
+    Warnings are one line each,
     ``demo.py: warning: ...`` (:func:`policies.cli_checks.one_line_warnings`)."""
     from policies.cli_checks import one_line_warnings
 
-    with one_line_warnings("demo.py"):
+    with one_line_warnings("demo.py"), sigterm_as_interrupt():
         try:
             return _main(argv)
-        except KeyboardInterrupt:   # while loading modules or parsing, before any work
-            print("demo.py: interrupted before the episode started", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        except KeyboardInterrupt as exc:   # while loading modules or parsing, before any work
+            print(f"demo.py: {stop_reason(exc)} before the episode started", file=sys.stderr)
+            return stop_status(exc)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -1082,21 +1091,22 @@ def _main(argv: Sequence[str] | None) -> int:
     except ValueError as exc:
         print(f"demo.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("demo.py: interrupted before the episode started", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print(f"demo.py: {stop_reason(exc)} before the episode started", file=sys.stderr)
+        return stop_status(exc)
     notice = steps_notice(options.max_steps, session.raw)
     if notice is not None:
         print(notice, file=sys.stderr, flush=True)
     try:
         result = run_demo(session, console=console)
-    except KeyboardInterrupt:   # outside the episode loop (run_demo handles it inside)
-        with _sigint_ignored():
+    except KeyboardInterrupt as exc:   # outside the episode loop (run_demo handles it inside)
+        with stop_signals_ignored():
             session.env.close()   # signs the audit file's closing head (ed25519)
-        print("demo.py: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"demo.py: {stop_reason(exc)}", file=sys.stderr)
+        return stop_status(exc)
     failed = False
-    with _sigint_ignored():   # a second Ctrl-C must not lose the summary or the JSON
+    # a second Ctrl-C or SIGTERM must not lose the summary or the JSON
+    with stop_signals_ignored():
         session.env.close()   # signs the closing audit head (ed25519), flushes the file
         audit = audit_info(session)
         if result.stop_reason == "stdout closed":
@@ -1119,6 +1129,8 @@ def _main(argv: Sequence[str] | None) -> int:
             console.print(audit_hint(audit), markup=False, highlight=False, soft_wrap=True)
     if result.stop_reason == "stdout closed":
         return EXIT_STDOUT_CLOSED
+    if result.stop_reason == "terminated":
+        return EXIT_TERMINATED
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OUTPUT_FAILED if failed else EXIT_OK

@@ -73,7 +73,9 @@ interrupted or failed run removes its own event file (and the directories it cre
 empty) and leaves ``DIR`` as it was. On Ctrl-C the finished episodes are not lost: their
 results (``results.json`` layout, ``summary.interrupted`` true) go to a new file in the
 temporary directory, and the one-line message says how many of how many and where
-(:func:`save_interrupted`). An error during an episode (a policy or the environment
+(:func:`save_interrupted`). SIGTERM (``timeout``, ``kill``, a cancelled job) is handled
+as Ctrl-C is (``summary.interrupted_by`` ``"SIGTERM"``), with exit status 143 (128 +
+SIGTERM, as ``python -m train``) instead of 130. An error during an episode (a policy or the environment
 raising) does the same, with the error and its traceback in ``summary.failure`` (also
 when no episode had finished: the one-line message has no traceback), and exits with
 status 1 (:class:`EvaluationFailed`).
@@ -107,9 +109,7 @@ import json
 import math
 import os
 import re
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -123,6 +123,8 @@ from gridswarm_env.metrics import KPI_UNITS, nonfinite_keys
 from gridswarm_env.scenarios import SCENARIO_NAME, SCENARIO_NAME_TEXT
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
+    EXIT_CTRL_C,
+    EXIT_SIGTERM,
     LimitsFile,
     OutputError,
     add_config_argument,
@@ -144,6 +146,8 @@ from policies.cli_checks import (
     read_limits_agents,
     remove_unfinished_run,
     rescue_path,
+    sigterm_as_interrupt,
+    stop_signals_ignored,
     write_or_rescue,
     write_output_text,
 )
@@ -236,23 +240,26 @@ class _StoppedRun:
 
 
 class EvaluationInterrupted(_StoppedRun, KeyboardInterrupt):
-    """Ctrl-C during the episodes. ``DIR`` is left as it was; the finished episodes'
-    results (``results.json`` layout, ``summary.interrupted`` true) were saved to a file
-    in the temporary directory (``saved``; None when no episode had finished or that
-    write failed, see ``problem``).
+    """Ctrl-C (or SIGTERM under the command line) during the episodes. ``DIR`` is left
+    as it was; the finished episodes' results (``results.json`` layout,
+    ``summary.interrupted`` true) were saved to a file in the temporary directory
+    (``saved``; None when no episode had finished or that write failed, see ``problem``).
 
     :param finished: episodes (policy x scenario x seed) finished before the interrupt.
     :param planned: episodes the run would have made (no-DER baselines not counted).
+    :param by: ``"Ctrl-C"`` or ``"SIGTERM"`` (:class:`~policies.cli_checks.Terminated`).
     """
 
     def __init__(self, finished: int, planned: int, saved: Path | None,
-                 problem: str | None = None) -> None:
+                 problem: str | None = None, *, by: str = "Ctrl-C") -> None:
         super().__init__(finished, planned, saved)
         self.finished, self.planned, self.saved, self.problem = finished, planned, saved, problem
+        self.by = by
 
     def __str__(self) -> str:
         """One line: how far the run got and where its results went."""
-        text = f"interrupted after {self.finished} of {self.planned} episodes"
+        by = " by SIGTERM" if self.by == "SIGTERM" else ""
+        text = f"interrupted{by} after {self.finished} of {self.planned} episodes"
         if self.saved is not None:
             its = "its" if self.finished == 1 else "their"
             text += f"; {its} results are saved in {str(self.saved)!r}"
@@ -1354,7 +1361,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
         it went to the temporary directory instead, see the message).
     :raises EvaluationFailed: a policy or the environment raised during an episode (the
         finished episodes are saved, see its message).
-    :raises EvaluationInterrupted: Ctrl-C during the episodes (likewise).
+    :raises EvaluationInterrupted: Ctrl-C during the episodes (likewise), or SIGTERM
+        when it raises :class:`~policies.cli_checks.Terminated` (as under the command
+        line).
     """
     import gridswarm_env
     from gridswarm_env.config import check_bool, override
@@ -1429,8 +1438,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
             raise UsageError(msg if msg.startswith(what) else f"{what}: {msg}") from None
         except ModuleNotFoundError as exc:   # learned without the training extra
             raise UsageError(missing_package_message(pol, exc)) from None
-        except KeyboardInterrupt:   # a model loading: nothing written yet
-            raise EvaluationInterrupted(0, len(pols) * len(scs) * episodes, None) from None
+        except KeyboardInterrupt as exc:   # a model loading: nothing written yet
+            raise EvaluationInterrupted(0, len(pols) * len(scs) * episodes, None,
+                                        by=interrupted_by(exc)) from None
     # directories this run creates: removed again (when empty) if it does not finish
     created = dirs_to_create(out / TENSORBOARD_DIR)
     try:
@@ -1529,11 +1539,13 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 env.close()
                 wall[sc][pol] = time.perf_counter() - t_pol
         finished = True
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:   # Ctrl-C, or Terminated (SIGTERM)
         if bar is not None:
             bar.close()
-        saved, problem = save_interrupted(runs, pols, scs, config, no_der, nonfinite=nonfinite)
-        raise EvaluationInterrupted(len(runs), len(jobs), saved, problem) from None
+        by = interrupted_by(exc)
+        saved, problem = save_interrupted(runs, pols, scs, config, no_der, nonfinite=nonfinite,
+                                          by=by)
+        raise EvaluationInterrupted(len(runs), len(jobs), saved, problem, by=by) from None
     except Exception as exc:   # a policy or the environment failed mid-run
         if bar is not None:
             bar.close()
@@ -1605,11 +1617,13 @@ def evaluate(policies: Sequence[str] | str | None = None,
 def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios: list[str],
                      config: dict[str, Any], no_der: dict[str, Any], *,
                      nonfinite: Sequence[dict[str, Any]] = (),
-                     failure: dict[str, Any] | None = None) -> tuple[Path | None, str | None]:
+                     failure: dict[str, Any] | None = None,
+                     by: str = "Ctrl-C") -> tuple[Path | None, str | None]:
     """Save the finished episodes of an interrupted or failed run to a new file in the
     temporary directory (``results.json`` layout, ``summary.interrupted`` true, and
-    ``summary.failure`` — where, the error and its traceback — when an error stopped it),
-    not to ``DIR``, whose earlier outputs stay as they were. A second Ctrl-C while
+    ``summary.failure`` — where, the error and its traceback — when an error stopped it,
+    else ``summary.interrupted_by``, ``by``: ``"Ctrl-C"`` or ``"SIGTERM"``), not to
+    ``DIR``, whose earlier outputs stay as they were. A second Ctrl-C or SIGTERM while
     writing is ignored.
 
     :returns: (the file or None, a one-line problem or None); (None, None) when no
@@ -1618,27 +1632,31 @@ def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios:
     """
     if not runs and failure is None:
         return None, None
-    why = "interrupted" if failure is None else f"failed during {failure['during']}"
+    why = (f"interrupted{' by SIGTERM' if by == 'SIGTERM' else ''}" if failure is None
+           else f"failed during {failure['during']}")
     doc = json_safe({"runs": runs, "summary": {
         "config": config, "interrupted": True, "episodes_finished": len(runs),
-        **({"failure": failure} if failure is not None else {}),
+        **({"failure": failure} if failure is not None else {"interrupted_by": by}),
         "notes": [f"{why}: only the episodes in runs finished", *nonfinite_notes(nonfinite)],
         "scenarios": summarize(runs, policies, scenarios, nonfinite),
         "no_der_counterfactual": no_der, "nonfinite": list(nonfinite)}})
     text = json.dumps(doc, indent=1, allow_nan=False)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        path = rescue_path("results-interrupted.json" if failure is None else "results-failed.json")
-        path.write_text(text)
-        return path, None
-    except OSError as exc:
-        what = "their results" if runs else "the traceback"
-        return None, f"saving {what} failed ({exc.strerror or type(exc).__name__})"
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    with stop_signals_ignored():
+        try:
+            path = rescue_path("results-interrupted.json" if failure is None
+                               else "results-failed.json")
+            path.write_text(text)
+            return path, None
+        except OSError as exc:
+            what = "their results" if runs else "the traceback"
+            return None, f"saving {what} failed ({exc.strerror or type(exc).__name__})"
+
+
+def interrupted_by(exc: KeyboardInterrupt) -> str:
+    """``"SIGTERM"`` for :class:`~policies.cli_checks.Terminated`, else ``"Ctrl-C"``."""
+    from policies.cli_checks import Terminated
+
+    return "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
 
 
 def episodes_text(episodes: int, baselines: int) -> str:
@@ -1739,11 +1757,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0 ok, 1 an output could not be written
-    where asked or an episode failed, 2 bad arguments, 130 interrupted). Warnings are one line each,
+    where asked or an episode failed, 2 bad arguments, 130 interrupted, 143 SIGTERM,
+    handled as Ctrl-C is). Warnings are one line each,
     ``evaluate.py: warning: ...`` (:func:`policies.cli_checks.one_line_warnings`)."""
     from policies.cli_checks import one_line_warnings
 
-    with one_line_warnings("evaluate.py"):
+    with one_line_warnings("evaluate.py"), sigterm_as_interrupt():
         return _main(argv)
 
 
@@ -1799,13 +1818,15 @@ def _run_command_line(argv: Sequence[str] | None) -> int:
         return 1
     except EvaluationInterrupted as exc:
         print(f"evaluate.py: {exc.message(args.out)}", file=sys.stderr)
-        return 130
+        return EXIT_SIGTERM if exc.by == "SIGTERM" else EXIT_CTRL_C
     except EvaluationFailed as exc:
         print(f"evaluate.py: error: {exc.message(args.out)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("evaluate.py: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        by = interrupted_by(exc)
+        print(f"evaluate.py: interrupted{' by SIGTERM' if by == 'SIGTERM' else ''}",
+              file=sys.stderr)
+        return EXIT_SIGTERM if by == "SIGTERM" else EXIT_CTRL_C
     out = Path(args.out)
     baselines = len(result["summary"]["no_der_counterfactual"])
     try:

@@ -20,7 +20,10 @@ lose its results when a write still fails at the end:
   ``--scenarios``; ``python -m train --net-arch``): items stripped, an empty item refused;
 * :class:`OneLineParser`: argparse whose errors are one line (no usage block), exit 2;
 * :func:`one_line_warnings`: Python warnings (e.g. a fleet too small for every DER kind)
-  as one ``prog: warning: ...`` line each, once, instead of a file:line and a source line.
+  as one ``prog: warning: ...`` line each, once, instead of a file:line and a source line;
+* :func:`sigterm_as_interrupt`: SIGTERM (``kill``, ``timeout``, a cancelled job) raises
+  :class:`Terminated`, a ``KeyboardInterrupt``, so a command line saves what Ctrl-C saves
+  and exits 143 (128 + SIGTERM) instead of 130.
 
 Importing this module loads no torch and no environment.
 """
@@ -33,9 +36,11 @@ import errno
 import json
 import os
 import re
+import signal
 import stat
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -686,3 +691,54 @@ def remove_unfinished_run(event_files: Iterable[Path], created: Iterable[Path]) 
     for d in sorted(created, key=lambda d: len(d.parts), reverse=True):
         with contextlib.suppress(OSError):
             d.rmdir()
+
+
+#: exit status after Ctrl-C (128 + SIGINT) and after SIGTERM (128 + SIGTERM)
+EXIT_CTRL_C, EXIT_SIGTERM = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a job scheduler's stop, a cancelled CI job) inside
+    :func:`sigterm_as_interrupt`: handled as Ctrl-C is, and the command line exits with
+    status 143 (128 + SIGTERM) instead of 130. Python's default for SIGTERM ends the
+    process at once, with nothing saved. ``python -m train`` saves the model as far as it
+    got (``<run dir>/<name>_interrupted.zip``) and its record; ``python -m train.dagger``
+    writes nothing, as for its Ctrl-C; ``demo.py`` prints its summary and writes
+    ``--json`` (``stop_reason`` ``"terminated"``); ``evaluate.py`` saves the finished
+    episodes' results to the temporary directory."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``, so
+    the code inside saves what it has, as for Ctrl-C); the previous handler is restored
+    after it. Outside the main thread nothing changes (``signal.signal`` works only
+    there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def stop_signals_ignored() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM inside the block (main thread only; restored
+    afterwards): a second Ctrl-C or SIGTERM while a stopped run saves what it has does
+    not lose it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

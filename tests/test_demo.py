@@ -456,6 +456,25 @@ def test_sigint_stops_cleanly_and_still_writes_summary_and_json(tmp_path) -> Non
     assert f"interrupted after {len(doc['steps'])}/300 steps" in stdout
 
 
+def test_sigterm_stops_as_ctrl_c_does_and_exits_143(tmp_path) -> None:
+    """Session 28: SIGTERM (``timeout``, ``kill``, a cancelled CI job) ended demo.py at
+    once (status -15): no summary, no --json. Now it stops as Ctrl-C does, the JSON's
+    ``stop_reason`` is ``"terminated"``, and the status is 143 (128 + SIGTERM), as for
+    ``python -m train``."""
+    out = tmp_path / "term.json"
+    p = _start_demo_to_interrupt("--agents", "100", "--policy", "random", "--no-live",
+                                 "--json", str(out))
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=TIMEOUT_S)
+    assert p.returncode == 143, stderr   # was -15: killed
+    assert "Traceback" not in stderr
+    doc = _strict_load(out.read_text())
+    assert doc["run"]["interrupted"] is True and doc["run"]["stop_reason"] == "terminated"
+    assert 1 <= len(doc["steps"]) < 300
+    assert f"terminated (SIGTERM) after {len(doc['steps'])}/300 steps" in stdout
+    assert "system cost" in stdout
+
+
 # ---------------------------------------------------------------------- live, under a pty
 def _run_in_pty(args: list[str], interrupt_after: str | None = None,
                 cols: int = 110, rows: int = 42,

@@ -165,6 +165,62 @@ def test_evaluate_ctrl_c_keeps_the_finished_episodes_and_creates_nothing(tmp_pat
     assert not (tmp_path / "new").exists()
 
 
+class _SigtermReachedTheTest(Exception):
+    """What the test's own SIGTERM handler raises: evaluate.py left SIGTERM to it."""
+
+
+def test_evaluate_sigterm_keeps_the_finished_episodes_as_ctrl_c_does(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Session 28: SIGTERM (``timeout``, ``kill``, a cancelled CI job) ended evaluate.py
+    at once: the finished episodes' results were lost and a partial tensorboard event
+    file (and the directories created for it) stayed in --out. Now it stops as Ctrl-C
+    does (results saved to the temporary directory, --out left as it was), says it was
+    SIGTERM, and exits 143 (128 + SIGTERM) as ``python -m train`` does; the previous
+    handler is restored."""
+    import os
+    import signal
+
+    import policies.rollout
+
+    real = policies.rollout.run_episode
+    calls = []
+
+    def terminate_third(*args, **kwargs):   # no-DER baseline, episode seed 0, SIGTERM
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("SIGTERM was not delivered")
+        return real(*args, **kwargs)
+
+    def test_handler(signum, frame):
+        raise _SigtermReachedTheTest
+
+    monkeypatch.setattr(policies.rollout, "run_episode", terminate_third)
+    out = tmp_path / "new" / "out"
+    previous = signal.signal(signal.SIGTERM, test_handler)
+    try:
+        status, err = _evaluate(["--agents", "5", "--episodes", "2", "--policies", "random",
+                                 "--trust", "hmac", "--scenarios", "emergency,price_spike",
+                                 "--out", str(out)], capsys)
+        assert signal.getsignal(signal.SIGTERM) is test_handler   # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert status == 143
+    line = err.strip()
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert line.startswith("evaluate.py: interrupted by SIGTERM after 1 of 4 episodes; its "
+                           "results are saved in '")
+    assert line.endswith(f"--out {str(out)!r} was left as it was")
+    saved = Path(line.split("saved in '")[1].split("'")[0])
+    data = json.loads(saved.read_text())
+    saved.unlink()
+    assert [(r["policy"], r["scenario"], r["seed"]) for r in data["runs"]] == [
+        ("random", "emergency", 0)]
+    assert data["summary"]["interrupted"] is True
+    assert data["summary"]["interrupted_by"] == "SIGTERM"
+    assert not (tmp_path / "new").exists()
+
+
 def test_evaluate_output_failing_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert _evaluate([*EVAL_SMALL, "--scenarios", "emergency,price_spike", "--out", str(out)],

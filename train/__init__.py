@@ -6,7 +6,8 @@
 * :mod:`train.config`: :class:`TrainConfig` (no torch import);
 * :mod:`train.trainer`: :func:`train`, :func:`load_model`;
 * :mod:`train.errors`: :class:`TrainingError` (training failed once started),
-  :class:`Terminated` and :func:`~train.errors.sigterm_as_interrupt` (SIGTERM as Ctrl-C).
+  :class:`Terminated` and :func:`~train.errors.sigterm_as_interrupt` (SIGTERM as Ctrl-C;
+  re-exported from :mod:`policies.cli_checks`, which ``demo.py`` and ``evaluate.py`` share).
 
 Importing this package does not import torch; the names below load lazily.
 """

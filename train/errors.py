@@ -1,16 +1,16 @@
 """Errors of a training run that are not the caller's input, and
-:func:`sigterm_as_interrupt`, which turns SIGTERM into one of them (:class:`Terminated`)
-for ``python -m train``, ``python -m train.dagger`` and the learning benchmark
-(importing this loads no torch)."""
+:func:`sigterm_as_interrupt`, which turns SIGTERM into :class:`Terminated` for ``python -m
+train``, ``python -m train.dagger`` and the learning benchmark (both live in
+:mod:`policies.cli_checks`, shared with ``demo.py`` and ``evaluate.py``, and are
+re-exported here; importing this loads no torch)."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from policies.cli_checks import Terminated, sigterm_as_interrupt
+
+__all__ = ["Terminated", "TrainingError", "sigterm_as_interrupt"]
 
 
 class TrainingError(Exception):
@@ -40,32 +40,3 @@ class TrainingError(Exception):
         self.model = model
         self.checkpoint = checkpoint
         self.record = record
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, ``timeout``, a job scheduler's stop) while :func:`train.train`
-    runs: handled as Ctrl-C is (the model as far as it got and its record are saved as
-    ``<run dir>/<name>_interrupted.zip``), and ``python -m train`` exits with status 143
-    (128 + SIGTERM) instead of 130. Python's default for SIGTERM ends the process at
-    once, with nothing saved since the last checkpoint and no record. ``python -m
-    train.dagger`` turns SIGTERM into it too (nothing written, as for its Ctrl-C; 143)."""
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside the block, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``, so
-    :func:`train.train` saves what it has, as for Ctrl-C); the previous handler is
-    restored after it. Outside the main thread nothing changes (``signal.signal`` works
-    only there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
