@@ -127,6 +127,19 @@ def test_evaluate_ctrl_c_before_any_episode_says_nothing_was_lost(tmp_path, caps
     assert not out.exists()
 
 
+def _saved_stopped_run(err: str, out: Path, start: str) -> dict:
+    """The results a stopped run saved, read from the file its one stderr line names
+    (``start``, then where they are saved; --out left as it was), and removed."""
+    line = err.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in err, err
+    assert line.startswith(f"{start}; its results are saved in '"), line
+    assert line.endswith(f"--out {str(out)!r} was left as it was"), line
+    saved = Path(line.split("saved in '")[1].split("'")[0])
+    data = json.loads(saved.read_text())
+    saved.unlink()
+    return data
+
+
 def test_evaluate_ctrl_c_keeps_the_finished_episodes_and_creates_nothing(tmp_path, capsys,
                                                                         monkeypatch):
     """Review: Ctrl-C after some episodes printed 'interrupted' and threw their results
@@ -149,17 +162,11 @@ def test_evaluate_ctrl_c_keeps_the_finished_episodes_and_creates_nothing(tmp_pat
                              "--trust", "hmac", "--scenarios", "emergency,price_spike",
                              "--out", str(out)], capsys)
     assert status == 130
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    line = err.strip()
-    assert line.startswith("evaluate.py: interrupted after 1 of 4 episodes; its results "
-                           "are saved in '")
-    assert line.endswith(f"--out {str(out)!r} was left as it was")
-    saved = Path(line.split("saved in '")[1].split("'")[0])
-    data = json.loads(saved.read_text())
-    saved.unlink()
+    data = _saved_stopped_run(err, out, "evaluate.py: interrupted after 1 of 4 episodes")
     assert [(r["policy"], r["scenario"], r["seed"]) for r in data["runs"]] == [
         ("random", "emergency", 0)]
     assert data["summary"]["interrupted"] is True
+    assert data["summary"]["interrupted_by"] == "Ctrl-C"
     assert data["summary"]["scenarios"]["emergency"]["random"]["episodes"] == 1
     assert "emergency" in data["summary"]["no_der_counterfactual"]
     assert not (tmp_path / "new").exists()
@@ -206,16 +213,9 @@ def test_evaluate_sigterm_keeps_the_finished_episodes_as_ctrl_c_does(tmp_path, c
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert status == 143
-    line = err.strip()
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert line.startswith("evaluate.py: interrupted by SIGTERM after 1 of 4 episodes; its "
-                           "results are saved in '")
-    assert line.endswith(f"--out {str(out)!r} was left as it was")
-    saved = Path(line.split("saved in '")[1].split("'")[0])
-    data = json.loads(saved.read_text())
-    saved.unlink()
-    assert [(r["policy"], r["scenario"], r["seed"]) for r in data["runs"]] == [
-        ("random", "emergency", 0)]
+    data = _saved_stopped_run(err, out,
+                              "evaluate.py: interrupted by SIGTERM after 1 of 4 episodes")
+    assert [r["seed"] for r in data["runs"]] == [0]
     assert data["summary"]["interrupted"] is True
     assert data["summary"]["interrupted_by"] == "SIGTERM"
     assert not (tmp_path / "new").exists()
