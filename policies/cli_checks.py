@@ -25,7 +25,8 @@ lose its results when a write still fails at the end:
   :class:`Terminated`, a ``KeyboardInterrupt``, so a command line saves what Ctrl-C saves
   and exits 143 (128 + SIGTERM) instead of 130.
 
-Importing this module loads no torch and no environment.
+Importing this module loads no torch; it loads the ``gridswarm_env`` package (for
+:class:`OneLineParser`, from :mod:`gridswarm_env.audit`), not an environment.
 """
 
 from __future__ import annotations
