@@ -438,11 +438,13 @@ class GridSwarmEnv(ParallelEnv):
         # the episode). Started at rest, every episode opened with a step of that sample.
         self.grid.reset_steady(-float(prof.shortage_sub_mw[0, 0] - prof.requirement_sub_mw[0, 0])
                                / cfg.grid.system_base_mw)
+        f0_hz = self.grid.freq_hz   # the steady start (reset_steady above)
         self.metrics = MetricsAccumulator(
             costs=cfg.costs, dt_s=dt, physics_dt_s=cfg.grid.physics_dt_s,
             disturbance_time_s=sc.disturbance_time_s,
             event_time_s=sc.event_time_s if sc.has_event else None,
-            rocof_window_s=cfg.rocof_window_s, last_freq_hz=self.grid.freq_hz)
+            rocof_window_s=cfg.rocof_window_s, last_freq_hz=f0_hz,
+            nadir_hz=f0_hz, zenith_hz=f0_hz)   # the t = 0 sample counts, not 60 Hz
         # dispatcher and market state (arrays over agents, shape (n,))
         z = np.zeros(n)
         self.scheduled_p_mw = z.copy()       # contracted balancing power, current window

@@ -976,3 +976,30 @@ def test_an_episode_starts_in_the_steady_state_of_its_initial_load_noise(deadban
     # and the RoCoF read 0.030 Hz/s)
     np.testing.assert_allclose(env.freq_trace_hz, f0, rtol=0, atol=1e-4)
     assert env.episode_metrics()["max_rocof_hz_per_s"] < 1e-4
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_nadir_and_zenith_start_at_the_initial_frequency(sign: float) -> None:
+    """The episode starts at the steady state of its load noise, not at 60 Hz, so the
+    nadir and zenith count that t = 0 sample, not a 60 Hz one: a step whose samples all
+    stay on one side of 60 Hz reported 60.0 as the nadir (above) or the zenith (below),
+    a frequency the trajectory never had."""
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("price_spike", load_noise_std_mw=3.0, load_noise_tau_s=1e7)
+    env = GridSwarmEnv(sc, config=EnvConfig(n_agents=10, trust="hmac"))
+    for seed in range(50):   # a seed whose first noise sample puts f0 on the wanted side
+        env.reset(seed=seed)
+        f0 = float(env.freq_trace_hz[-1])
+        if sign * (f0 - 60.0) > 1e-3:
+            break
+    else:
+        pytest.fail("no seed with the initial frequency on that side of 60 Hz")
+    env.step_arrays(np.full(10, 10), np.zeros(10, dtype=int))   # level 10: 0 MW
+    trace = env.freq_trace_hz
+    assert np.all(sign * (trace - 60.0) > 0)   # the whole step on f0's side of 60 Hz
+    m = env.episode_metrics()
+    assert m["frequency_nadir_hz"] == min(f0, float(trace.min()))
+    assert m["frequency_zenith_hz"] == max(f0, float(trace.max()))
+    assert m["max_abs_deviation_hz"] == pytest.approx(
+        max(abs(f0 - 60.0), float(np.abs(trace - 60.0).max())), rel=0, abs=1e-12)
