@@ -616,6 +616,12 @@ def open_session(options: DemoOptions) -> Session:
                 policy.check_action_levels(raw.action_space(raw.possible_agents[0]).nvec)
             except ValueError as exc:
                 raise DemoError(f"--policy: {exc}") from None
+            from policies.learned import trained_settings_note
+
+            note = trained_settings_note(policy, options.n_agents, [raw.base_scenario.name],
+                                         options.randomize, config)
+            if note is not None:
+                print(f"demo.py: note: {note}", file=sys.stderr, flush=True)
         notice = planning_notice(policy, raw)
         if notice is not None:
             print(notice, file=sys.stderr, flush=True)

@@ -1369,6 +1369,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     from gridswarm_env.config import check_bool, override
     from gridswarm_env.scenarios import RANDOMIZE_PRESET, randomized
     from policies import make_policy
+    from policies.learned import trained_settings_note
     from policies.rollout import run_episode
 
     base_config, given = env_settings(env_config, n_agents=n_agents, trust=trust,
@@ -1433,6 +1434,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
             built[pol] = policy = make_policy(pol)
             if hasattr(policy, "check_action_levels"):
                 policy.check_action_levels(levels)
+                note = trained_settings_note(policy, n_agents, scs, randomize, env_config)
+                if note is not None and note not in all_notes:   # stderr now, results.md
+                    print(f"note: {note}", file=sys.stderr, flush=True)
+                    all_notes.append(note)
         except ValueError as exc:   # a model that does not load or fit: name the flag
             what, msg = argument_name("policies"), str(exc)
             raise UsageError(msg if msg.startswith(what) else f"{what}: {msg}") from None

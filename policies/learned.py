@@ -638,3 +638,93 @@ def using_torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+#: ``EnvConfig`` settings a model's play does not depend on (the fleet size is compared
+#: on its own): left out when a run's settings are compared with its training run's
+_UNTRAINED_SETTINGS = frozenset({"n_agents", "trust", "crypto_threads", "contract_keys",
+                                 "audit_keep_entries", "shadow", "audit_path"})
+
+
+def _flat_settings(toml_text: str) -> dict[str, Any] | None:
+    """The settings of a config file's text as ``{"table.key": value}`` without
+    :data:`_UNTRAINED_SETTINGS`, or None when the text does not parse."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(toml_text)
+    except (tomllib.TOMLDecodeError, TypeError):
+        return None
+    flat: dict[str, Any] = {}
+
+    def walk(table: dict[str, Any], prefix: str) -> None:
+        for key, value in table.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif prefix or key not in _UNTRAINED_SETTINGS:
+                flat[prefix + key] = value
+    walk(data, "")
+    return flat
+
+
+def trained_settings_note(policy: Any, n_agents: int, scenarios: Any, randomize: bool,
+                          env_config: Any = None) -> str | None:
+    """One line saying how a run's settings differ from those ``policy``'s model was
+    trained with (fleet size, scenarios, ``--randomize``, the environment settings of a
+    ``--config`` file), or None: not a model from a file, nothing recorded, or nothing
+    differs (fixed scenarios played by a model trained randomized do not: they are the
+    centre of what it was trained on). What the model stores (:data:`ENV_SETTINGS_ATTR`) wins over its training
+    record ``<model>.json``; a setting recorded by neither is not compared.
+
+    :param scenarios: the names of the scenarios played.
+    :param env_config: the run's :class:`~gridswarm_env.config.EnvConfig` (None: not
+        compared).
+    """
+    path = getattr(policy, "path", None)
+    model = getattr(policy, "model", None)
+    if path is None or model is None:
+        return None
+    record = _read_record(Path(path).with_suffix(".json"))
+    stored = getattr(model, ENV_SETTINGS_ATTR, None)
+    recorded = record.get("config")
+    settings = {**(recorded if isinstance(recorded, dict) else {}),
+                **(stored if isinstance(stored, dict) else {})}
+    then: list[str] = []
+    now: list[str] = []
+    trained_n = settings.get("n_agents")
+    if isinstance(trained_n, int) and not isinstance(trained_n, bool):
+        then.append(f"{trained_n} agents")
+        if trained_n != int(n_agents):
+            now.append(f"{int(n_agents)} agents")
+    trained_sc = settings.get("scenario")
+    if isinstance(trained_sc, str) or (isinstance(trained_sc, list | tuple)
+                                       and all(isinstance(s, str) for s in trained_sc)):
+        from gridswarm_env.scenarios import scenario_names
+
+        names = (tuple(scenario_names()) if trained_sc == "all"
+                 else (trained_sc,) if isinstance(trained_sc, str) else tuple(trained_sc))
+        then.append("scenarios " + ("all" if trained_sc == "all" else ",".join(names)))
+        others = [s for s in scenarios if s not in names]
+        if others:
+            now.append("scenarios " + ",".join(others) + " (not trained on)")
+    trained_rand = settings.get("randomize")
+    if isinstance(trained_rand, bool):
+        then.append("randomized" if trained_rand else "not randomized")
+        # the fixed scenarios are the centre of the randomized ones (the preset jitters
+        # around them): only randomized play of a model trained without it differs
+        if bool(randomize) and not trained_rand:
+            now.append("randomized")
+    toml = record.get("env_config_toml")
+    if env_config is not None and isinstance(toml, str):
+        from gridswarm_env.config_file import env_config_toml
+
+        mine, theirs = _flat_settings(env_config_toml(env_config)), _flat_settings(toml)
+        if mine is not None and theirs is not None:
+            then.append("the env settings in its record's env_config_toml")
+            differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+            if differ:
+                now.append("other env settings (" + ", ".join(differ) + ")")
+    if not now:
+        return None
+    return (f"model {str(path)!r} was trained with {', '.join(then)}; "
+            f"this run: {', '.join(now)}")
