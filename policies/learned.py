@@ -640,31 +640,24 @@ def using_torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-#: ``EnvConfig`` settings a model's play does not depend on (the fleet size is compared
-#: on its own): left out when a run's settings are compared with its training run's
+#: ``EnvConfig`` fields a model's play does not depend on (the fleet size is compared on
+#: its own): left out when a run's settings are compared with its training run's
 _UNTRAINED_SETTINGS = frozenset({"n_agents", "trust", "crypto_threads", "contract_keys",
                                  "audit_keep_entries", "shadow", "audit_path"})
 
 
-def _flat_settings(toml_text: str) -> dict[str, Any] | None:
-    """The settings of a config file's text as ``{"table.key": value}`` without
-    :data:`_UNTRAINED_SETTINGS`, or None when the text does not parse."""
+def _trained_env_config(toml_text: str) -> Any:
+    """The :class:`~gridswarm_env.config.EnvConfig` a record's ``env_config_toml`` rebuilds
+    (:func:`~gridswarm_env.config_file.env_config_from_dict`), or None when the text does
+    not parse or holds settings this version does not take."""
     import tomllib
 
-    try:
-        data = tomllib.loads(toml_text)
-    except (tomllib.TOMLDecodeError, TypeError):
-        return None
-    flat: dict[str, Any] = {}
+    from gridswarm_env.config_file import env_config_from_dict
 
-    def walk(table: dict[str, Any], prefix: str) -> None:
-        for key, value in table.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif prefix or key not in _UNTRAINED_SETTINGS:
-                flat[prefix + key] = value
-    walk(data, "")
-    return flat
+    try:
+        return env_config_from_dict(tomllib.loads(toml_text))
+    except (tomllib.TOMLDecodeError, TypeError, ValueError):
+        return None
 
 
 def trained_settings_note(policy: Any, n_agents: int, scenarios: Any, randomize: bool,
@@ -715,15 +708,16 @@ def trained_settings_note(policy: Any, n_agents: int, scenarios: Any, randomize:
         if bool(randomize) and not trained_rand:
             now.append("randomized")
     toml = record.get("env_config_toml")
-    if env_config is not None and isinstance(toml, str):
-        from gridswarm_env.config_file import env_config_toml
+    trained = _trained_env_config(toml) if isinstance(toml, str) else None
+    if env_config is not None and trained is not None:
+        from gridswarm_env.config import field_changes
 
-        mine, theirs = _flat_settings(env_config_toml(env_config)), _flat_settings(toml)
-        if mine is not None and theirs is not None:
-            then.append("the env settings in its record's env_config_toml")
-            differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
-            if differ:
-                now.append("other env settings (" + ", ".join(differ) + ")")
+        then.append("the env settings in its record's env_config_toml")
+        # field_changes' items read "table.key = value (trained value)": their keys
+        differ = sorted(c.partition(" = ")[0]
+                        for c in field_changes(env_config, trained, skip=_UNTRAINED_SETTINGS))
+        if differ:
+            now.append("other env settings (" + ", ".join(differ) + ")")
     if not now:
         return None
     return (f"model {str(path)!r} was trained with {', '.join(then)}; "

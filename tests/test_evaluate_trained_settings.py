@@ -76,12 +76,16 @@ def test_demo_notes_a_fleet_size_other_than_the_models(tmp_path, capsys):
      dict(scenarios=["emergency"], randomize=False),
      "the env settings in its record's env_config_toml; this run: other env settings "
      "(grid.governor_deadband_hz)"),
+    # a setting written at its default value is no difference
+    ({"config": {}, "env_config_toml": "[grid]\ninertia_h_s = 4.0\n"},
+     dict(scenarios=["emergency"], randomize=False), None),
     # the fleet size and trust of a config file are not env settings of the model's
     ({"config": {}, "env_config_toml": 'n_agents = 9\ntrust = "hmac"\n'},
      dict(scenarios=["emergency"], randomize=False), None),
     # nothing recorded: nothing compared
     ({}, dict(scenarios=["emergency"], randomize=True), None),
-], ids=["scenarios-randomize", "trained-randomized", "config", "config-fleet", "no-record"])
+], ids=["scenarios-randomize", "trained-randomized", "config", "config-default", "config-fleet",
+         "no-record"])
 def test_trained_settings_note(tmp_path, record, run, expected):
     path = tmp_path / "m.zip"
     path.with_suffix(".json").write_text(json.dumps(record))
