@@ -51,6 +51,19 @@ TOL_MWH = 1e-9
 PowerStrategy = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 
 
+@pytest.fixture(autouse=True)
+def _temporary_files_inside_pytests_directory(tmp_path_factory, monkeypatch):
+    """Point the temporary directory (``tempfile``'s and, for subprocesses, ``TMPDIR``) at
+    one folder of this pytest run's base directory, which pytest prunes: an output the
+    code under test rescues there (``policies.cli_checks.rescue_path``) or a folder a
+    library makes there is not left in the machine's ``/tmp`` by a test that fails
+    before its own clean-up."""
+    folder = tmp_path_factory.getbasetemp() / "tempdir"
+    folder.mkdir(exist_ok=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setenv("TMPDIR", str(folder))
+
+
 def _full_discharge(mask: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.full(mask.shape[0], mask.shape[1] - 1)
 
