@@ -1335,7 +1335,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
         reported under its ``name`` (:func:`resolve_scenarios`). A scenario that is not
         the registered one of its name is recorded field by field in
         ``summary.config.custom_scenarios`` (:func:`scenario_record`) and named in
-        results.md's header.
+        results.md's header. Scenario files (``FILE.toml`` items, read here, or
+        :class:`~gridswarm_env.scenarios.ScenarioFile` objects already read, as
+        :func:`main` hands them on) are also recorded by path and SHA-256 in
+        ``summary.config.scenario_files`` (:func:`scenario_files`) and in that header line.
     :param episodes: episodes per policy and scenario (seeds ``seed`` … ``seed+episodes−1``).
     :param seed: first seed.
     :param n_agents: agents per environment (None: ``env_config``'s, by default 100).

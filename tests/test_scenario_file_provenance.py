@@ -90,6 +90,20 @@ def test_a_bad_scenario_file_is_refused_as_evaluate_and_demo_do(tmp_path, capsys
     assert f"demo.py: error: --scenario: {expected}" in capsys.readouterr().err
 
 
+def test_train_refuses_a_scenario_file_the_randomization_cannot_play(tmp_path, capsys):
+    """A load step at 2 s, which ``--randomize``'s ±5 s would move before t = 0: refused
+    before any work, naming both flags (evaluate.py refuses it the same way)."""
+    path = _file(tmp_path, b'base = "price_spike"\nname = "early"\nload_step_start_s = 2.0\n')
+    with pytest.raises(SystemExit) as exc:
+        main(["--scenario", str(path), "--randomize", "--logdir", str(tmp_path / "runs")])
+    assert exc.value.code == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"{PROG}: error: --scenario {str(path)!r} with --randomize: Scenario('early')."
+        "timing_jitter_s = 5.0: would move the load step at load_step_start_s = 2.0 s "
+        "before t = 0; allowed: 0 <= timing_jitter_s <= 2.0")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_train_on_a_scenario_file_records_it_and_resume_checks_it(tmp_path, capsys):
     path = _file(tmp_path)
     base = [*TINY, "--scenario", str(path), "--timesteps", "600", "--logdir", str(tmp_path)]
