@@ -19,8 +19,8 @@ reward's values). The training record shows the values read back from the model.
 The limits file is read once per run, and every saved model records the SHA-256 of
 those bytes: ``--resume`` without ``--limits`` refuses (exit 2, nothing written) a
 checkpoint's limits file whose bytes have changed since (:func:`check_resumed_limits`);
-``--limits FILE`` trains on the file as it is now and records its hash. So with
-``--config FILE`` and a scenario file, ``--scenario FILE.toml`` (read once, as
+``--limits FILE`` trains on the file as it is now and records its hash. The same holds
+for a ``--config`` file and for a scenario file, ``--scenario FILE.toml`` (read as
 ``evaluate.py --scenarios`` and ``demo.py --scenario`` read one; the record's
 ``scenario_file`` holds its path, hash, text and the scenario's fields).
 

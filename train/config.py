@@ -81,11 +81,12 @@ MAX_ROLLOUT = 10_000_000
 #: "all", its mix of scenarios): every model ``train`` saves (the model, checkpoints, the
 #: best model) stores them (:meth:`TrainConfig.env_settings`), and ``python -m train
 #: --resume`` takes them from the checkpoint for every flag not given
-#: (``limits_sha256`` and ``env_config_sha256``, which have no flag, are checked
-#: instead: a resume on the checkpoint's limits or config file refuses other bytes). A checkpoint saved before ``n_envs``
+#: (``limits_sha256``, ``env_config_sha256`` and ``scenario_sha256``, which have no flag,
+#: are checked instead: a resume on the checkpoint's limits, config or scenario file
+#: refuses other bytes). A checkpoint saved before ``n_envs``
 #: was stored resumes with 1 copy unless ``--envs`` is given.
-ENV_FIELDS = ("scenario", "scenario_sha256", "randomize", "n_agents", "n_envs", "limits", "limits_sha256",
-              "env_config_file", "env_config_sha256", "governor_deadband_hz", "reward",
+ENV_FIELDS = ("scenario", "scenario_sha256", "randomize", "n_agents", "n_envs", "limits",
+              "limits_sha256", "env_config_file", "env_config_sha256", "governor_deadband_hz", "reward",
               "marginal_weight", "reward_scale", "reward_clip")
 #: (field, its hash field, flag) of the files a run reads once and records by hash:
 #: ``python -m train --resume`` without the flag reuses the checkpoint's file and
