@@ -195,7 +195,7 @@ class DemoOptions:
     :param n_agents: DER agents (1 to :data:`~gridswarm_env.config.MAX_AGENTS`).
     :param scenario: a registered scenario name (:func:`gridswarm_env.scenario_names`)
         or the path of a scenario file ending in ``.toml``
-        (:func:`~gridswarm_env.scenarios.load_scenario_file`), read once, here
+        (:func:`~gridswarm_env.scenarios.read_scenario_file`), read once, here
         (:attr:`played_scenario`).
     :param policy: a registered policy name (``heuristic``, ``random``, ``learned``,
         ``oracle``) or a path to a saved model.
@@ -258,7 +258,8 @@ class DemoOptions:
     def played_scenario(self) -> Any:
         """The scenario to play: the registered name, or the
         :class:`~gridswarm_env.scenarios.Scenario` read from the ``scenario`` file."""
-        return getattr(self, "_scenario_file", self.scenario)
+        file = getattr(self, "_scenario_file", None)
+        return self.scenario if file is None else file.scenario
 
     @property
     def pace_speed(self) -> float:
@@ -270,7 +271,7 @@ class DemoOptions:
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
         from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS, check_bool
-        from gridswarm_env.scenarios import is_scenario_file, load_scenario_file
+        from gridswarm_env.scenarios import is_scenario_file, read_scenario_file
         from gridswarm_env.trust import TRUST_MODES
 
         flag = OPTION_FLAGS
@@ -286,7 +287,7 @@ class DemoOptions:
                            check_crypto_threads(self.crypto_threads, flag["crypto_threads"]))
         if isinstance(self.scenario, str) and is_scenario_file(self.scenario):
             try:
-                loaded = load_scenario_file(self.scenario)
+                loaded = read_scenario_file(self.scenario)
             except ValueError as exc:   # already names the file
                 raise ValueError(f"{flag['scenario']}: {exc}") from None
             object.__setattr__(self, "_scenario_file", loaded)   # not a field: not in --json
@@ -618,7 +619,7 @@ def open_session(options: DemoOptions) -> Session:
                 raise DemoError(f"--policy: {exc}") from None
             from policies.learned import trained_settings_note
 
-            note = trained_settings_note(policy, options.n_agents, [raw.base_scenario.name],
+            note = trained_settings_note(policy, options.n_agents, [options.played_scenario],
                                          options.randomize, config)
             if note is not None:
                 print(f"demo.py: note: {note}", file=sys.stderr, flush=True)
@@ -985,12 +986,15 @@ def stop_status(exc: KeyboardInterrupt) -> int:
 
 def scenario_file_record(opts: DemoOptions) -> dict[str, Any]:
     """What ``--json``'s ``run`` records of a scenario file (nothing for a registered
-    name): ``scenario`` its name, ``scenario_file`` the path and ``custom_scenario`` the
-    fields read (``evaluate.scenario_from_record`` rebuilds the scenario from them)."""
-    sc = opts.played_scenario
-    if sc is opts.scenario:
+    name): ``scenario`` its name, ``scenario_file`` the path, ``scenario_file_sha256`` the
+    SHA-256 of the bytes read and ``custom_scenario`` the fields read
+    (``evaluate.scenario_from_record`` rebuilds the scenario from them)."""
+    file = getattr(opts, "_scenario_file", None)
+    if file is None:
         return {}
+    sc = file.scenario
     return {"scenario": sc.name, "scenario_file": opts.scenario,
+            "scenario_file_sha256": file.sha256,
             "custom_scenario": {f.name: getattr(sc, f.name) for f in fields(sc) if f.init}}
 
 

@@ -104,7 +104,6 @@ from __future__ import annotations
 
 import argparse
 import contextvars
-import dataclasses
 import json
 import math
 import os
@@ -120,7 +119,12 @@ import numpy as np
 from gridswarm_env.config import field_changes
 from gridswarm_env.config_file import env_config_record, env_config_toml, settings_changed
 from gridswarm_env.metrics import KPI_UNITS, nonfinite_keys
-from gridswarm_env.scenarios import SCENARIO_NAME, SCENARIO_NAME_TEXT
+from gridswarm_env.scenarios import (  # noqa: F401 (scenario_from_record: evaluate's API)
+    SCENARIO_NAME,
+    SCENARIO_NAME_TEXT,
+    scenario_from_record,
+    scenario_record,
+)
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
     EXIT_CTRL_C,
@@ -374,23 +378,6 @@ def identity_lines(config: dict[str, Any]) -> dict[str, str]:
     return lines
 
 
-def scenario_record(scenario: Any) -> dict[str, Any]:
-    """A :class:`~gridswarm_env.scenarios.Scenario`'s constructor fields, JSON-safe (an
-    ``event_time_s`` of inf, no event, becomes null): what ``results.json`` records of a
-    custom scenario; :func:`scenario_from_record` rebuilds it."""
-    return json_safe({f.name: getattr(scenario, f.name)
-                      for f in dataclasses.fields(scenario) if f.init})
-
-
-def scenario_from_record(record: dict[str, Any]) -> Any:
-    """The :class:`~gridswarm_env.scenarios.Scenario` a :func:`scenario_record` (e.g.
-    ``results.json``'s ``summary.config.custom_scenarios[name]``) describes."""
-    from gridswarm_env.scenarios import Scenario
-
-    event = record.get("event_time_s")
-    return Scenario(**{**record, "event_time_s": math.inf if event is None else event})
-
-
 def custom_scenarios(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{name: scenario_record}`` of the scenarios that are not the registered one of
     their name (``summary.config.custom_scenarios``; empty when every one is)."""
@@ -400,24 +387,44 @@ def custom_scenarios(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if SCENARIOS.get(name) != sc}
 
 
-def custom_lines(scenarios: dict[str, Any], env_config: Any) -> dict[str, str]:
+def scenario_files(scenarios: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """``{name: {"path", "sha256"}}`` of the scenarios read from scenario files
+    (``summary.config.scenario_files``: the file as given and the SHA-256 of the bytes
+    played; empty when none was)."""
+    from gridswarm_env.scenarios import ScenarioFile
+
+    return {name: {"path": sc.path, "sha256": sc.sha256}
+            for name, sc in scenarios.items() if isinstance(sc, ScenarioFile)}
+
+
+def custom_lines(scenarios: dict[str, Any], env_config: Any,
+                 files: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
     """results.md header lines naming what is not as shipped: each custom scenario
     (``scenario emergency: custom, changed from the registered one (in parentheses):
-    contingency_mw = 80.0 (100.0)``) and an ``env_config`` other than the defaults
-    (``environment: custom EnvConfig, changed from the defaults (in parentheses): dt_s =
-    0.5 (1.0)``); none when everything is as shipped."""
+    contingency_mw = 80.0 (100.0)``), with the file it was read from (``files``,
+    :func:`scenario_files`: ``; from scenario file trip.toml (sha256 …)``), and an
+    ``env_config`` other than the defaults (``environment: custom EnvConfig, changed from
+    the defaults (in parentheses): dt_s = 0.5 (1.0)``); none when everything is as
+    shipped."""
     from gridswarm_env.scenarios import SCENARIOS
 
     lines = {}
     for name, sc in scenarios.items():
         registered = SCENARIOS.get(name)
+        file = (files or {}).get(name)
+        source = "" if file is None else (f"; from scenario file {file['path']} "
+                                          f"(sha256 {file['sha256']})")
         if registered is None:
             lines[f"scenario {name}"] = ("custom, not a registered scenario (its fields: "
-                                         "results.json, summary.config.custom_scenarios)")
+                                         "results.json, summary.config.custom_scenarios)"
+                                         + source)
         elif registered != sc:
             diff = field_changes(sc, registered, skip=("description", "success"))
             lines[f"scenario {name}"] = ("custom, changed from the registered one (in "
-                                         "parentheses): " + (", ".join(diff) or "its texts"))
+                                         "parentheses): " + (", ".join(diff) or "its texts")
+                                         + source)
+        elif source:   # a file that sets nothing new: still where the scenario came from
+            lines[f"scenario {name}"] = "as registered" + source
     diff = settings_changed(env_config, named=("n_agents", "trust", "crypto_threads",
                                                 "contract_keys"))   # in the header
     if diff:
@@ -563,22 +570,34 @@ def resolve_scenarios(spec: str | Sequence[Any] | Any | None) -> dict[str, Any]:
     scenario given twice is played once (:func:`scenarios_and_notes` says so).
 
     :returns: ``{name: Scenario}`` in the order given (the registered ones' order for
-        ``"all"``, where it stands).
+        ``"all"``, where it stands); a scenario file's as read (its
+        :class:`~gridswarm_env.scenarios.ScenarioFile`: :func:`scenarios_and_notes`).
     :raises UsageError: an empty item, an unknown name, an item that is neither a name
         nor a ``Scenario``, a name unfit for a file name, or two different scenarios of
         one name.
     """
-    return scenarios_and_notes(spec)[0]
+    return {name: played_scenario(sc) for name, sc in scenarios_and_notes(spec)[0].items()}
+
+
+def played_scenario(item: Any) -> Any:
+    """The :class:`~gridswarm_env.scenarios.Scenario` of a :func:`scenarios_and_notes`
+    value (a scenario file's :class:`~gridswarm_env.scenarios.ScenarioFile` holds it)."""
+    from gridswarm_env.scenarios import ScenarioFile
+
+    return item.scenario if isinstance(item, ScenarioFile) else item
 
 
 def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
                         ) -> tuple[dict[str, Any], list[str]]:
-    """:func:`resolve_scenarios` and a one-line note for each scenario given again (the
-    same name twice, or a name that ``all`` includes already: ``all,emergency``).
+    """:func:`resolve_scenarios` (a scenario file's value its
+    :class:`~gridswarm_env.scenarios.ScenarioFile`, read once: the path and the hash of
+    the bytes played are recorded; one given as a ``ScenarioFile``, already read, is not
+    read again) and a one-line note for each scenario given again (the same name twice,
+    or a name that ``all`` includes already: ``all,emergency``).
 
     :raises UsageError: as :func:`resolve_scenarios`.
     """
-    from gridswarm_env.scenarios import SCENARIOS, Scenario, is_scenario_file
+    from gridswarm_env.scenarios import SCENARIOS, Scenario, ScenarioFile, is_scenario_file
 
     known = tuple(SCENARIOS)
     if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
@@ -589,8 +608,8 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
                "'all', scenario names or files (FILE.toml; a comma-separated string or a "
                "list) or Scenario objects (gridswarm_env.get_scenario(name, **overrides), "
                "alone or in a list)")
-    items = _items([spec] if isinstance(spec, Scenario) else spec, "scenarios", allowed,
-                   (str, Scenario))
+    items = _items([spec] if isinstance(spec, Scenario | ScenarioFile) else spec, "scenarios",
+                   allowed, (str, Scenario, ScenarioFile))
     if not items:
         raise UsageError(f"{what} is empty; give 'all' or names from {', '.join(known)}")
     items = [_scenario_file(s, what) if isinstance(s, str) and is_scenario_file(s) else s
@@ -611,13 +630,13 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
     out: dict[str, Any] = {}
     by_all: set[str] = set()
     for item, from_all in listed:
-        sc = SCENARIOS[item] if isinstance(item, str) else item
+        sc = SCENARIOS[item] if isinstance(item, str) else played_scenario(item)
         if not SCENARIO_NAME.fullmatch(sc.name):
             raise UsageError(f"{what}: scenario name {sc.name!r} names output files "
                              f"(freq_{sc.name}.png) and tensorboard tags: use "
                              f"{SCENARIO_NAME_TEXT} (get_scenario(scenario, name=...))")
         if sc.name in out:
-            if out[sc.name] != sc:
+            if played_scenario(out[sc.name]) != sc:
                 raise UsageError(f"{what}: two different scenarios named {sc.name!r} "
                                  "(results, plots and tags are keyed by the name); name "
                                  f"the custom one apart: name = \"{sc.name}_2\" in its "
@@ -626,22 +645,22 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
                          if from_all or sc.name in by_all
                          else f"{what}: {sc.name!r} given twice; played once")
             continue
-        out[sc.name] = sc
+        out[sc.name] = item if isinstance(item, ScenarioFile) else sc
         if from_all:
             by_all.add(sc.name)
     return out, notes
 
 
 def _scenario_file(path: str, what: str) -> Any:
-    """The scenario of the TOML file ``path``
-    (:func:`~gridswarm_env.scenarios.load_scenario_file`), read once.
+    """The TOML file ``path`` read once, with its scenario
+    (:func:`~gridswarm_env.scenarios.read_scenario_file`).
 
     :raises UsageError: the file's refusal, naming ``what`` (the flag) and the file.
     """
-    from gridswarm_env.scenarios import load_scenario_file
+    from gridswarm_env.scenarios import read_scenario_file
 
     try:
-        return load_scenario_file(path)
+        return read_scenario_file(path)
     except ValueError as exc:   # already names the file
         raise UsageError(f"{what}: {exc}") from None
 
@@ -752,7 +771,8 @@ def check_arguments(policies: Sequence[str] | str | None, scenarios: Sequence[st
         :class:`~policies.cli_checks.LimitsFile` (a file already read: not read again)
         or None.
     :param fleet: the ``FleetConfig`` whose agents the limits may name (None: the default).
-    :returns: (policy names, ``{name: Scenario}`` (:func:`resolve_scenarios`), notes,
+    :returns: (policy names, ``{name: Scenario or ScenarioFile}``
+        (:func:`scenarios_and_notes`), notes,
         limits, the SHA-256 of the limits file's bytes that were parsed or None).
     :raises UsageError: the first bad argument, in one line (a limits file naming an
         agent that a fleet of ``n_agents`` does not have is one).
@@ -1315,7 +1335,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
         reported under its ``name`` (:func:`resolve_scenarios`). A scenario that is not
         the registered one of its name is recorded field by field in
         ``summary.config.custom_scenarios`` (:func:`scenario_record`) and named in
-        results.md's header.
+        results.md's header. Scenario files (``FILE.toml`` items, read here, or
+        :class:`~gridswarm_env.scenarios.ScenarioFile` objects already read, as
+        :func:`main` hands them on) are also recorded by path and SHA-256 in
+        ``summary.config.scenario_files`` (:func:`scenario_files`) and in that header line.
     :param episodes: episodes per policy and scenario (seeds ``seed`` … ``seed+episodes−1``).
     :param seed: first seed.
     :param n_agents: agents per environment (None: ``env_config``'s, by default 100).
@@ -1376,8 +1399,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
                                       crypto_threads=crypto_threads,
                                       contract_keys=contract_keys)
     n_agents, trust = given["n_agents"], given["trust"]
-    pols, chosen, pol_notes, limits_obj, limits_sha256 = check_arguments(
+    pols, given_scenarios, pol_notes, limits_obj, limits_sha256 = check_arguments(
         policies, scenarios, episodes, seed, n_agents, trust, limits, fleet=base_config.fleet)
+    chosen = {name: played_scenario(sc) for name, sc in given_scenarios.items()}
     scs = list(chosen)
 
     def drawn(env: Any) -> dict[str, Any]:   # the episode's draw, recorded when randomized
@@ -1434,7 +1458,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
             built[pol] = policy = make_policy(pol)
             if hasattr(policy, "check_action_levels"):
                 policy.check_action_levels(levels)
-                note = trained_settings_note(policy, n_agents, scs, randomize, env_config)
+                note = trained_settings_note(policy, n_agents, list(chosen.values()),
+                                             randomize, env_config)
                 if note is not None and note not in all_notes:   # stderr now, results.md
                     print(f"note: {note}", file=sys.stderr, flush=True)
                     all_notes.append(note)
@@ -1482,6 +1507,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "limits_values": limits_obj.to_dict(),
               "scenario_randomization": dict(RANDOMIZE_PRESET) if randomize else None,
               "custom_scenarios": custom_scenarios(chosen),
+              "scenario_files": scenario_files(given_scenarios),
               "env_config": env_config_record(env_config),
               # the same, exact (JSON turns inf into null): a --config file
               "env_config_toml": env_config_toml(env_config),
@@ -1588,7 +1614,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "episodes": f"{episodes} per policy and scenario (seeds {seed}…{seed + episodes - 1})",
               "agents": n_agents, "trust": trust, "contract keys": contract_keys,
               "limits": limits_text(config),
-              **custom_lines(chosen, env_config),
+              **custom_lines(chosen, env_config, config["scenario_files"]),
               **identity_lines(config),
               "statistics": STATISTICS_TEXT,
               "wall time": f"{elapsed:.1f} s"}

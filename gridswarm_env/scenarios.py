@@ -62,7 +62,7 @@ from gridswarm_env.config import (
     check_range,
     check_real,
     override,
-    read_toml_file,
+    read_toml_bytes,
     store,
 )
 
@@ -595,6 +595,26 @@ def check_reserve_timing(sc: Scenario, dt_s: float) -> None:
             "reserve_target_mw = 0")
 
 
+def scenario_record(scenario: Scenario) -> dict[str, Any]:
+    """A :class:`Scenario`'s constructor fields, JSON-safe (an ``event_time_s`` of inf, no
+    event, becomes null): what ``evaluate.py``'s ``results.json`` records of a custom
+    scenario and ``python -m train``'s record of a scenario file's;
+    :func:`scenario_from_record` rebuilds it."""
+    from gridswarm_env.metrics import json_safe
+
+    return json_safe({f.name: getattr(scenario, f.name) for f in fields(scenario) if f.init})
+
+
+def scenario_from_record(record: dict[str, Any]) -> Scenario:
+    """The :class:`Scenario` a :func:`scenario_record` (e.g. ``results.json``'s
+    ``summary.config.custom_scenarios[name]``) describes.
+
+    :raises ValueError, TypeError: fields a Scenario refuses or does not have.
+    """
+    event = record.get("event_time_s")
+    return Scenario(**{**record, "event_time_s": math.inf if event is None else event})
+
+
 def scenario_names() -> tuple[str, ...]:
     """Registered scenario names, in registry order."""
     return tuple(SCENARIOS)
@@ -654,14 +674,39 @@ def is_scenario_file(item: str) -> bool:
     return item.lower().endswith(".toml")
 
 
+class ScenarioFile(NamedTuple):
+    """A scenario file read once (:func:`read_scenario_file`): the path as given, the
+    :class:`Scenario` parsed from it, the SHA-256 (hex) of the bytes parsed and their
+    text. The command lines record the path and the hash (and ``python -m train`` the
+    text, so a model's scenario can be rebuilt without the file)."""
+
+    path: str
+    scenario: Scenario
+    sha256: str
+    text: str
+
+
 def load_scenario_file(path: str | Path) -> Scenario:
-    """Load a scenario from TOML: ``base = "price_spike"`` plus fields to override.
+    """Load a scenario from TOML: ``base = "price_spike"`` plus fields to override
+    (:func:`read_scenario_file` without the hash).
+
+    :raises ValueError: as :func:`read_scenario_file`.
+    """
+    return read_scenario_file(path).scenario
+
+
+def read_scenario_file(path: str | Path) -> ScenarioFile:
+    """Read the scenario file ``path`` once: ``base = "price_spike"`` plus fields to
+    override, and the SHA-256 of the bytes parsed (a second read to hash the file would
+    name other bytes if it were rewritten in between).
 
     :raises ValueError: when the file is missing, unreadable, names a bad field, or a
         ``name`` that is not :data:`SCENARIO_NAME` (evaluate's rule).
     """
+    import hashlib
+
     p = Path(path)
-    data = read_toml_file(path, "scenario file")
+    data, raw = read_toml_bytes(path, "scenario file")
     base = data.pop("base", None)
     if not isinstance(base, str) or base not in SCENARIOS:
         got = "" if base is None else f" (got base = {base!r})"
@@ -679,6 +724,9 @@ def load_scenario_file(path: str | Path) -> Scenario:
                          f"{SCENARIO_NAME_TEXT} (evaluate.py names its output files, "
                          "freq_<name>.png, and results by it)")
     try:
-        return get_scenario(base, **data)
+        scenario = get_scenario(base, **data)
     except ValueError as exc:       # a field of the wrong type or out of range
         raise ValueError(f"scenario file {str(p)!r}: {exc}") from None
+    # (read_toml_bytes decoded these bytes as UTF-8 already)
+    return ScenarioFile(str(path), scenario, hashlib.sha256(raw).hexdigest(),
+                        raw.decode("utf-8"))

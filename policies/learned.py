@@ -660,6 +660,65 @@ def _trained_env_config(toml_text: str) -> Any:
         return None
 
 
+def _scenario_differences(trained: str | list[str] | tuple[str, ...], file_record: Any,
+                          played: Any) -> tuple[str, list[str]]:
+    """(what :func:`trained_settings_note` says a model was trained on, what differs in
+    ``played``): scenarios not trained on, and played scenarios of a trained name whose
+    fields differ from the trained one's.
+
+    :param trained: the recorded ``scenario``: a name, ``"all"``, a list of names or a
+        scenario file's path.
+    :param file_record: the record's ``scenario_file`` (``python -m train --scenario
+        FILE.toml``), or None.
+    """
+    from gridswarm_env.scenarios import (
+        SCENARIOS,
+        Scenario,
+        is_scenario_file,
+        scenario_from_record,
+    )
+
+    trained_scenarios: dict[str, Any] = {}   # name -> Scenario (None: fields unknown)
+    if isinstance(trained, str) and is_scenario_file(trained):
+        fields_then = file_record.get("scenario") if isinstance(file_record, dict) else None
+        try:
+            sc = scenario_from_record(fields_then) if isinstance(fields_then, dict) else None
+        except (TypeError, ValueError):   # fields this version's Scenario does not take
+            sc = None
+        if sc is None:   # the model without its record: the file's scenario is unknown
+            return (f"scenario file {trained!r}",
+                    ["scenarios not compared (the scenario file's scenario is not in its "
+                     "record)"])
+        trained_scenarios[sc.name] = sc
+        then = f"scenario file {trained!r} ({sc.name})"
+    else:
+        names = (tuple(SCENARIOS) if trained == "all"
+                 else (trained,) if isinstance(trained, str) else tuple(trained))
+        trained_scenarios = {name: SCENARIOS.get(name) for name in names}
+        then = "scenarios " + ("all" if trained == "all" else ",".join(names))
+    others, changed = {}, {}   # (dicts: each name once)
+    for item in played:
+        name = item.name if isinstance(item, Scenario) else str(item)
+        sc = item if isinstance(item, Scenario) else SCENARIOS.get(name)
+        if name not in trained_scenarios:
+            others[name] = None
+        elif sc is not None and trained_scenarios[name] not in (None, sc):
+            # (a name played as registered, by a model trained on a file's scenario
+            # of that name, too)
+            from gridswarm_env.config import field_changes
+
+            diff = field_changes(sc, trained_scenarios[name],
+                                 skip=("description", "success"))
+            changed[f"{name} ({', '.join(c.partition(' = ')[0] for c in diff)})"
+                    if diff else f"{name} (its texts)"] = None
+    now = []
+    if others:
+        now.append("scenarios " + ",".join(others) + " (not trained on)")
+    if changed:
+        now.append("scenario " + ", ".join(changed) + " other than the one trained on")
+    return then, now
+
+
 def trained_settings_note(policy: Any, n_agents: int, scenarios: Any, randomize: bool,
                           env_config: Any = None) -> str | None:
     """One line saying how a run's settings differ from those ``policy``'s model was
@@ -667,9 +726,17 @@ def trained_settings_note(policy: Any, n_agents: int, scenarios: Any, randomize:
     ``--config`` file), or None: not a model from a file, nothing recorded, or nothing
     differs (fixed scenarios played by a model trained randomized do not: they are the
     centre of what it was trained on). What the model stores (:data:`ENV_SETTINGS_ATTR`) wins over its training
-    record ``<model>.json``; a setting recorded by neither is not compared.
+    record ``<model>.json``. A record that holds some settings but not one the run sets
+    (``--randomize`` on a model whose record does not say whether it was trained
+    randomized, environment settings other than the defaults on a record without
+    ``env_config_toml``, as the shipped models') gets that said, not a default assumed;
+    nothing recorded at all: nothing compared.
 
-    :param scenarios: the names of the scenarios played.
+    :param scenarios: the scenarios played: names, or
+        :class:`~gridswarm_env.scenarios.Scenario` objects (a scenario file's), which
+        are also compared field by field with the one of their name the model was
+        trained on (the registered one, or its ``--scenario`` file's from the record's
+        ``scenario_file``).
     :param env_config: the run's :class:`~gridswarm_env.config.EnvConfig` (None: not
         compared).
     """
@@ -692,14 +759,10 @@ def trained_settings_note(policy: Any, n_agents: int, scenarios: Any, randomize:
     trained_sc = settings.get("scenario")
     if isinstance(trained_sc, str) or (isinstance(trained_sc, list | tuple)
                                        and all(isinstance(s, str) for s in trained_sc)):
-        from gridswarm_env.scenarios import scenario_names
-
-        names = (tuple(scenario_names()) if trained_sc == "all"
-                 else (trained_sc,) if isinstance(trained_sc, str) else tuple(trained_sc))
-        then.append("scenarios " + ("all" if trained_sc == "all" else ",".join(names)))
-        others = [s for s in scenarios if s not in names]
-        if others:
-            now.append("scenarios " + ",".join(others) + " (not trained on)")
+        then_sc, now_sc = _scenario_differences(trained_sc, record.get("scenario_file"),
+                                                scenarios)
+        then.append(then_sc)
+        now.extend(now_sc)
     trained_rand = settings.get("randomize")
     if isinstance(trained_rand, bool):
         then.append("randomized" if trained_rand else "not randomized")
@@ -707,6 +770,9 @@ def trained_settings_note(policy: Any, n_agents: int, scenarios: Any, randomize:
         # around them): only randomized play of a model trained without it differs
         if bool(randomize) and not trained_rand:
             now.append("randomized")
+    elif bool(randomize) and settings:
+        now.append("randomized (its record does not say whether it was trained "
+                   "randomized)")
     toml = record.get("env_config_toml")
     trained = _trained_env_config(toml) if isinstance(toml, str) else None
     if env_config is not None and trained is not None:
@@ -718,6 +784,17 @@ def trained_settings_note(policy: Any, n_agents: int, scenarios: Any, randomize:
                         for c in field_changes(env_config, trained, skip=_UNTRAINED_SETTINGS))
         if differ:
             now.append("other env settings (" + ", ".join(differ) + ")")
+    elif env_config is not None and (settings or record):
+        from gridswarm_env.config import EnvConfig, field_changes
+
+        # no settings to compare with: say so when the run's are not the defaults
+        differ = sorted(c.partition(" = ")[0] for c in field_changes(
+            env_config, EnvConfig(), skip=_UNTRAINED_SETTINGS))
+        if differ:
+            why = ("does not hold in a form this version reads" if isinstance(toml, str)
+                   else "has no")
+            now.append("env settings other than the defaults (" + ", ".join(differ)
+                       + f"), not compared: its record {why} env settings (env_config_toml)")
     if not now:
         return None
     return (f"model {str(path)!r} was trained with {', '.join(then)}; "

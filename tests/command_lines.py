@@ -39,14 +39,14 @@ EVAL_SMALL = ["--agents", "5", "--episodes", "1", "--policies", "random", "--tru
 
 def counted_scenario_file(tmp: Path, monkeypatch) -> tuple[Path, list]:
     """``tmp/trip_90.toml`` (the emergency with a 90 MW trip, named ``trip_90``) and the
-    list of paths ``load_scenario_file`` reads from then on (a command line reads its
+    list of paths ``read_scenario_file`` reads from then on (a command line reads its
     scenario file once)."""
     from gridswarm_env import scenarios
 
-    load = scenarios.load_scenario_file
+    read = scenarios.read_scenario_file
     reads: list = []
-    monkeypatch.setattr(scenarios, "load_scenario_file",
-                        lambda path: reads.append(path) or load(path))
+    monkeypatch.setattr(scenarios, "read_scenario_file",
+                        lambda path: reads.append(path) or read(path))
     trip = tmp / "trip_90.toml"
     trip.write_text('base = "emergency"\nname = "trip_90"\ncontingency_mw = 90.0\n')
     return trip, reads

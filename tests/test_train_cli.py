@@ -177,6 +177,9 @@ def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- errors name flags
 @pytest.mark.parametrize(("args", "says"), [
+    # a choice of argparse's before --scenario took scenario files too
+    (["--scenario", "abc"], "--scenario 'abc': allowed values are all, price_spike, "
+                            "solar_surplus, emergency, or a scenario file FILE.toml"),
     (["--agents", "0"], "error: --agents 0: must be an integer >= 1"),
     (["--timesteps", "0"], "error: --timesteps 0: allowed only with --bc-teacher"),
     (["--envs", "0"], "error: --envs 0: must be an integer >= 1"),
@@ -227,7 +230,7 @@ def test_cli_errors_name_the_flag(args, says, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args", [["--timesteps", "abc"], ["--agents", "1e308"],
-                                  ["--scenario", "abc"], ["--seed"], ["--bogus"]])
+                                  ["--seed"], ["--bogus"]])
 def test_argparse_errors_are_one_line(args, tmp_path, capsys):
     """Fuzzing: argparse's own errors (a number flag's type, a choice, a missing value)
     printed the 20-line usage block before the error, unlike demo.py and evaluate.py."""

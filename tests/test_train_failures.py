@@ -352,7 +352,8 @@ def test_resume_keeps_the_environment_and_reward_of_the_checkpoint(tmp_path, cap
                  "300", "--eval-seeds", "1", "--reward", "marginal", "--marginal-weight",
                  "0.5", "--reward-scale", "0.02", "--reward-clip", "5", "--limits",
                  str(limits), "--randomize", "--governor-deadband-hz", "0.036"]) == 0
-    want = {"scenario": "emergency", "randomize": True, "n_agents": 5, "n_envs": 1,
+    want = {"scenario": "emergency", "scenario_sha256": None, "randomize": True,
+            "n_agents": 5, "n_envs": 1,
             "limits": str(limits.resolve()),
             "limits_sha256": hashlib.sha256(limits.read_bytes()).hexdigest(),
             "env_config_file": None, "env_config_sha256": None,

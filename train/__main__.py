@@ -19,7 +19,10 @@ reward's values). The training record shows the values read back from the model.
 The limits file is read once per run, and every saved model records the SHA-256 of
 those bytes: ``--resume`` without ``--limits`` refuses (exit 2, nothing written) a
 checkpoint's limits file whose bytes have changed since (:func:`check_resumed_limits`);
-``--limits FILE`` trains on the file as it is now and records its hash.
+``--limits FILE`` trains on the file as it is now and records its hash. The same holds
+for a ``--config`` file and for a scenario file, ``--scenario FILE.toml`` (read as
+``evaluate.py --scenarios`` and ``demo.py --scenario`` read one; the record's
+``scenario_file`` holds its path, hash, text and the scenario's fields).
 
 Bad arguments, and outputs that cannot be written (checked before training), print
 one readable line on stderr and exit with status 2 (no traceback), naming the flag;
@@ -71,6 +74,7 @@ from train.config import (
     REWARD_MODES,
     TEACHERS,
     TrainConfig,
+    names_a_file,
 )
 
 DEFAULTS = TrainConfig()
@@ -122,7 +126,7 @@ _FIELD_WORD = re.compile(r"(?<![\w.\-'])(" + "|".join(
 #: "the checkpoint's" opens none)
 _QUOTED = re.compile(r"""(?<!\w)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""")
 #: how a config or limits file's refusal begins (gridswarm_env.config.read_toml_bytes)
-_FILE_MESSAGE = ("config file ", "limits file ")
+_FILE_MESSAGE = ("config file ", "limits file ", "--scenario: scenario file ")
 
 
 #: argparse type of the integer flags (TrainConfig checks their ranges, naming the flag)
@@ -160,8 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one MaskablePPO policy shared by every DER agent of gridswarm. "
                     "Timesteps count agent-steps.")
     a = p.add_argument
-    a("--scenario", default=None, choices=("all", *scenario_names()),
-      help=_resume_help("scenario, or 'all' to mix them across episodes", DEFAULTS.scenario))
+    a("--scenario", default=None, metavar="{all," + ",".join(scenario_names()) + ",FILE.toml}",
+      help=_resume_help("scenario, 'all' to mix them across episodes, or a scenario file "
+                        "FILE.toml (base = \"price_spike\" plus fields to override, as "
+                        "evaluate.py --scenarios and demo.py --scenario take; read once, "
+                        "its path, sha256 and text recorded)", DEFAULTS.scenario))
     a("--randomize", action="store_const", const=True, default=None,
       help=_resume_help("randomize every scenario " + randomize_text().replace("%", "%%")
                         + ", in training and in the --eval-every evaluations", "off"))
@@ -299,11 +306,13 @@ def env_settings(args: argparse.Namespace, saved: dict | None = None) -> dict:
     out.update({name: value for name, value in (saved or {}).items() if name in out})
     given = given_env_settings(args)
     for name, _, flag in HASHED_FILES:
-        if name not in given and out[name] is not None and not Path(out[name]).is_file():
+        if name not in given and names_a_file(name, out[name]) and not Path(
+                out[name]).is_file():
+            instead = (f"{flag} FILE, a scenario name or 'all'" if name == "scenario"
+                       else f"{flag} FILE, or {flag} '' for the defaults")
             raise ValueError(f"--resume {args.resume!r} was trained with {flag} "
-                             f"{out[name]!r}, which is no longer a file: pass {flag} FILE, "
-                             f"or {flag} '' for the defaults")
-        if name in given:
+                             f"{out[name]!r}, which is no longer a file: pass {instead}")
+        if name in given and name != "scenario":   # a scenario '' is refused as a name
             given[name] = given[name] or None
     if "reward_clip" in given:
         if given["reward_clip"] < 0:
@@ -530,11 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:   # the arguments, the configuration and the outputs: bad ones exit 2
         checkpoint = saved_env = None
         if args.resume is not None:
-            # the other flags first (no torch yet); not --limits: the file is read once,
+            # the other flags first (no torch yet); not --limits, --config nor a
+            # --scenario file: each file is read once,
             # by the config the run uses; nor --batch-size, whose check against the
             # rollout needs the checkpoint's --n-steps and --envs (one rollout: no check)
             config_from_args(argparse.Namespace(**{**vars(args), "limits": None,
-                                                   "config": None,
+                                                   "config": None, "scenario": None,
                                                    "batch_size": MAX_ROLLOUT}), argv)
             from train.trainer import checkpoint_settings
 

@@ -123,7 +123,7 @@ from gridswarm_env.config import (
     override,
 )
 from gridswarm_env.env import GridSwarmEnv
-from gridswarm_env.scenarios import randomized
+from gridswarm_env.scenarios import SCENARIOS, Scenario, randomized
 from policies.rollout import EVAL_SEEDS
 from train.config import REWARD_MODES, resolve_scenarios
 
@@ -206,11 +206,36 @@ def marginal_reward_term(raw: GridSwarmEnv, info: dict[str, Any], weight: float)
     return per_mw * (without_i_mw - max(short_mw, 0.0))
 
 
+def scenario_table(scenario: str | Scenario | Sequence[str | Scenario]) -> dict[str, Scenario]:
+    """``{name: Scenario}`` of a scenario argument of :class:`GridSwarmVecEnv`: a name,
+    ``"all"``, a :class:`~gridswarm_env.scenarios.Scenario` or a sequence of names and
+    scenarios (names as :func:`~train.config.resolve_scenarios` takes them).
+
+    :raises ValueError: an unknown name, an empty sequence, or two different scenarios
+        of one name (the metrics and the evaluation are keyed by it).
+    """
+    items = [scenario] if isinstance(scenario, str | Scenario) else list(scenario)
+    table: dict[str, Scenario] = {}
+    for item in items:
+        found = ({item.name: item} if isinstance(item, Scenario)
+                 else {name: SCENARIOS[name] for name in resolve_scenarios(item)})
+        for name, sc in found.items():
+            if table.get(name, sc) != sc:
+                raise ValueError(f"scenario: two different scenarios named {name!r}; "
+                                 "name them apart (the metrics are keyed by the name)")
+            table[name] = sc
+    if not table:
+        resolve_scenarios(())   # its message for an empty sequence
+    return table
+
+
 class GridSwarmVecEnv(VecEnv):
     """``n_envs`` gridswarm copies x ``n_agents`` agents as one SB3 ``VecEnv``.
 
-    :param scenario: a scenario name, ``"all"`` or a sequence of names (mixed across
-        episodes in a seeded cycle).
+    :param scenario: a scenario name, ``"all"``, a
+        :class:`~gridswarm_env.scenarios.Scenario` (e.g. a scenario file's,
+        :meth:`train.config.TrainConfig.scenarios`) or a sequence of names and
+        scenarios (mixed across episodes in a seeded cycle), each known by its name.
     :param randomize: play every scenario randomized per episode
         (:func:`gridswarm_env.scenarios.randomized`, ``--randomize``): each episode's
         load step and trip are drawn from its seed.
@@ -233,14 +258,17 @@ class GridSwarmVecEnv(VecEnv):
     :raises ValueError: for a bad argument (the message names it).
     """
 
-    def __init__(self, scenario: str | Sequence[str] = "price_spike", n_agents: int = 100,
+    def __init__(self, scenario: str | Scenario | Sequence[str | Scenario] = "price_spike",
+                 n_agents: int = 100,
                  n_envs: int = 1, trust: str = "hmac", config: EnvConfig | None = None,
                  seed: int | None = None, reward: str = "env", marginal_weight: float = 1.0,
                  reward_scale: float = 1.0, reward_clip: float | None = None,
                  limits: Any = None, render_mode: str | None = None,
                  randomize: bool = False) -> None:
         owner = type(self).__name__
-        self.scenarios = resolve_scenarios(scenario)
+        #: the scenarios played, by name (a registered name's registered scenario)
+        self.scenario_table = scenario_table(scenario)
+        self.scenarios = tuple(self.scenario_table)
         self.randomize = check_bool(f"{owner}.randomize", randomize)
         self.n_agents = check_int_at_least(owner, "n_agents", n_agents, 1)
         self.n_envs = check_int_at_least(owner, "n_envs", n_envs, 1)
@@ -288,7 +316,8 @@ class GridSwarmVecEnv(VecEnv):
     # ------------------------------------------------------------------ helpers
     def _env(self, e: int, name: str) -> GridSwarmEnv:
         if name not in self._envs[e]:
-            raw = GridSwarmEnv(scenario=randomized(name) if self.randomize else name,
+            sc = self.scenario_table[name]
+            raw = GridSwarmEnv(scenario=randomized(sc) if self.randomize else sc,
                                config=self.config, limits=self.limits,
                                render_mode=self._render_mode)
             for attr_name, value in self._attrs[e].items():

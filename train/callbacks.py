@@ -267,7 +267,8 @@ class SystemCostEvaluation(BaseCallback):
     scenario counts alike (see :func:`relative_cost`); with one scenario that is the
     first point of the lowest cost. ``stop_at_cost`` compares the summed cost.
 
-    :param scenarios: scenario names to evaluate on.
+    :param scenarios: scenario names (or :class:`~gridswarm_env.scenarios.Scenario` objects,
+        as a scenario file's) to evaluate on.
     :param n_agents: agents per evaluation environment.
     :param every: agent-steps between evaluations (>= 1).
     :param n_seeds: evaluation episodes per scenario, 1 to 90 000 (the seeds
@@ -302,14 +303,15 @@ class SystemCostEvaluation(BaseCallback):
         from gridswarm_env.config import EnvConfig
         from gridswarm_env.env import GridSwarmEnv
         from gridswarm_env.scenarios import randomized
+        from train.adapter import scenario_table
 
         # nobody reads their audit entries (~1 MB per price_spike episode at 100 agents,
         # kept for the run): only the chain's head, as the training environments
-        self.envs = {name: GridSwarmEnv(scenario=randomized(name) if randomize else name,
+        self.envs = {name: GridSwarmEnv(scenario=randomized(sc) if randomize else sc,
                                         n_agents=n_agents, trust="hmac", limits=limits,
                                         config=(EnvConfig(audit_keep_entries=False)
                                                 if env_config is None else env_config))
-                     for name in scenarios}
+                     for name, sc in scenario_table(scenarios).items()}
         self.every = every
         self.seeds = [EVAL_SEED_BASE + k for k in range(n_seeds)]
         self.best_path = None if best_path is None else Path(best_path)

@@ -32,7 +32,15 @@ from gridswarm_env.config import (
     check_range,
     store,
 )
-from gridswarm_env.scenarios import scenario_names
+from gridswarm_env.scenarios import (
+    SCENARIOS,
+    Scenario,
+    ScenarioFile,
+    is_scenario_file,
+    randomized,
+    read_scenario_file,
+    scenario_names,
+)
 from policies.cli_checks import (
     check_governor_deadband,
     check_output_dir,
@@ -73,22 +81,24 @@ MAX_ROLLOUT = 10_000_000
 #: "all", its mix of scenarios): every model ``train`` saves (the model, checkpoints, the
 #: best model) stores them (:meth:`TrainConfig.env_settings`), and ``python -m train
 #: --resume`` takes them from the checkpoint for every flag not given
-#: (``limits_sha256`` and ``env_config_sha256``, which have no flag, are checked
-#: instead: a resume on the checkpoint's limits or config file refuses other bytes). A checkpoint saved before ``n_envs``
+#: (``limits_sha256``, ``env_config_sha256`` and ``scenario_sha256``, which have no flag,
+#: are checked instead: a resume on the checkpoint's limits, config or scenario file
+#: refuses other bytes). A checkpoint saved before ``n_envs``
 #: was stored resumes with 1 copy unless ``--envs`` is given.
-ENV_FIELDS = ("scenario", "randomize", "n_agents", "n_envs", "limits", "limits_sha256",
-              "env_config_file", "env_config_sha256", "governor_deadband_hz", "reward",
+ENV_FIELDS = ("scenario", "scenario_sha256", "randomize", "n_agents", "n_envs", "limits",
+              "limits_sha256", "env_config_file", "env_config_sha256", "governor_deadband_hz", "reward",
               "marginal_weight", "reward_scale", "reward_clip")
 #: (field, its hash field, flag) of the files a run reads once and records by hash:
 #: ``python -m train --resume`` without the flag reuses the checkpoint's file and
 #: refuses it when its bytes changed
 HASHED_FILES = (("limits", "limits_sha256", "--limits"),
-                ("env_config_file", "env_config_sha256", "--config"))
+                ("env_config_file", "env_config_sha256", "--config"),
+                ("scenario", "scenario_sha256", "--scenario"))
 #: what a checkpoint saved before these :data:`ENV_FIELDS` were stored was trained with
 #: (no config file, no governor deadband): ``--resume`` compares it with the run's
 #: values, so a resume that adds a file or a deadband is named in ``changed_on_resume``
 UNSTORED_ENV_FIELDS = {"env_config_file": None, "env_config_sha256": None,
-                       "governor_deadband_hz": None}
+                       "governor_deadband_hz": None, "scenario_sha256": None}
 #: EnvConfig fields a training config file may not set, and why: TrainConfig sets them
 #: (``n_agents``, ``trust``), or training cannot use them
 TRAIN_SET_FIELDS = {"n_agents": "training takes it from --agents; remove it from the file",
@@ -98,6 +108,16 @@ TRAIN_SET_FIELDS = {"n_agents": "training takes it from --agents; remove it from
 #: the subset of :data:`ENV_FIELDS` that defines the reward (a resumed model's critic
 #: has learned its values): ``python -m train`` warns when a resume changes one.
 REWARD_FIELDS = ("reward", "marginal_weight", "reward_scale", "reward_clip")
+
+
+def names_a_file(name: str, value: object) -> bool:
+    """Whether ``value`` of the :data:`HASHED_FILES` field ``name`` names a file: any
+    value but None, except for ``scenario``, which names a file only when it ends in
+    ``.toml`` (:func:`~gridswarm_env.scenarios.is_scenario_file`; else a registered
+    name or ``"all"``)."""
+    if value is None:
+        return False
+    return name != "scenario" or (isinstance(value, str) and is_scenario_file(value))
 
 
 def resolve_scenarios(scenario: str | Sequence[str]) -> tuple[str, ...]:
@@ -205,8 +225,14 @@ class TrainConfig:
     a tuple of ints, the paths (``logdir``, ``out``, ``resume``, ``limits``: a str or
     an :class:`os.PathLike` such as a :class:`~pathlib.Path`) as str.
 
-    :param scenario: a scenario name or ``"all"`` (mixed across episodes in a seeded
-        cycle, see :class:`~train.adapter.GridSwarmVecEnv`).
+    :param scenario: a scenario name, ``"all"`` (mixed across episodes in a seeded
+        cycle, see :class:`~train.adapter.GridSwarmVecEnv`) or a scenario file ending in
+        ``.toml`` (:func:`~gridswarm_env.scenarios.read_scenario_file`, as
+        ``evaluate.py --scenarios`` and ``demo.py --scenario`` take), read once when the
+        config is made (:meth:`scenarios`) and hashed (``scenario_sha256``, checked on
+        ``--resume`` as the limits file's; the run's record holds the file's text).
+    :param scenario_sha256: not an argument: the SHA-256 (hex) of the scenario file's
+        bytes (None for a registered name or ``"all"``).
     :param randomize: play every scenario randomized per episode
         (:data:`gridswarm_env.scenarios.RANDOMIZE_PRESET`, ``--randomize``: the load step
         and the trip x (1 ± 10 %), their times ± 5 s, drawn from the episode's seed), in
@@ -321,6 +347,7 @@ class TrainConfig:
     """
 
     scenario: str = "all"
+    scenario_sha256: str | None = field(default=None, init=False)
     randomize: bool = False
     total_timesteps: int = 1_000_000
     n_agents: int = 100
@@ -370,12 +397,30 @@ class TrainConfig:
         # value (int, float, str, tuple): numpy scalars become int or float, so the
         # record's JSON holds numbers, and the config stays hashable and immutable
         owner = type(self).__name__
-        if not isinstance(self.scenario, str):   # resolve_scenarios would iterate it
+        if not isinstance(self.scenario, str | os.PathLike):   # resolve_scenarios would
+            # iterate it
             raise ValueError(f"{owner}.scenario = {self.scenario!r}: expected a scenario "
-                             f"name or 'all' (allowed: all, {', '.join(scenario_names())})")
-        resolve_scenarios(self.scenario)
-        store(self, "scenario", str(self.scenario))
+                             f"name or 'all' (allowed: all, {', '.join(scenario_names())}) "
+                             "or a scenario file FILE.toml")
+        store(self, "scenario", os.fspath(self.scenario))
+        file = None
+        if is_scenario_file(self.scenario):
+            # read once: the run plays (scenarios()) and records the hash of these bytes
+            try:
+                file = read_scenario_file(self.scenario)
+            except ValueError as exc:   # names the file; the flag as evaluate.py and demo.py
+                raise ValueError(f"--scenario: {exc}") from None
+            store(self, "scenario_sha256", file.sha256)
+        elif self.scenario not in ("all", *scenario_names()):
+            raise ValueError(f"{owner}.scenario = {self.scenario!r}: allowed values are all, "
+                             f"{', '.join(scenario_names())}, or a scenario file FILE.toml")
+        store(self, "_scenario_file", file)
         check_bool(f"{owner}.randomize", self.randomize)
+        if self.randomize and file is not None:   # the registered ones all take the preset
+            try:
+                randomized(file.scenario)
+            except ValueError as exc:   # a time the preset would move below 0
+                raise ValueError(f"--scenario {self.scenario!r} with --randomize: {exc}") from None
         store(self, "total_timesteps",
               check_int_at_least(owner, "total_timesteps", self.total_timesteps, 0))
         if self.total_timesteps == 0 and self.bc_teacher is None:
@@ -545,8 +590,6 @@ class TrainConfig:
         that draws one of those may finish no episode."""
         if not self.total_timesteps:
             return []
-        from gridswarm_env.scenarios import get_scenario
-
         notes = []
         rollout, planned = self.rollout_timesteps(), self.planned_timesteps()
         rollouts = planned // rollout
@@ -556,8 +599,7 @@ class TrainConfig:
                 f"{self.n_steps} x --envs {self.n_envs} x --agents {self.n_agents}): "
                 f"--timesteps {self.total_timesteps:,} will train {planned:,} agent-steps "
                 f"({rollouts:,} rollout{'s' if rollouts > 1 else ''})")
-        steps_of = {name: get_scenario(name).episode_steps
-                    for name in resolve_scenarios(self.scenario)}
+        steps_of = {name: sc.episode_steps for name, sc in self.scenarios().items()}
         lengths = sorted(set(steps_of.values()))
         per_copy = rollouts * self.n_steps   # steps of each environment copy
         need = -(-lengths[-1] // self.n_steps) * rollout   # every copy finishes one
@@ -596,6 +638,20 @@ class TrainConfig:
                 f"--timesteps {need:,} or more to be sure to see them")
         return notes
 
+    def scenarios(self) -> dict[str, Scenario]:
+        """The scenarios the run plays, by name: the registered ones ``scenario`` names
+        (every one for ``"all"``), or the one its scenario file held when this config was
+        made (never a later read of the file)."""
+        file: ScenarioFile | None = self._scenario_file
+        if file is not None:
+            return {file.scenario.name: file.scenario}
+        return {name: SCENARIOS[name] for name in resolve_scenarios(self.scenario)}
+
+    def scenario_file(self) -> ScenarioFile | None:
+        """The scenario file read when this config was made (None: a registered name or
+        ``"all"``)."""
+        return self._scenario_file
+
     def kernel_limits(self) -> Any:
         """The :class:`~gridswarm_env.kernel.Limits` the run's environments are given
         (training copies and ``eval_every`` evaluations): those parsed from ``limits``
@@ -621,7 +677,7 @@ class TrainConfig:
         hash of the bytes this run read from it)."""
         settings: dict[str, object] = {name: getattr(self, name) for name in ENV_FIELDS}
         for name, _, _ in HASHED_FILES:
-            if settings[name] is not None:
+            if names_a_file(name, settings[name]):
                 settings[name] = str(Path(settings[name]).resolve())
         return settings
 
@@ -670,6 +726,10 @@ class TrainConfig:
         check_output_file(model.with_suffix(".json"), "training record", create_dirs=True)
 
     def default_run_name(self, now: float | None = None) -> str:
-        """``<scenario>_s<seed>_<YYYYmmdd-HHMMSS>`` (local time)."""
+        """``<scenario>_s<seed>_<YYYYmmdd-HHMMSS>`` (local time; a scenario file's
+        scenario by its name, which :data:`~gridswarm_env.scenarios.SCENARIO_NAME` keeps
+        a plain file name)."""
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-        return f"{self.scenario}_s{self.seed}_{stamp}"
+        file = self._scenario_file
+        scenario = self.scenario if file is None else file.scenario.name
+        return f"{scenario}_s{self.seed}_{stamp}"

@@ -66,7 +66,7 @@ def make_venv(config: TrainConfig, scenario: str | None = None,
     read again, and :meth:`~train.config.TrainConfig.env_config`), on ``scenario`` and
     ``seed`` when given instead of ``config``'s (``dataclasses.replace`` of a config
     would read its limits and config files again)."""
-    return GridSwarmVecEnv(config.scenario if scenario is None else scenario,
+    return GridSwarmVecEnv(list(config.scenarios().values()) if scenario is None else scenario,
                            n_agents=config.n_agents, n_envs=config.n_envs, trust=config.trust,
                            seed=config.seed if seed is None else seed, reward=config.reward,
                            marginal_weight=config.marginal_weight,
@@ -372,7 +372,8 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
                                   "env_config_toml": env_config_toml(config.env_config()),
                                   "run_name": run_name,
                                   "run_dir": str(run_dir), "command": config.command,
-                                  "scenario_randomization": _randomization(config)}
+                                  "scenario_randomization": _randomization(config),
+                                  **_scenario_file_record(config)}
         if config.resume:
             changes = {name: getattr(config, name) for name in RESUMABLE_FIELDS}
             # capped at this run's rollout; the size asked for is stored (BATCH_SIZE_ATTR)
@@ -458,7 +459,8 @@ def _train(config: TrainConfig, callbacks: Sequence[Any],
         all_callbacks = [metrics_cb, clip_cb]
         if config.eval_every:   # made after the cloning: its clock is PPO's
             evaluation = SystemCostEvaluation(
-                venv.scenarios, config.n_agents, config.eval_every, config.eval_seeds,
+                list(venv.scenario_table.values()), config.n_agents, config.eval_every,
+                config.eval_seeds,
                 best_path=run_dir / "best_model.zip", limits=config.kernel_limits(),
                 env_config=config.env_config(),
                 echo=lambda line: print(line, flush=True), randomize=config.randomize)
@@ -894,6 +896,22 @@ def _randomization(config: TrainConfig) -> dict[str, Any] | None:
     if not config.randomize:
         return None
     return {**RANDOMIZE_PRESET, "text": randomize_text()}
+
+
+def _scenario_file_record(config: TrainConfig) -> dict[str, Any]:
+    """The record's ``scenario_file`` of a run on a scenario file (nothing for a
+    registered name or ``"all"``): its absolute ``path``, the ``sha256`` of the bytes
+    read, their ``text`` (save it as FILE.toml to train on it again) and ``scenario``,
+    every field of the scenario played (``evaluate.scenario_from_record`` rebuilds it,
+    also if the registered scenario the file's ``base`` names changes)."""
+    from gridswarm_env.scenarios import scenario_record
+
+    file = config.scenario_file()
+    if file is None:
+        return {}
+    return {"scenario_file": {
+        "path": str(Path(file.path).resolve()), "sha256": file.sha256, "text": file.text,
+        "scenario": scenario_record(file.scenario)}}
 
 
 def _config_dict(config: TrainConfig) -> dict[str, Any]:
