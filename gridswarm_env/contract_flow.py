@@ -92,9 +92,11 @@ class ContractFlow:
         delivery (:meth:`verify_joined`), one delivered at or after its window's end is
         rejected as ``late``; any other copy of the contract (a replay, a duplicate, one
         withheld and sent again later) delivered after its window began is ``expired``.
-    :ivar arrived_s: the delivery times of this step's deliveries (:meth:`receive`), kept
-        when one of them was published in an earlier step (else None), for
-        :meth:`verify_joined`.
+    :ivar arrived_s: when each of this step's deliveries (:meth:`receive`) reached its
+        holder, kept when one of them was published in an earlier step (else None), for
+        :meth:`verify_joined`: its delivery time, or for one the bus deferred (due by the
+        bus's previous delivery, held back by the lane's capacity), the delivery that
+        handed it out.
     :ivar lost: contracts the bus refused (CONTROL lane full) or dropped (obsolete).
     :ivar events: the step's event list (the environment's ``events``, set each step).
     :ivar trip_round: the first round whose request covers the trip (set by the
@@ -117,10 +119,11 @@ class ContractFlow:
         self.refs: dict[int, tuple[SignedContract, int]] = {}
         self.next_ref = 0
         self.step_first_ref = 0   # references below it were published in earlier steps
+        self.last_delivery_s = -np.inf   # the time of the last delivery received
         # contracts delivered this step: (signed, owner), in order
         self.arrived: list[tuple[SignedContract, int]] = []
         self.arrived_reserve = False   # a reserve contract among them
-        self.arrived_s: list[float] | None = None   # their delivery times, when kept
+        self.arrived_s: list[float] | None = None   # when they reached their holders
         self.pending: list[tuple[SignedContract, int]] = []
         self.own_copies: dict[str, tuple[SignedContract, int]] = {}
         self.lost = 0
@@ -242,19 +245,31 @@ class ContractFlow:
         refs = self.refs
         arrived = []
         times: list[float] = []   # delivery times, kept where reserve can be traded
-        batches = [con for d in deliveries
-                   if len((con := d.topic(TOPIC_CONTRACTS)).recipients)]
+        batches = []   # (contracts delivered, the previous delivery's time, this one's)
+        previous_s = self.last_delivery_s
+        for d in deliveries:
+            con = d.topic(TOPIC_CONTRACTS)
+            if len(con.recipients):
+                batches.append((con, previous_s, d.now_s))
+            previous_s = d.now_s
+        self.last_delivery_s = previous_s
         # a contract published in an earlier step (a reference below the mark) may have
-        # arrived after its window began (verify_joined): then every delivery time is kept
+        # arrived after its window began (verify_joined): then the arrival times are kept
         mark = self.step_first_ref
         self.step_first_ref = self.next_ref   # the next step's mark
-        maybe_late = any(con.payloads.min() < mark for con in batches)
+        maybe_late = any(con.payloads.min() < mark for con, _, _ in batches)
         keep_times = self.reserve_traded or maybe_late
-        for con in batches:
+        arrival_s: list[float] = []
+        for con, previous_s, now in batches:
             arrived += map(refs.pop, con.payloads.tolist())
             if keep_times:
-                times.extend(con.delivery_times_s.tolist())
-        self.arrived_s = times if maybe_late else None
+                due = con.delivery_times_s
+                times.extend(due.tolist())
+                if maybe_late:
+                    # one due by the previous delivery waited for the lane's capacity
+                    # (deferred): it reached its holder only at this delivery
+                    arrival_s.extend(np.where(due > previous_s, due, now).tolist())
+        self.arrived_s = arrival_s if maybe_late else None
         if not arrived or "reserve" not in [c.contract.product for c, _ in arrived]:
             self.arrived, self.arrived_reserve = arrived, False
             return
@@ -276,7 +291,8 @@ class ContractFlow:
                 book.hold(signed, owner, times[k])
                 held = True
             kept.append(item)
-            kept_s.append(times[k])
+            if arrival_s:
+                kept_s.append(arrival_s[k])
         if held:
             book.refresh_standing()
         self.arrived, self.arrived_reserve = kept, held   # held: a reserve contract kept
@@ -402,12 +418,14 @@ class ContractFlow:
 
     def verify_joined(self, step_start_s: float
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """Verify the operator's own copies of energy contracts delivered this step inside
-        their window, after it began (``window_start_s < delivery < window_end_s``): each
-        at its delivery time, in delivery order, so one that verifies executes from then
-        until the step's end (:func:`~gridswarm_env.dispatch.execute`'s ``joined``), paid
-        for what it delivers. Call after :meth:`verify_pending` (``step_start_s``: the
-        step's start) and before :meth:`file_arrived`, which no longer sees them.
+        """Verify the operator's own copies of energy contracts that reached their holders
+        this step inside their window, after it began (``window_start_s < t_a <
+        window_end_s``, ``t_a`` from :attr:`arrived_s`: the delivery time, or the delivery
+        that handed out a deferred one): each at ``t_a``, in that order, so one that
+        verifies executes from then until the step's end
+        (:func:`~gridswarm_env.dispatch.execute`'s ``joined``), paid for what it delivers.
+        Call after :meth:`verify_pending` (``step_start_s``: the step's start) and before
+        :meth:`file_arrived`, which no longer sees them.
 
         Any other copy delivered after its window began (a replay, a duplicate, one an
         attacker withheld and sent later) goes on to dispatch at the next step, where its

@@ -37,17 +37,21 @@ def _short_steps_env(gate_s: float = 0.03, adversary: Any = None,
 
 
 def _record_deliveries(raw: GridSwarmEnv) -> list[tuple[Any, float]]:
-    """``(contract, delivery time)`` of every contract copy the bus delivers, read from
-    the bus's own deliveries (not from the ledger's verdicts)."""
+    """``(contract, arrival time)`` of every contract copy the bus delivers, read from
+    the bus's own deliveries (not from the ledger's verdicts): its delivery time, or for
+    one due by the bus's previous delivery call (deferred: the lane's capacity held it
+    back), the time of the call that handed it out."""
     seen: list[tuple[Any, float]] = []
     deliver = raw.bus.deliver
+    previous_s = [-float("inf")]
 
     def recording(now_s, *args, **kwargs):
         batch = deliver(now_s, *args, **kwargs)
         con = batch.topic(TOPIC_CONTRACTS)
         refs = raw.contract_flow.refs
         for ref, at in zip(con.payloads.tolist(), con.delivery_times_s.tolist(), strict=True):
-            seen.append((refs[ref][0].contract, at))
+            seen.append((refs[ref][0].contract, at if at > previous_s[0] else now_s))
+        previous_s[0] = now_s
         return batch
 
     raw.bus.deliver = recording
@@ -119,6 +123,30 @@ def test_a_contract_delivered_inside_its_window_executes_from_its_delivery(
     assert m["executed_violations"] == 0
     assert not raw.contract_flow.own_copies.keys() - still_pending - {
         s.contract.contract_id for s, _ in raw.contract_flow.refs.values()}
+
+
+def test_a_contract_the_control_lane_deferred_into_its_window_executes_from_its_handout(
+        ) -> None:
+    """A contract due before its window but held back by the CONTROL lane's capacity
+    (deferred) reaches its holder when a later delivery hands it out; one handed out at
+    the next gate closure, inside its window, executes from then (verified at that time)
+    rather than being rejected as ``late`` (price_spike, 30 agents, 1 s steps, the
+    CONTROL lane capped at 8 deliveries a step)."""
+    big = 10**6
+    cfg = EnvConfig(n_agents=30, trust="hmac",
+                    bus=BusConfig(capacity_per_step=(big, 8, big, big)))
+    raw = GridSwarmEnv(get_scenario("price_spike", episode_steps=120), config=cfg)
+    seen = _run(raw)
+    still_pending = {c.contract.contract_id for c, _ in raw.pending}
+    verified = _verified_at(raw)
+    handed_in = {c.contract_id: at for c, at in seen if c.window_start_s < at < c.window_end_s
+                 and c.contract_id not in still_pending}
+    assert handed_in
+    assert {verified.get(cid, [None])[0] for cid in handed_in} == set(handed_in.values())
+    assert all(at == c.window_start_s + raw.config.market.gate_s
+               for c, at in seen if c.contract_id in handed_in)
+    late = {c.contract_id for c, at in seen if at >= c.window_end_s} - still_pending
+    assert sorted(_rejections(raw)) == sorted((cid, "late") for cid in late)
 
 
 def test_a_contract_joined_inside_its_window_is_paid_for_the_energy_it_delivers() -> None:
