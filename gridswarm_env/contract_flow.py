@@ -244,7 +244,6 @@ class ContractFlow:
         """
         refs = self.refs
         arrived = []
-        times: list[float] = []   # delivery times, kept where reserve can be traded
         batches = []   # (contracts delivered, the previous delivery's time, this one's)
         previous_s = self.last_delivery_s
         for d in deliveries:
@@ -259,16 +258,15 @@ class ContractFlow:
         self.step_first_ref = self.next_ref   # the next step's mark
         maybe_late = any(con.payloads.min() < mark for con, _, _ in batches)
         keep_times = self.reserve_traded or maybe_late
+        # when each reached its holder, kept where reserve can be traded or one may be
+        # late: its delivery time, but one due by the previous delivery waited for the
+        # lane's capacity (deferred) and reached its holder only at this delivery
         arrival_s: list[float] = []
         for con, previous_s, now in batches:
             arrived += map(refs.pop, con.payloads.tolist())
             if keep_times:
                 due = con.delivery_times_s
-                times.extend(due.tolist())
-                if maybe_late:
-                    # one due by the previous delivery waited for the lane's capacity
-                    # (deferred): it reached its holder only at this delivery
-                    arrival_s.extend(np.where(due > previous_s, due, now).tolist())
+                arrival_s.extend(np.where(due > previous_s, due, now).tolist())
         self.arrived_s = arrival_s if maybe_late else None
         if not arrived or "reserve" not in [c.contract.product for c, _ in arrived]:
             self.arrived, self.arrived_reserve = arrived, False
@@ -288,11 +286,10 @@ class ContractFlow:
                     self.note_rejections([signed], [reason])
                     book.copy_failed(cid, left)
                     continue
-                book.hold(signed, owner, times[k])
+                book.hold(signed, owner, arrival_s[k])
                 held = True
             kept.append(item)
-            if arrival_s:
-                kept_s.append(arrival_s[k])
+            kept_s.append(arrival_s[k])
         if held:
             book.refresh_standing()
         self.arrived, self.arrived_reserve = kept, held   # held: a reserve contract kept
