@@ -70,7 +70,7 @@ SUMMARY_ROWS: tuple[tuple[str, str, str, str], ...] = tuple(
         ("contracts_signed", "contracts signed", "{:d}"),
         ("contracts_verified", "contracts verified", "{:d}"),
         ("contracts_rejected", "contracts rejected", "{:d}"),
-        ("contracts_late", "contracts late (delivered after window start)", "{:d}"),
+        ("contracts_late", "contracts late (arrived after window end)", "{:d}"),
         ("contracts_lost", "contracts lost (never delivered)", "{:d}"),
         ("blocked_attempts", "blocked attempts", "{:d}"),
         ("executed_violations", "executed violations", "{:d}"),

@@ -8,10 +8,11 @@ references (``refs``), counts the ones the bus refuses or drops (:meth:`Contract
 receives the delivered ones (:meth:`ContractFlow.receive`: reserve contracts are
 authenticated and held in the :class:`~gridswarm_env.reserve.ReserveBook`), files them
 for the next window and the agents' schedules (:meth:`ContractFlow.file_arrived`),
-verifies the energy contracts at dispatch (:meth:`ContractFlow.verify_pending`) and
-activates held reserve when the emergency broadcast has arrived
-(:meth:`ContractFlow.activate_reserve`). It also records the first DER response to the
-trip (:meth:`ContractFlow.note_response`).
+verifies the energy contracts at dispatch (:meth:`ContractFlow.verify_pending`), and at
+their delivery those that reached their holders inside their window after it began
+(:meth:`ContractFlow.verify_joined`: they execute from then on), and activates held
+reserve when the emergency broadcast has arrived (:meth:`ContractFlow.activate_reserve`).
+It also records the first DER response to the trip (:meth:`ContractFlow.note_response`).
 
 The numbers it hands on (per agent ``i``, contracts ``c`` verified for the window)::
 
@@ -19,6 +20,9 @@ The numbers it hands on (per agent ``i``, contracts ``c`` verified for the windo
     accepted share      |A_i| / |B_i|  (A: awarded by the round's contracts received,
                                         B: the agent's bid; 0 where B = 0)
     reserve activation  t = max(broadcast arrival, contract delivery, window start)
+    contract joined     acts from its delivery t_a to the window's end, so adds
+                        C_c·(end − t_a)/(end − start) to the step's mean power C_i, and
+                        π_i weights each contract by that energy (joined_price)
 
 It does not clear the market (:meth:`GridOperator.clear
 <gridswarm_env.grid_operator.GridOperator.clear>`), move the clock or dispatch anything:
@@ -84,9 +88,15 @@ class ContractFlow:
         returned, to the holder it was awarded to; with an ``adversary``, the first such
         item of the batch it returned), while that copy is on the bus or pending. Dispatch
         vouches for these items only (``ContractLedger.verify_batch``'s ``own_copies``):
-        one that the bus delivered after its window began is rejected as ``late``, any
-        other copy of the contract (a replay, a duplicate, one withheld and sent again
-        later) as ``expired``.
+        one that the bus delivered inside its window, after it began, executes from its
+        delivery (:meth:`verify_joined`), one delivered at or after its window's end is
+        rejected as ``late``; any other copy of the contract (a replay, a duplicate, one
+        withheld and sent again later) delivered after its window began is ``expired``.
+    :ivar arrived_s: when each of this step's deliveries (:meth:`receive`) reached its
+        holder, kept when one of them was published in an earlier step (else None), for
+        :meth:`verify_joined`: its delivery time, or for one the bus deferred (due by the
+        bus's previous delivery, held back by the lane's capacity), the delivery that
+        handed it out.
     :ivar lost: contracts the bus refused (CONTROL lane full) or dropped (obsolete).
     :ivar events: the step's event list (the environment's ``events``, set each step).
     :ivar trip_round: the first round whose request covers the trip (set by the
@@ -108,9 +118,12 @@ class ContractFlow:
         self.ramp_mw_per_s = ramp_mw_per_s     # inf: no ramp limit
         self.refs: dict[int, tuple[SignedContract, int]] = {}
         self.next_ref = 0
+        self.step_first_ref = 0   # references below it were published in earlier steps
+        self.last_delivery_s = -np.inf   # the time of the last delivery received
         # contracts delivered this step: (signed, owner), in order
         self.arrived: list[tuple[SignedContract, int]] = []
         self.arrived_reserve = False   # a reserve contract among them
+        self.arrived_s: list[float] | None = None   # when they reached their holders
         self.pending: list[tuple[SignedContract, int]] = []
         self.own_copies: dict[str, tuple[SignedContract, int]] = {}
         self.lost = 0
@@ -214,7 +227,10 @@ class ContractFlow:
 
     # ------------------------------------------------------------------ receive
     def receive(self, deliveries: tuple[Delivery, ...], now_s: float) -> None:
-        """Contracts delivered this step, in delivery order, kept for :meth:`file_arrived`.
+        """Contracts delivered this step, in delivery order, kept for :meth:`file_arrived`
+        (and :meth:`verify_joined`: when some contract delivered was published in an
+        earlier step, so may have reached its holder after its window began, their delivery
+        times are kept too).
 
         A reserve contract is authenticated on receipt (form, identities, both
         signatures, visible replays: :meth:`ContractLedger.authenticate`). An authentic
@@ -228,18 +244,35 @@ class ContractFlow:
         """
         refs = self.refs
         arrived = []
-        times: list[float] = []   # delivery times, kept where reserve can be traded
-        reserve = self.reserve_traded
+        batches = []   # (contracts delivered, the previous delivery's time, this one's)
+        previous_s = self.last_delivery_s
         for d in deliveries:
             con = d.topic(TOPIC_CONTRACTS)
             if len(con.recipients):
-                arrived += map(refs.pop, con.payloads.tolist())
-                if reserve:
-                    times.extend(con.delivery_times_s.tolist())
+                batches.append((con, previous_s, d.now_s))
+            previous_s = d.now_s
+        self.last_delivery_s = previous_s
+        # a contract published in an earlier step (a reference below the mark) may have
+        # arrived after its window began (verify_joined): then the arrival times are kept
+        mark = self.step_first_ref
+        self.step_first_ref = self.next_ref   # the next step's mark
+        maybe_late = any(con.payloads.min() < mark for con, _, _ in batches)
+        keep_times = self.reserve_traded or maybe_late
+        # when each reached its holder, kept where reserve can be traded or one may be
+        # late: its delivery time, but one due by the previous delivery waited for the
+        # lane's capacity (deferred) and reached its holder only at this delivery
+        arrival_s: list[float] = []
+        for con, previous_s, now in batches:
+            arrived += map(refs.pop, con.payloads.tolist())
+            if keep_times:
+                due = con.delivery_times_s
+                arrival_s.extend(np.where(due > previous_s, due, now).tolist())
+        self.arrived_s = arrival_s if maybe_late else None
         if not arrived or "reserve" not in [c.contract.product for c, _ in arrived]:
             self.arrived, self.arrived_reserve = arrived, False
             return
         kept = []
+        kept_s: list[float] = []
         names = self.names
         book = self.book
         held = False
@@ -253,12 +286,15 @@ class ContractFlow:
                     self.note_rejections([signed], [reason])
                     book.copy_failed(cid, left)
                     continue
-                book.hold(signed, owner, times[k])
+                book.hold(signed, owner, arrival_s[k])
                 held = True
             kept.append(item)
+            kept_s.append(arrival_s[k])
         if held:
             book.refresh_standing()
         self.arrived, self.arrived_reserve = kept, held   # held: a reserve contract kept
+        if self.arrived_s is not None:
+            self.arrived_s = kept_s
 
     def file_arrived(self, cleared_round: int, now_s: float, bid_mw: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -327,8 +363,10 @@ class ContractFlow:
     # ------------------------------------------------------------------ dispatch
     def verify_pending(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Verify the energy contracts held for the window starting now; rejected → 0 MW.
-        One the bus delivered after its window began fails as ``late`` if it is the
-        operator's own copy (:attr:`own_copies`), else as ``expired``.
+        One the bus delivered after its window ended fails as ``late`` if it is the
+        operator's own copy (:attr:`own_copies`), else as ``expired`` (as does any other
+        copy delivered after its window began; the own copy delivered inside its window
+        was verified at its delivery, :meth:`verify_joined`).
 
         The power and price dispatched are read from the verified contract objects
         (immutable), in delivery order; an agent holding several contracts gets their
@@ -374,6 +412,63 @@ class ContractFlow:
                     np.divide(value, mw, out=price, where=mw != 0.0)
         self.pending = []
         return mw, price
+
+    def verify_joined(self, step_start_s: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Verify the operator's own copies of energy contracts that reached their holders
+        this step inside their window, after it began (``window_start_s < t_a <
+        window_end_s``, ``t_a`` from :attr:`arrived_s`: the delivery time, or the delivery
+        that handed out a deferred one): each at ``t_a``, in that order, so one that
+        verifies executes from then until the step's end
+        (:func:`~gridswarm_env.dispatch.execute`'s ``joined``), paid for what it delivers.
+        Call after :meth:`verify_pending` (``step_start_s``: the step's start) and before
+        :meth:`file_arrived`, which no longer sees them.
+
+        Any other copy delivered after its window began (a replay, a duplicate, one an
+        attacker withheld and sent later) goes on to dispatch at the next step, where its
+        window has ended (``expired``), as does the own copy of a contract verified through
+        another copy first; an own copy delivered at or after its window's end is rejected
+        there as ``late``.
+
+        :return: ``(owners, MW, delivery s, price $/MWh)`` of the contracts verified, in
+            delivery order, or None when there is none.
+        """
+        times = self.arrived_s
+        if times is None:
+            return None
+        self.arrived_s = None
+        own = self.own_copies
+        items = self.arrived
+        joined = [k for k, (item, at) in enumerate(zip(items, times, strict=True))
+                  if own.get(item[0].contract.contract_id) is item
+                  and item[0].contract.product == "energy"
+                  and step_start_s <= item[0].contract.window_start_s < at
+                  < item[0].contract.window_end_s]
+        if not joined:
+            return None
+        order = sorted(joined, key=times.__getitem__)   # stable: delivery order at a tie
+        names = self.names
+        rows: list[tuple[int, float, float, float]] = []
+        for k in order:
+            signed, owner = items[k]
+            at = times[k]
+            del own[signed.contract.contract_id]   # presented once (see verify_pending)
+            ok, reasons = self.ledger.verify_batch([signed], at, [names[owner]],
+                                                   own_copies=[True])
+            if not ok[0]:
+                self.note_rejections([signed], reasons)
+                continue
+            c = signed.contract
+            rows.append((owner, c.power_mw, at, c.price_per_mwh))
+            if self.awaiting_energy_response:
+                self._energy_response([c], at)
+        gone = set(joined)
+        self.arrived = [item for k, item in enumerate(items) if k not in gone]
+        if not rows:
+            return None
+        owners, mw, at_s, price = zip(*rows, strict=True)
+        return (np.array(owners, dtype=np.intp), np.array(mw, dtype=float),
+                np.array(at_s, dtype=float), np.array(price, dtype=float))
 
     def _energy_response(self, terms: list[Contract], now_s: float) -> None:
         """A DER response by energy: the start of delivery (``now_s``) of the first verified
@@ -439,6 +534,37 @@ class ContractFlow:
         active = book.activation_s[np.isfinite(book.activation_s)]
         if active.size:
             self.note_response(float(active.min()))
+
+
+def contract_power_at(contract_mw: np.ndarray,
+                      joined: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                      at_s: float) -> np.ndarray:
+    """Per agent, the energy contract power acting at ``at_s``: ``contract_mw`` (the
+    step's on-time contracts) plus the ``joined`` contracts (:meth:`ContractFlow.verify_joined`)
+    delivered by then."""
+    owners, mw, delivered_s, _price = joined
+    power = contract_mw.copy()
+    by_then = delivered_s <= at_s
+    np.add.at(power, owners[by_then], mw[by_then])
+    return power
+
+
+def joined_price(contract_mw: np.ndarray, price_per_mwh: np.ndarray,
+                 joined: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                 share: np.ndarray) -> np.ndarray:
+    """Per agent, the price of its energy contracts over a step in which some ``joined``
+    it after the step began (:meth:`ContractFlow.verify_joined`; ``share``: the share of
+    the step each of those acts, after its delivery): weighted by the energy each is
+    contracted for this step, ``Σ_c C_c·s_c·π_c / Σ_c C_c·s_c`` (``s_c`` = 1 for a contract
+    on time, ``contract_mw`` at ``price_per_mwh``), so full delivery of what each contract
+    asks for this step is paid ``Σ_c C_c·s_c·π_c·h``; 0 where that sum is 0."""
+    owners, mw, _delivered_s, prices = joined
+    weight = contract_mw.copy()
+    value = contract_mw * price_per_mwh
+    energy = mw * share
+    np.add.at(weight, owners, energy)
+    np.add.at(value, owners, energy * prices)
+    return np.divide(value, weight, out=np.zeros_like(value), where=weight != 0.0)
 
 
 def check_tampered(signed: Any, owners: Any, n_agents: int) -> None:

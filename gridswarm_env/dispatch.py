@@ -34,6 +34,14 @@ which is what is computed there (bit for bit as before). Two holdings of one age
 activating inside the same sub-step are booked as one step of their summed reserve at
 the time that gives the same unclipped mean.
 
+An energy contract the bus delivered inside its window, after the window began
+(:func:`execute`'s ``joined``), acts like a reserve activation from its delivery time ``t_a``
+to the step's end: ``c_j`` above is then ``c_j + Σ_l C_l · a_l(s)`` (``a_l`` the share of
+sub-step ``s`` after ``t_a``), booked at two levels in its sub-step the same way, so a DER
+that learns of its dispatch at ``t_a`` delivers ``C_l·(t1 − t_a)`` MW·s of it, and the grid
+sees nothing of it before ``t_a``. The step's mean contracted power
+(:attr:`Execution.contract_mean_mw`) is what settlement pays for, pro rata.
+
 Under a finite ramp limit (:func:`_execute_ramped`) the power instead *ramps* sub-step by
 sub-step from the previous step's last sub-step, at most ``ramp·physics_dt_s`` away from
 the baseline per sub-step (returning towards it at once, as
@@ -79,6 +87,9 @@ class Execution(NamedTuple):
     # (kernel.energy_mismatch) recomputes the stored energy from
     p_sub_mw: np.ndarray | None = None
     split_levels: tuple[np.ndarray, ...] | None = None
+    # with contracts joined inside the step (execute's ``joined``), None otherwise: the
+    # mean contracted energy power over the step, Σ on-time C + Σ joined C·(share after t_a)
+    contract_mean_mw: np.ndarray | None = None
 
 
 def activation_share(activation_s: np.ndarray, t0_s: float, n_substeps: int,
@@ -106,6 +117,23 @@ def _reserve_profile(reserve_mw: np.ndarray, first_share: np.ndarray,
     return reserve_sub
 
 
+def _contract_profile(contract_mw: np.ndarray,
+                      joined: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                      share_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Contracted energy power per sub-step: ``contract_mw[:, None]`` (acting the whole
+    step), plus each ``joined`` row ``(owner, MW, delivery s)`` times ``share_of(its
+    delivery times)``, the ``(rows, n_substeps)`` share of each sub-step after it (see
+    :func:`execute`)."""
+    if joined is None:
+        return contract_mw[:, None]
+    owner, joined_mw, joined_s = joined
+    sub = share_of(joined_s)
+    sub *= joined_mw[:, None]
+    profile = np.repeat(contract_mw[:, None], sub.shape[1], axis=1)
+    np.add.at(profile, owner, sub)
+    return profile
+
+
 def _activated_reserve(reserve_mw: np.ndarray, activation_s: np.ndarray, late_reserve,
                        t0_s: float, n_substeps: int, physics_dt_s: float
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,10 +156,14 @@ def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndar
                                reserve_mw: np.ndarray, activation_s: np.ndarray,
                                late_reserve, base: np.ndarray, p_lo: np.ndarray,
                                p_hi: np.ndarray, t0_s: float, n_substeps: int,
-                               physics_dt_s: float
+                               physics_dt_s: float, joined=None
                                ) -> tuple[np.ndarray, np.ndarray, tuple] | None:
     """The activation sub-steps as two levels (module docstring), where that differs from
-    their mean: a level the clip bites, or net injections of opposite signs.
+    their mean: a level the clip bites, or net injections of opposite signs. A contract
+    ``joined`` inside a sub-step (:func:`execute`) is such a change of level too; where it
+    and a reserve activation of the other sign share one sub-step, no single switching
+    time gives their unclipped mean, and the sub-step's power is the two levels' mean at
+    the nearest one (what its energy is booked from).
 
     Writes those entries' mean into ``p`` and ``net`` (in place) and returns
     ``(agents, correction, levels)``: the stored-energy change, MWh, to add to each such
@@ -145,8 +177,8 @@ def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndar
         def acting(times: np.ndarray) -> np.ndarray:
             share = activation_share(times, t0_s, n_substeps, physics_dt_s)
             return 1.0 * (share >= 1.0 if at_start else share > 0.0)
-        return contract_mw[:, None] + _reserve_profile(reserve_mw, acting(activation_s),
-                                                       late_reserve, acting)
+        return _contract_profile(contract_mw, joined, acting) + _reserve_profile(
+            reserve_mw, acting(activation_s), late_reserve, acting)
 
     start, end = level(True), level(False)
     split = start != end                      # some reserve activates inside the sub-step
@@ -165,7 +197,10 @@ def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndar
     agents, subs, clipped = agents[keep], subs[keep], clipped[keep]
     p0, p1, net0, net1 = p0[keep], p1[keep], net0[keep], net1[keep]
     # the share of the sub-step after the activation: the weight of the unclipped mean
-    after = np.clip((planned[agents, subs] - s0[keep]) / (s1[keep] - s0[keep]), 0.0, 1.0)
+    after = (planned[agents, subs] - s0[keep]) / (s1[keep] - s0[keep])
+    if joined is not None:   # steps of both signs: the mean may lie outside the levels
+        clipped |= (after < 0.0) | (after > 1.0)
+    after = np.clip(after, 0.0, 1.0)
     mean = p0 + after * (p1 - p0)
     p[agents[clipped], subs[clipped]] = mean[clipped]
     net[agents[clipped], subs[clipped]] = base[agents[clipped]] + mean[clipped]
@@ -190,7 +225,7 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
                     p_lo: np.ndarray, p_hi: np.ndarray, contract_mw: np.ndarray,
                     reserve_mw: np.ndarray, activation_s: np.ndarray, p_start_mw: np.ndarray,
                     q_start_mw: np.ndarray, late_reserve, t0_s: float, n_substeps: int,
-                    physics_dt_s: float) -> Execution:
+                    physics_dt_s: float, joined=None) -> Execution:
     """One step under a finite ramp limit ``r`` (MW/s): the power ramps sub-step by
     sub-step, ``R(y) = ramp_interval(y, r·physics_dt)``::
 
@@ -216,11 +251,21 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
     reserve first (the newer change; reserve is paid for capacity, not energy), what
     exceeds it against the energy contract, which is paid for what it delivered. Stored
     energy is booked per sub-step at each sub-step's net power; an activation is not
-    split into two levels (the power ramps inside the sub-step).
+    split into two levels (the power ramps inside the sub-step). A contract ``joined``
+    inside the step (:func:`execute`) is part of the plan from its delivery; the lag is
+    then judged against the step's mean contracted power ``C̄`` (``contract_mw`` plus the
+    joined contracts' share of the step), and ``contract_followable_mw`` is ``C̄`` less
+    its part of the lag.
     """
     share, reserve_sub = _activated_reserve(reserve_mw, activation_s, late_reserve, t0_s,
                                             n_substeps, physics_dt_s)
-    planned = contract_mw[:, None] + reserve_sub
+    contract_sub = _contract_profile(
+        contract_mw, joined,
+        lambda times: activation_share(times, t0_s, n_substeps, physics_dt_s))
+    contract_mean = None
+    if joined is not None:
+        contract_mw = contract_mean = contract_sub.mean(axis=1)
+    planned = contract_sub + reserve_sub
     sub_ramp = kernel.arrays.ramp_mw_per_s * physics_dt_s
     q = np.empty_like(planned)
     p = np.empty_like(planned)
@@ -254,7 +299,8 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
         net_min_mw=net.min(axis=1), net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
         clamped=(np.abs(cut) > 1e-9).any(axis=1), reserve_share=share.mean(axis=1),
         baseline_mw=base, p_mean_sum_mw=float(np.add.reduce(p_mean)), p_path_mw=p,
-        contract_followable_mw=followable, plan_end_mw=q[:, -1].copy(), p_sub_mw=p)
+        contract_followable_mw=followable, plan_end_mw=q[:, -1].copy(), p_sub_mw=p,
+        contract_mean_mw=contract_mean)
 
 
 def _followed_baseline(fleet: FleetState, kernel: Kernel, c, baseline_mw: np.ndarray,
@@ -286,7 +332,8 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             p_prev_mw: np.ndarray | None = None,
             late_reserve: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
             p_start_mw: np.ndarray | None = None,
-            q_start_mw: np.ndarray | None = None) -> Execution:
+            q_start_mw: np.ndarray | None = None,
+            joined: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Execution:
     """Execute one step (module equations). Does not modify ``fleet``.
 
     With ``p_prev_mw`` (last step's executed balancing power) and a finite ramp limit the
@@ -299,6 +346,12 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     holder activated later in this step (a contract that reached it after its first),
     which acts from its own time, ``R_j·a_j(s) = (R_j − Σ_late MW)·a(s; activation_s[j])
     + Σ_late MW·a(s; t_late)``.
+
+    ``contract_mw[j]`` acts the whole step; ``joined`` rows ``(owner, MW, delivery s)`` are
+    energy contracts for this step's window that reached their holder after it began
+    (delivery in ``(t0_s, t0_s + dt_s)``), each acting from its delivery until the step's
+    end, ``C_l·a(s; t_l)`` (module docstring); :attr:`Execution.contract_mean_mw` is then
+    the step's mean contracted power.
     """
     c = kernel.fleet_constants(fleet)
     base, p_lo, p_hi = _followed_baseline(fleet, kernel, c, baseline_mw, dt_s)
@@ -307,23 +360,27 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
         return _execute_ramped(
             fleet, c, kernel, base, p_lo, p_hi, contract_mw, reserve_mw, activation_s,
             x0, x0 if q_start_mw is None else q_start_mw, late_reserve, t0_s,
-            n_substeps, physics_dt_s)
+            n_substeps, physics_dt_s, joined)
     t1_s = t0_s + dt_s
     in_step = activation_s < t1_s
     # the usual step: no reserve activated yet (activation_s >= t1 > t0 everywhere)
     activated = bool(np.count_nonzero(in_step))
     if activated:
         in_step &= reserve_mw > 0
-    if late_reserve is not None or (activated and np.count_nonzero(in_step)
-                                    and np.count_nonzero(activation_s[in_step] > t0_s)):
+    if late_reserve is not None or joined is not None or (
+            activated and np.count_nonzero(in_step)
+            and np.count_nonzero(activation_s[in_step] > t0_s)):
         share, reserve_sub = _activated_reserve(reserve_mw, activation_s, late_reserve, t0_s,
                                                 n_substeps, physics_dt_s)
-        planned = contract_mw[:, None] + reserve_sub
+        contract_sub = _contract_profile(
+            contract_mw, joined,
+            lambda times: activation_share(times, t0_s, n_substeps, physics_dt_s))
+        planned = contract_sub + reserve_sub
         p = fast_clip(planned, p_lo[:, None], p_hi[:, None])
         net = base[:, None] + p
         fix = _split_activation_substeps(fleet, c, p, net, planned, contract_mw, reserve_mw,
                                          activation_s, late_reserve, base, p_lo, p_hi,
-                                         t0_s, n_substeps, physics_dt_s)
+                                         t0_s, n_substeps, physics_dt_s, joined)
         # energy per sub-step from its mean net power; the activation sub-steps that
         # need it are then corrected to their two levels (module docstring)
         sub_h = physics_dt_s / 3600.0
@@ -341,7 +398,8 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
             clamped=(np.abs(p - planned) > 1e-9).any(axis=1),
             reserve_share=share.mean(axis=1), baseline_mw=base,
-            p_mean_sum_mw=float(np.add.reduce(p_mean)), p_sub_mw=p, split_levels=levels)
+            p_mean_sum_mw=float(np.add.reduce(p_mean)), p_sub_mw=p, split_levels=levels,
+            contract_mean_mw=None if joined is None else contract_sub.mean(axis=1))
     share = np.where(activation_s <= t0_s, 1.0, 0.0) if activated else np.zeros(
         activation_s.shape[0])
     planned = reserve_mw * share

@@ -105,8 +105,8 @@ from gridswarm_env.audit_seal import (  # noqa: F401 (a constant of env.py befor
 )
 from gridswarm_env.bus import AgentMessageBus, Delivery, Lane, TopicBatch
 from gridswarm_env.config import EnvConfig, check_choice
-from gridswarm_env.contract_flow import ContractFlow
-from gridswarm_env.dispatch import Execution, balancing_bounds, execute
+from gridswarm_env.contract_flow import ContractFlow, contract_power_at, joined_price
+from gridswarm_env.dispatch import Execution, activation_share, balancing_bounds, execute
 from gridswarm_env.fleet import (
     agent_names,
     apply_energy,
@@ -133,7 +133,7 @@ from gridswarm_env.messages import (
     TOPIC_FORECAST,
     TOPIC_PRICE,
 )
-from gridswarm_env.metrics import MetricsAccumulator
+from gridswarm_env.metrics import RESPONSE_WINDOW_S, MetricsAccumulator
 from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package's name)
     OBS_DIM,
     OBS_FIELDS,
@@ -676,6 +676,9 @@ class GridSwarmEnv(ParallelEnv):
             self.stale_bids += len(late.senders)
         flow.receive((d1, d2), t1)
         contract_mw, contract_price = flow.verify_pending(t0)
+        # contracts for this window that reached their holders after it began: they
+        # execute from their delivery on (None in the usual step: none arrived late)
+        joined = flow.verify_joined(t0)
         if self._emergency_in_flight:   # the broadcast's copies not all delivered before
             self.signals.receive_emergency((d1, d2))
             self._emergency_in_flight = self.bus.queue_depth(Lane.EMERGENCY) > 0
@@ -687,15 +690,24 @@ class GridSwarmEnv(ParallelEnv):
                      n_substeps=self.n_substeps, physics_dt_s=pdt, p_prev_mw=self.last_p_mw,
                      late_reserve=book.late,
                      p_start_mw=self._would_p_end_mw if cfg.shadow else self.last_p_end_mw,
-                     q_start_mw=self._plan_end_mw)
+                     q_start_mw=self._plan_end_mw,
+                     joined=None if joined is None else joined[:3])
         self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
         if self.metrics.close_window_if_ends_in(t0, t1, last=k + 1 >= sc.episode_steps):
             # the emergency's 100 ms window ends in this step: the reserve activated in it
             # counts as far as its holders' bounds let them deliver it (before _physics
             # moves the fleet's state on)
-            self.metrics.record_window_end(contract_mw, *balancing_bounds(
-                self.fleet, self.kernel, self._baseline_now, dt))
+            self.metrics.record_window_end(
+                contract_mw if joined is None else contract_power_at(
+                    contract_mw, joined, self.metrics.event_time_s + RESPONSE_WINDOW_S),
+                *balancing_bounds(self.fleet, self.kernel, self._baseline_now, dt))
         freq, p_exec, viol = self._physics(ex, k, t0)
+        if joined is not None:   # paid pro rata: the step's mean contracted power, and
+            # each contract's price weighted by the energy it was contracted for this step
+            contract_price = joined_price(
+                contract_mw, contract_price, joined,
+                activation_share(joined[2], t0, self.n_substeps, pdt).mean(axis=1))
+            contract_mw = ex.contract_mean_mw
         if ex.contract_followable_mw is not None:   # under a ramp limit: _execute_ramped
             self.last_p_end_mw = self.last_p_path_mw[:, -1].copy()
             if cfg.shadow:   # the would-be dispatch ramps on from its own last sub-step

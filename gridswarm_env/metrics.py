@@ -63,13 +63,14 @@ Definitions (``h = dt_s/3600``, sums over steps ``k``):
   delivered. Signed = verified + rejected + lost + those still in
   flight or held (reserve not activated) at the end.
 * ``contracts_late`` (extra): the rejections of ``contracts_rejected`` with reason
-  ``late`` (``contracts_rejected_by_reason["late"]``): energy contracts the bus delivered
-  after their delivery window began, so that dispatch, at the next step, found the
-  window ended; each is the operator's own copy, published when it was issued (a replay,
-  a duplicate or a copy an attacker withheld and sent later is ``expired``,
-  :meth:`ContractLedger.verify_batch <gridswarm_env.trust.ContractLedger.verify_batch>`).
-  None executes. 0 whenever every latency is at most ``dt_s − gate_s`` (the shipped
-  settings).
+  ``late`` (``contracts_rejected_by_reason["late"]``): energy contracts that reached
+  their holders at or after their delivery window's end (one arriving inside it executes
+  from its arrival, :meth:`ContractFlow.verify_joined
+  <gridswarm_env.contract_flow.ContractFlow.verify_joined>`); each is the operator's own
+  copy, published when it was issued (a replay, a duplicate or a copy an attacker
+  withheld and sent later is ``expired``, :meth:`ContractLedger.verify_batch
+  <gridswarm_env.trust.ContractLedger.verify_batch>`). None executes. 0 whenever every
+  contract arrives within ``2·dt_s − gate_s`` of its signing (the shipped settings).
 * ``requirement_energy_mwh`` / ``delivered_energy_mwh`` (extras): the balancing energy
   required, ``Σ |R̄|·h``, and the DER energy delivered in its direction,
   ``Σ sign(R̄)·D̄·h`` (R̄, D̄: a step's mean requirement and fleet balancing power, MW;

@@ -9,7 +9,12 @@ import re
 import numpy as np
 import pytest
 
-from gridswarm_env.contract_flow import add_by_owner, check_tampered
+from gridswarm_env.contract_flow import (
+    add_by_owner,
+    check_tampered,
+    contract_power_at,
+    joined_price,
+)
 from gridswarm_env.trust import Contract, SignedContract
 
 
@@ -107,3 +112,34 @@ def test_the_reserve_response_is_the_earliest_holders_activation() -> None:
     event_s = raw.scenario.event_time_s
     assert raw.episode_metrics()["emergency_response_latency_ms"] == pytest.approx(
         (acts.min() - event_s) * 1000.0, rel=1e-12)
+
+
+def _joined() -> tuple[np.ndarray, ...]:
+    """Two contracts joined inside the step: agent 1 +2 MW at $80 from 0.3 s, agent 2
+    −1 MW at $−20 from 0.6 s, and agent 1 +1 MW at $20 from 0.9 s (owners, MW, s, $)."""
+    return (np.array([1, 2, 1]), np.array([2.0, -1.0, 1.0]), np.array([0.3, 0.6, 0.9]),
+            np.array([80.0, -20.0, 20.0]))
+
+
+def test_contract_power_at_adds_the_contracts_joined_by_then() -> None:
+    """The contract power acting at an instant: the on-time contracts plus those joined by
+    then (at their delivery instant included), each of an agent's added."""
+    on_time = np.array([5.0, 1.0, 0.0])
+    np.testing.assert_array_equal(contract_power_at(on_time, _joined(), 0.29), on_time)
+    np.testing.assert_array_equal(contract_power_at(on_time, _joined(), 0.6), [5.0, 3.0, -1.0])
+    np.testing.assert_array_equal(contract_power_at(on_time, _joined(), 1.0), [5.0, 4.0, -1.0])
+    np.testing.assert_array_equal(on_time, [5.0, 1.0, 0.0])   # not written in place
+
+
+def test_joined_price_weights_each_contract_by_its_energy_this_step() -> None:
+    """Agent 1: 1 MW on time at $50 and the joined +2 MW at $80 for 70 % of the step and
+    +1 MW at $20 for 10 %: (50·1 + 80·1.4 + 20·0.1) / 2.5; agent 2, its joined contract
+    alone: its own price; agent 0, untouched; an agent whose weights cancel: 0."""
+    on_time, price = np.array([5.0, 1.0, 0.0]), np.array([30.0, 50.0, 0.0])
+    share = np.array([0.7, 0.4, 0.1])
+    got = joined_price(on_time, price, _joined(), share)
+    np.testing.assert_allclose(got, [30.0, (50.0 + 112.0 + 2.0) / 2.5, -20.0], rtol=1e-15)
+    cancel = joined_price(np.array([0.0, -1.4, 0.0]), np.array([0.0, 50.0, 0.0]),
+                          (np.array([1]), np.array([2.0]), np.array([0.3]),
+                           np.array([80.0])), np.array([0.7]))
+    assert cancel[1] == 0.0

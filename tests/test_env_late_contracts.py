@@ -1,14 +1,14 @@
-"""Energy contracts the bus delivers after their delivery window began: ``late``, not
-``expired``.
+"""Energy contracts the bus delivers after their delivery window began.
 
 With latencies beyond ``dt_s − gate_s`` (short steps, a late gate) some contracts reach
-their holders after their window began; dispatch verifies them at the next step, after
-the window ended, and they never execute. They used to be rejected as ``expired``, the
-reason a contract an attacker replays late gets, so neither the KPIs nor the audit trail
-told network lateness from an attack. They are now rejected as ``late``
-(``contracts_late``, a part of ``contracts_rejected``), and only the operator's own copy
-of a contract, published when it was issued, can be: a replay, a duplicate or a contract
-an attacker withheld and sent again later is still ``expired``.
+their holders after their window began. They used to be verified at the next step, after
+the window ended, and were rejected (first as ``expired``, then as ``late``): never
+executed, though most of the window remained. Now the operator's own copy of a contract,
+the one published to its holder when it was issued, executes from its delivery for the
+rest of its window, verified at its delivery time and paid for the energy it delivers
+(pro rata); only one delivered at or after its window's end is ``late``
+(``contracts_late``, a part of ``contracts_rejected``). A replay, a duplicate or a
+contract an attacker withheld and sent again later is still ``expired``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from gridswarm_env.bus import BusConfig
 from gridswarm_env.config import EnvConfig, MarketConfig
 from gridswarm_env.env import GridSwarmEnv
 from gridswarm_env.messages import TOPIC_CONTRACTS
@@ -25,27 +26,32 @@ from policies import make_policy
 from tests.episodes import play
 
 
-def _short_steps_env(gate_s: float = 0.03, adversary: Any = None) -> GridSwarmEnv:
+def _short_steps_env(gate_s: float = 0.03, adversary: Any = None,
+                     bus: BusConfig | None = None) -> GridSwarmEnv:
     """price_spike, 10 agents, hmac, ``dt_s`` 0.05 s for 600 steps: the default bus
     (latencies up to 50 ms) delivers some contracts after their window began."""
-    cfg = EnvConfig(n_agents=10, dt_s=0.05, trust="hmac", market=MarketConfig(gate_s=gate_s))
+    cfg = EnvConfig(n_agents=10, dt_s=0.05, trust="hmac", market=MarketConfig(gate_s=gate_s),
+                    **({} if bus is None else {"bus": bus}))
     return GridSwarmEnv(get_scenario("price_spike", episode_steps=600), config=cfg,
                         adversary=adversary)
 
 
-def _record_deliveries(raw: GridSwarmEnv) -> list[tuple[str, float, float]]:
-    """``(contract id, delivery time, window start)`` of every contract copy the bus
-    delivers, read from the bus's own deliveries (not from the ledger's verdicts)."""
-    seen: list[tuple[str, float, float]] = []
+def _record_deliveries(raw: GridSwarmEnv) -> list[tuple[Any, float]]:
+    """``(contract, arrival time)`` of every contract copy the bus delivers, read from
+    the bus's own deliveries (not from the ledger's verdicts): its delivery time, or for
+    one due by the bus's previous delivery call (deferred: the lane's capacity held it
+    back), the time of the call that handed it out."""
+    seen: list[tuple[Any, float]] = []
     deliver = raw.bus.deliver
+    previous_s = [-float("inf")]
 
     def recording(now_s, *args, **kwargs):
         batch = deliver(now_s, *args, **kwargs)
         con = batch.topic(TOPIC_CONTRACTS)
         refs = raw.contract_flow.refs
         for ref, at in zip(con.payloads.tolist(), con.delivery_times_s.tolist(), strict=True):
-            c = refs[ref][0].contract
-            seen.append((c.contract_id, at, c.window_start_s))
+            seen.append((refs[ref][0].contract, at if at > previous_s[0] else now_s))
+        previous_s[0] = now_s
         return batch
 
     raw.bus.deliver = recording
@@ -57,45 +63,107 @@ def _rejections(raw: GridSwarmEnv) -> list[tuple[str, str]]:
             if e.kind == "contract_rejected" for r in e.fields["rejections"]]
 
 
-def _verified_ids(raw: GridSwarmEnv) -> set[str]:
-    return {cid for e in raw.audit_log.entries if e.kind == "contract_verified"
-            for cid in e.fields["contract_ids"]}
+def _verified_at(raw: GridSwarmEnv) -> dict[str, list[float]]:
+    """Contract id -> the times the ledger verified it at (audit ``contract_verified``)."""
+    out: dict[str, list[float]] = {}
+    for e in raw.audit_log.entries:
+        if e.kind == "contract_verified":
+            for cid in e.fields["contract_ids"]:
+                out.setdefault(cid, []).append(e.fields["now_s"])
+    return out
 
 
-@pytest.mark.parametrize("gate_s", [0.01, 0.03])
-def test_contracts_the_bus_delivers_after_their_window_began_are_late(gate_s: float) -> None:
-    """Every contract the bus delivered after its window began (and dispatch then saw
-    before the episode ended) is rejected as ``late``, none as ``expired``; the totals
-    are as before (``late`` is a part of ``contracts_rejected``) and no late contract
-    executes. The old code counted them all as ``expired`` (gate 0.01 / 0.03 s: 24 / 101
-    of 388 / 372 contracts)."""
-    raw = _short_steps_env(gate_s)
+def _run(raw: GridSwarmEnv) -> list[tuple[Any, float]]:
+    """Play ``raw`` (heuristic, seed 0), recording the bus's contract deliveries."""
     raw.reset(seed=0)
-    seen = _record_deliveries(raw)   # the episode's bus
+    seen = _record_deliveries(raw)   # the episode's bus (a reset builds another)
     policy = make_policy("heuristic")
     policy.reset(raw, seed=0)
     while raw.agents:
         act = policy.act(raw.observations_array(), raw.action_masks())
         raw.step_arrays(act[:, 0], act[:, 1])
+    return seen
+
+
+_LONG_TAIL = BusConfig(latency_mean_s=0.03, latency_max_s=0.2)
+
+
+@pytest.mark.parametrize(("gate_s", "bus"), [(0.01, None), (0.03, None), (0.03, _LONG_TAIL)])
+def test_a_contract_delivered_inside_its_window_executes_from_its_delivery(
+        gate_s: float, bus: BusConfig | None) -> None:
+    """Every contract the bus delivers after its window began and before it ended is
+    verified at its delivery time (and then executes); one delivered on time is verified
+    at its window's start; only one delivered at or after its window's end is rejected,
+    as ``late``. The old code rejected every contract delivered after its window began
+    (gate 0.01 / 0.03 s, default bus: 24 / 101 of 388 / 372 contracts)."""
+    raw = _short_steps_env(gate_s, bus=bus)
+    seen = _run(raw)
     m = raw.episode_metrics()
     still_pending = {c.contract.contract_id for c, _ in raw.pending}
-    late = {cid for cid, at, start in seen if at > start} - still_pending
-    on_time = {cid for cid, at, start in seen if at <= start} - still_pending
-    assert len(seen) == len({cid for cid, _, _ in seen})   # one copy each (no adversary)
-    assert late and on_time
+    assert len(seen) == len({c.contract_id for c, _ in seen})   # one copy each
+    seen = [(c, at) for c, at in seen if c.contract_id not in still_pending]
+    joined = {c.contract_id: at for c, at in seen if c.window_start_s < at < c.window_end_s}
+    on_time = {c.contract_id: c.window_start_s for c, at in seen if at <= c.window_start_s}
+    late = {c.contract_id for c, at in seen if at >= c.window_end_s}
+    assert joined and on_time
+    verified = _verified_at(raw)
+    assert verified == {cid: [at] for cid, at in (joined | on_time).items()}
+    assert sorted(_rejections(raw)) == sorted((cid, "late") for cid in late)
     assert m["contracts_late"] == len(late)
-    assert m["contracts_rejected_by_reason"] == {"late": len(late)}
-    assert m["contracts_rejected"] == m["contracts_late"]
-    assert m["contracts_verified"] == len(on_time)
+    assert m["contracts_rejected"] == len(late)
+    assert m["contracts_verified"] == len(joined) + len(on_time)
     assert m["contracts_signed"] == (m["contracts_verified"] + m["contracts_rejected"]
                                      + m["contracts_lost"] + len(still_pending)
                                      + len(raw.contract_flow.refs))
-    # the audit trail names each late contract with its reason; none of them executed
-    assert sorted(_rejections(raw)) == sorted((cid, "late") for cid in late)
-    assert not late & _verified_ids(raw)
+    if bus is None:   # latencies up to 50 ms = dt_s: every contract arrives in its window
+        assert not late
+    else:
+        assert late
     assert raw.audit_log.verify().ok
+    assert m["executed_violations"] == 0
     assert not raw.contract_flow.own_copies.keys() - still_pending - {
         s.contract.contract_id for s, _ in raw.contract_flow.refs.values()}
+
+
+def test_a_contract_the_control_lane_deferred_into_its_window_executes_from_its_handout(
+        ) -> None:
+    """A contract due before its window but held back by the CONTROL lane's capacity
+    (deferred) reaches its holder when a later delivery hands it out; one handed out at
+    the next gate closure, inside its window, executes from then (verified at that time)
+    rather than being rejected as ``late`` (price_spike, 30 agents, 1 s steps, the
+    CONTROL lane capped at 8 deliveries a step)."""
+    big = 10**6
+    cfg = EnvConfig(n_agents=30, trust="hmac",
+                    bus=BusConfig(capacity_per_step=(big, 8, big, big)))
+    raw = GridSwarmEnv(get_scenario("price_spike", episode_steps=120), config=cfg)
+    seen = _run(raw)
+    still_pending = {c.contract.contract_id for c, _ in raw.pending}
+    verified = _verified_at(raw)
+    handed_in = {c.contract_id: at for c, at in seen if c.window_start_s < at < c.window_end_s
+                 and c.contract_id not in still_pending}
+    assert handed_in
+    assert {verified.get(cid, [None])[0] for cid in handed_in} == set(handed_in.values())
+    assert all(at == c.window_start_s + raw.config.market.gate_s
+               for c, at in seen if c.contract_id in handed_in)
+    late = {c.contract_id for c, at in seen if at >= c.window_end_s} - still_pending
+    assert sorted(_rejections(raw)) == sorted((cid, "late") for cid in late)
+
+
+def test_a_contract_joined_inside_its_window_is_paid_for_the_energy_it_delivers() -> None:
+    """Settlement pays each executed contract for what it was contracted to deliver after
+    its delivery (the whole window for one on time): with every contract delivered in
+    full (nothing clamped), the episode's payments are ``Σ π·C·(end − max(t_a, start))``
+    over the verified contracts, in MWh at their prices (the old code paid nothing for
+    a contract delivered after its window began, and executed none of it)."""
+    raw = _short_steps_env(0.03)
+    seen = _run(raw)
+    m = raw.episode_metrics()
+    verified = _verified_at(raw)
+    assert m["dispatch_clamped"] == 0 and m["contracts_rejected"] == 0
+    paid = [c.power_mw * c.price_per_mwh * (c.window_end_s - max(at, c.window_start_s)) / 3600
+            for c, at in seen if c.contract_id in verified]
+    assert any(at > c.window_start_s for c, at in seen if c.contract_id in verified)
+    assert m["balancing_payments"] == pytest.approx(sum(paid), rel=1e-9)
 
 
 class _Withhold:
@@ -121,30 +189,36 @@ class _Withhold:
         return signed, owners
 
 
-def test_a_contract_withheld_and_sent_after_its_window_began_is_expired_not_late() -> None:
-    """An attacker cannot make a replay look like network lateness: a genuine contract
-    withheld from its batch and sent with the next one, so that it arrives after its
-    window began, is still ``expired`` (it is not the copy the operator published when
-    it was issued), while the bus's own late deliveries in the same run are ``late``."""
+def test_a_contract_withheld_and_sent_after_its_window_began_is_expired() -> None:
+    """An attacker cannot make a replay pass for network lateness: a genuine contract
+    withheld from its batch and sent with the next one, so that it arrives inside its
+    window but after it began, is still ``expired`` and never executes (it is not the
+    copy the operator published when it was issued), while the bus's own late deliveries
+    in the same run execute from their delivery."""
     attacker = _Withhold()
     raw = _short_steps_env(0.03, adversary=attacker)
-    for _ in play(raw, "heuristic", seed=0):
-        pass
+    seen = _run(raw)
     reasons = dict(_rejections(raw))
     assert len(attacker.sent) == 20
     assert {reasons.get(cid) for cid in attacker.sent} == {"expired"}
     m = raw.episode_metrics()
-    assert m["contracts_rejected_by_reason"]["expired"] == 20
-    assert m["contracts_late"] > 0 and m["contracts_late"] == sum(
-        r == "late" for r in reasons.values())
-    assert not set(attacker.sent) & _verified_ids(raw)
+    assert m["contracts_rejected_by_reason"] == {"expired": 20}
+    verified = _verified_at(raw)
+    assert not set(attacker.sent) & verified.keys()
+    # some withheld copies reached their holders inside their windows (the others after)
+    sent = set(attacker.sent)
+    assert any(c.window_start_s < at < c.window_end_s for c, at in seen
+               if c.contract_id in sent)
+    assert any(at > c.window_start_s and verified.get(c.contract_id) == [at]
+               for c, at in seen if c.contract_id not in sent)
 
 
-def test_duplicated_contracts_are_late_at_most_once_and_never_when_a_copy_executed() -> None:
-    """An attacker who sends every energy contract twice: for each contract at most one
-    copy (the operator's own) is ``late``, the other copy of a late pair ``expired``; a
-    contract one copy of which was verified and executed is never counted late, though
-    its other copy arrived after the window (either copy may be the slower one)."""
+def test_a_duplicated_contract_executes_once_and_its_other_copy_is_expired() -> None:
+    """An attacker who sends every energy contract twice: each contract executes through
+    one copy at most, once; the other copy is ``expired`` or ``replayed``, never ``late``;
+    the operator's own copy delivered after its window began executes from its delivery
+    (the first of the pair in each batch), and the duplicate, delivered after the window
+    began too, is then ``expired`` (either copy may be the slower one)."""
 
     def duplicate(env, signed, owners):
         if signed and signed[0].contract.product == "energy":
@@ -152,18 +226,16 @@ def test_duplicated_contracts_are_late_at_most_once_and_never_when_a_copy_execut
         return signed, owners
 
     raw = _short_steps_env(0.03, adversary=duplicate)
-    for _ in play(raw, "heuristic", seed=0):
-        pass
+    seen = _run(raw)
     rejections = _rejections(raw)
-    late = [cid for cid, reason in rejections if reason == "late"]
+    verified = _verified_at(raw)
+    assert {reason for _, reason in rejections} <= {"expired", "replayed"}
+    assert all(len(times) == 1 for times in verified.values())
     expired = {cid for cid, reason in rejections if reason == "expired"}
-    verified = _verified_ids(raw)
-    assert late and len(late) == len(set(late))
-    assert not set(late) & verified
-    # both cases happen: a late pair (one late, one expired), and a contract one copy of
-    # which executed while the other expired
-    assert set(late) & expired and verified & expired
-    assert raw.episode_metrics()["contracts_late"] == len(late)
+    joined = {cid for cid, times in verified.items() for c, at in seen
+              if c.contract_id == cid and at == times[0] and at > c.window_start_s}
+    assert joined & expired
+    assert raw.episode_metrics()["contracts_late"] == 0
 
 
 def test_nothing_is_late_with_the_shipped_step_and_gate() -> None:

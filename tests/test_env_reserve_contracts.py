@@ -373,3 +373,51 @@ def test_a_slow_bus_never_awards_past_what_an_agent_can_deliver(seed, latency_s,
     assert np.all(most <= raw.kernel.arrays.max_discharge_mw * (1 + 1e-9))
     assert raw.dispatch_clamped == 0
     assert raw.episode_metrics()["executed_violations"] == 0
+
+
+def test_a_reserve_contract_the_control_lane_deferred_is_held_from_its_hand_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reserve contract due at one delivery but held back by the CONTROL lane's capacity
+    (deferred) reaches its holder only when a later delivery hands it out: it is held,
+    and so can activate, from then, not from its due time (which is earlier: in
+    ``emergency``, 30 agents, the lane capped at 3 deliveries a step, three contracts due
+    just after the broadcast were handed out at 11.25 s and used to activate at their
+    window's start, 11.0 s)."""
+    from gridswarm_env.messages import TOPIC_CONTRACTS
+    from gridswarm_env.reserve import ReserveBook
+
+    holds: dict[str, float] = {}
+    hold = ReserveBook.hold
+
+    def recording_hold(self, signed, owner, received_s):
+        holds[signed.contract.contract_id] = received_s
+        return hold(self, signed, owner, received_s)
+
+    monkeypatch.setattr(ReserveBook, "hold", recording_hold)
+    big = 10**6
+    cfg = EnvConfig(trust="hmac", bus=BusConfig(capacity_per_step=(big, 3, big, big)))
+    raw = gridswarm_env.parallel_env(scenario="emergency", n_agents=30, trust="hmac",
+                                     config=cfg).unwrapped
+    raw.reset(seed=0)
+    handed: dict[str, tuple[float, float]] = {}   # id -> (due, handed out)
+    deliver, previous_s = raw.bus.deliver, [-np.inf]
+
+    def recording(now_s, *args, **kwargs):
+        batch = deliver(now_s, *args, **kwargs)
+        con = batch.topic(TOPIC_CONTRACTS)
+        for ref, due in zip(con.payloads.tolist(), con.delivery_times_s.tolist(),
+                            strict=True):
+            cid = raw.contract_flow.refs[ref][0].contract.contract_id
+            handed[cid] = (due, due if due > previous_s[0] else now_s)
+        previous_s[0] = now_s
+        return batch
+
+    raw.bus.deliver = recording
+    policy = make_policy("heuristic")
+    policy.reset(raw, seed=0)
+    while raw.agents:
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        raw.step_arrays(act[:, 0], act[:, 1])
+    deferred = {cid for cid, (due, out) in handed.items() if out != due and cid in holds}
+    assert len(deferred) >= 3
+    assert holds == {cid: handed[cid][1] for cid in holds}
