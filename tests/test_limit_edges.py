@@ -24,6 +24,7 @@ import gridswarm_env
 from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, FleetState
 from gridswarm_env.kernel import DerLimits, Kernel, Limits
 from policies import make_policy
+from policies.oracle import problem_from_env
 from policies.rollout import run_episode
 
 NAMES = ["solar_000", "battery_000", "ev_000"]
@@ -221,3 +222,40 @@ def test_an_ev_and_battery_charge_cap_strand_nothing_in_an_episode(scenario: str
     run = run_episode(env, make_policy(policy, seed=0), seed=0, on_step=on_step)
     assert run.metrics["executed_violations"] == 0
     assert gaps and max(gaps) < 1e-9
+
+
+def test_the_oracle_plans_with_the_bounds_the_mask_allows() -> None:
+    """The oracle rounded every power bound down to a level, so it planned a capped
+    battery's 2.0 MW cap as its last level under it (1.72-2.00 MW: 3.47 MW less over the
+    27 capped batteries) and bid the rest only as backup; and it took an EV's reserve as its baseline rate even when a charge cap below
+    it leaves only the cap to defer. ``emergency``, 100 agents, seed 0, the plan's bounds
+    from the first step on."""
+    env = gridswarm_env.parallel_env(scenario="emergency", n_agents=100, trust="hmac",
+                                     limits={"battery": {"max_discharge_mw": 2.0},
+                                             "ev": {"max_charge_mw": 0.6}})
+    raw = env.unwrapped
+    raw.reset(seed=0)
+    problem, f = problem_from_env(raw), raw.fleet
+    capped = (f.kind == KIND_BATTERY) & (f.rated_power_mw > 2.0)
+    assert capped.sum() > 20
+    assert np.all(problem.up_max_mw[capped, 1:] == 2.0)
+    assert np.all(problem.reserve_max_mw[capped] == 2.0)
+    ev = f.kind == KIND_EV
+    rate = f.ev_baseline_rate_mw[ev]
+    assert np.all(problem.reserve_max_mw[ev] == np.minimum(rate, 0.6))
+    assert np.all(problem.up_max_mw[ev, 1] == np.minimum(rate, 0.6))
+    # the extra charging above a baseline under the cap: 0.6 − rate, not rounded down
+    below = rate < 0.6
+    assert np.allclose(problem.down_max_mw[ev, 1][below], 0.6 - rate[below], atol=1e-12)
+
+
+def test_the_oracle_uses_a_battery_cap_between_levels_in_price_spike() -> None:
+    """``price_spike``, 100 agents, seed 0, ``[battery] max_discharge_mw = 2.0``: planned
+    at the levels under the cap, the oracle cost 683 $ (seeds 0-4: 772 $, 0.059 MWh
+    unserved, worse than the heuristic's 512 $); planned at the cap, 477 $ (498 $, 0.028
+    MWh)."""
+    env = gridswarm_env.parallel_env(scenario="price_spike", n_agents=100, trust="hmac",
+                                     limits={"battery": {"max_discharge_mw": 2.0}})
+    run = run_episode(env, make_policy("oracle", seed=0), seed=0)
+    assert run.metrics["executed_violations"] == 0
+    assert run.metrics["system_cost"] < 580.0
