@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_ramp_levels import _one_battery
 
 import gridswarm_env
 from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, FleetState
@@ -35,21 +36,14 @@ MID = 10   # level 0 MW of 21
 def _fleet(*, forecast_mw: float = 0.9, battery_mwh: float = 5.0,
            ev_departure_s: float = math.inf, ev_departure_soc: float = 0.0) -> FleetState:
     """A 1 MW PV plant (forecast ``forecast_mw``), a 2.5 MW / 10 MWh battery (levels 0.25
-    MW apart) and a 1 MW / 10 MWh EV at 50 % charging at 0.5 MW (levels 0.1 MW apart)."""
-    inf = math.inf
-    return FleetState(
-        kind=np.array([KIND_SOLAR, KIND_BATTERY, KIND_EV], dtype=np.int8),
-        rated_power_mw=np.array([1.0, 2.5, 1.0]),
-        energy_capacity_mwh=np.array([0.0, 10.0, 10.0]),
-        energy_mwh=np.array([0.0, battery_mwh, 5.0]),
-        eta_charge=np.array([1.0, 0.9, 0.9]), eta_discharge=np.array([1.0, 0.9, 1.0]),
-        ev_baseline_rate_mw=np.array([0.0, 0.0, 0.5]),
-        departure_s=np.array([inf, inf, ev_departure_s]),
-        departure_soc=np.array([0.0, 0.0, ev_departure_soc]),
-        plugged=np.array([True, True, True]), solar_rated_mw=np.array([1.0, 0.0, 0.0]),
-        solar_bias=np.zeros(3), solar_noise=np.zeros(3),
-        solar_available_mw=np.array([forecast_mw, 0.0, 0.0]),
-        solar_forecast_mw=np.array([forecast_mw, 0.0, 0.0]))
+    MW apart) and a 1 MW / 10 MWh EV at 50 % charging at 0.5 MW (levels 0.1 MW apart):
+    test_ramp_levels' fleet, its PV plant shining and its EV charging."""
+    fleet = _one_battery(math.inf, energy_mwh=battery_mwh)[0]
+    return replace(fleet, ev_baseline_rate_mw=np.array([0.0, 0.0, 0.5]),
+                   departure_s=np.array([math.inf, math.inf, ev_departure_s]),
+                   departure_soc=np.array([0.0, 0.0, ev_departure_soc]),
+                   solar_available_mw=np.array([forecast_mw, 0.0, 0.0]),
+                   solar_forecast_mw=np.array([forecast_mw, 0.0, 0.0]))
 
 
 def _kernel(fleet: FleetState, **per_kind: dict) -> Kernel:
