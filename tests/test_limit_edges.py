@@ -157,24 +157,28 @@ def _cases():
             yield kind, {name: cap, "ramp_mw_per_s": ramp}
 
 
-@pytest.mark.parametrize("kind, limits", list(_cases()))
+@pytest.mark.parametrize("kind, limits", list(_cases()),
+                         ids=lambda v: v if isinstance(v, str) else "-".join(
+                             f"{k}={v[k]}" for k in sorted(v)))
 def test_every_limit_set_bound_is_reachable(kind: str, limits: dict) -> None:
     """Exhaustive small cases: a PV plant, battery and EV whose stored energy, departure and
-    forecast bind nothing (a 10 MWh store at 50 %, no departure, a 0.9 MW forecast above
-    or below the cap), under each cap and ramp, from several committed powers and reserves,
-    in energy and reserve rounds. Every bound inside the level range is reached by a bid
-    the mask allows when a limit applies (a cap below the rating or a ramp: what the rule
-    covers), and no allowed bid is executed outside the interval."""
-    fleet = _fleet()
+    forecast bind nothing (a 10 MWh store at 50 %, no departure; a PV forecast of 0.57 or
+    0.9 MW, above or below the cap), under each cap and ramp, from several committed powers
+    and reserves, in energy and reserve rounds. Every bound inside the level range is
+    reached by a bid the mask allows when a limit applies (a cap below the rating or a
+    ramp: what the rule covers; a PV plant's full curtailment of its forecast too), the
+    mask of an agent under neither holds only the levels inside, and no allowed bid is
+    executed outside the interval."""
     agent = {"solar": SOLAR, "battery": BATTERY, "ev": EV}[kind]
-    kernel = _kernel(fleet, **{kind: limits})
-    rated = fleet.rated_power_mw[agent]
-    cap = limits.get("max_discharge_mw", limits.get("max_charge_mw"))
-    limited = math.isfinite(limits["ramp_mw_per_s"]) or (cap is not None and cap < rated)
-    for committed, held, reserve_round in itertools.product(
-            (-0.61, -0.2, 0.0, 0.2, 0.61), (0.0, 0.17, 0.5), (False, True)):
+    for forecast_mw, committed, held, reserve_round in itertools.product(
+            (0.57, 0.9), (-0.61, -0.2, 0.0, 0.2, 0.61), (0.0, 0.17, 0.5), (False, True)):
         if kind == "solar" and (held or reserve_round):
             continue
+        fleet = _fleet(forecast_mw=forecast_mw)
+        kernel = _kernel(fleet, **{kind: limits})
+        rated = fleet.rated_power_mw[agent]
+        cap = limits.get("max_discharge_mw", limits.get("max_charge_mw"))
+        limited = math.isfinite(limits["ramp_mw_per_s"]) or (cap is not None and cap < rated)
         c, r = np.zeros(3), np.zeros(3)
         c[agent], r[agent] = committed, held
         lo, hi, mask = _interval(kernel, fleet, committed=c, reserve=r,
@@ -182,8 +186,10 @@ def test_every_limit_set_bound_is_reachable(kind: str, limits: dict) -> None:
         low, high = _reach(kernel, mask, lo, hi)
         assert np.all(low >= lo - 1e-12) and np.all(high <= hi + 1e-12)
         if not limited:
+            assert np.array_equal(mask[agent], kernel.power_mask(lo, hi)[agent])
             continue
-        case = f"{kind} {limits} committed {committed} held {held} reserve {reserve_round}"
+        case = (f"{kind} {limits} forecast {forecast_mw} committed {committed} held {held} "
+                f"reserve {reserve_round}")
         assert high[agent] == pytest.approx(min(hi[agent], rated), abs=1e-9), case
         assert low[agent] == pytest.approx(max(lo[agent], -rated), abs=1e-9), case
 
