@@ -150,25 +150,35 @@ def _name_kind(agent: str) -> str:
     return agent.rsplit("_", 1)[0]
 
 
-#: the fields a solar agent's limits may not change from their defaults: it stores no
-#: energy and cannot absorb power (its balancing power lies between 0 and its available
-#: output), so these would be accepted and do nothing
-_NOT_FOR_SOLAR = {"soc_min": 0.0, "soc_max": 1.0, "max_charge_mw": None}
+#: per kind, the fields its limits may not change from their defaults, why, and the fields
+#: it takes: solar stores no energy and cannot absorb power (its balancing power lies
+#: between 0 and its available output), an EV never injects power (no V2G), so these
+#: would be accepted and do nothing
+_NOT_FOR_KIND: Mapping[str, tuple[Mapping[str, Any], str, str]] = {
+    "solar": ({"soc_min": 0.0, "soc_max": 1.0, "max_charge_mw": None},
+              "solar stores no energy and cannot absorb power (it can only lower its output, "
+              "between 0 and its available power), so soc_min, soc_max and max_charge_mw do "
+              "nothing for it", "max_discharge_mw, ramp_mw_per_s"),
+    "ev": ({"max_discharge_mw": None},
+           "an EV never injects power (no V2G: its net power lies between its full charging "
+           "and 0 MW), so max_discharge_mw does nothing for it",
+           "max_charge_mw, soc_min, soc_max, ramp_mw_per_s, departure_soc"),
+}
 
 
-def _check_solar_fields(owner: str, values: Mapping[str, Any]) -> None:
-    """Refuse a solar limit that cannot apply (see :data:`_NOT_FOR_SOLAR`); the default
-    values pass (:meth:`Limits.to_dict` writes them for every kind).
+def _check_kind_fields(owner: str, kind: str, values: Mapping[str, Any]) -> None:
+    """Refuse a solar or EV limit that cannot apply (see :data:`_NOT_FOR_KIND`); the
+    default values pass (:meth:`Limits.to_dict` writes them for every kind).
 
-    :raises ValueError: naming the field, its value and the fields solar takes.
+    :raises ValueError: naming the field, its value, why and the fields the kind takes.
     """
-    for name, default in _NOT_FOR_SOLAR.items():
+    if kind not in _NOT_FOR_KIND:
+        return
+    defaults, why, allowed = _NOT_FOR_KIND[kind]
+    for name, default in defaults.items():
         if name in values and values[name] != default:
-            raise ValueError(
-                f"{owner}.{name} = {values[name]!r}: solar stores no energy and cannot absorb "
-                "power (it can only lower its output, between 0 and its available power), so "
-                "soc_min, soc_max and max_charge_mw do nothing for it; allowed for solar: "
-                "max_discharge_mw, ramp_mw_per_s")
+            raise ValueError(f"{owner}.{name} = {values[name]!r}: {why}; allowed for {kind}: "
+                             f"{allowed}")
 
 
 def _ev_only(owner: str, kind: str, departure_soc: float) -> str:
@@ -246,9 +256,8 @@ class Limits:
                 raise ValueError(f"limits[{kind!r}] must be DerLimits, got {type(lim).__name__}")
             if kind != "ev" and lim.departure_soc is not None:
                 raise ValueError(_ev_only(f"limits[{kind!r}]", kind, lim.departure_soc))
-            if kind == "solar":
-                _check_solar_fields(f"limits[{kind!r}]",
-                                    {f.name: getattr(lim, f.name) for f in fields(lim)})
+            _check_kind_fields(f"limits[{kind!r}]", kind,
+                               {f.name: getattr(lim, f.name) for f in fields(lim)})
         if not isinstance(self.per_agent, Mapping):
             raise ValueError("limits: per_agent (the [agents] section) must be a table of agent "
                              f"names, got {type(self.per_agent).__name__}")
@@ -275,8 +284,7 @@ class Limits:
             kind = _name_kind(agent)
             if kind in ("solar", "battery") and checked.get("departure_soc") is not None:
                 raise ValueError(_ev_only(owner, kind, checked["departure_soc"]))
-            if kind == "solar":
-                _check_solar_fields(owner, checked)
+            _check_kind_fields(owner, kind, checked)
             check_soc_order(owner, checked.get("soc_min", 0.0), checked.get("soc_max", 1.0),
                             checked.get("departure_soc"))
             per_agent[agent] = ReadOnlyDict(checked)
