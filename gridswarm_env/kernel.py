@@ -34,9 +34,9 @@ capacity sustainable for the reserve duration. The action mask allows the power 
 inside the interval and, where a ramp limit sets a bound, the first level at or past
 that bound, bid as the bound itself (levels are 0.1·rated apart, a ramp step may be
 smaller: :meth:`Kernel.power_mask`); so too where a power limit (P, C, an EV's or a PV
-plant's 0 MW) of an agent under a cap below its rating or a ramp limit sets it. An action the mask does not allow is *blocked*:
-replaced by the nearest allowed power level, counted and audited; a bid is clipped to
-the interval.
+plant's 0 MW) of an agent under a cap below its rating or a ramp limit sets it. An
+action the mask does not allow is *blocked*: replaced by the nearest allowed power
+level, counted and audited; a bid is clipped to the interval.
 
 At dispatch the executor clamps every agent's net power to the physical limits
 of its actual state (:meth:`Kernel.execution_bounds`), and
@@ -557,10 +557,10 @@ class Kernel:
         self.reserve_ramp_cap_mw = self.arrays.ramp_mw_per_s * full_s
         # agents under a cap below their rating (a battery's or PV plant's
         # max_discharge_mw, a battery's or EV's max_charge_mw) or a ramp limit: where one
-        # of their power limits sets a bound (not their stored energy, an EV's departure,
-        # a PV forecast below its cap), a bound that is no whole number of levels (a cap,
-        # or the limit less a reserve the ramp cut, less an EV's or PV plant's baseline)
-        # would strand what lies past the last level inside it (power_mask, _limit_edges).
+        # of their power limits sets a bound (not their stored energy or an EV's
+        # departure), a bound that is no whole number of levels (a cap, or the limit less
+        # a reserve the ramp cut, less an EV's or PV plant's baseline) would strand what
+        # lies past the last level inside it (power_mask, _limit_edges).
         # Without such limits the rule is not applied: the shipped runs stay bit-identical
         a, rated = self.arrays, fleet.rated_power_mw
         limited = np.isfinite(a.ramp_mw_per_s)
@@ -571,8 +571,8 @@ class Kernel:
         # the net limits that set a bound there: hi a battery's discharge limit, an EV's
         # 0 MW (no V2G; a departure's forced charging lies below it); lo a battery's or
         # EV's charge limit (the room to the SoC ceiling lies above it), a PV plant's
-        # 0 MW output (full curtailment: lo_net is always 0 for solar)
-        # (a PV plant's upper bound, its forecast output less its baseline, is 0: none)
+        # 0 MW output (full curtailment: lo_net is always 0 for solar); a PV plant's upper
+        # bound, its forecast output less its baseline, is 0: none
         hi_limit = np.where(self.is_battery, a.max_discharge_mw, 0.0)
         lo_limit = np.where(self.is_solar, 0.0, -a.max_charge_mw)
         self._edge_hi_at = np.where(self.is_solar, np.inf,
