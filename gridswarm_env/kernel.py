@@ -33,9 +33,10 @@ with h = dt_s/3600, P/C the discharge/charge caps. Reserve rounds bid upward
 capacity sustainable for the reserve duration. The action mask allows the power levels
 inside the interval and, where a ramp limit sets a bound, the first level at or past
 that bound, bid as the bound itself (levels are 0.1·rated apart, a ramp step may be
-smaller: :meth:`Kernel.power_mask`). An action the mask does not allow is *blocked*:
-replaced by the nearest allowed power level, counted and audited; a bid is clipped to
-the interval.
+smaller: :meth:`Kernel.power_mask`); so too where a power limit (P, C, an EV's or a PV
+plant's 0 MW) of an agent under a cap below its rating or a ramp limit sets it. An
+action the mask does not allow is *blocked*: replaced by the nearest allowed power
+level, counted and audited; a bid is clipped to the interval.
 
 At dispatch the executor clamps every agent's net power to the physical limits
 of its actual state (:meth:`Kernel.execution_bounds`), and
@@ -149,25 +150,35 @@ def _name_kind(agent: str) -> str:
     return agent.rsplit("_", 1)[0]
 
 
-#: the fields a solar agent's limits may not change from their defaults: it stores no
-#: energy and cannot absorb power (its balancing power lies between 0 and its available
-#: output), so these would be accepted and do nothing
-_NOT_FOR_SOLAR = {"soc_min": 0.0, "soc_max": 1.0, "max_charge_mw": None}
+#: per kind, the fields its limits may not change from their defaults, why, and the fields
+#: it takes: solar stores no energy and cannot absorb power (its balancing power lies
+#: between 0 and its available output), an EV never injects power (no V2G), so these
+#: would be accepted and do nothing
+_NOT_FOR_KIND: Mapping[str, tuple[Mapping[str, Any], str, str]] = {
+    "solar": ({"soc_min": 0.0, "soc_max": 1.0, "max_charge_mw": None},
+              "solar stores no energy and cannot absorb power (it can only lower its output, "
+              "between 0 and its available power), so soc_min, soc_max and max_charge_mw do "
+              "nothing for it", "max_discharge_mw, ramp_mw_per_s"),
+    "ev": ({"max_discharge_mw": None},
+           "an EV never injects power (no V2G: its net power lies between its full charging "
+           "and 0 MW), so max_discharge_mw does nothing for it",
+           "max_charge_mw, soc_min, soc_max, ramp_mw_per_s, departure_soc"),
+}
 
 
-def _check_solar_fields(owner: str, values: Mapping[str, Any]) -> None:
-    """Refuse a solar limit that cannot apply (see :data:`_NOT_FOR_SOLAR`); the default
-    values pass (:meth:`Limits.to_dict` writes them for every kind).
+def _check_kind_fields(owner: str, kind: str, values: Mapping[str, Any]) -> None:
+    """Refuse a solar or EV limit that cannot apply (see :data:`_NOT_FOR_KIND`); the
+    default values pass (:meth:`Limits.to_dict` writes them for every kind).
 
-    :raises ValueError: naming the field, its value and the fields solar takes.
+    :raises ValueError: naming the field, its value, why and the fields the kind takes.
     """
-    for name, default in _NOT_FOR_SOLAR.items():
+    if kind not in _NOT_FOR_KIND:
+        return
+    defaults, why, allowed = _NOT_FOR_KIND[kind]
+    for name, default in defaults.items():
         if name in values and values[name] != default:
-            raise ValueError(
-                f"{owner}.{name} = {values[name]!r}: solar stores no energy and cannot absorb "
-                "power (it can only lower its output, between 0 and its available power), so "
-                "soc_min, soc_max and max_charge_mw do nothing for it; allowed for solar: "
-                "max_discharge_mw, ramp_mw_per_s")
+            raise ValueError(f"{owner}.{name} = {values[name]!r}: {why}; allowed for {kind}: "
+                             f"{allowed}")
 
 
 def _ev_only(owner: str, kind: str, departure_soc: float) -> str:
@@ -245,9 +256,8 @@ class Limits:
                 raise ValueError(f"limits[{kind!r}] must be DerLimits, got {type(lim).__name__}")
             if kind != "ev" and lim.departure_soc is not None:
                 raise ValueError(_ev_only(f"limits[{kind!r}]", kind, lim.departure_soc))
-            if kind == "solar":
-                _check_solar_fields(f"limits[{kind!r}]",
-                                    {f.name: getattr(lim, f.name) for f in fields(lim)})
+            _check_kind_fields(f"limits[{kind!r}]", kind,
+                               {f.name: getattr(lim, f.name) for f in fields(lim)})
         if not isinstance(self.per_agent, Mapping):
             raise ValueError("limits: per_agent (the [agents] section) must be a table of agent "
                              f"names, got {type(self.per_agent).__name__}")
@@ -274,8 +284,7 @@ class Limits:
             kind = _name_kind(agent)
             if kind in ("solar", "battery") and checked.get("departure_soc") is not None:
                 raise ValueError(_ev_only(owner, kind, checked["departure_soc"]))
-            if kind == "solar":
-                _check_solar_fields(owner, checked)
+            _check_kind_fields(owner, kind, checked)
             check_soc_order(owner, checked.get("soc_min", 0.0), checked.get("soc_max", 1.0),
                             checked.get("departure_soc"))
             per_agent[agent] = ReadOnlyDict(checked)
@@ -517,8 +526,7 @@ class Kernel:
         self._rows = np.arange(fleet.n_agents)
         self.planned_baseline_mw = np.zeros(fleet.n_agents)
         # (lo side, hi side) bool over agents: where the last bid_interval's bound is a ramp
-        # limit's or (hi side) a battery's discharge limit (None without either); see
-        # power_mask
+        # limit's or a power limit's (_limit_edges; None without either); see power_mask
         self.ramp_edges: tuple[np.ndarray, np.ndarray] | None = None
         # per-episode constants (limits and the fleet's static fields), computed once
         self._level_tol_mw = _TOL_MW * (1.0 + np.abs(self.level_power_mw))
@@ -547,15 +555,29 @@ class Kernel:
         # the most reserve a DER can deliver within the full activation time (inf: no ramp)
         full_s = check_positive("Kernel", "reserve_full_activation_s", reserve_full_activation_s)
         self.reserve_ramp_cap_mw = self.arrays.ramp_mw_per_s * full_s
-        # batteries under a discharge cap below their rating or a ramp limit: where their
-        # discharge limit (max_discharge_mw: the cap, else the rating) sets the upper bound,
-        # a bound that is no whole number of levels (the cap, or the rating less a reserve
-        # the ramp cut) would strand what lies above the last level under it (power_mask).
+        # agents under a cap below their rating (a battery's or PV plant's
+        # max_discharge_mw, a battery's or EV's max_charge_mw) or a ramp limit: where one
+        # of their power limits sets a bound (not their stored energy or an EV's
+        # departure), a bound that is no whole number of levels (a cap, or the limit less
+        # a reserve the ramp cut, less an EV's or PV plant's baseline) would strand what
+        # lies past the last level inside it (power_mask, _limit_edges).
         # Without such limits the rule is not applied: the shipped runs stay bit-identical
-        capped = self.arrays.max_discharge_mw < fleet.rated_power_mw
-        capped |= np.isfinite(self.arrays.ramp_mw_per_s)
-        capped &= self.is_battery
-        self._capped = capped if np.count_nonzero(capped) else None
+        a, rated = self.arrays, fleet.rated_power_mw
+        limited = np.isfinite(a.ramp_mw_per_s)
+        limited |= (self.is_battery | self.is_solar) & (a.max_discharge_mw < rated)
+        limited |= (self.is_battery | self.is_ev) & (a.max_charge_mw < rated)
+        #: bool over agents, those the limit-edge rule applies to (None: no agent)
+        self.limit_edge_agents = limited if np.count_nonzero(limited) else None
+        # the net limits that set a bound there: hi a battery's discharge limit, an EV's
+        # 0 MW (no V2G; a departure's forced charging lies below it); lo a battery's or
+        # EV's charge limit (the room to the SoC ceiling lies above it), a PV plant's
+        # 0 MW output (full curtailment: lo_net is always 0 for solar); a PV plant's upper
+        # bound, its forecast output less its baseline, is 0: none
+        hi_limit = np.where(self.is_battery, a.max_discharge_mw, 0.0)
+        lo_limit = np.where(self.is_solar, 0.0, -a.max_charge_mw)
+        self._edge_hi_at = np.where(self.is_solar, np.inf,
+                                    hi_limit - _TOL_MW * (1.0 + np.abs(hi_limit)))
+        self._edge_lo_at = lo_limit + _TOL_MW * (1.0 + np.abs(lo_limit))
         self._fleet = fleet
         self._statics = _Statics.of(fleet, self.arrays)
 
@@ -715,7 +737,7 @@ class Kernel:
             lo_res, hi_res = self._bounds(st, fleet, e_lo, e_hi, fleet.solar_forecast_mw,
                                           dur_h, t1 + reserve_duration_s, plugged_next, True)
             top = np.minimum(hi_res, hi_net)
-            at_cap = self._at_cap(top)
+            at_limit = self._limit_edges(None, top)
             hi = np.maximum(top - base_eff - reserve_mw, 0.0)
             # an EV leaving before the reserve period ends cannot hold reserve, nor can
             # one whose baseline charging fills it (to its ceiling) before the period
@@ -735,10 +757,11 @@ class Kernel:
                 by_ramp = cap < hi
                 np.minimum(hi, cap, out=hi)
                 self.ramp_edges = (np.zeros(n, dtype=bool), by_ramp)
-            self._add_cap_edges(at_cap, hi)
-            return np.zeros_like(hi), hi
+            lo = np.zeros_like(hi)
+            self._add_limit_edges(at_limit, lo, hi)
+            return lo, hi
         # lo = min(lo_net − base − active, 0), hi = max(hi_net − base − reserve, 0)
-        at_cap = self._at_cap(hi_net)
+        at_limit = self._limit_edges(lo_net, hi_net)
         lo, hi = lo_net, hi_net
         lo -= base_eff
         lo -= reserve_mw if active_reserve_mw is None else active_reserve_mw
@@ -761,32 +784,45 @@ class Kernel:
             np.minimum(hi, r_hi, out=hi)
         else:
             self.ramp_edges = None
-        self._add_cap_edges(at_cap, hi)
+        self._add_limit_edges(at_limit, lo, hi)
         return lo, hi
 
-    def _at_cap(self, hi_net_mw: np.ndarray) -> np.ndarray | None:
-        """Over agents, the batteries under a cap below their rating or a ramp limit whose
-        net upper bound ``hi_net_mw`` is their discharge limit ``max_discharge_mw`` (not
-        their stored energy); None without such batteries."""
-        if self._capped is None:
+    def _limit_edges(self, lo_net_mw: np.ndarray | None, hi_net_mw: np.ndarray
+                     ) -> tuple[np.ndarray | None, np.ndarray] | None:
+        """Over agents, ``(lo side, hi side)``: the :attr:`limit_edge_agents` whose net
+        bound ``lo_net_mw`` / ``hi_net_mw`` a power limit sets, not their stored energy or
+        an EV's departure (hi: a battery's discharge limit, an EV's 0 MW; lo: a battery's
+        or EV's charge limit, a PV plant's 0 MW). ``lo_net_mw`` None: no lo side (None);
+        None without such agents."""
+        if self.limit_edge_agents is None:
             return None
-        cap = self.arrays.max_discharge_mw
-        return self._capped & (hi_net_mw >= cap - _TOL_MW * (1.0 + cap))
+        hi_side = hi_net_mw >= self._edge_hi_at
+        hi_side &= self.limit_edge_agents
+        if lo_net_mw is None:
+            return None, hi_side
+        lo_side = lo_net_mw <= self._edge_lo_at
+        lo_side &= self.limit_edge_agents
+        return lo_side, hi_side
 
-    def _add_cap_edges(self, at_cap: np.ndarray | None, hi_mw: np.ndarray) -> None:
-        """Mark in :attr:`ramp_edges` (hi side) the bounds ``hi_mw`` (> 0) a battery's
-        discharge limit sets (``at_cap``): one that is no whole number of levels (a cap
-        between levels, or the rating less a reserve the ramp cut to 1 MW) would otherwise
-        strand what lies above the last level under it (:meth:`power_mask`)."""
-        if at_cap is None:
+    def _add_limit_edges(self, at_limit: tuple[np.ndarray | None, np.ndarray] | None,
+                         lo_mw: np.ndarray, hi_mw: np.ndarray) -> None:
+        """Mark in :attr:`ramp_edges` the bounds ``lo_mw`` (< 0) and ``hi_mw`` (> 0) a power
+        limit sets (``at_limit``, :meth:`_limit_edges`): one that is no whole number of
+        levels (a cap between levels, a limit less a reserve the ramp cut to 1 MW, less an
+        EV's or PV plant's baseline) would otherwise strand what lies past the last level
+        inside it (:meth:`power_mask`)."""
+        if at_limit is None:
             return
-        edge = at_cap & (hi_mw > _TOL_MW)
-        if not np.count_nonzero(edge):
+        lo_side, hi_side = at_limit
+        hi_side = hi_side & (hi_mw > _TOL_MW)
+        lo_side = (np.zeros(hi_mw.shape[0], dtype=bool) if lo_side is None
+                   else lo_side & (lo_mw < -_TOL_MW))
+        if not (np.count_nonzero(hi_side) or np.count_nonzero(lo_side)):
             return
-        if self.ramp_edges is None:
-            self.ramp_edges = (np.zeros(hi_mw.shape[0], dtype=bool), edge)
-        else:
-            self.ramp_edges = (self.ramp_edges[0], self.ramp_edges[1] | edge)
+        if self.ramp_edges is not None:
+            lo_side |= self.ramp_edges[0]
+            hi_side |= self.ramp_edges[1]
+        self.ramp_edges = (lo_side, hi_side)
 
     def execution_bounds(self, fleet: FleetState, duration_h: float
                          ) -> tuple[np.ndarray, np.ndarray]:
@@ -817,13 +853,19 @@ class Kernel:
         only the levels inside, a DER at rest whose ramp step is below one level could
         never move (with 0.2 MW/s, 27 of the 40 batteries of ``price_spike`` at
         ``dt_s`` = 1, all at 0.5), and the usable ramp was rounded down to whole levels.
-        A bound at 0 allows nothing more (the first level at it is level 0). Where the
-        discharge limit (``max_discharge_mw``: its cap, else its rating) of a battery under
-        a cap below its rating or a ramp limit sets the upper bound, that bound is such
-        an edge too: a cap between levels, or the rating
-        less a reserve a ramp cut to 1 MW, stranded what lies above the last level under
-        it (``[battery] max_discharge_mw = 2.0``, ``emergency``, 100 agents, seed 0: 3.47
-        MW of the fleet's 100.75 MW, so 97.28 MW answered the 100 MW trip).
+        A bound at 0 allows nothing more (the first level at it is level 0). Where a
+        power limit of an agent under a cap below its rating or a ramp limit
+        (:attr:`limit_edge_agents`) sets a bound, that bound is such an edge too: a
+        battery's discharge and charge limits (its caps, else its rating), an EV's 0 MW
+        (its deferrable baseline, capped by its charge cap) and its charge cap, a PV
+        plant's 0 MW (full curtailment of its forecast or its export cap), each less a
+        reserve. A cap between levels, or a limit less a reserve a ramp cut to 1 MW,
+        stranded what lies past the last level inside it (``[battery] max_discharge_mw =
+        2.0``, ``emergency``, 100 agents, seed 0: 3.47 MW of the fleet's 100.75 MW, so
+        97.28 MW answered the 100 MW trip; ``[ev] max_charge_mw = 1.0``: 0.95 MW of
+        deferral and 1.1-1.25 MW of extra charging per step, 100 agents, each scenario).
+        Bounds the stored energy or an EV's departure set are not passed, nor any bound
+        of an agent under neither a cap nor a ramp.
         """
         mask = self._levels_inside(lo_mw, hi_mw)
         if ramp_edges is None:

@@ -47,9 +47,9 @@ Sizing and prices
 The operator's request arrives as ``request_rel`` = request / fleet upward flexibility.
 Each agent offers the share ``clip(overoffer · |request_rel|, min_offer_share, 1)`` of its
 feasible capacity in the request's direction, rounded *up* to the next power level
-(past a ramp bound or a capped battery's discharge limit only when the mask allows that
-level: the kernel bids it as the bound, so a ramp step below one level still moves the
-agent and a cap between levels is offered in full).
+(past a ramp bound or a bound a power limit sets only when the mask allows that level:
+the kernel bids it as the bound, so a ramp step below one level still moves the agent
+and a cap between levels is offered in full).
 With pay-as-clear merit order only the cheapest offers are accepted, so the over-offer
 (default 2x) makes coverage robust while the prices (true costs) decide who delivers
 and hence ``system_cost``.
@@ -80,7 +80,6 @@ import numpy as np
 
 from gridswarm_env.config import check_positive, check_range
 from gridswarm_env.env import OBS_FIELDS
-from gridswarm_env.fleet import KIND_BATTERY
 from policies.base import nearest_allowed, split_mask
 
 _COL = {name: i for i, name in enumerate(OBS_FIELDS)}
@@ -159,14 +158,11 @@ class HeuristicPolicy:
         self._n_power = cfg.market.n_power_levels
         self._price_levels = np.asarray(env.price_levels_per_mwh, dtype=float)
         self._level_fraction = np.asarray(env.kernel.level_fraction, dtype=float)
-        # agents under a finite ramp limit and batteries under a discharge cap below their
-        # rating (declared limits: static and public): their mask may allow the first level
-        # past a ramp bound or a battery's discharge limit, bid as the bound itself
-        arrays = env.kernel.arrays
-        ramped = np.isfinite(arrays.ramp_mw_per_s)
-        ramped |= ((np.asarray(env.fleet.kind) == KIND_BATTERY)
-                   & (arrays.max_discharge_mw < env.fleet.rated_power_mw))
-        self._ramped = ramped if ramped.any() else None
+        # agents under a finite ramp limit or a cap below their rating (declared limits:
+        # static and public, Kernel.limit_edge_agents): their mask may allow the first level
+        # past a ramp bound or a power limit, bid as the bound itself
+        edge = env.kernel.limit_edge_agents
+        self._edge_agents = None if edge is None else edge.copy()
         self._costs = c = cfg.costs
         # a battery's true cost of selling / absorbing 1 MWh: wear ± the stored energy
         # spent (1/η_d of it) or gained (η_c of it), as system_cost counts it
@@ -249,9 +245,9 @@ class HeuristicPolicy:
                            power_mask: np.ndarray | None = None) -> np.ndarray:
         """Power level reaching at least ``|target_rel|`` (rounded away from 0) without
         passing ``|bound_rel|`` (then rounded towards 0). For an agent under a ramp
-        limit or a battery under a discharge cap, a level past the bound that
-        ``power_mask`` allows is kept: the kernel allows the first level past a ramp bound
-        or a battery's discharge limit and clips it to the bound
+        limit or a cap below its rating, a level past the bound that ``power_mask``
+        allows is kept: the kernel allows the first level past a ramp bound or a bound a
+        power limit sets and clips it to the bound
         (:meth:`~gridswarm_env.kernel.Kernel.power_mask`), so the bid is the bound; rounded
         towards 0, a ramp step smaller than one level would bid 0 MW for ever."""
         frac = self._level_fraction
@@ -260,8 +256,8 @@ class HeuristicPolicy:
         toward = np.where(target_rel > 0, np.floor(pos + 1e-9), np.ceil(pos - 1e-9))
         away = np.clip(away, 0, self._n_power - 1).astype(np.int64)
         beyond = np.abs(frac[away]) > np.abs(bound_rel) + 1e-9
-        if self._ramped is not None and power_mask is not None:
-            beyond &= ~(self._ramped & power_mask[np.arange(away.size), away])
+        if self._edge_agents is not None and power_mask is not None:
+            beyond &= ~(self._edge_agents & power_mask[np.arange(away.size), away])
         idx = np.where(beyond, toward, away)
         idx = np.where(target_rel == 0, (self._n_power - 1) // 2, idx)
         return np.clip(idx, 0, self._n_power - 1).astype(np.int64)

@@ -391,7 +391,9 @@ def _small_configuration(rng: np.random.Generator) -> tuple[Scenario, EnvConfig,
         if rng.random() < 0.3:
             lim["ramp_mw_per_s"] = rng.choice([0.01, 0.5])
         if rng.random() < 0.3:
-            lim["max_discharge_mw"] = rng.choice([0.0, 0.3])
+            cap = rng.choice([0.0, 0.3])
+            if kind != "ev":   # an EV never injects: a discharge cap is refused
+                lim["max_discharge_mw"] = cap
         if kind != "solar" and rng.random() < 0.3:
             lo, hi = np.sort(rng.random(2))
             lim.update(soc_min=lo, soc_max=hi, max_charge_mw=rng.choice([0.0, 0.3]))
@@ -884,6 +886,8 @@ def test_solar_takes_its_fields_and_the_defaults_every_kind_writes() -> None:
     assert limits.for_kind("solar").max_discharge_mw == 1.5
     with pytest.raises(ValueError, match=r"limits\['solar'\]\.max_charge_mw = 0\.0"):
         Limits(per_kind={"solar": DerLimits(max_charge_mw=0.0)})
+    with pytest.raises(ValueError, match=r"limits\['ev'\]\.max_discharge_mw = 1\.0: an EV"):
+        Limits(per_kind={"ev": DerLimits(max_discharge_mw=1.0)})
 
 
 def test_limits_caller_dict_not_aliased() -> None:
@@ -917,6 +921,12 @@ def test_limits_caller_dict_not_aliased() -> None:
     ("[solar]\nmax_charge_mw = 3.0\n", ("limits['solar'].max_charge_mw = 3.0",)),
     ("[agents.solar_000]\nsoc_min = 0.2\n",
      ("limits.agents['solar_000'].soc_min = 0.2", "solar stores no energy")),
+    # review (session 29): an EV discharge cap loaded and did nothing (no V2G)
+    ("[ev]\nmax_discharge_mw = 0.5\n",
+     ("limits['ev'].max_discharge_mw = 0.5: an EV never injects power", "does nothing",
+      "allowed for ev: max_charge_mw, soc_min, soc_max, ramp_mw_per_s, departure_soc")),
+    ("[agents.ev_002]\nmax_discharge_mw = 0.0\n",
+     ("limits.agents['ev_002'].max_discharge_mw = 0.0", "an EV never injects power")),
     # fuzzing (session 23): tomllib reads 1e400 as inf, and the file was reported as
     # "max_discharge_mw = inf", which it does not say
     ("[battery]\nmax_discharge_mw = 1e400\n",
