@@ -39,6 +39,7 @@ import numpy as np
 
 from gridswarm_env import market
 from gridswarm_env.bus import AgentMessageBus, Delivery, Lane
+from gridswarm_env.fleet import fast_count_nonzero
 from gridswarm_env.messages import OPERATOR, TOPIC_CONTRACTS
 from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.reserve import ReserveBook
@@ -392,7 +393,7 @@ class ContractFlow:
             for c, mine, good in zip(signed, vouched, ok.tolist(), strict=True):
                 if mine or good:
                     own.pop(c.contract.contract_id, None)
-            n_ok = int(np.count_nonzero(ok))
+            n_ok = int(fast_count_nonzero(ok))
             if n_ok < len(signed):
                 self.note_rejections(signed, reasons)
                 keep = ok.nonzero()[0].tolist()

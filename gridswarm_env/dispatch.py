@@ -57,7 +57,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gridswarm_env.fleet import FleetState, energy_change_mwh, fast_clip
+from gridswarm_env.fleet import FleetState, energy_change_mwh, fast_clip, fast_count_nonzero
 from gridswarm_env.kernel import Kernel, ramp_interval
 
 
@@ -182,7 +182,7 @@ def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndar
 
     start, end = level(True), level(False)
     split = start != end                      # some reserve activates inside the sub-step
-    if not np.count_nonzero(split):
+    if not fast_count_nonzero(split):
         return None
     agents, subs = split.nonzero()
     lo, hi = p_lo[agents], p_hi[agents]
@@ -192,7 +192,7 @@ def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndar
     clipped = (p0 != s0) | (p1 != s1)
     flips = ((net0 < 0) & (net1 > 0)) | ((net0 > 0) & (net1 < 0))
     keep = clipped | flips
-    if not np.count_nonzero(keep):
+    if not fast_count_nonzero(keep):
         return None
     agents, subs, clipped = agents[keep], subs[keep], clipped[keep]
     p0, p1, net0, net1 = p0[keep], p1[keep], net0[keep], net1[keep]
@@ -364,12 +364,12 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     t1_s = t0_s + dt_s
     in_step = activation_s < t1_s
     # the usual step: no reserve activated yet (activation_s >= t1 > t0 everywhere)
-    activated = bool(np.count_nonzero(in_step))
+    activated = bool(fast_count_nonzero(in_step))
     if activated:
         in_step &= reserve_mw > 0
     if late_reserve is not None or joined is not None or (
-            activated and np.count_nonzero(in_step)
-            and np.count_nonzero(activation_s[in_step] > t0_s)):
+            activated and fast_count_nonzero(in_step)
+            and fast_count_nonzero(activation_s[in_step] > t0_s)):
         share, reserve_sub = _activated_reserve(reserve_mw, activation_s, late_reserve, t0_s,
                                                 n_substeps, physics_dt_s)
         contract_sub = _contract_profile(

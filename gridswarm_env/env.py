@@ -114,6 +114,7 @@ from gridswarm_env.fleet import (
     build_fleet,
     depart_evs,
     energy_change_mwh,
+    fast_count_nonzero,
     kinds_left_out,
     snap_departures,
     update_solar,
@@ -602,7 +603,7 @@ class GridSwarmEnv(ParallelEnv):
         # one unsigned comparison per array catches both < 0 and >= n (negatives wrap)
         bad = p64.view(np.uint64) >= self._nvec_u64[0]
         bad |= q64.view(np.uint64) >= self._nvec_u64[1]
-        if np.count_nonzero(bad):
+        if fast_count_nonzero(bad):
             i = int(bad.nonzero()[0][0])
             raise ValueError(f"action of {self.possible_agents[i]} = [{p[i]}, {q[i]}] is outside "
                              f"the action space [0..{nvec[0] - 1}, 0..{nvec[1] - 1}]")
@@ -692,7 +693,7 @@ class GridSwarmEnv(ParallelEnv):
                      p_start_mw=self._would_p_end_mw if cfg.shadow else self.last_p_end_mw,
                      q_start_mw=self._plan_end_mw,
                      joined=None if joined is None else joined[:3])
-        self.dispatch_clamped += int(np.count_nonzero(ex.clamped))
+        self.dispatch_clamped += int(fast_count_nonzero(ex.clamped))
         if self.metrics.close_window_if_ends_in(t0, t1, last=k + 1 >= sc.episode_steps):
             # the emergency's 100 ms window ends in this step: the reserve activated in it
             # counts as far as its holders' bounds let them deliver it (before _physics
@@ -774,7 +775,7 @@ class GridSwarmEnv(ParallelEnv):
         # int64 levels in [0, n_power_levels): step_arrays and _decode checked them
         level, bid_mw, blocked = self.kernel.enforce_in_range(power_level, self._mask_power,
                                                               self._lo, self._hi)
-        n_blocked = int(np.count_nonzero(blocked))
+        n_blocked = int(fast_count_nonzero(blocked))
         if n_blocked:
             self.blocked_per_agent += blocked
             self.metrics.blocked_attempts += n_blocked

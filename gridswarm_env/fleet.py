@@ -58,6 +58,12 @@ try:  # the ufunc behind ``np.clip``, without its Python-level dispatch (bit-ide
 except ImportError:  # pragma: no cover - other NumPy layouts
     _clip_ufunc = np.clip
 
+try:  # the C function behind ``np.count_nonzero(a)`` (no axis), without its Python-level
+    # dispatch: the same count, ~2 400 fewer instructions a call (~20 calls a step)
+    from numpy._core.multiarray import count_nonzero as fast_count_nonzero
+except ImportError:  # pragma: no cover - other NumPy layouts
+    fast_count_nonzero = np.count_nonzero
+
 KIND_SOLAR, KIND_BATTERY, KIND_EV = 0, 1, 2
 N_KINDS = 3
 
@@ -321,7 +327,7 @@ def depart_evs(state: FleetState, now_s: float) -> np.ndarray:
     Unmet energy = ``max(departure_soc · E_cap − E, 0)`` at the moment of departure.
     """
     leaving = state.plugged & (state.departure_s <= now_s)
-    if not np.count_nonzero(leaving):   # the usual step: nobody leaves
+    if not fast_count_nonzero(leaving):   # the usual step: nobody leaves
         return np.zeros(leaving.shape[0])
     unmet = np.where(leaving, np.maximum(state.departure_soc * state.energy_capacity_mwh
                                          - state.energy_mwh, 0.0), 0.0)
@@ -347,12 +353,12 @@ def snap_departures(state: FleetState, step_times_s: np.ndarray) -> np.ndarray |
     """
     grid = step_times_s
     inside = state.departure_s < grid[-1]   # inf for non-EVs
-    if not np.count_nonzero(inside):
+    if not fast_count_nonzero(inside):
         return None
     k = np.searchsorted(grid, state.departure_s[inside], side="right") - 1
     state.departure_s[inside] = grid[k]
     unmet = depart_evs(state, 0.0)   # those now leaving at 0 (plugged at build_fleet)
-    return unmet if np.count_nonzero(unmet) else None
+    return unmet if fast_count_nonzero(unmet) else None
 
 
 _AR1: dict[float, tuple[np.floating, np.floating]] = {}

@@ -38,7 +38,7 @@ import numpy as np
 from gridswarm_env import market
 from gridswarm_env.bus import AgentMessageBus, Delivery, Lane, TopicBatch
 from gridswarm_env.config import MarketConfig
-from gridswarm_env.fleet import FleetConstants, FleetState
+from gridswarm_env.fleet import FleetConstants, FleetState, fast_count_nonzero
 from gridswarm_env.kernel import LimitArrays
 from gridswarm_env.messages import OPERATOR, SIGNAL_DTYPE, SIGNAL_VOID, TOPIC_FORECAST, TOPIC_PRICE
 from gridswarm_env.metrics import MetricsAccumulator
@@ -123,7 +123,7 @@ class GridOperator:
     def refresh_after_departures(self) -> None:
         """Refresh the flexibility (:meth:`refresh_flexibility`) when an EV left since the
         last refresh (the plugged-in count changed); otherwise nothing."""
-        if int(np.count_nonzero(self.fleet.plugged)) != self.n_plugged:
+        if int(fast_count_nonzero(self.fleet.plugged)) != self.n_plugged:
             self.refresh_flexibility()
 
     def refresh_flexibility(self) -> None:
@@ -133,7 +133,7 @@ class GridOperator:
         self.flex_up_mw, self.flex_down_mw = market.fleet_flexibility(
             c.is_battery, c.is_ev, f.plugged, a.max_discharge_mw, a.max_charge_mw,
             f.ev_baseline_rate_mw, f.rated_power_mw)
-        self.n_plugged = int(np.count_nonzero(f.plugged))
+        self.n_plugged = int(fast_count_nonzero(f.plugged))
 
     def flexible_mw(self, request_mw: float) -> float:
         """Fleet flexibility in the request's direction, MW: upward = battery discharge caps
@@ -208,7 +208,7 @@ class GridOperator:
             rows = bids.payloads
             senders = bids.senders
             current = rows["round"] == round_index
-            n_current = int(np.count_nonzero(current))
+            n_current = int(fast_count_nonzero(current))
             if n_current < current.size:   # bids of earlier rounds, deferred by the bus
                 stale = current.size - n_current
                 rows, senders = rows[current], senders[current]

@@ -73,6 +73,7 @@ from gridswarm_env.fleet import (
     FleetState,
     energy_change_of,
     fast_clip,
+    fast_count_nonzero,
     fleet_constants,
     kind_selector,
 )
@@ -567,7 +568,7 @@ class Kernel:
         limited |= (self.is_battery | self.is_solar) & (a.max_discharge_mw < rated)
         limited |= (self.is_battery | self.is_ev) & (a.max_charge_mw < rated)
         #: bool over agents, those the limit-edge rule applies to (None: no agent)
-        self.limit_edge_agents = limited if np.count_nonzero(limited) else None
+        self.limit_edge_agents = limited if fast_count_nonzero(limited) else None
         # the net limits that set a bound there: hi a battery's discharge limit, an EV's
         # 0 MW (no V2G; a departure's forced charging lies below it); lo a battery's or
         # EV's charge limit (the room to the SoC ceiling lies above it), a PV plant's
@@ -640,10 +641,10 @@ class Kernel:
         else:
             hi[ev] = 0.0
         if all_plugged is None:
-            all_plugged = np.count_nonzero(plugged) == plugged.shape[0]
+            all_plugged = fast_count_nonzero(plugged) == plugged.shape[0]
         if not all_plugged:
             ev_off = c.is_ev > plugged                      # is_ev & ~plugged
-            if np.count_nonzero(ev_off):
+            if fast_count_nonzero(ev_off):
                 lo[ev_off] = 0.0
                 hi[ev_off] = 0.0
         # solar: between 0 and its available output (export cap applies)
@@ -692,7 +693,7 @@ class Kernel:
         net = np.empty((2, n))
         base_now = net[0]
         # −(EV charging) where plugged, −0.0 elsewhere (as the formula gives)
-        if np.count_nonzero(fleet.plugged) == n:
+        if fast_count_nonzero(fleet.plugged) == n:
             base_now[...] = st.base_now_template
         else:
             base_now[...] = st.neg_zero
@@ -709,7 +710,7 @@ class Kernel:
         t1 = now_s + self.dt_s
         plugged_next = fleet.departure_s > t1
         plugged_next &= fleet.plugged
-        all_plugged_next = np.count_nonzero(plugged_next) == n
+        all_plugged_next = fast_count_nonzero(plugged_next) == n
         if all_plugged_next:
             base_next = st.base_next_template.copy()
         else:
@@ -718,7 +719,7 @@ class Kernel:
         base_next[solar] = fleet.solar_forecast_mw[solar]
         rest_h = (0.0 if reserve_round or reserve_until_s is None
                   else max(reserve_until_s - (t1 + self.dt_s), 0.0) / 3600.0)
-        if rest_h > 0.0 and np.count_nonzero(reserve_mw):
+        if rest_h > 0.0 and fast_count_nonzero(reserve_mw):
             # a battery holding reserve keeps the energy that reserve needs after this
             # window: R × the rest of its period / η_d out of the discharge bound
             keep = reserve_mw * rest_h
@@ -771,7 +772,7 @@ class Kernel:
         np.maximum(hi, c.zero, out=hi)
         if not all_plugged_next:
             gone = c.is_ev > plugged_next           # an unplugged EV moves nothing
-            if np.count_nonzero(gone):
+            if fast_count_nonzero(gone):
                 lo[gone] = 0.0
                 hi[gone] = 0.0
         if self.has_ramp:
@@ -817,7 +818,7 @@ class Kernel:
         hi_side = hi_side & (hi_mw > _TOL_MW)
         lo_side = (np.zeros(hi_mw.shape[0], dtype=bool) if lo_side is None
                    else lo_side & (lo_mw < -_TOL_MW))
-        if not (np.count_nonzero(hi_side) or np.count_nonzero(lo_side)):
+        if not (fast_count_nonzero(hi_side) or fast_count_nonzero(lo_side)):
             return
         if self.ramp_edges is not None:
             lo_side |= self.ramp_edges[0]
@@ -873,12 +874,12 @@ class Kernel:
         lv_t, tol_t = self._level_power_t, self._level_tol_t
         top = lv_t.shape[0] - 1
         ext_lo, ext_hi = ramp_edges
-        if np.count_nonzero(ext_hi):
+        if fast_count_nonzero(ext_hi):
             rows = np.flatnonzero(ext_hi)
             # the first level >= hi (within tolerance): the count of levels below it
             k = np.count_nonzero(lv_t[:, rows] < hi_mw[rows] - tol_t[:, rows], axis=0)
             mask[rows, np.minimum(k, top)] = True
-        if np.count_nonzero(ext_lo):
+        if fast_count_nonzero(ext_lo):
             rows = np.flatnonzero(ext_lo)
             # the last level <= lo (within tolerance)
             k = np.count_nonzero(lv_t[:, rows] <= lo_mw[rows] + tol_t[:, rows], axis=0) - 1
@@ -901,10 +902,10 @@ class Kernel:
         inside &= np.less_equal(lv_t, bound, out=self._mask_below)
         mask = inside.T.copy()
         n = inside.shape[1]
-        if np.count_nonzero(inside[self._probe_level]) == n:
+        if fast_count_nonzero(inside[self._probe_level]) == n:
             return mask   # one level inside every interval: no row is empty
         any_level = np.logical_or.reduce(inside, axis=0)
-        if np.count_nonzero(any_level) < n:
+        if fast_count_nonzero(any_level) < n:
             empty = ~any_level
             lv = self.level_power_mw
             dist = np.maximum(lo_mw[empty, None] - lv[empty], lv[empty] - hi_mw[empty, None])
@@ -927,7 +928,7 @@ class Kernel:
                              f"{self._rows.shape}, got {idx.dtype} {idx.shape}")
         idx = idx.astype(np.int64, copy=False)
         # one unsigned comparison catches both < 0 and >= n_levels (negatives wrap)
-        if np.count_nonzero(idx.view(np.uint64) >= n_levels):
+        if fast_count_nonzero(idx.view(np.uint64) >= n_levels):
             raise IndexError(f"level indices must be in [0, {n_levels})")
         return self.enforce_in_range(idx, mask, lo_mw, hi_mw)
 
@@ -940,7 +941,7 @@ class Kernel:
         flat = self._row_offsets + level_index
         blocked = mask.reshape(-1).take(flat)
         np.logical_not(blocked, out=blocked)
-        if np.count_nonzero(blocked):
+        if fast_count_nonzero(blocked):
             rows = np.flatnonzero(blocked)
             dist = np.abs(self.level_fraction[None, :] - self.level_fraction[level_index[rows],
                                                                              None])
@@ -1008,11 +1009,11 @@ class _Statics:
                    neg_zero=np.full(fleet.n_agents, -0.0),
                    base_now_template=np.where(c.is_ev, neg_rate, -0.0),
                    base_next_template=np.where(c.is_ev, neg_rate, 0.0),
-                   ev_zero=np.zeros(np.count_nonzero(c.is_ev)),
+                   ev_zero=np.zeros(fast_count_nonzero(c.is_ev)),
                    ev_departure_energy_mwh=departure_energy[ev],
                    ev_charge_rate_mw=charge_rate[ev],
                    ev_no_charge=(charge_rate[ev] == 0.0
-                                 if np.count_nonzero(charge_rate[ev] == 0.0) else None),
+                                 if fast_count_nonzero(charge_rate[ev] == 0.0) else None),
                    solar_max_discharge_mw=a.max_discharge_mw[c.solar],
                    durations={})
 
@@ -1181,7 +1182,7 @@ class ExecutionChecker:
             power |= unplugged
         if ramp is not None:
             power |= ramp
-        return int(np.count_nonzero(power))
+        return int(fast_count_nonzero(power))
 
     def _flags(self, net_min_mw: np.ndarray, net_max_mw: np.ndarray, p_now_mw: np.ndarray,
                p_prev_mw: np.ndarray, energy_before_mwh: np.ndarray,
@@ -1209,7 +1210,7 @@ class ExecutionChecker:
         bound = energy_before_mwh + self._tol_mwh_arr
         soc |= energy_after_mwh > np.maximum(self._ceil_mwh, bound, out=bound)
         # unplugged: an unplugged EV that moved (fmax: a NaN side does not hide the other)
-        if np.count_nonzero(plugged) == plugged.shape[0]:
+        if fast_count_nonzero(plugged) == plugged.shape[0]:
             unplugged = None
         else:
             if net_min_mw is net_max_mw:
@@ -1375,7 +1376,7 @@ def energy_mismatch(baseline_mw: np.ndarray, p_mw: np.ndarray, energy_before_mwh
     seen = p_sub_mw[agents, subs]
     off = ~(np.abs((1.0 - after) * p0 + after * p1 - seen)
             <= 8.0 * _EPS * (np.abs(p0) + np.abs(p1) + np.abs(seen) + 2.0 * _TINY))
-    if np.count_nonzero(off):
+    if fast_count_nonzero(off):
         bad[agents[off]] |= is_store[agents[off]]
     return bad
 

@@ -92,6 +92,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gridswarm_env.config import TIE_BREAKS
+from gridswarm_env.fleet import fast_count_nonzero
 from gridswarm_env.scenarios import PRODUCT_ENERGY, PRODUCT_RESERVE
 
 __all__ = [
@@ -312,7 +313,7 @@ def clear_market(request_mw: float, bid_power_mw: np.ndarray, bid_price_per_mwh:
     # would make the next bid marginal, setting the uniform price with a 1e-16 MW contract
     crumbs = take <= _CRUMB_RTOL * abs(request)
     crumbs &= take < sizes   # a remainder of the request, not a whole (tiny) bid
-    if np.count_nonzero(crumbs):
+    if fast_count_nonzero(crumbs):
         take[crumbs] = 0.0
     if tie_break == "pro_rata":
         _share_the_marginal_price(take, sizes, keys[local])

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from gridswarm_env.fleet import FleetState, fast_clip, mask_selector
+from gridswarm_env.fleet import FleetState, fast_clip, fast_count_nonzero, mask_selector
 
 #: the observation's field names, in index order (meanings and scales: the observation
 #: table in docs/model.md)
@@ -154,7 +154,7 @@ class ObservationBuilder:
         np.subtract(f.departure_soc[ev], t[3][ev], out=x)
         np.maximum(x, zero, out=x)
         plugged = f.plugged[ev]
-        if np.count_nonzero(plugged) < plugged.size:
+        if fast_count_nonzero(plugged) < plugged.size:
             np.copyto(x, 0.0, where=~plugged)
         np.divide(f.solar_forecast_mw, self._safe_rated, out=t[25])
         # the clearing price of the last announcement each agent received (0 before any)
@@ -162,7 +162,7 @@ class ObservationBuilder:
         np.subtract(self._clearing_price, self._price_floor, out=x)
         x /= self._price_band
         nan = np.isnan(x)
-        if np.count_nonzero(nan):
+        if fast_count_nonzero(nan):
             np.copyto(x, 0.0, where=nan)
         t[27] = accepted_share
         o = np.empty((self.n_agents, OBS_DIM), dtype=np.float32)

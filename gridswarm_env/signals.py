@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from gridswarm_env.bus import Delivery
+from gridswarm_env.fleet import fast_count_nonzero
 from gridswarm_env.messages import SIGNAL_DTYPE, SIGNAL_VOID, TOPIC_EMERGENCY, TOPIC_PRICE
 from gridswarm_env.observations import SIGNAL_AGE_CAP
 
@@ -73,7 +74,7 @@ class AgentSignals:
                 # take: the same gather as round[r], several times faster on the
                 # packed (unaligned) record field at 10 000 agents
                 newer = rows["round"] >= self.round.take(r)
-                if np.count_nonzero(newer) < newer.size:
+                if fast_count_nonzero(newer) < newer.size:
                     r, rows = r[newer], rows[newer]
                 if rows.dtype == SIGNAL_DTYPE:
                     self._void.put(r, rows.view(SIGNAL_VOID))   # = [r] =, faster

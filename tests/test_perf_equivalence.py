@@ -16,6 +16,7 @@ from gridswarm_env.fleet import (
     build_fleet,
     energy_change_mwh,
     fast_clip,
+    fast_count_nonzero,
     fleet_constants,
     kind_selector,
 )
@@ -37,6 +38,15 @@ def test_fast_clip_is_np_clip_bit_for_bit(n: int) -> None:
     assert _same_bits(fast_clip(x, lo, hi), np.clip(x, lo, hi))
     for a, b in ((0.0, 1.0), (-0.0, 0.0), (-1.0, 1.0)):
         assert _same_bits(fast_clip(x, a, b), np.clip(x, a, b))
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 100, 1000])
+def test_fast_count_nonzero_is_np_count_nonzero(n: int) -> None:
+    rng = np.random.default_rng(n)
+    floats = SPECIAL[rng.integers(0, SPECIAL.size, n)]   # -0.0 counts as zero, NaN not
+    for a in (floats, floats > 0.0, rng.integers(-2, 3, n), floats.reshape(1, n)):
+        got, want = fast_count_nonzero(a), np.count_nonzero(a)
+        assert got == want and type(got) is type(want)
 
 
 def test_kind_selector_slices_contiguous_kinds_and_masks_others() -> None:
