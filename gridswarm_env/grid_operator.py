@@ -17,9 +17,12 @@ round's window, MW; deadband ``δ``; reserve target ``T``)::
 
     request   reserve round (target, trip not known):  max(T − Σ awarded, 0)
               energy round:  F  (+ contingency − Σ standing reserve, once the trip is known)
-    flexibility   up   = Σ battery discharge caps + Σ plugged EVs' baseline charging
-                  down = Σ battery charge caps + Σ plugged EVs' (rated − baseline)
-                         + Σ PV forecasts held
+    flexibility   up   = Σ battery discharge caps + Σ plugged EVs' min(baseline, charge cap)
+                  down = Σ battery charge caps
+                         + Σ plugged EVs' (charge cap − min(baseline, charge cap))
+                         + Σ min(PV forecast held, the plant's export cap)
+    (the caps: the kernel's compiled limits, each at most the DER's rating; without a
+    limits file, the ratings; SoC, departures and ramp limits are not counted)
     price signal  s = clip(request / flexibility, −1, 1),  r = clip(0, floor, cap)
                   s >= 0: r + (cap − r)·s      s < 0: r + (r − floor)·s
 
@@ -132,17 +135,21 @@ class GridOperator:
         c, f, a = self.const, self.fleet, self.kernel_arrays
         self.flex_up_mw, self.flex_down_mw = market.fleet_flexibility(
             c.is_battery, c.is_ev, f.plugged, a.max_discharge_mw, a.max_charge_mw,
-            f.ev_baseline_rate_mw, f.rated_power_mw)
+            f.ev_baseline_rate_mw)
         self.n_plugged = int(fast_count_nonzero(f.plugged))
 
     def flexible_mw(self, request_mw: float) -> float:
-        """Fleet flexibility in the request's direction, MW: upward = battery discharge caps
-        + EV baseline charging; downward = the PV forecasts the operator holds (see
-        :meth:`receive_forecasts`) + EV headroom + battery charge caps."""
+        """Fleet flexibility in the request's direction, MW, under the kernel's power
+        limits: upward = battery discharge caps + the EVs' deferrable baseline charging
+        (at most their charge caps); downward = the PV forecasts the operator holds (see
+        :meth:`receive_forecasts`), each at most the plant's export cap, + EV headroom up
+        to the charge cap + battery charge caps (:func:`~gridswarm_env.market.
+        fleet_flexibility`)."""
         if request_mw >= 0:
             return self.flex_up_mw
         return market.downward_flexibility_mw(self.flex_down_mw, self.const.solar,
-                                              self.forecast_mw)
+                                              self.forecast_mw,
+                                              self.kernel_arrays.max_discharge_mw)
 
     def receive_forecasts(self, delivery: Delivery) -> None:
         """The operator keeps each solar agent's newest forecast that ``grid/forecast``

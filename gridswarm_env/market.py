@@ -679,31 +679,40 @@ def operator_request(forecast_mw: float, *, trip_known: bool, reserve_target_mw:
 
 def fleet_flexibility(is_battery: np.ndarray, is_ev: np.ndarray, plugged: np.ndarray,
                       max_discharge_mw: np.ndarray, max_charge_mw: np.ndarray,
-                      ev_baseline_rate_mw: np.ndarray, rated_power_mw: np.ndarray
-                      ) -> tuple[float, np.ndarray]:
-    """The fleet's flexibility without the PV's (that follows the forecasts).
+                      ev_baseline_rate_mw: np.ndarray) -> tuple[float, np.ndarray]:
+    """The fleet's flexibility without the PV's (that follows the forecasts), under the
+    kernel's power limits (``max_discharge_mw``, ``max_charge_mw``: the compiled
+    :class:`~gridswarm_env.kernel.LimitArrays`, each at most the DER's rating).
 
-    Upward: battery discharge caps + the baseline charging of the EVs plugged in
-    (they can defer it). Downward, per DER: battery charge caps, plugged-in EVs'
-    headroom above their baseline charging (``rated − baseline``), 0 for an EV that left;
-    other DERs their ``max_charge_mw`` (the PV's entry is replaced by its forecast in
-    :func:`downward_flexibility_mw`).
+    Upward: battery discharge caps + the baseline charging the EVs plugged in can defer,
+    ``min(baseline, max_charge_mw)`` (a charge cap below the baseline rate lowers the
+    baseline the EV follows, as in the kernel). Downward, per DER: battery charge caps,
+    plugged-in EVs' headroom above that baseline up to their charge cap
+    (``max_charge_mw − min(baseline, max_charge_mw)``), 0 for an EV that left; other DERs
+    their ``max_charge_mw`` (the PV's entry is replaced by its curtailable forecast in
+    :func:`downward_flexibility_mw`). Without caps (``max_charge_mw`` = rated) the EVs'
+    terms are the baseline and ``rated − baseline``.
 
     :return: ``(upward MW, (n,) downward MW per DER)``.
     """
     ev = is_ev & plugged
+    ev_base = np.minimum(ev_baseline_rate_mw, max_charge_mw)
     up = float(np.where(is_battery, max_discharge_mw, np.where(
-        ev, ev_baseline_rate_mw, 0.0)).sum())
-    down = np.where(is_ev, np.where(ev, rated_power_mw - ev_baseline_rate_mw, 0.0),
+        ev, ev_base, 0.0)).sum())
+    down = np.where(is_ev, np.where(ev, max_charge_mw - ev_base, 0.0),
                     max_charge_mw)
     return up, down
 
 
 def downward_flexibility_mw(down_mw: np.ndarray, solar: slice | np.ndarray,
-                            pv_forecast_mw: np.ndarray) -> float:
+                            pv_forecast_mw: np.ndarray, pv_export_cap_mw: np.ndarray
+                            ) -> float:
     """The fleet's downward flexibility, MW: ``down_mw`` (see :func:`fleet_flexibility`)
-    with the PV's entries (``solar``) replaced by the PV forecasts the operator holds
-    (curtailing a plant to zero takes away its forecast output)."""
+    with the PV's entries (``solar``) replaced by the PV forecasts the operator holds,
+    each capped at the plant's export cap ``pv_export_cap_mw`` (its ``max_discharge_mw``;
+    curtailing a plant to zero takes away its forecast output, which the cap already
+    holds down to the cap, as the kernel's curtailment bound ``min(forecast, cap)``).
+    """
     down = down_mw.copy()
-    down[solar] = pv_forecast_mw[solar]
+    down[solar] = np.minimum(pv_forecast_mw[solar], pv_export_cap_mw[solar])
     return float(np.add.reduce(down))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import gridswarm_env
 from gridswarm_env.bus import TopicBatch
@@ -43,3 +44,28 @@ def test_a_round_that_clears_no_price_keeps_the_last_clearing_price() -> None:
                               op.cleared_product, None)
     assert np.isnan(result.clearing_price_per_mwh)
     assert op.last_clearing_price_per_mwh == 42.0
+
+
+def test_the_flexibility_the_operator_prices_with_is_what_the_kernel_lets_the_fleet_bid(
+        ) -> None:
+    """Session 29: the operator priced with the battery caps of the limits file but with
+    the EVs' ratings and the PV plants' raw forecasts, so ``[ev] max_charge_mw`` and
+    ``[solar] max_discharge_mw`` did not reach the flexibility behind the price signal
+    and ``request_rel`` (100 agents, ``[ev] max_charge_mw = 1.0``: upward 125.000 MW
+    announced against 123.909 MW the EVs could defer with the batteries, downward 142.33
+    against 123.21 MW in ``price_spike``). At reset (no reserve, nothing committed,
+    every battery with room for a step at its caps) the fleet's energy bid interval
+    sums to the operator's flexibility in each direction, with and without caps."""
+    caps = {"ev": {"max_charge_mw": 1.0}, "solar": {"max_discharge_mw": 2.0},
+            "battery": {"max_discharge_mw": 2.0, "max_charge_mw": 1.5},
+            "agents": {"ev_003": {"max_charge_mw": 0.8}}}
+    for limits in (None, caps):
+        raw = gridswarm_env.parallel_env(scenario="solar_surplus", n_agents=100,
+                                         trust="hmac", limits=limits).unwrapped
+        raw.reset(seed=0)
+        lo, hi = raw._lo, raw._hi
+        op = raw.operator
+        assert op.flexible_mw(1.0) == pytest.approx(float(hi.sum()), rel=1e-12)
+        assert op.flexible_mw(-1.0) == pytest.approx(float(-lo.sum()), rel=1e-12)
+        if limits is not None:   # the caps bind: each side is well below the ratings'
+            assert op.flexible_mw(1.0) < 124.0 and op.flexible_mw(-1.0) < 170.0

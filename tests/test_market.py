@@ -538,21 +538,28 @@ def test_operator_request_buys_energy_after_a_reserve_round_cleared_short() -> N
 def test_fleet_flexibility_counts_plugged_evs_and_the_pv_forecast_downward() -> None:
     from gridswarm_env.market import downward_flexibility_mw, fleet_flexibility
 
-    # DERs: battery, battery, EV plugged, EV gone, PV
-    is_battery = np.array([True, True, False, False, False])
-    is_ev = np.array([False, False, True, True, False])
-    plugged = np.array([False, False, True, False, False])
+    # DERs: battery, battery, EV plugged, EV gone, PV, EV plugged under a charge cap
+    # (0.3 MW) below its baseline rate (0.4 MW), EV plugged under a cap above it (0.7 MW)
+    is_battery = np.array([True, True, False, False, False, False, False])
+    is_ev = np.array([False, False, True, True, False, True, True])
+    plugged = np.array([False, False, True, False, False, True, True])
     up, down = fleet_flexibility(
-        is_battery, is_ev, plugged, max_discharge_mw=np.array([2.0, 3.0, 0.0, 0.0, 0.0]),
-        max_charge_mw=np.array([1.5, 2.5, 0.0, 0.0, 0.0]),
-        ev_baseline_rate_mw=np.array([0.0, 0.0, 0.4, 0.4, 0.0]),
-        rated_power_mw=np.array([3.0, 3.0, 1.0, 1.0, 4.0]))
-    assert up == pytest.approx(2.0 + 3.0 + 0.4)          # the gone EV's charging is not
-    np.testing.assert_allclose(down, [1.5, 2.5, 0.6, 0.0, 0.0])
-    pv_forecast = np.array([0.0, 0.0, 0.0, 0.0, 2.75])
-    assert downward_flexibility_mw(down, slice(4, 5), pv_forecast) == pytest.approx(
-        1.5 + 2.5 + 0.6 + 2.75)
-    np.testing.assert_allclose(down, [1.5, 2.5, 0.6, 0.0, 0.0])   # not written in place
+        is_battery, is_ev, plugged,
+        max_discharge_mw=np.array([2.0, 3.0, 0.0, 0.0, 2.5, 0.0, 0.0]),
+        max_charge_mw=np.array([1.5, 2.5, 1.0, 1.0, 4.0, 0.3, 0.7]),
+        ev_baseline_rate_mw=np.array([0.0, 0.0, 0.4, 0.4, 0.0, 0.4, 0.4]))
+    # the gone EV's charging is not counted; the capped EVs defer what they charge
+    assert up == pytest.approx(2.0 + 3.0 + 0.4 + 0.3 + 0.4)
+    np.testing.assert_allclose(down, [1.5, 2.5, 0.6, 0.0, 4.0, 0.0, 0.3])
+    pv_forecast = np.array([0.0, 0.0, 0.0, 0.0, 2.75, 0.0, 0.0])
+    # the PV plant curtails at most its export cap (2.5 MW), not its 2.75 MW forecast
+    export_cap = np.array([2.0, 3.0, 0.0, 0.0, 2.5, 0.0, 0.0])
+    assert downward_flexibility_mw(down, slice(4, 5), pv_forecast, export_cap) == pytest.approx(
+        1.5 + 2.5 + 0.6 + 2.5 + 0.3)
+    export_cap[4] = 4.0
+    assert downward_flexibility_mw(down, slice(4, 5), pv_forecast, export_cap) == pytest.approx(
+        1.5 + 2.5 + 0.6 + 2.75 + 0.3)
+    np.testing.assert_allclose(down, [1.5, 2.5, 0.6, 0.0, 4.0, 0.0, 0.3])   # not in place
 
 
 def test_pro_rata_keeps_the_index_rules_marginal_bid_and_pays_ties_alike() -> None:
