@@ -106,7 +106,8 @@ from policies.cli_checks import (
     check_crypto_threads,
     check_governor_deadband,
     check_path_names,
-    env_config_from_args,
+    env_config_file_from_args,
+    env_config_source,
     env_config_with,
     int_at_least_type,
     int_range_text,
@@ -224,11 +225,14 @@ class DemoOptions:
     :param governor_deadband_hz: ``GridParams.governor_deadband_hz``, Hz (0: none, the
         default; :func:`~policies.cli_checks.check_governor_deadband`).
     :param env_config: the :class:`~gridswarm_env.config.EnvConfig` the episode starts
-        from (None: the defaults; the command line's ``--config FILE``), without an
-        ``audit_path`` (``audit_path`` above). The fields above that are ``EnvConfig``
-        fields (``n_agents``, ``trust``, ``shadow``, ``crypto_threads``,
-        ``contract_keys``, ``governor_deadband_hz``) replace its values; the command line
-        fills them from the file when their flags are not given.
+        from (None: the defaults), without an ``audit_path`` (``audit_path`` above); or a
+        :class:`~policies.cli_checks.EnvConfigFile` of one (the command line's ``--config
+        FILE``, read once): stored as its ``EnvConfig``, and ``--json``'s ``run`` records
+        the file's path and SHA-256 as ``env_config_file`` and ``env_config_sha256``
+        (:attr:`config_file`). The fields above that are ``EnvConfig`` fields
+        (``n_agents``, ``trust``, ``shadow``, ``crypto_threads``, ``contract_keys``,
+        ``governor_deadband_hz``) replace its values; the command line fills them from
+        the file when their flags are not given.
 
     A bad value raises ``ValueError`` naming the command-line flag (:data:`OPTION_FLAGS`)
     and what is allowed.
@@ -260,6 +264,12 @@ class DemoOptions:
         :class:`~gridswarm_env.scenarios.Scenario` read from the ``scenario`` file."""
         file = getattr(self, "_scenario_file", None)
         return self.scenario if file is None else file.scenario
+
+    @property
+    def config_file(self) -> dict[str, str] | None:
+        """``{"path", "sha256"}`` of the config file ``env_config`` was given as (an
+        :class:`~policies.cli_checks.EnvConfigFile`), else None."""
+        return getattr(self, "_config_file", None)
 
     @property
     def pace_speed(self) -> float:
@@ -303,9 +313,13 @@ class DemoOptions:
             self.governor_deadband_hz, flag["governor_deadband_hz"]))
         from gridswarm_env.config import EnvConfig
 
-        if self.env_config is not None and not isinstance(self.env_config, EnvConfig):
+        config, file = env_config_source(self.env_config)
+        if config is not None and not isinstance(config, EnvConfig):
             raise ValueError(f"env_config {self.env_config!r}: expected a "
-                             "gridswarm_env.config.EnvConfig, or None for the defaults")
+                             "gridswarm_env.config.EnvConfig, or None for the defaults "
+                             "(or a policies.cli_checks.EnvConfigFile: a config file read)")
+        object.__setattr__(self, "env_config", config)
+        object.__setattr__(self, "_config_file", file)   # not a field: run records it
         if self.env_config is not None and self.env_config.audit_path is not None:
             raise ValueError(f"env_config.audit_path = {self.env_config.audit_path!r}: give "
                              f"the audit file as {flag['audit_path']} FILE (audit_path)")
@@ -440,11 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOptions:
     """Parsed arguments → :class:`DemoOptions` (live only on a terminal without --no-live;
     the ``EnvConfig`` fields from ``--config FILE``, read here once, with the flags given
-    over it: :func:`~policies.cli_checks.env_config_from_args`).
+    over it: :func:`~policies.cli_checks.env_config_file_from_args`; the file's path and
+    SHA-256 are handed on with it, as an :class:`~policies.cli_checks.EnvConfigFile`).
 
     :raises ValueError: the config file's refusal (naming the file) or a bad option.
     """
-    config = env_config_from_args(args)
+    given = env_config_file_from_args(args)
+    config = env_config_source(given)[0]
     return DemoOptions(n_agents=config.n_agents, scenario=args.scenario, policy=args.policy,
                        seed=args.seed, shadow=config.shadow, max_steps=args.steps,
                        live=is_terminal and not args.no_live, json_path=args.json,
@@ -453,7 +469,7 @@ def options_from_args(args: argparse.Namespace, is_terminal: bool) -> DemoOption
                        contract_keys=config.contract_keys, overwrite=args.overwrite,
                        speed=args.speed,
                        governor_deadband_hz=config.grid.governor_deadband_hz,
-                       env_config=None if args.config is None else config)
+                       env_config=None if args.config is None else given)
 
 
 # ---------------------------------------------------------------------- session
@@ -966,6 +982,9 @@ def run_demo(session: Session, console: Any = None,
            # what ran: the options that are EnvConfig fields replace env_config's
            "env_config": (None if opts.env_config is None
                           else env_config_record(episode_config(opts))),
+           # the --config file: its path as given and the SHA-256 of the bytes read
+           "env_config_file": (opts.config_file or {}).get("path"),
+           "env_config_sha256": (opts.config_file or {}).get("sha256"),
            **({"scenario_drawn": raw.scenario.drawn_values()} if opts.randomize else {}),
            **scenario_file_record(opts)}
     return DemoResult(steps=steps, metrics=metrics, stop_reason=stop, wall_s=wall, run=run)

@@ -85,7 +85,10 @@ from those bytes), and plays every scenario and seed: a model file rewritten dur
 run changes nothing, and the recorded SHA-256 is that of the model that acted. The
 ``--limits`` file is read once per command too (:func:`main` checks it and hands what it
 read to :func:`evaluate` as a :class:`~policies.cli_checks.LimitsFile`): the limits used
-are those checked, and the recorded SHA-256 is that of the bytes parsed.
+are those checked, and the recorded SHA-256 is that of the bytes parsed. So is the
+``--config`` file (handed on as an :class:`~policies.cli_checks.EnvConfigFile`): its path
+and the SHA-256 of the bytes read are recorded in ``summary.config.env_config_file`` and
+results.md's header.
 
 Importable: :func:`evaluate` does the work; :func:`main` is a thin command line that
 turns bad arguments into a one-line message and exit status 2 (no traceback) before
@@ -140,7 +143,8 @@ from policies.cli_checks import (
     check_output_file,
     comma_items,
     dirs_to_create,
-    env_config_from_args,
+    env_config_file_from_args,
+    env_config_source,
     int_range_text,
     integer_type,
     limits_path,
@@ -398,14 +402,16 @@ def scenario_files(scenarios: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def custom_lines(scenarios: dict[str, Any], env_config: Any,
-                 files: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+                 files: dict[str, dict[str, str]] | None = None,
+                 config_file: dict[str, str] | None = None) -> dict[str, str]:
     """results.md header lines naming what is not as shipped: each custom scenario
     (``scenario emergency: custom, changed from the registered one (in parentheses):
     contingency_mw = 80.0 (100.0)``), with the file it was read from (``files``,
     :func:`scenario_files`: ``; from scenario file trip.toml (sha256 …)``), and an
     ``env_config`` other than the defaults (``environment: custom EnvConfig, changed from
-    the defaults (in parentheses): dt_s = 0.5 (1.0)``); none when everything is as
-    shipped."""
+    the defaults (in parentheses): dt_s = 0.5 (1.0)``), with the config file it was read
+    from (``config_file``, ``summary.config.env_config_file``: ``; from config file
+    weak.toml (sha256 …)``); none when everything is as shipped and read from no file."""
     from gridswarm_env.scenarios import SCENARIOS
 
     lines = {}
@@ -427,9 +433,13 @@ def custom_lines(scenarios: dict[str, Any], env_config: Any,
             lines[f"scenario {name}"] = "as registered" + source
     diff = settings_changed(env_config, named=("n_agents", "trust", "crypto_threads",
                                                 "contract_keys"))   # in the header
+    source = "" if config_file is None else (f"; from config file {config_file['path']} "
+                                             f"(sha256 {config_file['sha256']})")
     if diff:
         lines["environment"] = ("custom EnvConfig, changed from the defaults (in "
-                                "parentheses): " + ", ".join(diff))
+                                "parentheses): " + ", ".join(diff) + source)
+    elif source:   # a file that changes nothing here: still where the settings came from
+        lines["environment"] = "as the defaults" + source
     return lines
 
 
@@ -739,7 +749,8 @@ def env_settings(env_config: Any, **given: Any) -> tuple[Any, dict[str, Any]]:
 
     if env_config is not None and not isinstance(env_config, EnvConfig):
         raise UsageError(f"env_config: a {type(env_config).__name__}; expected a "
-                         "gridswarm_env.config.EnvConfig, or None for the defaults")
+                         "gridswarm_env.config.EnvConfig, or None for the defaults (or "
+                         "a policies.cli_checks.EnvConfigFile: a config file read)")
     base = EnvConfig() if env_config is None else env_config
     if base.shadow:
         raise UsageError("env_config.shadow = True: evaluate() plays every policy live (its "
@@ -1363,7 +1374,12 @@ def evaluate(policies: Sequence[str] | str | None = None,
         not depend on it.
     :param env_config: an :class:`~gridswarm_env.config.EnvConfig` for every environment
         (a fleet, ``dt_s``, market levels, grid or costs of your own), or None for the
-        defaults; recorded in ``summary.config.env_config``. ``n_agents``, ``trust``,
+        defaults; recorded in ``summary.config.env_config``. Or a
+        :class:`~policies.cli_checks.EnvConfigFile` (``EnvConfigFile.read(path)``, or
+        :func:`main`'s, the ``--config`` file read once: not read again): its ``config``
+        is played, and its path and SHA-256 are recorded in
+        ``summary.config.env_config_file`` (``{"path", "sha256"}``; None for an
+        ``EnvConfig``) and in results.md's ``environment`` line. ``n_agents``, ``trust``,
         ``crypto_threads`` and ``contract_keys`` are its fields: left out (None) they
         take its values; given, they override a field it left at ``EnvConfig()``'s
         default (``crypto_threads`` any field), and one that differs from a field it
@@ -1395,6 +1411,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
     from policies.learned import trained_settings_note
     from policies.rollout import run_episode
 
+    env_config, config_file = env_config_source(env_config)
     base_config, given = env_settings(env_config, n_agents=n_agents, trust=trust,
                                       crypto_threads=crypto_threads,
                                       contract_keys=contract_keys)
@@ -1511,6 +1528,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "env_config": env_config_record(env_config),
               # the same, exact (JSON turns inf into null): a --config file
               "env_config_toml": env_config_toml(env_config),
+              "env_config_file": config_file,   # the --config file: path, SHA-256
               "policy_details": {pol: policy_identity(pol, built[pol]) for pol in pols},
               "provenance": provenance(limits_sha256)}
     nonfinite: list[dict[str, Any]] = []     # episodes with NaN / inf KPIs
@@ -1614,7 +1632,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
               "episodes": f"{episodes} per policy and scenario (seeds {seed}…{seed + episodes - 1})",
               "agents": n_agents, "trust": trust, "contract keys": contract_keys,
               "limits": limits_text(config),
-              **custom_lines(chosen, env_config, config["scenario_files"]),
+              **custom_lines(chosen, env_config, config["scenario_files"],
+                             config["env_config_file"]),
               **identity_lines(config),
               "statistics": STATISTICS_TEXT,
               "wall time": f"{elapsed:.1f} s"}
@@ -1811,15 +1830,25 @@ EVALUATE_REFUSES_SHADOW = ("evaluate.py plays every policy live (its no-DER base
 
 
 def config_of_args(args: argparse.Namespace) -> Any:
-    """The :class:`~gridswarm_env.config.EnvConfig` of every episode:
-    :func:`~policies.cli_checks.env_config_from_args` (``--config FILE`` with the flags
-    given over it).
+    """The :class:`~gridswarm_env.config.EnvConfig` of every episode (that of
+    :func:`config_file_of_args`).
+
+    :raises UsageError: as :func:`config_file_of_args`.
+    """
+    return env_config_source(config_file_of_args(args))[0]
+
+
+def config_file_of_args(args: argparse.Namespace) -> Any:
+    """What :func:`main` hands :func:`evaluate` as ``env_config``:
+    :func:`~policies.cli_checks.env_config_file_from_args` (``--config FILE`` with the
+    flags given over it, an :class:`~policies.cli_checks.EnvConfigFile` naming the file
+    and the SHA-256 of the bytes read; the ``EnvConfig`` alone without a file).
 
     :raises UsageError: the file's refusal, or a file asking for shadow mode (the
         message names ``--config``).
     """
     try:
-        return env_config_from_args(args, refuse={"shadow": EVALUATE_REFUSES_SHADOW})
+        return env_config_file_from_args(args, refuse={"shadow": EVALUATE_REFUSES_SHADOW})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -1827,10 +1856,11 @@ def config_of_args(args: argparse.Namespace) -> Any:
 def _run_command_line(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        env_config = config_of_args(args)
+        env_config = config_file_of_args(args)   # the file read once: recorded, not again
+        settings = env_config_source(env_config)[0]
         pols, scenarios, notes, limits_obj, limits_sha256 = check_arguments(
-            args.policies, args.scenarios, args.episodes, args.seed, env_config.n_agents,
-            env_config.trust, args.limits, fleet=env_config.fleet)
+            args.policies, args.scenarios, args.episodes, args.seed, settings.n_agents,
+            settings.trust, args.limits, fleet=settings.fleet)
         # the file read once: the run uses (and records the hash of) the bytes checked here
         limits = (None if args.limits is None
                   else LimitsFile(args.limits, limits_obj, limits_sha256))

@@ -12,6 +12,9 @@ lose its results when a write still fails at the end:
 * :func:`check_limits_agents`, :func:`read_limits_agents`: a kernel limits file is a
   file and names only agents the fleet has (and the SHA-256 of the bytes read);
   :class:`LimitsFile` hands a file read once on to the run, so it is not read again;
+* :func:`env_config_from_args`, :func:`env_config_file_from_args`: the run's ``EnvConfig``
+  from ``--config FILE`` and the flags; :class:`EnvConfigFile` hands it on with the file's
+  path and SHA-256, so the run records them without reading the file again;
 * :func:`int_range_text`, :func:`int_at_least_type`, :func:`check_crypto_threads`: one
   wording of what an integer option allows, an argparse type that checks it, and one
   rule for ``--crypto-threads`` (1 to :func:`max_crypto_threads`); :func:`check_contract_keys` and
@@ -602,6 +605,56 @@ def env_config_with(base: Any, settings: dict[str, Any]) -> Any:
     return replace(base, **changes)
 
 
+class EnvConfigFile(NamedTuple):
+    """An :class:`~gridswarm_env.config.EnvConfig` read from a config file once
+    (:func:`env_config_file_from_args`): the path as given, the ``EnvConfig`` to play (the
+    file's settings, with the command line's flags that were given applied over them) and
+    the SHA-256 (hex) of the bytes read
+    (:func:`~gridswarm_env.config_file.load_env_config`). ``evaluate.evaluate(env_config=)``
+    and ``demo.DemoOptions(env_config=)`` take one where they take an ``EnvConfig``: the
+    run plays ``config`` and records ``path`` and ``sha256``, and the file is not read
+    again (a second read would hash other bytes if the file were rewritten in between)."""
+
+    path: str
+    config: Any
+    sha256: str
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str],
+             refuse: dict[str, str] | None = None) -> EnvConfigFile:
+        """The config file ``path``, read once
+        (:func:`~gridswarm_env.config_file.load_env_config`, whose ``ValueError`` names the
+        file)."""
+        from gridswarm_env.config_file import load_env_config
+
+        config, sha = load_env_config(path, refuse)
+        return cls(os.fspath(path), config, sha)
+
+
+def env_config_source(env_config: Any) -> tuple[Any, dict[str, str] | None]:
+    """(the ``EnvConfig`` of ``env_config``, ``{"path", "sha256"}`` of the file it was
+    read from or None): an :class:`EnvConfigFile` unwrapped, anything else (an
+    ``EnvConfig``, None) as it is, for its receiver to check."""
+    if isinstance(env_config, EnvConfigFile):
+        return env_config.config, {"path": os.fspath(env_config.path),
+                                   "sha256": env_config.sha256}
+    return env_config, None
+
+
+def env_config_file_from_args(args: argparse.Namespace,
+                              refuse: dict[str, str] | None = None) -> Any:
+    """:func:`env_config_from_args`'s ``EnvConfig``; with ``--config FILE``, as an
+    :class:`EnvConfigFile` naming the file and the SHA-256 of the bytes it was read from
+    (the file is read once).
+
+    :raises ValueError: as :func:`env_config_from_args`.
+    """
+    if args.config is None:
+        return _env_config_over(None, args)
+    file = EnvConfigFile.read(args.config, refuse)
+    return file._replace(config=_env_config_over(file.config, args))
+
+
 def env_config_from_args(args: argparse.Namespace,
                          refuse: dict[str, str] | None = None) -> Any:
     """The run's :class:`~gridswarm_env.config.EnvConfig`: ``--config FILE``'s (the
@@ -609,16 +662,22 @@ def env_config_from_args(args: argparse.Namespace,
     ``--governor-deadband-hz`` that was given (not None) applied over it
     (:func:`env_config_with`); ``refuse``: keys the file may not hold
     (:func:`~gridswarm_env.config_file.env_config_from_dict`).
+    :func:`env_config_file_from_args` also names the file and its SHA-256.
 
     :raises ValueError: the file's refusal (:func:`~gridswarm_env.config_file.load_env_config`,
         naming the file), or a flag's value the config refuses.
     """
+    return env_config_source(env_config_file_from_args(args, refuse))[0]
+
+
+def _env_config_over(base: Any, args: argparse.Namespace) -> Any:
+    """``base`` (None: the defaults) with the flags given in ``args`` applied over it
+    (:func:`env_config_from_args`)."""
     from dataclasses import replace
 
     from gridswarm_env.config import EnvConfig
-    from gridswarm_env.config_file import load_env_config
 
-    base = EnvConfig() if args.config is None else load_env_config(args.config, refuse)[0]
+    base = EnvConfig() if base is None else base
     if base.crypto_threads is not None and base.crypto_threads > max_crypto_threads():
         # EnvConfig's rule (more acts as the cores): the command lines accept the cores
         base = replace(base, crypto_threads=max_crypto_threads())
