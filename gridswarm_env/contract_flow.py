@@ -540,9 +540,10 @@ class ContractFlow:
 def contract_power_at(contract_mw: np.ndarray,
                       joined: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
                       at_s: float) -> np.ndarray:
-    """Per agent, the energy contract power acting at ``at_s``: ``contract_mw`` (the
-    step's on-time contracts) plus the ``joined`` contracts (:meth:`ContractFlow.verify_joined`)
-    delivered by then."""
+    """Per agent, the energy contract power acting at ``at_s`` (s), MW: ``contract_mw`` (the
+    step's on-time contracts, MW) plus the ``joined`` contracts' MW
+    (:meth:`ContractFlow.verify_joined`) delivered by then, ``C_i(t) = C_i + Σ_{l: t_l <= t}
+    C_l``."""
     owners, mw, delivered_s, _price = joined
     power = contract_mw.copy()
     by_then = delivered_s <= at_s
@@ -553,12 +554,13 @@ def contract_power_at(contract_mw: np.ndarray,
 def joined_price(contract_mw: np.ndarray, price_per_mwh: np.ndarray,
                  joined: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
                  share: np.ndarray) -> np.ndarray:
-    """Per agent, the price of its energy contracts over a step in which some ``joined``
-    it after the step began (:meth:`ContractFlow.verify_joined`; ``share``: the share of
-    the step each of those acts, after its delivery): weighted by the energy each is
-    contracted for this step, ``Σ_c C_c·s_c·π_c / Σ_c C_c·s_c`` (``s_c`` = 1 for a contract
-    on time, ``contract_mw`` at ``price_per_mwh``), so full delivery of what each contract
-    asks for this step is paid ``Σ_c C_c·s_c·π_c·h``; 0 where that sum is 0."""
+    """Per agent, the price, $/MWh, of its energy contracts over a step in which some
+    (``joined``, :meth:`ContractFlow.verify_joined`) reached it after the step began
+    (``share``: the share of the step each of those acts, after its delivery, 0..1):
+    weighted by the energy each is contracted for this step, ``Σ_c C_c·s_c·π_c / Σ_c
+    C_c·s_c`` (C MW, π $/MWh; ``s_c`` = 1 for a contract on time, ``contract_mw`` at
+    ``price_per_mwh``), so full delivery of what each contract asks for this step is paid
+    ``Σ_c C_c·s_c·π_c·h`` $ (h = dt_s/3600); 0 where that sum is 0."""
     owners, mw, _delivered_s, prices = joined
     weight = contract_mw.copy()
     value = contract_mw * price_per_mwh

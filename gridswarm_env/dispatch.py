@@ -134,21 +134,24 @@ def _contract_profile(contract_mw: np.ndarray,
     return profile
 
 
-def _activated_reserve(reserve_mw: np.ndarray, activation_s: np.ndarray, late_reserve,
-                       t0_s: float, n_substeps: int, physics_dt_s: float
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """``(share, reserve_sub)``, ``(n, n_substeps)`` each: the activated share of each
-    agent's reserve and the reserve MW acting in each sub-step (:func:`execute`'s
-    ``late_reserve`` rows from their own times)."""
-    share = activation_share(activation_s, t0_s, n_substeps, physics_dt_s)
-    reserve_sub = _reserve_profile(
-        reserve_mw, share, late_reserve,
-        lambda times: activation_share(times, t0_s, n_substeps, physics_dt_s))
+def _planned_profiles(contract_mw: np.ndarray, joined, reserve_mw: np.ndarray,
+                      activation_s: np.ndarray, late_reserve, t0_s: float, n_substeps: int,
+                      physics_dt_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(share, reserve_sub, contract_sub)``, ``(n, n_substeps)`` each (``contract_sub``
+    ``(n, 1)`` without ``joined``): the activated share of each agent's reserve, the
+    reserve MW acting in each sub-step (:func:`execute`'s ``late_reserve`` rows from their
+    own times) and the contracted energy MW acting in each (:func:`_contract_profile`,
+    ``joined`` rows from their deliveries); the plan is their sum."""
+    def share_of(times: np.ndarray) -> np.ndarray:
+        return activation_share(times, t0_s, n_substeps, physics_dt_s)
+
+    share = share_of(activation_s)
+    reserve_sub = _reserve_profile(reserve_mw, share, late_reserve, share_of)
     if late_reserve is not None:
         owner = late_reserve[0]
         held = reserve_mw[owner, None]   # the holders' rows: activated share of it
         share[owner] = np.divide(reserve_sub[owner], held, out=share[owner], where=held > 0)
-    return share, reserve_sub
+    return share, reserve_sub, _contract_profile(contract_mw, joined, share_of)
 
 
 def _split_activation_substeps(fleet: FleetState, c, p: np.ndarray, net: np.ndarray,
@@ -257,11 +260,9 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
     joined contracts' share of the step), and ``contract_followable_mw`` is ``C̄`` less
     its part of the lag.
     """
-    share, reserve_sub = _activated_reserve(reserve_mw, activation_s, late_reserve, t0_s,
-                                            n_substeps, physics_dt_s)
-    contract_sub = _contract_profile(
-        contract_mw, joined,
-        lambda times: activation_share(times, t0_s, n_substeps, physics_dt_s))
+    share, reserve_sub, contract_sub = _planned_profiles(
+        contract_mw, joined, reserve_mw, activation_s, late_reserve, t0_s, n_substeps,
+        physics_dt_s)
     contract_mean = None
     if joined is not None:
         contract_mw = contract_mean = contract_sub.mean(axis=1)
@@ -370,11 +371,9 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     if late_reserve is not None or joined is not None or (
             activated and fast_count_nonzero(in_step)
             and fast_count_nonzero(activation_s[in_step] > t0_s)):
-        share, reserve_sub = _activated_reserve(reserve_mw, activation_s, late_reserve, t0_s,
-                                                n_substeps, physics_dt_s)
-        contract_sub = _contract_profile(
-            contract_mw, joined,
-            lambda times: activation_share(times, t0_s, n_substeps, physics_dt_s))
+        share, reserve_sub, contract_sub = _planned_profiles(
+            contract_mw, joined, reserve_mw, activation_s, late_reserve, t0_s, n_substeps,
+            physics_dt_s)
         planned = contract_sub + reserve_sub
         p = fast_clip(planned, p_lo[:, None], p_hi[:, None])
         net = base[:, None] + p
