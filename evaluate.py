@@ -401,6 +401,13 @@ def scenario_files(scenarios: dict[str, Any]) -> dict[str, dict[str, str]]:
             for name, sc in scenarios.items() if isinstance(sc, ScenarioFile)}
 
 
+def _from_file(kind: str, file: dict[str, str] | None) -> str:
+    """The end of a :func:`custom_lines` line naming the ``kind`` file (``"scenario"``,
+    ``"config"``) its settings were read from: ``; from config file weak.toml (sha256
+    …)``; empty for None (read from no file)."""
+    return "" if file is None else f"; from {kind} file {file['path']} (sha256 {file['sha256']})"
+
+
 def custom_lines(scenarios: dict[str, Any], env_config: Any,
                  files: dict[str, dict[str, str]] | None = None,
                  config_file: dict[str, str] | None = None) -> dict[str, str]:
@@ -417,9 +424,7 @@ def custom_lines(scenarios: dict[str, Any], env_config: Any,
     lines = {}
     for name, sc in scenarios.items():
         registered = SCENARIOS.get(name)
-        file = (files or {}).get(name)
-        source = "" if file is None else (f"; from scenario file {file['path']} "
-                                          f"(sha256 {file['sha256']})")
+        source = _from_file("scenario", (files or {}).get(name))
         if registered is None:
             lines[f"scenario {name}"] = ("custom, not a registered scenario (its fields: "
                                          "results.json, summary.config.custom_scenarios)"
@@ -433,8 +438,7 @@ def custom_lines(scenarios: dict[str, Any], env_config: Any,
             lines[f"scenario {name}"] = "as registered" + source
     diff = settings_changed(env_config, named=("n_agents", "trust", "crypto_threads",
                                                 "contract_keys"))   # in the header
-    source = "" if config_file is None else (f"; from config file {config_file['path']} "
-                                             f"(sha256 {config_file['sha256']})")
+    source = _from_file("config", config_file)
     if diff:
         lines["environment"] = ("custom EnvConfig, changed from the defaults (in "
                                 "parentheses): " + ", ".join(diff) + source)
