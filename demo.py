@@ -87,7 +87,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -1007,14 +1007,17 @@ def scenario_file_record(opts: DemoOptions) -> dict[str, Any]:
     """What ``--json``'s ``run`` records of a scenario file (nothing for a registered
     name): ``scenario`` its name, ``scenario_file`` the path, ``scenario_file_sha256`` the
     SHA-256 of the bytes read and ``custom_scenario`` the fields read
-    (``evaluate.scenario_from_record`` rebuilds the scenario from them)."""
+    (:func:`~gridswarm_env.scenarios.scenario_record`, as ``evaluate.py``'s
+    ``summary.config.custom_scenarios`` and ``python -m train``'s record write them;
+    :func:`~gridswarm_env.scenarios.scenario_from_record` rebuilds the scenario)."""
+    from gridswarm_env.scenarios import scenario_record
+
     file = getattr(opts, "_scenario_file", None)
     if file is None:
         return {}
-    sc = file.scenario
-    return {"scenario": sc.name, "scenario_file": opts.scenario,
+    return {"scenario": file.scenario.name, "scenario_file": opts.scenario,
             "scenario_file_sha256": file.sha256,
-            "custom_scenario": {f.name: getattr(sc, f.name) for f in fields(sc) if f.init}}
+            "custom_scenario": scenario_record(file.scenario)}
 
 
 def sleep_until(deadline: float) -> None:
