@@ -214,7 +214,7 @@ class UsageError(ValueError):
 FLAGS = {"policies": "--policies", "scenarios": "--scenarios", "episodes": "--episodes",
          "seed": "--seed", "n_agents": "--agents", "out_dir": "--out", "trust": "--trust",
          "crypto_threads": "--crypto-threads", "contract_keys": "--contract-keys",
-         "overwrite": "--overwrite"}
+         "overwrite": "--overwrite", "randomize": "--randomize"}
 # True while main() runs: argument errors then name the flags alone, as the user typed them
 _COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("evaluate_command_line",
                                                                      default=False)
@@ -1453,7 +1453,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
     try:   # what the environments are given
         played = {name: randomized(sc) if randomize else sc for name, sc in chosen.items()}
     except ValueError as exc:   # a custom scenario whose times the preset would move below 0
-        raise UsageError(f"{argument_name('scenarios')} with randomize: {exc}") from None
+        raise UsageError(f"{argument_name('scenarios')} with {argument_name('randomize')}: "
+                         f"{exc}") from None
 
     def make_env(name: str, **kwargs: Any) -> Any:
         try:
