@@ -626,8 +626,11 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
                    allowed, (str, Scenario, ScenarioFile))
     if not items:
         raise UsageError(f"{what} is empty; give 'all' or names from {', '.join(known)}")
-    items = [_scenario_file(s, what) if isinstance(s, str) and is_scenario_file(s) else s
-             for s in items]
+    read: dict[str, Any] = {}   # a file named twice is read once (its note below)
+    for s in items:
+        if isinstance(s, str) and is_scenario_file(s) and s not in read:
+            read[s] = _scenario_file(s, what)
+    items = [read.get(s, s) if isinstance(s, str) else s for s in items]
     bad = [s for s in items if isinstance(s, str) and s not in known and s != "all"]
     if bad:
         raise UsageError(f"{what}: unknown scenario {bad[0]!r}; known scenarios: "
