@@ -87,7 +87,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +281,7 @@ class DemoOptions:
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
         from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS, check_bool
-        from gridswarm_env.scenarios import is_scenario_file, read_scenario_file
+        from gridswarm_env.scenarios import is_scenario_file, randomized, read_scenario_file
         from gridswarm_env.trust import TRUST_MODES
 
         flag = OPTION_FLAGS
@@ -305,6 +305,13 @@ class DemoOptions:
             raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
                              f"{', '.join(scenario_names())}, or a scenario file FILE.toml")
         check_bool(flag["randomize"], self.randomize, sep=" ")
+        file = getattr(self, "_scenario_file", None)
+        if self.randomize and file is not None:   # the registered ones all take the preset
+            try:
+                randomized(file.scenario)
+            except ValueError as exc:   # a time the preset would move below 0
+                raise ValueError(f"{flag['scenario']} {self.scenario!r} with "
+                                 f"{flag['randomize']}: {exc}") from None
         check_contract_keys(self.contract_keys, flag["contract_keys"])
         check_bool(flag["overwrite"], self.overwrite, sep=" ")
         if self.speed is not None:
@@ -1007,14 +1014,17 @@ def scenario_file_record(opts: DemoOptions) -> dict[str, Any]:
     """What ``--json``'s ``run`` records of a scenario file (nothing for a registered
     name): ``scenario`` its name, ``scenario_file`` the path, ``scenario_file_sha256`` the
     SHA-256 of the bytes read and ``custom_scenario`` the fields read
-    (``evaluate.scenario_from_record`` rebuilds the scenario from them)."""
+    (:func:`~gridswarm_env.scenarios.scenario_record`, as ``evaluate.py``'s
+    ``summary.config.custom_scenarios`` and ``python -m train``'s record write them;
+    :func:`~gridswarm_env.scenarios.scenario_from_record` rebuilds the scenario)."""
+    from gridswarm_env.scenarios import scenario_record
+
     file = getattr(opts, "_scenario_file", None)
     if file is None:
         return {}
-    sc = file.scenario
-    return {"scenario": sc.name, "scenario_file": opts.scenario,
+    return {"scenario": file.scenario.name, "scenario_file": opts.scenario,
             "scenario_file_sha256": file.sha256,
-            "custom_scenario": {f.name: getattr(sc, f.name) for f in fields(sc) if f.init}}
+            "custom_scenario": scenario_record(file.scenario)}
 
 
 def sleep_until(deadline: float) -> None:

@@ -214,7 +214,7 @@ class UsageError(ValueError):
 FLAGS = {"policies": "--policies", "scenarios": "--scenarios", "episodes": "--episodes",
          "seed": "--seed", "n_agents": "--agents", "out_dir": "--out", "trust": "--trust",
          "crypto_threads": "--crypto-threads", "contract_keys": "--contract-keys",
-         "overwrite": "--overwrite"}
+         "overwrite": "--overwrite", "randomize": "--randomize"}
 # True while main() runs: argument errors then name the flags alone, as the user typed them
 _COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("evaluate_command_line",
                                                                      default=False)
@@ -401,6 +401,13 @@ def scenario_files(scenarios: dict[str, Any]) -> dict[str, dict[str, str]]:
             for name, sc in scenarios.items() if isinstance(sc, ScenarioFile)}
 
 
+def _from_file(kind: str, file: dict[str, str] | None) -> str:
+    """The end of a :func:`custom_lines` line naming the ``kind`` file (``"scenario"``,
+    ``"config"``) its settings were read from: ``; from config file weak.toml (sha256
+    …)``; empty for None (read from no file)."""
+    return "" if file is None else f"; from {kind} file {file['path']} (sha256 {file['sha256']})"
+
+
 def custom_lines(scenarios: dict[str, Any], env_config: Any,
                  files: dict[str, dict[str, str]] | None = None,
                  config_file: dict[str, str] | None = None) -> dict[str, str]:
@@ -417,9 +424,7 @@ def custom_lines(scenarios: dict[str, Any], env_config: Any,
     lines = {}
     for name, sc in scenarios.items():
         registered = SCENARIOS.get(name)
-        file = (files or {}).get(name)
-        source = "" if file is None else (f"; from scenario file {file['path']} "
-                                          f"(sha256 {file['sha256']})")
+        source = _from_file("scenario", (files or {}).get(name))
         if registered is None:
             lines[f"scenario {name}"] = ("custom, not a registered scenario (its fields: "
                                          "results.json, summary.config.custom_scenarios)"
@@ -433,8 +438,7 @@ def custom_lines(scenarios: dict[str, Any], env_config: Any,
             lines[f"scenario {name}"] = "as registered" + source
     diff = settings_changed(env_config, named=("n_agents", "trust", "crypto_threads",
                                                 "contract_keys"))   # in the header
-    source = "" if config_file is None else (f"; from config file {config_file['path']} "
-                                             f"(sha256 {config_file['sha256']})")
+    source = _from_file("config", config_file)
     if diff:
         lines["environment"] = ("custom EnvConfig, changed from the defaults (in "
                                 "parentheses): " + ", ".join(diff) + source)
@@ -622,8 +626,11 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
                    allowed, (str, Scenario, ScenarioFile))
     if not items:
         raise UsageError(f"{what} is empty; give 'all' or names from {', '.join(known)}")
-    items = [_scenario_file(s, what) if isinstance(s, str) and is_scenario_file(s) else s
-             for s in items]
+    read: dict[str, Any] = {}   # a file named twice is read once (its note below)
+    for s in items:
+        if isinstance(s, str) and is_scenario_file(s) and s not in read:
+            read[s] = _scenario_file(s, what)
+    items = [read.get(s, s) if isinstance(s, str) else s for s in items]
     bad = [s for s in items if isinstance(s, str) and s not in known and s != "all"]
     if bad:
         raise UsageError(f"{what}: unknown scenario {bad[0]!r}; known scenarios: "
@@ -1449,7 +1456,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
     try:   # what the environments are given
         played = {name: randomized(sc) if randomize else sc for name, sc in chosen.items()}
     except ValueError as exc:   # a custom scenario whose times the preset would move below 0
-        raise UsageError(f"{argument_name('scenarios')} with randomize: {exc}") from None
+        raise UsageError(f"{argument_name('scenarios')} with {argument_name('randomize')}: "
+                         f"{exc}") from None
 
     def make_env(name: str, **kwargs: Any) -> Any:
         try:

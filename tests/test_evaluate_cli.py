@@ -503,6 +503,16 @@ def test_an_empty_item_in_a_list_is_refused_from_python_too(tmp_path):
         evaluate.resolve_policies("  ")
 
 
+def test_a_scenario_file_named_twice_is_read_once(tmp_path, capsys, monkeypatch):
+    """``--scenarios trip.toml,trip.toml`` read the file twice (then played it once): the
+    hash recorded was of the first read, and a file rewritten in between was refused as
+    two different scenarios of one name. Now it is read once, with the same note."""
+    trip, reads = counted_scenario_file(tmp_path, monkeypatch)
+    notes = evaluate.scenarios_and_notes(f"{trip},{trip}")[1]
+    assert reads == [str(trip)]
+    assert notes == ["scenarios (--scenarios): 'trip_90' given twice; played once"]
+
+
 def test_a_scenario_file_plays_on_the_command_line(tmp_path, capsys, monkeypatch):
     """Docs review: a scenario TOML file (``load_scenario_file``) played only from Python;
     ``--scenarios trip_90.toml`` was refused as an unknown scenario. It is played under its

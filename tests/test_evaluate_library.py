@@ -194,7 +194,8 @@ def test_a_custom_scenario_the_randomize_preset_would_break_is_refused(tmp_path)
 
     early = get_scenario("emergency", name="early_trip", event_time_s=3.0)
     text = _refused(tmp_path / "o", scenarios=[early], randomize=True)
-    assert text.startswith("scenarios (--scenarios) with randomize: Scenario('early_trip')"
+    assert text.startswith("scenarios (--scenarios) with randomize (--randomize): "
+                           "Scenario('early_trip')"
                            ".timing_jitter_s = 5.0: would move the trip")
 
 

@@ -104,6 +104,29 @@ def test_train_refuses_a_scenario_file_the_randomization_cannot_play(tmp_path, c
     assert not (tmp_path / "runs").exists()
 
 
+def test_demo_and_evaluate_name_both_flags_for_a_file_randomize_cannot_play(tmp_path, capsys):
+    """demo.py refused it only when building the environment, without naming a flag
+    (``demo.py: error: Scenario('early').timing_jitter_s = ...``), and evaluate.py named
+    ``--randomize`` as ``randomize``: now both name both flags as ``python -m train``
+    does (demo.py when its options are checked)."""
+    path = _file(tmp_path, b'base = "price_spike"\nname = "early"\nload_step_start_s = 2.0\n')
+    expected = (f"--scenario {str(path)!r} with --randomize: Scenario('early')."
+                "timing_jitter_s = 5.0: would move the load step at load_step_start_s = "
+                "2.0 s before t = 0; allowed: 0 <= timing_jitter_s <= 2.0")
+    with pytest.raises(ValueError) as exc:
+        demo.DemoOptions(scenario=str(path), randomize=True, live=False)
+    assert str(exc.value) == expected
+    assert demo.main(["--scenario", str(path), "--randomize", "--no-live", "--steps", "1",
+                      "--agents", "5"]) == 2
+    assert capsys.readouterr().err == f"demo.py: error: {expected}\n"
+    # evaluate.py named the flag --randomize as "randomize": "--scenarios with randomize:"
+    status, err = _evaluate([*EVAL_SMALL, "--scenarios", str(path), "--randomize", "--out",
+                             str(tmp_path / "out")], capsys)
+    assert status == 2
+    assert err == (f"evaluate.py: error: --scenarios with --randomize: "
+                   f"{expected.partition(': ')[2]}\n")
+
+
 def test_train_on_a_scenario_file_records_it_and_resume_checks_it(tmp_path, capsys):
     path = _file(tmp_path)
     base = [*TINY, "--scenario", str(path), "--timesteps", "600", "--logdir", str(tmp_path)]

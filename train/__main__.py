@@ -325,10 +325,11 @@ def env_settings(args: argparse.Namespace, saved: dict | None = None) -> dict:
 
 def check_resumed_limits(args: argparse.Namespace, config: TrainConfig,
                          saved: dict | None) -> None:
-    """Refuse to resume on the checkpoint's limits or config file (``--limits`` or
-    ``--config`` not given) when the bytes ``config`` read from it are not those the
-    checkpoint was trained with: their SHA-256 differs from the one it recorded. A
-    checkpoint that recorded no hash (saved by an older version) is not checked.
+    """Refuse to resume on the checkpoint's limits, config or scenario file
+    (:data:`~train.config.HASHED_FILES`: ``--limits``, ``--config`` or ``--scenario`` not
+    given) when the bytes ``config`` read from it are not those the checkpoint was trained
+    with: their SHA-256 differs from the one it recorded. A checkpoint that recorded no
+    hash (saved by an older version, or trained on a registered scenario) is not checked.
 
     :param saved: :func:`train.trainer.model_env_settings` of the resumed model.
     :raises ValueError: naming the file, both hashes and what is allowed.
