@@ -281,7 +281,11 @@ class DemoOptions:
     def __post_init__(self) -> None:
         from gridswarm_env import scenario_names
         from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS, check_bool
-        from gridswarm_env.scenarios import is_scenario_file, randomized, read_scenario_file
+        from gridswarm_env.scenarios import (
+            check_randomizable,
+            is_scenario_file,
+            read_scenario_file,
+        )
         from gridswarm_env.trust import TRUST_MODES
 
         flag = OPTION_FLAGS
@@ -306,12 +310,8 @@ class DemoOptions:
                              f"{', '.join(scenario_names())}, or a scenario file FILE.toml")
         check_bool(flag["randomize"], self.randomize, sep=" ")
         file = getattr(self, "_scenario_file", None)
-        if self.randomize and file is not None:   # the registered ones all take the preset
-            try:
-                randomized(file.scenario)
-            except ValueError as exc:   # a time the preset would move below 0
-                raise ValueError(f"{flag['scenario']} {self.scenario!r} with "
-                                 f"{flag['randomize']}: {exc}") from None
+        if self.randomize and file is not None:
+            check_randomizable(file.scenario, f"{flag['scenario']} {self.scenario!r}")
         check_contract_keys(self.contract_keys, flag["contract_keys"])
         check_bool(flag["overwrite"], self.overwrite, sep=" ")
         if self.speed is not None:

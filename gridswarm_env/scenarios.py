@@ -645,6 +645,17 @@ def randomized(scenario: str | Scenario) -> Scenario:
     return get_scenario(scenario, **RANDOMIZE_PRESET)
 
 
+def check_randomizable(scenario: Scenario, given: str) -> None:
+    """Refuse a scenario ``--randomize`` cannot play (:func:`randomized` raises: a time the
+    preset's jitter would move below 0), worded for the command line: ``ValueError``
+    ``"<given> with --randomize: <why>"`` (``given``: the flag and value that named it,
+    e.g. ``--scenario 'trip.toml'``). The registered scenarios all take the preset."""
+    try:
+        randomized(scenario)
+    except ValueError as exc:
+        raise ValueError(f"{given} with --randomize: {exc}") from None
+
+
 def randomize_text(preset: dict[str, float] | None = None) -> str:
     """What ``preset`` (default :data:`RANDOMIZE_PRESET`, ``--randomize``) does, in words."""
     p = RANDOMIZE_PRESET if preset is None else preset

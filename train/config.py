@@ -36,8 +36,8 @@ from gridswarm_env.scenarios import (
     SCENARIOS,
     Scenario,
     ScenarioFile,
+    check_randomizable,
     is_scenario_file,
-    randomized,
     read_scenario_file,
     scenario_names,
 )
@@ -416,11 +416,8 @@ class TrainConfig:
                              f"{', '.join(scenario_names())}, or a scenario file FILE.toml")
         store(self, "_scenario_file", file)
         check_bool(f"{owner}.randomize", self.randomize)
-        if self.randomize and file is not None:   # the registered ones all take the preset
-            try:
-                randomized(file.scenario)
-            except ValueError as exc:   # a time the preset would move below 0
-                raise ValueError(f"--scenario {self.scenario!r} with --randomize: {exc}") from None
+        if self.randomize and file is not None:
+            check_randomizable(file.scenario, f"--scenario {self.scenario!r}")
         store(self, "total_timesteps",
               check_int_at_least(owner, "total_timesteps", self.total_timesteps, 0))
         if self.total_timesteps == 0 and self.bc_teacher is None:
