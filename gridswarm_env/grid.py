@@ -21,9 +21,36 @@ function is realised with one state ``y`` (the non-reheat, lagging part)::
     ΔP_mech    = FH · (−(Km/R)·Δf) + (1 − FH) · y
 
 so the model is linear time-invariant, ``dx/dt = A x + B u`` with
-``x = [Δf_pu, y_governor_pu, z_agc_pu]``. ``GridModel`` integrates it *exactly* for an
+``x = [Δf_pu, y_reheat_pu, z_agc_pu]``. ``GridModel`` integrates it *exactly* for an
 input held constant over each physics sub-step (zero-order hold, matrix exponential),
 so the result does not depend on an integration tolerance.
+
+Optional governor and turbine lags (``GridParams.governor_valve_time_constant_tg_s``
+``T_G`` and ``turbine_hp_time_constant_tch_s`` ``T_CH``; 0 = off, the default, which
+runs the three-state model above with the same matrices, bit for bit). Anderson &
+Mirheydar drop both fast lags of the speed-governing system and steam turbine, keeping
+the reheat lag ``TR`` alone; these restore them, the governor's valve (servo) lag and the
+HP turbine's steam-chest (inlet) lag, with the typical ``T_G`` ≈ 0.2 s and ``T_CH`` ≈
+0.3 s of P. Kundur, *Power System Stability and Control* (McGraw-Hill, 1994), §9.2
+(steam turbines and their governing systems) and §11.1 (speed governing): the valve
+lag is ``T1`` of IEEE's ``TGOV1`` and ``T3`` of ``IEEEG1``, the steam chest ``T4`` of
+``IEEEG1``::
+
+    T_G  · dv/dt    = −(Km/R)·Δf − v          (valve position; T_G = 0: v = −(Km/R)·Δf)
+    T_CH · dp_hp/dt = v − p_hp                (HP turbine power; T_CH = 0: p_hp = v)
+    TR   · dy/dt    = p_hp − y                (reheat/IP-LP stage)
+    ΔP_mech         = FH · p_hp + (1 − FH) · y
+
+Each lag that is on appends a state, ``x = [Δf, y, z, v, p_hp]`` with both (so ``x[1]``
+and ``x[2]`` keep their meaning); the integration stays exact. With a deadband the
+governor's input ``db(Δf)`` drives the first lag alone, so ``b_g`` below becomes
+``(Km/R)/T_G`` on ``v`` (``(Km/R)/T_CH`` on ``p_hp`` with ``T_G`` = 0). The lags change
+neither closed form below (the initial RoCoF is the inertia's, the steady state passes
+through settled lags); they delay the governors' answer, so the nadir falls: the 0.10
+p.u. trip from rest reaches 59.2117 Hz at 2.01 s with ``T_G`` = 0.2 s and ``T_CH`` =
+0.3 s, instead of 59.3501 Hz at 2.37 s (59.3079 / 59.2796 Hz with ``T_G`` or ``T_CH``
+alone; tests ``test_lagged_trip_matches_an_independent_solve_of_the_lagged_ode``).
+The scenarios are calibrated on the lag-free model, hence the defaults.
 
 Optional governor deadband (``GridParams.governor_deadband_hz``, ``d`` in p.u. of
 ``f0``; 0 = off, the default, which runs the linear model above unchanged): the
@@ -67,6 +94,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import operator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -164,11 +192,24 @@ class GridParams:
         ``GridModel.advance_unchecked`` takes ~8 µs per agent step of 20 sub-steps
         (2.6 µs without a band), within the noise of an environment step (~3 ms at 100
         agents).
+    :param governor_valve_time_constant_tg_s: governor valve (servo) time constant
+        ``T_G``, s, >= 0 (0 = no lag, the default; typically 0.2 s: Kundur 1994, §9.2 and
+        §11.1; ``T1`` of IEEE TGOV1, ``T3`` of IEEEG1). Adds the valve position to the
+        state (module docstring).
+    :param turbine_hp_time_constant_tch_s: HP turbine (steam chest) time constant
+        ``T_CH``, s, >= 0 (0 = no lag, the default; typically 0.3 s: Kundur 1994, §9.2;
+        ``T4`` of IEEE IEEEG1). Adds the HP turbine's power to the state.
+        With both lags 0 the model is the three-state one the scenarios are calibrated
+        on; with 0.2 / 0.3 s the unassisted 0.10 p.u. trip's nadir is 59.21 Hz instead of
+        59.35 Hz. The stacked linear path costs the same with them (~3 µs per agent step of
+        20 sub-steps); with a deadband too the sub-step loop runs in plain Python over
+        the five states, ~70 µs per agent step (8–11 µs with three).
 
     Besides each field's own range, the model built from them must be finite: ``A``,
     ``B`` and the zero-order hold ``e^(A·physics_dt_s)`` (its rates grow with D, Km/R,
     K_agc and 1/H, 1/TR; with the other defaults the limits lie far beyond any grid: a
-    gain of 1e39–1e80 p.u. depending on the field, a time constant of order 1e-40 s). A
+    gain of 1e39–1e80 p.u. depending on the field, a time constant of order 1e-40 s,
+    ``T_G`` or ``T_CH`` above 0 but below ~1e-39 s). A
     value that overflows them is refused with the
     field to blame and the power of ten that still works (checked once here, never per
     step; the result is the cached discretisation ``GridModel`` uses).
@@ -185,6 +226,8 @@ class GridParams:
     agc_gain_per_s: float = 0.0
     physics_dt_s: float = 0.05
     governor_deadband_hz: float = 0.0
+    governor_valve_time_constant_tg_s: float = 0.0
+    turbine_hp_time_constant_tch_s: float = 0.0
 
     def __post_init__(self) -> None:
         positive = "a finite number > 0"
@@ -205,6 +248,11 @@ class GridParams:
                     allowed=f"a finite number in [0, {MAX_GOVERNOR_DEADBAND_HZ:g}] Hz (0 = no "
                             "deadband; real governors use at most ±0.036 Hz, grid codes "
                             f"allow up to {MAX_GOVERNOR_DEADBAND_HZ:g} Hz)")
+        for name, typical in (("governor_valve_time_constant_tg_s", 0.2),
+                              ("turbine_hp_time_constant_tch_s", 0.3)):
+            _check_real(name, getattr(self, name), low=0.0,
+                        allowed=f"a finite number >= 0 s (0 = no lag, the default; typical "
+                                f"{typical:g} s, Kundur 1994)")
         if not _model_is_finite(self):
             raise ValueError(_non_finite_model_message(self))
         if self.governor_deadband_hz > 0.0:
@@ -233,6 +281,24 @@ class GridParams:
         """Governor deadband ``d`` in p.u. of the nominal frequency."""
         return self.governor_deadband_hz / self.nominal_freq_hz
 
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The model's state, in order: ``Δf``, the reheat stage ``y``, AGC ``z``, then the
+        valve position ``v`` when ``governor_valve_time_constant_tg_s > 0`` and the HP
+        turbine's power ``p_hp`` when ``turbine_hp_time_constant_tch_s > 0`` (all p.u.;
+        3 states without lags, as before the lags existed)."""
+        names = ("delta_f_pu", "reheat_y_pu", "agc_z_pu")
+        if self.governor_valve_time_constant_tg_s > 0.0:
+            names += ("valve_pu",)
+        if self.turbine_hp_time_constant_tch_s > 0.0:
+            names += ("hp_power_pu",)
+        return names
+
+    @property
+    def n_states(self) -> int:
+        """Length of the state vector: 3, plus one per lag that is on."""
+        return len(self.state_names)
+
     def steady_state_deviation_pu(self, delta_p_pu: float) -> float:
         """Primary-response steady-state frequency deviation for an injection step.
 
@@ -256,7 +322,7 @@ class GridParams:
         return (delta_p_pu + s * k * d) / (self.damping_d_pu + k)
 
     def steady_state(self, u_pu: float) -> np.ndarray:
-        """The model's equilibrium ``[Δf, y, z]`` (p.u.) under a constant net injection.
+        """The model's equilibrium (p.u., :attr:`state_names`) under a constant net injection.
 
         The operating point the grid holds before an episode starts, when the load has
         differed from the schedule by ``−u_pu`` for long enough (the usual start of a
@@ -264,22 +330,26 @@ class GridParams:
         ``Δf = Δf_ss(u)`` (:meth:`steady_state_deviation_pu`, deadband included), the
         governor at its settled output ``y = −(Km/R)·db(Δf)`` (``db`` the identity without
         a deadband), ``z = 0``; AGC on: it has restored the frequency, ``Δf = y = 0`` and
-        ``z = −u``. ``A x + B u`` (plus the deadband's offset) is zero there.
+        ``z = −u``. The valve and HP stages, when their lags are on, sit at the governor's
+        output too (``v = p_hp = y``). ``A x + B u`` (plus the deadband's offset) is zero
+        there.
 
         :param u_pu: net external injection, p.u. (finite; the model is linear and has no
             floor, so an injection beyond ``−(D + Km/R)`` p.u., absurd for a grid, has a
             steady state below 0 Hz, as an episode driven by it would reach; the
             environment starts from whatever its load noise gives, as it always ran on).
-        :return: shape (3,).
+        :return: shape ``(n_states,)``.
         """
         _check_real("u_pu", u_pu, allowed="a finite number")
         u = float(u_pu)
+        lags = self.n_states - 3
         if self.agc_gain_per_s > 0.0:
-            return np.array([0.0, 0.0, -u])
+            return np.array([0.0, 0.0, -u] + [0.0] * lags)
         df = self.steady_state_deviation_pu(u)
         d = self.governor_deadband_pu
         seen = df if d == 0.0 else math.copysign(max(abs(df) - d, 0.0), df)
-        return np.array([df, -self.governor_gain_pu * seen, 0.0])
+        governor = -self.governor_gain_pu * seen
+        return np.array([df, governor, 0.0] + [governor] * lags)
 
     def initial_rocof_hz_per_s(self, delta_p_pu: float) -> float:
         """Rate of change of frequency just after an injection step, from rest.
@@ -293,40 +363,90 @@ class GridParams:
         return delta_p_pu * self.nominal_freq_hz / (2.0 * self.inertia_h_s)
 
     def continuous_matrices(self) -> tuple[np.ndarray, np.ndarray]:
-        """State-space matrices of ``dx/dt = A x + B u``, ``x = [Δf, y, z]`` (all p.u.).
+        """State-space matrices of ``dx/dt = A x + B u``, ``x`` as :attr:`state_names`
+        (all p.u.): ``[Δf, y, z]`` without lags, the matrices as before the lags existed.
 
         With a governor deadband this is the model outside the band, less the band's
         offset (:meth:`governor_input_vector`); inside it the governor columns drop out.
 
-        :return: ``(A, B)`` with shapes (3, 3) and (3,).
+        :return: ``(A, B)`` with shapes ``(n, n)`` and ``(n,)``, ``n = n_states``.
         """
         two_h = 2.0 * self.inertia_h_s
         k = self.governor_gain_pu
         fh = self.reheat_fraction_fh
         tr = self.reheat_time_constant_tr_s
-        a = np.array([
-            [-(self.damping_d_pu + fh * k) / two_h, (1.0 - fh) / two_h, 1.0 / two_h],
-            [-k / tr, -1.0 / tr, 0.0],
-            [-self.agc_gain_per_s, 0.0, 0.0],
-        ])
-        b = np.array([1.0 / two_h, 0.0, 0.0])
+        tg = self.governor_valve_time_constant_tg_s
+        tch = self.turbine_hp_time_constant_tch_s
+        if tg == 0.0 and tch == 0.0:
+            a = np.array([
+                [-(self.damping_d_pu + fh * k) / two_h, (1.0 - fh) / two_h, 1.0 / two_h],
+                [-k / tr, -1.0 / tr, 0.0],
+                [-self.agc_gain_per_s, 0.0, 0.0],
+            ])
+            b = np.array([1.0 / two_h, 0.0, 0.0])
+            return a, b
+        # the chain −(Km/R)·Δf → valve v (lag TG) → HP power p_hp (lag TCH) → reheat y
+        # (lag TR); a lag that is off passes its input through (v = −(Km/R)·Δf, p_hp = v)
+        n = self.n_states
+        a = np.zeros((n, n))
+        gate = 3                                       # the first lag's row
+        source, gain = 0, -k                           # its input: −(Km/R)·Δf
+        for lag in (tg, tch):
+            if lag > 0.0:
+                a[gate, gate] = -1.0 / lag
+                a[gate, source] = gain / lag
+                source, gain = gate, 1.0
+                gate += 1
+        hp = source                                    # p_hp = x[hp] (a lag is on)
+        a[0, 0] = -self.damping_d_pu / two_h
+        a[0, 1] = (1.0 - fh) / two_h
+        a[0, 2] = 1.0 / two_h
+        a[0, hp] = fh / two_h
+        a[1, 1] = -1.0 / tr
+        a[1, hp] = 1.0 / tr
+        a[2, 0] = -self.agc_gain_per_s
+        b = np.zeros(n)
+        b[0] = 1.0 / two_h
         return a, b
 
     def governor_input_vector(self) -> np.ndarray:
-        """``b_g = (Km/R)·[FH/(2H), 1/TR, 0]``: ``dx/dt`` gains ``−b_g·g`` from the
-        governor's input ``g`` (``g = Δf`` without a deadband, so that
-        ``A = A₀ − b_g·e₁ᵀ`` with the open-loop ``A₀``; ``g = Δf − s·d`` outside a band).
+        """``b_g``: ``dx/dt`` gains ``−b_g·g`` from the governor's input ``g`` (``g = Δf``
+        without a deadband, so that ``A = A₀ − b_g·e₁ᵀ`` with the open-loop ``A₀``;
+        ``g = Δf − s·d`` outside a band). Without lags ``b_g = (Km/R)·[FH/(2H), 1/TR, 0]``;
+        with them ``g`` drives the first lag alone: ``(Km/R)/TG`` on the valve state (or
+        ``(Km/R)/TCH`` on the HP state when only that lag is on).
 
-        :return: shape (3,).
+        :return: shape ``(n_states,)``.
         """
         k = self.governor_gain_pu
-        return np.array([k * self.reheat_fraction_fh / (2.0 * self.inertia_h_s),
-                         k / self.reheat_time_constant_tr_s, 0.0])
+        tg = self.governor_valve_time_constant_tg_s
+        tch = self.turbine_hp_time_constant_tch_s
+        if tg == 0.0 and tch == 0.0:
+            return np.array([k * self.reheat_fraction_fh / (2.0 * self.inertia_h_s),
+                             k / self.reheat_time_constant_tr_s, 0.0])
+        b_g = np.zeros(self.n_states)
+        b_g[3] = k / (tg if tg > 0.0 else tch)
+        return b_g
+
+    def open_loop_matrix(self) -> np.ndarray:
+        """``A₀ = A + b_g·e₁ᵀ``: the model with the governor's input at 0 (inside a
+        deadband), each entry written out (no rounding residue).
+
+        :return: shape ``(n_states, n_states)``.
+        """
+        a = self.continuous_matrices()[0]
+        if self.n_states == 3:
+            a[0, 0] = -self.damping_d_pu / (2.0 * self.inertia_h_s)
+            a[1, 0] = 0.0
+        else:   # the governor's input reaches the first lag's row alone
+            a[3, 0] = 0.0
+        return a
 
 
 #: the fields the model's rates grow with (+1: larger is faster; -1: smaller is faster)
 _RATE_FIELDS = {"damping_d_pu": 1, "mech_gain_km": 1, "agc_gain_per_s": 1, "physics_dt_s": 1,
-                "inertia_h_s": -1, "droop_r_pu": -1, "reheat_time_constant_tr_s": -1}
+                "inertia_h_s": -1, "droop_r_pu": -1, "reheat_time_constant_tr_s": -1,
+                "governor_valve_time_constant_tg_s": -1, "turbine_hp_time_constant_tch_s": -1}
 
 
 def _model_is_finite(params: GridParams, *, cached: bool = True) -> bool:
@@ -368,6 +488,8 @@ def _non_finite_model_message(params: GridParams) -> str:
         while _model_is_finite(_with(params, name, 10.0 ** (exponent + sign)), cached=False):
             exponent += sign
         bound = f"<= {10.0 ** exponent:g}" if sign > 0 else f">= {10.0 ** exponent:g}"
+        if defaults[name] == 0.0:   # a lag: 0 turns it off
+            bound += " or 0 (no lag)"
         return (f"GridParams.{name}={getattr(params, name)!r} is not allowed: it makes {what}; "
                 f"allowed (the other fields as given): {name} {bound}")
     changed = ", ".join(f"{n}={getattr(params, n)!r}" for n in _RATE_FIELDS
@@ -388,7 +510,7 @@ def _zoh(a: np.ndarray, b: np.ndarray, duration_s: float) -> tuple[np.ndarray, n
     cores afterwards (measured: every environment built took ~100 ms of CPU from the
     next steps, e.g. from the crypto worker thread).
 
-    :return: ``(Φ, Γ)`` with shapes (3, 3) and (3,).
+    :return: ``(Φ, Γ)`` with shapes (n, n) and (n,) for ``A`` of shape (n, n).
     """
     a = np.ascontiguousarray(a, dtype=float)
     b = np.ascontiguousarray(b, dtype=float)
@@ -405,23 +527,20 @@ def _zoh_uncached(a: np.ndarray, b: np.ndarray, duration_s: float
 
 def _deadband_tables(params: GridParams, duration_s: float) -> tuple[tuple[float, ...], ...]:
     """The three regimes' zero-order holds over ``duration_s`` with a governor deadband
-    ``d`` (p.u.), as flat tuples of Python floats ``(Φ row-major ×9, Γ ×3, c ×3)`` for
-    ``x' = Φ x + Γ u + c``: inside the band (open loop ``A₀ = A + b_g·e₁ᵀ``, ``c = 0``),
-    above it and below it (``A``, ``c = ±d·Θ`` with ``Θ`` the hold of ``b_g``: the input
-    ``[u, s·d]`` through ``[B, b_g]``).
+    ``d`` (p.u.), as flat tuples of Python floats ``(Φ row-major ×n², Γ ×n, c ×n)``
+    (``n = params.n_states``) for ``x' = Φ x + Γ u + c``: inside the band (open loop
+    ``A₀ = A + b_g·e₁ᵀ``, ``c = 0``), above it and below it (``A``, ``c = ±d·Θ`` with
+    ``Θ`` the hold of ``b_g``: the input ``[u, s·d]`` through ``[B, b_g]``).
 
     :return: ``(inside, above, below)``.
     """
     a, b = params.continuous_matrices()
     b_g = params.governor_input_vector()
-    a_open = a.copy()   # A₀ = A + b_g·e₁ᵀ, written out (no rounding residue)
-    a_open[0, 0] = -params.damping_d_pu / (2.0 * params.inertia_h_s)
-    a_open[1, 0] = 0.0
-    phi_o, gamma_o = _zoh(a_open, b, duration_s)
+    phi_o, gamma_o = _zoh(params.open_loop_matrix(), b, duration_s)
     phi_c, gamma_c = _zoh(a, b, duration_s)
     theta = _zoh(a, b_g, duration_s)[1]
     d = params.governor_deadband_pu
-    inside = (*phi_o.ravel().tolist(), *gamma_o.tolist(), 0.0, 0.0, 0.0)
+    inside = (*phi_o.ravel().tolist(), *gamma_o.tolist(), *([0.0] * a.shape[0]))
     above = (*phi_c.ravel().tolist(), *gamma_c.tolist(), *(d * theta).tolist())
     below = (*phi_c.ravel().tolist(), *gamma_c.tolist(), *(-d * theta).tolist())
     return inside, above, below
@@ -474,7 +593,9 @@ class GridModel:
         # advance_variable's holds by duration: (Φ, Γ), or a deadband's regime tables
         self._variable_cache: dict[float, Any] = {
             float(params.physics_dt_s): (self._phi, self._gamma)}
-        self.state: np.ndarray = np.zeros(3)  # (3,) [Δf_pu, y_governor_pu, z_agc_pu]
+        ns = params.n_states   # 3, plus one per governor/turbine lag that is on
+        # (ns,) [Δf_pu, y_reheat_pu, z_agc_pu(, valve_pu)(, hp_power_pu)]: state_names
+        self.state: np.ndarray = np.zeros(ns)
         # governor deadband (p.u.): sub-steps run one after another (the regime depends
         # on the state), with each regime's hold as Python floats; no stacked tables
         self._deadband_pu = params.governor_deadband_pu
@@ -486,16 +607,16 @@ class GridModel:
             return
 
         # powers[k] = Φ^k, k = 0 … n
-        powers = np.empty((n + 1, 3, 3))
-        powers[0] = np.eye(3)
+        powers = np.empty((n + 1, ns, ns))
+        powers[0] = np.eye(ns)
         for k in range(1, n + 1):
             powers[k] = self._phi @ powers[k - 1]
         # impulse[k] = Φ^k Γ: state response k sub-steps after a unit input sub-step.
-        impulse = powers[:n] @ self._gamma                              # (n, 3)
-        free = np.empty((n + 3, 3))
+        impulse = powers[:n] @ self._gamma                              # (n, ns)
+        free = np.empty((n + ns, ns))
         free[:n] = powers[1:, 0, :]                                     # C Φ^(k+1)
         free[n:] = powers[n]                                            # Φ^n
-        forced = np.zeros((n + 3, n))
+        forced = np.zeros((n + ns, n))
         lag = np.arange(n)[:, None] - np.arange(n)[None, :]             # k − j
         lower = lag >= 0
         forced[:n][lower] = impulse[lag[lower], 0]                      # C Φ^(k−j) Γ
@@ -505,17 +626,18 @@ class GridModel:
         # (rows, view) blocks of ``forced`` for long steps: the same bits on any machine
         self._forced_blocks = (
             tuple((slice(i, i + _BLOCK_ROWS), forced[i:i + _BLOCK_ROWS])
-                  for i in range(0, n + 3, _BLOCK_ROWS))
+                  for i in range(0, n + ns, _BLOCK_ROWS))
             if n >= _BLOCK_FROM_SUBSTEPS else None)
 
     def reset(self, delta_f_pu: float = 0.0) -> None:
-        """Reset to a frequency deviation with the governor and AGC states at rest.
+        """Reset to a frequency deviation with the governor, turbine and AGC states at rest.
 
         :param delta_f_pu: initial ``Δf`` in p.u. (finite, > −1 so that f > 0).
         """
         _check_real("delta_f_pu", delta_f_pu, low=-1.0, low_inclusive=False,
                     allowed="a finite number > -1")
-        self.state = np.array([float(delta_f_pu), 0.0, 0.0])
+        self.state = np.zeros(self.params.n_states)
+        self.state[0] = float(delta_f_pu)
 
     def reset_steady(self, u_pu: float) -> None:
         """Reset to the steady state of a constant net injection ``u_pu``, p.u.
@@ -576,10 +698,13 @@ class GridModel:
                       ) -> np.ndarray:
         """Integrate sub-steps of the hold ``tables`` (:func:`_deadband_tables`) one after
         another, each in the regime ``Δf`` has at its start (inside the band when
-        ``|Δf| <= d``); plain float arithmetic, the same for every caller.
+        ``|Δf| <= d``); plain float arithmetic, the same for every caller (the three
+        states written out; with lags, :meth:`_run_deadband_lagged`).
 
         :return: frequency in Hz at the end of each sub-step.
         """
+        if len(self.state) != 3:
+            return self._run_deadband_lagged(u_pu, tables)
         inside, above, below = tables
         d = self._deadband_pu
         f, y, z = self.state.tolist()
@@ -592,7 +717,29 @@ class GridModel:
                        a20 * f + a21 * y + a22 * z + g2 * u + c2)
             out.append(f)
         self.state = np.array([f, y, z])
-        freq = np.array(out)
+        return self._hz(out)
+
+    def _run_deadband_lagged(self, u_pu: list[float], tables: tuple[tuple[float, ...], ...]
+                             ) -> np.ndarray:
+        """:meth:`_run_deadband` for a state of any length (governor/turbine lags on)."""
+        n, d = len(self.state), self._deadband_pu
+        # each regime as (rows of Φ, Γ, c) with the row's Γ and c entries beside it
+        inside, above, below = (
+            tuple((t[i * n:(i + 1) * n], t[n * n + i], t[n * n + n + i]) for i in range(n))
+            for t in tables)
+        x = self.state.tolist()
+        out = []
+        for u in u_pu:
+            f = x[0]
+            rows = above if f > d else below if f < -d else inside
+            x = [sum(map(operator.mul, row, x)) + g * u + c for row, g, c in rows]
+            out.append(x[0])
+        self.state = np.array(x)
+        return self._hz(out)
+
+    def _hz(self, delta_f_pu: list[float]) -> np.ndarray:
+        """Frequency in Hz of a list of ``Δf`` (p.u.)."""
+        freq = np.array(delta_f_pu)
         freq += 1.0
         freq *= self._f0_hz
         return freq
@@ -642,9 +789,9 @@ class GridModel:
         with a governor deadband the exact piecewise-affine one,
         ``A x + B u + b_g·(Δf − db(Δf))``.
 
-        :param state: ``[Δf_pu, y_governor_pu, z_agc_pu]``, shape (3,).
+        :param state: the state (:attr:`GridParams.state_names`), shape ``(n_states,)``.
         :param u_pu: net external injection, p.u.
-        :return: ``dx/dt`` in p.u./s, shape (3,).
+        :return: ``dx/dt`` in p.u./s, shape ``(n_states,)``.
         """
         x = np.asarray(state, dtype=float)
         rhs = self._a @ x + self._b * float(u_pu)

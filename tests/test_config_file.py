@@ -92,6 +92,11 @@ def test_a_file_builds_the_config_python_builds_and_plays_its_physics(tmp_path):
     ("grid = 3.0\n", "grid = 3.0: expected a table [grid] of GridParams fields"),
     ("[grid]\ninertia_h_s = -3.0\n", "[grid] inertia_h_s=-3.0 is not allowed: must be a "
                                      "finite number > 0"),
+    ("[grid]\ngovernor_valve_time_constant_tg_s = -0.2\n",
+     "[grid] governor_valve_time_constant_tg_s=-0.2 is not allowed: must be a finite number "
+     ">= 0 s (0 = no lag"),
+    ("[grid]\nturbine_hp_time_constant_tch_s = \"0.3\"\n",
+     "[grid] turbine_hp_time_constant_tch_s='0.3' is not allowed"),
     ("[grid.x]\ny = 1\n", "[grid]: unknown field 'x'"),
     ("[grid]\ninertia_h_s = {x = 1}\n", "[grid] inertia_h_s: a table; expected a value"),
     ("[market]\nn_power_levels = 20\n", "[market] MarketConfig.n_power_levels = 20: must be "
@@ -349,6 +354,14 @@ def test_the_shipped_example_configs_load_and_change_what_they_say(path):
     config, _ = load_env_config(path)
     assert config != EnvConfig()
     assert config.n_agents == EnvConfig().n_agents and config.trust == EnvConfig().trust
+
+
+def test_the_governor_lags_example_turns_on_kundurs_lags():
+    config, _ = load_env_config(Path(__file__).resolve().parents[1] / "configs"
+                                / "governor_lags.toml")
+    assert config == EnvConfig(grid=GridParams(governor_valve_time_constant_tg_s=0.2,
+                                               turbine_hp_time_constant_tch_s=0.3))
+    assert config.grid.n_states == 5
 
 
 def test_the_recorded_toml_rebuilds_the_config_exactly(tmp_path, capsys):

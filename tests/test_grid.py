@@ -299,7 +299,7 @@ _LONG_STEP = """
 import hashlib
 import numpy as np
 from gridswarm_env.grid import GridModel, GridParams
-model = GridModel(GridParams(), 60.0)
+model = GridModel(GridParams({fields}), 60.0)
 u = np.random.default_rng(0).normal(0.0, 0.01, model.n_substeps)
 f = model.advance(u)
 print(hashlib.sha256(f.tobytes() + model.state.tobytes()).hexdigest())
@@ -308,7 +308,10 @@ print(hashlib.sha256(f.tobytes() + model.state.tobytes()).hexdigest())
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
                     reason="OpenBLAS runs one thread on one CPU: the test could not fail")
-def test_long_step_is_the_same_bits_for_any_blas_thread_count() -> None:
+@pytest.mark.parametrize("fields", ["", "governor_valve_time_constant_tg_s=0.2, "
+                                        "turbine_hp_time_constant_tch_s=0.3"],
+                         ids=["lag-free", "lags"])
+def test_long_step_is_the_same_bits_for_any_blas_thread_count(fields: str) -> None:
     # OpenBLAS splits a matrix-vector product of ~460 000+ elements over its threads by
     # rows, and a split off a multiple of 4 rows sums some rows another way: a step of
     # 1 200 sub-steps (a (1 203, 1 200) product) gave other bits with 2 threads than
@@ -318,7 +321,8 @@ def test_long_step_is_the_same_bits_for_any_blas_thread_count() -> None:
     for threads in ("1", "2"):
         env = {**os.environ, "PYTHONPATH": root, "OPENBLAS_NUM_THREADS": threads,
                "OMP_NUM_THREADS": threads}
-        done = subprocess.run([sys.executable, "-c", _LONG_STEP], env=env, cwd=root,
+        done = subprocess.run([sys.executable, "-c", _LONG_STEP.format(fields=fields)],
+                              env=env, cwd=root,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         digests.add(done.stdout.strip())
@@ -490,9 +494,12 @@ def test_bad_deadband_refused_with_the_allowed_range(value) -> None:
     assert GridParams(governor_deadband_hz=0.5).governor_deadband_pu == pytest.approx(0.5 / 60)
 
 
-@pytest.mark.parametrize("params", [GridParams(), GridParams(governor_deadband_hz=0.036),
-                                    GridParams(agc_gain_per_s=0.1)],
-                         ids=["linear", "deadband", "agc"])
+@pytest.mark.parametrize("params", [
+    GridParams(), GridParams(governor_deadband_hz=0.036), GridParams(agc_gain_per_s=0.1),
+    GridParams(governor_valve_time_constant_tg_s=0.2, turbine_hp_time_constant_tch_s=0.3),
+    GridParams(turbine_hp_time_constant_tch_s=0.3, governor_deadband_hz=0.036),
+    GridParams(governor_valve_time_constant_tg_s=0.2, agc_gain_per_s=0.1)],
+    ids=["linear", "deadband", "agc", "lags", "hp-lag-deadband", "valve-lag-agc"])
 @pytest.mark.parametrize("u_pu", [-0.004, -0.0003, 0.0, 0.002])
 def test_the_steady_state_of_an_injection_is_an_equilibrium(params: GridParams,
                                                              u_pu: float) -> None:
@@ -518,3 +525,222 @@ def test_a_steady_state_needs_a_finite_injection() -> None:
     assert GridParams().steady_state(-30.0)[0] == pytest.approx(-1.5)
     with pytest.raises(ValueError, match="u_pu=nan is not allowed: must be a finite number"):
         GridParams().steady_state(math.nan)
+
+
+# ------------------------------------------------- governor valve and HP-turbine lags
+TG_S, TCH_S = 0.2, 0.3   # Kundur (1994) §9.2/§11.1: the typical valve and steam-chest lags
+
+
+def _lagged(tg: float = TG_S, tch: float = TCH_S, **fields) -> GridParams:
+    return GridParams(governor_valve_time_constant_tg_s=tg, turbine_hp_time_constant_tch_s=tch,
+                      **fields)
+
+
+def _lagged_ode(tg: float, tch: float, u, *, agc: float = 0.0):
+    """The right-hand side of Anderson & Mirheydar's model with the two lags restored,
+    written out as in docs/limitations.md (independent of GridParams' matrices): state
+    ``[Δf, v, p_hp, p_reheat, z]``; a lag of 0 passes its input straight through (its
+    state is then unused and kept at 0). ``u(t)``: the net injection, p.u."""
+    h, d, r, km, fh, tr = 4.0, 1.0, 0.05, 0.95, 0.3, 8.0   # GridParams' defaults
+
+    def rhs(t, x):
+        df, v, hp, rh, z = x
+        valve = v if tg > 0 else -(km / r) * df
+        power = hp if tch > 0 else valve
+        return [(fh * power + (1 - fh) * rh + z + u(t) - d * df) / (2 * h),
+                (-(km / r) * df - v) / tg if tg > 0 else 0.0,
+                (valve - hp) / tch if tch > 0 else 0.0,
+                (power - rh) / tr, -agc * df]
+    return rhs
+
+
+def test_zero_lags_are_the_lag_free_model() -> None:
+    # 0 = off, the default: the same three states and matrices, so every shipped
+    # trajectory is unchanged (test_zero_deadband_is_the_linear_model_bit_for_bit's digest
+    # and tests/test_golden.py)
+    explicit = _lagged(0.0, 0.0)
+    assert explicit == GridParams() and explicit.n_states == 3
+    assert explicit.state_names == ("delta_f_pu", "reheat_y_pu", "agc_z_pu")
+    assert GridModel(explicit, 1.0).state.shape == (3,)
+    assert _lagged().state_names[3:] == ("valve_pu", "hp_power_pu")
+    assert _lagged(tch=0.0).n_states == _lagged(tg=0.0).n_states == 4
+
+
+@pytest.mark.parametrize(("tg", "tch", "nadir_hz"), [(TG_S, TCH_S, 59.21172),
+                                                      (TG_S, 0.0, 59.30794),
+                                                      (0.0, TCH_S, 59.27962)])
+def test_lagged_trip_matches_an_independent_solve_of_the_lagged_ode(tg: float, tch: float,
+                                                                    nadir_hz: float) -> None:
+    # the unassisted 0.10 p.u. trip: every 50 ms sample is the exact solution (ZOH of a
+    # constant input), so it equals a tight adaptive solve of the hand-written ODE; the
+    # nadir (1 ms samples) is the ODE's continuous minimum. The valve and steam-chest lags
+    # delay the governors' answer: 59.2117 Hz instead of the lag-free 59.3501 Hz, below
+    # ERCOT's first shedding stage (59.3 Hz) and earlier (2.01 s instead of 2.37 s)
+    sol = solve_ivp(_lagged_ode(tg, tch, lambda _t: LOSS_PU), (0.0, 20.0), np.zeros(5),
+                    method="DOP853", rtol=1e-12, atol=1e-15, dense_output=True)
+    t, freq = step_response(_lagged(tg, tch), LOSS_PU, 20.0)
+    np.testing.assert_allclose(freq, 60.0 * (1.0 + sol.sol(t)[0]), rtol=0, atol=1e-9)
+    t_fine, f_fine = step_response(_lagged(tg, tch, physics_dt_s=0.001), LOSS_PU, 5.0)
+    dense = np.linspace(1.5, 3.0, 150001)
+    reference_hz = float(60.0 * (1.0 + sol.sol(dense)[0].min()))
+    assert f_fine.min() == pytest.approx(reference_hz, abs=1e-6)
+    assert reference_hz == pytest.approx(nadir_hz, abs=1e-5)
+    _, linear = step_response(GridParams(physics_dt_s=0.001), LOSS_PU, 5.0)
+    assert f_fine.min() < linear.min() - 0.04
+    if (tg, tch) == (TG_S, TCH_S):
+        assert f_fine.min() < 59.3 and t_fine[np.argmin(f_fine)] == pytest.approx(2.007)
+
+
+def test_lagged_zoh_is_exact_against_the_ode_under_a_varying_input_with_agc() -> None:
+    params = _lagged(agc_gain_per_s=0.05)
+    model = GridModel(params, 1.0)
+    u = np.random.default_rng(11).normal(0.0, 0.05, size=40)
+    freq = np.concatenate([model.advance(u[:20]), model.advance(u[20:])])
+    pdt = params.physics_dt_s
+    ode = _lagged_ode(TG_S, TCH_S, lambda t: u[min(int(t / pdt), 39)], agc=0.05)
+    x, ref = np.zeros(5), []
+    for k in range(40):   # piece by piece: the input jumps at each sub-step's end
+        x = solve_ivp(ode, (k * pdt, (k + 1) * pdt), x, method="DOP853", rtol=1e-12,
+                      atol=1e-15).y[:, -1]
+        ref.append(x[0])
+    np.testing.assert_allclose(freq, 60.0 * (1.0 + np.array(ref)), rtol=0, atol=1e-9)
+    # the state's order: Δf, reheat y, AGC z, valve, HP power
+    np.testing.assert_allclose(model.state, x[[0, 3, 4, 1, 2]], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("params", [_lagged(), _lagged(tch=0.0),
+                                    _lagged(governor_deadband_hz=DEADBAND_HZ)],
+                         ids=["both", "valve", "deadband"])
+def test_lags_keep_the_initial_rocof(params: GridParams) -> None:
+    # df/dt(0+) = ΔP·f0/(2H): nothing but the inertia answers at t = 0+, lags or not
+    model = GridModel(params, 1.0)
+    rhs = model.derivative(np.zeros(params.n_states), LOSS_PU)
+    assert rhs[0] * 60.0 == pytest.approx(params.initial_rocof_hz_per_s(LOSS_PU), rel=1e-12)
+    assert rhs[0] * 60.0 == pytest.approx(-0.75, rel=1e-12)
+    assert np.all(rhs[1:] == 0.0)
+    trace = np.concatenate(([model.freq_hz], model.advance(LOSS_PU)))
+    r = rocof_hz_per_s(trace, params.physics_dt_s)
+    assert 1.5 * r[0] - 0.5 * r[1] == pytest.approx(-0.75, rel=0.005)
+    # the slower governors ease the first 50 ms slope less than the lag-free ones do
+    lag_free = np.diff(step_response(GridParams(), LOSS_PU, 0.05)[1])[0]
+    assert r[0] * params.physics_dt_s < lag_free
+
+
+@pytest.mark.parametrize("deadband_hz", [0.0, DEADBAND_HZ])
+@pytest.mark.parametrize("delta_p", [LOSS_PU, 0.04])
+def test_lags_keep_the_primary_steady_state(deadband_hz: float, delta_p: float) -> None:
+    # the lags pass their input on unchanged once settled: Δf_ss = ΔP·R/(D·R + Km), and
+    # with a deadband (ΔP + s·(Km/R)·d)/(D + Km/R), as without lags
+    params = _lagged(governor_deadband_hz=deadband_hz)
+    expected = params.steady_state_deviation_pu(delta_p)
+    assert expected == GridParams(governor_deadband_hz=deadband_hz).steady_state_deviation_pu(
+        delta_p)
+    if deadband_hz == 0.0:
+        assert expected == pytest.approx(delta_p * 0.05 / (1.0 * 0.05 + 0.95), rel=1e-15)
+    else:
+        k = params.governor_gain_pu
+        d = deadband_hz / 60.0
+        assert expected == pytest.approx((delta_p + math.copysign(k * d, delta_p)) / (1.0 + k),
+                                         rel=1e-15)
+    _, freq = step_response(params, delta_p, 400.0)
+    assert freq[-1] / 60.0 - 1.0 == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("deadband_hz", [0.0, DEADBAND_HZ])
+def test_lags_toward_zero_converge_to_the_lag_free_model(deadband_hz: float) -> None:
+    # the error shrinks in proportion to the lags (~0.52 Hz per second of lag over the
+    # trip's 20 s, both lags equal), down to 5e-7 Hz at 1 µs
+    _, lag_free = step_response(GridParams(governor_deadband_hz=deadband_hz), LOSS_PU, 20.0)
+    errors = {}
+    for lag in (1e-3, 1e-4, 1e-6):
+        _, freq = step_response(_lagged(lag, lag, governor_deadband_hz=deadband_hz),
+                                LOSS_PU, 20.0)
+        errors[lag] = float(np.abs(freq - lag_free).max())
+        assert 0.4 * lag < errors[lag] < 0.6 * lag
+    assert errors[1e-6] < 1e-6
+
+
+@pytest.mark.parametrize("params", [_lagged(agc_gain_per_s=0.05),
+                                    _lagged(tg=0.0, agc_gain_per_s=0.05),
+                                    _lagged(governor_deadband_hz=DEADBAND_HZ,
+                                            agc_gain_per_s=0.05)],
+                         ids=["both", "hp-only", "deadband"])
+def test_lagged_paths_agree(params: GridParams) -> None:
+    # advance (stacked tables, or the deadband's sub-step loop), advance_substep and
+    # advance_variable(physics_dt_s) run the same sub-step; a split sub-step is exact
+    u = np.random.default_rng(3).normal(0.0, 0.002, size=(6, 20))
+    u += 0.01 * np.array([1, 1, -1, -1, 1, 1])[:, None]   # beyond a band, both ways
+    block, single, variable = (GridModel(params, 1.0) for _ in range(3))
+    exact = params.governor_deadband_hz > 0.0   # plain floats: the same bits
+    for row in u:
+        f_block = block.advance(row)
+        f_single = np.array([single.advance_substep(x) for x in row])
+        f_var = np.array([variable.advance_variable(x, params.physics_dt_s) for x in row])
+        np.testing.assert_allclose(f_block, f_single, rtol=0, atol=0.0 if exact else 1e-12)
+        np.testing.assert_allclose(f_block, f_var, rtol=0, atol=0.0 if exact else 1e-12)
+    assert block.state.shape == (params.n_states,)
+    np.testing.assert_allclose(block.state, single.state, rtol=0, atol=0.0 if exact else 1e-14)
+    whole, split = GridModel(params, 1.0), GridModel(params, 1.0)
+    whole.advance_substep(-0.03)
+    split.advance_variable(-0.03, 0.013)
+    split.advance_variable(-0.03, params.physics_dt_s - 0.013)
+    if not exact:   # (a band's regime is chosen per piece: not exact across its edge)
+        np.testing.assert_allclose(split.state, whole.state, rtol=0, atol=1e-14)
+    # and the model stays linear (no band) and at rest without an input
+    rest = GridModel(params, 1.0)
+    assert np.all(rest.advance(0.0) == 60.0) and np.all(rest.state == 0.0)
+
+
+def test_lagged_long_step_is_the_blocked_product() -> None:
+    params = _lagged()
+    model = GridModel(params, 15.0)   # 300 sub-steps: the blocked product
+    assert model._forced_blocks is not None and model._free.shape == (305, 5)
+    u = np.random.default_rng(1).normal(0.0, 0.01, model.n_substeps)
+    # one (305, 300) product: ~92 000 elements, never split over threads
+    expected = model._free.dot(model.state) + model._forced.dot(u)
+    f = model.advance(u)
+    assert np.array_equal(model.state, expected[300:])
+    assert np.array_equal(f, (expected[:300] + 1.0) * 60.0)
+    short = GridModel(params, 1.0)
+    for k in range(15):
+        np.testing.assert_allclose(short.advance(u[20 * k:20 * (k + 1)]), f[20 * k:20 * (k + 1)],
+                                   rtol=0, atol=1e-12)
+
+
+def test_lagged_deadband_derivative_is_the_piecewise_model() -> None:
+    # the governor's input reaches the valve alone: inside the band the valve relaxes
+    # to 0, beyond it it chases −(Km/R)·(Δf − s·d)
+    params = _lagged(governor_deadband_hz=DEADBAND_HZ)
+    model = GridModel(params, 1.0)
+    d, k = DEADBAND_HZ / 60.0, params.governor_gain_pu
+    x = np.array([0.5 * d, 0.01, 0.002, 0.03, 0.02])
+    rhs = model.derivative(x, 0.0)
+    assert rhs[3] == pytest.approx(-0.03 / TG_S, rel=1e-12)
+    assert rhs[4] == pytest.approx((0.03 - 0.02) / TCH_S, rel=1e-12)
+    assert rhs[1] == pytest.approx((0.02 - 0.01) / 8.0, rel=1e-12)
+    assert rhs[0] == pytest.approx((0.3 * 0.02 + 0.7 * 0.01 + 0.002 - 0.5 * d) / 8.0,
+                                   rel=1e-12)
+    x[0] = -3.0 * d
+    assert model.derivative(x, 0.0)[3] == pytest.approx((-k * (-2.0 * d) - 0.03) / TG_S,
+                                                        rel=1e-12)
+
+
+@pytest.mark.parametrize("field", ["governor_valve_time_constant_tg_s",
+                                   "turbine_hp_time_constant_tch_s"])
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), True, "0.2", None])
+def test_bad_lags_refused_with_the_allowed_range(field: str, value) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}=.* is not allowed: must be a finite "
+                                         r"number >= 0 s \(0 = no lag, the default; typical "
+                                         r"0\.[23] s, Kundur 1994\)") as info:
+        GridParams(**{field: value})
+    assert repr(value) in str(info.value)
+
+
+def test_a_lag_too_short_for_the_float_range_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"^GridParams\.governor_valve_time_constant_tg_s="
+                                         r"1e-300 is not allowed: it makes the frequency "
+                                         r"model non-finite .*allowed \(the other fields as "
+                                         r"given\): governor_valve_time_constant_tg_s >= "
+                                         r"1e-\d+ or 0 \(no lag\)$"):
+        GridParams(governor_valve_time_constant_tg_s=1e-300)
+    assert _lagged(1e-9, 1e-9).n_states == 5   # fast, but finite
