@@ -1026,13 +1026,13 @@ class GridSwarmEnv(ParallelEnv):
         lo, hi = self._bid_interval(standing)   # last: its side effects are the agents'
         self._baseline_next = self.kernel.planned_baseline_mw
         self._lo, self._hi = lo, hi
-        self._mask_power = self.kernel.power_mask(lo, hi, self.kernel.ramp_edges)
+        self._mask_power = self.kernel.power_mask(lo, hi, self.kernel.limit_edges)
         self._mask_buf[:, :self._mask_power.shape[1]] = self._mask_power
 
     def _bid_interval(self, reserve_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's interval for the round bid next, counting ``reserve_mw`` as the
         reserve the agents hold (sets the kernel's ``planned_baseline_mw`` and
-        ``ramp_edges``)."""
+        ``limit_edges``)."""
         return self.kernel.bid_interval(
             self.fleet, now_s=self.t_s, committed_p_mw=self.scheduled_p_mw,
             reserve_mw=reserve_mw,
