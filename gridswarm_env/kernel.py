@@ -363,7 +363,7 @@ class Limits:
         :raises ValueError: as :meth:`from_toml`.
         """
         p = Path(path)
-        data, raw = read_toml_bytes(path, "limits file")
+        data, raw, _text = read_toml_bytes(path, "limits file")
         try:
             return cls.from_dict(data), raw
         except ValueError as exc:

@@ -717,7 +717,7 @@ def read_scenario_file(path: str | Path) -> ScenarioFile:
     import hashlib
 
     p = Path(path)
-    data, raw = read_toml_bytes(path, "scenario file")
+    data, raw, text = read_toml_bytes(path, "scenario file")
     base = data.pop("base", None)
     if not isinstance(base, str) or base not in SCENARIOS:
         got = "" if base is None else f" (got base = {base!r})"
@@ -738,6 +738,4 @@ def read_scenario_file(path: str | Path) -> ScenarioFile:
         scenario = get_scenario(base, **data)
     except ValueError as exc:       # a field of the wrong type or out of range
         raise ValueError(f"scenario file {str(p)!r}: {exc}") from None
-    # (read_toml_bytes decoded these bytes as UTF-8 already)
-    return ScenarioFile(str(path), scenario, hashlib.sha256(raw).hexdigest(),
-                        raw.decode("utf-8"))
+    return ScenarioFile(str(path), scenario, hashlib.sha256(raw).hexdigest(), text)
