@@ -134,7 +134,7 @@ from gridswarm_env.messages import (
     TOPIC_FORECAST,
     TOPIC_PRICE,
 )
-from gridswarm_env.metrics import RESPONSE_WINDOW_S, MetricsAccumulator
+from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package's name)
     OBS_DIM,
     OBS_FIELDS,
@@ -700,7 +700,7 @@ class GridSwarmEnv(ParallelEnv):
             # moves the fleet's state on)
             self.metrics.record_window_end(
                 contract_mw if joined is None else contract_power_at(
-                    contract_mw, joined, self.metrics.event_time_s + RESPONSE_WINDOW_S),
+                    contract_mw, joined, self.metrics.window_end_s),
                 *balancing_bounds(self.fleet, self.kernel, self._baseline_now, dt))
         freq, p_exec, viol = self._physics(ex, k, t0)
         if joined is not None:   # paid pro rata: the step's mean contracted power, and
