@@ -146,6 +146,19 @@ def check_limit_field(owner: str, name: str, value: Any) -> float | None:
     return check_range(owner, name, value, 0.0, 1.0)
 
 
+def _check_limit_table(owner: str, table: Mapping[str, Any]) -> dict[str, float | None]:
+    """A table of :class:`DerLimits` fields (a kind's ``[battery]``, an agent's
+    ``[agents.battery_003]``), each checked by :func:`check_limit_field`.
+
+    :raises ValueError: naming ``owner`` and every unknown field, then the first bad value.
+    """
+    bad = sorted(map(str, set(table) - set(_LIMIT_FIELDS)))
+    if bad:
+        raise ValueError(f"{owner}: unknown field(s) {', '.join(bad)}; "
+                         f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
+    return {name: check_limit_field(owner, name, value) for name, value in table.items()}
+
+
 def _name_kind(agent: str) -> str:
     """The kind part of an agent name ``<kind>_<index>`` (``battery_003`` -> ``battery``)."""
     return agent.rsplit("_", 1)[0]
@@ -276,12 +289,7 @@ class Limits:
                 raise ValueError(f"{owner} = {changes!r}: expected a table of limit fields "
                                  f"({', '.join(_LIMIT_FIELDS)}), e.g. "
                                  f"[agents.{agent}] soc_min = 0.3")
-            bad = sorted(map(str, set(changes) - set(_LIMIT_FIELDS)))
-            if bad:
-                raise ValueError(f"{owner}: unknown field(s) {', '.join(bad)}; "
-                                 f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
-            checked = {name: check_limit_field(owner, name, value)
-                       for name, value in changes.items()}
+            checked = _check_limit_table(owner, changes)
             kind = _name_kind(agent)
             if kind in ("solar", "battery") and checked.get("departure_soc") is not None:
                 raise ValueError(_ev_only(owner, kind, checked["departure_soc"]))
@@ -313,12 +321,8 @@ class Limits:
             if not isinstance(value, Mapping):
                 raise ValueError(f"limits[{key!r}] = {value!r}: must be a table of fields "
                                  f"({', '.join(_LIMIT_FIELDS)})")
-            bad = sorted(map(str, set(value) - set(_LIMIT_FIELDS)))
-            if bad:
-                raise ValueError(f"limits[{key!r}]: unknown field(s) {', '.join(bad)}; "
-                                 f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
             owner = f"limits[{key!r}]"
-            checked = {name: check_limit_field(owner, name, v) for name, v in value.items()}
+            checked = _check_limit_table(owner, value)
             try:
                 per_kind[key] = replace(DEFAULT_KIND_LIMITS[key], **checked)
             except ValueError as exc:       # soc_min > soc_max (with the kind's defaults)
