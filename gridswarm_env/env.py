@@ -1108,10 +1108,8 @@ class GridSwarmEnv(ParallelEnv):
             "shadow_dispatch_energy_mwh": self.shadow_dispatch_mwh,
             # shadow mode: when the first reserve activation would have come (nothing
             # was dispatched, so emergency_response_latency_ms stays None)
-            "shadow_response_latency_ms": (
-                None if self.contract_flow.would_response_s is None
-                or self.metrics.event_time_s is None
-                else (self.contract_flow.would_response_s - self.metrics.event_time_s) * 1000.0),
+            "shadow_response_latency_ms": self.metrics.latency_ms(
+                self.contract_flow.would_response_s),
             "audit_entries": self.audit_log.n_entries - self._audit_at_reset,   # this episode
         })
         return self.metrics.result(contracts=contracts, bus_totals=totals)

@@ -217,6 +217,14 @@ class MetricsAccumulator:
         1.0 s is inside it)."""
         return None if self.event_time_s is None else self.event_time_s + RESPONSE_WINDOW_S
 
+    def latency_ms(self, response_s: float | None) -> float | None:
+        """A response at ``response_s`` (simulated s) measured from the event, ms
+        (``emergency_response_latency_ms``, and the shadow mode's would-be one); None
+        without an event or a response."""
+        if self.event_time_s is None or response_s is None:
+            return None
+        return (response_s - self.event_time_s) * 1000.0
+
     # ----------------------------------------------------------------- frequency
     def record_frequency(self, t_end_s: np.ndarray, freq_hz: np.ndarray) -> float:
         """Add one step's sub-step samples (time at the end of each sub-step, Hz).
@@ -449,9 +457,6 @@ class MetricsAccumulator:
 
     def result(self, *, contracts: dict[str, Any], bus_totals: dict[str, int]) -> dict[str, Any]:
         """The flat KPI dict (keys :data:`KPI_KEYS` first, then extras)."""
-        latency_ms = None
-        if self.event_time_s is not None and self.first_response_s is not None:
-            latency_ms = (self.first_response_s - self.event_time_s) * 1000.0
         out: dict[str, Any] = {
             "system_cost": self.system_cost,
             "unserved_energy_mwh": self.unserved_mwh,
@@ -463,7 +468,7 @@ class MetricsAccumulator:
             "max_rocof_hz_per_s": self.max_rocof_hz_per_s,
             "seconds_outside_band": self.seconds_outside_band,
             "stabilization_time_s": self.stabilization_time_s(),
-            "emergency_response_latency_ms": latency_ms,
+            "emergency_response_latency_ms": self.latency_ms(self.first_response_s),
             "consensus_rate": (self.consensus_rounds / self.rounds) if self.rounds else None,
             "negotiations": self.negotiations,
             "contracts_signed": int(contracts.get("signed", 0)),
