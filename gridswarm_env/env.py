@@ -555,7 +555,7 @@ class GridSwarmEnv(ParallelEnv):
         """Request (MW) and product of round ``round_index``, announced at ``now_s``
         (:meth:`GridOperator.request <gridswarm_env.grid_operator.GridOperator.request>`):
         the operator knows of the trip only once it detected it
-        (``event_time_s + detection_delay_s <= now_s``), not for the whole step."""
+        (``Scenario.detection_time_s <= now_s``), not for the whole step."""
         return self.operator.request(
             round_index, trip_known=self._trip_known(now_s),
             reserve_awarded_mw=self.reserve_book.awarded_mw,
@@ -563,8 +563,7 @@ class GridSwarmEnv(ParallelEnv):
 
     def _trip_known(self, now_s: float) -> bool:
         """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
-        sc = self.scenario
-        return self.event_detected and sc.event_time_s + sc.detection_delay_s <= now_s
+        return self.event_detected and self.scenario.detection_time_s <= now_s
 
     def _announce(self, round_index: int, request_mw: float, product: int, now_s: float) -> None:
         """The operator announces round ``round_index`` to every agent (see
@@ -820,7 +819,7 @@ class GridSwarmEnv(ParallelEnv):
         sc, n = self.scenario, self.n_agents
         if not sc.has_event or self.event_detected:
             return
-        t_pub = sc.event_time_s + sc.detection_delay_s
+        t_pub = sc.detection_time_s
         if not (t0 <= t_pub < t1):
             return
         self.event_detected = True

@@ -313,6 +313,12 @@ class Scenario:
         return self.contingency_mw > 0.0 and math.isfinite(self.event_time_s)
 
     @property
+    def detection_time_s(self) -> float:
+        """When the operator detects the trip and broadcasts it, ``event_time_s +
+        detection_delay_s``, s; ``inf`` without an event (:attr:`has_event`)."""
+        return self.event_time_s + self.detection_delay_s if self.has_event else math.inf
+
+    @property
     def randomized(self) -> bool:
         """True when episodes are drawn (:meth:`draw_episode`): some jitter is > 0."""
         return self.magnitude_jitter_frac > 0.0 or self.timing_jitter_s > 0.0
