@@ -304,7 +304,8 @@ def store(config: Any, name: str, value: Any) -> None:
 
 
 def read_toml_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
-    """The table of the TOML file ``path`` (:func:`read_toml_bytes` without the bytes)."""
+    """The table of the TOML file ``path`` (:func:`read_toml_bytes` without the bytes and
+    text)."""
     return read_toml_bytes(path, what)[0]
 
 
@@ -372,8 +373,10 @@ def _beyond_toml_ints(value: Any, where: str = "") -> tuple[str, int] | None:
     return None
 
 
-def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Any], bytes]:
-    """The table of the TOML file ``path`` and the bytes it was parsed from.
+def read_toml_bytes(path: str | os.PathLike[str], what: str
+                    ) -> tuple[dict[str, Any], bytes, str]:
+    """The table of the TOML file ``path``, the bytes it was parsed from and their text
+    (decoded once, as UTF-8).
 
     The file is read once, so a caller that names the file by a hash hashes the bytes
     that were parsed, not a second read that a rewrite in between would change. Every
@@ -393,7 +396,8 @@ def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, 
                     f"{what} {str(p)!r} is not valid TOML: it starts with a {encoding} "
                     f"byte-order mark (bytes {mark.hex(' ').upper()}), as some Windows "
                     "editors save; TOML is UTF-8 without one: save it as UTF-8 (no BOM)")
-        data = tomllib.loads(raw.decode("utf-8"), parse_float=_toml_float)
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text, parse_float=_toml_float)
         huge = _beyond_toml_ints(data)
         if huge is not None:   # tomllib reads any length; the checks' float() overflowed
             where, value = huge
@@ -403,7 +407,7 @@ def read_toml_bytes(path: str | os.PathLike[str], what: str) -> tuple[dict[str, 
                 f"{digits if len(digits) <= 24 else digits[:20] + '...'} "
                 f"({len(digits.lstrip('-'))} digits) is beyond TOML's 64-bit integers "
                 f"({-2**63} to {2**63 - 1}); write a float for a larger number")
-        return data, raw
+        return data, raw, text
     except FileNotFoundError:
         raise ValueError(f"{what} {str(p)!r} does not exist") from None
     except IsADirectoryError:   # not "not valid TOML: [Errno 21] Is a directory"

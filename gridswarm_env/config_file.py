@@ -213,7 +213,7 @@ def load_env_config(path: str | os.PathLike[str],
     """
     import hashlib
 
-    data, raw = read_toml_bytes(path, "config file")
+    data, raw, _text = read_toml_bytes(path, "config file")
     try:
         return env_config_from_dict(data, refuse), hashlib.sha256(raw).hexdigest()
     except ValueError as exc:

@@ -134,7 +134,7 @@ from gridswarm_env.messages import (
     TOPIC_FORECAST,
     TOPIC_PRICE,
 )
-from gridswarm_env.metrics import RESPONSE_WINDOW_S, MetricsAccumulator
+from gridswarm_env.metrics import MetricsAccumulator
 from gridswarm_env.observations import (  # noqa: F401 (OBS_FIELDS: the package's name)
     OBS_DIM,
     OBS_FIELDS,
@@ -555,7 +555,7 @@ class GridSwarmEnv(ParallelEnv):
         """Request (MW) and product of round ``round_index``, announced at ``now_s``
         (:meth:`GridOperator.request <gridswarm_env.grid_operator.GridOperator.request>`):
         the operator knows of the trip only once it detected it
-        (``event_time_s + detection_delay_s <= now_s``), not for the whole step."""
+        (``Scenario.detection_time_s <= now_s``), not for the whole step."""
         return self.operator.request(
             round_index, trip_known=self._trip_known(now_s),
             reserve_awarded_mw=self.reserve_book.awarded_mw,
@@ -563,8 +563,7 @@ class GridSwarmEnv(ParallelEnv):
 
     def _trip_known(self, now_s: float) -> bool:
         """Whether the operator knows of the trip at ``now_s`` (detected by then)."""
-        sc = self.scenario
-        return self.event_detected and sc.event_time_s + sc.detection_delay_s <= now_s
+        return self.event_detected and self.scenario.detection_time_s <= now_s
 
     def _announce(self, round_index: int, request_mw: float, product: int, now_s: float) -> None:
         """The operator announces round ``round_index`` to every agent (see
@@ -700,7 +699,7 @@ class GridSwarmEnv(ParallelEnv):
             # moves the fleet's state on)
             self.metrics.record_window_end(
                 contract_mw if joined is None else contract_power_at(
-                    contract_mw, joined, self.metrics.event_time_s + RESPONSE_WINDOW_S),
+                    contract_mw, joined, self.metrics.window_end_s),
                 *balancing_bounds(self.fleet, self.kernel, self._baseline_now, dt))
         freq, p_exec, viol = self._physics(ex, k, t0)
         if joined is not None:   # paid pro rata: the step's mean contracted power, and
@@ -820,7 +819,7 @@ class GridSwarmEnv(ParallelEnv):
         sc, n = self.scenario, self.n_agents
         if not sc.has_event or self.event_detected:
             return
-        t_pub = sc.event_time_s + sc.detection_delay_s
+        t_pub = sc.detection_time_s
         if not (t0 <= t_pub < t1):
             return
         self.event_detected = True
@@ -1026,13 +1025,13 @@ class GridSwarmEnv(ParallelEnv):
         lo, hi = self._bid_interval(standing)   # last: its side effects are the agents'
         self._baseline_next = self.kernel.planned_baseline_mw
         self._lo, self._hi = lo, hi
-        self._mask_power = self.kernel.power_mask(lo, hi, self.kernel.ramp_edges)
+        self._mask_power = self.kernel.power_mask(lo, hi, self.kernel.limit_edges)
         self._mask_buf[:, :self._mask_power.shape[1]] = self._mask_power
 
     def _bid_interval(self, reserve_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's interval for the round bid next, counting ``reserve_mw`` as the
         reserve the agents hold (sets the kernel's ``planned_baseline_mw`` and
-        ``ramp_edges``)."""
+        ``limit_edges``)."""
         return self.kernel.bid_interval(
             self.fleet, now_s=self.t_s, committed_p_mw=self.scheduled_p_mw,
             reserve_mw=reserve_mw,
@@ -1108,10 +1107,8 @@ class GridSwarmEnv(ParallelEnv):
             "shadow_dispatch_energy_mwh": self.shadow_dispatch_mwh,
             # shadow mode: when the first reserve activation would have come (nothing
             # was dispatched, so emergency_response_latency_ms stays None)
-            "shadow_response_latency_ms": (
-                None if self.contract_flow.would_response_s is None
-                or self.metrics.event_time_s is None
-                else (self.contract_flow.would_response_s - self.metrics.event_time_s) * 1000.0),
+            "shadow_response_latency_ms": self.metrics.latency_ms(
+                self.contract_flow.would_response_s),
             "audit_entries": self.audit_log.n_entries - self._audit_at_reset,   # this episode
         })
         return self.metrics.result(contracts=contracts, bus_totals=totals)

@@ -146,6 +146,19 @@ def check_limit_field(owner: str, name: str, value: Any) -> float | None:
     return check_range(owner, name, value, 0.0, 1.0)
 
 
+def _check_limit_table(owner: str, table: Mapping[str, Any]) -> dict[str, float | None]:
+    """A table of :class:`DerLimits` fields (a kind's ``[battery]``, an agent's
+    ``[agents.battery_003]``), each checked by :func:`check_limit_field`.
+
+    :raises ValueError: naming ``owner`` and every unknown field, then the first bad value.
+    """
+    bad = sorted(map(str, set(table) - set(_LIMIT_FIELDS)))
+    if bad:
+        raise ValueError(f"{owner}: unknown field(s) {', '.join(bad)}; "
+                         f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
+    return {name: check_limit_field(owner, name, value) for name, value in table.items()}
+
+
 def _name_kind(agent: str) -> str:
     """The kind part of an agent name ``<kind>_<index>`` (``battery_003`` -> ``battery``)."""
     return agent.rsplit("_", 1)[0]
@@ -276,12 +289,7 @@ class Limits:
                 raise ValueError(f"{owner} = {changes!r}: expected a table of limit fields "
                                  f"({', '.join(_LIMIT_FIELDS)}), e.g. "
                                  f"[agents.{agent}] soc_min = 0.3")
-            bad = sorted(map(str, set(changes) - set(_LIMIT_FIELDS)))
-            if bad:
-                raise ValueError(f"{owner}: unknown field(s) {', '.join(bad)}; "
-                                 f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
-            checked = {name: check_limit_field(owner, name, value)
-                       for name, value in changes.items()}
+            checked = _check_limit_table(owner, changes)
             kind = _name_kind(agent)
             if kind in ("solar", "battery") and checked.get("departure_soc") is not None:
                 raise ValueError(_ev_only(owner, kind, checked["departure_soc"]))
@@ -313,12 +321,8 @@ class Limits:
             if not isinstance(value, Mapping):
                 raise ValueError(f"limits[{key!r}] = {value!r}: must be a table of fields "
                                  f"({', '.join(_LIMIT_FIELDS)})")
-            bad = sorted(map(str, set(value) - set(_LIMIT_FIELDS)))
-            if bad:
-                raise ValueError(f"limits[{key!r}]: unknown field(s) {', '.join(bad)}; "
-                                 f"allowed: {', '.join(sorted(_LIMIT_FIELDS))}")
             owner = f"limits[{key!r}]"
-            checked = {name: check_limit_field(owner, name, v) for name, v in value.items()}
+            checked = _check_limit_table(owner, value)
             try:
                 per_kind[key] = replace(DEFAULT_KIND_LIMITS[key], **checked)
             except ValueError as exc:       # soc_min > soc_max (with the kind's defaults)
@@ -363,7 +367,7 @@ class Limits:
         :raises ValueError: as :meth:`from_toml`.
         """
         p = Path(path)
-        data, raw = read_toml_bytes(path, "limits file")
+        data, raw, _text = read_toml_bytes(path, "limits file")
         try:
             return cls.from_dict(data), raw
         except ValueError as exc:
@@ -527,8 +531,8 @@ class Kernel:
         self._rows = np.arange(fleet.n_agents)
         self.planned_baseline_mw = np.zeros(fleet.n_agents)
         # (lo side, hi side) bool over agents: where the last bid_interval's bound is a ramp
-        # limit's or a power limit's (_limit_edges; None without either); see power_mask
-        self.ramp_edges: tuple[np.ndarray, np.ndarray] | None = None
+        # limit's or a power limit's (_power_limit_edges; None without either); see power_mask
+        self.limit_edges: tuple[np.ndarray, np.ndarray] | None = None
         # per-episode constants (limits and the fleet's static fields), computed once
         self._level_tol_mw = _TOL_MW * (1.0 + np.abs(self.level_power_mw))
         # the level table and its tolerances transposed (levels × agents): the mask's
@@ -561,7 +565,7 @@ class Kernel:
         # of their power limits sets a bound (not their stored energy or an EV's
         # departure), a bound that is no whole number of levels (a cap, or the limit less
         # a reserve the ramp cut, less an EV's or PV plant's baseline) would strand what
-        # lies past the last level inside it (power_mask, _limit_edges).
+        # lies past the last level inside it (power_mask, _power_limit_edges).
         # Without such limits the rule is not applied: the shipped runs stay bit-identical
         a, rated = self.arrays, fleet.rated_power_mw
         limited = np.isfinite(a.ramp_mw_per_s)
@@ -738,7 +742,7 @@ class Kernel:
             lo_res, hi_res = self._bounds(st, fleet, e_lo, e_hi, fleet.solar_forecast_mw,
                                           dur_h, t1 + reserve_duration_s, plugged_next, True)
             top = np.minimum(hi_res, hi_net)
-            at_limit = self._limit_edges(None, top)
+            at_limit = self._power_limit_edges(None, top)
             hi = np.maximum(top - base_eff - reserve_mw, 0.0)
             # an EV leaving before the reserve period ends cannot hold reserve, nor can
             # one whose baseline charging fills it (to its ceiling) before the period
@@ -752,17 +756,17 @@ class Kernel:
             leaves = self.is_ev & (fleet.departure_s < t1 + reserve_duration_s)
             leaves |= self.is_ev & (base_eff < lo_res)
             hi = np.where(self.is_solar | leaves, 0.0, hi)
-            self.ramp_edges = None
+            self.limit_edges = None
             if self.has_ramp:
                 cap = np.maximum(self.reserve_ramp_cap_mw - reserve_mw, 0.0)
                 by_ramp = cap < hi
                 np.minimum(hi, cap, out=hi)
-                self.ramp_edges = (np.zeros(n, dtype=bool), by_ramp)
+                self.limit_edges = (np.zeros(n, dtype=bool), by_ramp)
             lo = np.zeros_like(hi)
-            self._add_limit_edges(at_limit, lo, hi)
+            self._add_power_limit_edges(at_limit, lo, hi)
             return lo, hi
         # lo = min(lo_net − base − active, 0), hi = max(hi_net − base − reserve, 0)
-        at_limit = self._limit_edges(lo_net, hi_net)
+        at_limit = self._power_limit_edges(lo_net, hi_net)
         lo, hi = lo_net, hi_net
         lo -= base_eff
         lo -= reserve_mw if active_reserve_mw is None else active_reserve_mw
@@ -780,16 +784,16 @@ class Kernel:
             if pending_reserve_mw is not None:
                 r_hi -= pending_reserve_mw
                 np.maximum(r_hi, 0.0, out=r_hi)
-            self.ramp_edges = (r_lo >= lo, r_hi <= hi)   # where the ramp sets the bound
+            self.limit_edges = (r_lo >= lo, r_hi <= hi)   # where the ramp sets the bound
             np.maximum(lo, r_lo, out=lo)
             np.minimum(hi, r_hi, out=hi)
         else:
-            self.ramp_edges = None
-        self._add_limit_edges(at_limit, lo, hi)
+            self.limit_edges = None
+        self._add_power_limit_edges(at_limit, lo, hi)
         return lo, hi
 
-    def _limit_edges(self, lo_net_mw: np.ndarray | None, hi_net_mw: np.ndarray
-                     ) -> tuple[np.ndarray | None, np.ndarray] | None:
+    def _power_limit_edges(self, lo_net_mw: np.ndarray | None, hi_net_mw: np.ndarray
+                           ) -> tuple[np.ndarray | None, np.ndarray] | None:
         """Over agents, ``(lo side, hi side)``: the :attr:`limit_edge_agents` whose net
         bound ``lo_net_mw`` / ``hi_net_mw`` a power limit sets, not their stored energy or
         an EV's departure (hi: a battery's discharge limit, an EV's 0 MW; lo: a battery's
@@ -805,10 +809,10 @@ class Kernel:
         lo_side &= self.limit_edge_agents
         return lo_side, hi_side
 
-    def _add_limit_edges(self, at_limit: tuple[np.ndarray | None, np.ndarray] | None,
-                         lo_mw: np.ndarray, hi_mw: np.ndarray) -> None:
-        """Mark in :attr:`ramp_edges` the bounds ``lo_mw`` (< 0) and ``hi_mw`` (> 0) a power
-        limit sets (``at_limit``, :meth:`_limit_edges`): one that is no whole number of
+    def _add_power_limit_edges(self, at_limit: tuple[np.ndarray | None, np.ndarray] | None,
+                               lo_mw: np.ndarray, hi_mw: np.ndarray) -> None:
+        """Mark in :attr:`limit_edges` the bounds ``lo_mw`` (< 0) and ``hi_mw`` (> 0) a power
+        limit sets (``at_limit``, :meth:`_power_limit_edges`): one that is no whole number of
         levels (a cap between levels, a limit less a reserve the ramp cut to 1 MW, less an
         EV's or PV plant's baseline) would otherwise strand what lies past the last level
         inside it (:meth:`power_mask`)."""
@@ -820,10 +824,10 @@ class Kernel:
                    else lo_side & (lo_mw < -_TOL_MW))
         if not (fast_count_nonzero(hi_side) or fast_count_nonzero(lo_side)):
             return
-        if self.ramp_edges is not None:
-            lo_side |= self.ramp_edges[0]
-            hi_side |= self.ramp_edges[1]
-        self.ramp_edges = (lo_side, hi_side)
+        if self.limit_edges is not None:
+            lo_side |= self.limit_edges[0]
+            hi_side |= self.limit_edges[1]
+        self.limit_edges = (lo_side, hi_side)
 
     def execution_bounds(self, fleet: FleetState, duration_h: float
                          ) -> tuple[np.ndarray, np.ndarray]:
@@ -840,40 +844,40 @@ class Kernel:
 
     # ------------------------------------------------------------------ masks and blocking
     def power_mask(self, lo_mw: np.ndarray, hi_mw: np.ndarray,
-                   ramp_edges: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                   limit_edges: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """``(n, n_power_levels)`` bool: levels inside ``[lo, hi]``; never an empty row.
 
         A row with no level inside its interval allows the level nearest to it (the
         executed bid is then clipped into the interval).
 
-        ``ramp_edges`` (:attr:`ramp_edges` after :meth:`bid_interval`): ``(lo side, hi
-        side)`` bool over agents, where that bound is a ramp limit's. There the mask also
-        allows the first level at or beyond the bound (the one past it when no level lies
-        on it), and :meth:`enforce` clips that level's power to the bound. The levels are
-        0.1·rated apart, while a ramp step (``ramp_mw_per_s·dt_s``) may be smaller: with
-        only the levels inside, a DER at rest whose ramp step is below one level could
-        never move (with 0.2 MW/s, 27 of the 40 batteries of ``price_spike`` at
-        ``dt_s`` = 1, all at 0.5), and the usable ramp was rounded down to whole levels.
-        A bound at 0 allows nothing more (the first level at it is level 0). Where a
-        power limit of an agent under a cap below its rating or a ramp limit
-        (:attr:`limit_edge_agents`) sets a bound, that bound is such an edge too: a
-        battery's discharge and charge limits (its caps, else its rating), an EV's 0 MW
-        (its deferrable baseline, capped by its charge cap) and its charge cap, a PV
-        plant's 0 MW (full curtailment of its forecast or its export cap), each less a
-        reserve. A cap between levels, or a limit less a reserve a ramp cut to 1 MW,
-        stranded what lies past the last level inside it (``[battery] max_discharge_mw =
-        2.0``, ``emergency``, 100 agents, seed 0: 3.47 MW of the fleet's 100.75 MW, so
-        97.28 MW answered the 100 MW trip; ``[ev] max_charge_mw = 1.0``: 0.95 MW of
-        deferral and 1.1-1.25 MW of extra charging per step, 100 agents, each scenario).
+        ``limit_edges`` (:attr:`limit_edges` after :meth:`bid_interval`): ``(lo side, hi
+        side)`` bool over agents, where that bound is a ramp limit's or a power limit's
+        (below). There the mask also allows the first level at or beyond the bound (the one
+        past it when no level lies on it), and :meth:`enforce` clips that level's power to
+        the bound. The levels are 0.1·rated apart, while a ramp step
+        (``ramp_mw_per_s·dt_s``) may be smaller: with only the levels inside, a DER at rest
+        whose ramp step is below one level could never move (with 0.2 MW/s, 27 of the 40
+        batteries of ``price_spike`` at ``dt_s`` = 1, all at 0.5), and the usable ramp was
+        rounded down to whole levels. A bound at 0 allows nothing more (the first level at
+        it is level 0). Where a power limit of an agent under a cap below its rating or a
+        ramp limit (:attr:`limit_edge_agents`) sets a bound, that bound is such an edge too:
+        a battery's discharge and charge limits (its caps, else its rating), an EV's 0 MW
+        (its deferrable baseline, capped by its charge cap) and its charge cap, a PV plant's
+        0 MW (full curtailment of its forecast or its export cap), each less a reserve. A
+        cap between levels, or a limit less a reserve a ramp cut to 1 MW, stranded what lies
+        past the last level inside it (``[battery] max_discharge_mw = 2.0``, ``emergency``,
+        100 agents, seed 0: 3.47 MW of the fleet's 100.75 MW, so 97.28 MW answered the
+        100 MW trip; ``[ev] max_charge_mw = 1.0``: 0.95 MW of deferral and 1.1-1.25 MW of
+        extra charging per step, 100 agents, each scenario).
         Bounds the stored energy or an EV's departure set are not passed, nor any bound
         of an agent under neither a cap nor a ramp.
         """
         mask = self._levels_inside(lo_mw, hi_mw)
-        if ramp_edges is None:
+        if limit_edges is None:
             return mask
         lv_t, tol_t = self._level_power_t, self._level_tol_t
         top = lv_t.shape[0] - 1
-        ext_lo, ext_hi = ramp_edges
+        ext_lo, ext_hi = limit_edges
         if fast_count_nonzero(ext_hi):
             rows = np.flatnonzero(ext_hi)
             # the first level >= hi (within tolerance): the count of levels below it
@@ -887,7 +891,7 @@ class Kernel:
         return mask
 
     def _levels_inside(self, lo_mw: np.ndarray, hi_mw: np.ndarray) -> np.ndarray:
-        """:meth:`power_mask` without ``ramp_edges``."""
+        """:meth:`power_mask` without ``limit_edges``."""
         lv_t, tol_t = self._level_power_t, self._level_tol_t
         # transposed (levels × agents): lv >= lo − tol and lv <= hi + tol
         bound, inside = self._mask_bound, self._mask_inside

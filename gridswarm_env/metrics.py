@@ -208,6 +208,23 @@ class MetricsAccumulator:
         self._rocof_span_s = w * self.physics_dt_s   # as grid.rocof_hz_per_s divides
         self._rocof_tail = np.full(w, float(self.last_freq_hz))
 
+    @property
+    def window_end_s(self) -> float | None:
+        """The end of the emergency response window, ``t_e = event_time_s +
+        RESPONSE_WINDOW_S`` (DESIGN §7's 100 ms), simulated s; None without an event. The
+        window is judged at this time, not by a 0.1 s difference (``1.1 - 1.0`` is
+        0.10000000000000009 in floats: a reserve activated at 1.1 s after an event at
+        1.0 s is inside it)."""
+        return None if self.event_time_s is None else self.event_time_s + RESPONSE_WINDOW_S
+
+    def latency_ms(self, response_s: float | None) -> float | None:
+        """A response at ``response_s`` (simulated s) measured from the event, ms
+        (``emergency_response_latency_ms``, and the shadow mode's would-be one); None
+        without an event or a response."""
+        if self.event_time_s is None or response_s is None:
+            return None
+        return (response_s - self.event_time_s) * 1000.0
+
     # ----------------------------------------------------------------- frequency
     def record_frequency(self, t_end_s: np.ndarray, freq_hz: np.ndarray) -> float:
         """Add one step's sub-step samples (time at the end of each sub-step, Hz).
@@ -314,14 +331,13 @@ class MetricsAccumulator:
     def record_activation(self, at_s: float, power_mw: float, owner: int = -1,
                           ramp_mw_per_s: float = math.inf) -> None:
         """A reserve contract of ``power_mw`` activated at ``at_s`` (simulated seconds) by
-        holder ``owner``, counted when ``at_s <= event + RESPONSE_WINDOW_S`` (the window's
-        end as a time: ``1.1 - 1.0`` is 0.10000000000000009 in floats, outside a 0.1 s
-        difference). Without a ramp limit the contract counts in full; under a finite
-        ``ramp_mw_per_s`` the holder's power at the window's end counts
-        (:meth:`ramped_response_mw`). Either is then cut to what the holder's physical
-        bounds let it deliver at the window's end (:meth:`record_window_end`)."""
-        if (self.event_time_s is not None
-                and at_s <= self.event_time_s + RESPONSE_WINDOW_S):
+        holder ``owner``, counted when ``at_s`` <= :attr:`window_end_s`. Without a ramp
+        limit the contract counts in full; under a finite ``ramp_mw_per_s`` the holder's
+        power at the window's end counts (:meth:`ramped_response_mw`). Either is then cut
+        to what the holder's physical bounds let it deliver at the window's end
+        (:meth:`record_window_end`)."""
+        end_s = self.window_end_s
+        if end_s is not None and at_s <= end_s:
             self.window_reserve_mw[owner] = self.window_reserve_mw.get(owner, 0.0) + power_mw
             if ramp_mw_per_s == math.inf:
                 self.response_mw_in_window += power_mw
@@ -330,17 +346,17 @@ class MetricsAccumulator:
                     (at_s, power_mw, ramp_mw_per_s))
 
     def close_window_if_ends_in(self, t0_s: float, t1_s: float, *, last: bool = False) -> bool:
-        """Close the response window if the step ``[t0_s, t1_s)`` holds its end ``t_e =
-        event + RESPONSE_WINDOW_S``, or is the episode's ``last`` step and starts by
+        """Close the response window if the step ``[t0_s, t1_s)`` holds its end ``t_e``
+        (:attr:`window_end_s`), or is the episode's ``last`` step and starts by
         ``t_e``: then ``response_window_closed`` is set, from which
         ``emergency_response_mw_100ms`` is measured (None before: a step that ends inside
         the window has not seen all of it). Return whether the step must then judge the
         reserve activated in the window (:meth:`record_window_end`): it closed the window
         and some reserve is still unjudged. Called once per step, after the step's
         activations are recorded."""
-        if self.event_time_s is None:
+        end_s = self.window_end_s
+        if end_s is None:
             return False
-        end_s = self.event_time_s + RESPONSE_WINDOW_S
         if not (t0_s <= end_s and (end_s < t1_s or last)):
             return False
         self.response_window_closed = True
@@ -384,7 +400,7 @@ class MetricsAccumulator:
 
     def ramped_response_mw(self) -> float:
         """Reserve power, MW, that holders under a finite ramp limit deliver at the window's
-        end ``t_e = event + RESPONSE_WINDOW_S``: each holder follows the step target
+        end ``t_e`` (:attr:`window_end_s`): each holder follows the step target
         ``T(t) = Σ_c R_c·[t ≥ t_c]`` of its contracts at its ramp ``r``, from rest at its
         first activation, so its power at ``t_e`` is the closed form of a rate-limited
         follower of a non-decreasing target,
@@ -395,9 +411,9 @@ class MetricsAccumulator:
         the physics' 50 ms sub-steps do not enter it. It assumes each holder ramps from
         rest; one already moving under an energy contract reaches its reserve sooner
         (from charging it stops at once) or later (still ramping up to its contract)."""
-        if not self.ramped_activations or self.event_time_s is None:
+        end_s = self.window_end_s
+        if not self.ramped_activations or end_s is None:
             return 0.0
-        end_s = self.event_time_s + RESPONSE_WINDOW_S
         total = 0.0
         for owner in sorted(self.ramped_activations):
             rows = sorted(self.ramped_activations[owner])
@@ -441,9 +457,6 @@ class MetricsAccumulator:
 
     def result(self, *, contracts: dict[str, Any], bus_totals: dict[str, int]) -> dict[str, Any]:
         """The flat KPI dict (keys :data:`KPI_KEYS` first, then extras)."""
-        latency_ms = None
-        if self.event_time_s is not None and self.first_response_s is not None:
-            latency_ms = (self.first_response_s - self.event_time_s) * 1000.0
         out: dict[str, Any] = {
             "system_cost": self.system_cost,
             "unserved_energy_mwh": self.unserved_mwh,
@@ -455,7 +468,7 @@ class MetricsAccumulator:
             "max_rocof_hz_per_s": self.max_rocof_hz_per_s,
             "seconds_outside_band": self.seconds_outside_band,
             "stabilization_time_s": self.stabilization_time_s(),
-            "emergency_response_latency_ms": latency_ms,
+            "emergency_response_latency_ms": self.latency_ms(self.first_response_s),
             "consensus_rate": (self.consensus_rounds / self.rounds) if self.rounds else None,
             "negotiations": self.negotiations,
             "contracts_signed": int(contracts.get("signed", 0)),

@@ -313,6 +313,12 @@ class Scenario:
         return self.contingency_mw > 0.0 and math.isfinite(self.event_time_s)
 
     @property
+    def detection_time_s(self) -> float:
+        """When the operator detects the trip and broadcasts it, ``event_time_s +
+        detection_delay_s``, s; ``inf`` without an event (:attr:`has_event`)."""
+        return self.event_time_s + self.detection_delay_s if self.has_event else math.inf
+
+    @property
     def randomized(self) -> bool:
         """True when episodes are drawn (:meth:`draw_episode`): some jitter is > 0."""
         return self.magnitude_jitter_frac > 0.0 or self.timing_jitter_s > 0.0
@@ -717,7 +723,7 @@ def read_scenario_file(path: str | Path) -> ScenarioFile:
     import hashlib
 
     p = Path(path)
-    data, raw = read_toml_bytes(path, "scenario file")
+    data, raw, text = read_toml_bytes(path, "scenario file")
     base = data.pop("base", None)
     if not isinstance(base, str) or base not in SCENARIOS:
         got = "" if base is None else f" (got base = {base!r})"
@@ -738,6 +744,4 @@ def read_scenario_file(path: str | Path) -> ScenarioFile:
         scenario = get_scenario(base, **data)
     except ValueError as exc:       # a field of the wrong type or out of range
         raise ValueError(f"scenario file {str(p)!r}: {exc}") from None
-    # (read_toml_bytes decoded these bytes as UTF-8 already)
-    return ScenarioFile(str(path), scenario, hashlib.sha256(raw).hexdigest(),
-                        raw.decode("utf-8"))
+    return ScenarioFile(str(path), scenario, hashlib.sha256(raw).hexdigest(), text)

@@ -639,7 +639,7 @@ def problem_from_env(raw) -> BalancingProblem:
     standing = raw.reserve_standing_mw()
     reserve_variable = bool(sc.has_event and sc.reserve_target_mw > 0 and not raw.event_detected
                             and standing.sum() <= 0 and raw.round_product == PRODUCT_RESERVE)
-    t_pub = sc.event_time_s + sc.detection_delay_s if sc.has_event else math.inf
+    t_pub = sc.detection_time_s
     direction = np.zeros(n_steps, dtype=np.int64)
     request = np.zeros(n_steps)
     coupled = np.zeros(n_steps, dtype=bool)

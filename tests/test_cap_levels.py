@@ -38,7 +38,7 @@ def test_a_cap_between_levels_is_bid_in_full(reserve_round: bool, held: float,
                                  reserve_mw=np.array([0.0, held, 0.0]),
                                  reserve_round=reserve_round, reserve_duration_s=60.0)
     assert hi[1] == pytest.approx(hi_mw)
-    mask = kernel.power_mask(lo, hi, kernel.ramp_edges)
+    mask = kernel.power_mask(lo, hi, kernel.limit_edges)
     top = math.ceil(hi_mw / 0.25 - 1e-9)            # the first level at or past the cap
     assert np.flatnonzero(mask[1]).max() == 10 + top
     level, power, blocked = kernel.enforce(np.array([10, 20, 10]), mask, lo, hi)
@@ -55,12 +55,12 @@ def test_a_bound_the_cap_does_not_set_is_not_passed() -> None:
                                  reserve_mw=np.zeros(3), reserve_round=False,
                                  reserve_duration_s=1.0)
     assert hi[1] == pytest.approx(0.1, rel=1e-6)
-    assert np.flatnonzero(kernel.power_mask(lo, hi, kernel.ramp_edges)[1]).max() == 10
+    assert np.flatnonzero(kernel.power_mask(lo, hi, kernel.limit_edges)[1]).max() == 10
     fleet, unlimited = _one_battery(math.inf)
     unlimited.bid_interval(fleet, now_s=0.0, committed_p_mw=np.zeros(3),
                            reserve_mw=np.array([0.0, 0.6, 0.0]), reserve_round=False,
                            reserve_duration_s=1.0)
-    assert unlimited.ramp_edges is None
+    assert unlimited.limit_edges is None
 
 
 @pytest.mark.parametrize("policy", ["heuristic", "oracle"])

@@ -21,7 +21,7 @@ from gridswarm_env.bus import BusConfig
 from gridswarm_env.config import EnvConfig, MarketConfig
 from gridswarm_env.env import GridSwarmEnv
 from gridswarm_env.messages import TOPIC_CONTRACTS
-from gridswarm_env.scenarios import get_scenario
+from gridswarm_env.scenarios import PRODUCT_RESERVE, get_scenario
 from policies import make_policy
 from tests.episodes import play
 
@@ -247,3 +247,75 @@ def test_nothing_is_late_with_the_shipped_step_and_gate() -> None:
     m = raw.episode_metrics()
     assert m["contracts_late"] == 0 and m["contracts_rejected"] == 0
     assert m["contracts_verified"] > 0
+
+
+@pytest.mark.parametrize(("latency_s", "joins_by_the_end"), [(0.025, True), (0.0295, False)])
+def test_the_emergency_window_judges_a_holder_with_the_contract_acting_at_its_end(
+        latency_s: float, joins_by_the_end: bool) -> None:
+    """``emergency_response_mw_100ms`` judges each reserve holder at the window's end
+    ``t_e`` against the energy contract acting *then* (``contract_power_at``), which
+    includes one that joined mid-step by ``t_e`` and no later one. Crafted so that it
+    matters: a constant-latency bus (dt_s 0.05, gate 0.03) delivers every contract
+    ``gate + latency − dt_s`` into its window, and a trip at 9.958 s puts the first
+    post-trip energy round's window start (10.05 s) just before ``t_e`` = 10.058 s.
+    Battery ``j`` holds R = half its rating as reserve and wins C = the other half in that
+    round; drained just before that step, it can execute ``D`` = 5 MW < C + R.
+
+    - latency 25 ms: C joins at 10.055 s, before ``t_e``. At ``t_e`` ``j`` executes
+      ``clip(C + R) = D`` where it would execute ``C`` without its reserve, so the
+      reserve delivers ``D − C`` (judged with the on-time contract power alone, 0 for
+      ``j``, it counted all of R: 100 MW).
+    - latency 29.5 ms: C joins at 10.0595 s, after ``t_e``: at ``t_e`` ``j`` executes
+      ``R < D``, the reserve in full (judged with C it would count ``D − C``)."""
+    cfg = EnvConfig(n_agents=20, dt_s=0.05, trust="hmac", market=MarketConfig(gate_s=0.03),
+                    bus=BusConfig(latency_distribution="constant", latency_mean_s=latency_s,
+                                  latency_max_s=latency_s))
+    sc = get_scenario("emergency", event_time_s=9.958, contingency_mw=150.0,
+                      episode_steps=205)
+    raw = GridSwarmEnv(sc, config=cfg)
+    raw.reset(seed=0)
+    seen = _record_deliveries(raw)
+    policy = make_policy("heuristic")
+    policy.reset(raw, seed=0)
+    j = raw.possible_agents.index("battery_000")
+    top = raw.config.market.n_power_levels - 1
+    f, floor, dt_h = raw.fleet, raw.kernel.arrays.soc_min, cfg.dt_s / 3600.0
+    end_s = sc.event_time_s + 0.1
+    drained_mw, window = 5.0, None
+    while raw.agents:
+        act = policy.act(raw.observations_array(), raw.action_masks())
+        # j offers half its rating once as reserve, then nothing; all it can as energy
+        if raw.round_product == PRODUCT_RESERVE:
+            act[j] = (top * 3 // 4 if raw.reserve_book.awarded_mw[j] == 0 else top // 2, 0)
+        else:
+            act[j] = (top, 0)
+        if raw.t_s <= end_s < raw.t_s + cfg.dt_s:   # the step that holds t_e
+            window = raw.step_index
+            f.energy_mwh[j] = (floor[j] * f.energy_capacity_mwh[j]
+                               + drained_mw * dt_h / f.eta_discharge[j])
+        raw.step_arrays(act[:, 0], act[:, 1])
+    assert window is not None
+    reserve_mw = float(raw.reserve_book.active_mw[j])
+    rated = float(f.rated_power_mw[j])
+    assert reserve_mw == pytest.approx(rated / 2)
+    assert raw.reserve_book.activation_s[j] <= end_s
+    # j's energy contract for that step's window joined inside the step and executed
+    # from its delivery (verified then)
+    start_s = window * cfg.dt_s
+    mine = [(c, at) for c, at in seen if c.agent_id == raw.possible_agents[j]
+            and c.product == "energy" and c.window_start_s == pytest.approx(start_s)]
+    assert len(mine) == 1
+    contract, at = mine[0]
+    assert at == pytest.approx(start_s + 0.03 + latency_s - cfg.dt_s)
+    assert _verified_at(raw)[contract.contract_id] == [at]
+    contract_mw = contract.power_mw
+    assert contract_mw == pytest.approx(rated - reserve_mw)   # the room beside its reserve
+    assert reserve_mw < drained_mw < contract_mw + reserve_mw
+    m = raw.episode_metrics()
+    assert m["executed_violations"] == 0
+    assert (at <= end_s) is joins_by_the_end
+    if joins_by_the_end:
+        want = sc.reserve_target_mw - reserve_mw + (drained_mw - contract_mw)
+    else:
+        want = sc.reserve_target_mw
+    assert m["emergency_response_mw_100ms"] == pytest.approx(want, rel=1e-9)

@@ -59,7 +59,7 @@ def _interval(kernel: Kernel, fleet: FleetState, *, committed=(0.0, 0.0, 0.0),
     lo, hi = kernel.bid_interval(fleet, now_s=0.0, committed_p_mw=np.array(committed),
                                  reserve_mw=np.array(reserve), reserve_round=reserve_round,
                                  reserve_duration_s=60.0)
-    return lo, hi, kernel.power_mask(lo, hi, kernel.ramp_edges)
+    return lo, hi, kernel.power_mask(lo, hi, kernel.limit_edges)
 
 
 def _reach(kernel: Kernel, mask: np.ndarray, lo: np.ndarray, hi: np.ndarray
@@ -140,7 +140,7 @@ def test_bounds_no_power_limit_sets_are_not_passed() -> None:
     kernel.bid_interval(fleet, now_s=0.0, committed_p_mw=np.zeros(3),
                         reserve_mw=np.array([0.0, 0.6, 0.23]), reserve_round=False,
                         reserve_duration_s=60.0)
-    assert kernel.limit_edge_agents is None and kernel.ramp_edges is None
+    assert kernel.limit_edge_agents is None and kernel.limit_edges is None
 
 
 #: per kind: the power limits tried (None: the rating), in MW of a 1 MW PV plant and EV

@@ -72,7 +72,7 @@ def test_the_mask_allows_the_first_level_past_a_ramp_bound_bid_as_the_bound(
                                  reserve_mw=np.zeros(3), reserve_round=False,
                                  reserve_duration_s=1.0)
     assert hi[1] == pytest.approx(committed + 0.2) and lo[1] == pytest.approx(-0.2)
-    mask = kernel.power_mask(lo, hi, kernel.ramp_edges)
+    mask = kernel.power_mask(lo, hi, kernel.limit_edges)
     assert np.flatnonzero(mask[1]).tolist() == allowed
     # without the ramp's edges only the levels inside (the old mask)
     inside = kernel.power_mask(lo, hi)
@@ -98,13 +98,13 @@ def test_a_bound_the_ramp_does_not_set_is_not_passed() -> None:
                                  reserve_mw=np.zeros(3), reserve_round=False,
                                  reserve_duration_s=1.0)
     assert hi[1] == pytest.approx(0.1, rel=1e-6)
-    assert not kernel.ramp_edges[1][1]
-    assert np.flatnonzero(kernel.power_mask(lo, hi, kernel.ramp_edges)[1]).tolist() == list(
+    assert not kernel.limit_edges[1][1]
+    assert np.flatnonzero(kernel.power_mask(lo, hi, kernel.limit_edges)[1]).tolist() == list(
         range(11))   # down to −rated (the ramp, 10 MW, does not bind), up to 0 only
     _, unlimited = _one_battery(math.inf)
     unlimited.bid_interval(fleet, now_s=0.0, committed_p_mw=np.zeros(3),
                            reserve_mw=np.zeros(3), reserve_round=False, reserve_duration_s=1.0)
-    assert unlimited.ramp_edges is None
+    assert unlimited.limit_edges is None
 
 
 @pytest.mark.parametrize("full_activation_s, cases", [
@@ -127,7 +127,7 @@ def test_a_ramp_limit_bounds_the_reserve_bid_by_the_full_activation_time(
         lo, hi = kernel.bid_interval(fleet, now_s=0.0, committed_p_mw=np.zeros(3),
                                      reserve_mw=np.array([0.0, held, 0.0]), reserve_round=True,
                                      reserve_duration_s=60.0)
-        mask = kernel.power_mask(lo, hi, kernel.ramp_edges)
+        mask = kernel.power_mask(lo, hi, kernel.limit_edges)
         assert np.flatnonzero(mask[1]).tolist() == allowed
         _, power, _ = kernel.enforce(np.array([10, 20, 10]), mask, lo, hi)
         assert power[1] == pytest.approx(bid)
