@@ -18,6 +18,7 @@ each) and checked by separate tests.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -1229,7 +1230,9 @@ def test_a_scenario_file_plays_and_is_recorded(tmp_path, capsys, monkeypatch) ->
                     "--no-live", "--json", str(out)])
     stdout = capsys.readouterr().out
     assert rc == demo.EXIT_OK and reads == [str(trip)]
-    assert f"KPI summary: trip_90 (scenario file {trip}), 10 agents" in stdout
+    sha = hashlib.sha256(trip.read_bytes()).hexdigest()
+    assert (f"KPI summary: trip_90 from scenario file {trip} (sha256 {sha[:12]}), "
+            "10 agents") in stdout
     doc = json.loads(out.read_text())
     run = doc["run"]
     assert run["scenario"] == doc["metrics"]["scenario"] == "trip_90"
