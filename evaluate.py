@@ -75,7 +75,12 @@ results (``results.json`` layout, ``summary.interrupted`` true) go to a new file
 temporary directory, and the one-line message says how many of how many and where
 (:func:`save_interrupted`). SIGTERM (``timeout``, ``kill``, a cancelled job) is handled
 as Ctrl-C is (``summary.interrupted_by`` ``"SIGTERM"``), with exit status 143 (128 +
-SIGTERM, as ``python -m train``) instead of 130. An error during an episode (a policy or the environment
+SIGTERM, as ``python -m train``) instead of 130; :func:`evaluate` called from Python
+leaves SIGTERM to its caller (no handler of its own: Python's default ends the process at
+once), and ``DIR`` is never left half-written either way: the event file is written in
+the temporary directory and moved into ``DIR`` with the other outputs, and a Ctrl-C or
+SIGTERM while those are written is held back until they are
+(:func:`~policies.cli_checks.stop_signals_deferred`). An error during an episode (a policy or the environment
 raising) does the same, with the error and its traceback in ``summary.failure`` (also
 when no episode had finished: the one-line message has no traceback), and exits with
 status 1 (:class:`EvaluationFailed`).
@@ -111,7 +116,9 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -155,6 +162,7 @@ from policies.cli_checks import (
     remove_unfinished_run,
     rescue_path,
     sigterm_as_interrupt,
+    stop_signals_deferred,
     stop_signals_ignored,
     write_or_rescue,
     write_output_text,
@@ -243,7 +251,10 @@ class _StoppedRun:
     :func:`evaluate`; :meth:`message` adds what the command line's user needs."""
 
     def message(self, out_dir: str | Path) -> str:
-        """The command line's line: ``str(self)`` and that ``--out`` was left as it was."""
+        """The command line's line: ``str(self)`` and that ``--out`` was left as it was
+        (unless it was written: ``written``)."""
+        if getattr(self, "written", None) is not None:
+            return str(self)
         return f"{self}; --out {str(out_dir)!r} was left as it was"
 
 
@@ -256,17 +267,24 @@ class EvaluationInterrupted(_StoppedRun, KeyboardInterrupt):
     :param finished: episodes (policy x scenario x seed) finished before the interrupt.
     :param planned: episodes the run would have made (no-DER baselines not counted).
     :param by: ``"Ctrl-C"`` or ``"SIGTERM"`` (:class:`~policies.cli_checks.Terminated`).
+    :param written: the output directory, when the interrupt came while the outputs were
+        written and was held back until they were (all episodes finished; ``DIR`` holds
+        this run's outputs in full, nothing is saved elsewhere); else None.
     """
 
     def __init__(self, finished: int, planned: int, saved: Path | None,
-                 problem: str | None = None, *, by: str = "Ctrl-C") -> None:
+                 problem: str | None = None, *, by: str = "Ctrl-C",
+                 written: Path | None = None) -> None:
         super().__init__(finished, planned, saved)
         self.finished, self.planned, self.saved, self.problem = finished, planned, saved, problem
-        self.by = by
+        self.by, self.written = by, written
 
     def __str__(self) -> str:
         """One line: how far the run got and where its results went."""
         by = " by SIGTERM" if self.by == "SIGTERM" else ""
+        if self.written is not None:
+            return (f"interrupted{by} after all {self.finished} episodes, while its outputs "
+                    f"were written; they were written in full to {str(self.written)!r}")
         text = f"interrupted{by} after {self.finished} of {self.planned} episodes"
         if self.saved is not None:
             its = "its" if self.finished == 1 else "their"
@@ -1409,7 +1427,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
         finished episodes are saved, see its message).
     :raises EvaluationInterrupted: Ctrl-C during the episodes (likewise), or SIGTERM
         when it raises :class:`~policies.cli_checks.Terminated` (as under the command
-        line).
+        line, or in a ``with policies.cli_checks.sigterm_as_interrupt():`` block; no
+        SIGTERM handler is set here: the caller's, or Python's default, which ends the
+        process, applies); one that came while the outputs were written, held back until
+        they were, has ``written`` set to ``out_dir`` (``saved`` None).
     """
     import gridswarm_env
     from gridswarm_env.config import check_bool, override
@@ -1519,7 +1540,6 @@ def evaluate(policies: Sequence[str] | str | None = None,
     no_der_traces: dict[str, np.ndarray] = {}
     earlier_events = _event_files(out)
     earlier = earlier_scenarios(out)   # before results.json is overwritten
-    writer = ScalarWriter(out / TENSORBOARD_DIR)
     t_start = time.perf_counter()
     finished = False
     tags = tag_names(pols)
@@ -1543,6 +1563,11 @@ def evaluate(policies: Sequence[str] | str | None = None,
     policy_warnings: list[str] = []          # e.g. an oracle re-plan that failed
     baseline_warnings: list[str] = []        # a no-DER baseline with NaN / inf KPIs
     current = "before the first episode"
+    # the event file is written in the temporary directory and moved into DIR with the
+    # other outputs: a process ended during the episodes (SIGTERM left to Python's
+    # default, SIGKILL) leaves no partial one beside an earlier run's
+    staging = Path(tempfile.mkdtemp(prefix="gridswarm-evaluate-"))
+    writer = ScalarWriter(staging)
     try:
         for sc in scs:
             if counterfactual:
@@ -1621,7 +1646,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
             bar.close()
         if not finished:   # leave DIR as it was: drop this run's partial event file and
             # the directories it created, if empty
-            remove_unfinished_run(_event_files(out) - earlier_events, created)
+            shutil.rmtree(staging, ignore_errors=True)
+            remove_unfinished_run((), created)
     elapsed = time.perf_counter() - t_start
 
     summary = summarize(runs, pols, scs, nonfinite)
@@ -1662,14 +1688,38 @@ def evaluate(policies: Sequence[str] | str | None = None,
     if "oracle" in pols:   # the plot is cost relative to the oracle's
         writes.append(("cost_vs_oracle.png", "the cost plot",
                        lambda p: plot_costs(p, summary, pols)))
-    failures = [msg for name, what, write in writes
-                if (msg := write_or_rescue(out / name, write, what)[1]) is not None]
-    if failures:   # keep the earlier run's files: some of this run's are elsewhere
-        raise OutputError("; ".join(failures) + f"; earlier outputs in {str(out)!r} were "
-                          "left in place")
-    remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols,
-                         earlier=earlier)
+    try:
+        # a Ctrl-C or SIGTERM now is held back until every output is written
+        with stop_signals_deferred():
+            failures = [msg for name, what, write in writes
+                        if (msg := write_or_rescue(out / name, write, what)[1]) is not None]
+            moved = move_event_files(staging, out / TENSORBOARD_DIR)
+            if moved is not None:
+                failures.append(moved)
+            if failures:   # keep the earlier run's files: some of this run's are elsewhere
+                raise OutputError("; ".join(failures) + f"; earlier outputs in {str(out)!r} "
+                                  "were left in place")
+            remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols,
+                                 earlier=earlier)
+    except KeyboardInterrupt as exc:   # held back while the outputs were written
+        raise EvaluationInterrupted(len(runs), len(jobs), None, by=interrupted_by(exc),
+                                    written=out) from None
     return result
+
+
+def move_event_files(staging: Path, logdir: Path) -> str | None:
+    """Move the event file written in ``staging`` into ``logdir`` and remove
+    ``staging``; None when done, else a one-line message (the file is then left in
+    ``staging``, which the message names)."""
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+        for events in sorted(staging.glob(EVENT_FILE_GLOB)):
+            shutil.move(str(events), str(logdir / events.name))
+    except OSError as exc:
+        return (f"could not write the tensorboard scalars to {str(logdir)!r} "
+                f"({exc.strerror or type(exc).__name__}); they are in {str(staging)!r}")
+    shutil.rmtree(staging, ignore_errors=True)
+    return None
 
 
 def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios: list[str],

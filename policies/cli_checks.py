@@ -789,6 +789,39 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back inside the block and deliver them when it ends, to
+    the handlers that were in place: a Ctrl-C or SIGTERM that comes while outputs are
+    written takes effect after the last one, as it would have (Python's default for
+    SIGTERM ends the process, a caller's own handler runs, :func:`sigterm_as_interrupt`'s
+    raises). Inside the block a handler that notes the signal stands in (a blocked signal
+    mask would not do: it holds the signal back from the calling thread only, and any
+    other thread, such as a BLAS pool's, would take it); the handlers are put back when
+    the block ends, and each signal noted is then raised again. In another thread than
+    the main one (where handlers cannot be set) and for a handler set outside Python
+    nothing is held back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        held.append(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: handler for sig, handler in previous.items() if handler is not None}
+    for sig in previous:
+        signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):   # in the order they came, each once
+            signal.raise_signal(sig)
+
+
+@contextlib.contextmanager
 def stop_signals_ignored() -> Iterator[None]:
     """Ignore SIGINT and SIGTERM inside the block (main thread only; restored
     afterwards): a second Ctrl-C or SIGTERM while a stopped run saves what it has does
