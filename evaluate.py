@@ -1887,15 +1887,6 @@ EVALUATE_REFUSES_SHADOW = ("evaluate.py plays every policy live (its no-DER base
                            "shadow-mode run); remove it from the file")
 
 
-def config_of_args(args: argparse.Namespace) -> Any:
-    """The :class:`~gridswarm_env.config.EnvConfig` of every episode (that of
-    :func:`config_file_of_args`).
-
-    :raises UsageError: as :func:`config_file_of_args`.
-    """
-    return env_config_source(config_file_of_args(args))[0]
-
-
 def config_file_of_args(args: argparse.Namespace) -> Any:
     """What :func:`main` hands :func:`evaluate` as ``env_config``:
     :func:`~policies.cli_checks.env_config_file_from_args` (``--config FILE`` with the

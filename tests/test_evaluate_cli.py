@@ -326,7 +326,7 @@ def test_evaluate_contract_keys_are_recorded_and_change_no_result(tmp_path, caps
     assert results["random"]["runs"] == results["seeded"]["runs"]
     assert results["random"]["summary"]["no_der_counterfactual"] == \
         results["seeded"]["summary"]["no_der_counterfactual"]
-    default = evaluate.config_of_args(evaluate.build_parser().parse_args([]))
+    default = evaluate.config_file_of_args(evaluate.build_parser().parse_args([]))   # no file
     assert default.contract_keys == "random"   # unforgeable unless asked (crypto review)
 
 
