@@ -285,6 +285,7 @@ class DemoOptions:
             check_randomizable,
             is_scenario_file,
             read_scenario_file,
+            unknown_scenario_text,
         )
         from gridswarm_env.trust import TRUST_MODES
 
@@ -306,8 +307,7 @@ class DemoOptions:
                 raise ValueError(f"{flag['scenario']}: {exc}") from None
             object.__setattr__(self, "_scenario_file", loaded)   # not a field: not in --json
         elif self.scenario not in scenario_names():
-            raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
-                             f"{', '.join(scenario_names())}, or a scenario file FILE.toml")
+            raise ValueError(f"{flag['scenario']}: {unknown_scenario_text(self.scenario)}")
         check_bool(flag["randomize"], self.randomize, sep=" ")
         file = getattr(self, "_scenario_file", None)
         if self.randomize and file is not None:

@@ -122,7 +122,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -134,12 +134,14 @@ from gridswarm_env.scenarios import (  # noqa: F401 (scenario_from_record: evalu
     SCENARIO_NAME_TEXT,
     scenario_from_record,
     scenario_record,
+    unknown_scenario_text,
 )
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
     EXIT_CTRL_C,
     EXIT_SIGTERM,
     LimitsFile,
+    OneLineParser,
     OutputError,
     add_config_argument,
     add_contract_keys_argument,
@@ -651,8 +653,7 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
     items = [read.get(s, s) if isinstance(s, str) else s for s in items]
     bad = [s for s in items if isinstance(s, str) and s not in known and s != "all"]
     if bad:
-        raise UsageError(f"{what}: unknown scenario {bad[0]!r}; known scenarios: "
-                         f"{', '.join(known)} (or 'all', or a scenario file FILE.toml)")
+        raise UsageError(f"{what}: {unknown_scenario_text(bad[0], all_allowed=True)}")
     notes: list[str] = []
     listed: list[tuple[Any, bool]] = []   # (item, whether 'all' brought it), as given
     for item in items:
@@ -1776,32 +1777,14 @@ def episodes_text(episodes: int, baselines: int) -> str:
 
 
 # --------------------------------------------------------------------------- command line
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump, no traceback) and, for an unknown
-    option close to one of ours, a hint (``--policy``, demo.py's flag: ``did you mean
-    --policies?``)."""
+class _Parser(OneLineParser):
+    """:class:`~policies.cli_checks.OneLineParser` (one-line errors, a hint for an
+    unknown option close to one of ours: ``--policy``, demo.py's flag: ``did you mean
+    --policies?``) whose errors raise :class:`UsageError`, for :func:`main` to print."""
 
-    def error(self, message: str) -> None:   # type: ignore[override]
+    def error(self, message: str) -> NoReturn:   # type: ignore[override]
         # as demo.py's and python -m train's parsers say it
         raise UsageError(f"{message} (see {self.prog} --help)")
-
-    def parse_args(self, args: Sequence[str] | None = None,   # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        parsed, extras = self.parse_known_args(args, namespace)
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}{self._hint(extras)}")
-        return parsed
-
-    def _hint(self, extras: Sequence[str]) -> str:
-        import difflib
-
-        ours = [o for o in self._option_string_actions if o.startswith("--")]
-        for arg in extras:
-            if arg.startswith("--"):
-                close = difflib.get_close_matches(arg.split("=", 1)[0], ours, n=1, cutoff=0.75)
-                if close:
-                    return f"; did you mean {close[0]}?"
-        return ""
 
 
 def build_parser() -> argparse.ArgumentParser:

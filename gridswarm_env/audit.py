@@ -147,12 +147,34 @@ def exit_status(result: AuditVerification) -> int:
 
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, ``PROG: error: MESSAGE (see PROG
-    --help)``, with exit status 2 (no usage block): this command's, and the project's
-    other command lines' (``policies.cli_checks`` re-exports it; the library imports
-    nothing from ``policies``)."""
+    --help)``, with exit status 2 (no usage block), and an unknown option close to one
+    of its own gets a hint (``--policies``, evaluate.py's flag, to demo.py:
+    ``unrecognized arguments: --policies heuristic; did you mean --policy?``): this
+    command's, and the project's other command lines' (``policies.cli_checks``
+    re-exports it; the library imports nothing from ``policies``)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,   # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self.hint(extras)}")
+        return parsed
+
+    def hint(self, extras: Sequence[str]) -> str:
+        """``"; did you mean --policy?"`` for the first of ``extras`` that is an option
+        close to one of this parser's (difflib, cutoff 0.75), else ``""``."""
+        import difflib
+
+        ours = [o for o in self._option_string_actions if o.startswith("--")]
+        for arg in extras:
+            if arg.startswith("--"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], ours, n=1, cutoff=0.75)
+                if close:
+                    return f"; did you mean {close[0]}?"
+        return ""
 
 
 def _parser() -> argparse.ArgumentParser:
