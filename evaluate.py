@@ -1508,7 +1508,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 note = trained_settings_note(policy, n_agents, list(chosen.values()),
                                              randomize, env_config)
                 if note is not None and note not in all_notes:   # stderr now, results.md
-                    print(f"note: {note}", file=sys.stderr, flush=True)
+                    print(f"evaluate.py: note: {note}", file=sys.stderr, flush=True)
                     all_notes.append(note)
         except ValueError as exc:   # a model that does not load or fit: name the flag
             what, msg = argument_name("policies"), str(exc)
@@ -1897,7 +1897,7 @@ def _run_command_line(argv: Sequence[str] | None) -> int:
         limits = (None if args.limits is None
                   else LimitsFile(args.limits, limits_obj, limits_sha256))
         for note in notes:
-            print(f"note: {note}", file=sys.stderr)
+            print(f"evaluate.py: note: {note}", file=sys.stderr)
         # the scenario files read once too: the scenarios checked here are played
         result = evaluate(pols, list(scenarios.values()), args.episodes, args.seed, None, args.out,
                           limits=limits, progress=not args.no_progress, notes=notes,
