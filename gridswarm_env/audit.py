@@ -165,15 +165,19 @@ class OneLineParser(argparse.ArgumentParser):
 
     def hint(self, extras: Sequence[str]) -> str:
         """``"; did you mean --policy?"`` for the first of ``extras`` that is an option
-        close to one of this parser's (difflib, cutoff 0.75), else ``""``."""
+        close to one of this parser's (difflib: a ratio of 0.75 or more for the whole
+        option, and 0.6 for its first word: ``--policy`` is ``--policies`` misspelt, but
+        ``--crypto-threads``, demo.py's, is no ``--torch-threads``), else ``""``."""
         import difflib
 
         ours = [o for o in self._option_string_actions if o.startswith("--")]
         for arg in extras:
             if arg.startswith("--"):
-                close = difflib.get_close_matches(arg.split("=", 1)[0], ours, n=1, cutoff=0.75)
-                if close:
-                    return f"; did you mean {close[0]}?"
+                given = arg.split("=", 1)[0]
+                for match in difflib.get_close_matches(given, ours, n=3, cutoff=0.75):
+                    first = (given[2:].split("-")[0], match[2:].split("-")[0])
+                    if difflib.SequenceMatcher(None, *first).ratio() >= 0.6:
+                        return f"; did you mean {match}?"
         return ""
 
 

@@ -61,6 +61,10 @@ def test_every_command_line_hints_an_unknown_option_close_to_its_own(command, ar
 def test_an_unknown_option_far_from_every_flag_gets_no_hint(capsys):
     line = _exit_line(demo.main, ["--zzzzzz"], capsys, "demo.py")
     assert line == "demo.py: error: unrecognized arguments: --zzzzzz (see demo.py --help)"
+    # demo.py's and evaluate.py's flag is spelt like --torch-threads, but is not it
+    line = _exit_line(_train, ["--crypto-threads", "1"], capsys, "python -m train")
+    assert line == ("python -m train: error: unrecognized arguments: --crypto-threads 1 "
+                    "(see python -m train --help)")
 
 
 KNOWN = "known scenarios: price_spike, solar_surplus, emergency"
