@@ -69,8 +69,9 @@ content, :func:`is_results_json` and :func:`is_results_md`; an empty file is fin
 refused before any episode, in one line (exit status 2), unless ``--overwrite`` is given,
 as ``demo.py --json`` refuses a file that is not its own; one that appears there during
 the run is kept and the output saved to the temporary directory (exit status 1). An
-interrupted or failed run removes its own event file (and the directories it created, if
-empty) and leaves ``DIR`` as it was. On Ctrl-C the finished episodes are not lost: their
+interrupted or failed run removes its own event file (written in the temporary
+directory until the run finishes) and the directories it created, if empty, and leaves
+``DIR`` as it was. On Ctrl-C the finished episodes are not lost: their
 results (``results.json`` layout, ``summary.interrupted`` true) go to a new file in the
 temporary directory, and the one-line message says how many of how many and where
 (:func:`save_interrupted`). SIGTERM (``timeout``, ``kill``, a cancelled job) is handled
@@ -1645,8 +1646,8 @@ def evaluate(policies: Sequence[str] | str | None = None,
         writer.close()
         if bar is not None:
             bar.close()
-        if not finished:   # leave DIR as it was: drop this run's partial event file and
-            # the directories it created, if empty
+        if not finished:   # leave DIR as it was: drop this run's partial event file (in
+            # the temporary directory) and the directories it created, if empty
             shutil.rmtree(staging, ignore_errors=True)
             remove_unfinished_run((), created)
     elapsed = time.perf_counter() - t_start

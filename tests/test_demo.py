@@ -714,7 +714,7 @@ def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match=r"^--agents 1000000000: expected an integer from 1 "
                                          r"to 1,000,000"):
         demo.DemoOptions(n_agents=10**9)   # it allocated for minutes before the env refused
-    with pytest.raises(ValueError, match=r"^--scenario 'x'.*price_spike"):
+    with pytest.raises(ValueError, match=r"^--scenario: unknown scenario 'x'.*price_spike"):
         demo.DemoOptions(scenario="x")
     with pytest.raises(ValueError, match=r"^--trust 'rsa': expected one of ed25519, hmac"):
         demo.DemoOptions(trust="rsa")
