@@ -8,7 +8,8 @@ that is not measured yet (no clearing, no event) is shown as "—" with the reas
 
 Panels (top to bottom)::
 
-    header      scenario, fleet size, policy, trust mode, seed, simulated time; SHADOW banner
+    header      scenario, fleet size, policy, trust mode, seed, simulated time; the input
+                files (scenario, --config, --limits: path and SHA-256); SHADOW banner
     grid        frequency vs the NERC ±0.05 Hz band, sparkline (per step, the sub-step
                 farthest from 60 Hz), nadir/zenith, load, requirement, delivered, DERs
     market      product, clearing price, accepted MW, negotiations/s (wall clock), consensus,
@@ -205,7 +206,9 @@ class Dashboard:
         ``trust``, ``seed``, ``shadow``, ``episode_steps``, ``dt_s``, ``has_event`` and
         optionally ``paced`` (the run waits between steps, ``demo.py --speed``: the
         negotiations/s are then marked "unpaced", measured without the waits) and
-        ``speed`` (shown as ``x10`` on the progress line when paced).
+        ``speed`` (shown as ``x10`` on the progress line when paced) and ``files`` (the
+        input files, e.g. ``"config file c.toml (sha256 505828ba4c1e)"``: a line under
+        the title, :func:`demo.input_files`).
     :param history_steps: steps kept for the frequency sparkline (one sample per step:
         its physics sub-step farthest from 60 Hz; it shows as many of the latest as fit).
     :param feed_lines: event lines kept for the scrolling feed.
@@ -275,6 +278,7 @@ class Dashboard:
         # two rows for the feed's border, one for the cursor line under a live display
         feed_rows = height - len(lines) - 3
         if feed_rows < MIN_FEED_ROWS:
+            header = console.render_lines(self._header(width, compact=True), full_width)
             lines = header + _side_by_side(console, options, self._grid_panel(compact=True),
                                            self._market_panel())
             lines += console.render_lines(self._counters_panel(), full_width)
@@ -286,10 +290,13 @@ class Dashboard:
             yield from line
             yield newline
 
-    def _header(self, width: int) -> Panel:
+    def _header(self, width: int, compact: bool = False) -> Panel:
         """The run (scenario, fleet, policy) and its progress (trust, seed, time, status):
         one line when both fit in ``width`` columns, else a line each (80 columns: the
-        break fell wherever the words ran out, after "seed 0 ·")."""
+        break fell wherever the words ran out, after "seed 0 ·"); the input files on a
+        line under them, or, in the compact layout, in the bottom border (no row of its
+        own: cut at the border where it does not fit; the KPI summary names them
+        whole)."""
         h, r = self.header, self.record
         t = r.get("t_s", 0.0)
         run = Text.assemble(("gridswarm", "bold cyan"), "  ", (f"{h['scenario']}", "bold"),
@@ -302,10 +309,15 @@ class Dashboard:
         one_line = run.cell_len + 3 + progress.cell_len <= width - 4
         title = Text.assemble(run, " · " if one_line else "\n", progress)
         body: list[Any] = [title]
+        files = " · ".join(h.get("files") or ())   # scenario, --config, --limits files
+        if files and not compact:
+            body.append(Text(files, style="dim"))
         if h.get("shadow"):
             body.append(Text("SHADOW MODE: market, contracts and kernel run; nothing is "
                              "dispatched to the grid", style="bold black on yellow"))
-        return Panel(Group(*body), border_style="yellow" if h.get("shadow") else "cyan")
+        return Panel(Group(*body), border_style="yellow" if h.get("shadow") else "cyan",
+                     subtitle=Text(files, style="dim") if files and compact else None,
+                     subtitle_align="left")
 
     def _grid_panel(self, compact: bool = False) -> Panel:
         """Frequency, its band and history, load and delivery; ``compact`` leaves out the

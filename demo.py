@@ -285,6 +285,7 @@ class DemoOptions:
             check_randomizable,
             is_scenario_file,
             read_scenario_file,
+            unknown_scenario_text,
         )
         from gridswarm_env.trust import TRUST_MODES
 
@@ -306,8 +307,7 @@ class DemoOptions:
                 raise ValueError(f"{flag['scenario']}: {exc}") from None
             object.__setattr__(self, "_scenario_file", loaded)   # not a field: not in --json
         elif self.scenario not in scenario_names():
-            raise ValueError(f"{flag['scenario']} {self.scenario!r}: known scenarios are "
-                             f"{', '.join(scenario_names())}, or a scenario file FILE.toml")
+            raise ValueError(f"{flag['scenario']}: {unknown_scenario_text(self.scenario)}")
         check_bool(flag["randomize"], self.randomize, sep=" ")
         file = getattr(self, "_scenario_file", None)
         if self.randomize and file is not None:
@@ -564,11 +564,14 @@ def label_of(name: str, path: str | None) -> str:
 
 @dataclass
 class Session:
-    """An environment and a policy, reset and ready (see :func:`open_session`)."""
+    """An environment and a policy, reset and ready (see :func:`open_session`);
+    ``limits_sha256`` is the SHA-256 of the ``--limits`` file's bytes parsed (None
+    without one)."""
 
     options: DemoOptions
     env: Any
     policy: Any
+    limits_sha256: str | None = None
 
     @property
     def raw(self):
@@ -615,7 +618,8 @@ def open_session(options: DemoOptions) -> Session:
 
     config = episode_config(options)
     try:   # the agents of this fleet (its kind shares name them)
-        limits = read_limits_agents(options.limits_path, options.n_agents, config.fleet)[0]
+        limits, limits_sha = read_limits_agents(options.limits_path, options.n_agents,
+                                                config.fleet)
     except ValueError as exc:
         raise DemoError(str(exc)) from None
     policy = build_policy(options.policy)
@@ -662,7 +666,7 @@ def open_session(options: DemoOptions) -> Session:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise DemoError(str(exc)) from None
-    return Session(options=options, env=env, policy=policy)
+    return Session(options=options, env=env, policy=policy, limits_sha256=limits_sha)
 
 
 class RecordingPolicy:
@@ -922,7 +926,13 @@ def run_demo(session: Session, console: Any = None,
     write = write or _stdout_line
     rec = RecordingPolicy(session.policy)
     steps: list[dict[str, Any]] = []
+    inputs = {"limits_path": opts.limits_path, "limits_sha256": session.limits_sha256,
+              # the --config file: its path as given and the SHA-256 of the bytes read
+              "env_config_file": (opts.config_file or {}).get("path"),
+              "env_config_sha256": (opts.config_file or {}).get("sha256"),
+              **scenario_file_record(opts)}
     dash = Dashboard({"scenario": scenario_label(raw), "n_agents": raw.n_agents,
+                      "files": [label for _, label in input_files(inputs)],
                       "policy": policy_label(session.policy), "trust": raw.config.trust,
                       "seed": opts.seed, "shadow": raw.config.shadow,
                       "episode_steps": raw.scenario.episode_steps, "dt_s": raw.config.dt_s,
@@ -989,11 +999,8 @@ def run_demo(session: Session, console: Any = None,
            # what ran: the options that are EnvConfig fields replace env_config's
            "env_config": (None if opts.env_config is None
                           else env_config_record(episode_config(opts))),
-           # the --config file: its path as given and the SHA-256 of the bytes read
-           "env_config_file": (opts.config_file or {}).get("path"),
-           "env_config_sha256": (opts.config_file or {}).get("sha256"),
            **({"scenario_drawn": raw.scenario.drawn_values()} if opts.randomize else {}),
-           **scenario_file_record(opts)}
+           **inputs}
     return DemoResult(steps=steps, metrics=metrics, stop_reason=stop, wall_s=wall, run=run)
 
 
@@ -1025,6 +1032,25 @@ def scenario_file_record(opts: DemoOptions) -> dict[str, Any]:
     return {"scenario": file.scenario.name, "scenario_file": opts.scenario,
             "scenario_file_sha256": file.sha256,
             "custom_scenario": scenario_record(file.scenario)}
+
+
+#: hex digits of a file's SHA-256 the summary and the dashboard show (the JSON has all 64)
+SHA_SHOWN = 12
+
+#: the input files a run names: (what, its path's key in ``run``, its SHA-256's key)
+INPUT_FILES = (("scenario file", "scenario_file", "scenario_file_sha256"),
+               ("config file", "env_config_file", "env_config_sha256"),
+               ("limits file", "limits_path", "limits_sha256"))
+
+
+def input_files(run: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The files a run was made from, as the KPI summary and the dashboard name them:
+    ``(what, "<what> <path as given> (sha256 <first SHA_SHOWN hex digits>)")`` for its
+    scenario file, ``--config`` file and ``--limits`` file, those it had (``run``: a
+    ``--json`` run record, or the part of one holding these keys; the whole SHA-256 are
+    its ``scenario_file_sha256``, ``env_config_sha256`` and ``limits_sha256``)."""
+    return [(what, f"{what} {run[path]} (sha256 {(run.get(sha) or '?')[:SHA_SHOWN]})")
+            for what, path, sha in INPUT_FILES if run.get(path)]
 
 
 def sleep_until(deadline: float) -> None:
@@ -1059,14 +1085,17 @@ def print_summary(result: DemoResult, console: Any) -> None:
         result.stop_reason, "interrupted after")
     policy = label_of(r["policy_name"], r.get("model_path"))
     drawn = r.get("scenario_drawn")
-    scenario = r["scenario"] + (f" (scenario file {r['scenario_file']})"
-                                if r.get("scenario_file") else "")
+    files = dict(input_files(r))
+    scenario = r["scenario"] + (f" from {files['scenario file']}"
+                                if "scenario file" in files else "")
     if drawn is not None:
         scenario += f" randomized ({drawn_text(drawn)})"
     console.print(f"KPI summary: {scenario}, {r['n_agents']} agents, policy "
                   f"{policy}, seed {r['seed']}, trust {r['trust']}"
                   + (f", governor deadband ±{r['governor_deadband_hz']:g} Hz"
                      if r.get("governor_deadband_hz") else "")
+                  + "".join(f", {files[what]}" for what in ("config file", "limits file")
+                            if what in files)
                   + (f", settings (defaults in parentheses): {r['settings_changed']}"
                      if r.get("settings_changed") else "")
                   + (", SHADOW mode (nothing dispatched)" if r["shadow"] else ""),

@@ -69,13 +69,19 @@ content, :func:`is_results_json` and :func:`is_results_md`; an empty file is fin
 refused before any episode, in one line (exit status 2), unless ``--overwrite`` is given,
 as ``demo.py --json`` refuses a file that is not its own; one that appears there during
 the run is kept and the output saved to the temporary directory (exit status 1). An
-interrupted or failed run removes its own event file (and the directories it created, if
-empty) and leaves ``DIR`` as it was. On Ctrl-C the finished episodes are not lost: their
+interrupted or failed run removes its own event file (written in the temporary
+directory until the run finishes) and the directories it created, if empty, and leaves
+``DIR`` as it was. On Ctrl-C the finished episodes are not lost: their
 results (``results.json`` layout, ``summary.interrupted`` true) go to a new file in the
 temporary directory, and the one-line message says how many of how many and where
 (:func:`save_interrupted`). SIGTERM (``timeout``, ``kill``, a cancelled job) is handled
 as Ctrl-C is (``summary.interrupted_by`` ``"SIGTERM"``), with exit status 143 (128 +
-SIGTERM, as ``python -m train``) instead of 130. An error during an episode (a policy or the environment
+SIGTERM, as ``python -m train``) instead of 130; :func:`evaluate` called from Python
+leaves SIGTERM to its caller (no handler of its own: Python's default ends the process at
+once), and ``DIR`` is never left half-written either way: the event file is written in
+the temporary directory and moved into ``DIR`` with the other outputs, and a Ctrl-C or
+SIGTERM while those are written is held back until they are
+(:func:`~policies.cli_checks.stop_signals_deferred`). An error during an episode (a policy or the environment
 raising) does the same, with the error and its traceback in ``summary.failure`` (also
 when no episode had finished: the one-line message has no traceback), and exits with
 status 1 (:class:`EvaluationFailed`).
@@ -111,11 +117,13 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -127,12 +135,14 @@ from gridswarm_env.scenarios import (  # noqa: F401 (scenario_from_record: evalu
     SCENARIO_NAME_TEXT,
     scenario_from_record,
     scenario_record,
+    unknown_scenario_text,
 )
 from policies.cli_checks import (
     CRYPTO_THREADS_WHY,
     EXIT_CTRL_C,
     EXIT_SIGTERM,
     LimitsFile,
+    OneLineParser,
     OutputError,
     add_config_argument,
     add_contract_keys_argument,
@@ -155,6 +165,7 @@ from policies.cli_checks import (
     remove_unfinished_run,
     rescue_path,
     sigterm_as_interrupt,
+    stop_signals_deferred,
     stop_signals_ignored,
     write_or_rescue,
     write_output_text,
@@ -243,7 +254,10 @@ class _StoppedRun:
     :func:`evaluate`; :meth:`message` adds what the command line's user needs."""
 
     def message(self, out_dir: str | Path) -> str:
-        """The command line's line: ``str(self)`` and that ``--out`` was left as it was."""
+        """The command line's line: ``str(self)`` and that ``--out`` was left as it was
+        (unless it was written: ``written``)."""
+        if getattr(self, "written", None) is not None:
+            return str(self)
         return f"{self}; --out {str(out_dir)!r} was left as it was"
 
 
@@ -256,17 +270,24 @@ class EvaluationInterrupted(_StoppedRun, KeyboardInterrupt):
     :param finished: episodes (policy x scenario x seed) finished before the interrupt.
     :param planned: episodes the run would have made (no-DER baselines not counted).
     :param by: ``"Ctrl-C"`` or ``"SIGTERM"`` (:class:`~policies.cli_checks.Terminated`).
+    :param written: the output directory, when the interrupt came while the outputs were
+        written and was held back until they were (all episodes finished; ``DIR`` holds
+        this run's outputs in full, nothing is saved elsewhere); else None.
     """
 
     def __init__(self, finished: int, planned: int, saved: Path | None,
-                 problem: str | None = None, *, by: str = "Ctrl-C") -> None:
+                 problem: str | None = None, *, by: str = "Ctrl-C",
+                 written: Path | None = None) -> None:
         super().__init__(finished, planned, saved)
         self.finished, self.planned, self.saved, self.problem = finished, planned, saved, problem
-        self.by = by
+        self.by, self.written = by, written
 
     def __str__(self) -> str:
         """One line: how far the run got and where its results went."""
         by = " by SIGTERM" if self.by == "SIGTERM" else ""
+        if self.written is not None:
+            return (f"interrupted{by} after all {self.finished} episodes, while its outputs "
+                    f"were written; they were written in full to {str(self.written)!r}")
         text = f"interrupted{by} after {self.finished} of {self.planned} episodes"
         if self.saved is not None:
             its = "its" if self.finished == 1 else "their"
@@ -633,8 +654,7 @@ def scenarios_and_notes(spec: str | Sequence[Any] | Any | None
     items = [read.get(s, s) if isinstance(s, str) else s for s in items]
     bad = [s for s in items if isinstance(s, str) and s not in known and s != "all"]
     if bad:
-        raise UsageError(f"{what}: unknown scenario {bad[0]!r}; known scenarios: "
-                         f"{', '.join(known)} (or 'all', or a scenario file FILE.toml)")
+        raise UsageError(f"{what}: {unknown_scenario_text(bad[0], all_allowed=True)}")
     notes: list[str] = []
     listed: list[tuple[Any, bool]] = []   # (item, whether 'all' brought it), as given
     for item in items:
@@ -1409,7 +1429,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
         finished episodes are saved, see its message).
     :raises EvaluationInterrupted: Ctrl-C during the episodes (likewise), or SIGTERM
         when it raises :class:`~policies.cli_checks.Terminated` (as under the command
-        line).
+        line, or in a ``with policies.cli_checks.sigterm_as_interrupt():`` block; no
+        SIGTERM handler is set here: the caller's, or Python's default, which ends the
+        process, applies); one that came while the outputs were written, held back until
+        they were, has ``written`` set to ``out_dir`` (``saved`` None).
     """
     import gridswarm_env
     from gridswarm_env.config import check_bool, override
@@ -1486,7 +1509,7 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 note = trained_settings_note(policy, n_agents, list(chosen.values()),
                                              randomize, env_config)
                 if note is not None and note not in all_notes:   # stderr now, results.md
-                    print(f"note: {note}", file=sys.stderr, flush=True)
+                    print(f"evaluate.py: note: {note}", file=sys.stderr, flush=True)
                     all_notes.append(note)
         except ValueError as exc:   # a model that does not load or fit: name the flag
             what, msg = argument_name("policies"), str(exc)
@@ -1519,7 +1542,6 @@ def evaluate(policies: Sequence[str] | str | None = None,
     no_der_traces: dict[str, np.ndarray] = {}
     earlier_events = _event_files(out)
     earlier = earlier_scenarios(out)   # before results.json is overwritten
-    writer = ScalarWriter(out / TENSORBOARD_DIR)
     t_start = time.perf_counter()
     finished = False
     tags = tag_names(pols)
@@ -1543,6 +1565,11 @@ def evaluate(policies: Sequence[str] | str | None = None,
     policy_warnings: list[str] = []          # e.g. an oracle re-plan that failed
     baseline_warnings: list[str] = []        # a no-DER baseline with NaN / inf KPIs
     current = "before the first episode"
+    # the event file is written in the temporary directory and moved into DIR with the
+    # other outputs: a process ended during the episodes (SIGTERM left to Python's
+    # default, SIGKILL) leaves no partial one beside an earlier run's
+    staging = Path(tempfile.mkdtemp(prefix="gridswarm-evaluate-"))
+    writer = ScalarWriter(staging)
     try:
         for sc in scs:
             if counterfactual:
@@ -1619,9 +1646,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
         writer.close()
         if bar is not None:
             bar.close()
-        if not finished:   # leave DIR as it was: drop this run's partial event file and
-            # the directories it created, if empty
-            remove_unfinished_run(_event_files(out) - earlier_events, created)
+        if not finished:   # leave DIR as it was: drop this run's partial event file (in
+            # the temporary directory) and the directories it created, if empty
+            shutil.rmtree(staging, ignore_errors=True)
+            remove_unfinished_run((), created)
     elapsed = time.perf_counter() - t_start
 
     summary = summarize(runs, pols, scs, nonfinite)
@@ -1662,14 +1690,38 @@ def evaluate(policies: Sequence[str] | str | None = None,
     if "oracle" in pols:   # the plot is cost relative to the oracle's
         writes.append(("cost_vs_oracle.png", "the cost plot",
                        lambda p: plot_costs(p, summary, pols)))
-    failures = [msg for name, what, write in writes
-                if (msg := write_or_rescue(out / name, write, what)[1]) is not None]
-    if failures:   # keep the earlier run's files: some of this run's are elsewhere
-        raise OutputError("; ".join(failures) + f"; earlier outputs in {str(out)!r} were "
-                          "left in place")
-    remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols,
-                         earlier=earlier)
+    try:
+        # a Ctrl-C or SIGTERM now is held back until every output is written
+        with stop_signals_deferred():
+            failures = [msg for name, what, write in writes
+                        if (msg := write_or_rescue(out / name, write, what)[1]) is not None]
+            moved = move_event_files(staging, out / TENSORBOARD_DIR)
+            if moved is not None:
+                failures.append(moved)
+            if failures:   # keep the earlier run's files: some of this run's are elsewhere
+                raise OutputError("; ".join(failures) + f"; earlier outputs in {str(out)!r} "
+                                  "were left in place")
+            remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols,
+                                 earlier=earlier)
+    except KeyboardInterrupt as exc:   # held back while the outputs were written
+        raise EvaluationInterrupted(len(runs), len(jobs), None, by=interrupted_by(exc),
+                                    written=out) from None
     return result
+
+
+def move_event_files(staging: Path, logdir: Path) -> str | None:
+    """Move the event file written in ``staging`` into ``logdir`` and remove
+    ``staging``; None when done, else a one-line message (the file is then left in
+    ``staging``, which the message names)."""
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+        for events in sorted(staging.glob(EVENT_FILE_GLOB)):
+            shutil.move(str(events), str(logdir / events.name))
+    except OSError as exc:
+        return (f"could not write the tensorboard scalars to {str(logdir)!r} "
+                f"({exc.strerror or type(exc).__name__}); they are in {str(staging)!r}")
+    shutil.rmtree(staging, ignore_errors=True)
+    return None
 
 
 def save_interrupted(runs: list[dict[str, Any]], policies: list[str], scenarios: list[str],
@@ -1726,32 +1778,14 @@ def episodes_text(episodes: int, baselines: int) -> str:
 
 
 # --------------------------------------------------------------------------- command line
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump, no traceback) and, for an unknown
-    option close to one of ours, a hint (``--policy``, demo.py's flag: ``did you mean
-    --policies?``)."""
+class _Parser(OneLineParser):
+    """:class:`~policies.cli_checks.OneLineParser` (one-line errors, a hint for an
+    unknown option close to one of ours: ``--policy``, demo.py's flag: ``did you mean
+    --policies?``) whose errors raise :class:`UsageError`, for :func:`main` to print."""
 
-    def error(self, message: str) -> None:   # type: ignore[override]
+    def error(self, message: str) -> NoReturn:   # type: ignore[override]
         # as demo.py's and python -m train's parsers say it
         raise UsageError(f"{message} (see {self.prog} --help)")
-
-    def parse_args(self, args: Sequence[str] | None = None,   # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        parsed, extras = self.parse_known_args(args, namespace)
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}{self._hint(extras)}")
-        return parsed
-
-    def _hint(self, extras: Sequence[str]) -> str:
-        import difflib
-
-        ours = [o for o in self._option_string_actions if o.startswith("--")]
-        for arg in extras:
-            if arg.startswith("--"):
-                close = difflib.get_close_matches(arg.split("=", 1)[0], ours, n=1, cutoff=0.75)
-                if close:
-                    return f"; did you mean {close[0]}?"
-        return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1837,15 +1871,6 @@ EVALUATE_REFUSES_SHADOW = ("evaluate.py plays every policy live (its no-DER base
                            "shadow-mode run); remove it from the file")
 
 
-def config_of_args(args: argparse.Namespace) -> Any:
-    """The :class:`~gridswarm_env.config.EnvConfig` of every episode (that of
-    :func:`config_file_of_args`).
-
-    :raises UsageError: as :func:`config_file_of_args`.
-    """
-    return env_config_source(config_file_of_args(args))[0]
-
-
 def config_file_of_args(args: argparse.Namespace) -> Any:
     """What :func:`main` hands :func:`evaluate` as ``env_config``:
     :func:`~policies.cli_checks.env_config_file_from_args` (``--config FILE`` with the
@@ -1873,7 +1898,7 @@ def _run_command_line(argv: Sequence[str] | None) -> int:
         limits = (None if args.limits is None
                   else LimitsFile(args.limits, limits_obj, limits_sha256))
         for note in notes:
-            print(f"note: {note}", file=sys.stderr)
+            print(f"evaluate.py: note: {note}", file=sys.stderr)
         # the scenario files read once too: the scenarios checked here are played
         result = evaluate(pols, list(scenarios.values()), args.episodes, args.seed, None, args.out,
                           limits=limits, progress=not args.no_progress, notes=notes,

@@ -147,12 +147,38 @@ def exit_status(result: AuditVerification) -> int:
 
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, ``PROG: error: MESSAGE (see PROG
-    --help)``, with exit status 2 (no usage block): this command's, and the project's
-    other command lines' (``policies.cli_checks`` re-exports it; the library imports
-    nothing from ``policies``)."""
+    --help)``, with exit status 2 (no usage block), and an unknown option close to one
+    of its own gets a hint (``--policies``, evaluate.py's flag, to demo.py:
+    ``unrecognized arguments: --policies heuristic; did you mean --policy?``): this
+    command's, and the project's other command lines' (``policies.cli_checks``
+    re-exports it; the library imports nothing from ``policies``)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,   # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self.hint(extras)}")
+        return parsed
+
+    def hint(self, extras: Sequence[str]) -> str:
+        """``"; did you mean --policy?"`` for the first of ``extras`` that is an option
+        close to one of this parser's (difflib: a ratio of 0.75 or more for the whole
+        option, and 0.6 for its first word: ``--policy`` is ``--policies`` misspelt, but
+        ``--crypto-threads``, demo.py's, is no ``--torch-threads``), else ``""``."""
+        import difflib
+
+        ours = [o for o in self._option_string_actions if o.startswith("--")]
+        for arg in extras:
+            if arg.startswith("--"):
+                given = arg.split("=", 1)[0]
+                for match in difflib.get_close_matches(given, ours, n=3, cutoff=0.75):
+                    first = (given[2:].split("-")[0], match[2:].split("-")[0])
+                    if difflib.SequenceMatcher(None, *first).ratio() >= 0.6:
+                        return f"; did you mean {match}?"
+        return ""
 
 
 def _parser() -> argparse.ArgumentParser:

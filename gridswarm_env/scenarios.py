@@ -626,6 +626,16 @@ def scenario_names() -> tuple[str, ...]:
     return tuple(SCENARIOS)
 
 
+def unknown_scenario_text(name: Any, all_allowed: bool = False) -> str:
+    """One wording, every command line's, of a scenario name that is neither registered
+    nor a scenario file: ``unknown scenario 'nope'; known scenarios: price_spike,
+    solar_surplus, emergency, or a scenario file FILE.toml``, with ``'all' (every one)``
+    before the file where ``all_allowed`` (evaluate.py's ``--scenarios``, python -m
+    train's ``--scenario``). The caller puts the flag before it."""
+    return (f"unknown scenario {name!r}; known scenarios: {', '.join(scenario_names())}, "
+            + ("'all' (every one), " if all_allowed else "") + "or a scenario file FILE.toml")
+
+
 def get_scenario(scenario: str | Scenario, **overrides: Any) -> Scenario:
     """Look up a scenario by name (or pass one through) and apply ``overrides``.
 

@@ -12,8 +12,8 @@ lose its results when a write still fails at the end:
 * :func:`check_limits_agents`, :func:`read_limits_agents`: a kernel limits file is a
   file and names only agents the fleet has (and the SHA-256 of the bytes read);
   :class:`LimitsFile` hands a file read once on to the run, so it is not read again;
-* :func:`env_config_from_args`, :func:`env_config_file_from_args`: the run's ``EnvConfig``
-  from ``--config FILE`` and the flags; :class:`EnvConfigFile` hands it on with the file's
+* :func:`env_config_file_from_args`: the run's ``EnvConfig`` from ``--config FILE`` and
+  the flags; :class:`EnvConfigFile` hands it on with the file's
   path and SHA-256, so the run records them without reading the file again;
 * :func:`int_range_text`, :func:`int_at_least_type`, :func:`check_crypto_threads`: one
   wording of what an integer option allows, an argparse type that checks it, and one
@@ -560,7 +560,7 @@ def add_governor_deadband_argument(parser: argparse.ArgumentParser, runs: str,
 
 
 #: (argparse destination, ``EnvConfig`` field) of the flags that set an ``EnvConfig``
-#: field: given, they override ``--config FILE``'s value (:func:`env_config_from_args`)
+#: field: given, they override ``--config FILE``'s value (:func:`env_config_file_from_args`)
 CONFIG_FLAGS = (("agents", "n_agents"), ("trust", "trust"), ("shadow", "shadow"),
                 ("crypto_threads", "crypto_threads"), ("contract_keys", "contract_keys"))
 
@@ -591,7 +591,7 @@ def env_config_with(base: Any, settings: dict[str, Any]) -> Any:
     """``base`` (an :class:`~gridswarm_env.config.EnvConfig`) with ``settings`` applied
     over it, each as given (None included): keys of :data:`FLAG_SETTINGS`, i.e.
     ``EnvConfig`` fields and ``governor_deadband_hz`` (set in ``base.grid``). The one way
-    a command line's options become the run's ``EnvConfig`` (:func:`env_config_from_args`,
+    a command line's options become the run's ``EnvConfig`` (:func:`env_config_file_from_args`,
     ``demo.episode_config``).
 
     :raises ValueError: a value the config refuses (``"EnvConfig.n_agents = 0: ..."``).
@@ -643,11 +643,16 @@ def env_config_source(env_config: Any) -> tuple[Any, dict[str, str] | None]:
 
 def env_config_file_from_args(args: argparse.Namespace,
                               refuse: dict[str, str] | None = None) -> Any:
-    """:func:`env_config_from_args`'s ``EnvConfig``; with ``--config FILE``, as an
-    :class:`EnvConfigFile` naming the file and the SHA-256 of the bytes it was read from
-    (the file is read once).
+    """The run's :class:`~gridswarm_env.config.EnvConfig`: ``--config FILE``'s (the
+    defaults without it) with every flag of :data:`CONFIG_FLAGS` and
+    ``--governor-deadband-hz`` that was given (not None) applied over it
+    (:func:`env_config_with`); with ``--config FILE``, as an :class:`EnvConfigFile` naming
+    the file and the SHA-256 of the bytes it was read from (the file is read once;
+    :func:`env_config_source` unwraps it). ``refuse``: keys the file may not hold
+    (:func:`~gridswarm_env.config_file.env_config_from_dict`).
 
-    :raises ValueError: as :func:`env_config_from_args`.
+    :raises ValueError: the file's refusal (:func:`~gridswarm_env.config_file.load_env_config`,
+        naming the file), or a flag's value the config refuses (worded for the flag).
     """
     if args.config is None:
         return _env_config_over(None, args)
@@ -655,24 +660,9 @@ def env_config_file_from_args(args: argparse.Namespace,
     return file._replace(config=_env_config_over(file.config, args))
 
 
-def env_config_from_args(args: argparse.Namespace,
-                         refuse: dict[str, str] | None = None) -> Any:
-    """The run's :class:`~gridswarm_env.config.EnvConfig`: ``--config FILE``'s (the
-    defaults without it) with every flag of :data:`CONFIG_FLAGS` and
-    ``--governor-deadband-hz`` that was given (not None) applied over it
-    (:func:`env_config_with`); ``refuse``: keys the file may not hold
-    (:func:`~gridswarm_env.config_file.env_config_from_dict`).
-    :func:`env_config_file_from_args` also names the file and its SHA-256.
-
-    :raises ValueError: the file's refusal (:func:`~gridswarm_env.config_file.load_env_config`,
-        naming the file), or a flag's value the config refuses.
-    """
-    return env_config_source(env_config_file_from_args(args, refuse))[0]
-
-
 def _env_config_over(base: Any, args: argparse.Namespace) -> Any:
     """``base`` (None: the defaults) with the flags given in ``args`` applied over it
-    (:func:`env_config_from_args`)."""
+    (:func:`env_config_file_from_args`)."""
     from dataclasses import replace
 
     from gridswarm_env.config import EnvConfig
@@ -786,6 +776,39 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back inside the block and deliver them when it ends, to
+    the handlers that were in place: a Ctrl-C or SIGTERM that comes while outputs are
+    written takes effect after the last one, as it would have (Python's default for
+    SIGTERM ends the process, a caller's own handler runs, :func:`sigterm_as_interrupt`'s
+    raises). Inside the block a handler that notes the signal stands in (a blocked signal
+    mask would not do: it holds the signal back from the calling thread only, and any
+    other thread, such as a BLAS pool's, would take it); the handlers are put back when
+    the block ends, and each signal noted is then raised again. In another thread than
+    the main one (where handlers cannot be set) and for a handler set outside Python
+    nothing is held back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        held.append(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: handler for sig, handler in previous.items() if handler is not None}
+    for sig in previous:
+        signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):   # in the order they came, each once
+            signal.raise_signal(sig)
 
 
 @contextlib.contextmanager

@@ -108,20 +108,20 @@ def test_a_limits_file_read_once_is_not_read_again(tmp_path):
         read_limits_agents(LimitsFile(str(path), stray, sha), 10)
 
 
-def test_env_config_from_args_words_a_flags_refusal_for_the_flag():
+def test_env_config_file_from_args_words_a_flags_refusal_for_the_flag():
     """A programmatic Namespace gets the command lines' rules: --crypto-threads beyond
     the cores (EnvConfig itself takes up to 256), and EnvConfig's own refusal reworded
     for the flag that was given."""
     from argparse import Namespace
 
-    from policies.cli_checks import env_config_from_args, max_crypto_threads
+    from policies.cli_checks import env_config_file_from_args, max_crypto_threads
 
     too_many = max_crypto_threads() + 1
     with pytest.raises(ValueError, match=rf"^--crypto-threads {too_many}: expected an "
                                          "integer from 1"):
-        env_config_from_args(Namespace(config=None, crypto_threads=too_many))
+        env_config_file_from_args(Namespace(config=None, crypto_threads=too_many))
     with pytest.raises(ValueError, match=r"^--agents 0: must be an integer >= 1"):
-        env_config_from_args(Namespace(config=None, agents=0))
+        env_config_file_from_args(Namespace(config=None, agents=0))
 
 
 @pytest.mark.parametrize("existing", [False, True])

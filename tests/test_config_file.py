@@ -3,6 +3,7 @@ command lines that take it (demo.py, evaluate.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -191,8 +192,10 @@ def test_demo_plays_the_files_settings_records_them_and_the_flags_given_win(tmp_
     args = ["--no-live", "--steps", "3", "--scenario", "emergency", "--config", str(path)]
     assert demo.main([*args, "--json", str(out)]) == 0
     text = capsys.readouterr().out
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     assert ("12 agents, policy heuristic, seed 0, trust hmac, governor deadband ±0.036 Hz, "
-            "settings (defaults in parentheses): dt_s = 0.5 (1.0)") in text
+            f"config file {path} (sha256 {sha}), settings (defaults in parentheses): "
+            "dt_s = 0.5 (1.0)") in text
     assert "grid.inertia_h_s = 3.0 (4.0)" in text
     run = json.loads(out.read_text())["run"]
     assert run["n_agents"] == 12 and run["env_config"]["dt_s"] == 0.5
@@ -213,10 +216,10 @@ def test_demo_plays_the_files_settings_records_them_and_the_flags_given_win(tmp_
 
 def test_demo_episode_config_is_the_flags_over_the_file_as_the_other_command_lines(
         tmp_path):
-    """Tidying (session 26): demo.episode_config restated env_config_from_args' way of
+    """Tidying (session 26): demo.episode_config restated env_config_file_from_args' way of
     putting the options over the file; both now go through cli_checks.env_config_with,
     so the episode plays exactly the config the flags and the file make."""
-    from policies.cli_checks import env_config_from_args
+    from policies.cli_checks import env_config_file_from_args, env_config_source
 
     path = _write(tmp_path, FILE)
     for extra in ([], ["--agents", "7", "--trust", "ed25519", "--shadow",
@@ -225,7 +228,8 @@ def test_demo_episode_config_is_the_flags_over_the_file_as_the_other_command_lin
         for config in ([], ["--config", str(path)]):
             args = demo.build_parser().parse_args([*config, *extra])
             options = demo.options_from_args(args, is_terminal=False)
-            assert demo.episode_config(options) == env_config_from_args(args)
+            assert demo.episode_config(options) == env_config_source(
+                env_config_file_from_args(args))[0]
 
 
 def test_demo_refuses_a_bad_file_and_an_audit_path_in_one_line(tmp_path, capsys):
@@ -345,7 +349,7 @@ def test_a_files_crypto_threads_beyond_the_cores_act_as_the_cores(tmp_path):
         ["--config", str(path)]), is_terminal=False)
     assert options.crypto_threads == max_crypto_threads()
     args = evaluate.build_parser().parse_args(["--config", str(path)])
-    assert evaluate.config_of_args(args).crypto_threads == max_crypto_threads()
+    assert evaluate.config_file_of_args(args).config.crypto_threads == max_crypto_threads()
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs")
@@ -568,5 +572,5 @@ def test_the_crypto_threads_flag_overrides_the_file(tmp_path):
     given, it wins over the file's value (here: the file's default, None)."""
     path = _write(tmp_path, "dt_s = 0.5\n")
     args = evaluate.build_parser().parse_args(["--config", str(path), "--crypto-threads", "1"])
-    config = evaluate.config_of_args(args)
+    config = evaluate.config_file_of_args(args).config   # an EnvConfigFile: --config given
     assert config.crypto_threads == 1 and config.dt_s == 0.5

@@ -21,6 +21,9 @@ from tests.command_lines import EVAL_SMALL, _evaluate
 WEAK = b"[grid]\ninertia_h_s = 3.0\n"
 #: a file that changes nothing results.md's environment line lists
 AGENTS_ONLY = b"n_agents = 5\n"
+LIMITS = b"[battery]\nmax_discharge_mw = 5.0\n"
+TRIP = b'base = "emergency"\nname = "trip_90"\ncontingency_mw = 90.0\n'
+
 EVAL_ONE = [*EVAL_SMALL, "--scenarios", "emergency"]
 DEMO_ONE = ["--scenario", "emergency", "--no-live", "--steps", "1", "--agents", "5",
             "--trust", "hmac"]
@@ -126,3 +129,74 @@ def test_demo_options_take_an_env_config_file(tmp_path):
     assert opts.env_config == EnvConfig(grid=GridParams(inertia_h_s=3.0))
     assert opts.config_file == {"path": str(path), "sha256": sha(WEAK)}
     assert demo.DemoOptions(live=False, env_config=opts.env_config).config_file is None
+
+
+def test_demo_summary_and_dashboard_name_the_input_files(tmp_path, capsys):
+    """Session 30: the JSON named the --config file, but a user reading the screen or a
+    log saw neither it nor the limits file; the summary and the dashboard's header now
+    name every input file by path and the first 12 hex digits of its SHA-256 (a
+    scenario file was named without a hash)."""
+    import io
+
+    from rich.console import Console
+
+    import dashboard
+
+    config = tmp_path / "weak.toml"
+    config.write_bytes(WEAK)
+    limits = tmp_path / "lim.toml"
+    limits.write_bytes(LIMITS)
+    scenario = tmp_path / "trip.toml"
+    scenario.write_bytes(TRIP)
+    out = tmp_path / "d.json"
+    assert demo.main([*DEMO_ONE, "--config", str(config), "--limits", str(limits),
+                      "--scenario", str(scenario), "--json", str(out)]) == 0
+    summary = next(line for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("KPI summary:"))
+    assert summary.startswith(f"KPI summary: trip_90 from scenario file {scenario} "
+                              f"(sha256 {sha(TRIP)[:12]}), 5 agents")
+    assert (f", config file {config} (sha256 {sha(WEAK)[:12]}), limits file {limits} "
+            f"(sha256 {sha(LIMITS)[:12]}), settings") in summary
+    run = json.loads(out.read_text())["run"]
+    assert (run["limits_path"], run["limits_sha256"]) == (str(limits), sha(LIMITS))
+    labels = [label for _, label in demo.input_files(run)]
+    assert labels == [f"scenario file {scenario} (sha256 {sha(TRIP)[:12]})",
+                      f"config file {config} (sha256 {sha(WEAK)[:12]})",
+                      f"limits file {limits} (sha256 {sha(LIMITS)[:12]})"]
+    # the dashboard demo.py builds shows them under its title
+    live = [arg for arg in DEMO_ONE if arg != "--no-live"]
+    opts = demo.options_from_args(demo.build_parser().parse_args(
+        [*live, "--config", str(config), "--limits", str(limits), "--speed", "0"]),
+        is_terminal=True)
+    assert opts.live
+    session = demo.open_session(opts)
+    shown = {}
+
+    class Captured(dashboard.Dashboard):
+        def __init__(self, header, **kwargs):
+            super().__init__(header, **kwargs)
+            shown["dash"] = self
+
+    console = Console(file=io.StringIO(), width=200, height=40, record=True,
+                      color_system=None, force_terminal=True)
+    original = dashboard.Dashboard
+    dashboard.Dashboard = Captured
+    try:
+        demo.run_demo(session, console=console)
+    finally:
+        dashboard.Dashboard = original
+        session.env.close()
+    console = Console(file=io.StringIO(), width=500, height=40, record=True,
+                      color_system=None, force_terminal=False)   # the paths on one line
+    console.print(shown["dash"])
+    text = console.export_text()
+    assert (f"config file {config} (sha256 {sha(WEAK)[:12]}) · limits file {limits} "
+            f"(sha256 {sha(LIMITS)[:12]})") in text
+    assert "scenario file" not in text
+
+
+def test_demo_without_input_files_names_none(capsys):
+    assert demo.main(DEMO_ONE) == 0
+    out = capsys.readouterr().out
+    assert " file " not in next(line for line in out.splitlines()
+                                if line.startswith("KPI summary:"))

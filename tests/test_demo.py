@@ -18,6 +18,7 @@ each) and checked by separate tests.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -713,7 +714,7 @@ def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match=r"^--agents 1000000000: expected an integer from 1 "
                                          r"to 1,000,000"):
         demo.DemoOptions(n_agents=10**9)   # it allocated for minutes before the env refused
-    with pytest.raises(ValueError, match=r"^--scenario 'x'.*price_spike"):
+    with pytest.raises(ValueError, match=r"^--scenario: unknown scenario 'x'.*price_spike"):
         demo.DemoOptions(scenario="x")
     with pytest.raises(ValueError, match=r"^--trust 'rsa': expected one of ed25519, hmac"):
         demo.DemoOptions(trust="rsa")
@@ -1229,7 +1230,9 @@ def test_a_scenario_file_plays_and_is_recorded(tmp_path, capsys, monkeypatch) ->
                     "--no-live", "--json", str(out)])
     stdout = capsys.readouterr().out
     assert rc == demo.EXIT_OK and reads == [str(trip)]
-    assert f"KPI summary: trip_90 (scenario file {trip}), 10 agents" in stdout
+    sha = hashlib.sha256(trip.read_bytes()).hexdigest()
+    assert (f"KPI summary: trip_90 from scenario file {trip} (sha256 {sha[:12]}), "
+            "10 agents") in stdout
     doc = json.loads(out.read_text())
     run = doc["run"]
     assert run["scenario"] == doc["metrics"]["scenario"] == "trip_90"

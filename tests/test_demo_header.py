@@ -52,3 +52,26 @@ def test_the_header_fits_80_columns_broken_between_run_and_progress(header):
     wide.print(dash)   # wide enough: one line, as before
     first = wide.export_text().splitlines()[1]
     assert "policy" in first and "seed 0" in first and "running" in first
+
+
+def test_the_input_files_are_shown_and_the_compact_layout_still_fits_80_by_24():
+    """Session 30: the dashboard did not say which --config, --limits or scenario file
+    the run came from. They get a line under the title, or, on a terminal too short for
+    that row (80 x 24: the compact layout), the header's bottom border."""
+    files = ["config file configs/low_inertia.toml (sha256 505828ba0479)",
+             "limits file lim.toml (sha256 c472f69d96eb)"]
+    dash = dashboard.Dashboard({**HEADER, "files": files})
+    dash.update({"t_s": 45.0, "step": 44, "freq_hz": 60.0, "freq_min_hz": 60.0,
+                 "freq_max_hz": 60.0, "wall_s": 1.0}, {"negotiations": 0}, {})
+    for height in (24, 40):
+        console = Console(file=io.StringIO(), width=80, height=height, record=True,
+                          color_system=None, force_terminal=False)
+        console.print(dash)
+        lines = console.export_text().splitlines()
+        assert len(lines) <= height - 1 and all(len(line) <= 80 for line in lines)
+        if height == 24:   # in the border: no row of its own
+            assert lines[3].startswith("╰─ config file configs/low_inertia.toml "
+                                       "(sha256 505828ba0479) · limits file")
+        else:
+            assert lines[3].startswith("│ config file configs/low_inertia.toml (sha256 "
+                                       "505828ba0479) · limits file")

@@ -326,7 +326,7 @@ def test_evaluate_contract_keys_are_recorded_and_change_no_result(tmp_path, caps
     assert results["random"]["runs"] == results["seeded"]["runs"]
     assert results["random"]["summary"]["no_der_counterfactual"] == \
         results["seeded"]["summary"]["no_der_counterfactual"]
-    default = evaluate.config_of_args(evaluate.build_parser().parse_args([]))
+    default = evaluate.config_file_of_args(evaluate.build_parser().parse_args([]))   # no file
     assert default.contract_keys == "random"   # unforgeable unless asked (crypto review)
 
 
@@ -459,8 +459,10 @@ def test_a_repeated_name_is_played_once_with_a_note(tmp_path, capsys):
                              "random,random", "--scenarios", "emergency,emergency",
                              "--out", str(out)], capsys)
     assert status == 0, err
-    assert err.splitlines() == ["note: --policies: 'random' given twice; played once",
-                                "note: --scenarios: 'emergency' given twice; played once"]
+    # prefixed as demo.py's and python -m train's notes are (session 30: "note: ...")
+    assert err.splitlines() == [
+        "evaluate.py: note: --policies: 'random' given twice; played once",
+        "evaluate.py: note: --scenarios: 'emergency' given twice; played once"]
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [(r["policy"], r["scenario"]) for r in runs] == [("random", "emergency")]
     assert "- note: --policies: 'random' given twice; played once" in (

@@ -40,7 +40,7 @@ def test_evaluate_notes_a_fleet_size_other_than_the_models(tmp_path, capsys):
     err, md = _run(tmp_path, capsys, model, agents=5)
     note = (f"model {model!r} was trained with 7 agents, scenarios emergency, "
             "not randomized; this run: 5 agents")
-    assert err.splitlines().count(f"note: {note}") == 1
+    assert err.splitlines().count(f"evaluate.py: note: {note}") == 1   # as demo.py's
     assert md.splitlines().count(f"- note: {note}") == 1
 
 

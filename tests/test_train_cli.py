@@ -178,8 +178,9 @@ def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
 # --------------------------------------------------------------------------- errors name flags
 @pytest.mark.parametrize(("args", "says"), [
     # a choice of argparse's before --scenario took scenario files too
-    (["--scenario", "abc"], "--scenario 'abc': allowed values are all, price_spike, "
-                            "solar_surplus, emergency, or a scenario file FILE.toml"),
+    (["--scenario", "abc"], "--scenario: unknown scenario 'abc'; known scenarios: "
+                            "price_spike, solar_surplus, emergency, 'all' (every one), or a "
+                            "scenario file FILE.toml"),
     (["--agents", "0"], "error: --agents 0: must be an integer >= 1"),
     (["--timesteps", "0"], "error: --timesteps 0: allowed only with --bc-teacher"),
     (["--envs", "0"], "error: --envs 0: must be an integer >= 1"),

@@ -114,7 +114,7 @@ FIELD_FLAGS = {
     "bc_learning_rate": "--bc-lr", "run_name": "--run-name", "verbose": "--verbose",
     "torch_threads": "--torch-threads",
 }
-_FIELD_HEAD = re.compile(r"^TrainConfig\.(\w+)(?: \(--[\w-]+\))? = ")
+_FIELD_HEAD = re.compile(r"^TrainConfig\.(\w+)(?: \(--[\w-]+\))?( = |: )")
 #: field names in a message's text (only those with an underscore: "seed", "reward"... are
 #: also plain words)
 _FIELD_WORD = re.compile(r"(?<![\w.\-'])(" + "|".join(
@@ -143,7 +143,10 @@ def flag_message(message: str) -> str:
         return message
     head = _FIELD_HEAD.match(message)
     if head and head.group(1) in FIELD_FLAGS:
-        message = f"{FIELD_FLAGS[head.group(1)]} {message[head.end():]}"
+        # "TrainConfig.seed = -1: ..." -> "--seed -1: ..."; "TrainConfig.scenario: ..."
+        # -> "--scenario: ..."
+        sep = " " if head.group(2) == " = " else ": "
+        message = f"{FIELD_FLAGS[head.group(1)]}{sep}{message[head.end():]}"
     parts = _QUOTED.split(message)   # odd indices: the quoted values
     return "".join(part if k % 2 else _FIELD_WORD.sub(lambda m: FIELD_FLAGS[m.group(1)], part)
                    for k, part in enumerate(parts))
@@ -549,7 +552,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                    "batch_size": MAX_ROLLOUT}), argv)
             from train.trainer import checkpoint_settings
 
-            checkpoint, saved_env = checkpoint_settings(args.resume)
+            try:
+                checkpoint, saved_env = checkpoint_settings(args.resume)
+            except ValueError as exc:   # "model file '…' is corrupt…": name the flag,
+                raise ValueError(f"--resume: {exc}") from None   # as --policy does
         config = config_from_args(args, argv, checkpoint, saved_env)
         config.check_outputs(config.run_name)
     except ValueError as exc:

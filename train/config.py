@@ -40,6 +40,7 @@ from gridswarm_env.scenarios import (
     is_scenario_file,
     read_scenario_file,
     scenario_names,
+    unknown_scenario_text,
 )
 from policies.cli_checks import (
     check_governor_deadband,
@@ -412,8 +413,8 @@ class TrainConfig:
                 raise ValueError(f"--scenario: {exc}") from None
             store(self, "scenario_sha256", file.sha256)
         elif self.scenario not in ("all", *scenario_names()):
-            raise ValueError(f"{owner}.scenario = {self.scenario!r}: allowed values are all, "
-                             f"{', '.join(scenario_names())}, or a scenario file FILE.toml")
+            raise ValueError(f"{owner}.scenario: "
+                             f"{unknown_scenario_text(self.scenario, all_allowed=True)}")
         store(self, "_scenario_file", file)
         check_bool(f"{owner}.randomize", self.randomize)
         if self.randomize and file is not None:
