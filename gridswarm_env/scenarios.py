@@ -16,7 +16,9 @@ Imbalance model (MW, positive = shortage the DERs should cover)::
 
 ``ramp(x) = clip(x, 0, 1)``. The grid sees ``u = −shortage + P_DER`` (p.u. of
 the system base). The operator forecasts the shortage without ε (its forecast
-error) and, after the event, knows the lost generation.
+error) and, after the event, knows the lost generation. By default the tripped unit
+leaves its inertia and governor behind; ``contingency_unit_share`` > 0 takes that share
+of the system's ``H`` and ``Km`` out at the trip (:class:`Scenario`).
 
 Parameters can be overridden: ``get_scenario("price_spike", load_step_mw=120)``
 or from a TOML file (:func:`load_scenario_file`).
