@@ -265,8 +265,14 @@ class GridSwarmEnv(ParallelEnv):
         # agents are all live until the episode ends (then step() refuses to run)
         self._live_agent_set = frozenset(self.possible_agents)
         self.n_agents = cfg.n_agents
-        self.grid = GridModel(cfg.grid, cfg.dt_s)
+        self.grid = self._grid_before_trip = GridModel(cfg.grid, cfg.dt_s)
         self.n_substeps = self.grid.n_substeps
+        # Scenario.contingency_unit_share > 0: the grid without the tripped unit's inertia
+        # and governor, switched to at the trip instant (None: the system keeps them)
+        share = self.scenario.contingency_unit_share
+        self._grid_after_trip = (GridModel(cfg.grid.after_unit_trip(share), cfg.dt_s)
+                                 if share > 0.0 else None)
+        self._trip_at: tuple[int, int, float] | None = None
         self.price_levels_per_mwh = self.scenario.price_levels_per_mwh(cfg.market.n_price_levels)
         # one space object per env instance (the same object on every call; seeding one
         # env's spaces never affects another's)
@@ -437,6 +443,8 @@ class GridSwarmEnv(ParallelEnv):
         # its stationary distribution): the balance the system held before t = 0, with no
         # DER dispatched yet and no disturbance (a trip or load step at t = 0 happens in
         # the episode). Started at rest, every episode opened with a step of that sample.
+        self.grid = self._grid_before_trip   # the system before the trip
+        self._trip_at = self._trip_substep(sc, cfg.grid.physics_dt_s)
         self.grid.reset_steady(-float(prof.shortage_sub_mw[0, 0] - prof.requirement_sub_mw[0, 0])
                                / cfg.grid.system_base_mw)
         f0_hz = self.grid.freq_hz   # the steady start (reset_steady above)
@@ -506,6 +514,24 @@ class GridSwarmEnv(ParallelEnv):
         self._failed = None
         self._update_feasible()
         return self._observations(), self._infos()
+
+    def _trip_substep(self, sc: Scenario, pdt: float) -> tuple[int, int, float] | None:
+        """Where the grid switches to the system without the tripped unit
+        (``Scenario.contingency_unit_share`` > 0): ``(step, sub-step in it, offset_s into
+        it)``, on the sub-step grid ``j·physics_dt_s`` the episode's profiles use, in the
+        first sub-step the trip's mean counts in (:func:`episode_profiles`: the first
+        ``j`` with ``(j + 1)·pdt > event_time_s``; offset 0 when the trip is on its
+        start). None without a switch: no share, no trip, or a trip after the episode."""
+        if self._grid_after_trip is None or not sc.has_event:
+            return None
+        event, total = sc.event_time_s, sc.episode_steps * self.n_substeps
+        j = max(int(event // pdt) - 1, 0)
+        while j < total and (j + 1) * pdt <= event:
+            j += 1
+        if j >= total:
+            return None
+        offset = min(max(event - j * pdt, 0.0), math.nextafter(pdt, 0.0))
+        return j // self.n_substeps, j % self.n_substeps, offset
 
     def _precompute_constants(self, round_forecast_mw: np.ndarray) -> None:
         """Per-episode constants and buffers (no RNG use): what every step would recompute,
@@ -861,7 +887,15 @@ class GridSwarmEnv(ParallelEnv):
         else:
             u_pu = np.subtract(ex.p_total_sub_mw, self.shortage_sub_mw[k])
         u_pu /= cfg.grid.system_base_mw
-        freq = self.grid.advance_unchecked(u_pu)   # finite: from finite dispatch and profiles
+        trip = self._trip_at
+        if trip is None or trip[0] != k:
+            freq = self.grid.advance_unchecked(u_pu)   # finite: from finite dispatch and profiles
+        else:   # the unit trips in this step, taking its inertia and governor with it
+            after = self._grid_after_trip
+            freq = self.grid.advance_switching(
+                after, u_pu, trip[1], trip[2],
+                -self.scenario.contingency_mw / cfg.grid.system_base_mw)
+            self.grid = after
         self._dev_sum_hz = self.metrics.record_frequency(t0 + self._sub_end_offsets_s, freq)
         # the last sub-step's change (with one sub-step per step: from the previous step's
         # last sample, the initial frequency before the first)

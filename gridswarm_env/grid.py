@@ -52,6 +52,23 @@ p.u. trip from rest reaches 59.2117 Hz at 2.01 s with ``T_G`` = 0.2 s and ``T_CH
 alone; tests ``test_lagged_trip_matches_an_independent_solve_of_the_lagged_ode``).
 The scenarios are calibrated on the lag-free model, hence the defaults.
 
+Optional loss of the tripped unit's inertia and governor (the scenario's
+``contingency_unit_share`` ``s``; 0 = off, the default). The aggregated machine keeps
+its ``H`` and ``Km`` through a trip unless told otherwise, as if the tripped unit's rotor
+and governor stayed on line. With ``s > 0`` the system from the trip instant on is
+:meth:`GridParams.after_unit_trip`: ``H·(1 − s)`` and ``Km·(1 − s)`` (per unit on the same
+base, ``H_sys = Σ H_i·S_i / S_base``: ``s`` = the unit's rating / ``system_base_mw`` for a
+unit like the system's average), every other field, the lags and the deadband as before.
+The model is LTI (piecewise affine with a band) on each side of the trip, so
+:meth:`GridModel.advance_switching` integrates the trip's agent step exactly: the
+pre-trip model up to the trip, the post-trip one after, the trip's sub-step split at the
+instant (its held mean input split into the step it is). The closed forms below hold
+with the remaining ``H`` and ``Km``: ``df/dt(0+) = ΔP·f0 / (2H·(1 − s))``, ``Δf_ss = ΔP·R /
+(D·R + Km·(1 − s))``. The 0.10 p.u. trip with ``s`` = 0.1 (``emergency``'s 100 MW unit):
+initial RoCoF −0.833 Hz/s, nadir 59.2857 Hz 2.36 s after it, steady state 59.6685 Hz
+(59.1350 Hz with both lags, 59.2540 Hz with a 36 mHz band; test
+``test_switched_trip_matches_an_independent_solve_of_the_switched_ode``).
+
 Optional governor deadband (``GridParams.governor_deadband_hz``, ``d`` in p.u. of
 ``f0``; 0 = off, the default, which runs the linear model above unchanged): the
 governor answers ``db(Δf) = sign(Δf)·max(|Δf| − d, 0)`` instead of ``Δf`` (a no-step
@@ -92,6 +109,7 @@ stage 59.3 Hz.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import operator
@@ -350,6 +368,34 @@ class GridParams:
         seen = df if d == 0.0 else math.copysign(max(abs(df) - d, 0.0), df)
         governor = -self.governor_gain_pu * seen
         return np.array([df, governor, 0.0] + [governor] * lags)
+
+    def after_unit_trip(self, unit_share: float) -> GridParams:
+        """The system left when a unit carrying the share ``unit_share`` of the system's
+        inertia and governor gain trips: ``H·(1 − s)`` and ``Km·(1 − s)``, every other field
+        as given (per unit on the same base, ``H_sys = Σ H_i·S_i / S_base``: a unit of
+        rating ``S_i`` with the system's average ``H`` and governor share takes ``s =
+        S_i / S_base`` of each; load damping ``D`` stays, the load is still there; the
+        droop ``R`` is per unit of each governor's own rating, so ``Km`` carries the loss).
+
+        :param unit_share: ``s`` in [0, 1) (the scenario's ``contingency_unit_share``).
+        :raises ValueError: ``s`` out of range, or a remaining system whose model is not
+            finite (the message names the share and what is left).
+        """
+        _check_real("contingency_unit_share", unit_share, low=0.0, high=1.0,
+                    allowed="a finite number in [0, 1) (the share of the system's inertia "
+                            "and governor gain that trips with the unit)")
+        s = float(unit_share)
+        if s == 1.0:
+            raise ValueError("contingency_unit_share=1.0 is not allowed: must be in [0, 1) "
+                             "(the whole system cannot trip: no inertia would be left)")
+        h, km = self.inertia_h_s * (1.0 - s), self.mech_gain_km * (1.0 - s)
+        try:
+            return dataclasses.replace(self, inertia_h_s=h, mech_gain_km=km)
+        except ValueError as exc:
+            raise ValueError(
+                f"contingency_unit_share={unit_share!r} is not allowed with these grid "
+                f"parameters: the system left after the trip (inertia_h_s={h!r}, "
+                f"mech_gain_km={km!r}) is refused: {exc}; use a smaller share") from None
 
     def initial_rocof_hz_per_s(self, delta_p_pu: float) -> float:
         """Rate of change of frequency just after an injection step, from rest.
@@ -783,6 +829,56 @@ class GridModel:
         phi, gamma = held
         self.state = phi @ self.state + gamma * float(u_pu)
         return self.freq_hz
+
+    def advance_switching(self, after: GridModel, u_pu: np.ndarray, substep: int,
+                          offset_s: float, jump_pu: float = 0.0) -> np.ndarray:
+        """Integrate one agent step during which the system changes into ``after``'s (a
+        unit trips and takes its inertia and governor with it,
+        :meth:`GridParams.after_unit_trip`): this model until ``offset_s`` into sub-step
+        ``substep``, then ``after``'s, which holds the state from there on (the caller
+        advances ``after`` from the next step). The model is LTI (or, with a deadband,
+        piecewise affine) on each side, so each side integrates exactly (zero-order
+        hold). The sub-step ``substep`` splits at the switch: its input ``u_pu[substep]``
+        is the mean over it of an injection that steps by ``jump_pu`` at the switch (the
+        trip's ``−contingency_mw / system_base_mw``, counted for the part of the sub-step
+        after it: :func:`~gridswarm_env.scenarios.episode_profiles`), so the part before
+        holds ``u − jump·(physics_dt_s − offset_s)/physics_dt_s`` and the part after that
+        plus ``jump``: a trip inside a sub-step then integrates exactly too (a ``jump_pu``
+        of 0 holds the mean on both parts). The sub-steps run one after another
+        (:meth:`advance_variable`): once per episode.
+
+        :param after: the post-switch model, with the same agent step, sub-step and states.
+        :param u_pu: net external injection per sub-step, p.u., shape ``(n_substeps,)``.
+        :param substep: the sub-step the switch falls in, ``0 <= substep < n_substeps``.
+        :param offset_s: the switch's time into it, s, ``0 <= offset_s < physics_dt_s``
+            (0: at its start, the whole sub-step in ``after``).
+        :param jump_pu: the step of the injection at the switch, p.u. (finite).
+        :return: frequency in Hz at the end of each sub-step, shape ``(n_substeps,)``.
+        """
+        pdt = self.params.physics_dt_s
+        if not (isinstance(after, GridModel) and after.n_substeps == self.n_substeps
+                and after.params.physics_dt_s == pdt
+                and after.params.n_states == self.params.n_states):
+            raise ValueError(f"after={after!r} is not allowed: must be a GridModel with the "
+                             "same agent step, physics_dt_s and states (lags) as this one")
+        if not (0 <= substep < self.n_substeps):
+            raise ValueError(f"substep={substep!r} is not allowed: must be in "
+                             f"[0, {self.n_substeps})")
+        _check_real("offset_s", offset_s, low=0.0, high=pdt,
+                    allowed=f"a finite number in [0, physics_dt_s = {pdt!r}) s")
+        if offset_s == pdt:
+            raise ValueError(f"offset_s={offset_s!r} is not allowed: must be below "
+                             f"physics_dt_s = {pdt!r} s (a switch at a sub-step's end is the "
+                             "next sub-step's start, offset 0)")
+        _check_real("jump_pu", jump_pu, allowed="a finite number")
+        u = np.asarray(u_pu, dtype=float).tolist()
+        out = [self.advance_variable(uk, pdt) for uk in u[:substep]]
+        u_before = u[substep] - jump_pu * ((pdt - offset_s) / pdt)
+        self.advance_variable(u_before, offset_s)   # 0: unchanged
+        after.state = self.state.copy()
+        out.append(after.advance_variable(u_before + jump_pu, pdt - offset_s))
+        out.extend(after.advance_variable(uk, pdt) for uk in u[substep + 1:])
+        return np.array(out)
 
     def derivative(self, state: np.ndarray, u_pu: float) -> np.ndarray:
         """Continuous-time right-hand side ``A x + B u`` (for tests and references);

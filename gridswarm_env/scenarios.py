@@ -16,7 +16,9 @@ Imbalance model (MW, positive = shortage the DERs should cover)::
 
 ``ramp(x) = clip(x, 0, 1)``. The grid sees ``u = −shortage + P_DER`` (p.u. of
 the system base). The operator forecasts the shortage without ε (its forecast
-error) and, after the event, knows the lost generation.
+error) and, after the event, knows the lost generation. By default the tripped unit
+leaves its inertia and governor behind; ``contingency_unit_share`` > 0 takes that share
+of the system's ``H`` and ``Km`` out at the trip (:class:`Scenario`).
 
 Parameters can be overridden: ``get_scenario("price_spike", load_step_mw=120)``
 or from a TOML file (:func:`load_scenario_file`).
@@ -164,6 +166,18 @@ class Scenario:
         ``j <= event_time_s`` (the environment also needs ``event_time_s − j > 2·dt_s``
         for a reserve round before the earliest trip). A derived ``disturbance_time_s``
         follows the drawn times; an explicit one is kept.
+    :param contingency_unit_share: the share ``s`` of the system's inertia ``H`` and
+        governor gain ``Km`` (both on ``GridParams.system_base_mw``) that leaves with the
+        tripped unit at ``event_time_s``, in [0, 1): from the trip instant the grid runs
+        with ``H·(1 − s)`` and ``Km·(1 − s)``
+        (:meth:`~gridswarm_env.grid.GridParams.after_unit_trip`). 0 (the default, and the
+        shipped scenarios, which are calibrated on it): the system keeps both, as if the
+        unit's rotor and governor stayed on line. For a unit like the system's average,
+        ``s`` = its rating / ``system_base_mw`` (0.1 for ``emergency``'s 100 MW unit on
+        the 1 000 MW base: ``H`` 4 -> 3.6 s, ``Km`` 0.95 -> 0.855; the unassisted nadir
+        59.29 Hz instead of 59.35 Hz); 0 for a unit without inertia or governor (an
+        inverter-based plant). It is the unit's rating, so the magnitude jitter (which
+        moves the MW lost) leaves it as given. Needs a trip when > 0.
 
     Defaults and the shipped values are assumptions of this project, chosen for a
     legible episode rather than taken from one system's data: an 850 MW balancing area
@@ -204,6 +218,7 @@ class Scenario:
     success: str = ""
     magnitude_jitter_frac: float = 0.0
     timing_jitter_s: float = 0.0
+    contingency_unit_share: float = 0.0
     # whether disturbance_time_s was derived (None given): overrides derive it again
     _disturbance_derived: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -266,6 +281,16 @@ class Scenario:
             raise ValueError(f"{owner}.contingency_mw = {self.contingency_mw!r}: must be < "
                              f"base_load_mw ({self.base_load_mw})")
         self._check_jitter(owner)
+        store(self, "contingency_unit_share", check_range(
+            owner, "contingency_unit_share", self.contingency_unit_share, 0.0, 1.0,
+            hi_open=True))
+        if self.contingency_unit_share > 0.0 and not self.has_event:
+            raise ValueError(f"{owner}.contingency_unit_share = {self.contingency_unit_share!r}: "
+                             "needs a trip, contingency_mw > 0 at a finite event_time_s (got "
+                             f"contingency_mw = {self.contingency_mw!r}, event_time_s = "
+                             f"{self.event_time_s!r}): it is the share of the system's inertia "
+                             "and governor gain that leaves with the tripped unit; set "
+                             "contingency_unit_share = 0 or give a trip")
         if self.disturbance_time_s is None:   # the first disturbance (see the docstring)
             times = [self.event_time_s] if self.has_event else []
             if self.load_step_mw != 0.0:

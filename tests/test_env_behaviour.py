@@ -1041,3 +1041,97 @@ def test_governor_lags_play_deterministic_episodes_and_deepen_the_unassisted_tri
         "frequency_nadir_hz"]
     assert runs["heuristic"][1]["frequency_nadir_hz"] > 59.9
     assert runs["heuristic"][1]["executed_violations"] == 0
+
+
+# ------------------------------------------ the tripped unit takes its inertia and governor
+def _unassisted_trace(scenario, grid=None, seed: int = 0) -> tuple[np.ndarray, GridSwarmEnv]:
+    """The whole episode's frequency per sub-step (the reset's sample first) in shadow mode
+    (nothing dispatched: the grid sees the trip and the load noise alone)."""
+    from gridswarm_env.grid import GridParams
+
+    env = GridSwarmEnv(scenario, config=EnvConfig(n_agents=10, trust="hmac", shadow=True,
+                                                  grid=grid or GridParams()))
+    env.reset(seed=seed)
+    policy = HeuristicPolicy()
+    policy.reset(env, seed=seed)
+    freq = [env.freq_trace_hz[-1:].copy()]
+    while env.agents:
+        actions = policy.act(env.observations_array(), env.action_masks())
+        env.step_arrays(actions[:, 0], actions[:, 1])
+        freq.append(env.freq_trace_hz.copy())
+    return np.concatenate(freq), env
+
+
+@pytest.mark.parametrize("event_time_s", [10.0, 10.013])   # on a sub-step's start, inside one
+def test_the_trip_takes_the_units_share_of_inertia_and_governor(event_time_s: float) -> None:
+    """Scenario.contingency_unit_share: from the trip instant the grid runs with H and Km
+    scaled by 1 − s (docs/limitations.md: the system kept both). Without load noise, in
+    shadow mode, the episode is the switched ODE: its nadir matches an independent solve,
+    its first RoCoF after the trip is ΔP·f0/(2·H_post) and it settles at ΔP·R/(D·R + Km_post)."""
+    from scipy.integrate import solve_ivp
+
+    from gridswarm_env.grid import GridParams
+    from gridswarm_env.scenarios import get_scenario
+
+    pdt = 0.005   # fine sub-steps: the first one's slope is the initial RoCoF to ~1e-4
+    grid = GridParams(physics_dt_s=pdt)
+    sc = get_scenario("emergency", contingency_unit_share=0.1, load_noise_std_mw=0.0,
+                      event_time_s=event_time_s)
+    freq, env = _unassisted_trace(sc, grid)
+    assert env.grid.params == grid.after_unit_trip(0.1)   # H 3.6 s, Km 0.855 at the end
+    t = np.arange(freq.size) * pdt
+    h_post, km_post = 3.6, 0.855
+
+    def rhs(time, x):   # Anderson & Mirheydar's model, switched at the trip
+        after = time >= event_time_s
+        h, km = (h_post, km_post) if after else (4.0, 0.95)
+        df, y = x
+        return [(-(1.0 + 0.3 * km / 0.05) * df + 0.7 * y - (0.1 if after else 0.0)) / (2 * h),
+                (-(km / 0.05) * df - y) / 8.0]
+    late = solve_ivp(rhs, (event_time_s, t[-1]), [0.0, 0.0], method="DOP853", rtol=1e-12,
+                     atol=1e-14, dense_output=True, max_step=0.01)
+    after = t >= event_time_s
+    reference = 60.0 * (1.0 + late.sol(t[after])[0])
+    np.testing.assert_allclose(freq[after], reference, rtol=0.0, atol=1e-9)
+    assert np.all(freq[~after] == 60.0)
+    metrics = env.episode_metrics()
+    assert metrics["frequency_nadir_hz"] == pytest.approx(reference.min(), abs=1e-9)
+    assert metrics["frequency_nadir_hz"] == pytest.approx(59.2857, abs=1e-4)   # 59.35 kept
+    # the first whole sub-step after the trip (from 10.000 or 10.015 s) falls at the
+    # remaining inertia's rate, the governors having moved for at most 7 ms
+    k = int(np.flatnonzero(after)[0])
+    rocof = (freq[k + 1] - freq[k]) / pdt
+    assert rocof == pytest.approx(-0.1 * 60.0 / (2.0 * h_post), rel=6e-3)   # -0.833 Hz/s
+    assert rocof < -0.8 < grid.initial_rocof_hz_per_s(-0.1)                 # not H = 4 s's
+    assert freq[-1] == pytest.approx(60.0 * (1.0 - 0.1 * 0.05 / (0.05 + km_post)), abs=2e-4)
+
+
+def test_the_units_share_follows_a_drawn_trip_and_repeats_bit_for_bit() -> None:
+    """With timing jitter the switch moves with the drawn trip (inside a sub-step), and the
+    same seed plays the same episode."""
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("emergency", contingency_unit_share=0.1, load_noise_std_mw=0.0,
+                      timing_jitter_s=2.0)
+    (freq, env), (again, _) = _unassisted_trace(sc, seed=3), _unassisted_trace(sc, seed=3)
+    assert np.array_equal(freq, again)
+    event = env.scenario.event_time_s
+    assert event != 10.0 and event / 0.05 % 1.0 > 0.0   # drawn, inside a sub-step
+    k = int(math.floor(event / 0.05)) + 1                 # the first sub-step after it
+    assert np.all(freq[:k] == 60.0)
+    assert (freq[k + 1] - freq[k]) / 0.05 == pytest.approx(-0.1 * 60.0 / 7.2, rel=0.05)
+
+
+def test_without_the_units_share_the_emergency_is_the_calibrated_one_bit_for_bit() -> None:
+    """contingency_unit_share = 0 (the default) is the model the scenarios are calibrated
+    on: the same trace as before the option existed (tests/test_golden.py too), the
+    system keeping the tripped unit's inertia (nadir 59.35 Hz without the noise)."""
+    from gridswarm_env.scenarios import get_scenario
+
+    assert get_scenario("emergency").contingency_unit_share == 0.0
+    quiet = get_scenario("emergency", load_noise_std_mw=0.0)
+    freq, env = _unassisted_trace(quiet)
+    same, _ = _unassisted_trace(get_scenario(quiet, contingency_unit_share=0.0))
+    assert np.array_equal(freq, same)
+    assert env.grid.params.inertia_h_s == 4.0
+    assert env.episode_metrics()["frequency_nadir_hz"] == pytest.approx(59.3501, abs=1e-4)

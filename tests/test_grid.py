@@ -744,3 +744,163 @@ def test_a_lag_too_short_for_the_float_range_is_refused_naming_it() -> None:
                                          r"1e-\d+ or 0 \(no lag\)$"):
         GridParams(governor_valve_time_constant_tg_s=1e-300)
     assert _lagged(1e-9, 1e-9).n_states == 5   # fast, but finite
+
+
+# --------------------------------------- the tripped unit's inertia and governor leave
+UNIT_SHARE = 0.1   # emergency's 100 MW unit on the 1000 MW base: H 4 -> 3.6 s, Km 0.95 -> 0.855
+
+
+def _switched_ode(t_trip: float, share: float, *, tg: float = 0.0, tch: float = 0.0,
+                  deadband_pu: float = 0.0, loss: float = LOSS_PU):
+    """The right-hand side of the switched system, written out from the equations
+    (independent of GridParams' matrices): the defaults until ``t_trip``, then a loss of
+    ``loss`` p.u. and ``H``, ``Km`` scaled by ``1 − share``; state ``[Δf, v, p_hp, p_reheat]``
+    (a lag of 0 passes its input through, its state unused), governor input ``db(Δf)``."""
+    h0, d, r, km0, fh, tr = 4.0, 1.0, 0.05, 0.95, 0.3, 8.0
+
+    def rhs(t, x):
+        after = t >= t_trip
+        h, km = (h0 * (1 - share), km0 * (1 - share)) if after else (h0, km0)
+        df, v, hp, rh = x
+        g = math.copysign(max(abs(df) - deadband_pu, 0.0), df)
+        valve = v if tg > 0 else -(km / r) * g
+        power = hp if tch > 0 else valve
+        return [(fh * power + (1 - fh) * rh + (loss if after else 0.0) - d * df) / (2 * h),
+                (-(km / r) * g - v) / tg if tg > 0 else 0.0,
+                (valve - hp) / tch if tch > 0 else 0.0,
+                (power - rh) / tr]
+    return rhs
+
+
+def _run_switched(params: GridParams, t_trip: float, share: float, horizon_s: float,
+                  dt_s: float = 1.0, loss: float = LOSS_PU) -> np.ndarray:
+    """Frequency (Hz) at each sub-step's end over ``horizon_s`` from rest: the trip of
+    ``loss`` p.u. at ``t_trip`` as the environment feeds it (its mean over each sub-step)
+    and the switch to :meth:`GridParams.after_unit_trip` there, as the environment does."""
+    pdt = params.physics_dt_s
+    before = GridModel(params, dt_s)
+    after = GridModel(params.after_unit_trip(share), dt_s)
+    n = before.n_substeps
+    total = int(round(horizon_s / dt_s)) * n
+    t0, t1 = np.arange(total) * pdt, np.arange(1, total + 1) * pdt
+    u = loss * np.where(t0 >= t_trip, 1.0, np.clip((t1 - t_trip) / (t1 - t0), 0.0, 1.0))
+    j = int(np.flatnonzero(u)[0])
+    before.reset()
+    model, out = before, []
+    for k in range(total // n):
+        if k == j // n:
+            out.append(model.advance_switching(after, u[k * n:(k + 1) * n], j % n,
+                                               max(t_trip - j * pdt, 0.0), loss))
+            model = after
+        else:
+            out.append(model.advance_unchecked(u[k * n:(k + 1) * n]))
+    return np.concatenate(out)
+
+
+def test_after_unit_trip_scales_inertia_and_governor_gain_alone() -> None:
+    after = GridParams(governor_deadband_hz=0.036).after_unit_trip(UNIT_SHARE)
+    assert after.inertia_h_s == pytest.approx(3.6, rel=1e-15)
+    assert after.mech_gain_km == pytest.approx(0.855, rel=1e-15)
+    assert dataclasses.replace(after, inertia_h_s=4.0, mech_gain_km=0.95) == GridParams(
+        governor_deadband_hz=0.036)
+    assert GridParams().after_unit_trip(0.0) == GridParams()
+
+
+def test_initial_rocof_after_the_trip_is_the_remaining_inertias() -> None:
+    # df/dt(0+) = ΔP·f0/(2·H_post): the tripped unit's rotor no longer slows the fall;
+    # on 1 ms sub-steps the governor's first millisecond moves it by ~4e-4 relative
+    params = GridParams(physics_dt_s=0.001)
+    freq = _run_switched(params, 0.5, UNIT_SHARE, 1.0, dt_s=0.1)
+    first = (freq[500] - freq[499]) / 0.001   # the sub-step from the trip at 0.5 s
+    post = params.after_unit_trip(UNIT_SHARE).initial_rocof_hz_per_s(LOSS_PU)
+    assert post == pytest.approx(-0.1 * 60.0 / (2.0 * 3.6), rel=1e-15)   # -0.8333 Hz/s
+    assert first == pytest.approx(post, rel=1e-3)
+    assert abs(first - params.initial_rocof_hz_per_s(LOSS_PU)) > 0.08   # not H = 4 s's -0.75
+    assert freq[499] == 60.0   # nothing moves before the trip
+
+
+@pytest.mark.parametrize("deadband_hz", [0.0, 0.036])
+def test_steady_state_after_the_trip_is_the_remaining_governors(deadband_hz: float) -> None:
+    # Δf_ss = ΔP·R/(D·R + Km_post) (with a band, the band's width lost to the response)
+    params = GridParams(governor_deadband_hz=deadband_hz)
+    after = params.after_unit_trip(UNIT_SHARE)
+    expected = LOSS_PU * 0.05 / (1.0 * 0.05 + 0.855) if deadband_hz == 0.0 else (
+        (LOSS_PU - (0.855 / 0.05) * 0.036 / 60.0) / (1.0 + 0.855 / 0.05))
+    assert after.steady_state_deviation_pu(LOSS_PU) == pytest.approx(expected, rel=1e-14)
+    freq = _run_switched(params, 3.0, UNIT_SHARE, 300.0)
+    assert freq[-1] == pytest.approx(60.0 * (1.0 + expected), abs=1e-9)   # 59.668 Hz
+    assert abs(freq[-1] - 60.0 * (1.0 + params.steady_state_deviation_pu(LOSS_PU))) > 0.03
+
+
+@pytest.mark.parametrize("t_trip", [1.0, 1.013, 1.049])   # on a sub-step's start, inside it
+@pytest.mark.parametrize("tg, tch", [(0.0, 0.0), (TG_S, TCH_S)])
+@pytest.mark.parametrize("deadband_hz", [0.0, 0.036])
+def test_switched_trip_matches_an_independent_solve_of_the_switched_ode(
+        t_trip: float, tg: float, tch: float, deadband_hz: float) -> None:
+    # the 0.10 p.u. trip that takes 10 % of H and Km: nadir 59.2857 Hz 2.36 s after it
+    # lag-free, 59.1350 Hz with both lags (59.2540 / 59.1042 Hz with a 36 mHz band)
+    params = _lagged(tg, tch, governor_deadband_hz=deadband_hz)
+    freq = _run_switched(params, t_trip, UNIT_SHARE, 12.0)
+    rhs = _switched_ode(t_trip, UNIT_SHARE, tg=tg, tch=tch, deadband_pu=deadband_hz / 60.0)
+    early = solve_ivp(rhs, (0.0, t_trip), np.zeros(4), method="DOP853", rtol=1e-12, atol=1e-14)
+    late = solve_ivp(rhs, (t_trip, 12.0), early.y[:, -1], method="DOP853", rtol=1e-12,
+                     atol=1e-14, dense_output=True, max_step=0.01)
+    t = np.arange(1, freq.size + 1) * params.physics_dt_s
+    after = t >= t_trip
+    reference = 60.0 * (1.0 + late.sol(t[after])[0])
+    # exact (ZOH on each side of the switch, the input split at it) without a band; with
+    # one, the documented regime choice at the sub-step after a band crossing
+    tol = 1e-10 if deadband_hz == 0.0 else 1e-3
+    np.testing.assert_allclose(freq[after], reference, rtol=0.0, atol=tol)
+    assert freq[after].min() == pytest.approx(reference.min(), abs=tol / 2)
+    assert np.all(freq[~after] == 60.0)
+    # taking the unit's share deepens the nadir (59.35 -> 59.29 Hz lag-free)
+    kept = step_response(params, LOSS_PU, 12.0)[1].min()
+    assert reference.min() < kept - 0.04
+
+
+def test_advance_switching_with_no_share_and_no_jump_is_the_unswitched_step(
+        params: GridParams) -> None:
+    # a switch to the same system at a sub-step's start changes nothing but the rounding
+    model, same = GridModel(params, 1.0), GridModel(params, 1.0)
+    reference = GridModel(params, 1.0)
+    u = np.linspace(-0.1, 0.05, model.n_substeps)
+    np.testing.assert_allclose(model.advance_switching(same, u, 7, 0.0),
+                               reference.advance(u), rtol=0.0, atol=1e-12)
+    np.testing.assert_allclose(same.state, reference.state, rtol=0.0, atol=1e-14)
+
+
+@pytest.mark.parametrize("share, match", [
+    (-0.1, r"^contingency_unit_share=-0\.1 is not allowed: must be a finite number in "
+           r"\[0, 1\)"),
+    (1.0, r"^contingency_unit_share=1\.0 is not allowed: must be in \[0, 1\)"),
+    (float("nan"), r"^contingency_unit_share=nan is not allowed"),
+    ("0.1", r"^contingency_unit_share='0\.1' is not allowed"),
+])
+def test_bad_unit_share_refused_with_the_allowed_range(share, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        GridParams().after_unit_trip(share)
+
+
+def test_a_remaining_system_too_fast_for_the_float_range_is_refused_naming_the_share() -> None:
+    with pytest.raises(ValueError, match=r"^contingency_unit_share=0\.99 is not allowed with "
+                                         r"these grid parameters: the system left after the "
+                                         r"trip \(inertia_h_s=1\.0.*e-41, mech_gain_km=0\.0095"
+                                         r".*\) is refused: .*; use a smaller share$"):
+        GridParams(inertia_h_s=1e-39).after_unit_trip(0.99)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"substep": 20}, r"^substep=20 is not allowed: must be in \[0, 20\)"),
+    ({"offset_s": 0.05}, r"^offset_s=0\.05 is not allowed: must be below physics_dt_s"),
+    ({"offset_s": -0.01}, r"^offset_s=-0\.01 is not allowed"),
+    ({"jump_pu": math.inf}, r"^jump_pu=inf is not allowed"),
+])
+def test_bad_switch_refused(params: GridParams, kwargs: dict, match: str) -> None:
+    model = GridModel(params, 1.0)
+    args = {"after": GridModel(params.after_unit_trip(0.1), 1.0), "u_pu": np.zeros(20),
+            "substep": 0, "offset_s": 0.0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        model.advance_switching(**args)
+    with pytest.raises(ValueError, match=r"must be a GridModel with the same agent step"):
+        model.advance_switching(GridModel(_lagged(), 1.0), np.zeros(20), 0, 0.0)

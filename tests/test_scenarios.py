@@ -19,7 +19,9 @@ from gridswarm_env.scenarios import (
     Scenario,
     get_scenario,
     load_scenario_file,
+    scenario_from_record,
     scenario_names,
+    scenario_record,
 )
 from tests.value_errors import _raises
 
@@ -362,3 +364,46 @@ def test_reserve_timing_bounds_are_exclusive_at_the_episode_end_and_at_two_steps
     with pytest.raises(ValueError, match=r"use dt_s < 2 s"):
         check_reserve_timing(get_scenario("emergency", event_time_s=4.0), 2.0)
     check_reserve_timing(get_scenario("emergency", event_time_s=4.5), 2.0)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"contingency_unit_share": -0.1}, r"contingency_unit_share = -0\.1: must lie in "
+                                       r"\[0\.0, 1\.0\)"),
+    ({"contingency_unit_share": 1.0}, r"contingency_unit_share = 1\.0: must lie in "
+                                      r"\[0\.0, 1\.0\)"),
+    ({"contingency_unit_share": math.nan}, r"contingency_unit_share"),
+    ({"contingency_unit_share": 0.1, "event_time_s": math.inf, "reserve_target_mw": 0.0},
+     r"contingency_unit_share = 0\.1: needs a trip, contingency_mw > 0 at a finite "
+     r"event_time_s .*set contingency_unit_share = 0 or give a trip"),
+])
+def test_a_bad_unit_share_is_refused(changes: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        get_scenario("emergency", **changes)
+
+
+def test_the_unit_share_from_a_scenario_file(tmp_path: Path) -> None:
+    path = tmp_path / "trip.toml"
+    path.write_text('base = "emergency"\nname = "emergency_unit_share"\n'
+                    "contingency_unit_share = 0.1\n")
+    sc = load_scenario_file(path)
+    assert sc.contingency_unit_share == 0.1
+    assert scenario_from_record(scenario_record(sc)) == sc
+    path.write_text('base = "emergency"\ncontingency_unit_share = 1.5\n')
+    with pytest.raises(ValueError, match=r"trip\.toml.*contingency_unit_share = 1\.5: must "
+                                         r"lie in \[0\.0, 1\.0\)"):
+        load_scenario_file(path)
+
+
+def test_a_remaining_system_the_model_refuses_is_refused_at_construction() -> None:
+    from gridswarm_env.grid import GridParams
+
+    sc = get_scenario("emergency", contingency_unit_share=0.99)
+    with pytest.raises(ValueError, match=r"^contingency_unit_share=0\.99 is not allowed with "
+                                         r"these grid parameters"):
+        GridSwarmEnv(sc, config=EnvConfig(n_agents=5, grid=GridParams(inertia_h_s=1e-39)))
+
+
+def test_the_shipped_unit_share_example_is_emergency_with_the_units_tenth() -> None:
+    path = Path(__file__).resolve().parents[1] / "configs" / "scenarios" / "emergency_unit_share.toml"
+    assert load_scenario_file(path) == get_scenario(
+        "emergency", name="emergency_unit_share", contingency_unit_share=0.1)
