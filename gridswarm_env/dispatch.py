@@ -57,8 +57,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gridswarm_env.fleet import FleetState, energy_change_mwh, fast_clip, fast_count_nonzero
+from gridswarm_env.fleet import (
+    ONE,
+    ZERO,
+    FleetState,
+    energy_change_mwh,
+    fast_clip,
+    fast_count_nonzero,
+    scalar_array,
+)
 from gridswarm_env.kernel import Kernel, ramp_interval
+
+#: a cut of the plan above this counts as clamped, MW (:attr:`Execution.clamped`)
+_CLAMPED_MW = scalar_array(1e-9)
 
 
 class Execution(NamedTuple):
@@ -298,7 +309,7 @@ def _execute_ramped(fleet: FleetState, c, kernel: Kernel, base: np.ndarray,
     return Execution(
         p_mean_mw=p_mean, planned_mean_mw=q_mean, p_total_sub_mw=p.sum(axis=0),
         net_min_mw=net.min(axis=1), net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
-        clamped=(np.abs(cut) > 1e-9).any(axis=1), reserve_share=share.mean(axis=1),
+        clamped=(np.abs(cut) > _CLAMPED_MW).any(axis=1), reserve_share=share.mean(axis=1),
         baseline_mw=base, p_mean_sum_mw=float(np.add.reduce(p_mean)), p_path_mw=p,
         contract_followable_mw=followable, plan_end_mw=q[:, -1].copy(), p_sub_mw=p,
         contract_mean_mw=contract_mean)
@@ -367,7 +378,7 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
     # the usual step: no reserve activated yet (activation_s >= t1 > t0 everywhere)
     activated = bool(fast_count_nonzero(in_step))
     if activated:
-        in_step &= reserve_mw > 0
+        in_step &= reserve_mw > ZERO
     if late_reserve is not None or joined is not None or (
             activated and fast_count_nonzero(in_step)
             and fast_count_nonzero(activation_s[in_step] > t0_s)):
@@ -395,11 +406,11 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
             p_mean_mw=p_mean, planned_mean_mw=planned.mean(axis=1),
             p_total_sub_mw=p.sum(axis=0), net_min_mw=net.min(axis=1),
             net_max_mw=net.max(axis=1), energy_delta_mwh=delta,
-            clamped=(np.abs(p - planned) > 1e-9).any(axis=1),
+            clamped=(np.abs(p - planned) > _CLAMPED_MW).any(axis=1),
             reserve_share=share.mean(axis=1), baseline_mw=base,
             p_mean_sum_mw=float(np.add.reduce(p_mean)), p_sub_mw=p, split_levels=levels,
             contract_mean_mw=None if joined is None else contract_sub.mean(axis=1))
-    share = np.where(activation_s <= t0_s, 1.0, 0.0) if activated else np.zeros(
+    share = np.where(activation_s <= t0_s, ONE, ZERO) if activated else np.zeros(
         activation_s.shape[0])
     planned = reserve_mw * share
     planned += contract_mw
@@ -413,4 +424,4 @@ def execute(fleet: FleetState, kernel: Kernel, *, baseline_mw: np.ndarray,
         p_total_sub_mw=total_sub,
         net_min_mw=net, net_max_mw=net,
         energy_delta_mwh=energy_change_mwh(fleet, net, dt_s / 3600.0, c),
-        clamped=np.abs(p - planned) > 1e-9, reserve_share=share, baseline_mw=base)
+        clamped=np.abs(p - planned) > _CLAMPED_MW, reserve_share=share, baseline_mw=base)

@@ -126,6 +126,7 @@ from gridswarm_env.config import (
     is_real,
     wrong_type_text,
 )
+from gridswarm_env.fleet import ONE
 
 __all__ = [
     "GridModel",
@@ -736,7 +737,7 @@ class GridModel:
         n = self.n_substeps
         self.state = out[n:]
         f = out[:n]
-        f += 1.0
+        f += ONE
         f *= self._f0_hz
         return f
 

@@ -69,6 +69,8 @@ from gridswarm_env.fleet import (
     KIND_BATTERY,
     KIND_EV,
     KIND_SOLAR,
+    SECONDS_PER_HOUR,
+    ZERO,
     FleetConstants,
     FleetState,
     energy_change_of,
@@ -76,6 +78,7 @@ from gridswarm_env.fleet import (
     fast_count_nonzero,
     fleet_constants,
     kind_selector,
+    scalar_array,
 )
 
 _TOL_MW = 1e-9
@@ -629,7 +632,7 @@ class Kernel:
         if departure_rule:
             after_h = fleet.departure_s[ev] - window_end_s
             np.maximum(after_h, st.ev_zero, out=after_h)
-            after_h /= 3600.0
+            after_h /= SECONDS_PER_HOUR
             if st.ev_no_charge is not None:   # 0 MW for any time, inf (never leaves) too
                 np.copyto(after_h, 0.0, where=st.ev_no_charge)
             e_req = st.ev_departure_energy_mwh - st.ev_charge_rate_mw * after_h
@@ -643,7 +646,7 @@ class Kernel:
             else:
                 hi[ev] = np.minimum(need, st.ev_zero, out=need)
         else:
-            hi[ev] = 0.0
+            hi[ev] = ZERO
         if all_plugged is None:
             all_plugged = fast_count_nonzero(plugged) == plugged.shape[0]
         if not all_plugged:
@@ -653,7 +656,7 @@ class Kernel:
                 hi[ev_off] = 0.0
         # solar: between 0 and its available output (export cap applies)
         solar = c.solar
-        lo[solar] = 0.0
+        lo[solar] = ZERO
         if isinstance(solar, slice):   # a view: written in place
             np.minimum(solar_available_mw[solar], st.solar_max_discharge_mw, out=hi[solar])
         else:
@@ -728,7 +731,7 @@ class Kernel:
             # window: R × the rest of its period / η_d out of the discharge bound
             keep = reserve_mw * rest_h
             keep /= c.eta_discharge_safe
-            keep[~self.is_battery] = 0.0
+            keep[~self.is_battery] = ZERO
             e_lo = e_lo - keep
         b = self._bounds(st, fleet, e_lo, e_hi, fleet.solar_forecast_mw, h, t1 + self.dt_s,
                          plugged_next, True, all_plugged_next)
@@ -1263,6 +1266,8 @@ _EPS = float(np.finfo(float).eps)
 #: absolute (subnormals), not ε/2 relative, so the energy check's tolerance has a floor of
 #: a few of those per term (:func:`energy_mismatch`)
 _TINY = float(np.finfo(float).tiny)
+#: 8·tiny and 2·eps, as :func:`~gridswarm_env.fleet.scalar_array` operands
+_TOL_FLOOR, _TWO_EPS = scalar_array(8.0 * _TINY), scalar_array(2.0 * _EPS)
 
 
 def _stored_mwh(net_mw: np.ndarray, charge_h: np.ndarray | float,
@@ -1270,7 +1275,7 @@ def _stored_mwh(net_mw: np.ndarray, charge_h: np.ndarray | float,
     """Energy leaving the store (+) or entering it (−), MWh, for a constant net injection
     ``net_mw`` (+ into the grid): ``net·h/η_d`` discharging, ``net·η_c·h`` charging
     (``discharge_h`` = h/η_d, ``charge_h`` = η_c·h)."""
-    return net_mw * np.where(net_mw > 0.0, discharge_h, charge_h)
+    return net_mw * np.where(net_mw > ZERO, discharge_h, charge_h)
 
 
 #: elements of the energy check's (n, n_substeps) work done at once (256 kB of rows): a
@@ -1308,11 +1313,11 @@ def _beyond_rounding(stored_mwh: np.ndarray, magnitude_mwh: np.ndarray, n_terms:
     mismatch = energy_after_mwh - energy_before_mwh
     mismatch += stored_mwh
     np.abs(mismatch, out=mismatch)
-    tol = magnitude_mwh + 8.0 * _TINY   # the floor: 32 subnormal half-units a term
+    tol = magnitude_mwh + _TOL_FLOOR   # the floor: 32 subnormal half-units a term
     tol *= n_terms + 8.0
     tol += np.abs(energy_before_mwh)
     tol += np.abs(energy_after_mwh)
-    tol *= 2.0 * _EPS
+    tol *= _TWO_EPS
     return is_store > (mismatch <= tol)   # is_store & ~(mismatch <= tol): NaN is flagged
 
 

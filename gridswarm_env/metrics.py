@@ -87,10 +87,11 @@ from typing import Any
 import numpy as np
 
 from gridswarm_env.config import BAND_HZ, NOMINAL_HZ, CostConfig, rocof_window_substeps
-from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, kind_selector
+from gridswarm_env.fleet import KIND_BATTERY, KIND_EV, KIND_SOLAR, kind_selector, scalar_array
 
 # NOMINAL_HZ (60 Hz) is config.NOMINAL_HZ: EnvConfig refuses another nominal frequency
 # BAND_HZ, the NERC frequency band 59.95-60.05 Hz, is config.BAND_HZ (also the reward's)
+_NOMINAL_HZ = scalar_array(NOMINAL_HZ)   # as a ufunc operand
 SETTLE_HZ = BAND_HZ     # stabilization: back inside the NERC band for good (a tighter
 # 0.02 Hz threshold was within reach of the ambient load noise: a run that never left the
 # band reported minutes of "stabilization")
@@ -242,7 +243,7 @@ class MetricsAccumulator:
 
         :return: ``Σ_k |f_k − 60|`` over the samples, Hz (the reward's grid term uses it).
         """
-        dev = np.subtract(freq_hz, NOMINAL_HZ)
+        dev = np.subtract(freq_hz, _NOMINAL_HZ)
         np.abs(dev, out=dev)
         self.step_min_hz = low = float(np.minimum.reduce(freq_hz))
         self.step_max_hz = high = float(np.maximum.reduce(freq_hz))

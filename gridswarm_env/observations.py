@@ -21,7 +21,14 @@ import math
 
 import numpy as np
 
-from gridswarm_env.fleet import FleetState, fast_clip, fast_count_nonzero, mask_selector
+from gridswarm_env.fleet import (
+    ONE,
+    FleetState,
+    fast_clip,
+    fast_count_nonzero,
+    mask_selector,
+    scalar_array,
+)
 
 #: the observation's field names, in index order (meanings and scales: the observation
 #: table in docs/model.md)
@@ -37,6 +44,7 @@ OBS_LIMIT = 5.0
 # the clip bounds as float32 0-d arrays (the same float32 loop as the Python floats, without
 # converting them every call)
 _OBS_LO32, _OBS_HI32 = np.array(-OBS_LIMIT, np.float32), np.array(OBS_LIMIT, np.float32)
+_TWELVE_HOURS_S = scalar_array(43200.0)   # the EV departure feature's scale
 #: signal ages are capped (and scaled) at this many steps
 SIGNAL_AGE_CAP = 10.0
 
@@ -87,14 +95,15 @@ class ObservationBuilder:
         rows[0:3] = np.eye(3)[f.kind].T
         rows[4] = f.rated_power_mw / kind_mean[f.kind]
         self._rows = rows
-        self._price_floor = price_floor_per_mwh
-        self._price_band = price_cap_per_mwh - price_floor_per_mwh
+        # the price band's floor and width as ufunc operands (fleet.scalar_array)
+        self._price_floor = scalar_array(price_floor_per_mwh)
+        self._price_band = scalar_array(price_cap_per_mwh - price_floor_per_mwh)
         # rows 12-18 of the observation: request, price, product, emergency, frequency,
         # RoCoF, signal age -> (x - offset) / scale
         self._sig_offset = np.array([0.0, price_floor_per_mwh, 0.0, 0.0,
                                      nominal_freq_hz, 0.0, 0.0])[:, None]
-        self._sig_scale = np.array([request_scale_mw, self._price_band, 1.0, 1.0, 0.5, 1.0,
-                                    SIGNAL_AGE_CAP])[:, None]
+        self._sig_scale = np.array([request_scale_mw, price_cap_per_mwh - price_floor_per_mwh,
+                                    1.0, 1.0, 0.5, 1.0, SIGNAL_AGE_CAP])[:, None]
         self._ev, self._zero_ev = ev, zero[ev]
         self._request, self._price, self._product = request_mw, price_per_mwh, product
         self._freq, self._rocof, self._age = freq_hz, rocof_hz_per_s, signal_age
@@ -148,8 +157,8 @@ class ObservationBuilder:
         x = t[23][ev]
         np.subtract(f.departure_s[ev], t_s, out=x)
         np.maximum(x, zero, out=x)
-        x /= 43200.0
-        np.minimum(x, 1.0, out=x)
+        x /= _TWELVE_HOURS_S
+        np.minimum(x, ONE, out=x)
         x = t[24][ev]
         np.subtract(f.departure_soc[ev], t[3][ev], out=x)
         np.maximum(x, zero, out=x)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from gridswarm_env.bus import Delivery
-from gridswarm_env.fleet import fast_count_nonzero
+from gridswarm_env.fleet import ONE, ZERO, fast_count_nonzero
 from gridswarm_env.messages import SIGNAL_DTYPE, SIGNAL_VOID, TOPIC_EMERGENCY, TOPIC_PRICE
 from gridswarm_env.observations import SIGNAL_AGE_CAP
 
@@ -61,7 +61,7 @@ class AgentSignals:
     def receive(self, deliveries: tuple[Delivery, ...]) -> None:
         """The announcements delivered this step (``grid/price``); every agent's age grows
         by one step, and is 0 for those that received one."""
-        self.age_steps += 1.0
+        self.age_steps += ONE
         for d in deliveries:
             sig = d.topic(TOPIC_PRICE)
             if len(sig.recipients):
@@ -80,7 +80,7 @@ class AgentSignals:
                     self._void.put(r, rows.view(SIGNAL_VOID))   # = [r] =, faster
                 else:
                     self.record[r] = rows
-                self.age_steps[r] = 0.0
+                self.age_steps[r] = ZERO
 
     def receive_emergency(self, deliveries: tuple[Delivery, ...]) -> None:
         """The emergency broadcast's copies delivered this step (``grid/emergency``): which

@@ -19,6 +19,7 @@ from gridswarm_env.fleet import (
     fast_count_nonzero,
     fleet_constants,
     kind_selector,
+    scalar_array,
 )
 from gridswarm_env.kernel import ExecutionChecker, Kernel, Limits, check_executed
 from gridswarm_env.market import clear_market
@@ -48,6 +49,24 @@ def test_fast_count_nonzero_is_np_count_nonzero(n: int) -> None:
         got, want = fast_count_nonzero(a), np.count_nonzero(a)
         assert got == want and type(got) is type(want)
 
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 1.0, 1e-9, 3600.0, 8.0 * 2.0**-1022, np.nan])
+def test_scalar_array_operands_give_the_python_floats_bits(value: float) -> None:
+    """A 0-d float64 operand computes what the Python float computes, on float64 arrays."""
+    x = SPECIAL[np.random.default_rng(0).integers(0, SPECIAL.size, 100)]
+    c = scalar_array(value)
+    assert c.shape == () and c.dtype == np.float64 and not c.flags.writeable
+    for ufunc in (np.add, np.subtract, np.multiply, np.divide, np.maximum, np.minimum,
+                  np.greater, np.less_equal):
+        with np.errstate(all="ignore"):
+            assert _same_bits(ufunc(x, c), ufunc(x, value))
+    y, z = x.copy(), x.copy()
+    y[x > 0.0] = c
+    z[x > 0.0] = value
+    assert _same_bits(y, z)
+    with pytest.raises(ValueError, match="read-only"):
+        c[...] = 2.0
 
 def test_kind_selector_slices_contiguous_kinds_and_masks_others() -> None:
     kind = np.array([0, 0, 1, 1, 1, 2], dtype=np.int8)
