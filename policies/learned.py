@@ -120,7 +120,7 @@ def load_maskable_ppo(path: str | Path, data: bytes | None = None) -> Any:
         hint = (f"; {str(beside)!r} beside it is the model this record belongs to"
                 if p.suffix.lower() == ".json" and beside.is_file() else "")
         raise ValueError(f"model file {str(p)!r} is corrupt or not a model: not a zip archive "
-                         f"(expected a MaskablePPO .zip saved by `python -m train`){hint}")
+                         f"({MODEL_EXPECTED}){hint}")
     from sb3_contrib import MaskablePPO
 
     if isinstance(source, io.BytesIO):

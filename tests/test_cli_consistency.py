@@ -85,22 +85,33 @@ def test_an_unknown_scenario_is_worded_alike_by_the_three_commands(tmp_path, cap
     assert not (tmp_path / "o").exists()
 
 
-def test_train_resume_of_a_corrupt_model_names_the_flag_as_demo_and_evaluate_do(tmp_path,
-                                                                                 capsys):
-    bad = tmp_path / "bad.zip"
-    bad.write_bytes(b"garbage\n")
-    says = (f"model file {str(bad)!r} is corrupt or not a model: not a zip archive "
-            "(expected a MaskablePPO .zip saved by `python -m train`)")
-    assert _exit_line(demo.main, ["--policy", str(bad), "--no-live"], capsys,
+MODEL_EXPECTED = ("(expected a MaskablePPO .zip saved by `python -m train` (or `python -m "
+                  "train.dagger`))")
+
+
+@pytest.mark.parametrize("problem", ["corrupt", "missing"])
+def test_a_bad_model_file_is_worded_alike_by_the_three_commands(problem, tmp_path, capsys):
+    """``python -m train --resume`` of a corrupt file was the only refusal of a model file
+    that did not name its flag; of a missing one it said ``--resume '…/m': no such model
+    file (nor '…/m.zip')``, where demo.py and evaluate.py said ``--policy: model file '…/m'
+    does not exist (nor '…/m.zip') (expected …)``; a corrupt one ended ``(expected … saved
+    by `python -m train`)``, without train.dagger."""
+    model = tmp_path / "m"
+    if problem == "corrupt":
+        model.write_bytes(b"garbage\n")
+        says = (f"model file {str(model)!r} is corrupt or not a model: not a zip archive "
+                f"{MODEL_EXPECTED}")
+    else:
+        says = (f"model file {str(model)!r} does not exist (nor {str(model) + '.zip'!r}) "
+                f"{MODEL_EXPECTED}")
+    assert _exit_line(demo.main, ["--policy", str(model), "--no-live"], capsys,
                       "demo.py") == f"demo.py: error: --policy: {says}"
-    status, err = _evaluate(["--policies", str(bad), "--out", str(tmp_path / "o")], capsys)
+    status, err = _evaluate(["--policies", str(model), "--out", str(tmp_path / "o")], capsys)
     assert status == 2
     assert _one_line_error(err, "evaluate.py") == f"evaluate.py: error: --policies: {says}"
-    assert _exit_line(_train, ["--resume", str(bad), "--logdir", str(tmp_path / "runs")],
-                      capsys, "python -m train") == (
-        f"python -m train: error: --resume: {says}")
-    assert not (tmp_path / "runs").exists()
-    assert evaluate.UsageError   # the module the helpers above drive
+    assert _exit_line(_train, ["--resume", str(model), "--logdir", str(tmp_path / "runs")],
+                      capsys, "python -m train") == f"python -m train: error: --resume: {says}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["m"] if problem == "corrupt" else [])
 
 
 AGENTS_WHY = "(~10 kB of state each; 10 000 is the benchmarked scale)"
@@ -168,24 +179,6 @@ def test_crypto_threads_out_of_range_is_worded_alike(command, tmp_path, capsys):
     assert _exit_line(main, [*base, "--crypto-threads", str(top + 1)], capsys, command) == (
         f"{command}: error: --crypto-threads {top + 1}: expected an integer from 1 to {top} "
         f"(the cores this process may use) (see {command} --help)")
-
-
-def test_a_missing_model_file_is_worded_alike_by_the_three_commands(tmp_path, capsys):
-    """Before: ``python -m train --resume`` said ``--resume '…/m': no such model file (nor
-    '…/m.zip')``, demo.py and evaluate.py ``--policy: model file '…/m' does not exist (nor
-    '…/m.zip') (expected …)``."""
-    missing = tmp_path / "m"
-    says = (f"model file {str(missing)!r} does not exist (nor {str(missing) + '.zip'!r}) "
-            "(expected a MaskablePPO .zip saved by `python -m train` (or `python -m "
-            "train.dagger`))")
-    assert _exit_line(demo.main, ["--policy", str(missing), "--no-live"], capsys,
-                      "demo.py") == f"demo.py: error: --policy: {says}"
-    status, err = _evaluate(["--policies", str(missing), "--out", str(tmp_path / "o")], capsys)
-    assert status == 2
-    assert _one_line_error(err, "evaluate.py") == f"evaluate.py: error: --policies: {says}"
-    assert _exit_line(_train, ["--resume", str(missing), "--logdir", str(tmp_path / "runs")],
-                      capsys, "python -m train") == f"python -m train: error: --resume: {says}"
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_train_names_its_input_files_at_the_start_as_demo_does(tmp_path, capsys,

@@ -153,14 +153,9 @@ def test_tensorboard_scalars_are_the_results_json_metrics(cli_run):
 @pytest.mark.parametrize("args, words", [
     (["--policies", "bogus"], "unknown policy 'bogus'"),
     (["--scenarios", "nowhere"], "unknown scenario 'nowhere'"),
-    (["--episodes", "0"], "--episodes 0: expected an integer >= 1"),
-    (["--agents", "0"], "--agents 0: expected an integer from 1 to 1,000,000"),
-    (["--seed", "-1"], "--seed -1: expected an integer >= 0"),
-    (["--agents", "2000000"], "--agents 2000000: expected an integer from 1 to 1,000,000"),
+    # the integer flags' wording, shared by every command: test_cli_consistency.py;
     # argparse's own int said only "invalid int value: 'abc'", not what is allowed
     (["--episodes", "abc"], "--episodes 'abc': expected an integer >= 1"),
-    (["--agents", "1.5"], "--agents '1.5': expected an integer from 1 to 1,000,000 (~10 kB "
-                          "of state each; 10 000 is the benchmarked scale) (see"),
     (["--seed", "1e3"], "--seed '1e3': expected an integer >= 0"),
     (["--crypto-threads", "x"], "--crypto-threads 'x': expected an integer from 1 to"),
     (["--trust", "rsa"], "invalid choice"),
