@@ -208,7 +208,7 @@ class Dashboard:
         negotiations/s are then marked "unpaced", measured without the waits) and
         ``speed`` (shown as ``x10`` on the progress line when paced) and ``files`` (the
         input files, e.g. ``"config file c.toml (sha256 505828ba4c1e)"``: a line under
-        the title, :func:`demo.input_files`).
+        the title, :func:`policies.cli_checks.input_files`).
     :param history_steps: steps kept for the frequency sparkline (one sample per step:
         its physics sub-step farthest from 60 Hz; it shows as many of the latest as fit).
     :param feed_lines: event lines kept for the scrolling feed.

@@ -94,13 +94,13 @@ from typing import Any
 import numpy as np
 
 from policies.cli_checks import (
-    CRYPTO_THREADS_WHY,
     EXIT_CTRL_C,
     EXIT_SIGTERM,
     FLAG_SETTINGS,
     OneLineParser,
     add_config_argument,
     add_contract_keys_argument,
+    add_crypto_threads_argument,
     add_governor_deadband_argument,
     check_contract_keys,
     check_crypto_threads,
@@ -109,9 +109,9 @@ from policies.cli_checks import (
     env_config_file_from_args,
     env_config_source,
     env_config_with,
-    int_at_least_type,
+    input_files,
+    int_flag_type,
     int_range_text,
-    max_crypto_threads,
     read_earlier_json,
     sigterm_as_interrupt,
     stop_signals_ignored,
@@ -397,31 +397,31 @@ def _speed(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The ``demo.py`` argument parser."""
     from gridswarm_env import scenario_names
-    from gridswarm_env.config import MAX_AGENTS
+    from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS
     from gridswarm_env.scenarios import randomize_text
     from gridswarm_env.trust import TRUST_MODES
 
     p = OneLineParser(
         prog="demo.py", description="Live grid dashboard: DER agents balance the grid through "
         "a market, a message bus and signed contracts.")
-    p.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), default=None, metavar="N",
-                   help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default 100, or "
+    p.add_argument("--agents", type=int_flag_type("--agents", 1, MAX_AGENTS, AGENT_LIMIT_WHY), default=None, metavar="N",
+                   help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default: 100, or "
                         "--config's n_agents)")
     p.add_argument("--scenario", default="price_spike", metavar="S|FILE.toml",
-                   help=f"scenario: {', '.join(scenario_names())} or a scenario file "
-                        "(FILE.toml: base = \"<name>\" plus the fields it changes; "
-                        "default price_spike)")
+                   help=f"scenario: {', '.join(scenario_names())}, or a scenario file "
+                        "FILE.toml (base = \"<name>\" plus the fields it changes) (default: "
+                        "price_spike)")
     p.add_argument("--policy", default="heuristic", metavar="NAME|PATH",
-                   help="heuristic, random, learned, oracle or a model path (default heuristic)")
-    p.add_argument("--seed", type=int_at_least_type(0), default=0, metavar="N",
-                   help="episode seed (default 0)")
+                   help="heuristic, random, learned, oracle or a model path (default: heuristic)")
+    p.add_argument("--seed", type=int_flag_type("--seed", 0), default=0, metavar="N",
+                   help="episode seed (default: 0)")
     shadow = p.add_mutually_exclusive_group()
     shadow.add_argument("--shadow", action="store_const", const=True, default=None,
                         help="shadow mode: run market, contracts and kernel, dispatch "
                              "nothing (also: shadow = true in --config)")
     shadow.add_argument("--no-shadow", dest="shadow", action="store_const", const=False,
                         help="dispatch (the default; overrides shadow = true in --config)")
-    p.add_argument("--steps", type=int_at_least_type(1), default=None, metavar="N",
+    p.add_argument("--steps", type=int_flag_type("--steps", 1), default=None, metavar="N",
                    help="stop after N steps (default: the whole episode)")
     p.add_argument("--no-live", action="store_true",
                    help="plain lines instead of the live dashboard (automatic when stdout "
@@ -437,19 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="let --json replace an existing file (never the --limits or "
                         "--policy file)")
-    p.add_argument("--limits", default=None, metavar="FILE", help="kernel limits TOML file")
+    p.add_argument("--limits", default=None, metavar="FILE",
+                   help="kernel limits TOML file (default: the built-in limits)")
     p.add_argument("--trust", choices=TRUST_MODES, default=None,
-                   help="contract signatures (default ed25519, or --config's trust)")
+                   help="contract signatures (default: ed25519, or --config's trust; hmac "
+                        "is faster)")
     p.add_argument("--audit", default=None, metavar="FILE",
                    help="stream the audit hash chain to FILE (JSONL) and print how to verify "
                         "it; with ed25519 it ends with a signed closing head (also on "
                         "Ctrl-C)")
-    cores = max_crypto_threads()
-    p.add_argument("--crypto-threads", default=None, metavar="N",
-                   type=int_at_least_type(1, cores, CRYPTO_THREADS_WHY),
-                   help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
-                        "cores this process may use; default: 2 on a machine with 2+ cores, "
-                        "else 1; the episode is the same for any N)")
+    add_crypto_threads_argument(p, "the episode is the same")
     p.add_argument("--randomize", action="store_true",
                    help="randomize the scenario " + randomize_text().replace("%", "%%"))
     add_contract_keys_argument(p)
@@ -1032,25 +1029,6 @@ def scenario_file_record(opts: DemoOptions) -> dict[str, Any]:
     return {"scenario": file.scenario.name, "scenario_file": opts.scenario,
             "scenario_file_sha256": file.sha256,
             "custom_scenario": scenario_record(file.scenario)}
-
-
-#: hex digits of a file's SHA-256 the summary and the dashboard show (the JSON has all 64)
-SHA_SHOWN = 12
-
-#: the input files a run names: (what, its path's key in ``run``, its SHA-256's key)
-INPUT_FILES = (("scenario file", "scenario_file", "scenario_file_sha256"),
-               ("config file", "env_config_file", "env_config_sha256"),
-               ("limits file", "limits_path", "limits_sha256"))
-
-
-def input_files(run: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The files a run was made from, as the KPI summary and the dashboard name them:
-    ``(what, "<what> <path as given> (sha256 <first SHA_SHOWN hex digits>)")`` for its
-    scenario file, ``--config`` file and ``--limits`` file, those it had (``run``: a
-    ``--json`` run record, or the part of one holding these keys; the whole SHA-256 are
-    its ``scenario_file_sha256``, ``env_config_sha256`` and ``limits_sha256``)."""
-    return [(what, f"{what} {run[path]} (sha256 {(run.get(sha) or '?')[:SHA_SHOWN]})")
-            for what, path, sha in INPUT_FILES if run.get(path)]
 
 
 def sleep_until(deadline: float) -> None:

@@ -104,7 +104,8 @@ limits file may name only agents the fleet has. From Python, :func:`evaluate` al
 their names, a custom one recorded field by field in ``summary.config.custom_scenarios``)
 and an ``env_config`` (recorded in ``summary.config.env_config``); its argument errors
 name the keyword and the flag (``n_agents (--agents) = 2.0: must be an integer >= 1``),
-the command line's the flag alone (``--agents 0: must be an integer >= 1``). An output
+the command line's the flag alone (``--agents 0: expected an integer from 1 to 1,000,000
+(...)``, as every integer flag of the command lines words it). An output
 that still cannot be written at the end is saved to the temporary directory instead,
 with a one-line message and exit status 1.
 """
@@ -138,7 +139,6 @@ from gridswarm_env.scenarios import (  # noqa: F401 (scenario_from_record: evalu
     unknown_scenario_text,
 )
 from policies.cli_checks import (
-    CRYPTO_THREADS_WHY,
     EXIT_CTRL_C,
     EXIT_SIGTERM,
     LimitsFile,
@@ -146,6 +146,7 @@ from policies.cli_checks import (
     OutputError,
     add_config_argument,
     add_contract_keys_argument,
+    add_crypto_threads_argument,
     add_governor_deadband_argument,
     check_contract_keys,
     check_crypto_threads,
@@ -155,10 +156,8 @@ from policies.cli_checks import (
     dirs_to_create,
     env_config_file_from_args,
     env_config_source,
-    int_range_text,
-    integer_type,
+    int_flag_type,
     limits_path,
-    max_crypto_threads,
     missing_package_message,
     read_earlier_json,
     read_limits_agents,
@@ -1790,7 +1789,7 @@ class _Parser(OneLineParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS
-    from gridswarm_env.scenarios import randomize_text
+    from gridswarm_env.scenarios import randomize_text, scenario_names
 
     p = _Parser(prog="evaluate.py", description="Evaluate bidding policies across "
                 "scenarios and seeds; writes results.json, results.md, PNG plots and "
@@ -1799,15 +1798,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated policy names or model paths (default: "
                         f"{','.join(DEFAULT_POLICIES)},learned; learned only when "
                         "policies/pretrained/ has a model)")
-    p.add_argument("--scenarios", default="all",
-                   help="'all' or comma-separated names or scenario files (FILE.toml: "
-                        "base = \"<name>\" plus the fields it changes; default: "
-                        "%(default)s)")
-    p.add_argument("--episodes", type=integer_type(int_range_text(1)), default=5, metavar="N",
+    p.add_argument("--scenarios", default="all", metavar="S,...",
+                   help=f"scenarios, comma-separated: {', '.join(scenario_names())}, 'all' "
+                        "(every one), or scenario files FILE.toml (base = \"<name>\" plus "
+                        "the fields it changes) (default: %(default)s)")
+    p.add_argument("--episodes", type=int_flag_type("--episodes", 1), default=5, metavar="N",
                    help="episodes per policy and scenario (default: %(default)s)")
-    p.add_argument("--seed", type=integer_type(int_range_text(0)), default=0, metavar="N",
+    p.add_argument("--seed", type=int_flag_type("--seed", 0), default=0, metavar="N",
                    help="first seed; episode e uses seed + e (default: %(default)s)")
-    p.add_argument("--agents", type=integer_type(int_range_text(1, MAX_AGENTS, AGENT_LIMIT_WHY)),
+    p.add_argument("--agents", type=int_flag_type("--agents", 1, MAX_AGENTS, AGENT_LIMIT_WHY),
                    default=None, metavar="N",
                    help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default: 100, or "
                         "--config's n_agents)")
@@ -1824,14 +1823,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contract signatures (default: ed25519, or --config's trust; hmac "
                         "is faster)")
     p.add_argument("--limits", default=None, metavar="FILE",
-                   help="kernel limits TOML file (default: built-in limits)")
-    cores = max_crypto_threads()
-    p.add_argument("--crypto-threads", default=None, metavar="N",
-                   type=integer_type(int_range_text(1, cores, CRYPTO_THREADS_WHY)),
-                   help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the "
-                        "cores this process may use; default: 2 on a machine with 2+ cores, "
-                        "else 1; results are the same for any N; use 1 when other work "
-                        "keeps the cores busy)")
+                   help="kernel limits TOML file (default: the built-in limits)")
+    add_crypto_threads_argument(p, "the results are the same")
     p.add_argument("--randomize", action="store_true",
                    help="randomize every scenario " + randomize_text().replace("%", "%%")
                         + "; results.md's title and header say so (not comparable with a "

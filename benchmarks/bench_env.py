@@ -666,14 +666,14 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the table (and write JSON with ``--json``)."""
     from gridswarm_env.config import MAX_AGENTS
-    from policies.cli_checks import OneLineParser, int_at_least_type
+    from policies.cli_checks import OneLineParser, int_flag_type
 
     parser = OneLineParser(prog="python -m benchmarks.bench_env",
                            description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     # extend (default None: argparse would extend a default list): `--agents 100
     # --agents 1000` times both; with nargs alone the last --agents replaced the others
-    parser.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), nargs="+",
+    parser.add_argument("--agents", type=int_flag_type("--agents", 1, MAX_AGENTS), nargs="+",
                         action="extend", default=None,
                         help="fleet sizes timed (default 100 1000 10000; repeatable)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")

@@ -130,13 +130,13 @@ def describe(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the figures."""
     from gridswarm_env.config import MAX_AGENTS
-    from policies.cli_checks import OneLineParser, int_at_least_type
+    from policies.cli_checks import OneLineParser, int_flag_type
 
     parser = OneLineParser(prog="python -m benchmarks.bench_policy",
                            description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="60 calls x 3 repeats instead of 240 x 7")
-    parser.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), default=100,
+    parser.add_argument("--agents", type=int_flag_type("--agents", 1, MAX_AGENTS), default=100,
                         help="fleet size (default 100)")
     args = parser.parse_args(argv)
     r = run(args.quick, args.agents)

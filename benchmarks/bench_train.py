@@ -84,14 +84,14 @@ def run(quick: bool = False, rollouts: int | None = None, n_agents: int = 100,
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print the figure."""
-    from policies.cli_checks import OneLineParser, int_at_least_type
+    from policies.cli_checks import OneLineParser, int_flag_type
     from policies.learned import MAX_TORCH_THREADS
 
     parser = OneLineParser(prog="python -m benchmarks.bench_train",
                            description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rollouts instead of 8")
-    parser.add_argument("--rollouts", type=int_at_least_type(1), help="number of rollouts to time")
-    parser.add_argument("--torch-threads", type=int_at_least_type(1, MAX_TORCH_THREADS),
+    parser.add_argument("--rollouts", type=int_flag_type("--rollouts", 1), help="number of rollouts to time")
+    parser.add_argument("--torch-threads", type=int_flag_type("--torch-threads", 1, MAX_TORCH_THREADS),
                         default=1, help="torch intra-op threads, as python -m train "
                         "--torch-threads (default: %(default)s)")
     args = parser.parse_args(argv)

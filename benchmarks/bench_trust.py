@@ -220,12 +220,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     :return: the figures of :func:`run`.
     """
     from gridswarm_env.config import MAX_AGENTS
-    from policies.cli_checks import OneLineParser, int_at_least_type
+    from policies.cli_checks import OneLineParser, int_flag_type
 
     parser = OneLineParser(prog="python -m benchmarks.bench_trust",
                            description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
-    parser.add_argument("--agents", type=int_at_least_type(1, MAX_AGENTS), default=100, help="agents (contracts) per round")
+    parser.add_argument("--agents", type=int_flag_type("--agents", 1, MAX_AGENTS), default=100, help="agents (contracts) per round")
     args = parser.parse_args(argv)
     r = run(quick=args.quick, n_agents=args.agents)
     print(

@@ -15,8 +15,9 @@ lose its results when a write still fails at the end:
 * :func:`env_config_file_from_args`: the run's ``EnvConfig`` from ``--config FILE`` and
   the flags; :class:`EnvConfigFile` hands it on with the file's
   path and SHA-256, so the run records them without reading the file again;
-* :func:`int_range_text`, :func:`int_at_least_type`, :func:`check_crypto_threads`: one
-  wording of what an integer option allows, an argparse type that checks it, and one
+* :func:`int_range_text`, :func:`int_flag_type`, :func:`check_crypto_threads`: one
+  wording of what an integer option allows, the argparse type of every integer flag
+  (one message naming the flag, the value and the range), and one
   rule for ``--crypto-threads`` (1 to :func:`max_crypto_threads`); :func:`check_contract_keys` and
   :func:`add_contract_keys_argument`: one rule and one flag for ``--contract-keys``;
 * :func:`comma_items`: one rule for every comma-separated option (``evaluate.py --policies``,
@@ -416,33 +417,31 @@ def int_range_text(minimum: int, maximum: int | None = None, why: str = "") -> s
     return f"an integer from {minimum} to {maximum:,}{why}"
 
 
-def int_at_least_type(minimum: int, maximum: int | None = None,
-                      why: str = "") -> Callable[[str], int]:
-    """An argparse ``type`` for an integer from ``minimum`` (to ``maximum``): other text,
-    or a value out of range, is refused saying what is allowed (:func:`int_range_text`)."""
+def int_flag_type(flag: str, minimum: int, maximum: int | None = None,
+                  why: str = "") -> Callable[[str], int]:
+    """An argparse ``type`` for the integer option ``flag`` from ``minimum`` (to
+    ``maximum``): the one wording every command line gives a value that is not such an
+    integer, naming the flag, the value given and what is allowed
+    (:func:`int_range_text`): ``--agents 0: expected an integer from 1 to 1,000,000
+    (~10 kB of state each; ...)``, ``--episodes 'nan': expected an integer >= 1``.
+
+    The refusal is raised as an ``argparse.ArgumentError`` without an argument, so the
+    parser prints it as it is (``PROG: error: --agents 0: ...``), not behind its own
+    ``argument --agents:`` (which named the flag twice).
+
+    :param flag: the option, as the message names it (``"--agents"``).
+    :param why: appended to the range, as given (``" (the cores this process may use)"``).
+    """
     allowed = int_range_text(minimum, maximum, why)
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+            raise argparse.ArgumentError(None, f"{flag} {text!r}: expected {allowed}") from None
         if value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
+            raise argparse.ArgumentError(None, f"{flag} {value}: expected {allowed}")
         return value
-
-    return parse
-
-
-def integer_type(allowed: str = "an integer"):
-    """An argparse ``type`` reading an integer; other text is refused saying what the
-    flag allows (argparse's own ``int`` said only "invalid int value: '1.5'"). The range
-    itself is checked after parsing, where the API checks it too."""
-    def parse(text: str) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
 
     return parse
 
@@ -482,6 +481,19 @@ def check_crypto_threads(value: Any, what: str = "--crypto-threads") -> int | No
         raise ValueError(f"{what} {value!r}: expected "
                          f"{int_range_text(1, top, CRYPTO_THREADS_WHY)}, or none for the default")
     return int(value)
+
+
+def add_crypto_threads_argument(parser: argparse.ArgumentParser, same: str) -> None:
+    """``--crypto-threads N`` (default None: :class:`~gridswarm_env.config.EnvConfig`'s,
+    or ``--config``'s), 1 to :func:`max_crypto_threads`, worded once for every command
+    line; ``same`` says what does not depend on N (``"the episode is the same"``)."""
+    cores = max_crypto_threads()
+    parser.add_argument(
+        "--crypto-threads", default=None, metavar="N",
+        type=int_flag_type("--crypto-threads", 1, cores, CRYPTO_THREADS_WHY),
+        help=f"threads signing and verifying ed25519 contracts, 1 to {cores} (the cores "
+             "this process may use; default: 2 on a machine with 2+ cores, else 1; "
+             f"{same} for any N; use 1 when other work keeps the cores busy)")
 
 
 def check_contract_keys(value: Any, what: str = "--contract-keys") -> str:
@@ -708,6 +720,28 @@ def one_line_warnings(prog: str) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
+
+
+#: hex digits of a file's SHA-256 the command lines show (demo.py's summary and dashboard,
+#: python -m train's first line; the JSON records hold all 64)
+SHA_SHOWN = 12
+
+#: the input files a run names: (what, its path's key in ``run``, its SHA-256's key)
+INPUT_FILES = (("scenario file", "scenario_file", "scenario_file_sha256"),
+               ("config file", "env_config_file", "env_config_sha256"),
+               ("limits file", "limits_path", "limits_sha256"))
+
+
+def input_files(run: Any) -> list[tuple[str, str]]:
+    """The files a run was made from, as the command lines name them (demo.py's KPI
+    summary and dashboard, python -m train's first line):
+    ``(what, "<what> <path as given> (sha256 <first SHA_SHOWN hex digits>)")`` for its
+    scenario file, ``--config`` file and ``--limits`` file, those it had (``run``: a
+    mapping such as demo.py's ``--json`` run record, or the part of one holding these
+    keys; the whole SHA-256 are its ``scenario_file_sha256``, ``env_config_sha256`` and
+    ``limits_sha256``)."""
+    return [(what, f"{what} {run[path]} (sha256 {(run.get(sha) or '?')[:SHA_SHOWN]})")
+            for what, path, sha in INPUT_FILES if run.get(path)]
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -49,6 +49,8 @@ DEFAULT_MODEL = PRETRAINED_DIR / "gridswarm_ppo_dagger.zip"
 #: the most torch intra-op threads a policy or a training run may ask for (torch itself
 #: accepts 10**6 and then crashes the process)
 MAX_TORCH_THREADS = 256
+#: why :data:`MAX_TORCH_THREADS` (appended to the messages that state the bound)
+TORCH_THREADS_WHY = " (torch accepts 10**6 threads, then crashes the process)"
 
 #: the attribute ``python -m train`` sets on every model it saves (final, checkpoints,
 #: best): the observation fields it was trained on, checked on loading
@@ -118,7 +120,7 @@ def load_maskable_ppo(path: str | Path, data: bytes | None = None) -> Any:
         hint = (f"; {str(beside)!r} beside it is the model this record belongs to"
                 if p.suffix.lower() == ".json" and beside.is_file() else "")
         raise ValueError(f"model file {str(p)!r} is corrupt or not a model: not a zip archive "
-                         f"(expected a MaskablePPO .zip saved by `python -m train`){hint}")
+                         f"({MODEL_EXPECTED}){hint}")
     from sb3_contrib import MaskablePPO
 
     if isinstance(source, io.BytesIO):

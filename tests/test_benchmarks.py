@@ -503,14 +503,15 @@ def test_contract_split_fits_the_step_time_per_contract():
     # and bench_train --rollouts 0 printed figures of nothing; bench_trust --agents 10**30
     # hung allocating
     ("benchmarks.bench_env", ["--agents", "100", "0"],
-     "argument --agents: expected an integer from 1 to 1,000,000, got 0"),
+     "--agents 0: expected an integer from 1 to 1,000,000"),
     ("benchmarks.bench_trust", ["--agents", "-1"],
-     "argument --agents: expected an integer from 1 to 1,000,000, got -1"),
-    ("benchmarks.bench_trust", ["--agents", str(10**30)], "from 1 to 1,000,000, got 1000"),
+     "--agents -1: expected an integer from 1 to 1,000,000"),
+    ("benchmarks.bench_trust", ["--agents", str(10**30)], "--agents 1000000000000000000000000"
+     "000000: expected an integer from 1 to 1,000,000"),
     ("benchmarks.bench_policy", ["--agents", "0"],
-     "argument --agents: expected an integer from 1 to 1,000,000, got 0"),
+     "--agents 0: expected an integer from 1 to 1,000,000"),
     ("benchmarks.bench_train", ["--rollouts", "0"],
-     "argument --rollouts: expected an integer >= 1, got 0"),
+     "--rollouts 0: expected an integer >= 1"),
 ])
 def test_benchmark_counts_are_checked_before_running(module, args, says, capsys,
                                                      monkeypatch):

@@ -100,7 +100,7 @@ def test_a_too_long_output_name_is_a_one_line_error_of_every_command_line(tmp_pa
                        (["--logdir", long], "--logdir"),
                        # (the session's diff review: --resume still escaped as a traceback)
                        (["--resume", f"{long}.zip", "--out", str(tmp_path / "m.zip")],
-                        "--resume")):
+                        "--resume: model file")):   # as demo.py --policy says it
         with pytest.raises(SystemExit) as exc:
             main(["--logdir", str(runs), *args, "--no-progress"])
         assert exc.value.code == 2
@@ -151,7 +151,9 @@ def test_evaluate_bad_limits_file_is_a_one_line_usage_error(tmp_path: Path) -> N
 def test_crypto_threads_flag_is_checked_and_does_not_change_results(tmp_path, capsys):
     # --crypto-threads only sets how many threads sign and verify: the runs are the same
     runs = []
-    cores = str(demo.max_crypto_threads())
+    from policies.cli_checks import max_crypto_threads
+
+    cores = str(max_crypto_threads())
     for flag in ([], ["--crypto-threads", "1"], ["--crypto-threads", cores]):
         out = tmp_path / f"out{len(runs)}"
         status, err = _evaluate(["--scenarios", "emergency", "--episodes", "1", "--policies",
@@ -168,7 +170,7 @@ def test_crypto_threads_flag_is_checked_and_does_not_change_results(tmp_path, ca
     with pytest.raises(SystemExit) as exited:   # argparse: usage + message, status 2
         demo.main(["--agents", "5", "--no-live", "--crypto-threads", "0"])
     assert exited.value.code == demo.EXIT_USAGE
-    assert "--crypto-threads: expected an integer from 1 to " in capsys.readouterr().err
+    assert "--crypto-threads 0: expected an integer from 1 to " in capsys.readouterr().err
     rc = demo.main(["--agents", "20", "--no-live", "--steps", "3", "--crypto-threads", "1"])
     assert rc == 0
 

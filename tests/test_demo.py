@@ -720,7 +720,9 @@ def test_options_are_validated() -> None:
         demo.DemoOptions(trust="rsa")
     with pytest.raises(ValueError, match=r"^--steps 0: expected an integer >= 1"):
         demo.DemoOptions(max_steps=0)
-    cores = demo.max_crypto_threads()
+    from policies.cli_checks import max_crypto_threads
+
+    cores = max_crypto_threads()
     with pytest.raises(ValueError, match=rf"^--crypto-threads {cores + 1}: expected an integer "
                                          rf"from 1 to {cores} \(the cores this process"):
         demo.DemoOptions(crypto_threads=cores + 1)
@@ -776,7 +778,7 @@ def test_steps_message_names_the_flag_and_no_python_none(capsys) -> None:
         demo.main(["--no-live", "--steps", "0"])
     assert exited.value.code == demo.EXIT_USAGE
     err = capsys.readouterr().err
-    assert "argument --steps: expected an integer >= 1, got 0" in err and "None" not in err
+    assert "error: --steps 0: expected an integer >= 1 (see" in err and "None" not in err
 
 
 def test_plain_line_shows_the_requirement_beside_the_request() -> None:
@@ -1091,9 +1093,9 @@ def test_demo_keeps_an_audit_file_that_appeared_after_its_check(tmp_path, monkey
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--crypto-threads", "100"], "argument --crypto-threads: expected an integer from 1 to "),
-    (["--agents", "2000000"], "argument --agents: expected an integer from 1 to 1,000,000, "
-                              "got 2000000"),
+    (["--crypto-threads", "100"], "error: --crypto-threads 100: expected an integer from 1 to "),
+    (["--agents", "2000000"], "error: --agents 2000000: expected an integer from 1 to "
+                              "1,000,000 (~10 kB of state each;"),
 ])
 def test_demo_refuses_out_of_range_counts_naming_the_flag(argv, message, capsys):
     """First-use review: --crypto-threads 100 was accepted silently (the environment never

@@ -227,7 +227,9 @@ def test_the_command_line_keeps_naming_the_flags_alone(tmp_path, capsys):
     library call after main() names the keyword again."""
     out = tmp_path / "o"
     assert evaluate.main(["--agents", "0", "--out", str(out), "--no-progress"]) == 2
-    assert capsys.readouterr().err == "evaluate.py: error: --agents 0: must be an integer >= 1\n"
+    assert capsys.readouterr().err == (
+        "evaluate.py: error: --agents 0: expected an integer from 1 to 1,000,000 (~10 kB of "
+        "state each; 10 000 is the benchmarked scale) (see evaluate.py --help)\n")
     assert evaluate.main(["--policies", "random", "--scenarios", "emergency", "--episodes",
                           "1", "--agents", "3", "--crypto-threads", "0", "--out", str(out),
                           "--no-progress"]) == 2

@@ -1066,7 +1066,8 @@ def test_resume_accepts_a_path_without_zip(trained, tmp_path, capsys):
     assert main([*args, "--resume", stem]) == 0
     record = json.loads((tmp_path / "runs" / "r" / "model.json").read_text())
     assert record["resumed_from"] == str(path)
-    with pytest.raises(ValueError, match=r"no such model file \(nor '/no/such/m\.zip'\)"):
+    with pytest.raises(ValueError, match=r"^TrainConfig\.resume: model file '/no/such/m' "
+                                         r"does not exist \(nor '/no/such/m\.zip'\)"):
         TrainConfig(resume="/no/such/m")
 
 

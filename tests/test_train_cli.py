@@ -181,28 +181,26 @@ def test_evaluations_are_printed_without_verbose(verbose, tmp_path, capsys):
     (["--scenario", "abc"], "--scenario: unknown scenario 'abc'; known scenarios: "
                             "price_spike, solar_surplus, emergency, 'all' (every one), or a "
                             "scenario file FILE.toml"),
-    (["--agents", "0"], "error: --agents 0: must be an integer >= 1"),
     (["--timesteps", "0"], "error: --timesteps 0: allowed only with --bc-teacher"),
-    (["--envs", "0"], "error: --envs 0: must be an integer >= 1"),
     (["--lr", "-1"], "error: --lr -1.0: must lie in (0.0, 1.0]"),
-    (["--n-steps", "1"], "error: --n-steps 1: must be an integer >= 2"),
-    (["--eval-seeds", "0"], "error: --eval-seeds 0: must be an integer >= 1"),
+    # the integer flags' wording, shared by every command: test_cli_consistency.py
+    (["--eval-seeds", "0"], "error: --eval-seeds 0: expected an integer from 1 to 90,000"),
     # its seeds 10 000 + k must stay evaluation seeds, which training never plays
-    (["--eval-seeds", "90001"], "error: --eval-seeds 90001: at most 90,000 (the seeds "
+    (["--eval-seeds", "90001"], "error: --eval-seeds 90001: expected an integer from 1 to 90,000 (the seeds "
      "10,000 + k must stay among the evaluation seeds, 0..99,999, which training never "
      "plays)"),
     (["--bc-teacher", "heuristic", "--bc-epochs", "0"],
-     "error: --bc-epochs 0: must be an integer >= 1"),
-    (["--verbose", "5"], "argument --verbose: invalid choice: 5 (choose from 0, 1)"),
-    (["--torch-threads", "0"], "error: --torch-threads 0: must be an integer >= 1"),
+     "error: --bc-epochs 0: expected an integer >= 1"),
+    (["--verbose", "5"], "error: --verbose 5: expected an integer from 0 to 1 (see"),
+    (["--torch-threads", "0"], "error: --torch-threads 0: expected an integer from 1 to 256"),
     # review: --out X.json trained and wrote X.json.zip with its record X.json.json
     (["--out", "m.json"], "error: --out 'm.json': the model is a .zip and its training "
                           "record is written beside it as .json"),
     # torch.set_num_threads(10**6) crashes the process (a segmentation fault at exit)
-    (["--torch-threads", "1000000"], "error: --torch-threads 1000000: at most 256"),
+    (["--torch-threads", "1000000"], "error: --torch-threads 1000000: expected an integer from 1 to 256 (torch accepts"),
     # review: argparse's int said only "invalid int value: '1.5'"
-    (["--agents", "1.5"], "argument --agents: must be an integer, got '1.5'"),
-    (["--timesteps", "1e5"], "argument --timesteps: must be an integer, got '1e5'"),
+    (["--agents", "1.5"], "error: --agents '1.5': expected an integer from 1 to 1,000,000"),
+    (["--timesteps", "1e5"], "error: --timesteps '1e5': expected an integer >= 0 (see"),
     # fuzzing: --n-steps 10**30 said only "Maximum allowed dimension exceeded"; --net-arch
     # 10**30 was a torch traceback (--envs 10**30, which hung: test_train.py)
     (["--n-steps", str(10**30), "--agents", "4"], "error: --n-steps 1000000000000000000000000"
@@ -248,8 +246,9 @@ def test_resume_naming_a_directory_says_so(tmp_path, capsys):
         main(["--resume", str(tmp_path), "--logdir", str(tmp_path / "runs")])
     assert exc.value.code == 2
     assert capsys.readouterr().err.endswith(
-        f"error: --resume {str(tmp_path)!r} is a directory; expected a model file (e.g. "
-        "DIR/model.zip)\n")
+        f"error: --resume: model file {str(tmp_path)!r} is a directory, not a model file "
+        "(expected a MaskablePPO .zip saved by `python -m train` (or `python -m "
+        "train.dagger`))\n")
 
 
 def test_flag_message_leaves_plain_words_alone():
@@ -269,7 +268,8 @@ def test_flag_message_leaves_quoted_paths_alone(tmp_path, capsys):
         main(["--resume", "/nope/n_envs.zip", "--logdir", str(tmp_path)])
     assert exc.value.code == 2
     assert capsys.readouterr().err.endswith(
-        "error: --resume '/nope/n_envs.zip': no such model file\n")
+        "error: --resume: model file '/nope/n_envs.zip' does not exist (expected a "
+        "MaskablePPO .zip saved by `python -m train` (or `python -m train.dagger`))\n")
     assert flag_message("TrainConfig.out = 'runs/n_steps/' is a directory; the "
                         "checkpoint's n_steps and \"it's/batch_size\" stay") == (
         "--out 'runs/n_steps/' is a directory; the checkpoint's --n-steps and "

@@ -254,7 +254,7 @@ def test_an_interrupt_while_the_record_is_written_says_the_model_was(base_model,
     (["--out", "x", "--lr", "nan"], "error: --lr nan: expected a finite number (see "),
     (["--out", "x", "--lr", "0"], "error: --lr 0.0: must lie in (0.0, 1.0] (see "),
     (["--out", "x", "--base", "/no/such/model.zip"], "--base:"),
-    (["--out", "x", "--epochs", "0"], "argument --epochs: expected an integer"),
+    (["--out", "x", "--epochs", "0"], "error: --epochs 0: expected an integer from 1 to 100,000,000"),
     (["--out", " "], "--out is empty"),
     # diff review: X.json wrote X.json.zip and its record X.json.json, after ~15 minutes
     (["--out", "x.json"], "--out 'x.json': the model is a .zip and its training record"),

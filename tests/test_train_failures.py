@@ -412,7 +412,7 @@ def test_a_seed_out_of_range_names_the_flag(seed, tmp_path, capsys):
         main([*TINY, "--timesteps", "300", "--seed", seed, "--logdir", str(tmp_path)])
     assert exc.value.code == 2
     line = one_error_line(capsys.readouterr().err)
-    assert f"error: --seed {seed}: must be an integer in 0..4294967294" in line
+    assert f"error: --seed {seed}: expected an integer from 0 to 4,294,967,294 (numpy" in line
     assert list(tmp_path.iterdir()) == []
 
 

@@ -41,7 +41,10 @@ agent-steps ...: the error; whether the model was saved; the last checkpoint; th
 training record") and status 1; the record holds it under ``"error"``, and the model
 (if its weights are finite) is ``<run>/<name>_failed.zip``.
 
-At the start, notes on stderr say when ``--timesteps`` is not a whole number of
+At the start, one line on stdout names the scenario, ``--config`` and ``--limits`` files
+the run reads (given, or the resumed checkpoint's: path and the first 12 hex digits of
+the SHA-256, as demo.py's summary names them), and notes on stderr say when
+``--timesteps`` is not a whole number of
 rollouts (PPO trains whole rollouts of ``--n-steps x --envs x --agents`` agent-steps,
 at least one) and when the run is too short to finish an episode (then no grid KPIs
 are logged). ``--eval-every`` prints one line per evaluation on stdout.
@@ -57,23 +60,30 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gridswarm_env.config import TRUST_MODES
+from gridswarm_env.config import AGENT_LIMIT_WHY, MAX_AGENTS, TRUST_MODES
 from gridswarm_env.scenarios import randomize_text, scenario_names
 from policies.cli_checks import (
     OneLineParser,
     OutputError,
+    add_config_argument,
     add_governor_deadband_argument,
     comma_items,
-    integer_type,
+    input_files,
+    int_flag_type,
     one_line_warnings,
 )
+from policies.learned import MAX_TORCH_THREADS, TORCH_THREADS_WHY
 from train.config import (
+    EVAL_SEEDS_WHY,
     HASHED_FILES,
     MAX_ROLLOUT,
+    MAX_SEED,
     REWARD_FIELDS,
     REWARD_MODES,
+    SEED_WHY,
     TEACHERS,
     TrainConfig,
+    max_eval_seeds,
     names_a_file,
 )
 
@@ -129,9 +139,6 @@ _QUOTED = re.compile(r"""(?<!\w)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""")
 _FILE_MESSAGE = ("config file ", "limits file ", "--scenario: scenario file ")
 
 
-#: argparse type of the integer flags (TrainConfig checks their ranges, naming the flag)
-_INT = integer_type()
-
 def flag_message(message: str) -> str:
     """A :class:`TrainConfig` error as the command line's: ``TrainConfig.n_agents = 0:
     …`` becomes ``--agents 0: …``, and field names in the rest of the message become
@@ -167,17 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one MaskablePPO policy shared by every DER agent of gridswarm. "
                     "Timesteps count agent-steps.")
     a = p.add_argument
-    a("--scenario", default=None, metavar="{all," + ",".join(scenario_names()) + ",FILE.toml}",
-      help=_resume_help("scenario, 'all' to mix them across episodes, or a scenario file "
-                        "FILE.toml (base = \"price_spike\" plus fields to override, as "
-                        "evaluate.py --scenarios and demo.py --scenario take; read once, "
-                        "its path, sha256 and text recorded)", DEFAULTS.scenario))
+    a("--scenario", default=None, metavar="S|FILE.toml",
+      help=_resume_help(f"scenario: {', '.join(scenario_names())}, 'all' (every one, mixed "
+                        "across episodes), or a scenario file FILE.toml (base = \"<name>\" "
+                        "plus the fields it changes; read once, its path, sha256 and text "
+                        "recorded)", DEFAULTS.scenario))
     a("--randomize", action="store_const", const=True, default=None,
       help=_resume_help("randomize every scenario " + randomize_text().replace("%", "%%")
                         + ", in training and in the --eval-every evaluations", "off"))
     a("--no-randomize", action="store_true",
       help="play the fixed scenarios (for --resume of a model trained with --randomize)")
-    a("--timesteps", type=_INT, default=DEFAULTS.total_timesteps,
+    a("--timesteps", type=int_flag_type("--timesteps", 0), default=DEFAULTS.total_timesteps,
+      metavar="N",
       help="agent-steps to train in this run (default: %(default)s)")
     a("--logdir", default=DEFAULTS.logdir, help="parent of run directories (default: %(default)s)")
     a("--out", default=None, metavar="PATH",
@@ -187,32 +195,34 @@ def build_parser() -> argparse.ArgumentParser:
       help="replace an existing --out model and its .json record (default: refuse)")
     a("--limits", default=None, metavar="FILE",
       help=_resume_help("kernel limits TOML file for the training (and --eval-every) "
-                     "environments; '' = the default limits", "the default limits"))
-    a("--config", default=None, metavar="FILE",
-      help=_resume_help("EnvConfig settings for the training (and --eval-every) "
-                        "environments from a TOML file: its fields (dt_s, ...) and tables "
-                        "[grid], [market], [bus], [fleet], [costs], [reward] "
-                        "(docs/configuration.md); n_agents, trust and shadow are refused "
-                        "(--agents and --trust set them); '' = the defaults", "the defaults"))
+                        "environments; '' = the built-in limits", "the built-in limits"))
+    add_config_argument(p, "the training (and --eval-every) environments", overrides=_resume_help(
+        "n_agents, trust and shadow are refused (--agents and --trust set them), "
+        "--governor-deadband-hz overrides its deadband; '' = the defaults", "the defaults"))
     add_governor_deadband_argument(
         p, "the training (and --eval-every) environments",
-        otherwise="or --config's; with --resume: the checkpoint's")
+        otherwise="with --config: the file's; with --resume: the checkpoint's")
     a("--resume", default=None, metavar="PATH",
       help="continue training a saved model: PPO, environment and reward flags not given "
            "keep the checkpoint's values, those given are applied (--net-arch must equal "
            "the checkpoint's; a changed reward is warned about); no behaviour cloning")
-    a("--seed", type=_INT, default=DEFAULTS.seed, help="random seed (default: %(default)s)")
-    a("--agents", type=_INT, default=None, help=_resume_help("agents per env", DEFAULTS.n_agents))
-    a("--envs", type=_INT, default=None, help=_resume_help("env copies stacked", DEFAULTS.n_envs))
-    a("--checkpoint-every", type=_INT, default=DEFAULTS.checkpoint_every, metavar="N",
+    a("--seed", type=int_flag_type("--seed", 0, MAX_SEED, SEED_WHY), default=DEFAULTS.seed,
+      metavar="N", help=f"seed of torch, numpy and the training episodes, 0 to {MAX_SEED:,} "
+                        "(default: %(default)s)")
+    a("--agents", type=int_flag_type("--agents", 1, MAX_AGENTS, AGENT_LIMIT_WHY), default=None,
+      metavar="N", help=_resume_help(f"number of DER agents per environment copy, 1 to "
+                                     f"{MAX_AGENTS:,}", DEFAULTS.n_agents))
+    a("--envs", type=int_flag_type("--envs", 1), default=None, metavar="N",
+      help=_resume_help("environment copies stacked", DEFAULTS.n_envs))
+    a("--checkpoint-every", type=int_flag_type("--checkpoint-every", 0), default=DEFAULTS.checkpoint_every, metavar="N",
       help="checkpoint every N agent-steps, 0 = never (default: %(default)s)")
-    a("--eval-every", type=_INT, default=DEFAULTS.eval_every, metavar="N",
+    a("--eval-every", type=int_flag_type("--eval-every", 0), default=DEFAULTS.eval_every, metavar="N",
       help="evaluate by system_cost about every N agent-steps on held-out seeds, keep "
            "the best model as <run>/best_model.zip, 0 = never (default: %(default)s)")
-    a("--eval-seeds", type=_INT, default=DEFAULTS.eval_seeds, metavar="K",
+    a("--eval-seeds", type=int_flag_type("--eval-seeds", 1, max_eval_seeds(), f" ({EVAL_SEEDS_WHY})"), default=DEFAULTS.eval_seeds, metavar="K",
       help="evaluation episodes per scenario (default: %(default)s)")
     a("--trust", default=DEFAULTS.trust, choices=TRUST_MODES,
-      help="contract signatures (default: %(default)s, fast)")
+      help="contract signatures (default: %(default)s, faster than ed25519)")
     a("--reward", default=None, choices=REWARD_MODES,
       help=_resume_help("per-agent env reward, or plus each agent's averted value of lost "
                      "load (marginal: a difference reward of system_cost's VOLL part; "
@@ -227,11 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
                      DEFAULTS.reward_clip))
     a("--lr", type=float, default=None, help=_resume_help("PPO learning rate",
                                                         DEFAULTS.learning_rate))
-    a("--n-steps", type=_INT, default=None,
+    a("--n-steps", type=int_flag_type("--n-steps", 2), default=None,
       help=_resume_help("rollout steps per agent slot", DEFAULTS.n_steps))
-    a("--batch-size", type=_INT, default=None,
+    a("--batch-size", type=int_flag_type("--batch-size", 2), default=None,
       help=_resume_help("PPO minibatch size, capped at one rollout", DEFAULTS.batch_size))
-    a("--n-epochs", type=_INT, default=None,
+    a("--n-epochs", type=int_flag_type("--n-epochs", 1), default=None,
       help=_resume_help("PPO epochs per rollout", DEFAULTS.n_epochs))
     a("--gamma", type=float, default=None,
       help=_resume_help("discount per 1 s step", DEFAULTS.gamma))
@@ -245,21 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
                      ",".join(map(str, DEFAULTS.net_arch))))
     a("--bc-teacher", default=None, choices=TEACHERS,
       help="behaviour-clone this policy before PPO")
-    a("--bc-timesteps", type=_INT, default=None,
+    a("--bc-timesteps", type=int_flag_type("--bc-timesteps", 1), default=None,
       help=f"agent-steps of demonstrations, with --bc-teacher (default: {BC_TIMESTEPS})")
-    a("--bc-epochs", type=_INT, default=None,
+    a("--bc-epochs", type=int_flag_type("--bc-epochs", 1), default=None,
       help=f"passes over demonstrations, with --bc-teacher (default: {DEFAULTS.bc_epochs})")
     a("--bc-lr", type=float, default=None,
       help=f"cloning learning rate, with --bc-teacher (default: {DEFAULTS.bc_learning_rate})")
     a("--run-name", default=None, help="run directory name under --logdir, refused if it exists (even "
       "empty) (default: <scenario>_s<seed>_<time>)")
-    a("--torch-threads", type=_INT, default=DEFAULTS.torch_threads, metavar="N",
+    a("--torch-threads", type=int_flag_type("--torch-threads", 1, MAX_TORCH_THREADS, TORCH_THREADS_WHY), default=DEFAULTS.torch_threads, metavar="N",
       help="torch intra-op threads of the cloning and PPO's forward and backward passes "
            "(default: %(default)s, as the shipped models were made; 2 trained 1.2-1.3x as "
            "fast on 2 free cores but 3-75x slower with the second core busy (warned), and gives other "
            "weights: a run repeats bit for bit with the same --seed and N)")
     a("--no-progress", action="store_true", help="no progress bar")
-    a("--verbose", type=_INT, default=DEFAULTS.verbose, choices=(0, 1),
+    a("--verbose", type=int_flag_type("--verbose", 0, 1), default=DEFAULTS.verbose, metavar="{0,1}",
       help="1: SB3's tables of training scalars on stdout after every update "
            "(default: %(default)s)")
     return p
@@ -516,6 +526,19 @@ def reward_changes(args: argparse.Namespace, config: TrainConfig,
             and getattr(config, name) != saved_env[name]]
 
 
+def input_files_line(config: TrainConfig) -> str | None:
+    """``training with scenario file S (sha256 <12 hex>), config file C (…), limits file
+    L (…)``: the files the run reads (given, or with ``--resume`` the checkpoint's), in
+    demo.py's words (:func:`~policies.cli_checks.input_files`); None when it reads none.
+    Printed once before training: the record holds them, the screen and a log did not."""
+    files = input_files({
+        "scenario_file": config.scenario if config.scenario_sha256 else None,
+        "scenario_file_sha256": config.scenario_sha256,
+        "env_config_file": config.env_config_file, "env_config_sha256": config.env_config_sha256,
+        "limits_path": config.limits, "limits_sha256": config.limits_sha256})
+    return "training with " + ", ".join(label for _, label in files) if files else None
+
+
 def _entries(logdir: Path) -> set[str]:
     """The names in ``logdir`` (empty when it is not a directory)."""
     try:
@@ -572,6 +595,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"was trained with ({'; '.join(changed)}): its critic learned the old "
               "reward's values and the learning curves will not compare; training with "
               "the new one", file=sys.stderr)
+    inputs = input_files_line(config)
+    if inputs:
+        print(inputs, flush=True)
     from train.errors import Terminated, TrainingError
 
     def note(text: str) -> None:

@@ -49,7 +49,7 @@ from policies.cli_checks import (
     check_path_names,
     directory_syntax_problem,
 )
-from policies.learned import MAX_TORCH_THREADS
+from policies.learned import MAX_TORCH_THREADS, TORCH_THREADS_WHY
 
 #: ``reward`` modes of :class:`~train.adapter.GridSwarmVecEnv`.
 REWARD_MODES = ("env", "marginal")
@@ -64,6 +64,9 @@ RESUMABLE_FIELDS = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma
 #: the largest ``TrainConfig.seed``: numpy's global seed is 32-bit, and behaviour
 #: cloning reseeds the episode stream with ``seed + 1``.
 MAX_SEED = 2**32 - 2
+#: why :data:`MAX_SEED` (appended to the messages that state the bound)
+SEED_WHY = (" (numpy's seeds are 32-bit and behaviour cloning seeds PPO's episode "
+            "stream with seed + 1)")
 #: first seed of the ``eval_every`` evaluation episodes (seeds ``EVAL_SEED_BASE + k``,
 #: k < ``eval_seeds``): among :data:`policies.rollout.EVAL_SEEDS`, which training never
 #: plays (:func:`train.adapter.training_episode_seed`)
@@ -462,8 +465,7 @@ class TrainConfig:
         if (not isinstance(self.seed, INT_TYPES) or isinstance(self.seed, bool)
                 or not 0 <= self.seed <= MAX_SEED):
             raise ValueError(f"{owner}.seed (--seed) = {self.seed!r}: must be an integer in "
-                             f"0..{MAX_SEED} (numpy's seeds are 32-bit and behaviour cloning "
-                             "seeds PPO's episode stream with seed + 1)")
+                             f"0..{MAX_SEED}{SEED_WHY}")
         store(self, "seed", int(self.seed))
         store(self, "logdir", check_path(owner, "logdir", self.logdir, "a directory path "
                                          "('.' for the current directory)"))
@@ -522,27 +524,23 @@ class TrainConfig:
               check_int_at_least(owner, "torch_threads", self.torch_threads, 1))
         if self.torch_threads > MAX_TORCH_THREADS:
             raise ValueError(f"{owner}.torch_threads = {self.torch_threads!r}: at most "
-                             f"{MAX_TORCH_THREADS} (torch accepts 10**6 threads, then "
-                             "crashes the process)")
+                             f"{MAX_TORCH_THREADS}{TORCH_THREADS_WHY}")
         check_bool(f"{owner}.progress_bar", self.progress_bar)
         store(self, "verbose", check_int_at_least(owner, "verbose", self.verbose, 0))
         if self.resume is not None:
-            from policies.learned import zip_sibling  # no torch
+            from policies.learned import check_model_file  # no torch
 
             store(self, "resume", check_path(owner, "resume", self.resume,
                                              "a model file path"))
-            check_path_names(self.resume, f"{owner}.resume =")
-            if Path(self.resume).is_dir():
-                raise ValueError(f"{owner}.resume = {self.resume!r} is a directory; expected "
-                                 "a model file (e.g. DIR/model.zip)")
-            if not Path(self.resume).is_file():
-                # `--out m2` writes m2.zip, and demo/evaluate load m2.zip for m2: so does resume
-                sibling = zip_sibling(self.resume)
-                if sibling is None or not sibling.is_file():
-                    nor = f" (nor {str(sibling)!r})" if sibling is not None else ""
-                    raise ValueError(f"{owner}.resume = {self.resume!r}: no such model "
-                                     f"file{nor}")
-                store(self, "resume", str(sibling))
+            # demo.py --policy's and evaluate.py --policies' rule and words (a missing
+            # file, a directory, a name too long); `--out m2` writes m2.zip, and
+            # demo/evaluate load m2.zip for m2: so does resume
+            try:
+                model = check_model_file(self.resume)
+            except ValueError as exc:
+                raise ValueError(f"{owner}.resume: {exc}") from None
+            if model != Path(self.resume):
+                store(self, "resume", str(model))
         if self.resume is not None and self.bc_teacher is not None:
             raise ValueError(f"{owner}.bc_teacher = {self.bc_teacher!r}: behaviour cloning "
                              "pre-trains a new model; it cannot be combined with resume (--resume)")

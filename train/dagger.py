@@ -71,7 +71,7 @@ from policies.cli_checks import (
     add_governor_deadband_argument,
     dirs_to_create,
     file_sha256,
-    int_at_least_type,
+    int_flag_type,
     remove_unfinished_run,
 )
 
@@ -89,12 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = OneLineParser(prog="python -m train.dagger", description=__doc__.splitlines()[0])
     a = p.add_argument
-    count = int_at_least_type(1, 10**8)
+
+    def count(flag: str) -> Callable[[str], int]:
+        return int_flag_type(flag, 1, 10**8)
+
     a("--base", default=str(PPO_MODEL),
       help="the model distilled and started from (default: the shipped PPO model)")
     a("--out", required=True, help="model file to write (.zip)")
     a("--overwrite", action="store_true", help="replace an existing --out")
-    a("--agents", type=int_at_least_type(1, 10_000), default=100,
+    a("--agents", type=int_flag_type("--agents", 1, 10_000), default=100,
       help="agents per environment (default 100)")
     a("--trust", choices=("hmac", "ed25519"), default="hmac",
       help="contract signatures (default hmac: faster, the same trajectories)")
@@ -103,17 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
                                   "--trust set them), --governor-deadband-hz overrides its "
                                   "deadband; '' = the defaults (python -m train's rules)")
     add_governor_deadband_argument(p, "every environment it plays")
-    a("--seed", type=int_at_least_type(0, 2**31 - 20), default=0, help="seed (default 0)")
-    a("--samples", type=count, default=600_000,
+    a("--seed", type=int_flag_type("--seed", 0, 2**31 - 20), default=0, help="seed (default 0)")
+    a("--samples", type=count("--samples"), default=600_000,
       help="agent-steps of teacher play over the three scenarios (default 600000)")
-    a("--emergency-samples", type=int_at_least_type(0, 10**8), default=600_000,
+    a("--emergency-samples", type=int_flag_type("--emergency-samples", 0, 10**8), default=600_000,
       help="more agent-steps of randomized emergencies (default 600000)")
-    a("--epochs", type=count, default=40, help="cloning passes (default 40)")
-    a("--iterations", type=int_at_least_type(0, 100), default=3,
+    a("--epochs", type=count("--epochs"), default=40, help="cloning passes (default 40)")
+    a("--iterations", type=int_flag_type("--iterations", 0, 100), default=3,
       help="DAgger rounds (default 3)")
-    a("--iteration-samples", type=count, default=240_000,
+    a("--iteration-samples", type=count("--iteration-samples"), default=240_000,
       help="agent-steps the student plays per DAgger round (default 240000)")
-    a("--iteration-epochs", type=count, default=8,
+    a("--iteration-epochs", type=count("--iteration-epochs"), default=8,
       help="passes over all samples after each DAgger round (default 8)")
     a("--lr", type=float, default=3e-4, help="Adam step size (default 3e-4)")
     a("--logdir", default="runs", help="tensorboard directory (default runs/; '' for none)")
