@@ -1135,3 +1135,39 @@ def test_without_the_units_share_the_emergency_is_the_calibrated_one_bit_for_bit
     assert np.array_equal(freq, same)
     assert env.grid.params.inertia_h_s == 4.0
     assert env.episode_metrics()["frequency_nadir_hz"] == pytest.approx(59.3501, abs=1e-4)
+
+
+def test_the_units_share_is_back_at_every_reset_of_the_same_env() -> None:
+    """The env switches ``env.grid`` to the system without the tripped unit at the trip;
+    the next ``reset`` (after the whole episode, or in the middle of one after the trip)
+    starts again from the full system: the same env replays the first episode bit for
+    bit, as a fresh env does, instead of starting the next one with the inertia and
+    governor already gone (a reused env, as every training run uses, would then never
+    see the pre-trip system again)."""
+    from gridswarm_env.grid import GridParams
+    from gridswarm_env.scenarios import get_scenario
+
+    sc = get_scenario("emergency", contingency_unit_share=0.1)
+    env = GridSwarmEnv(sc, config=EnvConfig(n_agents=10, trust="hmac", shadow=True))
+
+    def episode(stop_after_trip: bool = False) -> np.ndarray:
+        env.reset(seed=4)
+        assert env.grid.params == GridParams()   # H 4 s, Km 0.95 until the trip
+        policy = HeuristicPolicy()
+        policy.reset(env, seed=4)
+        freq = [env.freq_trace_hz[-1:].copy()]
+        while env.agents:
+            actions = policy.act(env.observations_array(), env.action_masks())
+            env.step_arrays(actions[:, 0], actions[:, 1])
+            freq.append(env.freq_trace_hz.copy())
+            if stop_after_trip and env.grid.params != GridParams():
+                break
+        assert env.grid.params == GridParams().after_unit_trip(0.1)   # tripped by now
+        return np.concatenate(freq)
+
+    first = episode()
+    episode(stop_after_trip=True)   # reset in the middle, after the trip
+    again = episode()
+    fresh, _ = _unassisted_trace(sc, seed=4)
+    assert np.array_equal(first, fresh)
+    assert np.array_equal(again, first)
