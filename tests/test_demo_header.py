@@ -75,3 +75,20 @@ def test_the_input_files_are_shown_and_the_compact_layout_still_fits_80_by_24():
         else:
             assert lines[3].startswith("│ config file configs/low_inertia.toml (sha256 "
                                        "505828ba0479) · limits file")
+
+
+@pytest.mark.parametrize("files", [[], ["limits file lim.toml (sha256 c472f69d96eb)"]])
+def test_the_compact_layout_fits_80_by_24_in_shadow_mode(files):
+    """The compact layout (80 x 24) in shadow mode: the SHADOW banner, two rows at 80
+    columns under the title, made the display 25 lines for 23 (a row is the cursor's),
+    so the live display lost its bottom. It goes in the header's top border there."""
+    dash = dashboard.Dashboard({**HEADER, "shadow": True, "files": files})
+    dash.update({"t_s": 45.0, "step": 44, "freq_hz": 60.0, "freq_min_hz": 60.0,
+                 "freq_max_hz": 60.0, "wall_s": 1.0}, {"negotiations": 0}, {})
+    console = Console(file=io.StringIO(), width=80, height=24, record=True,
+                      color_system=None, force_terminal=False)
+    console.print(dash)
+    lines = console.export_text().splitlines()
+    assert len(lines) <= 23 and all(len(line) <= 80 for line in lines), len(lines)
+    assert "SHADOW MODE" in lines[0] and "nothing is dispatched" in lines[0]
+    assert lines[-1].startswith("╰")   # the feed's bottom border: nothing cut
