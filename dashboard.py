@@ -296,7 +296,8 @@ class Dashboard:
         break fell wherever the words ran out, after "seed 0 ·"); the input files on a
         line under them, or, in the compact layout, in the bottom border (no row of its
         own: cut at the border where it does not fit; the KPI summary names them
-        whole)."""
+        whole); the SHADOW banner last, or, in the compact layout, shorter in the top
+        border (under it, two rows at 80 columns made the 80 x 24 display 25 lines)."""
         h, r = self.header, self.record
         t = r.get("t_s", 0.0)
         run = Text.assemble(("gridswarm", "bold cyan"), "  ", (f"{h['scenario']}", "bold"),
@@ -312,10 +313,15 @@ class Dashboard:
         files = " · ".join(h.get("files") or ())   # scenario, --config, --limits files
         if files and not compact:
             body.append(Text(files, style="dim"))
-        if h.get("shadow"):
+        shadow = None
+        if h.get("shadow") and compact:   # in the top border: no rows of its own
+            shadow = Text("SHADOW MODE: nothing is dispatched to the grid",
+                          style="bold black on yellow")
+        elif h.get("shadow"):
             body.append(Text("SHADOW MODE: market, contracts and kernel run; nothing is "
                              "dispatched to the grid", style="bold black on yellow"))
         return Panel(Group(*body), border_style="yellow" if h.get("shadow") else "cyan",
+                     title=shadow, title_align="left",
                      subtitle=Text(files, style="dim") if files and compact else None,
                      subtitle_align="left")
 

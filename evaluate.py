@@ -80,7 +80,8 @@ SIGTERM, as ``python -m train``) instead of 130; :func:`evaluate` called from Py
 leaves SIGTERM to its caller (no handler of its own: Python's default ends the process at
 once), and ``DIR`` is never left half-written either way: the event file is written in
 the temporary directory and moved into ``DIR`` with the other outputs, and a Ctrl-C or
-SIGTERM while those are written is held back until they are
+SIGTERM after the last episode, while those are summarized and written, is held back
+until they are
 (:func:`~policies.cli_checks.stop_signals_deferred`). An error during an episode (a policy or the environment
 raising) does the same, with the error and its traceback in ``summary.failure`` (also
 when no episode had finished: the one-line message has no traceback), and exits with
@@ -271,7 +272,8 @@ class EvaluationInterrupted(_StoppedRun, KeyboardInterrupt):
     :param by: ``"Ctrl-C"`` or ``"SIGTERM"`` (:class:`~policies.cli_checks.Terminated`).
     :param written: the output directory, when the interrupt came while the outputs were
         written and was held back until they were (all episodes finished; ``DIR`` holds
-        this run's outputs in full, nothing is saved elsewhere); else None.
+        this run's outputs in full, nothing is saved elsewhere, unless ``problem`` says
+        which could not be written there and where it went); else None.
     """
 
     def __init__(self, finished: int, planned: int, saved: Path | None,
@@ -286,7 +288,8 @@ class EvaluationInterrupted(_StoppedRun, KeyboardInterrupt):
         by = " by SIGTERM" if self.by == "SIGTERM" else ""
         if self.written is not None:
             return (f"interrupted{by} after all {self.finished} episodes, while its outputs "
-                    f"were written; they were written in full to {str(self.written)!r}")
+                    "were written; " + (self.problem or "they were written in full to "
+                                        f"{str(self.written)!r}"))
         text = f"interrupted{by} after {self.finished} of {self.planned} episodes"
         if self.saved is not None:
             its = "its" if self.finished == 1 else "their"
@@ -1430,8 +1433,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
         when it raises :class:`~policies.cli_checks.Terminated` (as under the command
         line, or in a ``with policies.cli_checks.sigterm_as_interrupt():`` block; no
         SIGTERM handler is set here: the caller's, or Python's default, which ends the
-        process, applies); one that came while the outputs were written, held back until
-        they were, has ``written`` set to ``out_dir`` (``saved`` None).
+        process, applies); one that came after the last episode, held back until the
+        outputs were written, has ``written`` set to ``out_dir`` (``saved`` None;
+        ``problem``: the :class:`OutputError`'s message when one could not be).
     """
     import gridswarm_env
     from gridswarm_env.config import check_bool, override
@@ -1649,49 +1653,52 @@ def evaluate(policies: Sequence[str] | str | None = None,
             # the temporary directory) and the directories it created, if empty
             shutil.rmtree(staging, ignore_errors=True)
             remove_unfinished_run((), created)
-    elapsed = time.perf_counter() - t_start
-
-    summary = summarize(runs, pols, scs, nonfinite)
-    for sc in scs:
-        for pol in pols:
-            summary[sc][pol]["wall_time_s"] = wall[sc].get(pol)
-    all_notes += nonfinite_notes(nonfinite) + baseline_warnings + policy_warnings
-    result = json_safe({
-        "runs": runs,
-        "summary": {"config": config, "wall_time_s": elapsed, "notes": all_notes, "scenarios": summary,
-                    "no_der_counterfactual": no_der, "nonfinite": nonfinite,
-                    "policy_warnings": policy_warnings},
-    })
-    header = {"policies": ", ".join(pols), "scenarios": ", ".join(scs),
-              "scenario randomization": randomization_text(config),
-              "episodes": f"{episodes} per policy and scenario (seeds {seed}…{seed + episodes - 1})",
-              "agents": n_agents, "trust": trust, "contract keys": contract_keys,
-              "limits": limits_text(config),
-              **custom_lines(chosen, env_config, config["scenario_files"],
-                             config["env_config_file"]),
-              **identity_lines(config),
-              "statistics": STATISTICS_TEXT,
-              "wall time": f"{elapsed:.1f} s"}
-    text = json.dumps(result, indent=1, allow_nan=False)
-    # a file that is not this program's, appeared there during the run, is kept
-    writes = [("results.json", "the results (results.json)",
-               lambda p: write_output_text(p, text,
-                                           overwrite=overwrite or is_results_json(p))),
-              ("results.md", "the results table (results.md)",
-               lambda p: write_markdown(p, summary, header, all_notes, no_der,
-                                        runs=runs, randomized=randomize,
-                                        overwrite=overwrite or is_results_md(p)))]
-    for sc in scs:
-        if traces[sc]:
-            writes.append((f"freq_{sc}.png", f"the frequency plot of {sc}",
-                           lambda p, sc=sc: plot_frequency(p, sc, traces[sc], physics_dt_s,
-                                                           no_der_traces.get(sc))))
-    if "oracle" in pols:   # the plot is cost relative to the oracle's
-        writes.append(("cost_vs_oracle.png", "the cost plot",
-                       lambda p: plot_costs(p, summary, pols)))
     try:
-        # a Ctrl-C or SIGTERM now is held back until every output is written
+        # a Ctrl-C or SIGTERM from now on is held back until every output is written
         with stop_signals_deferred():
+            elapsed = time.perf_counter() - t_start
+
+            summary = summarize(runs, pols, scs, nonfinite)
+            for sc in scs:
+                for pol in pols:
+                    summary[sc][pol]["wall_time_s"] = wall[sc].get(pol)
+            all_notes += nonfinite_notes(nonfinite) + baseline_warnings + policy_warnings
+            result = json_safe({
+                "runs": runs,
+                "summary": {"config": config, "wall_time_s": elapsed, "notes": all_notes,
+                            "scenarios": summary, "no_der_counterfactual": no_der,
+                            "nonfinite": nonfinite,
+                            "policy_warnings": policy_warnings},
+            })
+            header = {"policies": ", ".join(pols), "scenarios": ", ".join(scs),
+                      "scenario randomization": randomization_text(config),
+                      "episodes": f"{episodes} per policy and scenario "
+                                  f"(seeds {seed}…{seed + episodes - 1})",
+                      "agents": n_agents, "trust": trust, "contract keys": contract_keys,
+                      "limits": limits_text(config),
+                      **custom_lines(chosen, env_config, config["scenario_files"],
+                                     config["env_config_file"]),
+                      **identity_lines(config),
+                      "statistics": STATISTICS_TEXT,
+                      "wall time": f"{elapsed:.1f} s"}
+            text = json.dumps(result, indent=1, allow_nan=False)
+            # a file that is not this program's, appeared there during the run, is kept
+            writes = [("results.json", "the results (results.json)",
+                       lambda p: write_output_text(p, text,
+                                                   overwrite=overwrite or is_results_json(p))),
+                      ("results.md", "the results table (results.md)",
+                       lambda p: write_markdown(p, summary, header, all_notes, no_der,
+                                                runs=runs, randomized=randomize,
+                                                overwrite=overwrite or is_results_md(p)))]
+            for sc in scs:
+                if traces[sc]:
+                    writes.append((f"freq_{sc}.png", f"the frequency plot of {sc}",
+                                   lambda p, sc=sc: plot_frequency(
+                                       p, sc, traces[sc], physics_dt_s,
+                                       no_der_traces.get(sc))))
+            if "oracle" in pols:   # the plot is cost relative to the oracle's
+                writes.append(("cost_vs_oracle.png", "the cost plot",
+                               lambda p: plot_costs(p, summary, pols)))
             failures = [msg for name, what, write in writes
                         if (msg := write_or_rescue(out / name, write, what)[1]) is not None]
             moved = move_event_files(staging, out / TENSORBOARD_DIR)
@@ -1703,8 +1710,11 @@ def evaluate(policies: Sequence[str] | str | None = None,
             remove_stale_outputs(out, scs, earlier_events, cost_plot="oracle" in pols,
                                  earlier=earlier)
     except KeyboardInterrupt as exc:   # held back while the outputs were written
-        raise EvaluationInterrupted(len(runs), len(jobs), None, by=interrupted_by(exc),
-                                    written=out) from None
+        # raised as the handlers were put back: it replaced an OutputError, if any
+        failed = exc.__context__ if isinstance(exc.__context__, OutputError) else None
+        raise EvaluationInterrupted(len(runs), len(jobs), None,
+                                    None if failed is None else str(failed),
+                                    by=interrupted_by(exc), written=out) from None
     return result
 
 

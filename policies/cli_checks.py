@@ -821,7 +821,9 @@ def stop_signals_deferred() -> Iterator[None]:
     raises). Inside the block a handler that notes the signal stands in (a blocked signal
     mask would not do: it holds the signal back from the calling thread only, and any
     other thread, such as a BLAS pool's, would take it); the handlers are put back when
-    the block ends, and each signal noted is then raised again. In another thread than
+    the block ends, and each signal noted is then raised again, once, SIGTERM before
+    SIGINT (a Ctrl-C's ``KeyboardInterrupt`` would leave a SIGTERM after it undelivered).
+    In another thread than
     the main one (where handlers cannot be set) and for a handler set outside Python
     nothing is held back."""
     if threading.current_thread() is not threading.main_thread():
@@ -841,7 +843,9 @@ def stop_signals_deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for sig in dict.fromkeys(held):   # in the order they came, each once
+        # each once, SIGTERM first: the request to end is not lost to a Ctrl-C's
+        # KeyboardInterrupt, after which nothing more is raised
+        for sig in sorted(set(held), key=lambda sig: sig != signal.SIGTERM):
             signal.raise_signal(sig)
 
 

@@ -151,3 +151,26 @@ def test_comma_items_strip_and_refuse_an_empty_item():
                                   "one at an end); expected names, separated by single commas")
     with pytest.raises(ValueError, match=r"^x = 'a,': item 2 of 2 is empty"):
         comma_items("a,", "x", "names", sep=" = ")
+
+
+def test_a_sigterm_held_back_after_a_ctrl_c_is_not_lost():
+    """stop_signals_deferred delivers a SIGTERM that came after a Ctrl-C in the block:
+    the request to end goes first, then the Ctrl-C. Before: they were raised in the
+    order they came, the Ctrl-C's KeyboardInterrupt left the loop, and the SIGTERM was
+    dropped (under Python's default SIGTERM the process went on instead of ending)."""
+    import os
+    import signal
+
+    from policies.cli_checks import stop_signals_deferred
+
+    terms: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: terms.append(signum))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with stop_signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert terms == []   # held back inside the block
+        assert terms == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -149,3 +150,54 @@ def test_command_line_sigterm_while_the_outputs_are_written(tmp_path, earlier, c
                            f"{str(earlier)!r}")
     assert "- policies: heuristic\n" in (earlier / "results.md").read_text()
     assert event_tags(earlier) == {"heuristic"}
+
+
+def test_ctrl_c_while_an_output_fails_does_not_say_they_were_written(tmp_path, earlier,
+                                                                     monkeypatch):
+    """A Ctrl-C held back while an output could not be written (results.md rescued to the
+    temporary directory, the earlier run's files left in place) does not hide that: the
+    interrupt says which output could not be written to ``DIR`` and where it went, not
+    "they were written in full". Before: the KeyboardInterrupt raised
+    when the handlers were put back replaced the OutputError, and the line said
+    "they were written in full to DIR"."""
+    real = evaluate.write_markdown
+
+    def interrupt_then_fail(path, *args, **kwargs):
+        if Path(path).parent == earlier:   # DIR's results.md cannot be written
+            os.kill(os.getpid(), signal.SIGINT)
+            raise PermissionError(13, "Permission denied")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "write_markdown", interrupt_then_fail)
+    with pytest.raises(evaluate.EvaluationInterrupted) as stopped:
+        evaluate.evaluate(policies="heuristic", out_dir=earlier, **SMALL)
+    text = str(stopped.value)
+    assert "written in full" not in text and stopped.value.written == earlier
+    assert "could not write the results table (results.md)" in text, text
+    rescued = [p for p in Path(tempfile.gettempdir()).glob("results-*.md")
+               if "- policies: heuristic\n" in p.read_text()]
+    assert len(rescued) == 1 and str(rescued[0]) in text, text
+    assert "- policies: random\n" in (earlier / "results.md").read_text()   # left in place
+
+
+def test_ctrl_c_after_the_episodes_before_the_outputs_are_written(tmp_path, earlier,
+                                                                  monkeypatch):
+    """A Ctrl-C once the last episode finished, while the results are summarized (before
+    any output is written), is held back as one while they are written: the outputs
+    are written in full and the temporary directory holds no event file. Before: a bare
+    KeyboardInterrupt left evaluate() (the command line said only "interrupted"), the
+    finished episodes were lost and the event file was left in the temporary
+    directory."""
+    real = evaluate.summarize
+
+    def interrupt_then_summarize(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "summarize", interrupt_then_summarize)
+    with pytest.raises(evaluate.EvaluationInterrupted) as stopped:
+        evaluate.evaluate(policies="heuristic", out_dir=earlier, **SMALL)
+    assert stopped.value.written == earlier, str(stopped.value)
+    assert "- policies: heuristic\n" in (earlier / "results.md").read_text()
+    assert event_tags(earlier) == {"heuristic"}
+    assert not list(Path(tempfile.gettempdir()).glob("gridswarm-evaluate-*"))
