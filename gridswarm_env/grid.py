@@ -59,6 +59,12 @@ and governor stayed on line. With ``s > 0`` the system from the trip instant on 
 :meth:`GridParams.after_unit_trip`: ``H·(1 − s)`` and ``Km·(1 − s)`` (per unit on the same
 base, ``H_sys = Σ H_i·S_i / S_base``: ``s`` = the unit's rating / ``system_base_mw`` for a
 unit like the system's average), every other field, the lags and the deadband as before.
+The governor and turbine states (``y``, ``v``, ``p_hp``: each unit's answer is its share of
+``Km`` times the same response to ``Δf``) are scaled by ``1 − s`` at the trip instant: the
+tripped unit's share of the governors' answer held before the trip leaves with it, as its
+scheduled output leaves through ``u`` (``contingency_mw`` is lost from the schedule: the
+governors' deviation from it is in the states, not in ``u``); ``Δf`` and the AGC's ``z``
+(the system's secondary-control command, which the remaining units deliver) carry over.
 The model is LTI (piecewise affine with a band) on each side of the trip, so
 :meth:`GridModel.advance_switching` integrates the trip's agent step exactly: the
 pre-trip model up to the trip, the post-trip one after, the trip's sub-step split at the
@@ -67,7 +73,11 @@ with the remaining ``H`` and ``Km``: ``df/dt(0+) = ΔP·f0 / (2H·(1 − s))``, 
 (D·R + Km·(1 − s))``. The 0.10 p.u. trip with ``s`` = 0.1 (``emergency``'s 100 MW unit):
 initial RoCoF −0.833 Hz/s, nadir 59.2857 Hz 2.36 s after it, steady state 59.6685 Hz
 (59.1350 Hz with both lags, 59.2540 Hz with a 36 mHz band; test
-``test_switched_trip_matches_an_independent_solve_of_the_switched_ode``).
+``test_switched_trip_matches_an_independent_solve_of_the_switched_ode``). From a steady
+pre-trip deviation of −30 mHz the governors hold 9.5 MW above schedule, 0.95 MW of it the
+tripped unit's: the nadir is 59.2489 Hz (59.0968 Hz with both lags), 3.9 mHz (5.4 mHz)
+below the 59.2528 Hz (59.1022 Hz) of carrying those states over unscaled (test
+``test_switched_trip_from_a_steady_deviation_matches_an_independent_solve``).
 
 Optional governor deadband (``GridParams.governor_deadband_hz``, ``d`` in p.u. of
 ``f0``; 0 = off, the default, which runs the linear model above unchanged): the
@@ -377,6 +387,8 @@ class GridParams:
         rating ``S_i`` with the system's average ``H`` and governor share takes ``s =
         S_i / S_base`` of each; load damping ``D`` stays, the load is still there; the
         droop ``R`` is per unit of each governor's own rating, so ``Km`` carries the loss).
+        The governor and turbine states leave in the same share at the switch
+        (:meth:`GridModel.advance_switching`).
 
         :param unit_share: ``s`` in [0, 1) (the scenario's ``contingency_unit_share``).
         :raises ValueError: ``s`` out of range, or a remaining system whose model is not
@@ -848,6 +860,17 @@ class GridModel:
         of 0 holds the mean on both parts). The sub-steps run one after another
         (:meth:`advance_variable`): once per episode.
 
+        At the switch the governor and turbine states (``y``, and ``v``, ``p_hp`` with the
+        lags) are scaled by ``after``'s ``Km`` over this model's when it is lower: for
+        ``after_unit_trip(s)``, ``1 − s``. Each unit's governor answers the same ``Δf`` in
+        proportion to its share of ``Km``, so the states are that sum and the tripped
+        unit's share of the answer held before the trip (``0.1·(Km/R)·Δf`` with ``s`` = 0.1
+        in steady state: 0.95 MW at −30 mHz) leaves with it; the lost ``jump_pu`` is its
+        scheduled output, the governors' deviation from the schedule being in the states.
+        ``Δf`` carries over (the remaining rotors do not jump), and so does the AGC's ``z``,
+        the system's secondary-control command, which the remaining units deliver (the
+        model has no AGC lag per unit). A switch that does not lower ``Km`` keeps them.
+
         :param after: the post-switch model, with the same agent step, sub-step and states.
         :param u_pu: net external injection per sub-step, p.u., shape ``(n_substeps,)``.
         :param substep: the sub-step the switch falls in, ``0 <= substep < n_substeps``.
@@ -877,6 +900,11 @@ class GridModel:
         u_before = u[substep] - jump_pu * ((pdt - offset_s) / pdt)
         self.advance_variable(u_before, offset_s)   # 0: unchanged
         after.state = self.state.copy()
+        km, km_after = self.params.mech_gain_km, after.params.mech_gain_km
+        if km_after < km:   # the units that leave take their share of the governors' answer
+            kept = km_after / km
+            after.state[1] *= kept
+            after.state[3:] *= kept
         out.append(after.advance_variable(u_before + jump_pu, pdt - offset_s))
         out.extend(after.advance_variable(uk, pdt) for uk in u[substep + 1:])
         return np.array(out)

@@ -126,7 +126,10 @@ class Scenario:
     :param solar_ramp_s: time over which the availability moves linearly from start to
         end, s (default 300 s: the shipped 300-step episodes at the default 1 s step).
     :param price_floor_per_mwh, price_cap_per_mwh: the band of bid price levels.
-    :param contingency_mw: generation lost at ``event_time_s`` (0 = none).
+    :param contingency_mw: generation lost at ``event_time_s`` (0 = none): the tripped
+        unit's scheduled output (a step in ``u``; the governors' deviation from the
+        schedule is in the grid's states, and with ``contingency_unit_share`` > 0 the
+        unit's share of it leaves too).
     :param reserve_target_mw: reserve the operator buys before the event (when > 0,
         every round announced before the operator detects the trip, at ``event_time_s +
         detection_delay_s``, is a reserve round until the target is met or a reserve
@@ -177,7 +180,12 @@ class Scenario:
         the 1 000 MW base: ``H`` 4 -> 3.6 s, ``Km`` 0.95 -> 0.855; the unassisted nadir
         59.29 Hz instead of 59.35 Hz); 0 for a unit without inertia or governor (an
         inverter-based plant). It is the unit's rating, so the magnitude jitter (which
-        moves the MW lost) leaves it as given. Needs a trip when > 0.
+        moves the MW lost) leaves it as given. Needs a trip when > 0. It is checked against
+        nothing but [0, 1): no rating is known to check it with (``contingency_mw`` is
+        the unit's output, below its rating), so give it as the unit's rating /
+        ``system_base_mw``. The governor and turbine states are scaled by ``1 − s`` at
+        the trip too: the tripped unit's share of the governors' answer held before it
+        leaves with it (:meth:`~gridswarm_env.grid.GridModel.advance_switching`).
 
     Defaults and the shipped values are assumptions of this project, chosen for a
     legible episode rather than taken from one system's data: an 850 MW balancing area

@@ -773,19 +773,23 @@ def _switched_ode(t_trip: float, share: float, *, tg: float = 0.0, tch: float = 
 
 
 def _run_switched(params: GridParams, t_trip: float, share: float, horizon_s: float,
-                  dt_s: float = 1.0, loss: float = LOSS_PU) -> np.ndarray:
-    """Frequency (Hz) at each sub-step's end over ``horizon_s`` from rest: the trip of
-    ``loss`` p.u. at ``t_trip`` as the environment feeds it (its mean over each sub-step)
-    and the switch to :meth:`GridParams.after_unit_trip` there, as the environment does."""
+                  dt_s: float = 1.0, loss: float = LOSS_PU, pre: float = 0.0) -> np.ndarray:
+    """Frequency (Hz) at each sub-step's end over ``horizon_s`` from rest (or from the
+    steady state of an injection ``pre`` p.u. held throughout): the trip of ``loss`` p.u.
+    at ``t_trip`` as the environment feeds it (its mean over each sub-step) and the
+    switch to :meth:`GridParams.after_unit_trip` there, as the environment does."""
     pdt = params.physics_dt_s
     before = GridModel(params, dt_s)
     after = GridModel(params.after_unit_trip(share), dt_s)
     n = before.n_substeps
     total = int(round(horizon_s / dt_s)) * n
     t0, t1 = np.arange(total) * pdt, np.arange(1, total + 1) * pdt
-    u = loss * np.where(t0 >= t_trip, 1.0, np.clip((t1 - t_trip) / (t1 - t0), 0.0, 1.0))
-    j = int(np.flatnonzero(u)[0])
-    before.reset()
+    u = pre + loss * np.where(t0 >= t_trip, 1.0, np.clip((t1 - t_trip) / (t1 - t0), 0.0, 1.0))
+    j = int(np.flatnonzero(u != pre)[0])
+    if pre == 0.0:
+        before.reset()
+    else:
+        before.reset_steady(pre)
     model, out = before, []
     for k in range(total // n):
         if k == j // n:
@@ -857,6 +861,63 @@ def test_switched_trip_matches_an_independent_solve_of_the_switched_ode(
     # taking the unit's share deepens the nadir (59.35 -> 59.29 Hz lag-free)
     kept = step_response(params, LOSS_PU, 12.0)[1].min()
     assert reference.min() < kept - 0.04
+
+
+PRE_TRIP_HZ = -0.030   # a steady pre-trip deviation: the governors hold 9.5 MW, 0.95 MW of it the unit's
+
+
+@pytest.mark.parametrize("tg, tch", [(0.0, 0.0), (TG_S, TCH_S)])
+def test_the_tripped_units_governor_output_leaves_with_it(tg: float, tch: float) -> None:
+    # at the switch the governor and turbine states (reheat y, valve v, HP p_hp) are
+    # (1 − s) of what they were: the tripped unit's share of the governors' held answer
+    # leaves with it; Δf and the AGC's system-level z stay
+    params = _lagged(tg, tch, agc_gain_per_s=0.02)
+    u_pre = (PRE_TRIP_HZ / 60.0) * (1.0 + params.governor_gain_pu)
+    before, after = GridModel(params, 1.0), GridModel(params.after_unit_trip(UNIT_SHARE), 1.0)
+    x0 = np.array([PRE_TRIP_HZ / 60.0, 0.004, -0.003] + [0.006, 0.005][:params.n_states - 3])
+    before.state = x0.copy()
+    reference = GridModel(params.after_unit_trip(UNIT_SHARE), 1.0)
+    reference.state = x0 * np.array([1.0, 1.0 - UNIT_SHARE, 1.0]
+                                    + [1.0 - UNIT_SHARE] * (params.n_states - 3))
+    u = np.full(20, u_pre + LOSS_PU)
+    freq = before.advance_switching(after, u, 0, 0.0, LOSS_PU)   # the whole step after it
+    np.testing.assert_allclose(freq, reference.advance(u), rtol=0.0, atol=1e-12)
+    np.testing.assert_allclose(after.state, reference.state, rtol=0.0, atol=1e-15)
+
+
+@pytest.mark.parametrize("t_trip", [1.0, 1.013])
+@pytest.mark.parametrize("tg, tch", [(0.0, 0.0), (TG_S, TCH_S)])
+def test_switched_trip_from_a_steady_deviation_matches_an_independent_solve(
+        t_trip: float, tg: float, tch: float) -> None:
+    # from the steady state of a −30 mHz deviation (the governors at 9.5 MW above
+    # schedule), a 0.10 p.u. trip of a 0.1 share: the solve scales the governor states by
+    # 1 − s at the trip; keeping them (the remaining units taking on the tripped unit's
+    # 0.95 MW) raises the nadir by ~4 mHz: 59.2489 against 59.2528 Hz lag-free, 59.0968
+    # against 59.1022 Hz with both lags
+    params = _lagged(tg, tch)
+    pre = (PRE_TRIP_HZ / 60.0) * (1.0 + params.governor_gain_pu)   # −0.01 p.u.
+    freq = _run_switched(params, t_trip, UNIT_SHARE, 12.0, pre=pre)
+    pdt = params.physics_dt_s
+    rhs = _switched_ode(t_trip, UNIT_SHARE, tg=tg, tch=tch, loss=LOSS_PU)
+    steady = PRE_TRIP_HZ / 60.0
+    gov = 0.95 / 0.05 * -steady
+    x_trip = np.array([steady, gov if tg > 0 else 0.0, gov if tch > 0 else 0.0, gov])
+    scaled = x_trip * np.array([1.0] + [1.0 - UNIT_SHARE] * 3)
+
+    def shifted(t, x):   # the pre-trip imbalance held throughout
+        dx = rhs(t, x)
+        dx[0] += pre / (2.0 * 4.0 * (1.0 - UNIT_SHARE))
+        return dx
+    late = solve_ivp(shifted, (t_trip, 12.0), scaled, method="DOP853", rtol=1e-12,
+                     atol=1e-14, dense_output=True, max_step=0.01)
+    t = np.arange(1, freq.size + 1) * pdt
+    after_trip = t >= t_trip
+    reference = 60.0 * (1.0 + late.sol(t[after_trip])[0])
+    np.testing.assert_allclose(freq[after_trip], reference, rtol=0.0, atol=1e-10)
+    np.testing.assert_allclose(freq[~after_trip], 60.0 + PRE_TRIP_HZ, rtol=0.0, atol=1e-10)
+    kept = solve_ivp(shifted, (t_trip, 12.0), x_trip, method="DOP853", rtol=1e-12,
+                     atol=1e-14, dense_output=True, max_step=0.01)
+    assert 60.0 * (1.0 + kept.sol(t[after_trip])[0].min()) > reference.min() + 0.003
 
 
 def test_advance_switching_with_no_share_and_no_jump_is_the_unswitched_step(
