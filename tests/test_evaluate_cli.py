@@ -6,6 +6,7 @@ and counts printed as integers, no cost-vs-oracle plot without an oracle."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -241,9 +242,47 @@ def test_evaluate_output_failing_at_the_end_is_rescued(tmp_path, capsys, monkeyp
     rescued = Path(line.split("saved it to '")[1].split("'")[0])
     assert "## emergency" in rescued.read_text()
     rescued.unlink()
+    shutil.rmtree(line.split("this run's tensorboard scalars are in '")[1].split("'")[0])
     data = json.loads((out / "results.json").read_text())   # the rest was written
     assert data["summary"]["config"]["scenarios"] == ["emergency"]
     assert (out / "freq_price_spike.png").exists()   # earlier outputs left in place
+
+
+def test_evaluate_output_failing_keeps_this_runs_event_file_apart(tmp_path, capsys,
+                                                                  monkeypatch):
+    """When an output cannot be written to DIR (the earlier run's outputs are then left
+    in place), this run's tensorboard event file is not moved into DIR/tensorboard beside
+    the earlier run's (their curves would be mixed at the same steps): it stays in the
+    temporary directory, which the line names. Before: it was moved there and the
+    earlier one kept, two event files in DIR/tensorboard, and the line did not say so."""
+    out = tmp_path / "out"
+    assert _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out)],
+                     capsys)[0] == 0
+    earlier_events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(earlier_events) == 1
+    real = evaluate.summarize
+
+    def summarize_then_block(*args, **kwargs):   # results.md becomes a directory
+        result = real(*args, **kwargs)
+        (out / "results.md").unlink()
+        (out / "results.md").mkdir()
+        return result
+
+    monkeypatch.setattr(evaluate, "summarize", summarize_then_block)
+    status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out)],
+                            capsys)
+    assert status == 1
+    line = _one_line_error(err, "evaluate.py")
+    Path(line.split("saved it to '")[1].split("'")[0]).unlink()
+    assert sorted((out / "tensorboard").glob("events.out.tfevents.*")) == earlier_events
+    assert "this run's tensorboard scalars are in '" in line, line
+    staging = Path(line.split("this run's tensorboard scalars are in '")[1].split("'")[0])
+    try:
+        assert len(list(staging.glob("events.out.tfevents.*"))) == 1
+        assert line.endswith(f"not in {str(out / 'tensorboard')!r}; earlier outputs in "
+                             f"{str(out)!r} were left in place"), line
+    finally:
+        shutil.rmtree(staging)
 
 
 def test_evaluate_help_shows_the_defaults(capsys):
