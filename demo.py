@@ -86,6 +86,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,6 +98,7 @@ from policies.cli_checks import (
     EXIT_CTRL_C,
     EXIT_SIGTERM,
     FLAG_SETTINGS,
+    Note,
     OneLineParser,
     add_config_argument,
     add_contract_keys_argument,
@@ -646,8 +648,8 @@ def open_session(options: DemoOptions) -> Session:
 
             note = trained_settings_note(policy, options.n_agents, [options.played_scenario],
                                          options.randomize, config)
-            if note is not None:
-                print(f"demo.py: note: {note}", file=sys.stderr, flush=True)
+            if note is not None:   # the command line shows "demo.py: note: ..."
+                warnings.warn(note, Note, stacklevel=2)
         notice = planning_notice(policy, raw)
         if notice is not None:
             print(notice, file=sys.stderr, flush=True)

@@ -123,6 +123,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -143,6 +144,7 @@ from policies.cli_checks import (
     EXIT_CTRL_C,
     EXIT_SIGTERM,
     LimitsFile,
+    Note,
     OneLineParser,
     OutputError,
     add_config_argument,
@@ -1514,8 +1516,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 policy.check_action_levels(levels)
                 note = trained_settings_note(policy, n_agents, list(chosen.values()),
                                              randomize, env_config)
-                if note is not None and note not in all_notes:   # stderr now, results.md
-                    print(f"evaluate.py: note: {note}", file=sys.stderr, flush=True)
+                if note is not None and note not in all_notes:   # now, and in results.md
+                    # a warning (Note): the command line shows "evaluate.py: note: ..."
+                    warnings.warn(note, Note, stacklevel=2)
                     all_notes.append(note)
         except ValueError as exc:   # a model that does not load or fit: name the flag
             what, msg = argument_name("policies"), str(exc)
