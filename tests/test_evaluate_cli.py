@@ -223,40 +223,14 @@ def test_evaluate_sigterm_keeps_the_finished_episodes_as_ctrl_c_does(tmp_path, c
 
 
 def test_evaluate_output_failing_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
+    """An output that cannot be written to DIR goes to the temporary directory and the
+    earlier run's outputs are left in place; this run's tensorboard event file is not
+    moved into DIR/tensorboard beside the earlier run's (their curves would be mixed at
+    the same steps): it stays in its temporary directory, which the line names. Before:
+    it was moved there, two runs' event files in DIR/tensorboard, and the line did not
+    say so."""
     out = tmp_path / "out"
     assert _evaluate([*EVAL_SMALL, "--scenarios", "emergency,price_spike", "--out", str(out)],
-                     capsys)[0] == 0
-    real = evaluate.summarize
-
-    def summarize_then_block(*args, **kwargs):   # results.md becomes a directory
-        result = real(*args, **kwargs)
-        (out / "results.md").unlink()
-        (out / "results.md").mkdir()
-        return result
-
-    monkeypatch.setattr(evaluate, "summarize", summarize_then_block)
-    status, err = _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out)],
-                            capsys)
-    assert status == 1
-    line = _one_line_error(err, "evaluate.py")
-    rescued = Path(line.split("saved it to '")[1].split("'")[0])
-    assert "## emergency" in rescued.read_text()
-    rescued.unlink()
-    shutil.rmtree(line.split("this run's tensorboard scalars are in '")[1].split("'")[0])
-    data = json.loads((out / "results.json").read_text())   # the rest was written
-    assert data["summary"]["config"]["scenarios"] == ["emergency"]
-    assert (out / "freq_price_spike.png").exists()   # earlier outputs left in place
-
-
-def test_evaluate_output_failing_keeps_this_runs_event_file_apart(tmp_path, capsys,
-                                                                  monkeypatch):
-    """When an output cannot be written to DIR (the earlier run's outputs are then left
-    in place), this run's tensorboard event file is not moved into DIR/tensorboard beside
-    the earlier run's (their curves would be mixed at the same steps): it stays in the
-    temporary directory, which the line names. Before: it was moved there and the
-    earlier one kept, two event files in DIR/tensorboard, and the line did not say so."""
-    out = tmp_path / "out"
-    assert _evaluate([*EVAL_SMALL, "--scenarios", "emergency", "--out", str(out)],
                      capsys)[0] == 0
     earlier_events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
     assert len(earlier_events) == 1
@@ -273,7 +247,12 @@ def test_evaluate_output_failing_keeps_this_runs_event_file_apart(tmp_path, caps
                             capsys)
     assert status == 1
     line = _one_line_error(err, "evaluate.py")
-    Path(line.split("saved it to '")[1].split("'")[0]).unlink()
+    rescued = Path(line.split("saved it to '")[1].split("'")[0])
+    assert "## emergency" in rescued.read_text()
+    rescued.unlink()
+    data = json.loads((out / "results.json").read_text())   # the rest was written
+    assert data["summary"]["config"]["scenarios"] == ["emergency"]
+    assert (out / "freq_price_spike.png").exists()   # earlier outputs left in place
     assert sorted((out / "tensorboard").glob("events.out.tfevents.*")) == earlier_events
     assert "this run's tensorboard scalars are in '" in line, line
     staging = Path(line.split("this run's tensorboard scalars are in '")[1].split("'")[0])
