@@ -86,6 +86,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,6 +98,7 @@ from policies.cli_checks import (
     EXIT_CTRL_C,
     EXIT_SIGTERM,
     FLAG_SETTINGS,
+    Note,
     OneLineParser,
     add_config_argument,
     add_contract_keys_argument,
@@ -114,6 +116,7 @@ from policies.cli_checks import (
     int_range_text,
     read_earlier_json,
     sigterm_as_interrupt,
+    stop_signals_deferred,
     stop_signals_ignored,
     write_output_text,
 )
@@ -645,8 +648,8 @@ def open_session(options: DemoOptions) -> Session:
 
             note = trained_settings_note(policy, options.n_agents, [options.played_scenario],
                                          options.randomize, config)
-            if note is not None:
-                print(f"demo.py: note: {note}", file=sys.stderr, flush=True)
+            if note is not None:   # the command line shows "demo.py: note: ..."
+                warnings.warn(note, Note, stacklevel=2)
         notice = planning_notice(policy, raw)
         if notice is not None:
             print(notice, file=sys.stderr, flush=True)
@@ -1127,8 +1130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     from rich.console import Console
 
-    from policies.cli_checks import write_or_rescue
-
     args = build_parser().parse_args(argv)   # argparse prints usage + message, exits 2
     console = Console()
     try:
@@ -1151,28 +1152,22 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"demo.py: {stop_reason(exc)}", file=sys.stderr)
         return stop_status(exc)
     failed = False
-    # a second Ctrl-C or SIGTERM must not lose the summary or the JSON
-    with stop_signals_ignored():
-        session.env.close()   # signs the closing audit head (ed25519), flushes the file
-        audit = audit_info(session)
-        if result.stop_reason == "stdout closed":
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        else:
-            print_summary(result, console)
-        if options.json_path is not None:
-            written, problem = write_or_rescue(
-                options.json_path, lambda p: write_json(p, result.run, result.steps,
-                                                        result.metrics, audit,
-                                                        options.overwrite
-                                                        or is_demo_json(p)), "the JSON")
-            if problem is not None:
-                print(f"demo.py: error: {problem}", file=sys.stderr)
-                failed = True
-            if written is not None:
-                console.print(f"wrote {written}", markup=False, highlight=False,
-                              soft_wrap=True)
-        if audit is not None:
-            console.print(audit_hint(audit), markup=False, highlight=False, soft_wrap=True)
+    late: KeyboardInterrupt | None = None
+    try:
+        # a Ctrl-C or SIGTERM while the summary and the JSON are written is held back
+        # until they are, then acts (evaluate.py does the same with its outputs)
+        with stop_signals_deferred():
+            failed = write_outputs(result, session, options, console)
+    except KeyboardInterrupt as exc:   # held back; raised as the handlers were put back
+        late = exc
+    if late is not None and not result.interrupted:   # a stopped run ends anyway
+        what = "the summary and the JSON were" if options.json_path else "the summary was"
+        done = ("the JSON could not be written where asked (see above)" if failed
+                else "they were written in full" if options.json_path
+                else "it was printed in full")
+        print(f"demo.py: {stop_reason(late)} after its last step, while {what} written; "
+              f"{done}", file=sys.stderr)
+        return stop_status(late)
     if result.stop_reason == "stdout closed":
         return EXIT_STDOUT_CLOSED
     if result.stop_reason == "terminated":
@@ -1180,6 +1175,37 @@ def _main(argv: Sequence[str] | None) -> int:
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OUTPUT_FAILED if failed else EXIT_OK
+
+
+def write_outputs(result: DemoResult, session: Any, options: DemoOptions,
+                  console: Any) -> bool:
+    """Close the environment (signs the audit file's closing head), print the summary,
+    write the JSON and print the audit hint; True when the JSON could not be written
+    where asked (the message is printed)."""
+    from policies.cli_checks import write_or_rescue
+
+    failed = False
+    session.env.close()   # signs the closing audit head (ed25519), flushes the file
+    audit = audit_info(session)
+    if result.stop_reason == "stdout closed":
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    else:
+        print_summary(result, console)
+    if options.json_path is not None:
+        written, problem = write_or_rescue(
+            options.json_path, lambda p: write_json(p, result.run, result.steps,
+                                                    result.metrics, audit,
+                                                    options.overwrite
+                                                    or is_demo_json(p)), "the JSON")
+        if problem is not None:
+            print(f"demo.py: error: {problem}", file=sys.stderr)
+            failed = True
+        if written is not None:
+            console.print(f"wrote {written}", markup=False, highlight=False,
+                          soft_wrap=True)
+    if audit is not None:
+        console.print(audit_hint(audit), markup=False, highlight=False, soft_wrap=True)
+    return failed
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -143,6 +144,7 @@ from policies.cli_checks import (
     EXIT_CTRL_C,
     EXIT_SIGTERM,
     LimitsFile,
+    Note,
     OneLineParser,
     OutputError,
     add_config_argument,
@@ -1426,7 +1428,10 @@ def evaluate(policies: Sequence[str] | str | None = None,
         a ``results.json`` or ``results.md`` in ``out_dir`` not written by this program
         without ``overwrite``), before any output exists.
     :raises OutputError: an output could not be written at the end (the others were;
-        it went to the temporary directory instead, see the message).
+        it went to the temporary directory instead, see the message; ``out_dir``'s
+        earlier outputs and tensorboard event files are left in place and this run's
+        event file stays in its ``gridswarm-evaluate-*`` temporary directory, named in
+        the message, so two runs' curves are not mixed in ``out_dir/tensorboard``).
     :raises EvaluationFailed: a policy or the environment raised during an episode (the
         finished episodes are saved, see its message).
     :raises EvaluationInterrupted: Ctrl-C during the episodes (likewise), or SIGTERM
@@ -1511,8 +1516,9 @@ def evaluate(policies: Sequence[str] | str | None = None,
                 policy.check_action_levels(levels)
                 note = trained_settings_note(policy, n_agents, list(chosen.values()),
                                              randomize, env_config)
-                if note is not None and note not in all_notes:   # stderr now, results.md
-                    print(f"evaluate.py: note: {note}", file=sys.stderr, flush=True)
+                if note is not None and note not in all_notes:   # now, and in results.md
+                    # a warning (Note): the command line shows "evaluate.py: note: ..."
+                    warnings.warn(note, Note, stacklevel=2)
                     all_notes.append(note)
         except ValueError as exc:   # a model that does not load or fit: name the flag
             what, msg = argument_name("policies"), str(exc)
@@ -1701,8 +1707,11 @@ def evaluate(policies: Sequence[str] | str | None = None,
                                lambda p: plot_costs(p, summary, pols)))
             failures = [msg for name, what, write in writes
                         if (msg := write_or_rescue(out / name, write, what)[1]) is not None]
-            moved = move_event_files(staging, out / TENSORBOARD_DIR)
-            if moved is not None:
+            if failures:   # this run's event file stays with its rescued outputs: moved
+                # beside the earlier run's (kept), the two runs' curves would be mixed
+                failures.append(f"this run's tensorboard scalars are in {str(staging)!r}, "
+                                f"not in {str(out / TENSORBOARD_DIR)!r}")
+            elif (moved := move_event_files(staging, out / TENSORBOARD_DIR)) is not None:
                 failures.append(moved)
             if failures:   # keep the earlier run's files: some of this run's are elsewhere
                 raise OutputError("; ".join(failures) + f"; earlier outputs in {str(out)!r} "

@@ -700,10 +700,18 @@ def _env_config_over(base: Any, args: argparse.Namespace) -> Any:
         raise ValueError(f"{flags[head.group(1)]} {str(exc)[head.end():]}") from None
 
 
+class Note(UserWarning):
+    """A note, not a problem, from library code that a command line also runs (e.g.
+    ``evaluate()`` and ``demo.open_session()`` of a model trained under other settings):
+    a library caller gets it as a Python warning of this category (filter it with
+    ``warnings.simplefilter("ignore", Note)``); :func:`one_line_warnings` shows it as
+    ``prog: note: <message>``, the way the command lines word their notes."""
+
+
 @contextlib.contextmanager
 def one_line_warnings(prog: str) -> Iterator[None]:
     """Show the warnings raised inside the block as ``prog: warning: <message>`` on
-    stderr, each message once (Python's default shows the file and line of the call and
+    stderr (a :class:`Note` as ``prog: note: <message>``), each message once (Python's default shows the file and line of the call and
     that source line, and repeats a message raised from another line, as evaluate.py's
     environments for the baseline and for each policy did). Restored afterwards.
 
@@ -715,7 +723,8 @@ def one_line_warnings(prog: str) -> Iterator[None]:
         text = str(message)
         if text not in shown:
             shown.add(text)
-            print(f"{prog}: warning: {text}", file=sys.stderr, flush=True)
+            kind = "note" if issubclass(category, Note) else "warning"
+            print(f"{prog}: {kind}: {text}", file=sys.stderr, flush=True)
 
     with warnings.catch_warnings():
         warnings.showwarning = show

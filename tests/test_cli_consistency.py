@@ -90,7 +90,7 @@ MODEL_EXPECTED = ("(expected a MaskablePPO .zip saved by `python -m train` (or `
 
 
 @pytest.mark.parametrize("problem", ["corrupt", "missing"])
-def test_a_bad_model_file_is_worded_alike_by_the_three_commands(problem, tmp_path, capsys):
+def test_a_bad_model_file_is_worded_alike_by_the_four_commands(problem, tmp_path, capsys):
     """``python -m train --resume`` of a corrupt file was the only refusal of a model file
     that did not name its flag; of a missing one it said ``--resume '…/m': no such model
     file (nor '…/m.zip')``, where demo.py and evaluate.py said ``--policy: model file '…/m'
@@ -111,6 +111,10 @@ def test_a_bad_model_file_is_worded_alike_by_the_three_commands(problem, tmp_pat
     assert _one_line_error(err, "evaluate.py") == f"evaluate.py: error: --policies: {says}"
     assert _exit_line(_train, ["--resume", str(model), "--logdir", str(tmp_path / "runs")],
                       capsys, "python -m train") == f"python -m train: error: --resume: {says}"
+    # python -m train.dagger added "(see python -m train.dagger --help)" to it
+    assert _exit_line(_dagger, ["--base", str(model), "--out", str(tmp_path / "d.zip")],
+                      capsys, "python -m train.dagger") == (
+        f"python -m train.dagger: error: --base: {says}")
     assert sorted(p.name for p in tmp_path.iterdir()) == (["m"] if problem == "corrupt" else [])
 
 

@@ -6,6 +6,7 @@ and counts printed as integers, no cost-vs-oracle plot without an oracle."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -222,9 +223,17 @@ def test_evaluate_sigterm_keeps_the_finished_episodes_as_ctrl_c_does(tmp_path, c
 
 
 def test_evaluate_output_failing_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
+    """An output that cannot be written to DIR goes to the temporary directory and the
+    earlier run's outputs are left in place; this run's tensorboard event file is not
+    moved into DIR/tensorboard beside the earlier run's (their curves would be mixed at
+    the same steps): it stays in its temporary directory, which the line names. Before:
+    it was moved there, two runs' event files in DIR/tensorboard, and the line did not
+    say so."""
     out = tmp_path / "out"
     assert _evaluate([*EVAL_SMALL, "--scenarios", "emergency,price_spike", "--out", str(out)],
                      capsys)[0] == 0
+    earlier_events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(earlier_events) == 1
     real = evaluate.summarize
 
     def summarize_then_block(*args, **kwargs):   # results.md becomes a directory
@@ -244,6 +253,15 @@ def test_evaluate_output_failing_at_the_end_is_rescued(tmp_path, capsys, monkeyp
     data = json.loads((out / "results.json").read_text())   # the rest was written
     assert data["summary"]["config"]["scenarios"] == ["emergency"]
     assert (out / "freq_price_spike.png").exists()   # earlier outputs left in place
+    assert sorted((out / "tensorboard").glob("events.out.tfevents.*")) == earlier_events
+    assert "this run's tensorboard scalars are in '" in line, line
+    staging = Path(line.split("this run's tensorboard scalars are in '")[1].split("'")[0])
+    try:
+        assert len(list(staging.glob("events.out.tfevents.*"))) == 1
+        assert line.endswith(f"not in {str(out / 'tensorboard')!r}; earlier outputs in "
+                             f"{str(out)!r} were left in place"), line
+    finally:
+        shutil.rmtree(staging)
 
 
 def test_evaluate_help_shows_the_defaults(capsys):

@@ -14,6 +14,7 @@ the run is kept and the output rescued to the temporary directory (exit 1).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,10 @@ def test_a_foreign_file_appearing_during_the_run_is_kept(tmp_path, capsys, monke
     assert "## emergency" in rescued.read_text()
     rescued.unlink()
     assert (out / "results.md").read_text() == "my notes\n"
+    # this run's event file stays with it, in the temporary directory the line names
+    staging = Path(line.split("this run's tensorboard scalars are in '")[1].split("'")[0])
+    assert len(list(staging.glob("events.out.tfevents.*"))) == 1
+    shutil.rmtree(staging)
 
 
 def test_library_call_names_the_keyword_and_checks_overwrite(tmp_path):

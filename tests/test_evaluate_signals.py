@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,6 +178,8 @@ def test_ctrl_c_while_an_output_fails_does_not_say_they_were_written(tmp_path, e
     rescued = [p for p in Path(tempfile.gettempdir()).glob("results-*.md")
                if "- policies: heuristic\n" in p.read_text()]
     assert len(rescued) == 1 and str(rescued[0]) in text, text
+    rescued[0].unlink()
+    shutil.rmtree(text.split("this run's tensorboard scalars are in '")[1].split("'")[0])
     assert "- policies: random\n" in (earlier / "results.md").read_text()   # left in place
 
 

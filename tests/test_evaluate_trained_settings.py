@@ -62,6 +62,35 @@ def test_demo_notes_a_fleet_size_other_than_the_models(tmp_path, capsys):
     assert "trained with" not in capsys.readouterr().err
 
 
+def test_library_callers_get_the_note_as_a_warning_not_a_command_lines_line(tmp_path,
+                                                                            capsys):
+    """``evaluate.evaluate()`` and ``demo.open_session()`` called from Python raise the
+    note as a :class:`policies.cli_checks.Note` warning (the command lines show it as
+    ``evaluate.py: note: ...`` / ``demo.py: note: ...``, above). Before: both printed
+    ``evaluate.py: note: ...`` / ``demo.py: note: ...`` on stderr, though no command
+    line ran, and a caller could neither catch nor filter it."""
+    import evaluate
+    from policies.cli_checks import Note
+
+    model = _model(tmp_path, n_agents=7, scenario="emergency", randomize=False)
+    note = (f"model {model!r} was trained with 7 agents, scenarios emergency, "
+            "not randomized; this run: 5 agents")
+    with pytest.warns(Note) as caught:
+        result = evaluate.evaluate(policies=model, scenarios="emergency", episodes=1,
+                                   n_agents=5, trust="hmac", progress=False,
+                                   out_dir=tmp_path / "out")
+    assert [str(w.message) for w in caught if w.category is Note] == [note]
+    assert note in result["summary"]["notes"]   # kept in the results as before
+    with pytest.warns(Note) as caught:
+        session = demo.open_session(demo.DemoOptions(policy=model, scenario="emergency",
+                                                     n_agents=5, trust="hmac",
+                                                     live=False, max_steps=1))
+    session.env.close()
+    assert [str(w.message) for w in caught if w.category is Note] == [note]
+    err = capsys.readouterr().err
+    assert "evaluate.py:" not in err and "demo.py:" not in err, err
+
+
 @pytest.mark.parametrize("record, run, expected", [
     # scenarios it was not trained on, and randomized play of a model trained without it
     ({"config": {"scenario": "emergency", "randomize": False}},

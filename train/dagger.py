@@ -63,7 +63,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from policies.cli_checks import (
     OneLineParser,
@@ -447,7 +447,13 @@ def _written_before(path: Path, run_dir: Path | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)   # argparse's own errors add "(see ... --help)"
+
+    def refuse(message: str) -> NoReturn:
+        """A bad value: one line, exit 2, as python -m train, demo.py and evaluate.py
+        word it (no "--help" hint: the line says what is allowed)."""
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+
     from policies.cli_checks import OutputError, check_output_dir, check_output_file
     from policies.learned import check_model_action_levels, load_maskable_ppo
     from train.__main__ import flag_message
@@ -456,17 +462,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:   # TrainConfig's rule for a learning rate, in python -m train's words
         check_step_size("TrainConfig", "learning_rate", args.lr)
     except ValueError as exc:
-        parser.error(flag_message(str(exc)))
+        refuse(flag_message(str(exc)))
     try:   # a missing file or one that is not a model fails here, not after the work
         base = load_maskable_ppo(args.base)
     except ValueError as exc:
-        parser.error(f"--base: {exc}")
+        refuse(f"--base: {exc}")
     try:   # --config and --governor-deadband-hz: python -m train's rules and words
         taught = taught_config(args.agents, args.trust, args.seed, args.config or None,
                                args.governor_deadband_hz)
         market = taught.env_config().market
     except ValueError as exc:
-        parser.error(flag_message(str(exc)))
+        refuse(flag_message(str(exc)))
     from train.trainer import make_venv
 
     try:   # and every environment it plays takes them (the environment refuses e.g. a
@@ -474,35 +480,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         # not a traceback once the work has started
         make_venv(taught).close()
     except ValueError as exc:
-        parser.error(str(exc))
+        refuse(str(exc))
     try:   # the base model's network fixes the levels (distilling keeps it)
         check_model_action_levels(base, [market.n_power_levels, market.n_price_levels],
                                   Path(args.base))
     except ValueError as exc:
-        parser.error(f"--base: {exc}")
+        refuse(f"--base: {exc}")
     if not args.out.strip():
-        parser.error("--out is empty; expected a model file path (.zip)")
+        refuse("--out is empty; expected a model file path (.zip)")
     if args.logdir:
         try:
             check_output_dir(args.logdir, "--logdir")
         except ValueError as exc:
-            parser.error(str(exc))
+            refuse(str(exc))
     from train.config import names_a_directory, record_suffix_problem
 
     if names_a_directory(args.out):
-        parser.error(f"--out {args.out!r} is a directory; expected a model file path (e.g. "
+        refuse(f"--out {args.out!r} is a directory; expected a model file path (e.g. "
                      "DIR/model.zip)")
     problem = record_suffix_problem(args.out)
     if problem:
-        parser.error(f"--out {args.out!r}: {problem}")
+        refuse(f"--out {args.out!r}: {problem}")
     out = Path(args.out if args.out.endswith(".zip") else args.out + ".zip")
     if out.resolve() == Path(args.base).resolve():
-        parser.error("--out names the --base model; write the distilled one elsewhere")
+        refuse("--out names the --base model; write the distilled one elsewhere")
     try:   # before ~15 minutes of work: the model and its record can be written
         for path in (out, out.with_suffix(".json")):
             check_output_file(path, "--out", create_dirs=True, overwrite=args.overwrite)
     except ValueError as exc:
-        parser.error(str(exc))
+        refuse(str(exc))
     from train.errors import Terminated, sigterm_as_interrupt
 
     try:   # SIGTERM (kill, timeout, a scheduler's stop) is handled as Ctrl-C
