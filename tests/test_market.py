@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gridswarm_env.market import ClearingResult, clear_market, price_signal_per_mwh, settlement
@@ -307,12 +307,24 @@ def test_pro_rata_shares_the_marginal_price_by_size() -> None:
         _clear(1.0, [1], [1], tie_break="random")
 
 
+def _denormal_tie_book() -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """A 2 MW and a 5e-324 MW (the smallest denormal) absorber tied at 0 $/MWh sharing a
+    1 MW surplus (found by hypothesis): each gets half its size, and half of 5e-324
+    rounds to 0 MW."""
+    power, eligible = np.zeros(21), np.zeros(21, dtype=bool)
+    power[3], power[19] = -2.0, -5e-324
+    eligible[[3, 19]] = True
+    return -1.0, power, np.zeros(21), eligible
+
+
 @settings(max_examples=300, deadline=None)
 @given(_books())
+@example(_denormal_tie_book())
 def test_pro_rata_clears_what_the_index_rule_clears(
         book: tuple[float, np.ndarray, np.ndarray, np.ndarray]) -> None:
     """The same total, clearing price, consensus and bids wholly in or out; only the
-    bids at the clearing price share it, each the same fraction of its size."""
+    bids at the clearing price share it, each the same fraction ``f`` of its size (to
+    rounding: ``|P|·f`` of a denormal bid may round to 0 MW)."""
     request, power, price, eligible = book
     by_index = clear_market(request, power, price, eligible)
     r = clear_market(request, power, price, eligible, tie_break="pro_rata")
@@ -328,8 +340,12 @@ def test_pro_rata_clears_what_the_index_rule_clears(
     valid = eligible & (power * d > 0)
     tied = valid & (price == clearing)
     np.testing.assert_array_equal(r.accepted_mw[~tied], by_index.accepted_mw[~tied])
-    shares = r.accepted_mw[tied] / power[tied]
-    assert np.ptp(shares) <= 1e-12 and np.all((shares > 0) & (shares <= 1))
+    sizes = np.abs(power[tied])
+    share = float(np.abs(r.accepted_mw[tied]).sum() / sizes.sum())
+    assert 0.0 < share <= 1.0
+    np.testing.assert_allclose(np.abs(r.accepted_mw[tied]), sizes * share, rtol=1e-12,
+                               atol=np.finfo(float).tiny)
+    assert np.all(r.accepted_mw[tied] * d >= 0.0)
 
 
 def test_prefix_sums_keep_the_merit_order_with_tiny_bids() -> None:
