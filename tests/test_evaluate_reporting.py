@@ -13,6 +13,7 @@ import pytest
 
 import evaluate
 import policies.rollout
+from policies.cli_checks import Note
 from policies.learned import DEFAULT_MODEL
 
 
@@ -51,7 +52,8 @@ def test_a_model_is_loaded_once_and_named_by_the_hash_of_what_was_loaded(tmp_pat
 
     monkeypatch.setattr(policies.rollout, "run_episode", corrupt_after_first)
     out = tmp_path / "o"
-    result = _small(f"heuristic,{model}", out, scenarios="emergency,price_spike")
+    with pytest.warns(Note, match="this run: 5 agents"):   # the 100-agent model at 5
+        result = _small(f"heuristic,{model}", out, scenarios="emergency,price_spike")
     assert len(result["runs"]) == 4
     details = result["summary"]["config"]["policy_details"]
     assert details[str(model)]["model_sha256"] == sha
