@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="demo.py", description="Live grid dashboard: DER agents balance the grid through "
         "a market, a message bus and signed contracts.")
-    p.add_argument("--agents", type=int_flag_type("--agents", 1, MAX_AGENTS, AGENT_LIMIT_WHY), default=None, metavar="N",
+    p.add_argument("--agents", type=int_flag_type("--agents", 1, MAX_AGENTS, AGENT_LIMIT_WHY),
+                   default=None, metavar="N",
                    help=f"number of DER agents, 1 to {MAX_AGENTS:,} (default: 100, or "
                         "--config's n_agents)")
     p.add_argument("--scenario", default="price_spike", metavar="S|FILE.toml",
@@ -415,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "FILE.toml (base = \"<name>\" plus the fields it changes) (default: "
                         "price_spike)")
     p.add_argument("--policy", default="heuristic", metavar="NAME|PATH",
-                   help="heuristic, random, learned, oracle or a model path (default: heuristic)")
+                   help="heuristic, random, learned, oracle or a model path "
+                        "(default: heuristic)")
     p.add_argument("--seed", type=int_flag_type("--seed", 0), default=0, metavar="N",
                    help="episode seed (default: 0)")
     shadow = p.add_mutually_exclusive_group()

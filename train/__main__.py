@@ -214,12 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      f"{MAX_AGENTS:,}", DEFAULTS.n_agents))
     a("--envs", type=int_flag_type("--envs", 1), default=None, metavar="N",
       help=_resume_help("environment copies stacked", DEFAULTS.n_envs))
-    a("--checkpoint-every", type=int_flag_type("--checkpoint-every", 0), default=DEFAULTS.checkpoint_every, metavar="N",
+    a("--checkpoint-every", type=int_flag_type("--checkpoint-every", 0),
+      default=DEFAULTS.checkpoint_every, metavar="N",
       help="checkpoint every N agent-steps, 0 = never (default: %(default)s)")
-    a("--eval-every", type=int_flag_type("--eval-every", 0), default=DEFAULTS.eval_every, metavar="N",
+    a("--eval-every", type=int_flag_type("--eval-every", 0),
+      default=DEFAULTS.eval_every, metavar="N",
       help="evaluate by system_cost about every N agent-steps on held-out seeds, keep "
            "the best model as <run>/best_model.zip, 0 = never (default: %(default)s)")
-    a("--eval-seeds", type=int_flag_type("--eval-seeds", 1, max_eval_seeds(), f" ({EVAL_SEEDS_WHY})"), default=DEFAULTS.eval_seeds, metavar="K",
+    a("--eval-seeds", type=int_flag_type("--eval-seeds", 1, max_eval_seeds(), f" ({EVAL_SEEDS_WHY})"),
+      default=DEFAULTS.eval_seeds, metavar="K",
       help="evaluation episodes per scenario (default: %(default)s)")
     a("--trust", default=DEFAULTS.trust, choices=TRUST_MODES,
       help="contract signatures (default: %(default)s, faster than ed25519)")
@@ -261,9 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
       help=f"passes over demonstrations, with --bc-teacher (default: {DEFAULTS.bc_epochs})")
     a("--bc-lr", type=float, default=None,
       help=f"cloning learning rate, with --bc-teacher (default: {DEFAULTS.bc_learning_rate})")
-    a("--run-name", default=None, help="run directory name under --logdir, refused if it exists (even "
+    a("--run-name",
+      default=None, help="run directory name under --logdir, refused if it exists (even "
       "empty) (default: <scenario>_s<seed>_<time>)")
-    a("--torch-threads", type=int_flag_type("--torch-threads", 1, MAX_TORCH_THREADS, TORCH_THREADS_WHY), default=DEFAULTS.torch_threads, metavar="N",
+    a("--torch-threads", type=int_flag_type("--torch-threads", 1, MAX_TORCH_THREADS, TORCH_THREADS_WHY),
+      default=DEFAULTS.torch_threads, metavar="N",
       help="torch intra-op threads of the cloning and PPO's forward and backward passes "
            "(default: %(default)s, as the shipped models were made; 2 trained 1.2-1.3x as "
            "fast on 2 free cores but 3-75x slower with the second core busy (warned), and gives other "
